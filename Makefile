@@ -1,0 +1,197 @@
+# tensord — one non-recursive Makefile.
+#
+#   make            build the daemon, libtensord (static, shared, pkg-config file)
+#   make run        install missing packages, build, run the daemon on 127.0.0.1:7878
+#   make test       install missing packages, build, run every test suite
+#   make check-asan all C tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make install    PREFIX=/usr/local DESTDIR=
+#   V=1 shows commands; WERROR=1 (as in CI) fails on warnings.
+#
+# CC and CFLAGS belong to whoever runs make; the flags tensord needs live in TD_CFLAGS so that
+# `make CFLAGS=-O0` cannot drop them.
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+PYTHON  ?= /usr/bin/python3
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BUILD   ?= build
+VERSION := 0.1.0
+
+PKGS := libuv libprotobuf-c openblas cmocka
+TD_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes \
+             -Wmissing-prototypes -Wno-unused-parameter -fPIC -MMD -MP \
+             -DTD_VERSION='"$(VERSION)"' -I$(BUILD)/gen -Iserver -Iclient/c
+ifeq ($(WERROR),1)
+TD_CFLAGS += -Werror
+endif
+ifeq ($(SAN),1)
+TD_CFLAGS += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+TD_LDFLAGS += -fsanitize=address,undefined
+endif
+# pkg-config is asked only once the packages exist (make deps installs them first).
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+ifneq ($(V),1)
+Q := @
+endif
+
+ALL_CFLAGS = $(TD_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
+
+# ---- sources ----
+GEN_C   := $(BUILD)/gen/proto/tensord.pb-c.c
+GEN_H   := $(BUILD)/gen/proto/tensord.pb-c.h
+BASE_SRC    := $(wildcard server/base/*.c)
+CORE_SRC    := $(wildcard server/core/*.c server/core/ops/*.c)
+SESSION_SRC := $(wildcard server/session/*.c)
+RPC_SRC     := $(wildcard server/rpc/*.c)
+NET_SRC     := $(wildcard server/net/*.c)
+CLIENT_SRC  := $(wildcard client/c/*.c)
+TESTLIB_SRC := $(wildcard tests/lib/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIB_BASE    := $(BUILD)/lib/libtd_base.a
+LIB_CORE    := $(BUILD)/lib/libtd_core.a
+LIB_SESSION := $(BUILD)/lib/libtd_session.a
+LIB_RPC     := $(BUILD)/lib/libtd_rpc.a
+LIB_NET     := $(BUILD)/lib/libtd_net.a
+LIB_TESTLIB := $(BUILD)/lib/libtd_testlib.a
+TENSORD     := $(BUILD)/tensord
+LIBTENSORD_A  := $(BUILD)/libtensord.a
+LIBTENSORD_SO := $(BUILD)/libtensord.so
+TENSORD_PC    := $(BUILD)/tensord.pc
+
+.PHONY: all tensord libtensord test test-c test-py check-asan deps run install clean
+.DEFAULT_GOAL := all
+
+all: tensord libtensord
+
+tensord: $(TENSORD)
+libtensord: $(LIBTENSORD_A) $(LIBTENSORD_SO) $(TENSORD_PC)
+
+# ---- generated protobuf code ----
+$(GEN_C) $(GEN_H) &: proto/tensord.proto
+	@mkdir -p $(BUILD)/gen
+	$(Q)protoc-c --c_out=$(BUILD)/gen proto/tensord.proto
+
+# Everything may include the generated header (rpc and the client do), so it exists first.
+$(BUILD)/obj/%.o: %.c | $(GEN_H)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+GEN_O := $(BUILD)/obj/gen/proto/tensord.pb-c.o
+
+define archive
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+endef
+
+$(LIB_BASE): $(call obj,$(BASE_SRC));       $(archive)
+$(LIB_CORE): $(call obj,$(CORE_SRC));       $(archive)
+$(LIB_SESSION): $(call obj,$(SESSION_SRC)); $(archive)
+$(LIB_RPC): $(call obj,$(RPC_SRC)) $(GEN_O); $(archive)
+$(LIB_NET): $(call obj,$(NET_SRC));         $(archive)
+$(LIB_TESTLIB): $(call obj,$(TESTLIB_SRC)); $(archive)
+
+SERVER_LIBS := $(LIB_NET) $(LIB_RPC) $(LIB_SESSION) $(LIB_CORE) $(LIB_BASE)
+
+$(TENSORD): $(call obj,server/main.c) $(SERVER_LIBS)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm -lpthread
+
+# ---- libtensord ----
+LIBTENSORD_O := $(call obj,$(CLIENT_SRC)) $(GEN_O)
+$(LIBTENSORD_A): $(LIBTENSORD_O); $(archive)
+$(LIBTENSORD_SO): $(LIBTENSORD_O)
+	$(Q)$(CC) -shared $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -Wl,-soname,libtensord.so.0 -o $@ $^ \
+	    $(shell pkg-config --libs libprotobuf-c 2>/dev/null)
+$(TENSORD_PC): client/c/tensord.pc.in
+	@mkdir -p $(dir $@)
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+
+# ---- tests ----
+# tests/<layer>/test_*.c each become one cmocka binary, linked with that layer and those below.
+TESTS_BASE    := $(wildcard tests/base/test_*.c)
+TESTS_CORE    := $(wildcard tests/core/test_*.c)
+TESTS_SESSION := $(wildcard tests/session/test_*.c)
+TESTS_RPC     := $(wildcard tests/rpc/test_*.c)
+TESTS_NET     := $(wildcard tests/net/test_*.c)
+TESTS_CLIENT  := $(wildcard tests/client/test_*.c)
+tbin = $(patsubst %.c,$(BUILD)/%,$(1))
+TEST_BINS := $(call tbin,$(TESTS_BASE) $(TESTS_CORE) $(TESTS_SESSION) $(TESTS_RPC) \
+                         $(TESTS_NET) $(TESTS_CLIENT))
+
+LINK_TEST = @mkdir -p $(dir $@); $(if $(Q),echo "  LD      $@";) \
+            $(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm -lpthread
+
+$(call tbin,$(TESTS_BASE)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_TESTLIB) $(LIB_BASE)
+	$(Q)$(LINK_TEST)
+$(call tbin,$(TESTS_CORE)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_TESTLIB) $(LIB_CORE) $(LIB_BASE)
+	$(Q)$(LINK_TEST)
+$(call tbin,$(TESTS_SESSION)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_TESTLIB) $(LIB_SESSION) $(LIB_CORE) $(LIB_BASE)
+	$(Q)$(LINK_TEST)
+$(call tbin,$(TESTS_RPC)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_TESTLIB) $(LIB_RPC) $(LIB_SESSION) $(LIB_CORE) $(LIB_BASE)
+	$(Q)$(LINK_TEST)
+$(call tbin,$(TESTS_NET)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_TESTLIB) $(LIB_NET) $(LIB_BASE)
+	$(Q)$(LINK_TEST)
+$(call tbin,$(TESTS_CLIENT)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_TESTLIB) $(LIBTENSORD_A) $(LIB_BASE) | $(TENSORD)
+	$(Q)$(LINK_TEST)
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(MAKE) --no-print-directory test-c
+	$(Q)$(MAKE) --no-print-directory test-py
+
+# Each binary runs on its own; the run fails if any fails, after all have run.
+test-c: $(TEST_BINS) $(TENSORD)
+	@fail=0; for t in $(TEST_BINS); do \
+	    echo "== $$t"; TENSORD_BIN=$(abspath $(TENSORD)) $$t || { echo "FAILED: $$t"; fail=1; }; \
+	done; exit $$fail
+
+test-py: all
+	$(Q)if [ -d tests/python ]; then \
+	    TENSORD_BIN=$(abspath $(TENSORD)) $(PYTHON) -m pytest -q tests/python; fi
+
+check-asan:
+	$(Q)$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test-c
+
+# ---- setup ----
+DEB_PKGS := build-essential pkg-config libuv1-dev libprotobuf-c-dev protobuf-c-compiler \
+            libcmocka-dev libopenblas-dev protobuf-compiler python3-protobuf python3-numpy \
+            python3-pytest
+deps:
+	$(Q)missing=""; for p in $(DEB_PKGS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \
+	        || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	    $$SUDO apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+run: deps
+	$(Q)$(MAKE) --no-print-directory tensord
+	./$(TENSORD) --listen 127.0.0.1:7878
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(TENSORD) $(DESTDIR)$(PREFIX)/bin/tensord
+	install -m 644 $(LIBTENSORD_A) $(DESTDIR)$(PREFIX)/lib/libtensord.a
+	install -m 755 $(LIBTENSORD_SO) $(DESTDIR)$(PREFIX)/lib/libtensord.so.0
+	ln -sf libtensord.so.0 $(DESTDIR)$(PREFIX)/lib/libtensord.so
+	install -m 644 client/c/tensord.h $(DESTDIR)$(PREFIX)/include/tensord.h
+	install -m 644 $(TENSORD_PC) $(DESTDIR)$(PREFIX)/lib/pkgconfig/tensord.pc
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

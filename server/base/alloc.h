@@ -1,0 +1,50 @@
+/* server/base/alloc.h — the one place memory comes from, and byte quotas.
+**
+** Every allocation in the server goes through td_malloc/td_free so that live bytes are counted
+** and tests can make the Nth allocation fail (the fault hook). Quotas are plain counters with a
+** limit and an optional parent (a session's quota chains to the global one); core charges tensor
+** storage to the quota its caller passes, so quotas work without core knowing sessions exist.
+** Counters are atomic because a session's storage may be released on the loop thread while the
+** same session's job runs on a worker thread. Depends on libc only.
+*/
+#ifndef TD_BASE_ALLOC_H
+#define TD_BASE_ALLOC_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+/* Returns 16-byte-aligned memory or NULL (also when the fault hook fires). */
+void *td_malloc(size_t n);
+void *td_calloc(size_t count, size_t size);  /* NULL on count*size overflow */
+void *td_realloc(void *p, size_t n);          /* like realloc; p may be NULL */
+void td_free(void *p);                        /* NULL is a no-op */
+char *td_strdup(const char *s);
+
+/* Live bytes handed out by td_malloc and friends, process-wide. */
+int64_t td_alloc_live_bytes(void);
+
+/* Test fault hook: the n-th allocation from now fails (n >= 1); 0 disables. Returns how many
+** allocations were made since the last call (so a sweep knows when it has passed the end). */
+void td_alloc_fail_at(int64_t n);
+int64_t td_alloc_count(void);
+
+struct td_quota {
+    _Atomic int64_t used;     /* bytes charged now */
+    int64_t limit;            /* bytes; <= 0 means unlimited */
+    struct td_quota *parent;  /* borrowed; charged too, may be NULL */
+    const char *name;         /* borrowed static string for messages, e.g. "session memory" */
+};
+
+void td_quota_init(struct td_quota *q, const char *name, int64_t limit, struct td_quota *parent);
+
+/* Charges n bytes to q and its parents, or charges nothing and fails with TD_EQUOTA naming the
+** limit that was hit ("session memory quota exceeded: 1073741824 bytes"). q may be NULL. */
+int td_quota_charge(struct td_quota *q, int64_t n, struct td_err *err);
+
+/* Returns n bytes to q and its parents. q may be NULL. */
+void td_quota_release(struct td_quota *q, int64_t n);
+
+#endif

@@ -1,0 +1,74 @@
+/* server/core/ops.h — the op table and the one entry point that runs an op.
+**
+** Every op is a row of ops.def. Running an op is always the same four steps, done once here:
+** the dtype rule picks the compute and result dtypes (PyTorch's promotion), the shape rule
+** picks the result shape (broadcasting, matmul shapes), the output is allocated (or, in place,
+** checked: same shape as self, result castable to self's dtype), and the forward kernel fills
+** it. Kernels live in their family file (ops/elementwise.c, ops/matmul.c). Pure C + CBLAS.
+*/
+#ifndef TD_CORE_OPS_H
+#define TD_CORE_OPS_H
+
+#include <stdbool.h>
+
+#include "tensor.h"
+
+enum td_op_id {
+#define OP(id, name, nin, inplace, shape, dtype, fwd, bwd) TD_OP_##id,
+#include "ops.def"
+#undef OP
+    TD_OP_COUNT
+};
+
+/* An input: a tensor (borrowed) or, when t is NULL, a Python-number scalar. */
+struct td_operand {
+    struct td_tensor *t;
+    struct td_scalar s;
+};
+
+#define TD_OP_MAX_INPUTS 4
+
+/* Shape rule: the result shape of the op for these inputs, or PyTorch's error. */
+typedef int td_shape_fn(const struct td_operand *in, int nin, int64_t *shape, int *ndim,
+                        struct td_err *err);
+/* Dtype rule: the dtype the kernel computes in and the dtype of the result. */
+typedef int td_dtype_fn(const struct td_operand *in, int nin, enum td_dtype *compute,
+                        enum td_dtype *result, struct td_err *err);
+/* Forward kernel: fills `out` (already of the result shape; its dtype may differ from `compute`
+** for in-place ops, where values are cast on store). `out` may be in[0].t (in place). */
+typedef int td_fwd_fn(struct td_tensor *out, const struct td_operand *in, int nin,
+                      enum td_dtype compute, struct td_err *err);
+
+struct td_op_def {
+    const char *name;
+    int nin;
+    bool has_inplace;
+    td_shape_fn *shape;
+    td_dtype_fn *dtype;
+    td_fwd_fn *forward;
+    void *backward;  /* autograd rule; NULL until autograd lands */
+};
+
+extern const struct td_op_def td_ops[TD_OP_COUNT];
+
+/* Looks an op up by PyTorch name ("add"); returns -1 when unknown. */
+int td_op_lookup(const char *name);
+
+/* Runs op `id` on `in` (nin operands, borrowed). Out of place: *out is a new tensor charged to q.
+** In place (`inplace`, only for ops with has_inplace): in[0] must be a tensor; it is written
+** (after td_tensor_prepare_write) and *out is a new reference to it. Errors carry PyTorch's
+** wording, e.g. "result type Float can't be cast to the desired output type Long",
+** "output with shape [3] doesn't match the broadcast shape [2, 3]". */
+int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin, bool inplace,
+                struct td_quota *q, struct td_tensor **out, struct td_err *err);
+
+/* A rough count of element operations the op would do (for choosing the thread pool); 0 when
+** the inputs are invalid (the op will fail fast anyway). */
+int64_t td_op_work(enum td_op_id id, const struct td_operand *in, int nin);
+
+/* Shared rules, exported so ops/ family files and tests can use them. */
+td_shape_fn td_shape_broadcast;
+int td_broadcast_shapes(const int64_t *a, int na, const int64_t *b, int nb, int64_t *out,
+                        int *nout, struct td_err *err);
+
+#endif

@@ -1,0 +1,114 @@
+/* server/core/tensor.h — storage, buffers and strided tensors.
+**
+** A tensor is a strided view (shape, strides, offset, all in elements) of a storage. Views share
+** the storage object, so a write through one is visible through all. The storage in turn points
+** at a buffer: the bytes themselves, with an atomic reference count, so that a reply being
+** written to a socket can keep the bytes alive ("pin" them) without copying. A tensor that is
+** about to be written in place calls td_tensor_prepare_write(), which swaps in a private copy of
+** the buffer when a pin still reads the old one (copy-on-write), so queued replies always carry
+** the bytes as they were when the reply was made.
+**
+** Storage is charged to the td_quota its creator passes and released when the last buffer
+** reference goes. Tensor and storage refcounts are plain ints: a session's objects are touched by
+** one thread at a time. Pure C: no libuv, no protobuf.
+*/
+#ifndef TD_CORE_TENSOR_H
+#define TD_CORE_TENSOR_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../base/alloc.h"
+#include "../base/err.h"
+#include "dtype.h"
+
+#define TD_MAX_DIMS 8
+
+/* Bytes; refcounted atomically because pins are released on the loop thread. */
+struct td_buffer {
+    _Atomic int refs;
+    void *data;              /* td_malloc'd, owned */
+    size_t nbytes;
+    struct td_quota *quota;  /* borrowed; charged nbytes, may be NULL */
+};
+
+struct td_storage {
+    int refs;
+    struct td_buffer *buf;   /* owned reference */
+};
+
+struct td_tensor {
+    int refs;
+    enum td_dtype dtype;
+    int ndim;                          /* 0..TD_MAX_DIMS; 0 is a scalar with one element */
+    int64_t shape[TD_MAX_DIMS];
+    int64_t strides[TD_MAX_DIMS];      /* in elements */
+    int64_t offset;                    /* in elements */
+    int64_t numel;
+    struct td_storage *storage;        /* owned reference */
+};
+
+/* ---- shapes ---- */
+
+/* Checks a shape from an untrusted source: 0 <= ndim <= TD_MAX_DIMS, every dim >= 0, and the
+** element count and byte size fit in int64 without overflow. On success stores numel and
+** nbytes (either out-param may be NULL). Errors: TD_EINVAL / TD_ELIMIT with a message naming
+** the dim. */
+int td_shape_check(const int64_t *shape, int ndim, enum td_dtype dt, int64_t *numel,
+                   int64_t *nbytes, struct td_err *err);
+
+/* Formats "[2, 3]" into buf (PyTorch's shape wording in messages). Returns buf. */
+char *td_shape_str(char *buf, size_t cap, const int64_t *shape, int ndim);
+
+/* ---- buffers ---- */
+
+/* Pins t's current bytes: returns a new buffer reference; release with td_buffer_unref. */
+struct td_buffer *td_tensor_pin(const struct td_tensor *t);
+void td_buffer_unref(struct td_buffer *b);  /* NULL is a no-op; thread-safe */
+
+/* ---- construction ---- */
+
+/* New contiguous tensor with uninitialised contents, charged to q (borrowed, may be NULL).
+** Returns a new reference in *out. Errors: shape errors, TD_EQUOTA, TD_ENOMEM. */
+int td_tensor_empty(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
+                    struct td_quota *q, struct td_err *err);
+
+/* New contiguous tensor whose storage adopts `data` (taken: td_malloc'd, nbytes long, freed by
+** the tensor — or freed here on failure). nbytes must equal numel * dtype size. */
+int td_tensor_adopt(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
+                    void *data, size_t nbytes, struct td_quota *q, struct td_err *err);
+
+/* New contiguous tensor filled with v converted to dt (PyTorch's cast rules). */
+int td_tensor_full(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
+                   struct td_scalar v, struct td_quota *q, struct td_err *err);
+
+/* torch.arange(start, end, step, dtype=dt). dt is the caller's choice; pass the result of
+** td_arange_dtype() for PyTorch's inference (int64 unless any bound is a float). Errors use
+** PyTorch's wording ("step must be nonzero", "upper bound and larger bound inconsistent with
+** step sign"). */
+enum td_dtype td_arange_dtype(struct td_scalar start, struct td_scalar end, struct td_scalar step);
+int td_tensor_arange(struct td_tensor **out, enum td_dtype dt, struct td_scalar start,
+                     struct td_scalar end, struct td_scalar step, struct td_quota *q,
+                     struct td_err *err);
+
+/* ---- references and access ---- */
+
+struct td_tensor *td_tensor_ref(struct td_tensor *t);  /* returns t */
+void td_tensor_unref(struct td_tensor *t);             /* NULL is a no-op */
+
+bool td_tensor_is_contiguous(const struct td_tensor *t);
+size_t td_tensor_nbytes(const struct td_tensor *t);    /* numel * element size */
+
+/* Address of element 0 of the view (storage data + offset). */
+void *td_tensor_data(const struct td_tensor *t);
+
+/* Makes t's buffer private before an in-place write (copy-on-write when pinned). Errors:
+** TD_EQUOTA, TD_ENOMEM (t unchanged). */
+int td_tensor_prepare_write(struct td_tensor *t, struct td_err *err);
+
+/* Copies t's elements, in C order, into dst (nbytes == td_tensor_nbytes(t)). Handles any strides. */
+void td_tensor_copy_out(const struct td_tensor *t, void *dst);
+
+#endif
