@@ -106,12 +106,20 @@ void td_quota_init(struct td_quota *q, const char *name, int64_t limit, struct t
 {
     atomic_init(&q->used, 0);
     q->limit = limit;
+    q->max_charge = 0;
+    q->max_charge_name = "max_tensor_bytes";
     q->parent = parent;
     q->name = name;
 }
 
 int td_quota_charge(struct td_quota *q, int64_t n, struct td_err *err)
 {
+    for (struct td_quota *c = q; c != NULL; c = c->parent) {
+        if (c->max_charge > 0 && n > c->max_charge) {
+            return td_err_set(err, TD_ELIMIT, "tensor of %lld bytes exceeds %s %lld",
+                              (long long)n, c->max_charge_name, (long long)c->max_charge);
+        }
+    }
     for (struct td_quota *c = q; c != NULL; c = c->parent) {
         int64_t after = atomic_fetch_add(&c->used, n) + n;
         if (c->limit > 0 && after > c->limit) {

@@ -34,14 +34,18 @@ int64_t td_alloc_count(void);
 struct td_quota {
     _Atomic int64_t used;     /* bytes charged now */
     int64_t limit;            /* bytes; <= 0 means unlimited */
+    int64_t max_charge;       /* largest single charge, e.g. max_tensor_bytes; <= 0: unlimited */
+    const char *max_charge_name; /* borrowed static string naming that limit, e.g. "max_tensor_bytes" */
     struct td_quota *parent;  /* borrowed; charged too, may be NULL */
     const char *name;         /* borrowed static string for messages, e.g. "session memory" */
 };
 
 void td_quota_init(struct td_quota *q, const char *name, int64_t limit, struct td_quota *parent);
 
-/* Charges n bytes to q and its parents, or charges nothing and fails with TD_EQUOTA naming the
-** limit that was hit ("session memory quota exceeded: 1073741824 bytes"). q may be NULL. */
+/* Charges n bytes to q and its parents, or charges nothing and fails naming the limit that was
+** hit: TD_ELIMIT when one charge exceeds a level's max_charge ("tensor of 2048 bytes exceeds
+** max_tensor_bytes 1024"), TD_EQUOTA when a level's total would pass its limit ("session memory
+** quota exceeded: 1073741824 bytes"). q may be NULL. */
 int td_quota_charge(struct td_quota *q, int64_t n, struct td_err *err);
 
 /* Returns n bytes to q and its parents. q may be NULL. */

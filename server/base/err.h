@@ -26,6 +26,8 @@
     X(TD_ESESSION,  UNKNOWN_SESSION,   "unknown or expired session")                  \
     X(TD_EUNSUP,    UNIMPLEMENTED,     "not implemented")                             \
     X(TD_EIO,       IO_ERROR,          "input/output error")                          \
+    X(TD_ENOSESSION, NO_SESSION,       "no session: send Hello first")                \
+    X(TD_EOP,       UNKNOWN_OP,        "unknown op or request kind")                  \
     X(TD_EINTERNAL, INTERNAL,          "internal error")
 
 enum td_errcode {

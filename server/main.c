@@ -1,0 +1,623 @@
+/* server/main.c — flags, configuration, wiring and signals.
+**
+** main owns the process: it parses flags (each with a TENSORD_* environment twin), sets up the
+** store, the rpc server and the listeners, and wires the layers together: net's frames go to
+** rpc peers, rpc's replies go back to net connections, and heavy session jobs go to libuv's
+** thread pool. It is the only place that knows all layers. SIGTERM and SIGINT stop listening,
+** let in-flight work finish, free every session and exit 0.
+*/
+#include <cblas.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "net/net.h"
+#include "rpc/rpc.h"
+#include "session/session.h"
+
+void openblas_set_num_threads(int num_threads);
+
+#define MAX_LISTEN 16
+#define PEER_PAUSE_PENDING 1024   /* stop reading a connection with this many requests queued */
+#define PEER_RESUME_PENDING 256
+
+struct config {
+    const char *listen[MAX_LISTEN];
+    int nlisten;
+    const char *unix_path;
+    uint64_t max_frame_bytes;
+    int64_t max_tensor_bytes;
+    int64_t session_max_bytes;
+    int64_t max_bytes;
+    int64_t max_sessions;
+    uint64_t session_ttl_ms;
+    int threads;
+    const char *auth_token_file;
+    bool insecure_no_auth;
+    const char *log_level;
+};
+
+/* ---- flags ---- */
+
+struct flag {
+    const char *name;   /* without dashes; the env twin is TENSORD_<NAME> with - -> _ */
+    const char *arg;    /* NULL: a switch */
+    const char *dflt;   /* shown in --help */
+    const char *help;
+};
+
+static const struct flag flags[] = {
+    {"listen", "HOST:PORT", "127.0.0.1:7878", "TCP address to serve (repeatable; IPv4 or [IPv6])"},
+    {"unix", "PATH", "none", "also serve on a Unix socket, created mode 0600"},
+    {"max-frame-bytes", "SIZE", "1G", "largest request frame accepted"},
+    {"max-tensor-bytes", "SIZE", "1G", "largest single tensor"},
+    {"session-max-bytes", "SIZE", "4G", "memory quota of one session"},
+    {"max-bytes", "SIZE", "half of RAM", "memory cap for all sessions together"},
+    {"max-sessions", "N", "10000", "most sessions alive at once"},
+    {"session-ttl", "DURATION", "10m", "how long a session outlives its last connection"},
+    {"threads", "N", "CPU count", "worker threads for heavy ops"},
+    {"auth-token-file", "PATH", "none", "require clients to present the token in this file"},
+    {"insecure-no-auth", NULL, "off", "allow non-loopback listening without a token"},
+    {"log-level", "LEVEL", "info", "debug, info, warn or error"},
+    {"help", NULL, NULL, "show this help"},
+    {"version", NULL, NULL, "show the version"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: tensord [flags]\n\ntensord serves PyTorch-style tensors over the "
+               "network. Flags (each also read from TENSORD_<FLAG>, e.g. TENSORD_LISTEN):\n\n");
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s%s", flags[i].name, flags[i].arg ? " " : "",
+                 flags[i].arg ? flags[i].arg : "");
+        fprintf(f, "  %-30s %s", left, flags[i].help);
+        if (flags[i].dflt != NULL) {
+            fprintf(f, " (default: %s)", flags[i].dflt);
+        }
+        fprintf(f, "\n");
+    }
+    fprintf(f, "\nSIZE takes bytes or a suffix K, M, G, T (powers of 1024); DURATION takes "
+               "seconds or a suffix ms, s, m, h.\n");
+}
+
+static int bad_value(const char *flag, const char *v, const char *why)
+{
+    fprintf(stderr, "tensord: invalid value '%s' for --%s: %s\n", v, flag, why);
+    return -1;
+}
+
+static int parse_size(const char *flag, const char *v, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (end == v || errno != 0 || v[0] == '-') {
+        return bad_value(flag, v, "want a byte count such as 1048576, 64M or 2G");
+    }
+    int shift = 0;
+    switch (*end) {
+    case '\0': break;
+    case 'K': case 'k': shift = 10; end++; break;
+    case 'M': case 'm': shift = 20; end++; break;
+    case 'G': case 'g': shift = 30; end++; break;
+    case 'T': case 't': shift = 40; end++; break;
+    default: return bad_value(flag, v, "unknown size suffix (use K, M, G or T)");
+    }
+    if (*end == 'B' || *end == 'b') {
+        end++;
+    }
+    if (*end != '\0' || n > (unsigned long long)(INT64_MAX >> shift)) {
+        return bad_value(flag, v, "want a byte count such as 1048576, 64M or 2G");
+    }
+    *out = (int64_t)(n << shift);
+    return 0;
+}
+
+static int parse_duration_ms(const char *flag, const char *v, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (end == v || errno != 0 || v[0] == '-') {
+        return bad_value(flag, v, "want seconds or a duration such as 500ms, 30s, 10m");
+    }
+    uint64_t mul;
+    if (strcmp(end, "") == 0 || strcmp(end, "s") == 0) {
+        mul = 1000;
+    } else if (strcmp(end, "ms") == 0) {
+        mul = 1;
+    } else if (strcmp(end, "m") == 0) {
+        mul = 60000;
+    } else if (strcmp(end, "h") == 0) {
+        mul = 3600000;
+    } else {
+        return bad_value(flag, v, "unknown duration suffix (use ms, s, m or h)");
+    }
+    if (n > UINT64_MAX / mul) {
+        return bad_value(flag, v, "too large");
+    }
+    *out = n * mul;
+    return 0;
+}
+
+static int parse_count(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (end == v || *end != '\0' || errno != 0 || n < lo || n > hi) {
+        char why[96];
+        snprintf(why, sizeof why, "want a whole number from %lld to %lld", (long long)lo,
+                 (long long)hi);
+        return bad_value(flag, v, why);
+    }
+    *out = n;
+    return 0;
+}
+
+static int apply_flag(struct config *cfg, const char *name, const char *v)
+{
+    int64_t n;
+    if (strcmp(name, "listen") == 0) {
+        if (cfg->nlisten == MAX_LISTEN) {
+            return bad_value(name, v, "too many --listen addresses");
+        }
+        cfg->listen[cfg->nlisten++] = v;
+        return 0;
+    }
+    if (strcmp(name, "unix") == 0) {
+        cfg->unix_path = v;
+        return 0;
+    }
+    if (strcmp(name, "max-frame-bytes") == 0) {
+        if (parse_size(name, v, &n) != 0) {
+            return -1;
+        }
+        if (n < 1024) {
+            return bad_value(name, v, "must be at least 1K");
+        }
+        cfg->max_frame_bytes = (uint64_t)n;
+        return 0;
+    }
+    if (strcmp(name, "max-tensor-bytes") == 0) {
+        return parse_size(name, v, &cfg->max_tensor_bytes);
+    }
+    if (strcmp(name, "session-max-bytes") == 0) {
+        return parse_size(name, v, &cfg->session_max_bytes);
+    }
+    if (strcmp(name, "max-bytes") == 0) {
+        return parse_size(name, v, &cfg->max_bytes);
+    }
+    if (strcmp(name, "max-sessions") == 0) {
+        return parse_count(name, v, 1, INT32_MAX, &cfg->max_sessions);
+    }
+    if (strcmp(name, "session-ttl") == 0) {
+        return parse_duration_ms(name, v, &cfg->session_ttl_ms);
+    }
+    if (strcmp(name, "threads") == 0) {
+        if (parse_count(name, v, 1, 1024, &n) != 0) {
+            return -1;
+        }
+        cfg->threads = (int)n;
+        return 0;
+    }
+    if (strcmp(name, "auth-token-file") == 0) {
+        cfg->auth_token_file = v;
+        return 0;
+    }
+    if (strcmp(name, "insecure-no-auth") == 0) {
+        cfg->insecure_no_auth = true;
+        return 0;
+    }
+    if (strcmp(name, "log-level") == 0) {
+        enum td_log_level lvl;
+        if (td_log_parse_level(v, &lvl) != 0) {
+            return bad_value(name, v, "want debug, info, warn or error");
+        }
+        cfg->log_level = v;
+        return 0;
+    }
+    fprintf(stderr, "tensord: unknown flag --%s (see --help)\n", name);
+    return -1;
+}
+
+static const struct flag *find_flag(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        if (strlen(flags[i].name) == len && strncmp(flags[i].name, name, len) == 0) {
+            return &flags[i];
+        }
+    }
+    return NULL;
+}
+
+/* Environment first, then the command line, so flags win. Returns 0, 1 (exit 0 after --help or
+** --version) or -1 (invalid: exit 2). */
+static int parse_config(struct config *cfg, int argc, char **argv)
+{
+    static char envbuf[sizeof flags / sizeof flags[0]][64];
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        if (flags[i].arg == NULL && strcmp(flags[i].name, "insecure-no-auth") != 0) {
+            continue;
+        }
+        char *e = envbuf[i];
+        int k = snprintf(e, sizeof envbuf[i], "TENSORD_");
+        for (const char *p = flags[i].name; *p && k < 62; p++) {
+            e[k++] = *p == '-' ? '_' : (char)(*p - ('a' <= *p && *p <= 'z' ? 32 : 0));
+        }
+        e[k] = '\0';
+        const char *v = getenv(e);
+        if (v != NULL && v[0] != '\0') {
+            if (flags[i].arg == NULL) {
+                if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0) {
+                    continue;
+                }
+            }
+            if (apply_flag(cfg, flags[i].name, v) != 0) {
+                fprintf(stderr, "tensord: (from the environment variable %s)\n", e);
+                return -1;
+            }
+        }
+    }
+    int env_listens = cfg->nlisten;
+    bool cli_listen = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "tensord: unexpected argument '%s' (see --help)\n", a);
+            return -1;
+        }
+        a += 2;
+        const char *eq = strchr(a, '=');
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        const struct flag *f = find_flag(a, len);
+        if (f == NULL) {
+            fprintf(stderr, "tensord: unknown flag --%.*s (see --help)\n", (int)len, a);
+            return -1;
+        }
+        if (strcmp(f->name, "help") == 0) {
+            usage(stdout);
+            return 1;
+        }
+        if (strcmp(f->name, "version") == 0) {
+            printf("tensord %s\n", TD_VERSION);
+            return 1;
+        }
+        const char *v = "1";
+        if (f->arg != NULL) {
+            if (eq != NULL) {
+                v = eq + 1;
+            } else if (i + 1 < argc) {
+                v = argv[++i];
+            } else {
+                fprintf(stderr, "tensord: --%s needs a value (%s)\n", f->name, f->arg);
+                return -1;
+            }
+        }
+        if (strcmp(f->name, "listen") == 0 && !cli_listen) {
+            /* Command-line addresses replace the environment's rather than adding to them. */
+            cli_listen = true;
+            cfg->nlisten = 0;
+            (void)env_listens;
+        }
+        if (apply_flag(cfg, f->name, v) != 0) {
+            return -1;
+        }
+    }
+    if (cfg->nlisten == 0) {
+        cfg->listen[cfg->nlisten++] = "127.0.0.1:7878";
+    }
+    return 0;
+}
+
+static bool is_loopback(const char *spec)
+{
+    return strncmp(spec, "127.", 4) == 0 || strncmp(spec, "[::1]:", 6) == 0 ||
+           strncmp(spec, "localhost:", 10) == 0;
+}
+
+static char *read_token_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "tensord: cannot read --auth-token-file %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) {
+        buf[--n] = '\0';
+    }
+    if (n < 16) {
+        fprintf(stderr, "tensord: the token in %s is shorter than 16 characters\n", path);
+        return NULL;
+    }
+    return td_strdup(buf);
+}
+
+/* ---- wiring ---- */
+
+struct server {
+    uv_loop_t *loop;
+    struct td_net net;
+    struct td_store store;
+    struct td_rpc_server rpc;
+    struct td_executor executor;
+    uv_timer_t sweep;
+    uv_signal_t sigterm, sigint;
+    bool stopping;
+};
+
+static struct server server;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+struct pool_work {
+    uv_work_t req;
+    struct td_job *job;
+};
+
+static void pool_run(uv_work_t *req)
+{
+    struct pool_work *w = req->data;
+    w->job->run(w->job);
+}
+
+static void pool_after(uv_work_t *req, int status)
+{
+    struct pool_work *w = req->data;
+    (void)status;
+    struct td_job *job = w->job;
+    td_free(w);
+    td_session_job_complete(job);
+}
+
+static void pool_submit(struct td_executor *ex, struct td_job *job)
+{
+    (void)ex;
+    struct pool_work *w = td_malloc(sizeof *w);
+    if (w == NULL || uv_queue_work(server.loop, &w->req, pool_run, pool_after) != 0) {
+        /* No memory for the work item: run it here rather than lose it. */
+        td_free(w);
+        job->run(job);
+        td_session_job_complete(job);
+        return;
+    }
+    w->req.data = w;
+    w->job = job;
+}
+
+struct glue_conn {
+    struct td_conn *conn;
+    struct td_rpc_peer *peer;
+    bool paused;
+};
+
+static void glue_reply(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
+{
+    struct glue_conn *g = user;
+    if (r->frame == NULL) {
+        td_conn_close(g->conn);
+        return;
+    }
+    struct td_out parts[2] = {
+        {r->frame, r->frame_len, td_free, r->frame},
+        {r->data, r->data_len, r->release, r->release_arg},
+    };
+    td_conn_send(g->conn, parts, r->data_len > 0 || r->release != NULL ? 2 : 1);
+    if (r->close_after) {
+        td_conn_close_after_flush(g->conn);
+    } else if (g->paused && p->pending <= PEER_RESUME_PENDING) {
+        g->paused = false;
+        td_conn_resume(g->conn);
+    }
+}
+
+static void *glue_open(struct td_conn *c, void *user)
+{
+    (void)user;
+    struct glue_conn *g = td_calloc(1, sizeof *g);
+    if (g == NULL) {
+        return NULL;
+    }
+    g->conn = c;
+    if (td_rpc_peer_new(&g->peer, &server.rpc, glue_reply, g) != 0) {
+        td_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+static void glue_frame(struct td_conn *c, void *user, const uint8_t *meta, size_t meta_len,
+                       void *data, size_t data_len)
+{
+    struct glue_conn *g = user;
+    td_rpc_handle(g->peer, meta, meta_len, data, data_len);
+    if (!g->paused && g->peer->pending >= PEER_PAUSE_PENDING) {
+        g->paused = true;
+        td_conn_pause(c);
+    }
+}
+
+static void glue_frame_error(struct td_conn *c, void *user, int code, const char *msg)
+{
+    struct glue_conn *g = user;
+    (void)c;
+    td_rpc_reply_error(g->peer, 0, code, msg, true);
+}
+
+static void glue_close(struct td_conn *c, void *user)
+{
+    struct glue_conn *g = user;
+    (void)c;
+    td_rpc_peer_close(g->peer);
+    td_free(g);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    (void)t;
+    int n = td_store_sweep(&server.store, now_ms());
+    if (n > 0) {
+        td_log(TD_LOG_INFO, "sessions_expired", "count=%d live=%zu", n,
+               td_store_count(&server.store));
+    }
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    (void)s;
+    if (server.stopping) {
+        return;
+    }
+    server.stopping = true;
+    td_log(TD_LOG_INFO, "shutdown", "signal=%d", signum);
+    td_net_close(&server.net);
+    uv_close((uv_handle_t *)&server.sweep, NULL);
+    uv_close((uv_handle_t *)&server.sigterm, NULL);
+    uv_close((uv_handle_t *)&server.sigint, NULL);
+}
+
+static int64_t physical_memory(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+    return (pages > 0 && size > 0) ? (int64_t)pages * size : (int64_t)8 << 30;
+}
+
+int main(int argc, char **argv)
+{
+    struct config cfg = {
+        .max_frame_bytes = (uint64_t)1 << 30,
+        .max_tensor_bytes = (int64_t)1 << 30,
+        .session_max_bytes = (int64_t)4 << 30,
+        .max_bytes = physical_memory() / 2,
+        .max_sessions = 10000,
+        .session_ttl_ms = 10 * 60 * 1000,
+        .threads = (int)sysconf(_SC_NPROCESSORS_ONLN),
+        .log_level = "info",
+    };
+    int prc = parse_config(&cfg, argc, argv);
+    if (prc != 0) {
+        return prc > 0 ? 0 : 2;
+    }
+    td_log_parse_level(cfg.log_level, &td_log_min_level);
+    if (cfg.threads < 1) {
+        cfg.threads = 1;
+    }
+
+    char *token = NULL;
+    if (cfg.auth_token_file != NULL && (token = read_token_file(cfg.auth_token_file)) == NULL) {
+        return 2;
+    }
+    for (int i = 0; i < cfg.nlisten; i++) {
+        if (!is_loopback(cfg.listen[i]) && token == NULL && !cfg.insecure_no_auth) {
+            fprintf(stderr, "tensord: refusing to listen on %s without --auth-token-file "
+                            "(or --insecure-no-auth)\n", cfg.listen[i]);
+            return 2;
+        }
+    }
+    if (token == NULL && cfg.insecure_no_auth) {
+        td_log(TD_LOG_WARN, "insecure_no_auth", "msg=\"serving without authentication\"");
+    }
+
+    /* libuv reads the pool size once, at its first use. */
+    char pool[16];
+    snprintf(pool, sizeof pool, "%d", cfg.threads);
+    setenv("UV_THREADPOOL_SIZE", pool, 1);
+    openblas_set_num_threads(cfg.threads);
+    signal(SIGPIPE, SIG_IGN);
+
+    server.loop = uv_default_loop();
+    server.executor.submit = pool_submit;
+    struct td_store_config scfg = {
+        .max_bytes = cfg.max_bytes,
+        .session_max_bytes = cfg.session_max_bytes,
+        .max_tensor_bytes = cfg.max_tensor_bytes,
+        .max_sessions = cfg.max_sessions,
+        .session_ttl_ms = cfg.session_ttl_ms,
+    };
+    td_store_init(&server.store, &scfg, &server.executor);
+    server.rpc.store = &server.store;
+    server.rpc.auth_token = token;
+    server.rpc.max_frame_bytes = cfg.max_frame_bytes;
+    server.rpc.heavy_work = 1 << 16;
+    server.rpc.now_ms = now_ms;
+    if (getrandom(server.rpc.instance_id, sizeof server.rpc.instance_id, 0) !=
+        (ssize_t)sizeof server.rpc.instance_id) {
+        fprintf(stderr, "tensord: no randomness available\n");
+        return 1;
+    }
+
+    struct td_net_config ncfg = {
+        .max_frame_bytes = cfg.max_frame_bytes,
+        .max_meta_bytes = 1u << 20,
+        .write_high_water = (size_t)64 << 20,
+    };
+    struct td_net_callbacks cb = {
+        .on_open = glue_open,
+        .on_frame = glue_frame,
+        .on_frame_error = glue_frame_error,
+        .on_close = glue_close,
+    };
+    td_net_init(&server.net, server.loop, &ncfg, &cb);
+
+    int rc = 0;
+    struct td_err err;
+    char bound[160];
+    for (int i = 0; i < cfg.nlisten + (cfg.unix_path != NULL); i++) {
+        char spec[256];
+        if (i < cfg.nlisten) {
+            snprintf(spec, sizeof spec, "%s", cfg.listen[i]);
+        } else {
+            snprintf(spec, sizeof spec, "unix:%s", cfg.unix_path);
+        }
+        if (td_net_listen(&server.net, spec, bound, sizeof bound, &err) != 0) {
+            fprintf(stderr, "tensord: %s\n", err.msg);
+            rc = 1;
+            goto out;
+        }
+        td_log(TD_LOG_INFO, "listening", "addr=%s", bound);
+    }
+    td_log(TD_LOG_INFO, "started", "version=%s threads=%d max_frame_bytes=%" PRIu64
+           " max_tensor_bytes=%" PRId64 " session_max_bytes=%" PRId64 " max_bytes=%" PRId64
+           " session_ttl_ms=%" PRIu64, TD_VERSION, cfg.threads, cfg.max_frame_bytes,
+           cfg.max_tensor_bytes, cfg.session_max_bytes, cfg.max_bytes, cfg.session_ttl_ms);
+
+    uv_timer_init(server.loop, &server.sweep);
+    uint64_t every = cfg.session_ttl_ms / 4;
+    every = every < 100 ? 100 : every > 5000 ? 5000 : every;
+    uv_timer_start(&server.sweep, on_sweep, every, every);
+    uv_signal_init(server.loop, &server.sigterm);
+    uv_signal_start(&server.sigterm, on_signal, SIGTERM);
+    uv_signal_init(server.loop, &server.sigint);
+    uv_signal_start(&server.sigint, on_signal, SIGINT);
+
+    uv_run(server.loop, UV_RUN_DEFAULT);
+    td_log(TD_LOG_INFO, "stopped", "sessions=%zu", td_store_count(&server.store));
+out:
+    if (rc != 0) {
+        td_net_close(&server.net);
+        uv_run(server.loop, UV_RUN_DEFAULT);
+    }
+    td_store_close(&server.store);
+    uv_loop_close(server.loop);
+    td_free(token);
+    return rc;
+}

@@ -1,0 +1,750 @@
+/* server/net/conn.c — listeners, connections, the frame reader and the write queue.
+**
+** The happy path: a listener accepts a stream and makes a td_conn; reads land in the
+** connection's read buffer (or, for the bulk of a large data section, straight in the frame's
+** data buffer); the reader walks header -> protobuf section -> data section and hands each
+** complete frame to on_frame(). Every frame found in one read is delivered before anything is
+** written; replies queued meanwhile sit in `out` until the loop's check phase, when one uv_write
+** sends them all. Their release callbacks run when the write completes.
+**
+** The ways it fails: a header announcing more than max_meta_bytes / max_frame_bytes is refused
+** before anything is allocated (on_frame_error, then close after the error is written); a read
+** error or EOF closes at once; a write error closes; a peer that stops reading makes the queue
+** pass the high-water mark, and reading pauses until it drains, so the server never buffers
+** without limit. A connection is freed only after libuv has closed both its handles.
+*/
+#include "net/net.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+
+#define READ_BUF_BYTES (64 * 1024)
+#define DIRECT_READ_MIN (16 * 1024)  /* read straight into the data buffer above this */
+
+enum reader_state { READ_HEADER, READ_META, READ_DATA };
+
+struct td_listener {
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+        uv_stream_t stream;
+        uv_handle_t handle;
+    } h;
+    struct td_net *net;
+    struct td_listener *next;
+    bool is_unix;
+    char path[108];                 /* unix socket path, unlinked on close */
+};
+
+struct write_req {
+    uv_write_t req;
+    struct td_conn *conn;
+    struct td_out *parts;           /* owned array */
+    int nparts;
+    size_t bytes;
+};
+
+struct td_conn {
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+        uv_stream_t stream;
+        uv_handle_t handle;
+    } h;
+    uv_check_t flush;               /* runs the coalesced write once per loop iteration */
+    struct td_net *net;
+    struct td_conn *prev, *next;    /* in net->conns */
+    uint64_t id;
+    void *user;                     /* from on_open */
+    char peer[64];
+
+    /* reader */
+    enum reader_state state;
+    uint8_t *rbuf;                  /* READ_BUF_BYTES */
+    size_t rpos, rlen;              /* unprocessed bytes are rbuf[rpos..rlen) */
+    uint8_t hdr[TD_NET_HEADER_BYTES];
+    size_t hdr_got;
+    uint32_t meta_len;
+    uint8_t *meta;                  /* assembled protobuf section when it spans reads */
+    size_t meta_got;
+    uint64_t data_len, data_got;
+    uint8_t *data;                  /* td_malloc'd data section being filled */
+    bool direct;                    /* the last alloc_cb handed out data + data_got */
+
+    /* writer */
+    struct td_out *out;             /* queued, not yet written */
+    int nout, capout;
+    size_t queued_bytes;            /* queued + in flight */
+    int writes_in_flight;
+
+    int pause_count;                /* td_conn_pause nesting */
+    bool paused_for_writes;
+    bool reading;
+    bool closing;                   /* td_conn_close ran */
+    bool close_after_flush;
+    bool processing;                /* conn_process is on the stack: do not re-enter */
+    int open_handles;               /* stream + check; freed at 0 */
+};
+
+/* ---- helpers ---- */
+
+static void release_parts(struct td_out *parts, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (parts[i].release != NULL) {
+            parts[i].release(parts[i].arg);
+        }
+    }
+}
+
+static bool conn_paused(const struct td_conn *c)
+{
+    return c->pause_count > 0 || c->paused_for_writes;
+}
+
+static void conn_update_reading(struct td_conn *c);
+static void conn_process(struct td_conn *c);
+
+/* ---- closing ---- */
+
+static void conn_free_if_done(struct td_conn *c)
+{
+    if (c->open_handles > 0) {
+        return;
+    }
+    release_parts(c->out, c->nout);
+    td_free(c->out);
+    td_free(c->rbuf);
+    td_free(c->meta);
+    td_free(c->data);
+    td_free(c);
+}
+
+static void conn_on_handle_closed(uv_handle_t *h)
+{
+    struct td_conn *c = h->data;
+    c->open_handles--;
+    conn_free_if_done(c);
+}
+
+void td_conn_close(struct td_conn *c)
+{
+    if (c->closing) {
+        return;
+    }
+    c->closing = true;
+    struct td_net *n = c->net;
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        n->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    n->nconns--;
+    td_log(TD_LOG_DEBUG, "conn_close", "conn=%llu peer=%s", (unsigned long long)c->id, c->peer);
+    if (n->cb.on_close != NULL && c->user != NULL) {
+        n->cb.on_close(c, c->user);
+    }
+    /* Queued, unwritten bytes are dropped now; in-flight writes are cancelled by uv_close and
+    ** release their parts in their callbacks. */
+    release_parts(c->out, c->nout);
+    c->nout = 0;
+    uv_close(&c->h.handle, conn_on_handle_closed);
+    uv_close((uv_handle_t *)&c->flush, conn_on_handle_closed);
+}
+
+void td_conn_close_after_flush(struct td_conn *c)
+{
+    if (c->closing) {
+        return;
+    }
+    c->close_after_flush = true;
+    c->pause_count++;  /* nothing more is read from a connection that is going away */
+    conn_update_reading(c);
+    if (c->nout == 0 && c->writes_in_flight == 0) {
+        td_conn_close(c);
+    }
+}
+
+/* ---- writing ---- */
+
+static void conn_on_write(uv_write_t *req, int status)
+{
+    struct write_req *w = (struct write_req *)req;
+    struct td_conn *c = w->conn;
+    release_parts(w->parts, w->nparts);
+    td_free(w->parts);
+    c->queued_bytes -= w->bytes;
+    c->writes_in_flight--;
+    td_free(w);
+    if (c->closing) {
+        return;
+    }
+    if (status < 0) {
+        td_log(TD_LOG_INFO, "write_failed", "conn=%llu err=%s", (unsigned long long)c->id,
+               uv_err_name(status));
+        td_conn_close(c);
+        return;
+    }
+    if (c->paused_for_writes && c->queued_bytes <= c->net->cfg.write_high_water / 2) {
+        c->paused_for_writes = false;
+        conn_update_reading(c);
+        conn_process(c);  /* frames already buffered before the pause */
+    }
+    if (c->close_after_flush && c->nout == 0 && c->writes_in_flight == 0) {
+        td_conn_close(c);
+    }
+}
+
+/* The check phase: everything queued during this loop iteration goes out in one write. */
+static void conn_on_flush(uv_check_t *chk)
+{
+    struct td_conn *c = chk->data;
+    uv_check_stop(chk);
+    if (c->closing || c->nout == 0) {
+        return;
+    }
+    struct write_req *w = td_malloc(sizeof *w);
+    uv_buf_t *bufs = td_malloc(sizeof *bufs * (size_t)c->nout);
+    if (w == NULL || bufs == NULL) {
+        td_free(w);
+        td_free(bufs);
+        td_log(TD_LOG_WARN, "write_oom", "conn=%llu", (unsigned long long)c->id);
+        td_conn_close(c);
+        return;
+    }
+    w->conn = c;
+    w->parts = c->out;
+    w->nparts = c->nout;
+    w->bytes = 0;
+    for (int i = 0; i < c->nout; i++) {
+        bufs[i] = uv_buf_init((char *)c->out[i].base, (unsigned int)c->out[i].len);
+        w->bytes += c->out[i].len;
+    }
+    c->out = NULL;
+    c->nout = c->capout = 0;
+    int rc = uv_write(&w->req, &c->h.stream, bufs, (unsigned int)w->nparts, conn_on_write);
+    td_free(bufs);  /* libuv copied the array; the bytes stay until conn_on_write */
+    if (rc < 0) {
+        release_parts(w->parts, w->nparts);
+        td_free(w->parts);
+        c->queued_bytes -= w->bytes;
+        td_free(w);
+        td_conn_close(c);
+        return;
+    }
+    c->writes_in_flight++;
+}
+
+void td_conn_send(struct td_conn *c, const struct td_out *parts, int nparts)
+{
+    if (c->closing) {
+        release_parts((struct td_out *)parts, nparts);
+        return;
+    }
+    if (c->nout + nparts > c->capout) {
+        int ncap = c->capout ? c->capout * 2 : 16;
+        while (ncap < c->nout + nparts) {
+            ncap *= 2;
+        }
+        struct td_out *grown = td_realloc(c->out, sizeof *grown * (size_t)ncap);
+        if (grown == NULL) {
+            release_parts((struct td_out *)parts, nparts);
+            td_conn_close(c);
+            return;
+        }
+        c->out = grown;
+        c->capout = ncap;
+    }
+    for (int i = 0; i < nparts; i++) {
+        /* uv_buf_t lengths are unsigned int: split larger parts (the release goes on the last). */
+        const uint8_t *base = parts[i].base;
+        size_t len = parts[i].len;
+        c->queued_bytes += len;
+        while (len > (size_t)1 << 30) {
+            if (c->nout + 1 >= c->capout) {
+                struct td_out *grown = td_realloc(c->out, sizeof *grown * (size_t)c->capout * 2);
+                if (grown == NULL) {
+                    release_parts((struct td_out *)parts + i, nparts - i);
+                    td_conn_close(c);
+                    return;
+                }
+                c->out = grown;
+                c->capout *= 2;
+            }
+            c->out[c->nout++] = (struct td_out){.base = base, .len = (size_t)1 << 30};
+            base += (size_t)1 << 30;
+            len -= (size_t)1 << 30;
+        }
+        c->out[c->nout++] = (struct td_out){base, len, parts[i].release, parts[i].arg};
+    }
+    uv_check_start(&c->flush, conn_on_flush);
+    if (!c->paused_for_writes && c->queued_bytes > c->net->cfg.write_high_water) {
+        c->paused_for_writes = true;
+        conn_update_reading(c);
+    }
+}
+
+/* ---- reading ---- */
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+
+static void conn_frame_error(struct td_conn *c, int code, const char *msg)
+{
+    td_log(TD_LOG_WARN, "bad_frame", "conn=%llu peer=%s reason=\"%s\"", (unsigned long long)c->id,
+           c->peer, msg);
+    c->rpos = c->rlen = 0;
+    if (c->net->cb.on_frame_error != NULL && c->user != NULL) {
+        c->net->cb.on_frame_error(c, c->user, code, msg);
+    }
+    td_conn_close_after_flush(c);
+}
+
+/* Parses the header in c->hdr; returns false when the frame was refused. */
+static bool conn_start_frame(struct td_conn *c)
+{
+    const struct td_net_config *cfg = &c->net->cfg;
+    c->meta_len = get_be32(c->hdr);
+    c->data_len = get_be64(c->hdr + 4);
+    c->meta_got = 0;
+    c->data_got = 0;
+    char msg[160];
+    if (c->meta_len > cfg->max_meta_bytes) {
+        snprintf(msg, sizeof msg, "frame protobuf section of %u bytes exceeds the maximum of %u",
+                 c->meta_len, cfg->max_meta_bytes);
+        conn_frame_error(c, TD_ELIMIT, msg);
+        return false;
+    }
+    if (c->data_len > cfg->max_frame_bytes ||
+        c->meta_len + c->data_len > cfg->max_frame_bytes) {
+        snprintf(msg, sizeof msg, "frame of %llu bytes exceeds max_frame_bytes %llu",
+                 (unsigned long long)(c->meta_len + (c->data_len > cfg->max_frame_bytes
+                                                         ? cfg->max_frame_bytes
+                                                         : c->data_len)),
+                 (unsigned long long)cfg->max_frame_bytes);
+        if (c->data_len > cfg->max_frame_bytes) {
+            snprintf(msg, sizeof msg, "frame data section of %llu bytes exceeds max_frame_bytes %llu",
+                     (unsigned long long)c->data_len, (unsigned long long)cfg->max_frame_bytes);
+        }
+        conn_frame_error(c, TD_ELIMIT, msg);
+        return false;
+    }
+    if (c->data_len > 0) {
+        c->data = td_malloc((size_t)c->data_len);
+        if (c->data == NULL) {
+            conn_frame_error(c, TD_ENOMEM, "out of memory for the frame's data section");
+            return false;
+        }
+    }
+    c->state = c->meta_len > 0 ? READ_META : READ_DATA;
+    return true;
+}
+
+static void conn_deliver(struct td_conn *c, const uint8_t *meta)
+{
+    void *data = c->data;
+    c->data = NULL;
+    c->state = READ_HEADER;
+    c->hdr_got = 0;
+    c->net->cb.on_frame(c, c->user, meta, c->meta_len, data, (size_t)c->data_len);
+}
+
+/* Walks the buffered bytes through the reader, delivering complete frames, until the buffer is
+** empty, the connection pauses, or it closes. */
+static void conn_process(struct td_conn *c)
+{
+    /* on_frame may resume a paused connection, which calls back in here; the outer call is
+    ** already walking the buffer, so the inner one has nothing to do. */
+    if (c->processing) {
+        return;
+    }
+    c->processing = true;
+    while (!c->closing && !conn_paused(c)) {
+        if (c->state == READ_DATA && c->data_got == c->data_len) {
+            if (c->meta_len > 0 && c->meta == NULL) {
+                /* The protobuf section is still in rbuf, just before rpos: no copy needed. */
+                conn_deliver(c, c->rbuf + c->rpos - c->meta_len - c->data_len);
+            } else {
+                uint8_t *meta = c->meta;
+                c->meta = NULL;
+                conn_deliver(c, meta);
+                td_free(meta);
+            }
+            continue;
+        }
+        size_t avail = c->rlen - c->rpos;
+        if (avail == 0) {
+            break;
+        }
+        const uint8_t *p = c->rbuf + c->rpos;
+        if (c->state == READ_HEADER) {
+            size_t take = TD_NET_HEADER_BYTES - c->hdr_got;
+            take = take < avail ? take : avail;
+            memcpy(c->hdr + c->hdr_got, p, take);
+            c->hdr_got += take;
+            c->rpos += take;
+            if (c->hdr_got == TD_NET_HEADER_BYTES && !conn_start_frame(c)) {
+                break;
+            }
+        } else if (c->state == READ_META) {
+            size_t need = c->meta_len - c->meta_got;
+            if (c->meta_got == 0 && avail >= need + c->data_len && c->data_len == 0) {
+                /* Whole frame (no data) is in rbuf: deliver in place. */
+                c->rpos += need;
+                c->meta_got = c->meta_len;
+                c->state = READ_DATA;
+                continue;
+            }
+            if (c->meta == NULL) {
+                c->meta = td_malloc(c->meta_len);
+                if (c->meta == NULL) {
+                    conn_frame_error(c, TD_ENOMEM, "out of memory for the frame");
+                    break;
+                }
+            }
+            size_t take = need < avail ? need : avail;
+            memcpy(c->meta + c->meta_got, p, take);
+            c->meta_got += take;
+            c->rpos += take;
+            if (c->meta_got == c->meta_len) {
+                c->state = READ_DATA;
+            }
+        } else {
+            uint64_t need = c->data_len - c->data_got;
+            size_t take = need < avail ? (size_t)need : avail;
+            memcpy(c->data + c->data_got, p, take);
+            c->data_got += take;
+            c->rpos += take;
+        }
+    }
+    if (c->rpos == c->rlen) {
+        c->rpos = c->rlen = 0;
+    }
+    c->processing = false;
+}
+
+static void conn_on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct td_conn *c = h->data;
+    (void)hint;
+    /* The bulk of a large data section goes straight where it belongs. */
+    if (c->state == READ_DATA && c->rpos == c->rlen && c->data != NULL &&
+        c->data_len - c->data_got >= DIRECT_READ_MIN) {
+        uint64_t left = c->data_len - c->data_got;
+        c->direct = true;
+        *buf = uv_buf_init((char *)c->data + c->data_got,
+                           (unsigned int)(left > (1u << 30) ? (1u << 30) : left));
+        return;
+    }
+    c->direct = false;
+    if (c->rpos > 0) {
+        memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos;
+        c->rpos = 0;
+    }
+    *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned int)(READ_BUF_BYTES - c->rlen));
+}
+
+static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct td_conn *c = s->data;
+    (void)buf;
+    if (nread < 0) {
+        if (nread != UV_EOF) {
+            td_log(TD_LOG_INFO, "read_failed", "conn=%llu err=%s", (unsigned long long)c->id,
+                   uv_err_name((int)nread));
+        }
+        td_conn_close(c);
+        return;
+    }
+    if (nread == 0) {
+        return;
+    }
+    if (c->direct) {
+        c->data_got += (uint64_t)nread;
+    } else {
+        c->rlen += (size_t)nread;
+    }
+    conn_process(c);
+}
+
+static void conn_update_reading(struct td_conn *c)
+{
+    if (c->closing) {
+        return;
+    }
+    bool want = !conn_paused(c) && c->rlen - c->rpos < READ_BUF_BYTES;
+    if (want && !c->reading) {
+        if (uv_read_start(&c->h.stream, conn_on_alloc, conn_on_read) == 0) {
+            c->reading = true;
+        }
+    } else if (!want && c->reading) {
+        uv_read_stop(&c->h.stream);
+        c->reading = false;
+    }
+}
+
+void td_conn_pause(struct td_conn *c)
+{
+    c->pause_count++;
+    conn_update_reading(c);
+}
+
+void td_conn_resume(struct td_conn *c)
+{
+    if (c->pause_count > 0) {
+        c->pause_count--;
+    }
+    conn_update_reading(c);
+    conn_process(c);
+    conn_update_reading(c);
+}
+
+uint64_t td_conn_id(const struct td_conn *c)
+{
+    return c->id;
+}
+
+const char *td_conn_peer(const struct td_conn *c)
+{
+    return c->peer;
+}
+
+/* ---- accepting ---- */
+
+static void conn_describe_peer(struct td_conn *c, bool is_unix)
+{
+    if (is_unix) {
+        snprintf(c->peer, sizeof c->peer, "unix");
+        return;
+    }
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            uv_ip6_name(a, host, sizeof host);
+            port = ntohs(a->sin6_port);
+        } else {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            uv_ip4_name(a, host, sizeof host);
+            port = ntohs(a->sin_port);
+        }
+    }
+    snprintf(c->peer, sizeof c->peer, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
+}
+
+static void listener_on_connection(uv_stream_t *server, int status)
+{
+    struct td_listener *l = server->data;
+    struct td_net *n = l->net;
+    if (status < 0) {
+        td_log(TD_LOG_WARN, "accept_failed", "err=%s", uv_err_name(status));
+        return;
+    }
+    struct td_conn *c = td_calloc(1, sizeof *c);
+    uint8_t *rbuf = td_malloc(READ_BUF_BYTES);
+    if (c == NULL || rbuf == NULL) {
+        /* Accept and drop, so the backlog does not fill with a connection nobody serves. */
+        td_free(c);
+        td_free(rbuf);
+        uv_tcp_t *tmp = td_malloc(sizeof *tmp);
+        if (tmp != NULL) {
+            uv_tcp_init(n->loop, tmp);
+            uv_accept(server, (uv_stream_t *)tmp);
+            uv_close((uv_handle_t *)tmp, (uv_close_cb)td_free);
+        }
+        return;
+    }
+    c->rbuf = rbuf;
+    c->net = n;
+    c->id = n->next_conn_id++;
+    if (l->is_unix) {
+        uv_pipe_init(n->loop, &c->h.pipe, 0);
+    } else {
+        uv_tcp_init(n->loop, &c->h.tcp);
+    }
+    c->h.handle.data = c;
+    uv_check_init(n->loop, &c->flush);
+    c->flush.data = c;
+    c->open_handles = 2;
+    c->next = n->conns;
+    if (n->conns != NULL) {
+        n->conns->prev = c;
+    }
+    n->conns = c;
+    n->nconns++;
+    if (uv_accept(server, &c->h.stream) != 0) {
+        td_conn_close(c);
+        return;
+    }
+    if (!l->is_unix) {
+        uv_tcp_nodelay(&c->h.tcp, 1);
+    }
+    conn_describe_peer(c, l->is_unix);
+    c->user = n->cb.on_open != NULL ? n->cb.on_open(c, n->cb.user) : NULL;
+    if (c->user == NULL) {
+        td_conn_close(c);
+        return;
+    }
+    td_log(TD_LOG_DEBUG, "conn_open", "conn=%llu peer=%s", (unsigned long long)c->id, c->peer);
+    conn_update_reading(c);
+}
+
+/* ---- listeners ---- */
+
+void td_net_init(struct td_net *n, uv_loop_t *loop, const struct td_net_config *cfg,
+                 const struct td_net_callbacks *cb)
+{
+    memset(n, 0, sizeof *n);
+    n->loop = loop;
+    n->cfg = *cfg;
+    n->cb = *cb;
+    n->next_conn_id = 1;
+}
+
+static void listener_on_closed(uv_handle_t *h)
+{
+    struct td_listener *l = h->data;
+    if (l->is_unix) {
+        unlink(l->path);
+    }
+    td_free(l);
+}
+
+/* Splits "host:port" / "[v6]:port"; returns 0 or -1. */
+static int parse_host_port(const char *spec, char *host, size_t cap, int *port)
+{
+    const char *colon;
+    if (spec[0] == '[') {
+        const char *end = strchr(spec, ']');
+        if (end == NULL || end[1] != ':' || (size_t)(end - spec - 1) >= cap) {
+            return -1;
+        }
+        memcpy(host, spec + 1, (size_t)(end - spec - 1));
+        host[end - spec - 1] = '\0';
+        colon = end + 1;
+    } else {
+        colon = strrchr(spec, ':');
+        if (colon == NULL || (size_t)(colon - spec) >= cap || colon == spec) {
+            return -1;
+        }
+        memcpy(host, spec, (size_t)(colon - spec));
+        host[colon - spec] = '\0';
+    }
+    char *endp;
+    long p = strtol(colon + 1, &endp, 10);
+    if (colon[1] == '\0' || *endp != '\0' || p < 0 || p > 65535) {
+        return -1;
+    }
+    *port = (int)p;
+    return 0;
+}
+
+int td_net_listen(struct td_net *n, const char *spec, char *bound, size_t cap,
+                  struct td_err *err)
+{
+    struct td_listener *l = td_calloc(1, sizeof *l);
+    if (l == NULL) {
+        return td_err_code(err, TD_ENOMEM);
+    }
+    l->net = n;
+    int rc;
+    if (strncmp(spec, "unix:", 5) == 0) {
+        const char *path = spec + 5;
+        if (path[0] == '\0' || strlen(path) >= sizeof l->path) {
+            td_free(l);
+            return td_err_set(err, TD_EINVAL, "bad unix socket path '%s'", path);
+        }
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            unlink(path);  /* a stale socket from an earlier run */
+        }
+        l->is_unix = true;
+        snprintf(l->path, sizeof l->path, "%s", path);
+        uv_pipe_init(n->loop, &l->h.pipe, 0);
+        l->h.handle.data = l;
+        /* Created under a umask that leaves only the owner, then chmod for certainty. */
+        mode_t old = umask(0177);
+        rc = uv_pipe_bind(&l->h.pipe, path);
+        umask(old);
+        if (rc == 0 && chmod(path, 0600) != 0) {
+            rc = UV_EPERM;
+        }
+        snprintf(bound, cap, "unix:%s", path);
+    } else {
+        char host[INET6_ADDRSTRLEN];
+        int port;
+        struct sockaddr_storage ss;
+        if (parse_host_port(spec, host, sizeof host, &port) != 0) {
+            td_free(l);
+            return td_err_set(err, TD_EINVAL, "bad listen address '%s' (want HOST:PORT)", spec);
+        }
+        if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+            uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+            td_free(l);
+            return td_err_set(err, TD_EINVAL, "bad listen address '%s' (not an IP address)",
+                              spec);
+        }
+        uv_tcp_init(n->loop, &l->h.tcp);
+        l->h.handle.data = l;
+        rc = uv_tcp_bind(&l->h.tcp, (struct sockaddr *)&ss,
+                         ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+        if (rc == 0) {
+            int len = sizeof ss;
+            rc = uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&ss, &len);
+            char name[INET6_ADDRSTRLEN] = "?";
+            if (ss.ss_family == AF_INET6) {
+                uv_ip6_name((struct sockaddr_in6 *)&ss, name, sizeof name);
+                snprintf(bound, cap, "[%s]:%d", name,
+                         ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+            } else {
+                uv_ip4_name((struct sockaddr_in *)&ss, name, sizeof name);
+                snprintf(bound, cap, "%s:%d", name, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+            }
+        }
+    }
+    if (rc == 0) {
+        rc = uv_listen(&l->h.stream, 511, listener_on_connection);
+    }
+    if (rc != 0) {
+        l->is_unix = false;  /* never unlink a path we did not create */
+        uv_close(&l->h.handle, listener_on_closed);
+        return td_err_set(err, TD_EIO, "cannot listen on %s: %s", spec, uv_strerror(rc));
+    }
+    l->next = n->listeners;
+    n->listeners = l;
+    return 0;
+}
+
+void td_net_close(struct td_net *n)
+{
+    n->closing = true;
+    for (struct td_listener *l = n->listeners, *next; l != NULL; l = next) {
+        next = l->next;
+        uv_close(&l->h.handle, listener_on_closed);
+    }
+    n->listeners = NULL;
+    while (n->conns != NULL) {
+        td_conn_close(n->conns);
+    }
+}

@@ -1,0 +1,92 @@
+/* server/net/net.h — listeners, connections, framing and write queues, on libuv.
+**
+** net turns byte streams into frames (a 12-byte header, a protobuf section, a raw data section)
+** and queued reply bytes into as few writes as possible. It knows bytes, not tensors or
+** protobuf: complete frames go up through on_frame(), replies come down through td_conn_send().
+** Everything runs on the loop thread.
+*/
+#ifndef TD_NET_NET_H
+#define TD_NET_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "base/err.h"
+
+#define TD_NET_HEADER_BYTES 12
+
+struct td_conn;
+
+struct td_net_config {
+    uint64_t max_frame_bytes;      /* header's meta_len + data_len above this: error, close */
+    uint32_t max_meta_bytes;       /* protobuf section alone */
+    size_t write_high_water;       /* pause reading while more reply bytes than this are queued */
+};
+
+struct td_net_callbacks {
+    void *user;
+    /* A connection was accepted. Returns its per-connection pointer (passed back below), or
+    ** NULL to refuse it (it is closed at once). */
+    void *(*on_open)(struct td_conn *c, void *user);
+    /* A complete frame: `meta` is borrowed for the call; `data` (td_malloc'd, or NULL when
+    ** data_len is 0) is taken. */
+    void (*on_frame)(struct td_conn *c, void *conn_user, const uint8_t *meta, size_t meta_len,
+                     void *data, size_t data_len);
+    /* A header broke a limit (code TD_ELIMIT) or the stream is unusable. The callback may send
+    ** an error reply; the connection closes once it is written. */
+    void (*on_frame_error)(struct td_conn *c, void *conn_user, int code, const char *msg);
+    /* The connection is closing; no send is accepted after this returns. Called once. */
+    void (*on_close)(struct td_conn *c, void *conn_user);
+};
+
+struct td_net {
+    uv_loop_t *loop;                /* borrowed */
+    struct td_net_config cfg;
+    struct td_net_callbacks cb;
+    struct td_listener *listeners;  /* owned list */
+    struct td_conn *conns;          /* open connections, a doubly linked list */
+    uint64_t next_conn_id;
+    size_t nconns;
+    bool closing;
+};
+
+/* One piece of reply bytes; release(arg) runs once after it is written or dropped. */
+struct td_out {
+    const void *base;
+    size_t len;
+    void (*release)(void *arg);    /* may be NULL */
+    void *arg;
+};
+
+void td_net_init(struct td_net *n, uv_loop_t *loop, const struct td_net_config *cfg,
+                 const struct td_net_callbacks *cb);
+
+/* Listens on "HOST:PORT" (IPv4, or "[v6addr]:PORT"; port 0 picks one) or "unix:PATH" (the socket
+** is created mode 0600; a stale socket file there is replaced). Writes the bound address in the
+** same notation into `bound`. Errors: TD_EINVAL (bad address), TD_EIO (bind/listen failed). */
+int td_net_listen(struct td_net *n, const char *spec, char *bound, size_t cap,
+                  struct td_err *err);
+
+/* Stops listening and closes every connection; the loop then runs until handles are closed. */
+void td_net_close(struct td_net *n);
+
+/* Queues reply bytes, written in order. All parts queued before the loop next polls go out in
+** one write. Takes the parts' releases (run at once if the connection is closing). */
+void td_conn_send(struct td_conn *c, const struct td_out *parts, int nparts);
+
+/* Closes once everything queued has been written. */
+void td_conn_close_after_flush(struct td_conn *c);
+
+/* Closes now; queued bytes are dropped (their releases run). */
+void td_conn_close(struct td_conn *c);
+
+/* Flow control from above: while paused, no frames are delivered. Calls nest. */
+void td_conn_pause(struct td_conn *c);
+void td_conn_resume(struct td_conn *c);
+
+uint64_t td_conn_id(const struct td_conn *c);
+const char *td_conn_peer(const struct td_conn *c);  /* "127.0.0.1:5555" or "unix" */
+
+#endif

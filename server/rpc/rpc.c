@@ -1,0 +1,844 @@
+/* server/rpc/rpc.c — decode, validate, run, encode.
+**
+** The story of a request: td_rpc_handle decodes the Request with an allocator that counts bytes
+** (td_malloc), answers Hello at once when the connection has no session yet, and otherwise wraps
+** the request in a job on the session's FIFO. When its turn comes, is_heavy() decides from the
+** current handle table whether the work goes to the executor; run() validates every wire value
+** (dtype range, rank, each dim, byte counts, handles), calls core, and encodes the Response into
+** a frame; done() hands the frame to the peer on the loop thread and frees the request where it
+** was decoded. A failed op leaves a failure record under its output handle, so pipelined ops
+** that use it fail with "input N failed: <cause>".
+*/
+#include "rpc/rpc.h"
+
+#include <string.h>
+
+#include "core/ops.h"
+#include "core/rng.h"
+#include "proto/tensord.pb-c.h"
+
+/* ---- protobuf-c allocator: every byte counted, failures injectable ---- */
+
+static void *pb_alloc(void *ud, size_t n)
+{
+    (void)ud;
+    return td_malloc(n);
+}
+
+static void pb_free(void *ud, void *p)
+{
+    (void)ud;
+    td_free(p);
+}
+
+static ProtobufCAllocator pb_allocator = {.alloc = pb_alloc, .free = pb_free};
+
+/* ---- wire mappings, generated from the single lists ---- */
+
+static Tensord__StatusCode wire_status(int code)
+{
+    switch (code) {
+    case TD_OK:
+        return TENSORD__STATUS_CODE__OK;
+#define TD_ERR_WIRE(name, wire, msg)                                                               \
+    case name:                                                                                     \
+        return TENSORD__STATUS_CODE__##wire;
+        TD_ERRORS(TD_ERR_WIRE)
+#undef TD_ERR_WIRE
+    default:
+        return TENSORD__STATUS_CODE__INTERNAL;
+    }
+}
+
+static int wire_op(int w, enum td_op_id *out)
+{
+    switch (w) {
+#define OP(id, name, nin, inplace, shape, dtype, fwd, bwd)                                         \
+    case TENSORD__OP__OP_##id:                                                                     \
+        *out = TD_OP_##id;                                                                         \
+        return 0;
+#include "core/ops.def"
+#undef OP
+    default:
+        return -1;
+    }
+}
+
+/* Wire dtype -> core dtype. DTYPE_UNSPECIFIED yields `dflt` (pass -1 to make it an error). */
+static int wire_dtype(int w, int dflt, enum td_dtype *out, struct td_err *err)
+{
+    switch (w) {
+    case TENSORD__DTYPE__FLOAT32: *out = TD_DTYPE_F32; return 0;
+    case TENSORD__DTYPE__FLOAT64: *out = TD_DTYPE_F64; return 0;
+    case TENSORD__DTYPE__INT32:   *out = TD_DTYPE_I32; return 0;
+    case TENSORD__DTYPE__INT64:   *out = TD_DTYPE_I64; return 0;
+    case TENSORD__DTYPE__BOOL:    *out = TD_DTYPE_BOOL; return 0;
+    case TENSORD__DTYPE__DTYPE_UNSPECIFIED:
+        if (dflt >= 0) {
+            *out = (enum td_dtype)dflt;
+            return 0;
+        }
+        return td_err_set(err, TD_EDTYPE, "dtype must be given");
+    default:
+        return td_err_set(err, TD_EDTYPE, "unknown dtype %d", w);
+    }
+}
+
+static Tensord__DType dtype_wire(enum td_dtype dt)
+{
+    static const Tensord__DType map[TD_DTYPE_COUNT] = {
+        [TD_DTYPE_BOOL] = TENSORD__DTYPE__BOOL,   [TD_DTYPE_I32] = TENSORD__DTYPE__INT32,
+        [TD_DTYPE_I64] = TENSORD__DTYPE__INT64,   [TD_DTYPE_F32] = TENSORD__DTYPE__FLOAT32,
+        [TD_DTYPE_F64] = TENSORD__DTYPE__FLOAT64,
+    };
+    return map[dt];
+}
+
+static int wire_scalar(const Tensord__Scalar *w, const char *what, struct td_scalar *out,
+                       struct td_err *err)
+{
+    switch (w != NULL ? w->value_case : TENSORD__SCALAR__VALUE__NOT_SET) {
+    case TENSORD__SCALAR__VALUE_F: *out = td_scalar_f(w->f); return 0;
+    case TENSORD__SCALAR__VALUE_I: *out = td_scalar_i(w->i); return 0;
+    case TENSORD__SCALAR__VALUE_B: *out = td_scalar_b(w->b != 0); return 0;
+    default:
+        return td_err_set(err, TD_EINVAL, "%s: a scalar needs a value (f, i or b)", what);
+    }
+}
+
+/* Validates a shape from the wire into a local array. */
+static int wire_shape(size_t n, const int64_t *dims, enum td_dtype dt, int64_t *shape, int *ndim,
+                      int64_t *nbytes, struct td_err *err)
+{
+    if (n > TD_MAX_DIMS) {
+        return td_err_set(err, TD_EINVAL, "shape has %zu dims; at most %d are supported", n,
+                          TD_MAX_DIMS);
+    }
+    for (size_t i = 0; i < n; i++) {
+        shape[i] = dims[i];
+    }
+    *ndim = (int)n;
+    return td_shape_check(shape, (int)n, dt, NULL, nbytes, err);
+}
+
+void td_frame_header_put(uint8_t *dst, uint32_t meta_len, uint64_t data_len)
+{
+    for (int i = 0; i < 4; i++) {
+        dst[i] = (uint8_t)(meta_len >> (24 - 8 * i));
+    }
+    for (int i = 0; i < 8; i++) {
+        dst[4 + i] = (uint8_t)(data_len >> (56 - 8 * i));
+    }
+}
+
+/* ---- peers ---- */
+
+int td_rpc_peer_new(struct td_rpc_peer **out, struct td_rpc_server *srv, td_rpc_reply_fn *reply,
+                    void *user)
+{
+    struct td_rpc_peer *p = td_calloc(1, sizeof *p);
+    if (p == NULL) {
+        return TD_ENOMEM;
+    }
+    p->srv = srv;
+    p->reply = reply;
+    p->user = user;
+    p->refs = 1;
+    *out = p;
+    return 0;
+}
+
+static void peer_unref(struct td_rpc_peer *p)
+{
+    if (--p->refs == 0) {
+        td_session_unref(p->session);
+        td_free(p);
+    }
+}
+
+static void peer_set_session(struct td_rpc_peer *p, struct td_session *s)
+{
+    if (p->session != NULL) {
+        td_session_detach(p->session, p->srv->now_ms());
+        td_session_unref(p->session);
+    }
+    p->session = s;
+    if (s != NULL) {
+        td_session_attach(s);
+    }
+}
+
+void td_rpc_peer_close(struct td_rpc_peer *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    p->closed = true;
+    if (p->session != NULL) {
+        td_session_detach(p->session, p->srv->now_ms());
+    }
+    peer_unref(p);
+}
+
+/* ---- reply frames ---- */
+
+static void reply_release_data(struct td_rpc_reply *r)
+{
+    if (r->release != NULL) {
+        r->release(r->release_arg);
+        r->release = NULL;
+    }
+}
+
+/* Encodes resp (whose id and status the caller set) into r->frame. On allocation failure, tries
+** once more with a bare "out of memory" status; if even that fails, the connection is closed. */
+static void encode_response(Tensord__Response *resp, struct td_rpc_reply *r)
+{
+    size_t n = tensord__response__get_packed_size(resp);
+    uint8_t *buf = td_malloc(TD_FRAME_HEADER_BYTES + n);
+    if (buf == NULL) {
+        Tensord__Status st = TENSORD__STATUS__INIT;
+        st.code = TENSORD__STATUS_CODE__OUT_OF_MEMORY;
+        st.message = "out of memory while encoding the reply";
+        Tensord__Response bare = TENSORD__RESPONSE__INIT;
+        bare.id = resp->id;
+        bare.status = &st;
+        reply_release_data(r);
+        r->data = NULL;
+        r->data_len = 0;
+        n = tensord__response__get_packed_size(&bare);
+        buf = td_malloc(TD_FRAME_HEADER_BYTES + n);
+        if (buf == NULL) {
+            r->frame = NULL;
+            r->frame_len = 0;
+            r->close_after = true;
+            return;
+        }
+        resp = &bare;
+        tensord__response__pack(resp, buf + TD_FRAME_HEADER_BYTES);
+    } else {
+        tensord__response__pack(resp, buf + TD_FRAME_HEADER_BYTES);
+    }
+    td_frame_header_put(buf, (uint32_t)n, r->data_len);
+    r->frame = buf;
+    r->frame_len = TD_FRAME_HEADER_BYTES + n;
+}
+
+static void deliver(struct td_rpc_peer *p, struct td_rpc_reply *r)
+{
+    if (p->closed) {
+        reply_release_data(r);
+        td_free(r->frame);
+        return;
+    }
+    p->reply(p, r, p->user);
+}
+
+static void encode_status(Tensord__Response *resp, Tensord__Status *st, const struct td_err *err)
+{
+    st->code = wire_status(err->code);
+    st->message = err->code != TD_OK ? (char *)err->msg : "";
+    resp->status = st;
+}
+
+void td_rpc_reply_error(struct td_rpc_peer *p, uint64_t id, int code, const char *msg,
+                        bool close_after)
+{
+    struct td_err err;
+    td_err_set(&err, code, "%s", msg);
+    Tensord__Response resp = TENSORD__RESPONSE__INIT;
+    Tensord__Status st = TENSORD__STATUS__INIT;
+    resp.id = id;
+    encode_status(&resp, &st, &err);
+    struct td_rpc_reply r = {.close_after = close_after};
+    encode_response(&resp, &r);
+    deliver(p, &r);
+}
+
+/* ---- requests ---- */
+
+struct rpc_job {
+    struct td_job job;
+    struct td_rpc_peer *peer;               /* reference */
+    Tensord__Request *req;                  /* owned, decoded here */
+    void *data;                             /* owned until adopted */
+    size_t data_len;
+    struct td_buffer *pin;                  /* Get: the bytes the reply points into */
+    struct td_rpc_reply reply;              /* built by run() */
+};
+
+/* What a handler produced besides its status. */
+struct result {
+    struct td_tensor *tensor;               /* borrowed: describe it in TensorInfo */
+    uint64_t handle;
+    Tensord__StatsResult *stats;
+    Tensord__HelloResult *hello;
+    uint64_t offset, length;                /* Get's slice */
+};
+
+struct get_pin {
+    struct td_buffer *buf;
+    struct td_session *session;             /* keeps the quota the buffer charges alive */
+};
+
+static void get_pin_release(void *arg)
+{
+    struct get_pin *gp = arg;
+    td_buffer_unref(gp->buf);
+    td_session_unref(gp->session);
+    td_free(gp);
+}
+
+static int run_create(struct rpc_job *j, struct td_session *s, struct result *res,
+                      struct td_err *err)
+{
+    const Tensord__Create *m = j->req->create;
+    enum td_dtype dt = TD_DTYPE_F32;
+    int64_t shape[TD_MAX_DIMS], nbytes;
+    int ndim, rc;
+    if ((rc = wire_dtype(m->dtype, -1, &dt, err)) != 0 ||
+        (rc = wire_shape(m->n_shape, m->shape, dt, shape, &ndim, &nbytes, err)) != 0 ||
+        (rc = td_session_check_out(s, m->out, err)) != 0) {
+        return rc;
+    }
+    if ((uint64_t)nbytes != j->data_len) {
+        char sh[128];
+        return td_err_set(err, TD_EINVAL,
+                          "data section has %zu bytes, but shape %s of %s needs %lld",
+                          j->data_len, td_shape_str(sh, sizeof sh, shape, ndim),
+                          td_dtype_name(dt), (long long)nbytes);
+    }
+    struct td_tensor *t = NULL;
+    void *data = j->data;
+    if (data == NULL) {
+        /* An empty tensor's data section is empty; storage still wants a buffer. */
+        data = td_malloc(1);
+        if (data == NULL) {
+            return td_err_code(err, TD_ENOMEM);
+        }
+    }
+    j->data = NULL;
+    if ((rc = td_tensor_adopt(&t, dt, shape, ndim, data, j->data_len, &s->quota, err)) != 0 ||
+        (rc = td_session_put(s, m->out, t, err)) != 0) {
+        return rc;
+    }
+    res->tensor = t;
+    res->handle = m->out;
+    return 0;
+}
+
+static int run_full(struct rpc_job *j, struct td_session *s, struct result *res,
+                    struct td_err *err)
+{
+    const Tensord__Full *m = j->req->full;
+    struct td_scalar v;
+    enum td_dtype dt = TD_DTYPE_F32;
+    int64_t shape[TD_MAX_DIMS];
+    int ndim, rc;
+    if ((rc = wire_scalar(m->value, "full value", &v, err)) != 0 ||
+        (rc = wire_dtype(m->dtype, (int)td_scalar_dtype(v), &dt, err)) != 0 ||
+        (rc = wire_shape(m->n_shape, m->shape, dt, shape, &ndim, NULL, err)) != 0 ||
+        (rc = td_session_check_out(s, m->out, err)) != 0) {
+        return rc;
+    }
+    struct td_tensor *t = NULL;
+    if ((rc = td_tensor_full(&t, dt, shape, ndim, v, &s->quota, err)) != 0 ||
+        (rc = td_session_put(s, m->out, t, err)) != 0) {
+        return rc;
+    }
+    res->tensor = t;
+    res->handle = m->out;
+    return 0;
+}
+
+static int run_rand(struct rpc_job *j, struct td_session *s, struct result *res,
+                    struct td_err *err)
+{
+    const Tensord__Rand *m = j->req->rand;
+    enum td_dtype dt = TD_DTYPE_F32;
+    int64_t shape[TD_MAX_DIMS];
+    int ndim, rc;
+    if ((rc = wire_dtype(m->dtype, TD_DTYPE_DEFAULT_FLOAT, &dt, err)) != 0 ||
+        (rc = wire_shape(m->n_shape, m->shape, dt, shape, &ndim, NULL, err)) != 0 ||
+        (rc = td_session_check_out(s, m->out, err)) != 0) {
+        return rc;
+    }
+    struct td_tensor *t = NULL;
+    if (m->distribution == TENSORD__DISTRIBUTION__UNIFORM) {
+        rc = td_tensor_rand(&t, dt, shape, ndim, &s->rng, &s->quota, err);
+    } else if (m->distribution == TENSORD__DISTRIBUTION__NORMAL) {
+        rc = td_tensor_randn(&t, dt, shape, ndim, &s->rng, &s->quota, err);
+    } else {
+        rc = td_err_set(err, TD_EINVAL, "unknown distribution %d", (int)m->distribution);
+    }
+    if (rc != 0 || (rc = td_session_put(s, m->out, t, err)) != 0) {
+        return rc;
+    }
+    res->tensor = t;
+    res->handle = m->out;
+    return 0;
+}
+
+static int run_arange(struct rpc_job *j, struct td_session *s, struct result *res,
+                      struct td_err *err)
+{
+    const Tensord__Arange *m = j->req->arange;
+    struct td_scalar start = td_scalar_i(0), end, step = td_scalar_i(1);
+    enum td_dtype dt = TD_DTYPE_F32;
+    int rc;
+    if ((m->start != NULL && (rc = wire_scalar(m->start, "arange start", &start, err)) != 0) ||
+        (rc = wire_scalar(m->end, "arange end", &end, err)) != 0 ||
+        (m->step != NULL && (rc = wire_scalar(m->step, "arange step", &step, err)) != 0) ||
+        (rc = wire_dtype(m->dtype, (int)td_arange_dtype(start, end, step), &dt, err)) != 0 ||
+        (rc = td_session_check_out(s, m->out, err)) != 0) {
+        return rc;
+    }
+    struct td_tensor *t = NULL;
+    if ((rc = td_tensor_arange(&t, dt, start, end, step, &s->quota, err)) != 0 ||
+        (rc = td_session_put(s, m->out, t, err)) != 0) {
+        return rc;
+    }
+    res->tensor = t;
+    res->handle = m->out;
+    return 0;
+}
+
+/* Resolves RunOp's operands against the handle table. */
+static int resolve_operands(const Tensord__RunOp *m, struct td_session *s, enum td_op_id *op,
+                            struct td_operand *in, struct td_err *err)
+{
+    int rc;
+    if (wire_op(m->op, op) != 0) {
+        return td_err_set(err, TD_EOP, "unknown op code %d", (int)m->op);
+    }
+    const struct td_op_def *def = &td_ops[*op];
+    if (m->n_inputs != (size_t)def->nin) {
+        return td_err_set(err, TD_EINVAL, "%s takes %d inputs, got %zu", def->name, def->nin,
+                          m->n_inputs);
+    }
+    for (size_t i = 0; i < m->n_inputs; i++) {
+        const Tensord__Operand *o = m->inputs[i];
+        in[i].t = NULL;
+        if (o->value_case == TENSORD__OPERAND__VALUE_HANDLE) {
+            if ((rc = td_session_lookup(s, o->handle, &in[i].t, err)) != 0) {
+                return rc;
+            }
+        } else if ((rc = wire_scalar(o->scalar, def->name, &in[i].s, err)) != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int run_op(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
+{
+    const Tensord__RunOp *m = j->req->run_op;
+    struct td_operand in[TD_OP_MAX_INPUTS];
+    enum td_op_id op;
+    int rc;
+    if (m->n_inputs > TD_OP_MAX_INPUTS) {
+        return td_err_set(err, TD_EINVAL, "too many inputs: %zu", m->n_inputs);
+    }
+    if ((rc = resolve_operands(m, s, &op, in, err)) != 0) {
+        return rc;
+    }
+    uint64_t out = m->out;
+    if (m->inplace) {
+        if (!td_ops[op].has_inplace) {
+            return td_err_set(err, TD_EINVAL, "%s has no in-place form", td_ops[op].name);
+        }
+        if (m->inputs[0]->value_case != TENSORD__OPERAND__VALUE_HANDLE) {
+            return td_err_set(err, TD_EINVAL, "%s_: the first input must be a tensor handle",
+                              td_ops[op].name);
+        }
+        if (out != 0 && out != m->inputs[0]->handle) {
+            return td_err_set(err, TD_EINVAL, "%s_: out must be 0 or the first input's handle",
+                              td_ops[op].name);
+        }
+        out = m->inputs[0]->handle;
+    } else if ((rc = td_session_check_out(s, out, err)) != 0) {
+        return rc;
+    }
+    struct td_tensor *t = NULL;
+    if ((rc = td_op_apply(op, in, (int)m->n_inputs, m->inplace, &s->quota, &t, err)) != 0) {
+        return rc;
+    }
+    if (m->inplace) {
+        td_tensor_unref(t);  /* the table already holds self */
+    } else if ((rc = td_session_put(s, out, t, err)) != 0) {
+        return rc;
+    }
+    res->tensor = t;
+    res->handle = out;
+    return 0;
+}
+
+static int run_get(struct rpc_job *j, struct td_session *s, struct result *res,
+                   struct td_err *err)
+{
+    const Tensord__Get *m = j->req->get;
+    struct td_tensor *t = NULL;
+    int rc;
+    if ((rc = td_session_lookup(s, m->handle, &t, err)) != 0) {
+        return rc;
+    }
+    res->tensor = t;
+    res->handle = m->handle;
+    if (m->meta_only) {
+        return 0;
+    }
+    uint64_t nbytes = td_tensor_nbytes(t);
+    if (m->offset > nbytes || (m->length != 0 && m->length > nbytes - m->offset)) {
+        return td_err_set(err, TD_EINVAL,
+                          "byte range offset %llu length %llu is outside the tensor's %llu bytes",
+                          (unsigned long long)m->offset, (unsigned long long)m->length,
+                          (unsigned long long)nbytes);
+    }
+    res->offset = m->offset;
+    res->length = m->length != 0 ? m->length : nbytes - m->offset;
+    if (res->length == 0) {
+        return 0;
+    }
+    if (td_tensor_is_contiguous(t)) {
+        /* Zero copy: the reply points into the tensor's buffer, pinned until written. */
+        j->pin = td_tensor_pin(t);
+        j->reply.data = (const uint8_t *)td_tensor_data(t) + res->offset;
+    } else {
+        uint8_t *copy = td_malloc(nbytes);
+        if (copy == NULL) {
+            return td_err_code(err, TD_ENOMEM);
+        }
+        td_tensor_copy_out(t, copy);
+        j->reply.data = copy + res->offset;
+        j->reply.release = td_free;
+        j->reply.release_arg = copy;
+    }
+    j->reply.data_len = res->length;
+    return 0;
+}
+
+static int run_free(struct rpc_job *j, struct td_session *s, struct td_err *err)
+{
+    const Tensord__Free *m = j->req->free;
+    if (s->closed) {
+        return td_err_set(err, TD_ESESSION, "session is closed");
+    }
+    for (size_t i = 0; i < m->n_handles; i++) {
+        td_session_free_handle(s, m->handles[i]);
+    }
+    return 0;
+}
+
+static int run_stats(struct td_session *s, Tensord__StatsResult *st)
+{
+    st->session_bytes = (uint64_t)td_session_bytes(s);
+    st->session_tensors = td_session_count(s);
+    st->sessions = s->store != NULL ? td_store_count(s->store) : 0;
+    st->server_bytes = s->store != NULL ? (uint64_t)atomic_load(&s->store->global.used) : 0;
+    return 0;
+}
+
+/* Hello: version negotiation, auth, open or resume. Runs on the loop thread (never heavy). */
+static int run_hello(struct td_rpc_peer *p, const Tensord__Hello *m, Tensord__HelloResult *hr,
+                     struct td_err *err)
+{
+    struct td_rpc_server *srv = p->srv;
+    uint32_t cmin = m->min_version != 0 ? m->min_version : 1;
+    uint32_t cmax = m->max_version != 0 ? m->max_version : cmin;
+    if (cmax < cmin || cmax < TD_PROTOCOL_MIN || cmin > TD_PROTOCOL_MAX) {
+        return td_err_set(err, TD_EVERSION,
+                          "no common protocol version: client speaks %u..%u, server %d..%d",
+                          cmin, cmax, TD_PROTOCOL_MIN, TD_PROTOCOL_MAX);
+    }
+    if (srv->auth_token != NULL && srv->auth_token[0] != '\0') {
+        /* Constant time over the expected token's length. */
+        const char *given = m->auth_token != NULL ? m->auth_token : "";
+        size_t want = strlen(srv->auth_token), got = strlen(given);
+        uint8_t diff = (uint8_t)(want != got);
+        for (size_t i = 0; i < want; i++) {
+            diff |= (uint8_t)(srv->auth_token[i] ^ (i < got ? given[i] : 0));
+        }
+        if (diff != 0) {
+            return td_err_set(err, TD_EAUTH, "authentication failed");
+        }
+    }
+    if (p->session != NULL && !p->session->closed) {
+        return td_err_set(err, TD_EPROTO, "Hello was already accepted on this connection");
+    }
+    struct td_session *s;
+    int rc;
+    bool resumed = m->session_token.len != 0;
+    if (resumed) {
+        rc = td_store_resume(srv->store, m->session_token.data, m->session_token.len, &s, err);
+    } else {
+        rc = td_store_open(srv->store, &s, err);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    peer_set_session(p, s);
+    hr->version = cmax < TD_PROTOCOL_MAX ? cmax : TD_PROTOCOL_MAX;
+    hr->server_min_version = TD_PROTOCOL_MIN;
+    hr->server_max_version = TD_PROTOCOL_MAX;
+    hr->server_version = "tensord " TD_VERSION;
+    hr->instance_id.data = srv->instance_id;
+    hr->instance_id.len = sizeof srv->instance_id;
+    hr->session_token.data = s->token;
+    hr->session_token.len = sizeof s->token;
+    hr->resumed = resumed;
+    return 0;
+}
+
+/* Runs the request in j against s, filling the status and result, then encodes the reply. */
+static void job_execute(struct rpc_job *j)
+{
+    struct td_rpc_peer *p = j->peer;
+    struct td_session *s = p->session;
+    struct td_err err;
+    td_err_clear(&err);
+    struct result res = {0};
+    Tensord__StatsResult stats = TENSORD__STATS_RESULT__INIT;
+    Tensord__HelloResult hello = TENSORD__HELLO_RESULT__INIT;
+    Tensord__Limits limits = TENSORD__LIMITS__INIT;
+    uint64_t out_handle = 0;
+    int rc = 0;
+
+    switch (j->req->body_case) {
+    case TENSORD__REQUEST__BODY_HELLO:
+        rc = run_hello(p, j->req->hello, &hello, &err);
+        s = p->session;
+        res.hello = rc == 0 ? &hello : NULL;
+        break;
+    case TENSORD__REQUEST__BODY_CREATE:
+        out_handle = j->req->create->out;
+        rc = run_create(j, s, &res, &err);
+        break;
+    case TENSORD__REQUEST__BODY_FULL:
+        out_handle = j->req->full->out;
+        rc = run_full(j, s, &res, &err);
+        break;
+    case TENSORD__REQUEST__BODY_RAND:
+        out_handle = j->req->rand->out;
+        rc = run_rand(j, s, &res, &err);
+        break;
+    case TENSORD__REQUEST__BODY_ARANGE:
+        out_handle = j->req->arange->out;
+        rc = run_arange(j, s, &res, &err);
+        break;
+    case TENSORD__REQUEST__BODY_MANUAL_SEED:
+        td_rng_seed(&s->rng, j->req->manual_seed->seed);
+        break;
+    case TENSORD__REQUEST__BODY_RUN_OP:
+        out_handle = j->req->run_op->inplace ? 0 : j->req->run_op->out;
+        rc = run_op(j, s, &res, &err);
+        break;
+    case TENSORD__REQUEST__BODY_GET:
+        rc = run_get(j, s, &res, &err);
+        break;
+    case TENSORD__REQUEST__BODY_FREE:
+        rc = run_free(j, s, &err);
+        break;
+    case TENSORD__REQUEST__BODY_CLOSE_SESSION:
+        td_session_close(s);
+        break;
+    case TENSORD__REQUEST__BODY_PING:
+        break;
+    case TENSORD__REQUEST__BODY_STATS:
+        rc = run_stats(s, &stats);
+        res.stats = &stats;
+        break;
+    default:
+        rc = td_err_set(&err, TD_EOP, "unknown request kind (field %d)", (int)j->req->body_case);
+        break;
+    }
+    if (rc != 0) {
+        /* Pipelined ops naming this output must learn why it is missing. */
+        if (out_handle != 0 && s != NULL && err.code != TD_EEXIST) {
+            td_session_put_failure(s, out_handle, &err);
+        }
+        res = (struct result){0};
+        if (j->pin == NULL) {
+            reply_release_data(&j->reply);
+        }
+        j->reply.data = NULL;
+        j->reply.data_len = 0;
+    }
+
+    Tensord__Response resp = TENSORD__RESPONSE__INIT;
+    Tensord__Status st = TENSORD__STATUS__INIT;
+    Tensord__TensorInfo info = TENSORD__TENSOR_INFO__INIT;
+    int64_t shape[TD_MAX_DIMS];
+    resp.id = j->req->id;
+    encode_status(&resp, &st, &err);
+    if (res.tensor != NULL) {
+        const struct td_tensor *t = res.tensor;
+        for (int i = 0; i < t->ndim; i++) {
+            shape[i] = t->shape[i];
+        }
+        info.handle = res.handle;
+        info.dtype = dtype_wire(t->dtype);
+        info.n_shape = (size_t)t->ndim;
+        info.shape = shape;
+        info.nbytes = td_tensor_nbytes(t);
+        info.offset = res.offset;
+        info.length = res.length;
+        resp.result_case = TENSORD__RESPONSE__RESULT_TENSOR;
+        resp.tensor = &info;
+    } else if (res.stats != NULL) {
+        resp.result_case = TENSORD__RESPONSE__RESULT_STATS;
+        resp.stats = res.stats;
+    } else if (res.hello != NULL) {
+        limits.max_frame_bytes = p->srv->max_frame_bytes;
+        limits.max_tensor_bytes = (uint64_t)p->srv->store->cfg.max_tensor_bytes;
+        limits.session_max_bytes = (uint64_t)p->srv->store->cfg.session_max_bytes;
+        limits.max_dims = TD_MAX_DIMS;
+        hello.limits = &limits;
+        resp.result_case = TENSORD__RESPONSE__RESULT_HELLO;
+        resp.hello = res.hello;
+    }
+    if (rc != 0 && (err.code == TD_EAUTH)) {
+        j->reply.close_after = true;
+    }
+    encode_response(&resp, &j->reply);
+}
+
+static void job_free(struct rpc_job *j)
+{
+    tensord__request__free_unpacked(j->req, &pb_allocator);
+    td_free(j->data);
+    td_free(j);
+}
+
+static bool job_is_heavy(struct td_job *job)
+{
+    struct rpc_job *j = (struct rpc_job *)job;
+    struct td_session *s = job->session;
+    int64_t work = 0;
+    switch (j->req->body_case) {
+    case TENSORD__REQUEST__BODY_RUN_OP: {
+        struct td_operand in[TD_OP_MAX_INPUTS];
+        enum td_op_id op;
+        if (j->req->run_op->n_inputs <= TD_OP_MAX_INPUTS &&
+            resolve_operands(j->req->run_op, s, &op, in, NULL) == 0) {
+            work = td_op_work(op, in, (int)j->req->run_op->n_inputs);
+        }
+        break;
+    }
+    case TENSORD__REQUEST__BODY_FULL:
+    case TENSORD__REQUEST__BODY_RAND: {
+        size_t n = j->req->body_case == TENSORD__REQUEST__BODY_FULL ? j->req->full->n_shape
+                                                                     : j->req->rand->n_shape;
+        const int64_t *dims = j->req->body_case == TENSORD__REQUEST__BODY_FULL
+                                  ? j->req->full->shape
+                                  : j->req->rand->shape;
+        int64_t numel;
+        if (n <= TD_MAX_DIMS && td_shape_check(dims, (int)n, TD_DTYPE_F64, &numel, NULL, NULL) == 0) {
+            work = numel;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    return work > j->peer->srv->heavy_work;
+}
+
+static void job_run(struct td_job *job)
+{
+    job_execute((struct rpc_job *)job);
+}
+
+static void job_done(struct td_job *job)
+{
+    struct rpc_job *j = (struct rpc_job *)job;
+    struct td_rpc_peer *p = j->peer;
+    if (j->pin != NULL) {
+        /* The pin's release needs the session (its quota) alive: take the reference here, on
+        ** the loop thread, where session refcounts live. */
+        struct get_pin *gp = td_malloc(sizeof *gp);
+        if (gp == NULL) {
+            td_buffer_unref(j->pin);
+            td_free(j->reply.frame);
+            j->reply = (struct td_rpc_reply){0};
+            td_rpc_reply_error(p, j->req->id, TD_ENOMEM, "out of memory", false);
+            goto out;
+        }
+        gp->buf = j->pin;
+        gp->session = td_session_ref(job->session);
+        j->reply.release = get_pin_release;
+        j->reply.release_arg = gp;
+    }
+    if (j->reply.frame == NULL) {
+        reply_release_data(&j->reply);
+        if (!p->closed) {
+            /* Not even an error reply could be encoded: give up on the connection. */
+            struct td_rpc_reply r = {.close_after = true};
+            p->reply(p, &r, p->user);
+        }
+    } else {
+        deliver(p, &j->reply);
+    }
+out:
+    p->pending--;
+    job_free(j);
+    peer_unref(p);
+}
+
+void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, void *data,
+                   size_t data_len)
+{
+    if (meta_len == 0) {
+        td_free(data);
+        td_rpc_reply_error(p, 0, TD_EPROTO, "empty request: the frame has no protobuf section",
+                           false);
+        return;
+    }
+    Tensord__Request *req = tensord__request__unpack(&pb_allocator, meta_len, meta);
+    if (req == NULL) {
+        td_free(data);
+        td_rpc_reply_error(p, 0, TD_EPROTO, "malformed request: not a valid Request message",
+                           false);
+        return;
+    }
+    if (req->body_case != TENSORD__REQUEST__BODY_CREATE && data_len != 0) {
+        uint64_t id = req->id;
+        tensord__request__free_unpacked(req, &pb_allocator);
+        td_free(data);
+        td_rpc_reply_error(p, id, TD_EPROTO, "only Create requests carry a data section", false);
+        return;
+    }
+    if (p->session == NULL) {
+        if (req->body_case == TENSORD__REQUEST__BODY_HELLO) {
+            /* No session, so no queue to wait behind: answer now. */
+            struct rpc_job j = {.peer = p, .req = req};
+            job_execute(&j);
+            if (j.reply.frame != NULL) {
+                deliver(p, &j.reply);
+            }
+        } else {
+            td_rpc_reply_error(p, req->id, TD_ENOSESSION, "no session: send Hello first", false);
+        }
+        tensord__request__free_unpacked(req, &pb_allocator);
+        td_free(data);
+        return;
+    }
+    struct rpc_job *j = td_calloc(1, sizeof *j);
+    if (j == NULL) {
+        /* Replying now would overtake queued replies; closing is the honest answer. */
+        tensord__request__free_unpacked(req, &pb_allocator);
+        td_free(data);
+        struct td_rpc_reply r = {.close_after = true};
+        p->reply(p, &r, p->user);
+        return;
+    }
+    j->peer = p;
+    p->refs++;
+    p->pending++;
+    j->req = req;
+    j->data = data;
+    j->data_len = data_len;
+    j->job.is_heavy = job_is_heavy;
+    j->job.run = job_run;
+    j->job.done = job_done;
+    td_session_submit(p->session, &j->job);
+}

@@ -1,0 +1,83 @@
+/* server/rpc/rpc.h — requests in, responses out.
+**
+** rpc decodes one Request (the frame's protobuf section), validates every field, runs it against
+** the peer's session through the session's job queue, and encodes the Response frame. It is the
+** only server code that includes protobuf-c headers. It knows nothing of sockets: a peer is an
+** abstract connection that receives finished reply frames through a callback, in request order.
+**
+** Threading: everything is called on the loop thread; a heavy request's work may run on a
+** worker through the session's executor, and its reply is delivered on the loop thread.
+*/
+#ifndef TD_RPC_RPC_H
+#define TD_RPC_RPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "session/session.h"
+
+#define TD_PROTOCOL_MIN 1
+#define TD_PROTOCOL_MAX 1
+#define TD_FRAME_HEADER_BYTES 12
+
+/* Server-wide settings and state rpc needs. */
+struct td_rpc_server {
+    struct td_store *store;             /* borrowed */
+    uint8_t instance_id[16];            /* random per daemon start */
+    const char *auth_token;             /* borrowed; NULL or "" means no auth */
+    uint64_t max_frame_bytes;           /* advertised in HelloResult */
+    int64_t heavy_work;                 /* td_op_work above this goes to the executor */
+    uint64_t (*now_ms)(void);           /* monotonic clock, for session TTL bookkeeping */
+};
+
+/* A finished reply frame. `frame` (header + Response) is taken by the receiver and freed with
+** td_free. The optional data section is `data_len` bytes at `data`, kept alive until
+** `release(release_arg)` is called (once, on the loop thread, after the bytes are written or
+** dropped). */
+struct td_rpc_reply {
+    uint8_t *frame;
+    size_t frame_len;
+    const void *data;
+    size_t data_len;
+    void (*release)(void *arg);         /* NULL when there is no data section */
+    void *release_arg;
+    bool close_after;                   /* close the connection once this is written */
+};
+
+struct td_rpc_peer;
+typedef void td_rpc_reply_fn(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user);
+
+/* A connection as rpc sees it. */
+struct td_rpc_peer {
+    struct td_rpc_server *srv;          /* borrowed */
+    struct td_session *session;         /* reference once Hello succeeded */
+    td_rpc_reply_fn *reply;
+    void *user;
+    int refs;                           /* the connection's + one per queued request */
+    int pending;                        /* requests queued or running in the session */
+    bool closed;                        /* the connection went away: replies are dropped */
+};
+
+/* New peer for a connection; *out is owned by the caller until td_rpc_peer_close. */
+int td_rpc_peer_new(struct td_rpc_peer **out, struct td_rpc_server *srv, td_rpc_reply_fn *reply,
+                    void *user);
+
+/* The connection is gone: detach from the session, drop later replies, free the peer once its
+** queued requests have finished. */
+void td_rpc_peer_close(struct td_rpc_peer *p);
+
+/* Handles one frame: `meta` (borrowed) holds the Request; `data` (taken, td_malloc'd, or NULL
+** when data_len is 0) the data section. Exactly one reply follows, now or later, unless the
+** peer closes first. */
+void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, void *data,
+                   size_t data_len);
+
+/* Sends an error reply not tied to a decoded request (a framing error): id 0, status from code. */
+void td_rpc_reply_error(struct td_rpc_peer *p, uint64_t id, int code, const char *msg,
+                        bool close_after);
+
+/* Writes the 12-byte frame header. */
+void td_frame_header_put(uint8_t *dst, uint32_t meta_len, uint64_t data_len);
+
+#endif

@@ -1,0 +1,164 @@
+/* server/session/session.h — sessions, their handle tables, quotas, RNG and job queues.
+**
+** A session owns the tensors its client created, under client-chosen uint64 handles, plus the
+** byte quota they are charged to, the seedable RNG, and a FIFO of work. It is named by a 128-bit
+** token from getrandom and outlives its connections for an idle TTL. The store indexes
+** sessions by token and expires idle ones.
+**
+** Work for one session runs strictly in order, one job at a time. A light job runs at once on the
+** caller's (loop) thread; a heavy one is handed to the store's executor (main wires libuv's
+** thread pool in), and the queue waits for it. So a session's objects are only ever touched by
+** one thread at a time, and plain refcounts suffice. This layer knows core, not libuv, protobuf
+** or sockets.
+*/
+#ifndef TD_SESSION_SESSION_H
+#define TD_SESSION_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/alloc.h"
+#include "base/err.h"
+#include "base/map.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+
+#define TD_TOKEN_BYTES 16
+
+struct td_session;
+struct td_job;
+
+/* A unit of work in a session's FIFO. The submitter embeds it in its own struct. */
+struct td_job {
+    struct td_job *next;
+    struct td_session *session;             /* set by td_session_submit; holds a reference */
+    /* Called on the loop thread just before the job runs, when every earlier job has finished:
+    ** true sends run() to the executor. NULL means light. */
+    bool (*is_heavy)(struct td_job *job);
+    void (*run)(struct td_job *job);        /* the work; may run on a worker thread */
+    void (*done)(struct td_job *job);       /* loop thread, in FIFO order; may free the job */
+};
+
+/* Runs heavy jobs somewhere else. submit() must arrange for run(job) to be called once, and
+** then td_session_job_complete(job) on the loop thread. */
+struct td_executor {
+    void (*submit)(struct td_executor *ex, struct td_job *job);
+};
+
+/* An executor that runs jobs inline (for tests and single-threaded embedding). */
+extern struct td_executor td_executor_inline;
+
+struct td_store_config {
+    int64_t max_bytes;          /* all sessions together; <= 0 unlimited */
+    int64_t session_max_bytes;  /* per session; <= 0 unlimited */
+    int64_t max_tensor_bytes;   /* one tensor; <= 0 unlimited */
+    int64_t max_sessions;       /* <= 0 unlimited */
+    uint64_t session_ttl_ms;    /* idle time with no connection before a session expires */
+};
+
+struct td_store {
+    struct td_map by_key;        /* first 8 token bytes -> struct td_session* */
+    struct td_quota global;      /* parent of every session's quota */
+    struct td_store_config cfg;
+    struct td_executor *ex;      /* borrowed */
+    uint64_t next_id;            /* for log lines */
+    bool closing;
+};
+
+/* A handle table slot: a tensor, or the error of the op that should have produced it. */
+struct td_entry {
+    struct td_tensor *t;         /* owned reference, or NULL when failed */
+    struct td_err *failure;      /* owned, or NULL */
+};
+
+struct td_session {
+    int refs;                    /* the store's, connections', queued jobs' */
+    uint64_t id;                 /* small number for logs; never the token */
+    uint8_t token[TD_TOKEN_BYTES];
+    char token_tag[9];           /* 8 hex digits of a hash of the token, safe to log */
+    struct td_store *store;      /* borrowed; NULL once closed */
+    struct td_map handles;       /* handle -> struct td_entry* */
+    struct td_quota quota;       /* parent: store->global */
+    struct td_rng rng;
+    int nconns;                  /* attached connections; TTL counts only at 0 */
+    uint64_t idle_since_ms;      /* when nconns last dropped to 0 */
+    bool closed;                 /* CloseSession or expiry; tensors are gone */
+    bool running;                /* a heavy job is out on the executor */
+    struct td_job *head, *tail;  /* FIFO of jobs not yet started */
+};
+
+/* ---- store ---- */
+
+void td_store_init(struct td_store *st, const struct td_store_config *cfg, struct td_executor *ex);
+
+/* Closes every session and frees the index. Jobs must have drained. */
+void td_store_close(struct td_store *st);
+
+/* Opens a new session with a fresh token; *out is a new reference for the caller (a connection).
+** Errors: TD_ELIMIT (max_sessions), TD_ENOMEM, TD_EIO (no randomness). */
+int td_store_open(struct td_store *st, struct td_session **out, struct td_err *err);
+
+/* Finds the live session with this token (compared in constant time); *out is a new reference.
+** Errors: TD_ESESSION. */
+int td_store_resume(struct td_store *st, const uint8_t *token, size_t len,
+                    struct td_session **out, struct td_err *err);
+
+/* Expires sessions with no connection, no pending work and idle for longer than the TTL.
+** Returns how many expired. */
+int td_store_sweep(struct td_store *st, uint64_t now_ms);
+
+size_t td_store_count(const struct td_store *st);
+
+/* ---- session references and connections ---- */
+
+struct td_session *td_session_ref(struct td_session *s);
+void td_session_unref(struct td_session *s);               /* NULL is a no-op */
+
+/* A connection attaches after Hello and detaches when it goes; the TTL clock runs while none is
+** attached. */
+void td_session_attach(struct td_session *s);
+void td_session_detach(struct td_session *s, uint64_t now_ms);
+
+/* Frees every tensor and removes the session from its store (CloseSession, expiry). Later
+** lookups fail with TD_ESESSION. Call only from a job or when the queue is idle. */
+void td_session_close(struct td_session *s);
+
+/* ---- handle table (call only from the session's running job) ---- */
+
+/* The live tensor under `handle` (borrowed). Errors: TD_EHANDLE ("unknown handle 7"),
+** TD_EINPUT ("input 7 failed: <original message>"), TD_ESESSION when closed. */
+int td_session_lookup(struct td_session *s, uint64_t handle, struct td_tensor **t,
+                      struct td_err *err);
+
+/* Checks that `handle` may receive a new result: nonzero and unused. Errors: TD_EINVAL,
+** TD_EEXIST ("handle 7 is already in use"). */
+int td_session_check_out(struct td_session *s, uint64_t handle, struct td_err *err);
+
+/* Stores t (taken) under a handle that td_session_check_out accepted. Errors: TD_ENOMEM (t is
+** released). */
+int td_session_put(struct td_session *s, uint64_t handle, struct td_tensor *t,
+                   struct td_err *err);
+
+/* Records that the op meant to produce `handle` failed with `cause`, so later ops naming it fail
+** with TD_EINPUT. Does nothing if the handle is in use or 0, or memory is short. */
+void td_session_put_failure(struct td_session *s, uint64_t handle, const struct td_err *cause);
+
+/* Drops whatever is under `handle` (tensor or failure). Unknown handles are ignored. */
+void td_session_free_handle(struct td_session *s, uint64_t handle);
+
+size_t td_session_count(const struct td_session *s);       /* handle table entries */
+int64_t td_session_bytes(const struct td_session *s);      /* bytes charged to its quota */
+
+/* ---- the job queue ---- */
+
+/* Appends job to s's FIFO and runs what can run. The job holds a session reference until done. */
+void td_session_submit(struct td_session *s, struct td_job *job);
+
+/* The executor reports that a heavy job's run() finished (loop thread). */
+void td_session_job_complete(struct td_job *job);
+
+/* True while jobs are queued or running. */
+bool td_session_busy(const struct td_session *s);
+
+#endif
