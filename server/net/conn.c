@@ -332,17 +332,11 @@ static bool conn_start_frame(struct td_conn *c)
         conn_frame_error(c, TD_ELIMIT, msg);
         return false;
     }
-    if (c->data_len > cfg->max_frame_bytes ||
-        c->meta_len + c->data_len > cfg->max_frame_bytes) {
-        snprintf(msg, sizeof msg, "frame of %llu bytes exceeds max_frame_bytes %llu",
-                 (unsigned long long)(c->meta_len + (c->data_len > cfg->max_frame_bytes
-                                                         ? cfg->max_frame_bytes
-                                                         : c->data_len)),
+    /* meta_len is at most 2^32, so the sum overflows only when data_len alone is over the limit. */
+    if (c->data_len > cfg->max_frame_bytes || c->meta_len + c->data_len > cfg->max_frame_bytes) {
+        snprintf(msg, sizeof msg, "frame of %u + %llu bytes exceeds max_frame_bytes %llu",
+                 c->meta_len, (unsigned long long)c->data_len,
                  (unsigned long long)cfg->max_frame_bytes);
-        if (c->data_len > cfg->max_frame_bytes) {
-            snprintf(msg, sizeof msg, "frame data section of %llu bytes exceeds max_frame_bytes %llu",
-                     (unsigned long long)c->data_len, (unsigned long long)cfg->max_frame_bytes);
-        }
         conn_frame_error(c, TD_ELIMIT, msg);
         return false;
     }

@@ -1,0 +1,506 @@
+/* tests/net/test_net.c — the net layer on a real libuv loop over loopback.
+**
+** The loop runs in a thread of its own with an echo upper layer: every frame comes back with the
+** same protobuf and data sections, and a framing error comes back as a frame whose protobuf
+** section is "ERR:<message>". The test thread speaks raw bytes over blocking sockets, so what is
+** checked is exactly what a client would see. Every test ends with the loop closing cleanly.
+*/
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "net/net.h"
+
+struct fixture {
+    uv_loop_t loop;
+    uv_async_t stop;
+    struct td_net net;
+    pthread_t thread;
+    int port;
+    char unix_path[108];
+    int frames;                /* delivered to the echo layer */
+    int errors;                /* framing errors reported */
+    int closes;
+    int loop_close_rc;
+};
+
+static void fx_frame_release(void *arg)
+{
+    td_free(arg);
+}
+
+static void *echo_open(struct td_conn *c, void *user)
+{
+    (void)c;
+    return user;
+}
+
+static void echo_frame(struct td_conn *c, void *user, const uint8_t *meta, size_t meta_len,
+                       void *data, size_t data_len)
+{
+    struct fixture *fx = user;
+    fx->frames++;
+    uint8_t *hdr = td_malloc(12 + meta_len);
+    assert_non_null(hdr);
+    for (int i = 0; i < 4; i++) {
+        hdr[i] = (uint8_t)((uint32_t)meta_len >> (24 - 8 * i));
+    }
+    for (int i = 0; i < 8; i++) {
+        hdr[4 + i] = (uint8_t)((uint64_t)data_len >> (56 - 8 * i));
+    }
+    if (meta_len > 0) {
+        memcpy(hdr + 12, meta, meta_len);
+    }
+    struct td_out parts[2] = {{hdr, 12 + meta_len, fx_frame_release, hdr},
+                              {data, data_len, fx_frame_release, data}};
+    td_conn_send(c, parts, data != NULL ? 2 : 1);
+}
+
+static void echo_error(struct td_conn *c, void *user, int code, const char *msg)
+{
+    struct fixture *fx = user;
+    (void)code;
+    fx->errors++;
+    char text[200];
+    snprintf(text, sizeof text, "ERR:%s", msg);
+    echo_frame(c, user, (const uint8_t *)text, strlen(text), NULL, 0);
+    fx->frames--;
+}
+
+static void echo_close(struct td_conn *c, void *user)
+{
+    struct fixture *fx = user;
+    (void)c;
+    fx->closes++;
+}
+
+static void on_stop(uv_async_t *a)
+{
+    struct fixture *fx = a->data;
+    td_net_close(&fx->net);
+    uv_close((uv_handle_t *)a, NULL);
+}
+
+static void *loop_thread(void *arg)
+{
+    struct fixture *fx = arg;
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    fx->loop_close_rc = uv_loop_close(&fx->loop);
+    return NULL;
+}
+
+static struct fixture *fx_start(size_t high_water)
+{
+    struct fixture *fx = calloc(1, sizeof *fx);
+    assert_int_equal(uv_loop_init(&fx->loop), 0);
+    struct td_net_config cfg = {
+        .max_frame_bytes = 32u << 20, .max_meta_bytes = 4096, .write_high_water = high_water};
+    struct td_net_callbacks cb = {.user = fx, .on_open = echo_open, .on_frame = echo_frame,
+                                  .on_frame_error = echo_error, .on_close = echo_close};
+    td_net_init(&fx->net, &fx->loop, &cfg, &cb);
+    char bound[128];
+    struct td_err err;
+    assert_int_equal(td_net_listen(&fx->net, "127.0.0.1:0", bound, sizeof bound, &err), 0);
+    const char *colon = strrchr(bound, ':');
+    fx->port = atoi(colon + 1);
+    assert_true(fx->port > 0);
+    snprintf(fx->unix_path, sizeof fx->unix_path, "/tmp/td_test_net_%d.sock", (int)getpid());
+    char spec[140];
+    snprintf(spec, sizeof spec, "unix:%s", fx->unix_path);
+    assert_int_equal(td_net_listen(&fx->net, spec, bound, sizeof bound, &err), 0);
+    uv_async_init(&fx->loop, &fx->stop, on_stop);
+    fx->stop.data = fx;
+    assert_int_equal(pthread_create(&fx->thread, NULL, loop_thread, fx), 0);
+    return fx;
+}
+
+static struct fixture *start_default(void)
+{
+    return fx_start((size_t)64 << 20);
+}
+
+/* Stops the loop and checks that it closed with no handle left open. */
+static void fx_stop(struct fixture *fx)
+{
+    uv_async_send(&fx->stop);
+    pthread_join(fx->thread, NULL);
+    assert_int_equal(fx->loop_close_rc, 0);
+    struct stat st;
+    assert_int_not_equal(stat(fx->unix_path, &st), 0);  /* the socket file is removed */
+    free(fx);
+}
+
+static int dial(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static void write_all(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        assert_true(w > 0);
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Reads exactly n bytes; returns 0, or -1 on EOF/timeout. */
+static int read_all(int fd, void *buf, size_t n)
+{
+    uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        if (r <= 0) {
+            return -1;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static size_t frame_build(uint8_t *dst, const void *meta, uint32_t meta_len, const void *data,
+                          uint64_t data_len)
+{
+    for (int i = 0; i < 4; i++) {
+        dst[i] = (uint8_t)(meta_len >> (24 - 8 * i));       /* u32 meta_len, big-endian */
+    }
+    for (int i = 0; i < 8; i++) {
+        dst[4 + i] = (uint8_t)(data_len >> (56 - 8 * i));   /* u64 data_len, big-endian */
+    }
+    memcpy(dst + 12, meta, meta_len);
+    if (data_len > 0) {
+        memcpy(dst + 12 + meta_len, data, (size_t)data_len);
+    }
+    return 12 + meta_len + (size_t)data_len;
+}
+
+/* Reads one frame; meta/data buffers must be big enough. Returns 0 or -1 on EOF. */
+static int frame_read(int fd, uint8_t *meta, uint32_t *meta_len, uint8_t *data, uint64_t *data_len)
+{
+    uint8_t h[12];
+    if (read_all(fd, h, 12) != 0) {
+        return -1;
+    }
+    *meta_len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+    *data_len = 0;
+    for (int i = 0; i < 8; i++) {
+        *data_len = *data_len << 8 | h[4 + i];
+    }
+    if (read_all(fd, meta, *meta_len) != 0) {
+        return -1;
+    }
+    return *data_len > 0 ? read_all(fd, data, (size_t)*data_len) : 0;
+}
+
+/* A connection answers: a one-byte echo round trip. */
+static void assert_serves(struct fixture *fx)
+{
+    int fd = dial(fx->port);
+    uint8_t buf[64], meta[64], data[8];
+    uint32_t ml;
+    uint64_t dl;
+    write_all(fd, buf, frame_build(buf, "ok?", 3, NULL, 0));
+    assert_int_equal(frame_read(fd, meta, &ml, data, &dl), 0);
+    assert_int_equal(ml, 3);
+    assert_memory_equal(meta, "ok?", 3);
+    close(fd);
+}
+
+static void test_echo_split_at_every_point(void **state)
+{
+    (void)state;
+    struct fixture *fx = start_default();
+    uint8_t frame[64], meta[64], data[64];
+    size_t n = frame_build(frame, "hello", 5, "0123456789", 10);
+    /* The same frame, cut in two at every byte, must arrive whole. */
+    for (size_t cut = 1; cut < n; cut++) {
+        int fd = dial(fx->port);
+        write_all(fd, frame, cut);
+        usleep(2000);
+        write_all(fd, frame + cut, n - cut);
+        uint32_t ml;
+        uint64_t dl;
+        assert_int_equal(frame_read(fd, meta, &ml, data, &dl), 0);
+        assert_int_equal(ml, 5);
+        assert_int_equal(dl, 10);
+        assert_memory_equal(meta, "hello", 5);
+        assert_memory_equal(data, "0123456789", 10);
+        close(fd);
+    }
+    fx_stop(fx);
+}
+
+static void test_pipelined_frames_in_order(void **state)
+{
+    (void)state;
+    struct fixture *fx = start_default();
+    enum { N = 2000 };
+    uint8_t *batch = malloc(N * 32);
+    size_t off = 0;
+    for (int i = 0; i < N; i++) {
+        char m[16];
+        int ml = snprintf(m, sizeof m, "req%d", i);
+        off += frame_build(batch + off, m, (uint32_t)ml, NULL, 0);
+    }
+    int fd = dial(fx->port);
+    write_all(fd, batch, off);  /* one write: the server sees many frames per read */
+    for (int i = 0; i < N; i++) {
+        uint8_t meta[64], data[8];
+        uint32_t ml;
+        uint64_t dl;
+        char want[16];
+        int wl = snprintf(want, sizeof want, "req%d", i);
+        assert_int_equal(frame_read(fd, meta, &ml, data, &dl), 0);
+        assert_int_equal(ml, (uint32_t)wl);
+        assert_memory_equal(meta, want, (size_t)wl);
+    }
+    close(fd);
+    free(batch);
+    fx_stop(fx);
+}
+
+static void test_large_data_section_intact(void **state)
+{
+    (void)state;
+    struct fixture *fx = start_default();
+    size_t n = (size_t)8 << 20;
+    uint8_t *data = malloc(n), *back = malloc(n), frame[64], meta[64];
+    for (size_t i = 0; i < n; i++) {
+        data[i] = (uint8_t)(i * 2654435761u >> 13);
+    }
+    int fd = dial(fx->port);
+    size_t h = frame_build(frame, "big", 3, NULL, 0);
+    frame[4 + 7] = (uint8_t)n;  /* rewrite data_len: 8 MiB */
+    for (int i = 0; i < 8; i++) {
+        frame[4 + i] = (uint8_t)((uint64_t)n >> (56 - 8 * i));
+    }
+    write_all(fd, frame, h);
+    write_all(fd, data, n);
+    uint32_t ml;
+    uint64_t dl;
+    assert_int_equal(frame_read(fd, meta, &ml, back, &dl), 0);
+    assert_int_equal(dl, n);
+    assert_memory_equal(back, data, n);
+    close(fd);
+    free(data);
+    free(back);
+    fx_stop(fx);
+}
+
+static void test_zero_length_frame_delivered(void **state)
+{
+    (void)state;
+    struct fixture *fx = start_default();
+    int fd = dial(fx->port);
+    uint8_t frame[12] = {0, 0, 0, 0,               /* meta_len 0 */
+                         0, 0, 0, 0, 0, 0, 0, 0};  /* data_len 0 */
+    write_all(fd, frame, sizeof frame);
+    uint8_t meta[8], data[8];
+    uint32_t ml = 99;
+    uint64_t dl = 99;
+    assert_int_equal(frame_read(fd, meta, &ml, data, &dl), 0);
+    assert_int_equal(ml, 0);
+    assert_int_equal(dl, 0);
+    close(fd);
+    assert_serves(fx);
+    fx_stop(fx);
+}
+
+static void expect_error_then_close(struct fixture *fx, const uint8_t *hdr, const char *needle)
+{
+    int fd = dial(fx->port);
+    write_all(fd, hdr, 12);
+    uint8_t meta[256], data[8];
+    uint32_t ml;
+    uint64_t dl;
+    assert_int_equal(frame_read(fd, meta, &ml, data, &dl), 0);
+    meta[ml] = '\0';
+    assert_true(strncmp((char *)meta, "ERR:", 4) == 0);
+    assert_non_null(strstr((char *)meta, needle));
+    uint8_t b;
+    assert_int_equal(read(fd, &b, 1), 0);  /* then the server closes */
+    close(fd);
+}
+
+static void test_frame_over_limit_refused(void **state)
+{
+    (void)state;
+    struct fixture *fx = start_default();
+    uint8_t hdr[12] = {0, 0, 0, 10,                /* meta_len 10 */
+                       0, 0, 0, 0, 0x04, 0, 0, 0}; /* data_len 64 MiB > 32 MiB limit */
+    expect_error_then_close(fx, hdr, "exceeds max_frame_bytes");
+    uint8_t huge[12] = {0, 0, 0, 0,
+                        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}; /* data_len 2^64-1 */
+    expect_error_then_close(fx, huge, "exceeds max_frame_bytes");
+    assert_int_equal(fx->errors, 2);
+    assert_serves(fx);
+    fx_stop(fx);
+}
+
+static void test_meta_over_limit_refused(void **state)
+{
+    (void)state;
+    struct fixture *fx = start_default();
+    uint8_t hdr[12] = {0xff, 0xff, 0xff, 0xff,     /* meta_len 4 GiB - 1 > 4096 */
+                       0, 0, 0, 0, 0, 0, 0, 0};    /* data_len 0 */
+    expect_error_then_close(fx, hdr, "protobuf section");
+    assert_serves(fx);
+    fx_stop(fx);
+}
+
+static void test_truncated_frame_then_disconnect(void **state)
+{
+    (void)state;
+    struct fixture *fx = start_default();
+    for (int i = 0; i < 20; i++) {
+        int fd = dial(fx->port);
+        uint8_t frame[64];
+        size_t n = frame_build(frame, "truncated", 9, "abcdefgh", 8);
+        write_all(fd, frame, (size_t)i % n);  /* part of a header, a body, or nothing */
+        close(fd);
+    }
+    assert_serves(fx);
+    fx_stop(fx);
+}
+
+static void test_unix_socket(void **state)
+{
+    (void)state;
+    struct fixture *fx = start_default();
+    struct stat st;
+    assert_int_equal(stat(fx->unix_path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", fx->unix_path);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    uint8_t frame[64], meta[64], data[64];
+    write_all(fd, frame, frame_build(frame, "unix", 4, "xy", 2));
+    uint32_t ml;
+    uint64_t dl;
+    assert_int_equal(frame_read(fd, meta, &ml, data, &dl), 0);
+    assert_memory_equal(meta, "unix", 4);
+    assert_memory_equal(data, "xy", 2);
+    close(fd);
+    fx_stop(fx);
+}
+
+static void test_bad_listen_addresses(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct td_net net;
+    struct td_net_config cfg = {.max_frame_bytes = 1024, .max_meta_bytes = 1024,
+                                .write_high_water = 1024};
+    struct td_net_callbacks cb = {0};
+    td_net_init(&net, &loop, &cfg, &cb);
+    const char *bad[] = {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:70000", "nohost:80",
+                         "[::1]80", "127.0.0.1:-1", "unix:"};
+    char bound[128];
+    struct td_err err;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        td_err_clear(&err);
+        assert_int_equal(td_net_listen(&net, bad[i], bound, sizeof bound, &err), TD_EINVAL);
+        assert_int_equal(err.code, TD_EINVAL);
+    }
+    assert_int_equal(td_net_listen(&net, "[::1]:0", bound, sizeof bound, &err), 0);
+    assert_true(strncmp(bound, "[::1]:", 6) == 0);
+    td_net_close(&net);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+struct writer_arg {
+    int fd;
+    const uint8_t *buf;
+    size_t n;
+};
+
+static void *writer_thread(void *arg)
+{
+    struct writer_arg *w = arg;
+    write_all(w->fd, w->buf, w->n);
+    return NULL;
+}
+
+/* A reader slower than the writer: the server pauses reading at the high-water mark instead of
+** buffering everything, and every reply still arrives, in order, once the client reads. */
+static void test_backpressure_slow_reader(void **state)
+{
+    (void)state;
+    struct fixture *fx = fx_start(64 * 1024);
+    enum { N = 512, DATA = 32 * 1024 };
+    size_t per = 12 + 8 + DATA;
+    uint8_t *batch = malloc(N * per), *data = malloc(DATA);
+    size_t off = 0;
+    for (int i = 0; i < N; i++) {
+        char m[9];
+        snprintf(m, sizeof m, "%08d", i);
+        memset(data, i & 0xff, DATA);
+        off += frame_build(batch + off, m, 8, data, DATA);
+    }
+    int fd = dial(fx->port);
+    struct writer_arg w = {fd, batch, off};
+    pthread_t t;
+    pthread_create(&t, NULL, writer_thread, &w);
+    sleep(1);  /* let both socket buffers fill while nobody reads */
+    for (int i = 0; i < N; i++) {
+        uint8_t meta[16];
+        uint32_t ml;
+        uint64_t dl;
+        char want[9];
+        snprintf(want, sizeof want, "%08d", i);
+        assert_int_equal(frame_read(fd, meta, &ml, data, &dl), 0);
+        assert_memory_equal(meta, want, 8);
+        assert_int_equal(dl, DATA);
+        assert_int_equal(data[0], i & 0xff);
+        assert_int_equal(data[DATA - 1], i & 0xff);
+    }
+    pthread_join(t, NULL);
+    close(fd);
+    free(batch);
+    free(data);
+    fx_stop(fx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_echo_split_at_every_point),
+        cmocka_unit_test(test_pipelined_frames_in_order),
+        cmocka_unit_test(test_large_data_section_intact),
+        cmocka_unit_test(test_zero_length_frame_delivered),
+        cmocka_unit_test(test_frame_over_limit_refused),
+        cmocka_unit_test(test_meta_over_limit_refused),
+        cmocka_unit_test(test_truncated_frame_then_disconnect),
+        cmocka_unit_test(test_unix_socket),
+        cmocka_unit_test(test_bad_listen_addresses),
+        cmocka_unit_test(test_backpressure_slow_reader),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
