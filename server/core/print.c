@@ -1,0 +1,372 @@
+/* server/core/print.c — torch's tensor printing, step for step.
+**
+** The steps mirror torch/_tensor_str.py so that a reader can check one against the other:
+** the formatter looks at the summarized values only; floats are measured in double, as torch
+** does after tensor_totype(); every element is padded to the formatter's width; a 1-D row wraps
+** at floor((linewidth - indent) / (width + 2)) elements; higher dims join their slices with ","
+** plus dim-1 newlines; suffixes go on the last line while it stays within linewidth.
+*/
+#include "print.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- a growable string ---- */
+
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void sb_reserve(struct sbuf *b, size_t more)
+{
+    if (b->oom || b->len + more + 1 <= b->cap) {
+        return;
+    }
+    size_t ncap = b->cap ? b->cap : 256;
+    while (ncap < b->len + more + 1) {
+        ncap *= 2;
+    }
+    char *np = td_realloc(b->p, ncap);
+    if (np == NULL) {
+        b->oom = true;
+        return;
+    }
+    b->p = np;
+    b->cap = ncap;
+}
+
+static void sb_putn(struct sbuf *b, const char *s, size_t n)
+{
+    sb_reserve(b, n);
+    if (!b->oom) {
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+        b->p[b->len] = '\0';
+    }
+}
+
+static void sb_puts(struct sbuf *b, const char *s)
+{
+    sb_putn(b, s, strlen(s));
+}
+
+static void sb_spaces(struct sbuf *b, int n)
+{
+    for (int i = 0; i < n; i++) {
+        sb_putn(b, " ", 1);
+    }
+}
+
+/* ---- element access ---- */
+
+static double elem_f(const struct td_tensor *t, int64_t off)
+{
+    const char *base = (const char *)t->storage->buf->data;
+    switch (t->dtype) {
+    case TD_DTYPE_F32: return ((const float *)base)[off];
+    case TD_DTYPE_F64: return ((const double *)base)[off];
+    case TD_DTYPE_I32: return ((const int32_t *)base)[off];
+    case TD_DTYPE_I64: return (double)((const int64_t *)base)[off];
+    default: return ((const uint8_t *)base)[off] != 0;
+    }
+}
+
+static int64_t elem_i(const struct td_tensor *t, int64_t off)
+{
+    const char *base = (const char *)t->storage->buf->data;
+    switch (t->dtype) {
+    case TD_DTYPE_I32: return ((const int32_t *)base)[off];
+    case TD_DTYPE_I64: return ((const int64_t *)base)[off];
+    default: return ((const uint8_t *)base)[off] != 0;
+    }
+}
+
+/* ---- the formatter (torch's _Formatter) ---- */
+
+struct formatter {
+    const struct td_print_opts *o;
+    const struct td_tensor *t;
+    bool floating;
+    bool int_mode;
+    bool sci_mode;
+    int max_width;
+    /* measurement pass state */
+    bool any;
+    double amin, amax;
+};
+
+/* Formats one value without padding, as torch's _Formatter.format does before padding. */
+static int fmt_value(const struct formatter *f, int64_t off, char *buf, size_t cap)
+{
+    if (!f->floating) {
+        if (f->t->dtype == TD_DTYPE_BOOL) {
+            return snprintf(buf, cap, "%s", elem_i(f->t, off) ? "True" : "False");
+        }
+        return snprintf(buf, cap, "%lld", (long long)elem_i(f->t, off));
+    }
+    double v = elem_f(f->t, off);
+    if (isnan(v)) {
+        return snprintf(buf, cap, "nan");  /* never "-nan", as Python prints */
+    }
+    if (f->sci_mode) {
+        if (isinf(v)) {
+            return snprintf(buf, cap, "%s", v < 0 ? "-inf" : "inf");
+        }
+        return snprintf(buf, cap, "%.*e", f->o->precision, v);
+    }
+    if (f->int_mode) {
+        if (isinf(v)) {
+            return snprintf(buf, cap, "%s", v < 0 ? "-inf" : "inf");
+        }
+        return snprintf(buf, cap, "%.0f.", v);
+    }
+    if (isinf(v)) {
+        return snprintf(buf, cap, "%s", v < 0 ? "-inf" : "inf");
+    }
+    return snprintf(buf, cap, "%.*f", f->o->precision, v);
+}
+
+/* Visits the summarized elements (torch's get_summarized_data) in C order. */
+typedef void visit_fn(struct formatter *f, int64_t off);
+
+static void visit_summarized(struct formatter *f, int dim, int64_t off, bool summarize,
+                             visit_fn *fn)
+{
+    const struct td_tensor *t = f->t;
+    if (dim == t->ndim) {
+        fn(f, off);
+        return;
+    }
+    int64_t n = t->shape[dim], e = f->o->edgeitems;
+    for (int64_t i = 0; i < n; i++) {
+        if (summarize && n > 2 * e && i == e) {
+            i = n - e;
+        }
+        visit_summarized(f, dim + 1, off + i * t->strides[dim], summarize, fn);
+    }
+}
+
+static void measure_float(struct formatter *f, int64_t off)
+{
+    double v = elem_f(f->t, off);
+    if (!isfinite(v) || v == 0) {
+        return;
+    }
+    double a = fabs(v);
+    if (!f->any) {
+        f->any = true;
+        f->amin = f->amax = a;
+    } else {
+        f->amin = a < f->amin ? a : f->amin;
+        f->amax = a > f->amax ? a : f->amax;
+    }
+    if (v != ceil(v)) {
+        f->int_mode = false;
+    }
+}
+
+static void measure_width(struct formatter *f, int64_t off)
+{
+    char buf[64];
+    int n;
+    if (f->floating) {
+        double v = elem_f(f->t, off);
+        if (!isfinite(v) || v == 0) {
+            return;  /* torch measures nonzero finite values only */
+        }
+        if (f->sci_mode) {
+            n = snprintf(buf, sizeof buf, "%.*e", f->o->precision, v);
+        } else if (f->int_mode) {
+            n = snprintf(buf, sizeof buf, "%.0f", v) + 1;
+        } else {
+            n = snprintf(buf, sizeof buf, "%.*f", f->o->precision, v);
+        }
+    } else {
+        n = fmt_value(f, off, buf, sizeof buf);
+    }
+    if (n > f->max_width) {
+        f->max_width = n;
+    }
+}
+
+static void formatter_init(struct formatter *f, const struct td_tensor *t,
+                           const struct td_print_opts *o, bool summarize)
+{
+    memset(f, 0, sizeof *f);
+    f->o = o;
+    f->t = t;
+    f->floating = td_dtype_is_float(t->dtype);
+    f->int_mode = true;
+    f->max_width = 1;
+    if (f->floating) {
+        visit_summarized(f, 0, t->offset, summarize, measure_float);
+        if (!f->any) {
+            /* No nonzero finite value: torch keeps int_mode and width 1. */
+            if (o->sci_mode >= 0) {
+                f->sci_mode = o->sci_mode != 0;
+            }
+            return;
+        }
+        if (f->int_mode) {
+            f->sci_mode = f->amax / f->amin > 1000.0 || f->amax > 1.0e8;
+        } else {
+            f->sci_mode = f->amax / f->amin > 1000.0 || f->amax > 1.0e8 || f->amin < 1.0e-4;
+        }
+    }
+    visit_summarized(f, 0, t->offset, summarize, measure_width);
+    if (f->floating && o->sci_mode >= 0) {
+        f->sci_mode = o->sci_mode != 0;
+    }
+}
+
+static void put_value(struct sbuf *b, const struct formatter *f, int64_t off)
+{
+    char buf[64];
+    int n = fmt_value(f, off, buf, sizeof buf);
+    sb_spaces(b, f->max_width - n);
+    sb_putn(b, buf, (size_t)n);
+}
+
+/* ---- rendering (torch's _tensor_str_with_formatter) ---- */
+
+static void render(struct sbuf *b, const struct formatter *f, int dim, int64_t off, int indent,
+                   bool summarize)
+{
+    const struct td_tensor *t = f->t;
+    const struct td_print_opts *o = f->o;
+    int64_t n = t->shape[dim], e = o->edgeitems;
+    bool cut = summarize && n > 2 * e;
+    if (dim == t->ndim - 1) {
+        int element_length = f->max_width + 2;
+        int per_line = (int)floor((double)(o->linewidth - indent) / element_length);
+        per_line = per_line < 1 ? 1 : per_line;
+        sb_puts(b, "[");
+        int on_line = 0;
+        for (int64_t i = 0; i < n; i++) {
+            if (on_line == per_line) {
+                sb_puts(b, ",\n");
+                sb_spaces(b, indent + 1);
+                on_line = 0;
+            } else if (i > 0) {
+                sb_puts(b, ", ");
+            }
+            if (cut && i == e) {
+                sb_puts(b, " ...");
+                i = n - e - 1;
+            } else {
+                put_value(b, f, off + i * t->strides[dim]);
+            }
+            on_line++;
+        }
+        sb_puts(b, "]");
+        return;
+    }
+    sb_puts(b, "[");
+    int rest = t->ndim - dim;  /* this slice's dim count */
+    for (int64_t i = 0; i < n; i++) {
+        if (i > 0) {
+            sb_puts(b, ",");
+            for (int k = 0; k < rest - 1; k++) {
+                sb_puts(b, "\n");
+            }
+            sb_spaces(b, indent + 1);
+        }
+        if (cut && i == e) {
+            sb_puts(b, "...");
+            i = n - e - 1;
+            continue;
+        }
+        render(b, f, dim + 1, off + i * t->strides[dim], indent + 1, summarize);
+    }
+    sb_puts(b, "]");
+}
+
+void td_print_opts_default(struct td_print_opts *o)
+{
+    o->precision = 4;
+    o->threshold = 1000;
+    o->edgeitems = 3;
+    o->linewidth = 80;
+    o->sci_mode = -1;
+    o->requires_grad = false;
+    o->grad_fn = NULL;
+}
+
+/* torch's _add_suffixes. */
+static void add_suffixes(struct sbuf *b, char suffixes[][48], int n, int indent, int linewidth)
+{
+    const char *nl = b->p != NULL ? strrchr(b->p, '\n') : NULL;
+    /* len(s) - s.rfind("\n") + 1, with rfind = -1 when there is no newline */
+    int64_t last_line_len = (int64_t)b->len - (nl != NULL ? (int64_t)(nl - b->p) : -1) + 1;
+    for (int i = 0; i < n; i++) {
+        int64_t sl = (int64_t)strlen(suffixes[i]);
+        if (last_line_len + sl + 2 > linewidth) {
+            sb_puts(b, ",\n");
+            sb_spaces(b, indent);
+            last_line_len = indent + sl;
+        } else {
+            sb_puts(b, ", ");
+            last_line_len += sl + 2;
+        }
+        sb_puts(b, suffixes[i]);
+    }
+    sb_puts(b, ")");
+}
+
+int td_tensor_repr(const struct td_tensor *t, const struct td_print_opts *o, char **out,
+                   struct td_err *err)
+{
+    struct sbuf b = {0};
+    const int indent = 7;  /* len("tensor(") */
+    char suffixes[4][48];
+    int ns = 0;
+    bool default_dtype = t->dtype == TD_DTYPE_F32 || t->dtype == TD_DTYPE_I64 ||
+                         t->dtype == TD_DTYPE_BOOL;
+    sb_puts(&b, "tensor(");
+    if (t->numel == 0) {
+        if (t->ndim != 1) {
+            /* str(tuple(shape)): "(0, 3)", "(0,)" never here since ndim != 1, "()" impossible */
+            int k = snprintf(suffixes[ns], sizeof suffixes[ns], "size=(");
+            for (int i = 0; i < t->ndim && k < 40; i++) {
+                k += snprintf(suffixes[ns] + k, sizeof suffixes[ns] - (size_t)k, "%s%lld",
+                              i ? ", " : "", (long long)t->shape[i]);
+            }
+            snprintf(suffixes[ns] + k, sizeof suffixes[ns] - (size_t)k, ")");
+            ns++;
+        }
+        if (t->dtype != TD_DTYPE_F32) {
+            snprintf(suffixes[ns++], sizeof suffixes[0], "dtype=tensord.%s",
+                     td_dtype_name(t->dtype));
+        }
+        sb_puts(&b, "[]");
+    } else {
+        if (!default_dtype) {
+            snprintf(suffixes[ns++], sizeof suffixes[0], "dtype=tensord.%s",
+                     td_dtype_name(t->dtype));
+        }
+        bool summarize = t->numel > o->threshold;
+        struct formatter f;
+        formatter_init(&f, t, o, summarize);
+        if (t->ndim == 0) {
+            put_value(&b, &f, t->offset);
+        } else {
+            render(&b, &f, 0, t->offset, indent, summarize);
+        }
+    }
+    if (o->grad_fn != NULL) {
+        snprintf(suffixes[ns++], sizeof suffixes[0], "grad_fn=<%s>", o->grad_fn);
+    } else if (o->requires_grad) {
+        snprintf(suffixes[ns++], sizeof suffixes[0], "requires_grad=True");
+    }
+    add_suffixes(&b, suffixes, ns, indent, o->linewidth);
+    if (b.oom) {
+        td_free(b.p);
+        return td_err_code(err, TD_ENOMEM);
+    }
+    *out = b.p;
+    return 0;
+}

@@ -1,0 +1,36 @@
+/* server/core/print.h — a tensor's text, exactly as PyTorch's repr() renders it.
+**
+** PyTorch's printed text is part of our specification: the same values, dtype and shape must
+** print byte for byte what torch prints, with the word "torch" in dtype names replaced by
+** "tensord". This follows torch's _tensor_str: a formatter chosen from the (summarized) values
+** (integer mode, fixed or scientific notation, one width for all elements), lines wrapped at
+** linewidth, summarization with "..." above `threshold` elements, and suffixes (dtype, size,
+** requires_grad, grad_fn) wrapped the same way. Pure C.
+*/
+#ifndef TD_CORE_PRINT_H
+#define TD_CORE_PRINT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tensor.h"
+
+struct td_print_opts {
+    int precision;        /* digits after the point (torch: 4) */
+    int64_t threshold;    /* summarize above this many elements (torch: 1000) */
+    int edgeitems;        /* items kept at each end when summarizing (torch: 3) */
+    int linewidth;        /* torch: 80 */
+    int sci_mode;         /* -1 automatic, 0 never, 1 always */
+    bool requires_grad;   /* adds "requires_grad=True" unless grad_fn is set */
+    const char *grad_fn;  /* borrowed; adds "grad_fn=<MulBackward0>" when not NULL */
+};
+
+/* torch's defaults (set_printoptions(profile="default")). */
+void td_print_opts_default(struct td_print_opts *o);
+
+/* Renders repr(t) into a new NUL-terminated string (*out, td_malloc'd; the caller td_frees it).
+** `t` is borrowed; any strides. Errors: TD_ENOMEM. */
+int td_tensor_repr(const struct td_tensor *t, const struct td_print_opts *o, char **out,
+                   struct td_err *err);
+
+#endif
