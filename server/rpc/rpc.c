@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/ops.h"
+#include "core/print.h"
 #include "core/rng.h"
 #include "proto/tensord.pb-c.h"
 
@@ -273,6 +274,7 @@ struct result {
     uint64_t handle;
     Tensord__StatsResult *stats;
     Tensord__HelloResult *hello;
+    char *text;                             /* Format: owned, td_malloc'd */
     uint64_t offset, length;                /* Get's slice */
 };
 
@@ -517,6 +519,19 @@ static int run_get(struct rpc_job *j, struct td_session *s, struct result *res,
     return 0;
 }
 
+static int run_format(struct rpc_job *j, struct td_session *s, struct result *res,
+                      struct td_err *err)
+{
+    struct td_tensor *t;
+    int rc;
+    if ((rc = td_session_lookup(s, j->req->format->handle, &t, err)) != 0) {
+        return rc;
+    }
+    struct td_print_opts o;
+    td_print_opts_default(&o);
+    return td_tensor_repr(t, &o, &res->text, err);
+}
+
 static int run_free(struct rpc_job *j, struct td_session *s, struct td_err *err)
 {
     const Tensord__Free *m = j->req->free;
@@ -647,6 +662,9 @@ static void job_execute(struct rpc_job *j)
         rc = run_stats(s, &stats);
         res.stats = &stats;
         break;
+    case TENSORD__REQUEST__BODY_FORMAT:
+        rc = run_format(j, s, &res, &err);
+        break;
     default:
         rc = td_err_set(&err, TD_EOP, "unknown request kind (field %d)", (int)j->req->body_case);
         break;
@@ -684,6 +702,9 @@ static void job_execute(struct rpc_job *j)
         info.length = res.length;
         resp.result_case = TENSORD__RESPONSE__RESULT_TENSOR;
         resp.tensor = &info;
+    } else if (res.text != NULL) {
+        resp.result_case = TENSORD__RESPONSE__RESULT_TEXT;
+        resp.text = res.text;
     } else if (res.stats != NULL) {
         resp.result_case = TENSORD__RESPONSE__RESULT_STATS;
         resp.stats = res.stats;
@@ -700,6 +721,7 @@ static void job_execute(struct rpc_job *j)
         j->reply.close_after = true;
     }
     encode_response(&resp, &j->reply);
+    td_free(res.text);
 }
 
 static void job_free(struct rpc_job *j)

@@ -580,6 +580,34 @@ static void test_get_reply_survives_inplace_write(void **state)
     harness_close(&h);
 }
 
+/* The seed's matmul result, printed as torch prints it. */
+static void test_format_like_torch(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_init(&h, NULL);
+    hello(&h, NULL, 0);
+    const int64_t s22[] = {2, 2};
+    const int64_t a[] = {1, 2, 3, 4}, b[] = {5, 6, 7, 8};
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, s22, 2, a, sizeof a), 0);
+    assert_int_equal(create(&h, 2, TENSORD__DTYPE__INT64, s22, 2, b, sizeof b), 0);
+    assert_int_equal(status_of(run2(&h, TENSORD__OP__OP_MATMUL, 3, 1, 2, NULL, false)), 0);
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Format m = TENSORD__FORMAT__INIT;
+    m.handle = 3;
+    req.body_case = TENSORD__REQUEST__BODY_FORMAT;
+    req.format = &m;
+    struct captured *c = last(&h, send_req(&h, &req, NULL, 0));
+    assert_int_equal(status_of(c), 0);
+    assert_int_equal(c->resp->result_case, TENSORD__RESPONSE__RESULT_TEXT);
+    /* torch.tensor([[1, 2], [3, 4]]) @ torch.tensor([[5, 6], [7, 8]]) */
+    assert_string_equal(c->resp->text, "tensor([[19, 22],\n        [43, 50]])");
+    m.handle = 99;
+    c = last(&h, send_req(&h, &req, NULL, 0));
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__UNKNOWN_HANDLE);
+    harness_close(&h);
+}
+
 static void test_free_idempotent(void **state)
 {
     (void)state;
@@ -895,6 +923,7 @@ int main(void)
         cmocka_unit_test(test_op_errors),
         cmocka_unit_test(test_inplace_keeps_handle),
         cmocka_unit_test(test_get_reply_survives_inplace_write),
+        cmocka_unit_test(test_format_like_torch),
         cmocka_unit_test(test_free_idempotent),
         cmocka_unit_test(test_sessions_isolated_and_resumable),
         cmocka_unit_test(test_ttl_expiry),
