@@ -834,9 +834,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
             /* No session, so no queue to wait behind: answer now. */
             struct rpc_job j = {.peer = p, .req = req};
             job_execute(&j);
-            if (j.reply.frame != NULL) {
-                deliver(p, &j.reply);
-            }
+            deliver(p, &j.reply);  /* a NULL frame tells the connection to close */
         } else {
             td_rpc_reply_error(p, req->id, TD_ENOSESSION, "no session: send Hello first", false);
         }

@@ -144,7 +144,9 @@ static struct captured *last(struct harness *h, uint64_t id)
 {
     assert_true(h->nreplies > 0);
     struct captured *c = &h->replies[h->nreplies - 1];
-    if (c->resp != NULL) {  /* NULL: the peer was told to close, with no reply at all */
+    /* resp NULL: the peer was told to close, with no reply at all. Under the allocation
+    ** sweep a request that could not even be decoded is answered with id 0. */
+    if (c->resp != NULL && !(arm_failure_at > 0 && c->resp->id == 0)) {
         assert_int_equal(c->resp->id, id);
     }
     return c;
@@ -479,7 +481,7 @@ static void test_op_errors(void **state)
     harness_init(&h, NULL);
     hello(&h, NULL, 0);
     assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64), 0);
-    struct captured *c = run2(&h, (Tensord__Op)9999, 2, 1, 1, NULL, false);
+    struct captured *c = run2(&h, (Tensord__Op)9999, 20, 1, 1, NULL, false);
     assert_int_equal(status_of(c), TENSORD__STATUS_CODE__UNKNOWN_OP);
     assert_string_equal(message_of(c), "unknown op code 9999");
 

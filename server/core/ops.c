@@ -1,0 +1,200 @@
+/* server/core/ops.c — the op table, the shared shape and dtype rules, and td_op_apply.
+**
+** td_op_apply is the one path every op takes: dtype rule, shape rule, output allocation (or the
+** in-place checks), forward kernel. Family files provide the rules and kernels named in ops.def.
+*/
+#include "ops.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "ops/family.h"
+
+const struct td_op_def td_ops[TD_OP_COUNT] = {
+#define OP(id, name_, nin_, inplace_, shape_, dtype_, fwd_, bwd_)                                 \
+    [TD_OP_##id] = {.name = name_, .nin = nin_, .has_inplace = inplace_, .shape = shape_,          \
+                    .dtype = dtype_, .forward = fwd_, .backward = bwd_},
+#include "ops.def"
+#undef OP
+};
+
+int td_op_lookup(const char *name)
+{
+    for (int i = 0; i < TD_OP_COUNT; i++) {
+        if (strcmp(td_ops[i].name, name) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* ---- shared rules ---- */
+
+int td_broadcast_shapes(const int64_t *a, int na, const int64_t *b, int nb, int64_t *out,
+                        int *nout, struct td_err *err)
+{
+    int n = na > nb ? na : nb;
+    for (int i = 0; i < n; i++) {
+        /* Align from the right; missing leading dims are 1. */
+        int ia = i - (n - na), ib = i - (n - nb);
+        int64_t da = ia >= 0 ? a[ia] : 1, db = ib >= 0 ? b[ib] : 1;
+        if (da != db && da != 1 && db != 1) {
+            return td_err_set(err, TD_ESHAPE, "The size of tensor a (%lld) must match the size "
+                              "of tensor b (%lld) at non-singleton dimension %d",
+                              (long long)da, (long long)db, i);
+        }
+        out[i] = da == 1 ? db : da;
+    }
+    *nout = n;
+    return 0;
+}
+
+int td_shape_broadcast(const struct td_operand *in, int nin, int64_t *shape, int *ndim,
+                       struct td_err *err)
+{
+    int n = 0;
+    for (int i = 0; i < nin; i++) {
+        if (in[i].t == NULL) {
+            continue;  /* Python scalars take no part in broadcasting */
+        }
+        int64_t tmp[TD_MAX_DIMS];
+        int nt;
+        int rc = td_broadcast_shapes(shape, n, in[i].t->shape, in[i].t->ndim, tmp, &nt, err);
+        if (rc != 0) {
+            return rc;
+        }
+        memcpy(shape, tmp, sizeof(int64_t) * (size_t)nt);
+        n = nt;
+    }
+    *ndim = n;
+    return 0;
+}
+
+/* torch's result_type over three tiers: dimensioned tensors, zero-dim tensors, Python scalars
+** (whose float kind counts as the default float dtype). */
+enum td_dtype td_result_type(const struct td_operand *in, int nin)
+{
+    int dim = -1, zero = -1, wrapped = -1;
+    for (int i = 0; i < nin; i++) {
+        int *slot;
+        enum td_dtype dt;
+        if (in[i].t == NULL) {
+            slot = &wrapped;
+            dt = td_scalar_dtype(in[i].s);
+        } else {
+            slot = in[i].t->ndim == 0 ? &zero : &dim;
+            dt = in[i].t->dtype;
+        }
+        *slot = *slot < 0 ? (int)dt : (int)td_dtype_promote((enum td_dtype)*slot, dt);
+    }
+    /* combine_categories(higher, lower) */
+    int lower = wrapped;
+    for (int pass = 0; pass < 2; pass++) {
+        int higher = pass == 0 ? zero : dim;
+        int r;
+        if (higher >= 0 && td_dtype_is_float((enum td_dtype)higher)) {
+            r = higher;
+        } else if (higher >= 0 && lower >= 0 &&
+                   (higher == TD_DTYPE_BOOL || td_dtype_is_float((enum td_dtype)lower))) {
+            r = (int)td_dtype_promote((enum td_dtype)higher, (enum td_dtype)lower);
+        } else if (higher >= 0) {
+            r = higher;
+        } else {
+            r = lower;
+        }
+        lower = r;
+    }
+    return lower >= 0 ? (enum td_dtype)lower : TD_DTYPE_DEFAULT_FLOAT;
+}
+
+int td_dtype_rule_promote(const struct td_operand *in, int nin, enum td_dtype *compute,
+                          enum td_dtype *result, struct td_err *err)
+{
+    (void)err;
+    *compute = *result = td_result_type(in, nin);
+    return 0;
+}
+
+int td_dtype_rule_true_div(const struct td_operand *in, int nin, enum td_dtype *compute,
+                           enum td_dtype *result, struct td_err *err)
+{
+    (void)err;
+    enum td_dtype dt = td_result_type(in, nin);
+    *compute = *result = td_dtype_is_float(dt) ? dt : TD_DTYPE_DEFAULT_FLOAT;
+    return 0;
+}
+
+/* ---- the driver ---- */
+
+int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin, bool inplace,
+                struct td_quota *q, struct td_tensor **out, struct td_err *err)
+{
+    if ((int)id < 0 || id >= TD_OP_COUNT) {
+        return td_err_set(err, TD_EOP, "unknown op %d", (int)id);
+    }
+    const struct td_op_def *op = &td_ops[id];
+    if (nin != op->nin) {
+        return td_err_set(err, TD_EINVAL, "%s takes %d inputs, got %d", op->name, op->nin, nin);
+    }
+    int64_t shape[TD_MAX_DIMS];
+    int ndim, rc;
+    enum td_dtype compute, result;
+    if ((rc = op->dtype(in, nin, &compute, &result, err)) != 0 ||
+        (rc = op->shape(in, nin, shape, &ndim, err)) != 0) {
+        return rc;
+    }
+    struct td_tensor *t;
+    if (inplace) {
+        t = in[0].t;
+        if (!op->has_inplace || t == NULL) {
+            return td_err_set(err, TD_EINVAL, "%s has no in-place form on this input", op->name);
+        }
+        if (!td_dtype_can_cast(result, t->dtype)) {
+            return td_err_set(err, TD_EDTYPE, "result type %s can't be cast to the desired "
+                              "output type %s", td_dtype_cname(result),
+                              td_dtype_cname(t->dtype));
+        }
+        if (ndim != t->ndim || memcmp(shape, t->shape, sizeof(int64_t) * (size_t)ndim) != 0) {
+            char a[160], b[160];
+            return td_err_set(err, TD_ESHAPE, "output with shape %s doesn't match the "
+                              "broadcast shape %s", td_shape_str(a, sizeof a, t->shape, t->ndim),
+                              td_shape_str(b, sizeof b, shape, ndim));
+        }
+        if ((rc = td_tensor_prepare_write(t, err)) != 0) {
+            return rc;
+        }
+        if ((rc = op->forward(t, in, nin, compute, err)) != 0) {
+            return rc;
+        }
+        *out = td_tensor_ref(t);
+        return 0;
+    }
+    if ((rc = td_tensor_empty(&t, result, shape, ndim, q, err)) != 0) {
+        return rc;
+    }
+    if ((rc = op->forward(t, in, nin, compute, err)) != 0) {
+        td_tensor_unref(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+int64_t td_op_work(enum td_op_id id, const struct td_operand *in, int nin)
+{
+    if ((int)id < 0 || id >= TD_OP_COUNT || nin != td_ops[id].nin) {
+        return 0;
+    }
+    if (id == TD_OP_MATMUL) {
+        return td_matmul_work(in);
+    }
+    int64_t shape[TD_MAX_DIMS], n = 1;
+    int ndim;
+    if (td_ops[id].shape(in, nin, shape, &ndim, NULL) != 0) {
+        return 0;
+    }
+    for (int i = 0; i < ndim; i++) {
+        n = shape[i] > 0 && n <= INT64_MAX / shape[i] ? n * shape[i] : (shape[i] == 0 ? 0 : n);
+    }
+    return n;
+}

@@ -1,0 +1,311 @@
+/* server/core/ops/matmul.c — torch.matmul in all of its rank combinations.
+**
+** Every case reduces to a batch of (n x k) @ (k x m) products: a 1-D left operand is a 1 x k row,
+** a 1-D right operand a k x 1 column, leading dims are broadcast batch dims. Errors follow what
+** torch 1.13 reports for each combination, which depends on how torch folds the operands
+** (dot, mv, mm, or bmm after broadcasting). Float products go to cblas_sgemm/cblas_dgemm with
+** whichever transpose flag lets BLAS read the operand in place; integer products use a plain
+** loop with wrapping arithmetic.
+*/
+#include <cblas.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "family.h"
+
+/* The matrix geometry of one operand: batch dims, rows, cols and their strides. */
+struct mat {
+    int nbatch;
+    int64_t bshape[TD_MAX_DIMS], bstride[TD_MAX_DIMS];
+    int64_t rows, cols, rs, cs;
+};
+
+static void as_matrix(const struct td_tensor *t, bool left, struct mat *m)
+{
+    if (t->ndim == 1) {
+        m->nbatch = 0;
+        if (left) {
+            m->rows = 1, m->cols = t->shape[0], m->rs = 0, m->cs = t->strides[0];
+        } else {
+            m->rows = t->shape[0], m->cols = 1, m->rs = t->strides[0], m->cs = 0;
+        }
+        return;
+    }
+    m->nbatch = t->ndim - 2;
+    for (int i = 0; i < m->nbatch; i++) {
+        m->bshape[i] = t->shape[i];
+        m->bstride[i] = t->strides[i];
+    }
+    m->rows = t->shape[t->ndim - 2];
+    m->cols = t->shape[t->ndim - 1];
+    m->rs = t->strides[t->ndim - 2];
+    m->cs = t->strides[t->ndim - 1];
+}
+
+static int64_t prod(const int64_t *s, int n)
+{
+    int64_t p = 1;
+    for (int i = 0; i < n; i++) {
+        p *= s[i];
+    }
+    return p;
+}
+
+int td_shape_matmul(const struct td_operand *in, int nin, int64_t *shape, int *ndim,
+                    struct td_err *err)
+{
+    (void)nin;
+    const struct td_tensor *a = in[0].t, *b = in[1].t;
+    if (a == NULL || b == NULL) {
+        return td_err_set(err, TD_EINVAL, "matmul(): argument must be a Tensor, not a number");
+    }
+    int da = a->ndim, db = b->ndim;
+    if (da == 0 || db == 0) {
+        return td_err_set(err, TD_ESHAPE, "both arguments to matmul need to be at least 1D, but "
+                          "they are %dD and %dD", da, db);
+    }
+    int64_t ka = a->shape[da - 1], kb = db == 1 ? b->shape[0] : b->shape[db - 2];
+    if (da == 1 && db == 1) {
+        if (ka != kb) {
+            return td_err_set(err, TD_ESHAPE, "inconsistent tensor size, expected tensor [%lld] "
+                              "and src [%lld] to have the same number of elements, but got %lld "
+                              "and %lld elements respectively", (long long)ka, (long long)kb,
+                              (long long)ka, (long long)kb);
+        }
+        *ndim = 0;
+        return 0;
+    }
+    if (ka != kb) {
+        int64_t rows_a = da == 1 ? 1 : prod(a->shape, da - 1);
+        if (db == 1) {  /* mv, with a's leading dims folded into its rows */
+            return td_err_set(err, TD_ESHAPE, "size mismatch, got %lld, %lldx%lld,%lld",
+                              (long long)rows_a, (long long)rows_a, (long long)ka, (long long)kb);
+        }
+        if (db == 2) {  /* mm, likewise folded */
+            return td_err_set(err, TD_ESHAPE, "mat1 and mat2 shapes cannot be multiplied "
+                              "(%lldx%lld and %lldx%lld)", (long long)rows_a, (long long)ka,
+                              (long long)kb, (long long)b->shape[1]);
+        }
+        if (da <= 2) {  /* torch folds b's transpose instead: (b.mT @ a.mT).mT */
+            int64_t bm = prod(b->shape, db - 2) * b->shape[db - 1];
+            if (da == 1) {
+                return td_err_set(err, TD_ESHAPE, "size mismatch, got %lld, %lldx%lld,%lld",
+                                  (long long)bm, (long long)bm, (long long)kb, (long long)ka);
+            }
+            return td_err_set(err, TD_ESHAPE, "mat1 and mat2 shapes cannot be multiplied "
+                              "(%lldx%lld and %lldx%lld)", (long long)bm, (long long)kb,
+                              (long long)ka, (long long)a->shape[0]);
+        }
+    }
+    /* Batched: broadcast the batch dims (torch's message, over batch dims only). */
+    int64_t batch[TD_MAX_DIMS];
+    int nb = 0, rc;
+    int nba = da > 2 ? da - 2 : 0, nbb = db > 2 ? db - 2 : 0;
+    if ((rc = td_broadcast_shapes(a->shape, nba, b->shape, nbb, batch, &nb, err)) != 0) {
+        return rc;
+    }
+    if (ka != kb) {
+        long long bsz = (long long)prod(batch, nb);
+        return td_err_set(err, TD_ESHAPE, "Expected size for first two dimensions of batch2 "
+                          "tensor to be: [%lld, %lld] but got: [%lld, %lld].", bsz,
+                          (long long)ka, bsz, (long long)kb);
+    }
+    int n = 0;
+    for (int i = 0; i < nb; i++) {
+        shape[n++] = batch[i];
+    }
+    if (da > 1) {
+        shape[n++] = a->shape[da - 2];
+    }
+    if (db > 1) {
+        shape[n++] = b->shape[db - 1];
+    }
+    *ndim = n;
+    return 0;
+}
+
+int td_dtype_rule_matmul(const struct td_operand *in, int nin, enum td_dtype *compute,
+                         enum td_dtype *result, struct td_err *err)
+{
+    (void)nin;
+    const struct td_tensor *a = in[0].t, *b = in[1].t;
+    if (a == NULL || b == NULL) {
+        return td_err_set(err, TD_EINVAL, "matmul(): argument must be a Tensor, not a number");
+    }
+    bool dot = a->ndim == 1 && b->ndim == 1;
+    if (a->dtype != b->dtype) {
+        if (dot) {
+            return td_err_set(err, TD_EDTYPE, "dot : expected both vectors to have same dtype, "
+                              "but found %s and %s", td_dtype_cname(a->dtype),
+                              td_dtype_cname(b->dtype));
+        }
+        return td_err_set(err, TD_EDTYPE, "expected scalar type %s but found %s",
+                          td_dtype_cname(a->dtype), td_dtype_cname(b->dtype));
+    }
+    if (a->dtype == TD_DTYPE_BOOL) {
+        return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for 'Bool'",
+                          dot ? "dot" : "addmm_impl_cpu_");
+    }
+    *compute = *result = a->dtype;
+    return 0;
+}
+
+int64_t td_matmul_work(const struct td_operand *in)
+{
+    int64_t shape[TD_MAX_DIMS];
+    int ndim;
+    if (td_shape_matmul(in, 2, shape, &ndim, NULL) != 0) {
+        return 0;
+    }
+    int64_t k = in[0].t->shape[in[0].t->ndim - 1];
+    int64_t n = prod(shape, ndim);
+    return n > 0 && k > INT64_MAX / n ? INT64_MAX : n * k;
+}
+
+/* How BLAS can read a rows x cols operand with strides (rs, cs) in place: row-major as is
+** (unit column stride) or transposed (unit row stride), with a valid leading dimension. */
+static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLAS_TRANSPOSE *tr,
+                        int64_t *ld)
+{
+    if ((cs == 1 || cols == 1) && (rows == 1 || rs >= (cols > 1 ? cols : 1))) {
+        *tr = CblasNoTrans;
+        *ld = rows == 1 ? (cols > 1 ? cols : 1) : rs;
+        return true;
+    }
+    if ((rs == 1 || rows == 1) && (cols == 1 || cs >= (rows > 1 ? rows : 1))) {
+        *tr = CblasTrans;
+        *ld = cols == 1 ? (rows > 1 ? rows : 1) : cs;
+        return true;
+    }
+    return false;
+}
+
+/* One (n x k) @ (k x m) product into a contiguous n x m block; blas_layout accepted both. */
+static void gemm_float(enum td_dtype dt, int64_t n, int64_t k, int64_t m, const char *a,
+                       int64_t ars, int64_t acs, const char *b, int64_t brs, int64_t bcs, char *c)
+{
+    CBLAS_TRANSPOSE ta, tb;
+    int64_t lda, ldb;
+    blas_layout(n, k, ars, acs, &ta, &lda);
+    blas_layout(k, m, brs, bcs, &tb, &ldb);
+    if (dt == TD_DTYPE_F32) {
+        cblas_sgemm(CblasRowMajor, ta, tb, (int)n, (int)m, (int)k, 1.0f, (const float *)a,
+                    (int)lda, (const float *)b, (int)ldb, 0.0f, (float *)c, (int)m);
+    } else {
+        cblas_dgemm(CblasRowMajor, ta, tb, (int)n, (int)m, (int)k, 1.0, (const double *)a,
+                    (int)lda, (const double *)b, (int)ldb, 0.0, (double *)c, (int)m);
+    }
+}
+
+#define GEMM_INT(T, UT)                                                                            \
+    static void gemm_##T(int64_t n, int64_t k, int64_t m, const T *a, int64_t ars, int64_t acs,    \
+                         const T *b, int64_t brs, int64_t bcs, T *c)                               \
+    {                                                                                              \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            for (int64_t j = 0; j < m; j++) {                                                      \
+                UT acc = 0;                                                                        \
+                for (int64_t p = 0; p < k; p++) {                                                  \
+                    acc += (UT)a[i * ars + p * acs] * (UT)b[p * brs + j * bcs];                    \
+                }                                                                                  \
+                c[i * m + j] = (T)acc;                                                             \
+            }                                                                                      \
+        }                                                                                          \
+    }
+GEMM_INT(int32_t, uint32_t)
+GEMM_INT(int64_t, uint64_t)
+
+static bool blas_ok(int64_t rows, int64_t cols, int64_t rs, int64_t cs)
+{
+    CBLAS_TRANSPOSE tr;
+    int64_t ld;
+    return blas_layout(rows, cols, rs, cs, &tr, &ld);
+}
+
+int td_fwd_matmul(struct td_tensor *out, const struct td_operand *in, int nin,
+                  enum td_dtype compute, struct td_err *err)
+{
+    (void)nin;
+    struct td_tensor *ta = in[0].t, *tb = in[1].t, *ca = NULL, *cb = NULL;
+    int rc = 0;
+    if (out->numel == 0) {
+        return 0;
+    }
+    struct mat A, B;
+    as_matrix(ta, true, &A);
+    as_matrix(tb, false, &B);
+    int64_t n = A.rows, k = A.cols, m = B.cols;
+    if (k == 0) {
+        memset(td_tensor_data(out), 0, td_tensor_nbytes(out));
+        return 0;
+    }
+    bool fl = td_dtype_is_float(compute);
+    /* Copy an operand BLAS cannot read in place to a contiguous one. */
+    if (fl && !blas_ok(A.rows, A.cols, A.rs, A.cs)) {
+        if ((rc = td_tensor_empty(&ca, compute, ta->shape, ta->ndim, NULL, err)) != 0) {
+            return rc;
+        }
+        td_cast_copy(ca, ta);
+        ta = ca;
+        as_matrix(ta, true, &A);
+    }
+    if (fl && !blas_ok(B.rows, B.cols, B.rs, B.cs)) {
+        if ((rc = td_tensor_empty(&cb, compute, tb->shape, tb->ndim, NULL, err)) != 0) {
+            td_tensor_unref(ca);
+            return rc;
+        }
+        td_cast_copy(cb, tb);
+        tb = cb;
+        as_matrix(tb, false, &B);
+    }
+    size_t es = td_dtype_size(compute);
+    const char *abase = td_tensor_data(ta), *bbase = td_tensor_data(tb);
+    char *cbase = td_tensor_data(out);
+    /* Batch dims of the output: everything before its matrix dims. */
+    int nb = out->ndim - (ta->ndim > 1) - (tb->ndim > 1);
+    int64_t nbatch = prod(out->shape, nb);
+    /* a's rows fold into one big product when b has no batch dims and a's batches are evenly
+    ** strided rows (the common batch @ weight case). */
+    if (B.nbatch == 0 && A.nbatch > 0 && A.cs == 1 && td_tensor_is_contiguous(ta)) {
+        n *= nbatch;
+        A.rs = k;
+        nbatch = 1;
+    }
+    int64_t idx[TD_MAX_DIMS] = {0};
+    for (int64_t bi = 0; bi < nbatch; bi++) {
+        int64_t aoff = 0, boff = 0;
+        for (int d = 0; d < nb; d++) {
+            int la = d - (nb - A.nbatch), lb = d - (nb - B.nbatch);
+            if (la >= 0 && A.bshape[la] != 1) {
+                aoff += idx[d] * A.bstride[la];
+            }
+            if (lb >= 0 && B.bshape[lb] != 1) {
+                boff += idx[d] * B.bstride[lb];
+            }
+        }
+        const char *ap = abase + aoff * (int64_t)es, *bp = bbase + boff * (int64_t)es;
+        char *cp = cbase + bi * n * m * (int64_t)es;
+        switch (compute) {
+        case TD_DTYPE_F32:
+        case TD_DTYPE_F64:
+            gemm_float(compute, n, k, m, ap, A.rs, A.cs, bp, B.rs, B.cs, cp);
+            break;
+        case TD_DTYPE_I32:
+            gemm_int32_t(n, k, m, (const int32_t *)ap, A.rs, A.cs, (const int32_t *)bp, B.rs,
+                         B.cs, (int32_t *)cp);
+            break;
+        default:
+            gemm_int64_t(n, k, m, (const int64_t *)ap, A.rs, A.cs, (const int64_t *)bp, B.rs,
+                         B.cs, (int64_t *)cp);
+            break;
+        }
+        for (int d = nb - 1; d >= 0; d--) {
+            if (++idx[d] < out->shape[d]) {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    td_tensor_unref(ca);
+    td_tensor_unref(cb);
+    return 0;
+}

@@ -1,0 +1,401 @@
+/* server/core/tensor.c — buffers, storage, strided tensors and their construction. */
+#include "tensor.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- shapes ---- */
+
+int td_shape_check(const int64_t *shape, int ndim, enum td_dtype dt, int64_t *numel,
+                   int64_t *nbytes, struct td_err *err)
+{
+    if (ndim < 0 || ndim > TD_MAX_DIMS) {
+        return td_err_set(err, TD_EINVAL, "shape has %d dims; at most %d are supported", ndim,
+                          TD_MAX_DIMS);
+    }
+    if (!td_dtype_is_valid(dt)) {
+        return td_err_set(err, TD_EDTYPE, "unknown dtype %d", (int)dt);
+    }
+    int64_t n = 1;
+    bool zero = false;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) {
+            char sh[160];
+            return td_err_set(err, TD_EINVAL,
+                              "Trying to create tensor with negative dimension %" PRId64 ": %s",
+                              shape[i], td_shape_str(sh, sizeof sh, shape, ndim));
+        }
+        if (shape[i] == 0) {
+            zero = true;
+        } else if (!zero && n > INT64_MAX / shape[i]) {
+            return td_err_set(err, TD_ELIMIT, "shape overflows: the element count at dim %d "
+                              "exceeds 2^63", i);
+        } else if (!zero) {
+            n *= shape[i];
+        }
+    }
+    if (zero) {
+        n = 0;
+    }
+    int64_t es = (int64_t)td_dtype_size(dt);
+    if (n > INT64_MAX / es) {
+        return td_err_set(err, TD_ELIMIT, "shape overflows: %" PRId64 " elements of %s exceed "
+                          "2^63 bytes", n, td_dtype_name(dt));
+    }
+    if (numel != NULL) {
+        *numel = n;
+    }
+    if (nbytes != NULL) {
+        *nbytes = n * es;
+    }
+    return 0;
+}
+
+char *td_shape_str(char *buf, size_t cap, const int64_t *shape, int ndim)
+{
+    size_t k = 0;
+    int w = snprintf(buf, cap, "[");
+    k = w > 0 ? (size_t)w : 0;
+    for (int i = 0; i < ndim && k < cap; i++) {
+        w = snprintf(buf + k, cap - k, "%s%" PRId64, i ? ", " : "", shape[i]);
+        k += w > 0 ? (size_t)w : 0;
+    }
+    if (k < cap) {
+        snprintf(buf + k, cap - k, "]");
+    }
+    return buf;
+}
+
+/* ---- buffers ---- */
+
+static int buffer_new(struct td_buffer **out, void *data, size_t nbytes, struct td_quota *q,
+                      struct td_err *err)
+{
+    struct td_buffer *b = td_malloc(sizeof *b);
+    if (b == NULL) {
+        return td_err_code(err, TD_ENOMEM);
+    }
+    atomic_init(&b->refs, 1);
+    b->data = data;
+    b->nbytes = nbytes;
+    b->quota = q;
+    *out = b;
+    return 0;
+}
+
+void td_buffer_unref(struct td_buffer *b)
+{
+    if (b == NULL || atomic_fetch_sub(&b->refs, 1) != 1) {
+        return;
+    }
+    td_quota_release(b->quota, (int64_t)b->nbytes);
+    td_free(b->data);
+    td_free(b);
+}
+
+struct td_buffer *td_tensor_pin(const struct td_tensor *t)
+{
+    struct td_buffer *b = t->storage->buf;
+    atomic_fetch_add(&b->refs, 1);
+    return b;
+}
+
+/* ---- construction ---- */
+
+static void set_contiguous(struct td_tensor *t, const int64_t *shape, int ndim, int64_t numel)
+{
+    t->ndim = ndim;
+    int64_t stride = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        t->shape[i] = shape[i];
+        t->strides[i] = stride;
+        stride *= shape[i] > 0 ? shape[i] : 1;
+    }
+    t->offset = 0;
+    t->numel = numel;
+}
+
+/* Wraps `data` (taken; already charged to q) in a new storage and tensor. */
+static int tensor_wrap(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
+                       int64_t numel, void *data, size_t nbytes, struct td_quota *q,
+                       struct td_err *err)
+{
+    struct td_buffer *b = NULL;
+    struct td_storage *st;
+    struct td_tensor *t;
+    int rc;
+    if ((rc = buffer_new(&b, data, nbytes, q, err)) != 0) {
+        goto fail;
+    }
+    if ((st = td_malloc(sizeof *st)) == NULL) {
+        rc = td_err_code(err, TD_ENOMEM);
+        goto fail_buffer;
+    }
+    if ((t = td_malloc(sizeof *t)) == NULL) {
+        rc = td_err_code(err, TD_ENOMEM);
+        goto fail_storage;
+    }
+    st->refs = 1;
+    st->buf = b;
+    memset(t, 0, sizeof *t);
+    t->refs = 1;
+    t->dtype = dt;
+    t->storage = st;
+    set_contiguous(t, shape, ndim, numel);
+    *out = t;
+    return 0;
+
+fail_storage:
+    td_free(st);
+fail_buffer:
+    td_free(b);
+fail:
+    td_quota_release(q, (int64_t)nbytes);
+    td_free(data);
+    return rc;
+}
+
+int td_tensor_empty(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
+                    struct td_quota *q, struct td_err *err)
+{
+    int64_t numel, nbytes;
+    int rc;
+    if ((rc = td_shape_check(shape, ndim, dt, &numel, &nbytes, err)) != 0) {
+        return rc;
+    }
+    if ((uint64_t)nbytes > SIZE_MAX - 64) {
+        return td_err_code(err, TD_ENOMEM);
+    }
+    if ((rc = td_quota_charge(q, nbytes, err)) != 0) {
+        return rc;
+    }
+    /* One byte at least, so an empty tensor still has a distinct buffer. */
+    void *data = td_malloc(nbytes > 0 ? (size_t)nbytes : 1);
+    if (data == NULL) {
+        td_quota_release(q, nbytes);
+        return td_err_code(err, TD_ENOMEM);
+    }
+    return tensor_wrap(out, dt, shape, ndim, numel, data, (size_t)nbytes, q, err);
+}
+
+int td_tensor_adopt(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
+                    void *data, size_t nbytes, struct td_quota *q, struct td_err *err)
+{
+    int64_t numel, want;
+    int rc;
+    if ((rc = td_shape_check(shape, ndim, dt, &numel, &want, err)) != 0) {
+        td_free(data);
+        return rc;
+    }
+    if ((uint64_t)want != nbytes) {
+        char sh[128];
+        td_free(data);
+        return td_err_set(err, TD_EINVAL, "data has %zu bytes, but shape %s of %s needs %" PRId64,
+                          nbytes, td_shape_str(sh, sizeof sh, shape, ndim), td_dtype_name(dt),
+                          want);
+    }
+    if ((rc = td_quota_charge(q, want, err)) != 0) {
+        td_free(data);
+        return rc;
+    }
+    return tensor_wrap(out, dt, shape, ndim, numel, data, nbytes, q, err);
+}
+
+/* Stores v (already converted by PyTorch's rules) into n elements of dtype dt at dst. */
+static void fill_value(void *dst, enum td_dtype dt, int64_t n, struct td_scalar v)
+{
+    switch (dt) {
+    case TD_DTYPE_F32: {
+        float x = (float)td_scalar_to_double(v);
+        for (int64_t i = 0; i < n; i++) {
+            ((float *)dst)[i] = x;
+        }
+        break;
+    }
+    case TD_DTYPE_F64: {
+        double x = td_scalar_to_double(v);
+        for (int64_t i = 0; i < n; i++) {
+            ((double *)dst)[i] = x;
+        }
+        break;
+    }
+    case TD_DTYPE_I32: {
+        int32_t x = (int32_t)(uint32_t)(uint64_t)td_scalar_to_int(v);
+        for (int64_t i = 0; i < n; i++) {
+            ((int32_t *)dst)[i] = x;
+        }
+        break;
+    }
+    case TD_DTYPE_I64: {
+        int64_t x = td_scalar_to_int(v);
+        for (int64_t i = 0; i < n; i++) {
+            ((int64_t *)dst)[i] = x;
+        }
+        break;
+    }
+    default:
+        memset(dst, td_scalar_to_double(v) != 0.0, (size_t)n);
+        break;
+    }
+}
+
+int td_tensor_full(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
+                   struct td_scalar v, struct td_quota *q, struct td_err *err)
+{
+    int rc;
+    if ((rc = td_tensor_empty(out, dt, shape, ndim, q, err)) != 0) {
+        return rc;
+    }
+    fill_value(td_tensor_data(*out), dt, (*out)->numel, v);
+    return 0;
+}
+
+enum td_dtype td_arange_dtype(struct td_scalar start, struct td_scalar end, struct td_scalar step)
+{
+    if (start.kind == TD_SCALAR_FLOAT || end.kind == TD_SCALAR_FLOAT ||
+        step.kind == TD_SCALAR_FLOAT) {
+        return TD_DTYPE_DEFAULT_FLOAT;
+    }
+    return TD_DTYPE_I64;
+}
+
+int td_tensor_arange(struct td_tensor **out, enum td_dtype dt, struct td_scalar start,
+                     struct td_scalar end, struct td_scalar step, struct td_quota *q,
+                     struct td_err *err)
+{
+    double s = td_scalar_to_double(start), e = td_scalar_to_double(end);
+    double st = td_scalar_to_double(step);
+    if (dt == TD_DTYPE_BOOL) {
+        return td_err_set(err, TD_EDTYPE, "\"arange_cpu\" not implemented for 'Bool'");
+    }
+    if (st == 0) {
+        return td_err_set(err, TD_EINVAL, "step must be nonzero");
+    }
+    if (!isfinite(s) || !isfinite(e)) {
+        return td_err_set(err, TD_EINVAL, "unsupported range: %g -> %g", s, e);
+    }
+    if ((st > 0 && e < s) || (st < 0 && e > s)) {
+        return td_err_set(err, TD_EINVAL, "upper bound and larger bound inconsistent with step "
+                          "sign");
+    }
+    double nd = ceil((e - s) / st);
+    if (!(nd >= 0) || nd > 9.0e18) {
+        return td_err_set(err, TD_ELIMIT, "arange would have too many elements");
+    }
+    int64_t n = (int64_t)nd;
+    int rc;
+    if ((rc = td_tensor_empty(out, dt, &n, 1, q, err)) != 0) {
+        return rc;
+    }
+    void *d = td_tensor_data(*out);
+    bool ints = !td_dtype_is_float(dt) && start.kind != TD_SCALAR_FLOAT &&
+                step.kind != TD_SCALAR_FLOAT;
+    int64_t si = td_scalar_to_int(start), sti = td_scalar_to_int(step);
+    for (int64_t i = 0; i < n; i++) {
+        switch (dt) {
+        case TD_DTYPE_F32: ((float *)d)[i] = (float)(s + (double)i * st); break;
+        case TD_DTYPE_F64: ((double *)d)[i] = s + (double)i * st; break;
+        case TD_DTYPE_I32:
+            ((int32_t *)d)[i] = ints ? (int32_t)(si + i * sti) : (int32_t)(s + (double)i * st);
+            break;
+        default:
+            ((int64_t *)d)[i] = ints ? si + i * sti : (int64_t)(s + (double)i * st);
+            break;
+        }
+    }
+    return 0;
+}
+
+/* ---- references and access ---- */
+
+struct td_tensor *td_tensor_ref(struct td_tensor *t)
+{
+    t->refs++;
+    return t;
+}
+
+void td_tensor_unref(struct td_tensor *t)
+{
+    if (t == NULL || --t->refs > 0) {
+        return;
+    }
+    struct td_storage *st = t->storage;
+    if (--st->refs == 0) {
+        td_buffer_unref(st->buf);
+        td_free(st);
+    }
+    td_free(t);
+}
+
+bool td_tensor_is_contiguous(const struct td_tensor *t)
+{
+    int64_t expect = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->strides[i] != expect) {
+            return t->numel == 0;
+        }
+        expect *= t->shape[i];
+    }
+    return true;
+}
+
+size_t td_tensor_nbytes(const struct td_tensor *t)
+{
+    return (size_t)t->numel * td_dtype_size(t->dtype);
+}
+
+void *td_tensor_data(const struct td_tensor *t)
+{
+    return (char *)t->storage->buf->data + t->offset * (int64_t)td_dtype_size(t->dtype);
+}
+
+int td_tensor_prepare_write(struct td_tensor *t, struct td_err *err)
+{
+    struct td_buffer *old = t->storage->buf;
+    if (atomic_load(&old->refs) == 1) {
+        return 0;
+    }
+    /* A queued reply still reads these bytes: give the storage a private copy. */
+    int rc;
+    if ((rc = td_quota_charge(old->quota, (int64_t)old->nbytes, err)) != 0) {
+        return rc;
+    }
+    void *data = td_malloc(old->nbytes > 0 ? old->nbytes : 1);
+    struct td_buffer *b = NULL;
+    if (data == NULL || buffer_new(&b, data, old->nbytes, old->quota, err) != 0) {
+        td_free(data);
+        td_quota_release(old->quota, (int64_t)old->nbytes);
+        return td_err_code(err, TD_ENOMEM);
+    }
+    memcpy(data, old->data, old->nbytes);
+    t->storage->buf = b;
+    td_buffer_unref(old);
+    return 0;
+}
+
+void td_tensor_copy_out(const struct td_tensor *t, void *dst)
+{
+    size_t es = td_dtype_size(t->dtype);
+    if (td_tensor_is_contiguous(t)) {
+        memcpy(dst, td_tensor_data(t), td_tensor_nbytes(t));
+        return;
+    }
+    const char *base = t->storage->buf->data;
+    char *out = dst;
+    int64_t idx[TD_MAX_DIMS] = {0};
+    int64_t off = t->offset;
+    for (int64_t n = 0; n < t->numel; n++) {
+        memcpy(out, base + off * (int64_t)es, es);
+        out += es;
+        for (int d = t->ndim - 1; d >= 0; d--) {
+            if (++idx[d] < t->shape[d]) {
+                off += t->strides[d];
+                break;
+            }
+            off -= (idx[d] - 1) * t->strides[d];
+            idx[d] = 0;
+        }
+    }
+}
