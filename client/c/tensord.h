@@ -1,0 +1,261 @@
+/* tensord.h — libtensord, the C client of the tensord tensor server.
+**
+** A `struct tensord` is one connection to a daemon, bound to one session. Tensors live on the
+** server under uint64 handles that the client chooses (nonzero, unique in the session;
+** tensord_new_handle() hands out fresh ones). Every call returns 0 on success or an error code
+** and, when `err` is not NULL, fills it with the code and a message: the server's status and
+** message for refused requests (PyTorch's wording where PyTorch has one), or a local failure
+** (TENSORD_E_*). The library never aborts or exits, and uses no global state: use one
+** connection per thread.
+**
+** Two ways to talk:
+**  - blocking calls (tensord_create, tensord_op, tensord_get, ...): send one request, wait for its
+**    reply;
+**  - pipelining: tensord_send_* queue requests without waiting (each gives its request id),
+**    tensord_flush writes them all at once, tensord_recv returns the replies in request order.
+**    A server op on a handle whose producing op failed fails with TENSORD_INPUT_FAILED, naming
+**    the original failure, so a chain `c = a*b; d = c@a` can be sent without waiting.
+**    Blocking calls refuse to run (TENSORD_E_USAGE) while pipelined replies are outstanding.
+*/
+#ifndef TENSORD_H
+#define TENSORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TENSORD_MAX_DIMS 8
+#define TENSORD_TOKEN_BYTES 16
+
+/* Element types (the wire's DType numbers). */
+enum tensord_dtype {
+    TENSORD_DTYPE_INFER = 0,  /* where a call allows it: PyTorch's inference */
+    TENSORD_FLOAT32 = 1,
+    TENSORD_FLOAT64 = 2,
+    TENSORD_INT32 = 3,
+    TENSORD_INT64 = 4,
+    TENSORD_BOOL = 5,
+};
+
+/* Error codes: the server's status codes (same numbers as the wire's StatusCode), then local
+** failures from 100 up. */
+enum tensord_code {
+    TENSORD_OK = 0,
+    TENSORD_INVALID_ARGUMENT = 1,
+    TENSORD_SHAPE_MISMATCH = 2,
+    TENSORD_DTYPE_ERROR = 3,
+    TENSORD_UNKNOWN_HANDLE = 4,
+    TENSORD_HANDLE_IN_USE = 5,
+    TENSORD_INPUT_FAILED = 6,
+    TENSORD_OUT_OF_MEMORY = 7,
+    TENSORD_QUOTA_EXCEEDED = 8,
+    TENSORD_LIMIT_EXCEEDED = 9,
+    TENSORD_PROTOCOL_ERROR = 10,
+    TENSORD_VERSION_MISMATCH = 11,
+    TENSORD_UNAUTHENTICATED = 12,
+    TENSORD_UNKNOWN_SESSION = 13,
+    TENSORD_UNIMPLEMENTED = 14,
+    TENSORD_IO_ERROR = 15,
+    TENSORD_INTERNAL = 16,
+    TENSORD_NO_SESSION = 17,
+    TENSORD_UNKNOWN_OP = 18,
+    TENSORD_E_CONNECT = 100,  /* could not resolve or connect */
+    TENSORD_E_IO = 101,       /* the connection failed or was closed */
+    TENSORD_E_PROTOCOL = 102, /* the server sent something malformed or unexpected */
+    TENSORD_E_NOMEM = 103,    /* local allocation failed */
+    TENSORD_E_USAGE = 104,    /* a call made in the wrong state or with bad arguments */
+    TENSORD_E_BUFFER = 105,   /* the caller's buffer is smaller than the data */
+};
+
+struct tensord_error {
+    int code;            /* enum tensord_code */
+    char message[256];   /* NUL-terminated */
+};
+
+struct tensord;  /* opaque: one connection and its session */
+
+struct tensord_options {
+    const char *auth_token;        /* NULL: none (then $TENSORD_TOKEN is not consulted here) */
+    const uint8_t *session_token;  /* TENSORD_TOKEN_BYTES bytes to resume, or NULL for new */
+    const char *client_name;       /* free text for the server's logs; NULL: "libtensord" */
+};
+
+/* Connects to `addr` ("host:port", "[v6addr]:port" or "unix:/path"), says Hello and opens a new
+** session or resumes `opts->session_token`. opts may be NULL. On success *out is a connection
+** the caller ends with tensord_disconnect. Errors: TENSORD_E_CONNECT, TENSORD_E_IO, and the
+** server's (TENSORD_UNAUTHENTICATED, TENSORD_UNKNOWN_SESSION, TENSORD_VERSION_MISMATCH). */
+int tensord_connect(struct tensord **out, const char *addr, const struct tensord_options *opts,
+                    struct tensord_error *err);
+
+/* Closes the connection and frees `c` (NULL is a no-op). The session stays on the server for its
+** TTL and can be resumed with its token. */
+void tensord_disconnect(struct tensord *c);
+
+/* The session token (TENSORD_TOKEN_BYTES bytes, owned by c), as lowercase hex in out[33], and
+** back. tensord_token_from_hex returns 0 or TENSORD_E_USAGE. */
+const uint8_t *tensord_session_token(const struct tensord *c);
+void tensord_session_token_hex(const struct tensord *c, char out[33]);
+int tensord_token_from_hex(const char *hex, uint8_t out[TENSORD_TOKEN_BYTES]);
+bool tensord_resumed(const struct tensord *c);          /* Hello resumed an existing session */
+const char *tensord_server_version(const struct tensord *c);  /* e.g. "tensord 0.1.0" */
+
+/* A fresh handle: 1, 2, 3 ... per connection, skipping none the caller asked for explicitly. */
+uint64_t tensord_new_handle(struct tensord *c);
+
+/* An op input: a tensor handle, or a Python-like number (float, int or bool: the kind matters
+** for type promotion, as 1 and 1.0 do in PyTorch). */
+enum tensord_operand_kind {
+    TENSORD_OPERAND_HANDLE,
+    TENSORD_OPERAND_FLOAT,
+    TENSORD_OPERAND_INT,
+    TENSORD_OPERAND_BOOL,
+};
+struct tensord_operand {
+    enum tensord_operand_kind kind;
+    uint64_t handle;
+    double f;
+    int64_t i;
+    bool b;
+};
+struct tensord_operand tensord_h(uint64_t handle);
+struct tensord_operand tensord_f(double f);
+struct tensord_operand tensord_i(int64_t i);
+struct tensord_operand tensord_b(bool b);
+
+/* What the server says about a tensor. For a Get with data, `offset`/`length` give the byte
+** range that was read. */
+struct tensord_info {
+    uint64_t handle;
+    enum tensord_dtype dtype;
+    int ndim;
+    int64_t shape[TENSORD_MAX_DIMS];
+    uint64_t nbytes;     /* whole tensor */
+    uint64_t offset;
+    uint64_t length;
+};
+
+struct tensord_stats {
+    uint64_t session_bytes;
+    uint64_t session_tensors;
+    uint64_t sessions;
+    uint64_t server_bytes;
+};
+
+/* Element size of a dtype in bytes; 0 for an invalid one. */
+size_t tensord_dtype_size(enum tensord_dtype dt);
+const char *tensord_dtype_name(enum tensord_dtype dt);  /* "float32" ... */
+
+/* ---- blocking calls ---- */
+
+/* Creates tensor `out` from `nbytes` bytes of little-endian, C-contiguous data (numel times the
+** element size exactly). `data` is borrowed for the call. */
+int tensord_create(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                   const int64_t *shape, int ndim, const void *data, size_t nbytes,
+                   struct tensord_error *err);
+
+/* torch.full(shape, value, dtype=dtype); TENSORD_DTYPE_INFER infers from value like torch.
+** `value` must be a number, not a handle. zeros/ones are full with 0.0/1.0 (default float32). */
+int tensord_full(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
+                 int ndim, struct tensord_operand value, struct tensord_error *err);
+int tensord_zeros(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                  const int64_t *shape, int ndim, struct tensord_error *err);
+int tensord_ones(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
+                 int ndim, struct tensord_error *err);
+
+/* torch.rand / torch.randn (TENSORD_DTYPE_INFER: float32), from the session's generator. */
+int tensord_rand(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
+                 int ndim, struct tensord_error *err);
+int tensord_randn(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                  const int64_t *shape, int ndim, struct tensord_error *err);
+
+/* torch.arange(start, end, step); numbers only. */
+int tensord_arange(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                   struct tensord_operand start, struct tensord_operand end,
+                   struct tensord_operand step, struct tensord_error *err);
+
+/* torch.manual_seed(seed) for this session. */
+int tensord_manual_seed(struct tensord *c, uint64_t seed, struct tensord_error *err);
+
+/* Runs op `name` (PyTorch's name: "add", "sub", "mul", "div", "matmul") on `nin` inputs. Out of
+** place the result becomes handle `out`; with `inplace` (add_, sub_, mul_, div_) inputs[0] must be
+** a handle, which is updated, and `out` must be 0 or that handle. `info` (may be NULL) receives
+** the result's dtype and shape. */
+int tensord_op(struct tensord *c, const char *name, uint64_t out,
+               const struct tensord_operand *inputs, int nin, bool inplace,
+               struct tensord_info *info, struct tensord_error *err);
+
+/* Reads tensor `handle`: dtype and shape into `info` (may be NULL), and its bytes into `buf` when
+** buf is not NULL (cap must be at least the tensor's nbytes: else TENSORD_E_BUFFER and nothing
+** is written). */
+int tensord_get(struct tensord *c, uint64_t handle, struct tensord_info *info, void *buf,
+                size_t cap, struct tensord_error *err);
+
+/* Reads `length` bytes from byte `offset` of the tensor's contents (chunked download). */
+int tensord_get_range(struct tensord *c, uint64_t handle, uint64_t offset, uint64_t length,
+                      void *buf, struct tensord_info *info, struct tensord_error *err);
+
+/* The tensor's text as PyTorch prints it, into buf (truncated to cap-1 bytes, NUL-terminated). */
+int tensord_format(struct tensord *c, uint64_t handle, char *buf, size_t cap,
+                   struct tensord_error *err);
+
+/* Frees handles; unknown ones are ignored, so freeing twice is harmless. */
+int tensord_free(struct tensord *c, const uint64_t *handles, size_t n, struct tensord_error *err);
+
+int tensord_ping(struct tensord *c, struct tensord_error *err);
+int tensord_stats(struct tensord *c, struct tensord_stats *st, struct tensord_error *err);
+
+/* Ends the session on the server: every tensor is freed, the token no longer resumes. The
+** connection stays open but has no session. */
+int tensord_close_session(struct tensord *c, struct tensord_error *err);
+
+/* ---- pipelining ---- */
+
+/* Each queues one request and stores its id in *id (may be NULL); nothing is sent until
+** tensord_flush. Data passed to tensord_send_create is copied into the queue. For
+** tensord_send_get, `buf` (cap bytes) must stay valid until its reply is received. */
+int tensord_send_create(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                        const int64_t *shape, int ndim, const void *data, size_t nbytes,
+                        uint64_t *id, struct tensord_error *err);
+int tensord_send_full(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                      const int64_t *shape, int ndim, struct tensord_operand value, uint64_t *id,
+                      struct tensord_error *err);
+int tensord_send_op(struct tensord *c, const char *name, uint64_t out,
+                    const struct tensord_operand *inputs, int nin, bool inplace, uint64_t *id,
+                    struct tensord_error *err);
+int tensord_send_get(struct tensord *c, uint64_t handle, void *buf, size_t cap, uint64_t *id,
+                     struct tensord_error *err);
+int tensord_send_free(struct tensord *c, const uint64_t *handles, size_t n, uint64_t *id,
+                      struct tensord_error *err);
+int tensord_send_ping(struct tensord *c, uint64_t *id, struct tensord_error *err);
+
+/* Writes every queued request. */
+int tensord_flush(struct tensord *c, struct tensord_error *err);
+
+/* Replies not yet received. */
+size_t tensord_pending(const struct tensord *c);
+
+/* One reply. `status`/`message` are the server's verdict on that request (TENSORD_OK and "" on
+** success); `info` is filled for ops, creations and gets; a Get's bytes went to its buffer.
+** `message` is owned by the connection and valid until the next call. */
+struct tensord_reply {
+    uint64_t id;
+    int status;
+    const char *message;
+    bool has_info;
+    struct tensord_info info;
+};
+
+/* Waits for the next reply in request order (flushing first if needed). The return value is a
+** local failure only (connection, protocol, TENSORD_E_BUFFER, or TENSORD_E_USAGE when nothing is
+** pending); the server's verdict is in reply->status. */
+int tensord_recv(struct tensord *c, struct tensord_reply *reply, struct tensord_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
