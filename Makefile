@@ -21,7 +21,7 @@ VERSION := 0.1.0
 PKGS := libuv libprotobuf-c openblas cmocka
 TD_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes \
              -Wmissing-prototypes -Wno-unused-parameter -fPIC -MMD -MP \
-             -DTD_VERSION='"$(VERSION)"' -I$(BUILD)/gen -Iserver -Iclient/c
+             -DTD_VERSION='"$(VERSION)"' -I$(BUILD)/gen -Iserver -Iclient/c -Itests/lib
 ifeq ($(WERROR),1)
 TD_CFLAGS += -Werror
 endif

@@ -393,15 +393,17 @@ static void pool_submit(struct td_executor *ex, struct td_job *job)
 {
     (void)ex;
     struct pool_work *w = td_malloc(sizeof *w);
+    if (w != NULL) {
+        /* Filled before queueing: a worker may pick the item up at once. */
+        w->req.data = w;
+        w->job = job;
+    }
     if (w == NULL || uv_queue_work(server.loop, &w->req, pool_run, pool_after) != 0) {
         /* No memory for the work item: run it here rather than lose it. */
         td_free(w);
         job->run(job);
         td_session_job_complete(job);
-        return;
     }
-    w->req.data = w;
-    w->job = job;
 }
 
 struct glue_conn {
