@@ -1,0 +1,142 @@
+/* tests/base/test_base.c — errors, counted allocation, quotas and the hash map. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/err.h"
+#include "base/map.h"
+
+static void test_err_set_and_names(void **state)
+{
+    (void)state;
+    struct td_err err;
+    assert_int_equal(td_err_set(&err, TD_ESHAPE, "dim %d", 3), TD_ESHAPE);
+    assert_string_equal(err.msg, "dim 3");
+    assert_string_equal(td_err_name(TD_EQUOTA), "TD_EQUOTA");
+    assert_string_equal(td_err_name(9999), "?");
+    assert_int_equal(td_err_code(NULL, TD_EINVAL), TD_EINVAL);  /* NULL err is allowed */
+    char long_msg[400];
+    memset(long_msg, 'x', sizeof long_msg - 1);
+    long_msg[sizeof long_msg - 1] = '\0';
+    td_err_set(&err, TD_EINVAL, "%s", long_msg);
+    assert_int_equal(strlen(err.msg), TD_ERR_MSG_MAX - 1);  /* truncated, terminated */
+}
+
+static void test_alloc_counts_and_fails(void **state)
+{
+    (void)state;
+    int64_t base = td_alloc_live_bytes();
+    void *p = td_malloc(100);
+    assert_non_null(p);
+    assert_int_equal((uintptr_t)p % 16, 0);
+    assert_int_equal(td_alloc_live_bytes(), base + 100);
+    p = td_realloc(p, 300);
+    assert_int_equal(td_alloc_live_bytes(), base + 300);
+    td_free(p);
+    assert_int_equal(td_alloc_live_bytes(), base);
+    td_free(NULL);
+    assert_null(td_calloc(SIZE_MAX / 2, 4));  /* overflowing count * size */
+    td_alloc_fail_at(2);
+    void *a = td_malloc(8), *b = td_malloc(8), *c = td_malloc(8);
+    td_alloc_fail_at(0);
+    assert_non_null(a);
+    assert_null(b);
+    assert_non_null(c);
+    td_free(a);
+    td_free(c);
+    assert_int_equal(td_alloc_live_bytes(), base);
+}
+
+static void test_quota_chain(void **state)
+{
+    (void)state;
+    struct td_quota g, s1, s2;
+    td_quota_init(&g, "server memory", 100, NULL);
+    td_quota_init(&s1, "session memory", 70, &g);
+    td_quota_init(&s2, "session memory", 70, &g);
+    struct td_err err;
+    assert_int_equal(td_quota_charge(&s1, 60, &err), 0);
+    assert_int_equal(td_quota_charge(&s1, 20, &err), TD_EQUOTA);
+    assert_string_equal(err.msg, "session memory quota exceeded: 70 bytes");
+    assert_int_equal(td_quota_charge(&s2, 50, &err), TD_EQUOTA);  /* the server cap */
+    assert_string_equal(err.msg, "server memory quota exceeded: 100 bytes");
+    assert_int_equal(atomic_load(&s2.used), 0);  /* a refused charge leaves nothing behind */
+    assert_int_equal(atomic_load(&g.used), 60);
+    td_quota_release(&s1, 60);
+    assert_int_equal(atomic_load(&g.used), 0);
+    assert_int_equal(td_quota_charge(NULL, 5, &err), 0);
+}
+
+static void test_map(void **state)
+{
+    (void)state;
+    struct td_map m;
+    td_map_init(&m);
+    assert_null(td_map_get(&m, 5));
+    static int vals[5000];
+    for (uint64_t k = 1; k <= 5000; k++) {
+        assert_int_equal(td_map_put(&m, k * 7919, &vals[k - 1]), 0);
+    }
+    assert_int_equal(m.len, 5000);
+    for (uint64_t k = 1; k <= 5000; k++) {
+        assert_ptr_equal(td_map_get(&m, k * 7919), &vals[k - 1]);
+    }
+    /* delete every other key, then reinsert some: tombstones must not lose entries */
+    for (uint64_t k = 1; k <= 5000; k += 2) {
+        assert_ptr_equal(td_map_del(&m, k * 7919), &vals[k - 1]);
+    }
+    assert_null(td_map_del(&m, 7919));
+    assert_int_equal(m.len, 2500);
+    for (uint64_t k = 2; k <= 5000; k += 2) {
+        assert_ptr_equal(td_map_get(&m, k * 7919), &vals[k - 1]);
+    }
+    for (uint64_t k = 1; k <= 5000; k += 4) {
+        assert_int_equal(td_map_put(&m, k * 7919, &vals[0]), 0);
+    }
+    size_t n = 0;
+    uint64_t key;
+    void *val;
+    for (size_t it = 0; td_map_next(&m, &it, &key, &val);) {
+        n++;
+    }
+    assert_int_equal(n, m.len);
+    assert_int_equal(m.len, 2500 + 1250);
+    /* replacing keeps the count */
+    assert_int_equal(td_map_put(&m, 2 * 7919, &vals[4]), 0);
+    assert_ptr_equal(td_map_get(&m, 2 * 7919), &vals[4]);
+    assert_int_equal(m.len, 3750);
+    td_map_close(&m);
+}
+
+static void test_map_churn_stays_bounded(void **state)
+{
+    (void)state;
+    /* Insert-delete cycles (a session creating and freeing handles) must not grow the table. */
+    struct td_map m;
+    td_map_init(&m);
+    int v;
+    for (uint64_t k = 1; k <= 100000; k++) {
+        assert_int_equal(td_map_put(&m, k, &v), 0);
+        assert_ptr_equal(td_map_del(&m, k), &v);
+    }
+    assert_int_equal(m.len, 0);
+    assert_true(m.cap <= 64);
+    td_map_close(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_err_set_and_names),
+        cmocka_unit_test(test_alloc_counts_and_fails),
+        cmocka_unit_test(test_quota_chain),
+        cmocka_unit_test(test_map),
+        cmocka_unit_test(test_map_churn_stays_bounded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
