@@ -189,7 +189,8 @@ install: all
 	install -m 755 $(LIBTENSORD_SO) $(DESTDIR)$(PREFIX)/lib/libtensord.so.0
 	ln -sf libtensord.so.0 $(DESTDIR)$(PREFIX)/lib/libtensord.so
 	install -m 644 client/c/tensord.h $(DESTDIR)$(PREFIX)/include/tensord.h
-	install -m 644 $(TENSORD_PC) $(DESTDIR)$(PREFIX)/lib/pkgconfig/tensord.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' client/c/tensord.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/tensord.pc
 
 clean:
 	rm -rf build build-asan
