@@ -443,20 +443,24 @@ int tensord_recv(struct tensord *c, struct tensord_reply *reply, struct tensord_
     return recv_one(c, reply, NULL, err);
 }
 
-/* Send one request, wait for its reply, turn a refusal into the return value. */
-static int roundtrip(struct tensord *c, Tensord__Request *req, const void *data, size_t n,
-                     struct pending *p, struct tensord_info *info, Tensord__Response **keep,
-                     struct tensord_error *err)
+/* Blocking calls need the reply stream to themselves. */
+static int busy(const struct tensord *c, struct tensord_error *err)
 {
-    clear_err(err);
     if (c->pend_len > 0) {
         return set_err(err, TENSORD_E_USAGE, "%zu pipelined replies are outstanding; collect "
                        "them with tensord_recv first", c->pend_len);
     }
+    return 0;
+}
+
+/* Waits for the one queued request's reply and turns a refusal into the return value. With
+** `keep`, the decoded reply is handed to the caller (on success only). */
+static int complete(struct tensord *c, struct tensord_info *info, Tensord__Response **keep,
+                    struct tensord_error *err)
+{
     struct tensord_reply r;
     int rc;
-    if ((rc = queue(c, req, data, n, p, NULL, err)) != 0 || (rc = tensord_flush(c, err)) != 0 ||
-        (rc = recv_one(c, &r, keep, err)) != 0) {
+    if ((rc = tensord_flush(c, err)) != 0 || (rc = recv_one(c, &r, keep, err)) != 0) {
         return rc;
     }
     if (r.status != 0) {
@@ -470,6 +474,19 @@ static int roundtrip(struct tensord *c, Tensord__Request *req, const void *data,
         *info = r.info;
     }
     return 0;
+}
+
+/* Sends one request and waits for its reply. */
+static int roundtrip(struct tensord *c, Tensord__Request *req, const void *data, size_t n,
+                     struct pending *p, struct tensord_info *info, Tensord__Response **keep,
+                     struct tensord_error *err)
+{
+    clear_err(err);
+    int rc;
+    if ((rc = busy(c, err)) != 0 || (rc = queue(c, req, data, n, p, NULL, err)) != 0) {
+        return rc;
+    }
+    return complete(c, info, keep, err);
 }
 
 /* ---- connecting ---- */
@@ -665,19 +682,12 @@ int tensord_create(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
                    struct tensord_error *err)
 {
     int rc;
-    if ((rc = check_shape(ndim, err)) != 0) {
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 ||
+        (rc = tensord_send_create(c, out, dtype, shape, ndim, data, nbytes, NULL, err)) != 0) {
         return rc;
     }
-    Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__Create m = TENSORD__CREATE__INIT;
-    m.out = out;
-    m.dtype = (Tensord__DType)dtype;
-    m.shape = (int64_t *)shape;
-    m.n_shape = (size_t)ndim;
-    req.body_case = TENSORD__REQUEST__BODY_CREATE;
-    req.create = &m;
-    struct pending p = {0};
-    return roundtrip(c, &req, data, nbytes, &p, NULL, NULL, err);
+    return complete(c, NULL, NULL, err);
 }
 
 static int build_full(Tensord__Request *req, Tensord__Full *m, Tensord__Scalar *s, uint64_t out,
@@ -713,12 +723,13 @@ int tensord_send_full(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
 int tensord_full(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
                  int ndim, struct tensord_operand value, struct tensord_error *err)
 {
-    Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__Full m = TENSORD__FULL__INIT;
-    Tensord__Scalar s;
-    struct pending p = {0};
-    int rc = build_full(&req, &m, &s, out, dtype, shape, ndim, value, err);
-    return rc != 0 ? rc : roundtrip(c, &req, NULL, 0, &p, NULL, NULL, err);
+    int rc;
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 ||
+        (rc = tensord_send_full(c, out, dtype, shape, ndim, value, NULL, err)) != 0) {
+        return rc;
+    }
+    return complete(c, NULL, NULL, err);
 }
 
 int tensord_zeros(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
@@ -859,13 +870,13 @@ int tensord_op(struct tensord *c, const char *name, uint64_t out,
                const struct tensord_operand *inputs, int nin, bool inplace,
                struct tensord_info *info, struct tensord_error *err)
 {
-    Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__RunOp m = TENSORD__RUN_OP__INIT;
-    Tensord__Operand ops[MAX_INPUTS], *ptrs[MAX_INPUTS];
-    Tensord__Scalar sc[MAX_INPUTS];
-    struct pending p = {0};
-    int rc = build_op(&req, &m, ops, ptrs, sc, name, out, inputs, nin, inplace, err);
-    return rc != 0 ? rc : roundtrip(c, &req, NULL, 0, &p, info, NULL, err);
+    int rc;
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 ||
+        (rc = tensord_send_op(c, name, out, inputs, nin, inplace, NULL, err)) != 0) {
+        return rc;
+    }
+    return complete(c, info, NULL, err);
 }
 
 static void build_get(Tensord__Request *req, Tensord__Get *m, uint64_t handle, bool meta_only,
@@ -892,11 +903,12 @@ int tensord_send_get(struct tensord *c, uint64_t handle, void *buf, size_t cap, 
 int tensord_get(struct tensord *c, uint64_t handle, struct tensord_info *info, void *buf,
                 size_t cap, struct tensord_error *err)
 {
-    Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__Get m = TENSORD__GET__INIT;
-    build_get(&req, &m, handle, buf == NULL, 0, 0);
-    struct pending p = {.buf = buf, .cap = cap};
-    return roundtrip(c, &req, NULL, 0, &p, info, NULL, err);
+    int rc;
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 || (rc = tensord_send_get(c, handle, buf, cap, NULL, err)) != 0) {
+        return rc;
+    }
+    return complete(c, info, NULL, err);
 }
 
 int tensord_get_range(struct tensord *c, uint64_t handle, uint64_t offset, uint64_t length,
@@ -947,11 +959,12 @@ int tensord_send_free(struct tensord *c, const uint64_t *handles, size_t n, uint
 
 int tensord_free(struct tensord *c, const uint64_t *handles, size_t n, struct tensord_error *err)
 {
-    Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__Free m = TENSORD__FREE__INIT;
-    build_free(&req, &m, handles, n);
-    struct pending p = {0};
-    return roundtrip(c, &req, NULL, 0, &p, NULL, NULL, err);
+    int rc;
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 || (rc = tensord_send_free(c, handles, n, NULL, err)) != 0) {
+        return rc;
+    }
+    return complete(c, NULL, NULL, err);
 }
 
 int tensord_send_ping(struct tensord *c, uint64_t *id, struct tensord_error *err)
@@ -966,12 +979,12 @@ int tensord_send_ping(struct tensord *c, uint64_t *id, struct tensord_error *err
 
 int tensord_ping(struct tensord *c, struct tensord_error *err)
 {
-    Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__Ping m = TENSORD__PING__INIT;
-    req.body_case = TENSORD__REQUEST__BODY_PING;
-    req.ping = &m;
-    struct pending p = {0};
-    return roundtrip(c, &req, NULL, 0, &p, NULL, NULL, err);
+    int rc;
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 || (rc = tensord_send_ping(c, NULL, err)) != 0) {
+        return rc;
+    }
+    return complete(c, NULL, NULL, err);
 }
 
 int tensord_stats(struct tensord *c, struct tensord_stats *st, struct tensord_error *err)

@@ -56,11 +56,12 @@ static int check_float(enum td_dtype dt, const char *kernel, struct td_err *err)
     return 0;
 }
 
-int td_tensor_rand(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
-                   struct td_rng *rng, struct td_quota *q, struct td_err *err)
+/* Fills a new float tensor: element i from counter offset + i; normal draws use Box-Muller. */
+static int draw(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
+                struct td_rng *rng, bool normal, struct td_quota *q, struct td_err *err)
 {
     int rc;
-    if ((rc = check_float(dt, "check_uniform_bounds", err)) != 0 ||
+    if ((rc = check_float(dt, normal ? "normal_kernel_cpu" : "check_uniform_bounds", err)) != 0 ||
         (rc = td_tensor_empty(out, dt, shape, ndim, q, err)) != 0) {
         return rc;
     }
@@ -69,41 +70,37 @@ int td_tensor_rand(struct td_tensor **out, enum td_dtype dt, const int64_t *shap
     uint32_t w[4];
     for (int64_t i = 0; i < n; i++) {
         td_philox(rng->seed, rng->offset + (uint64_t)i, w);
-        if (dt == TD_DTYPE_F32) {
-            ((float *)d)[i] = (float)(w[0] >> 8) * (1.0f / 16777216.0f);
+        double v;
+        if (normal) {
+            /* u1 in (0, 1] so the log is finite; u2 in [0, 1). */
+            double u1 = ((double)(((uint64_t)w[0] << 32 | w[1]) >> 11) + 1.0) *
+                        (1.0 / 9007199254740992.0);
+            double u2 = (double)(((uint64_t)w[2] << 32 | w[3]) >> 11) *
+                        (1.0 / 9007199254740992.0);
+            v = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+        } else if (dt == TD_DTYPE_F32) {
+            v = (double)((float)(w[0] >> 8) * (1.0f / 16777216.0f));
         } else {
-            uint64_t bits = ((uint64_t)w[0] << 32 | w[1]) >> 11;
-            ((double *)d)[i] = (double)bits * (1.0 / 9007199254740992.0);
+            v = (double)(((uint64_t)w[0] << 32 | w[1]) >> 11) * (1.0 / 9007199254740992.0);
+        }
+        if (dt == TD_DTYPE_F32) {
+            ((float *)d)[i] = (float)v;
+        } else {
+            ((double *)d)[i] = v;
         }
     }
     rng->offset += (uint64_t)n;
     return 0;
 }
 
+int td_tensor_rand(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
+                   struct td_rng *rng, struct td_quota *q, struct td_err *err)
+{
+    return draw(out, dt, shape, ndim, rng, false, q, err);
+}
+
 int td_tensor_randn(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
                     struct td_rng *rng, struct td_quota *q, struct td_err *err)
 {
-    int rc;
-    if ((rc = check_float(dt, "normal_kernel_cpu", err)) != 0 ||
-        (rc = td_tensor_empty(out, dt, shape, ndim, q, err)) != 0) {
-        return rc;
-    }
-    int64_t n = (*out)->numel;
-    void *d = td_tensor_data(*out);
-    uint32_t w[4];
-    for (int64_t i = 0; i < n; i++) {
-        td_philox(rng->seed, rng->offset + (uint64_t)i, w);
-        /* u1 in (0, 1] so the log is finite; u2 in [0, 1). */
-        double u1 = ((double)(((uint64_t)w[0] << 32 | w[1]) >> 11) + 1.0) *
-                    (1.0 / 9007199254740992.0);
-        double u2 = (double)(((uint64_t)w[2] << 32 | w[3]) >> 11) * (1.0 / 9007199254740992.0);
-        double z = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
-        if (dt == TD_DTYPE_F32) {
-            ((float *)d)[i] = (float)z;
-        } else {
-            ((double *)d)[i] = z;
-        }
-    }
-    rng->offset += (uint64_t)n;
-    return 0;
+    return draw(out, dt, shape, ndim, rng, true, q, err);
 }

@@ -16,6 +16,7 @@
 #include "base/alloc.h"
 #include "core/print.h"
 #include "core/tensor.h"
+#include "helpers.h"
 
 struct print_case {
     const char *name;
@@ -28,23 +29,6 @@ struct print_case {
 
 #include "print_cases.h"
 
-static struct td_tensor *make(enum td_dtype dt, const int64_t *shape, int ndim, const double *v)
-{
-    struct td_tensor *t;
-    struct td_err err;
-    assert_int_equal(td_tensor_empty(&t, dt, shape, ndim, NULL, &err), 0);
-    void *d = td_tensor_data(t);
-    for (int64_t i = 0; i < t->numel; i++) {
-        switch (dt) {
-        case TD_DTYPE_F32: ((float *)d)[i] = (float)v[i]; break;
-        case TD_DTYPE_F64: ((double *)d)[i] = v[i]; break;
-        case TD_DTYPE_I32: ((int32_t *)d)[i] = (int32_t)v[i]; break;
-        case TD_DTYPE_I64: ((int64_t *)d)[i] = (int64_t)v[i]; break;
-        default: ((uint8_t *)d)[i] = v[i] != 0; break;
-        }
-    }
-    return t;
-}
 
 /* torch's text with "torch." turned into "tensord." */
 static void expected_text(const char *torch_text, char *out, size_t cap)
@@ -70,7 +54,7 @@ static void test_matches_torch(void **state)
     int failures = 0;
     for (size_t i = 0; i < sizeof print_cases / sizeof print_cases[0]; i++) {
         const struct print_case *c = &print_cases[i];
-        struct td_tensor *t = make(c->dt, c->shape, c->ndim, c->values);
+        struct td_tensor *t = mk(c->dt, c->shape, c->ndim, c->values);
         char *text = NULL;
         struct td_err err;
         assert_int_equal(td_tensor_repr(t, &o, &text, &err), 0);
@@ -92,7 +76,7 @@ static void test_strided_view(void **state)
     (void)state;
     const int64_t shape[] = {2, 2};
     const double v[] = {1, 2, 3, 4};
-    struct td_tensor *t = make(TD_DTYPE_I64, shape, 2, v);
+    struct td_tensor *t = mk(TD_DTYPE_I64, shape, 2, v);
     int64_t s0 = t->strides[0];
     t->strides[0] = t->strides[1];
     t->strides[1] = s0;
@@ -111,7 +95,7 @@ static void test_autograd_suffixes(void **state)
     (void)state;
     const int64_t shape[] = {1};
     const double v[] = {2.0};
-    struct td_tensor *t = make(TD_DTYPE_F32, shape, 1, v);
+    struct td_tensor *t = mk(TD_DTYPE_F32, shape, 1, v);
     struct td_print_opts o;
     td_print_opts_default(&o);
     o.requires_grad = true;
@@ -131,7 +115,7 @@ static void test_out_of_memory(void **state)
     (void)state;
     const int64_t shape[] = {3};
     const double v[] = {1, 2, 3};
-    struct td_tensor *t = make(TD_DTYPE_I64, shape, 1, v);
+    struct td_tensor *t = mk(TD_DTYPE_I64, shape, 1, v);
     struct td_print_opts o;
     td_print_opts_default(&o);
     int64_t base = td_alloc_live_bytes();
