@@ -640,21 +640,26 @@ static int to_scalar(struct tensord_operand o, Tensord__Scalar *s, struct tensor
     }
 }
 
-/* The wire op code for a PyTorch op name (the order of server/core/ops.def). */
+/* The wire op code for a PyTorch op name: "add" is OP_ADD in the protocol's Op enum, so the
+** generated enum descriptor is the table and a new server op needs no client change. */
 static int op_code(const char *name, struct tensord_error *err)
 {
-    static const struct {
-        const char *name;
-        Tensord__Op op;
-    } ops[] = {{"add", TENSORD__OP__OP_ADD}, {"sub", TENSORD__OP__OP_SUB},
-               {"mul", TENSORD__OP__OP_MUL}, {"div", TENSORD__OP__OP_DIV},
-               {"matmul", TENSORD__OP__OP_MATMUL}};
-    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
-        if (strcmp(ops[i].name, name) == 0) {
-            return (int)ops[i].op;
-        }
+    char wire[64] = "OP_";
+    size_t n = strlen(name);
+    if (n == 0 || n + 4 > sizeof wire) {
+        return -set_err(err, TENSORD_E_USAGE, "unknown op '%s'", name);
     }
-    return -set_err(err, TENSORD_E_USAGE, "unknown op '%s'", name);
+    for (size_t i = 0; i < n; i++) {
+        char ch = name[i];
+        wire[3 + i] = (char)(ch >= 'a' && ch <= 'z' ? ch - 32 : ch);
+    }
+    wire[3 + n] = '\0';
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value_by_name(&tensord__op__descriptor, wire);
+    if (v == NULL || v->value == TENSORD__OP__OP_UNSPECIFIED) {
+        return -set_err(err, TENSORD_E_USAGE, "unknown op '%s'", name);
+    }
+    return v->value;
 }
 
 int tensord_send_create(struct tensord *c, uint64_t out, enum tensord_dtype dtype,

@@ -11,9 +11,9 @@
 #include "ops/family.h"
 
 const struct td_op_def td_ops[TD_OP_COUNT] = {
-#define OP(id, name_, nin_, inplace_, shape_, dtype_, fwd_, bwd_)                                 \
+#define OP(id, name_, nin_, inplace_, shape_, dtype_, fwd_, make_, bwd_)                          \
     [TD_OP_##id] = {.name = name_, .nin = nin_, .has_inplace = inplace_, .shape = shape_,          \
-                    .dtype = dtype_, .forward = fwd_, .backward = bwd_},
+                    .dtype = dtype_, .forward = fwd_, .make = make_, .backward = bwd_},
 #include "ops.def"
 #undef OP
 };
@@ -49,9 +49,10 @@ int td_broadcast_shapes(const int64_t *a, int na, const int64_t *b, int nb, int6
     return 0;
 }
 
-int td_shape_broadcast(const struct td_operand *in, int nin, int64_t *shape, int *ndim,
-                       struct td_err *err)
+int td_shape_broadcast(const struct td_operand *in, int nin, const struct td_op_args *a,
+                       int64_t *shape, int *ndim, struct td_err *err)
 {
+    (void)a;
     int n = 0;
     for (int i = 0; i < nin; i++) {
         if (in[i].t == NULL) {
@@ -107,27 +108,95 @@ enum td_dtype td_result_type(const struct td_operand *in, int nin)
     return lower >= 0 ? (enum td_dtype)lower : TD_DTYPE_DEFAULT_FLOAT;
 }
 
-int td_dtype_rule_promote(const struct td_operand *in, int nin, enum td_dtype *compute,
-                          enum td_dtype *result, struct td_err *err)
+int td_dtype_rule_promote(const struct td_operand *in, int nin, const struct td_op_args *a,
+                          enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
 {
+    (void)a;
     (void)err;
     *compute = *result = td_result_type(in, nin);
     return 0;
 }
 
-int td_dtype_rule_true_div(const struct td_operand *in, int nin, enum td_dtype *compute,
-                           enum td_dtype *result, struct td_err *err)
+/* div: the promoted type, made a float (int / int is true division, float32). */
+int td_dtype_rule_true_div(const struct td_operand *in, int nin, const struct td_op_args *a,
+                           enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
 {
+    (void)a;
     (void)err;
     enum td_dtype dt = td_result_type(in, nin);
     *compute = *result = td_dtype_is_float(dt) ? dt : TD_DTYPE_DEFAULT_FLOAT;
     return 0;
 }
 
+/* Comparisons compare in the promoted type and give bool. */
+int td_dtype_rule_compare(const struct td_operand *in, int nin, const struct td_op_args *a,
+                          enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    (void)a;
+    (void)err;
+    *compute = td_result_type(in, nin);
+    *result = TD_DTYPE_BOOL;
+    return 0;
+}
+
+/* logical_*: every input read as truth values, bool out. */
+int td_dtype_rule_logical(const struct td_operand *in, int nin, const struct td_op_args *a,
+                          enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    (void)in;
+    (void)nin;
+    (void)a;
+    (void)err;
+    *compute = *result = TD_DTYPE_BOOL;
+    return 0;
+}
+
+/* Unary ops that keep their input's dtype. */
+int td_dtype_rule_same(const struct td_operand *in, int nin, const struct td_op_args *a,
+                       enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    (void)nin;
+    (void)a;
+    (void)err;
+    *compute = *result = in[0].t->dtype;
+    return 0;
+}
+
+/* Unary float functions: integers and bools compute in the default float dtype. */
+int td_dtype_rule_float(const struct td_operand *in, int nin, const struct td_op_args *a,
+                        enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    (void)nin;
+    (void)a;
+    (void)err;
+    enum td_dtype dt = in[0].t->dtype;
+    *compute = *result = td_dtype_is_float(dt) ? dt : TD_DTYPE_DEFAULT_FLOAT;
+    return 0;
+}
+
+/* logical_not: reads any dtype, gives bool. */
+int td_dtype_rule_to_bool(const struct td_operand *in, int nin, const struct td_op_args *a,
+                          enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    (void)nin;
+    (void)a;
+    (void)err;
+    *compute = in[0].t->dtype;
+    *result = TD_DTYPE_BOOL;
+    return 0;
+}
+
+void td_op_args_init(struct td_op_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->correction = 1.0;
+}
+
 /* ---- the driver ---- */
 
-int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin, bool inplace,
-                struct td_quota *q, struct td_tensor **out, struct td_err *err)
+int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
+                const struct td_op_args *args, bool inplace, struct td_quota *q,
+                struct td_tensor **out, struct td_err *err)
 {
     if ((int)id < 0 || id >= TD_OP_COUNT) {
         return td_err_set(err, TD_EOP, "unknown op %d", (int)id);
@@ -136,11 +205,41 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin, bool inp
     if (nin != op->nin) {
         return td_err_set(err, TD_EINVAL, "%s takes %d inputs, got %d", op->name, op->nin, nin);
     }
+    for (int i = 0; i < nin; i++) {
+        /* Only binary elementwise ops take a Python number in any position; the rest need
+        ** their first input to be a tensor (torch's Tensor.op form). */
+        if (i == 0 && in[i].t == NULL && (op->make != NULL || op->nin != 2)) {
+            return td_err_set(err, TD_EINVAL, "%s(): argument 'input' must be Tensor, not a "
+                              "number", op->name);
+        }
+    }
+    /* A private copy: the kernels learn which op they run from it. */
+    struct td_op_args local;
+    if (args != NULL) {
+        local = *args;
+    } else {
+        td_op_args_init(&local);
+    }
+    local.op = (int)id;
+    args = &local;
+    if (op->make != NULL) {
+        if (inplace) {
+            return td_err_set(err, TD_EINVAL, "%s has no in-place form", op->name);
+        }
+        return op->make(out, in, nin, args, q, err);
+    }
+    bool any_tensor = false;
+    for (int i = 0; i < nin; i++) {
+        any_tensor = any_tensor || in[i].t != NULL;
+    }
+    if (!any_tensor) {
+        return td_err_set(err, TD_EINVAL, "%s needs at least one tensor input", op->name);
+    }
     int64_t shape[TD_MAX_DIMS];
     int ndim, rc;
     enum td_dtype compute, result;
-    if ((rc = op->dtype(in, nin, &compute, &result, err)) != 0 ||
-        (rc = op->shape(in, nin, shape, &ndim, err)) != 0) {
+    if ((rc = op->dtype(in, nin, args, &compute, &result, err)) != 0 ||
+        (rc = op->shape(in, nin, args, shape, &ndim, err)) != 0) {
         return rc;
     }
     struct td_tensor *t;
@@ -155,15 +254,15 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin, bool inp
                               td_dtype_cname(t->dtype));
         }
         if (ndim != t->ndim || memcmp(shape, t->shape, sizeof(int64_t) * (size_t)ndim) != 0) {
-            char a[160], b[160];
+            char sa[160], sb[160];
             return td_err_set(err, TD_ESHAPE, "output with shape %s doesn't match the "
-                              "broadcast shape %s", td_shape_str(a, sizeof a, t->shape, t->ndim),
-                              td_shape_str(b, sizeof b, shape, ndim));
+                              "broadcast shape %s", td_shape_str(sa, sizeof sa, t->shape, t->ndim),
+                              td_shape_str(sb, sizeof sb, shape, ndim));
         }
         if ((rc = td_tensor_prepare_write(t, err)) != 0) {
             return rc;
         }
-        if ((rc = op->forward(t, in, nin, compute, err)) != 0) {
+        if ((rc = op->forward(t, in, nin, args, compute, err)) != 0) {
             return rc;
         }
         *out = td_tensor_ref(t);
@@ -172,7 +271,7 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin, bool inp
     if ((rc = td_tensor_empty(&t, result, shape, ndim, q, err)) != 0) {
         return rc;
     }
-    if ((rc = op->forward(t, in, nin, compute, err)) != 0) {
+    if ((rc = op->forward(t, in, nin, args, compute, err)) != 0) {
         td_tensor_unref(t);
         return rc;
     }
@@ -180,17 +279,23 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin, bool inp
     return 0;
 }
 
-int64_t td_op_work(enum td_op_id id, const struct td_operand *in, int nin)
+int64_t td_op_work(enum td_op_id id, const struct td_operand *in, int nin,
+                   const struct td_op_args *args)
 {
-    if ((int)id < 0 || id >= TD_OP_COUNT || nin != td_ops[id].nin) {
+    if ((int)id < 0 || id >= TD_OP_COUNT || nin != td_ops[id].nin || td_ops[id].shape == NULL) {
         return 0;
+    }
+    for (int i = 0; i < nin; i++) {
+        if (in[i].t != NULL && in[i].t->ndim > TD_MAX_DIMS) {
+            return 0;
+        }
     }
     if (id == TD_OP_MATMUL) {
         return td_matmul_work(in);
     }
     int64_t shape[TD_MAX_DIMS], n = 1;
     int ndim;
-    if (td_ops[id].shape(in, nin, shape, &ndim, NULL) != 0) {
+    if (td_ops[id].shape(in, nin, args, shape, &ndim, NULL) != 0) {
         return 0;
     }
     for (int i = 0; i < ndim; i++) {

@@ -14,7 +14,7 @@
 #include "tensor.h"
 
 enum td_op_id {
-#define OP(id, name, nin, inplace, shape, dtype, fwd, bwd) TD_OP_##id,
+#define OP(id, name, nin, inplace, shape, dtype, fwd, make, bwd) TD_OP_##id,
 #include "ops.def"
 #undef OP
     TD_OP_COUNT
@@ -28,25 +28,50 @@ struct td_operand {
 
 #define TD_OP_MAX_INPUTS 4
 
+/* An op's non-tensor arguments, PyTorch's keyword arguments. Each op reads the ones it takes. */
+struct td_op_args {
+    int64_t dims[TD_MAX_DIMS];   /* reduction dims, permute order, a shape for reshape/expand */
+    int ndims;
+    bool has_dims;               /* dims given (an empty list differs from none) */
+    bool keepdim;
+    int64_t dim, dim2;           /* transpose, select, narrow, squeeze, unsqueeze, softmax ... */
+    bool has_dim;
+    int64_t start, end, step;    /* narrow (start, length in end), slicing */
+    bool has_min, has_max;       /* clamp */
+    struct td_scalar min, max;
+    bool has_dtype;              /* to() */
+    enum td_dtype dtype;
+    double correction;           /* std / var; 1 unless given */
+    int op;                      /* set by td_op_apply: the op being run (enum td_op_id) */
+};
+
+/* torch's defaults: no dims, dim 0, correction 1. */
+void td_op_args_init(struct td_op_args *a);
+
 /* Shape rule: the result shape of the op for these inputs, or PyTorch's error. */
-typedef int td_shape_fn(const struct td_operand *in, int nin, int64_t *shape, int *ndim,
-                        struct td_err *err);
+typedef int td_shape_fn(const struct td_operand *in, int nin, const struct td_op_args *a,
+                        int64_t *shape, int *ndim, struct td_err *err);
 /* Dtype rule: the dtype the kernel computes in and the dtype of the result. */
-typedef int td_dtype_fn(const struct td_operand *in, int nin, enum td_dtype *compute,
-                        enum td_dtype *result, struct td_err *err);
-/* Forward kernel: fills `out` (already of the result shape; its dtype may differ from `compute`
-** for in-place ops, where values are cast on store). `out` may be in[0].t (in place). */
+typedef int td_dtype_fn(const struct td_operand *in, int nin, const struct td_op_args *a,
+                        enum td_dtype *compute, enum td_dtype *result, struct td_err *err);
+/* Forward kernel: fills `out` (already of the result shape; its dtype may differ from the result
+** dtype for in-place ops, where values are cast on store). `out` may be in[0].t (in place). */
 typedef int td_fwd_fn(struct td_tensor *out, const struct td_operand *in, int nin,
-                      enum td_dtype compute, struct td_err *err);
+                      const struct td_op_args *a, enum td_dtype compute, struct td_err *err);
+/* Make: an op that builds its own result (views share storage; copies like cat size their
+** output themselves). */
+typedef int td_make_fn(struct td_tensor **out, const struct td_operand *in, int nin,
+                       const struct td_op_args *a, struct td_quota *q, struct td_err *err);
 
 struct td_op_def {
     const char *name;
     int nin;
     bool has_inplace;
-    td_shape_fn *shape;
+    td_shape_fn *shape;   /* with dtype and forward: the standard path */
     td_dtype_fn *dtype;
     td_fwd_fn *forward;
-    void *backward;  /* autograd rule; NULL until autograd lands */
+    td_make_fn *make;     /* instead of the three above */
+    void *backward;       /* autograd rule; NULL until autograd lands */
 };
 
 extern const struct td_op_def td_ops[TD_OP_COUNT];
@@ -54,20 +79,23 @@ extern const struct td_op_def td_ops[TD_OP_COUNT];
 /* Looks an op up by PyTorch name ("add"); returns -1 when unknown. */
 int td_op_lookup(const char *name);
 
-/* Runs op `id` on `in` (nin operands, borrowed). Out of place: *out is a new tensor charged to q.
+/* Runs op `id` on `in` (nin operands, borrowed) with `args` (NULL: defaults). Out of place: *out is a new tensor charged to q.
 ** In place (`inplace`, only for ops with has_inplace): in[0] must be a tensor; it is written
 ** (after td_tensor_prepare_write) and *out is a new reference to it. Errors carry PyTorch's
 ** wording, e.g. "result type Float can't be cast to the desired output type Long",
 ** "output with shape [3] doesn't match the broadcast shape [2, 3]". */
-int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin, bool inplace,
-                struct td_quota *q, struct td_tensor **out, struct td_err *err);
+int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
+                const struct td_op_args *args, bool inplace, struct td_quota *q,
+                struct td_tensor **out, struct td_err *err);
 
 /* A rough count of element operations the op would do (for choosing the thread pool); 0 when
 ** the inputs are invalid (the op will fail fast anyway). */
-int64_t td_op_work(enum td_op_id id, const struct td_operand *in, int nin);
+int64_t td_op_work(enum td_op_id id, const struct td_operand *in, int nin,
+                   const struct td_op_args *args);
 
 /* Shared rules, exported so ops/ family files and tests can use them. */
 td_shape_fn td_shape_broadcast;
+enum td_dtype td_result_type(const struct td_operand *in, int nin);
 int td_broadcast_shapes(const int64_t *a, int na, const int64_t *b, int nb, int64_t *out,
                         int *nout, struct td_err *err);
 

@@ -54,7 +54,7 @@ static Tensord__StatusCode wire_status(int code)
 static int wire_op(int w, enum td_op_id *out)
 {
     switch (w) {
-#define OP(id, name, nin, inplace, shape, dtype, fwd, bwd)                                         \
+#define OP(id, name, nin, inplace, shape, dtype, fwd, make, bwd)                                   \
     case TENSORD__OP__OP_##id:                                                                     \
         *out = TD_OP_##id;                                                                         \
         return 0;
@@ -432,6 +432,54 @@ static int resolve_operands(const Tensord__RunOp *m, struct td_session *s, enum 
     return 0;
 }
 
+/* OpArgs from the wire, validated. */
+static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_err *err)
+{
+    td_op_args_init(a);
+    if (w == NULL) {
+        return 0;
+    }
+    int rc;
+    if (w->n_dims > TD_MAX_DIMS) {
+        return td_err_set(err, TD_EINVAL, "%zu dims given; at most %d are supported", w->n_dims,
+                          TD_MAX_DIMS);
+    }
+    for (size_t i = 0; i < w->n_dims; i++) {
+        a->dims[i] = w->dims[i];
+    }
+    a->ndims = (int)w->n_dims;
+    a->has_dims = w->has_dims || w->n_dims > 0;
+    a->keepdim = w->keepdim;
+    a->dim = w->dim;
+    a->dim2 = w->dim2;
+    a->has_dim = w->has_dim;
+    a->start = w->start;
+    a->end = w->end;
+    a->step = w->step;
+    if (w->min != NULL) {
+        if ((rc = wire_scalar(w->min, "min", &a->min, err)) != 0) {
+            return rc;
+        }
+        a->has_min = true;
+    }
+    if (w->max != NULL) {
+        if ((rc = wire_scalar(w->max, "max", &a->max, err)) != 0) {
+            return rc;
+        }
+        a->has_max = true;
+    }
+    if (w->dtype != TENSORD__DTYPE__DTYPE_UNSPECIFIED) {
+        if ((rc = wire_dtype(w->dtype, -1, &a->dtype, err)) != 0) {
+            return rc;
+        }
+        a->has_dtype = true;
+    }
+    if (w->has_correction) {
+        a->correction = w->correction;
+    }
+    return 0;
+}
+
 static int run_op(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
 {
     const Tensord__RunOp *m = j->req->run_op;
@@ -461,8 +509,12 @@ static int run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     } else if ((rc = td_session_check_out(s, out, err)) != 0) {
         return rc;
     }
+    struct td_op_args args;
+    if ((rc = wire_args(m->args, &args, err)) != 0) {
+        return rc;
+    }
     struct td_tensor *t = NULL;
-    if ((rc = td_op_apply(op, in, (int)m->n_inputs, m->inplace, &s->quota, &t, err)) != 0) {
+    if ((rc = td_op_apply(op, in, (int)m->n_inputs, &args, m->inplace, &s->quota, &t, err)) != 0) {
         return rc;
     }
     if (m->inplace) {
@@ -740,9 +792,11 @@ static bool job_is_heavy(struct td_job *job)
     case TENSORD__REQUEST__BODY_RUN_OP: {
         struct td_operand in[TD_OP_MAX_INPUTS];
         enum td_op_id op;
+        struct td_op_args args;
         if (j->req->run_op->n_inputs <= TD_OP_MAX_INPUTS &&
-            resolve_operands(j->req->run_op, s, &op, in, NULL) == 0) {
-            work = td_op_work(op, in, (int)j->req->run_op->n_inputs);
+            resolve_operands(j->req->run_op, s, &op, in, NULL) == 0 &&
+            wire_args(j->req->run_op->args, &args, NULL) == 0) {
+            work = td_op_work(op, in, (int)j->req->run_op->n_inputs, &args);
         }
         break;
     }

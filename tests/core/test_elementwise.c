@@ -20,7 +20,7 @@ static int apply(enum td_op_id op, struct td_operand a, struct td_operand b, boo
                  struct td_tensor **out, struct td_err *err)
 {
     struct td_operand in[2] = {a, b};
-    return td_op_apply(op, in, 2, inplace, NULL, out, err);
+    return td_op_apply(op, in, 2, NULL, inplace, NULL, out, err);
 }
 
 static void test_promotion_matches_torch(void **state)
@@ -353,7 +353,7 @@ static void test_quota(void **state)
     assert_string_equal(err.msg, "session memory quota exceeded: 64 bytes");
     assert_int_equal(atomic_load(&global.used), 64);
     struct td_operand in[2] = {tens(a), tens(b)};
-    assert_int_equal(td_op_apply(TD_OP_ADD, in, 2, false, &session, &c, &err), TD_EQUOTA);
+    assert_int_equal(td_op_apply(TD_OP_ADD, in, 2, NULL, false, &session, &c, &err), TD_EQUOTA);
     td_tensor_unref(a);
     td_tensor_unref(b);
     assert_int_equal(atomic_load(&session.used), 0);

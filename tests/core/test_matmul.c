@@ -15,7 +15,7 @@ static int mm(struct td_tensor *a, struct td_tensor *b, struct td_tensor **out,
               struct td_err *err)
 {
     struct td_operand in[2] = {tens(a), tens(b)};
-    return td_op_apply(TD_OP_MATMUL, in, 2, false, NULL, out, err);
+    return td_op_apply(TD_OP_MATMUL, in, 2, NULL, false, NULL, out, err);
 }
 
 static void expect_shape(const struct td_tensor *t, int ndim, const int64_t *shape)

@@ -1,4 +1,5 @@
-/* server/core/ops/elementwise.c — add, sub, mul, div, and the dtype cast they share.
+/* server/core/ops/elementwise.c — every elementwise op (unary, binary, comparison, logical,
+** where, clamp), their dtype rules, and the dtype cast they share.
 **
 ** A binary op runs as: inputs whose dtype differs from the compute dtype are cast into temporary
 ** contiguous copies; Python scalars become one compute-dtype value with stride 0; every input gets
@@ -13,69 +14,290 @@
 
 #include "family.h"
 
+#include <stdio.h>
+
 typedef void row_fn(int64_t n, char *o, int64_t so, const char *a, int64_t sa, const char *b,
                     int64_t sb);
 
-#define DEF_ROW(name, T, EXPR)                                                                     \
+/* A row kernel: o[i] = EXPR(x = a[i], y = b[i]) over n elements with element strides; the
+** unit-stride and scalar cases are separate loops so the compiler can vectorise them. TO is the
+** output element type (T, or uint8_t for comparisons). */
+#define DEF_ROW2(name, T, TO, EXPR)                                                                \
     static void name(int64_t n, char *o_, int64_t so, const char *a_, int64_t sa, const char *b_, \
                      int64_t sb)                                                                   \
     {                                                                                              \
-        T *o = (T *)o_;                                                                            \
+        TO *o = (TO *)o_;                                                                          \
         const T *a = (const T *)a_, *b = (const T *)b_;                                            \
         if (so == 1 && sa == 1 && sb == 1) {                                                       \
             for (int64_t i = 0; i < n; i++) {                                                      \
                 T x = a[i], y = b[i];                                                              \
-                o[i] = (EXPR);                                                                     \
+                o[i] = (TO)(EXPR);                                                                 \
             }                                                                                      \
         } else if (so == 1 && sa == 1 && sb == 0) {                                                \
             const T y = b[0];                                                                      \
             for (int64_t i = 0; i < n; i++) {                                                      \
                 T x = a[i];                                                                        \
-                o[i] = (EXPR);                                                                     \
+                o[i] = (TO)(EXPR);                                                                 \
             }                                                                                      \
         } else if (so == 1 && sa == 0 && sb == 1) {                                                \
             const T x = a[0];                                                                      \
             for (int64_t i = 0; i < n; i++) {                                                      \
                 T y = b[i];                                                                        \
-                o[i] = (EXPR);                                                                     \
+                o[i] = (TO)(EXPR);                                                                 \
             }                                                                                      \
         } else {                                                                                   \
             for (int64_t i = 0; i < n; i++) {                                                      \
                 T x = a[i * sa], y = b[i * sb];                                                    \
-                o[i * so] = (EXPR);                                                                \
+                o[i * so] = (TO)(EXPR);                                                            \
             }                                                                                      \
         }                                                                                          \
     }
+#define DEF_ROW(name, T, EXPR) DEF_ROW2(name, T, T, EXPR)
 
-/* Wrapping integer arithmetic through unsigned types. */
+/* Unary row kernels ignore b. */
+#define DEF_UROW2(name, T, TO, EXPR)                                                               \
+    static void name(int64_t n, char *o_, int64_t so, const char *a_, int64_t sa, const char *b_, \
+                     int64_t sb)                                                                   \
+    {                                                                                              \
+        (void)b_;                                                                                  \
+        (void)sb;                                                                                  \
+        TO *o = (TO *)o_;                                                                          \
+        const T *a = (const T *)a_;                                                                \
+        if (so == 1 && sa == 1) {                                                                  \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T x = a[i];                                                                        \
+                o[i] = (TO)(EXPR);                                                                 \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T x = a[i * sa];                                                                   \
+                o[i * so] = (TO)(EXPR);                                                            \
+            }                                                                                      \
+        }                                                                                          \
+    }
+#define DEF_UROW(name, T, EXPR) DEF_UROW2(name, T, T, EXPR)
+
+/* Wrapping integer arithmetic through unsigned types, which C defines. */
 #define WRAP32(op) ((int32_t)(uint32_t)((uint32_t)x op (uint32_t)y))
 #define WRAP64(op) ((int64_t)(uint64_t)((uint64_t)x op (uint64_t)y))
 
-DEF_ROW(add_f32, float, x + y)
-DEF_ROW(add_f64, double, x + y)
+/* Python's floor division and modulo for integers (divisors were checked to be nonzero). The
+** INT_MIN / -1 case wraps like torch instead of trapping. */
+#define IFLOORDIV(T, UT, MIN)                                                                      \
+    static inline T floordiv_##T(T x, T y)                                                         \
+    {                                                                                              \
+        if (y == -1) {                                                                             \
+            return (T)(UT)(0 - (UT)x);                                                             \
+        }                                                                                          \
+        T q = x / y;                                                                               \
+        return (x % y != 0 && ((x < 0) != (y < 0))) ? q - 1 : q;                                  \
+    }                                                                                              \
+    static inline T mod_##T(T x, T y)                                                              \
+    {                                                                                              \
+        if (y == -1) {                                                                             \
+            return 0;                                                                              \
+        }                                                                                          \
+        T r = x % y;                                                                               \
+        return (r != 0 && ((r < 0) != (y < 0))) ? r + y : r;                                       \
+    }                                                                                              \
+    static inline T ipow_##T(T x, T y)                                                             \
+    {                                                                                              \
+        if (y < 0) {                                                                               \
+            return x == 1 ? 1 : x == -1 ? ((y & 1) ? -1 : 1) : 0;                                  \
+        }                                                                                          \
+        UT r = 1, b = (UT)x;                                                                       \
+        for (T e = y; e > 0; e >>= 1) {                                                            \
+            if (e & 1) {                                                                           \
+                r *= b;                                                                            \
+            }                                                                                      \
+            b *= b;                                                                                \
+        }                                                                                          \
+        return (T)r;                                                                               \
+    }
+IFLOORDIV(int32_t, uint32_t, INT32_MIN)
+IFLOORDIV(int64_t, uint64_t, INT64_MIN)
+
+/* torch's floor division for floats (div_floor_floating). */
+#define FFLOORDIV(T, FMOD, FLOOR, COPYSIGN)                                                        \
+    static inline T ffloordiv_##T(T x, T y)                                                        \
+    {                                                                                              \
+        if (y == 0) {                                                                              \
+            return x / y;                                                                          \
+        }                                                                                          \
+        T mod = FMOD(x, y);                                                                        \
+        T div = (x - mod) / y;                                                                     \
+        if (mod != 0 && (y < 0) != (mod < 0)) {                                                    \
+            div -= 1;                                                                              \
+        }                                                                                          \
+        T fl;                                                                                      \
+        if (div != 0) {                                                                            \
+            fl = FLOOR(div);                                                                       \
+            if (div - fl > (T)0.5) {                                                               \
+                fl += 1;                                                                           \
+            }                                                                                      \
+        } else {                                                                                   \
+            fl = COPYSIGN((T)0, x / y);                                                            \
+        }                                                                                          \
+        return fl;                                                                                 \
+    }                                                                                              \
+    static inline T fmod_py_##T(T x, T y)                                                          \
+    {                                                                                              \
+        T m = FMOD(x, y);                                                                          \
+        return (m != 0 && ((y < 0) != (m < 0))) ? m + y : m;                                       \
+    }
+FFLOORDIV(float, fmodf, floorf, copysignf)
+FFLOORDIV(double, fmod, floor, copysign)
+
+#define NAN_MAX(x, y) ((x) != (x) ? (x) : (y) != (y) ? (y) : (x) > (y) ? (x) : (y))
+#define NAN_MIN(x, y) ((x) != (x) ? (x) : (y) != (y) ? (y) : (x) < (y) ? (x) : (y))
+
+/* binary arithmetic */
+DEF_ROW(add_b, uint8_t, x | y)
 DEF_ROW(add_i32, int32_t, WRAP32(+))
 DEF_ROW(add_i64, int64_t, WRAP64(+))
-DEF_ROW(add_b, uint8_t, (uint8_t)(x | y))
-DEF_ROW(sub_f32, float, x - y)
-DEF_ROW(sub_f64, double, x - y)
+DEF_ROW(add_f32, float, x + y)
+DEF_ROW(add_f64, double, x + y)
 DEF_ROW(sub_i32, int32_t, WRAP32(-))
 DEF_ROW(sub_i64, int64_t, WRAP64(-))
-DEF_ROW(mul_f32, float, x * y)
-DEF_ROW(mul_f64, double, x * y)
+DEF_ROW(sub_f32, float, x - y)
+DEF_ROW(sub_f64, double, x - y)
+DEF_ROW(mul_b, uint8_t, x & y)
 DEF_ROW(mul_i32, int32_t, WRAP32(*))
 DEF_ROW(mul_i64, int64_t, WRAP64(*))
-DEF_ROW(mul_b, uint8_t, (uint8_t)(x & y))
+DEF_ROW(mul_f32, float, x * y)
+DEF_ROW(mul_f64, double, x * y)
 DEF_ROW(div_f32, float, x / y)
 DEF_ROW(div_f64, double, x / y)
+DEF_ROW(fdiv_i32, int32_t, floordiv_int32_t(x, y))
+DEF_ROW(fdiv_i64, int64_t, floordiv_int64_t(x, y))
+DEF_ROW(fdiv_f32, float, ffloordiv_float(x, y))
+DEF_ROW(fdiv_f64, double, ffloordiv_double(x, y))
+DEF_ROW(rem_i32, int32_t, mod_int32_t(x, y))
+DEF_ROW(rem_i64, int64_t, mod_int64_t(x, y))
+DEF_ROW(rem_f32, float, fmod_py_float(x, y))
+DEF_ROW(rem_f64, double, fmod_py_double(x, y))
+DEF_ROW(pow_b, uint8_t, y ? x : 1)
+DEF_ROW(pow_i32, int32_t, ipow_int32_t(x, y))
+DEF_ROW(pow_i64, int64_t, ipow_int64_t(x, y))
+DEF_ROW(pow_f32, float, powf(x, y))
+DEF_ROW(pow_f64, double, pow(x, y))
+DEF_ROW(max_b, uint8_t, x | y)
+DEF_ROW(max_i32, int32_t, x > y ? x : y)
+DEF_ROW(max_i64, int64_t, x > y ? x : y)
+DEF_ROW(max_f32, float, NAN_MAX(x, y))
+DEF_ROW(max_f64, double, NAN_MAX(x, y))
+DEF_ROW(min_b, uint8_t, x & y)
+DEF_ROW(min_i32, int32_t, x < y ? x : y)
+DEF_ROW(min_i64, int64_t, x < y ? x : y)
+DEF_ROW(min_f32, float, NAN_MIN(x, y))
+DEF_ROW(min_f64, double, NAN_MIN(x, y))
 
-enum { K_ADD, K_SUB, K_MUL, K_DIV };
+/* comparisons: every dtype in, bool out */
+#define DEF_CMP(op, EXPR)                                                                          \
+    DEF_ROW2(op##_b, uint8_t, uint8_t, EXPR)                                                       \
+    DEF_ROW2(op##_i32, int32_t, uint8_t, EXPR)                                                     \
+    DEF_ROW2(op##_i64, int64_t, uint8_t, EXPR)                                                     \
+    DEF_ROW2(op##_f32, float, uint8_t, EXPR)                                                       \
+    DEF_ROW2(op##_f64, double, uint8_t, EXPR)
+DEF_CMP(eq, x == y)
+DEF_CMP(ne, x != y)
+DEF_CMP(lt, x < y)
+DEF_CMP(le, x <= y)
+DEF_CMP(gt, x > y)
+DEF_CMP(ge, x >= y)
+DEF_ROW(land_b, uint8_t, x && y)
+DEF_ROW(lor_b, uint8_t, x || y)
+DEF_ROW(lxor_b, uint8_t, (x != 0) != (y != 0))
 
-/* Indexed by dtype: bool, int32, int64, float32, float64. NULL: never the compute dtype. */
-static row_fn *const row_kernels[4][TD_DTYPE_COUNT] = {
-    [K_ADD] = {add_b, add_i32, add_i64, add_f32, add_f64},
-    [K_SUB] = {NULL, sub_i32, sub_i64, sub_f32, sub_f64},
-    [K_MUL] = {mul_b, mul_i32, mul_i64, mul_f32, mul_f64},
-    [K_DIV] = {NULL, NULL, NULL, div_f32, div_f64},
+/* unary */
+static inline float sigmoidf_(float x)
+{
+    return 1.0f / (1.0f + expf(-x));
+}
+static inline double sigmoid_(double x)
+{
+    return 1.0 / (1.0 + exp(-x));
+}
+#define DEF_UF(op, EXPR_F, EXPR_D)                                                                 \
+    DEF_UROW(op##_f32, float, EXPR_F)                                                              \
+    DEF_UROW(op##_f64, double, EXPR_D)
+DEF_UF(exp, expf(x), exp(x))
+DEF_UF(log, logf(x), log(x))
+DEF_UF(log1p, log1pf(x), log1p(x))
+DEF_UF(expm1, expm1f(x), expm1(x))
+DEF_UF(sqrt, sqrtf(x), sqrt(x))
+DEF_UF(rsqrt, 1.0f / sqrtf(x), 1.0 / sqrt(x))
+DEF_UF(sin, sinf(x), sin(x))
+DEF_UF(cos, cosf(x), cos(x))
+DEF_UF(tan, tanf(x), tan(x))
+DEF_UF(tanh, tanhf(x), tanh(x))
+DEF_UF(sigmoid, sigmoidf_(x), sigmoid_(x))
+DEF_UF(gelu, 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)), 0.5 * x * (1.0 + erf(x * M_SQRT1_2)))
+DEF_UF(floor, floorf(x), floor(x))
+DEF_UF(ceil, ceilf(x), ceil(x))
+DEF_UF(round, nearbyintf(x), nearbyint(x))
+DEF_UF(neg, -x, -x)
+DEF_UF(abs, fabsf(x), fabs(x))
+DEF_UF(relu, (x != x || x > 0) ? x : 0.0f, (x != x || x > 0) ? x : 0.0)
+DEF_UF(sign, (float)((0 < x) - (x < 0)), (double)((0 < x) - (x < 0)))
+DEF_UROW(neg_i32, int32_t, (int32_t)(uint32_t)(0u - (uint32_t)x))
+DEF_UROW(neg_i64, int64_t, (int64_t)(uint64_t)(0u - (uint64_t)x))
+DEF_UROW(abs_i32, int32_t, x < 0 ? (int32_t)(uint32_t)(0u - (uint32_t)x) : x)
+DEF_UROW(abs_i64, int64_t, x < 0 ? (int64_t)(uint64_t)(0u - (uint64_t)x) : x)
+DEF_UROW(relu_i32, int32_t, x > 0 ? x : 0)
+DEF_UROW(relu_i64, int64_t, x > 0 ? x : 0)
+DEF_UROW(sign_b, uint8_t, x)
+DEF_UROW(sign_i32, int32_t, (0 < x) - (x < 0))
+DEF_UROW(sign_i64, int64_t, (0 < x) - (x < 0))
+DEF_UROW(copy_i32, int32_t, x)
+DEF_UROW(copy_i64, int64_t, x)
+DEF_UROW2(lnot_b, uint8_t, uint8_t, x == 0)
+DEF_UROW2(lnot_i32, int32_t, uint8_t, x == 0)
+DEF_UROW2(lnot_i64, int64_t, uint8_t, x == 0)
+DEF_UROW2(lnot_f32, float, uint8_t, x == 0)
+DEF_UROW2(lnot_f64, double, uint8_t, x == 0)
+
+/* Row kernels by op and compute dtype (bool, int32, int64, float32, float64); NULL: torch has
+** no kernel for that dtype (the dtype rules refuse it first, with torch's message). */
+static row_fn *const row_kernels[TD_OP_COUNT][TD_DTYPE_COUNT] = {
+    [TD_OP_ADD] = {add_b, add_i32, add_i64, add_f32, add_f64},
+    [TD_OP_SUB] = {NULL, sub_i32, sub_i64, sub_f32, sub_f64},
+    [TD_OP_MUL] = {mul_b, mul_i32, mul_i64, mul_f32, mul_f64},
+    [TD_OP_DIV] = {NULL, NULL, NULL, div_f32, div_f64},
+    [TD_OP_FLOOR_DIVIDE] = {NULL, fdiv_i32, fdiv_i64, fdiv_f32, fdiv_f64},
+    [TD_OP_REMAINDER] = {NULL, rem_i32, rem_i64, rem_f32, rem_f64},
+    [TD_OP_POW] = {pow_b, pow_i32, pow_i64, pow_f32, pow_f64},
+    [TD_OP_MAXIMUM] = {max_b, max_i32, max_i64, max_f32, max_f64},
+    [TD_OP_MINIMUM] = {min_b, min_i32, min_i64, min_f32, min_f64},
+    [TD_OP_EQ] = {eq_b, eq_i32, eq_i64, eq_f32, eq_f64},
+    [TD_OP_NE] = {ne_b, ne_i32, ne_i64, ne_f32, ne_f64},
+    [TD_OP_LT] = {lt_b, lt_i32, lt_i64, lt_f32, lt_f64},
+    [TD_OP_LE] = {le_b, le_i32, le_i64, le_f32, le_f64},
+    [TD_OP_GT] = {gt_b, gt_i32, gt_i64, gt_f32, gt_f64},
+    [TD_OP_GE] = {ge_b, ge_i32, ge_i64, ge_f32, ge_f64},
+    [TD_OP_LOGICAL_AND] = {land_b},
+    [TD_OP_LOGICAL_OR] = {lor_b},
+    [TD_OP_LOGICAL_XOR] = {lxor_b},
+    [TD_OP_NEG] = {NULL, neg_i32, neg_i64, neg_f32, neg_f64},
+    [TD_OP_ABS] = {NULL, abs_i32, abs_i64, abs_f32, abs_f64},
+    [TD_OP_SIGN] = {sign_b, sign_i32, sign_i64, sign_f32, sign_f64},
+    [TD_OP_EXP] = {NULL, NULL, NULL, exp_f32, exp_f64},
+    [TD_OP_LOG] = {NULL, NULL, NULL, log_f32, log_f64},
+    [TD_OP_LOG1P] = {NULL, NULL, NULL, log1p_f32, log1p_f64},
+    [TD_OP_EXPM1] = {NULL, NULL, NULL, expm1_f32, expm1_f64},
+    [TD_OP_SQRT] = {NULL, NULL, NULL, sqrt_f32, sqrt_f64},
+    [TD_OP_RSQRT] = {NULL, NULL, NULL, rsqrt_f32, rsqrt_f64},
+    [TD_OP_SIN] = {NULL, NULL, NULL, sin_f32, sin_f64},
+    [TD_OP_COS] = {NULL, NULL, NULL, cos_f32, cos_f64},
+    [TD_OP_TAN] = {NULL, NULL, NULL, tan_f32, tan_f64},
+    [TD_OP_TANH] = {NULL, NULL, NULL, tanh_f32, tanh_f64},
+    [TD_OP_SIGMOID] = {NULL, NULL, NULL, sigmoid_f32, sigmoid_f64},
+    [TD_OP_GELU] = {NULL, NULL, NULL, gelu_f32, gelu_f64},
+    [TD_OP_RELU] = {NULL, relu_i32, relu_i64, relu_f32, relu_f64},
+    [TD_OP_FLOOR] = {NULL, copy_i32, copy_i64, floor_f32, floor_f64},
+    [TD_OP_CEIL] = {NULL, copy_i32, copy_i64, ceil_f32, ceil_f64},
+    [TD_OP_ROUND] = {NULL, copy_i32, copy_i64, round_f32, round_f64},
+    [TD_OP_LOGICAL_NOT] = {lnot_b, lnot_i32, lnot_i64, lnot_f32, lnot_f64},
 };
 
 /* ---- casting ---- */
@@ -197,7 +419,7 @@ static int view_operand(struct operand_view *v, const struct td_operand *in,
 }
 
 /* Runs row kernel k over out[...] = a[...] op b[...] with the given element strides. */
-static void run_rows(row_fn *k, size_t es, int ndim, const int64_t *shape, char *o,
+static void run_rows(row_fn *k, size_t es, size_t eo, int ndim, const int64_t *shape, char *o,
                      const int64_t *so, const char *a, const int64_t *sa, const char *b,
                      const int64_t *sb)
 {
@@ -241,9 +463,9 @@ static void run_rows(row_fn *k, size_t es, int ndim, const int64_t *shape, char 
     }
     int64_t idx[TD_MAX_DIMS] = {0};
     int64_t oo = 0, ao = 0, bo = 0;
-    int64_t e = (int64_t)es;
+    int64_t e = (int64_t)es, f = (int64_t)eo;
     for (int64_t r = 0; r < rows; r++) {
-        k(sh[m - 1], o + oo * e, s0[m - 1], a + ao * e, s1[m - 1], b + bo * e, s2[m - 1]);
+        k(sh[m - 1], o + oo * f, s0[m - 1], a + ao * e, s1[m - 1], b + bo * e, s2[m - 1]);
         for (int d = m - 2; d >= 0; d--) {
             if (++idx[d] < sh[d]) {
                 oo += s0[d];
@@ -259,12 +481,15 @@ static void run_rows(row_fn *k, size_t es, int ndim, const int64_t *shape, char 
     }
 }
 
-static int binary(int kind, struct td_tensor *out, const struct td_operand *in,
-                  enum td_dtype compute, struct td_err *err)
+/* Runs op's row kernel over out = op(in[0][, in[1]]): inputs cast to `compute`, the kernel's
+** output of dtype `kout` (compute, or bool for comparisons) cast into out when they differ. */
+static int elementwise(enum td_op_id op, struct td_tensor *out, const struct td_operand *in,
+                       int nin, enum td_dtype compute, enum td_dtype kout, struct td_err *err)
 {
-    row_fn *k = row_kernels[kind][compute];
+    row_fn *k = row_kernels[op][compute];
     if (k == NULL) {
-        return td_err_set(err, TD_EDTYPE, "no kernel for %s", td_dtype_name(compute));
+        return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for '%s'", td_ops[op].name,
+                          td_dtype_cname(compute));
     }
     if (out->numel == 0) {
         return 0;
@@ -275,15 +500,18 @@ static int binary(int kind, struct td_tensor *out, const struct td_operand *in,
     if ((rc = view_operand(&va, &in[0], out, compute, err)) != 0) {
         goto fail;
     }
-    if ((rc = view_operand(&vb, &in[1], out, compute, err)) != 0) {
+    if ((rc = view_operand(&vb, &in[nin > 1 ? 1 : 0], out, compute, err)) != 0) {
         goto fail_a;
     }
-    if (out->dtype != compute &&
-        (rc = td_tensor_empty(&dst, compute, out->shape, out->ndim, NULL, err)) != 0) {
+    if (out->dtype != kout &&
+        (rc = td_tensor_empty(&dst, kout, out->shape, out->ndim, NULL, err)) != 0) {
         goto fail_b;
     }
-    run_rows(k, td_dtype_size(compute), out->ndim, out->shape, td_tensor_data(dst), dst->strides,
-             va.base, va.strides, vb.base, vb.strides);
+    /* Strides are in elements, so one element size must serve every operand: the kernel's
+    ** input and output sizes differ only for bool-out kernels, where run_rows steps by bytes of
+    ** each separately. */
+    run_rows(k, td_dtype_size(compute), td_dtype_size(kout), out->ndim, out->shape,
+             td_tensor_data(dst), dst->strides, va.base, va.strides, vb.base, vb.strides);
     if (dst != out) {
         td_cast_copy(out, dst);
         td_tensor_unref(dst);
@@ -301,19 +529,52 @@ static bool operand_is_bool(const struct td_operand *o)
     return o->t != NULL ? o->t->dtype == TD_DTYPE_BOOL : o->s.kind == TD_SCALAR_BOOL;
 }
 
-/* add: out = a + b, broadcast and promoted; bool + bool is logical or, as in torch. */
-int td_fwd_add(struct td_tensor *out, const struct td_operand *in, int nin, enum td_dtype compute,
-               struct td_err *err)
+/* Whether a divisor operand holds a zero (integer floor_divide and remainder refuse it). */
+static bool has_zero(const struct td_operand *o)
 {
-    (void)nin;
-    return binary(K_ADD, out, in, compute, err);
+    if (o->t == NULL) {
+        return td_scalar_to_double(o->s) == 0.0;
+    }
+    const struct td_tensor *t = o->t;
+    size_t es = td_dtype_size(t->dtype);
+    const char *base = t->storage->buf->data;
+    int64_t idx[TD_MAX_DIMS] = {0}, off = t->offset;
+    for (int64_t n = 0; n < t->numel; n++) {
+        if (load_f(base + off * (int64_t)es, t->dtype) == 0.0) {
+            return true;
+        }
+        for (int d = t->ndim - 1; d >= 0; d--) {
+            if (++idx[d] < t->shape[d]) {
+                off += t->strides[d];
+                break;
+            }
+            off -= (idx[d] - 1) * t->strides[d];
+            idx[d] = 0;
+        }
+    }
+    return false;
 }
 
-/* sub: out = a - b; torch refuses any bool operand. */
-int td_fwd_sub(struct td_tensor *out, const struct td_operand *in, int nin, enum td_dtype compute,
-               struct td_err *err)
+#define BINARY(fn, OP)                                                                             \
+    int td_fwd_##fn(struct td_tensor *out, const struct td_operand *in, int nin,                   \
+                    const struct td_op_args *a, enum td_dtype compute, struct td_err *err)         \
+    {                                                                                              \
+        (void)a;                                                                                   \
+        return elementwise(OP, out, in, nin, compute, compute, err);                               \
+    }
+/* add: a + b; bool + bool is logical or. mul: bool * bool is logical and. div: true division
+** (the dtype rule made the compute dtype a float). maximum/minimum propagate NaN. */
+BINARY(add, TD_OP_ADD)
+BINARY(mul, TD_OP_MUL)
+BINARY(div, TD_OP_DIV)
+BINARY(maximum, TD_OP_MAXIMUM)
+BINARY(minimum, TD_OP_MINIMUM)
+
+/* sub: a - b; torch refuses any bool operand. */
+int td_fwd_sub(struct td_tensor *out, const struct td_operand *in, int nin,
+               const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
 {
-    (void)nin;
+    (void)a;
     bool ba = operand_is_bool(&in[0]), bb = operand_is_bool(&in[1]);
     if (ba && bb) {
         return td_err_set(err, TD_EDTYPE, "Subtraction, the `-` operator, with two bool tensors "
@@ -324,21 +585,320 @@ int td_fwd_sub(struct td_tensor *out, const struct td_operand *in, int nin, enum
                           "not supported. If you are trying to invert a mask, use the `~` or "
                           "`logical_not()` operator instead.");
     }
-    return binary(K_SUB, out, in, compute, err);
+    return elementwise(TD_OP_SUB, out, in, nin, compute, compute, err);
 }
 
-/* mul: out = a * b; bool * bool is logical and. */
-int td_fwd_mul(struct td_tensor *out, const struct td_operand *in, int nin, enum td_dtype compute,
-               struct td_err *err)
+/* floor_divide and remainder: Python's rounding (toward -inf, the divisor's sign); integer
+** division by zero is torch's "ZeroDivisionError". */
+static int divmod_op(enum td_op_id op, struct td_tensor *out, const struct td_operand *in,
+                     enum td_dtype compute, struct td_err *err)
 {
-    (void)nin;
-    return binary(K_MUL, out, in, compute, err);
+    if (compute == TD_DTYPE_BOOL) {
+        return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for 'Bool'",
+                          op == TD_OP_REMAINDER ? "remainder_cpu" : "div_floor_cpu");
+    }
+    if (!td_dtype_is_float(compute) && has_zero(&in[1])) {
+        return td_err_set(err, TD_EINVAL, "ZeroDivisionError");
+    }
+    return elementwise(op, out, in, 2, compute, compute, err);
 }
 
-/* div: true division; the dtype rule has already made the compute dtype a float. */
-int td_fwd_div(struct td_tensor *out, const struct td_operand *in, int nin, enum td_dtype compute,
-               struct td_err *err)
+int td_fwd_floor_divide(struct td_tensor *out, const struct td_operand *in, int nin,
+                        const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
 {
     (void)nin;
-    return binary(K_DIV, out, in, compute, err);
+    (void)a;
+    return divmod_op(TD_OP_FLOOR_DIVIDE, out, in, compute, err);
+}
+
+int td_fwd_remainder(struct td_tensor *out, const struct td_operand *in, int nin,
+                     const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    (void)nin;
+    (void)a;
+    return divmod_op(TD_OP_REMAINDER, out, in, compute, err);
+}
+
+/* pow: integer bases with a negative integer scalar exponent are refused like torch; with a
+** tensor exponent they give 0 (or +-1 for bases +-1). */
+int td_fwd_pow(struct td_tensor *out, const struct td_operand *in, int nin,
+               const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    (void)a;
+    if (!td_dtype_is_float(compute) && compute != TD_DTYPE_BOOL && in[1].t == NULL &&
+        td_scalar_to_double(in[1].s) < 0) {
+        return td_err_set(err, TD_EINVAL, "Integers to negative integer powers are not allowed.");
+    }
+    return elementwise(TD_OP_POW, out, in, nin, compute, compute, err);
+}
+
+#define COMPARE(fn, OP)                                                                            \
+    int td_fwd_##fn(struct td_tensor *out, const struct td_operand *in, int nin,                   \
+                    const struct td_op_args *a, enum td_dtype compute, struct td_err *err)         \
+    {                                                                                              \
+        (void)a;                                                                                   \
+        return elementwise(OP, out, in, nin, compute, TD_DTYPE_BOOL, err);                         \
+    }
+COMPARE(eq, TD_OP_EQ)
+COMPARE(ne, TD_OP_NE)
+COMPARE(lt, TD_OP_LT)
+COMPARE(le, TD_OP_LE)
+COMPARE(gt, TD_OP_GT)
+COMPARE(ge, TD_OP_GE)
+COMPARE(logical_and, TD_OP_LOGICAL_AND)
+COMPARE(logical_or, TD_OP_LOGICAL_OR)
+COMPARE(logical_xor, TD_OP_LOGICAL_XOR)
+
+/* ---- unary ---- */
+
+int td_dtype_rule_neg(const struct td_operand *in, int nin, const struct td_op_args *a,
+                      enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    if (in[0].t->dtype == TD_DTYPE_BOOL) {
+        return td_err_set(err, TD_EDTYPE, "Negation, the `-` operator, on a bool tensor is not "
+                          "supported. If you are trying to invert a mask, use the `~` or "
+                          "`logical_not()` operator instead.");
+    }
+    return td_dtype_rule_same(in, nin, a, compute, result, err);
+}
+
+static int refuse_bool(const struct td_operand *in, const char *kernel, struct td_err *err)
+{
+    if (in[0].t->dtype == TD_DTYPE_BOOL) {
+        return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for 'Bool'", kernel);
+    }
+    return 0;
+}
+
+int td_dtype_rule_abs(const struct td_operand *in, int nin, const struct td_op_args *a,
+                      enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    int rc = refuse_bool(in, "abs_cpu", err);
+    return rc != 0 ? rc : td_dtype_rule_same(in, nin, a, compute, result, err);
+}
+
+int td_dtype_rule_rounding(const struct td_operand *in, int nin, const struct td_op_args *a,
+                           enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    /* torch names the kernel of the op that was called; floor stands for all three here. */
+    int rc = refuse_bool(in, "floor_vml_cpu", err);
+    return rc != 0 ? rc : td_dtype_rule_same(in, nin, a, compute, result, err);
+}
+
+int td_dtype_rule_relu(const struct td_operand *in, int nin, const struct td_op_args *a,
+                       enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    if (in[0].t->dtype == TD_DTYPE_BOOL) {
+        return td_err_set(err, TD_EDTYPE, "Boolean inputs not supported for relu");
+    }
+    return td_dtype_rule_same(in, nin, a, compute, result, err);
+}
+
+int td_dtype_rule_gelu(const struct td_operand *in, int nin, const struct td_op_args *a,
+                       enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    if (!td_dtype_is_float(in[0].t->dtype)) {
+        return td_err_set(err, TD_EDTYPE, "\"GeluKernelImpl\" not implemented for '%s'",
+                          td_dtype_cname(in[0].t->dtype));
+    }
+    return td_dtype_rule_same(in, nin, a, compute, result, err);
+}
+
+int td_fwd_unary(struct td_tensor *out, const struct td_operand *in, int nin,
+                 const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    enum td_dtype kout = a->op == TD_OP_LOGICAL_NOT ? TD_DTYPE_BOOL : compute;
+    return elementwise((enum td_op_id)a->op, out, in, nin, compute, kout, err);
+}
+
+/* ---- where ---- */
+
+int td_dtype_rule_where(const struct td_operand *in, int nin, const struct td_op_args *a,
+                        enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    (void)nin;
+    (void)a;
+    if (in[0].t == NULL || in[0].t->dtype != TD_DTYPE_BOOL) {
+        return td_err_set(err, TD_EDTYPE, "where expected condition to be a boolean tensor, but "
+                          "got a tensor with dtype %s",
+                          in[0].t != NULL ? td_dtype_cname(in[0].t->dtype) : "Double");
+    }
+    *compute = *result = td_result_type(in + 1, 2);
+    return 0;
+}
+
+/* where(cond, x, y): both branches cast to the result dtype, then picked element by element. */
+int td_fwd_where(struct td_tensor *out, const struct td_operand *in, int nin,
+                 const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    (void)nin;
+    (void)a;
+    if (out->numel == 0) {
+        return 0;
+    }
+    struct operand_view vc, vx, vy;
+    struct td_tensor *dst = out;
+    int rc;
+    if ((rc = view_operand(&vc, &in[0], out, TD_DTYPE_BOOL, err)) != 0) {
+        goto fail;
+    }
+    if ((rc = view_operand(&vx, &in[1], out, compute, err)) != 0) {
+        goto fail_c;
+    }
+    if ((rc = view_operand(&vy, &in[2], out, compute, err)) != 0) {
+        goto fail_x;
+    }
+    if (out->dtype != compute &&
+        (rc = td_tensor_empty(&dst, compute, out->shape, out->ndim, NULL, err)) != 0) {
+        goto fail_y;
+    }
+    int64_t es = (int64_t)td_dtype_size(compute);
+    char *o = td_tensor_data(dst);
+    int64_t idx[TD_MAX_DIMS] = {0}, oo = 0, co = 0, xo = 0, yo = 0;
+    for (int64_t n = 0; n < out->numel; n++) {
+        const char *src = vc.base[co] ? vx.base + xo * es : vy.base + yo * es;
+        memcpy(o + oo * es, src, (size_t)es);
+        for (int d = out->ndim - 1; d >= 0; d--) {
+            if (++idx[d] < out->shape[d]) {
+                oo += dst->strides[d];
+                co += vc.strides[d];
+                xo += vx.strides[d];
+                yo += vy.strides[d];
+                break;
+            }
+            oo -= (idx[d] - 1) * dst->strides[d];
+            co -= (idx[d] - 1) * vc.strides[d];
+            xo -= (idx[d] - 1) * vx.strides[d];
+            yo -= (idx[d] - 1) * vy.strides[d];
+            idx[d] = 0;
+        }
+    }
+    if (dst != out) {
+        td_cast_copy(out, dst);
+        td_tensor_unref(dst);
+    }
+fail_y:
+    td_tensor_unref(vy.tmp);
+fail_x:
+    td_tensor_unref(vx.tmp);
+fail_c:
+    td_tensor_unref(vc.tmp);
+fail:
+    return rc;
+}
+
+/* ---- clamp ---- */
+
+int td_dtype_rule_clamp(const struct td_operand *in, int nin, const struct td_op_args *a,
+                        enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    (void)nin;
+    if (!a->has_min && !a->has_max) {
+        return td_err_set(err, TD_EINVAL, "torch.clamp: At least one of 'min' or 'max' must not "
+                          "be None");
+    }
+    struct td_operand all[3] = {in[0]};
+    int n = 1;
+    if (a->has_min) {
+        all[n++] = (struct td_operand){.t = NULL, .s = a->min};
+    }
+    if (a->has_max) {
+        all[n++] = (struct td_operand){.t = NULL, .s = a->max};
+    }
+    *compute = *result = td_result_type(all, n);
+    return 0;
+}
+
+/* clamp(min, max) = min(max(x, lo), hi), so lo > hi gives hi everywhere; NaN stays NaN. */
+int td_fwd_clamp(struct td_tensor *out, const struct td_operand *in, int nin,
+                 const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    (void)nin;
+    struct td_tensor *dst = out, *src = in[0].t, *tmp = NULL;
+    int rc = 0;
+    if (out->numel == 0) {
+        return 0;
+    }
+    if (src->dtype != compute) {
+        if ((rc = td_tensor_empty(&tmp, compute, src->shape, src->ndim, NULL, err)) != 0) {
+            return rc;
+        }
+        td_cast_copy(tmp, src);
+        src = tmp;
+    }
+    if (out->dtype != compute || out != in[0].t) {
+        if (out->dtype != compute) {
+            if ((rc = td_tensor_empty(&dst, compute, out->shape, out->ndim, NULL, err)) != 0) {
+                td_tensor_unref(tmp);
+                return rc;
+            }
+        }
+        td_cast_copy(dst, src);
+    }
+    /* dst now holds x in the compute dtype, contiguous or self's layout; clamp it in place. */
+    size_t es = td_dtype_size(compute);
+    char *base = dst->storage->buf->data;
+    int64_t idx[TD_MAX_DIMS] = {0}, off = dst->offset;
+    bool fl = td_dtype_is_float(compute);
+    double lo = a->has_min ? td_scalar_to_double(a->min) : 0, hi = a->has_max ? td_scalar_to_double(a->max) : 0;
+    int64_t ilo = a->has_min ? td_scalar_to_int(a->min) : 0, ihi = a->has_max ? td_scalar_to_int(a->max) : 0;
+    for (int64_t n = 0; n < dst->numel; n++) {
+        char *p = base + off * (int64_t)es;
+        if (fl) {
+            double v = load_f(p, compute);
+            if (a->has_min && v < lo) {
+                v = lo;
+            }
+            if (a->has_max && v > hi) {
+                v = hi;
+            }
+            store_cast(p, compute, (const char *)&v, TD_DTYPE_F64);
+        } else {
+            int64_t v = load_i(p, compute);
+            if (a->has_min && v < ilo) {
+                v = ilo;
+            }
+            if (a->has_max && v > ihi) {
+                v = ihi;
+            }
+            store_cast(p, compute, (const char *)&v, TD_DTYPE_I64);
+        }
+        for (int d = dst->ndim - 1; d >= 0; d--) {
+            if (++idx[d] < dst->shape[d]) {
+                off += dst->strides[d];
+                break;
+            }
+            off -= (idx[d] - 1) * dst->strides[d];
+            idx[d] = 0;
+        }
+    }
+    if (dst != out) {
+        td_cast_copy(out, dst);
+        td_tensor_unref(dst);
+    }
+    td_tensor_unref(tmp);
+    return rc;
+}
+
+/* ---- to(dtype) ---- */
+
+/* x.to(dtype): a new tensor in the new dtype, or x itself when the dtype is already right
+** (torch returns self then, so writes through either are shared). */
+int td_make_to(struct td_tensor **out, const struct td_operand *in, int nin,
+               const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    if (!a->has_dtype || !td_dtype_is_valid((int)a->dtype)) {
+        return td_err_set(err, TD_EDTYPE, "to() needs a dtype");
+    }
+    struct td_tensor *t = in[0].t;
+    if (t->dtype == a->dtype) {
+        *out = td_tensor_ref(t);
+        return 0;
+    }
+    int rc = td_tensor_empty(out, a->dtype, t->shape, t->ndim, q, err);
+    if (rc == 0) {
+        td_cast_copy(*out, t);
+    }
+    return rc;
 }

@@ -6,19 +6,54 @@
 #include "../ops.h"
 
 /* ops.c: shared rules */
-enum td_dtype td_result_type(const struct td_operand *in, int nin);
-td_dtype_fn td_dtype_rule_promote;
-td_dtype_fn td_dtype_rule_true_div;
+td_dtype_fn td_dtype_rule_promote, td_dtype_rule_true_div, td_dtype_rule_compare,
+    td_dtype_rule_logical, td_dtype_rule_same, td_dtype_rule_float, td_dtype_rule_to_bool;
 #define shape_broadcast td_shape_broadcast
 #define dtype_promote td_dtype_rule_promote
 #define dtype_true_div td_dtype_rule_true_div
+#define dtype_compare td_dtype_rule_compare
+#define dtype_logical td_dtype_rule_logical
+#define dtype_same td_dtype_rule_same
+#define dtype_float td_dtype_rule_float
+#define dtype_to_bool td_dtype_rule_to_bool
 
 /* elementwise.c */
-td_fwd_fn td_fwd_add, td_fwd_sub, td_fwd_mul, td_fwd_div;
+td_dtype_fn td_dtype_rule_neg, td_dtype_rule_abs, td_dtype_rule_gelu, td_dtype_rule_relu,
+    td_dtype_rule_rounding, td_dtype_rule_where, td_dtype_rule_clamp;
+#define dtype_neg td_dtype_rule_neg
+#define dtype_abs td_dtype_rule_abs
+#define dtype_gelu td_dtype_rule_gelu
+#define dtype_relu td_dtype_rule_relu
+#define dtype_rounding td_dtype_rule_rounding
+#define dtype_where td_dtype_rule_where
+#define dtype_clamp td_dtype_rule_clamp
+td_fwd_fn td_fwd_add, td_fwd_sub, td_fwd_mul, td_fwd_div, td_fwd_floor_divide, td_fwd_remainder,
+    td_fwd_pow, td_fwd_maximum, td_fwd_minimum, td_fwd_eq, td_fwd_ne, td_fwd_lt, td_fwd_le,
+    td_fwd_gt, td_fwd_ge, td_fwd_logical_and, td_fwd_logical_or, td_fwd_logical_xor,
+    td_fwd_where, td_fwd_unary, td_fwd_clamp;
 #define fwd_add td_fwd_add
 #define fwd_sub td_fwd_sub
 #define fwd_mul td_fwd_mul
 #define fwd_div td_fwd_div
+#define fwd_floor_divide td_fwd_floor_divide
+#define fwd_remainder td_fwd_remainder
+#define fwd_pow td_fwd_pow
+#define fwd_maximum td_fwd_maximum
+#define fwd_minimum td_fwd_minimum
+#define fwd_eq td_fwd_eq
+#define fwd_ne td_fwd_ne
+#define fwd_lt td_fwd_lt
+#define fwd_le td_fwd_le
+#define fwd_gt td_fwd_gt
+#define fwd_ge td_fwd_ge
+#define fwd_logical_and td_fwd_logical_and
+#define fwd_logical_or td_fwd_logical_or
+#define fwd_logical_xor td_fwd_logical_xor
+#define fwd_where td_fwd_where
+#define fwd_unary td_fwd_unary
+#define fwd_clamp td_fwd_clamp
+td_make_fn td_make_to;
+#define make_to td_make_to
 
 /* Copies src (any strides, any dtype) into dst (any strides, same shape), casting like torch's
 ** .to(): floats to ints truncate toward zero, anything to bool is != 0. */

@@ -51,10 +51,11 @@ static int64_t prod(const int64_t *s, int n)
     return p;
 }
 
-int td_shape_matmul(const struct td_operand *in, int nin, int64_t *shape, int *ndim,
-                    struct td_err *err)
+int td_shape_matmul(const struct td_operand *in, int nin, const struct td_op_args *args,
+                    int64_t *shape, int *ndim, struct td_err *err)
 {
     (void)nin;
+    (void)args;
     const struct td_tensor *a = in[0].t, *b = in[1].t;
     if (a == NULL || b == NULL) {
         return td_err_set(err, TD_EINVAL, "matmul(): argument must be a Tensor, not a number");
@@ -124,10 +125,11 @@ int td_shape_matmul(const struct td_operand *in, int nin, int64_t *shape, int *n
     return 0;
 }
 
-int td_dtype_rule_matmul(const struct td_operand *in, int nin, enum td_dtype *compute,
-                         enum td_dtype *result, struct td_err *err)
+int td_dtype_rule_matmul(const struct td_operand *in, int nin, const struct td_op_args *args,
+                         enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
 {
     (void)nin;
+    (void)args;
     const struct td_tensor *a = in[0].t, *b = in[1].t;
     if (a == NULL || b == NULL) {
         return td_err_set(err, TD_EINVAL, "matmul(): argument must be a Tensor, not a number");
@@ -154,7 +156,7 @@ int64_t td_matmul_work(const struct td_operand *in)
 {
     int64_t shape[TD_MAX_DIMS];
     int ndim;
-    if (td_shape_matmul(in, 2, shape, &ndim, NULL) != 0) {
+    if (td_shape_matmul(in, 2, NULL, shape, &ndim, NULL) != 0) {
         return 0;
     }
     int64_t k = in[0].t->shape[in[0].t->ndim - 1];
@@ -222,9 +224,10 @@ static bool blas_ok(int64_t rows, int64_t cols, int64_t rs, int64_t cs)
 }
 
 int td_fwd_matmul(struct td_tensor *out, const struct td_operand *in, int nin,
-                  enum td_dtype compute, struct td_err *err)
+                  const struct td_op_args *args, enum td_dtype compute, struct td_err *err)
 {
     (void)nin;
+    (void)args;
     struct td_tensor *ta = in[0].t, *tb = in[1].t, *ca = NULL, *cb = NULL;
     int rc = 0;
     if (out->numel == 0) {
