@@ -155,9 +155,17 @@ test-c: $(TEST_BINS) $(TENSORD)
 	    echo "== $$t"; TENSORD_BIN=$(abspath $(TENSORD)) $$t || { echo "FAILED: $$t"; fail=1; }; \
 	done; exit $$fail
 
-test-py: all
+# The Python suites speak the wire protocol through a module generated here, and compare with
+# PyTorch itself (Debian's python3-torch), which is our specification.
+PY_GEN := $(BUILD)/python/tensord_pb2.py
+$(PY_GEN): proto/tensord.proto
+	@mkdir -p $(dir $@)
+	$(Q)protoc --python_out=$(dir $@) -Iproto proto/tensord.proto
+
+test-py: all $(PY_GEN)
 	$(Q)if [ -d tests/python ]; then \
-	    TENSORD_BIN=$(abspath $(TENSORD)) $(PYTHON) -m pytest -q tests/python; fi
+	    TENSORD_BIN=$(abspath $(TENSORD)) PYTHONPATH=$(abspath $(BUILD)/python) \
+	    $(PYTHON) -m pytest -q tests/python; fi
 
 check-asan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test-c
@@ -165,7 +173,7 @@ check-asan:
 # ---- setup ----
 DEB_PKGS := build-essential pkg-config libuv1-dev libprotobuf-c-dev protobuf-c-compiler \
             libcmocka-dev libopenblas-dev protobuf-compiler python3-protobuf python3-numpy \
-            python3-pytest
+            python3-pytest python3-torch
 deps:
 	$(Q)missing=""; for p in $(DEB_PKGS); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \

@@ -248,16 +248,17 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
         if (!op->has_inplace || t == NULL) {
             return td_err_set(err, TD_EINVAL, "%s has no in-place form on this input", op->name);
         }
-        if (!td_dtype_can_cast(result, t->dtype)) {
-            return td_err_set(err, TD_EDTYPE, "result type %s can't be cast to the desired "
-                              "output type %s", td_dtype_cname(result),
-                              td_dtype_cname(t->dtype));
-        }
+        /* torch checks the shape first, then the dtype. */
         if (ndim != t->ndim || memcmp(shape, t->shape, sizeof(int64_t) * (size_t)ndim) != 0) {
             char sa[160], sb[160];
             return td_err_set(err, TD_ESHAPE, "output with shape %s doesn't match the "
                               "broadcast shape %s", td_shape_str(sa, sizeof sa, t->shape, t->ndim),
                               td_shape_str(sb, sizeof sb, shape, ndim));
+        }
+        if (!td_dtype_can_cast(result, t->dtype)) {
+            return td_err_set(err, TD_EDTYPE, "result type %s can't be cast to the desired "
+                              "output type %s", td_dtype_cname(result),
+                              td_dtype_cname(t->dtype));
         }
         if ((rc = td_tensor_prepare_write(t, err)) != 0) {
             return rc;

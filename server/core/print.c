@@ -303,7 +303,9 @@ static void add_suffixes(struct sbuf *b, char suffixes[][48], int n, int indent,
     /* len(s) - s.rfind("\n") + 1, with rfind = -1 when there is no newline */
     int64_t last_line_len = (int64_t)b->len - (nl != NULL ? (int64_t)(nl - b->p) : -1) + 1;
     for (int i = 0; i < n; i++) {
-        int64_t sl = (int64_t)strlen(suffixes[i]);
+        /* Lines break where torch's would: measure "dtype=tensord.x" as torch's "dtype=torch.x". */
+        int64_t sl = (int64_t)strlen(suffixes[i]) -
+                     (strncmp(suffixes[i], "dtype=tensord.", 14) == 0 ? 2 : 0);
         if (last_line_len + sl + 2 > linewidth) {
             sb_puts(b, ",\n");
             sb_spaces(b, indent);

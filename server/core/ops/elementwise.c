@@ -176,7 +176,6 @@ DEF_ROW(rem_i32, int32_t, mod_int32_t(x, y))
 DEF_ROW(rem_i64, int64_t, mod_int64_t(x, y))
 DEF_ROW(rem_f32, float, fmod_py_float(x, y))
 DEF_ROW(rem_f64, double, fmod_py_double(x, y))
-DEF_ROW(pow_b, uint8_t, y ? x : 1)
 DEF_ROW(pow_i32, int32_t, ipow_int32_t(x, y))
 DEF_ROW(pow_i64, int64_t, ipow_int64_t(x, y))
 DEF_ROW(pow_f32, float, powf(x, y))
@@ -266,7 +265,7 @@ static row_fn *const row_kernels[TD_OP_COUNT][TD_DTYPE_COUNT] = {
     [TD_OP_DIV] = {NULL, NULL, NULL, div_f32, div_f64},
     [TD_OP_FLOOR_DIVIDE] = {NULL, fdiv_i32, fdiv_i64, fdiv_f32, fdiv_f64},
     [TD_OP_REMAINDER] = {NULL, rem_i32, rem_i64, rem_f32, rem_f64},
-    [TD_OP_POW] = {pow_b, pow_i32, pow_i64, pow_f32, pow_f64},
+    [TD_OP_POW] = {NULL, pow_i32, pow_i64, pow_f32, pow_f64},
     [TD_OP_MAXIMUM] = {max_b, max_i32, max_i64, max_f32, max_f64},
     [TD_OP_MINIMUM] = {min_b, min_i32, min_i64, min_f32, min_f64},
     [TD_OP_EQ] = {eq_b, eq_i32, eq_i64, eq_f32, eq_f64},
@@ -570,11 +569,10 @@ BINARY(div, TD_OP_DIV)
 BINARY(maximum, TD_OP_MAXIMUM)
 BINARY(minimum, TD_OP_MINIMUM)
 
-/* sub: a - b; torch refuses any bool operand. */
-int td_fwd_sub(struct td_tensor *out, const struct td_operand *in, int nin,
-               const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+/* sub: a - b. torch refuses any bool operand, before it looks at shapes. */
+int td_dtype_rule_sub(const struct td_operand *in, int nin, const struct td_op_args *a,
+                      enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
 {
-    (void)a;
     bool ba = operand_is_bool(&in[0]), bb = operand_is_bool(&in[1]);
     if (ba && bb) {
         return td_err_set(err, TD_EDTYPE, "Subtraction, the `-` operator, with two bool tensors "
@@ -585,8 +583,10 @@ int td_fwd_sub(struct td_tensor *out, const struct td_operand *in, int nin,
                           "not supported. If you are trying to invert a mask, use the `~` or "
                           "`logical_not()` operator instead.");
     }
-    return elementwise(TD_OP_SUB, out, in, nin, compute, compute, err);
+    return td_dtype_rule_promote(in, nin, a, compute, result, err);
 }
+
+BINARY(sub, TD_OP_SUB)
 
 /* floor_divide and remainder: Python's rounding (toward -inf, the divisor's sign); integer
 ** division by zero is torch's "ZeroDivisionError". */
@@ -597,7 +597,7 @@ static int divmod_op(enum td_op_id op, struct td_tensor *out, const struct td_op
         return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for 'Bool'",
                           op == TD_OP_REMAINDER ? "remainder_cpu" : "div_floor_cpu");
     }
-    if (!td_dtype_is_float(compute) && has_zero(&in[1])) {
+    if (out->numel > 0 && !td_dtype_is_float(compute) && has_zero(&in[1])) {
         return td_err_set(err, TD_EINVAL, "ZeroDivisionError");
     }
     return elementwise(op, out, in, 2, compute, compute, err);
@@ -680,8 +680,9 @@ int td_dtype_rule_abs(const struct td_operand *in, int nin, const struct td_op_a
 int td_dtype_rule_rounding(const struct td_operand *in, int nin, const struct td_op_args *a,
                            enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
 {
-    /* torch names the kernel of the op that was called; floor stands for all three here. */
-    int rc = refuse_bool(in, "floor_vml_cpu", err);
+    char kernel[32];
+    snprintf(kernel, sizeof kernel, "%s_vml_cpu", td_ops[a->op].name);  /* floor_vml_cpu ... */
+    int rc = refuse_bool(in, kernel, err);
     return rc != 0 ? rc : td_dtype_rule_same(in, nin, a, compute, result, err);
 }
 

@@ -18,8 +18,9 @@ td_dtype_fn td_dtype_rule_promote, td_dtype_rule_true_div, td_dtype_rule_compare
 #define dtype_to_bool td_dtype_rule_to_bool
 
 /* elementwise.c */
-td_dtype_fn td_dtype_rule_neg, td_dtype_rule_abs, td_dtype_rule_gelu, td_dtype_rule_relu,
+td_dtype_fn td_dtype_rule_sub, td_dtype_rule_neg, td_dtype_rule_abs, td_dtype_rule_gelu, td_dtype_rule_relu,
     td_dtype_rule_rounding, td_dtype_rule_where, td_dtype_rule_clamp;
+#define dtype_sub td_dtype_rule_sub
 #define dtype_neg td_dtype_rule_neg
 #define dtype_abs td_dtype_rule_abs
 #define dtype_gelu td_dtype_rule_gelu
