@@ -202,10 +202,10 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
         return td_err_set(err, TD_EOP, "unknown op %d", (int)id);
     }
     const struct td_op_def *op = &td_ops[id];
-    if (nin != op->nin) {
+    if (op->nin >= 0 ? nin != op->nin : nin > TD_OP_MAX_INPUTS) {
         return td_err_set(err, TD_EINVAL, "%s takes %d inputs, got %d", op->name, op->nin, nin);
     }
-    for (int i = 0; i < nin; i++) {
+    for (int i = 0; i < nin && op->nin >= 0; i++) {
         /* Only binary elementwise ops take a Python number in any position; the rest need
         ** their first input to be a tensor (torch's Tensor.op form). */
         if (i == 0 && in[i].t == NULL && (op->make != NULL || op->nin != 2)) {
@@ -283,7 +283,7 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
 int64_t td_op_work(enum td_op_id id, const struct td_operand *in, int nin,
                    const struct td_op_args *args)
 {
-    if ((int)id < 0 || id >= TD_OP_COUNT || nin != td_ops[id].nin || td_ops[id].shape == NULL) {
+    if ((int)id < 0 || id >= TD_OP_COUNT || td_ops[id].shape == NULL || nin != td_ops[id].nin) {
         return 0;
     }
     for (int i = 0; i < nin; i++) {

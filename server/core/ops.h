@@ -26,7 +26,7 @@ struct td_operand {
     struct td_scalar s;
 };
 
-#define TD_OP_MAX_INPUTS 4
+#define TD_OP_MAX_INPUTS 64  /* cat and stack take lists */
 
 /* An op's non-tensor arguments, PyTorch's keyword arguments. Each op reads the ones it takes. */
 struct td_op_args {

@@ -414,7 +414,7 @@ static int resolve_operands(const Tensord__RunOp *m, struct td_session *s, enum 
         return td_err_set(err, TD_EOP, "unknown op code %d", (int)m->op);
     }
     const struct td_op_def *def = &td_ops[*op];
-    if (m->n_inputs != (size_t)def->nin) {
+    if (def->nin >= 0 ? m->n_inputs != (size_t)def->nin : m->n_inputs > TD_OP_MAX_INPUTS) {
         return td_err_set(err, TD_EINVAL, "%s takes %d inputs, got %zu", def->name, def->nin,
                           m->n_inputs);
     }
@@ -497,7 +497,7 @@ static int run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
         if (!td_ops[op].has_inplace) {
             return td_err_set(err, TD_EINVAL, "%s has no in-place form", td_ops[op].name);
         }
-        if (m->inputs[0]->value_case != TENSORD__OPERAND__VALUE_HANDLE) {
+        if (m->n_inputs == 0 || m->inputs[0]->value_case != TENSORD__OPERAND__VALUE_HANDLE) {
             return td_err_set(err, TD_EINVAL, "%s_: the first input must be a tensor handle",
                               td_ops[op].name);
         }

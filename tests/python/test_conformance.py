@@ -85,7 +85,7 @@ class Checker:
         try:
             expected = torch_call()
             terr = None
-        except (RuntimeError, TypeError, ValueError, ZeroDivisionError) as e:
+        except (RuntimeError, TypeError, ValueError, ZeroDivisionError, IndexError) as e:
             expected, terr = None, str(e).split("\n")[0]
         try:
             h = server_call()
@@ -220,3 +220,116 @@ def test_conformance_with_torch(checker):
     assert set(checker.per_op) >= set(BINARY + UNARY + ["where", "clamp", "to"])
     # nothing leaked into the session
     assert c.stats().session_tensors == 0
+
+
+INT64_MAX = 2 ** 63 - 1
+
+
+def shape_cases(rng):
+    """(op name, torch function of a tensor, server kwargs) for views and shape ops."""
+    shape = rng.choice([(2, 3), (4, 1, 3), (2, 3, 4), (6,), (1,), (), (0, 3), (2, 1, 2, 3)])
+    nd = len(shape)
+    numel = int(np.prod(shape)) if shape else 1
+    d = rng.randint(-nd - 1, nd) if nd else rng.choice([0, -1, 1])
+    d2 = rng.randint(-nd, max(nd - 1, 0)) if nd else 0
+    perm = list(range(nd))
+    rng.shuffle(perm)
+    target = rng.choice([[numel], [-1], [1, numel], [numel, 1], [-1, 2], [2, -1, 1], [3, -1],
+                         [-1, -1], [numel + 1], [-2, numel]])
+    start, end, step = rng.randint(-4, 4), rng.choice([rng.randint(-4, 5), INT64_MAX]), \
+        rng.choice([1, 1, 2, 3])
+    exp = [rng.choice([-1, 2, 1]) for _ in range(nd)]
+    exp = ([rng.choice([2, 3])] if rng.random() < 0.5 else []) + exp
+    cases = [
+        ("reshape", lambda t: t.reshape(target), {"dims": target}),
+        ("view", lambda t: t.view(target), {"dims": target}),
+        ("flatten", lambda t: t.flatten(d, d2), {"dim": d, "dim2": d2}),
+        ("transpose", lambda t: t.transpose(d, d2), {"dim": d, "dim2": d2}),
+        ("t", lambda t: t.t(), {}),
+        ("mT", lambda t: t.mT, {}),
+        ("permute", lambda t: t.permute(perm), {"dims": perm}),
+        ("squeeze", lambda t: t.squeeze(), {}),
+        ("squeeze", lambda t: t.squeeze(d), {"dim": d}),
+        ("unsqueeze", lambda t: t.unsqueeze(d), {"dim": d}),
+        ("expand", lambda t: t.expand(exp), {"dims": exp}),
+        ("narrow", lambda t: t.narrow(d, start, abs(end) % 3), {"dim": d, "start": start,
+                                                                 "end": abs(end) % 3}),
+        ("select", lambda t: t.select(d, start), {"dim": d, "start": start}),
+        ("slice", lambda t: t[(slice(None),) * (d2 % nd if nd else 0) +
+                              (slice(start, None if end == INT64_MAX else end, step),)],
+         {"dim": d2, "start": start, "end": end, "step": step}),
+        ("contiguous", lambda t: t.contiguous(), {}),
+        ("clone", lambda t: t.clone(), {}),
+        ("flip", lambda t: t.flip(perm[:2]), {"dims": perm[:2]}),
+        ("repeat", lambda t: t.repeat(exp), {"dims": [abs(e) for e in exp]}),
+        ("tril", lambda t: t.tril(start), {"dim": start}),
+        ("triu", lambda t: t.triu(start), {"dim": start}),
+    ]
+    return shape, cases
+
+
+def test_shape_ops_with_torch(checker):
+    rng = random.Random(7)
+    c = checker.conn
+    for _ in range(130):
+        shape, cases = shape_cases(rng)
+        dt = rng.choice(list(TORCH_DTYPES))
+        a = make_values(rng, dt, shape)
+        ta = torch.from_numpy(a.copy())
+        ha = c.tensor(a)
+        for op, fn, kw in cases:
+            if op == "repeat":
+                fn = (lambda kw: lambda t: t.repeat(kw["dims"]))(kw)
+            if op == "slice" and not shape:
+                continue  # Python indexing of a 0-dim tensor is an IndexError in torch
+            checker.run(op, "%s(%s %s, %s)" % (op, dt, shape, kw), lambda: fn(ta),
+                        lambda: c.op(op, [H(ha)], **kw), keep=(ha,))
+        c.free(ha)
+    # cat and stack over lists, with promotion and mismatches
+    for _ in range(60):
+        n = rng.randint(1, 4)
+        base = rng.choice([(2, 3), (3,), (1, 2, 2), (0, 2)])
+        d = rng.randint(-len(base), len(base) - 1)
+        arrs = []
+        for _ in range(n):
+            s = list(base)
+            if rng.random() < 0.5:
+                s[d] = rng.randint(0, 3)
+            if rng.random() < 0.1:
+                s = [0]
+            arrs.append(make_values(rng, rng.choice(list(TORCH_DTYPES)), tuple(s)))
+        hs = [c.tensor(x) for x in arrs]
+        ts = [torch.from_numpy(x.copy()) for x in arrs]
+        desc = "[%s] dim %d" % (", ".join("%s %s" % (x.dtype, x.shape) for x in arrs), d)
+        checker.run("cat", "cat" + desc, lambda: torch.cat(ts, d),
+                    lambda: c.op("cat", [H(h) for h in hs], dim=d))
+        checker.run("stack", "stack" + desc, lambda: torch.stack(ts, d),
+                    lambda: c.op("stack", [H(h) for h in hs], dim=d))
+        c.free(*hs)
+    assert not checker.failures, "%d of %d cases differ from torch:\n%s" % (
+        len(checker.failures), checker.cases, "\n".join(checker.failures[:40]))
+    assert c.stats().session_tensors == 0
+
+
+def test_views_share_storage(conn):
+    """x.select(0, 1).add_(10) changes x, as in torch; reshape of a transpose copies."""
+    c = conn
+    x = np.arange(6, dtype=np.int64).reshape(2, 3)
+    hx = c.tensor(x)
+    row = c.op("select", [H(hx)], dim=0, start=1)
+    c.op("add", [H(row), 10], inplace=True)
+    want = torch.from_numpy(x.copy())
+    want.select(0, 1).add_(10)
+    got, _ = c.get(hx)
+    assert got.tolist() == want.tolist()
+    col = c.op("slice", [H(hx)], dim=1, start=0, end=INT64_MAX, step=2)
+    c.op("mul", [H(col), -1], inplace=True)
+    want[:, ::2].mul_(-1)
+    got, _ = c.get(hx)
+    assert got.tolist() == want.tolist()
+    tr = c.op("t", [H(hx)])
+    flat = c.op("reshape", [H(tr)], dims=[6])
+    c.op("add", [H(flat), 1000], inplace=True)  # a copy: x is untouched
+    got, _ = c.get(hx)
+    assert got.tolist() == want.tolist()
+    c.free(hx, row, col, tr, flat)

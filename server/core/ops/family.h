@@ -60,6 +60,34 @@ td_make_fn td_make_to;
 ** .to(): floats to ints truncate toward zero, anything to bool is != 0. */
 void td_cast_copy(struct td_tensor *dst, const struct td_tensor *src);
 
+/* shape.c */
+int td_wrap_dim(int64_t dim, int ndim, int64_t *out, struct td_err *err);
+td_make_fn td_make_reshape, td_make_view, td_make_flatten, td_make_transpose, td_make_t,
+    td_make_mt, td_make_permute, td_make_squeeze, td_make_unsqueeze, td_make_expand,
+    td_make_narrow, td_make_select, td_make_slice, td_make_contiguous, td_make_clone,
+    td_make_cat, td_make_stack, td_make_flip, td_make_repeat, td_make_tril, td_make_triu;
+#define make_reshape td_make_reshape
+#define make_view td_make_view
+#define make_flatten td_make_flatten
+#define make_transpose td_make_transpose
+#define make_t td_make_t
+#define make_mt td_make_mt
+#define make_permute td_make_permute
+#define make_squeeze td_make_squeeze
+#define make_unsqueeze td_make_unsqueeze
+#define make_expand td_make_expand
+#define make_narrow td_make_narrow
+#define make_select td_make_select
+#define make_slice td_make_slice
+#define make_contiguous td_make_contiguous
+#define make_clone td_make_clone
+#define make_cat td_make_cat
+#define make_stack td_make_stack
+#define make_flip td_make_flip
+#define make_repeat td_make_repeat
+#define make_tril td_make_tril
+#define make_triu td_make_triu
+
 /* matmul.c */
 td_shape_fn td_shape_matmul;
 td_dtype_fn td_dtype_rule_matmul;
