@@ -88,6 +88,14 @@ td_make_fn td_make_reshape, td_make_view, td_make_flatten, td_make_transpose, td
 #define make_tril td_make_tril
 #define make_triu td_make_triu
 
+/* reduce.c */
+td_shape_fn td_shape_reduce;
+td_dtype_fn td_dtype_rule_reduce;
+td_fwd_fn td_fwd_reduce;
+#define shape_reduce td_shape_reduce
+#define dtype_reduce td_dtype_rule_reduce
+#define fwd_reduce td_fwd_reduce
+
 /* matmul.c */
 td_shape_fn td_shape_matmul;
 td_dtype_fn td_dtype_rule_matmul;

@@ -1,0 +1,452 @@
+/* server/core/ops/reduce.c — reductions: sum, mean, prod, max, min, argmax, argmin, std, var,
+** norm, logsumexp, all, any.
+**
+** One walker visits every input element once, in C order, and folds it into the accumulator of
+** its output element (the input index with the reduced dims zeroed). Floats accumulate in double
+** and integers in wrapping 64-bit arithmetic, then results are stored in the result dtype. std
+** and var take two passes (mean first), as torch's two-pass algorithm does. Dtype rules and
+** error messages follow torch 1.13: sum and prod of integers give int64, mean/std/var/norm refuse
+** integers, max/min/argmax of an empty tensor need a dim, NaN wins max, min, argmax and argmin.
+*/
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "family.h"
+
+enum red_kind { R_SUM, R_MEAN, R_PROD, R_MAX, R_MIN, R_ARGMAX, R_ARGMIN, R_STD, R_VAR, R_NORM,
+                R_LOGSUMEXP, R_ALL, R_ANY };
+
+static enum red_kind kind_of(int op)
+{
+    switch (op) {
+    case TD_OP_SUM: return R_SUM;
+    case TD_OP_MEAN: return R_MEAN;
+    case TD_OP_PROD: return R_PROD;
+    case TD_OP_MAX: return R_MAX;
+    case TD_OP_MIN: return R_MIN;
+    case TD_OP_ARGMAX: return R_ARGMAX;
+    case TD_OP_ARGMIN: return R_ARGMIN;
+    case TD_OP_STD: return R_STD;
+    case TD_OP_VAR: return R_VAR;
+    case TD_OP_NORM: return R_NORM;
+    case TD_OP_LOGSUMEXP: return R_LOGSUMEXP;
+    case TD_OP_ALL: return R_ALL;
+    default: return R_ANY;
+    }
+}
+
+/* Single-dim reductions take `dim` (has_dim); the rest a list in `dims` (none: all dims). */
+static bool single_dim(enum red_kind k)
+{
+    return k == R_MAX || k == R_MIN || k == R_ARGMAX || k == R_ARGMIN || k == R_ALL || k == R_ANY;
+}
+
+/* Which dims are reduced; false when a dim is out of range or repeated (err set). */
+static int reduced_dims(const struct td_tensor *t, const struct td_op_args *a, enum red_kind k,
+                        bool *red, bool *all, struct td_err *err)
+{
+    memset(red, 0, sizeof(bool) * TD_MAX_DIMS);
+    *all = false;
+    if (single_dim(k) ? !a->has_dim : (!a->has_dims || a->ndims == 0)) {
+        *all = true;
+        for (int i = 0; i < t->ndim; i++) {
+            red[i] = true;
+        }
+        return 0;
+    }
+    int n = single_dim(k) ? 1 : a->ndims;
+    for (int i = 0; i < n; i++) {
+        int64_t d;
+        int rc = td_wrap_dim(single_dim(k) ? a->dim : a->dims[i], t->ndim, &d, err);
+        if (rc != 0) {
+            return rc;
+        }
+        if (t->ndim > 0 && red[d]) {
+            return td_err_set(err, TD_EINVAL, "dim %lld appears multiple times in the list of "
+                              "dims", (long long)d);
+        }
+        if (t->ndim > 0) {
+            red[d] = true;
+        }
+    }
+    return 0;
+}
+
+int td_shape_reduce(const struct td_operand *in, int nin, const struct td_op_args *a,
+                    int64_t *shape, int *ndim, struct td_err *err)
+{
+    (void)nin;
+    const struct td_tensor *t = in[0].t;
+    enum red_kind k = kind_of(a->op);
+    bool red[TD_MAX_DIMS], all;
+    int rc;
+    if (k == R_NORM && a->has_dims && a->ndims > 2) {
+        return td_err_set(err, TD_EINVAL, "Expected at most 2 dimensions, but got %d dimensions "
+                          "instead.", a->ndims);
+    }
+    if (k == R_NORM && a->ndims == 2) {
+        int64_t d0, d1;
+        if ((rc = td_wrap_dim(a->dims[0], t->ndim, &d0, err)) != 0 ||
+            (rc = td_wrap_dim(a->dims[1], t->ndim, &d1, err)) != 0) {
+            return rc;
+        }
+        if (d0 == d1) {
+            char sh[64];
+            return td_err_set(err, TD_EINVAL, "Expected dims to be different, got %s instead",
+                              td_shape_str(sh, sizeof sh, a->dims, 2));
+        }
+    }
+    if ((rc = reduced_dims(t, a, k, red, &all, err)) != 0) {
+        return rc;
+    }
+    bool needs_elements = k == R_MAX || k == R_MIN || k == R_ARGMAX || k == R_ARGMIN;
+    const char *name = td_ops[a->op].name;
+    if (needs_elements && all && t->numel == 0) {
+        return td_err_set(err, TD_EINVAL, "%s(): Expected reduction dim to be specified for "
+                          "input.numel() == 0.%s", name,
+                          k == R_MAX || k == R_MIN ? " Specify the reduction dim with the 'dim' "
+                                                     "argument." : "");
+    }
+    int n = 0;
+    for (int i = 0; i < t->ndim; i++) {
+        if (needs_elements && red[i] && !all && t->shape[i] == 0) {
+            return td_err_set(err, TD_EINVAL, "%s(): Expected reduction dim %d to have non-zero "
+                              "size.", name, i);
+        }
+        if (!red[i]) {
+            shape[n++] = t->shape[i];
+        } else if (a->keepdim) {
+            shape[n++] = 1;
+        }
+    }
+    *ndim = n;
+    return 0;
+}
+
+int td_dtype_rule_reduce(const struct td_operand *in, int nin, const struct td_op_args *a,
+                         enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    /* torch checks the dims (and emptiness) before the dtype, except for mean, std and var. */
+    int64_t shape[TD_MAX_DIMS];
+    int ndim;
+    enum red_kind k = kind_of(a->op);
+    int rc;
+    enum td_dtype dt = in[0].t->dtype;
+    bool dtype_first = (k == R_MEAN || k == R_STD || k == R_VAR) && !td_dtype_is_float(dt);
+    if (!dtype_first && (rc = td_shape_reduce(in, nin, a, shape, &ndim, err)) != 0) {
+        return rc;
+    }
+    bool fl = td_dtype_is_float(dt);
+    *compute = dt;
+    switch (k) {
+    case R_SUM:
+    case R_PROD:
+        *result = fl ? dt : TD_DTYPE_I64;
+        return 0;
+    case R_MEAN:
+        if (!fl) {
+            return td_err_set(err, TD_EDTYPE, "mean(): could not infer output dtype. Input dtype "
+                              "must be either a floating point or complex dtype. Got: %s",
+                              td_dtype_cname(dt));
+        }
+        break;
+    case R_STD:
+    case R_VAR:
+        if (!fl) {
+            return td_err_set(err, TD_EDTYPE, "std and var only support floating point and "
+                              "complex dtypes");
+        }
+        break;
+    case R_NORM:
+        if (!fl) {
+            return td_err_set(err, TD_EDTYPE, "norm(): input dtype should be either floating "
+                              "point or complex. Got %s instead.", td_dtype_cname(dt));
+        }
+        break;
+    case R_LOGSUMEXP:
+        *result = fl ? dt : TD_DTYPE_DEFAULT_FLOAT;
+        return 0;
+    case R_ARGMAX:
+    case R_ARGMIN:
+        /* torch has no bool kernel, but skips it when nothing is to be compared: an empty
+        ** result, or a reduced dim of size 1. */
+        if (dt == TD_DTYPE_BOOL) {
+            int64_t d = 0, numel = 1;
+            for (int i = 0; i < ndim; i++) {
+                numel *= shape[i];
+            }
+            bool skip = a->has_dim && in[0].t->ndim > 0 &&
+                        td_wrap_dim(a->dim, in[0].t->ndim, &d, NULL) == 0 &&
+                        (numel == 0 || in[0].t->shape[d] == 1);
+            if (!skip) {
+                return td_err_set(err, TD_EDTYPE, "\"%s_cpu\" not implemented for 'Bool'",
+                                  td_ops[a->op].name);
+            }
+        }
+        *result = TD_DTYPE_I64;
+        return 0;
+    case R_ALL:
+    case R_ANY:
+        *result = TD_DTYPE_BOOL;
+        return 0;
+    default:
+        break;
+    }
+    *result = dt;
+    return 0;
+}
+
+static double load_d(const char *p, enum td_dtype dt)
+{
+    switch (dt) {
+    case TD_DTYPE_F32: return *(const float *)p;
+    case TD_DTYPE_F64: return *(const double *)p;
+    case TD_DTYPE_I32: return *(const int32_t *)p;
+    case TD_DTYPE_I64: return (double)*(const int64_t *)p;
+    default: return *(const uint8_t *)p != 0;
+    }
+}
+
+static int64_t load_l(const char *p, enum td_dtype dt)
+{
+    switch (dt) {
+    case TD_DTYPE_I32: return *(const int32_t *)p;
+    case TD_DTYPE_I64: return *(const int64_t *)p;
+    case TD_DTYPE_BOOL: return *(const uint8_t *)p != 0;
+    default: return (int64_t)load_d(p, dt);
+    }
+}
+
+/* Calls visit(acc index, element pointer, index along the reduced dims) for every element. */
+struct walk {
+    const struct td_tensor *t;
+    int64_t ostride[TD_MAX_DIMS];   /* output element stride per input dim; 0 when reduced */
+    int64_t rstride[TD_MAX_DIMS];   /* position stride among reduced elements */
+};
+
+static void walk_init(struct walk *w, const struct td_tensor *t, const bool *red)
+{
+    w->t = t;
+    int64_t os = 1, rs = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        w->ostride[i] = red[i] ? 0 : os;
+        w->rstride[i] = red[i] ? rs : 0;
+        if (red[i]) {
+            rs *= t->shape[i];
+        } else {
+            os *= t->shape[i];
+        }
+    }
+}
+
+int td_fwd_reduce(struct td_tensor *out, const struct td_operand *in, int nin,
+                  const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    (void)nin;
+    const struct td_tensor *t = in[0].t;
+    enum red_kind k = kind_of(a->op);
+    bool red[TD_MAX_DIMS], all;
+    int rc = reduced_dims(t, a, k, red, &all, err);
+    if (rc != 0) {
+        return rc;
+    }
+    int64_t nout = out->numel, group = nout > 0 ? t->numel / nout : 0;
+    if (t->numel == 0) {
+        group = 0;
+        for (int i = 0, first = 1; i < t->ndim; i++) {
+            if (red[i]) {
+                group = first ? t->shape[i] : group * t->shape[i];
+                first = 0;
+            }
+        }
+    }
+    double *acc = td_calloc((size_t)(nout > 0 ? nout : 1), sizeof *acc);
+    int64_t *iacc = td_calloc((size_t)(nout > 0 ? nout : 1), sizeof *iacc);
+    double *aux = td_calloc((size_t)(nout > 0 ? nout : 1), sizeof *aux);
+    int64_t *ival = td_calloc((size_t)(nout > 0 ? nout : 1), sizeof *ival);
+    if (acc == NULL || iacc == NULL || aux == NULL || ival == NULL) {
+        rc = td_err_code(err, TD_ENOMEM);
+        goto out;
+    }
+    bool fl = td_dtype_is_float(compute);
+    /* initial values */
+    for (int64_t o = 0; o < nout; o++) {
+        switch (k) {
+        case R_PROD: acc[o] = 1; iacc[o] = 1; break;
+        case R_ALL: iacc[o] = 1; break;
+        case R_MAX: case R_MIN: case R_ARGMAX: case R_ARGMIN: case R_LOGSUMEXP:
+            acc[o] = NAN; iacc[o] = -1; aux[o] = -INFINITY; break;
+        default: break;
+        }
+    }
+    struct walk w;
+    walk_init(&w, t, red);
+    size_t es = td_dtype_size(t->dtype);
+    const char *base = t->storage->buf->data;
+    for (int pass = 0; pass < ((k == R_STD || k == R_VAR || k == R_LOGSUMEXP) ? 2 : 1); pass++) {
+        int64_t idx[TD_MAX_DIMS] = {0}, off = t->offset, o = 0, r = 0;
+        for (int64_t n = 0; n < t->numel; n++) {
+            const char *p = base + off * (int64_t)es;
+            switch (k) {
+            case R_SUM:
+            case R_MEAN:
+                if (fl) {
+                    acc[o] += load_d(p, t->dtype);
+                } else {
+                    iacc[o] = (int64_t)((uint64_t)iacc[o] + (uint64_t)load_l(p, t->dtype));
+                }
+                break;
+            case R_PROD:
+                if (fl) {
+                    acc[o] *= load_d(p, t->dtype);
+                } else {
+                    iacc[o] = (int64_t)((uint64_t)iacc[o] * (uint64_t)load_l(p, t->dtype));
+                }
+                break;
+            case R_NORM: {
+                double v = load_d(p, t->dtype);
+                acc[o] += v * v;
+                break;
+            }
+            case R_ALL:
+                iacc[o] &= load_d(p, t->dtype) != 0;
+                break;
+            case R_ANY:
+                iacc[o] |= load_d(p, t->dtype) != 0;
+                break;
+            case R_STD:
+            case R_VAR:
+                if (pass == 0) {
+                    acc[o] += load_d(p, t->dtype);
+                } else {
+                    double dv = load_d(p, t->dtype) - acc[o] / (double)group;
+                    aux[o] += dv * dv;
+                }
+                break;
+            case R_LOGSUMEXP: {
+                double v = load_d(p, t->dtype);
+                if (pass == 0) {
+                    aux[o] = (v > aux[o] || isnan(v)) ? v : aux[o];
+                } else {
+                    double m = isinf(aux[o]) ? 0 : aux[o];
+                    acc[o] = (isnan(acc[o]) ? 0 : acc[o]) + exp(v - m);
+                }
+                break;
+            }
+            default: {  /* max, min, argmax, argmin: the first NaN wins, else the first extreme */
+                bool take, hi = k == R_MAX || k == R_ARGMAX;
+                if (fl) {
+                    double v = load_d(p, t->dtype);
+                    take = iacc[o] < 0 || (!isnan(acc[o]) && (isnan(v) || (hi ? v > acc[o]
+                                                                               : v < acc[o])));
+                    if (take) {
+                        acc[o] = v;
+                    }
+                } else {
+                    /* integers compare exactly; the best value is kept in ival */
+                    int64_t v = load_l(p, t->dtype);
+                    take = iacc[o] < 0 || (hi ? v > ival[o] : v < ival[o]);
+                    if (take) {
+                        ival[o] = v;
+                    }
+                }
+                if (take) {
+                    iacc[o] = r;
+                }
+                break;
+            }
+            }
+            for (int d = t->ndim - 1; d >= 0; d--) {
+                if (++idx[d] < t->shape[d]) {
+                    off += t->strides[d];
+                    o += w.ostride[d];
+                    r += w.rstride[d];
+                    break;
+                }
+                off -= (idx[d] - 1) * t->strides[d];
+                o -= (idx[d] - 1) * w.ostride[d];
+                r -= (idx[d] - 1) * w.rstride[d];
+                idx[d] = 0;
+            }
+        }
+    }
+    /* store */
+    char *ob = out->storage->buf->data;
+    size_t oes = td_dtype_size(out->dtype);
+    int64_t oidx[TD_MAX_DIMS] = {0}, ooff = out->offset;
+    for (int64_t o = 0; o < nout; o++) {
+        char *dst = ob + ooff * (int64_t)oes;
+        double v = 0;
+        int64_t iv = 0;
+        bool use_int = false;
+        switch (k) {
+        case R_SUM: case R_PROD:
+            if (fl) {
+                v = acc[o];
+            } else {
+                iv = iacc[o];
+                use_int = true;
+            }
+            break;
+        case R_MEAN: v = group > 0 ? acc[o] / (double)group : NAN; break;
+        case R_NORM: v = sqrt(acc[o]); break;
+        case R_STD: case R_VAR: {
+            /* torch divides by max(0, N - correction): 0/0 is NaN, x/0 is inf. */
+            double den = (double)group - a->correction;
+            double var = group == 0 ? NAN : aux[o] / (den > 0 ? den : 0.0);
+            v = k == R_STD ? sqrt(var) : var;
+            break;
+        }
+        case R_LOGSUMEXP:
+            if (group == 0) {
+                v = -INFINITY;
+            } else {
+                double m = isinf(aux[o]) ? 0 : aux[o];
+                v = isnan(aux[o]) ? NAN : m + log(acc[o]);
+            }
+            break;
+        case R_ALL: case R_ANY: iv = iacc[o]; use_int = true; break;
+        case R_ARGMAX: case R_ARGMIN: iv = iacc[o] < 0 ? 0 : iacc[o]; use_int = true; break;
+        default:  /* max / min keep the input dtype, exactly */
+            if (fl) {
+                v = acc[o];
+            } else {
+                iv = ival[o];
+                use_int = true;
+            }
+            break;
+        }
+        if (use_int) {
+            switch (out->dtype) {
+            case TD_DTYPE_I64: *(int64_t *)dst = iv; break;
+            case TD_DTYPE_I32: *(int32_t *)dst = (int32_t)iv; break;
+            case TD_DTYPE_BOOL: *(uint8_t *)dst = iv != 0; break;
+            case TD_DTYPE_F32: *(float *)dst = (float)iv; break;
+            default: *(double *)dst = (double)iv; break;
+            }
+        } else {
+            switch (out->dtype) {
+            case TD_DTYPE_F32: *(float *)dst = (float)v; break;
+            case TD_DTYPE_F64: *(double *)dst = v; break;
+            case TD_DTYPE_I64: *(int64_t *)dst = (int64_t)v; break;
+            case TD_DTYPE_I32: *(int32_t *)dst = (int32_t)v; break;
+            default: *(uint8_t *)dst = v != 0; break;
+            }
+        }
+        for (int d = out->ndim - 1; d >= 0; d--) {
+            if (++oidx[d] < out->shape[d]) {
+                ooff += out->strides[d];
+                break;
+            }
+            ooff -= (oidx[d] - 1) * out->strides[d];
+            oidx[d] = 0;
+        }
+    }
+out:
+    td_free(acc);
+    td_free(iacc);
+    td_free(aux);
+    td_free(ival);
+    return rc;
+}
