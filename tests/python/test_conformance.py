@@ -393,3 +393,72 @@ def test_reductions_with_torch(checker):
     assert not checker.failures, "%d of %d cases differ from torch:\n%s" % (
         len(checker.failures), checker.cases, "\n".join(checker.failures[:40]))
     assert checker.cases >= 2000
+
+
+def test_nn_ops_with_torch(checker):
+    import torch.nn.functional as F
+    rng = random.Random(5)
+    c = checker.conn
+    fdt = ["float32", "float64"]
+    for _ in range(60):
+        n, k, m, b = rng.randint(0, 4), rng.randint(1, 4), rng.randint(1, 4), rng.randint(1, 3)
+        da = rng.choice(fdt + ["int64"])
+        db = da if rng.random() < 0.8 else rng.choice(fdt)
+        shapes = [((n, k), (k if rng.random() < 0.85 else k + 1, m)), ((k,), (k, m)),
+                  ((b, n, k), (b, k, m)), ((b, n, k), (b + 1, k, m)), ((n,), (m,)),
+                  ((n, k), (m,))]
+        sa, sb = rng.choice(shapes)
+        x, y = make_values(rng, da, sa), make_values(rng, db, sb)
+        hx, hy = c.tensor(x), c.tensor(y)
+        tx, ty = torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
+        for op, fn in [("mm", torch.mm), ("bmm", torch.bmm), ("outer", torch.outer)]:
+            checker.run(op, "%s(%s %s, %s %s)" % (op, da, sa, db, sb), lambda: fn(tx, ty),
+                        lambda: c.op(op, [H(hx), H(hy)]))
+        c.free(hx, hy)
+    for _ in range(80):
+        shape = rng.choice([(), (5,), (2, 3), (3, 1, 4), (0, 3)])
+        dt = rng.choice(fdt + ["int64"])
+        nd = len(shape)
+        d = rng.randint(-nd - 1, nd) if nd else rng.choice([0, -1, 1])
+        x = make_values(rng, dt, shape)
+        hx = c.tensor(x)
+        tx = torch.from_numpy(x.copy())
+        checker.run("softmax", "softmax(%s %s, %d)" % (dt, shape, d),
+                    lambda: torch.softmax(tx, d), lambda: c.op("softmax", [H(hx)], dim=d))
+        checker.run("log_softmax", "log_softmax(%s %s, %d)" % (dt, shape, d),
+                    lambda: torch.log_softmax(tx, d),
+                    lambda: c.op("log_softmax", [H(hx)], dim=d))
+        y = make_values(rng, rng.choice(fdt + ["int64"]), broadcastable(rng, shape))
+        hy = c.tensor(y)
+        ty = torch.from_numpy(y.copy())
+        if y.shape == x.shape:  # torch warns (and broadcasts) otherwise; we only compare equal
+            checker.run("mse_loss", "mse_loss(%s %s, %s %s)" % (dt, shape, y.dtype, y.shape),
+                        lambda: F.mse_loss(tx, ty), lambda: c.op("mse_loss", [H(hx), H(hy)]))
+        c.free(hx, hy)
+    for _ in range(80):
+        n, cl = rng.randint(1, 5), rng.randint(1, 5)
+        dt = rng.choice(fdt)
+        one = rng.random() < 0.2
+        x = make_values(rng, dt, (cl,) if one else (n, cl))
+        tdt = "int64" if rng.random() < 0.9 else "int32"
+        hi = cl if rng.random() < 0.9 else cl + 2
+        t = np.array(rng.randint(0, hi - 1) if one else
+                     [rng.randint(0, hi - 1) for _ in range(n if rng.random() < 0.9 else n + 1)],
+                     dtype=tdt)
+        hx, ht = c.tensor(x), c.tensor(t)
+        tx, tt = torch.from_numpy(x.copy()), torch.from_numpy(t.copy())
+        checker.run("cross_entropy", "cross_entropy(%s %s, %s %s)" % (dt, x.shape, tdt, t.shape),
+                    lambda: F.cross_entropy(tx, tt),
+                    lambda: c.op("cross_entropy", [H(hx), H(ht)]))
+        w = make_values(rng, dt, (rng.randint(1, 4), x.shape[-1] if rng.random() < 0.9 else 7))
+        bias = make_values(rng, dt, (w.shape[0] if rng.random() < 0.9 else 5,))
+        hw, hb = c.tensor(w), c.tensor(bias)
+        tw, tb = torch.from_numpy(w.copy()), torch.from_numpy(bias.copy())
+        checker.run("linear", "linear(%s, %s, %s)" % (x.shape, w.shape, bias.shape),
+                    lambda: F.linear(tx, tw, tb), lambda: c.op("linear", [H(hx), H(hw), H(hb)]))
+        checker.run("linear", "linear(%s, %s)" % (x.shape, w.shape),
+                    lambda: F.linear(tx, tw), lambda: c.op("linear", [H(hx), H(hw)]))
+        c.free(hx, ht, hw, hb)
+    assert not checker.failures, "%d of %d cases differ from torch:\n%s" % (
+        len(checker.failures), checker.cases, "\n".join(checker.failures[:40]))
+    assert c.stats().session_tensors == 0

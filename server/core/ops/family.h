@@ -96,6 +96,18 @@ td_fwd_fn td_fwd_reduce;
 #define dtype_reduce td_dtype_rule_reduce
 #define fwd_reduce td_fwd_reduce
 
+/* nn.c */
+td_make_fn td_make_mm, td_make_bmm, td_make_outer, td_make_softmax, td_make_log_softmax,
+    td_make_mse_loss, td_make_cross_entropy, td_make_linear;
+#define make_mm td_make_mm
+#define make_bmm td_make_bmm
+#define make_outer td_make_outer
+#define make_softmax td_make_softmax
+#define make_log_softmax td_make_log_softmax
+#define make_mse_loss td_make_mse_loss
+#define make_cross_entropy td_make_cross_entropy
+#define make_linear td_make_linear
+
 /* matmul.c */
 td_shape_fn td_shape_matmul;
 td_dtype_fn td_dtype_rule_matmul;

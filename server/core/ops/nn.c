@@ -1,0 +1,284 @@
+/* server/core/ops/nn.c — linear algebra and network helpers: mm, bmm, outer, softmax,
+** log_softmax, mse_loss, cross_entropy, linear.
+**
+** Each checks its inputs the way torch 1.13 does (and says so in torch's words), then is built
+** from the core's tested ops through td_op_apply: softmax is exp(x - max) / sum, cross_entropy is
+** the mean of the picked -log_softmax entries, linear is x @ W.T + b. Intermediates are charged
+** to the caller's quota like any tensor.
+*/
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "family.h"
+
+/* td_op_apply on tensors a and (optionally) b, with args. */
+static int run(enum td_op_id op, struct td_tensor *a, struct td_tensor *b,
+               const struct td_op_args *args, struct td_quota *q, struct td_tensor **out,
+               struct td_err *err)
+{
+    struct td_operand in[2] = {{.t = a}, {.t = b}};
+    return td_op_apply(op, in, b != NULL ? 2 : 1, args, false, q, out, err);
+}
+
+int td_make_mm(struct td_tensor **out, const struct td_operand *in, int nin,
+               const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    if (in[1].t == NULL || in[0].t->ndim != 2) {
+        return td_err_set(err, TD_ESHAPE, "self must be a matrix");
+    }
+    if (in[1].t->ndim != 2) {
+        return td_err_set(err, TD_ESHAPE, "mat2 must be a matrix");
+    }
+    return run(TD_OP_MATMUL, in[0].t, in[1].t, a, q, out, err);
+}
+
+int td_make_bmm(struct td_tensor **out, const struct td_operand *in, int nin,
+                const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    const struct td_tensor *x = in[0].t, *y = in[1].t;
+    if (x->ndim != 3) {
+        return td_err_set(err, TD_ESHAPE, "batch1 must be a 3D tensor");
+    }
+    if (y == NULL || y->ndim != 3) {
+        return td_err_set(err, TD_ESHAPE, "batch2 must be a 3D tensor");
+    }
+    if (y->shape[0] != x->shape[0] || y->shape[1] != x->shape[2]) {
+        return td_err_set(err, TD_ESHAPE, "Expected size for first two dimensions of batch2 "
+                          "tensor to be: [%lld, %lld] but got: [%lld, %lld].",
+                          (long long)x->shape[0], (long long)x->shape[2], (long long)y->shape[0],
+                          (long long)y->shape[1]);
+    }
+    if (x->numel == 0 || y->numel == 0) {
+        /* torch skips its kernel (and its dtype check) for empty batches: zeros, promoted. */
+        int64_t shape[3] = {x->shape[0], x->shape[1], y->shape[2]};
+        return td_tensor_full(out, td_dtype_promote(x->dtype, y->dtype), shape, 3,
+                              td_scalar_i(0), q, err);
+    }
+    return run(TD_OP_MATMUL, in[0].t, in[1].t, a, q, out, err);
+}
+
+/* outer(a, b) = a[:, None] * b, promoted. */
+int td_make_outer(struct td_tensor **out, const struct td_operand *in, int nin,
+                  const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    (void)a;
+    if (in[0].t->ndim != 1) {
+        return td_err_set(err, TD_ESHAPE, "outer: Expected 1-D argument self, but got %d-D",
+                          in[0].t->ndim);
+    }
+    if (in[1].t == NULL || in[1].t->ndim != 1) {
+        return td_err_set(err, TD_ESHAPE, "outer: Expected 1-D argument vec2, but got %d-D",
+                          in[1].t != NULL ? in[1].t->ndim : 0);
+    }
+    struct td_op_args ua;
+    td_op_args_init(&ua);
+    ua.dim = 1;
+    struct td_tensor *col;
+    int rc = td_make_unsqueeze(&col, in, 1, &ua, q, err);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = run(TD_OP_MUL, col, in[1].t, NULL, q, out, err);
+    td_tensor_unref(col);
+    return rc;
+}
+
+/* softmax / log_softmax over `dim`: exp(x - max) / sum(exp(x - max)), or its log. */
+static int softmax_common(struct td_tensor **out, struct td_tensor *x, int64_t dim, bool log_,
+                          struct td_quota *q, struct td_err *err)
+{
+    int64_t d;
+    int rc;
+    if ((rc = td_wrap_dim(dim, x->ndim, &d, err)) != 0) {
+        return rc;
+    }
+    if (x->numel == 0) {
+        return td_tensor_empty(out, x->dtype, x->shape, x->ndim, q, err);  /* no kernel runs */
+    }
+    if (!td_dtype_is_float(x->dtype)) {
+        bool last = x->ndim == 0 || d == x->ndim - 1;
+        return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for '%s'",
+                          last ? (log_ ? "log_softmax_lastdim_kernel_impl"
+                                       : "softmax_lastdim_kernel_impl")
+                               : "softmax_kernel_impl",
+                          td_dtype_cname(x->dtype));
+    }
+    struct td_op_args ma, sa;
+    td_op_args_init(&ma);
+    ma.dim = d;
+    ma.has_dim = true;
+    ma.keepdim = true;
+    td_op_args_init(&sa);
+    sa.dims[0] = d;
+    sa.ndims = 1;
+    sa.has_dims = true;
+    sa.keepdim = true;
+    struct td_tensor *m = NULL, *shifted = NULL, *e = NULL, *s = NULL, *ls = NULL;
+    if ((rc = run(TD_OP_MAX, x, NULL, &ma, q, &m, err)) != 0 ||
+        (rc = run(TD_OP_SUB, x, m, NULL, q, &shifted, err)) != 0 ||
+        (rc = run(TD_OP_EXP, shifted, NULL, NULL, q, &e, err)) != 0 ||
+        (rc = run(TD_OP_SUM, e, NULL, &sa, q, &s, err)) != 0) {
+        goto out;
+    }
+    if (log_) {
+        if ((rc = run(TD_OP_LOG, s, NULL, NULL, q, &ls, err)) == 0) {
+            rc = run(TD_OP_SUB, shifted, ls, NULL, q, out, err);
+        }
+    } else {
+        rc = run(TD_OP_DIV, e, s, NULL, q, out, err);
+    }
+out:
+    td_tensor_unref(ls);
+    td_tensor_unref(s);
+    td_tensor_unref(e);
+    td_tensor_unref(shifted);
+    td_tensor_unref(m);
+    return rc;
+}
+
+int td_make_softmax(struct td_tensor **out, const struct td_operand *in, int nin,
+                    const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    return softmax_common(out, in[0].t, a->dim, false, q, err);
+}
+
+int td_make_log_softmax(struct td_tensor **out, const struct td_operand *in, int nin,
+                        const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    return softmax_common(out, in[0].t, a->dim, true, q, err);
+}
+
+/* mse_loss(input, target) = mean((input - target)^2), broadcast and promoted. */
+int td_make_mse_loss(struct td_tensor **out, const struct td_operand *in, int nin,
+                     const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    (void)a;
+    if (in[1].t == NULL) {
+        return td_err_set(err, TD_EINVAL, "mse_loss(): argument 'target' must be Tensor");
+    }
+    enum td_dtype dt = td_result_type(in, 2);
+    if (!td_dtype_is_float(dt)) {
+        return td_err_set(err, TD_EDTYPE, "\"mse_cpu\" not implemented for '%s'",
+                          td_dtype_cname(dt));
+    }
+    struct td_tensor *diff = NULL, *sq = NULL;
+    int rc;
+    if ((rc = run(TD_OP_SUB, in[0].t, in[1].t, NULL, q, &diff, err)) == 0 &&
+        (rc = run(TD_OP_MUL, diff, diff, NULL, q, &sq, err)) == 0) {
+        rc = run(TD_OP_MEAN, sq, NULL, NULL, q, out, err);
+    }
+    td_tensor_unref(sq);
+    td_tensor_unref(diff);
+    return rc;
+}
+
+/* cross_entropy(input [C] or [N, C], target class indices [] or [N]), mean reduction. */
+int td_make_cross_entropy(struct td_tensor **out, const struct td_operand *in, int nin,
+                          const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    (void)a;
+    struct td_tensor *x = in[0].t, *t = in[1].t;
+    if (t == NULL) {
+        return td_err_set(err, TD_EINVAL, "cross_entropy(): argument 'target' must be Tensor");
+    }
+    if (x->ndim < 1 || x->ndim > 2) {
+        return td_err_set(err, TD_EUNSUP, "cross_entropy: inputs of shape [C] or [N, C] are "
+                          "supported, got %d dims", x->ndim);
+    }
+    int64_t n = x->ndim == 2 ? x->shape[0] : 1, c = x->shape[x->ndim - 1];
+    int64_t tn = t->ndim == 0 ? 1 : t->shape[0];
+    if (x->ndim == 2 && (t->ndim != 1 || tn != n)) {
+        return td_err_set(err, TD_ESHAPE, "Expected input batch_size (%lld) to match target "
+                          "batch_size (%lld).", (long long)n, (long long)(t->ndim ? tn : 0));
+    }
+    if (x->ndim == 1 && t->ndim != 0) {
+        return td_err_set(err, TD_ESHAPE, "Expected input batch_size (1) to match target "
+                          "batch_size (%lld).", (long long)tn);
+    }
+    struct td_tensor *lsm = NULL;
+    int rc = softmax_common(&lsm, x, -1, true, q, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if (t->dtype != TD_DTYPE_I64) {
+        td_tensor_unref(lsm);
+        return td_err_set(err, TD_EDTYPE, "expected scalar type Long but found %s",
+                          td_dtype_cname(t->dtype));
+    }
+    double sum = 0;
+    const char *tb = t->storage->buf->data;
+    const char *lb = lsm->storage->buf->data;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t cls = ((const int64_t *)tb)[t->offset + (t->ndim ? i * t->strides[0] : 0)];
+        if (cls < 0 || cls >= c) {
+            td_tensor_unref(lsm);
+            return td_err_set(err, TD_EINVAL, "Target %lld is out of bounds.", (long long)cls);
+        }
+        int64_t off = lsm->offset + (x->ndim == 2 ? i * lsm->strides[0] : 0) +
+                      cls * lsm->strides[lsm->ndim - 1];
+        sum -= x->dtype == TD_DTYPE_F32 ? (double)((const float *)lb)[off]
+                                        : ((const double *)lb)[off];
+    }
+    td_tensor_unref(lsm);
+    if ((rc = td_tensor_empty(out, x->dtype, NULL, 0, q, err)) != 0) {
+        return rc;
+    }
+    double v = n > 0 ? sum / (double)n : NAN;
+    if (x->dtype == TD_DTYPE_F32) {
+        *(float *)td_tensor_data(*out) = (float)v;
+    } else {
+        *(double *)td_tensor_data(*out) = v;
+    }
+    return 0;
+}
+
+/* linear(x, W[, b]) = x @ W.T (+ b); the bias must expand to the product's shape. */
+int td_make_linear(struct td_tensor **out, const struct td_operand *in, int nin,
+                   const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)a;
+    if (nin < 2 || nin > 3 || in[1].t == NULL || (nin == 3 && in[2].t == NULL)) {
+        return td_err_set(err, TD_EINVAL, "linear(input, weight, bias=None) takes 2 or 3 "
+                          "tensors");
+    }
+    struct td_tensor *wt = NULL, *prod = NULL, *bias = NULL;
+    struct td_op_args ta;
+    td_op_args_init(&ta);
+    int rc;
+    if (in[1].t->ndim == 2) {
+        rc = td_make_t(&wt, &in[1], 1, &ta, q, err);
+    } else {
+        wt = td_tensor_ref(in[1].t);
+        rc = 0;
+    }
+    if (rc != 0 || (rc = run(TD_OP_MATMUL, in[0].t, wt, NULL, q, &prod, err)) != 0) {
+        goto out;
+    }
+    if (nin == 2) {
+        *out = td_tensor_ref(prod);
+        goto out;
+    }
+    struct td_op_args ea;
+    td_op_args_init(&ea);
+    for (int i = 0; i < prod->ndim; i++) {
+        ea.dims[i] = prod->shape[i];
+    }
+    ea.ndims = prod->ndim;
+    ea.has_dims = true;
+    if ((rc = td_make_expand(&bias, &in[2], 1, &ea, q, err)) == 0) {
+        rc = run(TD_OP_ADD, prod, bias, NULL, q, out, err);
+    }
+out:
+    td_tensor_unref(bias);
+    td_tensor_unref(prod);
+    td_tensor_unref(wt);
+    return rc;
+}
