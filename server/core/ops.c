@@ -221,6 +221,7 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
         td_op_args_init(&local);
     }
     local.op = (int)id;
+    local.inplace = inplace;
     args = &local;
     if (op->make != NULL) {
         if (inplace) {

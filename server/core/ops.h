@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 
+#include "rng.h"
 #include "tensor.h"
 
 enum td_op_id {
@@ -42,7 +43,9 @@ struct td_op_args {
     bool has_dtype;              /* to() */
     enum td_dtype dtype;
     double correction;           /* std / var; 1 unless given */
+    struct td_rng *rng;          /* the session's generator, for random ops (borrowed) */
     int op;                      /* set by td_op_apply: the op being run (enum td_op_id) */
+    bool inplace;                /* set by td_op_apply */
 };
 
 /* torch's defaults: no dims, dim 0, correction 1. */

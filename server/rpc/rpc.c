@@ -513,6 +513,7 @@ static int run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     if ((rc = wire_args(m->args, &args, err)) != 0) {
         return rc;
     }
+    args.rng = &s->rng;
     struct td_tensor *t = NULL;
     if ((rc = td_op_apply(op, in, (int)m->n_inputs, &args, m->inplace, &s->quota, &t, err)) != 0) {
         return rc;

@@ -108,6 +108,31 @@ td_make_fn td_make_mm, td_make_bmm, td_make_outer, td_make_softmax, td_make_log_
 #define make_cross_entropy td_make_cross_entropy
 #define make_linear td_make_linear
 
+/* create.c */
+td_make_fn td_make_empty, td_make_randint, td_make_linspace, td_make_eye, td_make_zeros_like,
+    td_make_ones_like, td_make_empty_like, td_make_full_like, td_make_rand_like,
+    td_make_randn_like;
+td_dtype_fn td_dtype_rule_self;
+td_shape_fn td_shape_self;
+td_fwd_fn td_fwd_fill, td_fwd_zero, td_fwd_copy, td_fwd_uniform, td_fwd_normal;
+#define make_empty td_make_empty
+#define make_randint td_make_randint
+#define make_linspace td_make_linspace
+#define make_eye td_make_eye
+#define make_zeros_like td_make_zeros_like
+#define make_ones_like td_make_ones_like
+#define make_empty_like td_make_empty_like
+#define make_full_like td_make_full_like
+#define make_rand_like td_make_rand_like
+#define make_randn_like td_make_randn_like
+#define dtype_self td_dtype_rule_self
+#define shape_self td_shape_self
+#define fwd_fill td_fwd_fill
+#define fwd_zero td_fwd_zero
+#define fwd_copy td_fwd_copy
+#define fwd_uniform td_fwd_uniform
+#define fwd_normal td_fwd_normal
+
 /* matmul.c */
 td_shape_fn td_shape_matmul;
 td_dtype_fn td_dtype_rule_matmul;
