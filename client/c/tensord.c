@@ -818,13 +818,14 @@ int tensord_manual_seed(struct tensord *c, uint64_t seed, struct tensord_error *
     return roundtrip(c, &req, NULL, 0, &p, NULL, NULL, err);
 }
 
-#define MAX_INPUTS 8
+#define MAX_INPUTS 64
 
-/* Fills an op request; operands and scalars live in the caller's arrays. */
+/* Fills an op request; operands, scalars and args live in the caller's storage. */
 static int build_op(Tensord__Request *req, Tensord__RunOp *m, Tensord__Operand *ops,
-                    Tensord__Operand **ptrs, Tensord__Scalar *sc, const char *name, uint64_t out,
-                    const struct tensord_operand *inputs, int nin, bool inplace,
-                    struct tensord_error *err)
+                    Tensord__Operand **ptrs, Tensord__Scalar *sc, Tensord__OpArgs *wa,
+                    Tensord__Scalar *lim, const char *name, uint64_t out,
+                    const struct tensord_operand *inputs, int nin,
+                    const struct tensord_op_args *args, bool inplace, struct tensord_error *err)
 {
     int code = op_code(name, err);
     if (code < 0) {
@@ -853,35 +854,87 @@ static int build_op(Tensord__Request *req, Tensord__RunOp *m, Tensord__Operand *
     m->inputs = ptrs;
     m->n_inputs = (size_t)nin;
     m->inplace = inplace;
+    if (args != NULL) {
+        int rc;
+        if (args->ndims < 0 || args->ndims > TENSORD_MAX_DIMS) {
+            return set_err(err, TENSORD_E_USAGE, "ndims %d is outside 0..%d", args->ndims,
+                           TENSORD_MAX_DIMS);
+        }
+        tensord__op_args__init(wa);
+        wa->dims = (int64_t *)args->dims;
+        wa->n_dims = (size_t)args->ndims;
+        wa->has_dims = args->has_dims || args->ndims > 0;
+        wa->keepdim = args->keepdim;
+        wa->dim = args->dim;
+        wa->dim2 = args->dim2;
+        wa->has_dim = args->has_dim;
+        wa->start = args->start;
+        wa->end = args->end;
+        wa->step = args->step;
+        if (args->has_min) {
+            if ((rc = to_scalar(args->min, &lim[0], err)) != 0) {
+                return rc;
+            }
+            wa->min = &lim[0];
+        }
+        if (args->has_max) {
+            if ((rc = to_scalar(args->max, &lim[1], err)) != 0) {
+                return rc;
+            }
+            wa->max = &lim[1];
+        }
+        wa->dtype = (Tensord__DType)args->dtype;
+        wa->has_correction = args->has_correction;
+        wa->correction = args->correction;
+        m->args = wa;
+    }
     req->body_case = TENSORD__REQUEST__BODY_RUN_OP;
     req->run_op = m;
     return 0;
+}
+
+int tensord_send_op_ex(struct tensord *c, const char *name, uint64_t out,
+                       const struct tensord_operand *inputs, int nin,
+                       const struct tensord_op_args *args, bool inplace, uint64_t *id,
+                       struct tensord_error *err)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__RunOp m = TENSORD__RUN_OP__INIT;
+    Tensord__Operand ops[MAX_INPUTS], *ptrs[MAX_INPUTS];
+    Tensord__Scalar sc[MAX_INPUTS], lim[2];
+    Tensord__OpArgs wa;
+    struct pending p = {0};
+    int rc = build_op(&req, &m, ops, ptrs, sc, &wa, lim, name, out, inputs, nin, args, inplace,
+                      err);
+    return rc != 0 ? rc : queue(c, &req, NULL, 0, &p, id, err);
 }
 
 int tensord_send_op(struct tensord *c, const char *name, uint64_t out,
                     const struct tensord_operand *inputs, int nin, bool inplace, uint64_t *id,
                     struct tensord_error *err)
 {
-    Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__RunOp m = TENSORD__RUN_OP__INIT;
-    Tensord__Operand ops[MAX_INPUTS], *ptrs[MAX_INPUTS];
-    Tensord__Scalar sc[MAX_INPUTS];
-    struct pending p = {0};
-    int rc = build_op(&req, &m, ops, ptrs, sc, name, out, inputs, nin, inplace, err);
-    return rc != 0 ? rc : queue(c, &req, NULL, 0, &p, id, err);
+    return tensord_send_op_ex(c, name, out, inputs, nin, NULL, inplace, id, err);
+}
+
+int tensord_op_ex(struct tensord *c, const char *name, uint64_t out,
+                  const struct tensord_operand *inputs, int nin,
+                  const struct tensord_op_args *args, bool inplace, struct tensord_info *info,
+                  struct tensord_error *err)
+{
+    int rc;
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 ||
+        (rc = tensord_send_op_ex(c, name, out, inputs, nin, args, inplace, NULL, err)) != 0) {
+        return rc;
+    }
+    return complete(c, info, NULL, err);
 }
 
 int tensord_op(struct tensord *c, const char *name, uint64_t out,
                const struct tensord_operand *inputs, int nin, bool inplace,
                struct tensord_info *info, struct tensord_error *err)
 {
-    int rc;
-    clear_err(err);
-    if ((rc = busy(c, err)) != 0 ||
-        (rc = tensord_send_op(c, name, out, inputs, nin, inplace, NULL, err)) != 0) {
-        return rc;
-    }
-    return complete(c, info, NULL, err);
+    return tensord_op_ex(c, name, out, inputs, nin, NULL, inplace, info, err);
 }
 
 static void build_get(Tensord__Request *req, Tensord__Get *m, uint64_t handle, bool meta_only,

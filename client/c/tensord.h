@@ -180,13 +180,45 @@ int tensord_arange(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
 /* torch.manual_seed(seed) for this session. */
 int tensord_manual_seed(struct tensord *c, uint64_t seed, struct tensord_error *err);
 
-/* Runs op `name` (PyTorch's name: "add", "sub", "mul", "div", "matmul") on `nin` inputs. Out of
+/* Runs op `name` (PyTorch's name: "add", "matmul", "exp", "sum", "reshape" ... every op in the
+** protocol's Op enum, OP_<NAME>) on `nin` inputs. Out of
 ** place the result becomes handle `out`; with `inplace` (add_, sub_, mul_, div_) inputs[0] must be
 ** a handle, which is updated, and `out` must be 0 or that handle. `info` (may be NULL) receives
 ** the result's dtype and shape. */
 int tensord_op(struct tensord *c, const char *name, uint64_t out,
                const struct tensord_operand *inputs, int nin, bool inplace,
                struct tensord_info *info, struct tensord_error *err);
+
+/* An op's keyword arguments (PyTorch's names), for tensord_op_ex. Zero-initialise, then set
+** what the op takes: reductions `dims`/`ndims` (or `dim` with has_dim for max, argmax, all ...)
+** and `keepdim`; views `dims` (reshape, permute, expand, repeat, flip), `dim`/`dim2` (transpose,
+** squeeze, unsqueeze, select with `start` as the index, narrow with `start` and `end` as the
+** length, slice with `start`, `end`, `step`, cat/stack/softmax); clamp/full_like/randint/uniform_
+** `min`/`max`; `dtype` for to() and creation ops; `correction` for std/var. */
+struct tensord_op_args {
+    int64_t dims[TENSORD_MAX_DIMS];
+    int ndims;
+    bool has_dims;
+    bool keepdim;
+    int64_t dim, dim2;
+    bool has_dim;
+    int64_t start, end, step;
+    bool has_min, has_max;
+    struct tensord_operand min, max;   /* numbers */
+    enum tensord_dtype dtype;          /* TENSORD_DTYPE_INFER: none */
+    bool has_correction;
+    double correction;
+};
+
+/* tensord_op with keyword arguments (args may be NULL). */
+int tensord_op_ex(struct tensord *c, const char *name, uint64_t out,
+                  const struct tensord_operand *inputs, int nin,
+                  const struct tensord_op_args *args, bool inplace, struct tensord_info *info,
+                  struct tensord_error *err);
+int tensord_send_op_ex(struct tensord *c, const char *name, uint64_t out,
+                       const struct tensord_operand *inputs, int nin,
+                       const struct tensord_op_args *args, bool inplace, uint64_t *id,
+                       struct tensord_error *err);
 
 /* Reads tensor `handle`: dtype and shape into `info` (may be NULL), and its bytes into `buf` when
 ** buf is not NULL (cap must be at least the tensor's nbytes: else TENSORD_E_BUFFER and nothing

@@ -357,6 +357,67 @@ static void test_heavy_op_does_not_block_others(void **state)
     tensord_disconnect(b);
 }
 
+/* The wider op set through libtensord, with keyword arguments: torch.arange(6).reshape(2, 3),
+** .sum(1, keepdim=True), x[0].fill_(7) writing through a view, softmax, and a pipelined cat. */
+static void test_ops_with_arguments(void **state)
+{
+    (void)state;
+    struct tensord *c = open_session(&daemon_);
+    struct tensord_error err;
+    struct tensord_info info;
+    assert_int_equal(tensord_arange(c, 1, TENSORD_DTYPE_INFER, tensord_i(0), tensord_i(6),
+                                    tensord_i(1), &err), 0);
+    struct tensord_op_args a = {.dims = {2, 3}, .ndims = 2};
+    struct tensord_operand x1[] = {tensord_h(1)};
+    assert_int_equal(tensord_op_ex(c, "reshape", 2, x1, 1, &a, false, &info, &err), 0);
+    assert_int_equal(info.ndim, 2);
+    struct tensord_op_args s = {.dims = {1}, .ndims = 1, .keepdim = true};
+    struct tensord_operand x2[] = {tensord_h(2)};
+    assert_int_equal(tensord_op_ex(c, "sum", 3, x2, 1, &s, false, &info, &err), 0);
+    int64_t sums[2];
+    assert_int_equal(tensord_get(c, 3, &info, sums, sizeof sums, &err), 0);
+    assert_int_equal(info.ndim, 2);
+    assert_int_equal(info.shape[1], 1);
+    assert_int_equal(sums[0], 3);   /* 0 + 1 + 2 */
+    assert_int_equal(sums[1], 12);  /* 3 + 4 + 5 */
+    /* x[0].fill_(7) changes x (and the reshape's base, which shares storage) */
+    struct tensord_op_args sel = {.dim = 0, .start = 0};
+    assert_int_equal(tensord_op_ex(c, "select", 4, x2, 1, &sel, false, NULL, &err), 0);
+    struct tensord_operand fill[] = {tensord_h(4), tensord_i(7)};
+    assert_int_equal(tensord_op(c, "fill", 0, fill, 2, true, NULL, &err), 0);
+    int64_t all[6];
+    assert_int_equal(tensord_get(c, 1, NULL, all, sizeof all, &err), 0);
+    const int64_t want[] = {7, 7, 7, 3, 4, 5};
+    assert_memory_equal(all, want, sizeof want);
+    char text[128];
+    assert_int_equal(tensord_format(c, 2, text, sizeof text, &err), 0);
+    assert_string_equal(text, "tensor([[7, 7, 7],\n        [3, 4, 5]])");
+    /* torch.softmax(torch.tensor([0., 0.]), 0) == [0.5, 0.5] */
+    const int64_t s2[] = {2};
+    const float z[] = {0, 0};
+    assert_int_equal(tensord_create(c, 5, TENSORD_FLOAT32, s2, 1, z, sizeof z, &err), 0);
+    struct tensord_op_args d0 = {.dim = 0};
+    struct tensord_operand x5[] = {tensord_h(5)};
+    assert_int_equal(tensord_op_ex(c, "softmax", 6, x5, 1, &d0, false, NULL, &err), 0);
+    float sm[2];
+    assert_int_equal(tensord_get(c, 6, NULL, sm, sizeof sm, &err), 0);
+    assert_true(sm[0] == 0.5f && sm[1] == 0.5f);
+    /* pipelined: cat((x, x), 0) then its shape */
+    struct tensord_operand xx[] = {tensord_h(2), tensord_h(2)};
+    assert_int_equal(tensord_send_op_ex(c, "cat", 7, xx, 2, &d0, false, NULL, &err), 0);
+    struct tensord_reply r;
+    assert_int_equal(tensord_recv(c, &r, &err), 0);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.info.shape[0], 4);
+    assert_int_equal(r.info.shape[1], 3);
+    /* an error in torch's words: x.view(4) */
+    struct tensord_op_args v4 = {.dims = {4}, .ndims = 1};
+    assert_int_equal(tensord_op_ex(c, "view", 8, x2, 1, &v4, false, NULL, &err),
+                     TENSORD_SHAPE_MISMATCH);
+    assert_string_equal(err.message, "shape '[4]' is invalid for input of size 6");
+    tensord_disconnect(c);
+}
+
 /* ---- hostile frames, byte by byte ---- */
 
 static void put_header(uint8_t *h, uint32_t meta_len, uint64_t data_len)
@@ -672,6 +733,7 @@ int main(void)
         cmocka_unit_test(test_reconnect_and_resume),
         cmocka_unit_test(test_free_is_idempotent),
         cmocka_unit_test(test_heavy_op_does_not_block_others),
+        cmocka_unit_test(test_ops_with_arguments),
         cmocka_unit_test(test_hostile_zero_length_frame),
         cmocka_unit_test(test_hostile_length_over_limit),
         cmocka_unit_test(test_hostile_truncated_frame_then_disconnect),
