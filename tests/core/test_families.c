@@ -1,0 +1,203 @@
+/* tests/core/test_families.c — views, reductions and network helpers in C: 8-dim tensors,
+** stride-0 (expanded) inputs, 0-dim scalars, writes through views, and allocation failures in
+** composed ops. Values are hand-derived; the Python conformance suite compares with torch. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+
+#include "base/alloc.h"
+#include "helpers.h"
+
+static struct td_tensor *apply1(enum td_op_id op, struct td_tensor *a,
+                                const struct td_op_args *args)
+{
+    struct td_operand in[1] = {tens(a)};
+    struct td_tensor *r = NULL;
+    struct td_err err;
+    if (td_op_apply(op, in, 1, args, false, NULL, &r, &err) != 0) {
+        fail_msg("%s: %s", td_ops[op].name, err.msg);
+    }
+    return r;
+}
+
+static struct td_op_args dims_args(int n, const int64_t *dims, bool keepdim)
+{
+    struct td_op_args a;
+    td_op_args_init(&a);
+    for (int i = 0; i < n; i++) {
+        a.dims[i] = dims[i];
+    }
+    a.ndims = n;
+    a.has_dims = true;
+    a.keepdim = keepdim;
+    return a;
+}
+
+static void test_eight_dims(void **state)
+{
+    (void)state;
+    const int64_t shape[8] = {1, 2, 1, 2, 1, 2, 1, 2};
+    double v[16];
+    for (int i = 0; i < 16; i++) {
+        v[i] = i;
+    }
+    struct td_tensor *t = mk(TD_DTYPE_F64, shape, 8, v);
+    struct td_tensor *s = apply1(TD_OP_SUM, t, NULL);
+    assert_int_equal(s->ndim, 0);
+    assert_true(at(s, 0) == 120);  /* 0 + 1 + ... + 15 */
+    td_tensor_unref(s);
+    /* sum over dims 1 and 3, keepdim: out[a,b] sums i = 8*d1 + 4*d3 + 2*x + y over d1, d3 */
+    const int64_t d13[] = {1, 3};
+    struct td_op_args a = dims_args(2, d13, true);
+    s = apply1(TD_OP_SUM, t, &a);
+    assert_int_equal(s->ndim, 8);
+    assert_int_equal(s->numel, 4);
+    for (int x = 0; x < 2; x++) {
+        for (int y = 0; y < 2; y++) {
+            assert_true(at(s, x * 2 + y) == 4 * (2 * x + y) + 8 + 4 + 8 + 4);
+        }
+    }
+    td_tensor_unref(s);
+    /* an 8-dim contiguous tensor reshapes to 1-D as a view */
+    const int64_t flat[] = {16};
+    struct td_op_args r = dims_args(1, flat, false);
+    struct td_tensor *f = apply1(TD_OP_RESHAPE, t, &r);
+    assert_ptr_equal(f->storage, t->storage);
+    td_tensor_unref(f);
+    /* unsqueeze beyond 8 dims is refused */
+    struct td_op_args u;
+    td_op_args_init(&u);
+    struct td_operand in[1] = {tens(t)};
+    struct td_err err;
+    assert_int_equal(td_op_apply(TD_OP_UNSQUEEZE, in, 1, &u, false, NULL, &f, &err), TD_ELIMIT);
+    td_tensor_unref(t);
+}
+
+static void test_stride_zero_inputs(void **state)
+{
+    (void)state;
+    const int64_t s31[] = {3, 1}, s34[] = {3, 4};
+    const double v[] = {1, 2, 3};
+    struct td_tensor *col = mk(TD_DTYPE_I64, s31, 2, v);
+    struct td_op_args e = dims_args(2, s34, false);
+    struct td_tensor *x = apply1(TD_OP_EXPAND, col, &e);
+    assert_int_equal(x->strides[1], 0);
+    assert_ptr_equal(x->storage, col->storage);
+    const int64_t d1[] = {1};
+    struct td_op_args s = dims_args(1, d1, false);
+    struct td_tensor *sum = apply1(TD_OP_SUM, x, &s);
+    assert_true(at(sum, 0) == 4 && at(sum, 1) == 8 && at(sum, 2) == 12);
+    td_tensor_unref(sum);
+    /* an elementwise op reads the stride-0 operand correctly */
+    struct td_operand in[2] = {tens(x), tens(x)};
+    struct td_tensor *p;
+    assert_int_equal(td_op_apply(TD_OP_MUL, in, 2, NULL, false, NULL, &p, NULL), 0);
+    assert_true(at(p, 0) == 1 && at(p, 4) == 4 && at(p, 11) == 9);
+    /* copy_ from the expanded view into a fresh tensor */
+    struct td_operand cp[2] = {tens(p), tens(x)};
+    struct td_tensor *same;
+    assert_int_equal(td_op_apply(TD_OP_COPY, cp, 2, NULL, true, NULL, &same, NULL), 0);
+    assert_true(at(p, 0) == 1 && at(p, 5) == 2 && at(p, 11) == 3);
+    td_tensor_unref(same);
+    td_tensor_unref(p);
+    td_tensor_unref(x);
+    td_tensor_unref(col);
+}
+
+static void test_writes_through_views(void **state)
+{
+    (void)state;
+    const int64_t s23[] = {2, 3};
+    const double v[] = {0, 1, 2, 3, 4, 5};
+    struct td_tensor *t = mk(TD_DTYPE_F32, s23, 2, v);
+    struct td_op_args sel;
+    td_op_args_init(&sel);
+    sel.dim = 1;
+    sel.start = -1;  /* t[:, -1] */
+    struct td_tensor *last = apply1(TD_OP_SELECT, t, &sel);
+    struct td_operand in[2] = {tens(last), num(td_scalar_f(9))};
+    struct td_tensor *r;
+    assert_int_equal(td_op_apply(TD_OP_FILL, in, 2, NULL, true, NULL, &r, NULL), 0);
+    td_tensor_unref(r);
+    assert_true(at(t, 2) == 9 && at(t, 5) == 9 && at(t, 1) == 1);
+    td_tensor_unref(last);
+    td_tensor_unref(t);
+}
+
+static void test_scalars(void **state)
+{
+    (void)state;
+    const double v[] = {2.5};
+    struct td_tensor *s = mk(TD_DTYPE_F32, NULL, 0, v);
+    struct td_tensor *sum = apply1(TD_OP_SUM, s, NULL);
+    assert_int_equal(sum->ndim, 0);
+    assert_true(at(sum, 0) == 2.5);
+    struct td_op_args d;
+    td_op_args_init(&d);
+    d.dim = -1;
+    struct td_tensor *sm = apply1(TD_OP_SOFTMAX, s, &d);
+    assert_true(at(sm, 0) == 1.0);
+    td_tensor_unref(sm);
+    td_tensor_unref(sum);
+    td_tensor_unref(s);
+}
+
+/* Composed ops (softmax builds on max, sub, exp, sum, div) fail cleanly at every allocation. */
+static void test_composed_ops_allocation_failures(void **state)
+{
+    (void)state;
+    const int64_t s23[] = {2, 3};
+    const double v[] = {0.5, 1, 2, 3, -4, 5};
+    struct td_tensor *t = mk(TD_DTYPE_F32, s23, 2, v);
+    struct td_tensor *tt = transposed(t);
+    const enum td_op_id ops[] = {TD_OP_SOFTMAX, TD_OP_LOG_SOFTMAX, TD_OP_RESHAPE, TD_OP_STD,
+                                 TD_OP_CAT};
+    int64_t base = td_alloc_live_bytes();
+    for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
+        struct td_op_args a;
+        td_op_args_init(&a);
+        a.dims[0] = 6;
+        a.ndims = ops[o] == TD_OP_RESHAPE ? 1 : 0;
+        a.has_dims = ops[o] == TD_OP_RESHAPE;
+        struct td_operand in[2] = {tens(ops[o] == TD_OP_RESHAPE ? tt : t), tens(t)};
+        int nin = ops[o] == TD_OP_CAT ? 2 : 1;
+        bool done = false;
+        for (int64_t k = 1; k < 200 && !done; k++) {
+            struct td_tensor *r = NULL;
+            struct td_err err;
+            td_alloc_fail_at(k);
+            int rc = td_op_apply(ops[o], in, nin, &a, false, NULL, &r, &err);
+            int64_t used = td_alloc_count();
+            td_alloc_fail_at(0);
+            if (rc == 0) {
+                td_tensor_unref(r);
+            } else {
+                assert_int_equal(rc, TD_ENOMEM);
+            }
+            if (td_alloc_live_bytes() != base) {
+                fail_msg("%s leaked with allocation %lld failing", td_ops[ops[o]].name,
+                         (long long)k);
+            }
+            done = used < k;
+        }
+        assert_true(done);
+    }
+    td_tensor_unref(tt);
+    td_tensor_unref(t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_eight_dims),
+        cmocka_unit_test(test_stride_zero_inputs),
+        cmocka_unit_test(test_writes_through_views),
+        cmocka_unit_test(test_scalars),
+        cmocka_unit_test(test_composed_ops_allocation_failures),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
