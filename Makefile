@@ -167,8 +167,9 @@ test-py: all $(PY_GEN)
 	    TENSORD_BIN=$(abspath $(TENSORD)) PYTHONPATH=$(abspath $(BUILD)/python) \
 	    $(PYTHON) -m pytest -q tests/python; fi
 
+# The C suites, then the Python suites against the sanitized daemon (which must exit cleanly).
 check-asan:
-	$(Q)$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test-c
+	$(Q)$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test-c test-py
 
 # ---- setup ----
 DEB_PKGS := build-essential pkg-config libuv1-dev libprotobuf-c-dev protobuf-c-compiler \

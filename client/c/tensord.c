@@ -887,6 +887,7 @@ static int build_op(Tensord__Request *req, Tensord__RunOp *m, Tensord__Operand *
         wa->has_correction = args->has_correction;
         wa->correction = args->correction;
         m->args = wa;
+        m->out2 = args->out2;
     }
     req->body_case = TENSORD__REQUEST__BODY_RUN_OP;
     req->run_op = m;

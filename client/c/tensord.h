@@ -208,6 +208,7 @@ struct tensord_op_args {
     enum tensord_dtype dtype;          /* TENSORD_DTYPE_INFER: none */
     bool has_correction;
     double correction;
+    uint64_t out2;                     /* max / min with a dim: a handle for the indices */
 };
 
 /* tensord_op with keyword arguments (args may be NULL). */

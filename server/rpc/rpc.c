@@ -518,9 +518,28 @@ static int run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     if ((rc = td_op_apply(op, in, (int)m->n_inputs, &args, m->inplace, &s->quota, &t, err)) != 0) {
         return rc;
     }
+    /* max(dim) / min(dim) also give indices, as torch's (values, indices) pair, when asked. */
+    struct td_tensor *idx = NULL;
+    if (m->out2 != 0) {
+        if ((op != TD_OP_MAX && op != TD_OP_MIN) || !args.has_dim) {
+            td_tensor_unref(t);
+            return td_err_set(err, TD_EINVAL, "out2 is only for max and min with a dim");
+        }
+        if ((rc = td_session_check_out(s, m->out2, err)) != 0 ||
+            (rc = td_op_apply(op == TD_OP_MAX ? TD_OP_ARGMAX : TD_OP_ARGMIN, in, 1, &args, false,
+                              &s->quota, &idx, err)) != 0) {
+            td_tensor_unref(t);
+            return rc;
+        }
+    }
     if (m->inplace) {
         td_tensor_unref(t);  /* the table already holds self */
     } else if ((rc = td_session_put(s, out, t, err)) != 0) {
+        td_tensor_unref(idx);
+        return rc;
+    }
+    if (idx != NULL && (rc = td_session_put(s, m->out2, idx, err)) != 0) {
+        td_session_free_handle(s, out);  /* all or nothing */
         return rc;
     }
     res->tensor = t;

@@ -543,3 +543,41 @@ def test_random_ops_properties(conn):
         c.op("fill", [H(i), 1])
     assert str(e.value) == "fill is only available in place: use fill_"
     c.free(a, b, x, r, i)
+
+
+def test_max_min_with_dim_give_values_and_indices(conn):
+    c = conn
+    x = np.array([[3, 7, 7], [9, 1, 9]], dtype=np.int64)
+    hx = c.tensor(x)
+    idx = c.handle()
+    vals = c.op("max", [H(hx)], dim=1, out2=idx)
+    want = torch.from_numpy(x.copy()).max(1)
+    assert c.get(vals)[0].tolist() == want.values.tolist()
+    assert c.get(idx)[0].tolist() == want.indices.tolist()
+    idx2 = c.handle()
+    vals2 = c.op("min", [H(hx)], dim=0, keepdim=True, out2=idx2)
+    want = torch.from_numpy(x.copy()).min(0, keepdim=True)
+    assert c.get(vals2)[0].tolist() == want.values.tolist()
+    assert c.get(idx2)[0].tolist() == want.indices.tolist()
+    with pytest.raises(wire.ServerError):
+        c.op("sum", [H(hx)], out2=c.handle())
+    c.free(hx, vals, idx, vals2, idx2)
+
+
+def test_matmul_with_torch(checker):
+    rng = random.Random(3)
+    c = checker.conn
+    for _ in range(120):
+        k = rng.randint(1, 4)
+        sa = rng.choice([(k,), (2, k), (3, 2, k), (2, 1, 3, k), ()])
+        sb = rng.choice([(k,), (k, 2), (2, k, 3), (3, 1, k, 2), (k + 1, 2)])
+        da = rng.choice(["float32", "float64", "int64", "int32", "bool"])
+        db = da if rng.random() < 0.85 else rng.choice(["float32", "float64", "int64"])
+        a, b = make_values(rng, da, sa), make_values(rng, db, sb)
+        ha, hb = c.tensor(a), c.tensor(b)
+        ta, tb = torch.from_numpy(a.copy()), torch.from_numpy(b.copy())
+        checker.run("matmul", "matmul(%s %s, %s %s)" % (da, sa, db, sb),
+                    lambda: torch.matmul(ta, tb), lambda: c.op("matmul", [H(ha), H(hb)]))
+        c.free(ha, hb)
+    assert not checker.failures, "%d of %d cases differ from torch:\n%s" % (
+        len(checker.failures), checker.cases, "\n".join(checker.failures[:40]))

@@ -115,6 +115,8 @@ class Conn:
             elif k == "correction":
                 a.correction = v
                 a.has_correction = True
+            elif k == "out2":
+                req.run_op.out2 = v
             elif k == "dim":
                 a.dim = v
                 a.has_dim = True

@@ -128,25 +128,33 @@ int td_shape_matmul(const struct td_operand *in, int nin, const struct td_op_arg
 int td_dtype_rule_matmul(const struct td_operand *in, int nin, const struct td_op_args *args,
                          enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
 {
-    (void)nin;
-    (void)args;
-    const struct td_tensor *a = in[0].t, *b = in[1].t;
-    if (a == NULL || b == NULL) {
-        return td_err_set(err, TD_EINVAL, "matmul(): argument must be a Tensor, not a number");
+    /* torch checks shapes before dtypes. */
+    int64_t shape[TD_MAX_DIMS];
+    int ndim, rc;
+    if ((rc = td_shape_matmul(in, nin, args, shape, &ndim, err)) != 0) {
+        return rc;
     }
-    bool dot = a->ndim == 1 && b->ndim == 1;
+    const struct td_tensor *a = in[0].t, *b = in[1].t;
+    int da = a->ndim, db = b->ndim;
     if (a->dtype != b->dtype) {
-        if (dot) {
+        if (da == 1 && db == 1) {
             return td_err_set(err, TD_EDTYPE, "dot : expected both vectors to have same dtype, "
                               "but found %s and %s", td_dtype_cname(a->dtype),
                               td_dtype_cname(b->dtype));
         }
+        /* With a 1-D or 2-D left operand and a batched right one, torch multiplies the
+        ** transposes, so the right operand's dtype is the expected one. */
+        bool swapped = da <= 2 && db >= 3;
         return td_err_set(err, TD_EDTYPE, "expected scalar type %s but found %s",
-                          td_dtype_cname(a->dtype), td_dtype_cname(b->dtype));
+                          td_dtype_cname(swapped ? b->dtype : a->dtype),
+                          td_dtype_cname(swapped ? a->dtype : b->dtype));
     }
     if (a->dtype == TD_DTYPE_BOOL) {
-        return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for 'Bool'",
-                          dot ? "dot" : "addmm_impl_cpu_");
+        const char *kernel = da == 1 && db == 1 ? "dot"
+                           : db == 1 || (da == 1 && db >= 3) ? "addmv_impl_cpu"
+                           : da >= 3 && db >= 3 ? "bmm"
+                           : "addmm_impl_cpu_";
+        return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for 'Bool'", kernel);
     }
     *compute = *result = a->dtype;
     return 0;
