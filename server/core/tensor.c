@@ -375,20 +375,65 @@ int td_tensor_prepare_write(struct td_tensor *t, struct td_err *err)
     return 0;
 }
 
-void td_tensor_copy_out(const struct td_tensor *t, void *dst)
+double td_elem_load_f64(const void *p, enum td_dtype dt)
 {
-    size_t es = td_dtype_size(t->dtype);
-    if (td_tensor_is_contiguous(t)) {
-        memcpy(dst, td_tensor_data(t), td_tensor_nbytes(t));
-        return;
+    switch (dt) {
+    case TD_DTYPE_F32: return *(const float *)p;
+    case TD_DTYPE_F64: return *(const double *)p;
+    case TD_DTYPE_I32: return *(const int32_t *)p;
+    case TD_DTYPE_I64: return (double)*(const int64_t *)p;
+    default: return *(const uint8_t *)p != 0;
     }
-    const char *base = t->storage->buf->data;
-    char *out = dst;
-    int64_t idx[TD_MAX_DIMS] = {0};
-    int64_t off = t->offset;
+}
+
+int64_t td_elem_load_i64(const void *p, enum td_dtype dt)
+{
+    switch (dt) {
+    case TD_DTYPE_I32: return *(const int32_t *)p;
+    case TD_DTYPE_I64: return *(const int64_t *)p;
+    case TD_DTYPE_BOOL: return *(const uint8_t *)p != 0;
+    default: {
+        double v = td_elem_load_f64(p, dt);
+        if (isnan(v)) {
+            return 0;
+        }
+        if (v >= 9223372036854775807.0) {
+            return INT64_MAX;
+        }
+        if (v <= -9223372036854775808.0) {
+            return INT64_MIN;
+        }
+        return (int64_t)v;
+    }
+    }
+}
+
+void td_elem_store_f64(void *p, enum td_dtype dt, double v)
+{
+    switch (dt) {
+    case TD_DTYPE_F32: *(float *)p = (float)v; break;
+    case TD_DTYPE_F64: *(double *)p = v; break;
+    case TD_DTYPE_BOOL: *(uint8_t *)p = v != 0; break;
+    default: {
+        int64_t i = td_elem_load_i64(&v, TD_DTYPE_F64);
+        if (dt == TD_DTYPE_I32) {
+            *(int32_t *)p = (int32_t)(uint32_t)(uint64_t)i;
+        } else {
+            *(int64_t *)p = i;
+        }
+        break;
+    }
+    }
+}
+
+void td_tensor_each(const struct td_tensor *t, void (*fn)(void *elem, void *ctx, int64_t i),
+                    void *ctx)
+{
+    int64_t es = (int64_t)td_dtype_size(t->dtype);
+    char *base = t->storage->buf->data;
+    int64_t idx[TD_MAX_DIMS] = {0}, off = t->offset;
     for (int64_t n = 0; n < t->numel; n++) {
-        memcpy(out, base + off * (int64_t)es, es);
-        out += es;
+        fn(base + off * es, ctx, n);
         for (int d = t->ndim - 1; d >= 0; d--) {
             if (++idx[d] < t->shape[d]) {
                 off += t->strides[d];
@@ -398,4 +443,25 @@ void td_tensor_copy_out(const struct td_tensor *t, void *dst)
             idx[d] = 0;
         }
     }
+}
+
+struct copy_out_ctx {
+    char *dst;
+    size_t es;
+};
+
+static void copy_out_one(void *elem, void *ctx, int64_t i)
+{
+    struct copy_out_ctx *c = ctx;
+    memcpy(c->dst + (size_t)i * c->es, elem, c->es);
+}
+
+void td_tensor_copy_out(const struct td_tensor *t, void *dst)
+{
+    if (td_tensor_is_contiguous(t)) {
+        memcpy(dst, td_tensor_data(t), td_tensor_nbytes(t));
+        return;
+    }
+    struct copy_out_ctx c = {dst, td_dtype_size(t->dtype)};
+    td_tensor_each(t, copy_out_one, &c);
 }

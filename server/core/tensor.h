@@ -108,6 +108,16 @@ void *td_tensor_data(const struct td_tensor *t);
 ** TD_EQUOTA, TD_ENOMEM (t unchanged). */
 int td_tensor_prepare_write(struct td_tensor *t, struct td_err *err);
 
+/* One element of any dtype, read or written as a double or an int64 with C's conversions
+** (float to int truncates toward zero, saturating instead of overflowing; bool is != 0). */
+double td_elem_load_f64(const void *p, enum td_dtype dt);
+int64_t td_elem_load_i64(const void *p, enum td_dtype dt);
+void td_elem_store_f64(void *p, enum td_dtype dt, double v);
+
+/* Calls fn(element, ctx, i) for every element of t (borrowed) in C order, any strides. */
+void td_tensor_each(const struct td_tensor *t, void (*fn)(void *elem, void *ctx, int64_t i),
+                    void *ctx);
+
 /* Copies t's elements, in C order, into dst (nbytes == td_tensor_nbytes(t)). Handles any strides. */
 void td_tensor_copy_out(const struct td_tensor *t, void *dst);
 

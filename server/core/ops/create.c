@@ -16,35 +16,6 @@ static enum td_dtype dtype_or(const struct td_op_args *a, enum td_dtype dflt)
     return a->has_dtype ? a->dtype : dflt;
 }
 
-static void store_double(char *p, enum td_dtype dt, double v)
-{
-    switch (dt) {
-    case TD_DTYPE_F32: *(float *)p = (float)v; break;
-    case TD_DTYPE_F64: *(double *)p = v; break;
-    case TD_DTYPE_I32: *(int32_t *)p = (int32_t)v; break;
-    case TD_DTYPE_I64: *(int64_t *)p = (int64_t)v; break;
-    default: *(uint8_t *)p = v != 0; break;
-    }
-}
-
-/* Calls fn on every element pointer of t, in C order. */
-static void each(struct td_tensor *t, void (*fn)(char *p, void *ctx, int64_t i), void *ctx)
-{
-    size_t es = td_dtype_size(t->dtype);
-    char *base = t->storage->buf->data;
-    int64_t idx[TD_MAX_DIMS] = {0}, off = t->offset;
-    for (int64_t n = 0; n < t->numel; n++) {
-        fn(base + off * (int64_t)es, ctx, n);
-        for (int d = t->ndim - 1; d >= 0; d--) {
-            if (++idx[d] < t->shape[d]) {
-                off += t->strides[d];
-                break;
-            }
-            off -= (idx[d] - 1) * t->strides[d];
-            idx[d] = 0;
-        }
-    }
-}
 
 /* empty(shape): torch leaves the bytes uninitialised; we hand out zeros. */
 int td_make_empty(struct td_tensor **out, const struct td_operand *in, int nin,
@@ -86,7 +57,7 @@ int td_make_randint(struct td_tensor **out, const struct td_operand *in, int nin
         td_philox(a->rng->seed, a->rng->offset + (uint64_t)i, w);
         uint64_t r = ((uint64_t)w[0] << 32 | w[1]) % range;  /* bias below 2^-32 for our ranges */
         int64_t v = (int64_t)((uint64_t)lo + r);
-        store_double(d + (size_t)i * es, dt, (double)v);
+        td_elem_store_f64(d + (size_t)i * es, dt, (double)v);
         if (dt == TD_DTYPE_I64) {
             ((int64_t *)d)[i] = v;  /* exact beyond 2^53 */
         }
@@ -136,7 +107,7 @@ int td_make_linspace(struct td_tensor **out, const struct td_operand *in, int ni
     double is = (double)td_scalar_to_int(a->min), ie = (double)td_scalar_to_int(a->max);
     double step = steps > 1 ? (ie - is) / (double)(steps - 1) : 0.0;
     for (int64_t i = 0; i < steps; i++) {
-        store_double(d + (size_t)i * es, dt, is + step * (double)i);
+        td_elem_store_f64(d + (size_t)i * es, dt, is + step * (double)i);
     }
     return 0;
 }
@@ -168,7 +139,7 @@ int td_make_eye(struct td_tensor **out, const struct td_operand *in, int nin,
     char *d = td_tensor_data(*out);
     size_t es = td_dtype_size(dt);
     for (int64_t i = 0; i < n && i < m; i++) {
-        store_double(d + (size_t)(i * m + i) * es, dt, 1.0);
+        td_elem_store_f64(d + (size_t)(i * m + i) * es, dt, 1.0);
     }
     return 0;
 }
@@ -261,14 +232,14 @@ struct fill_ctx {
     bool integral;
 };
 
-static void fill_one(char *p, void *ctx, int64_t i)
+static void fill_one(void *p, void *ctx, int64_t i)
 {
     (void)i;
     struct fill_ctx *f = ctx;
     if (f->integral && f->dt == TD_DTYPE_I64) {
         *(int64_t *)p = f->iv;
     } else {
-        store_double(p, f->dt, f->v);
+        td_elem_store_f64(p, f->dt, f->v);
     }
 }
 
@@ -301,7 +272,7 @@ int td_fwd_fill(struct td_tensor *out, const struct td_operand *in, int nin,
     if (out->dtype == TD_DTYPE_BOOL) {
         f.v = f.v != 0;
     }
-    each(out, fill_one, &f);
+    td_tensor_each(out, fill_one, &f);
     return 0;
 }
 
@@ -326,7 +297,7 @@ int td_fwd_zero(struct td_tensor *out, const struct td_operand *in, int nin,
     (void)compute;
     (void)err;
     struct fill_ctx f = {.dt = out->dtype, .v = 0, .iv = 0, .integral = true};
-    each(out, fill_one, &f);
+    td_tensor_each(out, fill_one, &f);
     return 0;
 }
 
@@ -373,7 +344,7 @@ struct rand_ctx {
     bool normal;
 };
 
-static void rand_one(char *p, void *ctx, int64_t i)
+static void rand_one(void *p, void *ctx, int64_t i)
 {
     struct rand_ctx *r = ctx;
     uint32_t w[4];
@@ -390,7 +361,7 @@ static void rand_one(char *p, void *ctx, int64_t i)
                                                (1.0 / 9007199254740992.0);
         v = r->lo + (r->hi - r->lo) * u;
     }
-    store_double(p, r->dt, v);
+    td_elem_store_f64(p, r->dt, v);
 }
 
 /* uniform_(from = min, to = max) and normal_(mean = min, std = max) */
@@ -415,7 +386,7 @@ static int fill_random(struct td_tensor *out, const struct td_op_args *a, bool n
         return td_err_set(err, TD_EINVAL, "no generator");
     }
     struct rand_ctx r = {.dt = out->dtype, .rng = a->rng, .lo = p0, .hi = p1, .normal = normal};
-    each(out, rand_one, &r);
+    td_tensor_each(out, rand_one, &r);
     a->rng->offset += (uint64_t)out->numel;
     return 0;
 }

@@ -301,49 +301,15 @@ static row_fn *const row_kernels[TD_OP_COUNT][TD_DTYPE_COUNT] = {
 
 /* ---- casting ---- */
 
-static double load_f(const char *p, enum td_dtype dt)
-{
-    switch (dt) {
-    case TD_DTYPE_F32: return *(const float *)p;
-    case TD_DTYPE_F64: return *(const double *)p;
-    case TD_DTYPE_I32: return *(const int32_t *)p;
-    case TD_DTYPE_I64: return (double)*(const int64_t *)p;
-    default: return *(const uint8_t *)p != 0;
-    }
-}
-
-static int64_t load_i(const char *p, enum td_dtype dt)
-{
-    switch (dt) {
-    case TD_DTYPE_I32: return *(const int32_t *)p;
-    case TD_DTYPE_I64: return *(const int64_t *)p;
-    case TD_DTYPE_BOOL: return *(const uint8_t *)p != 0;
-    default: {
-        /* float -> int truncates toward zero; out-of-range values saturate instead of being
-        ** undefined behaviour. */
-        double v = load_f(p, dt);
-        if (isnan(v)) {
-            return 0;
-        }
-        if (v >= 9223372036854775807.0) {
-            return INT64_MAX;
-        }
-        if (v <= -9223372036854775808.0) {
-            return INT64_MIN;
-        }
-        return (int64_t)v;
-    }
-    }
-}
 
 static void store_cast(char *dst, enum td_dtype dd, const char *src, enum td_dtype sd)
 {
     switch (dd) {
-    case TD_DTYPE_F32: *(float *)dst = (float)load_f(src, sd); break;
-    case TD_DTYPE_F64: *(double *)dst = load_f(src, sd); break;
-    case TD_DTYPE_I32: *(int32_t *)dst = (int32_t)(uint32_t)(uint64_t)load_i(src, sd); break;
-    case TD_DTYPE_I64: *(int64_t *)dst = load_i(src, sd); break;
-    default: *(uint8_t *)dst = load_f(src, sd) != 0.0; break;
+    case TD_DTYPE_F32: *(float *)dst = (float)td_elem_load_f64(src, sd); break;
+    case TD_DTYPE_F64: *(double *)dst = td_elem_load_f64(src, sd); break;
+    case TD_DTYPE_I32: *(int32_t *)dst = (int32_t)(uint32_t)(uint64_t)td_elem_load_i64(src, sd); break;
+    case TD_DTYPE_I64: *(int64_t *)dst = td_elem_load_i64(src, sd); break;
+    default: *(uint8_t *)dst = td_elem_load_f64(src, sd) != 0.0; break;
     }
 }
 
@@ -528,30 +494,22 @@ static bool operand_is_bool(const struct td_operand *o)
     return o->t != NULL ? o->t->dtype == TD_DTYPE_BOOL : o->s.kind == TD_SCALAR_BOOL;
 }
 
+static void note_zero(void *elem, void *ctx, int64_t i)
+{
+    (void)i;
+    struct { enum td_dtype dt; bool zero; } *z = ctx;
+    z->zero = z->zero || td_elem_load_f64(elem, z->dt) == 0.0;
+}
+
 /* Whether a divisor operand holds a zero (integer floor_divide and remainder refuse it). */
 static bool has_zero(const struct td_operand *o)
 {
     if (o->t == NULL) {
         return td_scalar_to_double(o->s) == 0.0;
     }
-    const struct td_tensor *t = o->t;
-    size_t es = td_dtype_size(t->dtype);
-    const char *base = t->storage->buf->data;
-    int64_t idx[TD_MAX_DIMS] = {0}, off = t->offset;
-    for (int64_t n = 0; n < t->numel; n++) {
-        if (load_f(base + off * (int64_t)es, t->dtype) == 0.0) {
-            return true;
-        }
-        for (int d = t->ndim - 1; d >= 0; d--) {
-            if (++idx[d] < t->shape[d]) {
-                off += t->strides[d];
-                break;
-            }
-            off -= (idx[d] - 1) * t->strides[d];
-            idx[d] = 0;
-        }
-    }
-    return false;
+    struct { enum td_dtype dt; bool zero; } z = {o->t->dtype, false};
+    td_tensor_each(o->t, note_zero, &z);
+    return z.zero;
 }
 
 #define BINARY(fn, OP)                                                                             \
@@ -846,7 +804,7 @@ int td_fwd_clamp(struct td_tensor *out, const struct td_operand *in, int nin,
     for (int64_t n = 0; n < dst->numel; n++) {
         char *p = base + off * (int64_t)es;
         if (fl) {
-            double v = load_f(p, compute);
+            double v = td_elem_load_f64(p, compute);
             if (a->has_min && v < lo) {
                 v = lo;
             }
@@ -855,7 +813,7 @@ int td_fwd_clamp(struct td_tensor *out, const struct td_operand *in, int nin,
             }
             store_cast(p, compute, (const char *)&v, TD_DTYPE_F64);
         } else {
-            int64_t v = load_i(p, compute);
+            int64_t v = td_elem_load_i64(p, compute);
             if (a->has_min && v < ilo) {
                 v = ilo;
             }

@@ -197,26 +197,6 @@ int td_dtype_rule_reduce(const struct td_operand *in, int nin, const struct td_o
     return 0;
 }
 
-static double load_d(const char *p, enum td_dtype dt)
-{
-    switch (dt) {
-    case TD_DTYPE_F32: return *(const float *)p;
-    case TD_DTYPE_F64: return *(const double *)p;
-    case TD_DTYPE_I32: return *(const int32_t *)p;
-    case TD_DTYPE_I64: return (double)*(const int64_t *)p;
-    default: return *(const uint8_t *)p != 0;
-    }
-}
-
-static int64_t load_l(const char *p, enum td_dtype dt)
-{
-    switch (dt) {
-    case TD_DTYPE_I32: return *(const int32_t *)p;
-    case TD_DTYPE_I64: return *(const int64_t *)p;
-    case TD_DTYPE_BOOL: return *(const uint8_t *)p != 0;
-    default: return (int64_t)load_d(p, dt);
-    }
-}
 
 /* Calls visit(acc index, element pointer, index along the reduced dims) for every element. */
 struct walk {
@@ -292,40 +272,40 @@ int td_fwd_reduce(struct td_tensor *out, const struct td_operand *in, int nin,
             case R_SUM:
             case R_MEAN:
                 if (fl) {
-                    acc[o] += load_d(p, t->dtype);
+                    acc[o] += td_elem_load_f64(p, t->dtype);
                 } else {
-                    iacc[o] = (int64_t)((uint64_t)iacc[o] + (uint64_t)load_l(p, t->dtype));
+                    iacc[o] = (int64_t)((uint64_t)iacc[o] + (uint64_t)td_elem_load_i64(p, t->dtype));
                 }
                 break;
             case R_PROD:
                 if (fl) {
-                    acc[o] *= load_d(p, t->dtype);
+                    acc[o] *= td_elem_load_f64(p, t->dtype);
                 } else {
-                    iacc[o] = (int64_t)((uint64_t)iacc[o] * (uint64_t)load_l(p, t->dtype));
+                    iacc[o] = (int64_t)((uint64_t)iacc[o] * (uint64_t)td_elem_load_i64(p, t->dtype));
                 }
                 break;
             case R_NORM: {
-                double v = load_d(p, t->dtype);
+                double v = td_elem_load_f64(p, t->dtype);
                 acc[o] += v * v;
                 break;
             }
             case R_ALL:
-                iacc[o] &= load_d(p, t->dtype) != 0;
+                iacc[o] &= td_elem_load_f64(p, t->dtype) != 0;
                 break;
             case R_ANY:
-                iacc[o] |= load_d(p, t->dtype) != 0;
+                iacc[o] |= td_elem_load_f64(p, t->dtype) != 0;
                 break;
             case R_STD:
             case R_VAR:
                 if (pass == 0) {
-                    acc[o] += load_d(p, t->dtype);
+                    acc[o] += td_elem_load_f64(p, t->dtype);
                 } else {
-                    double dv = load_d(p, t->dtype) - acc[o] / (double)group;
+                    double dv = td_elem_load_f64(p, t->dtype) - acc[o] / (double)group;
                     aux[o] += dv * dv;
                 }
                 break;
             case R_LOGSUMEXP: {
-                double v = load_d(p, t->dtype);
+                double v = td_elem_load_f64(p, t->dtype);
                 if (pass == 0) {
                     aux[o] = (v > aux[o] || isnan(v)) ? v : aux[o];
                 } else {
@@ -337,7 +317,7 @@ int td_fwd_reduce(struct td_tensor *out, const struct td_operand *in, int nin,
             default: {  /* max, min, argmax, argmin: the first NaN wins, else the first extreme */
                 bool take, hi = k == R_MAX || k == R_ARGMAX;
                 if (fl) {
-                    double v = load_d(p, t->dtype);
+                    double v = td_elem_load_f64(p, t->dtype);
                     take = iacc[o] < 0 || (!isnan(acc[o]) && (isnan(v) || (hi ? v > acc[o]
                                                                                : v < acc[o])));
                     if (take) {
@@ -345,7 +325,7 @@ int td_fwd_reduce(struct td_tensor *out, const struct td_operand *in, int nin,
                     }
                 } else {
                     /* integers compare exactly; the best value is kept in ival */
-                    int64_t v = load_l(p, t->dtype);
+                    int64_t v = td_elem_load_i64(p, t->dtype);
                     take = iacc[o] < 0 || (hi ? v > ival[o] : v < ival[o]);
                     if (take) {
                         ival[o] = v;
