@@ -20,6 +20,7 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "core/parallel.h"
 #include "net/net.h"
 #include "rpc/rpc.h"
 #include "session/session.h"
@@ -544,6 +545,7 @@ int main(int argc, char **argv)
     snprintf(pool, sizeof pool, "%d", cfg.threads);
     setenv("UV_THREADPOOL_SIZE", pool, 1);
     openblas_set_num_threads(cfg.threads);
+    td_parallel_set_threads(cfg.threads);
     signal(SIGPIPE, SIG_IGN);
 
     server.loop = uv_default_loop();

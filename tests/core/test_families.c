@@ -10,6 +10,7 @@
 #include <math.h>
 
 #include "base/alloc.h"
+#include "core/parallel.h"
 #include "helpers.h"
 
 static struct td_tensor *apply1(enum td_op_id op, struct td_tensor *a,
@@ -190,6 +191,41 @@ static void test_composed_ops_allocation_failures(void **state)
     td_tensor_unref(t);
 }
 
+/* A kernel split across threads gives the same elements as one thread: a long contiguous row,
+** and a broadcast [rows, cols] + [cols] case split by rows. */
+static void test_parallel_split_matches_serial(void **state)
+{
+    (void)state;
+    enum { N = (1 << 20) + 7, R = 1031, C = 1029 };
+    const int64_t sn[] = {N}, src[] = {R, C}, sc[] = {C};
+    static double v[(int64_t)R * C + C];  /* more than N, and enough for the matrix */
+    for (int64_t i = 0; i < (int64_t)R * C + C; i++) {
+        v[i] = (i % 1000) * 0.25 - 7;
+    }
+    struct td_tensor *a = mk(TD_DTYPE_F32, sn, 1, v), *m = mk(TD_DTYPE_F64, src, 2, v);
+    struct td_tensor *row = mk(TD_DTYPE_F64, sc, 1, v + 5);
+    struct td_tensor *r1, *r4, *b1, *b4;
+    struct td_operand ina[2] = {tens(a), num(td_scalar_f(1.5))}, inb[2] = {tens(m), tens(row)};
+    td_parallel_set_threads(1);
+    assert_int_equal(td_op_apply(TD_OP_MUL, ina, 2, NULL, false, NULL, &r1, NULL), 0);
+    assert_int_equal(td_op_apply(TD_OP_SUB, inb, 2, NULL, false, NULL, &b1, NULL), 0);
+    td_parallel_set_threads(4);
+    assert_int_equal(td_op_apply(TD_OP_MUL, ina, 2, NULL, false, NULL, &r4, NULL), 0);
+    assert_int_equal(td_op_apply(TD_OP_SUB, inb, 2, NULL, false, NULL, &b4, NULL), 0);
+    td_parallel_set_threads(1);
+    assert_memory_equal(td_tensor_data(r1), td_tensor_data(r4), td_tensor_nbytes(r1));
+    assert_memory_equal(td_tensor_data(b1), td_tensor_data(b4), td_tensor_nbytes(b1));
+    assert_true(at(r4, N - 1) == (double)((float)v[N - 1] * 1.5f));
+    assert_true(at(b4, (int64_t)R * C - 1) == v[(int64_t)R * C - 1] - v[5 + C - 1]);
+    td_tensor_unref(r1);
+    td_tensor_unref(r4);
+    td_tensor_unref(b1);
+    td_tensor_unref(b4);
+    td_tensor_unref(a);
+    td_tensor_unref(m);
+    td_tensor_unref(row);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +234,7 @@ int main(void)
         cmocka_unit_test(test_writes_through_views),
         cmocka_unit_test(test_scalars),
         cmocka_unit_test(test_composed_ops_allocation_failures),
+        cmocka_unit_test(test_parallel_split_matches_serial),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

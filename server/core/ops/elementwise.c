@@ -12,6 +12,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../parallel.h"
 #include "family.h"
 
 #include <stdio.h>
@@ -383,6 +384,58 @@ static int view_operand(struct operand_view *v, const struct td_operand *in,
     return 0;
 }
 
+/* Elements per thread below which splitting a kernel costs more than it saves. */
+#define PARALLEL_GRAIN ((int64_t)1 << 18)
+
+/* A merged iteration space: m dims (the last is the row), strides per operand. */
+struct rows_job {
+    row_fn *k;
+    int64_t e, f;   /* input and output element sizes */
+    int m;
+    char *o;
+    const char *a, *b;
+    int64_t sh[TD_MAX_DIMS + 1], s0[TD_MAX_DIMS + 1], s1[TD_MAX_DIMS + 1], s2[TD_MAX_DIMS + 1];
+};
+
+/* Elements [begin, end) of a single merged row. */
+static void run_range(int64_t begin, int64_t end, void *ctx)
+{
+    const struct rows_job *j = ctx;
+    j->k(end - begin, j->o + begin * j->s0[0] * j->f, j->s0[0], j->a + begin * j->s1[0] * j->e,
+         j->s1[0], j->b + begin * j->s2[0] * j->e, j->s2[0]);
+}
+
+/* Rows [begin, end) of the merged space: the start index is rebuilt from the row number. */
+static void run_row_range(int64_t begin, int64_t end, void *ctx)
+{
+    const struct rows_job *j = ctx;
+    int m = j->m;
+    int64_t idx[TD_MAX_DIMS + 1] = {0}, oo = 0, ao = 0, bo = 0, rest = begin;
+    for (int d = m - 2; d >= 0; d--) {
+        idx[d] = rest % j->sh[d];
+        rest /= j->sh[d];
+        oo += idx[d] * j->s0[d];
+        ao += idx[d] * j->s1[d];
+        bo += idx[d] * j->s2[d];
+    }
+    for (int64_t r = begin; r < end; r++) {
+        j->k(j->sh[m - 1], j->o + oo * j->f, j->s0[m - 1], j->a + ao * j->e, j->s1[m - 1],
+             j->b + bo * j->e, j->s2[m - 1]);
+        for (int d = m - 2; d >= 0; d--) {
+            if (++idx[d] < j->sh[d]) {
+                oo += j->s0[d];
+                ao += j->s1[d];
+                bo += j->s2[d];
+                break;
+            }
+            oo -= (idx[d] - 1) * j->s0[d];
+            ao -= (idx[d] - 1) * j->s1[d];
+            bo -= (idx[d] - 1) * j->s2[d];
+            idx[d] = 0;
+        }
+    }
+}
+
 /* Runs row kernel k over out[...] = a[...] op b[...] with the given element strides. */
 static void run_rows(row_fn *k, size_t es, size_t eo, int ndim, const int64_t *shape, char *o,
                      const int64_t *so, const char *a, const int64_t *sa, const char *b,
@@ -422,27 +475,22 @@ static void run_rows(row_fn *k, size_t es, size_t eo, int ndim, const int64_t *s
         k(1, o, 0, a, 0, b, 0);
         return;
     }
-    int64_t rows = 1;
-    for (int d = 0; d < m - 1; d++) {
-        rows *= sh[d];
+    struct rows_job job = {.k = k, .e = (int64_t)es, .f = (int64_t)eo, .m = m, .o = o, .a = a,
+                           .b = b};
+    memcpy(job.sh, sh, sizeof(int64_t) * (size_t)m);
+    memcpy(job.s0, s0, sizeof(int64_t) * (size_t)m);
+    memcpy(job.s1, s1, sizeof(int64_t) * (size_t)m);
+    memcpy(job.s2, s2, sizeof(int64_t) * (size_t)m);
+    int64_t total = 1;
+    for (int d = 0; d < m; d++) {
+        total *= sh[d];
     }
-    int64_t idx[TD_MAX_DIMS] = {0};
-    int64_t oo = 0, ao = 0, bo = 0;
-    int64_t e = (int64_t)es, f = (int64_t)eo;
-    for (int64_t r = 0; r < rows; r++) {
-        k(sh[m - 1], o + oo * f, s0[m - 1], a + ao * e, s1[m - 1], b + bo * e, s2[m - 1]);
-        for (int d = m - 2; d >= 0; d--) {
-            if (++idx[d] < sh[d]) {
-                oo += s0[d];
-                ao += s1[d];
-                bo += s2[d];
-                break;
-            }
-            oo -= (idx[d] - 1) * s0[d];
-            ao -= (idx[d] - 1) * s1[d];
-            bo -= (idx[d] - 1) * s2[d];
-            idx[d] = 0;
-        }
+    if (m == 1) {
+        /* One long row: split it into ranges. */
+        td_parallel_for(sh[0], PARALLEL_GRAIN, run_range, &job);
+    } else {
+        int64_t rows = total / sh[m - 1];
+        td_parallel_for(rows, (PARALLEL_GRAIN + sh[m - 1] - 1) / sh[m - 1], run_row_range, &job);
     }
 }
 
