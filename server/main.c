@@ -555,6 +555,7 @@ int main(int argc, char **argv)
         .session_max_bytes = cfg.session_max_bytes,
         .max_tensor_bytes = cfg.max_tensor_bytes,
         .max_sessions = cfg.max_sessions,
+        .session_max_handles = 1000000,
         .session_ttl_ms = cfg.session_ttl_ms,
     };
     td_store_init(&server.store, &scfg, &server.executor);

@@ -284,7 +284,23 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
 int64_t td_op_work(enum td_op_id id, const struct td_operand *in, int nin,
                    const struct td_op_args *args)
 {
-    if ((int)id < 0 || id >= TD_OP_COUNT || td_ops[id].shape == NULL || nin != td_ops[id].nin) {
+    if ((int)id < 0 || id >= TD_OP_COUNT) {
+        return 0;
+    }
+    if (td_ops[id].shape == NULL) {
+        /* Make ops (views, cat, softmax, creation) are judged by the elements they may touch:
+        ** their inputs', or for creation the requested shape's. */
+        int64_t n = 0;
+        for (int i = 0; i < nin; i++) {
+            n += in[i].t != NULL ? in[i].t->numel : 0;
+        }
+        if (nin == 0 && args != NULL && td_shape_check(args->dims, args->ndims, TD_DTYPE_BOOL,
+                                                       &n, NULL, NULL) != 0) {
+            n = 0;
+        }
+        return n;
+    }
+    if (nin != td_ops[id].nin) {
         return 0;
     }
     for (int i = 0; i < nin; i++) {

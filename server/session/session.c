@@ -251,6 +251,12 @@ int td_session_check_out(struct td_session *s, uint64_t handle, struct td_err *e
         return td_err_set(err, TD_EEXIST, "handle %llu is already in use",
                           (unsigned long long)handle);
     }
+    /* Handles cost memory even when their tensors are empty: bound how many a session holds. */
+    int64_t max = s->store != NULL ? s->store->cfg.session_max_handles : 0;
+    if (max > 0 && (int64_t)s->handles.len >= max) {
+        return td_err_set(err, TD_ELIMIT, "session handle limit reached: %lld handles",
+                          (long long)max);
+    }
     return 0;
 }
 
@@ -269,8 +275,8 @@ int td_session_put(struct td_session *s, uint64_t handle, struct td_tensor *t, s
 
 void td_session_put_failure(struct td_session *s, uint64_t handle, const struct td_err *cause)
 {
-    if (s->closed || handle == 0 || handle == UINT64_MAX || td_map_get(&s->handles, handle)) {
-        return;
+    if (td_session_check_out(s, handle, NULL) != 0) {
+        return;  /* reserved, in use, or the table is full: nothing is recorded */
     }
     struct td_entry *e = td_malloc(sizeof *e);
     struct td_err *f = td_malloc(sizeof *f);

@@ -54,6 +54,7 @@ struct td_store_config {
     int64_t session_max_bytes;  /* per session; <= 0 unlimited */
     int64_t max_tensor_bytes;   /* one tensor; <= 0 unlimited */
     int64_t max_sessions;       /* <= 0 unlimited */
+    int64_t session_max_handles; /* handle table entries per session; <= 0 unlimited */
     uint64_t session_ttl_ms;    /* idle time with no connection before a session expires */
 };
 
@@ -131,8 +132,8 @@ void td_session_close(struct td_session *s);
 int td_session_lookup(struct td_session *s, uint64_t handle, struct td_tensor **t,
                       struct td_err *err);
 
-/* Checks that `handle` may receive a new result: nonzero and unused. Errors: TD_EINVAL,
-** TD_EEXIST ("handle 7 is already in use"). */
+/* Checks that `handle` may receive a new result: nonzero and unused, and the table has room.
+** Errors: TD_EINVAL, TD_EEXIST ("handle 7 is already in use"), TD_ELIMIT. */
 int td_session_check_out(struct td_session *s, uint64_t handle, struct td_err *err);
 
 /* Stores t (taken) under a handle that td_session_check_out accepted. Errors: TD_ENOMEM (t is

@@ -730,6 +730,27 @@ static void test_quota_and_tensor_limit(void **state)
     harness_close(&h);
 }
 
+static void test_handle_limit(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct td_store_config cfg = {.session_max_handles = 3, .session_ttl_ms = 1000};
+    harness_init(&h, &cfg);
+    hello(&h, NULL, 0);
+    const int64_t s0[] = {0};
+    for (uint64_t i = 1; i <= 3; i++) {
+        assert_int_equal(create(&h, i, TENSORD__DTYPE__INT64, s0, 1, NULL, 0), 0);
+    }
+    assert_int_equal(create(&h, 4, TENSORD__DTYPE__INT64, s0, 1, NULL, 0),
+                     TENSORD__STATUS_CODE__LIMIT_EXCEEDED);
+    assert_string_equal(message_of(&h.replies[h.nreplies - 1]),
+                        "session handle limit reached: 3 handles");
+    uint64_t one = 1;
+    free_handles(&h, &one, 1);
+    assert_int_equal(create(&h, 4, TENSORD__DTYPE__INT64, s0, 1, NULL, 0), 0);
+    harness_close(&h);
+}
+
 static void test_malformed_frames(void **state)
 {
     (void)state;
@@ -930,6 +951,7 @@ int main(void)
         cmocka_unit_test(test_sessions_isolated_and_resumable),
         cmocka_unit_test(test_ttl_expiry),
         cmocka_unit_test(test_quota_and_tensor_limit),
+        cmocka_unit_test(test_handle_limit),
         cmocka_unit_test(test_malformed_frames),
         cmocka_unit_test(test_heavy_work_keeps_order),
         cmocka_unit_test(test_allocation_failure_sweep),
