@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "autograd.h"
 #include "ops/family.h"
 
 const struct td_op_def td_ops[TD_OP_COUNT] = {
@@ -194,6 +195,27 @@ void td_op_args_init(struct td_op_args *a)
 
 /* ---- the driver ---- */
 
+/* Records the autograd node for a fresh result (an op that hands back one of its inputs, like
+** x.to(x.dtype), shares that input's history instead). On failure the result is dropped. */
+static int record(enum td_op_id id, const struct td_operand *in, int nin,
+                  const struct td_op_args *args, struct td_tensor **out, struct td_err *err)
+{
+    for (int i = 0; i < nin; i++) {
+        if (in[i].t == *out) {
+            return 0;
+        }
+    }
+    if (id == TD_OP_DETACH) {
+        return 0;  /* the point of detach */
+    }
+    int rc = td_autograd_record(id, in, nin, args, *out, err);
+    if (rc != 0) {
+        td_tensor_unref(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                 const struct td_op_args *args, bool inplace, struct td_quota *q,
                 struct td_tensor **out, struct td_err *err)
@@ -227,7 +249,8 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
         if (inplace) {
             return td_err_set(err, TD_EINVAL, "%s has no in-place form", op->name);
         }
-        return op->make(out, in, nin, args, q, err);
+        int mrc = op->make(out, in, nin, args, q, err);
+        return mrc != 0 ? mrc : record(id, in, nin, args, out, err);
     }
     bool any_tensor = false;
     for (int i = 0; i < nin; i++) {
@@ -261,7 +284,8 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                               "output type %s", td_dtype_cname(result),
                               td_dtype_cname(t->dtype));
         }
-        if ((rc = td_tensor_prepare_write(t, err)) != 0) {
+        if ((rc = td_autograd_check_inplace(t, args->grad_enabled, err)) != 0 ||
+            (rc = td_tensor_prepare_write(t, err)) != 0) {
             return rc;
         }
         if ((rc = op->forward(t, in, nin, args, compute, err)) != 0) {
@@ -278,7 +302,7 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
         return rc;
     }
     *out = t;
-    return 0;
+    return record(id, in, nin, args, out, err);
 }
 
 int64_t td_op_work(enum td_op_id id, const struct td_operand *in, int nin,

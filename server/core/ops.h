@@ -44,6 +44,7 @@ struct td_op_args {
     enum td_dtype dtype;
     double correction;           /* std / var; 1 unless given */
     struct td_rng *rng;          /* the session's generator, for random ops (borrowed) */
+    bool grad_enabled;           /* record autograd nodes (the session's no_grad switch) */
     int op;                      /* set by td_op_apply: the op being run (enum td_op_id) */
     bool inplace;                /* set by td_op_apply */
 };
@@ -74,7 +75,7 @@ struct td_op_def {
     td_dtype_fn *dtype;
     td_fwd_fn *forward;
     td_make_fn *make;     /* instead of the three above */
-    void *backward;       /* autograd rule; NULL until autograd lands */
+    void *backward;       /* autograd rule (td_bwd_fn, core/autograd.h); NULL: not implemented */
 };
 
 extern const struct td_op_def td_ops[TD_OP_COUNT];

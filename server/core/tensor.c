@@ -1,6 +1,8 @@
 /* server/core/tensor.c — buffers, storage, strided tensors and their construction. */
 #include "tensor.h"
 
+#include "autograd.h"
+
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -139,6 +141,7 @@ static int tensor_wrap(struct td_tensor **out, enum td_dtype dt, const int64_t *
     }
     st->refs = 1;
     st->buf = b;
+    st->version = 0;
     memset(t, 0, sizeof *t);
     t->refs = 1;
     t->dtype = dt;
@@ -321,6 +324,8 @@ void td_tensor_unref(struct td_tensor *t)
     if (t == NULL || --t->refs > 0) {
         return;
     }
+    td_tensor_unref(t->grad);
+    td_node_unref(t->grad_fn);
     struct td_storage *st = t->storage;
     if (--st->refs == 0) {
         td_buffer_unref(st->buf);
@@ -353,6 +358,7 @@ void *td_tensor_data(const struct td_tensor *t)
 
 int td_tensor_prepare_write(struct td_tensor *t, struct td_err *err)
 {
+    t->storage->version++;
     struct td_buffer *old = t->storage->buf;
     if (atomic_load(&old->refs) == 1) {
         return 0;

@@ -37,7 +37,10 @@ struct td_buffer {
 struct td_storage {
     int refs;
     struct td_buffer *buf;   /* owned reference */
+    int64_t version;         /* bumped by every in-place write (autograd checks saved inputs) */
 };
+
+struct td_node;
 
 struct td_tensor {
     int refs;
@@ -48,6 +51,9 @@ struct td_tensor {
     int64_t offset;                    /* in elements */
     int64_t numel;
     struct td_storage *storage;        /* owned reference */
+    bool requires_grad;
+    struct td_tensor *grad;            /* owned reference: accumulated .grad, or NULL */
+    struct td_node *grad_fn;           /* owned reference: the node that made it, or NULL */
 };
 
 /* ---- shapes ---- */

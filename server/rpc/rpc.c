@@ -13,6 +13,7 @@
 
 #include <string.h>
 
+#include "core/autograd.h"
 #include "core/ops.h"
 #include "core/print.h"
 #include "core/rng.h"
@@ -291,6 +292,22 @@ static void get_pin_release(void *arg)
     td_free(gp);
 }
 
+/* requires_grad=True at creation: only float tensors may ask (torch's rule). */
+static int set_requires_grad(struct td_tensor *t, bool value, struct td_err *err)
+{
+    if (value && !td_dtype_is_float(t->dtype)) {
+        return td_err_set(err, TD_EDTYPE, "Only Tensors of floating point and complex dtype can "
+                          "require gradients");
+    }
+    if (!value && t->grad_fn != NULL) {
+        return td_err_set(err, TD_EINVAL, "you can only change requires_grad flags of leaf "
+                          "variables. If you want to use a computed variable in a subgraph that "
+                          "doesn't require differentiation use var_no_grad = var.detach().");
+    }
+    t->requires_grad = value;
+    return 0;
+}
+
 static int run_create(struct rpc_job *j, struct td_session *s, struct result *res,
                       struct td_err *err)
 {
@@ -320,8 +337,14 @@ static int run_create(struct rpc_job *j, struct td_session *s, struct result *re
         }
     }
     j->data = NULL;
-    if ((rc = td_tensor_adopt(&t, dt, shape, ndim, data, j->data_len, &s->quota, err)) != 0 ||
-        (rc = td_session_put(s, m->out, t, err)) != 0) {
+    if ((rc = td_tensor_adopt(&t, dt, shape, ndim, data, j->data_len, &s->quota, err)) != 0) {
+        return rc;
+    }
+    if ((rc = set_requires_grad(t, m->requires_grad, err)) != 0) {
+        td_tensor_unref(t);
+        return rc;
+    }
+    if ((rc = td_session_put(s, m->out, t, err)) != 0) {
         return rc;
     }
     res->tensor = t;
@@ -344,8 +367,14 @@ static int run_full(struct rpc_job *j, struct td_session *s, struct result *res,
         return rc;
     }
     struct td_tensor *t = NULL;
-    if ((rc = td_tensor_full(&t, dt, shape, ndim, v, &s->quota, err)) != 0 ||
-        (rc = td_session_put(s, m->out, t, err)) != 0) {
+    if ((rc = td_tensor_full(&t, dt, shape, ndim, v, &s->quota, err)) != 0) {
+        return rc;
+    }
+    if ((rc = set_requires_grad(t, m->requires_grad, err)) != 0) {
+        td_tensor_unref(t);
+        return rc;
+    }
+    if ((rc = td_session_put(s, m->out, t, err)) != 0) {
         return rc;
     }
     res->tensor = t;
@@ -372,6 +401,9 @@ static int run_rand(struct rpc_job *j, struct td_session *s, struct result *res,
         rc = td_tensor_randn(&t, dt, shape, ndim, &s->rng, &s->quota, err);
     } else {
         rc = td_err_set(err, TD_EINVAL, "unknown distribution %d", (int)m->distribution);
+    }
+    if (rc == 0 && (rc = set_requires_grad(t, m->requires_grad, err)) != 0) {
+        td_tensor_unref(t);
     }
     if (rc != 0 || (rc = td_session_put(s, m->out, t, err)) != 0) {
         return rc;
@@ -514,6 +546,7 @@ static int run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
         return rc;
     }
     args.rng = &s->rng;
+    args.grad_enabled = !s->no_grad;
     struct td_tensor *t = NULL;
     if ((rc = td_op_apply(op, in, (int)m->n_inputs, &args, m->inplace, &s->quota, &t, err)) != 0) {
         return rc;
@@ -601,7 +634,62 @@ static int run_format(struct rpc_job *j, struct td_session *s, struct result *re
     }
     struct td_print_opts o;
     td_print_opts_default(&o);
+    o.requires_grad = t->requires_grad;
+    o.grad_fn = t->grad_fn != NULL ? td_node_name(t->grad_fn) : NULL;
     return td_tensor_repr(t, &o, &res->text, err);
+}
+
+static int run_backward(struct rpc_job *j, struct td_session *s, struct td_err *err)
+{
+    const Tensord__Backward *m = j->req->backward;
+    struct td_tensor *t, *g = NULL;
+    int rc;
+    if ((rc = td_session_lookup(s, m->handle, &t, err)) != 0 ||
+        (m->gradient != 0 && (rc = td_session_lookup(s, m->gradient, &g, err)) != 0)) {
+        return rc;
+    }
+    return td_autograd_backward(t, g, m->retain_graph, &s->quota, err);
+}
+
+static int run_grad(struct rpc_job *j, struct td_session *s, struct result *res,
+                    struct td_err *err)
+{
+    const Tensord__Grad *m = j->req->grad;
+    struct td_tensor *t;
+    int rc;
+    if ((rc = td_session_lookup(s, m->handle, &t, err)) != 0) {
+        return rc;
+    }
+    if (t->grad == NULL) {
+        return 0;  /* .grad is None: no tensor in the reply */
+    }
+    if ((rc = td_session_check_out(s, m->out, err)) != 0 ||
+        (rc = td_session_put(s, m->out, td_tensor_ref(t->grad), err)) != 0) {
+        return rc;
+    }
+    res->tensor = t->grad;
+    res->handle = m->out;
+    return 0;
+}
+
+static int run_set_grad(struct rpc_job *j, struct td_session *s, struct result *res,
+                        struct td_err *err)
+{
+    const Tensord__SetGrad *m = j->req->set_grad;
+    struct td_tensor *t;
+    int rc;
+    if ((rc = td_session_lookup(s, m->handle, &t, err)) != 0) {
+        return rc;
+    }
+    if (m->clear_grad) {
+        td_tensor_unref(t->grad);
+        t->grad = NULL;
+    } else if ((rc = set_requires_grad(t, m->requires_grad, err)) != 0) {
+        return rc;
+    }
+    res->tensor = t;
+    res->handle = m->handle;
+    return 0;
 }
 
 static int run_free(struct rpc_job *j, struct td_session *s, struct td_err *err)
@@ -737,6 +825,19 @@ static void job_execute(struct rpc_job *j)
     case TENSORD__REQUEST__BODY_FORMAT:
         rc = run_format(j, s, &res, &err);
         break;
+    case TENSORD__REQUEST__BODY_BACKWARD:
+        rc = run_backward(j, s, &err);
+        break;
+    case TENSORD__REQUEST__BODY_GRAD:
+        out_handle = j->req->grad->out;
+        rc = run_grad(j, s, &res, &err);
+        break;
+    case TENSORD__REQUEST__BODY_SET_GRAD:
+        rc = run_set_grad(j, s, &res, &err);
+        break;
+    case TENSORD__REQUEST__BODY_SET_GRAD_ENABLED:
+        s->no_grad = !j->req->set_grad_enabled->enabled;
+        break;
     default:
         rc = td_err_set(&err, TD_EOP, "unknown request kind (field %d)", (int)j->req->body_case);
         break;
@@ -772,6 +873,8 @@ static void job_execute(struct rpc_job *j)
         info.nbytes = td_tensor_nbytes(t);
         info.offset = res.offset;
         info.length = res.length;
+        info.requires_grad = t->requires_grad;
+        info.grad_fn = t->grad_fn != NULL ? (char *)td_node_name(t->grad_fn) : "";
         resp.result_case = TENSORD__RESPONSE__RESULT_TENSOR;
         resp.tensor = &info;
     } else if (res.text != NULL) {
@@ -833,6 +936,8 @@ static bool job_is_heavy(struct td_job *job)
         }
         break;
     }
+    case TENSORD__REQUEST__BODY_BACKWARD:
+        return true;  /* a graph's size is unknown until walked: always off the loop */
     default:
         break;
     }

@@ -85,6 +85,7 @@ struct td_session {
     int nconns;                  /* attached connections; TTL counts only at 0 */
     uint64_t idle_since_ms;      /* when nconns last dropped to 0 */
     bool closed;                 /* CloseSession or expiry; tensors are gone */
+    bool no_grad;                /* torch.no_grad(): ops record no autograd graph */
     bool running;                /* a heavy job is out on the executor */
     struct td_job *head, *tail;  /* FIFO of jobs not yet started */
 };

@@ -78,7 +78,7 @@ class Conn:
         self.next_handle += 1
         return h
 
-    def tensor(self, array):
+    def tensor(self, array, requires_grad=False):
         """Uploads a numpy array; returns its handle."""
         array = np.require(array, requirements="C")  # keeps 0-dim arrays 0-dim
         name = "bool" if array.dtype == np.bool_ else str(array.dtype)
@@ -87,8 +87,36 @@ class Conn:
         req.create.out = h
         req.create.dtype = DTYPES[name][0]
         req.create.shape.extend(array.shape)
+        req.create.requires_grad = requires_grad
         self.call(req, array.astype(DTYPES[name][1]).tobytes())
         return h
+
+    def backward(self, h, gradient=0, retain_graph=False):
+        req = pb.Request()
+        req.backward.handle = h
+        req.backward.gradient = gradient
+        req.backward.retain_graph = retain_graph
+        self.call(req)
+
+    def grad(self, h):
+        """The handle of h's .grad, or None."""
+        req = pb.Request()
+        req.grad.handle = h
+        out = self.handle()
+        req.grad.out = out
+        resp = self.call(req)
+        return out if resp.HasField("tensor") else None
+
+    def set_grad_enabled(self, enabled):
+        req = pb.Request()
+        req.set_grad_enabled.enabled = enabled
+        self.call(req)
+
+    def zero_grad_none(self, h):
+        req = pb.Request()
+        req.set_grad.handle = h
+        req.set_grad.clear_grad = True
+        self.call(req)
 
     def op(self, name, inputs, inplace=False, **kw):
         """Runs op `name`; inputs are handles (int wrapped in H) or Python numbers."""

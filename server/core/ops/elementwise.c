@@ -909,3 +909,207 @@ int td_make_to(struct td_tensor **out, const struct td_operand *in, int nin,
     }
     return rc;
 }
+
+/* ---- backward rules (gradients in the output's shape; autograd reduces broadcasting) ---- */
+
+#define X0 (n->in[0])
+#define X1 (n->in[1])
+
+/* add: d/da = g, d/db = g. */
+int td_bw_add(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+              struct td_quota *q, struct td_err *err)
+{
+    (void)q;
+    (void)err;
+    gin[0] = X0.t != NULL ? td_tensor_ref(g) : NULL;
+    gin[1] = X1.t != NULL ? td_tensor_ref(g) : NULL;
+    return 0;
+}
+
+/* sub: d/da = g, d/db = -g. */
+int td_bw_sub(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+              struct td_quota *q, struct td_err *err)
+{
+    gin[0] = X0.t != NULL ? td_tensor_ref(g) : NULL;
+    return X1.t != NULL ? td_bw1(TD_OP_NEG, td_t(g), NULL, q, &gin[1], err) : 0;
+}
+
+/* mul: d/da = g*b, d/db = g*a. */
+int td_bw_mul(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+              struct td_quota *q, struct td_err *err)
+{
+    int rc = 0;
+    if (X0.t != NULL) {
+        rc = td_bw2(TD_OP_MUL, td_t(g), X1, q, &gin[0], err);
+    }
+    if (rc == 0 && X1.t != NULL) {
+        rc = td_bw2(TD_OP_MUL, td_t(g), X0, q, &gin[1], err);
+    }
+    return rc;
+}
+
+/* div: d/da = g/b, d/db = -g*a/b^2. */
+int td_bw_div(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+              struct td_quota *q, struct td_err *err)
+{
+    int rc = 0;
+    if (X0.t != NULL) {
+        rc = td_bw2(TD_OP_DIV, td_t(g), X1, q, &gin[0], err);
+    }
+    if (rc == 0 && X1.t != NULL) {
+        struct td_tensor *q1 = NULL, *q2 = NULL, *q3 = NULL;
+        if ((rc = td_bw2(TD_OP_DIV, X0, X1, q, &q1, err)) == 0 &&
+            (rc = td_bw2(TD_OP_DIV, td_t(q1), X1, q, &q2, err)) == 0 &&
+            (rc = td_bw2(TD_OP_MUL, td_t(g), td_t(q2), q, &q3, err)) == 0) {
+            rc = td_bw1(TD_OP_NEG, td_t(q3), NULL, q, &gin[1], err);
+        }
+        td_tensor_unref(q1);
+        td_tensor_unref(q2);
+        td_tensor_unref(q3);
+    }
+    return rc;
+}
+
+/* pow: d/da = g * b * a^(b-1); d/db = g * a^b * log(a). */
+int td_bw_pow(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+              struct td_quota *q, struct td_err *err)
+{
+    int rc = 0;
+    struct td_tensor *bm1 = NULL, *p = NULL, *t1 = NULL;
+    if (X0.t != NULL) {
+        if (X1.t == NULL) {
+            /* a number exponent e: g * e * a^(e-1), with e - 1 a number too */
+            double e = td_scalar_to_double(X1.s);
+            if (e == 0.0) {
+                rc = td_bw2(TD_OP_MUL, td_t(g), td_s(td_scalar_i(0)), q, &gin[0], err);
+            } else if ((rc = td_bw2(TD_OP_POW, X0, td_s(td_scalar_f(e - 1)), q, &p, err)) == 0 &&
+                       (rc = td_bw2(TD_OP_MUL, td_t(p), td_s(td_scalar_f(e)), q, &t1, err)) == 0) {
+                rc = td_bw2(TD_OP_MUL, td_t(g), td_t(t1), q, &gin[0], err);
+            }
+        } else if ((rc = td_bw2(TD_OP_SUB, X1, td_s(td_scalar_i(1)), q, &bm1, err)) == 0 &&
+                   (rc = td_bw2(TD_OP_POW, X0, td_t(bm1), q, &p, err)) == 0 &&
+                   (rc = td_bw2(TD_OP_MUL, td_t(p), X1, q, &t1, err)) == 0) {
+            rc = td_bw2(TD_OP_MUL, td_t(g), td_t(t1), q, &gin[0], err);
+        }
+    }
+    td_tensor_unref(bm1);
+    td_tensor_unref(p);
+    td_tensor_unref(t1);
+    if (rc == 0 && X1.t != NULL) {
+        struct td_tensor *ab = NULL, *la = NULL, *m = NULL;
+        struct td_operand base = X0.t != NULL ? X0 : td_s(td_scalar_f(td_scalar_to_double(X0.s)));
+        if ((rc = td_bw2(TD_OP_POW, base, X1, q, &ab, err)) == 0) {
+            if (X0.t != NULL) {
+                rc = td_bw1(TD_OP_LOG, X0, NULL, q, &la, err);
+            } else {
+                rc = td_tensor_full(&la, TD_DTYPE_F64, NULL, 0,
+                                    td_scalar_f(log(td_scalar_to_double(X0.s))), q, err);
+            }
+        }
+        if (rc == 0 && (rc = td_bw2(TD_OP_MUL, td_t(ab), td_t(la), q, &m, err)) == 0) {
+            rc = td_bw2(TD_OP_MUL, td_t(g), td_t(m), q, &gin[1], err);
+        }
+        td_tensor_unref(ab);
+        td_tensor_unref(la);
+        td_tensor_unref(m);
+    }
+    return rc;
+}
+
+/* neg: -g */
+int td_bw_neg(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+              struct td_quota *q, struct td_err *err)
+{
+    (void)n;
+    return td_bw1(TD_OP_NEG, td_t(g), NULL, q, &gin[0], err);
+}
+
+/* g * f(x) for a unary f, and g / f(x). */
+static int times_f(enum td_op_id f, const struct td_node *n, struct td_tensor *g, bool divide,
+                   struct td_tensor **out, struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *fx = NULL;
+    int rc = f == TD_OP_COUNT ? (fx = td_tensor_ref(X0.t), 0)
+                              : td_bw1(f, X0, NULL, q, &fx, err);
+    if (rc == 0) {
+        rc = td_bw2(divide ? TD_OP_DIV : TD_OP_MUL, td_t(g), td_t(fx), q, out, err);
+    }
+    td_tensor_unref(fx);
+    return rc;
+}
+
+/* exp: g * exp(x) (recomputed: a node never keeps its own output) */
+int td_bw_exp(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+              struct td_quota *q, struct td_err *err)
+{
+    return times_f(TD_OP_EXP, n, g, false, &gin[0], q, err);
+}
+
+/* log: g / x */
+int td_bw_log(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+              struct td_quota *q, struct td_err *err)
+{
+    return times_f(TD_OP_COUNT, n, g, true, &gin[0], q, err);
+}
+
+/* sqrt: g / (2 sqrt(x)) */
+int td_bw_sqrt(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+               struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *h = NULL;
+    int rc = td_bw2(TD_OP_MUL, td_t(g), td_s(td_scalar_f(0.5)), q, &h, err);
+    if (rc == 0) {
+        rc = times_f(TD_OP_SQRT, n, h, true, &gin[0], q, err);
+    }
+    td_tensor_unref(h);
+    return rc;
+}
+
+/* tanh: g * (1 - tanh(x)^2); sigmoid: g * s * (1 - s) */
+static int squash_bw(enum td_op_id f, const struct td_node *n, struct td_tensor *g,
+                     struct td_tensor **gin, struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *y = NULL, *a = NULL, *b = NULL;
+    int rc;
+    if ((rc = td_bw1(f, X0, NULL, q, &y, err)) == 0) {
+        if (f == TD_OP_TANH) {
+            if ((rc = td_bw2(TD_OP_MUL, td_t(y), td_t(y), q, &a, err)) == 0) {
+                rc = td_bw2(TD_OP_SUB, td_s(td_scalar_i(1)), td_t(a), q, &b, err);
+            }
+        } else if ((rc = td_bw2(TD_OP_SUB, td_s(td_scalar_i(1)), td_t(y), q, &a, err)) == 0) {
+            rc = td_bw2(TD_OP_MUL, td_t(y), td_t(a), q, &b, err);
+        }
+    }
+    if (rc == 0) {
+        rc = td_bw2(TD_OP_MUL, td_t(g), td_t(b), q, &gin[0], err);
+    }
+    td_tensor_unref(y);
+    td_tensor_unref(a);
+    td_tensor_unref(b);
+    return rc;
+}
+
+int td_bw_tanh(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+               struct td_quota *q, struct td_err *err)
+{
+    return squash_bw(TD_OP_TANH, n, g, gin, q, err);
+}
+
+int td_bw_sigmoid(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                  struct td_quota *q, struct td_err *err)
+{
+    return squash_bw(TD_OP_SIGMOID, n, g, gin, q, err);
+}
+
+/* relu: g where x > 0, else 0 */
+int td_bw_relu(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+               struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *mask = NULL;
+    int rc = td_bw2(TD_OP_GT, X0, td_s(td_scalar_i(0)), q, &mask, err);
+    if (rc == 0) {
+        rc = td_bw2(TD_OP_MUL, td_t(g), td_t(mask), q, &gin[0], err);
+    }
+    td_tensor_unref(mask);
+    return rc;
+}

@@ -3,7 +3,31 @@
 #ifndef TD_CORE_OPS_FAMILY_H
 #define TD_CORE_OPS_FAMILY_H
 
+#include "../autograd.h"
 #include "../ops.h"
+
+/* Backward helpers: td_op_apply with grad recording off (args NULL or without grad_enabled). */
+static inline struct td_operand td_t(struct td_tensor *t)
+{
+    struct td_operand o = {.t = t};
+    return o;
+}
+static inline struct td_operand td_s(struct td_scalar s)
+{
+    struct td_operand o = {.t = NULL, .s = s};
+    return o;
+}
+static inline int td_bw1(enum td_op_id op, struct td_operand a, const struct td_op_args *args,
+                         struct td_quota *q, struct td_tensor **out, struct td_err *err)
+{
+    return td_op_apply(op, &a, 1, args, false, q, out, err);
+}
+static inline int td_bw2(enum td_op_id op, struct td_operand a, struct td_operand b,
+                         struct td_quota *q, struct td_tensor **out, struct td_err *err)
+{
+    struct td_operand in[2] = {a, b};
+    return td_op_apply(op, in, 2, NULL, false, q, out, err);
+}
 
 /* ops.c: shared rules */
 td_dtype_fn td_dtype_rule_promote, td_dtype_rule_true_div, td_dtype_rule_compare,
@@ -55,6 +79,28 @@ td_fwd_fn td_fwd_add, td_fwd_sub, td_fwd_mul, td_fwd_div, td_fwd_floor_divide, t
 #define fwd_clamp td_fwd_clamp
 td_make_fn td_make_to;
 #define make_to td_make_to
+
+td_bwd_fn td_bw_add, td_bw_sub, td_bw_mul, td_bw_div, td_bw_pow, td_bw_neg, td_bw_exp,
+    td_bw_log, td_bw_sqrt, td_bw_tanh, td_bw_sigmoid, td_bw_relu, td_bw_sum, td_bw_mean,
+    td_bw_matmul, td_bw_reshape;
+#define bw_add td_bw_add
+#define bw_sub td_bw_sub
+#define bw_mul td_bw_mul
+#define bw_div td_bw_div
+#define bw_pow td_bw_pow
+#define bw_neg td_bw_neg
+#define bw_exp td_bw_exp
+#define bw_log td_bw_log
+#define bw_sqrt td_bw_sqrt
+#define bw_tanh td_bw_tanh
+#define bw_sigmoid td_bw_sigmoid
+#define bw_relu td_bw_relu
+#define bw_sum td_bw_sum
+#define bw_mean td_bw_mean
+#define bw_matmul td_bw_matmul
+#define bw_reshape td_bw_reshape
+td_make_fn td_make_detach;
+#define make_detach td_make_detach
 
 /* Copies src (any strides, any dtype) into dst (any strides, same shape), casting like torch's
 ** .to(): floats to ints truncate toward zero, anything to bool is != 0. */

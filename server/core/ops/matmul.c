@@ -320,3 +320,75 @@ int td_fwd_matmul(struct td_tensor *out, const struct td_operand *in, int nin,
     td_tensor_unref(cb);
     return 0;
 }
+
+/* ---- backward ---- */
+
+static int unsq(struct td_tensor *t, int64_t dim, struct td_quota *q, struct td_tensor **out,
+                struct td_err *err)
+{
+    struct td_op_args a;
+    td_op_args_init(&a);
+    a.dim = dim;
+    return td_bw1(TD_OP_UNSQUEEZE, td_t(t), &a, q, out, err);
+}
+
+/* matmul: with 1-D operands promoted to matrices (a as a row, b as a column),
+** d/da = g @ b^T and d/db = a^T @ g; the promoted dims are squeezed away again and autograd
+** sums broadcast batch dims back to each input's shape. */
+int td_bw_matmul(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                 struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *a = n->in[0].t, *b = n->in[1].t;
+    struct td_tensor *a2 = NULL, *b2 = NULL, *g2 = NULL, *g1 = NULL, *bt = NULL, *at = NULL;
+    struct td_tensor *ga = NULL, *gb = NULL;
+    struct td_op_args none, sq;
+    td_op_args_init(&none);
+    td_op_args_init(&sq);
+    sq.has_dim = true;
+    int rc;
+    a2 = a->ndim == 1 ? NULL : td_tensor_ref(a);
+    b2 = b->ndim == 1 ? NULL : td_tensor_ref(b);
+    if ((a2 == NULL && (rc = unsq(a, 0, q, &a2, err)) != 0) ||
+        (b2 == NULL && (rc = unsq(b, 1, q, &b2, err)) != 0)) {
+        goto out;
+    }
+    g1 = td_tensor_ref(g);
+    if (a->ndim == 1 && (rc = unsq(g1, b->ndim == 1 ? 0 : -2, q, &g2, err)) == 0) {
+        td_tensor_unref(g1);
+        g1 = g2;
+        g2 = NULL;
+    }
+    if (b->ndim == 1 && (rc = unsq(g1, -1, q, &g2, err)) == 0) {
+        td_tensor_unref(g1);
+        g1 = g2;
+        g2 = NULL;
+    }
+    if ((rc = td_bw1(TD_OP_MT, td_t(b2), &none, q, &bt, err)) != 0 ||
+        (rc = td_bw1(TD_OP_MT, td_t(a2), &none, q, &at, err)) != 0 ||
+        (rc = td_bw2(TD_OP_MATMUL, td_t(g1), td_t(bt), q, &ga, err)) != 0 ||
+        (rc = td_bw2(TD_OP_MATMUL, td_t(at), td_t(g1), q, &gb, err)) != 0) {
+        goto out;
+    }
+    if (a->ndim == 1) {
+        sq.dim = -2;
+        rc = td_bw1(TD_OP_SQUEEZE, td_t(ga), &sq, q, &gin[0], err);
+    } else {
+        gin[0] = td_tensor_ref(ga);
+    }
+    if (rc == 0 && b->ndim == 1) {
+        sq.dim = -1;
+        rc = td_bw1(TD_OP_SQUEEZE, td_t(gb), &sq, q, &gin[1], err);
+    } else if (rc == 0) {
+        gin[1] = td_tensor_ref(gb);
+    }
+out:
+    td_tensor_unref(a2);
+    td_tensor_unref(b2);
+    td_tensor_unref(g1);
+    td_tensor_unref(g2);
+    td_tensor_unref(bt);
+    td_tensor_unref(at);
+    td_tensor_unref(ga);
+    td_tensor_unref(gb);
+    return rc;
+}

@@ -430,3 +430,51 @@ out:
     td_free(ival);
     return rc;
 }
+
+/* ---- backward ---- */
+
+/* sum: g broadcast back over the reduced dims (as a stride-0 view). */
+int td_bw_sum(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+              struct td_quota *q, struct td_err *err)
+{
+    const struct td_tensor *x = n->in[0].t;
+    bool red[TD_MAX_DIMS], all;
+    int rc = reduced_dims(x, &n->args, kind_of(n->op), red, &all, err);
+    if (rc != 0) {
+        return rc;
+    }
+    struct td_op_args r, e;
+    td_op_args_init(&r);
+    td_op_args_init(&e);
+    r.has_dims = e.has_dims = true;
+    for (int i = 0; i < x->ndim; i++) {
+        r.dims[i] = red[i] ? 1 : x->shape[i];
+        e.dims[i] = x->shape[i];
+    }
+    r.ndims = e.ndims = x->ndim;
+    struct td_tensor *k = NULL;
+    if ((rc = td_bw1(TD_OP_RESHAPE, td_t(g), &r, q, &k, err)) == 0) {
+        rc = td_bw1(TD_OP_EXPAND, td_t(k), &e, q, &gin[0], err);
+    }
+    td_tensor_unref(k);
+    return rc;
+}
+
+/* mean: the sum's gradient over the number of reduced elements. */
+int td_bw_mean(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+               struct td_quota *q, struct td_err *err)
+{
+    const struct td_tensor *x = n->in[0].t;
+    int64_t outn = 1;
+    for (int i = 0; i < n->out_ndim; i++) {
+        outn *= n->out_shape[i];
+    }
+    double count = outn > 0 ? (double)x->numel / (double)outn : 0.0;
+    struct td_tensor *s = NULL;
+    int rc = td_bw_sum(n, g, &s, q, err);
+    if (rc == 0) {
+        rc = td_bw2(TD_OP_DIV, td_t(s), td_s(td_scalar_f(count)), q, &gin[0], err);
+    }
+    td_tensor_unref(s);
+    return rc;
+}

@@ -819,3 +819,27 @@ int td_make_triu(struct td_tensor **out, const struct td_operand *in, int nin,
     (void)nin;
     return tri(out, in, a, false, q, err);
 }
+
+/* reshape / view backward: the gradient reshaped to the input's shape. */
+int td_bw_reshape(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                  struct td_quota *q, struct td_err *err)
+{
+    const struct td_tensor *x = n->in[0].t;
+    struct td_op_args r;
+    td_op_args_init(&r);
+    memcpy(r.dims, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+    r.ndims = x->ndim;
+    r.has_dims = true;
+    return td_bw1(TD_OP_RESHAPE, td_t(g), &r, q, &gin[0], err);
+}
+
+/* detach(): the same bytes, outside the graph. */
+int td_make_detach(struct td_tensor **out, const struct td_operand *in, int nin,
+                   const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    (void)a;
+    (void)q;
+    struct td_tensor *t = in[0].t;
+    return view_new(out, t, t->ndim, t->shape, t->strides, t->offset, err);
+}

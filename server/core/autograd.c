@@ -1,0 +1,398 @@
+/* server/core/autograd.c — recording nodes, and the backward pass. */
+#include "autograd.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "../base/map.h"
+
+void td_node_unref(struct td_node *n)
+{
+    if (n == NULL || --n->refs > 0) {
+        return;
+    }
+    for (int i = 0; i < n->nin; i++) {
+        td_tensor_unref(n->in[i].t);
+    }
+    td_free(n);
+}
+
+static void node_name(const struct td_node *n, char *buf, size_t cap)
+{
+    const char *fixed = NULL;
+    switch (n->op) {
+    case TD_OP_ADD: fixed = "AddBackward0"; break;
+    case TD_OP_SUB: fixed = n->in[0].t == NULL ? "RsubBackward1" : "SubBackward0"; break;
+    case TD_OP_MUL: fixed = "MulBackward0"; break;
+    case TD_OP_DIV: fixed = n->in[0].t == NULL ? "MulBackward0" : "DivBackward0"; break;
+    case TD_OP_POW: fixed = n->in[1].t != NULL ? "PowBackward1" : "PowBackward0"; break;
+    case TD_OP_SUM:
+        fixed = n->args.has_dims && n->args.ndims > 0 ? "SumBackward1" : "SumBackward0";
+        break;
+    case TD_OP_MEAN:
+        fixed = n->args.has_dims && n->args.ndims > 0 ? "MeanBackward1" : "MeanBackward0";
+        break;
+    case TD_OP_MATMUL: {
+        int da = n->in[0].t->ndim, db = n->in[1].t->ndim;
+        fixed = da == 1 && db == 1 ? "DotBackward0" : da == 2 && db == 1 ? "MvBackward0"
+              : da <= 2 && db == 2 ? "MmBackward0" : "UnsafeViewBackward0";
+        break;
+    }
+    case TD_OP_RESHAPE: fixed = "ReshapeAliasBackward0"; break;
+    case TD_OP_VIEW: fixed = "ViewBackward0"; break;
+    default: break;
+    }
+    if (fixed != NULL) {
+        snprintf(buf, cap, "%s", fixed);
+        return;
+    }
+    /* PyTorch's convention: the op's name in CamelCase + "Backward0" (exp -> ExpBackward0). */
+    size_t k = 0;
+    bool up = true;
+    for (const char *s = td_ops[n->op].name; *s != '\0' && k + 10 < cap; s++) {
+        if (*s == '_') {
+            up = true;
+            continue;
+        }
+        buf[k++] = up && *s >= 'a' && *s <= 'z' ? (char)(*s - 32) : *s;
+        up = false;
+    }
+    snprintf(buf + k, cap - k, "Backward0");
+}
+
+const char *td_node_name(const struct td_node *n)
+{
+    return n->name;
+}
+
+int td_autograd_check_inplace(const struct td_tensor *t, bool grad_enabled, struct td_err *err)
+{
+    if (!grad_enabled || !t->requires_grad) {
+        return 0;
+    }
+    if (t->grad_fn == NULL) {
+        return td_err_set(err, TD_EINVAL, "a leaf Variable that requires grad is being used in "
+                          "an in-place operation.");
+    }
+    return td_err_set(err, TD_EUNSUP, "in-place operations on tensors that are part of a graph "
+                      "are not supported yet");
+}
+
+int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
+                       const struct td_op_args *args, struct td_tensor *out, struct td_err *err)
+{
+    bool needed = false;
+    for (int i = 0; i < nin; i++) {
+        needed = needed || (in[i].t != NULL && in[i].t->requires_grad);
+    }
+    if (!args->grad_enabled || !needed) {
+        return 0;
+    }
+    if (nin > TD_NODE_MAX_IN) {
+        return td_err_set(err, TD_EUNSUP, "autograd through %s is not implemented",
+                          td_ops[op].name);
+    }
+    struct td_node *n = td_calloc(1, sizeof *n);
+    if (n == NULL) {
+        return td_err_code(err, TD_ENOMEM);
+    }
+    n->refs = 1;
+    n->op = op;
+    n->nin = nin;
+    for (int i = 0; i < nin; i++) {
+        n->in[i] = in[i];
+        if (in[i].t != NULL) {
+            td_tensor_ref(in[i].t);
+            n->versions[i] = in[i].t->storage->version;
+        }
+    }
+    n->args = *args;
+    n->args.rng = NULL;
+    n->out_ndim = out->ndim;
+    memcpy(n->out_shape, out->shape, sizeof n->out_shape);
+    n->out_dtype = out->dtype;
+    node_name(n, n->name, sizeof n->name);
+    td_node_unref(out->grad_fn);
+    out->grad_fn = n;
+    out->requires_grad = true;
+    return 0;
+}
+
+int td_sum_to_shape(struct td_tensor *g, const int64_t *shape, int ndim, struct td_quota *q,
+                    struct td_tensor **out, struct td_err *err)
+{
+    if (g->ndim == ndim && memcmp(g->shape, shape, sizeof(int64_t) * (size_t)ndim) == 0) {
+        *out = td_tensor_ref(g);
+        return 0;
+    }
+    struct td_op_args a;
+    td_op_args_init(&a);
+    a.has_dims = true;
+    a.keepdim = true;
+    int lead = g->ndim - ndim;
+    for (int i = 0; i < g->ndim; i++) {
+        if (i < lead || (shape[i - lead] == 1 && g->shape[i] != 1)) {
+            a.dims[a.ndims++] = i;
+        }
+    }
+    struct td_tensor *s = NULL;
+    struct td_operand in[1] = {{.t = g}};
+    int rc;
+    if (a.ndims > 0) {
+        rc = td_op_apply(TD_OP_SUM, in, 1, &a, false, q, &s, err);
+    } else {
+        s = td_tensor_ref(g);
+        rc = 0;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    struct td_op_args r;
+    td_op_args_init(&r);
+    memcpy(r.dims, shape, sizeof(int64_t) * (size_t)ndim);
+    r.ndims = ndim;
+    r.has_dims = true;
+    struct td_operand sin[1] = {{.t = s}};
+    rc = td_op_apply(TD_OP_RESHAPE, sin, 1, &r, false, q, out, err);
+    td_tensor_unref(s);
+    return rc;
+}
+
+static const char *legacy_name(enum td_dtype dt)
+{
+    static const char *const n[TD_DTYPE_COUNT] = {"torch.BoolTensor", "torch.IntTensor",
+                                                  "torch.LongTensor", "torch.FloatTensor",
+                                                  "torch.DoubleTensor"};
+    return n[dt];
+}
+
+/* Adds gi into leaf t's .grad (in place, so a handle bound to .grad sees it). */
+static int accumulate_leaf(struct td_tensor *t, struct td_tensor *gi, struct td_quota *q,
+                           struct td_err *err)
+{
+    struct td_operand in[2] = {{.t = t->grad}, {.t = gi}};
+    if (t->grad == NULL) {
+        /* A private copy in t's dtype: gi may be shared with other inputs' gradients. */
+        struct td_op_args a;
+        td_op_args_init(&a);
+        a.has_dtype = true;
+        a.dtype = t->dtype;
+        struct td_operand gin[1] = {{.t = gi}};
+        struct td_tensor *c = NULL;
+        int rc = td_op_apply(gi->dtype == t->dtype ? TD_OP_CLONE : TD_OP_TO, gin, 1, &a, false,
+                             q, &c, err);
+        if (rc == 0) {
+            t->grad = c;
+        }
+        return rc;
+    }
+    struct td_tensor *r = NULL;
+    int rc = td_op_apply(TD_OP_ADD, in, 2, NULL, true, q, &r, err);
+    td_tensor_unref(r);
+    return rc;
+}
+
+int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, bool retain_graph,
+                         struct td_quota *q, struct td_err *err)
+{
+    if (!root->requires_grad) {
+        return td_err_set(err, TD_EINVAL, "element 0 of tensors does not require grad and does "
+                          "not have a grad_fn");
+    }
+    struct td_tensor *seed = NULL;
+    int rc = 0;
+    if (gradient == NULL) {
+        if (root->numel != 1) {
+            return td_err_set(err, TD_EINVAL, "grad can be implicitly created only for scalar "
+                              "outputs");
+        }
+        if ((rc = td_tensor_full(&seed, root->dtype, root->shape, root->ndim, td_scalar_i(1), q,
+                                 err)) != 0) {
+            return rc;
+        }
+    } else {
+        if (gradient->ndim != root->ndim ||
+            memcmp(gradient->shape, root->shape, sizeof(int64_t) * (size_t)root->ndim) != 0) {
+            char a[160], b[160];
+            return td_err_set(err, TD_ESHAPE, "Mismatch in shape: grad_output[0] has a shape of "
+                              "torch.Size(%s) and output[0] has a shape of torch.Size(%s).",
+                              td_shape_str(a, sizeof a, gradient->shape, gradient->ndim),
+                              td_shape_str(b, sizeof b, root->shape, root->ndim));
+        }
+        seed = td_tensor_ref(gradient);
+    }
+    if (root->grad_fn == NULL) {
+        rc = accumulate_leaf(root, seed, q, err);
+        td_tensor_unref(seed);
+        return rc;
+    }
+    /* Topological order by depth-first post-order from the root node. */
+    struct td_map seen, grads;
+    td_map_init(&seen);
+    td_map_init(&grads);
+    size_t cap = 64, norder = 0, nstack = 0;
+    struct td_node **order = td_malloc(cap * sizeof *order);
+    struct td_node **stack = td_malloc(cap * sizeof *stack);
+    int *next = td_malloc(cap * sizeof *next);
+    if (order == NULL || stack == NULL || next == NULL) {
+        rc = td_err_code(err, TD_ENOMEM);
+        goto out;
+    }
+    stack[nstack] = root->grad_fn;
+    next[nstack++] = 0;
+    if ((rc = td_map_put(&seen, (uint64_t)(uintptr_t)root->grad_fn, root->grad_fn)) != 0) {
+        td_err_code(err, rc);
+        goto out;
+    }
+    while (nstack > 0) {
+        struct td_node *n = stack[nstack - 1];
+        int i = next[nstack - 1]++;
+        if (i < n->nin) {
+            struct td_tensor *t = n->in[i].t;
+            struct td_node *c = t != NULL ? t->grad_fn : NULL;
+            if (c != NULL && td_map_get(&seen, (uint64_t)(uintptr_t)c) == NULL) {
+                if (nstack == cap || norder + nstack >= cap) {
+                    size_t ncap = cap * 2;
+                    struct td_node **o2 = td_realloc(order, ncap * sizeof *o2);
+                    struct td_node **s2 = o2 ? td_realloc(stack, ncap * sizeof *s2) : NULL;
+                    int *n2 = s2 ? td_realloc(next, ncap * sizeof *n2) : NULL;
+                    if (o2) {
+                        order = o2;
+                    }
+                    if (s2) {
+                        stack = s2;
+                    }
+                    if (n2 == NULL) {
+                        rc = td_err_code(err, TD_ENOMEM);
+                        goto out;
+                    }
+                    next = n2;
+                    cap = ncap;
+                }
+                if ((rc = td_map_put(&seen, (uint64_t)(uintptr_t)c, c)) != 0) {
+                    td_err_code(err, rc);
+                    goto out;
+                }
+                stack[nstack] = c;
+                next[nstack++] = 0;
+            }
+            continue;
+        }
+        order[norder++] = n;
+        nstack--;
+    }
+    if ((rc = td_map_put(&grads, (uint64_t)(uintptr_t)root->grad_fn, seed)) != 0) {
+        td_err_code(err, rc);
+        goto out;
+    }
+    seed = NULL;
+    /* Reverse post-order: every node after all nodes that use its output. */
+    for (size_t k = norder; k-- > 0;) {
+        struct td_node *n = order[k];
+        struct td_tensor *g = td_map_del(&grads, (uint64_t)(uintptr_t)n);
+        if (g == NULL) {
+            continue;
+        }
+        if (n->released) {
+            td_tensor_unref(g);
+            rc = td_err_set(err, TD_EINVAL, "Trying to backward through the graph a second time "
+                            "(or directly access saved tensors after they have already been "
+                            "freed). Saved intermediate values of the graph are freed when you "
+                            "call .backward() or autograd.grad(). Specify retain_graph=True if "
+                            "you need to backward through the graph a second time or if you "
+                            "need to access saved tensors after calling backward.");
+            goto out;
+        }
+        for (int i = 0; i < n->nin; i++) {
+            struct td_tensor *t = n->in[i].t;
+            if (t != NULL && t->storage->version != n->versions[i]) {
+                char sh[160];
+                td_tensor_unref(g);
+                rc = td_err_set(err, TD_EINVAL, "one of the variables needed for gradient "
+                                "computation has been modified by an inplace operation: "
+                                "[%s %s] is at version %lld; expected version %lld instead. "
+                                "Hint: enable anomaly detection to find the operation that "
+                                "failed to compute its gradient, with "
+                                "torch.autograd.set_detect_anomaly(True).",
+                                legacy_name(t->dtype), td_shape_str(sh, sizeof sh, t->shape,
+                                                                    t->ndim),
+                                (long long)t->storage->version, (long long)n->versions[i]);
+                goto out;
+            }
+        }
+        td_bwd_fn *rule = (td_bwd_fn *)td_ops[n->op].backward;
+        if (rule == NULL) {
+            td_tensor_unref(g);
+            rc = td_err_set(err, TD_EUNSUP, "the derivative for '%s' is not implemented.",
+                            td_ops[n->op].name);
+            goto out;
+        }
+        struct td_tensor *gin[TD_NODE_MAX_IN] = {NULL};
+        rc = rule(n, g, gin, q, err);
+        td_tensor_unref(g);
+        for (int i = 0; i < n->nin && rc == 0; i++) {
+            struct td_tensor *t = n->in[i].t;
+            if (gin[i] == NULL || t == NULL || !t->requires_grad) {
+                continue;
+            }
+            struct td_tensor *gi = NULL;
+            if ((rc = td_sum_to_shape(gin[i], t->shape, t->ndim, q, &gi, err)) != 0) {
+                break;
+            }
+            if (t->grad_fn == NULL) {
+                rc = accumulate_leaf(t, gi, q, err);
+                td_tensor_unref(gi);
+                continue;
+            }
+            uint64_t key = (uint64_t)(uintptr_t)t->grad_fn;
+            struct td_tensor *prev = td_map_get(&grads, key);
+            if (prev == NULL) {
+                if ((rc = td_map_put(&grads, key, gi)) != 0) {
+                    td_tensor_unref(gi);
+                    td_err_code(err, rc);
+                }
+                continue;
+            }
+            struct td_operand sum[2] = {{.t = prev}, {.t = gi}};
+            struct td_tensor *s = NULL;
+            rc = td_op_apply(TD_OP_ADD, sum, 2, NULL, false, q, &s, err);
+            td_tensor_unref(gi);
+            if (rc == 0) {
+                td_map_put(&grads, key, s);  /* replaces prev in place: no allocation */
+                td_tensor_unref(prev);
+            }
+        }
+        for (int i = 0; i < n->nin; i++) {
+            td_tensor_unref(gin[i]);
+        }
+        if (rc != 0) {
+            goto out;
+        }
+    }
+    if (!retain_graph) {
+        /* Free what the graph saved: memory goes back now, and a second backward is refused. */
+        for (size_t k = 0; k < norder; k++) {
+            struct td_node *n = order[k];
+            for (int i = 0; i < n->nin; i++) {
+                td_tensor_unref(n->in[i].t);
+                n->in[i].t = NULL;
+            }
+            n->released = true;
+        }
+    }
+out:
+    {
+        uint64_t key;
+        void *val;
+        for (size_t it = 0; td_map_next(&grads, &it, &key, &val);) {
+            td_tensor_unref(val);
+        }
+    }
+    td_map_close(&grads);
+    td_map_close(&seen);
+    td_free(order);
+    td_free(stack);
+    td_free(next);
+    td_tensor_unref(seed);
+    return rc;
+}

@@ -1,0 +1,62 @@
+/* server/core/autograd.h — reverse-mode differentiation over a graph of nodes.
+**
+** When an op runs with grad mode on and a tensor input requires grad, td_op_apply records a node:
+** the op, references to its tensor inputs (with their storage versions), and its arguments. The
+** output holds the node as its grad_fn; a node never refers to its own output, so references
+** form a DAG (handle table -> tensor -> grad_fn -> saved inputs) and dropping the last handle
+** frees the graph. Backward walks the nodes from the root in reverse topological order, applies
+** each op's backward rule (built from forward ops), reduces broadcast gradients to each input's
+** shape, and accumulates into leaf tensors' .grad. Toposort, broadcast reduction, accumulation
+** and version checks live here, once. Pure C.
+*/
+#ifndef TD_CORE_AUTOGRAD_H
+#define TD_CORE_AUTOGRAD_H
+
+#include <stdbool.h>
+
+#include "ops.h"
+
+#define TD_NODE_MAX_IN 3
+
+struct td_node {
+    int refs;
+    enum td_op_id op;
+    int nin;
+    struct td_operand in[TD_NODE_MAX_IN];   /* tensor inputs referenced (saved), scalars kept */
+    int64_t versions[TD_NODE_MAX_IN];       /* their storages' versions when saved */
+    struct td_op_args args;                 /* rng cleared */
+    int out_ndim;
+    int64_t out_shape[TD_MAX_DIMS];
+    enum td_dtype out_dtype;
+    bool released;                          /* saved tensors freed by a backward */
+    char name[40];                          /* grad_fn name, fixed when recorded */
+};
+
+/* Backward rule: gradients for each input (gin[i], new references, in the output's broadcast
+** shape or the input's; NULL where the input needs none) from the output gradient g. */
+typedef int td_bwd_fn(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                      struct td_quota *q, struct td_err *err);
+
+/* PyTorch's grad_fn class name for a node ("MulBackward0"). */
+const char *td_node_name(const struct td_node *n);
+
+void td_node_unref(struct td_node *n);  /* NULL is a no-op */
+
+/* Called by td_op_apply after an op: records a node on `out` when grad mode is on and a tensor
+** input requires grad. Errors: TD_ENOMEM. */
+int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
+                       const struct td_op_args *args, struct td_tensor *out, struct td_err *err);
+
+/* Refuses in-place writes that autograd cannot follow, with torch's message for leaves. */
+int td_autograd_check_inplace(const struct td_tensor *t, bool grad_enabled, struct td_err *err);
+
+/* root.backward(gradient, retain_graph). gradient (borrowed) may be NULL for a one-element root.
+** Gradients accumulate into leaves' .grad (charged to q). Errors use torch's wording. */
+int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, bool retain_graph,
+                         struct td_quota *q, struct td_err *err);
+
+/* Sums g over broadcast dims down to `shape` (a new reference). */
+int td_sum_to_shape(struct td_tensor *g, const int64_t *shape, int ndim, struct td_quota *q,
+                    struct td_tensor **out, struct td_err *err);
+
+#endif
