@@ -1,36 +1,88 @@
 /* client/c/tensord.c — libtensord: framing, Hello, blocking calls and pipelining over a socket.
 **
-** Requests are packed into `out`, one frame after another, and written by tensord_flush with as
-** few writes as the kernel allows. Each queued request leaves a record in the pending FIFO (its
-** id, what kind of reply it expects, and for Gets the caller's buffer), and tensord_recv reads
-** the replies in that order: header, protobuf section, then the data section straight into the
-** caller's buffer. Every reply is checked (lengths, id, data size) before it is believed.
+** This file owns the client side of the wire: it turns calls into Request frames, and reply
+** frames back into results. It is the only client code that sees protobuf; the public header
+** exposes none of it.
+**
+** The happy path. A call packs its Request into the send queue (header, protobuf section and,
+** for Create, the data section: small data is copied, large data is queued by pointer so it is
+** written straight from the caller's memory) and leaves a record in the pending FIFO: its id,
+** what kind of result it expects, and for Gets the caller's buffer. tensord_flush writes the
+** queue with sendmsg over an iovec, in as few system calls as the kernel allows. Replies come
+** back in request order: header, protobuf section, then the data section read straight into
+** the caller's buffer. tensord_recv hands them out in that order; a blocking call is queue +
+** flush + receive of its one reply.
+**
+** Deadlock. A pipelining client that only writes while the server only writes replies would
+** stall both once the socket buffers fill (the server stops reading while its replies queue
+** up). So flush polls for reading too, and reads the replies that arrive into their pending
+** records (marked done), where tensord_recv later finds them.
+**
+** Trust. Every reply is checked before it is believed: the header's lengths, the id against the
+** FIFO, the result kind against the request, the tensor metadata (dims, dtype, nbytes equal to
+** numel times element size) and the data length against the range asked for. Any violation,
+** and any I/O failure, leaves the byte stream in an unknown state, so the connection is marked
+** broken and every later call fails fast with the first failure's message.
 */
 #include "tensord.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proto/tensord.pb-c.h"
 
-#define READ_BUF 65536
-#define MAX_REPLY_META (16u << 20)
+#define HEADER_BYTES 12
+#define READ_BUF (64 * 1024)          /* buffered reads of headers and protobuf sections */
+#define MAX_REPLY_META (16u << 20)    /* a reply's protobuf section is small; more is garbage */
+#define COPY_DATA_MAX (64 * 1024)     /* smaller data sections are copied into the queue */
+#define AUTO_FLUSH_BYTES (1u << 20)   /* a queue this large is written without waiting */
+#define MAX_IOV 256
 
+/* What a request's successful reply must carry. */
+enum want {
+    WANT_NONE,    /* Free, Ping, ManualSeed, CloseSession: a status only */
+    WANT_TENSOR,  /* creations, ops, Get */
+    WANT_TEXT,    /* Format */
+    WANT_STATS,   /* Stats */
+    WANT_HELLO,   /* Hello */
+};
+
+/* One request whose reply tensord_recv has not returned yet. */
 struct pending {
     uint64_t id;
-    void *buf;        /* Get: where the bytes go */
+    enum want want;
+    bool get_data;                 /* a Get with data: a data section is expected */
+    uint64_t get_offset;           /* ... from this byte */
+    uint64_t get_length;           /* ... this many (0: to the end) */
+    void *buf;                     /* Get: where the bytes go; Format: where the text goes */
     size_t cap;
-    char *text;       /* Format: where the text goes */
-    size_t text_cap;
+    struct tensord_stats *stats;   /* Stats: where the numbers go */
+    bool done;                     /* reply read (during a flush), waiting for tensord_recv */
+    int local;                     /* TENSORD_E_BUFFER: the bytes did not fit and were dropped */
+    int status;                    /* the server's verdict */
+    char *message;                 /* heap copy of a nonempty server message, else NULL */
+    bool has_info;
+    struct tensord_info info;
+};
+
+/* A run of queued bytes: inside `out` (ext NULL, at off) or in the caller's memory (ext). */
+struct seg {
+    const uint8_t *ext;
+    size_t off;
+    size_t len;
 };
 
 struct tensord {
@@ -38,22 +90,27 @@ struct tensord {
     uint8_t token[TENSORD_TOKEN_BYTES];
     bool resumed;
     char server_version[64];
+    struct tensord_limits limits;
     uint64_t next_id;
     uint64_t next_handle;
-    /* queued request bytes */
-    uint8_t *out;
+    uint8_t *out;                  /* the send queue's copied bytes */
     size_t out_len, out_cap;
-    /* replies expected, in order */
-    struct pending *pend;
-    size_t pend_head, pend_len, pend_cap;
-    /* buffered reader */
-    uint8_t *rbuf;
+    struct seg *segs;              /* everything to write, in order */
+    size_t nseg, seg_cap;
+    size_t queued;                 /* bytes in segs */
+    struct pending *pend;          /* a ring: [head, head + ndone) are done, the rest wait */
+    size_t pend_head, pend_len, pend_cap, pend_done;
+    uint8_t *rbuf;                 /* buffered reader */
     size_t rpos, rlen;
-    char message[256];
+    char message[512];             /* the last reply's message, for struct tensord_reply */
+    bool broken;                   /* the stream is out of step: refuse everything */
+    char broken_msg[200];
 };
 
 static int set_err(struct tensord_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static int fail_conn(struct tensord *c, struct tensord_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 static int set_err(struct tensord_error *err, int code, const char *fmt, ...)
 {
@@ -67,12 +124,31 @@ static int set_err(struct tensord_error *err, int code, const char *fmt, ...)
     return code;
 }
 
+/* A failure that leaves the byte stream unusable: remember it, so later calls fail fast. */
+static int fail_conn(struct tensord *c, struct tensord_error *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->broken_msg, sizeof c->broken_msg, fmt, ap);
+    va_end(ap);
+    c->broken = true;
+    return set_err(err, code, "%s", c->broken_msg);
+}
+
 static void clear_err(struct tensord_error *err)
 {
     if (err != NULL) {
         err->code = 0;
         err->message[0] = '\0';
     }
+}
+
+static int check_broken(const struct tensord *c, struct tensord_error *err)
+{
+    if (c->broken) {
+        return set_err(err, TENSORD_E_IO, "connection is broken: %s", c->broken_msg);
+    }
+    return 0;
 }
 
 /* ---- small public helpers ---- */
@@ -123,6 +199,31 @@ const char *tensord_dtype_name(enum tensord_dtype dt)
     }
 }
 
+/* "add" is OP_ADD in the protocol's Op enum, so the generated enum descriptor is the table and
+** a new server op needs no client change beyond regenerating. */
+int tensord_op_code(const char *name)
+{
+    char wire[64] = "OP_";
+    size_t n = name != NULL ? strlen(name) : 0;
+    if (n == 0 || n + 4 > sizeof wire) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = name[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_')) {
+            return -1;  /* "ADD" and "OP_ADD" are not PyTorch's names */
+        }
+        wire[3 + i] = (char)(ch >= 'a' && ch <= 'z' ? ch - 'a' + 'A' : ch);
+    }
+    wire[3 + n] = '\0';
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value_by_name(&tensord__op__descriptor, wire);
+    if (v == NULL || v->value == TENSORD__OP__OP_UNSPECIFIED) {
+        return -1;
+    }
+    return v->value;
+}
+
 const uint8_t *tensord_session_token(const struct tensord *c)
 {
     return c->token;
@@ -135,11 +236,12 @@ void tensord_session_token_hex(const struct tensord *c, char out[33])
         out[2 * i] = hex[c->token[i] >> 4];
         out[2 * i + 1] = hex[c->token[i] & 15];
     }
-    out[32] = '\0';
+    out[2 * TENSORD_TOKEN_BYTES] = '\0';
 }
 
 int tensord_token_from_hex(const char *hex, uint8_t out[TENSORD_TOKEN_BYTES])
 {
+    uint8_t tmp[TENSORD_TOKEN_BYTES] = {0};
     if (hex == NULL || strlen(hex) != 2 * TENSORD_TOKEN_BYTES) {
         return TENSORD_E_USAGE;
     }
@@ -151,12 +253,9 @@ int tensord_token_from_hex(const char *hex, uint8_t out[TENSORD_TOKEN_BYTES])
         if (v < 0) {
             return TENSORD_E_USAGE;
         }
-        if (i % 2 == 0) {
-            out[i / 2] = (uint8_t)(v << 4);
-        } else {
-            out[i / 2] |= (uint8_t)v;
-        }
+        tmp[i / 2] = (uint8_t)(tmp[i / 2] << 4 | v);
     }
+    memcpy(out, tmp, sizeof tmp);  /* all or nothing */
     return 0;
 }
 
@@ -170,8 +269,16 @@ const char *tensord_server_version(const struct tensord *c)
     return c->server_version;
 }
 
+void tensord_limits(const struct tensord *c, struct tensord_limits *out)
+{
+    *out = c->limits;
+}
+
 uint64_t tensord_new_handle(struct tensord *c)
 {
+    if (c->next_handle == 0) {
+        c->next_handle = 1;  /* 0 is never a handle */
+    }
     return c->next_handle++;
 }
 
@@ -180,17 +287,18 @@ size_t tensord_pending(const struct tensord *c)
     return c->pend_len;
 }
 
-/* ---- queueing frames ---- */
-
-
+/* ---- the send queue ---- */
 
 static int out_reserve(struct tensord *c, size_t more, struct tensord_error *err)
 {
-    if (c->out_len + more <= c->out_cap) {
+    if (more <= c->out_cap - c->out_len) {
         return 0;
     }
     size_t ncap = c->out_cap ? c->out_cap : 4096;
-    while (ncap < c->out_len + more) {
+    while (ncap - c->out_len < more) {
+        if (ncap > SIZE_MAX / 2) {
+            return set_err(err, TENSORD_E_NOMEM, "out of memory queueing a request");
+        }
         ncap *= 2;
     }
     uint8_t *p = realloc(c->out, ncap);
@@ -202,6 +310,35 @@ static int out_reserve(struct tensord *c, size_t more, struct tensord_error *err
     return 0;
 }
 
+/* Makes room for `more` segments. */
+static int seg_reserve(struct tensord *c, size_t more, struct tensord_error *err)
+{
+    if (more <= c->seg_cap - c->nseg) {
+        return 0;
+    }
+    size_t ncap = c->seg_cap ? c->seg_cap * 2 : 64;
+    struct seg *s = realloc(c->segs, ncap * sizeof *s);
+    if (s == NULL) {
+        return set_err(err, TENSORD_E_NOMEM, "out of memory queueing a request");
+    }
+    c->segs = s;
+    c->seg_cap = ncap;
+    return 0;
+}
+
+/* Records that the last `n` bytes of `out` are to be written (room in segs is reserved). */
+static void seg_add_copied(struct tensord *c, size_t n)
+{
+    size_t off = c->out_len - n;
+    struct seg *last = c->nseg > 0 ? &c->segs[c->nseg - 1] : NULL;
+    if (last != NULL && last->ext == NULL && last->off + last->len == off) {
+        last->len += n;
+    } else {
+        c->segs[c->nseg++] = (struct seg){.ext = NULL, .off = off, .len = n};
+    }
+    c->queued += n;
+}
+
 static int pend_push(struct tensord *c, const struct pending *p, struct tensord_error *err)
 {
     if (c->pend_len == c->pend_cap) {
@@ -211,7 +348,7 @@ static int pend_push(struct tensord *c, const struct pending *p, struct tensord_
             return set_err(err, TENSORD_E_NOMEM, "out of memory queueing a request");
         }
         for (size_t i = 0; i < c->pend_len; i++) {
-            np[i] = c->pend[(c->pend_head + i) % (c->pend_cap ? c->pend_cap : 1)];
+            np[i] = c->pend[(c->pend_head + i) % c->pend_cap];
         }
         free(c->pend);
         c->pend = np;
@@ -233,73 +370,66 @@ static void put_header(uint8_t *dst, uint32_t meta_len, uint64_t data_len)
     }
 }
 
-static int write_all(struct tensord *c, const void *buf, size_t n, struct tensord_error *err)
-{
-    const uint8_t *b = buf;
-    while (n > 0) {
-        ssize_t w = send(c->fd, b, n, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return set_err(err, TENSORD_E_IO, "write to server failed: %s", strerror(errno));
-        }
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-#define DIRECT_DATA_MIN (64 * 1024)
-
-/* Packs req (its id assigned here) plus data into the queue and records the expected reply.
-** A large data section is not copied: the queue is written, then the caller's bytes. */
+/* Packs req (its id assigned here) and `nbytes` of data into the queue and records the reply
+** it expects in `p`. Nothing is queued when this fails. */
 static int queue(struct tensord *c, Tensord__Request *req, const void *data, size_t nbytes,
                  struct pending *p, uint64_t *id, struct tensord_error *err)
 {
-    req->id = c->next_id++;
-    size_t ml = tensord__request__get_packed_size(req);
-    bool direct = nbytes >= DIRECT_DATA_MIN;
     int rc;
-    if ((rc = out_reserve(c, 12 + ml + (direct ? 0 : nbytes), err)) != 0) {
+    if ((rc = check_broken(c, err)) != 0) {
+        return rc;
+    }
+    req->id = c->next_id;
+    size_t ml = tensord__request__get_packed_size(req);
+    uint64_t max = c->limits.max_frame_bytes;
+    if (ml > UINT32_MAX || (max != 0 && (ml > max || nbytes > max - ml))) {
+        /* The server would answer with an error and close the connection: refuse it here. */
+        return set_err(err, TENSORD_LIMIT_EXCEEDED, "request of %zu + %zu bytes exceeds the "
+                       "server's max_frame_bytes %llu", ml, nbytes, (unsigned long long)max);
+    }
+    bool copy = nbytes <= COPY_DATA_MAX;
+    /* Reserve everything first, so that a failure leaves the queue as it was. */
+    if ((rc = out_reserve(c, HEADER_BYTES + ml + (copy ? nbytes : 0), err)) != 0 ||
+        (rc = seg_reserve(c, 2, err)) != 0) {
         return rc;
     }
     p->id = req->id;
     if ((rc = pend_push(c, p, err)) != 0) {
         return rc;
     }
-    put_header(c->out + c->out_len, (uint32_t)ml, nbytes);
-    tensord__request__pack(req, c->out + c->out_len + 12);
-    c->out_len += 12 + ml;
-    if (direct) {
-        if ((rc = tensord_flush(c, err)) != 0 || (rc = write_all(c, data, nbytes, err)) != 0) {
-            return rc;
-        }
-    } else if (nbytes > 0) {
+    c->next_id++;
+    uint8_t *dst = c->out + c->out_len;
+    put_header(dst, (uint32_t)ml, nbytes);
+    tensord__request__pack(req, dst + HEADER_BYTES);
+    c->out_len += HEADER_BYTES + ml;
+    seg_add_copied(c, HEADER_BYTES + ml);
+    if (copy && nbytes > 0) {
         memcpy(c->out + c->out_len, data, nbytes);
         c->out_len += nbytes;
+        seg_add_copied(c, nbytes);
+    } else if (!copy) {
+        c->segs[c->nseg++] = (struct seg){.ext = data, .len = nbytes};
+        c->queued += nbytes;
     }
     if (id != NULL) {
         *id = req->id;
     }
+    if (c->queued >= AUTO_FLUSH_BYTES) {
+        return tensord_flush(c, err);
+    }
     return 0;
-}
-
-int tensord_flush(struct tensord *c, struct tensord_error *err)
-{
-    int rc = write_all(c, c->out, c->out_len, err);
-    c->out_len = 0;
-    return rc;
 }
 
 /* ---- reading replies ---- */
 
+/* Reads exactly n bytes into dst (NULL: discard them). Large reads bypass the buffer and go
+** straight to dst, so tensor bytes are not copied on the way. */
 static int read_exact(struct tensord *c, void *dst, size_t n, struct tensord_error *err)
 {
     uint8_t *d = dst;
     size_t have = c->rlen - c->rpos;
-    if (have > 0) {
-        size_t take = have < n ? have : n;
+    size_t take = have < n ? have : n;
+    if (take > 0) {
         if (d != NULL) {
             memcpy(d, c->rbuf + c->rpos, take);
             d += take;
@@ -308,69 +438,158 @@ static int read_exact(struct tensord *c, void *dst, size_t n, struct tensord_err
         n -= take;
     }
     while (n > 0) {
-        ssize_t r;
-        if (d != NULL && n >= READ_BUF / 2) {
-            r = recv(c->fd, d, n, 0);  /* big data goes straight to the caller's buffer */
-            if (r > 0) {
-                d += r;
-                n -= (size_t)r;
-                continue;
-            }
-        } else {
-            r = recv(c->fd, c->rbuf, READ_BUF, 0);
-            if (r > 0) {
-                c->rpos = 0;
-                c->rlen = (size_t)r;
-                size_t take = (size_t)r < n ? (size_t)r : n;
-                if (d != NULL) {
-                    memcpy(d, c->rbuf, take);
-                    d += take;
-                }
-                c->rpos = take;
-                n -= take;
-                continue;
-            }
-        }
+        bool direct = d != NULL && n >= READ_BUF / 2;
+        ssize_t r = direct ? recv(c->fd, d, n, 0) : recv(c->fd, c->rbuf, READ_BUF, 0);
         if (r < 0 && errno == EINTR) {
             continue;
         }
-        return set_err(err, TENSORD_E_IO, r == 0 ? "the server closed the connection"
-                                                 : "read from server failed: %s",
-                       strerror(errno));
+        if (r == 0) {
+            return fail_conn(c, err, TENSORD_E_IO, "the server closed the connection");
+        }
+        if (r < 0) {
+            return fail_conn(c, err, TENSORD_E_IO, "read from server failed: %s",
+                             strerror(errno));
+        }
+        if (direct) {
+            d += r;
+            n -= (size_t)r;
+            continue;
+        }
+        c->rlen = (size_t)r;
+        take = (size_t)r < n ? (size_t)r : n;
+        if (d != NULL) {
+            memcpy(d, c->rbuf, take);
+            d += take;
+        }
+        c->rpos = take;
+        n -= take;
     }
     return 0;
 }
 
-static void fill_info(struct tensord_info *info, const Tensord__TensorInfo *t)
+/* Copies and checks a TensorInfo: at most TENSORD_MAX_DIMS dims, none negative, a known
+** dtype, nbytes equal to numel times the element size, and the range inside the tensor. */
+static int take_info(struct tensord *c, struct tensord_info *info, const Tensord__TensorInfo *t,
+                     struct tensord_error *err)
 {
     memset(info, 0, sizeof *info);
+    size_t esize = tensord_dtype_size((enum tensord_dtype)t->dtype);
+    if (t->n_shape > TENSORD_MAX_DIMS || esize == 0) {
+        return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply describes a tensor with %zu dims "
+                         "of dtype %d", t->n_shape, (int)t->dtype);
+    }
+    uint64_t count = esize;
+    for (size_t i = 0; i < t->n_shape; i++) {
+        int64_t d = t->shape[i];
+        if (d < 0 || (d > 0 && count > UINT64_MAX / (uint64_t)d)) {
+            return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply has an impossible shape");
+        }
+        count *= (uint64_t)d;
+        info->shape[i] = d;
+    }
+    if (count != t->nbytes || t->offset > t->nbytes || t->length > t->nbytes - t->offset) {
+        return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply says nbytes %llu, offset %llu, "
+                         "length %llu for a tensor of %llu bytes",
+                         (unsigned long long)t->nbytes, (unsigned long long)t->offset,
+                         (unsigned long long)t->length, (unsigned long long)count);
+    }
     info->handle = t->handle;
     info->dtype = (enum tensord_dtype)t->dtype;
-    info->ndim = (int)(t->n_shape <= TENSORD_MAX_DIMS ? t->n_shape : TENSORD_MAX_DIMS);
-    for (int i = 0; i < info->ndim; i++) {
-        info->shape[i] = t->shape[i];
-    }
+    info->ndim = (int)t->n_shape;
     info->nbytes = t->nbytes;
     info->offset = t->offset;
     info->length = t->length;
+    return 0;
 }
 
-/* Reads one reply; `hello` (may be NULL) receives a Hello result's fields. */
-static int recv_one(struct tensord *c, struct tensord_reply *reply, Tensord__Response **keep,
-                    struct tensord_error *err)
+static int take_hello(struct tensord *c, const Tensord__HelloResult *h, struct tensord_error *err)
 {
+    if (h->session_token.len != TENSORD_TOKEN_BYTES) {
+        return fail_conn(c, err, TENSORD_E_PROTOCOL, "the server's Hello reply has a %zu-byte "
+                         "session token", h->session_token.len);
+    }
+    memcpy(c->token, h->session_token.data, TENSORD_TOKEN_BYTES);
+    c->resumed = h->resumed;
+    snprintf(c->server_version, sizeof c->server_version, "%s",
+             h->server_version != NULL ? h->server_version : "");
+    if (h->limits != NULL) {
+        c->limits.max_frame_bytes = h->limits->max_frame_bytes;
+        c->limits.max_tensor_bytes = h->limits->max_tensor_bytes;
+        c->limits.session_max_bytes = h->limits->session_max_bytes;
+        c->limits.max_dims = h->limits->max_dims;
+    }
+    return 0;
+}
+
+/* Checks a successful reply's result against what request `p` expects, and delivers the small
+** results (text, stats, Hello) to where they go. `dl` is the frame's data length. */
+static int take_result(struct tensord *c, struct pending *p, const Tensord__Response *r,
+                       uint64_t dl, struct tensord_error *err)
+{
+    static const Tensord__Response__ResultCase expect[] = {
+        [WANT_NONE] = TENSORD__RESPONSE__RESULT__NOT_SET,
+        [WANT_TENSOR] = TENSORD__RESPONSE__RESULT_TENSOR,
+        [WANT_TEXT] = TENSORD__RESPONSE__RESULT_TEXT,
+        [WANT_STATS] = TENSORD__RESPONSE__RESULT_STATS,
+        [WANT_HELLO] = TENSORD__RESPONSE__RESULT_HELLO,
+    };
     int rc;
-    if (c->pend_len == 0) {
-        return set_err(err, TENSORD_E_USAGE, "no reply is pending");
+    if (p->want != WANT_NONE && r->result_case != expect[p->want]) {
+        return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply to request %llu lacks its result",
+                         (unsigned long long)p->id);
     }
-    if (c->out_len > 0 && (rc = tensord_flush(c, err)) != 0) {
-        return rc;
+    if (!p->get_data && dl != 0) {
+        return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply to request %llu carries %llu "
+                         "unexpected data bytes", (unsigned long long)p->id,
+                         (unsigned long long)dl);
     }
-    struct pending p = c->pend[c->pend_head];
-    c->pend_head = (c->pend_head + 1) % c->pend_cap;
-    c->pend_len--;
-    uint8_t h[12];
-    if ((rc = read_exact(c, h, 12, err)) != 0) {
+    switch (p->want) {
+    case WANT_TENSOR:
+        if ((rc = take_info(c, &p->info, r->tensor, err)) != 0) {
+            return rc;
+        }
+        p->has_info = true;
+        if (p->get_data) {
+            uint64_t len = p->info.nbytes >= p->get_offset ? p->info.nbytes - p->get_offset : 0;
+            len = p->get_length != 0 ? p->get_length : len;
+            if (p->info.offset != p->get_offset || p->info.length != len || dl != len) {
+                return fail_conn(c, err, TENSORD_E_PROTOCOL, "Get reply carries bytes "
+                                 "[%llu, +%llu) in %llu data bytes; [%llu, +%llu) was asked",
+                                 (unsigned long long)p->info.offset,
+                                 (unsigned long long)p->info.length, (unsigned long long)dl,
+                                 (unsigned long long)p->get_offset, (unsigned long long)len);
+            }
+        }
+        return 0;
+    case WANT_TEXT:
+        if (p->buf != NULL && p->cap > 0) {
+            snprintf(p->buf, p->cap, "%s", r->text != NULL ? r->text : "");
+        }
+        return 0;
+    case WANT_STATS:
+        if (p->stats != NULL) {
+            p->stats->session_bytes = r->stats->session_bytes;
+            p->stats->session_tensors = r->stats->session_tensors;
+            p->stats->sessions = r->stats->sessions;
+            p->stats->server_bytes = r->stats->server_bytes;
+        }
+        return 0;
+    case WANT_HELLO:
+        return take_hello(c, r->hello, err);
+    case WANT_NONE:
+        return 0;
+    }
+    return 0;
+}
+
+/* Reads the next reply frame, which answers `p` (the oldest request not yet answered), checks
+** it and stores the verdict in p. Any failure here breaks the connection, except a Get whose
+** bytes do not fit its buffer: those are read and dropped, and p->local says so. */
+static int read_reply(struct tensord *c, struct pending *p, struct tensord_error *err)
+{
+    uint8_t h[HEADER_BYTES];
+    int rc;
+    if ((rc = read_exact(c, h, HEADER_BYTES, err)) != 0) {
         return rc;
     }
     uint32_t ml = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
@@ -378,156 +597,266 @@ static int recv_one(struct tensord *c, struct tensord_reply *reply, Tensord__Res
     for (int i = 0; i < 8; i++) {
         dl = dl << 8 | h[4 + i];
     }
-    if (ml > MAX_REPLY_META) {
-        return set_err(err, TENSORD_E_PROTOCOL, "reply header announces %u bytes", ml);
+    if (ml > MAX_REPLY_META || dl > SIZE_MAX) {
+        return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply header announces %u + %llu bytes",
+                         ml, (unsigned long long)dl);
     }
-    uint8_t *meta = malloc(ml ? ml : 1);
+    uint8_t *meta = malloc(ml > 0 ? ml : 1);
     if (meta == NULL) {
-        return set_err(err, TENSORD_E_NOMEM, "out of memory reading a reply");
+        return fail_conn(c, err, TENSORD_E_NOMEM, "out of memory reading a reply");
     }
     if ((rc = read_exact(c, meta, ml, err)) != 0) {
         free(meta);
         return rc;
     }
-    Tensord__Response *resp = tensord__response__unpack(NULL, ml, meta);
+    Tensord__Response *r = tensord__response__unpack(NULL, ml, meta);
     free(meta);
-    if (resp == NULL) {
-        return set_err(err, TENSORD_E_PROTOCOL, "malformed reply");
+    if (r == NULL) {
+        return fail_conn(c, err, TENSORD_E_PROTOCOL, "malformed reply (%u protobuf bytes)", ml);
     }
-    memset(reply, 0, sizeof *reply);
-    reply->id = resp->id;
-    reply->status = resp->status != NULL ? (int)resp->status->code : 0;
-    snprintf(c->message, sizeof c->message, "%s",
-             resp->status != NULL && resp->status->message ? resp->status->message : "");
-    reply->message = c->message;
-    /* A reply with id 0 answers a frame the server could not read; it still takes its turn. */
-    if (resp->id != p.id && resp->id != 0) {
-        tensord__response__free_unpacked(resp, NULL);
-        return set_err(err, TENSORD_E_PROTOCOL, "reply for request %llu arrived when %llu was "
-                       "expected", (unsigned long long)reply->id, (unsigned long long)p.id);
+    int status = r->status != NULL ? (int)r->status->code : 0;
+    /* A reply with id 0 is an error about a frame the server could not read; it takes the
+    ** turn of the request it could not read. */
+    if (r->id != p->id && !(r->id == 0 && status != 0)) {
+        rc = fail_conn(c, err, TENSORD_E_PROTOCOL, "reply for request %llu arrived when %llu "
+                       "was expected", (unsigned long long)r->id, (unsigned long long)p->id);
+        goto out;
     }
-    if (resp->result_case == TENSORD__RESPONSE__RESULT_TENSOR) {
-        reply->has_info = true;
-        fill_info(&reply->info, resp->tensor);
+    p->status = status;
+    if (status != 0) {
+        const char *msg = r->status->message != NULL ? r->status->message : "";
+        if (dl != 0) {
+            rc = fail_conn(c, err, TENSORD_E_PROTOCOL, "error reply carries data");
+            goto out;
+        }
+        if (msg[0] != '\0' && (p->message = strdup(msg)) == NULL) {
+            rc = fail_conn(c, err, TENSORD_E_NOMEM, "out of memory reading a reply");
+            goto out;
+        }
+    } else if ((rc = take_result(c, p, r, dl, err)) != 0) {
+        goto out;
     }
-    if (resp->result_case == TENSORD__RESPONSE__RESULT_TEXT && p.text != NULL && p.text_cap > 0) {
-        snprintf(p.text, p.text_cap, "%s", resp->text);
-    }
-    rc = 0;
     if (dl > 0) {
-        if (!reply->has_info || dl != reply->info.length) {
-            rc = set_err(err, TENSORD_E_PROTOCOL, "reply carries %llu data bytes unannounced",
-                         (unsigned long long)dl);
-        } else if (p.buf == NULL || dl > p.cap) {
-            /* Drain the bytes so the stream stays in step, then report. */
+        if (p->buf == NULL || dl > p->cap) {
+            /* Drain the bytes so that the stream stays in step; tensord_recv reports. */
+            p->local = TENSORD_E_BUFFER;
             rc = read_exact(c, NULL, (size_t)dl, err);
-            if (rc == 0) {
-                rc = set_err(err, TENSORD_E_BUFFER, "the tensor has %llu bytes; the buffer holds "
-                             "%zu", (unsigned long long)dl, p.cap);
-            }
         } else {
-            rc = read_exact(c, p.buf, (size_t)dl, err);
+            rc = read_exact(c, p->buf, (size_t)dl, err);
         }
     }
-    if (keep != NULL && rc == 0) {
-        *keep = resp;
-    } else {
-        tensord__response__free_unpacked(resp, NULL);
+    p->done = rc == 0;
+out:
+    tensord__response__free_unpacked(r, NULL);
+    return rc;
+}
+
+/* ---- writing ---- */
+
+int tensord_flush(struct tensord *c, struct tensord_error *err)
+{
+    int rc = check_broken(c, err);
+    size_t si = 0, soff = 0;  /* the first unwritten byte: segment si, offset soff */
+    while (rc == 0 && si < c->nseg) {
+        bool await = c->pend_done < c->pend_len;
+        struct pollfd pfd = {.fd = c->fd, .events = POLLOUT | (await ? POLLIN : 0)};
+        if (await && c->rpos < c->rlen) {
+            pfd.revents = POLLIN;  /* part of a reply is buffered already */
+        } else if (poll(&pfd, 1, -1) < 0) {
+            if (errno != EINTR) {
+                rc = fail_conn(c, err, TENSORD_E_IO, "poll failed: %s", strerror(errno));
+            }
+            continue;
+        }
+        if (await && (pfd.revents & POLLIN)) {
+            /* Take a reply off the wire before writing more, so the server can go on. */
+            struct pending *p = &c->pend[(c->pend_head + c->pend_done) % c->pend_cap];
+            if ((rc = read_reply(c, p, err)) == 0) {
+                c->pend_done++;
+            }
+            continue;
+        }
+        struct iovec iov[MAX_IOV];
+        size_t n = 0;
+        for (size_t i = si; i < c->nseg && n < MAX_IOV; i++, n++) {
+            const struct seg *s = &c->segs[i];
+            const uint8_t *base = s->ext != NULL ? s->ext : c->out + s->off;
+            size_t skip = i == si ? soff : 0;
+            iov[n].iov_base = (void *)(base + skip);
+            iov[n].iov_len = s->len - skip;
+        }
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n};
+        ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+                rc = fail_conn(c, err, TENSORD_E_IO, "write to server failed: %s",
+                               strerror(errno));
+            }
+            continue;
+        }
+        size_t left = (size_t)w;
+        while (left > 0) {
+            size_t room = c->segs[si].len - soff;
+            if (left < room) {
+                soff += left;
+                break;
+            }
+            left -= room;
+            si++;
+            soff = 0;
+        }
     }
+    c->nseg = 0;
+    c->out_len = 0;
+    c->queued = 0;
+    return rc;
+}
+
+/* Returns the oldest pending reply into `reply`, reading it first if a flush did not. */
+static int recv_one(struct tensord *c, struct tensord_reply *reply, struct tensord_error *err)
+{
+    int rc;
+    if ((rc = check_broken(c, err)) != 0) {
+        return rc;
+    }
+    if (c->pend_len == 0) {
+        return set_err(err, TENSORD_E_USAGE, "no reply is pending");
+    }
+    if (c->nseg > 0 && (rc = tensord_flush(c, err)) != 0) {
+        return rc;
+    }
+    struct pending *p = &c->pend[c->pend_head];
+    if (!p->done) {
+        if ((rc = read_reply(c, p, err)) != 0) {
+            return rc;
+        }
+        c->pend_done++;
+    }
+    memset(reply, 0, sizeof *reply);
+    reply->id = p->id;
+    reply->status = p->status;
+    snprintf(c->message, sizeof c->message, "%s", p->message != NULL ? p->message : "");
+    reply->message = c->message;
+    reply->has_info = p->has_info;
+    reply->info = p->info;
+    rc = 0;
+    if (p->local == TENSORD_E_BUFFER) {
+        rc = set_err(err, TENSORD_E_BUFFER, "the reply has %llu data bytes; the buffer holds %zu",
+                     (unsigned long long)p->info.length, p->buf != NULL ? p->cap : 0);
+    }
+    free(p->message);
+    c->pend_head = (c->pend_head + 1) % c->pend_cap;
+    c->pend_len--;
+    c->pend_done--;
     return rc;
 }
 
 int tensord_recv(struct tensord *c, struct tensord_reply *reply, struct tensord_error *err)
 {
     clear_err(err);
-    return recv_one(c, reply, NULL, err);
+    return recv_one(c, reply, err);
 }
 
 /* Blocking calls need the reply stream to themselves. */
 static int busy(const struct tensord *c, struct tensord_error *err)
 {
-    if (c->pend_len > 0) {
-        return set_err(err, TENSORD_E_USAGE, "%zu pipelined replies are outstanding; collect "
-                       "them with tensord_recv first", c->pend_len);
+    int rc = check_broken(c, err);
+    if (rc == 0 && c->pend_len > 0) {
+        rc = set_err(err, TENSORD_E_USAGE, "%zu pipelined requests are outstanding; collect "
+                     "their replies with tensord_recv first", c->pend_len);
     }
-    return 0;
+    return rc;
 }
 
-/* Waits for the one queued request's reply and turns a refusal into the return value. With
-** `keep`, the decoded reply is handed to the caller (on success only). */
-static int complete(struct tensord *c, struct tensord_info *info, Tensord__Response **keep,
-                    struct tensord_error *err)
+/* Flushes the one queued request, waits for its reply and turns a refusal into the return
+** value. `info` is filled for a Get whose bytes did not fit, too. */
+static int complete(struct tensord *c, struct tensord_info *info, struct tensord_error *err)
 {
-    struct tensord_reply r;
-    int rc;
-    if ((rc = tensord_flush(c, err)) != 0 || (rc = recv_one(c, &r, keep, err)) != 0) {
-        return rc;
+    struct tensord_reply r = {0};
+    int rc = tensord_flush(c, err);
+    if (rc == 0) {
+        rc = recv_one(c, &r, err);
     }
-    if (r.status != 0) {
-        if (keep != NULL && *keep != NULL) {
-            tensord__response__free_unpacked(*keep, NULL);
-            *keep = NULL;
-        }
-        return set_err(err, r.status, "%s", r.message);
-    }
-    if (info != NULL && r.has_info) {
+    if ((rc == 0 || rc == TENSORD_E_BUFFER) && info != NULL && r.has_info) {
         *info = r.info;
     }
-    return 0;
+    if (rc == 0 && r.status != 0) {
+        rc = set_err(err, r.status, "%s", r.message);
+    }
+    return rc;
 }
 
 /* Sends one request and waits for its reply. */
-static int roundtrip(struct tensord *c, Tensord__Request *req, const void *data, size_t n,
-                     struct pending *p, struct tensord_info *info, Tensord__Response **keep,
-                     struct tensord_error *err)
+static int roundtrip(struct tensord *c, Tensord__Request *req, struct pending *p,
+                     struct tensord_info *info, struct tensord_error *err)
 {
-    clear_err(err);
     int rc;
-    if ((rc = busy(c, err)) != 0 || (rc = queue(c, req, data, n, p, NULL, err)) != 0) {
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 || (rc = queue(c, req, NULL, 0, p, NULL, err)) != 0) {
         return rc;
     }
-    return complete(c, info, keep, err);
+    return complete(c, info, err);
 }
 
 /* ---- connecting ---- */
 
+static int dial_unix(const char *path, struct tensord_error *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof sa.sun_path) {
+        return -set_err(err, TENSORD_E_CONNECT, "bad unix socket path '%s'", path);
+    }
+    memcpy(sa.sun_path, path, n + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        int e = errno;
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -set_err(err, TENSORD_E_CONNECT, "cannot connect to unix:%s: %s", path,
+                        strerror(e));
+    }
+    return fd;
+}
+
+/* Returns a connected socket, or minus an error code. */
 static int dial(const char *addr, struct tensord_error *err)
 {
-    if (strncmp(addr, "unix:", 5) == 0) {
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        if (strlen(addr + 5) >= sizeof sa.sun_path) {
-            return -set_err(err, TENSORD_E_CONNECT, "unix socket path too long: %s", addr + 5);
-        }
-        strcpy(sa.sun_path, addr + 5);
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-            int e = errno;
-            if (fd >= 0) {
-                close(fd);
-            }
-            return -set_err(err, TENSORD_E_CONNECT, "cannot connect to %s: %s", addr, strerror(e));
-        }
-        return fd;
+    if (addr == NULL) {
+        return -set_err(err, TENSORD_E_CONNECT, "no address given");
     }
-    char host[256], port[16];
-    const char *colon;
+    if (strncmp(addr, "unix:", 5) == 0) {
+        return dial_unix(addr + 5, err);
+    }
+    const char *hstart = addr, *colon;
+    size_t hlen;
     if (addr[0] == '[') {
         const char *end = strchr(addr, ']');
-        if (end == NULL || end[1] != ':' || (size_t)(end - addr - 1) >= sizeof host) {
-            return -set_err(err, TENSORD_E_CONNECT, "bad address '%s' (want [v6]:port)", addr);
+        if (end == NULL || end[1] != ':') {
+            return -set_err(err, TENSORD_E_CONNECT, "bad address '%s' (want [v6addr]:port)",
+                            addr);
         }
-        memcpy(host, addr + 1, (size_t)(end - addr - 1));
-        host[end - addr - 1] = '\0';
+        hstart = addr + 1;
+        hlen = (size_t)(end - hstart);
         colon = end + 1;
     } else {
         colon = strrchr(addr, ':');
-        if (colon == NULL || (size_t)(colon - addr) >= sizeof host) {
-            return -set_err(err, TENSORD_E_CONNECT, "bad address '%s' (want host:port)", addr);
+        if (colon == NULL || memchr(addr, ':', (size_t)(colon - addr)) != NULL) {
+            return -set_err(err, TENSORD_E_CONNECT, "bad address '%s' (want host:port, "
+                            "[v6addr]:port or unix:/path)", addr);
         }
-        memcpy(host, addr, (size_t)(colon - addr));
-        host[colon - addr] = '\0';
+        hlen = (size_t)(colon - addr);
     }
-    snprintf(port, sizeof port, "%s", colon + 1);
+    const char *port = colon + 1;
+    char host[256];
+    if (hlen == 0 || hlen >= sizeof host || port[0] == '\0' ||
+        strspn(port, "0123456789") != strlen(port)) {
+        return -set_err(err, TENSORD_E_CONNECT, "bad address '%s' (want host:port, "
+                        "[v6addr]:port or unix:/path)", addr);
+    }
+    memcpy(host, hstart, hlen);
+    host[hlen] = '\0';
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
     int g = getaddrinfo(host, port, &hints, &res);
     if (g != 0) {
@@ -549,15 +878,34 @@ static int dial(const char *addr, struct tensord_error *err)
     if (fd < 0) {
         return -set_err(err, TENSORD_E_CONNECT, "cannot connect to %s: %s", addr, strerror(e));
     }
+    /* Small requests go out at once: batching is the send queue's job, not Nagle's. */
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return fd;
+}
+
+/* Where the handle counter of a resumed session starts: random and above 2^32, far from the
+** 1, 2, 3 ... of the connection that filled the session. From the OS when it can. */
+static uint64_t resumed_handle_base(void)
+{
+    uint32_t r = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, &r, sizeof r) != (ssize_t)sizeof r) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        r = (uint32_t)ts.tv_nsec ^ (uint32_t)getpid() << 16;
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ((uint64_t)(r & 0x7fffffffu) + 1) << 32;
 }
 
 int tensord_connect(struct tensord **out, const char *addr, const struct tensord_options *opts,
                     struct tensord_error *err)
 {
     clear_err(err);
+    *out = NULL;
     struct tensord *c = calloc(1, sizeof *c);
     if (c == NULL || (c->rbuf = malloc(READ_BUF)) == NULL) {
         free(c);
@@ -577,32 +925,23 @@ int tensord_connect(struct tensord **out, const char *addr, const struct tensord
     m.min_version = 1;
     m.max_version = 1;
     m.auth_token = (char *)(opts != NULL && opts->auth_token != NULL ? opts->auth_token : "");
-    m.client_name = (char *)(opts != NULL && opts->client_name ? opts->client_name : "libtensord");
+    m.client_name = (char *)(opts != NULL && opts->client_name != NULL ? opts->client_name
+                                                                       : "libtensord");
     if (opts != NULL && opts->session_token != NULL) {
         m.session_token.data = (uint8_t *)opts->session_token;
         m.session_token.len = TENSORD_TOKEN_BYTES;
     }
     req.body_case = TENSORD__REQUEST__BODY_HELLO;
     req.hello = &m;
-    struct pending p = {0};
-    Tensord__Response *resp = NULL;
-    int rc = roundtrip(c, &req, NULL, 0, &p, NULL, &resp, err);
-    if (rc == 0 && (resp->result_case != TENSORD__RESPONSE__RESULT_HELLO ||
-                    resp->hello->session_token.len != TENSORD_TOKEN_BYTES)) {
-        rc = set_err(err, TENSORD_E_PROTOCOL, "the server's Hello reply has no session token");
-    }
+    struct pending p = {.want = WANT_HELLO};
+    int rc = roundtrip(c, &req, &p, NULL, err);
     if (rc != 0) {
-        if (resp != NULL) {
-            tensord__response__free_unpacked(resp, NULL);
-        }
         tensord_disconnect(c);
         return rc;
     }
-    memcpy(c->token, resp->hello->session_token.data, TENSORD_TOKEN_BYTES);
-    c->resumed = resp->hello->resumed;
-    snprintf(c->server_version, sizeof c->server_version, "%s",
-             resp->hello->server_version ? resp->hello->server_version : "");
-    tensord__response__free_unpacked(resp, NULL);
+    if (c->resumed) {
+        c->next_handle = resumed_handle_base();
+    }
     *out = c;
     return 0;
 }
@@ -613,18 +952,23 @@ void tensord_disconnect(struct tensord *c)
         return;
     }
     close(c->fd);
-    free(c->out);
+    for (size_t i = 0; i < c->pend_len; i++) {
+        free(c->pend[(c->pend_head + i) % c->pend_cap].message);
+    }
     free(c->pend);
+    free(c->segs);
+    free(c->out);
     free(c->rbuf);
     free(c);
 }
 
 /* ---- building requests ---- */
 
-static int check_shape(int ndim, struct tensord_error *err)
+static int check_shape(const int64_t *shape, int ndim, struct tensord_error *err)
 {
-    if (ndim < 0 || ndim > TENSORD_MAX_DIMS) {
-        return set_err(err, TENSORD_E_USAGE, "ndim %d is outside 0..%d", ndim, TENSORD_MAX_DIMS);
+    if (ndim < 0 || ndim > TENSORD_MAX_DIMS || (ndim > 0 && shape == NULL)) {
+        return set_err(err, TENSORD_E_USAGE, "ndim %d is outside 0..%d, or shape is NULL",
+                       ndim, TENSORD_MAX_DIMS);
     }
     return 0;
 }
@@ -636,30 +980,9 @@ static int to_scalar(struct tensord_operand o, Tensord__Scalar *s, struct tensor
     case TENSORD_OPERAND_FLOAT: s->value_case = TENSORD__SCALAR__VALUE_F; s->f = o.f; return 0;
     case TENSORD_OPERAND_INT: s->value_case = TENSORD__SCALAR__VALUE_I; s->i = o.i; return 0;
     case TENSORD_OPERAND_BOOL: s->value_case = TENSORD__SCALAR__VALUE_B; s->b = o.b; return 0;
-    default: return set_err(err, TENSORD_E_USAGE, "a number is needed here, not a handle");
+    case TENSORD_OPERAND_HANDLE: break;
     }
-}
-
-/* The wire op code for a PyTorch op name: "add" is OP_ADD in the protocol's Op enum, so the
-** generated enum descriptor is the table and a new server op needs no client change. */
-static int op_code(const char *name, struct tensord_error *err)
-{
-    char wire[64] = "OP_";
-    size_t n = strlen(name);
-    if (n == 0 || n + 4 > sizeof wire) {
-        return -set_err(err, TENSORD_E_USAGE, "unknown op '%s'", name);
-    }
-    for (size_t i = 0; i < n; i++) {
-        char ch = name[i];
-        wire[3 + i] = (char)(ch >= 'a' && ch <= 'z' ? ch - 32 : ch);
-    }
-    wire[3 + n] = '\0';
-    const ProtobufCEnumValue *v =
-        protobuf_c_enum_descriptor_get_value_by_name(&tensord__op__descriptor, wire);
-    if (v == NULL || v->value == TENSORD__OP__OP_UNSPECIFIED) {
-        return -set_err(err, TENSORD_E_USAGE, "unknown op '%s'", name);
-    }
-    return v->value;
+    return set_err(err, TENSORD_E_USAGE, "a number is needed here, not a handle");
 }
 
 int tensord_send_create(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
@@ -667,8 +990,11 @@ int tensord_send_create(struct tensord *c, uint64_t out, enum tensord_dtype dtyp
                         uint64_t *id, struct tensord_error *err)
 {
     int rc;
-    if ((rc = check_shape(ndim, err)) != 0) {
+    if ((rc = check_shape(shape, ndim, err)) != 0) {
         return rc;
+    }
+    if (nbytes > 0 && data == NULL) {
+        return set_err(err, TENSORD_E_USAGE, "%zu bytes of data at NULL", nbytes);
     }
     Tensord__Request req = TENSORD__REQUEST__INIT;
     Tensord__Create m = TENSORD__CREATE__INIT;
@@ -678,7 +1004,7 @@ int tensord_send_create(struct tensord *c, uint64_t out, enum tensord_dtype dtyp
     m.n_shape = (size_t)ndim;
     req.body_case = TENSORD__REQUEST__BODY_CREATE;
     req.create = &m;
-    struct pending p = {0};
+    struct pending p = {.want = WANT_TENSOR};
     return queue(c, &req, data, nbytes, &p, id, err);
 }
 
@@ -692,25 +1018,7 @@ int tensord_create(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
         (rc = tensord_send_create(c, out, dtype, shape, ndim, data, nbytes, NULL, err)) != 0) {
         return rc;
     }
-    return complete(c, NULL, NULL, err);
-}
-
-static int build_full(Tensord__Request *req, Tensord__Full *m, Tensord__Scalar *s, uint64_t out,
-                      enum tensord_dtype dtype, const int64_t *shape, int ndim,
-                      struct tensord_operand value, struct tensord_error *err)
-{
-    int rc;
-    if ((rc = check_shape(ndim, err)) != 0 || (rc = to_scalar(value, s, err)) != 0) {
-        return rc;
-    }
-    m->out = out;
-    m->dtype = (Tensord__DType)dtype;
-    m->shape = (int64_t *)shape;
-    m->n_shape = (size_t)ndim;
-    m->value = s;
-    req->body_case = TENSORD__REQUEST__BODY_FULL;
-    req->full = m;
-    return 0;
+    return complete(c, NULL, err);
 }
 
 int tensord_send_full(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
@@ -720,9 +1028,19 @@ int tensord_send_full(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
     Tensord__Request req = TENSORD__REQUEST__INIT;
     Tensord__Full m = TENSORD__FULL__INIT;
     Tensord__Scalar s;
-    struct pending p = {0};
-    int rc = build_full(&req, &m, &s, out, dtype, shape, ndim, value, err);
-    return rc != 0 ? rc : queue(c, &req, NULL, 0, &p, id, err);
+    int rc;
+    if ((rc = check_shape(shape, ndim, err)) != 0 || (rc = to_scalar(value, &s, err)) != 0) {
+        return rc;
+    }
+    m.out = out;
+    m.dtype = (Tensord__DType)dtype;
+    m.shape = (int64_t *)shape;
+    m.n_shape = (size_t)ndim;
+    m.value = &s;
+    req.body_case = TENSORD__REQUEST__BODY_FULL;
+    req.full = &m;
+    struct pending p = {.want = WANT_TENSOR};
+    return queue(c, &req, NULL, 0, &p, id, err);
 }
 
 int tensord_full(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
@@ -734,29 +1052,29 @@ int tensord_full(struct tensord *c, uint64_t out, enum tensord_dtype dtype, cons
         (rc = tensord_send_full(c, out, dtype, shape, ndim, value, NULL, err)) != 0) {
         return rc;
     }
-    return complete(c, NULL, NULL, err);
+    return complete(c, NULL, err);
 }
 
 int tensord_zeros(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
                   const int64_t *shape, int ndim, struct tensord_error *err)
 {
-    return tensord_full(c, out, dtype ? dtype : TENSORD_FLOAT32, shape, ndim, tensord_f(0.0),
-                        err);
+    return tensord_full(c, out, dtype != TENSORD_DTYPE_INFER ? dtype : TENSORD_FLOAT32, shape,
+                        ndim, tensord_f(0.0), err);
 }
 
 int tensord_ones(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
                  int ndim, struct tensord_error *err)
 {
-    return tensord_full(c, out, dtype ? dtype : TENSORD_FLOAT32, shape, ndim, tensord_f(1.0),
-                        err);
+    return tensord_full(c, out, dtype != TENSORD_DTYPE_INFER ? dtype : TENSORD_FLOAT32, shape,
+                        ndim, tensord_f(1.0), err);
 }
 
-static int rand_common(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
-                       const int64_t *shape, int ndim, Tensord__Distribution dist,
-                       struct tensord_error *err)
+static int send_rand(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                     const int64_t *shape, int ndim, Tensord__Distribution dist, uint64_t *id,
+                     struct tensord_error *err)
 {
     int rc;
-    if ((rc = check_shape(ndim, err)) != 0) {
+    if ((rc = check_shape(shape, ndim, err)) != 0) {
         return rc;
     }
     Tensord__Request req = TENSORD__REQUEST__INIT;
@@ -768,25 +1086,49 @@ static int rand_common(struct tensord *c, uint64_t out, enum tensord_dtype dtype
     m.distribution = dist;
     req.body_case = TENSORD__REQUEST__BODY_RAND;
     req.rand = &m;
-    struct pending p = {0};
-    return roundtrip(c, &req, NULL, 0, &p, NULL, NULL, err);
+    struct pending p = {.want = WANT_TENSOR};
+    return queue(c, &req, NULL, 0, &p, id, err);
+}
+
+int tensord_send_rand(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                      const int64_t *shape, int ndim, uint64_t *id, struct tensord_error *err)
+{
+    return send_rand(c, out, dtype, shape, ndim, TENSORD__DISTRIBUTION__UNIFORM, id, err);
+}
+
+int tensord_send_randn(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                       const int64_t *shape, int ndim, uint64_t *id, struct tensord_error *err)
+{
+    return send_rand(c, out, dtype, shape, ndim, TENSORD__DISTRIBUTION__NORMAL, id, err);
 }
 
 int tensord_rand(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
                  int ndim, struct tensord_error *err)
 {
-    return rand_common(c, out, dtype, shape, ndim, TENSORD__DISTRIBUTION__UNIFORM, err);
+    int rc;
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 ||
+        (rc = tensord_send_rand(c, out, dtype, shape, ndim, NULL, err)) != 0) {
+        return rc;
+    }
+    return complete(c, NULL, err);
 }
 
 int tensord_randn(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
                   const int64_t *shape, int ndim, struct tensord_error *err)
 {
-    return rand_common(c, out, dtype, shape, ndim, TENSORD__DISTRIBUTION__NORMAL, err);
+    int rc;
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 ||
+        (rc = tensord_send_randn(c, out, dtype, shape, ndim, NULL, err)) != 0) {
+        return rc;
+    }
+    return complete(c, NULL, err);
 }
 
-int tensord_arange(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
-                   struct tensord_operand start, struct tensord_operand end,
-                   struct tensord_operand step, struct tensord_error *err)
+int tensord_send_arange(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                        struct tensord_operand start, struct tensord_operand end,
+                        struct tensord_operand step, uint64_t *id, struct tensord_error *err)
 {
     Tensord__Request req = TENSORD__REQUEST__INIT;
     Tensord__Arange m = TENSORD__ARANGE__INIT;
@@ -803,94 +1145,136 @@ int tensord_arange(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
     m.step = &s2;
     req.body_case = TENSORD__REQUEST__BODY_ARANGE;
     req.arange = &m;
-    struct pending p = {0};
-    return roundtrip(c, &req, NULL, 0, &p, NULL, NULL, err);
+    struct pending p = {.want = WANT_TENSOR};
+    return queue(c, &req, NULL, 0, &p, id, err);
 }
 
-int tensord_manual_seed(struct tensord *c, uint64_t seed, struct tensord_error *err)
+int tensord_arange(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                   struct tensord_operand start, struct tensord_operand end,
+                   struct tensord_operand step, struct tensord_error *err)
+{
+    int rc;
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 ||
+        (rc = tensord_send_arange(c, out, dtype, start, end, step, NULL, err)) != 0) {
+        return rc;
+    }
+    return complete(c, NULL, err);
+}
+
+int tensord_send_manual_seed(struct tensord *c, uint64_t seed, uint64_t *id,
+                             struct tensord_error *err)
 {
     Tensord__Request req = TENSORD__REQUEST__INIT;
     Tensord__ManualSeed m = TENSORD__MANUAL_SEED__INIT;
     m.seed = seed;
     req.body_case = TENSORD__REQUEST__BODY_MANUAL_SEED;
     req.manual_seed = &m;
-    struct pending p = {0};
-    return roundtrip(c, &req, NULL, 0, &p, NULL, NULL, err);
+    struct pending p = {.want = WANT_NONE};
+    return queue(c, &req, NULL, 0, &p, id, err);
+}
+
+int tensord_manual_seed(struct tensord *c, uint64_t seed, struct tensord_error *err)
+{
+    int rc;
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 || (rc = tensord_send_manual_seed(c, seed, NULL, err)) != 0) {
+        return rc;
+    }
+    return complete(c, NULL, err);
 }
 
 #define MAX_INPUTS 64
 
-/* Fills an op request; operands, scalars and args live in the caller's storage. */
-static int build_op(Tensord__Request *req, Tensord__RunOp *m, Tensord__Operand *ops,
-                    Tensord__Operand **ptrs, Tensord__Scalar *sc, Tensord__OpArgs *wa,
-                    Tensord__Scalar *lim, const char *name, uint64_t out,
+/* The protobuf side of one RunOp; everything it points to lives here, so it can sit on the
+** stack of the call that packs it. */
+struct op_msg {
+    Tensord__Request req;
+    Tensord__RunOp m;
+    Tensord__OpArgs args;
+    Tensord__Scalar lim[2];
+    Tensord__Operand ops[MAX_INPUTS];
+    Tensord__Operand *ptrs[MAX_INPUTS];
+    Tensord__Scalar sc[MAX_INPUTS];
+};
+
+static int build_args(struct op_msg *o, const struct tensord_op_args *a,
+                      struct tensord_error *err)
+{
+    int rc;
+    if (a->ndims < 0 || a->ndims > TENSORD_MAX_DIMS) {
+        return set_err(err, TENSORD_E_USAGE, "ndims %d is outside 0..%d", a->ndims,
+                       TENSORD_MAX_DIMS);
+    }
+    tensord__op_args__init(&o->args);
+    o->args.dims = (int64_t *)a->dims;
+    o->args.n_dims = (size_t)a->ndims;
+    o->args.has_dims = a->has_dims || a->ndims > 0;
+    o->args.keepdim = a->keepdim;
+    o->args.dim = a->dim;
+    o->args.dim2 = a->dim2;
+    o->args.has_dim = a->has_dim;
+    o->args.start = a->start;
+    o->args.end = a->end;
+    o->args.step = a->step;
+    if (a->has_min) {
+        if ((rc = to_scalar(a->min, &o->lim[0], err)) != 0) {
+            return rc;
+        }
+        o->args.min = &o->lim[0];
+    }
+    if (a->has_max) {
+        if ((rc = to_scalar(a->max, &o->lim[1], err)) != 0) {
+            return rc;
+        }
+        o->args.max = &o->lim[1];
+    }
+    o->args.dtype = (Tensord__DType)a->dtype;
+    o->args.has_correction = a->has_correction;
+    o->args.correction = a->correction;
+    o->m.args = &o->args;
+    o->m.out2 = a->out2;
+    return 0;
+}
+
+static int build_op(struct op_msg *o, const char *name, uint64_t out,
                     const struct tensord_operand *inputs, int nin,
                     const struct tensord_op_args *args, bool inplace, struct tensord_error *err)
 {
-    int code = op_code(name, err);
+    int rc;
+    int code = tensord_op_code(name);
+    tensord__request__init(&o->req);
+    tensord__run_op__init(&o->m);
     if (code < 0) {
-        return -code;
+        return set_err(err, TENSORD_E_USAGE, "unknown op '%s'", name != NULL ? name : "(null)");
     }
     if (nin < 0 || nin > MAX_INPUTS || (nin > 0 && inputs == NULL)) {
-        return set_err(err, TENSORD_E_USAGE, "bad input count %d", nin);
+        return set_err(err, TENSORD_E_USAGE, "%d inputs; an op takes 0..%d", nin, MAX_INPUTS);
     }
     for (int i = 0; i < nin; i++) {
-        tensord__operand__init(&ops[i]);
+        tensord__operand__init(&o->ops[i]);
         if (inputs[i].kind == TENSORD_OPERAND_HANDLE) {
-            ops[i].value_case = TENSORD__OPERAND__VALUE_HANDLE;
-            ops[i].handle = inputs[i].handle;
+            o->ops[i].value_case = TENSORD__OPERAND__VALUE_HANDLE;
+            o->ops[i].handle = inputs[i].handle;
         } else {
-            int rc = to_scalar(inputs[i], &sc[i], err);
-            if (rc != 0) {
+            if ((rc = to_scalar(inputs[i], &o->sc[i], err)) != 0) {
                 return rc;
             }
-            ops[i].value_case = TENSORD__OPERAND__VALUE_SCALAR;
-            ops[i].scalar = &sc[i];
+            o->ops[i].value_case = TENSORD__OPERAND__VALUE_SCALAR;
+            o->ops[i].scalar = &o->sc[i];
         }
-        ptrs[i] = &ops[i];
+        o->ptrs[i] = &o->ops[i];
     }
-    m->out = out;
-    m->op = (Tensord__Op)code;
-    m->inputs = ptrs;
-    m->n_inputs = (size_t)nin;
-    m->inplace = inplace;
-    if (args != NULL) {
-        int rc;
-        if (args->ndims < 0 || args->ndims > TENSORD_MAX_DIMS) {
-            return set_err(err, TENSORD_E_USAGE, "ndims %d is outside 0..%d", args->ndims,
-                           TENSORD_MAX_DIMS);
-        }
-        tensord__op_args__init(wa);
-        wa->dims = (int64_t *)args->dims;
-        wa->n_dims = (size_t)args->ndims;
-        wa->has_dims = args->has_dims || args->ndims > 0;
-        wa->keepdim = args->keepdim;
-        wa->dim = args->dim;
-        wa->dim2 = args->dim2;
-        wa->has_dim = args->has_dim;
-        wa->start = args->start;
-        wa->end = args->end;
-        wa->step = args->step;
-        if (args->has_min) {
-            if ((rc = to_scalar(args->min, &lim[0], err)) != 0) {
-                return rc;
-            }
-            wa->min = &lim[0];
-        }
-        if (args->has_max) {
-            if ((rc = to_scalar(args->max, &lim[1], err)) != 0) {
-                return rc;
-            }
-            wa->max = &lim[1];
-        }
-        wa->dtype = (Tensord__DType)args->dtype;
-        wa->has_correction = args->has_correction;
-        wa->correction = args->correction;
-        m->args = wa;
-        m->out2 = args->out2;
+    if (args != NULL && (rc = build_args(o, args, err)) != 0) {
+        return rc;
     }
-    req->body_case = TENSORD__REQUEST__BODY_RUN_OP;
-    req->run_op = m;
+    o->m.out = out;
+    o->m.op = (Tensord__Op)code;
+    o->m.inputs = o->ptrs;
+    o->m.n_inputs = (size_t)nin;
+    o->m.inplace = inplace;
+    o->req.body_case = TENSORD__REQUEST__BODY_RUN_OP;
+    o->req.run_op = &o->m;
     return 0;
 }
 
@@ -899,15 +1283,10 @@ int tensord_send_op_ex(struct tensord *c, const char *name, uint64_t out,
                        const struct tensord_op_args *args, bool inplace, uint64_t *id,
                        struct tensord_error *err)
 {
-    Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__RunOp m = TENSORD__RUN_OP__INIT;
-    Tensord__Operand ops[MAX_INPUTS], *ptrs[MAX_INPUTS];
-    Tensord__Scalar sc[MAX_INPUTS], lim[2];
-    Tensord__OpArgs wa;
-    struct pending p = {0};
-    int rc = build_op(&req, &m, ops, ptrs, sc, &wa, lim, name, out, inputs, nin, args, inplace,
-                      err);
-    return rc != 0 ? rc : queue(c, &req, NULL, 0, &p, id, err);
+    struct op_msg o;
+    int rc = build_op(&o, name, out, inputs, nin, args, inplace, err);
+    struct pending p = {.want = WANT_TENSOR};
+    return rc != 0 ? rc : queue(c, &o.req, NULL, 0, &p, id, err);
 }
 
 int tensord_send_op(struct tensord *c, const char *name, uint64_t out,
@@ -928,7 +1307,7 @@ int tensord_op_ex(struct tensord *c, const char *name, uint64_t out,
         (rc = tensord_send_op_ex(c, name, out, inputs, nin, args, inplace, NULL, err)) != 0) {
         return rc;
     }
-    return complete(c, info, NULL, err);
+    return complete(c, info, err);
 }
 
 int tensord_op(struct tensord *c, const char *name, uint64_t out,
@@ -938,25 +1317,36 @@ int tensord_op(struct tensord *c, const char *name, uint64_t out,
     return tensord_op_ex(c, name, out, inputs, nin, NULL, inplace, info, err);
 }
 
-static void build_get(Tensord__Request *req, Tensord__Get *m, uint64_t handle, bool meta_only,
-                      uint64_t offset, uint64_t length)
+static int send_get(struct tensord *c, uint64_t handle, bool meta_only, uint64_t offset,
+                    uint64_t length, void *buf, size_t cap, uint64_t *id,
+                    struct tensord_error *err)
 {
-    m->handle = handle;
-    m->meta_only = meta_only;
-    m->offset = offset;
-    m->length = length;
-    req->body_case = TENSORD__REQUEST__BODY_GET;
-    req->get = m;
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Get m = TENSORD__GET__INIT;
+    m.handle = handle;
+    m.meta_only = meta_only;
+    m.offset = offset;
+    m.length = length;
+    req.body_case = TENSORD__REQUEST__BODY_GET;
+    req.get = &m;
+    struct pending p = {.want = WANT_TENSOR, .get_data = !meta_only, .get_offset = offset,
+                        .get_length = length, .buf = buf, .cap = cap};
+    return queue(c, &req, NULL, 0, &p, id, err);
 }
 
 int tensord_send_get(struct tensord *c, uint64_t handle, void *buf, size_t cap, uint64_t *id,
                      struct tensord_error *err)
 {
-    Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__Get m = TENSORD__GET__INIT;
-    build_get(&req, &m, handle, buf == NULL, 0, 0);
-    struct pending p = {.buf = buf, .cap = cap};
-    return queue(c, &req, NULL, 0, &p, id, err);
+    return send_get(c, handle, buf == NULL, 0, 0, buf, cap, id, err);
+}
+
+int tensord_send_get_range(struct tensord *c, uint64_t handle, uint64_t offset, uint64_t length,
+                           void *buf, uint64_t *id, struct tensord_error *err)
+{
+    if (length == 0 || length > SIZE_MAX || buf == NULL) {
+        return set_err(err, TENSORD_E_USAGE, "a range needs a length and a buffer");
+    }
+    return send_get(c, handle, false, offset, length, buf, (size_t)length, id, err);
 }
 
 int tensord_get(struct tensord *c, uint64_t handle, struct tensord_info *info, void *buf,
@@ -967,20 +1357,25 @@ int tensord_get(struct tensord *c, uint64_t handle, struct tensord_info *info, v
     if ((rc = busy(c, err)) != 0 || (rc = tensord_send_get(c, handle, buf, cap, NULL, err)) != 0) {
         return rc;
     }
-    return complete(c, info, NULL, err);
+    return complete(c, info, err);
+}
+
+int tensord_get_meta(struct tensord *c, uint64_t handle, struct tensord_info *info,
+                     struct tensord_error *err)
+{
+    return tensord_get(c, handle, info, NULL, 0, err);
 }
 
 int tensord_get_range(struct tensord *c, uint64_t handle, uint64_t offset, uint64_t length,
                       void *buf, struct tensord_info *info, struct tensord_error *err)
 {
-    if (length == 0) {
-        return set_err(err, TENSORD_E_USAGE, "a range needs a length");
+    int rc;
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 ||
+        (rc = tensord_send_get_range(c, handle, offset, length, buf, NULL, err)) != 0) {
+        return rc;
     }
-    Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__Get m = TENSORD__GET__INIT;
-    build_get(&req, &m, handle, false, offset, length);
-    struct pending p = {.buf = buf, .cap = (size_t)length};
-    return roundtrip(c, &req, NULL, 0, &p, info, NULL, err);
+    return complete(c, info, err);
 }
 
 int tensord_format(struct tensord *c, uint64_t handle, char *buf, size_t cap,
@@ -991,28 +1386,26 @@ int tensord_format(struct tensord *c, uint64_t handle, char *buf, size_t cap,
     m.handle = handle;
     req.body_case = TENSORD__REQUEST__BODY_FORMAT;
     req.format = &m;
-    struct pending p = {.text = buf, .text_cap = cap};
+    struct pending p = {.want = WANT_TEXT, .buf = buf, .cap = cap};
     if (buf != NULL && cap > 0) {
         buf[0] = '\0';
     }
-    return roundtrip(c, &req, NULL, 0, &p, NULL, NULL, err);
-}
-
-static void build_free(Tensord__Request *req, Tensord__Free *m, const uint64_t *handles, size_t n)
-{
-    m->handles = (uint64_t *)handles;
-    m->n_handles = n;
-    req->body_case = TENSORD__REQUEST__BODY_FREE;
-    req->free = m;
+    return roundtrip(c, &req, &p, NULL, err);
 }
 
 int tensord_send_free(struct tensord *c, const uint64_t *handles, size_t n, uint64_t *id,
                       struct tensord_error *err)
 {
+    if (n > 0 && handles == NULL) {
+        return set_err(err, TENSORD_E_USAGE, "%zu handles at NULL", n);
+    }
     Tensord__Request req = TENSORD__REQUEST__INIT;
     Tensord__Free m = TENSORD__FREE__INIT;
-    build_free(&req, &m, handles, n);
-    struct pending p = {0};
+    m.handles = (uint64_t *)handles;
+    m.n_handles = n;
+    req.body_case = TENSORD__REQUEST__BODY_FREE;
+    req.free = &m;
+    struct pending p = {.want = WANT_NONE};
     return queue(c, &req, NULL, 0, &p, id, err);
 }
 
@@ -1023,7 +1416,7 @@ int tensord_free(struct tensord *c, const uint64_t *handles, size_t n, struct te
     if ((rc = busy(c, err)) != 0 || (rc = tensord_send_free(c, handles, n, NULL, err)) != 0) {
         return rc;
     }
-    return complete(c, NULL, NULL, err);
+    return complete(c, NULL, err);
 }
 
 int tensord_send_ping(struct tensord *c, uint64_t *id, struct tensord_error *err)
@@ -1032,7 +1425,7 @@ int tensord_send_ping(struct tensord *c, uint64_t *id, struct tensord_error *err
     Tensord__Ping m = TENSORD__PING__INIT;
     req.body_case = TENSORD__REQUEST__BODY_PING;
     req.ping = &m;
-    struct pending p = {0};
+    struct pending p = {.want = WANT_NONE};
     return queue(c, &req, NULL, 0, &p, id, err);
 }
 
@@ -1043,7 +1436,7 @@ int tensord_ping(struct tensord *c, struct tensord_error *err)
     if ((rc = busy(c, err)) != 0 || (rc = tensord_send_ping(c, NULL, err)) != 0) {
         return rc;
     }
-    return complete(c, NULL, NULL, err);
+    return complete(c, NULL, err);
 }
 
 int tensord_stats(struct tensord *c, struct tensord_stats *st, struct tensord_error *err)
@@ -1052,22 +1445,8 @@ int tensord_stats(struct tensord *c, struct tensord_stats *st, struct tensord_er
     Tensord__Stats m = TENSORD__STATS__INIT;
     req.body_case = TENSORD__REQUEST__BODY_STATS;
     req.stats = &m;
-    struct pending p = {0};
-    Tensord__Response *resp = NULL;
-    int rc = roundtrip(c, &req, NULL, 0, &p, NULL, &resp, err);
-    if (rc != 0) {
-        return rc;
-    }
-    if (resp->result_case != TENSORD__RESPONSE__RESULT_STATS) {
-        tensord__response__free_unpacked(resp, NULL);
-        return set_err(err, TENSORD_E_PROTOCOL, "Stats reply without stats");
-    }
-    st->session_bytes = resp->stats->session_bytes;
-    st->session_tensors = resp->stats->session_tensors;
-    st->sessions = resp->stats->sessions;
-    st->server_bytes = resp->stats->server_bytes;
-    tensord__response__free_unpacked(resp, NULL);
-    return 0;
+    struct pending p = {.want = WANT_STATS, .stats = st};
+    return roundtrip(c, &req, &p, NULL, err);
 }
 
 int tensord_close_session(struct tensord *c, struct tensord_error *err)
@@ -1076,6 +1455,6 @@ int tensord_close_session(struct tensord *c, struct tensord_error *err)
     Tensord__CloseSession m = TENSORD__CLOSE_SESSION__INIT;
     req.body_case = TENSORD__REQUEST__BODY_CLOSE_SESSION;
     req.close_session = &m;
-    struct pending p = {0};
-    return roundtrip(c, &req, NULL, 0, &p, NULL, NULL, err);
+    struct pending p = {.want = WANT_NONE};
+    return roundtrip(c, &req, &p, NULL, err);
 }

@@ -5,8 +5,12 @@
 ** tensord_new_handle() hands out fresh ones). Every call returns 0 on success or an error code
 ** and, when `err` is not NULL, fills it with the code and a message: the server's status and
 ** message for refused requests (PyTorch's wording where PyTorch has one), or a local failure
-** (TENSORD_E_*). The library never aborts or exits, and uses no global state: use one
-** connection per thread.
+** (TENSORD_E_*). After a local I/O or protocol failure the connection is *broken*: every later
+** call on it fails at once with TENSORD_E_IO naming the first failure; disconnect, then reconnect
+** with the session token. A refused request never breaks the connection. The library never
+** aborts, exits, prints or raises SIGPIPE, and uses no global state: it is thread-compatible,
+** one connection per thread. Pointers passed in are borrowed for the call unless a call says
+** otherwise; pointers returned are owned by the connection.
 **
 ** Two ways to talk:
 **  - blocking calls (tensord_create, tensord_op, tensord_get, ...): send one request, wait for its
@@ -15,7 +19,11 @@
 **    tensord_flush writes them all at once, tensord_recv returns the replies in request order.
 **    A server op on a handle whose producing op failed fails with TENSORD_INPUT_FAILED, naming
 **    the original failure, so a chain `c = a*b; d = c@a` can be sent without waiting.
-**    Blocking calls refuse to run (TENSORD_E_USAGE) while pipelined replies are outstanding.
+**    Blocking calls refuse to run (TENSORD_E_USAGE, nothing sent) while pipelined requests are
+**    queued or their replies uncollected. While flushing, the library also reads the replies
+**    that arrive and keeps them for tensord_recv (a Get's bytes go straight to its buffer), so a
+**    batch of any size cannot deadlock against a server that stops reading until its replies
+**    are read.
 */
 #ifndef TENSORD_H
 #define TENSORD_H
@@ -103,7 +111,20 @@ int tensord_token_from_hex(const char *hex, uint8_t out[TENSORD_TOKEN_BYTES]);
 bool tensord_resumed(const struct tensord *c);          /* Hello resumed an existing session */
 const char *tensord_server_version(const struct tensord *c);  /* e.g. "tensord 0.1.0" */
 
-/* A fresh handle: 1, 2, 3 ... per connection, skipping none the caller asked for explicitly. */
+/* The server's limits as Hello announced them (0: not announced). A request frame over
+** max_frame_bytes is refused here with TENSORD_LIMIT_EXCEEDED, because the server would close
+** the connection on it. */
+struct tensord_limits {
+    uint64_t max_frame_bytes;    /* protobuf + data bytes of one request */
+    uint64_t max_tensor_bytes;
+    uint64_t session_max_bytes;
+    uint32_t max_dims;
+};
+void tensord_limits(const struct tensord *c, struct tensord_limits *out);
+
+/* A fresh handle, never 0: 1, 2, 3 ... on a new session. On a resumed session the counter starts
+** at a random point above 2^32, away from the handles the session already holds. Don't mix it
+** with hand-picked handles in the same range. */
 uint64_t tensord_new_handle(struct tensord *c);
 
 /* An op input: a tensor handle, or a Python-like number (float, int or bool: the kind matters
@@ -148,6 +169,10 @@ struct tensord_stats {
 /* Element size of a dtype in bytes; 0 for an invalid one. */
 size_t tensord_dtype_size(enum tensord_dtype dt);
 const char *tensord_dtype_name(enum tensord_dtype dt);  /* "float32" ... */
+
+/* The wire code (the proto's Op enum) of op `name`, PyTorch's lower-case name ("add",
+** "log_softmax"), or -1 if this library's protocol has no such op. */
+int tensord_op_code(const char *name);
 
 /* ---- blocking calls ---- */
 
@@ -222,14 +247,19 @@ int tensord_send_op_ex(struct tensord *c, const char *name, uint64_t out,
                        struct tensord_error *err);
 
 /* Reads tensor `handle`: dtype and shape into `info` (may be NULL), and its bytes into `buf` when
-** buf is not NULL (cap must be at least the tensor's nbytes: else TENSORD_E_BUFFER and nothing
-** is written). */
+** buf is not NULL (cap must be at least the tensor's nbytes: else TENSORD_E_BUFFER, `info` still
+** filled, nothing written to buf, and the connection stays usable). buf NULL reads metadata only.
+*/
 int tensord_get(struct tensord *c, uint64_t handle, struct tensord_info *info, void *buf,
                 size_t cap, struct tensord_error *err);
 
 /* Reads `length` bytes from byte `offset` of the tensor's contents (chunked download). */
 int tensord_get_range(struct tensord *c, uint64_t handle, uint64_t offset, uint64_t length,
                       void *buf, struct tensord_info *info, struct tensord_error *err);
+
+/* Dtype, shape and nbytes of `handle` without its contents (Get with meta_only). */
+int tensord_get_meta(struct tensord *c, uint64_t handle, struct tensord_info *info,
+                     struct tensord_error *err);
 
 /* The tensor's text as PyTorch prints it, into buf (truncated to cap-1 bytes, NUL-terminated). */
 int tensord_format(struct tensord *c, uint64_t handle, char *buf, size_t cap,
@@ -247,9 +277,13 @@ int tensord_close_session(struct tensord *c, struct tensord_error *err);
 
 /* ---- pipelining ---- */
 
-/* Each queues one request and stores its id in *id (may be NULL); nothing is sent until
-** tensord_flush. Data passed to tensord_send_create is copied into the queue. For
-** tensord_send_get, `buf` (cap bytes) must stay valid until its reply is received. */
+/* Each queues one request and stores its id in *id (may be NULL). Requests are written by
+** tensord_flush, or earlier once a megabyte is queued. A request refused here (bad arguments,
+** over the frame limit, broken connection) is not queued and gets no reply.
+** tensord_send_create's `data` is borrowed until the next tensord_flush returns (up to 64 KiB is
+** copied at once; more is written straight from the caller's memory). tensord_send_get's `buf`
+** (cap bytes; NULL: metadata only) and tensord_send_get_range's `buf` (length bytes) must stay
+** valid until tensord_recv has returned their reply. */
 int tensord_send_create(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
                         const int64_t *shape, int ndim, const void *data, size_t nbytes,
                         uint64_t *id, struct tensord_error *err);
@@ -264,11 +298,22 @@ int tensord_send_get(struct tensord *c, uint64_t handle, void *buf, size_t cap, 
 int tensord_send_free(struct tensord *c, const uint64_t *handles, size_t n, uint64_t *id,
                       struct tensord_error *err);
 int tensord_send_ping(struct tensord *c, uint64_t *id, struct tensord_error *err);
+int tensord_send_rand(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                      const int64_t *shape, int ndim, uint64_t *id, struct tensord_error *err);
+int tensord_send_randn(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                       const int64_t *shape, int ndim, uint64_t *id, struct tensord_error *err);
+int tensord_send_arange(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                        struct tensord_operand start, struct tensord_operand end,
+                        struct tensord_operand step, uint64_t *id, struct tensord_error *err);
+int tensord_send_manual_seed(struct tensord *c, uint64_t seed, uint64_t *id,
+                             struct tensord_error *err);
+int tensord_send_get_range(struct tensord *c, uint64_t handle, uint64_t offset, uint64_t length,
+                           void *buf, uint64_t *id, struct tensord_error *err);
 
-/* Writes every queued request. */
+/* Writes every queued request, reading and keeping the replies that arrive meanwhile. */
 int tensord_flush(struct tensord *c, struct tensord_error *err);
 
-/* Replies not yet received. */
+/* Requests queued or sent whose replies tensord_recv has not returned yet. */
 size_t tensord_pending(const struct tensord *c);
 
 /* One reply. `status`/`message` are the server's verdict on that request (TENSORD_OK and "" on
