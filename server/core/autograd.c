@@ -39,6 +39,14 @@ static void node_name(const struct td_node *n, char *buf, size_t cap)
         break;
     }
     case TD_OP_RESHAPE: fixed = "ReshapeAliasBackward0"; break;
+    case TD_OP_FLATTEN: fixed = "ReshapeAliasBackward0"; break;
+    case TD_OP_MT: fixed = "TransposeBackward0"; break;
+    case TD_OP_NARROW: fixed = "SliceBackward0"; break;
+    case TD_OP_TO: fixed = "ToCopyBackward0"; break;
+    case TD_OP_SQUEEZE: fixed = n->args.has_dim ? "SqueezeBackward1" : "SqueezeBackward0"; break;
+    case TD_OP_CROSS_ENTROPY: fixed = "NllLossBackward0"; break;
+    case TD_OP_LINEAR: fixed = n->nin == 3 && n->in[0].t->ndim == 2 ? "AddmmBackward0"
+                                                                    : "MmBackward0"; break;
     case TD_OP_VIEW: fixed = "ViewBackward0"; break;
     default: break;
     }

@@ -172,3 +172,52 @@ def test_sgd_loop_memory_is_flat(conn):
         sizes.append((st.session_bytes, st.session_tensors))
     assert losses[-1] < 1e-4 < losses[0]
     assert sizes[50] == sizes[-1]
+
+
+def test_mlp_training_matches_torch(conn):
+    """A 2-layer MLP (linear, relu, linear, cross_entropy) trained with SGD through the protocol
+    follows the same loss curve as the identical torch model from the same initial weights."""
+    import torch.nn.functional as F
+    c = conn
+    rng = np.random.default_rng(7)
+    n, d_in, d_h, k = 64, 8, 16, 3
+    x = rng.standard_normal((n, d_in)).astype(np.float32)
+    y = rng.integers(0, k, n).astype(np.int64)
+    w1 = (rng.standard_normal((d_h, d_in)) * 0.3).astype(np.float32)
+    b1 = np.zeros(d_h, dtype=np.float32)
+    w2 = (rng.standard_normal((k, d_h)) * 0.3).astype(np.float32)
+    b2 = np.zeros(k, dtype=np.float32)
+    tparams = [torch.from_numpy(p.copy()).requires_grad_() for p in (w1, b1, w2, b2)]
+    hparams = [c.tensor(p, requires_grad=True) for p in (w1, b1, w2, b2)]
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    hx, hy = c.tensor(x), c.tensor(y)
+    lr = 0.5
+    tl, hl = [], []
+    for step in range(50):
+        h = F.relu(F.linear(tx, tparams[0], tparams[1]))
+        loss = F.cross_entropy(F.linear(h, tparams[2], tparams[3]), ty)
+        loss.backward()
+        with torch.no_grad():
+            for p in tparams:
+                p -= lr * p.grad
+                p.grad = None
+        tl.append(loss.item())
+
+        a1 = c.op("linear", [H(hx), H(hparams[0]), H(hparams[1])])
+        r1 = c.op("relu", [H(a1)])
+        a2 = c.op("linear", [H(r1), H(hparams[2]), H(hparams[3])])
+        hloss = c.op("cross_entropy", [H(a2), H(hy)])
+        c.backward(hloss)
+        c.set_grad_enabled(False)
+        grads = []
+        for p in hparams:
+            g = c.grad(p)
+            u = c.op("mul", [H(g), lr])
+            c.op("sub", [H(p), H(u)], inplace=True)
+            c.zero_grad_none(p)
+            grads += [g, u]
+        c.set_grad_enabled(True)
+        hl.append(float(c.get(hloss)[0]))
+        c.free(a1, r1, a2, hloss, *grads)
+    assert np.allclose(hl, tl, rtol=1e-4, atol=1e-5), list(zip(hl, tl))[:5]
+    assert tl[-1] < tl[0] * 0.8

@@ -99,6 +99,17 @@ td_bwd_fn td_bw_add, td_bw_sub, td_bw_mul, td_bw_div, td_bw_pow, td_bw_neg, td_b
 #define bw_mean td_bw_mean
 #define bw_matmul td_bw_matmul
 #define bw_reshape td_bw_reshape
+td_bwd_fn td_bw_identity, td_bw_transpose, td_bw_permute, td_bw_scatter_view, td_bw_softmax,
+    td_bw_log_softmax, td_bw_mse_loss, td_bw_cross_entropy, td_bw_linear;
+#define bw_identity td_bw_identity
+#define bw_transpose td_bw_transpose
+#define bw_permute td_bw_permute
+#define bw_scatter_view td_bw_scatter_view
+#define bw_softmax td_bw_softmax
+#define bw_log_softmax td_bw_log_softmax
+#define bw_mse_loss td_bw_mse_loss
+#define bw_cross_entropy td_bw_cross_entropy
+#define bw_linear td_bw_linear
 td_make_fn td_make_detach;
 #define make_detach td_make_detach
 

@@ -282,3 +282,142 @@ out:
     td_tensor_unref(wt);
     return rc;
 }
+
+/* ---- backward rules ---- */
+
+static int reduce_keep(enum td_op_id op, struct td_tensor *x, int64_t dim, struct td_quota *q,
+                       struct td_tensor **out, struct td_err *err)
+{
+    struct td_op_args a;
+    td_op_args_init(&a);
+    a.dims[0] = dim;
+    a.ndims = 1;
+    a.has_dims = true;
+    a.keepdim = true;
+    return td_bw1(op, td_t(x), &a, q, out, err);
+}
+
+/* softmax: s * (g - sum(g * s, dim)) */
+int td_bw_softmax(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                  struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *s = NULL, *gs = NULL, *sum = NULL, *d = NULL;
+    int rc;
+    if ((rc = softmax_common(&s, n->in[0].t, n->args.dim, false, q, err)) == 0 &&
+        (rc = td_bw2(TD_OP_MUL, td_t(g), td_t(s), q, &gs, err)) == 0 &&
+        (rc = reduce_keep(TD_OP_SUM, gs, n->args.dim, q, &sum, err)) == 0 &&
+        (rc = td_bw2(TD_OP_SUB, td_t(g), td_t(sum), q, &d, err)) == 0) {
+        rc = td_bw2(TD_OP_MUL, td_t(s), td_t(d), q, &gin[0], err);
+    }
+    td_tensor_unref(s);
+    td_tensor_unref(gs);
+    td_tensor_unref(sum);
+    td_tensor_unref(d);
+    return rc;
+}
+
+/* log_softmax: g - exp(log_softmax(x)) * sum(g, dim) */
+int td_bw_log_softmax(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                      struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *s = NULL, *sum = NULL, *m = NULL;
+    int rc;
+    if ((rc = softmax_common(&s, n->in[0].t, n->args.dim, false, q, err)) == 0 &&
+        (rc = reduce_keep(TD_OP_SUM, g, n->args.dim, q, &sum, err)) == 0 &&
+        (rc = td_bw2(TD_OP_MUL, td_t(s), td_t(sum), q, &m, err)) == 0) {
+        rc = td_bw2(TD_OP_SUB, td_t(g), td_t(m), q, &gin[0], err);
+    }
+    td_tensor_unref(s);
+    td_tensor_unref(sum);
+    td_tensor_unref(m);
+    return rc;
+}
+
+/* mse_loss: d/da = 2 (a - b) g / N, d/db = -that */
+int td_bw_mse_loss(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                   struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *d = NULL, *s = NULL, *ga = NULL;
+    int rc;
+    if ((rc = td_bw2(TD_OP_SUB, n->in[0], n->in[1], q, &d, err)) != 0) {
+        return rc;
+    }
+    double scale = d->numel > 0 ? 2.0 / (double)d->numel : 0.0;
+    if ((rc = td_bw2(TD_OP_MUL, td_t(d), td_s(td_scalar_f(scale)), q, &s, err)) == 0 &&
+        (rc = td_bw2(TD_OP_MUL, td_t(s), td_t(g), q, &ga, err)) == 0) {
+        gin[0] = td_tensor_ref(ga);
+        rc = td_bw1(TD_OP_NEG, td_t(ga), NULL, q, &gin[1], err);
+    }
+    td_tensor_unref(d);
+    td_tensor_unref(s);
+    td_tensor_unref(ga);
+    return rc;
+}
+
+/* cross_entropy: (softmax(x) - onehot(target)) * g / N */
+int td_bw_cross_entropy(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                        struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *x = n->in[0].t, *t = n->in[1].t;
+    struct td_tensor *p = NULL, *cls = NULL, *tu = NULL, *oh = NULL, *ohf = NULL, *d = NULL;
+    struct td_tensor *s = NULL;
+    int64_t c = x->shape[x->ndim - 1], rows = x->ndim == 2 ? x->shape[0] : 1;
+    struct td_op_args ua, ta;
+    td_op_args_init(&ta);
+    ta.has_dtype = true;
+    ta.dtype = x->dtype;
+    td_op_args_init(&ua);
+    ua.dim = -1;
+    int rc;
+    if ((rc = softmax_common(&p, x, -1, false, q, err)) == 0 &&
+        (rc = td_tensor_arange(&cls, TD_DTYPE_I64, td_scalar_i(0), td_scalar_i(c),
+                               td_scalar_i(1), q, err)) == 0 &&
+        (rc = td_bw1(TD_OP_UNSQUEEZE, td_t(t), &ua, q, &tu, err)) == 0 &&
+        (rc = td_bw2(TD_OP_EQ, td_t(cls), td_t(tu), q, &oh, err)) == 0 &&
+        (rc = td_bw1(TD_OP_TO, td_t(oh), &ta, q, &ohf, err)) == 0 &&
+        (rc = td_bw2(TD_OP_SUB, td_t(p), td_t(ohf), q, &d, err)) == 0 &&
+        (rc = td_bw2(TD_OP_MUL, td_t(d), td_t(g), q, &s, err)) == 0) {
+        rc = td_bw2(TD_OP_DIV, td_t(s), td_s(td_scalar_f((double)rows)), q, &gin[0], err);
+    }
+    td_tensor_unref(p);
+    td_tensor_unref(cls);
+    td_tensor_unref(tu);
+    td_tensor_unref(oh);
+    td_tensor_unref(ohf);
+    td_tensor_unref(d);
+    td_tensor_unref(s);
+    return rc;
+}
+
+/* linear: dx = g @ W, dW = g^T @ x (batch rows folded), db = g (summed to b's shape) */
+int td_bw_linear(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                 struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *x = n->in[0].t, *w = n->in[1].t;
+    struct td_tensor *g2 = NULL, *x2 = NULL, *gt = NULL;
+    struct td_op_args none;
+    td_op_args_init(&none);
+    int rc;
+    if ((rc = td_bw2(TD_OP_MATMUL, td_t(g), td_t(w), q, &gin[0], err)) != 0) {
+        return rc;
+    }
+    /* fold every batch dim of g and x into rows */
+    struct td_op_args rg, rx;
+    td_op_args_init(&rg);
+    td_op_args_init(&rx);
+    rg.dims[0] = rx.dims[0] = -1;
+    rg.dims[1] = g->ndim > 0 ? g->shape[g->ndim - 1] : 1;
+    rx.dims[1] = x->shape[x->ndim - 1];
+    rg.ndims = rx.ndims = 2;
+    rg.has_dims = rx.has_dims = true;
+    if ((rc = td_bw1(TD_OP_RESHAPE, td_t(g), &rg, q, &g2, err)) == 0 &&
+        (rc = td_bw1(TD_OP_RESHAPE, td_t(x), &rx, q, &x2, err)) == 0 &&
+        (rc = td_bw1(TD_OP_T, td_t(g2), &none, q, &gt, err)) == 0 &&
+        (rc = td_bw2(TD_OP_MATMUL, td_t(gt), td_t(x2), q, &gin[1], err)) == 0 && n->nin == 3) {
+        gin[2] = td_tensor_ref(g);
+    }
+    td_tensor_unref(g2);
+    td_tensor_unref(x2);
+    td_tensor_unref(gt);
+    return rc;
+}

@@ -843,3 +843,64 @@ int td_make_detach(struct td_tensor **out, const struct td_operand *in, int nin,
     struct td_tensor *t = in[0].t;
     return view_new(out, t, t->ndim, t->shape, t->strides, t->offset, err);
 }
+
+/* ---- backward rules for views and copies ---- */
+
+/* clone, contiguous, to, expand: the gradient itself (autograd sums expanded dims away and
+** casts into the input's dtype). */
+int td_bw_identity(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                   struct td_quota *q, struct td_err *err)
+{
+    (void)n;
+    (void)q;
+    (void)err;
+    gin[0] = td_tensor_ref(g);
+    return 0;
+}
+
+/* transpose, t and mT undo themselves. */
+int td_bw_transpose(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                    struct td_quota *q, struct td_err *err)
+{
+    return td_bw1(n->op, td_t(g), &n->args, q, &gin[0], err);
+}
+
+/* permute: the inverse permutation. */
+int td_bw_permute(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                  struct td_quota *q, struct td_err *err)
+{
+    struct td_op_args inv;
+    td_op_args_init(&inv);
+    inv.ndims = n->args.ndims;
+    inv.has_dims = true;
+    for (int i = 0; i < n->args.ndims; i++) {
+        int64_t d;
+        int rc = td_wrap_dim(n->args.dims[i], n->args.ndims, &d, err);
+        if (rc != 0) {
+            return rc;
+        }
+        inv.dims[d] = i;
+    }
+    return td_bw1(TD_OP_PERMUTE, td_t(g), &inv, q, &gin[0], err);
+}
+
+/* select, narrow, slice: the gradient written into the same view of a zero tensor. */
+int td_bw_scatter_view(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                       struct td_quota *q, struct td_err *err)
+{
+    const struct td_tensor *x = n->in[0].t;
+    struct td_tensor *z = NULL, *v = NULL, *r = NULL;
+    int rc;
+    if ((rc = td_tensor_full(&z, g->dtype, x->shape, x->ndim, td_scalar_i(0), q, err)) != 0) {
+        return rc;
+    }
+    if ((rc = td_bw1(n->op, td_t(z), &n->args, q, &v, err)) == 0 &&
+        (rc = td_op_apply(TD_OP_COPY, (struct td_operand[2]){td_t(v), td_t(g)}, 2, NULL, true,
+                          q, &r, err)) == 0) {
+        gin[0] = td_tensor_ref(z);
+    }
+    td_tensor_unref(r);
+    td_tensor_unref(v);
+    td_tensor_unref(z);
+    return rc;
+}
