@@ -308,6 +308,23 @@ static int set_requires_grad(struct td_tensor *t, bool value, struct td_err *err
     return 0;
 }
 
+/* Puts a new tensor (taken) under `out` with its requires_grad flag, and describes it in res. */
+static int publish(struct td_session *s, uint64_t out, struct td_tensor *t, bool requires_grad,
+                   struct result *res, struct td_err *err)
+{
+    int rc;
+    if ((rc = set_requires_grad(t, requires_grad, err)) != 0) {
+        td_tensor_unref(t);
+        return rc;
+    }
+    if ((rc = td_session_put(s, out, t, err)) != 0) {
+        return rc;
+    }
+    res->tensor = t;
+    res->handle = out;
+    return 0;
+}
+
 static int run_create(struct rpc_job *j, struct td_session *s, struct result *res,
                       struct td_err *err)
 {
@@ -340,16 +357,7 @@ static int run_create(struct rpc_job *j, struct td_session *s, struct result *re
     if ((rc = td_tensor_adopt(&t, dt, shape, ndim, data, j->data_len, &s->quota, err)) != 0) {
         return rc;
     }
-    if ((rc = set_requires_grad(t, m->requires_grad, err)) != 0) {
-        td_tensor_unref(t);
-        return rc;
-    }
-    if ((rc = td_session_put(s, m->out, t, err)) != 0) {
-        return rc;
-    }
-    res->tensor = t;
-    res->handle = m->out;
-    return 0;
+    return publish(s, m->out, t, m->requires_grad, res, err);
 }
 
 static int run_full(struct rpc_job *j, struct td_session *s, struct result *res,
@@ -370,16 +378,7 @@ static int run_full(struct rpc_job *j, struct td_session *s, struct result *res,
     if ((rc = td_tensor_full(&t, dt, shape, ndim, v, &s->quota, err)) != 0) {
         return rc;
     }
-    if ((rc = set_requires_grad(t, m->requires_grad, err)) != 0) {
-        td_tensor_unref(t);
-        return rc;
-    }
-    if ((rc = td_session_put(s, m->out, t, err)) != 0) {
-        return rc;
-    }
-    res->tensor = t;
-    res->handle = m->out;
-    return 0;
+    return publish(s, m->out, t, m->requires_grad, res, err);
 }
 
 static int run_rand(struct rpc_job *j, struct td_session *s, struct result *res,
@@ -402,15 +401,7 @@ static int run_rand(struct rpc_job *j, struct td_session *s, struct result *res,
     } else {
         rc = td_err_set(err, TD_EINVAL, "unknown distribution %d", (int)m->distribution);
     }
-    if (rc == 0 && (rc = set_requires_grad(t, m->requires_grad, err)) != 0) {
-        td_tensor_unref(t);
-    }
-    if (rc != 0 || (rc = td_session_put(s, m->out, t, err)) != 0) {
-        return rc;
-    }
-    res->tensor = t;
-    res->handle = m->out;
-    return 0;
+    return rc != 0 ? rc : publish(s, m->out, t, m->requires_grad, res, err);
 }
 
 static int run_arange(struct rpc_job *j, struct td_session *s, struct result *res,
@@ -428,13 +419,10 @@ static int run_arange(struct rpc_job *j, struct td_session *s, struct result *re
         return rc;
     }
     struct td_tensor *t = NULL;
-    if ((rc = td_tensor_arange(&t, dt, start, end, step, &s->quota, err)) != 0 ||
-        (rc = td_session_put(s, m->out, t, err)) != 0) {
+    if ((rc = td_tensor_arange(&t, dt, start, end, step, &s->quota, err)) != 0) {
         return rc;
     }
-    res->tensor = t;
-    res->handle = m->out;
-    return 0;
+    return publish(s, m->out, t, false, res, err);
 }
 
 /* Resolves RunOp's operands against the handle table. */
