@@ -45,6 +45,13 @@ static void node_name(const struct td_node *n, char *buf, size_t cap)
     case TD_OP_TO: fixed = "ToCopyBackward0"; break;
     case TD_OP_SQUEEZE: fixed = n->args.has_dim ? "SqueezeBackward1" : "SqueezeBackward0"; break;
     case TD_OP_CROSS_ENTROPY: fixed = "NllLossBackward0"; break;
+    case TD_OP_CLAMP: fixed = "ClampBackward1"; break;
+    case TD_OP_NORM: fixed = "NormBackward1"; break;
+    case TD_OP_OUTER: fixed = "MulBackward0"; break;
+    case TD_OP_MAX: fixed = n->args.has_dim ? "MaxBackward0" : "MaxBackward1"; break;
+    case TD_OP_MIN: fixed = n->args.has_dim ? "MinBackward0" : "MinBackward1"; break;
+    case TD_OP_STD: fixed = "StdBackward0"; break;
+    case TD_OP_VAR: fixed = "VarBackward0"; break;
     case TD_OP_LINEAR: fixed = n->nin == 3 && n->in[0].t->ndim == 2 ? "AddmmBackward0"
                                                                     : "MmBackward0"; break;
     case TD_OP_VIEW: fixed = "ViewBackward0"; break;
@@ -93,7 +100,12 @@ int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
     for (int i = 0; i < nin; i++) {
         needed = needed || (in[i].t != NULL && in[i].t->requires_grad);
     }
-    if (!args->grad_enabled || !needed) {
+    /* Results that are not floats (comparisons, argmax, all, ...) and the like-family never
+    ** require grad in torch. */
+    bool nondiff = !td_dtype_is_float(out->dtype) || op == TD_OP_ZEROS_LIKE ||
+                   op == TD_OP_ONES_LIKE || op == TD_OP_EMPTY_LIKE || op == TD_OP_FULL_LIKE ||
+                   op == TD_OP_RAND_LIKE || op == TD_OP_RANDN_LIKE;
+    if (!args->grad_enabled || !needed || nondiff) {
         return 0;
     }
     if (nin > TD_NODE_MAX_IN) {
@@ -328,10 +340,14 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
                 goto out;
             }
         }
+        if (n->retained != NULL && (rc = accumulate_leaf(n->retained, g, q, err)) != 0) {
+            td_tensor_unref(g);
+            goto out;
+        }
         td_bwd_fn *rule = (td_bwd_fn *)td_ops[n->op].backward;
         if (rule == NULL) {
             td_tensor_unref(g);
-            rc = td_err_set(err, TD_EUNSUP, "the derivative for '%s' is not implemented.",
+            rc = td_err_set(err, TD_EUNSUP, "derivative for aten::%s is not implemented",
                             td_ops[n->op].name);
             goto out;
         }

@@ -16,7 +16,7 @@
 
 #include "ops.h"
 
-#define TD_NODE_MAX_IN 3
+#define TD_NODE_MAX_IN 8
 
 struct td_node {
     int refs;
@@ -30,6 +30,7 @@ struct td_node {
     enum td_dtype out_dtype;
     bool released;                          /* saved tensors freed by a backward */
     char name[40];                          /* grad_fn name, fixed when recorded */
+    struct td_tensor *retained;             /* weak: the output, when it retains its grad */
 };
 
 /* Backward rule: gradients for each input (gin[i], new references, in the output's broadcast

@@ -284,6 +284,12 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                               "output type %s", td_dtype_cname(result),
                               td_dtype_cname(t->dtype));
         }
+        for (int i = 1; i < nin && args->grad_enabled; i++) {
+            if (in[i].t != NULL && in[i].t->requires_grad) {
+                return td_err_set(err, TD_EUNSUP, "in-place %s_ with an input that requires grad "
+                                  "is not supported yet", op->name);
+            }
+        }
         if ((rc = td_autograd_check_inplace(t, args->grad_enabled, err)) != 0 ||
             (rc = td_tensor_prepare_write(t, err)) != 0) {
             return rc;

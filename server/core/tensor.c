@@ -325,6 +325,9 @@ void td_tensor_unref(struct td_tensor *t)
         return;
     }
     td_tensor_unref(t->grad);
+    if (t->grad_fn != NULL && t->grad_fn->retained == t) {
+        t->grad_fn->retained = NULL;  /* the weak pointer must not outlive the tensor */
+    }
     td_node_unref(t->grad_fn);
     struct td_storage *st = t->storage;
     if (--st->refs == 0) {

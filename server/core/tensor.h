@@ -52,6 +52,7 @@ struct td_tensor {
     int64_t numel;
     struct td_storage *storage;        /* owned reference */
     bool requires_grad;
+    bool retains_grad;                 /* retain_grad(): a non-leaf keeps its .grad */
     struct td_tensor *grad;            /* owned reference: accumulated .grad, or NULL */
     struct td_node *grad_fn;           /* owned reference: the node that made it, or NULL */
 };

@@ -58,6 +58,14 @@ static void check_op(enum td_op_id op, int64_t (*shapes)[3], const int *ndims, i
         for (int k = 0; k < 64; k++) {
             v[k] = rnd();
         }
+        if (op == TD_OP_WHERE && i == 0) {
+            for (int k = 0; k < 64; k++) {
+                v[k] = k % 2;  /* a bool condition */
+            }
+            x[i] = mk(TD_DTYPE_BOOL, shapes[i], ndims[i], v);
+            in[i] = tens(x[i]);
+            continue;
+        }
         if (op == TD_OP_CROSS_ENTROPY && i == 1) {
             for (int k = 0; k < 64; k++) {
                 v[k] = k % 3;  /* class indices, no gradient */
@@ -166,7 +174,8 @@ static void test_every_rule_against_finite_differences(void **state)
             a.ndims = 2;
             a.has_dims = true;
             check_op(op, shapes, nd, 1, &a, op == TD_OP_RESHAPE);
-        } else if (op == TD_OP_SUM || op == TD_OP_MEAN) {
+        } else if (op == TD_OP_SUM || op == TD_OP_MEAN || op == TD_OP_PROD || op == TD_OP_STD ||
+                   op == TD_OP_VAR || op == TD_OP_NORM || op == TD_OP_LOGSUMEXP) {
             check_op(op, shapes, nd, 1, &a, true);         /* all elements, transposed input */
             a.dims[0] = 1;
             a.ndims = 1;
@@ -174,8 +183,13 @@ static void test_every_rule_against_finite_differences(void **state)
             check_op(op, shapes, nd, 1, &a, false);        /* over dim 1 */
             a.keepdim = true;
             check_op(op, shapes, nd, 1, &a, false);
+        } else if (op == TD_OP_MAX || op == TD_OP_MIN) {
+            check_op(op, shapes, nd, 1, &a, true);         /* over everything */
+            a.dim = 1;
+            a.has_dim = true;
+            check_op(op, shapes, nd, 1, &a, false);        /* along dim 1 */
         } else if (d->nin == 2 && op != TD_OP_MSE_LOSS && op != TD_OP_CROSS_ENTROPY &&
-                   op != TD_OP_MM && op != TD_OP_BMM) {
+                   op != TD_OP_MM && op != TD_OP_BMM && op != TD_OP_OUTER) {
             /* binary ops broadcast [2, 3] with [3]; the first input is a transposed view */
             int64_t tshapes[3][3] = {{3, 2}, {3}, {3}};
             check_op(op, tshapes, nd, 2, &a, true);
@@ -203,6 +217,16 @@ static void test_every_rule_against_finite_differences(void **state)
                 sh[1][0] = 2, sh[1][1] = 3, sh[1][2] = 2, n2[1] = 3;
                 break;
             case TD_OP_LINEAR: sh[1][0] = 4, sh[1][1] = 3, nin = 3; break;
+            case TD_OP_CLAMP:
+                a.has_min = a.has_max = true, a.min = td_scalar_f(0.8), a.max = td_scalar_f(1.2);
+                break;
+            case TD_OP_WHERE: sh[2][0] = 3, n2[2] = 1, nin = 3; break;
+            case TD_OP_CAT: case TD_OP_STACK: nin = 2; break;
+            case TD_OP_FLIP: a.dims[0] = 1, a.ndims = 1, a.has_dims = true; break;
+            case TD_OP_REPEAT:
+                a.dims[0] = 2, a.dims[1] = 1, a.ndims = 2, a.has_dims = true;
+                break;
+            case TD_OP_OUTER: sh[0][0] = 3, n2[0] = 1, sh[1][0] = 4, n2[1] = 1; break;
             default: break;
             }
             if (op == TD_OP_TO) {
@@ -215,7 +239,7 @@ static void test_every_rule_against_finite_differences(void **state)
     }
     print_message("backward rules checked: %d; ops without a rule (%d):%s\n", checked, missing,
                   listing);
-    assert_true(checked >= 37);
+    assert_true(checked >= 67);
 }
 
 int main(void)

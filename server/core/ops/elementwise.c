@@ -1113,3 +1113,229 @@ int td_bw_relu(const struct td_node *n, struct td_tensor *g, struct td_tensor **
     td_tensor_unref(mask);
     return rc;
 }
+
+/* g * h(x) where h is built from forward ops by the caller-supplied steps. */
+static int mul_g(struct td_tensor *g, struct td_tensor *h, struct td_tensor **out,
+                 struct td_quota *q, struct td_err *err)
+{
+    return td_bw2(TD_OP_MUL, td_t(g), td_t(h), q, out, err);
+}
+
+/* abs: g * sign(x) */
+int td_bw_abs(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+              struct td_quota *q, struct td_err *err)
+{
+    return times_f(TD_OP_SIGN, n, g, false, &gin[0], q, err);
+}
+
+/* sign, floor, ceil, round: zero almost everywhere */
+int td_bw_zero(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+               struct td_quota *q, struct td_err *err)
+{
+    (void)n;
+    return td_bw2(TD_OP_MUL, td_t(g), td_s(td_scalar_i(0)), q, &gin[0], err);
+}
+
+/* log1p: g / (1 + x) */
+int td_bw_log1p(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *d = NULL;
+    int rc = td_bw2(TD_OP_ADD, X0, td_s(td_scalar_i(1)), q, &d, err);
+    if (rc == 0) {
+        rc = td_bw2(TD_OP_DIV, td_t(g), td_t(d), q, &gin[0], err);
+    }
+    td_tensor_unref(d);
+    return rc;
+}
+
+/* expm1: g * exp(x) */
+int td_bw_expm1(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                struct td_quota *q, struct td_err *err)
+{
+    return times_f(TD_OP_EXP, n, g, false, &gin[0], q, err);
+}
+
+/* rsqrt: -g / 2 * x^(-3/2) */
+int td_bw_rsqrt(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *p = NULL, *h = NULL;
+    int rc;
+    if ((rc = td_bw2(TD_OP_POW, X0, td_s(td_scalar_f(-1.5)), q, &p, err)) == 0 &&
+        (rc = td_bw2(TD_OP_MUL, td_t(p), td_s(td_scalar_f(-0.5)), q, &h, err)) == 0) {
+        rc = mul_g(g, h, &gin[0], q, err);
+    }
+    td_tensor_unref(p);
+    td_tensor_unref(h);
+    return rc;
+}
+
+/* sin: g cos(x); cos: -g sin(x); tan: g (1 + tan(x)^2) */
+int td_bw_sin(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+              struct td_quota *q, struct td_err *err)
+{
+    return times_f(TD_OP_COS, n, g, false, &gin[0], q, err);
+}
+
+int td_bw_cos(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+              struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *m = NULL;
+    int rc = times_f(TD_OP_SIN, n, g, false, &m, q, err);
+    if (rc == 0) {
+        rc = td_bw1(TD_OP_NEG, td_t(m), NULL, q, &gin[0], err);
+    }
+    td_tensor_unref(m);
+    return rc;
+}
+
+int td_bw_tan(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+              struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *t = NULL, *t2 = NULL, *h = NULL;
+    int rc;
+    if ((rc = td_bw1(TD_OP_TAN, X0, NULL, q, &t, err)) == 0 &&
+        (rc = td_bw2(TD_OP_MUL, td_t(t), td_t(t), q, &t2, err)) == 0 &&
+        (rc = td_bw2(TD_OP_ADD, td_t(t2), td_s(td_scalar_i(1)), q, &h, err)) == 0) {
+        rc = mul_g(g, h, &gin[0], q, err);
+    }
+    td_tensor_unref(t);
+    td_tensor_unref(t2);
+    td_tensor_unref(h);
+    return rc;
+}
+
+struct gelu_ctx {
+    enum td_dtype dt;
+};
+
+static void gelu_grad_one(void *p, void *ctx, int64_t i)
+{
+    (void)i;
+    struct gelu_ctx *c = ctx;
+    double x = td_elem_load_f64(p, c->dt);
+    /* d/dx x Phi(x) = Phi(x) + x phi(x) */
+    double v = 0.5 * (1.0 + erf(x * M_SQRT1_2)) + x * exp(-0.5 * x * x) * 0.3989422804014327;
+    td_elem_store_f64(p, c->dt, v);
+}
+
+/* gelu: g * (Phi(x) + x phi(x)), computed elementwise on a copy of x */
+int td_bw_gelu(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+               struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *d = NULL;
+    int rc = td_bw1(TD_OP_CLONE, X0, NULL, q, &d, err);
+    if (rc == 0) {
+        struct gelu_ctx c = {d->dtype};
+        td_tensor_each(d, gelu_grad_one, &c);
+        rc = mul_g(g, d, &gin[0], q, err);
+    }
+    td_tensor_unref(d);
+    return rc;
+}
+
+/* clamp: g where min <= x <= max (inclusive, as torch), else 0 */
+int td_bw_clamp(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *lo = NULL, *hi = NULL, *m = NULL;
+    int rc = 0;
+    if (n->args.has_min) {
+        rc = td_bw2(TD_OP_GE, X0, td_s(n->args.min), q, &lo, err);
+    }
+    if (rc == 0 && n->args.has_max) {
+        rc = td_bw2(TD_OP_LE, X0, td_s(n->args.max), q, &hi, err);
+    }
+    if (rc == 0) {
+        if (lo != NULL && hi != NULL) {
+            rc = td_bw2(TD_OP_LOGICAL_AND, td_t(lo), td_t(hi), q, &m, err);
+        } else {
+            m = td_tensor_ref(lo != NULL ? lo : hi);
+        }
+    }
+    if (rc == 0) {
+        rc = td_bw2(TD_OP_MUL, td_t(g), td_t(m), q, &gin[0], err);
+    }
+    td_tensor_unref(lo);
+    td_tensor_unref(hi);
+    td_tensor_unref(m);
+    return rc;
+}
+
+/* maximum/minimum: the gradient goes to the larger (smaller) input; ties split it in half. */
+static int extremum_bw(enum td_op_id win, const struct td_node *n, struct td_tensor *g,
+                       struct td_tensor **gin, struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *half = NULL, *eq = NULL, *wa = NULL, *wb = NULL, *tie = NULL;
+    int rc;
+    if ((rc = td_bw2(TD_OP_MUL, td_t(g), td_s(td_scalar_f(0.5)), q, &half, err)) != 0 ||
+        (rc = td_bw2(TD_OP_EQ, X0, X1, q, &eq, err)) != 0 ||
+        (rc = td_bw2(win, X0, X1, q, &wa, err)) != 0 ||
+        (rc = td_bw2(win, X1, X0, q, &wb, err)) != 0 ||
+        (rc = td_bw2(TD_OP_MUL, td_t(half), td_t(eq), q, &tie, err)) != 0) {
+        goto out;
+    }
+    struct td_tensor *ga = NULL, *gb = NULL;
+    if (X0.t != NULL && (rc = td_bw2(TD_OP_MUL, td_t(g), td_t(wa), q, &ga, err)) == 0) {
+        rc = td_bw2(TD_OP_ADD, td_t(ga), td_t(tie), q, &gin[0], err);
+    }
+    if (rc == 0 && X1.t != NULL && (rc = td_bw2(TD_OP_MUL, td_t(g), td_t(wb), q, &gb, err)) == 0) {
+        rc = td_bw2(TD_OP_ADD, td_t(gb), td_t(tie), q, &gin[1], err);
+    }
+    td_tensor_unref(ga);
+    td_tensor_unref(gb);
+out:
+    td_tensor_unref(half);
+    td_tensor_unref(eq);
+    td_tensor_unref(wa);
+    td_tensor_unref(wb);
+    td_tensor_unref(tie);
+    return rc;
+}
+
+int td_bw_maximum(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                  struct td_quota *q, struct td_err *err)
+{
+    return extremum_bw(TD_OP_GT, n, g, gin, q, err);
+}
+
+int td_bw_minimum(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                  struct td_quota *q, struct td_err *err)
+{
+    return extremum_bw(TD_OP_LT, n, g, gin, q, err);
+}
+
+/* where(c, x, y): g where c to x, elsewhere to y */
+int td_bw_where(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                struct td_quota *q, struct td_err *err)
+{
+    struct td_operand zero = td_s(td_scalar_i(0));
+    struct td_operand a[3] = {n->in[0], td_t(g), zero}, b[3] = {n->in[0], zero, td_t(g)};
+    int rc = 0;
+    if (n->in[1].t != NULL) {
+        rc = td_op_apply(TD_OP_WHERE, a, 3, NULL, false, q, &gin[1], err);
+    }
+    if (rc == 0 && n->in[2].t != NULL) {
+        rc = td_op_apply(TD_OP_WHERE, b, 3, NULL, false, q, &gin[2], err);
+    }
+    return rc;
+}
+
+/* remainder: d/da = g, d/db = -g * floor_divide(a, b) */
+int td_bw_remainder(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                    struct td_quota *q, struct td_err *err)
+{
+    int rc = 0;
+    gin[0] = X0.t != NULL ? td_tensor_ref(g) : NULL;
+    if (X1.t != NULL) {
+        struct td_tensor *f = NULL, *m = NULL;
+        if ((rc = td_bw2(TD_OP_FLOOR_DIVIDE, X0, X1, q, &f, err)) == 0 &&
+            (rc = td_bw2(TD_OP_MUL, td_t(g), td_t(f), q, &m, err)) == 0) {
+            rc = td_bw1(TD_OP_NEG, td_t(m), NULL, q, &gin[1], err);
+        }
+        td_tensor_unref(f);
+        td_tensor_unref(m);
+    }
+    return rc;
+}

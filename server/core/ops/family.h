@@ -110,6 +110,32 @@ td_bwd_fn td_bw_identity, td_bw_transpose, td_bw_permute, td_bw_scatter_view, td
 #define bw_mse_loss td_bw_mse_loss
 #define bw_cross_entropy td_bw_cross_entropy
 #define bw_linear td_bw_linear
+td_bwd_fn td_bw_abs, td_bw_zero, td_bw_log1p, td_bw_expm1, td_bw_rsqrt, td_bw_sin, td_bw_cos,
+    td_bw_tan, td_bw_gelu, td_bw_clamp, td_bw_maximum, td_bw_minimum, td_bw_where,
+    td_bw_remainder, td_bw_prod, td_bw_extreme, td_bw_var_std, td_bw_norm_lse, td_bw_cat_stack,
+    td_bw_same_op, td_bw_repeat, td_bw_outer;
+#define bw_abs td_bw_abs
+#define bw_zero td_bw_zero
+#define bw_log1p td_bw_log1p
+#define bw_expm1 td_bw_expm1
+#define bw_rsqrt td_bw_rsqrt
+#define bw_sin td_bw_sin
+#define bw_cos td_bw_cos
+#define bw_tan td_bw_tan
+#define bw_gelu td_bw_gelu
+#define bw_clamp td_bw_clamp
+#define bw_maximum td_bw_maximum
+#define bw_minimum td_bw_minimum
+#define bw_where td_bw_where
+#define bw_remainder td_bw_remainder
+#define bw_prod td_bw_prod
+#define bw_extreme td_bw_extreme
+#define bw_var_std td_bw_var_std
+#define bw_norm_lse td_bw_norm_lse
+#define bw_cat_stack td_bw_cat_stack
+#define bw_same_op td_bw_same_op
+#define bw_repeat td_bw_repeat
+#define bw_outer td_bw_outer
 td_make_fn td_make_detach;
 #define make_detach td_make_detach
 

@@ -421,3 +421,19 @@ int td_bw_linear(const struct td_node *n, struct td_tensor *g, struct td_tensor 
     td_tensor_unref(gt);
     return rc;
 }
+
+/* outer: d/da = g @ b, d/db = g^T @ a */
+int td_bw_outer(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *gt = NULL;
+    struct td_op_args none;
+    td_op_args_init(&none);
+    int rc;
+    if ((rc = td_bw2(TD_OP_MATMUL, td_t(g), n->in[1], q, &gin[0], err)) == 0 &&
+        (rc = td_bw1(TD_OP_T, td_t(g), &none, q, &gt, err)) == 0) {
+        rc = td_bw2(TD_OP_MATMUL, td_t(gt), n->in[0], q, &gin[1], err);
+    }
+    td_tensor_unref(gt);
+    return rc;
+}

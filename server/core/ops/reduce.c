@@ -478,3 +478,177 @@ int td_bw_mean(const struct td_node *n, struct td_tensor *g, struct td_tensor **
     td_tensor_unref(s);
     return rc;
 }
+
+/* The input-shaped gradient of a keepdim-style broadcast: g reshaped with the reduced dims as 1
+** and expanded over them (what sum's rule does), so rules below can work elementwise. */
+static int spread(const struct td_node *n, struct td_tensor *g, struct td_quota *q,
+                  struct td_tensor **out, struct td_err *err)
+{
+    struct td_node tmp = *n;
+    tmp.op = kind_of(n->op) == R_MAX || kind_of(n->op) == R_MIN ? TD_OP_MAX : n->op;
+    if (single_dim(kind_of(n->op)) && n->args.has_dim) {
+        tmp.args.dims[0] = n->args.dim;
+        tmp.args.ndims = 1;
+        tmp.args.has_dims = true;
+    } else if (single_dim(kind_of(n->op))) {
+        tmp.args.ndims = 0;
+        tmp.args.has_dims = false;
+    }
+    tmp.op = TD_OP_SUM;
+    return td_bw_sum(&tmp, g, out, q, err);
+}
+
+/* The reduction's own result, recomputed with keepdim so it broadcasts against x. */
+static int result_keep(const struct td_node *n, struct td_quota *q, struct td_tensor **out,
+                       struct td_err *err)
+{
+    struct td_op_args a = n->args;
+    a.keepdim = true;
+    a.grad_enabled = false;
+    return td_bw1(n->op, n->in[0], &a, q, out, err);
+}
+
+/* prod: g * prod / x (inputs with zeros give NaN where torch is exact: known gap) */
+int td_bw_prod(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+               struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *gs = NULL, *p = NULL, *r = NULL, *m = NULL;
+    int rc;
+    if ((rc = spread(n, g, q, &gs, err)) == 0 && (rc = result_keep(n, q, &p, err)) == 0 &&
+        (rc = td_bw2(TD_OP_DIV, td_t(p), n->in[0], q, &r, err)) == 0) {
+        rc = td_bw2(TD_OP_MUL, td_t(gs), td_t(r), q, &gin[0], err);
+    }
+    td_tensor_unref(gs);
+    td_tensor_unref(p);
+    td_tensor_unref(r);
+    td_tensor_unref(m);
+    return rc;
+}
+
+/* max/min: over all elements the gradient is shared evenly by every extreme element; with a
+** dim it goes to the first one (the index torch returns). */
+int td_bw_extreme(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                  struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *gs = NULL, *v = NULL, *mask = NULL, *cnt = NULL, *w = NULL, *idx = NULL;
+    struct td_tensor *pos = NULL, *shaped = NULL;
+    const struct td_tensor *x = n->in[0].t;
+    int rc;
+    if ((rc = spread(n, g, q, &gs, err)) != 0) {
+        goto out;
+    }
+    if (!n->args.has_dim) {
+        if ((rc = result_keep(n, q, &v, err)) == 0 &&
+            (rc = td_bw2(TD_OP_EQ, n->in[0], td_t(v), q, &mask, err)) == 0 &&
+            (rc = td_bw1(TD_OP_SUM, td_t(mask), NULL, q, &cnt, err)) == 0 &&
+            (rc = td_bw2(TD_OP_DIV, td_t(mask), td_t(cnt), q, &w, err)) == 0) {
+            rc = td_bw2(TD_OP_MUL, td_t(gs), td_t(w), q, &gin[0], err);
+        }
+        goto out;
+    }
+    /* mask = (position along dim == argmax/argmin, kept) */
+    struct td_op_args ia = n->args;
+    ia.keepdim = true;
+    int64_t d;
+    if ((rc = td_wrap_dim(n->args.dim, x->ndim, &d, err)) != 0 ||
+        (rc = td_bw1(n->op == TD_OP_MAX ? TD_OP_ARGMAX : TD_OP_ARGMIN, n->in[0], &ia, q, &idx,
+                     err)) != 0) {
+        goto out;
+    }
+    int64_t size = x->ndim > 0 ? x->shape[d] : 1;
+    if ((rc = td_tensor_arange(&pos, TD_DTYPE_I64, td_scalar_i(0), td_scalar_i(size),
+                               td_scalar_i(1), q, err)) != 0) {
+        goto out;
+    }
+    struct td_op_args ra;
+    td_op_args_init(&ra);
+    ra.has_dims = true;
+    ra.ndims = x->ndim;
+    for (int i = 0; i < x->ndim; i++) {
+        ra.dims[i] = i == d ? size : 1;
+    }
+    if ((rc = td_bw1(TD_OP_RESHAPE, td_t(pos), &ra, q, &shaped, err)) == 0 &&
+        (rc = td_bw2(TD_OP_EQ, td_t(shaped), td_t(idx), q, &mask, err)) == 0) {
+        rc = td_bw2(TD_OP_MUL, td_t(gs), td_t(mask), q, &gin[0], err);
+    }
+out:
+    td_tensor_unref(gs);
+    td_tensor_unref(v);
+    td_tensor_unref(mask);
+    td_tensor_unref(cnt);
+    td_tensor_unref(w);
+    td_tensor_unref(idx);
+    td_tensor_unref(pos);
+    td_tensor_unref(shaped);
+    return rc;
+}
+
+/* var: g * 2 (x - mean) / (N - correction); std: var's gradient / (2 std) */
+int td_bw_var_std(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                  struct td_quota *q, struct td_err *err)
+{
+    const struct td_tensor *x = n->in[0].t;
+    struct td_tensor *gs = NULL, *mean = NULL, *dev = NULL, *h = NULL, *sd = NULL, *r = NULL;
+    int64_t outn = 1;
+    for (int i = 0; i < n->out_ndim; i++) {
+        outn *= n->out_shape[i];
+    }
+    double count = outn > 0 ? (double)x->numel / (double)outn : 0.0;
+    double scale = 2.0 / (count - n->args.correction);
+    struct td_op_args ma = n->args;
+    ma.keepdim = true;
+    ma.grad_enabled = false;
+    int rc;
+    if ((rc = spread(n, g, q, &gs, err)) != 0 ||
+        (rc = td_bw1(TD_OP_MEAN, n->in[0], &ma, q, &mean, err)) != 0 ||
+        (rc = td_bw2(TD_OP_SUB, n->in[0], td_t(mean), q, &dev, err)) != 0 ||
+        (rc = td_bw2(TD_OP_MUL, td_t(dev), td_s(td_scalar_f(scale)), q, &h, err)) != 0) {
+        goto out;
+    }
+    if (n->op == TD_OP_STD) {
+        if ((rc = result_keep(n, q, &sd, err)) != 0 ||
+            (rc = td_bw2(TD_OP_MUL, td_t(sd), td_s(td_scalar_f(2.0)), q, &r, err)) != 0) {
+            goto out;
+        }
+        struct td_tensor *h2 = NULL;
+        if ((rc = td_bw2(TD_OP_DIV, td_t(h), td_t(r), q, &h2, err)) != 0) {
+            goto out;
+        }
+        td_tensor_unref(h);
+        h = h2;
+    }
+    rc = td_bw2(TD_OP_MUL, td_t(gs), td_t(h), q, &gin[0], err);
+out:
+    td_tensor_unref(gs);
+    td_tensor_unref(mean);
+    td_tensor_unref(dev);
+    td_tensor_unref(h);
+    td_tensor_unref(sd);
+    td_tensor_unref(r);
+    return rc;
+}
+
+/* norm (p = 2): g * x / norm; logsumexp: g * exp(x - logsumexp) */
+int td_bw_norm_lse(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                   struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *gs = NULL, *r = NULL, *h = NULL, *e = NULL;
+    int rc;
+    if ((rc = spread(n, g, q, &gs, err)) != 0 || (rc = result_keep(n, q, &r, err)) != 0) {
+        goto out;
+    }
+    if (n->op == TD_OP_NORM) {
+        rc = td_bw2(TD_OP_DIV, n->in[0], td_t(r), q, &h, err);
+    } else if ((rc = td_bw2(TD_OP_SUB, n->in[0], td_t(r), q, &e, err)) == 0) {
+        rc = td_bw1(TD_OP_EXP, td_t(e), NULL, q, &h, err);
+    }
+    if (rc == 0) {
+        rc = td_bw2(TD_OP_MUL, td_t(gs), td_t(h), q, &gin[0], err);
+    }
+out:
+    td_tensor_unref(gs);
+    td_tensor_unref(r);
+    td_tensor_unref(h);
+    td_tensor_unref(e);
+    return rc;
+}

@@ -904,3 +904,68 @@ int td_bw_scatter_view(const struct td_node *n, struct td_tensor *g, struct td_t
     td_tensor_unref(z);
     return rc;
 }
+
+/* cat: each input gets its slab of g; stack: each its index along the new dim. */
+int td_bw_cat_stack(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                    struct td_quota *q, struct td_err *err)
+{
+    int64_t at = 0, d;
+    int rc = td_wrap_dim(n->args.dim, g->ndim, &d, err);
+    for (int i = 0; i < n->nin && rc == 0; i++) {
+        const struct td_tensor *t = n->in[i].t;
+        struct td_op_args a;
+        td_op_args_init(&a);
+        a.dim = d;
+        if (n->op == TD_OP_STACK) {
+            a.start = i;
+            rc = td_bw1(TD_OP_SELECT, td_t(g), &a, q, &gin[i], err);
+            continue;
+        }
+        if (t->ndim == 1 && t->shape[0] == 0) {
+            continue;  /* skipped by cat, like torch */
+        }
+        a.start = at;
+        a.end = t->shape[d];
+        at += t->shape[d];
+        rc = td_bw1(TD_OP_NARROW, td_t(g), &a, q, &gin[i], err);
+    }
+    return rc;
+}
+
+/* flip is its own inverse; tril/triu keep the same triangle of g. */
+int td_bw_same_op(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                  struct td_quota *q, struct td_err *err)
+{
+    return td_bw1(n->op, td_t(g), &n->args, q, &gin[0], err);
+}
+
+/* repeat: the tiles of g summed back onto the input: g viewed as [r0, s0, r1, s1, ...] and
+** summed over the r dims. */
+int td_bw_repeat(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                 struct td_quota *q, struct td_err *err)
+{
+    const struct td_tensor *x = n->in[0].t;
+    int nd = n->args.ndims, lead = nd - x->ndim;
+    if (2 * nd > TD_MAX_DIMS) {
+        return td_err_set(err, TD_EUNSUP, "repeat backward supports up to 4 dims");
+    }
+    struct td_op_args r, s;
+    td_op_args_init(&r);
+    td_op_args_init(&s);
+    r.has_dims = s.has_dims = true;
+    for (int i = 0; i < nd; i++) {
+        int64_t base = i < lead ? 1 : x->shape[i - lead];
+        r.dims[r.ndims++] = n->args.dims[i];
+        r.dims[r.ndims++] = base;
+        s.dims[s.ndims++] = 2 * i;
+    }
+    struct td_tensor *v = NULL, *sum = NULL;
+    int rc;
+    if ((rc = td_bw1(TD_OP_RESHAPE, td_t(g), &r, q, &v, err)) == 0 &&
+        (rc = td_bw1(TD_OP_SUM, td_t(v), &s, q, &sum, err)) == 0) {
+        gin[0] = td_tensor_ref(sum);  /* autograd reshapes leading 1s away via sum_to_shape */
+    }
+    td_tensor_unref(v);
+    td_tensor_unref(sum);
+    return rc;
+}
