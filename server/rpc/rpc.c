@@ -672,6 +672,15 @@ static int run_set_grad(struct rpc_job *j, struct td_session *s, struct result *
     if (m->clear_grad) {
         td_tensor_unref(t->grad);
         t->grad = NULL;
+    } else if (m->retain_grad) {
+        if (!t->requires_grad) {
+            return td_err_set(err, TD_EINVAL, "can't retain_grad on Tensor that has "
+                              "requires_grad=False");
+        }
+        if (t->grad_fn != NULL) {
+            t->retains_grad = true;
+            t->grad_fn->retained = t;  /* weak; cleared when t is freed */
+        }
     } else if ((rc = set_requires_grad(t, m->requires_grad, err)) != 0) {
         return rc;
     }
@@ -862,6 +871,7 @@ static void job_execute(struct rpc_job *j)
         info.offset = res.offset;
         info.length = res.length;
         info.requires_grad = t->requires_grad;
+        info.is_leaf = t->grad_fn == NULL;
         info.grad_fn = t->grad_fn != NULL ? (char *)td_node_name(t->grad_fn) : "";
         resp.result_case = TENSORD__RESPONSE__RESULT_TENSOR;
         resp.tensor = &info;

@@ -221,3 +221,47 @@ def test_mlp_training_matches_torch(conn):
         c.free(a1, r1, a2, hloss, *grads)
     assert np.allclose(hl, tl, rtol=1e-4, atol=1e-5), list(zip(hl, tl))[:5]
     assert tl[-1] < tl[0] * 0.8
+
+
+def test_retain_grad_and_leaf_info(conn):
+    """x = a * 2; x.retain_grad(); (x * x).sum().backward(): x.grad = 2x, a.grad = 8a."""
+    c = conn
+    a = c.tensor(np.array([1.0, -3.0], dtype=np.float32), requires_grad=True)
+    x = c.op("mul", [H(a), 2])
+    info = c.info(x)
+    assert info.requires_grad and not info.is_leaf and info.grad_fn == "MulBackward0"
+    assert c.info(a).is_leaf
+    c.retain_grad(x)
+    y = c.op("mul", [H(x), H(x)])
+    s = c.op("sum", [H(y)])
+    c.backward(s)
+    assert c.get(c.grad(x))[0].tolist() == [4.0, -12.0]
+    assert c.get(c.grad(a))[0].tolist() == [8.0, -24.0]
+    z = c.op("mul", [H(a), 3])
+    assert c.grad(z) is None  # a non-leaf without retain_grad has no .grad
+
+
+def test_ten_thousand_steps_memory_flat(conn):
+    """10,000 training steps of y = w * x with MSE, through the protocol, pipelined: the
+    session's byte count and tensor count are the same after step 100 and after step 10,000."""
+    c = conn
+    x = c.tensor(np.arange(8, dtype=np.float32))
+    y = c.tensor(np.arange(8, dtype=np.float32) * 3)
+    w = c.tensor(np.zeros(1, dtype=np.float32), requires_grad=True)
+    seen = {}
+    for step in range(1, 10001):
+        p = c.op("mul", [H(w), H(x)])
+        loss = c.op("mse_loss", [H(p), H(y)])
+        c.backward(loss)
+        g = c.grad(w)
+        c.set_grad_enabled(False)
+        u = c.op("mul", [H(g), 0.01])
+        c.op("sub", [H(w), H(u)], inplace=True)
+        c.set_grad_enabled(True)
+        c.zero_grad_none(w)
+        c.free(p, loss, g, u)
+        if step in (100, 10000):
+            st = c.stats()
+            seen[step] = (st.session_bytes, st.session_tensors)
+    assert seen[100] == seen[10000]
+    assert abs(float(c.get(w)[0][0]) - 3.0) < 1e-3

@@ -107,6 +107,18 @@ class Conn:
         resp = self.call(req)
         return out if resp.HasField("tensor") else None
 
+    def retain_grad(self, h):
+        req = pb.Request()
+        req.set_grad.handle = h
+        req.set_grad.retain_grad = True
+        self.call(req)
+
+    def info(self, h):
+        req = pb.Request()
+        req.get.handle = h
+        req.get.meta_only = True
+        return self.call(req).tensor
+
     def set_grad_enabled(self, enabled):
         req = pb.Request()
         req.set_grad_enabled.enabled = enabled
