@@ -38,7 +38,7 @@ enum td_errcode {
     TD_ERR_COUNT
 };
 
-#define TD_ERR_MSG_MAX 256
+#define TD_ERR_MSG_MAX 512
 
 /* The error record. `code` is 0 when nothing failed; `msg` is a complete sentence fit to send
 ** to the client unchanged (PyTorch's wording where PyTorch has one). */

@@ -51,6 +51,7 @@ static void node_name(const struct td_node *n, char *buf, size_t cap)
     case TD_OP_MAX: fixed = n->args.has_dim ? "MaxBackward0" : "MaxBackward1"; break;
     case TD_OP_MIN: fixed = n->args.has_dim ? "MinBackward0" : "MinBackward1"; break;
     case TD_OP_STD: fixed = "StdBackward0"; break;
+    case TD_OP_COPY: fixed = "CopyBackwards"; break;
     case TD_OP_VAR: fixed = "VarBackward0"; break;
     case TD_OP_LINEAR: fixed = n->nin == 3 && n->in[0].t->ndim == 2 ? "AddmmBackward0"
                                                                     : "MmBackward0"; break;
@@ -82,15 +83,88 @@ const char *td_node_name(const struct td_node *n)
 
 int td_autograd_check_inplace(const struct td_tensor *t, bool grad_enabled, struct td_err *err)
 {
-    if (!grad_enabled || !t->requires_grad) {
-        return 0;
-    }
-    if (t->grad_fn == NULL) {
+    if (grad_enabled && t->requires_grad && t->grad_fn == NULL) {
         return td_err_set(err, TD_EINVAL, "a leaf Variable that requires grad is being used in "
                           "an in-place operation.");
     }
-    return td_err_set(err, TD_EUNSUP, "in-place operations on tensors that are part of a graph "
-                      "are not supported yet");
+    return 0;
+}
+
+/* Whether op's backward reads its first input's values (so an in-place write makes them stale,
+** which backward must then refuse, as torch does). */
+static bool needs_self_value(enum td_op_id op, const struct td_operand *in, int nin)
+{
+    switch (op) {
+    case TD_OP_ADD: case TD_OP_SUB: case TD_OP_NEG: case TD_OP_FILL: case TD_OP_ZERO:
+    case TD_OP_COPY: case TD_OP_UNIFORM: case TD_OP_NORMAL:
+        return false;
+    case TD_OP_MUL: case TD_OP_DIV:
+        return nin > 1 && in[1].t != NULL && in[1].t->requires_grad;
+    default:
+        return true;
+    }
+}
+
+int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_operand *in,
+                        int nin, const struct td_op_args *args,
+                        int (*write)(void *ctx), void *ctx, struct td_err *err)
+{
+    bool track = args->grad_enabled && t->requires_grad;
+    for (int i = 1; i < nin; i++) {
+        track = track || (args->grad_enabled && in[i].t != NULL && in[i].t->requires_grad);
+    }
+    if (!track || !td_dtype_is_float(t->dtype)) {
+        return write(ctx);
+    }
+    if (nin > TD_NODE_MAX_IN || td_ops[op].backward == NULL) {
+        return td_err_set(err, TD_EUNSUP, "derivative for aten::%s_ is not implemented",
+                          td_ops[op].name);
+    }
+    /* `old` stands for t's value before the write and takes over t's history; the new node
+    ** hangs off t, so t -> node -> old -> old history: still a DAG. */
+    struct td_tensor *old = td_malloc(sizeof *old);
+    if (old == NULL) {
+        return td_err_code(err, TD_ENOMEM);
+    }
+    *old = *t;
+    old->refs = 1;
+    old->grad = NULL;
+    old->retains_grad = false;
+    old->storage->refs++;
+    if (old->grad_fn != NULL && old->grad_fn->retained == t) {
+        old->grad_fn->retained = NULL;
+    }
+    t->grad_fn = NULL;
+    int64_t pre = t->storage->version;
+    int rc = write(ctx);
+    if (rc != 0) {
+        t->grad_fn = old->grad_fn;  /* nothing changed: give the history back */
+        old->grad_fn = NULL;
+        td_tensor_unref(old);
+        return rc;
+    }
+    struct td_operand saved[TD_NODE_MAX_IN];
+    for (int i = 0; i < nin; i++) {
+        saved[i] = in[i];
+        if (saved[i].t == t) {
+            saved[i].t = old;
+        }
+    }
+    struct td_op_args a = *args;
+    struct td_tensor *fresh = NULL;
+    rc = td_autograd_record(op, saved, nin, &a, t, err);
+    (void)fresh;
+    if (rc == 0 && t->grad_fn != NULL) {
+        /* values this op's backward reads must be the pre-write ones */
+        for (int i = 0; i < nin; i++) {
+            if (saved[i].t == old) {
+                /* -1: its values are never read, so later writes do not matter */
+                t->grad_fn->versions[i] = needs_self_value(op, saved, nin) ? pre : -1;
+            }
+        }
+    }
+    td_tensor_unref(old);
+    return rc;
 }
 
 int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
@@ -325,18 +399,23 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
         }
         for (int i = 0; i < n->nin; i++) {
             struct td_tensor *t = n->in[i].t;
-            if (t != NULL && t->storage->version != n->versions[i]) {
+            if (t != NULL && n->versions[i] >= 0 && t->storage->version != n->versions[i]) {
                 char sh[160];
                 td_tensor_unref(g);
+                char which[96] = "";
+                if (t->grad_fn != NULL) {
+                    snprintf(which, sizeof which, ", which is output 0 of %s,",
+                             td_node_name(t->grad_fn));
+                }
                 rc = td_err_set(err, TD_EINVAL, "one of the variables needed for gradient "
                                 "computation has been modified by an inplace operation: "
-                                "[%s %s] is at version %lld; expected version %lld instead. "
+                                "[%s %s]%s is at version %lld; expected version %lld instead. "
                                 "Hint: enable anomaly detection to find the operation that "
                                 "failed to compute its gradient, with "
                                 "torch.autograd.set_detect_anomaly(True).",
                                 legacy_name(t->dtype), td_shape_str(sh, sizeof sh, t->shape,
                                                                     t->ndim),
-                                (long long)t->storage->version, (long long)n->versions[i]);
+                                which, (long long)t->storage->version, (long long)n->versions[i]);
                 goto out;
             }
         }

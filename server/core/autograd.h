@@ -23,7 +23,7 @@ struct td_node {
     enum td_op_id op;
     int nin;
     struct td_operand in[TD_NODE_MAX_IN];   /* tensor inputs referenced (saved), scalars kept */
-    int64_t versions[TD_NODE_MAX_IN];       /* their storages' versions when saved */
+    int64_t versions[TD_NODE_MAX_IN];       /* their storages' versions when saved; -1: unchecked */
     struct td_op_args args;                 /* rng cleared */
     int out_ndim;
     int64_t out_shape[TD_MAX_DIMS];
@@ -48,8 +48,15 @@ void td_node_unref(struct td_node *n);  /* NULL is a no-op */
 int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
                        const struct td_op_args *args, struct td_tensor *out, struct td_err *err);
 
-/* Refuses in-place writes that autograd cannot follow, with torch's message for leaves. */
+/* Refuses in-place writes to leaves that require grad, with torch's message. */
 int td_autograd_check_inplace(const struct td_tensor *t, bool grad_enabled, struct td_err *err);
+
+/* Runs write(ctx), an in-place op on t, recording it in the graph when needed: t's previous
+** history moves to a stand-in for its old value, and t gets a node for op. When the op's
+** backward needs the old values, they are checked by version at backward time. */
+int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_operand *in,
+                        int nin, const struct td_op_args *args, int (*write)(void *ctx),
+                        void *ctx, struct td_err *err);
 
 /* root.backward(gradient, retain_graph). gradient (borrowed) may be NULL for a one-element root.
 ** Gradients accumulate into leaves' .grad (charged to q). Errors use torch's wording. */

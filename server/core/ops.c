@@ -195,6 +195,24 @@ void td_op_args_init(struct td_op_args *a)
 
 /* ---- the driver ---- */
 
+/* The in-place write itself, run inside td_autograd_inplace. */
+struct inplace_write {
+    const struct td_op_def *op;
+    struct td_tensor *t;
+    const struct td_operand *in;
+    int nin;
+    const struct td_op_args *args;
+    enum td_dtype compute;
+    struct td_err *err;
+};
+
+static int inplace_write_run(void *ctx)
+{
+    struct inplace_write *w = ctx;
+    int rc = td_tensor_prepare_write(w->t, w->err);
+    return rc != 0 ? rc : w->op->forward(w->t, w->in, w->nin, w->args, w->compute, w->err);
+}
+
 /* Records the autograd node for a fresh result (an op that hands back one of its inputs, like
 ** x.to(x.dtype), shares that input's history instead). On failure the result is dropped. */
 static int record(enum td_op_id id, const struct td_operand *in, int nin,
@@ -284,17 +302,11 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                               "output type %s", td_dtype_cname(result),
                               td_dtype_cname(t->dtype));
         }
-        for (int i = 1; i < nin && args->grad_enabled; i++) {
-            if (in[i].t != NULL && in[i].t->requires_grad) {
-                return td_err_set(err, TD_EUNSUP, "in-place %s_ with an input that requires grad "
-                                  "is not supported yet", op->name);
-            }
-        }
-        if ((rc = td_autograd_check_inplace(t, args->grad_enabled, err)) != 0 ||
-            (rc = td_tensor_prepare_write(t, err)) != 0) {
+        if ((rc = td_autograd_check_inplace(t, args->grad_enabled, err)) != 0) {
             return rc;
         }
-        if ((rc = op->forward(t, in, nin, args, compute, err)) != 0) {
+        struct inplace_write w = {op, t, in, nin, args, compute, err};
+        if ((rc = td_autograd_inplace(id, t, in, nin, args, inplace_write_run, &w, err)) != 0) {
             return rc;
         }
         *out = td_tensor_ref(t);

@@ -20,7 +20,7 @@ static void test_err_set_and_names(void **state)
     assert_string_equal(td_err_name(TD_EQUOTA), "TD_EQUOTA");
     assert_string_equal(td_err_name(9999), "?");
     assert_int_equal(td_err_code(NULL, TD_EINVAL), TD_EINVAL);  /* NULL err is allowed */
-    char long_msg[400];
+    char long_msg[TD_ERR_MSG_MAX + 200];
     memset(long_msg, 'x', sizeof long_msg - 1);
     long_msg[sizeof long_msg - 1] = '\0';
     td_err_set(&err, TD_EINVAL, "%s", long_msg);

@@ -265,3 +265,47 @@ def test_ten_thousand_steps_memory_flat(conn):
             seen[step] = (st.session_bytes, st.session_tensors)
     assert seen[100] == seen[10000]
     assert abs(float(c.get(w)[0][0]) - 3.0) < 1e-3
+
+
+def test_inplace_on_graph_tensors_like_torch(conn):
+    c = conn
+    av = np.array([1.5, -2.0, 0.5], dtype=np.float32)
+    # x = a * 2; x.add_(1); x.mul_(3); (x * x).sum().backward()
+    ta = torch.from_numpy(av.copy()).requires_grad_()
+    tx = ta * 2
+    tx.add_(1)
+    tx.mul_(3)
+    assert tx.grad_fn.name() == "MulBackward0"
+    (tx * tx).sum().backward()
+    a = c.tensor(av, requires_grad=True)
+    x = c.op("mul", [H(a), 2])
+    c.op("add", [H(x), 1], inplace=True)
+    c.op("mul", [H(x), 3], inplace=True)
+    assert c.info(x).grad_fn == "MulBackward0"
+    sq = c.op("mul", [H(x), H(x)])
+    s = c.op("sum", [H(sq)])
+    c.backward(s)
+    assert np.allclose(c.get(c.grad(a))[0], ta.grad.numpy())
+    # a saved tensor modified afterwards: torch's error, naming the op that made the new version
+    tb = torch.from_numpy(av.copy()).requires_grad_()
+    ty = tb * 2
+    tz = ty * ty
+    ty.add_(1)
+    with pytest.raises(RuntimeError) as te:
+        tz.sum().backward()
+    b = c.tensor(av, requires_grad=True)
+    y = c.op("mul", [H(b), 2])
+    z = c.op("mul", [H(y), H(y)])
+    c.op("add", [H(y), 1], inplace=True)
+    zs = c.op("sum", [H(z)])
+    with pytest.raises(wire.ServerError) as e:
+        c.backward(zs)
+    assert str(e.value) == str(te.value).split("\n")[0]
+    # copy_ into a plain tensor from one that requires grad makes it part of the graph
+    w = c.tensor(av, requires_grad=True)
+    plain = c.tensor(np.zeros(3, dtype=np.float32))
+    c.op("copy", [H(plain), H(w)], inplace=True)
+    assert c.info(plain).grad_fn == "CopyBackwards"
+    ps = c.op("sum", [H(plain)])
+    c.backward(ps)
+    assert c.get(c.grad(w))[0].tolist() == [1.0, 1.0, 1.0]

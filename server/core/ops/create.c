@@ -408,3 +408,14 @@ int td_fwd_normal(struct td_tensor *out, const struct td_operand *in, int nin,
     (void)compute;
     return fill_random(out, a, true, err);
 }
+
+/* copy_(src): the old value gets no gradient, src gets g (summed to its shape by autograd). */
+int td_bw_copy(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+               struct td_quota *q, struct td_err *err)
+{
+    int rc = td_bw2(TD_OP_MUL, td_t(g), td_s(td_scalar_i(0)), q, &gin[0], err);
+    if (rc == 0 && n->in[1].t != NULL) {
+        gin[1] = td_tensor_ref(g);
+    }
+    return rc;
+}

@@ -113,7 +113,8 @@ td_bwd_fn td_bw_identity, td_bw_transpose, td_bw_permute, td_bw_scatter_view, td
 td_bwd_fn td_bw_abs, td_bw_zero, td_bw_log1p, td_bw_expm1, td_bw_rsqrt, td_bw_sin, td_bw_cos,
     td_bw_tan, td_bw_gelu, td_bw_clamp, td_bw_maximum, td_bw_minimum, td_bw_where,
     td_bw_remainder, td_bw_prod, td_bw_extreme, td_bw_var_std, td_bw_norm_lse, td_bw_cat_stack,
-    td_bw_same_op, td_bw_repeat, td_bw_outer;
+    td_bw_same_op, td_bw_repeat, td_bw_outer, td_bw_copy;
+#define bw_copy td_bw_copy
 #define bw_abs td_bw_abs
 #define bw_zero td_bw_zero
 #define bw_log1p td_bw_log1p
