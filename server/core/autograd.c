@@ -120,6 +120,24 @@ int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_o
         return td_err_set(err, TD_EUNSUP, "derivative for aten::%s_ is not implemented",
                           td_ops[op].name);
     }
+    /* A view made by a view op shares its base's bytes: torch rebases the base's history
+    ** (CopySlices); until that exists here, refuse rather than give wrong gradients. */
+    const struct td_node *vn = t->grad_fn;
+    bool view_op = vn != NULL && (vn->op == TD_OP_SELECT || vn->op == TD_OP_SLICE ||
+                                  vn->op == TD_OP_NARROW || vn->op == TD_OP_TRANSPOSE ||
+                                  vn->op == TD_OP_T || vn->op == TD_OP_MT ||
+                                  vn->op == TD_OP_PERMUTE || vn->op == TD_OP_SQUEEZE ||
+                                  vn->op == TD_OP_UNSQUEEZE || vn->op == TD_OP_EXPAND ||
+                                  vn->op == TD_OP_VIEW || vn->op == TD_OP_RESHAPE ||
+                                  vn->op == TD_OP_FLATTEN);
+    if (view_op && vn->in[0].t != NULL && vn->in[0].t->storage == t->storage) {
+        if (vn->in[0].t->grad_fn == NULL && vn->in[0].t->requires_grad) {
+            return td_err_set(err, TD_EINVAL, "a view of a leaf Variable that requires grad is "
+                              "being used in an in-place operation.");
+        }
+        return td_err_set(err, TD_EUNSUP, "in-place operations on views of tensors in a graph "
+                          "are not supported yet");
+    }
     /* `old` stands for t's value before the write and takes over t's history; the new node
     ** hangs off t, so t -> node -> old -> old history: still a DAG. */
     struct td_tensor *old = td_malloc(sizeof *old);

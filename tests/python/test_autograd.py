@@ -309,3 +309,17 @@ def test_inplace_on_graph_tensors_like_torch(conn):
     ps = c.op("sum", [H(plain)])
     c.backward(ps)
     assert c.get(c.grad(w))[0].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_inplace_on_views_is_refused_not_wrong(conn):
+    c = conn
+    a = c.tensor(np.array([1.0, 2.0], dtype=np.float32), requires_grad=True)
+    v = c.op("select", [H(a)], dim=0, start=0)
+    with pytest.raises(wire.ServerError) as e:
+        c.op("mul", [H(v), 3], inplace=True)
+    assert str(e.value) == ("a view of a leaf Variable that requires grad is being used in an "
+                            "in-place operation.")
+    x = c.op("mul", [H(a), 2])
+    xv = c.op("select", [H(x)], dim=0, start=0)
+    with pytest.raises(wire.ServerError):
+        c.op("mul", [H(xv), 3], inplace=True)
