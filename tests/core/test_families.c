@@ -226,6 +226,39 @@ static void test_parallel_split_matches_serial(void **state)
     td_tensor_unref(row);
 }
 
+/* A large full sum split across threads agrees with one thread (to rounding). */
+static void test_parallel_sum(void **state)
+{
+    (void)state;
+    enum { N = (1 << 21) + 3 };
+    const int64_t sn[] = {N};
+    static double v[N];
+    for (int i = 0; i < N; i++) {
+        v[i] = (((int64_t)i * 7919) % 1000) * 0.001 - 0.25;
+    }
+    struct td_tensor *a = mk(TD_DTYPE_F32, sn, 1, v);
+    struct td_operand in[1] = {tens(a)};
+    struct td_tensor *s1, *s4, *n4;
+    td_parallel_set_threads(1);
+    assert_int_equal(td_op_apply(TD_OP_SUM, in, 1, NULL, false, NULL, &s1, NULL), 0);
+    td_parallel_set_threads(4);
+    assert_int_equal(td_op_apply(TD_OP_SUM, in, 1, NULL, false, NULL, &s4, NULL), 0);
+    assert_int_equal(td_op_apply(TD_OP_NORM, in, 1, NULL, false, NULL, &n4, NULL), 0);
+    td_parallel_set_threads(1);
+    double exact = 0, sq = 0;
+    for (int i = 0; i < N; i++) {
+        exact += (double)(float)v[i];
+        sq += (double)(float)v[i] * (float)v[i];
+    }
+    assert_true(fabs(at(s1, 0) - exact) <= 1e-6 * fabs(exact) + 1e-3);
+    assert_true(fabs(at(s4, 0) - exact) <= 1e-6 * fabs(exact) + 1e-3);
+    assert_true(fabs(at(n4, 0) - sqrt(sq)) <= 1e-6 * sqrt(sq));
+    td_tensor_unref(s1);
+    td_tensor_unref(s4);
+    td_tensor_unref(n4);
+    td_tensor_unref(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -235,6 +268,7 @@ int main(void)
         cmocka_unit_test(test_scalars),
         cmocka_unit_test(test_composed_ops_allocation_failures),
         cmocka_unit_test(test_parallel_split_matches_serial),
+        cmocka_unit_test(test_parallel_sum),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../parallel.h"
 #include "family.h"
 
 enum red_kind { R_SUM, R_MEAN, R_PROD, R_MAX, R_MIN, R_ARGMAX, R_ARGMIN, R_STD, R_VAR, R_NORM,
@@ -220,6 +221,56 @@ static void walk_init(struct walk *w, const struct td_tensor *t, const bool *red
     }
 }
 
+/* A large sum, mean or 2-norm of a whole contiguous float tensor, split across threads: each
+** chunk sums into its own partial (in double), then the partials are added in order, so the
+** result depends on the thread count but not on scheduling. */
+struct partial_sum {
+    const void *data;
+    enum td_dtype dt;
+    int64_t n, chunks;
+    bool squares;
+    double part[64];
+};
+
+static void partial_sum_run(int64_t begin, int64_t end, void *ctx)
+{
+    struct partial_sum *p = ctx;
+    for (int64_t c = begin; c < end; c++) {
+        int64_t lo = p->n * c / p->chunks, hi = p->n * (c + 1) / p->chunks;
+        double s = 0;
+        if (p->dt == TD_DTYPE_F32) {
+            const float *x = p->data;
+            for (int64_t i = lo; i < hi; i++) {
+                s += p->squares ? (double)x[i] * x[i] : x[i];
+            }
+        } else {
+            const double *x = p->data;
+            for (int64_t i = lo; i < hi; i++) {
+                s += p->squares ? x[i] * x[i] : x[i];
+            }
+        }
+        p->part[c] = s;
+    }
+}
+
+static bool parallel_full_sum(const struct td_tensor *t, enum red_kind k, double *sum)
+{
+    int threads = td_parallel_threads();
+    if (threads < 2 || t->numel < ((int64_t)1 << 20) || !td_dtype_is_float(t->dtype) ||
+        !td_tensor_is_contiguous(t) || (k != R_SUM && k != R_MEAN && k != R_NORM)) {
+        return false;
+    }
+    struct partial_sum p = {.data = td_tensor_data(t), .dt = t->dtype, .n = t->numel,
+                            .chunks = threads > 64 ? 64 : threads, .squares = k == R_NORM};
+    td_parallel_for(p.chunks, 1, partial_sum_run, &p);
+    double s = 0;
+    for (int64_t c = 0; c < p.chunks; c++) {
+        s += p.part[c];
+    }
+    *sum = s;
+    return true;
+}
+
 int td_fwd_reduce(struct td_tensor *out, const struct td_operand *in, int nin,
                   const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
 {
@@ -259,6 +310,11 @@ int td_fwd_reduce(struct td_tensor *out, const struct td_operand *in, int nin,
             acc[o] = NAN; iacc[o] = -1; aux[o] = -INFINITY; break;
         default: break;
         }
+    }
+    double psum;
+    if (all && nout == 1 && parallel_full_sum(t, k, &psum)) {
+        acc[0] = psum;
+        goto store;
     }
     struct walk w;
     walk_init(&w, t, red);
@@ -351,7 +407,7 @@ int td_fwd_reduce(struct td_tensor *out, const struct td_operand *in, int nin,
             }
         }
     }
-    /* store */
+store:;
     char *ob = out->storage->buf->data;
     size_t oes = td_dtype_size(out->dtype);
     int64_t oidx[TD_MAX_DIMS] = {0}, ooff = out->offset;
