@@ -157,15 +157,14 @@ test-c: $(TEST_BINS) $(TENSORD)
 
 # The Python suites speak the wire protocol through a module generated here, and compare with
 # PyTorch itself (Debian's python3-torch), which is our specification.
-PY_GEN := $(BUILD)/python/tensord_pb2.py
+# The generated module is built into the package (client/python/tensord), never committed.
+PY_GEN := client/python/tensord/tensord_pb2.py
 $(PY_GEN): proto/tensord.proto
-	@mkdir -p $(dir $@)
-	$(Q)protoc --python_out=$(dir $@) -Iproto proto/tensord.proto
+	$(Q)protoc --python_out=client/python/tensord -Iproto proto/tensord.proto
 
 test-py: all $(PY_GEN)
-	$(Q)if [ -d tests/python ]; then \
-	    TENSORD_BIN=$(abspath $(TENSORD)) PYTHONPATH=$(abspath $(BUILD)/python) \
-	    $(PYTHON) -m pytest -q tests/python; fi
+	$(Q)TENSORD_BIN=$(abspath $(TENSORD)) PYTHONPATH=$(abspath client/python) \
+	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
 
 # The C suites, then the Python suites against the sanitized daemon (which must exit cleanly).
 check-asan:
