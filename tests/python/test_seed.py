@@ -99,3 +99,29 @@ def test_collected_tensors_are_freed(torch):
     gc.collect()
     torch.ones(1)  # the next request carries the batched frees
     assert s._c.stats().session_tensors <= base + 2
+
+
+def test_indexing_views_and_setitem(torch):
+    x = torch.arange(12).reshape(3, 4)
+    assert repr(x[0]) == "tensor([0, 1, 2, 3])"
+    assert repr(x[:, 1:3]) == "tensor([[ 1,  2],\n        [ 5,  6],\n        [ 9, 10]])"
+    assert repr(x[..., -1]) == "tensor([ 3,  7, 11])"
+    assert x[1:, ::2].tolist() == [[4, 6], [8, 10]]
+    x[0] = 7
+    x[:, -1] = torch.tensor([-1, -2, -3])
+    assert x.tolist() == [[7, 7, 7, -1], [4, 5, 6, -2], [8, 9, 10, -3]]
+    assert x.T.shape == torch.Size([4, 3])
+
+
+def test_train_mlp_example_runs(daemon):
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, TENSORD_ADDR="127.0.0.1:%d" % daemon,
+               PYTHONPATH=os.path.join(root, "client", "python"))
+    out = subprocess.run([sys.executable, os.path.join(root, "client/python/examples/train_mlp.py")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    losses = [float(line.split()[-1]) for line in out.stdout.splitlines()]
+    assert len(losses) == 6 and losses[-1] < losses[0] * 0.5

@@ -341,6 +341,45 @@ class Tensor:
     def __imul__(self, o: Any) -> "Tensor": return self._s._op("mul", [self, o], inplace=True)
     def __itruediv__(self, o: Any) -> "Tensor": return self._s._op("div", [self, o], inplace=True)
 
+    # -- indexing: x[0], x[:, 1:3], x[..., -1] are views; x[i] = v writes through them --
+    def _index(self, key: Any) -> "Tensor":
+        if not isinstance(key, tuple):
+            key = (key,)
+        nd = self.ndim
+        if Ellipsis in key:
+            i = key.index(Ellipsis)
+            fill = nd - (len(key) - 1 - sum(k is None for k in key))
+            key = key[:i] + (slice(None),) * fill + key[i + 1:]
+        t, d = self, 0
+        for k in key:
+            if k is None:
+                t = t._s._op("unsqueeze", [t], dim=d)
+                d += 1
+            elif isinstance(k, slice):
+                start = 0 if k.start is None else k.start
+                end = 2 ** 63 - 1 if k.stop is None else k.stop
+                t = t._s._op("slice", [t], dim=d, start=start, end=end, step=k.step or 1)
+                d += 1
+            elif isinstance(k, int):
+                t = t._s._op("select", [t], dim=d, start=k)
+            else:
+                raise TypeError("only integers, slices, None and ... are supported as indices")
+        return t
+
+    def __getitem__(self, key: Any) -> "Tensor":
+        return self._index(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        view = self._index(key)
+        if isinstance(value, Tensor):
+            view._s._op("copy", [view, value], inplace=True)
+        else:
+            view._s._op("fill", [view, value], inplace=True)
+
+    @property
+    def T(self) -> "Tensor":  # noqa: N802 - torch's name
+        return self._s._op("permute", [self], dims=list(range(self.ndim))[::-1])
+
     def __getattr__(self, name: str) -> Any:
         """Every other op by its torch name: x.exp(), x.sum(dim=...), x.add_(5) ..."""
         if name.startswith("__"):
@@ -351,13 +390,48 @@ class Tensor:
             raise AttributeError("'Tensor' object has no attribute '%s'" % name)
 
         def call(*args: Any, **kw: Any) -> "Tensor":
+            args, kw = _positional(op, args, kw)
             return self._s._op(op, [self, *args], inplace=inplace, **_kwargs(op, kw))
         return call
+
+
+_SHAPE_OPS = {"reshape", "view", "permute", "expand", "repeat", "flip"}
+_POSITIONAL = {"transpose": ("dim", "dim2"), "squeeze": ("dim",), "unsqueeze": ("dim",),
+               "softmax": ("dim",), "log_softmax": ("dim",), "select": ("dim", "start"),
+               "narrow": ("dim", "start", "end"), "flatten": ("dim", "dim2"),
+               "sum": ("dim",), "mean": ("dim",), "prod": ("dim",), "std": ("dim",),
+               "var": ("dim",), "max": ("dim",), "min": ("dim",), "argmax": ("dim",),
+               "argmin": ("dim",), "all": ("dim",), "any": ("dim",), "logsumexp": ("dim",),
+               "norm": ("dim",), "tril": ("dim",), "triu": ("dim",)}
+
+
+def _positional(op: str, args: tuple, kw: dict):
+    """torch's positional arguments (x.reshape(2, 3), x.transpose(0, 1)) as keywords."""
+    if op in _SHAPE_OPS and args and not isinstance(args[0], Tensor):
+        dims = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+        kw = dict(kw, dims=[int(d) for d in dims])
+        return (), kw
+    names = _POSITIONAL.get(op)
+    if names and args and not isinstance(args[0], Tensor):
+        kw = dict(kw, **dict(zip(names, args)))
+        return (), kw
+    if op == "flatten":
+        kw = dict(kw)
+        if "start_dim" in kw:
+            kw["dim"] = kw.pop("start_dim")
+        if "end_dim" in kw:
+            kw["dim2"] = kw.pop("end_dim")
+    return args, kw
 
 
 def _kwargs(op: str, kw: dict) -> dict:
     """torch keyword names to the protocol's OpArgs."""
     out = {}
+    if op == "flatten" and "dim2" in kw:
+        out["dim2"] = kw.pop("dim2")
+        out["has_dim"] = True
+    if op in ("max", "min", "argmax", "argmin", "all", "any", "squeeze") and "dim" in kw:
+        out["dim"] = kw.pop("dim")  # one dim, and it is given
     for k, v in kw.items():
         if k == "dim" and isinstance(v, (tuple, list)):
             out["dims"] = list(v)
