@@ -6,6 +6,7 @@
 ** thread pool. It is the only place that knows all layers. SIGTERM and SIGINT stop listening,
 ** let in-flight work finish, free every session and exit 0.
 */
+#include <arpa/inet.h>
 #include <cblas.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -45,6 +46,10 @@ struct config {
     const char *auth_token_file;
     bool insecure_no_auth;
     const char *log_level;
+    const char *log_format;
+    int64_t max_connections;
+    int listen_source;   /* which source (1 file, 2 environment, 3 command line) set `listen` */
+    int source;          /* the source being applied now */
 };
 
 /* ---- flags ---- */
@@ -68,7 +73,10 @@ static const struct flag flags[] = {
     {"threads", "N", "CPU count", "worker threads for heavy ops"},
     {"auth-token-file", "PATH", "none", "require clients to present the token in this file"},
     {"insecure-no-auth", NULL, "off", "allow non-loopback listening without a token"},
+    {"max-connections", "N", "1024", "connections served at once; more are refused at once"},
     {"log-level", "LEVEL", "info", "debug, info, warn or error"},
+    {"log-format", "FORMAT", "text", "text (key=value) or json, one line per event"},
+    {"config", "FILE", "none", "read settings from FILE: 'key = value' lines, keys as flag names"},
     {"help", NULL, NULL, "show this help"},
     {"version", NULL, NULL, "show the version"},
 };
@@ -166,10 +174,46 @@ static int parse_count(const char *flag, const char *v, int64_t lo, int64_t hi, 
     return 0;
 }
 
+/* HOST:PORT with a numeric IPv4 host or a bracketed IPv6 one (names are not resolved). */
+static bool valid_listen(const char *v)
+{
+    char host[64];
+    const char *colon;
+    if (v[0] == '[') {
+        const char *end = strchr(v, ']');
+        if (end == NULL || end[1] != ':' || (size_t)(end - v - 1) >= sizeof host) {
+            return false;
+        }
+        memcpy(host, v + 1, (size_t)(end - v - 1));
+        host[end - v - 1] = '\0';
+        colon = end + 1;
+    } else {
+        colon = strrchr(v, ':');
+        if (colon == NULL || (size_t)(colon - v) >= sizeof host) {
+            return false;
+        }
+        memcpy(host, v, (size_t)(colon - v));
+        host[colon - v] = '\0';
+    }
+    unsigned char buf[16];
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    bool ip = inet_pton(v[0] == '[' ? AF_INET6 : AF_INET, host, buf) == 1;
+    return ip && colon[1] != '\0' && *end == '\0' && port >= 0 && port <= 65535;
+}
+
 static int apply_flag(struct config *cfg, const char *name, const char *v)
 {
     int64_t n;
     if (strcmp(name, "listen") == 0) {
+        if (!valid_listen(v)) {
+            return bad_value(name, v, "want HOST:PORT with an IPv4 address or [IPv6] and a port "
+                             "from 0 to 65535");
+        }
+        if (cfg->listen_source != cfg->source) {
+            cfg->nlisten = 0;  /* a later source's addresses replace an earlier one's */
+            cfg->listen_source = cfg->source;
+        }
         if (cfg->nlisten == MAX_LISTEN) {
             return bad_value(name, v, "too many --listen addresses");
         }
@@ -220,6 +264,19 @@ static int apply_flag(struct config *cfg, const char *name, const char *v)
         cfg->insecure_no_auth = true;
         return 0;
     }
+    if (strcmp(name, "max-connections") == 0) {
+        return parse_count(name, v, 1, 1000000, &cfg->max_connections);
+    }
+    if (strcmp(name, "log-format") == 0) {
+        if (strcmp(v, "text") != 0 && strcmp(v, "json") != 0) {
+            return bad_value(name, v, "want text or json");
+        }
+        cfg->log_format = v;
+        return 0;
+    }
+    if (strcmp(name, "config") == 0) {
+        return 0;  /* read before everything else, in parse_config */
+    }
     if (strcmp(name, "log-level") == 0) {
         enum td_log_level lvl;
         if (td_log_parse_level(v, &lvl) != 0) {
@@ -242,13 +299,102 @@ static const struct flag *find_flag(const char *name, size_t len)
     return NULL;
 }
 
-/* Environment first, then the command line, so flags win. Returns 0, 1 (exit 0 after --help or
-** --version) or -1 (invalid: exit 2). */
+/* Reads `key = value` lines ('#' starts a comment; keys are flag names, '_' or '-'). The values
+** are kept for the process's lifetime. Returns 0 or -1 (message printed). */
+static int read_config_file(struct config *cfg, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "tensord: cannot read --config %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[1024];
+    int lineno = 0, rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, f) != NULL) {
+        lineno++;
+        char *p = line, *hash = strchr(line, '#');
+        if (hash != NULL) {
+            *hash = '\0';
+        }
+        while (*p == ' ' || *p == '\t') {
+            p++;
+        }
+        size_t n = strlen(p);
+        while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' ' ||
+                         p[n - 1] == '\t')) {
+            p[--n] = '\0';
+        }
+        if (n == 0) {
+            continue;
+        }
+        char *eq = strchr(p, '=');
+        if (eq == NULL) {
+            fprintf(stderr, "tensord: %s line %d: want 'key = value'\n", path, lineno);
+            rc = -1;
+            break;
+        }
+        char *key = p, *val = eq + 1, *kend = eq;
+        while (kend > key && (kend[-1] == ' ' || kend[-1] == '\t')) {
+            kend--;
+        }
+        *kend = '\0';
+        while (*val == ' ' || *val == '\t') {
+            val++;
+        }
+        for (char *c = key; *c; c++) {
+            *c = *c == '_' ? '-' : *c;
+        }
+        const struct flag *fl = find_flag(key, strlen(key));
+        if (fl == NULL || fl->arg == NULL || strcmp(key, "config") == 0) {
+            if (fl != NULL && fl->arg == NULL && strcmp(key, "insecure-no-auth") == 0) {
+                rc = strcmp(val, "true") == 0 || strcmp(val, "1") == 0
+                         ? apply_flag(cfg, key, "1") : 0;
+                continue;
+            }
+            fprintf(stderr, "tensord: %s line %d: unknown setting '%s'\n", path, lineno, key);
+            rc = -1;
+            break;
+        }
+        char *copy = strdup(val);
+        if (copy == NULL || apply_flag(cfg, key, copy) != 0) {
+            fprintf(stderr, "tensord: (from %s line %d)\n", path, lineno);
+            rc = -1;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+/* The config file first, then the environment, then the command line, so flags win. Returns 0,
+** 1 (exit 0 after --help or --version) or -1 (invalid: exit 2). */
 static int parse_config(struct config *cfg, int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++) {
+        const char *path = NULL;
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            path = argv[i + 1];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            path = argv[i] + 9;
+        }
+        if (path != NULL) {
+            cfg->source = 1;
+            if (read_config_file(cfg, path) != 0) {
+                return -1;
+            }
+        }
+    }
+    const char *envcfg = getenv("TENSORD_CONFIG");
+    if (envcfg != NULL && envcfg[0] != '\0' && cfg->source == 0) {
+        cfg->source = 1;
+        if (read_config_file(cfg, envcfg) != 0) {
+            return -1;
+        }
+    }
+    cfg->source = 2;
     static char envbuf[sizeof flags / sizeof flags[0]][64];
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
-        if (flags[i].arg == NULL && strcmp(flags[i].name, "insecure-no-auth") != 0) {
+        if ((flags[i].arg == NULL && strcmp(flags[i].name, "insecure-no-auth") != 0) ||
+            strcmp(flags[i].name, "config") == 0) {
             continue;
         }
         char *e = envbuf[i];
@@ -270,8 +416,7 @@ static int parse_config(struct config *cfg, int argc, char **argv)
             }
         }
     }
-    int env_listens = cfg->nlisten;
-    bool cli_listen = false;
+    cfg->source = 3;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0) {
@@ -304,12 +449,6 @@ static int parse_config(struct config *cfg, int argc, char **argv)
                 fprintf(stderr, "tensord: --%s needs a value (%s)\n", f->name, f->arg);
                 return -1;
             }
-        }
-        if (strcmp(f->name, "listen") == 0 && !cli_listen) {
-            /* Command-line addresses replace the environment's rather than adding to them. */
-            cli_listen = true;
-            cfg->nlisten = 0;
-            (void)env_listens;
         }
         if (apply_flag(cfg, f->name, v) != 0) {
             return -1;
@@ -359,6 +498,7 @@ struct server {
     uv_timer_t sweep;
     uv_signal_t sigterm, sigint;
     bool stopping;
+    int64_t max_connections;
 };
 
 static struct server server;
@@ -445,6 +585,14 @@ static void *glue_open(struct td_conn *c, void *user)
         td_free(g);
         return NULL;
     }
+    if ((int64_t)server.net.nconns > server.max_connections) {
+        /* Refused at once, with a reason, rather than left hanging. */
+        char msg[96];
+        snprintf(msg, sizeof msg, "connection limit reached: max_connections %lld",
+                 (long long)server.max_connections);
+        td_log(TD_LOG_WARN, "conn_refused", "peer=%s reason=max_connections", td_conn_peer(c));
+        td_rpc_reply_error(g->peer, 0, TD_ELIMIT, msg, true);
+    }
     return g;
 }
 
@@ -515,12 +663,16 @@ int main(int argc, char **argv)
         .session_ttl_ms = 10 * 60 * 1000,
         .threads = (int)sysconf(_SC_NPROCESSORS_ONLN),
         .log_level = "info",
+        .log_format = "text",
+        .max_connections = 1024,
     };
     int prc = parse_config(&cfg, argc, argv);
     if (prc != 0) {
         return prc > 0 ? 0 : 2;
     }
     td_log_parse_level(cfg.log_level, &td_log_min_level);
+    td_log_json = strcmp(cfg.log_format, "json") == 0;
+    server.max_connections = cfg.max_connections;
     if (cfg.threads < 1) {
         cfg.threads = 1;
     }

@@ -74,7 +74,12 @@ class Conn:
         resp = pb.Response()
         resp.ParseFromString(self._recv_exact(ml))
         self.last_data = self._recv_exact(dl) if dl else b""
-        assert resp.id == req.id
+        if resp.id != req.id:
+            if resp.id == 0 and resp.status.code != pb.OK:
+                # the server refused the connection or a frame it could not attribute
+                raise ServerError(resp.status.code, resp.status.message)
+            raise ConnectionError("reply for request %d arrived when %d was expected"
+                                  % (resp.id, req.id))
         if resp.status.code != pb.OK:
             raise ServerError(resp.status.code, resp.status.message)
         return resp

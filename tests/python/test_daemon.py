@@ -1,0 +1,126 @@
+"""The daemon as operators meet it: flags, environment, config file, refusals, limits, auth."""
+import json
+import os
+import socket
+import struct
+import subprocess
+import tempfile
+
+import pytest
+
+import wire
+from conftest import BINARY, Daemon
+
+
+def run(*args, env=None):
+    return subprocess.run([BINARY, *args], capture_output=True, text=True, env=env, timeout=20)
+
+
+def test_help_documents_every_flag_with_its_default():
+    out = run("--help")
+    assert out.returncode == 0
+    for flag in ("--listen", "--unix", "--max-frame-bytes", "--max-tensor-bytes",
+                 "--session-max-bytes", "--max-bytes", "--max-sessions", "--max-connections",
+                 "--session-ttl", "--threads", "--auth-token-file", "--log-level",
+                 "--log-format", "--config"):
+        line = [ln for ln in out.stdout.splitlines() if ln.strip().startswith(flag + " ")]
+        assert line and "(default:" in line[0], flag
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--max-frame-bytes", "12Q"], "invalid value '12Q' for --max-frame-bytes"),
+    (["--session-ttl", "soon"], "invalid value 'soon' for --session-ttl"),
+    (["--threads", "0"], "invalid value '0' for --threads"),
+    (["--log-level", "loud"], "invalid value 'loud' for --log-level"),
+    (["--log-format", "yaml"], "invalid value 'yaml' for --log-format"),
+    (["--max-connections", "-3"], "invalid value '-3' for --max-connections"),
+    (["--listen", "nowhere"], "invalid value 'nowhere' for --listen"),
+    (["--no-such-flag"], "unknown flag --no-such-flag"),
+    (["--listen", "0.0.0.0:0"], "refusing to listen on 0.0.0.0:0 without --auth-token-file"),
+])
+def test_invalid_settings_exit_2_with_a_message(args, needle):
+    out = run(*args)
+    assert out.returncode == 2
+    assert needle in out.stderr
+
+
+def test_environment_and_config_file():
+    with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
+        f.write("# tensord settings\nmax_frame_bytes = 4K\nlog-format = json\n")
+    try:
+        env = dict(os.environ, TENSORD_SESSION_TTL="bogus")
+        out = run("--config", f.name, env=env)
+        assert out.returncode == 2 and "TENSORD_SESSION_TTL" in out.stderr
+        d = Daemon("--config", f.name)
+        assert d.port is not None
+        first = json.loads(d.text().splitlines()[0])
+        assert first["event"] == "listening" and first["level"] == "info"
+        assert "max_frame_bytes=4096" in d.text()
+        assert d.stop() == 0
+    finally:
+        os.unlink(f.name)
+    with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
+        f.write("frobnicate = 3\n")
+    try:
+        out = run("--config", f.name)
+        assert out.returncode == 2 and "unknown setting 'frobnicate'" in out.stderr
+    finally:
+        os.unlink(f.name)
+
+
+def _raw_reply(sock):
+    head = b""
+    while len(head) < 12:
+        chunk = sock.recv(12 - len(head))
+        if not chunk:
+            return None
+        head += chunk
+    ml, dl = struct.unpack(">IQ", head)
+    body = b""
+    while len(body) < ml + dl:
+        body += sock.recv(ml + dl - len(body))
+    r = wire.pb.Response()
+    r.ParseFromString(body[:ml])
+    return r
+
+
+def test_connections_over_the_limit_are_refused_at_once():
+    d = Daemon("--max-connections", "2")
+    try:
+        a, b = wire.Conn(d.port), wire.Conn(d.port)
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        r = _raw_reply(s)
+        assert r.status.code == wire.pb.LIMIT_EXCEEDED
+        assert r.status.message == "connection limit reached: max_connections 2"
+        assert s.recv(1) == b""  # then closed
+        s.close()
+        a.close()
+        # a freed slot serves again, once the server has seen the close
+        for _ in range(100):
+            try:
+                c = wire.Conn(d.port)
+                break
+            except (wire.ServerError, ConnectionError):
+                import time
+                time.sleep(0.02)
+        else:
+            pytest.fail("no connection accepted after one closed")
+        c.close()
+        b.close()
+    finally:
+        assert d.stop() == 0
+
+
+def test_auth_token_file():
+    with tempfile.NamedTemporaryFile("w", delete=False) as f:
+        f.write("s3cret-token-0123456789\n")
+    try:
+        d = Daemon("--auth-token-file", f.name)
+        with pytest.raises(wire.ServerError) as e:
+            wire.Conn(d.port)
+        assert e.value.code == wire.pb.UNAUTHENTICATED
+        c = wire.Conn(d.port, token="s3cret-token-0123456789")
+        c.close()
+        assert d.stop() == 0
+    finally:
+        os.unlink(f.name)
