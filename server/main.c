@@ -355,7 +355,13 @@ static int read_config_file(struct config *cfg, const char *path)
             rc = -1;
             break;
         }
-        char *copy = strdup(val);
+        /* Values live as long as the process; a static table keeps them reachable. */
+        static char *kept[256];
+        static size_t nkept;
+        char *copy = nkept < sizeof kept / sizeof kept[0] ? strdup(val) : NULL;
+        if (copy != NULL) {
+            kept[nkept++] = copy;
+        }
         if (copy == NULL || apply_flag(cfg, key, copy) != 0) {
             fprintf(stderr, "tensord: (from %s line %d)\n", path, lineno);
             rc = -1;
