@@ -48,6 +48,7 @@ struct config {
     const char *log_level;
     const char *log_format;
     int64_t max_connections;
+    uint64_t idle_timeout_ms;
     int listen_source;   /* which source (1 file, 2 environment, 3 command line) set `listen` */
     int source;          /* the source being applied now */
 };
@@ -74,6 +75,7 @@ static const struct flag flags[] = {
     {"auth-token-file", "PATH", "none", "require clients to present the token in this file"},
     {"insecure-no-auth", NULL, "off", "allow non-loopback listening without a token"},
     {"max-connections", "N", "1024", "connections served at once; more are refused at once"},
+    {"idle-timeout", "DURATION", "30s", "close a connection whose request stops arriving midway"},
     {"log-level", "LEVEL", "info", "debug, info, warn or error"},
     {"log-format", "FORMAT", "text", "text (key=value) or json, one line per event"},
     {"config", "FILE", "none", "read settings from FILE: 'key = value' lines, keys as flag names"},
@@ -263,6 +265,9 @@ static int apply_flag(struct config *cfg, const char *name, const char *v)
     if (strcmp(name, "insecure-no-auth") == 0) {
         cfg->insecure_no_auth = true;
         return 0;
+    }
+    if (strcmp(name, "idle-timeout") == 0) {
+        return parse_duration_ms(name, v, &cfg->idle_timeout_ms);
     }
     if (strcmp(name, "max-connections") == 0) {
         return parse_count(name, v, 1, 1000000, &cfg->max_connections);
@@ -671,6 +676,7 @@ int main(int argc, char **argv)
         .log_level = "info",
         .log_format = "text",
         .max_connections = 1024,
+        .idle_timeout_ms = 30000,
     };
     int prc = parse_config(&cfg, argc, argv);
     if (prc != 0) {
@@ -732,6 +738,7 @@ int main(int argc, char **argv)
         .max_frame_bytes = cfg.max_frame_bytes,
         .max_meta_bytes = 1u << 20,
         .write_high_water = (size_t)64 << 20,
+        .idle_timeout_ms = cfg.idle_timeout_ms,
     };
     struct td_net_callbacks cb = {
         .on_open = glue_open,

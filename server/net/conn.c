@@ -59,6 +59,7 @@ struct td_conn {
         uv_handle_t handle;
     } h;
     uv_check_t flush;               /* runs the coalesced write once per loop iteration */
+    uv_timer_t stall;               /* fires when a started frame stops arriving (slowloris) */
     struct td_net *net;
     struct td_conn *prev, *next;    /* in net->conns */
     uint64_t id;
@@ -90,7 +91,7 @@ struct td_conn {
     bool closing;                   /* td_conn_close ran */
     bool close_after_flush;
     bool processing;                /* conn_process is on the stack: do not re-enter */
-    int open_handles;               /* stream + check; freed at 0 */
+    int open_handles;               /* stream + check + timer; freed at 0 */
 };
 
 /* ---- helpers ---- */
@@ -160,6 +161,7 @@ void td_conn_close(struct td_conn *c)
     c->nout = 0;
     uv_close(&c->h.handle, conn_on_handle_closed);
     uv_close((uv_handle_t *)&c->flush, conn_on_handle_closed);
+    uv_close((uv_handle_t *)&c->stall, conn_on_handle_closed);
 }
 
 void td_conn_close_after_flush(struct td_conn *c)
@@ -456,6 +458,31 @@ static void conn_on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned int)(READ_BUF_BYTES - c->rlen));
 }
 
+static void conn_on_stall(uv_timer_t *t)
+{
+    struct td_conn *c = t->data;
+    td_log(TD_LOG_INFO, "conn_stalled", "conn=%llu peer=%s timeout_ms=%llu",
+           (unsigned long long)c->id, c->peer,
+           (unsigned long long)c->net->cfg.idle_timeout_ms);
+    td_conn_close(c);
+}
+
+/* A frame that has started must keep arriving: each read that leaves one unfinished restarts
+** the clock, so a peer trickling bytes slower than the timeout (or going silent mid-frame, as a
+** half-open connection does) is closed. A connection between frames may idle freely. */
+static void conn_watch_stall(struct td_conn *c)
+{
+    if (c->closing || c->net->cfg.idle_timeout_ms == 0) {
+        return;
+    }
+    bool mid_frame = c->state != READ_HEADER || c->hdr_got > 0 || c->rpos != c->rlen;
+    if (mid_frame && !conn_paused(c)) {
+        uv_timer_start(&c->stall, conn_on_stall, c->net->cfg.idle_timeout_ms, 0);
+    } else {
+        uv_timer_stop(&c->stall);
+    }
+}
+
 static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct td_conn *c = s->data;
@@ -477,6 +504,7 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->rlen += (size_t)nread;
     }
     conn_process(c);
+    conn_watch_stall(c);
 }
 
 static void conn_update_reading(struct td_conn *c)
@@ -580,7 +608,9 @@ static void listener_on_connection(uv_stream_t *server, int status)
     c->h.handle.data = c;
     uv_check_init(n->loop, &c->flush);
     c->flush.data = c;
-    c->open_handles = 2;
+    uv_timer_init(n->loop, &c->stall);
+    c->stall.data = c;
+    c->open_handles = 3;
     c->next = n->conns;
     if (n->conns != NULL) {
         n->conns->prev = c;

@@ -23,6 +23,7 @@ struct td_net_config {
     uint64_t max_frame_bytes;      /* header's meta_len + data_len above this: error, close */
     uint32_t max_meta_bytes;       /* protobuf section alone */
     size_t write_high_water;       /* pause reading while more reply bytes than this are queued */
+    uint64_t idle_timeout_ms;      /* close a connection whose frame stalls this long; 0: never */
 };
 
 struct td_net_callbacks {

@@ -104,12 +104,15 @@ static void *loop_thread(void *arg)
     return NULL;
 }
 
+static uint64_t fx_idle_timeout_ms;  /* set by a test before fx_start */
+
 static struct fixture *fx_start(size_t high_water)
 {
     struct fixture *fx = calloc(1, sizeof *fx);
     assert_int_equal(uv_loop_init(&fx->loop), 0);
     struct td_net_config cfg = {
-        .max_frame_bytes = 32u << 20, .max_meta_bytes = 4096, .write_high_water = high_water};
+        .max_frame_bytes = 32u << 20, .max_meta_bytes = 4096, .write_high_water = high_water,
+        .idle_timeout_ms = fx_idle_timeout_ms};
     struct td_net_callbacks cb = {.user = fx, .on_open = echo_open, .on_frame = echo_frame,
                                   .on_frame_error = echo_error, .on_close = echo_close};
     td_net_init(&fx->net, &fx->loop, &cfg, &cb);
@@ -488,6 +491,33 @@ static void test_backpressure_slow_reader(void **state)
     fx_stop(fx);
 }
 
+/* A frame that starts and then stops arriving is closed after the idle timeout; a connection
+** that is quiet between frames is not. */
+static void test_stalled_frame_is_closed(void **state)
+{
+    (void)state;
+    fx_idle_timeout_ms = 200;
+    struct fixture *fx = start_default();
+    fx_idle_timeout_ms = 0;
+    int quiet = dial(fx->port), slow = dial(fx->port);
+    uint8_t frame[64];
+    size_t n = frame_build(frame, "slow", 4, NULL, 0);
+    write_all(slow, frame, 5);  /* part of the header, then nothing */
+    usleep(600 * 1000);
+    uint8_t b;
+    assert_int_equal(read(slow, &b, 1), 0);  /* closed by the server */
+    close(slow);
+    /* the quiet connection sent nothing for as long and still works */
+    uint8_t meta[16], data[8];
+    uint32_t ml;
+    uint64_t dl;
+    write_all(quiet, frame, n);
+    assert_int_equal(frame_read(quiet, meta, &ml, data, &dl), 0);
+    assert_memory_equal(meta, "slow", 4);
+    close(quiet);
+    fx_stop(fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -501,6 +531,7 @@ int main(void)
         cmocka_unit_test(test_unix_socket),
         cmocka_unit_test(test_bad_listen_addresses),
         cmocka_unit_test(test_backpressure_slow_reader),
+        cmocka_unit_test(test_stalled_frame_is_closed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,7 +21,7 @@ def test_help_documents_every_flag_with_its_default():
     assert out.returncode == 0
     for flag in ("--listen", "--unix", "--max-frame-bytes", "--max-tensor-bytes",
                  "--session-max-bytes", "--max-bytes", "--max-sessions", "--max-connections",
-                 "--session-ttl", "--threads", "--auth-token-file", "--log-level",
+                 "--session-ttl", "--idle-timeout", "--threads", "--auth-token-file", "--log-level",
                  "--log-format", "--config"):
         line = [ln for ln in out.stdout.splitlines() if ln.strip().startswith(flag + " ")]
         assert line and "(default:" in line[0], flag
