@@ -148,6 +148,8 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(MAKE) --no-print-directory test-c
 	$(Q)$(MAKE) --no-print-directory test-py
+	$(Q)$(MAKE) --no-print-directory test-cli
+	$(Q)$(MAKE) --no-print-directory test-ops
 
 # Each binary runs on its own; the run fails if any fails, after all have run.
 test-c: $(TEST_BINS) $(TENSORD)
@@ -168,7 +170,7 @@ test-py: all $(PY_GEN)
 
 # The C suites, then the Python suites against the sanitized daemon (which must exit cleanly).
 check-asan:
-	$(Q)$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test-c test-py
+	$(Q)$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test-c test-py test-cli
 
 # ---- setup ----
 DEB_PKGS := build-essential pkg-config libuv1-dev libprotobuf-c-dev protobuf-c-compiler \
@@ -202,5 +204,10 @@ install: all
 
 clean:
 	rm -rf build build-asan
+
+# tensorctl (client/cli) and the packaging (systemd unit, man pages, Docker) bring their own
+# rules: each defines its targets and adds to all, install, DEB_PKGS, test-cli and test-ops.
+include client/cli/cli.mk
+include packaging/packaging.mk
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
