@@ -612,6 +612,37 @@ static int run_get(struct rpc_job *j, struct td_session *s, struct result *res,
     return 0;
 }
 
+static int run_write(struct rpc_job *j, struct td_session *s, struct result *res,
+                     struct td_err *err)
+{
+    const Tensord__Write *m = j->req->write;
+    struct td_tensor *t = NULL;
+    int rc;
+    if ((rc = td_session_lookup(s, m->handle, &t, err)) != 0) {
+        return rc;
+    }
+    uint64_t nbytes = td_tensor_nbytes(t);
+    if (m->offset > nbytes || j->data_len > nbytes - m->offset) {
+        return td_err_set(err, TD_EINVAL,
+                          "write of %zu bytes at offset %llu is outside the tensor's %llu bytes",
+                          j->data_len, (unsigned long long)m->offset,
+                          (unsigned long long)nbytes);
+    }
+    if (!td_tensor_is_contiguous(t)) {
+        return td_err_set(err, TD_EINVAL, "write needs a contiguous tensor; call contiguous() "
+                          "first");
+    }
+    if (j->data_len != 0) {
+        if ((rc = td_tensor_prepare_write(t, err)) != 0) {
+            return rc;
+        }
+        memcpy((uint8_t *)td_tensor_data(t) + m->offset, j->data, j->data_len);
+    }
+    res->tensor = t;
+    res->handle = m->handle;
+    return 0;
+}
+
 static int run_format(struct rpc_job *j, struct td_session *s, struct result *res,
                       struct td_err *err)
 {
@@ -819,6 +850,9 @@ static void job_execute(struct rpc_job *j)
         rc = run_stats(s, &stats);
         res.stats = &stats;
         break;
+    case TENSORD__REQUEST__BODY_WRITE:
+        rc = run_write(j, s, &res, &err);
+        break;
     case TENSORD__REQUEST__BODY_FORMAT:
         rc = run_format(j, s, &res, &err);
         break;
@@ -999,11 +1033,12 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
                            false);
         return;
     }
-    if (req->body_case != TENSORD__REQUEST__BODY_CREATE && data_len != 0) {
+    if (req->body_case != TENSORD__REQUEST__BODY_CREATE &&
+        req->body_case != TENSORD__REQUEST__BODY_WRITE && data_len != 0) {
         uint64_t id = req->id;
         tensord__request__free_unpacked(req, &pb_allocator);
         td_free(data);
-        td_rpc_reply_error(p, id, TD_EPROTO, "only Create requests carry a data section", false);
+        td_rpc_reply_error(p, id, TD_EPROTO, "only Create and Write requests carry a data section", false);
         return;
     }
     if (p->session == NULL) {

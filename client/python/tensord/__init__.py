@@ -4,35 +4,82 @@
 (default 127.0.0.1:7878): module-level functions use a default session opened on first use.
 Values, dtypes, shapes, printed text and errors are the server's, which follows PyTorch.
 
+Requests are pipelined: an op that makes a tensor returns at once, and the client waits only where
+a value is needed (``item``, ``tolist``, ``numpy``, printing, ``.grad``). An error from a pipelined
+op is raised at the next such point as a ``TensorError`` naming the op and the line that issued
+it; ``connect(..., sync=True)`` raises every error at its own line instead.
+
 Differences from PyTorch: tensors live on the server, so ``numpy()`` and ``from_numpy()`` copy
 (changing the numpy array afterwards does not change the tensor); ``torch.Size`` prints as
-``tensord.Size``.
+``tensord.Size``. numpy is optional: only ``numpy()``/``from_numpy()`` need it.
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
+import struct
+import sys
 import weakref
-from typing import Any, Iterable, List, Optional, Sequence, Union
-
-import numpy as np
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 from . import _conn
-from ._conn import H, ServerError
+from ._conn import H, ServerError, np
+
+pb = _conn.pb
 
 __all__ = ["Session", "Tensor", "Size", "dtype", "connect", "tensor", "from_numpy", "zeros",
            "ones", "full", "rand", "randn", "arange", "manual_seed", "no_grad", "TensorError",
            "float32", "float64", "int32", "int64", "bool"]
 
-TensorError = ServerError
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+CHUNK_BYTES = 8 << 20       # tensors larger than this move in chunks of this size
+
+
+class TensorError(ServerError, RuntimeError):
+    """An error reply for one request: ``message`` is the server's (PyTorch's) wording, ``op``
+    the failing operation and ``where`` the ``file:line`` that issued it."""
+
+    def __init__(self, code: int, message: str, op: str = "", where: str = ""):
+        ServerError.__init__(self, code, message)
+        self.op = op
+        self.where = where
+        self.args = (self.__str__(),)
+
+    def __str__(self) -> str:
+        if self.op and self.where:
+            return "%s (%s, issued at %s)" % (self.message, self.op, self.where)
+        return self.message
+
+
+class TensorIndexError(TensorError, IndexError):
+    """A dimension or index out of range: torch raises IndexError for these."""
+
+
+def _error(p: _conn.Pending) -> TensorError:
+    e = p.error
+    op, where = p.tag if p.tag else ("", "")
+    cls = TensorIndexError if (e.message.startswith("Dimension out of range") or
+                               "out of bounds" in e.message or
+                               e.message.startswith("index ")) else TensorError
+    return cls(e.code, e.message, op, where)
+
+
+def _caller() -> str:
+    """file:line of the first frame outside this package: the user's line."""
+    f = sys._getframe(2)
+    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
+        f = f.f_back
+    return "%s:%d" % (f.f_code.co_filename, f.f_lineno) if f is not None else "?"
 
 
 class dtype:  # noqa: N801 - torch's name
     """A tensor element type; ``tensord.float32`` prints as ``tensord.float32``."""
 
-    def __init__(self, name: str, is_floating_point: bool):
+    def __init__(self, name: str, is_floating_point: builtins.bool):
         self.name = name
         self.is_floating_point = is_floating_point
+        self.itemsize = _conn.ITEMSIZE[name]
 
     def __repr__(self) -> str:
         return "tensord." + self.name
@@ -46,9 +93,9 @@ bool = dtype("bool", False)  # noqa: A001 - torch.bool
 float = float32  # noqa: A001
 double = float64
 long = int64
+int = int32  # noqa: A001
 _DTYPES = {d.name: d for d in (float32, float64, int32, int64, bool)}
-_NUMPY = {"float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64,
-          "bool": np.bool_}
+_WIRE_DTYPES = {_conn.DTYPE_WIRE[k]: v for k, v in _DTYPES.items()}
 
 
 class Size(tuple):
@@ -57,41 +104,160 @@ class Size(tuple):
     def __repr__(self) -> str:
         return "tensord.Size(%s)" % list(self)
 
+    def numel(self) -> builtins.int:
+        n = 1
+        for d in self:
+            n *= d
+        return n
 
-def _infer(data: Any) -> str:
-    """torch.tensor's dtype inference: bools, then ints (int64), then floats (float32)."""
-    flat = np.asarray(data, dtype=object).ravel()
-    import builtins
-    if flat.size and all(isinstance(x, (builtins.bool, np.bool_)) for x in flat):
+
+class return_types:  # noqa: N801 - torch's name
+    """Named pairs returned by max/min with a dim, as torch.return_types."""
+
+    class _Pair(tuple):
+        _name = ""
+
+        def __new__(cls, values: "Tensor", indices: "Tensor"):
+            return tuple.__new__(cls, (values, indices))
+
+        @property
+        def values(self) -> "Tensor":
+            return self[0]
+
+        @property
+        def indices(self) -> "Tensor":
+            return self[1]
+
+        def __repr__(self) -> str:
+            return "tensord.return_types.%s(\nvalues=%r,\nindices=%r)" % (
+                self._name, self[0], self[1])
+
+    class max(_Pair):  # noqa: N801
+        _name = "max"
+
+    class min(_Pair):  # noqa: N801
+        _name = "min"
+
+
+# -- converting Python data without numpy --
+def _flatten(data: Any) -> Tuple[List[Any], List[builtins.int]]:
+    """Nested sequences -> (flat values, shape), refusing ragged input as torch does."""
+    if isinstance(data, (list, tuple)):
+        if not data:
+            return [], [0]
+        parts = [_flatten(x) for x in data]
+        inner = parts[0][1]
+        for i, (_, s) in enumerate(parts):
+            if s != inner:
+                raise ValueError("expected sequence of length %d at dim %d (got %d)"
+                                 % (inner[0] if inner else 0, 1,
+                                    s[0] if s else 0))
+        flat: List[Any] = []
+        for f, _ in parts:
+            flat.extend(f)
+        return flat, [len(data)] + inner
+    if isinstance(data, Tensor):
+        return data.reshape(-1).tolist(), list(data.shape)
+    return [data], []
+
+
+def _infer(flat: Sequence[Any]) -> str:
+    """torch.tensor's dtype inference: all bools -> bool, all ints -> int64, else float32."""
+    if flat and all(isinstance(x, builtins.bool) or (np is not None and isinstance(x, np.bool_))
+                    for x in flat):
         return "bool"
-    if all(isinstance(x, (int, np.integer)) and not isinstance(x, builtins.bool) or
-           isinstance(x, (builtins.bool, np.bool_)) for x in flat) and flat.size:
+    if all(isinstance(x, (builtins.int,)) or (np is not None and isinstance(x, np.integer))
+           for x in flat) and flat:
         return "int64"
     return "float32"
 
 
-class Session:
-    """One connection and its server-side session; also a context manager that closes it."""
+def _pack(flat: Sequence[Any], name: str) -> bytes:
+    code = _conn.STRUCT_CODE[name]
+    if name in ("float32", "float64"):
+        vals = [builtins.float(x) for x in flat]
+    elif name == "bool":
+        vals = [builtins.bool(x) for x in flat]
+    else:
+        vals = [builtins.int(x) for x in flat]
+    return struct.pack("<%d%s" % (len(vals), code), *vals)
 
-    def __init__(self, addr: Optional[str] = None, token: Optional[str] = None):
+
+def _nest(flat: List[Any], shape: Sequence[builtins.int]) -> Any:
+    if not shape:
+        return flat[0]
+    if len(shape) == 1:
+        return list(flat)
+    step = len(flat) // shape[0] if shape[0] else 0
+    return [_nest(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def _need_numpy(what: str) -> None:
+    if np is None:
+        raise ImportError("%s needs numpy, which is not installed" % what)
+
+
+class _Progress:
+    """A one-line progress bar on stderr for chunked transfers."""
+
+    def __init__(self, what: str, total: builtins.int, enabled: Any):
+        self.what, self.total, self.done = what, total, 0
+        self.enabled = builtins.bool(enabled)
+
+    def add(self, n: builtins.int) -> None:
+        self.done += n
+        if self.enabled:
+            frac = self.done / self.total if self.total else 1.0
+            bar = "#" * builtins.int(frac * 30)
+            sys.stderr.write("\r%s [%-30s] %3d%% %d/%d MiB" % (
+                self.what, bar, frac * 100, self.done >> 20, self.total >> 20))
+            if self.done >= self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class Session:
+    """One connection and its server-side session; also a context manager that closes it.
+
+    ``addr`` is "host:port", "[v6]:port" or "unix:/path" (default ``TENSORD_ADDR`` or
+    127.0.0.1:7878); ``token`` the auth token (default ``TENSORD_TOKEN``); ``resume`` a
+    session token from ``Session.token`` to continue that session; ``sync=True`` waits for
+    every reply, so errors are raised at the line that caused them; ``progress=True`` shows
+    a progress bar for chunked transfers of large tensors.
+    """
+
+    def __init__(self, addr: Optional[str] = None, token: Optional[str] = None,
+                 resume: Optional[bytes] = None, sync: Any = False, progress: Any = False):
         addr = addr or os.environ.get("TENSORD_ADDR", "127.0.0.1:7878")
         token = token if token is not None else os.environ.get("TENSORD_TOKEN", "")
-        if addr.startswith("unix:"):
-            self._c = _conn.Conn(None, unix=addr[5:], token=token)
-        else:
-            host, _, port = addr.rpartition(":")
-            self._c = _conn.Conn(int(port), host=host.strip("[]"), token=token)
-        self._dead: List[int] = []  # handles of collected tensors, freed with the next request
+        if isinstance(resume, str):
+            resume = bytes.fromhex(resume)
+        try:
+            self._c = _conn.Conn(addr=addr, token=token, resume=resume or b"")
+        except ServerError as e:
+            raise TensorError(e.code, e.message) from None
+        self._dead: List[builtins.int] = []  # handles of collected tensors, freed in a batch
+        self._errors: List[_conn.Pending] = []  # failed replies not yet raised
+        self.sync = sync
+        self.progress = progress
+        self._closed = False
 
     @property
     def token(self) -> bytes:
+        """The session token: pass it as ``resume=`` to continue this session later."""
         return self._c.token
 
     def close(self) -> None:
-        req = _conn.pb.Request()
+        """Frees every tensor of the session on the server and closes the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        req = pb.Request()
         req.close_session.SetInParent()
-        self._c.call(req)
-        self._c.close()
+        try:
+            self._c.call(req)
+        finally:
+            self._c.close()
 
     def __enter__(self) -> "Session":
         return self
@@ -100,53 +266,154 @@ class Session:
         self.close()
 
     # -- plumbing --
-    def _flush_dead(self) -> None:
+    def _send(self, req: Any, what: str, data: Any = b"", replay: Any = None) -> _conn.Pending:
         if self._dead:
             dead, self._dead = self._dead, []
-            self._c.free(*dead)
+            free = pb.Request()
+            free.free.handles.extend(dead)
+            self._c.send(free)
+        p = self._c.send(req, data, replay)
+        p.tag = (what, _caller())
+        p.on_done = self._note
+        if self.sync:
+            self._wait(p)
+        return p
 
-    def _wrap(self, h: int) -> "Tensor":
-        return Tensor(self, h)
+    def _note(self, p: _conn.Pending) -> None:
+        if p.error is not None:
+            self._errors.append(p)
 
-    def _op(self, name: str, inputs: Sequence[Any], inplace: bool = False, **kw: Any) -> Any:
-        self._flush_dead()
+    def _wait(self, p: _conn.Pending) -> _conn.Pending:
+        """A blocking point: p's reply, and any earlier pipelined error, raised here."""
+        self._c.wait(p)
+        self._raise_pending()
+        if p.error is not None:
+            raise _error(p)
+        return p
+
+    def _raise_pending(self) -> None:
+        if self._errors:
+            first = self._errors[0]
+            self._errors.clear()
+            raise _error(first)
+
+    def synchronize(self) -> None:
+        """Waits for every request sent so far and raises the first error among them."""
+        self._c.sync()
+        self._raise_pending()
+
+    def _call(self, req: Any, what: str) -> Any:
+        return self._wait(self._send(req, what)).resp
+
+    def _new(self, req: Any, out: builtins.int, what: str, data: Any = b"",
+             meta: Optional[Tuple[Size, dtype]] = None) -> "Tensor":
+        p = self._send(req, what, data)
+        return Tensor(self, out, p, meta)
+
+    def _op(self, name: str, inputs: Sequence[Any], inplace: Any = False, **kw: Any) -> Any:
         args = [H(x._h) if isinstance(x, Tensor) else x for x in inputs]
-        h = self._c.op(name, args, inplace=inplace, **kw)
-        return inputs[0] if inplace else self._wrap(h)
+        req = self._c.op_request(name, args, inplace=inplace, **kw)
+        if inplace:
+            self._send(req, name + "_")
+            t = inputs[0]
+            t._grad_cache = None
+            return t
+        return self._new(req, req.run_op.out, name)
+
+    def _op2(self, name: str, inputs: Sequence[Any], **kw: Any) -> Any:
+        """max/min with a dim: (values, indices)."""
+        out2 = self._c.handle()
+        args = [H(x._h) if isinstance(x, Tensor) else x for x in inputs]
+        req = self._c.op_request(name, args, out2=out2, **kw)
+        p = self._send(req, name)
+        values = Tensor(self, req.run_op.out, p)
+        indices = Tensor(self, out2, p, _lazy_indices=True)
+        return getattr(return_types, name)(values, indices)
 
     # -- creation --
-    def tensor(self, data: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
-               ) -> "Tensor":
+    def tensor(self, data: Any, dtype: Optional[dtype] = None, requires_grad: Any = False,
+               progress: Any = None) -> "Tensor":
         """torch.tensor(data, dtype=None, requires_grad=False): a copy on the server."""
-        if isinstance(data, Tensor):
-            data = data.numpy()
-        name = dtype.name if dtype is not None else (
-            _infer(data) if not isinstance(data, np.ndarray) else
-            ("bool" if data.dtype == np.bool_ else str(data.dtype)))
-        if name not in _NUMPY:
-            name = "float64" if name.startswith("float") else "int64"
-        arr = np.asarray(data, dtype=_NUMPY[name])
-        self._flush_dead()
-        return self._wrap(self._c.tensor(np.require(arr, requirements="C"),
-                                         requires_grad=requires_grad))
+        if np is not None and isinstance(data, (np.ndarray, np.generic)):
+            arr = np.asarray(data)
+            name = dtype.name if dtype is not None else (
+                "bool" if arr.dtype == np.bool_ else str(arr.dtype))
+            if name not in _conn.NUMPY:
+                name = "float64" if arr.dtype.kind == "f" else (
+                    "int64" if arr.dtype.kind in "iu" else None)
+                if name is None:
+                    raise TypeError("can't convert np.ndarray of type %s" % arr.dtype)
+            arr = np.ascontiguousarray(arr, dtype=_conn.NUMPY[name])
+            shape = list(arr.shape)
+            payload: Any = memoryview(arr.reshape(-1)).cast("B") if arr.size else b""
+        else:
+            if isinstance(data, Tensor) and dtype is None:
+                dtype = data.dtype
+            flat, shape = _flatten(data)
+            name = dtype.name if dtype is not None else _infer(flat)
+            payload = _pack(flat, name)
+        return self._upload(payload, shape, name, requires_grad,
+                            self.progress if progress is None else progress)
 
-    def from_numpy(self, array: np.ndarray) -> "Tensor":
+    def _upload(self, payload: Any, shape: List[builtins.int], name: str, requires_grad: Any,
+                progress: Any) -> "Tensor":
+        h = self._c.handle()
+        meta = (Size(shape), _DTYPES[name])
+        nbytes = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
+        chunk = self._chunk_bytes()
+        req = pb.Request()
+        if nbytes <= chunk:
+            req.create.out = h
+            req.create.dtype = _conn.DTYPE_WIRE[name]
+            req.create.shape.extend(shape)
+            req.create.requires_grad = builtins.bool(requires_grad)
+            return self._new(req, h, "tensor", payload, meta)
+        # Large: zeros, then Writes of one chunk each, streamed without waiting.
+        req.full.out = h
+        req.full.dtype = _conn.DTYPE_WIRE[name]
+        req.full.shape.extend(shape)
+        req.full.value.i = 0
+        req.full.requires_grad = builtins.bool(requires_grad)
+        t = self._new(req, h, "tensor", b"", meta)
+        bar = _Progress("upload", nbytes, progress)
+        view = payload if isinstance(payload, memoryview) else memoryview(payload)
+        last = None
+        for off in range(0, nbytes, chunk):
+            w = pb.Request()
+            w.write.handle = h
+            w.write.offset = off
+            last = self._send(w, "tensor (upload)", view[off:off + chunk])
+            n = min(chunk, nbytes - off)
+            last.on_done = (lambda n: lambda p: (self._note(p), bar.add(n)))(n)
+        if progress and last is not None:
+            self._wait(last)
+        return t
+
+    def _chunk_bytes(self) -> builtins.int:
+        limit = self._c.limits.max_frame_bytes if self._c.limits is not None else 0
+        return max(1 << 16, min(CHUNK_BYTES, limit - 4096)) if limit else CHUNK_BYTES
+
+    def as_tensor(self, data: Any, dtype: Optional[dtype] = None) -> "Tensor":
+        return data if isinstance(data, Tensor) and dtype is None else self.tensor(data, dtype)
+
+    def from_numpy(self, array: Any) -> "Tensor":
         """A copy of a numpy array (the tensor lives on the server, unlike torch's view)."""
+        _need_numpy("from_numpy")
+        if not isinstance(array, np.ndarray):
+            raise TypeError("expected np.ndarray (got %s)" % type(array).__name__)
         return self.tensor(array)
 
-    def _full(self, shape: Iterable[int], value: Any, dt: Optional[dtype],
+    def _full(self, shape: Any, value: Any, dt: Optional[dtype],
               requires_grad: Any = False) -> "Tensor":
-        req = _conn.pb.Request()
+        req = pb.Request()
         h = self._c.handle()
         req.full.out = h
         req.full.shape.extend(_shape(shape))
         if dt is not None:
-            req.full.dtype = _conn.DTYPES[dt.name][0]
+            req.full.dtype = _conn.DTYPE_WIRE[dt.name]
         _conn.scalar(value, req.full.value)
-        req.full.requires_grad = requires_grad
-        self._flush_dead()
-        self._c.call(req)
-        return self._wrap(h)
+        req.full.requires_grad = builtins.bool(requires_grad)
+        return self._new(req, h, "full")
 
     def zeros(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
               ) -> "Tensor":
@@ -156,22 +423,44 @@ class Session:
              ) -> "Tensor":
         return self._full(shape, 1.0, dtype or float32, requires_grad)
 
-    def full(self, shape: Sequence[int], fill_value: Any, dtype: Optional[dtype] = None
-             ) -> "Tensor":
-        return self._full([shape], fill_value, dtype)
+    def full(self, size: Sequence[builtins.int], fill_value: Any,
+             dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
+        return self._full([size], fill_value, dtype, requires_grad)
 
-    def _rand(self, shape: Any, normal: Any, dt: Optional[dtype], requires_grad: Any) -> "Tensor":
-        req = _conn.pb.Request()
+    def empty(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
+              ) -> "Tensor":
+        t = self._op("empty", [], dims=_shape(shape), dtype=(dtype or float32).name)
+        return t.requires_grad_() if requires_grad else t
+
+    def eye(self, n: builtins.int, m: Optional[builtins.int] = None,
+            dtype: Optional[dtype] = None) -> "Tensor":
+        return self._op("eye", [], dims=[n, n if m is None else m],
+                        dtype=(dtype or float32).name)
+
+    def linspace(self, start: Any, end: Any, steps: builtins.int,
+                 dtype: Optional[dtype] = None) -> "Tensor":
+        return self._op("linspace", [], min=start, max=end, dim=steps,
+                        dtype=(dtype or float32).name)
+
+    def randint(self, low: Any, high: Any = None, size: Any = None,
+                dtype: Optional[dtype] = None) -> "Tensor":
+        """randint(high, size) or randint(low, high, size), like torch."""
+        if size is None:
+            low, high, size = 0, low, high
+        kw = {"dtype": dtype.name} if dtype is not None else {}
+        return self._op("randint", [], min=low, max=high, dims=_shape([size]), **kw)
+
+    def _rand(self, shape: Any, normal: Any, dt: Optional[dtype], requires_grad: Any
+              ) -> "Tensor":
+        req = pb.Request()
         h = self._c.handle()
         req.rand.out = h
         req.rand.shape.extend(_shape(shape))
-        req.rand.distribution = _conn.pb.NORMAL if normal else _conn.pb.UNIFORM
+        req.rand.distribution = pb.NORMAL if normal else pb.UNIFORM
         if dt is not None:
-            req.rand.dtype = _conn.DTYPES[dt.name][0]
-        req.rand.requires_grad = requires_grad
-        self._flush_dead()
-        self._c.call(req)
-        return self._wrap(h)
+            req.rand.dtype = _conn.DTYPE_WIRE[dt.name]
+        req.rand.requires_grad = builtins.bool(requires_grad)
+        return self._new(req, h, "randn" if normal else "rand")
 
     def rand(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
              ) -> "Tensor":
@@ -180,86 +469,140 @@ class Session:
 
     def randn(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
               ) -> "Tensor":
+        """Standard normal, from the session's seedable generator."""
         return self._rand(shape, True, dtype, requires_grad)
 
     def arange(self, start: Any, end: Any = None, step: Any = 1,
-               dtype: Optional[dtype] = None) -> "Tensor":
+               dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
         if end is None:
             start, end = 0, start
-        req = _conn.pb.Request()
+        req = pb.Request()
         h = self._c.handle()
         req.arange.out = h
         _conn.scalar(start, req.arange.start)
         _conn.scalar(end, req.arange.end)
         _conn.scalar(step, req.arange.step)
         if dtype is not None:
-            req.arange.dtype = _conn.DTYPES[dtype.name][0]
-        self._flush_dead()
-        self._c.call(req)
-        return self._wrap(h)
+            req.arange.dtype = _conn.DTYPE_WIRE[dtype.name]
+        t = self._new(req, h, "arange")
+        return t.requires_grad_() if requires_grad else t
 
-    def manual_seed(self, seed: int) -> None:
-        req = _conn.pb.Request()
+    def manual_seed(self, seed: builtins.int) -> None:
+        req = pb.Request()
         req.manual_seed.seed = seed
-        self._c.call(req)
+        self._send(req, "manual_seed")
+
+    def set_grad_enabled(self, enabled: Any) -> None:
+        req = pb.Request()
+        req.set_grad_enabled.enabled = builtins.bool(enabled)
+        self._send(req, "set_grad_enabled")
 
     @contextlib.contextmanager
-    def no_grad(self):
+    def no_grad(self) -> Iterator[None]:
         """Ops inside record no graph (how optimizers update weights)."""
-        self._c.set_grad_enabled(False)
+        self.set_grad_enabled(False)
         try:
             yield
         finally:
-            self._c.set_grad_enabled(True)
+            self.set_grad_enabled(True)
 
-    def matmul(self, a: "Tensor", b: "Tensor") -> "Tensor":
-        return self._op("matmul", [a, b])
+    def stats(self) -> Any:
+        """The server's Stats reply (session tensors and bytes, sessions, server bytes)."""
+        req = pb.Request()
+        req.stats.SetInParent()
+        return self._call(req, "stats").stats
+
+    # every op as a Session method too: s.exp(x), s.cat([a, b], 1), s.matmul(a, b) ...
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _function(name, self)
 
 
-def _shape(shape: Any) -> List[int]:
+def _shape(shape: Any) -> List[builtins.int]:
     """Accepts f(2, 3), f((2, 3)) and f([2, 3]) like torch."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list, Size)):
         shape = shape[0]
-    return [int(d) for d in shape]
+    return [builtins.int(d) for d in shape]
 
 
 class Tensor:
-    """A tensor on the server, named by a handle; freed when this object is collected."""
+    """A tensor on the server, named by a handle; freed when this object is collected.
 
-    def __init__(self, session: Session, handle: int):
+    Its shape and dtype come from the reply of the request that made it, read when first
+    needed; its values are read by ``item()``, ``tolist()``, ``numpy()`` and printing.
+    """
+
+    __array_priority__ = 1000  # numpy defers `ndarray * Tensor` to Tensor.__rmul__
+
+    def __init__(self, session: Session, handle: builtins.int, pending: Any = None,
+                 meta: Optional[Tuple[Size, dtype]] = None, _lazy_indices: Any = False):
         self._s = session
         self._h = handle
-        self._finalizer = weakref.finalize(self, session._dead.append, handle)
+        self._p = pending
+        self._meta = meta
+        self._indices = _lazy_indices
+        self._grad_cache: Optional[Tensor] = None
+        weakref.finalize(self, session._dead.append, handle)
 
     # -- facts --
+    def _get_meta(self) -> Tuple[Size, dtype]:
+        if self._meta is None:
+            info = None
+            if self._p is not None:
+                self._s._wait(self._p)
+                resp = self._p.resp
+                if resp is not None and resp.HasField("tensor") and not self._indices:
+                    info = resp.tensor
+            if info is None:
+                info = self._info()
+            self._meta = (Size(info.shape), _WIRE_DTYPES[info.dtype])
+            self._p = None
+        return self._meta
+
     def _info(self) -> Any:
-        return self._s._c.info(self._h)
+        req = pb.Request()
+        req.get.handle = self._h
+        req.get.meta_only = True
+        return self._s._call(req, "info").tensor
 
     @property
     def shape(self) -> Size:
-        return Size(self._info().shape)
+        return self._get_meta()[0]
 
-    def size(self, dim: Optional[int] = None) -> Any:
+    def size(self, dim: Optional[builtins.int] = None) -> Any:
         s = self.shape
         return s if dim is None else s[dim]
 
     @property
     def dtype(self) -> dtype:
-        return _DTYPES[_conn.WIRE_TO_NAME[self._info().dtype]]
+        return self._get_meta()[1]
 
     @property
-    def ndim(self) -> int:
+    def ndim(self) -> builtins.int:
         return len(self.shape)
 
-    def dim(self) -> int:
+    def dim(self) -> builtins.int:
         return self.ndim
 
-    def numel(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
+    def numel(self) -> builtins.int:
+        return self.shape.numel()
+
+    nelement = numel
+
+    def element_size(self) -> builtins.int:
+        return self.dtype.itemsize
+
+    def is_floating_point(self) -> builtins.bool:
+        return self.dtype.is_floating_point
 
     @property
     def requires_grad(self) -> Any:
         return self._info().requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: Any) -> None:
+        self.requires_grad_(value)
 
     @property
     def is_leaf(self) -> Any:
@@ -271,46 +614,176 @@ class Tensor:
 
     @property
     def grad(self) -> Optional["Tensor"]:
-        h = self._s._c.grad(self._h)
-        return None if h is None else self._s._wrap(h)
+        """The accumulated gradient, or None. Once it exists, the server keeps accumulating
+        into the same tensor, so later reads cost no round trip until ``.grad = None``."""
+        if self._grad_cache is not None:
+            return self._grad_cache
+        req = pb.Request()
+        req.grad.handle = self._h
+        out = self._s._c.handle()
+        req.grad.out = out
+        resp = self._s._call(req, "grad")
+        if not resp.HasField("tensor"):
+            self._s._dead.append(out)
+            return None
+        g = Tensor(self._s, out, None, (Size(resp.tensor.shape),
+                                        _WIRE_DTYPES[resp.tensor.dtype]))
+        self._grad_cache = g
+        return g
 
     @grad.setter
     def grad(self, value: None) -> None:
         if value is not None:
             raise TypeError("only .grad = None is supported")
-        self._s._c.zero_grad_none(self._h)
+        self._grad_cache = None
+        req = pb.Request()
+        req.set_grad.handle = self._h
+        req.set_grad.clear_grad = True
+        self._s._send(req, "grad = None")
 
     # -- values --
-    def numpy(self) -> np.ndarray:
-        """A copy of the values (the tensor lives on the server)."""
-        return self._s._c.get(self._h)[0]
+    def _fetch(self, into: Any = None, progress: Any = None) -> Tuple[Any, Any]:
+        """The bytes in C order and the TensorInfo; large tensors in pipelined chunks."""
+        size, dt = self._get_meta()
+        nbytes = size.numel() * dt.itemsize
+        chunk = self._s._chunk_bytes()
+        if nbytes <= chunk:
+            req = pb.Request()
+            req.get.handle = self._h
+            p = self._s._send(req, "get")
+            if into is not None:
+                p.into = into
+            self._s._wait(p)
+            return p.data_in, p.resp.tensor
+        src = self.contiguous()  # so each chunk is a slice, not a copy of the whole tensor
+        buf = into if into is not None else memoryview(bytearray(nbytes))
+        bar = _Progress("download", nbytes, self._s.progress if progress is None else progress)
+        last = None
+        for off in range(0, nbytes, chunk):
+            req = pb.Request()
+            req.get.handle = src._h
+            req.get.offset = off
+            req.get.length = min(chunk, nbytes - off)
+            last = self._s._send(req, "get")
+            last.into = buf[off:off + req.get.length]
+            last.on_done = (lambda n: lambda p: (self._s._note(p), bar.add(n)))(req.get.length)
+        self._s._wait(last)
+        return buf, last.resp.tensor
+
+    def numpy(self, progress: Any = None) -> Any:
+        """A copy of the values as a numpy array (the tensor lives on the server)."""
+        _need_numpy("numpy()")
+        size, dt = self._get_meta()
+        arr = np.empty(tuple(size), dtype=_conn.NUMPY[dt.name])
+        if arr.size:
+            self._fetch(memoryview(arr.reshape(-1)).cast("B"), progress)
+        return arr
 
     def tolist(self) -> Any:
-        return self.numpy().tolist()
+        size, dt = self._get_meta()
+        if size.numel() == 0:
+            return _nest([], list(size)) if size else []
+        data, _ = self._fetch()
+        flat = list(memoryview(data).cast(_conn.STRUCT_CODE[dt.name]))
+        return _nest(flat, list(size))
 
     def item(self) -> Any:
-        return self.numpy().reshape(-1)[0].item()
+        size, dt = self._get_meta()
+        if size.numel() != 1:
+            raise RuntimeError("a Tensor with %d elements cannot be converted to Scalar"
+                               % size.numel())
+        data, _ = self._fetch()
+        return struct.unpack("<" + _conn.STRUCT_CODE[dt.name], bytes(data))[0]
 
     def __repr__(self) -> str:
-        return self._s._c.format(self._h)
+        req = pb.Request()
+        req.format.handle = self._h
+        return self._s._call(req, "print").text
 
     __str__ = __repr__
 
+    def __format__(self, spec: str) -> str:
+        if spec and self.numel() == 1 and self.ndim == 0:
+            return format(self.item(), spec)
+        return format(repr(self), spec)
+
+    def __len__(self) -> builtins.int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self) -> Iterator["Tensor"]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __bool__(self) -> builtins.bool:
+        if self.numel() != 1:
+            raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
+        return builtins.bool(self.item())
+
+    def __float__(self) -> builtins.float:
+        return builtins.float(self.item())
+
+    def __int__(self) -> builtins.int:
+        return builtins.int(self.item())
+
+    def __index__(self) -> builtins.int:
+        if self.dtype.is_floating_point or self.numel() != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an "
+                            "index")
+        return builtins.int(self.item())
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
     # -- autograd --
     def backward(self, gradient: Optional["Tensor"] = None, retain_graph: Any = False) -> None:
-        self._s._c.backward(self._h, gradient._h if gradient is not None else 0, retain_graph)
+        """Accumulates gradients into the leaves' .grad (sent without waiting)."""
+        req = pb.Request()
+        req.backward.handle = self._h
+        req.backward.gradient = gradient._h if gradient is not None else 0
+        req.backward.retain_graph = builtins.bool(retain_graph)
+        self._s._send(req, "backward")
 
     def requires_grad_(self, requires_grad: Any = True) -> "Tensor":
-        req = _conn.pb.Request()
+        req = pb.Request()
         req.set_grad.handle = self._h
-        req.set_grad.requires_grad = requires_grad
-        self._s._c.call(req)
+        req.set_grad.requires_grad = builtins.bool(requires_grad)
+        self._s._send(req, "requires_grad_")
+        if not requires_grad:
+            self._grad_cache = None
         return self
+
+    def retain_grad(self) -> None:
+        req = pb.Request()
+        req.set_grad.handle = self._h
+        req.set_grad.retain_grad = True
+        self._s._send(req, "retain_grad")
 
     def detach(self) -> "Tensor":
         return self._s._op("detach", [self])
 
-    # -- ops (a few by name; every server op is reachable through _op) --
+    # -- conversions --
+    def to(self, dtype: Any = None, *args: Any, **kw: Any) -> "Tensor":
+        dtype = kw.pop("dtype", dtype)
+        if dtype is None or isinstance(dtype, str):
+            return self  # a device: there is one, the server
+        return self._s._op("to", [self], dtype=dtype.name)
+
+    def type(self, dtype: Any) -> "Tensor":
+        return self.to(dtype)
+
+    def float(self) -> "Tensor": return self.to(float32)
+    def double(self) -> "Tensor": return self.to(float64)
+    def long(self) -> "Tensor": return self.to(int64)
+    def int(self) -> "Tensor": return self.to(int32)
+    def bool(self) -> "Tensor": return self.to(bool)
+
+    def cpu(self) -> "Tensor":
+        return self
+
+    # -- operators --
     def _bin(self, name: str, other: Any, reverse: Any = False) -> "Tensor":
         return self._s._op(name, [other, self] if reverse else [self, other])
 
@@ -323,11 +796,20 @@ class Tensor:
     def __truediv__(self, o: Any) -> "Tensor": return self._bin("div", o)
     def __rtruediv__(self, o: Any) -> "Tensor": return self._bin("div", o, True)
     def __floordiv__(self, o: Any) -> "Tensor": return self._bin("floor_divide", o)
+    def __rfloordiv__(self, o: Any) -> "Tensor": return self._bin("floor_divide", o, True)
     def __mod__(self, o: Any) -> "Tensor": return self._bin("remainder", o)
+    def __rmod__(self, o: Any) -> "Tensor": return self._bin("remainder", o, True)
     def __pow__(self, o: Any) -> "Tensor": return self._bin("pow", o)
     def __rpow__(self, o: Any) -> "Tensor": return self._bin("pow", o, True)
     def __matmul__(self, o: Any) -> "Tensor": return self._bin("matmul", o)
+    def __rmatmul__(self, o: Any) -> "Tensor": return self._bin("matmul", o, True)
     def __neg__(self) -> "Tensor": return self._s._op("neg", [self])
+    def __pos__(self) -> "Tensor": return self
+    def __abs__(self) -> "Tensor": return self._s._op("abs", [self])
+    def __invert__(self) -> "Tensor": return self._s._op("logical_not", [self])
+    def __and__(self, o: Any) -> "Tensor": return self._bin("logical_and", o)
+    def __or__(self, o: Any) -> "Tensor": return self._bin("logical_or", o)
+    def __xor__(self, o: Any) -> "Tensor": return self._bin("logical_xor", o)
     def __eq__(self, o: Any) -> "Tensor": return self._bin("eq", o)  # type: ignore[override]
     def __ne__(self, o: Any) -> "Tensor": return self._bin("ne", o)  # type: ignore[override]
     def __lt__(self, o: Any) -> "Tensor": return self._bin("lt", o)
@@ -336,34 +818,51 @@ class Tensor:
     def __ge__(self, o: Any) -> "Tensor": return self._bin("ge", o)
     __hash__ = object.__hash__
 
-    def __iadd__(self, o: Any) -> "Tensor": return self._s._op("add", [self, o], inplace=True)
-    def __isub__(self, o: Any) -> "Tensor": return self._s._op("sub", [self, o], inplace=True)
-    def __imul__(self, o: Any) -> "Tensor": return self._s._op("mul", [self, o], inplace=True)
-    def __itruediv__(self, o: Any) -> "Tensor": return self._s._op("div", [self, o], inplace=True)
+    def _inplace(self, name: str, o: Any) -> "Tensor":
+        return self._s._op(name, [self, o], inplace=True)
+
+    def __iadd__(self, o: Any) -> "Tensor": return self._inplace("add", o)
+    def __isub__(self, o: Any) -> "Tensor": return self._inplace("sub", o)
+    def __imul__(self, o: Any) -> "Tensor": return self._inplace("mul", o)
+    def __itruediv__(self, o: Any) -> "Tensor": return self._inplace("div", o)
+    def __ifloordiv__(self, o: Any) -> "Tensor": return self._inplace("floor_divide", o)
+    def __imod__(self, o: Any) -> "Tensor": return self._inplace("remainder", o)
+    def __ipow__(self, o: Any) -> "Tensor": return self._inplace("pow", o)
 
     # -- indexing: x[0], x[:, 1:3], x[..., -1] are views; x[i] = v writes through them --
     def _index(self, key: Any) -> "Tensor":
         if not isinstance(key, tuple):
             key = (key,)
-        nd = self.ndim
+        for k in key:
+            if isinstance(k, Tensor) or isinstance(k, list) or (
+                    np is not None and isinstance(k, np.ndarray)):
+                raise TypeError("indexing with tensors or lists (advanced indexing) is not "
+                                "supported; use integers, slices, None and ...")
+        t, d = self, 0
         if Ellipsis in key:
+            nd = self.ndim
             i = key.index(Ellipsis)
             fill = nd - (len(key) - 1 - sum(k is None for k in key))
             key = key[:i] + (slice(None),) * fill + key[i + 1:]
-        t, d = self, 0
         for k in key:
             if k is None:
                 t = t._s._op("unsqueeze", [t], dim=d)
                 d += 1
             elif isinstance(k, slice):
+                if k == slice(None):
+                    d += 1
+                    continue
                 start = 0 if k.start is None else k.start
                 end = 2 ** 63 - 1 if k.stop is None else k.stop
                 t = t._s._op("slice", [t], dim=d, start=start, end=end, step=k.step or 1)
                 d += 1
-            elif isinstance(k, int):
-                t = t._s._op("select", [t], dim=d, start=k)
+            elif isinstance(k, builtins.int) or (np is not None and isinstance(k, np.integer)):
+                t = t._s._op("select", [t], dim=d, start=builtins.int(k))
             else:
-                raise TypeError("only integers, slices, None and ... are supported as indices")
+                raise TypeError("only integers, slices (`:`), ellipsis (`...`) and None are "
+                                "valid indices (got %s)" % type(k).__name__)
+        if t is self:  # x[:] or x[...]: a new view of the same storage
+            t = self._s._op("view", [self], dims=list(self.shape))
         return t
 
     def __getitem__(self, key: Any) -> "Tensor":
@@ -380,68 +879,158 @@ class Tensor:
     def T(self) -> "Tensor":  # noqa: N802 - torch's name
         return self._s._op("permute", [self], dims=list(range(self.ndim))[::-1])
 
+    def max(self, dim: Any = None, keepdim: Any = False) -> Any:
+        if dim is None:
+            return self._s._op("max", [self])
+        if isinstance(dim, Tensor):
+            return self._s._op("maximum", [self, dim])
+        return self._s._op2("max", [self], dim=dim, keepdim=keepdim)
+
+    def min(self, dim: Any = None, keepdim: Any = False) -> Any:
+        if dim is None:
+            return self._s._op("min", [self])
+        if isinstance(dim, Tensor):
+            return self._s._op("minimum", [self, dim])
+        return self._s._op2("min", [self], dim=dim, keepdim=keepdim)
+
     def __getattr__(self, name: str) -> Any:
         """Every other op by its torch name: x.exp(), x.sum(dim=...), x.add_(5) ..."""
-        if name.startswith("__"):
+        if name.startswith("_"):
             raise AttributeError(name)
-        inplace = name.endswith("_") and not name.endswith("__")
+        inplace = name.endswith("_")
         op = name[:-1] if inplace else name
-        if not hasattr(_conn.pb.Op, "OP_" + op.upper()):
+        if op not in _OPS:
             raise AttributeError("'Tensor' object has no attribute '%s'" % name)
+        session = self._s
 
-        def call(*args: Any, **kw: Any) -> "Tensor":
+        def method(*args: Any, **kw: Any) -> "Tensor":
             args, kw = _positional(op, args, kw)
-            return self._s._op(op, [self, *args], inplace=inplace, **_kwargs(op, kw))
-        return call
+            return session._op(op, [self, *args], inplace=inplace, **_kwargs(op, kw))
+        method.__name__ = name
+        return method
 
 
+_OPS = {n[3:].lower() if n != "OP_MT" else "mT" for n in pb.Op.keys() if n != "OP_UNSPECIFIED"}
 _SHAPE_OPS = {"reshape", "view", "permute", "expand", "repeat", "flip"}
 _POSITIONAL = {"transpose": ("dim", "dim2"), "squeeze": ("dim",), "unsqueeze": ("dim",),
                "softmax": ("dim",), "log_softmax": ("dim",), "select": ("dim", "start"),
                "narrow": ("dim", "start", "end"), "flatten": ("dim", "dim2"),
-               "sum": ("dim",), "mean": ("dim",), "prod": ("dim",), "std": ("dim",),
-               "var": ("dim",), "max": ("dim",), "min": ("dim",), "argmax": ("dim",),
-               "argmin": ("dim",), "all": ("dim",), "any": ("dim",), "logsumexp": ("dim",),
-               "norm": ("dim",), "tril": ("dim",), "triu": ("dim",)}
+               "sum": ("dim", "keepdim"), "mean": ("dim", "keepdim"), "prod": ("dim", "keepdim"),
+               "std": ("dim",), "var": ("dim",), "argmax": ("dim", "keepdim"),
+               "argmin": ("dim", "keepdim"), "all": ("dim", "keepdim"),
+               "any": ("dim", "keepdim"), "logsumexp": ("dim", "keepdim"),
+               "norm": ("p", "dim", "keepdim"), "tril": ("dim",), "triu": ("dim",),
+               "clamp": ("min", "max"), "fill": (), "uniform": ("min", "max"),
+               "normal": ("min", "max"), "full_like": ("min",), "cat": ("dim",),
+               "stack": ("dim",)}
 
 
-def _positional(op: str, args: tuple, kw: dict):
+def _positional(op: str, args: tuple, kw: dict) -> Tuple[tuple, dict]:
     """torch's positional arguments (x.reshape(2, 3), x.transpose(0, 1)) as keywords."""
     if op in _SHAPE_OPS and args and not isinstance(args[0], Tensor):
         dims = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
-        kw = dict(kw, dims=[int(d) for d in dims])
+        kw = dict(kw, dims=[builtins.int(d) for d in dims])
         return (), kw
+    kw = dict(kw)
+    for a, b in (("start_dim", "dim"), ("end_dim", "dim2"), ("dim0", "dim"), ("dim1", "dim2"),
+                 ("mean", "min"), ("std", "max"), ("from", "min"), ("to", "max"),
+                 ("fill_value", "min"), ("length", "end"), ("index", "start"),
+                 ("diagonal", "dim")):
+        if a in kw and not (op in ("std",) and a == "std"):
+            kw[b] = kw.pop(a)
     names = _POSITIONAL.get(op)
     if names and args and not isinstance(args[0], Tensor):
-        kw = dict(kw, **dict(zip(names, args)))
+        kw.update(zip(names, args))
         return (), kw
-    if op == "flatten":
-        kw = dict(kw)
-        if "start_dim" in kw:
-            kw["dim"] = kw.pop("start_dim")
-        if "end_dim" in kw:
-            kw["dim2"] = kw.pop("end_dim")
+    if op in ("uniform", "normal") and not args:
+        kw.setdefault("min", 0.0)
+        kw.setdefault("max", 1.0)
     return args, kw
 
 
 def _kwargs(op: str, kw: dict) -> dict:
     """torch keyword names to the protocol's OpArgs."""
     out = {}
+    kw = dict(kw)
+    if op == "norm":
+        p = kw.pop("p", 2)
+        if p not in (2, "fro", 2.0):
+            raise NotImplementedError("only the 2-norm is supported")
     if op == "flatten" and "dim2" in kw:
         out["dim2"] = kw.pop("dim2")
         out["has_dim"] = True
-    if op in ("max", "min", "argmax", "argmin", "all", "any", "squeeze") and "dim" in kw:
-        out["dim"] = kw.pop("dim")  # one dim, and it is given
+    if op in ("argmax", "argmin", "all", "any", "squeeze") and "dim" in kw:
+        if kw["dim"] is not None:
+            out["dim"] = kw.pop("dim")  # one dim, and it is given
+        else:
+            kw.pop("dim")
+    if op == "std" or op == "var":
+        if "unbiased" in kw:
+            out["correction"] = 1.0 if kw.pop("unbiased") else 0.0
     for k, v in kw.items():
+        if k == "dim" and v is None:
+            continue
         if k == "dim" and isinstance(v, (tuple, list)):
             out["dims"] = list(v)
         elif k == "dim" and op in ("sum", "mean", "prod", "std", "var", "norm", "logsumexp"):
             out["dims"] = [v]
         elif k == "dtype":
-            out["dtype"] = v.name
+            if v is not None:
+                out["dtype"] = v.name
         else:
             out[k] = v
     return out
+
+
+def _first_session(args: Sequence[Any]) -> Optional[Session]:
+    for a in args:
+        if isinstance(a, Tensor):
+            return a._s
+        if isinstance(a, (list, tuple)):
+            s = _first_session(a)
+            if s is not None:
+                return s
+    return None
+
+
+_CREATION = ("tensor", "as_tensor", "from_numpy", "zeros", "ones", "full", "empty", "eye",
+             "linspace", "randint", "rand", "randn", "arange", "manual_seed", "no_grad",
+             "set_grad_enabled", "stats", "synchronize")
+
+
+def _function(name: str, session: Optional[Session] = None) -> Callable[..., Any]:
+    """tensord.<op>(x, ...) — the function form of every op, as in torch."""
+    if name in ("max", "min"):
+        def maxmin(x: Tensor, dim: Any = None, keepdim: Any = False) -> Any:
+            return getattr(x, name)(dim, keepdim)
+        return maxmin
+    if name in ("cat", "concat", "concatenate", "stack"):
+        op = "stack" if name == "stack" else "cat"
+
+        def join(tensors: Sequence[Tensor], dim: builtins.int = 0) -> Tensor:
+            s = session or _first_session(tensors) or _session()
+            return s._op(op, list(tensors), dim=dim)
+        return join
+    if name == "where":
+        def where(cond: Tensor, x: Any, y: Any) -> Tensor:
+            s = session or _first_session([cond, x, y]) or _session()
+            return s._op("where", [cond, x, y])
+        return where
+    if name == "linear":
+        def linear(x: Tensor, w: Tensor, b: Optional[Tensor] = None) -> Tensor:
+            return x._s._op("linear", [x, w] + ([b] if b is not None else []))
+        return linear
+    if name in _OPS and name not in ("empty", "eye", "linspace", "randint"):
+        def function(*args: Any, **kw: Any) -> Any:
+            if not args or not isinstance(args[0], Tensor):
+                s = session or _first_session(args) or _session()
+                if not args:
+                    raise TypeError("%s() missing its tensor argument" % name)
+                args = (s.as_tensor(args[0]),) + tuple(args[1:])
+            return getattr(args[0], name)(*args[1:], **kw)
+        function.__name__ = name
+        return function
+    raise AttributeError("module 'tensord' has no attribute '%s'" % name)
 
 
 # -- the default session behind module-level functions --
@@ -455,50 +1044,54 @@ def _session() -> Session:
     return _default
 
 
-def connect(addr: Optional[str] = None, token: Optional[str] = None) -> Session:
-    """Opens a session at addr ("host:port" or "unix:/path")."""
-    return Session(addr, token)
+def connect(addr: Optional[str] = None, token: Optional[str] = None,
+            resume: Optional[bytes] = None, sync: Any = False, progress: Any = False
+            ) -> Session:
+    """Opens a session at addr ("host:port", "[v6]:port" or "unix:/path")."""
+    return Session(addr, token, resume=resume, sync=sync, progress=progress)
 
 
-def tensor(data: Any, dtype: Optional[dtype] = None, requires_grad: Any = False) -> Tensor:
-    return _session().tensor(data, dtype=dtype, requires_grad=requires_grad)
+def _module_creation(name: str) -> Callable[..., Any]:
+    def f(*args: Any, **kw: Any) -> Any:
+        return getattr(_session(), name)(*args, **kw)
+    f.__name__ = name
+    f.__doc__ = getattr(Session, name).__doc__
+    return f
 
 
-def from_numpy(array: np.ndarray) -> Tensor:
-    return _session().from_numpy(array)
+for _name in _CREATION:
+    globals()[_name] = _module_creation(_name)
+del _name
 
 
-def zeros(*shape: Any, **kw: Any) -> Tensor:
-    return _session().zeros(*shape, **kw)
+def is_tensor(x: Any) -> builtins.bool:
+    return isinstance(x, Tensor)
 
 
-def ones(*shape: Any, **kw: Any) -> Tensor:
-    return _session().ones(*shape, **kw)
+def numel(x: Tensor) -> builtins.int:
+    return x.numel()
 
 
-def full(shape: Sequence[int], fill_value: Any, dtype: Optional[dtype] = None) -> Tensor:
-    return _session().full(shape, fill_value, dtype)
+def zeros_like(x: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+    return x._s._op("zeros_like", [x], **({"dtype": dtype.name} if dtype else {}))
 
 
-def rand(*shape: Any, **kw: Any) -> Tensor:
-    return _session().rand(*shape, **kw)
+def ones_like(x: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+    return x._s._op("ones_like", [x], **({"dtype": dtype.name} if dtype else {}))
 
 
-def randn(*shape: Any, **kw: Any) -> Tensor:
-    return _session().randn(*shape, **kw)
+def full_like(x: Tensor, fill_value: Any, dtype: Optional[dtype] = None) -> Tensor:
+    return x._s._op("full_like", [x], min=fill_value, **({"dtype": dtype.name} if dtype else {}))
 
 
-def arange(*args: Any, **kw: Any) -> Tensor:
-    return _session().arange(*args, **kw)
+def rand_like(x: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+    return x._s._op("rand_like", [x], **({"dtype": dtype.name} if dtype else {}))
 
 
-def manual_seed(seed: int) -> None:
-    _session().manual_seed(seed)
+def randn_like(x: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+    return x._s._op("randn_like", [x], **({"dtype": dtype.name} if dtype else {}))
 
 
-def no_grad():
-    return _session().no_grad()
-
-
-def matmul(a: Tensor, b: Tensor) -> Tensor:
-    return a @ b
+def __getattr__(name: str) -> Any:
+    """tensord.exp, tensord.sum, tensord.matmul ...: every op as a module function."""
+    return _function(name)

@@ -1,33 +1,88 @@
-"""The wire protocol from Python: frames, Hello, and one blocking call per request kind.
+"""The wire protocol from Python: frames, Hello, pipelining, resume after a dropped connection.
 
-`Conn` is the low level under `tensord.Session` (and what the test suites use to check the
-server against PyTorch): handles are plain ints, replies are read as each call returns.
+`Conn.send()` queues a request and returns a `Pending` at once; replies are read only when a
+caller waits for one (`Conn.wait`), or while a large write is flushed (so a long pipeline never
+deadlocks against the server's backpressure). Replies come back in request order, so waiting for
+one resolves every earlier one. `Conn.call()` is send-and-wait, what the test suites and the
+blocking helpers below use; `tensord.Session` builds its lazy tensors on `send()`.
+
+If the connection drops, the next wait reconnects and resumes the session by its token, then
+re-sends the requests still unanswered that are safe to repeat (creates and out-of-place ops name
+a fresh output handle, so a repeat of one that ran is refused with HANDLE_IN_USE and changes
+nothing). From the first unanswered request that is not safe to repeat (an in-place op, backward,
+manual_seed), nothing is re-sent: those fail with an error saying the outcome is unknown.
 """
+from __future__ import annotations
+
+import collections
+import select
 import socket
 import struct
-
-import numpy as np
+import time
+from typing import Any, Callable, Deque, List, Optional
 
 from . import tensord_pb2 as pb
 
-DTYPES = {
-    "float32": (pb.FLOAT32, np.float32),
-    "float64": (pb.FLOAT64, np.float64),
-    "int32": (pb.INT32, np.int32),
-    "int64": (pb.INT64, np.int64),
-    "bool": (pb.BOOL, np.bool_),
-}
-WIRE_TO_NAME = {v[0]: k for k, v in DTYPES.items()}
+HEADER = struct.Struct(">IQ")
+FLUSH_AT = 1 << 16          # queued bytes that trigger a write without waiting for a reply
+READ_CHUNK = 1 << 18
+RECONNECT_TRIES = 7         # about 3 s of backoff before a dropped connection is given up
+
+DTYPE_WIRE = {"float32": pb.FLOAT32, "float64": pb.FLOAT64, "int32": pb.INT32,
+              "int64": pb.INT64, "bool": pb.BOOL}
+WIRE_TO_NAME = {v: k for k, v in DTYPE_WIRE.items()}
+ITEMSIZE = {"float32": 4, "float64": 8, "int32": 4, "int64": 8, "bool": 1}
+STRUCT_CODE = {"float32": "f", "float64": "d", "int32": "i", "int64": "q", "bool": "?"}
+
+try:  # numpy is optional: only numpy interop needs it
+    import numpy as np
+    NUMPY = {"float32": np.float32, "float64": np.float64, "int32": np.int32,
+             "int64": np.int64, "bool": np.bool_}
+    DTYPES = {k: (DTYPE_WIRE[k], NUMPY[k]) for k in DTYPE_WIRE}
+except ImportError:  # pragma: no cover - exercised by a test that hides numpy
+    np = None
+    NUMPY = {}
+    DTYPES = {k: (DTYPE_WIRE[k], None) for k in DTYPE_WIRE}
+
+# Requests that change nothing when repeated after they ran (see the module docstring).
+_REPLAYABLE = {"create", "full", "rand", "arange", "get", "free", "ping", "stats", "format",
+               "grad", "write", "set_grad_enabled", "close_session"}
 
 
 class ServerError(Exception):
-    def __init__(self, code, message):
+    """An error reply: `code` is the protocol's StatusCode, `message` the server's text."""
+
+    def __init__(self, code: int, message: str):
         super().__init__(message)
         self.code = code
         self.message = message
 
 
-def scalar(v, msg):
+class ProtocolError(Exception):
+    """The server's replies do not match the requests: a bug, not a dropped connection."""
+
+
+class Pending:
+    """One request's reply, filled in when it is read."""
+
+    __slots__ = ("id", "kind", "frame", "data", "replay", "done", "resp", "data_in", "error",
+                 "into", "on_done", "tag")
+
+    def __init__(self, kind: str, frame: bytes, data: Any, replay: bool):
+        self.kind = kind
+        self.frame = frame
+        self.data = data
+        self.replay = replay
+        self.done = False
+        self.resp: Optional[Any] = None
+        self.data_in: Any = b""
+        self.error: Optional[ServerError] = None
+        self.into: Any = None       # a writable buffer the reply's data section is read into
+        self.on_done: Optional[Callable[["Pending"], None]] = None
+        self.tag: Any = None        # the caller's note (what issued it, for error messages)
+
+
+def scalar(v: Any, msg: Any) -> None:
     if isinstance(v, bool):
         msg.b = v
     elif isinstance(v, int):
@@ -36,80 +91,347 @@ def scalar(v, msg):
         msg.f = float(v)
 
 
+def parse_addr(addr: str):
+    """"host:port", "[v6]:port" or "unix:/path" -> (family, sockaddr)."""
+    if addr.startswith("unix:"):
+        return socket.AF_UNIX, addr[5:]
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError("address must be HOST:PORT or unix:PATH, got %r" % addr)
+    return None, (host.strip("[]") or "127.0.0.1", int(port))
+
+
 class Conn:
-    def __init__(self, port, host="127.0.0.1", unix=None, token=""):
-        if unix is not None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.connect(unix)
+    """A connection speaking for one session, pipelined; see the module docstring."""
+
+    def __init__(self, port: Optional[int] = None, host: str = "127.0.0.1",
+                 unix: Optional[str] = None, token: str = "", resume: bytes = b"",
+                 addr: Optional[str] = None):
+        if addr is not None:
+            fam, where = parse_addr(addr)
+            self._target = ("unix", where) if fam == socket.AF_UNIX else ("tcp", where)
+        elif unix is not None:
+            self._target = ("unix", unix)
         else:
-            self.sock = socket.create_connection((host, port))
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.next_id = 1
+            self._target = ("tcp", (host, port))
+        self.auth = token
+        self.token = resume or b""
         self.next_handle = 1
+        self.frames_sent = 0      # what the pipelining tests count
+        self.writes = 0
+        self.waits = 0            # blocking points that had to read from the socket
+        self.reconnects = 0
+        self.limits: Any = None
+        self.sock: Optional[socket.socket] = None
+        self._connect()
+
+    # -- connection --
+    def _connect(self) -> None:
+        kind, where = self._target
+        if kind == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(where)
+        else:
+            sock = socket.create_connection(where)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self._out: List[Any] = []
+        self._out_bytes = 0
+        self._pending: Deque[Pending] = collections.deque()
+        self._in = bytearray()
+        self._pos = 0                          # how much of _in is parsed
+        self._frame: Optional[tuple] = None   # (meta_len, data_len) of the frame being read
+        self._meta: Optional[bytes] = None    # its protobuf section, once read
+        self._dst: Any = None                 # a large data section being read in place
+        self._have = 0
+        self._next_id = 1
         req = pb.Request()
         req.hello.min_version = 1
         req.hello.max_version = 1
-        req.hello.auth_token = token
+        req.hello.auth_token = self.auth
+        req.hello.session_token = self.token
         req.hello.client_name = "tensord-python"
-        self.token = self.call(req).hello.session_token
+        p = self._queue(req, b"", "hello", False)
+        self._wait_one(p)
+        if p.error is not None:
+            self.sock.close()
+            self.sock = None
+            raise p.error
+        self.token = p.resp.hello.session_token
+        self.limits = p.resp.hello.limits
 
-    def close(self):
-        self.sock.close()
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
-    def _recv_exact(self, n):
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            buf += chunk
-        return bytes(buf)
+    def _reconnect(self) -> None:
+        """Reconnects, resumes the session, and re-sends what is safe to repeat."""
+        lost = [p for p in self._pending if p.kind != "hello"]
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+        self.reconnects += 1
+        delay = 0.05
+        for attempt in range(RECONNECT_TRIES):
+            try:
+                self._connect()
+                break
+            except OSError:
+                if attempt == RECONNECT_TRIES - 1:
+                    raise
+                time.sleep(delay)
+                delay *= 2
+        unsafe = False
+        for p in lost:
+            if not p.replay:
+                unsafe = True
+                self._fail(p, ServerError(pb.IO_ERROR,
+                           "the connection was lost before the server answered; the session was "
+                           "resumed, but whether this request ran is unknown"))
+            elif unsafe:
+                self._fail(p, ServerError(pb.IO_ERROR,
+                           "not re-sent after the connection was lost: an earlier request's "
+                           "outcome is unknown"))
+            else:
+                self._requeue(p)
 
-    def call(self, req, data=b""):
-        req.id = self.next_id
-        self.next_id += 1
-        meta = req.SerializeToString()
-        self.sock.sendall(struct.pack(">IQ", len(meta), len(data)) + meta + data)
-        ml, dl = struct.unpack(">IQ", self._recv_exact(12))
-        resp = pb.Response()
-        resp.ParseFromString(self._recv_exact(ml))
-        self.last_data = self._recv_exact(dl) if dl else b""
-        if resp.id != req.id:
-            if resp.id == 0 and resp.status.code != pb.OK:
-                # the server refused the connection or a frame it could not attribute
-                raise ServerError(resp.status.code, resp.status.message)
-            raise ConnectionError("reply for request %d arrived when %d was expected"
-                                  % (resp.id, req.id))
-        if resp.status.code != pb.OK:
-            raise ServerError(resp.status.code, resp.status.message)
-        return resp
-
-    def handle(self):
+    # -- sending --
+    def handle(self) -> int:
         h = self.next_handle
         self.next_handle += 1
         return h
 
-    def tensor(self, array, requires_grad=False):
+    def send(self, req: Any, data: Any = b"", replay: Optional[bool] = None) -> Pending:
+        """Queues a request without waiting; returns its Pending."""
+        kind = req.WhichOneof("body")
+        if replay is None:
+            replay = kind in _REPLAYABLE or (kind == "run_op" and not req.run_op.inplace)
+        return self._queue(req, data, kind, replay)
+
+    def _queue(self, req: Any, data: Any, kind: str, replay: bool) -> Pending:
+        req.id = self._next_id
+        meta = req.SerializeToString()
+        dlen = len(data) if not isinstance(data, memoryview) else data.nbytes
+        p = Pending(kind, meta, data, replay)
+        p.id = self._next_id
+        self._next_id += 1
+        self._push(HEADER.pack(len(meta), dlen) + meta, data)
+        self._pending.append(p)
+        if self._out_bytes >= FLUSH_AT:
+            self._flush_guarded()
+        return p
+
+    def _requeue(self, p: Pending) -> None:
+        """Sends a lost request again under a new id on the new connection."""
+        req = pb.Request()
+        req.ParseFromString(p.frame)
+        req.id = self._next_id
+        p.id = self._next_id
+        self._next_id += 1
+        meta = req.SerializeToString()
+        dlen = len(p.data) if not isinstance(p.data, memoryview) else p.data.nbytes
+        self._push(HEADER.pack(len(meta), dlen) + meta, p.data)
+        self._pending.append(p)
+
+    def _push(self, head: bytes, data: Any) -> None:
+        self.frames_sent += 1
+        self._out.append(head)
+        self._out_bytes += len(head)
+        if len(data):
+            self._out.append(data)
+            self._out_bytes += len(data) if not isinstance(data, memoryview) else data.nbytes
+
+    def _flush_guarded(self) -> None:
+        try:
+            self._flush()
+        except OSError:
+            self._reconnect()
+
+    def _flush(self) -> None:
+        """Writes everything queued, reading replies whenever the socket is readable."""
+        if not self._out:
+            return
+        bufs = [memoryview(b).cast("B") for b in self._out]
+        self._out = []
+        self._out_bytes = 0
+        small = bytearray()
+        out: List[memoryview] = []
+        for b in bufs:  # coalesce small pieces so a pipeline of tiny frames is one write
+            if b.nbytes < 65536:
+                small += b
+            else:
+                if small:
+                    out.append(memoryview(bytes(small)))
+                    small = bytearray()
+                out.append(b)
+        if small:
+            out.append(memoryview(bytes(small)))
+        sock = self.sock
+        for b in out:
+            pos = 0
+            while pos < b.nbytes:
+                r, w, _ = select.select([sock], [sock], [])
+                if r:
+                    self._read_some()
+                if w:
+                    n = sock.send(b[pos:pos + (1 << 22)])
+                    self.writes += 1
+                    pos += n
+
+    # -- receiving --
+    def wait(self, p: Pending) -> Pending:
+        """Blocks until p's reply is read (and every earlier one); reconnects if needed."""
+        if p.done:
+            return p
+        self.waits += 1
+        while True:
+            try:
+                self._wait_one(p)
+                return p
+            except OSError:
+                self._reconnect()
+                if p.done:
+                    return p
+
+    def _wait_one(self, p: Pending) -> None:
+        self._flush()
+        while not p.done:
+            self._read_some()
+
+    def sync(self) -> None:
+        """Waits for every reply sent so far."""
+        if self._pending:
+            self.wait(self._pending[-1])
+        else:
+            self._flush_guarded()
+
+    def _read_some(self) -> None:
+        if self._dst is not None:  # a large data section: straight into its destination
+            n = self.sock.recv_into(self._dst[self._have:], min(self._dst.nbytes - self._have,
+                                                               1 << 24))
+            if n == 0:
+                raise ConnectionResetError("server closed the connection")
+            self._have += n
+            if self._have == self._dst.nbytes:
+                dst, self._dst = self._dst, None
+                self._finish(dst)
+            return
+        chunk = self.sock.recv(READ_CHUNK)
+        if not chunk:
+            raise ConnectionResetError("server closed the connection")
+        if self._pos == len(self._in):
+            self._in = bytearray(chunk)
+            self._pos = 0
+        else:
+            if self._pos > READ_CHUNK:
+                del self._in[:self._pos]
+                self._pos = 0
+            self._in += chunk
+        self._parse()
+
+    def _parse(self) -> None:
+        buf = self._in
+        while True:
+            avail = len(buf) - self._pos
+            if self._frame is None:
+                if avail < 12:
+                    return
+                self._frame = HEADER.unpack_from(buf, self._pos)
+                self._pos += 12
+                avail -= 12
+            ml, dl = self._frame
+            if self._meta is None:
+                if avail < ml:
+                    return
+                self._meta = bytes(buf[self._pos:self._pos + ml])
+                self._pos += ml
+                avail -= ml
+            p = self._pending[0] if self._pending else None
+            into = p.into if p is not None and p.into is not None and p.into.nbytes == dl \
+                else None
+            if dl > READ_CHUNK or into is not None:
+                dst = into if into is not None else memoryview(bytearray(dl))
+                take = min(avail, dl)
+                dst[:take] = buf[self._pos:self._pos + take]
+                self._pos += take
+                if take < dl:
+                    self._dst, self._have = dst, take
+                    return
+                data: Any = dst
+            else:
+                if avail < dl:
+                    return
+                data = bytes(buf[self._pos:self._pos + dl]) if dl else b""
+                self._pos += dl
+            self._finish(data)
+
+    def _finish(self, data: Any) -> None:
+        meta, self._meta, self._frame = self._meta, None, None
+        resp = pb.Response()
+        resp.ParseFromString(meta)
+        if not self._pending:
+            raise ProtocolError("a reply arrived for no request (id %d)" % resp.id)
+        p = self._pending[0]
+        if resp.id != p.id:
+            if resp.id == 0 and resp.status.code != pb.OK:
+                # the server refused the connection or a frame it could not attribute
+                err = ServerError(resp.status.code, resp.status.message)
+                while self._pending:
+                    self._fail(self._pending.popleft(), err)
+                return
+            raise ProtocolError("reply for request %d arrived when %d was expected"
+                                  % (resp.id, p.id))
+        self._pending.popleft()
+        p.resp = resp
+        p.data_in = data
+        if resp.status.code != pb.OK:
+            if p.replay and resp.status.code == pb.HANDLE_IN_USE and self.reconnects and \
+                    p.kind != "hello":
+                p.resp = None  # a repeat of a create that ran before the drop: it is there
+            else:
+                p.error = ServerError(resp.status.code, resp.status.message)
+        p.done = True
+        p.frame = b""
+        p.data = b""
+        if p.on_done is not None:
+            p.on_done(p)
+
+    def _fail(self, p: Pending, err: ServerError) -> None:
+        p.error = err
+        p.done = True
+        if p.on_done is not None:
+            p.on_done(p)
+
+    # -- blocking helpers (the test suites' vocabulary) --
+    def call(self, req: Any, data: Any = b"") -> Any:
+        p = self.wait(self.send(req, data))
+        if p.error is not None:
+            raise p.error
+        self.last_data = p.data_in
+        return p.resp
+
+    def tensor(self, array: Any, requires_grad: bool = False) -> int:
         """Uploads a numpy array; returns its handle."""
         array = np.require(array, requirements="C")  # keeps 0-dim arrays 0-dim
         name = "bool" if array.dtype == np.bool_ else str(array.dtype)
         req = pb.Request()
         h = self.handle()
         req.create.out = h
-        req.create.dtype = DTYPES[name][0]
+        req.create.dtype = DTYPE_WIRE[name]
         req.create.shape.extend(array.shape)
         req.create.requires_grad = requires_grad
-        self.call(req, array.astype(DTYPES[name][1]).tobytes())
+        self.call(req, array.astype(NUMPY[name]).tobytes())
         return h
 
-    def backward(self, h, gradient=0, retain_graph=False):
+    def backward(self, h: int, gradient: int = 0, retain_graph: bool = False) -> None:
         req = pb.Request()
         req.backward.handle = h
         req.backward.gradient = gradient
         req.backward.retain_graph = retain_graph
         self.call(req)
 
-    def grad(self, h):
+    def grad(self, h: int) -> Optional[int]:
         """The handle of h's .grad, or None."""
         req = pb.Request()
         req.grad.handle = h
@@ -118,31 +440,31 @@ class Conn:
         resp = self.call(req)
         return out if resp.HasField("tensor") else None
 
-    def retain_grad(self, h):
+    def retain_grad(self, h: int) -> None:
         req = pb.Request()
         req.set_grad.handle = h
         req.set_grad.retain_grad = True
         self.call(req)
 
-    def info(self, h):
+    def info(self, h: int) -> Any:
         req = pb.Request()
         req.get.handle = h
         req.get.meta_only = True
         return self.call(req).tensor
 
-    def set_grad_enabled(self, enabled):
+    def set_grad_enabled(self, enabled: bool) -> None:
         req = pb.Request()
         req.set_grad_enabled.enabled = enabled
         self.call(req)
 
-    def zero_grad_none(self, h):
+    def zero_grad_none(self, h: int) -> None:
         req = pb.Request()
         req.set_grad.handle = h
         req.set_grad.clear_grad = True
         self.call(req)
 
-    def op(self, name, inputs, inplace=False, **kw):
-        """Runs op `name`; inputs are handles (int wrapped in H) or Python numbers."""
+    def op_request(self, name: str, inputs: Any, inplace: bool = False, **kw: Any) -> Any:
+        """A RunOp request for op `name`; inputs are handles (int wrapped in H) or numbers."""
         req = pb.Request()
         out = 0 if inplace else self.handle()
         req.run_op.out = out
@@ -162,7 +484,7 @@ class Conn:
             elif k in ("min", "max"):
                 scalar(v, getattr(a, k))
             elif k == "dtype":
-                a.dtype = DTYPES[v][0]
+                a.dtype = DTYPE_WIRE[v]
             elif k == "correction":
                 a.correction = v
                 a.has_correction = True
@@ -173,6 +495,12 @@ class Conn:
                 a.has_dim = True
             else:
                 setattr(a, k, v)
+        return req
+
+    def op(self, name: str, inputs: Any, inplace: bool = False, **kw: Any) -> int:
+        """Runs op `name` and waits; returns the result's handle."""
+        req = self.op_request(name, inputs, inplace, **kw)
+        out = req.run_op.out
         try:
             resp = self.call(req)
         except ServerError:
@@ -181,25 +509,25 @@ class Conn:
             raise
         return resp.tensor.handle
 
-    def get(self, h):
+    def get(self, h: int) -> Any:
         req = pb.Request()
         req.get.handle = h
         info = self.call(req).tensor
         name = WIRE_TO_NAME[info.dtype]
-        arr = np.frombuffer(self.last_data, dtype=DTYPES[name][1]).reshape(tuple(info.shape))
+        arr = np.frombuffer(self.last_data, dtype=NUMPY[name]).reshape(tuple(info.shape))
         return arr.copy(), name
 
-    def format(self, h):
+    def format(self, h: int) -> str:
         req = pb.Request()
         req.format.handle = h
         return self.call(req).text
 
-    def free(self, *handles):
+    def free(self, *handles: int) -> None:
         req = pb.Request()
         req.free.handles.extend(handles)
         self.call(req)
 
-    def stats(self):
+    def stats(self) -> Any:
         req = pb.Request()
         req.stats.SetInParent()
         return self.call(req).stats
@@ -208,5 +536,5 @@ class Conn:
 class H:
     """Marks an int as a handle, not a Python number."""
 
-    def __init__(self, h):
+    def __init__(self, h: int):
         self.h = h
