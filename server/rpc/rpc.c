@@ -583,14 +583,15 @@ static int run_get(struct rpc_job *j, struct td_session *s, struct result *res,
         return 0;
     }
     uint64_t nbytes = td_tensor_nbytes(t);
-    if (m->offset > nbytes || (m->length != 0 && m->length > nbytes - m->offset)) {
-        return td_err_set(err, TD_EINVAL,
-                          "byte range offset %llu length %llu is outside the tensor's %llu bytes",
-                          (unsigned long long)m->offset, (unsigned long long)m->length,
-                          (unsigned long long)nbytes);
+    if (m->offset > nbytes) {
+        return td_err_set(err, TD_EINVAL, "byte offset %llu is outside the tensor's %llu bytes",
+                          (unsigned long long)m->offset, (unsigned long long)nbytes);
     }
+    /* A length past the end reads to the end, so a client can ask for "the first chunk"
+    ** before it knows the size. */
     res->offset = m->offset;
-    res->length = m->length != 0 ? m->length : nbytes - m->offset;
+    res->length = m->length != 0 && m->length < nbytes - m->offset ? m->length
+                                                                    : nbytes - m->offset;
     if (res->length == 0) {
         return 0;
     }

@@ -374,6 +374,51 @@ static void test_create_get_round_trip_all_dtypes(void **state)
     harness_close(&h);
 }
 
+static struct captured *write_bytes(struct harness *h, uint64_t handle, uint64_t offset,
+                                    const void *data, size_t n)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Write m = TENSORD__WRITE__INIT;
+    m.handle = handle;
+    m.offset = offset;
+    req.body_case = TENSORD__REQUEST__BODY_WRITE;
+    req.write = &m;
+    return last(h, send_req(h, &req, data, n));
+}
+
+/* Chunked upload: Writes land at their byte offsets; a Get already answered keeps the bytes it
+** was answered with; ranges outside the tensor and unknown handles are refused. */
+static void test_write_chunks(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_init(&h, NULL);
+    hello(&h, NULL, 0);
+    const int64_t shape[] = {4};
+    const int32_t v[] = {10, 20, 30, 40};
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT32, shape, 1, v, sizeof v), 0);
+    struct captured *before = get(&h, 1, 0, 0);
+    const int32_t w[] = {7, 8};
+    struct captured *c = write_bytes(&h, 1, 4, w, sizeof w);
+    assert_int_equal(status_of(c), 0);
+    assert_int_equal(c->resp->tensor->nbytes, 16);
+    const int32_t want[] = {10, 7, 8, 40};
+    c = get(&h, 1, 0, 0);
+    assert_memory_equal(c->data, want, sizeof want);
+    assert_memory_equal(before->data, v, sizeof v);
+    c = write_bytes(&h, 1, 12, w, sizeof w);
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__INVALID_ARGUMENT);
+    assert_string_equal(message_of(c),
+                        "write of 8 bytes at offset 12 is outside the tensor's 16 bytes");
+    c = write_bytes(&h, 1, UINT64_MAX, w, sizeof w);
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__INVALID_ARGUMENT);
+    c = write_bytes(&h, 99, 0, w, sizeof w);
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__UNKNOWN_HANDLE);
+    c = get(&h, 1, 0, 0);
+    assert_memory_equal(c->data, want, sizeof want);
+    harness_close(&h);
+}
+
 static void test_get_chunks(void **state)
 {
     (void)state;
@@ -392,10 +437,14 @@ static void test_get_chunks(void **state)
     c = get(&h, 1, 12, 0);  /* to the end */
     assert_int_equal(c->data_len, 4);
     assert_memory_equal(c->data, &v[3], 4);
-    c = get(&h, 1, 12, 8);
+    c = get(&h, 1, 12, 8);  /* a length past the end reads to the end */
+    assert_int_equal(status_of(c), 0);
+    assert_int_equal(c->resp->tensor->length, 4);
+    assert_int_equal(c->data_len, 4);
+    assert_memory_equal(c->data, &v[3], 4);
+    c = get(&h, 1, 17, 1);
     assert_int_equal(status_of(c), TENSORD__STATUS_CODE__INVALID_ARGUMENT);
-    assert_string_equal(message_of(c),
-                        "byte range offset 12 length 8 is outside the tensor's 16 bytes");
+    assert_string_equal(message_of(c), "byte offset 17 is outside the tensor's 16 bytes");
     c = get(&h, 1, UINT64_MAX, 1);
     assert_int_equal(status_of(c), TENSORD__STATUS_CODE__INVALID_ARGUMENT);
     harness_close(&h);
@@ -941,6 +990,7 @@ int main(void)
         cmocka_unit_test(test_auth_token),
         cmocka_unit_test(test_create_get_round_trip_all_dtypes),
         cmocka_unit_test(test_get_chunks),
+        cmocka_unit_test(test_write_chunks),
         cmocka_unit_test(test_create_validation),
         cmocka_unit_test(test_ops_and_promotion),
         cmocka_unit_test(test_op_errors),

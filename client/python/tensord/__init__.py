@@ -268,7 +268,10 @@ class Session:
     # -- plumbing --
     def _send(self, req: Any, what: str, data: Any = b"", replay: Any = None) -> _conn.Pending:
         if self._dead:
-            dead, self._dead = self._dead, []
+            # The list stays the same object: finalizers hold its append method.
+            n = len(self._dead)
+            dead = self._dead[:n]
+            del self._dead[:n]
             free = pb.Request()
             free.free.handles.extend(dead)
             self._c.send(free)
@@ -642,19 +645,32 @@ class Tensor:
         self._s._send(req, "grad = None")
 
     # -- values --
-    def _fetch(self, into: Any = None, progress: Any = None) -> Tuple[Any, Any]:
-        """The bytes in C order and the TensorInfo; large tensors in pipelined chunks."""
-        size, dt = self._get_meta()
-        nbytes = size.numel() * dt.itemsize
+    def _fetch(self, into: Any = None, progress: Any = None) -> Any:
+        """The bytes in C order; large tensors in pipelined chunks. With the shape unknown
+        the first chunk is asked for at once: its reply brings the shape and dtype, so a
+        small tensor costs one round trip."""
         chunk = self._s._chunk_bytes()
+        first = None
+        if self._meta is None:
+            req = pb.Request()
+            req.get.handle = self._h
+            req.get.length = chunk
+            first = self._s._wait(self._s._send(req, "get"))
+            info = first.resp.tensor
+            self._meta = (Size(info.shape), _WIRE_DTYPES[info.dtype])
+            self._p = None
+            if info.length == info.nbytes:
+                if into is not None:
+                    into[:] = first.data_in
+                return first.data_in
+        size, dt = self._meta
+        nbytes = size.numel() * dt.itemsize
         if nbytes <= chunk:
             req = pb.Request()
             req.get.handle = self._h
             p = self._s._send(req, "get")
-            if into is not None:
-                p.into = into
-            self._s._wait(p)
-            return p.data_in, p.resp.tensor
+            p.into = into
+            return self._s._wait(p).data_in
         src = self.contiguous()  # so each chunk is a slice, not a copy of the whole tensor
         buf = into if into is not None else memoryview(bytearray(nbytes))
         bar = _Progress("download", nbytes, self._s.progress if progress is None else progress)
@@ -668,31 +684,35 @@ class Tensor:
             last.into = buf[off:off + req.get.length]
             last.on_done = (lambda n: lambda p: (self._s._note(p), bar.add(n)))(req.get.length)
         self._s._wait(last)
-        return buf, last.resp.tensor
+        return buf
 
     def numpy(self, progress: Any = None) -> Any:
         """A copy of the values as a numpy array (the tensor lives on the server)."""
         _need_numpy("numpy()")
-        size, dt = self._get_meta()
+        if self._meta is None:
+            data = self._fetch(None, progress)
+            size, dt = self._meta
+            return np.frombuffer(data, dtype=_conn.NUMPY[dt.name]).reshape(tuple(size)).copy()
+        size, dt = self._meta
         arr = np.empty(tuple(size), dtype=_conn.NUMPY[dt.name])
         if arr.size:
             self._fetch(memoryview(arr.reshape(-1)).cast("B"), progress)
         return arr
 
     def tolist(self) -> Any:
-        size, dt = self._get_meta()
+        data = self._fetch()
+        size, dt = self._meta
         if size.numel() == 0:
-            return _nest([], list(size)) if size else []
-        data, _ = self._fetch()
+            return _nest([], list(size))
         flat = list(memoryview(data).cast(_conn.STRUCT_CODE[dt.name]))
         return _nest(flat, list(size))
 
     def item(self) -> Any:
-        size, dt = self._get_meta()
+        data = self._fetch()
+        size, dt = self._meta
         if size.numel() != 1:
             raise RuntimeError("a Tensor with %d elements cannot be converted to Scalar"
                                % size.numel())
-        data, _ = self._fetch()
         return struct.unpack("<" + _conn.STRUCT_CODE[dt.name], bytes(data))[0]
 
     def __repr__(self) -> str:

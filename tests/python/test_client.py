@@ -1,0 +1,257 @@
+"""The Python package's own behaviour: pipelining, errors at blocking points, lifetime, resume,
+chunked transfers, numpy being optional, connection options."""
+import gc
+import inspect
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import tensord
+from conftest import Daemon
+from proxy import Proxy
+
+
+@pytest.fixture
+def session(daemon):
+    s = tensord.connect("127.0.0.1:%d" % daemon)
+    yield s
+    s.close()
+
+
+def line_of(marker):
+    """The line number of the line in this file containing `marker` (a comment)."""
+    src = inspect.getsource(sys.modules[__name__]).splitlines()
+    hits = [i + 1 for i, text in enumerate(src) if marker in text and "line_of" not in text]
+    assert len(hits) == 1, marker
+    return hits[0]
+
+
+def test_ten_thousand_ops_cost_few_round_trips(daemon):
+    proxy = Proxy(daemon)
+    try:
+        s = tensord.connect("127.0.0.1:%d" % proxy.port)
+        x = s.zeros(2, 2)
+        one = s.ones(2, 2)
+        before_turns, before_waits = proxy.turns, s._c.waits
+        for _ in range(10000):
+            x = x + one
+        assert s._c.waits == before_waits, "issuing ops must not wait for replies"
+        assert x.sum().item() == 4 * 10000
+        waits = s._c.waits - before_waits
+        turns = proxy.turns - before_turns
+        # one blocking point (item); the 10,000 requests travel in large writes
+        assert waits == 1
+        assert turns < 10000 / 20, turns
+        assert s._c.frames_sent >= 10000
+        s.close()
+    finally:
+        proxy.close()
+
+
+def test_error_in_the_middle_surfaces_at_next_blocking_point(session):
+    a = session.ones(2, 3)
+    b = session.ones(4, 5)
+    c = a
+    for _ in range(10):
+        c = c * 2
+    bad = a @ b  # THE-BAD-LINE
+    for _ in range(50):
+        c = c + 1
+    with pytest.raises(tensord.TensorError) as e:
+        c.sum().item()
+    err = e.value
+    assert isinstance(err, RuntimeError)
+    assert err.op == "matmul"
+    assert err.where == "%s:%d" % (__file__, line_of("THE-BAD-LINE"))
+    with pytest.raises(RuntimeError) as t:
+        torch.ones(2, 3) @ torch.ones(4, 5)
+    assert err.message == str(t.value)
+    assert str(t.value) in str(err) and "matmul" in str(err)
+    # raised once; the session goes on, and the failed tensor keeps failing when used
+    assert c.sum().item() == 6 * (2 ** 10 + 50)
+    with pytest.raises(tensord.TensorError, match=r"input \d+ failed: mat1 and mat2 shapes"):
+        (bad + 1).item()
+
+
+def test_sync_raises_at_its_own_line(daemon):
+    with tensord.connect("127.0.0.1:%d" % daemon, sync=True) as s:
+        a = s.ones(2, 3)
+        with pytest.raises(tensord.TensorError) as e:
+            a.sum(dim=5)  # SYNC-LINE
+        assert e.value.where.endswith(":%d" % line_of("SYNC-LINE"))
+        assert isinstance(e.value, IndexError)  # as torch raises for a dim out of range
+        with pytest.raises(IndexError) as t:
+            torch.ones(2, 3).sum(dim=5)
+        assert e.value.message == str(t.value)
+
+
+def test_shape_waits_only_for_its_op(session):
+    x = session.rand(3, 4)
+    y = (x @ x.T).unsqueeze(0)
+    assert y.shape == tensord.Size([1, 3, 3])
+    assert repr(y.shape) == "tensord.Size([1, 3, 3])"
+    assert y.dtype is tensord.float32
+    assert session.tensor([[1, 2]]).dtype is tensord.int64
+    assert session.tensor([2.0]).dtype is tensord.float32
+    assert session.tensor([True, False]).dtype is tensord.bool
+
+
+def test_collected_tensors_are_freed_in_a_batch(session):
+    base = session.stats().session_tensors
+    xs = [session.ones(4) * i for i in range(200)]
+    assert session.stats().session_tensors >= base + 200
+    del xs
+    gc.collect()
+    session.ones(1)  # the next request carries the batched frees
+    assert session.stats().session_tensors <= base + 2
+
+
+def test_close_frees_everything(daemon):
+    s = tensord.connect("127.0.0.1:%d" % daemon)
+    token = s.token
+    s.ones(1000)
+    s.close()
+    with pytest.raises(tensord.TensorError):
+        tensord.connect("127.0.0.1:%d" % daemon, resume=token)
+
+
+def test_resume_by_token_finds_the_tensors(daemon):
+    s1 = tensord.connect("127.0.0.1:%d" % daemon)
+    x = s1.tensor([1.0, 2.0, 3.0])
+    s1.synchronize()
+    s1._c.close()  # the connection goes; the session stays for its TTL
+    s2 = tensord.connect("127.0.0.1:%d" % daemon, resume=s1.token)
+    y = tensord.Tensor(s2, x._h)
+    assert y.tolist() == [1.0, 2.0, 3.0]
+    s2.close()
+
+
+def test_transparent_resume_after_the_connection_drops(daemon):
+    proxy = Proxy(daemon)
+    try:
+        s = tensord.connect("127.0.0.1:%d" % proxy.port)
+        w = s.tensor([1.0, 2.0], requires_grad=True)
+        s.synchronize()
+        proxy.drop()  # while idle
+        assert (w * 3).tolist() == [3.0, 6.0]
+        assert s._c.reconnects == 1
+        # dropped with out-of-place requests in flight: they are re-sent, results intact
+        ys = [w * float(i) for i in range(100)]
+        proxy.drop()
+        assert [y.tolist()[1] for y in ys[:5]] == [0.0, 2.0, 4.0, 6.0, 8.0]
+        assert ys[99].sum().item() == 99 * 3
+        # an in-place request in flight when the connection drops: its outcome is unknown,
+        # and the client says so instead of guessing
+        v = s.zeros(2)
+        s.synchronize()
+        v.add_(1)
+        after = v * 2
+        proxy.drop()
+        with pytest.raises(tensord.TensorError, match="unknown"):
+            after.tolist()
+        s.close()
+    finally:
+        proxy.close()
+
+
+def test_large_tensors_move_in_chunks_with_progress(capfd):
+    d = Daemon("--max-frame-bytes", "1M")
+    try:
+        s = tensord.connect("127.0.0.1:%d" % d.port, progress=True)
+        rng = np.random.default_rng(1)
+        a = rng.standard_normal((1500, 1000)).astype(np.float32)  # 6 MB: 6+ chunks
+        t = s.tensor(a)
+        back = (t * 2).numpy()
+        np.testing.assert_array_equal(back, a * 2)
+        err = capfd.readouterr().err
+        assert "upload" in err and "download" in err and "100%" in err
+        # a non-contiguous tensor reads back in C order
+        np.testing.assert_array_equal(t.T.numpy(), a.T)
+        assert t.T.tolist()[3][:4] == a.T[3, :4].tolist()
+        s.close()
+    finally:
+        assert d.stop() == 0
+
+
+def test_numpy_is_optional(daemon):
+    code = (
+        "import sys\n"
+        "sys.modules['numpy'] = None\n"  # any `import numpy` now fails
+        "import tensord\n"
+        "s = tensord.connect('127.0.0.1:%d')\n"
+        "x = s.tensor([[1.5, 2.0], [3.0, 4.0]])\n"
+        "print((x * 2).tolist(), x.sum().item(), s.tensor([[1, 2]]).dtype)\n"
+        "print(x @ x)\n"
+        "try:\n    x.numpy()\nexcept ImportError as e:\n    print('ImportError:', e)\n"
+        "s.close()\n" % daemon)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(tensord.__path__[0]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    x = torch.tensor([[1.5, 2.0], [3.0, 4.0]])
+    lines = out.stdout.splitlines()
+    assert lines[0] == "%s %s tensord.int64" % ((x * 2).tolist(), x.sum().item())
+    assert "\n".join(lines[1:-1]) == repr(x @ x)
+    assert lines[-1].startswith("ImportError: numpy() needs numpy")
+
+
+def test_module_functions_and_session_methods(session):
+    tensord._default = session
+    try:
+        x = tensord.tensor([[1.0, -2.0], [3.0, 4.0]])
+        tx = torch.tensor([[1.0, -2.0], [3.0, 4.0]])
+        assert repr(tensord.abs(x)) == repr(torch.abs(tx))
+        assert repr(tensord.cat([x, x], 1)) == repr(torch.cat([tx, tx], 1))
+        assert repr(tensord.stack([x, x])) == repr(torch.stack([tx, tx]))
+        assert repr(tensord.where(x > 0, x, 0.0)) == repr(torch.where(tx > 0, tx, 0.0))
+        assert repr(tensord.sum(x, dim=0)) == repr(torch.sum(tx, dim=0))
+        assert repr(session.relu(x)) == repr(torch.relu(tx))
+        assert repr(tensord.zeros_like(x)) == repr(torch.zeros_like(tx))
+        assert repr(tensord.max(x, 1)).replace("tensord", "torch") == repr(torch.max(tx, 1))
+        values, indices = x.min(dim=0)
+        tv, ti = tx.min(dim=0)
+        assert (values.tolist(), indices.tolist()) == (tv.tolist(), ti.tolist())
+        assert indices.dtype is tensord.int64
+        assert f"{x.sum():.2f}" == f"{tx.sum():.2f}"
+        assert float(x[1, 1]) == 4.0 and len(x) == 2 and bool(x[0, 0] > 0)
+        assert [r.tolist() for r in x] == tx.tolist()
+        assert repr(x.double()) == repr(tx.double()).replace("torch.", "tensord.")
+        assert repr(3 - x) == repr(3 - tx) and repr(2 ** x) == repr(2 ** tx)
+        assert repr(tensord.eye(2, 3)) == repr(torch.eye(2, 3))
+        assert repr(tensord.linspace(0, 1, 5)) == repr(torch.linspace(0, 1, 5))
+        assert tensord.arange(6).reshape(2, 3).numel() == 6
+    finally:
+        tensord._default = None
+
+
+def test_unix_socket_and_bad_addresses(tmp_path):
+    path = str(tmp_path / "t.sock")
+    d = Daemon("--unix", path, listen=())
+    try:
+        with tensord.connect("unix:" + path) as s:
+            assert s.arange(4).sum().item() == 6
+    finally:
+        assert d.stop() == 0
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        tensord.connect("localhost")
+
+
+def test_auth_token_from_argument_or_environment(tmp_path, monkeypatch):
+    tok = tmp_path / "token"
+    tok.write_text("s3cret-token-value\n")
+    d = Daemon("--auth-token-file", str(tok))
+    try:
+        addr = "127.0.0.1:%d" % d.port
+        with pytest.raises(tensord.TensorError):
+            tensord.connect(addr)
+        with tensord.connect(addr, token="s3cret-token-value") as s:
+            assert s.ones(2).sum().item() == 2
+        monkeypatch.setenv("TENSORD_TOKEN", "s3cret-token-value")
+        with tensord.connect(addr) as s:
+            assert s.ones(3).sum().item() == 3
+    finally:
+        assert d.stop() == 0
