@@ -63,10 +63,10 @@ LIBTENSORD_A  := $(BUILD)/libtensord.a
 LIBTENSORD_SO := $(BUILD)/libtensord.so
 TENSORD_PC    := $(BUILD)/tensord.pc
 
-.PHONY: all tensord libtensord test test-c test-py check-asan deps run install clean
+.PHONY: all tensord libtensord python test test-c test-py check-asan deps run install clean
 .DEFAULT_GOAL := all
 
-all: tensord libtensord
+all: tensord libtensord python
 
 tensord: $(TENSORD)
 libtensord: $(LIBTENSORD_A) $(LIBTENSORD_SO) $(TENSORD_PC)
@@ -164,6 +164,8 @@ PY_GEN := client/python/tensord/tensord_pb2.py
 $(PY_GEN): proto/tensord.proto
 	$(Q)protoc --python_out=client/python/tensord -Iproto proto/tensord.proto
 
+python: $(PY_GEN)
+
 test-py: all $(PY_GEN)
 	$(Q)TENSORD_BIN=$(abspath $(TENSORD)) PYTHONPATH=$(abspath client/python) \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
@@ -175,7 +177,8 @@ check-asan:
 # ---- setup ----
 DEB_PKGS := build-essential pkg-config libuv1-dev libprotobuf-c-dev protobuf-c-compiler \
             libcmocka-dev libopenblas-dev protobuf-compiler python3-protobuf python3-numpy \
-            python3-pytest python3-torch
+            python3-pytest python3-torch python3-venv python3-pip \
+            python3-setuptools
 deps:
 	$(Q)missing=""; for p in $(DEB_PKGS); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \

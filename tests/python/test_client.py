@@ -255,3 +255,35 @@ def test_auth_token_from_argument_or_environment(tmp_path, monkeypatch):
             assert s.ones(3).sum().item() == 3
     finally:
         assert d.stop() == 0
+
+
+def test_package_installs_offline_and_runs_the_seed_example(daemon, tmp_path):
+    """The README's install command, into a fresh venv, then the seed's autograd cell."""
+    root = os.path.dirname(os.path.dirname(tensord.__file__))  # client/python
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                   check=True, timeout=120)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-build-isolation",
+                          "--no-deps", root], capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr
+    code = ("import tensord as torch\n"
+            "import tensord.nn.functional as F\n"
+            "a = torch.tensor([2.0], requires_grad=True)\n"
+            "b = torch.tensor([6.0], requires_grad=True)\n"
+            "Q = 3*a**3 - b**2\n"
+            "print(f'Q value: {Q.item()}')\n"
+            "Q.backward()\n"
+            "print(f'Computed dQ/da: {a.grad.item()}')\n"
+            "print(torch.__file__)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TENSORD_ADDR"] = "127.0.0.1:%d" % daemon
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code], env=env, cwd=str(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    a = torch.tensor([2.0], requires_grad=True)
+    b = torch.tensor([6.0], requires_grad=True)
+    q = 3 * a ** 3 - b ** 2
+    q.backward()
+    lines = out.stdout.splitlines()
+    assert lines[:2] == ["Q value: %s" % q.item(), "Computed dQ/da: %s" % a.grad.item()]
+    assert lines[2].startswith(str(venv))  # the installed copy, not the checkout

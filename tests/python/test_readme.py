@@ -22,3 +22,30 @@ def test_every_op_has_a_wire_code():
     proto = (ROOT / "proto/tensord.proto").read_text()
     for op_id in ids:
         assert re.search(r"\bOP_%s = \d+;" % op_id, proto), op_id
+
+
+def python_blocks():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Python\n")[1].split("\n## ")[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_readme_python_examples_run(daemon):
+    """The README's Python section: each block runs; printed lines match their comments."""
+    import os
+    import subprocess
+    import sys
+    blocks = python_blocks()
+    assert len(blocks) == 2
+    env = dict(os.environ, TENSORD_ADDR="127.0.0.1:%d" % daemon,
+               PYTHONPATH=str(ROOT / "client" / "python"))
+    run = [subprocess.run([sys.executable, "-c", b], env=env, capture_output=True, text=True,
+                          timeout=300) for b in blocks]
+    for r in run:
+        assert r.returncode == 0, r.stderr
+    expected = re.findall(r"^print\(.*\)\s+# (.*)$", blocks[0], re.M)
+    assert len(expected) == 3 and run[0].stdout.splitlines() == expected
+    losses = [float(line.split()[-1]) for line in run[1].stdout.splitlines()]
+    assert len(losses) == 6 and losses[-1] < losses[0] * 0.5
+    example = (ROOT / "client/python/examples/train_mlp.py").read_text()
+    assert example.endswith(blocks[1]), "train_mlp.py and the README's loop differ"

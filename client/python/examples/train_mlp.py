@@ -1,25 +1,24 @@
 """Trains a small MLP with SGD on synthetic data, on a tensord server; prints the loss falling.
 
 Run with the daemon up (make run):  PYTHONPATH=client/python python3 client/python/examples/train_mlp.py
+This is the training loop the README shows; tests/python/test_readme.py checks they agree.
 """
 import numpy as np
-
 import tensord as torch
 import tensord.nn.functional as F
 
 rng = np.random.default_rng(0)
-n, d_in, d_hidden, classes = 256, 16, 32, 4
-centers = rng.standard_normal((classes, d_in)) * 2
-labels = rng.integers(0, classes, n)
-x = torch.tensor((centers[labels] + rng.standard_normal((n, d_in))).astype(np.float32))
-y = torch.tensor(labels.astype(np.int64))
+centers = rng.standard_normal((4, 16)) * 2
+labels = rng.integers(0, 4, 256)
+x = torch.tensor((centers[labels] + rng.standard_normal((256, 16))).astype(np.float32))
+y = torch.tensor(labels)
 
-w1 = torch.tensor((rng.standard_normal((d_hidden, d_in)) * 0.2).astype(np.float32),
-                  requires_grad=True)
-b1 = torch.zeros(d_hidden, requires_grad=True)
-w2 = torch.tensor((rng.standard_normal((classes, d_hidden)) * 0.2).astype(np.float32),
-                  requires_grad=True)
-b2 = torch.zeros(classes, requires_grad=True)
+w1 = torch.randn(32, 16) * 0.2
+w1.requires_grad_()
+b1 = torch.zeros(32, requires_grad=True)
+w2 = torch.randn(4, 32) * 0.2
+w2.requires_grad_()
+b2 = torch.zeros(4, requires_grad=True)
 params = [w1, b1, w2, b2]
 
 for step in range(101):

@@ -59,9 +59,8 @@ class TensorIndexError(TensorError, IndexError):
 def _error(p: _conn.Pending) -> TensorError:
     e = p.error
     op, where = p.tag if p.tag else ("", "")
-    cls = TensorIndexError if (e.message.startswith("Dimension out of range") or
-                               "out of bounds" in e.message or
-                               e.message.startswith("index ")) else TensorError
+    cls = TensorIndexError if ("out of range" in e.message or "out of bounds" in e.message
+                               ) else TensorError
     return cls(e.code, e.message, op, where)
 
 
@@ -346,7 +345,7 @@ class Session:
                     "int64" if arr.dtype.kind in "iu" else None)
                 if name is None:
                     raise TypeError("can't convert np.ndarray of type %s" % arr.dtype)
-            arr = np.ascontiguousarray(arr, dtype=_conn.NUMPY[name])
+            arr = np.require(arr, dtype=_conn.NUMPY[name], requirements="C")  # keeps 0-dim
             shape = list(arr.shape)
             payload: Any = memoryview(arr.reshape(-1)).cast("B") if arr.size else b""
         else:
@@ -925,12 +924,16 @@ class Tensor:
 
         def method(*args: Any, **kw: Any) -> "Tensor":
             args, kw = _positional(op, args, kw)
-            return session._op(op, [self, *args], inplace=inplace, **_kwargs(op, kw))
+            src = self
+            if op in _CAST_FIRST and kw.get("dtype") is not None:
+                src = self.to(kw.pop("dtype"))  # torch casts the input, then reduces
+            return session._op(op, [src, *args], inplace=inplace, **_kwargs(op, kw))
         method.__name__ = name
         return method
 
 
 _OPS = {n[3:].lower() if n != "OP_MT" else "mT" for n in pb.Op.keys() if n != "OP_UNSPECIFIED"}
+_CAST_FIRST = {"sum", "mean", "prod", "softmax", "log_softmax", "logsumexp", "norm"}
 _SHAPE_OPS = {"reshape", "view", "permute", "expand", "repeat", "flip"}
 _POSITIONAL = {"transpose": ("dim", "dim2"), "squeeze": ("dim",), "unsqueeze": ("dim",),
                "softmax": ("dim",), "log_softmax": ("dim",), "select": ("dim", "start"),
@@ -976,8 +979,8 @@ def _kwargs(op: str, kw: dict) -> dict:
         p = kw.pop("p", 2)
         if p not in (2, "fro", 2.0):
             raise NotImplementedError("only the 2-norm is supported")
-    if op == "flatten" and "dim2" in kw:
-        out["dim2"] = kw.pop("dim2")
+    if op == "flatten":  # end_dim travels as dim2, -1 unless given
+        out["dim2"] = kw.pop("dim2", -1)
         out["has_dim"] = True
     if op in ("argmax", "argmin", "all", "any", "squeeze") and "dim" in kw:
         if kw["dim"] is not None:
