@@ -7,6 +7,7 @@
 ** let in-flight work finish, free every session and exit 0.
 */
 #include <arpa/inet.h>
+#include <stdarg.h>
 #include <cblas.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -22,6 +23,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "core/parallel.h"
+#include "net/http.h"
 #include "net/net.h"
 #include "rpc/rpc.h"
 #include "session/session.h"
@@ -49,6 +51,7 @@ struct config {
     const char *log_format;
     int64_t max_connections;
     uint64_t idle_timeout_ms;
+    const char *metrics_listen;
     int listen_source;   /* which source (1 file, 2 environment, 3 command line) set `listen` */
     int source;          /* the source being applied now */
 };
@@ -76,6 +79,8 @@ static const struct flag flags[] = {
     {"insecure-no-auth", NULL, "off", "allow non-loopback listening without a token"},
     {"max-connections", "N", "1024", "connections served at once; more are refused at once"},
     {"idle-timeout", "DURATION", "30s", "close a connection whose request stops arriving midway"},
+    {"metrics-listen", "HOST:PORT", "none",
+     "serve Prometheus /metrics, /healthz and /readyz over HTTP here"},
     {"log-level", "LEVEL", "info", "debug, info, warn or error"},
     {"log-format", "FORMAT", "text", "text (key=value) or json, one line per event"},
     {"config", "FILE", "none", "read settings from FILE: 'key = value' lines, keys as flag names"},
@@ -220,6 +225,13 @@ static int apply_flag(struct config *cfg, const char *name, const char *v)
             return bad_value(name, v, "too many --listen addresses");
         }
         cfg->listen[cfg->nlisten++] = v;
+        return 0;
+    }
+    if (strcmp(name, "metrics-listen") == 0) {
+        if (!valid_listen(v)) {
+            return bad_value(name, v, "want HOST:PORT, e.g. 127.0.0.1:9090");
+        }
+        cfg->metrics_listen = v;
         return 0;
     }
     if (strcmp(name, "unix") == 0) {
@@ -508,6 +520,7 @@ struct server {
     struct td_executor executor;
     uv_timer_t sweep;
     uv_signal_t sigterm, sigint;
+    struct td_http metrics;
     bool stopping;
     int64_t max_connections;
 };
@@ -643,6 +656,156 @@ static void on_sweep(uv_timer_t *t)
     }
 }
 
+/* ---- /metrics, /healthz, /readyz ---- */
+
+struct text {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+};
+
+static void text_add(struct text *t, const char *fmt, ...)
+{
+    if (t->failed) {
+        return;
+    }
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->failed = true;
+            return;
+        }
+        if ((size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = (t->cap + (size_t)n + 1) * 2;
+        char *nb = td_realloc(t->buf, cap);
+        if (nb == NULL) {
+            t->failed = true;
+            return;
+        }
+        t->buf = nb;
+        t->cap = cap;
+    }
+}
+
+/* One family's samples for a kind or an op: part 0 requests, 1 errors, 2 the latency histogram
+** (seconds). A family's samples must be contiguous, so callers loop over parts outermost. */
+static void metric_counter(struct text *t, int part, const char *prefix, const char *label,
+                           const char *name, const struct td_rpc_counter *c)
+{
+    if (part == 0) {
+        text_add(t, "%s_requests_total{%s=\"%s\"} %" PRIu64 "\n", prefix, label, name, c->count);
+        return;
+    }
+    if (part == 1) {
+        text_add(t, "%s_errors_total{%s=\"%s\"} %" PRIu64 "\n", prefix, label, name, c->errors);
+        return;
+    }
+    uint64_t cum = 0;
+    for (int b = 0; b < TD_RPC_LAT_BUCKETS; b++) {
+        cum += c->lat[b];
+        if (b < TD_RPC_LAT_BUCKETS - 1) {
+            text_add(t, "%s_duration_seconds_bucket{%s=\"%s\",le=\"%g\"} %" PRIu64 "\n",
+                     prefix, label, name, (double)td_rpc_lat_bounds_us[b] / 1e6, cum);
+        } else {
+            text_add(t, "%s_duration_seconds_bucket{%s=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+                     prefix, label, name, cum);
+        }
+    }
+    text_add(t, "%s_duration_seconds_sum{%s=\"%s\"} %.6f\n", prefix, label, name,
+             (double)c->sum_us / 1e6);
+    text_add(t, "%s_duration_seconds_count{%s=\"%s\"} %" PRIu64 "\n", prefix, label, name,
+             c->count);
+}
+
+static const char *const family_help[3][2] = {
+    {"requests_total", "counter"}, {"errors_total", "counter"}, {"duration_seconds", "histogram"},
+};
+
+static void metrics_text(struct text *t)
+{
+    const struct td_rpc_stats *st = &server.rpc.stats;
+    text_add(t, "# HELP tensord_info The daemon's version.\n# TYPE tensord_info gauge\n"
+                "tensord_info{version=\"%s\"} 1\n", TD_VERSION);
+    text_add(t, "# HELP tensord_uptime_seconds Time since start.\n"
+                "# TYPE tensord_uptime_seconds gauge\ntensord_uptime_seconds %.3f\n",
+             (double)(now_ms() - server.rpc.started_ms) / 1e3);
+    text_add(t, "# HELP tensord_connections Open client connections.\n"
+                "# TYPE tensord_connections gauge\ntensord_connections %" PRIu64 "\n",
+             st->connections);
+    text_add(t, "# HELP tensord_connections_total Client connections accepted.\n"
+                "# TYPE tensord_connections_total counter\ntensord_connections_total %" PRIu64
+                "\n", st->connections_total);
+    text_add(t, "# HELP tensord_auth_failures_total Hellos refused for a bad auth token.\n"
+                "# TYPE tensord_auth_failures_total counter\ntensord_auth_failures_total %" PRIu64
+                "\n", st->auth_failures);
+    text_add(t, "# HELP tensord_sessions Live sessions.\n# TYPE tensord_sessions gauge\n"
+                "tensord_sessions %zu\n", td_store_count(&server.store));
+    text_add(t, "# HELP tensord_tensors Handle table entries over all sessions.\n"
+                "# TYPE tensord_tensors gauge\ntensord_tensors %zu\n",
+             td_store_tensor_count(&server.store));
+    text_add(t, "# HELP tensord_bytes Tensor bytes charged to all sessions.\n"
+                "# TYPE tensord_bytes gauge\ntensord_bytes %" PRId64 "\n",
+             (int64_t)atomic_load(&server.store.global.used));
+    text_add(t, "# HELP tensord_max_bytes The global memory cap (--max-bytes).\n"
+                "# TYPE tensord_max_bytes gauge\ntensord_max_bytes %" PRId64 "\n",
+             server.store.cfg.max_bytes);
+    static const char *const what[3] = {"Requests", "Error replies",
+                                        "Seconds from arrival to reply"};
+    for (int part = 0; part < 3; part++) {
+        text_add(t, "# HELP tensord_request_%s %s, by request kind.\n"
+                    "# TYPE tensord_request_%s %s\n", family_help[part][0], what[part],
+                 family_help[part][0], family_help[part][1]);
+        for (int k = 0; k < TD_RPC_KINDS; k++) {
+            const char *name = td_rpc_kind_name(k);
+            if (name != NULL && st->kinds[k].count > 0) {
+                metric_counter(t, part, "tensord_request", "kind", name, &st->kinds[k]);
+            }
+        }
+    }
+    for (int part = 0; part < 3; part++) {
+        text_add(t, "# HELP tensord_op_%s %s, RunOp by op.\n# TYPE tensord_op_%s %s\n",
+                 family_help[part][0], what[part], family_help[part][0], family_help[part][1]);
+        for (int i = 0; i < TD_OP_COUNT; i++) {
+            if (server.rpc.op_counters[i].count > 0) {
+                metric_counter(t, part, "tensord_op", "op", td_ops[i].name,
+                               &server.rpc.op_counters[i]);
+            }
+        }
+    }
+}
+
+static int on_http(void *user, const char *path, char **body, const char **ctype)
+{
+    (void)user;
+    struct text t = {0};
+    int status = 200;
+    if (strcmp(path, "/metrics") == 0) {
+        *ctype = "text/plain; version=0.0.4; charset=utf-8";
+        metrics_text(&t);
+    } else if (strcmp(path, "/healthz") == 0) {
+        text_add(&t, "ok\n");
+    } else if (strcmp(path, "/readyz") == 0) {
+        status = server.stopping ? 503 : 200;
+        text_add(&t, server.stopping ? "stopping\n" : "ready\n");
+    } else {
+        status = 404;
+        text_add(&t, "not found: try /metrics, /healthz or /readyz\n");
+    }
+    if (t.failed) {
+        td_free(t.buf);
+        t.buf = NULL;
+        status = 503;
+    }
+    *body = t.buf;
+    return status;
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     (void)s;
@@ -652,6 +815,7 @@ static void on_signal(uv_signal_t *s, int signum)
     server.stopping = true;
     td_log(TD_LOG_INFO, "shutdown", "signal=%d", signum);
     td_net_close(&server.net);
+    td_http_close(&server.metrics);
     uv_close((uv_handle_t *)&server.sweep, NULL);
     uv_close((uv_handle_t *)&server.sigterm, NULL);
     uv_close((uv_handle_t *)&server.sigint, NULL);
@@ -728,6 +892,7 @@ int main(int argc, char **argv)
     server.rpc.max_frame_bytes = cfg.max_frame_bytes;
     server.rpc.heavy_work = 1 << 16;
     server.rpc.now_ms = now_ms;
+    server.rpc.started_ms = now_ms();
     if (getrandom(server.rpc.instance_id, sizeof server.rpc.instance_id, 0) !=
         (ssize_t)sizeof server.rpc.instance_id) {
         fprintf(stderr, "tensord: no randomness available\n");
@@ -765,6 +930,19 @@ int main(int argc, char **argv)
         }
         td_log(TD_LOG_INFO, "listening", "addr=%s", bound);
     }
+    if (cfg.metrics_listen != NULL) {
+        if (td_http_listen(&server.metrics, server.loop, cfg.metrics_listen, on_http, NULL, bound,
+                           sizeof bound, &err) != 0) {
+            fprintf(stderr, "tensord: metrics: %s\n", err.msg);
+            rc = 1;
+            goto out;
+        }
+        td_log(TD_LOG_INFO, "metrics_listening", "addr=%s", bound);
+        if (!is_loopback(cfg.metrics_listen)) {
+            td_log(TD_LOG_WARN, "metrics_exposed", "addr=%s msg=\"metrics are served without "
+                   "authentication\"", bound);
+        }
+    }
     td_log(TD_LOG_INFO, "started", "version=%s threads=%d max_frame_bytes=%" PRIu64
            " max_tensor_bytes=%" PRId64 " session_max_bytes=%" PRId64 " max_bytes=%" PRId64
            " session_ttl_ms=%" PRIu64, TD_VERSION, cfg.threads, cfg.max_frame_bytes,
@@ -784,6 +962,7 @@ int main(int argc, char **argv)
 out:
     if (rc != 0) {
         td_net_close(&server.net);
+        td_http_close(&server.metrics);
         uv_run(server.loop, UV_RUN_DEFAULT);
     }
     td_store_close(&server.store);

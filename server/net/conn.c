@@ -684,6 +684,36 @@ static int parse_host_port(const char *spec, char *host, size_t cap, int *port)
     return 0;
 }
 
+int td_net_sockaddr(const char *spec, struct sockaddr_storage *ss, struct td_err *err)
+{
+    char host[INET6_ADDRSTRLEN];
+    int port;
+    if (parse_host_port(spec, host, sizeof host, &port) != 0) {
+        return td_err_set(err, TD_EINVAL, "bad listen address '%s' (want HOST:PORT)", spec);
+    }
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) != 0) {
+        return td_err_set(err, TD_EINVAL, "bad listen address '%s' (not an IP address)", spec);
+    }
+    return 0;
+}
+
+int td_net_sockname(uv_tcp_t *tcp, char *bound, size_t cap)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    int rc = uv_tcp_getsockname(tcp, (struct sockaddr *)&ss, &len);
+    char name[INET6_ADDRSTRLEN] = "?";
+    if (ss.ss_family == AF_INET6) {
+        uv_ip6_name((struct sockaddr_in6 *)&ss, name, sizeof name);
+        snprintf(bound, cap, "[%s]:%d", name, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+    } else {
+        uv_ip4_name((struct sockaddr_in *)&ss, name, sizeof name);
+        snprintf(bound, cap, "%s:%d", name, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+    }
+    return rc;
+}
+
 int td_net_listen(struct td_net *n, const char *spec, char *bound, size_t cap,
                   struct td_err *err)
 {
@@ -716,35 +746,17 @@ int td_net_listen(struct td_net *n, const char *spec, char *bound, size_t cap,
         }
         snprintf(bound, cap, "unix:%s", path);
     } else {
-        char host[INET6_ADDRSTRLEN];
-        int port;
         struct sockaddr_storage ss;
-        if (parse_host_port(spec, host, sizeof host, &port) != 0) {
+        if (td_net_sockaddr(spec, &ss, err) != 0) {
             td_free(l);
-            return td_err_set(err, TD_EINVAL, "bad listen address '%s' (want HOST:PORT)", spec);
-        }
-        if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
-            uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
-            td_free(l);
-            return td_err_set(err, TD_EINVAL, "bad listen address '%s' (not an IP address)",
-                              spec);
+            return err->code;
         }
         uv_tcp_init(n->loop, &l->h.tcp);
         l->h.handle.data = l;
         rc = uv_tcp_bind(&l->h.tcp, (struct sockaddr *)&ss,
                          ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
         if (rc == 0) {
-            int len = sizeof ss;
-            rc = uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&ss, &len);
-            char name[INET6_ADDRSTRLEN] = "?";
-            if (ss.ss_family == AF_INET6) {
-                uv_ip6_name((struct sockaddr_in6 *)&ss, name, sizeof name);
-                snprintf(bound, cap, "[%s]:%d", name,
-                         ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
-            } else {
-                uv_ip4_name((struct sockaddr_in *)&ss, name, sizeof name);
-                snprintf(bound, cap, "%s:%d", name, ntohs(((struct sockaddr_in *)&ss)->sin_port));
-            }
+            rc = td_net_sockname(&l->h.tcp, bound, cap);
         }
     }
     if (rc == 0) {

@@ -70,6 +70,12 @@ void td_net_init(struct td_net *n, uv_loop_t *loop, const struct td_net_config *
 int td_net_listen(struct td_net *n, const char *spec, char *bound, size_t cap,
                   struct td_err *err);
 
+/* "HOST:PORT" / "[v6]:PORT" to a socket address (TD_EINVAL with a message if it is not one). */
+int td_net_sockaddr(const char *spec, struct sockaddr_storage *ss, struct td_err *err);
+
+/* The bound address of tcp in HOST:PORT notation; returns libuv's status. */
+int td_net_sockname(uv_tcp_t *tcp, char *bound, size_t cap);
+
 /* Stops listening and closes every connection; the loop then runs until handles are closed. */
 void td_net_close(struct td_net *n);
 

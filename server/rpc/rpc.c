@@ -12,6 +12,7 @@
 #include "rpc/rpc.h"
 
 #include <string.h>
+#include <time.h>
 
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -135,6 +136,58 @@ void td_frame_header_put(uint8_t *dst, uint32_t meta_len, uint64_t data_len)
 
 /* ---- peers ---- */
 
+/* ---- counters ---- */
+
+const uint64_t td_rpc_lat_bounds_us[TD_RPC_LAT_BUCKETS - 1] = {
+    10, 100, 1000, 10000, 100000, 1000000, 10000000,
+};
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+const char *td_rpc_kind_name(int k)
+{
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field(&tensord__request__descriptor, (unsigned)k);
+    return f != NULL && k != 1 ? f->name : NULL;  /* 1 is the request id, not a kind */
+}
+
+static void counter_add(struct td_rpc_counter *c, bool failed, uint64_t us)
+{
+    int b = 0;
+    while (b < TD_RPC_LAT_BUCKETS - 1 && us > td_rpc_lat_bounds_us[b]) {
+        b++;
+    }
+    c->count++;
+    c->errors += failed;
+    c->sum_us += us;
+    c->lat[b]++;
+}
+
+/* Counts a request that has its reply: by kind, and for RunOp by op. Loop thread only. */
+static void stats_record(struct td_rpc_server *srv, const Tensord__Request *req, int status,
+                         uint64_t t0_us)
+{
+    uint64_t us = now_us() - t0_us;
+    bool failed = status != TENSORD__STATUS_CODE__OK;
+    if ((unsigned)req->body_case < TD_RPC_KINDS) {
+        counter_add(&srv->stats.kinds[req->body_case], failed, us);
+    }
+    if (req->body_case == TENSORD__REQUEST__BODY_RUN_OP) {
+        enum td_op_id op;
+        if (wire_op((int)req->run_op->op, &op) == 0) {
+            counter_add(&srv->op_counters[op], failed, us);
+        }
+    }
+    if (status == TENSORD__STATUS_CODE__UNAUTHENTICATED) {
+        srv->stats.auth_failures++;
+    }
+}
+
 int td_rpc_peer_new(struct td_rpc_peer **out, struct td_rpc_server *srv, td_rpc_reply_fn *reply,
                     void *user)
 {
@@ -146,6 +199,9 @@ int td_rpc_peer_new(struct td_rpc_peer **out, struct td_rpc_server *srv, td_rpc_
     p->reply = reply;
     p->user = user;
     p->refs = 1;
+    srv->stats.ops = srv->op_counters;
+    srv->stats.connections++;
+    srv->stats.connections_total++;
     *out = p;
     return 0;
 }
@@ -176,6 +232,7 @@ void td_rpc_peer_close(struct td_rpc_peer *p)
         return;
     }
     p->closed = true;
+    p->srv->stats.connections--;
     if (p->session != NULL) {
         td_session_detach(p->session, p->srv->now_ms());
     }
@@ -267,6 +324,8 @@ struct rpc_job {
     size_t data_len;
     struct td_buffer *pin;                  /* Get: the bytes the reply points into */
     struct td_rpc_reply reply;              /* built by run() */
+    uint64_t t0_us;                         /* arrival, for the latency histograms */
+    int status;                             /* the reply's status code */
 };
 
 /* What a handler produced besides its status. */
@@ -733,12 +792,60 @@ static int run_free(struct rpc_job *j, struct td_session *s, struct td_err *err)
     return 0;
 }
 
-static int run_stats(struct td_session *s, Tensord__StatsResult *st)
+/* Fills the server's counters into st; *mem (td_free after encoding) holds what st points to. */
+static int run_stats(struct td_rpc_server *srv, struct td_session *s, Tensord__StatsResult *st,
+                     void **mem, struct td_err *err)
 {
     st->session_bytes = (uint64_t)td_session_bytes(s);
     st->session_tensors = td_session_count(s);
     st->sessions = s->store != NULL ? td_store_count(s->store) : 0;
     st->server_bytes = s->store != NULL ? (uint64_t)atomic_load(&s->store->global.used) : 0;
+    st->server_tensors = s->store != NULL ? td_store_tensor_count(s->store) : 0;
+    st->uptime_ms = srv->now_ms() - srv->started_ms;
+    st->connections = srv->stats.connections;
+    st->connections_total = srv->stats.connections_total;
+    st->auth_failures = srv->stats.auth_failures;
+    enum { N = TD_RPC_KINDS + TD_OP_COUNT };
+    struct block {
+        Tensord__Counter c[N];
+        Tensord__Counter *ptr[N];
+        uint64_t lat[N][TD_RPC_LAT_BUCKETS];
+    } *b = td_malloc(sizeof *b);
+    if (b == NULL) {
+        return td_err_code(err, TD_ENOMEM);
+    }
+    *mem = b;
+    size_t used = 0;
+    st->requests = b->ptr;
+    for (int k = 0; k < TD_RPC_KINDS + TD_OP_COUNT; k++) {
+        bool is_op = k >= TD_RPC_KINDS;
+        const struct td_rpc_counter *c = is_op ? &srv->op_counters[k - TD_RPC_KINDS]
+                                               : &srv->stats.kinds[k];
+        const char *name = is_op ? td_ops[k - TD_RPC_KINDS].name : td_rpc_kind_name(k);
+        if (c->count == 0 || name == NULL) {
+            continue;
+        }
+        if (is_op && st->ops == NULL) {
+            st->n_requests = used;
+            st->ops = b->ptr + used;
+        }
+        Tensord__Counter *w = &b->c[used];
+        tensord__counter__init(w);
+        w->name = (char *)name;
+        w->count = c->count;
+        w->errors = c->errors;
+        w->latency_sum_us = c->sum_us;
+        memcpy(b->lat[used], c->lat, sizeof c->lat);
+        w->latency_buckets = b->lat[used];
+        w->n_latency_buckets = TD_RPC_LAT_BUCKETS;
+        b->ptr[used++] = w;
+        if (is_op) {
+            st->n_ops++;
+        }
+    }
+    if (st->ops == NULL) {
+        st->n_requests = used;
+    }
     return 0;
 }
 
@@ -805,6 +912,7 @@ static void job_execute(struct rpc_job *j)
     Tensord__HelloResult hello = TENSORD__HELLO_RESULT__INIT;
     Tensord__Limits limits = TENSORD__LIMITS__INIT;
     uint64_t out_handle = 0;
+    void *stats_mem = NULL;
     int rc = 0;
 
     switch (j->req->body_case) {
@@ -848,8 +956,8 @@ static void job_execute(struct rpc_job *j)
     case TENSORD__REQUEST__BODY_PING:
         break;
     case TENSORD__REQUEST__BODY_STATS:
-        rc = run_stats(s, &stats);
-        res.stats = &stats;
+        rc = run_stats(p->srv, s, &stats, &stats_mem, &err);
+        res.stats = rc == 0 ? &stats : NULL;
         break;
     case TENSORD__REQUEST__BODY_WRITE:
         rc = run_write(j, s, &res, &err);
@@ -893,6 +1001,7 @@ static void job_execute(struct rpc_job *j)
     int64_t shape[TD_MAX_DIMS];
     resp.id = j->req->id;
     encode_status(&resp, &st, &err);
+    j->status = (int)st.code;
     if (res.tensor != NULL) {
         const struct td_tensor *t = res.tensor;
         for (int i = 0; i < t->ndim; i++) {
@@ -930,6 +1039,7 @@ static void job_execute(struct rpc_job *j)
     }
     encode_response(&resp, &j->reply);
     td_free(res.text);
+    td_free(stats_mem);
 }
 
 static void job_free(struct rpc_job *j)
@@ -1013,6 +1123,7 @@ static void job_done(struct td_job *job)
         deliver(p, &j->reply);
     }
 out:
+    stats_record(p->srv, j->req, j->status, j->t0_us);
     p->pending--;
     job_free(j);
     peer_unref(p);
@@ -1045,8 +1156,9 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
     if (p->session == NULL) {
         if (req->body_case == TENSORD__REQUEST__BODY_HELLO) {
             /* No session, so no queue to wait behind: answer now. */
-            struct rpc_job j = {.peer = p, .req = req};
+            struct rpc_job j = {.peer = p, .req = req, .t0_us = now_us()};
             job_execute(&j);
+            stats_record(p->srv, req, j.status, j.t0_us);
             deliver(p, &j.reply);  /* a NULL frame tells the connection to close */
         } else {
             td_rpc_reply_error(p, req->id, TD_ENOSESSION, "no session: send Hello first", false);
@@ -1065,6 +1177,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         return;
     }
     j->peer = p;
+    j->t0_us = now_us();
     p->refs++;
     p->pending++;
     j->req = req;

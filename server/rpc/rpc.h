@@ -15,11 +15,36 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/ops.h"
 #include "session/session.h"
 
 #define TD_PROTOCOL_MIN 1
 #define TD_PROTOCOL_MAX 1
 #define TD_FRAME_HEADER_BYTES 12
+
+/* Latency histogram bucket upper bounds, in microseconds; the last bucket is everything above. */
+#define TD_RPC_LAT_BUCKETS 8
+extern const uint64_t td_rpc_lat_bounds_us[TD_RPC_LAT_BUCKETS - 1];
+#define TD_RPC_KINDS 24                 /* request kinds by protobuf field number (oneof case) */
+
+/* Counts for one request kind or one op: requests, error replies, and how long each took from
+** arrival to its reply being ready (queueing included), as a histogram. */
+struct td_rpc_counter {
+    uint64_t count, errors, sum_us;
+    uint64_t lat[TD_RPC_LAT_BUCKETS];
+};
+
+/* Server-wide counters, kept on the loop thread. */
+struct td_rpc_stats {
+    uint64_t connections;               /* open now */
+    uint64_t connections_total;
+    uint64_t auth_failures;
+    struct td_rpc_counter kinds[TD_RPC_KINDS];
+    struct td_rpc_counter *ops;         /* TD_OP_COUNT entries: RunOp by op */
+};
+
+/* The protocol's name of request kind k ("run_op"), or NULL for an unused number. */
+const char *td_rpc_kind_name(int k);
 
 /* Server-wide settings and state rpc needs. */
 struct td_rpc_server {
@@ -29,6 +54,9 @@ struct td_rpc_server {
     uint64_t max_frame_bytes;           /* advertised in HelloResult */
     int64_t heavy_work;                 /* td_op_work above this goes to the executor */
     uint64_t (*now_ms)(void);           /* monotonic clock, for session TTL bookkeeping */
+    uint64_t started_ms;                /* now_ms() at start, for uptime */
+    struct td_rpc_stats stats;          /* ops: points at op_counters */
+    struct td_rpc_counter op_counters[TD_OP_COUNT];
 };
 
 /* A finished reply frame. `frame` (header + Response) is taken by the receiver and freed with

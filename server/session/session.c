@@ -130,6 +130,17 @@ size_t td_store_count(const struct td_store *st)
     return st->by_key.len;
 }
 
+size_t td_store_tensor_count(const struct td_store *st)
+{
+    size_t iter = 0, n = 0;
+    uint64_t key;
+    void *val;
+    while (td_map_next(&st->by_key, &iter, &key, &val)) {
+        n += td_session_count(val);
+    }
+    return n;
+}
+
 int td_store_sweep(struct td_store *st, uint64_t now_ms)
 {
     int n = 0;

@@ -111,6 +111,7 @@ int td_store_resume(struct td_store *st, const uint8_t *token, size_t len,
 int td_store_sweep(struct td_store *st, uint64_t now_ms);
 
 size_t td_store_count(const struct td_store *st);
+size_t td_store_tensor_count(const struct td_store *st);   /* handle table entries, all sessions */
 
 /* ---- session references and connections ---- */
 

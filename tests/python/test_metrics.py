@@ -1,0 +1,123 @@
+"""--metrics-listen: Prometheus text at /metrics, /healthz and /readyz, served by the daemon's own
+event loop; counters move with traffic; the Stats request carries the same counters."""
+import re
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+
+import tensord
+from conftest import Daemon
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
+
+
+@pytest.fixture(scope="module")
+def served():
+    d = Daemon("--metrics-listen", "127.0.0.1:0")
+    m = re.search(r"metrics_listening addr=127\.0\.0\.1:(\d+)", d.text())
+    assert d.port is not None and m, d.text()
+    yield d, int(m.group(1))
+    assert d.stop() == 0
+
+
+def get(port, path, method="GET"):
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def parse(text):
+    """Prometheus text exposition -> {(name, labels): value}, checking its grammar."""
+    samples, typed, seen_families, current = {}, {}, [], None
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            assert name not in typed, "TYPE twice for " + name
+            typed[name] = kind
+            continue
+        m = SAMPLE.match(line)
+        assert m, "not a sample line: %r" % line
+        name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
+        family = re.sub(r"_(bucket|sum|count)$", "", name) if \
+            re.sub(r"_(bucket|sum|count)$", "", name) in typed else name
+        assert family in typed, "sample before its TYPE: " + name
+        if family != current:
+            assert family not in seen_families, "family %s is split" % family
+            seen_families.append(family)
+            current = family
+        samples[(name, labels)] = value
+    return samples, typed
+
+
+def test_metrics_move_with_traffic(served):
+    d, mport = served
+    status, headers, text = get(mport, "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    before, typed = parse(text)
+    assert typed["tensord_op_duration_seconds"] == "histogram"
+    add_key = ("tensord_op_requests_total", '{op="add"}')
+    err_key = ("tensord_op_errors_total", '{op="matmul"}')
+    with tensord.connect("127.0.0.1:%d" % d.port) as s:
+        x = s.ones(4, 4)
+        for _ in range(5):
+            x = x + 1
+        assert x.sum().item() == 96
+        with pytest.raises(tensord.TensorError):
+            (s.ones(2, 3) @ s.ones(4, 5)).item()
+        _, _, text = get(mport, "/metrics")
+        after, _ = parse(text)
+        assert after[add_key] - before.get(add_key, 0) == 5
+        assert after[err_key] - before.get(err_key, 0) == 1
+        assert after[("tensord_connections", "")] >= 1
+        assert after[("tensord_sessions", "")] >= 1
+        assert after[("tensord_tensors", "")] >= 1
+        # histograms: cumulative buckets, +Inf equals the count
+        buckets = [v for (n, lab), v in sorted(after.items())
+                   if n == "tensord_op_duration_seconds_bucket" and 'op="add"' in lab]
+        les = [lab for (n, lab) in after if n == "tensord_op_duration_seconds_bucket"
+               and 'op="add"' in lab]
+        assert len(les) == 8
+        inf = after[("tensord_op_duration_seconds_bucket", '{op="add",le="+Inf"}')]
+        assert inf == after[("tensord_op_duration_seconds_count", '{op="add"}')] == \
+            after[add_key]
+        assert max(buckets) == inf
+        # the Stats request carries the same counters
+        st = s.stats()
+        ops = {c.name: c for c in st.ops}
+        assert ops["add"].count == after[add_key] and ops["matmul"].errors >= 1
+        assert sum(ops["add"].latency_buckets) == ops["add"].count
+        kinds = {c.name: c for c in st.requests}
+        assert kinds["run_op"].count >= 7 and kinds["hello"].count >= 1
+        assert st.connections >= 1 and st.uptime_ms > 0 and st.server_tensors >= 1
+
+
+def test_health_endpoints_and_bad_requests(served):
+    d, mport = served
+    assert get(mport, "/healthz")[::2] == (200, "ok\n")
+    assert get(mport, "/readyz")[::2] == (200, "ready\n")
+    assert get(mport, "/nope")[0] == 404
+    assert get(mport, "/healthz", method="POST")[0] == 405
+    status, headers, body = get(mport, "/healthz", method="HEAD")
+    assert status == 200 and body == ""
+    with socket.create_connection(("127.0.0.1", mport)) as c:  # an endless header
+        c.sendall(b"GET /metrics HTTP/1.1\r\n" + b"X: " + b"a" * 5000)
+        assert c.recv(100).startswith(b"HTTP/1.1 431")
+    with socket.create_connection(("127.0.0.1", mport)) as c:
+        c.sendall(b"garbage\r\n\r\n")
+        assert c.recv(100).startswith(b"HTTP/1.1 400")
+    with tensord.connect("127.0.0.1:%d" % d.port) as s:  # the daemon goes on serving
+        assert s.ones(3).sum().item() == 3
+
+
+def test_bad_metrics_address_is_refused_at_start():
+    d = Daemon("--metrics-listen", "localhost:9")
+    assert d.port is None and d.proc.wait(timeout=10) == 2
+    assert "metrics-listen" in d.text()
+    d.stop()
