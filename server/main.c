@@ -519,8 +519,10 @@ struct server {
     struct td_rpc_server rpc;
     struct td_executor executor;
     uv_timer_t sweep;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     struct td_http metrics;
+    const char *auth_token_file;        /* re-read on SIGHUP */
+    char *token;                        /* owned; what rpc.auth_token points to */
     bool stopping;
     int64_t max_connections;
 };
@@ -609,6 +611,7 @@ static void *glue_open(struct td_conn *c, void *user)
         td_free(g);
         return NULL;
     }
+    td_rpc_peer_set_addr(g->peer, td_conn_peer(c));
     if ((int64_t)server.net.nconns > server.max_connections) {
         /* Refused at once, with a reason, rather than left hanging. */
         char msg[96];
@@ -806,6 +809,28 @@ static int on_http(void *user, const char *path, char **body, const char **ctype
     return status;
 }
 
+/* SIGHUP: re-read the token file, so a token can be rotated without a restart. A file that
+** cannot be read keeps the old token (and says why). */
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    (void)s;
+    (void)signum;
+    if (server.auth_token_file == NULL) {
+        td_log(TD_LOG_INFO, "reload", "msg=\"nothing to reload: no --auth-token-file\"");
+        return;
+    }
+    char *token = read_token_file(server.auth_token_file);
+    if (token == NULL) {
+        td_log(TD_LOG_ERROR, "reload_failed", "file=%s msg=\"keeping the previous token\"",
+               server.auth_token_file);
+        return;
+    }
+    td_free(server.token);
+    server.token = token;
+    server.rpc.auth_token = token;
+    td_log(TD_LOG_INFO, "reload", "file=%s msg=\"auth token re-read\"", server.auth_token_file);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     (void)s;
@@ -819,6 +844,7 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&server.sweep, NULL);
     uv_close((uv_handle_t *)&server.sigterm, NULL);
     uv_close((uv_handle_t *)&server.sigint, NULL);
+    uv_close((uv_handle_t *)&server.sighup, NULL);
 }
 
 static int64_t physical_memory(void)
@@ -889,10 +915,13 @@ int main(int argc, char **argv)
     td_store_init(&server.store, &scfg, &server.executor);
     server.rpc.store = &server.store;
     server.rpc.auth_token = token;
+    server.token = token;
+    server.auth_token_file = cfg.auth_token_file;
     server.rpc.max_frame_bytes = cfg.max_frame_bytes;
     server.rpc.heavy_work = 1 << 16;
     server.rpc.now_ms = now_ms;
     server.rpc.started_ms = now_ms();
+    td_map_init(&server.rpc.auth_penalty);
     if (getrandom(server.rpc.instance_id, sizeof server.rpc.instance_id, 0) !=
         (ssize_t)sizeof server.rpc.instance_id) {
         fprintf(stderr, "tensord: no randomness available\n");
@@ -956,6 +985,8 @@ int main(int argc, char **argv)
     uv_signal_start(&server.sigterm, on_signal, SIGTERM);
     uv_signal_init(server.loop, &server.sigint);
     uv_signal_start(&server.sigint, on_signal, SIGINT);
+    uv_signal_init(server.loop, &server.sighup);
+    uv_signal_start(&server.sighup, on_sighup, SIGHUP);
 
     uv_run(server.loop, UV_RUN_DEFAULT);
     td_log(TD_LOG_INFO, "stopped", "sessions=%zu", td_store_count(&server.store));
@@ -966,7 +997,8 @@ out:
         uv_run(server.loop, UV_RUN_DEFAULT);
     }
     td_store_close(&server.store);
+    td_rpc_server_close(&server.rpc);
     uv_loop_close(server.loop);
-    td_free(token);
+    td_free(server.token);
     return rc;
 }

@@ -850,6 +850,83 @@ static int run_stats(struct td_rpc_server *srv, struct td_session *s, Tensord__S
 }
 
 /* Hello: version negotiation, auth, open or resume. Runs on the loop thread (never heavy). */
+/* Authentication failures from one address: after AUTH_FREE_TRIES, each further Hello from it is
+** refused without looking at the token until a penalty of 2^(n - AUTH_FREE_TRIES) seconds
+** (at most AUTH_MAX_PENALTY_MS) has passed since the last failure. A success clears it. */
+#define AUTH_FREE_TRIES 3
+#define AUTH_MAX_PENALTY_MS 60000u
+#define AUTH_TABLE_MAX 4096
+
+struct auth_record {
+    uint32_t failures;
+    uint64_t until_ms;
+};
+
+void td_rpc_peer_set_addr(struct td_rpc_peer *p, const char *addr)
+{
+    size_t n = strlen(addr);
+    const char *colon = strrchr(addr, ':');
+    if (colon != NULL) {
+        n = (size_t)(colon - addr);  /* the port changes per connection; the host does not */
+    }
+    uint64_t h = 1469598103934665603u;  /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ (uint8_t)addr[i]) * 1099511628211u;
+    }
+    p->addr_key = h != 0 ? h : 1;
+}
+
+static int auth_check_penalty(struct td_rpc_server *srv, uint64_t key, struct td_err *err)
+{
+    struct auth_record *r = key != 0 ? td_map_get(&srv->auth_penalty, key) : NULL;
+    uint64_t now = srv->now_ms();
+    if (r != NULL && r->until_ms > now) {
+        return td_err_set(err, TD_EAUTH, "too many failed authentication attempts from this "
+                          "address; retry in %llu ms", (unsigned long long)(r->until_ms - now));
+    }
+    return 0;
+}
+
+static void auth_note(struct td_rpc_server *srv, uint64_t key, bool ok)
+{
+    if (key == 0) {
+        return;
+    }
+    struct auth_record *r = td_map_get(&srv->auth_penalty, key);
+    if (ok) {
+        td_free(td_map_del(&srv->auth_penalty, key));
+        return;
+    }
+    if (r == NULL) {
+        if (srv->auth_penalty.len >= AUTH_TABLE_MAX) {
+            td_rpc_server_close(srv);  /* forget everyone rather than grow without bound */
+        }
+        r = td_calloc(1, sizeof *r);
+        if (r == NULL || td_map_put(&srv->auth_penalty, key, r) != 0) {
+            td_free(r);
+            return;
+        }
+    }
+    r->failures++;
+    if (r->failures > AUTH_FREE_TRIES) {
+        uint32_t shift = r->failures - AUTH_FREE_TRIES - 1;
+        uint64_t ms = shift >= 6 ? AUTH_MAX_PENALTY_MS : 1000u << shift;
+        r->until_ms = srv->now_ms() + (ms < AUTH_MAX_PENALTY_MS ? ms : AUTH_MAX_PENALTY_MS);
+    }
+}
+
+void td_rpc_server_close(struct td_rpc_server *srv)
+{
+    size_t iter = 0;
+    uint64_t key;
+    void *val;
+    while (td_map_next(&srv->auth_penalty, &iter, &key, &val)) {
+        td_free(val);
+    }
+    td_map_close(&srv->auth_penalty);
+    td_map_init(&srv->auth_penalty);
+}
+
 static int run_hello(struct td_rpc_peer *p, const Tensord__Hello *m, Tensord__HelloResult *hr,
                      struct td_err *err)
 {
@@ -863,12 +940,17 @@ static int run_hello(struct td_rpc_peer *p, const Tensord__Hello *m, Tensord__He
     }
     if (srv->auth_token != NULL && srv->auth_token[0] != '\0') {
         /* Constant time over the expected token's length. */
+        int prc = auth_check_penalty(srv, p->addr_key, err);
+        if (prc != 0) {
+            return prc;
+        }
         const char *given = m->auth_token != NULL ? m->auth_token : "";
         size_t want = strlen(srv->auth_token), got = strlen(given);
         uint8_t diff = (uint8_t)(want != got);
         for (size_t i = 0; i < want; i++) {
             diff |= (uint8_t)(srv->auth_token[i] ^ (i < got ? given[i] : 0));
         }
+        auth_note(srv, p->addr_key, diff == 0);
         if (diff != 0) {
             return td_err_set(err, TD_EAUTH, "authentication failed");
         }

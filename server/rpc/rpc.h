@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/map.h"
 #include "core/ops.h"
 #include "session/session.h"
 
@@ -57,7 +58,11 @@ struct td_rpc_server {
     uint64_t started_ms;                /* now_ms() at start, for uptime */
     struct td_rpc_stats stats;          /* ops: points at op_counters */
     struct td_rpc_counter op_counters[TD_OP_COUNT];
+    struct td_map auth_penalty;         /* peer address hash -> failures; see run_hello */
 };
+
+/* Frees what the server accumulated (the auth penalty table). */
+void td_rpc_server_close(struct td_rpc_server *srv);
 
 /* A finished reply frame. `frame` (header + Response) is taken by the receiver and freed with
 ** td_free. The optional data section is `data_len` bytes at `data`, kept alive until
@@ -85,6 +90,7 @@ struct td_rpc_peer {
     int refs;                           /* the connection's + one per queued request */
     int pending;                        /* requests queued or running in the session */
     bool closed;                        /* the connection went away: replies are dropped */
+    uint64_t addr_key;                  /* hash of the peer's address without port, 0 unknown */
 };
 
 /* New peer for a connection; *out is owned by the caller until td_rpc_peer_close. */
@@ -94,6 +100,10 @@ int td_rpc_peer_new(struct td_rpc_peer **out, struct td_rpc_server *srv, td_rpc_
 /* The connection is gone: detach from the session, drop later replies, free the peer once its
 ** queued requests have finished. */
 void td_rpc_peer_close(struct td_rpc_peer *p);
+
+/* Records the peer's address ("1.2.3.4:5678", "[::1]:5678", "unix"): repeated authentication
+** failures from one address (any port) are slowed down. */
+void td_rpc_peer_set_addr(struct td_rpc_peer *p, const char *addr);
 
 /* Handles one frame: `meta` (borrowed) holds the Request; `data` (taken, td_malloc'd, or NULL
 ** when data_len is 0) the data section. Exactly one reply follows, now or later, unless the

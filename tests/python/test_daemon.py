@@ -124,3 +124,59 @@ def test_auth_token_file():
         assert d.stop() == 0
     finally:
         os.unlink(f.name)
+
+
+def test_repeated_auth_failures_are_slowed_down(tmp_path):
+    import time
+    tok = tmp_path / "token"
+    tok.write_text("right-token-0123456789\n")
+    d = Daemon("--auth-token-file", str(tok))
+    try:
+        for attempt in range(4):
+            with pytest.raises(wire.ServerError) as e:
+                wire.Conn(d.port, token="wrong")
+            assert e.value.message == "authentication failed"
+        # now even the right token waits out the penalty (1 s after the 4th failure) ...
+        with pytest.raises(wire.ServerError) as e:
+            wire.Conn(d.port, token="right-token-0123456789")
+        assert e.value.message.startswith("too many failed authentication attempts from this "
+                                          "address; retry in ")
+        time.sleep(1.1)
+        c = wire.Conn(d.port, token="right-token-0123456789")  # ... and then is accepted, which clears it
+        c.close()
+        with pytest.raises(wire.ServerError) as e:
+            wire.Conn(d.port, token="wrong")
+        assert e.value.message == "authentication failed"
+        c = wire.Conn(d.port, token="right-token-0123456789")
+        c.close()
+    finally:
+        assert d.stop() == 0
+
+
+def test_sighup_rereads_the_token_file(tmp_path):
+    import signal
+    import time
+    tok = tmp_path / "token"
+    tok.write_text("first-token-0123456789\n")
+    d = Daemon("--auth-token-file", str(tok))
+    try:
+        wire.Conn(d.port, token="first-token-0123456789").close()
+
+        def hup_and_wait(event):
+            n = d.text().count(event)
+            d.proc.send_signal(signal.SIGHUP)
+            deadline = time.time() + 5
+            while d.text().count(event) == n and time.time() < deadline:
+                time.sleep(0.02)
+            assert d.text().count(event) == n + 1
+
+        tok.write_text("second-token-0123456789\n")
+        hup_and_wait("event=reload ")
+        wire.Conn(d.port, token="second-token-0123456789").close()
+        with pytest.raises(wire.ServerError):
+            wire.Conn(d.port, token="first-token-0123456789")
+        tok.write_text("short\n")  # unusable: the previous token stays
+        hup_and_wait("event=reload_failed")
+        wire.Conn(d.port, token="second-token-0123456789").close()
+    finally:
+        assert d.stop() == 0
