@@ -212,5 +212,6 @@ clean:
 # rules: each defines its targets and adds to all, install, DEB_PKGS, test-cli and test-ops.
 include client/cli/cli.mk
 include packaging/packaging.mk
+include bench/bench.mk
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

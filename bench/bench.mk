@@ -1,0 +1,2 @@
+# make bench: the side-by-side benchmark suite. Its rules come with the suite.
+.PHONY: bench
