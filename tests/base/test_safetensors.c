@@ -1,0 +1,112 @@
+/* The safetensors header: what the builder writes parses back to the same entries and metadata,
+** and hostile headers are refused with a message, never crash or leak. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "base/alloc.h"
+#include "base/safetensors.h"
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    struct td_st_entry e[3] = {
+        {.name = "w", .dtype = TD_ST_F32, .ndim = 2, .shape = {2, 3}, .begin = 0, .end = 24},
+        {.name = "say \"hi\"\\", .dtype = TD_ST_I64, .ndim = 0, .begin = 24, .end = 32},
+        {.name = "empty", .dtype = TD_ST_BOOL, .ndim = 1, .shape = {0}, .begin = 32, .end = 32},
+    };
+    const char *keys[] = {"format", "requires_grad"};
+    const char *vals[] = {"pt", "w"};
+    uint8_t *hdr;
+    size_t len;
+    struct td_err err;
+    assert_int_equal(td_st_header_build(e, 3, keys, vals, 2, &hdr, &len, &err), 0);
+    assert_int_equal(len % 8, 0);
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) {
+        n = n << 8 | hdr[i];
+    }
+    assert_int_equal(n, len - 8);
+    struct td_st_header h;
+    assert_int_equal(td_st_header_parse((const char *)hdr + 8, n, 32, &h, &err), 0);
+    assert_int_equal(h.n, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_string_equal(h.e[i].name, e[i].name);
+        assert_int_equal(h.e[i].dtype, e[i].dtype);
+        assert_int_equal(h.e[i].ndim, e[i].ndim);
+        assert_memory_equal(h.e[i].shape, e[i].shape, sizeof e[i].shape[0] * (size_t)e[i].ndim);
+        assert_int_equal(h.e[i].begin, e[i].begin);
+        assert_int_equal(h.e[i].end, e[i].end);
+    }
+    assert_string_equal(td_st_meta(&h, "format"), "pt");
+    assert_string_equal(td_st_meta(&h, "requires_grad"), "w");
+    assert_null(td_st_meta(&h, "nope"));
+    td_st_header_free(&h);
+    td_free(hdr);
+}
+
+static void refused(const char *json, uint64_t data_len, const char *want)
+{
+    struct td_st_header h;
+    struct td_err err;
+    assert_int_not_equal(td_st_header_parse(json, strlen(json), data_len, &h, &err), 0);
+    if (strstr(err.msg, want) == NULL) {
+        fail_msg("'%s': message '%s' lacks '%s'", json, err.msg, want);
+    }
+}
+
+static void test_hostile_headers(void **state)
+{
+    (void)state;
+    const char *ok = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+    struct td_st_header h;
+    struct td_err err;
+    assert_int_equal(td_st_header_parse(ok, strlen(ok), 8, &h, &err), 0);
+    td_st_header_free(&h);
+    refused("", 0, "expected '{'");
+    refused("{", 0, "expected '\"'");
+    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 8, "expected");
+    refused("{\"a\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
+            "unsupported safetensors dtype 'F16'");
+    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
+            "do not hold its 8 bytes");
+    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4,
+            "too many entries");
+    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
+            "\"data_offsets\":[0,4]}}", 4, "shape overflows");
+    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,4]}}",
+            4, "number too large");
+    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4,
+            "non-negative integer");
+    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+            "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "appears twice");
+    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "hole");
+    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+            "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[2,6]}}", 8, "overlap");
+    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 12,
+            "cover 4 bytes of a 12-byte buffer");
+    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 0, "lacks");
+    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1}}", 4,
+            "unknown key");
+    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}} x", 4,
+            "bytes after");
+    refused("{\"a\\q\":{}}", 0, "bad escape");
+    refused("{\"a\\u12\":{}}", 0, "escape");
+    refused("{\"\":{}}", 0, "empty name");
+    refused("{\"__metadata__\":{\"k\":\"v\"},\"__metadata__\":{}}", 0, "twice");
+    refused("{\"__metadata__\":{\"k\":1}}", 0, "expected '\"'");
+    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 4, "[begin, end]");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_hostile_headers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
