@@ -1458,3 +1458,61 @@ int tensord_close_session(struct tensord *c, struct tensord_error *err)
     struct pending p = {.want = WANT_NONE};
     return roundtrip(c, &req, &p, NULL, err);
 }
+
+/* ---- autograd ---- */
+
+int tensord_send_backward(struct tensord *c, uint64_t handle, uint64_t gradient,
+                          bool retain_graph, uint64_t *id, struct tensord_error *err)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Backward m = TENSORD__BACKWARD__INIT;
+    m.handle = handle;
+    m.gradient = gradient;
+    m.retain_graph = retain_graph;
+    req.body_case = TENSORD__REQUEST__BODY_BACKWARD;
+    req.backward = &m;
+    struct pending p = {.want = WANT_NONE};
+    return queue(c, &req, NULL, 0, &p, id, err);
+}
+
+int tensord_send_grad(struct tensord *c, uint64_t handle, uint64_t out, uint64_t *id,
+                      struct tensord_error *err)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Grad m = TENSORD__GRAD__INIT;
+    m.handle = handle;
+    m.out = out;
+    req.body_case = TENSORD__REQUEST__BODY_GRAD;
+    req.grad = &m;
+    /* WANT_NONE accepts a reply with or without a tensor: None is not an error. */
+    struct pending p = {.want = WANT_NONE};
+    return queue(c, &req, NULL, 0, &p, id, err);
+}
+
+int tensord_send_set_grad(struct tensord *c, uint64_t handle, bool requires_grad,
+                          bool clear_grad, bool retain_grad, uint64_t *id,
+                          struct tensord_error *err)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__SetGrad m = TENSORD__SET_GRAD__INIT;
+    m.handle = handle;
+    m.requires_grad = requires_grad;
+    m.clear_grad = clear_grad;
+    m.retain_grad = retain_grad;
+    req.body_case = TENSORD__REQUEST__BODY_SET_GRAD;
+    req.set_grad = &m;
+    struct pending p = {.want = WANT_NONE};
+    return queue(c, &req, NULL, 0, &p, id, err);
+}
+
+int tensord_send_set_grad_enabled(struct tensord *c, bool enabled, uint64_t *id,
+                                  struct tensord_error *err)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__SetGradEnabled m = TENSORD__SET_GRAD_ENABLED__INIT;
+    m.enabled = enabled;
+    req.body_case = TENSORD__REQUEST__BODY_SET_GRAD_ENABLED;
+    req.set_grad_enabled = &m;
+    struct pending p = {.want = WANT_NONE};
+    return queue(c, &req, NULL, 0, &p, id, err);
+}

@@ -310,6 +310,26 @@ int tensord_send_manual_seed(struct tensord *c, uint64_t seed, uint64_t *id,
 int tensord_send_get_range(struct tensord *c, uint64_t handle, uint64_t offset, uint64_t length,
                            void *buf, uint64_t *id, struct tensord_error *err);
 
+/* Autograd, pipelined like every other request; replies come back through tensord_recv. */
+
+/* backward(gradient, retain_graph) on `handle`; gradient 0: an implicit 1 for one element. */
+int tensord_send_backward(struct tensord *c, uint64_t handle, uint64_t gradient,
+                          bool retain_graph, uint64_t *id, struct tensord_error *err);
+
+/* Binds handle `out` to handle's .grad (the same tensor). When .grad is None the reply carries
+** no tensor and `out` stays unbound. */
+int tensord_send_grad(struct tensord *c, uint64_t handle, uint64_t out, uint64_t *id,
+                      struct tensord_error *err);
+
+/* requires_grad_(value); or .grad = None (clear_grad); or retain_grad(). */
+int tensord_send_set_grad(struct tensord *c, uint64_t handle, bool requires_grad,
+                          bool clear_grad, bool retain_grad, uint64_t *id,
+                          struct tensord_error *err);
+
+/* The session's grad mode: no_grad() is enabled = false. */
+int tensord_send_set_grad_enabled(struct tensord *c, bool enabled, uint64_t *id,
+                                  struct tensord_error *err);
+
 /* Writes every queued request, reading and keeping the replies that arrive meanwhile. */
 int tensord_flush(struct tensord *c, struct tensord_error *err);
 

@@ -1,0 +1,649 @@
+/* main.c — tensorctl: flags, the connection, and the three ways in (REPL, script, -c).
+**
+** Usage errors and connection failures exit 2; a failed statement in a script exits 1 after
+** reporting `file:line:col: message`; otherwise 0. The REPL uses libedit (line editing,
+** history in ~/.tensorctl_history, tab completion); a non-terminal stdin is read as a script.
+** Everything about the language is in parse.c and eval.c.
+*/
+#include <ctype.h>
+#include <errno.h>
+#include <histedit.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "eval.h"
+#include "parse.h"
+#include "tensord.h"
+
+#ifndef TD_VERSION
+#define TD_VERSION "0.0.0"
+#endif
+
+static const char USAGE[] =
+    "usage: tensorctl [options] [script.tdx | -]\n"
+    "       tensorctl [options] -c 'stmt; stmt ...'\n"
+    "\n"
+    "A client for the tensord tensor server. Without a script it starts an interactive\n"
+    "prompt (when stdin is a terminal) or reads a script from stdin. Statements are\n"
+    "PyTorch's Python with 'torch.' dropped: x = tensor([[1, 2], [3, 4]]); print(x @ x)\n"
+    "\n"
+    "options:\n"
+    "  --addr ADDR      server address: host:port, [v6]:port or unix:/path\n"
+    "                   (default $TENSORD_ADDR, else 127.0.0.1:7878)\n"
+    "  --token TOKEN    the server's auth token (default $TENSORD_TOKEN)\n"
+    "  --resume HEX     resume a session by its token (see :session)\n"
+    "  -c STMTS         run STMTS (separated by ';' or newlines) and exit\n"
+    "  --json           print values as JSON (tensors as {shape, dtype, data})\n"
+    "  --keep-going     report a failed statement and go on (exit status still 1)\n"
+    "  -q, --quiet      no banner\n"
+    "  -h, --help       this text\n"
+    "  --version        print the version\n"
+    "\n"
+    "exit status: 0 success, 1 a statement failed, 2 usage or connection error.\n"
+    "At the prompt, :help lists the meta-commands (:ls :session :stats :time :save :load :quit).\n";
+
+static const char HELP[] =
+    "tensorctl speaks PyTorch's Python with 'torch.' dropped.\n"
+    "\n"
+    "  x = tensor([[1., 2.], [3., 4.]], requires_grad=True)   creation: tensor zeros ones\n"
+    "  y = (x @ x.T).sum(dim=1, keepdim=True)                   full rand randn arange eye ...\n"
+    "  y.sum().backward(); print(x.grad)                          autograd\n"
+    "  with no_grad(): x -= 0.1 * x.grad                          in-place update\n"
+    "  x[0, 1:] = 5; print(f\"{x.sum().item():.3f}\", x.shape)    indexing, f-strings\n"
+    "  for i in range(3):                                         indented blocks\n"
+    "      print(i)\n"
+    "\n"
+    "meta-commands:\n"
+    "  :help [language|meta|ops]   this text, or one part of it\n"
+    "  :ls                         the session's tensors (name, shape, dtype, bytes, grad)\n"
+    "  :session                    server, version, session token (for --resume), limits\n"
+    "  :stats                      the server's counters for this session\n"
+    "  :time on|off                print the round-trip time of each statement\n"
+    "  :save FILE [name ...]       write tensors (all when no names) as safetensors\n"
+    "  :load FILE                  read a safetensors file; each tensor becomes a name\n"
+    "  :quit                       leave (Ctrl-D too)\n";
+
+static const char HELP_OPS[] =
+    "ops (as functions, and as methods on tensors; a trailing _ is in place):\n"
+    "  add sub mul div matmul floor_divide remainder pow maximum minimum eq ne lt le gt ge\n"
+    "  logical_and logical_or logical_xor logical_not where neg abs sign exp log log1p expm1\n"
+    "  sqrt rsqrt sin cos tan tanh sigmoid gelu relu floor ceil round clamp to reshape view\n"
+    "  flatten transpose t permute squeeze unsqueeze expand narrow select contiguous clone cat\n"
+    "  stack flip repeat tril triu sum mean prod max min argmax argmin std var norm logsumexp\n"
+    "  all any mm bmm outer softmax log_softmax mse_loss cross_entropy linear empty randint\n"
+    "  linspace eye zeros_like ones_like empty_like full_like rand_like randn_like detach\n"
+    "  fill_ zero_ copy_ uniform_ normal_\n"
+    "tensor methods and attributes: item tolist size dim numel backward requires_grad_\n"
+    "  retain_grad float double int long bool  .shape .dtype .grad .T .mT .ndim .requires_grad\n"
+    "functions: print len range float int bool str abs round list tuple manual_seed no_grad\n"
+    "  enable_grad set_grad_enabled is_grad_enabled   dtypes: float32 float64 int32 int64 bool_\n";
+
+static volatile sig_atomic_t got_sigint;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    got_sigint = 1;
+}
+
+static char *read_all(FILE *f, size_t *len)
+{
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap);
+    while (buf != NULL) {
+        size_t r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0) {
+            break;
+        }
+        if (cap - n - 1 == 0) {
+            char *nb = realloc(buf, cap * 2);
+            if (nb == NULL) {
+                free(buf);
+                return NULL;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (buf != NULL) {
+        buf[n] = '\0';
+        *len = n;
+    }
+    return buf;
+}
+
+/* `file:line:col: message`, then the line and a caret under the column. */
+static void parse_error(const char *file, const char *src, int line0, const struct tdx_perr *pe)
+{
+    fprintf(stderr, "%s:%d:%d: %s\n", file, pe->line, pe->col, pe->msg);
+    const char *p = src;
+    for (int l = line0; l < pe->line && p != NULL; l++) {
+        p = strchr(p, '\n');
+        p = p != NULL ? p + 1 : NULL;
+    }
+    if (p == NULL || pe->col < 1) {
+        return;
+    }
+    const char *end = strchr(p, '\n');
+    int len = end != NULL ? (int)(end - p) : (int)strlen(p);
+    fprintf(stderr, "    %.*s\n    %*s^\n", len, p, pe->col - 1, "");
+}
+
+
+/* ---- scripts: code, with meta-command lines (':' in column 1) between the parts ---- */
+
+struct part {
+    struct tdx_prog prog;
+    char *meta;              /* a meta-command line instead of code, or NULL */
+};
+
+struct script {
+    struct part *parts;
+    int n;
+};
+
+static void script_free(struct script *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        tdx_prog_free(&s->parts[i].prog);
+        free(s->parts[i].meta);
+    }
+    free(s->parts);
+    s->parts = NULL;
+    s->n = 0;
+}
+
+static int add_part(struct script *s, struct part *p)
+{
+    struct part *np = realloc(s->parts, (size_t)(s->n + 1) * sizeof *np);
+    if (np == NULL) {
+        return -1;
+    }
+    s->parts = np;
+    s->parts[s->n++] = *p;
+    return 0;
+}
+
+static int split_script(char *src, const char *file, struct script *out)
+{
+    char *p = src;
+    int line = 1;
+    while (*p != '\0') {
+        /* code up to the next line that starts with ':' */
+        char *q = p;
+        int lines = 0;
+        while (*q != '\0' && *q != ':') {
+            char *nl = strchr(q, '\n');
+            q = nl != NULL ? nl + 1 : q + strlen(q);
+            lines++;
+        }
+        if (q > p) {
+            char save = *q;
+            struct part part = {0};
+            struct tdx_perr pe;
+            *q = '\0';
+            int rc = tdx_parse(p, line, &part.prog, &pe);
+            if (rc != 0) {
+                parse_error(file, p, line, &pe);
+            }
+            *q = save;
+            if (rc != 0 || add_part(out, &part) != 0) {
+                tdx_prog_free(&part.prog);
+                return -1;
+            }
+            line += lines;
+        }
+        if (*q == ':') {
+            char *nl = strchr(q, '\n');
+            size_t n = nl != NULL ? (size_t)(nl - q) : strlen(q);
+            struct part part = {0};
+            if ((part.meta = strndup(q, n)) == NULL || add_part(out, &part) != 0) {
+                free(part.meta);
+                return -1;
+            }
+            q += n + (nl != NULL);
+            line++;
+        }
+        p = q;
+    }
+    return 0;
+}
+
+static int run_script(struct tdx_env *env, const struct script *s, const char *file,
+                      const char *addr, bool keep_going)
+{
+    int status = TDX_OK;
+    for (int i = 0; i < s->n; i++) {
+        int rc;
+        if (s->parts[i].meta != NULL) {
+            const char *m = s->parts[i].meta;
+            if (strcmp(m, ":quit") == 0 || strcmp(m, ":q") == 0) {
+                break;
+            }
+            if (strncmp(m, ":help", 5) == 0) {
+                fputs(HELP, stdout);
+                continue;
+            }
+            rc = tdx_sync(env);
+            if (rc == 0) {
+                rc = tdx_meta(env, m, addr);
+            }
+        } else {
+            rc = tdx_run(env, &s->parts[i].prog, file);
+        }
+        if (rc == TDX_FATAL) {
+            return TDX_FATAL;
+        }
+        if (rc != 0) {
+            status = TDX_ERROR;
+            if (!keep_going) {
+                break;
+            }
+        }
+    }
+    return status;
+}
+
+/* ---- the REPL ---- */
+
+struct repl {
+    struct tdx_env *env;
+    const char *addr;
+    const char *prompt;
+    History *hist;
+    char histfile[4096];
+};
+
+static char *prompt_fn(EditLine *el)
+{
+    struct repl *r;
+    el_get(el, EL_CLIENTDATA, &r);
+    return (char *)r->prompt;
+}
+
+struct matches {
+    char *names[512];
+    int n;
+};
+
+static void add_match(const char *name, void *arg)
+{
+    struct matches *m = arg;
+    for (int i = 0; i < m->n; i++) {
+        if (strcmp(m->names[i], name) == 0) {
+            return;
+        }
+    }
+    if (m->n < 512) {
+        m->names[m->n++] = (char *)name;
+    }
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static unsigned char complete(EditLine *el, int ch)
+{
+    (void)ch;
+    struct repl *r;
+    el_get(el, EL_CLIENTDATA, &r);
+    const LineInfo *li = el_line(el);
+    const char *p = li->cursor;
+    while (p > li->buffer && (isalnum((unsigned char)p[-1]) || p[-1] == '_')) {
+        p--;
+    }
+    bool dot = p > li->buffer && p[-1] == '.';
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "%.*s", (int)(li->cursor - p), p);
+    struct matches m = {.n = 0};
+    tdx_complete(r->env, prefix, dot, add_match, &m);
+    if (m.n == 0) {
+        return CC_ERROR;
+    }
+    qsort(m.names, (size_t)m.n, sizeof m.names[0], cmp_str);
+    size_t common = strlen(m.names[0]);
+    for (int i = 1; i < m.n; i++) {
+        size_t k = 0;
+        while (k < common && m.names[i][k] == m.names[0][k]) {
+            k++;
+        }
+        common = k;
+    }
+    size_t have = strlen(prefix);
+    if (common > have) {
+        char ins[256];
+        snprintf(ins, sizeof ins, "%.*s", (int)(common - have), m.names[0] + have);
+        el_insertstr(el, ins);
+        return CC_REFRESH;
+    }
+    if (m.n == 1) {
+        return CC_REFRESH;
+    }
+    fputc('\n', stdout);
+    for (int i = 0; i < m.n; i++) {
+        fprintf(stdout, "%-18s%s", m.names[i], (i % 4 == 3 || i == m.n - 1) ? "\n" : "");
+    }
+    fflush(stdout);
+    return CC_REDISPLAY;
+}
+
+static bool blank(const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if (*s == '#') {
+            return true;
+        }
+        if (!isspace((unsigned char)*s)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The first line opens a block (ends with ':' outside a comment). */
+static bool opens_block(const char *buf)
+{
+    const char *end = strchr(buf, '\n');
+    size_t n = end != NULL ? (size_t)(end - buf) : strlen(buf);
+    const char *hash = memchr(buf, '#', n);
+    if (hash != NULL) {
+        n = (size_t)(hash - buf);
+    }
+    while (n > 0 && isspace((unsigned char)buf[n - 1])) {
+        n--;
+    }
+    return n > 0 && buf[n - 1] == ':';
+}
+
+static int repl(struct tdx_env *env, struct tensord *c, const char *addr, bool quiet)
+{
+    struct repl r = {.env = env, .addr = addr, .prompt = ">>> "};
+    const char *home = getenv("HOME");
+    if (home != NULL) {
+        snprintf(r.histfile, sizeof r.histfile, "%s/.tensorctl_history", home);
+    }
+    HistEvent ev;
+    r.hist = history_init();
+    EditLine *el = el_init("tensorctl", stdin, stdout, stderr);
+    if (r.hist == NULL || el == NULL) {
+        fprintf(stderr, "tensorctl: cannot start line editing\n");
+        if (r.hist != NULL) {
+            history_end(r.hist);
+        }
+        return TDX_FATAL;
+    }
+    history(r.hist, &ev, H_SETSIZE, 1000);
+    history(r.hist, &ev, H_SETUNIQUE, 1);
+    if (r.histfile[0] != '\0') {
+        history(r.hist, &ev, H_LOAD, r.histfile);
+    }
+    el_set(el, EL_CLIENTDATA, &r);
+    el_set(el, EL_EDITOR, "emacs");
+    el_set(el, EL_SIGNAL, 1);
+    el_set(el, EL_PROMPT, prompt_fn);
+    el_set(el, EL_HIST, history, r.hist);
+    el_set(el, EL_ADDFN, "td-complete", "complete a name", complete);
+    el_set(el, EL_BIND, "^I", "td-complete", NULL);
+    el_source(el, NULL);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);  /* no SA_RESTART: the read returns and the line is dropped */
+
+    if (!quiet) {
+        char hex[33];
+        tensord_session_token_hex(c, hex);
+        printf("%s at %s, session %.8s%s\nType :help for help, Ctrl-D to quit.\n",
+               tensord_server_version(c), addr, hex, tensord_resumed(c) ? " (resumed)" : "");
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    int status = TDX_OK;
+    for (;;) {
+        int count = 0;
+        got_sigint = 0;
+        const char *line = el_gets(el, &count);
+        if (line == NULL || count <= 0) {
+            if (got_sigint) {
+                /* Ctrl-C: drop what was typed, start afresh */
+                fputs("\nKeyboardInterrupt\n", stdout);
+                fflush(stdout);
+                free(buf);
+                buf = NULL;
+                len = 0;
+                r.prompt = ">>> ";
+                continue;
+            }
+            fputc('\n', stdout);
+            break;
+        }
+        size_t n = strlen(line);
+        if (len == 0 && line[0] == ':') {
+            char cmd[4096];
+            snprintf(cmd, sizeof cmd, "%s", line);
+            cmd[strcspn(cmd, "\n")] = '\0';
+            history(r.hist, &ev, H_ENTER, cmd);
+            if (r.histfile[0] != '\0') {
+                history(r.hist, &ev, H_SAVE, r.histfile);
+            }
+            if (strcmp(cmd, ":quit") == 0 || strcmp(cmd, ":q") == 0 || strcmp(cmd, ":exit") == 0) {
+                break;
+            }
+            if (strncmp(cmd, ":help", 5) == 0 && (cmd[5] == '\0' || cmd[5] == ' ')) {
+                const char *topic = cmd + 5 + (cmd[5] == ' ');
+                fputs(strcmp(topic, "ops") == 0 ? HELP_OPS : HELP, stdout);
+                continue;
+            }
+            if (tdx_meta(env, cmd, addr) == TDX_FATAL) {
+                status = TDX_FATAL;
+                break;
+            }
+            continue;
+        }
+        if (len == 0 && blank(line)) {
+            continue;
+        }
+        char *nb = realloc(buf, len + n + 1);
+        if (nb == NULL) {
+            fprintf(stderr, "tensorctl: out of memory\n");
+            break;
+        }
+        buf = nb;
+        memcpy(buf + len, line, n + 1);
+        len += n;
+        if (!blank(line)) {
+            char h[4096];
+            snprintf(h, sizeof h, "%s", line);
+            h[strcspn(h, "\n")] = '\0';
+            history(r.hist, &ev, H_ENTER, h);
+            if (r.histfile[0] != '\0') {
+                history(r.hist, &ev, H_SAVE, r.histfile);
+            }
+        }
+        /* A block runs when a blank line ends it; other input as soon as it is whole. */
+        bool block = opens_block(buf);
+        if (block && !blank(line)) {
+            r.prompt = "... ";
+            continue;
+        }
+        struct tdx_prog prog;
+        struct tdx_perr pe;
+        if (tdx_parse(buf, 1, &prog, &pe) != 0) {
+            if (pe.incomplete && !block) {
+                r.prompt = "... ";
+                continue;
+            }
+            parse_error("<stdin>", buf, 1, &pe);
+        } else {
+            int rc = tdx_run(env, &prog, "<stdin>");
+            tdx_prog_free(&prog);
+            if (rc == TDX_FATAL) {
+                status = TDX_FATAL;
+                break;
+            }
+        }
+        free(buf);
+        buf = NULL;
+        len = 0;
+        r.prompt = ">>> ";
+    }
+    free(buf);
+    if (r.histfile[0] != '\0') {
+        history(r.hist, &ev, H_SAVE, r.histfile);
+    }
+    el_end(el);
+    history_end(r.hist);
+    return status;
+}
+
+/* ---- main ---- */
+
+int main(int argc, char **argv)
+{
+    const char *addr = getenv("TENSORD_ADDR");
+    const char *token = getenv("TENSORD_TOKEN");
+    const char *resume = NULL, *cmd = NULL, *script = NULL;
+    bool json = false, keep_going = false, quiet = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        bool takes = strcmp(a, "--addr") == 0 || strcmp(a, "--token") == 0 ||
+                     strcmp(a, "--resume") == 0 || strcmp(a, "-c") == 0;
+        const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+        char name[32];
+        if (eq != NULL) {
+            snprintf(name, sizeof name, "%.*s", (int)(eq - a), a);
+            a = name;
+            val = eq + 1;
+            takes = true;
+        } else if (takes) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "tensorctl: %s needs a value\n%s", a, USAGE);
+                return 2;
+            }
+            val = argv[++i];
+        }
+        if (strcmp(a, "--addr") == 0) {
+            addr = val;
+        } else if (strcmp(a, "--token") == 0) {
+            token = val;
+        } else if (strcmp(a, "--resume") == 0) {
+            resume = val;
+        } else if (strcmp(a, "-c") == 0) {
+            cmd = val;
+        } else if (strcmp(a, "--json") == 0 && !takes) {
+            json = true;
+        } else if (strcmp(a, "--keep-going") == 0 && !takes) {
+            keep_going = true;
+        } else if ((strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) && !takes) {
+            quiet = true;
+        } else if ((strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) && !takes) {
+            fputs(USAGE, stdout);
+            return 0;
+        } else if (strcmp(a, "--version") == 0 && !takes) {
+            printf("tensorctl %s\n", TD_VERSION);
+            return 0;
+        } else if ((a[0] != '-' || strcmp(a, "-") == 0) && script == NULL && !takes) {
+            script = a;
+        } else {
+            fprintf(stderr, "tensorctl: unknown option or extra argument '%s'\n%s", argv[i],
+                    USAGE);
+            return 2;
+        }
+    }
+    if (cmd != NULL && script != NULL) {
+        fprintf(stderr, "tensorctl: give -c or a script, not both\n");
+        return 2;
+    }
+    if (addr == NULL || addr[0] == '\0') {
+        addr = "127.0.0.1:7878";
+    }
+    /* Read the script before connecting, so a missing file costs no session. */
+    char *src = NULL;
+    size_t srclen = 0;
+    const char *file = NULL;
+    bool interactive = false;
+    if (cmd != NULL) {
+        src = strdup(cmd);
+        file = "-c";
+    } else if (script != NULL && strcmp(script, "-") != 0) {
+        FILE *f = fopen(script, "r");
+        if (f == NULL) {
+            fprintf(stderr, "tensorctl: %s: %s\n", script, strerror(errno));
+            return 2;
+        }
+        src = read_all(f, &srclen);
+        fclose(f);
+        file = script;
+    } else if (script != NULL || !isatty(STDIN_FILENO)) {
+        src = read_all(stdin, &srclen);
+        file = "<stdin>";
+    } else {
+        interactive = true;
+    }
+    if (!interactive && src == NULL) {
+        fprintf(stderr, "tensorctl: out of memory reading the script\n");
+        return 2;
+    }
+    if (src != NULL && strlen(src) != srclen && cmd == NULL) {
+        fprintf(stderr, "tensorctl: %s: the script contains a NUL byte\n", file);
+        free(src);
+        return 2;
+    }
+
+    /* A script is parsed whole before anything runs, as Python does. */
+    struct script sc = {0};
+    if (!interactive && split_script(src, file, &sc) != 0) {
+        script_free(&sc);
+        free(src);
+        return 1;
+    }
+    struct tensord_options opts = {.auth_token = token != NULL && token[0] ? token : NULL,
+                                   .client_name = "tensorctl/" TD_VERSION};
+    uint8_t tok[TENSORD_TOKEN_BYTES];
+    if (resume != NULL) {
+        if (tensord_token_from_hex(resume, tok) != 0) {
+            fprintf(stderr, "tensorctl: --resume needs the 32 hex digits of a session token\n");
+            script_free(&sc);
+            free(src);
+            return 2;
+        }
+        opts.session_token = tok;
+    }
+    struct tensord *c;
+    struct tensord_error err;
+    if (tensord_connect(&c, addr, &opts, &err) != 0) {
+        fprintf(stderr, "tensorctl: %s\n", err.message);
+        script_free(&sc);
+        free(src);
+        return 2;
+    }
+    struct tdx_config cfg = {.json = json, .keep_going = keep_going, .out = stdout,
+                             .err = stderr};
+    struct tdx_env *env = tdx_env_new(c, &cfg);
+    int rc;
+    if (env == NULL) {
+        fprintf(stderr, "tensorctl: out of memory\n");
+        rc = TDX_FATAL;
+    } else if (interactive) {
+        rc = repl(env, c, addr, quiet);
+    } else {
+        rc = run_script(env, &sc, file, addr, keep_going);
+    }
+    if (env != NULL && getenv("TENSORCTL_DEBUG") != NULL) {
+        fprintf(stderr, "tensorctl: waits=%lu\n", tdx_waits(env));
+    }
+    tdx_env_free(env);
+    tensord_disconnect(c);
+    script_free(&sc);
+    free(src);
+    return rc == TDX_OK ? 0 : rc == TDX_ERROR ? 1 : 2;
+}
