@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -26,6 +27,7 @@
 #include "net/http.h"
 #include "net/net.h"
 #include "rpc/rpc.h"
+#include "session/persist.h"
 #include "session/session.h"
 
 void openblas_set_num_threads(int num_threads);
@@ -52,6 +54,8 @@ struct config {
     int64_t max_connections;
     uint64_t idle_timeout_ms;
     const char *metrics_listen;
+    const char *data_dir;
+    uint64_t shutdown_timeout_ms;
     int listen_source;   /* which source (1 file, 2 environment, 3 command line) set `listen` */
     int source;          /* the source being applied now */
 };
@@ -76,6 +80,10 @@ static const struct flag flags[] = {
     {"session-ttl", "DURATION", "10m", "how long a session outlives its last connection"},
     {"threads", "N", "CPU count", "worker threads for heavy ops"},
     {"auth-token-file", "PATH", "none", "require clients to present the token in this file"},
+    {"data-dir", "DIR", "none",
+     "persistence: Save/Load files, and sessions kept across a restart (written on SIGTERM)"},
+    {"shutdown-timeout", "DURATION", "30s",
+     "on SIGTERM, how long to wait for in-flight work before writing sessions and exiting"},
     {"insecure-no-auth", NULL, "off", "allow non-loopback listening without a token"},
     {"max-connections", "N", "1024", "connections served at once; more are refused at once"},
     {"idle-timeout", "DURATION", "30s", "close a connection whose request stops arriving midway"},
@@ -273,6 +281,16 @@ static int apply_flag(struct config *cfg, const char *name, const char *v)
     if (strcmp(name, "auth-token-file") == 0) {
         cfg->auth_token_file = v;
         return 0;
+    }
+    if (strcmp(name, "data-dir") == 0) {
+        if (v[0] == '\0' || strlen(v) > 3000) {
+            return bad_value(name, v, "want a directory path");
+        }
+        cfg->data_dir = v;
+        return 0;
+    }
+    if (strcmp(name, "shutdown-timeout") == 0) {
+        return parse_duration_ms(name, v, &cfg->shutdown_timeout_ms);
     }
     if (strcmp(name, "insecure-no-auth") == 0) {
         cfg->insecure_no_auth = true;
@@ -520,6 +538,10 @@ struct server {
     struct td_executor executor;
     uv_timer_t sweep;
     uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t drain;                   /* on SIGTERM: waits for in-flight work */
+    uint64_t drain_deadline_ms;
+    uint64_t shutdown_timeout_ms;
+    const char *sessions_dir;           /* --data-dir/sessions, or NULL */
     struct td_http metrics;
     const char *auth_token_file;        /* re-read on SIGHUP */
     char *token;                        /* owned; what rpc.auth_token points to */
@@ -831,20 +853,59 @@ static void on_sighup(uv_signal_t *s, int signum)
     td_log(TD_LOG_INFO, "reload", "file=%s msg=\"auth token re-read\"", server.auth_token_file);
 }
 
-static void on_signal(uv_signal_t *s, int signum)
+/* The last step of a shutdown: close connections, write the sessions, let the loop end. */
+static void finish_shutdown(void)
 {
-    (void)s;
-    if (server.stopping) {
-        return;
-    }
-    server.stopping = true;
-    td_log(TD_LOG_INFO, "shutdown", "signal=%d", signum);
+    uv_close((uv_handle_t *)&server.drain, NULL);
     td_net_close(&server.net);
-    td_http_close(&server.metrics);
+    if (server.sessions_dir != NULL) {
+        int failed = 0;
+        int saved = td_store_save_all(&server.store, server.sessions_dir, &failed);
+        td_log(failed ? TD_LOG_ERROR : TD_LOG_INFO, "sessions_saved", "count=%d failed=%d dir=%s",
+               saved, failed, server.sessions_dir);
+    }
     uv_close((uv_handle_t *)&server.sweep, NULL);
     uv_close((uv_handle_t *)&server.sigterm, NULL);
     uv_close((uv_handle_t *)&server.sigint, NULL);
     uv_close((uv_handle_t *)&server.sighup, NULL);
+}
+
+/* Every few milliseconds while stopping: done once no session has work queued or running and
+** every reply owed has been written, or when --shutdown-timeout runs out. */
+static void on_drain(uv_timer_t *t)
+{
+    (void)t;
+    bool idle = !td_store_busy(&server.store) && td_net_flushed(&server.net);
+    if (!idle && now_ms() < server.drain_deadline_ms) {
+        return;
+    }
+    uv_timer_stop(&server.drain);
+    if (!idle) {
+        td_log(TD_LOG_WARN, "shutdown_timeout", "msg=\"in-flight work did not finish in time; "
+               "busy sessions are not saved\"");
+    }
+    finish_shutdown();
+}
+
+/* SIGTERM/SIGINT: stop accepting and reading, finish the requests already read and answer them,
+** then write the sessions (with --data-dir) and exit 0. A second signal skips the waiting. */
+static void on_signal(uv_signal_t *s, int signum)
+{
+    (void)s;
+    if (server.stopping) {
+        if (uv_is_active((uv_handle_t *)&server.drain)) {
+            td_log(TD_LOG_WARN, "shutdown_now", "signal=%d", signum);
+            server.drain_deadline_ms = 0;
+        }
+        return;
+    }
+    server.stopping = true;
+    td_log(TD_LOG_INFO, "shutdown", "signal=%d", signum);
+    td_net_stop_accepting(&server.net);
+    td_http_close(&server.metrics);
+    td_net_drain(&server.net);
+    server.drain_deadline_ms = now_ms() + server.shutdown_timeout_ms;
+    uv_timer_start(&server.drain, on_drain, 0, 5);
 }
 
 static int64_t physical_memory(void)
@@ -867,6 +928,7 @@ int main(int argc, char **argv)
         .log_format = "text",
         .max_connections = 1024,
         .idle_timeout_ms = 30000,
+        .shutdown_timeout_ms = 30000,
     };
     int prc = parse_config(&cfg, argc, argv);
     if (prc != 0) {
@@ -913,6 +975,35 @@ int main(int argc, char **argv)
         .session_ttl_ms = cfg.session_ttl_ms,
     };
     td_store_init(&server.store, &scfg, &server.executor);
+    server.shutdown_timeout_ms = cfg.shutdown_timeout_ms;
+    static char files_dir[4096], sessions_dir[4096];
+    if (cfg.data_dir != NULL) {
+        snprintf(files_dir, sizeof files_dir, "%s/files", cfg.data_dir);
+        snprintf(sessions_dir, sizeof sessions_dir, "%s/sessions", cfg.data_dir);
+        const char *dirs[] = {cfg.data_dir, files_dir, sessions_dir};
+        for (int i = 0; i < 3; i++) {
+            struct stat st;
+            if (mkdir(dirs[i], 0700) != 0 && errno != EEXIST) {
+                fprintf(stderr, "tensord: cannot create --data-dir %s: %s\n", dirs[i],
+                        strerror(errno));
+                td_store_close(&server.store);
+                td_free(token);
+                return 2;
+            }
+            if (stat(dirs[i], &st) != 0 || !S_ISDIR(st.st_mode) || access(dirs[i], W_OK) != 0) {
+                fprintf(stderr, "tensord: --data-dir %s is not a writable directory\n", dirs[i]);
+                td_store_close(&server.store);
+                td_free(token);
+                return 2;
+            }
+        }
+        server.rpc.files_dir = files_dir;
+        server.sessions_dir = sessions_dir;
+        int failed = 0;
+        int restored = td_store_restore_all(&server.store, sessions_dir, now_ms(), &failed);
+        td_log(failed ? TD_LOG_ERROR : TD_LOG_INFO, "sessions_restored",
+               "count=%d failed=%d dir=%s", restored, failed, sessions_dir);
+    }
     server.rpc.store = &server.store;
     server.rpc.auth_token = token;
     server.token = token;
@@ -985,6 +1076,7 @@ int main(int argc, char **argv)
     uv_signal_start(&server.sigterm, on_signal, SIGTERM);
     uv_signal_init(server.loop, &server.sigint);
     uv_signal_start(&server.sigint, on_signal, SIGINT);
+    uv_timer_init(server.loop, &server.drain);
     uv_signal_init(server.loop, &server.sighup);
     uv_signal_start(&server.sighup, on_sighup, SIGHUP);
 

@@ -48,7 +48,7 @@ static void puts_(struct buf *b, const char *s)
     put(b, s, strlen(s));
 }
 
-/* A JSON string; refuses control characters and quotes-breaking bytes by escaping them. */
+/* A JSON string, with quotes, backslashes and control characters escaped. */
 static int put_str(struct buf *b, const char *s, size_t max, struct td_err *err)
 {
     size_t n = strlen(s);
@@ -58,8 +58,11 @@ static int put_str(struct buf *b, const char *s, size_t max, struct td_err *err)
     put(b, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f) {
-            return td_err_set(err, TD_EINVAL, "control character in name or metadata");
+        if (c < 0x20) {
+            char esc[8];
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            put(b, esc, 6);
+            continue;
         }
         if (c == '"' || c == '\\') {
             put(b, "\\", 1);

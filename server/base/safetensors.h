@@ -45,7 +45,7 @@ size_t td_st_dtype_size(int dtype);
 
 /* Builds the 8-byte length and the JSON header for entries e[0..n) (their begin/end already
 ** laid out) and metadata pairs: *out (td_malloc'd) holds `*len` bytes, a multiple of 8. Names
-** and metadata must be valid UTF-8 without control characters (checked: TD_EINVAL). */
+** and metadata are escaped as JSON needs; empty or over-long ones are TD_EINVAL. */
 int td_st_header_build(const struct td_st_entry *e, int n, const char *const *keys,
                        const char *const *vals, int nmeta, uint8_t **out, size_t *len,
                        struct td_err *err);

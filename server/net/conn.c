@@ -512,7 +512,7 @@ static void conn_update_reading(struct td_conn *c)
     if (c->closing) {
         return;
     }
-    bool want = !conn_paused(c) && c->rlen - c->rpos < READ_BUF_BYTES;
+    bool want = !conn_paused(c) && !c->net->draining && c->rlen - c->rpos < READ_BUF_BYTES;
     if (want && !c->reading) {
         if (uv_read_start(&c->h.stream, conn_on_alloc, conn_on_read) == 0) {
             c->reading = true;
@@ -770,6 +770,33 @@ int td_net_listen(struct td_net *n, const char *spec, char *bound, size_t cap,
     l->next = n->listeners;
     n->listeners = l;
     return 0;
+}
+
+void td_net_stop_accepting(struct td_net *n)
+{
+    for (struct td_listener *l = n->listeners, *next; l != NULL; l = next) {
+        next = l->next;
+        uv_close(&l->h.handle, listener_on_closed);
+    }
+    n->listeners = NULL;
+}
+
+void td_net_drain(struct td_net *n)
+{
+    n->draining = true;
+    for (struct td_conn *c = n->conns; c != NULL; c = c->next) {
+        conn_update_reading(c);
+    }
+}
+
+bool td_net_flushed(const struct td_net *n)
+{
+    for (const struct td_conn *c = n->conns; c != NULL; c = c->next) {
+        if (c->queued_bytes > 0 || c->writes_in_flight > 0) {
+            return false;
+        }
+    }
+    return true;
 }
 
 void td_net_close(struct td_net *n)

@@ -51,6 +51,7 @@ struct td_net {
     uint64_t next_conn_id;
     size_t nconns;
     bool closing;
+    bool draining;                  /* td_net_drain: no connection reads any more */
 };
 
 /* One piece of reply bytes; release(arg) runs once after it is written or dropped. */
@@ -75,6 +76,13 @@ int td_net_sockaddr(const char *spec, struct sockaddr_storage *ss, struct td_err
 
 /* The bound address of tcp in HOST:PORT notation; returns libuv's status. */
 int td_net_sockname(uv_tcp_t *tcp, char *bound, size_t cap);
+
+/* Graceful shutdown, in steps: stop accepting; stop reading (frames already read are still
+** delivered, and their replies written); td_net_flushed tells when every queued reply byte has
+** been written; then td_net_close. */
+void td_net_stop_accepting(struct td_net *n);
+void td_net_drain(struct td_net *n);
+bool td_net_flushed(const struct td_net *n);
 
 /* Stops listening and closes every connection; the loop then runs until handles are closed. */
 void td_net_close(struct td_net *n);

@@ -11,6 +11,7 @@
 */
 #include "rpc/rpc.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -19,6 +20,7 @@
 #include "core/print.h"
 #include "core/rng.h"
 #include "proto/tensord.pb-c.h"
+#include "session/persist.h"
 
 /* ---- protobuf-c allocator: every byte counted, failures injectable ---- */
 
@@ -703,6 +705,155 @@ static int run_write(struct rpc_job *j, struct td_session *s, struct result *res
     return 0;
 }
 
+#define MAX_FILE_TENSORS 100000
+
+static int files_path(const struct td_rpc_server *srv, const char *file, char *path, size_t cap,
+                      struct td_err *err)
+{
+    if (srv->files_dir == NULL) {
+        return td_err_set(err, TD_EUNSUP, "persistence is off: start tensord with --data-dir");
+    }
+    int rc = td_persist_check_name(file != NULL ? file : "", err);
+    if (rc == 0) {
+        snprintf(path, cap, "%s/%s.safetensors", srv->files_dir, file);
+    }
+    return rc;
+}
+
+static int run_save(struct rpc_job *j, struct td_session *s, struct td_err *err)
+{
+    const Tensord__Save *m = j->req->save;
+    char path[4096];
+    int rc = files_path(j->peer->srv, m->file, path, sizeof path, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if (m->n_tensors > MAX_FILE_TENSORS) {
+        return td_err_set(err, TD_ELIMIT, "too many tensors in one file: at most %d",
+                          MAX_FILE_TENSORS);
+    }
+    size_t n = m->n_tensors;
+    struct td_tensor **ts = td_calloc(n > 0 ? n : 1, sizeof *ts);
+    const char **names = td_calloc(n > 0 ? n : 1, sizeof *names);
+    char *rg = NULL;
+    size_t rglen = 0;
+    if (ts == NULL || names == NULL) {
+        rc = td_err_code(err, TD_ENOMEM);
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const Tensord__NamedTensor *nt = m->tensors[i];
+        names[i] = nt->name != NULL ? nt->name : "";
+        if (names[i][0] == '\0' || strlen(names[i]) > TD_ST_NAME_MAX ||
+            strcmp(names[i], "__metadata__") == 0) {
+            rc = td_err_set(err, TD_EINVAL, "tensor %zu: a name of 1..%d bytes, not "
+                            "__metadata__, is needed", i, TD_ST_NAME_MAX);
+            break;
+        }
+        for (size_t k = 0; k < i && rc == 0; k++) {
+            if (strcmp(names[k], names[i]) == 0) {
+                rc = td_err_set(err, TD_EINVAL, "tensor name '%s' appears twice", names[i]);
+            }
+        }
+        if (rc == 0) {
+            rc = td_session_lookup(s, nt->handle, &ts[i], err);
+        }
+        if (rc == 0 && ts[i]->requires_grad) {
+            size_t add = strlen(names[i]) + 1;
+            char *nb = td_realloc(rg, rglen + add + 1);
+            if (nb == NULL) {
+                rc = td_err_code(err, TD_ENOMEM);
+                break;
+            }
+            rg = nb;
+            memcpy(rg + rglen, names[i], add - 1);
+            rglen += add;
+            rg[rglen - 1] = '\n';
+            rg[rglen] = '\0';
+        }
+    }
+    if (rc == 0) {
+        /* requires_grad: the names, one per line (names hold no control characters). */
+        const char *keys[] = {"format", "requires_grad"};
+        const char *vals[] = {"pt", rg != NULL ? rg : ""};
+        rc = td_persist_write(path, ts, names, (int)n, keys, vals, rg != NULL ? 2 : 1, err);
+    }
+    td_free(rg);
+    td_free(ts);
+    td_free(names);
+    return rc;
+}
+
+static bool line_listed(const char *lines, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = lines; p != NULL && *p != '\0';) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl != NULL ? (size_t)(nl - p) : strlen(p);
+        if (len == n && memcmp(p, name, n) == 0) {
+            return true;
+        }
+        p = nl != NULL ? nl + 1 : p + len;
+    }
+    return false;
+}
+
+static int run_load(struct rpc_job *j, struct td_session *s, struct result *res,
+                    struct td_err *err)
+{
+    const Tensord__Load *m = j->req->load;
+    char path[4096];
+    int rc = files_path(j->peer->srv, m->file, path, sizeof path, err);
+    if (rc != 0) {
+        return rc;
+    }
+    struct td_persist_file f;
+    if ((rc = td_persist_open(path, &f, err)) != 0) {
+        return rc;
+    }
+    /* Every name and handle checked before anything is created. */
+    for (size_t i = 0; i < m->n_tensors && rc == 0; i++) {
+        const Tensord__NamedTensor *nt = m->tensors[i];
+        if (td_persist_find(&f, nt->name != NULL ? nt->name : "") < 0) {
+            rc = td_err_set(err, TD_EINVAL, "no tensor named '%s' in %s", nt->name, m->file);
+        } else if ((rc = td_session_check_out(s, nt->handle, err)) == 0) {
+            for (size_t k = 0; k < i && rc == 0; k++) {
+                if (m->tensors[k]->handle == nt->handle) {
+                    rc = td_err_set(err, TD_EINVAL, "handle %llu named twice",
+                                    (unsigned long long)nt->handle);
+                }
+            }
+        }
+    }
+    const char *rg = td_st_meta(&f.h, "requires_grad");
+    for (size_t i = 0; i < m->n_tensors && rc == 0; i++) {
+        const Tensord__NamedTensor *nt = m->tensors[i];
+        struct td_tensor *t = NULL;
+        if ((rc = td_persist_read(&f, td_persist_find(&f, nt->name), &s->quota, &t, err)) == 0) {
+            t->requires_grad = line_listed(rg, nt->name) && td_dtype_is_float(t->dtype);
+            rc = td_session_put(s, nt->handle, t, err);
+        }
+    }
+    size_t len = 1;
+    for (int i = 0; i < f.h.n && rc == 0; i++) {
+        len += strlen(f.h.e[i].name) + 1;
+    }
+    if (rc == 0 && (res->text = td_malloc(len)) == NULL) {
+        rc = td_err_code(err, TD_ENOMEM);
+    }
+    if (rc == 0) {
+        size_t at = 0;
+        for (int i = 0; i < f.h.n; i++) {
+            size_t n = strlen(f.h.e[i].name);
+            memcpy(res->text + at, f.h.e[i].name, n);
+            at += n;
+            res->text[at++] = '\n';
+        }
+        res->text[at] = '\0';
+    }
+    td_persist_close(&f);
+    return rc;
+}
+
 static int run_format(struct rpc_job *j, struct td_session *s, struct result *res,
                       struct td_err *err)
 {
@@ -1044,6 +1195,12 @@ static void job_execute(struct rpc_job *j)
     case TENSORD__REQUEST__BODY_WRITE:
         rc = run_write(j, s, &res, &err);
         break;
+    case TENSORD__REQUEST__BODY_SAVE:
+        rc = run_save(j, s, &err);
+        break;
+    case TENSORD__REQUEST__BODY_LOAD:
+        rc = run_load(j, s, &res, &err);
+        break;
     case TENSORD__REQUEST__BODY_FORMAT:
         rc = run_format(j, s, &res, &err);
         break;
@@ -1162,7 +1319,9 @@ static bool job_is_heavy(struct td_job *job)
         break;
     }
     case TENSORD__REQUEST__BODY_BACKWARD:
-        return true;  /* a graph's size is unknown until walked: always off the loop */
+    case TENSORD__REQUEST__BODY_SAVE:
+    case TENSORD__REQUEST__BODY_LOAD:
+        return true;  /* a graph's size is unknown until walked, and files block: off the loop */
     default:
         break;
     }

@@ -56,6 +56,7 @@ struct td_rpc_server {
     int64_t heavy_work;                 /* td_op_work above this goes to the executor */
     uint64_t (*now_ms)(void);           /* monotonic clock, for session TTL bookkeeping */
     uint64_t started_ms;                /* now_ms() at start, for uptime */
+    const char *files_dir;              /* Save/Load directory; NULL: persistence is off */
     struct td_rpc_stats stats;          /* ops: points at op_counters */
     struct td_rpc_counter op_counters[TD_OP_COUNT];
     struct td_map auth_penalty;         /* peer address hash -> failures; see run_hello */

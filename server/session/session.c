@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "base/sha256.h"
+
 static void inline_submit(struct td_executor *ex, struct td_job *job)
 {
     (void)ex;
@@ -68,7 +70,15 @@ static void token_tag(const uint8_t *token, char out[9])
     out[8] = '\0';
 }
 
-int td_store_open(struct td_store *st, struct td_session **out, struct td_err *err)
+/* Where a session sits in by_key: its token's first 8 bytes, or for a restored session not yet
+** resumed, the first 8 bytes of its token's hash. */
+static uint64_t session_key(const struct td_session *s)
+{
+    return s->restored ? token_key(s->token_sha) : token_key(s->token);
+}
+
+/* A zeroed session, with its table, quota and a seeded RNG; not yet in the store. */
+static int session_new(struct td_store *st, struct td_session **out, struct td_err *err)
 {
     if (st->cfg.max_sessions > 0 && (int64_t)st->by_key.len >= st->cfg.max_sessions) {
         return td_err_set(err, TD_ELIMIT, "session limit reached: max_sessions %lld",
@@ -78,27 +88,81 @@ int td_store_open(struct td_store *st, struct td_session **out, struct td_err *e
     if (s == NULL) {
         return td_err_code(err, TD_ENOMEM);
     }
+    s->id = st->next_id++;
+    s->store = st;
+    td_map_init(&s->handles);
+    td_quota_init(&s->quota, "session memory", st->cfg.session_max_bytes, &st->global);
+    s->quota.max_charge = st->cfg.max_tensor_bytes;
+    *out = s;
+    return 0;
+}
+
+int td_store_add_restored(struct td_store *st, const uint8_t sha[32], struct td_session **out,
+                          struct td_err *err)
+{
+    struct td_session *s;
+    int rc = session_new(st, &s, err);
+    if (rc != 0) {
+        return rc;
+    }
+    s->restored = true;
+    memcpy(s->token_sha, sha, sizeof s->token_sha);
+    uint64_t key = session_key(s);
+    if (key == 0 || key == UINT64_MAX || td_map_get(&st->by_key, key) != NULL ||
+        td_map_put(&st->by_key, key, s) != 0) {
+        td_map_close(&s->handles);
+        td_free(s);
+        return td_err_set(err, TD_EEXIST, "a session with this key is already live");
+    }
+    s->refs = 1;  /* the store's */
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 4; i++) {
+        s->token_tag[2 * i] = hex[sha[i] >> 4];
+        s->token_tag[2 * i + 1] = hex[sha[i] & 15];
+    }
+    s->token_tag[8] = '\0';
+    *out = s;
+    return 0;
+}
+
+bool td_store_busy(const struct td_store *st)
+{
+    size_t iter = 0;
+    uint64_t key;
+    void *val;
+    while (td_map_next(&st->by_key, &iter, &key, &val)) {
+        if (td_session_busy(val)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int td_store_open(struct td_store *st, struct td_session **out, struct td_err *err)
+{
+    struct td_session *s;
+    int rc = session_new(st, &s, err);
+    if (rc != 0) {
+        return rc;
+    }
     uint64_t seed;
     /* Keys 0 and UINT64_MAX are reserved by the map, and a collision on the first 8 bytes is
     ** astronomically rare but cheap to rule out: draw again. */
     do {
         if (fill_random(s->token, sizeof s->token) != 0 || fill_random(&seed, sizeof seed) != 0) {
+            td_map_close(&s->handles);
             td_free(s);
             return td_err_set(err, TD_EIO, "could not read randomness for a session token");
         }
     } while (token_key(s->token) == 0 || token_key(s->token) == UINT64_MAX ||
              td_map_get(&st->by_key, token_key(s->token)) != NULL);
     if (td_map_put(&st->by_key, token_key(s->token), s) != 0) {
+        td_map_close(&s->handles);
         td_free(s);
         return td_err_code(err, TD_ENOMEM);
     }
     s->refs = 2;  /* the store's and the caller's */
-    s->id = st->next_id++;
     token_tag(s->token, s->token_tag);
-    s->store = st;
-    td_map_init(&s->handles);
-    td_quota_init(&s->quota, "session memory", st->cfg.session_max_bytes, &st->global);
-    s->quota.max_charge = st->cfg.max_tensor_bytes;
     td_rng_seed(&s->rng, seed);
     *out = s;
     return 0;
@@ -116,6 +180,35 @@ int td_store_resume(struct td_store *st, const uint8_t *token, size_t len,
     if (s != NULL) {
         for (size_t i = 0; i < TD_TOKEN_BYTES; i++) {
             diff |= (uint8_t)(s->token[i] ^ token[i]);
+        }
+    }
+    if (s != NULL && s->restored) {
+        diff = 1;  /* keyed by a hash: never matched by token bytes */
+    }
+    if (diff != 0 && len == TD_TOKEN_BYTES) {
+        /* A session restored from a snapshot knows only its token's hash. */
+        uint8_t sha[TD_SHA256_BYTES];
+        td_sha256(token, len, sha);
+        struct td_session *r = td_map_get(&st->by_key, token_key(sha));
+        uint8_t rdiff = (r == NULL || !r->restored);
+        if (r != NULL) {
+            for (size_t i = 0; i < sizeof sha; i++) {
+                rdiff |= (uint8_t)(r->token_sha[i] ^ sha[i]);
+            }
+        }
+        if (rdiff == 0 && !r->closed && td_map_get(&st->by_key, token_key(token)) == NULL) {
+            /* Re-key it under the token, as if it had never left. */
+            td_map_del(&st->by_key, token_key(sha));
+            memcpy(r->token, token, TD_TOKEN_BYTES);
+            r->restored = false;
+            if (td_map_put(&st->by_key, token_key(token), r) != 0) {
+                r->restored = true;
+                td_map_put(&st->by_key, token_key(sha), r);  /* the slot it just left */
+                return td_err_code(err, TD_ENOMEM);
+            }
+            token_tag(r->token, r->token_tag);
+            s = r;
+            diff = 0;
         }
     }
     if (diff != 0 || s->closed) {
@@ -225,7 +318,8 @@ void td_session_close(struct td_session *s)
     session_clear(s);
     struct td_store *st = s->store;
     s->store = NULL;
-    if (st != NULL && td_map_del(&st->by_key, token_key(s->token)) == s) {
+    if (st != NULL && td_map_get(&st->by_key, session_key(s)) == s) {
+        td_map_del(&st->by_key, session_key(s));
         td_session_unref(s);  /* the store's reference */
     }
 }

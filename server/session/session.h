@@ -85,6 +85,8 @@ struct td_session {
     int nconns;                  /* attached connections; TTL counts only at 0 */
     uint64_t idle_since_ms;      /* when nconns last dropped to 0 */
     bool closed;                 /* CloseSession or expiry; tensors are gone */
+    bool restored;               /* from a snapshot, not yet resumed: only token_sha is known */
+    uint8_t token_sha[32];       /* SHA-256 of the token, for restored sessions */
     bool no_grad;                /* torch.no_grad(): ops record no autograd graph */
     bool running;                /* a heavy job is out on the executor */
     struct td_job *head, *tail;  /* FIFO of jobs not yet started */
@@ -111,7 +113,15 @@ int td_store_resume(struct td_store *st, const uint8_t *token, size_t len,
 int td_store_sweep(struct td_store *st, uint64_t now_ms);
 
 size_t td_store_count(const struct td_store *st);
-size_t td_store_tensor_count(const struct td_store *st);   /* handle table entries, all sessions */
+size_t td_store_tensor_count(const struct td_store *st);
+
+/* True while any session has jobs queued or running. */
+bool td_store_busy(const struct td_store *st);
+
+/* A session brought back from a snapshot, known by the SHA-256 of its token until a client
+** resumes it with the token itself; *out is borrowed (the store holds it). */
+int td_store_add_restored(struct td_store *st, const uint8_t sha[32], struct td_session **out,
+                          struct td_err *err);   /* handle table entries, all sessions */
 
 /* ---- session references and connections ---- */
 

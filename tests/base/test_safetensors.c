@@ -20,7 +20,7 @@ static void test_round_trip(void **state)
         {.name = "empty", .dtype = TD_ST_BOOL, .ndim = 1, .shape = {0}, .begin = 32, .end = 32},
     };
     const char *keys[] = {"format", "requires_grad"};
-    const char *vals[] = {"pt", "w"};
+    const char *vals[] = {"pt", "w\nline two\t"};
     uint8_t *hdr;
     size_t len;
     struct td_err err;
@@ -43,7 +43,7 @@ static void test_round_trip(void **state)
         assert_int_equal(h.e[i].end, e[i].end);
     }
     assert_string_equal(td_st_meta(&h, "format"), "pt");
-    assert_string_equal(td_st_meta(&h, "requires_grad"), "w");
+    assert_string_equal(td_st_meta(&h, "requires_grad"), "w\nline two\t");
     assert_null(td_st_meta(&h, "nope"));
     td_st_header_free(&h);
     td_free(hdr);

@@ -329,7 +329,7 @@ class Session:
         req = self._c.op_request(name, args, out2=out2, **kw)
         p = self._send(req, name)
         values = Tensor(self, req.run_op.out, p)
-        indices = Tensor(self, out2, p, _lazy_indices=True)
+        indices = Tensor(self, out2, p, _not_in_reply=True)
         return getattr(return_types, name)(values, indices)
 
     # -- creation --
@@ -514,6 +514,39 @@ class Session:
         req.stats.SetInParent()
         return self._call(req, "stats").stats
 
+    # -- persistence (the daemon needs --data-dir) --
+    def save(self, file: str, tensors: Any) -> None:
+        """Writes tensors ({name: Tensor}) to <data-dir>/files/<file>.safetensors on the server,
+        with their requires_grad flags; waits until the file is durable."""
+        req = pb.Request()
+        req.save.file = file
+        for name, t in tensors.items():
+            nt = req.save.tensors.add()
+            nt.name = name
+            nt.handle = t._h
+        self._call(req, "save")
+
+    def load(self, file: str, names: Optional[Sequence[str]] = None) -> Any:
+        """Reads tensors of a saved file (all of them, or those named) as {name: Tensor}."""
+        if names is None:
+            names = self.list_file(file)
+        req = pb.Request()
+        req.load.file = file
+        out = {}
+        for name in names:
+            nt = req.load.tensors.add()
+            nt.name = name
+            nt.handle = self._c.handle()
+            out[name] = nt.handle
+        p = self._send(req, "load")
+        return {name: Tensor(self, h, p, _not_in_reply=True) for name, h in out.items()}
+
+    def list_file(self, file: str) -> List[str]:
+        """The names of the tensors in a saved file."""
+        req = pb.Request()
+        req.load.file = file
+        return self._call(req, "load").text.splitlines()
+
     # every op as a Session method too: s.exp(x), s.cat([a, b], 1), s.matmul(a, b) ...
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -538,12 +571,12 @@ class Tensor:
     __array_priority__ = 1000  # numpy defers `ndarray * Tensor` to Tensor.__rmul__
 
     def __init__(self, session: Session, handle: builtins.int, pending: Any = None,
-                 meta: Optional[Tuple[Size, dtype]] = None, _lazy_indices: Any = False):
+                 meta: Optional[Tuple[Size, dtype]] = None, _not_in_reply: Any = False):
         self._s = session
         self._h = handle
         self._p = pending
         self._meta = meta
-        self._indices = _lazy_indices
+        self._not_in_reply = _not_in_reply
         self._grad_cache: Optional[Tensor] = None
         weakref.finalize(self, session._dead.append, handle)
 
@@ -554,7 +587,7 @@ class Tensor:
             if self._p is not None:
                 self._s._wait(self._p)
                 resp = self._p.resp
-                if resp is not None and resp.HasField("tensor") and not self._indices:
+                if resp is not None and resp.HasField("tensor") and not self._not_in_reply:
                     info = resp.tensor
             if info is None:
                 info = self._info()

@@ -15,6 +15,7 @@ manual_seed), nothing is re-sent: those fail with an error saying the outcome is
 from __future__ import annotations
 
 import collections
+import os
 import select
 import socket
 import struct
@@ -116,7 +117,9 @@ class Conn:
             self._target = ("tcp", (host, port))
         self.auth = token
         self.token = resume or b""
-        self.next_handle = 1
+        # A resumed session already has handles this client did not choose: start far away,
+        # at a random place, so new ones do not collide with them.
+        self.next_handle = 1 if not resume else (int.from_bytes(os.urandom(6), "little") << 16) + 1
         self.frames_sent = 0      # what the pipelining tests count
         self.writes = 0
         self.waits = 0            # blocking points that had to read from the socket

@@ -1,0 +1,549 @@
+/* server/session/persist.c — see persist.h. */
+#include "session/persist.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "base/sha256.h"
+#include "core/dtype.h"
+#include "core/tensor.h"
+
+#define SNAPSHOT_SUFFIX ".safetensors"
+
+int td_persist_check_name(const char *name, struct td_err *err)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 128) {
+        return td_err_set(err, TD_EINVAL, "file name must have 1 to 128 characters");
+    }
+    if (name[0] == '.') {
+        return td_err_set(err, TD_EINVAL, "file name '%s' must not start with '.'", name);
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-')) {
+            return td_err_set(err, TD_EINVAL, "file name may hold only letters, digits, '.', "
+                              "'_' and '-' (no paths)");
+        }
+    }
+    return 0;
+}
+
+static int st_dtype(enum td_dtype d)
+{
+    switch (d) {
+    case TD_DTYPE_F32: return TD_ST_F32;
+    case TD_DTYPE_F64: return TD_ST_F64;
+    case TD_DTYPE_I32: return TD_ST_I32;
+    case TD_DTYPE_I64: return TD_ST_I64;
+    default: return TD_ST_BOOL;
+    }
+}
+
+static enum td_dtype core_dtype(int st)
+{
+    static const enum td_dtype map[TD_ST_NDTYPES] = {TD_DTYPE_F32, TD_DTYPE_F64, TD_DTYPE_I32,
+                                                     TD_DTYPE_I64, TD_DTYPE_BOOL};
+    return map[st];
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = write(fd, b, n);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -1;
+        }
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int write_tensor(int fd, const struct td_tensor *t)
+{
+    size_t n = td_tensor_nbytes(t);
+    if (n == 0) {
+        return 0;
+    }
+    if (td_tensor_is_contiguous(t)) {
+        return write_all(fd, td_tensor_data(t), n);
+    }
+    void *copy = td_malloc(n);
+    if (copy == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    td_tensor_copy_out(t, copy);
+    int rc = write_all(fd, copy, n);
+    td_free(copy);
+    return rc;
+}
+
+/* The directory part of path, fsync'd so a rename inside it is durable. */
+static void sync_dir(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL) {
+        snprintf(dir, sizeof dir, ".");
+    } else {
+        *slash = '\0';
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+int td_persist_write(const char *path, struct td_tensor *const *t, const char *const *names, int n,
+                     const char *const *keys, const char *const *vals, int nmeta,
+                     struct td_err *err)
+{
+    struct td_st_entry *e = td_calloc((size_t)(n > 0 ? n : 1), sizeof *e);
+    if (e == NULL) {
+        return td_err_code(err, TD_ENOMEM);
+    }
+    uint64_t at = 0;
+    for (int i = 0; i < n; i++) {
+        e[i].name = (char *)names[i];
+        e[i].dtype = st_dtype(t[i]->dtype);
+        e[i].ndim = t[i]->ndim;
+        memcpy(e[i].shape, t[i]->shape, sizeof e[i].shape[0] * (size_t)t[i]->ndim);
+        e[i].begin = at;
+        at += td_tensor_nbytes(t[i]);
+        e[i].end = at;
+    }
+    uint8_t *hdr = NULL;
+    size_t hlen = 0;
+    int rc = td_st_header_build(e, n, keys, vals, nmeta, &hdr, &hlen, err);
+    td_free(e);
+    if (rc != 0) {
+        return rc;
+    }
+    char tmp[4200];
+    static unsigned counter;
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), counter++);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        td_free(hdr);
+        return td_err_set(err, TD_EIO, "cannot create %s: %s", tmp, strerror(errno));
+    }
+    int bad = write_all(fd, hdr, hlen);
+    td_free(hdr);
+    for (int i = 0; i < n && bad == 0; i++) {
+        bad = write_tensor(fd, t[i]);
+    }
+    if (bad == 0 && fsync(fd) != 0) {
+        bad = -1;
+    }
+    int saved = errno;
+    if (close(fd) != 0 && bad == 0) {
+        bad = -1;
+        saved = errno;
+    }
+    if (bad == 0 && rename(tmp, path) != 0) {
+        bad = -1;
+        saved = errno;
+    }
+    if (bad != 0) {
+        unlink(tmp);
+        return td_err_set(err, TD_EIO, "cannot write %s: %s", path, strerror(saved));
+    }
+    sync_dir(path);
+    return 0;
+}
+
+static int read_at(int fd, void *buf, size_t n, uint64_t off)
+{
+    uint8_t *b = buf;
+    while (n > 0) {
+        ssize_t r = pread(fd, b, n, (off_t)off);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            return -1;
+        }
+        b += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+int td_persist_open(const char *path, struct td_persist_file *f, struct td_err *err)
+{
+    memset(f, 0, sizeof *f);
+    f->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (f->fd < 0) {
+        return td_err_set(err, errno == ENOENT ? TD_EINVAL : TD_EIO, "cannot open %s: %s",
+                          strrchr(path, '/') ? strrchr(path, '/') + 1 : path, strerror(errno));
+    }
+    struct stat st;
+    uint8_t len8[8];
+    uint64_t hl = 0;
+    if (fstat(f->fd, &st) != 0 || (uint64_t)st.st_size < 8 || read_at(f->fd, len8, 8, 0) != 0) {
+        close(f->fd);
+        return td_err_set(err, TD_EINVAL, "not a safetensors file: shorter than 8 bytes");
+    }
+    for (int i = 7; i >= 0; i--) {
+        hl = hl << 8 | len8[i];
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (hl > TD_ST_MAX_HEADER || hl > size - 8) {
+        close(f->fd);
+        return td_err_set(err, TD_EINVAL, "not a safetensors file: header length %" PRIu64
+                          " does not fit the file's %" PRIu64 " bytes", hl, size);
+    }
+    char *json = td_malloc((size_t)hl + 1);
+    if (json == NULL) {
+        close(f->fd);
+        return td_err_code(err, TD_ENOMEM);
+    }
+    int rc = 0;
+    if (read_at(f->fd, json, (size_t)hl, 8) != 0) {
+        rc = td_err_set(err, TD_EIO, "cannot read the header: %s", strerror(errno));
+    } else {
+        rc = td_st_header_parse(json, (size_t)hl, size - 8 - hl, &f->h, err);
+    }
+    td_free(json);
+    if (rc != 0) {
+        close(f->fd);
+        f->fd = -1;
+        return rc;
+    }
+    f->data_start = 8 + hl;
+    return 0;
+}
+
+int td_persist_find(const struct td_persist_file *f, const char *name)
+{
+    for (int i = 0; i < f->h.n; i++) {
+        if (strcmp(f->h.e[i].name, name) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+int td_persist_read(struct td_persist_file *f, int i, struct td_quota *q, struct td_tensor **out,
+                    struct td_err *err)
+{
+    const struct td_st_entry *e = &f->h.e[i];
+    struct td_tensor *t = NULL;
+    int rc = td_tensor_empty(&t, core_dtype(e->dtype), e->shape, e->ndim, q, err);
+    if (rc != 0) {
+        return rc;
+    }
+    size_t n = (size_t)(e->end - e->begin);
+    if (n > 0 && read_at(f->fd, td_tensor_data(t), n, f->data_start + e->begin) != 0) {
+        td_tensor_unref(t);
+        return td_err_set(err, TD_EIO, "cannot read tensor '%s': %s", e->name,
+                          errno != 0 ? strerror(errno) : "file is short");
+    }
+    *out = t;
+    return 0;
+}
+
+void td_persist_close(struct td_persist_file *f)
+{
+    if (f->fd >= 0) {
+        close(f->fd);
+    }
+    f->fd = -1;
+    td_st_header_free(&f->h);
+}
+
+/* ---- session snapshots ---- */
+
+struct strlist {
+    char *buf;
+    size_t len, cap;
+};
+
+static int strlist_add(struct strlist *l, uint64_t v)
+{
+    char num[24];
+    int n = snprintf(num, sizeof num, "%s%" PRIu64, l->len ? "," : "", v);
+    if (l->len + (size_t)n + 1 > l->cap) {
+        size_t cap = (l->cap + (size_t)n + 1) * 2;
+        char *nb = td_realloc(l->buf, cap);
+        if (nb == NULL) {
+            return -1;
+        }
+        l->buf = nb;
+        l->cap = cap;
+    }
+    memcpy(l->buf + l->len, num, (size_t)n + 1);
+    l->len += (size_t)n;
+    return 0;
+}
+
+static int save_session(struct td_session *s, const char *dir, struct td_err *err)
+{
+    size_t cap = td_session_count(s) * 2 + 1;
+    struct td_tensor **ts = td_calloc(cap, sizeof *ts);
+    char **names = td_calloc(cap, sizeof *names);
+    struct strlist rg = {0}, rt = {0};
+    int n = 0, rc = 0;
+    if (ts == NULL || names == NULL) {
+        rc = td_err_code(err, TD_ENOMEM);
+        goto out;
+    }
+    uint64_t handle;
+    void *val;
+    for (size_t it = 0; td_map_next(&s->handles, &it, &handle, &val) && rc == 0;) {
+        const struct td_entry *e = val;
+        if (e->t == NULL) {
+            continue;  /* a failure record: nothing to keep */
+        }
+        for (int pass = 0; pass < 2; pass++) {
+            struct td_tensor *t = pass == 0 ? e->t : e->t->grad;
+            if (t == NULL) {
+                continue;
+            }
+            names[n] = td_malloc(24);
+            if (names[n] == NULL) {
+                rc = td_err_code(err, TD_ENOMEM);
+                break;
+            }
+            snprintf(names[n], 24, "%c%" PRIu64, pass == 0 ? 'h' : 'g', handle);
+            ts[n++] = t;
+        }
+        if ((e->t->requires_grad && strlist_add(&rg, handle) != 0) ||
+            (e->t->retains_grad && strlist_add(&rt, handle) != 0)) {
+            rc = td_err_code(err, TD_ENOMEM);
+        }
+    }
+    if (rc == 0) {
+        char hex[2 * TD_SHA256_BYTES + 1], rng[64], path[4096];
+        uint8_t sha[TD_SHA256_BYTES];
+        if (s->restored) {
+            memcpy(sha, s->token_sha, sizeof sha);
+        } else {
+            td_sha256(s->token, TD_TOKEN_BYTES, sha);
+        }
+        static const char hx[] = "0123456789abcdef";
+        for (int i = 0; i < TD_SHA256_BYTES; i++) {
+            hex[2 * i] = hx[sha[i] >> 4];
+            hex[2 * i + 1] = hx[sha[i] & 15];
+        }
+        hex[2 * TD_SHA256_BYTES] = '\0';
+        snprintf(rng, sizeof rng, "%" PRIu64 ",%" PRIu64, s->rng.seed, s->rng.offset);
+        const char *keys[] = {"tensord_session", "token_sha256", "rng", "no_grad",
+                              "requires_grad", "retains_grad"};
+        const char *vals[] = {"1", hex, rng, s->no_grad ? "1" : "0", rg.len ? rg.buf : "-",
+                              rt.len ? rt.buf : "-"};
+        snprintf(path, sizeof path, "%s/%s%s", dir, hex, SNAPSHOT_SUFFIX);
+        rc = td_persist_write(path, ts, (const char *const *)names, n, keys, vals, 6, err);
+    }
+out:
+    for (int i = 0; i < n; i++) {
+        td_free(names[i]);
+    }
+    td_free(names);
+    td_free(ts);
+    td_free(rg.buf);
+    td_free(rt.buf);
+    return rc;
+}
+
+int td_store_save_all(struct td_store *st, const char *dir, int *failed)
+{
+    int saved = 0;
+    *failed = 0;
+    uint64_t key;
+    void *val;
+    for (size_t it = 0; td_map_next(&st->by_key, &it, &key, &val);) {
+        struct td_session *s = val;
+        struct td_err err;
+        if (s->closed) {
+            continue;
+        }
+        if (s->running) {
+            td_log(TD_LOG_ERROR, "session_save_failed", "session=%s msg=\"still running a job\"",
+                   s->token_tag);
+            (*failed)++;
+            continue;
+        }
+        if (save_session(s, dir, &err) != 0) {
+            td_log(TD_LOG_ERROR, "session_save_failed", "session=%s msg=\"%s\"", s->token_tag,
+                   err.msg);
+            (*failed)++;
+        } else {
+            saved++;
+        }
+    }
+    return saved;
+}
+
+/* "1,5,9" -> does it list v? Lists are short enough to scan per handle. */
+static bool list_has(const char *list, uint64_t v)
+{
+    if (list == NULL) {
+        return false;
+    }
+    const char *p = list;
+    while (*p != '\0') {
+        char *end;
+        unsigned long long x = strtoull(p, &end, 10);
+        if (end == p) {
+            return false;
+        }
+        if (x == v) {
+            return true;
+        }
+        p = *end == ',' ? end + 1 : end;
+    }
+    return false;
+}
+
+static int hex_decode(const char *hex, uint8_t *out, size_t n)
+{
+    if (hex == NULL || strlen(hex) != 2 * n) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int v = 0;
+        for (int j = 0; j < 2; j++) {
+            char c = hex[2 * i + (size_t)j];
+            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+            if (d < 0) {
+                return -1;
+            }
+            v = v * 16 + d;
+        }
+        out[i] = (uint8_t)v;
+    }
+    return 0;
+}
+
+static int restore_session(struct td_store *st, const char *path, uint64_t now_ms,
+                           struct td_err *err)
+{
+    struct td_persist_file f;
+    int rc = td_persist_open(path, &f, err);
+    if (rc != 0) {
+        return rc;
+    }
+    uint8_t sha[TD_SHA256_BYTES];
+    const char *marker = td_st_meta(&f.h, "tensord_session");
+    if (marker == NULL || strcmp(marker, "1") != 0 ||
+        hex_decode(td_st_meta(&f.h, "token_sha256"), sha, sizeof sha) != 0) {
+        td_persist_close(&f);
+        return td_err_set(err, TD_EINVAL, "not a tensord session snapshot");
+    }
+    struct td_session *s;
+    if ((rc = td_store_add_restored(st, sha, &s, err)) != 0) {
+        td_persist_close(&f);
+        return rc;
+    }
+    s->idle_since_ms = now_ms;
+    const char *rng = td_st_meta(&f.h, "rng");
+    unsigned long long seed = 0, offset = 0;
+    if (rng != NULL && sscanf(rng, "%llu,%llu", &seed, &offset) == 2) {
+        s->rng.seed = seed;
+        s->rng.offset = offset;
+    }
+    const char *ng = td_st_meta(&f.h, "no_grad");
+    s->no_grad = ng != NULL && strcmp(ng, "1") == 0;
+    const char *rg = td_st_meta(&f.h, "requires_grad");
+    const char *rt = td_st_meta(&f.h, "retains_grad");
+    /* Tensors first, then grads onto them. */
+    for (int pass = 0; pass < 2 && rc == 0; pass++) {
+        for (int i = 0; i < f.h.n && rc == 0; i++) {
+            const char *name = f.h.e[i].name;
+            char *end;
+            uint64_t h = strtoull(name + 1, &end, 10);
+            if ((name[0] != 'h' && name[0] != 'g') || *end != '\0' || end == name + 1 ||
+                h == 0 || h == UINT64_MAX) {
+                rc = td_err_set(err, TD_EINVAL, "unexpected tensor name '%s'", name);
+                break;
+            }
+            if ((pass == 0) != (name[0] == 'h')) {
+                continue;
+            }
+            struct td_tensor *t = NULL;
+            if ((rc = td_persist_read(&f, i, &s->quota, &t, err)) != 0) {
+                break;
+            }
+            if (pass == 0) {
+                t->requires_grad = list_has(rg, h) && td_dtype_is_float(t->dtype);
+                t->retains_grad = list_has(rt, h);
+                if ((rc = td_session_check_out(s, h, err)) == 0) {
+                    rc = td_session_put(s, h, t, err);
+                } else {
+                    td_tensor_unref(t);
+                }
+                continue;
+            }
+            struct td_tensor *owner = NULL;
+            if (td_session_lookup(s, h, &owner, err) != 0) {
+                td_tensor_unref(t);
+                rc = td_err_set(err, TD_EINVAL, "grad '%s' of no tensor", name);
+                break;
+            }
+            td_tensor_unref(owner->grad);
+            owner->grad = t;
+        }
+    }
+    td_persist_close(&f);
+    if (rc != 0) {
+        td_session_close(s);
+    }
+    return rc;
+}
+
+int td_store_restore_all(struct td_store *st, const char *dir, uint64_t now_ms, int *failed)
+{
+    *failed = 0;
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return 0;
+    }
+    int restored = 0;
+    struct dirent *de;
+    size_t suffix = strlen(SNAPSHOT_SUFFIX);
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        if (n <= suffix || strcmp(de->d_name + n - suffix, SNAPSHOT_SUFFIX) != 0 ||
+            de->d_name[0] == '.') {
+            continue;
+        }
+        char path[4096], bad[4200];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        struct td_err err;
+        if (restore_session(st, path, now_ms, &err) == 0) {
+            unlink(path);
+            restored++;
+        } else {
+            snprintf(bad, sizeof bad, "%s.unreadable", path);
+            rename(path, bad);
+            td_log(TD_LOG_ERROR, "session_restore_failed", "file=%s msg=\"%s\"", de->d_name,
+                   err.msg);
+            (*failed)++;
+        }
+    }
+    closedir(d);
+    if (restored > 0) {
+        sync_dir(dir);
+    }
+    return restored;
+}
