@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <cblas.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -55,6 +56,7 @@ struct config {
     uint64_t idle_timeout_ms;
     const char *metrics_listen;
     const char *data_dir;
+    const char *log_file;
     uint64_t shutdown_timeout_ms;
     int listen_source;   /* which source (1 file, 2 environment, 3 command line) set `listen` */
     int source;          /* the source being applied now */
@@ -91,6 +93,7 @@ static const struct flag flags[] = {
      "serve Prometheus /metrics, /healthz and /readyz over HTTP here"},
     {"log-level", "LEVEL", "info", "debug, info, warn or error"},
     {"log-format", "FORMAT", "text", "text (key=value) or json, one line per event"},
+    {"log-file", "PATH", "stderr", "append the log to PATH (reopened on SIGHUP, for rotation)"},
     {"config", "FILE", "none", "read settings from FILE: 'key = value' lines, keys as flag names"},
     {"help", NULL, NULL, "show this help"},
     {"version", NULL, NULL, "show the version"},
@@ -280,6 +283,13 @@ static int apply_flag(struct config *cfg, const char *name, const char *v)
     }
     if (strcmp(name, "auth-token-file") == 0) {
         cfg->auth_token_file = v;
+        return 0;
+    }
+    if (strcmp(name, "log-file") == 0) {
+        if (v[0] == '\0') {
+            return bad_value(name, v, "want a file path");
+        }
+        cfg->log_file = v;
         return 0;
     }
     if (strcmp(name, "data-dir") == 0) {
@@ -544,6 +554,7 @@ struct server {
     const char *sessions_dir;           /* --data-dir/sessions, or NULL */
     struct td_http metrics;
     const char *auth_token_file;        /* re-read on SIGHUP */
+    const char *log_file;               /* reopened on SIGHUP */
     char *token;                        /* owned; what rpc.auth_token points to */
     bool stopping;
     int64_t max_connections;
@@ -633,7 +644,7 @@ static void *glue_open(struct td_conn *c, void *user)
         td_free(g);
         return NULL;
     }
-    td_rpc_peer_set_addr(g->peer, td_conn_peer(c));
+    td_rpc_peer_set_addr(g->peer, td_conn_peer(c), td_conn_id(c));
     if ((int64_t)server.net.nconns > server.max_connections) {
         /* Refused at once, with a reason, rather than left hanging. */
         char msg[96];
@@ -831,12 +842,28 @@ static int on_http(void *user, const char *path, char **body, const char **ctype
     return status;
 }
 
-/* SIGHUP: re-read the token file, so a token can be rotated without a restart. A file that
+/* Points stderr (where the log goes) at the --log-file, appending. */
+static int open_log(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        return -1;
+    }
+    int rc = dup2(fd, STDERR_FILENO) < 0 ? -1 : 0;
+    close(fd);
+    return rc;
+}
+
+/* SIGHUP: reopen the log file (after rotation), re-read the token file, so a token can be rotated without a restart. A file that
 ** cannot be read keeps the old token (and says why). */
 static void on_sighup(uv_signal_t *s, int signum)
 {
     (void)s;
     (void)signum;
+    if (server.log_file != NULL && open_log(server.log_file) != 0) {
+        td_log(TD_LOG_ERROR, "log_reopen_failed", "file=%s err=\"%s\"", server.log_file,
+               strerror(errno));
+    }
     if (server.auth_token_file == NULL) {
         td_log(TD_LOG_INFO, "reload", "msg=\"nothing to reload: no --auth-token-file\"");
         return;
@@ -857,13 +884,13 @@ static void on_sighup(uv_signal_t *s, int signum)
 static void finish_shutdown(void)
 {
     uv_close((uv_handle_t *)&server.drain, NULL);
-    td_net_close(&server.net);
     if (server.sessions_dir != NULL) {
         int failed = 0;
         int saved = td_store_save_all(&server.store, server.sessions_dir, &failed);
         td_log(failed ? TD_LOG_ERROR : TD_LOG_INFO, "sessions_saved", "count=%d failed=%d dir=%s",
                saved, failed, server.sessions_dir);
     }
+    td_net_close_gracefully(&server.net);
     uv_close((uv_handle_t *)&server.sweep, NULL);
     uv_close((uv_handle_t *)&server.sigterm, NULL);
     uv_close((uv_handle_t *)&server.sigint, NULL);
@@ -935,6 +962,11 @@ int main(int argc, char **argv)
         return prc > 0 ? 0 : 2;
     }
     td_log_parse_level(cfg.log_level, &td_log_min_level);
+    if (cfg.log_file != NULL && open_log(cfg.log_file) != 0) {
+        fprintf(stderr, "tensord: cannot open --log-file %s: %s\n", cfg.log_file, strerror(errno));
+        return 2;
+    }
+    server.log_file = cfg.log_file;
     td_log_json = strcmp(cfg.log_format, "json") == 0;
     server.max_connections = cfg.max_connections;
     if (cfg.threads < 1) {

@@ -27,6 +27,7 @@
 
 #define READ_BUF_BYTES (64 * 1024)
 #define DIRECT_READ_MIN (16 * 1024)  /* read straight into the data buffer above this */
+#define LINGER_MS 2000               /* how long a closing connection waits for the peer's EOF */
 
 enum reader_state { READ_HEADER, READ_META, READ_DATA };
 
@@ -90,6 +91,8 @@ struct td_conn {
     bool reading;
     bool closing;                   /* td_conn_close ran */
     bool close_after_flush;
+    bool lingering;                 /* write side shut; reading and discarding until EOF */
+    uv_shutdown_t shut;
     bool processing;                /* conn_process is on the stack: do not re-enter */
     int open_handles;               /* stream + check + timer; freed at 0 */
 };
@@ -164,6 +167,59 @@ void td_conn_close(struct td_conn *c)
     uv_close((uv_handle_t *)&c->stall, conn_on_handle_closed);
 }
 
+/* A graceful close, once every reply byte is written: shut the write side (the peer reads our
+** last reply, then EOF) and discard what the peer still sends until its EOF or LINGER_MS.
+** Closing at once could make the kernel answer the peer's unread bytes with a reset, and a
+** reset can destroy replies the peer has not read yet. */
+static void conn_on_linger_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct td_conn *c = h->data;
+    (void)hint;
+    *buf = uv_buf_init((char *)c->rbuf, READ_BUF_BYTES);
+}
+
+static void conn_on_linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    if (nread < 0) {
+        td_conn_close(s->data);
+    }
+}
+
+static void conn_on_linger_timeout(uv_timer_t *t)
+{
+    td_conn_close(t->data);
+}
+
+static void conn_on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct td_conn *c = req->data;
+    if (c->closing) {
+        return;
+    }
+    if (status != 0 || uv_read_start(&c->h.stream, conn_on_linger_alloc, conn_on_linger_read) != 0) {
+        td_conn_close(c);
+    }
+}
+
+static void conn_linger(struct td_conn *c)
+{
+    if (c->lingering || c->closing) {
+        return;
+    }
+    c->lingering = true;
+    if (c->reading) {
+        uv_read_stop(&c->h.stream);
+        c->reading = false;
+    }
+    uv_timer_stop(&c->stall);
+    uv_timer_start(&c->stall, conn_on_linger_timeout, LINGER_MS, 0);
+    c->shut.data = c;
+    if (uv_shutdown(&c->shut, &c->h.stream, conn_on_shutdown) != 0) {
+        td_conn_close(c);
+    }
+}
+
 void td_conn_close_after_flush(struct td_conn *c)
 {
     if (c->closing) {
@@ -173,7 +229,7 @@ void td_conn_close_after_flush(struct td_conn *c)
     c->pause_count++;  /* nothing more is read from a connection that is going away */
     conn_update_reading(c);
     if (c->nout == 0 && c->writes_in_flight == 0) {
-        td_conn_close(c);
+        conn_linger(c);
     }
 }
 
@@ -203,7 +259,7 @@ static void conn_on_write(uv_write_t *req, int status)
         conn_process(c);  /* frames already buffered before the pause */
     }
     if (c->close_after_flush && c->nout == 0 && c->writes_in_flight == 0) {
-        td_conn_close(c);
+        conn_linger(c);
     }
 }
 
@@ -509,7 +565,7 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static void conn_update_reading(struct td_conn *c)
 {
-    if (c->closing) {
+    if (c->closing || c->lingering) {
         return;
     }
     bool want = !conn_paused(c) && !c->net->draining && c->rlen - c->rpos < READ_BUF_BYTES;
@@ -786,6 +842,16 @@ void td_net_drain(struct td_net *n)
     n->draining = true;
     for (struct td_conn *c = n->conns; c != NULL; c = c->next) {
         conn_update_reading(c);
+    }
+}
+
+void td_net_close_gracefully(struct td_net *n)
+{
+    td_net_stop_accepting(n);
+    n->draining = true;
+    for (struct td_conn *c = n->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        td_conn_close_after_flush(c);
     }
 }
 

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/log.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/print.h"
@@ -168,6 +169,23 @@ static void counter_add(struct td_rpc_counter *c, bool failed, uint64_t us)
     c->errors += failed;
     c->sum_us += us;
     c->lat[b]++;
+}
+
+/* One line per failed request (debug level: a hostile client must not flood the log), and per
+** refused authentication (warn). */
+static void log_failure(const struct td_rpc_peer *p, const Tensord__Request *req, int status,
+                        const char *msg)
+{
+    const char *kind = td_rpc_kind_name((int)req->body_case);
+    if (status == TENSORD__STATUS_CODE__UNAUTHENTICATED) {
+        td_log(TD_LOG_WARN, "auth_failed", "conn=%llu req=%llu msg=\"%s\"",
+               (unsigned long long)p->conn_id, (unsigned long long)req->id, msg);
+    } else if (status != TENSORD__STATUS_CODE__OK && td_log_min_level <= TD_LOG_DEBUG) {
+        td_log(TD_LOG_DEBUG, "request_failed", "conn=%llu session=%s req=%llu kind=%s "
+               "status=%d msg=\"%s\"", (unsigned long long)p->conn_id,
+               p->session != NULL ? p->session->token_tag : "-", (unsigned long long)req->id,
+               kind != NULL ? kind : "?", status, msg);
+    }
 }
 
 /* Counts a request that has its reply: by kind, and for RunOp by op. Loop thread only. */
@@ -1013,8 +1031,9 @@ struct auth_record {
     uint64_t until_ms;
 };
 
-void td_rpc_peer_set_addr(struct td_rpc_peer *p, const char *addr)
+void td_rpc_peer_set_addr(struct td_rpc_peer *p, const char *addr, uint64_t conn_id)
 {
+    p->conn_id = conn_id;
     size_t n = strlen(addr);
     const char *colon = strrchr(addr, ':');
     if (colon != NULL) {
@@ -1121,6 +1140,9 @@ static int run_hello(struct td_rpc_peer *p, const Tensord__Hello *m, Tensord__He
         return rc;
     }
     peer_set_session(p, s);
+    td_log(TD_LOG_INFO, resumed ? "session_resumed" : "session_opened",
+           "conn=%llu session=%s sessions=%zu", (unsigned long long)p->conn_id, s->token_tag,
+           td_store_count(srv->store));
     hr->version = cmax < TD_PROTOCOL_MAX ? cmax : TD_PROTOCOL_MAX;
     hr->server_min_version = TD_PROTOCOL_MIN;
     hr->server_max_version = TD_PROTOCOL_MAX;
@@ -1184,6 +1206,8 @@ static void job_execute(struct rpc_job *j)
         rc = run_free(j, s, &err);
         break;
     case TENSORD__REQUEST__BODY_CLOSE_SESSION:
+        td_log(TD_LOG_INFO, "session_closed", "conn=%llu session=%s req=%llu",
+               (unsigned long long)p->conn_id, s->token_tag, (unsigned long long)j->req->id);
         td_session_close(s);
         break;
     case TENSORD__REQUEST__BODY_PING:
@@ -1241,6 +1265,9 @@ static void job_execute(struct rpc_job *j)
     resp.id = j->req->id;
     encode_status(&resp, &st, &err);
     j->status = (int)st.code;
+    if (rc != 0) {
+        log_failure(p, j->req, j->status, err.msg);
+    }
     if (res.tensor != NULL) {
         const struct td_tensor *t = res.tensor;
         for (int i = 0; i < t->ndim; i++) {

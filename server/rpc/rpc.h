@@ -92,6 +92,7 @@ struct td_rpc_peer {
     int pending;                        /* requests queued or running in the session */
     bool closed;                        /* the connection went away: replies are dropped */
     uint64_t addr_key;                  /* hash of the peer's address without port, 0 unknown */
+    uint64_t conn_id;                   /* the connection's number, for log lines */
 };
 
 /* New peer for a connection; *out is owned by the caller until td_rpc_peer_close. */
@@ -104,7 +105,7 @@ void td_rpc_peer_close(struct td_rpc_peer *p);
 
 /* Records the peer's address ("1.2.3.4:5678", "[::1]:5678", "unix"): repeated authentication
 ** failures from one address (any port) are slowed down. */
-void td_rpc_peer_set_addr(struct td_rpc_peer *p, const char *addr);
+void td_rpc_peer_set_addr(struct td_rpc_peer *p, const char *addr, uint64_t conn_id);
 
 /* Handles one frame: `meta` (borrowed) holds the Request; `data` (taken, td_malloc'd, or NULL
 ** when data_len is 0) the data section. Exactly one reply follows, now or later, unless the

@@ -180,3 +180,34 @@ def test_sighup_rereads_the_token_file(tmp_path):
         wire.Conn(d.port, token="second-token-0123456789").close()
     finally:
         assert d.stop() == 0
+
+
+def test_log_file_is_reopened_on_sighup(tmp_path):
+    import re
+    import signal
+    import time
+    log = tmp_path / "tensord.log"
+    proc = subprocess.Popen([BINARY, "--listen", "127.0.0.1:0", "--log-file", str(log)],
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 10
+        port = None
+        while port is None and time.time() < deadline:
+            m = re.search(r"addr=127\.0\.0\.1:(\d+)", log.read_text() if log.exists() else "")
+            port = int(m.group(1)) if m else time.sleep(0.02)
+        assert port is not None
+        c = wire.Conn(port)
+        c.close()
+        rotated = tmp_path / "tensord.log.1"
+        log.rename(rotated)  # what logrotate does, then it sends SIGHUP
+        proc.send_signal(signal.SIGHUP)
+        while not (log.exists() and "event=reload" in log.read_text()) and \
+                time.time() < deadline:
+            time.sleep(0.02)
+        assert "event=reload" in log.read_text()
+        assert "event=started" in rotated.read_text() and "event=started" not in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert proc.stderr.read() == b""  # everything went to the file
+    assert "event=stopped" in log.read_text()

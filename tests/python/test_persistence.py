@@ -250,9 +250,15 @@ def test_sigterm_during_pipelined_writes_keeps_exactly_the_acknowledged(data_dir
         except OSError:
             pass
 
+    resets = []
+
     def reader():
         while True:
-            r = read_frame(sock, buf)
+            try:
+                r = read_frame(sock, buf)
+            except OSError as e:  # a reset could have destroyed replies in flight
+                resets.append(e)
+                return
             if r is None:
                 return
             assert r.status.code == pb.OK, r.status.message
@@ -270,7 +276,7 @@ def test_sigterm_during_pipelined_writes_keeps_exactly_the_acknowledged(data_dir
     threads[1].join(timeout=10)
     sock.close()
     threads[0].join(timeout=10)
-    assert len(acked) >= 2000
+    assert len(acked) >= 2000 and resets == []  # the daemon closed gracefully: EOF, no reset
     assert acked == list(range(2, 2 + len(acked)))  # answered in order, none skipped
     assert "sessions_saved count=2 failed=0" in d.text()
     d.stop()

@@ -49,3 +49,15 @@ def test_readme_python_examples_run(daemon):
     assert len(losses) == 6 and losses[-1] < losses[0] * 0.5
     example = (ROOT / "client/python/examples/train_mlp.py").read_text()
     assert example.endswith(blocks[1]), "train_mlp.py and the README's loop differ"
+
+
+def test_readme_flag_table_matches_help():
+    import os
+    import subprocess
+    binary = os.environ.get("TENSORD_BIN", str(ROOT / "build" / "tensord"))
+    help_text = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
+    flags = set(re.findall(r"^\s+--([a-z-]+)", help_text, re.M)) - {"help", "version"}
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("\n## Limits and flags\n")[1].split("\n## ")[0]
+    listed = set(re.findall(r"^\| `--([a-z-]+)", table, re.M))
+    assert listed == flags
