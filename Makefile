@@ -213,5 +213,6 @@ clean:
 include client/cli/cli.mk
 include packaging/packaging.mk
 include bench/bench.mk
+include tests/fuzz/fuzz.mk
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
