@@ -292,3 +292,26 @@ def test_sigterm_during_pipelined_writes_keeps_exactly_the_acknowledged(data_dir
         r2.close()
     finally:
         assert d.stop() == 0
+
+
+def test_shutdown_timeout_and_unusable_data_dir(tmp_path):
+    d = Daemon("--data-dir", str(tmp_path / "data"), "--shutdown-timeout", "100ms")
+    s = tensord.connect("127.0.0.1:%d" % d.port)
+    a = s.rand(1500, 1500)
+    for _ in range(12):  # a few seconds of matmuls queued in one session
+        a = a @ a
+    s.flush()
+    time.sleep(0.2)
+    start = time.time()
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=60) == 0
+    text = d.text()
+    assert "event=shutdown_timeout" in text and "sessions_saved count=0 failed=1" in text
+    assert time.time() - start < 30
+    d.stop()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    d = Daemon("--data-dir", str(blocker))
+    assert d.port is None and d.proc.wait(timeout=10) == 2
+    assert "--data-dir" in d.text()
+    d.stop()

@@ -299,6 +299,12 @@ class Session:
             self._errors.clear()
             raise _error(first)
 
+    def flush(self) -> None:
+        """Sends the queued requests now, without waiting for replies. Requests are otherwise
+        buffered (64 KiB at a time) until a value is needed, so call this before doing slow
+        local work if the server should be computing meanwhile."""
+        self._c._flush_guarded()
+
     def synchronize(self) -> None:
         """Waits for every request sent so far and raises the first error among them."""
         self._c.sync()
