@@ -167,7 +167,8 @@ $(PY_GEN): proto/tensord.proto
 python: $(PY_GEN)
 
 test-py: all $(PY_GEN)
-	$(Q)TENSORD_BIN=$(abspath $(TENSORD)) PYTHONPATH=$(abspath client/python) \
+	$(Q)TENSORD_BIN=$(abspath $(TENSORD)) TENSORCTL_BIN=$(abspath $(TENSORCTL)) \
+	    PYTHONPATH=$(abspath client/python) \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
 
 # The C suites, then the Python suites against the sanitized daemon (which must exit cleanly).

@@ -338,8 +338,10 @@ int tdx_sync(struct tdx_env *e)
             if (p->kind == P_GRADCHECK && r.status == TENSORD_UNKNOWN_HANDLE && p->t != NULL) {
                 p->t->none = true;  /* .grad was None: Grad bound nothing */
             } else if (p->kind != P_FREE && p->kind != P_GRADCHECK) {
+                /* A failure caused by an earlier one ("input 4 failed: ...") was reported
+                ** with its cause: with --keep-going say each cause once, not each echo. */
                 bool cascade = r.status == TENSORD_INPUT_FAILED;
-                if (!reported || (e->cfg.keep_going && !cascade)) {
+                if (e->cfg.keep_going ? !cascade : !reported) {
                     report(e, p->line, p->col, r.message);
                     reported = true;
                 }
@@ -3086,7 +3088,13 @@ int tdx_run(struct tdx_env *e, const struct tdx_prog *prog, const char *file)
         if (rc == TDX_ERROR && e->has_err) {
             /* An earlier request's failure happened first: it is the one to report. */
             int src = tdx_sync(e);
-            if (src == 0 || (src == TDX_ERROR && e->cfg.keep_going)) {
+            /* With --keep-going the earlier failure has been reported (now or when the
+            ** statement waited); this statement's own error is said too unless it only
+            ** echoes that one ("input 4 failed: ..."). */
+            bool echo = strncmp(e->err_msg, "input ", 6) == 0 &&
+                        strstr(e->err_msg, " failed: ") != NULL;
+            if (!(e->cfg.keep_going && echo) &&
+                (src == 0 || (src == TDX_ERROR && e->cfg.keep_going))) {
                 report(e, e->err_line, e->err_col, e->err_msg);
             }
             e->has_err = false;

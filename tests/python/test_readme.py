@@ -61,3 +61,32 @@ def test_readme_flag_table_matches_help():
     table = readme.split("\n## Limits and flags\n")[1].split("\n## ")[0]
     listed = set(re.findall(r"^\| `--([a-z-]+)", table, re.M))
     assert listed == flags
+
+
+def test_readme_tensorctl_session_replays(daemon, tmp_path):
+    """The README's recorded tensorctl session, typed again: the same output line for line
+    (an error's position is counted from the start of the script here, so only its message is
+    compared)."""
+    import os
+    import subprocess
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## tensorctl")[1].split("\n## ")[0]
+    transcript = section.split("```\n$ tensorctl\n")[1].split("```")[0].splitlines()[2:]
+    inputs, expected = [], []
+    for line in transcript:
+        if line.startswith(">>> ") or line.startswith("... ") or line in (">>>", "..."):
+            inputs.append(line[4:])
+        else:
+            expected.append(line)
+    script = "\n".join(x.replace("/tmp/ab.safetensors", str(tmp_path / "ab.safetensors"))
+                       for x in inputs) + "\n"
+    binary = os.environ.get("TENSORCTL_BIN", str(ROOT / "build" / "tensorctl"))
+    out = subprocess.run([binary, "--addr", "127.0.0.1:%d" % daemon, "--keep-going", "-q"],
+                         input=script, capture_output=True, text=True, timeout=60)
+    got = [g.replace(str(tmp_path / "ab.safetensors"), "/tmp/ab.safetensors")
+           for g in out.stdout.splitlines()]
+    assert got == [e for e in expected if not e.startswith("<stdin>:")]
+    errors = [e.split(": ", 1)[1] for e in expected if e.startswith("<stdin>:")]
+    assert [g.split(": ", 1)[1] for g in out.stderr.splitlines()] == errors
+    assert out.returncode == 1  # a statement failed, as the transcript shows
+    assert (tmp_path / "ab.safetensors").exists()
