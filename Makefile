@@ -169,7 +169,8 @@ python: $(PY_GEN)
 test-py: all $(PY_GEN)
 	$(Q)TENSORD_BIN=$(abspath $(TENSORD)) TENSORCTL_BIN=$(abspath $(TENSORCTL)) \
 	    PYTHONPATH=$(abspath client/python) \
-	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
+	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/python \
+	        --ignore=tests/python/test_cli.py --ignore=tests/python/test_packaging.py
 
 # The C suites, then the Python suites against the sanitized daemon (which must exit cleanly).
 check-asan:
