@@ -742,9 +742,12 @@ int td_make_repeat(struct td_tensor **out, const struct td_operand *in, int nin,
     }
     struct td_tensor *res;
     int rc = td_tensor_empty(&res, t->dtype, shape, a->ndims, q, err);
-    if (rc != 0 || res->numel == 0) {
-        *out = res;
+    if (rc != 0) {
         return rc;
+    }
+    if (res->numel == 0) {
+        *out = res;
+        return 0;
     }
     /* View res as [r0, s0, r1, s1, ...] and copy t broadcast over the r dims... done as one
     ** strided source per output element: source index = output index mod input size. */
