@@ -216,5 +216,6 @@ include client/cli/cli.mk
 include packaging/packaging.mk
 include bench/bench.mk
 include tests/fuzz/fuzz.mk
+include tests/load/load.mk
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
