@@ -595,6 +595,18 @@ static int vtext(struct tdx_env *e, const struct value *v, bool str, const struc
         return 0;
     case V_TENSOR: return tensor_text(e, v->t, at, b);
     case V_LIST: case V_TUPLE: case V_SIZE:
+        if (v->k == V_TUPLE && v->s != NULL && v->n == 2) {  /* max/min with a dim */
+            sb_fmt(b, "tensord.return_types.%s(\nvalues=", v->s);
+            if ((rc = vtext(e, &v->items[0], false, at, b)) != 0) {
+                return rc;
+            }
+            sb_str(b, ",\nindices=");
+            if ((rc = vtext(e, &v->items[1], false, at, b)) != 0) {
+                return rc;
+            }
+            sb_str(b, ")");
+            return 0;
+        }
         sb_str(b, v->k == V_LIST ? "[" : v->k == V_TUPLE ? "(" : "tensord.Size([");
         for (int i = 0; i < v->n; i++) {
             if (i > 0) {
@@ -1350,6 +1362,11 @@ static int call_op(struct tdx_env *e, const struct tdx_node *at, const char *op,
         }
         out->items[0] = vtensor(t);
         out->items[1] = vtensor(t2);
+        /* torch's named pair: prints as return_types.max(values=..., indices=...) */
+        if ((out->s = strdup(op)) == NULL) {
+            vfree(e, out);
+            return fail(e, at, "out of memory");
+        }
         return 0;
     }
     *out = vtensor(t);
@@ -1667,6 +1684,10 @@ static int attribute(struct tdx_env *e, const struct tdx_node *at, const struct 
                      const char *name, struct value *out)
 {
     int rc;
+    if (obj->k == V_TUPLE && obj->s != NULL && obj->n == 2 &&
+        (strcmp(name, "values") == 0 || strcmp(name, "indices") == 0)) {
+        return vcopy(e, out, &obj->items[name[0] == 'v' ? 0 : 1]);
+    }
     if (obj->k != V_TENSOR) {
         if (obj->k == V_DTYPE && strcmp(name, "is_floating_point") == 0) {
             *out = vbool(obj->dt == TENSORD_FLOAT32 || obj->dt == TENSORD_FLOAT64);
