@@ -890,6 +890,7 @@ static void finish_shutdown(void)
         td_log(failed ? TD_LOG_ERROR : TD_LOG_INFO, "sessions_saved", "count=%d failed=%d dir=%s",
                saved, failed, server.sessions_dir);
     }
+    td_store_stop(&server.store);  /* after a timeout, queued work is not started */
     td_net_close_gracefully(&server.net);
     uv_close((uv_handle_t *)&server.sweep, NULL);
     uv_close((uv_handle_t *)&server.sigterm, NULL);

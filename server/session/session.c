@@ -30,6 +30,7 @@ void td_store_init(struct td_store *st, const struct td_store_config *cfg, struc
     st->ex = ex;
     st->next_id = 1;
     st->closing = false;
+    st->stopping = false;
 }
 
 static uint64_t token_key(const uint8_t *token)
@@ -123,6 +124,11 @@ int td_store_add_restored(struct td_store *st, const uint8_t sha[32], struct td_
     s->token_tag[8] = '\0';
     *out = s;
     return 0;
+}
+
+void td_store_stop(struct td_store *st)
+{
+    st->stopping = true;
 }
 
 bool td_store_busy(const struct td_store *st)
@@ -430,6 +436,11 @@ static void session_pump(struct td_session *s)
             s->tail = NULL;
         }
         job->next = NULL;
+        if (s->store != NULL && s->store->stopping) {
+            job->done(job);  /* dropped unrun: nobody will read its reply */
+            td_session_unref(s);
+            continue;
+        }
         struct td_executor *ex = s->store != NULL ? s->store->ex : &td_executor_inline;
         if (job->is_heavy != NULL && job->is_heavy(job) && ex != &td_executor_inline) {
             s->running = true;

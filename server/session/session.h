@@ -37,7 +37,9 @@ struct td_job {
     ** true sends run() to the executor. NULL means light. */
     bool (*is_heavy)(struct td_job *job);
     void (*run)(struct td_job *job);        /* the work; may run on a worker thread */
-    void (*done)(struct td_job *job);       /* loop thread, in FIFO order; may free the job */
+    void (*done)(struct td_job *job);       /* loop thread, in FIFO order; may free the job.
+                                            ** After td_store_stop, queued jobs get done()
+                                            ** without run(): they must then have no effect. */
 };
 
 /* Runs heavy jobs somewhere else. submit() must arrange for run(job) to be called once, and
@@ -65,6 +67,7 @@ struct td_store {
     struct td_executor *ex;      /* borrowed */
     uint64_t next_id;            /* for log lines */
     bool closing;
+    bool stopping;               /* td_store_stop: queued jobs are dropped, not run */
 };
 
 /* A handle table slot: a tensor, or the error of the op that should have produced it. */
@@ -114,6 +117,10 @@ int td_store_sweep(struct td_store *st, uint64_t now_ms);
 
 size_t td_store_count(const struct td_store *st);
 size_t td_store_tensor_count(const struct td_store *st);
+
+/* The daemon is going away: jobs still queued are finished without running (a running one
+** completes). Used when a shutdown stops waiting for in-flight work. */
+void td_store_stop(struct td_store *st);
 
 /* True while any session has jobs queued or running. */
 bool td_store_busy(const struct td_store *st);

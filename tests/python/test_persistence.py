@@ -298,7 +298,7 @@ def test_shutdown_timeout_and_unusable_data_dir(tmp_path):
     d = Daemon("--data-dir", str(tmp_path / "data"), "--shutdown-timeout", "100ms")
     s = tensord.connect("127.0.0.1:%d" % d.port)
     a = s.rand(1500, 1500)
-    for _ in range(12):  # a few seconds of matmuls queued in one session
+    for _ in range(60):  # many seconds of matmuls queued in one session
         a = a @ a
     s.flush()
     time.sleep(0.2)
@@ -307,7 +307,7 @@ def test_shutdown_timeout_and_unusable_data_dir(tmp_path):
     assert d.proc.wait(timeout=60) == 0
     text = d.text()
     assert "event=shutdown_timeout" in text and "sessions_saved count=0 failed=1" in text
-    assert time.time() - start < 30
+    assert time.time() - start < 10  # queued matmuls are dropped, not run
     d.stop()
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
