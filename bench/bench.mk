@@ -1,2 +1,31 @@
-# make bench: the side-by-side benchmark suite. Its rules come with the suite.
-.PHONY: bench
+# make bench: the side-by-side benchmark suite (issue 9). Each workload runs for tensord and its
+# anchors (Redis, iperf3, raw TCP, cblas_sgemm, numpy, torch) in the same invocation, alternating,
+# with warm-up and repetitions; bench/run.py prints the table and writes $(BUILD)/bench/results.json.
+# `make bench BENCH_ARGS="--only 1,5 --reps 3"` runs a subset. Benchmarks never run in `make test`.
+
+.PHONY: bench bench-bins
+
+DEB_PKGS += redis-server redis-tools iperf3 linux-perf
+
+BENCH_DIR  := $(BUILD)/bench
+TDBENCH    := $(BENCH_DIR)/tdbench
+RAWTCP     := $(BENCH_DIR)/rawtcp
+SGEMM      := $(BENCH_DIR)/sgemm
+BENCH_BINS := $(TDBENCH) $(RAWTCP) $(SGEMM)
+BENCH_ARGS ?=
+
+$(TDBENCH): $(call obj,bench/tdbench.c) $(LIBTENSORD_A)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libprotobuf-c 2>/dev/null) \
+	    -lpthread
+$(RAWTCP): $(call obj,bench/rawtcp.c)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lpthread
+$(SGEMM): $(call obj,bench/sgemm.c)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs openblas 2>/dev/null)
+
+bench-bins: $(BENCH_BINS)
+
+bench: all $(BENCH_BINS)
+	$(Q)$(PYTHON) bench/run.py --build $(BUILD) $(BENCH_ARGS)
