@@ -410,7 +410,9 @@ int st_parse_header(const char *json, size_t len, uint64_t data_len, struct st_f
         st_file_free(out);
         return err(msg, cap, "out of memory");
     }
-    memcpy(sorted, out->t, (size_t)out->n * sizeof *sorted);
+    if (out->n > 0) {
+        memcpy(sorted, out->t, (size_t)out->n * sizeof *sorted);  /* out->t is NULL when n is 0 */
+    }
     qsort(sorted, (size_t)out->n, sizeof *sorted, cmp_begin);
     uint64_t at = 0;
     int rc = 0;

@@ -302,6 +302,15 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                               "output type %s", td_dtype_cname(result),
                               td_dtype_cname(t->dtype));
         }
+        /* An expanded view repeats memory (stride 0): writing it would apply the op once per
+        ** alias, into the base's bytes. torch refuses it the same way. */
+        for (int i = 0; i < t->ndim; i++) {
+            if (t->strides[i] == 0 && t->shape[i] > 1) {
+                return td_err_set(err, TD_EINVAL, "unsupported operation: more than one element "
+                                  "of the written-to tensor refers to a single memory location. "
+                                  "Please clone() the tensor before performing the operation.");
+            }
+        }
         if ((rc = td_autograd_check_inplace(t, args->grad_enabled, err)) != 0) {
             return rc;
         }
@@ -345,10 +354,17 @@ int64_t td_op_work(enum td_op_id id, const struct td_operand *in, int nin,
     if (nin != td_ops[id].nin) {
         return 0;
     }
+    bool any_tensor = false;
     for (int i = 0; i < nin; i++) {
         if (in[i].t != NULL && in[i].t->ndim > TD_MAX_DIMS) {
             return 0;
         }
+        any_tensor = any_tensor || in[i].t != NULL;
+    }
+    /* td_op_apply refuses these operands before any shape rule runs, and the rules rely on it
+    ** (a number where a rule expects the input tensor would be dereferenced). */
+    if (!any_tensor || (in[0].t == NULL && td_ops[id].nin != 2)) {
+        return 0;
     }
     if (id == TD_OP_MATMUL) {
         return td_matmul_work(in);

@@ -20,6 +20,8 @@ int td_shape_check(const int64_t *shape, int ndim, enum td_dtype dt, int64_t *nu
     if (!td_dtype_is_valid(dt)) {
         return td_err_set(err, TD_EDTYPE, "unknown dtype %d", (int)dt);
     }
+    /* The sizes other than 0 must multiply without overflow even when a 0 makes the tensor
+    ** empty: contiguous strides are that product (td_tensor_new), and views compute with them. */
     int64_t n = 1;
     bool zero = false;
     for (int i = 0; i < ndim; i++) {
@@ -31,10 +33,10 @@ int td_shape_check(const int64_t *shape, int ndim, enum td_dtype dt, int64_t *nu
         }
         if (shape[i] == 0) {
             zero = true;
-        } else if (!zero && n > INT64_MAX / shape[i]) {
+        } else if (n > INT64_MAX / shape[i]) {
             return td_err_set(err, TD_ELIMIT, "shape overflows: the element count at dim %d "
                               "exceeds 2^63", i);
-        } else if (!zero) {
+        } else {
             n *= shape[i];
         }
     }
@@ -160,8 +162,8 @@ fail:
     return rc;
 }
 
-int td_tensor_empty(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
-                    struct td_quota *q, struct td_err *err)
+static int tensor_alloc(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
+                        bool zero, struct td_quota *q, struct td_err *err)
 {
     int64_t numel, nbytes;
     int rc;
@@ -175,12 +177,19 @@ int td_tensor_empty(struct td_tensor **out, enum td_dtype dt, const int64_t *sha
         return rc;
     }
     /* One byte at least, so an empty tensor still has a distinct buffer. */
-    void *data = td_malloc(nbytes > 0 ? (size_t)nbytes : 1);
+    size_t size = nbytes > 0 ? (size_t)nbytes : 1;
+    void *data = zero ? td_calloc(1, size) : td_malloc(size);
     if (data == NULL) {
         td_quota_release(q, nbytes);
         return td_err_code(err, TD_ENOMEM);
     }
     return tensor_wrap(out, dt, shape, ndim, numel, data, (size_t)nbytes, q, err);
+}
+
+int td_tensor_empty(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
+                    struct td_quota *q, struct td_err *err)
+{
+    return tensor_alloc(out, dt, shape, ndim, false, q, err);
 }
 
 int td_tensor_adopt(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
@@ -248,10 +257,15 @@ int td_tensor_full(struct td_tensor **out, enum td_dtype dt, const int64_t *shap
                    struct td_scalar v, struct td_quota *q, struct td_err *err)
 {
     int rc;
-    if ((rc = td_tensor_empty(out, dt, shape, ndim, q, err)) != 0) {
+    /* Zero (not -0.0) is all-zero bits in every dtype: calloc'd memory already holds it. */
+    bool zero = v.kind == TD_SCALAR_FLOAT ? v.v.f == 0 && !signbit(v.v.f)
+                                          : td_scalar_to_double(v) == 0;
+    if ((rc = tensor_alloc(out, dt, shape, ndim, zero, q, err)) != 0) {
         return rc;
     }
-    fill_value(td_tensor_data(*out), dt, (*out)->numel, v);
+    if (!zero) {
+        fill_value(td_tensor_data(*out), dt, (*out)->numel, v);
+    }
     return 0;
 }
 

@@ -625,6 +625,12 @@ static int run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
             td_tensor_unref(t);
             return td_err_set(err, TD_EINVAL, "out2 is only for max and min with a dim");
         }
+        if (m->out2 == out) {
+            /* Checked here: `out` is not in the table yet, so check_out cannot see the clash. */
+            td_tensor_unref(t);
+            return td_err_set(err, TD_EEXIST, "handle %llu is already in use: out2 must differ "
+                              "from out", (unsigned long long)out);
+        }
         if ((rc = td_session_check_out(s, m->out2, err)) != 0 ||
             (rc = td_op_apply(op == TD_OP_MAX ? TD_OP_ARGMAX : TD_OP_ARGMIN, in, 1, &args, false,
                               &s->quota, &idx, err)) != 0) {
@@ -679,6 +685,12 @@ static int run_get(struct rpc_job *j, struct td_session *s, struct result *res,
         j->pin = td_tensor_pin(t);
         j->reply.data = (const uint8_t *)td_tensor_data(t) + res->offset;
     } else {
+        /* The copy is as large as contiguous() would make: hold it to the same limits, or an
+        ** expanded view could make the server allocate any size outside every quota. */
+        if ((rc = td_quota_charge(&s->quota, (int64_t)nbytes, err)) != 0) {
+            return rc;
+        }
+        td_quota_release(&s->quota, (int64_t)nbytes);
         uint8_t *copy = td_malloc(nbytes);
         if (copy == NULL) {
             return td_err_code(err, TD_ENOMEM);
@@ -793,7 +805,8 @@ static int run_save(struct rpc_job *j, struct td_session *s, struct td_err *err)
         /* requires_grad: the names, one per line (names hold no control characters). */
         const char *keys[] = {"format", "requires_grad"};
         const char *vals[] = {"pt", rg != NULL ? rg : ""};
-        rc = td_persist_write(path, ts, names, (int)n, keys, vals, rg != NULL ? 2 : 1, err);
+        rc = td_persist_write(path, ts, names, (int)n, keys, vals, rg != NULL ? 2 : 1,
+                              s->quota.max_charge, err);
     }
     td_free(rg);
     td_free(ts);
@@ -1397,20 +1410,68 @@ out:
     peer_unref(p);
 }
 
+/* An error found before a request could be queued (an empty, undecodable or misframed one). It
+** still waits its turn in the session's FIFO when earlier requests of this connection are queued
+** or running, so its reply cannot overtake theirs: replies come back in request order. */
+struct error_job {
+    struct td_job job;
+    struct td_rpc_peer *peer;               /* reference */
+    uint64_t id;
+    int code;
+    const char *msg;                        /* static text */
+};
+
+static void error_job_run(struct td_job *job)
+{
+    (void)job;
+}
+
+static void error_job_done(struct td_job *job)
+{
+    struct error_job *e = (struct error_job *)job;
+    struct td_rpc_peer *p = e->peer;
+    td_rpc_reply_error(p, e->id, e->code, e->msg, false);
+    p->pending--;
+    td_free(e);
+    peer_unref(p);
+}
+
+static void reply_early_error(struct td_rpc_peer *p, uint64_t id, int code, const char *msg)
+{
+    if (p->session == NULL || p->pending == 0) {
+        td_rpc_reply_error(p, id, code, msg, false);  /* nothing queued to overtake */
+        return;
+    }
+    struct error_job *e = td_calloc(1, sizeof *e);
+    if (e == NULL) {
+        /* Replying now would overtake queued replies; closing is the honest answer. */
+        struct td_rpc_reply r = {.close_after = true};
+        p->reply(p, &r, p->user);
+        return;
+    }
+    e->peer = p;
+    e->id = id;
+    e->code = code;
+    e->msg = msg;
+    p->refs++;
+    p->pending++;
+    e->job.run = error_job_run;
+    e->job.done = error_job_done;
+    td_session_submit(p->session, &e->job);
+}
+
 void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, void *data,
                    size_t data_len)
 {
     if (meta_len == 0) {
         td_free(data);
-        td_rpc_reply_error(p, 0, TD_EPROTO, "empty request: the frame has no protobuf section",
-                           false);
+        reply_early_error(p, 0, TD_EPROTO, "empty request: the frame has no protobuf section");
         return;
     }
     Tensord__Request *req = tensord__request__unpack(&pb_allocator, meta_len, meta);
     if (req == NULL) {
         td_free(data);
-        td_rpc_reply_error(p, 0, TD_EPROTO, "malformed request: not a valid Request message",
-                           false);
+        reply_early_error(p, 0, TD_EPROTO, "malformed request: not a valid Request message");
         return;
     }
     if (req->body_case != TENSORD__REQUEST__BODY_CREATE &&
@@ -1418,7 +1479,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         uint64_t id = req->id;
         tensord__request__free_unpacked(req, &pb_allocator);
         td_free(data);
-        td_rpc_reply_error(p, id, TD_EPROTO, "only Create and Write requests carry a data section", false);
+        reply_early_error(p, id, TD_EPROTO, "only Create and Write requests carry a data section");
         return;
     }
     if (p->session == NULL) {

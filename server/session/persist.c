@@ -94,6 +94,19 @@ static int write_tensor(int fd, const struct td_tensor *t)
     return rc;
 }
 
+/* A view written out becomes as many bytes as its elements (an expanded view of 4 bytes can
+** stand for terabytes): each tensor written must fit the limit a tensor of that size would. */
+static int check_sizes(struct td_tensor *const *t, int n, int64_t max_bytes, struct td_err *err)
+{
+    for (int i = 0; i < n && max_bytes > 0; i++) {
+        if ((int64_t)td_tensor_nbytes(t[i]) > max_bytes) {
+            return td_err_set(err, TD_ELIMIT, "tensor of %zu bytes exceeds max_tensor_bytes %lld",
+                              td_tensor_nbytes(t[i]), (long long)max_bytes);
+        }
+    }
+    return 0;
+}
+
 /* The directory part of path, fsync'd so a rename inside it is durable. */
 static void sync_dir(const char *path)
 {
@@ -114,8 +127,12 @@ static void sync_dir(const char *path)
 
 int td_persist_write(const char *path, struct td_tensor *const *t, const char *const *names, int n,
                      const char *const *keys, const char *const *vals, int nmeta,
-                     struct td_err *err)
+                     int64_t max_bytes, struct td_err *err)
 {
+    int crc = check_sizes(t, n, max_bytes, err);
+    if (crc != 0) {
+        return crc;
+    }
     struct td_st_entry *e = td_calloc((size_t)(n > 0 ? n : 1), sizeof *e);
     if (e == NULL) {
         return td_err_code(err, TD_ENOMEM);
@@ -352,7 +369,8 @@ static int save_session(struct td_session *s, const char *dir, struct td_err *er
         const char *vals[] = {"1", hex, rng, s->no_grad ? "1" : "0", rg.len ? rg.buf : "-",
                               rt.len ? rt.buf : "-"};
         snprintf(path, sizeof path, "%s/%s%s", dir, hex, SNAPSHOT_SUFFIX);
-        rc = td_persist_write(path, ts, (const char *const *)names, n, keys, vals, 6, err);
+        rc = td_persist_write(path, ts, (const char *const *)names, n, keys, vals, 6,
+                              s->quota.max_charge, err);
     }
 out:
     for (int i = 0; i < n; i++) {

@@ -23,10 +23,11 @@
 ** file directly inside the data dir. TD_EINVAL with the reason otherwise. */
 int td_persist_check_name(const char *name, struct td_err *err);
 
-/* Writes tensors t[0..n) named names[i] (plus metadata pairs) to `path`, atomically. */
+/* Writes tensors t[0..n) named names[i] (plus metadata pairs) to `path`, atomically. A tensor
+** of more than max_bytes bytes (> 0; a large expanded view, say) is refused with TD_ELIMIT. */
 int td_persist_write(const char *path, struct td_tensor *const *t, const char *const *names, int n,
                      const char *const *keys, const char *const *vals, int nmeta,
-                     struct td_err *err);
+                     int64_t max_bytes, struct td_err *err);
 
 /* An open file whose header has been checked. */
 struct td_persist_file {

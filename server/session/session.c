@@ -429,6 +429,9 @@ bool td_session_busy(const struct td_session *s)
 /* Runs queued jobs in order until the queue is empty or a heavy job goes to the executor. */
 static void session_pump(struct td_session *s)
 {
+    /* Each job's reference goes when it is done, and a job may drop the others (a Hello on a
+    ** closed session moves its connection to a new one): hold one while the loop reads s. */
+    td_session_ref(s);
     while (!s->running && s->head != NULL) {
         struct td_job *job = s->head;
         s->head = job->next;
@@ -445,12 +448,13 @@ static void session_pump(struct td_session *s)
         if (job->is_heavy != NULL && job->is_heavy(job) && ex != &td_executor_inline) {
             s->running = true;
             ex->submit(ex, job);
-            return;
+            break;
         }
         job->run(job);
         job->done(job);
         td_session_unref(s);  /* the job's reference */
     }
+    td_session_unref(s);
 }
 
 void td_session_submit(struct td_session *s, struct td_job *job)

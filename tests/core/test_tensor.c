@@ -30,10 +30,15 @@ static void test_shape_check(void **state)
     assert_int_equal(td_shape_check(over, 2, TD_DTYPE_BOOL, NULL, NULL, &err), TD_ELIMIT);
     const int64_t bytes_over[] = {INT64_C(1) << 61};  /* fits as a count, not as float64 bytes */
     assert_int_equal(td_shape_check(bytes_over, 1, TD_DTYPE_F64, NULL, NULL, &err), TD_ELIMIT);
-    /* a zero dim makes any other size fine */
-    const int64_t zero[] = {0, INT64_MAX, INT64_MAX};
+    /* a zero dim makes the tensor empty, but the other sizes must still multiply within 2^63:
+    ** contiguous strides are their product (an overflow there was UB, found by the hostile
+    ** suite under UBSan) */
+    const int64_t zero[] = {0, INT64_C(1) << 31, INT64_C(1) << 31};
     assert_int_equal(td_shape_check(zero, 3, TD_DTYPE_F64, &numel, &nbytes, &err), 0);
     assert_int_equal(numel, 0);
+    const int64_t zero_over[] = {0, INT64_MAX, INT64_MAX};
+    assert_int_equal(td_shape_check(zero_over, 3, TD_DTYPE_F64, &numel, &nbytes, &err),
+                     TD_ELIMIT);
     /* 0-dim: one element */
     assert_int_equal(td_shape_check(ok, 0, TD_DTYPE_I32, &numel, &nbytes, &err), 0);
     assert_int_equal(numel, 1);

@@ -1,2 +1,87 @@
-# make fuzz: libFuzzer targets (clang). Its rules come with the targets.
-.PHONY: fuzz
+# make fuzz: libFuzzer targets (clang; gcc has no libFuzzer). Included at the end of the
+# top-level Makefile, after every variable.
+#
+#   make fuzz FUZZ_SECONDS=N   every target fuzzes for N seconds (default 60); fails on a crash
+#   make test-fuzz-regress     replays every seed in tests/fuzz/corpus/<t>/ and every crash
+#                              reproducer in tests/fuzz/regress/<t>/ through its target once
+#
+# The targets and the layer libraries they link are built by clang with ASan + UBSan and
+# libFuzzer's coverage in their own tree, $(FUZZ_BUILD), by recursing with BUILD, CC, SAN and
+# CFLAGS set, so build/ and build-asan/ are untouched. Seeds under tests/fuzz/corpus/ are only
+# read: what the fuzzer finds goes to $(FUZZ_BUILD)/corpus/<t>/, crashes to
+# $(FUZZ_BUILD)/crashes/<t>/.
+
+.PHONY: fuzz fuzz-bins test-fuzz-regress
+
+DEB_PKGS += clang libclang-rt-14-dev
+
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS  := -O1 -g -fsanitize=fuzzer-no-link
+FUZZ_TARGETS := frames rpc cli_parse safetensors
+# Per-target libFuzzer options: the frame reader wants streams long enough for the direct read
+# of a large data section; rpc requests are small but their work is not.
+FUZZ_OPTS_frames      := -max_len=65536
+FUZZ_OPTS_rpc         := -max_len=8192 -timeout=20
+FUZZ_OPTS_cli_parse   := -max_len=4096 -dict=tests/fuzz/cli_parse.dict
+FUZZ_OPTS_safetensors := -max_len=4096 -dict=tests/fuzz/safetensors.dict
+
+FUZZ_SUBMAKE = $(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang SAN=1 \
+               CFLAGS="$(FUZZ_CFLAGS)" fuzz-bins
+
+# ---- the binaries (made in the recursive make, where BUILD is the fuzz tree) ----
+FUZZ_BINS := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
+FUZZ_LINK = @mkdir -p $(dir $@); $(if $(Q),echo "  LD      $@";) \
+            $(CC) $(CFLAGS) $(TD_LDFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $^ \
+            $(PKG_LIBS) -lm -lpthread
+
+fuzz-bins: $(FUZZ_BINS)
+
+$(BUILD)/fuzz/fuzz_frames: $(BUILD)/obj/tests/fuzz/fuzz_frames.o $(LIB_NET) $(LIB_BASE)
+	$(Q)$(FUZZ_LINK)
+$(BUILD)/fuzz/fuzz_rpc: $(BUILD)/obj/tests/fuzz/fuzz_rpc.o $(LIB_RPC) $(LIB_SESSION) \
+                        $(LIB_CORE) $(LIB_BASE)
+	$(Q)$(FUZZ_LINK)
+$(BUILD)/fuzz/fuzz_cli_parse: $(BUILD)/obj/tests/fuzz/fuzz_cli_parse.o \
+                              $(call obj,client/cli/parse.c)
+	$(Q)$(FUZZ_LINK)
+$(BUILD)/fuzz/fuzz_safetensors: $(BUILD)/obj/tests/fuzz/fuzz_safetensors.o \
+                                $(call obj,client/cli/safetensors.c) $(LIB_BASE)
+	$(Q)$(FUZZ_LINK)
+$(call obj,tests/fuzz/fuzz_cli_parse.c tests/fuzz/fuzz_safetensors.c): ALL_CFLAGS += -Iclient/cli
+
+# ---- running them ----
+fuzz: deps
+	$(Q)$(FUZZ_SUBMAKE)
+	@fail=0; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/crashes/$$t; \
+	    echo "== fuzz_$$t for $(FUZZ_SECONDS)s"; \
+	    opts=""; \
+	    case $$t in \
+	    frames) opts="$(FUZZ_OPTS_frames)";; rpc) opts="$(FUZZ_OPTS_rpc)";; \
+	    cli_parse) opts="$(FUZZ_OPTS_cli_parse)";; safetensors) opts="$(FUZZ_OPTS_safetensors)";; \
+	    esac; \
+	    $(FUZZ_BUILD)/fuzz/fuzz_$$t $$opts -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=$(FUZZ_BUILD)/crashes/$$t/ \
+	        $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t \
+	        > $(FUZZ_BUILD)/fuzz_$$t.log 2>&1 \
+	        || { echo "FAILED: fuzz_$$t found a crash (see $(FUZZ_BUILD)/fuzz_$$t.log," \
+	                  "reproducer in $(FUZZ_BUILD)/crashes/$$t/)"; fail=1; }; \
+	    grep 'cov: ' $(FUZZ_BUILD)/fuzz_$$t.log | tail -n 1; \
+	    grep -E '^stat::(number_of_executed_units|average_exec_per_sec)' $(FUZZ_BUILD)/fuzz_$$t.log; \
+	done; exit $$fail
+
+# No fuzzing: each seed and each reproducer runs once, so a fixed crash stays fixed.
+test-fuzz-regress: deps
+	$(Q)$(FUZZ_SUBMAKE)
+	@fail=0; for t in $(FUZZ_TARGETS); do \
+	    dirs=""; for d in tests/fuzz/corpus/$$t tests/fuzz/regress/$$t; do \
+	        [ -d $$d ] && dirs="$$dirs $$d"; \
+	    done; \
+	    [ -n "$$dirs" ] || continue; \
+	    n=$$(find $$dirs -type f | wc -l); \
+	    echo "== fuzz_$$t: replaying $$n inputs"; \
+	    find $$dirs -type f -print0 | xargs -0 -r -n 200 $(FUZZ_BUILD)/fuzz/fuzz_$$t \
+	        > $(FUZZ_BUILD)/regress_$$t.log 2>&1 \
+	        || { tail -40 $(FUZZ_BUILD)/regress_$$t.log; echo "FAILED: fuzz_$$t"; fail=1; }; \
+	done; exit $$fail

@@ -124,6 +124,10 @@ def test_file_names_are_checked_and_bad_files_refused(data_dir):
                 f.write(struct.pack("<Q", len(h)) + h + b"\0" * 8)
             with pytest.raises(tensord.TensorError, match="do not hold its 4000000 bytes"):
                 s.load("lies")
+            huge = s.ones(1).expand(1 << 20, 1 << 20)  # 4 bytes standing for 4 TiB
+            with pytest.raises(tensord.TensorError, match="exceeds max_tensor_bytes"):
+                s.save("huge", {"h": huge})
+            assert not os.path.exists(os.path.join(data_dir, "files", "huge.safetensors"))
             assert (x + 1).tolist() == [2.0, 2.0]  # the session goes on
     finally:
         assert d.stop() == 0

@@ -31,6 +31,13 @@ int td_wrap_dim(int64_t dim, int ndim, int64_t *out, struct td_err *err)
 static int view_new(struct td_tensor **out, struct td_tensor *base, int ndim, const int64_t *shape,
                     const int64_t *strides, int64_t offset, struct td_err *err)
 {
+    /* A view's shape is unchecked so far (expand and view take any sizes): refuse negative dims
+    ** and element or byte counts past 2^63 here, before numel overflows. */
+    int64_t numel;
+    int rc = td_shape_check(shape, ndim, base->dtype, &numel, NULL, err);
+    if (rc != 0) {
+        return rc;
+    }
     struct td_tensor *v = td_malloc(sizeof *v);
     if (v == NULL) {
         return td_err_code(err, TD_ENOMEM);
@@ -39,11 +46,10 @@ static int view_new(struct td_tensor **out, struct td_tensor *base, int ndim, co
     v->refs = 1;
     v->dtype = base->dtype;
     v->ndim = ndim;
-    v->numel = 1;
+    v->numel = numel;
     for (int i = 0; i < ndim; i++) {
         v->shape[i] = shape[i];
         v->strides[i] = strides[i];
-        v->numel *= shape[i];
     }
     v->offset = offset;
     v->storage = base->storage;
@@ -524,12 +530,14 @@ int td_make_slice(struct td_tensor **out, const struct td_operand *in, int nin,
     }
     start = start > size ? size : start;
     end = end > size ? size : end;
-    int64_t len = end > start ? (end - start + step - 1) / step : 0;
+    /* ceil((end - start) / step) without overflow for steps near 2^63. */
+    int64_t len = end > start ? (end - start - 1) / step + 1 : 0;
     int64_t shape[TD_MAX_DIMS], strides[TD_MAX_DIMS];
     memcpy(shape, t->shape, sizeof shape);
     memcpy(strides, t->strides, sizeof strides);
     shape[d] = len;
-    strides[d] = t->strides[d] * step;
+    /* With at most one element the stride is never used; keep it from overflowing. */
+    strides[d] = len > 1 ? t->strides[d] * step : t->strides[d];
     return view_new(out, t, t->ndim, shape, strides, t->offset + start * t->strides[d], err);
 }
 
@@ -738,6 +746,10 @@ int td_make_repeat(struct td_tensor **out, const struct td_operand *in, int nin,
                               "%lld: [%lld]", (long long)a->dims[i], (long long)a->dims[i]);
         }
         int64_t base = i < lead ? 1 : t->shape[i - lead];
+        if (base != 0 && a->dims[i] > INT64_MAX / base) {
+            return td_err_set(err, TD_ELIMIT, "shape overflows: repeat size at dim %d exceeds "
+                              "2^63", i);
+        }
         shape[i] = base * a->dims[i];
     }
     struct td_tensor *res;
