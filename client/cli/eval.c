@@ -693,6 +693,25 @@ static int json_data(struct sb *b, const uint8_t *p, enum tensord_dtype dt, cons
     return 0;
 }
 
+
+/* A tensor's bytes (its info must be known), in a malloc'd buffer the caller frees: a blocking
+** wait. */
+static int fetch(struct tdx_env *e, struct tref *t, const struct tdx_node *at, uint8_t **out)
+{
+    uint8_t *data = malloc(t->info.nbytes > 0 ? t->info.nbytes : 1);
+    struct tensord_error err;
+    if (data == NULL) {
+        return fail(e, at, "out of memory");
+    }
+    e->waits++;
+    if (tensord_get(e->c, t->handle, &t->info, data, t->info.nbytes, &err) != 0) {
+        free(data);
+        return lib_fail(e, at, &err);
+    }
+    *out = data;
+    return 0;
+}
+
 static int vjson(struct tdx_env *e, const struct value *v, const struct tdx_node *at, struct sb *b)
 {
     int rc;
@@ -731,15 +750,9 @@ static int vjson(struct tdx_env *e, const struct value *v, const struct tdx_node
         if ((rc = known(e, t, at)) != 0) {
             return rc;
         }
-        uint8_t *data = malloc(t->info.nbytes > 0 ? t->info.nbytes : 1);
-        struct tensord_error err;
-        if (data == NULL) {
-            return fail(e, at, "out of memory");
-        }
-        e->waits++;
-        if (tensord_get(e->c, t->handle, &t->info, data, t->info.nbytes, &err) != 0) {
-            free(data);
-            return lib_fail(e, at, &err);
+        uint8_t *data;
+        if ((rc = fetch(e, t, at, &data)) != 0) {
+            return rc;
         }
         sb_str(b, "{\"shape\": [");
         for (int i = 0; i < t->info.ndim; i++) {
@@ -1472,15 +1485,9 @@ static int tolist(struct tdx_env *e, struct tref *t, const struct tdx_node *at,
     if ((rc = known(e, t, at)) != 0) {
         return rc;
     }
-    uint8_t *data = malloc(t->info.nbytes > 0 ? t->info.nbytes : 1);
-    struct tensord_error err;
-    if (data == NULL) {
-        return fail(e, at, "out of memory");
-    }
-    e->waits++;
-    if (tensord_get(e->c, t->handle, &t->info, data, t->info.nbytes, &err) != 0) {
-        free(data);
-        return lib_fail(e, at, &err);
+    uint8_t *data;
+    if ((rc = fetch(e, t, at, &data)) != 0) {
+        return rc;
     }
     size_t off = 0;
     rc = build_list(e, data, t->info.dtype, t->info.shape, t->info.ndim, &off, out);

@@ -970,40 +970,33 @@ static const struct opmap ARITH[] = {{"+", TDX_OP_ADD}, {"-", TDX_OP_SUB}};
 static const struct opmap COMPARE[] = {{"<", TDX_OP_LT}, {"<=", TDX_OP_LE}, {">", TDX_OP_GT},
                                        {">=", TDX_OP_GE}, {"==", TDX_OP_EQ}, {"!=", TDX_OP_NE}};
 
-static struct tdx_node *term(struct parser *ps)
+/* One left-associative precedence level: operands from `next`, operators from `ops`. */
+static struct tdx_node *left_assoc(struct parser *ps, struct tdx_node *(*next)(struct parser *),
+                                   const struct opmap *ops, int nops)
 {
-    struct tdx_node *n = factor(ps);
+    struct tdx_node *n = next(ps);
     int op;
-    while (n != NULL && (op = match(ps, TERM, 5)) != 0) {
+    while (n != NULL && (op = match(ps, ops, nops)) != 0) {
         struct token *t = peek(ps);
         ps->i++;
-        n = binop(ps, op, t, n, factor(ps));
+        n = binop(ps, op, t, n, next(ps));
     }
     return n;
+}
+
+static struct tdx_node *term(struct parser *ps)
+{
+    return left_assoc(ps, factor, TERM, 5);
 }
 
 static struct tdx_node *arith(struct parser *ps)
 {
-    struct tdx_node *n = term(ps);
-    int op;
-    while (n != NULL && (op = match(ps, ARITH, 2)) != 0) {
-        struct token *t = peek(ps);
-        ps->i++;
-        n = binop(ps, op, t, n, term(ps));
-    }
-    return n;
+    return left_assoc(ps, term, ARITH, 2);
 }
 
 static struct tdx_node *comparison(struct parser *ps)
 {
-    struct tdx_node *n = arith(ps);
-    int op;
-    while (n != NULL && (op = match(ps, COMPARE, 6)) != 0) {
-        struct token *t = peek(ps);
-        ps->i++;
-        n = binop(ps, op, t, n, arith(ps));
-    }
-    return n;
+    return left_assoc(ps, arith, COMPARE, 6);
 }
 
 static struct tdx_node *not_test(struct parser *ps)
