@@ -942,8 +942,25 @@ static int64_t physical_memory(void)
     return (pages > 0 && size > 0) ? (int64_t)pages * size : (int64_t)8 << 30;
 }
 
+/* Until the loop's handlers are installed, a stop signal is only noted (and SIGHUP ignored): a
+** supervisor may stop the daemon as soon as it logs "listening", and that stop must still be
+** graceful. Masking would not do: OpenBLAS starts its threads before main, unmasked. */
+static volatile sig_atomic_t early_stop_signal;
+
+static void note_early_signal(int signum)
+{
+    if (signum != SIGHUP) {
+        early_stop_signal = signum;
+    }
+}
+
 int main(int argc, char **argv)
 {
+    struct sigaction early = {.sa_handler = note_early_signal};
+    sigemptyset(&early.sa_mask);
+    sigaction(SIGTERM, &early, NULL);
+    sigaction(SIGINT, &early, NULL);
+    sigaction(SIGHUP, &early, NULL);
     struct config cfg = {
         .max_frame_bytes = (uint64_t)1 << 30,
         .max_tensor_bytes = (int64_t)1 << 30,
@@ -1112,6 +1129,9 @@ int main(int argc, char **argv)
     uv_timer_init(server.loop, &server.drain);
     uv_signal_init(server.loop, &server.sighup);
     uv_signal_start(&server.sighup, on_sighup, SIGHUP);
+    if (early_stop_signal != 0) {
+        on_signal(&server.sigterm, early_stop_signal);
+    }
 
     uv_run(server.loop, UV_RUN_DEFAULT);
     td_log(TD_LOG_INFO, "stopped", "sessions=%zu", td_store_count(&server.store));

@@ -21,15 +21,18 @@ class Daemon:
         self.proc = subprocess.Popen([BINARY, *listen, *args], stderr=self.log,
                                      stdout=subprocess.PIPE, env=env)
         self.port = None
+        # Wait for the "started" event: it follows every listener (TCP, unix, metrics), so a
+        # test that connects to the second of them does not race its creation.
         deadline = time.time() + 10
-        while self.port is None and time.time() < deadline:
-            m = re.search(r'addr[=":]+127\.0\.0\.1:(\d+)', self.text())
-            if m:
+        while time.time() < deadline:
+            text = self.text()
+            m = re.search(r'addr[=":]+127\.0\.0\.1:(\d+)', text)
+            if m and re.search(r'event[=":]+started', text):
                 self.port = int(m.group(1))
-            elif self.proc.poll() is not None:
                 return
-            else:
-                time.sleep(0.01)
+            if self.proc.poll() is not None:
+                return
+            time.sleep(0.01)
 
     def text(self):
         with open(self.log.name) as f:

@@ -230,7 +230,7 @@ def test_module_functions_and_session_methods(session):
 
 def test_unix_socket_and_bad_addresses(tmp_path):
     path = str(tmp_path / "t.sock")
-    d = Daemon("--unix", path, listen=())
+    d = Daemon("--unix", path)
     try:
         with tensord.connect("unix:" + path) as s:
             assert s.arange(4).sum().item() == 6

@@ -211,3 +211,23 @@ def test_log_file_is_reopened_on_sighup(tmp_path):
         assert proc.wait(timeout=20) == 0
     assert proc.stderr.read() == b""  # everything went to the file
     assert "event=stopped" in log.read_text()
+
+
+def test_stop_right_after_the_first_listening_line_is_graceful(tmp_path):
+    """A supervisor may send SIGTERM the moment the daemon logs that it listens, before the
+    event loop runs; the daemon must still shut down cleanly (exit 0, "stopped" logged)."""
+    import signal
+    import time
+    for i in range(20):
+        log = tmp_path / ("d%d.log" % i)
+        with open(log, "w") as err:
+            proc = subprocess.Popen([BINARY, "--listen", "127.0.0.1:0", "--unix",
+                                     str(tmp_path / "s.sock")], stderr=err)
+        deadline = time.time() + 10
+        while "event=listening" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.0005)
+        proc.send_signal(signal.SIGHUP if i % 2 else signal.SIGTERM)
+        if i % 2:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log.read_text()
+        assert "event=stopped" in log.read_text()
