@@ -7,6 +7,7 @@
 ** let in-flight work finish, free every session and exit 0.
 */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <stdarg.h>
 #include <cblas.h>
 #include <errno.h>
@@ -17,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -48,6 +51,7 @@ struct config {
     int64_t max_sessions;
     uint64_t session_ttl_ms;
     int threads;
+    int worker_nice;
     const char *auth_token_file;
     bool insecure_no_auth;
     const char *log_level;
@@ -81,6 +85,8 @@ static const struct flag flags[] = {
     {"max-sessions", "N", "10000", "most sessions alive at once"},
     {"session-ttl", "DURATION", "10m", "how long a session outlives its last connection"},
     {"threads", "N", "CPU count", "worker threads for heavy ops"},
+    {"worker-nice", "N", "5",
+     "nice increment of the threads that run heavy ops, so the event loop preempts them (0-19)"},
     {"auth-token-file", "PATH", "none", "require clients to present the token in this file"},
     {"data-dir", "DIR", "none",
      "persistence: Save/Load files, and sessions kept across a restart (written on SIGTERM)"},
@@ -279,6 +285,13 @@ static int apply_flag(struct config *cfg, const char *name, const char *v)
             return -1;
         }
         cfg->threads = (int)n;
+        return 0;
+    }
+    if (strcmp(name, "worker-nice") == 0) {
+        if (parse_count(name, v, 0, 19, &n) != 0) {
+            return -1;
+        }
+        cfg->worker_nice = (int)n;
         return 0;
     }
     if (strcmp(name, "auth-token-file") == 0) {
@@ -558,6 +571,7 @@ struct server {
     char *token;                        /* owned; what rpc.auth_token points to */
     bool stopping;
     int64_t max_connections;
+    int worker_nice;                    /* --worker-nice, applied to heavy-work threads */
 };
 
 static struct server server;
@@ -574,10 +588,99 @@ struct pool_work {
     struct td_job *job;
 };
 
+/* Heavy work runs at a lower priority than the event loop (--worker-nice): on a busy core the
+** scheduler then picks the loop thread as soon as a tiny request wakes it, instead of letting it
+** queue behind BLAS time slices. Linux keeps a nice value per thread (the id setpriority takes
+** for PRIO_PROCESS may be a thread id), and threads inherit it from the thread that creates
+** them, so the kernels' short-lived helper threads follow. */
+static _Thread_local bool worker_niced;
+
+static void lower_priority(pid_t tid)
+{
+    if (server.worker_nice > 0 &&
+        setpriority(PRIO_PROCESS, (id_t)tid, server.worker_nice) != 0) {
+        td_log(TD_LOG_WARN, "worker_nice", "tid=%d err=\"%s\"", (int)tid, strerror(errno));
+    }
+}
+
+/* OpenBLAS starts its threads when the library loads, before main: lower every thread but the
+** loop's (this one). */
+static void lower_blas_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (d == NULL) {
+        return;
+    }
+    pid_t self = (pid_t)syscall(SYS_gettid);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        pid_t tid = (pid_t)atoi(e->d_name);
+        if (tid > 0 && tid != self) {
+            lower_priority(tid);
+        }
+    }
+    closedir(d);
+}
+
 static void pool_run(uv_work_t *req)
 {
     struct pool_work *w = req->data;
+    if (!worker_niced) {
+        worker_niced = true;
+        lower_priority((pid_t)syscall(SYS_gettid));
+    }
     w->job->run(w->job);
+}
+
+/* At start, one work item per pool thread lowers that thread: each waits until all have
+** arrived, so no thread takes two (bounded: if the pool were smaller, they give up after 2 s). */
+static struct {
+    uv_mutex_t mu;
+    uv_cond_t cond;
+    int arrived, expected;
+    uv_work_t reqs[64];
+} nice_start;
+
+static void nice_start_run(uv_work_t *req)
+{
+    (void)req;
+    worker_niced = true;
+    lower_priority((pid_t)syscall(SYS_gettid));
+    uv_mutex_lock(&nice_start.mu);
+    nice_start.arrived++;
+    uv_cond_broadcast(&nice_start.cond);
+    uint64_t deadline = uv_hrtime() + 2000000000u;
+    while (nice_start.arrived < nice_start.expected && uv_hrtime() < deadline) {
+        (void)uv_cond_timedwait(&nice_start.cond, &nice_start.mu, 100000000u);
+    }
+    uv_mutex_unlock(&nice_start.mu);
+}
+
+static void nice_start_after(uv_work_t *req, int status)
+{
+    (void)req;
+    (void)status;
+}
+
+static void lower_pool_threads(int threads)
+{
+    if (server.worker_nice == 0 || uv_mutex_init(&nice_start.mu) != 0) {
+        return;
+    }
+    if (uv_cond_init(&nice_start.cond) != 0) {
+        uv_mutex_destroy(&nice_start.mu);
+        return;
+    }
+    uv_mutex_lock(&nice_start.mu);
+    nice_start.expected = threads < 64 ? threads : 64;
+    for (int i = 0; i < nice_start.expected; i++) {
+        if (uv_queue_work(server.loop, &nice_start.reqs[i], nice_start_run,
+                          nice_start_after) != 0) {
+            nice_start.expected = i;  /* those queued stop waiting for the rest */
+            break;
+        }
+    }
+    uv_mutex_unlock(&nice_start.mu);
 }
 
 static void pool_after(uv_work_t *req, int status)
@@ -766,8 +869,9 @@ static const char *const family_help[3][2] = {
 static void metrics_text(struct text *t)
 {
     const struct td_rpc_stats *st = &server.rpc.stats;
-    text_add(t, "# HELP tensord_info The daemon's version.\n# TYPE tensord_info gauge\n"
-                "tensord_info{version=\"%s\"} 1\n", TD_VERSION);
+    text_add(t, "# HELP tensord_info The daemon's version and the BLAS behind matmul.\n"
+                "# TYPE tensord_info gauge\ntensord_info{version=\"%s\",blas=\"%s\"} 1\n",
+             TD_VERSION, td_blas_describe());
     text_add(t, "# HELP tensord_uptime_seconds Time since start.\n"
                 "# TYPE tensord_uptime_seconds gauge\ntensord_uptime_seconds %.3f\n",
              (double)(now_ms() - server.rpc.started_ms) / 1e3);
@@ -974,6 +1078,7 @@ int main(int argc, char **argv)
         .max_connections = 1024,
         .idle_timeout_ms = 30000,
         .shutdown_timeout_ms = 30000,
+        .worker_nice = 5,
     };
     int prc = parse_config(&cfg, argc, argv);
     if (prc != 0) {
@@ -1012,6 +1117,8 @@ int main(int argc, char **argv)
     setenv("UV_THREADPOOL_SIZE", pool, 1);
     openblas_set_num_threads(cfg.threads);
     td_parallel_set_threads(cfg.threads);
+    server.worker_nice = cfg.worker_nice;
+    lower_blas_threads();
     signal(SIGPIPE, SIG_IGN);
 
     server.loop = uv_default_loop();
@@ -1129,6 +1236,7 @@ int main(int argc, char **argv)
     uv_timer_init(server.loop, &server.drain);
     uv_signal_init(server.loop, &server.sighup);
     uv_signal_start(&server.sighup, on_sighup, SIGHUP);
+    lower_pool_threads(cfg.threads);
     if (early_stop_signal != 0) {
         on_signal(&server.sigterm, early_stop_signal);
     }

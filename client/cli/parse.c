@@ -202,24 +202,30 @@ static int lex_number(struct lexer *lx)
         t->ival = (int64_t)v;
         return 0;
     }
-    while (n + 1 < sizeof buf) {
+    bool has_exp = false;
+    for (;;) {
         char c = *lx->p;
-        if (isdigit((unsigned char)c)) {
-            buf[n++] = c;
-        } else if (c == '_' && isdigit((unsigned char)lx->p[1])) {
-            /* digit separator */
-        } else if (c == '.' && !isfloat) {
-            isfloat = true;
-            buf[n++] = c;
-        } else if ((c == 'e' || c == 'E') &&
-                   (isdigit((unsigned char)lx->p[1]) ||
-                    ((lx->p[1] == '-' || lx->p[1] == '+') && isdigit((unsigned char)lx->p[2])))) {
-            isfloat = true;
-            buf[n++] = c;
-            advance(lx, 1);
-            buf[n++] = *lx->p;
-        } else {
+        bool e = c == 'e' || c == 'E';
+        bool sign = e && (lx->p[1] == '-' || lx->p[1] == '+');
+        bool exp = e && !has_exp &&
+                   isdigit((unsigned char)lx->p[sign ? 2 : 1]);
+        bool sep = c == '_' && isdigit((unsigned char)lx->p[1]);
+        if (!isdigit((unsigned char)c) && !sep && !exp && !(c == '.' && !isfloat)) {
             break;
+        }
+        if (n + (exp && sign ? 2 : 1) + 1 > sizeof buf) {  /* the char(s) and a terminator */
+            return perr(lx->err, line, col, "numeric literal too long");
+        }
+        if (exp) {
+            isfloat = has_exp = true;
+            buf[n++] = c;
+            if (sign) {
+                advance(lx, 1);
+                buf[n++] = *lx->p;
+            }
+        } else if (!sep) {  /* a digit separator is dropped */
+            isfloat = isfloat || c == '.';
+            buf[n++] = c;
         }
         advance(lx, 1);
     }

@@ -1,6 +1,7 @@
 /* server/base/alloc.c — counted allocation, the fault hook, quotas. */
 #include "alloc.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <stdlib.h>
@@ -10,15 +11,56 @@
 /* A 16-byte prefix records the size so td_free can uncount it and user memory stays 16-aligned. */
 #define ALLOC_HDR 16
 
-static _Atomic int64_t live_bytes;
+/* Live bytes are counted per thread: each thread that allocates or frees gets a slot of its own
+** (on its own cache line) that only it writes, so the hot path is a plain load and store, not a
+** locked read-modify-write bouncing one line between the loop thread and the workers. Memory
+** freed by another thread than the one that allocated it makes the two slots differ by the same
+** amount; the sum over all slots is the live total. Slots are never reused (a thread that exits
+** leaves its count behind); threads beyond the last slot share one atomic counter. */
+#define COUNT_SLOTS 256
+
+struct count_slot {
+    _Alignas(64) _Atomic int64_t bytes;
+};
+
+static struct count_slot slots[COUNT_SLOTS];
+static _Atomic int slots_taken;
+static _Alignas(64) _Atomic int64_t shared_bytes;
+static _Thread_local struct count_slot *my_slot;
+static _Thread_local bool my_slot_shared;
+
+static void count_bytes(int64_t delta)
+{
+    struct count_slot *s = my_slot;
+    if (s == NULL && !my_slot_shared) {
+        int i = atomic_fetch_add(&slots_taken, 1);
+        if (i < COUNT_SLOTS) {
+            s = my_slot = &slots[i];
+        } else {
+            my_slot_shared = true;
+        }
+    }
+    if (s != NULL) {
+        atomic_store_explicit(&s->bytes,
+                              atomic_load_explicit(&s->bytes, memory_order_relaxed) + delta,
+                              memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&shared_bytes, delta, memory_order_relaxed);
+    }
+}
+
+/* The fault hook costs one relaxed load while it is off: allocations are counted only while a
+** test has armed it. */
+static _Alignas(64) _Atomic int64_t fail_at;
 static _Atomic int64_t alloc_count;
-static _Atomic int64_t fail_at;
 
 static int alloc_should_fail(void)
 {
-    int64_t n = atomic_fetch_add(&alloc_count, 1) + 1;
-    int64_t f = atomic_load(&fail_at);
-    return f > 0 && n == f;
+    int64_t f = atomic_load_explicit(&fail_at, memory_order_relaxed);
+    if (f <= 0) {
+        return 0;
+    }
+    return atomic_fetch_add(&alloc_count, 1) + 1 == f;
 }
 
 /* Large buffers (tensor storage) ask for transparent huge pages: on these machines a 4 KiB
@@ -48,7 +90,7 @@ static void *counted(unsigned char *p, size_t n)
         return NULL;
     }
     memcpy(p, &n, sizeof n);
-    atomic_fetch_add(&live_bytes, (int64_t)n);
+    count_bytes((int64_t)n);
     advise_huge(p, n + ALLOC_HDR);
     return p + ALLOC_HDR;
 }
@@ -88,7 +130,7 @@ void *td_realloc(void *p, size_t n)
         return NULL;
     }
     memcpy(q, &n, sizeof n);
-    atomic_fetch_add(&live_bytes, (int64_t)n - (int64_t)old);
+    count_bytes((int64_t)n - (int64_t)old);
     return q + ALLOC_HDR;
 }
 
@@ -100,7 +142,7 @@ void td_free(void *p)
     unsigned char *base = (unsigned char *)p - ALLOC_HDR;
     size_t n;
     memcpy(&n, base, sizeof n);
-    atomic_fetch_sub(&live_bytes, (int64_t)n);
+    count_bytes(-(int64_t)n);
     free(base);
 }
 
@@ -116,7 +158,12 @@ char *td_strdup(const char *s)
 
 int64_t td_alloc_live_bytes(void)
 {
-    return atomic_load(&live_bytes);
+    int64_t total = atomic_load_explicit(&shared_bytes, memory_order_relaxed);
+    int n = atomic_load(&slots_taken);
+    for (int i = 0; i < n && i < COUNT_SLOTS; i++) {
+        total += atomic_load_explicit(&slots[i].bytes, memory_order_relaxed);
+    }
+    return total;
 }
 
 void td_alloc_fail_at(int64_t n)

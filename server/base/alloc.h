@@ -23,11 +23,13 @@ void *td_realloc(void *p, size_t n);          /* like realloc; p may be NULL */
 void td_free(void *p);                        /* NULL is a no-op */
 char *td_strdup(const char *s);
 
-/* Live bytes handed out by td_malloc and friends, process-wide. */
+/* Live bytes handed out by td_malloc and friends, process-wide (the sum of per-thread counts:
+** exact when no other thread is allocating, a moment's approximation otherwise). */
 int64_t td_alloc_live_bytes(void);
 
-/* Test fault hook: the n-th allocation from now fails (n >= 1); 0 disables. Returns how many
-** allocations were made since the last call (so a sweep knows when it has passed the end). */
+/* Test fault hook: the n-th allocation from now fails (n >= 1); 0 disables. td_alloc_count
+** returns how many allocations were made since it was armed (so a sweep knows when it has passed
+** the end); allocations are not counted while the hook is off. */
 void td_alloc_fail_at(int64_t n);
 int64_t td_alloc_count(void);
 

@@ -97,6 +97,11 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
 int64_t td_op_work(enum td_op_id id, const struct td_operand *in, int nin,
                    const struct td_op_args *args);
 
+/* The BLAS that float products run on, as it describes itself: version and build options, the
+** kernel chosen for this CPU, and its thread count (for Stats and /metrics: a benchmark figure
+** means little without it). The text lives in a per-thread buffer until the next call. */
+const char *td_blas_describe(void);
+
 /* Shared rules, exported so ops/ family files and tests can use them. */
 td_shape_fn td_shape_broadcast;
 enum td_dtype td_result_type(const struct td_operand *in, int nin);

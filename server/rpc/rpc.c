@@ -23,21 +23,48 @@
 #include "proto/tensord.pb-c.h"
 #include "session/persist.h"
 
-/* ---- protobuf-c allocator: every byte counted, failures injectable ---- */
+/* ---- protobuf-c allocation ---- */
 
-static void *pb_alloc(void *ud, size_t n)
+/* A request is decoded into an arena inside its job: a tiny op's Request, its body, operands
+** and arrays are five or six small allocations that live exactly as long as the job, so they
+** come from a bump pointer and are freed with it. What does not fit (large repeated fields,
+** long strings) falls back to td_malloc, counted and fault-injectable as before. */
+#define PB_ARENA_BYTES 768
+
+struct pb_arena {
+    ProtobufCAllocator allocator;           /* allocator_data points back here */
+    size_t used;
+    _Alignas(16) unsigned char bytes[PB_ARENA_BYTES];
+};
+
+static void *arena_alloc(void *ud, size_t n)
 {
-    (void)ud;
+    struct pb_arena *a = ud;
+    size_t need = (n + 15) & ~(size_t)15;
+    if (n <= PB_ARENA_BYTES && need <= PB_ARENA_BYTES - a->used) {
+        void *p = a->bytes + a->used;
+        a->used += need;
+        return p;
+    }
     return td_malloc(n);
 }
 
-static void pb_free(void *ud, void *p)
+static void arena_free(void *ud, void *p)
 {
-    (void)ud;
+    struct pb_arena *a = ud;
+    uintptr_t q = (uintptr_t)p, lo = (uintptr_t)a->bytes;
+    if (q >= lo && q < lo + PB_ARENA_BYTES) {
+        return;  /* released with the job */
+    }
     td_free(p);
 }
 
-static ProtobufCAllocator pb_allocator = {.alloc = pb_alloc, .free = pb_free};
+static void arena_init(struct pb_arena *a)
+{
+    a->allocator = (ProtobufCAllocator){.alloc = arena_alloc, .free = arena_free,
+                                        .allocator_data = a};
+    a->used = 0;
+}
 
 /* ---- wire mappings, generated from the single lists ---- */
 
@@ -346,6 +373,7 @@ struct rpc_job {
     struct td_rpc_reply reply;              /* built by run() */
     uint64_t t0_us;                         /* arrival, for the latency histograms */
     int status;                             /* the reply's status code */
+    struct pb_arena arena;                  /* req is decoded here (last: not zeroed) */
 };
 
 /* What a handler produced besides its status. */
@@ -987,6 +1015,7 @@ static int run_stats(struct td_rpc_server *srv, struct td_session *s, Tensord__S
     st->connections = srv->stats.connections;
     st->connections_total = srv->stats.connections_total;
     st->auth_failures = srv->stats.auth_failures;
+    st->blas = (char *)td_blas_describe();
     enum { N = TD_RPC_KINDS + TD_OP_COUNT };
     struct block {
         Tensord__Counter c[N];
@@ -1323,7 +1352,7 @@ static void job_execute(struct rpc_job *j)
 
 static void job_free(struct rpc_job *j)
 {
-    tensord__request__free_unpacked(j->req, &pb_allocator);
+    tensord__request__free_unpacked(j->req, &j->arena.allocator);
     td_free(j->data);
     td_free(j);
 }
@@ -1468,16 +1497,28 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         reply_early_error(p, 0, TD_EPROTO, "empty request: the frame has no protobuf section");
         return;
     }
-    Tensord__Request *req = tensord__request__unpack(&pb_allocator, meta_len, meta);
+    struct rpc_job *j = td_malloc(sizeof *j);
+    if (j == NULL) {
+        /* Replying now could overtake queued replies; closing is the honest answer. */
+        td_free(data);
+        struct td_rpc_reply r = {.close_after = true};
+        p->reply(p, &r, p->user);
+        return;
+    }
+    memset(j, 0, offsetof(struct rpc_job, arena));
+    arena_init(&j->arena);
+    Tensord__Request *req = tensord__request__unpack(&j->arena.allocator, meta_len, meta);
     if (req == NULL) {
+        td_free(j);
         td_free(data);
         reply_early_error(p, 0, TD_EPROTO, "malformed request: not a valid Request message");
         return;
     }
+    j->req = req;
     if (req->body_case != TENSORD__REQUEST__BODY_CREATE &&
         req->body_case != TENSORD__REQUEST__BODY_WRITE && data_len != 0) {
         uint64_t id = req->id;
-        tensord__request__free_unpacked(req, &pb_allocator);
+        job_free(j);
         td_free(data);
         reply_early_error(p, id, TD_EPROTO, "only Create and Write requests carry a data section");
         return;
@@ -1485,24 +1526,16 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
     if (p->session == NULL) {
         if (req->body_case == TENSORD__REQUEST__BODY_HELLO) {
             /* No session, so no queue to wait behind: answer now. */
-            struct rpc_job j = {.peer = p, .req = req, .t0_us = now_us()};
-            job_execute(&j);
-            stats_record(p->srv, req, j.status, j.t0_us);
-            deliver(p, &j.reply);  /* a NULL frame tells the connection to close */
+            j->peer = p;
+            j->t0_us = now_us();
+            job_execute(j);
+            stats_record(p->srv, req, j->status, j->t0_us);
+            deliver(p, &j->reply);  /* a NULL frame tells the connection to close */
         } else {
             td_rpc_reply_error(p, req->id, TD_ENOSESSION, "no session: send Hello first", false);
         }
-        tensord__request__free_unpacked(req, &pb_allocator);
+        job_free(j);
         td_free(data);
-        return;
-    }
-    struct rpc_job *j = td_calloc(1, sizeof *j);
-    if (j == NULL) {
-        /* Replying now would overtake queued replies; closing is the honest answer. */
-        tensord__request__free_unpacked(req, &pb_allocator);
-        td_free(data);
-        struct td_rpc_reply r = {.close_after = true};
-        p->reply(p, &r, p->user);
         return;
     }
     j->peer = p;

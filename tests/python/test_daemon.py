@@ -31,6 +31,7 @@ def test_help_documents_every_flag_with_its_default():
     (["--max-frame-bytes", "12Q"], "invalid value '12Q' for --max-frame-bytes"),
     (["--session-ttl", "soon"], "invalid value 'soon' for --session-ttl"),
     (["--threads", "0"], "invalid value '0' for --threads"),
+    (["--worker-nice", "20"], "invalid value '20' for --worker-nice"),
     (["--log-level", "loud"], "invalid value 'loud' for --log-level"),
     (["--log-format", "yaml"], "invalid value 'yaml' for --log-format"),
     (["--max-connections", "-3"], "invalid value '-3' for --max-connections"),
@@ -231,3 +232,33 @@ def test_stop_right_after_the_first_listening_line_is_graceful(tmp_path):
             proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0, log.read_text()
         assert "event=stopped" in log.read_text()
+
+
+def _thread_nices(pid):
+    """{tid: nice} of every thread of pid, from /proc (field 19 of stat, after the comm)."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        out[int(tid)] = int(fields[16])
+    return out
+
+
+@pytest.mark.parametrize("nice", [None, "0", "12"])
+def test_heavy_work_threads_run_at_the_worker_nice(nice):
+    """The event loop (the main thread) keeps the daemon's priority; the BLAS threads and every
+    worker of the pool are lowered by --worker-nice (default 5)."""
+    import tensord
+    args = () if nice is None else ("--worker-nice", nice)
+    d = Daemon("--threads", "2", *args)
+    try:
+        with tensord.connect("127.0.0.1:%d" % d.port) as s:
+            a = s.ones(512, 512)
+            assert (a @ a).sum().item() == 512.0 ** 3
+            nices = _thread_nices(d.proc.pid)
+    finally:
+        assert d.stop() == 0
+    want = 5 if nice is None else int(nice)
+    assert nices.pop(d.proc.pid) == 0
+    assert len(nices) >= 2  # the two pool workers (and BLAS threads, by CPU count)
+    assert set(nices.values()) == {want}, nices

@@ -96,6 +96,16 @@ def test_metrics_move_with_traffic(served):
         kinds = {c.name: c for c in st.requests}
         assert kinds["run_op"].count >= 7 and kinds["hello"].count >= 1
         assert st.connections >= 1 and st.uptime_ms > 0 and st.server_tensors >= 1
+        # which BLAS ran the matmuls: OpenBLAS names its version, its CPU kernel and threads
+        import ctypes
+        import ctypes.util
+        blas = ctypes.CDLL(ctypes.util.find_library("openblas") or "libopenblas.so.0")
+        blas.openblas_get_corename.restype = ctypes.c_char_p
+        core = blas.openblas_get_corename().decode()
+        assert st.blas.startswith("OpenBLAS ") and ("; core %s; " % core) in st.blas, st.blas
+        assert st.blas.endswith(" threads")
+        info = [ln for ln in text.splitlines() if ln.startswith("tensord_info{")]
+        assert len(info) == 1 and info[0].endswith(',blas="%s"} 1' % st.blas), info
 
 
 def test_health_endpoints_and_bad_requests(served):

@@ -13,6 +13,14 @@
 
 #include "family.h"
 
+const char *td_blas_describe(void)
+{
+    static _Thread_local char text[256];
+    snprintf(text, sizeof text, "%s; core %s; %d threads", openblas_get_config(),
+             openblas_get_corename(), openblas_get_num_threads());
+    return text;
+}
+
 /* The matrix geometry of one operand: batch dims, rows, cols and their strides. */
 struct mat {
     int nbatch;
