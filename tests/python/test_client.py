@@ -177,6 +177,34 @@ def test_large_tensors_move_in_chunks_with_progress(capfd):
         assert d.stop() == 0
 
 
+def test_large_upload_is_one_request_unless_chunks_are_needed():
+    """Up to the frame limit an upload is a single Create (read by the server straight into the
+    tensor); above it, or with a progress bar, it is Full + Writes of at most 8 MiB."""
+    d = Daemon("--max-frame-bytes", "24M")
+    try:
+        s = tensord.connect("127.0.0.1:%d" % d.port)
+
+        def kinds():
+            return {c.name: c.count for c in s.stats().requests}
+
+        rng = np.random.default_rng(2)
+        cases = [(5 << 20, False, {"create": 1}), (24 << 20, False, {"full": 1, "write": 3}),
+                 (40 << 20, False, {"full": 1, "write": 5}),
+                 (10 << 20, True, {"full": 1, "write": 2})]  # chunked for the progress bar
+        for n, progress, want in cases:
+            a = rng.standard_normal(n // 4).astype(np.float32)
+            before = kinds()
+            t = s.tensor(a, progress=progress)
+            after = kinds()
+            got = {k: after.get(k, 0) - before.get(k, 0) for k in ("create", "full", "write")}
+            assert got == dict({"create": 0, "full": 0, "write": 0}, **want), (n, progress)
+            np.testing.assert_array_equal(t.numpy(), a)
+            assert t.sum().item() == pytest.approx(float(a.astype(np.float64).sum()), rel=1e-5)
+        s.close()
+    finally:
+        assert d.stop() == 0
+
+
 def test_numpy_is_optional(daemon):
     code = (
         "import sys\n"

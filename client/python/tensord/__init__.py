@@ -370,7 +370,10 @@ class Session:
         nbytes = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
         chunk = self._chunk_bytes()
         req = pb.Request()
-        if nbytes <= chunk:
+        # One Create frame whenever the frame limit allows: the server reads its data section
+        # straight into the tensor's storage, with no zero fill and no copy. Chunks (Full, then
+        # Writes) are for tensors above the limit, and for progress bars.
+        if nbytes <= chunk or (not progress and nbytes <= self._frame_bytes()):
             req.create.out = h
             req.create.dtype = _conn.DTYPE_WIRE[name]
             req.create.shape.extend(shape)
@@ -396,6 +399,11 @@ class Session:
         if progress and last is not None:
             self._wait(last)
         return t
+
+    def _frame_bytes(self) -> builtins.int:
+        """The largest data section one request may carry (the frame limit less its header)."""
+        limit = self._c.limits.max_frame_bytes if self._c.limits is not None else 0
+        return limit - 4096 if limit > 4096 else CHUNK_BYTES
 
     def _chunk_bytes(self) -> builtins.int:
         limit = self._c.limits.max_frame_bytes if self._c.limits is not None else 0
