@@ -1118,6 +1118,9 @@ int main(int argc, char **argv)
     openblas_set_num_threads(cfg.threads);
     td_parallel_set_threads(cfg.threads);
     server.worker_nice = cfg.worker_nice;
+    /* Freed large buffers kept for reuse: at most 256 MiB, less when --max-bytes is small. */
+    int64_t cache = cfg.max_bytes / 16;
+    td_alloc_cache_limit(cache < ((int64_t)256 << 20) ? (size_t)cache : (size_t)256 << 20);
     lower_blas_threads();
     signal(SIGPIPE, SIG_IGN);
 

@@ -1,6 +1,7 @@
 /* server/base/alloc.c — counted allocation, the fault hook, quotas. */
 #include "alloc.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -84,21 +85,137 @@ static void advise_huge(unsigned char *p, size_t n)
 #endif
 }
 
+/* The header holds the size asked for (what live bytes count) and the capacity behind it (what
+** the buffer could hold again when it is reused from the cache below). */
+static void put_header(unsigned char *p, size_t n, size_t cap)
+{
+    memcpy(p, &n, sizeof n);
+    memcpy(p + sizeof n, &cap, sizeof cap);
+}
+
 static void *counted(unsigned char *p, size_t n)
 {
     if (p == NULL) {
         return NULL;
     }
-    memcpy(p, &n, sizeof n);
+    put_header(p, n, n);
     count_bytes((int64_t)n);
     advise_huge(p, n + ALLOC_HDR);
     return p + ALLOC_HDR;
+}
+
+/* Freed large buffers are kept for reuse: a training loop or a benchmark allocates outputs of the
+** same few sizes over and over, and a fresh buffer costs a page fault and the kernel's zeroing of
+** every (huge) page before the op can write it (5 % of a 2048^2 matmul here). A request takes the
+** smallest cached buffer that holds it with at most a quarter to spare. Bounded: at most
+** CACHE_SLOTS buffers of at most a quarter of the byte limit each, CACHE_DEFAULT_BYTES in all
+** unless td_alloc_cache_limit says otherwise; a buffer that does not fit goes back to libc. */
+#define CACHE_MIN HUGE_ADVICE_MIN
+#define CACHE_SLOTS 16
+
+/* Under AddressSanitizer the cache stays off: reusing buffers would hide a use after free. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CACHE_ALLOWED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CACHE_ALLOWED 0
+#endif
+#endif
+#ifndef CACHE_ALLOWED
+#define CACHE_ALLOWED 1
+#endif
+#define CACHE_DEFAULT_BYTES (CACHE_ALLOWED ? (size_t)256 << 20 : 0)
+
+static struct {
+    pthread_mutex_t mu;
+    unsigned char *buf[CACHE_SLOTS];  /* base pointers (header included) */
+    size_t cap[CACHE_SLOTS];
+    int n;
+    size_t bytes, limit;
+} cache = {.mu = PTHREAD_MUTEX_INITIALIZER, .limit = CACHE_DEFAULT_BYTES};
+
+static unsigned char *cache_take(size_t n)
+{
+    unsigned char *p = NULL;
+    pthread_mutex_lock(&cache.mu);
+    int best = -1;
+    for (int i = 0; i < cache.n; i++) {
+        if (cache.cap[i] >= n && cache.cap[i] - n <= n / 4 &&
+            (best < 0 || cache.cap[i] < cache.cap[best])) {
+            best = i;
+        }
+    }
+    if (best >= 0) {
+        p = cache.buf[best];
+        put_header(p, n, cache.cap[best]);
+        cache.bytes -= cache.cap[best];
+        cache.n--;
+        cache.buf[best] = cache.buf[cache.n];
+        cache.cap[best] = cache.cap[cache.n];
+    }
+    pthread_mutex_unlock(&cache.mu);
+    return p;
+}
+
+static bool cache_put(unsigned char *base, size_t cap)
+{
+    bool kept = false;
+    pthread_mutex_lock(&cache.mu);
+    if (cache.n < CACHE_SLOTS && cap <= cache.limit / 4 && cache.bytes + cap <= cache.limit) {
+        cache.buf[cache.n] = base;
+        cache.cap[cache.n] = cap;
+        cache.n++;
+        cache.bytes += cap;
+        kept = true;
+    }
+    pthread_mutex_unlock(&cache.mu);
+    return kept;
+}
+
+void td_alloc_cache_limit(size_t bytes)
+{
+    pthread_mutex_lock(&cache.mu);
+    cache.limit = CACHE_ALLOWED ? bytes : 0;
+    while (cache.n > 0 && cache.bytes > cache.limit) {  /* shrink: the largest go first */
+        int big = 0;
+        for (int i = 1; i < cache.n; i++) {
+            big = cache.cap[i] > cache.cap[big] ? i : big;
+        }
+        free(cache.buf[big]);
+        cache.bytes -= cache.cap[big];
+        cache.n--;
+        cache.buf[big] = cache.buf[cache.n];
+        cache.cap[big] = cache.cap[cache.n];
+    }
+    if (cache.limit == 0) {
+        for (int i = 0; i < cache.n; i++) {
+            free(cache.buf[i]);
+        }
+        cache.n = 0;
+        cache.bytes = 0;
+    }
+    pthread_mutex_unlock(&cache.mu);
+}
+
+size_t td_alloc_cached_bytes(void)
+{
+    pthread_mutex_lock(&cache.mu);
+    size_t n = cache.bytes;
+    pthread_mutex_unlock(&cache.mu);
+    return n;
 }
 
 void *td_malloc(size_t n)
 {
     if (n > SIZE_MAX - ALLOC_HDR || alloc_should_fail()) {
         return NULL;
+    }
+    if (n >= CACHE_MIN) {
+        unsigned char *p = cache_take(n);
+        if (p != NULL) {
+            count_bytes((int64_t)n);
+            return p + ALLOC_HDR;
+        }
     }
     return counted(malloc(n + ALLOC_HDR), n);
 }
@@ -129,7 +246,7 @@ void *td_realloc(void *p, size_t n)
     if (q == NULL) {
         return NULL;
     }
-    memcpy(q, &n, sizeof n);
+    put_header(q, n, n);
     count_bytes((int64_t)n - (int64_t)old);
     return q + ALLOC_HDR;
 }
@@ -140,10 +257,13 @@ void td_free(void *p)
         return;
     }
     unsigned char *base = (unsigned char *)p - ALLOC_HDR;
-    size_t n;
+    size_t n, cap;
     memcpy(&n, base, sizeof n);
+    memcpy(&cap, base + sizeof n, sizeof cap);
     count_bytes(-(int64_t)n);
-    free(base);
+    if (cap < CACHE_MIN || !cache_put(base, cap)) {
+        free(base);
+    }
 }
 
 char *td_strdup(const char *s)

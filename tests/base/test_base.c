@@ -52,6 +52,43 @@ static void test_alloc_counts_and_fails(void **state)
     assert_int_equal(td_alloc_live_bytes(), base);
 }
 
+/* Large freed buffers are reused (same size, or up to a quarter larger), not counted as live,
+** bounded by the limit, and released when the limit drops; under ASan the cache stays off. */
+static void test_alloc_cache_reuses_large_buffers(void **state)
+{
+    (void)state;
+    const size_t mib = (size_t)1 << 20;
+    td_alloc_cache_limit(64 * mib);
+    int64_t base = td_alloc_live_bytes();
+    size_t cached0 = td_alloc_cached_bytes();
+    unsigned char *p = td_malloc(5 * mib);
+    assert_non_null(p);
+    memset(p, 0x5a, 5 * mib);
+    td_free(p);
+    assert_int_equal(td_alloc_live_bytes(), base);
+#if defined(__SANITIZE_ADDRESS__)
+    assert_int_equal(td_alloc_cached_bytes(), 0);
+#else
+    assert_int_equal(td_alloc_cached_bytes(), cached0 + 5 * mib);
+    unsigned char *small = td_malloc(3 * mib);  /* 5 MiB would waste more than a quarter */
+    assert_true(small != p);
+    unsigned char *q = td_malloc(4 * mib + mib / 2);  /* fits with < 1/4 to spare: reused */
+    assert_ptr_equal(q, p);
+    assert_int_equal(td_alloc_live_bytes(), base + (int64_t)(7 * mib + mib / 2));
+    assert_int_equal(td_alloc_cached_bytes(), cached0);
+    td_free(q);
+    td_free(small);
+    assert_int_equal(td_alloc_cached_bytes(), cached0 + 8 * mib);
+    unsigned char *big = td_malloc(20 * mib);  /* more than a quarter of the limit: not kept */
+    assert_non_null(big);
+    td_free(big);
+    assert_int_equal(td_alloc_cached_bytes(), cached0 + 8 * mib);
+#endif
+    td_alloc_cache_limit(0);
+    assert_int_equal(td_alloc_cached_bytes(), 0);
+    assert_int_equal(td_alloc_live_bytes(), base);
+}
+
 static void test_quota_chain(void **state)
 {
     (void)state;
@@ -134,6 +171,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_err_set_and_names),
         cmocka_unit_test(test_alloc_counts_and_fails),
+        cmocka_unit_test(test_alloc_cache_reuses_large_buffers),
         cmocka_unit_test(test_quota_chain),
         cmocka_unit_test(test_map),
         cmocka_unit_test(test_map_churn_stays_bounded),
