@@ -109,7 +109,7 @@ static void *counted(unsigned char *p, size_t n)
 ** every (huge) page before the op can write it (5 % of a 2048^2 matmul here). A request takes the
 ** smallest cached buffer that holds it with at most a quarter to spare. Bounded: at most
 ** CACHE_SLOTS buffers of at most a quarter of the byte limit each, CACHE_DEFAULT_BYTES in all
-** unless td_alloc_cache_limit says otherwise; a buffer that does not fit goes back to libc. */
+** unless td_alloc_cache_limit says otherwise; the oldest make room for the newest. */
 #define CACHE_MIN HUGE_ADVICE_MIN
 #define CACHE_SLOTS 16
 
@@ -134,6 +134,15 @@ static struct {
     size_t bytes, limit;
 } cache = {.mu = PTHREAD_MUTEX_INITIALIZER, .limit = CACHE_DEFAULT_BYTES};
 
+/* Removes entry i, keeping the others in the order they were freed (oldest first). */
+static void cache_remove(int i)
+{
+    cache.bytes -= cache.cap[i];
+    cache.n--;
+    memmove(&cache.buf[i], &cache.buf[i + 1], (size_t)(cache.n - i) * sizeof cache.buf[0]);
+    memmove(&cache.cap[i], &cache.cap[i + 1], (size_t)(cache.n - i) * sizeof cache.cap[0]);
+}
+
 static unsigned char *cache_take(size_t n)
 {
     unsigned char *p = NULL;
@@ -148,20 +157,25 @@ static unsigned char *cache_take(size_t n)
     if (best >= 0) {
         p = cache.buf[best];
         put_header(p, n, cache.cap[best]);
-        cache.bytes -= cache.cap[best];
-        cache.n--;
-        cache.buf[best] = cache.buf[cache.n];
-        cache.cap[best] = cache.cap[cache.n];
+        cache_remove(best);
     }
     pthread_mutex_unlock(&cache.mu);
     return p;
 }
 
+/* Keeps base for reuse, making room by dropping the oldest entries (the sizes in use change
+** from one workload to the next; the newest are the likeliest to be asked for again). */
 static bool cache_put(unsigned char *base, size_t cap)
 {
+    unsigned char *drop[CACHE_SLOTS];
+    int ndrop = 0;
     bool kept = false;
     pthread_mutex_lock(&cache.mu);
-    if (cache.n < CACHE_SLOTS && cap <= cache.limit / 4 && cache.bytes + cap <= cache.limit) {
+    if (cap <= cache.limit / 4) {
+        while (cache.n > 0 && (cache.n == CACHE_SLOTS || cache.bytes + cap > cache.limit)) {
+            drop[ndrop++] = cache.buf[0];
+            cache_remove(0);
+        }
         cache.buf[cache.n] = base;
         cache.cap[cache.n] = cap;
         cache.n++;
@@ -169,6 +183,9 @@ static bool cache_put(unsigned char *base, size_t cap)
         kept = true;
     }
     pthread_mutex_unlock(&cache.mu);
+    for (int i = 0; i < ndrop; i++) {
+        free(drop[i]);  /* outside the lock: unmapping a large buffer takes a while */
+    }
     return kept;
 }
 
@@ -176,16 +193,9 @@ void td_alloc_cache_limit(size_t bytes)
 {
     pthread_mutex_lock(&cache.mu);
     cache.limit = CACHE_ALLOWED ? bytes : 0;
-    while (cache.n > 0 && cache.bytes > cache.limit) {  /* shrink: the largest go first */
-        int big = 0;
-        for (int i = 1; i < cache.n; i++) {
-            big = cache.cap[i] > cache.cap[big] ? i : big;
-        }
-        free(cache.buf[big]);
-        cache.bytes -= cache.cap[big];
-        cache.n--;
-        cache.buf[big] = cache.buf[cache.n];
-        cache.cap[big] = cache.cap[cache.n];
+    while (cache.n > 0 && cache.bytes > cache.limit) {  /* shrink: the oldest go first */
+        free(cache.buf[0]);
+        cache_remove(0);
     }
     if (cache.limit == 0) {
         for (int i = 0; i < cache.n; i++) {

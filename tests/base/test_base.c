@@ -83,6 +83,23 @@ static void test_alloc_cache_reuses_large_buffers(void **state)
     assert_non_null(big);
     td_free(big);
     assert_int_equal(td_alloc_cached_bytes(), cached0 + 8 * mib);
+    /* full: the oldest buffers make room for the newest */
+    td_alloc_cache_limit(0);
+    td_alloc_cache_limit(64 * mib);
+    unsigned char *b[4];
+    for (int i = 0; i < 4; i++) {
+        b[i] = td_malloc(15 * mib);
+        assert_non_null(b[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        td_free(b[i]);
+    }
+    assert_int_equal(td_alloc_cached_bytes(), 60 * mib);
+    unsigned char *c = td_malloc(10 * mib);
+    td_free(c);
+    assert_int_equal(td_alloc_cached_bytes(), 45 * mib + 10 * mib);  /* b[0] went */
+    assert_ptr_equal(td_malloc(10 * mib), c);  /* the newest is kept */
+    td_free(c);
 #endif
     td_alloc_cache_limit(0);
     assert_int_equal(td_alloc_cached_bytes(), 0);
