@@ -110,8 +110,8 @@ static void *counted(unsigned char *p, size_t n)
 ** smallest cached buffer that holds it with at most a quarter to spare. Bounded: at most
 ** CACHE_SLOTS buffers of at most a quarter of the byte limit each, CACHE_DEFAULT_BYTES in all
 ** unless td_alloc_cache_limit says otherwise; the oldest make room for the newest. */
-#define CACHE_MIN HUGE_ADVICE_MIN
-#define CACHE_SLOTS 16
+#define CACHE_MIN ((size_t)128 << 10)  /* glibc's own heap serves smaller ones well */
+#define CACHE_SLOTS 64
 
 /* Under AddressSanitizer the cache stays off: reusing buffers would hide a use after free. */
 #if defined(__SANITIZE_ADDRESS__)

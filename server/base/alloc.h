@@ -27,7 +27,7 @@ char *td_strdup(const char *s);
 ** exact when no other thread is allocating, a moment's approximation otherwise). */
 int64_t td_alloc_live_bytes(void);
 
-/* Freed buffers of 2 MiB and more are kept for reuse, up to `bytes` in all (default 256 MiB;
+/* Freed buffers of 128 KiB and more are kept for reuse, up to `bytes` in all (default 256 MiB;
 ** each at most a quarter of it; 0 turns the cache off and frees what it holds). They are not
 ** live bytes; td_alloc_cached_bytes says how much the cache holds. */
 void td_alloc_cache_limit(size_t bytes);

@@ -67,6 +67,7 @@ static void test_alloc_cache_reuses_large_buffers(void **state)
     td_free(p);
     assert_int_equal(td_alloc_live_bytes(), base);
 #if defined(__SANITIZE_ADDRESS__)
+    assert_int_equal(cached0, 0);
     assert_int_equal(td_alloc_cached_bytes(), 0);
 #else
     assert_int_equal(td_alloc_cached_bytes(), cached0 + 5 * mib);
