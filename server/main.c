@@ -68,6 +68,8 @@ struct config {
 
 /* ---- flags ---- */
 
+#define MAX_THREADS 1024  /* --threads: libuv's own cap on its pool */
+
 struct flag {
     const char *name;   /* without dashes; the env twin is TENSORD_<NAME> with - -> _ */
     const char *arg;    /* NULL: a switch */
@@ -281,7 +283,7 @@ static int apply_flag(struct config *cfg, const char *name, const char *v)
         return parse_duration_ms(name, v, &cfg->session_ttl_ms);
     }
     if (strcmp(name, "threads") == 0) {
-        if (parse_count(name, v, 1, 1024, &n) != 0) {
+        if (parse_count(name, v, 1, MAX_THREADS, &n) != 0) {
             return -1;
         }
         cfg->threads = (int)n;
@@ -593,7 +595,6 @@ struct pool_work {
 ** queue behind BLAS time slices. Linux keeps a nice value per thread (the id setpriority takes
 ** for PRIO_PROCESS may be a thread id), and threads inherit it from the thread that creates
 ** them, so the kernels' short-lived helper threads follow. */
-static _Thread_local bool worker_niced;
 
 static void lower_priority(pid_t tid)
 {
@@ -625,10 +626,6 @@ static void lower_blas_threads(void)
 static void pool_run(uv_work_t *req)
 {
     struct pool_work *w = req->data;
-    if (!worker_niced) {
-        worker_niced = true;
-        lower_priority((pid_t)syscall(SYS_gettid));
-    }
     w->job->run(w->job);
 }
 
@@ -638,13 +635,12 @@ static struct {
     uv_mutex_t mu;
     uv_cond_t cond;
     int arrived, expected;
-    uv_work_t reqs[64];
+    uv_work_t reqs[MAX_THREADS];
 } nice_start;
 
 static void nice_start_run(uv_work_t *req)
 {
     (void)req;
-    worker_niced = true;
     lower_priority((pid_t)syscall(SYS_gettid));
     uv_mutex_lock(&nice_start.mu);
     nice_start.arrived++;
@@ -672,7 +668,7 @@ static void lower_pool_threads(int threads)
         return;
     }
     uv_mutex_lock(&nice_start.mu);
-    nice_start.expected = threads < 64 ? threads : 64;
+    nice_start.expected = threads;
     for (int i = 0; i < nice_start.expected; i++) {
         if (uv_queue_work(server.loop, &nice_start.reqs[i], nice_start_run,
                           nice_start_after) != 0) {

@@ -501,17 +501,25 @@ static struct tdx_node *node(struct parser *ps, enum tdx_kind kind, int line, in
     return n;
 }
 
+/* Appends item (taken; may be NULL) to the array *v of *n nodes; on failure frees item and
+** reports the error at line:col. */
+static int append_node(struct parser *ps, struct tdx_node ***v, int *n, struct tdx_node *item,
+                       int line, int col)
+{
+    struct tdx_node **k = realloc(*v, (size_t)(*n + 1) * sizeof *k);
+    if (k == NULL) {
+        tdx_node_free(item);
+        return perr(ps->err, line, col, "out of memory");
+    }
+    *v = k;
+    k[(*n)++] = item;
+    return 0;
+}
+
 /* Appends kid (taken, may be NULL only for slices) to n; on failure frees kid. */
 static int add_kid(struct parser *ps, struct tdx_node *n, struct tdx_node *kid)
 {
-    struct tdx_node **k = realloc(n->kids, (size_t)(n->nkids + 1) * sizeof *k);
-    if (k == NULL) {
-        tdx_node_free(kid);
-        return perr(ps->err, n->line, n->col, "out of memory");
-    }
-    n->kids = k;
-    n->kids[n->nkids++] = kid;
-    return 0;
+    return append_node(ps, &n->kids, &n->nkids, kid, n->line, n->col);
 }
 
 static struct token *peek(struct parser *ps)
@@ -1345,14 +1353,7 @@ static struct tdx_node *small_stmt(struct parser *ps)
 
 static int push_stmt(struct parser *ps, struct tdx_prog *out, struct tdx_node *s)
 {
-    struct tdx_node **k = realloc(out->stmts, (size_t)(out->n + 1) * sizeof *k);
-    if (k == NULL) {
-        tdx_node_free(s);
-        return perr(ps->err, s->line, s->col, "out of memory");
-    }
-    out->stmts = k;
-    out->stmts[out->n++] = s;
-    return 0;
+    return append_node(ps, &out->stmts, &out->n, s, s->line, s->col);  /* read before any free */
 }
 
 /* small_stmt (';' small_stmt)* NEWLINE */

@@ -42,15 +42,13 @@ static uint8_t *put_uint(uint8_t *p, int num, uint64_t v)
     return p;
 }
 
-static size_t str_size(const char *s)
+static size_t bytes_size(size_t n)
 {
-    size_t n = s != NULL ? strlen(s) : 0;
     return n != 0 ? 1 + varint_len(n) + n : 0;
 }
 
-static uint8_t *put_str(uint8_t *p, int num, const char *s)
+static uint8_t *put_bytes(uint8_t *p, int num, const char *s, size_t n)
 {
-    size_t n = s != NULL ? strlen(s) : 0;
     if (n != 0) {
         *p++ = KEY(num, WT_LEN);
         p = put_varint(p, n);
@@ -60,89 +58,69 @@ static uint8_t *put_str(uint8_t *p, int num, const char *s)
     return p;
 }
 
-static size_t shape_body(const Tensord__TensorInfo *t)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < t->n_shape; i++) {
-        n += varint_len((uint64_t)t->shape[i]);
-    }
-    return n;
-}
-
-static size_t status_body(const Tensord__Status *s)
-{
-    return uint_size((uint64_t)s->code) + str_size(s->message);
-}
-
-static size_t info_body(const Tensord__TensorInfo *t)
-{
-    size_t shape = shape_body(t);
-    return uint_size(t->handle) + uint_size((uint64_t)t->dtype) +
-           (t->n_shape != 0 ? 1 + varint_len(shape) + shape : 0) + uint_size(t->nbytes) +
-           uint_size(t->offset) + uint_size(t->length) + uint_size(t->requires_grad != 0) +
-           str_size(t->grad_fn) + uint_size(t->is_leaf != 0);
-}
-
 static size_t sub_size(size_t body)
 {
     return 1 + varint_len(body) + body;
 }
 
-int td_fastpack_handles(const Tensord__Response *resp)
+bool td_fastpack_plan(const Tensord__Response *resp, struct td_fastpack_plan *plan)
 {
     if (resp->base.n_unknown_fields != 0 ||
         (resp->result_case != TENSORD__RESPONSE__RESULT_TENSOR &&
          resp->result_case != TENSORD__RESPONSE__RESULT__NOT_SET)) {
-        return 0;
+        return false;
     }
-    if (resp->status != NULL && resp->status->code < 0) {
-        return 0;
+    *plan = (struct td_fastpack_plan){.total = uint_size(resp->id)};
+    const Tensord__Status *s = resp->status;
+    if (s != NULL) {
+        if (s->code < 0) {
+            return false;
+        }
+        plan->message_len = s->message != NULL ? strlen(s->message) : 0;
+        plan->status_body = uint_size((uint64_t)s->code) + bytes_size(plan->message_len);
+        plan->total += sub_size(plan->status_body);
     }
-    const Tensord__TensorInfo *t = resp->tensor;
     if (resp->result_case == TENSORD__RESPONSE__RESULT_TENSOR) {
+        const Tensord__TensorInfo *t = resp->tensor;
         if (t == NULL || t->dtype < 0) {
-            return 0;
+            return false;
         }
         for (size_t i = 0; i < t->n_shape; i++) {
             if (t->shape[i] < 0) {
-                return 0;
+                return false;  /* a negative varint is ten bytes: left to protobuf-c */
             }
+            plan->shape_body += varint_len((uint64_t)t->shape[i]);
         }
+        plan->grad_fn_len = t->grad_fn != NULL ? strlen(t->grad_fn) : 0;
+        plan->info_body = uint_size(t->handle) + uint_size((uint64_t)t->dtype) +
+                          (t->n_shape != 0 ? sub_size(plan->shape_body) : 0) +
+                          uint_size(t->nbytes) + uint_size(t->offset) + uint_size(t->length) +
+                          uint_size(t->requires_grad != 0) + bytes_size(plan->grad_fn_len) +
+                          uint_size(t->is_leaf != 0);
+        plan->total += sub_size(plan->info_body);
     }
-    return 1;
+    return true;
 }
 
-size_t td_fastpack_size(const Tensord__Response *resp)
-{
-    size_t n = uint_size(resp->id);
-    if (resp->status != NULL) {
-        n += sub_size(status_body(resp->status));
-    }
-    if (resp->result_case == TENSORD__RESPONSE__RESULT_TENSOR) {
-        n += sub_size(info_body(resp->tensor));
-    }
-    return n;
-}
-
-void td_fastpack(const Tensord__Response *resp, uint8_t *p)
+void td_fastpack(const Tensord__Response *resp, const struct td_fastpack_plan *plan, uint8_t *p)
 {
     p = put_uint(p, 1, resp->id);
     if (resp->status != NULL) {
         const Tensord__Status *s = resp->status;
         *p++ = KEY(2, WT_LEN);
-        p = put_varint(p, status_body(s));
+        p = put_varint(p, plan->status_body);
         p = put_uint(p, 1, (uint64_t)s->code);
-        p = put_str(p, 2, s->message);
+        p = put_bytes(p, 2, s->message, plan->message_len);
     }
     if (resp->result_case == TENSORD__RESPONSE__RESULT_TENSOR) {
         const Tensord__TensorInfo *t = resp->tensor;
         *p++ = KEY(4, WT_LEN);
-        p = put_varint(p, info_body(t));
+        p = put_varint(p, plan->info_body);
         p = put_uint(p, 1, t->handle);
         p = put_uint(p, 2, (uint64_t)t->dtype);
         if (t->n_shape != 0) {
             *p++ = KEY(3, WT_LEN);
-            p = put_varint(p, shape_body(t));
+            p = put_varint(p, plan->shape_body);
             for (size_t i = 0; i < t->n_shape; i++) {
                 p = put_varint(p, (uint64_t)t->shape[i]);
             }
@@ -151,7 +129,7 @@ void td_fastpack(const Tensord__Response *resp, uint8_t *p)
         p = put_uint(p, 5, t->offset);
         p = put_uint(p, 6, t->length);
         p = put_uint(p, 7, t->requires_grad != 0);
-        p = put_str(p, 8, t->grad_fn);
+        p = put_bytes(p, 8, t->grad_fn, plan->grad_fn_len);
         (void)put_uint(p, 9, t->is_leaf != 0);
     }
 }

@@ -7,17 +7,26 @@
 #ifndef TD_RPC_FASTPACK_H
 #define TD_RPC_FASTPACK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "proto/tensord.pb-c.h"
 
-/* True when resp is a shape the fast encoder handles: a TensorInfo result (or none), and field
-** values in the ranges it assumes (non-negative enums and dims). Others go to protobuf-c. */
-int td_fastpack_handles(const Tensord__Response *resp);
+/* The lengths the encoding needs, computed once: the total, and the nested messages' bodies
+** (each is written after a length prefix). */
+struct td_fastpack_plan {
+    size_t total;
+    size_t status_body, info_body, shape_body;
+    size_t message_len, grad_fn_len;
+};
 
-/* The packed size of resp, and the packing itself (out has room for that many bytes). */
-size_t td_fastpack_size(const Tensord__Response *resp);
-void td_fastpack(const Tensord__Response *resp, uint8_t *out);
+/* True when resp is a shape the fast encoder handles (a TensorInfo result or none, non-negative
+** enums and dims), with *plan filled; false leaves resp to protobuf-c. */
+bool td_fastpack_plan(const Tensord__Response *resp, struct td_fastpack_plan *plan);
+
+/* Writes resp's plan->total bytes to out. */
+void td_fastpack(const Tensord__Response *resp, const struct td_fastpack_plan *plan,
+                 uint8_t *out);
 
 #endif

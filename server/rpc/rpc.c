@@ -301,8 +301,9 @@ static void reply_release_data(struct td_rpc_reply *r)
 ** once more with a bare "out of memory" status; if even that fails, the connection is closed. */
 static void encode_response(Tensord__Response *resp, struct td_rpc_reply *r)
 {
-    bool fast = td_fastpack_handles(resp);
-    size_t n = fast ? td_fastpack_size(resp) : tensord__response__get_packed_size(resp);
+    struct td_fastpack_plan plan;
+    bool fast = td_fastpack_plan(resp, &plan);
+    size_t n = fast ? plan.total : tensord__response__get_packed_size(resp);
     uint8_t *buf = td_malloc(TD_FRAME_HEADER_BYTES + n);
     if (buf == NULL) {
         Tensord__Status st = TENSORD__STATUS__INIT;
@@ -325,7 +326,7 @@ static void encode_response(Tensord__Response *resp, struct td_rpc_reply *r)
         resp = &bare;
         tensord__response__pack(resp, buf + TD_FRAME_HEADER_BYTES);
     } else if (fast) {
-        td_fastpack(resp, buf + TD_FRAME_HEADER_BYTES);
+        td_fastpack(resp, &plan, buf + TD_FRAME_HEADER_BYTES);
     } else {
         tensord__response__pack(resp, buf + TD_FRAME_HEADER_BYTES);
     }

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import shutil
 import socket
 import struct
 import subprocess
@@ -393,7 +392,6 @@ class Tmux:
         subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True)
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_repl_through_tmux(daemon, tmp_path):
     home = tmp_path / "home"
     home.mkdir()

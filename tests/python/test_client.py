@@ -205,6 +205,24 @@ def test_large_upload_is_one_request_unless_chunks_are_needed():
         assert d.stop() == 0
 
 
+def test_from_numpy_copies_at_once_and_downloads_read_each_byte_once(session):
+    """torch.tensor(a) copies a: changing a afterwards, even before the upload left the client,
+    does not change the tensor. A download whose shape was unknown reuses the first chunk."""
+    a = np.zeros(3, np.float32)
+    t = session.from_numpy(a)
+    a[0] = 5
+    assert t.tolist() == [0.0, 0.0, 0.0]
+
+    def gets():
+        return {c.name: c.count for c in session.stats().requests}.get("get", 0)
+
+    big = session.ones(3 << 20) * 2  # 12 MiB, shape not yet known to the client
+    before = gets()
+    arr = big.numpy()
+    assert gets() - before == 2  # the 8 MiB chunk that brought the shape, then the rest
+    assert arr.shape == (3 << 20,) and float(arr.sum()) == 2.0 * (3 << 20)
+
+
 def test_numpy_is_optional(daemon):
     code = (
         "import sys\n"

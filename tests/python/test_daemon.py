@@ -1,13 +1,17 @@
 """The daemon as operators meet it: flags, environment, config file, refusals, limits, auth."""
 import json
 import os
+import re
+import signal
 import socket
 import struct
 import subprocess
 import tempfile
+import time
 
 import pytest
 
+import tensord
 import wire
 from conftest import BINARY, Daemon
 
@@ -128,7 +132,6 @@ def test_auth_token_file():
 
 
 def test_repeated_auth_failures_are_slowed_down(tmp_path):
-    import time
     tok = tmp_path / "token"
     tok.write_text("right-token-0123456789\n")
     d = Daemon("--auth-token-file", str(tok))
@@ -155,8 +158,6 @@ def test_repeated_auth_failures_are_slowed_down(tmp_path):
 
 
 def test_sighup_rereads_the_token_file(tmp_path):
-    import signal
-    import time
     tok = tmp_path / "token"
     tok.write_text("first-token-0123456789\n")
     d = Daemon("--auth-token-file", str(tok))
@@ -184,9 +185,6 @@ def test_sighup_rereads_the_token_file(tmp_path):
 
 
 def test_log_file_is_reopened_on_sighup(tmp_path):
-    import re
-    import signal
-    import time
     log = tmp_path / "tensord.log"
     proc = subprocess.Popen([BINARY, "--listen", "127.0.0.1:0", "--log-file", str(log)],
                             stderr=subprocess.PIPE)
@@ -217,8 +215,6 @@ def test_log_file_is_reopened_on_sighup(tmp_path):
 def test_stop_right_after_the_first_listening_line_is_graceful(tmp_path):
     """A supervisor may send SIGTERM the moment the daemon logs that it listens, before the
     event loop runs; the daemon must still shut down cleanly (exit 0, "stopped" logged)."""
-    import signal
-    import time
     for i in range(20):
         log = tmp_path / ("d%d.log" % i)
         with open(log, "w") as err:
@@ -248,7 +244,6 @@ def _thread_nices(pid):
 def test_heavy_work_threads_run_at_the_worker_nice(nice):
     """The event loop (the main thread) keeps the daemon's priority; the BLAS threads and every
     worker of the pool are lowered by --worker-nice (default 5)."""
-    import tensord
     args = () if nice is None else ("--worker-nice", nice)
     d = Daemon("--threads", "2", *args)
     try:

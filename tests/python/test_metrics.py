@@ -1,5 +1,7 @@
 """--metrics-listen: Prometheus text at /metrics, /healthz and /readyz, served by the daemon's own
 event loop; counters move with traffic; the Stats request carries the same counters."""
+import ctypes
+import ctypes.util
 import re
 import socket
 import urllib.error
@@ -97,8 +99,6 @@ def test_metrics_move_with_traffic(served):
         assert kinds["run_op"].count >= 7 and kinds["hello"].count >= 1
         assert st.connections >= 1 and st.uptime_ms > 0 and st.server_tensors >= 1
         # which BLAS ran the matmuls: OpenBLAS names its version, its CPU kernel and threads
-        import ctypes
-        import ctypes.util
         blas = ctypes.CDLL(ctypes.util.find_library("openblas") or "libopenblas.so.0")
         blas.openblas_get_corename.restype = ctypes.c_char_p
         core = blas.openblas_get_corename().decode()

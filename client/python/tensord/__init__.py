@@ -401,13 +401,13 @@ class Session:
         return t
 
     def _frame_bytes(self) -> builtins.int:
-        """The largest data section one request may carry (the frame limit less its header)."""
+        """The largest data section one request may carry (the frame limit less room for its
+        header and protobuf section); CHUNK_BYTES when the server states no limit."""
         limit = self._c.limits.max_frame_bytes if self._c.limits is not None else 0
-        return limit - 4096 if limit > 4096 else CHUNK_BYTES
+        return limit - 4096 if limit else CHUNK_BYTES
 
     def _chunk_bytes(self) -> builtins.int:
-        limit = self._c.limits.max_frame_bytes if self._c.limits is not None else 0
-        return max(1 << 16, min(CHUNK_BYTES, limit - 4096)) if limit else CHUNK_BYTES
+        return max(1 << 16, min(CHUNK_BYTES, self._frame_bytes()))
 
     def as_tensor(self, data: Any, dtype: Optional[dtype] = None) -> "Tensor":
         return data if isinstance(data, Tensor) and dtype is None else self.tensor(data, dtype)
@@ -672,11 +672,13 @@ class Tensor:
         out = self._s._c.handle()
         req.grad.out = out
         resp = self._s._call(req, "grad")
-        if not resp.HasField("tensor"):
+        if resp is not None and not resp.HasField("tensor"):
             self._s._dead.append(out)
             return None
-        g = Tensor(self._s, out, None, (Size(resp.tensor.shape),
-                                        _WIRE_DTYPES[resp.tensor.dtype]))
+        # resp is None when a resent Grad found `out` made by the first one: a gradient that
+        # exists, whose shape the tensor learns when asked
+        g = Tensor(self._s, out, None, None if resp is None else (
+            Size(resp.tensor.shape), _WIRE_DTYPES[resp.tensor.dtype]))
         self._grad_cache = g
         return g
 
@@ -720,8 +722,13 @@ class Tensor:
         src = self.contiguous()  # so each chunk is a slice, not a copy of the whole tensor
         buf = into if into is not None else memoryview(bytearray(nbytes))
         bar = _Progress("download", nbytes, self._s.progress if progress is None else progress)
+        start = 0
+        if first is not None:  # the chunk that brought the shape is the start of the bytes
+            start = len(first.data_in)
+            buf[:start] = first.data_in
+            bar.add(start)
         last = None
-        for off in range(0, nbytes, chunk):
+        for off in range(start, nbytes, chunk):
             req = pb.Request()
             req.get.handle = src._h
             req.get.offset = off

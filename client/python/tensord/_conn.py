@@ -63,17 +63,22 @@ class ProtocolError(Exception):
     """The server's replies do not match the requests: a bug, not a dropped connection."""
 
 
+def _nbytes(data: Any) -> int:
+    return data.nbytes if isinstance(data, memoryview) else len(data)
+
+
 class Pending:
     """One request's reply, filled in when it is read."""
 
-    __slots__ = ("id", "kind", "frame", "data", "replay", "done", "resp", "data_in", "error",
-                 "into", "on_done", "tag")
+    __slots__ = ("id", "kind", "frame", "data", "replay", "resent", "done", "resp", "data_in",
+                 "error", "into", "on_done", "tag")
 
     def __init__(self, kind: str, frame: bytes, data: Any, replay: bool):
         self.kind = kind
         self.frame = frame
         self.data = data
         self.replay = replay
+        self.resent = False         # sent again after a reconnect
         self.done = False
         self.resp: Optional[Any] = None
         self.data_in: Any = b""
@@ -213,14 +218,12 @@ class Conn:
         return self._queue(req, data, kind, replay)
 
     def _queue(self, req: Any, data: Any, kind: str, replay: bool) -> Pending:
-        req.id = self._next_id
-        meta = req.SerializeToString()
-        dlen = len(data) if not isinstance(data, memoryview) else data.nbytes
-        p = Pending(kind, meta, data, replay)
-        p.id = self._next_id
-        self._next_id += 1
-        self._push(HEADER.pack(len(meta), dlen) + meta, data)
-        self._pending.append(p)
+        if isinstance(data, memoryview) and self._out_bytes + data.nbytes < FLUSH_AT:
+            # It would wait in the queue past this call: copy it, so the caller may change
+            # its array at once (torch.tensor copies too). Larger data is written right away.
+            data = data.tobytes()
+        p = Pending(kind, b"", data, replay)
+        self._enqueue(p, req)
         if self._out_bytes >= FLUSH_AT:
             self._flush_guarded()
         return p
@@ -229,12 +232,14 @@ class Conn:
         """Sends a lost request again under a new id on the new connection."""
         req = pb.Request()
         req.ParseFromString(p.frame)
-        req.id = self._next_id
-        p.id = self._next_id
+        p.resent = True
+        self._enqueue(p, req)
+
+    def _enqueue(self, p: Pending, req: Any) -> None:
+        req.id = p.id = self._next_id
         self._next_id += 1
-        meta = req.SerializeToString()
-        dlen = len(p.data) if not isinstance(p.data, memoryview) else p.data.nbytes
-        self._push(HEADER.pack(len(meta), dlen) + meta, p.data)
+        p.frame = meta = req.SerializeToString()
+        self._push(HEADER.pack(len(meta), _nbytes(p.data)) + meta, p.data)
         self._pending.append(p)
 
     def _push(self, head: bytes, data: Any) -> None:
@@ -243,7 +248,7 @@ class Conn:
         self._out_bytes += len(head)
         if len(data):
             self._out.append(data)
-            self._out_bytes += len(data) if not isinstance(data, memoryview) else data.nbytes
+            self._out_bytes += _nbytes(data)
 
     def _flush_guarded(self) -> None:
         try:
@@ -265,11 +270,11 @@ class Conn:
                 small += b
             else:
                 if small:
-                    out.append(memoryview(bytes(small)))
+                    out.append(memoryview(small))
                     small = bytearray()
                 out.append(b)
         if small:
-            out.append(memoryview(bytes(small)))
+            out.append(memoryview(small))
         sock = self.sock
         for b in out:
             pos = 0
@@ -278,7 +283,10 @@ class Conn:
                 if r:
                     self._read_some()
                 if w:
-                    n = sock.send(b[pos:pos + (1 << 22)])
+                    try:  # never block in send: the server may be waiting for us to read
+                        n = sock.send(b[pos:pos + (1 << 22)], socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        continue
                     self.writes += 1
                     pos += n
 
@@ -347,7 +355,7 @@ class Conn:
             if self._meta is None:
                 if avail < ml:
                     return
-                self._meta = bytes(buf[self._pos:self._pos + ml])
+                self._meta = bytes(memoryview(buf)[self._pos:self._pos + ml])  # one copy
                 self._pos += ml
                 avail -= ml
             p = self._pending[0] if self._pending else None
@@ -356,7 +364,7 @@ class Conn:
             if dl > READ_CHUNK or into is not None:
                 dst = into if into is not None else memoryview(bytearray(dl))
                 take = min(avail, dl)
-                dst[:take] = buf[self._pos:self._pos + take]
+                dst[:take] = memoryview(buf)[self._pos:self._pos + take]
                 self._pos += take
                 if take < dl:
                     self._dst, self._have = dst, take
@@ -365,7 +373,7 @@ class Conn:
             else:
                 if avail < dl:
                     return
-                data = bytes(buf[self._pos:self._pos + dl]) if dl else b""
+                data = bytes(memoryview(buf)[self._pos:self._pos + dl]) if dl else b""
                 self._pos += dl
             self._finish(data)
 
@@ -389,8 +397,7 @@ class Conn:
         p.resp = resp
         p.data_in = data
         if resp.status.code != pb.OK:
-            if p.replay and resp.status.code == pb.HANDLE_IN_USE and self.reconnects and \
-                    p.kind != "hello":
+            if p.resent and resp.status.code == pb.HANDLE_IN_USE and p.kind != "hello":
                 p.resp = None  # a repeat of a create that ran before the drop: it is there
             else:
                 p.error = ServerError(resp.status.code, resp.status.message)
