@@ -32,6 +32,7 @@ endif
 # pkg-config is asked only once the packages exist (make deps installs them first).
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PROTOBUF_C_LIBS = $(shell pkg-config --libs libprotobuf-c 2>/dev/null)  # libtensord's one need
 
 ifneq ($(V),1)
 Q := @
@@ -118,7 +119,7 @@ LIBTENSORD_O := $(call obj,$(CLIENT_SRC)) $(GEN_O)
 $(LIBTENSORD_A): $(LIBTENSORD_O); $(archive)
 $(LIBTENSORD_SO): $(LIBTENSORD_O)
 	$(Q)$(CC) -shared $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -Wl,-soname,libtensord.so.0 -o $@ $^ \
-	    $(shell pkg-config --libs libprotobuf-c 2>/dev/null)
+	    $(PROTOBUF_C_LIBS)
 $(TENSORD_PC): client/c/tensord.pc.in
 	@mkdir -p $(dir $@)
 	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@

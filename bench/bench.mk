@@ -16,14 +16,13 @@ BENCH_ARGS ?=
 
 $(TDBENCH): $(call obj,bench/tdbench.c) $(LIBTENSORD_A)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libprotobuf-c 2>/dev/null) \
-	    -lpthread
+	$(Q)$(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PROTOBUF_C_LIBS) -lpthread
 $(RAWTCP): $(call obj,bench/rawtcp.c)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lpthread
+	$(Q)$(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ -lpthread
 $(SGEMM): $(call obj,bench/sgemm.c)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs openblas 2>/dev/null)
+	$(Q)$(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs openblas 2>/dev/null)
 
 bench-bins: $(BENCH_BINS)
 

@@ -871,6 +871,12 @@ static void metrics_text(struct text *t)
     text_add(t, "# HELP tensord_uptime_seconds Time since start.\n"
                 "# TYPE tensord_uptime_seconds gauge\ntensord_uptime_seconds %.3f\n",
              (double)(now_ms() - server.rpc.started_ms) / 1e3);
+    text_add(t, "# HELP tensord_allocated_bytes Memory held for tensors, frames being received "
+                "and replies in flight.\n# TYPE tensord_allocated_bytes gauge\n"
+                "tensord_allocated_bytes %" PRId64 "\n", td_alloc_live_bytes());
+    text_add(t, "# HELP tensord_buffer_cache_bytes Freed large buffers kept for reuse.\n"
+                "# TYPE tensord_buffer_cache_bytes gauge\ntensord_buffer_cache_bytes %zu\n",
+             td_alloc_cached_bytes());
     text_add(t, "# HELP tensord_connections Open client connections.\n"
                 "# TYPE tensord_connections gauge\ntensord_connections %" PRIu64 "\n",
              st->connections);

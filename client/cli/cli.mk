@@ -5,7 +5,7 @@
 CLI_SRC  := client/cli/main.c client/cli/parse.c client/cli/eval.c client/cli/safetensors.c
 CLI_O    := $(call obj,$(CLI_SRC)) $(LIBTENSORD_A)
 TENSORCTL := $(BUILD)/tensorctl
-CLI_LIBS  = $(shell pkg-config --libs libprotobuf-c 2>/dev/null) \
+CLI_LIBS  = $(PROTOBUF_C_LIBS) \
             $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit) -lm
 CLI_CFLAGS = $(shell pkg-config --cflags libedit 2>/dev/null)
 

@@ -1021,6 +1021,8 @@ static int run_stats(struct td_rpc_server *srv, struct td_session *s, Tensord__S
     st->connections_total = srv->stats.connections_total;
     st->auth_failures = srv->stats.auth_failures;
     st->blas = (char *)td_blas_describe();
+    st->allocated_bytes = (uint64_t)td_alloc_live_bytes();
+    st->cached_bytes = td_alloc_cached_bytes();
     enum { N = TD_RPC_KINDS + TD_OP_COUNT };
     struct block {
         Tensord__Counter c[N];

@@ -4,10 +4,9 @@
 #   make soak        20 connections for 10 minutes: RSS must stay flat after warm-up
 LOADGEN := $(BUILD)/tests/load/loadgen
 
-$(LOADGEN): tests/load/loadgen.c $(LIBTENSORD_A)
+$(LOADGEN): $(call obj,tests/load/loadgen.c) $(LIBTENSORD_A)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(ALL_CFLAGS) -Iclient/c -o $@ $< $(LIBTENSORD_A) \
-	    $(shell pkg-config --libs libprotobuf-c) -lpthread -lm
+	$(Q)$(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PROTOBUF_C_LIBS) -lpthread -lm
 
 .PHONY: test-load load soak
 test: test-load

@@ -235,7 +235,7 @@ def test_save_writes_safetensors_torch_can_read(daemon, tmp_path):
             "d = tensor([1, 2], dtype=int32)\ne = zeros(0, 3)\n:save %s\n" % f)
     assert r.returncode == 0, r.stderr
     header, got = read_safetensors(str(f))
-    assert (8 + len(json.dumps(header))) and set(got) == {"a", "b", "c", "d", "e"}
+    assert set(got) == {"a", "b", "c", "d", "e"}
     assert torch.equal(got["a"], torch.arange(6).reshape(2, 3).to(torch.float64) / 4)
     assert torch.equal(got["b"], torch.tensor([[1, -2], [3, 4]]))
     assert torch.equal(got["c"], torch.tensor([True, False, True]))

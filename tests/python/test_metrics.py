@@ -106,6 +106,10 @@ def test_metrics_move_with_traffic(served):
         assert st.blas.endswith(" threads")
         info = [ln for ln in text.splitlines() if ln.startswith("tensord_info{")]
         assert len(info) == 1 and info[0].endswith(',blas="%s"} 1' % st.blas), info
+        # memory outside the quotas: at least the tensors the quotas count are allocated
+        assert st.allocated_bytes >= st.server_bytes > 0
+        assert after[("tensord_allocated_bytes", "")] > 0
+        assert ("tensord_buffer_cache_bytes", "") in after
 
 
 def test_health_endpoints_and_bad_requests(served):

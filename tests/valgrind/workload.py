@@ -105,7 +105,7 @@ def conn_workload(port, state_file):
     # pipelining: many requests, replies read later, some failing
     pend = [c.send(c.op_request("add", [wire.H(h), float(k)])) for k in range(50)]
     pend.append(c.send(c.op_request("matmul", [wire.H(h), wire.H(h)])))   # fails
-    pend.append(c.send(c.op_request("neg", [wire.H(pend[-1].id and c.next_handle - 1)])))
+    pend.append(c.send(c.op_request("neg", [wire.H(c.next_handle - 1)])))
     c.sync()
     assert all(p.error is None for p in pend[:50])
     assert pend[50].error.code == pb.SHAPE_MISMATCH
