@@ -396,6 +396,13 @@ static int by_begin(const void *a, const void *b)
     return x->begin < y->begin ? -1 : x->begin > y->begin;
 }
 
+static int by_name(const void *a, const void *b)
+{
+    const struct td_st_entry *x = *(const struct td_st_entry *const *)a;
+    const struct td_st_entry *y = *(const struct td_st_entry *const *)b;
+    return strcmp(x->name, y->name);
+}
+
 /* Each entry's range matches its shape and dtype; together they cover the buffer exactly. */
 static int check_layout(struct td_st_header *h, uint64_t data_len, struct td_err *err)
 {
@@ -420,12 +427,22 @@ static int check_layout(struct td_st_header *h, uint64_t data_len, struct td_err
                             "hold its %llu bytes", e->name, (unsigned long long)e->begin,
                             (unsigned long long)e->end, (unsigned long long)bytes);
         }
-        for (int j = 0; j < i && rc == 0; j++) {
-            if (strcmp(h->e[j].name, e->name) == 0) {
-                rc = td_err_set(err, TD_EINVAL, "tensor name '%s' appears twice", e->name);
+        order[i] = e;
+    }
+    /* Names sorted once: duplicates are neighbours, and lookups are binary searches (a header
+    ** may name millions of tensors; pairwise checks would take hours). */
+    if (rc == 0 && (h->by_name = td_calloc((size_t)(h->n > 0 ? h->n : 1), sizeof *h->by_name))
+                   == NULL) {
+        rc = td_err_code(err, TD_ENOMEM);
+    }
+    if (rc == 0) {
+        qsort(order, (size_t)h->n, sizeof *order, by_name);
+        for (int i = 0; i < h->n; i++) {
+            h->by_name[i] = (int)(order[i] - h->e);
+            if (i > 0 && strcmp(order[i - 1]->name, order[i]->name) == 0 && rc == 0) {
+                rc = td_err_set(err, TD_EINVAL, "tensor name '%s' appears twice", order[i]->name);
             }
         }
-        order[i] = e;
     }
     if (rc == 0) {
         qsort(order, (size_t)h->n, sizeof *order, by_begin);
@@ -452,6 +469,7 @@ int td_st_header_parse(const char *json, size_t len, uint64_t data_len, struct t
 {
     struct parser ps = {json, json, json + len, err};
     struct td_st_header h = {0};
+    int cap = 0;
     int rc = expect(&ps, '{');
     while (rc == 0 && !peek(&ps, '}')) {
         char *name = NULL;
@@ -471,13 +489,18 @@ int td_st_header_parse(const char *json, size_t len, uint64_t data_len, struct t
             }
             continue;
         }
-        struct td_st_entry *e = td_realloc(h.e, (size_t)(h.n + 1) * sizeof *e);
-        if (e == NULL) {
-            td_free(name);
-            rc = td_err_code(err, TD_ENOMEM);
-            break;
+        if (h.n == cap) {
+            /* Doubling: a header may hold millions of entries. */
+            int ncap = cap > 0 ? 2 * cap : 16;
+            struct td_st_entry *e = td_realloc(h.e, (size_t)ncap * sizeof *e);
+            if (e == NULL) {
+                td_free(name);
+                rc = td_err_code(err, TD_ENOMEM);
+                break;
+            }
+            h.e = e;
+            cap = ncap;
         }
-        h.e = e;
         memset(&h.e[h.n], 0, sizeof h.e[h.n]);
         h.e[h.n].name = name;
         h.n++;
@@ -501,6 +524,24 @@ int td_st_header_parse(const char *json, size_t len, uint64_t data_len, struct t
     return 0;
 }
 
+int td_st_find(const struct td_st_header *h, const char *name)
+{
+    int lo = 0, hi = h->n;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        int c = strcmp(h->e[h->by_name[mid]].name, name);
+        if (c == 0) {
+            return h->by_name[mid];
+        }
+        if (c < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return -1;
+}
+
 const char *td_st_meta(const struct td_st_header *h, const char *key)
 {
     for (int i = 0; i < h->nmeta; i++) {
@@ -521,6 +562,7 @@ void td_st_header_free(struct td_st_header *h)
         td_free(h->vals[i]);
     }
     td_free(h->e);
+    td_free(h->by_name);
     td_free(h->keys);
     td_free(h->vals);
     *h = (struct td_st_header){0};

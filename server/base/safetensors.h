@@ -36,6 +36,7 @@ struct td_st_entry {
 struct td_st_header {
     struct td_st_entry *e;
     int n;
+    int *by_name;                            /* entry indices sorted by name */
     char **keys, **vals;                     /* __metadata__, nmeta pairs */
     int nmeta;
 };
@@ -53,6 +54,9 @@ int td_st_header_build(const struct td_st_entry *e, int n, const char *const *ke
 /* Parses and checks the JSON of `len` bytes describing a buffer of `data_len` bytes. */
 int td_st_header_parse(const char *json, size_t len, uint64_t data_len, struct td_st_header *out,
                        struct td_err *err);
+
+/* The index of the entry named `name`, or -1 (a binary search). */
+int td_st_find(const struct td_st_header *h, const char *name);
 
 /* A metadata value by key, or NULL. */
 const char *td_st_meta(const struct td_st_header *h, const char *key);

@@ -12,6 +12,7 @@
 #include "rpc/rpc.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -783,6 +784,57 @@ static int files_path(const struct td_rpc_server *srv, const char *file, char *p
     return rc;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int cmp_handle(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorted once, so a request naming 100,000 tensors is checked in n log n, not n^2. */
+static int check_unique_names(const char **names, size_t n, struct td_err *err)
+{
+    const char **sorted = td_calloc(n > 0 ? n : 1, sizeof *sorted);
+    if (sorted == NULL) {
+        return td_err_code(err, TD_ENOMEM);
+    }
+    memcpy(sorted, names, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, cmp_str);
+    int rc = 0;
+    for (size_t i = 1; i < n && rc == 0; i++) {
+        if (strcmp(sorted[i - 1], sorted[i]) == 0) {
+            rc = td_err_set(err, TD_EINVAL, "tensor name '%s' appears twice", sorted[i]);
+        }
+    }
+    td_free(sorted);
+    return rc;
+}
+
+static int check_unique_handles(Tensord__NamedTensor *const *nt, size_t n, struct td_err *err)
+{
+    uint64_t *sorted = td_calloc(n > 0 ? n : 1, sizeof *sorted);
+    if (sorted == NULL) {
+        return td_err_code(err, TD_ENOMEM);
+    }
+    for (size_t i = 0; i < n; i++) {
+        sorted[i] = nt[i]->handle;
+    }
+    qsort(sorted, n, sizeof *sorted, cmp_handle);
+    int rc = 0;
+    for (size_t i = 1; i < n && rc == 0; i++) {
+        if (sorted[i - 1] == sorted[i]) {
+            rc = td_err_set(err, TD_EINVAL, "handle %llu named twice",
+                            (unsigned long long)sorted[i]);
+        }
+    }
+    td_free(sorted);
+    return rc;
+}
+
 static int run_save(struct rpc_job *j, struct td_session *s, struct td_err *err)
 {
     const Tensord__Save *m = j->req->save;
@@ -812,14 +864,7 @@ static int run_save(struct rpc_job *j, struct td_session *s, struct td_err *err)
                             "__metadata__, is needed", i, TD_ST_NAME_MAX);
             break;
         }
-        for (size_t k = 0; k < i && rc == 0; k++) {
-            if (strcmp(names[k], names[i]) == 0) {
-                rc = td_err_set(err, TD_EINVAL, "tensor name '%s' appears twice", names[i]);
-            }
-        }
-        if (rc == 0) {
-            rc = td_session_lookup(s, nt->handle, &ts[i], err);
-        }
+        rc = td_session_lookup(s, nt->handle, &ts[i], err);
         if (rc == 0 && ts[i]->requires_grad) {
             size_t add = strlen(names[i]) + 1;
             char *nb = td_realloc(rg, rglen + add + 1);
@@ -835,6 +880,9 @@ static int run_save(struct rpc_job *j, struct td_session *s, struct td_err *err)
         }
     }
     if (rc == 0) {
+        rc = check_unique_names(names, n, err);
+    }
+    if (rc == 0) {
         /* requires_grad: the names, one per line (names hold no control characters). */
         const char *keys[] = {"format", "requires_grad"};
         const char *vals[] = {"pt", rg != NULL ? rg : ""};
@@ -847,18 +895,50 @@ static int run_save(struct rpc_job *j, struct td_session *s, struct td_err *err)
     return rc;
 }
 
-static bool line_listed(const char *lines, const char *name)
+/* The names of a file's requires_grad list (one per line), split and sorted for lookups. */
+struct name_set {
+    char *buf;
+    const char **v;
+    size_t n;
+};
+
+static int name_set_parse(const char *lines, struct name_set *ns)
 {
-    size_t n = strlen(name);
-    for (const char *p = lines; p != NULL && *p != '\0';) {
-        const char *nl = strchr(p, '\n');
-        size_t len = nl != NULL ? (size_t)(nl - p) : strlen(p);
-        if (len == n && memcmp(p, name, n) == 0) {
-            return true;
-        }
-        p = nl != NULL ? nl + 1 : p + len;
+    *ns = (struct name_set){0};
+    if (lines == NULL || *lines == '\0') {
+        return 0;
     }
-    return false;
+    size_t len = strlen(lines), cap = 1;
+    for (size_t i = 0; i < len; i++) {
+        cap += lines[i] == '\n';
+    }
+    ns->buf = td_malloc(len + 1);
+    ns->v = td_calloc(cap, sizeof *ns->v);
+    if (ns->buf == NULL || ns->v == NULL) {
+        return -1;
+    }
+    memcpy(ns->buf, lines, len + 1);
+    for (char *p = ns->buf; *p != '\0' && ns->n < cap;) {
+        char *nl = strchr(p, '\n');
+        if (nl != NULL) {
+            *nl = '\0';
+        }
+        ns->v[ns->n++] = p;
+        p = nl != NULL ? nl + 1 : p + strlen(p);
+    }
+    qsort(ns->v, ns->n, sizeof *ns->v, cmp_str);
+    return 0;
+}
+
+static bool name_set_has(const struct name_set *ns, const char *name)
+{
+    return ns->n > 0 && bsearch(&name, ns->v, ns->n, sizeof *ns->v, cmp_str) != NULL;
+}
+
+static void name_set_free(struct name_set *ns)
+{
+    td_free(ns->buf);
+    td_free(ns->v);
 }
 
 static int run_load(struct rpc_job *j, struct td_session *s, struct result *res,
@@ -870,6 +950,10 @@ static int run_load(struct rpc_job *j, struct td_session *s, struct result *res,
     if (rc != 0) {
         return rc;
     }
+    if (m->n_tensors > MAX_FILE_TENSORS) {
+        return td_err_set(err, TD_ELIMIT, "too many tensors in one file: at most %d",
+                          MAX_FILE_TENSORS);
+    }
     struct td_persist_file f;
     if ((rc = td_persist_open(path, &f, err)) != 0) {
         return rc;
@@ -877,26 +961,32 @@ static int run_load(struct rpc_job *j, struct td_session *s, struct result *res,
     /* Every name and handle checked before anything is created. */
     for (size_t i = 0; i < m->n_tensors && rc == 0; i++) {
         const Tensord__NamedTensor *nt = m->tensors[i];
-        if (td_persist_find(&f, nt->name != NULL ? nt->name : "") < 0) {
+        if (td_st_find(&f.h, nt->name != NULL ? nt->name : "") < 0) {
             rc = td_err_set(err, TD_EINVAL, "no tensor named '%s' in %s", nt->name, m->file);
-        } else if ((rc = td_session_check_out(s, nt->handle, err)) == 0) {
-            for (size_t k = 0; k < i && rc == 0; k++) {
-                if (m->tensors[k]->handle == nt->handle) {
-                    rc = td_err_set(err, TD_EINVAL, "handle %llu named twice",
-                                    (unsigned long long)nt->handle);
-                }
-            }
+        } else {
+            rc = td_session_check_out(s, nt->handle, err);
         }
     }
-    const char *rg = td_st_meta(&f.h, "requires_grad");
-    for (size_t i = 0; i < m->n_tensors && rc == 0; i++) {
-        const Tensord__NamedTensor *nt = m->tensors[i];
+    if (rc == 0) {
+        rc = check_unique_handles(m->tensors, m->n_tensors, err);
+    }
+    struct name_set rg = {0};
+    if (rc == 0 && name_set_parse(td_st_meta(&f.h, "requires_grad"), &rg) != 0) {
+        rc = td_err_code(err, TD_ENOMEM);
+    }
+    size_t made = 0;
+    for (; made < m->n_tensors && rc == 0; made++) {
+        const Tensord__NamedTensor *nt = m->tensors[made];
         struct td_tensor *t = NULL;
-        if ((rc = td_persist_read(&f, td_persist_find(&f, nt->name), &s->quota, &t, err)) == 0) {
-            t->requires_grad = line_listed(rg, nt->name) && td_dtype_is_float(t->dtype);
-            rc = td_session_put(s, nt->handle, t, err);
+        if ((rc = td_persist_read(&f, td_st_find(&f.h, nt->name), &s->quota, &t, err)) != 0) {
+            break;
+        }
+        t->requires_grad = name_set_has(&rg, nt->name) && td_dtype_is_float(t->dtype);
+        if ((rc = td_session_put(s, nt->handle, t, err)) != 0) {
+            break;
         }
     }
+    name_set_free(&rg);
     size_t len = 1;
     for (int i = 0; i < f.h.n && rc == 0; i++) {
         len += strlen(f.h.e[i].name) + 1;
@@ -913,6 +1003,12 @@ static int run_load(struct rpc_job *j, struct td_session *s, struct result *res,
             res->text[at++] = '\n';
         }
         res->text[at] = '\0';
+    }
+    if (rc != 0) {
+        /* All or nothing: a load that fails part way (quota, a short file) creates no handle. */
+        for (size_t i = 0; i < made; i++) {
+            td_session_free_handle(s, m->tensors[i]->handle);
+        }
     }
     td_persist_close(&f);
     return rc;

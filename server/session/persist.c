@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,8 +156,9 @@ int td_persist_write(const char *path, struct td_tensor *const *t, const char *c
         return rc;
     }
     char tmp[4200];
-    static unsigned counter;
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), counter++);
+    static atomic_uint counter;  /* Saves run on several worker threads at once */
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(),
+             atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed));
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         td_free(hdr);
@@ -248,16 +250,6 @@ int td_persist_open(const char *path, struct td_persist_file *f, struct td_err *
     }
     f->data_start = 8 + hl;
     return 0;
-}
-
-int td_persist_find(const struct td_persist_file *f, const char *name)
-{
-    for (int i = 0; i < f->h.n; i++) {
-        if (strcmp(f->h.e[i].name, name) == 0) {
-            return i;
-        }
-    }
-    return -1;
 }
 
 int td_persist_read(struct td_persist_file *f, int i, struct td_quota *q, struct td_tensor **out,
@@ -412,25 +404,48 @@ int td_store_save_all(struct td_store *st, const char *dir, int *failed)
     return saved;
 }
 
-/* "1,5,9" -> does it list v? Lists are short enough to scan per handle. */
-static bool list_has(const char *list, uint64_t v)
+/* A handle list "1,5,9" from a snapshot, sorted for lookups (a session may list a million). */
+struct handle_set {
+    uint64_t *v;
+    size_t n;
+};
+
+static int cmp_u64(const void *a, const void *b)
 {
-    if (list == NULL) {
-        return false;
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int handle_set_parse(const char *list, struct handle_set *hs)
+{
+    hs->v = NULL;
+    hs->n = 0;
+    if (list == NULL || *list == '\0' || strcmp(list, "-") == 0) {
+        return 0;
     }
-    const char *p = list;
-    while (*p != '\0') {
+    size_t cap = 1;
+    for (const char *p = list; *p != '\0'; p++) {
+        cap += *p == ',';
+    }
+    if ((hs->v = td_calloc(cap, sizeof *hs->v)) == NULL) {
+        return -1;
+    }
+    for (const char *p = list; *p != '\0' && hs->n < cap;) {
         char *end;
         unsigned long long x = strtoull(p, &end, 10);
         if (end == p) {
-            return false;
+            break;
         }
-        if (x == v) {
-            return true;
-        }
+        hs->v[hs->n++] = x;
         p = *end == ',' ? end + 1 : end;
     }
-    return false;
+    qsort(hs->v, hs->n, sizeof *hs->v, cmp_u64);
+    return 0;
+}
+
+static bool handle_set_has(const struct handle_set *hs, uint64_t h)
+{
+    return hs->n > 0 && bsearch(&h, hs->v, hs->n, sizeof *hs->v, cmp_u64) != NULL;
 }
 
 static int hex_decode(const char *hex, uint8_t *out, size_t n)
@@ -482,8 +497,11 @@ static int restore_session(struct td_store *st, const char *path, uint64_t now_m
     }
     const char *ng = td_st_meta(&f.h, "no_grad");
     s->no_grad = ng != NULL && strcmp(ng, "1") == 0;
-    const char *rg = td_st_meta(&f.h, "requires_grad");
-    const char *rt = td_st_meta(&f.h, "retains_grad");
+    struct handle_set rg = {0}, rt = {0};
+    if (handle_set_parse(td_st_meta(&f.h, "requires_grad"), &rg) != 0 ||
+        handle_set_parse(td_st_meta(&f.h, "retains_grad"), &rt) != 0) {
+        rc = td_err_code(err, TD_ENOMEM);
+    }
     /* Tensors first, then grads onto them. */
     for (int pass = 0; pass < 2 && rc == 0; pass++) {
         for (int i = 0; i < f.h.n && rc == 0; i++) {
@@ -503,8 +521,8 @@ static int restore_session(struct td_store *st, const char *path, uint64_t now_m
                 break;
             }
             if (pass == 0) {
-                t->requires_grad = list_has(rg, h) && td_dtype_is_float(t->dtype);
-                t->retains_grad = list_has(rt, h);
+                t->requires_grad = handle_set_has(&rg, h) && td_dtype_is_float(t->dtype);
+                t->retains_grad = handle_set_has(&rt, h);
                 if ((rc = td_session_check_out(s, h, err)) == 0) {
                     rc = td_session_put(s, h, t, err);
                 } else {
@@ -522,6 +540,8 @@ static int restore_session(struct td_store *st, const char *path, uint64_t now_m
             owner->grad = t;
         }
     }
+    td_free(rg.v);
+    td_free(rt.v);
     td_persist_close(&f);
     if (rc != 0) {
         td_session_close(s);

@@ -42,9 +42,6 @@ int td_persist_open(const char *path, struct td_persist_file *f, struct td_err *
 int td_persist_read(struct td_persist_file *f, int i, struct td_quota *q, struct td_tensor **out,
                     struct td_err *err);
 
-/* The index of the entry named `name`, or -1. */
-int td_persist_find(const struct td_persist_file *f, const char *name);
-
 void td_persist_close(struct td_persist_file *f);
 
 /* Writes every live session to <dir>/<token hash>.safetensors. Returns how many were written;

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -102,11 +103,55 @@ static void test_hostile_headers(void **state)
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 4, "[begin, end]");
 }
 
+/* 20,000 entries written in a scrambled order: every name is found at its own index, names
+** not present are not, and one repeated name far from its twin is caught. */
+static void test_many_entries_find_and_duplicates(void **state)
+{
+    (void)state;
+    enum { N = 20000 };
+    struct td_st_entry *e = td_calloc(N, sizeof *e);
+    char (*names)[16] = td_calloc(N, sizeof *names);
+    assert_non_null(e);
+    assert_non_null(names);
+    for (int i = 0; i < N; i++) {
+        int k = (int)(((long)i * 7919) % N);  /* 7919 is prime: a permutation of 0..N-1 */
+        snprintf(names[i], sizeof names[i], "t%d", k);
+        e[i] = (struct td_st_entry){.name = names[i], .dtype = TD_ST_I32, .ndim = 1,
+                                    .shape = {1}, .begin = 4u * (uint64_t)i,
+                                    .end = 4u * (uint64_t)i + 4};
+    }
+    uint8_t *hdr;
+    size_t len;
+    struct td_err err;
+    assert_int_equal(td_st_header_build(e, N, NULL, NULL, 0, &hdr, &len, &err), 0);
+    struct td_st_header h;
+    assert_int_equal(td_st_header_parse((const char *)hdr + 8, len - 8, 4u * N, &h, &err), 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(td_st_find(&h, names[i]), i);
+    }
+    assert_int_equal(td_st_find(&h, "t20000"), -1);
+    assert_int_equal(td_st_find(&h, ""), -1);
+    assert_int_equal(td_st_find(&h, "zzz"), -1);
+    td_st_header_free(&h);
+    td_free(hdr);
+
+    memcpy(names[N - 1], names[3], sizeof names[3]);
+    assert_int_equal(td_st_header_build(e, N, NULL, NULL, 0, &hdr, &len, &err), 0);
+    assert_int_not_equal(td_st_header_parse((const char *)hdr + 8, len - 8, 4u * N, &h, &err), 0);
+    char want[64];
+    snprintf(want, sizeof want, "tensor name '%s' appears twice", names[3]);
+    assert_string_equal(err.msg, want);
+    td_free(hdr);
+    td_free(names);
+    td_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_hostile_headers),
+        cmocka_unit_test(test_many_entries_find_and_duplicates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -140,6 +140,29 @@ def test_file_names_are_checked_and_bad_files_refused(data_dir):
         assert d.stop() == 0
 
 
+def test_a_load_that_fails_part_way_creates_nothing(data_dir):
+    """The quota runs out on the second tensor of a Load: the first one's handle is not left
+    behind (a Load is all or nothing), and the same handles work for a Load that fits."""
+    d = Daemon("--data-dir", data_dir, "--session-max-bytes", "64K")
+    try:
+        os.makedirs(os.path.join(data_dir, "files"), exist_ok=True)
+        write_safetensors(os.path.join(data_dir, "files", "big.safetensors"),
+                          {"a": np.arange(4, dtype=np.float32),
+                           "b": np.zeros(32 * 1024, dtype=np.float32)})  # 128 KiB > quota
+        with tensord.connect("127.0.0.1:%d" % d.port, sync=True) as s:
+            before = s.stats()
+            with pytest.raises(tensord.TensorError, match="session memory quota exceeded"):
+                s.load("big", ["a", "b"])
+            after = s.stats()
+            assert (after.session_tensors, after.session_bytes) == \
+                (before.session_tensors, before.session_bytes)
+            got = s.load("big", ["a"])
+            assert got["a"].tolist() == [0.0, 1.0, 2.0, 3.0]
+            assert s.stats().session_tensors == before.session_tensors + 1
+    finally:
+        assert d.stop() == 0
+
+
 def test_sessions_survive_a_restart(data_dir):
     d = Daemon("--data-dir", data_dir)
     try:
