@@ -468,23 +468,35 @@ void td_tensor_each(const struct td_tensor *t, void (*fn)(void *elem, void *ctx,
     }
 }
 
-struct copy_out_ctx {
-    char *dst;
-    size_t es;
-};
-
-static void copy_out_one(void *elem, void *ctx, int64_t i)
+void td_tensor_copy_out_range(const struct td_tensor *t, int64_t first, int64_t count, void *dst)
 {
-    struct copy_out_ctx *c = ctx;
-    memcpy(c->dst + (size_t)i * c->es, elem, c->es);
+    size_t es = td_dtype_size(t->dtype);
+    const char *base = (const char *)t->storage->buf->data;
+    if (td_tensor_is_contiguous(t)) {
+        memcpy(dst, base + (size_t)(t->offset + first) * es, (size_t)count * es);
+        return;
+    }
+    int64_t idx[TD_MAX_DIMS] = {0}, off = t->offset, rest = first;
+    for (int d = t->ndim - 1; d >= 0 && count > 0; d--) {
+        idx[d] = rest % t->shape[d];
+        rest /= t->shape[d];
+        off += idx[d] * t->strides[d];
+    }
+    char *out = dst;
+    for (int64_t n = 0; n < count; n++) {
+        memcpy(out + (size_t)n * es, base + off * (int64_t)es, es);
+        for (int d = t->ndim - 1; d >= 0; d--) {
+            if (++idx[d] < t->shape[d]) {
+                off += t->strides[d];
+                break;
+            }
+            off -= (idx[d] - 1) * t->strides[d];
+            idx[d] = 0;
+        }
+    }
 }
 
 void td_tensor_copy_out(const struct td_tensor *t, void *dst)
 {
-    if (td_tensor_is_contiguous(t)) {
-        memcpy(dst, td_tensor_data(t), td_tensor_nbytes(t));
-        return;
-    }
-    struct copy_out_ctx c = {dst, td_dtype_size(t->dtype)};
-    td_tensor_each(t, copy_out_one, &c);
+    td_tensor_copy_out_range(t, 0, t->numel, dst);
 }

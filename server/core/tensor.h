@@ -128,4 +128,8 @@ void td_tensor_each(const struct td_tensor *t, void (*fn)(void *elem, void *ctx,
 /* Copies t's elements, in C order, into dst (nbytes == td_tensor_nbytes(t)). Handles any strides. */
 void td_tensor_copy_out(const struct td_tensor *t, void *dst);
 
+/* Copies elements [first, first + count) of t, counted in C order, into dst (count elements).
+** Handles any strides; a chunk of a view costs its own size, not the view's. */
+void td_tensor_copy_out_range(const struct td_tensor *t, int64_t first, int64_t count, void *dst);
+
 #endif

@@ -719,18 +719,22 @@ static int run_get(struct rpc_job *j, struct td_session *s, struct result *res,
         j->pin = td_tensor_pin(t);
         j->reply.data = (const uint8_t *)td_tensor_data(t) + res->offset;
     } else {
-        /* The copy is as large as contiguous() would make: hold it to the same limits, or an
-        ** expanded view could make the server allocate any size outside every quota. */
-        if ((rc = td_quota_charge(&s->quota, (int64_t)nbytes, err)) != 0) {
+        /* A view is gathered element by element, only the elements the chunk touches (chunks
+        ** need not be element-aligned). The copy is held to the limits a tensor of its size
+        ** would be, or an expanded view could make the server allocate outside every quota. */
+        uint64_t es = td_dtype_size(t->dtype);
+        uint64_t first = res->offset / es, end = (res->offset + res->length + es - 1) / es;
+        uint64_t bytes = (end - first) * es;
+        if ((rc = td_quota_charge(&s->quota, (int64_t)bytes, err)) != 0) {
             return rc;
         }
-        td_quota_release(&s->quota, (int64_t)nbytes);
-        uint8_t *copy = td_malloc(nbytes);
+        td_quota_release(&s->quota, (int64_t)bytes);
+        uint8_t *copy = td_malloc(bytes);
         if (copy == NULL) {
             return td_err_code(err, TD_ENOMEM);
         }
-        td_tensor_copy_out(t, copy);
-        j->reply.data = copy + res->offset;
+        td_tensor_copy_out_range(t, (int64_t)first, (int64_t)(end - first), copy);
+        j->reply.data = copy + (res->offset - first * es);
         j->reply.release = td_free;
         j->reply.release_arg = copy;
     }
@@ -1490,6 +1494,20 @@ static bool job_is_heavy(struct td_job *job)
         }
         break;
     }
+    case TENSORD__REQUEST__BODY_GET: {
+        /* Gathering a view's chunk touches each element; a contiguous Get copies nothing. */
+        struct td_tensor *t;
+        const Tensord__Get *m = j->req->get;
+        if (!m->meta_only && td_session_lookup(s, m->handle, &t, NULL) == 0 &&
+            !td_tensor_is_contiguous(t)) {
+            uint64_t bytes = m->length != 0 ? m->length : td_tensor_nbytes(t);
+            work = (int64_t)(bytes / td_dtype_size(t->dtype));
+        }
+        break;
+    }
+    case TENSORD__REQUEST__BODY_WRITE:
+        work = (int64_t)(j->data_len / 4);  /* a memcpy, elements of 4 bytes or more */
+        break;
     case TENSORD__REQUEST__BODY_BACKWARD:
     case TENSORD__REQUEST__BODY_SAVE:
     case TENSORD__REQUEST__BODY_LOAD:

@@ -450,6 +450,55 @@ static void test_get_chunks(void **state)
     harness_close(&h);
 }
 
+/* Chunks of a view (a transpose: not contiguous) read any byte window of its C-order bytes,
+** element-aligned or not; the bytes are derived by hand from the transposed layout. */
+static void test_get_chunks_of_a_view(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_init(&h, NULL);
+    hello(&h, NULL, 0);
+    const int64_t shape[] = {3, 4};
+    int32_t v[12];
+    for (int i = 0; i < 12; i++) {
+        v[i] = 100 + i;
+    }
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT32, shape, 2, v, sizeof v), 0);
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__RunOp m = TENSORD__RUN_OP__INIT;
+    Tensord__Operand oa = TENSORD__OPERAND__INIT;
+    Tensord__Operand *ins[1] = {&oa};
+    oa.value_case = TENSORD__OPERAND__VALUE_HANDLE;
+    oa.handle = 1;
+    m.out = 2;
+    m.op = TENSORD__OP__OP_T;
+    m.inputs = ins;
+    m.n_inputs = 1;
+    req.body_case = TENSORD__REQUEST__BODY_RUN_OP;
+    req.run_op = &m;
+    assert_int_equal(status_of(last(&h, send_req(&h, &req, NULL, 0))), 0);
+    int32_t want[12];  /* t()[i][j] = v[j][i]: shape [4, 3] */
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < 3; j++) {
+            want[i * 3 + j] = v[j * 4 + i];
+        }
+    }
+    const uint8_t *wb = (const uint8_t *)want;
+    for (uint64_t off = 0; off <= sizeof want; off++) {
+        for (uint64_t len = 1; off + len <= sizeof want; len += 3) {
+            struct captured *c = get(&h, 2, off, len);
+            assert_int_equal(status_of(c), 0);
+            assert_int_equal(c->data_len, len);
+            assert_memory_equal(c->data, wb + off, len);
+            harness_clear(&h);
+        }
+    }
+    struct captured *c = get(&h, 2, 0, 0);
+    assert_int_equal(c->data_len, sizeof want);
+    assert_memory_equal(c->data, want, sizeof want);
+    harness_close(&h);
+}
+
 static void test_create_validation(void **state)
 {
     (void)state;
@@ -884,6 +933,69 @@ static void test_heavy_work_keeps_order(void **state)
     harness_close(&h);
 }
 
+/* Gathering a view's bytes and writing a large data section go to the executor like large ops;
+** a Get of contiguous bytes (no copy) and a metadata Get stay on the loop. */
+static void test_heavy_gets_and_writes(void **state)
+{
+    (void)state;
+    struct td_executor later = {.submit = defer_submit};
+    struct harness h;
+    harness_init(&h, NULL);
+    h.srv.heavy_work = 2;
+    hello(&h, NULL, 0);
+    const int64_t shape[] = {2, 2};
+    const int64_t v[] = {1, 2, 3, 4};
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, shape, 2, v, sizeof v), 0);
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__RunOp m = TENSORD__RUN_OP__INIT;
+    Tensord__Operand oa = TENSORD__OPERAND__INIT;
+    Tensord__Operand *ins[1] = {&oa};
+    oa.value_case = TENSORD__OPERAND__VALUE_HANDLE;
+    oa.handle = 1;
+    m.out = 2;
+    m.op = TENSORD__OP__OP_T;
+    m.inputs = ins;
+    m.n_inputs = 1;
+    req.body_case = TENSORD__REQUEST__BODY_RUN_OP;
+    req.run_op = &m;
+    assert_int_equal(status_of(last(&h, send_req(&h, &req, NULL, 0))), 0);
+    h.store.ex = &later;
+    int before = h.nreplies;
+    get(&h, 1, 0, 0);  /* contiguous: answered at once */
+    assert_int_equal(h.nreplies, before + 1);
+    assert_int_equal(ndeferred, 0);
+    uint64_t id = h.next_id;
+    Tensord__Request greq = TENSORD__REQUEST__INIT;
+    Tensord__Get g = TENSORD__GET__INIT;
+    g.handle = 2;
+    greq.body_case = TENSORD__REQUEST__BODY_GET;
+    greq.get = &g;
+    send_req(&h, &greq, NULL, 0);
+    assert_int_equal(ndeferred, 1);
+    struct td_job *job = deferred[--ndeferred];
+    job->run(job);
+    td_session_job_complete(job);
+    const int64_t tv[] = {1, 3, 2, 4};
+    assert_memory_equal(last(&h, id)->data, tv, sizeof tv);
+    const int64_t w[] = {9, 8, 7};
+    Tensord__Request wreq = TENSORD__REQUEST__INIT;
+    Tensord__Write wm = TENSORD__WRITE__INIT;
+    wm.handle = 1;
+    wm.offset = 8;
+    wreq.body_case = TENSORD__REQUEST__BODY_WRITE;
+    wreq.write = &wm;
+    id = send_req(&h, &wreq, w, sizeof w);
+    assert_int_equal(ndeferred, 1);
+    job = deferred[--ndeferred];
+    job->run(job);
+    td_session_job_complete(job);
+    assert_int_equal(status_of(last(&h, id)), 0);
+    h.store.ex = &td_executor_inline;
+    const int64_t after[] = {1, 9, 8, 7};
+    assert_memory_equal(get(&h, 1, 0, 0)->data, after, sizeof after);
+    harness_close(&h);
+}
+
 /* Every handler, with the 1st, 2nd, 3rd ... allocation failing: a reply (or a clean close)
 ** always comes, and nothing leaks. */
 static void sweep_one(const char *what, void (*prepare)(struct harness *),
@@ -1004,6 +1116,8 @@ int main(void)
         cmocka_unit_test(test_handle_limit),
         cmocka_unit_test(test_malformed_frames),
         cmocka_unit_test(test_heavy_work_keeps_order),
+        cmocka_unit_test(test_get_chunks_of_a_view),
+        cmocka_unit_test(test_heavy_gets_and_writes),
         cmocka_unit_test(test_allocation_failure_sweep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
