@@ -39,6 +39,7 @@ void openblas_set_num_threads(int num_threads);
 #define MAX_LISTEN 16
 #define PEER_PAUSE_PENDING 1024   /* stop reading a connection with this many requests queued */
 #define PEER_RESUME_PENDING 256
+#define MIN_FRAME_RATE 1024      /* bytes/s a frame must average once --idle-timeout has passed */
 
 struct config {
     const char *listen[MAX_LISTEN];
@@ -96,7 +97,9 @@ static const struct flag flags[] = {
      "on SIGTERM, how long to wait for in-flight work before writing sessions and exiting"},
     {"insecure-no-auth", NULL, "off", "allow non-loopback listening without a token"},
     {"max-connections", "N", "1024", "connections served at once; more are refused at once"},
-    {"idle-timeout", "DURATION", "30s", "close a connection whose request stops arriving midway"},
+    {"idle-timeout", "DURATION", "30s", "close a connection silent this long before its Hello or "
+     "midway through a request (or sending one slower than 1 KiB/s), or whose peer stops reading "
+     "its replies; 0: never"},
     {"metrics-listen", "HOST:PORT", "none",
      "serve Prometheus /metrics, /healthz and /readyz over HTTP here"},
     {"log-level", "LEVEL", "info", "debug, info, warn or error"},
@@ -760,6 +763,9 @@ static void glue_frame(struct td_conn *c, void *user, const uint8_t *meta, size_
 {
     struct glue_conn *g = user;
     td_rpc_handle(g->peer, meta, meta_len, data, data_len);
+    if (g->peer->session != NULL) {
+        td_conn_established(c);
+    }
     if (!g->paused && g->peer->pending >= PEER_PAUSE_PENDING) {
         g->paused = true;
         td_conn_pause(c);
@@ -1186,6 +1192,7 @@ int main(int argc, char **argv)
         .max_meta_bytes = 1u << 20,
         .write_high_water = (size_t)64 << 20,
         .idle_timeout_ms = cfg.idle_timeout_ms,
+        .min_frame_rate = MIN_FRAME_RATE,
     };
     struct td_net_callbacks cb = {
         .on_open = glue_open,

@@ -94,6 +94,11 @@ struct td_conn {
     bool lingering;                 /* write side shut; reading and discarding until EOF */
     uv_shutdown_t shut;
     bool processing;                /* conn_process is on the stack: do not re-enter */
+    bool established;               /* td_conn_established: past the handshake */
+    uint64_t deadline_ms;           /* the frame (or handshake) being read must end by then; 0:
+                                    ** no clock running */
+    bool watching_writes;           /* the stall timer watches write progress */
+    size_t stalled_queue;           /* libuv's write queue when that watch last saw progress */
     int open_handles;               /* stream + check + timer; freed at 0 */
 };
 
@@ -115,6 +120,7 @@ static bool conn_paused(const struct td_conn *c)
 
 static void conn_update_reading(struct td_conn *c);
 static void conn_process(struct td_conn *c);
+static void conn_watch_stall(struct td_conn *c, size_t nread);
 
 /* ---- closing ---- */
 
@@ -228,6 +234,7 @@ void td_conn_close_after_flush(struct td_conn *c)
     c->close_after_flush = true;
     c->pause_count++;  /* nothing more is read from a connection that is going away */
     conn_update_reading(c);
+    conn_watch_stall(c, 0);
     if (c->nout == 0 && c->writes_in_flight == 0) {
         conn_linger(c);
     }
@@ -257,6 +264,7 @@ static void conn_on_write(uv_write_t *req, int status)
         c->paused_for_writes = false;
         conn_update_reading(c);
         conn_process(c);  /* frames already buffered before the pause */
+        conn_watch_stall(c, 0);
     }
     if (c->close_after_flush && c->nout == 0 && c->writes_in_flight == 0) {
         conn_linger(c);
@@ -349,6 +357,7 @@ void td_conn_send(struct td_conn *c, const struct td_out *parts, int nparts)
     if (!c->paused_for_writes && c->queued_bytes > c->net->cfg.write_high_water) {
         c->paused_for_writes = true;
         conn_update_reading(c);
+        conn_watch_stall(c, 0);
     }
 }
 
@@ -517,25 +526,83 @@ static void conn_on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 static void conn_on_stall(uv_timer_t *t)
 {
     struct td_conn *c = t->data;
-    td_log(TD_LOG_INFO, "conn_stalled", "conn=%llu peer=%s timeout_ms=%llu",
-           (unsigned long long)c->id, c->peer,
-           (unsigned long long)c->net->cfg.idle_timeout_ms);
+    td_log(TD_LOG_INFO, "conn_stalled", "conn=%llu peer=%s timeout_ms=%llu reason=%s",
+           (unsigned long long)c->id, c->peer, (unsigned long long)c->net->cfg.idle_timeout_ms,
+           !c->established && c->state == READ_HEADER && c->hdr_got == 0 ? "no_hello"
+                                                                          : "frame_too_slow");
     td_conn_close(c);
 }
 
-/* A frame that has started must keep arriving: each read that leaves one unfinished restarts
-** the clock, so a peer trickling bytes slower than the timeout (or going silent mid-frame, as a
-** half-open connection does) is closed. A connection between frames may idle freely. */
-static void conn_watch_stall(struct td_conn *c)
+/* The peer stopped reading its replies: the connection may stay paused as long as libuv's write
+** queue keeps shrinking (a slow link), and is closed once it has not moved for idle_timeout. */
+static void conn_on_write_stall(uv_timer_t *t)
 {
-    if (c->closing || c->net->cfg.idle_timeout_ms == 0) {
+    struct td_conn *c = t->data;
+    if (!c->paused_for_writes) {
+        conn_watch_stall(c, 0);
         return;
     }
+    /* An empty libuv queue means the kernel took everything and write callbacks are due. */
+    size_t q = uv_stream_get_write_queue_size(&c->h.stream);
+    if (q > 0 && q >= c->stalled_queue) {
+        td_log(TD_LOG_INFO, "conn_stalled", "conn=%llu peer=%s timeout_ms=%llu "
+               "reason=replies_not_read queued_bytes=%zu", (unsigned long long)c->id, c->peer,
+               (unsigned long long)c->net->cfg.idle_timeout_ms, c->queued_bytes);
+        td_conn_close(c);
+        return;
+    }
+    c->stalled_queue = q;
+    uv_timer_start(&c->stall, conn_on_write_stall, c->net->cfg.idle_timeout_ms, 0);
+}
+
+/* Slow peers may not hold a connection slot for free (slowloris). Three clocks share one timer:
+** - before its Hello is accepted, a connection must not idle at all;
+** - a frame that has started must keep arriving: silence for idle_timeout closes it, and so
+**   does trickling — every byte buys 1/min_frame_rate s beyond the first idle_timeout, so a
+**   frame must average min_frame_rate once that has passed;
+** - a connection paused because its peer does not read replies is closed once its write queue
+**   has not shrunk for idle_timeout.
+** A connection between frames, past its Hello, may idle freely. Called after every read (nread
+** bytes arrived) and whenever pausing changes. */
+static void conn_watch_stall(struct td_conn *c, size_t nread)
+{
+    const struct td_net_config *cfg = &c->net->cfg;
+    if (c->closing || c->lingering || cfg->idle_timeout_ms == 0) {
+        return;
+    }
+    if (c->paused_for_writes) {
+        c->deadline_ms = 0;
+        if (!c->watching_writes) {
+            c->watching_writes = true;
+            c->stalled_queue = uv_stream_get_write_queue_size(&c->h.stream);
+            uv_timer_start(&c->stall, conn_on_write_stall, cfg->idle_timeout_ms, 0);
+        }
+        return;
+    }
+    c->watching_writes = false;
     bool mid_frame = c->state != READ_HEADER || c->hdr_got > 0 || c->rpos != c->rlen;
-    if (mid_frame && !conn_paused(c)) {
-        uv_timer_start(&c->stall, conn_on_stall, c->net->cfg.idle_timeout_ms, 0);
-    } else {
+    if (!(mid_frame || !c->established) || c->pause_count > 0 || c->net->draining) {
+        /* idle between frames, or paused by the server's own backlog */
         uv_timer_stop(&c->stall);
+        c->deadline_ms = 0;
+        return;
+    }
+    uint64_t now = uv_now(c->net->loop);
+    if (c->deadline_ms == 0) {
+        c->deadline_ms = now + cfg->idle_timeout_ms;
+    } else if (cfg->min_frame_rate > 0) {
+        c->deadline_ms += (uint64_t)nread * 1000 / cfg->min_frame_rate;
+    }
+    uint64_t until = c->deadline_ms < now + cfg->idle_timeout_ms ? c->deadline_ms
+                                                                 : now + cfg->idle_timeout_ms;
+    uv_timer_start(&c->stall, conn_on_stall, until > now ? until - now : 0, 0);
+}
+
+void td_conn_established(struct td_conn *c)
+{
+    if (!c->established) {
+        c->established = true;
+        conn_watch_stall(c, 0);
     }
 }
 
@@ -560,7 +627,7 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->rlen += (size_t)nread;
     }
     conn_process(c);
-    conn_watch_stall(c);
+    conn_watch_stall(c, (size_t)nread);
 }
 
 static void conn_update_reading(struct td_conn *c)
@@ -583,6 +650,7 @@ void td_conn_pause(struct td_conn *c)
 {
     c->pause_count++;
     conn_update_reading(c);
+    conn_watch_stall(c, 0);
 }
 
 void td_conn_resume(struct td_conn *c)
@@ -593,6 +661,7 @@ void td_conn_resume(struct td_conn *c)
     conn_update_reading(c);
     conn_process(c);
     conn_update_reading(c);
+    conn_watch_stall(c, 0);
 }
 
 uint64_t td_conn_id(const struct td_conn *c)
@@ -688,6 +757,7 @@ static void listener_on_connection(uv_stream_t *server, int status)
     }
     td_log(TD_LOG_DEBUG, "conn_open", "conn=%llu peer=%s", (unsigned long long)c->id, c->peer);
     conn_update_reading(c);
+    conn_watch_stall(c, 0);  /* the Hello clock */
 }
 
 /* ---- listeners ---- */
@@ -842,6 +912,7 @@ void td_net_drain(struct td_net *n)
     n->draining = true;
     for (struct td_conn *c = n->conns; c != NULL; c = c->next) {
         conn_update_reading(c);
+        conn_watch_stall(c, 0);  /* nothing more is read: no frame clock */
     }
 }
 

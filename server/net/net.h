@@ -24,6 +24,8 @@ struct td_net_config {
     uint32_t max_meta_bytes;       /* protobuf section alone */
     size_t write_high_water;       /* pause reading while more reply bytes than this are queued */
     uint64_t idle_timeout_ms;      /* close a connection whose frame stalls this long; 0: never */
+    uint64_t min_frame_rate;       /* bytes/s a started frame must average once idle_timeout
+                                   ** has passed (0: no minimum); see conn_watch_stall */
 };
 
 struct td_net_callbacks {
@@ -101,6 +103,11 @@ void td_conn_close_after_flush(struct td_conn *c);
 
 /* Closes now; queued bytes are dropped (their releases run). */
 void td_conn_close(struct td_conn *c);
+
+/* The peer has identified itself (its Hello was accepted). Until then the connection may not
+** idle between frames either: a socket that never says Hello is closed after idle_timeout
+** rather than holding a connection slot. */
+void td_conn_established(struct td_conn *c);
 
 /* Flow control from above: while paused, no frames are delivered. Calls nest. */
 void td_conn_pause(struct td_conn *c);

@@ -379,6 +379,9 @@ struct rpc_job {
     struct td_rpc_reply reply;              /* built by run() */
     uint64_t t0_us;                         /* arrival, for the latency histograms */
     int status;                             /* the reply's status code */
+    bool orphaned;                          /* a read whose connection is gone: not run */
+    bool ran;                               /* dropped jobs (orphaned, or at shutdown) are not
+                                            ** counted in the stats */
     struct pb_arena arena;                  /* req is decoded here (last: not zeroed) */
 };
 
@@ -720,23 +723,20 @@ static int run_get(struct rpc_job *j, struct td_session *s, struct result *res,
         j->reply.data = (const uint8_t *)td_tensor_data(t) + res->offset;
     } else {
         /* A view is gathered element by element, only the elements the chunk touches (chunks
-        ** need not be element-aligned). The copy is held to the limits a tensor of its size
-        ** would be, or an expanded view could make the server allocate outside every quota. */
+        ** need not be element-aligned), into a tensor charged to the session's quota until the
+        ** reply is written: an expanded view cannot make the server allocate outside every
+        ** quota, and neither can a pipeline of such Gets whose replies nobody reads. */
         uint64_t es = td_dtype_size(t->dtype);
         uint64_t first = res->offset / es, end = (res->offset + res->length + es - 1) / es;
-        uint64_t bytes = (end - first) * es;
-        if ((rc = td_quota_charge(&s->quota, (int64_t)bytes, err)) != 0) {
+        int64_t n = (int64_t)(end - first);
+        struct td_tensor *copy = NULL;
+        if ((rc = td_tensor_empty(&copy, t->dtype, &n, 1, &s->quota, err)) != 0) {
             return rc;
         }
-        td_quota_release(&s->quota, (int64_t)bytes);
-        uint8_t *copy = td_malloc(bytes);
-        if (copy == NULL) {
-            return td_err_code(err, TD_ENOMEM);
-        }
-        td_tensor_copy_out_range(t, (int64_t)first, (int64_t)(end - first), copy);
-        j->reply.data = copy + (res->offset - first * es);
-        j->reply.release = td_free;
-        j->reply.release_arg = copy;
+        td_tensor_copy_out_range(t, (int64_t)first, n, td_tensor_data(copy));
+        j->pin = td_tensor_pin(copy);
+        j->reply.data = (const uint8_t *)td_tensor_data(copy) + (res->offset - first * es);
+        td_tensor_unref(copy);
     }
     j->reply.data_len = res->length;
     return 0;
@@ -1307,6 +1307,7 @@ static int run_hello(struct td_rpc_peer *p, const Tensord__Hello *m, Tensord__He
 /* Runs the request in j against s, filling the status and result, then encodes the reply. */
 static void job_execute(struct rpc_job *j)
 {
+    j->ran = true;
     struct td_rpc_peer *p = j->peer;
     struct td_session *s = p->session;
     struct td_err err;
@@ -1469,7 +1470,18 @@ static bool job_is_heavy(struct td_job *job)
     struct rpc_job *j = (struct rpc_job *)job;
     struct td_session *s = job->session;
     int64_t work = 0;
-    switch (j->req->body_case) {
+    /* Called on the loop thread when the job's turn comes, so this is where a request whose
+    ** peer has gone is dropped — only a pure read: anything that changes the session still
+    ** runs, as its client may resume and find the result. */
+    Tensord__Request__BodyCase kind = j->req->body_case;
+    if (j->peer->closed && (kind == TENSORD__REQUEST__BODY_GET ||
+                            kind == TENSORD__REQUEST__BODY_FORMAT ||
+                            kind == TENSORD__REQUEST__BODY_STATS ||
+                            kind == TENSORD__REQUEST__BODY_PING)) {
+        j->orphaned = true;
+        return false;
+    }
+    switch (kind) {
     case TENSORD__REQUEST__BODY_RUN_OP: {
         struct td_operand in[TD_OP_MAX_INPUTS];
         enum td_op_id op;
@@ -1520,7 +1532,10 @@ static bool job_is_heavy(struct td_job *job)
 
 static void job_run(struct td_job *job)
 {
-    job_execute((struct rpc_job *)job);
+    struct rpc_job *j = (struct rpc_job *)job;
+    if (!j->orphaned) {
+        job_execute(j);
+    }
 }
 
 static void job_done(struct td_job *job)
@@ -1554,7 +1569,9 @@ static void job_done(struct td_job *job)
         deliver(p, &j->reply);
     }
 out:
-    stats_record(p->srv, j->req, j->status, j->t0_us);
+    if (j->ran) {
+        stats_record(p->srv, j->req, j->status, j->t0_us);
+    }
     p->pending--;
     job_free(j);
     peer_unref(p);

@@ -75,6 +75,10 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
+/* A view is written through a bounded buffer, a chunk of elements at a time: saving a 1 GiB
+** view must not need another 1 GiB. */
+#define WRITE_CHUNK_BYTES ((size_t)1 << 20)
+
 static int write_tensor(int fd, const struct td_tensor *t)
 {
     size_t n = td_tensor_nbytes(t);
@@ -84,14 +88,20 @@ static int write_tensor(int fd, const struct td_tensor *t)
     if (td_tensor_is_contiguous(t)) {
         return write_all(fd, td_tensor_data(t), n);
     }
-    void *copy = td_malloc(n);
-    if (copy == NULL) {
+    size_t es = td_dtype_size(t->dtype);
+    int64_t per = (int64_t)(WRITE_CHUNK_BYTES / es);
+    void *chunk = td_malloc((size_t)per * es);
+    if (chunk == NULL) {
         errno = ENOMEM;
         return -1;
     }
-    td_tensor_copy_out(t, copy);
-    int rc = write_all(fd, copy, n);
-    td_free(copy);
+    int rc = 0;
+    for (int64_t at = 0; at < t->numel && rc == 0; at += per) {
+        int64_t k = t->numel - at < per ? t->numel - at : per;
+        td_tensor_copy_out_range(t, at, k, chunk);
+        rc = write_all(fd, chunk, (size_t)k * es);
+    }
+    td_free(chunk);
     return rc;
 }
 
@@ -183,6 +193,9 @@ int td_persist_write(const char *path, struct td_tensor *const *t, const char *c
     }
     if (bad != 0) {
         unlink(tmp);
+        if (saved == ENOMEM) {
+            return td_err_code(err, TD_ENOMEM);
+        }
         return td_err_set(err, TD_EIO, "cannot write %s: %s", path, strerror(saved));
     }
     sync_dir(path);

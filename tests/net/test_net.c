@@ -55,6 +55,7 @@ static void echo_frame(struct td_conn *c, void *user, const uint8_t *meta, size_
 {
     struct fixture *fx = user;
     fx->frames++;
+    td_conn_established(c);  /* the echo server's handshake: any first frame */
     uint8_t *hdr = td_malloc(12 + meta_len);
     assert_non_null(hdr);
     for (int i = 0; i < 4; i++) {
@@ -499,18 +500,22 @@ static void test_stalled_frame_is_closed(void **state)
     fx_idle_timeout_ms = 200;
     struct fixture *fx = start_default();
     fx_idle_timeout_ms = 0;
-    int quiet = dial(fx->port), slow = dial(fx->port);
+    int quiet = dial(fx->port), slow = dial(fx->port), mute = dial(fx->port);
     uint8_t frame[64];
     size_t n = frame_build(frame, "slow", 4, NULL, 0);
+    uint8_t meta[16], data[8];
+    uint32_t ml;
+    uint64_t dl;
+    write_all(quiet, frame, n);  /* its handshake: after it, it may idle between frames */
+    assert_int_equal(frame_read(quiet, meta, &ml, data, &dl), 0);
     write_all(slow, frame, 5);  /* part of the header, then nothing */
     usleep(600 * 1000);
     uint8_t b;
     assert_int_equal(read(slow, &b, 1), 0);  /* closed by the server */
     close(slow);
+    assert_int_equal(read(mute, &b, 1), 0);  /* never shook hands: closed too */
+    close(mute);
     /* the quiet connection sent nothing for as long and still works */
-    uint8_t meta[16], data[8];
-    uint32_t ml;
-    uint64_t dl;
     write_all(quiet, frame, n);
     assert_int_equal(frame_read(quiet, meta, &ml, data, &dl), 0);
     assert_memory_equal(meta, "slow", 4);

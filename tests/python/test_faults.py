@@ -88,38 +88,119 @@ def test_client_killed_mid_upload_returns_the_memory():
         assert d.stop() == 0
 
 
-def test_a_client_that_never_reads_is_held_back():
-    d = Daemon()
+def test_a_client_that_never_reads_is_held_back_then_closed():
+    """Gets of a view (each reply a fresh 4 MiB copy) pipelined by a client that never reads:
+    the copies are charged to the session until written, so the daemon's memory stays within
+    the session quota; other clients are served meanwhile; once the reply queue has not moved
+    for --idle-timeout the connection is closed and every byte comes back."""
+    d = Daemon("--idle-timeout", "2s", "--session-max-bytes", "256M")
     try:
         s = tensord.connect("127.0.0.1:%d" % d.port)
-        big = s.ones(4 << 20)  # 16 MiB
+        other = tensord.connect("127.0.0.1:%d" % d.port)
+        bt = s.ones(1024, 1024).T  # not contiguous: every Get gathers a copy
         s.synchronize()
-        base = rss_kib(d.proc.pid)
+        base = other.stats().allocated_bytes
         sock = socket.create_connection(("127.0.0.1", d.port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         sock.sendall(hello_frame(s.token))
         assert read_reply(sock).status.code == pb.OK
         sock.setblocking(False)
-        sent = 0
-        for i in range(200):  # 3.2 GB of replies asked for, none read
-            req = pb.Request(id=10 + i)
-            req.get.handle = big._h
+        sent, blocked = 0, False
+        deadline = time.time() + 10
+        while time.time() < deadline and not blocked:  # 4 MiB asked for per 20-byte request
+            req = pb.Request(id=10 + sent)
+            req.get.handle = bt._h
             meta = req.SerializeToString()
+            frame = struct.pack(">IQ", len(meta), 0) + meta
             try:
-                sock.sendall(struct.pack(">IQ", len(meta), 0) + meta)
-                sent += 1
+                n = sock.send(frame)
             except BlockingIOError:
+                blocked = True
                 break
-        time.sleep(1.0)
-        grown = rss_kib(d.proc.pid) - base
-        other = tensord.connect("127.0.0.1:%d" % d.port)  # others are served meanwhile
+            sent += 1
+            blocked = n < len(frame)  # the rest would wait: the daemon stopped reading
+        assert blocked, sent
+        peak = 0
+        for _ in range(10):
+            peak = max(peak, other.stats().allocated_bytes - base)
+            assert other.ones(3).sum().item() == 3  # others are served meanwhile
+            time.sleep(0.05)
+        assert sent * (4 << 20) > 1 << 30, sent  # more than 1 GiB was asked for
+        assert peak < (256 + 96) << 20, peak  # quota + the write queue's high water + slack
+        sock.settimeout(10)
         t0 = time.time()
-        assert other.ones(3).sum().item() == 3
-        assert time.time() - t0 < 2
-        assert grown < 300 * 1024, grown  # replies are pinned, not copied, and reading stops
+        time.sleep(2.5)  # not reading: the reply queue does not move for the idle timeout
+        try:
+            while sock.recv(1 << 20):  # drain what was written before the close
+                pass
+        except (ConnectionResetError, socket.timeout):
+            pass
+        assert time.time() - t0 < 8
+        deadline = time.time() + 5
+        while other.stats().allocated_bytes > base + (1 << 20) and time.time() < deadline:
+            time.sleep(0.05)
+        assert other.stats().allocated_bytes <= base + (1 << 20)
+        assert "reason=replies_not_read" in d.text()
+        assert bt.contiguous().sum().item() == 1024 * 1024  # the session is intact
         other.close()
-        sock.close()
         s.close()
+    finally:
+        assert d.stop() == 0
+
+
+def test_a_socket_that_never_says_hello_is_closed():
+    """With every connection slot held by silent sockets no client could connect: each is
+    closed after --idle-timeout, and the slots come free."""
+    d = Daemon("--idle-timeout", "1s", "--max-connections", "2")
+    try:
+        idle = [socket.create_connection(("127.0.0.1", d.port)) for _ in range(2)]
+        t0 = time.time()
+        for sock in idle:
+            sock.settimeout(5)
+            assert sock.recv(100) == b""  # closed without a word
+        assert 0.8 < time.time() - t0 < 4
+        c = wire.Conn(d.port)  # a slot is free again
+        c.close()
+        assert "reason=no_hello" in d.text()
+    finally:
+        assert d.stop() == 0
+
+
+def test_a_trickled_frame_is_closed():
+    """A frame sent one byte every 0.3 s never lets a 1 s idle clock run out, but it averages
+    3 bytes/s, far below the 1 KiB/s a frame must keep up once the idle timeout has passed."""
+    d = Daemon("--idle-timeout", "1s")
+    try:
+        sock = socket.create_connection(("127.0.0.1", d.port))
+        sock.sendall(hello_frame())
+        assert read_reply(sock).status.code == pb.OK  # past Hello: only the frame clock applies
+        req = pb.Request(id=5)
+        req.create.out = 1
+        req.create.dtype = pb.FLOAT32
+        req.create.shape.append(1024)
+        meta = req.SerializeToString()
+        frame = struct.pack(">IQ", len(meta), 4096) + meta + b"\0" * 4096
+        t0 = time.time()
+        closed = False
+        for b in frame:
+            try:
+                sock.sendall(bytes([b]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            sock.settimeout(0.3)
+            try:
+                if sock.recv(100) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                pass
+            if time.time() - t0 > 10:
+                break
+        assert closed
+        assert 0.8 < time.time() - t0 < 4
+        assert "reason=frame_too_slow" in d.text()
+        wire.Conn(d.port).close()  # the daemon goes on
     finally:
         assert d.stop() == 0
 
