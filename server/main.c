@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/un.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -257,6 +259,9 @@ static int apply_flag(struct config *cfg, const char *name, const char *v)
         return 0;
     }
     if (strcmp(name, "unix") == 0) {
+        if (v[0] == '\0' || strlen(v) >= sizeof ((struct sockaddr_un *)0)->sun_path) {
+            return bad_value(name, v, "want a socket path of 1 to 107 bytes");
+        }
         cfg->unix_path = v;
         return 0;
     }
@@ -321,8 +326,16 @@ static int apply_flag(struct config *cfg, const char *name, const char *v)
         return parse_duration_ms(name, v, &cfg->shutdown_timeout_ms);
     }
     if (strcmp(name, "insecure-no-auth") == 0) {
-        cfg->insecure_no_auth = true;
-        return 0;
+        /* Strict: a typo must not turn authentication off (nor silently leave it on). */
+        static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false",
+                                                                                   "no", "off"};
+        for (int i = 0; i < 4; i++) {
+            if (strcasecmp(v, yes[i]) == 0 || strcasecmp(v, no[i]) == 0) {
+                cfg->insecure_no_auth = strcasecmp(v, yes[i]) == 0;
+                return 0;
+            }
+        }
+        return bad_value(name, v, "want true or false (1/0, yes/no, on/off)");
     }
     if (strcmp(name, "idle-timeout") == 0) {
         return parse_duration_ms(name, v, &cfg->idle_timeout_ms);
@@ -410,8 +423,9 @@ static int read_config_file(struct config *cfg, const char *path)
         const struct flag *fl = find_flag(key, strlen(key));
         if (fl == NULL || fl->arg == NULL || strcmp(key, "config") == 0) {
             if (fl != NULL && fl->arg == NULL && strcmp(key, "insecure-no-auth") == 0) {
-                rc = strcmp(val, "true") == 0 || strcmp(val, "1") == 0
-                         ? apply_flag(cfg, key, "1") : 0;
+                if ((rc = apply_flag(cfg, key, val)) != 0) {
+                    fprintf(stderr, "tensord: (from %s line %d)\n", path, lineno);
+                }
                 continue;
             }
             fprintf(stderr, "tensord: %s line %d: unknown setting '%s'\n", path, lineno, key);
@@ -474,11 +488,6 @@ static int parse_config(struct config *cfg, int argc, char **argv)
         e[k] = '\0';
         const char *v = getenv(e);
         if (v != NULL && v[0] != '\0') {
-            if (flags[i].arg == NULL) {
-                if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0) {
-                    continue;
-                }
-            }
             if (apply_flag(cfg, flags[i].name, v) != 0) {
                 fprintf(stderr, "tensord: (from the environment variable %s)\n", e);
                 return -1;
@@ -509,7 +518,9 @@ static int parse_config(struct config *cfg, int argc, char **argv)
             return 1;
         }
         const char *v = "1";
-        if (f->arg != NULL) {
+        if (f->arg == NULL && eq != NULL) {
+            v = eq + 1;  /* --insecure-no-auth=false */
+        } else if (f->arg != NULL) {
             if (eq != NULL) {
                 v = eq + 1;
             } else if (i + 1 < argc) {
@@ -752,7 +763,8 @@ static void *glue_open(struct td_conn *c, void *user)
         char msg[96];
         snprintf(msg, sizeof msg, "connection limit reached: max_connections %lld",
                  (long long)server.max_connections);
-        td_log(TD_LOG_WARN, "conn_refused", "peer=%s reason=max_connections", td_conn_peer(c));
+        td_log(TD_LOG_WARN, "conn_refused", "conn=%llu peer=%s reason=max_connections",
+               (unsigned long long)td_conn_id(c), td_conn_peer(c));
         td_rpc_reply_error(g->peer, 0, TD_ELIMIT, msg, true);
     }
     return g;
@@ -954,12 +966,35 @@ static int on_http(void *user, const char *path, char **body, const char **ctype
     return status;
 }
 
+/* The terminal (or supervisor) stderr from before --log-file took it over. */
+static int startup_stderr = -1;
+
+/* A reason not to start goes to the log and, when the log is a file, to the original stderr
+** too: whoever ran the daemon should see why it stopped. */
+static void startup_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void startup_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (startup_stderr >= 0) {
+        va_start(ap, fmt);
+        vdprintf(startup_stderr, fmt, ap);
+        va_end(ap);
+    }
+}
+
 /* Points stderr (where the log goes) at the --log-file, appending. */
 static int open_log(const char *path)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (fd < 0) {
         return -1;
+    }
+    if (startup_stderr < 0) {
+        startup_stderr = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
     }
     int rc = dup2(fd, STDERR_FILENO) < 0 ? -1 : 0;
     close(fd);
@@ -1004,6 +1039,7 @@ static void finish_shutdown(void)
     }
     td_store_stop(&server.store);  /* after a timeout, queued work is not started */
     td_net_close_gracefully(&server.net);
+    td_http_close(&server.metrics);
     uv_close((uv_handle_t *)&server.sweep, NULL);
     uv_close((uv_handle_t *)&server.sigterm, NULL);
     uv_close((uv_handle_t *)&server.sigint, NULL);
@@ -1042,8 +1078,7 @@ static void on_signal(uv_signal_t *s, int signum)
     server.stopping = true;
     td_log(TD_LOG_INFO, "shutdown", "signal=%d", signum);
     td_net_stop_accepting(&server.net);
-    td_http_close(&server.metrics);
-    td_net_drain(&server.net);
+    td_net_drain(&server.net);  /* /metrics stays up, and /readyz says 503, until the end */
     server.drain_deadline_ms = now_ms() + server.shutdown_timeout_ms;
     uv_timer_start(&server.drain, on_drain, 0, 5);
 }
@@ -1110,13 +1145,14 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < cfg.nlisten; i++) {
         if (!is_loopback(cfg.listen[i]) && token == NULL && !cfg.insecure_no_auth) {
-            fprintf(stderr, "tensord: refusing to listen on %s without --auth-token-file "
+            startup_error("tensord: refusing to listen on %s without --auth-token-file "
                             "(or --insecure-no-auth)\n", cfg.listen[i]);
             return 2;
         }
     }
     if (token == NULL && cfg.insecure_no_auth) {
-        td_log(TD_LOG_WARN, "insecure_no_auth", "msg=\"serving without authentication\"");
+        /* Written whatever --log-level says: running open must never be silent. */
+        td_log_write(TD_LOG_WARN, "insecure_no_auth", "msg=\"serving without authentication\"");
     }
 
     /* libuv reads the pool size once, at its first use. */
@@ -1152,14 +1188,14 @@ int main(int argc, char **argv)
         for (int i = 0; i < 3; i++) {
             struct stat st;
             if (mkdir(dirs[i], 0700) != 0 && errno != EEXIST) {
-                fprintf(stderr, "tensord: cannot create --data-dir %s: %s\n", dirs[i],
+                startup_error("tensord: cannot create --data-dir %s: %s\n", dirs[i],
                         strerror(errno));
                 td_store_close(&server.store);
                 td_free(token);
                 return 2;
             }
             if (stat(dirs[i], &st) != 0 || !S_ISDIR(st.st_mode) || access(dirs[i], W_OK) != 0) {
-                fprintf(stderr, "tensord: --data-dir %s is not a writable directory\n", dirs[i]);
+                startup_error("tensord: --data-dir %s is not a writable directory\n", dirs[i]);
                 td_store_close(&server.store);
                 td_free(token);
                 return 2;
@@ -1167,6 +1203,12 @@ int main(int argc, char **argv)
         }
         server.rpc.files_dir = files_dir;
         server.sessions_dir = sessions_dir;
+        int stale = td_persist_remove_temporaries(files_dir) +
+                    td_persist_remove_temporaries(sessions_dir);
+        if (stale > 0) {
+            td_log(TD_LOG_WARN, "temporaries_removed", "count=%d msg=\"writes interrupted by a "
+                   "crash\"", stale);
+        }
         int failed = 0;
         int restored = td_store_restore_all(&server.store, sessions_dir, now_ms(), &failed);
         td_log(failed ? TD_LOG_ERROR : TD_LOG_INFO, "sessions_restored",
@@ -1183,7 +1225,7 @@ int main(int argc, char **argv)
     td_map_init(&server.rpc.auth_penalty);
     if (getrandom(server.rpc.instance_id, sizeof server.rpc.instance_id, 0) !=
         (ssize_t)sizeof server.rpc.instance_id) {
-        fprintf(stderr, "tensord: no randomness available\n");
+        startup_error("tensord: no randomness available\n");
         return 1;
     }
 
@@ -1213,7 +1255,7 @@ int main(int argc, char **argv)
             snprintf(spec, sizeof spec, "unix:%s", cfg.unix_path);
         }
         if (td_net_listen(&server.net, spec, bound, sizeof bound, &err) != 0) {
-            fprintf(stderr, "tensord: %s\n", err.msg);
+            startup_error("tensord: %s\n", err.msg);
             rc = 1;
             goto out;
         }
@@ -1222,7 +1264,7 @@ int main(int argc, char **argv)
     if (cfg.metrics_listen != NULL) {
         if (td_http_listen(&server.metrics, server.loop, cfg.metrics_listen, on_http, NULL, bound,
                            sizeof bound, &err) != 0) {
-            fprintf(stderr, "tensord: metrics: %s\n", err.msg);
+            startup_error("tensord: metrics: %s\n", err.msg);
             rc = 1;
             goto out;
         }
@@ -1237,6 +1279,10 @@ int main(int argc, char **argv)
            " session_ttl_ms=%" PRIu64, TD_VERSION, cfg.threads, cfg.max_frame_bytes,
            cfg.max_tensor_bytes, cfg.session_max_bytes, cfg.max_bytes, cfg.session_ttl_ms);
 
+    if (startup_stderr >= 0) {
+        close(startup_stderr);  /* started: from here on everything goes to the log */
+        startup_stderr = -1;
+    }
     uv_timer_init(server.loop, &server.sweep);
     uint64_t every = cfg.session_ttl_ms / 4;
     every = every < 100 ? 100 : every > 5000 ? 5000 : every;

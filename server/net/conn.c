@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "base/alloc.h"
@@ -781,6 +783,21 @@ static void listener_on_closed(uv_handle_t *h)
     td_free(l);
 }
 
+/* Does something accept connections on the socket file at path? A live daemon's socket must
+** not be unlinked from under it; a stale one (connection refused) may be replaced. */
+static bool unix_socket_answers(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return false;
+    }
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    bool live = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return live;
+}
+
 /* Splits "host:port" / "[v6]:port"; returns 0 or -1. */
 static int parse_host_port(const char *spec, char *host, size_t cap, int *port)
 {
@@ -857,6 +874,11 @@ int td_net_listen(struct td_net *n, const char *spec, char *bound, size_t cap,
         }
         struct stat st;
         if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            if (unix_socket_answers(path)) {
+                td_free(l);
+                return td_err_set(err, TD_EIO, "unix socket %s is in use by a running process "
+                                  "(another tensord?)", path);
+            }
             unlink(path);  /* a stale socket from an earlier run */
         }
         l->is_unix = true;

@@ -207,8 +207,9 @@ static void log_failure(const struct td_rpc_peer *p, const Tensord__Request *req
 {
     const char *kind = td_rpc_kind_name((int)req->body_case);
     if (status == TENSORD__STATUS_CODE__UNAUTHENTICATED) {
-        td_log(TD_LOG_WARN, "auth_failed", "conn=%llu req=%llu msg=\"%s\"",
-               (unsigned long long)p->conn_id, (unsigned long long)req->id, msg);
+        td_log(TD_LOG_WARN, "auth_failed", "conn=%llu peer=%s req=%llu msg=\"%s\"",
+               (unsigned long long)p->conn_id, p->addr[0] != '\0' ? p->addr : "-",
+               (unsigned long long)req->id, msg);
     } else if (status != TENSORD__STATUS_CODE__OK && td_log_min_level <= TD_LOG_DEBUG) {
         td_log(TD_LOG_DEBUG, "request_failed", "conn=%llu session=%s req=%llu kind=%s "
                "status=%d msg=\"%s\"", (unsigned long long)p->conn_id,
@@ -1183,6 +1184,7 @@ struct auth_record {
 void td_rpc_peer_set_addr(struct td_rpc_peer *p, const char *addr, uint64_t conn_id)
 {
     p->conn_id = conn_id;
+    snprintf(p->addr, sizeof p->addr, "%s", addr);
     size_t n = strlen(addr);
     const char *colon = strrchr(addr, ':');
     if (colon != NULL) {
@@ -1206,6 +1208,33 @@ static int auth_check_penalty(struct td_rpc_server *srv, uint64_t key, struct td
     return 0;
 }
 
+/* The table is full: forget addresses whose penalty has run out, or failing that the one
+** whose penalty ends first. (Forgetting everyone would let an attacker with many addresses
+** wipe its own record.) Rare, so a scan will do. */
+static void auth_make_room(struct td_rpc_server *srv)
+{
+    uint64_t now = srv->now_ms(), key, first_key = 0, first_until = UINT64_MAX;
+    void *val;
+    uint64_t expired[64];
+    size_t nexp = 0;
+    for (size_t it = 0; td_map_next(&srv->auth_penalty, &it, &key, &val);) {
+        const struct auth_record *r = val;
+        if (r->until_ms <= now && nexp < sizeof expired / sizeof expired[0]) {
+            expired[nexp++] = key;
+        }
+        if (r->until_ms < first_until) {
+            first_until = r->until_ms;
+            first_key = key;
+        }
+    }
+    if (nexp == 0 && first_key != 0) {
+        expired[nexp++] = first_key;
+    }
+    for (size_t i = 0; i < nexp; i++) {
+        td_free(td_map_del(&srv->auth_penalty, expired[i]));
+    }
+}
+
 static void auth_note(struct td_rpc_server *srv, uint64_t key, bool ok)
 {
     if (key == 0) {
@@ -1218,7 +1247,7 @@ static void auth_note(struct td_rpc_server *srv, uint64_t key, bool ok)
     }
     if (r == NULL) {
         if (srv->auth_penalty.len >= AUTH_TABLE_MAX) {
-            td_rpc_server_close(srv);  /* forget everyone rather than grow without bound */
+            auth_make_room(srv);
         }
         r = td_calloc(1, sizeof *r);
         if (r == NULL || td_map_put(&srv->auth_penalty, key, r) != 0) {
@@ -1246,8 +1275,8 @@ void td_rpc_server_close(struct td_rpc_server *srv)
     td_map_init(&srv->auth_penalty);
 }
 
-static int run_hello(struct td_rpc_peer *p, const Tensord__Hello *m, Tensord__HelloResult *hr,
-                     struct td_err *err)
+static int run_hello(struct td_rpc_peer *p, uint64_t req_id, const Tensord__Hello *m,
+                     Tensord__HelloResult *hr, struct td_err *err)
 {
     struct td_rpc_server *srv = p->srv;
     uint32_t cmin = m->min_version != 0 ? m->min_version : 1;
@@ -1290,8 +1319,8 @@ static int run_hello(struct td_rpc_peer *p, const Tensord__Hello *m, Tensord__He
     }
     peer_set_session(p, s);
     td_log(TD_LOG_INFO, resumed ? "session_resumed" : "session_opened",
-           "conn=%llu session=%s sessions=%zu", (unsigned long long)p->conn_id, s->token_tag,
-           td_store_count(srv->store));
+           "conn=%llu session=%s req=%llu sessions=%zu", (unsigned long long)p->conn_id,
+           s->token_tag, (unsigned long long)req_id, td_store_count(srv->store));
     hr->version = cmax < TD_PROTOCOL_MAX ? cmax : TD_PROTOCOL_MAX;
     hr->server_min_version = TD_PROTOCOL_MIN;
     hr->server_max_version = TD_PROTOCOL_MAX;
@@ -1322,7 +1351,7 @@ static void job_execute(struct rpc_job *j)
 
     switch (j->req->body_case) {
     case TENSORD__REQUEST__BODY_HELLO:
-        rc = run_hello(p, j->req->hello, &hello, &err);
+        rc = run_hello(p, j->req->id, j->req->hello, &hello, &err);
         s = p->session;
         res.hello = rc == 0 ? &hello : NULL;
         break;

@@ -93,6 +93,7 @@ struct td_rpc_peer {
     bool closed;                        /* the connection went away: replies are dropped */
     uint64_t addr_key;                  /* hash of the peer's address without port, 0 unknown */
     uint64_t conn_id;                   /* the connection's number, for log lines */
+    char addr[64];                      /* the peer's address, for log lines */
 };
 
 /* New peer for a connection; *out is owned by the caller until td_rpc_peer_close. */

@@ -118,6 +118,13 @@ static int check_sizes(struct td_tensor *const *t, int n, int64_t max_bytes, str
     return 0;
 }
 
+/* Messages reach clients: they name the file, not where the data dir lives. */
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash != NULL ? slash + 1 : path;
+}
+
 /* The directory part of path, fsync'd so a rename inside it is durable. */
 static void sync_dir(const char *path)
 {
@@ -172,7 +179,7 @@ int td_persist_write(const char *path, struct td_tensor *const *t, const char *c
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         td_free(hdr);
-        return td_err_set(err, TD_EIO, "cannot create %s: %s", tmp, strerror(errno));
+        return td_err_set(err, TD_EIO, "cannot create %s: %s", base_name(tmp), strerror(errno));
     }
     int bad = write_all(fd, hdr, hlen);
     td_free(hdr);
@@ -196,7 +203,7 @@ int td_persist_write(const char *path, struct td_tensor *const *t, const char *c
         if (saved == ENOMEM) {
             return td_err_code(err, TD_ENOMEM);
         }
-        return td_err_set(err, TD_EIO, "cannot write %s: %s", path, strerror(saved));
+        return td_err_set(err, TD_EIO, "cannot write %s: %s", base_name(path), strerror(saved));
     }
     sync_dir(path);
     return 0;
@@ -562,6 +569,25 @@ static int restore_session(struct td_store *st, const char *path, uint64_t now_m
     return rc;
 }
 
+int td_persist_remove_temporaries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return 0;
+    }
+    int removed = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strstr(de->d_name, SNAPSHOT_SUFFIX ".tmp.") != NULL) {
+            char path[4200];
+            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+            removed += unlink(path) == 0;
+        }
+    }
+    closedir(d);
+    return removed;
+}
+
 int td_store_restore_all(struct td_store *st, const char *dir, uint64_t now_ms, int *failed)
 {
     *failed = 0;
@@ -585,10 +611,14 @@ int td_store_restore_all(struct td_store *st, const char *dir, uint64_t now_ms, 
             unlink(path);
             restored++;
         } else {
-            snprintf(bad, sizeof bad, "%s.unreadable", path);
-            rename(path, bad);
-            td_log(TD_LOG_ERROR, "session_restore_failed", "file=%s msg=\"%s\"", de->d_name,
-                   err.msg);
+            /* Only a file that is itself bad is set aside; one that failed for want of memory
+            ** or an I/O error stays, to be tried again at the next start. */
+            if (err.code == TD_EINVAL) {
+                snprintf(bad, sizeof bad, "%s.unreadable", path);
+                rename(path, bad);
+            }
+            td_log(TD_LOG_ERROR, "session_restore_failed", "file=%s kept=%s msg=\"%s\"",
+                   de->d_name, err.code == TD_EINVAL ? "no" : "yes", err.msg);
             (*failed)++;
         }
     }

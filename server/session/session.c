@@ -57,18 +57,24 @@ static int fill_random(void *buf, size_t n)
     return 0;
 }
 
-/* FNV-1a over the token: a short tag for logs that does not reveal the token. */
-static void token_tag(const uint8_t *token, char out[9])
+/* A short tag for logs that does not reveal the token: the first 8 hex digits of its SHA-256,
+** the same digits that begin its snapshot's file name, so a session keeps its tag across a
+** restart (restored sessions know only the hash). */
+static void tag_from_sha(const uint8_t *sha, char out[9])
 {
-    uint32_t h = 2166136261u;
-    for (int i = 0; i < TD_TOKEN_BYTES; i++) {
-        h = (h ^ token[i]) * 16777619u;
-    }
     static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 8; i++) {
-        out[i] = hex[(h >> (28 - 4 * i)) & 0xf];
+    for (int i = 0; i < 4; i++) {
+        out[2 * i] = hex[sha[i] >> 4];
+        out[2 * i + 1] = hex[sha[i] & 15];
     }
     out[8] = '\0';
+}
+
+static void token_tag(const uint8_t *token, char out[9])
+{
+    uint8_t sha[TD_SHA256_BYTES];
+    td_sha256(token, TD_TOKEN_BYTES, sha);
+    tag_from_sha(sha, out);
 }
 
 /* Where a session sits in by_key: its token's first 8 bytes, or for a restored session not yet
@@ -116,12 +122,7 @@ int td_store_add_restored(struct td_store *st, const uint8_t sha[32], struct td_
         return td_err_set(err, TD_EEXIST, "a session with this key is already live");
     }
     s->refs = 1;  /* the store's */
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 4; i++) {
-        s->token_tag[2 * i] = hex[sha[i] >> 4];
-        s->token_tag[2 * i + 1] = hex[sha[i] & 15];
-    }
-    s->token_tag[8] = '\0';
+    tag_from_sha(sha, s->token_tag);
     *out = s;
     return 0;
 }

@@ -1,4 +1,5 @@
-/* tests/core/test_tensor.c — shapes, construction (full, arange, adopt) and strided copies. */
+/* tests/core/test_tensor.c — shapes, construction (full, arange, adopt) and strided copies, and
+** every constructor (and copy on write) under allocation failure. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -166,6 +167,204 @@ static void test_constructor_allocation_failures(void **state)
     (void)s3;
 }
 
+/* ---- constructors under allocation failure ----
+**
+** Each constructor runs with its 1st, 2nd, 3rd ... allocation failing, charged to a quota. A run
+** that fails must return TD_ENOMEM, leave no byte allocated and nothing charged; a run that
+** succeeds must give the tensor the case expects (hand-derived), also when it succeeded past
+** its armed allocation (a swallowed failure must not change the result). The sweep ends with the
+** first run that reaches none of its armed allocations. */
+
+struct ctor_case {
+    const char *what;
+    void (*prepare)(void *ctx);     /* before the fault is armed: inputs, taken buffers */
+    int (*make)(struct td_tensor **out, void *ctx, struct td_quota *q, struct td_err *err);
+    enum td_dtype dtype;
+    int ndim;
+    int64_t shape[2];
+    const double *want;             /* values in C order; NULL: uninitialised contents */
+};
+
+static void ctor_sweep(const struct ctor_case *c, void *ctx)
+{
+    int64_t base = td_alloc_live_bytes();
+    for (int64_t k = 1; k < 100; k++) {
+        struct td_quota q;
+        td_quota_init(&q, "test", 0, NULL);
+        if (c->prepare != NULL) {
+            c->prepare(ctx);
+        }
+        struct td_tensor *t = NULL;
+        struct td_err err;
+        td_err_clear(&err);
+        td_alloc_fail_at(k);
+        int rc = c->make(&t, ctx, &q, &err);
+        int64_t used = td_alloc_count();
+        td_alloc_fail_at(0);
+        if (rc == 0) {
+            assert_int_equal(t->dtype, c->dtype);
+            assert_int_equal(t->ndim, c->ndim);
+            for (int i = 0; i < c->ndim; i++) {
+                assert_int_equal(t->shape[i], c->shape[i]);
+            }
+            assert_true(td_tensor_is_contiguous(t));
+            for (int64_t i = 0; c->want != NULL && i < t->numel; i++) {
+                if (at(t, i) != c->want[i]) {
+                    fail_msg("%s with allocation %lld armed: element %lld is %g, not %g", c->what,
+                             (long long)k, (long long)i, at(t, i), c->want[i]);
+                }
+            }
+            assert_int_equal(atomic_load(&q.used), (int64_t)td_tensor_nbytes(t));
+            td_tensor_unref(t);
+        } else if (rc != TD_ENOMEM || err.code != TD_ENOMEM) {
+            fail_msg("%s with allocation %lld failing returned %d (%s), not TD_ENOMEM", c->what,
+                     (long long)k, rc, err.msg);
+        }
+        assert_int_equal(atomic_load(&q.used), 0);
+        if (td_alloc_live_bytes() != base) {
+            fail_msg("%s with allocation %lld failing leaks %lld bytes", c->what, (long long)k,
+                     (long long)(td_alloc_live_bytes() - base));
+        }
+        if (used < k) {
+            assert_int_equal(rc, 0);  /* the run that reached no armed allocation succeeded */
+            assert_true(k > 1);       /* and every constructor allocates something */
+            return;
+        }
+    }
+    fail_msg("%s made more than 100 allocations", c->what);
+}
+
+static const int64_t S23[] = {2, 3};
+
+static int make_full(struct td_tensor **out, void *ctx, struct td_quota *q, struct td_err *err)
+{
+    (void)ctx;
+    return td_tensor_full(out, TD_DTYPE_I32, S23, 2, td_scalar_f(-2.7), q, err);
+}
+
+static int make_empty(struct td_tensor **out, void *ctx, struct td_quota *q, struct td_err *err)
+{
+    (void)ctx;
+    return td_tensor_empty(out, TD_DTYPE_F64, S23, 2, q, err);
+}
+
+static int make_arange(struct td_tensor **out, void *ctx, struct td_quota *q, struct td_err *err)
+{
+    (void)ctx;
+    return td_tensor_arange(out, TD_DTYPE_F64, td_scalar_i(0), td_scalar_i(3), td_scalar_i(1), q,
+                            err);
+}
+
+/* adopt takes a buffer: a new one before each run (freed by the tensor, or by adopt on failure,
+** which the leak check sees). */
+static void prepare_adopt(void *ctx)
+{
+    int32_t *d = td_malloc(6 * sizeof *d);
+    assert_non_null(d);
+    for (int i = 0; i < 6; i++) {
+        d[i] = 10 * (i + 1);
+    }
+    *(int32_t **)ctx = d;
+}
+
+static int make_adopt(struct td_tensor **out, void *ctx, struct td_quota *q, struct td_err *err)
+{
+    return td_tensor_adopt(out, TD_DTYPE_I32, S23, 2, *(int32_t **)ctx, 6 * sizeof(int32_t), q,
+                           err);
+}
+
+/* contiguous() of a transposed view copies its elements into new storage. */
+static int make_contiguous(struct td_tensor **out, void *ctx, struct td_quota *q,
+                           struct td_err *err)
+{
+    struct td_operand in[1] = {tens(ctx)};
+    struct td_op_args a;
+    td_op_args_init(&a);
+    return td_op_apply(TD_OP_CONTIGUOUS, in, 1, &a, false, q, out, err);
+}
+
+static void test_constructor_allocation_sweeps(void **state)
+{
+    (void)state;
+    /* torch.full((2, 3), -2.7, dtype=torch.int32): truncation toward zero */
+    static const double full_want[] = {-2, -2, -2, -2, -2, -2};
+    static const double adopt_want[] = {10, 20, 30, 40, 50, 60};
+    static const double arange_want[] = {0, 1, 2};
+    /* [[1, 2, 3], [4, 5, 6]].t() in C order */
+    static const double contig_want[] = {1, 4, 2, 5, 3, 6};
+    const struct ctor_case full = {"full", NULL, make_full, TD_DTYPE_I32, 2, {2, 3}, full_want};
+    const struct ctor_case empty = {"empty", NULL, make_empty, TD_DTYPE_F64, 2, {2, 3}, NULL};
+    const struct ctor_case arange = {"arange", NULL, make_arange, TD_DTYPE_F64, 1, {3, 0},
+                                     arange_want};
+    const struct ctor_case adopt = {"adopt", prepare_adopt, make_adopt, TD_DTYPE_I32, 2, {2, 3},
+                                    adopt_want};
+    const struct ctor_case contig = {"contiguous", NULL, make_contiguous, TD_DTYPE_F64, 2, {3, 2},
+                                     contig_want};
+    ctor_sweep(&full, NULL);
+    ctor_sweep(&empty, NULL);
+    ctor_sweep(&arange, NULL);
+    int32_t *adopt_buf = NULL;
+    ctor_sweep(&adopt, &adopt_buf);
+    const double v[] = {1, 2, 3, 4, 5, 6};
+    struct td_tensor *x = mk(TD_DTYPE_F64, S23, 2, v);
+    struct td_tensor *xt = transposed(x);
+    assert_false(td_tensor_is_contiguous(xt));
+    ctor_sweep(&contig, xt);
+    td_tensor_unref(xt);
+    td_tensor_unref(x);
+}
+
+/* Copy on write under allocation failure: with the tensor's bytes pinned (a queued Get reply),
+** prepare_write must copy them first. A failed copy leaves the tensor exactly as it was (its
+** bytes, its buffer, nothing charged); a successful one gives a private buffer holding the same
+** bytes while the pin keeps the old ones. */
+static void test_prepare_write_allocation_sweep(void **state)
+{
+    (void)state;
+    const double v[] = {1, 2, 3, 4, 5, 6};
+    for (int64_t k = 1; k < 100; k++) {
+        struct td_quota q;
+        td_quota_init(&q, "test", 0, NULL);
+        struct td_tensor *t;
+        assert_int_equal(td_tensor_empty(&t, TD_DTYPE_F64, S23, 2, &q, NULL), 0);
+        memcpy(td_tensor_data(t), v, sizeof v);
+        int64_t charged = atomic_load(&q.used);
+        int64_t base = td_alloc_live_bytes();
+        struct td_buffer *pin = td_tensor_pin(t);
+        void *before = td_tensor_data(t);
+        struct td_err err;
+        td_alloc_fail_at(k);
+        int rc = td_tensor_prepare_write(t, &err);
+        int64_t used = td_alloc_count();
+        td_alloc_fail_at(0);
+        if (rc == 0) {
+            assert_ptr_not_equal(td_tensor_data(t), before);  /* a private copy */
+        } else {
+            if (rc != TD_ENOMEM) {
+                fail_msg("prepare_write with allocation %lld failing returned %d (%s)",
+                         (long long)k, rc, err.msg);
+            }
+            assert_ptr_equal(td_tensor_data(t), before);
+            assert_int_equal(atomic_load(&q.used), charged);
+        }
+        assert_memory_equal(td_tensor_data(t), v, sizeof v);
+        assert_memory_equal(before, v, sizeof v);  /* the pinned bytes are untouched */
+        td_buffer_unref(pin);
+        if (rc != 0 && td_alloc_live_bytes() != base) {
+            fail_msg("prepare_write with allocation %lld failing leaks %lld bytes", (long long)k,
+                     (long long)(td_alloc_live_bytes() - base));
+        }
+        td_tensor_unref(t);
+        assert_int_equal(atomic_load(&q.used), 0);
+        if (used < k) {
+            assert_int_equal(rc, 0);
+            assert_true(k > 1);
+            return;
+        }
+    }
+    fail_msg("prepare_write made more than 100 allocations");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -174,6 +373,8 @@ int main(void)
         cmocka_unit_test(test_arange_like_torch),
         cmocka_unit_test(test_adopt_and_copy_out),
         cmocka_unit_test(test_constructor_allocation_failures),
+        cmocka_unit_test(test_constructor_allocation_sweeps),
+        cmocka_unit_test(test_prepare_write_allocation_sweep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

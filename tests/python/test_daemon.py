@@ -1,4 +1,6 @@
 """The daemon as operators meet it: flags, environment, config file, refusals, limits, auth."""
+import base64
+import hashlib
 import json
 import os
 import re
@@ -257,3 +259,107 @@ def test_heavy_work_threads_run_at_the_worker_nice(nice):
     assert nices.pop(d.proc.pid) == 0
     assert len(nices) >= 2  # the two pool workers (and BLAS threads, by CPU count)
     assert set(nices.values()) == {want}, nices
+
+
+@pytest.mark.parametrize("value,refused", [("yes", False), ("on", False), ("1", False),
+                                           ("off", True), ("no", True), ("0", True)])
+def test_insecure_no_auth_takes_only_clear_booleans(value, refused):
+    """A typo must not turn authentication off: anything but a clear yes or no exits 2. The
+    address is refused before anything listens, so nothing binds a non-loopback address."""
+    env = dict(os.environ, TENSORD_INSECURE_NO_AUTH="banana")
+    out = run("--listen", "127.0.0.1:0", env=env)
+    assert out.returncode == 2 and "invalid value 'banana' for --insecure-no-auth" in out.stderr
+    out = run("--listen", "0.0.0.0:0", "--insecure-no-auth=maybe")
+    assert out.returncode == 2 and "want true or false" in out.stderr
+    if refused:
+        env = dict(os.environ, TENSORD_INSECURE_NO_AUTH=value)
+        out = run("--listen", "0.0.0.0:0", env=env)
+        assert out.returncode == 2 and "refusing to listen on 0.0.0.0:0" in out.stderr
+        with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
+            f.write("insecure_no_auth = %s\n" % value)
+        try:
+            out = run("--listen", "0.0.0.0:0", "--config", f.name)
+            assert out.returncode == 2 and "refusing to listen on 0.0.0.0:0" in out.stderr
+        finally:
+            os.unlink(f.name)
+    else:
+        d = Daemon("--log-level", "error", env=dict(os.environ, TENSORD_INSECURE_NO_AUTH=value))
+        try:  # the warning is written whatever the log level
+            assert "event=insecure_no_auth" in d.text()
+        finally:
+            assert d.stop() == 0
+
+
+def test_unix_socket_paths_are_checked(tmp_path):
+    out = run("--unix", "")
+    assert out.returncode == 2 and "invalid value '' for --unix" in out.stderr
+    out = run("--unix", "/tmp/" + "x" * 120)
+    assert out.returncode == 2 and "1 to 107 bytes" in out.stderr
+    path = str(tmp_path / "td.sock")
+    d = Daemon("--unix", path)
+    try:  # a live daemon's socket is not taken from under it
+        out = run("--listen", "127.0.0.1:0", "--unix", path)
+        assert out.returncode != 0 and "is in use by a running process" in out.stderr
+        with tensord.connect("unix:" + path) as s:  # and still answers
+            assert s.ones(2).sum().item() == 2
+    finally:
+        assert d.stop() == 0
+
+
+def test_start_errors_reach_the_terminal_with_a_log_file(tmp_path):
+    log = tmp_path / "tensord.log"
+    out = run("--log-file", str(log), "--listen", "10.1.2.3:7000")
+    assert out.returncode == 2
+    assert "refusing to listen on 10.1.2.3:7000" in out.stderr  # seen by whoever ran it
+    assert "refusing to listen on 10.1.2.3:7000" in log.read_text()  # and kept in the log
+
+
+def test_interrupted_writes_are_cleaned_up_at_start(tmp_path):
+    data = tmp_path / "data"
+    for sub in ("files", "sessions"):
+        (data / sub).mkdir(parents=True)
+    stale = [data / "files" / "ckpt.safetensors.tmp.4242.0",
+             data / "sessions" / ("ab" * 32 + ".safetensors.tmp.4242.1")]
+    keep = data / "files" / "notes.txt"
+    for p in stale + [keep]:
+        p.write_bytes(b"half a file")
+    d = Daemon("--data-dir", str(data))
+    try:
+        assert all(not p.exists() for p in stale) and keep.exists()
+        assert "event=temporaries_removed count=2" in d.text()
+    finally:
+        assert d.stop() == 0
+
+
+def test_log_lines_carry_ids_and_never_the_token():
+    d = Daemon()
+    try:
+        s = tensord.connect("127.0.0.1:%d" % d.port)
+        tag = hashlib.sha256(s.token).hexdigest()[:8]
+        x = s.ones(2)
+        s.synchronize()
+        text = d.text()
+        m = re.search(r"event=session_opened conn=(\d+) session=(\w+) req=(\d+)", text)
+        assert m and m.group(2) == tag, text  # the tag is where its snapshot's name begins
+        s2 = tensord.connect("127.0.0.1:%d" % d.port, resume=s.token)
+        assert tensord.Tensor(s2, x._h).tolist() == [1.0, 1.0]
+        text = d.text()
+        assert re.search(r"event=session_resumed conn=\d+ session=%s req=\d+" % tag, text)
+        for form in (s.token.hex(), s.token.hex().upper(), base64.b64encode(s.token).decode()):
+            assert form not in text
+        s.close()
+    finally:
+        assert d.stop() == 0
+
+
+def test_auth_failures_name_the_peer(tmp_path):
+    tok = tmp_path / "token"
+    tok.write_text("right-token-0123456789\n")
+    d = Daemon("--auth-token-file", str(tok))
+    try:
+        with pytest.raises(wire.ServerError):
+            wire.Conn(d.port, token="wrong")
+        assert re.search(r"event=auth_failed conn=\d+ peer=127\.0\.0\.1:\d+ req=\d+", d.text())
+        assert "wrong" not in d.text() and "right-token" not in d.text()
+    finally:
+        assert d.stop() == 0

@@ -3,13 +3,17 @@ event loop; counters move with traffic; the Stats request carries the same count
 import ctypes
 import ctypes.util
 import re
+import signal
 import socket
+import struct
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 
 import tensord
+import wire
 from conftest import Daemon
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
@@ -135,3 +139,46 @@ def test_bad_metrics_address_is_refused_at_start():
     assert d.port is None and d.proc.wait(timeout=10) == 2
     assert "metrics-listen" in d.text()
     d.stop()
+
+
+def test_readyz_says_503_while_the_daemon_drains():
+    """After SIGTERM the daemon finishes what it owes before exiting; meanwhile /readyz answers
+    503 (a load balancer stops sending) while /healthz and /metrics still answer."""
+    d = Daemon("--metrics-listen", "127.0.0.1:0", "--shutdown-timeout", "20s")
+    try:
+        mport = int(re.search(r"metrics_listening addr=127\.0\.0\.1:(\d+)", d.text()).group(1))
+        s = tensord.connect("127.0.0.1:%d" % d.port)
+        big = s.ones(4 << 20)  # 16 MiB, sent back without a copy
+        s.synchronize()
+        sock = socket.create_connection(("127.0.0.1", d.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        req = wire.pb.Request(id=1)
+        req.hello.min_version = req.hello.max_version = 1
+        req.hello.session_token = s.token
+        frames = [req]
+        for i in range(8):  # 128 MiB of replies owed, not read yet
+            g = wire.pb.Request(id=2 + i)
+            g.get.handle = big._h
+            frames.append(g)
+        for f in frames:
+            meta = f.SerializeToString()
+            sock.sendall(struct.pack(">IQ", len(meta), 0) + meta)
+        time.sleep(0.3)
+        d.proc.send_signal(signal.SIGTERM)
+        deadline = time.time() + 5
+        while "event=shutdown" not in d.text() and time.time() < deadline:
+            time.sleep(0.02)
+        assert get(mport, "/readyz")[::2] == (503, "stopping\n")
+        assert get(mport, "/healthz")[::2] == (200, "ok\n")
+        assert get(mport, "/metrics")[0] == 200
+        assert d.proc.poll() is None  # still owed replies: still running
+        got = 0
+        while True:  # now read: every reply owed arrives, then the daemon goes
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            got += len(chunk)
+        assert got > 8 * (16 << 20)
+        assert d.proc.wait(timeout=20) == 0
+    finally:
+        d.stop()

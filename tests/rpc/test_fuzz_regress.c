@@ -24,6 +24,8 @@ struct harness {
     struct td_rpc_peer *peer;
     Tensord__Response *last;  /* the last reply, decoded */
     int nreplies;
+    uint64_t ids[16];         /* the first replies' ids and status codes, in arrival order */
+    int codes[16];
 };
 
 static uint64_t fake_now(void)
@@ -35,6 +37,10 @@ static void capture(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
 {
     struct harness *h = user;
     (void)p;
+    if (h->nreplies < 16) {
+        h->ids[h->nreplies] = UINT64_MAX;  /* a close with no reply frame */
+        h->codes[h->nreplies] = -1;
+    }
     h->nreplies++;
     if (h->last != NULL) {
         tensord__response__free_unpacked(h->last, NULL);
@@ -45,6 +51,10 @@ static void capture(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
         h->last = tensord__response__unpack(NULL, r->frame_len - TD_FRAME_HEADER_BYTES,
                                             r->frame + TD_FRAME_HEADER_BYTES);
         assert_non_null(h->last);
+        if (h->nreplies <= 16) {
+            h->ids[h->nreplies - 1] = h->last->id;
+            h->codes[h->nreplies - 1] = h->last->status != NULL ? (int)h->last->status->code : 0;
+        }
     }
     if (r->release != NULL) {
         r->release(r->release_arg);
@@ -257,6 +267,183 @@ static void test_hello_after_close_session(void **state)
     harness_close(&h);
 }
 
+/* A deferring executor, as the thread pool is seen from the loop: heavy jobs wait in `deferred`
+** until the test runs them, so later requests of the connection queue up behind them. */
+static struct td_job *deferred[8];
+static int ndeferred;
+
+static void defer_submit(struct td_executor *ex, struct td_job *job)
+{
+    (void)ex;
+    assert_true(ndeferred < 8);
+    deferred[ndeferred++] = job;
+}
+
+static struct td_executor executor_deferred = {.submit = defer_submit};
+
+/* The "worker" finishes the oldest heavy job; its completion pumps the session's queue. */
+static void finish_deferred(void)
+{
+    assert_true(ndeferred > 0);
+    struct td_job *job = deferred[0];
+    memmove(deferred, deferred + 1, (size_t)(ndeferred - 1) * sizeof deferred[0]);
+    ndeferred--;
+    job->run(job);
+    td_session_job_complete(job);
+}
+
+/* Backward of a handle that does not exist: Backward always goes to the executor (a graph's
+** size is unknown until walked), so it is the heavy job of both reproducers; it fails with
+** UNKNOWN_HANDLE when it runs. */
+static void send_backward(struct harness *h, uint64_t id)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Backward m = TENSORD__BACKWARD__INIT;
+    m.handle = 10;
+    m.retain_graph = true;
+    req.id = id;
+    req.body_case = TENSORD__REQUEST__BODY_BACKWARD;
+    req.backward = &m;
+    send_req(h, &req);
+}
+
+/* A Hello on a connection that has a session: it names protocol versions 10.. (none in common). */
+static void send_second_hello(struct harness *h, uint64_t id)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Hello m = TENSORD__HELLO__INIT;
+    m.min_version = 10;
+    req.id = id;
+    req.body_case = TENSORD__REQUEST__BODY_HELLO;
+    req.hello = &m;
+    send_req(h, &req);
+}
+
+static void assert_replies(const struct harness *h, int first, const uint64_t *ids,
+                           const int *codes, int n)
+{
+    assert_int_equal(h->nreplies, first + n);
+    for (int i = 0; i < n; i++) {
+        if (h->ids[first + i] != ids[i] || h->codes[first + i] != codes[i]) {
+            fail_msg("reply %d: id %llu status %d, expected id %llu status %d", i,
+                     (unsigned long long)h->ids[first + i], h->codes[first + i],
+                     (unsigned long long)ids[i], codes[i]);
+        }
+    }
+}
+
+/* regress/rpc/reply-order-hello-behind-heavy: with a heavy Backward running on a worker, a second
+** Hello (versions 10.., refused), a RunOp and an empty frame follow on the same connection. A
+** Hello on a connection that has a session goes through the session's FIFO like any request, so
+** its VERSION_MISMATCH reply comes after the Backward's and before the RunOp's. (The reproducer
+** gives the Hello id 0, the id an undecodable frame's reply carries too; distinct ids here make
+** each reply's place checkable.) */
+static void test_hello_behind_heavy_keeps_order(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_init(&h);
+    h.store.ex = &executor_deferred;
+    int first = h.nreplies;
+    send_backward(&h, 18);
+    send_second_hello(&h, 19);
+    /* RunOp sub(3, 3) with dims [1, 0]: handle 3 does not exist. */
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__RunOp m = TENSORD__RUN_OP__INIT;
+    Tensord__OpArgs args = TENSORD__OP_ARGS__INIT;
+    Tensord__Operand o = TENSORD__OPERAND__INIT;
+    Tensord__Operand *ins[] = {&o, &o};
+    int64_t dims[] = {1, 0};
+    o.value_case = TENSORD__OPERAND__VALUE_HANDLE;
+    o.handle = 3;
+    args.dims = dims;
+    args.n_dims = 2;
+    args.has_dims = true;
+    args.has_dim = true;
+    m.out = 1108;
+    m.op = TENSORD__OP__OP_SUB;
+    m.inputs = ins;
+    m.n_inputs = 2;
+    m.args = &args;
+    req.id = 108;
+    req.body_case = TENSORD__REQUEST__BODY_RUN_OP;
+    req.run_op = &m;
+    send_req(&h, &req);
+    td_rpc_handle(h.peer, NULL, 0, NULL, 0);  /* the reproducer's trailing empty frame */
+    /* Nothing may be answered while the first request is still on the worker. */
+    assert_int_equal(h.nreplies, first);
+    assert_int_equal(ndeferred, 1);
+    finish_deferred();
+    const uint64_t ids[] = {18, 19, 108, 0};
+    const int codes[] = {TENSORD__STATUS_CODE__UNKNOWN_HANDLE,
+                         TENSORD__STATUS_CODE__VERSION_MISMATCH,
+                         TENSORD__STATUS_CODE__UNKNOWN_HANDLE,
+                         TENSORD__STATUS_CODE__PROTOCOL_ERROR};
+    assert_replies(&h, first, ids, codes, 4);
+    assert_int_equal(ndeferred, 0);
+    /* The refused Hello left the connection on its session: a Ping is answered OK. */
+    h.store.ex = &td_executor_inline;
+    Tensord__Request ping = TENSORD__REQUEST__INIT;
+    Tensord__Ping pm = TENSORD__PING__INIT;
+    ping.id = 109;
+    ping.body_case = TENSORD__REQUEST__BODY_PING;
+    ping.ping = &pm;
+    send_req(&h, &ping);
+    assert_int_equal(h.last->id, 109);
+    assert_true(h.last->status == NULL || h.last->status->code == 0);
+    harness_close(&h);
+}
+
+/* regress/rpc/reply-order-empty-frame-behind-heavy: Backward (heavy), a refused second Hello,
+** another Backward (heavy again, so the queue stops twice), then an empty frame. The empty
+** frame's PROTOCOL_ERROR reply (id 0) was sent at once, overtaking all three; it must wait its
+** turn in the FIFO and come last. Undecodable bytes and a data section on a request that takes
+** none are refused on the same early path, and keep their place the same way. */
+static void test_empty_frame_behind_heavy_keeps_order(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_init(&h);
+    h.store.ex = &executor_deferred;
+    int first = h.nreplies;
+    send_backward(&h, 18);
+    send_second_hello(&h, 19);
+    send_backward(&h, 20);
+    td_rpc_handle(h.peer, NULL, 0, NULL, 0);            /* empty: no protobuf section */
+    const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff}; /* not a Request message */
+    td_rpc_handle(h.peer, garbage, sizeof garbage, NULL, 0);
+    Tensord__Request ping = TENSORD__REQUEST__INIT;
+    Tensord__Ping pm = TENSORD__PING__INIT;
+    ping.id = 21;
+    ping.body_case = TENSORD__REQUEST__BODY_PING;
+    ping.ping = &pm;
+    size_t len = tensord__request__get_packed_size(&ping);
+    uint8_t meta[16];
+    assert_true(len <= sizeof meta);
+    tensord__request__pack(&ping, meta);
+    void *data = td_malloc(3);                          /* Ping takes no data section */
+    assert_non_null(data);
+    memcpy(data, "xyz", 3);
+    td_rpc_handle(h.peer, meta, len, data, 3);
+    assert_int_equal(h.nreplies, first);
+    assert_int_equal(ndeferred, 1);
+    finish_deferred();
+    /* The Hello's reply is out; the second Backward is on the worker and holds the rest. */
+    assert_int_equal(h.nreplies, first + 2);
+    assert_int_equal(ndeferred, 1);
+    finish_deferred();
+    const uint64_t ids[] = {18, 19, 20, 0, 0, 21};
+    const int codes[] = {TENSORD__STATUS_CODE__UNKNOWN_HANDLE,
+                         TENSORD__STATUS_CODE__VERSION_MISMATCH,
+                         TENSORD__STATUS_CODE__UNKNOWN_HANDLE,
+                         TENSORD__STATUS_CODE__PROTOCOL_ERROR,
+                         TENSORD__STATUS_CODE__PROTOCOL_ERROR,
+                         TENSORD__STATUS_CODE__PROTOCOL_ERROR};
+    assert_replies(&h, first, ids, codes, 6);
+    h.store.ex = &td_executor_inline;
+    harness_close(&h);
+}
+
 int main(void)
 {
     td_log_min_level = TD_LOG_WARN;
@@ -265,6 +452,8 @@ int main(void)
         cmocka_unit_test(test_op_work_of_numbers),
         cmocka_unit_test(test_fill_of_a_number),
         cmocka_unit_test(test_hello_after_close_session),
+        cmocka_unit_test(test_hello_behind_heavy_keeps_order),
+        cmocka_unit_test(test_empty_frame_behind_heavy_keeps_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
