@@ -259,10 +259,39 @@ static void test_parallel_sum(void **state)
     td_tensor_unref(a);
 }
 
+/* gelu(x) = x (1 + erf(x / sqrt 2)) / 2, torch's definition, far into the negative tail where
+** 1 + erf cancels: float32 must not lose more than its own rounding. References: the formula
+** in double from Python's math module, to 10 digits. */
+static void test_gelu_negative_tail(void **state)
+{
+    (void)state;
+    const int64_t shape[] = {4};
+    const double x[] = {-3.0, -4.1, -5.5, -8.0};
+    /* -4.1 is not a float: its float32 neighbour -4.0999999046 has its own reference */
+    const double want[2][4] = {
+        {-4.0496940949e-03, -8.4695811273e-05, -1.0444259363e-07, -4.8849813084e-15},
+        {-4.0496940949e-03, -8.4695778341e-05, -1.0444259363e-07, -4.8849813084e-15}};
+    for (int k = 0; k < 2; k++) {
+        enum td_dtype dt = k == 0 ? TD_DTYPE_F32 : TD_DTYPE_F64;
+        struct td_tensor *t = mk(dt, shape, 1, x);
+        struct td_tensor *g = apply1(TD_OP_GELU, t, NULL);
+        for (int i = 0; i < 4; i++) {
+            double rel = fabs(at(g, i) - want[k][i]) / fabs(want[k][i]);
+            if (rel > (dt == TD_DTYPE_F32 ? 2e-6 : 1e-9)) {
+                fail_msg("gelu(%g) = %.10g, want %.10g (rel %g)", x[i], at(g, i), want[k][i],
+                         rel);
+            }
+        }
+        td_tensor_unref(g);
+        td_tensor_unref(t);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_eight_dims),
+        cmocka_unit_test(test_gelu_negative_tail),
         cmocka_unit_test(test_stride_zero_inputs),
         cmocka_unit_test(test_writes_through_views),
         cmocka_unit_test(test_scalars),

@@ -2,7 +2,9 @@
 
 A round trip, seen from the wire, is a turn: the client sends after the server has sent
 something since the client last sent. Pipelined traffic has few turns; lock-step traffic has one
-per request. `drop()` closes every connection passing through, as a network failure would.
+per request. `drop()` closes every connection passing through, as a network failure would;
+with `mute` set, the server's bytes are thrown away, so a request can be made to run with its
+reply lost (what a drop at the wrong moment does).
 """
 import select
 import socket
@@ -18,6 +20,7 @@ class Proxy:
         self.port = self.listener.getsockname()[1]
         self.turns = 0
         self.client_bytes = 0
+        self.mute = False  # discard what the server sends
         self._server_spoke = True  # the first client send counts as a turn
         self._pairs = []
         self._lock = threading.Lock()
@@ -65,6 +68,8 @@ class Proxy:
                     dst = server
                 else:
                     self._server_spoke = True
+                    if self.mute:
+                        continue
                     dst = client
                 try:
                     dst.sendall(data)

@@ -5,6 +5,7 @@ import inspect
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -144,18 +145,163 @@ def test_transparent_resume_after_the_connection_drops(daemon):
         proxy.drop()
         assert [y.tolist()[1] for y in ys[:5]] == [0.0, 2.0, 4.0, 6.0, 8.0]
         assert ys[99].sum().item() == 99 * 3
-        # an in-place request in flight when the connection drops: its outcome is unknown,
-        # and the client says so instead of guessing
+        # an in-place request written to the socket, whose reply the drop loses: whether it
+        # ran is unknown, and the client says so instead of guessing; so does every request
+        # after it, whose result could depend on it
         v = s.zeros(2)
         s.synchronize()
+        proxy.mute = True  # the server's replies go nowhere
         v.add_(1)
         after = v * 2
+        before = proxy.client_bytes
+        s.flush()
+        deadline = time.time() + 10
+        while proxy.client_bytes == before and time.time() < deadline:
+            time.sleep(0.01)  # until the server has the requests
         proxy.drop()
-        with pytest.raises(tensord.TensorError, match="unknown"):
-            after.tolist()
+        proxy.mute = False
+        with pytest.raises(tensord.TensorError, match="whether this request ran is unknown"):
+            after.tolist()  # the first error raised is the add_'s
+        assert "not re-sent" in after._p.error.message
+        assert "earlier request's outcome is unknown" in after._p.error.message
         s.close()
     finally:
         proxy.close()
+
+
+def test_idle_drop_then_inplace_and_backward_are_resent(daemon):
+    """Requests queued after the server went away were never written, so they cannot have run:
+    they are re-sent whatever they are, in-place ops and backward() included."""
+    proxy = Proxy(daemon)
+    try:
+        s = tensord.connect("127.0.0.1:%d" % proxy.port)
+        v = s.zeros(2)
+        w = s.tensor([1.0, 2.0], requires_grad=True)
+        s.synchronize()
+        proxy.drop()  # while idle
+        v.add_(1)
+        (w * w).sum().backward()
+        tw = torch.tensor([1.0, 2.0], requires_grad=True)
+        (tw * tw).sum().backward()
+        assert v.tolist() == torch.zeros(2).add_(1).tolist()
+        assert w.grad.tolist() == tw.grad.tolist()
+        assert s._c.reconnects == 1
+        s.close()
+    finally:
+        proxy.close()
+
+
+def test_sgd_loop_survives_dropped_connections_and_matches_torch(daemon):
+    """The connection drops twice in the middle of training steps (after backward() was issued,
+    before the update); the loop neither notices nor diverges from torch's."""
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 3, 32)
+    x = (rng.standard_normal((3, 5))[y] * 2 + rng.standard_normal((32, 5))).astype(np.float32)
+    w0 = (rng.standard_normal((3, 5)) * 0.3).astype(np.float32)
+    b0 = np.zeros(3, np.float32)
+
+    def train(torch_, x, y, w, b, drop=None):
+        losses = []
+        for step in range(10):
+            loss = torch_.nn.functional.cross_entropy(
+                torch_.nn.functional.linear(x, w, b), y)
+            loss.backward()
+            if drop is not None and step in (3, 7):
+                drop()
+            with torch_.no_grad():
+                for p in (w, b):
+                    p -= 0.5 * p.grad
+                    p.grad = None
+            losses.append(loss.item())
+        return losses
+
+    proxy = Proxy(daemon)
+    try:
+        s = tensord.connect("127.0.0.1:%d" % proxy.port)
+        tensord._default = s  # tensord.no_grad() below is the session's
+        got = train(tensord, s.tensor(x), s.tensor(y), s.tensor(w0, requires_grad=True),
+                    s.tensor(b0, requires_grad=True), drop=proxy.drop)
+        assert s._c.reconnects == 2
+        s.close()
+    finally:
+        tensord._default = None
+        proxy.close()
+    want = train(torch, torch.tensor(x), torch.tensor(y), torch.tensor(w0, requires_grad=True),
+                 torch.tensor(b0, requires_grad=True))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert want[-1] < want[0] * 0.5  # it trained
+
+
+def test_closed_session_says_so(daemon):
+    s = tensord.connect("127.0.0.1:%d" % daemon)
+    x = s.ones(2) * 2
+    s.close()
+    for use in (lambda: x + 1, lambda: x.tolist(), lambda: repr(x), lambda: s.ones(1),
+                s.synchronize, s.flush):
+        with pytest.raises(tensord.TensorError, match="^session is closed$"):
+            use()
+
+
+def public(owner):
+    """(name, object) of the public callables and properties a user can reach on owner."""
+    for name in dir(owner):
+        if name.startswith("_") and name not in ("__getitem__", "__setitem__"):
+            continue
+        obj = inspect.getattr_static(owner, name)
+        if isinstance(obj, (staticmethod, classmethod)):
+            obj = obj.__func__
+        if callable(obj) or isinstance(obj, property):
+            yield name, obj
+
+
+def test_public_api_has_docstrings_signatures_and_py_typed(session):
+    import tensord.nn.functional as F
+    ops = sorted(tensord._OPS - {"mT"})  # reached through __getattr__, so not in dir()
+    own = [(n, o) for n, o in public(tensord)
+           if getattr(o, "__module__", "").startswith("tensord")]
+    assert len(own) > 20
+    checked = own + list(public(tensord.Tensor)) + list(public(tensord.Session)) + [
+        (n, o) for n, o in public(F) if getattr(o, "__module__", "") == F.__name__] + [
+        ("tensord." + n, getattr(tensord, n)) for n in ops] + [
+        ("Session." + n, getattr(session, n)) for n in ops] + [
+        ("Tensor." + n, getattr(session.ones(1), n)) for n in ops]
+    missing = [n for n, o in checked if not (o.__doc__ or "").strip()]
+    assert not missing
+    # module-level wrappers keep the method's signature (less self) and its docstring
+    for name in tensord._CREATION:
+        method = getattr(tensord.Session, name)
+        params = list(inspect.signature(method).parameters)[1:]
+        assert list(inspect.signature(getattr(tensord, name)).parameters) == params, name
+        assert getattr(tensord, name).__doc__ == method.__doc__
+    assert os.path.isfile(os.path.join(os.path.dirname(tensord.__file__), "py.typed"))
+    with open(os.path.join(os.path.dirname(os.path.dirname(tensord.__file__)),
+                           "pyproject.toml")) as f:
+        assert 'tensord = ["py.typed"]' in f.read()
+
+
+def test_every_module_function_is_a_session_method(session):
+    functions = [n for n, o in public(tensord)
+                 if inspect.isfunction(o) and o.__module__ == "tensord" and n != "connect"]
+    assert {"tensor", "rand", "is_tensor", "numel", "zeros_like", "no_grad",
+            "is_grad_enabled", "enable_grad"} <= set(functions)
+    missing = [n for n in functions if not callable(getattr(session, n, None))]
+    assert not missing
+    x = session.tensor([[1, 2, 3]])
+    assert session.is_tensor(x) and not session.is_tensor([1])
+    assert session.numel(x) == torch.numel(torch.tensor([[1, 2, 3]]))
+    assert repr(session.zeros_like(x)) == repr(torch.zeros_like(torch.tensor([[1, 2, 3]])))
+    with pytest.raises(AttributeError, match="'Session' object has no attribute 'nope'"):
+        session.nope
+
+
+def test_nn_functional_is_reachable_after_import_tensord():
+    """As torch.nn.functional is after `import torch` alone."""
+    code = "import tensord\nprint(tensord.nn.functional.relu.__name__)\n"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(tensord.__path__[0]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "relu\n"
 
 
 def test_large_tensors_move_in_chunks_with_progress(capfd):

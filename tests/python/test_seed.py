@@ -1,14 +1,30 @@
 """The user's reference (PyTorch basics) runs with `import tensord as torch` and prints what the
 document shows — except random values, torch.Size printed as tensord.Size, and the numpy cell,
-where tensord copies (documented) instead of sharing memory."""
+where tensord copies (documented) instead of sharing memory.
+
+The cells are read from the document itself, not copied into this file. The reference lives
+outside the repository (../shared/seed), so a copy is kept in tests/python/data; a test checks
+the two agree whenever the original is there. The document is plain text: prose paragraphs,
+then code, each block of code followed at once by what it printed. Each cell runs twice, once
+with tensord and once with torch itself (seeded, and with from_numpy copying, as tensord's does),
+and the printed text must be the same.
+"""
+import ast
 import contextlib
 import io
+import os
 import re
+import subprocess
+import sys
 
-import numpy as np
 import pytest
+import torch as real_torch
 
 import tensord
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COPY = os.path.join(HERE, "data", "pytorch-basics.md")
+ORIGINAL = os.path.join(HERE, "..", "..", "..", "shared", "seed", "pytorch-basics.md")
 
 
 @pytest.fixture
@@ -20,73 +36,114 @@ def torch(daemon, monkeypatch):
     tensord._default = None
 
 
-def run(code, torch):
+def statements(lines):
+    """The statements in lines if they are Python with at least one statement, else None."""
+    try:
+        return ast.parse("\n".join(lines)).body or None
+    except SyntaxError:
+        return None
+
+
+def run(code, namespace):
+    """Runs a notebook cell: its printed text, plus the repr of a last bare expression."""
+    tree = ast.parse(code)
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(code, {"torch": torch, "np": np})
+        exec(compile(tree, "<cell>", "exec"), namespace)
+        if last is not None:
+            value = eval(compile(ast.Expression(last.value), "<cell>", "eval"), namespace)
+            if value is not None:
+                print(repr(value))
     return out.getvalue()
 
 
-def test_creating_tensors_from_data(torch):
-    code = "data = [[1, 2], [3, 4]]\nx_data = torch.tensor(data)\nprint(repr(x_data))\n"
-    assert run(code, torch) == "tensor([[1, 2],\n        [3, 4]])\n"
+def random_cell(code):
+    return re.search(r"\btorch\.(rand|randn|randint)\b", code) is not None
 
 
-def test_random_and_constant_fills(torch):
-    code = ("shape = (2, 3)\nrand_tensor = torch.rand(shape)\nones_tensor = torch.ones(shape)\n"
-            "print(ones_tensor)\nprint(rand_tensor)\n")
-    out = run(code, torch).split("\n")
-    assert out[0] == "tensor([[1., 1., 1.],"
-    assert out[1] == "        [1., 1., 1.]])"
-    assert re.fullmatch(r"tensor\(\[\[0\.\d{4}, 0\.\d{4}, 0\.\d{4}\],", out[2])
-    assert re.fullmatch(r"        \[0\.\d{4}, 0\.\d{4}, 0\.\d{4}\]\]\)", out[3])
+def comparable(text, code):
+    """Printed text with random values (in a cell that draws them) masked."""
+    return re.sub(r"\d\.\d{4}", "R", text) if random_cell(code) else text
 
 
-def test_numpy_conversion_copies(torch):
-    code = ("np_array = np.array([10, 20, 30])\nt_from_np = torch.from_numpy(np_array)\n"
-            "print(np_array)\nprint(t_from_np)\nnp_array[0] = 100\nprint(np_array)\n"
-            "print(t_from_np)\n")
-    # torch shares memory and prints tensor([100,  20,  30]) last; tensord copied.
-    assert run(code, torch) == ("[10 20 30]\ntensor([10, 20, 30])\n[100  20  30]\n"
-                                "tensor([10, 20, 30])\n")
+def squeezed(text):
+    return " ".join(text.split())
 
 
-def test_arithmetic_matmul_and_inplace(torch):
-    code = ('tensor_a = torch.tensor([[1, 2], [3, 4]])\n'
-            'tensor_b = torch.tensor([[5, 6], [7, 8]])\n'
-            'print("Dimensions", [tensor_a.shape, tensor_b.shape])\n'
-            'print("Element-wise multiplication:\\n", tensor_a * tensor_b)\n'
-            'print("Matrix Multiplication:\\n", tensor_a @ tensor_b)\n'
-            'tensor_a.add_(5)\n'
-            'print("Tensor A after in-place addition:\\n", tensor_a)\n')
-    assert run(code, torch) == (
-        "Dimensions [tensord.Size([2, 2]), tensord.Size([2, 2])]\n"
-        "Element-wise multiplication:\n tensor([[ 5, 12],\n        [21, 32]])\n"
-        "Matrix Multiplication:\n tensor([[19, 22],\n        [43, 50]])\n"
-        "Tensor A after in-place addition:\n tensor([[6, 7],\n        [8, 9]])\n")
+def cells(path):
+    """[(code, printed)] from the document at path."""
+    with open(path, encoding="utf-8") as f:
+        paragraphs = f.read().split("\n\n")
+    # A paragraph is prose unless some of its first lines parse as Python statements (the title
+    # is a Markdown heading, which would parse as a comment). Runs of code paragraphs are cells.
+    blocks, current = [], []
+    for i, para in enumerate(paragraphs):
+        lines = para.strip("\n").split("\n")
+        code = i > 0 and any(statements(lines[:n]) for n in range(1, len(lines) + 1))
+        if code:
+            current.append(para.strip("\n"))
+        elif current:
+            blocks.append("\n\n".join(current))
+            current = []
+    if current:
+        blocks.append("\n\n".join(current))
+    # Where code ends and output begins: the split at which running the code with torch prints
+    # what follows (up to whitespace and random values). The document was made by running it.
+    out, namespace = [], {}
+    for block in blocks:
+        lines = block.split("\n")
+        for k in range(len(lines) - 1, 0, -1):
+            code, shown = "\n".join(lines[:k]), "\n".join(lines[k:])
+            if statements(lines[:k]) is None:
+                continue
+            trial = dict(namespace)
+            try:
+                printed = run(code, trial)
+            except Exception:
+                continue
+            if squeezed(comparable(printed, code)) == squeezed(comparable(shown, code)):
+                out.append((code, shown))
+                namespace = trial
+                break
+        else:
+            raise AssertionError("no split of this block prints what follows it:\n" + block)
+    return out
 
 
-def test_broadcasting(torch):
-    code = ('matrix = torch.tensor([[1, 2, 3], [4, 5, 6]])\n'
-            'vector = torch.tensor([10, 20, 30])\n'
-            'print("Dimensions", [matrix.shape, vector.shape])\n'
-            'result = matrix + vector\n'
-            'print("Broadcasting result:\\n", result)\n')
-    assert run(code, torch) == (
-        "Dimensions [tensord.Size([2, 3]), tensord.Size([3])]\n"
-        "Broadcasting result:\n tensor([[11, 22, 33],\n        [14, 25, 36]])\n")
+def test_the_copy_is_the_reference():
+    if not os.path.exists(ORIGINAL):  # a clone without ../shared: the copy is what there is
+        return
+    with open(ORIGINAL, "rb") as a, open(COPY, "rb") as b:
+        assert a.read() == b.read(), "tests/python/data/pytorch-basics.md is out of date"
 
 
-def test_autograd(torch):
-    code = ('a = torch.tensor([2.0], requires_grad=True)\n'
-            'b = torch.tensor([6.0], requires_grad=True)\n'
-            'Q = 3*a**3 - b**2\n'
-            'print(f"Q value: {Q.item()}")\n'
-            'Q.backward()\n'
-            'print(f"Computed dQ/da: {a.grad.item()}")\n'
-            'print(f"Computed dQ/db: {b.grad.item()}")\n')
-    assert run(code, torch) == ("Q value: -12.0\nComputed dQ/da: 36.0\n"
-                                "Computed dQ/db: -12.0\n")
+def test_every_cell_prints_what_torch_prints(torch, monkeypatch):
+    found = cells(COPY)
+    assert len(found) == 6  # imports + data, fills, numpy, arithmetic, broadcasting, autograd
+    # torch itself, with tensord's documented difference: from_numpy copies
+    real_from_numpy = real_torch.from_numpy
+    monkeypatch.setattr(real_torch, "from_numpy", lambda a: real_from_numpy(a.copy()))
+    real_torch.manual_seed(0)
+    want_ns, got_ns = {}, {}
+    numpy_cells = 0
+    for code, shown in found:
+        want = run(code, want_ns)
+        got = run(re.sub(r"^import torch$", "import tensord as torch", code, flags=re.M),
+                      got_ns)
+        assert got_ns["torch"] is tensord
+        assert comparable(got, code) == comparable(want, code).replace("torch.Size",
+                                                                       "tensord.Size"), code
+        if "from_numpy" in code:
+            # torch shares the array's memory and the document shows the change; tensord
+            # copied, so its last line is the tensor as it was made
+            numpy_cells += 1
+            assert squeezed(shown) != squeezed(got)
+            assert got.splitlines()[-1] == got.splitlines()[1]
+        else:
+            assert squeezed(comparable(got, code).replace("tensord.Size", "torch.Size")) == \
+                squeezed(comparable(shown, code))
+    assert numpy_cells == 1
 
 
 def test_collected_tensors_are_freed(torch):
@@ -114,14 +171,11 @@ def test_indexing_views_and_setitem(torch):
 
 
 def test_train_mlp_example_runs(daemon):
-    import os
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = os.path.dirname(os.path.dirname(HERE))
     env = dict(os.environ, TENSORD_ADDR="127.0.0.1:%d" % daemon,
                PYTHONPATH=os.path.join(root, "client", "python"))
-    out = subprocess.run([sys.executable, os.path.join(root, "client/python/examples/train_mlp.py")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    example = os.path.join(root, "client", "python", "examples", "train_mlp.py")
+    out = subprocess.run([sys.executable, example], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     losses = [float(line.split()[-1]) for line in out.stdout.splitlines()]
     assert len(losses) == 6 and losses[-1] < losses[0] * 0.5

@@ -16,7 +16,8 @@ Differences from PyTorch: tensors live on the server, so ``numpy()`` and ``from_
 from __future__ import annotations
 
 import builtins
-import contextlib
+import functools
+import inspect
 import os
 import struct
 import sys
@@ -29,8 +30,9 @@ from ._conn import H, ServerError, np
 pb = _conn.pb
 
 __all__ = ["Session", "Tensor", "Size", "dtype", "connect", "tensor", "from_numpy", "zeros",
-           "ones", "full", "rand", "randn", "arange", "manual_seed", "no_grad", "TensorError",
-           "float32", "float64", "int32", "int64", "bool"]
+           "ones", "full", "rand", "randn", "arange", "manual_seed", "no_grad", "enable_grad",
+           "set_grad_enabled", "is_grad_enabled", "TensorError", "float32", "float64", "int32",
+           "int64", "bool"]
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 CHUNK_BYTES = 8 << 20       # tensors larger than this move in chunks of this size
@@ -104,10 +106,34 @@ class Size(tuple):
         return "tensord.Size(%s)" % list(self)
 
     def numel(self) -> builtins.int:
+        """The number of elements a tensor of this shape holds."""
         n = 1
         for d in self:
             n *= d
         return n
+
+
+class Node:
+    """An autograd graph node, as ``x.grad_fn`` gives it: the server keeps the graph, so this
+    carries only the node's name. Its class is named after the node (``MulBackward0``), so
+    ``type(x.grad_fn).__name__`` and the repr read as torch's."""
+
+    def name(self) -> str:
+        """The node's name, as torch's ``grad_fn.name()``: 'MulBackward0'."""
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return "<%s object at %#x>" % (type(self).__name__, id(self))
+
+
+_NODE_TYPES: dict = {}
+
+
+def _node_type(name: str) -> type:
+    cls = _NODE_TYPES.get(name)
+    if cls is None:
+        cls = _NODE_TYPES[name] = type(name, (Node,), {"__doc__": Node.__doc__})
+    return cls
 
 
 class return_types:  # noqa: N801 - torch's name
@@ -240,6 +266,10 @@ class Session:
         self.sync = sync
         self.progress = progress
         self._closed = False
+        # torch's grad mode, mirrored here so is_grad_enabled() and nested no_grad() blocks
+        # need no round trip; the server's switch is set from it (and is per session, so it
+        # survives a reconnect).
+        self._grad_enabled = True
 
     @property
     def token(self) -> bytes:
@@ -265,7 +295,14 @@ class Session:
         self.close()
 
     # -- plumbing --
+    def _check_open(self) -> None:
+        if self._closed:
+            # The connection is gone too: without this the socket layer fails with a TypeError
+            # about fileno() that says nothing of the cause.
+            raise TensorError(pb.NO_SESSION, "session is closed")
+
     def _send(self, req: Any, what: str, data: Any = b"", replay: Any = None) -> _conn.Pending:
+        self._check_open()
         if self._dead:
             # The list stays the same object: finalizers hold its append method.
             n = len(self._dead)
@@ -287,6 +324,8 @@ class Session:
 
     def _wait(self, p: _conn.Pending) -> _conn.Pending:
         """A blocking point: p's reply, and any earlier pipelined error, raised here."""
+        if not p.done:
+            self._check_open()
         self._c.wait(p)
         self._raise_pending()
         if p.error is not None:
@@ -303,10 +342,12 @@ class Session:
         """Sends the queued requests now, without waiting for replies. Requests are otherwise
         buffered (64 KiB at a time) until a value is needed, so call this before doing slow
         local work if the server should be computing meanwhile."""
+        self._check_open()
         self._c._flush_guarded()
 
     def synchronize(self) -> None:
         """Waits for every request sent so far and raises the first error among them."""
+        self._check_open()
         self._c.sync()
         self._raise_pending()
 
@@ -319,6 +360,12 @@ class Session:
         return Tensor(self, out, p, meta)
 
     def _op(self, name: str, inputs: Sequence[Any], inplace: Any = False, **kw: Any) -> Any:
+        for k in kw:
+            if k not in _ARG_NAMES:
+                # A keyword torch has and the protocol does not (alpha=, rounding_mode=, out=):
+                # refused as Python refuses an unknown keyword, before anything is sent.
+                raise TypeError("%s%s() got an unexpected keyword argument '%s'"
+                                % (name, "_" if inplace else "", k))
         args = [H(x._h) if isinstance(x, Tensor) else x for x in inputs]
         req = self._c.op_request(name, args, inplace=inplace, **kw)
         if inplace:
@@ -410,6 +457,7 @@ class Session:
         return max(1 << 16, min(CHUNK_BYTES, self._frame_bytes()))
 
     def as_tensor(self, data: Any, dtype: Optional[dtype] = None) -> "Tensor":
+        """data itself if it is a tensor (and no dtype is asked), else ``tensor(data, dtype)``."""
         return data if isinstance(data, Tensor) and dtype is None else self.tensor(data, dtype)
 
     def from_numpy(self, array: Any) -> "Tensor":
@@ -433,28 +481,35 @@ class Session:
 
     def zeros(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
               ) -> "Tensor":
+        """torch.zeros(*size, dtype=float32, requires_grad=False); size as f(2, 3) or f((2, 3))."""
         return self._full(shape, 0.0, dtype or float32, requires_grad)
 
     def ones(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
              ) -> "Tensor":
+        """torch.ones(*size, dtype=float32, requires_grad=False); size as f(2, 3) or f((2, 3))."""
         return self._full(shape, 1.0, dtype or float32, requires_grad)
 
     def full(self, size: Sequence[builtins.int], fill_value: Any,
              dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
+        """torch.full(size, fill_value): the dtype follows fill_value (int64, float32, bool) unless
+        given."""
         return self._full([size], fill_value, dtype, requires_grad)
 
     def empty(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
               ) -> "Tensor":
+        """torch.empty(*size): a tensor of the shape whose values are not set."""
         t = self._op("empty", [], dims=_shape(shape), dtype=(dtype or float32).name)
         return t.requires_grad_() if requires_grad else t
 
     def eye(self, n: builtins.int, m: Optional[builtins.int] = None,
             dtype: Optional[dtype] = None) -> "Tensor":
+        """torch.eye(n, m=n): ones on the diagonal, zeros elsewhere."""
         return self._op("eye", [], dims=[n, n if m is None else m],
                         dtype=(dtype or float32).name)
 
     def linspace(self, start: Any, end: Any, steps: builtins.int,
                  dtype: Optional[dtype] = None) -> "Tensor":
+        """torch.linspace(start, end, steps): steps values evenly spaced from start to end."""
         return self._op("linspace", [], min=start, max=end, dim=steps,
                         dtype=(dtype or float32).name)
 
@@ -490,6 +545,8 @@ class Session:
 
     def arange(self, start: Any, end: Any = None, step: Any = 1,
                dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
+        """torch.arange(end) or arange(start, end, step): int64 when all are integers, else
+        float32."""
         if end is None:
             start, end = 0, start
         req = pb.Request()
@@ -504,23 +561,38 @@ class Session:
         return t.requires_grad_() if requires_grad else t
 
     def manual_seed(self, seed: builtins.int) -> None:
+        """Seeds the session's generator (rand, randn, randint ...), as torch.manual_seed; the
+        values differ from torch's, the repeatability is the same."""
         req = pb.Request()
         req.manual_seed.seed = seed
         self._send(req, "manual_seed")
 
-    def set_grad_enabled(self, enabled: Any) -> None:
-        req = pb.Request()
-        req.set_grad_enabled.enabled = builtins.bool(enabled)
-        self._send(req, "set_grad_enabled")
+    def _set_grad_mode(self, enabled: builtins.bool) -> None:
+        if enabled != self._grad_enabled:
+            req = pb.Request()
+            req.set_grad_enabled.enabled = enabled
+            self._send(req, "set_grad_enabled")
+            self._grad_enabled = enabled
 
-    @contextlib.contextmanager
-    def no_grad(self) -> Iterator[None]:
-        """Ops inside record no graph (how optimizers update weights)."""
-        self.set_grad_enabled(False)
-        try:
-            yield
-        finally:
-            self.set_grad_enabled(True)
+    def set_grad_enabled(self, mode: Any) -> "_GradMode":
+        """torch.set_grad_enabled(mode): switches graph recording on or off at once; used as
+        ``with s.set_grad_enabled(False):`` it also restores the previous mode on exit."""
+        return _GradMode(self, builtins.bool(mode), now=True)
+
+    def is_grad_enabled(self) -> builtins.bool:
+        """Whether ops record a graph for autograd (False inside ``no_grad()``)."""
+        return self._grad_enabled
+
+    def no_grad(self) -> "_GradMode":
+        """``with s.no_grad():`` ops inside record no graph (how optimizers update weights);
+        the mode in force before the block comes back after it, so blocks nest as in torch.
+        Also a decorator: ``@s.no_grad()``."""
+        return _GradMode(self, False)
+
+    def enable_grad(self) -> "_GradMode":
+        """``with s.enable_grad():`` records a graph inside, even within ``no_grad()``; the
+        previous mode comes back after the block. Also a decorator."""
+        return _GradMode(self, True)
 
     def stats(self) -> Any:
         """The server's Stats reply (session tensors and bytes, sessions, server bytes)."""
@@ -566,6 +638,38 @@ class Session:
         if name.startswith("_"):
             raise AttributeError(name)
         return _function(name, self)
+
+
+class _GradMode:
+    """The object no_grad(), enable_grad() and set_grad_enabled() return: a context manager
+    that sets the session's grad mode on entry (set_grad_enabled: at once) and restores the
+    mode it found on exit, and a decorator doing the same around each call."""
+
+    def __init__(self, session: Session, enabled: builtins.bool, now: builtins.bool = False):
+        self._s = session
+        self._enabled = enabled
+        self._prev: List[builtins.bool] = []  # a stack: the same object may be entered again
+        self._armed = now  # set_grad_enabled: the mode is set and the old one saved already
+        if now:
+            self._prev.append(session._grad_enabled)
+            session._set_grad_mode(enabled)
+
+    def __enter__(self) -> None:
+        if self._armed:
+            self._armed = False
+            return
+        self._prev.append(self._s._grad_enabled)
+        self._s._set_grad_mode(self._enabled)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._s._set_grad_mode(self._prev.pop())
+
+    def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            with _GradMode(self._s, self._enabled):
+                return func(*args, **kw)
+        return wrapper
 
 
 def _shape(shape: Any) -> List[builtins.int]:
@@ -617,36 +721,46 @@ class Tensor:
 
     @property
     def shape(self) -> Size:
+        """The shape, as ``tensord.Size``; waits at most for the reply of the op that
+        made the tensor."""
         return self._get_meta()[0]
 
     def size(self, dim: Optional[builtins.int] = None) -> Any:
+        """The shape (``tensord.Size``), or its size along dim."""
         s = self.shape
         return s if dim is None else s[dim]
 
     @property
     def dtype(self) -> dtype:
+        """The element type (``tensord.float32`` ...)."""
         return self._get_meta()[1]
 
     @property
     def ndim(self) -> builtins.int:
+        """The number of dims."""
         return len(self.shape)
 
     def dim(self) -> builtins.int:
+        """The number of dims."""
         return self.ndim
 
     def numel(self) -> builtins.int:
+        """The number of elements."""
         return self.shape.numel()
 
     nelement = numel
 
     def element_size(self) -> builtins.int:
+        """Bytes per element."""
         return self.dtype.itemsize
 
     def is_floating_point(self) -> builtins.bool:
+        """Whether the dtype is float32 or float64."""
         return self.dtype.is_floating_point
 
     @property
     def requires_grad(self) -> Any:
+        """Whether autograd records ops on this tensor (asked of the server)."""
         return self._info().requires_grad
 
     @requires_grad.setter
@@ -655,11 +769,15 @@ class Tensor:
 
     @property
     def is_leaf(self) -> Any:
+        """Whether the tensor was made by the user rather than by a recorded op."""
         return self._info().is_leaf
 
     @property
-    def grad_fn(self) -> Optional[str]:
-        return self._info().grad_fn or None
+    def grad_fn(self) -> Optional["Node"]:
+        """The node that made this tensor (``<MulBackward0 object at 0x...>``, whose ``name()``
+        is 'MulBackward0'), or None for a leaf or a tensor made without grad."""
+        name = self._info().grad_fn
+        return _node_type(name)() if name else None
 
     @property
     def grad(self) -> Optional["Tensor"]:
@@ -753,6 +871,7 @@ class Tensor:
         return arr
 
     def tolist(self) -> Any:
+        """The values as nested Python lists (a number for a 0-dim tensor)."""
         data = self._fetch()
         size, dt = self._meta
         if size.numel() == 0:
@@ -761,11 +880,13 @@ class Tensor:
         return _nest(flat, list(size))
 
     def item(self) -> Any:
+        """The value of a one-element tensor as a Python number."""
+        if self._meta is not None and self._meta[0].numel() != 1:
+            raise ValueError("only one element tensors can be converted to Python scalars")
         data = self._fetch()
         size, dt = self._meta
         if size.numel() != 1:
-            raise RuntimeError("a Tensor with %d elements cannot be converted to Scalar"
-                               % size.numel())
+            raise ValueError("only one element tensors can be converted to Python scalars")
         return struct.unpack("<" + _conn.STRUCT_CODE[dt.name], bytes(data))[0]
 
     def __repr__(self) -> str:
@@ -820,6 +941,7 @@ class Tensor:
         self._s._send(req, "backward")
 
     def requires_grad_(self, requires_grad: Any = True) -> "Tensor":
+        """Sets requires_grad in place and returns the tensor (only leaves may change it)."""
         req = pb.Request()
         req.set_grad.handle = self._h
         req.set_grad.requires_grad = builtins.bool(requires_grad)
@@ -829,31 +951,51 @@ class Tensor:
         return self
 
     def retain_grad(self) -> None:
+        """Keeps this non-leaf tensor's .grad after backward()."""
         req = pb.Request()
         req.set_grad.handle = self._h
         req.set_grad.retain_grad = True
         self._s._send(req, "retain_grad")
 
     def detach(self) -> "Tensor":
+        """A view of the same values, out of the autograd graph."""
         return self._s._op("detach", [self])
 
     # -- conversions --
     def to(self, dtype: Any = None, *args: Any, **kw: Any) -> "Tensor":
+        """A copy in another dtype (``x.to(tensord.float64)``, ``x.to(dtype=...)``); a device
+        argument returns the tensor itself, as there is one device: the server."""
         dtype = kw.pop("dtype", dtype)
         if dtype is None or isinstance(dtype, str):
             return self  # a device: there is one, the server
         return self._s._op("to", [self], dtype=dtype.name)
 
     def type(self, dtype: Any) -> "Tensor":
+        """The same as ``to(dtype)``."""
         return self.to(dtype)
 
-    def float(self) -> "Tensor": return self.to(float32)
-    def double(self) -> "Tensor": return self.to(float64)
-    def long(self) -> "Tensor": return self.to(int64)
-    def int(self) -> "Tensor": return self.to(int32)
-    def bool(self) -> "Tensor": return self.to(bool)
+    def float(self) -> "Tensor":
+        """A float32 copy (``to(float32)``)."""
+        return self.to(float32)
+
+    def double(self) -> "Tensor":
+        """A float64 copy (``to(float64)``)."""
+        return self.to(float64)
+
+    def long(self) -> "Tensor":
+        """An int64 copy (``to(int64)``)."""
+        return self.to(int64)
+
+    def int(self) -> "Tensor":
+        """An int32 copy (``to(int32)``)."""
+        return self.to(int32)
+
+    def bool(self) -> "Tensor":
+        """A bool copy (``to(bool)``)."""
+        return self.to(bool)
 
     def cpu(self) -> "Tensor":
+        """The tensor itself: tensors live on the server, the one device."""
         return self
 
     # -- operators --
@@ -903,7 +1045,9 @@ class Tensor:
     def __ipow__(self, o: Any) -> "Tensor": return self._inplace("pow", o)
 
     # -- indexing: x[0], x[:, 1:3], x[..., -1] are views; x[i] = v writes through them --
-    def _index(self, key: Any) -> "Tensor":
+    def _index(self, key: Any, copy_bools: builtins.bool) -> "Tensor":
+        """The tensor x[key] names. Checks are made here, against the shape, so that a bad
+        index raises torch's error at its own line rather than at the next blocking point."""
         if not isinstance(key, tuple):
             key = (key,)
         for k in key:
@@ -911,48 +1055,95 @@ class Tensor:
                     np is not None and isinstance(k, np.ndarray)):
                 raise TypeError("indexing with tensors or lists (advanced indexing) is not "
                                 "supported; use integers, slices, None and ...")
-        t, d = self, 0
-        if Ellipsis in key:
-            nd = self.ndim
-            i = key.index(Ellipsis)
-            fill = nd - (len(key) - 1 - sum(k is None for k in key))
-            key = key[:i] + (slice(None),) * fill + key[i + 1:]
-        for k in key:
+            if not (k is None or k is Ellipsis or isinstance(k, (slice, builtins.int))
+                    or (np is not None and isinstance(k, (np.integer, np.bool_)))):
+                raise IndexError("only integers, slices (`:`), ellipsis (`...`), None and long "
+                                 "or byte Variables are valid indices (got %s)"
+                                 % type(k).__name__)
+            if isinstance(k, slice) and k.step is not None:
+                if k.step == 0:
+                    raise ValueError("slice step cannot be zero")
+                if k.step < 0:
+                    raise ValueError("step must be greater than zero")
+        shape = self.shape
+        # None, Ellipsis and bools take no dimension of x; integers and slices take one each.
+        specified = builtins.sum(not (k is None or k is Ellipsis or _is_bool(k)) for k in key)
+        if not shape and any(isinstance(k, builtins.int) and not _is_bool(k) or
+                             (np is not None and isinstance(k, np.integer)) for k in key):
+            raise IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` in Python or "
+                             "`tensor.item<T>()` in C++ to convert a 0-dim tensor to a number")
+        if specified > len(shape):
+            raise IndexError("too many indices for tensor of dimension %d" % len(shape))
+        t, d, src, copy = self, 0, 0, False
+        for i, k in enumerate(key):
             if k is None:
                 t = t._s._op("unsqueeze", [t], dim=d)
                 d += 1
-            elif isinstance(k, slice):
-                if k == slice(None):
-                    d += 1
-                    continue
-                start = 0 if k.start is None else k.start
-                end = 2 ** 63 - 1 if k.stop is None else k.stop
-                t = t._s._op("slice", [t], dim=d, start=start, end=end, step=k.step or 1)
+            elif k is Ellipsis:
+                d += len(shape) - specified
+                src += len(shape) - specified
+            elif _is_bool(k):
+                # torch: True adds a dim of size 1, False one of size 0 (nothing selected),
+                # and the result is a copy, as advanced indexing makes one.
+                t = t._s._op("unsqueeze", [t], dim=d)
+                if not k:
+                    t = t._s._op("slice", [t], dim=d, start=0, end=0, step=1)
                 d += 1
-            elif isinstance(k, builtins.int) or (np is not None and isinstance(k, np.integer)):
-                t = t._s._op("select", [t], dim=d, start=builtins.int(k))
+                copy = True
+            elif isinstance(k, slice):
+                if k != slice(None):
+                    start = 0 if k.start is None else k.start
+                    end = 2 ** 63 - 1 if k.stop is None else k.stop
+                    t = t._s._op("slice", [t], dim=d, start=start, end=end, step=k.step or 1)
+                d += 1
+                src += 1
             else:
-                raise TypeError("only integers, slices (`:`), ellipsis (`...`) and None are "
-                                "valid indices (got %s)" % type(k).__name__)
+                if src >= len(shape):  # two ellipses, which torch lets through, overshot
+                    raise IndexError("too many indices for tensor of dimension %d" % len(shape))
+                k, n = builtins.int(k), shape[src]
+                if not -n <= k < n:
+                    # torch names the index's position in the key as its dimension
+                    raise IndexError("index %d is out of bounds for dimension %d with size %d"
+                                     % (k, i, n))
+                t = t._s._op("select", [t], dim=d, start=builtins.int(k))
+                src += 1
+        if copy and copy_bools:
+            t = t._s._op("clone", [t])
         if t is self:  # x[:] or x[...]: a new view of the same storage
             t = self._s._op("view", [self], dims=list(self.shape))
         return t
 
     def __getitem__(self, key: Any) -> "Tensor":
-        return self._index(key)
+        """x[0], x[:, 1:3], x[..., -1], x[None]: views of x, as in torch (a bool index, which
+        adds a dim of size 1 for True and 0 for False, gives a copy, as in torch). Tensor and
+        list indices (advanced indexing) are not supported."""
+        return self._index(key, copy_bools=True)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        view = self._index(key)
-        if isinstance(value, Tensor):
-            view._s._op("copy", [view, value], inplace=True)
-        else:
+        """x[key] = value writes into x in place: value is a tensor, a number, or anything
+        ``tensor()`` accepts (a nested list, a numpy array), broadcast to the selection."""
+        view = self._index(key, copy_bools=False)
+        if isinstance(value, (builtins.int, builtins.float)) or (
+                np is not None and isinstance(value, np.generic)):
             view._s._op("fill", [view, value], inplace=True)
+            return
+        if not isinstance(value, Tensor):
+            value = view._s.tensor(value)
+        view._s._op("copy", [view, value], inplace=True)
 
     @property
     def T(self) -> "Tensor":  # noqa: N802 - torch's name
+        """The dims reversed (a view), as torch's ``x.T``."""
         return self._s._op("permute", [self], dims=list(range(self.ndim))[::-1])
 
+    @property
+    def mT(self) -> "Tensor":  # noqa: N802 - torch's name
+        """The last two dims swapped (a view), as torch's ``x.mT``."""
+        return self._s._op("mT", [self])
+
     def max(self, dim: Any = None, keepdim: Any = False) -> Any:
+        """The largest element; with dim, (values, indices) along it; with a tensor, the
+        elementwise maximum."""
         if dim is None:
             return self._s._op("max", [self])
         if isinstance(dim, Tensor):
@@ -960,6 +1151,8 @@ class Tensor:
         return self._s._op2("max", [self], dim=dim, keepdim=keepdim)
 
     def min(self, dim: Any = None, keepdim: Any = False) -> Any:
+        """The smallest element; with dim, (values, indices) along it; with a tensor, the
+        elementwise minimum."""
         if dim is None:
             return self._s._op("min", [self])
         if isinstance(dim, Tensor):
@@ -982,11 +1175,15 @@ class Tensor:
             if op in _CAST_FIRST and kw.get("dtype") is not None:
                 src = self.to(kw.pop("dtype"))  # torch casts the input, then reduces
             return session._op(op, [src, *args], inplace=inplace, **_kwargs(op, kw))
-        method.__name__ = name
+        method.__name__ = method.__qualname__ = name
+        method.__doc__ = ("Tensor.%s(...): the server's %s op%s, with torch's arguments."
+                          % (name, op, " in place" if inplace else ""))
         return method
 
 
 _OPS = {n[3:].lower() if n != "OP_MT" else "mT" for n in pb.Op.keys() if n != "OP_UNSPECIFIED"}
+# The keywords an op request can carry (Conn.op_request): OpArgs' fields and a second output.
+_ARG_NAMES = {f.name for f in pb.OpArgs.DESCRIPTOR.fields} | {"out2"}
 _CAST_FIRST = {"sum", "mean", "prod", "softmax", "log_softmax", "logsumexp", "norm"}
 _SHAPE_OPS = {"reshape", "view", "permute", "expand", "repeat", "flip"}
 _POSITIONAL = {"transpose": ("dim", "dim2"), "squeeze": ("dim",), "unsqueeze": ("dim",),
@@ -1000,6 +1197,11 @@ _POSITIONAL = {"transpose": ("dim", "dim2"), "squeeze": ("dim",), "unsqueeze": (
                "clamp": ("min", "max"), "fill": (), "uniform": ("min", "max"),
                "normal": ("min", "max"), "full_like": ("min",), "cat": ("dim",),
                "stack": ("dim",)}
+
+
+def _is_bool(k: Any) -> builtins.bool:
+    # Python's bool only: torch takes numpy's np.bool_ as the integer 0 or 1.
+    return isinstance(k, builtins.bool)
 
 
 def _positional(op: str, args: tuple, kw: dict) -> Tuple[tuple, dict]:
@@ -1072,14 +1274,18 @@ def _first_session(args: Sequence[Any]) -> Optional[Session]:
 
 _CREATION = ("tensor", "as_tensor", "from_numpy", "zeros", "ones", "full", "empty", "eye",
              "linspace", "randint", "rand", "randn", "arange", "manual_seed", "no_grad",
-             "set_grad_enabled", "stats", "synchronize")
+             "enable_grad", "set_grad_enabled", "is_grad_enabled", "stats", "synchronize")
 
 
 def _function(name: str, session: Optional[Session] = None) -> Callable[..., Any]:
     """tensord.<op>(x, ...) — the function form of every op, as in torch."""
     if name in ("max", "min"):
-        def maxmin(x: Tensor, dim: Any = None, keepdim: Any = False) -> Any:
-            return getattr(x, name)(dim, keepdim)
+        def maxmin(input: Tensor, dim: Any = None, keepdim: Any = False) -> Any:
+            return getattr(input, name)(dim, keepdim)
+        maxmin.__doc__ = ("torch.%s(input, dim=None, keepdim=False): the %s of all elements, or "
+                          "(values, indices) along dim; with a tensor as dim, the elementwise "
+                          "%simum." % (name, name, name))
+        maxmin.__name__ = maxmin.__qualname__ = name
         return maxmin
     if name in ("cat", "concat", "concatenate", "stack"):
         op = "stack" if name == "stack" else "cat"
@@ -1087,26 +1293,34 @@ def _function(name: str, session: Optional[Session] = None) -> Callable[..., Any
         def join(tensors: Sequence[Tensor], dim: builtins.int = 0) -> Tensor:
             s = session or _first_session(tensors) or _session()
             return s._op(op, list(tensors), dim=dim)
+        join.__doc__ = ("torch.%s(tensors, dim=0): the tensors joined along %s dim."
+                        % (name, "a new" if op == "stack" else "an existing"))
+        join.__name__ = join.__qualname__ = name
         return join
     if name == "where":
-        def where(cond: Tensor, x: Any, y: Any) -> Tensor:
-            s = session or _first_session([cond, x, y]) or _session()
-            return s._op("where", [cond, x, y])
+        def where(condition: Tensor, input: Any, other: Any) -> Tensor:
+            """torch.where(condition, input, other): input where condition holds, else other
+            (tensors or numbers, broadcast)."""
+            s = session or _first_session([condition, input, other]) or _session()
+            return s._op("where", [condition, input, other])
         return where
     if name == "linear":
-        def linear(x: Tensor, w: Tensor, b: Optional[Tensor] = None) -> Tensor:
-            return x._s._op("linear", [x, w] + ([b] if b is not None else []))
+        def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+            """torch.nn.functional.linear: input @ weight.T + bias."""
+            return input._s._op("linear", [input, weight] + ([bias] if bias is not None else []))
         return linear
     if name in _OPS and name not in ("empty", "eye", "linspace", "randint"):
-        def function(*args: Any, **kw: Any) -> Any:
-            if not args or not isinstance(args[0], Tensor):
+        def function(input: Any, *args: Any, **kw: Any) -> Any:
+            if not isinstance(input, Tensor):
                 s = session or _first_session(args) or _session()
-                if not args:
-                    raise TypeError("%s() missing its tensor argument" % name)
-                args = (s.as_tensor(args[0]),) + tuple(args[1:])
-            return getattr(args[0], name)(*args[1:], **kw)
-        function.__name__ = name
+                input = s.as_tensor(input)
+            return getattr(input, name)(*args, **kw)
+        function.__name__ = function.__qualname__ = name
+        function.__doc__ = ("torch.%s(input, ...): the server's %s op, with torch's arguments; "
+                            "the same as ``input.%s(...)``." % (name, name, name))
         return function
+    if session is not None:
+        raise AttributeError("'Session' object has no attribute '%s'" % name)
     raise AttributeError("module 'tensord' has no attribute '%s'" % name)
 
 
@@ -1124,15 +1338,21 @@ def _session() -> Session:
 def connect(addr: Optional[str] = None, token: Optional[str] = None,
             resume: Optional[bytes] = None, sync: Any = False, progress: Any = False
             ) -> Session:
-    """Opens a session at addr ("host:port", "[v6]:port" or "unix:/path")."""
+    """Opens a session at addr ("host:port", "[v6]:port" or "unix:/path"); see Session."""
     return Session(addr, token, resume=resume, sync=sync, progress=progress)
 
 
 def _module_creation(name: str) -> Callable[..., Any]:
+    """tensord.<name>: Session.<name> on the default session, with its signature (less self)
+    and docstring, so help() and inspect show what the method shows."""
+    method = getattr(Session, name)
+
+    @functools.wraps(method)
     def f(*args: Any, **kw: Any) -> Any:
         return getattr(_session(), name)(*args, **kw)
-    f.__name__ = name
-    f.__doc__ = getattr(Session, name).__doc__
+    sig = inspect.signature(method)
+    f.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])  # type: ignore
+    f.__qualname__ = name
     return f
 
 
@@ -1141,34 +1361,56 @@ for _name in _CREATION:
 del _name
 
 
-def is_tensor(x: Any) -> builtins.bool:
-    return isinstance(x, Tensor)
+# Functions that need no session of their own: module functions, and Session methods too
+# (every module function is a Session method, as the issue asks and torch code assumes).
+def is_tensor(obj: Any) -> builtins.bool:
+    """Whether obj is a tensord Tensor (torch.is_tensor)."""
+    return isinstance(obj, Tensor)
 
 
-def numel(x: Tensor) -> builtins.int:
-    return x.numel()
+def numel(input: Tensor) -> builtins.int:
+    """The number of elements of input (torch.numel)."""
+    return input.numel()
 
 
-def zeros_like(x: Tensor, dtype: Optional[dtype] = None) -> Tensor:
-    return x._s._op("zeros_like", [x], **({"dtype": dtype.name} if dtype else {}))
+def _dtype_kw(dtype: Optional[dtype]) -> dict:
+    return {"dtype": dtype.name} if dtype is not None else {}
 
 
-def ones_like(x: Tensor, dtype: Optional[dtype] = None) -> Tensor:
-    return x._s._op("ones_like", [x], **({"dtype": dtype.name} if dtype else {}))
+def zeros_like(input: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+    """Zeros with input's shape (and dtype, unless given)."""
+    return input._s._op("zeros_like", [input], **_dtype_kw(dtype))
 
 
-def full_like(x: Tensor, fill_value: Any, dtype: Optional[dtype] = None) -> Tensor:
-    return x._s._op("full_like", [x], min=fill_value, **({"dtype": dtype.name} if dtype else {}))
+def ones_like(input: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+    """Ones with input's shape (and dtype, unless given)."""
+    return input._s._op("ones_like", [input], **_dtype_kw(dtype))
 
 
-def rand_like(x: Tensor, dtype: Optional[dtype] = None) -> Tensor:
-    return x._s._op("rand_like", [x], **({"dtype": dtype.name} if dtype else {}))
+def full_like(input: Tensor, fill_value: Any, dtype: Optional[dtype] = None) -> Tensor:
+    """fill_value with input's shape (and dtype, unless given)."""
+    return input._s._op("full_like", [input], min=fill_value, **_dtype_kw(dtype))
 
 
-def randn_like(x: Tensor, dtype: Optional[dtype] = None) -> Tensor:
-    return x._s._op("randn_like", [x], **({"dtype": dtype.name} if dtype else {}))
+def rand_like(input: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+    """Uniform on [0, 1) with input's shape (and dtype, unless given)."""
+    return input._s._op("rand_like", [input], **_dtype_kw(dtype))
+
+
+def randn_like(input: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+    """Standard normal with input's shape (and dtype, unless given)."""
+    return input._s._op("randn_like", [input], **_dtype_kw(dtype))
+
+
+for _f in (is_tensor, numel, zeros_like, ones_like, full_like, rand_like, randn_like):
+    setattr(Session, _f.__name__, staticmethod(_f))
+del _f
 
 
 def __getattr__(name: str) -> Any:
     """tensord.exp, tensord.sum, tensord.matmul ...: every op as a module function."""
     return _function(name)
+
+
+# Last, as torch does: `import tensord` makes tensord.nn.functional usable (it imports Tensor).
+from . import nn  # noqa: E402,F401

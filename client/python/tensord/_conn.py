@@ -7,10 +7,14 @@ one resolves every earlier one. `Conn.call()` is send-and-wait, what the test su
 blocking helpers below use; `tensord.Session` builds its lazy tensors on `send()`.
 
 If the connection drops, the next wait reconnects and resumes the session by its token, then
-re-sends the requests still unanswered that are safe to repeat (creates and out-of-place ops name
-a fresh output handle, so a repeat of one that ran is refused with HANDLE_IN_USE and changes
-nothing). From the first unanswered request that is not safe to repeat (an in-place op, backward,
-manual_seed), nothing is re-sent: those fail with an error saying the outcome is unknown.
+re-sends what is still unanswered. A request whose frame was never completely written to the old
+socket cannot have run (the server acts only on whole frames), so it is re-sent whatever it is:
+a training loop whose connection dropped while it sat idle goes on with its in-place updates and
+backward() as if nothing happened. A request that was written but not answered may or may not
+have run. It is re-sent if it is safe to repeat (creates and out-of-place ops name a fresh output
+handle, so a repeat of one that ran is refused with HANDLE_IN_USE and changes nothing); one that
+is not (an in-place op, backward, manual_seed) fails with an error saying its outcome is unknown,
+and so does every request after it, because their results could depend on it.
 """
 from __future__ import annotations
 
@@ -70,15 +74,16 @@ def _nbytes(data: Any) -> int:
 class Pending:
     """One request's reply, filled in when it is read."""
 
-    __slots__ = ("id", "kind", "frame", "data", "replay", "resent", "done", "resp", "data_in",
-                 "error", "into", "on_done", "tag")
+    __slots__ = ("id", "kind", "frame", "data", "replay", "resent", "end", "done", "resp",
+                 "data_in", "error", "into", "on_done", "tag")
 
     def __init__(self, kind: str, frame: bytes, data: Any, replay: bool):
         self.kind = kind
         self.frame = frame
         self.data = data
         self.replay = replay
-        self.resent = False         # sent again after a reconnect
+        self.resent = False         # sent again after it may have run on a lost connection
+        self.end = 0                # the connection's byte count at the end of this frame
         self.done = False
         self.resp: Optional[Any] = None
         self.data_in: Any = b""
@@ -145,6 +150,8 @@ class Conn:
         self.sock = sock
         self._out: List[Any] = []
         self._out_bytes = 0
+        self._queued = 0     # bytes ever queued on this connection; each Pending.end is one
+        self._written = 0    # of those, how many the socket accepted
         self._pending: Deque[Pending] = collections.deque()
         self._in = bytearray()
         self._pos = 0                          # how much of _in is parsed
@@ -176,6 +183,7 @@ class Conn:
     def _reconnect(self) -> None:
         """Reconnects, resumes the session, and re-sends what is safe to repeat."""
         lost = [p for p in self._pending if p.kind != "hello"]
+        written_before = self._written
         if self.sock is not None:
             self.sock.close()
         self.sock = None
@@ -192,17 +200,18 @@ class Conn:
                 delay *= 2
         unsafe = False
         for p in lost:
-            if not p.replay:
+            written = p.end <= written_before
+            if unsafe:
+                self._fail(p, ServerError(pb.IO_ERROR,
+                           "not re-sent after the connection was lost: an earlier request's "
+                           "outcome is unknown"))
+            elif written and not p.replay:
                 unsafe = True
                 self._fail(p, ServerError(pb.IO_ERROR,
                            "the connection was lost before the server answered; the session was "
                            "resumed, but whether this request ran is unknown"))
-            elif unsafe:
-                self._fail(p, ServerError(pb.IO_ERROR,
-                           "not re-sent after the connection was lost: an earlier request's "
-                           "outcome is unknown"))
             else:
-                self._requeue(p)
+                self._requeue(p, may_have_run=written)
 
     # -- sending --
     def handle(self) -> int:
@@ -228,11 +237,13 @@ class Conn:
             self._flush_guarded()
         return p
 
-    def _requeue(self, p: Pending) -> None:
-        """Sends a lost request again under a new id on the new connection."""
+    def _requeue(self, p: Pending, may_have_run: bool) -> None:
+        """Sends a lost request again under a new id on the new connection. `may_have_run`: it
+        was written before the drop, so a HANDLE_IN_USE reply means its first run made the
+        handle (see `_finish`)."""
         req = pb.Request()
         req.ParseFromString(p.frame)
-        p.resent = True
+        p.resent = p.resent or may_have_run
         self._enqueue(p, req)
 
     def _enqueue(self, p: Pending, req: Any) -> None:
@@ -240,15 +251,18 @@ class Conn:
         self._next_id += 1
         p.frame = meta = req.SerializeToString()
         self._push(HEADER.pack(len(meta), _nbytes(p.data)) + meta, p.data)
+        p.end = self._queued
         self._pending.append(p)
 
     def _push(self, head: bytes, data: Any) -> None:
         self.frames_sent += 1
         self._out.append(head)
         self._out_bytes += len(head)
+        self._queued += len(head)
         if len(data):
             self._out.append(data)
             self._out_bytes += _nbytes(data)
+            self._queued += _nbytes(data)
 
     def _flush_guarded(self) -> None:
         try:
@@ -288,6 +302,7 @@ class Conn:
                     except BlockingIOError:
                         continue
                     self.writes += 1
+                    self._written += n
                     pos += n
 
     # -- receiving --

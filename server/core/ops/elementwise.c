@@ -232,7 +232,13 @@ DEF_UF(cos, cosf(x), cos(x))
 DEF_UF(tan, tanf(x), tan(x))
 DEF_UF(tanh, tanhf(x), tanh(x))
 DEF_UF(sigmoid, sigmoidf_(x), sigmoid_(x))
-DEF_UF(gelu, 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)), 0.5 * x * (1.0 + erf(x * M_SQRT1_2)))
+/* torch's definition, x (1 + erf(x / sqrt 2)) / 2, for float64 exactly as torch computes it. For
+** float32 it is evaluated in double and rounded: in float, 1 + erf cancels for x < -3 (gelu(-4.1)
+** lost three digits), where in double it holds to about x = -8, below which both give 0 as
+** torch does. torch's own float32 kernel uses an approximate erf (gelu(-4.1) = -8.4800e-05,
+** true -8.4696e-05); that difference is documented. */
+DEF_UF(gelu, (float)(0.5 * (double)x * (1.0 + erf((double)x * M_SQRT1_2))),
+       0.5 * x * (1.0 + erf(x * M_SQRT1_2)))
 DEF_UF(floor, floorf(x), floor(x))
 DEF_UF(ceil, ceilf(x), ceil(x))
 DEF_UF(round, nearbyintf(x), nearbyint(x))
