@@ -2,7 +2,8 @@
 
 .PHONY: tensorctl test-cli install-cli
 
-CLI_SRC  := client/cli/main.c client/cli/parse.c client/cli/eval.c client/cli/safetensors.c
+CLI_SRC  := client/cli/main.c client/cli/parse.c client/cli/eval.c client/cli/format.c \
+            client/cli/safetensors.c
 CLI_O    := $(call obj,$(CLI_SRC)) $(LIBTENSORD_A)
 TENSORCTL := $(BUILD)/tensorctl
 CLI_LIBS  = $(PROTOBUF_C_LIBS) \
@@ -23,7 +24,7 @@ $(TENSORCTL): $(CLI_O)
 TESTS_CLI := $(wildcard tests/cli/test_*.c)
 CLI_TEST_BINS := $(call tbin,$(TESTS_CLI))
 $(CLI_TEST_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(call obj,client/cli/parse.c \
-                  client/cli/safetensors.c)
+                  client/cli/format.c client/cli/safetensors.c)
 	$(Q)$(LINK_TEST)
 $(call obj,$(TESTS_CLI)): ALL_CFLAGS += -Iclient/cli
 

@@ -25,8 +25,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "tensord.h"
+#include "format.h"
 #include "safetensors.h"
+#include "tensord.h"
 
 #define FORMAT_CAP (4u << 20)   /* the largest printed tensor text (torch summarises big ones) */
 
@@ -42,7 +43,7 @@ struct tref {
 
 enum vkind {
     V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_TENSOR, V_LIST, V_TUPLE, V_SIZE, V_DTYPE, V_FUNC,
-    V_METHOD, V_CTX, V_RANGE,
+    V_METHOD, V_CTX, V_RANGE, V_MODULE,
 };
 
 struct value {
@@ -275,6 +276,7 @@ static const char *type_name(const struct value *v)
         [V_STR] = "str", [V_TENSOR] = "Tensor", [V_LIST] = "list", [V_TUPLE] = "tuple",
         [V_SIZE] = "Size", [V_DTYPE] = "dtype", [V_FUNC] = "builtin_function_or_method",
         [V_METHOD] = "method", [V_CTX] = "no_grad", [V_RANGE] = "range",
+        [V_MODULE] = "module",
     };
     return names[v->k];
 }
@@ -398,85 +400,7 @@ static int known(struct tdx_env *e, struct tref *t, const struct tdx_node *at)
 
 static void fmt_float(double x, char *buf, size_t cap)
 {
-    if (isnan(x)) {
-        snprintf(buf, cap, "nan");
-        return;
-    }
-    if (isinf(x)) {
-        snprintf(buf, cap, x < 0 ? "-inf" : "inf");
-        return;
-    }
-    char tmp[40];
-    int p;
-    for (p = 1; p <= 17; p++) {
-        snprintf(tmp, sizeof tmp, "%.*e", p - 1, x);
-        if (strtod(tmp, NULL) == x) {
-            break;
-        }
-    }
-    /* tmp: [-]d[.ddd]e[+-]XX */
-    const char *s = tmp;
-    bool neg = *s == '-';
-    s += neg;
-    char digits[24];
-    int nd = 0;
-    for (; *s != 'e'; s++) {
-        if (isdigit((unsigned char)*s)) {
-            digits[nd++] = *s;
-        }
-    }
-    int ex = atoi(s + 1);
-    while (nd > 1 && digits[nd - 1] == '0') {
-        nd--;
-    }
-    digits[nd] = '\0';
-    size_t k = 0;
-    char out[64];
-    if (neg) {
-        out[k++] = '-';
-    }
-    if (ex >= -5 && ex < 16) {
-        if (ex >= 0) {
-            for (int i = 0; i <= ex; i++) {
-                out[k++] = i < nd ? digits[i] : '0';
-            }
-            out[k++] = '.';
-            if (ex + 1 < nd) {
-                for (int i = ex + 1; i < nd; i++) {
-                    out[k++] = digits[i];
-                }
-            } else {
-                out[k++] = '0';
-            }
-        } else {
-            out[k++] = '0';
-            out[k++] = '.';
-            for (int i = 0; i < -ex - 1; i++) {
-                out[k++] = '0';
-            }
-            for (int i = 0; i < nd; i++) {
-                out[k++] = digits[i];
-            }
-        }
-        out[k] = '\0';
-        if (ex == -5) {
-            /* Python switches to exponent form below 1e-4 */
-            k = neg;
-            goto sci;
-        }
-        snprintf(buf, cap, "%s", out);
-        return;
-    }
-sci:
-    out[k++] = digits[0];
-    if (nd > 1) {
-        out[k++] = '.';
-        for (int i = 1; i < nd; i++) {
-            out[k++] = digits[i];
-        }
-    }
-    snprintf(out + k, sizeof out - k, "e%c%02d", ex < 0 ? '-' : '+', ex < 0 ? -ex : ex);
-    snprintf(buf, cap, "%s", out);
+    tdx_float_repr(x, buf, cap);
 }
 
 /* ---- text output ---- */
@@ -622,6 +546,7 @@ static int vtext(struct tdx_env *e, const struct value *v, bool str, const struc
     case V_FUNC: sb_fmt(b, "<built-in function %s>", v->s); return 0;
     case V_METHOD: sb_fmt(b, "<built-in method %s of Tensor object>", v->s); return 0;
     case V_CTX: sb_str(b, v->dt ? "<enable_grad>" : "<no_grad>"); return 0;
+    case V_MODULE: sb_fmt(b, "<module '%s'>", v->s); return 0;
     case V_RANGE:
         if (v->step == 1) {
             sb_fmt(b, "range(%" PRId64 ", %" PRId64 ")", v->i, v->stop);
@@ -631,6 +556,21 @@ static int vtext(struct tdx_env *e, const struct value *v, bool str, const struc
         return 0;
     }
     return 0;
+}
+
+/* A float as strict JSON (RFC 8259 has no NaN or Infinity, and parsers such as Python's
+** json.loads(parse_constant=...) or JavaScript's JSON.parse refuse them): NaN is null, and the
+** infinities are the strings "inf" and "-inf", so np.array(data, dtype=float) and float() read
+** every value back. */
+static void json_float(double d, char *num, size_t cap)
+{
+    if (isnan(d)) {
+        snprintf(num, cap, "null");
+    } else if (isinf(d)) {
+        snprintf(num, cap, "%s", d > 0 ? "\"inf\"" : "\"-inf\"");
+    } else {
+        fmt_float(d, num, cap);
+    }
 }
 
 /* JSON for --json: tensors as {"shape", "dtype", "data"}. */
@@ -643,23 +583,13 @@ static int json_data(struct sb *b, const uint8_t *p, enum tensord_dtype dt, cons
         case TENSORD_FLOAT32: {
             float f;
             memcpy(&f, p + *off, 4);
-            if (isfinite(f)) {
-                fmt_float((double)f, num, sizeof num);
-            } else {
-                snprintf(num, sizeof num, "%s",
-                         isnan(f) ? "NaN" : f > 0 ? "Infinity" : "-Infinity");
-            }
+            json_float((double)f, num, sizeof num);
             break;
         }
         case TENSORD_FLOAT64: {
             double d;
             memcpy(&d, p + *off, 8);
-            if (isfinite(d)) {
-                fmt_float(d, num, sizeof num);
-            } else {
-                snprintf(num, sizeof num, "%s",
-                         isnan(d) ? "NaN" : d > 0 ? "Infinity" : "-Infinity");
-            }
+            json_float(d, num, sizeof num);
             break;
         }
         case TENSORD_INT32: {
@@ -712,27 +642,32 @@ static int fetch(struct tdx_env *e, struct tref *t, const struct tdx_node *at, u
     return 0;
 }
 
+static void json_str(struct sb *b, const char *s, size_t n)
+{
+    sb_str(b, "\"");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            sb_fmt(b, "\\%c", c);
+        } else if (c < 0x20 || c == 0x7f) {
+            sb_fmt(b, "\\u%04x", c);
+        } else {
+            sb_put(b, (const char *)&c, 1);
+        }
+    }
+    sb_str(b, "\"");
+}
+
 static int vjson(struct tdx_env *e, const struct value *v, const struct tdx_node *at, struct sb *b)
 {
     int rc;
+    char num[64];
     switch (v->k) {
     case V_NONE: sb_str(b, "null"); return 0;
     case V_BOOL: sb_str(b, v->b ? "true" : "false"); return 0;
-    case V_STR: {
-        sb_str(b, "\"");
-        for (int64_t i = 0; i < v->i; i++) {
-            unsigned char c = (unsigned char)v->s[i];
-            if (c == '"' || c == '\\') {
-                sb_fmt(b, "\\%c", c);
-            } else if (c < 0x20) {
-                sb_fmt(b, "\\u%04x", c);
-            } else {
-                sb_put(b, (const char *)&c, 1);
-            }
-        }
-        sb_str(b, "\"");
-        return 0;
-    }
+    case V_INT: sb_fmt(b, "%" PRId64, v->i); return 0;
+    case V_FLOAT: json_float(v->f, num, sizeof num); sb_str(b, num); return 0;
+    case V_STR: json_str(b, v->s, (size_t)v->i); return 0;
     case V_LIST: case V_TUPLE: case V_SIZE:
         sb_str(b, "[");
         for (int i = 0; i < v->n; i++) {
@@ -766,8 +701,16 @@ static int vjson(struct tdx_env *e, const struct value *v, const struct tdx_node
         return 0;
     }
     case V_DTYPE: sb_fmt(b, "\"%s\"", dtype_str(v->dt)); return 0;
-    default:
-        return vtext(e, v, false, at, b);
+    default: {
+        /* functions, ranges, modules: JSON has no such values, so their repr as a string */
+        struct sb t = {0};
+        rc = vtext(e, v, false, at, &t);
+        if (rc == 0) {
+            json_str(b, t.p != NULL ? t.p : "", t.len);
+        }
+        free(t.p);
+        return rc;
+    }
     }
 }
 
@@ -842,6 +785,40 @@ static const char *const OP_NAMES[] = {
     "cross_entropy", "linear", "empty", "randint", "linspace", "eye", "zeros_like", "ones_like",
     "empty_like", "full_like", "rand_like", "randn_like", "detach",
 };
+
+/* Wire ops whose names are not torch's: mt is torch's attribute .mT, slice is x[a:b]. */
+static bool wire_only(const char *name)
+{
+    return strcmp(name, "mt") == 0 || strcmp(name, "slice") == 0;
+}
+
+/* torch functions that are not Tensor methods (torch's x.eye() is an AttributeError), and
+** ops that are methods only in their in-place form (x.fill_(1), not x.fill(1)). */
+static const char *const NOT_METHODS[] = {
+    "gelu", "cat", "stack", "mse_loss", "cross_entropy", "linear", "empty", "randint",
+    "linspace", "eye", "zeros_like", "ones_like", "empty_like", "full_like", "rand_like",
+    "randn_like",
+};
+static const char *const INPLACE_ONLY[] = {"fill", "zero", "copy", "uniform", "normal"};
+
+static bool in_list(const char *const *list, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(list[i], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* An op that torch has as a Tensor method `name` (in place when `inplace`: name without '_'). */
+static bool op_method(const char *name, bool inplace)
+{
+    return tensord_op_code(name) >= 0 && !wire_only(name) &&
+           !in_list(NOT_METHODS, sizeof NOT_METHODS / sizeof NOT_METHODS[0], name) &&
+           (inplace || !in_list(INPLACE_ONLY, sizeof INPLACE_ONLY / sizeof INPLACE_ONLY[0],
+                                name));
+}
 
 static const char *const METHODS[] = {
     "backward", "item", "tolist", "size", "dim", "numel", "requires_grad_", "retain_grad",
@@ -1060,7 +1037,7 @@ static const struct opspec SPECS[] = {
     {"eye", 0, {"*dims"}}, {"empty", 0, {"*dims"}}, {"zeros_like", 1, {NULL}},
     {"ones_like", 1, {NULL}}, {"empty_like", 1, {NULL}}, {"rand_like", 1, {NULL}},
     {"randn_like", 1, {NULL}}, {"contiguous", 1, {NULL}}, {"clone", 1, {NULL}},
-    {"detach", 1, {NULL}}, {"t", 1, {NULL}}, {"mT", 1, {NULL}}, {"zero", 1, {NULL}},
+    {"detach", 1, {NULL}}, {"t", 1, {NULL}}, {"mt", 1, {NULL}}, {"zero", 1, {NULL}},
     {"linear", -2, {NULL}},
 };
 
@@ -1230,6 +1207,11 @@ static int set_arg(struct tdx_env *e, const char *op, const char *key, const str
             return 0;
         }
         return fail(e, at, "%s(): only reduction='mean' is supported", op);
+    }
+    if (strcmp(key, "alpha") == 0 && (strcmp(op, "add") == 0 || strcmp(op, "sub") == 0)) {
+        /* OpArgs has no alpha, and composing it here could round differently from torch */
+        return fail(e, at, "%s(): alpha= is not supported by tensord; write %s(input, alpha * "
+                    "other)", op, op);
     }
     if (strcmp(key, "requires_grad") == 0 && requires_grad != NULL) {
         *requires_grad = v->k == V_BOOL ? v->b : num_f(v) != 0;
@@ -1660,11 +1642,11 @@ static int method(struct tdx_env *e, const struct tdx_node *at, struct tref *sel
     if (n > 1 && name[n - 1] == '_' && name[n - 2] != '_') {
         char base[64];
         snprintf(base, sizeof base, "%.*s", (int)(n - 1), name);
-        if (tensord_op_code(base) >= 0) {
+        if (op_method(base, true)) {
             return call_op(e, at, base, true, &c, out);
         }
     }
-    if (tensord_op_code(name) >= 0) {
+    if (op_method(name, false)) {
         if ((strcmp(name, "max") == 0 || strcmp(name, "min") == 0) && c0->nargs == 1 &&
             c0->args[0].k == V_TENSOR) {
             return call_op(e, at, name[1] == 'a' ? "maximum" : "minimum", false, &c, out);
@@ -1682,15 +1664,22 @@ static bool is_method_name(const char *name)
         }
     }
     size_t n = strlen(name);
+    bool inplace = n > 0 && name[n - 1] == '_';
     char base[64];
-    snprintf(base, sizeof base, "%.*s", (int)(n > 0 && name[n - 1] == '_' ? n - 1 : n), name);
-    return tensord_op_code(base) >= 0 || strcmp(name, "numpy") == 0;
+    snprintf(base, sizeof base, "%.*s", (int)(inplace ? n - 1 : n), name);
+    return op_method(base, inplace) || strcmp(name, "numpy") == 0;
 }
+
+static int module_attr(struct tdx_env *e, const struct tdx_node *at, const char *module,
+                       const char *name, struct value *out);
 
 static int attribute(struct tdx_env *e, const struct tdx_node *at, const struct value *obj,
                      const char *name, struct value *out)
 {
     int rc;
+    if (obj->k == V_MODULE) {
+        return module_attr(e, at, obj->s, name, out);
+    }
     if (obj->k == V_TUPLE && obj->s != NULL && obj->n == 2 &&
         (strcmp(name, "values") == 0 || strcmp(name, "indices") == 0)) {
         return vcopy(e, out, &obj->items[name[0] == 'v' ? 0 : 1]);
@@ -1739,7 +1728,7 @@ static int attribute(struct tdx_env *e, const struct tdx_node *at, const struct 
             return call_op(e, at, "detach", false, &c, out);
         }
         if (name[0] == 'm') {
-            return call_op(e, at, "mT", false, &c, out);
+            return call_op(e, at, "mt", false, &c, out);  /* the wire's spelling of mT */
         }
         if ((rc = known(e, t, at)) != 0) {
             return rc;
@@ -1973,91 +1962,36 @@ static int truth(struct tdx_env *e, const struct tdx_node *at, const struct valu
     }
 }
 
-/* ---- f-string format specs: [[fill]align][sign][width][,][.precision][type] ---- */
+/* ---- f-string format specs: Python's mini-language, in format.c ---- */
 
+/* format(v, spec), appended to b. Numbers and strings follow Python's rules exactly; a 0-dim
+** tensor was turned into its item() by the caller (Tensor.__format__ does that); any other
+** value refuses a non-empty spec, as object.__format__ does. */
 static int format_spec(struct tdx_env *e, const struct tdx_node *at, const struct value *v,
                        const char *spec, struct sb *b)
 {
-    const char *p = spec;
-    char fill = ' ', align = 0, sign = '-';
-    if (p[0] != '\0' && (p[1] == '<' || p[1] == '>' || p[1] == '^')) {
-        fill = p[0];
-        align = p[1];
-        p += 2;
-    } else if (*p == '<' || *p == '>' || *p == '^') {
-        align = *p++;
-    }
-    if (*p == '+' || *p == ' ' || *p == '-') {
-        sign = *p++;
-    }
-    int width = 0, prec = -1;
-    while (isdigit((unsigned char)*p)) {
-        width = width * 10 + (*p++ - '0');
-    }
-    if (*p == '.') {
-        p++;
-        prec = 0;
-        while (isdigit((unsigned char)*p)) {
-            prec = prec * 10 + (*p++ - '0');
-        }
-    }
-    char type = *p != '\0' ? *p++ : 0;
-    if (*p != '\0' || width > 200 || prec > 100) {
-        return fail(e, at, "Invalid format specifier '%s'", spec);
-    }
-    char body[512];
-    struct value x = *v;
+    char *txt = NULL, msg[200];
     int rc;
-    if (v->k == V_TENSOR && type != 0) {
-        if ((rc = item(e, v->t, at, &x)) != 0) {
-            return rc;
-        }
+    switch (v->k) {
+    case V_BOOL: case V_INT:
+        rc = tdx_format_int(num_i(v), v->k == V_BOOL, spec, &txt, msg, sizeof msg);
+        break;
+    case V_FLOAT:
+        rc = tdx_format_float(v->f, spec, &txt, msg, sizeof msg);
+        break;
+    case V_STR:
+        rc = tdx_format_str(v->s, (size_t)v->i, spec, &txt, msg, sizeof msg);
+        break;
+    default:
+        return fail(e, at, "unsupported format string passed to %s.__format__",
+                    v->k == V_SIZE ? "torch.Size" : v->k == V_DTYPE ? "torch.dtype" :
+                    type_name(v));
     }
-    if (type != 0 && strchr("fFeEgG%", type) != NULL) {
-        if (!is_num(&x)) {
-            return fail(e, at, "Unknown format code '%c' for object of type '%s'", type,
-                        type_name(&x));
-        }
-        double d = num_f(&x) * (type == '%' ? 100 : 1);
-        char f[16];
-        snprintf(f, sizeof f, "%%%s.%d%c", sign == '+' ? "+" : sign == ' ' ? " " : "",
-                 prec < 0 ? 6 : prec, type == '%' ? 'f' : type);
-        snprintf(body, sizeof body, f, d);
-        if (type == '%') {
-            strncat(body, "%", sizeof body - strlen(body) - 1);
-        }
-    } else if (type == 'd') {
-        if (x.k != V_INT && x.k != V_BOOL) {
-            return fail(e, at, "Unknown format code 'd' for object of type '%s'", type_name(&x));
-        }
-        snprintf(body, sizeof body, sign == '+' ? "%+" PRId64 : "%" PRId64, num_i(&x));
-    } else if (type == 0 || type == 's') {
-        struct sb t = {0};
-        if ((rc = vtext(e, &x, true, at, &t)) != 0) {
-            free(t.p);
-            return rc;
-        }
-        snprintf(body, sizeof body, "%s", t.p != NULL ? t.p : "");
-        free(t.p);
-        if (prec >= 0 && type == 's' && (size_t)prec < strlen(body)) {
-            body[prec] = '\0';
-        }
-    } else {
-        return fail(e, at, "Unknown format code '%c' for object of type '%s'", type,
-                    type_name(&x));
+    if (rc != 0) {
+        return fail(e, at, "%s", msg);
     }
-    int len = (int)strlen(body), pad = width > len ? width - len : 0;
-    if (align == 0) {
-        align = is_num(&x) ? '>' : '<';
-    }
-    int left = align == '>' ? pad : align == '^' ? pad / 2 : 0;
-    for (int i = 0; i < left; i++) {
-        sb_put(b, &fill, 1);
-    }
-    sb_str(b, body);
-    for (int i = 0; i < pad - left; i++) {
-        sb_put(b, &fill, 1);
-    }
+    sb_str(b, txt);
+    free(txt);
     return 0;
 }
 
@@ -2204,6 +2138,107 @@ static int print_values(struct tdx_env *e, const struct tdx_node *at, const stru
     }
     free(b.p);
     return rc;
+}
+
+/* Python's round(x[, ndigits]): correctly rounded (round(2.675, 2) is 2.67, as the double
+** 2.675 lies below 2.675), half to even; an int stays an int. */
+static int py_round(struct tdx_env *e, const struct tdx_node *at, const struct call *c,
+                    struct value *out)
+{
+    const struct value *x = &c->args[0];
+    bool has_nd = c->nargs == 2 && c->args[1].k != V_NONE;
+    if (has_nd && c->args[1].k != V_INT && c->args[1].k != V_BOOL) {
+        return fail(e, at, "'%s' object cannot be interpreted as an integer",
+                    type_name(&c->args[1]));
+    }
+    int64_t nd = has_nd ? num_i(&c->args[1]) : 0;
+    if (x->k != V_FLOAT) {
+        int64_t r;
+        if (tdx_round_int(num_i(x), nd, &r) != 0) {
+            return fail(e, at, "integer overflow in round() (tensorctl's ints are 64-bit)");
+        }
+        *out = vint(r);
+        return 0;
+    }
+    if (has_nd) {
+        *out = vfloat(tdx_round_float(x->f, nd));
+        return 0;
+    }
+    if (isnan(x->f)) {
+        return fail(e, at, "cannot convert float NaN to integer");
+    }
+    if (isinf(x->f)) {
+        return fail(e, at, "cannot convert float infinity to integer");
+    }
+    double r = nearbyint(x->f);  /* half to even in the default rounding mode, as Python */
+    if (r >= 9223372036854775808.0 || r < -9223372036854775808.0) {
+        return fail(e, at, "integer overflow in round() (tensorctl's ints are 64-bit)");
+    }
+    *out = vint((int64_t)r);
+    return 0;
+}
+
+/* a > b (or a < b with `less`) for Python numbers or strings; -1 with an error for others. */
+static int py_order(struct tdx_env *e, const struct tdx_node *at, const struct value *a,
+                    const struct value *b, bool less, bool *res)
+{
+    if (is_num(a) && is_num(b)) {
+        if (a->k != V_FLOAT && b->k != V_FLOAT) {
+            *res = less ? num_i(a) < num_i(b) : num_i(a) > num_i(b);
+        } else {
+            *res = less ? num_f(a) < num_f(b) : num_f(a) > num_f(b);
+        }
+        return 0;
+    }
+    if (a->k == V_STR && b->k == V_STR) {
+        size_t n = (size_t)(a->i < b->i ? a->i : b->i);
+        int c = memcmp(a->s, b->s, n);
+        if (c == 0) {
+            c = a->i < b->i ? -1 : a->i > b->i;
+        }
+        *res = less ? c < 0 : c > 0;
+        return 0;
+    }
+    return fail(e, at, "'%s' not supported between instances of '%s' and '%s'", less ? "<" : ">",
+                type_name(a), type_name(b));
+}
+
+/* Python's max/min over an iterable or over several arguments: the first largest (smallest). */
+static int py_max_min(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                      const struct call *c, struct value *out)
+{
+    bool less = name[1] == 'i';
+    const struct value *items = c->args;
+    int n = c->nargs;
+    if (n == 1 && c->args[0].k == V_RANGE) {
+        const struct value *r = &c->args[0];
+        if (r->step > 0 ? r->i >= r->stop : r->i <= r->stop) {
+            return fail(e, at, "%s() iterable argument is empty", name);
+        }
+        int64_t count = r->step > 0 ? (r->stop - r->i + r->step - 1) / r->step
+                                    : (r->i - r->stop - r->step - 1) / -r->step;
+        int64_t last = r->i + (count - 1) * r->step;
+        *out = vint((r->step > 0) == less ? r->i : last);
+        return 0;
+    }
+    if (n == 1) {
+        items = c->args[0].items;
+        n = c->args[0].n;
+        if (n == 0) {
+            return fail(e, at, "%s() iterable argument is empty", name);
+        }
+    }
+    const struct value *best = &items[0];
+    for (int i = 1; i < n; i++) {
+        bool better = false;
+        if (py_order(e, at, &items[i], best, less, &better) != 0) {
+            return TDX_ERROR;
+        }
+        if (better) {
+            best = &items[i];
+        }
+    }
+    return vcopy(e, out, best);
 }
 
 static int func(struct tdx_env *e, const struct tdx_node *at, const char *name,
@@ -2432,27 +2467,25 @@ static int func(struct tdx_env *e, const struct tdx_node *at, const char *name,
         }
         return 0;
     }
-    if ((strcmp(name, "abs") == 0 || strcmp(name, "round") == 0 || strcmp(name, "max") == 0 ||
-         strcmp(name, "min") == 0) && c->nargs >= 1 && is_num(&c->args[0]) &&
-        (c->nargs == 1 || is_num(&c->args[1]))) {
+    if (strcmp(name, "abs") == 0 && c->nargs == 1 && is_num(&c->args[0])) {
         const struct value *x = &c->args[0];
-        if (name[0] == 'a') {
-            *out = x->k == V_FLOAT ? vfloat(fabs(x->f)) : vint(llabs(num_i(x)));
-        } else if (name[0] == 'r') {
-            double p10 = c->nargs > 1 ? pow(10, num_f(&c->args[1])) : 1;
-            double r = nearbyint(num_f(x) * p10) / p10;  /* half to even, as Python */
-            *out = c->nargs > 1 ? vfloat(r) : vint((int64_t)r);
+        if (x->k == V_FLOAT) {
+            *out = vfloat(fabs(x->f));
+        } else if (num_i(x) == INT64_MIN) {
+            return fail(e, at, "integer overflow in abs() (tensorctl's ints are 64-bit)");
         } else {
-            const struct value *best = x;
-            for (int i = 1; i < c->nargs; i++) {
-                double a = num_f(&c->args[i]), bb = num_f(best);
-                if (name[1] == 'a' ? a > bb : a < bb) {
-                    best = &c->args[i];
-                }
-            }
-            *out = *best;
+            *out = vint(llabs(num_i(x)));
         }
         return 0;
+    }
+    if (strcmp(name, "round") == 0 && c->nargs >= 1 && c->nargs <= 2 && is_num(&c->args[0])) {
+        return py_round(e, at, c, out);
+    }
+    if ((strcmp(name, "max") == 0 || strcmp(name, "min") == 0) &&
+        ((c->nargs == 1 && (c->args[0].k == V_LIST || c->args[0].k == V_TUPLE ||
+                            c->args[0].k == V_SIZE || c->args[0].k == V_RANGE)) ||
+         (c->nargs >= 2 && c->args[0].k != V_TENSOR && c->args[1].k != V_TENSOR))) {
+        return py_max_min(e, at, name, c, out);
     }
     if (strcmp(name, "list") == 0 || strcmp(name, "tuple") == 0) {
         if (c->nargs == 0) {
@@ -2502,7 +2535,85 @@ static bool is_builtin(const char *name)
             return true;
         }
     }
-    return tensord_op_code(name) >= 0 && strcmp(name, "slice") != 0;
+    return tensord_op_code(name) >= 0 && !wire_only(name);
+}
+
+/* Python's builtins that torch does not have (torch.print is an AttributeError). */
+static const char *const PY_ONLY[] = {"print", "len", "range", "str", "isinstance", "list",
+                                      "tuple", "type"};
+
+/* torch.X, so that pasted PyTorch code runs unchanged after `import torch`. */
+static int module_attr(struct tdx_env *e, const struct tdx_node *at, const char *module,
+                       const char *name, struct value *out)
+{
+    static const char *const TORCH_DTYPES[][2] = {
+        {"float32", "1"}, {"float", "1"}, {"float64", "2"}, {"double", "2"}, {"int32", "3"},
+        {"int", "3"}, {"int64", "4"}, {"long", "4"}, {"bool", "5"},
+    };
+    if (strcmp(module, "torch") != 0) {
+        return fail(e, at, "numpy is not available in tensorctl (%s.%s); build tensors with "
+                    "tensor([...])", module, name);
+    }
+    for (size_t i = 0; i < sizeof TORCH_DTYPES / sizeof TORCH_DTYPES[0]; i++) {
+        if (strcmp(TORCH_DTYPES[i][0], name) == 0) {
+            *out = (struct value){.k = V_DTYPE, .dt = TORCH_DTYPES[i][1][0] - '0'};
+            return 0;
+        }
+    }
+    if (is_builtin(name) && !in_list(PY_ONLY, sizeof PY_ONLY / sizeof PY_ONLY[0], name)) {
+        *out = (struct value){.k = V_FUNC};
+        if ((out->s = strdup(name)) == NULL) {
+            return fail(e, at, "out of memory");
+        }
+        return 0;
+    }
+    return fail(e, at, "module 'torch' has no attribute '%s'", name);
+}
+
+/* import torch [as t], import numpy as np, from torch import x [as y]: torch's names are
+** tensorctl's own, so a module is a namespace for them; numpy binds a name whose every use
+** says numpy is not here, so a pasted PyTorch snippet fails only where it really needs numpy. */
+static int exec_import(struct tdx_env *e, const struct tdx_node *s)
+{
+    int rc;
+    for (int i = 0; i < s->nkids; i++) {
+        const struct tdx_node *k = s->kids[i];
+        const char *what = k->kind == TDX_KWARG ? k->kids[0]->str : k->str;
+        const char *as = k->kind == TDX_KWARG ? k->str : NULL;
+        struct value v = {0};
+        if (s->str != NULL) {
+            if (strcmp(s->str, "torch") != 0) {
+                return fail(e, k, strcmp(s->str, "numpy") == 0 ?
+                            "cannot import name '%s' from 'numpy' (numpy is not available in "
+                            "tensorctl)" : "No module named '%s' (tensorctl has torch only)",
+                            strcmp(s->str, "numpy") == 0 ? what : s->str);
+            }
+            if ((rc = module_attr(e, k, "torch", what, &v)) != 0) {
+                e->has_err = false;
+                return fail(e, k, "cannot import name '%s' from 'torch'", what);
+            }
+            if ((rc = bind(e, as != NULL ? as : what, &v)) != 0) {
+                return rc;
+            }
+            continue;
+        }
+        if (strcmp(what, "torch") != 0 && strcmp(what, "numpy") != 0) {
+            return fail(e, k, "No module named '%s' (tensorctl has torch, and numpy as a name "
+                        "only)", what);
+        }
+        if (what[0] == 'n' && e->cfg.interactive) {
+            fprintf(e->cfg.err, "note: numpy is not available in tensorctl; '%s.' names will "
+                    "fail (use tensor([...]))\n", as != NULL ? as : what);
+        }
+        v.k = V_MODULE;
+        if ((v.s = strdup(what)) == NULL) {
+            return fail(e, k, "out of memory");
+        }
+        if ((rc = bind(e, as != NULL ? as : what, &v)) != 0) {
+            return rc;
+        }
+    }
+    return 0;
 }
 
 static int name_value(struct tdx_env *e, const struct tdx_node *n, struct value *out)
@@ -2762,7 +2873,14 @@ static int eval(struct tdx_env *e, const struct tdx_node *n, struct value *out)
             if ((rc = eval(e, p->kids[0], &v)) != 0) {
                 break;
             }
-            if (v.k == V_TENSOR && p->op != 'r' && (rc = known(e, v.t, p)) == 0 &&
+            if (p->op != 0 && p->op != 'r' && p->op != 's') {
+                vfree(e, &v);
+                rc = p->op == 'a' ? fail(e, p, "f-string: the !a conversion is not supported")
+                                  : fail(e, p, "f-string: invalid conversion character: "
+                                         "expected 's', 'r', or 'a'");
+                break;
+            }
+            if (v.k == V_TENSOR && p->op == 0 && (rc = known(e, v.t, p)) == 0 &&
                 v.t->info.ndim == 0) {
                 /* Tensor.__format__: a 0-dim tensor formats as its item() */
                 struct value x;
@@ -2775,10 +2893,23 @@ static int eval(struct tdx_env *e, const struct tdx_node *n, struct value *out)
                 vfree(e, &v);
                 break;
             }
+            if (p->op == 'r' || p->op == 's' || p->op == 'a') {
+                /* !r / !s / !a convert first; the spec then formats the string */
+                struct sb conv = {0};
+                if ((rc = vtext(e, &v, p->op == 's', p, &conv)) == 0) {
+                    vfree(e, &v);
+                    rc = vstr(e, &v, conv.p != NULL ? conv.p : "", conv.len);
+                }
+                free(conv.p);
+                if (rc != 0) {
+                    vfree(e, &v);
+                    break;
+                }
+            }
             if (p->str != NULL && p->str[0] != '\0') {
                 rc = format_spec(e, p, &v, p->str, &b);
             } else {
-                rc = vtext(e, &v, p->op != 'r', p, &b);
+                rc = vtext(e, &v, true, p, &b);
             }
             vfree(e, &v);
         }
@@ -2982,6 +3113,8 @@ static int exec(struct tdx_env *e, const struct tdx_node *s)
     switch (s->kind) {
     case TDX_PASS:
         return 0;
+    case TDX_IMPORT:
+        return exec_import(e, s);
     case TDX_EXPR:
         if ((rc = eval(e, s->kids[0], &v)) == 0) {
             rc = show(e, s->kids[0], &v);
@@ -3424,30 +3557,45 @@ unsigned long tdx_waits(const struct tdx_env *e)
     return e->waits;
 }
 
-void tdx_complete(const struct tdx_env *e, const char *prefix, bool after_dot,
+void tdx_complete(const struct tdx_env *e, const char *prefix, const char *object,
                   void (*fn)(const char *name, void *arg), void *arg)
 {
     size_t n = strlen(prefix);
-    if (after_dot) {
+    bool module = false;
+    if (object != NULL) {
+        for (int i = 0; i < e->nvars; i++) {
+            if (strcmp(e->vars[i].name, object) == 0 && e->vars[i].v.k == V_MODULE) {
+                if (strcmp(e->vars[i].v.s, "torch") != 0) {
+                    return;  /* numpy: nothing there */
+                }
+                module = true;
+            }
+        }
+    }
+    if (object != NULL && !module) {
+        /* a tensor's methods and attributes, not torch's functions such as eye or cat */
         for (size_t i = 0; i < sizeof METHODS / sizeof METHODS[0]; i++) {
             if (strncmp(METHODS[i], prefix, n) == 0) {
                 fn(METHODS[i], arg);
             }
         }
         for (size_t i = 0; i < sizeof OP_NAMES / sizeof OP_NAMES[0]; i++) {
-            if (strncmp(OP_NAMES[i], prefix, n) == 0) {
+            if (strncmp(OP_NAMES[i], prefix, n) == 0 && op_method(OP_NAMES[i], false)) {
                 fn(OP_NAMES[i], arg);
             }
         }
         return;
     }
-    for (int i = 0; i < e->nvars; i++) {
-        if (strncmp(e->vars[i].name, prefix, n) == 0) {
-            fn(e->vars[i].name, arg);
+    if (!module) {
+        for (int i = 0; i < e->nvars; i++) {
+            if (strncmp(e->vars[i].name, prefix, n) == 0) {
+                fn(e->vars[i].name, arg);
+            }
         }
     }
     for (size_t i = 0; i < sizeof BUILTINS / sizeof BUILTINS[0]; i++) {
-        if (strncmp(BUILTINS[i], prefix, n) == 0) {
+        if (strncmp(BUILTINS[i], prefix, n) == 0 &&
+            !(module && in_list(PY_ONLY, sizeof PY_ONLY / sizeof PY_ONLY[0], BUILTINS[i]))) {
             fn(BUILTINS[i], arg);
         }
     }
@@ -3457,12 +3605,15 @@ void tdx_complete(const struct tdx_env *e, const char *prefix, bool after_dot,
         }
     }
     for (size_t i = 0; i < sizeof DTYPES / sizeof DTYPES[0]; i++) {
-        if (strncmp(DTYPES[i][0], prefix, n) == 0) {
+        if (strncmp(DTYPES[i][0], prefix, n) == 0 && !(module && DTYPES[i][0][4] == '_')) {
             fn(DTYPES[i][0], arg);
         }
     }
+    if (module) {
+        return;
+    }
     static const char *const KW[] = {"True", "False", "None", "with", "for", "in", "del",
-                                     "not", "and", "or", "pass"};
+                                     "not", "and", "or", "pass", "import"};
     for (size_t i = 0; i < sizeof KW / sizeof KW[0]; i++) {
         if (strncmp(KW[i], prefix, n) == 0) {
             fn(KW[i], arg);

@@ -27,6 +27,7 @@ struct tdx_env;
 struct tdx_config {
     bool json;          /* values print as JSON */
     bool keep_going;    /* a failed statement does not stop a script */
+    bool interactive;   /* the REPL: a few notices go to err that scripts need not see */
     FILE *out;          /* where values print (stdout) */
     FILE *err;          /* where errors go (stderr) */
 };
@@ -50,9 +51,10 @@ int tdx_meta(struct tdx_env *e, const char *line, const char *server_addr);
 /* Sets :time on or off. */
 bool tdx_timing(const struct tdx_env *e);
 
-/* Names for completion that start with `prefix`: variables, functions and keywords, or after
-** "obj." methods and attributes. Calls fn for each. */
-void tdx_complete(const struct tdx_env *e, const char *prefix, bool after_dot,
+/* Names for completion that start with `prefix`: variables, functions and keywords when
+** `object` is NULL; after "object." the tensor methods and attributes, or, when object names an
+** imported torch module, its functions and dtypes. Calls fn for each. */
+void tdx_complete(const struct tdx_env *e, const char *prefix, const char *object,
                   void (*fn)(const char *name, void *arg), void *arg);
 
 /* Blocking waits so far (each collects replies from the server: one round trip). */

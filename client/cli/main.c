@@ -36,17 +36,22 @@ static const char USAGE[] =
     "  --token TOKEN    the server's auth token (default $TENSORD_TOKEN)\n"
     "  --resume HEX     resume a session by its token (see :session)\n"
     "  -c STMTS         run STMTS (separated by ';' or newlines) and exit\n"
-    "  --json           print values as JSON (tensors as {shape, dtype, data})\n"
+    "  --json           print values as strict JSON (tensors as {shape, dtype, data};\n"
+    "                   NaN is null, infinities are the strings \"inf\" and \"-inf\")\n"
     "  --keep-going     report a failed statement and go on (exit status still 1)\n"
     "  -q, --quiet      no banner\n"
     "  -h, --help       this text\n"
     "  --version        print the version\n"
+    "Options that take a value also take it as --addr=ADDR, --token=TOKEN, --resume=HEX.\n"
     "\n"
     "exit status: 0 success, 1 a statement failed, 2 usage or connection error.\n"
-    "At the prompt, :help lists the meta-commands (:ls :session :stats :time :save :load :quit).\n";
+    "'import torch' and 'import numpy as np' are accepted, and torch.X is X.\n"
+    "Meta-commands: :help [language|meta|ops] :ls :session :stats :time on|off\n"
+    ":save FILE [name ...] :load FILE :quit (also :q, :exit).\n";
 
-static const char HELP[] =
-    "tensorctl speaks PyTorch's Python with 'torch.' dropped.\n"
+static const char HELP_LANGUAGE[] =
+    "tensorctl speaks PyTorch's Python with 'torch.' dropped ('import torch' makes torch.X\n"
+    "work too; 'import numpy as np' is accepted, but np.X is not available).\n"
     "\n"
     "  x = tensor([[1., 2.], [3., 4.]], requires_grad=True)   creation: tensor zeros ones\n"
     "  y = (x @ x.T).sum(dim=1, keepdim=True)                   full rand randn arange eye ...\n"
@@ -54,8 +59,9 @@ static const char HELP[] =
     "  with no_grad(): x -= 0.1 * x.grad                          in-place update\n"
     "  x[0, 1:] = 5; print(f\"{x.sum().item():.3f}\", x.shape)    indexing, f-strings\n"
     "  for i in range(3):                                         indented blocks\n"
-    "      print(i)\n"
-    "\n"
+    "      print(i)\n";
+
+static const char HELP_META[] =
     "meta-commands:\n"
     "  :help [language|meta|ops]   this text, or one part of it\n"
     "  :ls                         the session's tensors (name, shape, dtype, bytes, grad)\n"
@@ -64,7 +70,8 @@ static const char HELP[] =
     "  :time on|off                print the round-trip time of each statement\n"
     "  :save FILE [name ...]       write tensors (all when no names) as safetensors\n"
     "  :load FILE                  read a safetensors file; each tensor becomes a name\n"
-    "  :quit                       leave (Ctrl-D too)\n";
+    "                              (layer.weight becomes layer_weight)\n"
+    "  :quit                       leave (also :q, :exit; Ctrl-D too)\n";
 
 static const char HELP_OPS[] =
     "ops (as functions, and as methods on tensors; a trailing _ is in place):\n"
@@ -80,6 +87,49 @@ static const char HELP_OPS[] =
     "  retain_grad float double int long bool  .shape .dtype .grad .T .mT .ndim .requires_grad\n"
     "functions: print len range float int bool str abs round list tuple manual_seed no_grad\n"
     "  enable_grad set_grad_enabled is_grad_enabled   dtypes: float32 float64 int32 int64 bool_\n";
+
+/* The first word of a meta-command line and its argument (the rest, trimmed). */
+static void meta_words(const char *line, char *cmd, size_t ncmd, char *arg, size_t narg)
+{
+    size_t k = strcspn(line, " \t\r\n");
+    snprintf(cmd, ncmd, "%.*s", (int)k, line);
+    const char *a = line + k;
+    while (*a != '\0' && isspace((unsigned char)*a)) {
+        a++;
+    }
+    size_t n = strlen(a);
+    while (n > 0 && isspace((unsigned char)a[n - 1])) {
+        n--;
+    }
+    snprintf(arg, narg, "%.*s", (int)n, a);
+}
+
+static bool is_quit(const char *cmd)
+{
+    return strcmp(cmd, ":quit") == 0 || strcmp(cmd, ":q") == 0 || strcmp(cmd, ":exit") == 0;
+}
+
+/* `:help [topic]`, one function for the prompt and for scripts: the whole help, or the part
+** asked for. An unknown topic is an error (TDX_ERROR), so a script does not go on quietly. */
+static int help(const char *topic)
+{
+    if (topic[0] == '\0') {
+        fputs(HELP_LANGUAGE, stdout);
+        fputc('\n', stdout);
+        fputs(HELP_META, stdout);
+    } else if (strcmp(topic, "language") == 0) {
+        fputs(HELP_LANGUAGE, stdout);
+    } else if (strcmp(topic, "meta") == 0) {
+        fputs(HELP_META, stdout);
+    } else if (strcmp(topic, "ops") == 0) {
+        fputs(HELP_OPS, stdout);
+    } else {
+        fprintf(stderr, ":help: unknown topic '%s' (topics: language, meta, ops)\n", topic);
+        return TDX_ERROR;
+    }
+    fflush(stdout);
+    return 0;
+}
 
 static volatile sig_atomic_t got_sigint;
 
@@ -221,16 +271,18 @@ static int run_script(struct tdx_env *env, const struct script *s, const char *f
         int rc;
         if (s->parts[i].meta != NULL) {
             const char *m = s->parts[i].meta;
-            if (strcmp(m, ":quit") == 0 || strcmp(m, ":q") == 0) {
+            char cmd[64], arg[256];
+            meta_words(m, cmd, sizeof cmd, arg, sizeof arg);
+            if (is_quit(cmd)) {
                 break;
             }
-            if (strncmp(m, ":help", 5) == 0) {
-                fputs(HELP, stdout);
-                continue;
-            }
-            rc = tdx_sync(env);
-            if (rc == 0) {
-                rc = tdx_meta(env, m, addr);
+            if (strcmp(cmd, ":help") == 0) {
+                rc = help(arg);
+            } else {
+                rc = tdx_sync(env);
+                if (rc == 0) {
+                    rc = tdx_meta(env, m, addr);
+                }
             }
         } else {
             rc = tdx_run(env, &s->parts[i].prog, file);
@@ -299,10 +351,18 @@ static unsigned char complete(EditLine *el, int ch)
         p--;
     }
     bool dot = p > li->buffer && p[-1] == '.';
-    char prefix[256];
+    char prefix[256], object[256];
     snprintf(prefix, sizeof prefix, "%.*s", (int)(li->cursor - p), p);
+    if (dot) {
+        /* the name before the dot: a module offers its functions, anything else methods */
+        const char *o = p - 1;
+        while (o > li->buffer && (isalnum((unsigned char)o[-1]) || o[-1] == '_')) {
+            o--;
+        }
+        snprintf(object, sizeof object, "%.*s", (int)(p - 1 - o), o);
+    }
     struct matches m = {.n = 0};
-    tdx_complete(r->env, prefix, dot, add_match, &m);
+    tdx_complete(r->env, prefix, dot ? object : NULL, add_match, &m);
     if (m.n == 0) {
         return CC_ERROR;
     }
@@ -434,12 +494,13 @@ static int repl(struct tdx_env *env, struct tensord *c, const char *addr, bool q
             if (r.histfile[0] != '\0') {
                 history(r.hist, &ev, H_SAVE, r.histfile);
             }
-            if (strcmp(cmd, ":quit") == 0 || strcmp(cmd, ":q") == 0 || strcmp(cmd, ":exit") == 0) {
+            char word[64], arg[256];
+            meta_words(cmd, word, sizeof word, arg, sizeof arg);
+            if (is_quit(word)) {
                 break;
             }
-            if (strncmp(cmd, ":help", 5) == 0 && (cmd[5] == '\0' || cmd[5] == ' ')) {
-                const char *topic = cmd + 5 + (cmd[5] == ' ');
-                fputs(strcmp(topic, "ops") == 0 ? HELP_OPS : HELP, stdout);
+            if (strcmp(word, ":help") == 0) {
+                help(arg);
                 continue;
             }
             if (tdx_meta(env, cmd, addr) == TDX_FATAL) {
@@ -621,13 +682,16 @@ int main(int argc, char **argv)
     struct tensord *c;
     struct tensord_error err;
     if (tensord_connect(&c, addr, &opts, &err) != 0) {
-        fprintf(stderr, "tensorctl: %s\n", err.message);
+        fprintf(stderr, "tensorctl: %s%s\n", err.message,
+                err.code != TENSORD_UNAUTHENTICATED ? "" : opts.auth_token == NULL ?
+                " (the server wants a token: --token or $TENSORD_TOKEN)" :
+                " (the token given by --token or $TENSORD_TOKEN was refused)");
         script_free(&sc);
         free(src);
         return 2;
     }
-    struct tdx_config cfg = {.json = json, .keep_going = keep_going, .out = stdout,
-                             .err = stderr};
+    struct tdx_config cfg = {.json = json, .keep_going = keep_going, .interactive = interactive,
+                             .out = stdout, .err = stderr};
     struct tdx_env *env = tdx_env_new(c, &cfg);
     int rc;
     if (env == NULL) {

@@ -691,11 +691,6 @@ static struct tdx_node *atom(struct parser *ps)
             return n;
         }
         if (is_keyword(t->s)) {
-            if (strcmp(t->s, "import") == 0 || strcmp(t->s, "from") == 0) {
-                perr(ps->err, t->line, t->col, "import is not needed: tensorctl's names are "
-                     "torch's without 'torch.'");
-                return NULL;
-            }
             return syntax(ps, "an expression");
         }
         if ((n = node(ps, TDX_NAME, t->line, t->col)) == NULL) {
@@ -1264,9 +1259,111 @@ static const struct tdx_node *start_of(const struct tdx_node *n)
     return n;
 }
 
+/* NAME ('.' NAME)* as one NAME node "a.b.c" (dotted only when `dots`). */
+static struct tdx_node *dotted_name(struct parser *ps, bool dots)
+{
+    struct token *t = peek(ps);
+    if (t->kind != T_NAME || is_keyword(t->s)) {
+        return syntax(ps, "a name");
+    }
+    struct tdx_node *n = node(ps, TDX_NAME, t->line, t->col);
+    if (n == NULL || (n->str = strdup(t->s)) == NULL) {
+        tdx_node_free(n);
+        perr(ps->err, t->line, t->col, "out of memory");
+        return NULL;
+    }
+    ps->i++;
+    while (dots && is_op(ps, ".")) {
+        ps->i++;
+        struct token *k = peek(ps);
+        if (k->kind != T_NAME || is_keyword(k->s)) {
+            tdx_node_free(n);
+            return syntax(ps, "a name");
+        }
+        size_t len = strlen(n->str) + strlen(k->s) + 2;
+        char *s = malloc(len);
+        if (s == NULL) {
+            tdx_node_free(n);
+            perr(ps->err, k->line, k->col, "out of memory");
+            return NULL;
+        }
+        snprintf(s, len, "%s.%s", n->str, k->s);
+        free(n->str);
+        n->str = s;
+        ps->i++;
+    }
+    return n;
+}
+
+/* `import a.b [as c], ...` and `from m import x [as y], ...`: parsed here, judged by eval. */
+static struct tdx_node *import_stmt(struct parser *ps)
+{
+    struct token *t = peek(ps);
+    bool from = is_kw(ps, "from");
+    ps->i++;
+    struct tdx_node *n = node(ps, TDX_IMPORT, t->line, t->col);
+    if (n == NULL) {
+        return NULL;
+    }
+    if (from) {
+        struct tdx_node *m = dotted_name(ps, true);
+        if (m == NULL) {
+            tdx_node_free(n);
+            return NULL;
+        }
+        n->str = m->str;
+        m->str = NULL;
+        tdx_node_free(m);
+        if (!is_kw(ps, "import")) {
+            tdx_node_free(n);
+            return syntax(ps, "'import'");
+        }
+        ps->i++;
+        if (is_op(ps, "*")) {
+            perr(ps->err, peek(ps)->line, peek(ps)->col, "'from %s import *' is not supported",
+                 n->str);
+            tdx_node_free(n);
+            return NULL;
+        }
+    }
+    for (;;) {
+        struct tdx_node *k = dotted_name(ps, !from);
+        if (k != NULL && is_kw(ps, "as")) {
+            ps->i++;
+            struct tdx_node *alias = dotted_name(ps, false);
+            struct tdx_node *kw = alias != NULL ? node(ps, TDX_KWARG, k->line, k->col) : NULL;
+            if (kw == NULL || add_kid(ps, kw, k) != 0) {
+                tdx_node_free(alias);
+                tdx_node_free(kw);
+                if (kw == NULL) {
+                    tdx_node_free(k);
+                }
+                tdx_node_free(n);
+                return NULL;
+            }
+            kw->str = alias->str;
+            alias->str = NULL;
+            tdx_node_free(alias);
+            k = kw;
+        }
+        if (k == NULL || add_kid(ps, n, k) != 0) {
+            tdx_node_free(n);
+            return NULL;
+        }
+        if (!is_op(ps, ",")) {
+            break;
+        }
+        ps->i++;
+    }
+    return n;
+}
+
 static struct tdx_node *small_stmt(struct parser *ps)
 {
     struct token *t = peek(ps);
+    if (is_kw(ps, "import") || is_kw(ps, "from")) {
+        return import_stmt(ps);
+    }
     if (is_kw(ps, "pass")) {
         ps->i++;
         return node(ps, TDX_PASS, t->line, t->col);
@@ -1603,7 +1700,7 @@ static void dump(struct sbuf *b, const struct tdx_node *n)
         [TDX_NOT] = "not", [TDX_CALL] = "call", [TDX_ATTR] = ".", [TDX_INDEX] = "[]",
         [TDX_SLICE] = "slice", [TDX_LIST] = "list", [TDX_TUPLE] = "tuple", [TDX_KWARG] = "=",
         [TDX_EXPR] = "expr", [TDX_ASSIGN] = "assign", [TDX_AUGASSIGN] = "aug", [TDX_DEL] = "del",
-        [TDX_WITH] = "with", [TDX_FOR] = "for", [TDX_PASS] = "pass",
+        [TDX_WITH] = "with", [TDX_FOR] = "for", [TDX_PASS] = "pass", [TDX_IMPORT] = "import",
     };
     switch (n->kind) {
     case TDX_INT: sb_add(b, "%lld", (long long)n->ival); return;
@@ -1618,7 +1715,7 @@ static void dump(struct sbuf *b, const struct tdx_node *n)
         sb_add(b, "(%s%s", n->kind == TDX_AUGASSIGN ? "aug" : "", OPNAME[n->op]);
         break;
     default:
-        sb_add(b, "(%s", head[n->kind]);
+        sb_add(b, "(%s", n->kind == TDX_IMPORT && n->str != NULL ? "from" : head[n->kind]);
         break;
     }
     if (n->str != NULL) {

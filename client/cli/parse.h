@@ -3,8 +3,8 @@
 ** The language is the part of Python that PyTorch users type at a prompt: assignments and
 ** augmented assignments, Python's operator precedence, calls with keyword arguments, methods,
 ** attributes, indexing and slicing, list and tuple literals, numbers, strings and f-strings,
-** `del`, `with ...:` and `for NAME in ...:` blocks (on one line or indented), `#` comments.
-** The parser knows nothing of tensors or servers: it turns text into trees, or into an error
+** `del`, `import`, `with ...:` and `for NAME in ...:` blocks (on one line or indented), `#`
+** comments. The parser knows nothing of tensors or servers: it turns text into trees, or into an error
 ** with a line and column.
 */
 #ifndef TENSORCTL_PARSE_H
@@ -19,7 +19,7 @@ enum tdx_kind {
     TDX_ELLIPSIS, TDX_BINOP, TDX_UNARY, TDX_AND, TDX_OR, TDX_NOT, TDX_CALL, TDX_ATTR,
     TDX_INDEX, TDX_SLICE, TDX_LIST, TDX_TUPLE, TDX_KWARG,
     /* statements */
-    TDX_EXPR, TDX_ASSIGN, TDX_AUGASSIGN, TDX_DEL, TDX_WITH, TDX_FOR, TDX_PASS,
+    TDX_EXPR, TDX_ASSIGN, TDX_AUGASSIGN, TDX_DEL, TDX_WITH, TDX_FOR, TDX_PASS, TDX_IMPORT,
 };
 
 /* Operators, for TDX_BINOP, TDX_UNARY and TDX_AUGASSIGN (`op`). */
@@ -36,7 +36,9 @@ enum tdx_op {
 **   elements;  FSTR: TDX_STR and TDX_FIELD parts (FIELD: kids[0] the expression, `str` the
 **   format spec or NULL, `op` 'r' for !r);  EXPR: kids[0];  ASSIGN/AUGASSIGN: target, value;
 **   DEL: targets;  WITH: kids[0] the context, then the body;  FOR: `str` the variable, kids[0]
-**   the iterable, then the body. */
+**   the iterable, then the body;  IMPORT: `str` NULL for `import a.b, c as d`, the module for
+**   `from m import x, y as z`; kids: a NAME (the dotted module, or the name imported) or, with
+**   `as`, a KWARG whose `str` is the bound name and kids[0] that NAME. */
 struct tdx_node {
     enum tdx_kind kind;
     int line, col;              /* 1-based, where the construct starts (an operator's position

@@ -99,6 +99,10 @@ static void test_statements(void **state)
     check("shape = 2, 3", "(assign shape (tuple 2 3))");
     check("w -= lr * w.grad", "(aug- w (* lr (. grad w)))");
     check("del x, y", "(del x y)");
+    /* imports: modules dotted, `as` binds another name (a KWARG node: bound name, module) */
+    check("import torch", "(import torch)");
+    check("import numpy as np, torch.nn", "(import (= np numpy) torch.nn)");
+    check("from torch import tensor, zeros as z", "(from torch tensor (= z zeros))");
     check("with no_grad(): w -= 1", "(with (call no_grad) (aug- w 1))");
     check("with no_grad():\n    a -= 1\n    b -= 2\n",
           "(with (call no_grad) (aug- a 1) (aug- b 2))");
@@ -142,7 +146,9 @@ static void test_errors(void **state)
     check_error("x = 'abc", 1, 5, "unterminated string literal", false);
     check_error("with no_grad():\n", 2, 1, "expected an indented block", true);
     check_error("x = 3 $ 4", 1, 7, "invalid character", false);
-    check_error("import torch", 1, 1, "import is not needed", false);
+    check_error("from torch import *", 1, 19, "'from torch import *' is not supported", false);
+    check_error("import torch as", 1, 16, "expected a name", false);
+    check_error("x = import", 1, 5, "expected an expression", false);
     check_error("for 1 in x: pass", 1, 5, "loop variable", false);
     check_error("x = 12abc", 1, 7, "invalid decimal literal", false);
     check_error("x = 99999999999999999999", 1, 5, "too large", false);

@@ -11,8 +11,11 @@ import builtins
 import contextlib
 import io
 import json
+import math
 import os
+import random
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -22,6 +25,8 @@ import uuid
 
 import pytest
 import torch
+
+from conftest import BINARY, Daemon
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLI_DIR = os.path.join(HERE, "..", "cli")
@@ -93,6 +98,311 @@ def test_training_loop_loss_falls_like_torch(daemon):
         assert losses[i + 20] < losses[i]
     want = [float(m) for m in re.findall(r"loss (\S+)", torch_output(open(path).read()))]
     assert losses == pytest.approx(want, rel=1e-3, abs=1e-6)
+
+
+def test_seed_cells_verbatim_match_torch(daemon):
+    """The seed's cells as written (imports, torch. prefixes) run unchanged; only the random
+    tensor's values differ from torch's, so lines that differ between two torch runs with
+    different seeds are compared by shape only."""
+    src = open(script("seed_verbatim.tdx")).read()
+    r = run(daemon, "-c", src)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""  # no notice about numpy outside the REPL
+    torch.manual_seed(1)
+    want1 = torch_output(src).splitlines()
+    torch.manual_seed(2)
+    want2 = torch_output(src).splitlines()
+    got = r.stdout.splitlines()
+    assert len(got) == len(want1)
+    random_lines = [i for i, (a, b) in enumerate(zip(want1, want2)) if a != b]
+    assert len(random_lines) == 2  # the two rows of print(rand_tensor)
+    for i, (g, w) in enumerate(zip(got, want1)):
+        if i in random_lines:
+            assert re.fullmatch(r"(tensor\(\[|        )\[0\.\d{4}, 0\.\d{4}, 0\.\d{4}\]"
+                                r"(,|\]\))", g), g
+        else:
+            assert g == w, "line %d differs" % (i + 1)
+
+
+def test_seed_numpy_cell_fails_clearly(daemon):
+    cell = ("import torch\nimport numpy as np\n"
+            "np_array = np.array([10, 20, 30]) ## Create a numpy array\n"
+            "t_from_np = torch.from_numpy(np_array) ## Create a tensor from the numpy array\n")
+    r = run(daemon, "-c", cell)
+    assert r.returncode == 1
+    assert r.stderr == ("-c:3:14: numpy is not available in tensorctl (numpy.array); build "
+                        "tensors with tensor([...])\n")
+
+
+def test_unknown_imports_are_refused_like_python(daemon):
+    r = run(daemon, "-c", "import os")
+    assert r.returncode == 1 and "No module named 'os'" in r.stderr
+    r = run(daemon, "-c", "from torch import nosuch")
+    assert r.returncode == 1 and "cannot import name 'nosuch' from 'torch'" in r.stderr
+    with pytest.raises(AttributeError) as e:
+        torch.print  # torch has no Python builtins
+    r = run(daemon, "-c", "import torch\ntorch.print(1)")
+    assert r.returncode == 1 and e.value.args[0] in r.stderr
+
+
+# ---- format specs, against Python's format() ----
+
+def format_cases(seed, n):
+    """Random specs over the whole mini-language and values across the float range."""
+    rng = random.Random(seed)
+    cases = []
+    while len(cases) < n:
+        kind = rng.choice("iiffs")
+        spec = ""
+        if rng.random() < 0.4:
+            spec += rng.choice(["", "*", "0", "x", "\u2192", " "]) + rng.choice("<>^=")
+        if rng.random() < 0.3:
+            spec += rng.choice("+- ")
+        if rng.random() < 0.15:
+            spec += "z"
+        if rng.random() < 0.25:
+            spec += "#"
+        if rng.random() < 0.3:
+            spec += "0"
+        if rng.random() < 0.6:
+            spec += str(rng.randint(0, 25))
+        if rng.random() < 0.25:
+            spec += rng.choice(",_")
+        if rng.random() < 0.5:
+            spec += "." + str(rng.randint(0, 20))
+        if rng.random() < 0.85:
+            spec += rng.choice({"i": "bcdoxXneEfFgG%", "f": "eEfFgGn%", "s": "s"}[kind])
+        if kind == "i":
+            v = rng.choice([0, -1, 1, 65, 0x263A, 2**63 - 1, -2**63] +
+                           [rng.randint(-10**rng.randint(1, 18), 10**rng.randint(1, 18))] * 6)
+            if v == 0 and spec.endswith("c"):
+                continue  # NUL: refused by tensorctl (its text is NUL-terminated), see below
+        elif kind == "f":
+            c = rng.random()
+            v = (rng.choice([math.inf, -math.inf, math.nan, 0.0, -0.0]) if c < 0.05 else
+                 round(rng.uniform(-1000, 1000), rng.randint(0, 4)) if c < 0.3 else
+                 rng.randint(-10**6, 10**6) + 0.5 if c < 0.5 else
+                 rng.choice([1, -1]) * 10 ** rng.uniform(-12, 22))
+        else:
+            v = rng.choice(["ab", "", "h\u00e9llo", "xxxxx"])
+        cases.append((v, spec))
+    return cases
+
+
+def literal(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return "float('%s')" % v
+    if isinstance(v, int) and v == -2**63:
+        return "(-9223372036854775807 - 1)"
+    return repr(v)
+
+
+def test_format_specs_match_python(daemon):
+    cases = format_cases(6, 3000)
+    ok, refused = [], []
+    for v, spec in cases:
+        try:
+            ok.append((v, spec, format(v, spec)))
+        except (ValueError, TypeError, OverflowError) as e:
+            refused.append((v, spec, str(e)))
+    assert len(ok) > 1500 and len(refused) > 300
+    src = "".join('print(f"{%s:%s}", end="|\\n")\n' % (literal(v), spec) for v, spec, _ in ok)
+    r = run(daemon, "-c", src)
+    assert r.returncode == 0, r.stderr
+    got = r.stdout.split("|\n")[:-1]
+    assert len(got) == len(ok)
+    for (v, spec, want), g in zip(ok, got):
+        assert g == want, "format(%r, %r)" % (v, spec)
+    # Python's refusals are refused too, with Python's message, never printed as something
+    src = "".join('f"{%s:%s}"\n' % (literal(v), spec) for v, spec, _ in refused)
+    r = run(daemon, "--keep-going", "-c", src)
+    assert r.returncode == 1 and r.stdout == ""
+    errs = r.stderr.splitlines()
+    assert len(errs) == len(refused)
+    for i, ((v, spec, want), e) in enumerate(zip(refused, errs)):
+        assert e.startswith("-c:%d:" % (i + 1)) and e.endswith(": " + want), (v, spec, e)
+
+
+def test_format_refuses_what_it_cannot_print(daemon):
+    # Python prints a NUL here; tensorctl refuses rather than print something else.
+    r = run(daemon, "-c", 'print(f"{0:c}")')
+    assert r.returncode == 1 and r.stdout == "" and "not supported" in r.stderr
+    # nested fields in a spec are Python's, but not tensorctl's: refused, not misprinted
+    r = run(daemon, "-c", 'w = 5\nprint(f"{3:{w}}")')
+    assert r.returncode == 1 and r.stdout == "" and "nested" in r.stderr
+    for obj in ("[1, 2]", "None", "ones(2)"):
+        ns = torch_namespace()
+        with pytest.raises(TypeError) as e:
+            format(eval(obj, ns), ">3")
+        r = run(daemon, "-c", 'f"{%s:>3}"' % obj)
+        assert r.returncode == 1
+        assert r.stderr.endswith(e.value.args[0].replace("torch.", "") + "\n")
+
+
+def test_add_alpha_is_refused_clearly(daemon):
+    r = run(daemon, "-c", "x = ones(2)\nprint(add(x, x, alpha=2))")
+    assert r.returncode == 1 and r.stdout == ""
+    assert "alpha= is not supported by tensord" in r.stderr
+    r = run(daemon, "-c", "x = ones(2)\nx.sub_(x, alpha=2)")
+    assert r.returncode == 1 and "sub(): alpha= is not supported" in r.stderr
+
+
+def test_methods_are_tensor_methods_only(daemon):
+    with pytest.raises(AttributeError) as e:
+        torch.ones(2).eye
+    r = run(daemon, "-c", "x = ones(2)\nx.eye()")
+    assert r.returncode == 1 and r.stderr == "-c:2:6: %s\n" % e.value.args[0]
+
+
+# ---- help, meta-commands ----
+
+def test_help_topics(daemon):
+    parts = {}
+    for topic in ("", " language", " meta", " ops"):
+        r = run(daemon, "-c", ":help" + topic)
+        assert r.returncode == 0 and r.stderr == ""
+        parts[topic.strip()] = r.stdout
+    assert parts[""] == parts["language"] + "\n" + parts["meta"]
+    assert "f-strings" in parts["language"] and ":ls" not in parts["language"]
+    for cmd in (":help [language|meta|ops]", ":ls", ":session", ":stats", ":time on|off",
+                ":save FILE", ":load FILE", ":quit", ":q", ":exit", "layer_weight"):
+        assert cmd in parts["meta"], cmd
+    # every name :help ops advertises is torch's, and works here as advertised
+    ops, rest = parts["ops"].split("tensor methods and attributes:")
+    methods, rest = rest.split("functions:")
+    funcs, dtypes = rest.split("dtypes:")
+    ops = ops.split(":", 1)[1]
+    F = torch.nn.functional
+    stmts = []
+    for name in ops.split():
+        if name.endswith("_"):
+            assert hasattr(torch.Tensor, name), name
+            stmts.append("x." + name)
+            continue
+        assert hasattr(torch, name) or hasattr(F, name) or hasattr(torch.Tensor, name), name
+        if hasattr(torch, name) or hasattr(F, name):
+            stmts.append(name)
+        if hasattr(torch.Tensor, name):
+            stmts.append("x." + name)
+    for name in methods.split():
+        assert hasattr(torch.Tensor, name.lstrip(".")), name
+        stmts.append("x." + name.lstrip("."))
+    for name in funcs.split():
+        assert hasattr(torch, name) or hasattr(builtins, name), name
+        stmts.append(name)
+    for name in dtypes.split():
+        assert hasattr(torch, name) or name == "bool_", name  # bool_: bool is Python's
+        stmts.append(name)
+    assert "x.mT" in stmts and "softmax" in stmts and len(stmts) > 150
+    r = run(daemon, "-c", "x = ones(2, 2)\n" + "\n".join(stmts))
+    assert r.returncode == 0, r.stderr
+    r = run(daemon, "-c", ":help nosuch\nprint(1)")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == ":help: unknown topic 'nosuch' (topics: language, meta, ops)\n"
+
+
+def test_quit_stops_a_script(daemon):
+    for q in (":quit", ":q", ":exit"):
+        r = run(daemon, "-c", "print(1)\n%s\nprint(2)" % q)
+        assert r.returncode == 0 and r.stdout == "1\n", q
+
+
+def test_time_on_off(daemon):
+    r = run(daemon, "-c", ":time\n:time on\nx = ones(2)\nprint(1)\n:time off\nprint(2)\n:time")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "time off\n1\n2\ntime off\n"
+    timings = r.stderr.splitlines()
+    assert len(timings) == 2  # one per statement while on: the assignment and the print
+    assert all(re.fullmatch(r"\(\d+\.\d{3} ms\)", t) for t in timings), timings
+    r = run(daemon, "-c", ":time maybe")
+    assert r.returncode == 1 and r.stderr == "usage: :time on|off\n"
+
+
+def test_del_frees_the_handle(daemon):
+    r = run(daemon, "-c", "x = ones(3)\ny = ones(2)\n:stats\ndel x\n:stats\n:ls\nprint(x)")
+    assert r.returncode == 1
+    stats = re.findall(r"session_tensors\s+(\d+)\nsessions\s+\d+\nserver_bytes", r.stdout)
+    assert stats == ["2", "1"]
+    sb = re.findall(r"session_bytes\s+(\d+)", r.stdout)
+    assert sb == ["20", "8"]  # 3 and 2 float32s, then only y's 2
+    ls = r.stdout.split("requires_grad\n", 1)[1]
+    assert re.match(r"y\s+\[2\]\s+float32\s+8\s+False\n1 tensor, 8 bytes\n$", ls), ls
+    with pytest.raises(NameError) as e:
+        exec("x = 1\ndel x\nprint(x)", {})
+    assert r.stderr == "-c:7:7: %s\n" % e.value.args[0]
+
+
+def test_json_is_strict_for_nan_and_infinity(daemon):
+    r = run(daemon, "--json", "-c",
+            "t = tensor([float('nan'), float('inf'), -float('inf'), 1.5])\nprint(t)\n"
+            "print(t.double())\nprint(float('nan'), float('-inf'), 2.5)\nprint(range(2))")
+    assert r.returncode == 0, r.stderr
+
+    def refuse(name):
+        raise ValueError("non-standard JSON constant " + name)
+    lines = [json.loads(line, parse_constant=refuse) for line in r.stdout.splitlines()]
+    assert lines[0] == {"shape": [4], "dtype": "float32", "data": [None, "inf", "-inf", 1.5]}
+    assert lines[1]["data"] == [None, "inf", "-inf", 1.5]
+    assert lines[2] == [None, "-inf", 2.5]
+    assert lines[3] == "range(0, 2)"
+    import numpy as np  # the documented way back: NaN from null, infinities from their strings
+    back = np.array(lines[0]["data"], dtype=float)
+    assert np.isnan(back[0]) and back[1] == np.inf and back[2] == -np.inf and back[3] == 1.5
+
+
+# ---- authentication and a lost connection ----
+
+def test_token_flag_and_env(tmp_path):
+    tok = tmp_path / "token"
+    tok.write_text("s3cret-token-0123456789\n")
+    d = Daemon("--auth-token-file", str(tok))
+    try:
+        assert d.port is not None
+        none = run(d.port, "-c", "print(1)")
+        assert none.returncode == 2 and none.stdout == ""
+        assert none.stderr == ("tensorctl: authentication failed (the server wants a token: "
+                               "--token or $TENSORD_TOKEN)\n")
+        wrong = run(d.port, "--token", "nope", "-c", "print(1)")
+        assert wrong.returncode == 2 and wrong.stdout == ""
+        assert wrong.stderr == ("tensorctl: authentication failed (the token given by --token "
+                                "or $TENSORD_TOKEN was refused)\n")
+        ok = run(d.port, "--token", "s3cret-token-0123456789", "-c", "print(1)")
+        assert ok.returncode == 0 and ok.stdout == "1\n", ok.stderr
+        ok = run(d.port, "--token=s3cret-token-0123456789", "-c", "print(1)")
+        assert ok.returncode == 0 and ok.stdout == "1\n", ok.stderr
+        env = run(d.port, "-c", "print(1)", env={"TENSORD_TOKEN": "s3cret-token-0123456789"})
+        assert env.returncode == 0 and env.stdout == "1\n", env.stderr
+        # the flag beats the environment, both ways
+        r = run(d.port, "--token", "s3cret-token-0123456789", "-c", "print(1)",
+                env={"TENSORD_TOKEN": "nope"})
+        assert r.returncode == 0 and r.stdout == "1\n", r.stderr
+        r = run(d.port, "--token", "nope", "-c", "print(1)",
+                env={"TENSORD_TOKEN": "s3cret-token-0123456789"})
+        assert r.returncode == 2
+    finally:
+        assert d.stop() == 0
+
+
+def test_connection_lost_mid_script_exits_2(tmp_path):
+    d = Daemon()
+    assert d.port is not None
+    src = ("print(1)\nx = ones(600, 600)\nfor i in range(400):\n    y = x @ x\n"
+           "print(y.sum().item())\n")
+    e = dict(os.environ, TENSORD_ADDR="127.0.0.1:%d" % d.port)
+    p = subprocess.Popen([TENSORCTL, "-c", src], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=e)
+    try:
+        assert p.stdout.readline() == "1\n"
+        os.kill(d.proc.pid, signal.SIGKILL)  # the daemon this test started, by its pid
+        d.proc.wait(timeout=10)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.unlink(d.log.name)
+    assert p.returncode == 2
+    assert out == ""
+    assert err.startswith("tensorctl: connection lost: "), err
 
 
 # ---- errors and exit statuses ----
@@ -398,7 +708,15 @@ def test_repl_through_tmux(daemon, tmp_path):
     t = Tmux(TENSORCTL, {"HOME": str(home), "TENSORD_ADDR": "127.0.0.1:%d" % daemon,
                          "TERM": "xterm"}, str(tmp_path))
     try:
-        t.wait(lambda s: ">>>" in s and "session" in s, "the banner and prompt")
+        text = t.wait(lambda s: ">>>" in s and "session" in s, "the banner and prompt")
+        # the banner: the server's version (as `tensord --version` says it), the address and
+        # the session token's first 8 hex digits (checked against :session below)
+        version = subprocess.run([BINARY, "--version"], capture_output=True,
+                                 text=True).stdout.strip()
+        banner = re.match(r"%s at 127\.0\.0\.1:%d, session ([0-9a-f]{8})\n"
+                          r"Type :help for help, Ctrl-D to quit\.\n>>>" %
+                          (re.escape(version), daemon), text)
+        assert banner, text
         # typing
         t.type("x = tensor([1, 2])")
         t.keys("Enter")
@@ -447,6 +765,60 @@ def test_repl_through_tmux(daemon, tmp_path):
         t.type("y")
         t.keys("Enter")
         t.wait(lambda s: "tensor([12, 22])" in s, "multi-line results")
+        # completion of a function name
+        t.type("soft")
+        t.keys("Tab")
+        t.wait(lambda s: s.rstrip().endswith(">>> softmax"), "function completion")
+        t.type("(tensor([0.0, 0.0]), dim=0)")
+        t.keys("Enter")
+        t.wait(lambda s: "tensor([0.5000, 0.5000])" in s, "softmax's result")
+        # after a dot: a tensor's methods, not torch's functions such as eye or empty
+        t.type("y.e")
+        t.keys("Tab")
+        text = t.wait(lambda s: re.search(r"\bexpand\b", s), "the method candidates")
+        listing = text.rsplit(">>> y.e", 2)[1]
+        assert re.search(r"\bexp_\b", listing) and re.search(r"\beq\b", listing)
+        assert not re.search(r"\b(eye|empty|empty_like)\b", listing), listing
+        t.keys(*["BSpace"] * 5)
+        # after `import torch`, torch. offers torch's functions
+        t.type("import torch")
+        t.keys("Enter")
+        t.type("torch.linsp")
+        t.keys("Tab")
+        t.wait(lambda s: s.rstrip().endswith(">>> torch.linspace"), "module completion")
+        t.keys(*["BSpace"] * 20)
+        # numpy: a one-line notice at the prompt
+        t.type("import numpy as np")
+        t.keys("Enter")
+        t.wait(lambda s: "note: numpy is not available in tensorctl; 'np.' names will fail" in s,
+               "the numpy notice")
+        # :help topics at the prompt, as in scripts
+        t.type(":help ops")
+        t.keys("Enter")
+        t.wait(lambda s: ".T .mT .ndim" in s, ":help ops")
+        t.type(":help nosuch")
+        t.keys("Enter")
+        t.wait(lambda s: ":help: unknown topic 'nosuch' (topics: language, meta, ops)" in s,
+               ":help with an unknown topic")
+        # del frees a tensor: :ls no longer lists it and its name is gone
+        t.type("del y")
+        t.keys("Enter")
+        t.type(":ls")
+        t.keys("Enter")
+        text = t.wait(lambda s: re.search(r"\d+ tensors?, \d+ bytes\n>>> $", s.rstrip() + " "),
+                      ":ls")
+        ls = text.rsplit(">>> :ls", 1)[1]
+        assert not re.search(r"^y\s", ls, re.M) and re.search(r"^x\s", ls, re.M), ls
+        t.type("y")
+        t.keys("Enter")
+        t.wait(lambda s: "<stdin>:1:1: name 'y' is not defined" in s, "the deleted name")
+        # the banner's token prefix is the session's
+        t.type(":session")
+        t.keys("Enter")
+        text = t.wait(lambda s: re.search(r"token\s+[0-9a-f]{32}", s), ":session")
+        assert re.search(r"token\s+([0-9a-f]{32})", text).group(1)[:8] == banner.group(1)
+        t.type("z_previous = 41 + 1")
+        t.keys("Enter")
         # Ctrl-D quits; the history went to $HOME
         t.keys("C-d")
         deadline = time.time() + 10
@@ -456,5 +828,19 @@ def test_repl_through_tmux(daemon, tmp_path):
         raw = (home / ".tensorctl_history").read_text()  # libedit's format: strvis-encoded
         hist = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), raw)
         assert "my_long_variable" in hist and "x * 2" in hist
+    finally:
+        t.close()
+    # a new tensorctl recalls the previous session's last line with Up
+    t = Tmux(TENSORCTL, {"HOME": str(home), "TENSORD_ADDR": "127.0.0.1:%d" % daemon,
+                         "TERM": "xterm"}, str(tmp_path))
+    try:
+        t.wait(lambda s: ">>>" in s and "session" in s, "the second banner")
+        t.keys("Up")
+        t.wait(lambda s: s.rstrip().endswith(">>> z_previous = 41 + 1"), "the previous session's "
+               "line")
+        t.keys("Enter")
+        t.type("z_previous")
+        t.keys("Enter")
+        t.wait(lambda s: re.search(r"^42$", s, re.M), "the recalled line's value")
     finally:
         t.close()
