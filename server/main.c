@@ -29,6 +29,7 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "base/memlimit.h"
 #include "core/parallel.h"
 #include "net/http.h"
 #include "net/net.h"
@@ -86,7 +87,8 @@ static const struct flag flags[] = {
     {"max-frame-bytes", "SIZE", "1G", "largest request frame accepted"},
     {"max-tensor-bytes", "SIZE", "1G", "largest single tensor"},
     {"session-max-bytes", "SIZE", "4G", "memory quota of one session"},
-    {"max-bytes", "SIZE", "half of RAM", "memory cap for all sessions together"},
+    {"max-bytes", "SIZE", "half of RAM", "memory cap for all sessions together (RAM: the "
+     "cgroup's memory limit when smaller, as in a container)"},
     {"max-sessions", "N", "10000", "most sessions alive at once"},
     {"session-ttl", "DURATION", "10m", "how long a session outlives its last connection"},
     {"threads", "N", "CPU count", "worker threads for heavy ops"},
@@ -1083,10 +1085,12 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_timer_start(&server.drain, on_drain, 0, 5);
 }
 
-static int64_t physical_memory(void)
+/* What this process may use: physical memory, or its cgroup's limit when smaller (a container). */
+static int64_t usable_memory(void)
 {
     long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
-    return (pages > 0 && size > 0) ? (int64_t)pages * size : (int64_t)8 << 30;
+    int64_t physical = (pages > 0 && size > 0) ? (int64_t)pages * size : (int64_t)8 << 30;
+    return td_memory_limit(physical, "/proc/self/cgroup", "/sys/fs/cgroup");
 }
 
 /* Until the loop's handlers are installed, a stop signal is only noted (and SIGHUP ignored): a
@@ -1112,7 +1116,7 @@ int main(int argc, char **argv)
         .max_frame_bytes = (uint64_t)1 << 30,
         .max_tensor_bytes = (int64_t)1 << 30,
         .session_max_bytes = (int64_t)4 << 30,
-        .max_bytes = physical_memory() / 2,
+        .max_bytes = usable_memory() / 2,
         .max_sessions = 10000,
         .session_ttl_ms = 10 * 60 * 1000,
         .threads = (int)sysconf(_SC_NPROCESSORS_ONLN),
