@@ -249,7 +249,6 @@ int td_rpc_peer_new(struct td_rpc_peer **out, struct td_rpc_server *srv, td_rpc_
     p->reply = reply;
     p->user = user;
     p->refs = 1;
-    srv->stats.ops = srv->op_counters;
     srv->stats.connections++;
     srv->stats.connections_total++;
     *out = p;
@@ -1709,7 +1708,6 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
     j->t0_us = now_us();
     p->refs++;
     p->pending++;
-    j->req = req;
     j->data = data;
     j->data_len = data_len;
     j->job.is_heavy = job_is_heavy;

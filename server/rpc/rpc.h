@@ -41,7 +41,6 @@ struct td_rpc_stats {
     uint64_t connections_total;
     uint64_t auth_failures;
     struct td_rpc_counter kinds[TD_RPC_KINDS];
-    struct td_rpc_counter *ops;         /* TD_OP_COUNT entries: RunOp by op */
 };
 
 /* The protocol's name of request kind k ("run_op"), or NULL for an unused number. */
@@ -57,8 +56,8 @@ struct td_rpc_server {
     uint64_t (*now_ms)(void);           /* monotonic clock, for session TTL bookkeeping */
     uint64_t started_ms;                /* now_ms() at start, for uptime */
     const char *files_dir;              /* Save/Load directory; NULL: persistence is off */
-    struct td_rpc_stats stats;          /* ops: points at op_counters */
-    struct td_rpc_counter op_counters[TD_OP_COUNT];
+    struct td_rpc_stats stats;
+    struct td_rpc_counter op_counters[TD_OP_COUNT];  /* RunOp, by op */
     struct td_map auth_penalty;         /* peer address hash -> failures; see run_hello */
 };
 
