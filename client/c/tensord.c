@@ -55,6 +55,7 @@
 enum want {
     WANT_NONE,    /* Free, Ping, ManualSeed, CloseSession: a status only */
     WANT_TENSOR,  /* creations, ops, Get */
+    WANT_MAYBE_TENSOR,  /* Grad: a tensor, or none when .grad is None */
     WANT_TEXT,    /* Format */
     WANT_STATS,   /* Stats */
     WANT_HELLO,   /* Hello */
@@ -495,6 +496,9 @@ static int take_info(struct tensord *c, struct tensord_info *info, const Tensord
     }
     info->handle = t->handle;
     info->dtype = (enum tensord_dtype)t->dtype;
+    info->requires_grad = t->requires_grad;
+    info->is_leaf = t->is_leaf;
+    snprintf(info->grad_fn, sizeof info->grad_fn, "%s", t->grad_fn != NULL ? t->grad_fn : "");
     info->ndim = (int)t->n_shape;
     info->nbytes = t->nbytes;
     info->offset = t->offset;
@@ -529,12 +533,16 @@ static int take_result(struct tensord *c, struct pending *p, const Tensord__Resp
     static const Tensord__Response__ResultCase expect[] = {
         [WANT_NONE] = TENSORD__RESPONSE__RESULT__NOT_SET,
         [WANT_TENSOR] = TENSORD__RESPONSE__RESULT_TENSOR,
+        [WANT_MAYBE_TENSOR] = TENSORD__RESPONSE__RESULT_TENSOR,
         [WANT_TEXT] = TENSORD__RESPONSE__RESULT_TEXT,
         [WANT_STATS] = TENSORD__RESPONSE__RESULT_STATS,
         [WANT_HELLO] = TENSORD__RESPONSE__RESULT_HELLO,
     };
     int rc;
-    if (p->want != WANT_NONE && r->result_case != expect[p->want]) {
+    bool optional = p->want == WANT_NONE ||
+                    (p->want == WANT_MAYBE_TENSOR &&
+                     r->result_case == TENSORD__RESPONSE__RESULT__NOT_SET);
+    if (!optional && r->result_case != expect[p->want]) {
         return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply to request %llu lacks its result",
                          (unsigned long long)p->id);
     }
@@ -544,6 +552,11 @@ static int take_result(struct tensord *c, struct pending *p, const Tensord__Resp
                          (unsigned long long)dl);
     }
     switch (p->want) {
+    case WANT_MAYBE_TENSOR:
+        if (r->result_case != TENSORD__RESPONSE__RESULT_TENSOR) {
+            return 0;  /* None */
+        }
+        /* fall through */
     case WANT_TENSOR:
         if ((rc = take_info(c, &p->info, r->tensor, err)) != 0) {
             return rc;
@@ -1484,8 +1497,7 @@ int tensord_send_grad(struct tensord *c, uint64_t handle, uint64_t out, uint64_t
     m.out = out;
     req.body_case = TENSORD__REQUEST__BODY_GRAD;
     req.grad = &m;
-    /* WANT_NONE accepts a reply with or without a tensor: None is not an error. */
-    struct pending p = {.want = WANT_NONE};
+    struct pending p = {.want = WANT_MAYBE_TENSOR};
     return queue(c, &req, NULL, 0, &p, id, err);
 }
 

@@ -157,6 +157,9 @@ struct tensord_info {
     uint64_t nbytes;     /* whole tensor */
     uint64_t offset;
     uint64_t length;
+    bool requires_grad;
+    bool is_leaf;
+    char grad_fn[48];    /* torch's node name ("MulBackward0"); "" for a leaf */
 };
 
 struct tensord_stats {
@@ -317,7 +320,7 @@ int tensord_send_backward(struct tensord *c, uint64_t handle, uint64_t gradient,
                           bool retain_graph, uint64_t *id, struct tensord_error *err);
 
 /* Binds handle `out` to handle's .grad (the same tensor). When .grad is None the reply carries
-** no tensor and `out` stays unbound. */
+** no tensor (reply.has_info is false) and `out` stays unbound. */
 int tensord_send_grad(struct tensord *c, uint64_t handle, uint64_t out, uint64_t *id,
                       struct tensord_error *err);
 

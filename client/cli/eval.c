@@ -43,7 +43,7 @@ struct tref {
 
 enum vkind {
     V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_TENSOR, V_LIST, V_TUPLE, V_SIZE, V_DTYPE, V_FUNC,
-    V_METHOD, V_CTX, V_RANGE, V_MODULE,
+    V_METHOD, V_CTX, V_RANGE, V_MODULE, V_NODE,
 };
 
 struct value {
@@ -53,13 +53,13 @@ struct value {
     double f;
     int dt;                     /* V_DTYPE; V_CTX: the grad mode it sets */
     int64_t stop, step;         /* V_RANGE */
-    char *s;                    /* V_STR text, V_FUNC / V_METHOD name: owned */
+    char *s;                    /* V_STR text, V_FUNC / V_METHOD / V_NODE name: owned */
     struct tref *t;             /* V_TENSOR, V_METHOD's self: a reference */
     struct value *items;        /* V_LIST, V_TUPLE, V_SIZE (ints): owned */
     int n;
 };
 
-enum pkind { P_TENSOR, P_PLAIN, P_GRADCHECK, P_FREE };
+enum pkind { P_TENSOR, P_PLAIN, P_GRAD, P_FREE };
 
 struct preq {
     uint64_t id;
@@ -276,7 +276,7 @@ static const char *type_name(const struct value *v)
         [V_STR] = "str", [V_TENSOR] = "Tensor", [V_LIST] = "list", [V_TUPLE] = "tuple",
         [V_SIZE] = "Size", [V_DTYPE] = "dtype", [V_FUNC] = "builtin_function_or_method",
         [V_METHOD] = "method", [V_CTX] = "no_grad", [V_RANGE] = "range",
-        [V_MODULE] = "module",
+        [V_MODULE] = "module", [V_NODE] = "Node",
     };
     return names[v->k];
 }
@@ -337,9 +337,7 @@ int tdx_sync(struct tdx_env *e)
             }
             rc = TDX_FATAL;
         } else if (r.status != 0) {
-            if (p->kind == P_GRADCHECK && r.status == TENSORD_UNKNOWN_HANDLE && p->t != NULL) {
-                p->t->none = true;  /* .grad was None: Grad bound nothing */
-            } else if (p->kind != P_FREE && p->kind != P_GRADCHECK) {
+            if (p->kind != P_FREE) {
                 /* A failure caused by an earlier one ("input 4 failed: ...") was reported
                 ** with its cause: with --keep-going say each cause once, not each echo. */
                 bool cascade = r.status == TENSORD_INPUT_FAILED;
@@ -354,6 +352,8 @@ int tdx_sync(struct tdx_env *e)
         } else if (r.has_info && p->t != NULL && p->kind != P_FREE) {
             p->t->info = r.info;
             p->t->known = true;
+        } else if (p->kind == P_GRAD && p->t != NULL) {
+            p->t->none = true;  /* .grad was None: Grad bound nothing */
         }
         tref_unref(e, p->t);
     }
@@ -547,6 +547,8 @@ static int vtext(struct tdx_env *e, const struct value *v, bool str, const struc
     case V_METHOD: sb_fmt(b, "<built-in method %s of Tensor object>", v->s); return 0;
     case V_CTX: sb_str(b, v->dt ? "<enable_grad>" : "<no_grad>"); return 0;
     case V_MODULE: sb_fmt(b, "<module '%s'>", v->s); return 0;
+    /* torch adds " at 0x…", an address in its process; here there is none to show */
+    case V_NODE: sb_fmt(b, "<%s object>", v->s); return 0;
     case V_RANGE:
         if (v->step == 1) {
             sb_fmt(b, "range(%" PRId64 ", %" PRId64 ")", v->i, v->stop);
@@ -824,7 +826,7 @@ static const char *const METHODS[] = {
     "backward", "item", "tolist", "size", "dim", "numel", "requires_grad_", "retain_grad",
     "zero_", "fill_", "copy_", "uniform_", "normal_", "add_", "sub_", "mul_", "div_", "pow_",
     "clamp_", "float", "double", "long", "int", "bool", "shape", "dtype", "grad", "T", "mT",
-    "ndim", "requires_grad", "is_leaf", "exp_", "neg_", "abs_", "relu_", "sigmoid_", "tanh_",
+    "ndim", "requires_grad", "is_leaf", "grad_fn", "exp_", "neg_", "abs_", "relu_", "sigmoid_", "tanh_",
 };
 
 /* ---- sending requests ---- */
@@ -1507,16 +1509,8 @@ static int grad_of(struct tdx_env *e, struct tref *self, const struct tdx_node *
         tref_unref(e, g);
         return lib_fail(e, at, &err);
     }
-    if ((rc = pend_add(e, id, P_PLAIN, NULL, at)) != 0) {
-        tref_unref(e, g);
-        return rc;
-    }
-    /* A metadata read right behind it says whether .grad was None, without a wait. */
-    if (tensord_send_get(e->c, g->handle, NULL, 0, &id, &err) != 0) {
-        tref_unref(e, g);
-        return lib_fail(e, at, &err);
-    }
-    if ((rc = pend_add(e, id, P_GRADCHECK, g, at)) != 0) {
+    /* Its reply says whether .grad was None (no tensor in it), without a wait. */
+    if ((rc = pend_add(e, id, P_GRAD, g, at)) != 0) {
         tref_unref(e, g);
         return rc;
     }
@@ -1720,6 +1714,18 @@ static int attribute(struct tdx_env *e, const struct tdx_node *at, const struct 
     if (strcmp(name, "is_leaf") == 0) {
         *out = vbool(t->is_leaf);
         return 0;
+    }
+    if (strcmp(name, "grad_fn") == 0) {
+        /* the node's name rides on the reply of the op that made t */
+        if ((rc = known(e, t, at)) != 0) {
+            return rc;
+        }
+        if (t->info.grad_fn[0] == '\0') {
+            *out = (struct value){.k = V_NONE};
+            return 0;
+        }
+        *out = (struct value){.k = V_NODE, .s = strdup(t->info.grad_fn)};
+        return out->s != NULL ? 0 : fail(e, at, "out of memory");
     }
     if (strcmp(name, "T") == 0 || strcmp(name, "mT") == 0 || strcmp(name, "data") == 0) {
         struct value a1[1] = {vtensor(t)};

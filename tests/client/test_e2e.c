@@ -248,6 +248,54 @@ static void test_input_failed_propagates(void **state)
     tensord_disconnect(c);
 }
 
+/* The autograd facts of a tensor ride on its op's reply; a Grad reply says None by carrying
+** no tensor. torch: a = tensor([2.], requires_grad=True); b = a * 3 -> b.grad_fn is
+** MulBackward0, b.is_leaf False; a.grad is None before backward, tensor([3.]) after. */
+static void test_grad_replies_and_autograd_info(void **state)
+{
+    (void)state;
+    struct tensord *c = open_session(&daemon_);
+    struct tensord_error err;
+    const int64_t s1[] = {1};
+    const float two[] = {2};
+    assert_int_equal(tensord_create(c, 1, TENSORD_FLOAT32, s1, 1, two, 4, &err), 0);
+    struct tensord_reply r;
+    uint64_t id;
+    assert_int_equal(tensord_send_set_grad(c, 1, true, false, false, &id, &err), 0);
+    assert_int_equal(tensord_recv(c, &r, &err), 0);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(tensord_send_grad(c, 1, 10, &id, &err), 0);  /* .grad is None yet */
+    assert_int_equal(tensord_recv(c, &r, &err), 0);
+    assert_int_equal(r.status, 0);
+    assert_false(r.has_info);
+    struct tensord_operand in[] = {tensord_h(1), tensord_f(3)};
+    assert_int_equal(tensord_send_op(c, "mul", 2, in, 2, false, &id, &err), 0);
+    assert_int_equal(tensord_recv(c, &r, &err), 0);
+    assert_int_equal(r.status, 0);
+    assert_true(r.has_info);
+    assert_true(r.info.requires_grad);
+    assert_false(r.info.is_leaf);
+    assert_string_equal(r.info.grad_fn, "MulBackward0");
+    struct tensord_operand sin[] = {tensord_h(2)};
+    assert_int_equal(tensord_send_op(c, "sum", 3, sin, 1, false, &id, &err), 0);
+    assert_int_equal(tensord_send_backward(c, 3, 0, false, &id, &err), 0);
+    assert_int_equal(tensord_send_grad(c, 1, 11, &id, &err), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(tensord_recv(c, &r, &err), 0);
+        assert_int_equal(r.status, 0);
+    }
+    assert_int_equal(tensord_recv(c, &r, &err), 0);
+    assert_int_equal(r.status, 0);
+    assert_true(r.has_info);  /* the grad, bound to handle 11 */
+    assert_int_equal(r.info.dtype, TENSORD_FLOAT32);
+    assert_true(r.info.is_leaf);
+    assert_string_equal(r.info.grad_fn, "");
+    float g = 0;
+    assert_int_equal(tensord_get(c, 11, NULL, &g, sizeof g, &err), 0);
+    assert_true(g == 3.0f);
+    tensord_disconnect(c);
+}
+
 static void test_sessions_cannot_see_each_other(void **state)
 {
     (void)state;
@@ -729,6 +777,7 @@ int main(void)
         cmocka_unit_test(test_error_messages_like_torch),
         cmocka_unit_test(test_pipeline_10000),
         cmocka_unit_test(test_input_failed_propagates),
+        cmocka_unit_test(test_grad_replies_and_autograd_info),
         cmocka_unit_test(test_sessions_cannot_see_each_other),
         cmocka_unit_test(test_reconnect_and_resume),
         cmocka_unit_test(test_free_is_idempotent),

@@ -332,6 +332,21 @@ def test_del_frees_the_handle(daemon):
     assert r.stderr == "-c:7:7: %s\n" % e.value.args[0]
 
 
+def test_grad_fn_and_grad_none_like_torch(daemon):
+    """grad_fn names torch's node (torch's repr adds " at 0x…", an address in its own process);
+    leaves have None; .grad is None until backward (known from the Grad reply itself)."""
+    import torch
+    a = torch.tensor([2.0], requires_grad=True)
+    b = a * 3
+    c = (b * b).sum()
+    want = [type(b.grad_fn).__name__, type(c.grad_fn).__name__]
+    r = run(daemon, "-c", "a = tensor([2.0], requires_grad=True)\nb = a * 3\nc = (b * b).sum()\n"
+            "print(b.grad_fn, c.grad_fn, a.grad_fn, a.grad)\nc.backward()\nprint(a.grad)")
+    assert r.returncode == 0, r.stderr
+    c.backward()
+    assert r.stdout == "<%s object> <%s object> None None\n%s\n" % (want[0], want[1], a.grad)
+
+
 def test_json_is_strict_for_nan_and_infinity(daemon):
     r = run(daemon, "--json", "-c",
             "t = tensor([float('nan'), float('inf'), -float('inf'), 1.5])\nprint(t)\n"
