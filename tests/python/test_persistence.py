@@ -239,86 +239,131 @@ def read_frame(sock, buf):
     return resp
 
 
-def test_sigterm_during_pipelined_writes_keeps_exactly_the_acknowledged(data_dir):
-    d = Daemon("--data-dir", data_dir)
-    s = tensord.connect("127.0.0.1:%d" % d.port)
-    x = s.zeros(1, dtype=tensord.int64)
-    other = s.tensor([5, 6, 7])
-    s2 = tensord.connect("127.0.0.1:%d" % d.port)
-    y = s2.full((3,), 1.25)
-    for sess in (s, s2):
-        sess.synchronize()
-    token, xh, oh, yh = s.token, x._h, other._h, y._h
+class Stream:
+    """A bare connection resuming one session that pipelines `x += step` (in place, on handle
+    `xh`) from a writer thread, batches of 64 frames at a time, while a reader thread records
+    each reply: `acked` the ids answered OK, `failed` any other reply, `resets` a reset
+    connection (which could have destroyed replies in flight). It stops at EOF."""
 
-    sock = socket.create_connection(("127.0.0.1", d.port))
-    hello = pb.Request(id=1)
-    hello.hello.min_version = hello.hello.max_version = 1
-    hello.hello.session_token = token
-    sock.sendall(frame(hello))
-    buf = bytearray()
-    assert read_frame(sock, buf).status.code == pb.OK
-    acked = []
-    stop = threading.Event()
+    def __init__(self, port, token, xh, step):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        hello = pb.Request(id=1)
+        hello.hello.min_version = hello.hello.max_version = 1
+        hello.hello.session_token = token
+        self.sock.sendall(frame(hello))
+        self.buf = bytearray()
+        r = read_frame(self.sock, self.buf)
+        assert r.status.code == pb.OK and r.hello.resumed, r.status.message
+        self.xh, self.step = xh, step
+        self.acked, self.failed, self.resets = [], [], []
+        self.stop = threading.Event()
+        # daemon threads: a failing test must not leave pytest waiting for them at exit
+        self.threads = [threading.Thread(target=self.writer, daemon=True),
+                        threading.Thread(target=self.reader, daemon=True)]
+        for t in self.threads:
+            t.start()
 
-    def writer():
+    def writer(self):
         rid = 2
         try:
-            while not stop.is_set():
+            while not self.stop.is_set():
                 batch = b""
                 for _ in range(64):
                     req = pb.Request(id=rid)
                     req.run_op.op = pb.OP_ADD
                     req.run_op.inplace = True
-                    req.run_op.inputs.add().handle = xh
-                    req.run_op.inputs.add().scalar.i = 1
+                    req.run_op.inputs.add().handle = self.xh
+                    req.run_op.inputs.add().scalar.i = self.step
                     batch += frame(req)
                     rid += 1
-                sock.sendall(batch)
+                self.sock.sendall(batch)
         except OSError:
-            pass
+            pass  # the daemon has gone: what it never read it never ran
 
-    resets = []
-
-    def reader():
+    def reader(self):
         while True:
             try:
-                r = read_frame(sock, buf)
-            except OSError as e:  # a reset could have destroyed replies in flight
-                resets.append(e)
+                r = read_frame(self.sock, self.buf)
+            except OSError as e:
+                self.resets.append(e)
                 return
             if r is None:
                 return
-            assert r.status.code == pb.OK, r.status.message
-            acked.append(r.id)
+            if r.status.code == pb.OK:
+                self.acked.append(r.id)
+            else:
+                self.failed.append((r.id, r.status.message))
 
-    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
-    for t in threads:
-        t.start()
-    deadline = time.time() + 10
-    while len(acked) < 2000 and time.time() < deadline:
-        time.sleep(0.01)
-    d.proc.send_signal(signal.SIGTERM)  # in the middle of the stream
-    assert d.proc.wait(timeout=30) == 0
-    stop.set()
-    threads[1].join(timeout=10)
-    sock.close()
-    threads[0].join(timeout=10)
-    assert len(acked) >= 2000 and resets == []  # the daemon closed gracefully: EOF, no reset
-    assert acked == list(range(2, 2 + len(acked)))  # answered in order, none skipped
-    assert "sessions_saved count=2 failed=0" in d.text()
+    def finish(self):
+        self.stop.set()
+        self.threads[1].join(timeout=10)
+        self.sock.close()
+        self.threads[0].join(timeout=10)
+        assert not any(t.is_alive() for t in self.threads)
+
+
+def stop_during_two_write_streams(data_dir, sig):
+    """Two sessions, each with a counter, written concurrently by two pipelined streams (x += 1
+    in one, y += 3 in the other, so a write landing in the wrong session would show) when `sig`
+    arrives; after a restart each counter holds exactly its own acknowledged writes."""
+    d = Daemon("--data-dir", data_dir)
+    s = tensord.connect("127.0.0.1:%d" % d.port)
+    x = s.zeros(1, dtype=tensord.int64)
+    other = s.tensor([5, 6, 7])
+    s2 = tensord.connect("127.0.0.1:%d" % d.port)
+    y = s2.zeros(1, dtype=tensord.int64)
+    z = s2.full((3,), 1.25)
+    for sess in (s, s2):
+        sess.synchronize()
+    tokens, xh, oh, yh, zh = (s.token, s2.token), x._h, other._h, y._h, z._h
+
+    streams = []
+    try:
+        streams = [Stream(d.port, tokens[0], xh, 1), Stream(d.port, tokens[1], yh, 3)]
+        deadline = time.monotonic() + 20
+        while min(len(st.acked) for st in streams) < 1000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # both writers are still sending (they stop only on `finish` or a closed socket)
+        assert all(st.threads[0].is_alive() for st in streams)
+        d.proc.send_signal(sig)  # in the middle of both streams
+        code = d.proc.wait(timeout=30)
+    finally:
+        if d.proc.poll() is None:  # it ignored the signal: end it, and with it the streams
+            d.proc.kill()
+            d.proc.wait()
+        for st in streams:
+            st.finish()
+    assert code == 0, d.text()
+    for st in streams:
+        assert len(st.acked) >= 1000 and st.resets == [] and st.failed == []  # EOF, no reset
+        assert st.acked == list(range(2, 2 + len(st.acked)))  # answered in order, none skipped
+    text = d.text()
+    assert "event=shutdown signal=%d" % sig in text
+    assert "sessions_saved count=2 failed=0" in text
     d.stop()
 
     d = Daemon("--data-dir", data_dir)
     try:
-        r = tensord.connect("127.0.0.1:%d" % d.port, resume=token)
-        assert tensord.Tensor(r, xh).item() == len(acked)  # every acknowledged write, no other
+        r = tensord.connect("127.0.0.1:%d" % d.port, resume=tokens[0])
+        r2 = tensord.connect("127.0.0.1:%d" % d.port, resume=tokens[1])
+        # every acknowledged write, no other, each in its own session
+        assert tensord.Tensor(r, xh).item() == len(streams[0].acked)
+        assert tensord.Tensor(r2, yh).item() == 3 * len(streams[1].acked)
         assert tensord.Tensor(r, oh).tolist() == [5, 6, 7]
-        r2 = tensord.connect("127.0.0.1:%d" % d.port, resume=s2.token)
-        assert tensord.Tensor(r2, yh).tolist() == [1.25, 1.25, 1.25]
+        assert tensord.Tensor(r2, zh).tolist() == [1.25, 1.25, 1.25]
         r.close()
         r2.close()
     finally:
         assert d.stop() == 0
+
+
+def test_sigterm_during_pipelined_writes_keeps_exactly_the_acknowledged(data_dir):
+    stop_during_two_write_streams(data_dir, signal.SIGTERM)
+
+
+def test_sigint_is_as_graceful_as_sigterm(data_dir):
+    """Ctrl-C in a terminal: the same drain, replies and save as SIGTERM, and exit status 0."""
+    stop_during_two_write_streams(data_dir, signal.SIGINT)
 
 
 def test_shutdown_timeout_and_unusable_data_dir(tmp_path):
