@@ -1,8 +1,11 @@
 # The load generator (tests/load/loadgen.c, on libtensord) and its runs:
 #   make test-load   200 connections over 50 sessions for 3 s (part of make test)
 #   make load        500 connections over 100 sessions for 30 s, with the daemon's RSS watched
-#   make soak        20 connections for 10 minutes: RSS must stay flat after warm-up
+#   make soak        20 connections for 10 minutes (SOAK_SECONDS=60 for a short one)
+# Each ends with the daemon's allocated_bytes back at its warm-up value and RSS flat; load and soak
+# keep their memory samples (rss t=... kib=... allocated=...) in $(BUILD)/load/.
 LOADGEN := $(BUILD)/tests/load/loadgen
+SOAK_SECONDS ?= 600
 
 $(LOADGEN): $(call obj,tests/load/loadgen.c) $(LIBTENSORD_A)
 	@mkdir -p $(dir $@)
@@ -14,7 +17,11 @@ test-load: $(LOADGEN) $(TENSORD)
 	$(Q)tests/load/run.sh $(TENSORD) $(LOADGEN) --connections 200 --sessions 50 --seconds 3
 
 load: $(LOADGEN) $(TENSORD)
-	$(Q)tests/load/run.sh $(TENSORD) $(LOADGEN) --connections 500 --sessions 100 --seconds 30
+	@mkdir -p $(BUILD)/load
+	$(Q)tests/load/run.sh $(TENSORD) $(LOADGEN) --connections 500 --sessions 100 --seconds 30 \
+	    --samples $(BUILD)/load/load_samples.txt
 
 soak: $(LOADGEN) $(TENSORD)
-	$(Q)tests/load/run.sh $(TENSORD) $(LOADGEN) --connections 20 --sessions 10 --seconds 600
+	@mkdir -p $(BUILD)/load
+	$(Q)tests/load/run.sh $(TENSORD) $(LOADGEN) --connections 20 --sessions 10 \
+	    --seconds $(SOAK_SECONDS) --samples $(BUILD)/load/soak_samples.txt
