@@ -585,6 +585,11 @@ static int take_result(struct tensord *c, struct pending *p, const Tensord__Resp
             p->stats->session_tensors = r->stats->session_tensors;
             p->stats->sessions = r->stats->sessions;
             p->stats->server_bytes = r->stats->server_bytes;
+            p->stats->server_tensors = r->stats->server_tensors;
+            p->stats->connections = r->stats->connections;
+            p->stats->uptime_ms = r->stats->uptime_ms;
+            p->stats->allocated_bytes = r->stats->allocated_bytes;
+            p->stats->cached_bytes = r->stats->cached_bytes;
         }
         return 0;
     case WANT_HELLO:

@@ -167,6 +167,12 @@ struct tensord_stats {
     uint64_t session_tensors;
     uint64_t sessions;
     uint64_t server_bytes;
+    uint64_t server_tensors;
+    uint64_t connections;     /* open now */
+    uint64_t uptime_ms;
+    uint64_t allocated_bytes; /* all memory the daemon holds for its work (tensors, frames,
+                              ** replies in flight) */
+    uint64_t cached_bytes;    /* freed large buffers kept for reuse */
 };
 
 /* Element size of a dtype in bytes; 0 for an invalid one. */

@@ -222,6 +222,11 @@ static void test_pipeline_10000(void **state)
     struct tensord_stats st;
     assert_int_equal(tensord_stats(c, &st, &err), 0);
     assert_int_equal(st.session_tensors, N + 1);
+    /* the 10,001 int64 tensors of 8 bytes are held by the daemon, and this connection is open */
+    assert_true(st.server_tensors >= (uint64_t)N + 1);
+    assert_true(st.allocated_bytes >= 8u * ((uint64_t)N + 1));
+    assert_true(st.connections >= 1);
+    assert_true(st.uptime_ms > 0);
     tensord_disconnect(c);
 }
 
