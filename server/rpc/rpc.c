@@ -1348,6 +1348,11 @@ static void job_execute(struct rpc_job *j)
     void *stats_mem = NULL;
     int rc = 0;
 
+    if (s != NULL && !s->closed) {
+        for (size_t i = 0; i < j->req->n_free_first; i++) {
+            td_session_free_handle(s, j->req->free_first[i]);
+        }
+    }
     switch (j->req->body_case) {
     case TENSORD__REQUEST__BODY_HELLO:
         rc = run_hello(p, j->req->id, j->req->hello, &hello, &err);

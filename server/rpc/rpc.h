@@ -20,7 +20,7 @@
 #include "session/session.h"
 
 #define TD_PROTOCOL_MIN 1
-#define TD_PROTOCOL_MAX 1
+#define TD_PROTOCOL_MAX 2  /* 2: Request.free_first */
 #define TD_FRAME_HEADER_BYTES 12
 
 /* Latency histogram bucket upper bounds, in microseconds; the last bucket is everything above. */

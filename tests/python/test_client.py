@@ -111,6 +111,23 @@ def test_collected_tensors_are_freed_in_a_batch(session):
     assert session.stats().session_tensors <= base + 2
 
 
+def test_frees_ride_on_the_next_request(session):
+    """A loop that drops a tensor per step (x = x + one) sends one request per step, not two:
+    the collected handles travel in the next request's free_first, and the session's tensor
+    count stays flat (1,000 steps: x, one and at most a step's garbage)."""
+    assert session._c.version >= 2
+    one = session.ones(3)
+    x = session.zeros(3)
+    session.synchronize()
+    base = session.stats().session_tensors
+    frames = session._c.frames_sent
+    for _ in range(1000):
+        x = x + one
+    assert x.tolist() == [1000.0, 1000.0, 1000.0]
+    assert session._c.frames_sent - frames <= 1000 + 2  # the adds and the Get, no Free frames
+    assert session.stats().session_tensors <= base + 1
+
+
 def test_close_frees_everything(daemon):
     s = tensord.connect("127.0.0.1:%d" % daemon)
     token = s.token

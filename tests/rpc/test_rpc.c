@@ -306,14 +306,14 @@ static void test_version_mismatch(void **state)
     harness_init(&h, NULL);
     Tensord__Request req = TENSORD__REQUEST__INIT;
     Tensord__Hello m = TENSORD__HELLO__INIT;
-    m.min_version = 2;
+    m.min_version = 3;
     m.max_version = 5;
     req.body_case = TENSORD__REQUEST__BODY_HELLO;
     req.hello = &m;
     struct captured *c = last(&h, send_req(&h, &req, NULL, 0));
     assert_int_equal(status_of(c), TENSORD__STATUS_CODE__VERSION_MISMATCH);
     assert_string_equal(message_of(c),
-                        "no common protocol version: client speaks 2..5, server 1..1");
+                        "no common protocol version: client speaks 3..5, server 1..2");
     harness_close(&h);
 }
 
@@ -499,6 +499,41 @@ static void test_get_chunks_of_a_view(void **state)
     struct captured *c = get(&h, 2, 0, 0);
     assert_int_equal(c->data_len, sizeof want);
     assert_memory_equal(c->data, want, sizeof want);
+    harness_close(&h);
+}
+
+/* Protocol 2: Request.free_first frees handles just before the body runs — so a body naming a
+** handle freed that way fails as if a Free had come first. */
+static void test_free_first_runs_before_the_body(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_init(&h, NULL);
+    hello(&h, NULL, 0);
+    const int64_t shape[] = {2};
+    const int64_t v[] = {5, 7};
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, shape, 1, v, sizeof v), 0);
+    assert_int_equal(create(&h, 2, TENSORD__DTYPE__INT64, shape, 1, v, sizeof v), 0);
+    assert_int_equal(create(&h, 3, TENSORD__DTYPE__INT64, shape, 1, v, sizeof v), 0);
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Get g = TENSORD__GET__INIT;
+    g.handle = 1;
+    uint64_t frees[] = {2, 99, 0};  /* unknown and reserved handles are ignored, as in Free */
+    req.free_first = frees;
+    req.n_free_first = 3;
+    req.body_case = TENSORD__REQUEST__BODY_GET;
+    req.get = &g;
+    struct captured *c = last(&h, send_req(&h, &req, NULL, 0));
+    assert_int_equal(status_of(c), 0);
+    assert_memory_equal(c->data, v, sizeof v);
+    assert_int_equal(status_of(get(&h, 2, 0, 0)), TENSORD__STATUS_CODE__UNKNOWN_HANDLE);
+    uint64_t self[] = {3};
+    g.handle = 3;
+    req.free_first = self;
+    req.n_free_first = 1;
+    c = last(&h, send_req(&h, &req, NULL, 0));
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__UNKNOWN_HANDLE);
+    assert_string_equal(message_of(c), "unknown handle 3");
     harness_close(&h);
 }
 
@@ -1923,6 +1958,7 @@ int main(void)
         cmocka_unit_test(test_malformed_frames),
         cmocka_unit_test(test_heavy_work_keeps_order),
         cmocka_unit_test(test_get_chunks_of_a_view),
+        cmocka_unit_test(test_free_first_runs_before_the_body),
         cmocka_unit_test(test_heavy_gets_and_writes),
         cmocka_unit_test(test_allocation_failure_sweep),
     };

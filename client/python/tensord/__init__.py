@@ -308,9 +308,12 @@ class Session:
             n = len(self._dead)
             dead = self._dead[:n]
             del self._dead[:n]
-            free = pb.Request()
-            free.free.handles.extend(dead)
-            self._c.send(free)
+            if self._c.version >= 2:
+                req.free_first.extend(dead)  # freed just before req runs: no request of their own
+            else:
+                free = pb.Request()
+                free.free.handles.extend(dead)
+                self._c.send(free)
         p = self._c.send(req, data, replay)
         p.tag = (what, _caller())
         p.on_done = self._note

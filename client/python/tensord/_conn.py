@@ -162,7 +162,7 @@ class Conn:
         self._next_id = 1
         req = pb.Request()
         req.hello.min_version = 1
-        req.hello.max_version = 1
+        req.hello.max_version = 2  # 2: Request.free_first
         req.hello.auth_token = self.auth
         req.hello.session_token = self.token
         req.hello.client_name = "tensord-python"
@@ -174,6 +174,7 @@ class Conn:
             raise p.error
         self.token = p.resp.hello.session_token
         self.limits = p.resp.hello.limits
+        self.version = p.resp.hello.version
 
     def close(self) -> None:
         if self.sock is not None:
