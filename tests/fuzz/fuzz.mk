@@ -4,6 +4,8 @@
 #   make fuzz FUZZ_SECONDS=N   every target fuzzes for N seconds (default 60); fails on a crash
 #   make test-fuzz-regress     replays every seed in tests/fuzz/corpus/<t>/ and every crash
 #                              reproducer in tests/fuzz/regress/<t>/ through its target once
+#   make fuzz-seeds            regenerates tests/fuzz/corpus/ from the test suites' traffic
+#                              (tests/fuzz/record_seeds.py; a few minutes, rewrites the corpus)
 #
 # The targets and the layer libraries they link are built by clang with ASan + UBSan and
 # libFuzzer's coverage in their own tree, $(FUZZ_BUILD), by recursing with BUILD, CC, SAN and
@@ -11,7 +13,7 @@
 # read: what the fuzzer finds goes to $(FUZZ_BUILD)/corpus/<t>/, crashes to
 # $(FUZZ_BUILD)/crashes/<t>/.
 
-.PHONY: fuzz fuzz-bins test-fuzz-regress
+.PHONY: fuzz fuzz-bins fuzz-seeds test-fuzz-regress
 
 DEB_PKGS += clang libclang-rt-14-dev
 
@@ -85,3 +87,11 @@ test-fuzz-regress: deps
 	        > $(FUZZ_BUILD)/regress_$$t.log 2>&1 \
 	        || { tail -40 $(FUZZ_BUILD)/regress_$$t.log; echo "FAILED: fuzz_$$t"; fail=1; }; \
 	done; exit $$fail
+
+# The suites run against the normal build (a recording shim preloaded into the daemon, test_rpc
+# relinked with a recorder); the fuzz binaries then minimise each target's candidates.
+fuzz-seeds: deps
+	$(Q)$(MAKE) --no-print-directory all $(BUILD)/tests/rpc/test_rpc
+	$(Q)$(FUZZ_SUBMAKE)
+	$(Q)BUILD=$(abspath $(BUILD)) FUZZ_BUILD=$(abspath $(FUZZ_BUILD)) \
+	    $(PYTHON) tests/fuzz/record_seeds.py

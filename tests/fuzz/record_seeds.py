@@ -1,247 +1,332 @@
 #!/usr/bin/python3
-"""Regenerates the fuzz seed corpora in tests/fuzz/corpus/ from real traffic and the test suites.
+"""Regenerates the fuzz seed corpora in tests/fuzz/corpus/ from the test suites' own traffic.
 
-    TENSORD_BIN=build/tensord PYTHONPATH=client/python /usr/bin/python3 tests/fuzz/record_seeds.py
+    make fuzz-seeds                      # builds what it needs, then runs this script
+    # or, by hand, after `make tensord tensorctl build/tests/rpc/test_rpc` and the fuzz binaries
+    # (`make fuzz FUZZ_SECONDS=0` builds them):
+    /usr/bin/python3 tests/fuzz/record_seeds.py [--no-merge] [pytest files...]
 
-It starts tensord on a loopback port, puts a recording proxy in front of it, and runs a few
-short sessions of the Python client (creates, elementwise ops, in-place ops on views, matmul,
-backward, Get in chunks, Save/Load, frees, errors). The bytes each client sent become:
+What is recorded (tests/fuzz/seeds/ holds the two recorders):
 
-  corpus/frames/<name>-<k>   5 bytes of chunking flags, then the raw stream (see fuzz_frames.c)
-  corpus/rpc/<name>          a flags byte, then (kind, meta_len, data_len, meta, data) records
-                             for every frame except the client's Hello (see fuzz_rpc.c); also
-                             with the deferring executor (<name>-deferred)
+  * the Python suites (default: SUITES below, including the 184 hostile cases and tensorctl's
+    suite) run under pytest against a daemon started through a wrapper that preloads
+    seeds/record_preload.c: every connection the daemon accepts has its received bytes kept
+    (at most 1 MiB each), and every safetensors file the daemon or tensorctl writes is kept;
+    tensorctl runs through a wrapper that keeps its `-c` text and the script files it is given;
+  * tests/rpc/test_rpc.c, relinked with seeds/record_rpc_wrap.c (`-Wl,--wrap`), keeps every
+    frame each of its peers hands to td_rpc_handle, as the wire would carry it;
+  * hand-made cases: one request per op of server/core/ops.def, reconnects, TTL expiry, a Load of
+    a placed file, requests before Hello, framing edge cases, safetensors header cases, the
+    tests/cli .tdx scripts and test_parse.c's statements.
 
-plus hand-written frames for the framing edge cases, safetensors files (written by tensord's
-Save and by tensorctl's format, and the header cases of tests/base/test_safetensors.c), and the
-.tdx scripts and parser cases of tests/cli for the CLI parser. Run it again after a protocol
-change; the corpora are small (a few hundred KB).
+How a recorded connection becomes seeds:
+
+  frames  4 bytes of chunking seed + 1 flags byte (see fuzz_frames.c), then the stream. Data
+          sections above DATA_CAP are cut to DATA_CAP (their header's data_len with them) and the
+          stream is cut at the last whole frame before FRAMES_CAP; bytes that are not frames
+          (garbage, a lying header) are kept as they came, up to the cap.
+  rpc     fuzz_rpc's records (flags byte, then u8 kind, u16 meta_len, u16 data_len, meta, data).
+          The connection's opening Hello is dropped (the harness says its own). A Create whose
+          data is above DATA_CAP gets a smaller shape of the same rank and the matching prefix
+          of its data; other data sections are cut to DATA_CAP. A connection whose records pass
+          RPC_CAP is split into windows of frames, each preceded by the earlier frames that made
+          the handles it names (transitively), so a window does not just fail "unknown handle".
+          Each becomes one seed with replies' data held (flags 0x04) and one with the deferring
+          executor (0x0c: a kind-3 record after every third frame, a reconnect at the end).
+
+Identical seeds are kept once, then each target's candidates are minimised with libFuzzer's
+merge (`fuzz_<t> -merge=1 OUT CANDIDATES`, which keeps the smallest set with the same coverage)
+and the kept files get back their descriptive names. Run it again after a protocol change.
 """
+import hashlib
+import math
 import os
-import random
+import re
 import shutil
-import socket
 import struct
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORPUS = os.path.join(ROOT, "tests", "fuzz", "corpus")
+FUZZ_BUILD = os.environ.get("FUZZ_BUILD", os.path.join(ROOT, "build-fuzz"))
+BUILD = os.environ.get("BUILD", os.path.join(ROOT, "build"))
 sys.path.insert(0, os.path.join(ROOT, "client", "python"))
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Recorder:
-    """A loopback proxy that keeps what each client connection sent."""
-
-    def __init__(self, target_port):
-        self.target = ("127.0.0.1", target_port)
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.port = self.listener.getsockname()[1]
-        self.streams = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.listener.accept()
-            except OSError:
-                return
-            s = socket.create_connection(self.target)
-            buf = bytearray()
-            self.streams.append(buf)
-            threading.Thread(target=self._pipe, args=(c, s, buf), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(s, c, None), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst, record):
-        try:
-            while True:
-                b = src.recv(65536)
-                if not b:
-                    break
-                if record is not None:
-                    record += b
-                dst.sendall(b)
-        except OSError:
-            pass
-        for x in (src, dst):
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+SUITES = ["test_hostile.py", "test_client.py", "test_persistence.py", "test_autograd.py",
+          "test_conformance.py", "test_package_conformance.py", "test_seed.py", "test_faults.py",
+          "test_daemon.py", "test_metrics.py", "test_cli.py"]
+DATA_CAP = 4096        # bytes of one frame's data section kept in a seed
+FRAMES_CAP = 60000     # bytes of stream in a frames seed (fuzz_frames runs with -max_len=65536)
+RPC_CAP = 7000         # bytes of records in an rpc window (fuzz_rpc runs with -max_len=8192)
+MAX_LEN = {"frames": 65536, "rpc": 8192, "cli_parse": 4096, "safetensors": 4096}
+HTTP = (b"GET ", b"HEAD", b"POST", b"PUT ", b"DELE", b"OPTI")
 
 
-def frames_of(stream):
+def sh(cmd, **kw):
+    print("+ " + " ".join(cmd), flush=True)
+    return subprocess.run(cmd, **kw)
+
+
+# ---------------------------------------------------------------- recording
+
+def build_recorders(work):
+    so = os.path.join(work, "record_preload.so")
+    sh(["cc", "-std=c11", "-O2", "-shared", "-fPIC", "-o", so,
+        os.path.join(ROOT, "tests/fuzz/seeds/record_preload.c"), "-ldl", "-lpthread"], check=True)
+    pkgs = subprocess.run(["pkg-config", "--cflags", "--libs", "libuv", "libprotobuf-c",
+                           "openblas", "cmocka"], capture_output=True, text=True,
+                          check=True).stdout.split()
+    test_rpc = os.path.join(work, "test_rpc_rec")
+    libs = [os.path.join(BUILD, "lib", "libtd_%s.a" % n)
+            for n in ("testlib", "rpc", "session", "core", "base")]
+    sh(["cc", "-std=c11", "-D_DEFAULT_SOURCE", "-O1", "-g", "-I" + os.path.join(BUILD, "gen"),
+        "-I" + os.path.join(ROOT, "server"), "-o", test_rpc,
+        os.path.join(BUILD, "obj", "tests", "rpc", "test_rpc.o"),
+        os.path.join(ROOT, "tests/fuzz/seeds/record_rpc_wrap.c"),
+        "-Wl,--wrap=td_rpc_peer_new", "-Wl,--wrap=td_rpc_handle", "-Wl,--wrap=td_rpc_peer_close",
+        *libs, *pkgs, "-lm", "-lpthread"], check=True)
+    return so, test_rpc
+
+
+def write_wrappers(work, so, out):
+    daemon = os.path.join(work, "tensord")
+    with open(daemon, "w") as f:
+        # The paths are written in: some suites start the daemon with an environment of their own.
+        f.write("#!/bin/sh\nTD_RECORD_DIR=%s LD_PRELOAD=%s exec %s \"$@\"\n"
+                % (out, so, os.path.join(BUILD, "tensord")))
+    ctl = os.path.join(work, "tensorctl")
+    with open(ctl, "w") as f:
+        f.write("""#!/bin/sh
+n=0; prev=
+for a in "$@"; do
+    n=$((n + 1))
+    if [ "$prev" = "-c" ]; then printf '%%s' "$a" > %(out)s/cli-$$-$n; fi
+    case "$a" in -*) ;; *) [ "$prev" != "-c" ] && [ -f "$a" ] && cp "$a" %(out)s/cli-$$-$n;; esac
+    prev=$a
+done
+TD_RECORD_DIR=%(out)s LD_PRELOAD=%(so)s exec %(bin)s "$@"
+""" % {"out": out, "so": so, "bin": os.path.join(BUILD, "tensorctl")})
+    os.chmod(daemon, 0o755)
+    os.chmod(ctl, 0o755)
+    return daemon, ctl
+
+
+def record(work, suites):
+    out = os.path.join(work, "out")
+    os.makedirs(out)
+    so, test_rpc = build_recorders(work)
+    daemon, ctl = write_wrappers(work, so, out)
+    env = dict(os.environ, TENSORD_BIN=daemon, TENSORCTL_BIN=ctl,
+               PYTHONPATH=os.path.join(ROOT, "client", "python") + ":" +
+               os.path.join(ROOT, "tests", "python"))
+    r = sh([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"] +
+           [os.path.join(ROOT, "tests", "python", s) for s in suites], env=env, cwd=ROOT)
+    if r.returncode != 0:
+        print("record_seeds: some tests failed; their traffic is recorded all the same")
+    sh([test_rpc], env=dict(os.environ, TD_RECORD_DIR=out), stdout=subprocess.DEVNULL,
+       check=True)
+    return out
+
+
+# ---------------------------------------------------------------- conversion
+
+def split_frames(stream):
+    """(frames, rest): the whole frames at the stream's start as (meta, data), then what is left."""
     at, out = 0, []
     while at + 12 <= len(stream):
         ml, dl = struct.unpack(">IQ", stream[at:at + 12])
-        out.append((bytes(stream[at + 12:at + 12 + ml]),
-                    bytes(stream[at + 12 + ml:at + 12 + ml + dl])))
+        if at + 12 + ml + dl > len(stream):
+            break
+        out.append((stream[at + 12:at + 12 + ml], stream[at + 12 + ml:at + 12 + ml + dl]))
         at += 12 + ml + dl
-    return out
-
-
-def scenario_basic(torch):
-    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
-    y = (x * x + 2).sum()
-    y.backward()
-    x.grad.tolist()
-    a = torch.arange(12).reshape(3, 4)
-    b = a.t()
-    (a @ b).tolist()
-    c = a[1:, ::2]
-    c.add_(5)
-    a.tolist()
-    print(torch.tensor([True, False]) & torch.tensor([True, True]), file=open(os.devnull, "w"))
-
-
-def scenario_views(torch):
-    z = torch.zeros(4, 3)
-    v = z.transpose(0, 1)
-    v.mul_(2)
-    e = torch.ones(3).expand(2, 3)
-    try:
-        e.add_(1)
-        torch.synchronize()  # pipelined: the error surfaces here
-    except Exception:
-        pass
-    w = z.view(12)
-    w.fill_(1.5)
-    z.sum(dim=0, keepdim=True).tolist()
-    torch.cat([z, z], dim=0).mean().item()
-    z.narrow(0, 1, 2).clamp(min=0.5, max=1.0).tolist()
-    del v, w
-
-
-def scenario_autograd(torch):
-    torch.manual_seed(7)
-    w = torch.randn(3, 2, requires_grad=True)
-    b = torch.zeros(2, requires_grad=True)
-    x = torch.rand(4, 3)
-    out = (x @ w + b).relu().softmax(dim=1)
-    loss = out.log().neg().mean()
-    loss.backward(retain_graph=True)
-    loss.backward()
-    w.grad.tolist()
-    with torch.no_grad():
-        w.sub_(w.grad * 0.1)
-    w.detach().tolist()
-    try:
-        (w * 2).backward()
-    except Exception:
-        pass
-
-
-def scenario_errors(torch):
-    for f in (lambda: torch.tensor([1, 2]) / torch.tensor([0, 0]),
-              lambda: torch.ones(2, 3) @ torch.ones(2, 3),
-              lambda: torch.ones(2, 3) + torch.ones(4),
-              lambda: torch.tensor([1, 2, 3]).reshape(2, 2)):
-        try:
-            f().tolist()
-        except Exception:
-            pass
-
-
-def run_sessions(port, data_dir):
-    import tensord
-    out = []
-    for name, fn in (("basic", scenario_basic), ("views", scenario_views),
-                     ("autograd", scenario_autograd), ("errors", scenario_errors)):
-        s = tensord.Session("127.0.0.1:%d" % port)
-        fn(s)
-        s.close()
-        out.append(name)
-    s = tensord.Session("127.0.0.1:%d" % port)
-    a = s.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
-    i = s.arange(5, dtype=tensord.int32)
-    s.save("seed", {"a": a, "i": i})
-    s.list_file("seed")
-    got = s.load("seed")
-    [v.tolist() for v in got.values()]
-    s.close()
-    out.append("files")
-    return out
-
-
-def write(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
+    return out, stream[at:]
 
 
 def frame(meta, data=b""):
     return struct.pack(">IQ", len(meta), len(data)) + meta + data
 
 
-def rpc_records(frames, flags=0x04):
-    out = bytearray([flags])
+def frames_seed(stream, k):
+    frames, rest = split_frames(stream)
+    out = bytearray()
     for meta, data in frames:
-        out += struct.pack("<BHH", 0, len(meta), len(data)) + meta + data
-    return bytes(out)
+        f = frame(meta, data[:DATA_CAP])
+        if len(out) + len(f) > FRAMES_CAP:
+            rest = b""
+            break
+        out += f
+    out += rest[:max(0, FRAMES_CAP - len(out))]
+    # A chunk size class, echo and pause settings, all varied over the seeds.
+    flags = (0x07, 0x00, 0x0a, 0x1b, 0x3c, 0x2d)[k % 6]
+    return struct.pack("<I", 0x9e3779b1 * (k + 1) & 0xffffffff) + bytes([flags]) + bytes(out)
 
 
-def main():
-    tensord_bin = os.environ.get("TENSORD_BIN", os.path.join(ROOT, "build", "tensord"))
-    shutil.rmtree(CORPUS, ignore_errors=True)
-    data_dir = tempfile.mkdtemp(prefix="td_seed_")
-    port = free_port()
-    daemon = subprocess.Popen([tensord_bin, "--listen", "127.0.0.1:%d" % port, "--data-dir",
-                               data_dir, "--log-level", "error"])
+DTYPE_SIZE = {1: 4, 2: 8, 3: 4, 4: 8, 5: 1}
+
+
+def parse(pb, meta):
+    r = pb.Request()
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port)).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        rec = Recorder(port)
-        names = run_sessions(rec.port, data_dir)
-        time.sleep(0.3)
-    finally:
-        daemon.terminate()
-        daemon.wait(10)
+        r.ParseFromString(meta)
+    except Exception:
+        return None
+    return r
+
+
+def handles(msg, made, used):
+    """Collects the handles a request makes (`out`, `out2`, Load's names) and names (the rest)."""
+    for fd, v in msg.ListFields():
+        if fd.message_type is not None:
+            items = v if fd.label == fd.LABEL_REPEATED else [v]
+            for m in items:
+                if fd.name == "tensors" and msg.DESCRIPTOR.name == "Load":
+                    made.add(m.handle)
+                elif fd.name != "tensors" or msg.DESCRIPTOR.name != "Save":
+                    handles(m, made, used)
+                else:
+                    used.add(m.handle)
+        elif fd.name in ("out", "out2"):
+            made.add(v)
+        elif fd.name in ("handle", "gradient"):
+            used.add(v)
+        elif fd.name == "handles":
+            used.update(v)
+
+
+def shrink(pb, meta, data):
+    """A frame with its data section at most DATA_CAP, a Create still consistent."""
+    if len(data) <= DATA_CAP:
+        return meta, data
+    r = parse(pb, meta)
+    if r is not None and r.WhichOneof("body") == "create" and r.create.dtype in DTYPE_SIZE:
+        shape = list(r.create.shape)
+        size = DTYPE_SIZE[r.create.dtype]
+        while shape and size * math.prod(shape) > DATA_CAP:
+            i = max(range(len(shape)), key=lambda j: shape[j])
+            shape[i] = max(1, shape[i] // 2)
+        del r.create.shape[:]
+        r.create.shape.extend(shape)
+        return r.SerializeToString(), data[:size * math.prod(shape)]
+    return meta, data[:DATA_CAP]
+
+
+def rec(meta, data=b"", kind=0):
+    return struct.pack("<BHH", kind, len(meta), len(data)) + meta + data
+
+
+def rpc_seeds(pb, stream):
+    """The rpc windows of one connection's frames (lists of (meta, data))."""
+    frames, _ = split_frames(stream)
+    frames = [shrink(pb, m, d) for m, d in frames if len(m) < 65536]
+    if frames:
+        r = parse(pb, frames[0][0])
+        if r is not None and r.WhichOneof("body") == "hello":
+            frames = frames[1:]
+    if not frames:
+        return []
+    sizes = [5 + len(m) + len(d) for m, d in frames]
+    if sum(sizes) <= RPC_CAP:
+        return [frames]
+    info = []
+    for m, _ in frames:
+        made, used = set(), set()
+        r = parse(pb, m)
+        if r is not None:
+            handles(r, made, used)
+        info.append((made, used - {0}))
+    windows, start = [], 0
+    while start < len(frames):
+        end, total = start, 0
+        while end < len(frames) and (end == start or total + sizes[end] <= RPC_CAP // 2):
+            total += sizes[end]
+            end += 1
+        # the earlier frames that made what this window names, and what those named in turn
+        need, pre, todo = set(), set(), set()
+        for i in range(start, end):
+            todo |= info[i][1]
+        while todo:
+            h = todo.pop()
+            if h in need:
+                continue
+            need.add(h)
+            for i in range(start - 1, -1, -1):
+                if h in info[i][0]:
+                    pre.add(i)
+                    todo |= info[i][1] - need
+                    break
+        window = [frames[i] for i in sorted(pre)] + frames[start:end]
+        while sum(5 + len(m) + len(d) for m, d in window) > RPC_CAP and len(window) > end - start:
+            window.pop(0)
+        windows.append(window)
+        start = end
+    return windows
+
+
+def rpc_bytes(frames, deferred):
+    if not deferred:
+        return bytes([0x04]) + b"".join(rec(m, d) for m, d in frames)
+    out = bytearray([0x0c])
+    for k, (m, d) in enumerate(frames):
+        out += rec(m, d)
+        if k % 3 == 2:
+            out += rec(b"", kind=3)
+    return bytes(out + rec(b"", kind=4))
+
+
+class Candidates:
+    """Seeds by target, each kept once (by content) under its first name."""
+
+    def __init__(self, work):
+        self.dir = os.path.join(work, "candidates")
+        self.seen = {}
+
+    def add(self, target, name, data):
+        data = bytes(data)[:MAX_LEN[target]]
+        key = (target, hashlib.sha1(data).hexdigest())
+        if not data or key in self.seen:
+            return
+        path = os.path.join(self.dir, target, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        self.seen[key] = name
+
+
+def convert(out, cands):
     import tensord
     pb = tensord._conn.pb
-    rng = random.Random(1)
-    streams = [bytes(b) for b in rec.streams if b]
-    for name, stream in zip(names, streams):
-        # frames: a few chunkings of each real stream
-        for k, flags in enumerate((0x07, 0x00, 0x0a, 0x1b, 0x3c)):
-            seed = struct.pack("<I", rng.randrange(1, 1 << 32))
-            write(os.path.join(CORPUS, "frames", "%s-%d" % (name, k)),
-                  seed + bytes([flags]) + stream)
-        fr = [f for f in frames_of(stream)]
-        body = []
-        for meta, data in fr:
-            req = pb.Request()
-            req.ParseFromString(meta)
-            if req.WhichOneof("body") != "hello":
-                body.append((meta, data))
-        write(os.path.join(CORPUS, "rpc", name), rpc_records(body))
-        write(os.path.join(CORPUS, "rpc", name + "-nohold"), rpc_records(body, 0x00))
-        # the deferring executor: heavy jobs wait; a kind-3 record after every third frame
-        # lets the oldest one finish, and the connection goes away (kind 4) with work queued
-        recs = bytearray([0x0c])
-        for k, (meta, data) in enumerate(body):
-            recs += struct.pack("<BHH", 0, len(meta), len(data)) + meta + data
-            if k % 3 == 2:
-                recs += struct.pack("<BHH", 3, 0, 0)
-        recs += struct.pack("<BHH", 4, 0, 0)
-        write(os.path.join(CORPUS, "rpc", name + "-deferred"), bytes(recs))
+    k = 0
+    for f in sorted(os.listdir(out)):
+        data = open(os.path.join(out, f), "rb").read()
+        if f.startswith("st-"):
+            cands.add("safetensors", "suite-" + hashlib.sha1(data).hexdigest()[:12], data)
+            continue
+        if f.startswith("cli-"):
+            cands.add("cli_parse", "suite-" + hashlib.sha1(data).hexdigest()[:12], data)
+            continue
+        if data.startswith(HTTP):
+            continue
+        src = "rpc" if f.startswith("rpc-") else "py"
+        h = hashlib.sha1(data).hexdigest()[:12]
+        if src == "py":  # test_rpc's frames never crossed a socket
+            cands.add("frames", "%s-%s" % (src, h), frames_seed(data, k))
+            k += 1
+        for i, w in enumerate(rpc_seeds(pb, data)):
+            cands.add("rpc", "%s-%s-%d" % (src, h, i), rpc_bytes(w, False))
+            cands.add("rpc", "%s-%s-%d-deferred" % (src, h, i), rpc_bytes(w, True))
+
+
+# ---------------------------------------------------------------- hand-made seeds
+
+def handmade(cands, data_dir_file):
+    import tensord
+    pb = tensord._conn.pb
+
+    def write(path, data):
+        target, name = os.path.relpath(path, CORPUS).split(os.sep, 1)
+        cands.add(target, name, data)
 
     # rpc: reconnects, a session's TTL passing, a hostile file, requests before Hello
     def req(**kw):
@@ -260,18 +345,15 @@ def main():
     recs += struct.pack("<BHH", 5, 0, 0)
     recs += struct.pack("<BHH", 0, len(get), 0) + get
     write(os.path.join(CORPUS, "rpc", "reconnect"), bytes(recs))
-    saved = os.path.join(data_dir, "files", "seed.safetensors")
-    if os.path.exists(saved):
-        st = open(saved, "rb").read()
+    if data_dir_file is not None:
+        st = open(data_dir_file, "rb").read()
         load = req(load=pb.Load(file="f", tensors=[pb.NamedTensor(name="a", handle=3)]))
         recs = bytearray([0x00])
         recs += struct.pack("<BHH", 6, 0, len(st)) + st
         recs += struct.pack("<BHH", 0, len(load), 0) + load
         write(os.path.join(CORPUS, "rpc", "load-file"), bytes(recs))
-        write(os.path.join(CORPUS, "safetensors", "saved-by-tensord"), st)
     # rpc: every op of ops.def once, on float, int and bool operands, out of place and in place,
     # then backward through what it made: so the fuzzer starts with each op's code covered
-    import re
     rows = re.findall(r'^OP\(\s*(\w+),\s*"\w+",\s*(-?\d+),\s*(\d)',
                       open(os.path.join(ROOT, "server", "core", "ops.def")).read(), re.M)
     def rec(r, data=b"", kind=0):
@@ -369,19 +451,62 @@ def main():
         write(os.path.join(CORPUS, "safetensors", "bad-%d" % i), st_file(bad, bytes(8)))
 
     # cli_parse: the scripts and the parser test's statements
-    os.makedirs(os.path.join(CORPUS, "cli_parse"), exist_ok=True)
     for f in os.listdir(os.path.join(ROOT, "tests", "cli")):
         if f.endswith(".tdx"):
-            shutil.copy(os.path.join(ROOT, "tests", "cli", f), os.path.join(CORPUS, "cli_parse", f))
-    import re
+            write(os.path.join(CORPUS, "cli_parse", f),
+                  open(os.path.join(ROOT, "tests", "cli", f), "rb").read())
     src = open(os.path.join(ROOT, "tests", "cli", "test_parse.c")).read()
     lits = re.findall(r'check(?:_error)?\("((?:[^"\\]|\\.)*)"', src)
     for i, lit in enumerate(lits):
         text = bytes(lit, "utf-8").decode("unicode_escape").encode("utf-8", "surrogateescape")
         write(os.path.join(CORPUS, "cli_parse", "case-%03d" % i), text)
-    shutil.rmtree(data_dir, ignore_errors=True)
-    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(CORPUS) for f in fs)
-    print("corpus: %d bytes" % total)
+
+
+# ---------------------------------------------------------------- minimising
+
+def merge(cands, target):
+    """Keeps the candidates libFuzzer's merge keeps; their names come back from the content."""
+    src = os.path.join(cands.dir, target)
+    dst = os.path.join(CORPUS, target)
+    shutil.rmtree(dst, ignore_errors=True)
+    os.makedirs(dst)
+    binary = os.path.join(FUZZ_BUILD, "fuzz", "fuzz_" + target)
+    if not os.path.exists(binary) or "--no-merge" in sys.argv:
+        for f in os.listdir(src):
+            shutil.copy(os.path.join(src, f), dst)
+        return
+    tmp = tempfile.mkdtemp(prefix="td_merge_")
+    opts = ["-max_len=%d" % MAX_LEN[target]]
+    if target == "rpc":
+        opts.append("-timeout=20")
+    with open(os.path.join(FUZZ_BUILD, "merge_%s.log" % target), "w") as log:
+        sh([binary, "-merge=1", *opts, tmp, src], cwd=ROOT, stdout=log, stderr=log, check=True)
+    names = {h: n for (t, h), n in cands.seen.items() if t == target}
+    for f in os.listdir(tmp):
+        data = open(os.path.join(tmp, f), "rb").read()
+        name = names.get(hashlib.sha1(data).hexdigest(), f)
+        with open(os.path.join(dst, name), "wb") as g:
+            g.write(data)
+    shutil.rmtree(tmp)
+
+
+def main():
+    suites = [a for a in sys.argv[1:] if not a.startswith("--")] or SUITES
+    work = tempfile.mkdtemp(prefix="td_seeds_")
+    try:
+        out = record(work, suites)
+        cands = Candidates(work)
+        convert(out, cands)
+        saved = sorted(os.path.join(out, f) for f in os.listdir(out) if f.startswith("st-"))
+        handmade(cands, saved[0] if saved else None)
+        for t in MAX_LEN:
+            merge(cands, t)
+            n = len(os.listdir(os.path.join(cands.dir, t)))
+            kept = os.listdir(os.path.join(CORPUS, t))
+            size = sum(os.path.getsize(os.path.join(CORPUS, t, f)) for f in kept)
+            print("corpus/%s: %d candidates, %d kept (%d bytes)" % (t, n, len(kept), size))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

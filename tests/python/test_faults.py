@@ -221,23 +221,61 @@ def test_slowloris_frames_are_closed_by_the_idle_timeout():
 
 
 def test_connection_storm_above_the_limit_is_refused_cleanly():
+    """30 connections arrive at once on a daemon with five slots, all five taken: every one of
+    the 30 is answered LIMIT_EXCEEDED naming the limit, then closed; the five keep working, and
+    once they close a new connection is served."""
+    import threading
     d = Daemon("--max-connections", "5")
     try:
         kept = [wire.Conn(d.port) for _ in range(5)]
-        refused = 0
-        for _ in range(30):
+        for c in kept:  # each holds a tensor through the storm
+            c.tensor(np.arange(3, dtype=np.float32))
+        # The storm: 30 threads connect and send their Hello together; nothing is read until
+        # every one of them has connected and sent.
+        storm = [None] * 30
+        errors = []
+        gate = threading.Barrier(len(storm))
+
+        def arrive(i):
             try:
-                wire.Conn(d.port).close()
-            except wire.ServerError as e:
-                assert e.code == pb.LIMIT_EXCEEDED
-                assert "max_connections 5" in e.message
-                refused += 1
-        assert refused == 30
+                gate.wait(timeout=10)
+                s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+                storm[i] = s
+                s.sendall(hello_frame())
+            except (OSError, threading.BrokenBarrierError) as e:
+                errors.append((i, e))
+        threads = [threading.Thread(target=arrive, args=(i,)) for i in range(len(storm))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=20)
+        assert not errors, errors
+        assert all(s is not None for s in storm)
+        for s in storm:
+            r = read_reply(s)
+            assert r is not None, "a refused connection closed without its error"
+            assert r.id == 0
+            assert r.status.code == pb.LIMIT_EXCEEDED, r
+            assert "max_connections 5" in r.status.message
+            assert s.recv(65536) == b"", "a refused connection was left open"  # then EOF
+            s.close()
         for c in kept:  # the first five are unaffected
             h = c.tensor(np.ones(2, dtype=np.float32))
             assert c.get(h)[0].tolist() == [1.0, 1.0]
             c.close()
-        wire.Conn(d.port).close()  # room again
+        # Room again once the daemon has seen the five close (it learns of it asynchronously).
+        deadline = time.time() + 10
+        while True:
+            try:
+                c = wire.Conn(d.port)
+                break
+            except wire.ServerError as e:
+                assert e.code == pb.LIMIT_EXCEEDED
+                assert time.time() < deadline, "no slot came free after the five closed"
+                time.sleep(0.05)
+        h = c.tensor(np.ones(2, dtype=np.float32))
+        assert c.get(h)[0].tolist() == [1.0, 1.0]
+        c.close()
     finally:
         assert d.stop() == 0
 
