@@ -143,7 +143,7 @@ static int parse_size(const char *flag, const char *v, int64_t *out)
     char *end;
     errno = 0;
     unsigned long long n = strtoull(v, &end, 10);
-    if (end == v || errno != 0 || v[0] == '-') {
+    if (end == v || errno != 0 || !(v[0] >= '0' && v[0] <= '9')) {  /* no sign, no spaces */
         return bad_value(flag, v, "want a byte count such as 1048576, 64M or 2G");
     }
     int shift = 0;

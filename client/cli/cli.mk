@@ -39,6 +39,6 @@ test-cli: $(TENSORCTL) $(TENSORD) $(CLI_TEST_BINS)
 
 install: install-cli
 install-cli: $(TENSORCTL)
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(MANDIR)/man1
 	install -m 755 $(TENSORCTL) $(DESTDIR)$(PREFIX)/bin/tensorctl
-	install -m 644 docs/man/tensorctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/tensorctl.1
+	install -m 644 docs/man/tensorctl.1 $(DESTDIR)$(MANDIR)/man1/tensorctl.1

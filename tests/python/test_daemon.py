@@ -106,6 +106,8 @@ def test_help_documents_every_flag_with_its_default():
 
 @pytest.mark.parametrize("args,needle", [
     (["--max-frame-bytes", "12Q"], "invalid value '12Q' for --max-frame-bytes"),
+    (["--max-bytes", " 5"], "invalid value ' 5' for --max-bytes"),
+    (["--session-max-bytes", "+5M"], "invalid value '+5M' for --session-max-bytes"),
     (["--session-ttl", "soon"], "invalid value 'soon' for --session-ttl"),
     (["--threads", "0"], "invalid value '0' for --threads"),
     (["--worker-nice", "20"], "invalid value '20' for --worker-nice"),
