@@ -449,6 +449,19 @@ void td_elem_store_f64(void *p, enum td_dtype dt, double v)
     }
 }
 
+/* Steps a C-order index (and the element offset it stands for) to the next element of t. */
+static inline void next_index(const struct td_tensor *t, int64_t *idx, int64_t *off)
+{
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        if (++idx[d] < t->shape[d]) {
+            *off += t->strides[d];
+            return;
+        }
+        *off -= (idx[d] - 1) * t->strides[d];
+        idx[d] = 0;
+    }
+}
+
 void td_tensor_each(const struct td_tensor *t, void (*fn)(void *elem, void *ctx, int64_t i),
                     void *ctx)
 {
@@ -457,14 +470,7 @@ void td_tensor_each(const struct td_tensor *t, void (*fn)(void *elem, void *ctx,
     int64_t idx[TD_MAX_DIMS] = {0}, off = t->offset;
     for (int64_t n = 0; n < t->numel; n++) {
         fn(base + off * es, ctx, n);
-        for (int d = t->ndim - 1; d >= 0; d--) {
-            if (++idx[d] < t->shape[d]) {
-                off += t->strides[d];
-                break;
-            }
-            off -= (idx[d] - 1) * t->strides[d];
-            idx[d] = 0;
-        }
+        next_index(t, idx, &off);
     }
 }
 
@@ -485,14 +491,7 @@ void td_tensor_copy_out_range(const struct td_tensor *t, int64_t first, int64_t 
     char *out = dst;
     for (int64_t n = 0; n < count; n++) {
         memcpy(out + (size_t)n * es, base + off * (int64_t)es, es);
-        for (int d = t->ndim - 1; d >= 0; d--) {
-            if (++idx[d] < t->shape[d]) {
-                off += t->strides[d];
-                break;
-            }
-            off -= (idx[d] - 1) * t->strides[d];
-            idx[d] = 0;
-        }
+        next_index(t, idx, &off);
     }
 }
 

@@ -223,6 +223,24 @@ static struct captured *run2(struct harness *h, Tensord__Op op, uint64_t out, ui
     return last(h, send_req(h, &req, NULL, 0));
 }
 
+/* Runs a one-input op on a handle (t, sum, ...). */
+static struct captured *run1(struct harness *h, Tensord__Op op, uint64_t out, uint64_t a)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__RunOp m = TENSORD__RUN_OP__INIT;
+    Tensord__Operand oa = TENSORD__OPERAND__INIT;
+    Tensord__Operand *ins[1] = {&oa};
+    oa.value_case = TENSORD__OPERAND__VALUE_HANDLE;
+    oa.handle = a;
+    m.out = out;
+    m.op = op;
+    m.inputs = ins;
+    m.n_inputs = 1;
+    req.body_case = TENSORD__REQUEST__BODY_RUN_OP;
+    req.run_op = &m;
+    return last(h, send_req(h, &req, NULL, 0));
+}
+
 static struct captured *get(struct harness *h, uint64_t handle, uint64_t offset, uint64_t length)
 {
     Tensord__Request req = TENSORD__REQUEST__INIT;
@@ -467,19 +485,7 @@ static void test_get_chunks_of_a_view(void **state)
         v[i] = 100 + i;
     }
     assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT32, shape, 2, v, sizeof v), 0);
-    Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__RunOp m = TENSORD__RUN_OP__INIT;
-    Tensord__Operand oa = TENSORD__OPERAND__INIT;
-    Tensord__Operand *ins[1] = {&oa};
-    oa.value_case = TENSORD__OPERAND__VALUE_HANDLE;
-    oa.handle = 1;
-    m.out = 2;
-    m.op = TENSORD__OP__OP_T;
-    m.inputs = ins;
-    m.n_inputs = 1;
-    req.body_case = TENSORD__REQUEST__BODY_RUN_OP;
-    req.run_op = &m;
-    assert_int_equal(status_of(last(&h, send_req(&h, &req, NULL, 0))), 0);
+    assert_int_equal(status_of(run1(&h, TENSORD__OP__OP_T, 2, 1)), 0);
     int32_t want[12];  /* t()[i][j] = v[j][i]: shape [4, 3] */
     for (int i = 0; i < 4; i++) {
         for (int j = 0; j < 3; j++) {
@@ -984,19 +990,7 @@ static void test_heavy_gets_and_writes(void **state)
     const int64_t shape[] = {2, 2};
     const int64_t v[] = {1, 2, 3, 4};
     assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, shape, 2, v, sizeof v), 0);
-    Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__RunOp m = TENSORD__RUN_OP__INIT;
-    Tensord__Operand oa = TENSORD__OPERAND__INIT;
-    Tensord__Operand *ins[1] = {&oa};
-    oa.value_case = TENSORD__OPERAND__VALUE_HANDLE;
-    oa.handle = 1;
-    m.out = 2;
-    m.op = TENSORD__OP__OP_T;
-    m.inputs = ins;
-    m.n_inputs = 1;
-    req.body_case = TENSORD__REQUEST__BODY_RUN_OP;
-    req.run_op = &m;
-    assert_int_equal(status_of(last(&h, send_req(&h, &req, NULL, 0))), 0);
+    assert_int_equal(status_of(run1(&h, TENSORD__OP__OP_T, 2, 1)), 0);
     h.store.ex = &later;
     int before = h.nreplies;
     get(&h, 1, 0, 0);  /* contiguous: answered at once */
@@ -1244,19 +1238,7 @@ static void prep_view(struct harness *h)
     prep_hello(h);
     const int64_t s22[] = {2, 2}, v[] = {1, 2, 3, 4};
     assert_int_equal(create(h, 1, TENSORD__DTYPE__INT64, s22, 2, v, sizeof v), 0);
-    Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__RunOp m = TENSORD__RUN_OP__INIT;
-    Tensord__Operand oa = TENSORD__OPERAND__INIT;
-    Tensord__Operand *ins[1] = {&oa};
-    oa.value_case = TENSORD__OPERAND__VALUE_HANDLE;
-    oa.handle = 1;
-    m.out = 3;
-    m.op = TENSORD__OP__OP_T;
-    m.inputs = ins;
-    m.n_inputs = 1;
-    req.body_case = TENSORD__REQUEST__BODY_RUN_OP;
-    req.run_op = &m;
-    assert_int_equal(status_of(last(h, send_req(h, &req, NULL, 0))), 0);
+    assert_int_equal(status_of(run1(h, TENSORD__OP__OP_T, 3, 1)), 0);
 }
 
 /* a = [1., 2., 3.] (float64, requires_grad) under 1, a*a under 2, (a*a).sum() under 3. */
@@ -1275,19 +1257,7 @@ static void prep_graph(struct harness *h)
     req.create = &m;
     assert_int_equal(status_of(last(h, send_req(h, &req, a, sizeof a))), 0);
     assert_int_equal(status_of(run2(h, TENSORD__OP__OP_MUL, 2, 1, 1, NULL, false)), 0);
-    Tensord__Request sreq = TENSORD__REQUEST__INIT;
-    Tensord__RunOp s = TENSORD__RUN_OP__INIT;
-    Tensord__Operand o = TENSORD__OPERAND__INIT;
-    Tensord__Operand *ins[1] = {&o};
-    o.value_case = TENSORD__OPERAND__VALUE_HANDLE;
-    o.handle = 2;
-    s.out = 3;
-    s.op = TENSORD__OP__OP_SUM;
-    s.inputs = ins;
-    s.n_inputs = 1;
-    sreq.body_case = TENSORD__REQUEST__BODY_RUN_OP;
-    sreq.run_op = &s;
-    assert_int_equal(status_of(last(h, send_req(h, &sreq, NULL, 0))), 0);
+    assert_int_equal(status_of(run1(h, TENSORD__OP__OP_SUM, 3, 2)), 0);
 }
 
 static struct captured *backward(struct harness *h, uint64_t handle)

@@ -22,6 +22,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "session/persist.h"
+#include "../core/helpers.h"
 
 static char dir[64];            /* a mkdtemp directory, removed at the end */
 
@@ -37,22 +38,6 @@ static struct td_tensor *tensor_of(enum td_dtype dt, const void *v, size_t n)
     assert_int_equal(td_tensor_nbytes(t), n);
     memcpy(td_tensor_data(t), v, n);
     return t;
-}
-
-/* A transposed view of 2-D t, sharing its storage. */
-static struct td_tensor *transposed(struct td_tensor *t)
-{
-    struct td_tensor *v = td_malloc(sizeof *v);
-    assert_non_null(v);
-    *v = *t;
-    v->refs = 1;
-    v->storage->refs++;
-    v->shape[0] = t->shape[1];
-    v->shape[1] = t->shape[0];
-    v->strides[0] = t->strides[1];
-    v->strides[1] = t->strides[0];
-    v->grad = NULL;
-    return v;
 }
 
 /* Names in dir; fails on a temporary file; removes everything unless keep. */
