@@ -548,11 +548,15 @@ static bool is_loopback(const char *spec)
            strncmp(spec, "localhost:", 10) == 0;
 }
 
+static void startup_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The token, or NULL with the reason written (at start to the terminal too; at SIGHUP the
+** log alone). */
 static char *read_token_file(const char *path)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
-        fprintf(stderr, "tensord: cannot read --auth-token-file %s: %s\n", path, strerror(errno));
+        startup_error("tensord: cannot read --auth-token-file %s: %s\n", path, strerror(errno));
         return NULL;
     }
     char buf[512];
@@ -563,7 +567,7 @@ static char *read_token_file(const char *path)
         buf[--n] = '\0';
     }
     if (n < 16) {
-        fprintf(stderr, "tensord: the token in %s is shorter than 16 characters\n", path);
+        startup_error("tensord: the token in %s is shorter than 16 characters\n", path);
         return NULL;
     }
     return td_strdup(buf);
@@ -725,13 +729,32 @@ struct glue_conn {
     struct td_conn *conn;
     struct td_rpc_peer *peer;
     bool paused;
+    int busy;                       /* glue_frame / glue_reply on the stack */
+    bool closed;                    /* on_close came meanwhile: free when the last one returns */
 };
+
+/* A send or a close can close the connection at once (out of memory), and net calls on_close
+** synchronously: while a glue callback is on the stack, glue_close only marks g, and the
+** outermost callback frees it. */
+static void glue_enter(struct glue_conn *g)
+{
+    g->busy++;
+}
+
+static void glue_leave(struct glue_conn *g)
+{
+    if (--g->busy == 0 && g->closed) {
+        td_free(g);
+    }
+}
 
 static void glue_reply(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
 {
     struct glue_conn *g = user;
+    glue_enter(g);
     if (r->frame == NULL) {
         td_conn_close(g->conn);
+        glue_leave(g);
         return;
     }
     struct td_out parts[2] = {
@@ -739,12 +762,15 @@ static void glue_reply(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user
         {r->data, r->data_len, r->release, r->release_arg},
     };
     td_conn_send(g->conn, parts, r->data_len > 0 || r->release != NULL ? 2 : 1);
-    if (r->close_after) {
+    if (g->closed) {
+        /* the send failed and closed the connection */
+    } else if (r->close_after) {
         td_conn_close_after_flush(g->conn);
     } else if (g->paused && p->pending <= PEER_RESUME_PENDING) {
         g->paused = false;
         td_conn_resume(g->conn);
     }
+    glue_leave(g);
 }
 
 static void *glue_open(struct td_conn *c, void *user)
@@ -776,7 +802,12 @@ static void glue_frame(struct td_conn *c, void *user, const uint8_t *meta, size_
                        void *data, size_t data_len)
 {
     struct glue_conn *g = user;
+    glue_enter(g);
     td_rpc_handle(g->peer, meta, meta_len, data, data_len);
+    if (g->closed) {
+        glue_leave(g);
+        return;
+    }
     if (g->peer->session != NULL) {
         td_conn_established(c);
     }
@@ -784,6 +815,7 @@ static void glue_frame(struct td_conn *c, void *user, const uint8_t *meta, size_
         g->paused = true;
         td_conn_pause(c);
     }
+    glue_leave(g);
 }
 
 static void glue_frame_error(struct td_conn *c, void *user, int code, const char *msg)
@@ -798,7 +830,10 @@ static void glue_close(struct td_conn *c, void *user)
     struct glue_conn *g = user;
     (void)c;
     td_rpc_peer_close(g->peer);
-    td_free(g);
+    g->closed = true;
+    if (g->busy == 0) {
+        td_free(g);
+    }
 }
 
 static void on_sweep(uv_timer_t *t)
@@ -973,8 +1008,6 @@ static int startup_stderr = -1;
 
 /* A reason not to start goes to the log and, when the log is a file, to the original stderr
 ** too: whoever ran the daemon should see why it stopped. */
-static void startup_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
 static void startup_error(const char *fmt, ...)
 {
     va_list ap;
@@ -994,9 +1027,6 @@ static int open_log(const char *path)
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (fd < 0) {
         return -1;
-    }
-    if (startup_stderr < 0) {
-        startup_stderr = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
     }
     int rc = dup2(fd, STDERR_FILENO) < 0 ? -1 : 0;
     close(fd);
@@ -1132,6 +1162,9 @@ int main(int argc, char **argv)
         return prc > 0 ? 0 : 2;
     }
     td_log_parse_level(cfg.log_level, &td_log_min_level);
+    if (cfg.log_file != NULL) {
+        startup_stderr = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);  /* see startup_error */
+    }
     if (cfg.log_file != NULL && open_log(cfg.log_file) != 0) {
         fprintf(stderr, "tensord: cannot open --log-file %s: %s\n", cfg.log_file, strerror(errno));
         return 2;

@@ -70,12 +70,14 @@ int64_t td_memory_limit(int64_t physical, const char *proc_cgroup, const char *c
             best = walk(best, cgroup_root, path, "memory.max");
             continue;
         }
-        for (const char *p = controllers; p != NULL; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+        for (const char *p = controllers; p != NULL;) {
             if (strncmp(p, "memory", 6) == 0 && (p[6] == ',' || p[6] == '\0')) {
                 snprintf(dir, sizeof dir, "%s/memory", cgroup_root);
                 best = walk(best, dir, path, "memory.limit_in_bytes");
                 break;
             }
+            const char *comma = strchr(p, ',');
+            p = comma != NULL ? comma + 1 : NULL;
         }
     }
     fclose(f);

@@ -63,6 +63,7 @@ struct td_conn {
     } h;
     uv_check_t flush;               /* runs the coalesced write once per loop iteration */
     uv_timer_t stall;               /* fires when a started frame stops arriving (slowloris) */
+    uv_timer_t wstall;              /* fires when written replies stop draining */
     struct td_net *net;
     struct td_conn *prev, *next;    /* in net->conns */
     uint64_t id;
@@ -99,9 +100,10 @@ struct td_conn {
     bool established;               /* td_conn_established: past the handshake */
     uint64_t deadline_ms;           /* the frame (or handshake) being read must end by then; 0:
                                     ** no clock running */
-    bool watching_writes;           /* the stall timer watches write progress */
-    size_t stalled_queue;           /* libuv's write queue when that watch last saw progress */
-    int open_handles;               /* stream + check + timer; freed at 0 */
+    uint64_t submitted;             /* reply bytes handed to libuv, ever */
+    uint64_t drained_seen;          /* of those, how many had left libuv's queue at the last
+                                    ** look of the write clock */
+    int open_handles;               /* stream + check + two timers; freed at 0 */
 };
 
 /* ---- helpers ---- */
@@ -123,6 +125,7 @@ static bool conn_paused(const struct td_conn *c)
 static void conn_update_reading(struct td_conn *c);
 static void conn_process(struct td_conn *c);
 static void conn_watch_stall(struct td_conn *c, size_t nread);
+static void conn_watch_writes(struct td_conn *c);
 
 /* ---- closing ---- */
 
@@ -173,6 +176,7 @@ void td_conn_close(struct td_conn *c)
     uv_close(&c->h.handle, conn_on_handle_closed);
     uv_close((uv_handle_t *)&c->flush, conn_on_handle_closed);
     uv_close((uv_handle_t *)&c->stall, conn_on_handle_closed);
+    uv_close((uv_handle_t *)&c->wstall, conn_on_handle_closed);
 }
 
 /* A graceful close, once every reply byte is written: shut the write side (the peer reads our
@@ -311,6 +315,8 @@ static void conn_on_flush(uv_check_t *chk)
         return;
     }
     c->writes_in_flight++;
+    c->submitted += w->bytes;
+    conn_watch_writes(c);
 }
 
 void td_conn_send(struct td_conn *c, const struct td_out *parts, int nparts)
@@ -530,60 +536,61 @@ static void conn_on_stall(uv_timer_t *t)
     struct td_conn *c = t->data;
     td_log(TD_LOG_INFO, "conn_stalled", "conn=%llu peer=%s timeout_ms=%llu reason=%s",
            (unsigned long long)c->id, c->peer, (unsigned long long)c->net->cfg.idle_timeout_ms,
-           !c->established && c->state == READ_HEADER && c->hdr_got == 0 ? "no_hello"
+           !c->established && c->state == READ_HEADER && c->hdr_got == 0 ? "no_handshake"
                                                                           : "frame_too_slow");
     td_conn_close(c);
 }
 
-/* The peer stopped reading its replies: the connection may stay paused as long as libuv's write
-** queue keeps shrinking (a slow link), and is closed once it has not moved for idle_timeout. */
+/* The write clock: while replies wait in libuv's queue (the kernel's socket buffer is full),
+** some of them must leave it within idle_timeout. A slow reader keeps draining and stays; a
+** peer that stops reading is closed. Progress is bytes drained, so replies queued meanwhile do
+** not read as a stall. */
 static void conn_on_write_stall(uv_timer_t *t)
 {
     struct td_conn *c = t->data;
-    if (!c->paused_for_writes) {
-        conn_watch_stall(c, 0);
-        return;
-    }
-    /* An empty libuv queue means the kernel took everything and write callbacks are due. */
     size_t q = uv_stream_get_write_queue_size(&c->h.stream);
-    if (q > 0 && q >= c->stalled_queue) {
+    uint64_t drained = c->submitted - q;
+    if (q == 0) {
+        return;  /* all with the kernel; the next write arms the clock again */
+    }
+    if (drained == c->drained_seen) {
         td_log(TD_LOG_INFO, "conn_stalled", "conn=%llu peer=%s timeout_ms=%llu "
                "reason=replies_not_read queued_bytes=%zu", (unsigned long long)c->id, c->peer,
                (unsigned long long)c->net->cfg.idle_timeout_ms, c->queued_bytes);
         td_conn_close(c);
         return;
     }
-    c->stalled_queue = q;
-    uv_timer_start(&c->stall, conn_on_write_stall, c->net->cfg.idle_timeout_ms, 0);
+    c->drained_seen = drained;
+    uv_timer_start(&c->wstall, conn_on_write_stall, c->net->cfg.idle_timeout_ms, 0);
 }
 
-/* Slow peers may not hold a connection slot for free (slowloris). Three clocks share one timer:
-** - before its Hello is accepted, a connection must not idle at all;
+static void conn_watch_writes(struct td_conn *c)
+{
+    if (c->closing || c->net->cfg.idle_timeout_ms == 0 ||
+        uv_is_active((uv_handle_t *)&c->wstall)) {
+        return;
+    }
+    c->drained_seen = c->submitted - uv_stream_get_write_queue_size(&c->h.stream);
+    uv_timer_start(&c->wstall, conn_on_write_stall, c->net->cfg.idle_timeout_ms, 0);
+}
+
+/* Slow peers may not hold a connection slot for free (slowloris). The read clock:
+** - before its handshake (td_conn_established), a connection must not idle at all;
 ** - a frame that has started must keep arriving: silence for idle_timeout closes it, and so
 **   does trickling — every byte buys 1/min_frame_rate s beyond the first idle_timeout, so a
-**   frame must average min_frame_rate once that has passed;
-** - a connection paused because its peer does not read replies is closed once its write queue
-**   has not shrunk for idle_timeout.
-** A connection between frames, past its Hello, may idle freely. Called after every read (nread
-** bytes arrived) and whenever pausing changes. */
+**   frame must average min_frame_rate once that has passed.
+** A connection between frames, past its handshake, may idle freely, and the clock stops while
+** the server itself is not reading (paused, draining). Replies have their own clock
+** (conn_watch_writes). Called after every read (nread bytes arrived) and whenever pausing
+** changes. */
 static void conn_watch_stall(struct td_conn *c, size_t nread)
 {
     const struct td_net_config *cfg = &c->net->cfg;
     if (c->closing || c->lingering || cfg->idle_timeout_ms == 0) {
         return;
     }
-    if (c->paused_for_writes) {
-        c->deadline_ms = 0;
-        if (!c->watching_writes) {
-            c->watching_writes = true;
-            c->stalled_queue = uv_stream_get_write_queue_size(&c->h.stream);
-            uv_timer_start(&c->stall, conn_on_write_stall, cfg->idle_timeout_ms, 0);
-        }
-        return;
-    }
-    c->watching_writes = false;
     bool mid_frame = c->state != READ_HEADER || c->hdr_got > 0 || c->rpos != c->rlen;
-    if (!(mid_frame || !c->established) || c->pause_count > 0 || c->net->draining) {
+    if (!(mid_frame || !c->established) || conn_paused(c) || c->net->draining) {
         /* idle between frames, or paused by the server's own backlog */
         uv_timer_stop(&c->stall);
         c->deadline_ms = 0;
@@ -737,7 +744,9 @@ static void listener_on_connection(uv_stream_t *server, int status)
     c->flush.data = c;
     uv_timer_init(n->loop, &c->stall);
     c->stall.data = c;
-    c->open_handles = 3;
+    uv_timer_init(n->loop, &c->wstall);
+    c->wstall.data = c;
+    c->open_handles = 4;
     c->next = n->conns;
     if (n->conns != NULL) {
         n->conns->prev = c;

@@ -104,9 +104,9 @@ void td_conn_close_after_flush(struct td_conn *c);
 /* Closes now; queued bytes are dropped (their releases run). */
 void td_conn_close(struct td_conn *c);
 
-/* The peer has identified itself (its Hello was accepted). Until then the connection may not
-** idle between frames either: a socket that never says Hello is closed after idle_timeout
-** rather than holding a connection slot. */
+/* The peer has completed the handshake of the protocol above (the caller decides what that
+** is). Until then the connection may not idle between frames either: a socket that never
+** completes it is closed after idle_timeout rather than holding a connection slot. */
 void td_conn_established(struct td_conn *c);
 
 /* Flow control from above: while paused, no frames are delivered. Calls nest. */

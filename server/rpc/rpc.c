@@ -1504,13 +1504,13 @@ static bool job_is_heavy(struct td_job *job)
     struct td_session *s = job->session;
     int64_t work = 0;
     /* Called on the loop thread when the job's turn comes, so this is where a request whose
-    ** peer has gone is dropped — only a pure read: anything that changes the session still
-    ** runs, as its client may resume and find the result. */
+    ** peer has gone is dropped — only a pure read (frees riding on it are changes): anything
+    ** that changes the session still runs, as its client may resume and find the result. */
     Tensord__Request__BodyCase kind = j->req->body_case;
-    if (j->peer->closed && (kind == TENSORD__REQUEST__BODY_GET ||
-                            kind == TENSORD__REQUEST__BODY_FORMAT ||
-                            kind == TENSORD__REQUEST__BODY_STATS ||
-                            kind == TENSORD__REQUEST__BODY_PING)) {
+    bool pure_read = j->req->n_free_first == 0 &&
+                     (kind == TENSORD__REQUEST__BODY_GET || kind == TENSORD__REQUEST__BODY_FORMAT ||
+                      kind == TENSORD__REQUEST__BODY_STATS || kind == TENSORD__REQUEST__BODY_PING);
+    if (j->peer->closed && pure_read) {
         j->orphaned = true;
         return false;
     }
@@ -1545,7 +1545,10 @@ static bool job_is_heavy(struct td_job *job)
         const Tensord__Get *m = j->req->get;
         if (!m->meta_only && td_session_lookup(s, m->handle, &t, NULL) == 0 &&
             !td_tensor_is_contiguous(t)) {
-            uint64_t bytes = m->length != 0 ? m->length : td_tensor_nbytes(t);
+            /* the bytes run_get will gather: to the end, or the length when it is shorter */
+            uint64_t nbytes = td_tensor_nbytes(t);
+            uint64_t avail = m->offset <= nbytes ? nbytes - m->offset : 0;
+            uint64_t bytes = m->length != 0 && m->length < avail ? m->length : avail;
             work = (int64_t)(bytes / td_dtype_size(t->dtype));
         }
         break;

@@ -173,9 +173,12 @@ int td_persist_write(const char *path, struct td_tensor *const *t, const char *c
         return rc;
     }
     char tmp[4200];
+    /* ".<name>.tmp.<pid>.<n>" beside it: no file a client can name starts with '.', so a
+    ** temporary is never mistaken for one (see td_persist_remove_temporaries) */
     static atomic_uint counter;  /* Saves run on several worker threads at once */
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(),
-             atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed));
+    const char *name = base_name(path);
+    snprintf(tmp, sizeof tmp, "%.*s.%s.tmp.%ld.%u", (int)(name - path), path, name,
+             (long)getpid(), atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed));
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         td_free(hdr);
@@ -578,7 +581,7 @@ int td_persist_remove_temporaries(const char *dir)
     int removed = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        if (strstr(de->d_name, SNAPSHOT_SUFFIX ".tmp.") != NULL) {
+        if (de->d_name[0] == '.' && strstr(de->d_name, SNAPSHOT_SUFFIX ".tmp.") != NULL) {
             char path[4200];
             snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
             removed += unlink(path) == 0;

@@ -48,13 +48,15 @@ void td_persist_close(struct td_persist_file *f);
 ** failures are logged and counted in *failed. Jobs must have drained. */
 int td_store_save_all(struct td_store *st, const char *dir, int *failed);
 
-/* Removes the temporary files of writes that a crash interrupted (<name>.safetensors.tmp.*);
-** run at start, before anything writes. Returns how many were removed. */
+/* Removes the temporary files of writes that a crash interrupted (.<name>.safetensors.tmp.*:
+** a name no client can give, as Save names never start with '.'); run at start, before
+** anything writes. Returns how many were removed. */
 int td_persist_remove_temporaries(const char *dir);
 
-/* Restores every session snapshot in dir and removes each file once its session is back (a file
-** that cannot be restored is renamed *.unreadable and logged). Restored sessions count their TTL
-** from now_ms. Returns how many came back. */
+/* Restores every session snapshot in dir and removes each file once its session is back. A file
+** that is itself bad is renamed *.unreadable; one that failed for another reason (memory, I/O)
+** stays, to be tried at the next start; both are logged. Restored sessions count their TTL from
+** now_ms. Returns how many came back. */
 int td_store_restore_all(struct td_store *st, const char *dir, uint64_t now_ms, int *failed);
 
 #endif

@@ -411,14 +411,15 @@ def test_interrupted_writes_are_cleaned_up_at_start(tmp_path):
     data = tmp_path / "data"
     for sub in ("files", "sessions"):
         (data / sub).mkdir(parents=True)
-    stale = [data / "files" / "ckpt.safetensors.tmp.4242.0",
-             data / "sessions" / ("ab" * 32 + ".safetensors.tmp.4242.1")]
-    keep = data / "files" / "notes.txt"
-    for p in stale + [keep]:
+    stale = [data / "files" / ".ckpt.safetensors.tmp.4242.0",
+             data / "sessions" / ("." + "ab" * 32 + ".safetensors.tmp.4242.1")]
+    # a client's own file may look like a temporary but for the leading dot Save never allows
+    keep = [data / "files" / "notes.txt", data / "files" / "w.safetensors.tmp.1.safetensors"]
+    for p in stale + keep:
         p.write_bytes(b"half a file")
     d = Daemon("--data-dir", str(data))
     try:
-        assert all(not p.exists() for p in stale) and keep.exists()
+        assert all(not p.exists() for p in stale) and all(p.exists() for p in keep)
         assert "event=temporaries_removed count=2" in d.text()
     finally:
         assert d.stop() == 0

@@ -148,6 +148,38 @@ def test_a_client_that_never_reads_is_held_back_then_closed():
         assert d.stop() == 0
 
 
+def test_a_slow_but_steady_reader_is_not_cut_off():
+    """An 80 MiB reply read at about 20 MB/s takes several --idle-timeouts to drain; as long as
+    it keeps draining the connection stays (only a reader that stops is closed)."""
+    d = Daemon("--idle-timeout", "1s")
+    try:
+        s = tensord.connect("127.0.0.1:%d" % d.port)
+        big = s.ones(20 << 20)  # 80 MiB, sent from the tensor itself
+        s.synchronize()
+        sock = socket.create_connection(("127.0.0.1", d.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(hello_frame(s.token))
+        assert read_reply(sock).status.code == pb.OK
+        req = pb.Request(id=2)
+        req.get.handle = big._h
+        meta = req.SerializeToString()
+        sock.sendall(struct.pack(">IQ", len(meta), 0) + meta)
+        got, paced, t0 = 0, 0, time.time()
+        while got < 12 + (80 << 20):
+            chunk = sock.recv(1 << 20)
+            assert chunk, "closed after %d bytes, %.1f s" % (got, time.time() - t0)
+            got += len(chunk)
+            if got - paced >= 1 << 20:  # 50 ms per MiB: about 20 MB/s
+                paced = got
+                time.sleep(0.05)
+        assert time.time() - t0 > 2  # it really outlasted the idle timeout
+        assert "replies_not_read" not in d.text()
+        sock.close()
+        s.close()
+    finally:
+        assert d.stop() == 0
+
+
 def test_a_socket_that_never_says_hello_is_closed():
     """With every connection slot held by silent sockets no client could connect: each is
     closed after --idle-timeout, and the slots come free."""
@@ -161,7 +193,7 @@ def test_a_socket_that_never_says_hello_is_closed():
         assert 0.8 < time.time() - t0 < 4
         c = wire.Conn(d.port)  # a slot is free again
         c.close()
-        assert "reason=no_hello" in d.text()
+        assert "reason=no_handshake" in d.text()
     finally:
         assert d.stop() == 0
 

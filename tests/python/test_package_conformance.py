@@ -353,6 +353,14 @@ def test_nested_grad_modes_match_torch(s):
             note()
         update()
         note()
+
+        @lib.set_grad_enabled(False)  # set at once, and left so by decorating (torch 1.13)
+        def frozen():
+            note()
+        note()
+        frozen()
+        note()
+        lib.set_grad_enabled(True)  # leave the (shared) session as it was
         return seen
 
     tensord._default = s
