@@ -406,26 +406,10 @@ static void digits_from(struct digits *g, const char *txt)
     g->d[g->n] = '\0';
 }
 
-/* nsig significant digits, correctly rounded. */
-static void digits_sig(struct digits *g, double x, int nsig)
+/* x's digits as printf gives them, correctly rounded: "%.*e" (prec + 1 significant digits) or
+** "%.*f" (prec digits after the point; cap leaves room for the integer part). */
+static void digits_printf(struct digits *g, double x, bool fixed, int prec, size_t cap)
 {
-    char *txt = malloc((size_t)nsig + 32);
-    g->neg = signbit(x) != 0;
-    if (txt == NULL) {
-        strcpy(g->d, "0");
-        g->n = 1;
-        g->decpt = 1;
-        return;
-    }
-    snprintf(txt, (size_t)nsig + 32, "%.*e", nsig - 1, fabs(x));
-    digits_from(g, txt);
-    free(txt);
-}
-
-/* prec digits after the point, correctly rounded. */
-static void digits_fixed(struct digits *g, double x, int prec)
-{
-    size_t cap = (size_t)prec + 400;
     char *txt = malloc(cap);
     g->neg = signbit(x) != 0;
     if (txt == NULL) {
@@ -434,9 +418,25 @@ static void digits_fixed(struct digits *g, double x, int prec)
         g->decpt = 1;
         return;
     }
-    snprintf(txt, cap, "%.*f", prec, fabs(x));
+    if (fixed) {
+        snprintf(txt, cap, "%.*f", prec, fabs(x));
+    } else {
+        snprintf(txt, cap, "%.*e", prec, fabs(x));
+    }
     digits_from(g, txt);
     free(txt);
+}
+
+/* nsig significant digits, correctly rounded. */
+static void digits_sig(struct digits *g, double x, int nsig)
+{
+    digits_printf(g, x, false, nsig - 1, (size_t)nsig + 32);
+}
+
+/* prec digits after the point, correctly rounded. */
+static void digits_fixed(struct digits *g, double x, int prec)
+{
+    digits_printf(g, x, true, prec, (size_t)prec + 400);
 }
 
 /* The shortest digits that read back as x (repr). */

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/cmp.h"
 #include "base/log.h"
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -788,17 +789,6 @@ static int files_path(const struct td_rpc_server *srv, const char *file, char *p
     return rc;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-static int cmp_handle(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Sorted once, so a request naming 100,000 tensors is checked in n log n, not n^2. */
 static int check_unique_names(const char **names, size_t n, struct td_err *err)
 {
@@ -807,7 +797,7 @@ static int check_unique_names(const char **names, size_t n, struct td_err *err)
         return td_err_code(err, TD_ENOMEM);
     }
     memcpy(sorted, names, n * sizeof *sorted);
-    qsort(sorted, n, sizeof *sorted, cmp_str);
+    qsort(sorted, n, sizeof *sorted, td_cmp_str);
     int rc = 0;
     for (size_t i = 1; i < n && rc == 0; i++) {
         if (strcmp(sorted[i - 1], sorted[i]) == 0) {
@@ -827,7 +817,7 @@ static int check_unique_handles(Tensord__NamedTensor *const *nt, size_t n, struc
     for (size_t i = 0; i < n; i++) {
         sorted[i] = nt[i]->handle;
     }
-    qsort(sorted, n, sizeof *sorted, cmp_handle);
+    qsort(sorted, n, sizeof *sorted, td_cmp_u64);
     int rc = 0;
     for (size_t i = 1; i < n && rc == 0; i++) {
         if (sorted[i - 1] == sorted[i]) {
@@ -930,13 +920,13 @@ static int name_set_parse(const char *lines, struct name_set *ns)
         ns->v[ns->n++] = p;
         p = nl != NULL ? nl + 1 : p + strlen(p);
     }
-    qsort(ns->v, ns->n, sizeof *ns->v, cmp_str);
+    qsort(ns->v, ns->n, sizeof *ns->v, td_cmp_str);
     return 0;
 }
 
 static bool name_set_has(const struct name_set *ns, const char *name)
 {
-    return ns->n > 0 && bsearch(&name, ns->v, ns->n, sizeof *ns->v, cmp_str) != NULL;
+    return ns->n > 0 && bsearch(&name, ns->v, ns->n, sizeof *ns->v, td_cmp_str) != NULL;
 }
 
 static void name_set_free(struct name_set *ns)

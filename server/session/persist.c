@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/cmp.h"
 #include "base/log.h"
 #include "base/sha256.h"
 #include "core/dtype.h"
@@ -433,12 +434,6 @@ struct handle_set {
     size_t n;
 };
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static int handle_set_parse(const char *list, struct handle_set *hs)
 {
     hs->v = NULL;
@@ -462,13 +457,13 @@ static int handle_set_parse(const char *list, struct handle_set *hs)
         hs->v[hs->n++] = x;
         p = *end == ',' ? end + 1 : end;
     }
-    qsort(hs->v, hs->n, sizeof *hs->v, cmp_u64);
+    qsort(hs->v, hs->n, sizeof *hs->v, td_cmp_u64);
     return 0;
 }
 
 static bool handle_set_has(const struct handle_set *hs, uint64_t h)
 {
-    return hs->n > 0 && bsearch(&h, hs->v, hs->n, sizeof *hs->v, cmp_u64) != NULL;
+    return hs->n > 0 && bsearch(&h, hs->v, hs->n, sizeof *hs->v, td_cmp_u64) != NULL;
 }
 
 static int hex_decode(const char *hex, uint8_t *out, size_t n)

@@ -72,6 +72,19 @@ static void send_req(struct harness *h, Tensord__Request *req)
     free(meta);
 }
 
+/* The connection still serves: a Ping with this id is answered OK. */
+static void assert_ping_ok(struct harness *h, uint64_t id)
+{
+    Tensord__Request ping = TENSORD__REQUEST__INIT;
+    Tensord__Ping pm = TENSORD__PING__INIT;
+    ping.id = id;
+    ping.body_case = TENSORD__REQUEST__BODY_PING;
+    ping.ping = &pm;
+    send_req(h, &ping);
+    assert_int_equal(h->last->id, id);
+    assert_true(h->last->status == NULL || h->last->status->code == 0);
+}
+
 static void harness_init(struct harness *h)
 {
     memset(h, 0, sizeof *h);
@@ -256,14 +269,7 @@ static void test_hello_after_close_session(void **state)
     assert_false(h.last->hello->resumed);
     assert_int_equal(td_store_count(&h.store), 1);
 
-    Tensord__Request ping = TENSORD__REQUEST__INIT;
-    Tensord__Ping pm = TENSORD__PING__INIT;
-    ping.id = 23;
-    ping.body_case = TENSORD__REQUEST__BODY_PING;
-    ping.ping = &pm;
-    send_req(&h, &ping);
-    assert_int_equal(h.last->id, 23);
-    assert_true(h.last->status == NULL || h.last->status->code == 0);
+    assert_ping_ok(&h, 23);
     harness_close(&h);
 }
 
@@ -383,14 +389,7 @@ static void test_hello_behind_heavy_keeps_order(void **state)
     assert_int_equal(ndeferred, 0);
     /* The refused Hello left the connection on its session: a Ping is answered OK. */
     h.store.ex = &td_executor_inline;
-    Tensord__Request ping = TENSORD__REQUEST__INIT;
-    Tensord__Ping pm = TENSORD__PING__INIT;
-    ping.id = 109;
-    ping.body_case = TENSORD__REQUEST__BODY_PING;
-    ping.ping = &pm;
-    send_req(&h, &ping);
-    assert_int_equal(h.last->id, 109);
-    assert_true(h.last->status == NULL || h.last->status->code == 0);
+    assert_ping_ok(&h, 109);
     harness_close(&h);
 }
 
