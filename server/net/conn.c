@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -100,6 +102,7 @@ struct td_conn {
     bool established;               /* td_conn_established: past the handshake */
     uint64_t deadline_ms;           /* the frame (or handshake) being read must end by then; 0:
                                     ** no clock running */
+    size_t linger_unacked;          /* lingering: unacknowledged bytes at the last look */
     uint64_t submitted;             /* reply bytes handed to libuv, ever */
     uint64_t drained_seen;          /* of those, how many had left libuv's queue at the last
                                     ** look of the write clock */
@@ -198,9 +201,30 @@ static void conn_on_linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b
     }
 }
 
+/* Bytes the kernel has sent (or holds) that the peer has not acknowledged; 0 if unknown. */
+static size_t conn_unacked(struct td_conn *c)
+{
+    uv_os_fd_t fd;
+    int n = 0;
+    if (uv_fileno(&c->h.handle, &fd) != 0 || ioctl(fd, SIOCOUTQ, &n) != 0 || n < 0) {
+        return 0;
+    }
+    return (size_t)n;
+}
+
+/* LINGER_MS without the peer's EOF: close — unless our last replies are still on their way
+** and the peer keeps taking them (a slow reader that also keeps writing would otherwise get a
+** reset that destroys replies it has not read). No progress in LINGER_MS closes all the same. */
 static void conn_on_linger_timeout(uv_timer_t *t)
 {
-    td_conn_close(t->data);
+    struct td_conn *c = t->data;
+    size_t left = conn_unacked(c);
+    if (left > 0 && left < c->linger_unacked) {
+        c->linger_unacked = left;
+        uv_timer_start(&c->stall, conn_on_linger_timeout, LINGER_MS, 0);
+        return;
+    }
+    td_conn_close(c);
 }
 
 static void conn_on_shutdown(uv_shutdown_t *req, int status)
@@ -225,6 +249,7 @@ static void conn_linger(struct td_conn *c)
         c->reading = false;
     }
     uv_timer_stop(&c->stall);
+    c->linger_unacked = conn_unacked(c);
     uv_timer_start(&c->stall, conn_on_linger_timeout, LINGER_MS, 0);
     c->shut.data = c;
     if (uv_shutdown(&c->shut, &c->h.stream, conn_on_shutdown) != 0) {

@@ -87,8 +87,8 @@ void td_net_drain(struct td_net *n);
 bool td_net_flushed(const struct td_net *n);
 
 /* Closes every connection once its replies are written, each with a lingering close (write side
-** shut, the peer's remaining bytes discarded until its EOF or 2 s) so no reply is lost to a
-** reset. The loop ends when the last one is gone. */
+** shut, the peer's remaining bytes discarded until its EOF, or 2 s in which it took none of our
+** last replies) so no reply is lost to a reset. The loop ends when the last one is gone. */
 void td_net_close_gracefully(struct td_net *n);
 
 /* Stops listening and closes every connection; the loop then runs until handles are closed. */
