@@ -71,6 +71,7 @@ enum tensord_code {
     TENSORD_INTERNAL = 16,
     TENSORD_NO_SESSION = 17,
     TENSORD_UNKNOWN_OP = 18,
+    TENSORD_CANCELLED = 19,   /* session closed, connection lost or daemon shutting down */
     TENSORD_E_CONNECT = 100,  /* could not resolve or connect */
     TENSORD_E_IO = 101,       /* the connection failed or was closed */
     TENSORD_E_PROTOCOL = 102, /* the server sent something malformed or unexpected */

@@ -28,7 +28,8 @@
     X(TD_EIO,       IO_ERROR,          "input/output error")                          \
     X(TD_ENOSESSION, NO_SESSION,       "no session: send Hello first")                \
     X(TD_EOP,       UNKNOWN_OP,        "unknown op or request kind")                  \
-    X(TD_EINTERNAL, INTERNAL,          "internal error")
+    X(TD_EINTERNAL, INTERNAL,          "internal error")                              \
+    X(TD_ECANCELED, CANCELLED,         "the request was cancelled")
 
 enum td_errcode {
     TD_OK = 0,

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "autograd.h"
+#include "base/checked.h"
 #include "ops/family.h"
 
 const struct td_op_def td_ops[TD_OP_COUNT] = {
@@ -332,8 +333,9 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
     return record(id, in, nin, args, out, err);
 }
 
-int64_t td_op_work(enum td_op_id id, const struct td_operand *in, int nin,
-                   const struct td_op_args *args)
+/* PLACEHOLDER until the cost rules land: the old output-sized estimate. */
+static int64_t op_work_estimate(enum td_op_id id, const struct td_operand *in, int nin,
+                                const struct td_op_args *args)
 {
     if ((int)id < 0 || id >= TD_OP_COUNT) {
         return 0;
@@ -378,4 +380,18 @@ int64_t td_op_work(enum td_op_id id, const struct td_operand *in, int nin,
         n = shape[i] > 0 && n <= INT64_MAX / shape[i] ? n * shape[i] : (shape[i] == 0 ? 0 : n);
     }
     return n;
+}
+
+int td_op_cost(enum td_op_id id, const struct td_operand *in, int nin,
+               const struct td_op_args *args, struct td_cost *out, struct td_err *err)
+{
+    (void)err;
+    memset(out, 0, sizeof *out);
+    out->written = op_work_estimate(id, in, nin, args);
+    return 0;
+}
+
+int64_t td_cost_work(const struct td_cost *c)
+{
+    return td_sat_add(td_sat_add(c->read, c->written), c->flops);
 }

@@ -92,10 +92,25 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                 const struct td_op_args *args, bool inplace, struct td_quota *q,
                 struct td_tensor **out, struct td_err *err);
 
-/* A rough count of element operations the op would do (for choosing the thread pool); 0 when
-** the inputs are invalid (the op will fail fast anyway). */
-int64_t td_op_work(enum td_op_id id, const struct td_operand *in, int nin,
-                   const struct td_op_args *args);
+/* What one op really costs, before it runs. Inputs count at their logical size: an expanded
+** (stride-0) view of 2^60 elements costs 2^60 elements to read, however few bytes back it.
+** All fields saturate at INT64_MAX; none is ever negative. */
+struct td_cost {
+    int64_t read;        /* elements read (broadcast and expanded inputs at their logical size) */
+    int64_t written;     /* elements written */
+    int64_t flops;       /* multiply-adds of products (BLAS or not), each counted once */
+    int64_t out_bytes;   /* bytes of the result's new storage (0 for a view) */
+    int64_t temp_bytes;  /* bytes of temporaries beyond the result (operand copies, casts) */
+};
+
+/* The op's cost for these operands and arguments, from its ops.def cost rule. Returns 0, or an
+** error when the operands are invalid (the op would fail fast anyway; *out is then zero). */
+int td_op_cost(enum td_op_id id, const struct td_operand *in, int nin,
+               const struct td_op_args *args, struct td_cost *out, struct td_err *err);
+
+/* One number for "how much work": read + written + flops, saturating. What --max-op-elements
+** limits, and what decides inline versus the worker pool. */
+int64_t td_cost_work(const struct td_cost *c);
 
 /* The BLAS that float products run on, as it describes itself: version and build options, the
 ** kernel chosen for this CPU, and its thread count (for Stats and /metrics: a benchmark figure

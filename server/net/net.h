@@ -16,6 +16,11 @@
 #include "base/err.h"
 
 #define TD_NET_HEADER_BYTES 12
+#define TD_NET_DATA_LATER 1
+/* Before td_conn_established, a frame may hold at most this many protobuf bytes and no data
+** section (Redis likewise gives unauthenticated clients tight caps): an unauthenticated peer
+** makes the server hold no more than this per connection. */
+#define TD_NET_PREAUTH_MAX_META 16384
 
 struct td_conn;
 
@@ -37,6 +42,13 @@ struct td_net_callbacks {
     ** data_len is 0) is taken. */
     void (*on_frame)(struct td_conn *c, void *conn_user, const uint8_t *meta, size_t meta_len,
                      void *data, size_t data_len);
+    /* A frame announces a data section of `len` bytes (after its header passed the limits).
+    ** Returns 0 with *out set to a td_malloc'd buffer of len bytes (taken by net, handed to
+    ** on_frame); TD_NET_DATA_LATER to have net pause the connection and ask again after the
+    ** next td_conn_resume; or anything else to have net read and discard the section (no
+    ** allocation), then call on_frame with data NULL and data_len len. NULL callback: net
+    ** allocates with td_malloc itself. */
+    int (*on_data_alloc)(struct td_conn *c, void *conn_user, size_t len, void **out);
     /* A header broke a limit (code TD_ELIMIT) or the stream is unusable. The callback may send
     ** an error reply; the connection closes once it is written. */
     void (*on_frame_error)(struct td_conn *c, void *conn_user, int code, const char *msg);

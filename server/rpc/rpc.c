@@ -1512,7 +1512,10 @@ static bool job_is_heavy(struct td_job *job)
         if (j->req->run_op->n_inputs <= TD_OP_MAX_INPUTS &&
             resolve_operands(j->req->run_op, s, &op, in, NULL) == 0 &&
             wire_args(j->req->run_op->args, &args, NULL) == 0) {
-            work = td_op_work(op, in, (int)j->req->run_op->n_inputs, &args);
+            struct td_cost cost;
+            if (td_op_cost(op, in, (int)j->req->run_op->n_inputs, &args, &cost, NULL) == 0) {
+                work = td_cost_work(&cost);
+            }
         }
         break;
     }

@@ -52,7 +52,19 @@ struct td_rpc_server {
     uint8_t instance_id[16];            /* random per daemon start */
     const char *auth_token;             /* borrowed; NULL or "" means no auth */
     uint64_t max_frame_bytes;           /* advertised in HelloResult */
-    int64_t heavy_work;                 /* td_op_work above this goes to the executor */
+    int64_t heavy_work;                 /* td_cost_work above this goes to the executor; the
+                                        ** loop never runs a request that costs more */
+    int64_t max_op_elements;            /* --max-op-elements: a request whose td_cost_work is
+                                        ** above this fails (LIMIT_EXCEEDED); <= 0 unlimited */
+    uint64_t max_request_ms;            /* --max-request-seconds, in ms; 0 unlimited */
+    int64_t session_max_disk_bytes;     /* --session-max-disk-bytes: Save files and snapshot
+                                        ** of one session; <= 0 unlimited */
+    int64_t max_disk_bytes;             /* --max-disk-bytes: everything under --data-dir */
+    bool shared_files;                  /* --shared-files: one Save/Load namespace for all
+                                        ** sessions (an operator's choice); else per session */
+    int64_t peer_max_unsent_bytes;      /* a session whose connection has more reply bytes
+                                        ** than this unwritten runs no further job until they
+                                        ** drain (backpressure) */
     uint64_t (*now_ms)(void);           /* monotonic clock, for session TTL bookkeeping */
     uint64_t started_ms;                /* now_ms() at start, for uptime */
     const char *files_dir;              /* Save/Load directory; NULL: persistence is off */
@@ -112,6 +124,16 @@ void td_rpc_peer_set_addr(struct td_rpc_peer *p, const char *addr, uint64_t conn
 ** peer closes first. */
 void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, void *data,
                    size_t data_len);
+
+/* The data section of a frame is about to be read: allocates `len` bytes for it and charges
+** them to the peer's session (quota and --max-bytes) until the request is done with them.
+** Returns 0 with *out set; TD_EAGAIN-like 1 ("not now": the session has queued work holding
+** its quota; net pauses the connection and asks again once a reply has been delivered); or
+** an error code (nothing allocated: net reads and discards the data, and td_rpc_handle is then
+** called with data NULL and data_len the announced length, so rpc replies with the error in
+** request order). Before Hello there is no session and every data section is refused. */
+#define TD_RPC_DATA_LATER 1
+int td_rpc_data_alloc(struct td_rpc_peer *p, size_t len, void **out, struct td_err *err);
 
 /* Sends an error reply not tied to a decoded request (a framing error): id 0, status from code. */
 void td_rpc_reply_error(struct td_rpc_peer *p, uint64_t id, int code, const char *msg,

@@ -21,6 +21,7 @@
 #include "base/alloc.h"
 #include "base/err.h"
 #include "base/map.h"
+#include "core/cancel.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 
@@ -40,6 +41,9 @@ struct td_job {
     void (*done)(struct td_job *job);       /* loop thread, in FIFO order; may free the job.
                                             ** After td_store_stop, queued jobs get done()
                                             ** without run(): they must then have no effect. */
+    struct td_cancel cancel;                /* armed by the submitter; raised by
+                                            ** td_session_cancel / td_store_cancel_all */
+    bool cancelled;                         /* dropped before it ran: done() without run() */
 };
 
 /* Runs heavy jobs somewhere else. submit() must arrange for run(job) to be called once, and
@@ -92,6 +96,8 @@ struct td_session {
     uint8_t token_sha[32];       /* SHA-256 of the token, for restored sessions */
     bool no_grad;                /* torch.no_grad(): ops record no autograd graph */
     bool running;                /* a heavy job is out on the executor */
+    int holds;                   /* td_session_hold: no new job starts while > 0 */
+    struct td_job *current;      /* the job running now (inline or on the executor), or NULL */
     struct td_job *head, *tail;  /* FIFO of jobs not yet started */
 };
 
@@ -121,6 +127,10 @@ size_t td_store_tensor_count(const struct td_store *st);
 /* The daemon is going away: jobs still queued are finished without running (a running one
 ** completes). Used when a shutdown stops waiting for in-flight work. */
 void td_store_stop(struct td_store *st);
+
+/* Cancels every session's work (SIGTERM): queued jobs are dropped (done() without run()), a
+** running one has TD_CANCEL_SHUTDOWN raised and stops at its next chunk boundary. */
+void td_store_cancel_all(struct td_store *st);
 
 /* True while any session has jobs queued or running. */
 bool td_store_busy(const struct td_store *st);
@@ -180,5 +190,16 @@ void td_session_job_complete(struct td_job *job);
 
 /* True while jobs are queued or running. */
 bool td_session_busy(const struct td_session *s);
+
+/* Cancels s's jobs for which match(job, arg) is true (every job when match is NULL): queued ones
+** are marked cancelled and get done() without run(), in FIFO order; the running one has
+** `reason` raised on its td_cancel and stops at its next chunk boundary. Loop thread. */
+void td_session_cancel(struct td_session *s, bool (*match)(struct td_job *job, void *arg),
+                       void *arg, enum td_cancel_reason reason);
+
+/* Backpressure: while holds > 0 the queue starts no new job (the running one finishes). Calls
+** nest; each hold needs one release. Loop thread. */
+void td_session_hold(struct td_session *s);
+void td_session_release(struct td_session *s);
 
 #endif

@@ -118,7 +118,7 @@ static void harness_close(struct harness *h)
 }
 
 /* regress/rpc/op-work-scalar-input: RunOp sum with a number as its only input crashed the
-** server. Before the job runs, the session asks whether it is heavy, and td_op_work handed the
+** server. Before the job runs, the session asks whether it is heavy, and td_op_cost handed the
 ** number to sum's shape rule, which read it as a tensor (NULL). The op itself refuses numbers
 ** as its input, and that error is the reply. */
 static void test_sum_of_a_number(void **state)
@@ -153,7 +153,7 @@ static void test_sum_of_a_number(void **state)
     harness_close(&h);
 }
 
-/* The same bug for every op: td_op_work, which runs before any validation, takes numbers in
+/* The same bug for every op: td_op_cost, which runs before any validation, takes numbers in
 ** every position and any count of inputs without touching them as tensors (fill, binary, may
 ** have a number first and its shape rule read it as a tensor too), and estimates no work for
 ** operands the op would refuse. */
@@ -179,7 +179,9 @@ static void test_op_work_of_numbers(void **state)
                     in[i].s.v.f = 1.5;
                     in[i].t = i == tpos ? t : NULL;
                 }
-                int64_t w = td_op_work((enum td_op_id)id, in, nin, &args);
+                struct td_cost cost;
+                int64_t w = td_op_cost((enum td_op_id)id, in, nin, &args, &cost, NULL) == 0
+                                ? td_cost_work(&cost) : 0;
                 if (tpos < 0 && td_ops[id].shape != NULL) {
                     assert_int_equal(w, 0);  /* no tensor at all: the op will refuse it */
                 }

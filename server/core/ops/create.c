@@ -283,7 +283,7 @@ int td_shape_self(const struct td_operand *in, int nin, const struct td_op_args 
     (void)nin;
     (void)a;
     if (in[0].t == NULL) {
-        /* fill is binary, so a number may stand first; td_op_work asks before anything checks */
+        /* fill is binary, so a number may stand first; td_op_cost asks before anything checks */
         return td_err_set(err, TD_EINVAL, "argument 'input' must be Tensor, not a number");
     }
     memcpy(shape, in[0].t->shape, sizeof(int64_t) * (size_t)in[0].t->ndim);
