@@ -480,3 +480,28 @@ void td_session_job_complete(struct td_job *job)
     session_pump(s);
     td_session_unref(s);
 }
+
+/* PLACEHOLDERS until the cancellation work lands (interfaces in session.h). */
+void td_store_cancel_all(struct td_store *st)
+{
+    (void)st;
+}
+
+void td_session_cancel(struct td_session *s, bool (*match)(struct td_job *job, void *arg),
+                       void *arg, enum td_cancel_reason reason)
+{
+    (void)s;
+    (void)match;
+    (void)arg;
+    (void)reason;
+}
+
+void td_session_hold(struct td_session *s)
+{
+    s->holds++;
+}
+
+void td_session_release(struct td_session *s)
+{
+    s->holds--;
+}
