@@ -548,11 +548,28 @@ void td_store_cancel_all(struct td_store *st)
 {
     uint64_t key;
     void *val;
-    /* Pumping only finishes cancelled jobs (every queued one is), so no session is closed or
-    ** removed from by_key while it is walked. */
-    for (size_t it = 0; td_map_next(&st->by_key, &it, &key, &val);) {
-        td_session_cancel(val, NULL, NULL, TD_CANCEL_SHUTDOWN);
+    /* The sessions are listed first: a dropped job's reply can close a connection, whose peer
+    ** may then let another session's queue run, and a job that runs could close its session
+    ** (and leave by_key) in the middle of a walk. */
+    size_t n = 0, cap = st->by_key.len;
+    struct td_session **list = td_calloc(cap > 0 ? cap : 1, sizeof *list);
+    if (list == NULL) {
+        /* No memory for the list: walk the map itself (nothing is usually running). */
+        for (size_t it = 0; td_map_next(&st->by_key, &it, &key, &val);) {
+            td_session_cancel(val, NULL, NULL, TD_CANCEL_SHUTDOWN);
+        }
+        return;
     }
+    for (size_t it = 0; n < cap && td_map_next(&st->by_key, &it, &key, &val);) {
+        list[n++] = td_session_ref(val);
+    }
+    for (size_t i = 0; i < n; i++) {
+        td_session_cancel(list[i], NULL, NULL, TD_CANCEL_SHUTDOWN);
+    }
+    for (size_t i = 0; i < n; i++) {
+        td_session_unref(list[i]);
+    }
+    td_free(list);
 }
 
 void td_session_hold(struct td_session *s)
