@@ -8,6 +8,24 @@
 ** a frame; done() hands the frame to the peer on the loop thread and frees the request where it
 ** was decoded. A failed op leaves a failure record under its output handle, so pipelined ops
 ** that use it fail with "input N failed: <cause>".
+**
+** Cost: job_cost sizes every request by what it really touches (td_op_cost for ops, expanded
+** inputs at their logical size), when its turn comes; the same number sends it to the pool
+** (above heavy_work: the loop never runs more) and refuses it (above max_op_elements, before
+** anything is allocated).
+**
+** Cancellation: a request runs with its job's struct td_cancel current, armed with
+** max_request_ms when it starts. Its connection closing cancels it (TD_CANCEL_CONN_LOST), a
+** CloseSession cancels what its session runs and queues before it, SIGTERM cancels everything
+** (td_store_cancel_all). A request dropped before it ran has no effect at all; one stopped
+** while running is answered CANCELLED (LIMIT_EXCEEDED past its deadline) and leaves no failure
+** record, since a client that resumes may send it again. An in-place op or a backward stopped
+** mid-way may leave its tensors partly written: its client never got an acknowledgement.
+**
+** Bytes: a frame's data section is charged to the session from the moment net allocates it
+** (td_rpc_data_alloc) until the request frees it or a Create's tensor takes the charge over;
+** Get copies and Format text stay charged until their replies are written; every delivered
+** reply counts in the peer's unsent bytes until written, and too many hold the session.
 */
 #include "rpc/rpc.h"
 
