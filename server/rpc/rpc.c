@@ -2076,6 +2076,7 @@ int td_rpc_data_alloc(struct td_rpc_peer *p, size_t len, void **out, struct td_e
         /* The quota is full. With requests of this peer queued or running, their replies may
         ** free some (a Get's copy, a Format's text, a Free): wait for one rather than fail. */
         if (rc == TD_EQUOTA && p->pending > 0) {
+            td_err_clear(e);  /* not an error: no record */
             return TD_RPC_DATA_LATER;
         }
     } else if ((*out = td_malloc(len)) == NULL) {

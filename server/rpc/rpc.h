@@ -154,7 +154,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
 ** discards the data, and td_rpc_handle is then called with data NULL and data_len the
 ** announced length, so rpc replies with the error in request order). Before Hello there is no
 ** session and every data section is refused (TD_ENOSESSION). */
-#define TD_RPC_DATA_LATER 1
+#define TD_RPC_DATA_LATER (-1)    /* not a TD_E* code (those are positive); err is cleared */
 int td_rpc_data_alloc(struct td_rpc_peer *p, size_t len, void **out, struct td_err *err);
 
 /* Sends an error reply not tied to a decoded request (a framing error): id 0, status from code. */
