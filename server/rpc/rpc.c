@@ -1571,10 +1571,17 @@ static void job_cost(struct rpc_job *j, struct td_session *s)
         bool full = req->body_case == TENSORD__REQUEST__BODY_FULL;
         size_t n = full ? req->full->n_shape : req->rand->n_shape;
         const int64_t *dims = full ? req->full->shape : req->rand->shape;
+        struct td_scalar v;
+        enum td_dtype dt = TD_DTYPE_F32;
         int64_t numel;
-        /* Bool: one byte an element, so every count a valid request can have passes. */
-        if (n <= TD_MAX_DIMS &&
-            td_shape_check(dims, (int)n, TD_DTYPE_BOOL, &numel, NULL, NULL) == 0) {
+        /* With the dtype the request will have: a shape whose bytes overflow is refused by
+        ** its own check, which says so. */
+        bool typed = full ? wire_scalar(req->full->value, "", &v, NULL) == 0 &&
+                                wire_dtype(req->full->dtype, (int)td_scalar_dtype(v), &dt,
+                                           NULL) == 0
+                          : wire_dtype(req->rand->dtype, TD_DTYPE_DEFAULT_FLOAT, &dt, NULL) == 0;
+        if (typed && n <= TD_MAX_DIMS &&
+            td_shape_check(dims, (int)n, dt, &numel, NULL, NULL) == 0) {
             j->work = numel;
         }
         j->cost_name = full ? "full"
