@@ -469,6 +469,41 @@ void td_persist_dir_drop(const char *dir)
     rmdir(dir);  /* fails, as it should, when the directory holds anything */
 }
 
+int td_persist_remove_session_files(const struct td_persist_budget *budget,
+                                    const struct td_session *s)
+{
+    if (budget == NULL || budget->files_dir == NULL || budget->shared) {
+        return 0;
+    }
+    char tag[TD_PERSIST_DIR_NAME], dir[4200];
+    td_persist_session_dir(s, tag);
+    snprintf(dir, sizeof dir, "%s/%s", budget->files_dir, tag);
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return 0;
+    }
+    if (budget->disk != NULL) {
+        disk_count(budget);  /* so what leaves is taken off a counted total */
+    }
+    int removed = 0;
+    int64_t bytes = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISREG(st.st_mode) && unlinkat(dirfd(d), de->d_name, 0) == 0) {
+            bytes = td_sat_add(bytes, (int64_t)st.st_size);
+            removed++;
+        }
+    }
+    closedir(d);
+    rmdir(dir);
+    if (budget->disk != NULL) {
+        atomic_fetch_sub(&budget->disk->used, bytes);
+    }
+    return removed;
+}
+
 void td_persist_session_dir(const struct td_session *s, char out[TD_PERSIST_DIR_NAME])
 {
     static const char hx[] = "0123456789abcdef";

@@ -101,6 +101,14 @@ int td_persist_dir_open(const char *dir, const char *path, int64_t *used, bool *
 /* Removes dir if it is empty. */
 void td_persist_dir_drop(const char *dir);
 
+/* Removes s's Save directory and its files, and takes their bytes off the budget's counter
+** (budget borrowed; its files_dir must be set and not shared, or nothing happens). For a
+** session that is gone for good (CloseSession, expiry), whose files nobody can name any more:
+** left behind, they would hold the data dir's quota for ever. Call only when no job of s runs.
+** Returns how many files were removed. */
+int td_persist_remove_session_files(const struct td_persist_budget *budget,
+                                    const struct td_session *s);
+
 /* Writes tensors t[0..n) named names[i] (plus metadata pairs) to `path`, atomically. A tensor
 ** of more than max_bytes bytes (> 0; a large expanded view, say) is refused with TD_ELIMIT.
 ** With a budget (borrowed; NULL: nothing counted or limited) the file's exact size is checked

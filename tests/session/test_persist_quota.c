@@ -368,6 +368,83 @@ static void test_snapshots_within_the_data_dir_quota(void **state)
     td_store_close(&st);
 }
 
+static void put_file(const char *path, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(fputc('x', f), 'x');
+    }
+    assert_int_equal(fclose(f), 0);
+}
+
+/* A session gone for good takes its files with it, and their bytes off the counter; another
+** session's files stay. */
+static void test_removing_a_sessions_files_gives_their_bytes_back(void **state)
+{
+    (void)state;
+    struct td_store st;
+    struct td_store_config cfg = {.session_ttl_ms = 60000};
+    td_store_init(&st, &cfg, &td_executor_inline);
+    struct td_session *a, *b;
+    struct td_err err;
+    assert_int_equal(td_store_open(&st, &a, &err), 0);
+    assert_int_equal(td_store_open(&st, &b, &err), 0);
+    char files[128], ta[TD_PERSIST_DIR_NAME], tb[TD_PERSIST_DIR_NAME], p[320];
+    snprintf(files, sizeof files, "%s/files", dir);
+    assert_int_equal(mkdir(files, 0700), 0);
+    td_persist_session_dir(a, ta);
+    td_persist_session_dir(b, tb);
+    snprintf(p, sizeof p, "%s/%s", files, ta);
+    assert_int_equal(mkdir(p, 0700), 0);
+    snprintf(p, sizeof p, "%s/%s", files, tb);
+    assert_int_equal(mkdir(p, 0700), 0);
+    snprintf(p, sizeof p, "%s/%s/one.safetensors", files, ta);
+    put_file(p, 100);
+    snprintf(p, sizeof p, "%s/%s/two.safetensors", files, ta);
+    put_file(p, 50);
+    snprintf(p, sizeof p, "%s/%s/one.safetensors", files, tb);
+    put_file(p, 7);
+    struct td_disk disk = {0};
+    struct td_persist_budget bud = {.disk = &disk, .root = dir, .files_dir = files};
+    assert_int_equal(td_persist_remove_session_files(&bud, a), 2);
+    assert_int_equal(atomic_load(&disk.used), 7);  /* counted (157), then 150 left */
+    snprintf(p, sizeof p, "%s/%s", files, ta);
+    assert_int_not_equal(access(p, F_OK), 0);
+    snprintf(p, sizeof p, "%s/%s/one.safetensors", files, tb);
+    assert_int_equal(access(p, F_OK), 0);
+    /* with a shared namespace no file is a session's: nothing is removed */
+    bud.shared = true;
+    assert_int_equal(td_persist_remove_session_files(&bud, b), 0);
+    assert_int_equal(access(p, F_OK), 0);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/%s", files, tb);
+    rmdir(p);
+    rmdir(files);
+    td_session_unref(a);
+    td_session_unref(b);
+    td_store_close(&st);
+}
+
+/* A crash mid-write leaves temporaries in the per-session directories too. */
+static void test_temporaries_in_session_directories_are_removed(void **state)
+{
+    (void)state;
+    char sub[128], p[256];
+    snprintf(sub, sizeof sub, "%s/ab12", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(p, sizeof p, "%s/.w.safetensors.tmp.42.0", sub);
+    put_file(p, 3);
+    snprintf(p, sizeof p, "%s/.x.safetensors.tmp.42.1", dir);
+    put_file(p, 3);
+    snprintf(p, sizeof p, "%s/w.safetensors", sub);  /* a finished file stays */
+    put_file(p, 3);
+    assert_int_equal(td_persist_remove_temporaries(dir), 2);
+    assert_int_equal(access(p, F_OK), 0);
+    unlink(p);
+    rmdir(sub);
+}
+
 static int dir_setup(void **state)
 {
     (void)state;
@@ -414,6 +491,10 @@ int main(void)
                                         dir_teardown),
         cmocka_unit_test_setup_teardown(test_snapshots_within_the_data_dir_quota, dir_setup,
                                         dir_teardown),
+        cmocka_unit_test_setup_teardown(test_removing_a_sessions_files_gives_their_bytes_back,
+                                        dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(test_temporaries_in_session_directories_are_removed,
+                                        dir_setup, dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
