@@ -2007,6 +2007,33 @@ static void req_create(struct harness *h)
     create(h, 9, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64);
 }
 
+/* A Create whose data section comes through td_rpc_data_alloc, as net reads it: with the
+** failure armed from the data's allocation on, its charge must end on the tensor or go back. */
+static void req_create_charged(struct harness *h)
+{
+    int64_t n = 3;
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Create m = TENSORD__CREATE__INIT;
+    m.out = 9;
+    m.dtype = TENSORD__DTYPE__INT64;
+    m.shape = &n;
+    m.n_shape = 1;
+    req.body_case = TENSORD__REQUEST__BODY_CREATE;
+    req.create = &m;
+    req.id = h->next_id++;
+    size_t len = tensord__request__get_packed_size(&req);
+    uint8_t *meta = malloc(len);
+    tensord__request__pack(&req, meta);
+    void *buf = NULL;
+    td_alloc_fail_at(arm_failure_at);
+    if (td_rpc_data_alloc(h->peer, sizeof A64, &buf, NULL) == 0) {
+        memcpy(buf, A64, sizeof A64);
+    }
+    td_rpc_handle(h->peer, meta, len, buf, sizeof A64);
+    free(meta);
+    last(h, req.id);
+}
+
 static void req_full(struct harness *h)
 {
     Tensord__Request req = TENSORD__REQUEST__INIT;
@@ -2243,6 +2270,22 @@ static void check_create(struct harness *h, struct captured *c)
     expect_tensor_reply(c, 9);
     assert_int_equal(c->resp->tensor->dtype, TENSORD__DTYPE__INT64);
     expect_bytes(h, 9, A64, sizeof A64);
+}
+
+static void check_create_charged(struct harness *h, struct captured *c)
+{
+    check_create(h, c);
+    assert_int_equal(td_session_bytes(h->peer->session), sizeof A64);  /* charged once */
+}
+
+static void check_create_charged_failed(struct harness *h, struct captured *c)
+{
+    (void)c;
+    /* The tensor may exist (the reply's encoding failed after it was stored): then its bytes
+    ** are charged once; else the charge went back. */
+    struct td_tensor *t;
+    bool made = td_session_lookup(h->peer->session, 9, &t, NULL) == 0;
+    assert_int_equal(td_session_bytes(h->peer->session), made ? (int64_t)sizeof A64 : 0);
 }
 
 static void check_full(struct harness *h, struct captured *c)
@@ -2507,6 +2550,8 @@ static void test_allocation_failure_sweep(void **state)
         {"hello", prep_none, req_hello, check_hello, NULL},
         {"hello (resume)", prep_detached, req_resume, check_resume, check_resume_failed},
         {"create", prep_hello, req_create, check_create, NULL},
+        {"create (charged data)", prep_hello, req_create_charged, check_create_charged,
+         check_create_charged_failed},
         {"full", prep_hello, req_full, check_full, NULL},
         {"rand", prep_seeded, req_rand, check_rand, NULL},
         {"arange", prep_hello, req_arange, check_arange, NULL},
