@@ -490,7 +490,8 @@ struct rpc_job {
     int64_t work;                           /* td_cost_work of the request (job_cost) */
     const char *cost_name;                  /* what max_op_elements names ("sum"), or NULL
                                             ** when the kind is not limited by it */
-    bool costed;                            /* work and cost_name are set */
+    int64_t need_bytes;                     /* RunOp: its result's and temporaries' bytes */
+    bool costed;                            /* work, need_bytes and cost_name are set */
     int status;                             /* the reply's status code */
     bool ran;                               /* dropped jobs are not counted in the stats */
     struct pb_arena arena;                  /* req is decoded here (last: not zeroed) */
@@ -675,6 +676,20 @@ static int resolve_operands(const Tensord__RunOp *m, struct td_session *s, enum 
     return 0;
 }
 
+/* Refuses, before an op runs, the bytes its result and temporaries need when they cannot fit
+** q or a parent as they stand (the charges would fail part way anyway, after the work).
+** The message is the quota's own. */
+static int check_room(const struct td_quota *q, int64_t need, struct td_err *err)
+{
+    for (const struct td_quota *c = q; need > 0 && c != NULL; c = c->parent) {
+        if (c->limit > 0 && need > c->limit - atomic_load(&c->used)) {
+            return td_err_set(err, TD_EQUOTA, "%s quota exceeded: %lld bytes", c->name,
+                              (long long)c->limit);
+        }
+    }
+    return 0;
+}
+
 /* OpArgs from the wire, validated. */
 static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_err *err)
 {
@@ -758,6 +773,9 @@ static int run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     }
     args.rng = &s->rng;
     args.grad_enabled = !s->no_grad;
+    if ((rc = check_room(&s->quota, j->need_bytes, err)) != 0) {
+        return rc;
+    }
     struct td_tensor *t = NULL;
     if ((rc = td_op_apply(op, in, (int)m->n_inputs, &args, m->inplace, &s->quota, &t, err)) != 0) {
         return rc;
@@ -1595,6 +1613,7 @@ static void job_cost(struct rpc_job *j, struct td_session *s)
     const Tensord__Request *req = j->req;
     j->costed = true;
     j->work = 0;
+    j->need_bytes = 0;
     j->cost_name = NULL;
     switch (req->body_case) {
     case TENSORD__REQUEST__BODY_RUN_OP: {
@@ -1608,6 +1627,7 @@ static void job_cost(struct rpc_job *j, struct td_session *s)
             args.inplace = m->inplace;
             if (td_op_cost(op, in, (int)m->n_inputs, &args, &cost, NULL) == 0) {
                 j->work = td_cost_work(&cost);
+                j->need_bytes = td_sat_add(cost.out_bytes, cost.temp_bytes);
             }
             j->cost_name = td_ops[op].name;
         }

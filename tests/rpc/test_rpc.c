@@ -1553,6 +1553,27 @@ static void test_format_text_charged_until_written(void **state)
     harness_close(&h);
 }
 
+/* An op whose result cannot fit the quota is refused with the quota's message (before it runs,
+** once the cost rules give its bytes), and charges nothing. */
+static void test_op_bytes_over_quota(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct td_store_config cfg = {.session_max_bytes = 4096, .session_ttl_ms = 1000};
+    harness_init(&h, &cfg);
+    hello(&h, NULL, 0);
+    const int64_t one[] = {1}, wide[] = {2048};
+    const float x = 1;
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__FLOAT32, one, 1, &x, sizeof x), 0);
+    assert_int_equal(expand(&h, 2, 1, wide, 1), 0);
+    const uint64_t vv[] = {2, 2};
+    struct captured *c = run_args(&h, TENSORD__OP__OP_ADD, 3, vv, 2, NULL);
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__QUOTA_EXCEEDED);
+    assert_string_equal(message_of(c), "session memory quota exceeded: 4096 bytes");
+    assert_int_equal(td_session_bytes(h.peer->session), 4);
+    harness_close(&h);
+}
+
 /* Packs a Create of an int64 tensor of n elements for handle `out`; *len gets its size. */
 static uint8_t *pack_create(struct harness *h, uint64_t out, int64_t n, size_t *len,
                             uint64_t *id)
@@ -2647,6 +2668,7 @@ int main(void)
         cmocka_unit_test(test_hold_stops_the_queue),
         cmocka_unit_test(test_unsent_bytes_hold_the_session),
         cmocka_unit_test(test_format_text_charged_until_written),
+        cmocka_unit_test(test_op_bytes_over_quota),
         cmocka_unit_test(test_data_section_charged),
         cmocka_unit_test(test_data_section_later_then_error_in_order),
         cmocka_unit_test(test_allocation_failure_sweep),
