@@ -1293,6 +1293,41 @@ static void test_heavy_routing_by_cost(void **state)
         c = get(&h, 5, 0, 0);
         assert_int_equal(c->data_len, sizeof want);
         assert_memory_equal(c->data, &want, sizeof want);
+        h.store.ex = &later;
+        /* sized by their outputs, not their inputs: x.repeat(5000) (5000 elements written from
+        ** one), outer of two 100-vectors (10^4), linspace(0, 0, steps=5000) */
+        Tensord__OpArgs rep = TENSORD__OP_ARGS__INIT;
+        const int64_t times[] = {5000};
+        rep.dims = (int64_t *)times;
+        rep.n_dims = 1;
+        uint64_t x1 = 1;
+        assert_null(run_args(&h, TENSORD__OP__OP_REPEAT, 6, &x1, 1, &rep));
+        run_deferred();
+        c = &h.replies[h.nreplies - 1];
+        assert_int_equal(status_of(c), 0);
+        assert_int_equal(c->resp->tensor->shape[0], 5000);
+        h.store.ex = &td_executor_inline;
+        float v100[100];
+        const int64_t s100[] = {100};
+        for (int i = 0; i < 100; i++) {
+            v100[i] = (float)i;
+        }
+        assert_int_equal(create(&h, 7, TENSORD__DTYPE__FLOAT32, s100, 1, v100, sizeof v100), 0);
+        h.store.ex = &later;
+        const uint64_t pair[] = {7, 7};
+        assert_null(run_args(&h, TENSORD__OP__OP_OUTER, 8, pair, 2, NULL));
+        run_deferred();
+        c = &h.replies[h.nreplies - 1];
+        assert_int_equal(status_of(c), 0);
+        assert_int_equal(c->resp->tensor->nbytes, 10000 * sizeof(float));
+        Tensord__OpArgs lin = TENSORD__OP_ARGS__INIT;
+        lin.dim = 5000;
+        lin.has_dim = true;
+        assert_null(run_args(&h, TENSORD__OP__OP_LINSPACE, 9, NULL, 0, &lin));
+        run_deferred();
+        c = &h.replies[h.nreplies - 1];
+        assert_int_equal(status_of(c), 0);
+        assert_int_equal(c->resp->tensor->shape[0], 5000);
     }
     h.store.ex = &td_executor_inline;
     harness_close(&h);
