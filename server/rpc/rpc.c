@@ -1937,6 +1937,10 @@ static void job_done(struct td_job *job)
 {
     struct rpc_job *j = (struct rpc_job *)job;
     struct td_rpc_peer *p = j->peer;
+    /* No longer pending once its reply is out: the reply's delivery may resume the connection,
+    ** and net then asks td_rpc_data_alloc again at once, which must not see this request as
+    ** one still to be answered (it would say "later" again, with no reply left to come). */
+    p->pending--;
     if (job->cancelled) {
         /* Dropped before it ran: no effect at all (not even its free_first: a client that
         ** resumes re-sends it, and requests before it may still name those handles), and an
@@ -1975,7 +1979,6 @@ out:
     if (j->ran) {
         stats_record(p->srv, j->req, j->status, j->t0_us);
     }
-    p->pending--;
     job_free(j);
     peer_unref(p);
 }
@@ -2000,8 +2003,8 @@ static void error_job_done(struct td_job *job)
 {
     struct error_job *e = (struct error_job *)job;
     struct td_rpc_peer *p = e->peer;
+    p->pending--;  /* before the reply, as in job_done */
     td_rpc_reply_error(p, e->id, e->err.code, e->err.msg, false);
-    p->pending--;
     td_free(e);
     peer_unref(p);
 }

@@ -39,6 +39,7 @@ struct harness {
     int nreplies;
     bool hold;                /* keep replies' data pinned until harness_release_held */
     uint64_t next_id;
+    void (*on_reply)(struct harness *h);  /* called after each reply, as net's glue would */
 };
 
 static int64_t arm_failure_at;  /* > 0: the allocation sweep arms the fault hook per request */
@@ -83,6 +84,9 @@ static void capture(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
         r->release(r->release_arg);
     }
     td_free(r->frame);
+    if (h->on_reply != NULL) {
+        h->on_reply(h);
+    }
 }
 
 static void harness_clear(struct harness *h)
@@ -1694,6 +1698,44 @@ static void test_data_section_charged(void **state)
     harness_close(&h);
 }
 
+/* net re-asks for a data section as soon as a reply resumes the connection, inside the
+** reply's delivery: the answered request no longer counts as pending, or "later" would be said
+** again with no reply left to lift it (the connection would stay paused for ever). */
+static int retry_rc = 99;
+static void retry_alloc(struct harness *h)
+{
+    void *buf = NULL;
+    h->on_reply = NULL;
+    retry_rc = td_rpc_data_alloc(h->peer, 500, &buf, NULL);
+    td_free(buf);  /* test only: not handed to td_rpc_handle */
+}
+
+static void test_data_section_retried_inside_the_reply(void **state)
+{
+    (void)state;
+    struct td_executor later = {.submit = defer_submit};
+    struct harness h;
+    struct td_store_config cfg = {.session_max_bytes = 1000, .session_ttl_ms = 1000};
+    harness_init(&h, &cfg);
+    hello(&h, NULL, 0);
+    h.store.ex = &later;
+    ndeferred = 0;
+    h.srv.heavy_work = 2;
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64), 0);
+    const uint64_t aa[] = {1, 1};
+    assert_null(run_args(&h, TENSORD__OP__OP_MUL, 2, aa, 2, NULL));
+    void *buf = NULL;
+    assert_int_equal(td_rpc_data_alloc(h.peer, 990, &buf, NULL), TD_RPC_DATA_LATER);
+    h.on_reply = retry_alloc;
+    run_deferred();
+    assert_int_equal(retry_rc, 0);  /* 24 + 24 + 500 fit: asked again, and given */
+    /* td_free'd above without td_rpc_handle: give its charge back as a closing peer would */
+    td_rpc_peer_close(h.peer);
+    h.peer = NULL;
+    h.store.ex = &td_executor_inline;
+    harness_close(&h);
+}
+
 /* Over the quota while requests of the peer are pending: "later" (net pauses the connection);
 ** once nothing is pending, the error, and its reply keeps its place in line. */
 static void test_data_section_later_then_error_in_order(void **state)
@@ -2714,6 +2756,7 @@ int main(void)
         cmocka_unit_test(test_op_bytes_over_quota),
         cmocka_unit_test(test_data_section_charged),
         cmocka_unit_test(test_data_section_later_then_error_in_order),
+        cmocka_unit_test(test_data_section_retried_inside_the_reply),
         cmocka_unit_test(test_allocation_failure_sweep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
