@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../base/checked.h"
 #include "family.h"
 
 const char *td_blas_describe(void)
@@ -50,11 +51,12 @@ static void as_matrix(const struct td_tensor *t, bool left, struct mat *m)
     m->cs = t->strides[t->ndim - 1];
 }
 
+/* A product of sizes, saturating (error messages report batch sizes that may not fit). */
 static int64_t prod(const int64_t *s, int n)
 {
     int64_t p = 1;
     for (int i = 0; i < n; i++) {
-        p *= s[i];
+        p = td_sat_mul(p, s[i]);
     }
     return p;
 }
@@ -168,18 +170,6 @@ int td_dtype_rule_matmul(const struct td_operand *in, int nin, const struct td_o
     return 0;
 }
 
-int64_t td_matmul_work(const struct td_operand *in)
-{
-    int64_t shape[TD_MAX_DIMS];
-    int ndim;
-    if (td_shape_matmul(in, 2, NULL, shape, &ndim, NULL) != 0) {
-        return 0;
-    }
-    int64_t k = in[0].t->shape[in[0].t->ndim - 1];
-    int64_t n = prod(shape, ndim);
-    return n > 0 && k > INT64_MAX / n ? INT64_MAX : n * k;
-}
-
 /* How BLAS can read a rows x cols operand with strides (rs, cs) in place: row-major as is
 ** (unit column stride) or transposed (unit row stride), with a valid leading dimension. */
 static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLAS_TRANSPOSE *tr,
@@ -237,6 +227,24 @@ static bool blas_ok(int64_t rows, int64_t cols, int64_t rs, int64_t cs)
     CBLAS_TRANSPOSE tr;
     int64_t ld;
     return blas_layout(rows, cols, rs, cs, &tr, &ld);
+}
+
+int64_t td_matmul_temp_bytes(const struct td_tensor *a, const struct td_tensor *b)
+{
+    if (a->ndim < 1 || b->ndim < 1 || !td_dtype_is_float(a->dtype) || a->dtype != b->dtype) {
+        return 0;
+    }
+    struct mat A, B;
+    as_matrix(a, true, &A);
+    as_matrix(b, false, &B);
+    int64_t es = (int64_t)td_dtype_size(a->dtype), n = 0;
+    if (!blas_ok(A.rows, A.cols, A.rs, A.cs)) {
+        n = td_sat_add(n, a->numel);
+    }
+    if (!blas_ok(B.rows, B.cols, B.rs, B.cs)) {
+        n = td_sat_add(n, b->numel);
+    }
+    return td_sat_mul(n, es);
 }
 
 int td_fwd_matmul(struct td_tensor *out, const struct td_operand *in, int nin,

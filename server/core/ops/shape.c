@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../base/checked.h"
 #include "family.h"
 
 /* ---- helpers ---- */
@@ -131,7 +132,7 @@ static bool view_strides(const struct td_tensor *t, const int64_t *shape, int nd
         int64_t s = 1;
         for (int i = ndim - 1; i >= 0; i--) {
             strides[i] = s;
-            s *= shape[i] > 1 ? shape[i] : 1;
+            s = td_sat_mul(s, shape[i] > 1 ? shape[i] : 1);  /* sizes past a 0 may not fit */
         }
         return true;
     }
@@ -200,12 +201,11 @@ int td_make_view(struct td_tensor **out, const struct td_operand *in, int nin,
     return reshape_common(out, in[0].t, a, true, q, err);
 }
 
-/* flatten(start_dim = dim, end_dim = dim2) */
-int td_make_flatten(struct td_tensor **out, const struct td_operand *in, int nin,
-                    const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+/* flatten's target shape, as reshape arguments in *r: dims start_dim (dim) .. end_dim (dim2)
+** merged into one. */
+static int flatten_target(const struct td_tensor *t, const struct td_op_args *a,
+                          struct td_op_args *r, struct td_err *err)
 {
-    (void)nin;
-    struct td_tensor *t = in[0].t;
     int64_t s, e;
     int rc;
     if ((rc = td_wrap_dim(a->dim, t->ndim, &s, err)) != 0 ||
@@ -216,19 +216,48 @@ int td_make_flatten(struct td_tensor **out, const struct td_operand *in, int nin
         return td_err_set(err, TD_EINVAL, "flatten() has invalid args: start_dim cannot come "
                           "after end_dim");
     }
-    struct td_op_args r;
-    td_op_args_init(&r);
+    td_op_args_init(r);
     if (t->ndim == 0) {
-        r.dims[r.ndims++] = 1;
+        r->dims[r->ndims++] = 1;
     }
     for (int i = 0; i < t->ndim; i++) {
         if (i > s && i <= e) {
-            r.dims[r.ndims - 1] *= t->shape[i];
+            /* Sizes past a zero dim can multiply past 2^63. */
+            if (!td_mul_i64(r->dims[r->ndims - 1], t->shape[i], &r->dims[r->ndims - 1])) {
+                return td_err_set(err, TD_ELIMIT, "shape overflows: flatten's merged size "
+                                  "exceeds 2^63");
+            }
         } else {
-            r.dims[r.ndims++] = t->shape[i];
+            r->dims[r->ndims++] = t->shape[i];
         }
     }
-    return reshape_common(out, t, &r, false, q, err);
+    return 0;
+}
+
+/* flatten(start_dim = dim, end_dim = dim2) */
+int td_make_flatten(struct td_tensor **out, const struct td_operand *in, int nin,
+                    const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    struct td_op_args r;
+    int rc = flatten_target(in[0].t, a, &r, err);
+    return rc != 0 ? rc : reshape_common(out, in[0].t, &r, false, q, err);
+}
+
+int td_reshape_copies(const struct td_tensor *t, const struct td_op_args *a)
+{
+    struct td_op_args r;
+    int64_t shape[TD_MAX_DIMS], strides[TD_MAX_DIMS];
+    if (a->op == TD_OP_FLATTEN) {
+        if (flatten_target(t, a, &r, NULL) != 0) {
+            return -1;
+        }
+        a = &r;
+    }
+    if (a->ndims < 0 || a->ndims > TD_MAX_DIMS || infer_shape(a, t->numel, shape, NULL) != 0) {
+        return -1;
+    }
+    return view_strides(t, shape, a->ndims, strides) ? 0 : 1;
 }
 
 /* ---- dim shuffles ---- */
