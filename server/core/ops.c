@@ -264,6 +264,7 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
     }
     local.op = (int)id;
     local.inplace = inplace;
+    local.quota = q;
     args = &local;
     if (op->make != NULL) {
         if (inplace) {

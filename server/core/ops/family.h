@@ -141,8 +141,9 @@ td_make_fn td_make_detach;
 #define make_detach td_make_detach
 
 /* Copies src (any strides, any dtype) into dst (any strides, same shape), casting like torch's
-** .to(): floats to ints truncate toward zero, anything to bool is != 0. */
-void td_cast_copy(struct td_tensor *dst, const struct td_tensor *src);
+** .to(): floats to ints truncate toward zero, anything to bool is != 0. Checks the current
+** request's cancel between chunks: returns 0, or its error with dst partly written. */
+int td_cast_copy(struct td_tensor *dst, const struct td_tensor *src, struct td_err *err);
 
 /* shape.c */
 /* Whether reshape/flatten (a->op) of t copies: 1, 0 (a view), or -1 (the op will refuse). */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../../base/checked.h"
+#include "../cancel.h"
 #include "family.h"
 
 /* ---- helpers ---- */
@@ -72,8 +73,9 @@ static int copy_contiguous(struct td_tensor **out, const struct td_tensor *t, st
                            struct td_err *err)
 {
     int rc = td_tensor_empty(out, t->dtype, t->shape, t->ndim, q, err);
-    if (rc == 0) {
-        td_cast_copy(*out, t);
+    if (rc == 0 && (rc = td_cast_copy(*out, t, err)) != 0) {
+        td_tensor_unref(*out);
+        *out = NULL;
     }
     return rc;
 }
@@ -649,7 +651,12 @@ int td_make_cat(struct td_tensor **out, const struct td_operand *in, int nin,
                                   (long long)ref->shape[k], (long long)t->shape[k], i);
             }
         }
-        shape[d] += t->shape[d];
+        /* Checked: three bool views of 6148914691236517206 elements sum to 2^64 + 2, which
+        ** wrapped to a 2-byte result that the copies below then overran. */
+        if (!td_add_i64(shape[d], t->shape[d], &shape[d])) {
+            return td_err_set(err, TD_ELIMIT, "shape overflows: the concatenated size at dim "
+                              "%lld exceeds 2^63", (long long)d);
+        }
     }
     struct td_tensor *res;
     if ((rc = td_tensor_empty(&res, dt, shape, ref->ndim, q, err)) != 0) {
@@ -666,7 +673,10 @@ int td_make_cat(struct td_tensor **out, const struct td_operand *in, int nin,
         slab.shape[d] = t->shape[d];
         slab.offset = res->offset + at * res->strides[d];
         slab.numel = t->numel;
-        td_cast_copy(&slab, t);
+        if ((rc = td_cast_copy(&slab, t, err)) != 0) {
+            td_tensor_unref(res);
+            return rc;
+        }
         at += t->shape[d];
     }
     *out = res;
@@ -775,11 +785,10 @@ int td_make_repeat(struct td_tensor **out, const struct td_operand *in, int nin,
                               "%lld: [%lld]", (long long)a->dims[i], (long long)a->dims[i]);
         }
         int64_t base = i < lead ? 1 : t->shape[i - lead];
-        if (base != 0 && a->dims[i] > INT64_MAX / base) {
+        if (!td_mul_i64(base, a->dims[i], &shape[i])) {
             return td_err_set(err, TD_ELIMIT, "shape overflows: repeat size at dim %d exceeds "
                               "2^63", i);
         }
-        shape[i] = base * a->dims[i];
     }
     struct td_tensor *res;
     int rc = td_tensor_empty(&res, t->dtype, shape, a->ndims, q, err);
@@ -796,17 +805,24 @@ int td_make_repeat(struct td_tensor **out, const struct td_operand *in, int nin,
     char *o = td_tensor_data(res);
     const char *src = t->storage->buf->data;
     int64_t idx[TD_MAX_DIMS] = {0};
-    for (int64_t n = 0; n < res->numel; n++) {
-        int64_t off = t->offset;
-        for (int i = lead; i < a->ndims; i++) {
-            off += (idx[i] % t->shape[i - lead]) * t->strides[i - lead];
-        }
-        memcpy(o + (size_t)n * es, src + off * (int64_t)es, es);
-        for (int d = a->ndims - 1; d >= 0; d--) {
-            if (++idx[d] < shape[d]) {
-                break;
+    for (int64_t c = 0, end; c < res->numel; c = end) {
+        end = td_cancel_chunk_end(c, res->numel);
+        for (int64_t n = c; n < end; n++) {
+            int64_t off = t->offset;
+            for (int i = lead; i < a->ndims; i++) {
+                off += (idx[i] % t->shape[i - lead]) * t->strides[i - lead];
             }
-            idx[d] = 0;
+            memcpy(o + (size_t)n * es, src + off * (int64_t)es, es);
+            for (int d = a->ndims - 1; d >= 0; d--) {
+                if (++idx[d] < shape[d]) {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+        if ((rc = td_cancel_check(err)) != 0) {
+            td_tensor_unref(res);
+            return rc;
         }
     }
     *out = res;
@@ -837,12 +853,22 @@ static int tri(struct td_tensor **out, const struct td_operand *in, const struct
     int64_t mats = rows * cols > 0 ? r->numel / (rows * cols) : 0, k = a->dim;
     size_t es = td_dtype_size(r->dtype);
     char *base = td_tensor_data(r);
+    int64_t since_check = 0;
     for (int64_t m = 0; m < mats; m++) {
         for (int64_t i = 0; i < rows; i++) {
             for (int64_t j = 0; j < cols; j++) {
                 bool zero = lower ? j - i > k : j - i < k;
                 if (zero) {
                     memset(base + (size_t)((m * rows + i) * cols + j) * es, 0, es);
+                }
+            }
+            /* a cancel check per chunk of rows, never per element */
+            if ((since_check += cols + 1) >= TD_CANCEL_CHUNK) {
+                since_check = 0;
+                if ((rc = td_cancel_check(err)) != 0) {
+                    td_tensor_unref(r);
+                    *out = NULL;
+                    return rc;
                 }
             }
         }
