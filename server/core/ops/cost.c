@@ -60,8 +60,20 @@ int td_cost_elementwise(const struct td_operand *in, int nin, const struct td_op
     int64_t shape[TD_MAX_DIMS];
     int ndim;
     enum td_dtype compute, result;
-    if (op->shape(in, nin, a, shape, &ndim, NULL) != 0 ||
-        op->dtype(in, nin, a, &compute, &result, NULL) != 0) {
+    if (op->shape(in, nin, a, shape, &ndim, NULL) != 0) {
+        return -1;
+    }
+    struct td_op_args local = *a;
+    if (op->dtype == td_dtype_rule_self) {
+        /* fill_, zero_, copy_, uniform_, normal_ exist only in place, whether or not the
+        ** caller said so; their dtype is self's. */
+        if (in[0].t == NULL) {
+            return -1;
+        }
+        local.inplace = true;
+        a = &local;
+        compute = result = in[0].t->dtype;
+    } else if (op->dtype(in, nin, a, &compute, &result, NULL) != 0) {
         return -1;
     }
     int64_t n = numel_of(shape, ndim);
