@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "autograd.h"
+#include "cancel.h"
 #include "base/checked.h"
 #include "ops/family.h"
 
@@ -244,6 +245,12 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
         return td_err_set(err, TD_EOP, "unknown op %d", (int)id);
     }
     const struct td_op_def *op = &td_ops[id];
+    /* A cancelled request runs no further op: composed ops (softmax, losses, backward rules)
+    ** stop between their steps as well as inside them. */
+    int crc = td_cancel_check(err);
+    if (crc != 0) {
+        return crc;
+    }
     if (op->nin >= 0 ? nin != op->nin : nin > TD_OP_MAX_INPUTS) {
         return td_err_set(err, TD_EINVAL, "%s takes %d inputs, got %d", op->name, op->nin, nin);
     }

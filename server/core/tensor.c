@@ -115,7 +115,7 @@ static void set_contiguous(struct td_tensor *t, const int64_t *shape, int ndim, 
     for (int i = ndim - 1; i >= 0; i--) {
         t->shape[i] = shape[i];
         t->strides[i] = stride;
-        stride *= shape[i] > 0 ? shape[i] : 1;
+        stride = td_sat_mul(stride, shape[i] > 0 ? shape[i] : 1);
     }
     t->offset = 0;
     t->numel = numel;
@@ -358,7 +358,7 @@ bool td_tensor_is_contiguous(const struct td_tensor *t)
         if (t->shape[i] != 1 && t->strides[i] != expect) {
             return t->numel == 0;
         }
-        expect *= t->shape[i];
+        expect = td_sat_mul(expect, t->shape[i]);
     }
     return true;
 }

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../../base/checked.h"
 #include "../cancel.h"
 #include "../parallel.h"
 #include "family.h"
@@ -409,7 +410,7 @@ static int view_operand(struct operand_view *v, const struct td_operand *in,
 
 /* Elements per thread below which splitting a kernel costs more than it saves; also the step
 ** between cancel checks (a fraction of a millisecond of the cheapest row kernel). */
-#define PARALLEL_GRAIN ((int64_t)1 << 17)
+#define PARALLEL_GRAIN ((int64_t)1 << 18)
 
 /* A merged iteration space: m dims (the last is the row), strides per operand. */
 struct rows_job {
@@ -483,7 +484,7 @@ static int run_rows(row_fn *k, size_t es, size_t eo, int ndim, const int64_t *sh
     for (int d = 0; d < n; d++) {
         if (m > 0 && s0[m - 1] == s0[d] * sh[d] && s1[m - 1] == s1[d] * sh[d] &&
             s2[m - 1] == s2[d] * sh[d]) {
-            sh[m - 1] *= sh[d];
+            sh[m - 1] = td_sat_mul(sh[m - 1], sh[d]);
             s0[m - 1] = s0[d];
             s1[m - 1] = s1[d];
             s2[m - 1] = s2[d];
@@ -507,7 +508,7 @@ static int run_rows(row_fn *k, size_t es, size_t eo, int ndim, const int64_t *sh
     memcpy(job.s2, s2, sizeof(int64_t) * (size_t)m);
     int64_t total = 1;
     for (int d = 0; d < m; d++) {
-        total *= sh[d];
+        total = td_sat_mul(total, sh[d]);
     }
     if (m == 1) {
         /* One long row: split it into ranges. */

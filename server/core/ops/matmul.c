@@ -332,7 +332,7 @@ int td_fwd_matmul(struct td_tensor *out, const struct td_operand *in, int nin,
     /* a's rows fold into one big product when b has no batch dims and a's batches are evenly
     ** strided rows (the common batch @ weight case). */
     if (B.nbatch == 0 && A.nbatch > 0 && A.cs == 1 && td_tensor_is_contiguous(ta)) {
-        n *= nbatch;
+        n = td_sat_mul(n, nbatch);
         A.rs = k;
         nbatch = 1;
     }

@@ -177,7 +177,7 @@ int td_dtype_rule_reduce(const struct td_operand *in, int nin, const struct td_o
         if (dt == TD_DTYPE_BOOL) {
             int64_t d = 0, numel = 1;
             for (int i = 0; i < ndim; i++) {
-                numel *= shape[i];
+                numel = td_sat_mul(numel, shape[i]);
             }
             bool skip = a->has_dim && in[0].t->ndim > 0 &&
                         td_wrap_dim(a->dim, in[0].t->ndim, &d, NULL) == 0 &&
@@ -216,9 +216,9 @@ static void walk_init(struct walk *w, const struct td_tensor *t, const bool *red
         w->ostride[i] = red[i] ? 0 : os;
         w->rstride[i] = red[i] ? rs : 0;
         if (red[i]) {
-            rs *= t->shape[i];
+            rs = td_sat_mul(rs, t->shape[i]);
         } else {
-            os *= t->shape[i];
+            os = td_sat_mul(os, t->shape[i]);
         }
     }
 }
@@ -592,7 +592,7 @@ int td_bw_mean(const struct td_node *n, struct td_tensor *g, struct td_tensor **
     const struct td_tensor *x = n->in[0].t;
     int64_t outn = 1;
     for (int i = 0; i < n->out_ndim; i++) {
-        outn *= n->out_shape[i];
+        outn = td_sat_mul(outn, n->out_shape[i]);
     }
     double count = outn > 0 ? (double)x->numel / (double)outn : 0.0;
     struct td_tensor *s = NULL;
@@ -716,7 +716,7 @@ int td_bw_var_std(const struct td_node *n, struct td_tensor *g, struct td_tensor
     struct td_tensor *gs = NULL, *mean = NULL, *dev = NULL, *h = NULL, *sd = NULL, *r = NULL;
     int64_t outn = 1;
     for (int i = 0; i < n->out_ndim; i++) {
-        outn *= n->out_shape[i];
+        outn = td_sat_mul(outn, n->out_shape[i]);
     }
     double count = outn > 0 ? (double)x->numel / (double)outn : 0.0;
     double scale = 2.0 / (count - n->args.correction);

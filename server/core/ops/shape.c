@@ -141,11 +141,11 @@ static bool view_strides(const struct td_tensor *t, const int64_t *shape, int nd
     int view_d = ndim - 1;
     int64_t chunk = ostride[on - 1], tensor_numel = 1, view_numel = 1;
     for (int d = on - 1; d >= 0; d--) {
-        tensor_numel *= oshape[d];
+        tensor_numel = td_sat_mul(tensor_numel, oshape[d]);
         if (d == 0 || (oshape[d - 1] != 1 && ostride[d - 1] != tensor_numel * chunk)) {
             while (view_d >= 0 && (view_numel < tensor_numel || shape[view_d] == 1)) {
                 strides[view_d] = view_numel * chunk;
-                view_numel *= shape[view_d];
+                view_numel = td_sat_mul(view_numel, shape[view_d]);
                 view_d--;
             }
             if (view_numel != tensor_numel) {
