@@ -132,8 +132,11 @@ static void test_cat_of_huge_views_fails_cleanly(void **state)
     /* one of them: its logical size exactly (a copy the op would then refuse to allocate) */
     cost_of(TD_OP_CAT, in, 1, NULL, &c);
     assert_int_equal(c.written, 6148914691236517206LL);
-    assert_int_not_equal(td_op_apply(TD_OP_CAT, in, 1, NULL, false, NULL, &out, &err), 0);
+    struct td_quota q;
+    td_quota_init(&q, "session memory", 1 << 20, NULL);
+    assert_int_equal(td_op_apply(TD_OP_CAT, in, 1, NULL, false, &q, &out, &err), TD_EQUOTA);
     assert_null(out);
+    assert_int_equal(atomic_load(&q.used), 0);
     td_tensor_unref(v);
     td_tensor_unref(b);
 }
