@@ -189,8 +189,9 @@ static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLA
     return false;
 }
 
-/* Multiply-adds per BLAS call between two cancel checks: a few tens of milliseconds. */
-#define GEMM_BLOCK_FLOPS ((int64_t)1 << 27)
+/* Multiply-adds per BLAS call between two cancel checks: tens of milliseconds at BLAS speed,
+** and large enough that products up to 1024^3 stay one call. */
+#define GEMM_BLOCK_FLOPS ((int64_t)1 << 30)
 
 /* One (n x k) @ (k x m) product into a contiguous n x m block; blas_layout accepted both. A BLAS
 ** call cannot be interrupted, so a large product runs as blocks of rows of a, with a cancel
@@ -201,7 +202,7 @@ static int gemm_float(enum td_dtype dt, int64_t n, int64_t k, int64_t m, const c
 {
     int64_t es = (int64_t)td_dtype_size(dt);
     int64_t per_row = td_sat_mul(k, m), block = GEMM_BLOCK_FLOPS / (per_row > 0 ? per_row : 1);
-    block = block < 64 ? 64 : block;
+    block = block < 256 ? 256 : block;
     for (int64_t r = 0; r < n; r += block) {
         int64_t rows = n - r < block ? n - r : block;
         CBLAS_TRANSPOSE ta = CblasNoTrans, tb = CblasNoTrans;
