@@ -26,12 +26,19 @@ struct sbuf {
 
 static void sb_reserve(struct sbuf *b, size_t more)
 {
-    if (b->oom || b->len + more + 1 <= b->cap) {
+    size_t need;
+    if (!b->oom && (!td_add_size(b->len, more, &need) || !td_add_size(need, 1, &need))) {
+        b->oom = true;  /* cannot happen below SIZE_MAX, but a wrapped size must not pass */
+    }
+    if (b->oom || need <= b->cap) {
         return;
     }
     size_t ncap = b->cap ? b->cap : 256;
-    while (ncap < b->len + more + 1) {
-        ncap *= 2;
+    while (ncap < need) {
+        if (!td_mul_size(ncap, 2, &ncap)) {
+            b->oom = true;
+            return;
+        }
     }
     char *np = td_realloc(b->p, ncap);
     if (np == NULL) {
