@@ -107,13 +107,18 @@ int td_op_lookup(const char *name);
 ** In place (`inplace`, only for ops with has_inplace): in[0] must be a tensor; it is written
 ** (after td_tensor_prepare_write) and *out is a new reference to it. Errors carry PyTorch's
 ** wording, e.g. "result type Float can't be cast to the desired output type Long",
-** "output with shape [3] doesn't match the broadcast shape [2, 3]". */
+** "output with shape [3] doesn't match the broadcast shape [2, 3]". Kernels' temporaries are
+** charged to q while they live. When the thread's current request (core/cancel.h) is
+** cancelled or overdue, fails with td_cancel_check's error, before starting or at the next
+** chunk boundary, with nothing left allocated. */
 int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                 const struct td_op_args *args, bool inplace, struct td_quota *q,
                 struct td_tensor **out, struct td_err *err);
 
-/* The op's cost for these operands and arguments, from its ops.def cost rule. Returns 0, or an
-** error when the operands are invalid (the op would fail fast anyway; *out is then zero). */
+/* The op's cost for these operands and arguments, from its ops.def cost rule. Safe before any
+** validation (numbers where tensors go, any nin, any args). Set args->inplace for an in-place
+** call (no result bytes; the fill family is always costed in place). Returns 0, or TD_EOP /
+** TD_EINVAL when the operands are invalid (the op would fail fast anyway; *out is then zero). */
 int td_op_cost(enum td_op_id id, const struct td_operand *in, int nin,
                const struct td_op_args *args, struct td_cost *out, struct td_err *err);
 
