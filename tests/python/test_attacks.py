@@ -29,7 +29,6 @@ import os
 import re
 import signal
 import socket
-import struct
 import subprocess
 import tempfile
 import threading
@@ -572,7 +571,6 @@ def test_finding3b_pipelined_creates_behind_a_slow_job_stay_within_the_session_q
         creates.append(c)
     with g.watching(period=0.01):
         a.send(frame(slow))
-        threads = []
         for c in creates:  # 512 MiB in flight, written as fast as the daemon takes it
             t, err = _send_all_in_thread(a.s, frame(c) + data)
             t.join(120)
