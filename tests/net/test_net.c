@@ -756,8 +756,9 @@ static void test_write_clock_closes_within_bounds(void **state)
     int fd = dial(fx->port);
     handshake(fd);
     size_t n = (size_t)24 << 20;
-    uint8_t *frame = calloc(1, 12 + 4 + n), *sink = malloc((size_t)2 << 20);
-    write_all(fd, frame, frame_build(frame, "wclk", 4, frame + 64, n));
+    uint8_t *frame = malloc(12 + 4 + n), *data = calloc(1, n), *sink = malloc((size_t)2 << 20);
+    write_all(fd, frame, frame_build(frame, "wclk", 4, data, n));
+    free(data);
     double t0 = now_s();
     usleep(200 * 1000);
     assert_int_equal(read_all(fd, sink, (size_t)2 << 20), 0);  /* some progress, then none */
