@@ -1186,32 +1186,6 @@ static int run_load(struct rpc_job *j, struct td_session *s, struct result *res,
     return rc;
 }
 
-/* What printing t costs, until core's td_print_cost lands: torch renders every element up to
-** `threshold`, above it only the summarized ones (edgeitems at each end of every dim), and the
-** formatter visits them twice (measure, then render). *text_bytes bounds the text: a value is
-** at most 20 characters (int64; floats print at most 15, fixed or scientific), plus ", " and
-** its share of line breaks and indentation; each row of the last dim adds brackets, newlines
-** and indentation. */
-static int64_t format_work(const struct td_tensor *t, const struct td_print_opts *o,
-                           int64_t *text_bytes)
-{
-    int64_t shown = t->numel, last = t->ndim > 0 ? t->shape[t->ndim - 1] : 1;
-    int64_t two_e = 2 * (int64_t)o->edgeitems;
-    if (t->numel > o->threshold) {
-        shown = 1;
-        for (int d = 0; d < t->ndim; d++) {
-            shown = td_sat_mul(shown, t->shape[d] > two_e ? two_e : t->shape[d]);
-        }
-        last = last > two_e ? two_e : last;
-    }
-    int64_t width = t->dtype == TD_DTYPE_BOOL ? 5 : t->dtype == TD_DTYPE_I32 ? 11
-                  : t->dtype == TD_DTYPE_I64 ? 20 : 15;
-    int64_t rows = last > 0 ? shown / last : 0;
-    *text_bytes = td_sat_add(td_sat_add(td_sat_mul(shown, width + 10),
-                                        td_sat_mul(rows, 3 * (int64_t)t->ndim + 32)), 1024);
-    return td_sat_mul(shown, 2);
-}
-
 /* Charges n bytes that are not a tensor (a reply's text) to q and its parents: their totals,
 ** as td_quota_charge does, but not the one-tensor limit (max_charge), which says nothing about
 ** text. */
@@ -1230,8 +1204,9 @@ static int charge_text(struct td_quota *q, int64_t n, struct td_err *err)
     return 0;
 }
 
-/* The text is charged to the session's quota from before it is rendered (at a bound) until its
-** reply is written (at its length): replies nobody reads stay inside the quota. */
+/* The text is charged to the session's quota from before it is rendered (at td_print_cost's
+** bound, so rendering cannot take memory the quota does not have) until its reply is written
+** (at its length): replies nobody reads stay inside the quota. */
 static int run_format(struct rpc_job *j, struct td_session *s, struct result *res,
                       struct td_err *err)
 {
@@ -1245,8 +1220,10 @@ static int run_format(struct rpc_job *j, struct td_session *s, struct result *re
     o.requires_grad = t->requires_grad;
     o.grad_fn = t->grad_fn != NULL ? td_node_name(t->grad_fn) : NULL;
     struct td_quota *q = &j->job.session->quota;
-    int64_t bound;
-    format_work(t, &o, &bound);
+    int64_t reads, bound;
+    if ((rc = td_print_cost(t, &reads, &bound)) != 0) {
+        return td_err_set(err, rc, "cannot print this tensor");
+    }
     if ((rc = charge_text(q, bound, err)) != 0) {
         return rc;
     }
@@ -1606,7 +1583,7 @@ static int64_t arange_numel(const Tensord__Arange *m)
 ** numbers decide inline versus the pool, and max_op_elements): j->work is td_cost_work — an
 ** op's elements read and written and its flops (expanded inputs at their logical size), a
 ** creation's elements, a gathered Get chunk's, a Write's bytes (a memcpy), a Format's
-** rendered elements — and j->cost_name what a limit message names (NULL: not limited). A
+** element reads (td_print_cost) — and j->cost_name what a limit message names (NULL: not limited). A
 ** request whose operands are invalid costs 0: it fails before it touches anything. */
 static void job_cost(struct rpc_job *j, struct td_session *s)
 {
@@ -1662,11 +1639,10 @@ static void job_cost(struct rpc_job *j, struct td_session *s)
         break;
     case TENSORD__REQUEST__BODY_FORMAT: {
         struct td_tensor *t;
-        if (s != NULL && td_session_lookup(s, req->format->handle, &t, NULL) == 0) {
-            struct td_print_opts o;
-            int64_t text;
-            td_print_opts_default(&o);
-            j->work = format_work(t, &o, &text);
+        int64_t text;
+        if (s != NULL && td_session_lookup(s, req->format->handle, &t, NULL) == 0 &&
+            td_print_cost(t, &j->work, &text) != 0) {
+            j->work = 0;
         }
         j->cost_name = "format";
         break;
