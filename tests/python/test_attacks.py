@@ -572,7 +572,7 @@ def test_finding3b_pipelined_creates_behind_a_slow_job_stay_within_the_session_q
     with g.watching(period=0.01):
         a.send(frame(slow))
         for c in creates:  # 512 MiB in flight, written as fast as the daemon takes it
-            t, err = _send_all_in_thread(a.s, frame(c) + data)
+            t, err = _send_all_in_thread(a.s, frame(c, data))
             t.join(120)
             assert not t.is_alive() and not err, err
         replies = [a.recv() for _ in range(9)]
