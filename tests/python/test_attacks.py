@@ -558,9 +558,11 @@ def test_finding3b_pipelined_creates_behind_a_slow_job_stay_within_the_session_q
     quota = 16 * MiB
     g = guard("--session-max-bytes", "16M")
     a = Attacker(g.port, timeout=60)
-    one(a)
-    a.expand(2, 1, [1 << 15, 1 << 14])  # 2^29 elements: an honest half-second walk
-    slow = op_req(a.next_id(), 3, "sum", [2])
+    # The slow job: an integer matmul (no BLAS) of 2^29 multiply-adds on 10 MiB, honest and
+    # within the quota, on a pool worker by any estimate, so the loop goes on reading meanwhile
+    a.create(1, np.ones((1024, 1024), dtype=np.int32))
+    a.create(2, np.ones((1024, 512), dtype=np.int32))
+    slow = op_req(a.next_id(), 3, "matmul", [1, 2])
     data = bytes(64 * MiB)
     creates = []
     for i in range(8):
