@@ -485,7 +485,11 @@ def test_finding2_sigterm_during_a_running_reduction_exits_in_time_and_writes_sn
     try:
         assert d2.port is not None, d2.text()
         g.canary.c.close()
-        g.canary.c = wire.Conn(d2.port, resume=token)
+        try:
+            g.canary.c = wire.Conn(d2.port, resume=token)
+        except wire.ServerError as e:
+            raise AssertionError("the canary's session was not restored (%s):\n%s\n%s" % (
+                e, g.d.text()[-3000:], d2.text()[-2000:]))
         g.canary.check()
         g.canary.c.close()
     finally:
