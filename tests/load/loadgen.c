@@ -633,6 +633,7 @@ struct hostile {
     bool have_token;
     uint64_t next_id, next_handle;
     int pending;                  /* requests sent on this connection whose reply is unread */
+    int attack;                   /* the episode running now */
     uint64_t episodes;
 };
 
@@ -783,7 +784,11 @@ static int h_recv(struct hostile *a, size_t *text_len)
     }
     free(meta);
     tally(code);
-    if (code == K_IO || code == K_TIMEOUT) {
+    if (code == K_TIMEOUT || code == K_IO) {
+        /* Which attack the daemon left unanswered (or closed on), for the report. */
+        fprintf(stderr, "loadgen: hostile %d: %s in attack '%s' with %d replies owed\n",
+                a->index, code == K_TIMEOUT ? "no reply within 10 s" : "connection lost",
+                attack_names[a->attack], a->pending + 1);
         hostile_drop(a);
     }
     return code;
@@ -1276,6 +1281,7 @@ static void *run_hostile(void *arg)
             continue;
         }
         uint64_t t0 = now_ns();
+        a->attack = at;
         attacks[at](a);
         uint64_t dt = now_ns() - t0, prev = atomic_load(&attack_max_ns[at]);
         while (dt > prev && !atomic_compare_exchange_weak(&attack_max_ns[at], &prev, dt)) {
