@@ -1065,7 +1065,12 @@ static void finish_shutdown(void)
     uv_close((uv_handle_t *)&server.drain, NULL);
     if (server.sessions_dir != NULL) {
         int failed = 0;
-        int saved = td_store_save_all(&server.store, server.sessions_dir, &failed);
+        struct td_persist_budget budget = {  /* snapshots count against the disk quotas */
+            .disk = &server.rpc.disk, .root = server.rpc.data_dir,
+            .max = server.rpc.max_disk_bytes, .session_max = server.rpc.session_max_disk_bytes,
+            .files_dir = server.rpc.files_dir, .shared = server.rpc.shared_files,
+        };
+        int saved = td_store_save_all(&server.store, server.sessions_dir, &budget, &failed);
         td_log(failed ? TD_LOG_ERROR : TD_LOG_INFO, "sessions_saved", "count=%d failed=%d dir=%s",
                saved, failed, server.sessions_dir);
     }
@@ -1239,6 +1244,7 @@ int main(int argc, char **argv)
             }
         }
         server.rpc.files_dir = files_dir;
+        server.rpc.data_dir = cfg.data_dir;
         server.sessions_dir = sessions_dir;
         int stale = td_persist_remove_temporaries(files_dir) +
                     td_persist_remove_temporaries(sessions_dir);

@@ -776,17 +776,43 @@ static int run_write(struct rpc_job *j, struct td_session *s, struct result *res
 
 #define MAX_FILE_TENSORS 100000
 
-static int files_path(const struct td_rpc_server *srv, const char *file, char *path, size_t cap,
-                      struct td_err *err)
+/* Where a Save/Load file lives (persist.h has the layout): in the session's own directory,
+** <files_dir>/<SHA-256 of its token, 64 hex digits>/<file>.safetensors, which no other session
+** can name and which the session finds again after a restart or a resume; or, with
+** --shared-files (an operator's choice), <files_dir>/<file>.safetensors, one namespace for all.
+** `dir` gets the directory, `path` the file, `cap` bytes each. */
+static int files_path(const struct td_rpc_server *srv, const struct td_session *s,
+                      const char *file, char *dir, char *path, size_t cap, struct td_err *err)
 {
     if (srv->files_dir == NULL) {
         return td_err_set(err, TD_EUNSUP, "persistence is off: start tensord with --data-dir");
     }
     int rc = td_persist_check_name(file != NULL ? file : "", err);
-    if (rc == 0) {
-        snprintf(path, cap, "%s/%s.safetensors", srv->files_dir, file);
+    if (rc != 0) {
+        return rc;
     }
-    return rc;
+    if (srv->shared_files) {
+        snprintf(dir, cap, "%s", srv->files_dir);
+    } else {
+        char tag[TD_PERSIST_DIR_NAME];
+        td_persist_session_dir(s, tag);
+        snprintf(dir, cap, "%s/%s", srv->files_dir, tag);
+    }
+    snprintf(path, cap, "%s/%s.safetensors", dir, file);
+    return 0;
+}
+
+/* The disk a Save is charged to: the session's quota and the data dir's (rpc.h). */
+static struct td_persist_budget files_budget(struct td_rpc_server *srv)
+{
+    return (struct td_persist_budget){
+        .disk = &srv->disk,
+        .root = srv->data_dir != NULL ? srv->data_dir : srv->files_dir,
+        .max = srv->max_disk_bytes,
+        .session_max = srv->session_max_disk_bytes,
+        .files_dir = srv->files_dir,
+        .shared = srv->shared_files,
+    };
 }
 
 /* Sorted once, so a request naming 100,000 tensors is checked in n log n, not n^2. */
@@ -808,7 +834,10 @@ static int check_unique_names(const char **names, size_t n, struct td_err *err)
     return rc;
 }
 
-static int check_unique_handles(Tensord__NamedTensor *const *nt, size_t n, struct td_err *err)
+/* A handle listed twice in one request is refused: in a Save it would write the same bytes
+** under several names (a 4-byte expanded view, once per name, at its logical size). */
+static int check_unique_handles(Tensord__NamedTensor *const *nt, size_t n, const char *what,
+                                struct td_err *err)
 {
     uint64_t *sorted = td_calloc(n > 0 ? n : 1, sizeof *sorted);
     if (sorted == NULL) {
@@ -821,25 +850,32 @@ static int check_unique_handles(Tensord__NamedTensor *const *nt, size_t n, struc
     int rc = 0;
     for (size_t i = 1; i < n && rc == 0; i++) {
         if (sorted[i - 1] == sorted[i]) {
-            rc = td_err_set(err, TD_EINVAL, "handle %llu named twice",
-                            (unsigned long long)sorted[i]);
+            rc = td_err_set(err, TD_EINVAL, "handle %llu is listed twice in one %s",
+                            (unsigned long long)sorted[i], what);
         }
     }
     td_free(sorted);
     return rc;
 }
 
+/* Save: every tensor named, each handle once, the file's exact size within the session's disk
+** quota (its directory's files, less one this Save replaces, plus this file), the data dir's,
+** and the session's file count, all checked before a byte is written. */
 static int run_save(struct rpc_job *j, struct td_session *s, struct td_err *err)
 {
     const Tensord__Save *m = j->req->save;
-    char path[4096];
-    int rc = files_path(j->peer->srv, m->file, path, sizeof path, err);
+    struct td_rpc_server *srv = j->peer->srv;
+    char dir[4096], path[4096];
+    int rc = files_path(srv, s, m->file, dir, path, sizeof path, err);
     if (rc != 0) {
         return rc;
     }
     if (m->n_tensors > MAX_FILE_TENSORS) {
         return td_err_set(err, TD_ELIMIT, "too many tensors in one file: at most %d",
                           MAX_FILE_TENSORS);
+    }
+    if ((rc = check_unique_handles(m->tensors, m->n_tensors, "Save", err)) != 0) {
+        return rc;
     }
     size_t n = m->n_tensors;
     struct td_tensor **ts = td_calloc(n > 0 ? n : 1, sizeof *ts);
@@ -876,12 +912,23 @@ static int run_save(struct rpc_job *j, struct td_session *s, struct td_err *err)
     if (rc == 0) {
         rc = check_unique_names(names, n, err);
     }
+    /* The session's bytes on disk: its directory, less the file this Save replaces (a
+    ** session's jobs run one at a time, so nothing else writes there meanwhile). */
+    int64_t used = 0;
+    bool made_dir = false;
+    if (rc == 0 && !srv->shared_files) {
+        rc = td_persist_dir_open(dir, path, &used, &made_dir, err);
+    }
     if (rc == 0) {
         /* requires_grad: the names, one per line (names hold no control characters). */
         const char *keys[] = {"format", "requires_grad"};
         const char *vals[] = {"pt", rg != NULL ? rg : ""};
+        struct td_persist_budget budget = files_budget(srv);
         rc = td_persist_write(path, ts, names, (int)n, keys, vals, rg != NULL ? 2 : 1,
-                              s->quota.max_charge, err);
+                              s->quota.max_charge, &budget, used, err);
+    }
+    if (rc != 0 && made_dir) {
+        td_persist_dir_drop(dir);  /* a session that never saved a file leaves no directory */
     }
     td_free(rg);
     td_free(ts);
@@ -939,8 +986,8 @@ static int run_load(struct rpc_job *j, struct td_session *s, struct result *res,
                     struct td_err *err)
 {
     const Tensord__Load *m = j->req->load;
-    char path[4096];
-    int rc = files_path(j->peer->srv, m->file, path, sizeof path, err);
+    char dir[4096], path[4096];
+    int rc = files_path(j->peer->srv, s, m->file, dir, path, sizeof path, err);
     if (rc != 0) {
         return rc;
     }
@@ -962,7 +1009,7 @@ static int run_load(struct rpc_job *j, struct td_session *s, struct result *res,
         }
     }
     if (rc == 0) {
-        rc = check_unique_handles(m->tensors, m->n_tensors, err);
+        rc = check_unique_handles(m->tensors, m->n_tensors, "Load", err);
     }
     struct name_set rg = {0};
     if (rc == 0 && name_set_parse(td_st_meta(&f.h, "requires_grad"), &rg) != 0) {

@@ -17,6 +17,7 @@
 
 #include "base/map.h"
 #include "core/ops.h"
+#include "session/persist.h"
 #include "session/session.h"
 
 #define TD_PROTOCOL_MIN 1
@@ -68,6 +69,10 @@ struct td_rpc_server {
     uint64_t (*now_ms)(void);           /* monotonic clock, for session TTL bookkeeping */
     uint64_t started_ms;                /* now_ms() at start, for uptime */
     const char *files_dir;              /* Save/Load directory; NULL: persistence is off */
+    const char *data_dir;               /* borrowed: --data-dir, whose files count against
+                                        ** max_disk_bytes; NULL: files_dir's count */
+    struct td_disk disk;                /* bytes tensord keeps under data_dir, shared with
+                                        ** the workers; zeroed: counted on first use */
     struct td_rpc_stats stats;
     struct td_rpc_counter op_counters[TD_OP_COUNT];  /* RunOp, by op */
     struct td_map auth_penalty;         /* peer address hash -> failures; see run_hello */

@@ -10,9 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/checked.h"
 #include "base/cmp.h"
 #include "base/log.h"
 #include "base/sha256.h"
@@ -144,34 +147,234 @@ static void sync_dir(const char *path)
     }
 }
 
-int td_persist_write(const char *path, struct td_tensor *const *t, const char *const *names, int n,
-                     const char *const *keys, const char *const *vals, int nmeta,
-                     int64_t max_bytes, struct td_err *err)
+/* A tensor's bytes as written (its logical size: an expanded view is all its elements), or
+** false when that does not fit. */
+static bool tensor_file_bytes(const struct td_tensor *t, uint64_t *out)
 {
-    int crc = check_sizes(t, n, max_bytes, err);
-    if (crc != 0) {
-        return crc;
-    }
+    return t->numel >= 0 && td_mul_u64((uint64_t)t->numel, td_dtype_size(t->dtype), out);
+}
+
+/* Lays out the entries of t[0..n) one after the other in the data buffer, with checked sums:
+** views of huge logical size must not wrap the offsets. *e is td_calloc'd (free it). */
+static int layout(struct td_tensor *const *t, const char *const *names, int n,
+                  struct td_st_entry **out, uint64_t *data_bytes, struct td_err *err)
+{
     struct td_st_entry *e = td_calloc((size_t)(n > 0 ? n : 1), sizeof *e);
     if (e == NULL) {
         return td_err_code(err, TD_ENOMEM);
     }
     uint64_t at = 0;
     for (int i = 0; i < n; i++) {
+        uint64_t nb;
         e[i].name = (char *)names[i];
         e[i].dtype = st_dtype(t[i]->dtype);
         e[i].ndim = t[i]->ndim;
         memcpy(e[i].shape, t[i]->shape, sizeof e[i].shape[0] * (size_t)t[i]->ndim);
         e[i].begin = at;
-        at += td_tensor_nbytes(t[i]);
+        if (!tensor_file_bytes(t[i], &nb) || !td_add_u64(at, nb, &at) || at > INT64_MAX) {
+            td_free(e);
+            return td_err_set(err, TD_ELIMIT, "file too large: its tensors hold more than "
+                              "%lld bytes", (long long)INT64_MAX);
+        }
         e[i].end = at;
     }
-    uint8_t *hdr = NULL;
-    size_t hlen = 0;
-    int rc = td_st_header_build(e, n, keys, vals, nmeta, &hdr, &hlen, err);
+    *out = e;
+    *data_bytes = at;
+    return 0;
+}
+
+/* The header (8-byte length included) of the file for these arguments, and the file's size. */
+static int build(struct td_tensor *const *t, const char *const *names, int n,
+                 const char *const *keys, const char *const *vals, int nmeta, uint8_t **hdr,
+                 size_t *hlen, int64_t *size, struct td_err *err)
+{
+    struct td_st_entry *e = NULL;
+    uint64_t data = 0, total;
+    int rc = layout(t, names, n, &e, &data, err);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = td_st_header_build(e, n, keys, vals, nmeta, hdr, hlen, err);
     td_free(e);
     if (rc != 0) {
         return rc;
+    }
+    if (!td_add_u64(data, *hlen, &total) || total > INT64_MAX) {
+        td_free(*hdr);
+        *hdr = NULL;
+        return td_err_set(err, TD_ELIMIT, "file too large: more than %lld bytes",
+                          (long long)INT64_MAX);
+    }
+    *size = (int64_t)total;
+    return 0;
+}
+
+int td_persist_file_size(struct td_tensor *const *t, const char *const *names, int n,
+                         const char *const *keys, const char *const *vals, int nmeta,
+                         int64_t *size, struct td_err *err)
+{
+    uint8_t *hdr = NULL;
+    size_t hlen = 0;
+    int rc = build(t, names, n, keys, vals, nmeta, &hdr, &hlen, size, err);
+    td_free(hdr);
+    return rc;
+}
+
+/* ---- the disk budget ---- */
+
+/* Adds the sizes of the regular files under dir, `depth` levels down (symlinks are not
+** followed: tensord writes none, and one must not make another tree count). */
+static int64_t tree_bytes(const char *dir, int depth)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return 0;
+    }
+    int64_t sum = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
+            continue;
+        }
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            continue;
+        }
+        if (S_ISREG(st.st_mode)) {
+            sum = td_sat_add(sum, (int64_t)st.st_size);
+        } else if (S_ISDIR(st.st_mode) && depth > 1) {
+            char sub[4096];
+            if (snprintf(sub, sizeof sub, "%s/%s", dir, de->d_name) < (int)sizeof sub) {
+                sum = td_sat_add(sum, tree_bytes(sub, depth - 1));
+            }
+        }
+    }
+    closedir(d);
+    return sum;
+}
+
+/* Counts the budget's root once (the first writer does; any other waits for it), then returns.
+** data dir/files/<sha>/<name> is three levels down. */
+static void disk_count(const struct td_persist_budget *b)
+{
+    struct td_disk *d = b->disk;
+    int expect = 0;
+    if (atomic_load(&d->state) == 2) {
+        return;
+    }
+    if (atomic_compare_exchange_strong(&d->state, &expect, 1)) {
+        int64_t n = b->root != NULL ? tree_bytes(b->root, 3) : 0;
+        atomic_fetch_add(&d->used, n);  /* writes before the count are in `used` already: none */
+        atomic_store(&d->state, 2);
+        return;
+    }
+    while (atomic_load(&d->state) != 2) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+}
+
+/* Takes `size` bytes of the data dir's total for a file that will replace one of `old` bytes:
+** refused when the total would then exceed the limit. */
+static int disk_reserve(const struct td_persist_budget *b, int64_t size, int64_t old,
+                        struct td_err *err)
+{
+    struct td_disk *d = b->disk;
+    disk_count(b);
+    int64_t cur = atomic_load(&d->used), next;
+    do {
+        next = td_sat_add(cur, size);
+        if (b->max > 0 && td_sat_add(cur - (old < cur ? old : cur), size) > b->max) {
+            return td_err_set(err, TD_EQUOTA, "disk quota exceeded: max_disk_bytes %lld (the "
+                              "file needs %lld bytes; %lld are in use)", (long long)b->max,
+                              (long long)size, (long long)cur);
+        }
+    } while (!atomic_compare_exchange_weak(&d->used, &cur, next));
+    return 0;
+}
+
+static void disk_release(const struct td_persist_budget *b, int64_t n)
+{
+    if (b != NULL && b->disk != NULL && n > 0) {
+        atomic_fetch_sub(&b->disk->used, n);
+    }
+}
+
+/* Renames tmp over path and reports the bytes of the file it replaced (0 when there was none),
+** exactly even when another thread writes the same name at once: the two are exchanged
+** (renameat2 RENAME_EXCHANGE), the old file is measured at the temporary name and removed.
+** Where the kernel or file system cannot exchange, a plain rename, measured just before. */
+#define TD_RENAME_NOREPLACE 1u
+#define TD_RENAME_EXCHANGE 2u
+static int replace_file(const char *tmp, const char *path, int64_t *replaced)
+{
+    *replaced = 0;
+#ifdef SYS_renameat2
+    for (int tries = 0; tries < 8; tries++) {
+        if (syscall(SYS_renameat2, AT_FDCWD, tmp, AT_FDCWD, path, TD_RENAME_EXCHANGE) == 0) {
+            struct stat st;
+            if (lstat(tmp, &st) == 0 && S_ISREG(st.st_mode)) {
+                *replaced = (int64_t)st.st_size;
+            }
+            unlink(tmp);
+            return 0;
+        }
+        if (errno == ENOENT) {
+            /* nothing to replace: put it there unless someone just did */
+            if (syscall(SYS_renameat2, AT_FDCWD, tmp, AT_FDCWD, path, TD_RENAME_NOREPLACE) == 0) {
+                return 0;
+            }
+            if (errno == EEXIST) {
+                continue;
+            }
+        }
+        if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) {
+            return -1;
+        }
+        break;  /* the file system cannot: fall back */
+    }
+#endif
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+        *replaced = (int64_t)st.st_size;
+    }
+    return rename(tmp, path);
+}
+
+int td_persist_write(const char *path, struct td_tensor *const *t, const char *const *names, int n,
+                     const char *const *keys, const char *const *vals, int nmeta,
+                     int64_t max_bytes, const struct td_persist_budget *budget,
+                     int64_t owner_used, struct td_err *err)
+{
+    int crc = check_sizes(t, n, max_bytes, err);
+    if (crc != 0) {
+        return crc;
+    }
+    uint8_t *hdr = NULL;
+    size_t hlen = 0;
+    int64_t size = 0;
+    int rc = build(t, names, n, keys, vals, nmeta, &hdr, &hlen, &size, err);
+    if (rc != 0) {
+        return rc;
+    }
+    /* Every limit is checked before a byte is written. */
+    bool charged = false;
+    if (budget != NULL && budget->session_max > 0 &&
+        td_sat_add(owner_used, size) > budget->session_max) {
+        td_free(hdr);
+        return td_err_set(err, TD_EQUOTA, "disk quota exceeded: session_max_disk_bytes %lld "
+                          "(the file needs %lld bytes; %lld are in use)",
+                          (long long)budget->session_max, (long long)size,
+                          (long long)owner_used);
+    }
+    if (budget != NULL && budget->disk != NULL) {
+        struct stat st;
+        int64_t old = lstat(path, &st) == 0 && S_ISREG(st.st_mode) ? (int64_t)st.st_size : 0;
+        if ((rc = disk_reserve(budget, size, old, err)) != 0) {
+            td_free(hdr);
+            return rc;
+        }
+        charged = true;
     }
     char tmp[4200];
     /* ".<name>.tmp.<pid>.<n>" beside it: no file a client can name starts with '.', so a
@@ -182,8 +385,10 @@ int td_persist_write(const char *path, struct td_tensor *const *t, const char *c
              (long)getpid(), atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed));
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
+        int saved = errno;
         td_free(hdr);
-        return td_err_set(err, TD_EIO, "cannot create %s: %s", base_name(tmp), strerror(errno));
+        disk_release(charged ? budget : NULL, size);
+        return td_err_set(err, TD_EIO, "cannot create %s: %s", base_name(tmp), strerror(saved));
     }
     int bad = write_all(fd, hdr, hlen);
     td_free(hdr);
@@ -198,19 +403,121 @@ int td_persist_write(const char *path, struct td_tensor *const *t, const char *c
         bad = -1;
         saved = errno;
     }
-    if (bad == 0 && rename(tmp, path) != 0) {
+    int64_t replaced = 0;
+    if (bad == 0 && replace_file(tmp, path, &replaced) != 0) {
         bad = -1;
         saved = errno;
     }
     if (bad != 0) {
         unlink(tmp);
+        disk_release(charged ? budget : NULL, size);
         if (saved == ENOMEM) {
             return td_err_code(err, TD_ENOMEM);
         }
         return td_err_set(err, TD_EIO, "cannot write %s: %s", base_name(path), strerror(saved));
     }
+    disk_release(charged ? budget : NULL, replaced);
     sync_dir(path);
     return 0;
+}
+
+void td_persist_dir_usage(const char *dir, const char *skip, int64_t *bytes, int *files)
+{
+    *bytes = 0;
+    *files = 0;
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+        if ((skip != NULL && strcmp(de->d_name, skip) == 0) ||
+            fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISREG(st.st_mode)) {
+            continue;
+        }
+        *bytes = td_sat_add(*bytes, (int64_t)st.st_size);
+        (*files)++;
+    }
+    closedir(d);
+}
+
+int td_persist_dir_open(const char *dir, const char *path, int64_t *used, bool *created,
+                        struct td_err *err)
+{
+    struct stat st;
+    int files = 0;
+    bool exists = lstat(path, &st) == 0;
+    *created = false;
+    td_persist_dir_usage(dir, base_name(path), used, &files);
+    if (!exists && files >= TD_PERSIST_MAX_FILES) {
+        return td_err_set(err, TD_ELIMIT, "too many files: a session keeps at most %d "
+                          "(overwrite one instead)", TD_PERSIST_MAX_FILES);
+    }
+    if (mkdir(dir, 0700) == 0) {
+        *created = true;
+    } else if (errno != EEXIST) {
+        return td_err_set(err, TD_EIO, "cannot create the session's file directory: %s",
+                          strerror(errno));
+    }
+    return 0;
+}
+
+void td_persist_dir_drop(const char *dir)
+{
+    rmdir(dir);  /* fails, as it should, when the directory holds anything */
+}
+
+int td_persist_remove_session_files(const struct td_persist_budget *budget,
+                                    const struct td_session *s)
+{
+    if (budget == NULL || budget->files_dir == NULL || budget->shared) {
+        return 0;
+    }
+    char tag[TD_PERSIST_DIR_NAME], dir[4200];
+    td_persist_session_dir(s, tag);
+    snprintf(dir, sizeof dir, "%s/%s", budget->files_dir, tag);
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return 0;
+    }
+    if (budget->disk != NULL) {
+        disk_count(budget);  /* so what leaves is taken off a counted total */
+    }
+    int removed = 0;
+    int64_t bytes = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISREG(st.st_mode) && unlinkat(dirfd(d), de->d_name, 0) == 0) {
+            bytes = td_sat_add(bytes, (int64_t)st.st_size);
+            removed++;
+        }
+    }
+    closedir(d);
+    rmdir(dir);
+    if (budget->disk != NULL) {
+        atomic_fetch_sub(&budget->disk->used, bytes);
+    }
+    return removed;
+}
+
+void td_persist_session_dir(const struct td_session *s, char out[TD_PERSIST_DIR_NAME])
+{
+    static const char hx[] = "0123456789abcdef";
+    uint8_t sha[TD_SHA256_BYTES];
+    if (s->restored) {
+        memcpy(sha, s->token_sha, sizeof sha);
+    } else {
+        td_sha256(s->token, TD_TOKEN_BYTES, sha);
+    }
+    for (int i = 0; i < TD_SHA256_BYTES; i++) {
+        out[2 * i] = hx[sha[i] >> 4];
+        out[2 * i + 1] = hx[sha[i] & 15];
+    }
+    out[2 * TD_SHA256_BYTES] = '\0';
 }
 
 static int read_at(int fd, void *buf, size_t n, uint64_t off)
@@ -329,7 +636,8 @@ static int strlist_add(struct strlist *l, uint64_t v)
     return 0;
 }
 
-static int save_session(struct td_session *s, const char *dir, struct td_err *err)
+static int save_session(struct td_session *s, const char *dir,
+                        const struct td_persist_budget *budget, struct td_err *err)
 {
     size_t cap = td_session_count(s) * 2 + 1;
     struct td_tensor **ts = td_calloc(cap, sizeof *ts);
@@ -366,27 +674,24 @@ static int save_session(struct td_session *s, const char *dir, struct td_err *er
         }
     }
     if (rc == 0) {
-        char hex[2 * TD_SHA256_BYTES + 1], rng[64], path[4096];
-        uint8_t sha[TD_SHA256_BYTES];
-        if (s->restored) {
-            memcpy(sha, s->token_sha, sizeof sha);
-        } else {
-            td_sha256(s->token, TD_TOKEN_BYTES, sha);
-        }
-        static const char hx[] = "0123456789abcdef";
-        for (int i = 0; i < TD_SHA256_BYTES; i++) {
-            hex[2 * i] = hx[sha[i] >> 4];
-            hex[2 * i + 1] = hx[sha[i] & 15];
-        }
-        hex[2 * TD_SHA256_BYTES] = '\0';
+        char hex[TD_PERSIST_DIR_NAME], rng[64], path[4096];
+        td_persist_session_dir(s, hex);
         snprintf(rng, sizeof rng, "%" PRIu64 ",%" PRIu64, s->rng.seed, s->rng.offset);
         const char *keys[] = {"tensord_session", "token_sha256", "rng", "no_grad",
                               "requires_grad", "retains_grad"};
         const char *vals[] = {"1", hex, rng, s->no_grad ? "1" : "0", rg.len ? rg.buf : "-",
                               rt.len ? rt.buf : "-"};
         snprintf(path, sizeof path, "%s/%s%s", dir, hex, SNAPSHOT_SUFFIX);
+        /* The snapshot counts against the session's disk quota with its Save files. */
+        int64_t owner_used = 0;
+        if (budget != NULL && budget->files_dir != NULL && !budget->shared) {
+            char sdir[4200];
+            int files;
+            snprintf(sdir, sizeof sdir, "%s/%s", budget->files_dir, hex);
+            td_persist_dir_usage(sdir, NULL, &owner_used, &files);
+        }
         rc = td_persist_write(path, ts, (const char *const *)names, n, keys, vals, 6,
-                              s->quota.max_charge, err);
+                              s->quota.max_charge, budget, owner_used, err);
     }
 out:
     for (int i = 0; i < n; i++) {
@@ -399,7 +704,8 @@ out:
     return rc;
 }
 
-int td_store_save_all(struct td_store *st, const char *dir, int *failed)
+int td_store_save_all(struct td_store *st, const char *dir, const struct td_persist_budget *budget,
+                      int *failed)
 {
     int saved = 0;
     *failed = 0;
@@ -417,9 +723,12 @@ int td_store_save_all(struct td_store *st, const char *dir, int *failed)
             (*failed)++;
             continue;
         }
-        if (save_session(s, dir, &err) != 0) {
-            td_log(TD_LOG_ERROR, "session_save_failed", "session=%s msg=\"%s\"", s->token_tag,
-                   err.msg);
+        if (save_session(s, dir, budget, &err) != 0) {
+            /* Over a disk quota the session is skipped: nothing is written past a limit. */
+            bool quota = err.code == TD_EQUOTA;
+            td_log(quota ? TD_LOG_WARN : TD_LOG_ERROR,
+                   quota ? "session_save_skipped" : "session_save_failed",
+                   "session=%s msg=\"%s\"", s->token_tag, err.msg);
             (*failed)++;
         } else {
             saved++;
@@ -567,7 +876,8 @@ static int restore_session(struct td_store *st, const char *path, uint64_t now_m
     return rc;
 }
 
-int td_persist_remove_temporaries(const char *dir)
+/* Removes dir's temporaries; descends `depth` more levels into its subdirectories. */
+static int remove_temporaries(const char *dir, int depth)
 {
     DIR *d = opendir(dir);
     if (d == NULL) {
@@ -576,14 +886,25 @@ int td_persist_remove_temporaries(const char *dir)
     int removed = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
+        char path[4200];
+        struct stat st;
+        if (snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= (int)sizeof path) {
+            continue;
+        }
         if (de->d_name[0] == '.' && strstr(de->d_name, SNAPSHOT_SUFFIX ".tmp.") != NULL) {
-            char path[4200];
-            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
             removed += unlink(path) == 0;
+        } else if (de->d_name[0] != '.' && depth > 0 && lstat(path, &st) == 0 &&
+                   S_ISDIR(st.st_mode)) {
+            removed += remove_temporaries(path, depth - 1);
         }
     }
     closedir(d);
     return removed;
+}
+
+int td_persist_remove_temporaries(const char *dir)
+{
+    return remove_temporaries(dir, 1);
 }
 
 int td_store_restore_all(struct td_store *st, const char *dir, uint64_t now_ms, int *failed)

@@ -343,6 +343,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     h->srv.now_ms = fake_now;
     h->srv.started_ms = now;
     h->srv.files_dir = files_dir;
+    h->srv.shared_files = true;  /* one flat directory, which case 6 plants files in */
     h->srv.auth_token = (flags & 2) != 0 ? AUTH_TOKEN : NULL;
     memset(h->srv.instance_id, 7, sizeof h->srv.instance_id);
     h->hold = (flags & 4) != 0;

@@ -2,6 +2,7 @@
 quota exhaustion in the middle of a pipeline, SIGKILL then restart. (SIGTERM under a stream of
 pipelined writes is in test_persistence.py.) Each: the daemon keeps serving and other sessions
 are untouched."""
+import hashlib
 import os
 import signal
 import socket
@@ -347,13 +348,16 @@ def test_sigkill_then_restart_keeps_saved_files_only(tmp_path):
     d.stop()
     d = Daemon("--data-dir", data)
     try:
-        # documented: a crash loses the in-memory sessions; files written by Save survive,
-        # and no half-written file is left behind
+        # documented: a crash loses the in-memory sessions; files written by Save survive on
+        # disk, in the session's own directory (files/<SHA-256 of its token>), and no
+        # half-written file is left behind
         with pytest.raises(tensord.TensorError):
             tensord.connect("127.0.0.1:%d" % d.port, resume=token)
-        with tensord.connect("127.0.0.1:%d" % d.port) as s2:
-            assert s2.load("w")["w"].tolist() == [1.0, 2.0]
-        leftovers = [f for f in os.listdir(os.path.join(data, "files")) if ".tmp." in f]
+        saved = os.path.join(data, "files", hashlib.sha256(token).hexdigest(), "w.safetensors")
+        with open(saved, "rb") as f:
+            assert f.read()[-8:] == struct.pack("<2f", 1.0, 2.0)  # float32 [1, 2], the data
+        leftovers = [f for _, _, names in os.walk(os.path.join(data, "files"))
+                     for f in names if ".tmp." in f]
         assert leftovers == []
     finally:
         assert d.stop() == 0

@@ -18,6 +18,7 @@ Each case sends something hostile and asserts three things:
 Most cases share one module-scoped daemon (with --data-dir for Save/Load); cases that need
 limits, auth or timeouts start their own daemon and a canary on it.
 """
+import hashlib
 import os
 import re
 import socket
@@ -1110,8 +1111,9 @@ def _st(header_obj, payload=b"", header_bytes=None):
     ("deep_nesting", _st(None, header_bytes=b"[" * 100000 + b"]" * 100000)),
 ])
 def test_sem_load_corrupt_file(port, c, data_dir, kind, blob):
-    os.makedirs(os.path.join(data_dir, "files"), exist_ok=True)
-    with open(os.path.join(data_dir, "files", "corrupt_%s.safetensors" % kind), "wb") as f:
+    own = os.path.join(data_dir, "files", hashlib.sha256(c.token).hexdigest())  # c's files
+    os.makedirs(own, exist_ok=True)
+    with open(os.path.join(own, "corrupt_%s.safetensors" % kind), "wb") as f:
         f.write(blob)
     r = pb.Request()
     r.load.file = "corrupt_" + kind
@@ -1121,7 +1123,7 @@ def test_sem_load_corrupt_file(port, c, data_dir, kind, blob):
         c.call(r)
     assert e.value.code in (pb.INVALID_ARGUMENT, pb.IO_ERROR, pb.LIMIT_EXCEEDED), \
         (pb.StatusCode.Name(e.value.code), e.value.message)
-    assert e.value.message
+    assert e.value.message and "No such file" not in e.value.message  # the file was read
 
 
 def test_sem_load_missing_file_and_missing_tensor(port, c):

@@ -1,6 +1,8 @@
 """--data-dir: Save/Load of named tensors in safetensors files, and sessions kept across a
 restart — including a SIGTERM in the middle of a stream of pipelined writes, after which every
-acknowledged write is there and nothing else is."""
+acknowledged write is there and nothing else is. A session's files live in its own directory,
+files/<SHA-256 of its token> (test_disk_quota.py has the quotas and the shared namespace)."""
+import hashlib
 import json
 import os
 import signal
@@ -52,6 +54,11 @@ def write_safetensors(path, arrays):
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
+def files_of(data_dir, s):
+    """The session's own Save directory: files/<SHA-256 of its token>."""
+    return os.path.join(data_dir, "files", hashlib.sha256(s.token).hexdigest())
+
+
 @pytest.fixture
 def data_dir(tmp_path):
     return str(tmp_path / "data")
@@ -68,7 +75,8 @@ def test_save_and_load_named_tensors(data_dir):
             wt = w.T  # a non-contiguous view is saved in C order
             d64 = s.arange(5, dtype=tensord.float64) / 3
             s.save("ckpt-1", {"w": w, "ids": ids, "mask": mask, "wt": wt, "d64": d64})
-            arrays, meta = read_safetensors(os.path.join(data_dir, "files", "ckpt-1.safetensors"))
+            arrays, meta = read_safetensors(os.path.join(files_of(data_dir, s),
+                                                         "ckpt-1.safetensors"))
             ref = {"w": torch.from_numpy(w.numpy()), "ids": torch.tensor([[1, 2], [3, 4]],
                                                                          dtype=torch.int32),
                    "mask": torch.tensor([True, False, True]),
@@ -88,7 +96,7 @@ def test_save_and_load_named_tensors(data_dir):
             only = s.load("ckpt-1", ["mask"])
             assert list(only) == ["mask"] and only["mask"].tolist() == [True, False, True]
             # a file written by someone else's tool loads too
-            write_safetensors(os.path.join(data_dir, "files", "theirs.safetensors"),
+            write_safetensors(os.path.join(files_of(data_dir, s), "theirs.safetensors"),
                               {"a": np.arange(6, dtype=np.int64).reshape(2, 3),
                                "b": np.array([0.5, -1.5], dtype=np.float64)})
             theirs = s.load("theirs")
@@ -114,7 +122,7 @@ def test_file_names_are_checked_and_bad_files_refused(data_dir):
                 s.load("ok", ["nope"])
             with pytest.raises(tensord.TensorError, match="cannot open"):
                 s.load("missing")
-            bad = os.path.join(data_dir, "files")
+            bad = files_of(data_dir, s)
             with open(os.path.join(bad, "trunc.safetensors"), "wb") as f:
                 f.write(struct.pack("<Q", 1000) + b"{}")
             with pytest.raises(tensord.TensorError, match="header length 1000"):
@@ -127,7 +135,7 @@ def test_file_names_are_checked_and_bad_files_refused(data_dir):
             huge = s.ones(1).expand(1 << 20, 1 << 20)  # 4 bytes standing for 4 TiB
             with pytest.raises(tensord.TensorError, match="exceeds max_tensor_bytes"):
                 s.save("huge", {"h": huge})
-            assert not os.path.exists(os.path.join(data_dir, "files", "huge.safetensors"))
+            assert not os.path.exists(os.path.join(bad, "huge.safetensors"))
             assert (x + 1).tolist() == [2.0, 2.0]  # the session goes on
     finally:
         assert d.stop() == 0
@@ -145,11 +153,11 @@ def test_a_load_that_fails_part_way_creates_nothing(data_dir):
     behind (a Load is all or nothing), and the same handles work for a Load that fits."""
     d = Daemon("--data-dir", data_dir, "--session-max-bytes", "64K")
     try:
-        os.makedirs(os.path.join(data_dir, "files"), exist_ok=True)
-        write_safetensors(os.path.join(data_dir, "files", "big.safetensors"),
-                          {"a": np.arange(4, dtype=np.float32),
-                           "b": np.zeros(32 * 1024, dtype=np.float32)})  # 128 KiB > quota
         with tensord.connect("127.0.0.1:%d" % d.port, sync=True) as s:
+            os.makedirs(files_of(data_dir, s))
+            write_safetensors(os.path.join(files_of(data_dir, s), "big.safetensors"),
+                              {"a": np.arange(4, dtype=np.float32),
+                               "b": np.zeros(32 * 1024, dtype=np.float32)})  # 128 KiB > quota
             before = s.stats()
             with pytest.raises(tensord.TensorError, match="session memory quota exceeded"):
                 s.load("big", ["a", "b"])

@@ -1131,6 +1131,7 @@ static void sweep_one(const struct sweep_case *sc)
         struct harness h;
         harness_init(&h, NULL);
         h.srv.files_dir = sweep_dir;
+        h.srv.shared_files = true;  /* one flat directory, listed after every run */
         sweep_have_token = false;
         sc->prepare(&h);
         int before = h.nreplies;

@@ -114,7 +114,7 @@ static void write_sweep(bool view)
     for (int64_t k = 1; k < 100; k++) {
         struct td_err err;
         td_alloc_fail_at(k);
-        int rc = td_persist_write(path, ts, names, 2, keys, vals, 1, 0, &err);
+        int rc = td_persist_write(path, ts, names, 2, keys, vals, 1, 0, NULL, 0, &err);
         int64_t used = td_alloc_count();
         td_alloc_fail_at(0);
         assert_int_equal(td_alloc_live_bytes(), base);
@@ -161,7 +161,7 @@ static void test_persist_read_allocation_sweep(void **state)
     const char *names[] = {"a", "b"};
     const char *keys[] = {"format"}, *vals[] = {"pt"};
     struct td_err err;
-    assert_int_equal(td_persist_write(path, ts, names, 2, keys, vals, 1, 0, &err), 0);
+    assert_int_equal(td_persist_write(path, ts, names, 2, keys, vals, 1, 0, NULL, 0, &err), 0);
     td_tensor_unref(ts[0]);
     td_tensor_unref(ts[1]);
     int64_t base = td_alloc_live_bytes();
@@ -256,7 +256,7 @@ static void test_store_save_all_allocation_sweep(void **state)
         struct td_session *s = session_fill(&st, token);
         int failed = -1;
         td_alloc_fail_at(k);
-        int saved = td_store_save_all(&st, dir, &failed);
+        int saved = td_store_save_all(&st, dir, NULL, &failed);
         int64_t used = td_alloc_count();
         td_alloc_fail_at(0);
         td_session_unref(s);
@@ -292,7 +292,7 @@ static void snapshot(uint8_t *token)
     struct td_store st;
     struct td_session *s = session_fill(&st, token);
     int failed = -1;
-    assert_int_equal(td_store_save_all(&st, dir, &failed), 1);
+    assert_int_equal(td_store_save_all(&st, dir, NULL, &failed), 1);
     td_session_unref(s);
     td_store_close(&st);
 }

@@ -1,0 +1,250 @@
+"""Disk quotas and per-session files (issue 14, finding 4): Save and snapshot bytes count at the
+file's logical size against --session-max-disk-bytes and --max-disk-bytes; a handle listed twice
+in one Save is refused; a session's files live in its own directory, which no other session can
+name, unless the operator chooses --shared-files.
+
+Sizes are derived here from the safetensors layout (8 bytes of length, the JSON header padded
+to a multiple of 8, then the data), never read back from the daemon."""
+import hashlib
+import json
+import os
+
+import pytest
+
+import tensord
+import wire
+from conftest import Daemon
+
+pytestmark = pytest.mark.timeout(120)
+
+pb = wire.pb
+MiB = 1 << 20
+
+
+def files_of(data_dir, s):
+    """The session's own Save directory: files/<SHA-256 of its token>."""
+    return os.path.join(data_dir, "files", hashlib.sha256(s.token).hexdigest())
+
+
+def tree(path):
+    """{relative path: size} of every regular file under path."""
+    out = {}
+    for root, _, names in os.walk(path):
+        for n in names:
+            p = os.path.join(root, n)
+            if os.path.isfile(p) and not os.path.islink(p):
+                out[os.path.relpath(p, path)] = os.path.getsize(p)
+    return out
+
+
+def file_size(tensors, meta=None):
+    """The size of a safetensors file holding float32 tensors {name: shape} in this order, as
+    tensord writes it: compact JSON, metadata first, padded with spaces to a multiple of 8."""
+    header, at = {}, 0
+    if meta is not None:
+        header["__metadata__"] = meta
+    for name, shape in tensors.items():
+        n = 4
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [at, at + n]}
+        at += n
+    h = json.dumps(header, separators=(",", ":"))
+    return 8 + (len(h) + 7) // 8 * 8 + at
+
+
+def start(data_dir, *flags):
+    """A daemon with --data-dir and flags; skips when this build does not know a flag yet (the
+    disk flags are wired in main.c by another change)."""
+    d = Daemon("--data-dir", data_dir, *flags)
+    if d.port is None:
+        text = d.text()
+        d.stop()
+        for f in flags:
+            if f.startswith("--") and f in text:
+                pytest.skip("this tensord does not take %s yet" % f)
+        pytest.fail("tensord did not start: " + text)
+    return d
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return str(tmp_path / "data")
+
+
+def test_size_derivation_matches_a_file_written_by_save(data_dir):
+    """The size formula the other tests rely on, checked once against a real file."""
+    d = start(data_dir)
+    try:
+        with tensord.connect("127.0.0.1:%d" % d.port, sync=True) as s:
+            v = s.ones(1).expand(3, 1000)
+            s.save("one", {"v": v})
+            got = os.path.getsize(os.path.join(files_of(data_dir, s), "one.safetensors"))
+            assert got == file_size({"v": (3, 1000)}, {"format": "pt"})
+    finally:
+        assert d.stop() == 0
+
+
+def test_expanded_view_past_the_session_disk_quota_is_refused_and_writes_nothing(data_dir):
+    """The attack: a 4-byte tensor expanded to 8 MiB, saved again and again (a new view each
+    time, so no handle repeats). The session's files stop at its quota of 32 MiB."""
+    quota = 32 * MiB
+    d = start(data_dir, "--session-max-disk-bytes", str(quota))
+    try:
+        with tensord.connect("127.0.0.1:%d" % d.port, sync=True) as s:
+            big = s.ones(1).expand(9, MiB)  # 36 MiB at its logical size
+            with pytest.raises(tensord.TensorError) as e:
+                s.save("big", {"x": big})
+            assert e.value.code == pb.QUOTA_EXCEEDED
+            assert "disk quota exceeded: session_max_disk_bytes %d" % quota in str(e.value)
+            assert tree(os.path.join(data_dir, "files")) == {}  # not even a temporary
+            each = file_size({"x": (2, MiB)}, {"format": "pt"})
+            saved = 0
+            for i in range(8):
+                try:
+                    s.save("f%d" % i, {"x": s.ones(1).expand(2, MiB)})
+                    saved += 1
+                except tensord.TensorError as err:
+                    assert err.code == pb.QUOTA_EXCEEDED
+                    assert "session_max_disk_bytes %d" % quota in str(err)
+                    break
+            assert saved == quota // each  # 3 files of 8 MiB + header; the 4th is refused
+            files = tree(files_of(data_dir, s))
+            assert sorted(files) == ["f%d.safetensors" % i for i in range(saved)]
+            assert sum(files.values()) == saved * each <= quota
+            assert (s.ones(2) + 1).tolist() == [2.0, 2.0]  # the session goes on
+    finally:
+        assert d.stop() == 0
+
+
+def test_the_same_handle_under_two_names_is_refused(data_dir):
+    d = start(data_dir)
+    try:
+        with tensord.connect("127.0.0.1:%d" % d.port, sync=True) as s:
+            x = s.ones(1).expand(4, 1024)
+            with pytest.raises(tensord.TensorError) as e:
+                s.save("dup", {"a": x, "b": x, "c": s.zeros(2)})
+            assert e.value.code == pb.INVALID_ARGUMENT
+            assert "handle %d is listed twice in one Save" % x._h in str(e.value)
+            assert tree(os.path.join(data_dir, "files")) == {}
+            s.save("ok", {"a": x, "b": x + 0})  # two handles, even of equal values, are fine
+            assert sorted(s.list_file("ok")) == ["a", "b"]
+    finally:
+        assert d.stop() == 0
+
+
+def test_a_session_cannot_load_or_overwrite_another_sessions_file(data_dir):
+    d = start(data_dir)
+    try:
+        a = tensord.connect("127.0.0.1:%d" % d.port, sync=True)
+        b = tensord.connect("127.0.0.1:%d" % d.port, sync=True)
+        a.save("f", {"x": a.tensor([1.0, 2.0])})
+        with pytest.raises(tensord.TensorError, match="cannot open f.safetensors"):
+            b.load("f")
+        b.save("f", {"x": b.tensor([7.0])})  # B's own "f", beside A's
+        assert a.load("f")["x"].tolist() == [1.0, 2.0]
+        assert b.load("f")["x"].tolist() == [7.0]
+        assert sorted(tree(os.path.join(data_dir, "files"))) == sorted(
+            [os.path.join(hashlib.sha256(t).hexdigest(), "f.safetensors")
+             for t in (a.token, b.token)])
+        # the directory is named by the token's hash, never by the token
+        for t in (a.token, b.token):
+            assert t.hex() not in "".join(tree(os.path.join(data_dir, "files")))
+        a.close()
+        b.close()
+    finally:
+        assert d.stop() == 0
+
+
+def test_shared_files_is_one_namespace(data_dir):
+    d = start(data_dir, "--shared-files")
+    try:
+        a = tensord.connect("127.0.0.1:%d" % d.port, sync=True)
+        b = tensord.connect("127.0.0.1:%d" % d.port, sync=True)
+        a.save("f", {"x": a.tensor([1.0, 2.0])})
+        assert b.load("f")["x"].tolist() == [1.0, 2.0]
+        assert sorted(tree(os.path.join(data_dir, "files"))) == ["f.safetensors"]
+        a.close()
+        b.close()
+    finally:
+        assert d.stop() == 0
+
+
+def test_overwriting_a_file_does_not_count_it_twice(data_dir):
+    each = file_size({"x": (150 * 1024,)}, {"format": "pt"})  # 600 KiB + header
+    d = start(data_dir, "--session-max-disk-bytes", str(MiB))
+    try:
+        with tensord.connect("127.0.0.1:%d" % d.port, sync=True) as s:
+            for _ in range(4):
+                s.save("f", {"x": s.ones(1).expand(150 * 1024)})
+            with pytest.raises(tensord.TensorError, match="session_max_disk_bytes"):
+                s.save("g", {"x": s.ones(1).expand(150 * 1024)})
+            s.save("f", {"x": s.ones(1)})  # shrinking it gives the bytes back
+            s.save("g", {"x": s.ones(1).expand(150 * 1024)})
+            assert sorted(tree(files_of(data_dir, s)).values()) == \
+                sorted([file_size({"x": (1,)}, {"format": "pt"}), each])
+    finally:
+        assert d.stop() == 0
+
+
+def test_usage_is_still_counted_after_a_restart(data_dir):
+    """Save near the limits, restart, and the next Save is refused: the session's own quota
+    (its directory, found again by its token) and the data dir's (counted from the disk)."""
+    n = 150 * 1024  # 600 KiB files under a 1 MiB session quota
+    total = MiB + MiB // 4
+    flags = ("--session-max-disk-bytes", str(MiB), "--max-disk-bytes", str(total))
+    d = start(data_dir, *flags)
+    try:
+        s = tensord.connect("127.0.0.1:%d" % d.port, sync=True)
+        x = s.ones(1).expand(n)
+        s.save("f", {"x": x})
+        del x  # freed with the next request, so the session's snapshot is small and fits
+        assert s.tensor([0.0]).tolist() == [0.0]
+        token = s.token
+        s._c.close()
+    finally:
+        assert d.stop() == 0
+    d = start(data_dir, *flags)
+    try:
+        r = tensord.connect("127.0.0.1:%d" % d.port, resume=token, sync=True)
+        with pytest.raises(tensord.TensorError, match="session_max_disk_bytes %d" % MiB):
+            r.save("g", {"x": r.ones(1).expand(n)})
+        r.save("f", {"x": r.ones(1).expand(n)})  # an overwrite still fits
+        assert r.load("f")["x"].shape == (n,)
+        # a new session has its own quota, but the data dir's total is 1.25 MiB
+        other = tensord.connect("127.0.0.1:%d" % d.port, sync=True)
+        with pytest.raises(tensord.TensorError, match="max_disk_bytes %d" % total):
+            other.save("g", {"x": other.ones(1).expand(200 * 1024)})
+        other.save("small", {"x": other.ones(1).expand(1000)})
+        r.close()
+        other.close()
+    finally:
+        assert d.stop() == 0
+
+
+def test_data_dir_stays_within_the_global_quota_with_snapshots(data_dir):
+    """Three sessions each hold a view of 4 bytes standing for 1 MiB and save what they can;
+    at shutdown their snapshots (written at logical size) must fit too, or are skipped."""
+    limit = 3 * MiB
+    d = start(data_dir, "--max-disk-bytes", str(limit))
+    try:
+        sessions = [tensord.connect("127.0.0.1:%d" % d.port, sync=True) for _ in range(3)]
+        refused = 0
+        for i, s in enumerate(sessions):
+            keep = s.ones(1).expand(256 * 1024)  # stays in the session: its snapshot is 1 MiB
+            s._keep = keep
+            for j in range(3):
+                try:
+                    s.save("f%d" % j, {"x": s.ones(1).expand(128 * 1024)})
+                except tensord.TensorError as e:
+                    assert e.code == pb.QUOTA_EXCEEDED
+                    assert "disk quota exceeded: max_disk_bytes %d" % limit in str(e)
+                    refused += 1
+            assert sum(tree(data_dir).values()) <= limit
+        assert refused > 0
+        for s in sessions:
+            s._c.close()
+    finally:
+        assert d.stop() == 0
+    text_total = sum(tree(data_dir).values())
+    assert text_total <= limit
