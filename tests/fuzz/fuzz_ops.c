@@ -1267,8 +1267,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     h->srv.heavy_work = 1 << 16;  /* the daemon's threshold (server/main.c) */
     h->srv.max_op_elements = env_i64("FUZZ_OPS_MAX_OP_ELEMENTS", INT64_C(1) << 32);
     h->srv.max_request_ms = (uint64_t)env_i64("FUZZ_OPS_MAX_REQUEST_MS", 1000);
-    h->srv.session_max_disk_bytes = 2 << 20;
-    h->srv.max_disk_bytes = 4 << 20;
+    h->srv.session_max_disk_bytes = 24 << 20;
+    h->srv.max_disk_bytes = 40 << 20;
     h->srv.peer_max_unsent_bytes = 4 << 20;
     h->srv.now_ms = fake_now;
     h->srv.started_ms = fake_ms;

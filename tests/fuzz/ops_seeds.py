@@ -173,7 +173,7 @@ SEEDS = {
     "format-8dim-huge": [0] + huge(1, F32, [1 << 10] * 8) + fmt(2),
     # 4: Save of an expanded view under four names
     "save-view-4-names": [0] + huge(1, F32, [1 << 20, 4]) + save([2, 2, 2, 2]),
-    "save-view-beyond-disk-quota": [0] + huge(1, F64, [1 << 20, 4]) + save([2]) + save([2], file=1)
+    "save-view-beyond-disk-quota": [0] + huge(1, F32, [1 << 20, 4]) + save([2]) + save([2], file=1)
     + save([2], file=2),
     "save-huge-view": [0] + huge(1, F32, [1 << 30, 1 << 30]) + save([2]),
     # 7: linspace, repeat, outer sized by the wrong thing
