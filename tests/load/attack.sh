@@ -15,14 +15,18 @@ log=$dir/tensord.log
 mkdir "$dir/data"
 # The disk quota flags exist once the disk work has landed; without them the data directory is
 # still measured, against MAX_DISK_BYTES.
-disk_flags=''
+extra_flags=''
 if "$tensord" --help 2>&1 | grep -q -- '--max-disk-bytes'; then
-    disk_flags="--max-disk-bytes $max_disk_bytes"
+    extra_flags="--max-disk-bytes $max_disk_bytes"
+fi
+# A request runs at most 10 s (the default is 60 s; the hostile sessions wait 30 s for a reply).
+if "$tensord" --help 2>&1 | grep -q -- '--max-request-seconds'; then
+    extra_flags="$extra_flags --max-request-seconds 10"
 fi
 # shellcheck disable=SC2086
 "$tensord" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --max-bytes "$max_bytes" \
     --session-max-bytes "$session_max_bytes" --data-dir "$dir/data" --shutdown-timeout 10s \
-    $disk_flags "$@" 2>"$log" &
+    $extra_flags "$@" 2>"$log" &
 pid=$!
 port='' mport=''
 for _ in $(seq 100); do
@@ -36,7 +40,7 @@ if [ -z "$port" ] || [ -z "$mport" ]; then
     echo "attack.sh: tensord did not start"; cat "$log"; kill "$pid"; exit 1
 fi
 echo "attack.sh: tensord pid $pid --max-bytes $max_bytes --session-max-bytes $session_max_bytes" \
-     "--data-dir $dir/data $disk_flags $*"
+     "--data-dir $dir/data $extra_flags $*"
 "$loadgen" --attack --addr "127.0.0.1:$port" --metrics "127.0.0.1:$mport" --rss-pid "$pid" \
     --seconds "$seconds" --max-bytes "$max_bytes" --data-dir "$dir/data" \
     --max-disk-bytes "$max_disk_bytes" ${ATTACK_SAMPLES:+--samples "$ATTACK_SAMPLES"} ||

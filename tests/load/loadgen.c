@@ -582,7 +582,8 @@ static struct mem_sample checkpoint(const struct opts *o, double t0, bool final,
 ** which libtensord has no call for), while a fifth session, the canary, sends tiny ops through
 ** libtensord and records each one's latency. The hostile sessions expect refusals: what they
 ** count is replies by status ("errors by kind"), connections lost and timeouts, never a crash.
-** Every socket has 10 s send and receive timeouts, so a daemon that stops answering shows up as
+** Every socket has 30 s send and receive timeouts (a request may run up to the daemon's
+** --max-request-seconds, 10 s in attack.sh), so a daemon that stops answering shows up as
 ** timeouts, not as a hung load generator. Main samples the daemon's RSS and the data directory's
 ** size each second. The run fails if the canary's p99 is 10 ms or more, if any canary request
 ** fails or its tensor changes, if RSS passes --max-bytes + 64 MiB, if the data directory passes
@@ -592,16 +593,17 @@ static struct mem_sample checkpoint(const struct opts *o, double t0, bool final,
 #define ATTACK_HOSTILES 4
 #define ATTACK_CODES 24               /* wire status codes 0..19, then the local kinds */
 #define K_IO 20                       /* connection lost (closed or reset by the daemon) */
-#define K_TIMEOUT 21                  /* no progress for 10 s */
+#define K_TIMEOUT 21                  /* no progress for ATTACK_IO_TIMEOUT_S */
 #define K_HEALTHZ 22                  /* /healthz did not answer 200 while HTTP was flooded */
 #define BIG_CREATE_BYTES ((size_t)64 << 20)
+#define ATTACK_IO_TIMEOUT_S 30        /* above attack.sh's --max-request-seconds 10 */
 
 static const char *const attack_code_names[ATTACK_CODES] = {
     "OK", "INVALID_ARGUMENT", "SHAPE_MISMATCH", "DTYPE_ERROR", "UNKNOWN_HANDLE",
     "HANDLE_IN_USE", "INPUT_FAILED", "OUT_OF_MEMORY", "QUOTA_EXCEEDED", "LIMIT_EXCEEDED",
     "PROTOCOL_ERROR", "VERSION_MISMATCH", "UNAUTHENTICATED", "UNKNOWN_SESSION", "UNIMPLEMENTED",
     "IO_ERROR", "INTERNAL", "NO_SESSION", "UNKNOWN_OP", "CANCELLED", "connection lost",
-    "timeout", "healthz failed", "?",
+    "timeout (30 s)", "healthz failed", "?",
 };
 
 struct attack_opts {
@@ -642,7 +644,8 @@ static void tally(int k)
     atomic_fetch_add(&attack_codes[k >= 0 && k < ATTACK_CODES ? k : ATTACK_CODES - 1], 1);
 }
 
-/* Connects a TCP socket to HOST:PORT with 10 s send and receive timeouts; -1 on failure. */
+/* Connects a TCP socket to HOST:PORT with ATTACK_IO_TIMEOUT_S send and receive timeouts; -1 on
+** failure. */
 static int tcp_connect(const char *addr)
 {
     char host[256];
@@ -657,7 +660,7 @@ static int tcp_connect(const char *addr)
         return -1;
     }
     int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-    struct timeval tv = {.tv_sec = 10};
+    struct timeval tv = {.tv_sec = ATTACK_IO_TIMEOUT_S};
     if (fd >= 0 && (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
                     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0 ||
                     connect(fd, ai->ai_addr, ai->ai_addrlen) != 0)) {
@@ -787,7 +790,7 @@ static int h_recv(struct hostile *a, size_t *text_len)
     if (code == K_TIMEOUT || code == K_IO) {
         /* Which attack the daemon left unanswered (or closed on), for the report. */
         fprintf(stderr, "loadgen: hostile %d: %s in attack '%s' with %d replies owed\n",
-                a->index, code == K_TIMEOUT ? "no reply within 10 s" : "connection lost",
+                a->index, code == K_TIMEOUT ? "no reply within 30 s" : "connection lost",
                 attack_names[a->attack], a->pending + 1);
         hostile_drop(a);
     }
