@@ -625,6 +625,7 @@ static const char *const attack_names[AT_COUNT] = {
     "pre-Hello big frames and trickles",
 };
 static _Atomic uint64_t attack_runs[AT_COUNT];
+static atomic_int threads_done;       /* hostile and canary threads that have finished */
 static _Atomic uint64_t attack_max_ns[AT_COUNT];  /* the longest episode of each */
 
 struct hostile {
@@ -1293,6 +1294,7 @@ static void *run_hostile(void *arg)
         a->episodes++;
     }
     hostile_drop(a);
+    atomic_fetch_add(&threads_done, 1);
     return NULL;
 }
 
@@ -1345,6 +1347,7 @@ static void *run_canary(void *arg)
         tensord_ones(c, ah = tensord_new_handle(c), TENSORD_FLOAT32, four, 1, &err) != 0) {
         canary_error(cn, "canary setup", &err);
         tensord_disconnect(c);
+        atomic_fetch_add(&threads_done, 1);
         return NULL;
     }
     uint8_t token[TENSORD_TOKEN_BYTES];
@@ -1375,6 +1378,7 @@ static void *run_canary(void *arg)
     cn->intact = c != NULL && tensord_get(c, kh, NULL, got, sizeof got, &err) == 0 &&
                  memcmp(got, keep, sizeof keep) == 0;
     tensord_disconnect(c);
+    atomic_fetch_add(&threads_done, 1);
     return NULL;
 }
 
@@ -1459,6 +1463,18 @@ static int attack_main(const struct opts *o, const struct attack_opts *ao)
         }
     }
     atomic_store(&stop_flag, true);
+    /* The hostile sessions give up on a silent daemon after their socket timeouts; the canary's
+    ** blocking calls have none, so a daemon that stopped answering is reported, not waited for. */
+    for (double until = now_s() + 2 * ATTACK_IO_TIMEOUT_S + 5;
+         atomic_load(&threads_done) < ATTACK_HOSTILES + 1 && now_s() < until;) {
+        usleep(50 * 1000);
+    }
+    if (atomic_load(&threads_done) < ATTACK_HOSTILES + 1) {
+        printf("FAIL: %d of %d attack threads still blocked on the daemon %d s after the end\n",
+               ATTACK_HOSTILES + 1 - atomic_load(&threads_done), ATTACK_HOSTILES + 1,
+               2 * ATTACK_IO_TIMEOUT_S + 5);
+        return 1;
+    }
     for (int i = 0; i < ATTACK_HOSTILES; i++) {
         pthread_join(hs[i].th, NULL);
     }
