@@ -625,6 +625,8 @@ static const char *const attack_names[AT_COUNT] = {
     "pre-Hello big frames and trickles",
 };
 static _Atomic uint64_t attack_runs[AT_COUNT];
+static int attack_only = -1;          /* LOADGEN_ATTACK=N: only attack N */
+static bool attack_debug;             /* LOADGEN_DEBUG=1: every hostile reply on stderr */
 static atomic_int threads_done;       /* hostile and canary threads that have finished */
 static _Atomic uint64_t attack_max_ns[AT_COUNT];  /* the longest episode of each */
 
@@ -778,6 +780,11 @@ static int h_recv(struct hostile *a, size_t *text_len)
     if (rc == 0) {
         Tensord__Response *resp = tensord__response__unpack(NULL, ml, meta);
         code = resp == NULL ? K_IO : resp->status != NULL ? (int)resp->status->code : 0;
+        if (resp != NULL && attack_debug) {
+            fprintf(stderr, "hostile %d: reply id=%llu code=%d %s\n", a->index,
+                    (unsigned long long)resp->id, code,
+                    code != 0 && resp->status->message != NULL ? resp->status->message : "");
+        }
         if (resp != NULL && text_len != NULL) {
             *text_len = resp->result_case == TENSORD__RESPONSE__RESULT_TEXT && resp->text != NULL
                             ? strlen(resp->text) : 0;
@@ -1279,7 +1286,7 @@ static void *run_hostile(void *arg)
     a->next_id = 1;
     a->next_handle = 1000;
     for (int k = a->index * 3; !atomic_load(&stop_flag); k++) {
-        int at = k % AT_COUNT;
+        int at = attack_only >= 0 && attack_only < AT_COUNT ? attack_only : k % AT_COUNT;
         if (a->fd < 0 && hostile_connect(a) != 0) {
             usleep(100 * 1000);
             continue;
@@ -1415,6 +1422,9 @@ static long long dir_bytes(const char *path)
 static int attack_main(const struct opts *o, const struct attack_opts *ao)
 {
     aopts = ao;
+    attack_debug = getenv("LOADGEN_DEBUG") != NULL;
+    const char *only = getenv("LOADGEN_ATTACK");  /* one attack by number, for debugging */
+    attack_only = only != NULL ? atoi(only) : -1;
     big_zeros = calloc(1, BIG_CREATE_BYTES);
     struct hostile *hs = calloc(ATTACK_HOSTILES, sizeof *hs);
     struct canary cn = {.lat = calloc(1, sizeof(struct hist))};
