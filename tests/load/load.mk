@@ -28,7 +28,8 @@ soak: $(LOADGEN) $(TENSORD)
 	    --seconds $(SOAK_SECONDS) --samples $(BUILD)/load/soak_samples.txt
 
 # The hostile soak (issue 14's "Done when"): loadgen --attack against a daemon with
-# --max-bytes 512M --session-max-bytes 64M and a data dir, for ATTACK_SECONDS (default 300).
+# --max-bytes 512M --session-max-bytes 64M, a data dir under --max-disk-bytes 256M and
+# --max-request-seconds 10 (when the daemon has those flags), for ATTACK_SECONDS (default 300).
 # Fails on canary p99 >= 10 ms, RSS > --max-bytes + 64 MiB, the data dir over its quota, a
 # canary request failing, or the daemon dying.
 ATTACK_SECONDS ?= 300
