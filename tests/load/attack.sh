@@ -4,7 +4,8 @@
 # issue 14's attacks, a fifth timing tiny ops), then stops the daemon with SIGTERM, which must
 # exit 0 within its shutdown timeout. Fails if either failed.
 # usage: attack.sh TENSORD LOADGEN SECONDS [extra daemon flags]
-#   MAX_BYTES (512M), SESSION_MAX_BYTES (64M), MAX_DISK_BYTES (256M: below the four hostile sessions' 2 x 64M each) set the limits.
+#   MAX_BYTES (512M), SESSION_MAX_BYTES (64M) and MAX_DISK_BYTES (256M, below what the four
+#   hostile sessions may write under their default 2 x 64M each) set the limits.
 set -eu
 tensord=$1 loadgen=$2 seconds=$3
 shift 3
