@@ -25,7 +25,8 @@
 ** Program: byte 0 is flags (bit 0: run each heavy job as soon as it is queued; bit 1: hold each
 ** reply's pinned data until the next request); then instructions, each an opcode byte and its
 ** operand bytes (an input that ends early reads zeros). Handles are slots 1..12. The opcodes are
-** the `enum insn` below; tests/fuzz/ops_seeds.py writes the seed programs in tests/fuzz/corpus/ops/.
+** the `enum insn` below; tests/fuzz/ops_seeds.py writes the seed programs in
+** tests/fuzz/corpus/ops/.
 */
 #include <dirent.h>
 #include <math.h>
@@ -491,7 +492,8 @@ static Tensord__Scalar *scalar_of(struct harness *h)
 
 static const char *op_name(int op)
 {
-    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&tensord__op__descriptor, op);
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&tensord__op__descriptor, op);
     return v != NULL ? v->name + 3 : "?";  /* without "OP_" */
 }
 

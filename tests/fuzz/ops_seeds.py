@@ -183,7 +183,8 @@ SEEDS = {
     "repeat-big": [0] + create(1, F32, [2, 2]) + repeat(2, 1, [1 << 10, 1 << 10]),
     "repeat-huge": [0] + create(1, F32, [2]) + repeat(2, 1, [1 << 62]),
     "outer-big": [0] + full(1, F32, [1 << 10]) + full(2, F32, [1 << 14]) + matmul("outer", 3, 1, 2),
-    "mm-thin": [0] + full(1, F32, [1, 1 << 20]) + full(2, F32, [1 << 20, 1]) + matmul("mm", 3, 1, 2),
+    "mm-thin": [0] + full(1, F32, [1, 1 << 20]) + full(2, F32, [1 << 20, 1])
+    + matmul("mm", 3, 1, 2),
     # Get of huge views and of views of views
     "get-huge-view": [0] + huge(1, F32, [1 << 30, 1 << 30]) + get(2),
     "views-of-views": [0] + huge(1, F32, [1 << 30, 1 << 30]) + view("transpose", 4, 2)

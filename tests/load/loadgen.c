@@ -1463,8 +1463,8 @@ static int attack_main(const struct opts *o, const struct attack_opts *ao)
         rss_last = rss;
         disk_max = disk > disk_max ? disk : disk_max;
         char line[200];
-        snprintf(line, sizeof line, "sample t=%.0fs rss_kib=%ld disk_bytes=%lld canary_p99_us=%.0f\n",
-                 now_s() - t0, rss, disk, (double)hist_quantile(cn.lat, 0.99) / 1e3);
+        snprintf(line, sizeof line,
+                 "sample t=%.0fs rss_kib=%ld disk_bytes=%lld canary_p99_us=%.0f\n", now_s() - t0, rss, disk, (double)hist_quantile(cn.lat, 0.99) / 1e3);
         fputs(line, stdout);
         fflush(stdout);
         if (samples != NULL) {
