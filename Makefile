@@ -160,10 +160,17 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory test-ops
 	$(Q)$(MAKE) --no-print-directory test-fuzz-regress
 
+# Every test binary runs under a time limit, so a hang fails the run instead of stalling it:
+# TERM after TEST_SECONDS, KILL 10 s later (timeout's exit status 124 or 137 reads as FAILED).
+# Python tests have theirs from pytest-timeout (tests/python/pytest.ini).
+TEST_SECONDS ?= 600
+TEST_TIMEOUT = timeout -k 10 $(TEST_SECONDS)
+
 # Each binary runs on its own; the run fails if any fails, after all have run.
 test-c: $(TEST_BINS) $(TENSORD)
 	@fail=0; for t in $(TEST_BINS); do \
-	    echo "== $$t"; TENSORD_BIN=$(abspath $(TENSORD)) $$t || { echo "FAILED: $$t"; fail=1; }; \
+	    echo "== $$t"; TENSORD_BIN=$(abspath $(TENSORD)) $(TEST_TIMEOUT) $$t \
+	        || { echo "FAILED: $$t"; fail=1; }; \
 	done; exit $$fail
 
 # The Python suites speak the wire protocol through a module generated here, and compare with
@@ -188,7 +195,7 @@ check-asan:
 # ---- setup ----
 DEB_PKGS := build-essential pkg-config libuv1-dev libprotobuf-c-dev protobuf-c-compiler \
             libcmocka-dev libopenblas-dev protobuf-compiler python3-protobuf python3-numpy \
-            python3-pytest python3-torch python3-venv python3-pip \
+            python3-pytest python3-pytest-timeout python3-torch python3-venv python3-pip \
             python3-setuptools
 deps:
 	$(Q)missing=""; for p in $(DEB_PKGS); do \

@@ -30,7 +30,7 @@ $(call obj,$(TESTS_CLI)): ALL_CFLAGS += -Iclient/cli
 
 test-cli: $(TENSORCTL) $(TENSORD) $(CLI_TEST_BINS)
 	@fail=0; for t in $(CLI_TEST_BINS); do \
-	    echo "== $$t"; $$t || { echo "FAILED: $$t"; fail=1; }; \
+	    echo "== $$t"; $(TEST_TIMEOUT) $$t || { echo "FAILED: $$t"; fail=1; }; \
 	done; \
 	TENSORD_BIN=$(abspath $(TENSORD)) TENSORCTL_BIN=$(abspath $(TENSORCTL)) \
 	    PYTHONPATH=$(abspath client/python) \

@@ -1,20 +1,20 @@
-/* server/base/map.c — linear probing with tombstones; grows at 3/4 load. */
+/* server/base/map.c — linear probing with tombstones; grows at 3/4 load.
+**
+** Slots come from SipHash-1-3 under the process key (base/siphash.h): clients choose handles, and
+** with an unkeyed, invertible mix they could choose keys that all share one home slot, which
+** makes every insert walk the whole cluster (100,000 such creates took 8 s instead of 0.7 s).
+*/
 #include "map.h"
 
 #include "alloc.h"
 #include "err.h"
+#include "siphash.h"
 
 #define MAP_TOMB UINT64_MAX
 
 static size_t map_hash(uint64_t k)
 {
-    /* splitmix64 finaliser: client-chosen handles are often sequential. */
-    k ^= k >> 30;
-    k *= 0xbf58476d1ce4e5b9ULL;
-    k ^= k >> 27;
-    k *= 0x94d049bb133111ebULL;
-    k ^= k >> 31;
-    return (size_t)k;
+    return (size_t)td_siphash13_u64(k);
 }
 
 void td_map_init(struct td_map *m)
@@ -140,4 +140,19 @@ int td_map_next(const struct td_map *m, size_t *iter, uint64_t *key, void **val)
     }
     *iter = m->cap;
     return 0;
+}
+
+void td_map_probe_stats(const struct td_map *m, size_t *max_probe, uint64_t *total_probes)
+{
+    size_t mask = m->cap - 1, worst = 0;
+    uint64_t total = 0;
+    for (size_t i = 0; i < m->cap; i++) {
+        if (m->keys[i] != 0 && m->keys[i] != MAP_TOMB) {
+            size_t probes = ((i - (map_hash(m->keys[i]) & mask)) & mask) + 1;
+            worst = probes > worst ? probes : worst;
+            total += probes;
+        }
+    }
+    *max_probe = worst;
+    *total_probes = total;
 }

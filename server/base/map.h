@@ -1,7 +1,9 @@
 /* server/base/map.h — an open-addressing hash map from uint64 keys to pointers.
 **
 ** Used for handle tables and the session index. Key 0 is reserved (it marks empty slots), so
-** callers never store it. Not thread-safe: each map is owned by one thread at a time.
+** callers never store it. Keys are hashed with SipHash-1-3 under the process key
+** (td_siphash_key_init, at start), so clients cannot choose colliding keys. Not thread-safe:
+** each map is owned by one thread at a time.
 */
 #ifndef TD_BASE_MAP_H
 #define TD_BASE_MAP_H
@@ -32,5 +34,9 @@ void *td_map_del(struct td_map *m, uint64_t key);
 /* Iteration: `for (size_t i = 0; td_map_next(m, &i, &k, &v);)`. Do not insert while iterating;
 ** deleting the current key is allowed. */
 int td_map_next(const struct td_map *m, size_t *iter, uint64_t *key, void **val);
+
+/* Probe lengths of the live keys, as td_map_get walks them (1: found in its home slot): the
+** longest, and their sum (sum / len is the mean). For tests and diagnostics; O(cap). */
+void td_map_probe_stats(const struct td_map *m, size_t *max_probe, uint64_t *total_probes);
 
 #endif

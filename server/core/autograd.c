@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../base/map.h"
+#include "cancel.h"
 
 void td_node_unref(struct td_node *n)
 {
@@ -404,6 +405,12 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
         struct td_tensor *g = td_map_del(&grads, (uint64_t)(uintptr_t)n);
         if (g == NULL) {
             continue;
+        }
+        /* Between nodes: a long backward stops when its request is cancelled (each node's
+        ** kernels check within themselves too). */
+        if ((rc = td_cancel_check(err)) != 0) {
+            td_tensor_unref(g);
+            goto out;
         }
         if (n->released) {
             td_tensor_unref(g);

@@ -48,6 +48,23 @@ struct td_cancel *td_cancel_current(void);
 ** than max_request_seconds 60"). Cheap: the clock is read at most once per call, coarse. */
 int td_cancel_check(struct td_err *err);
 
+/* Elements a kernel walks between two checks: a few hundred microseconds of the slowest walk,
+** so a cancelled request stops within milliseconds, and a check's cost (a thread-local load, a
+** coarse clock read) vanishes against the chunk's. */
+#define TD_CANCEL_CHUNK ((int64_t)1 << 16)
+
+/* The end of the chunk that starts at n, in a walk of `total` elements: loops take the form
+**     for (int64_t c = 0; c < total; c = end) {
+**         int64_t end = td_cancel_chunk_end(c, total);
+**         for (int64_t n = c; n < end; n++) { ... }
+**         if ((rc = td_cancel_check(err)) != 0) { goto fail; }
+**     }
+** so the inner loop carries no per-element cost. */
+static inline int64_t td_cancel_chunk_end(int64_t n, int64_t total)
+{
+    return total - n > TD_CANCEL_CHUNK ? n + TD_CANCEL_CHUNK : total;
+}
+
 /* As td_cancel_check, without filling an error: for loops that cannot return one directly and
 ** stop early, leaving the caller to call td_cancel_check. */
 bool td_cancel_pending(void);

@@ -9,13 +9,15 @@
 #include <string.h>
 
 #include "autograd.h"
+#include "cancel.h"
 #include "base/checked.h"
 #include "ops/family.h"
 
 const struct td_op_def td_ops[TD_OP_COUNT] = {
-#define OP(id, name_, nin_, inplace_, shape_, dtype_, fwd_, make_, bwd_)                          \
+#define OP(id, name_, nin_, inplace_, shape_, dtype_, fwd_, make_, bwd_, cost_)                   \
     [TD_OP_##id] = {.name = name_, .nin = nin_, .has_inplace = inplace_, .shape = shape_,          \
-                    .dtype = dtype_, .forward = fwd_, .make = make_, .backward = bwd_},
+                    .dtype = dtype_, .forward = fwd_, .make = make_, .backward = bwd_,             \
+                    .cost = cost_},
 #include "ops.def"
 #undef OP
 };
@@ -243,6 +245,12 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
         return td_err_set(err, TD_EOP, "unknown op %d", (int)id);
     }
     const struct td_op_def *op = &td_ops[id];
+    /* A cancelled request runs no further op: composed ops (softmax, losses, backward rules)
+    ** stop between their steps as well as inside them. */
+    int crc = td_cancel_check(err);
+    if (crc != 0) {
+        return crc;
+    }
     if (op->nin >= 0 ? nin != op->nin : nin > TD_OP_MAX_INPUTS) {
         return td_err_set(err, TD_EINVAL, "%s takes %d inputs, got %d", op->name, op->nin, nin);
     }
@@ -263,6 +271,7 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
     }
     local.op = (int)id;
     local.inplace = inplace;
+    local.quota = q;
     args = &local;
     if (op->make != NULL) {
         if (inplace) {
@@ -333,65 +342,58 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
     return record(id, in, nin, args, out, err);
 }
 
-/* PLACEHOLDER until the cost rules land: the old output-sized estimate. */
-static int64_t op_work_estimate(enum td_op_id id, const struct td_operand *in, int nin,
-                                const struct td_op_args *args)
+/* The checks td_op_apply makes before any rule runs, so that no cost rule ever sees operands
+** it could misread: a known op, its count of inputs, a tensor first where the op needs one,
+** at least one tensor for the standard path, and sane ranks and argument lists. */
+static bool cost_operands_ok(enum td_op_id id, const struct td_operand *in, int nin,
+                             const struct td_op_args *a)
 {
-    if ((int)id < 0 || id >= TD_OP_COUNT) {
-        return 0;
+    const struct td_op_def *op = &td_ops[id];
+    if (op->nin >= 0 ? nin != op->nin : (nin < 0 || nin > TD_OP_MAX_INPUTS)) {
+        return false;
     }
-    if (td_ops[id].shape == NULL) {
-        /* Make ops (views, cat, softmax, creation) are judged by the elements they may touch:
-        ** their inputs', or for creation the requested shape's. */
-        int64_t n = 0;
-        for (int i = 0; i < nin; i++) {
-            n += in[i].t != NULL ? in[i].t->numel : 0;
-        }
-        if (nin == 0 && args != NULL && td_shape_check(args->dims, args->ndims, TD_DTYPE_BOOL,
-                                                       &n, NULL, NULL) != 0) {
-            n = 0;
-        }
-        return n;
+    if (nin > 0 && in == NULL) {
+        return false;
     }
-    if (nin != td_ops[id].nin) {
-        return 0;
+    if (a->ndims < 0 || a->ndims > TD_MAX_DIMS) {
+        return false;
     }
     bool any_tensor = false;
     for (int i = 0; i < nin; i++) {
-        if (in[i].t != NULL && in[i].t->ndim > TD_MAX_DIMS) {
-            return 0;
+        const struct td_tensor *t = in[i].t;
+        if (t != NULL && (t->ndim < 0 || t->ndim > TD_MAX_DIMS || t->numel < 0)) {
+            return false;
         }
-        any_tensor = any_tensor || in[i].t != NULL;
+        any_tensor = any_tensor || t != NULL;
     }
-    /* td_op_apply refuses these operands before any shape rule runs, and the rules rely on it
-    ** (a number where a rule expects the input tensor would be dereferenced). */
-    if (!any_tensor || (in[0].t == NULL && td_ops[id].nin != 2)) {
-        return 0;
+    if (op->nin > 0 && in[0].t == NULL && (op->make != NULL || op->nin != 2)) {
+        return false;
     }
-    if (id == TD_OP_MATMUL) {
-        return td_matmul_work(in);
-    }
-    int64_t shape[TD_MAX_DIMS], n = 1;
-    int ndim;
-    if (td_ops[id].shape(in, nin, args, shape, &ndim, NULL) != 0) {
-        return 0;
-    }
-    for (int i = 0; i < ndim; i++) {
-        n = shape[i] > 0 && n <= INT64_MAX / shape[i] ? n * shape[i] : (shape[i] == 0 ? 0 : n);
-    }
-    return n;
+    return op->make != NULL || any_tensor;
 }
 
 int td_op_cost(enum td_op_id id, const struct td_operand *in, int nin,
                const struct td_op_args *args, struct td_cost *out, struct td_err *err)
 {
-    (void)err;
     memset(out, 0, sizeof *out);
-    out->written = op_work_estimate(id, in, nin, args);
+    if ((int)id < 0 || id >= TD_OP_COUNT) {
+        return td_err_set(err, TD_EOP, "unknown op %d", (int)id);
+    }
+    struct td_op_args local;
+    if (args != NULL) {
+        local = *args;
+    } else {
+        td_op_args_init(&local);
+    }
+    local.op = (int)id;
+    if (!cost_operands_ok(id, in, nin, &local) || td_ops[id].cost(in, nin, &local, out) != 0) {
+        memset(out, 0, sizeof *out);
+        return td_err_set(err, TD_EINVAL, "%s: invalid operands", td_ops[id].name);
+    }
+    /* No rule may hand back a negative field, whatever it computed. */
+    int64_t *f[] = {&out->read, &out->written, &out->flops, &out->out_bytes, &out->temp_bytes};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        *f[i] = *f[i] < 0 ? 0 : *f[i];
+    }
     return 0;
-}
-
-int64_t td_cost_work(const struct td_cost *c)
-{
-    return td_sat_add(td_sat_add(c->read, c->written), c->flops);
 }

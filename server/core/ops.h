@@ -15,7 +15,7 @@
 #include "tensor.h"
 
 enum td_op_id {
-#define OP(id, name, nin, inplace, shape, dtype, fwd, make, bwd) TD_OP_##id,
+#define OP(id, name, nin, inplace, shape, dtype, fwd, make, bwd, cost) TD_OP_##id,
 #include "ops.def"
 #undef OP
     TD_OP_COUNT
@@ -46,7 +46,8 @@ struct td_op_args {
     struct td_rng *rng;          /* the session's generator, for random ops (borrowed) */
     bool grad_enabled;           /* record autograd nodes (the session's no_grad switch) */
     int op;                      /* set by td_op_apply: the op being run (enum td_op_id) */
-    bool inplace;                /* set by td_op_apply */
+    bool inplace;                /* set by td_op_apply (td_op_cost reads it: no new result) */
+    struct td_quota *quota;      /* set by td_op_apply: where kernels charge their temporaries */
 };
 
 /* torch's defaults: no dims, dim 0, correction 1. */
@@ -67,31 +68,6 @@ typedef int td_fwd_fn(struct td_tensor *out, const struct td_operand *in, int ni
 typedef int td_make_fn(struct td_tensor **out, const struct td_operand *in, int nin,
                        const struct td_op_args *a, struct td_quota *q, struct td_err *err);
 
-struct td_op_def {
-    const char *name;
-    int nin;
-    bool has_inplace;
-    td_shape_fn *shape;   /* with dtype and forward: the standard path */
-    td_dtype_fn *dtype;
-    td_fwd_fn *forward;
-    td_make_fn *make;     /* instead of the three above */
-    void *backward;       /* autograd rule (td_bwd_fn, core/autograd.h); NULL: not implemented */
-};
-
-extern const struct td_op_def td_ops[TD_OP_COUNT];
-
-/* Looks an op up by PyTorch name ("add"); returns -1 when unknown. */
-int td_op_lookup(const char *name);
-
-/* Runs op `id` on `in` (nin operands, borrowed) with `args` (NULL: defaults). Out of place: *out is a new tensor charged to q.
-** In place (`inplace`, only for ops with has_inplace): in[0] must be a tensor; it is written
-** (after td_tensor_prepare_write) and *out is a new reference to it. Errors carry PyTorch's
-** wording, e.g. "result type Float can't be cast to the desired output type Long",
-** "output with shape [3] doesn't match the broadcast shape [2, 3]". */
-int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
-                const struct td_op_args *args, bool inplace, struct td_quota *q,
-                struct td_tensor **out, struct td_err *err);
-
 /* What one op really costs, before it runs. Inputs count at their logical size: an expanded
 ** (stride-0) view of 2^60 elements costs 2^60 elements to read, however few bytes back it.
 ** All fields saturate at INT64_MAX; none is ever negative. */
@@ -103,8 +79,46 @@ struct td_cost {
     int64_t temp_bytes;  /* bytes of temporaries beyond the result (operand copies, casts) */
 };
 
-/* The op's cost for these operands and arguments, from its ops.def cost rule. Returns 0, or an
-** error when the operands are invalid (the op would fail fast anyway; *out is then zero). */
+/* Cost rule: fills c (zeroed by the caller) for these operands. Runs before any validation, so
+** it must take anything: numbers where tensors go, bad dims, absurd sizes. Returns 0, or -1 when
+** the op would refuse these operands (td_op_cost then reports them invalid). Saturating
+** arithmetic only (base/checked.h). */
+typedef int td_cost_fn(const struct td_operand *in, int nin, const struct td_op_args *a,
+                       struct td_cost *c);
+
+struct td_op_def {
+    const char *name;
+    int nin;
+    bool has_inplace;
+    td_shape_fn *shape;   /* with dtype and forward: the standard path */
+    td_dtype_fn *dtype;
+    td_fwd_fn *forward;
+    td_make_fn *make;     /* instead of the three above */
+    void *backward;       /* autograd rule (td_bwd_fn, core/autograd.h); NULL: not implemented */
+    td_cost_fn *cost;     /* what a call costs (td_op_cost) */
+};
+
+extern const struct td_op_def td_ops[TD_OP_COUNT];
+
+/* Looks an op up by PyTorch name ("add"); returns -1 when unknown. */
+int td_op_lookup(const char *name);
+
+/* Runs op `id` on `in` (nin operands, borrowed) with `args` (NULL: defaults). Out of place: *out is a new tensor charged to q.
+** In place (`inplace`, only for ops with has_inplace): in[0] must be a tensor; it is written
+** (after td_tensor_prepare_write) and *out is a new reference to it. Errors carry PyTorch's
+** wording, e.g. "result type Float can't be cast to the desired output type Long",
+** "output with shape [3] doesn't match the broadcast shape [2, 3]". Kernels' temporaries are
+** charged to q while they live. When the thread's current request (core/cancel.h) is
+** cancelled or overdue, fails with td_cancel_check's error, before starting or at the next
+** chunk boundary, with nothing left allocated. */
+int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
+                const struct td_op_args *args, bool inplace, struct td_quota *q,
+                struct td_tensor **out, struct td_err *err);
+
+/* The op's cost for these operands and arguments, from its ops.def cost rule. Safe before any
+** validation (numbers where tensors go, any nin, any args). Set args->inplace for an in-place
+** call (no result bytes; the fill family is always costed in place). Returns 0, or TD_EOP /
+** TD_EINVAL when the operands are invalid (the op would fail fast anyway; *out is then zero). */
 int td_op_cost(enum td_op_id id, const struct td_operand *in, int nin,
                const struct td_op_args *args, struct td_cost *out, struct td_err *err);
 

@@ -8,6 +8,9 @@
 */
 #include "print.h"
 
+#include "../base/checked.h"
+#include "cancel.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,12 +26,19 @@ struct sbuf {
 
 static void sb_reserve(struct sbuf *b, size_t more)
 {
-    if (b->oom || b->len + more + 1 <= b->cap) {
+    size_t need;
+    if (!b->oom && (!td_add_size(b->len, more, &need) || !td_add_size(need, 1, &need))) {
+        b->oom = true;  /* cannot happen below SIZE_MAX, but a wrapped size must not pass */
+    }
+    if (b->oom || need <= b->cap) {
         return;
     }
     size_t ncap = b->cap ? b->cap : 256;
-    while (ncap < b->len + more + 1) {
-        ncap *= 2;
+    while (ncap < need) {
+        if (!td_mul_size(ncap, 2, &ncap)) {
+            b->oom = true;
+            return;
+        }
     }
     char *np = td_realloc(b->p, ncap);
     if (np == NULL) {
@@ -97,7 +107,19 @@ struct formatter {
     /* measurement pass state */
     bool any;
     double amin, amax;
+    /* cancellation: rows walked since the last check, and whether to stop */
+    int64_t since_check;
+    bool stop;
 };
+
+/* Called once per innermost row of `n` elements: a cancel check per chunk of elements. */
+static void row_done(struct formatter *f, int64_t n)
+{
+    if ((f->since_check += n + 1) >= TD_CANCEL_CHUNK / 8) {
+        f->since_check = 0;
+        f->stop = f->stop || td_cancel_pending();
+    }
+}
 
 /* Formats one value without padding, as torch's _Formatter.format does before padding. */
 static int fmt_value(const struct formatter *f, int64_t off, char *buf, size_t cap)
@@ -142,11 +164,14 @@ static void visit_summarized(struct formatter *f, int dim, int64_t off, bool sum
         return;
     }
     int64_t n = t->shape[dim], e = f->o->edgeitems;
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = 0; i < n && !f->stop; i++) {
         if (summarize && n > 2 * e && i == e) {
             i = n - e;
         }
         visit_summarized(f, dim + 1, off + i * t->strides[dim], summarize, fn);
+    }
+    if (dim == t->ndim - 1) {
+        row_done(f, n);
     }
 }
 
@@ -233,9 +258,12 @@ static void put_value(struct sbuf *b, const struct formatter *f, int64_t off)
 
 /* ---- rendering (torch's _tensor_str_with_formatter) ---- */
 
-static void render(struct sbuf *b, const struct formatter *f, int dim, int64_t off, int indent,
+static void render(struct sbuf *b, struct formatter *f, int dim, int64_t off, int indent,
                    bool summarize)
 {
+    if (f->stop) {
+        return;
+    }
     const struct td_tensor *t = f->t;
     const struct td_print_opts *o = f->o;
     int64_t n = t->shape[dim], e = o->edgeitems;
@@ -263,6 +291,7 @@ static void render(struct sbuf *b, const struct formatter *f, int dim, int64_t o
             on_line++;
         }
         sb_puts(b, "]");
+        row_done(f, n);
         return;
     }
     sb_puts(b, "[");
@@ -365,10 +394,68 @@ int td_tensor_repr(const struct td_tensor *t, const struct td_print_opts *o, cha
         snprintf(suffixes[ns++], sizeof suffixes[0], "requires_grad=True");
     }
     add_suffixes(&b, suffixes, ns, indent, o->linewidth);
-    if (b.oom) {
+    int rc = td_cancel_check(err);
+    if (rc != 0 || b.oom) {
         td_free(b.p);
-        return td_err_code(err, TD_ENOMEM);
+        return rc != 0 ? rc : td_err_code(err, TD_ENOMEM);
     }
     *out = b.p;
     return 0;
+}
+
+/* The widest text one element can print as, padding included. */
+static int64_t value_width_bound(const struct td_tensor *t, const struct td_print_opts *o)
+{
+    int64_t prec = o->precision < 0 ? 0 : o->precision;
+    switch (t->dtype) {
+    case TD_DTYPE_BOOL: return 5;   /* False */
+    case TD_DTYPE_I32: return 11;   /* -2147483648 */
+    case TD_DTYPE_I64: return 20;   /* -9223372036854775808 */
+    default:
+        /* Fixed notation is chosen automatically only below 1e8 ("-99999999." plus digits);
+        ** scientific is "-1.", the digits, "e+308"; forced fixed can print all 309 digits of
+        ** the largest double. */
+        return td_sat_add(o->sci_mode == 0 ? 311 : 12, prec);
+    }
+}
+
+static int print_cost_opts(const struct td_tensor *t, const struct td_print_opts *o,
+                           int64_t *elements, int64_t *text_bytes)
+{
+    *elements = 0;
+    *text_bytes = 0;
+    if (t == NULL || t->ndim < 0 || t->ndim > TD_MAX_DIMS || t->numel < 0) {
+        return TD_EINVAL;
+    }
+    /* What the walks visit: every element, or with summarization at most 2 * edgeitems per
+    ** dim (torch's get_summarized_data). The formatter reads each twice, the renderer once.
+    ** The text is counted level by level: the slices at depth d are the product of the shown
+    ** sizes above it; each has two brackets and, per entry (its shown children plus a "..."
+    ** when cut), a separator of at most ",", ndim newlines and an indent of at most 8 + ndim
+    ** (or ", " / ",\n" and that indent between elements of a wrapped row). */
+    bool summarize = t->numel > o->threshold;
+    int64_t edge2 = td_sat_mul(2, o->edgeitems < 0 ? 0 : o->edgeitems);
+    int64_t width = value_width_bound(t, o), sep = 2 * (int64_t)t->ndim + 14;
+    int64_t slices = 1, text = td_sat_add(512, width);
+    for (int d = 0; d < t->ndim; d++) {
+        int64_t n = t->shape[d] < 0 ? 0 : t->shape[d];
+        bool cut = summarize && n > edge2;
+        int64_t shown = cut ? edge2 : n;
+        int64_t entries = td_sat_add(shown, cut ? 1 : 0);
+        text = td_sat_add(text, td_sat_mul(slices, td_sat_add(2, td_sat_mul(entries, sep + 4))));
+        slices = td_sat_mul(slices, shown);
+    }
+    if (t->numel == 0) {
+        slices = 0;  /* "tensor([], size=(0, 3))": no values */
+    }
+    *elements = td_sat_mul(slices, 3);
+    *text_bytes = td_sat_add(text, td_sat_mul(slices, width));
+    return 0;
+}
+
+int td_print_cost(const struct td_tensor *t, int64_t *elements, int64_t *text_bytes)
+{
+    struct td_print_opts o;
+    td_print_opts_default(&o);
+    return print_cost_opts(t, &o, elements, text_bytes);
 }

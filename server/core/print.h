@@ -33,4 +33,13 @@ void td_print_opts_default(struct td_print_opts *o);
 int td_tensor_repr(const struct td_tensor *t, const struct td_print_opts *o, char **out,
                    struct td_err *err);
 
+/* An upper bound on what td_tensor_repr(t, default options) does, before it runs: *elements,
+** the element reads its walks make (each printed element is read three times: two formatter
+** passes and the render), and *text_bytes, the length of the text it returns (with torch's
+** summarization above 1000 elements, 3 edge items per dim, an 8-dim view still prints about
+** 1.7 million values, over 30 MB). Saturating arithmetic: at most INT64_MAX, never negative.
+** `t` is borrowed and may be any view. Returns 0, or TD_EINVAL (both outputs 0) for a
+** malformed tensor. td_tensor_repr itself checks the current request's cancel as it walks. */
+int td_print_cost(const struct td_tensor *t, int64_t *elements, int64_t *text_bytes);
+
 #endif

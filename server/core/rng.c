@@ -6,6 +6,8 @@
 */
 #include "rng.h"
 
+#include "cancel.h"
+
 #include <math.h>
 
 #define PHILOX_M0 0xD2511F53u
@@ -68,25 +70,33 @@ static int draw(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, 
     int64_t n = (*out)->numel;
     void *d = td_tensor_data(*out);
     uint32_t w[4];
-    for (int64_t i = 0; i < n; i++) {
-        td_philox(rng->seed, rng->offset + (uint64_t)i, w);
-        double v;
-        if (normal) {
-            /* u1 in (0, 1] so the log is finite; u2 in [0, 1). */
-            double u1 = ((double)(((uint64_t)w[0] << 32 | w[1]) >> 11) + 1.0) *
-                        (1.0 / 9007199254740992.0);
-            double u2 = (double)(((uint64_t)w[2] << 32 | w[3]) >> 11) *
-                        (1.0 / 9007199254740992.0);
-            v = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
-        } else if (dt == TD_DTYPE_F32) {
-            v = (double)((float)(w[0] >> 8) * (1.0f / 16777216.0f));
-        } else {
-            v = (double)(((uint64_t)w[0] << 32 | w[1]) >> 11) * (1.0 / 9007199254740992.0);
+    for (int64_t c = 0, end; c < n; c = end) {
+        end = td_cancel_chunk_end(c, n);
+        for (int64_t i = c; i < end; i++) {
+            td_philox(rng->seed, rng->offset + (uint64_t)i, w);
+            double v;
+            if (normal) {
+                /* u1 in (0, 1] so the log is finite; u2 in [0, 1). */
+                double u1 = ((double)(((uint64_t)w[0] << 32 | w[1]) >> 11) + 1.0) *
+                            (1.0 / 9007199254740992.0);
+                double u2 = (double)(((uint64_t)w[2] << 32 | w[3]) >> 11) *
+                            (1.0 / 9007199254740992.0);
+                v = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+            } else if (dt == TD_DTYPE_F32) {
+                v = (double)((float)(w[0] >> 8) * (1.0f / 16777216.0f));
+            } else {
+                v = (double)(((uint64_t)w[0] << 32 | w[1]) >> 11) * (1.0 / 9007199254740992.0);
+            }
+            if (dt == TD_DTYPE_F32) {
+                ((float *)d)[i] = (float)v;
+            } else {
+                ((double *)d)[i] = v;
+            }
         }
-        if (dt == TD_DTYPE_F32) {
-            ((float *)d)[i] = (float)v;
-        } else {
-            ((double *)d)[i] = v;
+        if ((rc = td_cancel_check(err)) != 0) {
+            td_tensor_unref(*out);
+            *out = NULL;
+            return rc;
         }
     }
     rng->offset += (uint64_t)n;

@@ -2,6 +2,8 @@
 #include "tensor.h"
 
 #include "autograd.h"
+#include "cancel.h"
+#include "../base/checked.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -33,18 +35,16 @@ int td_shape_check(const int64_t *shape, int ndim, enum td_dtype dt, int64_t *nu
         }
         if (shape[i] == 0) {
             zero = true;
-        } else if (n > INT64_MAX / shape[i]) {
+        } else if (!td_mul_i64(n, shape[i], &n)) {
             return td_err_set(err, TD_ELIMIT, "shape overflows: the element count at dim %d "
                               "exceeds 2^63", i);
-        } else {
-            n *= shape[i];
         }
     }
     if (zero) {
         n = 0;
     }
-    int64_t es = (int64_t)td_dtype_size(dt);
-    if (n > INT64_MAX / es) {
+    int64_t es = (int64_t)td_dtype_size(dt), bytes;
+    if (!td_mul_i64(n, es, &bytes)) {
         return td_err_set(err, TD_ELIMIT, "shape overflows: %" PRId64 " elements of %s exceed "
                           "2^63 bytes", n, td_dtype_name(dt));
     }
@@ -52,7 +52,7 @@ int td_shape_check(const int64_t *shape, int ndim, enum td_dtype dt, int64_t *nu
         *numel = n;
     }
     if (nbytes != NULL) {
-        *nbytes = n * es;
+        *nbytes = bytes;
     }
     return 0;
 }
@@ -115,7 +115,7 @@ static void set_contiguous(struct td_tensor *t, const int64_t *shape, int ndim, 
     for (int i = ndim - 1; i >= 0; i--) {
         t->shape[i] = shape[i];
         t->strides[i] = stride;
-        stride *= shape[i] > 0 ? shape[i] : 1;
+        stride = td_sat_mul(stride, shape[i] > 0 ? shape[i] : 1);
     }
     t->offset = 0;
     t->numel = numel;
@@ -358,7 +358,7 @@ bool td_tensor_is_contiguous(const struct td_tensor *t)
         if (t->shape[i] != 1 && t->strides[i] != expect) {
             return t->numel == 0;
         }
-        expect *= t->shape[i];
+        expect = td_sat_mul(expect, t->shape[i]);
     }
     return true;
 }
@@ -462,16 +462,24 @@ static inline void next_index(const struct td_tensor *t, int64_t *idx, int64_t *
     }
 }
 
-void td_tensor_each(const struct td_tensor *t, void (*fn)(void *elem, void *ctx, int64_t i),
-                    void *ctx)
+int td_tensor_each(const struct td_tensor *t, void (*fn)(void *elem, void *ctx, int64_t i),
+                   void *ctx, struct td_err *err)
 {
     int64_t es = (int64_t)td_dtype_size(t->dtype);
     char *base = t->storage->buf->data;
     int64_t idx[TD_MAX_DIMS] = {0}, off = t->offset;
-    for (int64_t n = 0; n < t->numel; n++) {
-        fn(base + off * es, ctx, n);
-        next_index(t, idx, &off);
+    for (int64_t c = 0, end; c < t->numel; c = end) {
+        end = td_cancel_chunk_end(c, t->numel);
+        for (int64_t n = c; n < end; n++) {
+            fn(base + off * es, ctx, n);
+            next_index(t, idx, &off);
+        }
+        int rc = td_cancel_check(err);
+        if (rc != 0) {
+            return rc;
+        }
     }
+    return 0;
 }
 
 void td_tensor_copy_out_range(const struct td_tensor *t, int64_t first, int64_t count, void *dst)

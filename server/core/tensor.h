@@ -121,9 +121,11 @@ double td_elem_load_f64(const void *p, enum td_dtype dt);
 int64_t td_elem_load_i64(const void *p, enum td_dtype dt);
 void td_elem_store_f64(void *p, enum td_dtype dt, double v);
 
-/* Calls fn(element, ctx, i) for every element of t (borrowed) in C order, any strides. */
-void td_tensor_each(const struct td_tensor *t, void (*fn)(void *elem, void *ctx, int64_t i),
-                    void *ctx);
+/* Calls fn(element, ctx, i) for every element of t (borrowed) in C order, any strides. Checks
+** the current request's cancel between chunks (core/cancel.h): returns 0, or its error with
+** the walk stopped part way. */
+int td_tensor_each(const struct td_tensor *t, void (*fn)(void *elem, void *ctx, int64_t i),
+                   void *ctx, struct td_err *err);
 
 /* Copies t's elements, in C order, into dst (nbytes == td_tensor_nbytes(t)). Handles any strides. */
 void td_tensor_copy_out(const struct td_tensor *t, void *dst);

@@ -8,7 +8,12 @@
 ** sends them all. Their release callbacks run when the write completes.
 **
 ** The ways it fails: a header announcing more than max_meta_bytes / max_frame_bytes is refused
-** before anything is allocated (on_frame_error, then close after the error is written); a read
+** before anything is allocated (on_frame_error, then close after the error is written), and so
+** is, before td_conn_established, any frame over TD_NET_PREAUTH_MAX_META or with a data section:
+** an unauthenticated peer holds a small read buffer and at most one small protobuf section. A
+** data section is allocated through on_data_alloc (the layer above charges it), which may say
+** "later" (the connection pauses until td_conn_resume) or "no" (the section is read and
+** discarded, and the frame delivered without it, so the error reply keeps its place); a read
 ** error or EOF closes at once; a write error closes; a peer that stops reading makes the queue
 ** pass the high-water mark, and reading pauses until it drains, so the server never buffers
 ** without limit. A connection is freed only after libuv has closed both its handles.
@@ -30,10 +35,13 @@
 #include "base/log.h"
 
 #define READ_BUF_BYTES (64 * 1024)
+#define PREAUTH_READ_BUF_BYTES 4096  /* the read buffer until td_conn_established */
 #define DIRECT_READ_MIN (16 * 1024)  /* read straight into the data buffer above this */
 #define LINGER_MS 2000               /* how long a closing connection waits for the peer's EOF */
 
-enum reader_state { READ_HEADER, READ_META, READ_DATA };
+/* A frame's header, then (when it announces a data section) the data buffer's allocation, which
+** the layer above may put off; then the protobuf section; then the data section. */
+enum reader_state { READ_HEADER, READ_ALLOC, READ_META, READ_DATA };
 
 struct td_listener {
     union {
@@ -74,7 +82,8 @@ struct td_conn {
 
     /* reader */
     enum reader_state state;
-    uint8_t *rbuf;                  /* READ_BUF_BYTES */
+    uint8_t *rbuf;                  /* rcap bytes */
+    size_t rcap;                    /* PREAUTH_READ_BUF_BYTES, READ_BUF_BYTES once established */
     size_t rpos, rlen;              /* unprocessed bytes are rbuf[rpos..rlen) */
     uint8_t hdr[TD_NET_HEADER_BYTES];
     size_t hdr_got;
@@ -82,7 +91,8 @@ struct td_conn {
     uint8_t *meta;                  /* assembled protobuf section when it spans reads */
     size_t meta_got;
     uint64_t data_len, data_got;
-    uint8_t *data;                  /* td_malloc'd data section being filled */
+    uint8_t *data;                  /* td_malloc'd data section being filled; NULL while the
+                                    ** section is discarded (on_data_alloc refused it) */
     bool direct;                    /* the last alloc_cb handed out data + data_got */
 
     /* writer */
@@ -91,7 +101,8 @@ struct td_conn {
     size_t queued_bytes;            /* queued + in flight */
     int writes_in_flight;
 
-    int pause_count;                /* td_conn_pause nesting */
+    int pause_count;                /* td_conn_pause nesting, plus one while on_data_alloc's
+                                    ** "later" waits for its td_conn_resume */
     bool paused_for_writes;
     bool reading;
     bool closing;                   /* td_conn_close ran */
@@ -106,6 +117,7 @@ struct td_conn {
     uint64_t submitted;             /* reply bytes handed to libuv, ever */
     uint64_t drained_seen;          /* of those, how many had left libuv's queue at the last
                                     ** look of the write clock */
+    uint64_t wprogress_ms;          /* loop time the write clock last saw replies drain */
     int open_handles;               /* stream + check + two timers; freed at 0 */
 };
 
@@ -190,7 +202,7 @@ static void conn_on_linger_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct td_conn *c = h->data;
     (void)hint;
-    *buf = uv_buf_init((char *)c->rbuf, READ_BUF_BYTES);
+    *buf = uv_buf_init((char *)c->rbuf, (unsigned int)c->rcap);
 }
 
 static void conn_on_linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -440,13 +452,57 @@ static bool conn_start_frame(struct td_conn *c)
         conn_frame_error(c, TD_ELIMIT, msg);
         return false;
     }
-    if (c->data_len > 0) {
-        c->data = td_malloc((size_t)c->data_len);
-        if (c->data == NULL) {
+    /* Until the handshake, the peer is nobody: it may make the server hold one small protobuf
+    ** section and nothing else (finding: two unauthenticated connections announcing 256 MiB data
+    ** sections each and trickling them in held half a gigabyte). */
+    if (!c->established && c->meta_len > TD_NET_PREAUTH_MAX_META) {
+        snprintf(msg, sizeof msg, "frame protobuf section of %u bytes exceeds the maximum of %u "
+                 "before the handshake (preauth_max_meta)", c->meta_len, TD_NET_PREAUTH_MAX_META);
+        conn_frame_error(c, TD_ELIMIT, msg);
+        return false;
+    }
+    if (!c->established && c->data_len > 0) {
+        snprintf(msg, sizeof msg, "frame data section of %llu bytes before the handshake: the "
+                 "maximum is 0 until it completes (preauth_max_data)",
+                 (unsigned long long)c->data_len);
+        conn_frame_error(c, TD_ELIMIT, msg);
+        return false;
+    }
+    c->state = c->data_len > 0 ? READ_ALLOC : c->meta_len > 0 ? READ_META : READ_DATA;
+    return true;
+}
+
+/* READ_ALLOC: the data section's buffer, from on_data_alloc (or td_malloc without one). Returns
+** false when the reader must stop here: paused until the caller's td_conn_resume ("later"), or
+** refused for want of memory (the connection is closing). */
+static bool conn_alloc_data(struct td_conn *c)
+{
+    const struct td_net_callbacks *cb = &c->net->cb;
+    void *buf = NULL;
+    int rc = 0;
+    if (cb->on_data_alloc != NULL) {
+        rc = cb->on_data_alloc(c, c->user, (size_t)c->data_len, &buf);
+        if (rc == TD_NET_DATA_LATER) {
+            /* A pause the caller owns: its td_conn_resume lifts it, and the reader asks again.
+            ** The read clock stops while paused (conn_watch_stall), so the wait is not taken
+            ** for a stalled peer. */
+            c->pause_count++;
+            conn_update_reading(c);
+            return false;
+        }
+        if (rc == 0 && buf == NULL) {
+            rc = TD_ENOMEM;  /* a callback that said yes without a buffer: discard */
+        }
+    } else {
+        buf = td_malloc((size_t)c->data_len);
+        if (buf == NULL) {
             conn_frame_error(c, TD_ENOMEM, "out of memory for the frame's data section");
             return false;
         }
     }
+    /* Refused (rc != 0): the section is read and dropped as it arrives, and the frame is
+    ** delivered with data NULL, so the reply to it keeps its place in the stream. */
+    c->data = rc == 0 ? buf : NULL;
     c->state = c->meta_len > 0 ? READ_META : READ_DATA;
     return true;
 }
@@ -471,6 +527,12 @@ static void conn_process(struct td_conn *c)
     }
     c->processing = true;
     while (!c->closing && !conn_paused(c)) {
+        if (c->state == READ_ALLOC) {
+            if (!conn_alloc_data(c)) {
+                break;
+            }
+            continue;
+        }
         if (c->state == READ_DATA && c->data_got == c->data_len) {
             if (c->meta_len > 0 && c->meta == NULL) {
                 /* The protobuf section is still in rbuf, just before rpos: no copy needed. */
@@ -523,7 +585,9 @@ static void conn_process(struct td_conn *c)
         } else {
             uint64_t need = c->data_len - c->data_got;
             size_t take = need < avail ? (size_t)need : avail;
-            memcpy(c->data + c->data_got, p, take);
+            if (c->data != NULL) {
+                memcpy(c->data + c->data_got, p, take);
+            }
             c->data_got += take;
             c->rpos += take;
         }
@@ -553,7 +617,17 @@ static void conn_on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
         c->rlen -= c->rpos;
         c->rpos = 0;
     }
-    *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned int)(READ_BUF_BYTES - c->rlen));
+    if (c->established && c->rcap < READ_BUF_BYTES) {
+        /* Past the handshake: the full-size buffer. Grown here, never while conn_process walks
+        ** the buffer (a frame's protobuf section may be delivered from inside it). Without
+        ** memory the small one serves on. */
+        uint8_t *grown = td_realloc(c->rbuf, READ_BUF_BYTES);
+        if (grown != NULL) {
+            c->rbuf = grown;
+            c->rcap = READ_BUF_BYTES;
+        }
+    }
+    *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned int)(c->rcap - c->rlen));
 }
 
 static void conn_on_stall(uv_timer_t *t)
@@ -569,24 +643,37 @@ static void conn_on_stall(uv_timer_t *t)
 /* The write clock: while replies wait in libuv's queue (the kernel's socket buffer is full),
 ** some of them must leave it within idle_timeout. A slow reader keeps draining and stays; a
 ** peer that stops reading is closed. Progress is bytes drained, so replies queued meanwhile do
-** not read as a stall. */
+** not read as a stall. Partial writes drain the queue without any callback, so the clock looks
+** every idle_timeout/16 and closes at the first look that finds idle_timeout without progress:
+** never before idle_timeout after the last byte drained, at most idle_timeout/8 after it
+** (a one-shot timer re-armed on progress closed anywhere between idle_timeout and twice it). */
+static uint64_t wclock_period_ms(const struct td_net_config *cfg)
+{
+    uint64_t p = cfg->idle_timeout_ms / 16;
+    return p > 0 ? p : 1;
+}
+
 static void conn_on_write_stall(uv_timer_t *t)
 {
     struct td_conn *c = t->data;
     size_t q = uv_stream_get_write_queue_size(&c->h.stream);
-    uint64_t drained = c->submitted - q;
     if (q == 0) {
-        return;  /* all with the kernel; the next write arms the clock again */
+        uv_timer_stop(&c->wstall);  /* all with the kernel; the next write arms the clock */
+        return;
     }
-    if (drained == c->drained_seen) {
+    uint64_t now = uv_now(c->net->loop);
+    uint64_t drained = c->submitted - q;
+    if (drained != c->drained_seen) {
+        c->drained_seen = drained;
+        c->wprogress_ms = now;
+        return;
+    }
+    if (now - c->wprogress_ms >= c->net->cfg.idle_timeout_ms) {
         td_log(TD_LOG_INFO, "conn_stalled", "conn=%llu peer=%s timeout_ms=%llu "
                "reason=replies_not_read queued_bytes=%zu", (unsigned long long)c->id, c->peer,
                (unsigned long long)c->net->cfg.idle_timeout_ms, c->queued_bytes);
         td_conn_close(c);
-        return;
     }
-    c->drained_seen = drained;
-    uv_timer_start(&c->wstall, conn_on_write_stall, c->net->cfg.idle_timeout_ms, 0);
 }
 
 static void conn_watch_writes(struct td_conn *c)
@@ -596,7 +683,9 @@ static void conn_watch_writes(struct td_conn *c)
         return;
     }
     c->drained_seen = c->submitted - uv_stream_get_write_queue_size(&c->h.stream);
-    uv_timer_start(&c->wstall, conn_on_write_stall, c->net->cfg.idle_timeout_ms, 0);
+    c->wprogress_ms = uv_now(c->net->loop);
+    uint64_t period = wclock_period_ms(&c->net->cfg);
+    uv_timer_start(&c->wstall, conn_on_write_stall, period, period);
 }
 
 /* Slow peers may not hold a connection slot for free (slowloris). The read clock:
@@ -669,7 +758,7 @@ static void conn_update_reading(struct td_conn *c)
     if (c->closing || c->lingering) {
         return;
     }
-    bool want = !conn_paused(c) && !c->net->draining && c->rlen - c->rpos < READ_BUF_BYTES;
+    bool want = !conn_paused(c) && !c->net->draining && c->rlen - c->rpos < c->rcap;
     if (want && !c->reading) {
         if (uv_read_start(&c->h.stream, conn_on_alloc, conn_on_read) == 0) {
             c->reading = true;
@@ -743,7 +832,7 @@ static void listener_on_connection(uv_stream_t *server, int status)
         return;
     }
     struct td_conn *c = td_calloc(1, sizeof *c);
-    uint8_t *rbuf = td_malloc(READ_BUF_BYTES);
+    uint8_t *rbuf = td_malloc(PREAUTH_READ_BUF_BYTES);  /* grown after the handshake */
     if (c == NULL || rbuf == NULL) {
         /* Accept and drop, so the backlog does not fill with a connection nobody serves. */
         td_free(c);
@@ -757,6 +846,7 @@ static void listener_on_connection(uv_stream_t *server, int status)
         return;
     }
     c->rbuf = rbuf;
+    c->rcap = PREAUTH_READ_BUF_BYTES;
     c->net = n;
     c->id = n->next_conn_id++;
     if (l->is_unix) {

@@ -13,6 +13,7 @@ struct http_conn {
     uv_timer_t timer;
     uv_write_t write;
     struct td_http *srv;
+    struct http_conn *prev, *next;     /* in srv's accept-order list while not closing */
     char req[TD_HTTP_MAX_REQUEST + 1];
     size_t len;
     char *out;                         /* the response, head and body */
@@ -24,15 +25,33 @@ static void http_on_closed(uv_handle_t *h)
 {
     struct http_conn *c = h->data;
     if (--c->handles == 0) {
-        c->srv->nconns--;
         td_free(c->out);
         td_free(c);
     }
 }
 
+/* Leaves the accept-order list: a closing connection no longer counts against the limit. */
+static void http_unlink(struct http_conn *c)
+{
+    struct td_http *h = c->srv;
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        h->oldest = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    } else {
+        h->newest = c->prev;
+    }
+    c->prev = c->next = NULL;
+    h->nconns--;
+}
+
 static void http_close(struct http_conn *c)
 {
     if (!uv_is_closing((uv_handle_t *)&c->tcp)) {
+        http_unlink(c);
         uv_close((uv_handle_t *)&c->tcp, http_on_closed);
         uv_close((uv_handle_t *)&c->timer, http_on_closed);
     }
@@ -67,6 +86,7 @@ static void http_respond(struct http_conn *c, int status, char *body, const char
 {
     c->answered = true;
     uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_timer_start(&c->timer, http_on_timeout, TD_HTTP_TIMEOUT_MS, 0);  /* now: the write */
     size_t blen = body != NULL ? strlen(body) : 0;
     char head[256];
     int hlen = snprintf(head, sizeof head,
@@ -147,6 +167,19 @@ static void http_on_connection(uv_stream_t *server, int status)
     if (status != 0) {
         return;
     }
+    if (h->nconns >= TD_HTTP_MAX_CONNS) {
+        /* Full: the oldest connection still waiting for its request makes room (one whose
+        ** response is being written finishes). Idle sockets then cost a prober nothing. */
+        struct http_conn *idle = h->oldest;
+        while (idle != NULL && idle->answered) {
+            idle = idle->next;
+        }
+        if (idle != NULL) {
+            h->evicted++;
+            td_log(TD_LOG_DEBUG, "http_evicted", "open=%d", h->nconns);
+            http_close(idle);
+        }
+    }
     struct http_conn *c = td_calloc(1, sizeof *c);
     if (c == NULL) {
         return;
@@ -157,12 +190,19 @@ static void http_on_connection(uv_stream_t *server, int status)
     c->tcp.data = c;
     c->timer.data = c;
     c->handles = 2;
+    c->prev = h->newest;
+    if (h->newest != NULL) {
+        h->newest->next = c;
+    } else {
+        h->oldest = c;
+    }
+    h->newest = c;
     h->nconns++;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || h->nconns > TD_HTTP_MAX_CONNS) {
         http_close(c);
         return;
     }
-    uv_timer_start(&c->timer, http_on_timeout, TD_HTTP_TIMEOUT_MS, 0);
+    uv_timer_start(&c->timer, http_on_timeout, TD_HTTP_REQUEST_TIMEOUT_MS, 0);
     uv_read_start((uv_stream_t *)&c->tcp, http_alloc, http_on_read);
 }
 

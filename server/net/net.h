@@ -42,12 +42,14 @@ struct td_net_callbacks {
     ** data_len is 0) is taken. */
     void (*on_frame)(struct td_conn *c, void *conn_user, const uint8_t *meta, size_t meta_len,
                      void *data, size_t data_len);
-    /* A frame announces a data section of `len` bytes (after its header passed the limits).
-    ** Returns 0 with *out set to a td_malloc'd buffer of len bytes (taken by net, handed to
-    ** on_frame); TD_NET_DATA_LATER to have net pause the connection and ask again after the
-    ** next td_conn_resume; or anything else to have net read and discard the section (no
-    ** allocation), then call on_frame with data NULL and data_len len. NULL callback: net
-    ** allocates with td_malloc itself. */
+    /* A frame announces a data section of `len` bytes (after its header passed the limits; never
+    ** before td_conn_established). Returns 0 with *out set to a td_malloc'd buffer of len bytes
+    ** (taken by net, handed to on_frame; freed with td_free if the connection closes before the
+    ** section is complete); TD_NET_DATA_LATER to have net pause the connection (it counts as
+    ** one td_conn_pause, which the caller lifts with one td_conn_resume; net asks again once no
+    ** pause is left; the read clock does not run meanwhile); or anything else to have net read
+    ** and discard the section (no allocation), then call on_frame with data NULL and data_len
+    ** len. NULL callback: net allocates with td_malloc itself. */
     int (*on_data_alloc)(struct td_conn *c, void *conn_user, size_t len, void **out);
     /* A header broke a limit (code TD_ELIMIT) or the stream is unusable. The callback may send
     ** an error reply; the connection closes once it is written. */

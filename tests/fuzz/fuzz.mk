@@ -90,7 +90,7 @@ test-fuzz-regress: deps
 	    [ -n "$$dirs" ] || continue; \
 	    n=$$(find $$dirs -type f | wc -l); \
 	    echo "== fuzz_$$t: replaying $$n inputs"; \
-	    find $$dirs -type f -print0 | xargs -0 -r -n 200 $(FUZZ_BUILD)/fuzz/fuzz_$$t \
+	    find $$dirs -type f -print0 | xargs -0 -r -n 200 $(TEST_TIMEOUT) $(FUZZ_BUILD)/fuzz/fuzz_$$t \
 	        > $(FUZZ_BUILD)/regress_$$t.log 2>&1 \
 	        || { tail -40 $(FUZZ_BUILD)/regress_$$t.log; echo "FAILED: fuzz_$$t"; fail=1; }; \
 	done; exit $$fail

@@ -15,7 +15,7 @@ $(LOADGEN): $(call obj,tests/load/loadgen.c) $(LIBTENSORD_A)
 .PHONY: test-load load soak
 test: test-load
 test-load: $(LOADGEN) $(TENSORD)
-	$(Q)tests/load/run.sh $(TENSORD) $(LOADGEN) --connections 200 --sessions 50 --seconds 3
+	$(Q)$(TEST_TIMEOUT) tests/load/run.sh $(TENSORD) $(LOADGEN) --connections 200 --sessions 50 --seconds 3
 
 load: $(LOADGEN) $(TENSORD)
 	@mkdir -p $(BUILD)/load

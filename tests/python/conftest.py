@@ -1,4 +1,6 @@
-"""Fixtures: a real tensord on an ephemeral loopback port for the whole test session."""
+"""Fixtures: a real tensord on an ephemeral loopback port for the whole test session; the
+per-suite time limits."""
+import ctypes
 import os
 import re
 import signal
@@ -12,6 +14,34 @@ import wire
 
 BINARY = os.environ.get("TENSORD_BIN", "build/tensord")
 
+# Seconds per test for suites whose tests are each short (pytest.ini's 300 is for the rest).
+# Generous against a loaded 2-core machine and the sanitized daemon of make check-asan, tight
+# enough that a hang costs minutes, not hours. A test's own @pytest.mark.timeout wins.
+SUITE_TIMEOUTS = {
+    "test_hostile.py": 120,
+    "test_faults.py": 120,
+    "test_attacks.py": 120,
+    "test_metrics.py": 120,
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        limit = SUITE_TIMEOUTS.get(os.path.basename(str(item.fspath)))
+        if limit is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(limit))
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """In the child before exec: SIGKILL when pytest dies, so a killed run leaves no daemon."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
 
 class Daemon:
     """A tensord started with extra flags; `port` once it listens (None if it exited)."""
@@ -19,7 +49,8 @@ class Daemon:
     def __init__(self, *args, env=None, listen=("--listen", "127.0.0.1:0")):
         self.log = tempfile.NamedTemporaryFile(prefix="tensord-py-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([BINARY, *listen, *args], stderr=self.log,
-                                     stdout=subprocess.PIPE, env=env)
+                                     stdout=subprocess.PIPE, env=env,
+                                     preexec_fn=_die_with_parent)
         self.port = None
         # Wait for the "started" event: it follows every listener (TCP, unix, metrics), so a
         # test that connects to the second of them does not race its creation.

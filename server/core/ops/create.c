@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../cancel.h"
 #include "../rng.h"
 #include "family.h"
 
@@ -53,13 +54,21 @@ int td_make_randint(struct td_tensor **out, const struct td_operand *in, int nin
     char *d = td_tensor_data(*out);
     size_t es = td_dtype_size(dt);
     uint32_t w[4];
-    for (int64_t i = 0; i < (*out)->numel; i++) {
-        td_philox(a->rng->seed, a->rng->offset + (uint64_t)i, w);
-        uint64_t r = ((uint64_t)w[0] << 32 | w[1]) % range;  /* bias below 2^-32 for our ranges */
-        int64_t v = (int64_t)((uint64_t)lo + r);
-        td_elem_store_f64(d + (size_t)i * es, dt, (double)v);
-        if (dt == TD_DTYPE_I64) {
-            ((int64_t *)d)[i] = v;  /* exact beyond 2^53 */
+    for (int64_t c = 0, end; c < (*out)->numel; c = end) {
+        end = td_cancel_chunk_end(c, (*out)->numel);
+        for (int64_t i = c; i < end; i++) {
+            td_philox(a->rng->seed, a->rng->offset + (uint64_t)i, w);
+            uint64_t r = ((uint64_t)w[0] << 32 | w[1]) % range;  /* bias below 2^-32 here */
+            int64_t v = (int64_t)((uint64_t)lo + r);
+            td_elem_store_f64(d + (size_t)i * es, dt, (double)v);
+            if (dt == TD_DTYPE_I64) {
+                ((int64_t *)d)[i] = v;  /* exact beyond 2^53 */
+            }
+        }
+        if ((rc = td_cancel_check(err)) != 0) {
+            td_tensor_unref(*out);
+            *out = NULL;
+            return rc;
         }
     }
     a->rng->offset += (uint64_t)(*out)->numel;
@@ -272,8 +281,7 @@ int td_fwd_fill(struct td_tensor *out, const struct td_operand *in, int nin,
     if (out->dtype == TD_DTYPE_BOOL) {
         f.v = f.v != 0;
     }
-    td_tensor_each(out, fill_one, &f);
-    return 0;
+    return td_tensor_each(out, fill_one, &f, err);
 }
 
 /* The shape rule of fill_: self's shape (the value was checked to be a scalar). */
@@ -298,10 +306,8 @@ int td_fwd_zero(struct td_tensor *out, const struct td_operand *in, int nin,
     (void)nin;
     (void)a;
     (void)compute;
-    (void)err;
     struct fill_ctx f = {.dt = out->dtype, .v = 0, .iv = 0, .integral = true};
-    td_tensor_each(out, fill_one, &f);
-    return 0;
+    return td_tensor_each(out, fill_one, &f, err);
 }
 
 /* copy_(src): src broadcast to self's shape (the driver checked it) and cast to self's dtype. A
@@ -318,11 +324,13 @@ int td_fwd_copy(struct td_tensor *out, const struct td_operand *in, int nin,
     }
     struct td_tensor *tmp = NULL;
     if (src->storage->buf == out->storage->buf) {
-        int rc = td_tensor_empty(&tmp, src->dtype, src->shape, src->ndim, NULL, err);
+        int rc = td_tensor_empty(&tmp, src->dtype, src->shape, src->ndim, a->quota, err);
+        if (rc == 0 && (rc = td_cast_copy(tmp, src, err)) != 0) {
+            td_tensor_unref(tmp);
+        }
         if (rc != 0) {
             return rc;
         }
-        td_cast_copy(tmp, src);
         src = tmp;
     }
     /* a broadcast view of src over out's shape */
@@ -335,9 +343,9 @@ int td_fwd_copy(struct td_tensor *out, const struct td_operand *in, int nin,
         b.shape[i] = out->shape[i];
         b.strides[i] = j >= 0 && src->shape[j] != 1 ? src->strides[j] : 0;
     }
-    td_cast_copy(out, &b);
+    int rc = td_cast_copy(out, &b, err);
     td_tensor_unref(tmp);
-    return 0;
+    return rc;
 }
 
 struct rand_ctx {
@@ -389,9 +397,11 @@ static int fill_random(struct td_tensor *out, const struct td_op_args *a, bool n
         return td_err_set(err, TD_EINVAL, "no generator");
     }
     struct rand_ctx r = {.dt = out->dtype, .rng = a->rng, .lo = p0, .hi = p1, .normal = normal};
-    td_tensor_each(out, rand_one, &r);
-    a->rng->offset += (uint64_t)out->numel;
-    return 0;
+    int rc = td_tensor_each(out, rand_one, &r, err);
+    if (rc == 0) {
+        a->rng->offset += (uint64_t)out->numel;
+    }
+    return rc;
 }
 
 int td_fwd_uniform(struct td_tensor *out, const struct td_operand *in, int nin,

@@ -12,6 +12,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "../../base/checked.h"
+#include "../cancel.h"
 #include "../parallel.h"
 #include "family.h"
 
@@ -320,26 +322,35 @@ static void store_cast(char *dst, enum td_dtype dd, const char *src, enum td_dty
     }
 }
 
-void td_cast_copy(struct td_tensor *dst, const struct td_tensor *src)
+int td_cast_copy(struct td_tensor *dst, const struct td_tensor *src, struct td_err *err)
 {
     size_t des = td_dtype_size(dst->dtype), ses = td_dtype_size(src->dtype);
     char *db = dst->storage->buf->data;
     const char *sb = src->storage->buf->data;
     int64_t idx[TD_MAX_DIMS] = {0};
     int64_t doff = dst->offset, soff = src->offset;
-    for (int64_t n = 0; n < dst->numel; n++) {
-        store_cast(db + doff * (int64_t)des, dst->dtype, sb + soff * (int64_t)ses, src->dtype);
-        for (int d = dst->ndim - 1; d >= 0; d--) {
-            if (++idx[d] < dst->shape[d]) {
-                doff += dst->strides[d];
-                soff += src->strides[d];
-                break;
+    for (int64_t c = 0, end; c < dst->numel; c = end) {
+        end = td_cancel_chunk_end(c, dst->numel);
+        for (int64_t n = c; n < end; n++) {
+            store_cast(db + doff * (int64_t)des, dst->dtype, sb + soff * (int64_t)ses,
+                       src->dtype);
+            for (int d = dst->ndim - 1; d >= 0; d--) {
+                if (++idx[d] < dst->shape[d]) {
+                    doff += dst->strides[d];
+                    soff += src->strides[d];
+                    break;
+                }
+                doff -= (idx[d] - 1) * dst->strides[d];
+                soff -= (idx[d] - 1) * src->strides[d];
+                idx[d] = 0;
             }
-            doff -= (idx[d] - 1) * dst->strides[d];
-            soff -= (idx[d] - 1) * src->strides[d];
-            idx[d] = 0;
+        }
+        int rc = td_cancel_check(err);
+        if (rc != 0) {
+            return rc;
         }
     }
+    return 0;
 }
 
 static void scalar_store(char *dst, enum td_dtype dt, struct td_scalar s)
@@ -364,8 +375,11 @@ struct operand_view {
     char scalar[8];                    /* a Python scalar in compute dtype */
 };
 
+/* Views in[0] over out's shape in the compute dtype; a cast copy is charged to q (the caller's
+** quota: a temporary counts like any tensor while it lives). */
 static int view_operand(struct operand_view *v, const struct td_operand *in,
-                        const struct td_tensor *out, enum td_dtype compute, struct td_err *err)
+                        const struct td_tensor *out, enum td_dtype compute, struct td_quota *q,
+                        struct td_err *err)
 {
     memset(v, 0, sizeof *v);
     if (in->t == NULL) {
@@ -375,11 +389,15 @@ static int view_operand(struct operand_view *v, const struct td_operand *in,
     }
     const struct td_tensor *t = in->t;
     if (t->dtype != compute) {
-        int rc = td_tensor_empty(&v->tmp, compute, t->shape, t->ndim, NULL, err);
+        int rc = td_tensor_empty(&v->tmp, compute, t->shape, t->ndim, q, err);
+        if (rc == 0) {
+            rc = td_cast_copy(v->tmp, t, err);
+        }
         if (rc != 0) {
+            td_tensor_unref(v->tmp);
+            v->tmp = NULL;
             return rc;
         }
-        td_cast_copy(v->tmp, t);
         t = v->tmp;
     }
     v->base = td_tensor_data(t);
@@ -390,7 +408,8 @@ static int view_operand(struct operand_view *v, const struct td_operand *in,
     return 0;
 }
 
-/* Elements per thread below which splitting a kernel costs more than it saves. */
+/* Elements per thread below which splitting a kernel costs more than it saves; also the step
+** between cancel checks (a fraction of a millisecond of the cheapest row kernel). */
 #define PARALLEL_GRAIN ((int64_t)1 << 18)
 
 /* A merged iteration space: m dims (the last is the row), strides per operand. */
@@ -443,9 +462,9 @@ static void run_row_range(int64_t begin, int64_t end, void *ctx)
 }
 
 /* Runs row kernel k over out[...] = a[...] op b[...] with the given element strides. */
-static void run_rows(row_fn *k, size_t es, size_t eo, int ndim, const int64_t *shape, char *o,
-                     const int64_t *so, const char *a, const int64_t *sa, const char *b,
-                     const int64_t *sb)
+static int run_rows(row_fn *k, size_t es, size_t eo, int ndim, const int64_t *shape, char *o,
+                    const int64_t *so, const char *a, const int64_t *sa, const char *b,
+                    const int64_t *sb, struct td_err *err)
 {
     /* Drop size-1 dims, then merge a dim into the one before it when every operand steps
     ** through the pair as through one dim (the outer stride is the inner stride times size). */
@@ -465,7 +484,7 @@ static void run_rows(row_fn *k, size_t es, size_t eo, int ndim, const int64_t *s
     for (int d = 0; d < n; d++) {
         if (m > 0 && s0[m - 1] == s0[d] * sh[d] && s1[m - 1] == s1[d] * sh[d] &&
             s2[m - 1] == s2[d] * sh[d]) {
-            sh[m - 1] *= sh[d];
+            sh[m - 1] = td_sat_mul(sh[m - 1], sh[d]);
             s0[m - 1] = s0[d];
             s1[m - 1] = s1[d];
             s2[m - 1] = s2[d];
@@ -479,7 +498,7 @@ static void run_rows(row_fn *k, size_t es, size_t eo, int ndim, const int64_t *s
     }
     if (m == 0) {
         k(1, o, 0, a, 0, b, 0);
-        return;
+        return 0;
     }
     struct rows_job job = {.k = k, .e = (int64_t)es, .f = (int64_t)eo, .m = m, .o = o, .a = a,
                            .b = b};
@@ -489,21 +508,22 @@ static void run_rows(row_fn *k, size_t es, size_t eo, int ndim, const int64_t *s
     memcpy(job.s2, s2, sizeof(int64_t) * (size_t)m);
     int64_t total = 1;
     for (int d = 0; d < m; d++) {
-        total *= sh[d];
+        total = td_sat_mul(total, sh[d]);
     }
     if (m == 1) {
         /* One long row: split it into ranges. */
-        td_parallel_for(sh[0], PARALLEL_GRAIN, run_range, &job);
-    } else {
-        int64_t rows = total / sh[m - 1];
-        td_parallel_for(rows, (PARALLEL_GRAIN + sh[m - 1] - 1) / sh[m - 1], run_row_range, &job);
+        return td_parallel_for(sh[0], PARALLEL_GRAIN, run_range, &job, err);
     }
+    int64_t rows = total / sh[m - 1];
+    return td_parallel_for(rows, (PARALLEL_GRAIN + sh[m - 1] - 1) / sh[m - 1], run_row_range, &job,
+                           err);
 }
 
 /* Runs op's row kernel over out = op(in[0][, in[1]]): inputs cast to `compute`, the kernel's
 ** output of dtype `kout` (compute, or bool for comparisons) cast into out when they differ. */
 static int elementwise(enum td_op_id op, struct td_tensor *out, const struct td_operand *in,
-                       int nin, enum td_dtype compute, enum td_dtype kout, struct td_err *err)
+                       int nin, enum td_dtype compute, enum td_dtype kout, struct td_quota *q,
+                       struct td_err *err)
 {
     row_fn *k = row_kernels[op][compute];
     if (k == NULL) {
@@ -516,23 +536,25 @@ static int elementwise(enum td_op_id op, struct td_tensor *out, const struct td_
     struct operand_view va, vb;
     struct td_tensor *dst = out;
     int rc;
-    if ((rc = view_operand(&va, &in[0], out, compute, err)) != 0) {
+    if ((rc = view_operand(&va, &in[0], out, compute, q, err)) != 0) {
         goto fail;
     }
-    if ((rc = view_operand(&vb, &in[nin > 1 ? 1 : 0], out, compute, err)) != 0) {
+    if ((rc = view_operand(&vb, &in[nin > 1 ? 1 : 0], out, compute, q, err)) != 0) {
         goto fail_a;
     }
     if (out->dtype != kout &&
-        (rc = td_tensor_empty(&dst, kout, out->shape, out->ndim, NULL, err)) != 0) {
+        (rc = td_tensor_empty(&dst, kout, out->shape, out->ndim, q, err)) != 0) {
         goto fail_b;
     }
     /* Strides are in elements, so one element size must serve every operand: the kernel's
     ** input and output sizes differ only for bool-out kernels, where run_rows steps by bytes of
     ** each separately. */
-    run_rows(k, td_dtype_size(compute), td_dtype_size(kout), out->ndim, out->shape,
-             td_tensor_data(dst), dst->strides, va.base, va.strides, vb.base, vb.strides);
+    rc = run_rows(k, td_dtype_size(compute), td_dtype_size(kout), out->ndim, out->shape,
+                  td_tensor_data(dst), dst->strides, va.base, va.strides, vb.base, vb.strides, err);
     if (dst != out) {
-        td_cast_copy(out, dst);
+        if (rc == 0) {
+            rc = td_cast_copy(out, dst, err);
+        }
         td_tensor_unref(dst);
     }
 fail_b:
@@ -556,14 +578,16 @@ static void note_zero(void *elem, void *ctx, int64_t i)
 }
 
 /* Whether a divisor operand holds a zero (integer floor_divide and remainder refuse it). */
-static bool has_zero(const struct td_operand *o)
+static int has_zero(const struct td_operand *o, bool *zero, struct td_err *err)
 {
     if (o->t == NULL) {
-        return td_scalar_to_double(o->s) == 0.0;
+        *zero = td_scalar_to_double(o->s) == 0.0;
+        return 0;
     }
     struct { enum td_dtype dt; bool zero; } z = {o->t->dtype, false};
-    td_tensor_each(o->t, note_zero, &z);
-    return z.zero;
+    int rc = td_tensor_each(o->t, note_zero, &z, err);
+    *zero = z.zero;
+    return rc;
 }
 
 #define BINARY(fn, OP)                                                                             \
@@ -571,7 +595,7 @@ static bool has_zero(const struct td_operand *o)
                     const struct td_op_args *a, enum td_dtype compute, struct td_err *err)         \
     {                                                                                              \
         (void)a;                                                                                   \
-        return elementwise(OP, out, in, nin, compute, compute, err);                               \
+        return elementwise(OP, out, in, nin, compute, compute, a->quota, err);                    \
     }
 /* add: a + b; bool + bool is logical or. mul: bool * bool is logical and. div: true division
 ** (the dtype rule made the compute dtype a float). maximum/minimum propagate NaN. */
@@ -603,32 +627,37 @@ BINARY(sub, TD_OP_SUB)
 /* floor_divide and remainder: Python's rounding (toward -inf, the divisor's sign); integer
 ** division by zero is torch's "ZeroDivisionError". */
 static int divmod_op(enum td_op_id op, struct td_tensor *out, const struct td_operand *in,
-                     enum td_dtype compute, struct td_err *err)
+                     enum td_dtype compute, struct td_quota *q, struct td_err *err)
 {
     if (compute == TD_DTYPE_BOOL) {
         return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for 'Bool'",
                           op == TD_OP_REMAINDER ? "remainder_cpu" : "div_floor_cpu");
     }
-    if (out->numel > 0 && !td_dtype_is_float(compute) && has_zero(&in[1])) {
-        return td_err_set(err, TD_EINVAL, "ZeroDivisionError");
+    if (out->numel > 0 && !td_dtype_is_float(compute)) {
+        bool zero;
+        int rc = has_zero(&in[1], &zero, err);
+        if (rc != 0) {
+            return rc;
+        }
+        if (zero) {
+            return td_err_set(err, TD_EINVAL, "ZeroDivisionError");
+        }
     }
-    return elementwise(op, out, in, 2, compute, compute, err);
+    return elementwise(op, out, in, 2, compute, compute, q, err);
 }
 
 int td_fwd_floor_divide(struct td_tensor *out, const struct td_operand *in, int nin,
                         const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
 {
     (void)nin;
-    (void)a;
-    return divmod_op(TD_OP_FLOOR_DIVIDE, out, in, compute, err);
+    return divmod_op(TD_OP_FLOOR_DIVIDE, out, in, compute, a->quota, err);
 }
 
 int td_fwd_remainder(struct td_tensor *out, const struct td_operand *in, int nin,
                      const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
 {
     (void)nin;
-    (void)a;
-    return divmod_op(TD_OP_REMAINDER, out, in, compute, err);
+    return divmod_op(TD_OP_REMAINDER, out, in, compute, a->quota, err);
 }
 
 /* pow: integer bases with a negative integer scalar exponent are refused like torch; with a
@@ -641,7 +670,7 @@ int td_fwd_pow(struct td_tensor *out, const struct td_operand *in, int nin,
         td_scalar_to_double(in[1].s) < 0) {
         return td_err_set(err, TD_EINVAL, "Integers to negative integer powers are not allowed.");
     }
-    return elementwise(TD_OP_POW, out, in, nin, compute, compute, err);
+    return elementwise(TD_OP_POW, out, in, nin, compute, compute, a->quota, err);
 }
 
 #define COMPARE(fn, OP)                                                                            \
@@ -649,7 +678,7 @@ int td_fwd_pow(struct td_tensor *out, const struct td_operand *in, int nin,
                     const struct td_op_args *a, enum td_dtype compute, struct td_err *err)         \
     {                                                                                              \
         (void)a;                                                                                   \
-        return elementwise(OP, out, in, nin, compute, TD_DTYPE_BOOL, err);                         \
+        return elementwise(OP, out, in, nin, compute, TD_DTYPE_BOOL, a->quota, err);              \
     }
 COMPARE(eq, TD_OP_EQ)
 COMPARE(ne, TD_OP_NE)
@@ -721,7 +750,7 @@ int td_fwd_unary(struct td_tensor *out, const struct td_operand *in, int nin,
                  const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
 {
     enum td_dtype kout = a->op == TD_OP_LOGICAL_NOT ? TD_DTYPE_BOOL : compute;
-    return elementwise((enum td_op_id)a->op, out, in, nin, compute, kout, err);
+    return elementwise((enum td_op_id)a->op, out, in, nin, compute, kout, a->quota, err);
 }
 
 /* ---- where ---- */
@@ -752,42 +781,48 @@ int td_fwd_where(struct td_tensor *out, const struct td_operand *in, int nin,
     struct operand_view vc, vx, vy;
     struct td_tensor *dst = out;
     int rc;
-    if ((rc = view_operand(&vc, &in[0], out, TD_DTYPE_BOOL, err)) != 0) {
+    if ((rc = view_operand(&vc, &in[0], out, TD_DTYPE_BOOL, a->quota, err)) != 0) {
         goto fail;
     }
-    if ((rc = view_operand(&vx, &in[1], out, compute, err)) != 0) {
+    if ((rc = view_operand(&vx, &in[1], out, compute, a->quota, err)) != 0) {
         goto fail_c;
     }
-    if ((rc = view_operand(&vy, &in[2], out, compute, err)) != 0) {
+    if ((rc = view_operand(&vy, &in[2], out, compute, a->quota, err)) != 0) {
         goto fail_x;
     }
     if (out->dtype != compute &&
-        (rc = td_tensor_empty(&dst, compute, out->shape, out->ndim, NULL, err)) != 0) {
+        (rc = td_tensor_empty(&dst, compute, out->shape, out->ndim, a->quota, err)) != 0) {
         goto fail_y;
     }
     int64_t es = (int64_t)td_dtype_size(compute);
     char *o = td_tensor_data(dst);
     int64_t idx[TD_MAX_DIMS] = {0}, oo = 0, co = 0, xo = 0, yo = 0;
-    for (int64_t n = 0; n < out->numel; n++) {
-        const char *src = vc.base[co] ? vx.base + xo * es : vy.base + yo * es;
-        memcpy(o + oo * es, src, (size_t)es);
-        for (int d = out->ndim - 1; d >= 0; d--) {
-            if (++idx[d] < out->shape[d]) {
-                oo += dst->strides[d];
-                co += vc.strides[d];
-                xo += vx.strides[d];
-                yo += vy.strides[d];
-                break;
+    for (int64_t c = 0, end; c < out->numel && rc == 0; c = end) {
+        end = td_cancel_chunk_end(c, out->numel);
+        for (int64_t n = c; n < end; n++) {
+            const char *src = vc.base[co] ? vx.base + xo * es : vy.base + yo * es;
+            memcpy(o + oo * es, src, (size_t)es);
+            for (int d = out->ndim - 1; d >= 0; d--) {
+                if (++idx[d] < out->shape[d]) {
+                    oo += dst->strides[d];
+                    co += vc.strides[d];
+                    xo += vx.strides[d];
+                    yo += vy.strides[d];
+                    break;
+                }
+                oo -= (idx[d] - 1) * dst->strides[d];
+                co -= (idx[d] - 1) * vc.strides[d];
+                xo -= (idx[d] - 1) * vx.strides[d];
+                yo -= (idx[d] - 1) * vy.strides[d];
+                idx[d] = 0;
             }
-            oo -= (idx[d] - 1) * dst->strides[d];
-            co -= (idx[d] - 1) * vc.strides[d];
-            xo -= (idx[d] - 1) * vx.strides[d];
-            yo -= (idx[d] - 1) * vy.strides[d];
-            idx[d] = 0;
         }
+        rc = td_cancel_check(err);
     }
     if (dst != out) {
-        td_cast_copy(out, dst);
+        if (rc == 0) {
+            rc = td_cast_copy(out, dst, err);
+        }
         td_tensor_unref(dst);
     }
 fail_y:
@@ -833,20 +868,25 @@ int td_fwd_clamp(struct td_tensor *out, const struct td_operand *in, int nin,
         return 0;
     }
     if (src->dtype != compute) {
-        if ((rc = td_tensor_empty(&tmp, compute, src->shape, src->ndim, NULL, err)) != 0) {
+        if ((rc = td_tensor_empty(&tmp, compute, src->shape, src->ndim, a->quota, err)) != 0) {
             return rc;
         }
-        td_cast_copy(tmp, src);
+        if ((rc = td_cast_copy(tmp, src, err)) != 0) {
+            td_tensor_unref(tmp);
+            return rc;
+        }
         src = tmp;
     }
     if (out->dtype != compute || out != in[0].t) {
         if (out->dtype != compute) {
-            if ((rc = td_tensor_empty(&dst, compute, out->shape, out->ndim, NULL, err)) != 0) {
+            if ((rc = td_tensor_empty(&dst, compute, out->shape, out->ndim, a->quota, err)) != 0) {
                 td_tensor_unref(tmp);
                 return rc;
             }
         }
-        td_cast_copy(dst, src);
+        if ((rc = td_cast_copy(dst, src, err)) != 0) {
+            goto done;
+        }
     }
     /* dst now holds x in the compute dtype, contiguous or self's layout; clamp it in place. */
     size_t es = td_dtype_size(compute);
@@ -855,38 +895,45 @@ int td_fwd_clamp(struct td_tensor *out, const struct td_operand *in, int nin,
     bool fl = td_dtype_is_float(compute);
     double lo = a->has_min ? td_scalar_to_double(a->min) : 0, hi = a->has_max ? td_scalar_to_double(a->max) : 0;
     int64_t ilo = a->has_min ? td_scalar_to_int(a->min) : 0, ihi = a->has_max ? td_scalar_to_int(a->max) : 0;
-    for (int64_t n = 0; n < dst->numel; n++) {
-        char *p = base + off * (int64_t)es;
-        if (fl) {
-            double v = td_elem_load_f64(p, compute);
-            if (a->has_min && v < lo) {
-                v = lo;
+    for (int64_t c = 0, end; c < dst->numel && rc == 0; c = end) {
+        end = td_cancel_chunk_end(c, dst->numel);
+        for (int64_t n = c; n < end; n++) {
+            char *p = base + off * (int64_t)es;
+            if (fl) {
+                double v = td_elem_load_f64(p, compute);
+                if (a->has_min && v < lo) {
+                    v = lo;
+                }
+                if (a->has_max && v > hi) {
+                    v = hi;
+                }
+                store_cast(p, compute, (const char *)&v, TD_DTYPE_F64);
+            } else {
+                int64_t v = td_elem_load_i64(p, compute);
+                if (a->has_min && v < ilo) {
+                    v = ilo;
+                }
+                if (a->has_max && v > ihi) {
+                    v = ihi;
+                }
+                store_cast(p, compute, (const char *)&v, TD_DTYPE_I64);
             }
-            if (a->has_max && v > hi) {
-                v = hi;
+            for (int d = dst->ndim - 1; d >= 0; d--) {
+                if (++idx[d] < dst->shape[d]) {
+                    off += dst->strides[d];
+                    break;
+                }
+                off -= (idx[d] - 1) * dst->strides[d];
+                idx[d] = 0;
             }
-            store_cast(p, compute, (const char *)&v, TD_DTYPE_F64);
-        } else {
-            int64_t v = td_elem_load_i64(p, compute);
-            if (a->has_min && v < ilo) {
-                v = ilo;
-            }
-            if (a->has_max && v > ihi) {
-                v = ihi;
-            }
-            store_cast(p, compute, (const char *)&v, TD_DTYPE_I64);
         }
-        for (int d = dst->ndim - 1; d >= 0; d--) {
-            if (++idx[d] < dst->shape[d]) {
-                off += dst->strides[d];
-                break;
-            }
-            off -= (idx[d] - 1) * dst->strides[d];
-            idx[d] = 0;
-        }
+        rc = td_cancel_check(err);
     }
+    if (dst != out && rc == 0) {
+        rc = td_cast_copy(out, dst, err);
+    }
+done:
     if (dst != out) {
-        td_cast_copy(out, dst);
         td_tensor_unref(dst);
     }
     td_tensor_unref(tmp);
@@ -910,8 +957,9 @@ int td_make_to(struct td_tensor **out, const struct td_operand *in, int nin,
         return 0;
     }
     int rc = td_tensor_empty(out, a->dtype, t->shape, t->ndim, q, err);
-    if (rc == 0) {
-        td_cast_copy(*out, t);
+    if (rc == 0 && (rc = td_cast_copy(*out, t, err)) != 0) {
+        td_tensor_unref(*out);
+        *out = NULL;
     }
     return rc;
 }
@@ -1234,8 +1282,9 @@ int td_bw_gelu(const struct td_node *n, struct td_tensor *g, struct td_tensor **
     int rc = td_bw1(TD_OP_CLONE, X0, NULL, q, &d, err);
     if (rc == 0) {
         struct gelu_ctx c = {d->dtype};
-        td_tensor_each(d, gelu_grad_one, &c);
-        rc = mul_g(g, d, &gin[0], q, err);
+        if ((rc = td_tensor_each(d, gelu_grad_one, &c, err)) == 0) {
+            rc = mul_g(g, d, &gin[0], q, err);
+        }
     }
     td_tensor_unref(d);
     return rc;

@@ -141,10 +141,13 @@ td_make_fn td_make_detach;
 #define make_detach td_make_detach
 
 /* Copies src (any strides, any dtype) into dst (any strides, same shape), casting like torch's
-** .to(): floats to ints truncate toward zero, anything to bool is != 0. */
-void td_cast_copy(struct td_tensor *dst, const struct td_tensor *src);
+** .to(): floats to ints truncate toward zero, anything to bool is != 0. Checks the current
+** request's cancel between chunks: returns 0, or its error with dst partly written. */
+int td_cast_copy(struct td_tensor *dst, const struct td_tensor *src, struct td_err *err);
 
 /* shape.c */
+/* Whether reshape/flatten (a->op) of t copies: 1, 0 (a view), or -1 (the op will refuse). */
+int td_reshape_copies(const struct td_tensor *t, const struct td_op_args *a);
 int td_wrap_dim(int64_t dim, int ndim, int64_t *out, struct td_err *err);
 td_make_fn td_make_reshape, td_make_view, td_make_flatten, td_make_transpose, td_make_t,
     td_make_mt, td_make_permute, td_make_squeeze, td_make_unsqueeze, td_make_expand,
@@ -221,9 +224,34 @@ td_fwd_fn td_fwd_fill, td_fwd_zero, td_fwd_copy, td_fwd_uniform, td_fwd_normal;
 td_shape_fn td_shape_matmul;
 td_dtype_fn td_dtype_rule_matmul;
 td_fwd_fn td_fwd_matmul;
-int64_t td_matmul_work(const struct td_operand *in);
+/* Bytes of the contiguous copies matmul makes of operands BLAS cannot read in place. */
+int64_t td_matmul_temp_bytes(const struct td_tensor *a, const struct td_tensor *b);
 #define shape_matmul td_shape_matmul
 #define dtype_matmul td_dtype_rule_matmul
 #define fwd_matmul td_fwd_matmul
+
+/* cost.c: the cost rules of ops.def */
+td_cost_fn td_cost_elementwise, td_cost_reduce, td_cost_matmul, td_cost_outer, td_cost_view,
+    td_cost_reshape, td_cost_contiguous, td_cost_copy, td_cost_to, td_cost_cat, td_cost_repeat,
+    td_cost_softmax, td_cost_loss, td_cost_linear, td_cost_create, td_cost_linspace, td_cost_eye,
+    td_cost_like;
+#define cost_elementwise td_cost_elementwise
+#define cost_reduce td_cost_reduce
+#define cost_matmul td_cost_matmul
+#define cost_outer td_cost_outer
+#define cost_view td_cost_view
+#define cost_reshape td_cost_reshape
+#define cost_contiguous td_cost_contiguous
+#define cost_copy td_cost_copy
+#define cost_to td_cost_to
+#define cost_cat td_cost_cat
+#define cost_repeat td_cost_repeat
+#define cost_softmax td_cost_softmax
+#define cost_loss td_cost_loss
+#define cost_linear td_cost_linear
+#define cost_create td_cost_create
+#define cost_linspace td_cost_linspace
+#define cost_eye td_cost_eye
+#define cost_like td_cost_like
 
 #endif

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../base/checked.h"
+#include "../cancel.h"
 #include "family.h"
 
 const char *td_blas_describe(void)
@@ -50,11 +52,12 @@ static void as_matrix(const struct td_tensor *t, bool left, struct mat *m)
     m->cs = t->strides[t->ndim - 1];
 }
 
+/* A product of sizes, saturating (error messages report batch sizes that may not fit). */
 static int64_t prod(const int64_t *s, int n)
 {
     int64_t p = 1;
     for (int i = 0; i < n; i++) {
-        p *= s[i];
+        p = td_sat_mul(p, s[i]);
     }
     return p;
 }
@@ -168,18 +171,6 @@ int td_dtype_rule_matmul(const struct td_operand *in, int nin, const struct td_o
     return 0;
 }
 
-int64_t td_matmul_work(const struct td_operand *in)
-{
-    int64_t shape[TD_MAX_DIMS];
-    int ndim;
-    if (td_shape_matmul(in, 2, NULL, shape, &ndim, NULL) != 0) {
-        return 0;
-    }
-    int64_t k = in[0].t->shape[in[0].t->ndim - 1];
-    int64_t n = prod(shape, ndim);
-    return n > 0 && k > INT64_MAX / n ? INT64_MAX : n * k;
-}
-
 /* How BLAS can read a rows x cols operand with strides (rs, cs) in place: row-major as is
 ** (unit column stride) or transposed (unit row stride), with a valid leading dimension. */
 static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLAS_TRANSPOSE *tr,
@@ -198,36 +189,74 @@ static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLA
     return false;
 }
 
-/* One (n x k) @ (k x m) product into a contiguous n x m block; blas_layout accepted both. */
-static void gemm_float(enum td_dtype dt, int64_t n, int64_t k, int64_t m, const char *a,
-                       int64_t ars, int64_t acs, const char *b, int64_t brs, int64_t bcs, char *c)
+/* Multiply-adds per BLAS call between two cancel checks: tens of milliseconds at BLAS speed,
+** and large enough that products up to 1024^3 stay one call. */
+#define GEMM_BLOCK_FLOPS ((int64_t)1 << 30)
+
+/* One (n x k) @ (k x m) product into a contiguous n x m block; blas_layout accepted both. A BLAS
+** call cannot be interrupted, so a large product runs as blocks of rows of a, with a cancel
+** check between blocks (each row of c depends only on its row of a, so results are the same). */
+static int gemm_float(enum td_dtype dt, int64_t n, int64_t k, int64_t m, const char *a,
+                      int64_t ars, int64_t acs, const char *b, int64_t brs, int64_t bcs, char *c,
+                      struct td_err *err)
 {
-    CBLAS_TRANSPOSE ta, tb;
-    int64_t lda, ldb;
-    blas_layout(n, k, ars, acs, &ta, &lda);
-    blas_layout(k, m, brs, bcs, &tb, &ldb);
-    if (dt == TD_DTYPE_F32) {
-        cblas_sgemm(CblasRowMajor, ta, tb, (int)n, (int)m, (int)k, 1.0f, (const float *)a,
-                    (int)lda, (const float *)b, (int)ldb, 0.0f, (float *)c, (int)m);
-    } else {
-        cblas_dgemm(CblasRowMajor, ta, tb, (int)n, (int)m, (int)k, 1.0, (const double *)a,
-                    (int)lda, (const double *)b, (int)ldb, 0.0, (double *)c, (int)m);
+    int64_t es = (int64_t)td_dtype_size(dt);
+    int64_t per_row = td_sat_mul(k, m), block = GEMM_BLOCK_FLOPS / (per_row > 0 ? per_row : 1);
+    block = block < 256 ? 256 : block;
+    for (int64_t r = 0; r < n; r += block) {
+        int64_t rows = n - r < block ? n - r : block;
+        CBLAS_TRANSPOSE ta = CblasNoTrans, tb = CblasNoTrans;
+        int64_t lda = 1, ldb = 1;
+        const char *ar = a + r * ars * es;
+        blas_layout(rows, k, ars, acs, &ta, &lda);
+        blas_layout(k, m, brs, bcs, &tb, &ldb);
+        if (dt == TD_DTYPE_F32) {
+            cblas_sgemm(CblasRowMajor, ta, tb, (int)rows, (int)m, (int)k, 1.0f,
+                        (const float *)ar, (int)lda, (const float *)b, (int)ldb, 0.0f,
+                        (float *)(c + r * m * es), (int)m);
+        } else {
+            cblas_dgemm(CblasRowMajor, ta, tb, (int)rows, (int)m, (int)k, 1.0,
+                        (const double *)ar, (int)lda, (const double *)b, (int)ldb, 0.0,
+                        (double *)(c + r * m * es), (int)m);
+        }
+        if (r + rows < n) {
+            int rc = td_cancel_check(err);
+            if (rc != 0) {
+                return rc;
+            }
+        }
     }
+    return 0;
 }
 
+/* Integer products: a plain loop in wrapping arithmetic. An expanded operand can make k huge
+** with no memory behind it, so the inner sum runs in chunks with a cancel check between
+** chunks once enough products have been done. */
 #define GEMM_INT(T, UT)                                                                            \
-    static void gemm_##T(int64_t n, int64_t k, int64_t m, const T *a, int64_t ars, int64_t acs,    \
-                         const T *b, int64_t brs, int64_t bcs, T *c)                               \
+    static int gemm_##T(int64_t n, int64_t k, int64_t m, const T *a, int64_t ars, int64_t acs,     \
+                        const T *b, int64_t brs, int64_t bcs, T *c, struct td_err *err)            \
     {                                                                                              \
+        int64_t since_check = 0;                                                                   \
         for (int64_t i = 0; i < n; i++) {                                                          \
             for (int64_t j = 0; j < m; j++) {                                                      \
                 UT acc = 0;                                                                        \
-                for (int64_t p = 0; p < k; p++) {                                                  \
-                    acc += (UT)a[i * ars + p * acs] * (UT)b[p * brs + j * bcs];                    \
+                for (int64_t p0 = 0, pend; p0 < k; p0 = pend) {                                    \
+                    pend = td_cancel_chunk_end(p0, k);                                             \
+                    for (int64_t p = p0; p < pend; p++) {                                          \
+                        acc += (UT)a[i * ars + p * acs] * (UT)b[p * brs + j * bcs];                \
+                    }                                                                              \
+                    if ((since_check += pend - p0 + 1) >= TD_CANCEL_CHUNK) {                       \
+                        since_check = 0;                                                           \
+                        int rc = td_cancel_check(err);                                             \
+                        if (rc != 0) {                                                             \
+                            return rc;                                                             \
+                        }                                                                          \
+                    }                                                                              \
                 }                                                                                  \
                 c[i * m + j] = (T)acc;                                                             \
             }                                                                                      \
         }                                                                                          \
+        return 0;                                                                                  \
     }
 GEMM_INT(int32_t, uint32_t)
 GEMM_INT(int64_t, uint64_t)
@@ -239,11 +268,29 @@ static bool blas_ok(int64_t rows, int64_t cols, int64_t rs, int64_t cs)
     return blas_layout(rows, cols, rs, cs, &tr, &ld);
 }
 
+int64_t td_matmul_temp_bytes(const struct td_tensor *a, const struct td_tensor *b)
+{
+    if (a->ndim < 1 || b->ndim < 1 || !td_dtype_is_float(a->dtype) || a->dtype != b->dtype) {
+        return 0;
+    }
+    struct mat A, B;
+    as_matrix(a, true, &A);
+    as_matrix(b, false, &B);
+    int64_t es = (int64_t)td_dtype_size(a->dtype), n = 0;
+    if (!blas_ok(A.rows, A.cols, A.rs, A.cs)) {
+        n = td_sat_add(n, a->numel);
+    }
+    if (!blas_ok(B.rows, B.cols, B.rs, B.cs)) {
+        n = td_sat_add(n, b->numel);
+    }
+    return td_sat_mul(n, es);
+}
+
 int td_fwd_matmul(struct td_tensor *out, const struct td_operand *in, int nin,
                   const struct td_op_args *args, enum td_dtype compute, struct td_err *err)
 {
     (void)nin;
-    (void)args;
+    struct td_quota *q = args != NULL ? args->quota : NULL;
     struct td_tensor *ta = in[0].t, *tb = in[1].t, *ca = NULL, *cb = NULL;
     int rc = 0;
     if (out->numel == 0) {
@@ -258,21 +305,22 @@ int td_fwd_matmul(struct td_tensor *out, const struct td_operand *in, int nin,
         return 0;
     }
     bool fl = td_dtype_is_float(compute);
-    /* Copy an operand BLAS cannot read in place to a contiguous one. */
+    /* Copy an operand BLAS cannot read in place to a contiguous one. The copy is the operand's
+    ** logical size (an expanded [1, 2^28] view is a GiB of floats), so it is charged to the
+    ** caller's quota while it lives, like any tensor. */
     if (fl && !blas_ok(A.rows, A.cols, A.rs, A.cs)) {
-        if ((rc = td_tensor_empty(&ca, compute, ta->shape, ta->ndim, NULL, err)) != 0) {
-            return rc;
+        if ((rc = td_tensor_empty(&ca, compute, ta->shape, ta->ndim, q, err)) != 0 ||
+            (rc = td_cast_copy(ca, ta, err)) != 0) {
+            goto out;
         }
-        td_cast_copy(ca, ta);
         ta = ca;
         as_matrix(ta, true, &A);
     }
     if (fl && !blas_ok(B.rows, B.cols, B.rs, B.cs)) {
-        if ((rc = td_tensor_empty(&cb, compute, tb->shape, tb->ndim, NULL, err)) != 0) {
-            td_tensor_unref(ca);
-            return rc;
+        if ((rc = td_tensor_empty(&cb, compute, tb->shape, tb->ndim, q, err)) != 0 ||
+            (rc = td_cast_copy(cb, tb, err)) != 0) {
+            goto out;
         }
-        td_cast_copy(cb, tb);
         tb = cb;
         as_matrix(tb, false, &B);
     }
@@ -285,12 +333,12 @@ int td_fwd_matmul(struct td_tensor *out, const struct td_operand *in, int nin,
     /* a's rows fold into one big product when b has no batch dims and a's batches are evenly
     ** strided rows (the common batch @ weight case). */
     if (B.nbatch == 0 && A.nbatch > 0 && A.cs == 1 && td_tensor_is_contiguous(ta)) {
-        n *= nbatch;
+        n = td_sat_mul(n, nbatch);
         A.rs = k;
         nbatch = 1;
     }
-    int64_t idx[TD_MAX_DIMS] = {0};
-    for (int64_t bi = 0; bi < nbatch; bi++) {
+    int64_t idx[TD_MAX_DIMS] = {0}, since_check = 0;
+    for (int64_t bi = 0; bi < nbatch && rc == 0; bi++) {
         int64_t aoff = 0, boff = 0;
         for (int d = 0; d < nb; d++) {
             int la = d - (nb - A.nbatch), lb = d - (nb - B.nbatch);
@@ -306,16 +354,22 @@ int td_fwd_matmul(struct td_tensor *out, const struct td_operand *in, int nin,
         switch (compute) {
         case TD_DTYPE_F32:
         case TD_DTYPE_F64:
-            gemm_float(compute, n, k, m, ap, A.rs, A.cs, bp, B.rs, B.cs, cp);
+            rc = gemm_float(compute, n, k, m, ap, A.rs, A.cs, bp, B.rs, B.cs, cp, err);
             break;
         case TD_DTYPE_I32:
-            gemm_int32_t(n, k, m, (const int32_t *)ap, A.rs, A.cs, (const int32_t *)bp, B.rs,
-                         B.cs, (int32_t *)cp);
+            rc = gemm_int32_t(n, k, m, (const int32_t *)ap, A.rs, A.cs, (const int32_t *)bp, B.rs,
+                              B.cs, (int32_t *)cp, err);
             break;
         default:
-            gemm_int64_t(n, k, m, (const int64_t *)ap, A.rs, A.cs, (const int64_t *)bp, B.rs,
-                         B.cs, (int64_t *)cp);
+            rc = gemm_int64_t(n, k, m, (const int64_t *)ap, A.rs, A.cs, (const int64_t *)bp,
+                              B.rs, B.cs, (int64_t *)cp, err);
             break;
+        }
+        /* Many small products: a check per chunk of work, not per product. */
+        since_check = td_sat_add(since_check, td_sat_mul(td_sat_mul(n, m), k));
+        if (rc == 0 && since_check >= TD_CANCEL_CHUNK) {
+            since_check = 0;
+            rc = td_cancel_check(err);
         }
         for (int d = nb - 1; d >= 0; d--) {
             if (++idx[d] < out->shape[d]) {
@@ -324,9 +378,10 @@ int td_fwd_matmul(struct td_tensor *out, const struct td_operand *in, int nin,
             idx[d] = 0;
         }
     }
+out:
     td_tensor_unref(ca);
     td_tensor_unref(cb);
-    return 0;
+    return rc;
 }
 
 /* ---- backward ---- */

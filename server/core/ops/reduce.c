@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../base/checked.h"
+#include "../cancel.h"
 #include "../parallel.h"
 #include "family.h"
 
@@ -175,7 +177,7 @@ int td_dtype_rule_reduce(const struct td_operand *in, int nin, const struct td_o
         if (dt == TD_DTYPE_BOOL) {
             int64_t d = 0, numel = 1;
             for (int i = 0; i < ndim; i++) {
-                numel *= shape[i];
+                numel = td_sat_mul(numel, shape[i]);
             }
             bool skip = a->has_dim && in[0].t->ndim > 0 &&
                         td_wrap_dim(a->dim, in[0].t->ndim, &d, NULL) == 0 &&
@@ -214,9 +216,9 @@ static void walk_init(struct walk *w, const struct td_tensor *t, const bool *red
         w->ostride[i] = red[i] ? 0 : os;
         w->rstride[i] = red[i] ? rs : 0;
         if (red[i]) {
-            rs *= t->shape[i];
+            rs = td_sat_mul(rs, t->shape[i]);
         } else {
-            os *= t->shape[i];
+            os = td_sat_mul(os, t->shape[i]);
         }
     }
 }
@@ -242,9 +244,10 @@ struct partial_sum {
 #define LANE_VALUE(v) ((double)(v))
 #define LANE_SQUARE(v) ((double)(v) * (double)(v))
 #define DEF_LANE_SUM(NAME, T)                                                                 \
-    static double NAME(const T *x, int64_t lo, int64_t hi, bool squares)                    \
+    static void NAME(const T *x, int64_t lo, int64_t hi, bool squares, double *acc)         \
     {                                                                                         \
-        double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;                \
+        double a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];                            \
+        double a4 = acc[4], a5 = acc[5], a6 = acc[6], a7 = acc[7];                            \
         int64_t i = lo;                                                                       \
         if (squares) {                                                                        \
             for (; i + 8 <= hi; i += 8) {                                                     \
@@ -258,38 +261,63 @@ struct partial_sum {
         for (; i < hi; i++) {                                                                 \
             a0 += squares ? LANE_SQUARE(x[i]) : LANE_VALUE(x[i]);                             \
         }                                                                                     \
-        return ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7));                             \
+        acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;                                   \
+        acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;                                   \
     }
 DEF_LANE_SUM(lane_sum_f32, float)
 DEF_LANE_SUM(lane_sum_f64, double)
 
+/* Each chunk's lanes run in blocks of TD_CANCEL_CHUNK elements (a multiple of 8, so the lanes
+** carry over from block to block and the sum is exactly the unblocked one), with a cancel check
+** between blocks. */
 static void partial_sum_run(int64_t begin, int64_t end, void *ctx)
 {
     struct partial_sum *p = ctx;
     for (int64_t c = begin; c < end; c++) {
-        int64_t lo = p->n * c / p->chunks, hi = p->n * (c + 1) / p->chunks;
-        p->part[c] = p->dt == TD_DTYPE_F32 ? lane_sum_f32(p->data, lo, hi, p->squares)
-                                           : lane_sum_f64(p->data, lo, hi, p->squares);
+        /* n * c / chunks without overflow: chunks <= 64 */
+        int64_t q = p->n / p->chunks, r = p->n % p->chunks;
+        int64_t lo = q * c + r * c / p->chunks, hi = q * (c + 1) + r * (c + 1) / p->chunks;
+        double acc[8] = {0};
+        for (int64_t b = lo, e; b < hi; b = e) {
+            e = td_cancel_chunk_end(b, hi);
+            if (p->dt == TD_DTYPE_F32) {
+                lane_sum_f32(p->data, b, e, p->squares, acc);
+            } else {
+                lane_sum_f64(p->data, b, e, p->squares, acc);
+            }
+            if (e < hi && td_cancel_pending()) {
+                return;  /* td_parallel_for reports it */
+            }
+        }
+        p->part[c] = ((acc[0] + acc[4]) + (acc[2] + acc[6])) +
+                     ((acc[1] + acc[5]) + (acc[3] + acc[7]));
     }
 }
 
-static bool parallel_full_sum(const struct td_tensor *t, enum red_kind k, double *sum)
+/* Sums a whole contiguous float tensor into *sum and sets *done, when it qualifies. */
+static int parallel_full_sum(const struct td_tensor *t, enum red_kind k, double *sum, bool *done,
+                             struct td_err *err)
 {
+    *done = false;
     if (t->numel < 64 || !td_dtype_is_float(t->dtype) || !td_tensor_is_contiguous(t) ||
         (k != R_SUM && k != R_MEAN && k != R_NORM)) {
-        return false;
+        return 0;
     }
     int threads = td_parallel_threads();
     int64_t chunks = t->numel < ((int64_t)1 << 20) ? 1 : threads > 64 ? 64 : threads;
     struct partial_sum p = {.data = td_tensor_data(t), .dt = t->dtype, .n = t->numel,
                             .chunks = chunks, .squares = k == R_NORM};
-    td_parallel_for(p.chunks, 1, partial_sum_run, &p);
+    int rc = td_parallel_for(p.chunks, 1, partial_sum_run, &p, err);
+    if (rc != 0) {
+        return rc;
+    }
     double s = 0;
     for (int64_t c = 0; c < p.chunks; c++) {
         s += p.part[c];
     }
     *sum = s;
-    return true;
+    *done = true;
+    return 0;
 }
 
 int td_fwd_reduce(struct td_tensor *out, const struct td_operand *in, int nin,
@@ -313,10 +341,17 @@ int td_fwd_reduce(struct td_tensor *out, const struct td_operand *in, int nin,
             }
         }
     }
-    double *acc = td_calloc((size_t)(nout > 0 ? nout : 1), sizeof *acc);
-    int64_t *iacc = td_calloc((size_t)(nout > 0 ? nout : 1), sizeof *iacc);
-    double *aux = td_calloc((size_t)(nout > 0 ? nout : 1), sizeof *aux);
-    int64_t *ival = td_calloc((size_t)(nout > 0 ? nout : 1), sizeof *ival);
+    /* Four accumulators per output element: temporaries, charged to the caller's quota. */
+    int64_t scratch = td_sat_mul(nout > 0 ? nout : 1, 4 * 8);
+    double *acc = NULL, *aux = NULL;
+    int64_t *iacc = NULL, *ival = NULL;
+    if ((rc = td_quota_charge(a->quota, scratch, err)) != 0) {
+        return rc;
+    }
+    acc = td_calloc((size_t)(nout > 0 ? nout : 1), sizeof *acc);
+    iacc = td_calloc((size_t)(nout > 0 ? nout : 1), sizeof *iacc);
+    aux = td_calloc((size_t)(nout > 0 ? nout : 1), sizeof *aux);
+    ival = td_calloc((size_t)(nout > 0 ? nout : 1), sizeof *ival);
     if (acc == NULL || iacc == NULL || aux == NULL || ival == NULL) {
         rc = td_err_code(err, TD_ENOMEM);
         goto out;
@@ -333,7 +368,11 @@ int td_fwd_reduce(struct td_tensor *out, const struct td_operand *in, int nin,
         }
     }
     double psum;
-    if (all && nout == 1 && parallel_full_sum(t, k, &psum)) {
+    bool summed = false;
+    if (all && nout == 1 && (rc = parallel_full_sum(t, k, &psum, &summed, err)) != 0) {
+        goto out;
+    }
+    if (summed) {
         acc[0] = psum;
         goto store;
     }
@@ -343,88 +382,96 @@ int td_fwd_reduce(struct td_tensor *out, const struct td_operand *in, int nin,
     const char *base = t->storage->buf->data;
     for (int pass = 0; pass < ((k == R_STD || k == R_VAR || k == R_LOGSUMEXP) ? 2 : 1); pass++) {
         int64_t idx[TD_MAX_DIMS] = {0}, off = t->offset, o = 0, r = 0;
-        for (int64_t n = 0; n < t->numel; n++) {
-            const char *p = base + off * (int64_t)es;
-            switch (k) {
-            case R_SUM:
-            case R_MEAN:
-                if (fl) {
-                    acc[o] += td_elem_load_f64(p, t->dtype);
-                } else {
-                    iacc[o] = (int64_t)((uint64_t)iacc[o] + (uint64_t)td_elem_load_i64(p, t->dtype));
-                }
-                break;
-            case R_PROD:
-                if (fl) {
-                    acc[o] *= td_elem_load_f64(p, t->dtype);
-                } else {
-                    iacc[o] = (int64_t)((uint64_t)iacc[o] * (uint64_t)td_elem_load_i64(p, t->dtype));
-                }
-                break;
-            case R_NORM: {
-                double v = td_elem_load_f64(p, t->dtype);
-                acc[o] += v * v;
-                break;
-            }
-            case R_ALL:
-                iacc[o] &= td_elem_load_f64(p, t->dtype) != 0;
-                break;
-            case R_ANY:
-                iacc[o] |= td_elem_load_f64(p, t->dtype) != 0;
-                break;
-            case R_STD:
-            case R_VAR:
-                if (pass == 0) {
-                    acc[o] += td_elem_load_f64(p, t->dtype);
-                } else {
-                    double dv = td_elem_load_f64(p, t->dtype) - acc[o] / (double)group;
-                    aux[o] += dv * dv;
-                }
-                break;
-            case R_LOGSUMEXP: {
-                double v = td_elem_load_f64(p, t->dtype);
-                if (pass == 0) {
-                    aux[o] = (v > aux[o] || isnan(v)) ? v : aux[o];
-                } else {
-                    double m = isinf(aux[o]) ? 0 : aux[o];
-                    acc[o] = (isnan(acc[o]) ? 0 : acc[o]) + exp(v - m);
-                }
-                break;
-            }
-            default: {  /* max, min, argmax, argmin: the first NaN wins, else the first extreme */
-                bool take, hi = k == R_MAX || k == R_ARGMAX;
-                if (fl) {
+        for (int64_t c = 0, end; c < t->numel; c = end) {
+            end = td_cancel_chunk_end(c, t->numel);
+            for (int64_t n = c; n < end; n++) {
+                const char *p = base + off * (int64_t)es;
+                switch (k) {
+                case R_SUM:
+                case R_MEAN:
+                    if (fl) {
+                        acc[o] += td_elem_load_f64(p, t->dtype);
+                    } else {
+                        iacc[o] = (int64_t)((uint64_t)iacc[o] +
+                                            (uint64_t)td_elem_load_i64(p, t->dtype));
+                    }
+                    break;
+                case R_PROD:
+                    if (fl) {
+                        acc[o] *= td_elem_load_f64(p, t->dtype);
+                    } else {
+                        iacc[o] = (int64_t)((uint64_t)iacc[o] *
+                                            (uint64_t)td_elem_load_i64(p, t->dtype));
+                    }
+                    break;
+                case R_NORM: {
                     double v = td_elem_load_f64(p, t->dtype);
-                    take = iacc[o] < 0 || (!isnan(acc[o]) && (isnan(v) || (hi ? v > acc[o]
-                                                                               : v < acc[o])));
-                    if (take) {
-                        acc[o] = v;
-                    }
-                } else {
-                    /* integers compare exactly; the best value is kept in ival */
-                    int64_t v = td_elem_load_i64(p, t->dtype);
-                    take = iacc[o] < 0 || (hi ? v > ival[o] : v < ival[o]);
-                    if (take) {
-                        ival[o] = v;
-                    }
-                }
-                if (take) {
-                    iacc[o] = r;
-                }
-                break;
-            }
-            }
-            for (int d = t->ndim - 1; d >= 0; d--) {
-                if (++idx[d] < t->shape[d]) {
-                    off += t->strides[d];
-                    o += w.ostride[d];
-                    r += w.rstride[d];
+                    acc[o] += v * v;
                     break;
                 }
-                off -= (idx[d] - 1) * t->strides[d];
-                o -= (idx[d] - 1) * w.ostride[d];
-                r -= (idx[d] - 1) * w.rstride[d];
-                idx[d] = 0;
+                case R_ALL:
+                    iacc[o] &= td_elem_load_f64(p, t->dtype) != 0;
+                    break;
+                case R_ANY:
+                    iacc[o] |= td_elem_load_f64(p, t->dtype) != 0;
+                    break;
+                case R_STD:
+                case R_VAR:
+                    if (pass == 0) {
+                        acc[o] += td_elem_load_f64(p, t->dtype);
+                    } else {
+                        double dv = td_elem_load_f64(p, t->dtype) - acc[o] / (double)group;
+                        aux[o] += dv * dv;
+                    }
+                    break;
+                case R_LOGSUMEXP: {
+                    double v = td_elem_load_f64(p, t->dtype);
+                    if (pass == 0) {
+                        aux[o] = (v > aux[o] || isnan(v)) ? v : aux[o];
+                    } else {
+                        double m = isinf(aux[o]) ? 0 : aux[o];
+                        acc[o] = (isnan(acc[o]) ? 0 : acc[o]) + exp(v - m);
+                    }
+                    break;
+                }
+                default: {  /* max, min, argmax, argmin: the first NaN wins, else the first max */
+                    bool take, hi = k == R_MAX || k == R_ARGMAX;
+                    if (fl) {
+                        double v = td_elem_load_f64(p, t->dtype);
+                        take = iacc[o] < 0 || (!isnan(acc[o]) && (isnan(v) || (hi ? v > acc[o]
+                                                                                   : v < acc[o])));
+                        if (take) {
+                            acc[o] = v;
+                        }
+                    } else {
+                        /* integers compare exactly; the best value is kept in ival */
+                        int64_t v = td_elem_load_i64(p, t->dtype);
+                        take = iacc[o] < 0 || (hi ? v > ival[o] : v < ival[o]);
+                        if (take) {
+                            ival[o] = v;
+                        }
+                    }
+                    if (take) {
+                        iacc[o] = r;
+                    }
+                    break;
+                }
+                }
+                for (int d = t->ndim - 1; d >= 0; d--) {
+                    if (++idx[d] < t->shape[d]) {
+                        off += t->strides[d];
+                        o += w.ostride[d];
+                        r += w.rstride[d];
+                        break;
+                    }
+                    off -= (idx[d] - 1) * t->strides[d];
+                    o -= (idx[d] - 1) * w.ostride[d];
+                    r -= (idx[d] - 1) * w.rstride[d];
+                    idx[d] = 0;
+                }
+            }
+            if ((rc = td_cancel_check(err)) != 0) {
+                goto out;
             }
         }
     }
@@ -505,6 +552,7 @@ out:
     td_free(iacc);
     td_free(aux);
     td_free(ival);
+    td_quota_release(a->quota, scratch);
     return rc;
 }
 
@@ -544,7 +592,7 @@ int td_bw_mean(const struct td_node *n, struct td_tensor *g, struct td_tensor **
     const struct td_tensor *x = n->in[0].t;
     int64_t outn = 1;
     for (int i = 0; i < n->out_ndim; i++) {
-        outn *= n->out_shape[i];
+        outn = td_sat_mul(outn, n->out_shape[i]);
     }
     double count = outn > 0 ? (double)x->numel / (double)outn : 0.0;
     struct td_tensor *s = NULL;
@@ -668,7 +716,7 @@ int td_bw_var_std(const struct td_node *n, struct td_tensor *g, struct td_tensor
     struct td_tensor *gs = NULL, *mean = NULL, *dev = NULL, *h = NULL, *sd = NULL, *r = NULL;
     int64_t outn = 1;
     for (int i = 0; i < n->out_ndim; i++) {
-        outn *= n->out_shape[i];
+        outn = td_sat_mul(outn, n->out_shape[i]);
     }
     double count = outn > 0 ? (double)x->numel / (double)outn : 0.0;
     double scale = 2.0 / (count - n->args.correction);

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../base/checked.h"
+#include "../cancel.h"
 #include "family.h"
 
 /* ---- helpers ---- */
@@ -71,8 +73,9 @@ static int copy_contiguous(struct td_tensor **out, const struct td_tensor *t, st
                            struct td_err *err)
 {
     int rc = td_tensor_empty(out, t->dtype, t->shape, t->ndim, q, err);
-    if (rc == 0) {
-        td_cast_copy(*out, t);
+    if (rc == 0 && (rc = td_cast_copy(*out, t, err)) != 0) {
+        td_tensor_unref(*out);
+        *out = NULL;
     }
     return rc;
 }
@@ -131,18 +134,18 @@ static bool view_strides(const struct td_tensor *t, const int64_t *shape, int nd
         int64_t s = 1;
         for (int i = ndim - 1; i >= 0; i--) {
             strides[i] = s;
-            s *= shape[i] > 1 ? shape[i] : 1;
+            s = td_sat_mul(s, shape[i] > 1 ? shape[i] : 1);  /* sizes past a 0 may not fit */
         }
         return true;
     }
     int view_d = ndim - 1;
     int64_t chunk = ostride[on - 1], tensor_numel = 1, view_numel = 1;
     for (int d = on - 1; d >= 0; d--) {
-        tensor_numel *= oshape[d];
+        tensor_numel = td_sat_mul(tensor_numel, oshape[d]);
         if (d == 0 || (oshape[d - 1] != 1 && ostride[d - 1] != tensor_numel * chunk)) {
             while (view_d >= 0 && (view_numel < tensor_numel || shape[view_d] == 1)) {
                 strides[view_d] = view_numel * chunk;
-                view_numel *= shape[view_d];
+                view_numel = td_sat_mul(view_numel, shape[view_d]);
                 view_d--;
             }
             if (view_numel != tensor_numel) {
@@ -200,12 +203,11 @@ int td_make_view(struct td_tensor **out, const struct td_operand *in, int nin,
     return reshape_common(out, in[0].t, a, true, q, err);
 }
 
-/* flatten(start_dim = dim, end_dim = dim2) */
-int td_make_flatten(struct td_tensor **out, const struct td_operand *in, int nin,
-                    const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+/* flatten's target shape, as reshape arguments in *r: dims start_dim (dim) .. end_dim (dim2)
+** merged into one. */
+static int flatten_target(const struct td_tensor *t, const struct td_op_args *a,
+                          struct td_op_args *r, struct td_err *err)
 {
-    (void)nin;
-    struct td_tensor *t = in[0].t;
     int64_t s, e;
     int rc;
     if ((rc = td_wrap_dim(a->dim, t->ndim, &s, err)) != 0 ||
@@ -216,19 +218,48 @@ int td_make_flatten(struct td_tensor **out, const struct td_operand *in, int nin
         return td_err_set(err, TD_EINVAL, "flatten() has invalid args: start_dim cannot come "
                           "after end_dim");
     }
-    struct td_op_args r;
-    td_op_args_init(&r);
+    td_op_args_init(r);
     if (t->ndim == 0) {
-        r.dims[r.ndims++] = 1;
+        r->dims[r->ndims++] = 1;
     }
     for (int i = 0; i < t->ndim; i++) {
         if (i > s && i <= e) {
-            r.dims[r.ndims - 1] *= t->shape[i];
+            /* Sizes past a zero dim can multiply past 2^63. */
+            if (!td_mul_i64(r->dims[r->ndims - 1], t->shape[i], &r->dims[r->ndims - 1])) {
+                return td_err_set(err, TD_ELIMIT, "shape overflows: flatten's merged size "
+                                  "exceeds 2^63");
+            }
         } else {
-            r.dims[r.ndims++] = t->shape[i];
+            r->dims[r->ndims++] = t->shape[i];
         }
     }
-    return reshape_common(out, t, &r, false, q, err);
+    return 0;
+}
+
+/* flatten(start_dim = dim, end_dim = dim2) */
+int td_make_flatten(struct td_tensor **out, const struct td_operand *in, int nin,
+                    const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    struct td_op_args r;
+    int rc = flatten_target(in[0].t, a, &r, err);
+    return rc != 0 ? rc : reshape_common(out, in[0].t, &r, false, q, err);
+}
+
+int td_reshape_copies(const struct td_tensor *t, const struct td_op_args *a)
+{
+    struct td_op_args r;
+    int64_t shape[TD_MAX_DIMS], strides[TD_MAX_DIMS];
+    if (a->op == TD_OP_FLATTEN) {
+        if (flatten_target(t, a, &r, NULL) != 0) {
+            return -1;
+        }
+        a = &r;
+    }
+    if (a->ndims < 0 || a->ndims > TD_MAX_DIMS || infer_shape(a, t->numel, shape, NULL) != 0) {
+        return -1;
+    }
+    return view_strides(t, shape, a->ndims, strides) ? 0 : 1;
 }
 
 /* ---- dim shuffles ---- */
@@ -620,7 +651,12 @@ int td_make_cat(struct td_tensor **out, const struct td_operand *in, int nin,
                                   (long long)ref->shape[k], (long long)t->shape[k], i);
             }
         }
-        shape[d] += t->shape[d];
+        /* Checked: three bool views of 6148914691236517206 elements sum to 2^64 + 2, which
+        ** wrapped to a 2-byte result that the copies below then overran. */
+        if (!td_add_i64(shape[d], t->shape[d], &shape[d])) {
+            return td_err_set(err, TD_ELIMIT, "shape overflows: the concatenated size at dim "
+                              "%lld exceeds 2^63", (long long)d);
+        }
     }
     struct td_tensor *res;
     if ((rc = td_tensor_empty(&res, dt, shape, ref->ndim, q, err)) != 0) {
@@ -637,7 +673,10 @@ int td_make_cat(struct td_tensor **out, const struct td_operand *in, int nin,
         slab.shape[d] = t->shape[d];
         slab.offset = res->offset + at * res->strides[d];
         slab.numel = t->numel;
-        td_cast_copy(&slab, t);
+        if ((rc = td_cast_copy(&slab, t, err)) != 0) {
+            td_tensor_unref(res);
+            return rc;
+        }
         at += t->shape[d];
     }
     *out = res;
@@ -746,11 +785,10 @@ int td_make_repeat(struct td_tensor **out, const struct td_operand *in, int nin,
                               "%lld: [%lld]", (long long)a->dims[i], (long long)a->dims[i]);
         }
         int64_t base = i < lead ? 1 : t->shape[i - lead];
-        if (base != 0 && a->dims[i] > INT64_MAX / base) {
+        if (!td_mul_i64(base, a->dims[i], &shape[i])) {
             return td_err_set(err, TD_ELIMIT, "shape overflows: repeat size at dim %d exceeds "
                               "2^63", i);
         }
-        shape[i] = base * a->dims[i];
     }
     struct td_tensor *res;
     int rc = td_tensor_empty(&res, t->dtype, shape, a->ndims, q, err);
@@ -767,17 +805,24 @@ int td_make_repeat(struct td_tensor **out, const struct td_operand *in, int nin,
     char *o = td_tensor_data(res);
     const char *src = t->storage->buf->data;
     int64_t idx[TD_MAX_DIMS] = {0};
-    for (int64_t n = 0; n < res->numel; n++) {
-        int64_t off = t->offset;
-        for (int i = lead; i < a->ndims; i++) {
-            off += (idx[i] % t->shape[i - lead]) * t->strides[i - lead];
-        }
-        memcpy(o + (size_t)n * es, src + off * (int64_t)es, es);
-        for (int d = a->ndims - 1; d >= 0; d--) {
-            if (++idx[d] < shape[d]) {
-                break;
+    for (int64_t c = 0, end; c < res->numel; c = end) {
+        end = td_cancel_chunk_end(c, res->numel);
+        for (int64_t n = c; n < end; n++) {
+            int64_t off = t->offset;
+            for (int i = lead; i < a->ndims; i++) {
+                off += (idx[i] % t->shape[i - lead]) * t->strides[i - lead];
             }
-            idx[d] = 0;
+            memcpy(o + (size_t)n * es, src + off * (int64_t)es, es);
+            for (int d = a->ndims - 1; d >= 0; d--) {
+                if (++idx[d] < shape[d]) {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+        if ((rc = td_cancel_check(err)) != 0) {
+            td_tensor_unref(res);
+            return rc;
         }
     }
     *out = res;
@@ -808,12 +853,22 @@ static int tri(struct td_tensor **out, const struct td_operand *in, const struct
     int64_t mats = rows * cols > 0 ? r->numel / (rows * cols) : 0, k = a->dim;
     size_t es = td_dtype_size(r->dtype);
     char *base = td_tensor_data(r);
+    int64_t since_check = 0;
     for (int64_t m = 0; m < mats; m++) {
         for (int64_t i = 0; i < rows; i++) {
             for (int64_t j = 0; j < cols; j++) {
                 bool zero = lower ? j - i > k : j - i < k;
                 if (zero) {
                     memset(base + (size_t)((m * rows + i) * cols + j) * es, 0, es);
+                }
+            }
+            /* a cancel check per chunk of rows, never per element */
+            if ((since_check += cols + 1) >= TD_CANCEL_CHUNK) {
+                since_check = 0;
+                if ((rc = td_cancel_check(err)) != 0) {
+                    td_tensor_unref(r);
+                    *out = NULL;
+                    return rc;
                 }
             }
         }

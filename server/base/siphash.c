@@ -1,0 +1,104 @@
+/* server/base/siphash.c — SipHash-c-d and the process key. See siphash.h.
+**
+** From the paper: the 128-bit key k0||k1 (little-endian words) initialises
+**   v0 = k0 ^ "somepseu", v1 = k1 ^ "dorandom", v2 = k0 ^ "lygenera", v3 = k1 ^ "tedbytes";
+** each 8-byte little-endian message word m is absorbed as v3 ^= m, c SipRounds, v0 ^= m; the last
+** word holds the remaining 0-7 bytes with (len mod 256) in its top byte; then v2 ^= 0xff, d
+** SipRounds, and the result is v0 ^ v1 ^ v2 ^ v3.
+*/
+#include "siphash.h"
+
+#include <string.h>
+#include <sys/random.h>
+
+static uint64_t sip_key[2];  /* k0, k1 */
+
+static inline uint64_t rotl(uint64_t x, int b)
+{
+    return (x << b) | (x >> (64 - b));
+}
+
+/* One SipRound: the ARX network of the paper's figure 2. */
+#define SIPROUND(v0, v1, v2, v3)                                                                \
+    do {                                                                                        \
+        v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);                               \
+        v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;                                                  \
+        v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;                                                  \
+        v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);                               \
+    } while (0)
+
+static uint64_t load_le64(const uint8_t *p)
+{
+    uint64_t x = 0;
+    for (int i = 7; i >= 0; i--) {
+        x = x << 8 | p[i];
+    }
+    return x;
+}
+
+uint64_t td_siphash(const uint8_t key[TD_SIPHASH_KEY_BYTES], const void *data, size_t len,
+                    int c_rounds, int d_rounds)
+{
+    uint64_t k0 = load_le64(key), k1 = load_le64(key + 8);
+    uint64_t v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
+    uint64_t v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
+    const uint8_t *p = data;
+    size_t whole = len - len % 8;
+    for (size_t i = 0; i < whole; i += 8) {
+        uint64_t m = load_le64(p + i);
+        v3 ^= m;
+        for (int r = 0; r < c_rounds; r++) {
+            SIPROUND(v0, v1, v2, v3);
+        }
+        v0 ^= m;
+    }
+    uint64_t b = (uint64_t)(len & 0xff) << 56;
+    for (size_t i = 0; i < len % 8; i++) {
+        b |= (uint64_t)p[whole + i] << (8 * i);
+    }
+    v3 ^= b;
+    for (int r = 0; r < c_rounds; r++) {
+        SIPROUND(v0, v1, v2, v3);
+    }
+    v0 ^= b;
+    v2 ^= 0xff;
+    for (int r = 0; r < d_rounds; r++) {
+        SIPROUND(v0, v1, v2, v3);
+    }
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+int td_siphash_key_init(void)
+{
+    uint8_t key[TD_SIPHASH_KEY_BYTES];
+    if (getrandom(key, sizeof key, 0) != (ssize_t)sizeof key) {
+        return -1;
+    }
+    td_siphash_key_set(key);
+    memset(key, 0, sizeof key);
+    return 0;
+}
+
+void td_siphash_key_set(const uint8_t key[TD_SIPHASH_KEY_BYTES])
+{
+    sip_key[0] = load_le64(key);
+    sip_key[1] = load_le64(key + 8);
+}
+
+uint64_t td_siphash13_u64(uint64_t x)
+{
+    uint64_t v0 = sip_key[0] ^ 0x736f6d6570736575ULL, v1 = sip_key[1] ^ 0x646f72616e646f6dULL;
+    uint64_t v2 = sip_key[0] ^ 0x6c7967656e657261ULL, v3 = sip_key[1] ^ 0x7465646279746573ULL;
+    v3 ^= x;                                  /* the one whole word */
+    SIPROUND(v0, v1, v2, v3);
+    v0 ^= x;
+    const uint64_t b = (uint64_t)8 << 56;     /* no bytes left; the length in the top byte */
+    v3 ^= b;
+    SIPROUND(v0, v1, v2, v3);
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND(v0, v1, v2, v3);
+    SIPROUND(v0, v1, v2, v3);
+    SIPROUND(v0, v1, v2, v3);
+    return v0 ^ v1 ^ v2 ^ v3;
+}
