@@ -93,14 +93,22 @@ static uint64_t clock_ns(clockid_t id)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static _Atomic uint64_t phase_gen;          /* bumped by every phase change */
+
 static void phase_check(const char *when)
 {
+    /* The watchdog thread reads while this thread may start a new phase: the figures count only
+    ** when no phase change happened around the reading (the start is read before the clock, so
+    ** an elapsed time is never negative). */
+    uint64_t gen = atomic_load(&phase_gen);
     int ph = atomic_load(&phase);
-    if (ph == PHASE_IDLE) {
+    uint64_t cpu0 = atomic_load(&phase_cpu0), wall0 = atomic_load(&phase_wall0);
+    uint64_t cpu_now = clock_ns(main_cpu), wall_now = clock_ns(CLOCK_MONOTONIC);
+    if (ph == PHASE_IDLE || atomic_load(&phase_gen) != gen || cpu_now < cpu0 ||
+        wall_now < wall0) {
         return;
     }
-    uint64_t cpu = clock_ns(main_cpu) - atomic_load(&phase_cpu0);
-    uint64_t wall = clock_ns(CLOCK_MONOTONIC) - atomic_load(&phase_wall0);
+    uint64_t cpu = cpu_now - cpu0, wall = wall_now - wall0;
     if (ph == PHASE_INLINE && (cpu > INLINE_LIMIT_NS || wall > INLINE_WALL_NS)) {
         FAIL("%s: request %s held the loop for %.0f ms of CPU (%.0f ms wall); the limit is "
              "%llu ms", when, cur_label, (double)cpu / 1e6, (double)wall / 1e6,
@@ -126,9 +134,11 @@ static void *watchdog_main(void *arg)
 
 static void phase_enter(int ph)
 {
+    atomic_fetch_add(&phase_gen, 1);
     atomic_store(&phase_cpu0, clock_ns(main_cpu));
     atomic_store(&phase_wall0, clock_ns(CLOCK_MONOTONIC));
     atomic_store(&phase, ph);
+    atomic_fetch_add(&phase_gen, 1);
 }
 
 /* Ends the phase, checking it; returns its CPU time. */
@@ -136,7 +146,9 @@ static uint64_t phase_leave(void)
 {
     phase_check("after");
     uint64_t cpu = clock_ns(main_cpu) - atomic_load(&phase_cpu0);
+    atomic_fetch_add(&phase_gen, 1);
     atomic_store(&phase, PHASE_IDLE);
+    atomic_fetch_add(&phase_gen, 1);
     return cpu;
 }
 
