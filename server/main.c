@@ -28,8 +28,10 @@
 #include <uv.h>
 
 #include "base/alloc.h"
+#include "base/checked.h"
 #include "base/log.h"
 #include "base/memlimit.h"
+#include "base/siphash.h"
 #include "core/parallel.h"
 #include "net/http.h"
 #include "net/net.h"
@@ -43,6 +45,12 @@ void openblas_set_num_threads(int num_threads);
 #define PEER_PAUSE_PENDING 1024   /* stop reading a connection with this many requests queued */
 #define PEER_RESUME_PENDING 256
 #define MIN_FRAME_RATE 1024      /* bytes/s a frame must average once --idle-timeout has passed */
+#define WRITE_HIGH_WATER ((size_t)64 << 20)  /* a connection's unwritten replies: stop reading it */
+#define SESSION_DISK_CAP ((int64_t)8 << 30)   /* --session-max-disk-bytes' default at most */
+#define DISK_CAP ((int64_t)64 << 30)          /* --max-disk-bytes' default at most */
+#define TOKEN_MIN_BYTES 16
+#define TOKEN_MAX_BYTES 4096
+#define SHUTDOWN_CANCEL_GRACE_MS 2000  /* cancelled work's time to unwind before the deadline */
 
 struct config {
     const char *listen[MAX_LISTEN];
@@ -66,6 +74,11 @@ struct config {
     const char *data_dir;
     const char *log_file;
     uint64_t shutdown_timeout_ms;
+    uint64_t max_request_ms;
+    int64_t max_op_elements;
+    int64_t session_max_disk_bytes;  /* -1 until set: then derived from session_max_bytes */
+    int64_t max_disk_bytes;          /* -1 until set: then derived from max_bytes */
+    bool shared_files;
     int listen_source;   /* which source (1 file, 2 environment, 3 command line) set `listen` */
     int source;          /* the source being applied now */
 };
@@ -74,44 +87,67 @@ struct config {
 
 #define MAX_THREADS 1024  /* --threads: libuv's own cap on its pool */
 
+/* The one place defaults live: a flag's `dflt` is applied as its first value, before the
+** config file, the environment and the command line (and shown in --help), unless `derived` says
+** it is prose for a value main computes when no source set one (half of RAM, the CPU count). */
 struct flag {
     const char *name;   /* without dashes; the env twin is TENSORD_<NAME> with - -> _ */
-    const char *arg;    /* NULL: a switch */
-    const char *dflt;   /* shown in --help */
+    const char *arg;    /* NULL: a switch (true/false; given alone on the command line: true) */
+    const char *dflt;   /* NULL for --help and --version */
     const char *help;
+    bool derived;       /* dflt describes a computed default (or "none") */
 };
 
 static const struct flag flags[] = {
-    {"listen", "HOST:PORT", "127.0.0.1:7878", "TCP address to serve (repeatable; IPv4 or [IPv6])"},
-    {"unix", "PATH", "none", "also serve on a Unix socket, created mode 0600"},
-    {"max-frame-bytes", "SIZE", "1G", "largest request frame accepted"},
-    {"max-tensor-bytes", "SIZE", "1G", "largest single tensor"},
-    {"session-max-bytes", "SIZE", "4G", "memory quota of one session"},
+    {"listen", "HOST:PORT", "127.0.0.1:7878",
+     "TCP address to serve (repeatable; IPv4 or [IPv6])", false},
+    {"unix", "PATH", "none", "also serve on a Unix socket, created mode 0600", true},
+    {"max-frame-bytes", "SIZE", "1G", "largest request frame accepted", false},
+    {"max-tensor-bytes", "SIZE", "1G", "largest single tensor", false},
+    {"session-max-bytes", "SIZE", "4G", "memory quota of one session", false},
     {"max-bytes", "SIZE", "half of RAM", "memory cap for all sessions together (RAM: the "
-     "cgroup's memory limit when smaller, as in a container)"},
-    {"max-sessions", "N", "10000", "most sessions alive at once"},
-    {"session-ttl", "DURATION", "10m", "how long a session outlives its last connection"},
-    {"threads", "N", "CPU count", "worker threads for heavy ops"},
+     "cgroup's memory limit when smaller, as in a container)", true},
+    {"max-sessions", "N", "10000", "most sessions alive at once", false},
+    {"session-ttl", "DURATION", "10m", "how long a session outlives its last connection", false},
+    {"threads", "N", "CPU count", "worker threads for heavy ops", true},
     {"worker-nice", "N", "5",
-     "nice increment of the threads that run heavy ops, so the event loop preempts them (0-19)"},
-    {"auth-token-file", "PATH", "none", "require clients to present the token in this file"},
+     "nice increment of the threads that run heavy ops, so the event loop preempts them (0-19)",
+     false},
+    {"auth-token-file", "PATH", "none", "require clients to present the token in this file (at "
+     "least 16 bytes, no control bytes; re-read on SIGHUP)", true},
     {"data-dir", "DIR", "none",
-     "persistence: Save/Load files, and sessions kept across a restart (written on SIGTERM)"},
+     "persistence: Save/Load files, and sessions kept across a restart (written on SIGTERM)", true},
+    {"session-max-disk-bytes", "SIZE", "2x --session-max-bytes, at most 8G",
+     "disk quota of one session under --data-dir: its Save files and its snapshot; 0: none", true},
+    {"max-disk-bytes", "SIZE", "4x --max-bytes, at most 64G",
+     "disk cap for all sessions together under --data-dir; 0: none", true},
+    {"shared-files", NULL, "off", "one Save/Load namespace for all sessions: any session may read "
+     "or overwrite any saved file (an operator's choice; by default each session sees only its "
+     "own files)", false},
     {"shutdown-timeout", "DURATION", "30s",
-     "on SIGTERM, how long to wait for in-flight work before writing sessions and exiting"},
-    {"insecure-no-auth", NULL, "off", "allow non-loopback listening without a token"},
-    {"max-connections", "N", "1024", "connections served at once; more are refused at once"},
+     "on SIGTERM, how long to wait for in-flight work before writing sessions and exiting; "
+     "work still running near the end is cancelled so it ends in time", false},
+    {"max-request-seconds", "DURATION", "60", "fail a request still running after this long "
+     "(seconds, or with a suffix); 0: unlimited", false},
+    {"max-op-elements", "N", "1099511627776", "fail a request whose work (elements read and "
+     "written, plus flops) is above N, far above any honest use of --max-bytes; 0: unlimited",
+     false},
+    {"insecure-no-auth", NULL, "off", "allow non-loopback listening without a token", false},
+    {"max-connections", "N", "1024", "connections served at once; more are refused at once",
+     false},
     {"idle-timeout", "DURATION", "30s", "close a connection silent this long before its Hello or "
      "midway through a request (or sending one slower than 1 KiB/s), or whose peer stops reading "
-     "its replies; 0: never"},
+     "its replies; 0: never", false},
     {"metrics-listen", "HOST:PORT", "none",
-     "serve Prometheus /metrics, /healthz and /readyz over HTTP here"},
-    {"log-level", "LEVEL", "info", "debug, info, warn or error"},
-    {"log-format", "FORMAT", "text", "text (key=value) or json, one line per event"},
-    {"log-file", "PATH", "stderr", "append the log to PATH (reopened on SIGHUP, for rotation)"},
-    {"config", "FILE", "none", "read settings from FILE: 'key = value' lines, keys as flag names"},
-    {"help", NULL, NULL, "show this help"},
-    {"version", NULL, NULL, "show the version"},
+     "serve Prometheus /metrics, /healthz and /readyz over HTTP here", true},
+    {"log-level", "LEVEL", "info", "debug, info, warn or error", false},
+    {"log-format", "FORMAT", "text", "text (key=value) or json, one line per event", false},
+    {"log-file", "PATH", "stderr", "append the log to PATH (reopened on SIGHUP, for rotation)",
+     true},
+    {"config", "FILE", "none", "read settings from FILE: 'key = value' lines, keys as flag names",
+     true},
+    {"help", NULL, NULL, "show this help", false},
+    {"version", NULL, NULL, "show the version", false},
 };
 
 static void usage(FILE *f)
@@ -122,7 +158,7 @@ static void usage(FILE *f)
         char left[64];
         snprintf(left, sizeof left, "--%s%s%s", flags[i].name, flags[i].arg ? " " : "",
                  flags[i].arg ? flags[i].arg : "");
-        fprintf(f, "  %-30s %s", left, flags[i].help);
+        fprintf(f, "  %-31s %s", left, flags[i].help);
         if (flags[i].dflt != NULL) {
             fprintf(f, " (default: %s)", flags[i].dflt);
         }
@@ -235,6 +271,20 @@ static bool valid_listen(const char *v)
     return ip && colon[1] != '\0' && *end == '\0' && port >= 0 && port <= 65535;
 }
 
+/* A switch's value. Strict: a typo must not turn a safety off (nor silently leave it on). */
+static int parse_switch(const char *flag, const char *v, bool *out)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false",
+                                                                               "no", "off"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0 || strcasecmp(v, no[i]) == 0) {
+            *out = strcasecmp(v, yes[i]) == 0;
+            return 0;
+        }
+    }
+    return bad_value(flag, v, "want true or false (1/0, yes/no, on/off)");
+}
+
 static int apply_flag(struct config *cfg, const char *name, const char *v)
 {
     int64_t n;
@@ -328,16 +378,22 @@ static int apply_flag(struct config *cfg, const char *name, const char *v)
         return parse_duration_ms(name, v, &cfg->shutdown_timeout_ms);
     }
     if (strcmp(name, "insecure-no-auth") == 0) {
-        /* Strict: a typo must not turn authentication off (nor silently leave it on). */
-        static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false",
-                                                                                   "no", "off"};
-        for (int i = 0; i < 4; i++) {
-            if (strcasecmp(v, yes[i]) == 0 || strcasecmp(v, no[i]) == 0) {
-                cfg->insecure_no_auth = strcasecmp(v, yes[i]) == 0;
-                return 0;
-            }
-        }
-        return bad_value(name, v, "want true or false (1/0, yes/no, on/off)");
+        return parse_switch(name, v, &cfg->insecure_no_auth);
+    }
+    if (strcmp(name, "shared-files") == 0) {
+        return parse_switch(name, v, &cfg->shared_files);
+    }
+    if (strcmp(name, "session-max-disk-bytes") == 0) {
+        return parse_size(name, v, &cfg->session_max_disk_bytes);
+    }
+    if (strcmp(name, "max-disk-bytes") == 0) {
+        return parse_size(name, v, &cfg->max_disk_bytes);
+    }
+    if (strcmp(name, "max-request-seconds") == 0) {
+        return parse_duration_ms(name, v, &cfg->max_request_ms);
+    }
+    if (strcmp(name, "max-op-elements") == 0) {
+        return parse_count(name, v, 0, INT64_MAX, &cfg->max_op_elements);
     }
     if (strcmp(name, "idle-timeout") == 0) {
         return parse_duration_ms(name, v, &cfg->idle_timeout_ms);
@@ -375,6 +431,12 @@ static const struct flag *find_flag(const char *name, size_t len)
         }
     }
     return NULL;
+}
+
+/* A true/false setting (--help and --version are actions, not settings). */
+static bool is_switch(const struct flag *f)
+{
+    return f->arg == NULL && f->dflt != NULL;
 }
 
 /* Reads `key = value` lines ('#' starts a comment; keys are flag names, '_' or '-'). The values
@@ -424,7 +486,7 @@ static int read_config_file(struct config *cfg, const char *path)
         }
         const struct flag *fl = find_flag(key, strlen(key));
         if (fl == NULL || fl->arg == NULL || strcmp(key, "config") == 0) {
-            if (fl != NULL && fl->arg == NULL && strcmp(key, "insecure-no-auth") == 0) {
+            if (fl != NULL && is_switch(fl)) {
                 if ((rc = apply_flag(cfg, key, val)) != 0) {
                     fprintf(stderr, "tensord: (from %s line %d)\n", path, lineno);
                 }
@@ -454,6 +516,14 @@ static int read_config_file(struct config *cfg, const char *path)
 ** 1 (exit 0 after --help or --version) or -1 (invalid: exit 2). */
 static int parse_config(struct config *cfg, int argc, char **argv)
 {
+    cfg->source = 0;
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        if (flags[i].dflt != NULL && !flags[i].derived &&
+            apply_flag(cfg, flags[i].name, flags[i].dflt) != 0) {
+            fprintf(stderr, "tensord: (the built-in default of --%s)\n", flags[i].name);
+            return -1;
+        }
+    }
     for (int i = 1; i < argc; i++) {
         const char *path = NULL;
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
@@ -478,7 +548,7 @@ static int parse_config(struct config *cfg, int argc, char **argv)
     cfg->source = 2;
     static char envbuf[sizeof flags / sizeof flags[0]][64];
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
-        if ((flags[i].arg == NULL && strcmp(flags[i].name, "insecure-no-auth") != 0) ||
+        if ((flags[i].arg == NULL && !is_switch(&flags[i])) ||
             strcmp(flags[i].name, "config") == 0) {
             continue;
         }
@@ -536,9 +606,6 @@ static int parse_config(struct config *cfg, int argc, char **argv)
             return -1;
         }
     }
-    if (cfg->nlisten == 0) {
-        cfg->listen[cfg->nlisten++] = "127.0.0.1:7878";
-    }
     return 0;
 }
 
@@ -550,27 +617,104 @@ static bool is_loopback(const char *spec)
 
 static void startup_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* The token, or NULL with the reason written (at start to the terminal too; at SIGHUP the
-** log alone). */
-static char *read_token_file(const char *path)
+/* Is p[0..n) well-formed UTF-8? (The token travels as a protobuf string, which clients such as
+** Python's protobuf refuse to build from anything else.) */
+static bool valid_utf8(const uint8_t *p, size_t n)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        startup_error("tensord: cannot read --auth-token-file %s: %s\n", path, strerror(errno));
+    for (size_t i = 0; i < n;) {
+        uint8_t b = p[i];
+        size_t len = b < 0x80 ? 1 : (b & 0xe0) == 0xc0 ? 2 : (b & 0xf0) == 0xe0 ? 3
+                   : (b & 0xf8) == 0xf0 ? 4 : 0;
+        if (len == 0 || i + len > n || (len == 2 && b < 0xc2) || (len == 4 && b > 0xf4)) {
+            return false;
+        }
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) {
+                return false;
+            }
+        }
+        uint32_t cp = len == 1 ? b : len == 2 ? (uint32_t)(b & 0x1f)
+                                   : len == 3 ? (uint32_t)(b & 0x0f) : (uint32_t)(b & 7);
+        for (size_t k = 1; k < len; k++) {
+            cp = cp << 6 | (p[i + k] & 0x3f);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff)) {
+            return false;  /* overlong, out of range, or a surrogate */
+        }
+        i += len;
+    }
+    return true;
+}
+
+/* Reads the token file whole, in binary (finding 5 of issue 14: a NUL used to end the token
+** early, and an empty file meant no authentication at all). Trailing whitespace (the newline an
+** editor adds) is dropped; what is left must be 16 to 4096 bytes of UTF-8 with no NUL or other
+** control byte. Returns the token (td_malloc'd), or NULL with the reason in `why`; the reason
+** never quotes the token. */
+static char *read_token_file(const char *path, char *why, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(why, cap, "cannot read it: %s", strerror(errno));
         return NULL;
     }
-    char buf[512];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) {
-        buf[--n] = '\0';
+    uint8_t buf[TOKEN_MAX_BYTES + 2];
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, sizeof buf - n);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            snprintf(why, cap, "cannot read it: %s", strerror(errno));
+            close(fd);
+            return NULL;
+        }
+        if (r == 0 || (n += (size_t)r) == sizeof buf) {
+            break;
+        }
     }
-    if (n < 16) {
-        startup_error("tensord: the token in %s is shorter than 16 characters\n", path);
+    close(fd);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+                     buf[n - 1] == '\t')) {
+        n--;
+    }
+    if (n == 0) {
+        snprintf(why, cap, "the token is empty (an empty token would let every client in)");
         return NULL;
     }
-    return td_strdup(buf);
+    if (n > TOKEN_MAX_BYTES) {
+        snprintf(why, cap, "the token is longer than %d bytes", TOKEN_MAX_BYTES);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (buf[i] == 0) {
+            snprintf(why, cap, "the token contains a NUL byte (at offset %zu)", i);
+            return NULL;
+        }
+        if (buf[i] < 0x20 || buf[i] == 0x7f) {
+            snprintf(why, cap, "the token contains a control byte 0x%02x (at offset %zu)", buf[i],
+                     i);
+            return NULL;
+        }
+    }
+    if (!valid_utf8(buf, n)) {
+        snprintf(why, cap, "the token is not valid UTF-8");
+        return NULL;
+    }
+    if (n < TOKEN_MIN_BYTES) {
+        snprintf(why, cap, "the token is shorter than %d bytes", TOKEN_MIN_BYTES);
+        return NULL;
+    }
+    char *token = td_malloc(n + 1);
+    if (token == NULL) {
+        snprintf(why, cap, "out of memory");
+        return NULL;
+    }
+    memcpy(token, buf, n);
+    token[n] = '\0';
+    return token;
 }
 
 /* ---- wiring ---- */
@@ -585,6 +729,8 @@ struct server {
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain;                   /* on SIGTERM: waits for in-flight work */
     uint64_t drain_deadline_ms;
+    uint64_t cancel_at_ms;              /* then cancel what still runs (td_store_cancel_all) */
+    bool work_cancelled;
     uint64_t shutdown_timeout_ms;
     const char *sessions_dir;           /* --data-dir/sessions, or NULL */
     struct td_http metrics;
@@ -728,7 +874,9 @@ static void pool_submit(struct td_executor *ex, struct td_job *job)
 struct glue_conn {
     struct td_conn *conn;
     struct td_rpc_peer *peer;
-    bool paused;
+    bool paused;                    /* td_conn_pause for PEER_PAUSE_PENDING queued requests */
+    bool data_waiting;              /* glue_data_alloc said "later": net counts one pause, which
+                                    ** the next reply lifts (each pause has its own resume) */
     int busy;                       /* glue_frame / glue_reply on the stack */
     bool closed;                    /* on_close came meanwhile: free when the last one returns */
 };
@@ -766,11 +914,49 @@ static void glue_reply(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user
         /* the send failed and closed the connection */
     } else if (r->close_after) {
         td_conn_close_after_flush(g->conn);
-    } else if (g->paused && p->pending <= PEER_RESUME_PENDING) {
-        g->paused = false;
-        td_conn_resume(g->conn);
+    } else {
+        if (g->data_waiting) {
+            /* A reply frees what the session's queued work held: ask rpc again (net does, in
+            ** td_conn_resume, once no other pause is left). Cleared first: the retry may say
+            ** "later" again and set it anew. */
+            g->data_waiting = false;
+            td_conn_resume(g->conn);
+        }
+        if (!g->closed && g->paused && p->pending <= PEER_RESUME_PENDING) {
+            g->paused = false;
+            td_conn_resume(g->conn);
+        }
     }
     glue_leave(g);
+}
+
+/* net asks for a frame's data section: rpc allocates it and charges it to the session (quota
+** and --max-bytes), or says "later" (the session's queued work holds the quota: the connection
+** pauses until this peer's next reply, glue_reply), or refuses (net discards the bytes and rpc
+** answers the frame with its error). */
+static int glue_data_alloc(struct td_conn *c, void *user, size_t len, void **out)
+{
+    struct glue_conn *g = user;
+    (void)c;
+    struct td_err err;
+    td_err_clear(&err);
+    int rc = td_rpc_data_alloc(g->peer, len, out, &err);
+    if (rc == 0) {
+        return 0;
+    }
+    /* TD_RPC_DATA_LATER shares its value with TD_EINVAL: "later" is the one answer that comes
+    ** without an error record. */
+    if (rc == TD_RPC_DATA_LATER && err.code == 0) {
+        if (g->peer->pending == 0) {
+            /* Nothing of this peer's is queued, so no reply would come to resume it: waiting
+            ** would be for ever (another connection's work holds the session's quota). Refused
+            ** now instead, rpc answers the frame with the quota's error. */
+            return -1;
+        }
+        g->data_waiting = true;
+        return TD_NET_DATA_LATER;
+    }
+    return rc == TD_NET_DATA_LATER ? -1 : rc;  /* any refusal but "later" */
 }
 
 static void *glue_open(struct td_conn *c, void *user)
@@ -1047,10 +1233,11 @@ static void on_sighup(uv_signal_t *s, int signum)
         td_log(TD_LOG_INFO, "reload", "msg=\"nothing to reload: no --auth-token-file\"");
         return;
     }
-    char *token = read_token_file(server.auth_token_file);
+    char why[160];
+    char *token = read_token_file(server.auth_token_file, why, sizeof why);
     if (token == NULL) {
-        td_log(TD_LOG_ERROR, "reload_failed", "file=%s msg=\"keeping the previous token\"",
-               server.auth_token_file);
+        td_log(TD_LOG_ERROR, "reload_failed", "file=%s reason=\"%s\" msg=\"keeping the previous "
+               "token\"", server.auth_token_file, why);
         return;
     }
     td_free(server.token);
@@ -1084,12 +1271,26 @@ static void finish_shutdown(void)
 }
 
 /* Every few milliseconds while stopping: done once no session has work queued or running and
-** every reply owed has been written, or when --shutdown-timeout runs out. */
+** every reply owed has been written, or when --shutdown-timeout runs out. Work still queued or
+** running a little before the deadline (SHUTDOWN_CANCEL_GRACE_MS, at most a quarter of the
+** timeout) is cancelled: queued jobs are dropped and answered CANCELLED, a running one stops at
+** its next chunk boundary. Cancelled work has no effect, so the sessions then saved hold what
+** was answered, and a request that would run for ever cannot keep the daemon from exiting or
+** its sessions from being written. Requests that finish before that point are run and answered
+** as always. */
 static void on_drain(uv_timer_t *t)
 {
     (void)t;
     bool idle = !td_store_busy(&server.store) && td_net_flushed(&server.net);
-    if (!idle && now_ms() < server.drain_deadline_ms) {
+    uint64_t now = now_ms();
+    if (!idle && !server.work_cancelled && now >= server.cancel_at_ms) {
+        server.work_cancelled = true;
+        td_log(TD_LOG_WARN, "shutdown_cancel", "msg=\"cancelling the work still queued or "
+               "running, so the shutdown ends within --shutdown-timeout\"");
+        td_store_cancel_all(&server.store);
+        return;  /* the next look sees what the cancel left */
+    }
+    if (!idle && now < server.drain_deadline_ms) {
         return;
     }
     uv_timer_stop(&server.drain);
@@ -1107,8 +1308,13 @@ static void on_signal(uv_signal_t *s, int signum)
     (void)s;
     if (server.stopping) {
         if (uv_is_active((uv_handle_t *)&server.drain)) {
+            /* Cancel now, and give the cancelled work a moment to unwind (so its session can
+            ** still be saved) rather than the rest of the timeout. */
             td_log(TD_LOG_WARN, "shutdown_now", "signal=%d", signum);
-            server.drain_deadline_ms = 0;
+            uint64_t soon = now_ms() + 200;
+            server.cancel_at_ms = 0;
+            server.drain_deadline_ms = soon < server.drain_deadline_ms ? soon
+                                                                       : server.drain_deadline_ms;
         }
         return;
     }
@@ -1116,7 +1322,12 @@ static void on_signal(uv_signal_t *s, int signum)
     td_log(TD_LOG_INFO, "shutdown", "signal=%d", signum);
     td_net_stop_accepting(&server.net);
     td_net_drain(&server.net);  /* /metrics stays up, and /readyz says 503, until the end */
-    server.drain_deadline_ms = now_ms() + server.shutdown_timeout_ms;
+    uint64_t now = now_ms(), grace = server.shutdown_timeout_ms / 4;
+    grace = grace < SHUTDOWN_CANCEL_GRACE_MS ? grace : SHUTDOWN_CANCEL_GRACE_MS;
+    if (!td_add_u64(now, server.shutdown_timeout_ms, &server.drain_deadline_ms)) {
+        server.drain_deadline_ms = UINT64_MAX;  /* --shutdown-timeout of centuries */
+    }
+    server.cancel_at_ms = server.drain_deadline_ms - grace;
     uv_timer_start(&server.drain, on_drain, 0, 5);
 }
 
@@ -1147,24 +1358,27 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &early, NULL);
     sigaction(SIGINT, &early, NULL);
     sigaction(SIGHUP, &early, NULL);
+    /* Literal defaults come from the flag table (parse_config); these are the derived ones. */
     struct config cfg = {
-        .max_frame_bytes = (uint64_t)1 << 30,
-        .max_tensor_bytes = (int64_t)1 << 30,
-        .session_max_bytes = (int64_t)4 << 30,
         .max_bytes = usable_memory() / 2,
-        .max_sessions = 10000,
-        .session_ttl_ms = 10 * 60 * 1000,
         .threads = (int)sysconf(_SC_NPROCESSORS_ONLN),
-        .log_level = "info",
-        .log_format = "text",
-        .max_connections = 1024,
-        .idle_timeout_ms = 30000,
-        .shutdown_timeout_ms = 30000,
-        .worker_nice = 5,
+        .session_max_disk_bytes = -1,
+        .max_disk_bytes = -1,
     };
     int prc = parse_config(&cfg, argc, argv);
     if (prc != 0) {
         return prc > 0 ? 0 : 2;
+    }
+    if (cfg.session_max_disk_bytes < 0) {
+        /* Twice the memory quota (a snapshot and a Save of everything), capped; no memory quota:
+        ** the cap. */
+        int64_t twice = td_sat_mul(cfg.session_max_bytes, 2);
+        cfg.session_max_disk_bytes = cfg.session_max_bytes > 0 && twice < SESSION_DISK_CAP
+                                         ? twice : SESSION_DISK_CAP;
+    }
+    if (cfg.max_disk_bytes < 0) {
+        int64_t four = td_sat_mul(cfg.max_bytes, 4);
+        cfg.max_disk_bytes = cfg.max_bytes > 0 && four < DISK_CAP ? four : DISK_CAP;
     }
     td_log_parse_level(cfg.log_level, &td_log_min_level);
     if (cfg.log_file != NULL) {
@@ -1182,8 +1396,12 @@ int main(int argc, char **argv)
     }
 
     char *token = NULL;
-    if (cfg.auth_token_file != NULL && (token = read_token_file(cfg.auth_token_file)) == NULL) {
-        return 2;
+    if (cfg.auth_token_file != NULL) {
+        char why[160];
+        if ((token = read_token_file(cfg.auth_token_file, why, sizeof why)) == NULL) {
+            startup_error("tensord: --auth-token-file %s: %s\n", cfg.auth_token_file, why);
+            return 2;
+        }
     }
     for (int i = 0; i < cfg.nlisten; i++) {
         if (!is_loopback(cfg.listen[i]) && token == NULL && !cfg.insecure_no_auth) {
@@ -1210,6 +1428,11 @@ int main(int argc, char **argv)
     lower_blas_threads();
     signal(SIGPIPE, SIG_IGN);
 
+    if (td_siphash_key_init() != 0) {
+        /* Handle tables keyed with a known key could be flooded (finding 6 of issue 14). */
+        startup_error("tensord: no randomness available for the hash key\n");
+        return 1;
+    }
     server.loop = uv_default_loop();
     server.executor.submit = pool_submit;
     struct td_store_config scfg = {
@@ -1263,6 +1486,12 @@ int main(int argc, char **argv)
     server.auth_token_file = cfg.auth_token_file;
     server.rpc.max_frame_bytes = cfg.max_frame_bytes;
     server.rpc.heavy_work = 1 << 16;
+    server.rpc.max_request_ms = cfg.max_request_ms;
+    server.rpc.max_op_elements = cfg.max_op_elements;
+    server.rpc.session_max_disk_bytes = cfg.session_max_disk_bytes;
+    server.rpc.max_disk_bytes = cfg.max_disk_bytes;
+    server.rpc.shared_files = cfg.shared_files;
+    server.rpc.peer_max_unsent_bytes = (int64_t)WRITE_HIGH_WATER;
     server.rpc.now_ms = now_ms;
     server.rpc.started_ms = now_ms();
     td_map_init(&server.rpc.auth_penalty);
@@ -1275,13 +1504,14 @@ int main(int argc, char **argv)
     struct td_net_config ncfg = {
         .max_frame_bytes = cfg.max_frame_bytes,
         .max_meta_bytes = 1u << 20,
-        .write_high_water = (size_t)64 << 20,
+        .write_high_water = WRITE_HIGH_WATER,
         .idle_timeout_ms = cfg.idle_timeout_ms,
         .min_frame_rate = MIN_FRAME_RATE,
     };
     struct td_net_callbacks cb = {
         .on_open = glue_open,
         .on_frame = glue_frame,
+        .on_data_alloc = glue_data_alloc,
         .on_frame_error = glue_frame_error,
         .on_close = glue_close,
     };
@@ -1319,8 +1549,12 @@ int main(int argc, char **argv)
     }
     td_log(TD_LOG_INFO, "started", "version=%s threads=%d max_frame_bytes=%" PRIu64
            " max_tensor_bytes=%" PRId64 " session_max_bytes=%" PRId64 " max_bytes=%" PRId64
-           " session_ttl_ms=%" PRIu64, TD_VERSION, cfg.threads, cfg.max_frame_bytes,
-           cfg.max_tensor_bytes, cfg.session_max_bytes, cfg.max_bytes, cfg.session_ttl_ms);
+           " session_ttl_ms=%" PRIu64 " max_request_ms=%" PRIu64 " max_op_elements=%" PRId64
+           " session_max_disk_bytes=%" PRId64 " max_disk_bytes=%" PRId64 " shared_files=%d",
+           TD_VERSION, cfg.threads, cfg.max_frame_bytes, cfg.max_tensor_bytes,
+           cfg.session_max_bytes, cfg.max_bytes, cfg.session_ttl_ms, cfg.max_request_ms,
+           cfg.max_op_elements, cfg.session_max_disk_bytes, cfg.max_disk_bytes,
+           (int)cfg.shared_files);
 
     if (startup_stderr >= 0) {
         close(startup_stderr);  /* started: from here on everything goes to the log */

@@ -1303,10 +1303,17 @@ def test_auth_request_before_hello(port):
     r = Raw(port, hello=False)
     resp, _ = r.call(req(id=3, ping={}))
     assert_err(resp, pb.NO_SESSION, "Hello first", rid=3)
-    resp, _ = r.call(req(id=4, create={"out": 1, "dtype": pb.INT32, "shape": [1]}), b"\x00" * 4)
-    assert_err(resp, pb.NO_SESSION, rid=4)
     resp, _ = r.call(Raw.hello_req(rid=5))
     assert resp.status.code == pb.OK
+
+
+def test_auth_data_section_before_hello_is_refused_then_closed(port):
+    # An unauthenticated peer may not make the server hold a data section (issue 14, 3a): the
+    # frame is refused from its header alone, naming the limit, and the connection closes.
+    r = Raw(port, hello=False)
+    resp, _ = r.call(req(id=4, create={"out": 1, "dtype": pb.INT32, "shape": [1]}), b"\x00" * 4)
+    assert_err(resp, pb.LIMIT_EXCEEDED, "before the handshake")
+    assert r.expect_eof()
 
 
 def test_auth_second_hello_on_a_connection(port):
@@ -1336,11 +1343,19 @@ def test_auth_replayed_token_of_a_closed_session(port):
 
 
 @pytest.mark.parametrize("token", [b"\x00" * 16, b"\x01", b"\xff" * 15, b"\xab" * 17,
-                                   b"\x00" * 100000])
+                                   b"\x00" * 16000])
 def test_auth_resume_of_a_made_up_session_token(port, token):
     r = Raw(port, hello=False)
     resp, _ = r.call(Raw.hello_req(token=token))
     assert_err(resp, pb.UNKNOWN_SESSION)
+
+
+def test_auth_hello_above_the_pre_handshake_cap_is_refused(port):
+    # Before Hello a frame may carry at most 16 KiB of protobuf (TD_NET_PREAUTH_MAX_META).
+    r = Raw(port, hello=False)
+    resp, _ = r.call(Raw.hello_req(token=b"\x00" * 100000))
+    assert_err(resp, pb.LIMIT_EXCEEDED, "16384")
+    assert r.expect_eof()
 
 
 def test_auth_resume_of_another_daemons_token(port, own):
