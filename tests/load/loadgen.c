@@ -859,6 +859,7 @@ static int hostile_connect(struct hostile *a)
     }
     free(meta);
     tally(code);
+    a->pending = 0;  /* the Hello was answered */
     if (code != 0) {
         hostile_drop(a);
     }
