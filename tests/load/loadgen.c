@@ -769,7 +769,8 @@ static int h_recv(struct hostile *a, size_t *text_len)
         meta = malloc(ml > 0 ? ml : 1);
         rc = meta == NULL ? K_IO : recv_all(a->fd, meta, ml);
     }
-    static _Thread_local uint8_t sink[65536];
+    static uint8_t sink[65536];  /* discarded bytes: shared, never read (TLS would come out of the
+                                 ** workers' 256 KiB stacks) */
     while (rc == 0 && dl > 0) {
         size_t n = dl < sizeof sink ? (size_t)dl : sizeof sink;
         rc = recv_all(a->fd, sink, n);
@@ -1145,7 +1146,11 @@ static uint64_t unmix(uint64_t k)
 
 static void at_collide(struct hostile *a)
 {
-    static _Thread_local uint64_t hs[COLLIDE_N];
+    /* On the heap: thread-local storage would come out of every worker's 256 KiB stack. */
+    uint64_t *hs = malloc(COLLIDE_N * sizeof *hs);
+    if (hs == NULL) {
+        return;
+    }
     const int64_t one[1] = {1};
     for (int i = 0; i < COLLIDE_N && a->fd >= 0; i++) {
         hs[i] = unmix(((uint64_t)(a->index * COLLIDE_N + i + 1)) << 32);
@@ -1157,6 +1162,7 @@ static void at_collide(struct hostile *a)
     h_drain(a);
     h_free(a, hs, COLLIDE_N);
     h_drain(a);
+    free(hs);
 }
 
 static void at_factory(struct hostile *a)
