@@ -1667,6 +1667,28 @@ static void test_data_section_charged(void **state)
     assert_int_equal(status_of(last(&h, id)), 0);
     assert_int_equal(td_session_bytes(s), 64000);  /* the tensor's bytes, once */
     assert_int_equal(last(&h, id)->resp->tensor->nbytes, 64000);
+    /* a Write copies its section into the tensor and gives the charge back */
+    assert_int_equal(td_rpc_data_alloc(h.peer, 16, &buf, &err), 0);
+    assert_int_equal(td_session_bytes(s), 64016);
+    memset(buf, 9, 16);
+    Tensord__Request wreq = TENSORD__REQUEST__INIT;
+    Tensord__Write wm = TENSORD__WRITE__INIT;
+    wm.handle = 1;
+    wm.offset = 8;
+    wreq.body_case = TENSORD__REQUEST__BODY_WRITE;
+    wreq.write = &wm;
+    wreq.id = id = h.next_id++;
+    len = tensord__request__get_packed_size(&wreq);
+    meta = malloc(len);
+    tensord__request__pack(&wreq, meta);
+    td_rpc_handle(h.peer, meta, len, buf, 16);
+    free(meta);
+    assert_int_equal(status_of(last(&h, id)), 0);
+    assert_int_equal(td_session_bytes(s), 64000);
+    struct captured *w = get(&h, 1, 0, 32);
+    const uint8_t want[32] = {7, 7, 7, 7, 7, 7, 7, 7, 9, 9, 9, 9, 9, 9, 9, 9,
+                              9, 9, 9, 9, 9, 9, 9, 9, 7, 7, 7, 7, 7, 7, 7, 7};
+    assert_memory_equal(w->data, want, sizeof want);
     uint64_t one = 1;
     free_handles(&h, &one, 1);
     assert_int_equal(td_session_bytes(s), 0);
