@@ -244,10 +244,15 @@ static int jskip(struct js *j, int depth)
     return 0;
 }
 
+/* By start, then by size: an empty tensor starts where the next one does and must sort before
+** it (qsort's order among equal keys is unspecified), or a valid file reads as an overlap. */
 static int cmp_begin(const void *a, const void *b)
 {
     const struct st_tensor *x = a, *y = b;
-    return x->begin < y->begin ? -1 : x->begin > y->begin;
+    if (x->begin != y->begin) {
+        return x->begin < y->begin ? -1 : 1;
+    }
+    return x->nbytes < y->nbytes ? -1 : x->nbytes > y->nbytes;
 }
 
 static int one_tensor(struct js *j, struct st_tensor *t)

@@ -389,11 +389,17 @@ static int parse_meta(struct parser *ps, struct td_st_header *h)
     return 0;
 }
 
+/* By start, then by end: an empty tensor starts where the next one does, and must sort before
+** it (qsort's order among equal keys is unspecified, and a header lists its entries in any
+** order), or a valid buffer looks like an overlap. */
 static int by_begin(const void *a, const void *b)
 {
     const struct td_st_entry *x = *(const struct td_st_entry *const *)a;
     const struct td_st_entry *y = *(const struct td_st_entry *const *)b;
-    return x->begin < y->begin ? -1 : x->begin > y->begin;
+    if (x->begin != y->begin) {
+        return x->begin < y->begin ? -1 : 1;
+    }
+    return x->end < y->end ? -1 : x->end > y->end;
 }
 
 static int by_name(const void *a, const void *b)

@@ -154,8 +154,13 @@ static bool tensor_file_bytes(const struct td_tensor *t, uint64_t *out)
     return t->numel >= 0 && td_mul_u64((uint64_t)t->numel, td_dtype_size(t->dtype), out);
 }
 
-/* Lays out the entries of t[0..n) one after the other in the data buffer, with checked sums:
-** views of huge logical size must not wrap the offsets. *e is td_calloc'd (free it). */
+/* Lays out the entries of t[0..n) one after the other in the data buffer, in order, with
+** checked sums: views of huge logical size must not wrap the offsets. Empty tensors are put at
+** the end of the buffer ([size, size]), not between two others: there an empty tensor starts
+** where the next one does, and a reader that orders entries by start alone (tensord's own
+** before it broke the tie) may see an overlap and refuse the file, so a snapshot written by
+** this daemon could not be restored by the one before it. Where they go changes nothing that
+** is written (an empty tensor has no bytes). *e is td_calloc'd (free it). */
 static int layout(struct td_tensor *const *t, const char *const *names, int n,
                   struct td_st_entry **out, uint64_t *data_bytes, struct td_err *err)
 {
@@ -177,6 +182,11 @@ static int layout(struct td_tensor *const *t, const char *const *names, int n,
                               "%lld bytes", (long long)INT64_MAX);
         }
         e[i].end = at;
+    }
+    for (int i = 0; i < n; i++) {
+        if (e[i].end == e[i].begin) {
+            e[i].begin = e[i].end = at;  /* empty: at the end, see above */
+        }
     }
     *out = e;
     *data_bytes = at;

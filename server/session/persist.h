@@ -116,7 +116,10 @@ int td_persist_remove_session_files(const struct td_persist_budget *budget,
 ** owner_used (the writer's bytes on disk, not counting a file at `path` this write replaces)
 ** plus the file exceed budget->session_max, or when the data dir's total, with the file in
 ** place of the one it replaces, would exceed budget->max; the total is then updated exactly
-** (the replaced file's bytes leave it, a failed write's never enter). */
+** (the replaced file's bytes leave it, a failed write's never enter). Tensors are laid out in
+** the order given, except empty ones, which sit at the end of the data ([size, size]): between
+** two others an empty range starts where the next tensor does, which a reader that orders by
+** start alone (tensord's before it broke that tie) takes for an overlap. */
 int td_persist_write(const char *path, struct td_tensor *const *t, const char *const *names, int n,
                      const char *const *keys, const char *const *vals, int nmeta,
                      int64_t max_bytes, const struct td_persist_budget *budget,
@@ -138,10 +141,12 @@ int td_persist_read(struct td_persist_file *f, int i, struct td_quota *q, struct
 void td_persist_close(struct td_persist_file *f);
 
 /* Writes every live session to <dir>/<token hash>.safetensors. Returns how many were written;
-** failures are logged and counted in *failed. Jobs must have drained. With a budget (borrowed,
-** or NULL), a session whose snapshot would take its Save files past budget->session_max, or
-** the data dir past budget->max, is skipped with a warning (and counted in *failed): nothing
-** is written past a quota. */
+** failures are logged and counted in *failed. Call on the loop thread. A session whose job is
+** still out on the executor (`running`: set before submit, cleared by td_session_job_complete
+** once the job has returned) is not written, and counts as failed: the job owns its table.
+** With a budget (borrowed, or NULL), a session whose snapshot would take its Save files past
+** budget->session_max, or the data dir past budget->max, is skipped with a warning (and
+** counted in *failed): nothing is written past a quota. */
 int td_store_save_all(struct td_store *st, const char *dir, const struct td_persist_budget *budget,
                       int *failed);
 
