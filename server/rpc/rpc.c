@@ -8,17 +8,38 @@
 ** a frame; done() hands the frame to the peer on the loop thread and frees the request where it
 ** was decoded. A failed op leaves a failure record under its output handle, so pipelined ops
 ** that use it fail with "input N failed: <cause>".
+**
+** Cost: job_cost sizes every request by what it really touches (td_op_cost for ops, expanded
+** inputs at their logical size), when its turn comes; the same number sends it to the pool
+** (above heavy_work: the loop never runs more) and refuses it (above max_op_elements, before
+** anything is allocated).
+**
+** Cancellation: a request runs with its job's struct td_cancel current, armed with
+** max_request_ms when it starts. Its connection closing cancels it (TD_CANCEL_CONN_LOST), a
+** CloseSession cancels what its session runs and queues before it, SIGTERM cancels everything
+** (td_store_cancel_all). A request dropped before it ran has no effect at all; one stopped
+** while running is answered CANCELLED (LIMIT_EXCEEDED past its deadline) and leaves no failure
+** record, since a client that resumes may send it again. An in-place op or a backward stopped
+** mid-way may leave its tensors partly written: its client never got an acknowledgement.
+**
+** Bytes: a frame's data section is charged to the session from the moment net allocates it
+** (td_rpc_data_alloc) until the request frees it or a Create's tensor takes the charge over;
+** Get copies and Format text stay charged until their replies are written; every delivered
+** reply counts in the peer's unsent bytes until written, and too many hold the session.
 */
 #include "rpc/rpc.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "base/checked.h"
 #include "base/cmp.h"
 #include "base/log.h"
 #include "core/autograd.h"
+#include "core/cancel.h"
 #include "core/ops.h"
 #include "core/print.h"
 #include "core/rng.h"
@@ -276,16 +297,74 @@ static void peer_set_session(struct td_rpc_peer *p, struct td_session *s)
     }
 }
 
-void td_rpc_peer_close(struct td_rpc_peer *p)
+/* ---- backpressure: reply bytes not yet written ----
+**
+** Every reply frame rpc delivers carries a release (struct sent) that net runs once the frame
+** and its data section are written or dropped. Until then its bytes count in the peer's
+** unsent_bytes; past srv->peer_max_unsent_bytes the peer holds its session (no new job starts,
+** so a client that sends and never reads cannot make the server render replies without end),
+** and the hold ends when the backlog drains to half, or the peer closes. A Get's pinned bytes
+** and a Format's text stay charged to the session's quota until the same moment. */
+
+struct sent {
+    struct td_rpc_peer *peer;               /* reference */
+    int64_t bytes;                          /* counted in peer->unsent_bytes */
+    struct td_buffer *pin;                  /* Get: the bytes the data section points into */
+    struct td_session *session;             /* reference, when pin or charge is set: keeps the
+                                            ** quota they are charged to alive */
+    int64_t charge;                         /* reply bytes charged to session's quota (Format) */
+};
+
+static void peer_unhold(struct td_rpc_peer *p)
 {
-    if (p == NULL) {
-        return;
+    struct td_session *s = p->held;
+    if (s != NULL) {
+        p->held = NULL;
+        td_session_release(s);  /* may start jobs, and deliver their replies, before returning */
+        td_session_unref(s);
     }
-    p->closed = true;
-    p->srv->stats.connections--;
-    if (p->session != NULL) {
-        td_session_detach(p->session, p->srv->now_ms());
+}
+
+static void peer_unsent_add(struct td_rpc_peer *p, int64_t n)
+{
+    int64_t max = p->srv->peer_max_unsent_bytes;
+    p->unsent_bytes = td_sat_add(p->unsent_bytes, n);
+    if (max > 0 && p->unsent_bytes > max && p->held == NULL && !p->closed &&
+        p->session != NULL) {
+        p->held = td_session_ref(p->session);
+        td_session_hold(p->held);
     }
+}
+
+static void peer_unsent_sub(struct td_rpc_peer *p, int64_t n)
+{
+    p->unsent_bytes -= n;
+    if (p->held != NULL && p->unsent_bytes <= p->srv->peer_max_unsent_bytes / 2) {
+        peer_unhold(p);
+    }
+}
+
+/* Frees x's holdings (the pin, the quota charge) without touching a peer. NULL is a no-op. */
+static void sent_drop(struct sent *x)
+{
+    if (x != NULL) {
+        td_buffer_unref(x->pin);
+        if (x->session != NULL) {
+            td_quota_release(&x->session->quota, x->charge);
+            td_session_unref(x->session);
+        }
+        td_free(x);
+    }
+}
+
+/* The reply's release: net has written (or dropped) its frame and data section. */
+static void sent_release(void *arg)
+{
+    struct sent *x = arg;
+    struct td_rpc_peer *p = x->peer;
+    int64_t bytes = x->bytes;
+    sent_drop(x);
+    peer_unsent_sub(p, bytes);
     peer_unref(p);
 }
 
@@ -337,14 +416,37 @@ static void encode_response(Tensord__Response *resp, struct td_rpc_reply *r)
     r->frame_len = TD_FRAME_HEADER_BYTES + n;
 }
 
-static void deliver(struct td_rpc_peer *p, struct td_rpc_reply *r)
+/* Hands r (whose release is NULL) to the peer, with x (taken; NULL: a bare one is made here)
+** as its release, its bytes counted as unsent until then; a NULL frame tells the connection
+** to close. A peer that has gone gets nothing. Without memory for x, the reply goes out
+** uncounted rather than not at all. */
+static void deliver_sent(struct td_rpc_peer *p, struct td_rpc_reply *r, struct sent *x)
 {
-    if (p->closed) {
-        reply_release_data(r);
+    if (p->closed || r->frame == NULL) {
+        sent_drop(x);
         td_free(r->frame);
+        if (!p->closed) {
+            p->reply(p, r, p->user);
+        }
         return;
     }
+    if (x == NULL) {
+        x = td_calloc(1, sizeof *x);
+    }
+    if (x != NULL) {
+        x->peer = p;
+        p->refs++;
+        x->bytes = td_sat_add((int64_t)r->frame_len, (int64_t)r->data_len);
+        r->release = sent_release;
+        r->release_arg = x;
+        peer_unsent_add(p, x->bytes);
+    }
     p->reply(p, r, p->user);
+}
+
+static void deliver(struct td_rpc_peer *p, struct td_rpc_reply *r)
+{
+    deliver_sent(p, r, NULL);
 }
 
 static void encode_status(Tensord__Response *resp, Tensord__Status *st, const struct td_err *err)
@@ -376,13 +478,22 @@ struct rpc_job {
     Tensord__Request *req;                  /* owned, decoded here */
     void *data;                             /* owned until adopted */
     size_t data_len;
+    struct td_session *data_session;        /* reference: data_charge is charged to its quota
+                                            ** (td_rpc_data_alloc), or NULL */
+    int64_t data_charge;                    /* bytes of data charged there, until the data is
+                                            ** freed or a tensor takes the charge over */
     struct td_buffer *pin;                  /* Get: the bytes the reply points into */
+    int64_t reply_charge;                   /* Format: text bytes charged to job.session's
+                                            ** quota until the reply is written */
     struct td_rpc_reply reply;              /* built by run() */
     uint64_t t0_us;                         /* arrival, for the latency histograms */
+    int64_t work;                           /* td_cost_work of the request (job_cost) */
+    const char *cost_name;                  /* what max_op_elements names ("sum"), or NULL
+                                            ** when the kind is not limited by it */
+    int64_t need_bytes;                     /* RunOp: its result's and temporaries' bytes */
+    bool costed;                            /* work, need_bytes and cost_name are set */
     int status;                             /* the reply's status code */
-    bool orphaned;                          /* a read whose connection is gone: not run */
-    bool ran;                               /* dropped jobs (orphaned, or at shutdown) are not
-                                            ** counted in the stats */
+    bool ran;                               /* dropped jobs are not counted in the stats */
     struct pb_arena arena;                  /* req is decoded here (last: not zeroed) */
 };
 
@@ -395,19 +506,6 @@ struct result {
     char *text;                             /* Format: owned, td_malloc'd */
     uint64_t offset, length;                /* Get's slice */
 };
-
-struct get_pin {
-    struct td_buffer *buf;
-    struct td_session *session;             /* keeps the quota the buffer charges alive */
-};
-
-static void get_pin_release(void *arg)
-{
-    struct get_pin *gp = arg;
-    td_buffer_unref(gp->buf);
-    td_session_unref(gp->session);
-    td_free(gp);
-}
 
 /* requires_grad=True at creation: only float tensors may ask (torch's rule). */
 static int set_requires_grad(struct td_tensor *t, bool value, struct td_err *err)
@@ -471,8 +569,17 @@ static int run_create(struct rpc_job *j, struct td_session *s, struct result *re
         }
     }
     j->data = NULL;
-    if ((rc = td_tensor_adopt(&t, dt, shape, ndim, data, j->data_len, &s->quota, err)) != 0) {
-        return rc;
+    /* Bytes td_rpc_data_alloc charged to this session are charged already: the tensor takes
+    ** that charge over instead of charging them twice (a 64 MiB Create fits a 100 MiB quota). */
+    bool charged = j->data_session == s && j->data_charge == (int64_t)j->data_len &&
+                   j->data_len > 0;
+    if ((rc = td_tensor_adopt(&t, dt, shape, ndim, data, j->data_len, charged ? NULL : &s->quota,
+                              err)) != 0) {
+        return rc;  /* the data is freed; its charge goes with the job */
+    }
+    if (charged) {
+        t->storage->buf->quota = &s->quota;
+        j->data_charge = 0;
     }
     return publish(s, m->out, t, m->requires_grad, res, err);
 }
@@ -569,6 +676,20 @@ static int resolve_operands(const Tensord__RunOp *m, struct td_session *s, enum 
     return 0;
 }
 
+/* Refuses, before an op runs, the bytes its result and temporaries need when they cannot fit
+** q or a parent as they stand (the charges would fail part way anyway, after the work).
+** The message is the quota's own. */
+static int check_room(const struct td_quota *q, int64_t need, struct td_err *err)
+{
+    for (const struct td_quota *c = q; need > 0 && c != NULL; c = c->parent) {
+        if (c->limit > 0 && need > c->limit - atomic_load(&c->used)) {
+            return td_err_set(err, TD_EQUOTA, "%s quota exceeded: %lld bytes", c->name,
+                              (long long)c->limit);
+        }
+    }
+    return 0;
+}
+
 /* OpArgs from the wire, validated. */
 static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_err *err)
 {
@@ -652,6 +773,9 @@ static int run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     }
     args.rng = &s->rng;
     args.grad_enabled = !s->no_grad;
+    if ((rc = check_room(&s->quota, j->need_bytes, err)) != 0) {
+        return rc;
+    }
     struct td_tensor *t = NULL;
     if ((rc = td_op_apply(op, in, (int)m->n_inputs, &args, m->inplace, &s->quota, &t, err)) != 0) {
         return rc;
@@ -768,6 +892,13 @@ static int run_write(struct rpc_job *j, struct td_session *s, struct result *res
             return rc;
         }
         memcpy((uint8_t *)td_tensor_data(t) + m->offset, j->data, j->data_len);
+        /* Copied: the data section and its charge go now, not when the reply is written. */
+        td_free(j->data);
+        j->data = NULL;
+        if (j->data_session != NULL) {
+            td_quota_release(&j->data_session->quota, j->data_charge);
+            j->data_charge = 0;
+        }
     }
     res->tensor = t;
     res->handle = m->handle;
@@ -1055,6 +1186,27 @@ static int run_load(struct rpc_job *j, struct td_session *s, struct result *res,
     return rc;
 }
 
+/* Charges n bytes that are not a tensor (a reply's text) to q and its parents: their totals,
+** as td_quota_charge does, but not the one-tensor limit (max_charge), which says nothing about
+** text. */
+static int charge_text(struct td_quota *q, int64_t n, struct td_err *err)
+{
+    for (struct td_quota *c = q; c != NULL; c = c->parent) {
+        int64_t after = atomic_fetch_add(&c->used, n) + n;
+        if (c->limit > 0 && after > c->limit) {
+            for (struct td_quota *u = q; u != c->parent; u = u->parent) {
+                atomic_fetch_sub(&u->used, n);
+            }
+            return td_err_set(err, TD_EQUOTA, "%s quota exceeded: %lld bytes", c->name,
+                              (long long)c->limit);
+        }
+    }
+    return 0;
+}
+
+/* The text is charged to the session's quota from before it is rendered (at td_print_cost's
+** bound, so rendering cannot take memory the quota does not have) until its reply is written
+** (at its length): replies nobody reads stay inside the quota. */
 static int run_format(struct rpc_job *j, struct td_session *s, struct result *res,
                       struct td_err *err)
 {
@@ -1067,7 +1219,29 @@ static int run_format(struct rpc_job *j, struct td_session *s, struct result *re
     td_print_opts_default(&o);
     o.requires_grad = t->requires_grad;
     o.grad_fn = t->grad_fn != NULL ? td_node_name(t->grad_fn) : NULL;
-    return td_tensor_repr(t, &o, &res->text, err);
+    struct td_quota *q = &j->job.session->quota;
+    int64_t reads, bound;
+    if ((rc = td_print_cost(t, &reads, &bound)) != 0) {
+        return td_err_set(err, rc, "cannot print this tensor");
+    }
+    if ((rc = charge_text(q, bound, err)) != 0) {
+        return rc;
+    }
+    if ((rc = td_tensor_repr(t, &o, &res->text, err)) != 0) {
+        td_quota_release(q, bound);
+        return rc;
+    }
+    int64_t len = (int64_t)strlen(res->text);
+    if (len <= bound) {
+        td_quota_release(q, bound - len);
+    } else if ((rc = charge_text(q, len - bound, err)) != 0) {
+        td_quota_release(q, bound);
+        td_free(res->text);
+        res->text = NULL;
+        return rc;
+    }
+    j->reply_charge = len;
+    return 0;
 }
 
 static int run_backward(struct rpc_job *j, struct td_session *s, struct td_err *err)
@@ -1369,6 +1543,146 @@ static int run_hello(struct td_rpc_peer *p, uint64_t req_id, const Tensord__Hell
     return 0;
 }
 
+/* The handle a request's result goes under (0: none), where a failure is recorded. */
+static uint64_t request_out(const Tensord__Request *req)
+{
+    switch (req->body_case) {
+    case TENSORD__REQUEST__BODY_CREATE: return req->create->out;
+    case TENSORD__REQUEST__BODY_FULL: return req->full->out;
+    case TENSORD__REQUEST__BODY_RAND: return req->rand->out;
+    case TENSORD__REQUEST__BODY_ARANGE: return req->arange->out;
+    case TENSORD__REQUEST__BODY_RUN_OP: return req->run_op->inplace ? 0 : req->run_op->out;
+    case TENSORD__REQUEST__BODY_GRAD: return req->grad->out;
+    default: return 0;
+    }
+}
+
+/* torch.arange's length for these bounds (as td_tensor_arange computes it), saturating; 0 when
+** the arguments are invalid (the request then fails before it allocates). */
+static int64_t arange_numel(const Tensord__Arange *m)
+{
+    struct td_scalar start = td_scalar_i(0), end, step = td_scalar_i(1);
+    if ((m->start != NULL && wire_scalar(m->start, "", &start, NULL) != 0) ||
+        wire_scalar(m->end, "", &end, NULL) != 0 ||
+        (m->step != NULL && wire_scalar(m->step, "", &step, NULL) != 0)) {
+        return 0;
+    }
+    double s = td_scalar_to_double(start), e = td_scalar_to_double(end);
+    double st = td_scalar_to_double(step);
+    if (st == 0 || !isfinite(s) || !isfinite(e) || !isfinite(st)) {
+        return 0;
+    }
+    double n = ceil((e - s) / st);
+    if (!(n >= 0)) {
+        return 0;
+    }
+    return n >= 9.0e18 ? INT64_MAX : (int64_t)n;
+}
+
+/* What the request costs, from the handle table as it is when its turn comes (the same
+** numbers decide inline versus the pool, and max_op_elements): j->work is td_cost_work — an
+** op's elements read and written and its flops (expanded inputs at their logical size), a
+** creation's elements, a gathered Get chunk's, a Write's bytes (a memcpy), a Format's
+** element reads (td_print_cost) — and j->cost_name what a limit message names (NULL: not limited). A
+** request whose operands are invalid costs 0: it fails before it touches anything. */
+static void job_cost(struct rpc_job *j, struct td_session *s)
+{
+    const Tensord__Request *req = j->req;
+    j->costed = true;
+    j->work = 0;
+    j->need_bytes = 0;
+    j->cost_name = NULL;
+    switch (req->body_case) {
+    case TENSORD__REQUEST__BODY_RUN_OP: {
+        const Tensord__RunOp *m = req->run_op;
+        struct td_operand in[TD_OP_MAX_INPUTS];
+        enum td_op_id op;
+        struct td_op_args args;
+        struct td_cost cost;
+        if (s != NULL && m->n_inputs <= TD_OP_MAX_INPUTS &&
+            resolve_operands(m, s, &op, in, NULL) == 0 && wire_args(m->args, &args, NULL) == 0) {
+            args.inplace = m->inplace;
+            if (td_op_cost(op, in, (int)m->n_inputs, &args, &cost, NULL) == 0) {
+                j->work = td_cost_work(&cost);
+                j->need_bytes = td_sat_add(cost.out_bytes, cost.temp_bytes);
+            }
+            j->cost_name = td_ops[op].name;
+        }
+        break;
+    }
+    case TENSORD__REQUEST__BODY_FULL:
+    case TENSORD__REQUEST__BODY_RAND: {
+        bool full = req->body_case == TENSORD__REQUEST__BODY_FULL;
+        size_t n = full ? req->full->n_shape : req->rand->n_shape;
+        const int64_t *dims = full ? req->full->shape : req->rand->shape;
+        struct td_scalar v;
+        enum td_dtype dt = TD_DTYPE_F32;
+        int64_t numel;
+        /* With the dtype the request will have: a shape whose bytes overflow is refused by
+        ** its own check, which says so. */
+        bool typed = full ? wire_scalar(req->full->value, "", &v, NULL) == 0 &&
+                                wire_dtype(req->full->dtype, (int)td_scalar_dtype(v), &dt,
+                                           NULL) == 0
+                          : wire_dtype(req->rand->dtype, TD_DTYPE_DEFAULT_FLOAT, &dt, NULL) == 0;
+        if (typed && n <= TD_MAX_DIMS &&
+            td_shape_check(dims, (int)n, dt, &numel, NULL, NULL) == 0) {
+            j->work = numel;
+        }
+        j->cost_name = full ? "full"
+                            : req->rand->distribution == TENSORD__DISTRIBUTION__NORMAL ? "randn"
+                                                                                      : "rand";
+        break;
+    }
+    case TENSORD__REQUEST__BODY_ARANGE:
+        j->work = arange_numel(req->arange);
+        j->cost_name = "arange";
+        break;
+    case TENSORD__REQUEST__BODY_FORMAT: {
+        struct td_tensor *t;
+        int64_t text;
+        if (s != NULL && td_session_lookup(s, req->format->handle, &t, NULL) == 0 &&
+            td_print_cost(t, &j->work, &text) != 0) {
+            j->work = 0;
+        }
+        j->cost_name = "format";
+        break;
+    }
+    case TENSORD__REQUEST__BODY_GET: {
+        /* Gathering a view's chunk touches each element; a contiguous Get copies nothing. */
+        struct td_tensor *t;
+        const Tensord__Get *m = req->get;
+        if (s != NULL && !m->meta_only && td_session_lookup(s, m->handle, &t, NULL) == 0 &&
+            !td_tensor_is_contiguous(t)) {
+            /* the bytes run_get will gather: to the end, or the length when it is shorter */
+            uint64_t nbytes = td_tensor_nbytes(t);
+            uint64_t avail = m->offset <= nbytes ? nbytes - m->offset : 0;
+            uint64_t bytes = m->length != 0 && m->length < avail ? m->length : avail;
+            j->work = (int64_t)(bytes / td_dtype_size(t->dtype));
+        }
+        break;
+    }
+    case TENSORD__REQUEST__BODY_WRITE:
+        j->work = j->data_len > INT64_MAX ? INT64_MAX : (int64_t)j->data_len;
+        break;
+    default:
+        /* Create adopts its data section (no copy); Grad, SetGrad, Free, Ping, Stats and the
+        ** rest touch a few words. Backward, Save and Load: see job_is_heavy. */
+        break;
+    }
+}
+
+/* --max-op-elements: refused before anything is allocated or run. */
+static int check_work_limit(const struct rpc_job *j, struct td_err *err)
+{
+    int64_t max = j->peer->srv->max_op_elements;
+    if (max > 0 && j->cost_name != NULL && j->work > max) {
+        return td_err_set(err, TD_ELIMIT, "%s would touch %lld elements, above "
+                          "max_op_elements %lld", j->cost_name, (long long)j->work,
+                          (long long)max);
+    }
+    return 0;
+}
+
 /* Runs the request in j against s, filling the status and result, then encodes the reply. */
 static void job_execute(struct rpc_job *j)
 {
@@ -1381,42 +1695,46 @@ static void job_execute(struct rpc_job *j)
     Tensord__StatsResult stats = TENSORD__STATS_RESULT__INIT;
     Tensord__HelloResult hello = TENSORD__HELLO_RESULT__INIT;
     Tensord__Limits limits = TENSORD__LIMITS__INIT;
-    uint64_t out_handle = 0;
+    uint64_t out_handle = request_out(j->req);
     void *stats_mem = NULL;
-    int rc = 0;
+    /* Cancelled between its dispatch and now: it has not started, so it does nothing. */
+    int rc = td_cancel_check(&err);
 
-    if (s != NULL && !s->closed) {
+    if (rc == 0 && s != NULL && !s->closed) {
         for (size_t i = 0; i < j->req->n_free_first; i++) {
             td_session_free_handle(s, j->req->free_first[i]);
         }
     }
-    switch (j->req->body_case) {
+    if (rc == 0 && j->req->body_case != TENSORD__REQUEST__BODY_HELLO) {
+        if (!j->costed) {
+            job_cost(j, s);
+        }
+        rc = check_work_limit(j, &err);
+    }
+    switch (rc != 0 ? -1 : (int)j->req->body_case) {
+    case -1:
+        break;  /* cancelled, or over a limit: err says which */
     case TENSORD__REQUEST__BODY_HELLO:
         rc = run_hello(p, j->req->id, j->req->hello, &hello, &err);
         s = p->session;
         res.hello = rc == 0 ? &hello : NULL;
         break;
     case TENSORD__REQUEST__BODY_CREATE:
-        out_handle = j->req->create->out;
         rc = run_create(j, s, &res, &err);
         break;
     case TENSORD__REQUEST__BODY_FULL:
-        out_handle = j->req->full->out;
         rc = run_full(j, s, &res, &err);
         break;
     case TENSORD__REQUEST__BODY_RAND:
-        out_handle = j->req->rand->out;
         rc = run_rand(j, s, &res, &err);
         break;
     case TENSORD__REQUEST__BODY_ARANGE:
-        out_handle = j->req->arange->out;
         rc = run_arange(j, s, &res, &err);
         break;
     case TENSORD__REQUEST__BODY_MANUAL_SEED:
         td_rng_seed(&s->rng, j->req->manual_seed->seed);
         break;
     case TENSORD__REQUEST__BODY_RUN_OP:
-        out_handle = j->req->run_op->inplace ? 0 : j->req->run_op->out;
         rc = run_op(j, s, &res, &err);
         break;
     case TENSORD__REQUEST__BODY_GET:
@@ -1452,7 +1770,6 @@ static void job_execute(struct rpc_job *j)
         rc = run_backward(j, s, &err);
         break;
     case TENSORD__REQUEST__BODY_GRAD:
-        out_handle = j->req->grad->out;
         rc = run_grad(j, s, &res, &err);
         break;
     case TENSORD__REQUEST__BODY_SET_GRAD:
@@ -1466,8 +1783,10 @@ static void job_execute(struct rpc_job *j)
         break;
     }
     if (rc != 0) {
-        /* Pipelined ops naming this output must learn why it is missing. */
-        if (out_handle != 0 && s != NULL && err.code != TD_EEXIST) {
+        /* Pipelined ops naming this output must learn why it is missing — unless it was
+        ** cancelled: then it is as if it never ran, and a client that resumes may send it
+        ** again under the same handle. */
+        if (out_handle != 0 && s != NULL && err.code != TD_EEXIST && err.code != TD_ECANCELED) {
             td_session_put_failure(s, out_handle, &err);
         }
         res = (struct result){0};
@@ -1528,74 +1847,29 @@ static void job_execute(struct rpc_job *j)
     td_free(stats_mem);
 }
 
+/* Frees the job and whatever it still holds: its request, its data section and that data's
+** charge, a Get pin and a Format charge whose reply never went out. Loop thread. */
 static void job_free(struct rpc_job *j)
 {
     tensord__request__free_unpacked(j->req, &j->arena.allocator);
     td_free(j->data);
+    if (j->data_session != NULL) {
+        td_quota_release(&j->data_session->quota, j->data_charge);
+        td_session_unref(j->data_session);
+    }
+    td_buffer_unref(j->pin);
+    if (j->reply_charge > 0) {
+        td_quota_release(&j->job.session->quota, j->reply_charge);
+    }
     td_free(j);
 }
 
+/* Called on the loop thread when the job's turn comes, with the handle table as earlier jobs
+** left it. The loop runs nothing whose cost is above heavy_work. */
 static bool job_is_heavy(struct td_job *job)
 {
     struct rpc_job *j = (struct rpc_job *)job;
-    struct td_session *s = job->session;
-    int64_t work = 0;
-    /* Called on the loop thread when the job's turn comes, so this is where a request whose
-    ** peer has gone is dropped — only a pure read (frees riding on it are changes): anything
-    ** that changes the session still runs, as its client may resume and find the result. */
-    Tensord__Request__BodyCase kind = j->req->body_case;
-    bool pure_read = j->req->n_free_first == 0 &&
-                     (kind == TENSORD__REQUEST__BODY_GET || kind == TENSORD__REQUEST__BODY_FORMAT ||
-                      kind == TENSORD__REQUEST__BODY_STATS || kind == TENSORD__REQUEST__BODY_PING);
-    if (j->peer->closed && pure_read) {
-        j->orphaned = true;
-        return false;
-    }
-    switch (kind) {
-    case TENSORD__REQUEST__BODY_RUN_OP: {
-        struct td_operand in[TD_OP_MAX_INPUTS];
-        enum td_op_id op;
-        struct td_op_args args;
-        if (j->req->run_op->n_inputs <= TD_OP_MAX_INPUTS &&
-            resolve_operands(j->req->run_op, s, &op, in, NULL) == 0 &&
-            wire_args(j->req->run_op->args, &args, NULL) == 0) {
-            struct td_cost cost;
-            if (td_op_cost(op, in, (int)j->req->run_op->n_inputs, &args, &cost, NULL) == 0) {
-                work = td_cost_work(&cost);
-            }
-        }
-        break;
-    }
-    case TENSORD__REQUEST__BODY_FULL:
-    case TENSORD__REQUEST__BODY_RAND: {
-        size_t n = j->req->body_case == TENSORD__REQUEST__BODY_FULL ? j->req->full->n_shape
-                                                                     : j->req->rand->n_shape;
-        const int64_t *dims = j->req->body_case == TENSORD__REQUEST__BODY_FULL
-                                  ? j->req->full->shape
-                                  : j->req->rand->shape;
-        int64_t numel;
-        if (n <= TD_MAX_DIMS && td_shape_check(dims, (int)n, TD_DTYPE_F64, &numel, NULL, NULL) == 0) {
-            work = numel;
-        }
-        break;
-    }
-    case TENSORD__REQUEST__BODY_GET: {
-        /* Gathering a view's chunk touches each element; a contiguous Get copies nothing. */
-        struct td_tensor *t;
-        const Tensord__Get *m = j->req->get;
-        if (!m->meta_only && td_session_lookup(s, m->handle, &t, NULL) == 0 &&
-            !td_tensor_is_contiguous(t)) {
-            /* the bytes run_get will gather: to the end, or the length when it is shorter */
-            uint64_t nbytes = td_tensor_nbytes(t);
-            uint64_t avail = m->offset <= nbytes ? nbytes - m->offset : 0;
-            uint64_t bytes = m->length != 0 && m->length < avail ? m->length : avail;
-            work = (int64_t)(bytes / td_dtype_size(t->dtype));
-        }
-        break;
-    }
-    case TENSORD__REQUEST__BODY_WRITE:
-        work = (int64_t)(j->data_len / 4);  /* a memcpy, elements of 4 bytes or more */
-        break;
+    switch (j->req->body_case) {
     case TENSORD__REQUEST__BODY_BACKWARD:
     case TENSORD__REQUEST__BODY_SAVE:
     case TENSORD__REQUEST__BODY_LOAD:
@@ -1603,65 +1877,97 @@ static bool job_is_heavy(struct td_job *job)
     default:
         break;
     }
-    return work > j->peer->srv->heavy_work;
+    job_cost(j, j->peer->session);
+    if (check_work_limit(j, NULL) != 0) {
+        return false;  /* refused before it touches anything: no need to leave the loop */
+    }
+    return j->work > j->peer->srv->heavy_work;
 }
 
+/* Runs on whichever thread the session chose. The request's deadline starts now: its running
+** time counts, not its wait in the queue. The reason flag was armed at submission, so a cancel
+** raised since then is not lost. */
 static void job_run(struct td_job *job)
 {
     struct rpc_job *j = (struct rpc_job *)job;
-    if (!j->orphaned) {
-        job_execute(j);
+    struct td_cancel armed;
+    td_cancel_init(&armed, j->peer->srv->max_request_ms);
+    job->cancel.deadline_ns = armed.deadline_ns;
+    job->cancel.limit_ms = armed.limit_ms;
+    struct td_cancel *prev = td_cancel_enter(&job->cancel);
+    job_execute(j);
+    td_cancel_leave(prev);
+}
+
+/* The error a dropped job is answered with: core's wording for the reason raised on it. */
+static void dropped_error(struct td_job *job, struct td_err *err)
+{
+    struct td_cancel *prev = td_cancel_enter(&job->cancel);
+    if (td_cancel_check(err) == 0) {
+        td_err_set(err, TD_ECANCELED, "the request was cancelled");
     }
+    td_cancel_leave(prev);
 }
 
 static void job_done(struct td_job *job)
 {
     struct rpc_job *j = (struct rpc_job *)job;
     struct td_rpc_peer *p = j->peer;
-    if (j->pin != NULL) {
-        /* The pin's release needs the session (its quota) alive: take the reference here, on
-        ** the loop thread, where session refcounts live. */
-        struct get_pin *gp = td_malloc(sizeof *gp);
-        if (gp == NULL) {
-            td_buffer_unref(j->pin);
+    /* No longer pending once its reply is out: the reply's delivery may resume the connection,
+    ** and net then asks td_rpc_data_alloc again at once, which must not see this request as
+    ** one still to be answered (it would say "later" again, with no reply left to come). */
+    p->pending--;
+    if (job->cancelled) {
+        /* Dropped before it ran: no effect at all (not even its free_first: a client that
+        ** resumes re-sends it, and requests before it may still name those handles), and an
+        ** error reply in its place in line if anyone is listening. */
+        if (!p->closed) {
+            struct td_err err;
+            dropped_error(job, &err);
+            td_rpc_reply_error(p, j->req->id, err.code, err.msg, false);
+        }
+        goto out;
+    }
+    struct sent *x = NULL;
+    if ((j->pin != NULL || j->reply_charge > 0) && !p->closed && j->reply.frame != NULL) {
+        /* The pin and the Format charge stay until the reply is written; their release needs
+        ** the session (its quota) alive: take the reference here, on the loop thread, where
+        ** session refcounts live. */
+        x = td_calloc(1, sizeof *x);
+        if (x == NULL) {
             td_free(j->reply.frame);
             j->reply = (struct td_rpc_reply){0};
             td_rpc_reply_error(p, j->req->id, TD_ENOMEM, "out of memory", false);
-            goto out;
+            goto out;  /* job_free releases the pin and the charge */
         }
-        gp->buf = j->pin;
-        gp->session = td_session_ref(job->session);
-        j->reply.release = get_pin_release;
-        j->reply.release_arg = gp;
+        x->pin = j->pin;
+        x->session = td_session_ref(job->session);
+        x->charge = j->reply_charge;
+        j->pin = NULL;
+        j->reply_charge = 0;
     }
-    if (j->reply.frame == NULL) {
-        reply_release_data(&j->reply);
-        if (!p->closed) {
-            /* Not even an error reply could be encoded: give up on the connection. */
-            struct td_rpc_reply r = {.close_after = true};
-            p->reply(p, &r, p->user);
-        }
-    } else {
-        deliver(p, &j->reply);
+    if (j->reply.frame == NULL && !p->closed) {
+        /* Not even an error reply could be encoded: give up on the connection. */
+        j->reply.close_after = true;
     }
+    deliver_sent(p, &j->reply, x);
 out:
     if (j->ran) {
         stats_record(p->srv, j->req, j->status, j->t0_us);
     }
-    p->pending--;
     job_free(j);
     peer_unref(p);
 }
 
-/* An error found before a request could be queued (an empty, undecodable or misframed one). It
-** still waits its turn in the session's FIFO when earlier requests of this connection are queued
-** or running, so its reply cannot overtake theirs: replies come back in request order. */
+/* An error found before a request could be queued (an empty, undecodable or misframed one, or
+** one whose data section was refused). It still waits its turn in the session's FIFO when
+** earlier requests of this connection are queued or running, so its reply cannot overtake
+** theirs: replies come back in request order. */
 struct error_job {
     struct td_job job;
     struct td_rpc_peer *peer;               /* reference */
     uint64_t id;
-    int code;
-    const char *msg;                        /* static text */
+    struct td_err err;
 };
 
 static void error_job_run(struct td_job *job)
@@ -1673,8 +1979,8 @@ static void error_job_done(struct td_job *job)
 {
     struct error_job *e = (struct error_job *)job;
     struct td_rpc_peer *p = e->peer;
-    td_rpc_reply_error(p, e->id, e->code, e->msg, false);
-    p->pending--;
+    p->pending--;  /* before the reply, as in job_done */
+    td_rpc_reply_error(p, e->id, e->err.code, e->err.msg, false);
     td_free(e);
     peer_unref(p);
 }
@@ -1694,8 +2000,7 @@ static void reply_early_error(struct td_rpc_peer *p, uint64_t id, int code, cons
     }
     e->peer = p;
     e->id = id;
-    e->code = code;
-    e->msg = msg;
+    td_err_set(&e->err, code, "%s", msg);
     p->refs++;
     p->pending++;
     e->job.run = error_job_run;
@@ -1703,18 +2008,43 @@ static void reply_early_error(struct td_rpc_peer *p, uint64_t id, int code, cons
     td_session_submit(p->session, &e->job);
 }
 
+/* A data section and the charge td_rpc_data_alloc made for it. */
+struct frame_data {
+    void *data;                             /* owned, or NULL */
+    struct td_session *session;             /* reference: charge is charged to its quota */
+    int64_t charge;
+};
+
+static void frame_data_free(struct frame_data *d)
+{
+    td_free(d->data);
+    if (d->session != NULL) {
+        td_quota_release(&d->session->quota, d->charge);
+        td_session_unref(d->session);
+    }
+    *d = (struct frame_data){0};
+}
+
 void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, void *data,
                    size_t data_len)
 {
+    struct frame_data fd = {.data = data};
+    if (data != NULL && data == p->data_buf) {
+        fd.session = p->data_session;  /* the charge moves to the request */
+        fd.charge = p->data_charge;
+        p->data_buf = NULL;
+        p->data_session = NULL;
+        p->data_charge = 0;
+    }
     if (meta_len == 0) {
-        td_free(data);
+        frame_data_free(&fd);
         reply_early_error(p, 0, TD_EPROTO, "empty request: the frame has no protobuf section");
         return;
     }
     struct rpc_job *j = td_malloc(sizeof *j);
     if (j == NULL) {
         /* Replying now could overtake queued replies; closing is the honest answer. */
-        td_free(data);
+        frame_data_free(&fd);
         struct td_rpc_reply r = {.close_after = true};
         p->reply(p, &r, p->user);
         return;
@@ -1724,7 +2054,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
     Tensord__Request *req = tensord__request__unpack(&j->arena.allocator, meta_len, meta);
     if (req == NULL) {
         td_free(j);
-        td_free(data);
+        frame_data_free(&fd);
         reply_early_error(p, 0, TD_EPROTO, "malformed request: not a valid Request message");
         return;
     }
@@ -1733,7 +2063,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         req->body_case != TENSORD__REQUEST__BODY_WRITE && data_len != 0) {
         uint64_t id = req->id;
         job_free(j);
-        td_free(data);
+        frame_data_free(&fd);
         reply_early_error(p, id, TD_EPROTO, "only Create and Write requests carry a data section");
         return;
     }
@@ -1749,25 +2079,116 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
             td_rpc_reply_error(p, req->id, TD_ENOSESSION, "no session: send Hello first", false);
         }
         job_free(j);
-        td_free(data);
+        frame_data_free(&fd);
         return;
+    }
+    if (fd.data == NULL && data_len != 0) {
+        /* td_rpc_data_alloc refused the section and net discarded it: answer with why. */
+        uint64_t id = req->id;
+        job_free(j);
+        if (p->data_err.code == TD_OK) {
+            td_err_set(&p->data_err, TD_ENOMEM, "the data section could not be stored");
+        }
+        struct td_err why = p->data_err;
+        td_err_clear(&p->data_err);
+        reply_early_error(p, id, why.code, why.msg);
+        return;
+    }
+    if (req->body_case == TENSORD__REQUEST__BODY_CLOSE_SESSION) {
+        /* The session is going away: what it runs and what waits before the close is wasted
+        ** work. Cancelled now, on arrival, not when the close's turn comes. */
+        td_session_cancel(p->session, NULL, NULL, TD_CANCEL_SESSION_CLOSED);
     }
     j->peer = p;
     j->t0_us = now_us();
     p->refs++;
     p->pending++;
-    j->data = data;
+    j->data = fd.data;
     j->data_len = data_len;
+    j->data_session = fd.session;
+    j->data_charge = fd.charge;
+    td_cancel_init(&j->job.cancel, 0);  /* no reason raised; the deadline is armed in job_run */
     j->job.is_heavy = job_is_heavy;
     j->job.run = job_run;
     j->job.done = job_done;
     td_session_submit(p->session, &j->job);
 }
 
-/* PLACEHOLDER until queued data is charged (interface in rpc.h). */
 int td_rpc_data_alloc(struct td_rpc_peer *p, size_t len, void **out, struct td_err *err)
 {
-    (void)p;
-    *out = td_malloc(len);
-    return *out != NULL ? 0 : td_err_code(err, TD_ENOMEM);
+    struct td_err local;
+    struct td_err *e = err != NULL ? err : &local;
+    int rc;
+    *out = NULL;
+    td_err_clear(&p->data_err);
+    if (p->session == NULL) {
+        rc = td_err_set(e, TD_ENOSESSION, "no session: send Hello first");
+    } else if (len > (size_t)INT64_MAX) {
+        rc = td_err_set(e, TD_ELIMIT, "data section of %zu bytes is too large", len);
+    } else if ((rc = td_quota_charge(&p->session->quota, (int64_t)len, e)) != 0) {
+        /* The quota is full. With requests of this peer queued or running, their replies may
+        ** free some (a Get's copy, a Format's text, a Free): wait for one rather than fail. */
+        if (rc == TD_EQUOTA && p->pending > 0) {
+            td_err_clear(e);  /* not an error: no record */
+            return TD_RPC_DATA_LATER;
+        }
+    } else if ((*out = td_malloc(len)) == NULL) {
+        td_quota_release(&p->session->quota, (int64_t)len);
+        rc = td_err_code(e, TD_ENOMEM);
+    } else {
+        /* Only one data section is read at a time per connection: the next td_rpc_handle
+        ** receives this buffer, and takes the charge over. */
+        p->data_buf = *out;
+        p->data_charge = (int64_t)len;
+        p->data_session = td_session_ref(p->session);
+        return 0;
+    }
+    p->data_err = *e;
+    return rc;
+}
+
+/* ---- closing a peer ---- */
+
+/* The peer a job belongs to: request jobs and early error replies are ours. */
+static struct td_rpc_peer *job_peer(struct td_job *job)
+{
+    if (job->done == job_done) {
+        return ((struct rpc_job *)job)->peer;
+    }
+    if (job->done == error_job_done) {
+        return ((struct error_job *)job)->peer;
+    }
+    return NULL;
+}
+
+static bool job_of_peer(struct td_job *job, void *arg)
+{
+    return job_peer(job) == arg;
+}
+
+void td_rpc_peer_close(struct td_rpc_peer *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    p->closed = true;
+    p->srv->stats.connections--;
+    if (p->data_session != NULL) {
+        /* A data section was being read when the connection went; net frees the bytes. */
+        td_quota_release(&p->data_session->quota, p->data_charge);
+        td_session_unref(p->data_session);
+        p->data_session = NULL;
+        p->data_buf = NULL;
+        p->data_charge = 0;
+    }
+    if (p->session != NULL) {
+        /* Nobody will read the replies: queued requests are dropped (no effect; a client that
+        ** resumes re-sends what it needs), a running one is told to stop. */
+        td_session_cancel(p->session, job_of_peer, p, TD_CANCEL_CONN_LOST);
+    }
+    peer_unhold(p);  /* after the cancel: the jobs it lets start are other peers' */
+    if (p->session != NULL) {
+        td_session_detach(p->session, p->srv->now_ms());
+    }
+    peer_unref(p);
 }

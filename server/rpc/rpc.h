@@ -65,7 +65,7 @@ struct td_rpc_server {
                                         ** sessions (an operator's choice); else per session */
     int64_t peer_max_unsent_bytes;      /* a session whose connection has more reply bytes
                                         ** than this unwritten runs no further job until they
-                                        ** drain (backpressure) */
+                                        ** drain to half of it (backpressure); <= 0 unlimited */
     uint64_t (*now_ms)(void);           /* monotonic clock, for session TTL bookkeeping */
     uint64_t started_ms;                /* now_ms() at start, for uptime */
     const char *files_dir;              /* Save/Load directory; NULL: persistence is off */
@@ -83,14 +83,15 @@ void td_rpc_server_close(struct td_rpc_server *srv);
 
 /* A finished reply frame. `frame` (header + Response) is taken by the receiver and freed with
 ** td_free. The optional data section is `data_len` bytes at `data`, kept alive until
-** `release(release_arg)` is called (once, on the loop thread, after the bytes are written or
-** dropped). */
+** `release(release_arg)` is called (once, on the loop thread, after the frame and the data are
+** written or dropped). rpc sets a release on every reply frame it delivers, data or not: it
+** counts the peer's unsent bytes (and their quota charges) until then. */
 struct td_rpc_reply {
     uint8_t *frame;
     size_t frame_len;
     const void *data;
     size_t data_len;
-    void (*release)(void *arg);         /* NULL when there is no data section */
+    void (*release)(void *arg);         /* NULL only when frame is NULL */
     void *release_arg;
     bool close_after;                   /* close the connection once this is written */
 };
@@ -104,9 +105,20 @@ struct td_rpc_peer {
     struct td_session *session;         /* reference once Hello succeeded */
     td_rpc_reply_fn *reply;
     void *user;
-    int refs;                           /* the connection's + one per queued request */
+    int refs;                           /* the connection's + one per queued request + one per
+                                        ** delivered reply not yet released */
     int pending;                        /* requests queued or running in the session */
     bool closed;                        /* the connection went away: replies are dropped */
+    int64_t unsent_bytes;               /* delivered reply bytes (frame + data section) whose
+                                        ** release has not run yet: not yet written */
+    struct td_session *held;            /* reference: the session this peer holds
+                                        ** (td_session_hold) while unsent_bytes is above
+                                        ** srv->peer_max_unsent_bytes, until it falls to half */
+    void *data_buf;                     /* the data section td_rpc_data_alloc charged last,
+                                        ** until td_rpc_handle takes it (borrowed: net owns it) */
+    int64_t data_charge;                /* bytes of data_buf charged to data_session's quota */
+    struct td_session *data_session;    /* reference while data_buf is set */
+    struct td_err data_err;             /* why the last data section was refused */
     uint64_t addr_key;                  /* hash of the peer's address without port, 0 unknown */
     uint64_t conn_id;                   /* the connection's number, for log lines */
     char addr[64];                      /* the peer's address, for log lines */
@@ -116,8 +128,9 @@ struct td_rpc_peer {
 int td_rpc_peer_new(struct td_rpc_peer **out, struct td_rpc_server *srv, td_rpc_reply_fn *reply,
                     void *user);
 
-/* The connection is gone: detach from the session, drop later replies, free the peer once its
-** queued requests have finished. */
+/* The connection is gone: its requests are cancelled (queued ones are dropped with no effect;
+** a running one has TD_CANCEL_CONN_LOST raised), its hold on the session ends, later replies
+** are dropped, and the peer is freed once its requests are done and its replies released. */
 void td_rpc_peer_close(struct td_rpc_peer *p);
 
 /* Records the peer's address ("1.2.3.4:5678", "[::1]:5678", "unix"): repeated authentication
@@ -125,19 +138,28 @@ void td_rpc_peer_close(struct td_rpc_peer *p);
 void td_rpc_peer_set_addr(struct td_rpc_peer *p, const char *addr, uint64_t conn_id);
 
 /* Handles one frame: `meta` (borrowed) holds the Request; `data` (taken, td_malloc'd, or NULL
-** when data_len is 0) the data section. Exactly one reply follows, now or later, unless the
-** peer closes first. */
+** when data_len is 0) the data section. data NULL with data_len > 0 means td_rpc_data_alloc
+** refused the section (net discarded it): the request is answered with that error, in order.
+** Exactly one reply follows, now or later, unless the peer closes first.
+** A CloseSession cancels, on arrival, its session's running job and every job queued before it
+** (TD_CANCEL_SESSION_CLOSED; each answered CANCELLED), then closes the session in its turn.
+** A request cancelled while it runs is answered CANCELLED, or LIMIT_EXCEEDED past
+** max_request_ms; it leaves no failure record under its output handle (a client that resumes
+** may send it again), but an in-place op or a backward cancelled mid-way may leave its tensors
+** partly written: its client never got an acknowledgement, so it cannot rely on them. */
 void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, void *data,
                    size_t data_len);
 
 /* The data section of a frame is about to be read: allocates `len` bytes for it and charges
-** them to the peer's session (quota and --max-bytes) until the request is done with them.
-** Returns 0 with *out set; TD_EAGAIN-like 1 ("not now": the session has queued work holding
-** its quota; net pauses the connection and asks again once a reply has been delivered); or
-** an error code (nothing allocated: net reads and discards the data, and td_rpc_handle is then
-** called with data NULL and data_len the announced length, so rpc replies with the error in
-** request order). Before Hello there is no session and every data section is refused. */
-#define TD_RPC_DATA_LATER 1
+** them to the peer's session (quota and --max-bytes) until the request is done with them (a
+** Create's tensor takes the charge over with the bytes; a Write releases it once copied).
+** Returns 0 with *out set; TD_RPC_DATA_LATER ("not now": the quota is full and this peer has
+** requests queued or running, whose replies may free it; net pauses the connection and asks
+** again once a reply has been delivered); or an error code (nothing allocated: net reads and
+** discards the data, and td_rpc_handle is then called with data NULL and data_len the
+** announced length, so rpc replies with the error in request order). Before Hello there is no
+** session and every data section is refused (TD_ENOSESSION). */
+#define TD_RPC_DATA_LATER (-1)    /* not a TD_E* code (those are positive); err is cleared */
 int td_rpc_data_alloc(struct td_rpc_peer *p, size_t len, void **out, struct td_err *err);
 
 /* Sends an error reply not tied to a decoded request (a framing error): id 0, status from code. */

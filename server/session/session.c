@@ -2,6 +2,14 @@
 **
 ** Everything here runs on the loop thread except a job's run(), which the executor may move to a
 ** worker; while it runs, the session is marked `running` and nothing else touches its table.
+**
+** Cancellation: td_session_cancel marks queued jobs cancelled and raises the running job's
+** struct td_cancel; the pump then finishes cancelled jobs with done() alone, in FIFO order and
+** only once nothing runs, so replies keep request order and a dropped job never races the one
+** before it. A running job stops only where its code checks the flag (core's chunk
+** boundaries): an in-place op or a backward cancelled mid-way may leave its tensors partly
+** written, which its client cannot rely on anyway (it never got an acknowledgement).
+** Backpressure: td_session_hold stops new jobs from starting; the last release pumps again.
 */
 #include "session/session.h"
 
@@ -127,9 +135,18 @@ int td_store_add_restored(struct td_store *st, const uint8_t sha[32], struct td_
     return 0;
 }
 
+static void session_pump(struct td_session *s);
+
 void td_store_stop(struct td_store *st)
 {
     st->stopping = true;
+    /* Idle sessions (a held one, say) drop their queued jobs now; a running job's session drops
+    ** them when it completes. Dropping only finishes jobs, so the walk is safe. */
+    uint64_t key;
+    void *val;
+    for (size_t it = 0; td_map_next(&st->by_key, &it, &key, &val);) {
+        session_pump(val);
+    }
 }
 
 bool td_store_busy(const struct td_store *st)
@@ -322,6 +339,12 @@ void td_session_close(struct td_session *s)
         return;
     }
     s->closed = true;
+    if (s->current == NULL && s->head != NULL) {
+        /* Closed from outside any job (the store's own teardown): nothing queued may run on a
+        ** closed session. From a job (CloseSession), later jobs stay: they fail with "session
+        ** is closed", and a Hello among them opens a new session as it always did. */
+        td_session_cancel(s, NULL, NULL, TD_CANCEL_SESSION_CLOSED);
+    }
     session_clear(s);
     struct td_store *st = s->store;
     s->store = NULL;
@@ -424,34 +447,56 @@ int64_t td_session_bytes(const struct td_session *s)
 
 bool td_session_busy(const struct td_session *s)
 {
-    return s->running || s->head != NULL;
+    return s->running || s->current != NULL || s->head != NULL;
 }
 
-/* Runs queued jobs in order until the queue is empty or a heavy job goes to the executor. */
+/* Pops the head of s's FIFO. */
+static struct td_job *queue_pop(struct td_session *s)
+{
+    struct td_job *job = s->head;
+    s->head = job->next;
+    if (s->head == NULL) {
+        s->tail = NULL;
+    }
+    job->next = NULL;
+    return job;
+}
+
+/* Runs queued jobs in order until the queue is empty, a heavy job goes to the executor, or a
+** hold stops it. Cancelled jobs at the head are finished without running (done() alone), even
+** while held: they add nothing to the backlog a hold waits on, and their replies keep their
+** places in line. Jobs start, and are dropped, only while no job runs, so done() of a dropped
+** job also sees the session idle. */
 static void session_pump(struct td_session *s)
 {
     /* Each job's reference goes when it is done, and a job may drop the others (a Hello on a
     ** closed session moves its connection to a new one): hold one while the loop reads s. */
     td_session_ref(s);
-    while (!s->running && s->head != NULL) {
+    while (!s->running && s->current == NULL && s->head != NULL) {
         struct td_job *job = s->head;
-        s->head = job->next;
-        if (s->head == NULL) {
-            s->tail = NULL;
+        if (s->store != NULL && s->store->stopping && !job->cancelled) {
+            /* Nobody will read its reply: finish it unrun. */
+            job->cancelled = true;
+            td_cancel_raise(&job->cancel, TD_CANCEL_SHUTDOWN);
         }
-        job->next = NULL;
-        if (s->store != NULL && s->store->stopping) {
-            job->done(job);  /* dropped unrun: nobody will read its reply */
-            td_session_unref(s);
+        if (!job->cancelled && s->holds > 0) {
+            break;  /* backpressure: td_session_release pumps again */
+        }
+        queue_pop(s);
+        if (job->cancelled) {
+            job->done(job);
+            td_session_unref(s);  /* the job's reference */
             continue;
         }
         struct td_executor *ex = s->store != NULL ? s->store->ex : &td_executor_inline;
+        s->current = job;
         if (job->is_heavy != NULL && job->is_heavy(job) && ex != &td_executor_inline) {
             s->running = true;
             ex->submit(ex, job);
             break;
         }
         job->run(job);
+        s->current = NULL;
         job->done(job);
         td_session_unref(s);  /* the job's reference */
     }
@@ -475,25 +520,56 @@ void td_session_job_complete(struct td_job *job)
 {
     struct td_session *s = job->session;
     s->running = false;
+    s->current = NULL;
     job->done(job);
     /* Hold the session across the pump: the job's reference may have been the last. */
     session_pump(s);
     td_session_unref(s);
 }
 
-/* PLACEHOLDERS until the cancellation work lands (interfaces in session.h). */
-void td_store_cancel_all(struct td_store *st)
-{
-    (void)st;
-}
-
 void td_session_cancel(struct td_session *s, bool (*match)(struct td_job *job, void *arg),
                        void *arg, enum td_cancel_reason reason)
 {
-    (void)s;
-    (void)match;
-    (void)arg;
-    (void)reason;
+    if (s->current != NULL && (match == NULL || match(s->current, arg))) {
+        td_cancel_raise(&s->current->cancel, reason);
+    }
+    for (struct td_job *job = s->head; job != NULL; job = job->next) {
+        if (!job->cancelled && (match == NULL || match(job, arg))) {
+            job->cancelled = true;
+            td_cancel_raise(&job->cancel, reason);
+        }
+    }
+    /* Nothing running: the cancelled jobs at the head are finished now. Otherwise they wait for
+    ** the running one, so replies keep request order. */
+    session_pump(s);
+}
+
+void td_store_cancel_all(struct td_store *st)
+{
+    uint64_t key;
+    void *val;
+    /* The sessions are listed first: a dropped job's reply can close a connection, whose peer
+    ** may then let another session's queue run, and a job that runs could close its session
+    ** (and leave by_key) in the middle of a walk. */
+    size_t n = 0, cap = st->by_key.len;
+    struct td_session **list = td_calloc(cap > 0 ? cap : 1, sizeof *list);
+    if (list == NULL) {
+        /* No memory for the list: walk the map itself (nothing is usually running). */
+        for (size_t it = 0; td_map_next(&st->by_key, &it, &key, &val);) {
+            td_session_cancel(val, NULL, NULL, TD_CANCEL_SHUTDOWN);
+        }
+        return;
+    }
+    for (size_t it = 0; n < cap && td_map_next(&st->by_key, &it, &key, &val);) {
+        list[n++] = td_session_ref(val);
+    }
+    for (size_t i = 0; i < n; i++) {
+        td_session_cancel(list[i], NULL, NULL, TD_CANCEL_SHUTDOWN);
+    }
+    for (size_t i = 0; i < n; i++) {
+        td_session_unref(list[i]);
+    }
+    td_free(list);
 }
 
 void td_session_hold(struct td_session *s)
@@ -503,5 +579,7 @@ void td_session_hold(struct td_session *s)
 
 void td_session_release(struct td_session *s)
 {
-    s->holds--;
+    if (s->holds > 0 && --s->holds == 0) {
+        session_pump(s);
+    }
 }

@@ -39,10 +39,15 @@ struct td_job {
     bool (*is_heavy)(struct td_job *job);
     void (*run)(struct td_job *job);        /* the work; may run on a worker thread */
     void (*done)(struct td_job *job);       /* loop thread, in FIFO order; may free the job.
-                                            ** After td_store_stop, queued jobs get done()
-                                            ** without run(): they must then have no effect. */
-    struct td_cancel cancel;                /* armed by the submitter; raised by
-                                            ** td_session_cancel / td_store_cancel_all */
+                                            ** A cancelled job (td_session_cancel,
+                                            ** td_store_cancel_all, td_store_stop) gets done()
+                                            ** without run(), while no other job of the
+                                            ** session runs: it must then have no effect. */
+    struct td_cancel cancel;                /* armed by the submitter (reason NONE before
+                                            ** td_session_submit; the deadline when run()
+                                            ** starts); raised by td_session_cancel and
+                                            ** td_store_cancel_all; the raised reason says
+                                            ** why a dropped job was dropped */
     bool cancelled;                         /* dropped before it ran: done() without run() */
 };
 
@@ -124,8 +129,10 @@ int td_store_sweep(struct td_store *st, uint64_t now_ms);
 size_t td_store_count(const struct td_store *st);
 size_t td_store_tensor_count(const struct td_store *st);
 
-/* The daemon is going away: jobs still queued are finished without running (a running one
-** completes). Used when a shutdown stops waiting for in-flight work. */
+/* The daemon is going away: jobs still queued are finished without running, now for idle
+** sessions and for busy ones when their running job completes (which it does, unless
+** cancelled). Jobs submitted later are dropped too. Used when a shutdown stops waiting for
+** in-flight work. */
 void td_store_stop(struct td_store *st);
 
 /* Cancels every session's work (SIGTERM): queued jobs are dropped (done() without run()), a
@@ -151,7 +158,8 @@ void td_session_attach(struct td_session *s);
 void td_session_detach(struct td_session *s, uint64_t now_ms);
 
 /* Frees every tensor and removes the session from its store (CloseSession, expiry). Later
-** lookups fail with TD_ESESSION. Call only from a job or when the queue is idle. */
+** lookups fail with TD_ESESSION. Call only from a job or when no job runs; called from
+** outside a job, it first drops whatever is still queued (TD_CANCEL_SESSION_CLOSED). */
 void td_session_close(struct td_session *s);
 
 /* ---- handle table (call only from the session's running job) ---- */
@@ -192,13 +200,19 @@ void td_session_job_complete(struct td_job *job);
 bool td_session_busy(const struct td_session *s);
 
 /* Cancels s's jobs for which match(job, arg) is true (every job when match is NULL): queued ones
-** are marked cancelled and get done() without run(), in FIFO order; the running one has
-** `reason` raised on its td_cancel and stops at its next chunk boundary. Loop thread. */
+** are marked cancelled and get done() without run(), in FIFO order — at once when nothing runs,
+** else after the running job's done(), so replies keep request order; the running one (inline
+** or on the executor) has `reason` raised on its td_cancel and stops at its next chunk
+** boundary. A job cancelled mid-way may leave an in-place result partly written (its client
+** never got an acknowledgement); one that finished anyway keeps its effect. May call done()
+** of the dropped jobs before returning. Loop thread. */
 void td_session_cancel(struct td_session *s, bool (*match)(struct td_job *job, void *arg),
                        void *arg, enum td_cancel_reason reason);
 
-/* Backpressure: while holds > 0 the queue starts no new job (the running one finishes). Calls
-** nest; each hold needs one release. Loop thread. */
+/* Backpressure: while holds > 0 the queue starts no new job (the running one finishes;
+** cancelled jobs are still finished, unrun). Calls nest; each hold needs one release, and the
+** last release starts what can run (done() callbacks may run before it returns). Loop
+** thread. */
 void td_session_hold(struct td_session *s);
 void td_session_release(struct td_session *s);
 

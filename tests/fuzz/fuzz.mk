@@ -20,11 +20,14 @@ DEB_PKGS += clang libclang-rt-14-dev
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS  := -O1 -g -fsanitize=fuzzer-no-link
-FUZZ_TARGETS := frames rpc cli_parse safetensors
+FUZZ_TARGETS := frames rpc ops cli_parse safetensors
 # Per-target libFuzzer options: the frame reader wants streams long enough for the direct read
 # of a large data section; rpc requests are small but their work is not.
 FUZZ_OPTS_frames      := -max_len=65536
 FUZZ_OPTS_rpc         := -max_len=8192 -timeout=20
+# ops: programs, not frames; its own watchdog fails a request that holds the loop (100 ms of CPU)
+# or a heavy job far past its deadline, and -timeout backs it up for an input of many such jobs.
+FUZZ_OPTS_ops         := -max_len=2048 -timeout=30
 FUZZ_OPTS_cli_parse   := -max_len=4096 -dict=tests/fuzz/cli_parse.dict
 FUZZ_OPTS_safetensors := -max_len=4096 -dict=tests/fuzz/safetensors.dict
 
@@ -44,6 +47,9 @@ $(BUILD)/fuzz/fuzz_frames: $(BUILD)/obj/tests/fuzz/fuzz_frames.o $(LIB_NET) $(LI
 $(BUILD)/fuzz/fuzz_rpc: $(BUILD)/obj/tests/fuzz/fuzz_rpc.o $(LIB_RPC) $(LIB_SESSION) \
                         $(LIB_CORE) $(LIB_BASE)
 	$(Q)$(FUZZ_LINK)
+$(BUILD)/fuzz/fuzz_ops: $(BUILD)/obj/tests/fuzz/fuzz_ops.o $(LIB_RPC) $(LIB_SESSION) \
+                        $(LIB_CORE) $(LIB_BASE)
+	$(Q)$(FUZZ_LINK)
 $(BUILD)/fuzz/fuzz_cli_parse: $(BUILD)/obj/tests/fuzz/fuzz_cli_parse.o \
                               $(call obj,client/cli/parse.c)
 	$(Q)$(FUZZ_LINK)
@@ -61,6 +67,7 @@ fuzz: deps
 	    opts=""; \
 	    case $$t in \
 	    frames) opts="$(FUZZ_OPTS_frames)";; rpc) opts="$(FUZZ_OPTS_rpc)";; \
+	    ops) opts="$(FUZZ_OPTS_ops)";; \
 	    cli_parse) opts="$(FUZZ_OPTS_cli_parse)";; safetensors) opts="$(FUZZ_OPTS_safetensors)";; \
 	    esac; \
 	    $(FUZZ_BUILD)/fuzz/fuzz_$$t $$opts -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
