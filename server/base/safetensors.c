@@ -389,13 +389,13 @@ static int parse_meta(struct parser *ps, struct td_st_header *h)
     return 0;
 }
 
-/* By start, then by end: an empty tensor starts where the next one does, and must sort before
-** it (qsort's order among equal keys is unspecified, and a header lists its entries in any
-** order), or a valid buffer looks like an overlap. */
 static int by_begin(const void *a, const void *b)
 {
     const struct td_st_entry *x = *(const struct td_st_entry *const *)a;
     const struct td_st_entry *y = *(const struct td_st_entry *const *)b;
+    /* An empty tensor starts where the next one does: ties go by end, so it sorts first and
+    ** the walk below sees no hole (with the keyed handle table, snapshots list tensors in a
+    ** random order, and a tie broken the other way refused a good file). */
     if (x->begin != y->begin) {
         return x->begin < y->begin ? -1 : 1;
     }
