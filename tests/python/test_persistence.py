@@ -386,7 +386,15 @@ def test_shutdown_timeout_and_unusable_data_dir(tmp_path):
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(timeout=60) == 0
     text = d.text()
-    assert "event=shutdown_timeout" in text and "sessions_saved count=0 failed=1" in text
+    # Work still running a quarter of the timeout before the deadline is cancelled (here 25 ms
+    # before it). Whether the running matmul unwinds by the deadline is up to the scheduler:
+    # then the session is saved; else the shutdown times out and the busy session is skipped
+    # (never written while its job runs: tests/session/test_persist_layout.c checks that).
+    assert "event=shutdown_cancel" in text
+    if "event=shutdown_timeout" in text:
+        assert "sessions_saved count=0 failed=1" in text
+    else:
+        assert "sessions_saved count=1 failed=0" in text
     assert time.time() - start < 10  # queued matmuls are dropped, not run
     d.stop()
     blocker = tmp_path / "file"
