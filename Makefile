@@ -190,7 +190,7 @@ test-py: all $(PY_GEN)
 
 # The C suites, then the Python suites against the sanitized daemon (which must exit cleanly).
 check-asan:
-	$(Q)$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test-c test-py test-cli
+	$(Q)TENSORD_SANITIZED=1 $(MAKE) --no-print-directory BUILD=build-asan SAN=1 test-c test-py test-cli
 
 # ---- setup ----
 DEB_PKGS := build-essential pkg-config libuv1-dev libprotobuf-c-dev protobuf-c-compiler \

@@ -47,6 +47,10 @@ TINY_OP_S = float(os.environ.get("TENSORD_TINY_OP_MS", "100")) / 1000
 NOISE_X = 2.5               # see Guard.assert_served
 ALLOC_SLACK = 1 << 20       # allocated_bytes back to its level before the attack, within this
 RSS_SLACK = 64 << 20        # RSS back to its level before, plus cached_bytes, within this
+# AddressSanitizer keeps freed memory in its quarantine and never gives it back to the system,
+# so under make check-asan RSS cannot return to its baseline; allocated_bytes (the daemon's own
+# count of live bytes) is still checked there, and the peaks still bound memory.
+SANITIZED = os.environ.get("TENSORD_SANITIZED") == "1"
 MiB = 1 << 20
 
 pytestmark = pytest.mark.timeout(120)
@@ -302,7 +306,7 @@ class Guard:
         assert st.allocated_bytes <= self.base_alloc + ALLOC_SLACK, \
             "allocated_bytes %d, %d before the attack" % (st.allocated_bytes, self.base_alloc)
         rss = proc_kib(self.pid, "VmRSS") << 10
-        assert rss <= self.base_rss + st.cached_bytes + RSS_SLACK, \
+        assert SANITIZED or rss <= self.base_rss + st.cached_bytes + RSS_SLACK, \
             "RSS %d MiB, %d MiB before the attack, %d MiB cached" % (
                 rss >> 20, self.base_rss >> 20, st.cached_bytes >> 20)
         self.alive()
