@@ -393,7 +393,13 @@ static int by_begin(const void *a, const void *b)
 {
     const struct td_st_entry *x = *(const struct td_st_entry *const *)a;
     const struct td_st_entry *y = *(const struct td_st_entry *const *)b;
-    return x->begin < y->begin ? -1 : x->begin > y->begin;
+    /* An empty tensor starts where the next one does: ties go by end, so it sorts first and
+    ** the walk below sees no hole (with the keyed handle table, snapshots list tensors in a
+    ** random order, and a tie broken the other way refused a good file). */
+    if (x->begin != y->begin) {
+        return x->begin < y->begin ? -1 : 1;
+    }
+    return x->end < y->end ? -1 : x->end > y->end;
 }
 
 static int by_name(const void *a, const void *b)

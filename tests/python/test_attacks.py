@@ -8,8 +8,8 @@ flags the attack needs) and then checks, through one shared helper (Guard.check)
       where a limit stops it (checked in the test itself);
   (b) the daemon is alive, and a fresh connection is served;
   (c) another session's tiny op (add of two 2-element tensors, then Get of the sum) replies
-      within TINY_OP_S (100 ms), while the attack runs where the attack is about time, and after
-      it in every case;
+      within TINY_OP_S (100 ms), while the attack runs where the attack is about time (with an
+      allowance for the scheduler's noise, Guard.assert_served), and after it in every case;
   (d) a canary session (test_hostile.Canary: every dtype, a requires_grad leaf and its .grad)
       is intact byte for byte;
   (e) memory comes back: the daemon's allocated_bytes (Stats) to its level before the attack,
@@ -44,6 +44,7 @@ from test_hostile import HEADER, Canary, Raw, frame
 pb = wire.pb
 
 TINY_OP_S = float(os.environ.get("TENSORD_TINY_OP_MS", "100")) / 1000
+NOISE_X = 2.5               # see Guard.assert_served
 ALLOC_SLACK = 1 << 20       # allocated_bytes back to its level before the attack, within this
 RSS_SLACK = 64 << 20        # RSS back to its level before, plus cached_bytes, within this
 MiB = 1 << 20
@@ -242,12 +243,20 @@ class Guard:
         return Ctx()
 
     def assert_served(self):
-        """(c) during the attack: every tiny op the watcher timed replied within TINY_OP_S."""
+        """(c) during the attack: the tiny ops the watcher timed replied within TINY_OP_S.
+
+        A shared machine's scheduler alone can hold a process past 100 ms now and then (seen:
+        101 and 140 ms, once per run, with other builds on both cores), so one probe in twenty
+        (at least one) may take up to NOISE_X times the bound. Work run on the event loop does
+        not hide in that allowance: it delays every probe sent while it runs, and the attacks
+        repeat or last long enough to show as several slow probes or one far slower."""
         assert not self.watch_errors, self.watch_errors
         assert self.lat, "the watcher timed no tiny op"
-        worst = max(self.lat)
-        assert worst < TINY_OP_S, "another session waited %.0f ms (%d tiny ops, bound %.0f ms)" \
-            % (worst * 1000, len(self.lat), TINY_OP_S * 1000)
+        slow = sorted((x for x in self.lat if x >= TINY_OP_S), reverse=True)
+        allowed = max(1, len(self.lat) // 20)
+        ok = not slow or (len(slow) <= allowed and slow[0] < NOISE_X * TINY_OP_S)
+        assert ok, "another session waited %s ms (%d tiny ops, bound %.0f ms)" % (
+            ", ".join("%.0f" % (x * 1000) for x in slow[:5]), len(self.lat), TINY_OP_S * 1000)
 
     def peak_rss(self):
         """The kernel's high-water mark of the daemon's RSS, in bytes, above its level before
@@ -927,33 +936,78 @@ def test_finding6_colliding_handles_cost_no_more_than_sequential_ones(guard):
     g.stop()
 
 
+def test_finding6_random_handle_order_keeps_files_with_empty_tensors_loadable(guard, data_dir):
+    """A consequence of the keyed table: a session's tensors come out in a different order in
+    every process, and so do the entries of its shutdown snapshot. A file whose empty tensor
+    shares its data offset with the next tensor must load whatever the order (the reader
+    sorted the entries by start offset only, so an empty tensor sorted after its neighbour
+    read as a hole: snapshots of sessions holding one failed to restore, by chance)."""
+    g = guard("--data-dir", data_dir)
+    a = Attacker(g.port)
+    a.create(1, np.arange(3, dtype=np.float32))
+    a.create(2, np.zeros((0, 5), dtype=np.float32))
+    a.create(3, np.arange(4, dtype=np.int64))
+    for i, order in enumerate(([("a", 1), ("b", 2), ("c", 3)], [("b", 2), ("a", 1), ("c", 3)],
+                               [("z", 2), ("a", 1), ("m", 3)])):
+        resp = _save(a, "f%d" % i, order)
+        assert resp.status.code == pb.OK, resp.status.message
+        resp = _load(a, "f%d" % i, [(n, 10 + k) for k, (n, _) in enumerate(order)])
+        assert resp.status.code == pb.OK, (order, resp.status.message)
+        fr = pb.Request(id=a.next_id())
+        fr.free.handles.extend([10, 11, 12])
+        a.ok(fr)
+    a.close_session()
+    g.check()
+    # The snapshot: the canary holds an empty tensor among eight others; four restarts, four
+    # keys, four orders.
+    token = g.canary.c.token
+    g.stop()
+    for _ in range(4):
+        d2 = Daemon("--data-dir", data_dir)
+        try:
+            assert d2.port is not None, d2.text()
+            try:
+                g.canary.c = wire.Conn(d2.port, resume=token)
+            except wire.ServerError as e:
+                raise AssertionError("the snapshot did not restore (%s):\n%s" % (
+                    e, d2.text()[-1500:]))
+            g.canary.check()
+            g.canary.c.close()
+        finally:
+            assert d2.stop() == 0
+
+
 # ================================================================= finding 7: work misjudged
 
-N26 = 1 << 26
+# The finding measured 60-240 ms of loop time at 2^26 elements; at 2^27 (a 512 MiB float32
+# result) the same work is twice that, so an op run on the loop shows above the 100 ms bound on
+# any machine, while off the loop it costs the other sessions nothing.
+N27 = 1 << 27
 
 
 def _misjudged(a, name):
-    """The request making 2^26 elements from small inputs (handles 1..3 prepared here)."""
+    """The request making 2^27 elements from small inputs (its inputs created here)."""
     if name == "linspace":
-        return op_req(a.next_id(), 9, "linspace", [], min=0.0, max=1.0, dim=N26)
+        return op_req(a.next_id(), 9, "linspace", [], min=0.0, max=1.0, dim=N27)
     if name == "repeat":
         a.create(2, np.ones(1 << 13, dtype=np.float32))
-        return op_req(a.next_id(), 9, "repeat", [2], dims=[1 << 13])
+        return op_req(a.next_id(), 9, "repeat", [2], dims=[1 << 14])
     if name == "outer":
         a.create(2, np.ones(1 << 13, dtype=np.float32))
-        return op_req(a.next_id(), 9, "outer", [2, 2])
+        a.create(3, np.ones(1 << 14, dtype=np.float32))
+        return op_req(a.next_id(), 9, "outer", [2, 3])
     a.create(2, np.ones((1 << 13, 1), dtype=np.float32))
-    a.create(3, np.ones((1, 1 << 13), dtype=np.float32))
+    a.create(3, np.ones((1, 1 << 14), dtype=np.float32))
     return op_req(a.next_id(), 9, "mm", [2, 3])
 
 
 @pytest.mark.parametrize("name", ["linspace", "repeat", "outer", "thin_mm"])
-def test_finding7_ops_making_2_pow_26_elements_from_small_inputs_run_off_the_loop(guard, name):
+def test_finding7_ops_making_2_pow_27_elements_from_small_inputs_run_off_the_loop(guard, name):
     g = guard()
     a = Attacker(g.port, timeout=60)
     r = _misjudged(a, name)
-    with g.watching(period=0.005):
-        for _ in range(3):  # back to back, so work on the loop could not hide between samples
+    with g.watching(period=0.002):  # probing all the time: a stall on the loop is seen whole
+        for _ in range(3):
             r.id = a.next_id()
             resp, _, _ = a.request(r)
             assert resp.status.code == pb.OK, resp.status.message
@@ -961,7 +1015,7 @@ def test_finding7_ops_making_2_pow_26_elements_from_small_inputs_run_off_the_loo
             m.get.handle = 9
             m.get.meta_only = True
             resp, _ = a.ok(m)
-            assert resp.tensor.nbytes == 4 * N26
+            assert resp.tensor.nbytes == 4 * N27
             fr = pb.Request(id=a.next_id())
             fr.free.handles.append(9)
             a.ok(fr)
