@@ -56,6 +56,7 @@ else
     echo "attack.sh: tensord died during the run; its last log lines:"; tail -20 "$log"
     status=1
 fi
-grep -c 'level=warn\|level=error' "$log" | sed 's/^/attack.sh: warn+error log lines: /'
+echo "attack.sh: the daemon's warn and error log lines, by event:"
+sed -n 's/.*level=\(warn\|error\) event=\([a-z_]*\).*/\1 \2/p' "$log" | sort | uniq -c | sort -rn
 rm -rf "$dir"
 exit $status
