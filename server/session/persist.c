@@ -284,17 +284,18 @@ static void disk_count(const struct td_persist_budget *b)
     }
 }
 
-/* Takes `size` bytes of the data dir's total for a file that will replace one of `old` bytes:
-** refused when the total would then exceed the limit. */
-static int disk_reserve(const struct td_persist_budget *b, int64_t size, int64_t old,
-                        struct td_err *err)
+/* Takes `size` bytes of the data dir's total for a new file: refused when the total would then
+** exceed the limit. A file that replaces another is written beside it first, so both are on
+** disk until the rename: the old file's bytes still count here, and are given back only once
+** it is gone (the data dir never holds more than the limit, even for a moment). */
+static int disk_reserve(const struct td_persist_budget *b, int64_t size, struct td_err *err)
 {
     struct td_disk *d = b->disk;
     disk_count(b);
     int64_t cur = atomic_load(&d->used), next;
     do {
         next = td_sat_add(cur, size);
-        if (b->max > 0 && td_sat_add(cur - (old < cur ? old : cur), size) > b->max) {
+        if (b->max > 0 && next > b->max) {
             return td_err_set(err, TD_EQUOTA, "disk quota exceeded: max_disk_bytes %lld (the "
                               "file needs %lld bytes; %lld are in use)", (long long)b->max,
                               (long long)size, (long long)cur);
@@ -378,9 +379,7 @@ int td_persist_write(const char *path, struct td_tensor *const *t, const char *c
                           (long long)owner_used);
     }
     if (budget != NULL && budget->disk != NULL) {
-        struct stat st;
-        int64_t old = lstat(path, &st) == 0 && S_ISREG(st.st_mode) ? (int64_t)st.st_size : 0;
-        if ((rc = disk_reserve(budget, size, old, err)) != 0) {
+        if ((rc = disk_reserve(budget, size, err)) != 0) {
             td_free(hdr);
             return rc;
         }

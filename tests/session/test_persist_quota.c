@@ -211,18 +211,25 @@ static void test_data_dir_counter_counts_what_is_there_and_stays_exact(void **st
 
     struct td_disk disk = {0};
     int64_t f100 = one_tensor_file(100), f200 = one_tensor_file(200);
-    struct td_persist_budget b = {.disk = &disk, .root = dir, .max = before + f200 + 16};
+    /* Room for the 200-element file beside the 100-element one, as an overwrite needs: the new
+    ** file is written next to the old one, and both are on disk until the rename. */
+    struct td_persist_budget b = {.disk = &disk, .root = dir, .max = before + f100 + f200 + 16};
     assert_int_equal(write_n("a", 100, &b, 0, &err), 0);
     assert_int_equal(atomic_load(&disk.used), before + f100);
-    /* Overwriting "a" with a larger file fits, as the old one leaves: no double count. */
+    /* Overwriting "a" with a larger file fits; afterwards only the new one counts. */
     assert_int_equal(write_n("a", 200, &b, 0, &err), 0);
     assert_int_equal(atomic_load(&disk.used), before + f200);
-    /* A second file does not fit in the 16 bytes left. */
-    assert_int_equal(write_n("b", 100, &b, 0, &err), TD_EQUOTA);
+    /* A second file does not fit in the f100 + 16 bytes left... */
+    assert_int_equal(write_n("b", 200, &b, 0, &err), TD_EQUOTA);
     char want[96];
     snprintf(want, sizeof want, "disk quota exceeded: max_disk_bytes %lld",
-             (long long)(before + f200 + 16));
+             (long long)(before + f100 + f200 + 16));
     assert_non_null(strstr(err.msg, want));
+    /* ...and an overwrite that would need both versions on disk past the limit is refused. */
+    struct td_persist_budget tight = b;
+    tight.max = before + f200 + f100 - 1;
+    assert_int_equal(write_n("a", 100, &tight, 0, &err), TD_EQUOTA);
+    assert_int_equal(atomic_load(&disk.used), before + f200);
     /* Overwriting "a" with a smaller file gives bytes back. */
     assert_int_equal(write_n("a", 100, &b, 0, &err), 0);
     assert_int_equal(atomic_load(&disk.used), before + f100);
