@@ -325,6 +325,11 @@ int td_quota_charge(struct td_quota *q, int64_t n, struct td_err *err)
                               (long long)n, c->max_charge_name, (long long)c->max_charge);
         }
     }
+    return td_quota_charge_bytes(q, n, err);
+}
+
+int td_quota_charge_bytes(struct td_quota *q, int64_t n, struct td_err *err)
+{
     for (struct td_quota *c = q; c != NULL; c = c->parent) {
         int64_t after = atomic_fetch_add(&c->used, n) + n;
         if (c->limit > 0 && after > c->limit) {

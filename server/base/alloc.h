@@ -56,6 +56,10 @@ void td_quota_init(struct td_quota *q, const char *name, int64_t limit, struct t
 ** quota exceeded: 1073741824 bytes"). q may be NULL. */
 int td_quota_charge(struct td_quota *q, int64_t n, struct td_err *err);
 
+/* As td_quota_charge, without the one-tensor limit (max_charge): for bytes that are not one
+** tensor, such as reply text. */
+int td_quota_charge_bytes(struct td_quota *q, int64_t n, struct td_err *err);
+
 /* Returns n bytes to q and its parents. q may be NULL. */
 void td_quota_release(struct td_quota *q, int64_t n);
 

@@ -1186,24 +1186,6 @@ static int run_load(struct rpc_job *j, struct td_session *s, struct result *res,
     return rc;
 }
 
-/* Charges n bytes that are not a tensor (a reply's text) to q and its parents: their totals,
-** as td_quota_charge does, but not the one-tensor limit (max_charge), which says nothing about
-** text. */
-static int charge_text(struct td_quota *q, int64_t n, struct td_err *err)
-{
-    for (struct td_quota *c = q; c != NULL; c = c->parent) {
-        int64_t after = atomic_fetch_add(&c->used, n) + n;
-        if (c->limit > 0 && after > c->limit) {
-            for (struct td_quota *u = q; u != c->parent; u = u->parent) {
-                atomic_fetch_sub(&u->used, n);
-            }
-            return td_err_set(err, TD_EQUOTA, "%s quota exceeded: %lld bytes", c->name,
-                              (long long)c->limit);
-        }
-    }
-    return 0;
-}
-
 /* The text is charged to the session's quota from before it is rendered (at td_print_cost's
 ** bound, so rendering cannot take memory the quota does not have) until its reply is written
 ** (at its length): replies nobody reads stay inside the quota. */
@@ -1224,7 +1206,7 @@ static int run_format(struct rpc_job *j, struct td_session *s, struct result *re
     if ((rc = td_print_cost(t, &reads, &bound)) != 0) {
         return td_err_set(err, rc, "cannot print this tensor");
     }
-    if ((rc = charge_text(q, bound, err)) != 0) {
+    if ((rc = td_quota_charge_bytes(q, bound, err)) != 0) {
         return rc;
     }
     if ((rc = td_tensor_repr(t, &o, &res->text, err)) != 0) {
@@ -1234,7 +1216,7 @@ static int run_format(struct rpc_job *j, struct td_session *s, struct result *re
     int64_t len = (int64_t)strlen(res->text);
     if (len <= bound) {
         td_quota_release(q, bound - len);
-    } else if ((rc = charge_text(q, len - bound, err)) != 0) {
+    } else if ((rc = td_quota_charge_bytes(q, len - bound, err)) != 0) {
         td_quota_release(q, bound);
         td_free(res->text);
         res->text = NULL;
