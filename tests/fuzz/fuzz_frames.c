@@ -58,6 +58,8 @@ struct state {
     struct expect_frame frames[MAX_EXPECT];
     int nframes;           /* complete frames the reference parser found */
     bool error_expected;   /* a refused header follows the last complete frame */
+    bool established;      /* td_conn_established called: at open (flag 64) or after frame 1,
+                           ** as the daemon does after a Hello; before it, no data section */
     bool truncated;        /* the stream ends inside a frame */
     bool echo, pause_in_frame;
 
@@ -111,6 +113,12 @@ static void reference_parse(void)
             st.error_expected = true;
             return;
         }
+        /* Before the handshake a frame may not carry data (nor more protobuf than
+        ** TD_NET_PREAUTH_MAX_META, which MAX_META is already below). */
+        if (!st.established && st.nframes == 0 && dl > 0) {
+            st.error_expected = true;
+            return;
+        }
         at += TD_NET_HEADER_BYTES;
         if (st.len - at < ml + dl || st.nframes == MAX_EXPECT) {
             st.truncated = true;
@@ -154,6 +162,9 @@ static void *on_open(struct td_conn *c, void *user)
     CHECK(st.conn == NULL);
     st.conn = c;
     st.opens++;
+    if (st.established) {
+        td_conn_established(c);
+    }
     return &st;
 }
 
@@ -164,6 +175,10 @@ static void on_frame(struct td_conn *c, void *conn_user, const uint8_t *meta, si
     CHECK(st.errors == 0);
     CHECK(st.delivered < st.nframes);
     const struct expect_frame *f = &st.frames[st.delivered++];
+    if (!st.established) {
+        td_conn_established(c);  /* the first frame was the handshake */
+        st.established = true;
+    }
     /* Whole, within the limits, and the very bytes that were sent. */
     CHECK(meta_len <= MAX_META && meta_len + data_len <= MAX_FRAME);
     CHECK(meta_len == f->meta_len && data_len == f->data_len);
@@ -335,6 +350,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     st.echo = (flags & 8) != 0;
     st.pause_in_frame = (flags & 16) != 0;
     net.cfg.write_high_water = (flags & 32) != 0 ? 64 : 1 << 20;
+    st.established = (flags & 64) != 0;
     reference_parse();
 
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
