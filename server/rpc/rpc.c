@@ -1204,8 +1204,26 @@ static int charge_text(struct td_quota *q, int64_t n, struct td_err *err)
     return 0;
 }
 
-/* The text is charged to the session's quota from before it is rendered (at td_print_cost's
-** bound, so rendering cannot take memory the quota does not have) until its reply is written
+/* A Format's text charge: made by td_tensor_repr's reserve hook, at the bound its measured
+** width gives, before any text is allocated. */
+struct text_charge {
+    struct td_quota *q;
+    int64_t charged;
+};
+
+static int reserve_text(void *arg, int64_t text_bound, struct td_err *err)
+{
+    struct text_charge *c = arg;
+    int rc = charge_text(c->q, text_bound, err);
+    if (rc == 0) {
+        c->charged = text_bound;
+    }
+    return rc;
+}
+
+/* The text is charged to the session's quota from before it is rendered (at the bound the
+** formatter's measured width gives, so rendering cannot take memory the quota does not have,
+** and an honest Format is not refused for text it will not produce) until its reply is written
 ** (at its length): replies nobody reads stay inside the quota. */
 static int run_format(struct rpc_job *j, struct td_session *s, struct result *res,
                       struct td_err *err)
@@ -1219,23 +1237,18 @@ static int run_format(struct rpc_job *j, struct td_session *s, struct result *re
     td_print_opts_default(&o);
     o.requires_grad = t->requires_grad;
     o.grad_fn = t->grad_fn != NULL ? td_node_name(t->grad_fn) : NULL;
-    struct td_quota *q = &j->job.session->quota;
-    int64_t reads, bound;
-    if ((rc = td_print_cost(t, &reads, &bound)) != 0) {
-        return td_err_set(err, rc, "cannot print this tensor");
-    }
-    if ((rc = charge_text(q, bound, err)) != 0) {
-        return rc;
-    }
+    struct text_charge c = {&j->job.session->quota, 0};
+    o.reserve = reserve_text;
+    o.reserve_arg = &c;
     if ((rc = td_tensor_repr(t, &o, &res->text, err)) != 0) {
-        td_quota_release(q, bound);
+        td_quota_release(c.q, c.charged);
         return rc;
     }
     int64_t len = (int64_t)strlen(res->text);
-    if (len <= bound) {
-        td_quota_release(q, bound - len);
-    } else if ((rc = charge_text(q, len - bound, err)) != 0) {
-        td_quota_release(q, bound);
+    if (len <= c.charged) {
+        td_quota_release(c.q, c.charged - len);
+    } else if ((rc = charge_text(c.q, len - c.charged, err)) != 0) {
+        td_quota_release(c.q, c.charged);
         td_free(res->text);
         res->text = NULL;
         return rc;
