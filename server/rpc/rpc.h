@@ -51,7 +51,7 @@ const char *td_rpc_kind_name(int k);
 struct td_rpc_server {
     struct td_store *store;             /* borrowed */
     uint8_t instance_id[16];            /* random per daemon start */
-    const char *auth_token;             /* borrowed; NULL or "" means no auth */
+    const char *auth_token;             /* borrowed; NULL means no auth ("" refuses all) */
     uint64_t max_frame_bytes;           /* advertised in HelloResult */
     int64_t heavy_work;                 /* td_cost_work above this goes to the executor; the
                                         ** loop never runs a request that costs more */
