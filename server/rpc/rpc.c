@@ -948,6 +948,29 @@ static struct td_persist_budget files_budget(struct td_rpc_server *srv)
     };
 }
 
+/* A session that ends for good (CloseSession, expiry) takes its Save directory with it: nobody
+** can name those files any more, and they would hold the disk quota for ever. A session only
+** disconnected keeps them (it may resume); shutdown snapshots keep them; with --shared-files no
+** file is a session's. This runs on the loop thread, where the session's end must happen (it
+** touches the store's map) and while no job of it runs: the directory holds at most
+** TD_PERSIST_MAX_FILES files, so it is one readdir and at most that many unlinks. */
+static void remove_session_files(struct td_rpc_server *srv, const struct td_session *s)
+{
+    if (srv->files_dir == NULL || srv->shared_files) {
+        return;
+    }
+    struct td_persist_budget budget = files_budget(srv);
+    int n = td_persist_remove_session_files(&budget, s);
+    if (n > 0) {
+        td_log(TD_LOG_INFO, "session_files_removed", "session=%s files=%d", s->token_tag, n);
+    }
+}
+
+void td_rpc_session_expired(struct td_session *s, void *srv)
+{
+    remove_session_files(srv, s);
+}
+
 /* Sorted once, so a request naming 100,000 tensors is checked in n log n, not n^2. */
 static int check_unique_names(const char **names, size_t n, struct td_err *err)
 {
@@ -1847,6 +1870,7 @@ static void job_execute(struct rpc_job *j)
     case TENSORD__REQUEST__BODY_CLOSE_SESSION:
         td_log(TD_LOG_INFO, "session_closed", "conn=%llu session=%s req=%llu",
                (unsigned long long)p->conn_id, s->token_tag, (unsigned long long)j->req->id);
+        remove_session_files(p->srv, s);
         td_session_close(s);
         break;
     case TENSORD__REQUEST__BODY_PING:

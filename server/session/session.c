@@ -39,6 +39,8 @@ void td_store_init(struct td_store *st, const struct td_store_config *cfg, struc
     st->next_id = 1;
     st->closing = false;
     st->stopping = false;
+    st->on_expire = NULL;
+    st->on_expire_arg = NULL;
 }
 
 static uint64_t token_key(const uint8_t *token)
@@ -267,6 +269,9 @@ int td_store_sweep(struct td_store *st, uint64_t now_ms)
         struct td_session *s = val;
         if (s->nconns == 0 && !td_session_busy(s) && now_ms >= s->idle_since_ms &&
             now_ms - s->idle_since_ms >= st->cfg.session_ttl_ms) {
+            if (st->on_expire != NULL) {
+                st->on_expire(s, st->on_expire_arg);
+            }
             td_session_close(s);  /* deletes the current key, which iteration allows */
             n++;
         }

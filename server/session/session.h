@@ -77,6 +77,12 @@ struct td_store {
     uint64_t next_id;            /* for log lines */
     bool closing;
     bool stopping;               /* td_store_stop: queued jobs are dropped, not run */
+    /* Called by td_store_sweep on the loop thread for each session that expires, just before
+    ** it is closed, while no job of it runs (what lives outside the store, its Save files,
+    ** goes with it); NULL: nothing. td_store_init sets it NULL; the owner sets it after. Not
+    ** called by td_store_close: at shutdown sessions are snapshotted, not ended. */
+    void (*on_expire)(struct td_session *s, void *arg);
+    void *on_expire_arg;         /* borrowed; passed to on_expire */
 };
 
 /* A handle table slot: a tensor, or the error of the op that should have produced it. */
