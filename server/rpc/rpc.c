@@ -953,22 +953,25 @@ static struct td_persist_budget files_budget(struct td_rpc_server *srv)
 ** disconnected keeps them (it may resume); shutdown snapshots keep them; with --shared-files no
 ** file is a session's. This runs on the loop thread, where the session's end must happen (it
 ** touches the store's map) and while no job of it runs: the directory holds at most
-** TD_PERSIST_MAX_FILES files, so it is one readdir and at most that many unlinks. */
-static void remove_session_files(struct td_rpc_server *srv, const struct td_session *s)
+** TD_PERSIST_MAX_FILES files, so it is one readdir and at most that many unlinks, each paid
+** for beforehand by the Save (a worker job) that wrote the file; one sweep's expiries stop at
+** TD_STORE_SWEEP_MAX_WORK files. Returns how many files were removed. */
+static int remove_session_files(struct td_rpc_server *srv, const struct td_session *s)
 {
     if (srv->files_dir == NULL || srv->shared_files) {
-        return;
+        return 0;
     }
     struct td_persist_budget budget = files_budget(srv);
     int n = td_persist_remove_session_files(&budget, s);
     if (n > 0) {
         td_log(TD_LOG_INFO, "session_files_removed", "session=%s files=%d", s->token_tag, n);
     }
+    return n;
 }
 
-void td_rpc_session_expired(struct td_session *s, void *srv)
+int td_rpc_session_expired(struct td_session *s, void *srv)
 {
-    remove_session_files(srv, s);
+    return remove_session_files(srv, s);
 }
 
 /* Sorted once, so a request naming 100,000 tensors is checked in n log n, not n^2. */

@@ -163,8 +163,9 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
 int td_rpc_data_alloc(struct td_rpc_peer *p, size_t len, void **out, struct td_err *err);
 
 /* The store's on_expire hook (arg: the td_rpc_server): an expired session's Save directory and
-** its files are removed and their bytes given back to the disk quota. Loop thread. */
-void td_rpc_session_expired(struct td_session *s, void *srv);
+** its files are removed and their bytes given back to the disk quota. Returns how many files
+** went. Loop thread. */
+int td_rpc_session_expired(struct td_session *s, void *srv);
 
 /* Sends an error reply not tied to a decoded request (a framing error): id 0, status from code. */
 void td_rpc_reply_error(struct td_rpc_peer *p, uint64_t id, int code, const char *msg,
