@@ -1444,6 +1444,8 @@ int main(int argc, char **argv)
         .session_ttl_ms = cfg.session_ttl_ms,
     };
     td_store_init(&server.store, &scfg, &server.executor);
+    server.store.on_expire = td_rpc_session_expired;  /* an expired session's files go too */
+    server.store.on_expire_arg = &server.rpc;
     server.shutdown_timeout_ms = cfg.shutdown_timeout_ms;
     static char files_dir[4096], sessions_dir[4096];
     if (cfg.data_dir != NULL) {

@@ -104,6 +104,8 @@ struct formatter {
     bool int_mode;
     bool sci_mode;
     int max_width;
+    bool overridden;  /* the sci_mode option changed the mode the widths were measured in */
+    bool unmeasured;  /* a shown float is zero, nan or inf: its width was not measured */
     /* measurement pass state */
     bool any;
     double amin, amax;
@@ -179,6 +181,7 @@ static void measure_float(struct formatter *f, int64_t off)
 {
     double v = elem_f(f->t, off);
     if (!isfinite(v) || v == 0) {
+        f->unmeasured = true;
         return;
     }
     double a = fabs(v);
@@ -244,6 +247,7 @@ static void formatter_init(struct formatter *f, const struct td_tensor *t,
     }
     visit_summarized(f, 0, t->offset, summarize, measure_width);
     if (f->floating && o->sci_mode >= 0) {
+        f->overridden = f->sci_mode != (o->sci_mode != 0);
         f->sci_mode = o->sci_mode != 0;
     }
 }
@@ -314,6 +318,106 @@ static void render(struct sbuf *b, struct formatter *f, int dim, int64_t off, in
     sb_puts(b, "]");
 }
 
+/* ---- text bounds ---- */
+
+/* The digits printf prints after the point for this precision (a negative one means 6). */
+static int64_t precision_digits(const struct td_print_opts *o)
+{
+    return o->precision < 0 ? 6 : o->precision;
+}
+
+/* The widest text one element can print as, padding included, from its dtype alone. */
+static int64_t value_width_bound(const struct td_tensor *t, const struct td_print_opts *o)
+{
+    int64_t prec = precision_digits(o);
+    switch (t->dtype) {
+    case TD_DTYPE_BOOL: return 5;   /* False */
+    case TD_DTYPE_I32: return 11;   /* -2147483648 */
+    case TD_DTYPE_I64: return 20;   /* -9223372036854775808 */
+    default:
+        /* Automatic fixed notation only below 1e8: "-100000000." plus the digits; scientific
+        ** is "-1.", the digits, "e+308"; forced fixed can print all 309 digits of the largest
+        ** double ("-", 309 digits, "." and the digits). */
+        if (o->sci_mode == 0) {
+            return td_sat_add(311, prec);
+        }
+        return td_sat_add(o->sci_mode == 1 ? 8 : 11, prec);
+    }
+}
+
+/* The widest text one element prints as once the formatter has measured the values: its width,
+** or what a value it does not measure (zero, nan, inf) prints as when that is wider. */
+static int64_t value_width(const struct formatter *f)
+{
+    int64_t w = f->max_width, prec = precision_digits(f->o), other;
+    if (!f->floating || (!f->overridden && !f->unmeasured)) {
+        return w;  /* every shown value was measured, in the notation it prints in */
+    }
+    if (f->overridden) {
+        other = value_width_bound(f->t, f->o);  /* measured in another notation */
+    } else if (f->sci_mode) {
+        other = td_sat_add(prec, 7);  /* "-0.0000e+00" */
+    } else if (f->int_mode) {
+        other = 4;  /* "-inf"; "nan", "-0." */
+    } else {
+        other = td_sat_add(prec, 3);  /* "-0.0000" */
+    }
+    other = other < 4 ? 4 : other;
+    return w > other ? w : other;
+}
+
+/* The length of the text render() produces, exactly as it lays it out, with every value at
+** `width` bytes and rows wrapped as for a formatter of `wrap_width` (the real max_width, or a
+** bound on it: a wider one wraps more often, so the count stays an upper bound). All slices at
+** one depth have the same shape, so the text is counted level by level: the slices at depth d
+** are the product of the sizes shown above it. Saturating. */
+static int64_t body_bound(const struct td_tensor *t, const struct td_print_opts *o,
+                          bool summarize, int64_t width, int64_t wrap_width)
+{
+    if (t->numel == 0) {
+        return 2;  /* "[]" */
+    }
+    if (t->ndim == 0) {
+        return width;
+    }
+    int64_t edge2 = td_sat_mul(2, o->edgeitems < 0 ? 0 : o->edgeitems);
+    int64_t slices = 1, text = 0;
+    for (int d = 0; d < t->ndim; d++) {
+        int64_t n = t->shape[d] < 1 ? 1 : t->shape[d];
+        bool cut = summarize && n > edge2;
+        int64_t shown = cut ? edge2 : n;
+        int64_t entries = shown + (cut ? 1 : 0);
+        int64_t indent = 7 + d, per;
+        if (d < t->ndim - 1) {
+            /* "[", "]", "..." when cut, and between entries "," (ndim - d - 1) newlines and
+            ** indent + 1 spaces */
+            per = td_sat_add(2 + (cut ? 3 : 0), td_sat_mul(entries - 1, t->ndim + 8));
+        } else {
+            /* a row: "[", "]", the values, " ..." when cut, ", " between entries, and
+            ** indent + 1 more spaces (",\n" instead of ", ") at each wrap */
+            double room = (double)(o->linewidth - indent) / (double)td_sat_add(wrap_width, 2);
+            int64_t per_line = room >= 1 ? (int64_t)floor(room < 1e18 ? room : 1e18) : 1;
+            int64_t wraps = (entries - 1) / per_line;
+            per = td_sat_add(td_sat_add(2 + (cut ? 4 : 0), td_sat_mul(shown, width)),
+                             td_sat_add(td_sat_mul(entries - 1, 2),
+                                        td_sat_mul(wraps, indent + 1)));
+        }
+        text = td_sat_add(text, td_sat_mul(slices, per));
+        slices = td_sat_mul(slices, shown);
+    }
+    return text;
+}
+
+/* "tensor(", the suffixes (each after ", " or ",\n" and the indent) and ")". */
+static int64_t frame_bound(char suffixes[][48], int n)
+{
+    int64_t text = 7 + 1;
+    for (int i = 0; i < n; i++) {
+        text += 2 + 7 + (int64_t)strlen(suffixes[i]);
+    }
+    return text;
+}
+
 void td_print_opts_default(struct td_print_opts *o)
 {
     o->precision = 4;
@@ -323,6 +427,8 @@ void td_print_opts_default(struct td_print_opts *o)
     o->sci_mode = -1;
     o->requires_grad = false;
     o->grad_fn = NULL;
+    o->reserve = NULL;
+    o->reserve_arg = NULL;
 }
 
 /* torch's _add_suffixes. */
@@ -354,69 +460,60 @@ int td_tensor_repr(const struct td_tensor *t, const struct td_print_opts *o, cha
     struct sbuf b = {0};
     const int indent = 7;  /* len("tensor(") */
     char suffixes[4][48];
-    int ns = 0;
+    int ns = 0, rc = 0;
     bool default_dtype = t->dtype == TD_DTYPE_F32 || t->dtype == TD_DTYPE_I64 ||
                          t->dtype == TD_DTYPE_BOOL;
-    sb_puts(&b, "tensor(");
-    if (t->numel == 0) {
-        if (t->ndim != 1) {
-            /* str(tuple(shape)): "(0, 3)", "(0,)" never here since ndim != 1, "()" impossible */
-            int k = snprintf(suffixes[ns], sizeof suffixes[ns], "size=(");
-            for (int i = 0; i < t->ndim && k < 40; i++) {
-                k += snprintf(suffixes[ns] + k, sizeof suffixes[ns] - (size_t)k, "%s%lld",
-                              i ? ", " : "", (long long)t->shape[i]);
-            }
-            snprintf(suffixes[ns] + k, sizeof suffixes[ns] - (size_t)k, ")");
-            ns++;
+    bool summarize = t->numel > o->threshold;
+    struct formatter f;
+    if (t->numel == 0 && t->ndim != 1) {
+        /* str(tuple(shape)): "(0, 3)", "(0,)" never here since ndim != 1, "()" impossible */
+        int k = snprintf(suffixes[ns], sizeof suffixes[ns], "size=(");
+        for (int i = 0; i < t->ndim && k < 40; i++) {
+            k += snprintf(suffixes[ns] + k, sizeof suffixes[ns] - (size_t)k, "%s%lld",
+                          i ? ", " : "", (long long)t->shape[i]);
         }
-        if (t->dtype != TD_DTYPE_F32) {
-            snprintf(suffixes[ns++], sizeof suffixes[0], "dtype=tensord.%s",
-                     td_dtype_name(t->dtype));
-        }
-        sb_puts(&b, "[]");
-    } else {
-        if (!default_dtype) {
-            snprintf(suffixes[ns++], sizeof suffixes[0], "dtype=tensord.%s",
-                     td_dtype_name(t->dtype));
-        }
-        bool summarize = t->numel > o->threshold;
-        struct formatter f;
-        formatter_init(&f, t, o, summarize);
-        if (t->ndim == 0) {
-            put_value(&b, &f, t->offset);
-        } else {
-            render(&b, &f, 0, t->offset, indent, summarize);
-        }
+        snprintf(suffixes[ns] + k, sizeof suffixes[ns] - (size_t)k, ")");
+        ns++;
+    }
+    if (t->numel == 0 ? t->dtype != TD_DTYPE_F32 : !default_dtype) {
+        snprintf(suffixes[ns++], sizeof suffixes[0], "dtype=tensord.%s",
+                 td_dtype_name(t->dtype));
     }
     if (o->grad_fn != NULL) {
         snprintf(suffixes[ns++], sizeof suffixes[0], "grad_fn=<%s>", o->grad_fn);
     } else if (o->requires_grad) {
         snprintf(suffixes[ns++], sizeof suffixes[0], "requires_grad=True");
     }
+    if (t->numel != 0) {
+        formatter_init(&f, t, o, summarize);
+    }
+    if (o->reserve != NULL && (t->numel == 0 || !f.stop)) {
+        int64_t bound = frame_bound(suffixes, ns);
+        if (t->numel != 0) {
+            bound = td_sat_add(bound, body_bound(t, o, summarize, value_width(&f), f.max_width));
+        } else {
+            bound = td_sat_add(bound, body_bound(t, o, summarize, 0, 0));
+        }
+        if ((rc = o->reserve(o->reserve_arg, bound, err)) != 0) {
+            return rc;
+        }
+    }
+    sb_puts(&b, "tensor(");
+    if (t->numel == 0) {
+        sb_puts(&b, "[]");
+    } else if (t->ndim == 0) {
+        put_value(&b, &f, t->offset);
+    } else {
+        render(&b, &f, 0, t->offset, indent, summarize);
+    }
     add_suffixes(&b, suffixes, ns, indent, o->linewidth);
-    int rc = td_cancel_check(err);
+    rc = td_cancel_check(err);
     if (rc != 0 || b.oom) {
         td_free(b.p);
         return rc != 0 ? rc : td_err_code(err, TD_ENOMEM);
     }
     *out = b.p;
     return 0;
-}
-
-/* The widest text one element can print as, padding included. */
-static int64_t value_width_bound(const struct td_tensor *t, const struct td_print_opts *o)
-{
-    int64_t prec = o->precision < 0 ? 0 : o->precision;
-    switch (t->dtype) {
-    case TD_DTYPE_BOOL: return 5;   /* False */
-    case TD_DTYPE_I32: return 11;   /* -2147483648 */
-    case TD_DTYPE_I64: return 20;   /* -9223372036854775808 */
-    default:
-        /* Fixed notation is chosen automatically only below 1e8 ("-99999999." plus digits);
-        ** scientific is "-1.", the digits, "e+308"; forced fixed can print all 309 digits of
-        ** the largest double. */
-        return td_sat_add(o->sci_mode == 0 ? 311 : 12, prec);
-    }
 }
 
 static int print_cost_opts(const struct td_tensor *t, const struct td_print_opts *o,
@@ -429,27 +526,18 @@ static int print_cost_opts(const struct td_tensor *t, const struct td_print_opts
     }
     /* What the walks visit: every element, or with summarization at most 2 * edgeitems per
     ** dim (torch's get_summarized_data). The formatter reads each twice, the renderer once.
-    ** The text is counted level by level: the slices at depth d are the product of the shown
-    ** sizes above it; each has two brackets and, per entry (its shown children plus a "..."
-    ** when cut), a separator of at most ",", ndim newlines and an indent of at most 8 + ndim
-    ** (or ", " / ",\n" and that indent between elements of a wrapped row). */
+    ** The text is render()'s layout with every value at its dtype's widest, plus the widest
+    ** frame: "tensor(", three suffixes of at most 47 bytes and ")". */
     bool summarize = t->numel > o->threshold;
     int64_t edge2 = td_sat_mul(2, o->edgeitems < 0 ? 0 : o->edgeitems);
-    int64_t width = value_width_bound(t, o), sep = 2 * (int64_t)t->ndim + 14;
-    int64_t slices = 1, text = td_sat_add(512, width);
+    int64_t shown = t->numel == 0 ? 0 : 1;
     for (int d = 0; d < t->ndim; d++) {
         int64_t n = t->shape[d] < 0 ? 0 : t->shape[d];
-        bool cut = summarize && n > edge2;
-        int64_t shown = cut ? edge2 : n;
-        int64_t entries = td_sat_add(shown, cut ? 1 : 0);
-        text = td_sat_add(text, td_sat_mul(slices, td_sat_add(2, td_sat_mul(entries, sep + 4))));
-        slices = td_sat_mul(slices, shown);
+        shown = td_sat_mul(shown, summarize && n > edge2 ? edge2 : n);
     }
-    if (t->numel == 0) {
-        slices = 0;  /* "tensor([], size=(0, 3))": no values */
-    }
-    *elements = td_sat_mul(slices, 3);
-    *text_bytes = td_sat_add(text, td_sat_mul(slices, width));
+    int64_t width = value_width_bound(t, o);
+    *elements = td_sat_mul(shown, 3);
+    *text_bytes = td_sat_add(8 + 3 * (2 + 7 + 47), body_bound(t, o, summarize, width, width));
     return 0;
 }
 

@@ -494,6 +494,8 @@ struct rpc_job {
     bool costed;                            /* work, need_bytes and cost_name are set */
     int status;                             /* the reply's status code */
     bool ran;                               /* dropped jobs are not counted in the stats */
+    int64_t hello_token_len;                /* Hello: auth_token's length on the wire, NUL
+                                            ** bytes included (hello_token_wire_len) */
     struct pb_arena arena;                  /* req is decoded here (last: not zeroed) */
 };
 
@@ -946,6 +948,32 @@ static struct td_persist_budget files_budget(struct td_rpc_server *srv)
     };
 }
 
+/* A session that ends for good (CloseSession, expiry) takes its Save directory with it: nobody
+** can name those files any more, and they would hold the disk quota for ever. A session only
+** disconnected keeps them (it may resume); shutdown snapshots keep them; with --shared-files no
+** file is a session's. This runs on the loop thread, where the session's end must happen (it
+** touches the store's map) and while no job of it runs: the directory holds at most
+** TD_PERSIST_MAX_FILES files, so it is one readdir and at most that many unlinks, each paid
+** for beforehand by the Save (a worker job) that wrote the file; one sweep's expiries stop at
+** TD_STORE_SWEEP_MAX_WORK files. Returns how many files were removed. */
+static int remove_session_files(struct td_rpc_server *srv, const struct td_session *s)
+{
+    if (srv->files_dir == NULL || srv->shared_files) {
+        return 0;
+    }
+    struct td_persist_budget budget = files_budget(srv);
+    int n = td_persist_remove_session_files(&budget, s);
+    if (n > 0) {
+        td_log(TD_LOG_INFO, "session_files_removed", "session=%s files=%d", s->token_tag, n);
+    }
+    return n;
+}
+
+int td_rpc_session_expired(struct td_session *s, void *srv)
+{
+    return remove_session_files(srv, s);
+}
+
 /* Sorted once, so a request naming 100,000 tensors is checked in n log n, not n^2. */
 static int check_unique_names(const char **names, size_t n, struct td_err *err)
 {
@@ -1186,8 +1214,26 @@ static int run_load(struct rpc_job *j, struct td_session *s, struct result *res,
     return rc;
 }
 
-/* The text is charged to the session's quota from before it is rendered (at td_print_cost's
-** bound, so rendering cannot take memory the quota does not have) until its reply is written
+/* A Format's text charge: made by td_tensor_repr's reserve hook, at the bound its measured
+** width gives, before any text is allocated. */
+struct text_charge {
+    struct td_quota *q;
+    int64_t charged;
+};
+
+static int reserve_text(void *arg, int64_t text_bound, struct td_err *err)
+{
+    struct text_charge *c = arg;
+    int rc = td_quota_charge_bytes(c->q, text_bound, err);
+    if (rc == 0) {
+        c->charged = text_bound;
+    }
+    return rc;
+}
+
+/* The text is charged to the session's quota from before it is rendered (at the bound the
+** formatter's measured width gives, so rendering cannot take memory the quota does not have,
+** and an honest Format is not refused for text it will not produce) until its reply is written
 ** (at its length): replies nobody reads stay inside the quota. */
 static int run_format(struct rpc_job *j, struct td_session *s, struct result *res,
                       struct td_err *err)
@@ -1201,23 +1247,18 @@ static int run_format(struct rpc_job *j, struct td_session *s, struct result *re
     td_print_opts_default(&o);
     o.requires_grad = t->requires_grad;
     o.grad_fn = t->grad_fn != NULL ? td_node_name(t->grad_fn) : NULL;
-    struct td_quota *q = &j->job.session->quota;
-    int64_t reads, bound;
-    if ((rc = td_print_cost(t, &reads, &bound)) != 0) {
-        return td_err_set(err, rc, "cannot print this tensor");
-    }
-    if ((rc = td_quota_charge_bytes(q, bound, err)) != 0) {
-        return rc;
-    }
+    struct text_charge c = {&j->job.session->quota, 0};
+    o.reserve = reserve_text;
+    o.reserve_arg = &c;
     if ((rc = td_tensor_repr(t, &o, &res->text, err)) != 0) {
-        td_quota_release(q, bound);
+        td_quota_release(c.q, c.charged);
         return rc;
     }
     int64_t len = (int64_t)strlen(res->text);
-    if (len <= bound) {
-        td_quota_release(q, bound - len);
-    } else if ((rc = td_quota_charge_bytes(q, len - bound, err)) != 0) {
-        td_quota_release(q, bound);
+    if (len <= c.charged) {
+        td_quota_release(c.q, c.charged - len);
+    } else if ((rc = td_quota_charge_bytes(c.q, len - c.charged, err)) != 0) {
+        td_quota_release(c.q, c.charged);
         td_free(res->text);
         res->text = NULL;
         return rc;
@@ -1467,8 +1508,91 @@ void td_rpc_server_close(struct td_rpc_server *srv)
     td_map_init(&srv->auth_penalty);
 }
 
+/* ---- the Hello's token as sent ---- */
+
+/* Reads a varint at *pos of b[0..n); false when it is truncated or longer than 10 bytes. */
+static bool pb_varint(const uint8_t *b, size_t n, size_t *pos, uint64_t *v)
+{
+    *v = 0;
+    for (int i = 0; i < 10 && *pos < n; i++) {
+        uint8_t c = b[(*pos)++];
+        *v |= (uint64_t)(c & 0x7f) << (7 * i);
+        if ((c & 0x80) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Steps over the value of a field of wire type wt at *pos; a length-delimited one's bytes are
+** left in *sub and *sub_len. False for a truncated value or a wire type protobuf-c refuses. */
+static bool pb_skip(const uint8_t *b, size_t n, size_t *pos, unsigned wt, size_t *sub,
+                    size_t *sub_len)
+{
+    uint64_t v;
+    switch (wt) {
+    case 0:
+        return pb_varint(b, n, pos, &v);
+    case 1:
+    case 5:
+        v = wt == 1 ? 8 : 4;
+        break;
+    case 2:
+        if (!pb_varint(b, n, pos, &v)) {
+            return false;
+        }
+        break;
+    default:
+        return false;
+    }
+    if (v > n - *pos) {
+        return false;
+    }
+    *sub = *pos;
+    *sub_len = (size_t)v;
+    *pos += (size_t)v;
+    return true;
+}
+
+/* The length on the wire of a Hello request's auth_token (Request field 2, Hello field 3), NUL
+** bytes included, or -1 when the request does not scan. protobuf-c hands a string over
+** NUL-terminated, so strlen() of a token with a NUL in it stops short: run_hello compares this
+** length too. Occurrences merge as protobuf-c merges them (the last token wins; another body
+** member in between replaces the Hello); where they might not agree run_hello refuses, because
+** both lengths must equal the expected token's. */
+static int64_t hello_token_wire_len(const uint8_t *meta, size_t n)
+{
+    size_t pos = 0, sub, sub_len;
+    int64_t len = 0;
+    while (pos < n) {
+        uint64_t key;
+        if (!pb_varint(meta, n, &pos, &key) || !pb_skip(meta, n, &pos, (unsigned)(key & 7), &sub,
+                                                       &sub_len)) {
+            return -1;
+        }
+        uint64_t field = key >> 3;
+        if (field == 2 && (key & 7) == 2) {
+            const uint8_t *h = meta + sub;
+            size_t q = 0, tok, tok_len;
+            while (q < sub_len) {
+                uint64_t hkey;
+                if (!pb_varint(h, sub_len, &q, &hkey) ||
+                    !pb_skip(h, sub_len, &q, (unsigned)(hkey & 7), &tok, &tok_len)) {
+                    return -1;
+                }
+                if ((hkey >> 3) == 3 && (hkey & 7) == 2) {
+                    len = (int64_t)tok_len;
+                }
+            }
+        } else if (field >= 3 && field <= 21) {
+            len = 0;  /* another member of the body oneof: the Hello so far is dropped */
+        }
+    }
+    return len;
+}
+
 static int run_hello(struct td_rpc_peer *p, uint64_t req_id, const Tensord__Hello *m,
-                     Tensord__HelloResult *hr, struct td_err *err)
+                     int64_t token_wire_len, Tensord__HelloResult *hr, struct td_err *err)
 {
     struct td_rpc_server *srv = p->srv;
     uint32_t cmin = m->min_version != 0 ? m->min_version : 1;
@@ -1478,15 +1602,18 @@ static int run_hello(struct td_rpc_peer *p, uint64_t req_id, const Tensord__Hell
                           "no common protocol version: client speaks %u..%u, server %d..%d",
                           cmin, cmax, TD_PROTOCOL_MIN, TD_PROTOCOL_MAX);
     }
-    if (srv->auth_token != NULL && srv->auth_token[0] != '\0') {
-        /* Constant time over the expected token's length. */
+    if (srv->auth_token != NULL) {
+        /* Only NULL means no auth: an empty expected token refuses every Hello. Constant time
+        ** over the expected token's length; the token as sent is its full wire length, so one
+        ** with a NUL in it is not cut short at the NUL. */
         int prc = auth_check_penalty(srv, p->addr_key, err);
         if (prc != 0) {
             return prc;
         }
         const char *given = m->auth_token != NULL ? m->auth_token : "";
         size_t want = strlen(srv->auth_token), got = strlen(given);
-        uint8_t diff = (uint8_t)(want != got);
+        uint8_t diff = (uint8_t)(want == 0) | (uint8_t)(want != got) |
+                       (uint8_t)(token_wire_len < 0 || (uint64_t)token_wire_len != got);
         for (size_t i = 0; i < want; i++) {
             diff |= (uint8_t)(srv->auth_token[i] ^ (i < got ? given[i] : 0));
         }
@@ -1697,7 +1824,7 @@ static void job_execute(struct rpc_job *j)
     case -1:
         break;  /* cancelled, or over a limit: err says which */
     case TENSORD__REQUEST__BODY_HELLO:
-        rc = run_hello(p, j->req->id, j->req->hello, &hello, &err);
+        rc = run_hello(p, j->req->id, j->req->hello, j->hello_token_len, &hello, &err);
         s = p->session;
         res.hello = rc == 0 ? &hello : NULL;
         break;
@@ -1728,6 +1855,7 @@ static void job_execute(struct rpc_job *j)
     case TENSORD__REQUEST__BODY_CLOSE_SESSION:
         td_log(TD_LOG_INFO, "session_closed", "conn=%llu session=%s req=%llu",
                (unsigned long long)p->conn_id, s->token_tag, (unsigned long long)j->req->id);
+        remove_session_files(p->srv, s);
         td_session_close(s);
         break;
     case TENSORD__REQUEST__BODY_PING:
@@ -2041,6 +2169,9 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         return;
     }
     j->req = req;
+    if (req->body_case == TENSORD__REQUEST__BODY_HELLO) {
+        j->hello_token_len = hello_token_wire_len(meta, meta_len);
+    }
     if (req->body_case != TENSORD__REQUEST__BODY_CREATE &&
         req->body_case != TENSORD__REQUEST__BODY_WRITE && data_len != 0) {
         uint64_t id = req->id;

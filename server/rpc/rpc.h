@@ -51,7 +51,7 @@ const char *td_rpc_kind_name(int k);
 struct td_rpc_server {
     struct td_store *store;             /* borrowed */
     uint8_t instance_id[16];            /* random per daemon start */
-    const char *auth_token;             /* borrowed; NULL or "" means no auth */
+    const char *auth_token;             /* borrowed; NULL means no auth ("" refuses all) */
     uint64_t max_frame_bytes;           /* advertised in HelloResult */
     int64_t heavy_work;                 /* td_cost_work above this goes to the executor; the
                                         ** loop never runs a request that costs more */
@@ -161,6 +161,11 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
 ** session and every data section is refused (TD_ENOSESSION). */
 #define TD_RPC_DATA_LATER (-1)    /* not a TD_E* code (those are positive); err is cleared */
 int td_rpc_data_alloc(struct td_rpc_peer *p, size_t len, void **out, struct td_err *err);
+
+/* The store's on_expire hook (arg: the td_rpc_server): an expired session's Save directory and
+** its files are removed and their bytes given back to the disk quota. Returns how many files
+** went. Loop thread. */
+int td_rpc_session_expired(struct td_session *s, void *srv);
 
 /* Sends an error reply not tied to a decoded request (a framing error): id 0, status from code. */
 void td_rpc_reply_error(struct td_rpc_peer *p, uint64_t id, int code, const char *msg,

@@ -39,6 +39,8 @@ void td_store_init(struct td_store *st, const struct td_store_config *cfg, struc
     st->next_id = 1;
     st->closing = false;
     st->stopping = false;
+    st->on_expire = NULL;
+    st->on_expire_arg = NULL;
 }
 
 static uint64_t token_key(const uint8_t *token)
@@ -261,12 +263,18 @@ size_t td_store_tensor_count(const struct td_store *st)
 int td_store_sweep(struct td_store *st, uint64_t now_ms)
 {
     int n = 0;
+    int64_t work = 0;
     uint64_t key;
     void *val;
-    for (size_t it = 0; td_map_next(&st->by_key, &it, &key, &val);) {
+    for (size_t it = 0; work < TD_STORE_SWEEP_MAX_WORK &&
+                        td_map_next(&st->by_key, &it, &key, &val);) {
         struct td_session *s = val;
         if (s->nconns == 0 && !td_session_busy(s) && now_ms >= s->idle_since_ms &&
             now_ms - s->idle_since_ms >= st->cfg.session_ttl_ms) {
+            if (st->on_expire != NULL) {
+                int w = st->on_expire(s, st->on_expire_arg);
+                work += w > 0 ? w : 0;
+            }
             td_session_close(s);  /* deletes the current key, which iteration allows */
             n++;
         }

@@ -60,6 +60,10 @@ struct td_executor {
 /* An executor that runs jobs inline (for tests and single-threaded embedding). */
 extern struct td_executor td_executor_inline;
 
+/* The most work (files removed by on_expire) one td_store_sweep does before it leaves the rest
+** for the next one. */
+#define TD_STORE_SWEEP_MAX_WORK 4096
+
 struct td_store_config {
     int64_t max_bytes;          /* all sessions together; <= 0 unlimited */
     int64_t session_max_bytes;  /* per session; <= 0 unlimited */
@@ -77,6 +81,15 @@ struct td_store {
     uint64_t next_id;            /* for log lines */
     bool closing;
     bool stopping;               /* td_store_stop: queued jobs are dropped, not run */
+    /* Called by td_store_sweep on the loop thread for each session that expires, just before
+    ** it is closed, while no job of it runs (what lives outside the store, its Save files,
+    ** goes with it); returns the work it did (files removed). One sweep stops expiring once
+    ** that reaches TD_STORE_SWEEP_MAX_WORK: the rest expire at the next sweep, so sessions
+    ** that all expire at once do not hold the loop. NULL: nothing. td_store_init sets it NULL;
+    ** the owner sets it after. Not called by td_store_close: at shutdown sessions are
+    ** snapshotted, not ended. */
+    int (*on_expire)(struct td_session *s, void *arg);
+    void *on_expire_arg;         /* borrowed; passed to on_expire */
 };
 
 /* A handle table slot: a tensor, or the error of the op that should have produced it. */
@@ -122,8 +135,9 @@ int td_store_open(struct td_store *st, struct td_session **out, struct td_err *e
 int td_store_resume(struct td_store *st, const uint8_t *token, size_t len,
                     struct td_session **out, struct td_err *err);
 
-/* Expires sessions with no connection, no pending work and idle for longer than the TTL.
-** Returns how many expired. */
+/* Expires sessions with no connection, no pending work and idle for longer than the TTL (up to
+** TD_STORE_SWEEP_MAX_WORK of on_expire's work; the rest at the next call). Returns how many
+** expired. */
 int td_store_sweep(struct td_store *st, uint64_t now_ms);
 
 size_t td_store_count(const struct td_store *st);

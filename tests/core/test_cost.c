@@ -608,6 +608,14 @@ static void test_shape_overflow_errors(void **state)
     td_tensor_unref(x);
 }
 
+/* The reserve hook's bound, the one rpc charges before the text exists. */
+static int keep_bound(void *arg, int64_t text_bound, struct td_err *err)
+{
+    (void)err;
+    *(int64_t *)arg = text_bound;
+    return 0;
+}
+
 /* td_print_cost bounds what td_tensor_repr visits and returns. */
 static void check_print_bound(struct td_tensor *t, int64_t want_elements)
 {
@@ -616,7 +624,7 @@ static void check_print_bound(struct td_tensor *t, int64_t want_elements)
     assert_int_equal(elements, want_elements);
     struct td_print_opts o;
     td_print_opts_default(&o);
-    char *s = NULL;
+    char *s = NULL, *s2 = NULL;
     assert_int_equal(td_tensor_repr(t, &o, &s, NULL), 0);
     int64_t len = (int64_t)strlen(s);
     if (len > text) {
@@ -624,6 +632,13 @@ static void check_print_bound(struct td_tensor *t, int64_t want_elements)
     }
     /* a bound, not a fantasy: within 8x (plus the fixed allowance) of the real text */
     assert_true(text <= 8 * len + 1024);
+    int64_t hook = -1;
+    o.reserve = keep_bound;
+    o.reserve_arg = &hook;
+    assert_int_equal(td_tensor_repr(t, &o, &s2, NULL), 0);
+    assert_int_equal((int64_t)strlen(s2), len);
+    assert_true(hook >= len && hook <= 2 * len);
+    td_free(s2);
     td_free(s);
 }
 
@@ -665,6 +680,124 @@ static void test_print_cost_bounds_format(void **state)
     td_tensor_unref(small);
 }
 
+/* Values of one kind for element i of n. */
+static double pattern_value(int kind, int64_t i)
+{
+    switch (kind) {
+    case 0: return (double)(i % 10);                          /* small non-negative ints */
+    case 1: return -0.5 + (double)(i % 7) * 0.125;           /* negative and fractional */
+    case 2: return (i % 2 ? -1.0 : 1.0) * 3.0e9 * (double)(i % 5 + 1); /* large */
+    case 3: {                                                 /* zeros, nan, inf among values */
+        static const double odd[] = {0.0, -0.0, 1.0 / 0.0, -1.0 / 0.0, 0.0 / 0.0, 0.25};
+        return odd[i % 6];
+    }
+    default: return 0.0;                                      /* all zero */
+    }
+}
+
+/* For many shapes (1 to 8 dims, summarized and not), dtypes and values: td_print_cost's text
+** bound and the reserve hook's are at least the real text, and the hook's is within 2x of it
+** (it is the one rpc charges: an honest Format must fit the quota its text fits). */
+static void test_print_bound_is_tight(void **state)
+{
+    (void)state;
+    static const int64_t shapes[][9] = {
+        /* ndim, sizes */
+        {1, 5}, {1, 1000}, {1, 1001}, {1, 100000}, {2, 3, 4}, {2, 40, 40}, {2, 1, 3000},
+        {3, 2, 3, 4}, {3, 10, 10, 11}, {4, 2, 3, 4, 5}, {5, 7, 7, 7, 7, 7},
+        {6, 2, 2, 2, 2, 2, 40}, {7, 7, 7, 7, 7, 7, 7, 7}, {8, 2, 2, 2, 2, 2, 2, 2, 2},
+        {8, 3, 3, 3, 3, 3, 3, 3, 3}, {8, 1, 1, 1, 1, 1, 1, 1, 2000},
+    };
+    static const enum td_dtype dts[] = {TD_DTYPE_F32, TD_DTYPE_F64, TD_DTYPE_I32,
+                                        TD_DTYPE_I64, TD_DTYPE_BOOL};
+    double worst = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int ndim = (int)shapes[si][0];
+        int64_t numel = 1;
+        for (int d = 0; d < ndim; d++) {
+            numel *= shapes[si][1 + d];
+        }
+        double *v = td_malloc(sizeof(double) * (size_t)numel);
+        assert_non_null(v);
+        for (size_t di = 0; di < sizeof dts / sizeof dts[0]; di++) {
+            bool floating = dts[di] == TD_DTYPE_F32 || dts[di] == TD_DTYPE_F64;
+            for (int kind = 0; kind < 5; kind++) {
+                if (!floating && (kind == 1 || kind == 3)) {
+                    continue;  /* a cast of nan or a fraction is not an int test */
+                }
+                for (int64_t i = 0; i < numel; i++) {
+                    v[i] = pattern_value(kind, i);
+                    if (dts[di] == TD_DTYPE_I32 && kind == 2) {
+                        v[i] = (i % 2 ? -1.0 : 1.0) * 2.0e9;
+                    }
+                }
+                struct td_tensor *t = mk(dts[di], shapes[si] + 1, ndim, v);
+                for (int sci = -1; sci <= 1; sci++) {
+                    struct td_print_opts o;
+                    td_print_opts_default(&o);
+                    o.sci_mode = sci;
+                    int64_t hook = -1, elements, cost;
+                    o.reserve = keep_bound;
+                    o.reserve_arg = &hook;
+                    char *s = NULL;
+                    assert_int_equal(td_tensor_repr(t, &o, &s, NULL), 0);
+                    int64_t len = (int64_t)strlen(s);
+                    td_free(s);
+                    if (hook < len) {
+                        fail_msg("shape %zu dtype %zu kind %d sci %d: %lld bytes over the "
+                                 "hook's bound %lld", si, di, kind, sci, (long long)len,
+                                 (long long)hook);
+                    }
+                    if (sci != -1) {
+                        continue;  /* a forced notation: a bound only */
+                    }
+                    if (hook > 2 * len) {
+                        fail_msg("shape %zu dtype %zu kind %d: bound %lld for %lld bytes", si,
+                                 di, kind, (long long)hook, (long long)len);
+                    }
+                    worst = (double)hook / (double)len > worst ? (double)hook / (double)len
+                                                               : worst;
+                    assert_int_equal(td_print_cost(t, &elements, &cost), 0);
+                    if (cost < len || cost > 8 * len + 1024) {
+                        fail_msg("shape %zu dtype %zu kind %d: td_print_cost %lld for %lld "
+                                 "bytes", si, di, kind, (long long)cost, (long long)len);
+                    }
+                }
+                td_tensor_unref(t);
+            }
+        }
+        td_free(v);
+    }
+    print_message("worst hook bound / text: %.3f\n", worst);
+}
+
+/* The 7-dim view of the report: 6^7 values shown. Its text is about 2.3 MB; both bounds stay
+** far below 16 MB (the old one was over 16 MB, so --session-max-bytes 16M refused it). */
+static void test_print_bound_of_7dim_view(void **state)
+{
+    (void)state;
+    struct td_tensor *one = mk(TD_DTYPE_F32, (const int64_t[]){1, 1, 1, 1, 1, 1, 1}, 7,
+                               (const double[]){0.5});
+    struct td_tensor *v7 = expanded(one, (const int64_t[]){64, 64, 64, 64, 64, 64, 64}, 7);
+    struct td_print_opts o;
+    td_print_opts_default(&o);
+    int64_t hook = -1, elements, cost;
+    o.reserve = keep_bound;
+    o.reserve_arg = &hook;
+    char *s = NULL;
+    assert_int_equal(td_tensor_repr(v7, &o, &s, NULL), 0);
+    int64_t len = (int64_t)strlen(s);
+    td_free(s);
+    assert_int_equal(td_print_cost(v7, &elements, &cost), 0);
+    assert_int_equal(elements, 3 * 279936);
+    /* 279936 values of "0.5000" (6 bytes) and ", ": at least 8 bytes a value */
+    assert_true(len >= 8 * 279936);
+    assert_true(hook >= len && hook <= len + len / 4);
+    assert_true(cost >= len && cost < 8 * 1000 * 1000);
+    td_tensor_unref(v7);
+    td_tensor_unref(one);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -680,6 +813,8 @@ int main(void)
         cmocka_unit_test(test_reduction_scratch_is_charged),
         cmocka_unit_test(test_shape_overflow_errors),
         cmocka_unit_test(test_print_cost_bounds_format),
+        cmocka_unit_test(test_print_bound_is_tight),
+        cmocka_unit_test(test_print_bound_of_7dim_view),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@ to a multiple of 8, then the data), never read back from the daemon."""
 import hashlib
 import json
 import os
+import time
 
 import pytest
 
@@ -248,3 +249,108 @@ def test_data_dir_stays_within_the_global_quota_with_snapshots(data_dir):
         assert d.stop() == 0
     text_total = sum(tree(data_dir).values())
     assert text_total <= limit
+
+
+def _fill_then_refuse(d, n, total):
+    """Session A saves a 600 KiB file; session B's 800 KiB Save is then past the data dir's
+    quota of `total` and refused. Returns (A, B)."""
+    a = tensord.connect("127.0.0.1:%d" % d.port, sync=True)
+    b = tensord.connect("127.0.0.1:%d" % d.port, sync=True)
+    a.save("f", {"x": a.ones(1).expand(n)})
+    assert os.path.isdir(files_of(d.data_dir, a))
+    with pytest.raises(tensord.TensorError, match="max_disk_bytes %d" % total):
+        b.save("g", {"x": b.ones(1).expand(200 * 1024)})
+    return a, b
+
+
+def _disk_flags():
+    n = 150 * 1024  # 600 KiB + header; 200 * 1024 is 800 KiB: the two do not fit together
+    total = MiB + MiB // 4
+    return n, total, ("--max-disk-bytes", str(total))
+
+
+def test_closing_a_session_removes_its_files_and_gives_back_the_disk_quota(data_dir):
+    """Open, fill, close, repeat must not fill the data dir: CloseSession takes the session's
+    directory with it, and its bytes leave the global count."""
+    n, total, flags = _disk_flags()
+    d = start(data_dir, *flags)
+    d.data_dir = data_dir
+    try:
+        a, b = _fill_then_refuse(d, n, total)
+        gone = files_of(data_dir, a)
+        a.close()  # CloseSession: answered after the session ended
+        assert not os.path.exists(gone)
+        b.save("g", {"x": b.ones(1).expand(200 * 1024)})  # fits only now
+        assert b.load("g")["x"].shape == (200 * 1024,)
+        # and again: a session that fills the quota and closes leaves nothing behind
+        for _ in range(3):
+            c = tensord.connect("127.0.0.1:%d" % d.port, sync=True)
+            c.save("h", {"x": c.ones(1).expand(100 * 1024)})
+            c.close()
+        assert sorted(tree(os.path.join(data_dir, "files"))) == [
+            os.path.join(hashlib.sha256(b.token).hexdigest(), "g.safetensors")]
+        b.close()
+        assert tree(os.path.join(data_dir, "files")) == {}
+    finally:
+        assert d.stop() == 0
+
+
+def test_a_disconnected_session_keeps_its_files_until_it_ends(data_dir):
+    """Losing the connection is not the end (the session may resume within its TTL): its files
+    stay, and go when it is closed after resuming."""
+    d = start(data_dir, "--session-ttl", "60s")
+    try:
+        a = tensord.connect("127.0.0.1:%d" % d.port, sync=True)
+        a.save("f", {"x": a.tensor([1.0, 2.0])})
+        token, kept = a.token, files_of(data_dir, a)
+        a._c.close()  # the connection goes, the session stays
+        with tensord.connect("127.0.0.1:%d" % d.port, sync=True) as other:
+            assert other.tensor([0.0]).tolist() == [0.0]  # the daemon has seen the close
+        assert sorted(tree(kept)) == ["f.safetensors"]
+        r = tensord.connect("127.0.0.1:%d" % d.port, resume=token, sync=True)
+        assert r.load("f")["x"].tolist() == [1.0, 2.0]
+        r.close()
+        assert not os.path.exists(kept)
+    finally:
+        assert d.stop() == 0
+
+
+def test_an_expired_session_takes_its_files_with_it(data_dir):
+    """A session left idle past --session-ttl ends: its files go and the data dir's quota
+    comes back, so a Save that only fits after the removal succeeds."""
+    n, total, flags = _disk_flags()
+    d = start(data_dir, "--session-ttl", "1s", *flags)
+    d.data_dir = data_dir
+    try:
+        a, b = _fill_then_refuse(d, n, total)
+        gone = files_of(data_dir, a)
+        a._c.close()  # no CloseSession: the TTL ends it (the sweep runs every 250 ms)
+        deadline = time.monotonic() + 20
+        while os.path.exists(gone) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(gone), "the expired session's files are still there"
+        b.save("g", {"x": b.ones(1).expand(200 * 1024)})  # fits only now
+        assert sorted(tree(os.path.join(data_dir, "files"))) == [
+            os.path.join(hashlib.sha256(b.token).hexdigest(), "g.safetensors")]
+        b.close()
+    finally:
+        assert d.stop() == 0
+
+
+def test_shared_files_stay_when_their_session_ends(data_dir):
+    """With --shared-files no file is a session's: closing or expiring removes none."""
+    d = start(data_dir, "--shared-files", "--session-ttl", "1s")
+    try:
+        a = tensord.connect("127.0.0.1:%d" % d.port, sync=True)
+        a.save("f", {"x": a.tensor([1.0])})
+        a.close()
+        b = tensord.connect("127.0.0.1:%d" % d.port, sync=True)
+        b.save("g", {"x": b.tensor([2.0])})
+        b._c.close()
+        time.sleep(2.5)  # well past the TTL and several sweeps
+        with tensord.connect("127.0.0.1:%d" % d.port, sync=True) as c:
+            assert c.load("f")["x"].tolist() == [1.0]
+            assert c.load("g")["x"].tolist() == [2.0]
+        assert sorted(tree(os.path.join(data_dir, "files"))) == ["f.safetensors", "g.safetensors"]
+    finally:
+        assert d.stop() == 0

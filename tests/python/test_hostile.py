@@ -96,7 +96,7 @@ class Raw:
     def __init__(self, port, hello=True, auth="", token=b"", timeout=10):
         self.s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
+        self.buf = bytearray()  # appended in place: a reply of many MB is not copied per chunk
         self.token = None
         if hello:
             r, _ = self.call(self.hello_req(auth, token))
@@ -132,9 +132,9 @@ class Raw:
         if not self._need(12 + ml + dl):
             return None
         resp = pb.Response()
-        resp.ParseFromString(self.buf[12:12 + ml])
-        data = self.buf[12 + ml:12 + ml + dl]
-        self.buf = self.buf[12 + ml + dl:]
+        resp.ParseFromString(bytes(self.buf[12:12 + ml]))
+        data = bytes(self.buf[12 + ml:12 + ml + dl])
+        del self.buf[:12 + ml + dl]
         return resp, data
 
     def call(self, r, data=b""):

@@ -365,6 +365,129 @@ static void test_auth_token(void **state)
     harness_close(&h);
 }
 
+/* Only a NULL expected token means no auth: an empty one refuses every Hello, the empty token
+** included (main never sets it; defence in depth). */
+static void test_auth_empty_expected_token_refuses_all(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_init(&h, NULL);
+    h.srv.auth_token = "";
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Hello m = TENSORD__HELLO__INIT;
+    req.body_case = TENSORD__REQUEST__BODY_HELLO;
+    req.hello = &m;
+    const char *tokens[] = {"", "x", "correct horse battery staple"};
+    for (size_t i = 0; i < 3; i++) {
+        m.auth_token = (char *)tokens[i];
+        struct captured *c = last(&h, send_req(&h, &req, NULL, 0));
+        assert_int_equal(status_of(c), TENSORD__STATUS_CODE__UNAUTHENTICATED);
+        assert_string_equal(message_of(c), "authentication failed");
+        assert_true(c->close_after);
+    }
+    m.auth_token = NULL;  /* absent on the wire */
+    struct captured *c = last(&h, send_req(&h, &req, NULL, 0));
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__UNAUTHENTICATED);
+    assert_int_equal(td_store_count(&h.store), 0);
+    h.srv.auth_token = NULL;  /* no auth at all: the same Hello opens a session */
+    m.auth_token = "";
+    c = last(&h, send_req(&h, &req, NULL, 0));
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__OK);
+    assert_int_equal(td_store_count(&h.store), 1);
+    harness_close(&h);
+}
+
+/* Sends a Request packed by hand: id 1, then each of the `k` Hellos' bytes as field 2 (a
+** Hello sent k times over, merged as protobuf merges); returns the reply. */
+static struct captured *raw_hellos(struct harness *h, const uint8_t *const *hellos,
+                                   const size_t *lens, int k)
+{
+    uint8_t meta[512];
+    size_t at = 0;
+    meta[at++] = 0x08;  /* id = 1, varint */
+    meta[at++] = 0x01;
+    for (int i = 0; i < k; i++) {
+        assert_true(lens[i] < 128 && at + 2 + lens[i] <= sizeof meta);
+        meta[at++] = 0x12;  /* field 2, length-delimited */
+        meta[at++] = (uint8_t)lens[i];
+        memcpy(meta + at, hellos[i], lens[i]);
+        at += lens[i];
+    }
+    td_rpc_handle(h->peer, meta, at, NULL, 0);
+    return last(h, 1);
+}
+
+static struct captured *raw_hello(struct harness *h, const uint8_t *hello_bytes, size_t n)
+{
+    return raw_hellos(h, &hello_bytes, &n, 1);
+}
+
+/* A Hello whose auth_token (field 3) is `token` of `len` bytes, NULs included. */
+static size_t hello_with_token(uint8_t *out, const char *token, size_t len)
+{
+    size_t at = 0;
+    out[at++] = 0x08;  /* min_version = 1 */
+    out[at++] = 0x01;
+    out[at++] = 0x10;  /* max_version = 1 */
+    out[at++] = 0x01;
+    out[at++] = 0x1a;  /* auth_token, length-delimited */
+    out[at++] = (uint8_t)len;
+    memcpy(out + at, token, len);
+    return at + len;
+}
+
+/* The client's token is compared at its full length on the wire: the expected token followed
+** by a NUL and anything else is a different token, not a match cut short at the NUL. */
+static void test_auth_token_with_nul_is_not_cut_short(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_init(&h, NULL);
+    h.srv.auth_token = "secret";
+    uint8_t hb[128];
+    static const struct {
+        const char *tok;
+        size_t len;
+    } wrong[] = {
+        {"secret\0", 7}, {"secret\0junk", 11}, {"secret\0\0\0\0", 10}, {"\0secret", 7},
+        {"secre\0", 6}, {"", 0},
+    };
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+        size_t n = hello_with_token(hb, wrong[i].tok, wrong[i].len);
+        struct captured *c = raw_hello(&h, hb, n);
+        /* refused: as unauthenticated (or, were NULs refused while decoding, as malformed) */
+        if (status_of(c) != TENSORD__STATUS_CODE__UNAUTHENTICATED) {
+            fail_msg("token %zu: status %d (%s)", i, status_of(c), message_of(c));
+        }
+        harness_clear(&h);
+    }
+    /* Within one Hello the last token wins; a Hello sent twice merges the same way. */
+    uint8_t hz[128], ok[128];
+    size_t nz = hello_with_token(hz, "secret\0x", 8), nok = hello_with_token(ok, "secret", 6);
+    const uint8_t *pair[2] = {ok, hz};
+    size_t pair_len[2] = {nok, nz};
+    assert_int_equal(status_of(raw_hellos(&h, pair, pair_len, 2)),
+                     TENSORD__STATUS_CODE__UNAUTHENTICATED);
+    harness_clear(&h);
+    uint8_t both[256];
+    memcpy(both, ok, nok);
+    memcpy(both + nok, hz, nz);
+    assert_int_equal(status_of(raw_hello(&h, both, nok + nz)),
+                     TENSORD__STATUS_CODE__UNAUTHENTICATED);
+    harness_clear(&h);
+    assert_int_equal(td_store_count(&h.store), 0);
+    pair[0] = hz;
+    pair[1] = ok;
+    pair_len[0] = nz;
+    pair_len[1] = nok;
+    assert_int_equal(status_of(raw_hellos(&h, pair, pair_len, 2)), TENSORD__STATUS_CODE__OK);
+    harness_clear(&h);
+    assert_int_equal(td_store_count(&h.store), 1);
+    struct captured *c = raw_hello(&h, ok, nok);
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__PROTOCOL_ERROR);  /* already accepted */
+    harness_close(&h);
+}
+
 static void test_create_get_round_trip_all_dtypes(void **state)
 {
     (void)state;
@@ -2746,6 +2869,8 @@ int main(void)
         cmocka_unit_test(test_request_before_hello),
         cmocka_unit_test(test_version_mismatch),
         cmocka_unit_test(test_auth_token),
+        cmocka_unit_test(test_auth_empty_expected_token_refuses_all),
+        cmocka_unit_test(test_auth_token_with_nul_is_not_cut_short),
         cmocka_unit_test(test_create_get_round_trip_all_dtypes),
         cmocka_unit_test(test_get_chunks),
         cmocka_unit_test(test_write_chunks),

@@ -242,6 +242,51 @@ static void test_close_outside_a_job_drops_the_queue(void **state)
     close_session(&st, s);
 }
 
+/* The store's on_expire hook: called once per expiring session before it closes; one sweep stops
+** once the work the hook reports reaches TD_STORE_SWEEP_MAX_WORK, and the next sweep goes on. */
+static int expired_calls;
+
+static int expire_hook(struct td_session *s, void *arg)
+{
+    assert_false(s->closed);  /* before the close: its identity is still whole */
+    assert_ptr_equal(arg, &expired_calls);
+    expired_calls++;
+    return TD_STORE_SWEEP_MAX_WORK / 2 + 1;
+}
+
+static void test_sweep_calls_on_expire_and_bounds_its_work(void **state)
+{
+    (void)state;
+    struct td_store st;
+    struct td_store_config cfg = {.session_ttl_ms = 1000};
+    td_store_init(&st, &cfg, &later);
+    assert_null(st.on_expire);
+    st.on_expire = expire_hook;
+    st.on_expire_arg = &expired_calls;
+    expired_calls = 0;
+    struct td_session *s[4];
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(td_store_open(&st, &s[i], NULL), 0);
+    }
+    td_session_attach(s[3]);  /* connected: it never expires */
+    for (int i = 0; i < 3; i++) {
+        td_session_unref(s[i]);  /* the store keeps its own reference */
+    }
+    assert_int_equal(td_store_sweep(&st, 500), 0);  /* not idle long enough */
+    assert_int_equal(expired_calls, 0);
+    /* each call reports just over half the bound: two expire, the third waits */
+    assert_int_equal(td_store_sweep(&st, 5000), 2);
+    assert_int_equal(expired_calls, 2);
+    assert_int_equal(td_store_count(&st), 2);
+    assert_int_equal(td_store_sweep(&st, 5000), 1);
+    assert_int_equal(expired_calls, 3);
+    assert_int_equal(td_store_count(&st), 1);
+    td_session_detach(s[3], 5000);
+    td_session_unref(s[3]);
+    td_store_close(&st);  /* shutdown ends no session for good: no call */
+    assert_int_equal(expired_calls, 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -250,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_hold_and_release),
         cmocka_unit_test(test_store_cancel_all_and_stop),
         cmocka_unit_test(test_close_outside_a_job_drops_the_queue),
+        cmocka_unit_test(test_sweep_calls_on_expire_and_bounds_its_work),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
