@@ -51,6 +51,7 @@ void openblas_set_num_threads(int num_threads);
 #define TOKEN_MIN_BYTES 16
 #define TOKEN_MAX_BYTES 4096
 #define SHUTDOWN_CANCEL_GRACE_MS 2000  /* cancelled work's time to unwind before the deadline */
+#define TURN_WORK ((int64_t)1 << 20)  /* inline work per loop turn (about a millisecond or two) */
 
 struct config {
     const char *listen[MAX_LISTEN];
@@ -726,6 +727,8 @@ struct server {
     struct td_rpc_server rpc;
     struct td_executor executor;
     uv_timer_t sweep;
+    uv_prepare_t turn;                  /* each loop turn: td_store_turn */
+    uv_idle_t turn_spin;                /* active while sessions wait for the next turn */
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain;                   /* on SIGTERM: waits for in-flight work */
     uint64_t drain_deadline_ms;
@@ -1022,6 +1025,28 @@ static void glue_close(struct td_conn *c, void *user)
     }
 }
 
+/* Each loop turn, before the loop waits for I/O: a new inline work budget, and the sessions
+** that spent the last one run on. While some still wait, an active idle handle keeps the loop
+** from blocking in poll (it polls with a zero timeout instead), so they are resumed at once,
+** after every connection with something ready has had its turn. */
+static void on_turn_spin(uv_idle_t *h)
+{
+    (void)h;  /* its being active is the point: the loop polls without blocking */
+}
+
+static void on_turn(uv_prepare_t *h)
+{
+    (void)h;
+    td_store_turn(&server.store);
+    if (td_store_has_deferred(&server.store)) {
+        if (!uv_is_active((uv_handle_t *)&server.turn_spin)) {
+            uv_idle_start(&server.turn_spin, on_turn_spin);
+        }
+    } else if (uv_is_active((uv_handle_t *)&server.turn_spin)) {
+        uv_idle_stop(&server.turn_spin);
+    }
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     (void)t;
@@ -1265,6 +1290,8 @@ static void finish_shutdown(void)
     td_net_close_gracefully(&server.net);
     td_http_close(&server.metrics);
     uv_close((uv_handle_t *)&server.sweep, NULL);
+    uv_close((uv_handle_t *)&server.turn, NULL);
+    uv_close((uv_handle_t *)&server.turn_spin, NULL);
     uv_close((uv_handle_t *)&server.sigterm, NULL);
     uv_close((uv_handle_t *)&server.sigint, NULL);
     uv_close((uv_handle_t *)&server.sighup, NULL);
@@ -1442,6 +1469,8 @@ int main(int argc, char **argv)
         .max_sessions = cfg.max_sessions,
         .session_max_handles = 1000000,
         .session_ttl_ms = cfg.session_ttl_ms,
+        .turn_work = TURN_WORK,
+        .entry_bytes = TD_ENTRY_BYTES,
     };
     td_store_init(&server.store, &scfg, &server.executor);
     server.store.on_expire = td_rpc_session_expired;  /* an expired session's files go too */
@@ -1562,6 +1591,11 @@ int main(int argc, char **argv)
         close(startup_stderr);  /* started: from here on everything goes to the log */
         startup_stderr = -1;
     }
+    uv_prepare_init(server.loop, &server.turn);
+    uv_prepare_start(&server.turn, on_turn);
+    uv_unref((uv_handle_t *)&server.turn);  /* runs while the loop does; keeps it alive only
+                                             ** through turn_spin, while work waits */
+    uv_idle_init(server.loop, &server.turn_spin);
     uv_timer_init(server.loop, &server.sweep);
     uint64_t every = cfg.session_ttl_ms / 4;
     every = every < 100 ? 100 : every > 5000 ? 5000 : every;

@@ -1988,7 +1988,9 @@ static bool job_is_heavy(struct td_job *job)
         break;
     }
     job_cost(j, j->peer->session);
+    job->work = td_sat_add(j->work, (int64_t)j->req->n_free_first);  /* spends the turn budget */
     if (check_work_limit(j, NULL) != 0) {
+        job->work = (int64_t)j->req->n_free_first;
         return false;  /* refused before it touches anything: no need to leave the loop */
     }
     return j->work > j->peer->srv->heavy_work;

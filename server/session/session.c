@@ -10,6 +10,13 @@
 ** boundaries): an in-place op or a backward cancelled mid-way may leave its tensors partly
 ** written, which its client cannot rely on anyway (it never got an acknowledgement).
 ** Backpressure: td_session_hold stops new jobs from starting; the last release pumps again.
+**
+** The turn budget: each job run inline adds its work (plus TD_JOB_BASE_WORK) to
+** store->turn_spent. Once that reaches cfg.turn_work, the pump starts no more jobs (cancelled
+** ones are still finished: they cost nothing) and puts the session on the deferred list, which
+** holds a reference, so a session closed or cancelled meanwhile is never pumped after it is
+** freed. td_store_turn refills the budget and pumps the listed sessions in order; those it does
+** not reach stay first in line, and those it pumps go to the back if they defer again.
 */
 #include "session/session.h"
 
@@ -17,6 +24,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "base/checked.h"
 #include "base/sha256.h"
 
 static void inline_submit(struct td_executor *ex, struct td_job *job)
@@ -41,6 +49,9 @@ void td_store_init(struct td_store *st, const struct td_store_config *cfg, struc
     st->stopping = false;
     st->on_expire = NULL;
     st->on_expire_arg = NULL;
+    st->turn_spent = 0;
+    st->defer_head = NULL;
+    st->defer_tail = NULL;
 }
 
 static uint64_t token_key(const uint8_t *token)
@@ -110,6 +121,7 @@ static int session_new(struct td_store *st, struct td_session **out, struct td_e
     td_map_init(&s->handles);
     td_quota_init(&s->quota, "session memory", st->cfg.session_max_bytes, &st->global);
     s->quota.max_charge = st->cfg.max_tensor_bytes;
+    s->entry_bytes = st->cfg.entry_bytes > 0 ? st->cfg.entry_bytes : 0;
     *out = s;
     return 0;
 }
@@ -138,6 +150,59 @@ int td_store_add_restored(struct td_store *st, const uint8_t sha[32], struct td_
 }
 
 static void session_pump(struct td_session *s);
+
+/* Puts s at the back of the deferred list, with a reference, unless it is already listed. */
+static void store_defer(struct td_store *st, struct td_session *s)
+{
+    if (s->deferred) {
+        return;
+    }
+    s->deferred = true;
+    s->defer_next = NULL;
+    td_session_ref(s);
+    if (st->defer_tail != NULL) {
+        st->defer_tail->defer_next = s;
+    } else {
+        st->defer_head = s;
+    }
+    st->defer_tail = s;
+}
+
+static bool turn_budget_spent(const struct td_store *st)
+{
+    return st != NULL && st->cfg.turn_work > 0 && st->turn_spent >= st->cfg.turn_work;
+}
+
+void td_store_turn(struct td_store *st)
+{
+    st->turn_spent = 0;
+    /* This turn's batch is the list as it stands; sessions that defer again while it is
+    ** worked go onto a fresh list behind whatever the batch leaves. */
+    struct td_session *batch = st->defer_head, *batch_tail = st->defer_tail;
+    st->defer_head = NULL;
+    st->defer_tail = NULL;
+    while (batch != NULL && !turn_budget_spent(st)) {
+        struct td_session *s = batch;
+        batch = s->defer_next;
+        s->defer_next = NULL;
+        s->deferred = false;
+        session_pump(s);
+        td_session_unref(s);  /* the list's reference */
+    }
+    if (batch != NULL) {
+        /* Not reached this turn: first in line for the next. */
+        batch_tail->defer_next = st->defer_head;
+        if (st->defer_head == NULL) {
+            st->defer_tail = batch_tail;
+        }
+        st->defer_head = batch;
+    }
+}
+
+bool td_store_has_deferred(const struct td_store *st)
+{
+    return st->defer_head != NULL;
+}
 
 void td_store_stop(struct td_store *st)
 {
@@ -291,16 +356,27 @@ void td_store_close(struct td_store *st)
         td_session_close(val);
     }
     td_map_close(&st->by_key);
+    /* Closed sessions have nothing left to run: the list only gives its references back. */
+    while (st->defer_head != NULL) {
+        struct td_session *s = st->defer_head;
+        st->defer_head = s->defer_next;
+        s->defer_next = NULL;
+        s->deferred = false;
+        td_session_unref(s);
+    }
+    st->defer_tail = NULL;
 }
 
 /* ---- sessions ---- */
 
-static void entry_free(struct td_entry *e)
+/* Frees an entry taken out of s's table and gives back its charge. */
+static void entry_free(struct td_session *s, struct td_entry *e)
 {
     if (e != NULL) {
         td_tensor_unref(e->t);
         td_free(e->failure);
         td_free(e);
+        td_quota_release(&s->quota, s->entry_bytes);
     }
 }
 
@@ -309,7 +385,7 @@ static void session_clear(struct td_session *s)
     uint64_t key;
     void *val;
     for (size_t it = 0; td_map_next(&s->handles, &it, &key, &val);) {
-        entry_free(val);
+        entry_free(s, val);
     }
     td_map_close(&s->handles);
 }
@@ -405,10 +481,16 @@ int td_session_check_out(struct td_session *s, uint64_t handle, struct td_err *e
 
 int td_session_put(struct td_session *s, uint64_t handle, struct td_tensor *t, struct td_err *err)
 {
+    int rc = td_quota_charge_bytes(&s->quota, s->entry_bytes, err);
+    if (rc != 0) {
+        td_tensor_unref(t);
+        return rc;
+    }
     struct td_entry *e = td_malloc(sizeof *e);
     if (e == NULL || td_map_put(&s->handles, handle, e) != 0) {
         td_free(e);
         td_tensor_unref(t);
+        td_quota_release(&s->quota, s->entry_bytes);
         return td_err_code(err, TD_ENOMEM);
     }
     e->t = t;
@@ -421,12 +503,16 @@ void td_session_put_failure(struct td_session *s, uint64_t handle, const struct 
     if (td_session_check_out(s, handle, NULL) != 0) {
         return;  /* reserved, in use, or the table is full: nothing is recorded */
     }
+    if (td_quota_charge_bytes(&s->quota, s->entry_bytes, NULL) != 0) {
+        return;  /* as when memory is short: later uses report "unknown handle", still an error */
+    }
     struct td_entry *e = td_malloc(sizeof *e);
     struct td_err *f = td_malloc(sizeof *f);
     if (e == NULL || f == NULL || td_map_put(&s->handles, handle, e) != 0) {
         /* The failure goes unrecorded; later uses then report "unknown handle", still an error. */
         td_free(e);
         td_free(f);
+        td_quota_release(&s->quota, s->entry_bytes);
         return;
     }
     td_err_copy(f, cause);
@@ -437,7 +523,7 @@ void td_session_put_failure(struct td_session *s, uint64_t handle, const struct 
 void td_session_free_handle(struct td_session *s, uint64_t handle)
 {
     if (handle != 0 && handle != UINT64_MAX) {
-        entry_free(td_map_del(&s->handles, handle));
+        entry_free(s, td_map_del(&s->handles, handle));
     }
 }
 
@@ -490,6 +576,11 @@ static void session_pump(struct td_session *s)
         if (!job->cancelled && s->holds > 0) {
             break;  /* backpressure: td_session_release pumps again */
         }
+        struct td_store *st = s->store;
+        if (!job->cancelled && turn_budget_spent(st)) {
+            store_defer(st, s);  /* this turn's inline budget is spent: td_store_turn resumes */
+            break;
+        }
         queue_pop(s);
         if (job->cancelled) {
             job->done(job);
@@ -505,6 +596,10 @@ static void session_pump(struct td_session *s)
         }
         job->run(job);
         s->current = NULL;
+        if (st != NULL) {
+            st->turn_spent = td_sat_add(st->turn_spent, td_sat_add(job->work > 0 ? job->work : 0,
+                                                                   TD_JOB_BASE_WORK));
+        }
         job->done(job);
         td_session_unref(s);  /* the job's reference */
     }

@@ -10,6 +10,16 @@
 ** thread pool in), and the queue waits for it. So a session's objects are only ever touched by
 ** one thread at a time, and plain refcounts suffice. This layer knows core, not libuv, protobuf
 ** or sockets.
+**
+** Light jobs share a budget per loop turn (td_store_config.turn_work): once the jobs run inline
+** in this turn have spent it, a session with more to run waits on the store's deferred list,
+** and td_store_turn, which the owner calls once per loop turn, resumes those sessions in round
+** robin. So no stream of cheap requests holds the loop, and other connections are served
+** between turns, while a pipelining client still gets a budget's worth of work every turn.
+**
+** Every handle table entry is charged td_store_config.entry_bytes (TD_ENTRY_BYTES in the daemon)
+** to its session's quota, whatever its tensor's storage costs: a table of a million views of one
+** small tensor is not free.
 */
 #ifndef TD_SESSION_SESSION_H
 #define TD_SESSION_SESSION_H
@@ -49,7 +59,20 @@ struct td_job {
                                             ** td_store_cancel_all; the raised reason says
                                             ** why a dropped job was dropped */
     bool cancelled;                         /* dropped before it ran: done() without run() */
+    int64_t work;                           /* its cost in work units (is_heavy may set it;
+                                            ** 0 before): a job run inline spends this plus
+                                            ** TD_JOB_BASE_WORK of the store's turn budget */
 };
+
+/* What every job run inline costs on top of its work (decoding, dispatch, the reply), so a
+** stream of Pings spends the turn budget too. */
+#define TD_JOB_BASE_WORK 64
+
+/* What one handle table entry costs its session's quota, besides its tensor's storage: the
+** tensor struct (about 190 bytes with 8 dims), the entry, its slots in a map that grows at 3/4
+** load, and the allocator's headers; measured, a table of a million views used about 313 bytes
+** of RSS each. The daemon sets td_store_config.entry_bytes to it. */
+#define TD_ENTRY_BYTES 320
 
 /* Runs heavy jobs somewhere else. submit() must arrange for run(job) to be called once, and
 ** then td_session_job_complete(job) on the loop thread. */
@@ -71,6 +94,10 @@ struct td_store_config {
     int64_t max_sessions;       /* <= 0 unlimited */
     int64_t session_max_handles; /* handle table entries per session; <= 0 unlimited */
     uint64_t session_ttl_ms;    /* idle time with no connection before a session expires */
+    int64_t turn_work;          /* inline work (td_job.work + TD_JOB_BASE_WORK each) per loop
+                                ** turn before sessions wait for td_store_turn; <= 0 unlimited */
+    int64_t entry_bytes;        /* charged per handle table entry (TD_ENTRY_BYTES); <= 0 none,
+                                ** for tests that count tensor bytes exactly */
 };
 
 struct td_store {
@@ -90,6 +117,10 @@ struct td_store {
     ** snapshotted, not ended. */
     int (*on_expire)(struct td_session *s, void *arg);
     void *on_expire_arg;         /* borrowed; passed to on_expire */
+    int64_t turn_spent;          /* inline work run since the last td_store_turn */
+    /* Sessions with jobs that wait for the next turn (the budget was spent), in FIFO order;
+    ** each holds a reference while listed. */
+    struct td_session *defer_head, *defer_tail;
 };
 
 /* A handle table slot: a tensor, or the error of the op that should have produced it. */
@@ -106,6 +137,7 @@ struct td_session {
     struct td_store *store;      /* borrowed; NULL once closed */
     struct td_map handles;       /* handle -> struct td_entry* */
     struct td_quota quota;       /* parent: store->global */
+    int64_t entry_bytes;         /* each handle table entry's charge (the store's, at open) */
     struct td_rng rng;
     int nconns;                  /* attached connections; TTL counts only at 0 */
     uint64_t idle_since_ms;      /* when nconns last dropped to 0 */
@@ -117,6 +149,8 @@ struct td_session {
     int holds;                   /* td_session_hold: no new job starts while > 0 */
     struct td_job *current;      /* the job running now (inline or on the executor), or NULL */
     struct td_job *head, *tail;  /* FIFO of jobs not yet started */
+    bool deferred;               /* on its store's deferred list (which holds a reference) */
+    struct td_session *defer_next;
 };
 
 /* ---- store ---- */
@@ -156,6 +190,15 @@ void td_store_cancel_all(struct td_store *st);
 /* True while any session has jobs queued or running. */
 bool td_store_busy(const struct td_store *st);
 
+/* Once per loop turn (before the loop waits for I/O): refills the turn budget and runs the
+** deferred sessions' jobs, round robin, one session after another until the budget is spent
+** again; sessions not reached keep their places at the front of the list. Jobs' done() runs
+** from here. Loop thread. */
+void td_store_turn(struct td_store *st);
+
+/* True while a session waits for the next td_store_turn: the loop must not block in poll. */
+bool td_store_has_deferred(const struct td_store *st);
+
 /* A session brought back from a snapshot, known by the SHA-256 of its token until a client
 ** resumes it with the token itself; *out is borrowed (the store holds it). */
 int td_store_add_restored(struct td_store *st, const uint8_t sha[32], struct td_session **out,
@@ -187,16 +230,18 @@ int td_session_lookup(struct td_session *s, uint64_t handle, struct td_tensor **
 ** Errors: TD_EINVAL, TD_EEXIST ("handle 7 is already in use"), TD_ELIMIT. */
 int td_session_check_out(struct td_session *s, uint64_t handle, struct td_err *err);
 
-/* Stores t (taken) under a handle that td_session_check_out accepted. Errors: TD_ENOMEM (t is
-** released). */
+/* Stores t (taken) under a handle that td_session_check_out accepted, charging the entry
+** (cfg.entry_bytes) to the session's quota. Errors: TD_ENOMEM, TD_EQUOTA (t is released). */
 int td_session_put(struct td_session *s, uint64_t handle, struct td_tensor *t,
                    struct td_err *err);
 
 /* Records that the op meant to produce `handle` failed with `cause`, so later ops naming it fail
-** with TD_EINPUT. Does nothing if the handle is in use or 0, or memory is short. */
+** with TD_EINPUT. Does nothing if the handle is in use or 0, or memory or quota is short (the
+** entry is charged cfg.entry_bytes). */
 void td_session_put_failure(struct td_session *s, uint64_t handle, const struct td_err *cause);
 
-/* Drops whatever is under `handle` (tensor or failure). Unknown handles are ignored. */
+/* Drops whatever is under `handle` (tensor or failure) and its entry charge. Unknown handles
+** are ignored. */
 void td_session_free_handle(struct td_session *s, uint64_t handle);
 
 size_t td_session_count(const struct td_session *s);       /* handle table entries */
