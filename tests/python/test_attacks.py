@@ -1137,3 +1137,113 @@ def test_finding9_a_client_that_never_reads_is_closed_in_time_and_its_memory_ret
     a.close()
     g.check()
     g.stop()
+
+
+# ======================================================= attack report after the merge: 2 and 4
+
+def _pipeline(a, frames, n):
+    """Sends `frames` (bytes) from a thread while this one reads n replies; returns them as
+    (Response, data) pairs. A reply missing within the socket timeout fails the test."""
+    errors = []
+
+    def send():
+        try:
+            a.send(frames)
+        except OSError as e:  # reported below, after the replies that did come
+            errors.append(repr(e))
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    got = []
+    for _ in range(n):
+        g = a.recv()
+        assert g is not None, "the attacker's connection was closed after %d replies (%s)" % (
+            len(got), errors)
+        got.append(g)
+    t.join(30)
+    assert not t.is_alive() and not errors, errors
+    return got
+
+
+def test_report2_twenty_thousand_pipelined_cheap_sums_leave_other_sessions_served(guard):
+    """Each sum of a 60,000-element expanded view is under the inline bound, but 20,000 of
+    them pipelined held the loop 4.3 s: no budget per loop turn. Now the inline jobs of a turn
+    share a budget, and a session that spent it waits for the next turn while others are
+    served: the watcher's tiny ops reply within TINY_OP_S throughout, and every sum is still
+    answered, in order, with the right value."""
+    n = 20000
+    g = guard()
+    a = Attacker(g.port, timeout=30)
+    one(a)
+    a.expand(2, 1, [60000])
+    reqs = []
+    first = a.rid + 1
+    for i in range(n):
+        r = op_req(a.next_id(), 10 + i % 2, "sum", [2])
+        if i > 0:
+            r.free_first.append(10 + (i - 1) % 2)  # the previous sum's output
+        reqs.append(frame(r))
+    with g.watching():
+        got = _pipeline(a, b"".join(reqs), n)
+    assert [x[0].id for x in got] == list(range(first, first + n))  # in order, none lost
+    assert all(x[0].status.code == pb.OK for x in got), [
+        x[0].status.message for x in got if x[0].status.code != pb.OK][:3]
+    g.assert_served()
+    last = pb.Request(id=a.next_id())
+    last.get.handle = 10 + (n - 1) % 2
+    _, data = a.ok(last)
+    assert np.frombuffer(data, dtype=np.float32).tolist() == [60000.0]  # 60,000 ones
+    a.close_session()
+    g.check()
+    g.stop()
+
+
+def test_report2_three_hundred_thousand_pipelined_pings_leave_other_sessions_served(guard):
+    """300,000 pipelined Pings held the loop 871 ms: each is cheap, but every request costs
+    the turn budget a fixed overhead, so they are answered over many turns."""
+    n = 300000
+    g = guard()
+    a = Attacker(g.port, timeout=30)
+    first = a.rid + 1
+    blob = b"".join(frame(pb.Request(id=first + i, ping=pb.Ping())) for i in range(n))
+    a.rid += n
+    with g.watching():
+        got = _pipeline(a, blob, n)
+    assert [x[0].id for x in got] == list(range(first, first + n))
+    assert all(x[0].status.code == pb.OK for x in got)
+    g.assert_served()
+    a.close_session()
+    g.check()
+    g.stop()
+
+
+def test_report4_handle_table_entries_are_charged_to_the_session_quota(guard):
+    """A session held 1,000,000 expand views of one 4-byte tensor (313 MB of RSS) while its
+    quota said 4 bytes. Every handle table entry is now charged a fixed overhead: under a 1 MiB
+    session quota the views stop with QUOTA_EXCEEDED, after at most 1 MiB / 256 of them, and
+    Stats' session_bytes counts the entries."""
+    g = guard("--session-max-bytes", "1M")
+    a = Attacker(g.port)
+    one(a)
+    st, _ = a.ok(pb.Request(id=a.next_id(), stats=pb.Stats()))
+    entry = st.stats.session_bytes - 4  # one 4-byte tensor and its entry
+    assert 256 <= entry <= 4096, st.stats.session_bytes
+    made, resp = 0, None
+    for h in range(2, 20000):
+        resp, _ = a.call(op_req(a.next_id(), h, "expand", [1], dims=[1 << 20]))
+        if resp.status.code != pb.OK:
+            break
+        made += 1
+    err_reply(resp, [pb.QUOTA_EXCEEDED], "session memory quota exceeded")
+    assert made <= MiB // 256, made
+    assert made >= MiB // entry - 2, (made, entry)  # the quota, not something else, stopped it
+    st, _ = a.ok(pb.Request(id=a.next_id(), stats=pb.Stats()))
+    assert st.stats.session_bytes == 4 + entry * (made + 1), st.stats.session_bytes
+    # freeing the views gives their charge back
+    fr = pb.Request(id=a.next_id())
+    fr.free.handles.extend(range(2, 2 + made))
+    a.ok(fr)
+    st, _ = a.ok(pb.Request(id=a.next_id(), stats=pb.Stats()))
+    assert st.stats.session_bytes == 4 + entry, st.stats.session_bytes
+    a.close_session()
+    g.check()
+    g.stop()
