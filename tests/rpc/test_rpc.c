@@ -2861,6 +2861,74 @@ static void test_allocation_failure_sweep(void **state)
                   sizeof cases / sizeof cases[0], sweep_oom, sweep_closed, sweep_ok_reached);
 }
 
+/* ---- the turn budget and charged handle entries (attack report findings 2 and 4) ---- */
+
+/* With a turn budget of one job, pipelined requests wait on the store's deferred list: each
+** loop turn (td_store_turn) answers the next one, in order, and the peer's pending count holds
+** the ones waiting (so PEER_PAUSE_PENDING can stop reading a flooding connection). */
+static void test_turn_budget_defers_pipelined_requests(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct td_store_config cfg = {.session_ttl_ms = 60000, .turn_work = 1};
+    harness_init(&h, &cfg);
+    hello(&h, NULL, 0);
+    td_store_turn(&h.store);
+    int before = h.nreplies;
+    uint64_t id1 = send_simple(&h, TENSORD__REQUEST__BODY_PING);
+    uint64_t id2 = send_simple(&h, TENSORD__REQUEST__BODY_PING);
+    uint64_t id3 = send_simple(&h, TENSORD__REQUEST__BODY_PING);
+    assert_int_equal(h.nreplies, before + 1);  /* the first spent the turn */
+    assert_int_equal(h.replies[before].resp->id, id1);
+    assert_int_equal(h.peer->pending, 2);
+    assert_true(td_store_has_deferred(&h.store));
+    td_store_turn(&h.store);
+    assert_int_equal(h.nreplies, before + 2);
+    assert_int_equal(h.replies[before + 1].resp->id, id2);
+    td_store_turn(&h.store);
+    assert_int_equal(h.nreplies, before + 3);
+    assert_int_equal(h.replies[before + 2].resp->id, id3);
+    assert_int_equal(h.peer->pending, 0);
+    td_store_turn(&h.store);
+    assert_false(td_store_has_deferred(&h.store));
+    harness_close(&h);
+}
+
+/* Every entry of the handle table is charged: expand views of one 4-byte tensor stop at the
+** session quota, with the quota's own wording, and freeing one gives its charge back. */
+static void test_handle_entries_charged(void **state)
+{
+    (void)state;
+    struct harness h;
+    const int64_t quota = 4 + 3 * TD_ENTRY_BYTES;
+    struct td_store_config cfg = {.session_ttl_ms = 60000, .session_max_bytes = quota,
+                                  .entry_bytes = TD_ENTRY_BYTES};
+    harness_init(&h, &cfg);
+    hello(&h, NULL, 0);
+    const int64_t one[] = {1}, wide[] = {1 << 20};
+    const float x = 1;
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__FLOAT32, one, 1, &x, sizeof x), 0);
+    assert_int_equal(td_session_bytes(h.peer->session), 4 + TD_ENTRY_BYTES);
+    assert_int_equal(expand(&h, 2, 1, wide, 1), 0);
+    assert_int_equal(expand(&h, 3, 1, wide, 1), 0);
+    Tensord__OpArgs args = TENSORD__OP_ARGS__INIT;
+    args.dims = (int64_t *)wide;
+    args.n_dims = 1;
+    const uint64_t in = 1;
+    struct captured *c = run_args(&h, TENSORD__OP__OP_EXPAND, 4, &in, 1, &args);
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__QUOTA_EXCEEDED);
+    char want[64];
+    snprintf(want, sizeof want, "session memory quota exceeded: %lld bytes", (long long)quota);
+    assert_string_equal(message_of(c), want);
+    c = simple(&h, TENSORD__REQUEST__BODY_STATS);
+    assert_int_equal(c->resp->stats->session_bytes, quota);
+    assert_int_equal(td_session_count(h.peer->session), 3);
+    uint64_t two = 2;
+    free_handles(&h, &two, 1);
+    assert_int_equal(td_session_bytes(h.peer->session), 4 + 2 * TD_ENTRY_BYTES);
+    harness_close(&h);
+}
+
 int main(void)
 {
     td_log_min_level = TD_LOG_WARN;  /* the sweeps open thousands of sessions */
@@ -2905,6 +2973,8 @@ int main(void)
         cmocka_unit_test(test_data_section_later_then_error_in_order),
         cmocka_unit_test(test_data_section_retried_inside_the_reply),
         cmocka_unit_test(test_allocation_failure_sweep),
+        cmocka_unit_test(test_turn_budget_defers_pipelined_requests),
+        cmocka_unit_test(test_handle_entries_charged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
