@@ -357,8 +357,12 @@ def test_quota_exhausted_mid_pipeline_then_recovered():
             s.synchronize()
         assert e.value.code == pb.QUOTA_EXCEEDED
         assert "session memory quota exceeded: 1048576 bytes" in e.value.message
+        # Whatever is left (each tensor also pays for its handle-table entry) is not enough for
+        # a tensor one element larger than it.
+        left = (1 << 20) - s.stats().session_bytes
+        assert 0 <= left < 64 << 12
         with pytest.raises(tensord.TensorError, match="quota exceeded"):
-            made[0].sum().item()  # even 4 more bytes do not fit while the quota is full
+            s.zeros(left // 4 + 1).sum().item()
         del made[2:]
         import gc
         gc.collect()
