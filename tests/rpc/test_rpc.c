@@ -2005,8 +2005,9 @@ static bool sweep_dir_clean(const char *what, int64_t k, const char *keep)
 }
 
 /* After any run: the session serves the next request. A closed connection is replaced by one
-** that resumes the session by token (as a client reconnects); a connection with no session, or
-** with a closed one, says Hello again. */
+** that resumes the session by token (as a client reconnects); a connection with no session
+** says Hello, and one whose session was closed is replaced by a new connection that does (a
+** connection has one session). */
 static void sweep_recover(struct harness *h, bool closed)
 {
     if (closed) {
@@ -2020,7 +2021,12 @@ static void sweep_recover(struct harness *h, bool closed)
             assert_true(r->hello->resumed);
         }
     }
-    if (h->peer->session == NULL || h->peer->session->closed) {
+    if (h->peer->session != NULL && h->peer->session->closed) {
+        harness_clear(h);
+        td_rpc_peer_close(h->peer);
+        assert_int_equal(td_rpc_peer_new(&h->peer, &h->srv, capture, h), 0);
+    }
+    if (h->peer->session == NULL) {
         Tensord__Response *r = hello(h, NULL, 0);
         assert_non_null(r);
         assert_int_equal(r->status->code, 0);
