@@ -1712,8 +1712,9 @@ static int64_t arange_numel(const Tensord__Arange *m)
 ** numbers decide inline versus the pool, and max_op_elements): j->work is td_cost_work — an
 ** op's elements read and written and its flops (expanded inputs at their logical size), a
 ** creation's elements, a gathered Get chunk's, a Write's bytes (a memcpy), a Format's
-** element reads (td_print_cost) — and j->cost_name what a limit message names (NULL: not limited). A
-** request whose operands are invalid costs 0: it fails before it touches anything. */
+** element reads (td_print_cost), plus TD_RPC_FREE_WORK per handle freed (free_first, Free) —
+** and j->cost_name what a limit message names (NULL: not limited). A request whose operands
+** are invalid costs only its frees: it fails before it touches anything else. */
 static void job_cost(struct rpc_job *j, struct td_session *s)
 {
     const Tensord__Request *req = j->req;
