@@ -1,4 +1,10 @@
-/* server/core/autograd.c — recording nodes, and the backward pass. */
+/* server/core/autograd.c — recording nodes, and the backward pass.
+**
+** The backward pass walks no elements itself: every sum to a shape, copy into .grad and
+** accumulation is a td_op_apply call, so each meets the request's cancel and its work budget
+** (--max-op-elements, core/cancel.h) like an op the client ran: a gradient summed from an
+** expanded view of 2^60 elements is refused before it starts. The one tensor it makes directly
+** is the implicit seed of a one-element root. */
 #include "autograd.h"
 
 #include <stdio.h>
@@ -319,6 +325,7 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
             return td_err_set(err, TD_EINVAL, "grad can be implicitly created only for scalar "
                               "outputs");
         }
+        /* one element (checked above): nothing for the work budget to weigh */
         if ((rc = td_tensor_full(&seed, root->dtype, root->shape, root->ndim, td_scalar_i(1), q,
                                  err)) != 0) {
             return rc;

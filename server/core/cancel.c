@@ -18,6 +18,7 @@ void td_cancel_init(struct td_cancel *c, uint64_t limit_ms)
 {
     atomic_store_explicit(&c->reason, TD_CANCEL_NONE, memory_order_relaxed);
     c->limit_ms = limit_ms;
+    c->max_work = 0;
     c->deadline_ns = limit_ms == 0 ? 0 : now_ns() + limit_ms * 1000000u;
 }
 

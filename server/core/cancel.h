@@ -7,6 +7,8 @@
 ** few thousand elements, never per element) and return its error, unwinding like any other
 ** failure. td_parallel_for carries the caller's current cancel to its helper threads.
 ** With nothing current, td_cancel_check is a thread-local load and a compare.
+** It also carries the request's per-op work budget (max_work), which td_op_apply enforces on
+** every op it runs, so ops a request runs inside itself (a backward's) meet the same limit.
 ** Pure C: core and the layers above use it; it knows nothing of sessions or sockets.
 */
 #ifndef TD_CORE_CANCEL_H
@@ -29,9 +31,12 @@ struct td_cancel {
     _Atomic int reason;         /* enum td_cancel_reason; raised by any thread */
     uint64_t deadline_ns;       /* CLOCK_MONOTONIC; 0: none */
     uint64_t limit_ms;          /* --max-request-seconds as given, for the message */
+    int64_t max_work;           /* --max-op-elements: td_op_apply refuses any op (a backward's
+                                ** steps included) whose td_cost_work is above it; 0: none */
 };
 
-/* Arms c: no reason raised, deadline `limit_ms` from now (0: none). */
+/* Arms c: no reason raised, deadline `limit_ms` from now (0: none), no work budget (whoever
+** runs the request sets max_work after this). */
 void td_cancel_init(struct td_cancel *c, uint64_t limit_ms);
 
 /* Raises a reason (the first one raised wins). Safe from any thread. */

@@ -1,7 +1,7 @@
 /* server/core/ops.c — the op table, the shared shape and dtype rules, and td_op_apply.
 **
-** td_op_apply is the one path every op takes: dtype rule, shape rule, output allocation (or the
-** in-place checks), forward kernel. Family files provide the rules and kernels named in ops.def.
+** td_op_apply is the one path every op takes: cancel and work-budget checks, dtype rule, shape
+** rule, output allocation (or the in-place checks), forward kernel. Family files provide the rules and kernels named in ops.def.
 */
 #include "ops.h"
 
@@ -237,6 +237,30 @@ static int record(enum td_op_id id, const struct td_operand *in, int nin,
     return rc;
 }
 
+/* The current request's --max-op-elements (core/cancel.h max_work): an op whose work is above
+** it is refused before anything is allocated, with the wording rpc uses for a RunOp, whoever
+** runs it (a backward's sums and adds, a composed op's steps). Costed only when a budget is
+** set; operands the cost rule calls invalid pass, and the op refuses them itself. */
+static int check_work_budget(enum td_op_id id, const struct td_operand *in, int nin,
+                             const struct td_op_args *args, struct td_err *err)
+{
+    const struct td_cancel *c = td_cancel_current();
+    if (c == NULL || c->max_work <= 0) {
+        return 0;
+    }
+    struct td_cost cost;
+    if (td_op_cost(id, in, nin, args, &cost, NULL) != 0) {
+        return 0;
+    }
+    int64_t work = td_cost_work(&cost);
+    if (work > c->max_work) {
+        return td_err_set(err, TD_ELIMIT, "%s would touch %lld elements, above "
+                          "max_op_elements %lld", td_ops[id].name, (long long)work,
+                          (long long)c->max_work);
+    }
+    return 0;
+}
+
 int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                 const struct td_op_args *args, bool inplace, struct td_quota *q,
                 struct td_tensor **out, struct td_err *err)
@@ -273,6 +297,9 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
     local.inplace = inplace;
     local.quota = q;
     args = &local;
+    if ((crc = check_work_budget(id, in, nin, args, err)) != 0) {
+        return crc;
+    }
     if (op->make != NULL) {
         if (inplace) {
             return td_err_set(err, TD_EINVAL, "%s has no in-place form", op->name);

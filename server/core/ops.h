@@ -110,7 +110,9 @@ int td_op_lookup(const char *name);
 ** "output with shape [3] doesn't match the broadcast shape [2, 3]". Kernels' temporaries are
 ** charged to q while they live. When the thread's current request (core/cancel.h) is
 ** cancelled or overdue, fails with td_cancel_check's error, before starting or at the next
-** chunk boundary, with nothing left allocated. */
+** chunk boundary, with nothing left allocated. When that request has a work budget (its
+** max_work), an op whose td_cost_work is above it fails with TD_ELIMIT ("sum would touch N
+** elements, above max_op_elements M") before anything is allocated. */
 int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                 const struct td_op_args *args, bool inplace, struct td_quota *q,
                 struct td_tensor **out, struct td_err *err);

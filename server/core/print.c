@@ -8,7 +8,7 @@
 */
 #include "print.h"
 
-#include "../base/checked.h"
+#include "base/checked.h"
 #include "cancel.h"
 
 #include <math.h>
@@ -386,7 +386,7 @@ static int64_t body_bound(const struct td_tensor *t, const struct td_print_opts 
         int64_t n = t->shape[d] < 1 ? 1 : t->shape[d];
         bool cut = summarize && n > edge2;
         int64_t shown = cut ? edge2 : n;
-        int64_t entries = shown + (cut ? 1 : 0);
+        int64_t entries = td_sat_add(shown, cut ? 1 : 0);
         int64_t indent = 7 + d, per;
         if (d < t->ndim - 1) {
             /* "[", "]", "..." when cut, and between entries "," (ndim - d - 1) newlines and

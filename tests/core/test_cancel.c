@@ -14,10 +14,12 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "base/alloc.h"
+#include "core/autograd.h"
 #include "core/cancel.h"
 #include "core/parallel.h"
 #include "core/print.h"
@@ -324,6 +326,138 @@ static void test_results_unchanged_without_cancel(void **state)
     td_parallel_set_threads(1);
 }
 
+/* The request's work budget (max_work, --max-op-elements) in a backward. */
+static void run_backward(struct td_tensor *root, struct td_tensor *gradient, int64_t max_work,
+                         int want, const char *words)
+{
+    int64_t live = td_alloc_live_bytes();
+    struct td_cancel c;
+    td_cancel_init(&c, GENEROUS_MS);
+    c.max_work = max_work;
+    struct td_cancel *prev = td_cancel_enter(&c);
+    uint64_t t0 = now_ms();
+    struct td_err err;
+    td_err_clear(&err);
+    int rc = td_autograd_backward(root, gradient, true, NULL, &err);
+    uint64_t took = now_ms() - t0;
+    td_cancel_leave(prev);
+    if (rc != want) {
+        fail_msg("backward: got %d (%s), want %d", rc, rc ? err.msg : "", want);
+    }
+    if (words != NULL && strstr(err.msg, words) == NULL) {
+        fail_msg("backward: \"%s\" lacks \"%s\"", err.msg, words);
+    }
+    if (took > GENEROUS_MS / 2) {
+        fail_msg("backward took %llu ms", (unsigned long long)took);
+    }
+    if (rc != 0) {
+        assert_int_equal(td_alloc_live_bytes(), live);  /* a refusal leaves nothing behind */
+    }
+}
+
+/* Finding 6: y = x.expand(2^30, 2^30) with x requiring grad, backward with an expanded
+** gradient of the same shape. Summing the gradient back to x's shape reads 2^60 elements: under
+** a 2^40 budget it is refused at once with --max-op-elements' wording (the forward sum of y
+** is refused the same way), before anything is allocated, and x.grad stays unset. The
+** deadline (10 s) only bounds the test should the refusal be missing. */
+static void test_backward_meets_the_work_budget(void **state)
+{
+    (void)state;
+    const int64_t one[] = {1};
+    const int64_t big[] = {(int64_t)1 << 30, (int64_t)1 << 30};
+    const int64_t budget = (int64_t)1 << 40;
+    struct td_tensor *x = mk(TD_DTYPE_F32, one, 1, (const double[]){2});
+    x->requires_grad = true;
+    struct td_op_args a;
+    td_op_args_init(&a);
+    memcpy(a.dims, big, sizeof big);
+    a.ndims = 2;
+    a.has_dims = true;
+    a.grad_enabled = true;
+    struct td_tensor *y = NULL;
+    assert_int_equal(td_op_apply(TD_OP_EXPAND, (struct td_operand[1]){tens(x)}, 1, &a, false,
+                                 NULL, &y, NULL), 0);
+    assert_non_null(y->grad_fn);
+    struct td_tensor *gbase = mk(TD_DTYPE_F32, one, 1, (const double[]){1});
+    struct td_tensor *g = expanded(gbase, big, 2);
+
+    /* the forward sum of the same view: refused by the same budget, in the same words */
+    struct td_cancel c;
+    td_cancel_init(&c, GENEROUS_MS);
+    c.max_work = budget;
+    struct td_cancel *prev = td_cancel_enter(&c);
+    struct td_tensor *s = NULL;
+    struct td_err err;
+    assert_int_equal(td_op_apply(TD_OP_SUM, (struct td_operand[1]){tens(y)}, 1, NULL, false,
+                                 NULL, &s, &err), TD_ELIMIT);
+    td_cancel_leave(prev);
+    assert_null(s);
+    assert_non_null(strstr(err.msg, "sum would touch "));
+    assert_non_null(strstr(err.msg, " elements, above max_op_elements 1099511627776"));
+    /* at least the 2^60 elements read */
+    long long n = strtoll(err.msg + strlen("sum would touch "), NULL, 10);
+    assert_true(n >= (long long)1 << 60);
+
+    run_backward(y, g, budget, TD_ELIMIT, "sum would touch ");
+    run_backward(y, g, budget, TD_ELIMIT, "above max_op_elements 1099511627776");
+    assert_null(x->grad);
+
+    /* with no budget (td_cancel_init's default), the same backward runs into the deadline
+    ** instead: the budget is what refuses it, and only when set */
+    td_cancel_init(&c, 50);
+    assert_int_equal(c.max_work, 0);
+    prev = td_cancel_enter(&c);
+    uint64_t t0 = now_ms();
+    assert_int_equal(td_autograd_backward(y, g, true, NULL, &err), TD_ELIMIT);
+    uint64_t took = now_ms() - t0;
+    td_cancel_leave(prev);
+    assert_non_null(strstr(err.msg, "max_request_seconds 0.05"));
+    assert_true(took < GENEROUS_MS);
+    assert_null(x->grad);
+
+    td_tensor_unref(g);
+    td_tensor_unref(gbase);
+    td_tensor_unref(y);
+    td_tensor_unref(x);
+}
+
+/* A small backward under the default budget gives torch's gradient (d/dx sum(3 * x) = 3, and
+** accumulating a second backward gives 6); under a budget of 1 element its first step is
+** refused, leaving x.grad as it was. */
+static void test_small_backward_within_the_budget(void **state)
+{
+    (void)state;
+    int64_t live = td_alloc_live_bytes();
+    const int64_t shape[] = {2, 3};
+    struct td_tensor *x = mk(TD_DTYPE_F64, shape, 2, (const double[]){1, 2, 3, 4, 5, 6});
+    x->requires_grad = true;
+    struct td_op_args a;
+    td_op_args_init(&a);
+    a.grad_enabled = true;
+    struct td_tensor *y = NULL, *s = NULL;
+    assert_int_equal(td_op_apply(TD_OP_MUL, (struct td_operand[2]){tens(x), num(td_scalar_i(3))},
+                                 2, &a, false, NULL, &y, NULL), 0);
+    assert_int_equal(td_op_apply(TD_OP_SUM, (struct td_operand[1]){tens(y)}, 1, &a, false, NULL,
+                                 &s, NULL), 0);
+    run_backward(s, NULL, (int64_t)1 << 40, 0, NULL);
+    assert_non_null(x->grad);
+    for (int64_t i = 0; i < 6; i++) {
+        assert_true(at(x->grad, i) == 3.0);
+    }
+    run_backward(s, NULL, 1, TD_ELIMIT, "above max_op_elements 1");
+    for (int64_t i = 0; i < 6; i++) {
+        assert_true(at(x->grad, i) == 3.0);
+    }
+    run_backward(s, NULL, 0, 0, NULL);  /* 0: no budget */
+    for (int64_t i = 0; i < 6; i++) {
+        assert_true(at(x->grad, i) == 6.0);
+    }
+    td_tensor_unref(s);
+    td_tensor_unref(y);
+    td_tensor_unref(x);
+    assert_int_equal(td_alloc_live_bytes(), live);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -334,6 +468,8 @@ int main(void)
         cmocka_unit_test(test_print_stops),
         cmocka_unit_test(test_parallel_for_carries_the_cancel),
         cmocka_unit_test(test_results_unchanged_without_cancel),
+        cmocka_unit_test(test_backward_meets_the_work_budget),
+        cmocka_unit_test(test_small_backward_within_the_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
