@@ -2046,6 +2046,9 @@ static void job_run(struct td_job *job)
     td_cancel_init(&armed, j->peer->srv->max_request_ms);
     job->cancel.deadline_ns = armed.deadline_ns;
     job->cancel.limit_ms = armed.limit_ms;
+    /* Every op the request runs obeys --max-op-elements, a backward's steps included. */
+    int64_t max = j->peer->srv->max_op_elements;
+    job->cancel.max_work = max > 0 ? max : 0;
     struct td_cancel *prev = td_cancel_enter(&job->cancel);
     job_execute(j);
     td_cancel_leave(prev);

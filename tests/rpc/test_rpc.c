@@ -3155,6 +3155,44 @@ static void test_free_first_cap(void **state)
     harness_close(&h);
 }
 
+/* --max-op-elements reaches inside a Backward (the request's td_cancel carries it as max_work):
+** y = x.expand(2^30, 2^30) with x requiring grad, backward with an expanded gradient of the same
+** shape, would sum 2^60 elements back to x's shape. It is refused at once, naming the limit. */
+static void test_max_op_elements_inside_backward(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_init(&h, NULL);
+    h.srv.max_op_elements = 1 << 20;
+    hello(&h, NULL, 0);
+    const int64_t one[] = {1};
+    const float v = 1;
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Create cm = TENSORD__CREATE__INIT;
+    cm.out = 1;
+    cm.dtype = TENSORD__DTYPE__FLOAT32;
+    cm.shape = (int64_t *)one;
+    cm.n_shape = 1;
+    cm.requires_grad = true;
+    req.body_case = TENSORD__REQUEST__BODY_CREATE;
+    req.create = &cm;
+    assert_int_equal(status_of(last(&h, send_req(&h, &req, &v, sizeof v))), 0);
+    assert_int_equal(create(&h, 3, TENSORD__DTYPE__FLOAT32, one, 1, &v, sizeof v), 0);
+    const int64_t big[] = {(int64_t)1 << 30, (int64_t)1 << 30};
+    assert_int_equal(expand(&h, 2, 1, big, 2), 0);
+    assert_int_equal(expand(&h, 4, 3, big, 2), 0);
+    Tensord__Request bw = TENSORD__REQUEST__INIT;
+    Tensord__Backward bm = TENSORD__BACKWARD__INIT;
+    bm.handle = 2;
+    bm.gradient = 4;
+    bw.body_case = TENSORD__REQUEST__BODY_BACKWARD;
+    bw.backward = &bm;
+    struct captured *c = last(&h, send_req(&h, &bw, NULL, 0));
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__LIMIT_EXCEEDED);
+    assert_non_null(strstr(message_of(c), "above max_op_elements 1048576"));
+    harness_close(&h);
+}
+
 int main(void)
 {
     td_log_min_level = TD_LOG_WARN;  /* the sweeps open thousands of sessions */
@@ -3203,6 +3241,7 @@ int main(void)
         cmocka_unit_test(test_decoded_request_charged_and_released),
         cmocka_unit_test(test_decoded_request_over_quota_in_order),
         cmocka_unit_test(test_free_first_cap),
+        cmocka_unit_test(test_max_op_elements_inside_backward),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
