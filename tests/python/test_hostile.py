@@ -24,6 +24,7 @@ import re
 import socket
 import struct
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -1682,21 +1683,40 @@ def test_conn_decoded_save_frames_behind_a_slow_job_stay_within_the_quota(own):
     metas = [_empty_entry_save_meta(100 + i, 524000) for i in range(20)]
     assert all(len(m) < MAX_META for m in metas)
     blob = frame(_op(12, 3, "sum", [2], dims=[1])) + b"".join(frame(m) for m in metas)
-    t = __import__("threading").Thread(target=a.send, args=(blob,), daemon=True)
+    peak_alloc = [before_alloc]
+    done = threading.Event()
+
+    def sample():  # the daemon's own count of live bytes, while the frames are handled
+        rid = 100
+        while not done.is_set():
+            rid += 1
+            s = w.call(req(id=rid, stats={}))[0].stats
+            peak_alloc[0] = max(peak_alloc[0], s.allocated_bytes)
+            done.wait(0.02)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t = threading.Thread(target=a.send, args=(blob,), daemon=True)
     t.start()
     got = [a.recv() for _ in range(21)]
     t.join(30)
-    assert not t.is_alive()
+    done.set()
+    sampler.join(30)
+    assert not t.is_alive() and not sampler.is_alive()
     assert all(g is not None for g in got), "connection closed"
     assert [g[0].id for g in got] == [12] + [100 + i for i in range(20)]  # in order
     assert got[0][0].status.code == pb.OK, got[0][0].status.message
     for resp, _ in got[1:]:  # 524000 unnamed entries: refused, whichever check comes first
         assert resp.status.code != pb.OK and resp.status.message
-    peak = (_vmkib(d.proc.pid, "VmHWM") << 10) - before_rss
-    assert peak <= quota + (128 << 20), "RSS peaked %d MiB above its start" % (peak >> 20)
+    # Charged: at most the quota, plus one frame being decoded before its charge is tried
+    # (about 38 MiB here). Unfixed, about 740 MiB.
+    assert peak_alloc[0] - before_alloc <= quota + (64 << 20), \
+        "allocated_bytes peaked %d MiB above its start" % ((peak_alloc[0] - before_alloc) >> 20)
+    if os.environ.get("TENSORD_SANITIZED") != "1":  # ASan's quarantine keeps freed memory
+        peak = (_vmkib(d.proc.pid, "VmHWM") << 10) - before_rss
+        assert peak <= quota + (128 << 20), "RSS peaked %d MiB above its start" % (peak >> 20)
     deadline = time.time() + 10
     while True:
-        alloc = w.call(req(id=3, stats={}))[0].stats.allocated_bytes
+        alloc = w.call(req(id=3, stats={}))[0].stats.allocated_bytes  # back to its level
         if alloc <= before_alloc + (1 << 20) or time.time() > deadline:
             break
         time.sleep(0.1)
