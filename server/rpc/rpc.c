@@ -22,7 +22,15 @@
 ** record, since a client that resumes may send it again. An in-place op or a backward stopped
 ** mid-way may leave its tensors partly written: its client never got an acknowledgement.
 **
-** Bytes: a frame's data section is charged to the session from the moment net allocates it
+** Sessions: a connection has one. A job runs against, and is costed on, the session whose FIFO
+** it waits in (job.session), never whatever the connection points at when it runs; a Hello
+** once the connection has a session is refused, even after CloseSession, and the jobs of a
+** closed session fail at once ("session is closed"), inline, doing nothing.
+**
+** Bytes: a decoded request is charged to its session from decode until its job is freed (what
+** protobuf-c allocated past the job's arena, plus its meta bytes), and counted with its data
+** section in the peer's queued_bytes, on which main stops reading the connection.
+** A frame's data section is charged to the session from the moment net allocates it
 ** (td_rpc_data_alloc) until the request frees it or a Create's tensor takes the charge over;
 ** Get copies and Format text stay charged until their replies are written; every delivered
 ** reply counts in the peer's unsent bytes until written, and too many hold the session.
