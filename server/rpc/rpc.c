@@ -25,7 +25,8 @@
 ** Sessions: a connection has one. A job runs against, and is costed on, the session whose FIFO
 ** it waits in (job.session), never whatever the connection points at when it runs; a Hello
 ** once the connection has a session is refused, even after CloseSession, and the jobs of a
-** closed session fail at once ("session is closed"), inline, doing nothing.
+** closed session fail at once ("session is closed"), inline, doing nothing (a Ping and a
+** CloseSession succeed, doing nothing).
 **
 ** Bytes: a decoded request is charged to its session from decode until its job is freed (what
 ** protobuf-c allocated past the job's arena, plus its meta bytes), and counted with its data
@@ -1829,6 +1830,14 @@ static int check_work_limit(const struct rpc_job *j, struct td_err *err)
     return 0;
 }
 
+/* Requests that still succeed, doing nothing, once their session is closed: a Ping, and a
+** CloseSession (the session is closed, as asked; several connections may each close it). */
+static bool noop_when_closed(const Tensord__Request *req)
+{
+    return req->body_case == TENSORD__REQUEST__BODY_PING ||
+           req->body_case == TENSORD__REQUEST__BODY_CLOSE_SESSION;
+}
+
 /* Runs the request in j against s, filling the status and result, then encodes the reply. */
 static void job_execute(struct rpc_job *j)
 {
@@ -1850,14 +1859,14 @@ static void job_execute(struct rpc_job *j)
     int rc = td_cancel_check(&err);
     bool hello = j->req->body_case == TENSORD__REQUEST__BODY_HELLO;
 
-    if (rc == 0 && !hello && s != NULL && s->closed) {
+    if (rc == 0 && !hello && s != NULL && s->closed && !noop_when_closed(j->req)) {
         /* Queued behind its session's CloseSession: it fails at once and touches nothing. */
         rc = td_err_set(&err, TD_ESESSION, "session is closed");
     }
     if (rc == 0 && !hello && !j->costed) {
         job_cost(j, s);  /* before free_first changes the table: what decided its thread */
     }
-    if (rc == 0 && s != NULL) {
+    if (rc == 0 && s != NULL && !s->closed) {
         for (size_t i = 0; i < j->req->n_free_first; i++) {
             td_session_free_handle(s, j->req->free_first[i]);
         }
@@ -1897,6 +1906,9 @@ static void job_execute(struct rpc_job *j)
         rc = run_free(j, s, &err);
         break;
     case TENSORD__REQUEST__BODY_CLOSE_SESSION:
+        if (s->closed) {
+            break;  /* closed already (by another of its connections): done */
+        }
         td_log(TD_LOG_INFO, "session_closed", "conn=%llu session=%s req=%llu",
                (unsigned long long)p->conn_id, s->token_tag, (unsigned long long)j->req->id);
         remove_session_files(p->srv, s);
@@ -2261,7 +2273,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         reply_early_error(p, id, why.code, why.msg);
         return;
     }
-    if (p->session->closed) {
+    if (p->session->closed && !noop_when_closed(req)) {
         /* CloseSession has run: nothing more is done on this connection (a Hello would switch
         ** it to another session under the closed one's FIFO). */
         uint64_t id = req->id;

@@ -158,7 +158,7 @@ void td_rpc_peer_set_addr(struct td_rpc_peer *p, const char *addr, uint64_t conn
 ** A connection has one session: a Hello once it has had one (closed or not) is refused
 ** (PROTOCOL_ERROR). Every request runs against, and is costed on, the session it was queued
 ** on; once that session is closed, requests still queued or arriving fail with
-** UNKNOWN_SESSION and do no work.
+** UNKNOWN_SESSION and do no work (a Ping and a CloseSession succeed, doing nothing).
 ** A CloseSession cancels, on arrival, its session's running job and every job queued before it
 ** (TD_CANCEL_SESSION_CLOSED; each answered CANCELLED), then closes the session in its turn.
 ** A request cancelled while it runs is answered CANCELLED, or LIMIT_EXCEEDED past

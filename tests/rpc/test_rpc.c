@@ -2976,6 +2976,9 @@ static void test_hello_after_close_session_is_refused(void **state)
     uint64_t late = send_hello(&a, tok_b, sizeof tok_b);
     assert_int_equal(status_of(last(&a, late)), TENSORD__STATUS_CODE__PROTOCOL_ERROR);
     assert_int_equal(status_of(get(&a, 1, 0, 0)), TENSORD__STATUS_CODE__UNKNOWN_SESSION);
+    /* a Ping and another close succeed, doing nothing */
+    assert_int_equal(status_of(simple(&a, TENSORD__REQUEST__BODY_PING)), 0);
+    assert_int_equal(status_of(simple(&a, TENSORD__REQUEST__BODY_CLOSE_SESSION)), 0);
     assert_true(a.peer->session->closed);
     assert_int_equal(td_store_count(&a.store), 1);  /* B only */
     /* B's job finishes, and B's table is as B left it: 1, 2 and the product. */
