@@ -1725,3 +1725,22 @@ def test_conn_decoded_save_frames_behind_a_slow_job_stay_within_the_quota(own):
     _ok(a, req(id=13, close_session={}))
     a.close()
     w.close()
+
+
+def test_conn_the_client_frees_more_dead_tensors_than_free_first_allows(port):
+    # free_first carries at most 4096 handles (more is refused before anything runs); the
+    # Python client sends a Free of its own when more tensors died since its last request.
+    import gc
+    import tensord
+    s = tensord.connect("127.0.0.1:%d" % port)
+    try:
+        xs = [s.ones(1) for _ in range(5000)]
+        s.synchronize()
+        assert s.stats().session_tensors >= 5000
+        del xs
+        gc.collect()
+        y = s.ones(2)
+        assert y.tolist() == [1.0, 1.0]
+        assert s.stats().session_tensors < 10
+    finally:
+        s.close()
