@@ -44,6 +44,8 @@ void openblas_set_num_threads(int num_threads);
 #define MAX_LISTEN 16
 #define PEER_PAUSE_PENDING 1024   /* stop reading a connection with this many requests queued */
 #define PEER_RESUME_PENDING 256
+#define PEER_PAUSE_BYTES ((int64_t)16 << 20)  /* ... or with this many bytes queued (decoded
+                                               ** requests and data sections); resume at half */
 #define MIN_FRAME_RATE 1024      /* bytes/s a frame must average once --idle-timeout has passed */
 #define WRITE_HIGH_WATER ((size_t)64 << 20)  /* a connection's unwritten replies: stop reading it */
 #define SESSION_DISK_CAP ((int64_t)8 << 30)   /* --session-max-disk-bytes' default at most */
@@ -877,7 +879,8 @@ static void pool_submit(struct td_executor *ex, struct td_job *job)
 struct glue_conn {
     struct td_conn *conn;
     struct td_rpc_peer *peer;
-    bool paused;                    /* td_conn_pause for PEER_PAUSE_PENDING queued requests */
+    bool paused;                    /* td_conn_pause for PEER_PAUSE_PENDING queued requests
+                                    ** or PEER_PAUSE_BYTES of them */
     bool data_waiting;              /* glue_data_alloc said "later": net counts one pause, which
                                     ** the next reply lifts (each pause has its own resume) */
     int busy;                       /* glue_frame / glue_reply on the stack */
@@ -925,7 +928,8 @@ static void glue_reply(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user
             g->data_waiting = false;
             td_conn_resume(g->conn);
         }
-        if (!g->closed && g->paused && p->pending <= PEER_RESUME_PENDING) {
+        if (!g->closed && g->paused && p->pending <= PEER_RESUME_PENDING &&
+            p->queued_bytes <= PEER_PAUSE_BYTES / 2) {
             g->paused = false;
             td_conn_resume(g->conn);
         }
@@ -1000,7 +1004,8 @@ static void glue_frame(struct td_conn *c, void *user, const uint8_t *meta, size_
     if (g->peer->session != NULL) {
         td_conn_established(c);
     }
-    if (!g->paused && g->peer->pending >= PEER_PAUSE_PENDING) {
+    if (!g->paused && (g->peer->pending >= PEER_PAUSE_PENDING ||
+                       g->peer->queued_bytes > PEER_PAUSE_BYTES)) {
         g->paused = true;
         td_conn_pause(c);
     }

@@ -22,7 +22,16 @@
 ** record, since a client that resumes may send it again. An in-place op or a backward stopped
 ** mid-way may leave its tensors partly written: its client never got an acknowledgement.
 **
-** Bytes: a frame's data section is charged to the session from the moment net allocates it
+** Sessions: a connection has one. A job runs against, and is costed on, the session whose FIFO
+** it waits in (job.session), never whatever the connection points at when it runs; a Hello
+** once the connection has a session is refused, even after CloseSession, and the jobs of a
+** closed session fail at once ("session is closed"), inline, doing nothing (a Ping and a
+** CloseSession succeed, doing nothing).
+**
+** Bytes: a decoded request is charged to its session from decode until its job is freed (what
+** protobuf-c allocated past the job's arena, plus its meta bytes), and counted with its data
+** section in the peer's queued_bytes, on which main stops reading the connection.
+** A frame's data section is charged to the session from the moment net allocates it
 ** (td_rpc_data_alloc) until the request frees it or a Create's tensor takes the charge over;
 ** Get copies and Format text stay charged until their replies are written; every delivered
 ** reply counts in the peer's unsent bytes until written, and too many hold the session.
@@ -52,12 +61,17 @@
 /* A request is decoded into an arena inside its job: a tiny op's Request, its body, operands
 ** and arrays are five or six small allocations that live exactly as long as the job, so they
 ** come from a bump pointer and are freed with it. What does not fit (large repeated fields,
-** long strings) falls back to td_malloc, counted and fault-injectable as before. */
+** long strings, many submessages) falls back to td_malloc, counted and fault-injectable as
+** before, and summed in `overflow`: protobuf-c may turn 1 MiB of wire bytes into tens of MiB
+** of small allocations, which td_rpc_handle charges to the session's quota. */
 #define PB_ARENA_BYTES 768
+#define PB_MALLOC_OVERHEAD 16                /* a heap chunk's header, counted per fallback */
 
 struct pb_arena {
     ProtobufCAllocator allocator;           /* allocator_data points back here */
     size_t used;
+    int64_t overflow;                       /* bytes of td_malloc fallbacks (saturating), each
+                                            ** rounded up to 16 with the chunk header */
     _Alignas(16) unsigned char bytes[PB_ARENA_BYTES];
 };
 
@@ -70,6 +84,10 @@ static void *arena_alloc(void *ud, size_t n)
         a->used += need;
         return p;
     }
+    int64_t chunk = n > (size_t)INT64_MAX - 32 ? INT64_MAX
+                                                : (int64_t)((n + 15) & ~(size_t)15) +
+                                                      PB_MALLOC_OVERHEAD;
+    a->overflow = td_sat_add(a->overflow, chunk);
     return td_malloc(n);
 }
 
@@ -88,6 +106,7 @@ static void arena_init(struct pb_arena *a)
     a->allocator = (ProtobufCAllocator){.alloc = arena_alloc, .free = arena_free,
                                         .allocator_data = a};
     a->used = 0;
+    a->overflow = 0;
 }
 
 /* ---- wire mappings, generated from the single lists ---- */
@@ -496,6 +515,10 @@ struct rpc_job {
     bool ran;                               /* dropped jobs are not counted in the stats */
     int64_t hello_token_len;                /* Hello: auth_token's length on the wire, NUL
                                             ** bytes included (hello_token_wire_len) */
+    int64_t req_charge;                     /* the decoded request's bytes, charged to
+                                            ** job.session's quota until job_free */
+    int64_t queued;                         /* bytes counted in peer->queued_bytes until done:
+                                            ** req_charge plus data_len */
     struct pb_arena arena;                  /* req is decoded here (last: not zeroed) */
 };
 
@@ -1622,8 +1645,14 @@ static int run_hello(struct td_rpc_peer *p, uint64_t req_id, const Tensord__Hell
             return td_err_set(err, TD_EAUTH, "authentication failed");
         }
     }
-    if (p->session != NULL && !p->session->closed) {
-        return td_err_set(err, TD_EPROTO, "Hello was already accepted on this connection");
+    if (p->session != NULL) {
+        /* One session per connection. Switching a connection to another session would leave
+        ** its later requests ordered by the old session's FIFO while they ran against the new
+        ** session's table, alongside that session's own jobs. */
+        return p->session->closed
+                   ? td_err_set(err, TD_EPROTO, "this connection's session was closed: open a "
+                                "new connection to start or resume one")
+                   : td_err_set(err, TD_EPROTO, "Hello was already accepted on this connection");
     }
     struct td_session *s;
     int rc;
@@ -1692,8 +1721,9 @@ static int64_t arange_numel(const Tensord__Arange *m)
 ** numbers decide inline versus the pool, and max_op_elements): j->work is td_cost_work — an
 ** op's elements read and written and its flops (expanded inputs at their logical size), a
 ** creation's elements, a gathered Get chunk's, a Write's bytes (a memcpy), a Format's
-** element reads (td_print_cost) — and j->cost_name what a limit message names (NULL: not limited). A
-** request whose operands are invalid costs 0: it fails before it touches anything. */
+** element reads (td_print_cost), plus TD_RPC_FREE_WORK per handle freed (free_first, Free) —
+** and j->cost_name what a limit message names (NULL: not limited). A request whose operands
+** are invalid costs only its frees: it fails before it touches anything else. */
 static void job_cost(struct rpc_job *j, struct td_session *s)
 {
     const Tensord__Request *req = j->req;
@@ -1774,10 +1804,18 @@ static void job_cost(struct rpc_job *j, struct td_session *s)
         j->work = j->data_len > INT64_MAX ? INT64_MAX : (int64_t)j->data_len;
         break;
     default:
-        /* Create adopts its data section (no copy); Grad, SetGrad, Free, Ping, Stats and the
-        ** rest touch a few words. Backward, Save and Load: see job_is_heavy. */
+        /* Create adopts its data section (no copy); Grad, SetGrad, Ping, Stats and the rest
+        ** touch a few words. Backward, Save and Load: see job_is_heavy. */
         break;
     }
+    /* Each handle freed (free_first, and a Free's list) is a map delete and maybe a tensor's
+    ** teardown: a large Free goes to the pool instead of holding the loop. */
+    int64_t frees = req->n_free_first > (size_t)INT64_MAX ? INT64_MAX : (int64_t)req->n_free_first;
+    if (req->body_case == TENSORD__REQUEST__BODY_FREE && req->free != NULL) {
+        size_t n = req->free->n_handles;
+        frees = td_sat_add(frees, n > (size_t)INT64_MAX ? INT64_MAX : (int64_t)n);
+    }
+    j->work = td_sat_add(j->work, td_sat_mul(frees, TD_RPC_FREE_WORK));
 }
 
 /* --max-op-elements: refused before anything is allocated or run. */
@@ -1792,41 +1830,56 @@ static int check_work_limit(const struct rpc_job *j, struct td_err *err)
     return 0;
 }
 
+/* Requests that still succeed, doing nothing, once their session is closed: a Ping, and a
+** CloseSession (the session is closed, as asked; several connections may each close it). */
+static bool noop_when_closed(const Tensord__Request *req)
+{
+    return req->body_case == TENSORD__REQUEST__BODY_PING ||
+           req->body_case == TENSORD__REQUEST__BODY_CLOSE_SESSION;
+}
+
 /* Runs the request in j against s, filling the status and result, then encodes the reply. */
 static void job_execute(struct rpc_job *j)
 {
     j->ran = true;
     struct td_rpc_peer *p = j->peer;
-    struct td_session *s = p->session;
+    /* The session the job was queued on, never p->session: a job runs against, and only
+    ** against, the table of the session whose FIFO ordered it (NULL: a Hello answered before
+    ** the connection had one). */
+    struct td_session *s = j->job.session;
     struct td_err err;
     td_err_clear(&err);
     struct result res = {0};
     Tensord__StatsResult stats = TENSORD__STATS_RESULT__INIT;
-    Tensord__HelloResult hello = TENSORD__HELLO_RESULT__INIT;
+    Tensord__HelloResult hello_res = TENSORD__HELLO_RESULT__INIT;
     Tensord__Limits limits = TENSORD__LIMITS__INIT;
     uint64_t out_handle = request_out(j->req);
     void *stats_mem = NULL;
     /* Cancelled between its dispatch and now: it has not started, so it does nothing. */
     int rc = td_cancel_check(&err);
+    bool hello = j->req->body_case == TENSORD__REQUEST__BODY_HELLO;
 
+    if (rc == 0 && !hello && s != NULL && s->closed && !noop_when_closed(j->req)) {
+        /* Queued behind its session's CloseSession: it fails at once and touches nothing. */
+        rc = td_err_set(&err, TD_ESESSION, "session is closed");
+    }
+    if (rc == 0 && !hello && !j->costed) {
+        job_cost(j, s);  /* before free_first changes the table: what decided its thread */
+    }
     if (rc == 0 && s != NULL && !s->closed) {
         for (size_t i = 0; i < j->req->n_free_first; i++) {
             td_session_free_handle(s, j->req->free_first[i]);
         }
     }
-    if (rc == 0 && j->req->body_case != TENSORD__REQUEST__BODY_HELLO) {
-        if (!j->costed) {
-            job_cost(j, s);
-        }
+    if (rc == 0 && !hello) {
         rc = check_work_limit(j, &err);
     }
     switch (rc != 0 ? -1 : (int)j->req->body_case) {
     case -1:
         break;  /* cancelled, or over a limit: err says which */
     case TENSORD__REQUEST__BODY_HELLO:
-        rc = run_hello(p, j->req->id, j->req->hello, j->hello_token_len, &hello, &err);
-        s = p->session;
-        res.hello = rc == 0 ? &hello : NULL;
+        rc = run_hello(p, j->req->id, j->req->hello, j->hello_token_len, &hello_res, &err);
+        res.hello = rc == 0 ? &hello_res : NULL;
         break;
     case TENSORD__REQUEST__BODY_CREATE:
         rc = run_create(j, s, &res, &err);
@@ -1853,6 +1906,9 @@ static void job_execute(struct rpc_job *j)
         rc = run_free(j, s, &err);
         break;
     case TENSORD__REQUEST__BODY_CLOSE_SESSION:
+        if (s->closed) {
+            break;  /* closed already (by another of its connections): done */
+        }
         td_log(TD_LOG_INFO, "session_closed", "conn=%llu session=%s req=%llu",
                (unsigned long long)p->conn_id, s->token_tag, (unsigned long long)j->req->id);
         remove_session_files(p->srv, s);
@@ -1945,7 +2001,7 @@ static void job_execute(struct rpc_job *j)
         limits.max_tensor_bytes = (uint64_t)p->srv->store->cfg.max_tensor_bytes;
         limits.session_max_bytes = (uint64_t)p->srv->store->cfg.session_max_bytes;
         limits.max_dims = TD_MAX_DIMS;
-        hello.limits = &limits;
+        hello_res.limits = &limits;
         resp.result_case = TENSORD__RESPONSE__RESULT_HELLO;
         resp.hello = res.hello;
     }
@@ -1971,6 +2027,9 @@ static void job_free(struct rpc_job *j)
     if (j->reply_charge > 0) {
         td_quota_release(&j->job.session->quota, j->reply_charge);
     }
+    if (j->req_charge > 0) {
+        td_quota_release(&j->job.session->quota, j->req_charge);
+    }
     td_free(j);
 }
 
@@ -1979,6 +2038,9 @@ static void job_free(struct rpc_job *j)
 static bool job_is_heavy(struct td_job *job)
 {
     struct rpc_job *j = (struct rpc_job *)job;
+    if (job->session->closed) {
+        return false;  /* it fails at once ("session is closed"), touching nothing */
+    }
     switch (j->req->body_case) {
     case TENSORD__REQUEST__BODY_BACKWARD:
     case TENSORD__REQUEST__BODY_SAVE:
@@ -1987,10 +2049,10 @@ static bool job_is_heavy(struct td_job *job)
     default:
         break;
     }
-    job_cost(j, j->peer->session);
-    job->work = td_sat_add(j->work, (int64_t)j->req->n_free_first);  /* spends the turn budget */
+    job_cost(j, job->session);
+    job->work = j->work;  /* spends the turn's budget (free_first included) */
     if (check_work_limit(j, NULL) != 0) {
-        job->work = (int64_t)j->req->n_free_first;
+        job->work = td_sat_mul((int64_t)j->req->n_free_first, TD_RPC_FREE_WORK);
         return false;  /* refused before it touches anything: no need to leave the loop */
     }
     return j->work > j->peer->srv->heavy_work;
@@ -2006,6 +2068,9 @@ static void job_run(struct td_job *job)
     td_cancel_init(&armed, j->peer->srv->max_request_ms);
     job->cancel.deadline_ns = armed.deadline_ns;
     job->cancel.limit_ms = armed.limit_ms;
+    /* Every op the request runs obeys --max-op-elements, a backward's steps included. */
+    int64_t max = j->peer->srv->max_op_elements;
+    job->cancel.max_work = max > 0 ? max : 0;
     struct td_cancel *prev = td_cancel_enter(&job->cancel);
     job_execute(j);
     td_cancel_leave(prev);
@@ -2029,6 +2094,7 @@ static void job_done(struct td_job *job)
     ** and net then asks td_rpc_data_alloc again at once, which must not see this request as
     ** one still to be answered (it would say "later" again, with no reply left to come). */
     p->pending--;
+    p->queued_bytes -= j->queued;
     if (job->cancelled) {
         /* Dropped before it ran: no effect at all (not even its free_first: a client that
         ** resumes re-sends it, and requests before it may still name those handles), and an
@@ -2209,6 +2275,46 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         reply_early_error(p, id, why.code, why.msg);
         return;
     }
+    if (p->session->closed && !noop_when_closed(req)) {
+        /* CloseSession has run: nothing more is done on this connection (a Hello would switch
+        ** it to another session under the closed one's FIFO). */
+        uint64_t id = req->id;
+        bool is_hello = req->body_case == TENSORD__REQUEST__BODY_HELLO;
+        job_free(j);
+        frame_data_free(&fd);
+        reply_early_error(p, id, is_hello ? TD_EPROTO : TD_ESESSION,
+                          is_hello ? "this connection's session was closed: open a new "
+                                     "connection to start or resume one"
+                                   : "session is closed");
+        return;
+    }
+    if (req->n_free_first > TD_RPC_MAX_FREE_FIRST) {
+        uint64_t id = req->id;
+        char msg[128];
+        snprintf(msg, sizeof msg, "free_first lists %zu handles; at most %d are allowed per "
+                 "request (send a Free for more)", req->n_free_first, TD_RPC_MAX_FREE_FIRST);
+        job_free(j);
+        frame_data_free(&fd);
+        reply_early_error(p, id, TD_ELIMIT, msg);
+        return;
+    }
+    /* The decoded request lives until its job is freed: charged like any bytes a client makes
+    ** the server hold. One that fits the arena is not (a Free must work at a full quota). */
+    int64_t charge = 0;
+    if (j->arena.overflow > 0) {
+        struct td_err qe;
+        charge = td_sat_add(j->arena.overflow, (int64_t)meta_len);
+        if (td_quota_charge_bytes(&p->session->quota, charge, &qe) != 0) {
+            uint64_t id = req->id;
+            char msg[sizeof qe.msg + 64];
+            snprintf(msg, sizeof msg, "the request decodes to %lld bytes: %s",
+                     (long long)charge, qe.msg);
+            job_free(j);
+            frame_data_free(&fd);
+            reply_early_error(p, id, qe.code, msg);
+            return;
+        }
+    }
     if (req->body_case == TENSORD__REQUEST__BODY_CLOSE_SESSION) {
         /* The session is going away: what it runs and what waits before the close is wasted
         ** work. Cancelled now, on arrival, not when the close's turn comes. */
@@ -2222,6 +2328,9 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
     j->data_len = data_len;
     j->data_session = fd.session;
     j->data_charge = fd.charge;
+    j->req_charge = charge;  /* released by job_free against job.session, the same session */
+    j->queued = td_sat_add(charge, data_len > (size_t)INT64_MAX ? INT64_MAX : (int64_t)data_len);
+    p->queued_bytes = td_sat_add(p->queued_bytes, j->queued);
     td_cancel_init(&j->job.cancel, 0);  /* no reason raised; the deadline is armed in job_run */
     j->job.is_heavy = job_is_heavy;
     j->job.run = job_run;
@@ -2238,6 +2347,8 @@ int td_rpc_data_alloc(struct td_rpc_peer *p, size_t len, void **out, struct td_e
     td_err_clear(&p->data_err);
     if (p->session == NULL) {
         rc = td_err_set(e, TD_ENOSESSION, "no session: send Hello first");
+    } else if (p->session->closed) {
+        rc = td_err_set(e, TD_ESESSION, "session is closed");
     } else if (len > (size_t)INT64_MAX) {
         rc = td_err_set(e, TD_ELIMIT, "data section of %zu bytes is too large", len);
     } else if ((rc = td_quota_charge(&p->session->quota, (int64_t)len, e)) != 0) {

@@ -24,6 +24,12 @@
 #define TD_PROTOCOL_MAX 2  /* 2: Request.free_first */
 #define TD_FRAME_HEADER_BYTES 12
 
+/* Request.free_first may list at most this many handles: one over is refused (LIMIT_EXCEEDED)
+** before anything runs. Free.handles has no such cap; both count in the request's work
+** (TD_RPC_FREE_WORK each), so a large Free runs on the pool, not on the loop. */
+#define TD_RPC_MAX_FREE_FIRST 4096
+#define TD_RPC_FREE_WORK 64       /* work units of one handle freed (a map delete, a tensor) */
+
 /* Latency histogram bucket upper bounds, in microseconds; the last bucket is everything above. */
 #define TD_RPC_LAT_BUCKETS 8
 extern const uint64_t td_rpc_lat_bounds_us[TD_RPC_LAT_BUCKETS - 1];
@@ -102,12 +108,16 @@ typedef void td_rpc_reply_fn(struct td_rpc_peer *p, struct td_rpc_reply *r, void
 /* A connection as rpc sees it. */
 struct td_rpc_peer {
     struct td_rpc_server *srv;          /* borrowed */
-    struct td_session *session;         /* reference once Hello succeeded */
+    struct td_session *session;         /* reference once Hello succeeded; kept (closed)
+                                        ** after CloseSession: a connection has one session */
     td_rpc_reply_fn *reply;
     void *user;
     int refs;                           /* the connection's + one per queued request + one per
                                         ** delivered reply not yet released */
     int pending;                        /* requests queued or running in the session */
+    int64_t queued_bytes;               /* bytes those requests hold: decoded (the charge of
+                                        ** td_rpc_handle) plus data sections; net's glue stops
+                                        ** reading the connection while it is large */
     bool closed;                        /* the connection went away: replies are dropped */
     int64_t unsent_bytes;               /* delivered reply bytes (frame + data section) whose
                                         ** release has not run yet: not yet written */
@@ -141,6 +151,14 @@ void td_rpc_peer_set_addr(struct td_rpc_peer *p, const char *addr, uint64_t conn
 ** when data_len is 0) the data section. data NULL with data_len > 0 means td_rpc_data_alloc
 ** refused the section (net discarded it): the request is answered with that error, in order.
 ** Exactly one reply follows, now or later, unless the peer closes first.
+** The decoded request is charged to the session's quota (and --max-bytes) until its job is
+** freed: what protobuf-c allocated past the job's own arena, plus meta_len (requests that fit
+** the arena are not charged: their number is bounded by the caller's pause on `pending`);
+** when that charge fails the request is answered QUOTA_EXCEEDED, in order, and dropped.
+** A connection has one session: a Hello once it has had one (closed or not) is refused
+** (PROTOCOL_ERROR). Every request runs against, and is costed on, the session it was queued
+** on; once that session is closed, requests still queued or arriving fail with
+** UNKNOWN_SESSION and do no work (a Ping and a CloseSession succeed, doing nothing).
 ** A CloseSession cancels, on arrival, its session's running job and every job queued before it
 ** (TD_CANCEL_SESSION_CLOSED; each answered CANCELLED), then closes the session in its turn.
 ** A request cancelled while it runs is answered CANCELLED, or LIMIT_EXCEEDED past

@@ -2005,8 +2005,9 @@ static bool sweep_dir_clean(const char *what, int64_t k, const char *keep)
 }
 
 /* After any run: the session serves the next request. A closed connection is replaced by one
-** that resumes the session by token (as a client reconnects); a connection with no session, or
-** with a closed one, says Hello again. */
+** that resumes the session by token (as a client reconnects); a connection with no session
+** says Hello, and one whose session was closed is replaced by a new connection that does (a
+** connection has one session). */
 static void sweep_recover(struct harness *h, bool closed)
 {
     if (closed) {
@@ -2020,7 +2021,12 @@ static void sweep_recover(struct harness *h, bool closed)
             assert_true(r->hello->resumed);
         }
     }
-    if (h->peer->session == NULL || h->peer->session->closed) {
+    if (h->peer->session != NULL && h->peer->session->closed) {
+        harness_clear(h);
+        td_rpc_peer_close(h->peer);
+        assert_int_equal(td_rpc_peer_new(&h->peer, &h->srv, capture, h), 0);
+    }
+    if (h->peer->session == NULL) {
         Tensord__Response *r = hello(h, NULL, 0);
         assert_non_null(r);
         assert_int_equal(r->status->code, 0);
@@ -2929,6 +2935,335 @@ static void test_handle_entries_charged(void **state)
     harness_close(&h);
 }
 
+/* ---- one session per connection; decoded requests charged (attack report 1 and 3) ---- */
+
+/* Sends a Hello (resuming `token` when given) without expecting a reply now; returns its id. */
+static uint64_t send_hello(struct harness *h, const uint8_t *token, size_t token_len)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Hello m = TENSORD__HELLO__INIT;
+    m.min_version = 1;
+    m.max_version = 2;
+    m.session_token.data = (uint8_t *)token;
+    m.session_token.len = token_len;
+    req.body_case = TENSORD__REQUEST__BODY_HELLO;
+    req.hello = &m;
+    return send_req(h, &req, NULL, 0);
+}
+
+static uint64_t send_free(struct harness *h, uint64_t *handles, size_t n)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Free m = TENSORD__FREE__INIT;
+    m.handles = handles;
+    m.n_handles = n;
+    req.body_case = TENSORD__REQUEST__BODY_FREE;
+    req.free = &m;
+    return send_req(h, &req, NULL, 0);
+}
+
+/* Finishes deferred job i (not necessarily the oldest: two sessions run side by side). */
+static void finish_deferred_at(int i)
+{
+    assert_true(i < ndeferred);
+    struct td_job *job = deferred[i];
+    memmove(deferred + i, deferred + i + 1, (size_t)(ndeferred - i - 1) * sizeof deferred[0]);
+    ndeferred--;
+    job->run(job);
+    td_session_job_complete(job);
+}
+
+static void assert_reply(struct harness *h, int at, uint64_t id, int code)
+{
+    assert_true(at < h->nreplies);
+    struct captured *c = &h->replies[at];
+    if (c->resp == NULL || c->resp->id != id || status_of(c) != code) {
+        fail_msg("reply %d: id %llu status %d (%s), expected id %llu status %d", at,
+                 c->resp != NULL ? (unsigned long long)c->resp->id : 0ull, status_of(c),
+                 c->resp != NULL ? message_of(c) : "-", (unsigned long long)id, code);
+    }
+}
+
+/* The attack's sequence on connection A: [slow sum][CloseSession][Hello resuming B][Free 1, 2]
+** [Backward], pipelined while B's own heavy job reads B's handle 1 on a worker. The Hello used
+** to switch A to B while A's later jobs stayed in the closed session's FIFO and ran inline,
+** against B's table, next to B's job (a use after free). Now A keeps its one session: the Hello
+** is refused, the Free and the Backward fail as "session is closed" without running (nothing
+** goes to the executor, nothing runs inline), and B's tensors are intact. */
+static void test_hello_after_close_session_is_refused(void **state)
+{
+    (void)state;
+    struct td_executor later = {.submit = defer_submit};
+    struct harness a, b;
+    harness_init(&a, NULL);
+    harness_second(&b, &a);
+    Tensord__Response *r = hello(&b, NULL, 0);
+    assert_int_equal(r->status->code, 0);
+    uint8_t tok_b[16];
+    memcpy(tok_b, r->hello->session_token.data, sizeof tok_b);
+    assert_int_equal(create(&b, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64), 0);
+    assert_int_equal(create(&b, 2, TENSORD__DTYPE__INT64, SHAPE3, 1, B64, sizeof B64), 0);
+    hello(&a, NULL, 0);
+    assert_int_equal(create(&a, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, B64, sizeof B64), 0);
+    a.store.ex = &later;
+    a.srv.heavy_work = 2;  /* 3 elements read: heavy */
+    ndeferred = 0;
+    /* B's own job on the "worker", reading B's handle 1 */
+    const uint64_t b11[] = {1, 1};
+    assert_null(run_args(&b, TENSORD__OP__OP_MUL, 3, b11, 2, NULL));
+    assert_int_equal(ndeferred, 1);
+    int before = a.nreplies;
+    uint64_t a1 = 1;
+    uint64_t sum_id = a.next_id;
+    assert_null(run_args(&a, TENSORD__OP__OP_SUM, 2, &a1, 1, NULL));
+    assert_int_equal(ndeferred, 2);
+    uint64_t close_id = send_simple(&a, TENSORD__REQUEST__BODY_CLOSE_SESSION);
+    uint64_t hello_id = send_hello(&a, tok_b, sizeof tok_b);
+    uint64_t both[] = {1, 2};
+    uint64_t free_id = send_free(&a, both, 2);
+    Tensord__Request bw = TENSORD__REQUEST__INIT;
+    Tensord__Backward bm = TENSORD__BACKWARD__INIT;
+    bm.handle = 1;
+    bw.body_case = TENSORD__REQUEST__BODY_BACKWARD;
+    bw.backward = &bm;
+    uint64_t bw_id = send_req(&a, &bw, NULL, 0);
+    assert_int_equal(a.nreplies, before);  /* all behind A's running sum */
+    finish_deferred_at(1);                 /* A's sum: cancelled by the close on arrival */
+    assert_int_equal(ndeferred, 1);        /* the Backward did not go to the executor */
+    assert_int_equal(a.nreplies, before + 5);
+    assert_reply(&a, before, sum_id, TENSORD__STATUS_CODE__CANCELLED);
+    assert_reply(&a, before + 1, close_id, 0);
+    assert_reply(&a, before + 2, hello_id, TENSORD__STATUS_CODE__PROTOCOL_ERROR);
+    assert_string_equal(message_of(&a.replies[before + 2]),
+                        "this connection's session was closed: open a new connection to start "
+                        "or resume one");
+    assert_reply(&a, before + 3, free_id, TENSORD__STATUS_CODE__UNKNOWN_SESSION);
+    assert_string_equal(message_of(&a.replies[before + 3]), "session is closed");
+    assert_reply(&a, before + 4, bw_id, TENSORD__STATUS_CODE__UNKNOWN_SESSION);
+    /* Arriving now: answered at once, and the connection is still not moved to B. */
+    uint64_t late = send_hello(&a, tok_b, sizeof tok_b);
+    assert_int_equal(status_of(last(&a, late)), TENSORD__STATUS_CODE__PROTOCOL_ERROR);
+    assert_int_equal(status_of(get(&a, 1, 0, 0)), TENSORD__STATUS_CODE__UNKNOWN_SESSION);
+    /* a Ping and another close succeed, doing nothing */
+    assert_int_equal(status_of(simple(&a, TENSORD__REQUEST__BODY_PING)), 0);
+    assert_int_equal(status_of(simple(&a, TENSORD__REQUEST__BODY_CLOSE_SESSION)), 0);
+    assert_true(a.peer->session->closed);
+    assert_int_equal(td_store_count(&a.store), 1);  /* B only */
+    /* B's job finishes, and B's table is as B left it: 1, 2 and the product. */
+    int bbefore = b.nreplies;
+    finish_deferred_at(0);
+    assert_int_equal(b.nreplies, bbefore + 1);
+    assert_int_equal(status_of(&b.replies[bbefore]), 0);
+    a.store.ex = &td_executor_inline;
+    assert_memory_equal(get(&b, 1, 0, 0)->data, A64, sizeof A64);
+    assert_memory_equal(get(&b, 2, 0, 0)->data, B64, sizeof B64);
+    const int64_t sq[] = {1, 4, 9};
+    assert_memory_equal(get(&b, 3, 0, 0)->data, sq, sizeof sq);
+    harness_clear(&b);
+    td_rpc_peer_close(b.peer);
+    harness_close(&a);
+}
+
+/* Bytes protobuf-c allocates for a packed repeated uint64 field of n entries outside the job's
+** arena: one array, rounded up to 16, plus a chunk header (rpc.c's PB_MALLOC_OVERHEAD). */
+static int64_t packed_array_charge(size_t n)
+{
+    return (int64_t)((n * 8 + 15) & ~(size_t)15) + 16;
+}
+
+static size_t free_meta_len(uint64_t *handles, size_t n)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Free m = TENSORD__FREE__INIT;
+    m.handles = handles;
+    m.n_handles = n;
+    req.id = 1;  /* as send_req numbers them: ids below 128 take one byte */
+    req.body_case = TENSORD__REQUEST__BODY_FREE;
+    req.free = &m;
+    return tensord__request__get_packed_size(&req);
+}
+
+/* A queued request's decoded bytes are charged to its session from decode until its job is
+** freed, and counted in the peer's queued bytes (which net's glue pauses on); a large Free
+** costs work per handle and goes to the executor. */
+static void test_decoded_request_charged_and_released(void **state)
+{
+    (void)state;
+    struct td_executor later = {.submit = defer_submit};
+    struct harness h;
+    harness_init(&h, NULL);
+    hello(&h, NULL, 0);
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64), 0);
+    h.store.ex = &later;
+    ndeferred = 0;
+    h.srv.heavy_work = 2;
+    uint64_t x = 1;
+    assert_null(run_args(&h, TENSORD__OP__OP_SUM, 2, &x, 1, NULL));  /* heavy, deferred */
+    h.srv.heavy_work = 1 << 16;
+    struct td_session *s = h.peer->session;
+    int64_t base = td_session_bytes(s);
+    assert_int_equal(h.peer->queued_bytes, 0);  /* the running sum decoded into its arena */
+    enum { N = 20000 };                         /* handles 1000..20999: a 160000-byte array */
+    uint64_t *hs = malloc(N * sizeof *hs);
+    for (size_t i = 0; i < N; i++) {
+        hs[i] = 1000 + i;
+    }
+    size_t meta = free_meta_len(hs, N);
+    int64_t want = packed_array_charge(N) + (int64_t)meta;
+    uint64_t free_id = send_free(&h, hs, N);
+    assert_int_equal(td_session_bytes(s) - base, want);
+    assert_int_equal(h.peer->queued_bytes, want);
+    /* The sum finishes; the Free's turn: 20000 handles x 64 is above heavy_work: the pool. */
+    finish_deferred_at(0);
+    assert_int_equal(ndeferred, 1);
+    assert_null(reply_to(&h, free_id));
+    assert_int_equal(td_session_bytes(s) - base, want + 8);  /* + the sum's int64 result */
+    finish_deferred_at(0);
+    assert_int_equal(status_of(reply_to(&h, free_id)), 0);
+    assert_int_equal(td_session_bytes(s) - base, 8);
+    assert_int_equal(h.peer->queued_bytes, 0);
+    free(hs);
+    h.store.ex = &td_executor_inline;
+    harness_close(&h);
+}
+
+/* A decoded request that does not fit the session's quota is answered QUOTA_EXCEEDED in its
+** place in line (after the job before it), and dropped: nothing of it runs. */
+static void test_decoded_request_over_quota_in_order(void **state)
+{
+    (void)state;
+    struct td_executor later = {.submit = defer_submit};
+    struct td_store_config cfg = {.session_ttl_ms = 60000, .session_max_bytes = 100000};
+    struct harness h;
+    harness_init(&h, &cfg);
+    hello(&h, NULL, 0);
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64), 0);
+    h.store.ex = &later;
+    ndeferred = 0;
+    h.srv.heavy_work = 2;
+    uint64_t x = 1;
+    uint64_t sum_id = h.next_id;
+    assert_null(run_args(&h, TENSORD__OP__OP_SUM, 2, &x, 1, NULL));
+    h.srv.heavy_work = 1 << 16;
+    int64_t base = td_session_bytes(h.peer->session);
+    enum { N = 20000 };
+    uint64_t *hs = malloc(N * sizeof *hs);
+    for (size_t i = 0; i < N; i++) {
+        hs[i] = 1;  /* would free handle 1, if it ran */
+    }
+    size_t meta = free_meta_len(hs, N);
+    int64_t need = packed_array_charge(N) + (int64_t)meta;
+    int before = h.nreplies;
+    uint64_t free_id = send_free(&h, hs, N);
+    uint64_t ping_id = send_simple(&h, TENSORD__REQUEST__BODY_PING);
+    assert_int_equal(h.nreplies, before);  /* behind the sum */
+    assert_int_equal(td_session_bytes(h.peer->session), base);
+    finish_deferred_at(0);
+    assert_int_equal(h.nreplies, before + 3);
+    assert_reply(&h, before, sum_id, 0);
+    assert_reply(&h, before + 1, free_id, TENSORD__STATUS_CODE__QUOTA_EXCEEDED);
+    char msg[160];
+    snprintf(msg, sizeof msg, "the request decodes to %lld bytes: session memory quota "
+             "exceeded: 100000 bytes", (long long)need);
+    assert_string_equal(message_of(&h.replies[before + 1]), msg);
+    assert_reply(&h, before + 2, ping_id, 0);
+    h.store.ex = &td_executor_inline;
+    assert_memory_equal(get(&h, 1, 0, 0)->data, A64, sizeof A64);  /* not freed */
+    assert_int_equal(h.peer->queued_bytes, 0);
+    free(hs);
+    harness_close(&h);
+}
+
+static uint64_t send_ping_free_first(struct harness *h, uint64_t *handles, size_t n)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Ping m = TENSORD__PING__INIT;
+    req.body_case = TENSORD__REQUEST__BODY_PING;
+    req.ping = &m;
+    req.free_first = handles;
+    req.n_free_first = n;
+    return send_req(h, &req, NULL, 0);
+}
+
+/* free_first lists at most TD_RPC_MAX_FREE_FIRST handles: one more is refused before anything
+** runs (its handles stay); at the cap it runs, on the executor (4096 x 64 of work). */
+static void test_free_first_cap(void **state)
+{
+    (void)state;
+    struct td_executor later = {.submit = defer_submit};
+    struct harness h;
+    harness_init(&h, NULL);
+    hello(&h, NULL, 0);
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64), 0);
+    assert_int_equal(TD_RPC_MAX_FREE_FIRST, 4096);
+    uint64_t *hs = malloc((TD_RPC_MAX_FREE_FIRST + 1) * sizeof *hs);
+    for (size_t i = 0; i <= TD_RPC_MAX_FREE_FIRST; i++) {
+        hs[i] = 1;
+    }
+    uint64_t id = send_ping_free_first(&h, hs, TD_RPC_MAX_FREE_FIRST + 1);
+    struct captured *c = last(&h, id);
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__LIMIT_EXCEEDED);
+    assert_string_equal(message_of(c), "free_first lists 4097 handles; at most 4096 are allowed "
+                        "per request (send a Free for more)");
+    assert_memory_equal(get(&h, 1, 0, 0)->data, A64, sizeof A64);
+    h.store.ex = &later;
+    ndeferred = 0;
+    id = send_ping_free_first(&h, hs, TD_RPC_MAX_FREE_FIRST);
+    assert_null(reply_to(&h, id));
+    assert_int_equal(ndeferred, 1);
+    finish_deferred_at(0);
+    assert_int_equal(status_of(reply_to(&h, id)), 0);
+    h.store.ex = &td_executor_inline;
+    assert_int_equal(status_of(get(&h, 1, 0, 0)), TENSORD__STATUS_CODE__UNKNOWN_HANDLE);
+    /* a few handles stay on the loop */
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64), 0);
+    h.store.ex = &later;
+    id = send_ping_free_first(&h, hs, 3);
+    assert_int_equal(status_of(last(&h, id)), 0);
+    assert_int_equal(ndeferred, 0);
+    h.store.ex = &td_executor_inline;
+    free(hs);
+    harness_close(&h);
+}
+
+/* --max-op-elements reaches inside a Backward (the request's td_cancel carries it as max_work):
+** y = x.expand(2^30, 2^30) with x requiring grad, backward with an expanded gradient of the same
+** shape, would sum 2^60 elements back to x's shape. It is refused at once, naming the limit. */
+static void test_max_op_elements_inside_backward(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_init(&h, NULL);
+    h.srv.max_op_elements = 1 << 20;
+    hello(&h, NULL, 0);
+    const int64_t one[] = {1};
+    const float v = 1;
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__Create cm = TENSORD__CREATE__INIT;
+    cm.out = 1;
+    cm.dtype = TENSORD__DTYPE__FLOAT32;
+    cm.shape = (int64_t *)one;
+    cm.n_shape = 1;
+    cm.requires_grad = true;
+    req.body_case = TENSORD__REQUEST__BODY_CREATE;
+    req.create = &cm;
+    assert_int_equal(status_of(last(&h, send_req(&h, &req, &v, sizeof v))), 0);
+    assert_int_equal(create(&h, 3, TENSORD__DTYPE__FLOAT32, one, 1, &v, sizeof v), 0);
+    const int64_t big[] = {(int64_t)1 << 30, (int64_t)1 << 30};
+    assert_int_equal(expand(&h, 2, 1, big, 2), 0);
+    assert_int_equal(expand(&h, 4, 3, big, 2), 0);
+    Tensord__Request bw = TENSORD__REQUEST__INIT;
+    Tensord__Backward bm = TENSORD__BACKWARD__INIT;
+    bm.handle = 2;
+    bm.gradient = 4;
+    bw.body_case = TENSORD__REQUEST__BODY_BACKWARD;
+    bw.backward = &bm;
+    struct captured *c = last(&h, send_req(&h, &bw, NULL, 0));
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__LIMIT_EXCEEDED);
+    assert_non_null(strstr(message_of(c), "above max_op_elements 1048576"));
+    harness_close(&h);
+}
+
 int main(void)
 {
     td_log_min_level = TD_LOG_WARN;  /* the sweeps open thousands of sessions */
@@ -2975,6 +3310,11 @@ int main(void)
         cmocka_unit_test(test_allocation_failure_sweep),
         cmocka_unit_test(test_turn_budget_defers_pipelined_requests),
         cmocka_unit_test(test_handle_entries_charged),
+        cmocka_unit_test(test_hello_after_close_session_is_refused),
+        cmocka_unit_test(test_decoded_request_charged_and_released),
+        cmocka_unit_test(test_decoded_request_over_quota_in_order),
+        cmocka_unit_test(test_free_first_cap),
+        cmocka_unit_test(test_max_op_elements_inside_backward),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

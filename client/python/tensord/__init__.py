@@ -36,6 +36,7 @@ __all__ = ["Session", "Tensor", "Size", "dtype", "connect", "tensor", "from_nump
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 CHUNK_BYTES = 8 << 20       # tensors larger than this move in chunks of this size
+_MAX_FREE_FIRST = 4096      # the server refuses a request whose free_first lists more
 
 
 class TensorError(ServerError, RuntimeError):
@@ -308,7 +309,7 @@ class Session:
             n = len(self._dead)
             dead = self._dead[:n]
             del self._dead[:n]
-            if self._c.version >= 2:
+            if self._c.version >= 2 and len(dead) <= _MAX_FREE_FIRST:
                 req.free_first.extend(dead)  # freed just before req runs: no request of their own
             else:
                 free = pb.Request()
