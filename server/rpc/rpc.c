@@ -2299,11 +2299,16 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         return;
     }
     /* The decoded request lives until its job is freed: charged like any bytes a client makes
-    ** the server hold. One that fits the arena is not (a Free must work at a full quota). */
-    int64_t charge = 0;
+    ** the server hold. One that fits the arena is not, and neither is a Free: freeing must work
+    ** at a full quota (as Redis serves DEL at maxmemory), and a Free decodes to at most 8 bytes
+    ** per wire byte, which the peer's queued bytes (PEER_PAUSE_BYTES) still bound. */
+    int64_t charge = 0, decoded = 0;
     if (j->arena.overflow > 0) {
+        decoded = td_sat_add(j->arena.overflow, (int64_t)meta_len);
+    }
+    if (decoded > 0 && req->body_case != TENSORD__REQUEST__BODY_FREE) {
         struct td_err qe;
-        charge = td_sat_add(j->arena.overflow, (int64_t)meta_len);
+        charge = decoded;
         if (td_quota_charge_bytes(&p->session->quota, charge, &qe) != 0) {
             uint64_t id = req->id;
             char msg[sizeof qe.msg + 64];
@@ -2329,7 +2334,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
     j->data_session = fd.session;
     j->data_charge = fd.charge;
     j->req_charge = charge;  /* released by job_free against job.session, the same session */
-    j->queued = td_sat_add(charge, data_len > (size_t)INT64_MAX ? INT64_MAX : (int64_t)data_len);
+    j->queued = td_sat_add(decoded, data_len > (size_t)INT64_MAX ? INT64_MAX : (int64_t)data_len);
     p->queued_bytes = td_sat_add(p->queued_bytes, j->queued);
     td_cancel_init(&j->job.cancel, 0);  /* no reason raised; the deadline is armed in job_run */
     j->job.is_heavy = job_is_heavy;
