@@ -426,7 +426,8 @@ void td_session_close(struct td_session *s)
     if (s->current == NULL && s->head != NULL) {
         /* Closed from outside any job (the store's own teardown): nothing queued may run on a
         ** closed session. From a job (CloseSession), later jobs stay: they fail with "session
-        ** is closed", and a Hello among them opens a new session as it always did. */
+        ** is closed" (rpc refuses a second Hello on a connection, so none opens another
+        ** session behind them). */
         td_session_cancel(s, NULL, NULL, TD_CANCEL_SESSION_CLOSED);
     }
     session_clear(s);
