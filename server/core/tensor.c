@@ -297,6 +297,14 @@ int td_tensor_arange(struct td_tensor **out, enum td_dtype dt, struct td_scalar 
         return td_err_set(err, TD_EINVAL, "upper bound and larger bound inconsistent with step "
                           "sign");
     }
+    /* Every element lies between start and end, so when both fit the integer dtype every
+    ** element does, and the conversions below stay defined. */
+    double lo = dt == TD_DTYPE_I32 ? -2147483648.0 : -9223372036854775808.0;
+    double hi = dt == TD_DTYPE_I32 ? 2147483648.0 : 9223372036854775808.0;
+    if (!td_dtype_is_float(dt) && (s < lo || s >= hi || e < lo - 1.0 || e > hi)) {
+        return td_err_set(err, TD_EINVAL, "arange: the range %g -> %g does not fit in %s", s, e,
+                          td_dtype_cname(dt));
+    }
     double nd = ceil((e - s) / st);
     if (!(nd >= 0) || nd > 9.0e18) {
         return td_err_set(err, TD_ELIMIT, "arange would have too many elements");
@@ -315,10 +323,14 @@ int td_tensor_arange(struct td_tensor **out, enum td_dtype dt, struct td_scalar 
         case TD_DTYPE_F32: ((float *)d)[i] = (float)(s + (double)i * st); break;
         case TD_DTYPE_F64: ((double *)d)[i] = s + (double)i * st; break;
         case TD_DTYPE_I32:
-            ((int32_t *)d)[i] = ints ? (int32_t)(si + i * sti) : (int32_t)(s + (double)i * st);
+            ((int32_t *)d)[i] = ints ? (int32_t)((uint64_t)si + (uint64_t)i * (uint64_t)sti)
+                                     : (int32_t)fmin(fmax(s + (double)i * st, lo), 2147483647.0);
             break;
         default:
-            ((int64_t *)d)[i] = ints ? si + i * sti : (int64_t)(s + (double)i * st);
+            /* unsigned: the true value fits, but si + i * sti may pass through more than 2^63 */
+            ((int64_t *)d)[i] = ints ? (int64_t)((uint64_t)si + (uint64_t)i * (uint64_t)sti)
+                                     : (int64_t)fmin(fmax(s + (double)i * st, lo),
+                                                     9223372036854774784.0);
             break;
         }
     }
