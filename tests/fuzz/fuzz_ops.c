@@ -287,11 +287,13 @@ static void on_reply(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
         fprintf(stderr, "reply   %s: code=%d %s%s\n", h->labels[0], code,
                 code != 0 ? resp->status->message : "", r->data_len > 0 ? " +data" : "");
     }
-    /* The request answered ran until now: its loop time is checked, and the next one's
-    ** starts here. */
+    /* The request answered ran until now: its loop time is checked, and the next one's starts
+    ** once this harness has done its own checks of the reply (reading a 16 MiB data section
+    ** byte by byte under ASan is the harness's time, not the daemon's). */
+    bool restart = false;
     if (atomic_load(&phase) == PHASE_INLINE) {
-        phase_check("reply");
-        phase_enter(PHASE_INLINE);
+        phase_leave();
+        restart = true;
     }
     memmove(h->want, h->want + 1, (size_t)(h->nwant - 1) * sizeof h->want[0]);
     memmove(h->labels, h->labels + 1, (size_t)(h->nwant - 1) * sizeof h->labels[0]);
@@ -321,6 +323,9 @@ static void on_reply(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
         x->copy = malloc(r->data_len);
         CHECK(x->copy != NULL);
         memcpy(x->copy, r->data, r->data_len);
+        if (restart) {
+            phase_enter(PHASE_INLINE);
+        }
         return;
     }
     volatile uint8_t sum = 0;  /* read every byte, so a section pointing at freed memory shows */
@@ -328,6 +333,9 @@ static void on_reply(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
         sum += ((const uint8_t *)r->data)[i];
     }
     (void)sum;
+    if (restart) {
+        phase_enter(PHASE_INLINE);  /* the release is the daemon's work: it counts */
+    }
     if (r->release != NULL) {
         r->release(r->release_arg);
     }
