@@ -15,7 +15,8 @@
 #include "tensor.h"
 
 enum td_op_id {
-#define OP(id, name, nin, inplace, shape, dtype, fwd, make, bwd, cost) TD_OP_##id,
+#define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost) \
+    TD_OP_##id,
 #include "ops.def"
 #undef OP
     TD_OP_COUNT
@@ -86,8 +87,20 @@ struct td_cost {
 typedef int td_cost_fn(const struct td_operand *in, int nin, const struct td_op_args *a,
                        struct td_cost *c);
 
+/* ops.def's flags column (what autograd needs to know about an op). */
+enum {
+    TD_OPF_VIEW = 1 << 0,              /* the result is a view of operand 0 */
+    TD_OPF_NODIFF = 1 << 1,            /* the result never requires grad */
+    TD_OPF_BW_SELF = 1 << 2,           /* backward reads operand 0's values */
+    TD_OPF_BW_SELF_FOR_OTHER = 1 << 3, /* ... only when another operand requires grad */
+    TD_OPF_BW_OUT = 1 << 4,            /* backward reads the result's values */
+};
+
 struct td_op_def {
     const char *name;
+    unsigned flags;       /* TD_OPF_* */
+    const char *grad_fn;  /* torch's grad_fn name; NULL: never records one */
+    const char *sig;      /* torch's signature, in ops.def's notation */
     int nin;
     bool has_inplace;
     td_shape_fn *shape;   /* with dtype and forward: the standard path */

@@ -129,7 +129,7 @@ static Tensord__StatusCode wire_status(int code)
 static int wire_op(int w, enum td_op_id *out)
 {
     switch (w) {
-#define OP(id, name, nin, inplace, shape, dtype, fwd, make, bwd, cost)                             \
+#define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost) \
     case TENSORD__OP__OP_##id:                                                                     \
         *out = TD_OP_##id;                                                                         \
         return 0;
