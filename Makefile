@@ -110,7 +110,7 @@ $(LIB_TESTLIB): $(call obj,$(TESTLIB_SRC)); $(archive)
 
 SERVER_LIBS := $(LIB_NET) $(LIB_RPC) $(LIB_SESSION) $(LIB_CORE) $(LIB_BASE)
 
-$(TENSORD): $(call obj,server/main.c) $(SERVER_LIBS)
+$(TENSORD): $(call obj,$(wildcard server/*.c)) $(SERVER_LIBS)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm -lpthread
 

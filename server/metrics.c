@@ -1,0 +1,141 @@
+/* server/metrics.c — /metrics (Prometheus text format 0.0.4), /healthz and /readyz.
+**
+** The text is built in a td_strbuf (base/strbuf.h) from rpc's counters (requests and errors by
+** kind and by op, with latency histograms), the allocator and the store. It sits here, in the
+** wiring layer beside main.c, rather than next to the responder in net/http.c, because net
+** knows bytes, not sessions: the responder calls td_metrics_http through its handler pointer.
+** A page that cannot be built (out of memory) is a 503 with no body.
+*/
+#include "metrics.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/strbuf.h"
+
+/* One family's samples for a kind or an op: part 0 requests, 1 errors, 2 the latency histogram
+** (seconds). A family's samples must be contiguous, so callers loop over parts outermost. */
+static void metric_counter(struct td_strbuf *t, int part, const char *prefix, const char *label,
+                           const char *name, const struct td_rpc_counter *c)
+{
+    if (part == 0) {
+        td_strbuf_printf(t, "%s_requests_total{%s=\"%s\"} %" PRIu64 "\n", prefix, label, name,
+                         c->count);
+        return;
+    }
+    if (part == 1) {
+        td_strbuf_printf(t, "%s_errors_total{%s=\"%s\"} %" PRIu64 "\n", prefix, label, name,
+                         c->errors);
+        return;
+    }
+    uint64_t cum = 0;
+    for (int b = 0; b < TD_RPC_LAT_BUCKETS; b++) {
+        cum += c->lat[b];
+        if (b < TD_RPC_LAT_BUCKETS - 1) {
+            td_strbuf_printf(t, "%s_duration_seconds_bucket{%s=\"%s\",le=\"%g\"} %" PRIu64 "\n",
+                             prefix, label, name, (double)td_rpc_lat_bounds_us[b] / 1e6, cum);
+        } else {
+            td_strbuf_printf(t, "%s_duration_seconds_bucket{%s=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+                             prefix, label, name, cum);
+        }
+    }
+    td_strbuf_printf(t, "%s_duration_seconds_sum{%s=\"%s\"} %.6f\n", prefix, label, name,
+                     (double)c->sum_us / 1e6);
+    td_strbuf_printf(t, "%s_duration_seconds_count{%s=\"%s\"} %" PRIu64 "\n", prefix, label, name,
+                     c->count);
+}
+
+static const char *const family_help[3][2] = {
+    {"requests_total", "counter"}, {"errors_total", "counter"}, {"duration_seconds", "histogram"},
+};
+
+static void metrics_text(struct td_strbuf *t, const struct td_metrics *m)
+{
+    const struct td_rpc_server *rpc = m->rpc;
+    const struct td_rpc_stats *st = &rpc->stats;
+    td_strbuf_printf(t, "# HELP tensord_info The daemon's version and the BLAS behind matmul.\n"
+                        "# TYPE tensord_info gauge\ntensord_info{version=\"%s\",blas=\"%s\"} 1\n",
+                     TD_VERSION, td_blas_describe());
+    td_strbuf_printf(t, "# HELP tensord_uptime_seconds Time since start.\n"
+                        "# TYPE tensord_uptime_seconds gauge\ntensord_uptime_seconds %.3f\n",
+                     (double)(rpc->now_ms() - rpc->started_ms) / 1e3);
+    td_strbuf_printf(t, "# HELP tensord_allocated_bytes Memory held for tensors, frames being "
+                        "received and replies in flight.\n# TYPE tensord_allocated_bytes gauge\n"
+                        "tensord_allocated_bytes %" PRId64 "\n", td_alloc_live_bytes());
+    td_strbuf_printf(t, "# HELP tensord_buffer_cache_bytes Freed large buffers kept for reuse.\n"
+                        "# TYPE tensord_buffer_cache_bytes gauge\n"
+                        "tensord_buffer_cache_bytes %zu\n", td_alloc_cached_bytes());
+    td_strbuf_printf(t, "# HELP tensord_connections Open client connections.\n"
+                        "# TYPE tensord_connections gauge\ntensord_connections %" PRIu64 "\n",
+                     st->connections);
+    td_strbuf_printf(t, "# HELP tensord_connections_total Client connections accepted.\n"
+                        "# TYPE tensord_connections_total counter\n"
+                        "tensord_connections_total %" PRIu64 "\n", st->connections_total);
+    td_strbuf_printf(t, "# HELP tensord_auth_failures_total Hellos refused for a bad auth token."
+                        "\n# TYPE tensord_auth_failures_total counter\n"
+                        "tensord_auth_failures_total %" PRIu64 "\n", st->auth_failures);
+    td_strbuf_printf(t, "# HELP tensord_sessions Live sessions.\n# TYPE tensord_sessions gauge\n"
+                        "tensord_sessions %zu\n", td_store_count(m->store));
+    td_strbuf_printf(t, "# HELP tensord_tensors Handle table entries over all sessions.\n"
+                        "# TYPE tensord_tensors gauge\ntensord_tensors %zu\n",
+                     td_store_tensor_count(m->store));
+    td_strbuf_printf(t, "# HELP tensord_bytes Tensor bytes charged to all sessions.\n"
+                        "# TYPE tensord_bytes gauge\ntensord_bytes %" PRId64 "\n",
+                     (int64_t)atomic_load(&m->store->global.used));
+    td_strbuf_printf(t, "# HELP tensord_max_bytes The global memory cap (--max-bytes).\n"
+                        "# TYPE tensord_max_bytes gauge\ntensord_max_bytes %" PRId64 "\n",
+                     m->store->cfg.max_bytes);
+    static const char *const what[3] = {"Requests", "Error replies",
+                                        "Seconds from arrival to reply"};
+    for (int part = 0; part < 3; part++) {
+        td_strbuf_printf(t, "# HELP tensord_request_%s %s, by request kind.\n"
+                            "# TYPE tensord_request_%s %s\n", family_help[part][0], what[part],
+                         family_help[part][0], family_help[part][1]);
+        for (int k = 0; k < TD_RPC_KINDS; k++) {
+            const char *name = td_rpc_kind_name(k);
+            if (name != NULL && st->kinds[k].count > 0) {
+                metric_counter(t, part, "tensord_request", "kind", name, &st->kinds[k]);
+            }
+        }
+    }
+    for (int part = 0; part < 3; part++) {
+        td_strbuf_printf(t, "# HELP tensord_op_%s %s, RunOp by op.\n# TYPE tensord_op_%s %s\n",
+                         family_help[part][0], what[part], family_help[part][0],
+                         family_help[part][1]);
+        for (int i = 0; i < TD_OP_COUNT; i++) {
+            if (rpc->op_counters[i].count > 0) {
+                metric_counter(t, part, "tensord_op", "op", td_ops[i].name,
+                               &rpc->op_counters[i]);
+            }
+        }
+    }
+}
+
+int td_metrics_http(void *user, const char *path, char **body, const char **content_type)
+{
+    const struct td_metrics *m = user;
+    struct td_strbuf t;
+    td_strbuf_init(&t, 0);
+    int status = 200;
+    if (strcmp(path, "/metrics") == 0) {
+        *content_type = "text/plain; version=0.0.4; charset=utf-8";
+        metrics_text(&t, m);
+    } else if (strcmp(path, "/healthz") == 0) {
+        td_strbuf_puts(&t, "ok\n");
+    } else if (strcmp(path, "/readyz") == 0) {
+        status = *m->stopping ? 503 : 200;
+        td_strbuf_puts(&t, *m->stopping ? "stopping\n" : "ready\n");
+    } else {
+        status = 404;
+        td_strbuf_puts(&t, "not found: try /metrics, /healthz or /readyz\n");
+    }
+    if (td_strbuf_failed(&t)) {
+        td_strbuf_free(&t);
+        *body = NULL;
+        return 503;
+    }
+    *body = td_strbuf_take(&t, NULL);
+    return status;
+}
