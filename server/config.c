@@ -1,7 +1,7 @@
 /* server/config.c — the daemon's settings: config.def's table, its parsers and its sources.
 **
-** Every setting is a row of config.def; this file expands the rows into `options[]` and does all
-** that happens to a setting: --help prints the table, the built-in defaults are the rows' own
+** Every setting is a row of config.def; this file expands the rows into `settings[]` and does
+** all that happens to a setting: --help prints the table, the built-in defaults are the rows' own
 ** default text run through the rows' own parsers, the config file finds a row by its key, the
 ** environment by its variable, the command line by its name, and the defaults that depend on
 ** other settings or on the machine are computed by the functions the rows name, once every
@@ -17,22 +17,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "base/checked.h"
 #include "base/memlimit.h"
-#include "threads.h"
 
-struct option;
+_Static_assert(TD_CFG_SUN_PATH_MAX == sizeof ((struct sockaddr_un *)0)->sun_path - 1,
+               "--unix's length limit is sun_path's");
+
+struct setting;
 
 /* Parses v into the row's field. Returns 0; -1 (invalid: the complaint is printed); 1 (an action
 ** that ends the parse: --help, --version). */
-typedef int parse_fn(struct td_config *cfg, const struct option *o, const char *v, void *field);
+typedef int parse_fn(struct td_config *cfg, const struct setting *o, const char *v, void *field);
 
 /* Computes a default from the other settings (or the machine), when no source set the row. */
 typedef void derive_fn(struct td_config *cfg);
 
-struct option {
+struct setting {
     const char *name;       /* the flag, without dashes */
     const char *env;        /* TENSORD_*, or NULL */
     const char *key;        /* the config file's key, or NULL */
@@ -48,13 +51,13 @@ struct option {
 
 /* ---- parsers ---- */
 
-static int bad_value(const struct option *o, const char *v, const char *why)
+static int bad_value(const struct setting *o, const char *v, const char *why)
 {
     fprintf(stderr, "tensord: invalid value '%s' for --%s: %s\n", v, o->name, why);
     return -1;
 }
 
-static int parse_size(struct td_config *cfg, const struct option *o, const char *v, void *field)
+static int parse_size(struct td_config *cfg, const struct setting *o, const char *v, void *field)
 {
     (void)cfg;
     char *end;
@@ -86,7 +89,7 @@ static int parse_size(struct td_config *cfg, const struct option *o, const char 
     return 0;
 }
 
-static int parse_duration(struct td_config *cfg, const struct option *o, const char *v,
+static int parse_duration(struct td_config *cfg, const struct setting *o, const char *v,
                           void *field)
 {
     (void)cfg;
@@ -115,7 +118,7 @@ static int parse_duration(struct td_config *cfg, const struct option *o, const c
     return 0;
 }
 
-static int parse_count(struct td_config *cfg, const struct option *o, const char *v, void *field)
+static int parse_count(struct td_config *cfg, const struct setting *o, const char *v, void *field)
 {
     (void)cfg;
     char *end;
@@ -132,7 +135,7 @@ static int parse_count(struct td_config *cfg, const struct option *o, const char
 }
 
 /* A switch's value. Strict: a typo must not turn a safety off (nor silently leave it on). */
-static int parse_boolean(struct td_config *cfg, const struct option *o, const char *v,
+static int parse_boolean(struct td_config *cfg, const struct setting *o, const char *v,
                          void *field)
 {
     (void)cfg;
@@ -148,7 +151,7 @@ static int parse_boolean(struct td_config *cfg, const struct option *o, const ch
 }
 
 /* A path or other text of lo to hi bytes, kept as given. */
-static int parse_text(struct td_config *cfg, const struct option *o, const char *v, void *field)
+static int parse_text(struct td_config *cfg, const struct setting *o, const char *v, void *field)
 {
     (void)cfg;
     size_t n = strlen(v);
@@ -187,7 +190,7 @@ static bool valid_address(const char *v)
     return ip && colon[1] != '\0' && *end == '\0' && port >= 0 && port <= 65535;
 }
 
-static int parse_address(struct td_config *cfg, const struct option *o, const char *v,
+static int parse_address(struct td_config *cfg, const struct setting *o, const char *v,
                          void *field)
 {
     (void)cfg;
@@ -199,7 +202,7 @@ static int parse_address(struct td_config *cfg, const struct option *o, const ch
 }
 
 /* Repeatable within one source; a later source's addresses replace an earlier one's. */
-static int parse_addresses(struct td_config *cfg, const struct option *o, const char *v,
+static int parse_addresses(struct td_config *cfg, const struct setting *o, const char *v,
                            void *field)
 {
     struct td_cfg_addresses *a = field;
@@ -217,7 +220,7 @@ static int parse_addresses(struct td_config *cfg, const struct option *o, const 
     return 0;
 }
 
-static int parse_level(struct td_config *cfg, const struct option *o, const char *v, void *field)
+static int parse_level(struct td_config *cfg, const struct setting *o, const char *v, void *field)
 {
     (void)cfg;
     if (td_log_parse_level(v, (enum td_log_level *)field) != 0) {
@@ -226,7 +229,7 @@ static int parse_level(struct td_config *cfg, const struct option *o, const char
     return 0;
 }
 
-static int parse_format(struct td_config *cfg, const struct option *o, const char *v, void *field)
+static int parse_format(struct td_config *cfg, const struct setting *o, const char *v, void *field)
 {
     (void)cfg;
     if (strcmp(v, "text") != 0 && strcmp(v, "json") != 0) {
@@ -237,7 +240,7 @@ static int parse_format(struct td_config *cfg, const struct option *o, const cha
 }
 
 /* --config: the file was read before every other source (td_config_parse); noted, no more. */
-static int parse_config(struct td_config *cfg, const struct option *o, const char *v, void *field)
+static int parse_config(struct td_config *cfg, const struct setting *o, const char *v, void *field)
 {
     (void)cfg;
     (void)o;
@@ -247,7 +250,7 @@ static int parse_config(struct td_config *cfg, const struct option *o, const cha
 
 static void usage(FILE *f);
 
-static int parse_help(struct td_config *cfg, const struct option *o, const char *v, void *field)
+static int parse_help(struct td_config *cfg, const struct setting *o, const char *v, void *field)
 {
     (void)cfg;
     (void)o;
@@ -257,7 +260,7 @@ static int parse_help(struct td_config *cfg, const struct option *o, const char 
     return 1;
 }
 
-static int parse_version(struct td_config *cfg, const struct option *o, const char *v,
+static int parse_version(struct td_config *cfg, const struct setting *o, const char *v,
                          void *field)
 {
     (void)cfg;
@@ -289,7 +292,7 @@ static void default_max_bytes(struct td_config *cfg)
 static void default_threads(struct td_config *cfg)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    cfg->threads = n < 1 ? 1 : n > TD_THREADS_MAX ? TD_THREADS_MAX : n;
+    cfg->threads = n < 1 ? 1 : n > TD_CFG_MAX_THREADS ? TD_CFG_MAX_THREADS : n;
 }
 
 /* Twice the memory quota (a snapshot and a Save of everything), capped; no memory quota: the
@@ -318,7 +321,7 @@ static void leave_unset(struct td_config *cfg)
 
 /* ---- the table ---- */
 
-static const struct option options[] = {
+static const struct setting settings[] = {
 #define OPT(field, name, env, key, arg, dflt, derive, parse, lo, hi, complaint, help)             \
     {name, env, key, arg, dflt, derive, parse_##parse, offsetof(struct td_config, field), lo, hi, \
      complaint, help},
@@ -326,19 +329,19 @@ static const struct option options[] = {
 #undef OPT
 };
 
-#define NOPTIONS (sizeof options / sizeof options[0])
+#define NSETTINGS (sizeof settings / sizeof settings[0])
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: tensord [flags]\n\ntensord serves PyTorch-style tensors over the "
                "network. Flags (each also read from TENSORD_<FLAG>, e.g. TENSORD_LISTEN):\n\n");
-    for (size_t i = 0; i < NOPTIONS; i++) {
+    for (size_t i = 0; i < NSETTINGS; i++) {
         char left[64];
-        snprintf(left, sizeof left, "--%s%s%s", options[i].name, options[i].arg ? " " : "",
-                 options[i].arg ? options[i].arg : "");
-        fprintf(f, "  %-31s %s", left, options[i].help);
-        if (options[i].dflt != NULL) {
-            fprintf(f, " (default: %s)", options[i].dflt);
+        snprintf(left, sizeof left, "--%s%s%s", settings[i].name, settings[i].arg ? " " : "",
+                 settings[i].arg ? settings[i].arg : "");
+        fprintf(f, "  %-31s %s", left, settings[i].help);
+        if (settings[i].dflt != NULL) {
+            fprintf(f, " (default: %s)", settings[i].dflt);
         }
         fprintf(f, "\n");
     }
@@ -347,30 +350,30 @@ static void usage(FILE *f)
 }
 
 /* Applies one value from the current source to row o. */
-static int apply(struct td_config *cfg, const struct option *o, const char *v)
+static int apply(struct td_config *cfg, const struct setting *o, const char *v)
 {
     int rc = o->parse(cfg, o, v, (char *)cfg + o->offset);
     if (rc == 0 && cfg->source > 0) {
-        cfg->set[o - options] = true;
+        cfg->set[o - settings] = true;
     }
     return rc;
 }
 
-static const struct option *find_name(const char *name, size_t len)
+static const struct setting *find_name(const char *name, size_t len)
 {
-    for (size_t i = 0; i < NOPTIONS; i++) {
-        if (strlen(options[i].name) == len && strncmp(options[i].name, name, len) == 0) {
-            return &options[i];
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        if (strlen(settings[i].name) == len && strncmp(settings[i].name, name, len) == 0) {
+            return &settings[i];
         }
     }
     return NULL;
 }
 
 /* A config file's key: the row's key, with - standing for _ anywhere. */
-static const struct option *find_key(const char *key)
+static const struct setting *find_key(const char *key)
 {
-    for (size_t i = 0; i < NOPTIONS; i++) {
-        const char *a = key, *b = options[i].key;
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const char *a = key, *b = settings[i].key;
         if (b == NULL) {
             continue;
         }
@@ -379,7 +382,7 @@ static const struct option *find_key(const char *key)
             b++;
         }
         if (*a == '\0' && *b == '\0') {
-            return &options[i];
+            return &settings[i];
         }
     }
     return NULL;
@@ -432,7 +435,7 @@ static int read_config_file(struct td_config *cfg, const char *path)
         for (char *c = key; *c; c++) {
             *c = *c == '_' ? '-' : *c;  /* complaints spell the key as a flag */
         }
-        const struct option *o = find_key(key);
+        const struct setting *o = find_key(key);
         if (o == NULL) {
             fprintf(stderr, "tensord: %s line %d: unknown setting '%s'\n", path, lineno, key);
             rc = -1;
@@ -463,8 +466,8 @@ static int read_config_file(struct td_config *cfg, const char *path)
 
 static int read_environment(struct td_config *cfg)
 {
-    for (size_t i = 0; i < NOPTIONS; i++) {
-        const struct option *o = &options[i];
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const struct setting *o = &settings[i];
         if (o->env == NULL || o->parse == parse_config) {
             continue;  /* TENSORD_CONFIG was read first, as the file */
         }
@@ -488,7 +491,7 @@ static int read_command_line(struct td_config *cfg, int argc, char **argv)
         a += 2;
         const char *eq = strchr(a, '=');
         size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        const struct option *o = find_name(a, len);
+        const struct setting *o = find_name(a, len);
         if (o == NULL) {
             fprintf(stderr, "tensord: unknown flag --%.*s (see --help)\n", (int)len, a);
             return -1;
@@ -517,17 +520,17 @@ static int read_command_line(struct td_config *cfg, int argc, char **argv)
 int td_config_parse(struct td_config *cfg, int argc, char **argv)
 {
     memset(cfg, 0, sizeof *cfg);
-    for (size_t i = 0; i < NOPTIONS; i++) {
-        if (options[i].dflt != NULL && options[i].derive == NULL &&
-            apply(cfg, &options[i], options[i].dflt) != 0) {
-            fprintf(stderr, "tensord: (the built-in default of --%s)\n", options[i].name);
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        if (settings[i].dflt != NULL && settings[i].derive == NULL &&
+            apply(cfg, &settings[i], settings[i].dflt) != 0) {
+            fprintf(stderr, "tensord: (the built-in default of --%s)\n", settings[i].name);
             return -1;
         }
     }
     /* The config file first, then the environment, then the command line, so flags win. */
-    const struct option *conf = NULL;
-    for (size_t i = 0; i < NOPTIONS; i++) {
-        conf = options[i].parse == parse_config ? &options[i] : conf;
+    const struct setting *conf = NULL;
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        conf = settings[i].parse == parse_config ? &settings[i] : conf;
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *eq = strchr(a, '=');
@@ -559,9 +562,9 @@ int td_config_parse(struct td_config *cfg, int argc, char **argv)
     if (rc != 0) {
         return rc;
     }
-    for (size_t i = 0; i < NOPTIONS; i++) {  /* in table order: max-disk-bytes after max-bytes */
-        if (options[i].derive != NULL && !cfg->set[i]) {
-            options[i].derive(cfg);
+    for (size_t i = 0; i < NSETTINGS; i++) {  /* in table order: max-disk-bytes after max-bytes */
+        if (settings[i].derive != NULL && !cfg->set[i]) {
+            settings[i].derive(cfg);
         }
     }
     return 0;

@@ -16,6 +16,7 @@
 #include "base/log.h"
 
 #define TD_CFG_MAX_LISTEN 16     /* --listen addresses from one source */
+#define TD_CFG_MAX_THREADS 1024  /* --threads: libuv's own cap on its pool */
 #define TD_CFG_SUN_PATH_MAX 107  /* a Unix socket path's bytes (sun_path holds 108 with the NUL) */
 
 /* --listen: the addresses of the last source that named any. */

@@ -49,7 +49,7 @@ static bool is_loopback(const char *spec)
 
 static void startup_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* ---- wiring ---- */
+/* ---- the daemon: every layer's state, and the handles main runs on the loop ---- */
 
 struct server {
     uv_loop_t *loop;
@@ -147,8 +147,8 @@ static int open_log(const char *path)
     return rc;
 }
 
-/* SIGHUP: reopen the log file (after rotation), re-read the token file, so a token can be rotated without a restart. A file that
-** cannot be read keeps the old token (and says why). */
+/* SIGHUP: reopen the log file (after rotation), re-read the token file, so a token can be
+** rotated without a restart. A file that cannot be read keeps the old token (and says why). */
 static void on_sighup(uv_signal_t *s, int signum)
 {
     (void)s;

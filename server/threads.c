@@ -21,6 +21,7 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "config.h"
 #include "core/parallel.h"
 
 void openblas_set_num_threads(int num_threads);
@@ -71,7 +72,7 @@ static struct {
     uv_mutex_t mu;
     uv_cond_t cond;
     int arrived, expected;
-    uv_work_t reqs[TD_THREADS_MAX];
+    uv_work_t reqs[TD_CFG_MAX_THREADS];
 } nice_start;
 
 static void nice_start_run(uv_work_t *req)  /* on a pool thread */
@@ -104,7 +105,7 @@ void td_threads_lower_pool(uv_loop_t *loop, int threads)
         return;
     }
     uv_mutex_lock(&nice_start.mu);
-    nice_start.expected = threads < TD_THREADS_MAX ? threads : TD_THREADS_MAX;
+    nice_start.expected = threads < TD_CFG_MAX_THREADS ? threads : TD_CFG_MAX_THREADS;
     for (int i = 0; i < nice_start.expected; i++) {
         if (uv_queue_work(loop, &nice_start.reqs[i], nice_start_run, nice_start_after) != 0) {
             nice_start.expected = i;  /* those queued stop waiting for the rest */

@@ -11,8 +11,6 @@
 
 #include "session/session.h"
 
-#define TD_THREADS_MAX 1024  /* --threads: libuv's own cap on its pool */
-
 /* Runs each job on libuv's pool and completes it (td_session_job_complete) on the loop. */
 struct td_pool_executor {
     struct td_executor ex;  /* what the store is given */
@@ -22,7 +20,7 @@ struct td_pool_executor {
 void td_pool_executor_init(struct td_pool_executor *p, uv_loop_t *loop);
 
 /* Before the loop's first use: sizes libuv's pool, OpenBLAS and td_parallel to `threads`
-** (1 to TD_THREADS_MAX) and lowers the threads OpenBLAS has already started to `nice`. */
+** (1 to TD_CFG_MAX_THREADS) and lowers the threads OpenBLAS has already started to `nice`. */
 void td_threads_setup(int threads, int nice);
 
 /* Once the loop exists: lowers each of the pool's threads to the nice value given to
