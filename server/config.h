@@ -21,7 +21,7 @@
 
 /* --listen: the addresses of the last source that named any. */
 struct td_cfg_addresses {
-    const char *addr[TD_CFG_MAX_LISTEN];  /* borrowed: argv, the environment or config.c's copies */
+    const char *addr[TD_CFG_MAX_LISTEN];  /* borrowed (see td_config_parse) */
     int n;
     int source;                           /* the source (0 default ... 3 command line) of them */
 };
@@ -57,7 +57,8 @@ struct td_config {
 };
 
 /* Fills *cfg (zeroed first) from argv, the environment and the config file. Strings in it are
-** borrowed from argv and the environment, or kept by config.c for the process's lifetime.
+** borrowed from argv, the environment or config.def's defaults, or kept by config.c for the
+** process's lifetime (a config file's values).
 ** Returns 0; 1 after --help or --version (exit 0); -1 when a setting is invalid (the reason is
 ** printed on stderr; exit 2). */
 int td_config_parse(struct td_config *cfg, int argc, char **argv);
