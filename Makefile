@@ -147,7 +147,8 @@ LIBTENSORD_A  := $(BUILD)/libtensord.a
 LIBTENSORD_SO := $(BUILD)/libtensord.so
 TENSORD_PC    := $(BUILD)/tensord.pc
 
-.PHONY: all tensord libtensord python test test-c test-py check-asan deps run install clean
+.PHONY: all tensord libtensord python test test-c test-py test-build check-asan deps run install \
+        clean format format-check
 .DEFAULT_GOAL := all
 
 all: tensord libtensord python
@@ -217,9 +218,10 @@ TESTS_SESSION := $(wildcard tests/session/test_*.c)
 TESTS_RPC     := $(wildcard tests/rpc/test_*.c)
 TESTS_NET     := $(wildcard tests/net/test_*.c)
 TESTS_CLIENT  := $(wildcard tests/client/test_*.c)
+TESTS_BUILD   := $(wildcard tests/build/test_*.c)
 tbin = $(patsubst %.c,$(BUILD)/%,$(1))
 TEST_BINS := $(call tbin,$(TESTS_BASE) $(TESTS_CORE) $(TESTS_SESSION) $(TESTS_RPC) \
-                         $(TESTS_NET) $(TESTS_CLIENT))
+                         $(TESTS_NET) $(TESTS_CLIENT) $(TESTS_BUILD))
 
 LINK_TEST = @mkdir -p $(dir $@); $(if $(Q),echo "  LD      $@";) \
             $(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) \
@@ -244,10 +246,15 @@ $(call tbin,$(TESTS_NET)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_TESTLI
 	$(Q)$(LINK_TEST)
 $(call tbin,$(TESTS_CLIENT)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_TESTLIB) $(LIBTENSORD_A) $(LIB_BASE) | $(TENSORD)
 	$(Q)$(LINK_TEST)
+# tests/build: the build's own checks (mirrored numbers, debug checks on); see test-build.
+$(call tbin,$(TESTS_BUILD)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(GEN_O)
+	$(Q)$(LINK_TEST)
+$(call tbin,$(TESTS_BUILD)): TEST_LAYER := client
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(MAKE) --no-print-directory test-c
+	$(Q)$(MAKE) --no-print-directory test-build
 	$(Q)$(MAKE) --no-print-directory test-py
 	$(Q)$(MAKE) --no-print-directory test-cli
 	$(Q)$(MAKE) --no-print-directory test-ops
@@ -265,6 +272,11 @@ test-c: $(TEST_BINS) $(TENSORD)
 	    echo "== $$t"; TENSORD_BIN=$(abspath $(TENSORD)) $(TEST_TIMEOUT) $$t \
 	        || { echo "FAILED: $$t"; fail=1; }; \
 	done; exit $$fail
+
+# The layering: probe files that cross a layer must fail to build, in a scratch copy of the tree
+# (tests/build/test_layering.sh; seconds, with this build's objects copied in).
+test-build: $(SERVER_LIBS) $(LIBTENSORD_A)
+	$(Q)$(TEST_TIMEOUT) tests/build/test_layering.sh $(BUILD)
 
 # The Python suites speak the wire protocol through a module generated here, and compare with
 # PyTorch itself (Debian's python3-torch), which is our specification.
