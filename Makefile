@@ -314,6 +314,13 @@ deps:
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
 
+# ---- formatting: .clang-format, over the C sources (tools/format-check.sh) ----
+DEB_PKGS += clang-format
+format:
+	$(Q)tools/format-check.sh --fix
+format-check:
+	$(Q)tools/format-check.sh
+
 run: deps
 	$(Q)$(MAKE) --no-print-directory tensord
 	./$(TENSORD) --listen 127.0.0.1:7878

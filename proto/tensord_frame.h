@@ -10,6 +10,6 @@
 #ifndef TENSORD_FRAME_H
 #define TENSORD_FRAME_H
 
-#define TD_FRAME_HEADER_BYTES 12  /* 4-byte meta_len + 8-byte data_len */
+#define TD_FRAME_HEADER_BYTES 12 /* 4-byte meta_len + 8-byte data_len */
 
 #endif

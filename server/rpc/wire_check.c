@@ -11,9 +11,9 @@
 #include "core/ops.h"
 #include "proto/tensord.pb-c.h"
 
-#define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost) \
-    _Static_assert((int)TENSORD__OP__OP_##id >= 1 &&                                            \
-                       (int)TENSORD__OP__OP_##id <= (int)TD_OP_COUNT,                           \
+#define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost)   \
+    _Static_assert((int)TENSORD__OP__OP_##id >= 1 &&                                               \
+                       (int)TENSORD__OP__OP_##id <= (int)TD_OP_COUNT,                              \
                    "the wire value of op " #id " lies outside 1..TD_OP_COUNT");
 #include "core/ops.def"
 #undef OP

@@ -56,7 +56,7 @@ static void td_assert_aborts_in_test_builds(void **state)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        close(STDERR_FILENO);  /* the assertion's message is expected */
+        close(STDERR_FILENO); /* the assertion's message is expected */
         volatile int refs = 0;
         TD_ASSERT(refs > 0);
         _exit(0);
