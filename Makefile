@@ -5,7 +5,10 @@
 #   make test       install missing packages, build, run every test suite
 #   make check-asan all C tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make install    PREFIX=/usr/local DESTDIR=
-#   V=1 shows commands; WERROR=1 (as in CI) fails on warnings.
+#   make format     rewrite the C sources with clang-format (.clang-format); format-check lists
+#                   the files it would change and fails (CI runs it)
+#   V=1 shows commands; WERROR=1 (as in CI) fails on warnings; RELEASE=1 builds without the debug
+#   checks (assert, TD_ASSERT: -DNDEBUG), which every other build, tests included, keeps on.
 #
 # CC and CFLAGS belong to whoever runs make; the flags tensord needs live in TD_CFLAGS so that
 # `make CFLAGS=-O0` cannot drop them.
@@ -21,7 +24,7 @@ VERSION := 0.1.0
 PKGS := libuv libprotobuf-c openblas cmocka
 TD_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes \
              -Wmissing-prototypes -Wno-unused-parameter -fPIC -MMD -MP \
-             -DTD_VERSION='"$(VERSION)"' -I$(BUILD)/gen -Iserver -Iclient/c -Itests/lib
+             -DTD_VERSION='"$(VERSION)"'
 ifeq ($(WERROR),1)
 TD_CFLAGS += -Werror
 endif
@@ -29,16 +32,96 @@ ifeq ($(SAN),1)
 TD_CFLAGS += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 TD_LDFLAGS += -fsanitize=address,undefined
 endif
+# Debug checks (assert(), and TD_ASSERT from server/base/assert.h) are on in every build, the
+# tests' included; RELEASE=1 compiles them out.
+ifeq ($(RELEASE),1)
+TD_CFLAGS += -DNDEBUG
+else
+TD_CFLAGS += -DTD_DEBUG=1
+endif
 # pkg-config is asked only once the packages exist (make deps installs them first).
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-PROTOBUF_C_LIBS = $(shell pkg-config --libs libprotobuf-c 2>/dev/null)  # libtensord's one need
+pkg_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
+pkg_libs   = $(shell pkg-config --libs $(1) 2>/dev/null)
+PKG_CFLAGS = $(call pkg_cflags,$(PKGS))
+PKG_LIBS   = $(call pkg_libs,$(PKGS))
+PROTOBUF_C_LIBS = $(call pkg_libs,libprotobuf-c)  # libtensord's one need
+UV_CFLAGS   = $(call pkg_cflags,libuv)
+UV_LIBS     = $(call pkg_libs,libuv)
+PROTOBUF_C_CFLAGS = $(call pkg_cflags,libprotobuf-c)
+BLAS_CFLAGS = $(call pkg_cflags,openblas)
+BLAS_LIBS   = $(call pkg_libs,openblas)
+CMOCKA_LIBS = $(call pkg_libs,cmocka)
 
 ifneq ($(V),1)
 Q := @
 endif
 
-ALL_CFLAGS = $(TD_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
+# ---- layers ----
+# Each object compiles with the include paths of its layer (docs/DESIGN.md: Layers), so the
+# compiler refuses what the layer must not know:
+#  - a library's header: uv.h, protobuf-c and the generated tensord.pb-c.h sit on the system
+#    include path, so the layers that must not see them get a directory of same-named headers
+#    that #error (tools/layers/no-*) first on their path;
+#  - a header of a layer above: after each compile, tools/layers/check-deps.sh reads the
+#    dependency file the compiler wrote and fails on any header of this tree outside the layer's
+#    directories (relative includes such as "../session/session.h" included).
+# Tests compile as their layer (tests/core as core) and link only their layer and the ones
+# below, with only those libraries: a core test does not link libuv or protobuf-c.
+# Objects outside the layers (tests/lib, tests/fuzz, tests/load, bench) see everything.
+NO_UV   := -Itools/layers/no-libuv
+NO_PB   := -Itools/layers/no-protobuf
+NO_BLAS := -Itools/layers/no-blas
+LAYER_CFLAGS_base    = $(NO_UV) $(NO_PB) $(NO_BLAS) -Iserver
+LAYER_CFLAGS_core    = $(NO_UV) $(NO_PB) -Iserver $(BLAS_CFLAGS)
+LAYER_CFLAGS_session = $(NO_UV) $(NO_PB) $(NO_BLAS) -Iserver
+LAYER_CFLAGS_rpc     = $(NO_UV) $(NO_BLAS) -Iserver -Iproto -I$(BUILD)/gen $(PROTOBUF_C_CFLAGS)
+LAYER_CFLAGS_net     = $(NO_PB) $(NO_BLAS) -Iserver -Iproto $(UV_CFLAGS)
+LAYER_CFLAGS_main    = $(NO_PB) -Iserver -Iproto $(UV_CFLAGS) $(BLAS_CFLAGS)
+LAYER_CFLAGS_client  = $(NO_UV) $(NO_BLAS) -Iclient/c -Iproto -I$(BUILD)/gen $(PROTOBUF_C_CFLAGS)
+LAYER_CFLAGS_cli     = $(NO_UV) $(NO_PB) $(NO_BLAS) -Iclient/c
+LAYER_CFLAGS_        = -Iserver -Iproto -I$(BUILD)/gen -Iclient/c -Itests/lib $(PKG_CFLAGS)
+# The directories of this tree whose headers each layer may include.
+LAYER_DIRS_base    = server/base
+LAYER_DIRS_core    = server/core $(LAYER_DIRS_base)
+LAYER_DIRS_session = server/session $(LAYER_DIRS_core)
+LAYER_DIRS_rpc     = server/rpc proto $(BUILD)/gen $(LAYER_DIRS_session)
+LAYER_DIRS_net     = server/net proto $(LAYER_DIRS_base)
+LAYER_DIRS_main    = server proto $(BUILD)/gen
+LAYER_DIRS_client  = client/c proto $(BUILD)/gen
+LAYER_DIRS_cli     = client/cli client/c $(BUILD)/gen
+# The libraries a layer's code (and so its tests) may link.
+LAYER_LIBS_base    = -lm -lpthread
+LAYER_LIBS_core    = $(BLAS_LIBS) -lm -lpthread
+LAYER_LIBS_session = $(LAYER_LIBS_core)
+LAYER_LIBS_rpc     = $(PROTOBUF_C_LIBS) $(LAYER_LIBS_session)
+LAYER_LIBS_net     = $(UV_LIBS) -lm -lpthread
+LAYER_LIBS_client  = $(PROTOBUF_C_LIBS) -lm -lpthread
+LAYER_LIBS_        = $(PKG_LIBS) -lm -lpthread
+
+LAYER :=
+$(BUILD)/obj/server/%.o:         LAYER := main
+$(BUILD)/obj/server/base/%.o:    LAYER := base
+$(BUILD)/obj/server/core/%.o:    LAYER := core
+$(BUILD)/obj/server/session/%.o: LAYER := session
+$(BUILD)/obj/server/rpc/%.o:     LAYER := rpc
+$(BUILD)/obj/server/net/%.o:     LAYER := net
+$(BUILD)/obj/client/c/%.o:       LAYER := client
+$(BUILD)/obj/client/cli/%.o:     LAYER := cli
+$(BUILD)/obj/tests/base/%.o:     LAYER := base
+$(BUILD)/obj/tests/core/%.o:     LAYER := core
+$(BUILD)/obj/tests/session/%.o:  LAYER := session
+$(BUILD)/obj/tests/rpc/%.o:      LAYER := rpc
+$(BUILD)/obj/tests/net/%.o:      LAYER := net
+$(BUILD)/obj/tests/client/%.o:   LAYER := client
+$(BUILD)/obj/tests/cli/%.o:      LAYER := cli
+# Tests also see tests/ (tests/lib's fixtures, tests/core/helpers.h) and cmocka.
+$(BUILD)/obj/tests/%.o: TEST_CFLAGS := -Itests/lib $(call pkg_cflags,cmocka)
+$(BUILD)/obj/tests/%.o: TEST_DIRS := tests
+
+ALL_CFLAGS = $(LAYER_CFLAGS_$(LAYER)) $(TEST_CFLAGS) $(TD_CFLAGS) $(CFLAGS)
+# Run after each compile of a layered object; a layering failure removes the object.
+CHECK_LAYER = $(if $(LAYER),tools/layers/check-deps.sh $(@:.o=.d) \
+                  $(LAYER_DIRS_$(LAYER)) $(TEST_DIRS) || { rm -f $@; exit 1; })
 
 # ---- sources ----
 GEN_C   := $(BUILD)/gen/proto/tensord.pb-c.c
@@ -64,7 +147,8 @@ LIBTENSORD_A  := $(BUILD)/libtensord.a
 LIBTENSORD_SO := $(BUILD)/libtensord.so
 TENSORD_PC    := $(BUILD)/tensord.pc
 
-.PHONY: all tensord libtensord python test test-c test-py check-asan deps run install clean
+.PHONY: all tensord libtensord python test test-c test-py test-build check-asan deps run install \
+        clean format format-check
 .DEFAULT_GOAL := all
 
 all: tensord libtensord python
@@ -89,10 +173,11 @@ $(BUILD)/obj/%.o: %.c | $(GEN_H)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+	$(Q)$(CHECK_LAYER)
 
 $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+	$(Q)$(CC) $(LAYER_CFLAGS_rpc) $(TD_CFLAGS) $(CFLAGS) -c $< -o $@
 
 GEN_O := $(BUILD)/obj/gen/proto/tensord.pb-c.o
 
@@ -112,7 +197,8 @@ SERVER_LIBS := $(LIB_NET) $(LIB_RPC) $(LIB_SESSION) $(LIB_CORE) $(LIB_BASE)
 
 $(TENSORD): $(call obj,$(wildcard server/*.c)) $(SERVER_LIBS)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm -lpthread
+	$(Q)$(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ $(UV_LIBS) $(PROTOBUF_C_LIBS) \
+	    $(BLAS_LIBS) -lm -lpthread
 
 # ---- libtensord ----
 LIBTENSORD_O := $(call obj,$(CLIENT_SRC)) $(GEN_O)
@@ -132,12 +218,21 @@ TESTS_SESSION := $(wildcard tests/session/test_*.c)
 TESTS_RPC     := $(wildcard tests/rpc/test_*.c)
 TESTS_NET     := $(wildcard tests/net/test_*.c)
 TESTS_CLIENT  := $(wildcard tests/client/test_*.c)
+TESTS_BUILD   := $(wildcard tests/build/test_*.c)
 tbin = $(patsubst %.c,$(BUILD)/%,$(1))
 TEST_BINS := $(call tbin,$(TESTS_BASE) $(TESTS_CORE) $(TESTS_SESSION) $(TESTS_RPC) \
-                         $(TESTS_NET) $(TESTS_CLIENT))
+                         $(TESTS_NET) $(TESTS_CLIENT) $(TESTS_BUILD))
 
 LINK_TEST = @mkdir -p $(dir $@); $(if $(Q),echo "  LD      $@";) \
-            $(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm -lpthread
+            $(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) \
+            $(LAYER_LIBS_$(TEST_LAYER))
+# (Not LAYER: a target's variables reach the prerequisites it builds, and objects have theirs.)
+$(call tbin,$(TESTS_BASE)):    TEST_LAYER := base
+$(call tbin,$(TESTS_CORE)):    TEST_LAYER := core
+$(call tbin,$(TESTS_SESSION)): TEST_LAYER := session
+$(call tbin,$(TESTS_RPC)):     TEST_LAYER := rpc
+$(call tbin,$(TESTS_NET)):     TEST_LAYER := net
+$(call tbin,$(TESTS_CLIENT)):  TEST_LAYER := client
 
 $(call tbin,$(TESTS_BASE)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_TESTLIB) $(LIB_BASE)
 	$(Q)$(LINK_TEST)
@@ -151,10 +246,15 @@ $(call tbin,$(TESTS_NET)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_TESTLI
 	$(Q)$(LINK_TEST)
 $(call tbin,$(TESTS_CLIENT)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_TESTLIB) $(LIBTENSORD_A) $(LIB_BASE) | $(TENSORD)
 	$(Q)$(LINK_TEST)
+# tests/build: the build's own checks (mirrored numbers, debug checks on); see test-build.
+$(call tbin,$(TESTS_BUILD)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(GEN_O)
+	$(Q)$(LINK_TEST)
+$(call tbin,$(TESTS_BUILD)): TEST_LAYER := client
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(MAKE) --no-print-directory test-c
+	$(Q)$(MAKE) --no-print-directory test-build
 	$(Q)$(MAKE) --no-print-directory test-py
 	$(Q)$(MAKE) --no-print-directory test-cli
 	$(Q)$(MAKE) --no-print-directory test-ops
@@ -172,6 +272,11 @@ test-c: $(TEST_BINS) $(TENSORD)
 	    echo "== $$t"; TENSORD_BIN=$(abspath $(TENSORD)) $(TEST_TIMEOUT) $$t \
 	        || { echo "FAILED: $$t"; fail=1; }; \
 	done; exit $$fail
+
+# The layering: probe files that cross a layer must fail to build, in a scratch copy of the tree
+# (tests/build/test_layering.sh; seconds, with this build's objects copied in).
+test-build: $(SERVER_LIBS) $(LIBTENSORD_A)
+	$(Q)$(TEST_TIMEOUT) tests/build/test_layering.sh $(BUILD)
 
 # The Python suites speak the wire protocol through a module generated here, and compare with
 # PyTorch itself (Debian's python3-torch), which is our specification.
@@ -208,6 +313,13 @@ deps:
 	    $$SUDO apt-get update -q && \
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
+
+# ---- formatting: .clang-format, over the C sources (tools/format-check.sh) ----
+DEB_PKGS += clang-format
+format:
+	$(Q)tools/format-check.sh --fix
+format-check:
+	$(Q)tools/format-check.sh
 
 run: deps
 	$(Q)$(MAKE) --no-print-directory tensord

@@ -43,8 +43,40 @@
 #include <unistd.h>
 
 #include "proto/tensord.pb-c.h"
+#include "tensord_frame.h"
 
-#define HEADER_BYTES 12
+/* tensord.h repeats the wire's numbers (its users never see the generated code): each status
+** code and dtype is tied here to tensord.proto's, so a renumbering on either side fails to
+** compile. A code the proto gains without tensord.h is tests/build/test_mirrors.c's catch. */
+#define SAME_NUMBER(pub, wire) _Static_assert((int)(pub) == (int)(wire), #pub " != " #wire)
+SAME_NUMBER(TENSORD_OK, TENSORD__STATUS_CODE__OK);
+SAME_NUMBER(TENSORD_INVALID_ARGUMENT, TENSORD__STATUS_CODE__INVALID_ARGUMENT);
+SAME_NUMBER(TENSORD_SHAPE_MISMATCH, TENSORD__STATUS_CODE__SHAPE_MISMATCH);
+SAME_NUMBER(TENSORD_DTYPE_ERROR, TENSORD__STATUS_CODE__DTYPE_ERROR);
+SAME_NUMBER(TENSORD_UNKNOWN_HANDLE, TENSORD__STATUS_CODE__UNKNOWN_HANDLE);
+SAME_NUMBER(TENSORD_HANDLE_IN_USE, TENSORD__STATUS_CODE__HANDLE_IN_USE);
+SAME_NUMBER(TENSORD_INPUT_FAILED, TENSORD__STATUS_CODE__INPUT_FAILED);
+SAME_NUMBER(TENSORD_OUT_OF_MEMORY, TENSORD__STATUS_CODE__OUT_OF_MEMORY);
+SAME_NUMBER(TENSORD_QUOTA_EXCEEDED, TENSORD__STATUS_CODE__QUOTA_EXCEEDED);
+SAME_NUMBER(TENSORD_LIMIT_EXCEEDED, TENSORD__STATUS_CODE__LIMIT_EXCEEDED);
+SAME_NUMBER(TENSORD_PROTOCOL_ERROR, TENSORD__STATUS_CODE__PROTOCOL_ERROR);
+SAME_NUMBER(TENSORD_VERSION_MISMATCH, TENSORD__STATUS_CODE__VERSION_MISMATCH);
+SAME_NUMBER(TENSORD_UNAUTHENTICATED, TENSORD__STATUS_CODE__UNAUTHENTICATED);
+SAME_NUMBER(TENSORD_UNKNOWN_SESSION, TENSORD__STATUS_CODE__UNKNOWN_SESSION);
+SAME_NUMBER(TENSORD_UNIMPLEMENTED, TENSORD__STATUS_CODE__UNIMPLEMENTED);
+SAME_NUMBER(TENSORD_IO_ERROR, TENSORD__STATUS_CODE__IO_ERROR);
+SAME_NUMBER(TENSORD_INTERNAL, TENSORD__STATUS_CODE__INTERNAL);
+SAME_NUMBER(TENSORD_NO_SESSION, TENSORD__STATUS_CODE__NO_SESSION);
+SAME_NUMBER(TENSORD_UNKNOWN_OP, TENSORD__STATUS_CODE__UNKNOWN_OP);
+SAME_NUMBER(TENSORD_CANCELLED, TENSORD__STATUS_CODE__CANCELLED);
+SAME_NUMBER(TENSORD_DTYPE_INFER, TENSORD__DTYPE__DTYPE_UNSPECIFIED);
+SAME_NUMBER(TENSORD_FLOAT32, TENSORD__DTYPE__FLOAT32);
+SAME_NUMBER(TENSORD_FLOAT64, TENSORD__DTYPE__FLOAT64);
+SAME_NUMBER(TENSORD_INT32, TENSORD__DTYPE__INT32);
+SAME_NUMBER(TENSORD_INT64, TENSORD__DTYPE__INT64);
+SAME_NUMBER(TENSORD_BOOL, TENSORD__DTYPE__BOOL);
+#undef SAME_NUMBER
+
 #define READ_BUF (64 * 1024)          /* buffered reads of headers and protobuf sections */
 #define MAX_REPLY_META (16u << 20)    /* a reply's protobuf section is small; more is garbage */
 #define COPY_DATA_MAX (64 * 1024)     /* smaller data sections are copied into the queue */
@@ -390,7 +422,7 @@ static int queue(struct tensord *c, Tensord__Request *req, const void *data, siz
     }
     bool copy = nbytes <= COPY_DATA_MAX;
     /* Reserve everything first, so that a failure leaves the queue as it was. */
-    if ((rc = out_reserve(c, HEADER_BYTES + ml + (copy ? nbytes : 0), err)) != 0 ||
+    if ((rc = out_reserve(c, TD_FRAME_HEADER_BYTES + ml + (copy ? nbytes : 0), err)) != 0 ||
         (rc = seg_reserve(c, 2, err)) != 0) {
         return rc;
     }
@@ -401,9 +433,9 @@ static int queue(struct tensord *c, Tensord__Request *req, const void *data, siz
     c->next_id++;
     uint8_t *dst = c->out + c->out_len;
     put_header(dst, (uint32_t)ml, nbytes);
-    tensord__request__pack(req, dst + HEADER_BYTES);
-    c->out_len += HEADER_BYTES + ml;
-    seg_add_copied(c, HEADER_BYTES + ml);
+    tensord__request__pack(req, dst + TD_FRAME_HEADER_BYTES);
+    c->out_len += TD_FRAME_HEADER_BYTES + ml;
+    seg_add_copied(c, TD_FRAME_HEADER_BYTES + ml);
     if (copy && nbytes > 0) {
         memcpy(c->out + c->out_len, data, nbytes);
         c->out_len += nbytes;
@@ -605,9 +637,9 @@ static int take_result(struct tensord *c, struct pending *p, const Tensord__Resp
 ** bytes do not fit its buffer: those are read and dropped, and p->local says so. */
 static int read_reply(struct tensord *c, struct pending *p, struct tensord_error *err)
 {
-    uint8_t h[HEADER_BYTES];
+    uint8_t h[TD_FRAME_HEADER_BYTES];
     int rc;
-    if ((rc = read_exact(c, h, HEADER_BYTES, err)) != 0) {
+    if ((rc = read_exact(c, h, TD_FRAME_HEADER_BYTES, err)) != 0) {
         return rc;
     }
     uint32_t ml = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];

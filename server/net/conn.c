@@ -85,7 +85,7 @@ struct td_conn {
     uint8_t *rbuf;                  /* rcap bytes */
     size_t rcap;                    /* PREAUTH_READ_BUF_BYTES, READ_BUF_BYTES once established */
     size_t rpos, rlen;              /* unprocessed bytes are rbuf[rpos..rlen) */
-    uint8_t hdr[TD_NET_HEADER_BYTES];
+    uint8_t hdr[TD_FRAME_HEADER_BYTES];
     size_t hdr_got;
     uint32_t meta_len;
     uint8_t *meta;                  /* assembled protobuf section when it spans reads */
@@ -551,12 +551,12 @@ static void conn_process(struct td_conn *c)
         }
         const uint8_t *p = c->rbuf + c->rpos;
         if (c->state == READ_HEADER) {
-            size_t take = TD_NET_HEADER_BYTES - c->hdr_got;
+            size_t take = TD_FRAME_HEADER_BYTES - c->hdr_got;
             take = take < avail ? take : avail;
             memcpy(c->hdr + c->hdr_got, p, take);
             c->hdr_got += take;
             c->rpos += take;
-            if (c->hdr_got == TD_NET_HEADER_BYTES && !conn_start_frame(c)) {
+            if (c->hdr_got == TD_FRAME_HEADER_BYTES && !conn_start_frame(c)) {
                 break;
             }
         } else if (c->state == READ_META) {

@@ -14,8 +14,8 @@
 #include <uv.h>
 
 #include "base/err.h"
+#include "tensord_frame.h"  /* TD_FRAME_HEADER_BYTES */
 
-#define TD_NET_HEADER_BYTES 12
 #define TD_NET_DATA_LATER 1
 /* Before td_conn_established, a frame may hold at most this many protobuf bytes and no data
 ** section (Redis likewise gives unauthenticated clients tight caps): an unauthenticated peer

@@ -19,10 +19,10 @@
 #include "core/ops.h"
 #include "session/persist.h"
 #include "session/session.h"
+#include "tensord_frame.h"  /* TD_FRAME_HEADER_BYTES */
 
 #define TD_PROTOCOL_MIN 1
 #define TD_PROTOCOL_MAX 2  /* 2: Request.free_first */
-#define TD_FRAME_HEADER_BYTES 12
 
 /* Request.free_first may list at most this many handles: one over is refused (LIMIT_EXCEEDED)
 ** before anything runs. Free.handles has no such cap; both count in the request's work

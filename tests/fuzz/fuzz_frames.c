@@ -104,7 +104,7 @@ static void reference_parse(void)
     st.error_expected = false;
     st.truncated = false;
     while (at < st.len) {
-        if (st.len - at < TD_NET_HEADER_BYTES) {
+        if (st.len - at < TD_FRAME_HEADER_BYTES) {
             st.truncated = true;
             return;
         }
@@ -119,7 +119,7 @@ static void reference_parse(void)
             st.error_expected = true;
             return;
         }
-        at += TD_NET_HEADER_BYTES;
+        at += TD_FRAME_HEADER_BYTES;
         if (st.len - at < ml + dl || st.nframes == MAX_EXPECT) {
             st.truncated = true;
             return;
