@@ -15,8 +15,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import opsdef  # noqa: E402
 
-HEAD = '''"""tensord._ops — GENERATED from server/core/ops.def by tools/gen_py_ops.py (make); do not edit,
-never committed.
+HEAD = '''"""tensord._ops — GENERATED from server/core/ops.def by tools/gen_py_ops.py (make);
+do not edit, never committed.
 
 OPS maps each op's torch name to its facts:
     id         the wire's OP_<id>
