@@ -9,6 +9,11 @@ a value is needed (``item``, ``tolist``, ``numpy``, printing, ``.grad``). An err
 op is raised at the next such point as a ``TensorError`` naming the op and the line that issued
 it; ``connect(..., sync=True)`` raises every error at its own line instead.
 
+Every op comes from server/core/ops.def, through the generated module ``tensord._ops``: its
+Tensor method (``x.exp()``, ``x.add_(5)``), its function (``tensord.exp(x)``) and its Session
+method bind their arguments to the op's torch signature there (positional or keyword, torch's
+defaults, ``*size``), so an op added to ops.def is here with no change to this package.
+
 Differences from PyTorch: tensors live on the server, so ``numpy()`` and ``from_numpy()`` copy
 (changing the numpy array afterwards does not change the tensor); ``torch.Size`` prints as
 ``tensord.Size``. numpy is optional: only ``numpy()``/``from_numpy()`` need it.
@@ -1204,11 +1209,11 @@ class Tensor:
         def method(*args: Any, **kw: Any) -> "Tensor":
             bound = _bind(name, op, args, kw, receiver=tensor)
             return _run(tensor._s, op, bound, inplace, name)
+        text, sig = _describe(op, True)
         method.__name__ = method.__qualname__ = name
         method.__doc__ = ("Tensor.%s%s: the server's %s op%s, with torch's arguments."
-                          % (name, _sig_text(op, method=True), op.name,
-                             " in place" if inplace else ""))
-        _set_signature(method, op, method=True)
+                          % (name, text, op.name, " in place" if inplace else ""))
+        method.__signature__ = sig  # type: ignore[attr-defined]
         return method
 
 
@@ -1231,12 +1236,22 @@ class _Op(NamedTuple):
     params: Tuple[_Param, ...]
     receiver: Optional[builtins.int]  # index in params of the operand `input`, the tensor a
                                       # method is called on; None: no Tensor method
+    # for _bind, once per op: the parameters a function's positional arguments fill, those a
+    # method's fill (less the receiver), their names, and those that must be given
+    positional: Tuple[_Param, ...]
+    method_positional: Tuple[_Param, ...]
+    names: Tuple[str, ...]
+    required: Tuple[_Param, ...]
 
 
 def _make_op(name: str, facts: dict) -> _Op:
     params = tuple(_Param(*p) for p in facts["params"])
     receiver = next((i for i, p in enumerate(params) if p.operand and p.name == "input"), None)
-    return _Op(name, facts["inplace"], params, receiver)
+    positional = tuple(p for p in params if not p.kwonly)
+    return _Op(name, facts["inplace"], params, receiver, positional,
+               tuple(p for p in positional if p.name != "input" or receiver is None),
+               tuple(p.name for p in params),
+               tuple(p for p in params if p.required and not p.varargs))
 
 
 _OP_TABLE = {name: _make_op(name, facts) for name, facts in _ops.OPS.items()}
@@ -1262,45 +1277,47 @@ def _bind(fname: str, op: _Op, args: tuple, kw: dict, receiver: Any = None) -> d
     other parameters), a `*size` parameter takes the rest (or one sequence), then keywords.
     Refuses what Python would refuse, with Python's words. Defaults are not filled in."""
     bound: dict = {}
-    params = op.params
     if receiver is not None:
         bound["input"] = receiver
-    positional = [p for p in params if not p.kwonly and p.name not in bound]
+        positional = op.method_positional
+    else:
+        positional = op.positional
+    n = len(args)
     i = 0
     for p in positional:
-        if i >= len(args):
+        if i >= n:
             break
         if p.varargs:
             rest = args[i:]
             bound[p.name] = rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) \
                 else rest
-            i = len(args)
+            i = n
             break
         bound[p.name] = args[i]
         i += 1
-    if i < len(args):
+    if i < n:
         self_ = 1 if receiver is not None else 0  # Python counts a method's self
         raise TypeError("%s() takes %s but %d %s given" % (
-            fname, _count(len(positional) + self_, "positional argument"), len(args) + self_,
-            "was" if len(args) + self_ == 1 else "were"))
-    names = {p.name: p for p in params}
+            fname, _count(len(positional) + self_, "positional argument"), n + self_,
+            "was" if n + self_ == 1 else "were"))
     for k, v in kw.items():
-        if k not in names:
+        if k not in op.names:
             # A keyword torch has and the protocol does not (alpha=, rounding_mode=, out=):
             # refused as Python refuses an unknown keyword, before anything is sent.
             raise TypeError("%s() got an unexpected keyword argument '%s'" % (fname, k))
         if k in bound:
             raise TypeError("%s() got multiple values for argument '%s'" % (fname, k))
         bound[k] = v
-    for kwonly in (False, True):
-        missing = ["'%s'" % p.name for p in params
-                   if p.required and not p.varargs and p.kwonly == kwonly and p.name not in bound]
-        if missing:
-            raise TypeError("%s() missing %s: %s" % (
-                fname, _count(len(missing), "required %s argument"
-                              % ("keyword-only" if kwonly else "positional")),
-                " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1
-                             else missing)))
+    if len(bound) < len(op.required) or any(p.name not in bound for p in op.required):
+        for kwonly in (False, True):
+            missing = ["'%s'" % p.name for p in op.required
+                       if p.kwonly == kwonly and p.name not in bound]
+            if missing:
+                raise TypeError("%s() missing %s: %s" % (
+                    fname, _count(len(missing), "required %s argument"
+                                  % ("keyword-only" if kwonly else "positional")),
+                    " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1
+                                 else missing)))
     return bound
 
 
@@ -1343,9 +1360,14 @@ def _run(s: Session, op: _Op, bound: dict, inplace: builtins.bool, fname: str) -
     return s._op(op.name, inputs, inplace=inplace, **kw)
 
 
-def _sig_text(op: _Op, method: builtins.bool) -> str:
-    """torch's signature as help() shows it ("(input, dim, *, dtype=None)")."""
+@functools.lru_cache(maxsize=None)
+def _describe(op: _Op, method: builtins.bool) -> Tuple[str, Optional[inspect.Signature]]:
+    """torch's signature as help() shows it ("(input, dim, *, dtype=None)"), and as an
+    inspect.Signature where Python can write one (`from` is a keyword, and randint's low has
+    a default before high); a method's leaves out its receiver. Once per op."""
     out, star = [], False
+    kinds = inspect.Parameter
+    params = []
     for i, p in enumerate(op.params):
         if method and i == op.receiver:
             continue
@@ -1354,21 +1376,15 @@ def _sig_text(op: _Op, method: builtins.bool) -> str:
             star = True
         out.append(("*" if p.varargs else "") + p.name +
                    ("" if p.required or p.varargs else "=%r" % (p.default,)))
-    return "(%s)" % ", ".join(out)
-
-
-def _set_signature(f: Callable[..., Any], op: _Op, method: builtins.bool) -> None:
-    """f.__signature__ from the op's parameters, for help() and inspect (where Python can
-    write it: `from` is a keyword, and randint's low has a default before high)."""
-    kinds = inspect.Parameter
+        params.append((p.name, kinds.VAR_POSITIONAL if p.varargs else
+                       kinds.KEYWORD_ONLY if p.kwonly else kinds.POSITIONAL_OR_KEYWORD,
+                       kinds.empty if p.required or p.varargs else p.default))
     try:
-        f.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
-            kinds(p.name, kinds.VAR_POSITIONAL if p.varargs else
-                  kinds.KEYWORD_ONLY if p.kwonly else kinds.POSITIONAL_OR_KEYWORD,
-                  default=kinds.empty if p.required or p.varargs else p.default)
-            for i, p in enumerate(op.params) if not (method and i == op.receiver)])
+        sig: Optional[inspect.Signature] = inspect.Signature(
+            [kinds(n, k, default=d) for n, k, d in params])
     except ValueError:
-        pass
+        sig = None
+    return "(%s)" % ", ".join(out), sig
 
 
 def _first_session(args: Sequence[Any]) -> Optional[Session]:
@@ -1405,12 +1421,12 @@ def _function(name: str, session: Optional[Session] = None) -> Callable[..., Any
             rest = {k: v for k, v in bound.items() if k != "input"}
             return getattr(bound["input"], op.name)(**rest)
         return _run(s, op, bound, False, name)
+    text, sig = _describe(op, False)
     function.__name__ = function.__qualname__ = name
     function.__doc__ = ("torch.%s%s: the server's %s op, with torch's arguments%s."
-                        % (name, _sig_text(op, method=False), op.name,
-                           "; the same as ``input.%s(...)``" % op.name
+                        % (name, text, op.name, "; the same as ``input.%s(...)``" % op.name
                            if op.receiver is not None else ""))
-    _set_signature(function, op, method=False)
+    function.__signature__ = sig  # type: ignore[attr-defined]
     return function
 
 
