@@ -3,8 +3,9 @@ lists op names by hand. The clients' op tables are generated from ops.def (tools
 tools/gen_cli_ops.py); a hand-written list of op names in a client is a second list that a new
 ops.def row would not reach.
 
-Scanned: client/python/tensord/**/*.py (less generated modules, which say "do not edit"),
-client/cli/*.c and *.h, client/c/*.c. Flagged: a list of op names, or a table keyed by them —
+Scanned: client/python/tensord/**/*.py, client/cli/*.c and *.h, client/c/*.c, less generated
+files (those whose head says "do not edit": tensord_pb2.py, _ops.py). Flagged: a list of op
+names, or a table keyed by them —
   - Python: a list, tuple or set literal, a dict literal's keys, or a chain of comparisons
     joined by and/or (op == "std" or op == "var"), naming two or more ops;
   - C: an initializer `= { ... }` (an array, or an array of structs: nested braces count)
@@ -114,7 +115,7 @@ def _scan(patterns, finder):
     out = []
     for pattern in patterns:
         for path in sorted(glob.glob(os.path.join(ROOT, pattern), recursive=True)):
-            if path.endswith(".py") and _generated(path):
+            if _generated(path):
                 continue
             with open(path) as f:
                 out += finder(f.read(), os.path.relpath(path, ROOT))
