@@ -36,11 +36,13 @@ OPS maps each op's torch name to its facts:
 
 
 def literal(text):
-    """A default as ops.def writes it (a Python literal) -> its value."""
+    """A default as ops.def writes it (a Python literal) -> its value; a list becomes a tuple,
+    so that the table's entries are hashable."""
     try:
-        return ast.literal_eval(text)
+        value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         raise SystemExit("ops.def: default %r is not a Python literal" % text)
+    return tuple(value) if isinstance(value, list) else value
 
 
 def render(ops):
