@@ -285,6 +285,12 @@ PY_GEN := client/python/tensord/tensord_pb2.py
 $(PY_GEN): proto/tensord.proto
 	$(Q)protoc --python_out=client/python/tensord -Iproto proto/tensord.proto
 
+# The op table (tools/gen_py_ops.py, from ops.def): built wherever the protobuf module is.
+PY_OPS := client/python/tensord/_ops.py
+$(PY_OPS): server/core/ops.def tools/opsdef.py tools/gen_py_ops.py
+	$(Q)$(PYTHON) tools/gen_py_ops.py $@
+$(PY_GEN): | $(PY_OPS)
+
 python: $(PY_GEN)
 
 test-py: all $(PY_GEN)

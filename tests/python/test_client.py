@@ -281,7 +281,8 @@ def test_public_api_has_docstrings_signatures_and_py_typed(session):
         (n, o) for n, o in public(F) if getattr(o, "__module__", "") == F.__name__] + [
         ("tensord." + n, getattr(tensord, n)) for n in ops] + [
         ("Session." + n, getattr(session, n)) for n in ops] + [
-        ("Tensor." + n, getattr(session.ones(1), n)) for n in ops]
+        ("Tensor." + n, getattr(session.ones(1), n)) for n in ops
+        if tensord._OP_TABLE[n].receiver is not None]  # ops with an `input`: Tensor methods
     missing = [n for n, o in checked if not (o.__doc__ or "").strip()]
     assert not missing
     # module-level wrappers keep the method's signature (less self) and its docstring
@@ -496,3 +497,147 @@ def test_package_installs_offline_and_runs_the_seed_example(daemon, tmp_path):
     lines = out.stdout.splitlines()
     assert lines[:2] == ["Q value: %s" % q.item(), "Computed dQ/da: %s" % a.grad.item()]
     assert lines[2].startswith(str(venv))  # the installed copy, not the checkout
+
+
+# --- ops bound to torch's signatures (from ops.def through the generated tensord._ops) ---
+def test_where_method_receiver_is_input(session):
+    """x.where(condition, y) is torch.where(condition, x, y): the method's receiver is the
+    operand named `input`, which is where's second (it was sent as the condition)."""
+    a = [[1.0, -2.0, 3.0], [-4.0, 5.0, -6.0]]
+    x, tx = session.tensor(a), torch.tensor(a)
+    y, ty = session.tensor([[10.0, 20.0, 30.0]]), torch.tensor([[10.0, 20.0, 30.0]])
+    c, tc = session.tensor([[True, False, False]]), torch.tensor([[True, False, False]])
+    assert repr(x.where(c, y)) == repr(tx.where(tc, ty))
+    assert repr(x.where(condition=c, other=y)) == repr(tx.where(condition=tc, other=ty))
+    assert repr(x.where(x > 0, 0.0)) == repr(torch.where(tx > 0, tx, 0.0))  # 1.13: no scalar
+    assert repr(tensord.where(c, x, y)) == repr(torch.where(tc, tx, ty))
+    assert repr(session.where(c, input=x, other=y)) == repr(torch.where(tc, input=tx, other=ty))
+
+
+def test_arguments_bind_to_torchs_parameter_names(session):
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4) / 10
+    x, tx = session.tensor(a), torch.tensor(a)
+
+    def same(d, t):
+        assert d.dtype.name == str(t.dtype)[len("torch."):]
+        assert np.allclose(d.numpy(), t.numpy(), rtol=1e-6, atol=1e-6)
+        assert list(d.shape) == list(t.shape)
+    # *size: varargs, one sequence, or the keyword
+    same(x.reshape(4, 6), tx.reshape(4, 6))
+    same(x.reshape((4, 6)), tx.reshape((4, 6)))
+    same(x.reshape(shape=[4, -1]), tx.reshape(shape=[4, -1]))
+    same(x.permute(2, 0, 1), tx.permute(2, 0, 1))
+    same(x.permute((2, 0, 1)), tx.permute((2, 0, 1)))
+    same(x.view(x.shape), tx.view(tx.shape))
+    # :dims takes an int or a list; :cast casts the input first
+    same(x.sum(1), tx.sum(1))
+    same(x.sum((0, 2), True), tx.sum((0, 2), True))
+    same(x.sum(dim=[0, 1], keepdim=False, dtype=tensord.float64),
+         tx.sum(dim=[0, 1], keepdim=False, dtype=torch.float64))
+    same(tensord.mean(x, 2, dtype=tensord.float64), torch.mean(tx, 2, dtype=torch.float64))
+    # torch's names for parameters whose wire field differs
+    same(x.transpose(dim0=2, dim1=0), tx.transpose(dim0=2, dim1=0))
+    same(x.narrow(2, 1, length=2), tx.narrow(2, 1, length=2))
+    same(x.select(1, index=2), tx.select(1, index=2))
+    same(x.flatten(end_dim=1), tx.flatten(end_dim=1))
+    same(x[0].tril(diagonal=-1), tx[0].tril(diagonal=-1))
+    same(x.clamp(max=1.5), tx.clamp(max=1.5))
+    same(x.std(2, False, True), tx.std(2, False, True))
+    # the shape of cumsum's signature (input, dim, *, dtype) and of dot's and mv's (two operands)
+    same(tensord.softmax(x, 0), torch.softmax(tx, 0))
+    same(x.softmax(dim=1, dtype=tensord.float64), tx.softmax(dim=1, dtype=torch.float64))
+    same(x[0].mm(x[1].t()), tx[0].mm(tx[1].t()))
+    same(tensord.mm(x[0], mat2=x[1].t()), torch.mm(tx[0], mat2=tx[1].t()))
+    same(tensord.nn.functional.linear(x, x[0]), torch.nn.functional.linear(tx, tx[0]))
+    # in place, through the same binding
+    y, ty = x.clone(), tx.clone()
+    y.add_(5)
+    ty.add_(5)
+    y.clamp_(min=1.0)
+    ty.clamp_(min=1.0)
+    same(y, ty)
+    # what Python refuses, refused before anything is sent (torch raises TypeError too)
+    for call in (lambda t: t.transpose(0, dim0=1), lambda t: t.add(t, alpha2=1),
+                 lambda t: t.softmax(), lambda t: t.exp(1), lambda t: t.where(t > 0)):
+        with pytest.raises(TypeError):
+            call(tx)
+        with pytest.raises(TypeError):
+            call(x)
+    with pytest.raises(TypeError, match=r"^transpose\(\) got multiple values for argument "
+                                        r"'dim0'$"):
+        x.transpose(0, dim0=1)
+    with pytest.raises(AttributeError, match="'Tensor' object has no attribute 'matmul_'"):
+        x.matmul_  # ops.def: matmul has no in-place form
+    same(x, tx)  # nothing ran
+
+
+EXTRA_ROWS = {  # rows as torch states the ops, for a scratch ops.def when the real one lacks them
+    "dot": 'OP( DOT, "dot", 2, 0, TD_OPF_BW_SELF,\n    "DotBackward0", NULL, "input, other",\n'
+           '    a, b, c, NULL, d, e )\n',
+    "mv": 'OP( MV, "mv", 2, 0, TD_OPF_BW_SELF,\n    "MvBackward0", NULL, "input, vec",\n'
+          '    a, b, c, NULL, d, e )\n',
+    "cumsum": 'OP( CUMSUM, "cumsum", 1, 1, TD_OPF_BW_SELF,\n    "CumsumBackward0", NULL, '
+              '"input, dim, *, dtype:cast=None",\n    a, b, c, NULL, d, e )\n',
+}
+
+
+def test_a_new_ops_def_row_reaches_the_client_unchanged(tmp_path, monkeypatch):
+    """dot, mv and cumsum, from ops.def rows alone (a scratch copy with the rows added when
+    the real one lacks them), through the generator and the client's generic binding: the
+    request each call would send. No daemon: Session._op records instead of sending."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.join(root, "tools"))
+    try:
+        import gen_py_ops
+        import opsdef
+    finally:
+        sys.path.pop(0)
+    with open(opsdef.OPS_DEF) as f:
+        text = f.read()
+    names = {op.name for op in opsdef.load()}
+    scratch = tmp_path / "ops.def"
+    scratch.write_text(text + "".join(row for name, row in EXTRA_ROWS.items()
+                                      if name not in names))
+    module = {}
+    exec(gen_py_ops.render(opsdef.load(str(scratch))), module)
+    table = {name: tensord._make_op(name, facts) for name, facts in module["OPS"].items()}
+    monkeypatch.setattr(tensord, "_OP_TABLE", table)
+
+    sent = []
+
+    class Recorder:
+        def _op(self, name, inputs, inplace=False, **kw):
+            sent.append((name, list(inputs), inplace, kw))
+            return "<%s>" % name
+
+    def tensor(label):
+        t = tensord.Tensor.__new__(tensord.Tensor)
+        t._s, t._label = Recorder(), label
+        return t
+    a, b, v = tensor("a"), tensor("b"), tensor("v")
+
+    def last():
+        name, inputs, inplace, kw = sent[-1]
+        return (name, [getattr(x, "_label", x) for x in inputs], inplace, kw)
+    tensord.dot(a, b)
+    assert last() == ("dot", ["a", "b"], False, {})
+    a.dot(b)
+    assert last() == ("dot", ["a", "b"], False, {})
+    a.mv(v)
+    assert last() == ("mv", ["a", "v"], False, {})
+    tensord.mv(a, vec=v)
+    assert last() == ("mv", ["a", "v"], False, {})
+    tensord.cumsum(a, 0)
+    assert last() == ("cumsum", ["a"], False, {"dim": 0})
+    a.cumsum(dim=1, dtype=tensord.float64)
+    assert sent[-2][0] == "to" and sent[-2][3] == {"dtype": "float64"}  # cast first
+    assert last() == ("cumsum", ["<to>"], False, {"dim": 1})
+    a.cumsum_(-1)
+    assert last() == ("cumsum", ["a"], True, {"dim": -1})
+    with pytest.raises(TypeError, match=r"^cumsum\(\) missing 1 required positional argument: "
+                                        r"'dim'$"):
+        a.cumsum()
+    with pytest.raises(TypeError, match=r"^dot\(\) got an unexpected keyword argument 'out'$"):
+        tensord.dot(a, b, out=None)
+    assert tensord.dot.__doc__.startswith("torch.dot(input, other)")
+    assert str(inspect.signature(a.cumsum)) == "(dim, *, dtype=None)"

@@ -9,6 +9,11 @@ a value is needed (``item``, ``tolist``, ``numpy``, printing, ``.grad``). An err
 op is raised at the next such point as a ``TensorError`` naming the op and the line that issued
 it; ``connect(..., sync=True)`` raises every error at its own line instead.
 
+Every op comes from server/core/ops.def, through the generated module ``tensord._ops``: its
+Tensor method (``x.exp()``, ``x.add_(5)``), its function (``tensord.exp(x)``) and its Session
+method bind their arguments to the op's torch signature there (positional or keyword, torch's
+defaults, ``*size``), so an op added to ops.def is here with no change to this package.
+
 Differences from PyTorch: tensors live on the server, so ``numpy()`` and ``from_numpy()`` copy
 (changing the numpy array afterwards does not change the tensor); ``torch.Size`` prints as
 ``tensord.Size``. numpy is optional: only ``numpy()``/``from_numpy()`` need it.
@@ -22,9 +27,9 @@ import os
 import struct
 import sys
 import weakref
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import _conn
+from . import _conn, _ops
 from ._conn import H, ServerError, np
 
 pb = _conn.pb
@@ -242,6 +247,13 @@ class _Progress:
             sys.stderr.flush()
 
 
+def _module_function(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Marks a Session method that is also a module function (tensord.zeros), which runs it
+    on the default session."""
+    method._module_function = True  # type: ignore[attr-defined]
+    return method
+
+
 class Session:
     """One connection and its server-side session; also a context manager that closes it.
 
@@ -349,6 +361,7 @@ class Session:
         self._check_open()
         self._c._flush_guarded()
 
+    @_module_function
     def synchronize(self) -> None:
         """Waits for every request sent so far and raises the first error among them."""
         self._check_open()
@@ -390,6 +403,7 @@ class Session:
         return getattr(return_types, name)(values, indices)
 
     # -- creation --
+    @_module_function
     def tensor(self, data: Any, dtype: Optional[dtype] = None, requires_grad: Any = False,
                progress: Any = None) -> "Tensor":
         """torch.tensor(data, dtype=None, requires_grad=False): a copy on the server."""
@@ -460,10 +474,12 @@ class Session:
     def _chunk_bytes(self) -> builtins.int:
         return max(1 << 16, min(CHUNK_BYTES, self._frame_bytes()))
 
+    @_module_function
     def as_tensor(self, data: Any, dtype: Optional[dtype] = None) -> "Tensor":
         """data itself if it is a tensor (and no dtype is asked), else ``tensor(data, dtype)``."""
         return data if isinstance(data, Tensor) and dtype is None else self.tensor(data, dtype)
 
+    @_module_function
     def from_numpy(self, array: Any) -> "Tensor":
         """A copy of a numpy array (the tensor lives on the server, unlike torch's view)."""
         _need_numpy("from_numpy")
@@ -483,40 +499,47 @@ class Session:
         req.full.requires_grad = builtins.bool(requires_grad)
         return self._new(req, h, "full")
 
+    @_module_function
     def zeros(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
               ) -> "Tensor":
         """torch.zeros(*size, dtype=float32, requires_grad=False); size as f(2, 3) or f((2, 3))."""
         return self._full(shape, 0.0, dtype or float32, requires_grad)
 
+    @_module_function
     def ones(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
              ) -> "Tensor":
         """torch.ones(*size, dtype=float32, requires_grad=False); size as f(2, 3) or f((2, 3))."""
         return self._full(shape, 1.0, dtype or float32, requires_grad)
 
+    @_module_function
     def full(self, size: Sequence[builtins.int], fill_value: Any,
              dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
         """torch.full(size, fill_value): the dtype follows fill_value (int64, float32, bool) unless
         given."""
         return self._full([size], fill_value, dtype, requires_grad)
 
+    @_module_function
     def empty(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
               ) -> "Tensor":
         """torch.empty(*size): a tensor of the shape whose values are not set."""
         t = self._op("empty", [], dims=_shape(shape), dtype=(dtype or float32).name)
         return t.requires_grad_() if requires_grad else t
 
+    @_module_function
     def eye(self, n: builtins.int, m: Optional[builtins.int] = None,
             dtype: Optional[dtype] = None) -> "Tensor":
         """torch.eye(n, m=n): ones on the diagonal, zeros elsewhere."""
         return self._op("eye", [], dims=[n, n if m is None else m],
                         dtype=(dtype or float32).name)
 
+    @_module_function
     def linspace(self, start: Any, end: Any, steps: builtins.int,
                  dtype: Optional[dtype] = None) -> "Tensor":
         """torch.linspace(start, end, steps): steps values evenly spaced from start to end."""
         return self._op("linspace", [], min=start, max=end, dim=steps,
                         dtype=(dtype or float32).name)
 
+    @_module_function
     def randint(self, low: Any, high: Any = None, size: Any = None,
                 dtype: Optional[dtype] = None) -> "Tensor":
         """randint(high, size) or randint(low, high, size), like torch."""
@@ -537,16 +560,19 @@ class Session:
         req.rand.requires_grad = builtins.bool(requires_grad)
         return self._new(req, h, "randn" if normal else "rand")
 
+    @_module_function
     def rand(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
              ) -> "Tensor":
         """Uniform on [0, 1), from the session's seedable generator."""
         return self._rand(shape, False, dtype, requires_grad)
 
+    @_module_function
     def randn(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
               ) -> "Tensor":
         """Standard normal, from the session's seedable generator."""
         return self._rand(shape, True, dtype, requires_grad)
 
+    @_module_function
     def arange(self, start: Any, end: Any = None, step: Any = 1,
                dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
         """torch.arange(end) or arange(start, end, step): int64 when all are integers, else
@@ -564,6 +590,7 @@ class Session:
         t = self._new(req, h, "arange")
         return t.requires_grad_() if requires_grad else t
 
+    @_module_function
     def manual_seed(self, seed: builtins.int) -> None:
         """Seeds the session's generator (rand, randn, randint ...), as torch.manual_seed; the
         values differ from torch's, the repeatability is the same."""
@@ -578,26 +605,31 @@ class Session:
             self._send(req, "set_grad_enabled")
             self._grad_enabled = enabled
 
+    @_module_function
     def set_grad_enabled(self, mode: Any) -> "_GradMode":
         """torch.set_grad_enabled(mode): switches graph recording on or off at once; used as
         ``with s.set_grad_enabled(False):`` it also restores the previous mode on exit."""
         return _GradMode(self, builtins.bool(mode), now=True)
 
+    @_module_function
     def is_grad_enabled(self) -> builtins.bool:
         """Whether ops record a graph for autograd (False inside ``no_grad()``)."""
         return self._grad_enabled
 
+    @_module_function
     def no_grad(self) -> "_GradMode":
         """``with s.no_grad():`` ops inside record no graph (how optimizers update weights);
         the mode in force before the block comes back after it, so blocks nest as in torch.
         Also a decorator: ``@s.no_grad()``."""
         return _GradMode(self, False)
 
+    @_module_function
     def enable_grad(self) -> "_GradMode":
         """``with s.enable_grad():`` records a graph inside, even within ``no_grad()``; the
         previous mode comes back after the block. Also a decorator."""
         return _GradMode(self, True)
 
+    @_module_function
     def stats(self) -> Any:
         """The server's Stats reply (session tensors and bytes, sessions, server bytes)."""
         req = pb.Request()
@@ -1164,43 +1196,70 @@ class Tensor:
         return self._s._op2("min", [self], dim=dim, keepdim=keepdim)
 
     def __getattr__(self, name: str) -> Any:
-        """Every other op by its torch name: x.exp(), x.sum(dim=...), x.add_(5) ..."""
+        """Every other op by its torch name: x.exp(), x.sum(dim=...), x.add_(5) ... (an op
+        whose signature has an operand `input`: the tensor the method is called on)."""
         if name.startswith("_"):
             raise AttributeError(name)
         inplace = name.endswith("_")
-        op = name[:-1] if inplace else name
-        if op not in _OPS:
+        op = _OP_TABLE.get(name[:-1] if inplace else name)
+        if op is None or op.receiver is None or (inplace and not op.inplace):
             raise AttributeError("'Tensor' object has no attribute '%s'" % name)
-        session = self._s
+        tensor = self
 
         def method(*args: Any, **kw: Any) -> "Tensor":
-            args, kw = _positional(op, args, kw)
-            src = self
-            if op in _CAST_FIRST and kw.get("dtype") is not None:
-                src = self.to(kw.pop("dtype"))  # torch casts the input, then reduces
-            return session._op(op, [src, *args], inplace=inplace, **_kwargs(op, kw))
+            bound = _bind(name, op, args, kw, receiver=tensor)
+            return _run(tensor._s, op, bound, inplace, name)
+        text, sig = _describe(op, True)
         method.__name__ = method.__qualname__ = name
-        method.__doc__ = ("Tensor.%s(...): the server's %s op%s, with torch's arguments."
-                          % (name, op, " in place" if inplace else ""))
+        method.__doc__ = ("Tensor.%s%s: the server's %s op%s, with torch's arguments."
+                          % (name, text, op.name, " in place" if inplace else ""))
+        method.__signature__ = sig  # type: ignore[attr-defined]
         return method
 
 
-_OPS = {n[3:].lower() if n != "OP_MT" else "mT" for n in pb.Op.keys() if n != "OP_UNSPECIFIED"}
+# -- ops: every fact about one comes from server/core/ops.def, through the generated _ops --
+class _Param(NamedTuple):
+    """One parameter of an op's torch signature (see _ops)."""
+    name: str               # torch's name ("dim0", "input", "size")
+    field: str              # the OpArgs field it travels in; "" / "tensor" / "tensors": operand
+    required: builtins.bool
+    default: Any
+    operand: builtins.bool  # a tensor operand (or a number standing for one), in wire order
+    varargs: builtins.bool  # *size: the remaining positional arguments, or one sequence
+    kwonly: builtins.bool
+
+
+class _Op(NamedTuple):
+    """An op as _ops states it, its signature parsed into _Params."""
+    name: str
+    inplace: builtins.bool
+    params: Tuple[_Param, ...]
+    receiver: Optional[builtins.int]  # index in params of the operand `input`, the tensor a
+                                      # method is called on; None: no Tensor method
+    # for _bind, once per op: the parameters a function's positional arguments fill, those a
+    # method's fill (less the receiver), their names, and those that must be given
+    positional: Tuple[_Param, ...]
+    method_positional: Tuple[_Param, ...]
+    names: Tuple[str, ...]
+    required: Tuple[_Param, ...]
+
+
+def _make_op(name: str, facts: dict) -> _Op:
+    params = tuple(_Param(*p) for p in facts["params"])
+    receiver = next((i for i, p in enumerate(params) if p.operand and p.name == "input"), None)
+    positional = tuple(p for p in params if not p.kwonly)
+    return _Op(name, facts["inplace"], params, receiver, positional,
+               tuple(p for p in positional if p.name != "input" or receiver is None),
+               tuple(p.name for p in params),
+               tuple(p for p in params if p.required and not p.varargs))
+
+
+_OP_TABLE = {name: _make_op(name, facts) for name, facts in _ops.OPS.items()}
+_OPS = set(_OP_TABLE)
 # The keywords an op request can carry (Conn.op_request): OpArgs' fields and a second output.
 _ARG_NAMES = {f.name for f in pb.OpArgs.DESCRIPTOR.fields} | {"out2"}
-_CAST_FIRST = {"sum", "mean", "prod", "softmax", "log_softmax", "logsumexp", "norm"}
-_SHAPE_OPS = {"reshape", "view", "permute", "expand", "repeat", "flip"}
-_POSITIONAL = {"transpose": ("dim", "dim2"), "squeeze": ("dim",), "unsqueeze": ("dim",),
-               "softmax": ("dim",), "log_softmax": ("dim",), "select": ("dim", "start"),
-               "narrow": ("dim", "start", "end"), "flatten": ("dim", "dim2"),
-               "sum": ("dim", "keepdim"), "mean": ("dim", "keepdim"), "prod": ("dim", "keepdim"),
-               "std": ("dim",), "var": ("dim",), "argmax": ("dim", "keepdim"),
-               "argmin": ("dim", "keepdim"), "all": ("dim", "keepdim"),
-               "any": ("dim", "keepdim"), "logsumexp": ("dim", "keepdim"),
-               "norm": ("p", "dim", "keepdim"), "tril": ("dim",), "triu": ("dim",),
-               "clamp": ("min", "max"), "fill": (), "uniform": ("min", "max"),
-               "normal": ("min", "max"), "full_like": ("min",), "cat": ("dim",),
-               "stack": ("dim",)}
+# torch's other names for an op
+_ALIASES = {"concat": "cat", "concatenate": "cat"}
 
 
 def _is_bool(k: Any) -> builtins.bool:
@@ -1208,61 +1267,124 @@ def _is_bool(k: Any) -> builtins.bool:
     return isinstance(k, builtins.bool)
 
 
-def _positional(op: str, args: tuple, kw: dict) -> Tuple[tuple, dict]:
-    """torch's positional arguments (x.reshape(2, 3), x.transpose(0, 1)) as keywords."""
-    if op in _SHAPE_OPS and args and not isinstance(args[0], Tensor):
-        dims = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
-        kw = dict(kw, dims=[builtins.int(d) for d in dims])
-        return (), kw
-    kw = dict(kw)
-    for a, b in (("start_dim", "dim"), ("end_dim", "dim2"), ("dim0", "dim"), ("dim1", "dim2"),
-                 ("mean", "min"), ("std", "max"), ("from", "min"), ("to", "max"),
-                 ("fill_value", "min"), ("length", "end"), ("index", "start"),
-                 ("diagonal", "dim")):
-        if a in kw and not (op in ("std",) and a == "std"):
-            kw[b] = kw.pop(a)
-    names = _POSITIONAL.get(op)
-    if names and args and not isinstance(args[0], Tensor):
-        kw.update(zip(names, args))
-        return (), kw
-    if op in ("uniform", "normal") and not args:
-        kw.setdefault("min", 0.0)
-        kw.setdefault("max", 1.0)
-    return args, kw
+def _count(n: builtins.int, what: str) -> str:
+    return "%d %s%s" % (n, what, "" if n == 1 else "s")
 
 
-def _kwargs(op: str, kw: dict) -> dict:
-    """torch keyword names to the protocol's OpArgs."""
-    out = {}
-    kw = dict(kw)
-    if op == "norm":
-        p = kw.pop("p", 2)
-        if p not in (2, "fro", 2.0):
-            raise NotImplementedError("only the 2-norm is supported")
-    if op == "flatten":  # end_dim travels as dim2, -1 unless given
-        out["dim2"] = kw.pop("dim2", -1)
-        out["has_dim"] = True
-    if op in ("argmax", "argmin", "all", "any", "squeeze") and "dim" in kw:
-        if kw["dim"] is not None:
-            out["dim"] = kw.pop("dim")  # one dim, and it is given
-        else:
-            kw.pop("dim")
-    if op == "std" or op == "var":
-        if "unbiased" in kw:
-            out["correction"] = 1.0 if kw.pop("unbiased") else 0.0
+def _bind(fname: str, op: _Op, args: tuple, kw: dict, receiver: Any = None) -> dict:
+    """Binds a call's arguments to the op's torch parameter names, as Python binds a def's:
+    positional ones in order (a method's receiver is `input`, and its arguments go to the
+    other parameters), a `*size` parameter takes the rest (or one sequence), then keywords.
+    Refuses what Python would refuse, with Python's words. Defaults are not filled in."""
+    bound: dict = {}
+    if receiver is not None:
+        bound["input"] = receiver
+        positional = op.method_positional
+    else:
+        positional = op.positional
+    n = len(args)
+    i = 0
+    for p in positional:
+        if i >= n:
+            break
+        if p.varargs:
+            rest = args[i:]
+            bound[p.name] = rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) \
+                else rest
+            i = n
+            break
+        bound[p.name] = args[i]
+        i += 1
+    if i < n:
+        self_ = 1 if receiver is not None else 0  # Python counts a method's self
+        raise TypeError("%s() takes %s but %d %s given" % (
+            fname, _count(len(positional) + self_, "positional argument"), n + self_,
+            "was" if n + self_ == 1 else "were"))
     for k, v in kw.items():
-        if k == "dim" and v is None:
+        if k not in op.names:
+            # A keyword torch has and the protocol does not (alpha=, rounding_mode=, out=):
+            # refused as Python refuses an unknown keyword, before anything is sent.
+            raise TypeError("%s() got an unexpected keyword argument '%s'" % (fname, k))
+        if k in bound:
+            raise TypeError("%s() got multiple values for argument '%s'" % (fname, k))
+        bound[k] = v
+    if len(bound) < len(op.required) or any(p.name not in bound for p in op.required):
+        for kwonly in (False, True):
+            missing = ["'%s'" % p.name for p in op.required
+                       if p.kwonly == kwonly and p.name not in bound]
+            if missing:
+                raise TypeError("%s() missing %s: %s" % (
+                    fname, _count(len(missing), "required %s argument"
+                                  % ("keyword-only" if kwonly else "positional")),
+                    " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1
+                                 else missing)))
+    return bound
+
+
+def _run(s: Session, op: _Op, bound: dict, inplace: builtins.bool, fname: str) -> Any:
+    """Sends op with bound arguments (_bind's): operands in signature order, each other
+    parameter in its OpArgs field (None: not sent), torch's defaults for those not given."""
+    inputs: List[Any] = []
+    kw: dict = {}
+    cast, receiver = None, None
+    for i, p in enumerate(op.params):
+        v = bound.get(p.name, p.default)
+        if p.operand:
+            if i == op.receiver:
+                receiver = len(inputs)
+            if p.field == "tensors":
+                inputs.extend(v)
+            elif v is not None or p.required:  # an optional operand (linear's bias) given
+                inputs.append(v)
+        elif v is None:
             continue
-        if k == "dim" and isinstance(v, (tuple, list)):
-            out["dims"] = list(v)
-        elif k == "dim" and op in ("sum", "mean", "prod", "std", "var", "norm", "logsumexp"):
-            out["dims"] = [v]
-        elif k == "dtype":
-            if v is not None:
-                out["dtype"] = v.name
+        elif p.field == "cast":
+            cast = v  # torch casts the input to dtype first, then computes
+        elif p.field == "dims":  # one int or a sequence of them
+            kw["dims"] = [builtins.int(d) for d in v] if isinstance(v, (tuple, list)) \
+                else [builtins.int(v)]
+        elif p.field == "dim" and isinstance(v, (tuple, list)):
+            kw["dims"] = list(v)
+        elif p.field == "dtype":
+            kw["dtype"] = v.name
+        elif p.field == "p":  # the norm's order: the server computes the 2-norm
+            if v not in (2, "fro", 2.0):
+                raise NotImplementedError("only the 2-norm is supported")
+        elif p.field == "unbiased":  # torch's older spelling of correction=1 / correction=0
+            if p.name in bound and bound.get("correction") is None:
+                kw["correction"] = 1.0 if v else 0.0
         else:
-            out[k] = v
-    return out
+            kw[p.field] = v
+    if cast is not None and receiver is not None:
+        inputs[receiver] = inputs[receiver].to(cast)
+    return s._op(op.name, inputs, inplace=inplace, **kw)
+
+
+@functools.lru_cache(maxsize=None)
+def _describe(op: _Op, method: builtins.bool) -> Tuple[str, Optional[inspect.Signature]]:
+    """torch's signature as help() shows it ("(input, dim, *, dtype=None)"), and as an
+    inspect.Signature where Python can write one (`from` is a keyword, and randint's low has
+    a default before high); a method's leaves out its receiver. Once per op."""
+    out, star = [], False
+    kinds = inspect.Parameter
+    params = []
+    for i, p in enumerate(op.params):
+        if method and i == op.receiver:
+            continue
+        if p.kwonly and not star:
+            out.append("*")
+            star = True
+        out.append(("*" if p.varargs else "") + p.name +
+                   ("" if p.required or p.varargs else "=%r" % (p.default,)))
+        params.append((p.name, kinds.VAR_POSITIONAL if p.varargs else
+                       kinds.KEYWORD_ONLY if p.kwonly else kinds.POSITIONAL_OR_KEYWORD,
+                       kinds.empty if p.required or p.varargs else p.default))
+    try:
+        sig: Optional[inspect.Signature] = inspect.Signature(
+            [kinds(n, k, default=d) for n, k, d in params])
+    except ValueError:
+        sig = None
+    return "(%s)" % ", ".join(out), sig
 
 
 def _first_session(args: Sequence[Any]) -> Optional[Session]:
@@ -1276,56 +1398,36 @@ def _first_session(args: Sequence[Any]) -> Optional[Session]:
     return None
 
 
-_CREATION = ("tensor", "as_tensor", "from_numpy", "zeros", "ones", "full", "empty", "eye",
-             "linspace", "randint", "rand", "randn", "arange", "manual_seed", "no_grad",
-             "enable_grad", "set_grad_enabled", "is_grad_enabled", "stats", "synchronize")
-
-
 def _function(name: str, session: Optional[Session] = None) -> Callable[..., Any]:
-    """tensord.<op>(x, ...) — the function form of every op, as in torch."""
-    if name in ("max", "min"):
-        def maxmin(input: Tensor, dim: Any = None, keepdim: Any = False) -> Any:
-            return getattr(input, name)(dim, keepdim)
-        maxmin.__doc__ = ("torch.%s(input, dim=None, keepdim=False): the %s of all elements, or "
-                          "(values, indices) along dim; with a tensor as dim, the elementwise "
-                          "%simum." % (name, name, name))
-        maxmin.__name__ = maxmin.__qualname__ = name
-        return maxmin
-    if name in ("cat", "concat", "concatenate", "stack"):
-        op = "stack" if name == "stack" else "cat"
+    """tensord.<op>(...) and Session.<op>(...): the function form of every op with operands,
+    bound to torch's signature as the method is (tensord.where(c, x, y) is x.where(c, y))."""
+    op = _OP_TABLE.get(_ALIASES.get(name, name))
+    if op is None or not any(p.operand for p in op.params):
+        # No operands: a creation function, which is a Session method of its own
+        if session is not None:
+            raise AttributeError("'Session' object has no attribute '%s'" % name)
+        raise AttributeError("module 'tensord' has no attribute '%s'" % name)
+    first = next(p for p in op.params if p.operand)
+    own = op.receiver is not None and callable(vars(Tensor).get(op.name))
 
-        def join(tensors: Sequence[Tensor], dim: builtins.int = 0) -> Tensor:
-            s = session or _first_session(tensors) or _session()
-            return s._op(op, list(tensors), dim=dim)
-        join.__doc__ = ("torch.%s(tensors, dim=0): the tensors joined along %s dim."
-                        % (name, "a new" if op == "stack" else "an existing"))
-        join.__name__ = join.__qualname__ = name
-        return join
-    if name == "where":
-        def where(condition: Tensor, input: Any, other: Any) -> Tensor:
-            """torch.where(condition, input, other): input where condition holds, else other
-            (tensors or numbers, broadcast)."""
-            s = session or _first_session([condition, input, other]) or _session()
-            return s._op("where", [condition, input, other])
-        return where
-    if name == "linear":
-        def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-            """torch.nn.functional.linear: input @ weight.T + bias."""
-            return input._s._op("linear", [input, weight] + ([bias] if bias is not None else []))
-        return linear
-    if name in _OPS and name not in ("empty", "eye", "linspace", "randint"):
-        def function(input: Any, *args: Any, **kw: Any) -> Any:
-            if not isinstance(input, Tensor):
-                s = session or _first_session(args) or _session()
-                input = s.as_tensor(input)
-            return getattr(input, name)(*args, **kw)
-        function.__name__ = function.__qualname__ = name
-        function.__doc__ = ("torch.%s(input, ...): the server's %s op, with torch's arguments; "
-                            "the same as ``input.%s(...)``." % (name, name, name))
-        return function
-    if session is not None:
-        raise AttributeError("'Session' object has no attribute '%s'" % name)
-    raise AttributeError("module 'tensord' has no attribute '%s'" % name)
+    def function(*args: Any, **kw: Any) -> Any:
+        bound = _bind(name, op, args, kw)
+        s = session or _first_session([bound.get(p.name) for p in op.params if p.operand]) \
+            or _session()
+        v = bound.get(first.name)
+        if first.name == "input" and not isinstance(v, Tensor):
+            bound["input"] = s.as_tensor(v)  # torch.exp([1.0]) as torch.exp(tensor([1.0]))
+        if own:  # a Tensor method written out (max, min, to): the function is that method
+            rest = {k: v for k, v in bound.items() if k != "input"}
+            return getattr(bound["input"], op.name)(**rest)
+        return _run(s, op, bound, False, name)
+    text, sig = _describe(op, False)
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = ("torch.%s%s: the server's %s op, with torch's arguments%s."
+                        % (name, text, op.name, "; the same as ``input.%s(...)``" % op.name
+                           if op.receiver is not None else ""))
+    function.__signature__ = sig  # type: ignore[attr-defined]
+    return function
 
 
 # -- the default session behind module-level functions --
@@ -1360,6 +1462,7 @@ def _module_creation(name: str) -> Callable[..., Any]:
     return f
 
 
+_CREATION = tuple(n for n, f in vars(Session).items() if getattr(f, "_module_function", False))
 for _name in _CREATION:
     globals()[_name] = _module_creation(_name)
 del _name
