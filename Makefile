@@ -180,6 +180,12 @@ PY_GEN := client/python/tensord/tensord_pb2.py
 $(PY_GEN): proto/tensord.proto
 	$(Q)protoc --python_out=client/python/tensord -Iproto proto/tensord.proto
 
+# The clients' request table (which requests may be re-sent), from server/rpc/requests.def.
+PY_REQ := client/python/tensord/_requests.py
+$(PY_REQ): server/rpc/requests.def tools/gen_requests.py
+	$(Q)$(PYTHON) tools/gen_requests.py > $@.tmp && mv $@.tmp $@
+$(PY_GEN): | $(PY_REQ)
+
 python: $(PY_GEN)
 
 test-py: all $(PY_GEN)

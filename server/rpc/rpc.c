@@ -1,9 +1,9 @@
 /* server/rpc/rpc.c — dispatch: decode, look the request kind up, run its handler, encode.
 **
 ** Every request kind is a row of rpc/requests.def; this file expands it into the dispatch table
-** (td_rpc_requests[]) and holds the handlers of the tensor requests. The rest of rpc is split by
-** concern: files.c (Save, Load), auth.c (the Hello's token, the penalty table), stats.c (the
-** counters, Stats); rpc/internal.h is what they share.
+** (requests[], read through td_rpc_request_of) and holds the handlers of the tensor requests.
+** The rest of rpc is split by concern: files.c (Save, Load), auth.c (the Hello's token, the
+** penalty table), stats.c (the counters, Stats); rpc/internal.h is what they share.
 **
 ** The story of a request: td_rpc_handle decodes the Request with an allocator that counts bytes
 ** (td_malloc), finds its row, answers a request that needs no session (Hello) at once when the
@@ -1313,7 +1313,7 @@ static void job_execute(struct rpc_job *j)
         rc = check_work_limit(j, &err);
     }
     if (rc == 0) {
-        /* cancelled, or over a limit: err says which */
+        /* Else it was cancelled, its session closed, or it is over a limit: err says which. */
         rc = row != NULL ? row->run(j, s, &res, &err)
                          : td_err_set(&err, TD_EOP, "unknown request kind (field %d)",
                                       (int)j->req->body_case);

@@ -90,7 +90,7 @@ struct td_rpc_server {
                                         ** the workers; zeroed: counted on first use */
     struct td_rpc_stats stats;
     struct td_rpc_counter op_counters[TD_OP_COUNT];  /* RunOp, by op */
-    struct td_map auth_penalty;         /* peer address hash -> failures; see run_hello */
+    struct td_map auth_penalty;         /* peer address hash -> failures; see auth.c */
 };
 
 /* Frees what the server accumulated (the auth penalty table). */
