@@ -290,6 +290,11 @@ PY_OPS := client/python/tensord/_ops.py
 $(PY_OPS): server/core/ops.def tools/opsdef.py tools/gen_py_ops.py
 	$(Q)$(PYTHON) tools/gen_py_ops.py $@
 $(PY_GEN): | $(PY_OPS)
+# The clients' request table (which requests may be re-sent), from server/rpc/requests.def.
+PY_REQ := client/python/tensord/_requests.py
+$(PY_REQ): server/rpc/requests.def tools/gen_requests.py
+	$(Q)$(PYTHON) tools/gen_requests.py > $@.tmp && mv $@.tmp $@
+$(PY_GEN): | $(PY_REQ)
 
 python: $(PY_GEN)
 

@@ -531,3 +531,70 @@ out:
     td_tensor_unref(seed);
     return rc;
 }
+
+/* ---- a tensor's autograd state, for the layers above core ---- */
+
+int td_autograd_set_requires_grad(struct td_tensor *t, bool value, struct td_err *err)
+{
+    if (value && !td_dtype_is_float(t->dtype)) {
+        return td_err_set(err, TD_EDTYPE, "Only Tensors of floating point and complex dtype can "
+                          "require gradients");
+    }
+    if (!value && t->grad_fn != NULL) {
+        return td_err_set(err, TD_EINVAL, "you can only change requires_grad flags of leaf "
+                          "variables. If you want to use a computed variable in a subgraph that "
+                          "doesn't require differentiation use var_no_grad = var.detach().");
+    }
+    t->requires_grad = value;
+    return 0;
+}
+
+int td_autograd_retain_grad(struct td_tensor *t, struct td_err *err)
+{
+    if (!t->requires_grad) {
+        return td_err_set(err, TD_EINVAL, "can't retain_grad on Tensor that has "
+                          "requires_grad=False");
+    }
+    if (t->grad_fn != NULL) {
+        t->retains_grad = true;
+        t->grad_fn->retained = t;  /* weak; cleared when t is freed */
+    }
+    return 0;
+}
+
+void td_autograd_restore_flags(struct td_tensor *t, bool requires_grad, bool retains_grad)
+{
+    t->requires_grad = requires_grad && td_dtype_is_float(t->dtype);
+    t->retains_grad = retains_grad;
+}
+
+bool td_autograd_requires_grad(const struct td_tensor *t)
+{
+    return t->requires_grad;
+}
+
+bool td_autograd_retains_grad(const struct td_tensor *t)
+{
+    return t->retains_grad;
+}
+
+bool td_autograd_is_leaf(const struct td_tensor *t)
+{
+    return t->grad_fn == NULL;
+}
+
+const char *td_autograd_grad_fn_name(const struct td_tensor *t)
+{
+    return t->grad_fn != NULL ? td_node_name(t->grad_fn) : NULL;
+}
+
+struct td_tensor *td_autograd_grad(const struct td_tensor *t)
+{
+    return t->grad;
+}
+
+void td_autograd_set_grad(struct td_tensor *t, struct td_tensor *g)
+{
+    td_tensor_unref(t->grad);
+    t->grad = g;
+}

@@ -67,4 +67,34 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
 int td_sum_to_shape(struct td_tensor *g, const int64_t *shape, int ndim, struct td_quota *q,
                     struct td_tensor **out, struct td_err *err);
 
+/* ---- a tensor's autograd state, for the layers above core ----
+** rpc and session read and change a tensor's requires_grad, retains_grad, .grad and grad_fn
+** only through these, so torch's rules about them, and torch's messages, live in core, once.
+** Every tensor is borrowed. */
+
+/* t.requires_grad_(value): only a floating point tensor may require grad (TD_EDTYPE), and only
+** a leaf's flag may be turned off (TD_EINVAL); torch's messages. */
+int td_autograd_set_requires_grad(struct td_tensor *t, bool value, struct td_err *err);
+
+/* t.retain_grad(): a non-leaf keeps its .grad after a backward (a leaf does anyway: no-op).
+** TD_EINVAL, torch's message, when t does not require grad. */
+int td_autograd_retain_grad(struct td_tensor *t, struct td_err *err);
+
+/* The flags of a leaf just read back from a file, as the file lists them. A file cannot make
+** a tensor that is not floating point require grad: that flag is dropped, not refused. */
+void td_autograd_restore_flags(struct td_tensor *t, bool requires_grad, bool retains_grad);
+
+bool td_autograd_requires_grad(const struct td_tensor *t);
+bool td_autograd_retains_grad(const struct td_tensor *t);
+bool td_autograd_is_leaf(const struct td_tensor *t);      /* no grad_fn */
+
+/* torch's grad_fn class name ("MulBackward0"), or NULL for a leaf. */
+const char *td_autograd_grad_fn_name(const struct td_tensor *t);
+
+/* t.grad: borrowed, or NULL when it is None. */
+struct td_tensor *td_autograd_grad(const struct td_tensor *t);
+
+/* t.grad = g (taken; NULL: None). The previous .grad is released. */
+void td_autograd_set_grad(struct td_tensor *t, struct td_tensor *g);
+
 #endif

@@ -1,13 +1,19 @@
-/* server/rpc/rpc.c — decode, validate, run, encode.
+/* server/rpc/rpc.c — dispatch: decode, look the request kind up, run its handler, encode.
+**
+** Every request kind is a row of rpc/requests.def; this file expands it into the dispatch table
+** (requests[], read through td_rpc_request_of) and holds the handlers of the tensor requests.
+** The rest of rpc is split by concern: files.c (Save, Load), auth.c (the Hello's token, the
+** penalty table), stats.c (the counters, Stats); rpc/internal.h is what they share.
 **
 ** The story of a request: td_rpc_handle decodes the Request with an allocator that counts bytes
-** (td_malloc), answers Hello at once when the connection has no session yet, and otherwise wraps
-** the request in a job on the session's FIFO. When its turn comes, is_heavy() decides from the
-** current handle table whether the work goes to the executor; run() validates every wire value
-** (dtype range, rank, each dim, byte counts, handles), calls core, and encodes the Response into
-** a frame; done() hands the frame to the peer on the loop thread and frees the request where it
-** was decoded. A failed op leaves a failure record under its output handle, so pipelined ops
-** that use it fail with "input N failed: <cause>".
+** (td_malloc), finds its row, answers a request that needs no session (Hello) at once when the
+** connection has none yet, and otherwise wraps the request in a job on the session's FIFO. When
+** its turn comes, is_heavy() decides from the row (may it run inline?) and the current handle
+** table (its cost) whether the work goes to the executor; run() calls the row's handler, which
+** validates every wire value (dtype range, rank, each dim, byte counts, handles) and calls core,
+** and encodes the Response into a frame; done() hands the frame to the peer on the loop thread
+** and frees the request where it was decoded. A failed request leaves a failure record under
+** its row's output handle, so pipelined ops that use it fail with "input N failed: <cause>".
 **
 ** Cost: job_cost sizes every request by what it really touches (td_op_cost for ops, expanded
 ** inputs at their logical size), when its turn comes; the same number sends it to the pool
@@ -36,44 +42,23 @@
 ** Get copies and Format text stay charged until their replies are written; every delivered
 ** reply counts in the peer's unsent bytes until written, and too many hold the session.
 */
-#include "rpc/rpc.h"
-
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/checked.h"
-#include "base/cmp.h"
 #include "base/log.h"
 #include "core/autograd.h"
 #include "core/cancel.h"
 #include "core/ops.h"
 #include "core/print.h"
 #include "core/rng.h"
-#include "proto/tensord.pb-c.h"
 #include "rpc/fastpack.h"
-#include "session/persist.h"
+#include "rpc/internal.h"
 
-/* ---- protobuf-c allocation ---- */
-
-/* A request is decoded into an arena inside its job: a tiny op's Request, its body, operands
-** and arrays are five or six small allocations that live exactly as long as the job, so they
-** come from a bump pointer and are freed with it. What does not fit (large repeated fields,
-** long strings, many submessages) falls back to td_malloc, counted and fault-injectable as
-** before, and summed in `overflow`: protobuf-c may turn 1 MiB of wire bytes into tens of MiB
-** of small allocations, which td_rpc_handle charges to the session's quota. */
-#define PB_ARENA_BYTES 768
-#define PB_MALLOC_OVERHEAD 16                /* a heap chunk's header, counted per fallback */
-
-struct pb_arena {
-    ProtobufCAllocator allocator;           /* allocator_data points back here */
-    size_t used;
-    int64_t overflow;                       /* bytes of td_malloc fallbacks (saturating), each
-                                            ** rounded up to 16 with the chunk header */
-    _Alignas(16) unsigned char bytes[PB_ARENA_BYTES];
-};
+/* ---- protobuf-c allocation (the arena: rpc/internal.h) ---- */
 
 static void *arena_alloc(void *ud, size_t n)
 {
@@ -126,7 +111,7 @@ static Tensord__StatusCode wire_status(int code)
     }
 }
 
-static int wire_op(int w, enum td_op_id *out)
+int td_rpc_wire_op(int w, enum td_op_id *out)
 {
     switch (w) {
 #define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost) \
@@ -207,46 +192,13 @@ void td_frame_header_put(uint8_t *dst, uint32_t meta_len, uint64_t data_len)
     }
 }
 
-/* ---- peers ---- */
-
-/* ---- counters ---- */
-
-const uint64_t td_rpc_lat_bounds_us[TD_RPC_LAT_BUCKETS - 1] = {
-    10, 100, 1000, 10000, 100000, 1000000, 10000000,
-};
-
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-const char *td_rpc_kind_name(int k)
-{
-    const ProtobufCFieldDescriptor *f =
-        protobuf_c_message_descriptor_get_field(&tensord__request__descriptor, (unsigned)k);
-    return f != NULL && k != 1 ? f->name : NULL;  /* 1 is the request id, not a kind */
-}
-
-static void counter_add(struct td_rpc_counter *c, bool failed, uint64_t us)
-{
-    int b = 0;
-    while (b < TD_RPC_LAT_BUCKETS - 1 && us > td_rpc_lat_bounds_us[b]) {
-        b++;
-    }
-    c->count++;
-    c->errors += failed;
-    c->sum_us += us;
-    c->lat[b]++;
-}
-
 /* One line per failed request (debug level: a hostile client must not flood the log), and per
 ** refused authentication (warn). */
 static void log_failure(const struct td_rpc_peer *p, const Tensord__Request *req, int status,
                         const char *msg)
 {
-    const char *kind = td_rpc_kind_name((int)req->body_case);
+    const struct td_rpc_request *row = td_rpc_request_of((int)req->body_case);
+    const char *kind = row != NULL ? row->name : NULL;
     if (status == TENSORD__STATUS_CODE__UNAUTHENTICATED) {
         td_log(TD_LOG_WARN, "auth_failed", "conn=%llu peer=%s req=%llu msg=\"%s\"",
                (unsigned long long)p->conn_id, p->addr[0] != '\0' ? p->addr : "-",
@@ -259,25 +211,6 @@ static void log_failure(const struct td_rpc_peer *p, const Tensord__Request *req
     }
 }
 
-/* Counts a request that has its reply: by kind, and for RunOp by op. Loop thread only. */
-static void stats_record(struct td_rpc_server *srv, const Tensord__Request *req, int status,
-                         uint64_t t0_us)
-{
-    uint64_t us = now_us() - t0_us;
-    bool failed = status != TENSORD__STATUS_CODE__OK;
-    if ((unsigned)req->body_case < TD_RPC_KINDS) {
-        counter_add(&srv->stats.kinds[req->body_case], failed, us);
-    }
-    if (req->body_case == TENSORD__REQUEST__BODY_RUN_OP) {
-        enum td_op_id op;
-        if (wire_op((int)req->run_op->op, &op) == 0) {
-            counter_add(&srv->op_counters[op], failed, us);
-        }
-    }
-    if (status == TENSORD__STATUS_CODE__UNAUTHENTICATED) {
-        srv->stats.auth_failures++;
-    }
-}
 
 int td_rpc_peer_new(struct td_rpc_peer **out, struct td_rpc_server *srv, td_rpc_reply_fn *reply,
                     void *user)
@@ -489,71 +422,12 @@ void td_rpc_reply_error(struct td_rpc_peer *p, uint64_t id, int code, const char
     deliver(p, &r);
 }
 
-/* ---- requests ---- */
-
-struct rpc_job {
-    struct td_job job;
-    struct td_rpc_peer *peer;               /* reference */
-    Tensord__Request *req;                  /* owned, decoded here */
-    void *data;                             /* owned until adopted */
-    size_t data_len;
-    struct td_session *data_session;        /* reference: data_charge is charged to its quota
-                                            ** (td_rpc_data_alloc), or NULL */
-    int64_t data_charge;                    /* bytes of data charged there, until the data is
-                                            ** freed or a tensor takes the charge over */
-    struct td_buffer *pin;                  /* Get: the bytes the reply points into */
-    int64_t reply_charge;                   /* Format: text bytes charged to job.session's
-                                            ** quota until the reply is written */
-    struct td_rpc_reply reply;              /* built by run() */
-    uint64_t t0_us;                         /* arrival, for the latency histograms */
-    int64_t work;                           /* td_cost_work of the request (job_cost) */
-    const char *cost_name;                  /* what max_op_elements names ("sum"), or NULL
-                                            ** when the kind is not limited by it */
-    int64_t need_bytes;                     /* RunOp: its result's and temporaries' bytes */
-    bool costed;                            /* work, need_bytes and cost_name are set */
-    int status;                             /* the reply's status code */
-    bool ran;                               /* dropped jobs are not counted in the stats */
-    int64_t hello_token_len;                /* Hello: auth_token's length on the wire, NUL
-                                            ** bytes included (hello_token_wire_len) */
-    int64_t req_charge;                     /* the decoded request's bytes, charged to
-                                            ** job.session's quota until job_free */
-    int64_t queued;                         /* bytes counted in peer->queued_bytes until done:
-                                            ** req_charge plus data_len */
-    struct pb_arena arena;                  /* req is decoded here (last: not zeroed) */
-};
-
-/* What a handler produced besides its status. */
-struct result {
-    struct td_tensor *tensor;               /* borrowed: describe it in TensorInfo */
-    uint64_t handle;
-    Tensord__StatsResult *stats;
-    Tensord__HelloResult *hello;
-    char *text;                             /* Format: owned, td_malloc'd */
-    uint64_t offset, length;                /* Get's slice */
-};
-
-/* requires_grad=True at creation: only float tensors may ask (torch's rule). */
-static int set_requires_grad(struct td_tensor *t, bool value, struct td_err *err)
-{
-    if (value && !td_dtype_is_float(t->dtype)) {
-        return td_err_set(err, TD_EDTYPE, "Only Tensors of floating point and complex dtype can "
-                          "require gradients");
-    }
-    if (!value && t->grad_fn != NULL) {
-        return td_err_set(err, TD_EINVAL, "you can only change requires_grad flags of leaf "
-                          "variables. If you want to use a computed variable in a subgraph that "
-                          "doesn't require differentiation use var_no_grad = var.detach().");
-    }
-    t->requires_grad = value;
-    return 0;
-}
-
 /* Puts a new tensor (taken) under `out` with its requires_grad flag, and describes it in res. */
 static int publish(struct td_session *s, uint64_t out, struct td_tensor *t, bool requires_grad,
                    struct result *res, struct td_err *err)
 {
     int rc;
-    if ((rc = set_requires_grad(t, requires_grad, err)) != 0) {
+    if ((rc = td_autograd_set_requires_grad(t, requires_grad, err)) != 0) {
         td_tensor_unref(t);
         return rc;
     }
@@ -565,7 +439,7 @@ static int publish(struct td_session *s, uint64_t out, struct td_tensor *t, bool
     return 0;
 }
 
-static int run_create(struct rpc_job *j, struct td_session *s, struct result *res,
+int td_rpc_run_create(struct rpc_job *j, struct td_session *s, struct result *res,
                       struct td_err *err)
 {
     const Tensord__Create *m = j->req->create;
@@ -609,7 +483,7 @@ static int run_create(struct rpc_job *j, struct td_session *s, struct result *re
     return publish(s, m->out, t, m->requires_grad, res, err);
 }
 
-static int run_full(struct rpc_job *j, struct td_session *s, struct result *res,
+int td_rpc_run_full(struct rpc_job *j, struct td_session *s, struct result *res,
                     struct td_err *err)
 {
     const Tensord__Full *m = j->req->full;
@@ -630,7 +504,7 @@ static int run_full(struct rpc_job *j, struct td_session *s, struct result *res,
     return publish(s, m->out, t, m->requires_grad, res, err);
 }
 
-static int run_rand(struct rpc_job *j, struct td_session *s, struct result *res,
+int td_rpc_run_rand(struct rpc_job *j, struct td_session *s, struct result *res,
                     struct td_err *err)
 {
     const Tensord__Rand *m = j->req->rand;
@@ -653,7 +527,7 @@ static int run_rand(struct rpc_job *j, struct td_session *s, struct result *res,
     return rc != 0 ? rc : publish(s, m->out, t, m->requires_grad, res, err);
 }
 
-static int run_arange(struct rpc_job *j, struct td_session *s, struct result *res,
+int td_rpc_run_arange(struct rpc_job *j, struct td_session *s, struct result *res,
                       struct td_err *err)
 {
     const Tensord__Arange *m = j->req->arange;
@@ -679,7 +553,7 @@ static int resolve_operands(const Tensord__RunOp *m, struct td_session *s, enum 
                             struct td_operand *in, struct td_err *err)
 {
     int rc;
-    if (wire_op(m->op, op) != 0) {
+    if (td_rpc_wire_op(m->op, op) != 0) {
         return td_err_set(err, TD_EOP, "unknown op code %d", (int)m->op);
     }
     const struct td_op_def *def = &td_ops[*op];
@@ -763,7 +637,7 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
     return 0;
 }
 
-static int run_op(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
+int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
 {
     const Tensord__RunOp *m = j->req->run_op;
     struct td_operand in[TD_OP_MAX_INPUTS];
@@ -840,7 +714,7 @@ static int run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     return 0;
 }
 
-static int run_get(struct rpc_job *j, struct td_session *s, struct result *res,
+int td_rpc_run_get(struct rpc_job *j, struct td_session *s, struct result *res,
                    struct td_err *err)
 {
     const Tensord__Get *m = j->req->get;
@@ -892,7 +766,7 @@ static int run_get(struct rpc_job *j, struct td_session *s, struct result *res,
     return 0;
 }
 
-static int run_write(struct rpc_job *j, struct td_session *s, struct result *res,
+int td_rpc_run_write(struct rpc_job *j, struct td_session *s, struct result *res,
                      struct td_err *err)
 {
     const Tensord__Write *m = j->req->write;
@@ -930,313 +804,6 @@ static int run_write(struct rpc_job *j, struct td_session *s, struct result *res
     return 0;
 }
 
-#define MAX_FILE_TENSORS 100000
-
-/* Where a Save/Load file lives (persist.h has the layout): in the session's own directory,
-** <files_dir>/<SHA-256 of its token, 64 hex digits>/<file>.safetensors, which no other session
-** can name and which the session finds again after a restart or a resume; or, with
-** --shared-files (an operator's choice), <files_dir>/<file>.safetensors, one namespace for all.
-** `dir` gets the directory, `path` the file, `cap` bytes each. */
-static int files_path(const struct td_rpc_server *srv, const struct td_session *s,
-                      const char *file, char *dir, char *path, size_t cap, struct td_err *err)
-{
-    if (srv->files_dir == NULL) {
-        return td_err_set(err, TD_EUNSUP, "persistence is off: start tensord with --data-dir");
-    }
-    int rc = td_persist_check_name(file != NULL ? file : "", err);
-    if (rc != 0) {
-        return rc;
-    }
-    if (srv->shared_files) {
-        snprintf(dir, cap, "%s", srv->files_dir);
-    } else {
-        char tag[TD_PERSIST_DIR_NAME];
-        td_persist_session_dir(s, tag);
-        snprintf(dir, cap, "%s/%s", srv->files_dir, tag);
-    }
-    snprintf(path, cap, "%s/%s.safetensors", dir, file);
-    return 0;
-}
-
-/* The disk a Save is charged to: the session's quota and the data dir's (rpc.h). */
-static struct td_persist_budget files_budget(struct td_rpc_server *srv)
-{
-    return (struct td_persist_budget){
-        .disk = &srv->disk,
-        .root = srv->data_dir != NULL ? srv->data_dir : srv->files_dir,
-        .max = srv->max_disk_bytes,
-        .session_max = srv->session_max_disk_bytes,
-        .files_dir = srv->files_dir,
-        .shared = srv->shared_files,
-    };
-}
-
-/* A session that ends for good (CloseSession, expiry) takes its Save directory with it: nobody
-** can name those files any more, and they would hold the disk quota for ever. A session only
-** disconnected keeps them (it may resume); shutdown snapshots keep them; with --shared-files no
-** file is a session's. This runs on the loop thread, where the session's end must happen (it
-** touches the store's map) and while no job of it runs: the directory holds at most
-** TD_PERSIST_MAX_FILES files, so it is one readdir and at most that many unlinks, each paid
-** for beforehand by the Save (a worker job) that wrote the file; one sweep's expiries stop at
-** TD_STORE_SWEEP_MAX_WORK files. Returns how many files were removed. */
-static int remove_session_files(struct td_rpc_server *srv, const struct td_session *s)
-{
-    if (srv->files_dir == NULL || srv->shared_files) {
-        return 0;
-    }
-    struct td_persist_budget budget = files_budget(srv);
-    int n = td_persist_remove_session_files(&budget, s);
-    if (n > 0) {
-        td_log(TD_LOG_INFO, "session_files_removed", "session=%s files=%d", s->token_tag, n);
-    }
-    return n;
-}
-
-int td_rpc_session_expired(struct td_session *s, void *srv)
-{
-    return remove_session_files(srv, s);
-}
-
-/* Sorted once, so a request naming 100,000 tensors is checked in n log n, not n^2. */
-static int check_unique_names(const char **names, size_t n, struct td_err *err)
-{
-    const char **sorted = td_calloc(n > 0 ? n : 1, sizeof *sorted);
-    if (sorted == NULL) {
-        return td_err_code(err, TD_ENOMEM);
-    }
-    memcpy(sorted, names, n * sizeof *sorted);
-    qsort(sorted, n, sizeof *sorted, td_cmp_str);
-    int rc = 0;
-    for (size_t i = 1; i < n && rc == 0; i++) {
-        if (strcmp(sorted[i - 1], sorted[i]) == 0) {
-            rc = td_err_set(err, TD_EINVAL, "tensor name '%s' appears twice", sorted[i]);
-        }
-    }
-    td_free(sorted);
-    return rc;
-}
-
-/* A handle listed twice in one request is refused: in a Save it would write the same bytes
-** under several names (a 4-byte expanded view, once per name, at its logical size). */
-static int check_unique_handles(Tensord__NamedTensor *const *nt, size_t n, const char *what,
-                                struct td_err *err)
-{
-    uint64_t *sorted = td_calloc(n > 0 ? n : 1, sizeof *sorted);
-    if (sorted == NULL) {
-        return td_err_code(err, TD_ENOMEM);
-    }
-    for (size_t i = 0; i < n; i++) {
-        sorted[i] = nt[i]->handle;
-    }
-    qsort(sorted, n, sizeof *sorted, td_cmp_u64);
-    int rc = 0;
-    for (size_t i = 1; i < n && rc == 0; i++) {
-        if (sorted[i - 1] == sorted[i]) {
-            rc = td_err_set(err, TD_EINVAL, "handle %llu is listed twice in one %s",
-                            (unsigned long long)sorted[i], what);
-        }
-    }
-    td_free(sorted);
-    return rc;
-}
-
-/* Save: every tensor named, each handle once, the file's exact size within the session's disk
-** quota (its directory's files, less one this Save replaces, plus this file), the data dir's,
-** and the session's file count, all checked before a byte is written. */
-static int run_save(struct rpc_job *j, struct td_session *s, struct td_err *err)
-{
-    const Tensord__Save *m = j->req->save;
-    struct td_rpc_server *srv = j->peer->srv;
-    char dir[4096], path[4096];
-    int rc = files_path(srv, s, m->file, dir, path, sizeof path, err);
-    if (rc != 0) {
-        return rc;
-    }
-    if (m->n_tensors > MAX_FILE_TENSORS) {
-        return td_err_set(err, TD_ELIMIT, "too many tensors in one file: at most %d",
-                          MAX_FILE_TENSORS);
-    }
-    if ((rc = check_unique_handles(m->tensors, m->n_tensors, "Save", err)) != 0) {
-        return rc;
-    }
-    size_t n = m->n_tensors;
-    struct td_tensor **ts = td_calloc(n > 0 ? n : 1, sizeof *ts);
-    const char **names = td_calloc(n > 0 ? n : 1, sizeof *names);
-    char *rg = NULL;
-    size_t rglen = 0;
-    if (ts == NULL || names == NULL) {
-        rc = td_err_code(err, TD_ENOMEM);
-    }
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        const Tensord__NamedTensor *nt = m->tensors[i];
-        names[i] = nt->name != NULL ? nt->name : "";
-        if (names[i][0] == '\0' || strlen(names[i]) > TD_ST_NAME_MAX ||
-            strcmp(names[i], "__metadata__") == 0) {
-            rc = td_err_set(err, TD_EINVAL, "tensor %zu: a name of 1..%d bytes, not "
-                            "__metadata__, is needed", i, TD_ST_NAME_MAX);
-            break;
-        }
-        rc = td_session_lookup(s, nt->handle, &ts[i], err);
-        if (rc == 0 && ts[i]->requires_grad) {
-            size_t add = strlen(names[i]) + 1;
-            char *nb = td_realloc(rg, rglen + add + 1);
-            if (nb == NULL) {
-                rc = td_err_code(err, TD_ENOMEM);
-                break;
-            }
-            rg = nb;
-            memcpy(rg + rglen, names[i], add - 1);
-            rglen += add;
-            rg[rglen - 1] = '\n';
-            rg[rglen] = '\0';
-        }
-    }
-    if (rc == 0) {
-        rc = check_unique_names(names, n, err);
-    }
-    /* The session's bytes on disk: its directory, less the file this Save replaces (a
-    ** session's jobs run one at a time, so nothing else writes there meanwhile). */
-    int64_t used = 0;
-    bool made_dir = false;
-    if (rc == 0 && !srv->shared_files) {
-        rc = td_persist_dir_open(dir, path, &used, &made_dir, err);
-    }
-    if (rc == 0) {
-        /* requires_grad: the names, one per line (names hold no control characters). */
-        const char *keys[] = {"format", "requires_grad"};
-        const char *vals[] = {"pt", rg != NULL ? rg : ""};
-        struct td_persist_budget budget = files_budget(srv);
-        rc = td_persist_write(path, ts, names, (int)n, keys, vals, rg != NULL ? 2 : 1,
-                              s->quota.max_charge, &budget, used, err);
-    }
-    if (rc != 0 && made_dir) {
-        td_persist_dir_drop(dir);  /* a session that never saved a file leaves no directory */
-    }
-    td_free(rg);
-    td_free(ts);
-    td_free(names);
-    return rc;
-}
-
-/* The names of a file's requires_grad list (one per line), split and sorted for lookups. */
-struct name_set {
-    char *buf;
-    const char **v;
-    size_t n;
-};
-
-static int name_set_parse(const char *lines, struct name_set *ns)
-{
-    *ns = (struct name_set){0};
-    if (lines == NULL || *lines == '\0') {
-        return 0;
-    }
-    size_t len = strlen(lines), cap = 1;
-    for (size_t i = 0; i < len; i++) {
-        cap += lines[i] == '\n';
-    }
-    ns->buf = td_malloc(len + 1);
-    ns->v = td_calloc(cap, sizeof *ns->v);
-    if (ns->buf == NULL || ns->v == NULL) {
-        return -1;
-    }
-    memcpy(ns->buf, lines, len + 1);
-    for (char *p = ns->buf; *p != '\0' && ns->n < cap;) {
-        char *nl = strchr(p, '\n');
-        if (nl != NULL) {
-            *nl = '\0';
-        }
-        ns->v[ns->n++] = p;
-        p = nl != NULL ? nl + 1 : p + strlen(p);
-    }
-    qsort(ns->v, ns->n, sizeof *ns->v, td_cmp_str);
-    return 0;
-}
-
-static bool name_set_has(const struct name_set *ns, const char *name)
-{
-    return ns->n > 0 && bsearch(&name, ns->v, ns->n, sizeof *ns->v, td_cmp_str) != NULL;
-}
-
-static void name_set_free(struct name_set *ns)
-{
-    td_free(ns->buf);
-    td_free(ns->v);
-}
-
-static int run_load(struct rpc_job *j, struct td_session *s, struct result *res,
-                    struct td_err *err)
-{
-    const Tensord__Load *m = j->req->load;
-    char dir[4096], path[4096];
-    int rc = files_path(j->peer->srv, s, m->file, dir, path, sizeof path, err);
-    if (rc != 0) {
-        return rc;
-    }
-    if (m->n_tensors > MAX_FILE_TENSORS) {
-        return td_err_set(err, TD_ELIMIT, "too many tensors in one file: at most %d",
-                          MAX_FILE_TENSORS);
-    }
-    struct td_persist_file f;
-    if ((rc = td_persist_open(path, &f, err)) != 0) {
-        return rc;
-    }
-    /* Every name and handle checked before anything is created. */
-    for (size_t i = 0; i < m->n_tensors && rc == 0; i++) {
-        const Tensord__NamedTensor *nt = m->tensors[i];
-        if (td_st_find(&f.h, nt->name != NULL ? nt->name : "") < 0) {
-            rc = td_err_set(err, TD_EINVAL, "no tensor named '%s' in %s", nt->name, m->file);
-        } else {
-            rc = td_session_check_out(s, nt->handle, err);
-        }
-    }
-    if (rc == 0) {
-        rc = check_unique_handles(m->tensors, m->n_tensors, "Load", err);
-    }
-    struct name_set rg = {0};
-    if (rc == 0 && name_set_parse(td_st_meta(&f.h, "requires_grad"), &rg) != 0) {
-        rc = td_err_code(err, TD_ENOMEM);
-    }
-    size_t made = 0;
-    for (; made < m->n_tensors && rc == 0; made++) {
-        const Tensord__NamedTensor *nt = m->tensors[made];
-        struct td_tensor *t = NULL;
-        if ((rc = td_persist_read(&f, td_st_find(&f.h, nt->name), &s->quota, &t, err)) != 0) {
-            break;
-        }
-        t->requires_grad = name_set_has(&rg, nt->name) && td_dtype_is_float(t->dtype);
-        if ((rc = td_session_put(s, nt->handle, t, err)) != 0) {
-            break;
-        }
-    }
-    name_set_free(&rg);
-    size_t len = 1;
-    for (int i = 0; i < f.h.n && rc == 0; i++) {
-        len += strlen(f.h.e[i].name) + 1;
-    }
-    if (rc == 0 && (res->text = td_malloc(len)) == NULL) {
-        rc = td_err_code(err, TD_ENOMEM);
-    }
-    if (rc == 0) {
-        size_t at = 0;
-        for (int i = 0; i < f.h.n; i++) {
-            size_t n = strlen(f.h.e[i].name);
-            memcpy(res->text + at, f.h.e[i].name, n);
-            at += n;
-            res->text[at++] = '\n';
-        }
-        res->text[at] = '\0';
-    }
-    if (rc != 0) {
-        /* All or nothing: a load that fails part way (quota, a short file) creates no handle. */
-        for (size_t i = 0; i < made; i++) {
-            td_session_free_handle(s, m->tensors[i]->handle);
-        }
-    }
-    td_persist_close(&f);
-    return rc;
-}
-
 /* A Format's text charge: made by td_tensor_repr's reserve hook, at the bound its measured
 ** width gives, before any text is allocated. */
 struct text_charge {
@@ -1258,7 +825,7 @@ static int reserve_text(void *arg, int64_t text_bound, struct td_err *err)
 ** formatter's measured width gives, so rendering cannot take memory the quota does not have,
 ** and an honest Format is not refused for text it will not produce) until its reply is written
 ** (at its length): replies nobody reads stay inside the quota. */
-static int run_format(struct rpc_job *j, struct td_session *s, struct result *res,
+int td_rpc_run_format(struct rpc_job *j, struct td_session *s, struct result *res,
                       struct td_err *err)
 {
     struct td_tensor *t;
@@ -1268,8 +835,8 @@ static int run_format(struct rpc_job *j, struct td_session *s, struct result *re
     }
     struct td_print_opts o;
     td_print_opts_default(&o);
-    o.requires_grad = t->requires_grad;
-    o.grad_fn = t->grad_fn != NULL ? td_node_name(t->grad_fn) : NULL;
+    o.requires_grad = td_autograd_requires_grad(t);
+    o.grad_fn = td_autograd_grad_fn_name(t);
     struct text_charge c = {&j->job.session->quota, 0};
     o.reserve = reserve_text;
     o.reserve_arg = &c;
@@ -1290,7 +857,8 @@ static int run_format(struct rpc_job *j, struct td_session *s, struct result *re
     return 0;
 }
 
-static int run_backward(struct rpc_job *j, struct td_session *s, struct td_err *err)
+int td_rpc_run_backward(struct rpc_job *j, struct td_session *s, struct result *res,
+                        struct td_err *err)
 {
     const Tensord__Backward *m = j->req->backward;
     struct td_tensor *t, *g = NULL;
@@ -1302,7 +870,7 @@ static int run_backward(struct rpc_job *j, struct td_session *s, struct td_err *
     return td_autograd_backward(t, g, m->retain_graph, &s->quota, err);
 }
 
-static int run_grad(struct rpc_job *j, struct td_session *s, struct result *res,
+int td_rpc_run_grad(struct rpc_job *j, struct td_session *s, struct result *res,
                     struct td_err *err)
 {
     const Tensord__Grad *m = j->req->grad;
@@ -1311,19 +879,20 @@ static int run_grad(struct rpc_job *j, struct td_session *s, struct result *res,
     if ((rc = td_session_lookup(s, m->handle, &t, err)) != 0) {
         return rc;
     }
-    if (t->grad == NULL) {
+    struct td_tensor *g = td_autograd_grad(t);
+    if (g == NULL) {
         return 0;  /* .grad is None: no tensor in the reply */
     }
     if ((rc = td_session_check_out(s, m->out, err)) != 0 ||
-        (rc = td_session_put(s, m->out, td_tensor_ref(t->grad), err)) != 0) {
+        (rc = td_session_put(s, m->out, td_tensor_ref(g), err)) != 0) {
         return rc;
     }
-    res->tensor = t->grad;
+    res->tensor = g;
     res->handle = m->out;
     return 0;
 }
 
-static int run_set_grad(struct rpc_job *j, struct td_session *s, struct result *res,
+int td_rpc_run_set_grad(struct rpc_job *j, struct td_session *s, struct result *res,
                         struct td_err *err)
 {
     const Tensord__SetGrad *m = j->req->set_grad;
@@ -1333,18 +902,12 @@ static int run_set_grad(struct rpc_job *j, struct td_session *s, struct result *
         return rc;
     }
     if (m->clear_grad) {
-        td_tensor_unref(t->grad);
-        t->grad = NULL;
+        td_autograd_set_grad(t, NULL);
     } else if (m->retain_grad) {
-        if (!t->requires_grad) {
-            return td_err_set(err, TD_EINVAL, "can't retain_grad on Tensor that has "
-                              "requires_grad=False");
+        if ((rc = td_autograd_retain_grad(t, err)) != 0) {
+            return rc;
         }
-        if (t->grad_fn != NULL) {
-            t->retains_grad = true;
-            t->grad_fn->retained = t;  /* weak; cleared when t is freed */
-        }
-    } else if ((rc = set_requires_grad(t, m->requires_grad, err)) != 0) {
+    } else if ((rc = td_autograd_set_requires_grad(t, m->requires_grad, err)) != 0) {
         return rc;
     }
     res->tensor = t;
@@ -1352,7 +915,8 @@ static int run_set_grad(struct rpc_job *j, struct td_session *s, struct result *
     return 0;
 }
 
-static int run_free(struct rpc_job *j, struct td_session *s, struct td_err *err)
+int td_rpc_run_free(struct rpc_job *j, struct td_session *s, struct result *res,
+                    struct td_err *err)
 {
     const Tensord__Free *m = j->req->free;
     if (s->closed) {
@@ -1364,260 +928,15 @@ static int run_free(struct rpc_job *j, struct td_session *s, struct td_err *err)
     return 0;
 }
 
-/* Fills the server's counters into st; *mem (td_free after encoding) holds what st points to. */
-static int run_stats(struct td_rpc_server *srv, struct td_session *s, Tensord__StatsResult *st,
-                     void **mem, struct td_err *err)
+/* Hello: version negotiation, auth (auth.c), open or resume. Runs on the loop thread (never
+** heavy); `s` is not used: the session is the one it opens. */
+int td_rpc_run_hello(struct rpc_job *j, struct td_session *s_unused, struct result *res,
+                     struct td_err *err)
 {
-    st->session_bytes = (uint64_t)td_session_bytes(s);
-    st->session_tensors = td_session_count(s);
-    st->sessions = s->store != NULL ? td_store_count(s->store) : 0;
-    st->server_bytes = s->store != NULL ? (uint64_t)atomic_load(&s->store->global.used) : 0;
-    st->server_tensors = s->store != NULL ? td_store_tensor_count(s->store) : 0;
-    st->uptime_ms = srv->now_ms() - srv->started_ms;
-    st->connections = srv->stats.connections;
-    st->connections_total = srv->stats.connections_total;
-    st->auth_failures = srv->stats.auth_failures;
-    st->blas = (char *)td_blas_describe();
-    st->allocated_bytes = (uint64_t)td_alloc_live_bytes();
-    st->cached_bytes = td_alloc_cached_bytes();
-    enum { N = TD_RPC_KINDS + TD_OP_COUNT };
-    struct block {
-        Tensord__Counter c[N];
-        Tensord__Counter *ptr[N];
-        uint64_t lat[N][TD_RPC_LAT_BUCKETS];
-    } *b = td_malloc(sizeof *b);
-    if (b == NULL) {
-        return td_err_code(err, TD_ENOMEM);
-    }
-    *mem = b;
-    size_t used = 0;
-    st->requests = b->ptr;
-    for (int k = 0; k < TD_RPC_KINDS + TD_OP_COUNT; k++) {
-        bool is_op = k >= TD_RPC_KINDS;
-        const struct td_rpc_counter *c = is_op ? &srv->op_counters[k - TD_RPC_KINDS]
-                                               : &srv->stats.kinds[k];
-        const char *name = is_op ? td_ops[k - TD_RPC_KINDS].name : td_rpc_kind_name(k);
-        if (c->count == 0 || name == NULL) {
-            continue;
-        }
-        if (is_op && st->ops == NULL) {
-            st->n_requests = used;
-            st->ops = b->ptr + used;
-        }
-        Tensord__Counter *w = &b->c[used];
-        tensord__counter__init(w);
-        w->name = (char *)name;
-        w->count = c->count;
-        w->errors = c->errors;
-        w->latency_sum_us = c->sum_us;
-        memcpy(b->lat[used], c->lat, sizeof c->lat);
-        w->latency_buckets = b->lat[used];
-        w->n_latency_buckets = TD_RPC_LAT_BUCKETS;
-        b->ptr[used++] = w;
-        if (is_op) {
-            st->n_ops++;
-        }
-    }
-    if (st->ops == NULL) {
-        st->n_requests = used;
-    }
-    return 0;
-}
-
-/* Hello: version negotiation, auth, open or resume. Runs on the loop thread (never heavy). */
-/* Authentication failures from one address: after AUTH_FREE_TRIES, each further Hello from it is
-** refused without looking at the token until a penalty of 2^(n - AUTH_FREE_TRIES) seconds
-** (at most AUTH_MAX_PENALTY_MS) has passed since the last failure. A success clears it. */
-#define AUTH_FREE_TRIES 3
-#define AUTH_MAX_PENALTY_MS 60000u
-#define AUTH_TABLE_MAX 4096
-
-struct auth_record {
-    uint32_t failures;
-    uint64_t until_ms;
-};
-
-void td_rpc_peer_set_addr(struct td_rpc_peer *p, const char *addr, uint64_t conn_id)
-{
-    p->conn_id = conn_id;
-    snprintf(p->addr, sizeof p->addr, "%s", addr);
-    size_t n = strlen(addr);
-    const char *colon = strrchr(addr, ':');
-    if (colon != NULL) {
-        n = (size_t)(colon - addr);  /* the port changes per connection; the host does not */
-    }
-    uint64_t h = 1469598103934665603u;  /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h = (h ^ (uint8_t)addr[i]) * 1099511628211u;
-    }
-    p->addr_key = h != 0 ? h : 1;
-}
-
-static int auth_check_penalty(struct td_rpc_server *srv, uint64_t key, struct td_err *err)
-{
-    struct auth_record *r = key != 0 ? td_map_get(&srv->auth_penalty, key) : NULL;
-    uint64_t now = srv->now_ms();
-    if (r != NULL && r->until_ms > now) {
-        return td_err_set(err, TD_EAUTH, "too many failed authentication attempts from this "
-                          "address; retry in %llu ms", (unsigned long long)(r->until_ms - now));
-    }
-    return 0;
-}
-
-/* The table is full: forget addresses whose penalty has run out, or failing that the one
-** whose penalty ends first. (Forgetting everyone would let an attacker with many addresses
-** wipe its own record.) Rare, so a scan will do. */
-static void auth_make_room(struct td_rpc_server *srv)
-{
-    uint64_t now = srv->now_ms(), key, first_key = 0, first_until = UINT64_MAX;
-    void *val;
-    uint64_t expired[64];
-    size_t nexp = 0;
-    for (size_t it = 0; td_map_next(&srv->auth_penalty, &it, &key, &val);) {
-        const struct auth_record *r = val;
-        if (r->until_ms <= now && nexp < sizeof expired / sizeof expired[0]) {
-            expired[nexp++] = key;
-        }
-        if (r->until_ms < first_until) {
-            first_until = r->until_ms;
-            first_key = key;
-        }
-    }
-    if (nexp == 0 && first_key != 0) {
-        expired[nexp++] = first_key;
-    }
-    for (size_t i = 0; i < nexp; i++) {
-        td_free(td_map_del(&srv->auth_penalty, expired[i]));
-    }
-}
-
-static void auth_note(struct td_rpc_server *srv, uint64_t key, bool ok)
-{
-    if (key == 0) {
-        return;
-    }
-    struct auth_record *r = td_map_get(&srv->auth_penalty, key);
-    if (ok) {
-        td_free(td_map_del(&srv->auth_penalty, key));
-        return;
-    }
-    if (r == NULL) {
-        if (srv->auth_penalty.len >= AUTH_TABLE_MAX) {
-            auth_make_room(srv);
-        }
-        r = td_calloc(1, sizeof *r);
-        if (r == NULL || td_map_put(&srv->auth_penalty, key, r) != 0) {
-            td_free(r);
-            return;
-        }
-    }
-    r->failures++;
-    if (r->failures > AUTH_FREE_TRIES) {
-        uint32_t shift = r->failures - AUTH_FREE_TRIES - 1;
-        uint64_t ms = shift >= 6 ? AUTH_MAX_PENALTY_MS : 1000u << shift;
-        r->until_ms = srv->now_ms() + (ms < AUTH_MAX_PENALTY_MS ? ms : AUTH_MAX_PENALTY_MS);
-    }
-}
-
-void td_rpc_server_close(struct td_rpc_server *srv)
-{
-    size_t iter = 0;
-    uint64_t key;
-    void *val;
-    while (td_map_next(&srv->auth_penalty, &iter, &key, &val)) {
-        td_free(val);
-    }
-    td_map_close(&srv->auth_penalty);
-    td_map_init(&srv->auth_penalty);
-}
-
-/* ---- the Hello's token as sent ---- */
-
-/* Reads a varint at *pos of b[0..n); false when it is truncated or longer than 10 bytes. */
-static bool pb_varint(const uint8_t *b, size_t n, size_t *pos, uint64_t *v)
-{
-    *v = 0;
-    for (int i = 0; i < 10 && *pos < n; i++) {
-        uint8_t c = b[(*pos)++];
-        *v |= (uint64_t)(c & 0x7f) << (7 * i);
-        if ((c & 0x80) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Steps over the value of a field of wire type wt at *pos; a length-delimited one's bytes are
-** left in *sub and *sub_len. False for a truncated value or a wire type protobuf-c refuses. */
-static bool pb_skip(const uint8_t *b, size_t n, size_t *pos, unsigned wt, size_t *sub,
-                    size_t *sub_len)
-{
-    uint64_t v;
-    switch (wt) {
-    case 0:
-        return pb_varint(b, n, pos, &v);
-    case 1:
-    case 5:
-        v = wt == 1 ? 8 : 4;
-        break;
-    case 2:
-        if (!pb_varint(b, n, pos, &v)) {
-            return false;
-        }
-        break;
-    default:
-        return false;
-    }
-    if (v > n - *pos) {
-        return false;
-    }
-    *sub = *pos;
-    *sub_len = (size_t)v;
-    *pos += (size_t)v;
-    return true;
-}
-
-/* The length on the wire of a Hello request's auth_token (Request field 2, Hello field 3), NUL
-** bytes included, or -1 when the request does not scan. protobuf-c hands a string over
-** NUL-terminated, so strlen() of a token with a NUL in it stops short: run_hello compares this
-** length too. Occurrences merge as protobuf-c merges them (the last token wins; another body
-** member in between replaces the Hello); where they might not agree run_hello refuses, because
-** both lengths must equal the expected token's. */
-static int64_t hello_token_wire_len(const uint8_t *meta, size_t n)
-{
-    size_t pos = 0, sub, sub_len;
-    int64_t len = 0;
-    while (pos < n) {
-        uint64_t key;
-        if (!pb_varint(meta, n, &pos, &key) || !pb_skip(meta, n, &pos, (unsigned)(key & 7), &sub,
-                                                       &sub_len)) {
-            return -1;
-        }
-        uint64_t field = key >> 3;
-        if (field == 2 && (key & 7) == 2) {
-            const uint8_t *h = meta + sub;
-            size_t q = 0, tok, tok_len;
-            while (q < sub_len) {
-                uint64_t hkey;
-                if (!pb_varint(h, sub_len, &q, &hkey) ||
-                    !pb_skip(h, sub_len, &q, (unsigned)(hkey & 7), &tok, &tok_len)) {
-                    return -1;
-                }
-                if ((hkey >> 3) == 3 && (hkey & 7) == 2) {
-                    len = (int64_t)tok_len;
-                }
-            }
-        } else if (field >= 3 && field <= 21) {
-            len = 0;  /* another member of the body oneof: the Hello so far is dropped */
-        }
-    }
-    return len;
-}
-
-static int run_hello(struct td_rpc_peer *p, uint64_t req_id, const Tensord__Hello *m,
-                     int64_t token_wire_len, Tensord__HelloResult *hr, struct td_err *err)
-{
+    struct td_rpc_peer *p = j->peer;
     struct td_rpc_server *srv = p->srv;
+    const Tensord__Hello *m = j->req->hello;
+    Tensord__HelloResult *hr = &res->hello_msg;
     uint32_t cmin = m->min_version != 0 ? m->min_version : 1;
     uint32_t cmax = m->max_version != 0 ? m->max_version : cmin;
     if (cmax < cmin || cmax < TD_PROTOCOL_MIN || cmin > TD_PROTOCOL_MAX) {
@@ -1625,25 +944,9 @@ static int run_hello(struct td_rpc_peer *p, uint64_t req_id, const Tensord__Hell
                           "no common protocol version: client speaks %u..%u, server %d..%d",
                           cmin, cmax, TD_PROTOCOL_MIN, TD_PROTOCOL_MAX);
     }
-    if (srv->auth_token != NULL) {
-        /* Only NULL means no auth: an empty expected token refuses every Hello. Constant time
-        ** over the expected token's length; the token as sent is its full wire length, so one
-        ** with a NUL in it is not cut short at the NUL. */
-        int prc = auth_check_penalty(srv, p->addr_key, err);
-        if (prc != 0) {
-            return prc;
-        }
-        const char *given = m->auth_token != NULL ? m->auth_token : "";
-        size_t want = strlen(srv->auth_token), got = strlen(given);
-        uint8_t diff = (uint8_t)(want == 0) | (uint8_t)(want != got) |
-                       (uint8_t)(token_wire_len < 0 || (uint64_t)token_wire_len != got);
-        for (size_t i = 0; i < want; i++) {
-            diff |= (uint8_t)(srv->auth_token[i] ^ (i < got ? given[i] : 0));
-        }
-        auth_note(srv, p->addr_key, diff == 0);
-        if (diff != 0) {
-            return td_err_set(err, TD_EAUTH, "authentication failed");
-        }
+    int arc = td_rpc_auth_check(srv, p->addr_key, m->auth_token, j->hello_token_len, err);
+    if (arc != 0) {
+        return arc;
     }
     if (p->session != NULL) {
         /* One session per connection. Switching a connection to another session would leave
@@ -1668,7 +971,8 @@ static int run_hello(struct td_rpc_peer *p, uint64_t req_id, const Tensord__Hell
     peer_set_session(p, s);
     td_log(TD_LOG_INFO, resumed ? "session_resumed" : "session_opened",
            "conn=%llu session=%s req=%llu sessions=%zu", (unsigned long long)p->conn_id,
-           s->token_tag, (unsigned long long)req_id, td_store_count(srv->store));
+           s->token_tag, (unsigned long long)j->req->id, td_store_count(srv->store));
+    tensord__hello_result__init(hr);
     hr->version = cmax < TD_PROTOCOL_MAX ? cmax : TD_PROTOCOL_MAX;
     hr->server_min_version = TD_PROTOCOL_MIN;
     hr->server_max_version = TD_PROTOCOL_MAX;
@@ -1678,22 +982,86 @@ static int run_hello(struct td_rpc_peer *p, uint64_t req_id, const Tensord__Hell
     hr->session_token.data = s->token;
     hr->session_token.len = sizeof s->token;
     hr->resumed = resumed;
+    res->hello = hr;
     return 0;
 }
 
-/* The handle a request's result goes under (0: none), where a failure is recorded. */
-static uint64_t request_out(const Tensord__Request *req)
+int td_rpc_run_manual_seed(struct rpc_job *j, struct td_session *s, struct result *res,
+                           struct td_err *err)
 {
-    switch (req->body_case) {
-    case TENSORD__REQUEST__BODY_CREATE: return req->create->out;
-    case TENSORD__REQUEST__BODY_FULL: return req->full->out;
-    case TENSORD__REQUEST__BODY_RAND: return req->rand->out;
-    case TENSORD__REQUEST__BODY_ARANGE: return req->arange->out;
-    case TENSORD__REQUEST__BODY_RUN_OP: return req->run_op->inplace ? 0 : req->run_op->out;
-    case TENSORD__REQUEST__BODY_GRAD: return req->grad->out;
-    default: return 0;
-    }
+    td_rng_seed(&s->rng, j->req->manual_seed->seed);
+    return 0;
 }
+
+int td_rpc_run_close_session(struct rpc_job *j, struct td_session *s, struct result *res,
+                             struct td_err *err)
+{
+    if (s->closed) {
+        return 0;  /* closed already (by another of its connections): done */
+    }
+    td_log(TD_LOG_INFO, "session_closed", "conn=%llu session=%s req=%llu",
+           (unsigned long long)j->peer->conn_id, s->token_tag, (unsigned long long)j->req->id);
+    td_rpc_remove_session_files(j->peer->srv, s);
+    td_session_close(s);
+    return 0;
+}
+
+int td_rpc_run_ping(struct rpc_job *j, struct td_session *s, struct result *res,
+                    struct td_err *err)
+{
+    return 0;
+}
+
+int td_rpc_run_set_grad_enabled(struct rpc_job *j, struct td_session *s, struct result *res,
+                                struct td_err *err)
+{
+    s->no_grad = !j->req->set_grad_enabled->enabled;
+    return 0;
+}
+
+/* ---- requests.def's out column: where a result goes, and a failure is recorded ---- */
+
+static uint64_t out_create(const Tensord__Request *req)
+{
+    return req->create->out;
+}
+
+static uint64_t out_full(const Tensord__Request *req)
+{
+    return req->full->out;
+}
+
+static uint64_t out_rand(const Tensord__Request *req)
+{
+    return req->rand->out;
+}
+
+static uint64_t out_arange(const Tensord__Request *req)
+{
+    return req->arange->out;
+}
+
+static uint64_t out_run_op(const Tensord__Request *req)
+{
+    return req->run_op->inplace ? 0 : req->run_op->out;  /* in place: the input stays */
+}
+
+static uint64_t out_grad(const Tensord__Request *req)
+{
+    return req->grad->out;
+}
+
+/* ---- requests.def's cost column ----
+**
+** What the request costs, from the handle table as it is when its turn comes (the same numbers
+** decide inline versus the pool, and max_op_elements): j->work is td_cost_work — an op's
+** elements read and written and its flops (expanded inputs at their logical size), a
+** creation's elements, a gathered Get chunk's, a Write's bytes (a memcpy), a Format's element
+** reads (td_print_cost), TD_RPC_FREE_WORK per handle a Free frees — and j->cost_name what a
+** limit message names (NULL: not limited). A request whose operands are invalid costs only its
+** frees: it fails before it touches anything else. Kinds without a cost function (Create adopts
+** its data section; Grad, SetGrad, Ping, Stats and the rest touch a few words) cost only their
+** free_first; Backward, Save and Load never run inline (requests.def). */
 
 /* torch.arange's length for these bounds (as td_tensor_arange computes it), saturating; 0 when
 ** the arguments are invalid (the request then fails before it allocates). */
@@ -1717,104 +1085,159 @@ static int64_t arange_numel(const Tensord__Arange *m)
     return n >= 9.0e18 ? INT64_MAX : (int64_t)n;
 }
 
-/* What the request costs, from the handle table as it is when its turn comes (the same
-** numbers decide inline versus the pool, and max_op_elements): j->work is td_cost_work — an
-** op's elements read and written and its flops (expanded inputs at their logical size), a
-** creation's elements, a gathered Get chunk's, a Write's bytes (a memcpy), a Format's
-** element reads (td_print_cost), plus TD_RPC_FREE_WORK per handle freed (free_first, Free) —
-** and j->cost_name what a limit message names (NULL: not limited). A request whose operands
-** are invalid costs only its frees: it fails before it touches anything else. */
+static void cost_op(struct rpc_job *j, struct td_session *s)
+{
+    const Tensord__RunOp *m = j->req->run_op;
+    struct td_operand in[TD_OP_MAX_INPUTS];
+    enum td_op_id op;
+    struct td_op_args args;
+    struct td_cost cost;
+    if (s != NULL && m->n_inputs <= TD_OP_MAX_INPUTS &&
+        resolve_operands(m, s, &op, in, NULL) == 0 && wire_args(m->args, &args, NULL) == 0) {
+        args.inplace = m->inplace;
+        if (td_op_cost(op, in, (int)m->n_inputs, &args, &cost, NULL) == 0) {
+            j->work = td_cost_work(&cost);
+            j->need_bytes = td_sat_add(cost.out_bytes, cost.temp_bytes);
+        }
+        j->cost_name = td_ops[op].name;
+    }
+}
+
+/* Full and Rand: the elements they fill. */
+static void cost_fill(struct rpc_job *j, struct td_session *s)
+{
+    const Tensord__Request *req = j->req;
+    bool full = req->body_case == TENSORD__REQUEST__BODY_FULL;
+    size_t n = full ? req->full->n_shape : req->rand->n_shape;
+    const int64_t *dims = full ? req->full->shape : req->rand->shape;
+    struct td_scalar v;
+    enum td_dtype dt = TD_DTYPE_F32;
+    int64_t numel;
+    /* With the dtype the request will have: a shape whose bytes overflow is refused by its own
+    ** check, which says so. */
+    bool typed = full ? wire_scalar(req->full->value, "", &v, NULL) == 0 &&
+                            wire_dtype(req->full->dtype, (int)td_scalar_dtype(v), &dt, NULL) == 0
+                      : wire_dtype(req->rand->dtype, TD_DTYPE_DEFAULT_FLOAT, &dt, NULL) == 0;
+    if (typed && n <= TD_MAX_DIMS && td_shape_check(dims, (int)n, dt, &numel, NULL, NULL) == 0) {
+        j->work = numel;
+    }
+    j->cost_name = full ? "full"
+                        : req->rand->distribution == TENSORD__DISTRIBUTION__NORMAL ? "randn"
+                                                                                  : "rand";
+}
+
+static void cost_arange(struct rpc_job *j, struct td_session *s)
+{
+    j->work = arange_numel(j->req->arange);
+    j->cost_name = "arange";
+}
+
+static void cost_format(struct rpc_job *j, struct td_session *s)
+{
+    struct td_tensor *t;
+    int64_t text;
+    if (s != NULL && td_session_lookup(s, j->req->format->handle, &t, NULL) == 0 &&
+        td_print_cost(t, &j->work, &text) != 0) {
+        j->work = 0;
+    }
+    j->cost_name = "format";
+}
+
+/* Gathering a view's chunk touches each element; a contiguous Get copies nothing. */
+static void cost_get(struct rpc_job *j, struct td_session *s)
+{
+    struct td_tensor *t;
+    const Tensord__Get *m = j->req->get;
+    if (s != NULL && !m->meta_only && td_session_lookup(s, m->handle, &t, NULL) == 0 &&
+        !td_tensor_is_contiguous(t)) {
+        /* the bytes td_rpc_run_get will gather: to the end, or the length when it is shorter */
+        uint64_t nbytes = td_tensor_nbytes(t);
+        uint64_t avail = m->offset <= nbytes ? nbytes - m->offset : 0;
+        uint64_t bytes = m->length != 0 && m->length < avail ? m->length : avail;
+        j->work = (int64_t)(bytes / td_dtype_size(t->dtype));
+    }
+}
+
+static void cost_write(struct rpc_job *j, struct td_session *s)
+{
+    j->work = j->data_len > INT64_MAX ? INT64_MAX : (int64_t)j->data_len;
+}
+
+/* Each handle freed is a map delete and maybe a tensor's teardown: a large Free goes to the
+** pool instead of holding the loop. */
+static void cost_free(struct rpc_job *j, struct td_session *s)
+{
+    if (j->req->free != NULL) {
+        size_t n = j->req->free->n_handles;
+        j->work = td_sat_mul(n > (size_t)INT64_MAX ? INT64_MAX : (int64_t)n, TD_RPC_FREE_WORK);
+    }
+}
+
+/* ---- the table ---- */
+
+/* Every row's oneof case and Request member exist: a row without a wire counterpart does not
+** compile. */
+#define REQ(id, name, inl, idempotent, auth, data, handler, cost, out)                             \
+    static_assert(TENSORD__REQUEST__BODY_##id > 0,                                                 \
+                  "requests.def: " #id " is a Request oneof case");                                \
+    static_assert(sizeof(((Tensord__Request *)0)->name) == sizeof(void *),                         \
+                  "requests.def: Request." #name " is a message");
+#include "rpc/requests.def"
+#undef REQ
+
+static const struct td_rpc_request requests[] = {
+#define REQ(id, name, inl, idempotent, auth, data, handler, cost, out)                             \
+    [TD_RPC_##id] = {#name, TENSORD__REQUEST__BODY_##id, handler, cost, out, inl,                  \
+                     TD_RPC_IDEM_##idempotent, TD_RPC_AUTH_##auth, data},
+#include "rpc/requests.def"
+#undef REQ
+};
+static_assert(sizeof requests / sizeof requests[0] == TD_RPC_KINDS,
+              "TD_RPC_KINDS is requests.def's row count");
+
+/* Oneof case -> 1 + its kind (0: no row), sized by the largest case. */
+static const uint8_t kind_by_case[] = {
+#define REQ(id, name, inl, idempotent, auth, data, handler, cost, out)                             \
+    [TENSORD__REQUEST__BODY_##id] = TD_RPC_##id + 1,
+#include "rpc/requests.def"
+#undef REQ
+};
+static_assert(TD_RPC_KINDS < UINT8_MAX, "kind_by_case holds a kind in a byte");
+
+const struct td_rpc_request *td_rpc_request_of(int body_case)
+{
+    if (body_case <= 0 || (size_t)body_case >= sizeof kind_by_case ||
+        kind_by_case[body_case] == 0) {
+        return NULL;
+    }
+    return &requests[kind_by_case[body_case] - 1];
+}
+
+const char *td_rpc_kind_name(int k)
+{
+    return k >= 0 && k < TD_RPC_KINDS ? requests[k].name : NULL;
+}
+
+/* The request's kind (enum td_rpc_kind), or -1. */
+static int request_kind(const Tensord__Request *req)
+{
+    const struct td_rpc_request *row = td_rpc_request_of((int)req->body_case);
+    return row != NULL ? (int)(row - requests) : -1;
+}
+
+/* Sizes j's request (its row's cost function, plus TD_RPC_FREE_WORK per free_first handle). */
 static void job_cost(struct rpc_job *j, struct td_session *s)
 {
     const Tensord__Request *req = j->req;
+    const struct td_rpc_request *row = td_rpc_request_of((int)req->body_case);
     j->costed = true;
     j->work = 0;
     j->need_bytes = 0;
     j->cost_name = NULL;
-    switch (req->body_case) {
-    case TENSORD__REQUEST__BODY_RUN_OP: {
-        const Tensord__RunOp *m = req->run_op;
-        struct td_operand in[TD_OP_MAX_INPUTS];
-        enum td_op_id op;
-        struct td_op_args args;
-        struct td_cost cost;
-        if (s != NULL && m->n_inputs <= TD_OP_MAX_INPUTS &&
-            resolve_operands(m, s, &op, in, NULL) == 0 && wire_args(m->args, &args, NULL) == 0) {
-            args.inplace = m->inplace;
-            if (td_op_cost(op, in, (int)m->n_inputs, &args, &cost, NULL) == 0) {
-                j->work = td_cost_work(&cost);
-                j->need_bytes = td_sat_add(cost.out_bytes, cost.temp_bytes);
-            }
-            j->cost_name = td_ops[op].name;
-        }
-        break;
+    if (row != NULL && row->cost != NULL) {
+        row->cost(j, s);
     }
-    case TENSORD__REQUEST__BODY_FULL:
-    case TENSORD__REQUEST__BODY_RAND: {
-        bool full = req->body_case == TENSORD__REQUEST__BODY_FULL;
-        size_t n = full ? req->full->n_shape : req->rand->n_shape;
-        const int64_t *dims = full ? req->full->shape : req->rand->shape;
-        struct td_scalar v;
-        enum td_dtype dt = TD_DTYPE_F32;
-        int64_t numel;
-        /* With the dtype the request will have: a shape whose bytes overflow is refused by
-        ** its own check, which says so. */
-        bool typed = full ? wire_scalar(req->full->value, "", &v, NULL) == 0 &&
-                                wire_dtype(req->full->dtype, (int)td_scalar_dtype(v), &dt,
-                                           NULL) == 0
-                          : wire_dtype(req->rand->dtype, TD_DTYPE_DEFAULT_FLOAT, &dt, NULL) == 0;
-        if (typed && n <= TD_MAX_DIMS &&
-            td_shape_check(dims, (int)n, dt, &numel, NULL, NULL) == 0) {
-            j->work = numel;
-        }
-        j->cost_name = full ? "full"
-                            : req->rand->distribution == TENSORD__DISTRIBUTION__NORMAL ? "randn"
-                                                                                      : "rand";
-        break;
-    }
-    case TENSORD__REQUEST__BODY_ARANGE:
-        j->work = arange_numel(req->arange);
-        j->cost_name = "arange";
-        break;
-    case TENSORD__REQUEST__BODY_FORMAT: {
-        struct td_tensor *t;
-        int64_t text;
-        if (s != NULL && td_session_lookup(s, req->format->handle, &t, NULL) == 0 &&
-            td_print_cost(t, &j->work, &text) != 0) {
-            j->work = 0;
-        }
-        j->cost_name = "format";
-        break;
-    }
-    case TENSORD__REQUEST__BODY_GET: {
-        /* Gathering a view's chunk touches each element; a contiguous Get copies nothing. */
-        struct td_tensor *t;
-        const Tensord__Get *m = req->get;
-        if (s != NULL && !m->meta_only && td_session_lookup(s, m->handle, &t, NULL) == 0 &&
-            !td_tensor_is_contiguous(t)) {
-            /* the bytes run_get will gather: to the end, or the length when it is shorter */
-            uint64_t nbytes = td_tensor_nbytes(t);
-            uint64_t avail = m->offset <= nbytes ? nbytes - m->offset : 0;
-            uint64_t bytes = m->length != 0 && m->length < avail ? m->length : avail;
-            j->work = (int64_t)(bytes / td_dtype_size(t->dtype));
-        }
-        break;
-    }
-    case TENSORD__REQUEST__BODY_WRITE:
-        j->work = j->data_len > INT64_MAX ? INT64_MAX : (int64_t)j->data_len;
-        break;
-    default:
-        /* Create adopts its data section (no copy); Grad, SetGrad, Ping, Stats and the rest
-        ** touch a few words. Backward, Save and Load: see job_is_heavy. */
-        break;
-    }
-    /* Each handle freed (free_first, and a Free's list) is a map delete and maybe a tensor's
-    ** teardown: a large Free goes to the pool instead of holding the loop. */
     int64_t frees = req->n_free_first > (size_t)INT64_MAX ? INT64_MAX : (int64_t)req->n_free_first;
-    if (req->body_case == TENSORD__REQUEST__BODY_FREE && req->free != NULL) {
-        size_t n = req->free->n_handles;
-        frees = td_sat_add(frees, n > (size_t)INT64_MAX ? INT64_MAX : (int64_t)n);
-    }
     j->work = td_sat_add(j->work, td_sat_mul(frees, TD_RPC_FREE_WORK));
 }
 
@@ -1830,12 +1253,29 @@ static int check_work_limit(const struct rpc_job *j, struct td_err *err)
     return 0;
 }
 
-/* Requests that still succeed, doing nothing, once their session is closed: a Ping, and a
-** CloseSession (the session is closed, as asked; several connections may each close it). */
-static bool noop_when_closed(const Tensord__Request *req)
+/* Counts j's request, answered with j->status, in the server's counters (stats.c). */
+static void record_stats(const struct rpc_job *j)
 {
-    return req->body_case == TENSORD__REQUEST__BODY_PING ||
-           req->body_case == TENSORD__REQUEST__BODY_CLOSE_SESSION;
+    enum td_op_id op;
+    int opi = -1;
+    if (j->req->body_case == TENSORD__REQUEST__BODY_RUN_OP &&
+        td_rpc_wire_op((int)j->req->run_op->op, &op) == 0) {
+        opi = (int)op;
+    }
+    td_rpc_stats_record(j->peer->srv, request_kind(j->req), opi, j->status, j->t0_us);
+}
+
+/* Requests that still succeed, doing nothing, once their session is closed (auth ANY: a Ping,
+** and a CloseSession: the session is closed, as asked; several connections may each close it). */
+static bool noop_when_closed(const struct td_rpc_request *row)
+{
+    return row != NULL && row->auth == TD_RPC_AUTH_ANY;
+}
+
+/* Requests that run without a session (auth NONE: Hello). */
+static bool needs_no_session(const struct td_rpc_request *row)
+{
+    return row != NULL && row->auth == TD_RPC_AUTH_NONE;
 }
 
 /* Runs the request in j against s, filling the status and result, then encodes the reply. */
@@ -1847,19 +1287,17 @@ static void job_execute(struct rpc_job *j)
     ** against, the table of the session whose FIFO ordered it (NULL: a Hello answered before
     ** the connection had one). */
     struct td_session *s = j->job.session;
+    const struct td_rpc_request *row = td_rpc_request_of((int)j->req->body_case);
     struct td_err err;
     td_err_clear(&err);
     struct result res = {0};
-    Tensord__StatsResult stats = TENSORD__STATS_RESULT__INIT;
-    Tensord__HelloResult hello_res = TENSORD__HELLO_RESULT__INIT;
     Tensord__Limits limits = TENSORD__LIMITS__INIT;
-    uint64_t out_handle = request_out(j->req);
-    void *stats_mem = NULL;
+    uint64_t out_handle = row != NULL && row->out != NULL ? row->out(j->req) : 0;
     /* Cancelled between its dispatch and now: it has not started, so it does nothing. */
     int rc = td_cancel_check(&err);
-    bool hello = j->req->body_case == TENSORD__REQUEST__BODY_HELLO;
+    bool hello = needs_no_session(row);
 
-    if (rc == 0 && !hello && s != NULL && s->closed && !noop_when_closed(j->req)) {
+    if (rc == 0 && !hello && s != NULL && s->closed && !noop_when_closed(row)) {
         /* Queued behind its session's CloseSession: it fails at once and touches nothing. */
         rc = td_err_set(&err, TD_ESESSION, "session is closed");
     }
@@ -1874,79 +1312,11 @@ static void job_execute(struct rpc_job *j)
     if (rc == 0 && !hello) {
         rc = check_work_limit(j, &err);
     }
-    switch (rc != 0 ? -1 : (int)j->req->body_case) {
-    case -1:
-        break;  /* cancelled, or over a limit: err says which */
-    case TENSORD__REQUEST__BODY_HELLO:
-        rc = run_hello(p, j->req->id, j->req->hello, j->hello_token_len, &hello_res, &err);
-        res.hello = rc == 0 ? &hello_res : NULL;
-        break;
-    case TENSORD__REQUEST__BODY_CREATE:
-        rc = run_create(j, s, &res, &err);
-        break;
-    case TENSORD__REQUEST__BODY_FULL:
-        rc = run_full(j, s, &res, &err);
-        break;
-    case TENSORD__REQUEST__BODY_RAND:
-        rc = run_rand(j, s, &res, &err);
-        break;
-    case TENSORD__REQUEST__BODY_ARANGE:
-        rc = run_arange(j, s, &res, &err);
-        break;
-    case TENSORD__REQUEST__BODY_MANUAL_SEED:
-        td_rng_seed(&s->rng, j->req->manual_seed->seed);
-        break;
-    case TENSORD__REQUEST__BODY_RUN_OP:
-        rc = run_op(j, s, &res, &err);
-        break;
-    case TENSORD__REQUEST__BODY_GET:
-        rc = run_get(j, s, &res, &err);
-        break;
-    case TENSORD__REQUEST__BODY_FREE:
-        rc = run_free(j, s, &err);
-        break;
-    case TENSORD__REQUEST__BODY_CLOSE_SESSION:
-        if (s->closed) {
-            break;  /* closed already (by another of its connections): done */
-        }
-        td_log(TD_LOG_INFO, "session_closed", "conn=%llu session=%s req=%llu",
-               (unsigned long long)p->conn_id, s->token_tag, (unsigned long long)j->req->id);
-        remove_session_files(p->srv, s);
-        td_session_close(s);
-        break;
-    case TENSORD__REQUEST__BODY_PING:
-        break;
-    case TENSORD__REQUEST__BODY_STATS:
-        rc = run_stats(p->srv, s, &stats, &stats_mem, &err);
-        res.stats = rc == 0 ? &stats : NULL;
-        break;
-    case TENSORD__REQUEST__BODY_WRITE:
-        rc = run_write(j, s, &res, &err);
-        break;
-    case TENSORD__REQUEST__BODY_SAVE:
-        rc = run_save(j, s, &err);
-        break;
-    case TENSORD__REQUEST__BODY_LOAD:
-        rc = run_load(j, s, &res, &err);
-        break;
-    case TENSORD__REQUEST__BODY_FORMAT:
-        rc = run_format(j, s, &res, &err);
-        break;
-    case TENSORD__REQUEST__BODY_BACKWARD:
-        rc = run_backward(j, s, &err);
-        break;
-    case TENSORD__REQUEST__BODY_GRAD:
-        rc = run_grad(j, s, &res, &err);
-        break;
-    case TENSORD__REQUEST__BODY_SET_GRAD:
-        rc = run_set_grad(j, s, &res, &err);
-        break;
-    case TENSORD__REQUEST__BODY_SET_GRAD_ENABLED:
-        s->no_grad = !j->req->set_grad_enabled->enabled;
-        break;
-    default:
-        rc = td_err_set(&err, TD_EOP, "unknown request kind (field %d)", (int)j->req->body_case);
-        break;
+    if (rc == 0) {
+        /* Else it was cancelled, its session closed, or it is over a limit: err says which. */
+        rc = row != NULL ? row->run(j, s, &res, &err)
+                         : td_err_set(&err, TD_EOP, "unknown request kind (field %d)",
+                                      (int)j->req->body_case);
     }
     if (rc != 0) {
         /* Pipelined ops naming this output must learn why it is missing — unless it was
@@ -1955,6 +1325,8 @@ static void job_execute(struct rpc_job *j)
         if (out_handle != 0 && s != NULL && err.code != TD_EEXIST && err.code != TD_ECANCELED) {
             td_session_put_failure(s, out_handle, &err);
         }
+        td_free(res.text);
+        td_free(res.mem);
         res = (struct result){0};
         if (j->pin == NULL) {
             reply_release_data(&j->reply);
@@ -1985,9 +1357,10 @@ static void job_execute(struct rpc_job *j)
         info.nbytes = td_tensor_nbytes(t);
         info.offset = res.offset;
         info.length = res.length;
-        info.requires_grad = t->requires_grad;
-        info.is_leaf = t->grad_fn == NULL;
-        info.grad_fn = t->grad_fn != NULL ? (char *)td_node_name(t->grad_fn) : "";
+        const char *grad_fn = td_autograd_grad_fn_name(t);
+        info.requires_grad = td_autograd_requires_grad(t);
+        info.is_leaf = td_autograd_is_leaf(t);
+        info.grad_fn = grad_fn != NULL ? (char *)grad_fn : "";
         resp.result_case = TENSORD__RESPONSE__RESULT_TENSOR;
         resp.tensor = &info;
     } else if (res.text != NULL) {
@@ -2001,7 +1374,7 @@ static void job_execute(struct rpc_job *j)
         limits.max_tensor_bytes = (uint64_t)p->srv->store->cfg.max_tensor_bytes;
         limits.session_max_bytes = (uint64_t)p->srv->store->cfg.session_max_bytes;
         limits.max_dims = TD_MAX_DIMS;
-        hello_res.limits = &limits;
+        res.hello->limits = &limits;
         resp.result_case = TENSORD__RESPONSE__RESULT_HELLO;
         resp.hello = res.hello;
     }
@@ -2010,7 +1383,7 @@ static void job_execute(struct rpc_job *j)
     }
     encode_response(&resp, &j->reply);
     td_free(res.text);
-    td_free(stats_mem);
+    td_free(res.mem);
 }
 
 /* Frees the job and whatever it still holds: its request, its data section and that data's
@@ -2041,13 +1414,9 @@ static bool job_is_heavy(struct td_job *job)
     if (job->session->closed) {
         return false;  /* it fails at once ("session is closed"), touching nothing */
     }
-    switch (j->req->body_case) {
-    case TENSORD__REQUEST__BODY_BACKWARD:
-    case TENSORD__REQUEST__BODY_SAVE:
-    case TENSORD__REQUEST__BODY_LOAD:
+    const struct td_rpc_request *row = td_rpc_request_of((int)j->req->body_case);
+    if (row != NULL && !row->may_inline) {
         return true;  /* a graph's size is unknown until walked, and files block: off the loop */
-    default:
-        break;
     }
     job_cost(j, job->session);
     job->work = j->work;  /* spends the turn's budget (free_first included) */
@@ -2131,7 +1500,7 @@ static void job_done(struct td_job *job)
     deliver_sent(p, &j->reply, x);
 out:
     if (j->ran) {
-        stats_record(p->srv, j->req, j->status, j->t0_us);
+        record_stats(j);
     }
     job_free(j);
     peer_unref(p);
@@ -2237,11 +1606,11 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         return;
     }
     j->req = req;
+    const struct td_rpc_request *row = td_rpc_request_of((int)req->body_case);
     if (req->body_case == TENSORD__REQUEST__BODY_HELLO) {
-        j->hello_token_len = hello_token_wire_len(meta, meta_len);
+        j->hello_token_len = td_rpc_hello_token_wire_len(meta, meta_len);
     }
-    if (req->body_case != TENSORD__REQUEST__BODY_CREATE &&
-        req->body_case != TENSORD__REQUEST__BODY_WRITE && data_len != 0) {
+    if ((row == NULL || !row->data) && data_len != 0) {
         uint64_t id = req->id;
         job_free(j);
         frame_data_free(&fd);
@@ -2249,12 +1618,12 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         return;
     }
     if (p->session == NULL) {
-        if (req->body_case == TENSORD__REQUEST__BODY_HELLO) {
+        if (needs_no_session(row)) {
             /* No session, so no queue to wait behind: answer now. */
             j->peer = p;
-            j->t0_us = now_us();
+            j->t0_us = td_rpc_now_us();
             job_execute(j);
-            stats_record(p->srv, req, j->status, j->t0_us);
+            record_stats(j);
             deliver(p, &j->reply);  /* a NULL frame tells the connection to close */
         } else {
             td_rpc_reply_error(p, req->id, TD_ENOSESSION, "no session: send Hello first", false);
@@ -2275,11 +1644,11 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         reply_early_error(p, id, why.code, why.msg);
         return;
     }
-    if (p->session->closed && !noop_when_closed(req)) {
+    if (p->session->closed && !noop_when_closed(row)) {
         /* CloseSession has run: nothing more is done on this connection (a Hello would switch
         ** it to another session under the closed one's FIFO). */
         uint64_t id = req->id;
-        bool is_hello = req->body_case == TENSORD__REQUEST__BODY_HELLO;
+        bool is_hello = needs_no_session(row);
         job_free(j);
         frame_data_free(&fd);
         reply_early_error(p, id, is_hello ? TD_EPROTO : TD_ESESSION,
@@ -2326,7 +1695,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         td_session_cancel(p->session, NULL, NULL, TD_CANCEL_SESSION_CLOSED);
     }
     j->peer = p;
-    j->t0_us = now_us();
+    j->t0_us = td_rpc_now_us();
     p->refs++;
     p->pending++;
     j->data = fd.data;
@@ -2423,3 +1792,4 @@ void td_rpc_peer_close(struct td_rpc_peer *p)
     }
     peer_unref(p);
 }
+

@@ -33,7 +33,15 @@
 /* Latency histogram bucket upper bounds, in microseconds; the last bucket is everything above. */
 #define TD_RPC_LAT_BUCKETS 8
 extern const uint64_t td_rpc_lat_bounds_us[TD_RPC_LAT_BUCKETS - 1];
-#define TD_RPC_KINDS 24                 /* request kinds by protobuf field number (oneof case) */
+
+/* Request kinds, one per row of rpc/requests.def, in its order (the proto's field order):
+** TD_RPC_HELLO, TD_RPC_CREATE, ...; TD_RPC_KINDS counts them. */
+enum td_rpc_kind {
+#define REQ(id, name, inline, idempotent, auth, data, handler, cost, out) TD_RPC_##id,
+#include "rpc/requests.def"
+#undef REQ
+    TD_RPC_KINDS
+};
 
 /* Counts for one request kind or one op: requests, error replies, and how long each took from
 ** arrival to its reply being ready (queueing included), as a histogram. */
@@ -47,10 +55,11 @@ struct td_rpc_stats {
     uint64_t connections;               /* open now */
     uint64_t connections_total;
     uint64_t auth_failures;
-    struct td_rpc_counter kinds[TD_RPC_KINDS];
+    struct td_rpc_counter kinds[TD_RPC_KINDS];  /* by enum td_rpc_kind */
 };
 
-/* The protocol's name of request kind k ("run_op"), or NULL for an unused number. */
+/* The protocol's name of request kind k ("run_op": its Request member), or NULL when k is not
+** an enum td_rpc_kind. */
 const char *td_rpc_kind_name(int k);
 
 /* Server-wide settings and state rpc needs. */
@@ -81,7 +90,7 @@ struct td_rpc_server {
                                         ** the workers; zeroed: counted on first use */
     struct td_rpc_stats stats;
     struct td_rpc_counter op_counters[TD_OP_COUNT];  /* RunOp, by op */
-    struct td_map auth_penalty;         /* peer address hash -> failures; see run_hello */
+    struct td_map auth_penalty;         /* peer address hash -> failures; see auth.c */
 };
 
 /* Frees what the server accumulated (the auth penalty table). */

@@ -19,6 +19,7 @@
 #include "base/cmp.h"
 #include "base/log.h"
 #include "base/sha256.h"
+#include "core/autograd.h"
 #include "core/dtype.h"
 #include "core/tensor.h"
 
@@ -611,6 +612,111 @@ int td_persist_read(struct td_persist_file *f, int i, struct td_quota *q, struct
     return 0;
 }
 
+/* ---- Save files: named tensors and their requires_grad list ---- */
+
+/* The names of a Save file's requires_grad list (one per line), split and sorted for lookups. */
+struct td_persist_names {
+    char *buf;
+    const char **v;
+    size_t n;
+};
+
+static void names_free(struct td_persist_names *ns)
+{
+    if (ns != NULL) {
+        td_free(ns->buf);
+        td_free(ns->v);
+        td_free(ns);
+    }
+}
+
+static int names_parse(const char *lines, struct td_persist_names **out)
+{
+    struct td_persist_names *ns = td_calloc(1, sizeof *ns);
+    *out = ns;
+    if (ns == NULL) {
+        return -1;
+    }
+    if (lines == NULL || *lines == '\0') {
+        return 0;
+    }
+    size_t len = strlen(lines), cap = 1;
+    for (size_t i = 0; i < len; i++) {
+        cap += lines[i] == '\n';
+    }
+    ns->buf = td_malloc(len + 1);
+    ns->v = td_calloc(cap, sizeof *ns->v);
+    if (ns->buf == NULL || ns->v == NULL) {
+        return -1;
+    }
+    memcpy(ns->buf, lines, len + 1);
+    for (char *p = ns->buf; *p != '\0' && ns->n < cap;) {
+        char *nl = strchr(p, '\n');
+        if (nl != NULL) {
+            *nl = '\0';
+        }
+        ns->v[ns->n++] = p;
+        p = nl != NULL ? nl + 1 : p + strlen(p);
+    }
+    qsort(ns->v, ns->n, sizeof *ns->v, td_cmp_str);
+    return 0;
+}
+
+static bool names_has(const struct td_persist_names *ns, const char *name)
+{
+    return ns->n > 0 && bsearch(&name, ns->v, ns->n, sizeof *ns->v, td_cmp_str) != NULL;
+}
+
+int td_persist_save_named(const char *path, struct td_tensor *const *t, const char *const *names,
+                          int n, int64_t max_bytes, const struct td_persist_budget *budget,
+                          int64_t owner_used, struct td_err *err)
+{
+    char *rg = NULL;
+    size_t rglen = 0;
+    for (int i = 0; i < n; i++) {
+        if (!td_autograd_requires_grad(t[i])) {
+            continue;
+        }
+        size_t add = strlen(names[i]) + 1;
+        char *nb = td_realloc(rg, rglen + add + 1);
+        if (nb == NULL) {
+            td_free(rg);
+            return td_err_code(err, TD_ENOMEM);
+        }
+        rg = nb;
+        memcpy(rg + rglen, names[i], add - 1);
+        rglen += add;
+        rg[rglen - 1] = '\n';
+        rg[rglen] = '\0';
+    }
+    const char *keys[] = {"format", TD_PERSIST_KEY_REQUIRES_GRAD};
+    const char *vals[] = {"pt", rg != NULL ? rg : ""};
+    int rc = td_persist_write(path, t, names, n, keys, vals, rg != NULL ? 2 : 1, max_bytes, budget,
+                              owner_used, err);
+    td_free(rg);
+    return rc;
+}
+
+int td_persist_load_named(struct td_persist_file *f, const char *name, struct td_quota *q,
+                          struct td_tensor **out, struct td_err *err)
+{
+    int i = td_st_find(&f->h, name);
+    if (i < 0) {
+        return td_err_set(err, TD_EINVAL, "no tensor named '%s' in the file", name);
+    }
+    if (f->grad_names == NULL &&
+        names_parse(td_st_meta(&f->h, TD_PERSIST_KEY_REQUIRES_GRAD), &f->grad_names) != 0) {
+        names_free(f->grad_names);
+        f->grad_names = NULL;
+        return td_err_code(err, TD_ENOMEM);
+    }
+    int rc = td_persist_read(f, i, q, out, err);
+    if (rc == 0) {
+        td_autograd_restore_flags(*out, names_has(f->grad_names, name), false);
+    }
+    return rc;
+}
+
 void td_persist_close(struct td_persist_file *f)
 {
     if (f->fd >= 0) {
@@ -618,6 +724,8 @@ void td_persist_close(struct td_persist_file *f)
     }
     f->fd = -1;
     td_st_header_free(&f->h);
+    names_free(f->grad_names);
+    f->grad_names = NULL;
 }
 
 /* ---- session snapshots ---- */
@@ -665,7 +773,7 @@ static int save_session(struct td_session *s, const char *dir,
             continue;  /* a failure record: nothing to keep */
         }
         for (int pass = 0; pass < 2; pass++) {
-            struct td_tensor *t = pass == 0 ? e->t : e->t->grad;
+            struct td_tensor *t = pass == 0 ? e->t : td_autograd_grad(e->t);
             if (t == NULL) {
                 continue;
             }
@@ -677,8 +785,8 @@ static int save_session(struct td_session *s, const char *dir,
             snprintf(names[n], 24, "%c%" PRIu64, pass == 0 ? 'h' : 'g', handle);
             ts[n++] = t;
         }
-        if ((e->t->requires_grad && strlist_add(&rg, handle) != 0) ||
-            (e->t->retains_grad && strlist_add(&rt, handle) != 0)) {
+        if ((td_autograd_requires_grad(e->t) && strlist_add(&rg, handle) != 0) ||
+            (td_autograd_retains_grad(e->t) && strlist_add(&rt, handle) != 0)) {
             rc = td_err_code(err, TD_ENOMEM);
         }
     }
@@ -687,7 +795,7 @@ static int save_session(struct td_session *s, const char *dir,
         td_persist_session_dir(s, hex);
         snprintf(rng, sizeof rng, "%" PRIu64 ",%" PRIu64, s->rng.seed, s->rng.offset);
         const char *keys[] = {"tensord_session", "token_sha256", "rng", "no_grad",
-                              "requires_grad", "retains_grad"};
+                              TD_PERSIST_KEY_REQUIRES_GRAD, TD_PERSIST_KEY_RETAINS_GRAD};
         const char *vals[] = {"1", hex, rng, s->no_grad ? "1" : "0", rg.len ? rg.buf : "-",
                               rt.len ? rt.buf : "-"};
         snprintf(path, sizeof path, "%s/%s%s", dir, hex, SNAPSHOT_SUFFIX);
@@ -834,8 +942,8 @@ static int restore_session(struct td_store *st, const char *path, uint64_t now_m
     const char *ng = td_st_meta(&f.h, "no_grad");
     s->no_grad = ng != NULL && strcmp(ng, "1") == 0;
     struct handle_set rg = {0}, rt = {0};
-    if (handle_set_parse(td_st_meta(&f.h, "requires_grad"), &rg) != 0 ||
-        handle_set_parse(td_st_meta(&f.h, "retains_grad"), &rt) != 0) {
+    if (handle_set_parse(td_st_meta(&f.h, TD_PERSIST_KEY_REQUIRES_GRAD), &rg) != 0 ||
+        handle_set_parse(td_st_meta(&f.h, TD_PERSIST_KEY_RETAINS_GRAD), &rt) != 0) {
         rc = td_err_code(err, TD_ENOMEM);
     }
     /* Tensors first, then grads onto them. */
@@ -857,8 +965,7 @@ static int restore_session(struct td_store *st, const char *path, uint64_t now_m
                 break;
             }
             if (pass == 0) {
-                t->requires_grad = handle_set_has(&rg, h) && td_dtype_is_float(t->dtype);
-                t->retains_grad = handle_set_has(&rt, h);
+                td_autograd_restore_flags(t, handle_set_has(&rg, h), handle_set_has(&rt, h));
                 if ((rc = td_session_check_out(s, h, err)) == 0) {
                     rc = td_session_put(s, h, t, err);
                 } else {
@@ -872,8 +979,7 @@ static int restore_session(struct td_store *st, const char *path, uint64_t now_m
                 rc = td_err_set(err, TD_EINVAL, "grad '%s' of no tensor", name);
                 break;
             }
-            td_tensor_unref(owner->grad);
-            owner->grad = t;
+            td_autograd_set_grad(owner, t);
         }
     }
     td_free(rg.v);

@@ -125,11 +125,15 @@ int td_persist_write(const char *path, struct td_tensor *const *t, const char *c
                      int64_t max_bytes, const struct td_persist_budget *budget,
                      int64_t owner_used, struct td_err *err);
 
+struct td_persist_names;
+
 /* An open file whose header has been checked. */
 struct td_persist_file {
     int fd;
     uint64_t data_start;
     struct td_st_header h;
+    struct td_persist_names *grad_names;    /* owned: the file's requires_grad list, parsed on
+                                            ** first use by td_persist_load_named, or NULL */
 };
 
 int td_persist_open(const char *path, struct td_persist_file *f, struct td_err *err);
@@ -139,6 +143,28 @@ int td_persist_read(struct td_persist_file *f, int i, struct td_quota *q, struct
                     struct td_err *err);
 
 void td_persist_close(struct td_persist_file *f);
+
+/* ---- grad flags in a file's metadata ----
+** Both kinds of file say which tensors require grad under the metadata key "requires_grad"
+** (TD_PERSIST_KEY_REQUIRES_GRAD), and a snapshot which retain it under "retains_grad"; reading
+** one back, the flags go through core (td_autograd_restore_flags), whose rule drops
+** requires_grad from a tensor that is not floating point. A Save file lists names, one per
+** line ("a\nb\n"); a snapshot lists handles, comma-separated ("1,5,9", "-" for none). */
+#define TD_PERSIST_KEY_REQUIRES_GRAD "requires_grad"
+#define TD_PERSIST_KEY_RETAINS_GRAD "retains_grad"
+
+/* Writes a Save file: t[i] (borrowed) under names[i] (1..TD_ST_NAME_MAX bytes, distinct, no
+** control characters: the caller has checked), with metadata "format": "pt" and, when any of
+** them requires grad, their names under "requires_grad". The other arguments and the errors
+** are td_persist_write's. */
+int td_persist_save_named(const char *path, struct td_tensor *const *t, const char *const *names,
+                          int n, int64_t max_bytes, const struct td_persist_budget *budget,
+                          int64_t owner_used, struct td_err *err);
+
+/* Reads the tensor named `name` from an open Save file into a new tensor (*out) charged to q,
+** requiring grad when the file lists it. TD_EINVAL when the file has no such tensor. */
+int td_persist_load_named(struct td_persist_file *f, const char *name, struct td_quota *q,
+                          struct td_tensor **out, struct td_err *err);
 
 /* Writes every live session to <dir>/<token hash>.safetensors. Returns how many were written;
 ** failures are logged and counted in *failed. Call on the loop thread. A session whose job is

@@ -20,6 +20,7 @@
 */
 #include "session/session.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/random.h>
@@ -369,6 +370,18 @@ void td_store_close(struct td_store *st)
 
 /* ---- sessions ---- */
 
+/* Debug builds check the handle table's invariants around every change and lookup, on what the
+** table itself made (never on a handle or value from the wire): an entry holds a tensor or a
+** failure, never both or neither, and the session's quota holds at least every entry's charge.
+** O(1) each; compiled out with NDEBUG. */
+static void table_check(const struct td_session *s, const struct td_entry *e)
+{
+    assert(e == NULL || (e->t == NULL) != (e->failure == NULL));
+    assert(atomic_load(&s->quota.used) >= (int64_t)s->handles.len * s->entry_bytes);
+    (void)s;
+    (void)e;
+}
+
 /* Frees an entry taken out of s's table and gives back its charge. */
 static void entry_free(struct td_session *s, struct td_entry *e)
 {
@@ -450,6 +463,7 @@ int td_session_lookup(struct td_session *s, uint64_t handle, struct td_tensor **
     if (e == NULL) {
         return td_err_set(err, TD_EHANDLE, "unknown handle %llu", (unsigned long long)handle);
     }
+    table_check(s, e);
     if (e->t == NULL) {
         return td_err_set(err, TD_EINPUT, "input %llu failed: %s", (unsigned long long)handle,
                           e->failure->msg);
@@ -496,6 +510,7 @@ int td_session_put(struct td_session *s, uint64_t handle, struct td_tensor *t, s
     }
     e->t = t;
     e->failure = NULL;
+    table_check(s, e);
     return 0;
 }
 
@@ -519,12 +534,15 @@ void td_session_put_failure(struct td_session *s, uint64_t handle, const struct 
     td_err_copy(f, cause);
     e->t = NULL;
     e->failure = f;
+    table_check(s, e);
 }
 
 void td_session_free_handle(struct td_session *s, uint64_t handle)
 {
     if (handle != 0 && handle != UINT64_MAX) {
-        entry_free(s, td_map_del(&s->handles, handle));
+        struct td_entry *e = td_map_del(&s->handles, handle);
+        table_check(s, e);
+        entry_free(s, e);
     }
 }
 

@@ -27,6 +27,7 @@ import time
 from typing import Any, Callable, Deque, List, Optional
 
 from . import tensord_pb2 as pb
+from ._requests import IDEMPOTENT, IDEMPOTENT_OUT_OF_PLACE
 
 HEADER = struct.Struct(">IQ")
 FLUSH_AT = 1 << 16          # queued bytes that trigger a write without waiting for a reply
@@ -49,9 +50,9 @@ except ImportError:  # pragma: no cover - exercised by a test that hides numpy
     NUMPY = {}
     DTYPES = {k: (DTYPE_WIRE[k], None) for k in DTYPE_WIRE}
 
-# Requests that change nothing when repeated after they ran (see the module docstring).
-_REPLAYABLE = {"create", "full", "rand", "arange", "get", "free", "ping", "stats", "format",
-               "grad", "write", "set_grad_enabled", "close_session"}
+# Requests that change nothing when repeated after they ran (see the module docstring): the
+# idempotent column of server/rpc/requests.def, generated into _requests.py by make.
+_REPLAYABLE = IDEMPOTENT
 
 
 class ServerError(Exception):
@@ -224,7 +225,8 @@ class Conn:
         """Queues a request without waiting; returns its Pending."""
         kind = req.WhichOneof("body")
         if replay is None:
-            replay = kind in _REPLAYABLE or (kind == "run_op" and not req.run_op.inplace)
+            replay = kind in _REPLAYABLE or (kind in IDEMPOTENT_OUT_OF_PLACE and
+                                             not getattr(req, kind).inplace)
         return self._queue(req, data, kind, replay)
 
     def _queue(self, req: Any, data: Any, kind: str, replay: bool) -> Pending:
