@@ -9,6 +9,7 @@
 #include "print.h"
 
 #include "base/checked.h"
+#include "base/strbuf.h"
 #include "cancel.h"
 
 #include <math.h>
@@ -18,56 +19,11 @@
 
 /* ---- a growable string ---- */
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void sb_reserve(struct sbuf *b, size_t more)
+/* n spaces (none when n <= 0). */
+static void sb_spaces(struct td_strbuf *b, int n)
 {
-    size_t need;
-    if (!b->oom && (!td_add_size(b->len, more, &need) || !td_add_size(need, 1, &need))) {
-        b->oom = true;  /* cannot happen below SIZE_MAX, but a wrapped size must not pass */
-    }
-    if (b->oom || need <= b->cap) {
-        return;
-    }
-    size_t ncap = b->cap ? b->cap : 256;
-    while (ncap < need) {
-        if (!td_mul_size(ncap, 2, &ncap)) {
-            b->oom = true;
-            return;
-        }
-    }
-    char *np = td_realloc(b->p, ncap);
-    if (np == NULL) {
-        b->oom = true;
-        return;
-    }
-    b->p = np;
-    b->cap = ncap;
-}
-
-static void sb_putn(struct sbuf *b, const char *s, size_t n)
-{
-    sb_reserve(b, n);
-    if (!b->oom) {
-        memcpy(b->p + b->len, s, n);
-        b->len += n;
-        b->p[b->len] = '\0';
-    }
-}
-
-static void sb_puts(struct sbuf *b, const char *s)
-{
-    sb_putn(b, s, strlen(s));
-}
-
-static void sb_spaces(struct sbuf *b, int n)
-{
-    for (int i = 0; i < n; i++) {
-        sb_putn(b, " ", 1);
+    if (n > 0) {
+        td_strbuf_repeat(b, ' ', (size_t)n);
     }
 }
 
@@ -252,17 +208,17 @@ static void formatter_init(struct formatter *f, const struct td_tensor *t,
     }
 }
 
-static void put_value(struct sbuf *b, const struct formatter *f, int64_t off)
+static void put_value(struct td_strbuf *b, const struct formatter *f, int64_t off)
 {
     char buf[64];
     int n = fmt_value(f, off, buf, sizeof buf);
     sb_spaces(b, f->max_width - n);
-    sb_putn(b, buf, (size_t)n);
+    td_strbuf_append(b, buf, (size_t)n);
 }
 
 /* ---- rendering (torch's _tensor_str_with_formatter) ---- */
 
-static void render(struct sbuf *b, struct formatter *f, int dim, int64_t off, int indent,
+static void render(struct td_strbuf *b, struct formatter *f, int dim, int64_t off, int indent,
                    bool summarize)
 {
     if (f->stop) {
@@ -276,46 +232,46 @@ static void render(struct sbuf *b, struct formatter *f, int dim, int64_t off, in
         int element_length = f->max_width + 2;
         int per_line = (int)floor((double)(o->linewidth - indent) / element_length);
         per_line = per_line < 1 ? 1 : per_line;
-        sb_puts(b, "[");
+        td_strbuf_puts(b, "[");
         int on_line = 0;
         for (int64_t i = 0; i < n; i++) {
             if (on_line == per_line) {
-                sb_puts(b, ",\n");
+                td_strbuf_puts(b, ",\n");
                 sb_spaces(b, indent + 1);
                 on_line = 0;
             } else if (i > 0) {
-                sb_puts(b, ", ");
+                td_strbuf_puts(b, ", ");
             }
             if (cut && i == e) {
-                sb_puts(b, " ...");
+                td_strbuf_puts(b, " ...");
                 i = n - e - 1;
             } else {
                 put_value(b, f, off + i * t->strides[dim]);
             }
             on_line++;
         }
-        sb_puts(b, "]");
+        td_strbuf_puts(b, "]");
         row_done(f, n);
         return;
     }
-    sb_puts(b, "[");
+    td_strbuf_puts(b, "[");
     int rest = t->ndim - dim;  /* this slice's dim count */
     for (int64_t i = 0; i < n; i++) {
         if (i > 0) {
-            sb_puts(b, ",");
+            td_strbuf_puts(b, ",");
             for (int k = 0; k < rest - 1; k++) {
-                sb_puts(b, "\n");
+                td_strbuf_puts(b, "\n");
             }
             sb_spaces(b, indent + 1);
         }
         if (cut && i == e) {
-            sb_puts(b, "...");
+            td_strbuf_puts(b, "...");
             i = n - e - 1;
             continue;
         }
         render(b, f, dim + 1, off + i * t->strides[dim], indent + 1, summarize);
     }
-    sb_puts(b, "]");
+    td_strbuf_puts(b, "]");
 }
 
 /* ---- text bounds ---- */
@@ -432,7 +388,7 @@ void td_print_opts_default(struct td_print_opts *o)
 }
 
 /* torch's _add_suffixes. */
-static void add_suffixes(struct sbuf *b, char suffixes[][48], int n, int indent, int linewidth)
+static void add_suffixes(struct td_strbuf *b, char suffixes[][48], int n, int indent, int linewidth)
 {
     const char *nl = b->p != NULL ? strrchr(b->p, '\n') : NULL;
     /* len(s) - s.rfind("\n") + 1, with rfind = -1 when there is no newline */
@@ -442,22 +398,22 @@ static void add_suffixes(struct sbuf *b, char suffixes[][48], int n, int indent,
         int64_t sl = (int64_t)strlen(suffixes[i]) -
                      (strncmp(suffixes[i], "dtype=tensord.", 14) == 0 ? 2 : 0);
         if (last_line_len + sl + 2 > linewidth) {
-            sb_puts(b, ",\n");
+            td_strbuf_puts(b, ",\n");
             sb_spaces(b, indent);
             last_line_len = indent + sl;
         } else {
-            sb_puts(b, ", ");
+            td_strbuf_puts(b, ", ");
             last_line_len += sl + 2;
         }
-        sb_puts(b, suffixes[i]);
+        td_strbuf_puts(b, suffixes[i]);
     }
-    sb_puts(b, ")");
+    td_strbuf_puts(b, ")");
 }
 
 int td_tensor_repr(const struct td_tensor *t, const struct td_print_opts *o, char **out,
                    struct td_err *err)
 {
-    struct sbuf b = {0};
+    struct td_strbuf b;
     const int indent = 7;  /* len("tensor(") */
     char suffixes[4][48];
     int ns = 0, rc = 0;
@@ -498,9 +454,10 @@ int td_tensor_repr(const struct td_tensor *t, const struct td_print_opts *o, cha
             return rc;
         }
     }
-    sb_puts(&b, "tensor(");
+    td_strbuf_init(&b, 0);
+    td_strbuf_puts(&b, "tensor(");
     if (t->numel == 0) {
-        sb_puts(&b, "[]");
+        td_strbuf_puts(&b, "[]");
     } else if (t->ndim == 0) {
         put_value(&b, &f, t->offset);
     } else {
@@ -508,11 +465,11 @@ int td_tensor_repr(const struct td_tensor *t, const struct td_print_opts *o, cha
     }
     add_suffixes(&b, suffixes, ns, indent, o->linewidth);
     rc = td_cancel_check(err);
-    if (rc != 0 || b.oom) {
-        td_free(b.p);
+    if (rc != 0 || td_strbuf_failed(&b)) {
+        td_strbuf_free(&b);
         return rc != 0 ? rc : td_err_code(err, TD_ENOMEM);
     }
-    *out = b.p;
+    *out = td_strbuf_take(&b, NULL);
     return 0;
 }
 

@@ -19,6 +19,7 @@
 #include "base/cmp.h"
 #include "base/log.h"
 #include "base/sha256.h"
+#include "base/strbuf.h"
 #include "core/autograd.h"
 #include "core/dtype.h"
 #include "core/tensor.h"
@@ -671,29 +672,23 @@ int td_persist_save_named(const char *path, struct td_tensor *const *t, const ch
                           int n, int64_t max_bytes, const struct td_persist_budget *budget,
                           int64_t owner_used, struct td_err *err)
 {
-    char *rg = NULL;
-    size_t rglen = 0;
+    struct td_strbuf rg;  /* the names of the tensors that require grad, one per line */
+    td_strbuf_init(&rg, 0);
     for (int i = 0; i < n; i++) {
-        if (!td_autograd_requires_grad(t[i])) {
-            continue;
+        if (td_autograd_requires_grad(t[i])) {
+            td_strbuf_puts(&rg, names[i]);
+            td_strbuf_putc(&rg, '\n');
         }
-        size_t add = strlen(names[i]) + 1;
-        char *nb = td_realloc(rg, rglen + add + 1);
-        if (nb == NULL) {
-            td_free(rg);
-            return td_err_code(err, TD_ENOMEM);
-        }
-        rg = nb;
-        memcpy(rg + rglen, names[i], add - 1);
-        rglen += add;
-        rg[rglen - 1] = '\n';
-        rg[rglen] = '\0';
+    }
+    if (td_strbuf_failed(&rg)) {
+        td_strbuf_free(&rg);
+        return td_err_code(err, TD_ENOMEM);
     }
     const char *keys[] = {"format", TD_PERSIST_KEY_REQUIRES_GRAD};
-    const char *vals[] = {"pt", rg != NULL ? rg : ""};
-    int rc = td_persist_write(path, t, names, n, keys, vals, rg != NULL ? 2 : 1, max_bytes, budget,
+    const char *vals[] = {"pt", td_strbuf_str(&rg)};
+    int rc = td_persist_write(path, t, names, n, keys, vals, rg.len > 0 ? 2 : 1, max_bytes, budget,
                               owner_used, err);
-    td_free(rg);
+    td_strbuf_free(&rg);
     return rc;
 }
 
@@ -730,27 +725,10 @@ void td_persist_close(struct td_persist_file *f)
 
 /* ---- session snapshots ---- */
 
-struct strlist {
-    char *buf;
-    size_t len, cap;
-};
-
-static int strlist_add(struct strlist *l, uint64_t v)
+/* Appends ",v" (or "v" first) to a comma-separated list of handles. */
+static int handle_list_add(struct td_strbuf *l, uint64_t v)
 {
-    char num[24];
-    int n = snprintf(num, sizeof num, "%s%" PRIu64, l->len ? "," : "", v);
-    if (l->len + (size_t)n + 1 > l->cap) {
-        size_t cap = (l->cap + (size_t)n + 1) * 2;
-        char *nb = td_realloc(l->buf, cap);
-        if (nb == NULL) {
-            return -1;
-        }
-        l->buf = nb;
-        l->cap = cap;
-    }
-    memcpy(l->buf + l->len, num, (size_t)n + 1);
-    l->len += (size_t)n;
-    return 0;
+    return td_strbuf_printf(l, "%s%" PRIu64, l->len ? "," : "", v);
 }
 
 static int save_session(struct td_session *s, const char *dir,
@@ -759,7 +737,9 @@ static int save_session(struct td_session *s, const char *dir,
     size_t cap = td_session_count(s) * 2 + 1;
     struct td_tensor **ts = td_calloc(cap, sizeof *ts);
     char **names = td_calloc(cap, sizeof *names);
-    struct strlist rg = {0}, rt = {0};
+    struct td_strbuf rg, rt;
+    td_strbuf_init(&rg, 0);
+    td_strbuf_init(&rt, 0);
     int n = 0, rc = 0;
     if (ts == NULL || names == NULL) {
         rc = td_err_code(err, TD_ENOMEM);
@@ -785,8 +765,8 @@ static int save_session(struct td_session *s, const char *dir,
             snprintf(names[n], 24, "%c%" PRIu64, pass == 0 ? 'h' : 'g', handle);
             ts[n++] = t;
         }
-        if ((td_autograd_requires_grad(e->t) && strlist_add(&rg, handle) != 0) ||
-            (td_autograd_retains_grad(e->t) && strlist_add(&rt, handle) != 0)) {
+        if ((td_autograd_requires_grad(e->t) && handle_list_add(&rg, handle) != 0) ||
+            (td_autograd_retains_grad(e->t) && handle_list_add(&rt, handle) != 0)) {
             rc = td_err_code(err, TD_ENOMEM);
         }
     }
@@ -796,8 +776,8 @@ static int save_session(struct td_session *s, const char *dir,
         snprintf(rng, sizeof rng, "%" PRIu64 ",%" PRIu64, s->rng.seed, s->rng.offset);
         const char *keys[] = {"tensord_session", "token_sha256", "rng", "no_grad",
                               TD_PERSIST_KEY_REQUIRES_GRAD, TD_PERSIST_KEY_RETAINS_GRAD};
-        const char *vals[] = {"1", hex, rng, s->no_grad ? "1" : "0", rg.len ? rg.buf : "-",
-                              rt.len ? rt.buf : "-"};
+        const char *vals[] = {"1", hex, rng, s->no_grad ? "1" : "0", rg.len ? td_strbuf_str(&rg) : "-",
+                              rt.len ? td_strbuf_str(&rt) : "-"};
         snprintf(path, sizeof path, "%s/%s%s", dir, hex, SNAPSHOT_SUFFIX);
         /* The snapshot counts against the session's disk quota with its Save files. */
         int64_t owner_used = 0;
@@ -816,8 +796,8 @@ out:
     }
     td_free(names);
     td_free(ts);
-    td_free(rg.buf);
-    td_free(rt.buf);
+    td_strbuf_free(&rg);
+    td_strbuf_free(&rt);
     return rc;
 }
 
