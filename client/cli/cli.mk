@@ -3,7 +3,7 @@
 .PHONY: tensorctl test-cli install-cli
 
 CLI_SRC  := client/cli/main.c client/cli/parse.c client/cli/eval.c client/cli/format.c \
-            client/cli/safetensors.c
+            client/cli/ops.c client/cli/safetensors.c
 CLI_O    := $(call obj,$(CLI_SRC)) $(LIBTENSORD_A)
 TENSORCTL := $(BUILD)/tensorctl
 CLI_LIBS  = $(PROTOBUF_C_LIBS) \
@@ -15,6 +15,14 @@ tensorctl: $(TENSORCTL)
 DEB_PKGS += libedit-dev tmux
 
 $(BUILD)/obj/client/cli/%.o: ALL_CFLAGS += $(CLI_CFLAGS)
+
+# The op table, generated from ops.def (never committed): only ops.c includes it.
+CLI_OPS_H := $(BUILD)/gen/cli_ops.h
+$(CLI_OPS_H): tools/gen_cli_ops.py tools/opsdef.py server/core/ops.def
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  GEN     $@")
+	$(Q)$(PYTHON) tools/gen_cli_ops.py $@
+$(call obj,client/cli/ops.c): $(CLI_OPS_H)
 
 $(TENSORCTL): $(CLI_O)
 	@$(if $(Q),echo "  LD      $@")

@@ -26,9 +26,12 @@
 #include <time.h>
 
 #include "format.h"
+#include "ops.h"
 #include "safetensors.h"
 #include "tensord.h"
 
+#define TDX_MAX_OPERANDS 64   /* operands one op call may send */
+#define TDX_MAX_PARAMS 16     /* parameters of one op that a call may use */
 #define FORMAT_CAP (4u << 20)   /* the largest printed tensor text (torch summarises big ones) */
 
 struct tref {
@@ -775,34 +778,6 @@ static const char *const DTYPES[][2] = {
     {"int64", "4"}, {"long", "4"}, {"bool_", "5"},
 };
 
-static const char *const OP_NAMES[] = {
-    "add", "sub", "mul", "div", "matmul", "floor_divide", "remainder", "pow", "maximum",
-    "minimum", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor",
-    "where", "neg", "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
-    "tan", "tanh", "sigmoid", "gelu", "relu", "floor", "ceil", "round", "logical_not", "clamp",
-    "to", "reshape", "view", "flatten", "transpose", "t", "permute", "squeeze", "unsqueeze",
-    "expand", "narrow", "select", "contiguous", "clone", "cat", "stack", "flip", "repeat",
-    "tril", "triu", "sum", "mean", "prod", "max", "min", "argmax", "argmin", "std", "var", "norm",
-    "logsumexp", "all", "any", "mm", "bmm", "outer", "softmax", "log_softmax", "mse_loss",
-    "cross_entropy", "linear", "empty", "randint", "linspace", "eye", "zeros_like", "ones_like",
-    "empty_like", "full_like", "rand_like", "randn_like", "detach",
-};
-
-/* Wire ops whose names are not torch's: mt is torch's attribute .mT, slice is x[a:b]. */
-static bool wire_only(const char *name)
-{
-    return strcmp(name, "mt") == 0 || strcmp(name, "slice") == 0;
-}
-
-/* torch functions that are not Tensor methods (torch's x.eye() is an AttributeError), and
-** ops that are methods only in their in-place form (x.fill_(1), not x.fill(1)). */
-static const char *const NOT_METHODS[] = {
-    "gelu", "cat", "stack", "mse_loss", "cross_entropy", "linear", "empty", "randint",
-    "linspace", "eye", "zeros_like", "ones_like", "empty_like", "full_like", "rand_like",
-    "randn_like",
-};
-static const char *const INPLACE_ONLY[] = {"fill", "zero", "copy", "uniform", "normal"};
-
 static bool in_list(const char *const *list, size_t n, const char *name)
 {
     for (size_t i = 0; i < n; i++) {
@@ -813,20 +788,10 @@ static bool in_list(const char *const *list, size_t n, const char *name)
     return false;
 }
 
-/* An op that torch has as a Tensor method `name` (in place when `inplace`: name without '_'). */
-static bool op_method(const char *name, bool inplace)
-{
-    return tensord_op_code(name) >= 0 && !wire_only(name) &&
-           !in_list(NOT_METHODS, sizeof NOT_METHODS / sizeof NOT_METHODS[0], name) &&
-           (inplace || !in_list(INPLACE_ONLY, sizeof INPLACE_ONLY / sizeof INPLACE_ONLY[0],
-                                name));
-}
-
 static const char *const METHODS[] = {
     "backward", "item", "tolist", "size", "dim", "numel", "requires_grad_", "retain_grad",
-    "zero_", "fill_", "copy_", "uniform_", "normal_", "add_", "sub_", "mul_", "div_", "pow_",
-    "clamp_", "float", "double", "long", "int", "bool", "shape", "dtype", "grad", "T", "mT",
-    "ndim", "requires_grad", "is_leaf", "grad_fn", "exp_", "neg_", "abs_", "relu_", "sigmoid_", "tanh_",
+    "float", "double", "long", "int", "bool", "shape", "dtype", "grad", "T", "mT", "ndim",
+    "requires_grad", "is_leaf", "grad_fn",
 };
 
 /* ---- sending requests ---- */
@@ -1015,75 +980,6 @@ done:
 
 /* ---- ops ---- */
 
-/* How an op's arguments after its tensor inputs map to OpArgs, by position. "*dims" takes the
-** rest as a shape; "rdim" is a reduction's dim (an int or a tuple). */
-struct opspec {
-    const char *name;
-    int nops;               /* leading operands; -1: a list of tensors */
-    const char *pos[3];
-};
-
-static const struct opspec SPECS[] = {
-    {"reshape", 1, {"*dims"}}, {"view", 1, {"*dims"}}, {"permute", 1, {"*dims"}},
-    {"expand", 1, {"*dims"}}, {"repeat", 1, {"*dims"}}, {"flip", 1, {"*dims"}},
-    {"transpose", 1, {"dim", "dim2"}}, {"squeeze", 1, {"dim"}}, {"unsqueeze", 1, {"dim"}},
-    {"softmax", 1, {"dim"}}, {"log_softmax", 1, {"dim"}}, {"select", 1, {"dim", "start"}},
-    {"narrow", 1, {"dim", "start", "end"}}, {"flatten", 1, {"dim", "dim2"}},
-    {"sum", 1, {"rdim"}}, {"mean", 1, {"rdim"}}, {"prod", 1, {"rdim"}}, {"std", 1, {"rdim"}},
-    {"var", 1, {"rdim"}}, {"norm", 1, {"p", "rdim"}}, {"logsumexp", 1, {"rdim"}},
-    {"max", 1, {"dim"}}, {"min", 1, {"dim"}}, {"argmax", 1, {"dim"}}, {"argmin", 1, {"dim"}},
-    {"all", 1, {"dim"}}, {"any", 1, {"dim"}}, {"tril", 1, {"dim"}}, {"triu", 1, {"dim"}},
-    {"clamp", 1, {"min", "max"}}, {"to", 1, {"dtype"}}, {"cat", -1, {"dim"}},
-    {"stack", -1, {"dim"}}, {"full_like", 1, {"min"}}, {"uniform", 1, {"min", "max"}},
-    {"normal", 1, {"min", "max"}}, {"linspace", 0, {"min", "max", "dim"}},
-    {"eye", 0, {"*dims"}}, {"empty", 0, {"*dims"}}, {"zeros_like", 1, {NULL}},
-    {"ones_like", 1, {NULL}}, {"empty_like", 1, {NULL}}, {"rand_like", 1, {NULL}},
-    {"randn_like", 1, {NULL}}, {"contiguous", 1, {NULL}}, {"clone", 1, {NULL}},
-    {"detach", 1, {NULL}}, {"t", 1, {NULL}}, {"mt", 1, {NULL}}, {"zero", 1, {NULL}},
-    {"linear", -2, {NULL}},
-};
-
-static const struct { const char *from, *to; } KW_ALIAS[] = {
-    {"dim0", "dim"}, {"dim1", "dim2"}, {"start_dim", "dim"}, {"end_dim", "dim2"},
-    {"diagonal", "dim"}, {"index", "start"}, {"length", "end"}, {"steps", "dim"},
-    {"fill_value", "min"}, {"low", "min"}, {"high", "max"}, {"mean", "min"}, {"std", "max"},
-    {"to", "max"}, {"size", "*dims"}, {"shape", "*dims"}, {"dims", "*dims"},
-};
-
-static const struct opspec *find_spec(const char *name)
-{
-    for (size_t i = 0; i < sizeof SPECS / sizeof SPECS[0]; i++) {
-        if (strcmp(SPECS[i].name, name) == 0) {
-            return &SPECS[i];
-        }
-    }
-    return NULL;
-}
-
-static bool is_reduction(const char *op)
-{
-    static const char *const r[] = {"sum", "mean", "prod", "std", "var", "norm", "logsumexp"};
-    for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
-        if (strcmp(op, r[i]) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
-static bool no_grad_result(const char *op)
-{
-    static const char *const r[] = {"eq", "ne", "lt", "le", "gt", "ge", "logical_and",
-                                    "logical_or", "logical_xor", "logical_not", "argmax",
-                                    "argmin", "all", "any", "detach", "floor_divide", "sign"};
-    for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
-        if (strcmp(op, r[i]) == 0) {
-            return true;
-        }
-    }
-    return strstr(op, "_like") != NULL;
-}
-
 static int to_operand(struct tdx_env *e, const struct value *v, const struct tdx_node *at,
                       const char *op, struct tensord_operand *o)
 {
@@ -1108,21 +1004,14 @@ static int to_int_arg(struct tdx_env *e, const struct value *v, const struct tdx
     return 0;
 }
 
-/* Puts one named argument into a. */
+/* Puts one argument into a. key is an OpArgs field ("dim", "min" ...), "*dims" (a shape),
+** "rdim" (one dim or a list; None is none), or a keyword no parameter of the op names (set
+** when torch's is accepted: requires_grad=, reduction='mean'; refused otherwise). */
 static int set_arg(struct tdx_env *e, const char *op, const char *key, const struct value *v,
                    const struct tdx_node *at, struct tensord_op_args *a, bool *want_out2,
                    bool *requires_grad)
 {
     int rc = 0;
-    for (size_t i = 0; i < sizeof KW_ALIAS / sizeof KW_ALIAS[0]; i++) {
-        if (strcmp(key, KW_ALIAS[i].from) == 0) {
-            key = KW_ALIAS[i].to;
-            break;
-        }
-    }
-    if (strcmp(key, "dim") == 0 && is_reduction(op)) {
-        key = "rdim";
-    }
     if (strcmp(key, "*dims") == 0 || strcmp(key, "rdim") == 0) {
         if (v->k == V_NONE && key[0] == 'r') {
             return 0;
@@ -1230,97 +1119,146 @@ struct call {
     int nkw;
 };
 
-/* Runs server op `op` (its torch name, without a trailing '_'); with `inplace` the result is
-** args[0] itself. */
+/* The key set_arg() takes for parameter p: its OpArgs field, where a `dims` parameter is
+** "*dims" (a shape, from the remaining positional arguments) when it gathers them and "rdim"
+** (one int or a list, None for none) otherwise, and `cast` is the result dtype. */
+static const char *arg_key(const struct tdx_param *p)
+{
+    if (strcmp(p->field, "dims") == 0) {
+        return p->varargs ? "*dims" : "rdim";
+    }
+    return strcmp(p->field, "cast") == 0 ? "dtype" : p->field;
+}
+
+/* Adds operand value v (of parameter p) to ins; a list for a `:tensors` parameter. */
+static int add_operand(struct tdx_env *e, const struct tdx_node *at, const char *op,
+                       const struct tdx_param *p, const struct value *v,
+                       struct tensord_operand *ins, int *nin, bool *any_grad)
+{
+    int rc;
+    if (strcmp(p->field, "tensors") == 0) {
+        if (v->k != V_LIST && v->k != V_TUPLE) {
+            return fail(e, at, "%s(): argument '%s' must be a tuple or list of Tensors", op,
+                        p->name);
+        }
+        for (int k = 0; k < v->n; k++) {
+            if (v->items[k].k != V_TENSOR) {
+                return fail(e, at, "%s(): expected Tensor as element %d in argument 0, but got "
+                            "%s", op, k, type_name(&v->items[k]));
+            }
+            if (*nin >= TDX_MAX_OPERANDS) {
+                return fail(e, at, "%s(): at most %d tensors", op, TDX_MAX_OPERANDS);
+            }
+            *any_grad |= v->items[k].t->requires_grad;
+            ins[(*nin)++] = tensord_h(v->items[k].t->handle);
+        }
+        return 0;
+    }
+    if (v->k == V_NONE && p->deflt != NULL && strcmp(p->deflt, "None") == 0) {
+        return 0;  /* an optional operand left out (linear's bias) */
+    }
+    if (*nin >= TDX_MAX_OPERANDS) {
+        return fail(e, at, "%s(): too many operands", op);
+    }
+    if ((rc = to_operand(e, v, at, op, &ins[*nin])) != 0) {
+        return rc;
+    }
+    *any_grad |= v->k == V_TENSOR && v->t->requires_grad;
+    (*nin)++;
+    return 0;
+}
+
+/* Parses a call of op `d` as its torch signature says: operands (positional, or by name) in
+** wire order, then the other parameters into a. */
+static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct tdx_opdef *d,
+                   const struct call *c, struct tensord_operand *ins, int *nin,
+                   struct tensord_op_args *a, bool *want_out2, bool *any_grad)
+{
+    const char *op = d->name;
+    const struct value *slot[TDX_MAX_PARAMS] = {0};
+    int rc, i = 0, np = d->nparams < TDX_MAX_PARAMS ? d->nparams : TDX_MAX_PARAMS, npos = 0;
+    bool rest = false;
+    for (int k = 0; k < np; k++) {
+        const struct tdx_param *p = tdx_op_param(d, k);
+        if (p->kwonly) {
+            continue;
+        }
+        npos++;
+        rest |= p->varargs;
+        if (i < c->nargs && !rest) {
+            slot[k] = &c->args[i++];
+        } else if (i < c->nargs) {
+            slot[k] = &c->args[i];  /* *name: the rest */
+            i = c->nargs;
+        }
+    }
+    if (i < c->nargs) {
+        return fail(e, at, "%s() takes %d positional arguments but %d were given", op, npos,
+                    c->nargs);
+    }
+    for (int k = 0; k < c->nkw; k++) {
+        const struct tdx_param *p = tdx_op_param_named(d, c->kwn[k]);
+        if (p != NULL && p->operand) {
+            int j = (int)(p - tdx_op_param(d, 0));
+            if (slot[j] != NULL) {
+                return fail(e, at, "%s() got multiple values for argument '%s'", op, p->name);
+            }
+            slot[j] = &c->kwv[k];
+        }
+    }
+    for (int k = 0; k < np; k++) {
+        const struct tdx_param *p = tdx_op_param(d, k);
+        if (p->operand && slot[k] != NULL &&
+            (rc = add_operand(e, at, op, p, slot[k], ins, nin, any_grad)) != 0) {
+            return rc;
+        }
+    }
+    for (int k = 0; k < np; k++) {
+        const struct tdx_param *p = tdx_op_param(d, k);
+        if (p->operand || slot[k] == NULL) {
+            continue;
+        }
+        if (p->varargs) {
+            int first = (int)(slot[k] - c->args), nd;
+            if ((rc = get_shape(e, slot[k], c->nargs - first, at, a->dims, &nd)) != 0) {
+                return rc;
+            }
+            a->ndims = nd;
+            a->has_dims = true;
+        } else if ((rc = set_arg(e, op, arg_key(p), slot[k], at, a, want_out2, NULL)) != 0) {
+            return rc;
+        }
+    }
+    for (int k = 0; k < c->nkw; k++) {
+        const struct tdx_param *p = tdx_op_param_named(d, c->kwn[k]);
+        if (p != NULL && p->operand) {
+            continue;
+        }
+        bool rg;
+        if ((rc = set_arg(e, op, p != NULL ? arg_key(p) : c->kwn[k], &c->kwv[k], at, a,
+                          want_out2, &rg)) != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Runs op `op` (torch's name, without a trailing '_'); with `inplace` the result is args[0]
+** itself. */
 static int call_op(struct tdx_env *e, const struct tdx_node *at, const char *op, bool inplace,
                    const struct call *c, struct value *out)
 {
-    if (tensord_op_code(op) < 0) {
+    const struct tdx_opdef *d = tdx_op_find(op);
+    if (d == NULL || tensord_op_code(d->wire) < 0) {
         return fail(e, at, "name '%s' is not defined", op);
     }
-    const struct opspec *sp = find_spec(op);
-    struct tensord_operand ins[64];
+    struct tensord_operand ins[TDX_MAX_OPERANDS];
     int nin = 0, rc;
     struct tensord_op_args a;
     memset(&a, 0, sizeof a);
-    bool want_out2 = false, rg = false, any_grad = false;
-    int i = 0;
-    int nops = sp != NULL ? sp->nops : c->nargs;
-    if (nops == -1 || nops == -2) {
-        /* cat/stack: a list of tensors; linear: input, weight[, bias] */
-        if (nops == -1) {
-            if (c->nargs < 1 || (c->args[0].k != V_LIST && c->args[0].k != V_TUPLE)) {
-                return fail(e, at, "%s(): argument 'tensors' must be a tuple or list of "
-                            "Tensors", op);
-            }
-            for (int k = 0; k < c->args[0].n && nin < 64; k++) {
-                if (c->args[0].items[k].k != V_TENSOR) {
-                    return fail(e, at, "%s(): expected Tensor as element %d in argument 0, "
-                                "but got %s", op, k, type_name(&c->args[0].items[k]));
-                }
-                any_grad |= c->args[0].items[k].t->requires_grad;
-                ins[nin++] = tensord_h(c->args[0].items[k].t->handle);
-            }
-            i = 1;
-        } else {
-            for (; i < c->nargs && i < 3; i++) {
-                if (c->args[i].k == V_NONE) {
-                    continue;
-                }
-                if ((rc = to_operand(e, &c->args[i], at, op, &ins[nin])) != 0) {
-                    return rc;
-                }
-                any_grad |= c->args[i].k == V_TENSOR && c->args[i].t->requires_grad;
-                nin++;
-            }
-            for (int k = 0; k < c->nkw; k++) {
-                if (strcmp(c->kwn[k], "bias") == 0 && c->kwv[k].k == V_TENSOR) {
-                    ins[nin++] = tensord_h(c->kwv[k].t->handle);
-                    any_grad |= c->kwv[k].t->requires_grad;
-                } else if (strcmp(c->kwn[k], "bias") != 0) {
-                    return fail(e, at, "%s() got an unexpected keyword argument '%s'", op,
-                                c->kwn[k]);
-                }
-            }
-        }
-    } else {
-        for (; i < nops && i < c->nargs && nin < 64; i++) {
-            if ((rc = to_operand(e, &c->args[i], at, op, &ins[nin])) != 0) {
-                return rc;
-            }
-            any_grad |= c->args[i].k == V_TENSOR && c->args[i].t->requires_grad;
-            nin++;
-        }
-    }
-    if (sp != NULL && i < c->nargs) {
-        if (sp->pos[0] != NULL && strcmp(sp->pos[0], "*dims") == 0) {
-            int nd;
-            if ((rc = get_shape(e, c->args + i, c->nargs - i, at, a.dims, &nd)) != 0) {
-                return rc;
-            }
-            a.ndims = nd;
-            a.has_dims = true;
-            i = c->nargs;
-        }
-        for (int k = 0; i < c->nargs; i++, k++) {
-            if (k >= 3 || sp->pos[k] == NULL) {
-                return fail(e, at, "%s() takes %d positional arguments but %d were given", op,
-                            i, c->nargs);
-            }
-            if ((rc = set_arg(e, op, sp->pos[k], &c->args[i], at, &a, &want_out2, NULL)) != 0) {
-                return rc;
-            }
-        }
-    } else if (i < c->nargs) {
-        return fail(e, at, "%s() takes %d positional arguments but %d were given", op, i,
-                    c->nargs);
-    }
-    if (nops != -2) {
-        for (int k = 0; k < c->nkw; k++) {
-            if ((rc = set_arg(e, op, c->kwn[k], &c->kwv[k], at, &a, &want_out2, &rg)) != 0) {
-                return rc;
-            }
-        }
+    bool want_out2 = false, any_grad = false;
+    if ((rc = op_args(e, at, d, c, ins, &nin, &a, &want_out2, &any_grad)) != 0) {
+        return rc;
     }
     struct tref *t = inplace ? tref_ref(c->args[0].t) : tref_new(e);
     struct tref *t2 = NULL;
@@ -1336,8 +1274,8 @@ static int call_op(struct tdx_env *e, const struct tdx_node *at, const char *op,
     }
     struct tensord_error err;
     uint64_t id;
-    int lrc = tensord_send_op_ex(e->c, op, inplace ? 0 : t->handle, ins, nin, &a, inplace, &id,
-                                 &err);
+    int lrc = tensord_send_op_ex(e->c, d->wire, inplace ? 0 : t->handle, ins, nin, &a, inplace,
+                                 &id, &err);
     if ((rc = send_tensor_result(e, lrc, id, t, at, &err)) != 0) {
         tref_unref(e, t);
         tref_unref(e, t2);
@@ -1347,7 +1285,7 @@ static int call_op(struct tdx_env *e, const struct tdx_node *at, const char *op,
         t->known = false;  /* an in-place op may change nothing visible, but be safe */
         t->requires_grad |= any_grad && e->grad_enabled;
     } else {
-        t->requires_grad = any_grad && e->grad_enabled && !no_grad_result(op);
+        t->requires_grad = any_grad && e->grad_enabled && !tdx_op_nodiff(d);
         t->is_leaf = !t->requires_grad;
     }
     if (t2 != NULL) {
@@ -1636,11 +1574,11 @@ static int method(struct tdx_env *e, const struct tdx_node *at, struct tref *sel
     if (n > 1 && name[n - 1] == '_' && name[n - 2] != '_') {
         char base[64];
         snprintf(base, sizeof base, "%.*s", (int)(n - 1), name);
-        if (op_method(base, true)) {
+        if (tdx_op_is_method(base, true)) {
             return call_op(e, at, base, true, &c, out);
         }
     }
-    if (op_method(name, false)) {
+    if (tdx_op_is_method(name, false)) {
         if ((strcmp(name, "max") == 0 || strcmp(name, "min") == 0) && c0->nargs == 1 &&
             c0->args[0].k == V_TENSOR) {
             return call_op(e, at, name[1] == 'a' ? "maximum" : "minimum", false, &c, out);
@@ -1661,7 +1599,7 @@ static bool is_method_name(const char *name)
     bool inplace = n > 0 && name[n - 1] == '_';
     char base[64];
     snprintf(base, sizeof base, "%.*s", (int)(inplace ? n - 1 : n), name);
-    return op_method(base, inplace) || strcmp(name, "numpy") == 0;
+    return tdx_op_is_method(base, inplace) || strcmp(name, "numpy") == 0;
 }
 
 static int module_attr(struct tdx_env *e, const struct tdx_node *at, const char *module,
@@ -1734,7 +1672,7 @@ static int attribute(struct tdx_env *e, const struct tdx_node *at, const struct 
             return call_op(e, at, "detach", false, &c, out);
         }
         if (name[0] == 'm') {
-            return call_op(e, at, "mt", false, &c, out);  /* the wire's spelling of mT */
+            return call_op(e, at, "mT", false, &c, out);
         }
         if ((rc = known(e, t, at)) != 0) {
             return rc;
@@ -2541,7 +2479,7 @@ static bool is_builtin(const char *name)
             return true;
         }
     }
-    return tensord_op_code(name) >= 0 && !wire_only(name);
+    return tdx_op_is_function(name);
 }
 
 /* Python's builtins that torch does not have (torch.print is an AttributeError). */
@@ -3568,6 +3506,7 @@ void tdx_complete(const struct tdx_env *e, const char *prefix, const char *objec
 {
     size_t n = strlen(prefix);
     bool module = false;
+    const struct tdx_opdef *op;
     if (object != NULL) {
         for (int i = 0; i < e->nvars; i++) {
             if (strcmp(e->vars[i].name, object) == 0 && e->vars[i].v.k == V_MODULE) {
@@ -3585,9 +3524,14 @@ void tdx_complete(const struct tdx_env *e, const char *prefix, const char *objec
                 fn(METHODS[i], arg);
             }
         }
-        for (size_t i = 0; i < sizeof OP_NAMES / sizeof OP_NAMES[0]; i++) {
-            if (strncmp(OP_NAMES[i], prefix, n) == 0 && op_method(OP_NAMES[i], false)) {
-                fn(OP_NAMES[i], arg);
+        for (size_t i = 0; (op = tdx_op_at(i)) != NULL; i++) {
+            if (strncmp(op->name, prefix, n) == 0 && tdx_op_is_method(op->name, false)) {
+                fn(op->name, arg);
+            }
+        }
+        for (size_t i = 0; (op = tdx_op_at(i)) != NULL; i++) {
+            if (tdx_op_is_method(op->name, true) && strncmp(op->inplace, prefix, n) == 0) {
+                fn(op->inplace, arg);
             }
         }
         return;
@@ -3605,9 +3549,9 @@ void tdx_complete(const struct tdx_env *e, const char *prefix, const char *objec
             fn(BUILTINS[i], arg);
         }
     }
-    for (size_t i = 0; i < sizeof OP_NAMES / sizeof OP_NAMES[0]; i++) {
-        if (strncmp(OP_NAMES[i], prefix, n) == 0) {
-            fn(OP_NAMES[i], arg);
+    for (size_t i = 0; (op = tdx_op_at(i)) != NULL; i++) {
+        if (strncmp(op->name, prefix, n) == 0 && tdx_op_is_function(op->name)) {
+            fn(op->name, arg);
         }
     }
     for (size_t i = 0; i < sizeof DTYPES / sizeof DTYPES[0]; i++) {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "eval.h"
+#include "ops.h"
 #include "parse.h"
 #include "tensord.h"
 
@@ -73,16 +74,10 @@ static const char HELP_META[] =
     "                              (layer.weight becomes layer_weight)\n"
     "  :quit                       leave (also :q, :exit; Ctrl-D too)\n";
 
-static const char HELP_OPS[] =
-    "ops (as functions, and as methods on tensors; a trailing _ is in place):\n"
-    "  add sub mul div matmul floor_divide remainder pow maximum minimum eq ne lt le gt ge\n"
-    "  logical_and logical_or logical_xor logical_not where neg abs sign exp log log1p expm1\n"
-    "  sqrt rsqrt sin cos tan tanh sigmoid gelu relu floor ceil round clamp to reshape view\n"
-    "  flatten transpose t permute squeeze unsqueeze expand narrow select contiguous clone cat\n"
-    "  stack flip repeat tril triu sum mean prod max min argmax argmin std var norm logsumexp\n"
-    "  all any mm bmm outer softmax log_softmax mse_loss cross_entropy linear empty randint\n"
-    "  linspace eye zeros_like ones_like empty_like full_like rand_like randn_like detach\n"
-    "  fill_ zero_ copy_ uniform_ normal_\n"
+/* `:help ops`: the ops' list comes from ops.def (tdx_op_help), then this. */
+static const char HELP_OPS_HEAD[] =
+    "ops (as functions, and as methods on tensors; a trailing _ is in place):\n";
+static const char HELP_OPS_REST[] =
     "tensor methods and attributes: item tolist size dim numel backward requires_grad_\n"
     "  retain_grad float double int long bool  .shape .dtype .grad .T .mT .ndim .requires_grad\n"
     "functions: print len range float int bool str abs round list tuple manual_seed no_grad\n"
@@ -122,7 +117,9 @@ static int help(const char *topic)
     } else if (strcmp(topic, "meta") == 0) {
         fputs(HELP_META, stdout);
     } else if (strcmp(topic, "ops") == 0) {
-        fputs(HELP_OPS, stdout);
+        fputs(HELP_OPS_HEAD, stdout);
+        tdx_op_help(stdout, 88);
+        fputs(HELP_OPS_REST, stdout);
     } else {
         fprintf(stderr, ":help: unknown topic '%s' (topics: language, meta, ops)\n", topic);
         return TDX_ERROR;
