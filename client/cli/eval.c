@@ -25,9 +25,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/alloc.h"
+#include "base/err.h"
+#include "base/safetensors.h"
 #include "format.h"
 #include "ops.h"
-#include "safetensors.h"
 #include "tensord.h"
 
 #define TDX_MAX_OPERANDS 64   /* operands one op call may send */
@@ -3279,6 +3281,113 @@ static int meta_ls(struct tdx_env *e)
     return 0;
 }
 
+/* The safetensors dtype of a tensord one, and back (-1 for none). */
+static int st_dtype(enum tensord_dtype dt)
+{
+    switch (dt) {
+    case TENSORD_FLOAT32: return TD_ST_F32;
+    case TENSORD_FLOAT64: return TD_ST_F64;
+    case TENSORD_INT32: return TD_ST_I32;
+    case TENSORD_INT64: return TD_ST_I64;
+    case TENSORD_BOOL: return TD_ST_BOOL;
+    default: return -1;
+    }
+}
+
+static enum tensord_dtype tensord_dtype_of_st(int st)
+{
+    switch (st) {
+    case TD_ST_F32: return TENSORD_FLOAT32;
+    case TD_ST_F64: return TENSORD_FLOAT64;
+    case TD_ST_I32: return TENSORD_INT32;
+    case TD_ST_I64: return TENSORD_INT64;
+    default: return TENSORD_BOOL;
+    }
+}
+
+/* Writes a safetensors file: the header (base/safetensors.c lays it out) and the tensors'
+** bytes in order. 0, or -1 with a message in err. */
+static int st_write_file(const char *path, struct td_st_entry *ents, void *const *data, int n,
+                         struct td_err *err)
+{
+    static const char *const keys[] = {"format"}, *const vals[] = {"pt"};
+    uint64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t nbytes = ents[i].end;
+        ents[i].begin = off;
+        ents[i].end = off + nbytes;
+        off += nbytes;
+    }
+    uint8_t *hdr;
+    size_t hlen;
+    if (td_st_header_build(ents, n, keys, vals, 1, &hdr, &hlen, err) != 0) {
+        return -1;
+    }
+    FILE *f = fopen(path, "wb");
+    if (f == NULL) {
+        td_free(hdr);
+        td_err_set(err, TD_EIO, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    bool ok = fwrite(hdr, 1, hlen, f) == hlen;
+    for (int i = 0; ok && i < n; i++) {
+        size_t nb = (size_t)(ents[i].end - ents[i].begin);
+        ok = nb == 0 || fwrite(data[i], 1, nb, f) == nb;
+    }
+    td_free(hdr);
+    if (fclose(f) != 0 || !ok) {
+        td_err_set(err, TD_EIO, "%s: write failed: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads a whole file into *buf (malloc'd). 0, or -1 with a message in err. */
+static int read_file(const char *path, uint8_t **buf, size_t *size, struct td_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    long n = -1;
+    if (f == NULL) {
+        td_err_set(err, TD_EIO, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fseek(f, 0, SEEK_END) == 0) {
+        n = ftell(f);
+    }
+    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        td_err_set(err, TD_EIO, "%s: cannot read", path);
+        return -1;
+    }
+    if ((*buf = malloc((size_t)n + 1)) == NULL) {
+        fclose(f);
+        td_err_set(err, TD_ENOMEM, "%s: out of memory", path);
+        return -1;
+    }
+    size_t got = fread(*buf, 1, (size_t)n, f);
+    fclose(f);
+    if (got != (size_t)n) {
+        free(*buf);
+        td_err_set(err, TD_EIO, "%s: read failed", path);
+        return -1;
+    }
+    *size = (size_t)n;
+    return 0;
+}
+
+/* A tensor name from another tool ("layer.weight", "0.bias") as a tensorctl name. */
+static void st_var_name(const char *name, char *out, size_t cap)
+{
+    size_t k = 0;
+    if (isdigit((unsigned char)name[0]) || name[0] == '\0') {
+        out[k++] = '_';
+    }
+    for (const char *p = name; *p != '\0' && k + 1 < cap; p++) {
+        out[k++] = isalnum((unsigned char)*p) || *p == '_' ? *p : '_';
+    }
+    out[k] = '\0';
+}
+
 static int meta_save(struct tdx_env *e, char **words, int n)
 {
     if (n < 2) {
@@ -3289,7 +3398,7 @@ static int meta_save(struct tdx_env *e, char **words, int n)
     if (rc != 0) {
         return rc;
     }
-    struct st_tensor *ts = calloc((size_t)e->nvars + (size_t)n, sizeof *ts);
+    struct td_st_entry *ts = calloc((size_t)e->nvars + (size_t)n, sizeof *ts);
     void **bufs = calloc((size_t)e->nvars + (size_t)n, sizeof *bufs);
     int nt = 0;
     if (ts == NULL || bufs == NULL) {
@@ -3323,9 +3432,9 @@ static int meta_save(struct tdx_env *e, char **words, int n)
             free(bufs[nt]);
             break;
         }
-        ts[nt] = (struct st_tensor){.name = x->name, .dtype = t->info.dtype,
-                                    .ndim = t->info.ndim, .nbytes = t->info.nbytes,
-                                    .data = bufs[nt]};
+        /* end is the size until st_write_file lays the buffer out */
+        ts[nt] = (struct td_st_entry){.name = x->name, .dtype = st_dtype(t->info.dtype),
+                                      .ndim = t->info.ndim, .end = t->info.nbytes};
         memcpy(ts[nt].shape, t->info.shape, sizeof ts[nt].shape);
         nt++;
     }
@@ -3335,9 +3444,9 @@ static int meta_save(struct tdx_env *e, char **words, int n)
             rc = fail(e, NULL, "%s: no tensor named '%s'", words[1], words[k]);
         }
     }
-    char msg[256];
-    if (rc == 0 && st_write(words[1], ts, nt, msg, sizeof msg) != 0) {
-        rc = fail(e, NULL, "%s", msg);
+    struct td_err terr = {0};
+    if (rc == 0 && st_write_file(words[1], ts, bufs, nt, &terr) != 0) {
+        rc = fail(e, NULL, "%s", terr.msg);
     }
     if (rc == 0) {
         fprintf(e->cfg.out, "saved %d tensor%s to %s\n", nt, nt == 1 ? "" : "s", words[1]);
@@ -3352,29 +3461,38 @@ static int meta_save(struct tdx_env *e, char **words, int n)
 
 static int meta_load(struct tdx_env *e, const char *path)
 {
-    struct st_file f;
-    char msg[256];
-    if (st_read(path, &f, msg, sizeof msg) != 0) {
-        return fail(e, NULL, "%s", msg);
+    struct td_st_header h;
+    struct td_err terr = {0};
+    uint8_t *buf;
+    size_t size, data_off;
+    if (read_file(path, &buf, &size, &terr) != 0) {
+        return fail(e, NULL, "%s", terr.msg);
+    }
+    if (td_st_file_parse(buf, size, &h, &data_off, &terr) != 0) {
+        free(buf);
+        return fail(e, NULL, "%s: %s", path, terr.msg);
     }
     int rc = 0;
-    for (int i = 0; i < f.n && rc == 0; i++) {
-        struct st_tensor *s = &f.t[i];
+    for (int i = 0; i < h.n && rc == 0; i++) {
+        const struct td_st_entry *s = &h.e[i];
         struct tref *t = tref_new(e);
         struct tensord_error err;
         uint64_t id;
+        char name[TD_ST_NAME_MAX + 2];
         if (t == NULL) {
             rc = fail(e, NULL, "out of memory");
             break;
         }
-        int lrc = tensord_send_create(e->c, t->handle, (enum tensord_dtype)s->dtype, s->shape,
-                                      s->ndim, s->data, s->nbytes, &id, &err);
+        int lrc = tensord_send_create(e->c, t->handle, tensord_dtype_of_st(s->dtype), s->shape,
+                                      s->ndim, buf + data_off + s->begin, s->end - s->begin,
+                                      &id, &err);
         if ((rc = send_tensor_result(e, lrc, id, t, NULL, &err)) != 0) {
             tref_unref(e, t);
             break;
         }
         struct value v = vtensor(t);
-        rc = bind(e, s->name, &v);
+        st_var_name(s->name, name, sizeof name);
+        rc = bind(e, name, &v);
     }
     /* the data is borrowed until written */
     struct tensord_error err;
@@ -3383,9 +3501,10 @@ static int meta_load(struct tdx_env *e, const char *path)
     }
     int src = tdx_sync(e);
     if (rc == 0 && src == 0) {
-        fprintf(e->cfg.out, "loaded %d tensor%s from %s\n", f.n, f.n == 1 ? "" : "s", path);
+        fprintf(e->cfg.out, "loaded %d tensor%s from %s\n", h.n, h.n == 1 ? "" : "s", path);
     }
-    st_file_free(&f);
+    td_st_header_free(&h);
+    free(buf);
     return rc != 0 ? rc : src;
 }
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/strbuf.h"
 
 static const char *const dtype_names[TD_ST_NDTYPES] = {"F32", "F64", "I32", "I64", "BOOL"};
 static const size_t dtype_sizes[TD_ST_NDTYPES] = {4, 8, 4, 8, 1};
@@ -18,38 +19,18 @@ size_t td_st_dtype_size(int dtype)
 
 /* ---- building ---- */
 
-struct buf {
-    char *p;
-    size_t len, cap;
-    bool failed;
-};
-
-static void put(struct buf *b, const char *s, size_t n)
+static void put(struct td_strbuf *b, const char *s, size_t n)
 {
-    if (b->failed) {
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->cap + n + 1) * 2;
-        char *np = td_realloc(b->p, cap);
-        if (np == NULL) {
-            b->failed = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
+    td_strbuf_append(b, s, n);
 }
 
-static void puts_(struct buf *b, const char *s)
+static void puts_(struct td_strbuf *b, const char *s)
 {
-    put(b, s, strlen(s));
+    td_strbuf_puts(b, s);
 }
 
 /* A JSON string, with quotes, backslashes and control characters escaped. */
-static int put_str(struct buf *b, const char *s, size_t max, struct td_err *err)
+static int put_str(struct td_strbuf *b, const char *s, size_t max, struct td_err *err)
 {
     size_t n = strlen(s);
     if (n == 0 || n > max) {
@@ -77,9 +58,10 @@ int td_st_header_build(const struct td_st_entry *e, int n, const char *const *ke
                        const char *const *vals, int nmeta, uint8_t **out, size_t *len,
                        struct td_err *err)
 {
-    struct buf b = {0};
+    struct td_strbuf b;
     int rc = 0;
     char num[64];
+    td_strbuf_init(&b, 0);
     put(&b, "\0\0\0\0\0\0\0\0{", 9);
     if (nmeta > 0) {
         puts_(&b, "\"__metadata__\":{");
@@ -113,22 +95,24 @@ int td_st_header_build(const struct td_st_entry *e, int n, const char *const *ke
         puts_(&b, num);
     }
     put(&b, "}", 1);
-    while (!b.failed && (b.len - 8) % 8 != 0) {
+    while (!td_strbuf_failed(&b) && (b.len - 8) % 8 != 0) {
         put(&b, " ", 1);
     }
-    if (rc == 0 && b.failed) {
+    if (rc == 0 && td_strbuf_failed(&b)) {
         rc = td_err_code(err, TD_ENOMEM);
     }
     if (rc != 0) {
-        td_free(b.p);
+        td_strbuf_free(&b);
         return rc;
     }
-    uint64_t hl = b.len - 8;
+    size_t n8;
+    char *p = td_strbuf_take(&b, &n8);
+    uint64_t hl = n8 - 8;
     for (int i = 0; i < 8; i++) {
-        b.p[i] = (char)(hl >> (8 * i));
+        p[i] = (char)(hl >> (8 * i));
     }
-    *out = (uint8_t *)b.p;
-    *len = b.len;
+    *out = (uint8_t *)p;
+    *len = n8;
     return 0;
 }
 
@@ -429,9 +413,10 @@ static int check_layout(struct td_st_header *h, uint64_t data_len, struct td_err
             bytes *= dim;
         }
         if (rc == 0 && (e->end < e->begin || e->end - e->begin != bytes)) {
-            rc = td_err_set(err, TD_EINVAL, "tensor '%s': data_offsets [%llu, %llu] do not "
-                            "hold its %llu bytes", e->name, (unsigned long long)e->begin,
-                            (unsigned long long)e->end, (unsigned long long)bytes);
+            rc = td_err_set(err, TD_EINVAL, "tensor '%s': shape and dtype need %llu bytes, "
+                            "data_offsets [%llu, %llu] do not hold them", e->name,
+                            (unsigned long long)bytes, (unsigned long long)e->begin,
+                            (unsigned long long)e->end);
         }
         order[i] = e;
     }
@@ -572,4 +557,27 @@ void td_st_header_free(struct td_st_header *h)
     td_free(h->keys);
     td_free(h->vals);
     *h = (struct td_st_header){0};
+}
+
+int td_st_file_parse(const uint8_t *buf, size_t size, struct td_st_header *out,
+                     size_t *data_off, struct td_err *err)
+{
+    if (size < 8) {
+        return td_err_set(err, TD_EINVAL, "not a safetensors file: shorter than 8 bytes");
+    }
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) {
+        hl = hl << 8 | buf[i];
+    }
+    if (hl > TD_ST_MAX_HEADER || hl > (uint64_t)size - 8) {
+        return td_err_set(err, TD_EINVAL, "not a safetensors file: header length %llu does not "
+                          "fit the file's %llu bytes", (unsigned long long)hl,
+                          (unsigned long long)size);
+    }
+    int rc = td_st_header_parse((const char *)buf + 8, (size_t)hl, (uint64_t)size - 8 - hl, out,
+                                err);
+    if (rc == 0 && data_off != NULL) {
+        *data_off = 8 + (size_t)hl;
+    }
+    return rc;
 }
