@@ -28,6 +28,7 @@
 #include "base/alloc.h"
 #include "base/err.h"
 #include "base/safetensors.h"
+#include "base/strbuf.h"
 #include "format.h"
 #include "ops.h"
 #include "tensord.h"
@@ -410,70 +411,25 @@ static void fmt_float(double x, char *buf, size_t cap)
 
 /* ---- text output ---- */
 
-struct sb {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void sb_put(struct sb *b, const char *s, size_t n)
-{
-    if (b->oom) {
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t ncap = (b->len + n + 1) * 2;
-        char *p = realloc(b->p, ncap);
-        if (p == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = ncap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_str(struct sb *b, const char *s)
-{
-    sb_put(b, s, strlen(s));
-}
-
-static void sb_fmt(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void sb_fmt(struct sb *b, const char *fmt, ...)
-{
-    char tmp[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n >= 0 && (size_t)n < sizeof tmp) {
-        sb_put(b, tmp, (size_t)n);
-    }
-}
-
-static void str_repr(struct sb *b, const char *s, size_t n)
+static void str_repr(struct td_strbuf *b, const char *s, size_t n)
 {
     char q = memchr(s, '\'', n) != NULL && memchr(s, '"', n) == NULL ? '"' : '\'';
-    sb_put(b, &q, 1);
+    td_strbuf_append(b, &q, 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '\\' || c == (unsigned char)q) {
-            sb_fmt(b, "\\%c", c);
+            td_strbuf_printf(b, "\\%c", c);
         } else if (c == '\n') {
-            sb_str(b, "\\n");
+            td_strbuf_puts(b, "\\n");
         } else if (c == '\t') {
-            sb_str(b, "\\t");
+            td_strbuf_puts(b, "\\t");
         } else if (c < 0x20 || c == 0x7f) {
-            sb_fmt(b, "\\x%02x", c);
+            td_strbuf_printf(b, "\\x%02x", c);
         } else {
-            sb_put(b, (const char *)&c, 1);
+            td_strbuf_append(b, (const char *)&c, 1);
         }
     }
-    sb_put(b, &q, 1);
+    td_strbuf_append(b, &q, 1);
 }
 
 static const char *dtype_str(int dt)
@@ -482,14 +438,14 @@ static const char *dtype_str(int dt)
 }
 
 static int tensor_text(struct tdx_env *e, struct tref *t, const struct tdx_node *at,
-                       struct sb *b)
+                       struct td_strbuf *b)
 {
     int rc;
     if (!t->none && (rc = need_sync(e)) != 0) {
         return rc;
     }
     if (t->none) {
-        sb_str(b, "None");
+        td_strbuf_puts(b, "None");
         return 0;
     }
     if (e->fmt == NULL && (e->fmt = malloc(FORMAT_CAP)) == NULL) {
@@ -500,24 +456,24 @@ static int tensor_text(struct tdx_env *e, struct tref *t, const struct tdx_node 
     if (tensord_format(e->c, t->handle, e->fmt, FORMAT_CAP, &err) != 0) {
         return lib_fail(e, at, &err);
     }
-    sb_str(b, e->fmt);
+    td_strbuf_puts(b, e->fmt);
     return 0;
 }
 
 /* repr(v) (str(v) when `str` and v is a string) appended to b. */
 static int vtext(struct tdx_env *e, const struct value *v, bool str, const struct tdx_node *at,
-                 struct sb *b)
+                 struct td_strbuf *b)
 {
     char num[64];
     int rc;
     switch (v->k) {
-    case V_NONE: sb_str(b, "None"); return 0;
-    case V_BOOL: sb_str(b, v->b ? "True" : "False"); return 0;
-    case V_INT: sb_fmt(b, "%" PRId64, v->i); return 0;
-    case V_FLOAT: fmt_float(v->f, num, sizeof num); sb_str(b, num); return 0;
+    case V_NONE: td_strbuf_puts(b, "None"); return 0;
+    case V_BOOL: td_strbuf_puts(b, v->b ? "True" : "False"); return 0;
+    case V_INT: td_strbuf_printf(b, "%" PRId64, v->i); return 0;
+    case V_FLOAT: fmt_float(v->f, num, sizeof num); td_strbuf_puts(b, num); return 0;
     case V_STR:
         if (str) {
-            sb_put(b, v->s, (size_t)v->i);
+            td_strbuf_append(b, v->s, (size_t)v->i);
         } else {
             str_repr(b, v->s, (size_t)v->i);
         }
@@ -525,40 +481,40 @@ static int vtext(struct tdx_env *e, const struct value *v, bool str, const struc
     case V_TENSOR: return tensor_text(e, v->t, at, b);
     case V_LIST: case V_TUPLE: case V_SIZE:
         if (v->k == V_TUPLE && v->s != NULL && v->n == 2) {  /* max/min with a dim */
-            sb_fmt(b, "tensord.return_types.%s(\nvalues=", v->s);
+            td_strbuf_printf(b, "tensord.return_types.%s(\nvalues=", v->s);
             if ((rc = vtext(e, &v->items[0], false, at, b)) != 0) {
                 return rc;
             }
-            sb_str(b, ",\nindices=");
+            td_strbuf_puts(b, ",\nindices=");
             if ((rc = vtext(e, &v->items[1], false, at, b)) != 0) {
                 return rc;
             }
-            sb_str(b, ")");
+            td_strbuf_puts(b, ")");
             return 0;
         }
-        sb_str(b, v->k == V_LIST ? "[" : v->k == V_TUPLE ? "(" : "tensord.Size([");
+        td_strbuf_puts(b, v->k == V_LIST ? "[" : v->k == V_TUPLE ? "(" : "tensord.Size([");
         for (int i = 0; i < v->n; i++) {
             if (i > 0) {
-                sb_str(b, ", ");
+                td_strbuf_puts(b, ", ");
             }
             if ((rc = vtext(e, &v->items[i], false, at, b)) != 0) {
                 return rc;
             }
         }
-        sb_str(b, v->k == V_LIST ? "]" : v->k == V_SIZE ? "])" : v->n == 1 ? ",)" : ")");
+        td_strbuf_puts(b, v->k == V_LIST ? "]" : v->k == V_SIZE ? "])" : v->n == 1 ? ",)" : ")");
         return 0;
-    case V_DTYPE: sb_fmt(b, "tensord.%s", dtype_str(v->dt)); return 0;
-    case V_FUNC: sb_fmt(b, "<built-in function %s>", v->s); return 0;
-    case V_METHOD: sb_fmt(b, "<built-in method %s of Tensor object>", v->s); return 0;
-    case V_CTX: sb_str(b, v->dt ? "<enable_grad>" : "<no_grad>"); return 0;
-    case V_MODULE: sb_fmt(b, "<module '%s'>", v->s); return 0;
+    case V_DTYPE: td_strbuf_printf(b, "tensord.%s", dtype_str(v->dt)); return 0;
+    case V_FUNC: td_strbuf_printf(b, "<built-in function %s>", v->s); return 0;
+    case V_METHOD: td_strbuf_printf(b, "<built-in method %s of Tensor object>", v->s); return 0;
+    case V_CTX: td_strbuf_puts(b, v->dt ? "<enable_grad>" : "<no_grad>"); return 0;
+    case V_MODULE: td_strbuf_printf(b, "<module '%s'>", v->s); return 0;
     /* torch adds " at 0x…", an address in its process; here there is none to show */
-    case V_NODE: sb_fmt(b, "<%s object>", v->s); return 0;
+    case V_NODE: td_strbuf_printf(b, "<%s object>", v->s); return 0;
     case V_RANGE:
         if (v->step == 1) {
-            sb_fmt(b, "range(%" PRId64 ", %" PRId64 ")", v->i, v->stop);
+            td_strbuf_printf(b, "range(%" PRId64 ", %" PRId64 ")", v->i, v->stop);
         } else {
-            sb_fmt(b, "range(%" PRId64 ", %" PRId64 ", %" PRId64 ")", v->i, v->stop, v->step);
+            td_strbuf_printf(b, "range(%" PRId64 ", %" PRId64 ", %" PRId64 ")", v->i, v->stop, v->step);
         }
         return 0;
     }
@@ -581,7 +537,7 @@ static void json_float(double d, char *num, size_t cap)
 }
 
 /* JSON for --json: tensors as {"shape", "dtype", "data"}. */
-static int json_data(struct sb *b, const uint8_t *p, enum tensord_dtype dt, const int64_t *shape,
+static int json_data(struct td_strbuf *b, const uint8_t *p, enum tensord_dtype dt, const int64_t *shape,
                      int ndim, size_t *off)
 {
     if (ndim == 0) {
@@ -616,17 +572,17 @@ static int json_data(struct sb *b, const uint8_t *p, enum tensord_dtype dt, cons
             break;
         }
         *off += tensord_dtype_size(dt);
-        sb_str(b, num);
+        td_strbuf_puts(b, num);
         return 0;
     }
-    sb_str(b, "[");
+    td_strbuf_puts(b, "[");
     for (int64_t i = 0; i < shape[0]; i++) {
         if (i > 0) {
-            sb_str(b, ", ");
+            td_strbuf_puts(b, ", ");
         }
         json_data(b, p, dt, shape + 1, ndim - 1, off);
     }
-    sb_str(b, "]");
+    td_strbuf_puts(b, "]");
     return 0;
 }
 
@@ -649,43 +605,43 @@ static int fetch(struct tdx_env *e, struct tref *t, const struct tdx_node *at, u
     return 0;
 }
 
-static void json_str(struct sb *b, const char *s, size_t n)
+static void json_str(struct td_strbuf *b, const char *s, size_t n)
 {
-    sb_str(b, "\"");
+    td_strbuf_puts(b, "\"");
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '"' || c == '\\') {
-            sb_fmt(b, "\\%c", c);
+            td_strbuf_printf(b, "\\%c", c);
         } else if (c < 0x20 || c == 0x7f) {
-            sb_fmt(b, "\\u%04x", c);
+            td_strbuf_printf(b, "\\u%04x", c);
         } else {
-            sb_put(b, (const char *)&c, 1);
+            td_strbuf_append(b, (const char *)&c, 1);
         }
     }
-    sb_str(b, "\"");
+    td_strbuf_puts(b, "\"");
 }
 
-static int vjson(struct tdx_env *e, const struct value *v, const struct tdx_node *at, struct sb *b)
+static int vjson(struct tdx_env *e, const struct value *v, const struct tdx_node *at, struct td_strbuf *b)
 {
     int rc;
     char num[64];
     switch (v->k) {
-    case V_NONE: sb_str(b, "null"); return 0;
-    case V_BOOL: sb_str(b, v->b ? "true" : "false"); return 0;
-    case V_INT: sb_fmt(b, "%" PRId64, v->i); return 0;
-    case V_FLOAT: json_float(v->f, num, sizeof num); sb_str(b, num); return 0;
+    case V_NONE: td_strbuf_puts(b, "null"); return 0;
+    case V_BOOL: td_strbuf_puts(b, v->b ? "true" : "false"); return 0;
+    case V_INT: td_strbuf_printf(b, "%" PRId64, v->i); return 0;
+    case V_FLOAT: json_float(v->f, num, sizeof num); td_strbuf_puts(b, num); return 0;
     case V_STR: json_str(b, v->s, (size_t)v->i); return 0;
     case V_LIST: case V_TUPLE: case V_SIZE:
-        sb_str(b, "[");
+        td_strbuf_puts(b, "[");
         for (int i = 0; i < v->n; i++) {
             if (i > 0) {
-                sb_str(b, ", ");
+                td_strbuf_puts(b, ", ");
             }
             if ((rc = vjson(e, &v->items[i], at, b)) != 0) {
                 return rc;
             }
         }
-        sb_str(b, "]");
+        td_strbuf_puts(b, "]");
         return 0;
     case V_TENSOR: {
         struct tref *t = v->t;
@@ -696,26 +652,27 @@ static int vjson(struct tdx_env *e, const struct value *v, const struct tdx_node
         if ((rc = fetch(e, t, at, &data)) != 0) {
             return rc;
         }
-        sb_str(b, "{\"shape\": [");
+        td_strbuf_puts(b, "{\"shape\": [");
         for (int i = 0; i < t->info.ndim; i++) {
-            sb_fmt(b, "%s%" PRId64, i > 0 ? ", " : "", t->info.shape[i]);
+            td_strbuf_printf(b, "%s%" PRId64, i > 0 ? ", " : "", t->info.shape[i]);
         }
-        sb_fmt(b, "], \"dtype\": \"%s\", \"data\": ", dtype_str(t->info.dtype));
+        td_strbuf_printf(b, "], \"dtype\": \"%s\", \"data\": ", dtype_str(t->info.dtype));
         size_t off = 0;
         json_data(b, data, t->info.dtype, t->info.shape, t->info.ndim, &off);
-        sb_str(b, "}");
+        td_strbuf_puts(b, "}");
         free(data);
         return 0;
     }
-    case V_DTYPE: sb_fmt(b, "\"%s\"", dtype_str(v->dt)); return 0;
+    case V_DTYPE: td_strbuf_printf(b, "\"%s\"", dtype_str(v->dt)); return 0;
     default: {
         /* functions, ranges, modules: JSON has no such values, so their repr as a string */
-        struct sb t = {0};
+        struct td_strbuf t;
+        td_strbuf_init(&t, 0);
         rc = vtext(e, v, false, at, &t);
         if (rc == 0) {
-            json_str(b, t.p != NULL ? t.p : "", t.len);
+            json_str(b, td_strbuf_str(&t), t.len);
         }
-        free(t.p);
+        td_strbuf_free(&t);
         return rc;
     }
     }
@@ -1914,7 +1871,7 @@ static int truth(struct tdx_env *e, const struct tdx_node *at, const struct valu
 ** tensor was turned into its item() by the caller (Tensor.__format__ does that); any other
 ** value refuses a non-empty spec, as object.__format__ does. */
 static int format_spec(struct tdx_env *e, const struct tdx_node *at, const struct value *v,
-                       const char *spec, struct sb *b)
+                       const char *spec, struct td_strbuf *b)
 {
     char *txt = NULL, msg[200];
     int rc;
@@ -1936,8 +1893,8 @@ static int format_spec(struct tdx_env *e, const struct tdx_node *at, const struc
     if (rc != 0) {
         return fail(e, at, "%s", msg);
     }
-    sb_str(b, txt);
-    free(txt);
+    td_strbuf_puts(b, txt);
+    td_free(txt);
     return 0;
 }
 
@@ -2050,7 +2007,8 @@ static int print_values(struct tdx_env *e, const struct tdx_node *at, const stru
             return fail(e, at, "'%s' is an invalid keyword argument for print()", c->kwn[k]);
         }
     }
-    struct sb b = {0};
+    struct td_strbuf b;
+    td_strbuf_init(&b, 0);
     /* Earlier statements' failures come first, as they would in Python. */
     int rc = need_sync(e);
     if (rc != 0) {
@@ -2058,31 +2016,31 @@ static int print_values(struct tdx_env *e, const struct tdx_node *at, const stru
     }
     if (e->cfg.json) {
         if (c->nargs != 1) {
-            sb_str(&b, "[");
+            td_strbuf_puts(&b, "[");
         }
         for (int i = 0; i < c->nargs && rc == 0; i++) {
-            sb_str(&b, i > 0 ? ", " : "");
+            td_strbuf_puts(&b, i > 0 ? ", " : "");
             rc = vjson(e, &c->args[i], at, &b);
         }
         if (c->nargs != 1) {
-            sb_str(&b, "]");
+            td_strbuf_puts(&b, "]");
         }
-        sb_str(&b, "\n");
+        td_strbuf_puts(&b, "\n");
     } else {
         for (int i = 0; i < c->nargs && rc == 0; i++) {
-            sb_str(&b, i > 0 ? sep : "");
+            td_strbuf_puts(&b, i > 0 ? sep : "");
             rc = vtext(e, &c->args[i], true, at, &b);
         }
-        sb_str(&b, end);
+        td_strbuf_puts(&b, end);
     }
-    if (rc == 0 && b.oom) {
+    if (rc == 0 && td_strbuf_failed(&b)) {
         rc = fail(e, at, "out of memory");
     }
     if (rc == 0) {
-        fwrite(b.p, 1, b.len, e->cfg.out);
+        fwrite(td_strbuf_str(&b), 1, b.len, e->cfg.out);
         fflush(e->cfg.out);
     }
-    free(b.p);
+    td_strbuf_free(&b);
     return rc;
 }
 
@@ -2369,11 +2327,12 @@ static int func(struct tdx_env *e, const struct tdx_node *at, const char *name,
             return fail(e, at, "%s() takes at most 1 argument", name);
         }
         if (name[0] == 's') {
-            struct sb b = {0};
+            struct td_strbuf b;
+            td_strbuf_init(&b, 0);
             if ((rc = vtext(e, &x, true, at, &b)) == 0) {
-                rc = vstr(e, out, b.p != NULL ? b.p : "", b.len);
+                rc = vstr(e, out, td_strbuf_str(&b), b.len);
             }
-            free(b.p);
+            td_strbuf_free(&b);
             return rc;
         }
         if (x.k == V_TENSOR) {
@@ -2807,12 +2766,13 @@ static int eval(struct tdx_env *e, const struct tdx_node *n, struct value *out)
     case TDX_ELLIPSIS: return fail(e, n, "'...' is only valid as an index");
     case TDX_NAME: return name_value(e, n, out);
     case TDX_FSTR: {
-        struct sb b = {0};
+        struct td_strbuf b;
+        td_strbuf_init(&b, 0);
         rc = 0;
         for (int i = 0; i < n->nkids && rc == 0; i++) {
             const struct tdx_node *p = n->kids[i];
             if (p->kind == TDX_STR) {
-                sb_put(&b, p->str, (size_t)p->ival);
+                td_strbuf_append(&b, p->str, (size_t)p->ival);
                 continue;
             }
             struct value v;
@@ -2841,12 +2801,13 @@ static int eval(struct tdx_env *e, const struct tdx_node *n, struct value *out)
             }
             if (p->op == 'r' || p->op == 's' || p->op == 'a') {
                 /* !r / !s / !a convert first; the spec then formats the string */
-                struct sb conv = {0};
+                struct td_strbuf conv;
+                td_strbuf_init(&conv, 0);
                 if ((rc = vtext(e, &v, p->op == 's', p, &conv)) == 0) {
                     vfree(e, &v);
-                    rc = vstr(e, &v, conv.p != NULL ? conv.p : "", conv.len);
+                    rc = vstr(e, &v, td_strbuf_str(&conv), conv.len);
                 }
-                free(conv.p);
+                td_strbuf_free(&conv);
                 if (rc != 0) {
                     vfree(e, &v);
                     break;
@@ -2860,9 +2821,9 @@ static int eval(struct tdx_env *e, const struct tdx_node *n, struct value *out)
             vfree(e, &v);
         }
         if (rc == 0) {
-            rc = vstr(e, out, b.p != NULL ? b.p : "", b.len);
+            rc = vstr(e, out, td_strbuf_str(&b), b.len);
         }
-        free(b.p);
+        td_strbuf_free(&b);
         return rc;
     }
     case TDX_LIST: case TDX_TUPLE:
@@ -2970,14 +2931,15 @@ static int show(struct tdx_env *e, const struct tdx_node *at, struct value *v)
     struct call c = {.args = v, .nargs = 1};
     if (v->k == V_STR && !e->cfg.json) {
         /* the REPL shows repr() */
-        struct sb b = {0};
+        struct td_strbuf b;
+        td_strbuf_init(&b, 0);
         vtext(e, v, false, at, &b);
-        sb_str(&b, "\n");
-        if (b.p != NULL) {
-            fwrite(b.p, 1, b.len, e->cfg.out);
+        td_strbuf_puts(&b, "\n");
+        if (b.len > 0) {
+            fwrite(td_strbuf_str(&b), 1, b.len, e->cfg.out);
             fflush(e->cfg.out);
         }
-        free(b.p);
+        td_strbuf_free(&b);
         return 0;
     }
     return print_values(e, at, &c);

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/alloc.h"
+#include "base/strbuf.h"
 #include "eval.h"
 #include "ops.h"
 #include "parse.h"
@@ -136,31 +138,21 @@ static void on_sigint(int sig)
     got_sigint = 1;
 }
 
+/* The whole of f, NUL-terminated (free with td_free), or NULL when out of memory. */
 static char *read_all(FILE *f, size_t *len)
 {
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    while (buf != NULL) {
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) {
-            break;
-        }
-        if (cap - n - 1 == 0) {
-            char *nb = realloc(buf, cap * 2);
-            if (nb == NULL) {
-                free(buf);
-                return NULL;
-            }
-            buf = nb;
-            cap *= 2;
-        }
+    struct td_strbuf b;
+    char chunk[65536];
+    size_t r;
+    td_strbuf_init(&b, 0);
+    while ((r = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        td_strbuf_append(&b, chunk, r);
     }
-    if (buf != NULL) {
-        buf[n] = '\0';
-        *len = n;
+    if (td_strbuf_failed(&b)) {
+        td_strbuf_free(&b);
+        return NULL;
     }
-    return buf;
+    return td_strbuf_take(&b, len);
 }
 
 /* `file:line:col: message`, then the line and a caret under the column. */
@@ -461,8 +453,8 @@ static int repl(struct tdx_env *env, struct tensord *c, const char *addr, bool q
         printf("%s at %s, session %.8s%s\nType :help for help, Ctrl-D to quit.\n",
                tensord_server_version(c), addr, hex, tensord_resumed(c) ? " (resumed)" : "");
     }
-    char *buf = NULL;
-    size_t len = 0;
+    struct td_strbuf in;  /* the statement typed so far */
+    td_strbuf_init(&in, 0);
     int status = TDX_OK;
     for (;;) {
         int count = 0;
@@ -473,9 +465,7 @@ static int repl(struct tdx_env *env, struct tensord *c, const char *addr, bool q
                 /* Ctrl-C: drop what was typed, start afresh */
                 fputs("\nKeyboardInterrupt\n", stdout);
                 fflush(stdout);
-                free(buf);
-                buf = NULL;
-                len = 0;
+                td_strbuf_reset(&in);
                 r.prompt = ">>> ";
                 continue;
             }
@@ -483,7 +473,7 @@ static int repl(struct tdx_env *env, struct tensord *c, const char *addr, bool q
             break;
         }
         size_t n = strlen(line);
-        if (len == 0 && line[0] == ':') {
+        if (in.len == 0 && line[0] == ':') {
             char cmd[4096];
             snprintf(cmd, sizeof cmd, "%s", line);
             cmd[strcspn(cmd, "\n")] = '\0';
@@ -506,17 +496,14 @@ static int repl(struct tdx_env *env, struct tensord *c, const char *addr, bool q
             }
             continue;
         }
-        if (len == 0 && blank(line)) {
+        if (in.len == 0 && blank(line)) {
             continue;
         }
-        char *nb = realloc(buf, len + n + 1);
-        if (nb == NULL) {
+        if (td_strbuf_append(&in, line, n) != 0) {
             fprintf(stderr, "tensorctl: out of memory\n");
             break;
         }
-        buf = nb;
-        memcpy(buf + len, line, n + 1);
-        len += n;
+        const char *buf = td_strbuf_str(&in);
         if (!blank(line)) {
             char h[4096];
             snprintf(h, sizeof h, "%s", line);
@@ -548,12 +535,10 @@ static int repl(struct tdx_env *env, struct tensord *c, const char *addr, bool q
                 break;
             }
         }
-        free(buf);
-        buf = NULL;
-        len = 0;
+        td_strbuf_reset(&in);
         r.prompt = ">>> ";
     }
-    free(buf);
+    td_strbuf_free(&in);
     if (r.histfile[0] != '\0') {
         history(r.hist, &ev, H_SAVE, r.histfile);
     }
@@ -630,7 +615,7 @@ int main(int argc, char **argv)
     const char *file = NULL;
     bool interactive = false;
     if (cmd != NULL) {
-        src = strdup(cmd);
+        src = td_strdup(cmd);
         file = "-c";
     } else if (script != NULL && strcmp(script, "-") != 0) {
         FILE *f = fopen(script, "r");
@@ -653,7 +638,7 @@ int main(int argc, char **argv)
     }
     if (src != NULL && strlen(src) != srclen && cmd == NULL) {
         fprintf(stderr, "tensorctl: %s: the script contains a NUL byte\n", file);
-        free(src);
+        td_free(src);
         return 2;
     }
 
@@ -661,7 +646,7 @@ int main(int argc, char **argv)
     struct script sc = {0};
     if (!interactive && split_script(src, file, &sc) != 0) {
         script_free(&sc);
-        free(src);
+        td_free(src);
         return 1;
     }
     struct tensord_options opts = {.auth_token = token != NULL && token[0] ? token : NULL,
@@ -671,7 +656,7 @@ int main(int argc, char **argv)
         if (tensord_token_from_hex(resume, tok) != 0) {
             fprintf(stderr, "tensorctl: --resume needs the 32 hex digits of a session token\n");
             script_free(&sc);
-            free(src);
+            td_free(src);
             return 2;
         }
         opts.session_token = tok;
@@ -684,7 +669,7 @@ int main(int argc, char **argv)
                 " (the server wants a token: --token or $TENSORD_TOKEN)" :
                 " (the token given by --token or $TENSORD_TOKEN was refused)");
         script_free(&sc);
-        free(src);
+        td_free(src);
         return 2;
     }
     struct tdx_config cfg = {.json = json, .keep_going = keep_going, .interactive = interactive,
@@ -705,6 +690,6 @@ int main(int argc, char **argv)
     tdx_env_free(env);
     tensord_disconnect(c);
     script_free(&sc);
-    free(src);
+    td_free(src);
     return rc == TDX_OK ? 0 : rc == TDX_ERROR ? 1 : 2;
 }
