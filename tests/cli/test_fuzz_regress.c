@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "base/alloc.h"
 #include "parse.h"
 
 /* Parses src expecting an error whose message contains `part`, at column col of line 1. */
@@ -39,7 +40,7 @@ static void expect_parse(const char *src, const char *want)
     if (strcmp(d, want) != 0) {
         fail_msg("%s\n got  %s\n want %s", src, d, want);
     }
-    free(d);
+    td_free(d);
     tdx_prog_free(&p);
 }
 

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "base/alloc.h"
 #include "parse.h"
 #include "tensord.h"
 
@@ -28,7 +29,7 @@ static void check(const char *src, const char *want)
     if (strcmp(d, want) != 0) {
         fail_msg("%s\n got  %s\n want %s", src, d, want);
     }
-    free(d);
+    td_free(d);
     tdx_prog_free(&p);
 }
 
