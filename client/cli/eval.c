@@ -725,13 +725,6 @@ static void unbind(struct tdx_env *e, struct var *x)
     *x = e->vars[--e->nvars];
 }
 
-/* Built-in functions: torch's without "torch.", and a few of Python's. */
-static const char *const BUILTINS[] = {
-    "tensor", "zeros", "ones", "full", "rand", "randn", "arange", "manual_seed", "no_grad",
-    "enable_grad", "print", "len", "range", "float", "int", "bool", "str", "abs", "round",
-    "isinstance", "list", "tuple", "type", "is_grad_enabled", "from_numpy", "set_grad_enabled",
-};
-
 static const char *const DTYPES[][2] = {
     {"float32", "1"}, {"float", "1"}, {"float64", "2"}, {"double", "2"}, {"int32", "3"},
     {"int64", "4"}, {"long", "4"}, {"bool_", "5"},
@@ -2145,290 +2138,404 @@ static int py_max_min(struct tdx_env *e, const struct tdx_node *at, const char *
     return vcopy(e, out, best);
 }
 
-static int func(struct tdx_env *e, const struct tdx_node *at, const char *name,
-                const struct call *c, struct value *out)
+/* ---- builtins, one handler each; `name` is the name called (some handlers serve several) ---- */
+
+typedef int (*builtin_fn)(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                          const struct call *c, struct value *out);
+
+static int bi_print(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                    const struct call *c, struct value *out)
+{
+    return print_values(e, at, c);
+}
+
+/* tensor(data), from_numpy(data) */
+static int bi_tensor(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                     const struct call *c, struct value *out)
+{
+    int rc, dt;
+    bool rg;
+    if (c->nargs != 1) {
+        return fail(e, at, "tensor() takes 1 positional argument but %d were given", c->nargs);
+    }
+    if ((rc = kw_dtype(e, at, c, &dt, &rg, name)) != 0) {
+        return rc;
+    }
+    return make_tensor(e, &c->args[0], dt, rg, at, out);
+}
+
+/* zeros, ones, rand, randn (size) and full(size, fill_value) */
+static int bi_create(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                     const struct call *c, struct value *out)
 {
     int rc, dt;
     bool rg;
     struct tensord_error err;
     uint64_t id;
-    *out = (struct value){.k = V_NONE};
-    if (strcmp(name, "print") == 0) {
-        return print_values(e, at, c);
+    int64_t shape[TENSORD_MAX_DIMS];
+    int nd, nshape = c->nargs;
+    bool full = name[0] == 'f';
+    if (full && c->nargs != 2) {
+        return fail(e, at, "full() needs a size and a fill_value");
     }
-    if (strcmp(name, "tensor") == 0 || strcmp(name, "from_numpy") == 0) {
-        if (c->nargs != 1) {
-            return fail(e, at, "tensor() takes 1 positional argument but %d were given",
-                        c->nargs);
-        }
-        if ((rc = kw_dtype(e, at, c, &dt, &rg, name)) != 0) {
-            return rc;
-        }
-        return make_tensor(e, &c->args[0], dt, rg, at, out);
-    }
-    if (strcmp(name, "zeros") == 0 || strcmp(name, "ones") == 0 || strcmp(name, "rand") == 0 ||
-        strcmp(name, "randn") == 0 || strcmp(name, "full") == 0) {
-        int64_t shape[TENSORD_MAX_DIMS];
-        int nd, nshape = c->nargs;
-        bool full = name[0] == 'f';
-        if (full && c->nargs != 2) {
-            return fail(e, at, "full() needs a size and a fill_value");
-        }
-        nshape -= full;
-        if ((rc = kw_dtype(e, at, c, &dt, &rg, name)) != 0 ||
-            (rc = get_shape(e, c->args, nshape, at, shape, &nd)) != 0) {
-            return rc;
-        }
-        struct tref *t = tref_new(e);
-        if (t == NULL) {
-            return fail(e, at, "out of memory");
-        }
-        int lrc;
-        if (name[0] == 'r') {
-            lrc = (name[4] == 'n' ? tensord_send_randn : tensord_send_rand)(
-                e->c, t->handle, (enum tensord_dtype)dt, shape, nd, &id, &err);
-        } else {
-            struct tensord_operand v;
-            if (full && (rc = to_operand(e, &c->args[1], at, name, &v)) != 0) {
-                tref_unref(e, t);
-                return rc;
-            }
-            if (!full) {
-                v = tensord_f(name[0] == 'o' ? 1.0 : 0.0);
-                dt = dt != 0 ? dt : TENSORD_FLOAT32;
-            }
-            lrc = tensord_send_full(e->c, t->handle, (enum tensord_dtype)dt, shape, nd, v, &id,
-                                    &err);
-        }
-        return after_create(e, at, lrc, id, t, rg, &err, out);
-    }
-    if (strcmp(name, "arange") == 0) {
-        struct tensord_operand b[3] = {tensord_i(0), tensord_i(0), tensord_i(1)};
-        if (c->nargs < 1 || c->nargs > 3) {
-            return fail(e, at, "arange() takes 1 to 3 positional arguments");
-        }
-        if ((rc = kw_dtype(e, at, c, &dt, &rg, name)) != 0) {
-            return rc;
-        }
-        for (int i = 0; i < c->nargs; i++) {
-            if (!is_num(&c->args[i])) {
-                return fail(e, at, "arange(): argument must be a number, not %s",
-                            type_name(&c->args[i]));
-            }
-            if ((rc = to_operand(e, &c->args[i], at, name, &b[c->nargs == 1 ? 1 : i])) != 0) {
-                return rc;
-            }
-        }
-        struct tref *t = tref_new(e);
-        if (t == NULL) {
-            return fail(e, at, "out of memory");
-        }
-        int lrc = tensord_send_arange(e->c, t->handle, (enum tensord_dtype)dt, b[0], b[1], b[2],
-                                      &id, &err);
-        return after_create(e, at, lrc, id, t, rg, &err, out);
-    }
-    if (strcmp(name, "manual_seed") == 0) {
-        if (c->nargs != 1 || c->args[0].k != V_INT) {
-            return fail(e, at, "manual_seed() takes one int");
-        }
-        return plain(e, tensord_send_manual_seed(e->c, (uint64_t)c->args[0].i, &id, &err), &id,
-                     at, &err);
-    }
-    if (strcmp(name, "no_grad") == 0 || strcmp(name, "enable_grad") == 0) {
-        *out = (struct value){.k = V_CTX, .dt = name[0] == 'e'};
-        return 0;
-    }
-    if (strcmp(name, "set_grad_enabled") == 0) {
-        bool b;
-        if (c->nargs != 1 || (rc = truth(e, at, &c->args[0], &b)) != 0) {
-            return c->nargs != 1 ? fail(e, at, "set_grad_enabled() takes one argument") : rc;
-        }
-        return set_grad_mode(e, b, at);
-    }
-    if (strcmp(name, "is_grad_enabled") == 0) {
-        *out = vbool(e->grad_enabled);
-        return 0;
-    }
-    if (strcmp(name, "randint") == 0) {
-        /* randint(high, size) or randint(low, high, size) */
-        struct value args[3];
-        if (c->nargs < 2 || c->nargs > 3) {
-            return fail(e, at, "randint() takes (low, high, size) or (high, size)");
-        }
-        struct tensord_op_args a;
-        memset(&a, 0, sizeof a);
-        bool w2;
-        memcpy(args, c->args, (size_t)c->nargs * sizeof *args);
-        if (c->nargs == 3 && (rc = set_arg(e, name, "min", &args[0], at, &a, &w2, NULL)) != 0) {
-            return rc;
-        }
-        if ((rc = set_arg(e, name, "max", &args[c->nargs - 2], at, &a, &w2, NULL)) != 0 ||
-            (rc = set_arg(e, name, "*dims", &args[c->nargs - 1], at, &a, &w2, NULL)) != 0 ||
-            (rc = kw_dtype(e, at, c, &dt, &rg, name)) != 0) {
-            return rc;
-        }
-        a.dtype = (enum tensord_dtype)dt;
-        struct tref *t = tref_new(e);
-        if (t == NULL) {
-            return fail(e, at, "out of memory");
-        }
-        int lrc = tensord_send_op_ex(e->c, name, t->handle, NULL, 0, &a, false, &id, &err);
-        return after_create(e, at, lrc, id, t, false, &err, out);
-    }
-    if (strcmp(name, "len") == 0) {
-        if (c->nargs != 1) {
-            return fail(e, at, "len() takes exactly one argument (%d given)", c->nargs);
-        }
-        const struct value *v = &c->args[0];
-        if (v->k == V_LIST || v->k == V_TUPLE || v->k == V_SIZE) {
-            *out = vint(v->n);
-        } else if (v->k == V_STR) {
-            *out = vint(v->i);
-        } else if (v->k == V_RANGE) {
-            int64_t n = v->step > 0 ? (v->stop - v->i + v->step - 1) / v->step
-                                    : (v->i - v->stop - v->step - 1) / -v->step;
-            *out = vint(n > 0 ? n : 0);
-        } else if (v->k == V_TENSOR) {
-            if ((rc = known(e, v->t, at)) != 0) {
-                return rc;
-            }
-            if (v->t->info.ndim == 0) {
-                return fail(e, at, "len() of a 0-d tensor");
-            }
-            *out = vint(v->t->info.shape[0]);
-        } else {
-            return fail(e, at, "object of type '%s' has no len()", type_name(v));
-        }
-        return 0;
-    }
-    if (strcmp(name, "range") == 0) {
-        int64_t r[3] = {0, 0, 1};
-        if (c->nargs < 1 || c->nargs > 3) {
-            return fail(e, at, "range expected at most 3 arguments, got %d", c->nargs);
-        }
-        for (int i = 0; i < c->nargs; i++) {
-            if (c->args[i].k != V_INT && c->args[i].k != V_BOOL) {
-                return fail(e, at, "'%s' object cannot be interpreted as an integer",
-                            type_name(&c->args[i]));
-            }
-            r[c->nargs == 1 ? 1 : i] = num_i(&c->args[i]);
-        }
-        if (r[2] == 0) {
-            return fail(e, at, "range() arg 3 must not be zero");
-        }
-        *out = (struct value){.k = V_RANGE, .i = r[0], .stop = r[1], .step = r[2]};
-        return 0;
-    }
-    if (strcmp(name, "float") == 0 || strcmp(name, "int") == 0 || strcmp(name, "bool") == 0 ||
-        strcmp(name, "str") == 0) {
-        struct value x = c->nargs > 0 ? c->args[0] : vint(0);
-        struct value tmp = {0};
-        if (c->nargs > 1) {
-            return fail(e, at, "%s() takes at most 1 argument", name);
-        }
-        if (name[0] == 's') {
-            struct td_strbuf b;
-            td_strbuf_init(&b, 0);
-            if ((rc = vtext(e, &x, true, at, &b)) == 0) {
-                rc = vstr(e, out, td_strbuf_str(&b), b.len);
-            }
-            td_strbuf_free(&b);
-            return rc;
-        }
-        if (x.k == V_TENSOR) {
-            if ((rc = item(e, x.t, at, &tmp)) != 0) {
-                return rc;
-            }
-            x = tmp;
-        }
-        if (x.k == V_STR && name[0] != 'b') {
-            char *endp;
-            errno = 0;
-            double d = strtod(x.s, &endp);
-            if (endp == x.s || *endp != '\0') {
-                return fail(e, at, "could not convert string to %s: '%s'", name, x.s);
-            }
-            x = vfloat(d);
-        }
-        if (name[0] == 'b') {
-            bool b;
-            if ((rc = truth(e, at, &x, &b)) != 0) {
-                return rc;
-            }
-            *out = vbool(b);
-            return 0;
-        }
-        if (!is_num(&x)) {
-            return fail(e, at, "%s() argument must be a string or a number, not '%s'", name,
-                        type_name(&x));
-        }
-        if (name[0] == 'f') {
-            *out = vfloat(num_f(&x));
-        } else if (x.k == V_FLOAT && (isnan(x.f) || isinf(x.f))) {
-            return fail(e, at, "cannot convert float %s to integer", isnan(x.f) ? "NaN" :
-                        "infinity");
-        } else {
-            *out = vint(num_i(&x));
-        }
-        return 0;
-    }
-    if (strcmp(name, "abs") == 0 && c->nargs == 1 && is_num(&c->args[0])) {
-        const struct value *x = &c->args[0];
-        if (x->k == V_FLOAT) {
-            *out = vfloat(fabs(x->f));
-        } else if (num_i(x) == INT64_MIN) {
-            return fail(e, at, "integer overflow in abs() (tensorctl's ints are 64-bit)");
-        } else {
-            *out = vint(llabs(num_i(x)));
-        }
-        return 0;
-    }
-    if (strcmp(name, "round") == 0 && c->nargs >= 1 && c->nargs <= 2 && is_num(&c->args[0])) {
-        return py_round(e, at, c, out);
-    }
-    if ((strcmp(name, "max") == 0 || strcmp(name, "min") == 0) &&
-        ((c->nargs == 1 && (c->args[0].k == V_LIST || c->args[0].k == V_TUPLE ||
-                            c->args[0].k == V_SIZE || c->args[0].k == V_RANGE)) ||
-         (c->nargs >= 2 && c->args[0].k != V_TENSOR && c->args[1].k != V_TENSOR))) {
-        return py_max_min(e, at, name, c, out);
-    }
-    if (strcmp(name, "list") == 0 || strcmp(name, "tuple") == 0) {
-        if (c->nargs == 0) {
-            return vseq(e, out, name[0] == 'l' ? V_LIST : V_TUPLE, 0);
-        }
-        const struct value *x = &c->args[0];
-        if (x->k == V_RANGE) {
-            struct value f = {.k = V_NONE};
-            (void)f;
-            int64_t n = 0;
-            for (int64_t v = x->i; x->step > 0 ? v < x->stop : v > x->stop; v += x->step) {
-                n++;
-            }
-            if (n > 10000000) {
-                return fail(e, at, "range too long for a list");
-            }
-            if ((rc = vseq(e, out, name[0] == 'l' ? V_LIST : V_TUPLE, (int)n)) != 0) {
-                return rc;
-            }
-            for (int64_t k = 0; k < n; k++) {
-                out->items[k] = vint(x->i + k * x->step);
-            }
-            return 0;
-        }
-        if (x->k == V_TENSOR) {
-            return tolist(e, x->t, at, out);
-        }
-        if (x->k != V_LIST && x->k != V_TUPLE && x->k != V_SIZE) {
-            return fail(e, at, "'%s' object is not iterable", type_name(x));
-        }
-        if ((rc = vcopy(e, out, x)) == 0) {
-            out->k = name[0] == 'l' ? V_LIST : V_TUPLE;
-        }
+    nshape -= full;
+    if ((rc = kw_dtype(e, at, c, &dt, &rg, name)) != 0 ||
+        (rc = get_shape(e, c->args, nshape, at, shape, &nd)) != 0) {
         return rc;
     }
-    if ((strcmp(name, "max") == 0 || strcmp(name, "min") == 0) && c->nargs == 2 &&
-        c->args[1].k == V_TENSOR) {
+    struct tref *t = tref_new(e);
+    if (t == NULL) {
+        return fail(e, at, "out of memory");
+    }
+    int lrc;
+    if (name[0] == 'r') {
+        lrc = (name[4] == 'n' ? tensord_send_randn : tensord_send_rand)(
+            e->c, t->handle, (enum tensord_dtype)dt, shape, nd, &id, &err);
+    } else {
+        struct tensord_operand v;
+        if (full && (rc = to_operand(e, &c->args[1], at, name, &v)) != 0) {
+            tref_unref(e, t);
+            return rc;
+        }
+        if (!full) {
+            v = tensord_f(name[0] == 'o' ? 1.0 : 0.0);
+            dt = dt != 0 ? dt : TENSORD_FLOAT32;
+        }
+        lrc = tensord_send_full(e->c, t->handle, (enum tensord_dtype)dt, shape, nd, v, &id,
+                                &err);
+    }
+    return after_create(e, at, lrc, id, t, rg, &err, out);
+}
+
+static int bi_arange(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                     const struct call *c, struct value *out)
+{
+    int rc, dt;
+    bool rg;
+    struct tensord_error err;
+    uint64_t id;
+    struct tensord_operand b[3] = {tensord_i(0), tensord_i(0), tensord_i(1)};
+    if (c->nargs < 1 || c->nargs > 3) {
+        return fail(e, at, "arange() takes 1 to 3 positional arguments");
+    }
+    if ((rc = kw_dtype(e, at, c, &dt, &rg, name)) != 0) {
+        return rc;
+    }
+    for (int i = 0; i < c->nargs; i++) {
+        if (!is_num(&c->args[i])) {
+            return fail(e, at, "arange(): argument must be a number, not %s",
+                        type_name(&c->args[i]));
+        }
+        if ((rc = to_operand(e, &c->args[i], at, name, &b[c->nargs == 1 ? 1 : i])) != 0) {
+            return rc;
+        }
+    }
+    struct tref *t = tref_new(e);
+    if (t == NULL) {
+        return fail(e, at, "out of memory");
+    }
+    int lrc = tensord_send_arange(e->c, t->handle, (enum tensord_dtype)dt, b[0], b[1], b[2],
+                                  &id, &err);
+    return after_create(e, at, lrc, id, t, rg, &err, out);
+}
+
+static int bi_manual_seed(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                          const struct call *c, struct value *out)
+{
+    struct tensord_error err;
+    uint64_t id;
+    if (c->nargs != 1 || c->args[0].k != V_INT) {
+        return fail(e, at, "manual_seed() takes one int");
+    }
+    return plain(e, tensord_send_manual_seed(e->c, (uint64_t)c->args[0].i, &id, &err), &id, at,
+                 &err);
+}
+
+/* no_grad(), enable_grad(): context managers for `with` */
+static int bi_grad_ctx(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                       const struct call *c, struct value *out)
+{
+    *out = (struct value){.k = V_CTX, .dt = name[0] == 'e'};
+    return 0;
+}
+
+static int bi_set_grad_enabled(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                               const struct call *c, struct value *out)
+{
+    bool b;
+    int rc;
+    if (c->nargs != 1 || (rc = truth(e, at, &c->args[0], &b)) != 0) {
+        return c->nargs != 1 ? fail(e, at, "set_grad_enabled() takes one argument") : rc;
+    }
+    return set_grad_mode(e, b, at);
+}
+
+static int bi_is_grad_enabled(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                              const struct call *c, struct value *out)
+{
+    *out = vbool(e->grad_enabled);
+    return 0;
+}
+
+/* randint(high, size) or randint(low, high, size): torch's overloads, which one signature in
+** ops.def cannot say */
+static int bi_randint(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                      const struct call *c, struct value *out)
+{
+    int rc, dt;
+    bool rg, w2;
+    struct tensord_error err;
+    uint64_t id;
+    struct value args[3];
+    if (c->nargs < 2 || c->nargs > 3) {
+        return fail(e, at, "randint() takes (low, high, size) or (high, size)");
+    }
+    struct tensord_op_args a;
+    memset(&a, 0, sizeof a);
+    memcpy(args, c->args, (size_t)c->nargs * sizeof *args);
+    if (c->nargs == 3 && (rc = set_arg(e, name, "min", &args[0], at, &a, &w2, NULL)) != 0) {
+        return rc;
+    }
+    if ((rc = set_arg(e, name, "max", &args[c->nargs - 2], at, &a, &w2, NULL)) != 0 ||
+        (rc = set_arg(e, name, "*dims", &args[c->nargs - 1], at, &a, &w2, NULL)) != 0 ||
+        (rc = kw_dtype(e, at, c, &dt, &rg, name)) != 0) {
+        return rc;
+    }
+    a.dtype = (enum tensord_dtype)dt;
+    struct tref *t = tref_new(e);
+    if (t == NULL) {
+        return fail(e, at, "out of memory");
+    }
+    int lrc = tensord_send_op_ex(e->c, name, t->handle, NULL, 0, &a, false, &id, &err);
+    return after_create(e, at, lrc, id, t, false, &err, out);
+}
+
+static int bi_len(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                  const struct call *c, struct value *out)
+{
+    int rc;
+    if (c->nargs != 1) {
+        return fail(e, at, "len() takes exactly one argument (%d given)", c->nargs);
+    }
+    const struct value *v = &c->args[0];
+    if (v->k == V_LIST || v->k == V_TUPLE || v->k == V_SIZE) {
+        *out = vint(v->n);
+    } else if (v->k == V_STR) {
+        *out = vint(v->i);
+    } else if (v->k == V_RANGE) {
+        int64_t n = v->step > 0 ? (v->stop - v->i + v->step - 1) / v->step
+                                : (v->i - v->stop - v->step - 1) / -v->step;
+        *out = vint(n > 0 ? n : 0);
+    } else if (v->k == V_TENSOR) {
+        if ((rc = known(e, v->t, at)) != 0) {
+            return rc;
+        }
+        if (v->t->info.ndim == 0) {
+            return fail(e, at, "len() of a 0-d tensor");
+        }
+        *out = vint(v->t->info.shape[0]);
+    } else {
+        return fail(e, at, "object of type '%s' has no len()", type_name(v));
+    }
+    return 0;
+}
+
+static int bi_range(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                    const struct call *c, struct value *out)
+{
+    int64_t r[3] = {0, 0, 1};
+    if (c->nargs < 1 || c->nargs > 3) {
+        return fail(e, at, "range expected at most 3 arguments, got %d", c->nargs);
+    }
+    for (int i = 0; i < c->nargs; i++) {
+        if (c->args[i].k != V_INT && c->args[i].k != V_BOOL) {
+            return fail(e, at, "'%s' object cannot be interpreted as an integer",
+                        type_name(&c->args[i]));
+        }
+        r[c->nargs == 1 ? 1 : i] = num_i(&c->args[i]);
+    }
+    if (r[2] == 0) {
+        return fail(e, at, "range() arg 3 must not be zero");
+    }
+    *out = (struct value){.k = V_RANGE, .i = r[0], .stop = r[1], .step = r[2]};
+    return 0;
+}
+
+/* float(x), int(x), bool(x), str(x) */
+static int bi_convert(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                      const struct call *c, struct value *out)
+{
+    int rc;
+    struct value x = c->nargs > 0 ? c->args[0] : vint(0);
+    struct value tmp = {0};
+    if (c->nargs > 1) {
+        return fail(e, at, "%s() takes at most 1 argument", name);
+    }
+    if (name[0] == 's') {
+        struct td_strbuf b;
+        td_strbuf_init(&b, 0);
+        if ((rc = vtext(e, &x, true, at, &b)) == 0) {
+            rc = vstr(e, out, td_strbuf_str(&b), b.len);
+        }
+        td_strbuf_free(&b);
+        return rc;
+    }
+    if (x.k == V_TENSOR) {
+        if ((rc = item(e, x.t, at, &tmp)) != 0) {
+            return rc;
+        }
+        x = tmp;
+    }
+    if (x.k == V_STR && name[0] != 'b') {
+        char *endp;
+        errno = 0;
+        double d = strtod(x.s, &endp);
+        if (endp == x.s || *endp != '\0') {
+            return fail(e, at, "could not convert string to %s: '%s'", name, x.s);
+        }
+        x = vfloat(d);
+    }
+    if (name[0] == 'b') {
+        bool b;
+        if ((rc = truth(e, at, &x, &b)) != 0) {
+            return rc;
+        }
+        *out = vbool(b);
+        return 0;
+    }
+    if (!is_num(&x)) {
+        return fail(e, at, "%s() argument must be a string or a number, not '%s'", name,
+                    type_name(&x));
+    }
+    if (name[0] == 'f') {
+        *out = vfloat(num_f(&x));
+    } else if (x.k == V_FLOAT && (isnan(x.f) || isinf(x.f))) {
+        return fail(e, at, "cannot convert float %s to integer", isnan(x.f) ? "NaN" :
+                    "infinity");
+    } else {
+        *out = vint(num_i(&x));
+    }
+    return 0;
+}
+
+/* Python's abs of a number; of a tensor, the op */
+static int bi_abs(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                  const struct call *c, struct value *out)
+{
+    if (c->nargs != 1 || !is_num(&c->args[0])) {
+        return call_op(e, at, name, false, c, out);
+    }
+    const struct value *x = &c->args[0];
+    if (x->k == V_FLOAT) {
+        *out = vfloat(fabs(x->f));
+    } else if (num_i(x) == INT64_MIN) {
+        return fail(e, at, "integer overflow in abs() (tensorctl's ints are 64-bit)");
+    } else {
+        *out = vint(llabs(num_i(x)));
+    }
+    return 0;
+}
+
+/* Python's round of a number; of a tensor, the op */
+static int bi_round(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                    const struct call *c, struct value *out)
+{
+    if (c->nargs >= 1 && c->nargs <= 2 && is_num(&c->args[0])) {
+        return py_round(e, at, c, out);
+    }
+    return call_op(e, at, name, false, c, out);
+}
+
+/* Python's max/min over numbers; torch's max(x, y) is maximum, max(x[, dim]) the reduction */
+static int bi_max_min(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                      const struct call *c, struct value *out)
+{
+    if ((c->nargs == 1 && (c->args[0].k == V_LIST || c->args[0].k == V_TUPLE ||
+                           c->args[0].k == V_SIZE || c->args[0].k == V_RANGE)) ||
+        (c->nargs >= 2 && c->args[0].k != V_TENSOR && c->args[1].k != V_TENSOR)) {
+        return py_max_min(e, at, name, c, out);
+    }
+    if (c->nargs == 2 && c->args[1].k == V_TENSOR) {
         return call_op(e, at, name[1] == 'a' ? "maximum" : "minimum", false, c, out);
+    }
+    return call_op(e, at, name, false, c, out);
+}
+
+/* list(x), tuple(x) */
+static int bi_sequence(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                       const struct call *c, struct value *out)
+{
+    int rc;
+    if (c->nargs == 0) {
+        return vseq(e, out, name[0] == 'l' ? V_LIST : V_TUPLE, 0);
+    }
+    const struct value *x = &c->args[0];
+    if (x->k == V_RANGE) {
+        int64_t n = 0;
+        for (int64_t v = x->i; x->step > 0 ? v < x->stop : v > x->stop; v += x->step) {
+            n++;
+        }
+        if (n > 10000000) {
+            return fail(e, at, "range too long for a list");
+        }
+        if ((rc = vseq(e, out, name[0] == 'l' ? V_LIST : V_TUPLE, (int)n)) != 0) {
+            return rc;
+        }
+        for (int64_t k = 0; k < n; k++) {
+            out->items[k] = vint(x->i + k * x->step);
+        }
+        return 0;
+    }
+    if (x->k == V_TENSOR) {
+        return tolist(e, x->t, at, out);
+    }
+    if (x->k != V_LIST && x->k != V_TUPLE && x->k != V_SIZE) {
+        return fail(e, at, "'%s' object is not iterable", type_name(x));
+    }
+    if ((rc = vcopy(e, out, x)) == 0) {
+        out->k = name[0] == 'l' ? V_LIST : V_TUPLE;
+    }
+    return rc;
+}
+
+/* Built-in functions: torch's without "torch.", and a few of Python's (NULL: handled where
+** they are called). Names the op table also has (abs, round) go to the op for tensors. */
+static const struct {
+    const char *name;
+    builtin_fn fn;
+} BUILTINS[] = {
+    {"tensor", bi_tensor}, {"zeros", bi_create}, {"ones", bi_create}, {"full", bi_create},
+    {"rand", bi_create}, {"randn", bi_create}, {"arange", bi_arange},
+    {"manual_seed", bi_manual_seed}, {"no_grad", bi_grad_ctx}, {"enable_grad", bi_grad_ctx},
+    {"print", bi_print}, {"len", bi_len}, {"range", bi_range}, {"float", bi_convert},
+    {"int", bi_convert}, {"bool", bi_convert}, {"str", bi_convert}, {"abs", bi_abs},
+    {"round", bi_round}, {"isinstance", NULL}, {"list", bi_sequence}, {"tuple", bi_sequence},
+    {"type", NULL}, {"is_grad_enabled", bi_is_grad_enabled}, {"from_numpy", bi_tensor},
+    {"set_grad_enabled", bi_set_grad_enabled},
+};
+
+/* Ops whose torch spelling has overloads besides ops.def's signature. */
+static const struct {
+    const char *name;
+    builtin_fn fn;
+} OP_OVERLOADS[] = {
+    {"randint", bi_randint}, {"max", bi_max_min}, {"min", bi_max_min},
+};
+
+/* Calls the builtin or op `name`. */
+static int func(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                const struct call *c, struct value *out)
+{
+    *out = (struct value){.k = V_NONE};
+    for (size_t i = 0; i < sizeof BUILTINS / sizeof BUILTINS[0]; i++) {
+        if (BUILTINS[i].fn != NULL && strcmp(BUILTINS[i].name, name) == 0) {
+            return BUILTINS[i].fn(e, at, name, c, out);
+        }
+    }
+    for (size_t i = 0; i < sizeof OP_OVERLOADS / sizeof OP_OVERLOADS[0]; i++) {
+        if (strcmp(OP_OVERLOADS[i].name, name) == 0) {
+            return OP_OVERLOADS[i].fn(e, at, name, c, out);
+        }
     }
     return call_op(e, at, name, false, c, out);
 }
@@ -2436,7 +2543,7 @@ static int func(struct tdx_env *e, const struct tdx_node *at, const char *name,
 static bool is_builtin(const char *name)
 {
     for (size_t i = 0; i < sizeof BUILTINS / sizeof BUILTINS[0]; i++) {
-        if (strcmp(BUILTINS[i], name) == 0) {
+        if (strcmp(BUILTINS[i].name, name) == 0) {
             return true;
         }
     }
@@ -3625,9 +3732,9 @@ void tdx_complete(const struct tdx_env *e, const char *prefix, const char *objec
         }
     }
     for (size_t i = 0; i < sizeof BUILTINS / sizeof BUILTINS[0]; i++) {
-        if (strncmp(BUILTINS[i], prefix, n) == 0 &&
-            !(module && in_list(PY_ONLY, sizeof PY_ONLY / sizeof PY_ONLY[0], BUILTINS[i]))) {
-            fn(BUILTINS[i], arg);
+        if (strncmp(BUILTINS[i].name, prefix, n) == 0 &&
+            !(module && in_list(PY_ONLY, sizeof PY_ONLY / sizeof PY_ONLY[0], BUILTINS[i].name))) {
+            fn(BUILTINS[i].name, arg);
         }
     }
     for (size_t i = 0; (op = tdx_op_at(i)) != NULL; i++) {
