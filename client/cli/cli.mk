@@ -2,8 +2,9 @@
 
 .PHONY: tensorctl test-cli install-cli
 
-CLI_SRC  := client/cli/main.c client/cli/parse.c client/cli/eval.c client/cli/format.c \
-            client/cli/ops.c
+CLI_SRC  := client/cli/main.c client/cli/parse.c client/cli/eval.c client/cli/values.c \
+            client/cli/print.c client/cli/ops.c client/cli/methods.c client/cli/builtins.c \
+            client/cli/meta.c client/cli/format.c
 # safetensors and its JSON header: base's codec, the daemon's own (libtd_base)
 CLI_O    := $(call obj,$(CLI_SRC)) $(LIBTENSORD_A) $(LIB_BASE)
 TENSORCTL := $(BUILD)/tensorctl

@@ -1684,7 +1684,8 @@ static void dump(struct td_strbuf *b, const struct tdx_node *n)
         td_strbuf_printf(b, "(%s%s", n->kind == TDX_AUGASSIGN ? "aug" : "", OPNAME[n->op]);
         break;
     default:
-        td_strbuf_printf(b, "(%s", n->kind == TDX_IMPORT && n->str != NULL ? "from" : head[n->kind]);
+        td_strbuf_printf(b, "(%s",
+                         n->kind == TDX_IMPORT && n->str != NULL ? "from" : head[n->kind]);
         break;
     }
     if (n->str != NULL) {
