@@ -8,6 +8,7 @@
 */
 #include "ops.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli_ops.h"
@@ -262,13 +263,39 @@ int tdx_set_arg(struct tdx_env *e, const char *op, const char *key, const struct
 
 /* The key tdx_set_arg() takes for parameter p: its OpArgs field, where a `dims` parameter is
 ** "*dims" (a shape, from the remaining positional arguments) when it gathers them and "rdim"
-** (one int or a list, None for none) otherwise, and `cast` is the result dtype. */
+** (one int or a list, None for none) otherwise. (A `cast` parameter is op_args' own.) */
 static const char *arg_key(const struct tdx_param *p)
 {
     if (strcmp(p->field, "dims") == 0) {
         return p->varargs ? "*dims" : "rdim";
     }
-    return strcmp(p->field, "cast") == 0 ? "dtype" : p->field;
+    return p->field;
+}
+
+/* torch's dtype= on a reduction or a softmax (ops.def's `:cast`): the input is cast to dt
+** first, by the op `to`; *in becomes the cast copy, held by *out until the op is sent. */
+static int cast_input(struct tdx_env *e, const struct tdx_node *at, struct tensord_operand *in,
+                      int dt, struct tref **out)
+{
+    const struct tdx_opdef *to = tdx_op_find("to");
+    struct tref *t = to != NULL ? tdx_tref_new(e) : NULL;
+    struct tensord_op_args a;
+    struct tensord_error err;
+    uint64_t id;
+    int rc;
+    if (t == NULL) {
+        return tdx_fail(e, at, to == NULL ? "dtype= needs the op 'to'" : "out of memory");
+    }
+    memset(&a, 0, sizeof a);
+    a.dtype = (enum tensord_dtype)dt;
+    int lrc = tensord_send_op_ex(e->c, to->wire, t->handle, in, 1, &a, false, &id, &err);
+    if ((rc = tdx_send_tensor_result(e, lrc, id, t, at, &err)) != 0) {
+        tdx_tref_unref(e, t);
+        return rc;
+    }
+    *in = tensord_h(t->handle);
+    *out = t;
+    return 0;
 }
 
 /* Adds operand value v (of parameter p) to ins; a list for a `:tensors` parameter. */
@@ -309,11 +336,46 @@ static int add_operand(struct tdx_env *e, const struct tdx_node *at, const char 
     return 0;
 }
 
+/* Parameter p's default, when a number or a bool (None is no value: the field stays unset). */
+static bool default_value(const struct tdx_param *p, struct value *v)
+{
+    char *end;
+    if (p->deflt == NULL || strcmp(p->deflt, "None") == 0) {
+        return false;
+    }
+    if (strcmp(p->deflt, "True") == 0 || strcmp(p->deflt, "False") == 0) {
+        *v = vbool(p->deflt[0] == 'T');
+        return true;
+    }
+    long long i = strtoll(p->deflt, &end, 10);
+    if (end != p->deflt && *end == '\0') {
+        *v = vint(i);
+        return true;
+    }
+    double f = strtod(p->deflt, &end);
+    if (end != p->deflt && *end == '\0') {
+        *v = vfloat(f);
+        return true;
+    }
+    return false;
+}
+
+static bool kw_given(const struct call *c, const char *name)
+{
+    for (int k = 0; k < c->nkw; k++) {
+        if (strcmp(c->kwn[k], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Parses a call of op `d` as its torch signature says: operands (positional, or by name) in
-** wire order, then the other parameters into a. */
+** wire order, then the other parameters into a, torch's defaults first (flatten(1) is
+** flatten(1, -1)), then what the call gives. */
 static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct tdx_opdef *d,
                    const struct call *c, struct tensord_operand *ins, int *nin,
-                   struct tensord_op_args *a, bool *want_out2, bool *any_grad)
+                   struct tensord_op_args *a, int *cast, bool *want_out2, bool *any_grad)
 {
     const char *op = d->name;
     const struct value *slot[TDX_MAX_PARAMS] = {0};
@@ -356,6 +418,15 @@ static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct td
     }
     for (int k = 0; k < np; k++) {
         const struct tdx_param *p = tdx_op_param(d, k);
+        struct value v;
+        if (!p->operand && !p->varargs && slot[k] == NULL && !kw_given(c, p->name) &&
+            default_value(p, &v) &&
+            (rc = tdx_set_arg(e, op, arg_key(p), &v, at, a, want_out2, NULL)) != 0) {
+            return rc;
+        }
+    }
+    for (int k = 0; k < np; k++) {
+        const struct tdx_param *p = tdx_op_param(d, k);
         if (p->operand || slot[k] == NULL) {
             continue;
         }
@@ -366,6 +437,10 @@ static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct td
             }
             a->ndims = nd;
             a->has_dims = true;
+        } else if (strcmp(p->field, "cast") == 0) {
+            if ((rc = tdx_parse_dtype_value(e, slot[k], at, cast)) != 0) {
+                return rc;
+            }
         } else if ((rc = tdx_set_arg(e, op, arg_key(p), slot[k], at, a, want_out2, NULL)) != 0) {
             return rc;
         }
@@ -373,6 +448,12 @@ static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct td
     for (int k = 0; k < c->nkw; k++) {
         const struct tdx_param *p = tdx_op_param_named(d, c->kwn[k]);
         if (p != NULL && p->operand) {
+            continue;
+        }
+        if (p != NULL && strcmp(p->field, "cast") == 0) {
+            if ((rc = tdx_parse_dtype_value(e, &c->kwv[k], at, cast)) != 0) {
+                return rc;
+            }
             continue;
         }
         bool rg;
@@ -398,17 +479,25 @@ int tdx_call_op(struct tdx_env *e, const struct tdx_node *at, const char *op, bo
     struct tensord_op_args a;
     memset(&a, 0, sizeof a);
     bool want_out2 = false, any_grad = false;
-    if ((rc = op_args(e, at, d, c, ins, &nin, &a, &want_out2, &any_grad)) != 0) {
+    int cast = 0;
+    struct tref *src = NULL;
+    if ((rc = op_args(e, at, d, c, ins, &nin, &a, &cast, &want_out2, &any_grad)) != 0) {
+        return rc;
+    }
+    if (cast != 0 && nin > 0 && ins[0].kind == TENSORD_OPERAND_HANDLE &&
+        (rc = cast_input(e, at, &ins[0], cast, &src)) != 0) {
         return rc;
     }
     struct tref *t = inplace ? tdx_tref_ref(c->args[0].t) : tdx_tref_new(e);
     struct tref *t2 = NULL;
     if (t == NULL) {
+        tdx_tref_unref(e, src);
         return tdx_fail(e, at, "out of memory");
     }
     if (want_out2 && !inplace) {
         if ((t2 = tdx_tref_new(e)) == NULL) {
             tdx_tref_unref(e, t);
+            tdx_tref_unref(e, src);
             return tdx_fail(e, at, "out of memory");
         }
         a.out2 = t2->handle;
@@ -417,6 +506,7 @@ int tdx_call_op(struct tdx_env *e, const struct tdx_node *at, const char *op, bo
     uint64_t id;
     int lrc = tensord_send_op_ex(e->c, d->wire, inplace ? 0 : t->handle, ins, nin, &a, inplace,
                                  &id, &err);
+    tdx_tref_unref(e, src);  /* the request names it; its free waits for the next batch */
     if ((rc = tdx_send_tensor_result(e, lrc, id, t, at, &err)) != 0) {
         tdx_tref_unref(e, t);
         tdx_tref_unref(e, t2);
