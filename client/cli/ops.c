@@ -2,9 +2,9 @@
 ** about each op's name.
 **
 ** Everything about an op's call — its operands, torch's parameters, their OpArgs fields, its
-** flags — comes from the generated table. What ops.def does not record is where torch puts a
-** name: most ops are both torch.name and Tensor.name, and that is the default, so a new row
-** needs nothing here. The exceptions below are torch's namespaces, not op contracts.
+** flags — comes from the generated table. Where torch puts a name follows from the signature
+** (an op on `input` is also a Tensor method), so a new row needs nothing here; the few names
+** torch places otherwise are listed below: they are torch's namespaces, not op contracts.
 */
 #include "ops.h"
 
@@ -14,9 +14,11 @@
 #include "cli_ops.h"
 #include "interp.h"
 
-/* How torch spells an op whose name is not both a torch function and a Tensor method. */
+/* Where torch puts an op's name, when its signature does not say. By the signature, an op whose
+** operands include `input` is both torch.name and the Tensor method (x.name called on input);
+** any other (cat's `tensors`, the creation ops) is a function only. The exceptions: */
 enum torch_form {
-    FORM_FUNCTION = 1,     /* torch.name / torch.nn.functional.name only (x.eye() fails) */
+    FORM_FUNCTION = 1,     /* torch.name / torch.nn.functional.name only (x.gelu() fails) */
     FORM_INPLACE_METHOD,   /* a method only as x.name_() (there is no x.fill(1)) */
     FORM_NONE,             /* the wire's alone: mT is the attribute x.mT, slice is x[a:b] */
 };
@@ -25,10 +27,8 @@ static const struct {
     const char *name;
     enum torch_form form;
 } TORCH_FORMS[] = {
-    {"gelu", FORM_FUNCTION}, {"cat", FORM_FUNCTION}, {"stack", FORM_FUNCTION},
-    {"mse_loss", FORM_FUNCTION}, {"cross_entropy", FORM_FUNCTION}, {"linear", FORM_FUNCTION},
-    {"empty", FORM_FUNCTION}, {"randint", FORM_FUNCTION}, {"linspace", FORM_FUNCTION},
-    {"eye", FORM_FUNCTION}, {"zeros_like", FORM_FUNCTION}, {"ones_like", FORM_FUNCTION},
+    {"gelu", FORM_FUNCTION}, {"mse_loss", FORM_FUNCTION}, {"cross_entropy", FORM_FUNCTION},
+    {"linear", FORM_FUNCTION}, {"zeros_like", FORM_FUNCTION}, {"ones_like", FORM_FUNCTION},
     {"empty_like", FORM_FUNCTION}, {"full_like", FORM_FUNCTION}, {"rand_like", FORM_FUNCTION},
     {"randn_like", FORM_FUNCTION},
     {"fill", FORM_INPLACE_METHOD}, {"zero", FORM_INPLACE_METHOD}, {"copy", FORM_INPLACE_METHOD},
@@ -36,14 +36,16 @@ static const struct {
     {"mT", FORM_NONE}, {"slice", FORM_NONE},
 };
 
-static int torch_form(const char *name)
+/* op's form: an exception above, else a function only unless an operand is `input`. */
+static int torch_form(const struct tdx_opdef *op)
 {
     for (size_t i = 0; i < sizeof TORCH_FORMS / sizeof TORCH_FORMS[0]; i++) {
-        if (strcmp(TORCH_FORMS[i].name, name) == 0) {
+        if (strcmp(TORCH_FORMS[i].name, op->name) == 0) {
             return (int)TORCH_FORMS[i].form;
         }
     }
-    return 0;
+    const struct tdx_param *in = tdx_op_param_named(op, "input");
+    return in != NULL && in->operand ? 0 : FORM_FUNCTION;
 }
 
 const struct tdx_opdef *tdx_op_find(const char *name)
@@ -83,14 +85,15 @@ bool tdx_op_nodiff(const struct tdx_opdef *op)
 
 bool tdx_op_is_function(const char *name)
 {
-    return tdx_op_find(name) != NULL && torch_form(name) != FORM_NONE;
+    const struct tdx_opdef *op = tdx_op_find(name);
+    return op != NULL && torch_form(op) != FORM_NONE;
 }
 
 bool tdx_op_is_method(const char *name, bool inplace)
 {
     const struct tdx_opdef *op = tdx_op_find(name);
-    int f = torch_form(name);
-    if (op == NULL || f == FORM_NONE || f == FORM_FUNCTION) {
+    int f = op != NULL ? torch_form(op) : FORM_NONE;
+    if (f == FORM_NONE || f == FORM_FUNCTION) {
         return false;
     }
     return inplace ? op->inplace != NULL : f != FORM_INPLACE_METHOD;
@@ -111,7 +114,7 @@ void tdx_op_help(FILE *out, int width)
     int col = 0;
     const struct tdx_opdef *op;
     for (size_t i = 0; (op = tdx_op_at(i)) != NULL; i++) {
-        int f = torch_form(op->name);
+        int f = torch_form(op);
         if (f != FORM_NONE && f != FORM_INPLACE_METHOD) {
             help_word(out, width, &col, op->name, "");
         }
@@ -119,7 +122,7 @@ void tdx_op_help(FILE *out, int width)
     fputc('\n', out);
     col = 0;
     for (size_t i = 0; (op = tdx_op_at(i)) != NULL; i++) {
-        if (torch_form(op->name) == FORM_INPLACE_METHOD && op->inplace != NULL) {
+        if (torch_form(op) == FORM_INPLACE_METHOD && op->inplace != NULL) {
             help_word(out, width, &col, op->inplace, "");
         }
     }
