@@ -459,6 +459,11 @@ static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct td
             }
             continue;
         }
+        if (p == NULL && strcmp(c->kwn[k], "requires_grad") != 0 &&
+            strcmp(c->kwn[k], "reduction") != 0 && strcmp(c->kwn[k], "alpha") != 0) {
+            /* torch's parameters only (and the few tensorctl accepts or explains) */
+            return tdx_fail(e, at, "%s() got an unexpected keyword argument '%s'", op, c->kwn[k]);
+        }
         bool rg;
         if ((rc = tdx_set_arg(e, op, p != NULL ? arg_key(p) : c->kwn[k], &c->kwv[k], at, a,
                               want_out2, &rg)) != 0) {
