@@ -429,7 +429,7 @@ static int bi_set_grad_enabled(struct tdx_env *e, const struct tdx_node *at, con
                                const struct call *c, struct value *out)
 {
     bool b;
-    int rc;
+    int rc = 0;
     if (c->nargs != 1 || (rc = tdx_truth(e, at, &c->args[0], &b)) != 0) {
         return c->nargs != 1 ? tdx_fail(e, at, "set_grad_enabled() takes one argument") : rc;
     }
