@@ -413,10 +413,10 @@ static int check_layout(struct td_st_header *h, uint64_t data_len, struct td_err
             bytes *= dim;
         }
         if (rc == 0 && (e->end < e->begin || e->end - e->begin != bytes)) {
-            rc = td_err_set(err, TD_EINVAL, "tensor '%s': shape and dtype need %llu bytes, "
-                            "data_offsets [%llu, %llu] do not hold them", e->name,
-                            (unsigned long long)bytes, (unsigned long long)e->begin,
-                            (unsigned long long)e->end);
+            rc = td_err_set(err, TD_EINVAL, "tensor '%s': data_offsets [%llu, %llu] do not "
+                            "hold its %llu bytes (its shape and dtype need %llu bytes)", e->name,
+                            (unsigned long long)e->begin, (unsigned long long)e->end,
+                            (unsigned long long)bytes, (unsigned long long)bytes);
         }
         order[i] = e;
     }
