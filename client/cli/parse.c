@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "base/strbuf.h"
 
 enum tok {
@@ -27,7 +28,7 @@ struct token {
     enum tok kind;
     int line, col;
     char op[4];        /* T_OP: the operator's text */
-    char *s;           /* T_NAME, T_STR (decoded), T_FSTR (raw inner text): owned */
+    char *s;           /* T_NAME, T_STR (decoded), T_FSTR (raw inner text): owned (td_free) */
     int64_t ival;
     double fval;
     int sline, scol;   /* T_FSTR: where the inner text starts */
@@ -103,16 +104,13 @@ static int lex_string(struct lexer *lx, bool raw, bool fstr, int line, int col)
     char q = *lx->p;
     bool triple = lx->p[1] == q && lx->p[2] == q;
     advance(lx, triple ? 3 : 1);
-    size_t cap = 64, len = 0;
-    char *buf = malloc(cap);
-    if (buf == NULL) {
-        return perr(lx->err, line, col, "out of memory");
-    }
+    struct td_strbuf buf;
+    td_strbuf_init(&buf, 0);
     int sline = lx->line, scol = lx->col;
     for (;;) {
         char c = *lx->p;
         if (c == '\0' || (c == '\n' && !triple)) {
-            free(buf);
+            td_strbuf_free(&buf);
             if (triple) {
                 lx->err->incomplete = true;
                 return perr(lx->err, line, col, "unterminated triple-quoted string literal");
@@ -145,37 +143,27 @@ static int lex_string(struct lexer *lx, bool raw, bool fstr, int line, int col)
             }
         } else if (c == '\\' && lx->p[1] != '\0') {
             /* raw or f-string: keep both characters */
-            if (len + 2 >= cap) {
-                char *nb = realloc(buf, cap *= 2);
-                if (nb == NULL) {
-                    free(buf);
-                    return perr(lx->err, line, col, "out of memory");
-                }
-                buf = nb;
-            }
-            buf[len++] = '\\';
-            buf[len++] = lx->p[1];
+            td_strbuf_putc(&buf, '\\');
+            td_strbuf_putc(&buf, lx->p[1]);
             advance(lx, 2);
             continue;
         }
-        if (len + 2 >= cap) {
-            char *nb = realloc(buf, cap *= 2);
-            if (nb == NULL) {
-                free(buf);
-                return perr(lx->err, line, col, "out of memory");
-            }
-            buf = nb;
-        }
-        buf[len++] = out;
+        td_strbuf_putc(&buf, out);
         advance(lx, take);
     }
-    buf[len] = '\0';
+    size_t len = 0;
+    /* the text may hold NULs ('\0'): its length is len; an empty literal is "" */
+    char *text = td_strbuf_failed(&buf) ? NULL : td_strbuf_take(&buf, &len);
+    if (text == NULL) {
+        td_strbuf_free(&buf);
+        return perr(lx->err, line, col, "out of memory");
+    }
     struct token *t = push(lx, fstr ? T_FSTR : T_STR, line, col);
     if (t == NULL) {
-        free(buf);
+        td_free(text);
         return -1;
     }
-    t->s = buf;
+    t->s = text;
     t->ival = (int64_t)len;
     t->sline = sline;
     t->scol = scol;
@@ -373,9 +361,11 @@ static int lex(struct lexer *lx)
                 }
             }
             struct token *t = push(lx, T_NAME, line, col);
-            if (t == NULL || (t->s = strndup(s, n)) == NULL) {
+            if (t == NULL || (t->s = td_malloc(n + 1)) == NULL) {
                 return perr(lx->err, line, col, "out of memory");
             }
+            memcpy(t->s, s, n);
+            t->s[n] = '\0';
             continue;
         }
         if (c == '\'' || c == '"') {
@@ -450,7 +440,7 @@ static int lex(struct lexer *lx)
 static void free_tokens(struct token *t, int n)
 {
     for (int i = 0; i < n; i++) {
-        free(t[i].s);
+        td_free(t[i].s);  /* token text comes from td_strbuf / td_malloc */
     }
     free(t);
 }
