@@ -512,7 +512,7 @@ static int eval(struct tdx_env *e, const struct tdx_node *n, struct value *out)
             }
             if (v.k == V_TENSOR && p->op == 0 && (rc = tdx_known(e, v.t, p)) == 0 &&
                 v.t->info.ndim == 0) {
-                /* Tensor.__format__: a 0-dim tensor formats as its tdx_item() */
+                /* Tensor.__format__: a 0-dim tensor formats as its item() */
                 struct value x;
                 if ((rc = tdx_item(e, v.t, p, &x)) == 0) {
                     tdx_vfree(e, &v);

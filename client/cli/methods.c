@@ -8,12 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const METHODS[] = {
-    "backward", "item", "tolist", "size", "dim", "numel", "requires_grad_", "retain_grad",
-    "float", "double", "long", "int", "bool", "shape", "dtype", "grad", "T", "mT", "ndim",
-    "requires_grad", "is_leaf", "grad_fn",
-};
-
 /* .item(): the one element as a Python number. The read is queued behind the requests that
 ** make the tensor, so it costs one round trip. */
 int tdx_item(struct tdx_env *e, struct tref *t, const struct tdx_node *at, struct value *out)
@@ -152,109 +146,162 @@ static const char *kwarg(const struct call *c, const char *name, int *idx)
     return NULL;
 }
 
-int tdx_method(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
-               const char *name, const struct call *c0, struct value *out)
+/* ---- methods, one handler each (`name` is the name called: some serve several) ---- */
+
+typedef int (*method_fn)(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
+                         const char *name, const struct call *c0, struct value *out);
+
+static int m_item(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
+                  const char *name, const struct call *c0, struct value *out)
 {
-    /* args with self first */
-    struct value args[16];
+    return tdx_item(e, self, at, out);
+}
+
+static int m_tolist(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
+                    const char *name, const struct call *c0, struct value *out)
+{
+    return tdx_tolist(e, self, at, out);
+}
+
+/* x.size(), x.size(dim) */
+static int m_size(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
+                  const char *name, const struct call *c0, struct value *out)
+{
+    struct value sz;
     int rc, k;
-    if (c0->nargs >= 15) {
-        return tdx_fail(e, at, "too many arguments");
+    if ((rc = size_value(e, self, at, &sz)) != 0) {
+        return rc;
     }
-    args[0] = vtensor(self);
-    memcpy(args + 1, c0->args, (size_t)c0->nargs * sizeof *args);
-    struct call c = {.args = args, .nargs = c0->nargs + 1, .kwn = c0->kwn, .kwv = c0->kwv,
-                     .nkw = c0->nkw};
-    if (strcmp(name, "item") == 0) {
-        return tdx_item(e, self, at, out);
+    const struct value *d = c0->nargs > 0 ? &c0->args[0] :
+                            kwarg(c0, "dim", &k) ? &c0->kwv[k] : NULL;
+    if (d == NULL) {
+        *out = sz;
+        return 0;
     }
-    if (strcmp(name, "tolist") == 0) {
-        return tdx_tolist(e, self, at, out);
+    int64_t i = d->k == V_INT ? d->i : INT64_MAX;
+    if (i < 0) {
+        i += sz.n;
     }
-    if (strcmp(name, "size") == 0) {
-        struct value sz;
-        if ((rc = size_value(e, self, at, &sz)) != 0) {
-            return rc;
-        }
-        const struct value *d = c0->nargs > 0 ? &c0->args[0] :
-                                kwarg(c0, "dim", &k) ? &c0->kwv[k] : NULL;
-        if (d == NULL) {
-            *out = sz;
-            return 0;
-        }
-        int64_t i = d->k == V_INT ? d->i : INT64_MAX;
-        if (i < 0) {
-            i += sz.n;
-        }
-        if (i < 0 || i >= sz.n) {
-            tdx_vfree(e, &sz);
-            return tdx_fail(e, at, "Dimension out of range (expected to be in range of [%d, %d], "
-                            "but got %s)", -sz.n, sz.n - 1, d->k == V_INT ? "" : "a non-int");
-        }
-        *out = vint(sz.items[i].i);
+    if (i < 0 || i >= sz.n) {
+        int nd = sz.n;  /* tdx_vfree clears sz */
         tdx_vfree(e, &sz);
-        return 0;
+        if (d->k != V_INT) {
+            return tdx_fail(e, at, "size(): argument 'dim' must be int, not %s",
+                            tdx_type_name(d));
+        }
+        return tdx_fail(e, at, "Dimension out of range (expected to be in range of [%d, %d], "
+                        "but got %" PRId64 ")", -nd, nd - 1, d->i);
     }
-    if (strcmp(name, "dim") == 0 || strcmp(name, "numel") == 0) {
-        if ((rc = tdx_known(e, self, at)) != 0) {
-            return rc;
-        }
-        int64_t n = 1;
-        for (int i = 0; i < self->info.ndim; i++) {
-            n *= self->info.shape[i];
-        }
-        *out = vint(name[0] == 'd' ? self->info.ndim : n);
-        return 0;
+    *out = vint(sz.items[i].i);
+    tdx_vfree(e, &sz);
+    return 0;
+}
+
+/* x.dim(), x.numel() */
+static int m_dim_numel(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
+                       const char *name, const struct call *c0, struct value *out)
+{
+    int rc;
+    if ((rc = tdx_known(e, self, at)) != 0) {
+        return rc;
     }
-    if (strcmp(name, "backward") == 0) {
-        uint64_t g = 0, id;
-        bool retain = false;
-        if (c0->nargs > 0 && c0->args[0].k == V_TENSOR) {
-            g = c0->args[0].t->handle;
-        }
-        if (kwarg(c0, "gradient", &k) && c0->kwv[k].k == V_TENSOR) {
-            g = c0->kwv[k].t->handle;
-        }
-        if (kwarg(c0, "retain_graph", &k)) {
-            retain = c0->kwv[k].k == V_BOOL && c0->kwv[k].b;
-        }
-        struct tensord_error err;
+    int64_t n = 1;
+    for (int i = 0; i < self->info.ndim; i++) {
+        n *= self->info.shape[i];
+    }
+    *out = vint(name[0] == 'd' ? self->info.ndim : n);
+    return 0;
+}
+
+static int m_backward(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
+                      const char *name, const struct call *c0, struct value *out)
+{
+    uint64_t g = 0, id;
+    bool retain = false;
+    int k;
+    if (c0->nargs > 0 && c0->args[0].k == V_TENSOR) {
+        g = c0->args[0].t->handle;
+    }
+    if (kwarg(c0, "gradient", &k) && c0->kwv[k].k == V_TENSOR) {
+        g = c0->kwv[k].t->handle;
+    }
+    if (kwarg(c0, "retain_graph", &k)) {
+        retain = c0->kwv[k].k == V_BOOL && c0->kwv[k].b;
+    }
+    struct tensord_error err;
+    *out = (struct value){.k = V_NONE};
+    return tdx_plain(e, tensord_send_backward(e->c, self->handle, g, retain, &id, &err), &id,
+                     at, &err);
+}
+
+/* x.requires_grad_([b]), x.retain_grad() */
+static int m_requires_grad(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
+                           const char *name, const struct call *c0, struct value *out)
+{
+    bool v = true, retain = name[0] == 'r' && name[2] == 't';
+    int rc;
+    if (c0->nargs > 0) {
+        v = c0->args[0].k == V_BOOL ? c0->args[0].b : num_f(&c0->args[0]) != 0;
+    }
+    struct tensord_error err;
+    uint64_t id;
+    if ((rc = tdx_plain(e, tensord_send_set_grad(e->c, self->handle, v, false, retain, &id,
+                                                 &err), &id, at, &err)) != 0) {
+        return rc;
+    }
+    if (!retain) {
+        self->requires_grad = v;
+        *out = vtensor(tdx_tref_ref(self));
+    } else {
         *out = (struct value){.k = V_NONE};
-        return tdx_plain(e, tensord_send_backward(e->c, self->handle, g, retain, &id, &err), &id,
-                         at, &err);
     }
-    if (strcmp(name, "requires_grad_") == 0 || strcmp(name, "retain_grad") == 0) {
-        bool v = true, retain = name[0] == 'r' && name[2] == 't';
-        if (c0->nargs > 0) {
-            v = c0->args[0].k == V_BOOL ? c0->args[0].b : num_f(&c0->args[0]) != 0;
-        }
-        struct tensord_error err;
-        uint64_t id;
-        if ((rc = tdx_plain(e, tensord_send_set_grad(e->c, self->handle, v, false, retain, &id,
-                                                     &err), &id, at, &err)) != 0) {
-            return rc;
-        }
-        if (!retain) {
-            self->requires_grad = v;
-            *out = vtensor(tdx_tref_ref(self));
-        } else {
-            *out = (struct value){.k = V_NONE};
-        }
-        return 0;
-    }
-    static const char *const CASTS[][2] = {{"float", "1"}, {"double", "2"}, {"int", "3"},
-                                           {"long", "4"}, {"bool", "5"}};
+    return 0;
+}
+
+/* x.float(), x.double(), x.int(), x.long(), x.bool(): x.to(dtype) */
+static int m_cast(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
+                  const char *name, const struct call *c0, struct value *out)
+{
+    static const struct {
+        const char *name;
+        enum tensord_dtype dt;
+    } CASTS[] = {{"float", TENSORD_FLOAT32}, {"double", TENSORD_FLOAT64}, {"int", TENSORD_INT32},
+                 {"long", TENSORD_INT64}, {"bool", TENSORD_BOOL}};
     for (size_t i = 0; i < sizeof CASTS / sizeof CASTS[0]; i++) {
-        if (strcmp(name, CASTS[i][0]) == 0) {
-            struct value dt = {.k = V_DTYPE, .dt = CASTS[i][1][0] - '0'};
-            struct value a2[2] = {vtensor(self), dt};
+        if (strcmp(name, CASTS[i].name) == 0) {
+            struct value a2[2] = {vtensor(self), {.k = V_DTYPE, .dt = (int)CASTS[i].dt}};
             struct call cc = {.args = a2, .nargs = 2};
             return tdx_call_op(e, at, "to", false, &cc, out);
         }
     }
-    if (strcmp(name, "numpy") == 0) {
-        return tdx_fail(e, at, "numpy() is not available in tensorctl; use tdx_tolist()");
-    }
+    return tdx_fail(e, at, "'Tensor' object has no attribute '%s'", name);
+}
+
+/* Tensor methods that are not ops (those come from the op table). */
+static const struct {
+    const char *name;
+    method_fn fn;
+} METHODS[] = {
+    {"backward", m_backward}, {"item", m_item}, {"tolist", m_tolist}, {"size", m_size},
+    {"dim", m_dim_numel}, {"numel", m_dim_numel}, {"requires_grad_", m_requires_grad},
+    {"retain_grad", m_requires_grad}, {"float", m_cast}, {"double", m_cast}, {"long", m_cast},
+    {"int", m_cast}, {"bool", m_cast},
+};
+
+/* Tensor attributes (tdx_attribute), offered for completion with the methods. */
+static const char *const ATTRIBUTES[] = {
+    "shape", "dtype", "grad", "T", "mT", "ndim", "requires_grad", "is_leaf", "grad_fn",
+};
+
+/* An op as a method: x.name(args) is name(x, args); x.name_(args) is its in-place form. */
+static int op_method(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
+                     const char *name, const struct call *c0, struct value *out)
+{
+    struct value args[16];  /* self first */
+    args[0] = vtensor(self);
+    memcpy(args + 1, c0->args, (size_t)c0->nargs * sizeof *args);
+    struct call c = {.args = args, .nargs = c0->nargs + 1, .kwn = c0->kwn, .kwv = c0->kwv,
+                     .nkw = c0->nkw};
     size_t n = strlen(name);
     if (n > 1 && name[n - 1] == '_' && name[n - 2] != '_') {
         char base[64];
@@ -264,6 +311,7 @@ int tdx_method(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
         }
     }
     if (tdx_op_is_method(name, false)) {
+        /* torch's x.max(y) is maximum; x.max() and x.max(dim) the reduction */
         if ((strcmp(name, "max") == 0 || strcmp(name, "min") == 0) && c0->nargs == 1 &&
             c0->args[0].k == V_TENSOR) {
             return tdx_call_op(e, at, name[1] == 'a' ? "maximum" : "minimum", false, &c, out);
@@ -273,10 +321,32 @@ int tdx_method(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
     return tdx_fail(e, at, "'Tensor' object has no attribute '%s'", name);
 }
 
+int tdx_method(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
+               const char *name, const struct call *c0, struct value *out)
+{
+    if (c0->nargs >= 15) {
+        return tdx_fail(e, at, "too many arguments");
+    }
+    for (size_t i = 0; i < sizeof METHODS / sizeof METHODS[0]; i++) {
+        if (strcmp(METHODS[i].name, name) == 0) {
+            return METHODS[i].fn(e, at, self, name, c0, out);
+        }
+    }
+    if (strcmp(name, "numpy") == 0) {
+        return tdx_fail(e, at, "numpy() is not available in tensorctl; use tolist()");
+    }
+    return op_method(e, at, self, name, c0, out);
+}
+
 static bool is_method_name(const char *name)
 {
     for (size_t i = 0; i < sizeof METHODS / sizeof METHODS[0]; i++) {
-        if (strcmp(METHODS[i], name) == 0) {
+        if (strcmp(METHODS[i].name, name) == 0) {
+            return true;
+        }
+    }
+    for (size_t i = 0; i < sizeof ATTRIBUTES / sizeof ATTRIBUTES[0]; i++) {
+        if (strcmp(ATTRIBUTES[i], name) == 0) {
             return true;
         }
     }
@@ -391,8 +461,13 @@ void tdx_complete_methods(const char *prefix, void (*fn)(const char *name, void 
     size_t n = strlen(prefix);
     const struct tdx_opdef *op;
     for (size_t i = 0; i < sizeof METHODS / sizeof METHODS[0]; i++) {
-        if (strncmp(METHODS[i], prefix, n) == 0) {
-            fn(METHODS[i], arg);
+        if (strncmp(METHODS[i].name, prefix, n) == 0) {
+            fn(METHODS[i].name, arg);
+        }
+    }
+    for (size_t i = 0; i < sizeof ATTRIBUTES / sizeof ATTRIBUTES[0]; i++) {
+        if (strncmp(ATTRIBUTES[i], prefix, n) == 0) {
+            fn(ATTRIBUTES[i], arg);
         }
     }
     for (size_t i = 0; (op = tdx_op_at(i)) != NULL; i++) {

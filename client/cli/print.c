@@ -292,7 +292,7 @@ static int vjson(struct tdx_env *e, const struct value *v, const struct tdx_node
 /* ---- f-string format specs: Python's mini-language, in format.c ---- */
 
 /* format(v, spec), appended to b. Numbers and strings follow Python's rules exactly; a 0-dim
-** tensor was turned into its tdx_item() by the caller (Tensor.__format__ does that); any other
+** tensor was turned into its item() by the caller (Tensor.__format__ does that); any other
 ** value refuses a non-empty spec, as object.__format__ does. */
 int tdx_format_spec(struct tdx_env *e, const struct tdx_node *at, const struct value *v,
                     const char *spec, struct td_strbuf *b)

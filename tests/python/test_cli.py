@@ -291,7 +291,9 @@ def test_calls_outside_the_signature_are_refused_like_torch(daemon):
              ("add(x, x, x)", "add() takes 2 positional arguments but 3 were given"),
              ("x.matmul_(x)", "'Tensor' object has no attribute 'matmul_'"),
              ("x.gelu()", "'Tensor' object has no attribute 'gelu'"),
-             ("x.fill(1)", "'Tensor' object has no attribute 'fill'")]
+             ("x.fill(1)", "'Tensor' object has no attribute 'fill'"),
+             ("x.size(5)", "Dimension out of range (expected to be in range of [-2, 1], but "
+                           "got 5)")]
     for stmt, want in cases:
         r = run(daemon, "-c", "x = ones(2, 2)\n" + stmt)
         assert r.returncode == 1 and want in r.stderr, (stmt, r.stderr)
