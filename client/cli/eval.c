@@ -476,6 +476,100 @@ static int eval_call(struct tdx_env *e, const struct tdx_node *n, struct value *
     return rc;
 }
 
+/* An f-string: its text parts, and each {expr[!conv][:spec]} formatted as Python would. */
+static int eval_fstring(struct tdx_env *e, const struct tdx_node *n, struct value *out)
+{
+    int rc = 0;
+    struct td_strbuf b;
+    td_strbuf_init(&b, 0);
+    for (int i = 0; i < n->nkids && rc == 0; i++) {
+        const struct tdx_node *p = n->kids[i];
+        if (p->kind == TDX_STR) {
+            td_strbuf_append(&b, p->str, (size_t)p->ival);
+            continue;
+        }
+        struct value v;
+        if ((rc = eval(e, p->kids[0], &v)) != 0) {
+            break;
+        }
+        if (p->op != 0 && p->op != 'r' && p->op != 's') {
+            tdx_vfree(e, &v);
+            rc = p->op == 'a' ? tdx_fail(e, p, "f-string: the !a conversion is not supported")
+                              : tdx_fail(e, p, "f-string: invalid conversion character: "
+                                         "expected 's', 'r', or 'a'");
+            break;
+        }
+        if (v.k == V_TENSOR && p->op == 0 && (rc = tdx_known(e, v.t, p)) == 0 &&
+            v.t->info.ndim == 0) {
+            /* Tensor.__format__: a 0-dim tensor formats as its item() */
+            struct value x;
+            if ((rc = tdx_item(e, v.t, p, &x)) == 0) {
+                tdx_vfree(e, &v);
+                v = x;
+            }
+        }
+        if (rc != 0) {
+            tdx_vfree(e, &v);
+            break;
+        }
+        if (p->op == 'r' || p->op == 's' || p->op == 'a') {
+            /* !r / !s / !a convert first; the spec then formats the string */
+            struct td_strbuf conv;
+            td_strbuf_init(&conv, 0);
+            if ((rc = tdx_vtext(e, &v, p->op == 's', p, &conv)) == 0) {
+                tdx_vfree(e, &v);
+                rc = tdx_vstr(e, &v, td_strbuf_str(&conv), conv.len);
+            }
+            td_strbuf_free(&conv);
+            if (rc != 0) {
+                tdx_vfree(e, &v);
+                break;
+            }
+        }
+        if (p->str != NULL && p->str[0] != '\0') {
+            rc = tdx_format_spec(e, p, &v, p->str, &b);
+        } else {
+            rc = tdx_vtext(e, &v, true, p, &b);
+        }
+        tdx_vfree(e, &v);
+    }
+    if (rc == 0) {
+        rc = tdx_vstr(e, out, td_strbuf_str(&b), b.len);
+    }
+    td_strbuf_free(&b);
+    return rc;
+}
+
+/* -x and +x: Python's on numbers, neg on a tensor. */
+static int eval_unary(struct tdx_env *e, const struct tdx_node *n, struct value *out)
+{
+    int rc = 0;
+    struct value a;
+    if ((rc = eval(e, n->kids[0], &a)) != 0) {
+        return rc;
+    }
+    if (n->op == TDX_OP_POS && (is_num(&a) || a.k == V_TENSOR)) {
+        *out = a;
+        if (a.k == V_BOOL) {
+            *out = vint(a.b);
+        }
+        return 0;
+    }
+    if (a.k == V_TENSOR) {
+        struct call c = {.args = &a, .nargs = 1};
+        rc = tdx_call_op(e, n, "neg", false, &c, out);
+    } else if (a.k == V_FLOAT) {
+        *out = vfloat(-a.f);
+    } else if (a.k == V_INT || a.k == V_BOOL) {
+        *out = vint(-num_i(&a));
+    } else {
+        rc = tdx_fail(e, n, "bad operand type for unary %s: '%s'",
+                      n->op == TDX_OP_NEG ? "-" : "+", tdx_type_name(&a));
+    }
+    tdx_vfree(e, &a);
+    return rc;
+}
+
 static int eval(struct tdx_env *e, const struct tdx_node *n, struct value *out)
 {
     int rc;
@@ -489,67 +583,7 @@ static int eval(struct tdx_env *e, const struct tdx_node *n, struct value *out)
     case TDX_NONE: return 0;
     case TDX_ELLIPSIS: return tdx_fail(e, n, "'...' is only valid as an index");
     case TDX_NAME: return tdx_name_value(e, n, out);
-    case TDX_FSTR: {
-        struct td_strbuf b;
-        td_strbuf_init(&b, 0);
-        rc = 0;
-        for (int i = 0; i < n->nkids && rc == 0; i++) {
-            const struct tdx_node *p = n->kids[i];
-            if (p->kind == TDX_STR) {
-                td_strbuf_append(&b, p->str, (size_t)p->ival);
-                continue;
-            }
-            struct value v;
-            if ((rc = eval(e, p->kids[0], &v)) != 0) {
-                break;
-            }
-            if (p->op != 0 && p->op != 'r' && p->op != 's') {
-                tdx_vfree(e, &v);
-                rc = p->op == 'a' ? tdx_fail(e, p, "f-string: the !a conversion is not supported")
-                                  : tdx_fail(e, p, "f-string: invalid conversion character: "
-                                             "expected 's', 'r', or 'a'");
-                break;
-            }
-            if (v.k == V_TENSOR && p->op == 0 && (rc = tdx_known(e, v.t, p)) == 0 &&
-                v.t->info.ndim == 0) {
-                /* Tensor.__format__: a 0-dim tensor formats as its item() */
-                struct value x;
-                if ((rc = tdx_item(e, v.t, p, &x)) == 0) {
-                    tdx_vfree(e, &v);
-                    v = x;
-                }
-            }
-            if (rc != 0) {
-                tdx_vfree(e, &v);
-                break;
-            }
-            if (p->op == 'r' || p->op == 's' || p->op == 'a') {
-                /* !r / !s / !a convert first; the spec then formats the string */
-                struct td_strbuf conv;
-                td_strbuf_init(&conv, 0);
-                if ((rc = tdx_vtext(e, &v, p->op == 's', p, &conv)) == 0) {
-                    tdx_vfree(e, &v);
-                    rc = tdx_vstr(e, &v, td_strbuf_str(&conv), conv.len);
-                }
-                td_strbuf_free(&conv);
-                if (rc != 0) {
-                    tdx_vfree(e, &v);
-                    break;
-                }
-            }
-            if (p->str != NULL && p->str[0] != '\0') {
-                rc = tdx_format_spec(e, p, &v, p->str, &b);
-            } else {
-                rc = tdx_vtext(e, &v, true, p, &b);
-            }
-            tdx_vfree(e, &v);
-        }
-        if (rc == 0) {
-            rc = tdx_vstr(e, out, td_strbuf_str(&b), b.len);
-        }
-        td_strbuf_free(&b);
-        return rc;
-    }
+    case TDX_FSTR: return eval_fstring(e, n, out);
     case TDX_LIST: case TDX_TUPLE:
         if ((rc = tdx_vseq(e, out, n->kind == TDX_LIST ? V_LIST : V_TUPLE, n->nkids)) != 0) {
             return rc;
@@ -575,32 +609,7 @@ static int eval(struct tdx_env *e, const struct tdx_node *n, struct value *out)
         tdx_vfree(e, &b);
         return rc;
     }
-    case TDX_UNARY: {
-        struct value a;
-        if ((rc = eval(e, n->kids[0], &a)) != 0) {
-            return rc;
-        }
-        if (n->op == TDX_OP_POS && (is_num(&a) || a.k == V_TENSOR)) {
-            *out = a;
-            if (a.k == V_BOOL) {
-                *out = vint(a.b);
-            }
-            return 0;
-        }
-        if (a.k == V_TENSOR) {
-            struct call c = {.args = &a, .nargs = 1};
-            rc = tdx_call_op(e, n, "neg", false, &c, out);
-        } else if (a.k == V_FLOAT) {
-            *out = vfloat(-a.f);
-        } else if (a.k == V_INT || a.k == V_BOOL) {
-            *out = vint(-num_i(&a));
-        } else {
-            rc = tdx_fail(e, n, "bad operand type for unary %s: '%s'",
-                          n->op == TDX_OP_NEG ? "-" : "+", tdx_type_name(&a));
-        }
-        tdx_vfree(e, &a);
-        return rc;
-    }
+    case TDX_UNARY: return eval_unary(e, n, out);
     case TDX_NOT: {
         struct value a;
         bool b;
