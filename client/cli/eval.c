@@ -771,6 +771,97 @@ static int exec_block(struct tdx_env *e, const struct tdx_node *s, int first)
     return rc;
 }
 
+/* x op= y: a tensor target is updated in place (Tensor.__iadd__); others rebind the name. */
+static int exec_augassign(struct tdx_env *e, const struct tdx_node *s)
+{
+    int rc;
+    const struct tdx_node *t = s->kids[0];
+    struct value cur, rhs, res;
+    if ((rc = eval(e, t, &cur)) != 0) {
+        return rc;
+    }
+    if ((rc = eval(e, s->kids[1], &rhs)) != 0) {
+        tdx_vfree(e, &cur);
+        return rc;
+    }
+    if (cur.k == V_TENSOR && s->op != TDX_OP_MATMUL) {
+        /* in place, like Tensor.__isub__ */
+        struct value args[2] = {cur, rhs};
+        struct call c = {.args = args, .nargs = 2};
+        rc = tdx_call_op(e, s, INPLACE[s->op], true, &c, &res);
+        if (rc == 0) {
+            tdx_vfree(e, &res);
+        }
+    } else if ((rc = binop(e, s, s->op, &cur, &rhs, &res)) == 0) {
+        if (t->kind == TDX_NAME) {
+            rc = tdx_bind(e, t->str, &res);
+        } else {
+            tdx_vfree(e, &res);
+            rc = tdx_fail(e, s, "augmented assignment to this target needs a tensor");
+        }
+    }
+    tdx_vfree(e, &cur);
+    tdx_vfree(e, &rhs);
+    return rc;
+}
+
+/* with no_grad(): / with enable_grad(): the block runs in that grad mode. */
+static int exec_with(struct tdx_env *e, const struct tdx_node *s)
+{
+    int rc;
+    struct value v = {0};
+    if ((rc = eval(e, s->kids[0], &v)) != 0) {
+        return rc;
+    }
+    if (v.k != V_CTX) {
+        rc = tdx_fail(e, s->kids[0], "'%s' object does not support the context manager "
+                      "protocol", tdx_type_name(&v));
+        tdx_vfree(e, &v);
+        return rc;
+    }
+    bool prev = e->grad_enabled, want = v.dt != 0;
+    if (want != prev && (rc = tdx_set_grad_mode(e, want, s)) != 0) {
+        return rc;
+    }
+    rc = exec_block(e, s, 1);
+    if (want != prev) {
+        int rc2 = tdx_set_grad_mode(e, prev, s);
+        rc = rc != 0 ? rc : rc2;
+    }
+    return rc;
+}
+
+/* for NAME in range(...) / a list, a tuple or a shape: the block runs once per item. */
+static int exec_for(struct tdx_env *e, const struct tdx_node *s)
+{
+    int rc;
+    struct value it;
+    if ((rc = eval(e, s->kids[0], &it)) != 0) {
+        return rc;
+    }
+    if (it.k == V_RANGE) {
+        for (int64_t i = it.i; rc == 0 && (it.step > 0 ? i < it.stop : i > it.stop);
+             i += it.step) {
+            struct value x = vint(i);
+            if ((rc = tdx_bind(e, s->str, &x)) == 0) {
+                rc = exec_block(e, s, 1);
+            }
+        }
+    } else if (it.k == V_LIST || it.k == V_TUPLE || it.k == V_SIZE) {
+        for (int i = 0; rc == 0 && i < it.n; i++) {
+            struct value x;
+            if ((rc = tdx_vcopy(e, &x, &it.items[i])) == 0 &&
+                (rc = tdx_bind(e, s->str, &x)) == 0) {
+                rc = exec_block(e, s, 1);
+            }
+        }
+    } else {
+        rc = tdx_fail(e, s->kids[0], "'%s' object is not iterable", tdx_type_name(&it));
+    }
+    tdx_vfree(e, &it);
+    return rc;
+}
+
 static int exec(struct tdx_env *e, const struct tdx_node *s)
 {
     struct value v = {0};
@@ -798,36 +889,7 @@ static int exec(struct tdx_env *e, const struct tdx_node *s)
         tdx_vfree(e, &v);
         return rc;
     }
-    case TDX_AUGASSIGN: {
-        const struct tdx_node *t = s->kids[0];
-        struct value cur, rhs, res;
-        if ((rc = eval(e, t, &cur)) != 0) {
-            return rc;
-        }
-        if ((rc = eval(e, s->kids[1], &rhs)) != 0) {
-            tdx_vfree(e, &cur);
-            return rc;
-        }
-        if (cur.k == V_TENSOR && s->op != TDX_OP_MATMUL) {
-            /* in place, like Tensor.__isub__ */
-            struct value args[2] = {cur, rhs};
-            struct call c = {.args = args, .nargs = 2};
-            rc = tdx_call_op(e, s, INPLACE[s->op], true, &c, &res);
-            if (rc == 0) {
-                tdx_vfree(e, &res);
-            }
-        } else if ((rc = binop(e, s, s->op, &cur, &rhs, &res)) == 0) {
-            if (t->kind == TDX_NAME) {
-                rc = tdx_bind(e, t->str, &res);
-            } else {
-                tdx_vfree(e, &res);
-                rc = tdx_fail(e, s, "augmented assignment to this target needs a tensor");
-            }
-        }
-        tdx_vfree(e, &cur);
-        tdx_vfree(e, &rhs);
-        return rc;
-    }
+    case TDX_AUGASSIGN: return exec_augassign(e, s);
     case TDX_DEL:
         for (int i = 0; i < s->nkids; i++) {
             const struct tdx_node *t = s->kids[i];
@@ -841,54 +903,8 @@ static int exec(struct tdx_env *e, const struct tdx_node *s)
             tdx_unbind(e, x);
         }
         return 0;
-    case TDX_WITH: {
-        if ((rc = eval(e, s->kids[0], &v)) != 0) {
-            return rc;
-        }
-        if (v.k != V_CTX) {
-            rc = tdx_fail(e, s->kids[0], "'%s' object does not support the context manager "
-                          "protocol", tdx_type_name(&v));
-            tdx_vfree(e, &v);
-            return rc;
-        }
-        bool prev = e->grad_enabled, want = v.dt != 0;
-        if (want != prev && (rc = tdx_set_grad_mode(e, want, s)) != 0) {
-            return rc;
-        }
-        rc = exec_block(e, s, 1);
-        if (want != prev) {
-            int rc2 = tdx_set_grad_mode(e, prev, s);
-            rc = rc != 0 ? rc : rc2;
-        }
-        return rc;
-    }
-    case TDX_FOR: {
-        struct value it;
-        if ((rc = eval(e, s->kids[0], &it)) != 0) {
-            return rc;
-        }
-        if (it.k == V_RANGE) {
-            for (int64_t i = it.i; rc == 0 && (it.step > 0 ? i < it.stop : i > it.stop);
-                 i += it.step) {
-                struct value x = vint(i);
-                if ((rc = tdx_bind(e, s->str, &x)) == 0) {
-                    rc = exec_block(e, s, 1);
-                }
-            }
-        } else if (it.k == V_LIST || it.k == V_TUPLE || it.k == V_SIZE) {
-            for (int i = 0; rc == 0 && i < it.n; i++) {
-                struct value x;
-                if ((rc = tdx_vcopy(e, &x, &it.items[i])) == 0 &&
-                    (rc = tdx_bind(e, s->str, &x)) == 0) {
-                    rc = exec_block(e, s, 1);
-                }
-            }
-        } else {
-            rc = tdx_fail(e, s->kids[0], "'%s' object is not iterable", tdx_type_name(&it));
-        }
-        tdx_vfree(e, &it);
-        return rc;
-    }
+    case TDX_WITH: return exec_with(e, s);
+    case TDX_FOR: return exec_for(e, s);
     default:
         return tdx_fail(e, s, "invalid statement");
     }
