@@ -19,16 +19,6 @@ size_t td_st_dtype_size(int dtype)
 
 /* ---- building ---- */
 
-static void put(struct td_strbuf *b, const char *s, size_t n)
-{
-    td_strbuf_append(b, s, n);
-}
-
-static void puts_(struct td_strbuf *b, const char *s)
-{
-    td_strbuf_puts(b, s);
-}
-
 /* A JSON string, with quotes, backslashes and control characters escaped. */
 static int put_str(struct td_strbuf *b, const char *s, size_t max, struct td_err *err)
 {
@@ -36,21 +26,21 @@ static int put_str(struct td_strbuf *b, const char *s, size_t max, struct td_err
     if (n == 0 || n > max) {
         return td_err_set(err, TD_EINVAL, "name or metadata of %zu bytes (want 1..%zu)", n, max);
     }
-    put(b, "\"", 1);
+    td_strbuf_append(b, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c < 0x20) {
             char esc[8];
             snprintf(esc, sizeof esc, "\\u%04x", c);
-            put(b, esc, 6);
+            td_strbuf_append(b, esc, 6);
             continue;
         }
         if (c == '"' || c == '\\') {
-            put(b, "\\", 1);
+            td_strbuf_append(b, "\\", 1);
         }
-        put(b, (const char *)&s[i], 1);
+        td_strbuf_append(b, (const char *)&s[i], 1);
     }
-    put(b, "\"", 1);
+    td_strbuf_append(b, "\"", 1);
     return 0;
 }
 
@@ -62,17 +52,17 @@ int td_st_header_build(const struct td_st_entry *e, int n, const char *const *ke
     int rc = 0;
     char num[64];
     td_strbuf_init(&b, 0);
-    put(&b, "\0\0\0\0\0\0\0\0{", 9);
+    td_strbuf_append(&b, "\0\0\0\0\0\0\0\0{", 9);
     if (nmeta > 0) {
-        puts_(&b, "\"__metadata__\":{");
+        td_strbuf_puts(&b, "\"__metadata__\":{");
         for (int i = 0; i < nmeta && rc == 0; i++) {
             if ((rc = put_str(&b, keys[i], TD_ST_NAME_MAX, err)) == 0) {
-                put(&b, ":", 1);
+                td_strbuf_append(&b, ":", 1);
                 rc = put_str(&b, vals[i], TD_ST_MAX_META_VALUE, err);
             }
-            put(&b, i + 1 < nmeta ? "," : "", i + 1 < nmeta);
+            td_strbuf_append(&b, i + 1 < nmeta ? "," : "", i + 1 < nmeta);
         }
-        put(&b, n > 0 ? "}," : "}", n > 0 ? 2 : 1);
+        td_strbuf_append(&b, n > 0 ? "}," : "}", n > 0 ? 2 : 1);
     }
     for (int i = 0; i < n && rc == 0; i++) {
         if (e[i].dtype < 0 || e[i].dtype >= TD_ST_NDTYPES) {
@@ -83,20 +73,20 @@ int td_st_header_build(const struct td_st_entry *e, int n, const char *const *ke
             break;
         }
         snprintf(num, sizeof num, ":{\"dtype\":\"%s\",\"shape\":[", dtype_names[e[i].dtype]);
-        puts_(&b, num);
+        td_strbuf_puts(&b, num);
         for (int d = 0; d < e[i].ndim; d++) {
             snprintf(num, sizeof num, d + 1 < e[i].ndim ? "%lld," : "%lld",
                      (long long)e[i].shape[d]);
-            puts_(&b, num);
+            td_strbuf_puts(&b, num);
         }
         snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}%s",
                  (unsigned long long)e[i].begin, (unsigned long long)e[i].end,
                  i + 1 < n ? "," : "");
-        puts_(&b, num);
+        td_strbuf_puts(&b, num);
     }
-    put(&b, "}", 1);
+    td_strbuf_append(&b, "}", 1);
     while (!td_strbuf_failed(&b) && (b.len - 8) % 8 != 0) {
-        put(&b, " ", 1);
+        td_strbuf_append(&b, " ", 1);
     }
     if (rc == 0 && td_strbuf_failed(&b)) {
         rc = td_err_code(err, TD_ENOMEM);
@@ -106,7 +96,7 @@ int td_st_header_build(const struct td_st_entry *e, int n, const char *const *ke
         return rc;
     }
     size_t n8;
-    char *p = td_strbuf_take(&b, &n8);
+    char *p = td_strbuf_take(&b, &n8);  /* never NULL: b holds at least 16 bytes */
     uint64_t hl = n8 - 8;
     for (int i = 0; i < 8; i++) {
         p[i] = (char)(hl >> (8 * i));
