@@ -17,6 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
+#include "base/strbuf.h"
+
 #define MAX_WIDTH 100000    /* larger widths and precisions are refused, not allocated */
 #define MAX_PREC  1000
 
@@ -192,63 +195,34 @@ static int parse_spec(const char *s, const char *tname, char deftype, bool num, 
 
 /* ---- output ---- */
 
-struct out {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void put(struct out *o, const char *s, size_t n)
-{
-    if (o->oom) {
-        return;
-    }
-    if (o->len + n + 1 > o->cap) {
-        size_t ncap = (o->len + n + 1) * 2;
-        char *np = realloc(o->p, ncap);
-        if (np == NULL) {
-            o->oom = true;
-            return;
-        }
-        o->p = np;
-        o->cap = ncap;
-    }
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-    o->p[o->len] = '\0';
-}
-
-static void put_fill(struct out *o, const char *fill, long n)
+static void put_fill(struct td_strbuf *o, const char *fill, long n)
 {
     for (long i = 0; i < n; i++) {
-        put(o, fill, strlen(fill));
+        td_strbuf_puts(o, fill);
     }
 }
 
-static int finish(struct out *o, char **res, char *msg, size_t cap)
+/* Hands o's text to *res (free with td_free). */
+static int finish(struct td_strbuf *o, char **res, char *msg, size_t cap)
 {
-    if (o->p == NULL && !o->oom) {
-        put(o, "", 0);
-    }
-    if (o->oom) {
-        free(o->p);
+    if (td_strbuf_failed(o) || (*res = td_strbuf_take(o, NULL)) == NULL) {
+        td_strbuf_free(o);
         return err(msg, cap, "out of memory");
     }
-    *res = o->p;
     return 0;
 }
 
 /* The digits of `body` (n_digits of them, ASCII) grouped per CPython's
 ** _PyUnicode_InsertThousandsGrouping, zero-padded on the left to min_width characters (counting
 ** separators) when min_width > 0. Written into o, left to right. */
-static void group_digits(struct out *o, const char *digits, long n_digits, long min_width,
+static void group_digits(struct td_strbuf *o, const char *digits, long n_digits, long min_width,
                          int every, char sep)
 {
     /* CPython builds the text right to left; do the same into a scratch buffer. */
     long room = (n_digits + (min_width > 0 ? min_width : 0)) * 2 + 16;
     char *buf = malloc((size_t)room);
     if (buf == NULL) {
-        o->oom = true;
+        o->failed = true;
         return;
     }
     long pos = room, remaining = n_digits, dpos = n_digits;
@@ -290,14 +264,14 @@ static void group_digits(struct out *o, const char *digits, long n_digits, long 
         CHUNK(nc, nz);
     }
     #undef CHUNK
-    put(o, buf + pos, (size_t)(room - pos));
+    td_strbuf_append(o, buf + pos, (size_t)(room - pos));
     free(buf);
 }
 
 /* CPython's calc_number_widths + fill_number. `num` is the number without its sign: `prefix`
 ** (0x ...), then digits, then an optional '.', then the remainder (fraction, exponent, '%');
 ** n_digits of leading digits are grouped. For 'c', n_digits is 0 and everything is remainder. */
-static void layout(struct out *o, const struct spec *f, char sign_char, const char *prefix,
+static void layout(struct td_strbuf *o, const struct spec *f, char sign_char, const char *prefix,
                    const char *num, long n_digits, bool upper)
 {
     const char *rest = num + n_digits;
@@ -321,12 +295,13 @@ static void layout(struct out *o, const struct spec *f, char sign_char, const ch
                      f->width - non_digit : 0;
     int every = f->group == '4' ? 4 : f->group != 0 ? 3 : 0;
     char sep = f->group == '4' ? '_' : f->group;
-    struct out g = {0};
+    struct td_strbuf g;
+    td_strbuf_init(&g, 0);
     if (n_digits > 0) {
         group_digits(&g, num, n_digits, min_width, every, sep);
     }
-    if (g.oom) {
-        o->oom = true;
+    if (td_strbuf_failed(&g)) {
+        o->failed = true;
         return;
     }
     long n_grouped = (long)g.len;
@@ -342,21 +317,19 @@ static void layout(struct out *o, const struct spec *f, char sign_char, const ch
     }
     put_fill(o, f->fill, lpad);
     if (sign != 0) {
-        put(o, &sign, 1);
+        td_strbuf_append(o, &sign, 1);
     }
     if (n_prefix > 0) {
         char px[3] = {prefix[0], upper ? 'X' : prefix[1], 0};
-        put(o, px, 2);
+        td_strbuf_append(o, px, 2);
     }
     put_fill(o, f->fill, spad);
-    if (g.p != NULL) {
-        put(o, g.p, g.len);
-    }
-    free(g.p);
+    td_strbuf_append(o, td_strbuf_str(&g), g.len);
+    td_strbuf_free(&g);
     if (has_dec) {
-        put(o, ".", 1);
+        td_strbuf_append(o, ".", 1);
     }
-    put(o, rest, strlen(rest));
+    td_strbuf_append(o, rest, strlen(rest));
     put_fill(o, f->fill, rpad);
 }
 
@@ -454,18 +427,19 @@ static void digits_short(struct digits *g, double x)
 }
 
 /* CPython's PyOS_double_to_string(x, type, prec, flags) for type e E f F g G r (r: repr, prec
-** ignored), with flags alt (#), add_dot_0 and no_neg_0 (z). A malloc'd string, or NULL. */
+** ignored), with flags alt (#), add_dot_0 and no_neg_0 (z). A string to td_free, or NULL. */
 static char *float_text(double x, char type, int prec, bool alt, bool add_dot_0, bool no_neg_0)
 {
     bool upper = type == 'E' || type == 'F' || type == 'G';
     char t = upper ? (char)(type - 'A' + 'a') : type;
-    struct out o = {0};
+    struct td_strbuf o;
+    td_strbuf_init(&o, 0);
     if (!isfinite(x)) {
         if (isinf(x) && x < 0) {
-            put(&o, "-", 1);
+            td_strbuf_append(&o, "-", 1);
         }
-        put(&o, isnan(x) ? (upper ? "NAN" : "nan") : (upper ? "INF" : "inf"), 3);
-        return o.oom ? (free(o.p), NULL) : o.p;
+        td_strbuf_append(&o, isnan(x) ? (upper ? "NAN" : "nan") : (upper ? "INF" : "inf"), 3);
+        return td_strbuf_failed(&o) ? (td_strbuf_free(&o), NULL) : td_strbuf_take(&o, NULL);
     }
     struct digits *g = malloc(sizeof *g);
     if (g == NULL) {
@@ -517,38 +491,38 @@ static char *float_text(double x, char type, int prec, bool alt, bool add_dot_0,
         neg = !zero;
     }
     if (neg) {
-        put(&o, "-", 1);
+        td_strbuf_append(&o, "-", 1);
     }
     /* vdigits[vstart:vend], with the point before index decpt */
     for (int i = vstart; i < vend; i++) {
         if (i == decpt) {
-            put(&o, ".", 1);
+            td_strbuf_append(&o, ".", 1);
         }
         char c = i >= 0 && i < g->n ? g->d[i] : '0';
-        put(&o, &c, 1);
+        td_strbuf_append(&o, &c, 1);
     }
     if (vend == decpt && (alt || (!use_exp && add_dot_0))) {
-        put(&o, ".", 1);
+        td_strbuf_append(&o, ".", 1);
     }
     if (use_exp) {
         char eb[16];
         snprintf(eb, sizeof eb, "%c%c%02d", upper ? 'E' : 'e', ex < 0 ? '-' : '+',
                  ex < 0 ? -ex : ex);
-        put(&o, eb, strlen(eb));
+        td_strbuf_append(&o, eb, strlen(eb));
     }
     free(g);
-    if (o.oom) {
-        free(o.p);
+    if (td_strbuf_failed(&o)) {
+        td_strbuf_free(&o);
         return NULL;
     }
-    return o.p;
+    return td_strbuf_take(&o, NULL);
 }
 
 void tdx_float_repr(double x, char *buf, size_t cap)
 {
     char *s = float_text(x, 'r', 0, false, true, false);
     snprintf(buf, cap, "%s", s != NULL ? s : "?");
-    free(s);
+    td_free(s);
 }
 
 /* ---- the three kinds of value ---- */
@@ -575,7 +549,8 @@ static int float_spec(double v, const struct spec *f, char **res, char *msg, siz
     if (txt == NULL) {
         return err(msg, cap, "out of memory");
     }
-    struct out o = {0};
+    struct td_strbuf o;
+    td_strbuf_init(&o, 0);
     const char *num = txt;
     char sign_char = 0;
     if (*num == '-') {
@@ -587,7 +562,7 @@ static int float_spec(double v, const struct spec *f, char **res, char *msg, siz
         size_t k = strlen(num);
         char *with = malloc(k + 2);
         if (with == NULL) {
-            free(txt);
+            td_free(txt);
             return err(msg, cap, "out of memory");
         }
         memcpy(with, num, k);
@@ -597,7 +572,7 @@ static int float_spec(double v, const struct spec *f, char **res, char *msg, siz
     } else {
         layout(&o, f, sign_char, "", num, nd, false);
     }
-    free(txt);
+    td_free(txt);
     return finish(&o, res, msg, cap);
 }
 
@@ -639,7 +614,8 @@ int tdx_format_int(int64_t v, bool is_bool, const char *spec, char **res, char *
         return err(msg, cap, "Negative zero coercion (z) not allowed in integer format "
                    "specifier");
     }
-    struct out o = {0};
+    struct td_strbuf o;
+    td_strbuf_init(&o, 0);
     if (f.type == 'c') {
         if (f.sign != 0) {
             return err(msg, cap, "Sign not allowed with integer format specifier 'c'");
@@ -735,9 +711,10 @@ int tdx_format_str(const char *s, size_t n, const char *spec, char **res, char *
     }
     long pad = f.width > len ? f.width - len : 0;
     long lpad = f.align == '>' ? pad : f.align == '^' ? pad / 2 : 0;
-    struct out o = {0};
+    struct td_strbuf o;
+    td_strbuf_init(&o, 0);
     put_fill(&o, f.fill, lpad);
-    put(&o, s, nbytes);
+    td_strbuf_append(&o, s, nbytes);
     put_fill(&o, f.fill, pad - lpad);
     return finish(&o, res, msg, cap);
 }

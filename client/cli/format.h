@@ -16,8 +16,9 @@
 #include <stdint.h>
 
 /* format(v, spec) for an int (a bool when `is_bool`: only its type name in messages differs;
-** an empty spec is the caller's business, since str(True) is "True"). Returns 0 with a malloc'd
-** NUL-terminated string in *out, or -1 with Python's error message in msg. */
+** an empty spec is the caller's business, since str(True) is "True"). Returns 0 with a
+** NUL-terminated string in *out (free with td_free, base/alloc.h), or -1 with Python's error
+** message in msg. */
 int tdx_format_int(int64_t v, bool is_bool, const char *spec, char **out, char *msg, size_t cap);
 
 /* format(v, spec) for a float. As tdx_format_int. */

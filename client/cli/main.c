@@ -14,7 +14,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/alloc.h"
+#include "base/strbuf.h"
 #include "eval.h"
+#include "ops.h"
 #include "parse.h"
 #include "tensord.h"
 
@@ -73,16 +76,10 @@ static const char HELP_META[] =
     "                              (layer.weight becomes layer_weight)\n"
     "  :quit                       leave (also :q, :exit; Ctrl-D too)\n";
 
-static const char HELP_OPS[] =
-    "ops (as functions, and as methods on tensors; a trailing _ is in place):\n"
-    "  add sub mul div matmul floor_divide remainder pow maximum minimum eq ne lt le gt ge\n"
-    "  logical_and logical_or logical_xor logical_not where neg abs sign exp log log1p expm1\n"
-    "  sqrt rsqrt sin cos tan tanh sigmoid gelu relu floor ceil round clamp to reshape view\n"
-    "  flatten transpose t permute squeeze unsqueeze expand narrow select contiguous clone cat\n"
-    "  stack flip repeat tril triu sum mean prod max min argmax argmin std var norm logsumexp\n"
-    "  all any mm bmm outer softmax log_softmax mse_loss cross_entropy linear empty randint\n"
-    "  linspace eye zeros_like ones_like empty_like full_like rand_like randn_like detach\n"
-    "  fill_ zero_ copy_ uniform_ normal_\n"
+/* `:help ops`: the ops' list comes from ops.def (tdx_op_help), then this. */
+static const char HELP_OPS_HEAD[] =
+    "ops (as functions, and as methods on tensors; a trailing _ is in place):\n";
+static const char HELP_OPS_REST[] =
     "tensor methods and attributes: item tolist size dim numel backward requires_grad_\n"
     "  retain_grad float double int long bool  .shape .dtype .grad .T .mT .ndim .requires_grad\n"
     "functions: print len range float int bool str abs round list tuple manual_seed no_grad\n"
@@ -122,7 +119,9 @@ static int help(const char *topic)
     } else if (strcmp(topic, "meta") == 0) {
         fputs(HELP_META, stdout);
     } else if (strcmp(topic, "ops") == 0) {
-        fputs(HELP_OPS, stdout);
+        fputs(HELP_OPS_HEAD, stdout);
+        tdx_op_help(stdout, 88);
+        fputs(HELP_OPS_REST, stdout);
     } else {
         fprintf(stderr, ":help: unknown topic '%s' (topics: language, meta, ops)\n", topic);
         return TDX_ERROR;
@@ -139,31 +138,21 @@ static void on_sigint(int sig)
     got_sigint = 1;
 }
 
+/* The whole of f, NUL-terminated (free with td_free), or NULL when out of memory. */
 static char *read_all(FILE *f, size_t *len)
 {
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    while (buf != NULL) {
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) {
-            break;
-        }
-        if (cap - n - 1 == 0) {
-            char *nb = realloc(buf, cap * 2);
-            if (nb == NULL) {
-                free(buf);
-                return NULL;
-            }
-            buf = nb;
-            cap *= 2;
-        }
+    struct td_strbuf b;
+    char chunk[65536];
+    size_t r;
+    td_strbuf_init(&b, 0);
+    while ((r = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        td_strbuf_append(&b, chunk, r);
     }
-    if (buf != NULL) {
-        buf[n] = '\0';
-        *len = n;
+    if (td_strbuf_failed(&b)) {
+        td_strbuf_free(&b);
+        return NULL;
     }
-    return buf;
+    return td_strbuf_take(&b, len);
 }
 
 /* `file:line:col: message`, then the line and a caret under the column. */
@@ -464,8 +453,8 @@ static int repl(struct tdx_env *env, struct tensord *c, const char *addr, bool q
         printf("%s at %s, session %.8s%s\nType :help for help, Ctrl-D to quit.\n",
                tensord_server_version(c), addr, hex, tensord_resumed(c) ? " (resumed)" : "");
     }
-    char *buf = NULL;
-    size_t len = 0;
+    struct td_strbuf in;  /* the statement typed so far */
+    td_strbuf_init(&in, 0);
     int status = TDX_OK;
     for (;;) {
         int count = 0;
@@ -476,9 +465,7 @@ static int repl(struct tdx_env *env, struct tensord *c, const char *addr, bool q
                 /* Ctrl-C: drop what was typed, start afresh */
                 fputs("\nKeyboardInterrupt\n", stdout);
                 fflush(stdout);
-                free(buf);
-                buf = NULL;
-                len = 0;
+                td_strbuf_reset(&in);
                 r.prompt = ">>> ";
                 continue;
             }
@@ -486,7 +473,7 @@ static int repl(struct tdx_env *env, struct tensord *c, const char *addr, bool q
             break;
         }
         size_t n = strlen(line);
-        if (len == 0 && line[0] == ':') {
+        if (in.len == 0 && line[0] == ':') {
             char cmd[4096];
             snprintf(cmd, sizeof cmd, "%s", line);
             cmd[strcspn(cmd, "\n")] = '\0';
@@ -509,17 +496,14 @@ static int repl(struct tdx_env *env, struct tensord *c, const char *addr, bool q
             }
             continue;
         }
-        if (len == 0 && blank(line)) {
+        if (in.len == 0 && blank(line)) {
             continue;
         }
-        char *nb = realloc(buf, len + n + 1);
-        if (nb == NULL) {
+        if (td_strbuf_append(&in, line, n) != 0) {
             fprintf(stderr, "tensorctl: out of memory\n");
             break;
         }
-        buf = nb;
-        memcpy(buf + len, line, n + 1);
-        len += n;
+        const char *buf = td_strbuf_str(&in);
         if (!blank(line)) {
             char h[4096];
             snprintf(h, sizeof h, "%s", line);
@@ -551,12 +535,10 @@ static int repl(struct tdx_env *env, struct tensord *c, const char *addr, bool q
                 break;
             }
         }
-        free(buf);
-        buf = NULL;
-        len = 0;
+        td_strbuf_reset(&in);
         r.prompt = ">>> ";
     }
-    free(buf);
+    td_strbuf_free(&in);
     if (r.histfile[0] != '\0') {
         history(r.hist, &ev, H_SAVE, r.histfile);
     }
@@ -633,7 +615,7 @@ int main(int argc, char **argv)
     const char *file = NULL;
     bool interactive = false;
     if (cmd != NULL) {
-        src = strdup(cmd);
+        src = td_strdup(cmd);
         file = "-c";
     } else if (script != NULL && strcmp(script, "-") != 0) {
         FILE *f = fopen(script, "r");
@@ -656,7 +638,7 @@ int main(int argc, char **argv)
     }
     if (src != NULL && strlen(src) != srclen && cmd == NULL) {
         fprintf(stderr, "tensorctl: %s: the script contains a NUL byte\n", file);
-        free(src);
+        td_free(src);
         return 2;
     }
 
@@ -664,7 +646,7 @@ int main(int argc, char **argv)
     struct script sc = {0};
     if (!interactive && split_script(src, file, &sc) != 0) {
         script_free(&sc);
-        free(src);
+        td_free(src);
         return 1;
     }
     struct tensord_options opts = {.auth_token = token != NULL && token[0] ? token : NULL,
@@ -674,7 +656,7 @@ int main(int argc, char **argv)
         if (tensord_token_from_hex(resume, tok) != 0) {
             fprintf(stderr, "tensorctl: --resume needs the 32 hex digits of a session token\n");
             script_free(&sc);
-            free(src);
+            td_free(src);
             return 2;
         }
         opts.session_token = tok;
@@ -687,7 +669,7 @@ int main(int argc, char **argv)
                 " (the server wants a token: --token or $TENSORD_TOKEN)" :
                 " (the token given by --token or $TENSORD_TOKEN was refused)");
         script_free(&sc);
-        free(src);
+        td_free(src);
         return 2;
     }
     struct tdx_config cfg = {.json = json, .keep_going = keep_going, .interactive = interactive,
@@ -708,6 +690,6 @@ int main(int argc, char **argv)
     tdx_env_free(env);
     tensord_disconnect(c);
     script_free(&sc);
-    free(src);
+    td_free(src);
     return rc == TDX_OK ? 0 : rc == TDX_ERROR ? 1 : 2;
 }

@@ -17,6 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
+#include "base/strbuf.h"
+
 enum tok {
     T_EOF, T_NEWLINE, T_INDENT, T_DEDENT, T_NAME, T_INT, T_FLOAT, T_STR, T_FSTR, T_OP,
 };
@@ -25,7 +28,7 @@ struct token {
     enum tok kind;
     int line, col;
     char op[4];        /* T_OP: the operator's text */
-    char *s;           /* T_NAME, T_STR (decoded), T_FSTR (raw inner text): owned */
+    char *s;           /* T_NAME, T_STR (decoded), T_FSTR (raw inner text): owned (td_free) */
     int64_t ival;
     double fval;
     int sline, scol;   /* T_FSTR: where the inner text starts */
@@ -101,16 +104,13 @@ static int lex_string(struct lexer *lx, bool raw, bool fstr, int line, int col)
     char q = *lx->p;
     bool triple = lx->p[1] == q && lx->p[2] == q;
     advance(lx, triple ? 3 : 1);
-    size_t cap = 64, len = 0;
-    char *buf = malloc(cap);
-    if (buf == NULL) {
-        return perr(lx->err, line, col, "out of memory");
-    }
+    struct td_strbuf buf;
+    td_strbuf_init(&buf, 0);
     int sline = lx->line, scol = lx->col;
     for (;;) {
         char c = *lx->p;
         if (c == '\0' || (c == '\n' && !triple)) {
-            free(buf);
+            td_strbuf_free(&buf);
             if (triple) {
                 lx->err->incomplete = true;
                 return perr(lx->err, line, col, "unterminated triple-quoted string literal");
@@ -143,37 +143,27 @@ static int lex_string(struct lexer *lx, bool raw, bool fstr, int line, int col)
             }
         } else if (c == '\\' && lx->p[1] != '\0') {
             /* raw or f-string: keep both characters */
-            if (len + 2 >= cap) {
-                char *nb = realloc(buf, cap *= 2);
-                if (nb == NULL) {
-                    free(buf);
-                    return perr(lx->err, line, col, "out of memory");
-                }
-                buf = nb;
-            }
-            buf[len++] = '\\';
-            buf[len++] = lx->p[1];
+            td_strbuf_putc(&buf, '\\');
+            td_strbuf_putc(&buf, lx->p[1]);
             advance(lx, 2);
             continue;
         }
-        if (len + 2 >= cap) {
-            char *nb = realloc(buf, cap *= 2);
-            if (nb == NULL) {
-                free(buf);
-                return perr(lx->err, line, col, "out of memory");
-            }
-            buf = nb;
-        }
-        buf[len++] = out;
+        td_strbuf_putc(&buf, out);
         advance(lx, take);
     }
-    buf[len] = '\0';
+    size_t len = 0;
+    /* the text may hold NULs ('\0'): its length is len; an empty literal is "" */
+    char *text = td_strbuf_failed(&buf) ? NULL : td_strbuf_take(&buf, &len);
+    if (text == NULL) {
+        td_strbuf_free(&buf);
+        return perr(lx->err, line, col, "out of memory");
+    }
     struct token *t = push(lx, fstr ? T_FSTR : T_STR, line, col);
     if (t == NULL) {
-        free(buf);
+        td_free(text);
         return -1;
     }
-    t->s = buf;
+    t->s = text;
     t->ival = (int64_t)len;
     t->sline = sline;
     t->scol = scol;
@@ -371,9 +361,11 @@ static int lex(struct lexer *lx)
                 }
             }
             struct token *t = push(lx, T_NAME, line, col);
-            if (t == NULL || (t->s = strndup(s, n)) == NULL) {
+            if (t == NULL || (t->s = td_malloc(n + 1)) == NULL) {
                 return perr(lx->err, line, col, "out of memory");
             }
+            memcpy(t->s, s, n);
+            t->s[n] = '\0';
             continue;
         }
         if (c == '\'' || c == '"') {
@@ -448,7 +440,7 @@ static int lex(struct lexer *lx)
 static void free_tokens(struct token *t, int n)
 {
     for (int i = 0; i < n; i++) {
-        free(t[i].s);
+        td_free(t[i].s);  /* token text comes from td_strbuf / td_malloc */
     }
     free(t);
 }
@@ -1649,39 +1641,6 @@ static struct tdx_node *parse_expr_text(const char *text, size_t n, int line, in
 
 /* ---- dumping, for tests ---- */
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void sb_add(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void sb_add(struct sbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (b->oom || n < 0) {
-        return;
-    }
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t ncap = (b->len + (size_t)n + 1) * 2;
-        char *p = realloc(b->p, ncap);
-        if (p == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = ncap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
 static const char *const OPNAME[] = {
     [TDX_OP_ADD] = "+", [TDX_OP_SUB] = "-", [TDX_OP_MUL] = "*", [TDX_OP_DIV] = "/",
     [TDX_OP_FLOORDIV] = "//", [TDX_OP_MOD] = "%", [TDX_OP_POW] = "**", [TDX_OP_MATMUL] = "@",
@@ -1689,10 +1648,10 @@ static const char *const OPNAME[] = {
     [TDX_OP_EQ] = "==", [TDX_OP_NE] = "!=", [TDX_OP_NEG] = "-", [TDX_OP_POS] = "+",
 };
 
-static void dump(struct sbuf *b, const struct tdx_node *n)
+static void dump(struct td_strbuf *b, const struct tdx_node *n)
 {
     if (n == NULL) {
-        sb_add(b, "_");
+        td_strbuf_printf(b, "_");
         return;
     }
     static const char *const head[] = {
@@ -1703,38 +1662,40 @@ static void dump(struct sbuf *b, const struct tdx_node *n)
         [TDX_WITH] = "with", [TDX_FOR] = "for", [TDX_PASS] = "pass", [TDX_IMPORT] = "import",
     };
     switch (n->kind) {
-    case TDX_INT: sb_add(b, "%lld", (long long)n->ival); return;
-    case TDX_FLOAT: sb_add(b, "%g", n->fval); return;
-    case TDX_STR: sb_add(b, "'%s'", n->str); return;
-    case TDX_NAME: sb_add(b, "%s", n->str); return;
-    case TDX_TRUE: sb_add(b, "True"); return;
-    case TDX_FALSE: sb_add(b, "False"); return;
-    case TDX_NONE: sb_add(b, "None"); return;
-    case TDX_ELLIPSIS: sb_add(b, "..."); return;
+    case TDX_INT: td_strbuf_printf(b, "%lld", (long long)n->ival); return;
+    case TDX_FLOAT: td_strbuf_printf(b, "%g", n->fval); return;
+    case TDX_STR: td_strbuf_printf(b, "'%s'", n->str); return;
+    case TDX_NAME: td_strbuf_printf(b, "%s", n->str); return;
+    case TDX_TRUE: td_strbuf_printf(b, "True"); return;
+    case TDX_FALSE: td_strbuf_printf(b, "False"); return;
+    case TDX_NONE: td_strbuf_printf(b, "None"); return;
+    case TDX_ELLIPSIS: td_strbuf_printf(b, "..."); return;
     case TDX_BINOP: case TDX_UNARY: case TDX_AUGASSIGN:
-        sb_add(b, "(%s%s", n->kind == TDX_AUGASSIGN ? "aug" : "", OPNAME[n->op]);
+        td_strbuf_printf(b, "(%s%s", n->kind == TDX_AUGASSIGN ? "aug" : "", OPNAME[n->op]);
         break;
     default:
-        sb_add(b, "(%s", n->kind == TDX_IMPORT && n->str != NULL ? "from" : head[n->kind]);
+        td_strbuf_printf(b, "(%s",
+                         n->kind == TDX_IMPORT && n->str != NULL ? "from" : head[n->kind]);
         break;
     }
     if (n->str != NULL) {
-        sb_add(b, " %s", n->str);
+        td_strbuf_printf(b, " %s", n->str);
     }
     for (int i = 0; i < n->nkids; i++) {
-        sb_add(b, " ");
+        td_strbuf_printf(b, " ");
         dump(b, n->kids[i]);
     }
-    sb_add(b, ")");
+    td_strbuf_printf(b, ")");
 }
 
 char *tdx_node_dump(const struct tdx_node *n)
 {
-    struct sbuf b = {0};
+    struct td_strbuf b;
+    td_strbuf_init(&b, 0);
     dump(&b, n);
-    if (b.oom) {
-        free(b.p);
+    if (td_strbuf_failed(&b)) {
+        td_strbuf_free(&b);
         return NULL;
     }
-    return b.p;
+    return td_strbuf_take(&b, NULL);
 }

@@ -69,7 +69,8 @@ int tdx_parse(const char *src, int line0, struct tdx_prog *out, struct tdx_perr 
 void tdx_prog_free(struct tdx_prog *p);
 void tdx_node_free(struct tdx_node *n);
 
-/* A node tree as an S-expression, for tests: "(+ 1 (* 2 3))". Returns a malloc'd string. */
+/* A node tree as an S-expression, for tests: "(+ 1 (* 2 3))". Returns a string to free with
+** td_free (base/alloc.h), or NULL when out of memory. */
 char *tdx_node_dump(const struct tdx_node *n);
 
 #endif

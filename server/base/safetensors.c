@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/strbuf.h"
 
 static const char *const dtype_names[TD_ST_NDTYPES] = {"F32", "F64", "I32", "I64", "BOOL"};
 static const size_t dtype_sizes[TD_ST_NDTYPES] = {4, 8, 4, 8, 1};
@@ -18,58 +19,28 @@ size_t td_st_dtype_size(int dtype)
 
 /* ---- building ---- */
 
-struct buf {
-    char *p;
-    size_t len, cap;
-    bool failed;
-};
-
-static void put(struct buf *b, const char *s, size_t n)
-{
-    if (b->failed) {
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->cap + n + 1) * 2;
-        char *np = td_realloc(b->p, cap);
-        if (np == NULL) {
-            b->failed = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
-
-static void puts_(struct buf *b, const char *s)
-{
-    put(b, s, strlen(s));
-}
-
 /* A JSON string, with quotes, backslashes and control characters escaped. */
-static int put_str(struct buf *b, const char *s, size_t max, struct td_err *err)
+static int put_str(struct td_strbuf *b, const char *s, size_t max, struct td_err *err)
 {
     size_t n = strlen(s);
     if (n == 0 || n > max) {
         return td_err_set(err, TD_EINVAL, "name or metadata of %zu bytes (want 1..%zu)", n, max);
     }
-    put(b, "\"", 1);
+    td_strbuf_append(b, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c < 0x20) {
             char esc[8];
             snprintf(esc, sizeof esc, "\\u%04x", c);
-            put(b, esc, 6);
+            td_strbuf_append(b, esc, 6);
             continue;
         }
         if (c == '"' || c == '\\') {
-            put(b, "\\", 1);
+            td_strbuf_append(b, "\\", 1);
         }
-        put(b, (const char *)&s[i], 1);
+        td_strbuf_append(b, (const char *)&s[i], 1);
     }
-    put(b, "\"", 1);
+    td_strbuf_append(b, "\"", 1);
     return 0;
 }
 
@@ -77,20 +48,21 @@ int td_st_header_build(const struct td_st_entry *e, int n, const char *const *ke
                        const char *const *vals, int nmeta, uint8_t **out, size_t *len,
                        struct td_err *err)
 {
-    struct buf b = {0};
+    struct td_strbuf b;
     int rc = 0;
     char num[64];
-    put(&b, "\0\0\0\0\0\0\0\0{", 9);
+    td_strbuf_init(&b, 0);
+    td_strbuf_append(&b, "\0\0\0\0\0\0\0\0{", 9);
     if (nmeta > 0) {
-        puts_(&b, "\"__metadata__\":{");
+        td_strbuf_puts(&b, "\"__metadata__\":{");
         for (int i = 0; i < nmeta && rc == 0; i++) {
             if ((rc = put_str(&b, keys[i], TD_ST_NAME_MAX, err)) == 0) {
-                put(&b, ":", 1);
+                td_strbuf_append(&b, ":", 1);
                 rc = put_str(&b, vals[i], TD_ST_MAX_META_VALUE, err);
             }
-            put(&b, i + 1 < nmeta ? "," : "", i + 1 < nmeta);
+            td_strbuf_append(&b, i + 1 < nmeta ? "," : "", i + 1 < nmeta);
         }
-        put(&b, n > 0 ? "}," : "}", n > 0 ? 2 : 1);
+        td_strbuf_append(&b, n > 0 ? "}," : "}", n > 0 ? 2 : 1);
     }
     for (int i = 0; i < n && rc == 0; i++) {
         if (e[i].dtype < 0 || e[i].dtype >= TD_ST_NDTYPES) {
@@ -101,34 +73,36 @@ int td_st_header_build(const struct td_st_entry *e, int n, const char *const *ke
             break;
         }
         snprintf(num, sizeof num, ":{\"dtype\":\"%s\",\"shape\":[", dtype_names[e[i].dtype]);
-        puts_(&b, num);
+        td_strbuf_puts(&b, num);
         for (int d = 0; d < e[i].ndim; d++) {
             snprintf(num, sizeof num, d + 1 < e[i].ndim ? "%lld," : "%lld",
                      (long long)e[i].shape[d]);
-            puts_(&b, num);
+            td_strbuf_puts(&b, num);
         }
         snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}%s",
                  (unsigned long long)e[i].begin, (unsigned long long)e[i].end,
                  i + 1 < n ? "," : "");
-        puts_(&b, num);
+        td_strbuf_puts(&b, num);
     }
-    put(&b, "}", 1);
-    while (!b.failed && (b.len - 8) % 8 != 0) {
-        put(&b, " ", 1);
+    td_strbuf_append(&b, "}", 1);
+    while (!td_strbuf_failed(&b) && (b.len - 8) % 8 != 0) {
+        td_strbuf_append(&b, " ", 1);
     }
-    if (rc == 0 && b.failed) {
+    if (rc == 0 && td_strbuf_failed(&b)) {
         rc = td_err_code(err, TD_ENOMEM);
     }
     if (rc != 0) {
-        td_free(b.p);
+        td_strbuf_free(&b);
         return rc;
     }
-    uint64_t hl = b.len - 8;
+    size_t n8;
+    char *p = td_strbuf_take(&b, &n8);  /* never NULL: b holds at least 16 bytes */
+    uint64_t hl = n8 - 8;
     for (int i = 0; i < 8; i++) {
-        b.p[i] = (char)(hl >> (8 * i));
+        p[i] = (char)(hl >> (8 * i));
     }
-    *out = (uint8_t *)b.p;
-    *len = b.len;
+    *out = (uint8_t *)p;
+    *len = n8;
     return 0;
 }
 
@@ -430,8 +404,9 @@ static int check_layout(struct td_st_header *h, uint64_t data_len, struct td_err
         }
         if (rc == 0 && (e->end < e->begin || e->end - e->begin != bytes)) {
             rc = td_err_set(err, TD_EINVAL, "tensor '%s': data_offsets [%llu, %llu] do not "
-                            "hold its %llu bytes", e->name, (unsigned long long)e->begin,
-                            (unsigned long long)e->end, (unsigned long long)bytes);
+                            "hold its %llu bytes (its shape and dtype need %llu bytes)", e->name,
+                            (unsigned long long)e->begin, (unsigned long long)e->end,
+                            (unsigned long long)bytes, (unsigned long long)bytes);
         }
         order[i] = e;
     }
@@ -572,4 +547,27 @@ void td_st_header_free(struct td_st_header *h)
     td_free(h->keys);
     td_free(h->vals);
     *h = (struct td_st_header){0};
+}
+
+int td_st_file_parse(const uint8_t *buf, size_t size, struct td_st_header *out,
+                     size_t *data_off, struct td_err *err)
+{
+    if (size < 8) {
+        return td_err_set(err, TD_EINVAL, "not a safetensors file: shorter than 8 bytes");
+    }
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) {
+        hl = hl << 8 | buf[i];
+    }
+    if (hl > TD_ST_MAX_HEADER || hl > (uint64_t)size - 8) {
+        return td_err_set(err, TD_EINVAL, "not a safetensors file: header length %llu does not "
+                          "fit the file's %llu bytes", (unsigned long long)hl,
+                          (unsigned long long)size);
+    }
+    int rc = td_st_header_parse((const char *)buf + 8, (size_t)hl, (uint64_t)size - 8 - hl, out,
+                                err);
+    if (rc == 0 && data_off != NULL) {
+        *data_off = 8 + (size_t)hl;
+    }
+    return rc;
 }

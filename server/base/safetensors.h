@@ -5,7 +5,8 @@
 ** "shape": [...], "data_offsets": [begin, end]}, plus an optional "__metadata__" object of
 ** string values; then the byte buffer, in which each tensor's little-endian C-order bytes sit at
 ** [begin, end) relative to the buffer's start. The buffer is covered exactly: no holes, no
-** overlaps. This file knows headers, not tensors or files; the session layer reads and writes.
+** overlaps. This file knows headers and bytes, not tensors or files: the session layer and
+** tensorctl read and write the files, and both use this one codec.
 **
 ** Everything read is untrusted: the parser bounds nesting, string and header lengths, checks
 ** every number for overflow and every range against the buffer, and fails with a message.
@@ -54,6 +55,12 @@ int td_st_header_build(const struct td_st_entry *e, int n, const char *const *ke
 /* Parses and checks the JSON of `len` bytes describing a buffer of `data_len` bytes. */
 int td_st_header_parse(const char *json, size_t len, uint64_t data_len, struct td_st_header *out,
                        struct td_err *err);
+
+/* Parses a whole file held in memory, `size` bytes at buf: the 8-byte length, a header that
+** fits the file (at most TD_ST_MAX_HEADER bytes), and the layout of the byte buffer after it,
+** whose offset in buf goes to *data_off (when not NULL). Free *out with td_st_header_free. */
+int td_st_file_parse(const uint8_t *buf, size_t size, struct td_st_header *out,
+                     size_t *data_off, struct td_err *err);
 
 /* The index of the entry named `name`, or -1 (a binary search). */
 int td_st_find(const struct td_st_header *h, const char *name);

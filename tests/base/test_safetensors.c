@@ -100,7 +100,7 @@ static void test_hostile_headers(void **state)
     refused("{\"a\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
             "unsupported safetensors dtype 'F16'");
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
-            "do not hold its 8 bytes");
+            "data_offsets [0, 4] do not hold its 8 bytes (its shape and dtype need 8 bytes)");
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4,
             "too many entries");
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
@@ -127,6 +127,63 @@ static void test_hostile_headers(void **state)
     refused("{\"__metadata__\":{\"k\":\"v\"},\"__metadata__\":{}}", 0, "twice");
     refused("{\"__metadata__\":{\"k\":1}}", 0, "expected '\"'");
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 4, "[begin, end]");
+    refused("[1]", 0, "expected '{'");
+}
+
+/* fuzz_safetensors, regress/safetensors/cli-no-tensors (found in tensorctl's own reader, which
+** this codec replaced): a header naming no tensors ("{}", or only __metadata__) is a valid,
+** empty file; the same header with bytes no tensor covers is refused. */
+static void test_header_no_tensors(void **state)
+{
+    (void)state;
+    static const char *const ok[] = {"{}", " { } ", "{\"__metadata__\":{\"format\":\"pt\"}}"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        struct td_st_header h;
+        struct td_err err;
+        assert_int_equal(td_st_header_parse(ok[i], strlen(ok[i]), 0, &h, &err), 0);
+        assert_int_equal(h.n, 0);
+        td_st_header_free(&h);
+        refused(ok[i], 4, "cover 0 bytes of a 4-byte buffer");
+    }
+}
+
+/* A whole file in memory (what tensorctl's :load reads): the length prefix must fit the file,
+** and the buffer starts right after the header. */
+static void test_file_parse(void **state)
+{
+    (void)state;
+    const char *json = "{\"a\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+    size_t jl = strlen(json);
+    uint8_t file[128] = {0};
+    file[0] = (uint8_t)jl;
+    memcpy(file + 8, json, jl);
+    int32_t v[2] = {7, -3};
+    memcpy(file + 8 + jl, v, sizeof v);
+    struct td_st_header h;
+    struct td_err err;
+    size_t off = 0;
+    assert_int_equal(td_st_file_parse(file, 8 + jl + 8, &h, &off, &err), 0);
+    assert_int_equal(off, 8 + jl);
+    assert_int_equal(h.n, 1);
+    assert_int_equal(h.e[0].dtype, TD_ST_I32);
+    int32_t got[2];
+    memcpy(got, file + off + h.e[0].begin, sizeof got);
+    assert_int_equal(got[0], 7);
+    assert_int_equal(got[1], -3);
+    td_st_header_free(&h);
+    /* one byte short of the data: the tensor no longer fits */
+    assert_int_not_equal(td_st_file_parse(file, 8 + jl + 7, &h, &off, &err), 0);
+    assert_non_null(strstr(err.msg, "cover 8 bytes of a 7-byte buffer"));
+    /* shorter than the length prefix, and a prefix past the end of the file */
+    assert_int_not_equal(td_st_file_parse(file, 7, &h, &off, &err), 0);
+    assert_non_null(strstr(err.msg, "shorter than 8 bytes"));
+    file[0] = (uint8_t)(jl + 9);
+    assert_int_not_equal(td_st_file_parse(file, 8 + jl + 8, &h, &off, &err), 0);
+    assert_non_null(strstr(err.msg, "does not fit the file"));
+    file[0] = 0;
+    file[7] = 0x80;  /* 2^63 */
+    assert_int_not_equal(td_st_file_parse(file, sizeof file, &h, &off, &err), 0);
+    assert_non_null(strstr(err.msg, "does not fit the file"));
 }
 
 /* 20,000 entries written in a scrambled order: every name is found at its own index, names
@@ -178,6 +235,8 @@ int main(void)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_empty_tensor_tied_offsets_in_any_order),
         cmocka_unit_test(test_hostile_headers),
+        cmocka_unit_test(test_header_no_tensors),
+        cmocka_unit_test(test_file_parse),
         cmocka_unit_test(test_many_entries_find_and_duplicates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "base/alloc.h"
 #include "format.h"
 
 static void check_int(int64_t v, const char *spec, const char *want)
@@ -22,7 +23,7 @@ static void check_int(int64_t v, const char *spec, const char *want)
     if (strcmp(out, want) != 0) {
         fail_msg("format(%lld, '%s') = '%s', want '%s'", (long long)v, spec, out, want);
     }
-    free(out);
+    td_free(out);
 }
 
 static void check_float(double v, const char *spec, const char *want)
@@ -34,7 +35,7 @@ static void check_float(double v, const char *spec, const char *want)
     if (strcmp(out, want) != 0) {
         fail_msg("format(%.17g, '%s') = '%s', want '%s'", v, spec, out, want);
     }
-    free(out);
+    td_free(out);
 }
 
 static void check_refused(int kind, double v, const char *spec, const char *want_msg)
@@ -125,13 +126,13 @@ static void test_strings(void **state)
     char *out = NULL, msg[200];
     assert_int_equal(tdx_format_str("ab", 2, ">4", &out, msg, sizeof msg), 0);
     assert_string_equal(out, "  ab");
-    free(out);
+    td_free(out);
     assert_int_equal(tdx_format_str("héllo", 6, "*^9.3", &out, msg, sizeof msg), 0);
     assert_string_equal(out, "***hél***");  /* width and precision count characters */
-    free(out);
+    td_free(out);
     assert_int_equal(tdx_format_str("ab", 2, "05", &out, msg, sizeof msg), 0);
     assert_string_equal(out, "ab000");      /* strings align left even with '0' */
-    free(out);
+    td_free(out);
 }
 
 /* Python's own messages, so a refusal reads as Python's would. */

@@ -1,5 +1,6 @@
 /* tests/cli/test_parse.c — tensorctl's parser: precedence, calls, slicing, blocks, f-strings,
-** and errors with their positions; and the safetensors header reader's checks. No server. */
+** and errors with their positions. No server. (The safetensors codec tensorctl uses is
+** base's: tests/base/test_safetensors.c.) */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,8 +10,8 @@
 
 #include <cmocka.h>
 
+#include "base/alloc.h"
 #include "parse.h"
-#include "safetensors.h"
 #include "tensord.h"
 
 /* Parses one statement and compares its dump with `want`. */
@@ -28,7 +29,7 @@ static void check(const char *src, const char *want)
     if (strcmp(d, want) != 0) {
         fail_msg("%s\n got  %s\n want %s", src, d, want);
     }
-    free(d);
+    td_free(d);
     tdx_prog_free(&p);
 }
 
@@ -154,56 +155,6 @@ static void test_errors(void **state)
     check_error("x = 99999999999999999999", 1, 5, "too large", false);
 }
 
-static void test_safetensors_header(void **state)
-{
-    (void)state;
-    struct st_file f;
-    char msg[200];
-    const char *ok = "{\"__metadata__\":{\"format\":\"pt\"},"
-                     "\"b\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[24,40]},"
-                     "\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}";
-    assert_int_equal(st_parse_header(ok, strlen(ok), 40, &f, msg, sizeof msg), 0);
-    assert_int_equal(f.n, 2);
-    assert_string_equal(f.t[0].name, "b");
-    assert_int_equal(f.t[0].dtype, TENSORD_INT64);
-    assert_int_equal(f.t[1].ndim, 2);
-    assert_int_equal(f.t[1].shape[1], 3);
-    st_file_free(&f);
-    /* an empty tensor starting where another does is no overlap, whichever is listed (and
-    ** named) first: tensord wrote such files (a session snapshot with a [0, 5] tensor) */
-    static const char *const empty_first[] = {
-        "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-        "\"b\":{\"dtype\":\"F32\",\"shape\":[0,5],\"data_offsets\":[0,0]}}",
-        "{\"b\":{\"dtype\":\"F32\",\"shape\":[0,5],\"data_offsets\":[0,0]},"
-        "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
-    };
-    for (size_t i = 0; i < 2; i++) {
-        if (st_parse_header(empty_first[i], strlen(empty_first[i]), 8, &f, msg, sizeof msg) != 0) {
-            fail_msg("header %zu refused: %s", i, msg);
-        }
-        assert_int_equal(f.n, 2);
-        st_file_free(&f);
-    }
-    /* a hostile header each: wrong size, hole, unknown dtype, overflow, trailing bytes */
-    static const char *const bad[][2] = {
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", "need 8 bytes"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}", "hole"},
-        {"{\"a\":{\"dtype\":\"F16\",\"shape\":[1],\"data_offsets\":[0,2]}}", "not supported"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,4]}}",
-         "overflows"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}} x", "trailing"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", "needs dtype"},
-        {"[1]", "not a JSON object"},
-    };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        assert_int_equal(st_parse_header(bad[i][0], strlen(bad[i][0]), 4, &f, msg, sizeof msg),
-                         -1);
-        if (strstr(msg, bad[i][1]) == NULL) {
-            fail_msg("header %zu: '%s' lacks '%s'", i, msg, bad[i][1]);
-        }
-    }
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -213,7 +164,6 @@ int main(void)
         cmocka_unit_test(test_statements),
         cmocka_unit_test(test_fstrings),
         cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_safetensors_header),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -51,12 +51,11 @@ $(BUILD)/fuzz/fuzz_ops: $(BUILD)/obj/tests/fuzz/fuzz_ops.o $(LIB_RPC) $(LIB_SESS
                         $(LIB_CORE) $(LIB_BASE)
 	$(Q)$(FUZZ_LINK)
 $(BUILD)/fuzz/fuzz_cli_parse: $(BUILD)/obj/tests/fuzz/fuzz_cli_parse.o \
-                              $(call obj,client/cli/parse.c)
+                              $(call obj,client/cli/parse.c) $(LIB_BASE)
 	$(Q)$(FUZZ_LINK)
-$(BUILD)/fuzz/fuzz_safetensors: $(BUILD)/obj/tests/fuzz/fuzz_safetensors.o \
-                                $(call obj,client/cli/safetensors.c) $(LIB_BASE)
+$(BUILD)/fuzz/fuzz_safetensors: $(BUILD)/obj/tests/fuzz/fuzz_safetensors.o $(LIB_BASE)
 	$(Q)$(FUZZ_LINK)
-$(call obj,tests/fuzz/fuzz_cli_parse.c tests/fuzz/fuzz_safetensors.c): ALL_CFLAGS += -Iclient/cli
+$(call obj,tests/fuzz/fuzz_cli_parse.c): ALL_CFLAGS += -Iclient/cli
 
 # ---- running them ----
 fuzz: deps

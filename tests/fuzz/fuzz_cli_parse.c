@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "parse.h"
 
 #define CHECK(cond)                                                                                \
@@ -40,7 +41,7 @@ static void parse_once(const char *src, int line0, int nlines)
         CHECK(p.stmts[i] != NULL);
         char *d = tdx_node_dump(p.stmts[i]);
         CHECK(d != NULL);
-        free(d);
+        td_free(d);
     }
     tdx_prog_free(&p);
 }

@@ -254,6 +254,62 @@ def test_methods_are_tensor_methods_only(daemon):
     assert r.returncode == 1 and r.stderr == "-c:2:6: %s\n" % e.value.args[0]
 
 
+# ---- ops: parsed as ops.def's signatures say (tools/gen_cli_ops.py) ----
+
+def ops_def():
+    import sys
+    sys.path.insert(0, os.path.join(HERE, "..", "..", "tools"))
+    import opsdef
+    return opsdef.load()
+
+
+def test_calls_follow_torchs_signatures(daemon):
+    """Positional arguments in torch's order, keywords by torch's names, keyword-only ones after
+    `*`, a gathered *size; and a result requires grad unless the op is non-differentiable."""
+    src = ("x = tensor([[1., -2., 3.], [4., 5., -6.]])\n"
+           "z = tensor([1.5, -2.0], requires_grad=True)\n"
+           "print(x.sum(1, True))\nprint(x.std(0, False))\nprint(x.var(dim=1, correction=0))\n"
+           "print(transpose(x, dim0=0, dim1=1))\nprint(x.flatten(start_dim=0))\n"
+           "print(x.softmax(dim=0, dtype=float64))\nprint(add(x, other=x))\n"
+           "print(x.narrow(1, 0, length=2))\nprint(x.select(0, index=1))\n"
+           "print(tril(x, diagonal=1))\nprint(x.reshape(3, 2))\nprint(x.permute(dims=(1, 0)))\n"
+           "print(x.clamp(min=-1, max=1))\nprint(full_like(x, fill_value=7))\n"
+           "print(z.sign().requires_grad, floor_divide(z, 2).requires_grad, "
+           "z.eq(z).requires_grad)\n"
+           # defaults are torch's (flatten(1) ends at -1); dtype= casts the input first
+           "print(ones(2, 3, 4).flatten(1).shape, cat([x, x]).shape)\n"
+           "print(x.sum(dtype=float64), x.mean(0, dtype=float64))\n"
+           "print(x.log_softmax(1, dtype=float64))\n"
+           "s = z.sum(dtype=float64)\nprint(s)\ns.backward()\nprint(z.grad)\n")
+    r = run(daemon, "-c", src)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == torch_output(src)
+
+
+def test_calls_outside_the_signature_are_refused_like_torch(daemon):
+    cases = [("x.sum(nosuch=1)", "sum() got an unexpected keyword argument 'nosuch'"),
+             ("add(x, x, x)", "add() takes 2 positional arguments but 3 were given"),
+             ("x.matmul_(x)", "'Tensor' object has no attribute 'matmul_'"),
+             ("x.gelu()", "'Tensor' object has no attribute 'gelu'"),
+             ("x.fill(1)", "'Tensor' object has no attribute 'fill'"),
+             ("x.size(5)", "Dimension out of range (expected to be in range of [-2, 1], but "
+                           "got 5)")]
+    for stmt, want in cases:
+        r = run(daemon, "-c", "x = ones(2, 2)\n" + stmt)
+        assert r.returncode == 1 and want in r.stderr, (stmt, r.stderr)
+
+
+def test_help_ops_lists_every_op_of_ops_def(daemon):
+    r = run(daemon, "-c", ":help ops")
+    assert r.returncode == 0, r.stderr
+    listed = set(r.stdout.split("tensor methods and attributes:")[0].split(":", 1)[1].split())
+    for op in ops_def():
+        if op.name in ("mT", "slice"):  # x.mT, x[a:b]
+            assert op.name not in listed
+        else:
+            assert op.name in listed or op.name + "_" in listed, op.name
+
+
 # ---- help, meta-commands ----
 
 def test_help_topics(daemon):

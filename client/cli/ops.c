@@ -1,0 +1,548 @@
+/* ops.c — tensorctl's op table (generated from server/core/ops.def) and what torch's API says
+** about each op's name.
+**
+** Everything about an op's call — its operands, torch's parameters, their OpArgs fields, its
+** flags — comes from the generated table. Where torch puts a name follows from the signature
+** (an op on `input` is also a Tensor method), so a new row needs nothing here; the few names
+** torch places otherwise are listed below: they are torch's namespaces, not op contracts.
+*/
+#include "ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_ops.h"
+#include "interp.h"
+
+/* Where torch puts an op's name, when its signature does not say. By the signature, an op whose
+** operands include `input` is both torch.name and the Tensor method (x.name called on input);
+** any other (cat's `tensors`, the creation ops) is a function only. The exceptions: */
+enum torch_form {
+    FORM_FUNCTION = 1,     /* torch.name / torch.nn.functional.name only (x.gelu() fails) */
+    FORM_INPLACE_METHOD,   /* a method only as x.name_() (there is no x.fill(1)) */
+    FORM_NONE,             /* the wire's alone: mT is the attribute x.mT, slice is x[a:b] */
+};
+
+static const struct {
+    const char *name;
+    enum torch_form form;
+} TORCH_FORMS[] = {
+    {"gelu", FORM_FUNCTION}, {"mse_loss", FORM_FUNCTION}, {"cross_entropy", FORM_FUNCTION},
+    {"linear", FORM_FUNCTION}, {"zeros_like", FORM_FUNCTION}, {"ones_like", FORM_FUNCTION},
+    {"empty_like", FORM_FUNCTION}, {"full_like", FORM_FUNCTION}, {"rand_like", FORM_FUNCTION},
+    {"randn_like", FORM_FUNCTION},
+    {"fill", FORM_INPLACE_METHOD}, {"zero", FORM_INPLACE_METHOD}, {"copy", FORM_INPLACE_METHOD},
+    {"uniform", FORM_INPLACE_METHOD}, {"normal", FORM_INPLACE_METHOD},
+    {"mT", FORM_NONE}, {"slice", FORM_NONE},
+};
+
+/* op's form: an exception above, else a function only unless an operand is `input`. */
+static int torch_form(const struct tdx_opdef *op)
+{
+    for (size_t i = 0; i < sizeof TORCH_FORMS / sizeof TORCH_FORMS[0]; i++) {
+        if (strcmp(TORCH_FORMS[i].name, op->name) == 0) {
+            return (int)TORCH_FORMS[i].form;
+        }
+    }
+    const struct tdx_param *in = tdx_op_param_named(op, "input");
+    return in != NULL && in->operand ? 0 : FORM_FUNCTION;
+}
+
+const struct tdx_opdef *tdx_op_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof TDX_OPS / sizeof TDX_OPS[0]; i++) {
+        if (strcmp(TDX_OPS[i].name, name) == 0) {
+            return &TDX_OPS[i];
+        }
+    }
+    return NULL;
+}
+
+const struct tdx_opdef *tdx_op_at(size_t i)
+{
+    return i < sizeof TDX_OPS / sizeof TDX_OPS[0] ? &TDX_OPS[i] : NULL;
+}
+
+const struct tdx_param *tdx_op_param(const struct tdx_opdef *op, int i)
+{
+    return &TDX_PARAMS[op->param0 + i];
+}
+
+const struct tdx_param *tdx_op_param_named(const struct tdx_opdef *op, const char *name)
+{
+    for (int i = 0; i < op->nparams; i++) {
+        if (strcmp(TDX_PARAMS[op->param0 + i].name, name) == 0) {
+            return &TDX_PARAMS[op->param0 + i];
+        }
+    }
+    return NULL;
+}
+
+bool tdx_op_nodiff(const struct tdx_opdef *op)
+{
+    return (op->flags & TDX_OPF_NODIFF) != 0;
+}
+
+bool tdx_op_is_function(const char *name)
+{
+    const struct tdx_opdef *op = tdx_op_find(name);
+    return op != NULL && torch_form(op) != FORM_NONE;
+}
+
+bool tdx_op_is_method(const char *name, bool inplace)
+{
+    const struct tdx_opdef *op = tdx_op_find(name);
+    int f = op != NULL ? torch_form(op) : FORM_NONE;
+    if (f == FORM_NONE || f == FORM_FUNCTION) {
+        return false;
+    }
+    return inplace ? op->inplace != NULL : f != FORM_INPLACE_METHOD;
+}
+
+static void help_word(FILE *out, int width, int *col, const char *name, const char *suffix)
+{
+    int n = (int)(strlen(name) + strlen(suffix));
+    if (*col > 0 && *col + 1 + n > width) {
+        fputc('\n', out);
+        *col = 0;
+    }
+    *col += fprintf(out, "%s%s%s", *col > 0 ? " " : "  ", name, suffix);
+}
+
+void tdx_op_help(FILE *out, int width)
+{
+    int col = 0;
+    const struct tdx_opdef *op;
+    for (size_t i = 0; (op = tdx_op_at(i)) != NULL; i++) {
+        int f = torch_form(op);
+        if (f != FORM_NONE && f != FORM_INPLACE_METHOD) {
+            help_word(out, width, &col, op->name, "");
+        }
+    }
+    fputc('\n', out);
+    col = 0;
+    for (size_t i = 0; (op = tdx_op_at(i)) != NULL; i++) {
+        if (torch_form(op) == FORM_INPLACE_METHOD && op->inplace != NULL) {
+            help_word(out, width, &col, op->inplace, "");
+        }
+    }
+    fputc('\n', out);
+}
+
+/* ---- calling an op, as its signature says ---- */
+
+int tdx_to_operand(struct tdx_env *e, const struct value *v, const struct tdx_node *at,
+                   const char *op, struct tensord_operand *o)
+{
+    switch (v->k) {
+    case V_TENSOR: *o = tensord_h(v->t->handle); return 0;
+    case V_INT: *o = tensord_i(v->i); return 0;
+    case V_FLOAT: *o = tensord_f(v->f); return 0;
+    case V_BOOL: *o = tensord_b(v->b); return 0;
+    default:
+        return tdx_fail(e, at, "%s(): argument must be a Tensor or a number, not '%s'", op,
+                        tdx_type_name(v));
+    }
+}
+
+static int to_int_arg(struct tdx_env *e, const struct value *v, const struct tdx_node *at,
+                      const char *op, const char *what, int64_t *out)
+{
+    if (v->k != V_INT && v->k != V_BOOL) {
+        return tdx_fail(e, at, "%s(): argument '%s' must be int, not %s", op, what,
+                        tdx_type_name(v));
+    }
+    *out = num_i(v);
+    return 0;
+}
+
+/* Puts one argument into a. key is an OpArgs field ("dim", "min" ...), "*dims" (a shape),
+** "rdim" (one dim or a list; None is none), or a keyword no parameter of the op names (set
+** when torch's is accepted: requires_grad=, reduction='mean'; refused otherwise). */
+int tdx_set_arg(struct tdx_env *e, const char *op, const char *key, const struct value *v,
+                const struct tdx_node *at, struct tensord_op_args *a, bool *want_out2,
+                bool *requires_grad)
+{
+    int rc = 0;
+    if (strcmp(key, "*dims") == 0 || strcmp(key, "rdim") == 0) {
+        if (v->k == V_NONE && key[0] == 'r') {
+            return 0;
+        }
+        int nd;
+        if ((rc = tdx_get_shape(e, v, 1, at, a->dims, &nd)) != 0) {
+            return rc;
+        }
+        a->ndims = nd;
+        a->has_dims = true;
+        return 0;
+    }
+    if (strcmp(key, "dim") == 0) {
+        if (v->k == V_NONE) {
+            return 0;
+        }
+        if ((rc = to_int_arg(e, v, at, op, "dim", &a->dim)) == 0) {
+            a->has_dim = true;
+            *want_out2 = strcmp(op, "max") == 0 || strcmp(op, "min") == 0;
+        }
+        return rc;
+    }
+    if (strcmp(key, "dim2") == 0) {
+        a->has_dim = true;
+        return to_int_arg(e, v, at, op, "dim", &a->dim2);
+    }
+    if (strcmp(key, "start") == 0) {
+        return to_int_arg(e, v, at, op, key, &a->start);
+    }
+    if (strcmp(key, "end") == 0) {
+        return to_int_arg(e, v, at, op, key, &a->end);
+    }
+    if (strcmp(key, "step") == 0) {
+        return to_int_arg(e, v, at, op, key, &a->step);
+    }
+    if (strcmp(key, "min") == 0 || strcmp(key, "max") == 0) {
+        if (v->k == V_NONE) {
+            return 0;
+        }
+        bool isminv = key[1] == 'i';
+        if ((rc = tdx_to_operand(e, v, at, op, isminv ? &a->min : &a->max)) != 0) {
+            return rc;
+        }
+        if (v->k == V_TENSOR) {
+            return tdx_fail(e, at, "%s(): tensor bounds are not supported; use maximum()/minimum()",
+                            op);
+        }
+        *(isminv ? &a->has_min : &a->has_max) = true;
+        return 0;
+    }
+    if (strcmp(key, "dtype") == 0) {
+        int dt;
+        if ((rc = tdx_parse_dtype_value(e, v, at, &dt)) == 0) {
+            a->dtype = (enum tensord_dtype)dt;
+        }
+        return rc;
+    }
+    if (strcmp(key, "keepdim") == 0) {
+        if (v->k != V_BOOL) {
+            return tdx_fail(e, at, "%s(): argument 'keepdim' must be bool, not %s", op,
+                            tdx_type_name(v));
+        }
+        a->keepdim = v->b;
+        return 0;
+    }
+    if (strcmp(key, "correction") == 0 || strcmp(key, "unbiased") == 0) {
+        if (!is_num(v)) {
+            return tdx_fail(e, at, "%s(): argument '%s' must be a number", op, key);
+        }
+        a->has_correction = true;
+        a->correction = key[0] == 'u' ? (v->b ? 1.0 : 0.0) : num_f(v);
+        return 0;
+    }
+    if (strcmp(key, "p") == 0) {
+        if (is_num(v) && num_f(v) == 2.0) {
+            return 0;
+        }
+        if (v->k == V_STR && strcmp(v->s, "fro") == 0) {
+            return 0;
+        }
+        return tdx_fail(e, at, "norm(): only p=2 ('fro') is supported");
+    }
+    if (strcmp(key, "reduction") == 0) {
+        if (v->k == V_STR && strcmp(v->s, "mean") == 0) {
+            return 0;
+        }
+        return tdx_fail(e, at, "%s(): only reduction='mean' is supported", op);
+    }
+    if (strcmp(key, "alpha") == 0 && (strcmp(op, "add") == 0 || strcmp(op, "sub") == 0)) {
+        /* OpArgs has no alpha, and composing it here could round differently from torch */
+        return tdx_fail(e, at, "%s(): alpha= is not supported by tensord; write %s(input, alpha * "
+                        "other)", op, op);
+    }
+    if (strcmp(key, "requires_grad") == 0 && requires_grad != NULL) {
+        *requires_grad = v->k == V_BOOL ? v->b : num_f(v) != 0;
+        return 0;
+    }
+    return tdx_fail(e, at, "%s() got an unexpected keyword argument '%s'", op, key);
+}
+
+/* The key tdx_set_arg() takes for parameter p: its OpArgs field, where a `dims` parameter is
+** "*dims" (a shape, from the remaining positional arguments) when it gathers them and "rdim"
+** (one int or a list, None for none) otherwise. (A `cast` parameter is op_args' own.) */
+static const char *arg_key(const struct tdx_param *p)
+{
+    if (strcmp(p->field, "dims") == 0) {
+        return p->varargs ? "*dims" : "rdim";
+    }
+    return p->field;
+}
+
+/* torch's dtype= on a reduction or a softmax (ops.def's `:cast`): the input is cast to dt
+** first, by the op `to`; *in becomes the cast copy, held by *out until the op is sent. */
+static int cast_input(struct tdx_env *e, const struct tdx_node *at, struct tensord_operand *in,
+                      int dt, struct tref **out)
+{
+    const struct tdx_opdef *to = tdx_op_find("to");
+    struct tref *t = to != NULL ? tdx_tref_new(e) : NULL;
+    struct tensord_op_args a;
+    struct tensord_error err;
+    uint64_t id;
+    int rc;
+    if (t == NULL) {
+        return tdx_fail(e, at, to == NULL ? "dtype= needs the op 'to'" : "out of memory");
+    }
+    memset(&a, 0, sizeof a);
+    a.dtype = (enum tensord_dtype)dt;
+    int lrc = tensord_send_op_ex(e->c, to->wire, t->handle, in, 1, &a, false, &id, &err);
+    if ((rc = tdx_send_tensor_result(e, lrc, id, t, at, &err)) != 0) {
+        tdx_tref_unref(e, t);
+        return rc;
+    }
+    *in = tensord_h(t->handle);
+    *out = t;
+    return 0;
+}
+
+/* Adds operand value v (of parameter p) to ins; a list for a `:tensors` parameter. */
+static int add_operand(struct tdx_env *e, const struct tdx_node *at, const char *op,
+                       const struct tdx_param *p, const struct value *v,
+                       struct tensord_operand *ins, int *nin, bool *any_grad)
+{
+    int rc;
+    if (strcmp(p->field, "tensors") == 0) {
+        if (v->k != V_LIST && v->k != V_TUPLE) {
+            return tdx_fail(e, at, "%s(): argument '%s' must be a tuple or list of Tensors", op,
+                            p->name);
+        }
+        for (int k = 0; k < v->n; k++) {
+            if (v->items[k].k != V_TENSOR) {
+                return tdx_fail(e, at, "%s(): expected Tensor as element %d in argument 0, but got "
+                                "%s", op, k, tdx_type_name(&v->items[k]));
+            }
+            if (*nin >= TDX_MAX_OPERANDS) {
+                return tdx_fail(e, at, "%s(): at most %d tensors", op, TDX_MAX_OPERANDS);
+            }
+            *any_grad |= v->items[k].t->requires_grad;
+            ins[(*nin)++] = tensord_h(v->items[k].t->handle);
+        }
+        return 0;
+    }
+    if (v->k == V_NONE && p->deflt != NULL && strcmp(p->deflt, "None") == 0) {
+        return 0;  /* an optional operand left out (linear's bias) */
+    }
+    if (*nin >= TDX_MAX_OPERANDS) {
+        return tdx_fail(e, at, "%s(): too many operands", op);
+    }
+    if ((rc = tdx_to_operand(e, v, at, op, &ins[*nin])) != 0) {
+        return rc;
+    }
+    *any_grad |= v->k == V_TENSOR && v->t->requires_grad;
+    (*nin)++;
+    return 0;
+}
+
+/* Parameter p's default, when a number or a bool (None is no value: the field stays unset). */
+static bool default_value(const struct tdx_param *p, struct value *v)
+{
+    char *end;
+    if (p->deflt == NULL || strcmp(p->deflt, "None") == 0) {
+        return false;
+    }
+    if (strcmp(p->deflt, "True") == 0 || strcmp(p->deflt, "False") == 0) {
+        *v = vbool(p->deflt[0] == 'T');
+        return true;
+    }
+    long long i = strtoll(p->deflt, &end, 10);
+    if (end != p->deflt && *end == '\0') {
+        *v = vint(i);
+        return true;
+    }
+    double f = strtod(p->deflt, &end);
+    if (end != p->deflt && *end == '\0') {
+        *v = vfloat(f);
+        return true;
+    }
+    return false;
+}
+
+static bool kw_given(const struct call *c, const char *name)
+{
+    for (int k = 0; k < c->nkw; k++) {
+        if (strcmp(c->kwn[k], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Parses a call of op `d` as its torch signature says: operands (positional, or by name) in
+** wire order, then the other parameters into a, torch's defaults first (flatten(1) is
+** flatten(1, -1)), then what the call gives. */
+static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct tdx_opdef *d,
+                   const struct call *c, struct tensord_operand *ins, int *nin,
+                   struct tensord_op_args *a, int *cast, bool *want_out2, bool *any_grad)
+{
+    const char *op = d->name;
+    const struct value *slot[TDX_MAX_PARAMS] = {0};
+    int rc, i = 0, np = d->nparams < TDX_MAX_PARAMS ? d->nparams : TDX_MAX_PARAMS, npos = 0;
+    bool rest = false;
+    for (int k = 0; k < np; k++) {
+        const struct tdx_param *p = tdx_op_param(d, k);
+        if (p->kwonly) {
+            continue;
+        }
+        npos++;
+        rest |= p->varargs;
+        if (i < c->nargs && !rest) {
+            slot[k] = &c->args[i++];
+        } else if (i < c->nargs) {
+            slot[k] = &c->args[i];  /* *name: the rest */
+            i = c->nargs;
+        }
+    }
+    if (i < c->nargs) {
+        return tdx_fail(e, at, "%s() takes %d positional arguments but %d were given", op, npos,
+                        c->nargs);
+    }
+    for (int k = 0; k < c->nkw; k++) {
+        const struct tdx_param *p = tdx_op_param_named(d, c->kwn[k]);
+        if (p != NULL && p->operand) {
+            int j = (int)(p - tdx_op_param(d, 0));
+            if (slot[j] != NULL) {
+                return tdx_fail(e, at, "%s() got multiple values for argument '%s'", op, p->name);
+            }
+            slot[j] = &c->kwv[k];
+        }
+    }
+    for (int k = 0; k < np; k++) {
+        const struct tdx_param *p = tdx_op_param(d, k);
+        if (p->operand && slot[k] != NULL &&
+            (rc = add_operand(e, at, op, p, slot[k], ins, nin, any_grad)) != 0) {
+            return rc;
+        }
+    }
+    for (int k = 0; k < np; k++) {
+        const struct tdx_param *p = tdx_op_param(d, k);
+        struct value v;
+        if (!p->operand && !p->varargs && slot[k] == NULL && !kw_given(c, p->name) &&
+            default_value(p, &v) &&
+            (rc = tdx_set_arg(e, op, arg_key(p), &v, at, a, want_out2, NULL)) != 0) {
+            return rc;
+        }
+    }
+    for (int k = 0; k < np; k++) {
+        const struct tdx_param *p = tdx_op_param(d, k);
+        if (p->operand || slot[k] == NULL) {
+            continue;
+        }
+        if (p->varargs) {
+            int first = (int)(slot[k] - c->args), nd;
+            if ((rc = tdx_get_shape(e, slot[k], c->nargs - first, at, a->dims, &nd)) != 0) {
+                return rc;
+            }
+            a->ndims = nd;
+            a->has_dims = true;
+        } else if (strcmp(p->field, "cast") == 0) {
+            if ((rc = tdx_parse_dtype_value(e, slot[k], at, cast)) != 0) {
+                return rc;
+            }
+        } else if ((rc = tdx_set_arg(e, op, arg_key(p), slot[k], at, a, want_out2, NULL)) != 0) {
+            return rc;
+        }
+    }
+    for (int k = 0; k < c->nkw; k++) {
+        const struct tdx_param *p = tdx_op_param_named(d, c->kwn[k]);
+        if (p != NULL && p->operand) {
+            continue;
+        }
+        if (p != NULL && strcmp(p->field, "cast") == 0) {
+            if ((rc = tdx_parse_dtype_value(e, &c->kwv[k], at, cast)) != 0) {
+                return rc;
+            }
+            continue;
+        }
+        if (p == NULL && strcmp(c->kwn[k], "requires_grad") != 0 &&
+            strcmp(c->kwn[k], "reduction") != 0 && strcmp(c->kwn[k], "alpha") != 0) {
+            /* torch's parameters only (and the few tensorctl accepts or explains) */
+            return tdx_fail(e, at, "%s() got an unexpected keyword argument '%s'", op, c->kwn[k]);
+        }
+        bool rg;
+        if ((rc = tdx_set_arg(e, op, p != NULL ? arg_key(p) : c->kwn[k], &c->kwv[k], at, a,
+                              want_out2, &rg)) != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Runs op `op` (torch's name, without a trailing '_'); with `inplace` the result is args[0]
+** itself. */
+int tdx_call_op(struct tdx_env *e, const struct tdx_node *at, const char *op, bool inplace,
+                const struct call *c, struct value *out)
+{
+    const struct tdx_opdef *d = tdx_op_find(op);
+    if (d == NULL || tensord_op_code(d->wire) < 0) {
+        return tdx_fail(e, at, "name '%s' is not defined", op);
+    }
+    struct tensord_operand ins[TDX_MAX_OPERANDS];
+    int nin = 0, rc;
+    struct tensord_op_args a;
+    memset(&a, 0, sizeof a);
+    bool want_out2 = false, any_grad = false;
+    int cast = 0;
+    struct tref *src = NULL;
+    if ((rc = op_args(e, at, d, c, ins, &nin, &a, &cast, &want_out2, &any_grad)) != 0) {
+        return rc;
+    }
+    if (cast != 0 && nin > 0 && ins[0].kind == TENSORD_OPERAND_HANDLE &&
+        (rc = cast_input(e, at, &ins[0], cast, &src)) != 0) {
+        return rc;
+    }
+    struct tref *t = inplace ? tdx_tref_ref(c->args[0].t) : tdx_tref_new(e);
+    struct tref *t2 = NULL;
+    if (t == NULL) {
+        tdx_tref_unref(e, src);
+        return tdx_fail(e, at, "out of memory");
+    }
+    if (want_out2 && !inplace) {
+        if ((t2 = tdx_tref_new(e)) == NULL) {
+            tdx_tref_unref(e, t);
+            tdx_tref_unref(e, src);
+            return tdx_fail(e, at, "out of memory");
+        }
+        a.out2 = t2->handle;
+    }
+    struct tensord_error err;
+    uint64_t id;
+    int lrc = tensord_send_op_ex(e->c, d->wire, inplace ? 0 : t->handle, ins, nin, &a, inplace,
+                                 &id, &err);
+    tdx_tref_unref(e, src);  /* the request names it; its free waits for the next batch */
+    if ((rc = tdx_send_tensor_result(e, lrc, id, t, at, &err)) != 0) {
+        tdx_tref_unref(e, t);
+        tdx_tref_unref(e, t2);
+        return rc;
+    }
+    if (inplace) {
+        t->known = false;  /* an in-place op may change nothing visible, but be safe */
+        t->requires_grad |= any_grad && e->grad_enabled;
+    } else {
+        t->requires_grad = any_grad && e->grad_enabled && !tdx_op_nodiff(d);
+        t->is_leaf = !t->requires_grad;
+    }
+    if (t2 != NULL) {
+        t2->is_leaf = true;
+        if ((rc = tdx_vseq(e, out, V_TUPLE, 2)) != 0) {
+            tdx_tref_unref(e, t);
+            tdx_tref_unref(e, t2);
+            return rc;
+        }
+        out->items[0] = vtensor(t);
+        out->items[1] = vtensor(t2);
+        /* torch's named pair: prints as return_types.max(values=..., indices=...) */
+        if ((out->s = strdup(op)) == NULL) {
+            tdx_vfree(e, out);
+            return tdx_fail(e, at, "out of memory");
+        }
+        return 0;
+    }
+    *out = vtensor(t);
+    return 0;
+}
