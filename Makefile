@@ -78,7 +78,7 @@ LAYER_CFLAGS_rpc     = $(NO_UV) $(NO_BLAS) -Iserver -Iproto -I$(BUILD)/gen $(PRO
 LAYER_CFLAGS_net     = $(NO_PB) $(NO_BLAS) -Iserver -Iproto $(UV_CFLAGS)
 LAYER_CFLAGS_main    = $(NO_PB) -Iserver -Iproto $(UV_CFLAGS) $(BLAS_CFLAGS)
 LAYER_CFLAGS_client  = $(NO_UV) $(NO_BLAS) -Iclient/c -Iproto -I$(BUILD)/gen $(PROTOBUF_C_CFLAGS)
-LAYER_CFLAGS_cli     = $(NO_UV) $(NO_PB) $(NO_BLAS) -Iclient/c
+LAYER_CFLAGS_cli     = $(NO_UV) $(NO_PB) $(NO_BLAS) -Iclient/c -Iserver -I$(BUILD)/gen
 LAYER_CFLAGS_        = -Iserver -Iproto -I$(BUILD)/gen -Iclient/c -Itests/lib $(PKG_CFLAGS)
 # The directories of this tree whose headers each layer may include.
 LAYER_DIRS_base    = server/base
@@ -88,7 +88,7 @@ LAYER_DIRS_rpc     = server/rpc proto $(BUILD)/gen $(LAYER_DIRS_session)
 LAYER_DIRS_net     = server/net proto $(LAYER_DIRS_base)
 LAYER_DIRS_main    = server proto $(BUILD)/gen
 LAYER_DIRS_client  = client/c proto $(BUILD)/gen
-LAYER_DIRS_cli     = client/cli client/c $(BUILD)/gen
+LAYER_DIRS_cli     = client/cli client/c server/base $(BUILD)/gen
 # The libraries a layer's code (and so its tests) may link.
 LAYER_LIBS_base    = -lm -lpthread
 LAYER_LIBS_core    = $(BLAS_LIBS) -lm -lpthread
