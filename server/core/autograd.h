@@ -24,19 +24,21 @@ struct td_node {
     int nin;
     struct td_operand in[TD_NODE_MAX_IN];   /* tensor inputs referenced (saved), scalars kept */
     int64_t versions[TD_NODE_MAX_IN];       /* their storages' versions when saved; -1: unchecked */
+    const char *in_fn[TD_NODE_MAX_IN];      /* their grad_fn names when saved (for messages) */
+    struct td_storage *out_storage;         /* owned: the output's storage, when backward reads
+                                            ** the output (TD_OPF_BW_OUT); never the output */
+    int64_t out_version;                    /* out_storage's version after the op wrote it */
     struct td_op_args args;                 /* rng cleared */
     int out_ndim;
     int64_t out_shape[TD_MAX_DIMS];
     enum td_dtype out_dtype;
     bool released;                          /* saved tensors freed by a backward */
-    char name[40];                          /* grad_fn name, fixed when recorded */
+    const char *name;                       /* grad_fn name (static), fixed when recorded */
     struct td_tensor *retained;             /* weak: the output, when it retains its grad */
 };
 
-/* Backward rule: gradients for each input (gin[i], new references, in the output's broadcast
-** shape or the input's; NULL where the input needs none) from the output gradient g. */
-typedef int td_bwd_fn(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
-                      struct td_quota *q, struct td_err *err);
+/* The backward rules (td_bwd_fn) and grad_fn name hooks (td_grad_fn_hook) that read a node
+** are typed in core/ops.h, beside the op table that names them. */
 
 /* PyTorch's grad_fn class name for a node ("MulBackward0"). */
 const char *td_node_name(const struct td_node *n);

@@ -980,6 +980,23 @@ int td_bw_add(const struct td_node *n, struct td_tensor *g, struct td_tensor **g
     return 0;
 }
 
+/* grad_fn names: a number minus a tensor is torch's rsub; a number over a tensor is recorded by
+** torch as a multiplication by the reciprocal; a tensor exponent is PowBackward1. */
+const char *td_grad_fn_sub(const struct td_node *n)
+{
+    return n->in[0].t == NULL ? "RsubBackward1" : "SubBackward0";
+}
+
+const char *td_grad_fn_div(const struct td_node *n)
+{
+    return n->in[0].t == NULL ? "MulBackward0" : "DivBackward0";
+}
+
+const char *td_grad_fn_pow(const struct td_node *n)
+{
+    return n->in[1].t != NULL ? "PowBackward1" : "PowBackward0";
+}
+
 /* sub: d/da = g, d/db = -g. */
 int td_bw_sub(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
               struct td_quota *q, struct td_err *err)

@@ -395,6 +395,14 @@ static int unsq(struct td_tensor *t, int64_t dim, struct td_quota *q, struct td_
     return td_bw1(TD_OP_UNSQUEEZE, td_t(t), &a, q, out, err);
 }
 
+/* grad_fn name: the op torch's matmul dispatches to for these ranks. */
+const char *td_grad_fn_matmul(const struct td_node *n)
+{
+    int da = n->in[0].t->ndim, db = n->in[1].t->ndim;
+    return da == 1 && db == 1 ? "DotBackward0" : da == 2 && db == 1 ? "MvBackward0"
+         : da <= 2 && db == 2 ? "MmBackward0" : "UnsafeViewBackward0";
+}
+
 /* matmul: with 1-D operands promoted to matrices (a as a row, b as a column),
 ** d/da = g @ b^T and d/db = a^T @ g; the promoted dims are squeezed away again and autograd
 ** sums broadcast batch dims back to each input's shape. */

@@ -389,6 +389,12 @@ int td_bw_cross_entropy(const struct td_node *n, struct td_tensor *g, struct td_
     return rc;
 }
 
+/* grad_fn name: a 2-D input with a bias is one addmm; otherwise the product is last. */
+const char *td_grad_fn_linear(const struct td_node *n)
+{
+    return n->nin == 3 && n->in[0].t->ndim == 2 ? "AddmmBackward0" : "MmBackward0";
+}
+
 /* linear: dx = g @ W, dW = g^T @ x (batch rows folded), db = g (summed to b's shape) */
 int td_bw_linear(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                  struct td_quota *q, struct td_err *err)

@@ -558,6 +558,26 @@ out:
 
 /* ---- backward ---- */
 
+/* grad_fn names: over everything Backward0, over dims Backward1; max/min over everything
+** Backward1, along a dim Backward0. */
+const char *td_grad_fn_sum(const struct td_node *n)
+{
+    return n->args.has_dims && n->args.ndims > 0 ? "SumBackward1" : "SumBackward0";
+}
+
+const char *td_grad_fn_mean(const struct td_node *n)
+{
+    return n->args.has_dims && n->args.ndims > 0 ? "MeanBackward1" : "MeanBackward0";
+}
+
+const char *td_grad_fn_max_min(const struct td_node *n)
+{
+    if (n->op == TD_OP_MAX) {
+        return n->args.has_dim ? "MaxBackward0" : "MaxBackward1";
+    }
+    return n->args.has_dim ? "MinBackward0" : "MinBackward1";
+}
+
 /* sum: g broadcast back over the reduced dims (as a stride-0 view). */
 int td_bw_sum(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
               struct td_quota *q, struct td_err *err)
