@@ -38,6 +38,31 @@ static const char *node_name(const struct td_node *n)
     return d->grad_fn_hook != NULL ? d->grad_fn_hook(n) : d->grad_fn;
 }
 
+int td_node_output(const struct td_node *n, struct td_tensor **out, struct td_err *err)
+{
+    if (n->out_storage == NULL) {
+        return td_err_set(err, TD_EINVAL, "%s saved no result", n->name);
+    }
+    struct td_tensor *t = td_calloc(1, sizeof *t);
+    if (t == NULL) {
+        return td_err_code(err, TD_ENOMEM);
+    }
+    t->refs = 1;
+    t->dtype = n->out_dtype;
+    t->ndim = n->out_ndim;
+    t->numel = 1;
+    for (int d = 0; d < n->out_ndim; d++) {
+        t->shape[d] = n->out_shape[d];
+        t->strides[d] = n->out_strides[d];
+        t->numel *= n->out_shape[d];  /* the result's own count: it existed */
+    }
+    t->offset = n->out_offset;
+    t->storage = n->out_storage;
+    t->storage->refs++;
+    *out = t;
+    return 0;
+}
+
 const char *td_node_name(const struct td_node *n)
 {
     return n->name;
@@ -53,25 +78,22 @@ int td_autograd_check_inplace(const struct td_tensor *t, bool grad_enabled, stru
 }
 
 /* Whether op's backward reads operand i's values (so an in-place write makes them stale, which
-** backward must then refuse, as torch does). Operand 0 by ops.def's flags; the other operands
-** of an op whose backward reads any operand are taken as read. */
+** backward must then refuse, as torch does), by ops.def's flags: TD_OPF_BW_SELF_FOR_OTHER, each
+** operand when another requires grad (d/dy of x*y reads x); TD_OPF_BW_SELF, every operand
+** (operand 0 is what torch's flag is about; the others of such ops are read too: pow's exponent,
+** maximum's other, mse_loss's target, cross_entropy's classes). */
 static bool needs_value(enum td_op_id op, const struct td_operand *in, int nin, int i)
 {
     unsigned f = td_ops[op].flags;
-    if (i > 0) {
-        return (f & (TD_OPF_BW_SELF | TD_OPF_BW_SELF_FOR_OTHER)) != 0;
-    }
-    if (f & TD_OPF_BW_SELF) {
-        return true;
-    }
     if (f & TD_OPF_BW_SELF_FOR_OTHER) {
-        for (int k = 1; k < nin; k++) {
-            if (in[k].t != NULL && in[k].t->requires_grad) {
+        for (int k = 0; k < nin; k++) {
+            if (k != i && in[k].t != NULL && in[k].t->requires_grad) {
                 return true;
             }
         }
+        return false;
     }
-    return false;
+    return (f & TD_OPF_BW_SELF) != 0;
 }
 
 int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_operand *in,
@@ -178,7 +200,6 @@ int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
             if (needs_value(op, in, nin, i)) {
                 n->versions[i] = in[i].t->storage->version;
             }
-            n->in_fn[i] = in[i].t->grad_fn != NULL ? td_node_name(in[i].t->grad_fn) : NULL;
         }
     }
     n->args = *args;
@@ -191,6 +212,8 @@ int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
         n->out_storage = out->storage;
         n->out_storage->refs++;
         n->out_version = out->storage->version;
+        n->out_offset = out->offset;
+        memcpy(n->out_strides, out->strides, sizeof n->out_strides);
     }
     n->name = node_name(n);
     td_node_unref(out->grad_fn);
@@ -248,7 +271,7 @@ static const char *legacy_name(enum td_dtype dt)
 }
 
 /* torch's refusal of a saved value changed in place since it was saved ("which is output 0 of
-** X" names the grad_fn that made it, as it was when saved). */
+** X": an input's grad_fn now, as torch's message has it; for a saved result, the node itself). */
 static int stale(enum td_dtype dt, const int64_t *shape, int ndim,
                  const char *fn, int64_t now, int64_t saved, struct td_err *err)
 {
@@ -274,8 +297,9 @@ static int check_versions(const struct td_node *n, struct td_err *err)
     for (int i = 0; i < n->nin; i++) {
         const struct td_tensor *t = n->in[i].t;
         if (t != NULL && n->versions[i] >= 0 && t->storage->version != n->versions[i]) {
-            return stale(t->dtype, t->shape, t->ndim, n->in_fn[i], t->storage->version,
-                         n->versions[i], err);
+            return stale(t->dtype, t->shape, t->ndim,
+                         t->grad_fn != NULL ? td_node_name(t->grad_fn) : NULL,
+                         t->storage->version, n->versions[i], err);
         }
     }
     if (n->out_storage != NULL && n->out_storage->version != n->out_version) {

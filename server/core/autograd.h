@@ -24,10 +24,11 @@ struct td_node {
     int nin;
     struct td_operand in[TD_NODE_MAX_IN];   /* tensor inputs referenced (saved), scalars kept */
     int64_t versions[TD_NODE_MAX_IN];       /* their storages' versions when saved; -1: unchecked */
-    const char *in_fn[TD_NODE_MAX_IN];      /* their grad_fn names when saved (for messages) */
     struct td_storage *out_storage;         /* owned: the output's storage, when backward reads
                                             ** the output (TD_OPF_BW_OUT); never the output */
     int64_t out_version;                    /* out_storage's version after the op wrote it */
+    int64_t out_offset;                     /* the output's layout in out_storage */
+    int64_t out_strides[TD_MAX_DIMS];
     struct td_op_args args;                 /* rng cleared */
     int out_ndim;
     int64_t out_shape[TD_MAX_DIMS];
@@ -44,6 +45,11 @@ struct td_node {
 const char *td_node_name(const struct td_node *n);
 
 void td_node_unref(struct td_node *n);  /* NULL is a no-op */
+
+/* For backward rules of TD_OPF_BW_OUT ops: the op's result as it was written (its values are
+** checked by version before the rule runs), as a new reference to a tensor without history
+** over the saved storage. Errors: TD_ENOMEM. */
+int td_node_output(const struct td_node *n, struct td_tensor **out, struct td_err *err);
 
 /* Called by td_op_apply after an op: records a node on `out` when grad mode is on and a tensor
 ** input requires grad. Errors: TD_ENOMEM. */

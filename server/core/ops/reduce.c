@@ -558,8 +558,8 @@ out:
 
 /* ---- backward ---- */
 
-/* grad_fn names: over everything Backward0, over dims Backward1; max/min over everything
-** Backward1, along a dim Backward0. */
+/* grad_fn names: sum, mean, prod over everything Backward0, over dims Backward1; max/min over
+** everything Backward1, along a dim Backward0. */
 const char *td_grad_fn_sum(const struct td_node *n)
 {
     return n->args.has_dims && n->args.ndims > 0 ? "SumBackward1" : "SumBackward0";
@@ -568,6 +568,11 @@ const char *td_grad_fn_sum(const struct td_node *n)
 const char *td_grad_fn_mean(const struct td_node *n)
 {
     return n->args.has_dims && n->args.ndims > 0 ? "MeanBackward1" : "MeanBackward0";
+}
+
+const char *td_grad_fn_prod(const struct td_node *n)
+{
+    return n->args.has_dims && n->args.ndims > 0 ? "ProdBackward1" : "ProdBackward0";
 }
 
 const char *td_grad_fn_max_min(const struct td_node *n)
