@@ -108,7 +108,7 @@ CASES = {
                ("nobias", lambda m, x, o: F(m).linear(x, o[0]), [_t(W)])],
     "dot": [("t", lambda m, x, o: m.dot(x.reshape(6)[:3], o[0]), [_t(V)])],
     "mv": [("t", lambda m, x, o: m.mv(x, o[0]), [_t(V)])],
-    "cumsum": [("t", lambda m, x, o: m.cumsum(x, 1), [])],
+    "cumsum": [("t", lambda m, x, o: m.cumsum(x, dim=1), [])],
     # in place only: the op's own result is x itself
     "fill": [("t", lambda m, x, o: x.fill_(2.0), [])],
     "zero": [("t", lambda m, x, o: x.zero_(), [])],
