@@ -98,13 +98,16 @@ typedef int td_bwd_fn(const struct td_node *n, struct td_tensor *g, struct td_te
 ** arguments (torch.sum(x) is SumBackward0, x.sum(0) SumBackward1). A static string. */
 typedef const char *td_grad_fn_hook(const struct td_node *n);
 
-/* ops.def's flags column (what autograd needs to know about an op). */
+/* ops.def's flags column (what autograd needs to know about an op; core/autograd.c reads them:
+** which in-place writes to refuse, which results never require grad, which values a node
+** checks by version before its backward runs). */
 enum {
     TD_OPF_VIEW = 1 << 0,              /* the result is a view of operand 0 */
     TD_OPF_NODIFF = 1 << 1,            /* the result never requires grad */
-    TD_OPF_BW_SELF = 1 << 2,           /* backward reads operand 0's values */
-    TD_OPF_BW_SELF_FOR_OTHER = 1 << 3, /* ... only when another operand requires grad */
-    TD_OPF_BW_OUT = 1 << 4,            /* backward reads the result's values */
+    TD_OPF_BW_SELF = 1 << 2,           /* backward reads operand 0's values (and the others') */
+    TD_OPF_BW_SELF_FOR_OTHER = 1 << 3, /* backward reads each operand's values only when another
+                                       ** operand requires grad (d/dy of x*y reads x) */
+    TD_OPF_BW_OUT = 1 << 4,            /* backward reads the result's values (td_node_output) */
 };
 
 struct td_op_def {
