@@ -124,21 +124,43 @@ int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_o
                           "are not supported yet");
     }
     /* `old` stands for t's value before the write and takes over t's history; the new node
-    ** hangs off t, so t -> node -> old -> old history: still a DAG. */
+    ** hangs off t, so t -> node -> old -> old history: still a DAG. When the op's backward
+    ** reads that value (sin_, mul_ by a tensor that requires grad), old keeps a private copy of
+    ** it, as torch saves the original self: the write cannot make it stale. */
+    bool keep = false;
+    for (int i = 0; i < nin; i++) {
+        keep = keep || (in[i].t == t && needs_value(op, in, nin, i));
+    }
+    struct td_tensor *copy = NULL;
+    if (keep) {
+        struct td_op_args ca;
+        td_op_args_init(&ca);
+        struct td_operand cin[1] = {{.t = t}};
+        int crc = td_op_apply(TD_OP_CLONE, cin, 1, &ca, false, args->quota, &copy, err);
+        if (crc != 0) {
+            return crc;
+        }
+    }
     struct td_tensor *old = td_malloc(sizeof *old);
     if (old == NULL) {
+        td_tensor_unref(copy);
         return td_err_code(err, TD_ENOMEM);
     }
     *old = *t;
     old->refs = 1;
     old->grad = NULL;
     old->retains_grad = false;
+    if (copy != NULL) {
+        old->storage = copy->storage;
+        old->offset = copy->offset;
+        memcpy(old->strides, copy->strides, sizeof old->strides);
+    }
     old->storage->refs++;
+    td_tensor_unref(copy);
     if (old->grad_fn != NULL && old->grad_fn->retained == t) {
         old->grad_fn->retained = NULL;
     }
     t->grad_fn = NULL;
-    int64_t pre = t->storage->version;
     int rc = write(ctx);
     if (rc != 0) {
         t->grad_fn = old->grad_fn;  /* nothing changed: give the history back */
@@ -155,12 +177,11 @@ int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_o
     }
     struct td_op_args a = *args;
     rc = td_autograd_record(op, saved, nin, &a, t, err);
-    if (rc == 0 && t->grad_fn != NULL) {
-        /* values this op's backward reads must be the pre-write ones */
+    if (rc == 0 && t->grad_fn != NULL && !keep) {
+        /* old shares t's bytes, which the write changed: nothing may read them (-1) */
         for (int i = 0; i < nin; i++) {
             if (saved[i].t == old) {
-                /* -1: its values are never read, so later writes do not matter */
-                t->grad_fn->versions[i] = needs_value(op, saved, nin, i) ? pre : -1;
+                t->grad_fn->versions[i] = -1;
             }
         }
     }

@@ -14,6 +14,7 @@ fails the coverage test rather than going unchecked.
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -206,7 +207,8 @@ def test_saved_versions_match_torch(td, name, label, modify):
 
 @pytest.mark.parametrize("name", IN_PLACE)
 def test_in_place_result_then_modified(td, name):
-    """x.op_() then x.add_(1): the op's saved result (when it has one) is stale."""
+    """x.op_() then x.add_(1): the op's saved result (when it has one) is stale; a copy of the
+    value it overwrote is not."""
     def call(m, x, o):
         if name in ("add", "sub", "mul", "div", "remainder", "pow"):
             getattr(x, name + "_")(2.0)
@@ -217,10 +219,31 @@ def test_in_place_result_then_modified(td, name):
         return x
     want = run(torch, call, [], "output")
     got = run(td, call, [], "output")
-    op = next(o for o in DIFFERENTIABLE if o.name == name)
-    if "TD_OPF_BW_SELF" in op.flags:
-        # Known: the op's backward reads the value it overwrote; torch saved a copy of it
-        # (original_self), tensord keeps only the version and refuses.
-        assert want is None and got is not None and "modified by an inplace" in got, got
-    else:
-        assert got == want
+    assert got == want
+
+
+@pytest.mark.parametrize("name", IN_PLACE)
+def test_in_place_op_alone_runs_backward(td, name):
+    """x.op_() then backward: an op whose backward reads the value it overwrote (sin_) keeps a
+    copy of it, as torch does (original_self), so nothing is refused."""
+    def call(m, x, o):
+        if name in ("add", "sub", "mul", "div", "remainder", "pow"):
+            getattr(x, name + "_")(2.0)
+        elif name == "clamp":
+            x.clamp_(0.8, 1.2)
+        else:
+            getattr(x, name + "_")()
+        return x
+    want, got = run_grad(torch, call), run_grad(td, call)
+    assert isinstance(got, list), got
+    assert np.allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-6), (got, want)
+
+
+def run_grad(m, call):
+    """call on a non-leaf, then backward: the leaf's gradient, or the error text."""
+    leaf = m.tensor(X, requires_grad=True)
+    try:
+        call(m, leaf * 1, []).sum().backward()
+        return leaf.grad.tolist()
+    except (RuntimeError, tensord.TensorError) as e:
+        return str(e)
