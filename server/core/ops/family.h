@@ -1,4 +1,5 @@
-/* server/core/ops/family.h — the rules and kernels that ops.def names, by family file.
+/* server/core/ops/family.h — the rules and kernels that ops.def names: their prototypes come from
+** ops.def itself (one expansion below), plus the few helpers family files share.
 ** Internal to core: only ops.c and the family files include it. */
 #ifndef TD_CORE_OPS_FAMILY_H
 #define TD_CORE_OPS_FAMILY_H
