@@ -141,8 +141,8 @@ VIEW_REFUSAL = "in-place operations on views of tensors in a graph are not suppo
 DIFFERENTIABLE = [op for op in opsdef.load() if op.differentiable]
 VIEWS = {op.name for op in DIFFERENTIABLE if "TD_OPF_VIEW" in op.flags}
 IN_PLACE_ONLY = {"fill", "zero", "copy", "uniform", "normal"}
-# In-place forms whose result the backward reads (exp_, sigmoid_, ...): the version saved is the
-# one after the write.
+# Every differentiable op with an in-place form (exp_, sin_, mul_, ...): a result its backward
+# reads is saved at its version after the write; a value it overwrote, as a copy.
 IN_PLACE = [op.name for op in DIFFERENTIABLE if op.inplace and op.name not in IN_PLACE_ONLY]
 
 
