@@ -247,3 +247,20 @@ def run_grad(m, call):
         return leaf.grad.tolist()
     except (RuntimeError, tensord.TensorError) as e:
         return str(e)
+
+
+NAME_PARAMS = [(name, label) for name in sorted(CASES) for label, _, _ in CASES[name]
+               if name in {op.name for op in DIFFERENTIABLE}]
+
+
+@pytest.mark.parametrize("name,label", NAME_PARAMS)
+def test_grad_fn_names_match_torch(td, name, label):
+    """Every case's result names the grad_fn torch names (ops.def's grad_fn column, or its hook)."""
+    call, others = next((c, o) for lab, c, o in CASES[name] if lab == label)
+    names = []
+    for m in (torch, td):
+        x = m.tensor(X, requires_grad=True) * 1
+        y = call(m, x, [make(m) for make in others])
+        # torch's name() spells one legacy class in full; its repr does not
+        names.append(y.grad_fn.name().replace("torch::autograd::", ""))
+    assert names[1] == names[0]

@@ -981,7 +981,8 @@ int td_bw_add(const struct td_node *n, struct td_tensor *g, struct td_tensor **g
 }
 
 /* grad_fn names: a number minus a tensor is torch's rsub; a number over a tensor is recorded by
-** torch as a multiplication by the reciprocal; a tensor exponent is PowBackward1. */
+** torch as a multiplication by the reciprocal; a tensor divisor (remainder) or exponent (pow) is
+** Backward1. */
 const char *td_grad_fn_sub(const struct td_node *n)
 {
     return n->in[0].t == NULL ? "RsubBackward1" : "SubBackward0";
@@ -990,6 +991,11 @@ const char *td_grad_fn_sub(const struct td_node *n)
 const char *td_grad_fn_div(const struct td_node *n)
 {
     return n->in[0].t == NULL ? "MulBackward0" : "DivBackward0";
+}
+
+const char *td_grad_fn_remainder(const struct td_node *n)
+{
+    return n->in[1].t != NULL ? "RemainderBackward1" : "RemainderBackward0";
 }
 
 const char *td_grad_fn_pow(const struct td_node *n)
