@@ -10,77 +10,57 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../base/assert.h"
 #include "../base/map.h"
 #include "cancel.h"
 
 void td_node_unref(struct td_node *n)
 {
-    if (n == NULL || --n->refs > 0) {
+    if (n == NULL) {
+        return;
+    }
+    TD_ASSERT(n->refs > 0);  /* an unref without its ref */
+    if (--n->refs > 0) {
         return;
     }
     for (int i = 0; i < n->nin; i++) {
         td_tensor_unref(n->in[i].t);
     }
+    td_storage_unref(n->out_storage);
     td_free(n);
 }
 
-static void node_name(const struct td_node *n, char *buf, size_t cap)
+/* torch's grad_fn class name: the op's hook when its name depends on operands or arguments,
+** else ops.def's grad_fn column. */
+static const char *node_name(const struct td_node *n)
 {
-    const char *fixed = NULL;
-    switch (n->op) {
-    case TD_OP_ADD: fixed = "AddBackward0"; break;
-    case TD_OP_SUB: fixed = n->in[0].t == NULL ? "RsubBackward1" : "SubBackward0"; break;
-    case TD_OP_MUL: fixed = "MulBackward0"; break;
-    case TD_OP_DIV: fixed = n->in[0].t == NULL ? "MulBackward0" : "DivBackward0"; break;
-    case TD_OP_POW: fixed = n->in[1].t != NULL ? "PowBackward1" : "PowBackward0"; break;
-    case TD_OP_SUM:
-        fixed = n->args.has_dims && n->args.ndims > 0 ? "SumBackward1" : "SumBackward0";
-        break;
-    case TD_OP_MEAN:
-        fixed = n->args.has_dims && n->args.ndims > 0 ? "MeanBackward1" : "MeanBackward0";
-        break;
-    case TD_OP_MATMUL: {
-        int da = n->in[0].t->ndim, db = n->in[1].t->ndim;
-        fixed = da == 1 && db == 1 ? "DotBackward0" : da == 2 && db == 1 ? "MvBackward0"
-              : da <= 2 && db == 2 ? "MmBackward0" : "UnsafeViewBackward0";
-        break;
+    const struct td_op_def *d = &td_ops[n->op];
+    return d->grad_fn_hook != NULL ? d->grad_fn_hook(n) : d->grad_fn;
+}
+
+int td_node_output(const struct td_node *n, struct td_tensor **out, struct td_err *err)
+{
+    if (n->out_storage == NULL) {
+        return td_err_set(err, TD_EINVAL, "%s saved no result", n->name);
     }
-    case TD_OP_RESHAPE: fixed = "ReshapeAliasBackward0"; break;
-    case TD_OP_FLATTEN: fixed = "ReshapeAliasBackward0"; break;
-    case TD_OP_MT: fixed = "TransposeBackward0"; break;
-    case TD_OP_NARROW: fixed = "SliceBackward0"; break;
-    case TD_OP_TO: fixed = "ToCopyBackward0"; break;
-    case TD_OP_SQUEEZE: fixed = n->args.has_dim ? "SqueezeBackward1" : "SqueezeBackward0"; break;
-    case TD_OP_CROSS_ENTROPY: fixed = "NllLossBackward0"; break;
-    case TD_OP_CLAMP: fixed = "ClampBackward1"; break;
-    case TD_OP_NORM: fixed = "NormBackward1"; break;
-    case TD_OP_OUTER: fixed = "MulBackward0"; break;
-    case TD_OP_MAX: fixed = n->args.has_dim ? "MaxBackward0" : "MaxBackward1"; break;
-    case TD_OP_MIN: fixed = n->args.has_dim ? "MinBackward0" : "MinBackward1"; break;
-    case TD_OP_STD: fixed = "StdBackward0"; break;
-    case TD_OP_COPY: fixed = "CopyBackwards"; break;
-    case TD_OP_VAR: fixed = "VarBackward0"; break;
-    case TD_OP_LINEAR: fixed = n->nin == 3 && n->in[0].t->ndim == 2 ? "AddmmBackward0"
-                                                                    : "MmBackward0"; break;
-    case TD_OP_VIEW: fixed = "ViewBackward0"; break;
-    default: break;
+    struct td_tensor *t = td_calloc(1, sizeof *t);
+    if (t == NULL) {
+        return td_err_code(err, TD_ENOMEM);
     }
-    if (fixed != NULL) {
-        snprintf(buf, cap, "%s", fixed);
-        return;
+    t->refs = 1;
+    t->dtype = n->out_dtype;
+    t->ndim = n->out_ndim;
+    t->numel = 1;
+    for (int d = 0; d < n->out_ndim; d++) {
+        t->shape[d] = n->out_shape[d];
+        t->strides[d] = n->out_strides[d];
+        t->numel *= n->out_shape[d];  /* the result's own count: it existed */
     }
-    /* PyTorch's convention: the op's name in CamelCase + "Backward0" (exp -> ExpBackward0). */
-    size_t k = 0;
-    bool up = true;
-    for (const char *s = td_ops[n->op].name; *s != '\0' && k + 10 < cap; s++) {
-        if (*s == '_') {
-            up = true;
-            continue;
-        }
-        buf[k++] = up && *s >= 'a' && *s <= 'z' ? (char)(*s - 32) : *s;
-        up = false;
-    }
-    snprintf(buf + k, cap - k, "Backward0");
+    t->offset = n->out_offset;
+    t->storage = n->out_storage;
+    t->storage->refs++;
+    *out = t;
+    return 0;
 }
 
 const char *td_node_name(const struct td_node *n)
@@ -97,19 +77,23 @@ int td_autograd_check_inplace(const struct td_tensor *t, bool grad_enabled, stru
     return 0;
 }
 
-/* Whether op's backward reads its first input's values (so an in-place write makes them stale,
-** which backward must then refuse, as torch does). */
-static bool needs_self_value(enum td_op_id op, const struct td_operand *in, int nin)
+/* Whether op's backward reads operand i's values (so an in-place write makes them stale, which
+** backward must then refuse, as torch does), by ops.def's flags: TD_OPF_BW_SELF_FOR_OTHER, each
+** operand when another requires grad (d/dy of x*y reads x); TD_OPF_BW_SELF, every operand
+** (operand 0 is what torch's flag is about; the others of such ops are read too: pow's exponent,
+** maximum's other, mse_loss's target, cross_entropy's classes). */
+static bool needs_value(enum td_op_id op, const struct td_operand *in, int nin, int i)
 {
-    switch (op) {
-    case TD_OP_ADD: case TD_OP_SUB: case TD_OP_NEG: case TD_OP_FILL: case TD_OP_ZERO:
-    case TD_OP_COPY: case TD_OP_UNIFORM: case TD_OP_NORMAL:
+    unsigned f = td_ops[op].flags;
+    if (f & TD_OPF_BW_SELF_FOR_OTHER) {
+        for (int k = 0; k < nin; k++) {
+            if (k != i && in[k].t != NULL && in[k].t->requires_grad) {
+                return true;
+            }
+        }
         return false;
-    case TD_OP_MUL: case TD_OP_DIV:
-        return nin > 1 && in[1].t != NULL && in[1].t->requires_grad;
-    default:
-        return true;
     }
+    return (f & TD_OPF_BW_SELF) != 0;
 }
 
 int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_operand *in,
@@ -130,13 +114,7 @@ int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_o
     /* A view made by a view op shares its base's bytes: torch rebases the base's history
     ** (CopySlices); until that exists here, refuse rather than give wrong gradients. */
     const struct td_node *vn = t->grad_fn;
-    bool view_op = vn != NULL && (vn->op == TD_OP_SELECT || vn->op == TD_OP_SLICE ||
-                                  vn->op == TD_OP_NARROW || vn->op == TD_OP_TRANSPOSE ||
-                                  vn->op == TD_OP_T || vn->op == TD_OP_MT ||
-                                  vn->op == TD_OP_PERMUTE || vn->op == TD_OP_SQUEEZE ||
-                                  vn->op == TD_OP_UNSQUEEZE || vn->op == TD_OP_EXPAND ||
-                                  vn->op == TD_OP_VIEW || vn->op == TD_OP_RESHAPE ||
-                                  vn->op == TD_OP_FLATTEN);
+    bool view_op = vn != NULL && (td_ops[vn->op].flags & TD_OPF_VIEW) != 0;
     if (view_op && vn->in[0].t != NULL && vn->in[0].t->storage == t->storage) {
         if (vn->in[0].t->grad_fn == NULL && vn->in[0].t->requires_grad) {
             return td_err_set(err, TD_EINVAL, "a view of a leaf Variable that requires grad is "
@@ -146,21 +124,43 @@ int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_o
                           "are not supported yet");
     }
     /* `old` stands for t's value before the write and takes over t's history; the new node
-    ** hangs off t, so t -> node -> old -> old history: still a DAG. */
+    ** hangs off t, so t -> node -> old -> old history: still a DAG. When the op's backward
+    ** reads that value (sin_, mul_ by a tensor that requires grad), old keeps a private copy of
+    ** it, as torch saves the original self: the write cannot make it stale. */
+    bool keep = false;
+    for (int i = 0; i < nin; i++) {
+        keep = keep || (in[i].t == t && needs_value(op, in, nin, i));
+    }
+    struct td_tensor *copy = NULL;
+    if (keep) {
+        struct td_op_args ca;
+        td_op_args_init(&ca);
+        struct td_operand cin[1] = {{.t = t}};
+        int crc = td_op_apply(TD_OP_CLONE, cin, 1, &ca, false, args->quota, &copy, err);
+        if (crc != 0) {
+            return crc;
+        }
+    }
     struct td_tensor *old = td_malloc(sizeof *old);
     if (old == NULL) {
+        td_tensor_unref(copy);
         return td_err_code(err, TD_ENOMEM);
     }
     *old = *t;
     old->refs = 1;
     old->grad = NULL;
     old->retains_grad = false;
+    if (copy != NULL) {
+        old->storage = copy->storage;
+        old->offset = copy->offset;
+        memcpy(old->strides, copy->strides, sizeof old->strides);
+    }
     old->storage->refs++;
+    td_tensor_unref(copy);
     if (old->grad_fn != NULL && old->grad_fn->retained == t) {
         old->grad_fn->retained = NULL;
     }
     t->grad_fn = NULL;
-    int64_t pre = t->storage->version;
     int rc = write(ctx);
     if (rc != 0) {
         t->grad_fn = old->grad_fn;  /* nothing changed: give the history back */
@@ -176,15 +176,12 @@ int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_o
         }
     }
     struct td_op_args a = *args;
-    struct td_tensor *fresh = NULL;
     rc = td_autograd_record(op, saved, nin, &a, t, err);
-    (void)fresh;
-    if (rc == 0 && t->grad_fn != NULL) {
-        /* values this op's backward reads must be the pre-write ones */
+    if (rc == 0 && t->grad_fn != NULL && !keep) {
+        /* old shares t's bytes, which the write changed: nothing may read them (-1) */
         for (int i = 0; i < nin; i++) {
             if (saved[i].t == old) {
-                /* -1: its values are never read, so later writes do not matter */
-                t->grad_fn->versions[i] = needs_self_value(op, saved, nin) ? pre : -1;
+                t->grad_fn->versions[i] = -1;
             }
         }
     }
@@ -201,9 +198,7 @@ int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
     }
     /* Results that are not floats (comparisons, argmax, all, ...) and the like-family never
     ** require grad in torch. */
-    bool nondiff = !td_dtype_is_float(out->dtype) || op == TD_OP_ZEROS_LIKE ||
-                   op == TD_OP_ONES_LIKE || op == TD_OP_EMPTY_LIKE || op == TD_OP_FULL_LIKE ||
-                   op == TD_OP_RAND_LIKE || op == TD_OP_RANDN_LIKE;
+    bool nondiff = !td_dtype_is_float(out->dtype) || (td_ops[op].flags & TD_OPF_NODIFF) != 0;
     if (!args->grad_enabled || !needed || nondiff) {
         return 0;
     }
@@ -220,9 +215,12 @@ int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
     n->nin = nin;
     for (int i = 0; i < nin; i++) {
         n->in[i] = in[i];
+        n->versions[i] = -1;
         if (in[i].t != NULL) {
             td_tensor_ref(in[i].t);
-            n->versions[i] = in[i].t->storage->version;
+            if (needs_value(op, in, nin, i)) {
+                n->versions[i] = in[i].t->storage->version;
+            }
         }
     }
     n->args = *args;
@@ -230,7 +228,15 @@ int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
     n->out_ndim = out->ndim;
     memcpy(n->out_shape, out->shape, sizeof n->out_shape);
     n->out_dtype = out->dtype;
-    node_name(n, n->name, sizeof n->name);
+    if (td_ops[op].flags & TD_OPF_BW_OUT) {
+        /* the storage, not the tensor: a node never refers to its own output (the DAG rule) */
+        n->out_storage = out->storage;
+        n->out_storage->refs++;
+        n->out_version = out->storage->version;
+        n->out_offset = out->offset;
+        memcpy(n->out_strides, out->strides, sizeof n->out_strides);
+    }
+    n->name = node_name(n);
     td_node_unref(out->grad_fn);
     out->grad_fn = n;
     out->requires_grad = true;
@@ -283,6 +289,45 @@ static const char *legacy_name(enum td_dtype dt)
                                                   "torch.LongTensor", "torch.FloatTensor",
                                                   "torch.DoubleTensor"};
     return n[dt];
+}
+
+/* torch's refusal of a saved value changed in place since it was saved ("which is output 0 of
+** X": an input's grad_fn now, as torch's message has it; for a saved result, the node itself). */
+static int stale(enum td_dtype dt, const int64_t *shape, int ndim,
+                 const char *fn, int64_t now, int64_t saved, struct td_err *err)
+{
+    char sh[160];
+    char which[96] = "";
+    if (fn != NULL) {
+        snprintf(which, sizeof which, ", which is output 0 of %s,", fn);
+    }
+    return td_err_set(err, TD_EINVAL, "one of the variables needed for gradient "
+                      "computation has been modified by an inplace operation: "
+                      "[%s %s]%s is at version %lld; expected version %lld instead. "
+                      "Hint: enable anomaly detection to find the operation that "
+                      "failed to compute its gradient, with "
+                      "torch.autograd.set_detect_anomaly(True).",
+                      legacy_name(dt), td_shape_str(sh, sizeof sh, shape, ndim), which,
+                      (long long)now, (long long)saved);
+}
+
+/* The values node n's backward reads are still those it saved: its inputs' (by version, where
+** it reads them) and, for TD_OPF_BW_OUT ops, its output's. */
+static int check_versions(const struct td_node *n, struct td_err *err)
+{
+    for (int i = 0; i < n->nin; i++) {
+        const struct td_tensor *t = n->in[i].t;
+        if (t != NULL && n->versions[i] >= 0 && t->storage->version != n->versions[i]) {
+            return stale(t->dtype, t->shape, t->ndim,
+                         t->grad_fn != NULL ? td_node_name(t->grad_fn) : NULL,
+                         t->storage->version, n->versions[i], err);
+        }
+    }
+    if (n->out_storage != NULL && n->out_storage->version != n->out_version) {
+        return stale(n->out_dtype, n->out_shape, n->out_ndim, n->name,
+                     n->out_storage->version, n->out_version, err);
+    }
+    return 0;
 }
 
 /* Adds gi into leaf t's .grad (in place, so a handle bound to .grad sees it). */
@@ -429,33 +474,15 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
                             "need to access saved tensors after calling backward.");
             goto out;
         }
-        for (int i = 0; i < n->nin; i++) {
-            struct td_tensor *t = n->in[i].t;
-            if (t != NULL && n->versions[i] >= 0 && t->storage->version != n->versions[i]) {
-                char sh[160];
-                td_tensor_unref(g);
-                char which[96] = "";
-                if (t->grad_fn != NULL) {
-                    snprintf(which, sizeof which, ", which is output 0 of %s,",
-                             td_node_name(t->grad_fn));
-                }
-                rc = td_err_set(err, TD_EINVAL, "one of the variables needed for gradient "
-                                "computation has been modified by an inplace operation: "
-                                "[%s %s]%s is at version %lld; expected version %lld instead. "
-                                "Hint: enable anomaly detection to find the operation that "
-                                "failed to compute its gradient, with "
-                                "torch.autograd.set_detect_anomaly(True).",
-                                legacy_name(t->dtype), td_shape_str(sh, sizeof sh, t->shape,
-                                                                    t->ndim),
-                                which, (long long)t->storage->version, (long long)n->versions[i]);
-                goto out;
-            }
+        if ((rc = check_versions(n, err)) != 0) {
+            td_tensor_unref(g);
+            goto out;
         }
         if (n->retained != NULL && (rc = accumulate_leaf(n->retained, g, q, err)) != 0) {
             td_tensor_unref(g);
             goto out;
         }
-        td_bwd_fn *rule = (td_bwd_fn *)td_ops[n->op].backward;
+        td_bwd_fn *rule = td_ops[n->op].backward;
         if (rule == NULL) {
             td_tensor_unref(g);
             rc = td_err_set(err, TD_EUNSUP, "derivative for aten::%s is not implemented",
@@ -512,6 +539,8 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
                 td_tensor_unref(n->in[i].t);
                 n->in[i].t = NULL;
             }
+            td_storage_unref(n->out_storage);
+            n->out_storage = NULL;
             n->released = true;
         }
     }

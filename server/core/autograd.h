@@ -24,24 +24,32 @@ struct td_node {
     int nin;
     struct td_operand in[TD_NODE_MAX_IN];   /* tensor inputs referenced (saved), scalars kept */
     int64_t versions[TD_NODE_MAX_IN];       /* their storages' versions when saved; -1: unchecked */
+    struct td_storage *out_storage;         /* owned: the output's storage, when backward reads
+                                            ** the output (TD_OPF_BW_OUT); never the output */
+    int64_t out_version;                    /* out_storage's version after the op wrote it */
+    int64_t out_offset;                     /* the output's layout in out_storage */
+    int64_t out_strides[TD_MAX_DIMS];
     struct td_op_args args;                 /* rng cleared */
     int out_ndim;
     int64_t out_shape[TD_MAX_DIMS];
     enum td_dtype out_dtype;
     bool released;                          /* saved tensors freed by a backward */
-    char name[40];                          /* grad_fn name, fixed when recorded */
+    const char *name;                       /* grad_fn name (static), fixed when recorded */
     struct td_tensor *retained;             /* weak: the output, when it retains its grad */
 };
 
-/* Backward rule: gradients for each input (gin[i], new references, in the output's broadcast
-** shape or the input's; NULL where the input needs none) from the output gradient g. */
-typedef int td_bwd_fn(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
-                      struct td_quota *q, struct td_err *err);
+/* The backward rules (td_bwd_fn) and grad_fn name hooks (td_grad_fn_hook) that read a node
+** are typed in core/ops.h, beside the op table that names them. */
 
 /* PyTorch's grad_fn class name for a node ("MulBackward0"). */
 const char *td_node_name(const struct td_node *n);
 
 void td_node_unref(struct td_node *n);  /* NULL is a no-op */
+
+/* For backward rules of TD_OPF_BW_OUT ops: the op's result as it was written (its values are
+** checked by version before the rule runs), as a new reference to a tensor without history
+** over the saved storage. Errors: TD_ENOMEM. */
+int td_node_output(const struct td_node *n, struct td_tensor **out, struct td_err *err);
 
 /* Called by td_op_apply after an op: records a node on `out` when grad mode is on and a tensor
 ** input requires grad. Errors: TD_ENOMEM. */

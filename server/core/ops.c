@@ -16,8 +16,9 @@
 const struct td_op_def td_ops[TD_OP_COUNT] = {
 #define OP(id, name_, nin_, inplace_, flags_, gname_, ghook_, sig_, shape_, dtype_, fwd_, make_,  \
            bwd_, cost_)                                                                         \
-    [TD_OP_##id] = {.name = name_, .flags = flags_, .grad_fn = gname_, .sig = sig_,             \
-                    .nin = nin_, .has_inplace = inplace_, .shape = shape_, .dtype = dtype_,     \
+    [TD_OP_##id] = {.name = name_, .flags = flags_, .grad_fn = gname_, .grad_fn_hook = ghook_,  \
+                    .sig = sig_, .nin = nin_, .has_inplace = inplace_, .shape = shape_,         \
+                    .dtype = dtype_,                                                            \
                     .forward = fwd_, .make = make_, .backward = bwd_, .cost = cost_},
 #include "ops.def"
 #undef OP

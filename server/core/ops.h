@@ -87,19 +87,34 @@ struct td_cost {
 typedef int td_cost_fn(const struct td_operand *in, int nin, const struct td_op_args *a,
                        struct td_cost *c);
 
-/* ops.def's flags column (what autograd needs to know about an op). */
+struct td_node;  /* core/autograd.h: a recorded op, what backward rules and hooks read */
+
+/* Backward rule: gradients for each input (gin[i], new references, in the output's broadcast
+** shape or the input's; NULL where the input needs none) from the output gradient g. */
+typedef int td_bwd_fn(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                      struct td_quota *q, struct td_err *err);
+
+/* grad_fn name hook: torch's grad_fn class name for a node whose name depends on its operands or
+** arguments (torch.sum(x) is SumBackward0, x.sum(0) SumBackward1). A static string. */
+typedef const char *td_grad_fn_hook(const struct td_node *n);
+
+/* ops.def's flags column (what autograd needs to know about an op; core/autograd.c reads them:
+** which in-place writes to refuse, which results never require grad, which values a node
+** checks by version before its backward runs). */
 enum {
     TD_OPF_VIEW = 1 << 0,              /* the result is a view of operand 0 */
     TD_OPF_NODIFF = 1 << 1,            /* the result never requires grad */
-    TD_OPF_BW_SELF = 1 << 2,           /* backward reads operand 0's values */
-    TD_OPF_BW_SELF_FOR_OTHER = 1 << 3, /* ... only when another operand requires grad */
-    TD_OPF_BW_OUT = 1 << 4,            /* backward reads the result's values */
+    TD_OPF_BW_SELF = 1 << 2,           /* backward reads operand 0's values (and the others') */
+    TD_OPF_BW_SELF_FOR_OTHER = 1 << 3, /* backward reads each operand's values only when another
+                                       ** operand requires grad (d/dy of x*y reads x) */
+    TD_OPF_BW_OUT = 1 << 4,            /* backward reads the result's values (td_node_output) */
 };
 
 struct td_op_def {
     const char *name;
     unsigned flags;       /* TD_OPF_* */
     const char *grad_fn;  /* torch's grad_fn name; NULL: never records one */
+    td_grad_fn_hook *grad_fn_hook;  /* NULL, or what names the node instead of grad_fn */
     const char *sig;      /* torch's signature, in ops.def's notation */
     int nin;
     bool has_inplace;
@@ -107,7 +122,7 @@ struct td_op_def {
     td_dtype_fn *dtype;
     td_fwd_fn *forward;
     td_make_fn *make;     /* instead of the three above */
-    void *backward;       /* autograd rule (td_bwd_fn, core/autograd.h); NULL: not implemented */
+    td_bwd_fn *backward;  /* autograd rule; NULL: backward reports "not implemented" */
     td_cost_fn *cost;     /* what a call costs (td_op_cost) */
 };
 

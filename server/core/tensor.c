@@ -3,6 +3,7 @@
 
 #include "autograd.h"
 #include "cancel.h"
+#include "../base/assert.h"
 #include "../base/checked.h"
 
 #include <inttypes.h>
@@ -347,7 +348,11 @@ struct td_tensor *td_tensor_ref(struct td_tensor *t)
 
 void td_tensor_unref(struct td_tensor *t)
 {
-    if (t == NULL || --t->refs > 0) {
+    if (t == NULL) {
+        return;
+    }
+    TD_ASSERT(t->refs > 0);  /* an unref without its ref */
+    if (--t->refs > 0) {
         return;
     }
     td_tensor_unref(t->grad);
@@ -355,12 +360,20 @@ void td_tensor_unref(struct td_tensor *t)
         t->grad_fn->retained = NULL;  /* the weak pointer must not outlive the tensor */
     }
     td_node_unref(t->grad_fn);
-    struct td_storage *st = t->storage;
+    td_storage_unref(t->storage);
+    td_free(t);
+}
+
+void td_storage_unref(struct td_storage *st)
+{
+    if (st == NULL) {
+        return;
+    }
+    TD_ASSERT(st->refs > 0);
     if (--st->refs == 0) {
         td_buffer_unref(st->buf);
         td_free(st);
     }
-    td_free(t);
 }
 
 bool td_tensor_is_contiguous(const struct td_tensor *t)

@@ -104,6 +104,9 @@ int td_tensor_arange(struct td_tensor **out, enum td_dtype dt, struct td_scalar 
 
 struct td_tensor *td_tensor_ref(struct td_tensor *t);  /* returns t */
 void td_tensor_unref(struct td_tensor *t);             /* NULL is a no-op */
+/* Drops one reference to a storage (a tensor holds one, an autograd node one to the output it
+** must not see modified); the last frees its buffer reference. NULL is a no-op. */
+void td_storage_unref(struct td_storage *st);
 
 bool td_tensor_is_contiguous(const struct td_tensor *t);
 size_t td_tensor_nbytes(const struct td_tensor *t);    /* numel * element size */

@@ -47,6 +47,8 @@ static void setup(enum td_op_id op, struct call *c)
         sh[1][0] = 2, sh[1][1] = 3, sh[1][2] = 2, nd[1] = 3;
         break;
     case TD_OP_OUTER: sh[0][0] = 3, nd[0] = 1, sh[1][0] = 4, nd[1] = 1; break;
+    case TD_OP_DOT: sh[0][0] = 3, nd[0] = 1, sh[1][0] = 3, nd[1] = 1; break;
+    case TD_OP_MV: sh[1][0] = 3, nd[1] = 1; break;
     case TD_OP_LINEAR: sh[1][0] = 4, sh[1][1] = 3, sh[2][0] = 4, nin = 3; break;
     case TD_OP_WHERE: dt[0] = TD_DTYPE_BOOL, nin = 3; break;
     case TD_OP_CROSS_ENTROPY: sh[1][0] = 2, nd[1] = 1, dt[1] = TD_DTYPE_I64; break;

@@ -137,6 +137,46 @@ int td_cost_matmul(const struct td_operand *in, int nin, const struct td_op_args
     return 0;
 }
 
+/* dot and mv: matmul's cost, for the ranks they take (anything else they refuse). */
+int td_cost_dot(const struct td_operand *in, int nin, const struct td_op_args *a,
+                struct td_cost *c)
+{
+    if (in[0].t == NULL || in[1].t == NULL || in[0].t->ndim != 1 || in[1].t->ndim != 1) {
+        return -1;
+    }
+    return td_cost_matmul(in, nin, a, c);
+}
+
+int td_cost_mv(const struct td_operand *in, int nin, const struct td_op_args *a,
+               struct td_cost *c)
+{
+    if (in[0].t == NULL || in[1].t == NULL || in[0].t->ndim != 2 || in[1].t->ndim != 1) {
+        return -1;
+    }
+    return td_cost_matmul(in, nin, a, c);
+}
+
+/* cumsum: every element read (as cast into the result) and written once, with one add each;
+** the cast copy is the result itself. */
+int td_cost_cumsum(const struct td_operand *in, int nin, const struct td_op_args *a,
+                   struct td_cost *c)
+{
+    (void)nin;
+    const struct td_tensor *x = in[0].t;
+    int64_t n = x->ndim > 0 ? x->ndim : 1;
+    if (a->dim < -n || a->dim >= n || (a->has_dtype && (!td_dtype_is_valid((int)a->dtype) ||
+                                                          a->dtype == TD_DTYPE_BOOL))) {
+        return -1;
+    }
+    enum td_dtype dt = a->has_dtype ? a->dtype
+                     : td_dtype_is_float(x->dtype) ? x->dtype : TD_DTYPE_I64;
+    c->read = x->numel;
+    c->written = x->numel;
+    c->flops = x->numel;
+    new_result(c, a, x->numel, dt);
+    return 0;
+}
+
 /* outer(a, b): a[:, None] * b, by its output. */
 int td_cost_outer(const struct td_operand *in, int nin, const struct td_op_args *a,
                   struct td_cost *c)

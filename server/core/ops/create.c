@@ -252,6 +252,12 @@ static void fill_one(void *p, void *ctx, int64_t i)
     }
 }
 
+/* grad_fn name: fill_(number) is FillBackward2, fill_(tensor) FillBackward3. */
+const char *td_grad_fn_fill(const struct td_node *n)
+{
+    return n->in[1].t != NULL ? "FillBackward3" : "FillBackward2";
+}
+
 /* fill_(value): a number, or a 0-dim tensor's value. */
 int td_fwd_fill(struct td_tensor *out, const struct td_operand *in, int nin,
                 const struct td_op_args *a, enum td_dtype compute, struct td_err *err)

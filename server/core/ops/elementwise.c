@@ -980,6 +980,29 @@ int td_bw_add(const struct td_node *n, struct td_tensor *g, struct td_tensor **g
     return 0;
 }
 
+/* grad_fn names: a number minus a tensor is torch's rsub; a number over a tensor is recorded by
+** torch as a multiplication by the reciprocal; a tensor divisor (remainder) or exponent (pow) is
+** Backward1. */
+const char *td_grad_fn_sub(const struct td_node *n)
+{
+    return n->in[0].t == NULL ? "RsubBackward1" : "SubBackward0";
+}
+
+const char *td_grad_fn_div(const struct td_node *n)
+{
+    return n->in[0].t == NULL ? "MulBackward0" : "DivBackward0";
+}
+
+const char *td_grad_fn_remainder(const struct td_node *n)
+{
+    return n->in[1].t != NULL ? "RemainderBackward1" : "RemainderBackward0";
+}
+
+const char *td_grad_fn_pow(const struct td_node *n)
+{
+    return n->in[1].t != NULL ? "PowBackward1" : "PowBackward0";
+}
+
 /* sub: d/da = g, d/db = -g. */
 int td_bw_sub(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
               struct td_quota *q, struct td_err *err)
@@ -1092,11 +1115,43 @@ static int times_f(enum td_op_id f, const struct td_node *n, struct td_tensor *g
     return rc;
 }
 
-/* exp: g * exp(x) (recomputed: a node never keeps its own output) */
+/* g * h(y), y the op's saved result (TD_OPF_BW_OUT): h is `scale * y^pow + add` for pow 1,
+** 2 or 3 (pow 0: the constant `add`). */
+static int times_out(const struct td_node *n, struct td_tensor *g, int pow, double scale,
+                     double add, struct td_tensor **out, struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *y = NULL, *p = NULL, *h = NULL, *h2 = NULL;
+    int rc = td_node_output(n, &y, err);
+    if (rc == 0) {
+        p = td_tensor_ref(y);
+        for (int k = 1; k < pow && rc == 0; k++) {
+            struct td_tensor *next = NULL;
+            rc = td_bw2(TD_OP_MUL, td_t(p), td_t(y), q, &next, err);
+            td_tensor_unref(p);
+            p = next;
+        }
+    }
+    if (rc == 0) {
+        rc = td_bw2(TD_OP_MUL, td_t(p), td_s(td_scalar_f(scale)), q, &h, err);
+    }
+    if (rc == 0) {
+        rc = td_bw2(TD_OP_ADD, td_t(h), td_s(td_scalar_f(add)), q, &h2, err);
+    }
+    if (rc == 0) {
+        rc = td_bw2(TD_OP_MUL, td_t(g), td_t(h2), q, out, err);
+    }
+    td_tensor_unref(y);
+    td_tensor_unref(p);
+    td_tensor_unref(h);
+    td_tensor_unref(h2);
+    return rc;
+}
+
+/* exp: g * y (the saved result, y = exp(x)) */
 int td_bw_exp(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
               struct td_quota *q, struct td_err *err)
 {
-    return times_f(TD_OP_EXP, n, g, false, &gin[0], q, err);
+    return times_out(n, g, 1, 1.0, 0.0, &gin[0], q, err);
 }
 
 /* log: g / x */
@@ -1106,26 +1161,27 @@ int td_bw_log(const struct td_node *n, struct td_tensor *g, struct td_tensor **g
     return times_f(TD_OP_COUNT, n, g, true, &gin[0], q, err);
 }
 
-/* sqrt: g / (2 sqrt(x)) */
+/* sqrt: g / (2 y), y = sqrt(x) saved */
 int td_bw_sqrt(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                struct td_quota *q, struct td_err *err)
 {
-    struct td_tensor *h = NULL;
+    struct td_tensor *h = NULL, *y = NULL;
     int rc = td_bw2(TD_OP_MUL, td_t(g), td_s(td_scalar_f(0.5)), q, &h, err);
-    if (rc == 0) {
-        rc = times_f(TD_OP_SQRT, n, h, true, &gin[0], q, err);
+    if (rc == 0 && (rc = td_node_output(n, &y, err)) == 0) {
+        rc = td_bw2(TD_OP_DIV, td_t(h), td_t(y), q, &gin[0], err);
     }
     td_tensor_unref(h);
+    td_tensor_unref(y);
     return rc;
 }
 
-/* tanh: g * (1 - tanh(x)^2); sigmoid: g * s * (1 - s) */
+/* tanh: g * (1 - y^2); sigmoid: g * y * (1 - y), y the saved result */
 static int squash_bw(enum td_op_id f, const struct td_node *n, struct td_tensor *g,
                      struct td_tensor **gin, struct td_quota *q, struct td_err *err)
 {
     struct td_tensor *y = NULL, *a = NULL, *b = NULL;
     int rc;
-    if ((rc = td_bw1(f, X0, NULL, q, &y, err)) == 0) {
+    if ((rc = td_node_output(n, &y, err)) == 0) {
         if (f == TD_OP_TANH) {
             if ((rc = td_bw2(TD_OP_MUL, td_t(y), td_t(y), q, &a, err)) == 0) {
                 rc = td_bw2(TD_OP_SUB, td_s(td_scalar_i(1)), td_t(a), q, &b, err);
@@ -1155,16 +1211,17 @@ int td_bw_sigmoid(const struct td_node *n, struct td_tensor *g, struct td_tensor
     return squash_bw(TD_OP_SIGMOID, n, g, gin, q, err);
 }
 
-/* relu: g where x > 0, else 0 */
+/* relu: g where y > 0 (y = relu(x) saved, > 0 exactly where x is), else 0 */
 int td_bw_relu(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                struct td_quota *q, struct td_err *err)
 {
-    struct td_tensor *mask = NULL;
-    int rc = td_bw2(TD_OP_GT, X0, td_s(td_scalar_i(0)), q, &mask, err);
-    if (rc == 0) {
+    struct td_tensor *mask = NULL, *y = NULL;
+    int rc = td_node_output(n, &y, err);
+    if (rc == 0 && (rc = td_bw2(TD_OP_GT, td_t(y), td_s(td_scalar_i(0)), q, &mask, err)) == 0) {
         rc = td_bw2(TD_OP_MUL, td_t(g), td_t(mask), q, &gin[0], err);
     }
     td_tensor_unref(mask);
+    td_tensor_unref(y);
     return rc;
 }
 
@@ -1203,26 +1260,18 @@ int td_bw_log1p(const struct td_node *n, struct td_tensor *g, struct td_tensor *
     return rc;
 }
 
-/* expm1: g * exp(x) */
+/* expm1: g * exp(x) = g * (y + 1), y saved */
 int td_bw_expm1(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                 struct td_quota *q, struct td_err *err)
 {
-    return times_f(TD_OP_EXP, n, g, false, &gin[0], q, err);
+    return times_out(n, g, 1, 1.0, 1.0, &gin[0], q, err);
 }
 
-/* rsqrt: -g / 2 * x^(-3/2) */
+/* rsqrt: -g / 2 * x^(-3/2) = -g / 2 * y^3, y saved */
 int td_bw_rsqrt(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                 struct td_quota *q, struct td_err *err)
 {
-    struct td_tensor *p = NULL, *h = NULL;
-    int rc;
-    if ((rc = td_bw2(TD_OP_POW, X0, td_s(td_scalar_f(-1.5)), q, &p, err)) == 0 &&
-        (rc = td_bw2(TD_OP_MUL, td_t(p), td_s(td_scalar_f(-0.5)), q, &h, err)) == 0) {
-        rc = mul_g(g, h, &gin[0], q, err);
-    }
-    td_tensor_unref(p);
-    td_tensor_unref(h);
-    return rc;
+    return times_out(n, g, 3, -0.5, 0.0, &gin[0], q, err);
 }
 
 /* sin: g cos(x); cos: -g sin(x); tan: g (1 + tan(x)^2) */
@@ -1247,17 +1296,7 @@ int td_bw_cos(const struct td_node *n, struct td_tensor *g, struct td_tensor **g
 int td_bw_tan(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
               struct td_quota *q, struct td_err *err)
 {
-    struct td_tensor *t = NULL, *t2 = NULL, *h = NULL;
-    int rc;
-    if ((rc = td_bw1(TD_OP_TAN, X0, NULL, q, &t, err)) == 0 &&
-        (rc = td_bw2(TD_OP_MUL, td_t(t), td_t(t), q, &t2, err)) == 0 &&
-        (rc = td_bw2(TD_OP_ADD, td_t(t2), td_s(td_scalar_i(1)), q, &h, err)) == 0) {
-        rc = mul_g(g, h, &gin[0], q, err);
-    }
-    td_tensor_unref(t);
-    td_tensor_unref(t2);
-    td_tensor_unref(h);
-    return rc;
+    return times_out(n, g, 2, 1.0, 1.0, &gin[0], q, err);  /* y = tan(x) saved */
 }
 
 struct gelu_ctx {

@@ -384,6 +384,77 @@ out:
     return rc;
 }
 
+/* ---- dot and mv: matmul's kernel (BLAS for floats) behind torch's own checks ---- */
+
+static int vec_product(struct td_tensor **out, struct td_tensor *a, struct td_tensor *b,
+                       const struct td_op_args *args, struct td_quota *q, struct td_err *err)
+{
+    struct td_operand in[2] = {{.t = a}, {.t = b}};
+    struct td_op_args local = *args;
+    local.grad_enabled = false;  /* dot / mv records its own node, not matmul's */
+    return td_op_apply(TD_OP_MATMUL, in, 2, &local, false, q, out, err);
+}
+
+/* dot(input, tensor): two 1-D tensors of one dtype and length, with torch's checks in torch's
+** order (ranks, dtypes, lengths, then the kernel's dtype). */
+int td_make_dot(struct td_tensor **out, const struct td_operand *in, int nin,
+                const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    struct td_tensor *x = in[0].t, *y = in[1].t;
+    if (y == NULL) {
+        return td_err_set(err, TD_EINVAL, "dot(): argument 'tensor' (position 2) must be "
+                          "Tensor, not a number");
+    }
+    if (x->ndim != 1 || y->ndim != 1) {
+        return td_err_set(err, TD_ESHAPE, "1D tensors expected, but got %dD and %dD tensors",
+                          x->ndim, y->ndim);
+    }
+    if (x->dtype != y->dtype) {
+        return td_err_set(err, TD_EDTYPE, "dot : expected both vectors to have same dtype, but "
+                          "found %s and %s", td_dtype_cname(x->dtype), td_dtype_cname(y->dtype));
+    }
+    if (x->numel != y->numel) {
+        return td_err_set(err, TD_ESHAPE, "inconsistent tensor size, expected tensor [%lld] and "
+                          "src [%lld] to have the same number of elements, but got %lld and %lld "
+                          "elements respectively", (long long)x->numel, (long long)y->numel,
+                          (long long)x->numel, (long long)y->numel);
+    }
+    if (x->dtype == TD_DTYPE_BOOL) {
+        return td_err_set(err, TD_EDTYPE, "\"dot\" not implemented for 'Bool'");
+    }
+    return vec_product(out, x, y, a, q, err);
+}
+
+/* mv(input, vec): a matrix times a vector of its dtype. */
+int td_make_mv(struct td_tensor **out, const struct td_operand *in, int nin,
+               const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    struct td_tensor *m = in[0].t, *v = in[1].t;
+    if (v == NULL) {
+        return td_err_set(err, TD_EINVAL, "mv(): argument 'vec' (position 2) must be Tensor, "
+                          "not a number");
+    }
+    if (m->ndim != 2 || v->ndim != 1) {
+        return td_err_set(err, TD_ESHAPE, "vector + matrix @ vector expected, got 1, %d, %d",
+                          m->ndim, v->ndim);
+    }
+    if (m->shape[1] != v->shape[0]) {
+        return td_err_set(err, TD_ESHAPE, "size mismatch, got %lld, %lldx%lld,%lld",
+                          (long long)m->shape[0], (long long)m->shape[0],
+                          (long long)m->shape[1], (long long)v->shape[0]);
+    }
+    if (m->dtype != v->dtype) {
+        return td_err_set(err, TD_EDTYPE, "expected scalar type %s but found %s",
+                          td_dtype_cname(m->dtype), td_dtype_cname(v->dtype));
+    }
+    if (m->dtype == TD_DTYPE_BOOL) {
+        return td_err_set(err, TD_EDTYPE, "\"addmv_impl_cpu\" not implemented for 'Bool'");
+    }
+    return vec_product(out, m, v, a, q, err);
+}
+
 /* ---- backward ---- */
 
 static int unsq(struct td_tensor *t, int64_t dim, struct td_quota *q, struct td_tensor **out,
@@ -393,6 +464,14 @@ static int unsq(struct td_tensor *t, int64_t dim, struct td_quota *q, struct td_
     td_op_args_init(&a);
     a.dim = dim;
     return td_bw1(TD_OP_UNSQUEEZE, td_t(t), &a, q, out, err);
+}
+
+/* grad_fn name: the op torch's matmul dispatches to for these ranks. */
+const char *td_grad_fn_matmul(const struct td_node *n)
+{
+    int da = n->in[0].t->ndim, db = n->in[1].t->ndim;
+    return da == 1 && db == 1 ? "DotBackward0" : da == 2 && db == 1 ? "MvBackward0"
+         : da <= 2 && db == 2 ? "MmBackward0" : "UnsafeViewBackward0";
 }
 
 /* matmul: with 1-D operands promoted to matrices (a as a row, b as a column),
@@ -416,12 +495,18 @@ int td_bw_matmul(const struct td_node *n, struct td_tensor *g, struct td_tensor 
         goto out;
     }
     g1 = td_tensor_ref(g);
-    if (a->ndim == 1 && (rc = unsq(g1, b->ndim == 1 ? 0 : -2, q, &g2, err)) == 0) {
+    if (a->ndim == 1) {
+        if ((rc = unsq(g1, b->ndim == 1 ? 0 : -2, q, &g2, err)) != 0) {
+            goto out;
+        }
         td_tensor_unref(g1);
         g1 = g2;
         g2 = NULL;
     }
-    if (b->ndim == 1 && (rc = unsq(g1, -1, q, &g2, err)) == 0) {
+    if (b->ndim == 1) {
+        if ((rc = unsq(g1, -1, q, &g2, err)) != 0) {
+            goto out;
+        }
         td_tensor_unref(g1);
         g1 = g2;
         g2 = NULL;

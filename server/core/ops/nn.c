@@ -297,13 +297,13 @@ static int reduce_keep(enum td_op_id op, struct td_tensor *x, int64_t dim, struc
     return td_bw1(op, td_t(x), &a, q, out, err);
 }
 
-/* softmax: s * (g - sum(g * s, dim)) */
+/* softmax: s * (g - sum(g * s, dim)), s the saved result */
 int td_bw_softmax(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                   struct td_quota *q, struct td_err *err)
 {
     struct td_tensor *s = NULL, *gs = NULL, *sum = NULL, *d = NULL;
     int rc;
-    if ((rc = softmax_common(&s, n->in[0].t, n->args.dim, false, q, err)) == 0 &&
+    if ((rc = td_node_output(n, &s, err)) == 0 &&
         (rc = td_bw2(TD_OP_MUL, td_t(g), td_t(s), q, &gs, err)) == 0 &&
         (rc = reduce_keep(TD_OP_SUM, gs, n->args.dim, q, &sum, err)) == 0 &&
         (rc = td_bw2(TD_OP_SUB, td_t(g), td_t(sum), q, &d, err)) == 0) {
@@ -316,17 +316,19 @@ int td_bw_softmax(const struct td_node *n, struct td_tensor *g, struct td_tensor
     return rc;
 }
 
-/* log_softmax: g - exp(log_softmax(x)) * sum(g, dim) */
+/* log_softmax: g - exp(y) * sum(g, dim), y the saved result */
 int td_bw_log_softmax(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                       struct td_quota *q, struct td_err *err)
 {
-    struct td_tensor *s = NULL, *sum = NULL, *m = NULL;
+    struct td_tensor *y = NULL, *s = NULL, *sum = NULL, *m = NULL;
     int rc;
-    if ((rc = softmax_common(&s, n->in[0].t, n->args.dim, false, q, err)) == 0 &&
+    if ((rc = td_node_output(n, &y, err)) == 0 &&
+        (rc = td_bw1(TD_OP_EXP, td_t(y), NULL, q, &s, err)) == 0 &&
         (rc = reduce_keep(TD_OP_SUM, g, n->args.dim, q, &sum, err)) == 0 &&
         (rc = td_bw2(TD_OP_MUL, td_t(s), td_t(sum), q, &m, err)) == 0) {
         rc = td_bw2(TD_OP_SUB, td_t(g), td_t(m), q, &gin[0], err);
     }
+    td_tensor_unref(y);
     td_tensor_unref(s);
     td_tensor_unref(sum);
     td_tensor_unref(m);
@@ -387,6 +389,12 @@ int td_bw_cross_entropy(const struct td_node *n, struct td_tensor *g, struct td_
     td_tensor_unref(d);
     td_tensor_unref(s);
     return rc;
+}
+
+/* grad_fn name: a 2-D input with a bias is one addmm; otherwise the product is last. */
+const char *td_grad_fn_linear(const struct td_node *n)
+{
+    return n->nin == 3 && n->in[0].t->ndim == 2 ? "AddmmBackward0" : "MmBackward0";
 }
 
 /* linear: dx = g @ W, dW = g^T @ x (batch rows folded), db = g (summed to b's shape) */

@@ -558,6 +558,31 @@ out:
 
 /* ---- backward ---- */
 
+/* grad_fn names: sum, mean, prod over everything Backward0, over dims Backward1; max/min over
+** everything Backward1, along a dim Backward0. */
+const char *td_grad_fn_sum(const struct td_node *n)
+{
+    return n->args.has_dims && n->args.ndims > 0 ? "SumBackward1" : "SumBackward0";
+}
+
+const char *td_grad_fn_mean(const struct td_node *n)
+{
+    return n->args.has_dims && n->args.ndims > 0 ? "MeanBackward1" : "MeanBackward0";
+}
+
+const char *td_grad_fn_prod(const struct td_node *n)
+{
+    return n->args.has_dims && n->args.ndims > 0 ? "ProdBackward1" : "ProdBackward0";
+}
+
+const char *td_grad_fn_max_min(const struct td_node *n)
+{
+    if (n->op == TD_OP_MAX) {
+        return n->args.has_dim ? "MaxBackward0" : "MaxBackward1";
+    }
+    return n->args.has_dim ? "MinBackward0" : "MinBackward1";
+}
+
 /* sum: g broadcast back over the reduced dims (as a stride-0 view). */
 int td_bw_sum(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
               struct td_quota *q, struct td_err *err)
@@ -775,5 +800,125 @@ out:
     td_tensor_unref(r);
     td_tensor_unref(h);
     td_tensor_unref(e);
+    return rc;
+}
+
+/* ---- cumsum ---- */
+
+/* The dtype cumsum gives: dtype= when given, else the input's for floats and int64 for the
+** rest (bool and int32 promote, as torch's integral inputs do). */
+static int cumsum_dtype(const struct td_tensor *x, const struct td_op_args *a,
+                        enum td_dtype *out, struct td_err *err)
+{
+    if (a->has_dtype) {
+        if (!td_dtype_is_valid((int)a->dtype)) {
+            return td_err_set(err, TD_EDTYPE, "cumsum: unknown dtype");
+        }
+        if (a->dtype == TD_DTYPE_BOOL) {
+            return td_err_set(err, TD_EDTYPE, "\"cumsum_out_cpu\" not implemented for 'Bool'");
+        }
+        *out = a->dtype;
+    } else {
+        *out = td_dtype_is_float(x->dtype) ? x->dtype : TD_DTYPE_I64;
+    }
+    return 0;
+}
+
+/* cumsum(input, dim, *, dtype=None): running sums along dim. The input is cast into the result
+** first (dtype= casts before summing, as in torch), then each line along dim is scanned in
+** place: floats accumulate in double and store each partial sum in the result's dtype, ints in
+** int64 (wrapping like torch's two's complement). Cancel is checked every TD_CANCEL_CHUNK
+** elements. */
+int td_make_cumsum(struct td_tensor **out, const struct td_operand *in, int nin,
+                   const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    struct td_tensor *x = in[0].t;
+    int64_t d;
+    enum td_dtype dt = TD_DTYPE_I64;
+    int rc;
+    if ((rc = td_wrap_dim(a->dim, x->ndim, &d, err)) != 0 ||
+        (rc = cumsum_dtype(x, a, &dt, err)) != 0) {
+        return rc;
+    }
+    struct td_tensor *t = NULL;
+    if ((rc = td_tensor_empty(&t, dt, x->shape, x->ndim, q, err)) != 0) {
+        return rc;
+    }
+    if ((rc = td_cast_copy(t, x, err)) != 0) {
+        td_tensor_unref(t);
+        return rc;
+    }
+    /* contiguous [outer, len, inner]: element (o, k, i) at (o * len + k) * inner + i */
+    int64_t len = x->ndim > 0 ? x->shape[d] : 1, inner = 1;
+    for (int k = (int)d + 1; k < x->ndim; k++) {
+        inner *= x->shape[k];  /* a factor of numel, which fits */
+    }
+    int64_t lines = len > 0 ? t->numel / len : 0;  /* outer * inner */
+    char *base = td_tensor_data(t);
+    size_t es = td_dtype_size(dt);
+    bool fl = td_dtype_is_float(dt);
+    int64_t since_check = 0;
+    for (int64_t line = 0; line < lines; line++) {
+        int64_t o = line / inner, i = line % inner;
+        char *p = base + (size_t)((o * len) * inner + i) * es;
+        size_t step = (size_t)inner * es;
+        double facc = 0;
+        uint64_t iacc = 0;
+        for (int64_t k0 = 0, k1; k0 < len; k0 = k1) {
+            k1 = td_cancel_chunk_end(k0, len);
+            for (int64_t k = k0; k < k1; k++, p += step) {
+                if (fl) {
+                    facc += td_elem_load_f64(p, dt);
+                    td_elem_store_f64(p, dt, facc);
+                } else if (dt == TD_DTYPE_I64) {
+                    iacc += (uint64_t)*(int64_t *)(void *)p;
+                    *(int64_t *)(void *)p = (int64_t)iacc;
+                } else {
+                    iacc += (uint64_t)(int64_t)*(int32_t *)(void *)p;
+                    *(int32_t *)(void *)p = (int32_t)(uint32_t)iacc;
+                }
+            }
+            if ((since_check += k1 - k0) >= TD_CANCEL_CHUNK) {
+                since_check = 0;
+                if ((rc = td_cancel_check(err)) != 0) {
+                    td_tensor_unref(t);
+                    return rc;
+                }
+            }
+        }
+    }
+    *out = t;
+    return 0;
+}
+
+/* cumsum: the gradient of a running sum is the reversed running sum of g along dim
+** (flip, cumsum, flip), in g's dtype. */
+int td_bw_cumsum(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                 struct td_quota *q, struct td_err *err)
+{
+    if (n->out_ndim == 0) {
+        gin[0] = td_tensor_ref(g);
+        return 0;
+    }
+    int64_t d;
+    int rc = td_wrap_dim(n->args.dim, n->out_ndim, &d, err);
+    if (rc != 0) {
+        return rc;
+    }
+    struct td_op_args fa, ca;
+    td_op_args_init(&fa);
+    fa.dims[0] = d;
+    fa.ndims = 1;
+    fa.has_dims = true;
+    td_op_args_init(&ca);
+    ca.dim = d;
+    struct td_tensor *f = NULL, *c = NULL;
+    if ((rc = td_bw1(TD_OP_FLIP, td_t(g), &fa, q, &f, err)) == 0 &&
+        (rc = td_bw1(TD_OP_CUMSUM, td_t(f), &ca, q, &c, err)) == 0) {
+        rc = td_bw1(TD_OP_FLIP, td_t(c), &fa, q, &gin[0], err);
+    }
+    td_tensor_unref(f);
+    td_tensor_unref(c);
     return rc;
 }

@@ -356,6 +356,12 @@ int td_make_permute(struct td_tensor **out, const struct td_operand *in, int nin
     return view_new(out, t, t->ndim, shape, strides, t->offset, err);
 }
 
+/* grad_fn name: squeeze(dim) is SqueezeBackward1, squeeze() SqueezeBackward0. */
+const char *td_grad_fn_squeeze(const struct td_node *n)
+{
+    return n->args.has_dim ? "SqueezeBackward1" : "SqueezeBackward0";
+}
+
 /* squeeze(): drops every size-1 dim, or only `dim` when given. */
 int td_make_squeeze(struct td_tensor **out, const struct td_operand *in, int nin,
                     const struct td_op_args *a, struct td_quota *q, struct td_err *err)
