@@ -680,13 +680,17 @@ static const struct {
     {"set_grad_enabled", bi_set_grad_enabled},
 };
 
-/* Ops whose torch spelling has overloads besides ops.def's signature. */
-static const struct {
-    const char *name;
-    builtin_fn fn;
-} OP_OVERLOADS[] = {
-    {"randint", bi_randint}, {"max", bi_max_min}, {"min", bi_max_min},
-};
+/* An op whose torch spelling has call forms its ops.def signature cannot state (ops.def flags it
+** TD_OPF_OVERLOADED): randint(high, size) beside randint(low, high, size); max and min with a
+** dim (values and indices) or a tensor (maximum, minimum) beside the whole-tensor reduction. */
+static int call_overloaded(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                           const struct call *c, struct value *out)
+{
+    if (strcmp(name, "randint") == 0) {
+        return bi_randint(e, at, name, c, out);
+    }
+    return bi_max_min(e, at, name, c, out);
+}
 
 /* Calls the builtin or op `name`. */
 int tdx_func(struct tdx_env *e, const struct tdx_node *at, const char *name,
@@ -698,10 +702,8 @@ int tdx_func(struct tdx_env *e, const struct tdx_node *at, const char *name,
             return BUILTINS[i].fn(e, at, name, c, out);
         }
     }
-    for (size_t i = 0; i < sizeof OP_OVERLOADS / sizeof OP_OVERLOADS[0]; i++) {
-        if (strcmp(OP_OVERLOADS[i].name, name) == 0) {
-            return OP_OVERLOADS[i].fn(e, at, name, c, out);
-        }
+    if (tdx_op_overloaded(name)) {
+        return call_overloaded(e, at, name, c, out);
     }
     return tdx_call_op(e, at, name, false, c, out);
 }

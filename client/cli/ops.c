@@ -14,35 +14,25 @@
 #include "cli_ops.h"
 #include "interp.h"
 
-/* Where torch puts an op's name, when its signature does not say. By the signature, an op whose
+/* Where torch puts an op's name (ops.def's flags say where its signature does not): an op whose
 ** operands include `input` is both torch.name and the Tensor method (x.name called on input);
-** any other (cat's `tensors`, the creation ops) is a function only. The exceptions: */
+** any other (cat's `tensors`, the creation ops) is a function only. */
 enum torch_form {
     FORM_FUNCTION = 1,     /* torch.name / torch.nn.functional.name only (x.gelu() fails) */
     FORM_INPLACE_METHOD,   /* a method only as x.name_() (there is no x.fill(1)) */
     FORM_NONE,             /* the wire's alone: mT is the attribute x.mT, slice is x[a:b] */
 };
 
-static const struct {
-    const char *name;
-    enum torch_form form;
-} TORCH_FORMS[] = {
-    {"gelu", FORM_FUNCTION}, {"mse_loss", FORM_FUNCTION}, {"cross_entropy", FORM_FUNCTION},
-    {"linear", FORM_FUNCTION}, {"zeros_like", FORM_FUNCTION}, {"ones_like", FORM_FUNCTION},
-    {"empty_like", FORM_FUNCTION}, {"full_like", FORM_FUNCTION}, {"rand_like", FORM_FUNCTION},
-    {"randn_like", FORM_FUNCTION},
-    {"fill", FORM_INPLACE_METHOD}, {"zero", FORM_INPLACE_METHOD}, {"copy", FORM_INPLACE_METHOD},
-    {"uniform", FORM_INPLACE_METHOD}, {"normal", FORM_INPLACE_METHOD},
-    {"mT", FORM_NONE}, {"slice", FORM_NONE},
-};
-
-/* op's form: an exception above, else a function only unless an operand is `input`. */
 static int torch_form(const struct tdx_opdef *op)
 {
-    for (size_t i = 0; i < sizeof TORCH_FORMS / sizeof TORCH_FORMS[0]; i++) {
-        if (strcmp(TORCH_FORMS[i].name, op->name) == 0) {
-            return (int)TORCH_FORMS[i].form;
-        }
+    if (op->flags & TDX_OPF_INTERNAL) {
+        return FORM_NONE;
+    }
+    if (op->flags & TDX_OPF_INPLACE_ONLY) {
+        return FORM_INPLACE_METHOD;
+    }
+    if (op->flags & (TDX_OPF_NO_METHOD | TDX_OPF_FUNCTIONAL)) {
+        return FORM_FUNCTION;
     }
     const struct tdx_param *in = tdx_op_param_named(op, "input");
     return in != NULL && in->operand ? 0 : FORM_FUNCTION;
@@ -81,6 +71,12 @@ const struct tdx_param *tdx_op_param_named(const struct tdx_opdef *op, const cha
 bool tdx_op_nodiff(const struct tdx_opdef *op)
 {
     return (op->flags & TDX_OPF_NODIFF) != 0;
+}
+
+bool tdx_op_overloaded(const char *name)
+{
+    const struct tdx_opdef *op = tdx_op_find(name);
+    return op != NULL && (op->flags & TDX_OPF_OVERLOADED) != 0;
 }
 
 bool tdx_op_is_function(const char *name)

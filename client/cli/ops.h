@@ -50,6 +50,8 @@ bool tdx_op_nodiff(const struct tdx_opdef *op);
 
 /* Whether op `name` is a function here (torch.name, torch.nn.functional.name, torch.fill). */
 bool tdx_op_is_function(const char *name);
+/* Whether torch takes call forms the op's signature cannot state (ops.def: TD_OPF_OVERLOADED). */
+bool tdx_op_overloaded(const char *name);
 
 /* Whether torch has op `name` as a Tensor method: x.name(...), or with `inplace` x.name_(...). */
 bool tdx_op_is_method(const char *name, bool inplace);

@@ -108,6 +108,12 @@ enum {
     TD_OPF_BW_SELF_FOR_OTHER = 1 << 3, /* backward reads each operand's values only when another
                                        ** operand requires grad (d/dy of x*y reads x) */
     TD_OPF_BW_OUT = 1 << 4,            /* backward reads the result's values (td_node_output) */
+    /* where torch spells the op (ops.def; for the clients' generated tables, core ignores them) */
+    TD_OPF_NO_METHOD = 1 << 5,         /* torch.name only, no Tensor method */
+    TD_OPF_FUNCTIONAL = 1 << 6,        /* torch.nn.functional.name only */
+    TD_OPF_INPLACE_ONLY = 1 << 7,      /* only the in-place method name_ */
+    TD_OPF_INTERNAL = 1 << 8,          /* no torch spelling (slice, mT) */
+    TD_OPF_OVERLOADED = 1 << 9,        /* torch has call forms beyond the signature */
 };
 
 struct td_op_def {

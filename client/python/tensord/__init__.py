@@ -1202,7 +1202,8 @@ class Tensor:
             raise AttributeError(name)
         inplace = name.endswith("_")
         op = _OP_TABLE.get(name[:-1] if inplace else name)
-        if op is None or op.receiver is None or (inplace and not op.inplace):
+        if (op is None or not op.method or (inplace and not op.inplace) or
+                (not inplace and op.inplace_only)):
             raise AttributeError("'Tensor' object has no attribute '%s'" % name)
         tensor = self
 
@@ -1236,6 +1237,8 @@ class _Op(NamedTuple):
     params: Tuple[_Param, ...]
     receiver: Optional[builtins.int]  # index in params of the operand `input`, the tensor a
                                       # method is called on; None: no Tensor method
+    method: builtins.bool             # a Tensor method: a receiver, and torch has one (flags)
+    inplace_only: builtins.bool       # the method exists only as name_ (x.fill_, no x.fill)
     # for _bind, once per op: the parameters a function's positional arguments fill, those a
     # method's fill (less the receiver), their names, and those that must be given
     positional: Tuple[_Param, ...]
@@ -1247,8 +1250,12 @@ class _Op(NamedTuple):
 def _make_op(name: str, facts: dict) -> _Op:
     params = tuple(_Param(*p) for p in facts["params"])
     receiver = next((i for i, p in enumerate(params) if p.operand and p.name == "input"), None)
+    # torch has no Tensor method by this name for these (ops.def's flags)
+    method = receiver is not None and not {"NO_METHOD", "FUNCTIONAL", "INTERNAL"} & set(
+        facts["flags"])
     positional = tuple(p for p in params if not p.kwonly)
-    return _Op(name, facts["inplace"], params, receiver, positional,
+    return _Op(name, facts["inplace"], params, receiver, method,
+               "INPLACE_ONLY" in facts["flags"], positional,
                tuple(p for p in positional if p.name != "input" or receiver is None),
                tuple(p.name for p in params),
                tuple(p for p in params if p.required and not p.varargs))
