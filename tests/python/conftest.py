@@ -96,3 +96,15 @@ def conn(daemon):
     c = wire.Conn(daemon)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="module")
+def td(daemon):
+    """The tensord module with its default session on the test daemon, as a torch stand-in
+    (tests call the same code on `torch` and on `td`)."""
+    import tensord
+    os.environ["TENSORD_ADDR"] = "127.0.0.1:%d" % daemon
+    tensord._default = None
+    yield tensord
+    tensord._default.close()
+    tensord._default = None

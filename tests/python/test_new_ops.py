@@ -5,7 +5,6 @@ a.dot(b), torch.cumsum(x, dim=0), x.cumsum(0), x.cumsum(dim=1, dtype=torch.float
 Each case is a function of the module (torch or tensord) run once with each; the test compares
 what the two give.
 """
-import os
 
 import numpy as np
 import pytest
@@ -14,13 +13,6 @@ import torch
 import tensord
 
 
-@pytest.fixture(scope="module")
-def td(daemon):
-    os.environ["TENSORD_ADDR"] = "127.0.0.1:%d" % daemon
-    tensord._default = None
-    yield tensord
-    tensord._default.close()
-    tensord._default = None
 
 
 def outcome(m, case):
