@@ -853,13 +853,18 @@ def test_repl_through_tmux(daemon, tmp_path):
         assert re.search(r"\bexp_\b", listing) and re.search(r"\beq\b", listing)
         assert not re.search(r"\b(eye|empty|empty_like)\b", listing), listing
         t.keys(*["BSpace"] * 5)
+        # (each step waits for the editor's redraw: keys typed while it lists candidates or
+        # runs a line can land before its prompt on a loaded machine)
+        t.wait(lambda s: s.rstrip().endswith(">>>"), "the emptied line")
         # after `import torch`, torch. offers torch's functions
         t.type("import torch")
         t.keys("Enter")
+        t.wait(lambda s: s.rstrip().endswith(">>> import torch\n>>>"), "the next prompt")
         t.type("torch.linsp")
         t.keys("Tab")
         t.wait(lambda s: s.rstrip().endswith(">>> torch.linspace"), "module completion")
         t.keys(*["BSpace"] * 20)
+        t.wait(lambda s: s.rstrip().endswith(">>>"), "the emptied line")
         # numpy: a one-line notice at the prompt
         t.type("import numpy as np")
         t.keys("Enter")
