@@ -199,8 +199,8 @@ static int cmd_pipe(int port, int depth, long n, uint32_t req, uint32_t resp)
         }
     }
     double dt = now_s() - t0;
-    printf("{\"ops_per_s\": %.1f, \"depth\": %d, \"ops\": %ld}\n",
-           (double)(windows * depth) / dt, depth, windows * depth);
+    printf("{\"ops_per_s\": %.1f, \"depth\": %d, \"ops\": %ld}\n", (double)(windows * depth) / dt,
+           depth, windows * depth);
     free(buf);
     close(fd);
     return 0;

@@ -39,14 +39,14 @@ int main(int argc, char **argv)
         b[i] = (float)rand() / (float)RAND_MAX - 0.5f;
         c[i] = 0;
     }
-    int warm = n < 4096;   /* as tdbench mm: no warm-up call where one call takes seconds */
+    int warm = n < 4096; /* as tdbench mm: no warm-up call where one call takes seconds */
     double t0 = now_s();
     for (int i = 1 - warm; i <= k; i++) {
         if (i == 1 && warm) {
             t0 = now_s();
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f,
-                    c, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
+                    n);
     }
     double dt = now_s() - t0;
     printf("{\"gflops\": %.3f, \"n\": %d, \"k\": %d, \"s_per_mm\": %.6f, \"corename\": \"%s\", "

@@ -36,7 +36,8 @@ static double now_s(void)
 
 static void die(const char *what, const struct tensord_error *err)
 {
-    fprintf(stderr, "tdbench: %s: %s (code %d)\n", what, err ? err->message : "", err ? err->code : 0);
+    fprintf(stderr, "tdbench: %s: %s (code %d)\n", what, err ? err->message : "",
+            err ? err->code : 0);
     exit(1);
 }
 
@@ -250,8 +251,8 @@ static int cmd_pipe(const char *addr, int depth, long n)
         drain(c, "pipe");
     }
     double dt = now_s() - t0;
-    printf("{\"ops_per_s\": %.1f, \"depth\": %d, \"ops\": %ld}\n",
-           (double)(windows * depth) / dt, depth, windows * depth);
+    printf("{\"ops_per_s\": %.1f, \"depth\": %d, \"ops\": %ld}\n", (double)(windows * depth) / dt,
+           depth, windows * depth);
     free(hs);
     close_conn(c);
     return 0;
@@ -316,7 +317,7 @@ static int cmd_mm(const char *addr, int64_t n, int k)
     }
     struct tensord_operand in[] = {tensord_h(a), tensord_h(b)};
     uint64_t *outs = malloc(sizeof(uint64_t) * (size_t)(k + 1));
-    int warm = n < 4096;   /* at 4096 one matmul takes seconds: no warm-up there */
+    int warm = n < 4096; /* at 4096 one matmul takes seconds: no warm-up there */
     double t0 = now_s();
     for (int i = 1 - warm; i <= k; i++) {
         if (i == 1 && warm) {
@@ -370,7 +371,8 @@ static int cmd_ew(const char *addr, const char *op, int64_t numel, int k)
     drain(c, "ew");
     double dt = now_s() - t0;
     double bytes = (double)numel * 4.0 * (unary ? 1.0 : 3.0) * k;
-    printf("{\"gbps\": %.3f, \"op\": \"%s\", \"numel\": %" PRId64 ", \"k\": %d, \"ms_per_op\": %.4f}\n",
+    printf("{\"gbps\": %.3f, \"op\": \"%s\", \"numel\": %" PRId64
+           ", \"k\": %d, \"ms_per_op\": %.4f}\n",
            bytes / dt * 1e-9, op, numel, k, dt / k * 1e3);
     close_conn(c);
     return 0;
@@ -410,7 +412,7 @@ static void *hol_busy_main(void *arg)
             inflight++;
             atomic_store(&hb->started, 1);
         }
-        for (int j = 0; j < 2; j++) {   /* the matmul's reply, then its free's */
+        for (int j = 0; j < 2; j++) { /* the matmul's reply, then its free's */
             if (tensord_recv(c, &r, &err) != 0) {
                 die("busy recv", &err);
             }
@@ -439,7 +441,7 @@ static int cmd_hol(const char *addr, double seconds, int busy)
             struct timespec ts = {0, 1000000};
             nanosleep(&ts, NULL);
         }
-        struct timespec ts = {0, 200000000};   /* let the first matmul get going */
+        struct timespec ts = {0, 200000000}; /* let the first matmul get going */
         nanosleep(&ts, NULL);
     }
     size_t cap = 1 << 20, n = 0;
@@ -492,8 +494,8 @@ static int cmd_tensors(const char *addr, long n)
     const int64_t shape[] = {1};
     const float v = 1.0f;
     for (long i = 0; i < n; i++) {
-        if (tensord_send_create(c, tensord_new_handle(c), TENSORD_FLOAT32, shape, 1, &v,
-                                sizeof v, NULL, &err) != 0) {
+        if (tensord_send_create(c, tensord_new_handle(c), TENSORD_FLOAT32, shape, 1, &v, sizeof v,
+                                NULL, &err) != 0) {
             die("send_create", &err);
         }
         if (i % 4096 == 4095) {

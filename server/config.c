@@ -23,7 +23,7 @@
 #include "base/checked.h"
 #include "base/memlimit.h"
 
-_Static_assert(TD_CFG_SUN_PATH_MAX == sizeof ((struct sockaddr_un *)0)->sun_path - 1,
+_Static_assert(TD_CFG_SUN_PATH_MAX == sizeof((struct sockaddr_un *)0)->sun_path - 1,
                "--unix's length limit is sun_path's");
 
 struct setting;
@@ -36,16 +36,16 @@ typedef int parse_fn(struct td_config *cfg, const struct setting *o, const char 
 typedef void derive_fn(struct td_config *cfg);
 
 struct setting {
-    const char *name;       /* the flag, without dashes */
-    const char *env;        /* TENSORD_*, or NULL */
-    const char *key;        /* the config file's key, or NULL */
-    const char *arg;        /* metavariable; NULL: a switch or an action */
-    const char *dflt;       /* as --help shows it; NULL: none */
-    derive_fn *derive;      /* NULL: dflt is the value */
+    const char *name;  /* the flag, without dashes */
+    const char *env;   /* TENSORD_*, or NULL */
+    const char *key;   /* the config file's key, or NULL */
+    const char *arg;   /* metavariable; NULL: a switch or an action */
+    const char *dflt;  /* as --help shows it; NULL: none */
+    derive_fn *derive; /* NULL: dflt is the value */
     parse_fn *parse;
-    size_t offset;          /* of the field in struct td_config */
+    size_t offset; /* of the field in struct td_config */
     int64_t lo, hi;
-    const char *complaint;  /* for an invalid value, where the parser has no words of its own */
+    const char *complaint; /* for an invalid value, where the parser has no words of its own */
     const char *help;
 };
 
@@ -63,16 +63,32 @@ static int parse_size(struct td_config *cfg, const struct setting *o, const char
     char *end;
     errno = 0;
     unsigned long long n = strtoull(v, &end, 10);
-    if (end == v || errno != 0 || !(v[0] >= '0' && v[0] <= '9')) {  /* no sign, no spaces */
+    if (end == v || errno != 0 || !(v[0] >= '0' && v[0] <= '9')) { /* no sign, no spaces */
         return bad_value(o, v, "want a byte count such as 1048576, 64M or 2G");
     }
     int shift = 0;
     switch (*end) {
     case '\0': break;
-    case 'K': case 'k': shift = 10; end++; break;
-    case 'M': case 'm': shift = 20; end++; break;
-    case 'G': case 'g': shift = 30; end++; break;
-    case 'T': case 't': shift = 40; end++; break;
+    case 'K':
+    case 'k':
+        shift = 10;
+        end++;
+        break;
+    case 'M':
+    case 'm':
+        shift = 20;
+        end++;
+        break;
+    case 'G':
+    case 'g':
+        shift = 30;
+        end++;
+        break;
+    case 'T':
+    case 't':
+        shift = 40;
+        end++;
+        break;
     default: return bad_value(o, v, "unknown size suffix (use K, M, G or T)");
     }
     if (*end == 'B' || *end == 'b') {
@@ -135,12 +151,11 @@ static int parse_count(struct td_config *cfg, const struct setting *o, const cha
 }
 
 /* A switch's value. Strict: a typo must not turn a safety off (nor silently leave it on). */
-static int parse_boolean(struct td_config *cfg, const struct setting *o, const char *v,
-                         void *field)
+static int parse_boolean(struct td_config *cfg, const struct setting *o, const char *v, void *field)
 {
     (void)cfg;
-    static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false",
-                                                                               "no", "off"};
+    static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false", "no",
+                                                                                "off"};
     for (int i = 0; i < 4; i++) {
         if (strcasecmp(v, yes[i]) == 0 || strcasecmp(v, no[i]) == 0) {
             *(bool *)field = strcasecmp(v, yes[i]) == 0;
@@ -190,8 +205,7 @@ static bool valid_address(const char *v)
     return ip && colon[1] != '\0' && *end == '\0' && port >= 0 && port <= 65535;
 }
 
-static int parse_address(struct td_config *cfg, const struct setting *o, const char *v,
-                         void *field)
+static int parse_address(struct td_config *cfg, const struct setting *o, const char *v, void *field)
 {
     (void)cfg;
     if (!valid_address(v)) {
@@ -260,8 +274,7 @@ static int parse_help(struct td_config *cfg, const struct setting *o, const char
     return 1;
 }
 
-static int parse_version(struct td_config *cfg, const struct setting *o, const char *v,
-                         void *field)
+static int parse_version(struct td_config *cfg, const struct setting *o, const char *v, void *field)
 {
     (void)cfg;
     (void)o;
@@ -273,8 +286,8 @@ static int parse_version(struct td_config *cfg, const struct setting *o, const c
 
 /* ---- computed defaults ---- */
 
-#define SESSION_DISK_CAP ((int64_t)8 << 30)  /* --session-max-disk-bytes' default at most */
-#define DISK_CAP ((int64_t)64 << 30)         /* --max-disk-bytes' default at most */
+#define SESSION_DISK_CAP ((int64_t)8 << 30) /* --session-max-disk-bytes' default at most */
+#define DISK_CAP ((int64_t)64 << 30)        /* --max-disk-bytes' default at most */
 
 /* What this process may use: physical memory, or its cgroup's limit when smaller (a container). */
 static int64_t usable_memory(void)
@@ -301,7 +314,8 @@ static void default_session_max_disk_bytes(struct td_config *cfg)
 {
     int64_t twice = td_sat_mul(cfg->session_max_bytes, 2);
     cfg->session_max_disk_bytes = cfg->session_max_bytes > 0 && twice < SESSION_DISK_CAP
-                                      ? twice : SESSION_DISK_CAP;
+                                      ? twice
+                                      : SESSION_DISK_CAP;
 }
 
 static void default_max_disk_bytes(struct td_config *cfg)
@@ -322,9 +336,9 @@ static void leave_unset(struct td_config *cfg)
 /* ---- the table ---- */
 
 static const struct setting settings[] = {
-#define OPT(field, name, env, key, arg, dflt, derive, parse, lo, hi, complaint, help)             \
-    {name, env, key, arg, dflt, derive, parse_##parse, offsetof(struct td_config, field), lo, hi, \
-     complaint, help},
+#define OPT(field, name, env, key, arg, dflt, derive, parse, lo, hi, complaint, help)              \
+    {name, env, key,       arg, dflt, derive, parse_##parse, offsetof(struct td_config, field),    \
+     lo,   hi,  complaint, help},
 #include "config.def"
 #undef OPT
 };
@@ -411,8 +425,8 @@ static int read_config_file(struct td_config *cfg, const char *path)
             p++;
         }
         size_t n = strlen(p);
-        while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' ' ||
-                         p[n - 1] == '\t')) {
+        while (n > 0 &&
+               (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t')) {
             p[--n] = '\0';
         }
         if (n == 0) {
@@ -433,7 +447,7 @@ static int read_config_file(struct td_config *cfg, const char *path)
             val++;
         }
         for (char *c = key; *c; c++) {
-            *c = *c == '_' ? '-' : *c;  /* complaints spell the key as a flag */
+            *c = *c == '_' ? '-' : *c; /* complaints spell the key as a flag */
         }
         const struct setting *o = find_key(key);
         if (o == NULL) {
@@ -469,7 +483,7 @@ static int read_environment(struct td_config *cfg)
     for (size_t i = 0; i < NSETTINGS; i++) {
         const struct setting *o = &settings[i];
         if (o->env == NULL || o->parse == parse_config) {
-            continue;  /* TENSORD_CONFIG was read first, as the file */
+            continue; /* TENSORD_CONFIG was read first, as the file */
         }
         const char *v = getenv(o->env);
         if (v != NULL && v[0] != '\0' && apply(cfg, o, v) != 0) {
@@ -498,7 +512,7 @@ static int read_command_line(struct td_config *cfg, int argc, char **argv)
         }
         const char *v = "1";
         if (o->arg == NULL && eq != NULL) {
-            v = eq + 1;  /* --insecure-no-auth=false */
+            v = eq + 1; /* --insecure-no-auth=false */
         } else if (o->arg != NULL) {
             if (eq != NULL) {
                 v = eq + 1;
@@ -562,7 +576,7 @@ int td_config_parse(struct td_config *cfg, int argc, char **argv)
     if (rc != 0) {
         return rc;
     }
-    for (size_t i = 0; i < NSETTINGS; i++) {  /* in table order: max-disk-bytes after max-bytes */
+    for (size_t i = 0; i < NSETTINGS; i++) { /* in table order: max-disk-bytes after max-bytes */
         if (settings[i].derive != NULL && !cfg->set[i]) {
             settings[i].derive(cfg);
         }

@@ -15,45 +15,45 @@
 
 #include "base/log.h"
 
-#define TD_CFG_MAX_LISTEN 16     /* --listen addresses from one source */
-#define TD_CFG_MAX_THREADS 1024  /* --threads: libuv's own cap on its pool */
-#define TD_CFG_SUN_PATH_MAX 107  /* a Unix socket path's bytes (sun_path holds 108 with the NUL) */
+#define TD_CFG_MAX_LISTEN 16    /* --listen addresses from one source */
+#define TD_CFG_MAX_THREADS 1024 /* --threads: libuv's own cap on its pool */
+#define TD_CFG_SUN_PATH_MAX 107 /* a Unix socket path's bytes (sun_path holds 108 with the NUL) */
 
 /* --listen: the addresses of the last source that named any. */
 struct td_cfg_addresses {
-    const char *addr[TD_CFG_MAX_LISTEN];  /* borrowed (see td_config_parse) */
+    const char *addr[TD_CFG_MAX_LISTEN]; /* borrowed (see td_config_parse) */
     int n;
-    int source;                           /* the source (0 default ... 3 command line) of them */
+    int source; /* the source (0 default ... 3 command line) of them */
 };
 
 /* A field's type, by its row's parser. */
-#define TD_CFG_TYPE_size int64_t          /* bytes */
-#define TD_CFG_TYPE_duration uint64_t     /* milliseconds */
+#define TD_CFG_TYPE_size int64_t      /* bytes */
+#define TD_CFG_TYPE_duration uint64_t /* milliseconds */
 #define TD_CFG_TYPE_count int64_t
 #define TD_CFG_TYPE_boolean bool
-#define TD_CFG_TYPE_text const char *     /* NULL: not set */
-#define TD_CFG_TYPE_address const char *  /* HOST:PORT; NULL: not set */
+#define TD_CFG_TYPE_text const char *    /* NULL: not set */
+#define TD_CFG_TYPE_address const char * /* HOST:PORT; NULL: not set */
 #define TD_CFG_TYPE_addresses struct td_cfg_addresses
 #define TD_CFG_TYPE_level enum td_log_level
-#define TD_CFG_TYPE_format const char *   /* "text" or "json" */
-#define TD_CFG_TYPE_config const char *   /* the --config given on the command line, if any */
-#define TD_CFG_TYPE_help bool             /* actions: they print and end the parse */
+#define TD_CFG_TYPE_format const char * /* "text" or "json" */
+#define TD_CFG_TYPE_config const char * /* the --config given on the command line, if any */
+#define TD_CFG_TYPE_help bool           /* actions: they print and end the parse */
 #define TD_CFG_TYPE_version bool
 
 enum {
-    TD_CFG_COUNT = 0  /* the rows of config.def */
+    TD_CFG_COUNT = 0 /* the rows of config.def */
 #define OPT(field, name, env, key, arg, dflt, derive, parse, lo, hi, complaint, help) +1
 #include "config.def"
 #undef OPT
 };
 
 struct td_config {
-#define OPT(field, name, env, key, arg, dflt, derive, parse, lo, hi, complaint, help) \
+#define OPT(field, name, env, key, arg, dflt, derive, parse, lo, hi, complaint, help)              \
     TD_CFG_TYPE_##parse field;
 #include "config.def"
 #undef OPT
-    bool set[TD_CFG_COUNT];  /* a source (not the default) gave the row a value */
-    int source;              /* the source being applied: 0 defaults, 1 file, 2 env, 3 argv */
+    bool set[TD_CFG_COUNT]; /* a source (not the default) gave the row a value */
+    int source;             /* the source being applied: 0 defaults, 1 file, 2 env, 3 argv */
 };
 
 /* Fills *cfg (zeroed first) from argv, the environment and the config file. Strings in it are

@@ -16,20 +16,21 @@
 #include "base/alloc.h"
 #include "base/log.h"
 
-#define PEER_PAUSE_PENDING 1024   /* stop reading a connection with this many requests queued */
+#define PEER_PAUSE_PENDING 1024 /* stop reading a connection with this many requests queued */
 #define PEER_RESUME_PENDING 256
-#define PEER_PAUSE_BYTES ((int64_t)16 << 20)  /* ... or with this many bytes queued (decoded
+#define PEER_PAUSE_BYTES                                                                           \
+    ((int64_t)16 << 20) /* ... or with this many bytes queued (decoded
                                                ** requests and data sections); resume at half */
 
 struct glue_conn {
     struct td_conn *conn;
     struct td_rpc_peer *peer;
-    bool paused;                    /* td_conn_pause for PEER_PAUSE_PENDING queued requests
+    bool paused;       /* td_conn_pause for PEER_PAUSE_PENDING queued requests
                                     ** or PEER_PAUSE_BYTES of them */
-    bool data_waiting;              /* glue_data_alloc said "later": net counts one pause, which
+    bool data_waiting; /* glue_data_alloc said "later": net counts one pause, which
                                     ** the next reply lifts (each pause has its own resume) */
-    int busy;                       /* glue_frame / glue_reply on the stack */
-    bool closed;                    /* on_close came meanwhile: free when the last one returns */
+    int busy;          /* glue_frame / glue_reply on the stack */
+    bool closed;       /* on_close came meanwhile: free when the last one returns */
 };
 
 /* A send or a close can close the connection at once (out of memory), and net calls on_close
@@ -108,7 +109,7 @@ static int glue_data_alloc(struct td_conn *c, void *user, size_t len, void **out
         g->data_waiting = true;
         return TD_NET_DATA_LATER;
     }
-    return rc == TD_NET_DATA_LATER ? -1 : rc;  /* any refusal but "later" */
+    return rc == TD_NET_DATA_LATER ? -1 : rc; /* any refusal but "later" */
 }
 
 static void *glue_open(struct td_conn *c, void *user)
@@ -149,8 +150,8 @@ static void glue_frame(struct td_conn *c, void *user, const uint8_t *meta, size_
     if (g->peer->session != NULL) {
         td_conn_established(c);
     }
-    if (!g->paused && (g->peer->pending >= PEER_PAUSE_PENDING ||
-                       g->peer->queued_bytes > PEER_PAUSE_BYTES)) {
+    if (!g->paused &&
+        (g->peer->pending >= PEER_PAUSE_PENDING || g->peer->queued_bytes > PEER_PAUSE_BYTES)) {
         g->paused = true;
         td_conn_pause(c);
     }

@@ -15,9 +15,9 @@
 #include "rpc/rpc.h"
 
 struct td_glue {
-    struct td_rpc_server *rpc;  /* borrowed */
-    struct td_net *net;         /* borrowed: its count of open connections */
-    int64_t max_connections;    /* --max-connections: more are refused with a reason */
+    struct td_rpc_server *rpc; /* borrowed */
+    struct td_net *net;        /* borrowed: its count of open connections */
+    int64_t max_connections;   /* --max-connections: more are refused with a reason */
 };
 
 /* Fills *cb with the callbacks that join net's connections to g's rpc peers (cb->user = g). */

@@ -36,9 +36,9 @@
 #include "threads.h"
 #include "token.h"
 
-#define MIN_FRAME_RATE 1024      /* bytes/s a frame must average once --idle-timeout has passed */
-#define WRITE_HIGH_WATER ((size_t)64 << 20)  /* a connection's unwritten replies: stop reading it */
-#define SHUTDOWN_CANCEL_GRACE_MS 2000  /* cancelled work's time to unwind before the deadline */
+#define MIN_FRAME_RATE 1024 /* bytes/s a frame must average once --idle-timeout has passed */
+#define WRITE_HIGH_WATER ((size_t)64 << 20) /* a connection's unwritten replies: stop reading it */
+#define SHUTDOWN_CANCEL_GRACE_MS 2000 /* cancelled work's time to unwind before the deadline */
 #define TURN_WORK ((int64_t)1 << 20)  /* inline work per loop turn (about a millisecond or two) */
 
 static bool is_loopback(const char *spec)
@@ -56,23 +56,23 @@ struct server {
     struct td_net net;
     struct td_store store;
     struct td_rpc_server rpc;
-    struct td_pool_executor executor;   /* heavy jobs to libuv's pool */
-    struct td_glue glue;                /* net's connections as rpc's peers */
+    struct td_pool_executor executor; /* heavy jobs to libuv's pool */
+    struct td_glue glue;              /* net's connections as rpc's peers */
     uv_timer_t sweep;
-    uv_prepare_t turn;                  /* each loop turn: td_store_turn */
-    uv_idle_t turn_spin;                /* active while sessions wait for the next turn */
+    uv_prepare_t turn;   /* each loop turn: td_store_turn */
+    uv_idle_t turn_spin; /* active while sessions wait for the next turn */
     uv_signal_t sigterm, sigint, sighup;
-    uv_timer_t drain;                   /* on SIGTERM: waits for in-flight work */
+    uv_timer_t drain; /* on SIGTERM: waits for in-flight work */
     uint64_t drain_deadline_ms;
-    uint64_t cancel_at_ms;              /* then cancel what still runs (td_store_cancel_all) */
+    uint64_t cancel_at_ms; /* then cancel what still runs (td_store_cancel_all) */
     bool work_cancelled;
     uint64_t shutdown_timeout_ms;
-    const char *sessions_dir;           /* --data-dir/sessions, or NULL */
-    struct td_http http;                /* --metrics-listen */
-    struct td_metrics metrics;          /* what it serves */
-    const char *auth_token_file;        /* re-read on SIGHUP */
-    const char *log_file;               /* reopened on SIGHUP */
-    char *token;                        /* owned; what rpc.auth_token points to */
+    const char *sessions_dir;    /* --data-dir/sessions, or NULL */
+    struct td_http http;         /* --metrics-listen */
+    struct td_metrics metrics;   /* what it serves */
+    const char *auth_token_file; /* re-read on SIGHUP */
+    const char *log_file;        /* reopened on SIGHUP */
+    char *token;                 /* owned; what rpc.auth_token points to */
     bool stopping;
 };
 
@@ -91,7 +91,7 @@ static uint64_t now_ms(void)
 ** after every connection with something ready has had its turn. */
 static void on_turn_spin(uv_idle_t *h)
 {
-    (void)h;  /* its being active is the point: the loop polls without blocking */
+    (void)h; /* its being active is the point: the loop polls without blocking */
 }
 
 static void on_turn(uv_prepare_t *h)
@@ -164,8 +164,10 @@ static void on_sighup(uv_signal_t *s, int signum)
     char why[160];
     char *token = td_token_read_file(server.auth_token_file, why, sizeof why);
     if (token == NULL) {
-        td_log(TD_LOG_ERROR, "reload_failed", "file=%s reason=\"%s\" msg=\"keeping the previous "
-               "token\"", server.auth_token_file, why);
+        td_log(TD_LOG_ERROR, "reload_failed",
+               "file=%s reason=\"%s\" msg=\"keeping the previous "
+               "token\"",
+               server.auth_token_file, why);
         return;
     }
     td_free(server.token);
@@ -180,16 +182,17 @@ static void finish_shutdown(void)
     uv_close((uv_handle_t *)&server.drain, NULL);
     if (server.sessions_dir != NULL) {
         int failed = 0;
-        struct td_persist_budget budget = {  /* snapshots count against the disk quotas */
-            .disk = &server.rpc.disk, .root = server.rpc.data_dir,
-            .max = server.rpc.max_disk_bytes, .session_max = server.rpc.session_max_disk_bytes,
+        struct td_persist_budget budget = {
+            /* snapshots count against the disk quotas */
+            .disk = &server.rpc.disk,          .root = server.rpc.data_dir,
+            .max = server.rpc.max_disk_bytes,  .session_max = server.rpc.session_max_disk_bytes,
             .files_dir = server.rpc.files_dir, .shared = server.rpc.shared_files,
         };
         int saved = td_store_save_all(&server.store, server.sessions_dir, &budget, &failed);
         td_log(failed ? TD_LOG_ERROR : TD_LOG_INFO, "sessions_saved", "count=%d failed=%d dir=%s",
                saved, failed, server.sessions_dir);
     }
-    td_store_stop(&server.store);  /* after a timeout, queued work is not started */
+    td_store_stop(&server.store); /* after a timeout, queued work is not started */
     td_net_close_gracefully(&server.net);
     td_http_close(&server.http);
     uv_close((uv_handle_t *)&server.sweep, NULL);
@@ -215,17 +218,19 @@ static void on_drain(uv_timer_t *t)
     uint64_t now = now_ms();
     if (!idle && !server.work_cancelled && now >= server.cancel_at_ms) {
         server.work_cancelled = true;
-        td_log(TD_LOG_WARN, "shutdown_cancel", "msg=\"cancelling the work still queued or "
+        td_log(TD_LOG_WARN, "shutdown_cancel",
+               "msg=\"cancelling the work still queued or "
                "running, so the shutdown ends within --shutdown-timeout\"");
         td_store_cancel_all(&server.store);
-        return;  /* the next look sees what the cancel left */
+        return; /* the next look sees what the cancel left */
     }
     if (!idle && now < server.drain_deadline_ms) {
         return;
     }
     uv_timer_stop(&server.drain);
     if (!idle) {
-        td_log(TD_LOG_WARN, "shutdown_timeout", "msg=\"in-flight work did not finish in time; "
+        td_log(TD_LOG_WARN, "shutdown_timeout",
+               "msg=\"in-flight work did not finish in time; "
                "busy sessions are not saved\"");
     }
     finish_shutdown();
@@ -251,11 +256,11 @@ static void on_signal(uv_signal_t *s, int signum)
     server.stopping = true;
     td_log(TD_LOG_INFO, "shutdown", "signal=%d", signum);
     td_net_stop_accepting(&server.net);
-    td_net_drain(&server.net);  /* /metrics stays up, and /readyz says 503, until the end */
+    td_net_drain(&server.net); /* /metrics stays up, and /readyz says 503, until the end */
     uint64_t now = now_ms(), grace = server.shutdown_timeout_ms / 4;
     grace = grace < SHUTDOWN_CANCEL_GRACE_MS ? grace : SHUTDOWN_CANCEL_GRACE_MS;
     if (!td_add_u64(now, server.shutdown_timeout_ms, &server.drain_deadline_ms)) {
-        server.drain_deadline_ms = UINT64_MAX;  /* --shutdown-timeout of centuries */
+        server.drain_deadline_ms = UINT64_MAX; /* --shutdown-timeout of centuries */
     }
     server.cancel_at_ms = server.drain_deadline_ms - grace;
     uv_timer_start(&server.drain, on_drain, 0, 5);
@@ -287,7 +292,7 @@ int main(int argc, char **argv)
     }
     td_log_min_level = cfg.log_level;
     if (cfg.log_file != NULL) {
-        startup_stderr = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);  /* see startup_error */
+        startup_stderr = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3); /* see startup_error */
     }
     if (cfg.log_file != NULL && open_log(cfg.log_file) != 0) {
         fprintf(stderr, "tensord: cannot open --log-file %s: %s\n", cfg.log_file, strerror(errno));
@@ -307,7 +312,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < cfg.listen.n; i++) {
         if (!is_loopback(cfg.listen.addr[i]) && token == NULL && !cfg.insecure_no_auth) {
             startup_error("tensord: refusing to listen on %s without --auth-token-file "
-                            "(or --insecure-no-auth)\n", cfg.listen.addr[i]);
+                          "(or --insecure-no-auth)\n",
+                          cfg.listen.addr[i]);
             return 2;
         }
     }
@@ -340,7 +346,7 @@ int main(int argc, char **argv)
         .entry_bytes = TD_ENTRY_BYTES,
     };
     td_store_init(&server.store, &scfg, &server.executor.ex);
-    server.store.on_expire = td_rpc_session_expired;  /* an expired session's files go too */
+    server.store.on_expire = td_rpc_session_expired; /* an expired session's files go too */
     server.store.on_expire_arg = &server.rpc;
     server.shutdown_timeout_ms = cfg.shutdown_timeout_ms;
     static char files_dir[4096], sessions_dir[4096];
@@ -352,7 +358,7 @@ int main(int argc, char **argv)
             struct stat st;
             if (mkdir(dirs[i], 0700) != 0 && errno != EEXIST) {
                 startup_error("tensord: cannot create --data-dir %s: %s\n", dirs[i],
-                        strerror(errno));
+                              strerror(errno));
                 td_store_close(&server.store);
                 td_free(token);
                 return 2;
@@ -370,8 +376,10 @@ int main(int argc, char **argv)
         int stale = td_persist_remove_temporaries(files_dir) +
                     td_persist_remove_temporaries(sessions_dir);
         if (stale > 0) {
-            td_log(TD_LOG_WARN, "temporaries_removed", "count=%d msg=\"writes interrupted by a "
-                   "crash\"", stale);
+            td_log(TD_LOG_WARN, "temporaries_removed",
+                   "count=%d msg=\"writes interrupted by a "
+                   "crash\"",
+                   stale);
         }
         int failed = 0;
         int restored = td_store_restore_all(&server.store, sessions_dir, now_ms(), &failed);
@@ -407,7 +415,9 @@ int main(int argc, char **argv)
         .min_frame_rate = MIN_FRAME_RATE,
     };
     server.glue = (struct td_glue){
-        .rpc = &server.rpc, .net = &server.net, .max_connections = cfg.max_connections,
+        .rpc = &server.rpc,
+        .net = &server.net,
+        .max_connections = cfg.max_connections,
     };
     struct td_net_callbacks cb;
     td_glue_callbacks(&server.glue, &cb);
@@ -432,7 +442,9 @@ int main(int argc, char **argv)
     }
     if (cfg.metrics_listen != NULL) {
         server.metrics = (struct td_metrics){
-            .rpc = &server.rpc, .store = &server.store, .stopping = &server.stopping,
+            .rpc = &server.rpc,
+            .store = &server.store,
+            .stopping = &server.stopping,
         };
         if (td_http_listen(&server.http, server.loop, cfg.metrics_listen, td_metrics_http,
                            &server.metrics, bound, sizeof bound, &err) != 0) {
@@ -442,26 +454,29 @@ int main(int argc, char **argv)
         }
         td_log(TD_LOG_INFO, "metrics_listening", "addr=%s", bound);
         if (!is_loopback(cfg.metrics_listen)) {
-            td_log(TD_LOG_WARN, "metrics_exposed", "addr=%s msg=\"metrics are served without "
-                   "authentication\"", bound);
+            td_log(TD_LOG_WARN, "metrics_exposed",
+                   "addr=%s msg=\"metrics are served without "
+                   "authentication\"",
+                   bound);
         }
     }
-    td_log(TD_LOG_INFO, "started", "version=%s threads=%d max_frame_bytes=%" PRId64
-           " max_tensor_bytes=%" PRId64 " session_max_bytes=%" PRId64 " max_bytes=%" PRId64
-           " session_ttl_ms=%" PRIu64 " max_request_ms=%" PRIu64 " max_op_elements=%" PRId64
-           " session_max_disk_bytes=%" PRId64 " max_disk_bytes=%" PRId64 " shared_files=%d",
+    td_log(TD_LOG_INFO, "started",
+           "version=%s threads=%d max_frame_bytes=%" PRId64 " max_tensor_bytes=%" PRId64
+           " session_max_bytes=%" PRId64 " max_bytes=%" PRId64 " session_ttl_ms=%" PRIu64
+           " max_request_ms=%" PRIu64 " max_op_elements=%" PRId64 " session_max_disk_bytes=%" PRId64
+           " max_disk_bytes=%" PRId64 " shared_files=%d",
            TD_VERSION, (int)cfg.threads, cfg.max_frame_bytes, cfg.max_tensor_bytes,
            cfg.session_max_bytes, cfg.max_bytes, cfg.session_ttl_ms, cfg.max_request_ms,
            cfg.max_op_elements, cfg.session_max_disk_bytes, cfg.max_disk_bytes,
            (int)cfg.shared_files);
 
     if (startup_stderr >= 0) {
-        close(startup_stderr);  /* started: from here on everything goes to the log */
+        close(startup_stderr); /* started: from here on everything goes to the log */
         startup_stderr = -1;
     }
     uv_prepare_init(server.loop, &server.turn);
     uv_prepare_start(&server.turn, on_turn);
-    uv_unref((uv_handle_t *)&server.turn);  /* runs while the loop does; keeps it alive only
+    uv_unref((uv_handle_t *)&server.turn); /* runs while the loop does; keeps it alive only
                                              ** through turn_spin, while work waits */
     uv_idle_init(server.loop, &server.turn_spin);
     uv_timer_init(server.loop, &server.sweep);

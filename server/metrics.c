@@ -48,51 +48,71 @@ static void metric_counter(struct td_strbuf *t, int part, const char *prefix, co
 }
 
 static const char *const family_help[3][2] = {
-    {"requests_total", "counter"}, {"errors_total", "counter"}, {"duration_seconds", "histogram"},
+    {"requests_total", "counter"},
+    {"errors_total", "counter"},
+    {"duration_seconds", "histogram"},
 };
 
 static void metrics_text(struct td_strbuf *t, const struct td_metrics *m)
 {
     const struct td_rpc_server *rpc = m->rpc;
     const struct td_rpc_stats *st = &rpc->stats;
-    td_strbuf_printf(t, "# HELP tensord_info The daemon's version and the BLAS behind matmul.\n"
-                        "# TYPE tensord_info gauge\ntensord_info{version=\"%s\",blas=\"%s\"} 1\n",
+    td_strbuf_printf(t,
+                     "# HELP tensord_info The daemon's version and the BLAS behind matmul.\n"
+                     "# TYPE tensord_info gauge\ntensord_info{version=\"%s\",blas=\"%s\"} 1\n",
                      TD_VERSION, td_blas_describe());
-    td_strbuf_printf(t, "# HELP tensord_uptime_seconds Time since start.\n"
-                        "# TYPE tensord_uptime_seconds gauge\ntensord_uptime_seconds %.3f\n",
+    td_strbuf_printf(t,
+                     "# HELP tensord_uptime_seconds Time since start.\n"
+                     "# TYPE tensord_uptime_seconds gauge\ntensord_uptime_seconds %.3f\n",
                      (double)(rpc->now_ms() - rpc->started_ms) / 1e3);
-    td_strbuf_printf(t, "# HELP tensord_allocated_bytes Memory held for tensors, frames being "
-                        "received and replies in flight.\n# TYPE tensord_allocated_bytes gauge\n"
-                        "tensord_allocated_bytes %" PRId64 "\n", td_alloc_live_bytes());
-    td_strbuf_printf(t, "# HELP tensord_buffer_cache_bytes Freed large buffers kept for reuse.\n"
-                        "# TYPE tensord_buffer_cache_bytes gauge\n"
-                        "tensord_buffer_cache_bytes %zu\n", td_alloc_cached_bytes());
-    td_strbuf_printf(t, "# HELP tensord_connections Open client connections.\n"
-                        "# TYPE tensord_connections gauge\ntensord_connections %" PRIu64 "\n",
+    td_strbuf_printf(t,
+                     "# HELP tensord_allocated_bytes Memory held for tensors, frames being "
+                     "received and replies in flight.\n# TYPE tensord_allocated_bytes gauge\n"
+                     "tensord_allocated_bytes %" PRId64 "\n",
+                     td_alloc_live_bytes());
+    td_strbuf_printf(t,
+                     "# HELP tensord_buffer_cache_bytes Freed large buffers kept for reuse.\n"
+                     "# TYPE tensord_buffer_cache_bytes gauge\n"
+                     "tensord_buffer_cache_bytes %zu\n",
+                     td_alloc_cached_bytes());
+    td_strbuf_printf(t,
+                     "# HELP tensord_connections Open client connections.\n"
+                     "# TYPE tensord_connections gauge\ntensord_connections %" PRIu64 "\n",
                      st->connections);
-    td_strbuf_printf(t, "# HELP tensord_connections_total Client connections accepted.\n"
-                        "# TYPE tensord_connections_total counter\n"
-                        "tensord_connections_total %" PRIu64 "\n", st->connections_total);
-    td_strbuf_printf(t, "# HELP tensord_auth_failures_total Hellos refused for a bad auth token."
-                        "\n# TYPE tensord_auth_failures_total counter\n"
-                        "tensord_auth_failures_total %" PRIu64 "\n", st->auth_failures);
-    td_strbuf_printf(t, "# HELP tensord_sessions Live sessions.\n# TYPE tensord_sessions gauge\n"
-                        "tensord_sessions %zu\n", td_store_count(m->store));
-    td_strbuf_printf(t, "# HELP tensord_tensors Handle table entries over all sessions.\n"
-                        "# TYPE tensord_tensors gauge\ntensord_tensors %zu\n",
+    td_strbuf_printf(t,
+                     "# HELP tensord_connections_total Client connections accepted.\n"
+                     "# TYPE tensord_connections_total counter\n"
+                     "tensord_connections_total %" PRIu64 "\n",
+                     st->connections_total);
+    td_strbuf_printf(t,
+                     "# HELP tensord_auth_failures_total Hellos refused for a bad auth token."
+                     "\n# TYPE tensord_auth_failures_total counter\n"
+                     "tensord_auth_failures_total %" PRIu64 "\n",
+                     st->auth_failures);
+    td_strbuf_printf(t,
+                     "# HELP tensord_sessions Live sessions.\n# TYPE tensord_sessions gauge\n"
+                     "tensord_sessions %zu\n",
+                     td_store_count(m->store));
+    td_strbuf_printf(t,
+                     "# HELP tensord_tensors Handle table entries over all sessions.\n"
+                     "# TYPE tensord_tensors gauge\ntensord_tensors %zu\n",
                      td_store_tensor_count(m->store));
-    td_strbuf_printf(t, "# HELP tensord_bytes Tensor bytes charged to all sessions.\n"
-                        "# TYPE tensord_bytes gauge\ntensord_bytes %" PRId64 "\n",
+    td_strbuf_printf(t,
+                     "# HELP tensord_bytes Tensor bytes charged to all sessions.\n"
+                     "# TYPE tensord_bytes gauge\ntensord_bytes %" PRId64 "\n",
                      (int64_t)atomic_load(&m->store->global.used));
-    td_strbuf_printf(t, "# HELP tensord_max_bytes The global memory cap (--max-bytes).\n"
-                        "# TYPE tensord_max_bytes gauge\ntensord_max_bytes %" PRId64 "\n",
+    td_strbuf_printf(t,
+                     "# HELP tensord_max_bytes The global memory cap (--max-bytes).\n"
+                     "# TYPE tensord_max_bytes gauge\ntensord_max_bytes %" PRId64 "\n",
                      m->store->cfg.max_bytes);
     static const char *const what[3] = {"Requests", "Error replies",
                                         "Seconds from arrival to reply"};
     for (int part = 0; part < 3; part++) {
-        td_strbuf_printf(t, "# HELP tensord_request_%s %s, by request kind.\n"
-                            "# TYPE tensord_request_%s %s\n", family_help[part][0], what[part],
-                         family_help[part][0], family_help[part][1]);
+        td_strbuf_printf(t,
+                         "# HELP tensord_request_%s %s, by request kind.\n"
+                         "# TYPE tensord_request_%s %s\n",
+                         family_help[part][0], what[part], family_help[part][0],
+                         family_help[part][1]);
         for (int k = 0; k < TD_RPC_KINDS; k++) {
             const char *name = td_rpc_kind_name(k);
             if (name != NULL && st->kinds[k].count > 0) {
@@ -106,8 +126,7 @@ static void metrics_text(struct td_strbuf *t, const struct td_metrics *m)
                          family_help[part][1]);
         for (int i = 0; i < TD_OP_COUNT; i++) {
             if (rpc->op_counters[i].count > 0) {
-                metric_counter(t, part, "tensord_op", "op", td_ops[i].name,
-                               &rpc->op_counters[i]);
+                metric_counter(t, part, "tensord_op", "op", td_ops[i].name, &rpc->op_counters[i]);
             }
         }
     }

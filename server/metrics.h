@@ -15,9 +15,9 @@
 
 /* What the pages read (all borrowed). */
 struct td_metrics {
-    const struct td_rpc_server *rpc;  /* counters, start time and clock (rpc->now_ms) */
-    const struct td_store *store;     /* sessions, tensors, bytes, the --max-bytes cap */
-    const bool *stopping;             /* true once a shutdown began: /readyz says 503 */
+    const struct td_rpc_server *rpc; /* counters, start time and clock (rpc->now_ms) */
+    const struct td_store *store;    /* sessions, tensors, bytes, the --max-bytes cap */
+    const bool *stopping;            /* true once a shutdown began: /readyz says 503 */
 };
 
 /* A td_http_handler (net/http.h); `user` is a struct td_metrics. */

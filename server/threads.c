@@ -26,7 +26,7 @@
 
 void openblas_set_num_threads(int num_threads);
 
-static int worker_nice;  /* --worker-nice; set once, before any worker thread reads it */
+static int worker_nice; /* --worker-nice; set once, before any worker thread reads it */
 
 static void lower_priority(pid_t tid)
 {
@@ -75,7 +75,7 @@ static struct {
     uv_work_t reqs[TD_CFG_MAX_THREADS];
 } nice_start;
 
-static void nice_start_run(uv_work_t *req)  /* on a pool thread */
+static void nice_start_run(uv_work_t *req) /* on a pool thread */
 {
     (void)req;
     lower_priority((pid_t)syscall(SYS_gettid));
@@ -108,7 +108,7 @@ void td_threads_lower_pool(uv_loop_t *loop, int threads)
     nice_start.expected = threads < TD_CFG_MAX_THREADS ? threads : TD_CFG_MAX_THREADS;
     for (int i = 0; i < nice_start.expected; i++) {
         if (uv_queue_work(loop, &nice_start.reqs[i], nice_start_run, nice_start_after) != 0) {
-            nice_start.expected = i;  /* those queued stop waiting for the rest */
+            nice_start.expected = i; /* those queued stop waiting for the rest */
             break;
         }
     }
@@ -122,7 +122,7 @@ struct pool_work {
     struct td_job *job;
 };
 
-static void pool_run(uv_work_t *req)  /* on a pool thread */
+static void pool_run(uv_work_t *req) /* on a pool thread */
 {
     struct pool_work *w = req->data;
     w->job->run(w->job);
@@ -139,7 +139,7 @@ static void pool_after(uv_work_t *req, int status)
 
 static void pool_submit(struct td_executor *ex, struct td_job *job)
 {
-    struct td_pool_executor *p = (struct td_pool_executor *)ex;  /* ex is its first member */
+    struct td_pool_executor *p = (struct td_pool_executor *)ex; /* ex is its first member */
     struct pool_work *w = td_malloc(sizeof *w);
     if (w != NULL) {
         /* Filled before queueing: a worker may pick the item up at once. */

@@ -13,8 +13,8 @@
 
 /* Runs each job on libuv's pool and completes it (td_session_job_complete) on the loop. */
 struct td_pool_executor {
-    struct td_executor ex;  /* what the store is given */
-    uv_loop_t *loop;        /* borrowed */
+    struct td_executor ex; /* what the store is given */
+    uv_loop_t *loop;       /* borrowed */
 };
 
 void td_pool_executor_init(struct td_pool_executor *p, uv_loop_t *loop);

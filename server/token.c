@@ -17,8 +17,11 @@ static bool valid_utf8(const uint8_t *p, size_t n)
 {
     for (size_t i = 0; i < n;) {
         uint8_t b = p[i];
-        size_t len = b < 0x80 ? 1 : (b & 0xe0) == 0xc0 ? 2 : (b & 0xf0) == 0xe0 ? 3
-                   : (b & 0xf8) == 0xf0 ? 4 : 0;
+        size_t len = b < 0x80             ? 1
+                     : (b & 0xe0) == 0xc0 ? 2
+                     : (b & 0xf0) == 0xe0 ? 3
+                     : (b & 0xf8) == 0xf0 ? 4
+                                          : 0;
         if (len == 0 || i + len > n || (len == 2 && b < 0xc2) || (len == 4 && b > 0xf4)) {
             return false;
         }
@@ -27,14 +30,16 @@ static bool valid_utf8(const uint8_t *p, size_t n)
                 return false;
             }
         }
-        uint32_t cp = len == 1 ? b : len == 2 ? (uint32_t)(b & 0x1f)
-                                   : len == 3 ? (uint32_t)(b & 0x0f) : (uint32_t)(b & 7);
+        uint32_t cp = len == 1   ? b
+                      : len == 2 ? (uint32_t)(b & 0x1f)
+                      : len == 3 ? (uint32_t)(b & 0x0f)
+                                 : (uint32_t)(b & 7);
         for (size_t k = 1; k < len; k++) {
             cp = cp << 6 | (p[i + k] & 0x3f);
         }
         if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
             (cp >= 0xd800 && cp <= 0xdfff)) {
-            return false;  /* overlong, out of range, or a surrogate */
+            return false; /* overlong, out of range, or a surrogate */
         }
         i += len;
     }
@@ -70,8 +75,8 @@ char *td_token_read_file(const char *path, char *why, size_t cap)
         }
     }
     close(fd);
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
-                     buf[n - 1] == '\t')) {
+    while (n > 0 &&
+           (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t')) {
         n--;
     }
     if (n == 0) {
@@ -110,4 +115,3 @@ char *td_token_read_file(const char *path, char *why, size_t cap)
     token[n] = '\0';
     return token;
 }
-

@@ -18,8 +18,8 @@ int main(int argc, char **argv)
     struct tensord_operand ab[] = {tensord_h(ha), tensord_h(hb)};
     if (tensord_create(c, ha, TENSORD_FLOAT32, shape, 2, a, sizeof a, &err) != 0 ||
         tensord_create(c, hb, TENSORD_FLOAT32, shape, 2, b, sizeof b, &err) != 0 ||
-        tensord_op(c, "mul", prod, ab, 2, false, NULL, &err) != 0 ||    /* a * b */
-        tensord_op(c, "matmul", mm, ab, 2, false, NULL, &err) != 0) {   /* a @ b */
+        tensord_op(c, "mul", prod, ab, 2, false, NULL, &err) != 0 ||  /* a * b */
+        tensord_op(c, "matmul", mm, ab, 2, false, NULL, &err) != 0) { /* a @ b */
         fprintf(stderr, "error: %s\n", err.message);
         tensord_disconnect(c);
         return 1;
@@ -28,7 +28,7 @@ int main(int argc, char **argv)
     char text[256];
     tensord_get(c, mm, NULL, out, sizeof out, &err);
     printf("a @ b = [[%g, %g], [%g, %g]]\n", out[0], out[1], out[2], out[3]);
-    tensord_format(c, prod, text, sizeof text, &err);   /* torch's printed text */
+    tensord_format(c, prod, text, sizeof text, &err); /* torch's printed text */
     printf("a * b =\n%s\n", text);
     uint64_t all[] = {ha, hb, prod, mm};
     tensord_free(c, all, 4, &err);

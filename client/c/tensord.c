@@ -77,36 +77,36 @@ SAME_NUMBER(TENSORD_INT64, TENSORD__DTYPE__INT64);
 SAME_NUMBER(TENSORD_BOOL, TENSORD__DTYPE__BOOL);
 #undef SAME_NUMBER
 
-#define READ_BUF (64 * 1024)          /* buffered reads of headers and protobuf sections */
-#define MAX_REPLY_META (16u << 20)    /* a reply's protobuf section is small; more is garbage */
-#define COPY_DATA_MAX (64 * 1024)     /* smaller data sections are copied into the queue */
-#define AUTO_FLUSH_BYTES (1u << 20)   /* a queue this large is written without waiting */
+#define READ_BUF (64 * 1024)        /* buffered reads of headers and protobuf sections */
+#define MAX_REPLY_META (16u << 20)  /* a reply's protobuf section is small; more is garbage */
+#define COPY_DATA_MAX (64 * 1024)   /* smaller data sections are copied into the queue */
+#define AUTO_FLUSH_BYTES (1u << 20) /* a queue this large is written without waiting */
 #define MAX_IOV 256
 
 /* What a request's successful reply must carry. */
 enum want {
-    WANT_NONE,    /* Free, Ping, ManualSeed, CloseSession: a status only */
-    WANT_TENSOR,  /* creations, ops, Get */
-    WANT_MAYBE_TENSOR,  /* Grad: a tensor, or none when .grad is None */
-    WANT_TEXT,    /* Format */
-    WANT_STATS,   /* Stats */
-    WANT_HELLO,   /* Hello */
+    WANT_NONE,         /* Free, Ping, ManualSeed, CloseSession: a status only */
+    WANT_TENSOR,       /* creations, ops, Get */
+    WANT_MAYBE_TENSOR, /* Grad: a tensor, or none when .grad is None */
+    WANT_TEXT,         /* Format */
+    WANT_STATS,        /* Stats */
+    WANT_HELLO,        /* Hello */
 };
 
 /* One request whose reply tensord_recv has not returned yet. */
 struct pending {
     uint64_t id;
     enum want want;
-    bool get_data;                 /* a Get with data: a data section is expected */
-    uint64_t get_offset;           /* ... from this byte */
-    uint64_t get_length;           /* ... this many (0: to the end) */
-    void *buf;                     /* Get: where the bytes go; Format: where the text goes */
+    bool get_data;       /* a Get with data: a data section is expected */
+    uint64_t get_offset; /* ... from this byte */
+    uint64_t get_length; /* ... this many (0: to the end) */
+    void *buf;           /* Get: where the bytes go; Format: where the text goes */
     size_t cap;
-    struct tensord_stats *stats;   /* Stats: where the numbers go */
-    bool done;                     /* reply read (during a flush), waiting for tensord_recv */
-    int local;                     /* TENSORD_E_BUFFER: the bytes did not fit and were dropped */
-    int status;                    /* the server's verdict */
-    char *message;                 /* heap copy of a nonempty server message, else NULL */
+    struct tensord_stats *stats; /* Stats: where the numbers go */
+    bool done;                   /* reply read (during a flush), waiting for tensord_recv */
+    int local;                   /* TENSORD_E_BUFFER: the bytes did not fit and were dropped */
+    int status;                  /* the server's verdict */
+    char *message;               /* heap copy of a nonempty server message, else NULL */
     bool has_info;
     struct tensord_info info;
 };
@@ -126,17 +126,17 @@ struct tensord {
     struct tensord_limits limits;
     uint64_t next_id;
     uint64_t next_handle;
-    uint8_t *out;                  /* the send queue's copied bytes */
+    uint8_t *out; /* the send queue's copied bytes */
     size_t out_len, out_cap;
-    struct seg *segs;              /* everything to write, in order */
+    struct seg *segs; /* everything to write, in order */
     size_t nseg, seg_cap;
-    size_t queued;                 /* bytes in segs */
-    struct pending *pend;          /* a ring: [head, head + ndone) are done, the rest wait */
+    size_t queued;        /* bytes in segs */
+    struct pending *pend; /* a ring: [head, head + ndone) are done, the rest wait */
     size_t pend_head, pend_len, pend_cap, pend_done;
-    uint8_t *rbuf;                 /* buffered reader */
+    uint8_t *rbuf; /* buffered reader */
     size_t rpos, rlen;
-    char message[512];             /* the last reply's message, for struct tensord_reply */
-    bool broken;                   /* the stream is out of step: refuse everything */
+    char message[512]; /* the last reply's message, for struct tensord_reply */
+    bool broken;       /* the stream is out of step: refuse everything */
     char broken_msg[200];
 };
 
@@ -213,8 +213,10 @@ struct tensord_operand tensord_b(bool b)
 size_t tensord_dtype_size(enum tensord_dtype dt)
 {
     switch (dt) {
-    case TENSORD_FLOAT32: case TENSORD_INT32: return 4;
-    case TENSORD_FLOAT64: case TENSORD_INT64: return 8;
+    case TENSORD_FLOAT32:
+    case TENSORD_INT32: return 4;
+    case TENSORD_FLOAT64:
+    case TENSORD_INT64: return 8;
     case TENSORD_BOOL: return 1;
     default: return 0;
     }
@@ -244,7 +246,7 @@ int tensord_op_code(const char *name)
     for (size_t i = 0; i < n; i++) {
         char ch = name[i];
         if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_')) {
-            return -1;  /* "ADD" and "OP_ADD" are not PyTorch's names */
+            return -1; /* "ADD" and "OP_ADD" are not PyTorch's names */
         }
         wire[3 + i] = (char)(ch >= 'a' && ch <= 'z' ? ch - 'a' + 'A' : ch);
     }
@@ -280,15 +282,16 @@ int tensord_token_from_hex(const char *hex, uint8_t out[TENSORD_TOKEN_BYTES])
     }
     for (int i = 0; i < 2 * TENSORD_TOKEN_BYTES; i++) {
         char ch = hex[i];
-        int v = ch >= '0' && ch <= '9' ? ch - '0'
-              : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-              : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+        int v = ch >= '0' && ch <= '9'   ? ch - '0'
+                : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                         : -1;
         if (v < 0) {
             return TENSORD_E_USAGE;
         }
         tmp[i / 2] = (uint8_t)(tmp[i / 2] << 4 | v);
     }
-    memcpy(out, tmp, sizeof tmp);  /* all or nothing */
+    memcpy(out, tmp, sizeof tmp); /* all or nothing */
     return 0;
 }
 
@@ -310,7 +313,7 @@ void tensord_limits(const struct tensord *c, struct tensord_limits *out)
 uint64_t tensord_new_handle(struct tensord *c)
 {
     if (c->next_handle == 0) {
-        c->next_handle = 1;  /* 0 is never a handle */
+        c->next_handle = 1; /* 0 is never a handle */
     }
     return c->next_handle++;
 }
@@ -417,8 +420,10 @@ static int queue(struct tensord *c, Tensord__Request *req, const void *data, siz
     uint64_t max = c->limits.max_frame_bytes;
     if (ml > UINT32_MAX || (max != 0 && (ml > max || nbytes > max - ml))) {
         /* The server would answer with an error and close the connection: refuse it here. */
-        return set_err(err, TENSORD_LIMIT_EXCEEDED, "request of %zu + %zu bytes exceeds the "
-                       "server's max_frame_bytes %llu", ml, nbytes, (unsigned long long)max);
+        return set_err(err, TENSORD_LIMIT_EXCEEDED,
+                       "request of %zu + %zu bytes exceeds the "
+                       "server's max_frame_bytes %llu",
+                       ml, nbytes, (unsigned long long)max);
     }
     bool copy = nbytes <= COPY_DATA_MAX;
     /* Reserve everything first, so that a failure leaves the queue as it was. */
@@ -480,8 +485,7 @@ static int read_exact(struct tensord *c, void *dst, size_t n, struct tensord_err
             return fail_conn(c, err, TENSORD_E_IO, "the server closed the connection");
         }
         if (r < 0) {
-            return fail_conn(c, err, TENSORD_E_IO, "read from server failed: %s",
-                             strerror(errno));
+            return fail_conn(c, err, TENSORD_E_IO, "read from server failed: %s", strerror(errno));
         }
         if (direct) {
             d += r;
@@ -508,8 +512,10 @@ static int take_info(struct tensord *c, struct tensord_info *info, const Tensord
     memset(info, 0, sizeof *info);
     size_t esize = tensord_dtype_size((enum tensord_dtype)t->dtype);
     if (t->n_shape > TENSORD_MAX_DIMS || esize == 0) {
-        return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply describes a tensor with %zu dims "
-                         "of dtype %d", t->n_shape, (int)t->dtype);
+        return fail_conn(c, err, TENSORD_E_PROTOCOL,
+                         "reply describes a tensor with %zu dims "
+                         "of dtype %d",
+                         t->n_shape, (int)t->dtype);
     }
     uint64_t count = esize;
     for (size_t i = 0; i < t->n_shape; i++) {
@@ -521,7 +527,8 @@ static int take_info(struct tensord *c, struct tensord_info *info, const Tensord
         info->shape[i] = d;
     }
     if (count != t->nbytes || t->offset > t->nbytes || t->length > t->nbytes - t->offset) {
-        return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply says nbytes %llu, offset %llu, "
+        return fail_conn(c, err, TENSORD_E_PROTOCOL,
+                         "reply says nbytes %llu, offset %llu, "
                          "length %llu for a tensor of %llu bytes",
                          (unsigned long long)t->nbytes, (unsigned long long)t->offset,
                          (unsigned long long)t->length, (unsigned long long)count);
@@ -541,8 +548,10 @@ static int take_info(struct tensord *c, struct tensord_info *info, const Tensord
 static int take_hello(struct tensord *c, const Tensord__HelloResult *h, struct tensord_error *err)
 {
     if (h->session_token.len != TENSORD_TOKEN_BYTES) {
-        return fail_conn(c, err, TENSORD_E_PROTOCOL, "the server's Hello reply has a %zu-byte "
-                         "session token", h->session_token.len);
+        return fail_conn(c, err, TENSORD_E_PROTOCOL,
+                         "the server's Hello reply has a %zu-byte "
+                         "session token",
+                         h->session_token.len);
     }
     memcpy(c->token, h->session_token.data, TENSORD_TOKEN_BYTES);
     c->resumed = h->resumed;
@@ -571,22 +580,22 @@ static int take_result(struct tensord *c, struct pending *p, const Tensord__Resp
         [WANT_HELLO] = TENSORD__RESPONSE__RESULT_HELLO,
     };
     int rc;
-    bool optional = p->want == WANT_NONE ||
-                    (p->want == WANT_MAYBE_TENSOR &&
-                     r->result_case == TENSORD__RESPONSE__RESULT__NOT_SET);
+    bool optional = p->want == WANT_NONE || (p->want == WANT_MAYBE_TENSOR &&
+                                             r->result_case == TENSORD__RESPONSE__RESULT__NOT_SET);
     if (!optional && r->result_case != expect[p->want]) {
         return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply to request %llu lacks its result",
                          (unsigned long long)p->id);
     }
     if (!p->get_data && dl != 0) {
-        return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply to request %llu carries %llu "
-                         "unexpected data bytes", (unsigned long long)p->id,
-                         (unsigned long long)dl);
+        return fail_conn(c, err, TENSORD_E_PROTOCOL,
+                         "reply to request %llu carries %llu "
+                         "unexpected data bytes",
+                         (unsigned long long)p->id, (unsigned long long)dl);
     }
     switch (p->want) {
     case WANT_MAYBE_TENSOR:
         if (r->result_case != TENSORD__RESPONSE__RESULT_TENSOR) {
-            return 0;  /* None */
+            return 0; /* None */
         }
         /* fall through */
     case WANT_TENSOR:
@@ -598,7 +607,8 @@ static int take_result(struct tensord *c, struct pending *p, const Tensord__Resp
             uint64_t len = p->info.nbytes >= p->get_offset ? p->info.nbytes - p->get_offset : 0;
             len = p->get_length != 0 ? p->get_length : len;
             if (p->info.offset != p->get_offset || p->info.length != len || dl != len) {
-                return fail_conn(c, err, TENSORD_E_PROTOCOL, "Get reply carries bytes "
+                return fail_conn(c, err, TENSORD_E_PROTOCOL,
+                                 "Get reply carries bytes "
                                  "[%llu, +%llu) in %llu data bytes; [%llu, +%llu) was asked",
                                  (unsigned long long)p->info.offset,
                                  (unsigned long long)p->info.length, (unsigned long long)dl,
@@ -624,10 +634,8 @@ static int take_result(struct tensord *c, struct pending *p, const Tensord__Resp
             p->stats->cached_bytes = r->stats->cached_bytes;
         }
         return 0;
-    case WANT_HELLO:
-        return take_hello(c, r->hello, err);
-    case WANT_NONE:
-        return 0;
+    case WANT_HELLO: return take_hello(c, r->hello, err);
+    case WANT_NONE: return 0;
     }
     return 0;
 }
@@ -648,8 +656,8 @@ static int read_reply(struct tensord *c, struct pending *p, struct tensord_error
         dl = dl << 8 | h[4 + i];
     }
     if (ml > MAX_REPLY_META || dl > SIZE_MAX) {
-        return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply header announces %u + %llu bytes",
-                         ml, (unsigned long long)dl);
+        return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply header announces %u + %llu bytes", ml,
+                         (unsigned long long)dl);
     }
     uint8_t *meta = malloc(ml > 0 ? ml : 1);
     if (meta == NULL) {
@@ -668,8 +676,10 @@ static int read_reply(struct tensord *c, struct pending *p, struct tensord_error
     /* A reply with id 0 is an error about a frame the server could not read; it takes the
     ** turn of the request it could not read. */
     if (r->id != p->id && !(r->id == 0 && status != 0)) {
-        rc = fail_conn(c, err, TENSORD_E_PROTOCOL, "reply for request %llu arrived when %llu "
-                       "was expected", (unsigned long long)r->id, (unsigned long long)p->id);
+        rc = fail_conn(c, err, TENSORD_E_PROTOCOL,
+                       "reply for request %llu arrived when %llu "
+                       "was expected",
+                       (unsigned long long)r->id, (unsigned long long)p->id);
         goto out;
     }
     p->status = status;
@@ -706,12 +716,12 @@ out:
 int tensord_flush(struct tensord *c, struct tensord_error *err)
 {
     int rc = check_broken(c, err);
-    size_t si = 0, soff = 0;  /* the first unwritten byte: segment si, offset soff */
+    size_t si = 0, soff = 0; /* the first unwritten byte: segment si, offset soff */
     while (rc == 0 && si < c->nseg) {
         bool await = c->pend_done < c->pend_len;
         struct pollfd pfd = {.fd = c->fd, .events = POLLOUT | (await ? POLLIN : 0)};
         if (await && c->rpos < c->rlen) {
-            pfd.revents = POLLIN;  /* part of a reply is buffered already */
+            pfd.revents = POLLIN; /* part of a reply is buffered already */
         } else if (poll(&pfd, 1, -1) < 0) {
             if (errno != EINTR) {
                 rc = fail_conn(c, err, TENSORD_E_IO, "poll failed: %s", strerror(errno));
@@ -739,8 +749,7 @@ int tensord_flush(struct tensord *c, struct tensord_error *err)
         ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0) {
             if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
-                rc = fail_conn(c, err, TENSORD_E_IO, "write to server failed: %s",
-                               strerror(errno));
+                rc = fail_conn(c, err, TENSORD_E_IO, "write to server failed: %s", strerror(errno));
             }
             continue;
         }
@@ -812,8 +821,10 @@ static int busy(const struct tensord *c, struct tensord_error *err)
 {
     int rc = check_broken(c, err);
     if (rc == 0 && c->pend_len > 0) {
-        rc = set_err(err, TENSORD_E_USAGE, "%zu pipelined requests are outstanding; collect "
-                     "their replies with tensord_recv first", c->pend_len);
+        rc = set_err(err, TENSORD_E_USAGE,
+                     "%zu pipelined requests are outstanding; collect "
+                     "their replies with tensord_recv first",
+                     c->pend_len);
     }
     return rc;
 }
@@ -864,8 +875,7 @@ static int dial_unix(const char *path, struct tensord_error *err)
         if (fd >= 0) {
             close(fd);
         }
-        return -set_err(err, TENSORD_E_CONNECT, "cannot connect to unix:%s: %s", path,
-                        strerror(e));
+        return -set_err(err, TENSORD_E_CONNECT, "cannot connect to unix:%s: %s", path, strerror(e));
     }
     return fd;
 }
@@ -884,8 +894,7 @@ static int dial(const char *addr, struct tensord_error *err)
     if (addr[0] == '[') {
         const char *end = strchr(addr, ']');
         if (end == NULL || end[1] != ':') {
-            return -set_err(err, TENSORD_E_CONNECT, "bad address '%s' (want [v6addr]:port)",
-                            addr);
+            return -set_err(err, TENSORD_E_CONNECT, "bad address '%s' (want [v6addr]:port)", addr);
         }
         hstart = addr + 1;
         hlen = (size_t)(end - hstart);
@@ -893,8 +902,10 @@ static int dial(const char *addr, struct tensord_error *err)
     } else {
         colon = strrchr(addr, ':');
         if (colon == NULL || memchr(addr, ':', (size_t)(colon - addr)) != NULL) {
-            return -set_err(err, TENSORD_E_CONNECT, "bad address '%s' (want host:port, "
-                            "[v6addr]:port or unix:/path)", addr);
+            return -set_err(err, TENSORD_E_CONNECT,
+                            "bad address '%s' (want host:port, "
+                            "[v6addr]:port or unix:/path)",
+                            addr);
         }
         hlen = (size_t)(colon - addr);
     }
@@ -902,8 +913,10 @@ static int dial(const char *addr, struct tensord_error *err)
     char host[256];
     if (hlen == 0 || hlen >= sizeof host || port[0] == '\0' ||
         strspn(port, "0123456789") != strlen(port)) {
-        return -set_err(err, TENSORD_E_CONNECT, "bad address '%s' (want host:port, "
-                        "[v6addr]:port or unix:/path)", addr);
+        return -set_err(err, TENSORD_E_CONNECT,
+                        "bad address '%s' (want host:port, "
+                        "[v6addr]:port or unix:/path)",
+                        addr);
     }
     memcpy(host, hstart, hlen);
     host[hlen] = '\0';
@@ -1017,8 +1030,8 @@ void tensord_disconnect(struct tensord *c)
 static int check_shape(const int64_t *shape, int ndim, struct tensord_error *err)
 {
     if (ndim < 0 || ndim > TENSORD_MAX_DIMS || (ndim > 0 && shape == NULL)) {
-        return set_err(err, TENSORD_E_USAGE, "ndim %d is outside 0..%d, or shape is NULL",
-                       ndim, TENSORD_MAX_DIMS);
+        return set_err(err, TENSORD_E_USAGE, "ndim %d is outside 0..%d, or shape is NULL", ndim,
+                       TENSORD_MAX_DIMS);
     }
     return 0;
 }
@@ -1027,9 +1040,18 @@ static int to_scalar(struct tensord_operand o, Tensord__Scalar *s, struct tensor
 {
     tensord__scalar__init(s);
     switch (o.kind) {
-    case TENSORD_OPERAND_FLOAT: s->value_case = TENSORD__SCALAR__VALUE_F; s->f = o.f; return 0;
-    case TENSORD_OPERAND_INT: s->value_case = TENSORD__SCALAR__VALUE_I; s->i = o.i; return 0;
-    case TENSORD_OPERAND_BOOL: s->value_case = TENSORD__SCALAR__VALUE_B; s->b = o.b; return 0;
+    case TENSORD_OPERAND_FLOAT:
+        s->value_case = TENSORD__SCALAR__VALUE_F;
+        s->f = o.f;
+        return 0;
+    case TENSORD_OPERAND_INT:
+        s->value_case = TENSORD__SCALAR__VALUE_I;
+        s->i = o.i;
+        return 0;
+    case TENSORD_OPERAND_BOOL:
+        s->value_case = TENSORD__SCALAR__VALUE_B;
+        s->b = o.b;
+        return 0;
     case TENSORD_OPERAND_HANDLE: break;
     }
     return set_err(err, TENSORD_E_USAGE, "a number is needed here, not a handle");
@@ -1058,9 +1080,8 @@ int tensord_send_create(struct tensord *c, uint64_t out, enum tensord_dtype dtyp
     return queue(c, &req, data, nbytes, &p, id, err);
 }
 
-int tensord_create(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
-                   const int64_t *shape, int ndim, const void *data, size_t nbytes,
-                   struct tensord_error *err)
+int tensord_create(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
+                   int ndim, const void *data, size_t nbytes, struct tensord_error *err)
 {
     int rc;
     clear_err(err);
@@ -1105,18 +1126,18 @@ int tensord_full(struct tensord *c, uint64_t out, enum tensord_dtype dtype, cons
     return complete(c, NULL, err);
 }
 
-int tensord_zeros(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
-                  const int64_t *shape, int ndim, struct tensord_error *err)
+int tensord_zeros(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
+                  int ndim, struct tensord_error *err)
 {
-    return tensord_full(c, out, dtype != TENSORD_DTYPE_INFER ? dtype : TENSORD_FLOAT32, shape,
-                        ndim, tensord_f(0.0), err);
+    return tensord_full(c, out, dtype != TENSORD_DTYPE_INFER ? dtype : TENSORD_FLOAT32, shape, ndim,
+                        tensord_f(0.0), err);
 }
 
 int tensord_ones(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
                  int ndim, struct tensord_error *err)
 {
-    return tensord_full(c, out, dtype != TENSORD_DTYPE_INFER ? dtype : TENSORD_FLOAT32, shape,
-                        ndim, tensord_f(1.0), err);
+    return tensord_full(c, out, dtype != TENSORD_DTYPE_INFER ? dtype : TENSORD_FLOAT32, shape, ndim,
+                        tensord_f(1.0), err);
 }
 
 static int send_rand(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
@@ -1164,8 +1185,8 @@ int tensord_rand(struct tensord *c, uint64_t out, enum tensord_dtype dtype, cons
     return complete(c, NULL, err);
 }
 
-int tensord_randn(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
-                  const int64_t *shape, int ndim, struct tensord_error *err)
+int tensord_randn(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
+                  int ndim, struct tensord_error *err)
 {
     int rc;
     clear_err(err);
@@ -1248,8 +1269,7 @@ struct op_msg {
     Tensord__Scalar sc[MAX_INPUTS];
 };
 
-static int build_args(struct op_msg *o, const struct tensord_op_args *a,
-                      struct tensord_error *err)
+static int build_args(struct op_msg *o, const struct tensord_op_args *a, struct tensord_error *err)
 {
     int rc;
     if (a->ndims < 0 || a->ndims > TENSORD_MAX_DIMS) {
@@ -1347,9 +1367,8 @@ int tensord_send_op(struct tensord *c, const char *name, uint64_t out,
 }
 
 int tensord_op_ex(struct tensord *c, const char *name, uint64_t out,
-                  const struct tensord_operand *inputs, int nin,
-                  const struct tensord_op_args *args, bool inplace, struct tensord_info *info,
-                  struct tensord_error *err)
+                  const struct tensord_operand *inputs, int nin, const struct tensord_op_args *args,
+                  bool inplace, struct tensord_info *info, struct tensord_error *err)
 {
     int rc;
     clear_err(err);
@@ -1368,8 +1387,7 @@ int tensord_op(struct tensord *c, const char *name, uint64_t out,
 }
 
 static int send_get(struct tensord *c, uint64_t handle, bool meta_only, uint64_t offset,
-                    uint64_t length, void *buf, size_t cap, uint64_t *id,
-                    struct tensord_error *err)
+                    uint64_t length, void *buf, size_t cap, uint64_t *id, struct tensord_error *err)
 {
     Tensord__Request req = TENSORD__REQUEST__INIT;
     Tensord__Get m = TENSORD__GET__INIT;
@@ -1379,8 +1397,12 @@ static int send_get(struct tensord *c, uint64_t handle, bool meta_only, uint64_t
     m.length = length;
     req.body_case = TENSORD__REQUEST__BODY_GET;
     req.get = &m;
-    struct pending p = {.want = WANT_TENSOR, .get_data = !meta_only, .get_offset = offset,
-                        .get_length = length, .buf = buf, .cap = cap};
+    struct pending p = {.want = WANT_TENSOR,
+                        .get_data = !meta_only,
+                        .get_offset = offset,
+                        .get_length = length,
+                        .buf = buf,
+                        .cap = cap};
     return queue(c, &req, NULL, 0, &p, id, err);
 }
 
@@ -1511,8 +1533,8 @@ int tensord_close_session(struct tensord *c, struct tensord_error *err)
 
 /* ---- autograd ---- */
 
-int tensord_send_backward(struct tensord *c, uint64_t handle, uint64_t gradient,
-                          bool retain_graph, uint64_t *id, struct tensord_error *err)
+int tensord_send_backward(struct tensord *c, uint64_t handle, uint64_t gradient, bool retain_graph,
+                          uint64_t *id, struct tensord_error *err)
 {
     Tensord__Request req = TENSORD__REQUEST__INIT;
     Tensord__Backward m = TENSORD__BACKWARD__INIT;
@@ -1538,9 +1560,8 @@ int tensord_send_grad(struct tensord *c, uint64_t handle, uint64_t out, uint64_t
     return queue(c, &req, NULL, 0, &p, id, err);
 }
 
-int tensord_send_set_grad(struct tensord *c, uint64_t handle, bool requires_grad,
-                          bool clear_grad, bool retain_grad, uint64_t *id,
-                          struct tensord_error *err)
+int tensord_send_set_grad(struct tensord *c, uint64_t handle, bool requires_grad, bool clear_grad,
+                          bool retain_grad, uint64_t *id, struct tensord_error *err)
 {
     Tensord__Request req = TENSORD__REQUEST__INIT;
     Tensord__SetGrad m = TENSORD__SET_GRAD__INIT;

@@ -41,7 +41,7 @@ extern "C" {
 
 /* Element types (the wire's DType numbers). */
 enum tensord_dtype {
-    TENSORD_DTYPE_INFER = 0,  /* where a call allows it: PyTorch's inference */
+    TENSORD_DTYPE_INFER = 0, /* where a call allows it: PyTorch's inference */
     TENSORD_FLOAT32 = 1,
     TENSORD_FLOAT64 = 2,
     TENSORD_INT32 = 3,
@@ -81,16 +81,16 @@ enum tensord_code {
 };
 
 struct tensord_error {
-    int code;            /* enum tensord_code */
-    char message[256];   /* NUL-terminated */
+    int code;          /* enum tensord_code */
+    char message[256]; /* NUL-terminated */
 };
 
-struct tensord;  /* opaque: one connection and its session */
+struct tensord; /* opaque: one connection and its session */
 
 struct tensord_options {
-    const char *auth_token;        /* NULL: none (then $TENSORD_TOKEN is not consulted here) */
-    const uint8_t *session_token;  /* TENSORD_TOKEN_BYTES bytes to resume, or NULL for new */
-    const char *client_name;       /* free text for the server's logs; NULL: "libtensord" */
+    const char *auth_token;       /* NULL: none (then $TENSORD_TOKEN is not consulted here) */
+    const uint8_t *session_token; /* TENSORD_TOKEN_BYTES bytes to resume, or NULL for new */
+    const char *client_name;      /* free text for the server's logs; NULL: "libtensord" */
 };
 
 /* Connects to `addr` ("host:port", "[v6addr]:port" or "unix:/path"), says Hello and opens a new
@@ -109,14 +109,14 @@ void tensord_disconnect(struct tensord *c);
 const uint8_t *tensord_session_token(const struct tensord *c);
 void tensord_session_token_hex(const struct tensord *c, char out[33]);
 int tensord_token_from_hex(const char *hex, uint8_t out[TENSORD_TOKEN_BYTES]);
-bool tensord_resumed(const struct tensord *c);          /* Hello resumed an existing session */
-const char *tensord_server_version(const struct tensord *c);  /* e.g. "tensord 0.1.0" */
+bool tensord_resumed(const struct tensord *c);               /* Hello resumed an existing session */
+const char *tensord_server_version(const struct tensord *c); /* e.g. "tensord 0.1.0" */
 
 /* The server's limits as Hello announced them (0: not announced). A request frame over
 ** max_frame_bytes is refused here with TENSORD_LIMIT_EXCEEDED, because the server would close
 ** the connection on it. */
 struct tensord_limits {
-    uint64_t max_frame_bytes;    /* protobuf + data bytes of one request */
+    uint64_t max_frame_bytes; /* protobuf + data bytes of one request */
     uint64_t max_tensor_bytes;
     uint64_t session_max_bytes;
     uint32_t max_dims;
@@ -155,12 +155,12 @@ struct tensord_info {
     enum tensord_dtype dtype;
     int ndim;
     int64_t shape[TENSORD_MAX_DIMS];
-    uint64_t nbytes;     /* whole tensor */
+    uint64_t nbytes; /* whole tensor */
     uint64_t offset;
     uint64_t length;
     bool requires_grad;
     bool is_leaf;
-    char grad_fn[48];    /* torch's node name ("MulBackward0"); "" for a leaf */
+    char grad_fn[48]; /* torch's node name ("MulBackward0"); "" for a leaf */
 };
 
 struct tensord_stats {
@@ -169,7 +169,7 @@ struct tensord_stats {
     uint64_t sessions;
     uint64_t server_bytes;
     uint64_t server_tensors;
-    uint64_t connections;     /* open now */
+    uint64_t connections; /* open now */
     uint64_t uptime_ms;
     uint64_t allocated_bytes; /* all memory the daemon holds for its work (tensors, frames,
                               ** replies in flight) */
@@ -178,7 +178,7 @@ struct tensord_stats {
 
 /* Element size of a dtype in bytes; 0 for an invalid one. */
 size_t tensord_dtype_size(enum tensord_dtype dt);
-const char *tensord_dtype_name(enum tensord_dtype dt);  /* "float32" ... */
+const char *tensord_dtype_name(enum tensord_dtype dt); /* "float32" ... */
 
 /* The wire code (the proto's Op enum) of op `name`, PyTorch's lower-case name ("add",
 ** "log_softmax"), or -1 if this library's protocol has no such op. */
@@ -188,24 +188,23 @@ int tensord_op_code(const char *name);
 
 /* Creates tensor `out` from `nbytes` bytes of little-endian, C-contiguous data (numel times the
 ** element size exactly). `data` is borrowed for the call. */
-int tensord_create(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
-                   const int64_t *shape, int ndim, const void *data, size_t nbytes,
-                   struct tensord_error *err);
+int tensord_create(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
+                   int ndim, const void *data, size_t nbytes, struct tensord_error *err);
 
 /* torch.full(shape, value, dtype=dtype); TENSORD_DTYPE_INFER infers from value like torch.
 ** `value` must be a number, not a handle. zeros/ones are full with 0.0/1.0 (default float32). */
 int tensord_full(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
                  int ndim, struct tensord_operand value, struct tensord_error *err);
-int tensord_zeros(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
-                  const int64_t *shape, int ndim, struct tensord_error *err);
+int tensord_zeros(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
+                  int ndim, struct tensord_error *err);
 int tensord_ones(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
                  int ndim, struct tensord_error *err);
 
 /* torch.rand / torch.randn (TENSORD_DTYPE_INFER: float32), from the session's generator. */
 int tensord_rand(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
                  int ndim, struct tensord_error *err);
-int tensord_randn(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
-                  const int64_t *shape, int ndim, struct tensord_error *err);
+int tensord_randn(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
+                  int ndim, struct tensord_error *err);
 
 /* torch.arange(start, end, step); numbers only. */
 int tensord_arange(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
@@ -239,18 +238,17 @@ struct tensord_op_args {
     bool has_dim;
     int64_t start, end, step;
     bool has_min, has_max;
-    struct tensord_operand min, max;   /* numbers */
-    enum tensord_dtype dtype;          /* TENSORD_DTYPE_INFER: none */
+    struct tensord_operand min, max; /* numbers */
+    enum tensord_dtype dtype;        /* TENSORD_DTYPE_INFER: none */
     bool has_correction;
     double correction;
-    uint64_t out2;                     /* max / min with a dim: a handle for the indices */
+    uint64_t out2; /* max / min with a dim: a handle for the indices */
 };
 
 /* tensord_op with keyword arguments (args may be NULL). */
 int tensord_op_ex(struct tensord *c, const char *name, uint64_t out,
-                  const struct tensord_operand *inputs, int nin,
-                  const struct tensord_op_args *args, bool inplace, struct tensord_info *info,
-                  struct tensord_error *err);
+                  const struct tensord_operand *inputs, int nin, const struct tensord_op_args *args,
+                  bool inplace, struct tensord_info *info, struct tensord_error *err);
 int tensord_send_op_ex(struct tensord *c, const char *name, uint64_t out,
                        const struct tensord_operand *inputs, int nin,
                        const struct tensord_op_args *args, bool inplace, uint64_t *id,
@@ -323,8 +321,8 @@ int tensord_send_get_range(struct tensord *c, uint64_t handle, uint64_t offset, 
 /* Autograd, pipelined like every other request; replies come back through tensord_recv. */
 
 /* backward(gradient, retain_graph) on `handle`; gradient 0: an implicit 1 for one element. */
-int tensord_send_backward(struct tensord *c, uint64_t handle, uint64_t gradient,
-                          bool retain_graph, uint64_t *id, struct tensord_error *err);
+int tensord_send_backward(struct tensord *c, uint64_t handle, uint64_t gradient, bool retain_graph,
+                          uint64_t *id, struct tensord_error *err);
 
 /* Binds handle `out` to handle's .grad (the same tensor). When .grad is None the reply carries
 ** no tensor (reply.has_info is false) and `out` stays unbound. */
@@ -332,9 +330,8 @@ int tensord_send_grad(struct tensord *c, uint64_t handle, uint64_t out, uint64_t
                       struct tensord_error *err);
 
 /* requires_grad_(value); or .grad = None (clear_grad); or retain_grad(). */
-int tensord_send_set_grad(struct tensord *c, uint64_t handle, bool requires_grad,
-                          bool clear_grad, bool retain_grad, uint64_t *id,
-                          struct tensord_error *err);
+int tensord_send_set_grad(struct tensord *c, uint64_t handle, bool requires_grad, bool clear_grad,
+                          bool retain_grad, uint64_t *id, struct tensord_error *err);
 
 /* The session's grad mode: no_grad() is enabled = false. */
 int tensord_send_set_grad_enabled(struct tensord *c, bool enabled, uint64_t *id,

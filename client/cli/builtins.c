@@ -15,8 +15,8 @@
 #include "format.h"
 
 static const char *const DTYPES[][2] = {
-    {"float32", "1"}, {"float", "1"}, {"float64", "2"}, {"double", "2"}, {"int32", "3"},
-    {"int64", "4"}, {"long", "4"}, {"bool_", "5"},
+    {"float32", "1"}, {"float", "1"}, {"float64", "2"}, {"double", "2"},
+    {"int32", "3"},   {"int64", "4"}, {"long", "4"},    {"bool_", "5"},
 };
 
 static bool in_list(const char *const *list, size_t n, const char *name)
@@ -106,8 +106,10 @@ static int make_tensor(struct tdx_env *e, const struct value *data, int dt, bool
         goto done;
     }
     if (dt == 0) {
-        dt = !fl.any ? TENSORD_FLOAT32 : fl.any_float ? TENSORD_FLOAT32 :
-             fl.all_bool ? TENSORD_BOOL : TENSORD_INT64;
+        dt = !fl.any        ? TENSORD_FLOAT32
+             : fl.any_float ? TENSORD_FLOAT32
+             : fl.all_bool  ? TENSORD_BOOL
+                            : TENSORD_INT64;
     }
     size_t es = tensord_dtype_size((enum tensord_dtype)dt);
     uint8_t *bytes = malloc(fl.n * es + 1);
@@ -117,9 +119,17 @@ static int make_tensor(struct tdx_env *e, const struct value *data, int dt, bool
     }
     for (size_t k = 0; k < fl.n; k++) {
         switch (dt) {
-        case TENSORD_FLOAT32: { float f = (float)fl.f[k]; memcpy(bytes + k * 4, &f, 4); break; }
+        case TENSORD_FLOAT32: {
+            float f = (float)fl.f[k];
+            memcpy(bytes + k * 4, &f, 4);
+            break;
+        }
         case TENSORD_FLOAT64: memcpy(bytes + k * 8, &fl.f[k], 8); break;
-        case TENSORD_INT32: { int32_t v = (int32_t)fl.i[k]; memcpy(bytes + k * 4, &v, 4); break; }
+        case TENSORD_INT32: {
+            int32_t v = (int32_t)fl.i[k];
+            memcpy(bytes + k * 4, &v, 4);
+            break;
+        }
         case TENSORD_INT64: memcpy(bytes + k * 8, &fl.i[k], 8); break;
         default: bytes[k] = fl.f[k] != 0; break;
         }
@@ -134,8 +144,8 @@ static int make_tensor(struct tdx_env *e, const struct value *data, int dt, bool
     }
     /* Small data is copied into the queue; larger is written at the next flush, so flush
     ** now while `bytes` is alive. */
-    int lrc = tensord_send_create(e->c, t->handle, (enum tensord_dtype)dt, fl.shape, fl.ndim,
-                                  bytes, fl.n * es, &id, &err);
+    int lrc = tensord_send_create(e->c, t->handle, (enum tensord_dtype)dt, fl.shape, fl.ndim, bytes,
+                                  fl.n * es, &id, &err);
     if (lrc == 0 && fl.n * es > 64 * 1024) {
         lrc = tensord_flush(e->c, &err);
     }
@@ -233,7 +243,7 @@ static int py_round(struct tdx_env *e, const struct tdx_node *at, const struct c
     if (isinf(x->f)) {
         return tdx_fail(e, at, "cannot convert float infinity to integer");
     }
-    double r = nearbyint(x->f);  /* half to even in the default rounding mode, as Python */
+    double r = nearbyint(x->f); /* half to even in the default rounding mode, as Python */
     if (r >= 9223372036854775808.0 || r < -9223372036854775808.0) {
         return tdx_fail(e, at, "integer overflow in round() (tensorctl's ints are 64-bit)");
     }
@@ -355,8 +365,9 @@ static int bi_create(struct tdx_env *e, const struct tdx_node *at, const char *n
     }
     int lrc;
     if (name[0] == 'r') {
-        lrc = (name[4] == 'n' ? tensord_send_randn : tensord_send_rand)(
-            e->c, t->handle, (enum tensord_dtype)dt, shape, nd, &id, &err);
+        lrc = (name[4] == 'n' ? tensord_send_randn : tensord_send_rand)(e->c, t->handle,
+                                                                        (enum tensord_dtype)dt,
+                                                                        shape, nd, &id, &err);
     } else {
         struct tensord_operand v;
         if (full && (rc = tdx_to_operand(e, &c->args[1], at, name, &v)) != 0) {
@@ -367,8 +378,7 @@ static int bi_create(struct tdx_env *e, const struct tdx_node *at, const char *n
             v = tensord_f(name[0] == 'o' ? 1.0 : 0.0);
             dt = dt != 0 ? dt : TENSORD_FLOAT32;
         }
-        lrc = tensord_send_full(e->c, t->handle, (enum tensord_dtype)dt, shape, nd, v, &id,
-                                &err);
+        lrc = tensord_send_full(e->c, t->handle, (enum tensord_dtype)dt, shape, nd, v, &id, &err);
     }
     return after_create(e, at, lrc, id, t, rg, &err, out);
 }
@@ -400,8 +410,8 @@ static int bi_arange(struct tdx_env *e, const struct tdx_node *at, const char *n
     if (t == NULL) {
         return tdx_fail(e, at, "out of memory");
     }
-    int lrc = tensord_send_arange(e->c, t->handle, (enum tensord_dtype)dt, b[0], b[1], b[2],
-                                  &id, &err);
+    int lrc = tensord_send_arange(e->c, t->handle, (enum tensord_dtype)dt, b[0], b[1], b[2], &id,
+                                  &err);
     return after_create(e, at, lrc, id, t, rg, &err, out);
 }
 
@@ -576,8 +586,8 @@ static int bi_convert(struct tdx_env *e, const struct tdx_node *at, const char *
     if (name[0] == 'f') {
         *out = vfloat(num_f(&x));
     } else if (x.k == V_FLOAT && (isnan(x.f) || isinf(x.f))) {
-        return tdx_fail(e, at, "cannot convert float %s to integer", isnan(x.f) ? "NaN" :
-                        "infinity");
+        return tdx_fail(e, at, "cannot convert float %s to integer",
+                        isnan(x.f) ? "NaN" : "infinity");
     } else {
         *out = vint(num_i(&x));
     }
@@ -670,13 +680,31 @@ static const struct {
     const char *name;
     builtin_fn fn;
 } BUILTINS[] = {
-    {"tensor", bi_tensor}, {"zeros", bi_create}, {"ones", bi_create}, {"full", bi_create},
-    {"rand", bi_create}, {"randn", bi_create}, {"arange", bi_arange},
-    {"manual_seed", bi_manual_seed}, {"no_grad", bi_grad_ctx}, {"enable_grad", bi_grad_ctx},
-    {"print", bi_print}, {"len", bi_len}, {"range", bi_range}, {"float", bi_convert},
-    {"int", bi_convert}, {"bool", bi_convert}, {"str", bi_convert}, {"abs", bi_abs},
-    {"round", bi_round}, {"isinstance", NULL}, {"list", bi_sequence}, {"tuple", bi_sequence},
-    {"type", NULL}, {"is_grad_enabled", bi_is_grad_enabled}, {"from_numpy", bi_tensor},
+    {"tensor", bi_tensor},
+    {"zeros", bi_create},
+    {"ones", bi_create},
+    {"full", bi_create},
+    {"rand", bi_create},
+    {"randn", bi_create},
+    {"arange", bi_arange},
+    {"manual_seed", bi_manual_seed},
+    {"no_grad", bi_grad_ctx},
+    {"enable_grad", bi_grad_ctx},
+    {"print", bi_print},
+    {"len", bi_len},
+    {"range", bi_range},
+    {"float", bi_convert},
+    {"int", bi_convert},
+    {"bool", bi_convert},
+    {"str", bi_convert},
+    {"abs", bi_abs},
+    {"round", bi_round},
+    {"isinstance", NULL},
+    {"list", bi_sequence},
+    {"tuple", bi_sequence},
+    {"type", NULL},
+    {"is_grad_enabled", bi_is_grad_enabled},
+    {"from_numpy", bi_tensor},
     {"set_grad_enabled", bi_set_grad_enabled},
 };
 
@@ -693,8 +721,8 @@ static int call_overloaded(struct tdx_env *e, const struct tdx_node *at, const c
 }
 
 /* Calls the builtin or op `name`. */
-int tdx_func(struct tdx_env *e, const struct tdx_node *at, const char *name,
-             const struct call *c, struct value *out)
+int tdx_func(struct tdx_env *e, const struct tdx_node *at, const char *name, const struct call *c,
+             struct value *out)
 {
     *out = (struct value){.k = V_NONE};
     for (size_t i = 0; i < sizeof BUILTINS / sizeof BUILTINS[0]; i++) {
@@ -719,8 +747,8 @@ static bool is_builtin(const char *name)
 }
 
 /* Python's builtins that torch does not have (torch.print is an AttributeError). */
-static const char *const PY_ONLY[] = {"print", "len", "range", "str", "isinstance", "list",
-                                      "tuple", "type"};
+static const char *const PY_ONLY[] = {"print",      "len",  "range", "str",
+                                      "isinstance", "list", "tuple", "type"};
 
 /* torch.X, so that pasted PyTorch code runs unchanged after `import torch`. */
 int tdx_module_attr(struct tdx_env *e, const struct tdx_node *at, const char *module,
@@ -728,11 +756,13 @@ int tdx_module_attr(struct tdx_env *e, const struct tdx_node *at, const char *mo
 {
     static const char *const TORCH_DTYPES[][2] = {
         {"float32", "1"}, {"float", "1"}, {"float64", "2"}, {"double", "2"}, {"int32", "3"},
-        {"int", "3"}, {"int64", "4"}, {"long", "4"}, {"bool", "5"},
+        {"int", "3"},     {"int64", "4"}, {"long", "4"},    {"bool", "5"},
     };
     if (strcmp(module, "torch") != 0) {
-        return tdx_fail(e, at, "numpy is not available in tensorctl (%s.%s); build tensors with "
-                        "tensor([...])", module, name);
+        return tdx_fail(e, at,
+                        "numpy is not available in tensorctl (%s.%s); build tensors with "
+                        "tensor([...])",
+                        module, name);
     }
     for (size_t i = 0; i < sizeof TORCH_DTYPES / sizeof TORCH_DTYPES[0]; i++) {
         if (strcmp(TORCH_DTYPES[i][0], name) == 0) {
@@ -782,7 +812,7 @@ void tdx_complete(const struct tdx_env *e, const char *prefix, const char *objec
         for (int i = 0; i < e->nvars; i++) {
             if (strcmp(e->vars[i].name, object) == 0 && e->vars[i].v.k == V_MODULE) {
                 if (strcmp(e->vars[i].v.s, "torch") != 0) {
-                    return;  /* numpy: nothing there */
+                    return; /* numpy: nothing there */
                 }
                 module = true;
             }
@@ -818,8 +848,8 @@ void tdx_complete(const struct tdx_env *e, const char *prefix, const char *objec
     if (module) {
         return;
     }
-    static const char *const KW[] = {"True", "False", "None", "with", "for", "in", "del",
-                                     "not", "and", "or", "pass", "import"};
+    static const char *const KW[] = {"True", "False", "None", "with", "for",  "in",
+                                     "del",  "not",   "and",  "or",   "pass", "import"};
     for (size_t i = 0; i < sizeof KW / sizeof KW[0]; i++) {
         if (strncmp(KW[i], prefix, n) == 0) {
             fn(KW[i], arg);

@@ -12,17 +12,27 @@
 /* ---- Python arithmetic ---- */
 
 static const char *const OPSYM[] = {
-    [TDX_OP_ADD] = "+", [TDX_OP_SUB] = "-", [TDX_OP_MUL] = "*", [TDX_OP_DIV] = "/",
+    [TDX_OP_ADD] = "+",       [TDX_OP_SUB] = "-", [TDX_OP_MUL] = "*",  [TDX_OP_DIV] = "/",
     [TDX_OP_FLOORDIV] = "//", [TDX_OP_MOD] = "%", [TDX_OP_POW] = "**", [TDX_OP_MATMUL] = "@",
-    [TDX_OP_LT] = "<", [TDX_OP_LE] = "<=", [TDX_OP_GT] = ">", [TDX_OP_GE] = ">=",
-    [TDX_OP_EQ] = "==", [TDX_OP_NE] = "!=",
+    [TDX_OP_LT] = "<",        [TDX_OP_LE] = "<=", [TDX_OP_GT] = ">",   [TDX_OP_GE] = ">=",
+    [TDX_OP_EQ] = "==",       [TDX_OP_NE] = "!=",
 };
 
 static const char *const OPFN[] = {
-    [TDX_OP_ADD] = "add", [TDX_OP_SUB] = "sub", [TDX_OP_MUL] = "mul", [TDX_OP_DIV] = "div",
-    [TDX_OP_FLOORDIV] = "floor_divide", [TDX_OP_MOD] = "remainder", [TDX_OP_POW] = "pow",
-    [TDX_OP_MATMUL] = "matmul", [TDX_OP_LT] = "lt", [TDX_OP_LE] = "le", [TDX_OP_GT] = "gt",
-    [TDX_OP_GE] = "ge", [TDX_OP_EQ] = "eq", [TDX_OP_NE] = "ne",
+    [TDX_OP_ADD] = "add",
+    [TDX_OP_SUB] = "sub",
+    [TDX_OP_MUL] = "mul",
+    [TDX_OP_DIV] = "div",
+    [TDX_OP_FLOORDIV] = "floor_divide",
+    [TDX_OP_MOD] = "remainder",
+    [TDX_OP_POW] = "pow",
+    [TDX_OP_MATMUL] = "matmul",
+    [TDX_OP_LT] = "lt",
+    [TDX_OP_LE] = "le",
+    [TDX_OP_GT] = "gt",
+    [TDX_OP_GE] = "ge",
+    [TDX_OP_EQ] = "eq",
+    [TDX_OP_NE] = "ne",
 };
 
 static bool vequal(const struct value *a, const struct value *b)
@@ -68,18 +78,33 @@ static int num_binop(struct tdx_env *e, const struct tdx_node *at, int op, const
     case TDX_OP_EQ: *out = vbool(vequal(a, b)); return 0;
     case TDX_OP_NE: *out = vbool(!vequal(a, b)); return 0;
     case TDX_OP_ADD:
-        if (fl) { *out = vfloat(x + y); return 0; }
-        if (__builtin_add_overflow(i, j, &r)) { break; }
+        if (fl) {
+            *out = vfloat(x + y);
+            return 0;
+        }
+        if (__builtin_add_overflow(i, j, &r)) {
+            break;
+        }
         *out = vint(r);
         return 0;
     case TDX_OP_SUB:
-        if (fl) { *out = vfloat(x - y); return 0; }
-        if (__builtin_sub_overflow(i, j, &r)) { break; }
+        if (fl) {
+            *out = vfloat(x - y);
+            return 0;
+        }
+        if (__builtin_sub_overflow(i, j, &r)) {
+            break;
+        }
         *out = vint(r);
         return 0;
     case TDX_OP_MUL:
-        if (fl) { *out = vfloat(x * y); return 0; }
-        if (__builtin_mul_overflow(i, j, &r)) { break; }
+        if (fl) {
+            *out = vfloat(x * y);
+            return 0;
+        }
+        if (__builtin_mul_overflow(i, j, &r)) {
+            break;
+        }
         *out = vint(r);
         return 0;
     case TDX_OP_DIV:
@@ -88,11 +113,12 @@ static int num_binop(struct tdx_env *e, const struct tdx_node *at, int op, const
         }
         *out = vfloat(x / y);
         return 0;
-    case TDX_OP_FLOORDIV: case TDX_OP_MOD:
+    case TDX_OP_FLOORDIV:
+    case TDX_OP_MOD:
         if (fl) {
             if (y == 0) {
-                return tdx_fail(e, at, op == TDX_OP_MOD ? "float modulo" :
-                                "float floor division by zero");
+                return tdx_fail(e, at,
+                                op == TDX_OP_MOD ? "float modulo" : "float floor division by zero");
             }
             double m = fmod(x, y);
             if (m != 0 && ((m < 0) != (y < 0))) {
@@ -187,9 +213,13 @@ int tdx_truth(struct tdx_env *e, const struct tdx_node *at, const struct value *
 {
     switch (v->k) {
     case V_NONE: *out = false; return 0;
-    case V_BOOL: case V_INT: case V_FLOAT: *out = num_f(v) != 0; return 0;
+    case V_BOOL:
+    case V_INT:
+    case V_FLOAT: *out = num_f(v) != 0; return 0;
     case V_STR: *out = v->i > 0; return 0;
-    case V_LIST: case V_TUPLE: case V_SIZE: *out = v->n > 0; return 0;
+    case V_LIST:
+    case V_TUPLE:
+    case V_SIZE: *out = v->n > 0; return 0;
     case V_TENSOR: {
         struct value x;
         int rc = tdx_known(e, v->t, at);
@@ -316,8 +346,10 @@ static int index_tensor(struct tdx_env *e, const struct tdx_node *n, struct tref
             d++;
         } else {
             tdx_vfree(e, &cur);
-            return tdx_fail(e, n, "only integers, slices (`:`), ellipsis (`...`) and None are "
-                            "valid indices (got %s)", tdx_type_name(s));
+            return tdx_fail(e, n,
+                            "only integers, slices (`:`), ellipsis (`...`) and None are "
+                            "valid indices (got %s)",
+                            tdx_type_name(s));
         }
         struct tref *r = tdx_tref_new(e);
         struct tensord_operand in = tensord_h(cur.t->handle);
@@ -363,7 +395,7 @@ static int eval_index(struct tdx_env *e, const struct tdx_node *n, struct value 
             if ((rc = tdx_vseq(e, &subs[done], V_TUPLE, 3)) != 0) {
                 break;
             }
-            subs[done].dt = 1;  /* marks a slice */
+            subs[done].dt = 1; /* marks a slice */
             for (int k = 0; k < 3 && rc == 0; k++) {
                 if (s->kids[k] != NULL) {
                     rc = eval(e, s->kids[k], &subs[done].items[k]);
@@ -495,7 +527,8 @@ static int eval_fstring(struct tdx_env *e, const struct tdx_node *n, struct valu
         if (p->op != 0 && p->op != 'r' && p->op != 's') {
             tdx_vfree(e, &v);
             rc = p->op == 'a' ? tdx_fail(e, p, "f-string: the !a conversion is not supported")
-                              : tdx_fail(e, p, "f-string: invalid conversion character: "
+                              : tdx_fail(e, p,
+                                         "f-string: invalid conversion character: "
                                          "expected 's', 'r', or 'a'");
             break;
         }
@@ -563,8 +596,8 @@ static int eval_unary(struct tdx_env *e, const struct tdx_node *n, struct value 
     } else if (a.k == V_INT || a.k == V_BOOL) {
         *out = vint(-num_i(&a));
     } else {
-        rc = tdx_fail(e, n, "bad operand type for unary %s: '%s'",
-                      n->op == TDX_OP_NEG ? "-" : "+", tdx_type_name(&a));
+        rc = tdx_fail(e, n, "bad operand type for unary %s: '%s'", n->op == TDX_OP_NEG ? "-" : "+",
+                      tdx_type_name(&a));
     }
     tdx_vfree(e, &a);
     return rc;
@@ -584,7 +617,8 @@ static int eval(struct tdx_env *e, const struct tdx_node *n, struct value *out)
     case TDX_ELLIPSIS: return tdx_fail(e, n, "'...' is only valid as an index");
     case TDX_NAME: return tdx_name_value(e, n, out);
     case TDX_FSTR: return eval_fstring(e, n, out);
-    case TDX_LIST: case TDX_TUPLE:
+    case TDX_LIST:
+    case TDX_TUPLE:
         if ((rc = tdx_vseq(e, out, n->kind == TDX_LIST ? V_LIST : V_TUPLE, n->nkids)) != 0) {
             return rc;
         }
@@ -621,7 +655,8 @@ static int eval(struct tdx_env *e, const struct tdx_node *n, struct value *out)
         *out = vbool(!b);
         return rc;
     }
-    case TDX_AND: case TDX_OR: {
+    case TDX_AND:
+    case TDX_OR: {
         bool b;
         if ((rc = eval(e, n->kids[0], out)) != 0) {
             return rc;
@@ -647,8 +682,7 @@ static int eval(struct tdx_env *e, const struct tdx_node *n, struct value *out)
         return rc;
     }
     case TDX_INDEX: return eval_index(e, n, out);
-    default:
-        return tdx_fail(e, n, "invalid syntax");
+    default: return tdx_fail(e, n, "invalid syntax");
     }
 }
 
@@ -657,8 +691,13 @@ static int eval(struct tdx_env *e, const struct tdx_node *n, struct value *out)
 static int exec(struct tdx_env *e, const struct tdx_node *s);
 
 static const char *const INPLACE[] = {
-    [TDX_OP_ADD] = "add", [TDX_OP_SUB] = "sub", [TDX_OP_MUL] = "mul", [TDX_OP_DIV] = "div",
-    [TDX_OP_FLOORDIV] = "floor_divide", [TDX_OP_MOD] = "remainder", [TDX_OP_POW] = "pow",
+    [TDX_OP_ADD] = "add",
+    [TDX_OP_SUB] = "sub",
+    [TDX_OP_MUL] = "mul",
+    [TDX_OP_DIV] = "div",
+    [TDX_OP_FLOORDIV] = "floor_divide",
+    [TDX_OP_MOD] = "remainder",
+    [TDX_OP_POW] = "pow",
 };
 
 /* import torch [as t], import numpy as np, from torch import x [as y]: torch's names are
@@ -674,9 +713,12 @@ static int exec_import(struct tdx_env *e, const struct tdx_node *s)
         struct value v = {0};
         if (s->str != NULL) {
             if (strcmp(s->str, "torch") != 0) {
-                return tdx_fail(e, k, strcmp(s->str, "numpy") == 0 ?
-                                "cannot import name '%s' from 'numpy' (numpy is not available in "
-                                "tensorctl)" : "No module named '%s' (tensorctl has torch only)",
+                return tdx_fail(e, k,
+                                strcmp(s->str, "numpy") == 0
+                                    ? "cannot import name '%s' from 'numpy' (numpy is not "
+                                      "available in "
+                                      "tensorctl)"
+                                    : "No module named '%s' (tensorctl has torch only)",
                                 strcmp(s->str, "numpy") == 0 ? what : s->str);
             }
             if ((rc = tdx_module_attr(e, k, "torch", what, &v)) != 0) {
@@ -689,12 +731,16 @@ static int exec_import(struct tdx_env *e, const struct tdx_node *s)
             continue;
         }
         if (strcmp(what, "torch") != 0 && strcmp(what, "numpy") != 0) {
-            return tdx_fail(e, k, "No module named '%s' (tensorctl has torch, and numpy as a name "
-                            "only)", what);
+            return tdx_fail(e, k,
+                            "No module named '%s' (tensorctl has torch, and numpy as a name "
+                            "only)",
+                            what);
         }
         if (what[0] == 'n' && e->cfg.interactive) {
-            fprintf(e->cfg.err, "note: numpy is not available in tensorctl; '%s.' names will "
-                    "fail (use tensor([...]))\n", as != NULL ? as : what);
+            fprintf(e->cfg.err,
+                    "note: numpy is not available in tensorctl; '%s.' names will "
+                    "fail (use tensor([...]))\n",
+                    as != NULL ? as : what);
         }
         v.k = V_MODULE;
         if ((v.s = strdup(what)) == NULL) {
@@ -814,8 +860,10 @@ static int exec_with(struct tdx_env *e, const struct tdx_node *s)
         return rc;
     }
     if (v.k != V_CTX) {
-        rc = tdx_fail(e, s->kids[0], "'%s' object does not support the context manager "
-                      "protocol", tdx_type_name(&v));
+        rc = tdx_fail(e, s->kids[0],
+                      "'%s' object does not support the context manager "
+                      "protocol",
+                      tdx_type_name(&v));
         tdx_vfree(e, &v);
         return rc;
     }
@@ -840,8 +888,7 @@ static int exec_for(struct tdx_env *e, const struct tdx_node *s)
         return rc;
     }
     if (it.k == V_RANGE) {
-        for (int64_t i = it.i; rc == 0 && (it.step > 0 ? i < it.stop : i > it.stop);
-             i += it.step) {
+        for (int64_t i = it.i; rc == 0 && (it.step > 0 ? i < it.stop : i > it.stop); i += it.step) {
             struct value x = vint(i);
             if ((rc = tdx_bind(e, s->str, &x)) == 0) {
                 rc = exec_block(e, s, 1);
@@ -850,8 +897,7 @@ static int exec_for(struct tdx_env *e, const struct tdx_node *s)
     } else if (it.k == V_LIST || it.k == V_TUPLE || it.k == V_SIZE) {
         for (int i = 0; rc == 0 && i < it.n; i++) {
             struct value x;
-            if ((rc = tdx_vcopy(e, &x, &it.items[i])) == 0 &&
-                (rc = tdx_bind(e, s->str, &x)) == 0) {
+            if ((rc = tdx_vcopy(e, &x, &it.items[i])) == 0 && (rc = tdx_bind(e, s->str, &x)) == 0) {
                 rc = exec_block(e, s, 1);
             }
         }
@@ -867,10 +913,8 @@ static int exec(struct tdx_env *e, const struct tdx_node *s)
     struct value v = {0};
     int rc;
     switch (s->kind) {
-    case TDX_PASS:
-        return 0;
-    case TDX_IMPORT:
-        return exec_import(e, s);
+    case TDX_PASS: return 0;
+    case TDX_IMPORT: return exec_import(e, s);
     case TDX_EXPR:
         if ((rc = eval(e, s->kids[0], &v)) == 0) {
             rc = tdx_show(e, s->kids[0], &v);
@@ -905,8 +949,7 @@ static int exec(struct tdx_env *e, const struct tdx_node *s)
         return 0;
     case TDX_WITH: return exec_with(e, s);
     case TDX_FOR: return exec_for(e, s);
-    default:
-        return tdx_fail(e, s, "invalid statement");
+    default: return tdx_fail(e, s, "invalid statement");
     }
 }
 

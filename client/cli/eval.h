@@ -18,18 +18,18 @@
 /* What running code can end with. */
 enum tdx_status {
     TDX_OK = 0,
-    TDX_ERROR = 1,    /* a statement failed (reported on stderr); the session goes on */
-    TDX_FATAL = 2,    /* the connection is lost */
+    TDX_ERROR = 1, /* a statement failed (reported on stderr); the session goes on */
+    TDX_FATAL = 2, /* the connection is lost */
 };
 
 struct tdx_env;
 
 struct tdx_config {
-    bool json;          /* values print as JSON */
-    bool keep_going;    /* a failed statement does not stop a script */
-    bool interactive;   /* the REPL: a few notices go to err that scripts need not see */
-    FILE *out;          /* where values print (stdout) */
-    FILE *err;          /* where errors go (stderr) */
+    bool json;        /* values print as JSON */
+    bool keep_going;  /* a failed statement does not stop a script */
+    bool interactive; /* the REPL: a few notices go to err that scripts need not see */
+    FILE *out;        /* where values print (stdout) */
+    FILE *err;        /* where errors go (stderr) */
 };
 
 /* A new interpreter on connection `c` (borrowed: it must outlive the env). NULL when out of

@@ -20,20 +20,20 @@
 #include "base/alloc.h"
 #include "base/strbuf.h"
 
-#define MAX_WIDTH 100000    /* larger widths and precisions are refused, not allocated */
-#define MAX_PREC  1000
+#define MAX_WIDTH 100000 /* larger widths and precisions are refused, not allocated */
+#define MAX_PREC 1000
 
 struct spec {
-    char fill[5];           /* one UTF-8 character */
+    char fill[5]; /* one UTF-8 character */
     bool fill_given;
-    char align;             /* < > ^ =, or 0: the type's default */
-    char sign;              /* + - space, or 0 */
-    bool no_neg_0;          /* z */
-    bool alt;               /* # */
-    long width;             /* -1: none */
-    char group;             /* ',' '_' or 0; '4' is '_' every four digits (b o x X) */
-    long prec;              /* -1: none */
-    char type;              /* 0: none */
+    char align;    /* < > ^ =, or 0: the type's default */
+    char sign;     /* + - space, or 0 */
+    bool no_neg_0; /* z */
+    bool alt;      /* # */
+    long width;    /* -1: none */
+    char group;    /* ',' '_' or 0; '4' is '_' every four digits (b o x X) */
+    long prec;     /* -1: none */
+    char type;     /* 0: none */
 };
 
 static int err(char *msg, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -99,8 +99,10 @@ static int parse_spec(const char *s, const char *tname, char deftype, bool num, 
     bool fill_given = false, align_given = false;
     *f = (struct spec){.fill = " ", .width = -1, .prec = -1, .type = deftype};
     if (strchr(s, '{') != NULL) {
-        return err(msg, cap, "nested replacement fields in a format spec ('%s') are not "
-                   "supported", s);
+        return err(msg, cap,
+                   "nested replacement fields in a format spec ('%s') are not "
+                   "supported",
+                   s);
     }
     size_t fl = *p != '\0' ? u8len(p) : 0;
     if (fl > 0 && is_align(p[fl])) {
@@ -174,9 +176,19 @@ static int parse_spec(const char *s, const char *tname, char deftype, bool num, 
     }
     if (f->group != 0) {
         switch (f->type) {
-        case 'd': case 'e': case 'f': case 'g': case 'E': case 'G': case '%': case 'F': case 0:
-            break;
-        case 'b': case 'o': case 'x': case 'X':
+        case 'd':
+        case 'e':
+        case 'f':
+        case 'g':
+        case 'E':
+        case 'G':
+        case '%':
+        case 'F':
+        case 0: break;
+        case 'b':
+        case 'o':
+        case 'x':
+        case 'X':
             if (f->group == '_') {
                 f->group = '4';
                 break;
@@ -230,11 +242,18 @@ static void group_digits(struct td_strbuf *o, const char *digits, long n_digits,
     if (min_width < 0) {
         min_width = 0;
     }
-    /* one chunk: n_zeros zeros then n_chars digits (read leftward), after a separator */
-    #define CHUNK(nc, nz) do { \
-        if (use_sep) { buf[--pos] = sep; } \
-        for (long k_ = 0; k_ < (nc); k_++) { buf[--pos] = digits[--dpos]; } \
-        for (long k_ = 0; k_ < (nz); k_++) { buf[--pos] = '0'; } \
+/* one chunk: n_zeros zeros then n_chars digits (read leftward), after a separator */
+#define CHUNK(nc, nz)                                                                              \
+    do {                                                                                           \
+        if (use_sep) {                                                                             \
+            buf[--pos] = sep;                                                                      \
+        }                                                                                          \
+        for (long k_ = 0; k_ < (nc); k_++) {                                                       \
+            buf[--pos] = digits[--dpos];                                                           \
+        }                                                                                          \
+        for (long k_ = 0; k_ < (nz); k_++) {                                                       \
+            buf[--pos] = '0';                                                                      \
+        }                                                                                          \
     } while (0)
     if (every > 0) {
         for (;;) {
@@ -263,7 +282,7 @@ static void group_digits(struct td_strbuf *o, const char *digits, long n_digits,
         nc = nc > 0 ? nc : 0;
         CHUNK(nc, nz);
     }
-    #undef CHUNK
+#undef CHUNK
     td_strbuf_append(o, buf + pos, (size_t)(room - pos));
     free(buf);
 }
@@ -291,8 +310,9 @@ static void layout(struct td_strbuf *o, const struct spec *f, char sign_char, co
     }
     long n_sign = sign != 0;
     long non_digit = n_sign + n_prefix + has_dec + n_rest;
-    long min_width = f->fill[0] == '0' && f->fill[1] == '\0' && f->align == '=' ?
-                     f->width - non_digit : 0;
+    long min_width = f->fill[0] == '0' && f->fill[1] == '\0' && f->align == '='
+                         ? f->width - non_digit
+                         : 0;
     int every = f->group == '4' ? 4 : f->group != 0 ? 3 : 0;
     char sep = f->group == '4' ? '_' : f->group;
     struct td_strbuf g;
@@ -310,7 +330,10 @@ static void layout(struct td_strbuf *o, const struct spec *f, char sign_char, co
     if (pad > 0) {
         switch (f->align) {
         case '<': rpad = pad; break;
-        case '^': lpad = pad / 2; rpad = pad - lpad; break;
+        case '^':
+            lpad = pad / 2;
+            rpad = pad - lpad;
+            break;
         case '=': spad = pad; break;
         default: lpad = pad; break;
         }
@@ -336,9 +359,9 @@ static void layout(struct td_strbuf *o, const struct spec *f, char sign_char, co
 /* ---- floats to digits ---- */
 
 struct digits {
-    char d[1400];           /* significant digits, no trailing zeros ("0" for zero) */
+    char d[1400]; /* significant digits, no trailing zeros ("0" for zero) */
     int n;
-    int decpt;              /* the value is 0.d * 10**decpt */
+    int decpt; /* the value is 0.d * 10**decpt */
     bool neg;
 };
 
@@ -611,7 +634,8 @@ int tdx_format_int(int64_t v, bool is_bool, const char *spec, char **res, char *
         return err(msg, cap, "Precision not allowed in integer format specifier");
     }
     if (f.no_neg_0) {
-        return err(msg, cap, "Negative zero coercion (z) not allowed in integer format "
+        return err(msg, cap,
+                   "Negative zero coercion (z) not allowed in integer format "
                    "specifier");
     }
     struct td_strbuf o;
@@ -621,7 +645,8 @@ int tdx_format_int(int64_t v, bool is_bool, const char *spec, char **res, char *
             return err(msg, cap, "Sign not allowed with integer format specifier 'c'");
         }
         if (f.alt) {
-            return err(msg, cap, "Alternate form (#) not allowed with integer format "
+            return err(msg, cap,
+                       "Alternate form (#) not allowed with integer format "
                        "specifier 'c'");
         }
         if (v < 0 || v > 0x10ffff) {
@@ -685,8 +710,9 @@ int tdx_format_str(const char *s, size_t n, const char *spec, char **res, char *
         return err(msg, cap, "Unknown format code '%c' for object of type 'str'", f.type);
     }
     if (f.sign != 0) {
-        return err(msg, cap, f.sign == ' ' ? "Space not allowed in string format specifier" :
-                   "Sign not allowed in string format specifier");
+        return err(msg, cap,
+                   f.sign == ' ' ? "Space not allowed in string format specifier"
+                                 : "Sign not allowed in string format specifier");
     }
     if (f.no_neg_0) {
         return err(msg, cap, "Negative zero coercion (z) not allowed in string format specifier");
@@ -738,7 +764,7 @@ double tdx_round_float(double x, int64_t nd)
         digits_fixed(&g, x, (int)nd);
     } else {
         digits_sig(&g, x, 17);
-        int keep = g.decpt + (int)nd;   /* significant digits left of the rounding place */
+        int keep = g.decpt + (int)nd; /* significant digits left of the rounding place */
         if (keep < 0) {
             return 0.0 * x;
         }

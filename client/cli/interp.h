@@ -34,33 +34,47 @@
 
 #define TDX_MAX_OPERANDS 64   /* operands one op call may send */
 #define TDX_MAX_PARAMS 16     /* parameters of one op that a call may use */
-#define FORMAT_CAP (4u << 20)   /* the largest printed tensor text (torch summarises big ones) */
+#define FORMAT_CAP (4u << 20) /* the largest printed tensor text (torch summarises big ones) */
 
 struct tref {
     uint64_t handle;
     int refs;
-    bool known;                 /* info holds the server's dtype and shape */
-    bool none;                  /* a .grad that turned out to be None */
-    bool requires_grad;         /* tracked here as torch would set it */
+    bool known;         /* info holds the server's dtype and shape */
+    bool none;          /* a .grad that turned out to be None */
+    bool requires_grad; /* tracked here as torch would set it */
     bool is_leaf;
     struct tensord_info info;
 };
 
 enum vkind {
-    V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_TENSOR, V_LIST, V_TUPLE, V_SIZE, V_DTYPE, V_FUNC,
-    V_METHOD, V_CTX, V_RANGE, V_MODULE, V_NODE,
+    V_NONE,
+    V_BOOL,
+    V_INT,
+    V_FLOAT,
+    V_STR,
+    V_TENSOR,
+    V_LIST,
+    V_TUPLE,
+    V_SIZE,
+    V_DTYPE,
+    V_FUNC,
+    V_METHOD,
+    V_CTX,
+    V_RANGE,
+    V_MODULE,
+    V_NODE,
 };
 
 struct value {
     enum vkind k;
     bool b;
-    int64_t i;                  /* V_INT; V_RANGE start */
+    int64_t i; /* V_INT; V_RANGE start */
     double f;
-    int dt;                     /* V_DTYPE; V_CTX: the grad mode it sets */
-    int64_t stop, step;         /* V_RANGE */
-    char *s;                    /* V_STR text, V_FUNC / V_METHOD / V_NODE name: owned */
-    struct tref *t;             /* V_TENSOR, V_METHOD's self: a reference */
-    struct value *items;        /* V_LIST, V_TUPLE, V_SIZE (ints): owned */
+    int dt;              /* V_DTYPE; V_CTX: the grad mode it sets */
+    int64_t stop, step;  /* V_RANGE */
+    char *s;             /* V_STR text, V_FUNC / V_METHOD / V_NODE name: owned */
+    struct tref *t;      /* V_TENSOR, V_METHOD's self: a reference */
+    struct value *items; /* V_LIST, V_TUPLE, V_SIZE (ints): owned */
     int n;
 };
 
@@ -69,7 +83,7 @@ enum pkind { P_TENSOR, P_PLAIN, P_GRAD, P_FREE };
 struct preq {
     uint64_t id;
     enum pkind kind;
-    struct tref *t;             /* a reference, or NULL */
+    struct tref *t; /* a reference, or NULL */
     int line, col;
 };
 
@@ -90,9 +104,9 @@ struct tdx_env {
     bool grad_enabled;
     bool timing;
     bool broken;
-    bool failed;                /* an error was reported during this run */
+    bool failed; /* an error was reported during this run */
     const char *file;
-    char *fmt;                  /* FORMAT_CAP bytes, allocated on first print */
+    char *fmt; /* FORMAT_CAP bytes, allocated on first print */
     unsigned long waits;
     /* the error being raised */
     bool has_err;
@@ -172,8 +186,8 @@ int tdx_send_tensor_result(struct tdx_env *e, int lrc, uint64_t id, struct tref 
                            const struct tdx_node *at, const struct tensord_error *err);
 int tdx_parse_dtype_value(struct tdx_env *e, const struct value *v, const struct tdx_node *at,
                           int *dt);
-int tdx_get_shape(struct tdx_env *e, const struct value *args, int n,
-                  const struct tdx_node *at, int64_t *shape, int *ndim);
+int tdx_get_shape(struct tdx_env *e, const struct value *args, int n, const struct tdx_node *at,
+                  int64_t *shape, int *ndim);
 int tdx_plain(struct tdx_env *e, int lrc, const uint64_t *id, const struct tdx_node *at,
               const struct tensord_error *err);
 int tdx_set_grad_mode(struct tdx_env *e, bool enabled, const struct tdx_node *at);
@@ -202,18 +216,17 @@ int tdx_call_op(struct tdx_env *e, const struct tdx_node *at, const char *op, bo
 /* ---- methods.c: Tensor methods and attributes ---- */
 
 int tdx_item(struct tdx_env *e, struct tref *t, const struct tdx_node *at, struct value *out);
-int tdx_tolist(struct tdx_env *e, struct tref *t, const struct tdx_node *at,
-               struct value *out);
-int tdx_method(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
-               const char *name, const struct call *c0, struct value *out);
+int tdx_tolist(struct tdx_env *e, struct tref *t, const struct tdx_node *at, struct value *out);
+int tdx_method(struct tdx_env *e, const struct tdx_node *at, struct tref *self, const char *name,
+               const struct call *c0, struct value *out);
 void tdx_complete_methods(const char *prefix, void (*fn)(const char *name, void *arg), void *arg);
 int tdx_attribute(struct tdx_env *e, const struct tdx_node *at, const struct value *obj,
                   const char *name, struct value *out);
 
 /* ---- builtins.c: functions and names ---- */
 
-int tdx_func(struct tdx_env *e, const struct tdx_node *at, const char *name,
-             const struct call *c, struct value *out);
+int tdx_func(struct tdx_env *e, const struct tdx_node *at, const char *name, const struct call *c,
+             struct value *out);
 int tdx_module_attr(struct tdx_env *e, const struct tdx_node *at, const char *module,
                     const char *name, struct value *out);
 int tdx_name_value(struct tdx_env *e, const struct tdx_node *n, struct value *out);

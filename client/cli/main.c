@@ -177,7 +177,7 @@ static void parse_error(const char *file, const char *src, int line0, const stru
 
 struct part {
     struct tdx_prog prog;
-    char *meta;              /* a meta-command line instead of code, or NULL */
+    char *meta; /* a meta-command line instead of code, or NULL */
 };
 
 struct script {
@@ -445,7 +445,7 @@ static int repl(struct tdx_env *env, struct tensord *c, const char *addr, bool q
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);  /* no SA_RESTART: the read returns and the line is dropped */
+    sigaction(SIGINT, &sa, NULL); /* no SA_RESTART: the read returns and the line is dropped */
 
     if (!quiet) {
         char hex[33];
@@ -453,7 +453,7 @@ static int repl(struct tdx_env *env, struct tensord *c, const char *addr, bool q
         printf("%s at %s, session %.8s%s\nType :help for help, Ctrl-D to quit.\n",
                tensord_server_version(c), addr, hex, tensord_resumed(c) ? " (resumed)" : "");
     }
-    struct td_strbuf in;  /* the statement typed so far */
+    struct td_strbuf in; /* the statement typed so far */
     td_strbuf_init(&in, 0);
     int status = TDX_OK;
     for (;;) {
@@ -597,8 +597,7 @@ int main(int argc, char **argv)
         } else if ((a[0] != '-' || strcmp(a, "-") == 0) && script == NULL && !takes) {
             script = a;
         } else {
-            fprintf(stderr, "tensorctl: unknown option or extra argument '%s'\n%s", argv[i],
-                    USAGE);
+            fprintf(stderr, "tensorctl: unknown option or extra argument '%s'\n%s", argv[i], USAGE);
             return 2;
         }
     }
@@ -665,15 +664,19 @@ int main(int argc, char **argv)
     struct tensord_error err;
     if (tensord_connect(&c, addr, &opts, &err) != 0) {
         fprintf(stderr, "tensorctl: %s%s\n", err.message,
-                err.code != TENSORD_UNAUTHENTICATED ? "" : opts.auth_token == NULL ?
-                " (the server wants a token: --token or $TENSORD_TOKEN)" :
-                " (the token given by --token or $TENSORD_TOKEN was refused)");
+                err.code != TENSORD_UNAUTHENTICATED ? ""
+                : opts.auth_token == NULL
+                    ? " (the server wants a token: --token or $TENSORD_TOKEN)"
+                    : " (the token given by --token or $TENSORD_TOKEN was refused)");
         script_free(&sc);
         td_free(src);
         return 2;
     }
-    struct tdx_config cfg = {.json = json, .keep_going = keep_going, .interactive = interactive,
-                             .out = stdout, .err = stderr};
+    struct tdx_config cfg = {.json = json,
+                             .keep_going = keep_going,
+                             .interactive = interactive,
+                             .out = stdout,
+                             .err = stderr};
     struct tdx_env *env = tdx_env_new(c, &cfg);
     int rc;
     if (env == NULL) {

@@ -215,8 +215,10 @@ static int meta_save(struct tdx_env *e, char **words, int n)
             break;
         }
         /* end is the size until st_write_file lays the buffer out */
-        ts[nt] = (struct td_st_entry){.name = x->name, .dtype = st_dtype(t->info.dtype),
-                                      .ndim = t->info.ndim, .end = t->info.nbytes};
+        ts[nt] = (struct td_st_entry){.name = x->name,
+                                      .dtype = st_dtype(t->info.dtype),
+                                      .ndim = t->info.ndim,
+                                      .end = t->info.nbytes};
         memcpy(ts[nt].shape, t->info.shape, sizeof ts[nt].shape);
         nt++;
     }
@@ -266,8 +268,8 @@ static int meta_load(struct tdx_env *e, const char *path)
             break;
         }
         int lrc = tensord_send_create(e->c, t->handle, tensord_dtype_of_st(s->dtype), s->shape,
-                                      s->ndim, buf + data_off + s->begin, s->end - s->begin,
-                                      &id, &err);
+                                      s->ndim, buf + data_off + s->begin, s->end - s->begin, &id,
+                                      &err);
         if ((rc = tdx_send_tensor_result(e, lrc, id, t, NULL, &err)) != 0) {
             tdx_tref_unref(e, t);
             break;
@@ -312,7 +314,8 @@ int tdx_meta(struct tdx_env *e, const char *line, const char *server_addr)
             if (tensord_stats(e->c, &st, &err) != 0) {
                 rc = tdx_lib_fail(e, NULL, &err);
             } else {
-                fprintf(e->cfg.out, "session_bytes    %" PRIu64 "\nsession_tensors  %" PRIu64
+                fprintf(e->cfg.out,
+                        "session_bytes    %" PRIu64 "\nsession_tensors  %" PRIu64
                         "\nsessions         %" PRIu64 "\nserver_bytes     %" PRIu64 "\n",
                         st.session_bytes, st.session_tensors, st.sessions, st.server_bytes);
             }
@@ -322,8 +325,9 @@ int tdx_meta(struct tdx_env *e, const char *line, const char *server_addr)
         struct tensord_limits lim;
         tensord_session_token_hex(e->c, hex);
         tensord_limits(e->c, &lim);
-        fprintf(e->cfg.out, "server   %s (%s)\ntoken    %s%s\nlimits   max_frame_bytes=%"
-                PRIu64 " max_tensor_bytes=%" PRIu64 " session_max_bytes=%" PRIu64 "\n",
+        fprintf(e->cfg.out,
+                "server   %s (%s)\ntoken    %s%s\nlimits   max_frame_bytes=%" PRIu64
+                " max_tensor_bytes=%" PRIu64 " session_max_bytes=%" PRIu64 "\n",
                 server_addr, tensord_server_version(e->c), hex,
                 tensord_resumed(e->c) ? " (resumed)" : "", lim.max_frame_bytes,
                 lim.max_tensor_bytes, lim.session_max_bytes);

@@ -41,10 +41,30 @@ int tdx_item(struct tdx_env *e, struct tref *t, const struct tdx_node *at, struc
                         numel);
     }
     switch (t->info.dtype) {
-    case TENSORD_FLOAT32: { float f; memcpy(&f, buf, 4); *out = vfloat((double)f); break; }
-    case TENSORD_FLOAT64: { double d; memcpy(&d, buf, 8); *out = vfloat(d); break; }
-    case TENSORD_INT32: { int32_t v; memcpy(&v, buf, 4); *out = vint(v); break; }
-    case TENSORD_INT64: { int64_t v; memcpy(&v, buf, 8); *out = vint(v); break; }
+    case TENSORD_FLOAT32: {
+        float f;
+        memcpy(&f, buf, 4);
+        *out = vfloat((double)f);
+        break;
+    }
+    case TENSORD_FLOAT64: {
+        double d;
+        memcpy(&d, buf, 8);
+        *out = vfloat(d);
+        break;
+    }
+    case TENSORD_INT32: {
+        int32_t v;
+        memcpy(&v, buf, 4);
+        *out = vint(v);
+        break;
+    }
+    case TENSORD_INT64: {
+        int64_t v;
+        memcpy(&v, buf, 8);
+        *out = vint(v);
+        break;
+    }
     default: *out = vbool(buf[0] != 0); break;
     }
     return 0;
@@ -56,10 +76,30 @@ static int build_list(struct tdx_env *e, const uint8_t *p, enum tensord_dtype dt
     int rc;
     if (ndim == 0) {
         switch (dt) {
-        case TENSORD_FLOAT32: { float f; memcpy(&f, p + *off, 4); *out = vfloat((double)f); break; }
-        case TENSORD_FLOAT64: { double d; memcpy(&d, p + *off, 8); *out = vfloat(d); break; }
-        case TENSORD_INT32: { int32_t v; memcpy(&v, p + *off, 4); *out = vint(v); break; }
-        case TENSORD_INT64: { int64_t v; memcpy(&v, p + *off, 8); *out = vint(v); break; }
+        case TENSORD_FLOAT32: {
+            float f;
+            memcpy(&f, p + *off, 4);
+            *out = vfloat((double)f);
+            break;
+        }
+        case TENSORD_FLOAT64: {
+            double d;
+            memcpy(&d, p + *off, 8);
+            *out = vfloat(d);
+            break;
+        }
+        case TENSORD_INT32: {
+            int32_t v;
+            memcpy(&v, p + *off, 4);
+            *out = vint(v);
+            break;
+        }
+        case TENSORD_INT64: {
+            int64_t v;
+            memcpy(&v, p + *off, 8);
+            *out = vint(v);
+            break;
+        }
         default: *out = vbool(p[*off] != 0); break;
         }
         *off += tensord_dtype_size(dt);
@@ -79,8 +119,7 @@ static int build_list(struct tdx_env *e, const uint8_t *p, enum tensord_dtype dt
     return 0;
 }
 
-int tdx_tolist(struct tdx_env *e, struct tref *t, const struct tdx_node *at,
-               struct value *out)
+int tdx_tolist(struct tdx_env *e, struct tref *t, const struct tdx_node *at, struct value *out)
 {
     int rc;
     if ((rc = tdx_known(e, t, at)) != 0) {
@@ -151,8 +190,8 @@ static const char *kwarg(const struct call *c, const char *name, int *idx)
 typedef int (*method_fn)(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
                          const char *name, const struct call *c0, struct value *out);
 
-static int m_item(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
-                  const char *name, const struct call *c0, struct value *out)
+static int m_item(struct tdx_env *e, const struct tdx_node *at, struct tref *self, const char *name,
+                  const struct call *c0, struct value *out)
 {
     return tdx_item(e, self, at, out);
 }
@@ -164,16 +203,17 @@ static int m_tolist(struct tdx_env *e, const struct tdx_node *at, struct tref *s
 }
 
 /* x.size(), x.size(dim) */
-static int m_size(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
-                  const char *name, const struct call *c0, struct value *out)
+static int m_size(struct tdx_env *e, const struct tdx_node *at, struct tref *self, const char *name,
+                  const struct call *c0, struct value *out)
 {
     struct value sz;
     int rc, k;
     if ((rc = size_value(e, self, at, &sz)) != 0) {
         return rc;
     }
-    const struct value *d = c0->nargs > 0 ? &c0->args[0] :
-                            kwarg(c0, "dim", &k) ? &c0->kwv[k] : NULL;
+    const struct value *d = c0->nargs > 0          ? &c0->args[0]
+                            : kwarg(c0, "dim", &k) ? &c0->kwv[k]
+                                                   : NULL;
     if (d == NULL) {
         *out = sz;
         return 0;
@@ -183,14 +223,15 @@ static int m_size(struct tdx_env *e, const struct tdx_node *at, struct tref *sel
         i += sz.n;
     }
     if (i < 0 || i >= sz.n) {
-        int nd = sz.n;  /* tdx_vfree clears sz */
+        int nd = sz.n; /* tdx_vfree clears sz */
         tdx_vfree(e, &sz);
         if (d->k != V_INT) {
-            return tdx_fail(e, at, "size(): argument 'dim' must be int, not %s",
-                            tdx_type_name(d));
+            return tdx_fail(e, at, "size(): argument 'dim' must be int, not %s", tdx_type_name(d));
         }
-        return tdx_fail(e, at, "Dimension out of range (expected to be in range of [%d, %d], "
-                        "but got %" PRId64 ")", -nd, nd - 1, d->i);
+        return tdx_fail(e, at,
+                        "Dimension out of range (expected to be in range of [%d, %d], "
+                        "but got %" PRId64 ")",
+                        -nd, nd - 1, d->i);
     }
     *out = vint(sz.items[i].i);
     tdx_vfree(e, &sz);
@@ -230,8 +271,8 @@ static int m_backward(struct tdx_env *e, const struct tdx_node *at, struct tref 
     }
     struct tensord_error err;
     *out = (struct value){.k = V_NONE};
-    return tdx_plain(e, tensord_send_backward(e->c, self->handle, g, retain, &id, &err), &id,
-                     at, &err);
+    return tdx_plain(e, tensord_send_backward(e->c, self->handle, g, retain, &id, &err), &id, at,
+                     &err);
 }
 
 /* x.requires_grad_([b]), x.retain_grad() */
@@ -245,8 +286,8 @@ static int m_requires_grad(struct tdx_env *e, const struct tdx_node *at, struct 
     }
     struct tensord_error err;
     uint64_t id;
-    if ((rc = tdx_plain(e, tensord_send_set_grad(e->c, self->handle, v, false, retain, &id,
-                                                 &err), &id, at, &err)) != 0) {
+    if ((rc = tdx_plain(e, tensord_send_set_grad(e->c, self->handle, v, false, retain, &id, &err),
+                        &id, at, &err)) != 0) {
         return rc;
     }
     if (!retain) {
@@ -259,14 +300,17 @@ static int m_requires_grad(struct tdx_env *e, const struct tdx_node *at, struct 
 }
 
 /* x.float(), x.double(), x.int(), x.long(), x.bool(): x.to(dtype) */
-static int m_cast(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
-                  const char *name, const struct call *c0, struct value *out)
+static int m_cast(struct tdx_env *e, const struct tdx_node *at, struct tref *self, const char *name,
+                  const struct call *c0, struct value *out)
 {
     static const struct {
         const char *name;
         enum tensord_dtype dt;
-    } CASTS[] = {{"float", TENSORD_FLOAT32}, {"double", TENSORD_FLOAT64}, {"int", TENSORD_INT32},
-                 {"long", TENSORD_INT64}, {"bool", TENSORD_BOOL}};
+    } CASTS[] = {{"float", TENSORD_FLOAT32},
+                 {"double", TENSORD_FLOAT64},
+                 {"int", TENSORD_INT32},
+                 {"long", TENSORD_INT64},
+                 {"bool", TENSORD_BOOL}};
     for (size_t i = 0; i < sizeof CASTS / sizeof CASTS[0]; i++) {
         if (strcmp(name, CASTS[i].name) == 0) {
             struct value a2[2] = {vtensor(self), {.k = V_DTYPE, .dt = (int)CASTS[i].dt}};
@@ -282,10 +326,19 @@ static const struct {
     const char *name;
     method_fn fn;
 } METHODS[] = {
-    {"backward", m_backward}, {"item", m_item}, {"tolist", m_tolist}, {"size", m_size},
-    {"dim", m_dim_numel}, {"numel", m_dim_numel}, {"requires_grad_", m_requires_grad},
-    {"retain_grad", m_requires_grad}, {"float", m_cast}, {"double", m_cast}, {"long", m_cast},
-    {"int", m_cast}, {"bool", m_cast},
+    {"backward", m_backward},
+    {"item", m_item},
+    {"tolist", m_tolist},
+    {"size", m_size},
+    {"dim", m_dim_numel},
+    {"numel", m_dim_numel},
+    {"requires_grad_", m_requires_grad},
+    {"retain_grad", m_requires_grad},
+    {"float", m_cast},
+    {"double", m_cast},
+    {"long", m_cast},
+    {"int", m_cast},
+    {"bool", m_cast},
 };
 
 /* Tensor attributes (tdx_attribute), offered for completion with the methods. */
@@ -297,10 +350,13 @@ static const char *const ATTRIBUTES[] = {
 static int op_method(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
                      const char *name, const struct call *c0, struct value *out)
 {
-    struct value args[16];  /* self first */
+    struct value args[16]; /* self first */
     args[0] = vtensor(self);
     memcpy(args + 1, c0->args, (size_t)c0->nargs * sizeof *args);
-    struct call c = {.args = args, .nargs = c0->nargs + 1, .kwn = c0->kwn, .kwv = c0->kwv,
+    struct call c = {.args = args,
+                     .nargs = c0->nargs + 1,
+                     .kwn = c0->kwn,
+                     .kwv = c0->kwv,
                      .nkw = c0->nkw};
     size_t n = strlen(name);
     if (n > 1 && name[n - 1] == '_' && name[n - 2] != '_') {
@@ -321,8 +377,8 @@ static int op_method(struct tdx_env *e, const struct tdx_node *at, struct tref *
     return tdx_fail(e, at, "'Tensor' object has no attribute '%s'", name);
 }
 
-int tdx_method(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
-               const char *name, const struct call *c0, struct value *out)
+int tdx_method(struct tdx_env *e, const struct tdx_node *at, struct tref *self, const char *name,
+               const struct call *c0, struct value *out)
 {
     if (c0->nargs >= 15) {
         return tdx_fail(e, at, "too many arguments");

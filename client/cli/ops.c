@@ -18,9 +18,9 @@
 ** operands include `input` is both torch.name and the Tensor method (x.name called on input);
 ** any other (cat's `tensors`, the creation ops) is a function only. */
 enum torch_form {
-    FORM_FUNCTION = 1,     /* torch.name / torch.nn.functional.name only (x.gelu() fails) */
-    FORM_INPLACE_METHOD,   /* a method only as x.name_() (there is no x.fill(1)) */
-    FORM_NONE,             /* the wire's alone: mT is the attribute x.mT, slice is x[a:b] */
+    FORM_FUNCTION = 1,   /* torch.name / torch.nn.functional.name only (x.gelu() fails) */
+    FORM_INPLACE_METHOD, /* a method only as x.name_() (there is no x.fill(1)) */
+    FORM_NONE,           /* the wire's alone: mT is the attribute x.mT, slice is x[a:b] */
 };
 
 static int torch_form(const struct tdx_opdef *op)
@@ -250,8 +250,10 @@ int tdx_set_arg(struct tdx_env *e, const char *op, const char *key, const struct
     }
     if (strcmp(key, "alpha") == 0 && (strcmp(op, "add") == 0 || strcmp(op, "sub") == 0)) {
         /* OpArgs has no alpha, and composing it here could round differently from torch */
-        return tdx_fail(e, at, "%s(): alpha= is not supported by tensord; write %s(input, alpha * "
-                        "other)", op, op);
+        return tdx_fail(e, at,
+                        "%s(): alpha= is not supported by tensord; write %s(input, alpha * "
+                        "other)",
+                        op, op);
     }
     if (strcmp(key, "requires_grad") == 0 && requires_grad != NULL) {
         *requires_grad = v->k == V_BOOL ? v->b : num_f(v) != 0;
@@ -310,8 +312,10 @@ static int add_operand(struct tdx_env *e, const struct tdx_node *at, const char 
         }
         for (int k = 0; k < v->n; k++) {
             if (v->items[k].k != V_TENSOR) {
-                return tdx_fail(e, at, "%s(): expected Tensor as element %d in argument 0, but got "
-                                "%s", op, k, tdx_type_name(&v->items[k]));
+                return tdx_fail(e, at,
+                                "%s(): expected Tensor as element %d in argument 0, but got "
+                                "%s",
+                                op, k, tdx_type_name(&v->items[k]));
             }
             if (*nin >= TDX_MAX_OPERANDS) {
                 return tdx_fail(e, at, "%s(): at most %d tensors", op, TDX_MAX_OPERANDS);
@@ -322,7 +326,7 @@ static int add_operand(struct tdx_env *e, const struct tdx_node *at, const char 
         return 0;
     }
     if (v->k == V_NONE && p->deflt != NULL && strcmp(p->deflt, "None") == 0) {
-        return 0;  /* an optional operand left out (linear's bias) */
+        return 0; /* an optional operand left out (linear's bias) */
     }
     if (*nin >= TDX_MAX_OPERANDS) {
         return tdx_fail(e, at, "%s(): too many operands", op);
@@ -390,7 +394,7 @@ static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct td
         if (i < c->nargs && !rest) {
             slot[k] = &c->args[i++];
         } else if (i < c->nargs) {
-            slot[k] = &c->args[i];  /* *name: the rest */
+            slot[k] = &c->args[i]; /* *name: the rest */
             i = c->nargs;
         }
     }
@@ -508,16 +512,16 @@ int tdx_call_op(struct tdx_env *e, const struct tdx_node *at, const char *op, bo
     }
     struct tensord_error err;
     uint64_t id;
-    int lrc = tensord_send_op_ex(e->c, d->wire, inplace ? 0 : t->handle, ins, nin, &a, inplace,
-                                 &id, &err);
-    tdx_tref_unref(e, src);  /* the request names it; its free waits for the next batch */
+    int lrc = tensord_send_op_ex(e->c, d->wire, inplace ? 0 : t->handle, ins, nin, &a, inplace, &id,
+                                 &err);
+    tdx_tref_unref(e, src); /* the request names it; its free waits for the next batch */
     if ((rc = tdx_send_tensor_result(e, lrc, id, t, at, &err)) != 0) {
         tdx_tref_unref(e, t);
         tdx_tref_unref(e, t2);
         return rc;
     }
     if (inplace) {
-        t->known = false;  /* an in-place op may change nothing visible, but be safe */
+        t->known = false; /* an in-place op may change nothing visible, but be safe */
         t->requires_grad |= any_grad && e->grad_enabled;
     } else {
         t->requires_grad = any_grad && e->grad_enabled && !tdx_op_nodiff(d);

@@ -16,21 +16,21 @@
 
 /* One of torch's parameters (ops.def's `name[:field][=default]`). */
 struct tdx_param {
-    const char *name;       /* torch's name ("dim0") */
-    const char *field;      /* the OpArgs field ("dim"); an operand's: "", "tensor", "tensors" */
-    const char *deflt;      /* the default as a Python literal, or NULL when required */
-    unsigned char operand;  /* a tensor operand (or a number standing for one), in wire order */
-    unsigned char varargs;  /* *name: takes the remaining positional arguments */
-    unsigned char kwonly;   /* after a lone `*` */
+    const char *name;      /* torch's name ("dim0") */
+    const char *field;     /* the OpArgs field ("dim"); an operand's: "", "tensor", "tensors" */
+    const char *deflt;     /* the default as a Python literal, or NULL when required */
+    unsigned char operand; /* a tensor operand (or a number standing for one), in wire order */
+    unsigned char varargs; /* *name: takes the remaining positional arguments */
+    unsigned char kwonly;  /* after a lone `*` */
 };
 
 struct tdx_opdef {
-    const char *name;       /* torch's ("mT") */
-    const char *wire;       /* libtensord's ("mt": the proto's OP_MT) */
-    int nin;                /* operands; -1: marked `:tensor` / `:tensors` in the parameters */
-    const char *inplace;    /* "add_" when the in-place form exists, else NULL */
-    unsigned flags;         /* TDX_OPF_* (cli_ops.h), ops.def's TD_OPF_* */
-    int param0, nparams;    /* its parameters: tdx_op_param(op, 0 .. nparams-1) */
+    const char *name;    /* torch's ("mT") */
+    const char *wire;    /* libtensord's ("mt": the proto's OP_MT) */
+    int nin;             /* operands; -1: marked `:tensor` / `:tensors` in the parameters */
+    const char *inplace; /* "add_" when the in-place form exists, else NULL */
+    unsigned flags;      /* TDX_OPF_* (cli_ops.h), ops.def's TD_OPF_* */
+    int param0, nparams; /* its parameters: tdx_op_param(op, 0 .. nparams-1) */
 };
 
 /* The op torch calls `name`, or NULL. */

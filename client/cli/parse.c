@@ -21,17 +21,26 @@
 #include "base/strbuf.h"
 
 enum tok {
-    T_EOF, T_NEWLINE, T_INDENT, T_DEDENT, T_NAME, T_INT, T_FLOAT, T_STR, T_FSTR, T_OP,
+    T_EOF,
+    T_NEWLINE,
+    T_INDENT,
+    T_DEDENT,
+    T_NAME,
+    T_INT,
+    T_FLOAT,
+    T_STR,
+    T_FSTR,
+    T_OP,
 };
 
 struct token {
     enum tok kind;
     int line, col;
-    char op[4];        /* T_OP: the operator's text */
-    char *s;           /* T_NAME, T_STR (decoded), T_FSTR (raw inner text): owned (td_free) */
+    char op[4]; /* T_OP: the operator's text */
+    char *s;    /* T_NAME, T_STR (decoded), T_FSTR (raw inner text): owned (td_free) */
     int64_t ival;
     double fval;
-    int sline, scol;   /* T_FSTR: where the inner text starts */
+    int sline, scol; /* T_FSTR: where the inner text starts */
 };
 
 struct lexer {
@@ -41,7 +50,7 @@ struct lexer {
     int n, cap;
     int indent[100];
     int nindent;
-    int depth;                 /* open brackets */
+    int depth; /* open brackets */
     int open_line[64], open_col[64];
     char open_ch[64];
     struct tdx_perr *err;
@@ -53,7 +62,7 @@ static int perr(struct tdx_perr *e, int line, int col, const char *fmt, ...)
 static int perr(struct tdx_perr *e, int line, int col, const char *fmt, ...)
 {
     if (e->msg[0] != '\0') {
-        return -1;  /* keep the first error */
+        return -1; /* keep the first error */
     }
     va_list ap;
     va_start(ap, fmt);
@@ -134,8 +143,14 @@ static int lex_string(struct lexer *lx, bool raw, bool fstr, int line, int col)
             case '\\': out = '\\'; break;
             case '\'': out = '\''; break;
             case '"': out = '"'; break;
-            case '\n': take = 2; out = 0; break;
-            default: out = '\\'; take = 1; break;
+            case '\n':
+                take = 2;
+                out = 0;
+                break;
+            default:
+                out = '\\';
+                take = 1;
+                break;
             }
             if (lx->p[1] == '\n') {
                 advance(lx, 2);
@@ -197,13 +212,12 @@ static int lex_number(struct lexer *lx)
         char c = *lx->p;
         bool e = c == 'e' || c == 'E';
         bool sign = e && (lx->p[1] == '-' || lx->p[1] == '+');
-        bool exp = e && !has_exp &&
-                   isdigit((unsigned char)lx->p[sign ? 2 : 1]);
+        bool exp = e && !has_exp && isdigit((unsigned char)lx->p[sign ? 2 : 1]);
         bool sep = c == '_' && isdigit((unsigned char)lx->p[1]);
         if (!isdigit((unsigned char)c) && !sep && !exp && !(c == '.' && !isfloat)) {
             break;
         }
-        if (n + (exp && sign ? 2 : 1) + 1 > sizeof buf) {  /* the char(s) and a terminator */
+        if (n + (exp && sign ? 2 : 1) + 1 > sizeof buf) { /* the char(s) and a terminator */
             return perr(lx->err, line, col, "numeric literal too long");
         }
         if (exp) {
@@ -213,7 +227,7 @@ static int lex_number(struct lexer *lx)
                 advance(lx, 1);
                 buf[n++] = *lx->p;
             }
-        } else if (!sep) {  /* a digit separator is dropped */
+        } else if (!sep) { /* a digit separator is dropped */
             isfloat = isfloat || c == '.';
             buf[n++] = c;
         }
@@ -241,8 +255,8 @@ static int lex_number(struct lexer *lx)
 }
 
 static const char *const OPS3[] = {"**=", "//=", "..."};
-static const char *const OPS2[] = {"**", "//", "<=", ">=", "==", "!=", "+=", "-=", "*=", "/=",
-                                   "%=", "@=", "->"};
+static const char *const OPS2[] = {"**", "//", "<=", ">=", "==", "!=", "+=",
+                                   "-=", "*=", "/=", "%=", "@=", "->"};
 static const char OPS1[] = "+-*/%@<>=()[]{},:.;~|&^!";
 
 /* Indentation at the start of a logical line: INDENT, DEDENTs, or nothing. Blank and
@@ -288,7 +302,7 @@ static int lex_indent(struct lexer *lx)
 
 static int lex(struct lexer *lx)
 {
-    bool bol = true;        /* at the beginning of a logical line */
+    bool bol = true; /* at the beginning of a logical line */
     bool has_tokens = false;
     for (;;) {
         if (bol && lx->depth == 0) {
@@ -407,8 +421,10 @@ static int lex(struct lexer *lx)
                 return perr(lx->err, line, col, "unmatched '%c'", c);
             }
             if (lx->open_ch[lx->depth - 1] != want) {
-                return perr(lx->err, line, col, "closing parenthesis '%c' does not match "
-                            "opening parenthesis '%c'", c, lx->open_ch[lx->depth - 1]);
+                return perr(lx->err, line, col,
+                            "closing parenthesis '%c' does not match "
+                            "opening parenthesis '%c'",
+                            c, lx->open_ch[lx->depth - 1]);
             }
             lx->depth--;
         }
@@ -440,7 +456,7 @@ static int lex(struct lexer *lx)
 static void free_tokens(struct token *t, int n)
 {
     for (int i = 0; i < n; i++) {
-        td_free(t[i].s);  /* token text comes from td_strbuf / td_malloc */
+        td_free(t[i].s); /* token text comes from td_strbuf / td_malloc */
     }
     free(t);
 }
@@ -539,8 +555,10 @@ static const char *describe(const struct token *t, char *buf, size_t cap)
     case T_INDENT: return "unexpected indent";
     case T_DEDENT: return "unindent";
     case T_NAME: snprintf(buf, cap, "'%s'", t->s); return buf;
-    case T_INT: case T_FLOAT: return "number";
-    case T_STR: case T_FSTR: return "string";
+    case T_INT:
+    case T_FLOAT: return "number";
+    case T_STR:
+    case T_FSTR: return "string";
     case T_OP: snprintf(buf, cap, "'%s'", t->op); return buf;
     }
     return "token";
@@ -578,10 +596,10 @@ static int expect_op(struct parser *ps, const char *op)
 }
 
 static const char *const KEYWORDS[] = {
-    "and", "or", "not", "del", "with", "for", "in", "pass", "True", "False", "None", "if",
-    "else", "elif", "while", "def", "class", "return", "import", "from", "lambda", "as", "is",
-    "try", "except", "finally", "raise", "yield", "global", "nonlocal", "break", "continue",
-    "assert", "async", "await",
+    "and",    "or",     "not",      "del",   "with",     "for",    "in",     "pass",    "True",
+    "False",  "None",   "if",       "else",  "elif",     "while",  "def",    "class",   "return",
+    "import", "from",   "lambda",   "as",    "is",       "try",    "except", "finally", "raise",
+    "yield",  "global", "nonlocal", "break", "continue", "assert", "async",  "await",
 };
 
 static bool is_keyword(const char *s)
@@ -596,8 +614,8 @@ static bool is_keyword(const char *s)
 
 static struct tdx_node *parse_fstring(struct parser *ps, struct token *t);
 
-static struct tdx_node *sequence(struct parser *ps, enum tdx_kind kind, const char *close,
-                                 int line, int col)
+static struct tdx_node *sequence(struct parser *ps, enum tdx_kind kind, const char *close, int line,
+                                 int col)
 {
     struct tdx_node *n = node(ps, kind, line, col);
     if (n == NULL) {
@@ -671,13 +689,13 @@ static struct tdx_node *atom(struct parser *ps)
         n->str[len] = '\0';
         return n;
     }
-    case T_FSTR:
-        ps->i++;
-        return parse_fstring(ps, t);
+    case T_FSTR: ps->i++; return parse_fstring(ps, t);
     case T_NAME:
-        if (strcmp(t->s, "True") == 0 || strcmp(t->s, "False") == 0 ||
-            strcmp(t->s, "None") == 0) {
-            n = node(ps, t->s[0] == 'T' ? TDX_TRUE : t->s[0] == 'F' ? TDX_FALSE : TDX_NONE,
+        if (strcmp(t->s, "True") == 0 || strcmp(t->s, "False") == 0 || strcmp(t->s, "None") == 0) {
+            n = node(ps,
+                     t->s[0] == 'T'   ? TDX_TRUE
+                     : t->s[0] == 'F' ? TDX_FALSE
+                                      : TDX_NONE,
                      t->line, t->col);
             ps->i += n != NULL;
             return n;
@@ -710,8 +728,7 @@ static struct tdx_node *atom(struct parser *ps)
             return n;
         }
         return syntax(ps, "an expression");
-    default:
-        return syntax(ps, "an expression");
+    default: return syntax(ps, "an expression");
     }
 }
 
@@ -930,7 +947,7 @@ static struct tdx_node *power(struct parser *ps)
     if (n != NULL && is_op(ps, "**")) {
         struct token *t = peek(ps);
         ps->i++;
-        return binop(ps, TDX_OP_POW, t, n, factor(ps));  /* right-assoc; -x binds weaker */
+        return binop(ps, TDX_OP_POW, t, n, factor(ps)); /* right-assoc; -x binds weaker */
     }
     return n;
 }
@@ -964,11 +981,13 @@ static int match(struct parser *ps, const struct opmap *m, size_t n)
     return 0;
 }
 
-static const struct opmap TERM[] = {{"*", TDX_OP_MUL}, {"/", TDX_OP_DIV},
-                                    {"//", TDX_OP_FLOORDIV}, {"%", TDX_OP_MOD},
+static const struct opmap TERM[] = {{"*", TDX_OP_MUL},
+                                    {"/", TDX_OP_DIV},
+                                    {"//", TDX_OP_FLOORDIV},
+                                    {"%", TDX_OP_MOD},
                                     {"@", TDX_OP_MATMUL}};
 static const struct opmap ARITH[] = {{"+", TDX_OP_ADD}, {"-", TDX_OP_SUB}};
-static const struct opmap COMPARE[] = {{"<", TDX_OP_LT}, {"<=", TDX_OP_LE}, {">", TDX_OP_GT},
+static const struct opmap COMPARE[] = {{"<", TDX_OP_LT},  {"<=", TDX_OP_LE}, {">", TDX_OP_GT},
                                        {">=", TDX_OP_GE}, {"==", TDX_OP_EQ}, {"!=", TDX_OP_NE}};
 
 /* One left-associative precedence level: operands from `next`, operators from `ops`. */
@@ -1078,8 +1097,7 @@ static struct tdx_node *expr_or_tuple(struct parser *ps)
 /* ---- f-strings ---- */
 
 /* Decodes backslash escapes and {{ }} of a literal part into a TDX_STR node. */
-static struct tdx_node *fstr_literal(struct parser *ps, const char *s, size_t n, int line,
-                                     int col)
+static struct tdx_node *fstr_literal(struct parser *ps, const char *s, size_t n, int line, int col)
 {
     struct tdx_node *lit = node(ps, TDX_STR, line, col);
     if (lit == NULL || (lit->str = malloc(n + 1)) == NULL) {
@@ -1100,7 +1118,10 @@ static struct tdx_node *fstr_literal(struct parser *ps, const char *s, size_t n,
             case '\\': c = '\\'; break;
             case '\'': c = '\''; break;
             case '"': c = '"'; break;
-            default: lit->str[k++] = '\\'; c = s[i]; break;
+            default:
+                lit->str[k++] = '\\';
+                c = s[i];
+                break;
             }
         }
         lit->str[k++] = c;
@@ -1168,8 +1189,8 @@ static struct tdx_node *parse_fstring(struct parser *ps, struct token *t)
                     depth--;
                 } else if (depth == 0 && c == '}') {
                     break;
-                } else if (depth == 0 && c == '!' && j + 1 < len && s[j + 1] != '=' &&
-                           conv == 0 && spec == 0) {
+                } else if (depth == 0 && c == '!' && j + 1 < len && s[j + 1] != '=' && conv == 0 &&
+                           spec == 0) {
                     conv = j;
                 } else if (depth == 0 && c == ':' && spec == 0) {
                     spec = j;
@@ -1182,8 +1203,9 @@ static struct tdx_node *parse_fstring(struct parser *ps, struct token *t)
             }
             size_t eend = conv ? conv : spec ? spec : j;
             struct tdx_node *fld = node(ps, TDX_FIELD, fline, fcol);
-            struct tdx_node *e = fld != NULL ?
-                parse_expr_text(s + i + 1, eend - i - 1, fline, fcol, ps->err) : NULL;
+            struct tdx_node *e = fld != NULL ? parse_expr_text(s + i + 1, eend - i - 1, fline, fcol,
+                                                               ps->err)
+                                             : NULL;
             if (e == NULL || add_kid(ps, fld, e) != 0 || add_kid(ps, f, fld) != 0) {
                 if (fld != NULL && fld->nkids == 0) {
                     tdx_node_free(e);
@@ -1236,16 +1258,17 @@ static bool is_target(const struct tdx_node *n)
     return n->kind == TDX_NAME || n->kind == TDX_ATTR || n->kind == TDX_INDEX;
 }
 
-static const struct opmap AUG[] = {{"+=", TDX_OP_ADD}, {"-=", TDX_OP_SUB}, {"*=", TDX_OP_MUL},
-                                   {"/=", TDX_OP_DIV}, {"//=", TDX_OP_FLOORDIV},
-                                   {"%=", TDX_OP_MOD}, {"**=", TDX_OP_POW},
-                                   {"@=", TDX_OP_MATMUL}};
+static const struct opmap AUG[] = {{"+=", TDX_OP_ADD},       {"-=", TDX_OP_SUB},
+                                   {"*=", TDX_OP_MUL},       {"/=", TDX_OP_DIV},
+                                   {"//=", TDX_OP_FLOORDIV}, {"%=", TDX_OP_MOD},
+                                   {"**=", TDX_OP_POW},      {"@=", TDX_OP_MATMUL}};
 
 /* Where an expression's text begins (a call's node sits at its '('). */
 static const struct tdx_node *start_of(const struct tdx_node *n)
 {
     while ((n->kind == TDX_CALL || n->kind == TDX_ATTR || n->kind == TDX_INDEX ||
-            n->kind == TDX_BINOP) && n->nkids > 0 && n->kids[0] != NULL) {
+            n->kind == TDX_BINOP) &&
+           n->nkids > 0 && n->kids[0] != NULL) {
         n = n->kids[0];
     }
     return n;
@@ -1397,16 +1420,16 @@ static struct tdx_node *small_stmt(struct parser *ps)
     if (is_op(ps, "=") || aug != 0) {
         if (!is_target(lhs)) {
             perr(ps->err, start_of(lhs)->line, start_of(lhs)->col, "cannot assign to %s%s",
-                 lhs->kind == TDX_CALL ? "function call" :
-                 lhs->kind == TDX_TUPLE ? "a tuple (unpacking is not supported)" :
-                 lhs->kind == TDX_NAME ? "" : "expression",
+                 lhs->kind == TDX_CALL    ? "function call"
+                 : lhs->kind == TDX_TUPLE ? "a tuple (unpacking is not supported)"
+                 : lhs->kind == TDX_NAME  ? ""
+                                          : "expression",
                  aug != 0 ? " here (augmented assignment)" : "");
             tdx_node_free(lhs);
             return NULL;
         }
         ps->i++;
-        struct tdx_node *n = node(ps, aug != 0 ? TDX_AUGASSIGN : TDX_ASSIGN, opt->line,
-                                  opt->col);
+        struct tdx_node *n = node(ps, aug != 0 ? TDX_AUGASSIGN : TDX_ASSIGN, opt->line, opt->col);
         if (n == NULL) {
             tdx_node_free(lhs);
             return NULL;
@@ -1442,7 +1465,7 @@ static struct tdx_node *small_stmt(struct parser *ps)
 
 static int push_stmt(struct parser *ps, struct tdx_prog *out, struct tdx_node *s)
 {
-    return append_node(ps, &out->stmts, &out->n, s, s->line, s->col);  /* read before any free */
+    return append_node(ps, &out->stmts, &out->n, s, s->line, s->col); /* read before any free */
 }
 
 /* small_stmt (';' small_stmt)* NEWLINE */
@@ -1488,9 +1511,10 @@ static int block(struct parser *ps, struct tdx_node *owner)
             if (t->kind == T_EOF) {
                 ps->err->incomplete = true;
             }
-            return perr(ps->err, t->line, t->col, "expected an indented block after '%s' "
-                        "statement on line %d", owner->kind == TDX_WITH ? "with" : "for",
-                        owner->line);
+            return perr(ps->err, t->line, t->col,
+                        "expected an indented block after '%s' "
+                        "statement on line %d",
+                        owner->kind == TDX_WITH ? "with" : "for", owner->line);
         }
         ps->i++;
         while (peek(ps)->kind != T_DEDENT && peek(ps)->kind != T_EOF) {
@@ -1642,10 +1666,10 @@ static struct tdx_node *parse_expr_text(const char *text, size_t n, int line, in
 /* ---- dumping, for tests ---- */
 
 static const char *const OPNAME[] = {
-    [TDX_OP_ADD] = "+", [TDX_OP_SUB] = "-", [TDX_OP_MUL] = "*", [TDX_OP_DIV] = "/",
+    [TDX_OP_ADD] = "+",       [TDX_OP_SUB] = "-", [TDX_OP_MUL] = "*",  [TDX_OP_DIV] = "/",
     [TDX_OP_FLOORDIV] = "//", [TDX_OP_MOD] = "%", [TDX_OP_POW] = "**", [TDX_OP_MATMUL] = "@",
-    [TDX_OP_LT] = "<", [TDX_OP_LE] = "<=", [TDX_OP_GT] = ">", [TDX_OP_GE] = ">=",
-    [TDX_OP_EQ] = "==", [TDX_OP_NE] = "!=", [TDX_OP_NEG] = "-", [TDX_OP_POS] = "+",
+    [TDX_OP_LT] = "<",        [TDX_OP_LE] = "<=", [TDX_OP_GT] = ">",   [TDX_OP_GE] = ">=",
+    [TDX_OP_EQ] = "==",       [TDX_OP_NE] = "!=", [TDX_OP_NEG] = "-",  [TDX_OP_POS] = "+",
 };
 
 static void dump(struct td_strbuf *b, const struct tdx_node *n)
@@ -1655,11 +1679,13 @@ static void dump(struct td_strbuf *b, const struct tdx_node *n)
         return;
     }
     static const char *const head[] = {
-        [TDX_FSTR] = "fstr", [TDX_FIELD] = "field", [TDX_AND] = "and", [TDX_OR] = "or",
-        [TDX_NOT] = "not", [TDX_CALL] = "call", [TDX_ATTR] = ".", [TDX_INDEX] = "[]",
-        [TDX_SLICE] = "slice", [TDX_LIST] = "list", [TDX_TUPLE] = "tuple", [TDX_KWARG] = "=",
-        [TDX_EXPR] = "expr", [TDX_ASSIGN] = "assign", [TDX_AUGASSIGN] = "aug", [TDX_DEL] = "del",
-        [TDX_WITH] = "with", [TDX_FOR] = "for", [TDX_PASS] = "pass", [TDX_IMPORT] = "import",
+        [TDX_FSTR] = "fstr", [TDX_FIELD] = "field",   [TDX_AND] = "and",
+        [TDX_OR] = "or",     [TDX_NOT] = "not",       [TDX_CALL] = "call",
+        [TDX_ATTR] = ".",    [TDX_INDEX] = "[]",      [TDX_SLICE] = "slice",
+        [TDX_LIST] = "list", [TDX_TUPLE] = "tuple",   [TDX_KWARG] = "=",
+        [TDX_EXPR] = "expr", [TDX_ASSIGN] = "assign", [TDX_AUGASSIGN] = "aug",
+        [TDX_DEL] = "del",   [TDX_WITH] = "with",     [TDX_FOR] = "for",
+        [TDX_PASS] = "pass", [TDX_IMPORT] = "import",
     };
     switch (n->kind) {
     case TDX_INT: td_strbuf_printf(b, "%lld", (long long)n->ival); return;
@@ -1670,7 +1696,9 @@ static void dump(struct td_strbuf *b, const struct tdx_node *n)
     case TDX_FALSE: td_strbuf_printf(b, "False"); return;
     case TDX_NONE: td_strbuf_printf(b, "None"); return;
     case TDX_ELLIPSIS: td_strbuf_printf(b, "..."); return;
-    case TDX_BINOP: case TDX_UNARY: case TDX_AUGASSIGN:
+    case TDX_BINOP:
+    case TDX_UNARY:
+    case TDX_AUGASSIGN:
         td_strbuf_printf(b, "(%s%s", n->kind == TDX_AUGASSIGN ? "aug" : "", OPNAME[n->op]);
         break;
     default:

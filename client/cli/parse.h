@@ -15,18 +15,57 @@
 
 enum tdx_kind {
     /* expressions */
-    TDX_INT, TDX_FLOAT, TDX_STR, TDX_FSTR, TDX_FIELD, TDX_NAME, TDX_TRUE, TDX_FALSE, TDX_NONE,
-    TDX_ELLIPSIS, TDX_BINOP, TDX_UNARY, TDX_AND, TDX_OR, TDX_NOT, TDX_CALL, TDX_ATTR,
-    TDX_INDEX, TDX_SLICE, TDX_LIST, TDX_TUPLE, TDX_KWARG,
+    TDX_INT,
+    TDX_FLOAT,
+    TDX_STR,
+    TDX_FSTR,
+    TDX_FIELD,
+    TDX_NAME,
+    TDX_TRUE,
+    TDX_FALSE,
+    TDX_NONE,
+    TDX_ELLIPSIS,
+    TDX_BINOP,
+    TDX_UNARY,
+    TDX_AND,
+    TDX_OR,
+    TDX_NOT,
+    TDX_CALL,
+    TDX_ATTR,
+    TDX_INDEX,
+    TDX_SLICE,
+    TDX_LIST,
+    TDX_TUPLE,
+    TDX_KWARG,
     /* statements */
-    TDX_EXPR, TDX_ASSIGN, TDX_AUGASSIGN, TDX_DEL, TDX_WITH, TDX_FOR, TDX_PASS, TDX_IMPORT,
+    TDX_EXPR,
+    TDX_ASSIGN,
+    TDX_AUGASSIGN,
+    TDX_DEL,
+    TDX_WITH,
+    TDX_FOR,
+    TDX_PASS,
+    TDX_IMPORT,
 };
 
 /* Operators, for TDX_BINOP, TDX_UNARY and TDX_AUGASSIGN (`op`). */
 enum tdx_op {
-    TDX_OP_ADD = 1, TDX_OP_SUB, TDX_OP_MUL, TDX_OP_DIV, TDX_OP_FLOORDIV, TDX_OP_MOD, TDX_OP_POW,
-    TDX_OP_MATMUL, TDX_OP_LT, TDX_OP_LE, TDX_OP_GT, TDX_OP_GE, TDX_OP_EQ, TDX_OP_NE,
-    TDX_OP_NEG, TDX_OP_POS,
+    TDX_OP_ADD = 1,
+    TDX_OP_SUB,
+    TDX_OP_MUL,
+    TDX_OP_DIV,
+    TDX_OP_FLOORDIV,
+    TDX_OP_MOD,
+    TDX_OP_POW,
+    TDX_OP_MATMUL,
+    TDX_OP_LT,
+    TDX_OP_LE,
+    TDX_OP_GT,
+    TDX_OP_GE,
+    TDX_OP_EQ,
+    TDX_OP_NE,
+    TDX_OP_NEG,
+    TDX_OP_POS,
 };
 
 /* One node. Children by kind:
@@ -41,24 +80,24 @@ enum tdx_op {
 **   `as`, a KWARG whose `str` is the bound name and kids[0] that NAME. */
 struct tdx_node {
     enum tdx_kind kind;
-    int line, col;              /* 1-based, where the construct starts (an operator's position
+    int line, col; /* 1-based, where the construct starts (an operator's position
                                 ** for BINOP, the '(' for CALL, the '[' for INDEX, '.' for ATTR) */
-    int op;                     /* enum tdx_op */
+    int op;        /* enum tdx_op */
     int64_t ival;
     double fval;
-    char *str;                  /* owned */
-    struct tdx_node **kids;     /* owned, nkids of them */
+    char *str;              /* owned */
+    struct tdx_node **kids; /* owned, nkids of them */
     int nkids;
 };
 
 struct tdx_prog {
-    struct tdx_node **stmts;    /* owned */
+    struct tdx_node **stmts; /* owned */
     int n;
 };
 
 struct tdx_perr {
     int line, col;
-    bool incomplete;            /* the text ended inside a bracket, a string or a block header */
+    bool incomplete; /* the text ended inside a bracket, a string or a block header */
     char msg[200];
 };
 

@@ -80,7 +80,10 @@ int tdx_vtext(struct tdx_env *e, const struct value *v, bool str, const struct t
     case V_NONE: td_strbuf_puts(b, "None"); return 0;
     case V_BOOL: td_strbuf_puts(b, v->b ? "True" : "False"); return 0;
     case V_INT: td_strbuf_printf(b, "%" PRId64, v->i); return 0;
-    case V_FLOAT: fmt_float(v->f, num, sizeof num); td_strbuf_puts(b, num); return 0;
+    case V_FLOAT:
+        fmt_float(v->f, num, sizeof num);
+        td_strbuf_puts(b, num);
+        return 0;
     case V_STR:
         if (str) {
             td_strbuf_append(b, v->s, (size_t)v->i);
@@ -89,8 +92,10 @@ int tdx_vtext(struct tdx_env *e, const struct value *v, bool str, const struct t
         }
         return 0;
     case V_TENSOR: return tensor_text(e, v->t, at, b);
-    case V_LIST: case V_TUPLE: case V_SIZE:
-        if (v->k == V_TUPLE && v->s != NULL && v->n == 2) {  /* max/min with a dim */
+    case V_LIST:
+    case V_TUPLE:
+    case V_SIZE:
+        if (v->k == V_TUPLE && v->s != NULL && v->n == 2) { /* max/min with a dim */
             td_strbuf_printf(b, "tensord.return_types.%s(\nvalues=", v->s);
             if ((rc = tdx_vtext(e, &v->items[0], false, at, b)) != 0) {
                 return rc;
@@ -178,9 +183,7 @@ static int json_data(struct td_strbuf *b, const uint8_t *p, enum tensord_dtype d
             snprintf(num, sizeof num, "%" PRId64, v);
             break;
         }
-        default:
-            snprintf(num, sizeof num, "%s", p[*off] ? "true" : "false");
-            break;
+        default: snprintf(num, sizeof num, "%s", p[*off] ? "true" : "false"); break;
         }
         *off += tensord_dtype_size(dt);
         td_strbuf_puts(b, num);
@@ -240,9 +243,14 @@ static int vjson(struct tdx_env *e, const struct value *v, const struct tdx_node
     case V_NONE: td_strbuf_puts(b, "null"); return 0;
     case V_BOOL: td_strbuf_puts(b, v->b ? "true" : "false"); return 0;
     case V_INT: td_strbuf_printf(b, "%" PRId64, v->i); return 0;
-    case V_FLOAT: json_float(v->f, num, sizeof num); td_strbuf_puts(b, num); return 0;
+    case V_FLOAT:
+        json_float(v->f, num, sizeof num);
+        td_strbuf_puts(b, num);
+        return 0;
     case V_STR: json_str(b, v->s, (size_t)v->i); return 0;
-    case V_LIST: case V_TUPLE: case V_SIZE:
+    case V_LIST:
+    case V_TUPLE:
+    case V_SIZE:
         td_strbuf_puts(b, "[");
         for (int i = 0; i < v->n; i++) {
             if (i > 0) {
@@ -300,19 +308,15 @@ int tdx_format_spec(struct tdx_env *e, const struct tdx_node *at, const struct v
     char *txt = NULL, msg[200];
     int rc;
     switch (v->k) {
-    case V_BOOL: case V_INT:
-        rc = tdx_format_int(num_i(v), v->k == V_BOOL, spec, &txt, msg, sizeof msg);
-        break;
-    case V_FLOAT:
-        rc = tdx_format_float(v->f, spec, &txt, msg, sizeof msg);
-        break;
-    case V_STR:
-        rc = tdx_format_str(v->s, (size_t)v->i, spec, &txt, msg, sizeof msg);
-        break;
+    case V_BOOL:
+    case V_INT: rc = tdx_format_int(num_i(v), v->k == V_BOOL, spec, &txt, msg, sizeof msg); break;
+    case V_FLOAT: rc = tdx_format_float(v->f, spec, &txt, msg, sizeof msg); break;
+    case V_STR: rc = tdx_format_str(v->s, (size_t)v->i, spec, &txt, msg, sizeof msg); break;
     default:
         return tdx_fail(e, at, "unsupported format string passed to %s.__format__",
-                        v->k == V_SIZE ? "torch.Size" : v->k == V_DTYPE ? "torch.dtype" :
-                        tdx_type_name(v));
+                        v->k == V_SIZE    ? "torch.Size"
+                        : v->k == V_DTYPE ? "torch.dtype"
+                                          : tdx_type_name(v));
     }
     if (rc != 0) {
         return tdx_fail(e, at, "%s", msg);

@@ -74,7 +74,7 @@ void tdx_tref_unref(struct tdx_env *e, struct tref *t)
         size_t ncap = e->capdead ? e->capdead * 2 : 64;
         uint64_t *d = realloc(e->dead, ncap * sizeof *d);
         if (d == NULL) {
-            free(t);  /* the handle stays on the server until the session ends */
+            free(t); /* the handle stays on the server until the session ends */
             return;
         }
         e->dead = d;
@@ -147,11 +147,22 @@ int tdx_vseq(struct tdx_env *e, struct value *out, enum vkind k, int n)
 const char *tdx_type_name(const struct value *v)
 {
     static const char *const names[] = {
-        [V_NONE] = "NoneType", [V_BOOL] = "bool", [V_INT] = "int", [V_FLOAT] = "float",
-        [V_STR] = "str", [V_TENSOR] = "Tensor", [V_LIST] = "list", [V_TUPLE] = "tuple",
-        [V_SIZE] = "Size", [V_DTYPE] = "dtype", [V_FUNC] = "builtin_function_or_method",
-        [V_METHOD] = "method", [V_CTX] = "no_grad", [V_RANGE] = "range",
-        [V_MODULE] = "module", [V_NODE] = "Node",
+        [V_NONE] = "NoneType",
+        [V_BOOL] = "bool",
+        [V_INT] = "int",
+        [V_FLOAT] = "float",
+        [V_STR] = "str",
+        [V_TENSOR] = "Tensor",
+        [V_LIST] = "list",
+        [V_TUPLE] = "tuple",
+        [V_SIZE] = "Size",
+        [V_DTYPE] = "dtype",
+        [V_FUNC] = "builtin_function_or_method",
+        [V_METHOD] = "method",
+        [V_CTX] = "no_grad",
+        [V_RANGE] = "range",
+        [V_MODULE] = "module",
+        [V_NODE] = "Node",
     };
     return names[v->k];
 }
@@ -170,7 +181,9 @@ int tdx_pend_add(struct tdx_env *e, uint64_t id, enum pkind kind, struct tref *t
         e->pend = p;
         e->cappend = ncap;
     }
-    e->pend[e->npend++] = (struct preq){.id = id, .kind = kind, .t = tdx_tref_ref(t),
+    e->pend[e->npend++] = (struct preq){.id = id,
+                                        .kind = kind,
+                                        .t = tdx_tref_ref(t),
                                         .line = at != NULL ? at->line : 0,
                                         .col = at != NULL ? at->col : 0};
     return 0;
@@ -193,7 +206,7 @@ int tdx_flush_dead(struct tdx_env *e)
 int tdx_sync(struct tdx_env *e)
 {
     if (e->npend == 0) {
-        return e->broken ? TDX_FATAL : 0;  /* frees wait for the next batch */
+        return e->broken ? TDX_FATAL : 0; /* frees wait for the next batch */
     }
     int rc = tdx_flush_dead(e);
     if (rc == TDX_FATAL || e->broken) {
@@ -228,7 +241,7 @@ int tdx_sync(struct tdx_env *e)
             p->t->info = r.info;
             p->t->known = true;
         } else if (p->kind == P_GRAD && p->t != NULL) {
-            p->t->none = true;  /* .grad was None: Grad bound nothing */
+            p->t->none = true; /* .grad was None: Grad bound nothing */
         }
         tdx_tref_unref(e, p->t);
     }
@@ -241,7 +254,7 @@ int tdx_need_sync(struct tdx_env *e)
 {
     int rc = tdx_sync(e);
     if (rc == TDX_ERROR && e->cfg.keep_going) {
-        rc = 0;  /* reported; the statement that waits goes on */
+        rc = 0; /* reported; the statement that waits goes on */
     }
     if (rc != 0) {
         e->has_err = false;
@@ -257,7 +270,8 @@ int tdx_known(struct tdx_env *e, struct tref *t, const struct tdx_node *at)
         return rc;
     }
     if (t->none) {
-        return tdx_fail(e, at, "'NoneType' object has no attribute here (the tensor's .grad is "
+        return tdx_fail(e, at,
+                        "'NoneType' object has no attribute here (the tensor's .grad is "
                         "None)");
     }
     if (!t->known) {
@@ -340,8 +354,8 @@ int tdx_parse_dtype_value(struct tdx_env *e, const struct value *v, const struct
         *dt = v->dt;
         return 0;
     }
-    if (v->k == V_FUNC && (strcmp(v->s, "float") == 0 || strcmp(v->s, "int") == 0 ||
-                           strcmp(v->s, "bool") == 0)) {
+    if (v->k == V_FUNC &&
+        (strcmp(v->s, "float") == 0 || strcmp(v->s, "int") == 0 || strcmp(v->s, "bool") == 0)) {
         *dt = v->s[0] == 'f' ? TENSORD_FLOAT32 : v->s[0] == 'i' ? TENSORD_INT32 : TENSORD_BOOL;
         return 0;
     }
@@ -349,8 +363,8 @@ int tdx_parse_dtype_value(struct tdx_env *e, const struct value *v, const struct
 }
 
 /* Flattens f(2, 3), f((2, 3)), f([2, 3]) and f(x.shape) into a shape. */
-int tdx_get_shape(struct tdx_env *e, const struct value *args, int n,
-                  const struct tdx_node *at, int64_t *shape, int *ndim)
+int tdx_get_shape(struct tdx_env *e, const struct value *args, int n, const struct tdx_node *at,
+                  int64_t *shape, int *ndim)
 {
     const struct value *items = args;
     if (n == 1 && (args[0].k == V_LIST || args[0].k == V_TUPLE || args[0].k == V_SIZE)) {

@@ -76,7 +76,7 @@ static void advise_huge(unsigned char *p, size_t n)
         uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095;
         uintptr_t e = ((uintptr_t)p + n) & ~(uintptr_t)4095;
         if (e > a) {
-            madvise((void *)a, e - a, MADV_HUGEPAGE);  /* advice only: failure changes nothing */
+            madvise((void *)a, e - a, MADV_HUGEPAGE); /* advice only: failure changes nothing */
         }
     }
 #else
@@ -110,7 +110,7 @@ static void *counted(unsigned char *p, size_t n)
 ** smallest cached buffer that holds it with at most a quarter to spare. Bounded: at most
 ** CACHE_SLOTS buffers of at most a quarter of the byte limit each, CACHE_DEFAULT_BYTES in all
 ** unless td_alloc_cache_limit says otherwise; the oldest make room for the newest. */
-#define CACHE_MIN ((size_t)128 << 10)  /* glibc's own heap serves smaller ones well */
+#define CACHE_MIN ((size_t)128 << 10) /* glibc's own heap serves smaller ones well */
 #define CACHE_SLOTS 64
 
 /* Under AddressSanitizer the cache stays off: reusing buffers would hide a use after free. */
@@ -128,7 +128,7 @@ static void *counted(unsigned char *p, size_t n)
 
 static struct {
     pthread_mutex_t mu;
-    unsigned char *buf[CACHE_SLOTS];  /* base pointers (header included) */
+    unsigned char *buf[CACHE_SLOTS]; /* base pointers (header included) */
     size_t cap[CACHE_SLOTS];
     int n;
     size_t bytes, limit;
@@ -184,7 +184,7 @@ static bool cache_put(unsigned char *base, size_t cap)
     }
     pthread_mutex_unlock(&cache.mu);
     for (int i = 0; i < ndrop; i++) {
-        free(drop[i]);  /* outside the lock: unmapping a large buffer takes a while */
+        free(drop[i]); /* outside the lock: unmapping a large buffer takes a while */
     }
     return kept;
 }
@@ -193,7 +193,7 @@ void td_alloc_cache_limit(size_t bytes)
 {
     pthread_mutex_lock(&cache.mu);
     cache.limit = CACHE_ALLOWED ? bytes : 0;
-    while (cache.n > 0 && cache.bytes > cache.limit) {  /* shrink: the oldest go first */
+    while (cache.n > 0 && cache.bytes > cache.limit) { /* shrink: the oldest go first */
         free(cache.buf[0]);
         cache_remove(0);
     }
@@ -321,8 +321,8 @@ int td_quota_charge(struct td_quota *q, int64_t n, struct td_err *err)
 {
     for (struct td_quota *c = q; c != NULL; c = c->parent) {
         if (c->max_charge > 0 && n > c->max_charge) {
-            return td_err_set(err, TD_ELIMIT, "tensor of %lld bytes exceeds %s %lld",
-                              (long long)n, c->max_charge_name, (long long)c->max_charge);
+            return td_err_set(err, TD_ELIMIT, "tensor of %lld bytes exceeds %s %lld", (long long)n,
+                              c->max_charge_name, (long long)c->max_charge);
         }
     }
     return td_quota_charge_bytes(q, n, err);

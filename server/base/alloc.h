@@ -18,9 +18,9 @@
 
 /* Returns 16-byte-aligned memory or NULL (also when the fault hook fires). */
 void *td_malloc(size_t n);
-void *td_calloc(size_t count, size_t size);  /* NULL on count*size overflow */
-void *td_realloc(void *p, size_t n);          /* like realloc; p may be NULL */
-void td_free(void *p);                        /* NULL is a no-op */
+void *td_calloc(size_t count, size_t size); /* NULL on count*size overflow */
+void *td_realloc(void *p, size_t n);        /* like realloc; p may be NULL */
+void td_free(void *p);                      /* NULL is a no-op */
 char *td_strdup(const char *s);
 
 /* Live bytes handed out by td_malloc and friends, process-wide (the sum of per-thread counts:
@@ -40,12 +40,13 @@ void td_alloc_fail_at(int64_t n);
 int64_t td_alloc_count(void);
 
 struct td_quota {
-    _Atomic int64_t used;     /* bytes charged now */
-    int64_t limit;            /* bytes; <= 0 means unlimited */
-    int64_t max_charge;       /* largest single charge, e.g. max_tensor_bytes; <= 0: unlimited */
-    const char *max_charge_name; /* borrowed static string naming that limit, e.g. "max_tensor_bytes" */
-    struct td_quota *parent;  /* borrowed; charged too, may be NULL */
-    const char *name;         /* borrowed static string for messages, e.g. "session memory" */
+    _Atomic int64_t used; /* bytes charged now */
+    int64_t limit;        /* bytes; <= 0 means unlimited */
+    int64_t max_charge;   /* largest single charge, e.g. max_tensor_bytes; <= 0: unlimited */
+    const char
+        *max_charge_name;    /* borrowed static string naming that limit, e.g. "max_tensor_bytes" */
+    struct td_quota *parent; /* borrowed; charged too, may be NULL */
+    const char *name;        /* borrowed static string for messages, e.g. "session memory" */
 };
 
 void td_quota_init(struct td_quota *q, const char *name, int64_t limit, struct td_quota *parent);

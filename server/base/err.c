@@ -4,17 +4,15 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const err_names[TD_ERR_COUNT] = {
-    [TD_OK] = "TD_OK",
+static const char *const err_names[TD_ERR_COUNT] = {[TD_OK] = "TD_OK",
 #define TD_ERR_NAME(name, wire, msg) [name] = #name,
-    TD_ERRORS(TD_ERR_NAME)
+                                                    TD_ERRORS(TD_ERR_NAME)
 #undef TD_ERR_NAME
 };
 
-static const char *const err_msgs[TD_ERR_COUNT] = {
-    [TD_OK] = "ok",
+static const char *const err_msgs[TD_ERR_COUNT] = {[TD_OK] = "ok",
 #define TD_ERR_MSG(name, wire, msg) [name] = msg,
-    TD_ERRORS(TD_ERR_MSG)
+                                                   TD_ERRORS(TD_ERR_MSG)
 #undef TD_ERR_MSG
 };
 

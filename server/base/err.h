@@ -10,33 +10,33 @@
 #include <stdarg.h>
 
 /* X(name, wire status name, default message) */
-#define TD_ERRORS(X)                                                                  \
-    X(TD_EINVAL,    INVALID_ARGUMENT,  "invalid argument")                            \
-    X(TD_ESHAPE,    SHAPE_MISMATCH,    "shape mismatch")                              \
-    X(TD_EDTYPE,    DTYPE_ERROR,       "unsupported or incompatible dtype")           \
-    X(TD_EHANDLE,   UNKNOWN_HANDLE,    "unknown handle")                              \
-    X(TD_EEXIST,    HANDLE_IN_USE,     "handle already in use")                       \
-    X(TD_EINPUT,    INPUT_FAILED,      "an input's producing operation failed")       \
-    X(TD_ENOMEM,    OUT_OF_MEMORY,     "out of memory")                               \
-    X(TD_EQUOTA,    QUOTA_EXCEEDED,    "memory quota exceeded")                       \
-    X(TD_ELIMIT,    LIMIT_EXCEEDED,    "limit exceeded")                              \
-    X(TD_EPROTO,    PROTOCOL_ERROR,    "protocol error")                              \
-    X(TD_EVERSION,  VERSION_MISMATCH,  "no common protocol version")                  \
-    X(TD_EAUTH,     UNAUTHENTICATED,   "authentication failed")                       \
-    X(TD_ESESSION,  UNKNOWN_SESSION,   "unknown or expired session")                  \
-    X(TD_EUNSUP,    UNIMPLEMENTED,     "not implemented")                             \
-    X(TD_EIO,       IO_ERROR,          "input/output error")                          \
-    X(TD_ENOSESSION, NO_SESSION,       "no session: send Hello first")                \
-    X(TD_EOP,       UNKNOWN_OP,        "unknown op or request kind")                  \
-    X(TD_EINTERNAL, INTERNAL,          "internal error")                              \
-    X(TD_ECANCELED, CANCELLED,         "the request was cancelled")
+#define TD_ERRORS(X)                                                                               \
+    X(TD_EINVAL, INVALID_ARGUMENT, "invalid argument")                                             \
+    X(TD_ESHAPE, SHAPE_MISMATCH, "shape mismatch")                                                 \
+    X(TD_EDTYPE, DTYPE_ERROR, "unsupported or incompatible dtype")                                 \
+    X(TD_EHANDLE, UNKNOWN_HANDLE, "unknown handle")                                                \
+    X(TD_EEXIST, HANDLE_IN_USE, "handle already in use")                                           \
+    X(TD_EINPUT, INPUT_FAILED, "an input's producing operation failed")                            \
+    X(TD_ENOMEM, OUT_OF_MEMORY, "out of memory")                                                   \
+    X(TD_EQUOTA, QUOTA_EXCEEDED, "memory quota exceeded")                                          \
+    X(TD_ELIMIT, LIMIT_EXCEEDED, "limit exceeded")                                                 \
+    X(TD_EPROTO, PROTOCOL_ERROR, "protocol error")                                                 \
+    X(TD_EVERSION, VERSION_MISMATCH, "no common protocol version")                                 \
+    X(TD_EAUTH, UNAUTHENTICATED, "authentication failed")                                          \
+    X(TD_ESESSION, UNKNOWN_SESSION, "unknown or expired session")                                  \
+    X(TD_EUNSUP, UNIMPLEMENTED, "not implemented")                                                 \
+    X(TD_EIO, IO_ERROR, "input/output error")                                                      \
+    X(TD_ENOSESSION, NO_SESSION, "no session: send Hello first")                                   \
+    X(TD_EOP, UNKNOWN_OP, "unknown op or request kind")                                            \
+    X(TD_EINTERNAL, INTERNAL, "internal error")                                                    \
+    X(TD_ECANCELED, CANCELLED, "the request was cancelled")
 
 enum td_errcode {
     TD_OK = 0,
 #define TD_ERR_ENUM(name, wire, msg) name,
     TD_ERRORS(TD_ERR_ENUM)
 #undef TD_ERR_ENUM
-    TD_ERR_COUNT
+        TD_ERR_COUNT
 };
 
 #define TD_ERR_MSG_MAX 512
@@ -44,8 +44,8 @@ enum td_errcode {
 /* The error record. `code` is 0 when nothing failed; `msg` is a complete sentence fit to send
 ** to the client unchanged (PyTorch's wording where PyTorch has one). */
 struct td_err {
-    int code;                  /* enum td_errcode */
-    char msg[TD_ERR_MSG_MAX];  /* NUL-terminated, truncated if longer */
+    int code;                 /* enum td_errcode */
+    char msg[TD_ERR_MSG_MAX]; /* NUL-terminated, truncated if longer */
 };
 
 /* Records `code` and a printf-formatted message in `err` (which may be NULL) and returns

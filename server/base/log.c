@@ -54,14 +54,15 @@ void td_log_write(enum td_log_level lvl, const char *event, const char *fmt, ...
     va_end(ap);
     char stamp[80];
     snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             ts.tv_nsec / 1000000L);
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L);
     int n;
     if (td_log_json) {
         char esc[800];
         json_escape(esc, sizeof esc, fields);
-        n = snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":\"%s\","
-                     "\"fields\":\"%s\"}", stamp, level_names[lvl], event, esc);
+        n = snprintf(line, sizeof line,
+                     "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":\"%s\","
+                     "\"fields\":\"%s\"}",
+                     stamp, level_names[lvl], event, esc);
     } else {
         n = snprintf(line, sizeof line, "ts=%s level=%s event=%s %s", stamp, level_names[lvl],
                      event, fields);

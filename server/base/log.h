@@ -12,7 +12,7 @@
 enum td_log_level { TD_LOG_DEBUG, TD_LOG_INFO, TD_LOG_WARN, TD_LOG_ERROR, TD_LOG_OFF };
 
 extern enum td_log_level td_log_min_level;
-extern bool td_log_json;  /* one JSON object per line instead of key=value */
+extern bool td_log_json; /* one JSON object per line instead of key=value */
 
 /* Parses "debug|info|warn|error|off"; returns 0 or -1. */
 int td_log_parse_level(const char *s, enum td_log_level *out);

@@ -54,7 +54,7 @@ static int map_grow(struct td_map *m)
 {
     size_t ncap = m->cap ? m->cap * 2 : 16;
     if (m->len * 2 < m->cap) {
-        ncap = m->cap;  /* mostly tombstones: rehash at the same size */
+        ncap = m->cap; /* mostly tombstones: rehash at the same size */
     }
     uint64_t *nk = td_calloc(ncap, sizeof *nk);
     void **nv = td_calloc(ncap, sizeof *nv);

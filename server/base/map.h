@@ -12,15 +12,15 @@
 #include <stdint.h>
 
 struct td_map {
-    uint64_t *keys;   /* 0 = empty, UINT64_MAX = tombstone */
+    uint64_t *keys; /* 0 = empty, UINT64_MAX = tombstone */
     void **vals;
-    size_t cap;       /* power of two, or 0 */
-    size_t len;       /* live entries */
-    size_t used;      /* live + tombstones */
+    size_t cap;  /* power of two, or 0 */
+    size_t len;  /* live entries */
+    size_t used; /* live + tombstones */
 };
 
 void td_map_init(struct td_map *m);
-void td_map_close(struct td_map *m);           /* frees the table, not the values */
+void td_map_close(struct td_map *m); /* frees the table, not the values */
 
 /* Returns the value for key, or NULL. */
 void *td_map_get(const struct td_map *m, uint64_t key);

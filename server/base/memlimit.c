@@ -42,7 +42,7 @@ static int64_t walk(int64_t best, const char *dir, const char *path, const char 
         if (slash == NULL || p[0] == '\0' || (slash == p && p[1] == '\0')) {
             break;
         }
-        slash[slash == p ? 1 : 0] = '\0';  /* "/a/b" -> "/a" -> "/" */
+        slash[slash == p ? 1 : 0] = '\0'; /* "/a/b" -> "/a" -> "/" */
     }
     return best;
 }

@@ -96,7 +96,7 @@ int td_st_header_build(const struct td_st_entry *e, int n, const char *const *ke
         return rc;
     }
     size_t n8;
-    char *p = td_strbuf_take(&b, &n8);  /* never NULL: b holds at least 16 bytes */
+    char *p = td_strbuf_take(&b, &n8); /* never NULL: b holds at least 16 bytes */
     uint64_t hl = n8 - 8;
     for (int i = 0; i < 8; i++) {
         p[i] = (char)(hl >> (8 * i));
@@ -115,8 +115,8 @@ struct parser {
 
 static void skip_ws(struct parser *ps)
 {
-    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' ||
-                               *ps->p == '\r')) {
+    while (ps->p < ps->end &&
+           (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r')) {
         ps->p++;
     }
 }
@@ -147,8 +147,10 @@ static bool peek(struct parser *ps, char c)
 
 static int hexval(char c)
 {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* A string of at most max bytes into *out (td_malloc'd). \uXXXX is encoded as UTF-8. */
@@ -290,8 +292,10 @@ static int parse_entry(struct parser *ps, struct td_st_entry *e)
                     }
                 }
                 if (e->dtype < 0) {
-                    rc = td_err_set(ps->err, TD_EINVAL, "unsupported safetensors dtype '%s' "
-                                    "(tensord has F32, F64, I32, I64, BOOL)", dt);
+                    rc = td_err_set(ps->err, TD_EINVAL,
+                                    "unsupported safetensors dtype '%s' "
+                                    "(tensord has F32, F64, I32, I64, BOOL)",
+                                    dt);
                 }
                 seen |= 1;
             }
@@ -403,17 +407,18 @@ static int check_layout(struct td_st_header *h, uint64_t data_len, struct td_err
             bytes *= dim;
         }
         if (rc == 0 && (e->end < e->begin || e->end - e->begin != bytes)) {
-            rc = td_err_set(err, TD_EINVAL, "tensor '%s': data_offsets [%llu, %llu] do not "
-                            "hold its %llu bytes (its shape and dtype need %llu bytes)", e->name,
-                            (unsigned long long)e->begin, (unsigned long long)e->end,
+            rc = td_err_set(err, TD_EINVAL,
+                            "tensor '%s': data_offsets [%llu, %llu] do not "
+                            "hold its %llu bytes (its shape and dtype need %llu bytes)",
+                            e->name, (unsigned long long)e->begin, (unsigned long long)e->end,
                             (unsigned long long)bytes, (unsigned long long)bytes);
         }
         order[i] = e;
     }
     /* Names sorted once: duplicates are neighbours, and lookups are binary searches (a header
     ** may name millions of tensors; pairwise checks would take hours). */
-    if (rc == 0 && (h->by_name = td_calloc((size_t)(h->n > 0 ? h->n : 1), sizeof *h->by_name))
-                   == NULL) {
+    if (rc == 0 &&
+        (h->by_name = td_calloc((size_t)(h->n > 0 ? h->n : 1), sizeof *h->by_name)) == NULL) {
         rc = td_err_code(err, TD_ENOMEM);
     }
     if (rc == 0) {
@@ -430,9 +435,11 @@ static int check_layout(struct td_st_header *h, uint64_t data_len, struct td_err
         uint64_t at = 0;
         for (int i = 0; i < h->n && rc == 0; i++) {
             if (order[i]->begin != at) {
-                rc = td_err_set(err, TD_EINVAL, "tensor '%s' starts at byte %llu, not %llu: "
-                                "the buffer has a hole or an overlap", order[i]->name,
-                                (unsigned long long)order[i]->begin, (unsigned long long)at);
+                rc = td_err_set(err, TD_EINVAL,
+                                "tensor '%s' starts at byte %llu, not %llu: "
+                                "the buffer has a hole or an overlap",
+                                order[i]->name, (unsigned long long)order[i]->begin,
+                                (unsigned long long)at);
             }
             at = order[i]->end;
         }
@@ -549,8 +556,8 @@ void td_st_header_free(struct td_st_header *h)
     *h = (struct td_st_header){0};
 }
 
-int td_st_file_parse(const uint8_t *buf, size_t size, struct td_st_header *out,
-                     size_t *data_off, struct td_err *err)
+int td_st_file_parse(const uint8_t *buf, size_t size, struct td_st_header *out, size_t *data_off,
+                     struct td_err *err)
 {
     if (size < 8) {
         return td_err_set(err, TD_EINVAL, "not a safetensors file: shorter than 8 bytes");
@@ -560,9 +567,10 @@ int td_st_file_parse(const uint8_t *buf, size_t size, struct td_st_header *out,
         hl = hl << 8 | buf[i];
     }
     if (hl > TD_ST_MAX_HEADER || hl > (uint64_t)size - 8) {
-        return td_err_set(err, TD_EINVAL, "not a safetensors file: header length %llu does not "
-                          "fit the file's %llu bytes", (unsigned long long)hl,
-                          (unsigned long long)size);
+        return td_err_set(err, TD_EINVAL,
+                          "not a safetensors file: header length %llu does not "
+                          "fit the file's %llu bytes",
+                          (unsigned long long)hl, (unsigned long long)size);
     }
     int rc = td_st_header_parse((const char *)buf + 8, (size_t)hl, (uint64_t)size - 8 - hl, out,
                                 err);

@@ -20,25 +20,25 @@
 #include "base/err.h"
 
 #define TD_ST_MAX_DIMS 8
-#define TD_ST_NAME_MAX 256                   /* bytes of a tensor name or metadata key/value */
+#define TD_ST_NAME_MAX 256                     /* bytes of a tensor name or metadata key/value */
 #define TD_ST_MAX_HEADER ((uint64_t)100 << 20) /* the reference implementation's limit */
-#define TD_ST_MAX_META_VALUE (1 << 20)      /* metadata values may be long lists */
+#define TD_ST_MAX_META_VALUE (1 << 20)         /* metadata values may be long lists */
 
 enum td_st_dtype { TD_ST_F32, TD_ST_F64, TD_ST_I32, TD_ST_I64, TD_ST_BOOL, TD_ST_NDTYPES };
 
 struct td_st_entry {
-    char *name;                              /* reading: owned by the header */
-    int dtype;                               /* enum td_st_dtype */
+    char *name; /* reading: owned by the header */
+    int dtype;  /* enum td_st_dtype */
     int ndim;
     int64_t shape[TD_ST_MAX_DIMS];
-    uint64_t begin, end;                     /* byte range in the buffer */
+    uint64_t begin, end; /* byte range in the buffer */
 };
 
 struct td_st_header {
     struct td_st_entry *e;
     int n;
-    int *by_name;                            /* entry indices sorted by name */
-    char **keys, **vals;                     /* __metadata__, nmeta pairs */
+    int *by_name;        /* entry indices sorted by name */
+    char **keys, **vals; /* __metadata__, nmeta pairs */
     int nmeta;
 };
 
@@ -59,8 +59,8 @@ int td_st_header_parse(const char *json, size_t len, uint64_t data_len, struct t
 /* Parses a whole file held in memory, `size` bytes at buf: the 8-byte length, a header that
 ** fits the file (at most TD_ST_MAX_HEADER bytes), and the layout of the byte buffer after it,
 ** whose offset in buf goes to *data_off (when not NULL). Free *out with td_st_header_free. */
-int td_st_file_parse(const uint8_t *buf, size_t size, struct td_st_header *out,
-                     size_t *data_off, struct td_err *err);
+int td_st_file_parse(const uint8_t *buf, size_t size, struct td_st_header *out, size_t *data_off,
+                     struct td_err *err);
 
 /* The index of the entry named `name`, or -1 (a binary search). */
 int td_st_find(const struct td_st_header *h, const char *name);

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/random.h>
 
-static uint64_t sip_key[2];  /* k0, k1 */
+static uint64_t sip_key[2]; /* k0, k1 */
 
 static inline uint64_t rotl(uint64_t x, int b)
 {
@@ -19,12 +19,22 @@ static inline uint64_t rotl(uint64_t x, int b)
 }
 
 /* One SipRound: the ARX network of the paper's figure 2. */
-#define SIPROUND(v0, v1, v2, v3)                                                                \
-    do {                                                                                        \
-        v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);                               \
-        v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;                                                  \
-        v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;                                                  \
-        v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);                               \
+#define SIPROUND(v0, v1, v2, v3)                                                                   \
+    do {                                                                                           \
+        v0 += v1;                                                                                  \
+        v1 = rotl(v1, 13);                                                                         \
+        v1 ^= v0;                                                                                  \
+        v0 = rotl(v0, 32);                                                                         \
+        v2 += v3;                                                                                  \
+        v3 = rotl(v3, 16);                                                                         \
+        v3 ^= v2;                                                                                  \
+        v0 += v3;                                                                                  \
+        v3 = rotl(v3, 21);                                                                         \
+        v3 ^= v0;                                                                                  \
+        v2 += v1;                                                                                  \
+        v1 = rotl(v1, 17);                                                                         \
+        v1 ^= v2;                                                                                  \
+        v2 = rotl(v2, 32);                                                                         \
     } while (0)
 
 static uint64_t load_le64(const uint8_t *p)
@@ -89,10 +99,10 @@ uint64_t td_siphash13_u64(uint64_t x)
 {
     uint64_t v0 = sip_key[0] ^ 0x736f6d6570736575ULL, v1 = sip_key[1] ^ 0x646f72616e646f6dULL;
     uint64_t v2 = sip_key[0] ^ 0x6c7967656e657261ULL, v3 = sip_key[1] ^ 0x7465646279746573ULL;
-    v3 ^= x;                                  /* the one whole word */
+    v3 ^= x; /* the one whole word */
     SIPROUND(v0, v1, v2, v3);
     v0 ^= x;
-    const uint64_t b = (uint64_t)8 << 56;     /* no bytes left; the length in the top byte */
+    const uint64_t b = (uint64_t)8 << 56; /* no bytes left; the length in the top byte */
     v3 ^= b;
     SIPROUND(v0, v1, v2, v3);
     v0 ^= b;

@@ -20,12 +20,12 @@
 #include <stddef.h>
 
 struct td_strbuf {
-    char *p;        /* NULL until the first append; then NUL-terminated at p[len] */
-    size_t len;     /* bytes written, not counting the NUL */
-    size_t cap;     /* bytes allocated */
-    size_t limit;   /* most bytes len may reach; 0: no limit */
-    bool failed;    /* an append failed (out of memory, or past limit); sticky */
-    bool over;      /* ... and it was the limit that failed it */
+    char *p;      /* NULL until the first append; then NUL-terminated at p[len] */
+    size_t len;   /* bytes written, not counting the NUL */
+    size_t cap;   /* bytes allocated */
+    size_t limit; /* most bytes len may reach; 0: no limit */
+    bool failed;  /* an append failed (out of memory, or past limit); sticky */
+    bool over;    /* ... and it was the limit that failed it */
 };
 
 /* An empty buffer that may hold up to `limit` bytes (0: as many as memory allows). */

@@ -19,7 +19,7 @@ void td_node_unref(struct td_node *n)
     if (n == NULL) {
         return;
     }
-    TD_ASSERT(n->refs > 0);  /* an unref without its ref */
+    TD_ASSERT(n->refs > 0); /* an unref without its ref */
     if (--n->refs > 0) {
         return;
     }
@@ -54,7 +54,7 @@ int td_node_output(const struct td_node *n, struct td_tensor **out, struct td_er
     for (int d = 0; d < n->out_ndim; d++) {
         t->shape[d] = n->out_shape[d];
         t->strides[d] = n->out_strides[d];
-        t->numel *= n->out_shape[d];  /* the result's own count: it existed */
+        t->numel *= n->out_shape[d]; /* the result's own count: it existed */
     }
     t->offset = n->out_offset;
     t->storage = n->out_storage;
@@ -71,7 +71,8 @@ const char *td_node_name(const struct td_node *n)
 int td_autograd_check_inplace(const struct td_tensor *t, bool grad_enabled, struct td_err *err)
 {
     if (grad_enabled && t->requires_grad && t->grad_fn == NULL) {
-        return td_err_set(err, TD_EINVAL, "a leaf Variable that requires grad is being used in "
+        return td_err_set(err, TD_EINVAL,
+                          "a leaf Variable that requires grad is being used in "
                           "an in-place operation.");
     }
     return 0;
@@ -96,9 +97,9 @@ static bool needs_value(enum td_op_id op, const struct td_operand *in, int nin, 
     return (f & TD_OPF_BW_SELF) != 0;
 }
 
-int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_operand *in,
-                        int nin, const struct td_op_args *args,
-                        int (*write)(void *ctx), void *ctx, struct td_err *err)
+int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_operand *in, int nin,
+                        const struct td_op_args *args, int (*write)(void *ctx), void *ctx,
+                        struct td_err *err)
 {
     bool track = args->grad_enabled && t->requires_grad;
     for (int i = 1; i < nin; i++) {
@@ -117,10 +118,12 @@ int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_o
     bool view_op = vn != NULL && (td_ops[vn->op].flags & TD_OPF_VIEW) != 0;
     if (view_op && vn->in[0].t != NULL && vn->in[0].t->storage == t->storage) {
         if (vn->in[0].t->grad_fn == NULL && vn->in[0].t->requires_grad) {
-            return td_err_set(err, TD_EINVAL, "a view of a leaf Variable that requires grad is "
+            return td_err_set(err, TD_EINVAL,
+                              "a view of a leaf Variable that requires grad is "
                               "being used in an in-place operation.");
         }
-        return td_err_set(err, TD_EUNSUP, "in-place operations on views of tensors in a graph "
+        return td_err_set(err, TD_EUNSUP,
+                          "in-place operations on views of tensors in a graph "
                           "are not supported yet");
     }
     /* `old` stands for t's value before the write and takes over t's history; the new node
@@ -163,7 +166,7 @@ int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_o
     t->grad_fn = NULL;
     int rc = write(ctx);
     if (rc != 0) {
-        t->grad_fn = old->grad_fn;  /* nothing changed: give the history back */
+        t->grad_fn = old->grad_fn; /* nothing changed: give the history back */
         old->grad_fn = NULL;
         td_tensor_unref(old);
         return rc;
@@ -293,15 +296,16 @@ static const char *legacy_name(enum td_dtype dt)
 
 /* torch's refusal of a saved value changed in place since it was saved ("which is output 0 of
 ** X": an input's grad_fn now, as torch's message has it; for a saved result, the node itself). */
-static int stale(enum td_dtype dt, const int64_t *shape, int ndim,
-                 const char *fn, int64_t now, int64_t saved, struct td_err *err)
+static int stale(enum td_dtype dt, const int64_t *shape, int ndim, const char *fn, int64_t now,
+                 int64_t saved, struct td_err *err)
 {
     char sh[160];
     char which[96] = "";
     if (fn != NULL) {
         snprintf(which, sizeof which, ", which is output 0 of %s,", fn);
     }
-    return td_err_set(err, TD_EINVAL, "one of the variables needed for gradient "
+    return td_err_set(err, TD_EINVAL,
+                      "one of the variables needed for gradient "
                       "computation has been modified by an inplace operation: "
                       "[%s %s]%s is at version %lld; expected version %lld instead. "
                       "Hint: enable anomaly detection to find the operation that "
@@ -319,13 +323,13 @@ static int check_versions(const struct td_node *n, struct td_err *err)
         const struct td_tensor *t = n->in[i].t;
         if (t != NULL && n->versions[i] >= 0 && t->storage->version != n->versions[i]) {
             return stale(t->dtype, t->shape, t->ndim,
-                         t->grad_fn != NULL ? td_node_name(t->grad_fn) : NULL,
-                         t->storage->version, n->versions[i], err);
+                         t->grad_fn != NULL ? td_node_name(t->grad_fn) : NULL, t->storage->version,
+                         n->versions[i], err);
         }
     }
     if (n->out_storage != NULL && n->out_storage->version != n->out_version) {
-        return stale(n->out_dtype, n->out_shape, n->out_ndim, n->name,
-                     n->out_storage->version, n->out_version, err);
+        return stale(n->out_dtype, n->out_shape, n->out_ndim, n->name, n->out_storage->version,
+                     n->out_version, err);
     }
     return 0;
 }
@@ -343,8 +347,8 @@ static int accumulate_leaf(struct td_tensor *t, struct td_tensor *gi, struct td_
         a.dtype = t->dtype;
         struct td_operand gin[1] = {{.t = gi}};
         struct td_tensor *c = NULL;
-        int rc = td_op_apply(gi->dtype == t->dtype ? TD_OP_CLONE : TD_OP_TO, gin, 1, &a, false,
-                             q, &c, err);
+        int rc = td_op_apply(gi->dtype == t->dtype ? TD_OP_CLONE : TD_OP_TO, gin, 1, &a, false, q,
+                             &c, err);
         if (rc == 0) {
             t->grad = c;
         }
@@ -360,14 +364,16 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
                          struct td_quota *q, struct td_err *err)
 {
     if (!root->requires_grad) {
-        return td_err_set(err, TD_EINVAL, "element 0 of tensors does not require grad and does "
+        return td_err_set(err, TD_EINVAL,
+                          "element 0 of tensors does not require grad and does "
                           "not have a grad_fn");
     }
     struct td_tensor *seed = NULL;
     int rc = 0;
     if (gradient == NULL) {
         if (root->numel != 1) {
-            return td_err_set(err, TD_EINVAL, "grad can be implicitly created only for scalar "
+            return td_err_set(err, TD_EINVAL,
+                              "grad can be implicitly created only for scalar "
                               "outputs");
         }
         /* one element (checked above): nothing for the work budget to weigh */
@@ -379,7 +385,8 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
         if (gradient->ndim != root->ndim ||
             memcmp(gradient->shape, root->shape, sizeof(int64_t) * (size_t)root->ndim) != 0) {
             char a[160], b[160];
-            return td_err_set(err, TD_ESHAPE, "Mismatch in shape: grad_output[0] has a shape of "
+            return td_err_set(err, TD_ESHAPE,
+                              "Mismatch in shape: grad_output[0] has a shape of "
                               "torch.Size(%s) and output[0] has a shape of torch.Size(%s).",
                               td_shape_str(a, sizeof a, gradient->shape, gradient->ndim),
                               td_shape_str(b, sizeof b, root->shape, root->ndim));
@@ -466,7 +473,8 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
         }
         if (n->released) {
             td_tensor_unref(g);
-            rc = td_err_set(err, TD_EINVAL, "Trying to backward through the graph a second time "
+            rc = td_err_set(err, TD_EINVAL,
+                            "Trying to backward through the graph a second time "
                             "(or directly access saved tensors after they have already been "
                             "freed). Saved intermediate values of the graph are freed when you "
                             "call .backward() or autograd.grad(). Specify retain_graph=True if "
@@ -520,7 +528,7 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
             rc = td_op_apply(TD_OP_ADD, sum, 2, NULL, false, q, &s, err);
             td_tensor_unref(gi);
             if (rc == 0) {
-                td_map_put(&grads, key, s);  /* replaces prev in place: no allocation */
+                td_map_put(&grads, key, s); /* replaces prev in place: no allocation */
                 td_tensor_unref(prev);
             }
         }
@@ -544,14 +552,13 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
             n->released = true;
         }
     }
-out:
-    {
-        uint64_t key;
-        void *val;
-        for (size_t it = 0; td_map_next(&grads, &it, &key, &val);) {
-            td_tensor_unref(val);
-        }
+out : {
+    uint64_t key;
+    void *val;
+    for (size_t it = 0; td_map_next(&grads, &it, &key, &val);) {
+        td_tensor_unref(val);
     }
+}
     td_map_close(&grads);
     td_map_close(&seen);
     td_free(order);
@@ -566,11 +573,13 @@ out:
 int td_autograd_set_requires_grad(struct td_tensor *t, bool value, struct td_err *err)
 {
     if (value && !td_dtype_is_float(t->dtype)) {
-        return td_err_set(err, TD_EDTYPE, "Only Tensors of floating point and complex dtype can "
+        return td_err_set(err, TD_EDTYPE,
+                          "Only Tensors of floating point and complex dtype can "
                           "require gradients");
     }
     if (!value && t->grad_fn != NULL) {
-        return td_err_set(err, TD_EINVAL, "you can only change requires_grad flags of leaf "
+        return td_err_set(err, TD_EINVAL,
+                          "you can only change requires_grad flags of leaf "
                           "variables. If you want to use a computed variable in a subgraph that "
                           "doesn't require differentiation use var_no_grad = var.detach().");
     }
@@ -581,12 +590,13 @@ int td_autograd_set_requires_grad(struct td_tensor *t, bool value, struct td_err
 int td_autograd_retain_grad(struct td_tensor *t, struct td_err *err)
 {
     if (!t->requires_grad) {
-        return td_err_set(err, TD_EINVAL, "can't retain_grad on Tensor that has "
+        return td_err_set(err, TD_EINVAL,
+                          "can't retain_grad on Tensor that has "
                           "requires_grad=False");
     }
     if (t->grad_fn != NULL) {
         t->retains_grad = true;
-        t->grad_fn->retained = t;  /* weak; cleared when t is freed */
+        t->grad_fn->retained = t; /* weak; cleared when t is freed */
     }
     return 0;
 }

@@ -22,20 +22,20 @@ struct td_node {
     int refs;
     enum td_op_id op;
     int nin;
-    struct td_operand in[TD_NODE_MAX_IN];   /* tensor inputs referenced (saved), scalars kept */
-    int64_t versions[TD_NODE_MAX_IN];       /* their storages' versions when saved; -1: unchecked */
-    struct td_storage *out_storage;         /* owned: the output's storage, when backward reads
+    struct td_operand in[TD_NODE_MAX_IN]; /* tensor inputs referenced (saved), scalars kept */
+    int64_t versions[TD_NODE_MAX_IN];     /* their storages' versions when saved; -1: unchecked */
+    struct td_storage *out_storage;       /* owned: the output's storage, when backward reads
                                             ** the output (TD_OPF_BW_OUT); never the output */
-    int64_t out_version;                    /* out_storage's version after the op wrote it */
-    int64_t out_offset;                     /* the output's layout in out_storage */
+    int64_t out_version;                  /* out_storage's version after the op wrote it */
+    int64_t out_offset;                   /* the output's layout in out_storage */
     int64_t out_strides[TD_MAX_DIMS];
-    struct td_op_args args;                 /* rng cleared */
+    struct td_op_args args; /* rng cleared */
     int out_ndim;
     int64_t out_shape[TD_MAX_DIMS];
     enum td_dtype out_dtype;
-    bool released;                          /* saved tensors freed by a backward */
-    const char *name;                       /* grad_fn name (static), fixed when recorded */
-    struct td_tensor *retained;             /* weak: the output, when it retains its grad */
+    bool released;              /* saved tensors freed by a backward */
+    const char *name;           /* grad_fn name (static), fixed when recorded */
+    struct td_tensor *retained; /* weak: the output, when it retains its grad */
 };
 
 /* The backward rules (td_bwd_fn) and grad_fn name hooks (td_grad_fn_hook) that read a node
@@ -44,7 +44,7 @@ struct td_node {
 /* PyTorch's grad_fn class name for a node ("MulBackward0"). */
 const char *td_node_name(const struct td_node *n);
 
-void td_node_unref(struct td_node *n);  /* NULL is a no-op */
+void td_node_unref(struct td_node *n); /* NULL is a no-op */
 
 /* For backward rules of TD_OPF_BW_OUT ops: the op's result as it was written (its values are
 ** checked by version before the rule runs), as a new reference to a tensor without history
@@ -62,9 +62,9 @@ int td_autograd_check_inplace(const struct td_tensor *t, bool grad_enabled, stru
 /* Runs write(ctx), an in-place op on t, recording it in the graph when needed: t's previous
 ** history moves to a stand-in for its old value, and t gets a node for op. When the op's
 ** backward needs the old values, they are checked by version at backward time. */
-int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_operand *in,
-                        int nin, const struct td_op_args *args, int (*write)(void *ctx),
-                        void *ctx, struct td_err *err);
+int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_operand *in, int nin,
+                        const struct td_op_args *args, int (*write)(void *ctx), void *ctx,
+                        struct td_err *err);
 
 /* root.backward(gradient, retain_graph). gradient (borrowed) may be NULL for a one-element root.
 ** Gradients accumulate into leaves' .grad (charged to q). Errors use torch's wording. */
@@ -94,7 +94,7 @@ void td_autograd_restore_flags(struct td_tensor *t, bool requires_grad, bool ret
 
 bool td_autograd_requires_grad(const struct td_tensor *t);
 bool td_autograd_retains_grad(const struct td_tensor *t);
-bool td_autograd_is_leaf(const struct td_tensor *t);      /* no grad_fn */
+bool td_autograd_is_leaf(const struct td_tensor *t); /* no grad_fn */
 
 /* torch's grad_fn class name ("MulBackward0"), or NULL for a leaf. */
 const char *td_autograd_grad_fn_name(const struct td_tensor *t);

@@ -64,21 +64,21 @@ int td_cancel_check(struct td_err *err)
         return 0;
     }
     switch (atomic_load_explicit(&c->reason, memory_order_relaxed)) {
-    case TD_CANCEL_NONE:
-        break;
+    case TD_CANCEL_NONE: break;
     case TD_CANCEL_SESSION_CLOSED:
         return td_err_set(err, TD_ECANCELED, "the request was cancelled: its session was closed");
     case TD_CANCEL_CONN_LOST:
-        return td_err_set(err, TD_ECANCELED,
-                          "the request was cancelled: its connection was lost");
+        return td_err_set(err, TD_ECANCELED, "the request was cancelled: its connection was lost");
     default:
         return td_err_set(err, TD_ECANCELED,
                           "the request was cancelled: the server is shutting down");
     }
     if (c->deadline_ns != 0 && now_ns() >= c->deadline_ns) {
         if (c->limit_ms % 1000 == 0) {
-            return td_err_set(err, TD_ELIMIT, "the request ran longer than max_request_seconds "
-                              "%llu", (unsigned long long)(c->limit_ms / 1000));
+            return td_err_set(err, TD_ELIMIT,
+                              "the request ran longer than max_request_seconds "
+                              "%llu",
+                              (unsigned long long)(c->limit_ms / 1000));
         }
         return td_err_set(err, TD_ELIMIT, "the request ran longer than max_request_seconds %g",
                           (double)c->limit_ms / 1000.0);

@@ -22,16 +22,16 @@
 
 enum td_cancel_reason {
     TD_CANCEL_NONE = 0,
-    TD_CANCEL_SESSION_CLOSED,   /* the session was closed or expired */
-    TD_CANCEL_CONN_LOST,        /* the connection that sent it went away */
-    TD_CANCEL_SHUTDOWN,         /* the daemon is shutting down */
+    TD_CANCEL_SESSION_CLOSED, /* the session was closed or expired */
+    TD_CANCEL_CONN_LOST,      /* the connection that sent it went away */
+    TD_CANCEL_SHUTDOWN,       /* the daemon is shutting down */
 };
 
 struct td_cancel {
-    _Atomic int reason;         /* enum td_cancel_reason; raised by any thread */
-    uint64_t deadline_ns;       /* CLOCK_MONOTONIC; 0: none */
-    uint64_t limit_ms;          /* --max-request-seconds as given, for the message */
-    int64_t max_work;           /* --max-op-elements: td_op_apply refuses any op (a backward's
+    _Atomic int reason;   /* enum td_cancel_reason; raised by any thread */
+    uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0: none */
+    uint64_t limit_ms;    /* --max-request-seconds as given, for the message */
+    int64_t max_work;     /* --max-op-elements: td_op_apply refuses any op (a backward's
                                 ** steps included) whose td_cost_work is above it; 0: none */
 };
 

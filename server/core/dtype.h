@@ -20,15 +20,15 @@ enum td_dtype {
     TD_DTYPE_COUNT
 };
 
-#define TD_DTYPE_DEFAULT_FLOAT TD_DTYPE_F32  /* torch.get_default_dtype() */
+#define TD_DTYPE_DEFAULT_FLOAT TD_DTYPE_F32 /* torch.get_default_dtype() */
 
 /* Element size in bytes. dt must be valid. */
 size_t td_dtype_size(enum td_dtype dt);
 
 /* PyTorch's names: "torch.float32" style for printing, and the short C++ names that PyTorch's
 ** error messages use ("Float", "Double", "Int", "Long", "Bool"). */
-const char *td_dtype_name(enum td_dtype dt);      /* "float32" */
-const char *td_dtype_cname(enum td_dtype dt);     /* "Float" */
+const char *td_dtype_name(enum td_dtype dt);  /* "float32" */
+const char *td_dtype_cname(enum td_dtype dt); /* "Float" */
 
 bool td_dtype_is_float(enum td_dtype dt);
 bool td_dtype_is_valid(int dt);
@@ -70,6 +70,6 @@ static inline struct td_scalar td_scalar_b(bool b)
 /* The dtype a scalar has when it takes part in promotion (a "wrapped number" in PyTorch). */
 enum td_dtype td_scalar_dtype(struct td_scalar s);
 double td_scalar_to_double(struct td_scalar s);
-int64_t td_scalar_to_int(struct td_scalar s);  /* floats truncate toward zero, saturating */
+int64_t td_scalar_to_int(struct td_scalar s); /* floats truncate toward zero, saturating */
 
 #endif

@@ -14,12 +14,21 @@
 #include "ops/family.h"
 
 const struct td_op_def td_ops[TD_OP_COUNT] = {
-#define OP(id, name_, nin_, inplace_, flags_, gname_, ghook_, sig_, shape_, dtype_, fwd_, make_,  \
-           bwd_, cost_)                                                                         \
-    [TD_OP_##id] = {.name = name_, .flags = flags_, .grad_fn = gname_, .grad_fn_hook = ghook_,  \
-                    .sig = sig_, .nin = nin_, .has_inplace = inplace_, .shape = shape_,         \
-                    .dtype = dtype_,                                                            \
-                    .forward = fwd_, .make = make_, .backward = bwd_, .cost = cost_},
+#define OP(id, name_, nin_, inplace_, flags_, gname_, ghook_, sig_, shape_, dtype_, fwd_, make_,   \
+           bwd_, cost_)                                                                            \
+    [TD_OP_##id] = {.name = name_,                                                                 \
+                    .flags = flags_,                                                               \
+                    .grad_fn = gname_,                                                             \
+                    .grad_fn_hook = ghook_,                                                        \
+                    .sig = sig_,                                                                   \
+                    .nin = nin_,                                                                   \
+                    .has_inplace = inplace_,                                                       \
+                    .shape = shape_,                                                               \
+                    .dtype = dtype_,                                                               \
+                    .forward = fwd_,                                                               \
+                    .make = make_,                                                                 \
+                    .backward = bwd_,                                                              \
+                    .cost = cost_},
 #include "ops.def"
 #undef OP
 };
@@ -36,8 +45,8 @@ int td_op_lookup(const char *name)
 
 /* ---- shared rules ---- */
 
-int td_broadcast_shapes(const int64_t *a, int na, const int64_t *b, int nb, int64_t *out,
-                        int *nout, struct td_err *err)
+int td_broadcast_shapes(const int64_t *a, int na, const int64_t *b, int nb, int64_t *out, int *nout,
+                        struct td_err *err)
 {
     int n = na > nb ? na : nb;
     for (int i = 0; i < n; i++) {
@@ -45,7 +54,8 @@ int td_broadcast_shapes(const int64_t *a, int na, const int64_t *b, int nb, int6
         int ia = i - (n - na), ib = i - (n - nb);
         int64_t da = ia >= 0 ? a[ia] : 1, db = ib >= 0 ? b[ib] : 1;
         if (da != db && da != 1 && db != 1) {
-            return td_err_set(err, TD_ESHAPE, "The size of tensor a (%lld) must match the size "
+            return td_err_set(err, TD_ESHAPE,
+                              "The size of tensor a (%lld) must match the size "
                               "of tensor b (%lld) at non-singleton dimension %d",
                               (long long)da, (long long)db, i);
         }
@@ -62,7 +72,7 @@ int td_shape_broadcast(const struct td_operand *in, int nin, const struct td_op_
     int n = 0;
     for (int i = 0; i < nin; i++) {
         if (in[i].t == NULL) {
-            continue;  /* Python scalars take no part in broadcasting */
+            continue; /* Python scalars take no part in broadcasting */
         }
         int64_t tmp[TD_MAX_DIMS];
         int nt;
@@ -92,7 +102,7 @@ enum td_dtype td_result_type(const struct td_operand *in, int nin)
             slot = in[i].t->ndim == 0 ? &zero : &dim;
             dt = in[i].t->dtype;
         }
-        *slot = *slot < 0 ? (int)dt : (int)td_dtype_promote((enum td_dtype)*slot, dt);
+        *slot = *slot < 0 ? (int)dt : (int)td_dtype_promote((enum td_dtype) * slot, dt);
     }
     /* combine_categories(higher, lower) */
     int lower = wrapped;
@@ -229,7 +239,7 @@ static int record(enum td_op_id id, const struct td_operand *in, int nin,
         }
     }
     if (id == TD_OP_DETACH) {
-        return 0;  /* the point of detach */
+        return 0; /* the point of detach */
     }
     int rc = td_autograd_record(id, in, nin, args, *out, err);
     if (rc != 0) {
@@ -256,9 +266,10 @@ static int check_work_budget(enum td_op_id id, const struct td_operand *in, int 
     }
     int64_t work = td_cost_work(&cost);
     if (work > c->max_work) {
-        return td_err_set(err, TD_ELIMIT, "%s would touch %lld elements, above "
-                          "max_op_elements %lld", td_ops[id].name, (long long)work,
-                          (long long)c->max_work);
+        return td_err_set(err, TD_ELIMIT,
+                          "%s would touch %lld elements, above "
+                          "max_op_elements %lld",
+                          td_ops[id].name, (long long)work, (long long)c->max_work);
     }
     return 0;
 }
@@ -284,8 +295,10 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
         /* Only binary elementwise ops take a Python number in any position; the rest need
         ** their first input to be a tensor (torch's Tensor.op form). */
         if (i == 0 && in[i].t == NULL && (op->make != NULL || op->nin != 2)) {
-            return td_err_set(err, TD_EINVAL, "%s(): argument 'input' must be Tensor, not a "
-                              "number", op->name);
+            return td_err_set(err, TD_EINVAL,
+                              "%s(): argument 'input' must be Tensor, not a "
+                              "number",
+                              op->name);
         }
     }
     /* A private copy: the kernels learn which op they run from it. */
@@ -332,20 +345,24 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
         /* torch checks the shape first, then the dtype. */
         if (ndim != t->ndim || memcmp(shape, t->shape, sizeof(int64_t) * (size_t)ndim) != 0) {
             char sa[160], sb[160];
-            return td_err_set(err, TD_ESHAPE, "output with shape %s doesn't match the "
-                              "broadcast shape %s", td_shape_str(sa, sizeof sa, t->shape, t->ndim),
+            return td_err_set(err, TD_ESHAPE,
+                              "output with shape %s doesn't match the "
+                              "broadcast shape %s",
+                              td_shape_str(sa, sizeof sa, t->shape, t->ndim),
                               td_shape_str(sb, sizeof sb, shape, ndim));
         }
         if (!td_dtype_can_cast(result, t->dtype)) {
-            return td_err_set(err, TD_EDTYPE, "result type %s can't be cast to the desired "
-                              "output type %s", td_dtype_cname(result),
-                              td_dtype_cname(t->dtype));
+            return td_err_set(err, TD_EDTYPE,
+                              "result type %s can't be cast to the desired "
+                              "output type %s",
+                              td_dtype_cname(result), td_dtype_cname(t->dtype));
         }
         /* An expanded view repeats memory (stride 0): writing it would apply the op once per
         ** alias, into the base's bytes. torch refuses it the same way. */
         for (int i = 0; i < t->ndim; i++) {
             if (t->strides[i] == 0 && t->shape[i] > 1) {
-                return td_err_set(err, TD_EINVAL, "unsupported operation: more than one element "
+                return td_err_set(err, TD_EINVAL,
+                                  "unsupported operation: more than one element "
                                   "of the written-to tensor refers to a single memory location. "
                                   "Please clone() the tensor before performing the operation.");
             }

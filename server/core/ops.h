@@ -15,7 +15,7 @@
 #include "tensor.h"
 
 enum td_op_id {
-#define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost) \
+#define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost)   \
     TD_OP_##id,
 #include "ops.def"
 #undef OP
@@ -28,27 +28,27 @@ struct td_operand {
     struct td_scalar s;
 };
 
-#define TD_OP_MAX_INPUTS 64  /* cat and stack take lists */
+#define TD_OP_MAX_INPUTS 64 /* cat and stack take lists */
 
 /* An op's non-tensor arguments, PyTorch's keyword arguments. Each op reads the ones it takes. */
 struct td_op_args {
-    int64_t dims[TD_MAX_DIMS];   /* reduction dims, permute order, a shape for reshape/expand */
+    int64_t dims[TD_MAX_DIMS]; /* reduction dims, permute order, a shape for reshape/expand */
     int ndims;
-    bool has_dims;               /* dims given (an empty list differs from none) */
+    bool has_dims; /* dims given (an empty list differs from none) */
     bool keepdim;
-    int64_t dim, dim2;           /* transpose, select, narrow, squeeze, unsqueeze, softmax ... */
+    int64_t dim, dim2; /* transpose, select, narrow, squeeze, unsqueeze, softmax ... */
     bool has_dim;
-    int64_t start, end, step;    /* narrow (start, length in end), slicing */
-    bool has_min, has_max;       /* clamp */
+    int64_t start, end, step; /* narrow (start, length in end), slicing */
+    bool has_min, has_max;    /* clamp */
     struct td_scalar min, max;
-    bool has_dtype;              /* to() */
+    bool has_dtype; /* to() */
     enum td_dtype dtype;
-    double correction;           /* std / var; 1 unless given */
-    struct td_rng *rng;          /* the session's generator, for random ops (borrowed) */
-    bool grad_enabled;           /* record autograd nodes (the session's no_grad switch) */
-    int op;                      /* set by td_op_apply: the op being run (enum td_op_id) */
-    bool inplace;                /* set by td_op_apply (td_op_cost reads it: no new result) */
-    struct td_quota *quota;      /* set by td_op_apply: where kernels charge their temporaries */
+    double correction;      /* std / var; 1 unless given */
+    struct td_rng *rng;     /* the session's generator, for random ops (borrowed) */
+    bool grad_enabled;      /* record autograd nodes (the session's no_grad switch) */
+    int op;                 /* set by td_op_apply: the op being run (enum td_op_id) */
+    bool inplace;           /* set by td_op_apply (td_op_cost reads it: no new result) */
+    struct td_quota *quota; /* set by td_op_apply: where kernels charge their temporaries */
 };
 
 /* torch's defaults: no dims, dim 0, correction 1. */
@@ -73,11 +73,11 @@ typedef int td_make_fn(struct td_tensor **out, const struct td_operand *in, int 
 ** (stride-0) view of 2^60 elements costs 2^60 elements to read, however few bytes back it.
 ** All fields saturate at INT64_MAX; none is ever negative. */
 struct td_cost {
-    int64_t read;        /* elements read (broadcast and expanded inputs at their logical size) */
-    int64_t written;     /* elements written */
-    int64_t flops;       /* multiply-adds of products (BLAS or not), each counted once */
-    int64_t out_bytes;   /* bytes of the result's new storage (0 for a view) */
-    int64_t temp_bytes;  /* bytes of temporaries beyond the result (operand copies, casts) */
+    int64_t read;       /* elements read (broadcast and expanded inputs at their logical size) */
+    int64_t written;    /* elements written */
+    int64_t flops;      /* multiply-adds of products (BLAS or not), each counted once */
+    int64_t out_bytes;  /* bytes of the result's new storage (0 for a view) */
+    int64_t temp_bytes; /* bytes of temporaries beyond the result (operand copies, casts) */
 };
 
 /* Cost rule: fills c (zeroed by the caller) for these operands. Runs before any validation, so
@@ -87,7 +87,7 @@ struct td_cost {
 typedef int td_cost_fn(const struct td_operand *in, int nin, const struct td_op_args *a,
                        struct td_cost *c);
 
-struct td_node;  /* core/autograd.h: a recorded op, what backward rules and hooks read */
+struct td_node; /* core/autograd.h: a recorded op, what backward rules and hooks read */
 
 /* Backward rule: gradients for each input (gin[i], new references, in the output's broadcast
 ** shape or the input's; NULL where the input needs none) from the output gradient g. */
@@ -109,27 +109,27 @@ enum {
                                        ** operand requires grad (d/dy of x*y reads x) */
     TD_OPF_BW_OUT = 1 << 4,            /* backward reads the result's values (td_node_output) */
     /* where torch spells the op (ops.def; for the clients' generated tables, core ignores them) */
-    TD_OPF_NO_METHOD = 1 << 5,         /* torch.name only, no Tensor method */
-    TD_OPF_FUNCTIONAL = 1 << 6,        /* torch.nn.functional.name only */
-    TD_OPF_INPLACE_ONLY = 1 << 7,      /* only the in-place method name_ */
-    TD_OPF_INTERNAL = 1 << 8,          /* no torch spelling (slice, mT) */
-    TD_OPF_OVERLOADED = 1 << 9,        /* torch has call forms beyond the signature */
+    TD_OPF_NO_METHOD = 1 << 5,    /* torch.name only, no Tensor method */
+    TD_OPF_FUNCTIONAL = 1 << 6,   /* torch.nn.functional.name only */
+    TD_OPF_INPLACE_ONLY = 1 << 7, /* only the in-place method name_ */
+    TD_OPF_INTERNAL = 1 << 8,     /* no torch spelling (slice, mT) */
+    TD_OPF_OVERLOADED = 1 << 9,   /* torch has call forms beyond the signature */
 };
 
 struct td_op_def {
     const char *name;
-    unsigned flags;       /* TD_OPF_* */
-    const char *grad_fn;  /* torch's grad_fn name; NULL: never records one */
-    td_grad_fn_hook *grad_fn_hook;  /* NULL, or what names the node instead of grad_fn */
-    const char *sig;      /* torch's signature, in ops.def's notation */
+    unsigned flags;                /* TD_OPF_* */
+    const char *grad_fn;           /* torch's grad_fn name; NULL: never records one */
+    td_grad_fn_hook *grad_fn_hook; /* NULL, or what names the node instead of grad_fn */
+    const char *sig;               /* torch's signature, in ops.def's notation */
     int nin;
     bool has_inplace;
-    td_shape_fn *shape;   /* with dtype and forward: the standard path */
+    td_shape_fn *shape; /* with dtype and forward: the standard path */
     td_dtype_fn *dtype;
     td_fwd_fn *forward;
-    td_make_fn *make;     /* instead of the three above */
-    td_bwd_fn *backward;  /* autograd rule; NULL: backward reports "not implemented" */
-    td_cost_fn *cost;     /* what a call costs (td_op_cost) */
+    td_make_fn *make;    /* instead of the three above */
+    td_bwd_fn *backward; /* autograd rule; NULL: backward reports "not implemented" */
+    td_cost_fn *cost;    /* what a call costs (td_op_cost) */
 };
 
 extern const struct td_op_def td_ops[TD_OP_COUNT];
@@ -170,7 +170,7 @@ const char *td_blas_describe(void);
 /* Shared rules, exported so ops/ family files and tests can use them. */
 td_shape_fn td_shape_broadcast;
 enum td_dtype td_result_type(const struct td_operand *in, int nin);
-int td_broadcast_shapes(const int64_t *a, int na, const int64_t *b, int nb, int64_t *out,
-                        int *nout, struct td_err *err);
+int td_broadcast_shapes(const int64_t *a, int na, const int64_t *b, int nb, int64_t *out, int *nout,
+                        struct td_err *err);
 
 #endif

@@ -24,7 +24,7 @@ struct chunk {
     void (*fn)(int64_t begin, int64_t end, void *ctx);
     void *ctx;
     int64_t begin, end, grain;
-    struct td_cancel *cancel;   /* the caller's current cancel (borrowed), made current here */
+    struct td_cancel *cancel; /* the caller's current cancel (borrowed), made current here */
 };
 
 /* Runs one thread's range in grain steps, stopping early once the request is cancelled. */

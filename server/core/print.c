@@ -60,8 +60,8 @@ struct formatter {
     bool int_mode;
     bool sci_mode;
     int max_width;
-    bool overridden;  /* the sci_mode option changed the mode the widths were measured in */
-    bool unmeasured;  /* a shown float is zero, nan or inf: its width was not measured */
+    bool overridden; /* the sci_mode option changed the mode the widths were measured in */
+    bool unmeasured; /* a shown float is zero, nan or inf: its width was not measured */
     /* measurement pass state */
     bool any;
     double amin, amax;
@@ -90,7 +90,7 @@ static int fmt_value(const struct formatter *f, int64_t off, char *buf, size_t c
     }
     double v = elem_f(f->t, off);
     if (isnan(v)) {
-        return snprintf(buf, cap, "nan");  /* never "-nan", as Python prints */
+        return snprintf(buf, cap, "nan"); /* never "-nan", as Python prints */
     }
     if (f->sci_mode) {
         if (isinf(v)) {
@@ -160,7 +160,7 @@ static void measure_width(struct formatter *f, int64_t off)
     if (f->floating) {
         double v = elem_f(f->t, off);
         if (!isfinite(v) || v == 0) {
-            return;  /* torch measures nonzero finite values only */
+            return; /* torch measures nonzero finite values only */
         }
         if (f->sci_mode) {
             n = snprintf(buf, sizeof buf, "%.*e", f->o->precision, v);
@@ -255,7 +255,7 @@ static void render(struct td_strbuf *b, struct formatter *f, int dim, int64_t of
         return;
     }
     td_strbuf_puts(b, "[");
-    int rest = t->ndim - dim;  /* this slice's dim count */
+    int rest = t->ndim - dim; /* this slice's dim count */
     for (int64_t i = 0; i < n; i++) {
         if (i > 0) {
             td_strbuf_puts(b, ",");
@@ -287,9 +287,9 @@ static int64_t value_width_bound(const struct td_tensor *t, const struct td_prin
 {
     int64_t prec = precision_digits(o);
     switch (t->dtype) {
-    case TD_DTYPE_BOOL: return 5;   /* False */
-    case TD_DTYPE_I32: return 11;   /* -2147483648 */
-    case TD_DTYPE_I64: return 20;   /* -9223372036854775808 */
+    case TD_DTYPE_BOOL: return 5; /* False */
+    case TD_DTYPE_I32: return 11; /* -2147483648 */
+    case TD_DTYPE_I64: return 20; /* -9223372036854775808 */
     default:
         /* Automatic fixed notation only below 1e8: "-100000000." plus the digits; scientific
         ** is "-1.", the digits, "e+308"; forced fixed can print all 309 digits of the largest
@@ -307,16 +307,16 @@ static int64_t value_width(const struct formatter *f)
 {
     int64_t w = f->max_width, prec = precision_digits(f->o), other;
     if (!f->floating || (!f->overridden && !f->unmeasured)) {
-        return w;  /* every shown value was measured, in the notation it prints in */
+        return w; /* every shown value was measured, in the notation it prints in */
     }
     if (f->overridden) {
-        other = value_width_bound(f->t, f->o);  /* measured in another notation */
+        other = value_width_bound(f->t, f->o); /* measured in another notation */
     } else if (f->sci_mode) {
-        other = td_sat_add(prec, 7);  /* "-0.0000e+00" */
+        other = td_sat_add(prec, 7); /* "-0.0000e+00" */
     } else if (f->int_mode) {
-        other = 4;  /* "-inf"; "nan", "-0." */
+        other = 4; /* "-inf"; "nan", "-0." */
     } else {
-        other = td_sat_add(prec, 3);  /* "-0.0000" */
+        other = td_sat_add(prec, 3); /* "-0.0000" */
     }
     other = other < 4 ? 4 : other;
     return w > other ? w : other;
@@ -327,11 +327,11 @@ static int64_t value_width(const struct formatter *f)
 ** bound on it: a wider one wraps more often, so the count stays an upper bound). All slices at
 ** one depth have the same shape, so the text is counted level by level: the slices at depth d
 ** are the product of the sizes shown above it. Saturating. */
-static int64_t body_bound(const struct td_tensor *t, const struct td_print_opts *o,
-                          bool summarize, int64_t width, int64_t wrap_width)
+static int64_t body_bound(const struct td_tensor *t, const struct td_print_opts *o, bool summarize,
+                          int64_t width, int64_t wrap_width)
 {
     if (t->numel == 0) {
-        return 2;  /* "[]" */
+        return 2; /* "[]" */
     }
     if (t->ndim == 0) {
         return width;
@@ -355,8 +355,7 @@ static int64_t body_bound(const struct td_tensor *t, const struct td_print_opts 
             int64_t per_line = room >= 1 ? (int64_t)floor(room < 1e18 ? room : 1e18) : 1;
             int64_t wraps = (entries - 1) / per_line;
             per = td_sat_add(td_sat_add(2 + (cut ? 4 : 0), td_sat_mul(shown, width)),
-                             td_sat_add(td_sat_mul(entries - 1, 2),
-                                        td_sat_mul(wraps, indent + 1)));
+                             td_sat_add(td_sat_mul(entries - 1, 2), td_sat_mul(wraps, indent + 1)));
         }
         text = td_sat_add(text, td_sat_mul(slices, per));
         slices = td_sat_mul(slices, shown);
@@ -414,7 +413,7 @@ int td_tensor_repr(const struct td_tensor *t, const struct td_print_opts *o, cha
                    struct td_err *err)
 {
     struct td_strbuf b;
-    const int indent = 7;  /* len("tensor(") */
+    const int indent = 7; /* len("tensor(") */
     char suffixes[4][48];
     int ns = 0, rc = 0;
     bool default_dtype = t->dtype == TD_DTYPE_F32 || t->dtype == TD_DTYPE_I64 ||
@@ -432,8 +431,7 @@ int td_tensor_repr(const struct td_tensor *t, const struct td_print_opts *o, cha
         ns++;
     }
     if (t->numel == 0 ? t->dtype != TD_DTYPE_F32 : !default_dtype) {
-        snprintf(suffixes[ns++], sizeof suffixes[0], "dtype=tensord.%s",
-                 td_dtype_name(t->dtype));
+        snprintf(suffixes[ns++], sizeof suffixes[0], "dtype=tensord.%s", td_dtype_name(t->dtype));
     }
     if (o->grad_fn != NULL) {
         snprintf(suffixes[ns++], sizeof suffixes[0], "grad_fn=<%s>", o->grad_fn);

@@ -22,15 +22,15 @@
 typedef int td_print_reserve_fn(void *arg, int64_t text_bound, struct td_err *err);
 
 struct td_print_opts {
-    int precision;        /* digits after the point (torch: 4) */
-    int64_t threshold;    /* summarize above this many elements (torch: 1000) */
-    int edgeitems;        /* items kept at each end when summarizing (torch: 3) */
-    int linewidth;        /* torch: 80 */
-    int sci_mode;         /* -1 automatic, 0 never, 1 always */
-    bool requires_grad;   /* adds "requires_grad=True" unless grad_fn is set */
-    const char *grad_fn;  /* borrowed; adds "grad_fn=<MulBackward0>" when not NULL */
-    td_print_reserve_fn *reserve;  /* NULL: none (the default) */
-    void *reserve_arg;             /* borrowed; passed to reserve */
+    int precision;                /* digits after the point (torch: 4) */
+    int64_t threshold;            /* summarize above this many elements (torch: 1000) */
+    int edgeitems;                /* items kept at each end when summarizing (torch: 3) */
+    int linewidth;                /* torch: 80 */
+    int sci_mode;                 /* -1 automatic, 0 never, 1 always */
+    bool requires_grad;           /* adds "requires_grad=True" unless grad_fn is set */
+    const char *grad_fn;          /* borrowed; adds "grad_fn=<MulBackward0>" when not NULL */
+    td_print_reserve_fn *reserve; /* NULL: none (the default) */
+    void *reserve_arg;            /* borrowed; passed to reserve */
 };
 
 /* torch's defaults (set_printoptions(profile="default")). */

@@ -13,7 +13,7 @@
 
 struct td_rng {
     uint64_t seed;
-    uint64_t offset;  /* next unused counter */
+    uint64_t offset; /* next unused counter */
 };
 
 /* torch.manual_seed(seed): restarts the sequence. */

@@ -37,8 +37,10 @@ int td_shape_check(const int64_t *shape, int ndim, enum td_dtype dt, int64_t *nu
         if (shape[i] == 0) {
             zero = true;
         } else if (!td_mul_i64(n, shape[i], &n)) {
-            return td_err_set(err, TD_ELIMIT, "shape overflows: the element count at dim %d "
-                              "exceeds 2^63", i);
+            return td_err_set(err, TD_ELIMIT,
+                              "shape overflows: the element count at dim %d "
+                              "exceeds 2^63",
+                              i);
         }
     }
     if (zero) {
@@ -46,8 +48,10 @@ int td_shape_check(const int64_t *shape, int ndim, enum td_dtype dt, int64_t *nu
     }
     int64_t es = (int64_t)td_dtype_size(dt), bytes;
     if (!td_mul_i64(n, es, &bytes)) {
-        return td_err_set(err, TD_ELIMIT, "shape overflows: %" PRId64 " elements of %s exceed "
-                          "2^63 bytes", n, td_dtype_name(dt));
+        return td_err_set(err, TD_ELIMIT,
+                          "shape overflows: %" PRId64 " elements of %s exceed "
+                          "2^63 bytes",
+                          n, td_dtype_name(dt));
     }
     if (numel != NULL) {
         *numel = n;
@@ -248,9 +252,7 @@ static void fill_value(void *dst, enum td_dtype dt, int64_t n, struct td_scalar 
         }
         break;
     }
-    default:
-        memset(dst, td_scalar_to_double(v) != 0.0, (size_t)n);
-        break;
+    default: memset(dst, td_scalar_to_double(v) != 0.0, (size_t)n); break;
     }
 }
 
@@ -295,7 +297,8 @@ int td_tensor_arange(struct td_tensor **out, enum td_dtype dt, struct td_scalar 
         return td_err_set(err, TD_EINVAL, "unsupported range: %g -> %g", s, e);
     }
     if ((st > 0 && e < s) || (st < 0 && e > s)) {
-        return td_err_set(err, TD_EINVAL, "upper bound and larger bound inconsistent with step "
+        return td_err_set(err, TD_EINVAL,
+                          "upper bound and larger bound inconsistent with step "
                           "sign");
     }
     /* Every element lies between start and end, so when both fit the integer dtype every
@@ -351,13 +354,13 @@ void td_tensor_unref(struct td_tensor *t)
     if (t == NULL) {
         return;
     }
-    TD_ASSERT(t->refs > 0);  /* an unref without its ref */
+    TD_ASSERT(t->refs > 0); /* an unref without its ref */
     if (--t->refs > 0) {
         return;
     }
     td_tensor_unref(t->grad);
     if (t->grad_fn != NULL && t->grad_fn->retained == t) {
-        t->grad_fn->retained = NULL;  /* the weak pointer must not outlive the tensor */
+        t->grad_fn->retained = NULL; /* the weak pointer must not outlive the tensor */
     }
     td_node_unref(t->grad_fn);
     td_storage_unref(t->storage);

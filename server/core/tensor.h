@@ -29,15 +29,15 @@
 /* Bytes; refcounted atomically because pins are released on the loop thread. */
 struct td_buffer {
     _Atomic int refs;
-    void *data;              /* td_malloc'd, owned */
+    void *data; /* td_malloc'd, owned */
     size_t nbytes;
-    struct td_quota *quota;  /* borrowed; charged nbytes, may be NULL */
+    struct td_quota *quota; /* borrowed; charged nbytes, may be NULL */
 };
 
 struct td_storage {
     int refs;
-    struct td_buffer *buf;   /* owned reference */
-    int64_t version;         /* bumped by every in-place write (autograd checks saved inputs) */
+    struct td_buffer *buf; /* owned reference */
+    int64_t version;       /* bumped by every in-place write (autograd checks saved inputs) */
 };
 
 struct td_node;
@@ -45,16 +45,16 @@ struct td_node;
 struct td_tensor {
     int refs;
     enum td_dtype dtype;
-    int ndim;                          /* 0..TD_MAX_DIMS; 0 is a scalar with one element */
+    int ndim; /* 0..TD_MAX_DIMS; 0 is a scalar with one element */
     int64_t shape[TD_MAX_DIMS];
-    int64_t strides[TD_MAX_DIMS];      /* in elements */
-    int64_t offset;                    /* in elements */
+    int64_t strides[TD_MAX_DIMS]; /* in elements */
+    int64_t offset;               /* in elements */
     int64_t numel;
-    struct td_storage *storage;        /* owned reference */
+    struct td_storage *storage; /* owned reference */
     bool requires_grad;
-    bool retains_grad;                 /* retain_grad(): a non-leaf keeps its .grad */
-    struct td_tensor *grad;            /* owned reference: accumulated .grad, or NULL */
-    struct td_node *grad_fn;           /* owned reference: the node that made it, or NULL */
+    bool retains_grad;       /* retain_grad(): a non-leaf keeps its .grad */
+    struct td_tensor *grad;  /* owned reference: accumulated .grad, or NULL */
+    struct td_node *grad_fn; /* owned reference: the node that made it, or NULL */
 };
 
 /* ---- shapes ---- */
@@ -73,7 +73,7 @@ char *td_shape_str(char *buf, size_t cap, const int64_t *shape, int ndim);
 
 /* Pins t's current bytes: returns a new buffer reference; release with td_buffer_unref. */
 struct td_buffer *td_tensor_pin(const struct td_tensor *t);
-void td_buffer_unref(struct td_buffer *b);  /* NULL is a no-op; thread-safe */
+void td_buffer_unref(struct td_buffer *b); /* NULL is a no-op; thread-safe */
 
 /* ---- construction ---- */
 
@@ -102,14 +102,14 @@ int td_tensor_arange(struct td_tensor **out, enum td_dtype dt, struct td_scalar 
 
 /* ---- references and access ---- */
 
-struct td_tensor *td_tensor_ref(struct td_tensor *t);  /* returns t */
-void td_tensor_unref(struct td_tensor *t);             /* NULL is a no-op */
+struct td_tensor *td_tensor_ref(struct td_tensor *t); /* returns t */
+void td_tensor_unref(struct td_tensor *t);            /* NULL is a no-op */
 /* Drops one reference to a storage (a tensor holds one, an autograd node one to the output it
 ** must not see modified); the last frees its buffer reference. NULL is a no-op. */
 void td_storage_unref(struct td_storage *st);
 
 bool td_tensor_is_contiguous(const struct td_tensor *t);
-size_t td_tensor_nbytes(const struct td_tensor *t);    /* numel * element size */
+size_t td_tensor_nbytes(const struct td_tensor *t); /* numel * element size */
 
 /* Address of element 0 of the view (storage data + offset). */
 void *td_tensor_data(const struct td_tensor *t);

@@ -35,9 +35,9 @@
 #include "base/log.h"
 
 #define READ_BUF_BYTES (64 * 1024)
-#define PREAUTH_READ_BUF_BYTES 4096  /* the read buffer until td_conn_established */
-#define DIRECT_READ_MIN (16 * 1024)  /* read straight into the data buffer above this */
-#define LINGER_MS 2000               /* how long a closing connection waits for the peer's EOF */
+#define PREAUTH_READ_BUF_BYTES 4096 /* the read buffer until td_conn_established */
+#define DIRECT_READ_MIN (16 * 1024) /* read straight into the data buffer above this */
+#define LINGER_MS 2000              /* how long a closing connection waits for the peer's EOF */
 
 /* A frame's header, then (when it announces a data section) the data buffer's allocation, which
 ** the layer above may put off; then the protobuf section; then the data section. */
@@ -53,13 +53,13 @@ struct td_listener {
     struct td_net *net;
     struct td_listener *next;
     bool is_unix;
-    char path[108];                 /* unix socket path, unlinked on close */
+    char path[108]; /* unix socket path, unlinked on close */
 };
 
 struct write_req {
     uv_write_t req;
     struct td_conn *conn;
-    struct td_out *parts;           /* owned array */
+    struct td_out *parts; /* owned array */
     int nparts;
     size_t bytes;
 };
@@ -71,54 +71,54 @@ struct td_conn {
         uv_stream_t stream;
         uv_handle_t handle;
     } h;
-    uv_check_t flush;               /* runs the coalesced write once per loop iteration */
-    uv_timer_t stall;               /* fires when a started frame stops arriving (slowloris) */
-    uv_timer_t wstall;              /* fires when written replies stop draining */
+    uv_check_t flush;  /* runs the coalesced write once per loop iteration */
+    uv_timer_t stall;  /* fires when a started frame stops arriving (slowloris) */
+    uv_timer_t wstall; /* fires when written replies stop draining */
     struct td_net *net;
-    struct td_conn *prev, *next;    /* in net->conns */
+    struct td_conn *prev, *next; /* in net->conns */
     uint64_t id;
-    void *user;                     /* from on_open */
+    void *user; /* from on_open */
     char peer[64];
 
     /* reader */
     enum reader_state state;
-    uint8_t *rbuf;                  /* rcap bytes */
-    size_t rcap;                    /* PREAUTH_READ_BUF_BYTES, READ_BUF_BYTES once established */
-    size_t rpos, rlen;              /* unprocessed bytes are rbuf[rpos..rlen) */
+    uint8_t *rbuf;     /* rcap bytes */
+    size_t rcap;       /* PREAUTH_READ_BUF_BYTES, READ_BUF_BYTES once established */
+    size_t rpos, rlen; /* unprocessed bytes are rbuf[rpos..rlen) */
     uint8_t hdr[TD_FRAME_HEADER_BYTES];
     size_t hdr_got;
     uint32_t meta_len;
-    uint8_t *meta;                  /* assembled protobuf section when it spans reads */
+    uint8_t *meta; /* assembled protobuf section when it spans reads */
     size_t meta_got;
     uint64_t data_len, data_got;
-    uint8_t *data;                  /* td_malloc'd data section being filled; NULL while the
+    uint8_t *data; /* td_malloc'd data section being filled; NULL while the
                                     ** section is discarded (on_data_alloc refused it) */
-    bool direct;                    /* the last alloc_cb handed out data + data_got */
+    bool direct;   /* the last alloc_cb handed out data + data_got */
 
     /* writer */
-    struct td_out *out;             /* queued, not yet written */
+    struct td_out *out; /* queued, not yet written */
     int nout, capout;
-    size_t queued_bytes;            /* queued + in flight */
+    size_t queued_bytes; /* queued + in flight */
     int writes_in_flight;
 
-    int pause_count;                /* td_conn_pause nesting, plus one while on_data_alloc's
+    int pause_count; /* td_conn_pause nesting, plus one while on_data_alloc's
                                     ** "later" waits for its td_conn_resume */
     bool paused_for_writes;
     bool reading;
-    bool closing;                   /* td_conn_close ran */
+    bool closing; /* td_conn_close ran */
     bool close_after_flush;
-    bool lingering;                 /* write side shut; reading and discarding until EOF */
+    bool lingering; /* write side shut; reading and discarding until EOF */
     uv_shutdown_t shut;
-    bool processing;                /* conn_process is on the stack: do not re-enter */
-    bool established;               /* td_conn_established: past the handshake */
-    uint64_t deadline_ms;           /* the frame (or handshake) being read must end by then; 0:
+    bool processing;       /* conn_process is on the stack: do not re-enter */
+    bool established;      /* td_conn_established: past the handshake */
+    uint64_t deadline_ms;  /* the frame (or handshake) being read must end by then; 0:
                                     ** no clock running */
-    size_t linger_unacked;          /* lingering: unacknowledged bytes at the last look */
-    uint64_t submitted;             /* reply bytes handed to libuv, ever */
-    uint64_t drained_seen;          /* of those, how many had left libuv's queue at the last
+    size_t linger_unacked; /* lingering: unacknowledged bytes at the last look */
+    uint64_t submitted;    /* reply bytes handed to libuv, ever */
+    uint64_t drained_seen; /* of those, how many had left libuv's queue at the last
                                     ** look of the write clock */
-    uint64_t wprogress_ms;          /* loop time the write clock last saw replies drain */
-    int open_handles;               /* stream + check + two timers; freed at 0 */
+    uint64_t wprogress_ms; /* loop time the write clock last saw replies drain */
+    int open_handles;      /* stream + check + two timers; freed at 0 */
 };
 
 /* ---- helpers ---- */
@@ -245,7 +245,8 @@ static void conn_on_shutdown(uv_shutdown_t *req, int status)
     if (c->closing) {
         return;
     }
-    if (status != 0 || uv_read_start(&c->h.stream, conn_on_linger_alloc, conn_on_linger_read) != 0) {
+    if (status != 0 ||
+        uv_read_start(&c->h.stream, conn_on_linger_alloc, conn_on_linger_read) != 0) {
         td_conn_close(c);
     }
 }
@@ -275,7 +276,7 @@ void td_conn_close_after_flush(struct td_conn *c)
         return;
     }
     c->close_after_flush = true;
-    c->pause_count++;  /* nothing more is read from a connection that is going away */
+    c->pause_count++; /* nothing more is read from a connection that is going away */
     conn_update_reading(c);
     conn_watch_stall(c, 0);
     if (c->nout == 0 && c->writes_in_flight == 0) {
@@ -306,7 +307,7 @@ static void conn_on_write(uv_write_t *req, int status)
     if (c->paused_for_writes && c->queued_bytes <= c->net->cfg.write_high_water / 2) {
         c->paused_for_writes = false;
         conn_update_reading(c);
-        conn_process(c);  /* frames already buffered before the pause */
+        conn_process(c); /* frames already buffered before the pause */
         conn_watch_stall(c, 0);
     }
     if (c->close_after_flush && c->nout == 0 && c->writes_in_flight == 0) {
@@ -342,7 +343,7 @@ static void conn_on_flush(uv_check_t *chk)
     c->out = NULL;
     c->nout = c->capout = 0;
     int rc = uv_write(&w->req, &c->h.stream, bufs, (unsigned int)w->nparts, conn_on_write);
-    td_free(bufs);  /* libuv copied the array; the bytes stay until conn_on_write */
+    td_free(bufs); /* libuv copied the array; the bytes stay until conn_on_write */
     if (rc < 0) {
         release_parts(w->parts, w->nparts);
         td_free(w->parts);
@@ -456,13 +457,16 @@ static bool conn_start_frame(struct td_conn *c)
     ** section and nothing else (finding: two unauthenticated connections announcing 256 MiB data
     ** sections each and trickling them in held half a gigabyte). */
     if (!c->established && c->meta_len > TD_NET_PREAUTH_MAX_META) {
-        snprintf(msg, sizeof msg, "frame protobuf section of %u bytes exceeds the maximum of %u "
-                 "before the handshake (preauth_max_meta)", c->meta_len, TD_NET_PREAUTH_MAX_META);
+        snprintf(msg, sizeof msg,
+                 "frame protobuf section of %u bytes exceeds the maximum of %u "
+                 "before the handshake (preauth_max_meta)",
+                 c->meta_len, TD_NET_PREAUTH_MAX_META);
         conn_frame_error(c, TD_ELIMIT, msg);
         return false;
     }
     if (!c->established && c->data_len > 0) {
-        snprintf(msg, sizeof msg, "frame data section of %llu bytes before the handshake: the "
+        snprintf(msg, sizeof msg,
+                 "frame data section of %llu bytes before the handshake: the "
                  "maximum is 0 until it completes (preauth_max_data)",
                  (unsigned long long)c->data_len);
         conn_frame_error(c, TD_ELIMIT, msg);
@@ -491,7 +495,7 @@ static bool conn_alloc_data(struct td_conn *c)
             return false;
         }
         if (rc == 0 && buf == NULL) {
-            rc = TD_ENOMEM;  /* a callback that said yes without a buffer: discard */
+            rc = TD_ENOMEM; /* a callback that said yes without a buffer: discard */
         }
     } else {
         buf = td_malloc((size_t)c->data_len);
@@ -636,7 +640,7 @@ static void conn_on_stall(uv_timer_t *t)
     td_log(TD_LOG_INFO, "conn_stalled", "conn=%llu peer=%s timeout_ms=%llu reason=%s",
            (unsigned long long)c->id, c->peer, (unsigned long long)c->net->cfg.idle_timeout_ms,
            !c->established && c->state == READ_HEADER && c->hdr_got == 0 ? "no_handshake"
-                                                                          : "frame_too_slow");
+                                                                         : "frame_too_slow");
     td_conn_close(c);
 }
 
@@ -658,7 +662,7 @@ static void conn_on_write_stall(uv_timer_t *t)
     struct td_conn *c = t->data;
     size_t q = uv_stream_get_write_queue_size(&c->h.stream);
     if (q == 0) {
-        uv_timer_stop(&c->wstall);  /* all with the kernel; the next write arms the clock */
+        uv_timer_stop(&c->wstall); /* all with the kernel; the next write arms the clock */
         return;
     }
     uint64_t now = uv_now(c->net->loop);
@@ -669,17 +673,18 @@ static void conn_on_write_stall(uv_timer_t *t)
         return;
     }
     if (now - c->wprogress_ms >= c->net->cfg.idle_timeout_ms) {
-        td_log(TD_LOG_INFO, "conn_stalled", "conn=%llu peer=%s timeout_ms=%llu "
-               "reason=replies_not_read queued_bytes=%zu", (unsigned long long)c->id, c->peer,
-               (unsigned long long)c->net->cfg.idle_timeout_ms, c->queued_bytes);
+        td_log(TD_LOG_INFO, "conn_stalled",
+               "conn=%llu peer=%s timeout_ms=%llu "
+               "reason=replies_not_read queued_bytes=%zu",
+               (unsigned long long)c->id, c->peer, (unsigned long long)c->net->cfg.idle_timeout_ms,
+               c->queued_bytes);
         td_conn_close(c);
     }
 }
 
 static void conn_watch_writes(struct td_conn *c)
 {
-    if (c->closing || c->net->cfg.idle_timeout_ms == 0 ||
-        uv_is_active((uv_handle_t *)&c->wstall)) {
+    if (c->closing || c->net->cfg.idle_timeout_ms == 0 || uv_is_active((uv_handle_t *)&c->wstall)) {
         return;
     }
     c->drained_seen = c->submitted - uv_stream_get_write_queue_size(&c->h.stream);
@@ -832,7 +837,7 @@ static void listener_on_connection(uv_stream_t *server, int status)
         return;
     }
     struct td_conn *c = td_calloc(1, sizeof *c);
-    uint8_t *rbuf = td_malloc(PREAUTH_READ_BUF_BYTES);  /* grown after the handshake */
+    uint8_t *rbuf = td_malloc(PREAUTH_READ_BUF_BYTES); /* grown after the handshake */
     if (c == NULL || rbuf == NULL) {
         /* Accept and drop, so the backlog does not fill with a connection nobody serves. */
         td_free(c);
@@ -883,7 +888,7 @@ static void listener_on_connection(uv_stream_t *server, int status)
     }
     td_log(TD_LOG_DEBUG, "conn_open", "conn=%llu peer=%s", (unsigned long long)c->id, c->peer);
     conn_update_reading(c);
-    conn_watch_stall(c, 0);  /* the Hello clock */
+    conn_watch_stall(c, 0); /* the Hello clock */
 }
 
 /* ---- listeners ---- */
@@ -981,8 +986,7 @@ int td_net_sockname(uv_tcp_t *tcp, char *bound, size_t cap)
     return rc;
 }
 
-int td_net_listen(struct td_net *n, const char *spec, char *bound, size_t cap,
-                  struct td_err *err)
+int td_net_listen(struct td_net *n, const char *spec, char *bound, size_t cap, struct td_err *err)
 {
     struct td_listener *l = td_calloc(1, sizeof *l);
     if (l == NULL) {
@@ -1000,10 +1004,12 @@ int td_net_listen(struct td_net *n, const char *spec, char *bound, size_t cap,
         if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
             if (unix_socket_answers(path)) {
                 td_free(l);
-                return td_err_set(err, TD_EIO, "unix socket %s is in use by a running process "
-                                  "(another tensord?)", path);
+                return td_err_set(err, TD_EIO,
+                                  "unix socket %s is in use by a running process "
+                                  "(another tensord?)",
+                                  path);
             }
-            unlink(path);  /* a stale socket from an earlier run */
+            unlink(path); /* a stale socket from an earlier run */
         }
         l->is_unix = true;
         snprintf(l->path, sizeof l->path, "%s", path);
@@ -1035,7 +1041,7 @@ int td_net_listen(struct td_net *n, const char *spec, char *bound, size_t cap,
         rc = uv_listen(&l->h.stream, 511, listener_on_connection);
     }
     if (rc != 0) {
-        l->is_unix = false;  /* never unlink a path we did not create */
+        l->is_unix = false; /* never unlink a path we did not create */
         uv_close(&l->h.handle, listener_on_closed);
         return td_err_set(err, TD_EIO, "cannot listen on %s: %s", spec, uv_strerror(rc));
     }
@@ -1058,7 +1064,7 @@ void td_net_drain(struct td_net *n)
     n->draining = true;
     for (struct td_conn *c = n->conns; c != NULL; c = c->next) {
         conn_update_reading(c);
-        conn_watch_stall(c, 0);  /* nothing more is read: no frame clock */
+        conn_watch_stall(c, 0); /* nothing more is read: no frame clock */
     }
 }
 

@@ -9,15 +9,15 @@
 #include "net/net.h"
 
 struct http_conn {
-    uv_tcp_t tcp;                      /* first: the handle's address is the conn's */
+    uv_tcp_t tcp; /* first: the handle's address is the conn's */
     uv_timer_t timer;
     uv_write_t write;
     struct td_http *srv;
-    struct http_conn *prev, *next;     /* in srv's accept-order list while not closing */
+    struct http_conn *prev, *next; /* in srv's accept-order list while not closing */
     char req[TD_HTTP_MAX_REQUEST + 1];
     size_t len;
-    char *out;                         /* the response, head and body */
-    int handles;                       /* open libuv handles; freed at 0 */
+    char *out;   /* the response, head and body */
+    int handles; /* open libuv handles; freed at 0 */
     bool answered;
 };
 
@@ -86,12 +86,13 @@ static void http_respond(struct http_conn *c, int status, char *body, const char
 {
     c->answered = true;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    uv_timer_start(&c->timer, http_on_timeout, TD_HTTP_TIMEOUT_MS, 0);  /* now: the write */
+    uv_timer_start(&c->timer, http_on_timeout, TD_HTTP_TIMEOUT_MS, 0); /* now: the write */
     size_t blen = body != NULL ? strlen(body) : 0;
     char head[256];
     int hlen = snprintf(head, sizeof head,
                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                        "Connection: close\r\n\r\n", status, reason(status), ctype, blen);
+                        "Connection: close\r\n\r\n",
+                        status, reason(status), ctype, blen);
     size_t total = (size_t)hlen + (head_only ? 0 : blen);
     c->out = td_malloc(total + 1);
     if (c->out == NULL) {

@@ -16,10 +16,10 @@
 
 #include "base/err.h"
 
-#define TD_HTTP_MAX_REQUEST 4096      /* request line and headers */
+#define TD_HTTP_MAX_REQUEST 4096 /* request line and headers */
 #define TD_HTTP_MAX_CONNS 64
-#define TD_HTTP_REQUEST_TIMEOUT_MS 1000   /* from accept to a complete request head */
-#define TD_HTTP_TIMEOUT_MS 5000           /* from then to the response written */
+#define TD_HTTP_REQUEST_TIMEOUT_MS 1000 /* from accept to a complete request head */
+#define TD_HTTP_TIMEOUT_MS 5000         /* from then to the response written */
 
 /* Produces the response for `path`: returns the status code and sets *body (td_malloc'd, taken;
 ** NULL for an empty body) and *content_type (static). */
@@ -32,9 +32,9 @@ struct td_http {
     uv_tcp_t listener;
     td_http_handler *handler;
     void *user;
-    struct http_conn *oldest, *newest;  /* open connections in accept order (not closing) */
-    int nconns;                         /* of them */
-    uint64_t evicted;                   /* idle connections closed to admit a new one */
+    struct http_conn *oldest, *newest; /* open connections in accept order (not closing) */
+    int nconns;                        /* of them */
+    uint64_t evicted;                  /* idle connections closed to admit a new one */
     bool listening;
 };
 

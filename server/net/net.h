@@ -14,7 +14,7 @@
 #include <uv.h>
 
 #include "base/err.h"
-#include "tensord_frame.h"  /* TD_FRAME_HEADER_BYTES */
+#include "tensord_frame.h" /* TD_FRAME_HEADER_BYTES */
 
 #define TD_NET_DATA_LATER 1
 /* Before td_conn_established, a frame may hold at most this many protobuf bytes and no data
@@ -25,11 +25,11 @@
 struct td_conn;
 
 struct td_net_config {
-    uint64_t max_frame_bytes;      /* header's meta_len + data_len above this: error, close */
-    uint32_t max_meta_bytes;       /* protobuf section alone */
-    size_t write_high_water;       /* pause reading while more reply bytes than this are queued */
-    uint64_t idle_timeout_ms;      /* close a connection whose frame stalls this long; 0: never */
-    uint64_t min_frame_rate;       /* bytes/s a started frame must average once idle_timeout
+    uint64_t max_frame_bytes; /* header's meta_len + data_len above this: error, close */
+    uint32_t max_meta_bytes;  /* protobuf section alone */
+    size_t write_high_water;  /* pause reading while more reply bytes than this are queued */
+    uint64_t idle_timeout_ms; /* close a connection whose frame stalls this long; 0: never */
+    uint64_t min_frame_rate;  /* bytes/s a started frame must average once idle_timeout
                                    ** has passed (0: no minimum); see conn_watch_stall */
 };
 
@@ -59,22 +59,22 @@ struct td_net_callbacks {
 };
 
 struct td_net {
-    uv_loop_t *loop;                /* borrowed */
+    uv_loop_t *loop; /* borrowed */
     struct td_net_config cfg;
     struct td_net_callbacks cb;
-    struct td_listener *listeners;  /* owned list */
-    struct td_conn *conns;          /* open connections, a doubly linked list */
+    struct td_listener *listeners; /* owned list */
+    struct td_conn *conns;         /* open connections, a doubly linked list */
     uint64_t next_conn_id;
     size_t nconns;
     bool closing;
-    bool draining;                  /* td_net_drain: no connection reads any more */
+    bool draining; /* td_net_drain: no connection reads any more */
 };
 
 /* One piece of reply bytes; release(arg) runs once after it is written or dropped. */
 struct td_out {
     const void *base;
     size_t len;
-    void (*release)(void *arg);    /* may be NULL */
+    void (*release)(void *arg); /* may be NULL */
     void *arg;
 };
 
@@ -84,8 +84,7 @@ void td_net_init(struct td_net *n, uv_loop_t *loop, const struct td_net_config *
 /* Listens on "HOST:PORT" (IPv4, or "[v6addr]:PORT"; port 0 picks one) or "unix:PATH" (the socket
 ** is created mode 0600; a stale socket file there is replaced). Writes the bound address in the
 ** same notation into `bound`. Errors: TD_EINVAL (bad address), TD_EIO (bind/listen failed). */
-int td_net_listen(struct td_net *n, const char *spec, char *bound, size_t cap,
-                  struct td_err *err);
+int td_net_listen(struct td_net *n, const char *spec, char *bound, size_t cap, struct td_err *err);
 
 /* "HOST:PORT" / "[v6]:PORT" to a socket address (TD_EINVAL with a message if it is not one). */
 int td_net_sockaddr(const char *spec, struct sockaddr_storage *ss, struct td_err *err);
@@ -128,6 +127,6 @@ void td_conn_pause(struct td_conn *c);
 void td_conn_resume(struct td_conn *c);
 
 uint64_t td_conn_id(const struct td_conn *c);
-const char *td_conn_peer(const struct td_conn *c);  /* "127.0.0.1:5555" or "unix" */
+const char *td_conn_peer(const struct td_conn *c); /* "127.0.0.1:5555" or "unix" */
 
 #endif

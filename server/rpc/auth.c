@@ -34,9 +34,9 @@ void td_rpc_peer_set_addr(struct td_rpc_peer *p, const char *addr, uint64_t conn
     size_t n = strlen(addr);
     const char *colon = strrchr(addr, ':');
     if (colon != NULL) {
-        n = (size_t)(colon - addr);  /* the port changes per connection; the host does not */
+        n = (size_t)(colon - addr); /* the port changes per connection; the host does not */
     }
-    uint64_t h = 1469598103934665603u;  /* FNV-1a */
+    uint64_t h = 1469598103934665603u; /* FNV-1a */
     for (size_t i = 0; i < n; i++) {
         h = (h ^ (uint8_t)addr[i]) * 1099511628211u;
     }
@@ -48,8 +48,10 @@ static int auth_check_penalty(struct td_rpc_server *srv, uint64_t key, struct td
     struct auth_record *r = key != 0 ? td_map_get(&srv->auth_penalty, key) : NULL;
     uint64_t now = srv->now_ms();
     if (r != NULL && r->until_ms > now) {
-        return td_err_set(err, TD_EAUTH, "too many failed authentication attempts from this "
-                          "address; retry in %llu ms", (unsigned long long)(r->until_ms - now));
+        return td_err_set(err, TD_EAUTH,
+                          "too many failed authentication attempts from this "
+                          "address; retry in %llu ms",
+                          (unsigned long long)(r->until_ms - now));
     }
     return 0;
 }
@@ -124,8 +126,8 @@ void td_rpc_server_close(struct td_rpc_server *srv)
 /* ---- the Hello's token as sent ---- */
 
 /* The field numbers the scan below looks for, tied to the generated code. */
-#define HELLO_FIELD 2                       /* Request.hello */
-#define HELLO_TOKEN_FIELD 3                 /* Hello.auth_token */
+#define HELLO_FIELD 2       /* Request.hello */
+#define HELLO_TOKEN_FIELD 3 /* Hello.auth_token */
 static_assert(TENSORD__REQUEST__BODY_HELLO == HELLO_FIELD, "Request.hello is field 2");
 
 /* Reads a varint at *pos of b[0..n); false when it is truncated or longer than 10 bytes. */
@@ -149,19 +151,15 @@ static bool pb_skip(const uint8_t *b, size_t n, size_t *pos, unsigned wt, size_t
 {
     uint64_t v;
     switch (wt) {
-    case 0:
-        return pb_varint(b, n, pos, &v);
+    case 0: return pb_varint(b, n, pos, &v);
     case 1:
-    case 5:
-        v = wt == 1 ? 8 : 4;
-        break;
+    case 5: v = wt == 1 ? 8 : 4; break;
     case 2:
         if (!pb_varint(b, n, pos, &v)) {
             return false;
         }
         break;
-    default:
-        return false;
+    default: return false;
     }
     if (v > n - *pos) {
         return false;
@@ -184,8 +182,8 @@ int64_t td_rpc_hello_token_wire_len(const uint8_t *meta, size_t n)
     int64_t len = 0;
     while (pos < n) {
         uint64_t key;
-        if (!pb_varint(meta, n, &pos, &key) || !pb_skip(meta, n, &pos, (unsigned)(key & 7), &sub,
-                                                       &sub_len)) {
+        if (!pb_varint(meta, n, &pos, &key) ||
+            !pb_skip(meta, n, &pos, (unsigned)(key & 7), &sub, &sub_len)) {
             return -1;
         }
         uint64_t field = key >> 3;
@@ -204,7 +202,7 @@ int64_t td_rpc_hello_token_wire_len(const uint8_t *meta, size_t n)
             }
         } else if (field != HELLO_FIELD && field <= INT_MAX &&
                    td_rpc_request_of((int)field) != NULL) {
-            len = 0;  /* another member of the body oneof: the Hello so far is dropped */
+            len = 0; /* another member of the body oneof: the Hello so far is dropped */
         }
     }
     return len;

@@ -87,7 +87,7 @@ bool td_fastpack_plan(const Tensord__Response *resp, struct td_fastpack_plan *pl
         }
         for (size_t i = 0; i < t->n_shape; i++) {
             if (t->shape[i] < 0) {
-                return false;  /* a negative varint is ten bytes: left to protobuf-c */
+                return false; /* a negative varint is ten bytes: left to protobuf-c */
             }
             plan->shape_body += varint_len((uint64_t)t->shape[i]);
         }

@@ -26,7 +26,6 @@ struct td_fastpack_plan {
 bool td_fastpack_plan(const Tensord__Response *resp, struct td_fastpack_plan *plan);
 
 /* Writes resp's plan->total bytes to out. */
-void td_fastpack(const Tensord__Response *resp, const struct td_fastpack_plan *plan,
-                 uint8_t *out);
+void td_fastpack(const Tensord__Response *resp, const struct td_fastpack_plan *plan, uint8_t *out);
 
 #endif

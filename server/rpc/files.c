@@ -23,8 +23,8 @@
 ** can name and which the session finds again after a restart or a resume; or, with
 ** --shared-files (an operator's choice), <files_dir>/<file>.safetensors, one namespace for all.
 ** `dir` gets the directory, `path` the file, `cap` bytes each. */
-static int files_path(const struct td_rpc_server *srv, const struct td_session *s,
-                      const char *file, char *dir, char *path, size_t cap, struct td_err *err)
+static int files_path(const struct td_rpc_server *srv, const struct td_session *s, const char *file,
+                      char *dir, char *path, size_t cap, struct td_err *err)
 {
     if (srv->files_dir == NULL) {
         return td_err_set(err, TD_EUNSUP, "persistence is off: start tensord with --data-dir");
@@ -129,8 +129,7 @@ static int check_unique_handles(Tensord__NamedTensor *const *nt, size_t n, const
 /* Save: every tensor named, each handle once, the file's exact size within the session's disk
 ** quota (its directory's files, less one this Save replaces, plus this file), the data dir's,
 ** and the session's file count, all checked before a byte is written. */
-int td_rpc_run_save(struct rpc_job *j, struct td_session *s, struct result *res,
-                    struct td_err *err)
+int td_rpc_run_save(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
 {
     const Tensord__Save *m = j->req->save;
     struct td_rpc_server *srv = j->peer->srv;
@@ -157,8 +156,10 @@ int td_rpc_run_save(struct rpc_job *j, struct td_session *s, struct result *res,
         names[i] = nt->name != NULL ? nt->name : "";
         if (names[i][0] == '\0' || strlen(names[i]) > TD_ST_NAME_MAX ||
             strcmp(names[i], "__metadata__") == 0) {
-            rc = td_err_set(err, TD_EINVAL, "tensor %zu: a name of 1..%d bytes, not "
-                            "__metadata__, is needed", i, TD_ST_NAME_MAX);
+            rc = td_err_set(err, TD_EINVAL,
+                            "tensor %zu: a name of 1..%d bytes, not "
+                            "__metadata__, is needed",
+                            i, TD_ST_NAME_MAX);
             break;
         }
         rc = td_session_lookup(s, nt->handle, &ts[i], err);
@@ -179,15 +180,14 @@ int td_rpc_run_save(struct rpc_job *j, struct td_session *s, struct result *res,
                                    err);
     }
     if (rc != 0 && made_dir) {
-        td_persist_dir_drop(dir);  /* a session that never saved a file leaves no directory */
+        td_persist_dir_drop(dir); /* a session that never saved a file leaves no directory */
     }
     td_free(ts);
     td_free(names);
     return rc;
 }
 
-int td_rpc_run_load(struct rpc_job *j, struct td_session *s, struct result *res,
-                    struct td_err *err)
+int td_rpc_run_load(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
 {
     const Tensord__Load *m = j->req->load;
     char dir[4096], path[4096];

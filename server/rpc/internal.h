@@ -22,59 +22,59 @@
 ** before, and summed in `overflow`: protobuf-c may turn 1 MiB of wire bytes into tens of MiB
 ** of small allocations, which td_rpc_handle charges to the session's quota. */
 #define PB_ARENA_BYTES 768
-#define PB_MALLOC_OVERHEAD 16                /* a heap chunk's header, counted per fallback */
+#define PB_MALLOC_OVERHEAD 16 /* a heap chunk's header, counted per fallback */
 
 struct pb_arena {
-    ProtobufCAllocator allocator;           /* allocator_data points back here */
+    ProtobufCAllocator allocator; /* allocator_data points back here */
     size_t used;
-    int64_t overflow;                       /* bytes of td_malloc fallbacks (saturating), each
+    int64_t overflow; /* bytes of td_malloc fallbacks (saturating), each
                                             ** rounded up to 16 with the chunk header */
     _Alignas(16) unsigned char bytes[PB_ARENA_BYTES];
 };
 
 struct rpc_job {
     struct td_job job;
-    struct td_rpc_peer *peer;               /* reference */
-    Tensord__Request *req;                  /* owned, decoded here */
-    void *data;                             /* owned until adopted */
+    struct td_rpc_peer *peer; /* reference */
+    Tensord__Request *req;    /* owned, decoded here */
+    void *data;               /* owned until adopted */
     size_t data_len;
-    struct td_session *data_session;        /* reference: data_charge is charged to its quota
+    struct td_session *data_session; /* reference: data_charge is charged to its quota
                                             ** (td_rpc_data_alloc), or NULL */
-    int64_t data_charge;                    /* bytes of data charged there, until the data is
+    int64_t data_charge;             /* bytes of data charged there, until the data is
                                             ** freed or a tensor takes the charge over */
-    struct td_buffer *pin;                  /* Get: the bytes the reply points into */
-    int64_t reply_charge;                   /* Format: text bytes charged to job.session's
+    struct td_buffer *pin;           /* Get: the bytes the reply points into */
+    int64_t reply_charge;            /* Format: text bytes charged to job.session's
                                             ** quota until the reply is written */
-    struct td_rpc_reply reply;              /* built by run() */
-    uint64_t t0_us;                         /* arrival, for the latency histograms */
-    int64_t work;                           /* td_cost_work of the request (job_cost) */
-    const char *cost_name;                  /* what max_op_elements names ("sum"), or NULL
+    struct td_rpc_reply reply;       /* built by run() */
+    uint64_t t0_us;                  /* arrival, for the latency histograms */
+    int64_t work;                    /* td_cost_work of the request (job_cost) */
+    const char *cost_name;           /* what max_op_elements names ("sum"), or NULL
                                             ** when the kind is not limited by it */
-    int64_t need_bytes;                     /* RunOp: its result's and temporaries' bytes */
-    bool costed;                            /* work, need_bytes and cost_name are set */
-    int status;                             /* the reply's status code */
-    bool ran;                               /* dropped jobs are not counted in the stats */
-    int64_t hello_token_len;                /* Hello: auth_token's length on the wire, NUL
+    int64_t need_bytes;              /* RunOp: its result's and temporaries' bytes */
+    bool costed;                     /* work, need_bytes and cost_name are set */
+    int status;                      /* the reply's status code */
+    bool ran;                        /* dropped jobs are not counted in the stats */
+    int64_t hello_token_len;         /* Hello: auth_token's length on the wire, NUL
                                             ** bytes included (hello_token_wire_len) */
-    int64_t req_charge;                     /* the decoded request's bytes, charged to
+    int64_t req_charge;              /* the decoded request's bytes, charged to
                                             ** job.session's quota until job_free */
-    int64_t queued;                         /* bytes counted in peer->queued_bytes until done:
+    int64_t queued;                  /* bytes counted in peer->queued_bytes until done:
                                             ** req_charge plus data_len */
-    struct pb_arena arena;                  /* req is decoded here (last: not zeroed) */
+    struct pb_arena arena;           /* req is decoded here (last: not zeroed) */
 };
 
 /* What a handler produced besides its status. The dispatcher zeroes it; on failure it is
 ** dropped (mem freed) and the reply carries only the status. */
 struct result {
-    struct td_tensor *tensor;               /* borrowed: describe it in TensorInfo */
+    struct td_tensor *tensor; /* borrowed: describe it in TensorInfo */
     uint64_t handle;
-    Tensord__StatsResult *stats;            /* Stats: points at stats_msg, or NULL */
-    Tensord__HelloResult *hello;            /* Hello: points at hello_msg, or NULL */
-    char *text;                             /* Format, Load: owned, td_malloc'd */
-    uint64_t offset, length;                /* Get's slice */
-    Tensord__StatsResult stats_msg;         /* storage for the handlers that fill them */
+    Tensord__StatsResult *stats;    /* Stats: points at stats_msg, or NULL */
+    Tensord__HelloResult *hello;    /* Hello: points at hello_msg, or NULL */
+    char *text;                     /* Format, Load: owned, td_malloc'd */
+    uint64_t offset, length;        /* Get's slice */
+    Tensord__StatsResult stats_msg; /* storage for the handlers that fill them */
     Tensord__HelloResult hello_msg;
-    void *mem;                              /* owned, td_malloc'd: what stats_msg points to */
+    void *mem; /* owned, td_malloc'd: what stats_msg points to */
 };
 
 
@@ -93,27 +93,27 @@ typedef int td_rpc_handler_fn(struct rpc_job *j, struct td_session *s, struct re
 enum td_rpc_idem {
     TD_RPC_IDEM_NO,
     TD_RPC_IDEM_YES,
-    TD_RPC_IDEM_OUT_OF_PLACE,               /* yes unless its `inplace` field is set */
+    TD_RPC_IDEM_OUT_OF_PLACE, /* yes unless its `inplace` field is set */
 };
 
 /* requests.def's auth column: what the connection must have for the request to run. */
 enum td_rpc_auth {
-    TD_RPC_AUTH_NONE,                       /* no session yet (Hello) */
-    TD_RPC_AUTH_OPEN,                       /* an open session */
-    TD_RPC_AUTH_ANY,                        /* a session, open or closed (a no-op when closed) */
+    TD_RPC_AUTH_NONE, /* no session yet (Hello) */
+    TD_RPC_AUTH_OPEN, /* an open session */
+    TD_RPC_AUTH_ANY,  /* a session, open or closed (a no-op when closed) */
 };
 
 /* One row of requests.def. */
 struct td_rpc_request {
-    const char *name;                       /* the Request member ("run_op") */
-    int wire_case;                          /* TENSORD__REQUEST__BODY_<id> */
+    const char *name; /* the Request member ("run_op") */
+    int wire_case;    /* TENSORD__REQUEST__BODY_<id> */
     td_rpc_handler_fn *run;
-    void (*cost)(struct rpc_job *j, struct td_session *s);  /* NULL: only its frees */
-    uint64_t (*out)(const Tensord__Request *req);           /* NULL: no output handle */
+    void (*cost)(struct rpc_job *j, struct td_session *s); /* NULL: only its frees */
+    uint64_t (*out)(const Tensord__Request *req);          /* NULL: no output handle */
     bool may_inline;
     enum td_rpc_idem idempotent;
     enum td_rpc_auth auth;
-    bool data;                              /* may carry a data section */
+    bool data; /* may carry a data section */
 };
 
 /* The row of requests.def for a Request body case, or NULL (not set, or unknown). */
@@ -126,12 +126,11 @@ int td_rpc_wire_op(int w, enum td_op_id *out);
 
 /* ---- stats.c ---- */
 
-uint64_t td_rpc_now_us(void);               /* monotonic, for the latency histograms */
+uint64_t td_rpc_now_us(void); /* monotonic, for the latency histograms */
 
 /* Counts a request that has its reply: by kind (enum td_rpc_kind; -1: none), and for RunOp by
 ** op (-1: none); an UNAUTHENTICATED status counts an auth failure. Loop thread only. */
-void td_rpc_stats_record(struct td_rpc_server *srv, int kind, int op, int status,
-                         uint64_t t0_us);
+void td_rpc_stats_record(struct td_rpc_server *srv, int kind, int op, int status, uint64_t t0_us);
 
 /* ---- auth.c ---- */
 

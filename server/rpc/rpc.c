@@ -69,9 +69,9 @@ static void *arena_alloc(void *ud, size_t n)
         a->used += need;
         return p;
     }
-    int64_t chunk = n > (size_t)INT64_MAX - 32 ? INT64_MAX
-                                                : (int64_t)((n + 15) & ~(size_t)15) +
-                                                      PB_MALLOC_OVERHEAD;
+    int64_t chunk = n > (size_t)INT64_MAX - 32
+                        ? INT64_MAX
+                        : (int64_t)((n + 15) & ~(size_t)15) + PB_MALLOC_OVERHEAD;
     a->overflow = td_sat_add(a->overflow, chunk);
     return td_malloc(n);
 }
@@ -81,14 +81,15 @@ static void arena_free(void *ud, void *p)
     struct pb_arena *a = ud;
     uintptr_t q = (uintptr_t)p, lo = (uintptr_t)a->bytes;
     if (q >= lo && q < lo + PB_ARENA_BYTES) {
-        return;  /* released with the job */
+        return; /* released with the job */
     }
     td_free(p);
 }
 
 static void arena_init(struct pb_arena *a)
 {
-    a->allocator = (ProtobufCAllocator){.alloc = arena_alloc, .free = arena_free,
+    a->allocator = (ProtobufCAllocator){.alloc = arena_alloc,
+                                        .free = arena_free,
                                         .allocator_data = a};
     a->used = 0;
     a->overflow = 0;
@@ -99,29 +100,25 @@ static void arena_init(struct pb_arena *a)
 static Tensord__StatusCode wire_status(int code)
 {
     switch (code) {
-    case TD_OK:
-        return TENSORD__STATUS_CODE__OK;
+    case TD_OK: return TENSORD__STATUS_CODE__OK;
 #define TD_ERR_WIRE(name, wire, msg)                                                               \
-    case name:                                                                                     \
-        return TENSORD__STATUS_CODE__##wire;
+    case name: return TENSORD__STATUS_CODE__##wire;
         TD_ERRORS(TD_ERR_WIRE)
 #undef TD_ERR_WIRE
-    default:
-        return TENSORD__STATUS_CODE__INTERNAL;
+    default: return TENSORD__STATUS_CODE__INTERNAL;
     }
 }
 
 int td_rpc_wire_op(int w, enum td_op_id *out)
 {
     switch (w) {
-#define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost) \
+#define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost)   \
     case TENSORD__OP__OP_##id:                                                                     \
         *out = TD_OP_##id;                                                                         \
         return 0;
 #include "core/ops.def"
 #undef OP
-    default:
-        return -1;
+    default: return -1;
     }
 }
 
@@ -131,17 +128,16 @@ static int wire_dtype(int w, int dflt, enum td_dtype *out, struct td_err *err)
     switch (w) {
     case TENSORD__DTYPE__FLOAT32: *out = TD_DTYPE_F32; return 0;
     case TENSORD__DTYPE__FLOAT64: *out = TD_DTYPE_F64; return 0;
-    case TENSORD__DTYPE__INT32:   *out = TD_DTYPE_I32; return 0;
-    case TENSORD__DTYPE__INT64:   *out = TD_DTYPE_I64; return 0;
-    case TENSORD__DTYPE__BOOL:    *out = TD_DTYPE_BOOL; return 0;
+    case TENSORD__DTYPE__INT32: *out = TD_DTYPE_I32; return 0;
+    case TENSORD__DTYPE__INT64: *out = TD_DTYPE_I64; return 0;
+    case TENSORD__DTYPE__BOOL: *out = TD_DTYPE_BOOL; return 0;
     case TENSORD__DTYPE__DTYPE_UNSPECIFIED:
         if (dflt >= 0) {
             *out = (enum td_dtype)dflt;
             return 0;
         }
         return td_err_set(err, TD_EDTYPE, "dtype must be given");
-    default:
-        return td_err_set(err, TD_EDTYPE, "unknown dtype %d", w);
+    default: return td_err_set(err, TD_EDTYPE, "unknown dtype %d", w);
     }
 }
 
@@ -162,8 +158,7 @@ static int wire_scalar(const Tensord__Scalar *w, const char *what, struct td_sca
     case TENSORD__SCALAR__VALUE_F: *out = td_scalar_f(w->f); return 0;
     case TENSORD__SCALAR__VALUE_I: *out = td_scalar_i(w->i); return 0;
     case TENSORD__SCALAR__VALUE_B: *out = td_scalar_b(w->b != 0); return 0;
-    default:
-        return td_err_set(err, TD_EINVAL, "%s: a scalar needs a value (f, i or b)", what);
+    default: return td_err_set(err, TD_EINVAL, "%s: a scalar needs a value (f, i or b)", what);
     }
 }
 
@@ -204,10 +199,11 @@ static void log_failure(const struct td_rpc_peer *p, const Tensord__Request *req
                (unsigned long long)p->conn_id, p->addr[0] != '\0' ? p->addr : "-",
                (unsigned long long)req->id, msg);
     } else if (status != TENSORD__STATUS_CODE__OK && td_log_min_level <= TD_LOG_DEBUG) {
-        td_log(TD_LOG_DEBUG, "request_failed", "conn=%llu session=%s req=%llu kind=%s "
-               "status=%d msg=\"%s\"", (unsigned long long)p->conn_id,
-               p->session != NULL ? p->session->token_tag : "-", (unsigned long long)req->id,
-               kind != NULL ? kind : "?", status, msg);
+        td_log(TD_LOG_DEBUG, "request_failed",
+               "conn=%llu session=%s req=%llu kind=%s "
+               "status=%d msg=\"%s\"",
+               (unsigned long long)p->conn_id, p->session != NULL ? p->session->token_tag : "-",
+               (unsigned long long)req->id, kind != NULL ? kind : "?", status, msg);
     }
 }
 
@@ -259,12 +255,12 @@ static void peer_set_session(struct td_rpc_peer *p, struct td_session *s)
 ** and a Format's text stay charged to the session's quota until the same moment. */
 
 struct sent {
-    struct td_rpc_peer *peer;               /* reference */
-    int64_t bytes;                          /* counted in peer->unsent_bytes */
-    struct td_buffer *pin;                  /* Get: the bytes the data section points into */
-    struct td_session *session;             /* reference, when pin or charge is set: keeps the
+    struct td_rpc_peer *peer;   /* reference */
+    int64_t bytes;              /* counted in peer->unsent_bytes */
+    struct td_buffer *pin;      /* Get: the bytes the data section points into */
+    struct td_session *session; /* reference, when pin or charge is set: keeps the
                                             ** quota they are charged to alive */
-    int64_t charge;                         /* reply bytes charged to session's quota (Format) */
+    int64_t charge;             /* reply bytes charged to session's quota (Format) */
 };
 
 static void peer_unhold(struct td_rpc_peer *p)
@@ -272,7 +268,7 @@ static void peer_unhold(struct td_rpc_peer *p)
     struct td_session *s = p->held;
     if (s != NULL) {
         p->held = NULL;
-        td_session_release(s);  /* may start jobs, and deliver their replies, before returning */
+        td_session_release(s); /* may start jobs, and deliver their replies, before returning */
         td_session_unref(s);
     }
 }
@@ -281,8 +277,7 @@ static void peer_unsent_add(struct td_rpc_peer *p, int64_t n)
 {
     int64_t max = p->srv->peer_max_unsent_bytes;
     p->unsent_bytes = td_sat_add(p->unsent_bytes, n);
-    if (max > 0 && p->unsent_bytes > max && p->held == NULL && !p->closed &&
-        p->session != NULL) {
+    if (max > 0 && p->unsent_bytes > max && p->held == NULL && !p->closed && p->session != NULL) {
         p->held = td_session_ref(p->session);
         td_session_hold(p->held);
     }
@@ -454,9 +449,9 @@ int td_rpc_run_create(struct rpc_job *j, struct td_session *s, struct result *re
     if ((uint64_t)nbytes != j->data_len) {
         char sh[128];
         return td_err_set(err, TD_EINVAL,
-                          "data section has %zu bytes, but shape %s of %s needs %lld",
-                          j->data_len, td_shape_str(sh, sizeof sh, shape, ndim),
-                          td_dtype_name(dt), (long long)nbytes);
+                          "data section has %zu bytes, but shape %s of %s needs %lld", j->data_len,
+                          td_shape_str(sh, sizeof sh, shape, ndim), td_dtype_name(dt),
+                          (long long)nbytes);
     }
     struct td_tensor *t = NULL;
     void *data = j->data;
@@ -474,7 +469,7 @@ int td_rpc_run_create(struct rpc_job *j, struct td_session *s, struct result *re
                    j->data_len > 0;
     if ((rc = td_tensor_adopt(&t, dt, shape, ndim, data, j->data_len, charged ? NULL : &s->quota,
                               err)) != 0) {
-        return rc;  /* the data is freed; its charge goes with the job */
+        return rc; /* the data is freed; its charge goes with the job */
     }
     if (charged) {
         t->storage->buf->quota = &s->quota;
@@ -483,8 +478,7 @@ int td_rpc_run_create(struct rpc_job *j, struct td_session *s, struct result *re
     return publish(s, m->out, t, m->requires_grad, res, err);
 }
 
-int td_rpc_run_full(struct rpc_job *j, struct td_session *s, struct result *res,
-                    struct td_err *err)
+int td_rpc_run_full(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
 {
     const Tensord__Full *m = j->req->full;
     struct td_scalar v;
@@ -504,8 +498,7 @@ int td_rpc_run_full(struct rpc_job *j, struct td_session *s, struct result *res,
     return publish(s, m->out, t, m->requires_grad, res, err);
 }
 
-int td_rpc_run_rand(struct rpc_job *j, struct td_session *s, struct result *res,
-                    struct td_err *err)
+int td_rpc_run_rand(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
 {
     const Tensord__Rand *m = j->req->rand;
     enum td_dtype dt = TD_DTYPE_F32;
@@ -689,8 +682,10 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
         if (m->out2 == out) {
             /* Checked here: `out` is not in the table yet, so check_out cannot see the clash. */
             td_tensor_unref(t);
-            return td_err_set(err, TD_EEXIST, "handle %llu is already in use: out2 must differ "
-                              "from out", (unsigned long long)out);
+            return td_err_set(err, TD_EEXIST,
+                              "handle %llu is already in use: out2 must differ "
+                              "from out",
+                              (unsigned long long)out);
         }
         if ((rc = td_session_check_out(s, m->out2, err)) != 0 ||
             (rc = td_op_apply(op == TD_OP_MAX ? TD_OP_ARGMAX : TD_OP_ARGMIN, in, 1, &args, false,
@@ -700,13 +695,13 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
         }
     }
     if (m->inplace) {
-        td_tensor_unref(t);  /* the table already holds self */
+        td_tensor_unref(t); /* the table already holds self */
     } else if ((rc = td_session_put(s, out, t, err)) != 0) {
         td_tensor_unref(idx);
         return rc;
     }
     if (idx != NULL && (rc = td_session_put(s, m->out2, idx, err)) != 0) {
-        td_session_free_handle(s, out);  /* all or nothing */
+        td_session_free_handle(s, out); /* all or nothing */
         return rc;
     }
     res->tensor = t;
@@ -714,8 +709,7 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     return 0;
 }
 
-int td_rpc_run_get(struct rpc_job *j, struct td_session *s, struct result *res,
-                   struct td_err *err)
+int td_rpc_run_get(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
 {
     const Tensord__Get *m = j->req->get;
     struct td_tensor *t = NULL;
@@ -736,8 +730,7 @@ int td_rpc_run_get(struct rpc_job *j, struct td_session *s, struct result *res,
     /* A length past the end reads to the end, so a client can ask for "the first chunk"
     ** before it knows the size. */
     res->offset = m->offset;
-    res->length = m->length != 0 && m->length < nbytes - m->offset ? m->length
-                                                                    : nbytes - m->offset;
+    res->length = m->length != 0 && m->length < nbytes - m->offset ? m->length : nbytes - m->offset;
     if (res->length == 0) {
         return 0;
     }
@@ -779,11 +772,11 @@ int td_rpc_run_write(struct rpc_job *j, struct td_session *s, struct result *res
     if (m->offset > nbytes || j->data_len > nbytes - m->offset) {
         return td_err_set(err, TD_EINVAL,
                           "write of %zu bytes at offset %llu is outside the tensor's %llu bytes",
-                          j->data_len, (unsigned long long)m->offset,
-                          (unsigned long long)nbytes);
+                          j->data_len, (unsigned long long)m->offset, (unsigned long long)nbytes);
     }
     if (!td_tensor_is_contiguous(t)) {
-        return td_err_set(err, TD_EINVAL, "write needs a contiguous tensor; call contiguous() "
+        return td_err_set(err, TD_EINVAL,
+                          "write needs a contiguous tensor; call contiguous() "
                           "first");
     }
     if (j->data_len != 0) {
@@ -870,8 +863,7 @@ int td_rpc_run_backward(struct rpc_job *j, struct td_session *s, struct result *
     return td_autograd_backward(t, g, m->retain_graph, &s->quota, err);
 }
 
-int td_rpc_run_grad(struct rpc_job *j, struct td_session *s, struct result *res,
-                    struct td_err *err)
+int td_rpc_run_grad(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
 {
     const Tensord__Grad *m = j->req->grad;
     struct td_tensor *t;
@@ -881,7 +873,7 @@ int td_rpc_run_grad(struct rpc_job *j, struct td_session *s, struct result *res,
     }
     struct td_tensor *g = td_autograd_grad(t);
     if (g == NULL) {
-        return 0;  /* .grad is None: no tensor in the reply */
+        return 0; /* .grad is None: no tensor in the reply */
     }
     if ((rc = td_session_check_out(s, m->out, err)) != 0 ||
         (rc = td_session_put(s, m->out, td_tensor_ref(g), err)) != 0) {
@@ -915,8 +907,7 @@ int td_rpc_run_set_grad(struct rpc_job *j, struct td_session *s, struct result *
     return 0;
 }
 
-int td_rpc_run_free(struct rpc_job *j, struct td_session *s, struct result *res,
-                    struct td_err *err)
+int td_rpc_run_free(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
 {
     const Tensord__Free *m = j->req->free;
     if (s->closed) {
@@ -941,8 +932,8 @@ int td_rpc_run_hello(struct rpc_job *j, struct td_session *s_unused, struct resu
     uint32_t cmax = m->max_version != 0 ? m->max_version : cmin;
     if (cmax < cmin || cmax < TD_PROTOCOL_MIN || cmin > TD_PROTOCOL_MAX) {
         return td_err_set(err, TD_EVERSION,
-                          "no common protocol version: client speaks %u..%u, server %d..%d",
-                          cmin, cmax, TD_PROTOCOL_MIN, TD_PROTOCOL_MAX);
+                          "no common protocol version: client speaks %u..%u, server %d..%d", cmin,
+                          cmax, TD_PROTOCOL_MIN, TD_PROTOCOL_MAX);
     }
     int arc = td_rpc_auth_check(srv, p->addr_key, m->auth_token, j->hello_token_len, err);
     if (arc != 0) {
@@ -953,7 +944,8 @@ int td_rpc_run_hello(struct rpc_job *j, struct td_session *s_unused, struct resu
         ** its later requests ordered by the old session's FIFO while they ran against the new
         ** session's table, alongside that session's own jobs. */
         return p->session->closed
-                   ? td_err_set(err, TD_EPROTO, "this connection's session was closed: open a "
+                   ? td_err_set(err, TD_EPROTO,
+                                "this connection's session was closed: open a "
                                 "new connection to start or resume one")
                    : td_err_set(err, TD_EPROTO, "Hello was already accepted on this connection");
     }
@@ -997,7 +989,7 @@ int td_rpc_run_close_session(struct rpc_job *j, struct td_session *s, struct res
                              struct td_err *err)
 {
     if (s->closed) {
-        return 0;  /* closed already (by another of its connections): done */
+        return 0; /* closed already (by another of its connections): done */
     }
     td_log(TD_LOG_INFO, "session_closed", "conn=%llu session=%s req=%llu",
            (unsigned long long)j->peer->conn_id, s->token_tag, (unsigned long long)j->req->id);
@@ -1006,8 +998,7 @@ int td_rpc_run_close_session(struct rpc_job *j, struct td_session *s, struct res
     return 0;
 }
 
-int td_rpc_run_ping(struct rpc_job *j, struct td_session *s, struct result *res,
-                    struct td_err *err)
+int td_rpc_run_ping(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
 {
     return 0;
 }
@@ -1043,7 +1034,7 @@ static uint64_t out_arange(const Tensord__Request *req)
 
 static uint64_t out_run_op(const Tensord__Request *req)
 {
-    return req->run_op->inplace ? 0 : req->run_op->out;  /* in place: the input stays */
+    return req->run_op->inplace ? 0 : req->run_op->out; /* in place: the input stays */
 }
 
 static uint64_t out_grad(const Tensord__Request *req)
@@ -1121,9 +1112,9 @@ static void cost_fill(struct rpc_job *j, struct td_session *s)
     if (typed && n <= TD_MAX_DIMS && td_shape_check(dims, (int)n, dt, &numel, NULL, NULL) == 0) {
         j->work = numel;
     }
-    j->cost_name = full ? "full"
-                        : req->rand->distribution == TENSORD__DISTRIBUTION__NORMAL ? "randn"
-                                                                                  : "rand";
+    j->cost_name = full                                                       ? "full"
+                   : req->rand->distribution == TENSORD__DISTRIBUTION__NORMAL ? "randn"
+                                                                              : "rand";
 }
 
 static void cost_arange(struct rpc_job *j, struct td_session *s)
@@ -1187,8 +1178,15 @@ static void cost_free(struct rpc_job *j, struct td_session *s)
 
 static const struct td_rpc_request requests[] = {
 #define REQ(id, name, inl, idempotent, auth, data, handler, cost, out)                             \
-    [TD_RPC_##id] = {#name, TENSORD__REQUEST__BODY_##id, handler, cost, out, inl,                  \
-                     TD_RPC_IDEM_##idempotent, TD_RPC_AUTH_##auth, data},
+    [TD_RPC_##id] = {#name,                                                                        \
+                     TENSORD__REQUEST__BODY_##id,                                                  \
+                     handler,                                                                      \
+                     cost,                                                                         \
+                     out,                                                                          \
+                     inl,                                                                          \
+                     TD_RPC_IDEM_##idempotent,                                                     \
+                     TD_RPC_AUTH_##auth,                                                           \
+                     data},
 #include "rpc/requests.def"
 #undef REQ
 };
@@ -1246,9 +1244,10 @@ static int check_work_limit(const struct rpc_job *j, struct td_err *err)
 {
     int64_t max = j->peer->srv->max_op_elements;
     if (max > 0 && j->cost_name != NULL && j->work > max) {
-        return td_err_set(err, TD_ELIMIT, "%s would touch %lld elements, above "
-                          "max_op_elements %lld", j->cost_name, (long long)j->work,
-                          (long long)max);
+        return td_err_set(err, TD_ELIMIT,
+                          "%s would touch %lld elements, above "
+                          "max_op_elements %lld",
+                          j->cost_name, (long long)j->work, (long long)max);
     }
     return 0;
 }
@@ -1302,7 +1301,7 @@ static void job_execute(struct rpc_job *j)
         rc = td_err_set(&err, TD_ESESSION, "session is closed");
     }
     if (rc == 0 && !hello && !j->costed) {
-        job_cost(j, s);  /* before free_first changes the table: what decided its thread */
+        job_cost(j, s); /* before free_first changes the table: what decided its thread */
     }
     if (rc == 0 && s != NULL && !s->closed) {
         for (size_t i = 0; i < j->req->n_free_first; i++) {
@@ -1412,17 +1411,17 @@ static bool job_is_heavy(struct td_job *job)
 {
     struct rpc_job *j = (struct rpc_job *)job;
     if (job->session->closed) {
-        return false;  /* it fails at once ("session is closed"), touching nothing */
+        return false; /* it fails at once ("session is closed"), touching nothing */
     }
     const struct td_rpc_request *row = td_rpc_request_of((int)j->req->body_case);
     if (row != NULL && !row->may_inline) {
-        return true;  /* a graph's size is unknown until walked, and files block: off the loop */
+        return true; /* a graph's size is unknown until walked, and files block: off the loop */
     }
     job_cost(j, job->session);
-    job->work = j->work;  /* spends the turn's budget (free_first included) */
+    job->work = j->work; /* spends the turn's budget (free_first included) */
     if (check_work_limit(j, NULL) != 0) {
         job->work = td_sat_mul((int64_t)j->req->n_free_first, TD_RPC_FREE_WORK);
-        return false;  /* refused before it touches anything: no need to leave the loop */
+        return false; /* refused before it touches anything: no need to leave the loop */
     }
     return j->work > j->peer->srv->heavy_work;
 }
@@ -1485,7 +1484,7 @@ static void job_done(struct td_job *job)
             td_free(j->reply.frame);
             j->reply = (struct td_rpc_reply){0};
             td_rpc_reply_error(p, j->req->id, TD_ENOMEM, "out of memory", false);
-            goto out;  /* job_free releases the pin and the charge */
+            goto out; /* job_free releases the pin and the charge */
         }
         x->pin = j->pin;
         x->session = td_session_ref(job->session);
@@ -1512,7 +1511,7 @@ out:
 ** theirs: replies come back in request order. */
 struct error_job {
     struct td_job job;
-    struct td_rpc_peer *peer;               /* reference */
+    struct td_rpc_peer *peer; /* reference */
     uint64_t id;
     struct td_err err;
 };
@@ -1526,7 +1525,7 @@ static void error_job_done(struct td_job *job)
 {
     struct error_job *e = (struct error_job *)job;
     struct td_rpc_peer *p = e->peer;
-    p->pending--;  /* before the reply, as in job_done */
+    p->pending--; /* before the reply, as in job_done */
     td_rpc_reply_error(p, e->id, e->err.code, e->err.msg, false);
     td_free(e);
     peer_unref(p);
@@ -1535,7 +1534,7 @@ static void error_job_done(struct td_job *job)
 static void reply_early_error(struct td_rpc_peer *p, uint64_t id, int code, const char *msg)
 {
     if (p->session == NULL || p->pending == 0) {
-        td_rpc_reply_error(p, id, code, msg, false);  /* nothing queued to overtake */
+        td_rpc_reply_error(p, id, code, msg, false); /* nothing queued to overtake */
         return;
     }
     struct error_job *e = td_calloc(1, sizeof *e);
@@ -1557,8 +1556,8 @@ static void reply_early_error(struct td_rpc_peer *p, uint64_t id, int code, cons
 
 /* A data section and the charge td_rpc_data_alloc made for it. */
 struct frame_data {
-    void *data;                             /* owned, or NULL */
-    struct td_session *session;             /* reference: charge is charged to its quota */
+    void *data;                 /* owned, or NULL */
+    struct td_session *session; /* reference: charge is charged to its quota */
     int64_t charge;
 };
 
@@ -1577,7 +1576,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
 {
     struct frame_data fd = {.data = data};
     if (data != NULL && data == p->data_buf) {
-        fd.session = p->data_session;  /* the charge moves to the request */
+        fd.session = p->data_session; /* the charge moves to the request */
         fd.charge = p->data_charge;
         p->data_buf = NULL;
         p->data_session = NULL;
@@ -1624,7 +1623,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
             j->t0_us = td_rpc_now_us();
             job_execute(j);
             record_stats(j);
-            deliver(p, &j->reply);  /* a NULL frame tells the connection to close */
+            deliver(p, &j->reply); /* a NULL frame tells the connection to close */
         } else {
             td_rpc_reply_error(p, req->id, TD_ENOSESSION, "no session: send Hello first", false);
         }
@@ -1660,8 +1659,10 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
     if (req->n_free_first > TD_RPC_MAX_FREE_FIRST) {
         uint64_t id = req->id;
         char msg[128];
-        snprintf(msg, sizeof msg, "free_first lists %zu handles; at most %d are allowed per "
-                 "request (send a Free for more)", req->n_free_first, TD_RPC_MAX_FREE_FIRST);
+        snprintf(msg, sizeof msg,
+                 "free_first lists %zu handles; at most %d are allowed per "
+                 "request (send a Free for more)",
+                 req->n_free_first, TD_RPC_MAX_FREE_FIRST);
         job_free(j);
         frame_data_free(&fd);
         reply_early_error(p, id, TD_ELIMIT, msg);
@@ -1681,8 +1682,8 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         if (td_quota_charge_bytes(&p->session->quota, charge, &qe) != 0) {
             uint64_t id = req->id;
             char msg[sizeof qe.msg + 64];
-            snprintf(msg, sizeof msg, "the request decodes to %lld bytes: %s",
-                     (long long)charge, qe.msg);
+            snprintf(msg, sizeof msg, "the request decodes to %lld bytes: %s", (long long)charge,
+                     qe.msg);
             job_free(j);
             frame_data_free(&fd);
             reply_early_error(p, id, qe.code, msg);
@@ -1702,10 +1703,10 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
     j->data_len = data_len;
     j->data_session = fd.session;
     j->data_charge = fd.charge;
-    j->req_charge = charge;  /* released by job_free against job.session, the same session */
+    j->req_charge = charge; /* released by job_free against job.session, the same session */
     j->queued = td_sat_add(decoded, data_len > (size_t)INT64_MAX ? INT64_MAX : (int64_t)data_len);
     p->queued_bytes = td_sat_add(p->queued_bytes, j->queued);
-    td_cancel_init(&j->job.cancel, 0);  /* no reason raised; the deadline is armed in job_run */
+    td_cancel_init(&j->job.cancel, 0); /* no reason raised; the deadline is armed in job_run */
     j->job.is_heavy = job_is_heavy;
     j->job.run = job_run;
     j->job.done = job_done;
@@ -1729,7 +1730,7 @@ int td_rpc_data_alloc(struct td_rpc_peer *p, size_t len, void **out, struct td_e
         /* The quota is full. With requests of this peer queued or running, their replies may
         ** free some (a Get's copy, a Format's text, a Free): wait for one rather than fail. */
         if (rc == TD_EQUOTA && p->pending > 0) {
-            td_err_clear(e);  /* not an error: no record */
+            td_err_clear(e); /* not an error: no record */
             return TD_RPC_DATA_LATER;
         }
     } else if ((*out = td_malloc(len)) == NULL) {
@@ -1786,10 +1787,9 @@ void td_rpc_peer_close(struct td_rpc_peer *p)
         ** resumes re-sends what it needs), a running one is told to stop. */
         td_session_cancel(p->session, job_of_peer, p, TD_CANCEL_CONN_LOST);
     }
-    peer_unhold(p);  /* after the cancel: the jobs it lets start are other peers' */
+    peer_unhold(p); /* after the cancel: the jobs it lets start are other peers' */
     if (p->session != NULL) {
         td_session_detach(p->session, p->srv->now_ms());
     }
     peer_unref(p);
 }
-

@@ -19,16 +19,16 @@
 #include "core/ops.h"
 #include "session/persist.h"
 #include "session/session.h"
-#include "tensord_frame.h"  /* TD_FRAME_HEADER_BYTES */
+#include "tensord_frame.h" /* TD_FRAME_HEADER_BYTES */
 
 #define TD_PROTOCOL_MIN 1
-#define TD_PROTOCOL_MAX 2  /* 2: Request.free_first */
+#define TD_PROTOCOL_MAX 2 /* 2: Request.free_first */
 
 /* Request.free_first may list at most this many handles: one over is refused (LIMIT_EXCEEDED)
 ** before anything runs. Free.handles has no such cap; both count in the request's work
 ** (TD_RPC_FREE_WORK each), so a large Free runs on the pool, not on the loop. */
 #define TD_RPC_MAX_FREE_FIRST 4096
-#define TD_RPC_FREE_WORK 64       /* work units of one handle freed (a map delete, a tensor) */
+#define TD_RPC_FREE_WORK 64 /* work units of one handle freed (a map delete, a tensor) */
 
 /* Latency histogram bucket upper bounds, in microseconds; the last bucket is everything above. */
 #define TD_RPC_LAT_BUCKETS 8
@@ -52,10 +52,10 @@ struct td_rpc_counter {
 
 /* Server-wide counters, kept on the loop thread. */
 struct td_rpc_stats {
-    uint64_t connections;               /* open now */
+    uint64_t connections; /* open now */
     uint64_t connections_total;
     uint64_t auth_failures;
-    struct td_rpc_counter kinds[TD_RPC_KINDS];  /* by enum td_rpc_kind */
+    struct td_rpc_counter kinds[TD_RPC_KINDS]; /* by enum td_rpc_kind */
 };
 
 /* The protocol's name of request kind k ("run_op": its Request member), or NULL when k is not
@@ -64,33 +64,33 @@ const char *td_rpc_kind_name(int k);
 
 /* Server-wide settings and state rpc needs. */
 struct td_rpc_server {
-    struct td_store *store;             /* borrowed */
-    uint8_t instance_id[16];            /* random per daemon start */
-    const char *auth_token;             /* borrowed; NULL means no auth ("" refuses all) */
-    uint64_t max_frame_bytes;           /* advertised in HelloResult */
-    int64_t heavy_work;                 /* td_cost_work above this goes to the executor; the
+    struct td_store *store;         /* borrowed */
+    uint8_t instance_id[16];        /* random per daemon start */
+    const char *auth_token;         /* borrowed; NULL means no auth ("" refuses all) */
+    uint64_t max_frame_bytes;       /* advertised in HelloResult */
+    int64_t heavy_work;             /* td_cost_work above this goes to the executor; the
                                         ** loop never runs a request that costs more */
-    int64_t max_op_elements;            /* --max-op-elements: a request whose td_cost_work is
+    int64_t max_op_elements;        /* --max-op-elements: a request whose td_cost_work is
                                         ** above this fails (LIMIT_EXCEEDED); <= 0 unlimited */
-    uint64_t max_request_ms;            /* --max-request-seconds, in ms; 0 unlimited */
-    int64_t session_max_disk_bytes;     /* --session-max-disk-bytes: Save files and snapshot
+    uint64_t max_request_ms;        /* --max-request-seconds, in ms; 0 unlimited */
+    int64_t session_max_disk_bytes; /* --session-max-disk-bytes: Save files and snapshot
                                         ** of one session; <= 0 unlimited */
-    int64_t max_disk_bytes;             /* --max-disk-bytes: everything under --data-dir */
-    bool shared_files;                  /* --shared-files: one Save/Load namespace for all
+    int64_t max_disk_bytes;         /* --max-disk-bytes: everything under --data-dir */
+    bool shared_files;              /* --shared-files: one Save/Load namespace for all
                                         ** sessions (an operator's choice); else per session */
-    int64_t peer_max_unsent_bytes;      /* a session whose connection has more reply bytes
+    int64_t peer_max_unsent_bytes;  /* a session whose connection has more reply bytes
                                         ** than this unwritten runs no further job until they
                                         ** drain to half of it (backpressure); <= 0 unlimited */
-    uint64_t (*now_ms)(void);           /* monotonic clock, for session TTL bookkeeping */
-    uint64_t started_ms;                /* now_ms() at start, for uptime */
-    const char *files_dir;              /* Save/Load directory; NULL: persistence is off */
-    const char *data_dir;               /* borrowed: --data-dir, whose files count against
+    uint64_t (*now_ms)(void);       /* monotonic clock, for session TTL bookkeeping */
+    uint64_t started_ms;            /* now_ms() at start, for uptime */
+    const char *files_dir;          /* Save/Load directory; NULL: persistence is off */
+    const char *data_dir;           /* borrowed: --data-dir, whose files count against
                                         ** max_disk_bytes; NULL: files_dir's count */
-    struct td_disk disk;                /* bytes tensord keeps under data_dir, shared with
+    struct td_disk disk;            /* bytes tensord keeps under data_dir, shared with
                                         ** the workers; zeroed: counted on first use */
     struct td_rpc_stats stats;
-    struct td_rpc_counter op_counters[TD_OP_COUNT];  /* RunOp, by op */
-    struct td_map auth_penalty;         /* peer address hash -> failures; see auth.c */
+    struct td_rpc_counter op_counters[TD_OP_COUNT]; /* RunOp, by op */
+    struct td_map auth_penalty;                     /* peer address hash -> failures; see auth.c */
 };
 
 /* Frees what the server accumulated (the auth penalty table). */
@@ -106,9 +106,9 @@ struct td_rpc_reply {
     size_t frame_len;
     const void *data;
     size_t data_len;
-    void (*release)(void *arg);         /* NULL only when frame is NULL */
+    void (*release)(void *arg); /* NULL only when frame is NULL */
     void *release_arg;
-    bool close_after;                   /* close the connection once this is written */
+    bool close_after; /* close the connection once this is written */
 };
 
 struct td_rpc_peer;
@@ -116,31 +116,31 @@ typedef void td_rpc_reply_fn(struct td_rpc_peer *p, struct td_rpc_reply *r, void
 
 /* A connection as rpc sees it. */
 struct td_rpc_peer {
-    struct td_rpc_server *srv;          /* borrowed */
-    struct td_session *session;         /* reference once Hello succeeded; kept (closed)
+    struct td_rpc_server *srv;  /* borrowed */
+    struct td_session *session; /* reference once Hello succeeded; kept (closed)
                                         ** after CloseSession: a connection has one session */
     td_rpc_reply_fn *reply;
     void *user;
-    int refs;                           /* the connection's + one per queued request + one per
+    int refs;                        /* the connection's + one per queued request + one per
                                         ** delivered reply not yet released */
-    int pending;                        /* requests queued or running in the session */
-    int64_t queued_bytes;               /* bytes those requests hold: decoded (the charge of
+    int pending;                     /* requests queued or running in the session */
+    int64_t queued_bytes;            /* bytes those requests hold: decoded (the charge of
                                         ** td_rpc_handle) plus data sections; net's glue stops
                                         ** reading the connection while it is large */
-    bool closed;                        /* the connection went away: replies are dropped */
-    int64_t unsent_bytes;               /* delivered reply bytes (frame + data section) whose
+    bool closed;                     /* the connection went away: replies are dropped */
+    int64_t unsent_bytes;            /* delivered reply bytes (frame + data section) whose
                                         ** release has not run yet: not yet written */
-    struct td_session *held;            /* reference: the session this peer holds
+    struct td_session *held;         /* reference: the session this peer holds
                                         ** (td_session_hold) while unsent_bytes is above
                                         ** srv->peer_max_unsent_bytes, until it falls to half */
-    void *data_buf;                     /* the data section td_rpc_data_alloc charged last,
+    void *data_buf;                  /* the data section td_rpc_data_alloc charged last,
                                         ** until td_rpc_handle takes it (borrowed: net owns it) */
-    int64_t data_charge;                /* bytes of data_buf charged to data_session's quota */
-    struct td_session *data_session;    /* reference while data_buf is set */
-    struct td_err data_err;             /* why the last data section was refused */
-    uint64_t addr_key;                  /* hash of the peer's address without port, 0 unknown */
-    uint64_t conn_id;                   /* the connection's number, for log lines */
-    char addr[64];                      /* the peer's address, for log lines */
+    int64_t data_charge;             /* bytes of data_buf charged to data_session's quota */
+    struct td_session *data_session; /* reference while data_buf is set */
+    struct td_err data_err;          /* why the last data section was refused */
+    uint64_t addr_key;               /* hash of the peer's address without port, 0 unknown */
+    uint64_t conn_id;                /* the connection's number, for log lines */
+    char addr[64];                   /* the peer's address, for log lines */
 };
 
 /* New peer for a connection; *out is owned by the caller until td_rpc_peer_close. */
@@ -186,7 +186,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
 ** discards the data, and td_rpc_handle is then called with data NULL and data_len the
 ** announced length, so rpc replies with the error in request order). Before Hello there is no
 ** session and every data section is refused (TD_ENOSESSION). */
-#define TD_RPC_DATA_LATER (-1)    /* not a TD_E* code (those are positive); err is cleared */
+#define TD_RPC_DATA_LATER (-1) /* not a TD_E* code (those are positive); err is cleared */
 int td_rpc_data_alloc(struct td_rpc_peer *p, size_t len, void **out, struct td_err *err);
 
 /* The store's on_expire hook (arg: the td_rpc_server): an expired session's Save directory and

@@ -39,7 +39,8 @@ int td_persist_check_name(const char *name, struct td_err *err)
         char c = name[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == '-')) {
-            return td_err_set(err, TD_EINVAL, "file name may hold only letters, digits, '.', "
+            return td_err_set(err, TD_EINVAL,
+                              "file name may hold only letters, digits, '.', "
                               "'_' and '-' (no paths)");
         }
     }
@@ -180,14 +181,16 @@ static int layout(struct td_tensor *const *t, const char *const *names, int n,
         e[i].begin = at;
         if (!tensor_file_bytes(t[i], &nb) || !td_add_u64(at, nb, &at) || at > INT64_MAX) {
             td_free(e);
-            return td_err_set(err, TD_ELIMIT, "file too large: its tensors hold more than "
-                              "%lld bytes", (long long)INT64_MAX);
+            return td_err_set(err, TD_ELIMIT,
+                              "file too large: its tensors hold more than "
+                              "%lld bytes",
+                              (long long)INT64_MAX);
         }
         e[i].end = at;
     }
     for (int i = 0; i < n; i++) {
         if (e[i].end == e[i].begin) {
-            e[i].begin = e[i].end = at;  /* empty: at the end, see above */
+            e[i].begin = e[i].end = at; /* empty: at the end, see above */
         }
     }
     *out = e;
@@ -222,8 +225,8 @@ static int build(struct td_tensor *const *t, const char *const *names, int n,
 }
 
 int td_persist_file_size(struct td_tensor *const *t, const char *const *names, int n,
-                         const char *const *keys, const char *const *vals, int nmeta,
-                         int64_t *size, struct td_err *err)
+                         const char *const *keys, const char *const *vals, int nmeta, int64_t *size,
+                         struct td_err *err)
 {
     uint8_t *hdr = NULL;
     size_t hlen = 0;
@@ -276,7 +279,7 @@ static void disk_count(const struct td_persist_budget *b)
     }
     if (atomic_compare_exchange_strong(&d->state, &expect, 1)) {
         int64_t n = b->root != NULL ? tree_bytes(b->root, 3) : 0;
-        atomic_fetch_add(&d->used, n);  /* writes before the count are in `used` already: none */
+        atomic_fetch_add(&d->used, n); /* writes before the count are in `used` already: none */
         atomic_store(&d->state, 2);
         return;
     }
@@ -298,9 +301,10 @@ static int disk_reserve(const struct td_persist_budget *b, int64_t size, struct 
     do {
         next = td_sat_add(cur, size);
         if (b->max > 0 && next > b->max) {
-            return td_err_set(err, TD_EQUOTA, "disk quota exceeded: max_disk_bytes %lld (the "
-                              "file needs %lld bytes; %lld are in use)", (long long)b->max,
-                              (long long)size, (long long)cur);
+            return td_err_set(err, TD_EQUOTA,
+                              "disk quota exceeded: max_disk_bytes %lld (the "
+                              "file needs %lld bytes; %lld are in use)",
+                              (long long)b->max, (long long)size, (long long)cur);
         }
     } while (!atomic_compare_exchange_weak(&d->used, &cur, next));
     return 0;
@@ -344,7 +348,7 @@ static int replace_file(const char *tmp, const char *path, int64_t *replaced)
         if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) {
             return -1;
         }
-        break;  /* the file system cannot: fall back */
+        break; /* the file system cannot: fall back */
     }
 #endif
     struct stat st;
@@ -355,9 +359,8 @@ static int replace_file(const char *tmp, const char *path, int64_t *replaced)
 }
 
 int td_persist_write(const char *path, struct td_tensor *const *t, const char *const *names, int n,
-                     const char *const *keys, const char *const *vals, int nmeta,
-                     int64_t max_bytes, const struct td_persist_budget *budget,
-                     int64_t owner_used, struct td_err *err)
+                     const char *const *keys, const char *const *vals, int nmeta, int64_t max_bytes,
+                     const struct td_persist_budget *budget, int64_t owner_used, struct td_err *err)
 {
     int crc = check_sizes(t, n, max_bytes, err);
     if (crc != 0) {
@@ -375,10 +378,10 @@ int td_persist_write(const char *path, struct td_tensor *const *t, const char *c
     if (budget != NULL && budget->session_max > 0 &&
         td_sat_add(owner_used, size) > budget->session_max) {
         td_free(hdr);
-        return td_err_set(err, TD_EQUOTA, "disk quota exceeded: session_max_disk_bytes %lld "
+        return td_err_set(err, TD_EQUOTA,
+                          "disk quota exceeded: session_max_disk_bytes %lld "
                           "(the file needs %lld bytes; %lld are in use)",
-                          (long long)budget->session_max, (long long)size,
-                          (long long)owner_used);
+                          (long long)budget->session_max, (long long)size, (long long)owner_used);
     }
     if (budget != NULL && budget->disk != NULL) {
         if ((rc = disk_reserve(budget, size, err)) != 0) {
@@ -390,10 +393,10 @@ int td_persist_write(const char *path, struct td_tensor *const *t, const char *c
     char tmp[4200];
     /* ".<name>.tmp.<pid>.<n>" beside it: no file a client can name starts with '.', so a
     ** temporary is never mistaken for one (see td_persist_remove_temporaries) */
-    static atomic_uint counter;  /* Saves run on several worker threads at once */
+    static atomic_uint counter; /* Saves run on several worker threads at once */
     const char *name = base_name(path);
-    snprintf(tmp, sizeof tmp, "%.*s.%s.tmp.%ld.%u", (int)(name - path), path, name,
-             (long)getpid(), atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed));
+    snprintf(tmp, sizeof tmp, "%.*s.%s.tmp.%ld.%u", (int)(name - path), path, name, (long)getpid(),
+             atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed));
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         int saved = errno;
@@ -444,8 +447,7 @@ void td_persist_dir_usage(const char *dir, const char *skip, int64_t *bytes, int
     while ((de = readdir(d)) != NULL) {
         struct stat st;
         if ((skip != NULL && strcmp(de->d_name, skip) == 0) ||
-            fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-            !S_ISREG(st.st_mode)) {
+            fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) {
             continue;
         }
         *bytes = td_sat_add(*bytes, (int64_t)st.st_size);
@@ -463,8 +465,10 @@ int td_persist_dir_open(const char *dir, const char *path, int64_t *used, bool *
     *created = false;
     td_persist_dir_usage(dir, base_name(path), used, &files);
     if (!exists && files >= TD_PERSIST_MAX_FILES) {
-        return td_err_set(err, TD_ELIMIT, "too many files: a session keeps at most %d "
-                          "(overwrite one instead)", TD_PERSIST_MAX_FILES);
+        return td_err_set(err, TD_ELIMIT,
+                          "too many files: a session keeps at most %d "
+                          "(overwrite one instead)",
+                          TD_PERSIST_MAX_FILES);
     }
     if (mkdir(dir, 0700) == 0) {
         *created = true;
@@ -477,7 +481,7 @@ int td_persist_dir_open(const char *dir, const char *path, int64_t *used, bool *
 
 void td_persist_dir_drop(const char *dir)
 {
-    rmdir(dir);  /* fails, as it should, when the directory holds anything */
+    rmdir(dir); /* fails, as it should, when the directory holds anything */
 }
 
 int td_persist_remove_session_files(const struct td_persist_budget *budget,
@@ -494,15 +498,15 @@ int td_persist_remove_session_files(const struct td_persist_budget *budget,
         return 0;
     }
     if (budget->disk != NULL) {
-        disk_count(budget);  /* so what leaves is taken off a counted total */
+        disk_count(budget); /* so what leaves is taken off a counted total */
     }
     int removed = 0;
     int64_t bytes = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         struct stat st;
-        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-            S_ISREG(st.st_mode) && unlinkat(dirfd(d), de->d_name, 0) == 0) {
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+            unlinkat(dirfd(d), de->d_name, 0) == 0) {
             bytes = td_sat_add(bytes, (int64_t)st.st_size);
             removed++;
         }
@@ -570,8 +574,10 @@ int td_persist_open(const char *path, struct td_persist_file *f, struct td_err *
     uint64_t size = (uint64_t)st.st_size;
     if (hl > TD_ST_MAX_HEADER || hl > size - 8) {
         close(f->fd);
-        return td_err_set(err, TD_EINVAL, "not a safetensors file: header length %" PRIu64
-                          " does not fit the file's %" PRIu64 " bytes", hl, size);
+        return td_err_set(err, TD_EINVAL,
+                          "not a safetensors file: header length %" PRIu64
+                          " does not fit the file's %" PRIu64 " bytes",
+                          hl, size);
     }
     char *json = td_malloc((size_t)hl + 1);
     if (json == NULL) {
@@ -672,7 +678,7 @@ int td_persist_save_named(const char *path, struct td_tensor *const *t, const ch
                           int n, int64_t max_bytes, const struct td_persist_budget *budget,
                           int64_t owner_used, struct td_err *err)
 {
-    struct td_strbuf rg;  /* the names of the tensors that require grad, one per line */
+    struct td_strbuf rg; /* the names of the tensors that require grad, one per line */
     td_strbuf_init(&rg, 0);
     for (int i = 0; i < n; i++) {
         if (td_autograd_requires_grad(t[i])) {
@@ -750,7 +756,7 @@ static int save_session(struct td_session *s, const char *dir,
     for (size_t it = 0; td_map_next(&s->handles, &it, &handle, &val) && rc == 0;) {
         const struct td_entry *e = val;
         if (e->t == NULL) {
-            continue;  /* a failure record: nothing to keep */
+            continue; /* a failure record: nothing to keep */
         }
         for (int pass = 0; pass < 2; pass++) {
             struct td_tensor *t = pass == 0 ? e->t : td_autograd_grad(e->t);
@@ -774,9 +780,17 @@ static int save_session(struct td_session *s, const char *dir,
         char hex[TD_PERSIST_DIR_NAME], rng[64], path[4096];
         td_persist_session_dir(s, hex);
         snprintf(rng, sizeof rng, "%" PRIu64 ",%" PRIu64, s->rng.seed, s->rng.offset);
-        const char *keys[] = {"tensord_session", "token_sha256", "rng", "no_grad",
-                              TD_PERSIST_KEY_REQUIRES_GRAD, TD_PERSIST_KEY_RETAINS_GRAD};
-        const char *vals[] = {"1", hex, rng, s->no_grad ? "1" : "0", rg.len ? td_strbuf_str(&rg) : "-",
+        const char *keys[] = {"tensord_session",
+                              "token_sha256",
+                              "rng",
+                              "no_grad",
+                              TD_PERSIST_KEY_REQUIRES_GRAD,
+                              TD_PERSIST_KEY_RETAINS_GRAD};
+        const char *vals[] = {"1",
+                              hex,
+                              rng,
+                              s->no_grad ? "1" : "0",
+                              rg.len ? td_strbuf_str(&rg) : "-",
                               rt.len ? td_strbuf_str(&rt) : "-"};
         snprintf(path, sizeof path, "%s/%s%s", dir, hex, SNAPSHOT_SUFFIX);
         /* The snapshot counts against the session's disk quota with its Save files. */
@@ -824,8 +838,8 @@ int td_store_save_all(struct td_store *st, const char *dir, const struct td_pers
             /* Over a disk quota the session is skipped: nothing is written past a limit. */
             bool quota = err.code == TD_EQUOTA;
             td_log(quota ? TD_LOG_WARN : TD_LOG_ERROR,
-                   quota ? "session_save_skipped" : "session_save_failed",
-                   "session=%s msg=\"%s\"", s->token_tag, err.msg);
+                   quota ? "session_save_skipped" : "session_save_failed", "session=%s msg=\"%s\"",
+                   s->token_tag, err.msg);
             (*failed)++;
         } else {
             saved++;
@@ -932,8 +946,8 @@ static int restore_session(struct td_store *st, const char *path, uint64_t now_m
             const char *name = f.h.e[i].name;
             char *end;
             uint64_t h = strtoull(name + 1, &end, 10);
-            if ((name[0] != 'h' && name[0] != 'g') || *end != '\0' || end == name + 1 ||
-                h == 0 || h == UINT64_MAX) {
+            if ((name[0] != 'h' && name[0] != 'g') || *end != '\0' || end == name + 1 || h == 0 ||
+                h == UINT64_MAX) {
                 rc = td_err_set(err, TD_EINVAL, "unexpected tensor name '%s'", name);
                 break;
             }
@@ -1031,8 +1045,8 @@ int td_store_restore_all(struct td_store *st, const char *dir, uint64_t now_ms, 
                 snprintf(bad, sizeof bad, "%s.unreadable", path);
                 rename(path, bad);
             }
-            td_log(TD_LOG_ERROR, "session_restore_failed", "file=%s kept=%s msg=\"%s\"",
-                   de->d_name, err.code == TD_EINVAL ? "no" : "yes", err.msg);
+            td_log(TD_LOG_ERROR, "session_restore_failed", "file=%s kept=%s msg=\"%s\"", de->d_name,
+                   err.code == TD_EINVAL ? "no" : "yes", err.msg);
             (*failed)++;
         }
     }

@@ -63,20 +63,20 @@ void td_persist_session_dir(const struct td_session *s, char out[TD_PERSIST_DIR_
 ** means "not counted yet": the first write charged to it counts the files already under the
 ** budget's root. Needs no close. */
 struct td_disk {
-    _Atomic int64_t used;               /* bytes, once counted */
-    _Atomic int state;                  /* 0 not counted, 1 being counted, 2 counted */
+    _Atomic int64_t used; /* bytes, once counted */
+    _Atomic int state;    /* 0 not counted, 1 being counted, 2 counted */
 };
 
 /* What a write is charged to and held within. */
 struct td_persist_budget {
-    struct td_disk *disk;               /* borrowed; the daemon's counter */
-    const char *root;                   /* borrowed: the tree whose regular files disk counts
+    struct td_disk *disk;  /* borrowed; the daemon's counter */
+    const char *root;      /* borrowed: the tree whose regular files disk counts
                                         ** (the data dir, three levels deep) */
-    int64_t max;                        /* max_disk_bytes: disk's total; <= 0 unlimited */
-    int64_t session_max;                /* session_max_disk_bytes: a session's Save files plus
+    int64_t max;           /* max_disk_bytes: disk's total; <= 0 unlimited */
+    int64_t session_max;   /* session_max_disk_bytes: a session's Save files plus
                                         ** its snapshot; <= 0 unlimited */
-    const char *files_dir;              /* borrowed: the Save directory, or NULL */
-    bool shared;                        /* files_dir is one shared namespace (--shared-files):
+    const char *files_dir; /* borrowed: the Save directory, or NULL */
+    bool shared;           /* files_dir is one shared namespace (--shared-files):
                                         ** no file in it is a session's, and each Save file is
                                         ** held to session_max on its own */
 };
@@ -84,8 +84,8 @@ struct td_persist_budget {
 /* The exact size of the file td_persist_write would write for these arguments (the header is
 ** built and dropped). TD_ELIMIT when it does not fit in int64 (views of huge logical size). */
 int td_persist_file_size(struct td_tensor *const *t, const char *const *names, int n,
-                         const char *const *keys, const char *const *vals, int nmeta,
-                         int64_t *size, struct td_err *err);
+                         const char *const *keys, const char *const *vals, int nmeta, int64_t *size,
+                         struct td_err *err);
 
 /* Bytes and count of the regular files directly in dir, except one named `skip` (NULL: none);
 ** a missing dir holds nothing. Saturates rather than wraps. */
@@ -121,9 +121,9 @@ int td_persist_remove_session_files(const struct td_persist_budget *budget,
 ** two others an empty range starts where the next tensor does, which a reader that orders by
 ** start alone (tensord's before it broke that tie) takes for an overlap. */
 int td_persist_write(const char *path, struct td_tensor *const *t, const char *const *names, int n,
-                     const char *const *keys, const char *const *vals, int nmeta,
-                     int64_t max_bytes, const struct td_persist_budget *budget,
-                     int64_t owner_used, struct td_err *err);
+                     const char *const *keys, const char *const *vals, int nmeta, int64_t max_bytes,
+                     const struct td_persist_budget *budget, int64_t owner_used,
+                     struct td_err *err);
 
 struct td_persist_names;
 
@@ -132,7 +132,7 @@ struct td_persist_file {
     int fd;
     uint64_t data_start;
     struct td_st_header h;
-    struct td_persist_names *grad_names;    /* owned: the file's requires_grad list, parsed on
+    struct td_persist_names *grad_names; /* owned: the file's requires_grad list, parsed on
                                             ** first use by td_persist_load_named, or NULL */
 };
 

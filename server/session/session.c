@@ -144,7 +144,7 @@ int td_store_add_restored(struct td_store *st, const uint8_t sha[32], struct td_
         td_free(s);
         return td_err_set(err, TD_EEXIST, "a session with this key is already live");
     }
-    s->refs = 1;  /* the store's */
+    s->refs = 1; /* the store's */
     tag_from_sha(sha, s->token_tag);
     *out = s;
     return 0;
@@ -188,7 +188,7 @@ void td_store_turn(struct td_store *st)
         s->defer_next = NULL;
         s->deferred = false;
         session_pump(s);
-        td_session_unref(s);  /* the list's reference */
+        td_session_unref(s); /* the list's reference */
     }
     if (batch != NULL) {
         /* Not reached this turn: first in line for the next. */
@@ -253,15 +253,15 @@ int td_store_open(struct td_store *st, struct td_session **out, struct td_err *e
         td_free(s);
         return td_err_code(err, TD_ENOMEM);
     }
-    s->refs = 2;  /* the store's and the caller's */
+    s->refs = 2; /* the store's and the caller's */
     token_tag(s->token, s->token_tag);
     td_rng_seed(&s->rng, seed);
     *out = s;
     return 0;
 }
 
-int td_store_resume(struct td_store *st, const uint8_t *token, size_t len,
-                    struct td_session **out, struct td_err *err)
+int td_store_resume(struct td_store *st, const uint8_t *token, size_t len, struct td_session **out,
+                    struct td_err *err)
 {
     struct td_session *s = NULL;
     if (len == TD_TOKEN_BYTES) {
@@ -275,7 +275,7 @@ int td_store_resume(struct td_store *st, const uint8_t *token, size_t len,
         }
     }
     if (s != NULL && s->restored) {
-        diff = 1;  /* keyed by a hash: never matched by token bytes */
+        diff = 1; /* keyed by a hash: never matched by token bytes */
     }
     if (diff != 0 && len == TD_TOKEN_BYTES) {
         /* A session restored from a snapshot knows only its token's hash. */
@@ -295,7 +295,7 @@ int td_store_resume(struct td_store *st, const uint8_t *token, size_t len,
             r->restored = false;
             if (td_map_put(&st->by_key, token_key(token), r) != 0) {
                 r->restored = true;
-                td_map_put(&st->by_key, token_key(sha), r);  /* the slot it just left */
+                td_map_put(&st->by_key, token_key(sha), r); /* the slot it just left */
                 return td_err_code(err, TD_ENOMEM);
             }
             token_tag(r->token, r->token_tag);
@@ -332,8 +332,8 @@ int td_store_sweep(struct td_store *st, uint64_t now_ms)
     int64_t work = 0;
     uint64_t key;
     void *val;
-    for (size_t it = 0; work < TD_STORE_SWEEP_MAX_WORK &&
-                        td_map_next(&st->by_key, &it, &key, &val);) {
+    for (size_t it = 0;
+         work < TD_STORE_SWEEP_MAX_WORK && td_map_next(&st->by_key, &it, &key, &val);) {
         struct td_session *s = val;
         if (s->nconns == 0 && !td_session_busy(s) && now_ms >= s->idle_since_ms &&
             now_ms - s->idle_since_ms >= st->cfg.session_ttl_ms) {
@@ -341,7 +341,7 @@ int td_store_sweep(struct td_store *st, uint64_t now_ms)
                 int w = st->on_expire(s, st->on_expire_arg);
                 work += w > 0 ? w : 0;
             }
-            td_session_close(s);  /* deletes the current key, which iteration allows */
+            td_session_close(s); /* deletes the current key, which iteration allows */
             n++;
         }
     }
@@ -448,7 +448,7 @@ void td_session_close(struct td_session *s)
     s->store = NULL;
     if (st != NULL && td_map_get(&st->by_key, session_key(s)) == s) {
         td_map_del(&st->by_key, session_key(s));
-        td_session_unref(s);  /* the store's reference */
+        td_session_unref(s); /* the store's reference */
     }
 }
 
@@ -517,10 +517,10 @@ int td_session_put(struct td_session *s, uint64_t handle, struct td_tensor *t, s
 void td_session_put_failure(struct td_session *s, uint64_t handle, const struct td_err *cause)
 {
     if (td_session_check_out(s, handle, NULL) != 0) {
-        return;  /* reserved, in use, or the table is full: nothing is recorded */
+        return; /* reserved, in use, or the table is full: nothing is recorded */
     }
     if (td_quota_charge_bytes(&s->quota, s->entry_bytes, NULL) != 0) {
-        return;  /* as when memory is short: later uses report "unknown handle", still an error */
+        return; /* as when memory is short: later uses report "unknown handle", still an error */
     }
     struct td_entry *e = td_malloc(sizeof *e);
     struct td_err *f = td_malloc(sizeof *f);
@@ -593,17 +593,17 @@ static void session_pump(struct td_session *s)
             td_cancel_raise(&job->cancel, TD_CANCEL_SHUTDOWN);
         }
         if (!job->cancelled && s->holds > 0) {
-            break;  /* backpressure: td_session_release pumps again */
+            break; /* backpressure: td_session_release pumps again */
         }
         struct td_store *st = s->store;
         if (!job->cancelled && turn_budget_spent(st)) {
-            store_defer(st, s);  /* this turn's inline budget is spent: td_store_turn resumes */
+            store_defer(st, s); /* this turn's inline budget is spent: td_store_turn resumes */
             break;
         }
         queue_pop(s);
         if (job->cancelled) {
             job->done(job);
-            td_session_unref(s);  /* the job's reference */
+            td_session_unref(s); /* the job's reference */
             continue;
         }
         struct td_executor *ex = s->store != NULL ? s->store->ex : &td_executor_inline;
@@ -620,7 +620,7 @@ static void session_pump(struct td_session *s)
                                                                    TD_JOB_BASE_WORK));
         }
         job->done(job);
-        td_session_unref(s);  /* the job's reference */
+        td_session_unref(s); /* the job's reference */
     }
     td_session_unref(s);
 }

@@ -43,23 +43,23 @@ struct td_job;
 /* A unit of work in a session's FIFO. The submitter embeds it in its own struct. */
 struct td_job {
     struct td_job *next;
-    struct td_session *session;             /* set by td_session_submit; holds a reference */
+    struct td_session *session; /* set by td_session_submit; holds a reference */
     /* Called on the loop thread just before the job runs, when every earlier job has finished:
     ** true sends run() to the executor. NULL means light. */
     bool (*is_heavy)(struct td_job *job);
-    void (*run)(struct td_job *job);        /* the work; may run on a worker thread */
-    void (*done)(struct td_job *job);       /* loop thread, in FIFO order; may free the job.
+    void (*run)(struct td_job *job);  /* the work; may run on a worker thread */
+    void (*done)(struct td_job *job); /* loop thread, in FIFO order; may free the job.
                                             ** A cancelled job (td_session_cancel,
                                             ** td_store_cancel_all, td_store_stop) gets done()
                                             ** without run(), while no other job of the
                                             ** session runs: it must then have no effect. */
-    struct td_cancel cancel;                /* armed by the submitter (reason NONE before
+    struct td_cancel cancel;          /* armed by the submitter (reason NONE before
                                             ** td_session_submit; the deadline when run()
                                             ** starts); raised by td_session_cancel and
                                             ** td_store_cancel_all; the raised reason says
                                             ** why a dropped job was dropped */
-    bool cancelled;                         /* dropped before it ran: done() without run() */
-    int64_t work;                           /* its cost in work units (is_heavy may set it;
+    bool cancelled;                   /* dropped before it ran: done() without run() */
+    int64_t work;                     /* its cost in work units (is_heavy may set it;
                                             ** 0 before): a job run inline spends this plus
                                             ** TD_JOB_BASE_WORK of the store's turn budget */
 };
@@ -89,26 +89,26 @@ extern struct td_executor td_executor_inline;
 #define TD_STORE_SWEEP_MAX_WORK 4096
 
 struct td_store_config {
-    int64_t max_bytes;          /* all sessions together; <= 0 unlimited */
-    int64_t session_max_bytes;  /* per session; <= 0 unlimited */
-    int64_t max_tensor_bytes;   /* one tensor; <= 0 unlimited */
-    int64_t max_sessions;       /* <= 0 unlimited */
+    int64_t max_bytes;           /* all sessions together; <= 0 unlimited */
+    int64_t session_max_bytes;   /* per session; <= 0 unlimited */
+    int64_t max_tensor_bytes;    /* one tensor; <= 0 unlimited */
+    int64_t max_sessions;        /* <= 0 unlimited */
     int64_t session_max_handles; /* handle table entries per session; <= 0 unlimited */
-    uint64_t session_ttl_ms;    /* idle time with no connection before a session expires */
-    int64_t turn_work;          /* inline work (td_job.work + TD_JOB_BASE_WORK each) per loop
+    uint64_t session_ttl_ms;     /* idle time with no connection before a session expires */
+    int64_t turn_work;           /* inline work (td_job.work + TD_JOB_BASE_WORK each) per loop
                                 ** turn before sessions wait for td_store_turn; <= 0 unlimited */
-    int64_t entry_bytes;        /* charged per handle table entry (TD_ENTRY_BYTES); <= 0 none,
+    int64_t entry_bytes;         /* charged per handle table entry (TD_ENTRY_BYTES); <= 0 none,
                                 ** for tests that count tensor bytes exactly */
 };
 
 struct td_store {
-    struct td_map by_key;        /* first 8 token bytes -> struct td_session* */
-    struct td_quota global;      /* parent of every session's quota */
+    struct td_map by_key;   /* first 8 token bytes -> struct td_session* */
+    struct td_quota global; /* parent of every session's quota */
     struct td_store_config cfg;
-    struct td_executor *ex;      /* borrowed */
-    uint64_t next_id;            /* for log lines */
+    struct td_executor *ex; /* borrowed */
+    uint64_t next_id;       /* for log lines */
     bool closing;
-    bool stopping;               /* td_store_stop: queued jobs are dropped, not run */
+    bool stopping; /* td_store_stop: queued jobs are dropped, not run */
     /* Called by td_store_sweep on the loop thread for each session that expires, just before
     ** it is closed, while no job of it runs (what lives outside the store, its Save files,
     ** goes with it); returns the work it did (files removed). One sweep stops expiring once
@@ -117,8 +117,8 @@ struct td_store {
     ** the owner sets it after. Not called by td_store_close: at shutdown sessions are
     ** snapshotted, not ended. */
     int (*on_expire)(struct td_session *s, void *arg);
-    void *on_expire_arg;         /* borrowed; passed to on_expire */
-    int64_t turn_spent;          /* inline work run since the last td_store_turn */
+    void *on_expire_arg; /* borrowed; passed to on_expire */
+    int64_t turn_spent;  /* inline work run since the last td_store_turn */
     /* Sessions with jobs that wait for the next turn (the budget was spent), in FIFO order;
     ** each holds a reference while listed. */
     struct td_session *defer_head, *defer_tail;
@@ -126,31 +126,31 @@ struct td_store {
 
 /* A handle table slot: a tensor, or the error of the op that should have produced it. */
 struct td_entry {
-    struct td_tensor *t;         /* owned reference, or NULL when failed */
-    struct td_err *failure;      /* owned, or NULL */
+    struct td_tensor *t;    /* owned reference, or NULL when failed */
+    struct td_err *failure; /* owned, or NULL */
 };
 
 struct td_session {
-    int refs;                    /* the store's, connections', queued jobs' */
-    uint64_t id;                 /* small number for logs; never the token */
+    int refs;    /* the store's, connections', queued jobs' */
+    uint64_t id; /* small number for logs; never the token */
     uint8_t token[TD_TOKEN_BYTES];
-    char token_tag[9];           /* 8 hex digits of a hash of the token, safe to log */
-    struct td_store *store;      /* borrowed; NULL once closed */
-    struct td_map handles;       /* handle -> struct td_entry* */
-    struct td_quota quota;       /* parent: store->global */
-    int64_t entry_bytes;         /* each handle table entry's charge (the store's, at open) */
+    char token_tag[9];      /* 8 hex digits of a hash of the token, safe to log */
+    struct td_store *store; /* borrowed; NULL once closed */
+    struct td_map handles;  /* handle -> struct td_entry* */
+    struct td_quota quota;  /* parent: store->global */
+    int64_t entry_bytes;    /* each handle table entry's charge (the store's, at open) */
     struct td_rng rng;
-    int nconns;                  /* attached connections; TTL counts only at 0 */
-    uint64_t idle_since_ms;      /* when nconns last dropped to 0 */
-    bool closed;                 /* CloseSession or expiry; tensors are gone */
-    bool restored;               /* from a snapshot, not yet resumed: only token_sha is known */
-    uint8_t token_sha[32];       /* SHA-256 of the token, for restored sessions */
-    bool no_grad;                /* torch.no_grad(): ops record no autograd graph */
-    bool running;                /* a heavy job is out on the executor */
-    int holds;                   /* td_session_hold: no new job starts while > 0 */
-    struct td_job *current;      /* the job running now (inline or on the executor), or NULL */
-    struct td_job *head, *tail;  /* FIFO of jobs not yet started */
-    bool deferred;               /* on its store's deferred list (which holds a reference) */
+    int nconns;                 /* attached connections; TTL counts only at 0 */
+    uint64_t idle_since_ms;     /* when nconns last dropped to 0 */
+    bool closed;                /* CloseSession or expiry; tensors are gone */
+    bool restored;              /* from a snapshot, not yet resumed: only token_sha is known */
+    uint8_t token_sha[32];      /* SHA-256 of the token, for restored sessions */
+    bool no_grad;               /* torch.no_grad(): ops record no autograd graph */
+    bool running;               /* a heavy job is out on the executor */
+    int holds;                  /* td_session_hold: no new job starts while > 0 */
+    struct td_job *current;     /* the job running now (inline or on the executor), or NULL */
+    struct td_job *head, *tail; /* FIFO of jobs not yet started */
+    bool deferred;              /* on its store's deferred list (which holds a reference) */
     struct td_session *defer_next;
 };
 
@@ -167,8 +167,8 @@ int td_store_open(struct td_store *st, struct td_session **out, struct td_err *e
 
 /* Finds the live session with this token (compared in constant time); *out is a new reference.
 ** Errors: TD_ESESSION. */
-int td_store_resume(struct td_store *st, const uint8_t *token, size_t len,
-                    struct td_session **out, struct td_err *err);
+int td_store_resume(struct td_store *st, const uint8_t *token, size_t len, struct td_session **out,
+                    struct td_err *err);
 
 /* Expires sessions with no connection, no pending work and idle for longer than the TTL (up to
 ** TD_STORE_SWEEP_MAX_WORK of on_expire's work; the rest at the next call). Returns how many
@@ -203,12 +203,12 @@ bool td_store_has_deferred(const struct td_store *st);
 /* A session brought back from a snapshot, known by the SHA-256 of its token until a client
 ** resumes it with the token itself; *out is borrowed (the store holds it). */
 int td_store_add_restored(struct td_store *st, const uint8_t sha[32], struct td_session **out,
-                          struct td_err *err);   /* handle table entries, all sessions */
+                          struct td_err *err); /* handle table entries, all sessions */
 
 /* ---- session references and connections ---- */
 
 struct td_session *td_session_ref(struct td_session *s);
-void td_session_unref(struct td_session *s);               /* NULL is a no-op */
+void td_session_unref(struct td_session *s); /* NULL is a no-op */
 
 /* A connection attaches after Hello and detaches when it goes; the TTL clock runs while none is
 ** attached. */
@@ -233,8 +233,7 @@ int td_session_check_out(struct td_session *s, uint64_t handle, struct td_err *e
 
 /* Stores t (taken) under a handle that td_session_check_out accepted, charging the entry
 ** (cfg.entry_bytes) to the session's quota. Errors: TD_ENOMEM, TD_EQUOTA (t is released). */
-int td_session_put(struct td_session *s, uint64_t handle, struct td_tensor *t,
-                   struct td_err *err);
+int td_session_put(struct td_session *s, uint64_t handle, struct td_tensor *t, struct td_err *err);
 
 /* Records that the op meant to produce `handle` failed with `cause`, so later ops naming it fail
 ** with TD_EINPUT. Does nothing if the handle is in use or 0, or memory or quota is short (the
@@ -245,8 +244,8 @@ void td_session_put_failure(struct td_session *s, uint64_t handle, const struct 
 ** are ignored. */
 void td_session_free_handle(struct td_session *s, uint64_t handle);
 
-size_t td_session_count(const struct td_session *s);       /* handle table entries */
-int64_t td_session_bytes(const struct td_session *s);      /* bytes charged to its quota */
+size_t td_session_count(const struct td_session *s);  /* handle table entries */
+int64_t td_session_bytes(const struct td_session *s); /* bytes charged to its quota */
 
 /* ---- the job queue ---- */
 

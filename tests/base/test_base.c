@@ -19,12 +19,12 @@ static void test_err_set_and_names(void **state)
     assert_string_equal(err.msg, "dim 3");
     assert_string_equal(td_err_name(TD_EQUOTA), "TD_EQUOTA");
     assert_string_equal(td_err_name(9999), "?");
-    assert_int_equal(td_err_code(NULL, TD_EINVAL), TD_EINVAL);  /* NULL err is allowed */
+    assert_int_equal(td_err_code(NULL, TD_EINVAL), TD_EINVAL); /* NULL err is allowed */
     char long_msg[TD_ERR_MSG_MAX + 200];
     memset(long_msg, 'x', sizeof long_msg - 1);
     long_msg[sizeof long_msg - 1] = '\0';
     td_err_set(&err, TD_EINVAL, "%s", long_msg);
-    assert_int_equal(strlen(err.msg), TD_ERR_MSG_MAX - 1);  /* truncated, terminated */
+    assert_int_equal(strlen(err.msg), TD_ERR_MSG_MAX - 1); /* truncated, terminated */
 }
 
 static void test_alloc_counts_and_fails(void **state)
@@ -40,7 +40,7 @@ static void test_alloc_counts_and_fails(void **state)
     td_free(p);
     assert_int_equal(td_alloc_live_bytes(), base);
     td_free(NULL);
-    assert_null(td_calloc(SIZE_MAX / 2, 4));  /* overflowing count * size */
+    assert_null(td_calloc(SIZE_MAX / 2, 4)); /* overflowing count * size */
     td_alloc_fail_at(2);
     void *a = td_malloc(8), *b = td_malloc(8), *c = td_malloc(8);
     td_alloc_fail_at(0);
@@ -71,16 +71,16 @@ static void test_alloc_cache_reuses_large_buffers(void **state)
     assert_int_equal(td_alloc_cached_bytes(), 0);
 #else
     assert_int_equal(td_alloc_cached_bytes(), cached0 + 5 * mib);
-    unsigned char *small = td_malloc(3 * mib);  /* 5 MiB would waste more than a quarter */
+    unsigned char *small = td_malloc(3 * mib); /* 5 MiB would waste more than a quarter */
     assert_true(small != p);
-    unsigned char *q = td_malloc(4 * mib + mib / 2);  /* fits with < 1/4 to spare: reused */
+    unsigned char *q = td_malloc(4 * mib + mib / 2); /* fits with < 1/4 to spare: reused */
     assert_ptr_equal(q, p);
     assert_int_equal(td_alloc_live_bytes(), base + (int64_t)(7 * mib + mib / 2));
     assert_int_equal(td_alloc_cached_bytes(), cached0);
     td_free(q);
     td_free(small);
     assert_int_equal(td_alloc_cached_bytes(), cached0 + 8 * mib);
-    unsigned char *big = td_malloc(20 * mib);  /* more than a quarter of the limit: not kept */
+    unsigned char *big = td_malloc(20 * mib); /* more than a quarter of the limit: not kept */
     assert_non_null(big);
     td_free(big);
     assert_int_equal(td_alloc_cached_bytes(), cached0 + 8 * mib);
@@ -98,8 +98,8 @@ static void test_alloc_cache_reuses_large_buffers(void **state)
     assert_int_equal(td_alloc_cached_bytes(), 60 * mib);
     unsigned char *c = td_malloc(10 * mib);
     td_free(c);
-    assert_int_equal(td_alloc_cached_bytes(), 45 * mib + 10 * mib);  /* b[0] went */
-    assert_ptr_equal(td_malloc(10 * mib), c);  /* the newest is kept */
+    assert_int_equal(td_alloc_cached_bytes(), 45 * mib + 10 * mib); /* b[0] went */
+    assert_ptr_equal(td_malloc(10 * mib), c);                       /* the newest is kept */
     td_free(c);
 #endif
     td_alloc_cache_limit(0);
@@ -118,9 +118,9 @@ static void test_quota_chain(void **state)
     assert_int_equal(td_quota_charge(&s1, 60, &err), 0);
     assert_int_equal(td_quota_charge(&s1, 20, &err), TD_EQUOTA);
     assert_string_equal(err.msg, "session memory quota exceeded: 70 bytes");
-    assert_int_equal(td_quota_charge(&s2, 50, &err), TD_EQUOTA);  /* the server cap */
+    assert_int_equal(td_quota_charge(&s2, 50, &err), TD_EQUOTA); /* the server cap */
     assert_string_equal(err.msg, "server memory quota exceeded: 100 bytes");
-    assert_int_equal(atomic_load(&s2.used), 0);  /* a refused charge leaves nothing behind */
+    assert_int_equal(atomic_load(&s2.used), 0); /* a refused charge leaves nothing behind */
     assert_int_equal(atomic_load(&g.used), 60);
     td_quota_release(&s1, 60);
     assert_int_equal(atomic_load(&g.used), 0);

@@ -35,7 +35,7 @@ static uint64_t old_hash(uint64_t k)
 ** low bits: 3 -> 6 -> ... -> 96 >= 64). */
 static uint64_t mul_inverse(uint64_t a)
 {
-    uint64_t x = a;  /* correct to 3 bits for odd a */
+    uint64_t x = a; /* correct to 3 bits for odd a */
     for (int i = 0; i < 5; i++) {
         x *= 2 - a * x;
     }
@@ -77,9 +77,9 @@ static void test_keys_collide_under_the_old_hash(void **state)
     (void)state;
     uint64_t *keys = colliding_keys();
     for (int i = 0; i < N; i++) {
-        assert_int_equal(old_hash(keys[i]), (uint64_t)(i + 1) << 32);  /* the inverse is one */
+        assert_int_equal(old_hash(keys[i]), (uint64_t)(i + 1) << 32); /* the inverse is one */
         assert_int_equal(old_hash(keys[i]) & 0xffffffffu, 0);
-        assert_true(keys[i] != 0 && keys[i] != UINT64_MAX);  /* storable in the map */
+        assert_true(keys[i] != 0 && keys[i] != UINT64_MAX); /* storable in the map */
     }
     free(keys);
 }
@@ -114,7 +114,7 @@ static void test_chosen_keys_probe_short(void **state)
         uint64_t total;
         td_map_probe_stats(&m, &worst, &total);
         assert_true(worst >= 1 && worst <= 100);
-        assert_true(total >= N && total <= 2 * (uint64_t)N);  /* mean at most 2 */
+        assert_true(total >= N && total <= 2 * (uint64_t)N); /* mean at most 2 */
         for (int i = 0; i < N; i += 997) {
             assert_non_null(td_map_get(&m, keys[i]));
         }

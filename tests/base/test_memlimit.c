@@ -49,14 +49,14 @@ static void test_cgroup_limits(void **state)
     assert_non_null(mkdtemp(root));
     const int64_t phys = (int64_t)64 << 30;
 
-    assert_int_equal(limit(phys), phys);  /* no /proc file: physical memory */
+    assert_int_equal(limit(phys), phys); /* no /proc file: physical memory */
 
     /* v2: the leaf says max, its parent 4 GiB: the parent binds */
     put("proc_cgroup", "0::/ctr/app\n");
     put("sys/ctr/app/memory.max", "max\n");
     put("sys/ctr/memory.max", "4294967296\n");
     assert_int_equal(limit(phys), (int64_t)4 << 30);
-    assert_int_equal(limit((int64_t)2 << 30), (int64_t)2 << 30);  /* physical smaller still */
+    assert_int_equal(limit((int64_t)2 << 30), (int64_t)2 << 30); /* physical smaller still */
 
     /* v2 in a container namespace: the path is "/", the limit at the root of the mount */
     put("proc_cgroup", "0::/\n");
@@ -65,7 +65,7 @@ static void test_cgroup_limits(void **state)
 
     /* v1 (and hybrid): the memory controller's line, among others, comma lists included */
     put("proc_cgroup", "4:cpu,cpuacct:/x\n3:memory:/process_api/ab\n0::/\n");
-    put("sys/memory/process_api/ab/memory.limit_in_bytes", "9223372036854771712\n");  /* none */
+    put("sys/memory/process_api/ab/memory.limit_in_bytes", "9223372036854771712\n"); /* none */
     put("sys/memory/process_api/memory.limit_in_bytes", "536870912\n");
     put("sys/memory.max", "max\n");
     assert_int_equal(limit(phys), (int64_t)512 << 20);

@@ -104,23 +104,25 @@ static void test_hostile_headers(void **state)
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4,
             "too many entries");
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
-            "\"data_offsets\":[0,4]}}", 4, "shape overflows");
+            "\"data_offsets\":[0,4]}}",
+            4, "shape overflows");
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,4]}}",
             4, "number too large");
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4,
             "non-negative integer");
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-            "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "appears twice");
+            "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+            8, "appears twice");
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "hole");
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-            "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[2,6]}}", 8, "overlap");
+            "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[2,6]}}",
+            8, "overlap");
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 12,
             "cover 4 bytes of a 12-byte buffer");
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 0, "lacks");
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1}}", 4,
             "unknown key");
-    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}} x", 4,
-            "bytes after");
+    refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}} x", 4, "bytes after");
     refused("{\"a\\q\":{}}", 0, "bad escape");
     refused("{\"a\\u12\":{}}", 0, "escape");
     refused("{\"\":{}}", 0, "empty name");
@@ -181,7 +183,7 @@ static void test_file_parse(void **state)
     assert_int_not_equal(td_st_file_parse(file, 8 + jl + 8, &h, &off, &err), 0);
     assert_non_null(strstr(err.msg, "does not fit the file"));
     file[0] = 0;
-    file[7] = 0x80;  /* 2^63 */
+    file[7] = 0x80; /* 2^63 */
     assert_int_not_equal(td_st_file_parse(file, sizeof file, &h, &off, &err), 0);
     assert_non_null(strstr(err.msg, "does not fit the file"));
 }
@@ -193,14 +195,17 @@ static void test_many_entries_find_and_duplicates(void **state)
     (void)state;
     enum { N = 20000 };
     struct td_st_entry *e = td_calloc(N, sizeof *e);
-    char (*names)[16] = td_calloc(N, sizeof *names);
+    char(*names)[16] = td_calloc(N, sizeof *names);
     assert_non_null(e);
     assert_non_null(names);
     for (int i = 0; i < N; i++) {
-        int k = (int)(((long)i * 7919) % N);  /* 7919 is prime: a permutation of 0..N-1 */
+        int k = (int)(((long)i * 7919) % N); /* 7919 is prime: a permutation of 0..N-1 */
         snprintf(names[i], sizeof names[i], "t%d", k);
-        e[i] = (struct td_st_entry){.name = names[i], .dtype = TD_ST_I32, .ndim = 1,
-                                    .shape = {1}, .begin = 4u * (uint64_t)i,
+        e[i] = (struct td_st_entry){.name = names[i],
+                                    .dtype = TD_ST_I32,
+                                    .ndim = 1,
+                                    .shape = {1},
+                                    .begin = 4u * (uint64_t)i,
                                     .end = 4u * (uint64_t)i + 4};
     }
     uint8_t *hdr;

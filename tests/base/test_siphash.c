@@ -40,7 +40,7 @@ static void test_siphash24_reference_vectors(void **state)
         {7, {0x37, 0xd1, 0x01, 0x8b, 0xf5, 0x00, 0x02, 0xab}},
         {8, {0x62, 0x24, 0x93, 0x9a, 0x79, 0xf5, 0xf5, 0x93}},
         {9, {0xb0, 0xe4, 0xa9, 0x0b, 0xdf, 0x82, 0x00, 0x9e}},
-        {15, {0xe5, 0x45, 0xbe, 0x49, 0x61, 0xca, 0x29, 0xa1}},  /* the paper's appendix A */
+        {15, {0xe5, 0x45, 0xbe, 0x49, 0x61, 0xca, 0x29, 0xa1}}, /* the paper's appendix A */
         {16, {0xdb, 0x9b, 0xc2, 0x57, 0x7f, 0xcc, 0x2a, 0x3f}},
         {63, {0x72, 0x45, 0x06, 0xeb, 0x4c, 0x32, 0x8a, 0x95}},
     };
@@ -63,12 +63,10 @@ static void test_siphash13_matches_cpython(void **state)
         size_t len;
         uint64_t want;
     } v[] = {
-        {1, 0x68a914128e01e473ULL},   /* b'\x00' */
-        {7, 0x2f098ab0c751325aULL},   /* bytes(range(7)) */
-        {8, 0xead411e67ebe2eeaULL},
-        {15, 0xf30eb725bb91c9eaULL},
-        {16, 0x8972188433a5c5b7ULL},
-        {63, 0x385d3e39e5f37359ULL},
+        {1, 0x68a914128e01e473ULL}, /* b'\x00' */
+        {7, 0x2f098ab0c751325aULL}, /* bytes(range(7)) */
+        {8, 0xead411e67ebe2eeaULL},  {15, 0xf30eb725bb91c9eaULL},
+        {16, 0x8972188433a5c5b7ULL}, {63, 0x385d3e39e5f37359ULL},
     };
     uint8_t key[16] = {0}, msg[64];
     for (int i = 0; i < 64; i++) {
@@ -77,7 +75,7 @@ static void test_siphash13_matches_cpython(void **state)
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         assert_int_equal(td_siphash(key, msg, v[i].len, 1, 3), v[i].want);
     }
-    assert_int_equal(td_siphash(key, "tensord", 7, 1, 3), 0x6c0e4eb8a7ac2ae9ULL);  /* b'tensord' */
+    assert_int_equal(td_siphash(key, "tensord", 7, 1, 3), 0x6c0e4eb8a7ac2ae9ULL); /* b'tensord' */
 }
 
 static void test_u64_form_matches_the_general_one(void **state)

@@ -39,7 +39,7 @@ static void grows_past_first_allocation(void **state)
     char big[1000];
     memset(big, 'x', sizeof big - 1);
     big[sizeof big - 1] = '\0';
-    assert_int_equal(td_strbuf_printf(&b, "%s", big), 0);  /* longer than printf's small buffer */
+    assert_int_equal(td_strbuf_printf(&b, "%s", big), 0); /* longer than printf's small buffer */
     assert_int_equal(b.len, 4999);
     assert_int_equal(b.p[4999], '\0');
     size_t len = 0;
@@ -55,18 +55,18 @@ static void limit_fails_sticky(void **state)
     (void)state;
     struct td_strbuf b;
     td_strbuf_init(&b, 8);
-    assert_int_equal(td_strbuf_puts(&b, "12345678"), 0);  /* exactly the limit */
+    assert_int_equal(td_strbuf_puts(&b, "12345678"), 0); /* exactly the limit */
     assert_false(td_strbuf_failed(&b));
     assert_int_equal(td_strbuf_putc(&b, '9'), -1);
     assert_true(td_strbuf_failed(&b));
     assert_true(b.over);
-    assert_int_equal(td_strbuf_puts(&b, ""), -1);  /* sticky, even for nothing */
+    assert_int_equal(td_strbuf_puts(&b, ""), -1); /* sticky, even for nothing */
     assert_string_equal(td_strbuf_str(&b), "12345678");
     td_strbuf_reset(&b);
     assert_false(td_strbuf_failed(&b));
     assert_int_equal(td_strbuf_puts(&b, "ab"), 0);
     assert_string_equal(td_strbuf_str(&b), "ab");
-    assert_int_equal(td_strbuf_reserve(&b, SIZE_MAX), -1);  /* would wrap: refused, not wrapped */
+    assert_int_equal(td_strbuf_reserve(&b, SIZE_MAX), -1); /* would wrap: refused, not wrapped */
     assert_true(td_strbuf_failed(&b));
     td_strbuf_free(&b);
 }

@@ -57,7 +57,7 @@ static void test_long_numeric_literal(void **state)
     memcpy(src, "x ", 2);
     memcpy(src + 200, "1E-3 comment", 13);
     expect_parse_error(src, 3, "numeric literal too long");
-    for (size_t digits = 120; digits <= 126; digits++) {  /* around the buffer's end (127) */
+    for (size_t digits = 120; digits <= 126; digits++) { /* around the buffer's end (127) */
         char lit[200];
         memset(lit, '0', digits);
         memcpy(lit + digits, "1e-3", 5);

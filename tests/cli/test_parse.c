@@ -41,8 +41,7 @@ static void check_error(const char *src, int line, int col, const char *part, bo
     assert_int_equal(tdx_parse(src, 1, &p, &e), -1);
     assert_int_equal(p.n, 0);
     if (e.line != line || e.col != col || strstr(e.msg, part) == NULL) {
-        fail_msg("%s: got %d:%d '%s', want %d:%d '%s'", src, e.line, e.col, e.msg, line, col,
-                 part);
+        fail_msg("%s: got %d:%d '%s', want %d:%d '%s'", src, e.line, e.col, e.msg, line, col, part);
     }
     assert_int_equal(e.incomplete, incomplete);
 }
@@ -53,10 +52,10 @@ static void test_precedence(void **state)
     check("1 + 2 * 3", "(expr (+ 1 (* 2 3)))");
     check("(1 + 2) * 3", "(expr (* (+ 1 2) 3))");
     check("a - b - c", "(expr (- (- a b) c))");
-    check("-2 ** 2", "(expr (- (** 2 2)))");         /* ** binds tighter than unary - */
+    check("-2 ** 2", "(expr (- (** 2 2)))"); /* ** binds tighter than unary - */
     check("2 ** -1", "(expr (** 2 (- 1)))");
-    check("2 ** 3 ** 2", "(expr (** 2 (** 3 2)))");  /* right-associative */
-    check("a @ b * c", "(expr (* (@ a b) c))");      /* @ and * share a level, left to right */
+    check("2 ** 3 ** 2", "(expr (** 2 (** 3 2)))"); /* right-associative */
+    check("a @ b * c", "(expr (* (@ a b) c))");     /* @ and * share a level, left to right */
     check("a + b @ c", "(expr (+ a (@ b c)))");
     check("a // b % c / d", "(expr (/ (% (// a b) c) d))");
     check("a < b + 1", "(expr (< a (+ b 1)))");
@@ -70,8 +69,7 @@ static void test_calls(void **state)
     (void)state;
     check("tensor([2.0], requires_grad=True)",
           "(expr (call tensor (list 2) (= requires_grad True)))");
-    check("x.sum(dim=1, keepdim=True)",
-          "(expr (call (. sum x) (= dim 1) (= keepdim True)))");
+    check("x.sum(dim=1, keepdim=True)", "(expr (call (. sum x) (= dim 1) (= keepdim True)))");
     check("Q.backward()", "(expr (call (. backward Q)))");
     check("a.grad.item()", "(expr (call (. item (. grad a))))");
     check("f(a, b,)", "(expr (call f a b))");
@@ -158,12 +156,9 @@ static void test_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_precedence),
-        cmocka_unit_test(test_calls),
-        cmocka_unit_test(test_slicing),
-        cmocka_unit_test(test_statements),
-        cmocka_unit_test(test_fstrings),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_precedence), cmocka_unit_test(test_calls),
+        cmocka_unit_test(test_slicing),    cmocka_unit_test(test_statements),
+        cmocka_unit_test(test_fstrings),   cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -57,7 +57,7 @@ static void test_pipeline_large_both_ways(void **state)
     (void)state;
     struct tensord *c = open_session(daemon_.addr);
     struct tensord_error err;
-    enum { GETS = 40, BIG = 1 << 20, UP = 1 << 18 };  /* floats */
+    enum { GETS = 40, BIG = 1 << 20, UP = 1 << 18 }; /* floats */
     const int64_t sbig[] = {BIG}, sup[] = {UP};
     assert_int_equal(tensord_full(c, 1, TENSORD_FLOAT32, sbig, 1, tensord_f(2.5), &err), 0);
     float *down = malloc((size_t)BIG * 4), *up = malloc((size_t)UP * 4);
@@ -69,7 +69,8 @@ static void test_pipeline_large_both_ways(void **state)
     for (int i = 0; i < GETS; i++) {
         assert_int_equal(tensord_send_get(c, 1, down, (size_t)BIG * 4, NULL, &err), 0);
         assert_int_equal(tensord_send_create(c, 100 + (uint64_t)i, TENSORD_FLOAT32, sup, 1, up,
-                                             (size_t)UP * 4, NULL, &err), 0);
+                                             (size_t)UP * 4, NULL, &err),
+                         0);
     }
     assert_int_equal(tensord_flush(c, &err), 0);
     for (int i = 0; i < 2 * GETS; i++) {
@@ -104,7 +105,7 @@ static void test_blocking_refused_while_pipelined(void **state)
     assert_int_equal(tensord_ping(c, &err), TENSORD_E_USAGE);
     assert_int_equal(tensord_recv(c, &r, &err), 0);
     assert_int_equal(r.id, id2);
-    assert_int_equal(tensord_recv(c, &r, &err), TENSORD_E_USAGE);  /* nothing pending */
+    assert_int_equal(tensord_recv(c, &r, &err), TENSORD_E_USAGE); /* nothing pending */
     assert_int_equal(tensord_ping(c, &err), 0);
     assert_int_equal(err.code, 0);
     assert_string_equal(err.message, "");
@@ -127,7 +128,7 @@ static void test_buffer_too_small(void **state)
     struct tensord_info info;
     assert_int_equal(tensord_create(c, 1, TENSORD_INT32, s, 1, v, sizeof v, &err), 0);
     assert_int_equal(tensord_get(c, 1, &info, small, sizeof small, &err), TENSORD_E_BUFFER);
-    assert_int_equal(info.nbytes, 16);  /* the caller learns how much to allocate */
+    assert_int_equal(info.nbytes, 16); /* the caller learns how much to allocate */
     /* pipelined: the short buffer's reply is consumed, the next one is intact */
     uint64_t ids[2];
     assert_int_equal(tensord_send_get(c, 1, small, sizeof small, &ids[0], &err), 0);
@@ -159,14 +160,14 @@ static void test_frame_limit_checked_before_sending(void **state)
     struct tensord_limits lim;
     tensord_limits(c, &lim);
     assert_int_equal(lim.max_frame_bytes, 1048576);
-    const int64_t s[] = {1 << 19};  /* 2 MiB of float32 */
+    const int64_t s[] = {1 << 19}; /* 2 MiB of float32 */
     float *big = calloc(1 << 19, sizeof *big);
     assert_non_null(big);
     assert_int_equal(tensord_create(c, 1, TENSORD_FLOAT32, s, 1, big, (size_t)4 << 19, &err),
                      TENSORD_LIMIT_EXCEEDED);
     assert_non_null(strstr(err.message, "max_frame_bytes 1048576"));
     assert_int_equal(tensord_pending(c), 0);
-    assert_int_equal(tensord_ping(c, &err), 0);  /* the connection was never at risk */
+    assert_int_equal(tensord_ping(c, &err), 0); /* the connection was never at risk */
     free(big);
     tensord_disconnect(c);
     assert_int_equal(td_test_daemon_stop(&d), 0);
@@ -189,14 +190,14 @@ static void test_addresses(void **state)
     assert_int_equal(td_test_daemon_stop(&d), 0);
     unlink(path);
 
-    struct tensord *x = (struct tensord *)&err;  /* must be reset to NULL on failure */
-    const char *bad[] = {"127.0.0.1", "127.0.0.1:", ":7878", "[::1]7878", "::1:7878",
-                         "127.0.0.1:x", "unix:", "no.such.host.invalid:1"};
+    struct tensord *x = (struct tensord *)&err; /* must be reset to NULL on failure */
+    const char *bad[] = {"127.0.0.1", "127.0.0.1:",  ":7878", "[::1]7878",
+                         "::1:7878",  "127.0.0.1:x", "unix:", "no.such.host.invalid:1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(tensord_connect(&x, bad[i], NULL, &err), TENSORD_E_CONNECT);
         assert_null(x);
     }
-    assert_int_equal(tensord_connect(&x, addr, NULL, &err), TENSORD_E_CONNECT);  /* gone */
+    assert_int_equal(tensord_connect(&x, addr, NULL, &err), TENSORD_E_CONNECT); /* gone */
     tensord_disconnect(NULL);
 }
 
@@ -240,7 +241,8 @@ static void test_op_codes_and_args(void **state)
     struct tensord_info info;
     /* torch.arange(6).reshape(2, 3).sum(1, keepdim=True) == [[3], [12]] */
     assert_int_equal(tensord_arange(c, 1, TENSORD_DTYPE_INFER, tensord_i(0), tensord_i(6),
-                                    tensord_i(1), &err), 0);
+                                    tensord_i(1), &err),
+                     0);
     struct tensord_op_args ra = {.dims = {2, 3}, .ndims = 2};
     struct tensord_operand in1[] = {tensord_h(1)};
     assert_int_equal(tensord_op_ex(c, "reshape", 2, in1, 1, &ra, false, NULL, &err), 0);
@@ -278,12 +280,12 @@ static void test_op_codes_and_args(void **state)
 /* What the fake server sends after a proper Hello reply, for the client's next request. */
 struct script {
     const char *name;
-    uint32_t meta_len_override;  /* nonzero: announce this many protobuf bytes instead */
-    bool garbage;                /* send 8 bytes of 0xff as the protobuf section */
+    uint32_t meta_len_override; /* nonzero: announce this many protobuf bytes instead */
+    bool garbage;               /* send 8 bytes of 0xff as the protobuf section */
     bool wrong_id;
-    bool bad_nbytes;             /* TensorInfo nbytes disagrees with its shape */
-    uint64_t data_len;           /* data bytes to send (the info says 16) */
-    bool close_mid_reply;        /* send half the reply, then close */
+    bool bad_nbytes;      /* TensorInfo nbytes disagrees with its shape */
+    uint64_t data_len;    /* data bytes to send (the info says 16) */
+    bool close_mid_reply; /* send half the reply, then close */
 };
 
 struct fake {
@@ -336,14 +338,14 @@ static void fake_send(int fd, const Tensord__Response *r, uint32_t meta_len_over
     size_t ml = tensord__response__get_packed_size(r);
     uint32_t announced = meta_len_override != 0 ? meta_len_override : (uint32_t)ml;
     for (int i = 0; i < 4; i++) {
-        buf[i] = (uint8_t)(announced >> (24 - 8 * i));      /* u32 meta_len, big-endian */
+        buf[i] = (uint8_t)(announced >> (24 - 8 * i)); /* u32 meta_len, big-endian */
     }
     for (int i = 0; i < 8; i++) {
-        buf[4 + i] = (uint8_t)(data_len >> (56 - 8 * i));   /* u64 data_len, big-endian */
+        buf[4 + i] = (uint8_t)(data_len >> (56 - 8 * i)); /* u64 data_len, big-endian */
     }
     tensord__response__pack(r, buf + 12);
     size_t n = 12 + ml + (size_t)data_len;
-    memset(buf + 12 + ml, 0x5a, (size_t)data_len);          /* the data section */
+    memset(buf + 12 + ml, 0x5a, (size_t)data_len); /* the data section */
     if (cut != 0 && cut < n) {
         n = cut;
     }
@@ -389,14 +391,14 @@ static void *fake_main(void *arg)
         r.result_case = TENSORD__RESPONSE__RESULT_TENSOR;
         r.tensor = &t;
         if (s->garbage) {
-            const uint8_t junk[] = {0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0,  /* meta 8, data 0 */
+            const uint8_t junk[] = {0,    0,    0,    8,    0,    0,    0,    0,
+                                    0,    0,    0,    0, /* meta 8, data 0 */
                                     0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
             ssize_t w = write(fd, junk, sizeof junk);
             (void)w;
         } else {
             size_t full = 12 + tensord__response__get_packed_size(&r) + (size_t)s->data_len;
-            fake_send(fd, &r, s->meta_len_override, s->data_len,
-                      s->close_mid_reply ? full / 2 : 0);
+            fake_send(fd, &r, s->meta_len_override, s->data_len, s->close_mid_reply ? full / 2 : 0);
         }
         tensord__request__free_unpacked(req, NULL);
     }

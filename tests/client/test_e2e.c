@@ -183,7 +183,7 @@ static void test_error_messages_like_torch(void **state)
                         "result type Float can't be cast to the desired output type Long");
     int64_t back[3];
     assert_int_equal(tensord_get(c, 3, NULL, back, sizeof back, &err), 0);
-    assert_memory_equal(back, l3, sizeof l3);  /* the refused in-place op changed nothing */
+    assert_memory_equal(back, l3, sizeof l3); /* the refused in-place op changed nothing */
     tensord_disconnect(c);
 }
 
@@ -202,9 +202,10 @@ static void test_pipeline_10000(void **state)
     for (int i = 0; i < N; i++) {
         struct tensord_operand in[] = {tensord_h(1), tensord_i(i)};
         assert_int_equal(tensord_send_op(c, "add", 100 + (uint64_t)i, in, 2, false, &ids[2 * i],
-                                         &err), 0);
-        assert_int_equal(tensord_send_get(c, 100 + (uint64_t)i, &got[i], 8, &ids[2 * i + 1],
-                                          &err), 0);
+                                         &err),
+                         0);
+        assert_int_equal(tensord_send_get(c, 100 + (uint64_t)i, &got[i], 8, &ids[2 * i + 1], &err),
+                         0);
     }
     assert_int_equal(tensord_pending(c), 2 * N);
     assert_int_equal(tensord_flush(c, &err), 0);
@@ -269,7 +270,7 @@ static void test_grad_replies_and_autograd_info(void **state)
     assert_int_equal(tensord_send_set_grad(c, 1, true, false, false, &id, &err), 0);
     assert_int_equal(tensord_recv(c, &r, &err), 0);
     assert_int_equal(r.status, 0);
-    assert_int_equal(tensord_send_grad(c, 1, 10, &id, &err), 0);  /* .grad is None yet */
+    assert_int_equal(tensord_send_grad(c, 1, 10, &id, &err), 0); /* .grad is None yet */
     assert_int_equal(tensord_recv(c, &r, &err), 0);
     assert_int_equal(r.status, 0);
     assert_false(r.has_info);
@@ -291,7 +292,7 @@ static void test_grad_replies_and_autograd_info(void **state)
     }
     assert_int_equal(tensord_recv(c, &r, &err), 0);
     assert_int_equal(r.status, 0);
-    assert_true(r.has_info);  /* the grad, bound to handle 11 */
+    assert_true(r.has_info); /* the grad, bound to handle 11 */
     assert_int_equal(r.info.dtype, TENSORD_FLOAT32);
     assert_true(r.info.is_leaf);
     assert_string_equal(r.info.grad_fn, "");
@@ -405,7 +406,7 @@ static void test_heavy_op_does_not_block_others(void **state)
     assert_int_equal(r.status, 0);
     float corner[2];
     assert_int_equal(tensord_get_range(a, 3, 0, 8, corner, NULL, &err), 0);
-    assert_true(corner[0] == 750.0f);  /* 3000 * 0.5 * 0.5 */
+    assert_true(corner[0] == 750.0f); /* 3000 * 0.5 * 0.5 */
     tensord_disconnect(a);
     tensord_disconnect(b);
 }
@@ -419,7 +420,8 @@ static void test_ops_with_arguments(void **state)
     struct tensord_error err;
     struct tensord_info info;
     assert_int_equal(tensord_arange(c, 1, TENSORD_DTYPE_INFER, tensord_i(0), tensord_i(6),
-                                    tensord_i(1), &err), 0);
+                                    tensord_i(1), &err),
+                     0);
     struct tensord_op_args a = {.dims = {2, 3}, .ndims = 2};
     struct tensord_operand x1[] = {tensord_h(1)};
     assert_int_equal(tensord_op_ex(c, "reshape", 2, x1, 1, &a, false, &info, &err), 0);
@@ -431,8 +433,8 @@ static void test_ops_with_arguments(void **state)
     assert_int_equal(tensord_get(c, 3, &info, sums, sizeof sums, &err), 0);
     assert_int_equal(info.ndim, 2);
     assert_int_equal(info.shape[1], 1);
-    assert_int_equal(sums[0], 3);   /* 0 + 1 + 2 */
-    assert_int_equal(sums[1], 12);  /* 3 + 4 + 5 */
+    assert_int_equal(sums[0], 3);  /* 0 + 1 + 2 */
+    assert_int_equal(sums[1], 12); /* 3 + 4 + 5 */
     /* x[0].fill_(7) changes x (and the reshape's base, which shares storage) */
     struct tensord_op_args sel = {.dim = 0, .start = 0};
     assert_int_equal(tensord_op_ex(c, "select", 4, x2, 1, &sel, false, NULL, &err), 0);
@@ -476,10 +478,10 @@ static void test_ops_with_arguments(void **state)
 static void put_header(uint8_t *h, uint32_t meta_len, uint64_t data_len)
 {
     for (int i = 0; i < 4; i++) {
-        h[i] = (uint8_t)(meta_len >> (24 - 8 * i));      /* u32 meta_len, big-endian */
+        h[i] = (uint8_t)(meta_len >> (24 - 8 * i)); /* u32 meta_len, big-endian */
     }
     for (int i = 0; i < 8; i++) {
-        h[4 + i] = (uint8_t)(data_len >> (56 - 8 * i));  /* u64 data_len, big-endian */
+        h[4 + i] = (uint8_t)(data_len >> (56 - 8 * i)); /* u64 data_len, big-endian */
     }
 }
 
@@ -593,7 +595,7 @@ static void test_hostile_length_over_limit(void **state)
     assert_int_equal(td_test_daemon_start(&d, "e2e_limit", args), 0);
     int fd = td_test_dial(&d);
     uint8_t h[12];
-    put_header(h, 16, 2u << 20);  /* announces 2 MiB of data, over the 1 MiB limit */
+    put_header(h, 16, 2u << 20); /* announces 2 MiB of data, over the 1 MiB limit */
     send_bytes(fd, h, 12);
     Tensord__Response *r = read_reply(fd);
     assert_non_null(r);
@@ -602,7 +604,7 @@ static void test_hostile_length_over_limit(void **state)
     assert_non_null(strstr(r->status->message, "max_frame_bytes 1048576"));
     tensord__response__free_unpacked(r, NULL);
     uint8_t b;
-    assert_int_equal(read(fd, &b, 1), 0);  /* then the server closes the connection */
+    assert_int_equal(read(fd, &b, 1), 0); /* then the server closes the connection */
     close(fd);
     assert_serves(&d);
     assert_int_equal(td_test_daemon_stop(&d), 0);
@@ -614,7 +616,7 @@ static void test_hostile_truncated_frame_then_disconnect(void **state)
     for (int cut = 1; cut < 40; cut += 3) {
         int fd = raw_session();
         uint8_t frame[64];
-        put_header(frame, 30, 1000);  /* promises 30 + 1000 bytes */
+        put_header(frame, 30, 1000); /* promises 30 + 1000 bytes */
         memset(frame + 12, 0x08, sizeof frame - 12);
         send_bytes(fd, frame, (size_t)cut);
         close(fd);
@@ -628,7 +630,7 @@ static void test_hostile_garbage_bytes(void **state)
     int fd = raw_session();
     uint8_t frame[28];
     put_header(frame, 16, 0);
-    memset(frame + 12, 0xff, 16);  /* 16 bytes that are no protobuf message */
+    memset(frame + 12, 0xff, 16); /* 16 bytes that are no protobuf message */
     send_bytes(fd, frame, sizeof frame);
     assert_int_equal(reply_status(read_reply(fd)), TENSORD__STATUS_CODE__PROTOCOL_ERROR);
     assert_still_answers(fd);
@@ -650,9 +652,10 @@ static void test_hostile_unknown_op(void **state)
     send_request(fd, &req, NULL, 0);
     assert_int_equal(reply_status(read_reply(fd)), TENSORD__STATUS_CODE__UNKNOWN_OP);
     /* a Request whose only field is one this server does not know */
-    const uint8_t unknown[] = {0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, /* header: meta 5, data 0 */
-                               0x08, 0x06,                        /* id = 6 */
-                               0xf8, 0x07, 0x01};                 /* field 127 = 1 */
+    const uint8_t unknown[] = {0,    0,    0,   5, 0, 0,
+                               0,    0,    0,   0, 0, 0, /* header: meta 5, data 0 */
+                               0x08, 0x06,               /* id = 6 */
+                               0xf8, 0x07, 0x01};        /* field 127 = 1 */
     send_bytes(fd, unknown, sizeof unknown);
     Tensord__Response *r = read_reply(fd);
     assert_int_equal(r->id, 6);
@@ -686,7 +689,7 @@ static void test_hostile_dim_overflow(void **state)
     Tensord__Request req = TENSORD__REQUEST__INIT;
     Tensord__Full m = TENSORD__FULL__INIT;
     Tensord__Scalar v = TENSORD__SCALAR__INIT;
-    int64_t shape[] = {INT64_C(1) << 32, INT64_C(1) << 32, 4};  /* 2^66 elements */
+    int64_t shape[] = {INT64_C(1) << 32, INT64_C(1) << 32, 4}; /* 2^66 elements */
     v.value_case = TENSORD__SCALAR__VALUE_F;
     v.f = 1.0;
     m.out = 1;
@@ -702,7 +705,7 @@ static void test_hostile_dim_overflow(void **state)
                 st == TENSORD__STATUS_CODE__INVALID_ARGUMENT);
     /* and one that fits int64 but not memory: refused by the tensor limit, not by a crash */
     int64_t huge[] = {INT64_C(1) << 40, 1024};
-    m.out = 2;  /* handle 1 now holds the failure above */
+    m.out = 2; /* handle 1 now holds the failure above */
     m.shape = huge;
     m.n_shape = 2;
     send_request(fd, &req, NULL, 0);
@@ -721,7 +724,7 @@ static void test_hostile_data_length_mismatch(void **state)
     Tensord__Request req = TENSORD__REQUEST__INIT;
     Tensord__Create m = TENSORD__CREATE__INIT;
     int64_t shape[] = {2, 3};
-    uint8_t data[20] = {0};  /* 2x3 float32 needs 24 bytes */
+    uint8_t data[20] = {0}; /* 2x3 float32 needs 24 bytes */
     m.out = 1;
     m.dtype = TENSORD__DTYPE__FLOAT32;
     m.shape = shape;
@@ -763,7 +766,8 @@ static void test_readme_example_runs(void **state)
     snprintf(cmd, sizeof cmd,
              "cc -std=c11 -Iclient/c client/c/example.c build/libtensord.a "
              "$(pkg-config --libs libprotobuf-c) -o build/tests/example 2>&1 && "
-             "build/tests/example %s", daemon_.addr);
+             "build/tests/example %s",
+             daemon_.addr);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     char out[1024];

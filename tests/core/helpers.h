@@ -63,7 +63,7 @@ static inline struct td_tensor *transposed(struct td_tensor *t)
     v->shape[1] = t->shape[0];
     v->strides[0] = t->strides[1];
     v->strides[1] = t->strides[0];
-    v->grad = NULL;  /* the view does not own t's grad */
+    v->grad = NULL; /* the view does not own t's grad */
     return v;
 }
 

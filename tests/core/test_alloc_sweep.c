@@ -23,7 +23,7 @@ struct call {
     int nin;
     struct td_op_args a;
     bool inplace;
-    bool grad;                 /* float inputs require grad: backward is swept too */
+    bool grad; /* float inputs require grad: backward is swept too */
 };
 
 static struct td_rng rng;
@@ -41,7 +41,8 @@ static void setup(enum td_op_id op, struct call *c)
     int nin = td_ops[op].nin;
     struct td_op_args *a = &c->a;
     switch (op) {
-    case TD_OP_MATMUL: case TD_OP_MM: sh[1][0] = 3, sh[1][1] = 4; break;
+    case TD_OP_MATMUL:
+    case TD_OP_MM: sh[1][0] = 3, sh[1][1] = 4; break;
     case TD_OP_BMM:
         sh[0][0] = 2, sh[0][1] = 2, sh[0][2] = 3, nd[0] = 3;
         sh[1][0] = 2, sh[1][1] = 3, sh[1][2] = 2, nd[1] = 3;
@@ -52,14 +53,15 @@ static void setup(enum td_op_id op, struct call *c)
     case TD_OP_LINEAR: sh[1][0] = 4, sh[1][1] = 3, sh[2][0] = 4, nin = 3; break;
     case TD_OP_WHERE: dt[0] = TD_DTYPE_BOOL, nin = 3; break;
     case TD_OP_CROSS_ENTROPY: sh[1][0] = 2, nd[1] = 1, dt[1] = TD_DTYPE_I64; break;
-    case TD_OP_CAT: case TD_OP_STACK: nin = 2; break;
-    case TD_OP_RESHAPE: case TD_OP_VIEW:
-        a->dims[0] = 3, a->dims[1] = 2, a->ndims = 2, a->has_dims = true;
-        break;
+    case TD_OP_CAT:
+    case TD_OP_STACK: nin = 2; break;
+    case TD_OP_RESHAPE:
+    case TD_OP_VIEW: a->dims[0] = 3, a->dims[1] = 2, a->ndims = 2, a->has_dims = true; break;
     case TD_OP_EXPAND:
         a->dims[0] = 4, a->dims[1] = 2, a->dims[2] = 3, a->ndims = 3, a->has_dims = true;
         break;
-    case TD_OP_PERMUTE: case TD_OP_FLIP:
+    case TD_OP_PERMUTE:
+    case TD_OP_FLIP:
         a->dims[0] = 1, a->dims[1] = 0, a->ndims = op == TD_OP_FLIP ? 1 : 2;
         a->has_dims = true;
         break;
@@ -69,16 +71,20 @@ static void setup(enum td_op_id op, struct call *c)
     case TD_OP_NARROW: a->dim = 1, a->start = 1, a->end = 2; break;
     case TD_OP_SLICE: a->dim = 1, a->start = 0, a->end = INT64_MAX, a->step = 2; break;
     case TD_OP_UNSQUEEZE: a->dim = 1; break;
-    case TD_OP_SOFTMAX: case TD_OP_LOG_SOFTMAX: a->dim = -1; break;
-    case TD_OP_MAX: case TD_OP_MIN: a->dim = 1, a->has_dim = true; break;
-    case TD_OP_SUM: case TD_OP_MEAN: case TD_OP_STD: case TD_OP_VAR:
-        a->dims[0] = 1, a->ndims = 1, a->has_dims = true, a->keepdim = true;
-        break;
+    case TD_OP_SOFTMAX:
+    case TD_OP_LOG_SOFTMAX: a->dim = -1; break;
+    case TD_OP_MAX:
+    case TD_OP_MIN: a->dim = 1, a->has_dim = true; break;
+    case TD_OP_SUM:
+    case TD_OP_MEAN:
+    case TD_OP_STD:
+    case TD_OP_VAR: a->dims[0] = 1, a->ndims = 1, a->has_dims = true, a->keepdim = true; break;
     case TD_OP_CLAMP:
         a->has_min = a->has_max = true, a->min = td_scalar_f(0.8), a->max = td_scalar_f(1.2);
         break;
     case TD_OP_TO: a->has_dtype = true, a->dtype = TD_DTYPE_F32; break;
-    case TD_OP_EMPTY: case TD_OP_RANDINT:
+    case TD_OP_EMPTY:
+    case TD_OP_RANDINT:
         a->dims[0] = 2, a->dims[1] = 3, a->ndims = 2, a->has_dims = true;
         a->min = td_scalar_i(0), a->max = td_scalar_i(5), a->has_min = a->has_max = true;
         break;
@@ -88,8 +94,12 @@ static void setup(enum td_op_id op, struct call *c)
         break;
     case TD_OP_EYE: a->dims[0] = 3, a->dims[1] = 2, a->ndims = 2, a->has_dims = true; break;
     case TD_OP_FULL_LIKE: a->min = td_scalar_f(2.5), a->has_min = true; break;
-    case TD_OP_FILL: case TD_OP_ZERO: case TD_OP_COPY: case TD_OP_UNIFORM: case TD_OP_NORMAL:
-        c->inplace = true;     /* in place only */
+    case TD_OP_FILL:
+    case TD_OP_ZERO:
+    case TD_OP_COPY:
+    case TD_OP_UNIFORM:
+    case TD_OP_NORMAL:
+        c->inplace = true; /* in place only */
         if (op == TD_OP_UNIFORM || op == TD_OP_NORMAL) {
             a->min = td_scalar_f(0), a->max = td_scalar_f(1), a->has_min = a->has_max = true;
         }
@@ -126,7 +136,7 @@ static int run(struct call *c, double *vals, int *nvals)
     struct td_tensor *y = NULL, *s = NULL;
     int rc = td_op_apply(c->op, c->in, c->nin, &c->a, c->inplace, NULL, &y, &err);
     if (rc != 0) {
-        y = NULL;  /* a failed op promises nothing about *out */
+        y = NULL; /* a failed op promises nothing about *out */
     }
     if (rc == 0 && c->grad) {
         struct td_op_args ga;
@@ -171,7 +181,7 @@ static int run(struct call *c, double *vals, int *nvals)
     td_tensor_unref(y);
     td_tensor_unref(s);
     for (int i = 0; i < c->nin; i++) {
-        if (c->x[i] != NULL) {  /* grads from this run go, so the next starts afresh */
+        if (c->x[i] != NULL) { /* grads from this run go, so the next starts afresh */
             td_tensor_unref(c->x[i]->grad);
             c->x[i]->grad = NULL;
         }
@@ -204,11 +214,11 @@ static void test_every_op_under_allocation_failure(void **state)
         if (op == TD_OP_RANDINT || op == TD_OP_UNIFORM || op == TD_OP_NORMAL ||
             op == TD_OP_RAND_LIKE || op == TD_OP_RANDN_LIKE || op == TD_OP_EMPTY ||
             op == TD_OP_EMPTY_LIKE) {
-            nwant = -1;  /* values differ per run (random or uninitialised) */
+            nwant = -1; /* values differ per run (random or uninitialised) */
         }
         for (int64_t k = 1;; k++) {
             td_rng_seed(&rng, 42);
-            if (c.inplace) {  /* the in-place target starts from the same values each run */
+            if (c.inplace) { /* the in-place target starts from the same values each run */
                 release(&c);
                 setup((enum td_op_id)op, &c);
                 base = td_alloc_live_bytes();
@@ -222,7 +232,7 @@ static void test_every_op_under_allocation_failure(void **state)
                          (long long)k, (long long)(td_alloc_live_bytes() - base));
             }
             if (rc == 0 && used < k) {
-                if (nwant >= 0) {  /* got through: the same answer as without faults */
+                if (nwant >= 0) { /* got through: the same answer as without faults */
                     assert_int_equal(ngot, nwant);
                     assert_memory_equal(got, want, sizeof got[0] * (size_t)ngot);
                 }

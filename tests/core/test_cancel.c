@@ -129,7 +129,7 @@ static void test_a_raised_reason_stops_a_running_kernel(void **state)
     struct td_tensor *base, *v = huge_view(TD_DTYPE_F64, &base);
     struct td_operand in[1] = {tens(v)};
     struct td_cancel c;
-    td_cancel_init(&c, 0);  /* no deadline */
+    td_cancel_init(&c, 0); /* no deadline */
     struct raiser r = {&c, TD_CANCEL_SESSION_CLOSED};
     pthread_t tid;
     assert_int_equal(pthread_create(&tid, NULL, raise_later, &r), 0);
@@ -281,15 +281,14 @@ static void test_results_unchanged_without_cancel(void **state)
         /* a contiguous 3 * 2^20 + 5 ones (the parallel full sum, many blocks per chunk) */
         int64_t n = 3 * ((int64_t)1 << 20) + 5;
         struct td_tensor *ones;
-        assert_int_equal(td_tensor_full(&ones, TD_DTYPE_F32, &n, 1, td_scalar_f(1), NULL, NULL),
-                         0);
+        assert_int_equal(td_tensor_full(&ones, TD_DTYPE_F32, &n, 1, td_scalar_f(1), NULL, NULL), 0);
         struct td_operand in[2] = {tens(ones)};
         struct td_tensor *r;
         assert_int_equal(td_op_apply(TD_OP_SUM, in, 1, NULL, false, NULL, &r, NULL), 0);
         assert_int_equal(at(r, 0), (double)n);
         td_tensor_unref(r);
         assert_int_equal(td_op_apply(TD_OP_NORM, in, 1, NULL, false, NULL, &r, NULL), 0);
-        assert_true(at(r, 0) > 1773.6 && at(r, 0) < 1773.7);  /* sqrt(3145733) = 1773.62.. */
+        assert_true(at(r, 0) > 1773.6 && at(r, 0) < 1773.7); /* sqrt(3145733) = 1773.62.. */
         td_tensor_unref(r);
         /* an expanded [3, 100003] view, summed whole and over dim 1 (the walker) */
         struct td_tensor *base = mk(TD_DTYPE_I64, (const int64_t[]){3, 1}, 2,
@@ -310,8 +309,7 @@ static void test_results_unchanged_without_cancel(void **state)
         /* an elementwise op over 2^19 + 3 elements (several parallel steps) */
         int64_t m = ((int64_t)1 << 19) + 3;
         struct td_tensor *x;
-        assert_int_equal(td_tensor_full(&x, TD_DTYPE_F64, &m, 1, td_scalar_f(1.5), NULL, NULL),
-                         0);
+        assert_int_equal(td_tensor_full(&x, TD_DTYPE_F64, &m, 1, td_scalar_f(1.5), NULL, NULL), 0);
         in[0] = tens(x);
         in[1] = num(td_scalar_i(2));
         assert_int_equal(td_op_apply(TD_OP_MUL, in, 2, NULL, false, NULL, &r, NULL), 0);
@@ -351,7 +349,7 @@ static void run_backward(struct td_tensor *root, struct td_tensor *gradient, int
         fail_msg("backward took %llu ms", (unsigned long long)took);
     }
     if (rc != 0) {
-        assert_int_equal(td_alloc_live_bytes(), live);  /* a refusal leaves nothing behind */
+        assert_int_equal(td_alloc_live_bytes(), live); /* a refusal leaves nothing behind */
     }
 }
 
@@ -375,8 +373,9 @@ static void test_backward_meets_the_work_budget(void **state)
     a.has_dims = true;
     a.grad_enabled = true;
     struct td_tensor *y = NULL;
-    assert_int_equal(td_op_apply(TD_OP_EXPAND, (struct td_operand[1]){tens(x)}, 1, &a, false,
-                                 NULL, &y, NULL), 0);
+    assert_int_equal(td_op_apply(TD_OP_EXPAND, (struct td_operand[1]){tens(x)}, 1, &a, false, NULL,
+                                 &y, NULL),
+                     0);
     assert_non_null(y->grad_fn);
     struct td_tensor *gbase = mk(TD_DTYPE_F32, one, 1, (const double[]){1});
     struct td_tensor *g = expanded(gbase, big, 2);
@@ -388,8 +387,9 @@ static void test_backward_meets_the_work_budget(void **state)
     struct td_cancel *prev = td_cancel_enter(&c);
     struct td_tensor *s = NULL;
     struct td_err err;
-    assert_int_equal(td_op_apply(TD_OP_SUM, (struct td_operand[1]){tens(y)}, 1, NULL, false,
-                                 NULL, &s, &err), TD_ELIMIT);
+    assert_int_equal(td_op_apply(TD_OP_SUM, (struct td_operand[1]){tens(y)}, 1, NULL, false, NULL,
+                                 &s, &err),
+                     TD_ELIMIT);
     td_cancel_leave(prev);
     assert_null(s);
     assert_non_null(strstr(err.msg, "sum would touch "));
@@ -435,10 +435,12 @@ static void test_small_backward_within_the_budget(void **state)
     td_op_args_init(&a);
     a.grad_enabled = true;
     struct td_tensor *y = NULL, *s = NULL;
-    assert_int_equal(td_op_apply(TD_OP_MUL, (struct td_operand[2]){tens(x), num(td_scalar_i(3))},
-                                 2, &a, false, NULL, &y, NULL), 0);
-    assert_int_equal(td_op_apply(TD_OP_SUM, (struct td_operand[1]){tens(y)}, 1, &a, false, NULL,
-                                 &s, NULL), 0);
+    assert_int_equal(td_op_apply(TD_OP_MUL, (struct td_operand[2]){tens(x), num(td_scalar_i(3))}, 2,
+                                 &a, false, NULL, &y, NULL),
+                     0);
+    assert_int_equal(td_op_apply(TD_OP_SUM, (struct td_operand[1]){tens(y)}, 1, &a, false, NULL, &s,
+                                 NULL),
+                     0);
     run_backward(s, NULL, (int64_t)1 << 40, 0, NULL);
     assert_non_null(x->grad);
     for (int64_t i = 0; i < 6; i++) {
@@ -448,7 +450,7 @@ static void test_small_backward_within_the_budget(void **state)
     for (int64_t i = 0; i < 6; i++) {
         assert_true(at(x->grad, i) == 3.0);
     }
-    run_backward(s, NULL, 0, 0, NULL);  /* 0: no budget */
+    run_backward(s, NULL, 0, 0, NULL); /* 0: no budget */
     for (int64_t i = 0; i < 6; i++) {
         assert_true(at(x->grad, i) == 6.0);
     }

@@ -158,7 +158,7 @@ static void test_repeat_outer_mm_by_output(void **state)
     struct td_operand in[2] = {tens(x)};
     struct td_cost c;
     cost_of(TD_OP_REPEAT, in, 1, &a, &c);
-    assert_int_equal(c.written, 4 * 10 * 18);  /* [4, 5*2, 6*3] */
+    assert_int_equal(c.written, 4 * 10 * 18); /* [4, 5*2, 6*3] */
     assert_int_equal(c.out_bytes, 4 * 4 * 10 * 18);
     /* and the op agrees */
     struct td_tensor *r;
@@ -214,8 +214,7 @@ static void test_repeat_outer_mm_by_output(void **state)
 static void test_matmul_flops(void **state)
 {
     (void)state;
-    struct td_tensor *one = mk(TD_DTYPE_I64, (const int64_t[]){1, 1, 1, 1}, 4,
-                               (const double[]){1});
+    struct td_tensor *one = mk(TD_DTYPE_I64, (const int64_t[]){1, 1, 1, 1}, 4, (const double[]){1});
     const int64_t sa[] = {2, 1, 4, 5}, sb[] = {3, 5, 6};
     struct td_tensor *a = expanded(one, sa, 4);
     struct td_tensor *one3 = mk(TD_DTYPE_I64, (const int64_t[]){1, 1, 1}, 3, (const double[]){1});
@@ -226,7 +225,7 @@ static void test_matmul_flops(void **state)
     assert_int_equal(c.written, 2 * 3 * 4 * 6);
     assert_int_equal(c.flops, 2 * 3 * 4 * 6 * 5);
     assert_int_equal(c.out_bytes, 2 * 3 * 4 * 6 * 8);
-    assert_int_equal(c.temp_bytes, 0);  /* integers run in place */
+    assert_int_equal(c.temp_bytes, 0); /* integers run in place */
     /* bmm: 3 x [4, 5] @ [5, 6] */
     const int64_t ba[] = {3, 4, 5};
     struct td_tensor *a3 = expanded(one3, ba, 3);
@@ -264,7 +263,7 @@ static void test_linspace_by_steps(void **state)
     struct td_op_args a;
     td_op_args_init(&a);
     a.dim = 1000;
-    a.dims[0] = 5;  /* not linspace's: the old estimate read this */
+    a.dims[0] = 5; /* not linspace's: the old estimate read this */
     a.ndims = 1;
     struct td_cost c;
     cost_of(TD_OP_LINSPACE, NULL, 0, &a, &c);
@@ -372,7 +371,7 @@ static void test_views_and_reshape(void **state)
     td_op_args_init(&fa);
     cost_of(TD_OP_FLATTEN, w, 1, &fa, &c);
     assert_int_equal(c.written, 2 * P30);
-    cost_of(TD_OP_VIEW, w, 1, &a, &c);  /* view never copies (it fails instead) */
+    cost_of(TD_OP_VIEW, w, 1, &a, &c); /* view never copies (it fails instead) */
     assert_int_equal(c.written, 1);
     td_tensor_unref(wide);
     td_tensor_unref(col);
@@ -389,7 +388,7 @@ static void test_views_and_reshape(void **state)
     a.dtype = TD_DTYPE_F32;
     cost_of(TD_OP_TO, in, 1, &a, &c);
     assert_int_equal(c.written, 1);
-    a.dtype = TD_DTYPE_F64;  /* 2^63 bytes: saturates */
+    a.dtype = TD_DTYPE_F64; /* 2^63 bytes: saturates */
     cost_of(TD_OP_TO, in, 1, &a, &c);
     assert_int_equal(c.written, (int64_t)1 << 60);
     assert_int_equal(c.out_bytes, INT64_MAX);
@@ -420,15 +419,15 @@ static void test_every_rule_takes_anything(void **state)
     for (int i = 0; i < 6; i++) {
         td_op_args_init(&args[i]);
     }
-    args[1].dims[0] = 1;           /* a dims list */
+    args[1].dims[0] = 1; /* a dims list */
     args[1].dims[1] = -1;
     args[1].ndims = 2;
     args[1].has_dims = true;
     args[1].dim = 1;
     args[1].has_dim = true;
-    args[2].ndims = 9;             /* too many dims */
+    args[2].ndims = 9; /* too many dims */
     args[2].has_dims = true;
-    args[3].dims[0] = INT64_MAX;   /* absurd sizes */
+    args[3].dims[0] = INT64_MAX; /* absurd sizes */
     args[3].dims[1] = INT64_MAX;
     args[3].dims[2] = -5;
     args[3].ndims = 3;
@@ -436,7 +435,7 @@ static void test_every_rule_takes_anything(void **state)
     args[3].dim = INT64_MAX;
     args[3].dim2 = INT64_MIN;
     args[3].has_dim = true;
-    args[4].has_dtype = true;      /* an invalid dtype */
+    args[4].has_dtype = true; /* an invalid dtype */
     args[4].dtype = (enum td_dtype)99;
     args[4].dim = -3;
     args[5].has_dtype = true;
@@ -465,8 +464,8 @@ static void test_every_rule_takes_anything(void **state)
                     struct td_cost c;
                     int rc = td_op_cost((enum td_op_id)id, in, nin, &args[ai], &c, NULL);
                     calls++;
-                    assert_true(c.read >= 0 && c.written >= 0 && c.flops >= 0 &&
-                                c.out_bytes >= 0 && c.temp_bytes >= 0);
+                    assert_true(c.read >= 0 && c.written >= 0 && c.flops >= 0 && c.out_bytes >= 0 &&
+                                c.temp_bytes >= 0);
                     if (rc != 0) {
                         assert_int_equal(td_cost_work(&c), 0);
                         assert_int_equal(c.out_bytes + c.temp_bytes, 0);
@@ -482,7 +481,7 @@ static void test_every_rule_takes_anything(void **state)
     assert_int_not_equal(td_op_cost(TD_OP_CAT, NULL, -1, NULL, &c, NULL), 0);
     assert_int_not_equal(td_op_cost(TD_OP_CAT, NULL, TD_OP_MAX_INPUTS + 1, NULL, &c, NULL), 0);
     assert_int_not_equal(td_op_cost((enum td_op_id)TD_OP_COUNT, NULL, 0, NULL, &c, NULL), 0);
-    assert_int_not_equal(td_op_cost((enum td_op_id)-1, NULL, 0, NULL, &c, NULL), 0);
+    assert_int_not_equal(td_op_cost((enum td_op_id) - 1, NULL, 0, NULL, &c, NULL), 0);
     assert_true(valid > 0 && valid < calls);
     td_tensor_unref(huge);
     td_tensor_unref(one);
@@ -533,7 +532,7 @@ static void test_matmul_temporaries_are_charged(void **state)
     assert_int_equal(td_op_apply(TD_OP_ADD, add, 2, NULL, false, &q, &out, &err), 0);
     td_tensor_unref(out);
     assert_int_equal(atomic_load(&q.used), 0);
-    td_quota_init(&q, "session memory", 7 << 20, NULL);  /* the result fits, not the cast too */
+    td_quota_init(&q, "session memory", 7 << 20, NULL); /* the result fits, not the cast too */
     assert_int_equal(td_op_apply(TD_OP_ADD, add, 2, NULL, false, &q, &out, &err), TD_EQUOTA);
     assert_int_equal(atomic_load(&q.used), 0);
     td_tensor_unref(iv);
@@ -664,8 +663,10 @@ static void test_print_cost_bounds_format(void **state)
                                 (const double[]){-123456789});
     struct td_tensor *v8 = expanded(one8, (const int64_t[]){7, 7, 7, 7, 7, 7, 7, 7}, 8);
     check_print_bound(v8, 3 * 1679616);
-    struct td_tensor *h8 = expanded(one8, (const int64_t[]){1 << 7, 1 << 7, 1 << 7, 1 << 7,
-                                                           1 << 7, 1 << 7, 1 << 7, 1 << 7}, 8);
+    struct td_tensor *h8 = expanded(one8,
+                                    (const int64_t[]){1 << 7, 1 << 7, 1 << 7, 1 << 7, 1 << 7,
+                                                      1 << 7, 1 << 7, 1 << 7},
+                                    8);
     int64_t elements, text;
     assert_int_equal(td_print_cost(h8, &elements, &text), 0);
     assert_int_equal(elements, 3 * 1679616);
@@ -684,14 +685,14 @@ static void test_print_cost_bounds_format(void **state)
 static double pattern_value(int kind, int64_t i)
 {
     switch (kind) {
-    case 0: return (double)(i % 10);                          /* small non-negative ints */
-    case 1: return -0.5 + (double)(i % 7) * 0.125;           /* negative and fractional */
+    case 0: return (double)(i % 10);                                   /* small non-negative ints */
+    case 1: return -0.5 + (double)(i % 7) * 0.125;                     /* negative and fractional */
     case 2: return (i % 2 ? -1.0 : 1.0) * 3.0e9 * (double)(i % 5 + 1); /* large */
-    case 3: {                                                 /* zeros, nan, inf among values */
+    case 3: { /* zeros, nan, inf among values */
         static const double odd[] = {0.0, -0.0, 1.0 / 0.0, -1.0 / 0.0, 0.0 / 0.0, 0.25};
         return odd[i % 6];
     }
-    default: return 0.0;                                      /* all zero */
+    default: return 0.0; /* all zero */
     }
 }
 
@@ -703,13 +704,25 @@ static void test_print_bound_is_tight(void **state)
     (void)state;
     static const int64_t shapes[][9] = {
         /* ndim, sizes */
-        {1, 5}, {1, 1000}, {1, 1001}, {1, 100000}, {2, 3, 4}, {2, 40, 40}, {2, 1, 3000},
-        {3, 2, 3, 4}, {3, 10, 10, 11}, {4, 2, 3, 4, 5}, {5, 7, 7, 7, 7, 7},
-        {6, 2, 2, 2, 2, 2, 40}, {7, 7, 7, 7, 7, 7, 7, 7}, {8, 2, 2, 2, 2, 2, 2, 2, 2},
-        {8, 3, 3, 3, 3, 3, 3, 3, 3}, {8, 1, 1, 1, 1, 1, 1, 1, 2000},
+        {1, 5},
+        {1, 1000},
+        {1, 1001},
+        {1, 100000},
+        {2, 3, 4},
+        {2, 40, 40},
+        {2, 1, 3000},
+        {3, 2, 3, 4},
+        {3, 10, 10, 11},
+        {4, 2, 3, 4, 5},
+        {5, 7, 7, 7, 7, 7},
+        {6, 2, 2, 2, 2, 2, 40},
+        {7, 7, 7, 7, 7, 7, 7, 7},
+        {8, 2, 2, 2, 2, 2, 2, 2, 2},
+        {8, 3, 3, 3, 3, 3, 3, 3, 3},
+        {8, 1, 1, 1, 1, 1, 1, 1, 2000},
     };
-    static const enum td_dtype dts[] = {TD_DTYPE_F32, TD_DTYPE_F64, TD_DTYPE_I32,
-                                        TD_DTYPE_I64, TD_DTYPE_BOOL};
+    static const enum td_dtype dts[] = {TD_DTYPE_F32, TD_DTYPE_F64, TD_DTYPE_I32, TD_DTYPE_I64,
+                                        TD_DTYPE_BOOL};
     double worst = 0;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         int ndim = (int)shapes[si][0];
@@ -723,7 +736,7 @@ static void test_print_bound_is_tight(void **state)
             bool floating = dts[di] == TD_DTYPE_F32 || dts[di] == TD_DTYPE_F64;
             for (int kind = 0; kind < 5; kind++) {
                 if (!floating && (kind == 1 || kind == 3)) {
-                    continue;  /* a cast of nan or a fraction is not an int test */
+                    continue; /* a cast of nan or a fraction is not an int test */
                 }
                 for (int64_t i = 0; i < numel; i++) {
                     v[i] = pattern_value(kind, i);
@@ -745,22 +758,22 @@ static void test_print_bound_is_tight(void **state)
                     td_free(s);
                     if (hook < len) {
                         fail_msg("shape %zu dtype %zu kind %d sci %d: %lld bytes over the "
-                                 "hook's bound %lld", si, di, kind, sci, (long long)len,
-                                 (long long)hook);
+                                 "hook's bound %lld",
+                                 si, di, kind, sci, (long long)len, (long long)hook);
                     }
                     if (sci != -1) {
-                        continue;  /* a forced notation: a bound only */
+                        continue; /* a forced notation: a bound only */
                     }
                     if (hook > 2 * len) {
-                        fail_msg("shape %zu dtype %zu kind %d: bound %lld for %lld bytes", si,
-                                 di, kind, (long long)hook, (long long)len);
+                        fail_msg("shape %zu dtype %zu kind %d: bound %lld for %lld bytes", si, di,
+                                 kind, (long long)hook, (long long)len);
                     }
-                    worst = (double)hook / (double)len > worst ? (double)hook / (double)len
-                                                               : worst;
+                    worst = (double)hook / (double)len > worst ? (double)hook / (double)len : worst;
                     assert_int_equal(td_print_cost(t, &elements, &cost), 0);
                     if (cost < len || cost > 8 * len + 1024) {
                         fail_msg("shape %zu dtype %zu kind %d: td_print_cost %lld for %lld "
-                                 "bytes", si, di, kind, (long long)cost, (long long)len);
+                                 "bytes",
+                                 si, di, kind, (long long)cost, (long long)len);
                     }
                 }
                 td_tensor_unref(t);

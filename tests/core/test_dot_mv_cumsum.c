@@ -65,19 +65,19 @@ static void test_dot(void **state)
     struct td_tensor *d = mk(TD_DTYPE_F64, s4, 1, (double[]){1, 1, 1, 1});
     assert_null(run2(TD_OP_DOT, a, d, NULL, &err, &rc));
     assert_string_equal(err.msg, "dot : expected both vectors to have same dtype, but found "
-                        "Float and Double");
+                                 "Float and Double");
     struct td_tensor *f4 = mk(TD_DTYPE_F32, s4, 1, (double[]){1, 1, 1, 1});
     assert_null(run2(TD_OP_DOT, a, f4, NULL, &err, &rc));
     assert_string_equal(err.msg, "inconsistent tensor size, expected tensor [3] and src [4] to "
-                        "have the same number of elements, but got 3 and 4 elements "
-                        "respectively");
+                                 "have the same number of elements, but got 3 and 4 elements "
+                                 "respectively");
     struct td_tensor *bo = mk(TD_DTYPE_BOOL, s3, 1, (double[]){1, 0, 1});
     assert_null(run2(TD_OP_DOT, bo, bo, NULL, &err, &rc));
     assert_string_equal(err.msg, "\"dot\" not implemented for 'Bool'");
     struct td_operand sc[2] = {tens(a), num(td_scalar_i(2))};
     assert_int_not_equal(td_op_apply(TD_OP_DOT, sc, 2, NULL, false, NULL, &r, &err), 0);
     assert_string_equal(err.msg, "dot(): argument 'tensor' (position 2) must be Tensor, not a "
-                        "number");
+                                 "number");
     struct td_tensor *ts[] = {a, b, i1, i2, m, d, f4, bo};
     for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++) {
         td_tensor_unref(ts[k]);
@@ -181,11 +181,11 @@ static void test_cumsum(void **state)
     a.dim = 1;
     assert_null(run2(TD_OP_CUMSUM, z, NULL, &a, &err, &rc));
     assert_string_equal(err.msg, "Dimension out of range (expected to be in range of [-1, 0], "
-                        "but got 1)");
+                                 "but got 1)");
     a.dim = 2;
     assert_null(run2(TD_OP_CUMSUM, x, NULL, &a, &err, &rc));
     assert_string_equal(err.msg, "Dimension out of range (expected to be in range of [-2, 1], "
-                        "but got 2)");
+                                 "but got 2)");
     /* int64 wraps like torch's two's complement: INT64_MAX + 1 -> INT64_MIN */
     struct td_tensor *big;
     assert_int_equal(td_tensor_empty(&big, TD_DTYPE_I64, (int64_t[]){2}, 1, NULL, NULL), 0);
@@ -305,11 +305,8 @@ static void test_costs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dot),
-        cmocka_unit_test(test_mv),
-        cmocka_unit_test(test_cumsum),
-        cmocka_unit_test(test_grads),
-        cmocka_unit_test(test_costs),
+        cmocka_unit_test(test_dot),   cmocka_unit_test(test_mv),    cmocka_unit_test(test_cumsum),
+        cmocka_unit_test(test_grads), cmocka_unit_test(test_costs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

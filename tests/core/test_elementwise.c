@@ -121,7 +121,7 @@ static void test_integer_wraparound(void **state)
     assert_true(at(r, 0) == -2147483648.0);
     td_tensor_unref(r);
     assert_int_equal(apply(TD_OP_MUL, tens(a), tens(a), false, &r, NULL), 0);
-    assert_true(at(r, 0) == 1.0);  /* (2^31-1)^2 mod 2^32 = 1 */
+    assert_true(at(r, 0) == 1.0); /* (2^31-1)^2 mod 2^32 = 1 */
     td_tensor_unref(r);
     td_tensor_unref(a);
 }
@@ -133,7 +133,7 @@ static void test_bool_ops(void **state)
     const double p[] = {1, 1, 0, 0}, q[] = {1, 0, 1, 0};
     struct td_tensor *a = mk(TD_DTYPE_BOOL, s4, 1, p), *b = mk(TD_DTYPE_BOOL, s4, 1, q), *r;
     assert_int_equal(apply(TD_OP_ADD, tens(a), tens(b), false, &r, NULL), 0);
-    assert_int_equal(r->dtype, TD_DTYPE_BOOL);  /* logical or */
+    assert_int_equal(r->dtype, TD_DTYPE_BOOL); /* logical or */
     assert_true(at(r, 0) == 1 && at(r, 1) == 1 && at(r, 2) == 1 && at(r, 3) == 0);
     td_tensor_unref(r);
     assert_int_equal(apply(TD_OP_MUL, tens(a), tens(b), false, &r, NULL), 0);
@@ -232,7 +232,8 @@ static void test_non_contiguous_input(void **state)
     (void)state;
     const int64_t s23[] = {2, 3}, s32[] = {3, 2};
     const double v[] = {1, 2, 3, 4, 5, 6}, w[] = {10, 20, 30, 40, 50, 60};
-    struct td_tensor *a = mk(TD_DTYPE_F64, s23, 2, v), *at_ = transposed(a);  /* [[1,4],[2,5],[3,6]] */
+    struct td_tensor *a = mk(TD_DTYPE_F64, s23, 2, v),
+                     *at_ = transposed(a); /* [[1,4],[2,5],[3,6]] */
     struct td_tensor *b = mk(TD_DTYPE_F64, s32, 2, w), *r;
     assert_int_equal(apply(TD_OP_ADD, tens(at_), tens(b), false, &r, NULL), 0);
     const double want[] = {11, 24, 32, 45, 53, 66};
@@ -269,7 +270,7 @@ static void test_inplace_rules(void **state)
     /* .div_(2) */
     assert_int_equal(apply(TD_OP_DIV, tens(l), num(td_scalar_i(2)), true, &r, &err), TD_EDTYPE);
     assert_string_equal(err.msg, "result type Float can't be cast to the desired output type Long");
-    assert_true(at(l, 0) == 1 && at(l, 2) == 3);  /* untouched */
+    assert_true(at(l, 0) == 1 && at(l, 2) == 3); /* untouched */
     /* add_(5) works in place and returns self */
     assert_int_equal(apply(TD_OP_ADD, tens(l), num(td_scalar_i(5)), true, &r, NULL), 0);
     assert_ptr_equal(r, l);
@@ -320,7 +321,7 @@ static void test_copy_on_write(void **state)
     assert_int_equal(((int64_t *)pin->data)[0], 1);
     assert_int_equal(((int64_t *)pin->data)[1], 2);
     assert_true(at(t, 0) == 10 && at(t, 1) == 20);
-    assert_int_equal(atomic_load(&q.used), 32);  /* both copies are charged while both live */
+    assert_int_equal(atomic_load(&q.used), 32); /* both copies are charged while both live */
     td_buffer_unref(pin);
     assert_int_equal(atomic_load(&q.used), 16);
     /* unpinned: written in place, no copy */
@@ -344,10 +345,10 @@ static void test_quota(void **state)
     const int64_t s4[] = {4}, s6[] = {6};
     struct td_tensor *a, *b;
     struct td_err err;
-    assert_int_equal(td_tensor_empty(&a, TD_DTYPE_I64, s4, 1, &session, &err), 0);  /* 32 */
+    assert_int_equal(td_tensor_empty(&a, TD_DTYPE_I64, s4, 1, &session, &err), 0); /* 32 */
     assert_int_equal(td_tensor_empty(&b, TD_DTYPE_I64, s6, 1, &session, &err), TD_ELIMIT);
     assert_string_equal(err.msg, "tensor of 48 bytes exceeds max_tensor_bytes 40");
-    assert_int_equal(td_tensor_empty(&b, TD_DTYPE_I64, s4, 1, &session, &err), 0);  /* 64 */
+    assert_int_equal(td_tensor_empty(&b, TD_DTYPE_I64, s4, 1, &session, &err), 0); /* 64 */
     struct td_tensor *c;
     assert_int_equal(td_tensor_empty(&c, TD_DTYPE_BOOL, s4, 1, &session, &err), TD_EQUOTA);
     assert_string_equal(err.msg, "session memory quota exceeded: 64 bytes");
@@ -377,11 +378,11 @@ static void test_allocation_failure_sweep(void **state)
             struct td_buffer *pin = variant == 2 ? td_tensor_pin(pinned) : NULL;
             td_alloc_fail_at(k);
             int rc;
-            if (variant == 0) {  /* promotion: int32 cast to float64 into a new tensor */
+            if (variant == 0) { /* promotion: int32 cast to float64 into a new tensor */
                 rc = apply(TD_OP_MUL, tens(a), tens(b), false, &r, &err);
-            } else if (variant == 1) {  /* a constructor */
+            } else if (variant == 1) { /* a constructor */
                 rc = td_tensor_full(&r, TD_DTYPE_F32, s23, 2, td_scalar_f(1.0), NULL, &err);
-            } else {  /* copy-on-write in place */
+            } else { /* copy-on-write in place */
                 rc = apply(TD_OP_ADD, tens(pinned), num(td_scalar_f(1.0)), true, &r, &err);
             }
             int64_t used = td_alloc_count();

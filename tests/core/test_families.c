@@ -49,7 +49,7 @@ static void test_eight_dims(void **state)
     struct td_tensor *t = mk(TD_DTYPE_F64, shape, 8, v);
     struct td_tensor *s = apply1(TD_OP_SUM, t, NULL);
     assert_int_equal(s->ndim, 0);
-    assert_true(at(s, 0) == 120);  /* 0 + 1 + ... + 15 */
+    assert_true(at(s, 0) == 120); /* 0 + 1 + ... + 15 */
     td_tensor_unref(s);
     /* sum over dims 1 and 3, keepdim: out[a,b] sums i = 8*d1 + 4*d3 + 2*x + y over d1, d3 */
     const int64_t d13[] = {1, 3};
@@ -118,7 +118,7 @@ static void test_writes_through_views(void **state)
     struct td_op_args sel;
     td_op_args_init(&sel);
     sel.dim = 1;
-    sel.start = -1;  /* t[:, -1] */
+    sel.start = -1; /* t[:, -1] */
     struct td_tensor *last = apply1(TD_OP_SELECT, t, &sel);
     struct td_operand in[2] = {tens(last), num(td_scalar_f(9))};
     struct td_tensor *r;
@@ -198,7 +198,7 @@ static void test_parallel_split_matches_serial(void **state)
     (void)state;
     enum { N = (1 << 20) + 7, R = 1031, C = 1029 };
     const int64_t sn[] = {N}, src[] = {R, C}, sc[] = {C};
-    static double v[(int64_t)R * C + C];  /* more than N, and enough for the matrix */
+    static double v[(int64_t)R * C + C]; /* more than N, and enough for the matrix */
     for (int64_t i = 0; i < (int64_t)R * C + C; i++) {
         v[i] = (i % 1000) * 0.25 - 7;
     }
@@ -268,9 +268,10 @@ static void test_gelu_negative_tail(void **state)
     const int64_t shape[] = {4};
     const double x[] = {-3.0, -4.1, -5.5, -8.0};
     /* -4.1 is not a float: its float32 neighbour -4.0999999046 has its own reference */
-    const double want[2][4] = {
-        {-4.0496940949e-03, -8.4695811273e-05, -1.0444259363e-07, -4.8849813084e-15},
-        {-4.0496940949e-03, -8.4695778341e-05, -1.0444259363e-07, -4.8849813084e-15}};
+    const double want[2][4] = {{-4.0496940949e-03, -8.4695811273e-05, -1.0444259363e-07,
+                                -4.8849813084e-15},
+                               {-4.0496940949e-03, -8.4695778341e-05, -1.0444259363e-07,
+                                -4.8849813084e-15}};
     for (int k = 0; k < 2; k++) {
         enum td_dtype dt = k == 0 ? TD_DTYPE_F32 : TD_DTYPE_F64;
         struct td_tensor *t = mk(dt, shape, 1, x);
@@ -278,8 +279,7 @@ static void test_gelu_negative_tail(void **state)
         for (int i = 0; i < 4; i++) {
             double rel = fabs(at(g, i) - want[k][i]) / fabs(want[k][i]);
             if (rel > (dt == TD_DTYPE_F32 ? 2e-6 : 1e-9)) {
-                fail_msg("gelu(%g) = %.10g, want %.10g (rel %g)", x[i], at(g, i), want[k][i],
-                         rel);
+                fail_msg("gelu(%g) = %.10g, want %.10g (rel %g)", x[i], at(g, i), want[k][i], rel);
             }
         }
         td_tensor_unref(g);

@@ -47,7 +47,7 @@ static double loss(enum td_op_id op, struct td_operand *in, int nin, struct td_o
 
 static double rnd(void)
 {
-    return 0.5 + (double)rand() / RAND_MAX;  /* (0.5, 1.5): safe for log, sqrt, pow */
+    return 0.5 + (double)rand() / RAND_MAX; /* (0.5, 1.5): safe for log, sqrt, pow */
 }
 
 static void check_op(enum td_op_id op, int64_t (*shapes)[3], const int *ndims, int nin,
@@ -62,7 +62,7 @@ static void check_op(enum td_op_id op, int64_t (*shapes)[3], const int *ndims, i
         }
         if (op == TD_OP_WHERE && i == 0) {
             for (int k = 0; k < 64; k++) {
-                v[k] = k % 2;  /* a bool condition */
+                v[k] = k % 2; /* a bool condition */
             }
             x[i] = mk(TD_DTYPE_BOOL, shapes[i], ndims[i], v);
             in[i] = tens(x[i]);
@@ -70,7 +70,7 @@ static void check_op(enum td_op_id op, int64_t (*shapes)[3], const int *ndims, i
         }
         if (op == TD_OP_CROSS_ENTROPY && i == 1) {
             for (int k = 0; k < 64; k++) {
-                v[k] = k % 3;  /* class indices, no gradient */
+                v[k] = k % 3; /* class indices, no gradient */
             }
             x[i] = mk(TD_DTYPE_I64, shapes[i], ndims[i], v);
             in[i] = tens(x[i]);
@@ -123,10 +123,10 @@ static void check_op(enum td_op_id op, int64_t (*shapes)[3], const int *ndims, i
             double lm = loss(op, in, nin, args, w, false, NULL);
             *p = orig;
             double num = (lp - lm) / (2 * h);
-            double ana = at(g, e);  /* .grad is contiguous in C order */
+            double ana = at(g, e); /* .grad is contiguous in C order */
             if (fabs(num - ana) > 1e-5 * (1 + fabs(num))) {
-                fail_msg("%s input %d element %lld: analytic %.9g, numeric %.9g",
-                         td_ops[op].name, i, (long long)e, ana, num);
+                fail_msg("%s input %d element %lld: analytic %.9g, numeric %.9g", td_ops[op].name,
+                         i, (long long)e, ana, num);
             }
             for (int d = x[i]->ndim - 1; d >= 0; d--) {
                 if (++idx[d] < x[i]->shape[d]) {
@@ -150,15 +150,15 @@ struct grad_case {
     int nin;
     int ndim[3];
     int64_t shape[3][3];
-    bool transpose_first;                 /* operand 0 is a transposed (non-contiguous) view */
+    bool transpose_first; /* operand 0 is a transposed (non-contiguous) view */
     void (*args)(struct td_op_args *a);
-    const char *skip;                     /* not checked here, and why */
+    const char *skip; /* not checked here, and why */
 };
 
-#define ARGS(name, ...)                                                                       \
-    static void name(struct td_op_args *a)                                                    \
-    {                                                                                         \
-        __VA_ARGS__;                                                                          \
+#define ARGS(name, ...)                                                                            \
+    static void name(struct td_op_args *a)                                                         \
+    {                                                                                              \
+        __VA_ARGS__;                                                                               \
     }
 #define DIMS1(d0) (a->dims[0] = (d0), a->ndims = 1, a->has_dims = true)
 #define DIMS2(d0, d1) (a->dims[0] = (d0), a->dims[1] = (d1), a->ndims = 2, a->has_dims = true)
@@ -175,46 +175,109 @@ ARGS(a_permute, DIMS2(1, 0))
 ARGS(a_select, a->dim = 1, a->start = 1)
 ARGS(a_narrow, a->dim = 1, a->start = 1, a->end = 2)
 ARGS(a_slice, a->dim = 1, a->start = 0, a->end = INT64_MAX, a->step = 2)
-ARGS(a_clamp, a->has_min = a->has_max = true, a->min = td_scalar_f(0.8),
-     a->max = td_scalar_f(1.2))
+ARGS(a_clamp, a->has_min = a->has_max = true, a->min = td_scalar_f(0.8), a->max = td_scalar_f(1.2))
 ARGS(a_flip, DIMS1(1))
 ARGS(a_repeat, DIMS2(2, 1))
 ARGS(a_to_f32, a->has_dtype = true; a->dtype = TD_DTYPE_F32)
 
 /* shapes */
-#define M23 {2, 3}
-#define U(op_) {.op = TD_OP_##op_, .nin = 1, .ndim = {2}, .shape = {M23}}
-#define UA(op_, fn) {.op = TD_OP_##op_, .nin = 1, .ndim = {2}, .shape = {M23}, .args = fn}
+#define M23                                                                                        \
+    {                                                                                              \
+        2, 3                                                                                       \
+    }
+#define U(op_)                                                                                     \
+    {                                                                                              \
+        .op = TD_OP_##op_, .nin = 1, .ndim = {2}, .shape = { M23 }                                 \
+    }
+#define UA(op_, fn)                                                                                \
+    {                                                                                              \
+        .op = TD_OP_##op_, .nin = 1, .ndim = {2}, .shape = {M23}, .args = fn                       \
+    }
 /* binary ops broadcast [2, 3] (a transposed [3, 2]) with [3] */
-#define BIN(op_) {.op = TD_OP_##op_, .nin = 2, .ndim = {2, 1}, .shape = {{3, 2}, {3}},        \
-                  .transpose_first = true}
-#define RED(op_) {.op = TD_OP_##op_, .nin = 1, .ndim = {2}, .shape = {M23},                   \
-                  .transpose_first = true},                                                   \
-                 UA(op_, a_dims1), UA(op_, a_dims1_keep)
-#define INPLACE_ONLY(op_) {.op = TD_OP_##op_, .skip = "in place only: checked through the "  \
-                           "protocol in test_autograd.py"}
+#define BIN(op_)                                                                                   \
+    {                                                                                              \
+        .op = TD_OP_##op_, .nin = 2, .ndim = {2, 1}, .shape = {{3, 2}, {3}},                       \
+        .transpose_first = true                                                                    \
+    }
+#define RED(op_)                                                                                   \
+    {.op = TD_OP_##op_, .nin = 1, .ndim = {2}, .shape = {M23}, .transpose_first = true},           \
+        UA(op_, a_dims1), UA(op_, a_dims1_keep)
+#define INPLACE_ONLY(op_)                                                                          \
+    {                                                                                              \
+        .op = TD_OP_##op_, .skip = "in place only: checked through the "                           \
+                                   "protocol in test_autograd.py"                                  \
+    }
 
 static const struct grad_case CASES[] = {
-    BIN(ADD), BIN(SUB), BIN(MUL), BIN(DIV), BIN(REMAINDER), BIN(POW), BIN(MAXIMUM),
+    BIN(ADD),
+    BIN(SUB),
+    BIN(MUL),
+    BIN(DIV),
+    BIN(REMAINDER),
+    BIN(POW),
+    BIN(MAXIMUM),
     BIN(MINIMUM),
     {.op = TD_OP_MATMUL, .nin = 2, .ndim = {2, 2}, .shape = {M23, {3, 4}}},
-    {.op = TD_OP_MATMUL, .nin = 2, .ndim = {1, 1}, .shape = {{3}, {3}}},           /* dot */
-    {.op = TD_OP_MATMUL, .nin = 2, .ndim = {3, 2}, .shape = {{2, 2, 3}, {3, 2}}},  /* batched */
+    {.op = TD_OP_MATMUL, .nin = 2, .ndim = {1, 1}, .shape = {{3}, {3}}},          /* dot */
+    {.op = TD_OP_MATMUL, .nin = 2, .ndim = {3, 2}, .shape = {{2, 2, 3}, {3, 2}}}, /* batched */
     {.op = TD_OP_WHERE, .nin = 3, .ndim = {2, 2, 1}, .shape = {M23, M23, {3}}},
-    U(NEG), U(ABS), U(SIGN), U(EXP), U(LOG), U(LOG1P), U(EXPM1), U(SQRT), U(RSQRT), U(SIN),
-    U(COS), U(TAN), U(TANH), U(SIGMOID), U(GELU), U(RELU), U(FLOOR), U(CEIL), U(ROUND),
+    U(NEG),
+    U(ABS),
+    U(SIGN),
+    U(EXP),
+    U(LOG),
+    U(LOG1P),
+    U(EXPM1),
+    U(SQRT),
+    U(RSQRT),
+    U(SIN),
+    U(COS),
+    U(TAN),
+    U(TANH),
+    U(SIGMOID),
+    U(GELU),
+    U(RELU),
+    U(FLOOR),
+    U(CEIL),
+    U(ROUND),
     UA(CLAMP, a_clamp),
-    {.op = TD_OP_TO, .args = a_to_f32, .skip = "a float32 result is too coarse for central "
-     "differences; its rule is the identity, exercised by the Python suite"},
-    {.op = TD_OP_RESHAPE, .nin = 1, .ndim = {2}, .shape = {M23}, .transpose_first = true,
+    {.op = TD_OP_TO,
+     .args = a_to_f32,
+     .skip = "a float32 result is too coarse for central "
+             "differences; its rule is the identity, exercised by the Python suite"},
+    {.op = TD_OP_RESHAPE,
+     .nin = 1,
+     .ndim = {2},
+     .shape = {M23},
+     .transpose_first = true,
      .args = a_reshape},
-    UA(VIEW, a_reshape), U(FLATTEN), UA(TRANSPOSE, a_transpose), U(T), U(MT),
-    UA(PERMUTE, a_permute), U(SQUEEZE), UA(UNSQUEEZE, a_dim1_plain), UA(EXPAND, a_expand),
-    UA(NARROW, a_narrow), UA(SELECT, a_select), UA(SLICE, a_slice), U(CONTIGUOUS), U(CLONE),
+    UA(VIEW, a_reshape),
+    U(FLATTEN),
+    UA(TRANSPOSE, a_transpose),
+    U(T),
+    U(MT),
+    UA(PERMUTE, a_permute),
+    U(SQUEEZE),
+    UA(UNSQUEEZE, a_dim1_plain),
+    UA(EXPAND, a_expand),
+    UA(NARROW, a_narrow),
+    UA(SELECT, a_select),
+    UA(SLICE, a_slice),
+    U(CONTIGUOUS),
+    U(CLONE),
     {.op = TD_OP_CAT, .nin = 2, .ndim = {2, 2}, .shape = {M23, M23}},
     {.op = TD_OP_STACK, .nin = 2, .ndim = {2, 2}, .shape = {M23, M23}},
-    UA(FLIP, a_flip), UA(REPEAT, a_repeat), U(TRIL), U(TRIU),
-    RED(SUM), RED(MEAN), RED(PROD), RED(STD), RED(VAR), RED(NORM), RED(LOGSUMEXP),
+    UA(FLIP, a_flip),
+    UA(REPEAT, a_repeat),
+    U(TRIL),
+    U(TRIU),
+    RED(SUM),
+    RED(MEAN),
+    RED(PROD),
+    RED(STD),
+    RED(VAR),
+    RED(NORM),
+    RED(LOGSUMEXP),
     {.op = TD_OP_MAX, .nin = 1, .ndim = {2}, .shape = {M23}, .transpose_first = true},
     UA(MAX, a_dim1),
     {.op = TD_OP_MIN, .nin = 1, .ndim = {2}, .shape = {M23}, .transpose_first = true},
@@ -226,12 +289,16 @@ static const struct grad_case CASES[] = {
     {.op = TD_OP_MV, .nin = 2, .ndim = {2, 1}, .shape = {{3, 2}, {3}}, .transpose_first = true},
     UA(CUMSUM, a_dim1_plain),
     {.op = TD_OP_CUMSUM, .nin = 1, .ndim = {2}, .shape = {M23}, .transpose_first = true},
-    UA(SOFTMAX, a_dim_last), UA(LOG_SOFTMAX, a_dim_last),
+    UA(SOFTMAX, a_dim_last),
+    UA(LOG_SOFTMAX, a_dim_last),
     {.op = TD_OP_MSE_LOSS, .nin = 2, .ndim = {2, 2}, .shape = {M23, M23}},
     {.op = TD_OP_CROSS_ENTROPY, .nin = 2, .ndim = {2, 1}, .shape = {M23, {2}}},
     {.op = TD_OP_LINEAR, .nin = 3, .ndim = {2, 2, 1}, .shape = {M23, {4, 3}, {4}}},
     {.op = TD_OP_LINEAR, .nin = 2, .ndim = {2, 2}, .shape = {M23, {4, 3}}},
-    INPLACE_ONLY(FILL), INPLACE_ONLY(ZERO), INPLACE_ONLY(COPY), INPLACE_ONLY(UNIFORM),
+    INPLACE_ONLY(FILL),
+    INPLACE_ONLY(ZERO),
+    INPLACE_ONLY(COPY),
+    INPLACE_ONLY(UNIFORM),
     INPLACE_ONLY(NORMAL),
 };
 
@@ -267,8 +334,7 @@ static void test_every_rule_against_finite_differences(void **state)
             if (covered) {
                 fail_msg("%s has a grad case but no backward rule", d->name);
             }
-            snprintf(missing + strlen(missing), sizeof missing - strlen(missing), " %s",
-                     d->name);
+            snprintf(missing + strlen(missing), sizeof missing - strlen(missing), " %s", d->name);
             continue;
         }
         if (!covered) {
@@ -278,8 +344,8 @@ static void test_every_rule_against_finite_differences(void **state)
         }
         checked++;
     }
-    print_message("backward rules checked: %d (%d cases); ops without a rule:%s\n", checked,
-                  rows, missing);
+    print_message("backward rules checked: %d (%d cases); ops without a rule:%s\n", checked, rows,
+                  missing);
     if (uncovered[0] != '\0') {
         fail_msg("ops with a backward rule and no grad case in CASES:%s", uncovered);
     }

@@ -11,8 +11,7 @@
 #include "base/alloc.h"
 #include "helpers.h"
 
-static int mm(struct td_tensor *a, struct td_tensor *b, struct td_tensor **out,
-              struct td_err *err)
+static int mm(struct td_tensor *a, struct td_tensor *b, struct td_tensor **out, struct td_err *err)
 {
     struct td_operand in[2] = {tens(a), tens(b)};
     return td_op_apply(TD_OP_MATMUL, in, 2, NULL, false, NULL, out, err);
@@ -199,21 +198,21 @@ static void test_errors_like_torch(void **state)
     const int64_t s222[] = {2, 2, 2};
     const enum td_dtype F = TD_DTYPE_F32, L = TD_DTYPE_I64;
     expect_error(s23, 2, F, s23, 2, F, "mat1 and mat2 shapes cannot be multiplied (2x3 and 2x3)");
-    expect_error(s3, 1, F, s2, 1, F, "inconsistent tensor size, expected tensor [3] and src [2] "
+    expect_error(s3, 1, F, s2, 1, F,
+                 "inconsistent tensor size, expected tensor [3] and src [2] "
                  "to have the same number of elements, but got 3 and 2 elements respectively");
     expect_error(s23, 2, F, s2, 1, F, "size mismatch, got 2, 2x3,2");
     expect_error(s2, 1, F, s34, 2, F, "mat1 and mat2 shapes cannot be multiplied (1x2 and 3x4)");
-    expect_error(s223, 3, F, s22, 2, F,
-                 "mat1 and mat2 shapes cannot be multiplied (4x3 and 2x2)");
+    expect_error(s223, 3, F, s22, 2, F, "mat1 and mat2 shapes cannot be multiplied (4x3 and 2x2)");
     expect_error(s223, 3, F, s2, 1, F, "size mismatch, got 4, 4x3,2");
-    expect_error(s223, 3, F, s42, 2, F,
-                 "mat1 and mat2 shapes cannot be multiplied (4x3 and 4x2)");
+    expect_error(s223, 3, F, s42, 2, F, "mat1 and mat2 shapes cannot be multiplied (4x3 and 4x2)");
     expect_error(s3, 1, F, s223, 3, F, "size mismatch, got 6, 6x2,3");
-    expect_error(s23, 2, F, s222, 3, F,
-                 "mat1 and mat2 shapes cannot be multiplied (4x2 and 3x2)");
-    expect_error(s5223, 4, F, s242, 3, F, "Expected size for first two dimensions of batch2 "
+    expect_error(s23, 2, F, s222, 3, F, "mat1 and mat2 shapes cannot be multiplied (4x2 and 3x2)");
+    expect_error(s5223, 4, F, s242, 3, F,
+                 "Expected size for first two dimensions of batch2 "
                  "tensor to be: [10, 3] but got: [10, 4].");
-    expect_error(s223, 3, F, s223, 3, F, "Expected size for first two dimensions of batch2 "
+    expect_error(s223, 3, F, s223, 3, F,
+                 "Expected size for first two dimensions of batch2 "
                  "tensor to be: [2, 3] but got: [2, 2].");
     expect_error(s22, 0, F, s22, 2, F,
                  "both arguments to matmul need to be at least 1D, but they are 0D and 2D");

@@ -35,10 +35,10 @@ static void test_seeded_sequences_repeat(void **state)
     assert_int_equal(td_tensor_rand(&b, TD_DTYPE_F32, s, 1, &r, NULL, NULL), 0);
     int same_next = 0;
     for (int i = 0; i < 1000; i++) {
-        assert_true(at(a, i) == at(b, i));  /* manual_seed restarts the sequence */
+        assert_true(at(a, i) == at(b, i)); /* manual_seed restarts the sequence */
         same_next += at(a, i) == at(c, i);
     }
-    assert_true(same_next < 5);  /* the next draw continues, it does not repeat */
+    assert_true(same_next < 5); /* the next draw continues, it does not repeat */
     td_tensor_unref(a);
     td_tensor_unref(b);
     td_tensor_unref(c);

@@ -29,7 +29,7 @@ static void test_shape_check(void **state)
     assert_int_equal(td_shape_check(nine, 9, TD_DTYPE_F32, NULL, NULL, &err), TD_EINVAL);
     const int64_t over[] = {INT64_C(1) << 32, INT64_C(1) << 32};
     assert_int_equal(td_shape_check(over, 2, TD_DTYPE_BOOL, NULL, NULL, &err), TD_ELIMIT);
-    const int64_t bytes_over[] = {INT64_C(1) << 61};  /* fits as a count, not as float64 bytes */
+    const int64_t bytes_over[] = {INT64_C(1) << 61}; /* fits as a count, not as float64 bytes */
     assert_int_equal(td_shape_check(bytes_over, 1, TD_DTYPE_F64, NULL, NULL, &err), TD_ELIMIT);
     /* a zero dim makes the tensor empty, but the other sizes must still multiply within 2^63:
     ** contiguous strides are their product (an overflow there was UB, found by the hostile
@@ -38,8 +38,7 @@ static void test_shape_check(void **state)
     assert_int_equal(td_shape_check(zero, 3, TD_DTYPE_F64, &numel, &nbytes, &err), 0);
     assert_int_equal(numel, 0);
     const int64_t zero_over[] = {0, INT64_MAX, INT64_MAX};
-    assert_int_equal(td_shape_check(zero_over, 3, TD_DTYPE_F64, &numel, &nbytes, &err),
-                     TD_ELIMIT);
+    assert_int_equal(td_shape_check(zero_over, 3, TD_DTYPE_F64, &numel, &nbytes, &err), TD_ELIMIT);
     /* 0-dim: one element */
     assert_int_equal(td_shape_check(ok, 0, TD_DTYPE_I32, &numel, &nbytes, &err), 0);
     assert_int_equal(numel, 1);
@@ -82,8 +81,9 @@ static void test_arange_like_torch(void **state)
     /* torch.arange(5) -> int64 [0..4] */
     enum td_dtype dt = td_arange_dtype(td_scalar_i(0), td_scalar_i(5), td_scalar_i(1));
     assert_int_equal(dt, TD_DTYPE_I64);
-    assert_int_equal(td_tensor_arange(&t, dt, td_scalar_i(0), td_scalar_i(5), td_scalar_i(1),
-                                      NULL, &err), 0);
+    assert_int_equal(td_tensor_arange(&t, dt, td_scalar_i(0), td_scalar_i(5), td_scalar_i(1), NULL,
+                                      &err),
+                     0);
     assert_int_equal(t->numel, 5);
     assert_true(at(t, 4) == 4);
     td_tensor_unref(t);
@@ -91,24 +91,29 @@ static void test_arange_like_torch(void **state)
     dt = td_arange_dtype(td_scalar_i(0), td_scalar_i(1), td_scalar_f(0.1));
     assert_int_equal(dt, TD_DTYPE_F32);
     assert_int_equal(td_tensor_arange(&t, dt, td_scalar_i(0), td_scalar_i(1), td_scalar_f(0.1),
-                                      NULL, &err), 0);
+                                      NULL, &err),
+                     0);
     assert_int_equal(t->numel, 10);
     assert_true(at(t, 9) == (double)(float)0.9);
     td_tensor_unref(t);
     /* torch.arange(10, 0, -3) -> [10, 7, 4, 1] */
     assert_int_equal(td_tensor_arange(&t, TD_DTYPE_I64, td_scalar_i(10), td_scalar_i(0),
-                                      td_scalar_i(-3), NULL, &err), 0);
+                                      td_scalar_i(-3), NULL, &err),
+                     0);
     assert_int_equal(t->numel, 4);
     assert_true(at(t, 0) == 10 && at(t, 3) == 1);
     td_tensor_unref(t);
     assert_int_equal(td_tensor_arange(&t, TD_DTYPE_I64, td_scalar_i(0), td_scalar_i(10),
-                                      td_scalar_i(0), NULL, &err), TD_EINVAL);
+                                      td_scalar_i(0), NULL, &err),
+                     TD_EINVAL);
     assert_string_equal(err.msg, "step must be nonzero");
     assert_int_equal(td_tensor_arange(&t, TD_DTYPE_I64, td_scalar_i(10), td_scalar_i(0),
-                                      td_scalar_i(1), NULL, &err), TD_EINVAL);
+                                      td_scalar_i(1), NULL, &err),
+                     TD_EINVAL);
     assert_string_equal(err.msg, "upper bound and larger bound inconsistent with step sign");
     assert_int_equal(td_tensor_arange(&t, TD_DTYPE_BOOL, td_scalar_i(0), td_scalar_i(10),
-                                      td_scalar_i(1), NULL, &err), TD_EDTYPE);
+                                      td_scalar_i(1), NULL, &err),
+                     TD_EDTYPE);
     assert_string_equal(err.msg, "\"arange_cpu\" not implemented for 'Bool'");
 }
 
@@ -123,7 +128,7 @@ static void test_adopt_and_copy_out(void **state)
     struct td_tensor *t;
     struct td_err err;
     assert_int_equal(td_tensor_adopt(&t, TD_DTYPE_I32, s23, 2, data, 24, NULL, &err), 0);
-    assert_ptr_equal(td_tensor_data(t), data);  /* adopted, not copied */
+    assert_ptr_equal(td_tensor_data(t), data); /* adopted, not copied */
     assert_true(td_tensor_is_contiguous(t));
     struct td_tensor *v = transposed(t);
     assert_false(td_tensor_is_contiguous(v));
@@ -149,8 +154,8 @@ static void test_constructor_allocation_failures(void **state)
         struct td_tensor *t = NULL;
         struct td_err err;
         td_alloc_fail_at(k);
-        int rc = td_tensor_arange(&t, TD_DTYPE_F64, td_scalar_i(0), td_scalar_i(3),
-                                  td_scalar_i(1), NULL, &err);
+        int rc = td_tensor_arange(&t, TD_DTYPE_F64, td_scalar_i(0), td_scalar_i(3), td_scalar_i(1),
+                                  NULL, &err);
         int64_t used = td_alloc_count();
         td_alloc_fail_at(0);
         if (rc == 0) {
@@ -177,12 +182,12 @@ static void test_constructor_allocation_failures(void **state)
 
 struct ctor_case {
     const char *what;
-    void (*prepare)(void *ctx);     /* before the fault is armed: inputs, taken buffers */
+    void (*prepare)(void *ctx); /* before the fault is armed: inputs, taken buffers */
     int (*make)(struct td_tensor **out, void *ctx, struct td_quota *q, struct td_err *err);
     enum td_dtype dtype;
     int ndim;
     int64_t shape[2];
-    const double *want;             /* values in C order; NULL: uninitialised contents */
+    const double *want; /* values in C order; NULL: uninitialised contents */
 };
 
 static void ctor_sweep(const struct ctor_case *c, void *ctx)
@@ -226,8 +231,8 @@ static void ctor_sweep(const struct ctor_case *c, void *ctx)
                      (long long)(td_alloc_live_bytes() - base));
         }
         if (used < k) {
-            assert_int_equal(rc, 0);  /* the run that reached no armed allocation succeeded */
-            assert_true(k > 1);       /* and every constructor allocates something */
+            assert_int_equal(rc, 0); /* the run that reached no armed allocation succeeded */
+            assert_true(k > 1);      /* and every constructor allocates something */
             return;
         }
     }
@@ -294,12 +299,12 @@ static void test_constructor_allocation_sweeps(void **state)
     static const double contig_want[] = {1, 4, 2, 5, 3, 6};
     const struct ctor_case full = {"full", NULL, make_full, TD_DTYPE_I32, 2, {2, 3}, full_want};
     const struct ctor_case empty = {"empty", NULL, make_empty, TD_DTYPE_F64, 2, {2, 3}, NULL};
-    const struct ctor_case arange = {"arange", NULL, make_arange, TD_DTYPE_F64, 1, {3, 0},
-                                     arange_want};
-    const struct ctor_case adopt = {"adopt", prepare_adopt, make_adopt, TD_DTYPE_I32, 2, {2, 3},
-                                    adopt_want};
-    const struct ctor_case contig = {"contiguous", NULL, make_contiguous, TD_DTYPE_F64, 2, {3, 2},
-                                     contig_want};
+    const struct ctor_case arange = {"arange", NULL,   make_arange, TD_DTYPE_F64,
+                                     1,        {3, 0}, arange_want};
+    const struct ctor_case adopt = {"adopt", prepare_adopt, make_adopt, TD_DTYPE_I32,
+                                    2,       {2, 3},        adopt_want};
+    const struct ctor_case contig = {"contiguous", NULL,       make_contiguous, TD_DTYPE_F64, 2,
+                                     {3, 2},       contig_want};
     ctor_sweep(&full, NULL);
     ctor_sweep(&empty, NULL);
     ctor_sweep(&arange, NULL);
@@ -338,7 +343,7 @@ static void test_prepare_write_allocation_sweep(void **state)
         int64_t used = td_alloc_count();
         td_alloc_fail_at(0);
         if (rc == 0) {
-            assert_ptr_not_equal(td_tensor_data(t), before);  /* a private copy */
+            assert_ptr_not_equal(td_tensor_data(t), before); /* a private copy */
         } else {
             if (rc != TD_ENOMEM) {
                 fail_msg("prepare_write with allocation %lld failing returned %d (%s)",
@@ -348,7 +353,7 @@ static void test_prepare_write_allocation_sweep(void **state)
             assert_int_equal(atomic_load(&q.used), charged);
         }
         assert_memory_equal(td_tensor_data(t), v, sizeof v);
-        assert_memory_equal(before, v, sizeof v);  /* the pinned bytes are untouched */
+        assert_memory_equal(before, v, sizeof v); /* the pinned bytes are untouched */
         td_buffer_unref(pin);
         if (rc != 0 && td_alloc_live_bytes() != base) {
             fail_msg("prepare_write with allocation %lld failing leaks %lld bytes", (long long)k,

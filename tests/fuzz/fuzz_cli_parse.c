@@ -17,7 +17,7 @@
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_cli_parse: check failed at line %d: %s\n", __LINE__, #cond);   \
+            fprintf(stderr, "fuzz_cli_parse: check failed at line %d: %s\n", __LINE__, #cond);     \
             abort();                                                                               \
         }                                                                                          \
     } while (0)

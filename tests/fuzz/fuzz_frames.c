@@ -41,7 +41,7 @@
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_frames: check failed at line %d: %s\n", __LINE__, #cond);      \
+            fprintf(stderr, "fuzz_frames: check failed at line %d: %s\n", __LINE__, #cond);        \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -56,21 +56,21 @@ struct state {
     const uint8_t *stream;
     size_t len;
     struct expect_frame frames[MAX_EXPECT];
-    int nframes;           /* complete frames the reference parser found */
-    bool error_expected;   /* a refused header follows the last complete frame */
-    bool established;      /* td_conn_established called: at open (flag 64) or after frame 1,
+    int nframes;         /* complete frames the reference parser found */
+    bool error_expected; /* a refused header follows the last complete frame */
+    bool established;    /* td_conn_established called: at open (flag 64) or after frame 1,
                            ** as the daemon does after a Hello; before it, no data section */
-    bool truncated;        /* the stream ends inside a frame */
+    bool truncated;      /* the stream ends inside a frame */
     bool echo, pause_in_frame;
 
     /* what happened */
-    struct td_conn *conn;  /* NULL before on_open and after on_close */
+    struct td_conn *conn; /* NULL before on_open and after on_close */
     int opens, closes, errors, delivered;
-    int paused;            /* td_conn_pause calls not yet resumed */
+    int paused; /* td_conn_pause calls not yet resumed */
     int64_t releases_pending;
-    uint8_t *echo_expect;  /* concatenation of delivered frames' meta + data */
+    uint8_t *echo_expect; /* concatenation of delivered frames' meta + data */
     size_t echo_len, echo_cap, echo_got;
-    bool echo_broken;      /* the echo buffer could not grow: stop checking echoes */
+    bool echo_broken; /* the echo buffer could not grow: stop checking echoes */
 };
 
 static struct state st;
@@ -176,7 +176,7 @@ static void on_frame(struct td_conn *c, void *conn_user, const uint8_t *meta, si
     CHECK(st.delivered < st.nframes);
     const struct expect_frame *f = &st.frames[st.delivered++];
     if (!st.established) {
-        td_conn_established(c);  /* the first frame was the handshake */
+        td_conn_established(c); /* the first frame was the handshake */
         st.established = true;
     }
     /* Whole, within the limits, and the very bytes that were sent. */
@@ -319,7 +319,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         .idle_timeout_ms = 60000,
     };
     struct td_net_callbacks cb = {
-        .on_open = on_open, .on_frame = on_frame, .on_frame_error = on_frame_error,
+        .on_open = on_open,
+        .on_frame = on_frame,
+        .on_frame_error = on_frame_error,
         .on_close = on_close,
     };
     td_net_init(&net, &loop, &cfg, &cb);
@@ -385,7 +387,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             pump(fd, false);
         }
         if (sent < n) {
-            break;  /* the server stopped reading (a refused frame): the rest goes nowhere */
+            break; /* the server stopped reading (a refused frame): the rest goes nowhere */
         }
         at += n;
     }

@@ -57,7 +57,7 @@
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            FAIL("check failed at line %d: %s (request %s)", __LINE__, #cond, cur_label);        \
+            FAIL("check failed at line %d: %s (request %s)", __LINE__, #cond, cur_label);          \
         }                                                                                          \
     } while (0)
 
@@ -65,11 +65,11 @@ void openblas_set_num_threads(int num_threads);
 
 /* ---- limits of the test daemon ---- */
 
-#define INLINE_LIMIT_NS (100 * 1000000ull)     /* a request held the loop: fail */
-#define HEAVY_LIMIT_NS (4000 * 1000000ull)     /* a heavy job ran far past its deadline: fail */
-#define INLINE_WALL_NS (3000 * 1000000ull)     /* backstops for a request that blocks */
+#define INLINE_LIMIT_NS (100 * 1000000ull) /* a request held the loop: fail */
+#define HEAVY_LIMIT_NS (4000 * 1000000ull) /* a heavy job ran far past its deadline: fail */
+#define INLINE_WALL_NS (3000 * 1000000ull) /* backstops for a request that blocks */
 #define HEAVY_WALL_NS (30000 * 1000000ull)
-#define HEAVY_BUDGET_NS (3000 * 1000000ull)    /* per input: after this much heavy CPU, close */
+#define HEAVY_BUDGET_NS (3000 * 1000000ull) /* per input: after this much heavy CPU, close */
 #define MAX_BYTES (96 << 20)
 #define BOOKKEEPING_SLACK (16 << 20)
 #define SLOTS 12
@@ -81,10 +81,10 @@ void openblas_set_num_threads(int num_threads);
 
 enum phase { PHASE_IDLE, PHASE_INLINE, PHASE_HEAVY };
 
-static clockid_t main_cpu;                  /* this thread's CPU clock */
+static clockid_t main_cpu; /* this thread's CPU clock */
 static _Atomic int phase;
 static _Atomic uint64_t phase_cpu0, phase_wall0;
-static char cur_label[LABEL_LEN] = "(none)";   /* the request running now, for messages */
+static char cur_label[LABEL_LEN] = "(none)"; /* the request running now, for messages */
 
 static uint64_t clock_ns(clockid_t id)
 {
@@ -93,7 +93,7 @@ static uint64_t clock_ns(clockid_t id)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static _Atomic uint64_t phase_gen;          /* bumped by every phase change */
+static _Atomic uint64_t phase_gen; /* bumped by every phase change */
 
 static void phase_check(const char *when)
 {
@@ -104,20 +104,19 @@ static void phase_check(const char *when)
     int ph = atomic_load(&phase);
     uint64_t cpu0 = atomic_load(&phase_cpu0), wall0 = atomic_load(&phase_wall0);
     uint64_t cpu_now = clock_ns(main_cpu), wall_now = clock_ns(CLOCK_MONOTONIC);
-    if (ph == PHASE_IDLE || atomic_load(&phase_gen) != gen || cpu_now < cpu0 ||
-        wall_now < wall0) {
+    if (ph == PHASE_IDLE || atomic_load(&phase_gen) != gen || cpu_now < cpu0 || wall_now < wall0) {
         return;
     }
     uint64_t cpu = cpu_now - cpu0, wall = wall_now - wall0;
     if (ph == PHASE_INLINE && (cpu > INLINE_LIMIT_NS || wall > INLINE_WALL_NS)) {
         FAIL("%s: request %s held the loop for %.0f ms of CPU (%.0f ms wall); the limit is "
-             "%llu ms", when, cur_label, (double)cpu / 1e6, (double)wall / 1e6,
-             INLINE_LIMIT_NS / 1000000ull);
+             "%llu ms",
+             when, cur_label, (double)cpu / 1e6, (double)wall / 1e6, INLINE_LIMIT_NS / 1000000ull);
     }
     if (ph == PHASE_HEAVY && (cpu > HEAVY_LIMIT_NS || wall > HEAVY_WALL_NS)) {
         FAIL("%s: heavy request %s ran %.0f ms of CPU (%.0f ms wall), past its deadline; the "
-             "limit is %llu ms", when, cur_label, (double)cpu / 1e6, (double)wall / 1e6,
-             HEAVY_LIMIT_NS / 1000000ull);
+             "limit is %llu ms",
+             when, cur_label, (double)cpu / 1e6, (double)wall / 1e6, HEAVY_LIMIT_NS / 1000000ull);
     }
 }
 
@@ -156,33 +155,33 @@ static uint64_t phase_leave(void)
 
 struct held {
     struct td_rpc_reply r;
-    uint8_t *copy;              /* the data section as it was when queued */
+    uint8_t *copy; /* the data section as it was when queued */
 };
 
 struct deferred {
     struct td_job *job;
-    char label[LABEL_LEN];      /* the request it runs */
+    char label[LABEL_LEN]; /* the request it runs */
 };
 
 struct harness {
     struct td_store store;
     struct td_rpc_server srv;
     struct td_rpc_peer *peer;
-    uint64_t want[MAX_OUTSTANDING];     /* ids of requests not yet answered, in order */
+    uint64_t want[MAX_OUTSTANDING]; /* ids of requests not yet answered, in order */
     char labels[MAX_OUTSTANDING][LABEL_LEN];
     int nwant;
     struct deferred jobs[MAX_DEFERRED]; /* heavy jobs handed to the executor, oldest first */
     int njobs;
-    bool eager;                 /* run heavy jobs as soon as they are queued */
-    bool closed;                /* a reply said close_after */
+    bool eager;  /* run heavy jobs as soon as they are queued */
+    bool closed; /* a reply said close_after */
     bool hold;
     struct held held[4];
     int nheld;
     uint8_t token[16];
     bool have_token;
     uint64_t next_id;
-    uint64_t heavy_ns;          /* CPU spent in heavy jobs this input */
-    const uint8_t *in;          /* the program */
+    uint64_t heavy_ns; /* CPU spent in heavy jobs this input */
+    const uint8_t *in; /* the program */
     size_t at, size;
 };
 
@@ -190,7 +189,7 @@ static struct harness hs;
 static char files_dir[64];
 static uint64_t fake_ms = 1000;
 static int64_t base_live;
-static bool debug;              /* FUZZ_DEBUG=1: print every request and reply */
+static bool debug; /* FUZZ_DEBUG=1: print every request and reply */
 
 static uint64_t fake_now(void)
 {
@@ -280,8 +279,8 @@ static void on_reply(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
     int code = resp->status != NULL ? (int)resp->status->code : 0;
     CHECK(h->nwant > 0);
     if (h->want[0] != resp->id) {
-        FAIL("reply id %llu (status %d) arrived when %s was expected",
-             (unsigned long long)resp->id, code, h->labels[0]);
+        FAIL("reply id %llu (status %d) arrived when %s was expected", (unsigned long long)resp->id,
+             code, h->labels[0]);
     }
     if (debug) {
         fprintf(stderr, "reply   %s: code=%d %s%s\n", h->labels[0], code,
@@ -328,13 +327,13 @@ static void on_reply(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
         }
         return;
     }
-    volatile uint8_t sum = 0;  /* read every byte, so a section pointing at freed memory shows */
+    volatile uint8_t sum = 0; /* read every byte, so a section pointing at freed memory shows */
     for (size_t i = 0; i < r->data_len; i++) {
         sum += ((const uint8_t *)r->data)[i];
     }
     (void)sum;
     if (restart) {
-        phase_enter(PHASE_INLINE);  /* the release is the daemon's work: it counts */
+        phase_enter(PHASE_INLINE); /* the release is the daemon's work: it counts */
     }
     if (r->release != NULL) {
         r->release(r->release_arg);
@@ -386,7 +385,8 @@ static void send_request(struct harness *h, Tensord__Request *req, const void *d
                 release_held(h);
             } else if (h->njobs == 0) {
                 FAIL("request %s: its data section is refused for later, with no job queued "
-                     "that could free its way", cur_label);
+                     "that could free its way",
+                     cur_label);
             } else {
                 finish_one_job(h);
             }
@@ -395,7 +395,7 @@ static void send_request(struct harness *h, Tensord__Request *req, const void *d
         if (rc == 0) {
             memcpy(d, data, dl);
         } else {
-            d = NULL;  /* refused: rpc answers with the error, the data is discarded */
+            d = NULL; /* refused: rpc answers with the error, the data is discarded */
         }
     }
     phase_enter(PHASE_INLINE);
@@ -403,7 +403,7 @@ static void send_request(struct harness *h, Tensord__Request *req, const void *d
     phase_leave();
     free(m);
     check_memory();
-    if (before > 0) {  /* pins taken before this request are checked and let go after it */
+    if (before > 0) { /* pins taken before this request are checked and let go after it */
         struct held keep[4];
         int nkeep = h->nheld - before;
         memcpy(keep, h->held + before, (size_t)nkeep * sizeof keep[0]);
@@ -439,7 +439,7 @@ static void new_peer(struct harness *h)
     CHECK(td_rpc_peer_new(&h->peer, &h->srv, on_reply, h) == 0);
     td_rpc_peer_set_addr(h->peer, "127.0.0.1:4242", 1);
     h->closed = false;
-    h->nwant = 0;  /* the old connection's unanswered requests stay unanswered */
+    h->nwant = 0; /* the old connection's unanswered requests stay unanswered */
 }
 
 static void close_peer(struct harness *h)
@@ -466,9 +466,38 @@ static uint64_t slot(struct harness *h)
 /* Sizes worth trying: small ones, 0, powers of two up to 2^62, the 2^64/3 that wrapped cat's sum,
 ** and negatives. */
 static const int64_t dim_table[32] = {
-    1, 2, 3, 0, 4, 5, 7, 8, 1, 16, 64, 1000, 1 << 16, 1 << 20, 1 << 26, 1 << 28,
-    1 << 30, INT64_C(1) << 31, INT64_C(1) << 32, INT64_C(1) << 40, INT64_C(1) << 62,
-    INT64_C(6148914691236517206), INT64_MAX, -1, -2, 2, 1, 3, 1 << 10, 1 << 14, 1 << 24, 9,
+    1,
+    2,
+    3,
+    0,
+    4,
+    5,
+    7,
+    8,
+    1,
+    16,
+    64,
+    1000,
+    1 << 16,
+    1 << 20,
+    1 << 26,
+    1 << 28,
+    1 << 30,
+    INT64_C(1) << 31,
+    INT64_C(1) << 32,
+    INT64_C(1) << 40,
+    INT64_C(1) << 62,
+    INT64_C(6148914691236517206),
+    INT64_MAX,
+    -1,
+    -2,
+    2,
+    1,
+    3,
+    1 << 10,
+    1 << 14,
+    1 << 24,
+    9,
 };
 
 static int64_t dim_of(struct harness *h)
@@ -512,9 +541,9 @@ static Tensord__Scalar *scalar_of(struct harness *h)
 
 static const char *op_name(int op)
 {
-    const ProtobufCEnumValue *v =
-        protobuf_c_enum_descriptor_get_value(&tensord__op__descriptor, op);
-    return v != NULL ? v->name + 3 : "?";  /* without "OP_" */
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&tensord__op__descriptor,
+                                                                       op);
+    return v != NULL ? v->name + 3 : "?"; /* without "OP_" */
 }
 
 /* Appends the dims to a label. */
@@ -600,7 +629,7 @@ static void opreq_send(struct harness *h, struct opreq *o)
 
 static int dtype_of(struct harness *h)
 {
-    return rd(h) % 6;  /* 0: unspecified */
+    return rd(h) % 6; /* 0: unspecified */
 }
 
 /* Create: a small tensor (at most 4096 elements) of pattern bytes. */
@@ -612,7 +641,7 @@ static void do_create(struct harness *h)
     int nd = rd(h) % 9;
     int64_t dims[8];
     int64_t n = 1;
-    if (b & 0x80) {  /* a large one: 2^10..2^20 elements, the pipelined-upload shape */
+    if (b & 0x80) { /* a large one: 2^10..2^20 elements, the pipelined-upload shape */
         nd = 1;
         dims[0] = INT64_C(1) << (10 + rd(h) % 11);
         n = dims[0];
@@ -636,7 +665,7 @@ static void do_create(struct harness *h)
     for (size_t i = 0; i < bytes; i++) {
         data[i] = dt == 5 ? (uint8_t)(i % 3 == 0) : (uint8_t)(i * 37 + 11);
     }
-    if (dt == 1 || dt == 2) {  /* finite floats: values 0..15 */
+    if (dt == 1 || dt == 2) { /* finite floats: values 0..15 */
         for (int64_t i = 0; i < n; i++) {
             if (dt == 1) {
                 ((float *)data)[i] = (float)(i % 16);
@@ -802,7 +831,7 @@ static void do_huge(struct harness *h)
     Tensord__Request req = TENSORD__REQUEST__INIT;
     req.body_case = TENSORD__REQUEST__BODY_FULL;
     req.full = &f;
-    uint64_t view = 1 + out % SLOTS;  /* the next slot */
+    uint64_t view = 1 + out % SLOTS; /* the next slot */
     send_request(h, &req, NULL, 0, out, "full ones for a huge view");
     struct opreq o;
     opreq_init(&o, TENSORD__OP__OP_EXPAND, view);
@@ -848,11 +877,11 @@ static void do_view(struct harness *h)
 static void do_reduce(struct harness *h)
 {
     static const int ops[] = {
-        TENSORD__OP__OP_SUM,  TENSORD__OP__OP_MEAN,   TENSORD__OP__OP_PROD,
-        TENSORD__OP__OP_MAX,  TENSORD__OP__OP_MIN,    TENSORD__OP__OP_ARGMAX,
-        TENSORD__OP__OP_ARGMIN, TENSORD__OP__OP_STD,  TENSORD__OP__OP_VAR,
-        TENSORD__OP__OP_NORM, TENSORD__OP__OP_LOGSUMEXP, TENSORD__OP__OP_ALL,
-        TENSORD__OP__OP_ANY,  TENSORD__OP__OP_SOFTMAX, TENSORD__OP__OP_LOG_SOFTMAX,
+        TENSORD__OP__OP_SUM,        TENSORD__OP__OP_MEAN,      TENSORD__OP__OP_PROD,
+        TENSORD__OP__OP_MAX,        TENSORD__OP__OP_MIN,       TENSORD__OP__OP_ARGMAX,
+        TENSORD__OP__OP_ARGMIN,     TENSORD__OP__OP_STD,       TENSORD__OP__OP_VAR,
+        TENSORD__OP__OP_NORM,       TENSORD__OP__OP_LOGSUMEXP, TENSORD__OP__OP_ALL,
+        TENSORD__OP__OP_ANY,        TENSORD__OP__OP_SOFTMAX,   TENSORD__OP__OP_LOG_SOFTMAX,
         TENSORD__OP__OP_CONTIGUOUS,
     };
     struct opreq o;
@@ -878,10 +907,10 @@ static void do_reduce(struct harness *h)
 /* matmul, mm, bmm, outer, linear, mse_loss, cross_entropy, where, on any slots. */
 static void do_matmul(struct harness *h)
 {
-    static const int ops[] = {TENSORD__OP__OP_MATMUL, TENSORD__OP__OP_MM, TENSORD__OP__OP_BMM,
-                              TENSORD__OP__OP_OUTER,  TENSORD__OP__OP_LINEAR,
-                              TENSORD__OP__OP_MSE_LOSS, TENSORD__OP__OP_CROSS_ENTROPY,
-                              TENSORD__OP__OP_WHERE};
+    static const int ops[] = {TENSORD__OP__OP_MATMUL,        TENSORD__OP__OP_MM,
+                              TENSORD__OP__OP_BMM,           TENSORD__OP__OP_OUTER,
+                              TENSORD__OP__OP_LINEAR,        TENSORD__OP__OP_MSE_LOSS,
+                              TENSORD__OP__OP_CROSS_ENTROPY, TENSORD__OP__OP_WHERE};
     struct opreq o;
     int op = ops[rd(h) % 8];
     opreq_init(&o, op, slot(h));
@@ -922,10 +951,10 @@ static void do_cat(struct harness *h)
 /* An in-place op on a slot (fill_, zero_, add_, mul_, copy_, clamp_, neg_, uniform_ ...). */
 static void do_inplace(struct harness *h)
 {
-    static const int ops[] = {TENSORD__OP__OP_ADD,  TENSORD__OP__OP_MUL,   TENSORD__OP__OP_FILL,
-                              TENSORD__OP__OP_ZERO, TENSORD__OP__OP_COPY,  TENSORD__OP__OP_CLAMP,
+    static const int ops[] = {TENSORD__OP__OP_ADD,  TENSORD__OP__OP_MUL,     TENSORD__OP__OP_FILL,
+                              TENSORD__OP__OP_ZERO, TENSORD__OP__OP_COPY,    TENSORD__OP__OP_CLAMP,
                               TENSORD__OP__OP_NEG,  TENSORD__OP__OP_UNIFORM, TENSORD__OP__OP_DIV,
-                              TENSORD__OP__OP_POW,  TENSORD__OP__OP_EXP,   TENSORD__OP__OP_SUB};
+                              TENSORD__OP__OP_POW,  TENSORD__OP__OP_EXP,     TENSORD__OP__OP_SUB};
     struct opreq o;
     int op = ops[rd(h) % 12];
     uint64_t target = slot(h);
@@ -1043,7 +1072,7 @@ static void do_persist(struct harness *h)
     size_t n = (b >> 1) % 5;
     for (size_t i = 0; i < n; i++) {
         nt[i] = (Tensord__NamedTensor)TENSORD__NAMED_TENSOR__INIT;
-        nt[i].name = (char *)names[b & 0x40 ? 0 : (i + (b >> 4)) % 4];  /* 0x40: one name */
+        nt[i].name = (char *)names[b & 0x40 ? 0 : (i + (b >> 4)) % 4]; /* 0x40: one name */
         nt[i].handle = slot(h);
         ntp[i] = &nt[i];
     }
@@ -1144,16 +1173,37 @@ static void do_factory(struct harness *h)
 }
 
 enum insn {
-    I_CREATE, I_FULL, I_RAND, I_ARANGE, I_RUNOP, I_EXPAND, I_HUGE, I_VIEW, I_REDUCE, I_MATMUL,
-    I_CAT, I_INPLACE, I_GET, I_FORMAT, I_FREE, I_AUTOGRAD, I_PERSIST, I_WRITE, I_MISC,
-    I_FACTORY, I_RUN_HEAVY, I_RECONNECT, I_CLOSE_SESSION, I_COUNT
+    I_CREATE,
+    I_FULL,
+    I_RAND,
+    I_ARANGE,
+    I_RUNOP,
+    I_EXPAND,
+    I_HUGE,
+    I_VIEW,
+    I_REDUCE,
+    I_MATMUL,
+    I_CAT,
+    I_INPLACE,
+    I_GET,
+    I_FORMAT,
+    I_FREE,
+    I_AUTOGRAD,
+    I_PERSIST,
+    I_WRITE,
+    I_MISC,
+    I_FACTORY,
+    I_RUN_HEAVY,
+    I_RECONNECT,
+    I_CLOSE_SESSION,
+    I_COUNT
 };
 
 static void run_program(struct harness *h)
 {
     while (h->at < h->size && !h->closed) {
         if (h->heavy_ns > HEAVY_BUDGET_NS) {
-            break;  /* enough work for one input: the connection goes (cancelling the rest) */
+            break; /* enough work for one input: the connection goes (cancelling the rest) */
         }
         switch (rd(h) % I_COUNT) {
         case I_CREATE: do_create(h); break;
@@ -1176,9 +1226,7 @@ static void run_program(struct harness *h)
         case I_WRITE: do_write(h); break;
         case I_MISC: do_misc(h); break;
         case I_FACTORY: do_factory(h); break;
-        case I_RUN_HEAVY:
-            finish_one_job(h);
-            break;
+        case I_RUN_HEAVY: finish_one_job(h); break;
         case I_RECONNECT: {
             /* The connection goes away mid-work (its queued and running work is cancelled);
             ** a new one resumes the session by its token. */
@@ -1198,8 +1246,7 @@ static void run_program(struct harness *h)
             send_hello(h, false);
             break;
         }
-        default:
-            break;
+        default: break;
         }
     }
 }
@@ -1218,7 +1265,7 @@ static void clear_files(const char *dir)
         }
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         if (unlink(path) != 0) {
-            clear_files(path);  /* a per-session directory */
+            clear_files(path); /* a per-session directory */
             rmdir(path);
         }
     }
@@ -1246,7 +1293,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     td_log_min_level = TD_LOG_OFF;
     debug = getenv("FUZZ_DEBUG") != NULL;
     openblas_set_num_threads(1);
-    td_parallel_set_threads(1);  /* every kernel on this thread, so its CPU clock sees them */
+    td_parallel_set_threads(1); /* every kernel on this thread, so its CPU clock sees them */
     snprintf(files_dir, sizeof files_dir, "/tmp/td_fuzz_ops.XXXXXX");
     CHECK(mkdtemp(files_dir) != NULL);
     atexit(remove_files_dir);
@@ -1277,7 +1324,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fake_ms = 1000;
     struct td_store_config cfg = {
         .max_bytes = MAX_BYTES,
-        .session_max_bytes = 64 << 20,  /* room for a misjudged op to show on the clock */
+        .session_max_bytes = 64 << 20, /* room for a misjudged op to show on the clock */
         .max_tensor_bytes = 64 << 20,
         .max_sessions = 4,
         .session_max_handles = 256,
@@ -1286,7 +1333,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     td_store_init(&h->store, &cfg, &executor_deferred);
     h->srv.store = &h->store;
     h->srv.max_frame_bytes = 1u << 20;
-    h->srv.heavy_work = 1 << 16;  /* the daemon's threshold (server/main.c) */
+    h->srv.heavy_work = 1 << 16; /* the daemon's threshold (server/main.c) */
     h->srv.max_op_elements = env_i64("FUZZ_OPS_MAX_OP_ELEMENTS", INT64_C(1) << 32);
     h->srv.max_request_ms = (uint64_t)env_i64("FUZZ_OPS_MAX_REQUEST_MS", 1000);
     h->srv.session_max_disk_bytes = 24 << 20;
@@ -1306,7 +1353,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* The end: queued heavy jobs run and every request is answered; past the heavy budget the
     ** connection goes first instead, which cancels what is queued. */
     if (h->heavy_ns <= HEAVY_BUDGET_NS) {
-        release_held(h);  /* held replies count as unsent and may hold the session */
+        release_held(h); /* held replies count as unsent and may hold the session */
         while (h->njobs > 0) {
             finish_one_job(h);
             release_held(h);

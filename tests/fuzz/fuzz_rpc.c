@@ -42,7 +42,7 @@
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_rpc: check failed at line %d: %s\n", __LINE__, #cond);         \
+            fprintf(stderr, "fuzz_rpc: check failed at line %d: %s\n", __LINE__, #cond);           \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -54,7 +54,7 @@ void openblas_set_num_threads(int num_threads);
 
 struct held {
     struct td_rpc_reply r;
-    uint8_t *copy;              /* the data section as it was when queued */
+    uint8_t *copy; /* the data section as it was when queued */
 };
 
 #define MAX_OUTSTANDING 1024
@@ -64,14 +64,14 @@ struct harness {
     struct td_store store;
     struct td_rpc_server srv;
     struct td_rpc_peer *peer;
-    int replies;                /* since the last request was sent */
+    int replies;                    /* since the last request was sent */
     uint64_t want[MAX_OUTSTANDING]; /* ids of requests not yet answered, in order;
                                     ** UINT64_MAX: one that could not be decoded */
     int nwant;
-    bool deferred;              /* the deferring executor is in use */
+    bool deferred;                     /* the deferring executor is in use */
     struct td_job *jobs[MAX_DEFERRED]; /* heavy jobs handed to it, oldest first */
     int njobs;
-    bool closed;                /* a reply said close_after: no more requests on this peer */
+    bool closed; /* a reply said close_after: no more requests on this peer */
     bool hold;
     struct held held[4];
     int nheld;
@@ -83,7 +83,7 @@ static struct harness hs;
 static char files_dir[64];
 static uint64_t now = 1000;
 static int64_t base_live;
-static bool debug;             /* FUZZ_DEBUG=1: print every reply */
+static bool debug; /* FUZZ_DEBUG=1: print every reply */
 
 static uint64_t fake_now(void)
 {
@@ -275,7 +275,7 @@ static void new_peer(struct harness *h)
     CHECK(td_rpc_peer_new(&h->peer, &h->srv, on_reply, h) == 0);
     td_rpc_peer_set_addr(h->peer, "127.0.0.1:4242", 1);
     h->closed = false;
-    h->nwant = 0;  /* the old connection's unanswered requests stay unanswered */
+    h->nwant = 0; /* the old connection's unanswered requests stay unanswered */
 }
 
 static void clear_files(void)
@@ -343,7 +343,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     h->srv.now_ms = fake_now;
     h->srv.started_ms = now;
     h->srv.files_dir = files_dir;
-    h->srv.shared_files = true;  /* one flat directory, which case 6 plants files in */
+    h->srv.shared_files = true; /* one flat directory, which case 6 plants files in */
     h->srv.auth_token = (flags & 2) != 0 ? AUTH_TOKEN : NULL;
     memset(h->srv.instance_id, 7, sizeof h->srv.instance_id);
     h->hold = (flags & 4) != 0;
@@ -392,16 +392,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 break;
             }
             /* fall through */
-        default:
-            send_frame(h, meta, ml, body, dl);
-            break;
+        default: send_frame(h, meta, ml, body, dl); break;
         }
     }
 
     while (h->njobs > 0) {
         finish_one_job(h);
     }
-    CHECK(h->closed || h->nwant == 0);  /* every request was answered */
+    CHECK(h->closed || h->nwant == 0); /* every request was answered */
     release_held(h);
     td_rpc_peer_close(h->peer);
     CHECK(!td_store_busy(&h->store));

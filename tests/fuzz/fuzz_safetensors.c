@@ -22,7 +22,7 @@
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_safetensors: check failed at line %d: %s\n", __LINE__, #cond); \
+            fprintf(stderr, "fuzz_safetensors: check failed at line %d: %s\n", __LINE__, #cond);   \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -50,8 +50,7 @@ static void check_server(const struct td_st_header *h, uint64_t data_len)
             CHECK(e->shape[d] >= 0);
         }
         CHECK(e->begin <= e->end && e->end <= data_len);
-        CHECK(e->end - e->begin ==
-              entry_bytes((int)td_st_dtype_size(e->dtype), e->ndim, e->shape));
+        CHECK(e->end - e->begin == entry_bytes((int)td_st_dtype_size(e->dtype), e->ndim, e->shape));
     }
     for (int i = 0; i < h->nmeta; i++) {
         CHECK(h->keys[i] != NULL && h->vals[i] != NULL);
@@ -64,9 +63,9 @@ static void check_roundtrip(const struct td_st_header *h)
     uint8_t *out = NULL;
     size_t len = 0;
     struct td_err err = {0};
-    if (td_st_header_build(h->e, h->n, (const char *const *)h->keys,
-                           (const char *const *)h->vals, h->nmeta, &out, &len, &err) != 0) {
-        return;  /* names it refuses to write (empty, too long) */
+    if (td_st_header_build(h->e, h->n, (const char *const *)h->keys, (const char *const *)h->vals,
+                           h->nmeta, &out, &len, &err) != 0) {
+        return; /* names it refuses to write (empty, too long) */
     }
     CHECK(len >= 8 && len % 8 == 0);
     uint64_t n = 0;
@@ -88,8 +87,8 @@ static void check_roundtrip(const struct td_st_header *h)
     for (int i = 0; i < h->n; i++) {
         CHECK(strcmp(h2.e[i].name, h->e[i].name) == 0);
         CHECK(h2.e[i].dtype == h->e[i].dtype && h2.e[i].ndim == h->e[i].ndim);
-        CHECK(memcmp(h2.e[i].shape, h->e[i].shape, sizeof h->e[i].shape[0] * (size_t)h->e[i].ndim)
-              == 0);
+        CHECK(memcmp(h2.e[i].shape, h->e[i].shape,
+                     sizeof h->e[i].shape[0] * (size_t)h->e[i].ndim) == 0);
         CHECK(h2.e[i].begin == h->e[i].begin && h2.e[i].end == h->e[i].end);
     }
     for (int i = 0; i < h->nmeta; i++) {

@@ -11,7 +11,7 @@
 struct td_test_daemon {
     pid_t pid;
     int port;
-    char addr[64];       /* "127.0.0.1:PORT" */
+    char addr[64]; /* "127.0.0.1:PORT" */
     char log_path[256];
 };
 

@@ -72,23 +72,23 @@
 #define ROUND_HANDLES 16
 #define PREFILL_FACTOR 2
 
-#define HEAVY_M 512               /* heavy round: C[M,N] = A[M,K] @ B[K,N] */
+#define HEAVY_M 512 /* heavy round: C[M,N] = A[M,K] @ B[K,N] */
 #define HEAVY_K 256
 #define HEAVY_N 256
-#define HEAVY_CHUNK_FLOATS 8192   /* C is read back and checked in 32 KiB chunks */
+#define HEAVY_CHUNK_FLOATS 8192 /* C is read back and checked in 32 KiB chunks */
 
 #define METRICS_CAP ((size_t)4 << 20)
 
 struct opts {
     const char *addr;
     const char *token;
-    const char *metrics_addr;     /* the daemon's --metrics-listen, for allocated_bytes */
-    const char *samples_path;     /* the memory samples also go here */
+    const char *metrics_addr; /* the daemon's --metrics-listen, for allocated_bytes */
+    const char *samples_path; /* the memory samples also go here */
     int connections, sessions;
     double seconds;
-    double heavy_rate;            /* heavy rounds per second over all connections; 0: none */
+    double heavy_rate; /* heavy rounds per second over all connections; 0: none */
     long rss_pid;
-    double rss_slack;             /* allowed RSS growth after warm-up, as a fraction */
+    double rss_slack; /* allowed RSS growth after warm-up, as a fraction */
 };
 
 struct hist {
@@ -102,14 +102,14 @@ struct worker {
     int index;
     const struct opts *o;
     uint64_t requests, errors, rounds, heavy_rounds;
-    struct hist *lat;             /* this thread's latencies; merged by main at the end */
+    struct hist *lat; /* this thread's latencies; merged by main at the end */
     char first_error[320];
 };
 
 /* What the daemon holds, at one moment. -1: not known. */
 struct mem_sample {
-    double t;                     /* seconds since the start */
-    double held_s;                /* a checkpoint: how long the workers were held */
+    double t;      /* seconds since the start */
+    double held_s; /* a checkpoint: how long the workers were held */
     long rss_kib;
     long long allocated, cached, tensors, sessions;
 };
@@ -123,7 +123,7 @@ static pthread_barrier_t sessions_ready;
 static atomic_int pause_gen;
 static pthread_barrier_t quiet;
 
-static uint64_t heavy_period_ns;  /* 0: no heavy rounds */
+static uint64_t heavy_period_ns; /* 0: no heavy rounds */
 static _Atomic uint64_t heavy_next_ns;
 
 static uint64_t now_ns(void)
@@ -252,13 +252,13 @@ static bool round_once(struct worker *w, struct tensord *c, uint64_t round)
     CALL(w, "create", tensord_create(c, a, TENSORD_FLOAT32, sq, 2, a_data, sizeof a_data, &err));
     struct tensord_operand two = tensord_f(2.0);
     struct tensord_operand in[2] = {tensord_h(a), two};
-    CALL(w, "mul", tensord_op(c, "mul", b, in, 2, false, NULL, &err));       /* 2v */
+    CALL(w, "mul", tensord_op(c, "mul", b, in, 2, false, NULL, &err)); /* 2v */
     struct tensord_operand mm[2] = {tensord_h(a), tensord_h(b)};
     CALL(w, "matmul", tensord_op(c, "matmul", m, mm, 2, false, NULL, &err)); /* 8 * v * 2v */
     struct tensord_operand ad[2] = {tensord_h(m), tensord_h(a)};
-    CALL(w, "add", tensord_op(c, "add", p, ad, 2, false, NULL, &err));       /* 16v^2 + v */
+    CALL(w, "add", tensord_op(c, "add", p, ad, 2, false, NULL, &err)); /* 16v^2 + v */
     struct tensord_operand sm[1] = {tensord_h(p)};
-    CALL(w, "sum", tensord_op(c, "sum", s, sm, 1, false, NULL, &err));       /* 64 (16v^2+v) */
+    CALL(w, "sum", tensord_op(c, "sum", s, sm, 1, false, NULL, &err)); /* 64 (16v^2+v) */
     float total = 0;
     CALL(w, "get", tensord_get(c, s, NULL, &total, sizeof total, &err));
     if (!close_to(total, 64.0 * (16.0 * v * v + v))) {
@@ -269,16 +269,16 @@ static bool round_once(struct worker *w, struct tensord *c, uint64_t round)
     CALL(w, "create", tensord_create(c, x, TENSORD_FLOAT32, vec, 1, x_data, sizeof x_data, &err));
     uint64_t id;
     struct tensord_reply r;
-    CALL(w, "requires_grad", tensord_send_set_grad(c, x, true, false, false, &id, &err) ||
-                             tensord_recv(c, &r, &err) || r.status);
+    CALL(w, "requires_grad",
+         tensord_send_set_grad(c, x, true, false, false, &id, &err) || tensord_recv(c, &r, &err) ||
+             r.status);
     struct tensord_operand xx[2] = {tensord_h(x), tensord_h(x)};
     CALL(w, "mul", tensord_op(c, "mul", x2, xx, 2, false, NULL, &err));
     struct tensord_operand xs[1] = {tensord_h(x2)};
     CALL(w, "sum", tensord_op(c, "sum", l, xs, 1, false, NULL, &err));
-    CALL(w, "backward", tensord_send_backward(c, l, 0, false, &id, &err) ||
-                        tensord_recv(c, &r, &err) || r.status);
-    CALL(w, "grad", tensord_send_grad(c, x, g, &id, &err) || tensord_recv(c, &r, &err) ||
-                    r.status);
+    CALL(w, "backward",
+         tensord_send_backward(c, l, 0, false, &id, &err) || tensord_recv(c, &r, &err) || r.status);
+    CALL(w, "grad", tensord_send_grad(c, x, g, &id, &err) || tensord_recv(c, &r, &err) || r.status);
     float grad[4];
     CALL(w, "get", tensord_get(c, g, NULL, grad, sizeof grad, &err));
     for (int i = 0; i < 4; i++) {
@@ -300,8 +300,8 @@ static bool heavy_due(void)
         return false;
     }
     uint64_t due = atomic_load(&heavy_next_ns), now = now_ns();
-    return now >= due && atomic_compare_exchange_strong(&heavy_next_ns, &due,
-                                                        now + heavy_period_ns);
+    return now >= due &&
+           atomic_compare_exchange_strong(&heavy_next_ns, &due, now + heavy_period_ns);
 }
 
 /* A round above the daemon's heavy_work threshold (65,536 elements of work): A = a * c
@@ -344,8 +344,8 @@ static bool heavy_once(struct worker *w, struct tensord *c, uint64_t round)
     struct tensord_operand ab[2] = {tensord_h(ma), tensord_h(mb)};
     CALL(w, "heavy matmul", tensord_op(c, "matmul", mc, ab, 2, false, NULL, &err));
     for (size_t first = 0; first < (size_t)HEAVY_M * HEAVY_N; first += HEAVY_CHUNK_FLOATS) {
-        CALL(w, "get", tensord_get_range(c, mc, first * sizeof(float), sizeof chunk, chunk, NULL,
-                                         &err));
+        CALL(w, "get",
+             tensord_get_range(c, mc, first * sizeof(float), sizeof chunk, chunk, NULL, &err));
         for (size_t e = 0; e < HEAVY_CHUNK_FLOATS; e++) {
             size_t i = (first + e) / HEAVY_N, j = (first + e) % HEAVY_N;
             if (chunk[e] != (float)((double)av[i] * bv[j] * dot)) {
@@ -370,8 +370,7 @@ static bool prefill_session(struct worker *w, struct tensord *c, int n)
     bool ok = hs != NULL;
     for (int i = 0; ok && i < n; i++) {
         hs[i] = tensord_new_handle(c);
-        ok = tensord_send_full(c, hs[i], TENSORD_FLOAT32, one, 1, tensord_f(0.0), NULL,
-                               &err) == 0;
+        ok = tensord_send_full(c, hs[i], TENSORD_FLOAT32, one, 1, tensord_f(0.0), NULL, &err) == 0;
     }
     struct tensord_reply r;
     while (ok && tensord_pending(c) > 0) {
@@ -394,7 +393,7 @@ static void *run_worker(void *arg)
     struct tensord_options co = {.auth_token = o->token, .client_name = "loadgen"};
     int slot = w->index % o->sessions;
     bool owner = w->index < o->sessions, healthy = false;
-    if (owner) {  /* the first M connections open the sessions ... */
+    if (owner) { /* the first M connections open the sessions ... */
         if (tensord_connect(&c, o->addr, &co, &err) != 0) {
             note_error(w, "connect", &err);
             c = NULL;
@@ -405,7 +404,7 @@ static void *run_worker(void *arg)
         }
     }
     pthread_barrier_wait(&sessions_ready);
-    if (!owner) {  /* ... the others resume them */
+    if (!owner) { /* ... the others resume them */
         co.session_token = session_tokens[slot];
         if (tensord_connect(&c, o->addr, &co, &err) != 0) {
             note_error(w, "connect", &err);
@@ -417,14 +416,14 @@ static void *run_worker(void *arg)
     int seen = 0;
     for (uint64_t round = 0; !atomic_load(&stop_flag);) {
         int gen = atomic_load(&pause_gen);
-        if (gen != seen) {  /* a checkpoint: wait between rounds until main has measured */
+        if (gen != seen) { /* a checkpoint: wait between rounds until main has measured */
             seen = gen;
             pthread_barrier_wait(&quiet);
             pthread_barrier_wait(&quiet);
             continue;
         }
         if (!healthy) {
-            usleep(10000);  /* failed: stays out of the way, but still attends checkpoints */
+            usleep(10000); /* failed: stays out of the way, but still attends checkpoints */
             continue;
         }
         /* After a failure the connection's state is unknown: this worker stops working. */
@@ -436,7 +435,7 @@ static void *run_worker(void *arg)
         w->rounds += healthy;
         round++;
     }
-    pthread_barrier_wait(&quiet);  /* the final checkpoint, with the connection still open */
+    pthread_barrier_wait(&quiet); /* the final checkpoint, with the connection still open */
     pthread_barrier_wait(&quiet);
     tensord_disconnect(c);
     return NULL;
@@ -518,12 +517,16 @@ static long long metric_value(const char *text, const char *name)
     return -1;
 }
 
-static char *metrics_buf;  /* METRICS_CAP bytes, used by main only */
+static char *metrics_buf; /* METRICS_CAP bytes, used by main only */
 
 static struct mem_sample mem_sample(const struct opts *o, double t0)
 {
-    struct mem_sample m = {.t = now_s() - t0, .rss_kib = -1, .allocated = -1, .cached = -1,
-                           .tensors = -1, .sessions = -1};
+    struct mem_sample m = {.t = now_s() - t0,
+                           .rss_kib = -1,
+                           .allocated = -1,
+                           .cached = -1,
+                           .tensors = -1,
+                           .sessions = -1};
     if (o->rss_pid > 0) {
         m.rss_kib = rss_kib(o->rss_pid);
     }
@@ -570,7 +573,7 @@ static struct mem_sample checkpoint(const struct opts *o, double t0, bool final,
         m = mem_sample(o, t0);
     }
     m.held_s = now_s() - held;
-    m.t = held - t0;  /* when the workers stopped */
+    m.t = held - t0; /* when the workers stopped */
     pthread_barrier_wait(&quiet);
     return m;
 }
@@ -591,19 +594,38 @@ static struct mem_sample checkpoint(const struct opts *o, double t0, bool final,
 */
 
 #define ATTACK_HOSTILES 4
-#define ATTACK_CODES 24               /* wire status codes 0..19, then the local kinds */
-#define K_IO 20                       /* connection lost (closed or reset by the daemon) */
-#define K_TIMEOUT 21                  /* no progress for ATTACK_IO_TIMEOUT_S */
-#define K_HEALTHZ 22                  /* /healthz did not answer 200 while HTTP was flooded */
+#define ATTACK_CODES 24 /* wire status codes 0..19, then the local kinds */
+#define K_IO 20         /* connection lost (closed or reset by the daemon) */
+#define K_TIMEOUT 21    /* no progress for ATTACK_IO_TIMEOUT_S */
+#define K_HEALTHZ 22    /* /healthz did not answer 200 while HTTP was flooded */
 #define BIG_CREATE_BYTES ((size_t)64 << 20)
-#define ATTACK_IO_TIMEOUT_S 30        /* above attack.sh's --max-request-seconds 10 */
+#define ATTACK_IO_TIMEOUT_S 30 /* above attack.sh's --max-request-seconds 10 */
 
 static const char *const attack_code_names[ATTACK_CODES] = {
-    "OK", "INVALID_ARGUMENT", "SHAPE_MISMATCH", "DTYPE_ERROR", "UNKNOWN_HANDLE",
-    "HANDLE_IN_USE", "INPUT_FAILED", "OUT_OF_MEMORY", "QUOTA_EXCEEDED", "LIMIT_EXCEEDED",
-    "PROTOCOL_ERROR", "VERSION_MISMATCH", "UNAUTHENTICATED", "UNKNOWN_SESSION", "UNIMPLEMENTED",
-    "IO_ERROR", "INTERNAL", "NO_SESSION", "UNKNOWN_OP", "CANCELLED", "connection lost",
-    "timeout (30 s)", "healthz failed", "?",
+    "OK",
+    "INVALID_ARGUMENT",
+    "SHAPE_MISMATCH",
+    "DTYPE_ERROR",
+    "UNKNOWN_HANDLE",
+    "HANDLE_IN_USE",
+    "INPUT_FAILED",
+    "OUT_OF_MEMORY",
+    "QUOTA_EXCEEDED",
+    "LIMIT_EXCEEDED",
+    "PROTOCOL_ERROR",
+    "VERSION_MISMATCH",
+    "UNAUTHENTICATED",
+    "UNKNOWN_SESSION",
+    "UNIMPLEMENTED",
+    "IO_ERROR",
+    "INTERNAL",
+    "NO_SESSION",
+    "UNKNOWN_OP",
+    "CANCELLED",
+    "connection lost",
+    "timeout (30 s)",
+    "healthz failed",
+    "?",
 };
 
 struct attack_opts {
@@ -613,22 +635,38 @@ struct attack_opts {
 
 static const struct attack_opts *aopts;
 static _Atomic uint64_t attack_codes[ATTACK_CODES];
-static const uint8_t *big_zeros;      /* BIG_CREATE_BYTES of zeros, shared read-only */
+static const uint8_t *big_zeros; /* BIG_CREATE_BYTES of zeros, shared read-only */
 
-enum { AT_CAT, AT_REDUCE, AT_CREATES, AT_FORMAT, AT_MATMUL, AT_SAVE, AT_COLLIDE, AT_FACTORY,
-       AT_HTTP, AT_PREHELLO, AT_COUNT };
+enum {
+    AT_CAT,
+    AT_REDUCE,
+    AT_CREATES,
+    AT_FORMAT,
+    AT_MATMUL,
+    AT_SAVE,
+    AT_COLLIDE,
+    AT_FACTORY,
+    AT_HTTP,
+    AT_PREHELLO,
+    AT_COUNT
+};
 static const char *const attack_names[AT_COUNT] = {
-    "cat/stack of huge expanded views", "reductions and matmul over expanded views",
-    "8 pipelined 64 MiB creates behind a slow job", "Formats of 7/8-dim views never read",
-    "matmul of [1,2^28]@[2^28,1] views", "Save of an expanded view under 4 names / disk quota",
-    "colliding handles", "linspace/repeat/outer/mm big", "64 idle HTTP connections",
+    "cat/stack of huge expanded views",
+    "reductions and matmul over expanded views",
+    "8 pipelined 64 MiB creates behind a slow job",
+    "Formats of 7/8-dim views never read",
+    "matmul of [1,2^28]@[2^28,1] views",
+    "Save of an expanded view under 4 names / disk quota",
+    "colliding handles",
+    "linspace/repeat/outer/mm big",
+    "64 idle HTTP connections",
     "pre-Hello big frames and trickles",
 };
 static _Atomic uint64_t attack_runs[AT_COUNT];
-static int attack_only = -1;          /* LOADGEN_ATTACK=N: only attack N */
-static bool attack_debug;             /* LOADGEN_DEBUG=1: every hostile reply on stderr */
-static atomic_int threads_done;       /* hostile and canary threads that have finished */
-static _Atomic uint64_t attack_max_ns[AT_COUNT];  /* the longest episode of each */
+static int attack_only = -1;    /* LOADGEN_ATTACK=N: only attack N */
+static bool attack_debug;       /* LOADGEN_DEBUG=1: every hostile reply on stderr */
+static atomic_int threads_done; /* hostile and canary threads that have finished */
+static _Atomic uint64_t attack_max_ns[AT_COUNT]; /* the longest episode of each */
 
 struct hostile {
     pthread_t th;
@@ -637,8 +675,8 @@ struct hostile {
     uint8_t token[16];
     bool have_token;
     uint64_t next_id, next_handle;
-    int pending;                  /* requests sent on this connection whose reply is unread */
-    int attack;                   /* the episode running now */
+    int pending; /* requests sent on this connection whose reply is unread */
+    int attack;  /* the episode running now */
     uint64_t episodes;
 };
 
@@ -769,7 +807,7 @@ static int h_recv(struct hostile *a, size_t *text_len)
         meta = malloc(ml > 0 ? ml : 1);
         rc = meta == NULL ? K_IO : recv_all(a->fd, meta, ml);
     }
-    static uint8_t sink[65536];  /* discarded bytes: shared, never read (TLS would come out of the
+    static uint8_t sink[65536]; /* discarded bytes: shared, never read (TLS would come out of the
                                  ** workers' 256 KiB stacks) */
     while (rc == 0 && dl > 0) {
         size_t n = dl < sizeof sink ? (size_t)dl : sizeof sink;
@@ -788,7 +826,8 @@ static int h_recv(struct hostile *a, size_t *text_len)
         }
         if (resp != NULL && text_len != NULL) {
             *text_len = resp->result_case == TENSORD__RESPONSE__RESULT_TEXT && resp->text != NULL
-                            ? strlen(resp->text) : 0;
+                            ? strlen(resp->text)
+                            : 0;
         }
         if (resp != NULL) {
             tensord__response__free_unpacked(resp, NULL);
@@ -798,8 +837,8 @@ static int h_recv(struct hostile *a, size_t *text_len)
     tally(code);
     if (code == K_TIMEOUT || code == K_IO) {
         /* Which attack the daemon left unanswered (or closed on), for the report. */
-        fprintf(stderr, "loadgen: hostile %d: %s in attack '%s' with %d replies owed\n",
-                a->index, code == K_TIMEOUT ? "no reply within 30 s" : "connection lost",
+        fprintf(stderr, "loadgen: hostile %d: %s in attack '%s' with %d replies owed\n", a->index,
+                code == K_TIMEOUT ? "no reply within 30 s" : "connection lost",
                 attack_names[a->attack], a->pending + 1);
         hostile_drop(a);
     }
@@ -840,7 +879,8 @@ static int hostile_connect(struct hostile *a)
     uint8_t hdr[12];
     rc = recv_all(a->fd, hdr, sizeof hdr);
     uint32_t ml = rc == 0 ? (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
-                            (uint32_t)hdr[2] << 8 | hdr[3] : 0;
+                                (uint32_t)hdr[2] << 8 | hdr[3]
+                          : 0;
     uint8_t *meta = rc == 0 ? malloc(ml > 0 ? ml : 1) : NULL;
     rc = rc != 0 ? rc : meta == NULL ? K_IO : recv_all(a->fd, meta, ml);
     int code = rc;
@@ -852,7 +892,7 @@ static int hostile_connect(struct hostile *a)
             memcpy(a->token, resp->hello->session_token.data, sizeof a->token);
             a->have_token = true;
         } else if (code == TENSORD__STATUS_CODE__UNKNOWN_SESSION) {
-            a->have_token = false;  /* expired or closed: a new one next time */
+            a->have_token = false; /* expired or closed: a new one next time */
         }
         if (resp != NULL) {
             tensord__response__free_unpacked(resp, NULL);
@@ -860,7 +900,7 @@ static int hostile_connect(struct hostile *a)
     }
     free(meta);
     tally(code);
-    a->pending = 0;  /* the Hello was answered */
+    a->pending = 0; /* the Hello was answered */
     if (code != 0) {
         hostile_drop(a);
     }
@@ -870,9 +910,9 @@ static int hostile_connect(struct hostile *a)
 /* ---- request builders ---- */
 
 static Tensord__Request *rq_op(Tensord__Request *req, Tensord__RunOp *op, Tensord__OpArgs *args,
-                               Tensord__Operand ops[4], Tensord__Operand *opp[4],
-                               const char *name, uint64_t out, const uint64_t *in, int nin,
-                               const int64_t *dims, int ndims)
+                               Tensord__Operand ops[4], Tensord__Operand *opp[4], const char *name,
+                               uint64_t out, const uint64_t *in, int nin, const int64_t *dims,
+                               int ndims)
 {
     *req = (Tensord__Request)TENSORD__REQUEST__INIT;
     *op = (Tensord__RunOp)TENSORD__RUN_OP__INIT;
@@ -1000,13 +1040,13 @@ static void at_reduce(struct hostile *a)
     }
     h_view(a, b2, v2, TENSORD__DTYPE__FLOAT32, wide, 2);
     out[5] = hnew(a);
-    h_op(a, "sum", out[5], &v2, 1, NULL, -1, 1);  /* with dim: a large output, on the pool */
+    h_op(a, "sum", out[5], &v2, 1, NULL, -1, 1); /* with dim: a large output, on the pool */
     h_view(a, bl, vl, TENSORD__DTYPE__INT64, l, 2);
     h_view(a, br, vr, TENSORD__DTYPE__INT64, r, 2);
     uint64_t lr[2] = {vl, vr};
     h_op(a, "matmul", mm, lr, 2, NULL, -1, -9);
-    uint64_t all[15] = {b, v, b2, v2, bl, vl, br, vr, mm, out[0], out[1], out[2], out[3], out[4],
-                        out[5]};
+    uint64_t all[15] = {b,  v,      b2,     v2,     bl,     vl,     br,    vr,
+                        mm, out[0], out[1], out[2], out[3], out[4], out[5]};
     h_free(a, all, 15);
     h_drain(a);
 }
@@ -1056,15 +1096,15 @@ static void at_format(struct hostile *a)
     req.body_case = TENSORD__REQUEST__BODY_FORMAT;
     req.format = &f;
     h_send(a, &req, NULL, 0);
-    h_drain(a);  /* one Format of an 8-dim view, read */
+    h_drain(a); /* one Format of an 8-dim view, read */
     h_view(a, b, v, TENSORD__DTYPE__FLOAT64, s7, 7);
     h_drain(a);
     f.handle = v;
     for (int i = 0; i < 60 && a->fd >= 0; i++) {
-        h_send(a, &req, NULL, 0);  /* 60 Formats of a 7-dim view, never read */
+        h_send(a, &req, NULL, 0); /* 60 Formats of a 7-dim view, never read */
     }
     usleep(1000 * 1000);
-    hostile_connect(a);  /* the replies are abandoned with the connection */
+    hostile_connect(a); /* the replies are abandoned with the connection */
     uint64_t all[4] = {b, v, b8, v8};
     h_free(a, all, 4);
     h_drain(a);
@@ -1079,9 +1119,9 @@ static void at_matmul(struct hostile *a)
     h_view(a, br, vr, TENSORD__DTYPE__FLOAT32, r, 2);
     uint64_t lr[2] = {vl, vr};
     h_op(a, "matmul", m, lr, 2, NULL, -1, -9);
-    h_op(a, "t", t, &vl, 1, NULL, -1, -9);  /* a view of a view: [2^28, 1] transposed */
+    h_op(a, "t", t, &vl, 1, NULL, -1, -9); /* a view of a view: [2^28, 1] transposed */
     uint64_t tt[2] = {vr, t};
-    h_op(a, "matmul", m2, tt, 2, NULL, -1, -9);  /* [2^28,1] @ [1,2^28]: output 2^56 */
+    h_op(a, "matmul", m2, tt, 2, NULL, -1, -9); /* [2^28,1] @ [1,2^28]: output 2^56 */
     uint64_t all[7] = {bl, vl, br, vr, m, t, m2};
     h_free(a, all, 7);
     h_drain(a);
@@ -1089,7 +1129,7 @@ static void at_matmul(struct hostile *a)
 
 static void at_save(struct hostile *a)
 {
-    const int64_t big[1] = {P2(22)};  /* 4 bytes expanded to 16 MiB */
+    const int64_t big[1] = {P2(22)}; /* 4 bytes expanded to 16 MiB */
     uint64_t b = hnew(a), v = hnew(a);
     h_view(a, b, v, TENSORD__DTYPE__FLOAT32, big, 1);
     h_drain(a);
@@ -1110,9 +1150,9 @@ static void at_save(struct hostile *a)
     s.n_tensors = 4;
     req.body_case = TENSORD__REQUEST__BODY_SAVE;
     req.save = &s;
-    h_call(a, &req, NULL, 0);  /* one handle under four names */
+    h_call(a, &req, NULL, 0); /* one handle under four names */
     s.n_tensors = 1;
-    for (int i = 0; i < 12 && a->fd >= 0; i++) {  /* 12 files of 16 MiB: past the disk quota */
+    for (int i = 0; i < 12 && a->fd >= 0; i++) { /* 12 files of 16 MiB: past the disk quota */
         snprintf(file, sizeof file, "fill%d-%d", a->index, i);
         h_call(a, &req, NULL, 0);
     }
@@ -1155,7 +1195,7 @@ static void at_collide(struct hostile *a)
     for (int i = 0; i < COLLIDE_N && a->fd >= 0; i++) {
         hs[i] = unmix(((uint64_t)(a->index * COLLIDE_N + i + 1)) << 32);
         h_full(a, hs[i], TENSORD__DTYPE__FLOAT32, one, 1);
-        if (i % 256 == 255) {  /* read as we go, so neither side's buffers fill */
+        if (i % 256 == 255) { /* read as we go, so neither side's buffers fill */
             h_drain(a);
         }
     }
@@ -1180,7 +1220,7 @@ static void at_factory(struct hostile *a)
     args.min = &lo;
     args.max = &hi;
     args.has_dim = true;
-    args.dim = P2(23);  /* steps */
+    args.dim = P2(23); /* steps */
     h_send(a, &req, NULL, 0);
     const int64_t two[1] = {2}, rep[1] = {P2(22)}, col[2] = {P2(12), 1}, row[2] = {1, P2(11)},
                   nu[1] = {P2(11)}, nw[1] = {P2(12)};
@@ -1224,7 +1264,7 @@ static void at_http(struct hostile *a)
     for (int i = 0; i < 64; i++) {
         fds[i] = tcp_connect(aopts->metrics_addr);
         if (fds[i] >= 0 && i % 2 == 1) {
-            send_all(fds[i], "GET /metr", 9);  /* half of them start a request and stop */
+            send_all(fds[i], "GET /metr", 9); /* half of them start a request and stop */
         }
     }
     usleep(200 * 1000);
@@ -1282,8 +1322,8 @@ static void at_prehello(struct hostile *a)
 }
 
 static void (*const attacks[AT_COUNT])(struct hostile *) = {
-    at_cat, at_reduce, at_creates, at_format, at_matmul, at_save, at_collide, at_factory,
-    at_http, at_prehello,
+    at_cat,  at_reduce,  at_creates, at_format, at_matmul,
+    at_save, at_collide, at_factory, at_http,   at_prehello,
 };
 
 static void *run_hostile(void *arg)
@@ -1356,8 +1396,8 @@ static void *run_canary(void *arg)
     const int64_t shape[1] = {16}, four[1] = {4};
     uint64_t kh = 0, ah = 0;
     if (tensord_connect(&c, aopts->addr, &co, &err) != 0 ||
-        tensord_create(c, kh = tensord_new_handle(c), TENSORD_FLOAT64, shape, 1, keep,
-                       sizeof keep, &err) != 0 ||
+        tensord_create(c, kh = tensord_new_handle(c), TENSORD_FLOAT64, shape, 1, keep, sizeof keep,
+                       &err) != 0 ||
         tensord_ones(c, ah = tensord_new_handle(c), TENSORD_FLOAT32, four, 1, &err) != 0) {
         canary_error(cn, "canary setup", &err);
         tensord_disconnect(c);
@@ -1377,7 +1417,7 @@ static void *run_canary(void *arg)
             canary_error(cn, "add", NULL);
         }
         CANARY_TIMED(cn, "free", tensord_free(c, &out, 1, &err));
-        if (!ok) {  /* the connection may be broken: resume the session */
+        if (!ok) { /* the connection may be broken: resume the session */
             tensord_disconnect(c);
             co.session_token = token;
             cn->reconnects++;
@@ -1430,7 +1470,7 @@ static int attack_main(const struct opts *o, const struct attack_opts *ao)
 {
     aopts = ao;
     attack_debug = getenv("LOADGEN_DEBUG") != NULL;
-    const char *only = getenv("LOADGEN_ATTACK");  /* one attack by number, for debugging */
+    const char *only = getenv("LOADGEN_ATTACK"); /* one attack by number, for debugging */
     attack_only = only != NULL ? atoi(only) : -1;
     big_zeros = calloc(1, BIG_CREATE_BYTES);
     struct hostile *hs = calloc(ATTACK_HOSTILES, sizeof *hs);
@@ -1447,7 +1487,7 @@ static int attack_main(const struct opts *o, const struct attack_opts *ao)
     if (pthread_create(&cn.th, NULL, run_canary, &cn) != 0) {
         return 1;
     }
-    usleep(100 * 1000);  /* the canary's session and tensors exist before the attacks start */
+    usleep(100 * 1000); /* the canary's session and tensors exist before the attacks start */
     for (int i = 0; i < ATTACK_HOSTILES; i++) {
         hs[i].index = i;
         if (pthread_create(&hs[i].th, NULL, run_hostile, &hs[i]) != 0) {
@@ -1471,7 +1511,8 @@ static int attack_main(const struct opts *o, const struct attack_opts *ao)
         disk_max = disk > disk_max ? disk : disk_max;
         char line[200];
         snprintf(line, sizeof line,
-                 "sample t=%.0fs rss_kib=%ld disk_bytes=%lld canary_p99_us=%.0f\n", now_s() - t0, rss, disk, (double)hist_quantile(cn.lat, 0.99) / 1e3);
+                 "sample t=%.0fs rss_kib=%ld disk_bytes=%lld canary_p99_us=%.0f\n", now_s() - t0,
+                 rss, disk, (double)hist_quantile(cn.lat, 0.99) / 1e3);
         fputs(line, stdout);
         fflush(stdout);
         if (samples != NULL) {
@@ -1517,8 +1558,9 @@ static int attack_main(const struct opts *o, const struct attack_opts *ao)
            p99 = (double)hist_quantile(cn.lat, 0.99) / 1e6,
            p999 = (double)hist_quantile(cn.lat, 0.999) / 1e6, mx = (double)cn.lat->max_ns / 1e6;
     printf("canary: %" PRIu64 " requests, %" PRIu64 " errors, %" PRIu64 " reconnects; latency ms "
-           "p50 %.3f p99 %.3f p999 %.3f max %.3f; tensor %s\n", cn.requests, cn.errors,
-           cn.reconnects, p50, p99, p999, mx, cn.intact ? "intact" : "CHANGED OR LOST");
+           "p50 %.3f p99 %.3f p999 %.3f max %.3f; tensor %s\n",
+           cn.requests, cn.errors, cn.reconnects, p50, p99, p999, mx,
+           cn.intact ? "intact" : "CHANGED OR LOST");
     if (cn.first_error[0] != '\0') {
         printf("canary first error: %s\n", cn.first_error);
     }
@@ -1542,8 +1584,8 @@ static int attack_main(const struct opts *o, const struct attack_opts *ao)
     }
     if (ao->data_dir != NULL) {
         long long end = dir_bytes(ao->data_dir);
-        printf("data dir %s: max %lld bytes, end %lld bytes (quota %lld)\n", ao->data_dir,
-               disk_max, end, ao->max_disk_bytes);
+        printf("data dir %s: max %lld bytes, end %lld bytes (quota %lld)\n", ao->data_dir, disk_max,
+               end, ao->max_disk_bytes);
         if (ao->max_disk_bytes > 0 && disk_max > ao->max_disk_bytes) {
             printf("FAIL: the data directory passed its disk quota\n");
             status = 1;
@@ -1588,11 +1630,16 @@ static long long parse_bytes(const char *v)
 
 int main(int argc, char **argv)
 {
-    struct opts o = {.addr = NULL, .connections = 50, .sessions = 0, .seconds = 10,
-                     .heavy_rate = 20, .rss_pid = 0, .rss_slack = 0.10};
+    struct opts o = {.addr = NULL,
+                     .connections = 50,
+                     .sessions = 0,
+                     .seconds = 10,
+                     .heavy_rate = 20,
+                     .rss_pid = 0,
+                     .rss_slack = 0.10};
     struct attack_opts ao = {0};
     bool attack = false;
-    for (int i = 1; i < argc; i += 2) {  /* every flag but --attack takes a value */
+    for (int i = 1; i < argc; i += 2) { /* every flag but --attack takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--attack") == 0) {
             attack = true;
@@ -1718,12 +1765,13 @@ int main(int argc, char **argv)
     double elapsed = end.t - warm.held_s;
     printf("connections %d sessions %d seconds %.1f\n", o.connections, o.sessions, elapsed);
     printf("requests %" PRIu64 " (%.0f/s) rounds %" PRIu64 " heavy %" PRIu64 " errors %" PRIu64
-           "\n", requests, (double)requests / elapsed, rounds, heavy, errors);
+           "\n",
+           requests, (double)requests / elapsed, rounds, heavy, errors);
     printf("latency us p50 %.1f p99 %.1f p999 %.1f max %.1f mean %.1f (all %" PRIu64
-           " requests, within 0.4%%)\n", (double)hist_quantile(total, 0.50) / 1e3,
-           (double)hist_quantile(total, 0.99) / 1e3, (double)hist_quantile(total, 0.999) / 1e3,
-           (double)total->max_ns / 1e3, total->n > 0 ? total->sum_ns / (double)total->n / 1e3 : 0,
-           total->n);
+           " requests, within 0.4%%)\n",
+           (double)hist_quantile(total, 0.50) / 1e3, (double)hist_quantile(total, 0.99) / 1e3,
+           (double)hist_quantile(total, 0.999) / 1e3, (double)total->max_ns / 1e3,
+           total->n > 0 ? total->sum_ns / (double)total->n / 1e3 : 0, total->n);
     int status = errors == 0 && rounds > 0 && (heavy > 0 || o.heavy_rate == 0) ? 0 : 1;
     if (heavy == 0 && o.heavy_rate > 0) {
         printf("no heavy round ran\n");
@@ -1737,8 +1785,8 @@ int main(int argc, char **argv)
     if (o.rss_pid > 0) {
         rss_max = end.rss_kib > rss_max ? end.rss_kib : rss_max;
         long limit = (long)((double)warm.rss_kib * (1 + o.rss_slack)) + 4096;
-        printf("rss KiB first %ld warm %ld max %ld end %ld (limit %ld)\n", rss_first,
-               warm.rss_kib, rss_max, end.rss_kib, limit);
+        printf("rss KiB first %ld warm %ld max %ld end %ld (limit %ld)\n", rss_first, warm.rss_kib,
+               rss_max, end.rss_kib, limit);
         if (warm.rss_kib < 0 || end.rss_kib > limit) {
             printf("RSS grew after warm-up\n");
             status = 1;
@@ -1746,8 +1794,9 @@ int main(int argc, char **argv)
     }
     if (o.metrics_addr != NULL) {
         printf("allocated bytes warm %lld end %lld (%+lld), tensors %lld, sessions %lld -> %lld, "
-               "cache %lld\n", warm.allocated, end.allocated, end.allocated - warm.allocated,
-               end.tensors, warm.sessions, end.sessions, end.cached);
+               "cache %lld\n",
+               warm.allocated, end.allocated, end.allocated - warm.allocated, end.tensors,
+               warm.sessions, end.sessions, end.cached);
         if (warm.allocated < 0 || end.allocated != warm.allocated || end.tensors != 0 ||
             end.sessions != warm.sessions) {
             printf("allocated_bytes did not return to its warm value with every tensor freed\n");

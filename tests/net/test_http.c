@@ -64,7 +64,8 @@ static struct fixture *fx_start(void)
     char bound[128];
     struct td_err err;
     assert_int_equal(td_http_listen(&fx->http, &fx->loop, "127.0.0.1:0", handler, NULL, bound,
-                                    sizeof bound, &err), 0);
+                                    sizeof bound, &err),
+                     0);
     fx->port = atoi(strrchr(bound, ':') + 1);
     assert_true(fx->port > 0);
     uv_async_init(&fx->loop, &fx->stop, on_stop);
@@ -140,7 +141,7 @@ static void test_healthz_answers_past_64_idle_connections(void **state)
             assert_int_equal(write(idle[i], "GET /heal", 9), 9);
         }
     }
-    usleep(100 * 1000);  /* all accepted, well within the 1 s they have */
+    usleep(100 * 1000); /* all accepted, well within the 1 s they have */
     for (int k = 0; k < 3; k++) {
         assert_healthz(fx->port);
     }
@@ -161,12 +162,12 @@ static void test_idle_connection_closed_after_about_a_second(void **state)
     struct fixture *fx = fx_start();
     int fd = dial(fx->port);
     double t0 = now_s();
-    assert_int_equal(write(fd, "GET / HTTP/1.1\r\n", 16), 16);  /* no blank line: incomplete */
+    assert_int_equal(write(fd, "GET / HTTP/1.1\r\n", 16), 16); /* no blank line: incomplete */
     usleep(300 * 1000);
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    assert_int_equal(poll(&p, 1, 0), 0);  /* no response, no close yet */
+    assert_int_equal(poll(&p, 1, 0), 0); /* no response, no close yet */
     char b;
-    assert_int_equal(read(fd, &b, 1), 0);  /* then EOF, with no response */
+    assert_int_equal(read(fd, &b, 1), 0); /* then EOF, with no response */
     double waited = now_s() - t0;
     assert_true(waited >= 0.5 && waited <= 3.0);
     close(fd);

@@ -32,24 +32,24 @@
 #include "net/net.h"
 
 enum alloc_mode {
-    ALLOC_NET,          /* no on_data_alloc: net allocates */
-    ALLOC_LATER_ONCE,   /* "later" on the first ask; the test resumes through `resume` */
-    ALLOC_REFUSE,       /* refused: net discards the section */
+    ALLOC_NET,        /* no on_data_alloc: net allocates */
+    ALLOC_LATER_ONCE, /* "later" on the first ask; the test resumes through `resume` */
+    ALLOC_REFUSE,     /* refused: net discards the section */
 };
 
 struct fixture {
     uv_loop_t loop;
     uv_async_t stop;
-    uv_async_t resume;         /* td_conn_resume(waiting) on the loop thread */
+    uv_async_t resume; /* td_conn_resume(waiting) on the loop thread */
     enum alloc_mode alloc_mode;
     _Atomic int alloc_asks;
-    struct td_conn *waiting;   /* the connection told "later" */
+    struct td_conn *waiting; /* the connection told "later" */
     struct td_net net;
     pthread_t thread;
     int port;
     char unix_path[108];
-    int frames;                /* delivered to the echo layer */
-    int errors;                /* framing errors reported */
+    int frames; /* delivered to the echo layer */
+    int errors; /* framing errors reported */
     _Atomic int closes;
     int loop_close_rc;
 };
@@ -70,7 +70,7 @@ static void echo_frame(struct td_conn *c, void *user, const uint8_t *meta, size_
 {
     struct fixture *fx = user;
     fx->frames++;
-    td_conn_established(c);  /* the echo server's handshake: any first frame */
+    td_conn_established(c); /* the echo server's handshake: any first frame */
     char dropped[48];
     if (data == NULL && data_len > 0) {
         /* a refused data section: say so, with the length that was announced */
@@ -154,19 +154,23 @@ static void *loop_thread(void *arg)
     return NULL;
 }
 
-static uint64_t fx_idle_timeout_ms;  /* set by a test before fx_start */
-static uint32_t fx_max_meta = 4096;  /* likewise */
+static uint64_t fx_idle_timeout_ms; /* set by a test before fx_start */
+static uint32_t fx_max_meta = 4096; /* likewise */
 static enum alloc_mode fx_alloc_mode;
 
 static struct fixture *fx_start(size_t high_water)
 {
     struct fixture *fx = calloc(1, sizeof *fx);
     assert_int_equal(uv_loop_init(&fx->loop), 0);
-    struct td_net_config cfg = {
-        .max_frame_bytes = 32u << 20, .max_meta_bytes = fx_max_meta,
-        .write_high_water = high_water, .idle_timeout_ms = fx_idle_timeout_ms};
-    struct td_net_callbacks cb = {.user = fx, .on_open = echo_open, .on_frame = echo_frame,
-                                  .on_frame_error = echo_error, .on_close = echo_close};
+    struct td_net_config cfg = {.max_frame_bytes = 32u << 20,
+                                .max_meta_bytes = fx_max_meta,
+                                .write_high_water = high_water,
+                                .idle_timeout_ms = fx_idle_timeout_ms};
+    struct td_net_callbacks cb = {.user = fx,
+                                  .on_open = echo_open,
+                                  .on_frame = echo_frame,
+                                  .on_frame_error = echo_error,
+                                  .on_close = echo_close};
     fx->alloc_mode = fx_alloc_mode;
     if (fx_alloc_mode != ALLOC_NET) {
         cb.on_data_alloc = echo_data_alloc;
@@ -202,7 +206,7 @@ static void fx_stop(struct fixture *fx)
     pthread_join(fx->thread, NULL);
     assert_int_equal(fx->loop_close_rc, 0);
     struct stat st;
-    assert_int_not_equal(stat(fx->unix_path, &st), 0);  /* the socket file is removed */
+    assert_int_not_equal(stat(fx->unix_path, &st), 0); /* the socket file is removed */
     free(fx);
 }
 
@@ -247,10 +251,10 @@ static size_t frame_build(uint8_t *dst, const void *meta, uint32_t meta_len, con
                           uint64_t data_len)
 {
     for (int i = 0; i < 4; i++) {
-        dst[i] = (uint8_t)(meta_len >> (24 - 8 * i));       /* u32 meta_len, big-endian */
+        dst[i] = (uint8_t)(meta_len >> (24 - 8 * i)); /* u32 meta_len, big-endian */
     }
     for (int i = 0; i < 8; i++) {
-        dst[4 + i] = (uint8_t)(data_len >> (56 - 8 * i));   /* u64 data_len, big-endian */
+        dst[4 + i] = (uint8_t)(data_len >> (56 - 8 * i)); /* u64 data_len, big-endian */
     }
     memcpy(dst + 12, meta, meta_len);
     if (data_len > 0) {
@@ -347,7 +351,7 @@ static void test_pipelined_frames_in_order(void **state)
         off += frame_build(batch + off, m, (uint32_t)ml, NULL, 0);
     }
     int fd = dial(fx->port);
-    write_all(fd, batch, off);  /* one write: the server sees many frames per read */
+    write_all(fd, batch, off); /* one write: the server sees many frames per read */
     for (int i = 0; i < N; i++) {
         uint8_t meta[64], data[8];
         uint32_t ml;
@@ -375,7 +379,7 @@ static void test_large_data_section_intact(void **state)
     int fd = dial(fx->port);
     handshake(fd);
     size_t h = frame_build(frame, "big", 3, NULL, 0);
-    frame[4 + 7] = (uint8_t)n;  /* rewrite data_len: 8 MiB */
+    frame[4 + 7] = (uint8_t)n; /* rewrite data_len: 8 MiB */
     for (int i = 0; i < 8; i++) {
         frame[4 + i] = (uint8_t)((uint64_t)n >> (56 - 8 * i));
     }
@@ -397,8 +401,8 @@ static void test_zero_length_frame_delivered(void **state)
     (void)state;
     struct fixture *fx = start_default();
     int fd = dial(fx->port);
-    uint8_t frame[12] = {0, 0, 0, 0,               /* meta_len 0 */
-                         0, 0, 0, 0, 0, 0, 0, 0};  /* data_len 0 */
+    uint8_t frame[12] = {0, 0, 0, 0,              /* meta_len 0 */
+                         0, 0, 0, 0, 0, 0, 0, 0}; /* data_len 0 */
     write_all(fd, frame, sizeof frame);
     uint8_t meta[8], data[8];
     uint32_t ml = 99;
@@ -423,7 +427,7 @@ static void expect_error_then_close(struct fixture *fx, const uint8_t *hdr, cons
     assert_true(strncmp((char *)meta, "ERR:", 4) == 0);
     assert_non_null(strstr((char *)meta, needle));
     uint8_t b;
-    assert_int_equal(read(fd, &b, 1), 0);  /* then the server closes */
+    assert_int_equal(read(fd, &b, 1), 0); /* then the server closes */
     close(fd);
 }
 
@@ -431,11 +435,11 @@ static void test_frame_over_limit_refused(void **state)
 {
     (void)state;
     struct fixture *fx = start_default();
-    uint8_t hdr[12] = {0, 0, 0, 10,                /* meta_len 10 */
-                       0, 0, 0, 0, 0x04, 0, 0, 0}; /* data_len 64 MiB > 32 MiB limit */
+    uint8_t hdr[12] = {0, 0, 0, 10,                 /* meta_len 10 */
+                       0, 0, 0, 0,  0x04, 0, 0, 0}; /* data_len 64 MiB > 32 MiB limit */
     expect_error_then_close(fx, hdr, "exceeds max_frame_bytes");
-    uint8_t huge[12] = {0, 0, 0, 0,
-                        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}; /* data_len 2^64-1 */
+    uint8_t huge[12] = {0,    0,    0,    0,    0xff, 0xff,
+                        0xff, 0xff, 0xff, 0xff, 0xff, 0xff}; /* data_len 2^64-1 */
     expect_error_then_close(fx, huge, "exceeds max_frame_bytes");
     assert_int_equal(fx->errors, 2);
     assert_serves(fx);
@@ -446,8 +450,8 @@ static void test_meta_over_limit_refused(void **state)
 {
     (void)state;
     struct fixture *fx = start_default();
-    uint8_t hdr[12] = {0xff, 0xff, 0xff, 0xff,     /* meta_len 4 GiB - 1 > 4096 */
-                       0, 0, 0, 0, 0, 0, 0, 0};    /* data_len 0 */
+    uint8_t hdr[12] = {0xff, 0xff, 0xff, 0xff,              /* meta_len 4 GiB - 1 > 4096 */
+                       0,    0,    0,    0,    0, 0, 0, 0}; /* data_len 0 */
     expect_error_then_close(fx, hdr, "protobuf section");
     assert_serves(fx);
     fx_stop(fx);
@@ -461,7 +465,7 @@ static void test_truncated_frame_then_disconnect(void **state)
         int fd = dial(fx->port);
         uint8_t frame[64];
         size_t n = frame_build(frame, "truncated", 9, "abcdefgh", 8);
-        write_all(fd, frame, (size_t)i % n);  /* part of a header, a body, or nothing */
+        write_all(fd, frame, (size_t)i % n); /* part of a header, a body, or nothing */
         close(fd);
     }
     assert_serves(fx);
@@ -497,12 +501,13 @@ static void test_bad_listen_addresses(void **state)
     uv_loop_t loop;
     uv_loop_init(&loop);
     struct td_net net;
-    struct td_net_config cfg = {.max_frame_bytes = 1024, .max_meta_bytes = 1024,
+    struct td_net_config cfg = {.max_frame_bytes = 1024,
+                                .max_meta_bytes = 1024,
                                 .write_high_water = 1024};
     struct td_net_callbacks cb = {0};
     td_net_init(&net, &loop, &cfg, &cb);
-    const char *bad[] = {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:70000", "nohost:80",
-                         "[::1]80", "127.0.0.1:-1", "unix:"};
+    const char *bad[] = {"",          "127.0.0.1", "127.0.0.1:",   "127.0.0.1:70000",
+                         "nohost:80", "[::1]80",   "127.0.0.1:-1", "unix:"};
     char bound[128];
     struct td_err err;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -551,7 +556,7 @@ static void test_backpressure_slow_reader(void **state)
     struct writer_arg w = {fd, batch, off};
     pthread_t t;
     pthread_create(&t, NULL, writer_thread, &w);
-    sleep(1);  /* let both socket buffers fill while nobody reads */
+    sleep(1); /* let both socket buffers fill while nobody reads */
     for (int i = 0; i < N; i++) {
         uint8_t meta[16];
         uint32_t ml;
@@ -585,14 +590,14 @@ static void test_stalled_frame_is_closed(void **state)
     uint8_t meta[16], data[8];
     uint32_t ml;
     uint64_t dl;
-    write_all(quiet, frame, n);  /* its handshake: after it, it may idle between frames */
+    write_all(quiet, frame, n); /* its handshake: after it, it may idle between frames */
     assert_int_equal(frame_read(quiet, meta, &ml, data, &dl), 0);
-    write_all(slow, frame, 5);  /* part of the header, then nothing */
+    write_all(slow, frame, 5); /* part of the header, then nothing */
     usleep(600 * 1000);
     uint8_t b;
-    assert_int_equal(read(slow, &b, 1), 0);  /* closed by the server */
+    assert_int_equal(read(slow, &b, 1), 0); /* closed by the server */
     close(slow);
-    assert_int_equal(read(mute, &b, 1), 0);  /* never shook hands: closed too */
+    assert_int_equal(read(mute, &b, 1), 0); /* never shook hands: closed too */
     close(mute);
     /* the quiet connection sent nothing for as long and still works */
     write_all(quiet, frame, n);
@@ -609,14 +614,14 @@ static void test_stalled_frame_is_closed(void **state)
 static void test_preauth_frames_are_small(void **state)
 {
     (void)state;
-    fx_max_meta = 1u << 20;  /* above the pre-handshake cap, so that cap is what refuses */
+    fx_max_meta = 1u << 20; /* above the pre-handshake cap, so that cap is what refuses */
     struct fixture *fx = start_default();
     fx_max_meta = 4096;
     uint8_t data_hdr[12] = {0, 0, 0, 4,                 /* meta_len 4 */
                             0, 0, 0, 0, 0, 0, 0x10, 0}; /* data_len 4096 */
     expect_error_then_close(fx, data_hdr, "data section of 4096 bytes before the handshake");
-    uint8_t meta_hdr[12] = {0, 0, 0x40, 0x01,           /* meta_len 16385 */
-                            0, 0, 0, 0, 0, 0, 0, 0};    /* data_len 0 */
+    uint8_t meta_hdr[12] = {0, 0, 0x40, 0x01,              /* meta_len 16385 */
+                            0, 0, 0,    0,    0, 0, 0, 0}; /* data_len 0 */
     expect_error_then_close(fx, meta_hdr, "exceeds the maximum of 16384 before the handshake");
     assert_int_equal(fx->errors, 2);
 
@@ -629,7 +634,7 @@ static void test_preauth_frames_are_small(void **state)
     assert_int_equal(frame_read(fd, back, &ml, back, &dl), 0);
     assert_int_equal(ml, TD_NET_PREAUTH_MAX_META);
     memset(back, 7, 4096);
-    write_all(fd, frame, frame_build(frame, "data", 4, back, 4096));  /* now past the handshake */
+    write_all(fd, frame, frame_build(frame, "data", 4, back, 4096)); /* now past the handshake */
     assert_int_equal(frame_read(fd, back, &ml, back + 64, &dl), 0);
     assert_int_equal(dl, 4096);
     assert_int_equal(back[64], 7);
@@ -650,16 +655,16 @@ static void test_preauth_connections_hold_little(void **state)
     fx_max_meta = 1u << 20;
     struct fixture *fx = start_default();
     fx_max_meta = 4096;
-    assert_serves(fx);  /* the loop's own allocations are made */
+    assert_serves(fx); /* the loop's own allocations are made */
     usleep(100 * 1000);
     int64_t before = td_alloc_live_bytes();
     enum { K = 32 };
     int fds[K];
-    uint8_t start[12 + 100] = {0, 0, 0x40, 0x00,            /* meta_len 16384: the cap */
-                               0, 0, 0, 0, 0, 0, 0, 0};     /* data_len 0 */
+    uint8_t start[12 + 100] = {0, 0, 0x40, 0x00,              /* meta_len 16384: the cap */
+                               0, 0, 0,    0,    0, 0, 0, 0}; /* data_len 0 */
     for (int i = 0; i < K; i++) {
         fds[i] = dial(fx->port);
-        write_all(fds[i], start, sizeof start);  /* the header and 100 bytes of the section */
+        write_all(fds[i], start, sizeof start); /* the header and 100 bytes of the section */
     }
     usleep(300 * 1000);
     int64_t grown = td_alloc_live_bytes() - before;
@@ -761,7 +766,7 @@ static void test_write_clock_closes_within_bounds(void **state)
     free(data);
     double t0 = now_s();
     usleep(200 * 1000);
-    assert_int_equal(read_all(fd, sink, (size_t)2 << 20), 0);  /* some progress, then none */
+    assert_int_equal(read_all(fd, sink, (size_t)2 << 20), 0); /* some progress, then none */
     double closed = 0;
     while (now_s() - t0 < 3 * T) {
         if (atomic_load(&fx->closes) > 0) {

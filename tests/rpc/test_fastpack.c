@@ -54,7 +54,7 @@ static void check_same(const Tensord__Response *r)
     uint8_t *a = malloc(want + 1), *b = malloc(want + 1);
     assert_non_null(a);
     assert_non_null(b);
-    a[want] = b[want] = 0xAB;  /* nothing written past the size */
+    a[want] = b[want] = 0xAB; /* nothing written past the size */
     assert_int_equal(tensord__response__pack(r, a), want);
     td_fastpack(r, &plan, b);
     assert_memory_equal(a, b, want);
@@ -93,7 +93,7 @@ static void test_random_responses_match_protobuf_c(void **state)
             info.dtype = (Tensord__DType)(next() % 6);
             info.n_shape = (size_t)(next() % 9);
             for (size_t i = 0; i < info.n_shape; i++) {
-                shape[i] = (int64_t)(any_u64() >> 1);  /* dims are non-negative int64 */
+                shape[i] = (int64_t)(any_u64() >> 1); /* dims are non-negative int64 */
             }
             info.shape = info.n_shape != 0 ? shape : NULL;
             info.nbytes = any_u64();
@@ -131,8 +131,8 @@ static void test_typical_reply_bytes(void **state)
     info.is_leaf = 1;
     r.result_case = TENSORD__RESPONSE__RESULT_TENSOR;
     r.tensor = &info;
-    static const uint8_t want[] = {0x08, 7, 0x12, 0, 0x22, 12, 0x08, 3, 0x10, 1,
-                                   0x1a, 2, 2, 2, 0x20, 16, 0x48, 1};
+    static const uint8_t want[] = {0x08, 7,    0x12, 0, 0x22, 12,   0x08, 3,    0x10,
+                                   1,    0x1a, 2,    2, 2,    0x20, 16,   0x48, 1};
     struct td_fastpack_plan plan;
     assert_true(td_fastpack_plan(&r, &plan));
     assert_int_equal(plan.total, sizeof want);
@@ -155,7 +155,7 @@ static void test_other_shapes_are_left_to_protobuf_c(void **state)
     info.shape = shape;
     r.result_case = TENSORD__RESPONSE__RESULT_TENSOR;
     r.tensor = &info;
-    assert_false(td_fastpack_plan(&r, &plan));  /* a negative varint is ten bytes: not handled */
+    assert_false(td_fastpack_plan(&r, &plan)); /* a negative varint is ten bytes: not handled */
     shape[0] = 5;
     assert_true(td_fastpack_plan(&r, &plan));
 }

@@ -22,9 +22,9 @@ struct harness {
     struct td_store store;
     struct td_rpc_server srv;
     struct td_rpc_peer *peer;
-    Tensord__Response *last;  /* the last reply, decoded */
+    Tensord__Response *last; /* the last reply, decoded */
     int nreplies;
-    uint64_t ids[16];         /* the first replies' ids and status codes, in arrival order */
+    uint64_t ids[16]; /* the first replies' ids and status codes, in arrival order */
     int codes[16];
 };
 
@@ -38,7 +38,7 @@ static void capture(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
     struct harness *h = user;
     (void)p;
     if (h->nreplies < 16) {
-        h->ids[h->nreplies] = UINT64_MAX;  /* a close with no reply frame */
+        h->ids[h->nreplies] = UINT64_MAX; /* a close with no reply frame */
         h->codes[h->nreplies] = -1;
     }
     h->nreplies++;
@@ -132,7 +132,7 @@ static void test_sum_of_a_number(void **state)
     Tensord__Scalar sc = TENSORD__SCALAR__INIT;
     Tensord__Operand *ins[] = {&o};
     sc.value_case = TENSORD__SCALAR__VALUE_F;
-    sc.f = 4.0744391458166e-311;   /* the fuzzer's number; any does */
+    sc.f = 4.0744391458166e-311; /* the fuzzer's number; any does */
     o.value_case = TENSORD__OPERAND__VALUE_SCALAR;
     o.scalar = &sc;
     m.out = 6;
@@ -181,9 +181,10 @@ static void test_op_work_of_numbers(void **state)
                 }
                 struct td_cost cost;
                 int64_t w = td_op_cost((enum td_op_id)id, in, nin, &args, &cost, NULL) == 0
-                                ? td_cost_work(&cost) : 0;
+                                ? td_cost_work(&cost)
+                                : 0;
                 if (tpos < 0 && td_ops[id].shape != NULL) {
-                    assert_int_equal(w, 0);  /* no tensor at all: the op will refuse it */
+                    assert_int_equal(w, 0); /* no tensor at all: the op will refuse it */
                 }
             }
         }
@@ -376,7 +377,7 @@ static void test_hello_behind_heavy_keeps_order(void **state)
     req.body_case = TENSORD__REQUEST__BODY_RUN_OP;
     req.run_op = &m;
     send_req(&h, &req);
-    td_rpc_handle(h.peer, NULL, 0, NULL, 0);  /* the reproducer's trailing empty frame */
+    td_rpc_handle(h.peer, NULL, 0, NULL, 0); /* the reproducer's trailing empty frame */
     /* Nothing may be answered while the first request is still on the worker. */
     assert_int_equal(h.nreplies, first);
     assert_int_equal(ndeferred, 1);
@@ -421,7 +422,7 @@ static void test_empty_frame_behind_heavy_keeps_order(void **state)
     uint8_t meta[16];
     assert_true(len <= sizeof meta);
     tensord__request__pack(&ping, meta);
-    void *data = td_malloc(3);                          /* Ping takes no data section */
+    void *data = td_malloc(3); /* Ping takes no data section */
     assert_non_null(data);
     memcpy(data, "xyz", 3);
     td_rpc_handle(h.peer, meta, len, data, 3);

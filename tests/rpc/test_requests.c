@@ -55,7 +55,7 @@ static void test_rows_match_the_protocol(void **state)
         assert_string_equal(f->name, rows[i].name);
         assert_string_equal(td_rpc_kind_name((int)i), rows[i].name);
         if (i > 0) {
-            assert_true(rows[i].wire_case > rows[i - 1].wire_case);  /* field order */
+            assert_true(rows[i].wire_case > rows[i - 1].wire_case); /* field order */
         }
     }
     assert_null(td_rpc_kind_name(-1));
@@ -79,11 +79,12 @@ static void test_rows_match_the_protocol(void **state)
 static void test_idempotent_column(void **state)
 {
     (void)state;
-    static const char *const yes[] = {"create", "full", "rand", "arange", "get", "free", "ping",
-                                      "stats", "format", "grad", "write", "set_grad_enabled",
+    static const char *const yes[] = {"create",       "full", "rand",  "arange",
+                                      "get",          "free", "ping",  "stats",
+                                      "format",       "grad", "write", "set_grad_enabled",
                                       "close_session"};
-    static const char *const no[] = {"hello", "manual_seed", "backward", "set_grad", "save",
-                                     "load"};
+    static const char *const no[] = {"hello",    "manual_seed", "backward",
+                                     "set_grad", "save",        "load"};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
         assert_non_null(row_named(yes[i]));
         assert_string_equal(row_named(yes[i])->idempotent, "YES");
@@ -104,7 +105,7 @@ static void test_auth_data_and_inline_columns(void **state)
     (void)state;
     for (size_t i = 0; i < NROWS; i++) {
         const char *n = rows[i].name;
-        const char *auth = strcmp(n, "hello") == 0 ? "NONE"
+        const char *auth = strcmp(n, "hello") == 0                                     ? "NONE"
                            : strcmp(n, "ping") == 0 || strcmp(n, "close_session") == 0 ? "ANY"
                                                                                        : "OPEN";
         assert_string_equal(rows[i].auth, auth);

@@ -25,10 +25,10 @@
 
 struct captured {
     Tensord__Response *resp;
-    uint8_t *data;            /* copy of the data section */
+    uint8_t *data; /* copy of the data section */
     size_t data_len;
     bool close_after;
-    struct td_rpc_reply raw;  /* kept unreleased when the harness is told to hold replies */
+    struct td_rpc_reply raw; /* kept unreleased when the harness is told to hold replies */
 };
 
 struct harness {
@@ -37,12 +37,12 @@ struct harness {
     struct td_rpc_peer *peer;
     struct captured replies[MAX_REPLIES];
     int nreplies;
-    bool hold;                /* keep replies' data pinned until harness_release_held */
+    bool hold; /* keep replies' data pinned until harness_release_held */
     uint64_t next_id;
-    void (*on_reply)(struct harness *h);  /* called after each reply, as net's glue would */
+    void (*on_reply)(struct harness *h); /* called after each reply, as net's glue would */
 };
 
-static int64_t arm_failure_at;  /* > 0: the allocation sweep arms the fault hook per request */
+static int64_t arm_failure_at; /* > 0: the allocation sweep arms the fault hook per request */
 
 static uint64_t fake_now(void)
 {
@@ -58,7 +58,7 @@ static void capture(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
     memset(c, 0, sizeof *c);
     c->close_after = r->close_after;
     if (r->frame == NULL) {
-        return;  /* "close the connection" with no reply */
+        return; /* "close the connection" with no reply */
     }
     assert_true(r->frame_len >= TD_FRAME_HEADER_BYTES);
     const uint8_t *f = r->frame;
@@ -385,11 +385,11 @@ static void test_auth_empty_expected_token_refuses_all(void **state)
         assert_string_equal(message_of(c), "authentication failed");
         assert_true(c->close_after);
     }
-    m.auth_token = NULL;  /* absent on the wire */
+    m.auth_token = NULL; /* absent on the wire */
     struct captured *c = last(&h, send_req(&h, &req, NULL, 0));
     assert_int_equal(status_of(c), TENSORD__STATUS_CODE__UNAUTHENTICATED);
     assert_int_equal(td_store_count(&h.store), 0);
-    h.srv.auth_token = NULL;  /* no auth at all: the same Hello opens a session */
+    h.srv.auth_token = NULL; /* no auth at all: the same Hello opens a session */
     m.auth_token = "";
     c = last(&h, send_req(&h, &req, NULL, 0));
     assert_int_equal(status_of(c), TENSORD__STATUS_CODE__OK);
@@ -404,11 +404,11 @@ static struct captured *raw_hellos(struct harness *h, const uint8_t *const *hell
 {
     uint8_t meta[512];
     size_t at = 0;
-    meta[at++] = 0x08;  /* id = 1, varint */
+    meta[at++] = 0x08; /* id = 1, varint */
     meta[at++] = 0x01;
     for (int i = 0; i < k; i++) {
         assert_true(lens[i] < 128 && at + 2 + lens[i] <= sizeof meta);
-        meta[at++] = 0x12;  /* field 2, length-delimited */
+        meta[at++] = 0x12; /* field 2, length-delimited */
         meta[at++] = (uint8_t)lens[i];
         memcpy(meta + at, hellos[i], lens[i]);
         at += lens[i];
@@ -426,11 +426,11 @@ static struct captured *raw_hello(struct harness *h, const uint8_t *hello_bytes,
 static size_t hello_with_token(uint8_t *out, const char *token, size_t len)
 {
     size_t at = 0;
-    out[at++] = 0x08;  /* min_version = 1 */
+    out[at++] = 0x08; /* min_version = 1 */
     out[at++] = 0x01;
-    out[at++] = 0x10;  /* max_version = 1 */
+    out[at++] = 0x10; /* max_version = 1 */
     out[at++] = 0x01;
-    out[at++] = 0x1a;  /* auth_token, length-delimited */
+    out[at++] = 0x1a; /* auth_token, length-delimited */
     out[at++] = (uint8_t)len;
     memcpy(out + at, token, len);
     return at + len;
@@ -449,8 +449,8 @@ static void test_auth_token_with_nul_is_not_cut_short(void **state)
         const char *tok;
         size_t len;
     } wrong[] = {
-        {"secret\0", 7}, {"secret\0junk", 11}, {"secret\0\0\0\0", 10}, {"\0secret", 7},
-        {"secre\0", 6}, {"", 0},
+        {"secret\0", 7}, {"secret\0junk", 11}, {"secret\0\0\0\0", 10},
+        {"\0secret", 7}, {"secre\0", 6},       {"", 0},
     };
     for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
         size_t n = hello_with_token(hb, wrong[i].tok, wrong[i].len);
@@ -484,7 +484,7 @@ static void test_auth_token_with_nul_is_not_cut_short(void **state)
     harness_clear(&h);
     assert_int_equal(td_store_count(&h.store), 1);
     struct captured *c = raw_hello(&h, ok, nok);
-    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__PROTOCOL_ERROR);  /* already accepted */
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__PROTOCOL_ERROR); /* already accepted */
     harness_close(&h);
 }
 
@@ -498,14 +498,16 @@ static void test_create_get_round_trip_all_dtypes(void **state)
     struct {
         Tensord__DType dt;
         size_t elsize;
-    } cases[] = {{TENSORD__DTYPE__FLOAT32, 4}, {TENSORD__DTYPE__FLOAT64, 8},
-                 {TENSORD__DTYPE__INT32, 4},   {TENSORD__DTYPE__INT64, 8},
+    } cases[] = {{TENSORD__DTYPE__FLOAT32, 4},
+                 {TENSORD__DTYPE__FLOAT64, 8},
+                 {TENSORD__DTYPE__INT32, 4},
+                 {TENSORD__DTYPE__INT64, 8},
                  {TENSORD__DTYPE__BOOL, 1}};
     for (size_t i = 0; i < 5; i++) {
         uint8_t bytes[48];
         for (size_t k = 0; k < sizeof bytes; k++) {
             bytes[k] = cases[i].dt == TENSORD__DTYPE__BOOL ? (uint8_t)(k % 2)
-                                                            : (uint8_t)(k * 37 + i);
+                                                           : (uint8_t)(k * 37 + i);
         }
         size_t n = 6 * cases[i].elsize;
         assert_int_equal(create(&h, 100 + i, cases[i].dt, shape, 2, bytes, n), 0);
@@ -582,10 +584,10 @@ static void test_get_chunks(void **state)
     assert_int_equal(c->resp->tensor->length, 8);
     assert_int_equal(c->data_len, 8);
     assert_memory_equal(c->data, &v[1], 8);
-    c = get(&h, 1, 12, 0);  /* to the end */
+    c = get(&h, 1, 12, 0); /* to the end */
     assert_int_equal(c->data_len, 4);
     assert_memory_equal(c->data, &v[3], 4);
-    c = get(&h, 1, 12, 8);  /* a length past the end reads to the end */
+    c = get(&h, 1, 12, 8); /* a length past the end reads to the end */
     assert_int_equal(status_of(c), 0);
     assert_int_equal(c->resp->tensor->length, 4);
     assert_int_equal(c->data_len, 4);
@@ -613,7 +615,7 @@ static void test_get_chunks_of_a_view(void **state)
     }
     assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT32, shape, 2, v, sizeof v), 0);
     assert_int_equal(status_of(run1(&h, TENSORD__OP__OP_T, 2, 1)), 0);
-    int32_t want[12];  /* t()[i][j] = v[j][i]: shape [4, 3] */
+    int32_t want[12]; /* t()[i][j] = v[j][i]: shape [4, 3] */
     for (int i = 0; i < 4; i++) {
         for (int j = 0; j < 3; j++) {
             want[i * 3 + j] = v[j * 4 + i];
@@ -651,7 +653,7 @@ static void test_free_first_runs_before_the_body(void **state)
     Tensord__Request req = TENSORD__REQUEST__INIT;
     Tensord__Get g = TENSORD__GET__INIT;
     g.handle = 1;
-    uint64_t frees[] = {2, 99, 0};  /* unknown and reserved handles are ignored, as in Free */
+    uint64_t frees[] = {2, 99, 0}; /* unknown and reserved handles are ignored, as in Free */
     req.free_first = frees;
     req.n_free_first = 3;
     req.body_case = TENSORD__REQUEST__BODY_GET;
@@ -765,8 +767,7 @@ static void test_op_errors(void **state)
     /* ... and transitively */
     c = run2(&h, TENSORD__OP__OP_MUL, 4, 3, 1, NULL, false);
     assert_int_equal(status_of(c), TENSORD__STATUS_CODE__INPUT_FAILED);
-    assert_string_equal(message_of(c),
-                        "input 3 failed: input 2 failed: unknown handle 42");
+    assert_string_equal(message_of(c), "input 3 failed: input 2 failed: unknown handle 42");
 
     /* output handle already in use: refused, and the tensor there is untouched */
     c = run2(&h, TENSORD__OP__OP_ADD, 1, 1, 1, NULL, false);
@@ -819,7 +820,7 @@ static void test_inplace_keeps_handle(void **state)
     c = get(&h, 1, 0, 0);
     const int64_t want[] = {6, 7, 8};
     assert_memory_equal(c->data, want, sizeof want);
-    c = run2(&h, TENSORD__OP__OP_ADD, 7, 1, 0, &five, true);  /* out must be 0 or self */
+    c = run2(&h, TENSORD__OP__OP_ADD, 7, 1, 0, &five, true); /* out must be 0 or self */
     assert_int_equal(status_of(c), TENSORD__STATUS_CODE__INVALID_ARGUMENT);
     harness_close(&h);
 }
@@ -963,7 +964,7 @@ static void test_ttl_expiry(void **state)
     /* attached: never expires */
     assert_int_equal(td_store_sweep(&h.store, 1000000), 0);
     harness_clear(&h);
-    td_rpc_peer_close(h.peer);  /* detached at fake_now() == 1000 */
+    td_rpc_peer_close(h.peer); /* detached at fake_now() == 1000 */
     assert_int_equal(td_store_sweep(&h.store, 1400), 0);
     assert_int_equal(td_store_count(&h.store), 1);
     assert_int_equal(td_store_sweep(&h.store, 1500), 1);
@@ -976,7 +977,8 @@ static void test_quota_and_tensor_limit(void **state)
 {
     (void)state;
     struct harness h;
-    struct td_store_config cfg = {.session_max_bytes = 64, .max_tensor_bytes = 48,
+    struct td_store_config cfg = {.session_max_bytes = 64,
+                                  .max_tensor_bytes = 48,
                                   .session_ttl_ms = 1000};
     harness_init(&h, &cfg);
     hello(&h, NULL, 0);
@@ -1068,7 +1070,7 @@ static void test_heavy_work_keeps_order(void **state)
     struct harness h;
     harness_init(&h, NULL);
     h.store.ex = &later;
-    h.srv.heavy_work = 2;  /* anything over 2 elements is heavy */
+    h.srv.heavy_work = 2; /* anything over 2 elements is heavy */
     hello(&h, NULL, 0);
     assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64), 0);
     int before = h.nreplies;
@@ -1090,7 +1092,7 @@ static void test_heavy_work_keeps_order(void **state)
     preq.body_case = TENSORD__REQUEST__BODY_PING;
     preq.ping = &ping;
     uint64_t ping_id = send_req(&h, &preq, NULL, 0);
-    assert_int_equal(h.nreplies, before);  /* the ping waits behind the heavy op */
+    assert_int_equal(h.nreplies, before); /* the ping waits behind the heavy op */
     assert_int_equal(ndeferred, 1);
     struct td_job *job = deferred[--ndeferred];
     job->run(job);
@@ -1120,7 +1122,7 @@ static void test_heavy_gets_and_writes(void **state)
     assert_int_equal(status_of(run1(&h, TENSORD__OP__OP_T, 2, 1)), 0);
     h.store.ex = &later;
     int before = h.nreplies;
-    get(&h, 1, 0, 0);  /* contiguous: answered at once */
+    get(&h, 1, 0, 0); /* contiguous: answered at once */
     assert_int_equal(h.nreplies, before + 1);
     assert_int_equal(ndeferred, 0);
     uint64_t id = h.next_id;
@@ -1359,7 +1361,7 @@ static void test_max_op_elements_sum_of_expanded_view(void **state)
     unsigned long long n = strtoull(msg + strlen(head), &end, 10);
     assert_true(n >= 1ull << 60 && n <= (1ull << 60) + 1);
     assert_string_equal(end, tail);
-    assert_int_equal(td_session_bytes(h.peer->session), 4);  /* nothing allocated */
+    assert_int_equal(td_session_bytes(h.peer->session), 4); /* nothing allocated */
     harness_close(&h);
 }
 
@@ -1405,7 +1407,7 @@ static void test_heavy_routing_by_cost(void **state)
     run_deferred();
     assert_int_equal(status_of(reply_to(&h, id)), 0);
     assert_int_equal(reply_to(&h, id)->resp->result_case, TENSORD__RESPONSE__RESULT_TEXT);
-    assert_true(cost_rules_landed());  /* core's cost rules, not a placeholder */
+    assert_true(cost_rules_landed()); /* core's cost rules, not a placeholder */
     {
         uint64_t in = 2;
         before = h.nreplies;
@@ -1467,11 +1469,11 @@ static void queue_behind_heavy(struct harness *h, uint64_t *op_id, uint64_t *add
     const uint64_t aa[] = {1, 1};
     int before = h->nreplies;
     uint64_t id = h->next_id;
-    assert_null(run_args(h, TENSORD__OP__OP_MUL, 2, aa, 2, NULL));  /* 3 elements: heavy */
+    assert_null(run_args(h, TENSORD__OP__OP_MUL, 2, aa, 2, NULL)); /* 3 elements: heavy */
     *op_id = id;
     h->srv.heavy_work = 1 << 16;
     id = h->next_id;
-    assert_null(run_args(h, TENSORD__OP__OP_ADD, 5, aa, 2, NULL));  /* light, but queued */
+    assert_null(run_args(h, TENSORD__OP__OP_ADD, 5, aa, 2, NULL)); /* light, but queued */
     *add_id = id;
     *ping_id = send_simple(h, TENSORD__REQUEST__BODY_PING);
     assert_int_equal(h->nreplies, before);
@@ -1506,7 +1508,7 @@ static void test_cancel_on_peer_close(void **state)
     int before = h.nreplies;
     run_deferred();
     assert_null(s->head);
-    assert_int_equal(h.nreplies, before);  /* nobody to answer */
+    assert_int_equal(h.nreplies, before); /* nobody to answer */
     assert_false(td_session_busy(s));
     /* The client resumes: none of the three left a trace. */
     h.store.ex = &td_executor_inline;
@@ -1542,7 +1544,7 @@ static void test_close_session_cancels_earlier_work(void **state)
     int before = h.nreplies;
     uint64_t close_id = send_simple(&h, TENSORD__REQUEST__BODY_CLOSE_SESSION);
     assert_int_equal(atomic_load(&running->cancel.reason), TD_CANCEL_SESSION_CLOSED);
-    assert_int_equal(h.nreplies, before);  /* the dropped ones wait for the running one */
+    assert_int_equal(h.nreplies, before); /* the dropped ones wait for the running one */
     run_deferred();
     assert_int_equal(h.nreplies, before + 4);
     const uint64_t ids[] = {op_id, add_id, ping_id};
@@ -1612,7 +1614,7 @@ static void test_request_deadline(void **state)
     td_cancel_init(&armed, 1000);
     assert_int_equal(atomic_load(&job->cancel.reason), TD_CANCEL_NONE);
     job->cancel.limit_ms = 1000;
-    job->cancel.deadline_ns = 1;  /* long past */
+    job->cancel.deadline_ns = 1; /* long past */
     struct td_cancel *prev = td_cancel_enter(&job->cancel);
     struct td_err err;
     assert_int_equal(td_cancel_check(&err), TD_ELIMIT);
@@ -1660,7 +1662,7 @@ static void test_unsent_bytes_hold_the_session(void **state)
     assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64), 0);
     assert_int_equal(h.peer->unsent_bytes, 0);
     h.hold = true;
-    h.srv.peer_max_unsent_bytes = 60;  /* a Get of 24 bytes and its frame: about 40 */
+    h.srv.peer_max_unsent_bytes = 60; /* a Get of 24 bytes and its frame: about 40 */
     int before = h.nreplies;
     get(&h, 1, 0, 0);
     int64_t one = h.peer->unsent_bytes;
@@ -1670,8 +1672,8 @@ static void test_unsent_bytes_hold_the_session(void **state)
     assert_int_equal(h.peer->unsent_bytes, 2 * one);
     assert_non_null(h.peer->held);
     uint64_t ping = send_simple(&h, TENSORD__REQUEST__BODY_PING);
-    assert_int_equal(h.nreplies, before + 2);  /* held */
-    release_held(&h);                          /* the client reads */
+    assert_int_equal(h.nreplies, before + 2); /* held */
+    release_held(&h);                         /* the client reads */
     assert_int_equal(h.nreplies, before + 3);
     assert_int_equal(h.replies[before + 2].resp->id, ping);
     release_held(&h);
@@ -1743,8 +1745,7 @@ static void test_op_bytes_over_quota(void **state)
 }
 
 /* Packs a Create of an int64 tensor of n elements for handle `out`; *len gets its size. */
-static uint8_t *pack_create(struct harness *h, uint64_t out, int64_t n, size_t *len,
-                            uint64_t *id)
+static uint8_t *pack_create(struct harness *h, uint64_t out, int64_t n, size_t *len, uint64_t *id)
 {
     Tensord__Request req = TENSORD__REQUEST__INIT;
     Tensord__Create m = TENSORD__CREATE__INIT;
@@ -1786,7 +1787,7 @@ static void test_data_section_charged(void **state)
     td_rpc_handle(h.peer, meta, len, buf, 64000);
     free(meta);
     assert_int_equal(status_of(last(&h, id)), 0);
-    assert_int_equal(td_session_bytes(s), 64000);  /* the tensor's bytes, once */
+    assert_int_equal(td_session_bytes(s), 64000); /* the tensor's bytes, once */
     assert_int_equal(last(&h, id)->resp->tensor->nbytes, 64000);
     /* a Write copies its section into the tensor and gives the charge back */
     assert_int_equal(td_rpc_data_alloc(h.peer, 16, &buf, &err), 0);
@@ -1815,7 +1816,7 @@ static void test_data_section_charged(void **state)
     assert_int_equal(td_session_bytes(s), 0);
     /* a request that fails gives the charge back */
     assert_int_equal(td_rpc_data_alloc(h.peer, 800, &buf, &err), 0);
-    meta = pack_create(&h, 2, 99, &len, &id);  /* 792 bytes wanted: refused */
+    meta = pack_create(&h, 2, 99, &len, &id); /* 792 bytes wanted: refused */
     td_rpc_handle(h.peer, meta, len, buf, 800);
     free(meta);
     assert_int_equal(status_of(last(&h, id)), TENSORD__STATUS_CODE__INVALID_ARGUMENT);
@@ -1835,7 +1836,7 @@ static void test_data_section_charged(void **state)
     td_session_ref(s);
     td_rpc_peer_close(h.peer);
     h.peer = NULL;
-    td_free(buf);  /* net frees what it had */
+    td_free(buf); /* net frees what it had */
     assert_int_equal(td_session_bytes(s), 0);
     td_session_unref(s);
     harness_close(&h);
@@ -1850,7 +1851,7 @@ static void retry_alloc(struct harness *h)
     void *buf = NULL;
     h->on_reply = NULL;
     retry_rc = td_rpc_data_alloc(h->peer, 500, &buf, NULL);
-    td_free(buf);  /* test only: not handed to td_rpc_handle */
+    td_free(buf); /* test only: not handed to td_rpc_handle */
 }
 
 static void test_data_section_retried_inside_the_reply(void **state)
@@ -1871,7 +1872,7 @@ static void test_data_section_retried_inside_the_reply(void **state)
     assert_int_equal(td_rpc_data_alloc(h.peer, 990, &buf, NULL), TD_RPC_DATA_LATER);
     h.on_reply = retry_alloc;
     run_deferred();
-    assert_int_equal(retry_rc, 0);  /* 24 + 24 + 500 fit: asked again, and given */
+    assert_int_equal(retry_rc, 0); /* 24 + 24 + 500 fit: asked again, and given */
     /* td_free'd above without td_rpc_handle: give its charge back as a closing peer would */
     td_rpc_peer_close(h.peer);
     h.peer = NULL;
@@ -1886,7 +1887,8 @@ static void test_data_section_later_then_error_in_order(void **state)
     (void)state;
     struct td_executor later = {.submit = defer_submit};
     struct harness h;
-    struct td_store_config cfg = {.session_max_bytes = 1000, .max_tensor_bytes = 600,
+    struct td_store_config cfg = {.session_max_bytes = 1000,
+                                  .max_tensor_bytes = 600,
                                   .session_ttl_ms = 1000};
     harness_init(&h, &cfg);
     hello(&h, NULL, 0);
@@ -1896,8 +1898,8 @@ static void test_data_section_later_then_error_in_order(void **state)
     queue_behind_heavy(&h, &op_id, &add_id, &ping_id);
     void *buf = NULL;
     struct td_err err;
-    assert_int_equal(td_rpc_data_alloc(h.peer, 980, &buf, &err), TD_ELIMIT);  /* never fits */
-    assert_int_equal(td_rpc_data_alloc(h.peer, 560, &buf, &err), 0);  /* fits: 48 + 560 */
+    assert_int_equal(td_rpc_data_alloc(h.peer, 980, &buf, &err), TD_ELIMIT); /* never fits */
+    assert_int_equal(td_rpc_data_alloc(h.peer, 560, &buf, &err), 0);         /* fits: 48 + 560 */
     void *held = buf;
     assert_int_equal(td_rpc_data_alloc(h.peer, 500, &buf, &err), TD_RPC_DATA_LATER);
     assert_null(buf);
@@ -1909,7 +1911,7 @@ static void test_data_section_later_then_error_in_order(void **state)
     free(meta);
     int before = h.nreplies;
     run_deferred();
-    assert_int_equal(h.nreplies, before + 4);  /* op, add, ping, the create */
+    assert_int_equal(h.nreplies, before + 4); /* op, add, ping, the create */
     assert_int_equal(status_of(reply_to(&h, id1)), 0);
     assert_int_equal(h.peer->pending, 0);
     assert_int_equal(td_rpc_data_alloc(h.peer, 500, &buf, &err), TD_EQUOTA);
@@ -1933,7 +1935,7 @@ static void test_data_section_later_then_error_in_order(void **state)
     assert_int_equal(h.replies[before].resp->id, op2);
     assert_int_equal(h.replies[before + 1].resp->id, id2);
     assert_int_equal(status_of(&h.replies[before + 1]), TENSORD__STATUS_CODE__LIMIT_EXCEEDED);
-    assert_int_equal(td_session_bytes(h.peer->session), 560 + 4 * 24);  /* 7, and 1 2 5 9 */
+    assert_int_equal(td_session_bytes(h.peer->session), 560 + 4 * 24); /* 7, and 1 2 5 9 */
     h.store.ex = &td_executor_inline;
     harness_close(&h);
 }
@@ -1951,10 +1953,10 @@ static void test_data_section_later_then_error_in_order(void **state)
 ** back), no temporary file may be left in the Save/Load directory, and once the harness closes
 ** every byte is returned. */
 
-static char sweep_dir[64];           /* Save/Load directory of the sweep (mkdtemp) */
-static uint8_t sweep_token[16];      /* the session the case's prepare opened, to resume it */
+static char sweep_dir[64];      /* Save/Load directory of the sweep (mkdtemp) */
+static uint8_t sweep_token[16]; /* the session the case's prepare opened, to resume it */
 static bool sweep_have_token;
-static double rand_want[4];          /* torch.rand(4, float64) after manual_seed(7), unfaulted */
+static double rand_want[4]; /* torch.rand(4, float64) after manual_seed(7), unfaulted */
 
 static const char ENCODE_OOM[] = "out of memory while encoding the reply";
 
@@ -1962,8 +1964,8 @@ struct sweep_case {
     const char *what;
     void (*prepare)(struct harness *);
     void (*request)(struct harness *);
-    void (*check)(struct harness *, struct captured *);  /* a successful reply is right */
-    void (*check_failed)(struct harness *, struct captured *);  /* NULL: nothing to add */
+    void (*check)(struct harness *, struct captured *);        /* a successful reply is right */
+    void (*check_failed)(struct harness *, struct captured *); /* NULL: nothing to add */
 };
 
 /* Remembers the session a prepare step opened, so a run that closed the connection can resume. */
@@ -2047,7 +2049,7 @@ static void sweep_one(const struct sweep_case *sc)
         struct harness h;
         harness_init(&h, NULL);
         h.srv.files_dir = sweep_dir;
-        h.srv.shared_files = true;  /* one flat directory, listed after every run */
+        h.srv.shared_files = true; /* one flat directory, listed after every run */
         sweep_have_token = false;
         sc->prepare(&h);
         int before = h.nreplies;
@@ -2058,8 +2060,8 @@ static void sweep_one(const struct sweep_case *sc)
         td_alloc_fail_at(0);
         bool reached = used >= k;
         if (h.nreplies != before + 1) {
-            fail_msg("%s: %d replies with allocation %lld failing", sc->what,
-                     h.nreplies - before, (long long)k);
+            fail_msg("%s: %d replies with allocation %lld failing", sc->what, h.nreplies - before,
+                     (long long)k);
         }
         struct captured *c = &h.replies[h.nreplies - 1];
         int st = status_of(c);
@@ -2096,7 +2098,7 @@ static void sweep_one(const struct sweep_case *sc)
             /* The request made fewer than k allocations: every one has failed once, and the
             ** run that reached none of them must have succeeded. */
             assert_int_equal(st, TENSORD__STATUS_CODE__OK);
-            assert_true(k > 1);  /* every request allocates (its reply, at least) */
+            assert_true(k > 1); /* every request allocates (its reply, at least) */
             return;
         }
     }
@@ -2530,7 +2532,7 @@ static void check_create(struct harness *h, struct captured *c)
 static void check_create_charged(struct harness *h, struct captured *c)
 {
     check_create(h, c);
-    assert_int_equal(td_session_bytes(h->peer->session), sizeof A64);  /* charged once */
+    assert_int_equal(td_session_bytes(h->peer->session), sizeof A64); /* charged once */
 }
 
 static void check_create_charged_failed(struct harness *h, struct captured *c)
@@ -2546,7 +2548,7 @@ static void check_create_charged_failed(struct harness *h, struct captured *c)
 static void check_full(struct harness *h, struct captured *c)
 {
     expect_tensor_reply(c, 9);
-    const double want[] = {2.5, 2.5, 2.5, 2.5};  /* torch.full((2, 2), 2.5, dtype=float64) */
+    const double want[] = {2.5, 2.5, 2.5, 2.5}; /* torch.full((2, 2), 2.5, dtype=float64) */
     expect_bytes(h, 9, want, sizeof want);
 }
 
@@ -2558,7 +2560,7 @@ static void check_rand(struct harness *h, struct captured *c)
     double got[4];
     memcpy(got, g->data, sizeof got);
     for (int i = 0; i < 4; i++) {
-        assert_true(got[i] >= 0.0 && got[i] < 1.0);  /* torch.rand: [0, 1) */
+        assert_true(got[i] >= 0.0 && got[i] < 1.0); /* torch.rand: [0, 1) */
     }
     /* The same seed gives the same numbers, whether or not an allocation failed before. */
     assert_memory_equal(got, rand_want, sizeof got);
@@ -2567,7 +2569,7 @@ static void check_rand(struct harness *h, struct captured *c)
 static void check_arange(struct harness *h, struct captured *c)
 {
     expect_tensor_reply(c, 9);
-    const int64_t want[] = {0, 1, 2, 3, 4};  /* torch.arange(5) */
+    const int64_t want[] = {0, 1, 2, 3, 4}; /* torch.arange(5) */
     expect_bytes(h, 9, want, sizeof want);
 }
 
@@ -2589,7 +2591,7 @@ static void check_add(struct harness *h, struct captured *c)
 static void check_matmul(struct harness *h, struct captured *c)
 {
     expect_tensor_reply(c, 9);
-    assert_int_equal(c->resp->tensor->n_shape, 0);  /* 1-D @ 1-D is a 0-dim dot product */
+    assert_int_equal(c->resp->tensor->n_shape, 0); /* 1-D @ 1-D is a 0-dim dot product */
     const int64_t want[] = {1 * 10 + 2 * 20 + 3 * 30};
     expect_bytes(h, 9, want, sizeof want);
 }
@@ -2612,7 +2614,7 @@ static void check_inplace_failed(struct harness *h, struct captured *c)
 static void check_max_out2(struct harness *h, struct captured *c)
 {
     expect_tensor_reply(c, 5);
-    const int64_t vals[] = {2, 4}, idx[] = {1, 1};  /* max of [[1, 2], [3, 4]] along dim 1 */
+    const int64_t vals[] = {2, 4}, idx[] = {1, 1}; /* max of [[1, 2], [3, 4]] along dim 1 */
     expect_bytes(h, 5, vals, sizeof vals);
     expect_bytes(h, 6, idx, sizeof idx);
 }
@@ -2638,7 +2640,7 @@ static void check_get_view(struct harness *h, struct captured *c)
 {
     (void)h;
     expect_tensor_reply(c, 3);
-    const int64_t want[] = {1, 3, 2, 4};  /* [[1, 2], [3, 4]].t() in C order */
+    const int64_t want[] = {1, 3, 2, 4}; /* [[1, 2], [3, 4]].t() in C order */
     assert_int_equal(c->data_len, sizeof want);
     assert_memory_equal(c->data, want, sizeof want);
 }
@@ -2669,7 +2671,7 @@ static void check_format(struct harness *h, struct captured *c)
 {
     (void)h;
     assert_int_equal(c->resp->result_case, TENSORD__RESPONSE__RESULT_TEXT);
-    assert_string_equal(c->resp->text, "tensor([1, 2, 3])");  /* repr(torch.tensor([1, 2, 3])) */
+    assert_string_equal(c->resp->text, "tensor([1, 2, 3])"); /* repr(torch.tensor([1, 2, 3])) */
 }
 
 /* d/da sum(a*a) = 2a = [2, 4, 6]. */
@@ -2832,7 +2834,7 @@ static void test_allocation_failure_sweep(void **state)
         {"save (view)", prep_view, req_save_view, check_save_view, check_save_failed},
     };
     /* Every kind of the oneof has a case: a kind added to the protocol must be added here. */
-    bool covered[64] = {false};  /* by oneof case (field number) */
+    bool covered[64] = {false}; /* by oneof case (field number) */
     covered[TENSORD__REQUEST__BODY_HELLO] = covered[TENSORD__REQUEST__BODY_CREATE] = true;
     covered[TENSORD__REQUEST__BODY_FULL] = covered[TENSORD__REQUEST__BODY_RAND] = true;
     covered[TENSORD__REQUEST__BODY_ARANGE] = covered[TENSORD__REQUEST__BODY_MANUAL_SEED] = true;
@@ -2882,7 +2884,7 @@ static void test_turn_budget_defers_pipelined_requests(void **state)
     uint64_t id1 = send_simple(&h, TENSORD__REQUEST__BODY_PING);
     uint64_t id2 = send_simple(&h, TENSORD__REQUEST__BODY_PING);
     uint64_t id3 = send_simple(&h, TENSORD__REQUEST__BODY_PING);
-    assert_int_equal(h.nreplies, before + 1);  /* the first spent the turn */
+    assert_int_equal(h.nreplies, before + 1); /* the first spent the turn */
     assert_int_equal(h.replies[before].resp->id, id1);
     assert_int_equal(h.peer->pending, 2);
     assert_true(td_store_has_deferred(&h.store));
@@ -2905,7 +2907,8 @@ static void test_handle_entries_charged(void **state)
     (void)state;
     struct harness h;
     const int64_t quota = 4 + 3 * TD_ENTRY_BYTES;
-    struct td_store_config cfg = {.session_ttl_ms = 60000, .session_max_bytes = quota,
+    struct td_store_config cfg = {.session_ttl_ms = 60000,
+                                  .session_max_bytes = quota,
                                   .entry_bytes = TD_ENTRY_BYTES};
     harness_init(&h, &cfg);
     hello(&h, NULL, 0);
@@ -3004,7 +3007,7 @@ static void test_hello_after_close_session_is_refused(void **state)
     hello(&a, NULL, 0);
     assert_int_equal(create(&a, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, B64, sizeof B64), 0);
     a.store.ex = &later;
-    a.srv.heavy_work = 2;  /* 3 elements read: heavy */
+    a.srv.heavy_work = 2; /* 3 elements read: heavy */
     ndeferred = 0;
     /* B's own job on the "worker", reading B's handle 1 */
     const uint64_t b11[] = {1, 1};
@@ -3025,9 +3028,9 @@ static void test_hello_after_close_session_is_refused(void **state)
     bw.body_case = TENSORD__REQUEST__BODY_BACKWARD;
     bw.backward = &bm;
     uint64_t bw_id = send_req(&a, &bw, NULL, 0);
-    assert_int_equal(a.nreplies, before);  /* all behind A's running sum */
-    finish_deferred_at(1);                 /* A's sum: cancelled by the close on arrival */
-    assert_int_equal(ndeferred, 1);        /* the Backward did not go to the executor */
+    assert_int_equal(a.nreplies, before); /* all behind A's running sum */
+    finish_deferred_at(1);                /* A's sum: cancelled by the close on arrival */
+    assert_int_equal(ndeferred, 1);       /* the Backward did not go to the executor */
     assert_int_equal(a.nreplies, before + 5);
     assert_reply(&a, before, sum_id, TENSORD__STATUS_CODE__CANCELLED);
     assert_reply(&a, before + 1, close_id, 0);
@@ -3046,7 +3049,7 @@ static void test_hello_after_close_session_is_refused(void **state)
     assert_int_equal(status_of(simple(&a, TENSORD__REQUEST__BODY_PING)), 0);
     assert_int_equal(status_of(simple(&a, TENSORD__REQUEST__BODY_CLOSE_SESSION)), 0);
     assert_true(a.peer->session->closed);
-    assert_int_equal(td_store_count(&a.store), 1);  /* B only */
+    assert_int_equal(td_store_count(&a.store), 1); /* B only */
     /* B's job finishes, and B's table is as B left it: 1, 2 and the product. */
     int bbefore = b.nreplies;
     finish_deferred_at(0);
@@ -3075,7 +3078,7 @@ static size_t free_meta_len(uint64_t *handles, size_t n)
     Tensord__Free m = TENSORD__FREE__INIT;
     m.handles = handles;
     m.n_handles = n;
-    req.id = 1;  /* as send_req numbers them: ids below 128 take one byte */
+    req.id = 1; /* as send_req numbers them: ids below 128 take one byte */
     req.body_case = TENSORD__REQUEST__BODY_FREE;
     req.free = &m;
     return tensord__request__get_packed_size(&req);
@@ -3096,12 +3099,12 @@ static void test_decoded_request_charged_and_released(void **state)
     ndeferred = 0;
     h.srv.heavy_work = 2;
     uint64_t x = 1;
-    assert_null(run_args(&h, TENSORD__OP__OP_SUM, 2, &x, 1, NULL));  /* heavy, deferred */
+    assert_null(run_args(&h, TENSORD__OP__OP_SUM, 2, &x, 1, NULL)); /* heavy, deferred */
     h.srv.heavy_work = 1 << 16;
     struct td_session *s = h.peer->session;
     int64_t base = td_session_bytes(s);
-    assert_int_equal(h.peer->queued_bytes, 0);  /* the running sum decoded into its arena */
-    enum { N = 20000 };                         /* handles 1000..20999: a 160000-byte array */
+    assert_int_equal(h.peer->queued_bytes, 0); /* the running sum decoded into its arena */
+    enum { N = 20000 };                        /* handles 1000..20999: a 160000-byte array */
     uint64_t *hs = malloc(N * sizeof *hs);
     for (size_t i = 0; i < N; i++) {
         hs[i] = 1000 + i;
@@ -3117,7 +3120,7 @@ static void test_decoded_request_charged_and_released(void **state)
     finish_deferred_at(0);
     assert_int_equal(ndeferred, 1);
     assert_null(reply_to(&h, free_id));
-    assert_int_equal(td_session_bytes(s) - base, 8);  /* the sum's int64 result */
+    assert_int_equal(td_session_bytes(s) - base, 8); /* the sum's int64 result */
     finish_deferred_at(0);
     assert_int_equal(status_of(reply_to(&h, free_id)), 0);
     assert_int_equal(td_session_bytes(s) - base, 8);
@@ -3153,12 +3156,12 @@ static void test_decoded_request_over_quota_in_order(void **state)
     enum { N = TD_RPC_MAX_FREE_FIRST };
     uint64_t *hs = malloc(N * sizeof *hs);
     for (size_t i = 0; i < N; i++) {
-        hs[i] = 1;  /* would free handle 1, if it ran */
+        hs[i] = 1; /* would free handle 1, if it ran */
     }
     int before = h.nreplies;
     uint64_t free_id = send_ping_free_first(&h, hs, N);
     uint64_t ping_id = send_simple(&h, TENSORD__REQUEST__BODY_PING);
-    assert_int_equal(h.nreplies, before);  /* behind the sum */
+    assert_int_equal(h.nreplies, before); /* behind the sum */
     assert_int_equal(td_session_bytes(h.peer->session), base);
     finish_deferred_at(0);
     assert_int_equal(h.nreplies, before + 3);
@@ -3170,7 +3173,7 @@ static void test_decoded_request_over_quota_in_order(void **state)
     assert_non_null(strstr(msg, "bytes: session memory quota exceeded: 30000 bytes"));
     assert_reply(&h, before + 2, ping_id, 0);
     h.store.ex = &td_executor_inline;
-    assert_memory_equal(get(&h, 1, 0, 0)->data, A64, sizeof A64);  /* not freed */
+    assert_memory_equal(get(&h, 1, 0, 0)->data, A64, sizeof A64); /* not freed */
     assert_int_equal(h.peer->queued_bytes, 0);
     free(hs);
     harness_close(&h);
@@ -3206,7 +3209,7 @@ static void test_free_first_cap(void **state)
     struct captured *c = last(&h, id);
     assert_int_equal(status_of(c), TENSORD__STATUS_CODE__LIMIT_EXCEEDED);
     assert_string_equal(message_of(c), "free_first lists 4097 handles; at most 4096 are allowed "
-                        "per request (send a Free for more)");
+                                       "per request (send a Free for more)");
     assert_memory_equal(get(&h, 1, 0, 0)->data, A64, sizeof A64);
     h.store.ex = &later;
     ndeferred = 0;
@@ -3268,7 +3271,7 @@ static void test_max_op_elements_inside_backward(void **state)
 
 int main(void)
 {
-    td_log_min_level = TD_LOG_WARN;  /* the sweeps open thousands of sessions */
+    td_log_min_level = TD_LOG_WARN; /* the sweeps open thousands of sessions */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hello_opens_session),
         cmocka_unit_test(test_request_before_hello),

@@ -24,12 +24,12 @@
 #include "session/persist.h"
 #include "../core/helpers.h"
 
-static char dir[64];            /* a mkdtemp directory, removed at the end */
+static char dir[64]; /* a mkdtemp directory, removed at the end */
 
 static const int64_t S23[] = {2, 3};
-static const double V[] = {1.5, -2, 3, 4.25, 5, -6};          /* tensor "a", float64 [2, 3] */
-static const int32_t W[] = {7, 8, 9, 10, 11, 12};             /* tensor "b", int32 [2, 3] */
-static const int32_t WT[] = {7, 10, 8, 11, 9, 12};            /* b.t() in C order, [3, 2] */
+static const double V[] = {1.5, -2, 3, 4.25, 5, -6}; /* tensor "a", float64 [2, 3] */
+static const int32_t W[] = {7, 8, 9, 10, 11, 12};    /* tensor "b", int32 [2, 3] */
+static const int32_t WT[] = {7, 10, 8, 11, 9, 12};   /* b.t() in C order, [3, 2] */
 
 static struct td_tensor *tensor_of(enum td_dtype dt, const void *v, size_t n)
 {
@@ -123,7 +123,7 @@ static void write_sweep(bool view)
             assert_int_equal(dir_files(what, k, false), 1);
         } else {
             check_enomem(what, k, rc, &err);
-            assert_int_equal(dir_files(what, k, false), 0);  /* atomic: no file at all */
+            assert_int_equal(dir_files(what, k, false), 0); /* atomic: no file at all */
         }
         if (used < k) {
             assert_int_equal(rc, 0);
@@ -358,8 +358,8 @@ static void test_restore_all_out_of_memory_keeps_snapshot(void **state)
             int refailed = -1;
             if (td_store_restore_all(&again, dir, 2000, &refailed) != 1) {
                 fail_msg("allocation %lld failing during restore lost the session for good "
-                         "(%d files in the directory)", (long long)k,
-                         dir_files("restore retry", k, true));
+                         "(%d files in the directory)",
+                         (long long)k, dir_files("restore retry", k, true));
             }
             expect_restored(&again, token);
             td_store_close(&again);
@@ -401,7 +401,7 @@ static int dir_teardown(void **state)
 
 int main(void)
 {
-    td_log_min_level = TD_LOG_OFF;  /* failed saves and restores log errors, as they should */
+    td_log_min_level = TD_LOG_OFF; /* failed saves and restores log errors, as they should */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_persist_write_allocation_sweep, dir_setup,
                                         dir_teardown),

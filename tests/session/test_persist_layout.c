@@ -33,7 +33,7 @@
 #include "session/persist.h"
 #include "../core/helpers.h"
 
-static char dir[64];            /* a mkdtemp directory, emptied and removed after each test */
+static char dir[64]; /* a mkdtemp directory, emptied and removed after each test */
 
 /* Writes a safetensors file: 8-byte little-endian length, `json` padded with spaces to a
 ** multiple of 8, then `data_len` bytes 0, 1, 2, ... */
@@ -152,13 +152,13 @@ static void test_the_writer_puts_empty_tensors_at_the_end(void **state)
     (void)state;
     const int64_t s2[] = {2}, s3[] = {3}, s05[] = {0, 5}, s40[] = {4, 0};
     const double v[] = {1.5, -2, 1};
-    struct td_tensor *f32 = mk(TD_DTYPE_F32, s2, 1, v);         /* 8 bytes */
-    struct td_tensor *b8 = mk(TD_DTYPE_BOOL, s3, 1, v);         /* 3 bytes */
-    struct td_tensor *e1 = mk(TD_DTYPE_F32, s05, 2, v);         /* 0 bytes */
-    struct td_tensor *e2 = mk(TD_DTYPE_I64, s40, 2, v);         /* 0 bytes */
+    struct td_tensor *f32 = mk(TD_DTYPE_F32, s2, 1, v); /* 8 bytes */
+    struct td_tensor *b8 = mk(TD_DTYPE_BOOL, s3, 1, v); /* 3 bytes */
+    struct td_tensor *e1 = mk(TD_DTYPE_F32, s05, 2, v); /* 0 bytes */
+    struct td_tensor *e2 = mk(TD_DTYPE_I64, s40, 2, v); /* 0 bytes */
     /* Every position of the two empty tensors among the two others. */
-    static const char *const orders[] = {"EeFB", "EFeB", "EFBe", "FEeB", "FEBe", "FBEe",
-                                         "eEFB", "FBeE", "BEFe"};
+    static const char *const orders[] = {"EeFB", "EFeB", "EFBe", "FEeB", "FEBe",
+                                         "FBEe", "eEFB", "FBeE", "BEFe"};
     for (size_t k = 0; k < sizeof orders / sizeof orders[0]; k++) {
         struct td_tensor *ts[4];
         const char *names[4];
@@ -170,8 +170,7 @@ static void test_the_writer_puts_empty_tensors_at_the_end(void **state)
         char path[128];
         snprintf(path, sizeof path, "%s/w%zu.safetensors", dir, k);
         struct td_err err;
-        assert_int_equal(td_persist_write(path, ts, names, 4, NULL, NULL, 0, 0, NULL, 0, &err),
-                         0);
+        assert_int_equal(td_persist_write(path, ts, names, 4, NULL, NULL, 0, 0, NULL, 0, &err), 0);
         struct td_persist_file f;
         if (td_persist_open(path, &f, &err) != 0) {
             fail_msg("order %s refused: %s", orders[k], err.msg);
@@ -219,16 +218,15 @@ static const double CV[] = {1.5, -2, 3, 0, -0.25, 7, 8, -9, 10, 11, 12, 13};
 
 static struct td_session *canary(struct td_store *st, uint64_t first_handle, uint8_t *token)
 {
-    static const int64_t s34[] = {3, 4}, s5[] = {5}, s222[] = {2, 2, 2}, s4[] = {4},
-                         s13[] = {1, 3}, s05[] = {0, 5}, s3[] = {3};
+    static const int64_t s34[] = {3, 4}, s5[] = {5}, s222[] = {2, 2, 2}, s4[] = {4}, s13[] = {1, 3},
+                         s05[] = {0, 5}, s3[] = {3};
     struct td_session *s;
     struct td_err err;
     assert_int_equal(td_store_open(st, &s, &err), 0);
     memcpy(token, s->token, TD_TOKEN_BYTES);
     struct td_tensor *ts[CANARY_HANDLES] = {
-        mk(TD_DTYPE_F32, s34, 2, CV), mk(TD_DTYPE_F64, s5, 1, CV),
-        mk(TD_DTYPE_I32, s222, 3, CV), mk(TD_DTYPE_I64, s4, 1, CV),
-        mk(TD_DTYPE_BOOL, s13, 2, CV), mk(TD_DTYPE_F64, s5, 0, CV),
+        mk(TD_DTYPE_F32, s34, 2, CV), mk(TD_DTYPE_F64, s5, 1, CV),   mk(TD_DTYPE_I32, s222, 3, CV),
+        mk(TD_DTYPE_I64, s4, 1, CV),  mk(TD_DTYPE_BOOL, s13, 2, CV), mk(TD_DTYPE_F64, s5, 0, CV),
         mk(TD_DTYPE_F32, s05, 2, CV), mk(TD_DTYPE_F32, s3, 1, CV),
     };
     ts[7]->requires_grad = true;
@@ -425,7 +423,7 @@ static int dir_teardown(void **state)
 
 int main(void)
 {
-    td_log_min_level = TD_LOG_OFF;  /* a skipped session logs an error, as it should */
+    td_log_min_level = TD_LOG_OFF; /* a skipped session logs an error, as it should */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
             test_an_empty_tensor_sharing_a_start_is_read_whatever_the_order, dir_setup,

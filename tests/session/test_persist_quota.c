@@ -27,7 +27,7 @@
 #include "session/persist.h"
 #include "../core/helpers.h"
 
-static char dir[64];            /* a mkdtemp directory, removed at the end */
+static char dir[64]; /* a mkdtemp directory, removed at the end */
 
 /* The size of a file whose JSON header is `json`: 8 + the JSON padded with spaces to a multiple
 ** of 8 + the data. */
@@ -91,7 +91,7 @@ static void test_size_of_an_expanded_view_is_its_logical_size(void **state)
 {
     (void)state;
     const int64_t shape[] = {4, 1 << 20};
-    struct td_tensor *t = expanded(TD_DTYPE_F32, shape, 2);  /* 4 bytes standing for 16 MiB */
+    struct td_tensor *t = expanded(TD_DTYPE_F32, shape, 2); /* 4 bytes standing for 16 MiB */
     const char *names[] = {"x"};
     /* 69 characters, padded to 72; 4 * 2^20 float32 = 16777216 bytes */
     const char *json = "{\"x\":{\"dtype\":\"F32\",\"shape\":[4,1048576],"
@@ -158,8 +158,10 @@ static int listing(const char *d, int64_t *bytes)
 static int64_t one_tensor_file(int64_t n)
 {
     char json[160];
-    snprintf(json, sizeof json, "{\"t\":{\"dtype\":\"F32\",\"shape\":[%lld],"
-             "\"data_offsets\":[0,%lld]}}", (long long)n, (long long)(4 * n));
+    snprintf(json, sizeof json,
+             "{\"t\":{\"dtype\":\"F32\",\"shape\":[%lld],"
+             "\"data_offsets\":[0,%lld]}}",
+             (long long)n, (long long)(4 * n));
     return file_size_of(json, 4 * n);
 }
 
@@ -182,14 +184,14 @@ static void test_session_quota_refuses_before_writing(void **state)
     struct td_disk disk = {0};
     struct td_persist_budget b = {.disk = &disk, .root = dir, .session_max = 4096};
     struct td_err err;
-    int64_t f1000 = one_tensor_file(1000);       /* 4000 bytes of data */
+    int64_t f1000 = one_tensor_file(1000); /* 4000 bytes of data */
     assert_int_equal(write_n("a", 1000, &b, 0, &err), 0);
     assert_int_equal(atomic_load(&disk.used), f1000);
     /* 100 bytes already in use, and this file: over 4096 */
     assert_int_equal(write_n("b", 1000, &b, 100, &err), TD_EQUOTA);
     assert_non_null(strstr(err.msg, "disk quota exceeded: session_max_disk_bytes 4096"));
     int64_t bytes;
-    assert_int_equal(listing(dir, &bytes), 1);   /* nothing written, no temporary left */
+    assert_int_equal(listing(dir, &bytes), 1); /* nothing written, no temporary left */
     assert_int_equal(atomic_load(&disk.used), f1000);
 }
 
@@ -238,8 +240,7 @@ static void test_data_dir_counter_counts_what_is_there_and_stays_exact(void **st
     struct td_tensor *t = expanded(TD_DTYPE_F32, shape, 1);
     const char *names[] = {"t"};
     snprintf(path, sizeof path, "%s/nodir/y.safetensors", dir);
-    assert_int_equal(td_persist_write(path, &t, names, 1, NULL, NULL, 0, 0, &b, 0, &err),
-                     TD_EIO);
+    assert_int_equal(td_persist_write(path, &t, names, 1, NULL, NULL, 0, 0, &b, 0, &err), TD_EIO);
     td_tensor_unref(t);
     assert_int_equal(atomic_load(&disk.used), before + f100);
     /* and the counter equals what is on disk */
@@ -311,7 +312,9 @@ static void test_snapshot_over_a_quota_is_skipped(void **state)
     char files[128];
     snprintf(files, sizeof files, "%s/files", dir);
     struct td_disk disk = {0};
-    struct td_persist_budget b = {.disk = &disk, .root = dir, .session_max = 1 << 20,
+    struct td_persist_budget b = {.disk = &disk,
+                                  .root = dir,
+                                  .session_max = 1 << 20,
                                   .files_dir = files};
     int failed = -1;
     assert_int_equal(td_store_save_all(&st, dir, &b, &failed), 0);
@@ -415,7 +418,7 @@ static void test_removing_a_sessions_files_gives_their_bytes_back(void **state)
     struct td_disk disk = {0};
     struct td_persist_budget bud = {.disk = &disk, .root = dir, .files_dir = files};
     assert_int_equal(td_persist_remove_session_files(&bud, a), 2);
-    assert_int_equal(atomic_load(&disk.used), 7);  /* counted (157), then 150 left */
+    assert_int_equal(atomic_load(&disk.used), 7); /* counted (157), then 150 left */
     snprintf(p, sizeof p, "%s/%s", files, ta);
     assert_int_not_equal(access(p, F_OK), 0);
     snprintf(p, sizeof p, "%s/%s/one.safetensors", files, tb);
@@ -444,7 +447,7 @@ static void test_temporaries_in_session_directories_are_removed(void **state)
     put_file(p, 3);
     snprintf(p, sizeof p, "%s/.x.safetensors.tmp.42.1", dir);
     put_file(p, 3);
-    snprintf(p, sizeof p, "%s/w.safetensors", sub);  /* a finished file stays */
+    snprintf(p, sizeof p, "%s/w.safetensors", sub); /* a finished file stays */
     put_file(p, 3);
     assert_int_equal(td_persist_remove_temporaries(dir), 2);
     assert_int_equal(access(p, F_OK), 0);
@@ -480,14 +483,13 @@ static int dir_teardown(void **state)
 
 int main(void)
 {
-    td_log_min_level = TD_LOG_OFF;  /* skipped snapshots log warnings, as they should */
+    td_log_min_level = TD_LOG_OFF; /* skipped snapshots log warnings, as they should */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_size_of_a_contiguous_tensor, dir_setup,
-                                        dir_teardown),
+        cmocka_unit_test_setup_teardown(test_size_of_a_contiguous_tensor, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_size_of_an_expanded_view_is_its_logical_size,
                                         dir_setup, dir_teardown),
-        cmocka_unit_test_setup_teardown(test_sizes_past_int64_are_refused_not_wrapped,
-                                        dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(test_sizes_past_int64_are_refused_not_wrapped, dir_setup,
+                                        dir_teardown),
         cmocka_unit_test_setup_teardown(test_session_quota_refuses_before_writing, dir_setup,
                                         dir_teardown),
         cmocka_unit_test_setup_teardown(test_data_dir_counter_counts_what_is_there_and_stays_exact,

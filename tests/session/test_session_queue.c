@@ -24,7 +24,7 @@ static int nevents;
 struct tjob {
     struct td_job job;
     char name;
-    int owner;                  /* for match_owner */
+    int owner; /* for match_owner */
     bool heavy;
 };
 
@@ -140,7 +140,7 @@ static void test_cancel_matched_jobs_in_order(void **state)
     td_session_cancel(s, match_owner, &owner, TD_CANCEL_CONN_LOST);
     assert_int_equal(atomic_load(&a.job.cancel.reason), TD_CANCEL_CONN_LOST);
     assert_int_equal(atomic_load(&c.job.cancel.reason), TD_CANCEL_NONE);
-    assert_int_equal(nevents, 0);  /* nothing overtakes the running job */
+    assert_int_equal(nevents, 0); /* nothing overtakes the running job */
     finish_deferred();
     assert_string_equal(log_str(), "run a, done a, drop b, run c, done c, drop d");
     assert_null(s->current);
@@ -249,7 +249,7 @@ static int expired_calls;
 
 static int expire_hook(struct td_session *s, void *arg)
 {
-    assert_false(s->closed);  /* before the close: its identity is still whole */
+    assert_false(s->closed); /* before the close: its identity is still whole */
     assert_ptr_equal(arg, &expired_calls);
     expired_calls++;
     return TD_STORE_SWEEP_MAX_WORK / 2 + 1;
@@ -269,11 +269,11 @@ static void test_sweep_calls_on_expire_and_bounds_its_work(void **state)
     for (int i = 0; i < 4; i++) {
         assert_int_equal(td_store_open(&st, &s[i], NULL), 0);
     }
-    td_session_attach(s[3]);  /* connected: it never expires */
+    td_session_attach(s[3]); /* connected: it never expires */
     for (int i = 0; i < 3; i++) {
-        td_session_unref(s[i]);  /* the store keeps its own reference */
+        td_session_unref(s[i]); /* the store keeps its own reference */
     }
-    assert_int_equal(td_store_sweep(&st, 500), 0);  /* not idle long enough */
+    assert_int_equal(td_store_sweep(&st, 500), 0); /* not idle long enough */
     assert_int_equal(expired_calls, 0);
     /* each call reports just over half the bound: two expire, the third waits */
     assert_int_equal(td_store_sweep(&st, 5000), 2);
@@ -284,7 +284,7 @@ static void test_sweep_calls_on_expire_and_bounds_its_work(void **state)
     assert_int_equal(td_store_count(&st), 1);
     td_session_detach(s[3], 5000);
     td_session_unref(s[3]);
-    td_store_close(&st);  /* shutdown ends no session for good: no call */
+    td_store_close(&st); /* shutdown ends no session for good: no call */
     assert_int_equal(expired_calls, 3);
 }
 
@@ -394,7 +394,7 @@ static void test_deferred_session_cancelled_closed_or_held(void **state)
 {
     (void)state;
     struct td_store st;
-    struct td_session *s = open_budgeted(&st, 1);  /* one job per turn */
+    struct td_session *s = open_budgeted(&st, 1); /* one job per turn */
     struct tjob a, b, c;
     light(&a, 'a', 1);
     light(&b, 'b', 1);
@@ -405,7 +405,7 @@ static void test_deferred_session_cancelled_closed_or_held(void **state)
     assert_string_equal(log_str(), "run a, done a");
     int owner = 1;
     td_session_cancel(s, match_owner, &owner, TD_CANCEL_CONN_LOST);
-    assert_string_equal(log_str(), "run a, done a, drop b");  /* c still waits for its turn */
+    assert_string_equal(log_str(), "run a, done a, drop b"); /* c still waits for its turn */
     td_store_turn(&st);
     assert_string_equal(log_str(), "run a, done a, drop b, run c, done c");
     /* held while deferred: the turn lets it go, the release runs it */
@@ -413,7 +413,7 @@ static void test_deferred_session_cancelled_closed_or_held(void **state)
     light(&d, 'd', 1);
     light(&e, 'e', 1);
     nevents = 0;
-    td_store_turn(&st);  /* a fresh budget */
+    td_store_turn(&st); /* a fresh budget */
     td_session_submit(s, &d.job);
     td_session_submit(s, &e.job);
     assert_string_equal(log_str(), "run d, done d");
@@ -435,9 +435,9 @@ static void test_deferred_session_cancelled_closed_or_held(void **state)
     td_session_close(s);
     assert_string_equal(log_str(), "run f, done f, drop g");
     assert_int_equal(atomic_load(&g.job.cancel.reason), TD_CANCEL_SESSION_CLOSED);
-    assert_int_equal(s->refs, 2);  /* the caller's and the list's */
+    assert_int_equal(s->refs, 2); /* the caller's and the list's */
     td_session_unref(s);
-    td_store_turn(&st);  /* gives the list's reference back: the session is freed here */
+    td_store_turn(&st); /* gives the list's reference back: the session is freed here */
     assert_false(td_store_has_deferred(&st));
     assert_false(td_store_busy(&st));
     td_store_close(&st);
@@ -461,7 +461,7 @@ static void test_deferred_sessions_at_shutdown(void **state)
     assert_string_equal(log_str(), "run a, done a, drop b");
     assert_false(td_store_busy(&st));
     td_store_turn(&st);
-    td_store_turn(&st);  /* the budget is spent: c waits on the list */
+    td_store_turn(&st); /* the budget is spent: c waits on the list */
     nevents = 0;
     struct tjob d;
     light(&d, 'd', 1);
@@ -470,9 +470,9 @@ static void test_deferred_sessions_at_shutdown(void **state)
     assert_string_equal(log_str(), "run c, done c");
     td_store_stop(&st);
     assert_string_equal(log_str(), "run c, done c, drop d");
-    assert_true(td_store_has_deferred(&st));  /* listed until a turn or the close */
+    assert_true(td_store_has_deferred(&st)); /* listed until a turn or the close */
     td_session_unref(s);
-    td_store_close(&st);  /* frees s through the list's reference */
+    td_store_close(&st); /* frees s through the list's reference */
     assert_false(td_store_has_deferred(&st));
 }
 
@@ -482,7 +482,8 @@ static void test_entries_are_charged_to_the_quota(void **state)
 {
     (void)state;
     struct td_store st;
-    struct td_store_config cfg = {.session_ttl_ms = 1000, .session_max_bytes = 250,
+    struct td_store_config cfg = {.session_ttl_ms = 1000,
+                                  .session_max_bytes = 250,
                                   .entry_bytes = 100};
     td_store_init(&st, &cfg, &later);
     struct td_session *s;
@@ -496,15 +497,15 @@ static void test_entries_are_charged_to_the_quota(void **state)
     }
     assert_int_equal(td_session_bytes(s), 200);
     assert_int_equal(td_tensor_empty(&t, TD_DTYPE_F32, empty, 1, &s->quota, NULL), 0);
-    assert_int_equal(td_session_put(s, 3, t, &err), TD_EQUOTA);  /* t is released */
+    assert_int_equal(td_session_put(s, 3, t, &err), TD_EQUOTA); /* t is released */
     assert_string_equal(err.msg, "session memory quota exceeded: 250 bytes");
     td_err_set(&err, TD_EINVAL, "bad");
-    td_session_put_failure(s, 3, &err);   /* cannot be charged: not recorded */
+    td_session_put_failure(s, 3, &err); /* cannot be charged: not recorded */
     assert_int_equal(td_session_count(s), 2);
     assert_int_equal(td_session_bytes(s), 200);
     td_session_free_handle(s, 1);
     assert_int_equal(td_session_bytes(s), 100);
-    td_session_put_failure(s, 4, &err);   /* charged like any entry */
+    td_session_put_failure(s, 4, &err); /* charged like any entry */
     assert_int_equal(td_session_count(s), 2);
     assert_int_equal(td_session_bytes(s), 200);
     assert_int_equal(atomic_load(&st.global.used), 200);

@@ -138,8 +138,7 @@ int td_cost_matmul(const struct td_operand *in, int nin, const struct td_op_args
 }
 
 /* dot and mv: matmul's cost, for the ranks they take (anything else they refuse). */
-int td_cost_dot(const struct td_operand *in, int nin, const struct td_op_args *a,
-                struct td_cost *c)
+int td_cost_dot(const struct td_operand *in, int nin, const struct td_op_args *a, struct td_cost *c)
 {
     if (in[0].t == NULL || in[1].t == NULL || in[0].t->ndim != 1 || in[1].t->ndim != 1) {
         return -1;
@@ -147,8 +146,7 @@ int td_cost_dot(const struct td_operand *in, int nin, const struct td_op_args *a
     return td_cost_matmul(in, nin, a, c);
 }
 
-int td_cost_mv(const struct td_operand *in, int nin, const struct td_op_args *a,
-               struct td_cost *c)
+int td_cost_mv(const struct td_operand *in, int nin, const struct td_op_args *a, struct td_cost *c)
 {
     if (in[0].t == NULL || in[1].t == NULL || in[0].t->ndim != 2 || in[1].t->ndim != 1) {
         return -1;
@@ -164,12 +162,13 @@ int td_cost_cumsum(const struct td_operand *in, int nin, const struct td_op_args
     (void)nin;
     const struct td_tensor *x = in[0].t;
     int64_t n = x->ndim > 0 ? x->ndim : 1;
-    if (a->dim < -n || a->dim >= n || (a->has_dtype && (!td_dtype_is_valid((int)a->dtype) ||
-                                                          a->dtype == TD_DTYPE_BOOL))) {
+    if (a->dim < -n || a->dim >= n ||
+        (a->has_dtype && (!td_dtype_is_valid((int)a->dtype) || a->dtype == TD_DTYPE_BOOL))) {
         return -1;
     }
-    enum td_dtype dt = a->has_dtype ? a->dtype
-                     : td_dtype_is_float(x->dtype) ? x->dtype : TD_DTYPE_I64;
+    enum td_dtype dt = a->has_dtype                  ? a->dtype
+                       : td_dtype_is_float(x->dtype) ? x->dtype
+                                                     : TD_DTYPE_I64;
     c->read = x->numel;
     c->written = x->numel;
     c->flops = x->numel;
@@ -245,8 +244,7 @@ int td_cost_copy(const struct td_operand *in, int nin, const struct td_op_args *
 }
 
 /* to(dtype): itself in its own dtype, else a casting copy. */
-int td_cost_to(const struct td_operand *in, int nin, const struct td_op_args *a,
-               struct td_cost *c)
+int td_cost_to(const struct td_operand *in, int nin, const struct td_op_args *a, struct td_cost *c)
 {
     if (!a->has_dtype || !td_dtype_is_valid((int)a->dtype)) {
         return -1;
@@ -259,8 +257,7 @@ int td_cost_to(const struct td_operand *in, int nin, const struct td_op_args *a,
 }
 
 /* cat and stack: every input copied once into the result, in the promoted dtype. */
-int td_cost_cat(const struct td_operand *in, int nin, const struct td_op_args *a,
-                struct td_cost *c)
+int td_cost_cat(const struct td_operand *in, int nin, const struct td_op_args *a, struct td_cost *c)
 {
     if (nin == 0) {
         return -1;
@@ -355,8 +352,7 @@ int td_cost_loss(const struct td_operand *in, int nin, const struct td_op_args *
 int td_cost_linear(const struct td_operand *in, int nin, const struct td_op_args *a,
                    struct td_cost *c)
 {
-    if (nin < 2 || nin > 3 || in[0].t == NULL || in[1].t == NULL ||
-        (nin == 3 && in[2].t == NULL)) {
+    if (nin < 2 || nin > 3 || in[0].t == NULL || in[1].t == NULL || (nin == 3 && in[2].t == NULL)) {
         return -1;
     }
     struct td_tensor wt = *in[1].t;
@@ -414,8 +410,7 @@ int td_cost_linspace(const struct td_operand *in, int nin, const struct td_op_ar
 }
 
 /* eye(n[, m]): n * m elements. */
-int td_cost_eye(const struct td_operand *in, int nin, const struct td_op_args *a,
-                struct td_cost *c)
+int td_cost_eye(const struct td_operand *in, int nin, const struct td_op_args *a, struct td_cost *c)
 {
     (void)in;
     (void)nin;

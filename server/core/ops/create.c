@@ -40,8 +40,10 @@ int td_make_randint(struct td_tensor **out, const struct td_operand *in, int nin
         return td_err_set(err, TD_EINVAL, "randint needs a high bound and a generator");
     }
     if (lo >= hi) {
-        return td_err_set(err, TD_EINVAL, "random_ expects 'from' to be less than 'to', but got "
-                          "from=%lld >= to=%lld", (long long)lo, (long long)hi);
+        return td_err_set(err, TD_EINVAL,
+                          "random_ expects 'from' to be less than 'to', but got "
+                          "from=%lld >= to=%lld",
+                          (long long)lo, (long long)hi);
     }
     if (dt == TD_DTYPE_BOOL && (lo < 0 || hi > 2)) {
         return td_err_set(err, TD_EINVAL, "to - 1 is out of bounds for bool");
@@ -58,11 +60,11 @@ int td_make_randint(struct td_tensor **out, const struct td_operand *in, int nin
         end = td_cancel_chunk_end(c, (*out)->numel);
         for (int64_t i = c; i < end; i++) {
             td_philox(a->rng->seed, a->rng->offset + (uint64_t)i, w);
-            uint64_t r = ((uint64_t)w[0] << 32 | w[1]) % range;  /* bias below 2^-32 here */
+            uint64_t r = ((uint64_t)w[0] << 32 | w[1]) % range; /* bias below 2^-32 here */
             int64_t v = (int64_t)((uint64_t)lo + r);
             td_elem_store_f64(d + (size_t)i * es, dt, (double)v);
             if (dt == TD_DTYPE_I64) {
-                ((int64_t *)d)[i] = v;  /* exact beyond 2^53 */
+                ((int64_t *)d)[i] = v; /* exact beyond 2^53 */
             }
         }
         if ((rc = td_cancel_check(err)) != 0) {
@@ -268,8 +270,10 @@ int td_fwd_fill(struct td_tensor *out, const struct td_operand *in, int nin,
     struct td_scalar v;
     if (in[1].t != NULL) {
         if (in[1].t->ndim != 0) {
-            return td_err_set(err, TD_ESHAPE, "fill_ only supports 0-dimension value tensor but "
-                              "got tensor with %d dimensions.", in[1].t->ndim);
+            return td_err_set(err, TD_ESHAPE,
+                              "fill_ only supports 0-dimension value tensor but "
+                              "got tensor with %d dimensions.",
+                              in[1].t->ndim);
         }
         const char *p = td_tensor_data(in[1].t);
         switch (in[1].t->dtype) {
@@ -282,8 +286,10 @@ int td_fwd_fill(struct td_tensor *out, const struct td_operand *in, int nin,
     } else {
         v = in[1].s;
     }
-    struct fill_ctx f = {.dt = out->dtype, .v = td_scalar_to_double(v),
-                         .iv = td_scalar_to_int(v), .integral = v.kind != TD_SCALAR_FLOAT};
+    struct fill_ctx f = {.dt = out->dtype,
+                         .v = td_scalar_to_double(v),
+                         .iv = td_scalar_to_int(v),
+                         .integral = v.kind != TD_SCALAR_FLOAT};
     if (out->dtype == TD_DTYPE_BOOL) {
         f.v = f.v != 0;
     }
@@ -291,8 +297,8 @@ int td_fwd_fill(struct td_tensor *out, const struct td_operand *in, int nin,
 }
 
 /* The shape rule of fill_: self's shape (the value was checked to be a scalar). */
-int td_shape_self(const struct td_operand *in, int nin, const struct td_op_args *a,
-                  int64_t *shape, int *ndim, struct td_err *err)
+int td_shape_self(const struct td_operand *in, int nin, const struct td_op_args *a, int64_t *shape,
+                  int *ndim, struct td_err *err)
 {
     (void)nin;
     (void)a;
@@ -373,9 +379,9 @@ static void rand_one(void *p, void *ctx, int64_t i)
         double u2 = (double)(((uint64_t)w[2] << 32 | w[3]) >> 11) * (1.0 / 9007199254740992.0);
         v = r->lo + r->hi * sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
     } else {
-        double u = r->dt == TD_DTYPE_F32 ? (double)((float)(w[0] >> 8) * (1.0f / 16777216.0f))
-                                         : (double)(((uint64_t)w[0] << 32 | w[1]) >> 11) *
-                                               (1.0 / 9007199254740992.0);
+        double u = r->dt == TD_DTYPE_F32
+                       ? (double)((float)(w[0] >> 8) * (1.0f / 16777216.0f))
+                       : (double)(((uint64_t)w[0] << 32 | w[1]) >> 11) * (1.0 / 9007199254740992.0);
         v = r->lo + (r->hi - r->lo) * u;
     }
     td_elem_store_f64(p, r->dt, v);
@@ -393,8 +399,10 @@ static int fill_random(struct td_tensor *out, const struct td_op_args *a, bool n
     double p0 = a->has_min ? td_scalar_to_double(a->min) : 0.0;
     double p1 = a->has_max ? td_scalar_to_double(a->max) : 1.0;
     if (!normal && p0 > p1) {
-        return td_err_set(err, TD_EINVAL, "uniform_ expects to return a [from, to) range, but "
-                          "found from=%g > to=%g", p0, p1);
+        return td_err_set(err, TD_EINVAL,
+                          "uniform_ expects to return a [from, to) range, but "
+                          "found from=%g > to=%g",
+                          p0, p1);
     }
     if (normal && p1 < 0) {
         return td_err_set(err, TD_EINVAL, "normal expects std >= 0.0, but found std %g", p1);

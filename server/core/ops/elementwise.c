@@ -26,7 +26,7 @@ typedef void row_fn(int64_t n, char *o, int64_t so, const char *a, int64_t sa, c
 ** unit-stride and scalar cases are separate loops so the compiler can vectorise them. TO is the
 ** output element type (T, or uint8_t for comparisons). */
 #define DEF_ROW2(name, T, TO, EXPR)                                                                \
-    static void name(int64_t n, char *o_, int64_t so, const char *a_, int64_t sa, const char *b_, \
+    static void name(int64_t n, char *o_, int64_t so, const char *a_, int64_t sa, const char *b_,  \
                      int64_t sb)                                                                   \
     {                                                                                              \
         TO *o = (TO *)o_;                                                                          \
@@ -59,7 +59,7 @@ typedef void row_fn(int64_t n, char *o, int64_t so, const char *a, int64_t sa, c
 
 /* Unary row kernels ignore b. */
 #define DEF_UROW2(name, T, TO, EXPR)                                                               \
-    static void name(int64_t n, char *o_, int64_t so, const char *a_, int64_t sa, const char *b_, \
+    static void name(int64_t n, char *o_, int64_t so, const char *a_, int64_t sa, const char *b_,  \
                      int64_t sb)                                                                   \
     {                                                                                              \
         (void)b_;                                                                                  \
@@ -81,8 +81,8 @@ typedef void row_fn(int64_t n, char *o, int64_t so, const char *a, int64_t sa, c
 #define DEF_UROW(name, T, EXPR) DEF_UROW2(name, T, T, EXPR)
 
 /* Wrapping integer arithmetic through unsigned types, which C defines. */
-#define WRAP32(op) ((int32_t)(uint32_t)((uint32_t)x op (uint32_t)y))
-#define WRAP64(op) ((int64_t)(uint64_t)((uint64_t)x op (uint64_t)y))
+#define WRAP32(op) ((int32_t)(uint32_t)((uint32_t)x op(uint32_t) y))
+#define WRAP64(op) ((int64_t)(uint64_t)((uint64_t)x op(uint64_t) y))
 
 /* Python's floor division and modulo for integers (divisors were checked to be nonzero). The
 ** INT_MIN / -1 case wraps like torch instead of trapping. */
@@ -93,7 +93,7 @@ typedef void row_fn(int64_t n, char *o, int64_t so, const char *a, int64_t sa, c
             return (T)(UT)(0 - (UT)x);                                                             \
         }                                                                                          \
         T q = x / y;                                                                               \
-        return (x % y != 0 && ((x < 0) != (y < 0))) ? q - 1 : q;                                  \
+        return (x % y != 0 && ((x < 0) != (y < 0))) ? q - 1 : q;                                   \
     }                                                                                              \
     static inline T mod_##T(T x, T y)                                                              \
     {                                                                                              \
@@ -164,11 +164,11 @@ DEF_ROW(sub_i32, int32_t, WRAP32(-))
 DEF_ROW(sub_i64, int64_t, WRAP64(-))
 DEF_ROW(sub_f32, float, x - y)
 DEF_ROW(sub_f64, double, x - y)
-DEF_ROW(mul_b, uint8_t, x & y)
+DEF_ROW(mul_b, uint8_t, x &y)
 DEF_ROW(mul_i32, int32_t, WRAP32(*))
 DEF_ROW(mul_i64, int64_t, WRAP64(*))
-DEF_ROW(mul_f32, float, x * y)
-DEF_ROW(mul_f64, double, x * y)
+DEF_ROW(mul_f32, float, x *y)
+DEF_ROW(mul_f64, double, x *y)
 DEF_ROW(div_f32, float, x / y)
 DEF_ROW(div_f64, double, x / y)
 DEF_ROW(fdiv_i32, int32_t, floordiv_int32_t(x, y))
@@ -188,7 +188,7 @@ DEF_ROW(max_i32, int32_t, x > y ? x : y)
 DEF_ROW(max_i64, int64_t, x > y ? x : y)
 DEF_ROW(max_f32, float, NAN_MAX(x, y))
 DEF_ROW(max_f64, double, NAN_MAX(x, y))
-DEF_ROW(min_b, uint8_t, x & y)
+DEF_ROW(min_b, uint8_t, x &y)
 DEF_ROW(min_i32, int32_t, x < y ? x : y)
 DEF_ROW(min_i64, int64_t, x < y ? x : y)
 DEF_ROW(min_f32, float, NAN_MIN(x, y))
@@ -207,7 +207,7 @@ DEF_CMP(lt, x < y)
 DEF_CMP(le, x <= y)
 DEF_CMP(gt, x > y)
 DEF_CMP(ge, x >= y)
-DEF_ROW(land_b, uint8_t, x && y)
+DEF_ROW(land_b, uint8_t, x &&y)
 DEF_ROW(lor_b, uint8_t, x || y)
 DEF_ROW(lxor_b, uint8_t, (x != 0) != (y != 0))
 
@@ -316,7 +316,9 @@ static void store_cast(char *dst, enum td_dtype dd, const char *src, enum td_dty
     switch (dd) {
     case TD_DTYPE_F32: *(float *)dst = (float)td_elem_load_f64(src, sd); break;
     case TD_DTYPE_F64: *(double *)dst = td_elem_load_f64(src, sd); break;
-    case TD_DTYPE_I32: *(int32_t *)dst = (int32_t)(uint32_t)(uint64_t)td_elem_load_i64(src, sd); break;
+    case TD_DTYPE_I32:
+        *(int32_t *)dst = (int32_t)(uint32_t)(uint64_t)td_elem_load_i64(src, sd);
+        break;
     case TD_DTYPE_I64: *(int64_t *)dst = td_elem_load_i64(src, sd); break;
     default: *(uint8_t *)dst = td_elem_load_f64(src, sd) != 0.0; break;
     }
@@ -332,8 +334,7 @@ int td_cast_copy(struct td_tensor *dst, const struct td_tensor *src, struct td_e
     for (int64_t c = 0, end; c < dst->numel; c = end) {
         end = td_cancel_chunk_end(c, dst->numel);
         for (int64_t n = c; n < end; n++) {
-            store_cast(db + doff * (int64_t)des, dst->dtype, sb + soff * (int64_t)ses,
-                       src->dtype);
+            store_cast(db + doff * (int64_t)des, dst->dtype, sb + soff * (int64_t)ses, src->dtype);
             for (int d = dst->ndim - 1; d >= 0; d--) {
                 if (++idx[d] < dst->shape[d]) {
                     doff += dst->strides[d];
@@ -369,10 +370,10 @@ static void scalar_store(char *dst, enum td_dtype dt, struct td_scalar s)
 /* ---- the binary driver ---- */
 
 struct operand_view {
-    const char *base;                  /* element 0, in compute dtype */
-    int64_t strides[TD_MAX_DIMS];      /* over the output's shape; 0 where broadcast */
-    struct td_tensor *tmp;             /* a cast copy we own, or NULL */
-    char scalar[8];                    /* a Python scalar in compute dtype */
+    const char *base;             /* element 0, in compute dtype */
+    int64_t strides[TD_MAX_DIMS]; /* over the output's shape; 0 where broadcast */
+    struct td_tensor *tmp;        /* a cast copy we own, or NULL */
+    char scalar[8];               /* a Python scalar in compute dtype */
 };
 
 /* Views in[0] over out's shape in the compute dtype; a cast copy is charged to q (the caller's
@@ -385,7 +386,7 @@ static int view_operand(struct operand_view *v, const struct td_operand *in,
     if (in->t == NULL) {
         scalar_store(v->scalar, compute, in->s);
         v->base = v->scalar;
-        return 0;  /* all strides 0 */
+        return 0; /* all strides 0 */
     }
     const struct td_tensor *t = in->t;
     if (t->dtype != compute) {
@@ -415,7 +416,7 @@ static int view_operand(struct operand_view *v, const struct td_operand *in,
 /* A merged iteration space: m dims (the last is the row), strides per operand. */
 struct rows_job {
     row_fn *k;
-    int64_t e, f;   /* input and output element sizes */
+    int64_t e, f; /* input and output element sizes */
     int m;
     char *o;
     const char *a, *b;
@@ -500,8 +501,8 @@ static int run_rows(row_fn *k, size_t es, size_t eo, int ndim, const int64_t *sh
         k(1, o, 0, a, 0, b, 0);
         return 0;
     }
-    struct rows_job job = {.k = k, .e = (int64_t)es, .f = (int64_t)eo, .m = m, .o = o, .a = a,
-                           .b = b};
+    struct rows_job job =
+        {.k = k, .e = (int64_t)es, .f = (int64_t)eo, .m = m, .o = o, .a = a, .b = b};
     memcpy(job.sh, sh, sizeof(int64_t) * (size_t)m);
     memcpy(job.s0, s0, sizeof(int64_t) * (size_t)m);
     memcpy(job.s1, s1, sizeof(int64_t) * (size_t)m);
@@ -573,7 +574,10 @@ static bool operand_is_bool(const struct td_operand *o)
 static void note_zero(void *elem, void *ctx, int64_t i)
 {
     (void)i;
-    struct { enum td_dtype dt; bool zero; } *z = ctx;
+    struct {
+        enum td_dtype dt;
+        bool zero;
+    } *z = ctx;
     z->zero = z->zero || td_elem_load_f64(elem, z->dt) == 0.0;
 }
 
@@ -584,7 +588,10 @@ static int has_zero(const struct td_operand *o, bool *zero, struct td_err *err)
         *zero = td_scalar_to_double(o->s) == 0.0;
         return 0;
     }
-    struct { enum td_dtype dt; bool zero; } z = {o->t->dtype, false};
+    struct {
+        enum td_dtype dt;
+        bool zero;
+    } z = {o->t->dtype, false};
     int rc = td_tensor_each(o->t, note_zero, &z, err);
     *zero = z.zero;
     return rc;
@@ -595,7 +602,7 @@ static int has_zero(const struct td_operand *o, bool *zero, struct td_err *err)
                     const struct td_op_args *a, enum td_dtype compute, struct td_err *err)         \
     {                                                                                              \
         (void)a;                                                                                   \
-        return elementwise(OP, out, in, nin, compute, compute, a->quota, err);                    \
+        return elementwise(OP, out, in, nin, compute, compute, a->quota, err);                     \
     }
 /* add: a + b; bool + bool is logical or. mul: bool * bool is logical and. div: true division
 ** (the dtype rule made the compute dtype a float). maximum/minimum propagate NaN. */
@@ -611,11 +618,13 @@ int td_dtype_rule_sub(const struct td_operand *in, int nin, const struct td_op_a
 {
     bool ba = operand_is_bool(&in[0]), bb = operand_is_bool(&in[1]);
     if (ba && bb) {
-        return td_err_set(err, TD_EDTYPE, "Subtraction, the `-` operator, with two bool tensors "
+        return td_err_set(err, TD_EDTYPE,
+                          "Subtraction, the `-` operator, with two bool tensors "
                           "is not supported. Use the `^` or `logical_xor()` operator instead.");
     }
     if (ba || bb) {
-        return td_err_set(err, TD_EDTYPE, "Subtraction, the `-` operator, with a bool tensor is "
+        return td_err_set(err, TD_EDTYPE,
+                          "Subtraction, the `-` operator, with a bool tensor is "
                           "not supported. If you are trying to invert a mask, use the `~` or "
                           "`logical_not()` operator instead.");
     }
@@ -678,7 +687,7 @@ int td_fwd_pow(struct td_tensor *out, const struct td_operand *in, int nin,
                     const struct td_op_args *a, enum td_dtype compute, struct td_err *err)         \
     {                                                                                              \
         (void)a;                                                                                   \
-        return elementwise(OP, out, in, nin, compute, TD_DTYPE_BOOL, a->quota, err);              \
+        return elementwise(OP, out, in, nin, compute, TD_DTYPE_BOOL, a->quota, err);               \
     }
 COMPARE(eq, TD_OP_EQ)
 COMPARE(ne, TD_OP_NE)
@@ -696,7 +705,8 @@ int td_dtype_rule_neg(const struct td_operand *in, int nin, const struct td_op_a
                       enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
 {
     if (in[0].t->dtype == TD_DTYPE_BOOL) {
-        return td_err_set(err, TD_EDTYPE, "Negation, the `-` operator, on a bool tensor is not "
+        return td_err_set(err, TD_EDTYPE,
+                          "Negation, the `-` operator, on a bool tensor is not "
                           "supported. If you are trying to invert a mask, use the `~` or "
                           "`logical_not()` operator instead.");
     }
@@ -722,7 +732,7 @@ int td_dtype_rule_rounding(const struct td_operand *in, int nin, const struct td
                            enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
 {
     char kernel[32];
-    snprintf(kernel, sizeof kernel, "%s_vml_cpu", td_ops[a->op].name);  /* floor_vml_cpu ... */
+    snprintf(kernel, sizeof kernel, "%s_vml_cpu", td_ops[a->op].name); /* floor_vml_cpu ... */
     int rc = refuse_bool(in, kernel, err);
     return rc != 0 ? rc : td_dtype_rule_same(in, nin, a, compute, result, err);
 }
@@ -761,7 +771,8 @@ int td_dtype_rule_where(const struct td_operand *in, int nin, const struct td_op
     (void)nin;
     (void)a;
     if (in[0].t == NULL || in[0].t->dtype != TD_DTYPE_BOOL) {
-        return td_err_set(err, TD_EDTYPE, "where expected condition to be a boolean tensor, but "
+        return td_err_set(err, TD_EDTYPE,
+                          "where expected condition to be a boolean tensor, but "
                           "got a tensor with dtype %s",
                           in[0].t != NULL ? td_dtype_cname(in[0].t->dtype) : "Double");
     }
@@ -842,7 +853,8 @@ int td_dtype_rule_clamp(const struct td_operand *in, int nin, const struct td_op
 {
     (void)nin;
     if (!a->has_min && !a->has_max) {
-        return td_err_set(err, TD_EINVAL, "torch.clamp: At least one of 'min' or 'max' must not "
+        return td_err_set(err, TD_EINVAL,
+                          "torch.clamp: At least one of 'min' or 'max' must not "
                           "be None");
     }
     struct td_operand all[3] = {in[0]};
@@ -893,8 +905,10 @@ int td_fwd_clamp(struct td_tensor *out, const struct td_operand *in, int nin,
     char *base = dst->storage->buf->data;
     int64_t idx[TD_MAX_DIMS] = {0}, off = dst->offset;
     bool fl = td_dtype_is_float(compute);
-    double lo = a->has_min ? td_scalar_to_double(a->min) : 0, hi = a->has_max ? td_scalar_to_double(a->max) : 0;
-    int64_t ilo = a->has_min ? td_scalar_to_int(a->min) : 0, ihi = a->has_max ? td_scalar_to_int(a->max) : 0;
+    double lo = a->has_min ? td_scalar_to_double(a->min) : 0,
+           hi = a->has_max ? td_scalar_to_double(a->max) : 0;
+    int64_t ilo = a->has_min ? td_scalar_to_int(a->min) : 0,
+            ihi = a->has_max ? td_scalar_to_int(a->max) : 0;
     for (int64_t c = 0, end; c < dst->numel && rc == 0; c = end) {
         end = td_cancel_chunk_end(c, dst->numel);
         for (int64_t n = c; n < end; n++) {
@@ -1106,8 +1120,7 @@ static int times_f(enum td_op_id f, const struct td_node *n, struct td_tensor *g
                    struct td_tensor **out, struct td_quota *q, struct td_err *err)
 {
     struct td_tensor *fx = NULL;
-    int rc = f == TD_OP_COUNT ? (fx = td_tensor_ref(X0.t), 0)
-                              : td_bw1(f, X0, NULL, q, &fx, err);
+    int rc = f == TD_OP_COUNT ? (fx = td_tensor_ref(X0.t), 0) : td_bw1(f, X0, NULL, q, &fx, err);
     if (rc == 0) {
         rc = td_bw2(divide ? TD_OP_DIV : TD_OP_MUL, td_t(g), td_t(fx), q, out, err);
     }
@@ -1296,7 +1309,7 @@ int td_bw_cos(const struct td_node *n, struct td_tensor *g, struct td_tensor **g
 int td_bw_tan(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
               struct td_quota *q, struct td_err *err)
 {
-    return times_out(n, g, 2, 1.0, 1.0, &gin[0], q, err);  /* y = tan(x) saved */
+    return times_out(n, g, 2, 1.0, 1.0, &gin[0], q, err); /* y = tan(x) saved */
 }
 
 struct gelu_ctx {

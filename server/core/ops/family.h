@@ -42,13 +42,13 @@ static inline int td_bw2(enum td_op_id op, struct td_operand a, struct td_operan
 #define TD_DECL_0(type, fn) type fn;
 #define TD_DECL_1(type, fn)
 #define TD_DECL(probe, type, fn) TD_CAT(TD_DECL_, TD_PROBE_(probe, 0, ~))(type, fn)
-#define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost) \
-    TD_DECL(TD_NULLP_##ghook, td_grad_fn_hook, ghook)                                           \
-    TD_DECL(TD_NULLP_##shape, td_shape_fn, shape)                                               \
-    TD_DECL(TD_NULLP_##dtype, td_dtype_fn, dtype)                                               \
-    TD_DECL(TD_NULLP_##fwd, td_fwd_fn, fwd)                                                     \
-    TD_DECL(TD_NULLP_##make, td_make_fn, make)                                                  \
-    TD_DECL(TD_NULLP_##bwd, td_bwd_fn, bwd)                                                     \
+#define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost)   \
+    TD_DECL(TD_NULLP_##ghook, td_grad_fn_hook, ghook)                                              \
+    TD_DECL(TD_NULLP_##shape, td_shape_fn, shape)                                                  \
+    TD_DECL(TD_NULLP_##dtype, td_dtype_fn, dtype)                                                  \
+    TD_DECL(TD_NULLP_##fwd, td_fwd_fn, fwd)                                                        \
+    TD_DECL(TD_NULLP_##make, td_make_fn, make)                                                     \
+    TD_DECL(TD_NULLP_##bwd, td_bwd_fn, bwd)                                                        \
     TD_DECL(TD_NULLP_##cost, td_cost_fn, cost)
 #include "../ops.def"
 #undef OP

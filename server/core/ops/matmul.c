@@ -73,40 +73,46 @@ int td_shape_matmul(const struct td_operand *in, int nin, const struct td_op_arg
     }
     int da = a->ndim, db = b->ndim;
     if (da == 0 || db == 0) {
-        return td_err_set(err, TD_ESHAPE, "both arguments to matmul need to be at least 1D, but "
-                          "they are %dD and %dD", da, db);
+        return td_err_set(err, TD_ESHAPE,
+                          "both arguments to matmul need to be at least 1D, but "
+                          "they are %dD and %dD",
+                          da, db);
     }
     int64_t ka = a->shape[da - 1], kb = db == 1 ? b->shape[0] : b->shape[db - 2];
     if (da == 1 && db == 1) {
         if (ka != kb) {
-            return td_err_set(err, TD_ESHAPE, "inconsistent tensor size, expected tensor [%lld] "
+            return td_err_set(err, TD_ESHAPE,
+                              "inconsistent tensor size, expected tensor [%lld] "
                               "and src [%lld] to have the same number of elements, but got %lld "
-                              "and %lld elements respectively", (long long)ka, (long long)kb,
-                              (long long)ka, (long long)kb);
+                              "and %lld elements respectively",
+                              (long long)ka, (long long)kb, (long long)ka, (long long)kb);
         }
         *ndim = 0;
         return 0;
     }
     if (ka != kb) {
         int64_t rows_a = da == 1 ? 1 : prod(a->shape, da - 1);
-        if (db == 1) {  /* mv, with a's leading dims folded into its rows */
+        if (db == 1) { /* mv, with a's leading dims folded into its rows */
             return td_err_set(err, TD_ESHAPE, "size mismatch, got %lld, %lldx%lld,%lld",
                               (long long)rows_a, (long long)rows_a, (long long)ka, (long long)kb);
         }
-        if (db == 2) {  /* mm, likewise folded */
-            return td_err_set(err, TD_ESHAPE, "mat1 and mat2 shapes cannot be multiplied "
-                              "(%lldx%lld and %lldx%lld)", (long long)rows_a, (long long)ka,
-                              (long long)kb, (long long)b->shape[1]);
+        if (db == 2) { /* mm, likewise folded */
+            return td_err_set(err, TD_ESHAPE,
+                              "mat1 and mat2 shapes cannot be multiplied "
+                              "(%lldx%lld and %lldx%lld)",
+                              (long long)rows_a, (long long)ka, (long long)kb,
+                              (long long)b->shape[1]);
         }
-        if (da <= 2) {  /* torch folds b's transpose instead: (b.mT @ a.mT).mT */
+        if (da <= 2) { /* torch folds b's transpose instead: (b.mT @ a.mT).mT */
             int64_t bm = prod(b->shape, db - 2) * b->shape[db - 1];
             if (da == 1) {
                 return td_err_set(err, TD_ESHAPE, "size mismatch, got %lld, %lldx%lld,%lld",
                                   (long long)bm, (long long)bm, (long long)kb, (long long)ka);
             }
-            return td_err_set(err, TD_ESHAPE, "mat1 and mat2 shapes cannot be multiplied "
-                              "(%lldx%lld and %lldx%lld)", (long long)bm, (long long)kb,
-                              (long long)ka, (long long)a->shape[0]);
+            return td_err_set(err, TD_ESHAPE,
+                              "mat1 and mat2 shapes cannot be multiplied "
+                              "(%lldx%lld and %lldx%lld)",
+                              (long long)bm, (long long)kb, (long long)ka, (long long)a->shape[0]);
         }
     }
     /* Batched: broadcast the batch dims (torch's message, over batch dims only). */
@@ -118,9 +124,10 @@ int td_shape_matmul(const struct td_operand *in, int nin, const struct td_op_arg
     }
     if (ka != kb) {
         long long bsz = (long long)prod(batch, nb);
-        return td_err_set(err, TD_ESHAPE, "Expected size for first two dimensions of batch2 "
-                          "tensor to be: [%lld, %lld] but got: [%lld, %lld].", bsz,
-                          (long long)ka, bsz, (long long)kb);
+        return td_err_set(err, TD_ESHAPE,
+                          "Expected size for first two dimensions of batch2 "
+                          "tensor to be: [%lld, %lld] but got: [%lld, %lld].",
+                          bsz, (long long)ka, bsz, (long long)kb);
     }
     int n = 0;
     for (int i = 0; i < nb; i++) {
@@ -149,9 +156,10 @@ int td_dtype_rule_matmul(const struct td_operand *in, int nin, const struct td_o
     int da = a->ndim, db = b->ndim;
     if (a->dtype != b->dtype) {
         if (da == 1 && db == 1) {
-            return td_err_set(err, TD_EDTYPE, "dot : expected both vectors to have same dtype, "
-                              "but found %s and %s", td_dtype_cname(a->dtype),
-                              td_dtype_cname(b->dtype));
+            return td_err_set(err, TD_EDTYPE,
+                              "dot : expected both vectors to have same dtype, "
+                              "but found %s and %s",
+                              td_dtype_cname(a->dtype), td_dtype_cname(b->dtype));
         }
         /* With a 1-D or 2-D left operand and a batched right one, torch multiplies the
         ** transposes, so the right operand's dtype is the expected one. */
@@ -161,10 +169,10 @@ int td_dtype_rule_matmul(const struct td_operand *in, int nin, const struct td_o
                           td_dtype_cname(swapped ? a->dtype : b->dtype));
     }
     if (a->dtype == TD_DTYPE_BOOL) {
-        const char *kernel = da == 1 && db == 1 ? "dot"
-                           : db == 1 || (da == 1 && db >= 3) ? "addmv_impl_cpu"
-                           : da >= 3 && db >= 3 ? "bmm"
-                           : "addmm_impl_cpu_";
+        const char *kernel = da == 1 && db == 1                ? "dot"
+                             : db == 1 || (da == 1 && db >= 3) ? "addmv_impl_cpu"
+                             : da >= 3 && db >= 3              ? "bmm"
+                                                               : "addmm_impl_cpu_";
         return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for 'Bool'", kernel);
     }
     *compute = *result = a->dtype;
@@ -196,8 +204,8 @@ static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLA
 /* One (n x k) @ (k x m) product into a contiguous n x m block; blas_layout accepted both. A BLAS
 ** call cannot be interrupted, so a large product runs as blocks of rows of a, with a cancel
 ** check between blocks (each row of c depends only on its row of a, so results are the same). */
-static int gemm_float(enum td_dtype dt, int64_t n, int64_t k, int64_t m, const char *a,
-                      int64_t ars, int64_t acs, const char *b, int64_t brs, int64_t bcs, char *c,
+static int gemm_float(enum td_dtype dt, int64_t n, int64_t k, int64_t m, const char *a, int64_t ars,
+                      int64_t acs, const char *b, int64_t brs, int64_t bcs, char *c,
                       struct td_err *err)
 {
     int64_t es = (int64_t)td_dtype_size(dt);
@@ -211,13 +219,13 @@ static int gemm_float(enum td_dtype dt, int64_t n, int64_t k, int64_t m, const c
         blas_layout(rows, k, ars, acs, &ta, &lda);
         blas_layout(k, m, brs, bcs, &tb, &ldb);
         if (dt == TD_DTYPE_F32) {
-            cblas_sgemm(CblasRowMajor, ta, tb, (int)rows, (int)m, (int)k, 1.0f,
-                        (const float *)ar, (int)lda, (const float *)b, (int)ldb, 0.0f,
-                        (float *)(c + r * m * es), (int)m);
+            cblas_sgemm(CblasRowMajor, ta, tb, (int)rows, (int)m, (int)k, 1.0f, (const float *)ar,
+                        (int)lda, (const float *)b, (int)ldb, 0.0f, (float *)(c + r * m * es),
+                        (int)m);
         } else {
-            cblas_dgemm(CblasRowMajor, ta, tb, (int)rows, (int)m, (int)k, 1.0,
-                        (const double *)ar, (int)lda, (const double *)b, (int)ldb, 0.0,
-                        (double *)(c + r * m * es), (int)m);
+            cblas_dgemm(CblasRowMajor, ta, tb, (int)rows, (int)m, (int)k, 1.0, (const double *)ar,
+                        (int)lda, (const double *)b, (int)ldb, 0.0, (double *)(c + r * m * es),
+                        (int)m);
         }
         if (r + rows < n) {
             int rc = td_cancel_check(err);
@@ -361,8 +369,8 @@ int td_fwd_matmul(struct td_tensor *out, const struct td_operand *in, int nin,
                               B.cs, (int32_t *)cp, err);
             break;
         default:
-            rc = gemm_int64_t(n, k, m, (const int64_t *)ap, A.rs, A.cs, (const int64_t *)bp,
-                              B.rs, B.cs, (int64_t *)cp, err);
+            rc = gemm_int64_t(n, k, m, (const int64_t *)ap, A.rs, A.cs, (const int64_t *)bp, B.rs,
+                              B.cs, (int64_t *)cp, err);
             break;
         }
         /* Many small products: a check per chunk of work, not per product. */
@@ -391,7 +399,7 @@ static int vec_product(struct td_tensor **out, struct td_tensor *a, struct td_te
 {
     struct td_operand in[2] = {{.t = a}, {.t = b}};
     struct td_op_args local = *args;
-    local.grad_enabled = false;  /* dot / mv records its own node, not matmul's */
+    local.grad_enabled = false; /* dot / mv records its own node, not matmul's */
     return td_op_apply(TD_OP_MATMUL, in, 2, &local, false, q, out, err);
 }
 
@@ -403,7 +411,8 @@ int td_make_dot(struct td_tensor **out, const struct td_operand *in, int nin,
     (void)nin;
     struct td_tensor *x = in[0].t, *y = in[1].t;
     if (y == NULL) {
-        return td_err_set(err, TD_EINVAL, "dot(): argument 'tensor' (position 2) must be "
+        return td_err_set(err, TD_EINVAL,
+                          "dot(): argument 'tensor' (position 2) must be "
                           "Tensor, not a number");
     }
     if (x->ndim != 1 || y->ndim != 1) {
@@ -411,14 +420,18 @@ int td_make_dot(struct td_tensor **out, const struct td_operand *in, int nin,
                           x->ndim, y->ndim);
     }
     if (x->dtype != y->dtype) {
-        return td_err_set(err, TD_EDTYPE, "dot : expected both vectors to have same dtype, but "
-                          "found %s and %s", td_dtype_cname(x->dtype), td_dtype_cname(y->dtype));
+        return td_err_set(err, TD_EDTYPE,
+                          "dot : expected both vectors to have same dtype, but "
+                          "found %s and %s",
+                          td_dtype_cname(x->dtype), td_dtype_cname(y->dtype));
     }
     if (x->numel != y->numel) {
-        return td_err_set(err, TD_ESHAPE, "inconsistent tensor size, expected tensor [%lld] and "
+        return td_err_set(err, TD_ESHAPE,
+                          "inconsistent tensor size, expected tensor [%lld] and "
                           "src [%lld] to have the same number of elements, but got %lld and %lld "
-                          "elements respectively", (long long)x->numel, (long long)y->numel,
-                          (long long)x->numel, (long long)y->numel);
+                          "elements respectively",
+                          (long long)x->numel, (long long)y->numel, (long long)x->numel,
+                          (long long)y->numel);
     }
     if (x->dtype == TD_DTYPE_BOOL) {
         return td_err_set(err, TD_EDTYPE, "\"dot\" not implemented for 'Bool'");
@@ -433,7 +446,8 @@ int td_make_mv(struct td_tensor **out, const struct td_operand *in, int nin,
     (void)nin;
     struct td_tensor *m = in[0].t, *v = in[1].t;
     if (v == NULL) {
-        return td_err_set(err, TD_EINVAL, "mv(): argument 'vec' (position 2) must be Tensor, "
+        return td_err_set(err, TD_EINVAL,
+                          "mv(): argument 'vec' (position 2) must be Tensor, "
                           "not a number");
     }
     if (m->ndim != 2 || v->ndim != 1) {
@@ -442,8 +456,8 @@ int td_make_mv(struct td_tensor **out, const struct td_operand *in, int nin,
     }
     if (m->shape[1] != v->shape[0]) {
         return td_err_set(err, TD_ESHAPE, "size mismatch, got %lld, %lldx%lld,%lld",
-                          (long long)m->shape[0], (long long)m->shape[0],
-                          (long long)m->shape[1], (long long)v->shape[0]);
+                          (long long)m->shape[0], (long long)m->shape[0], (long long)m->shape[1],
+                          (long long)v->shape[0]);
     }
     if (m->dtype != v->dtype) {
         return td_err_set(err, TD_EDTYPE, "expected scalar type %s but found %s",
@@ -470,8 +484,10 @@ static int unsq(struct td_tensor *t, int64_t dim, struct td_quota *q, struct td_
 const char *td_grad_fn_matmul(const struct td_node *n)
 {
     int da = n->in[0].t->ndim, db = n->in[1].t->ndim;
-    return da == 1 && db == 1 ? "DotBackward0" : da == 2 && db == 1 ? "MvBackward0"
-         : da <= 2 && db == 2 ? "MmBackward0" : "UnsafeViewBackward0";
+    return da == 1 && db == 1   ? "DotBackward0"
+           : da == 2 && db == 1 ? "MvBackward0"
+           : da <= 2 && db == 2 ? "MmBackward0"
+                                : "UnsafeViewBackward0";
 }
 
 /* matmul: with 1-D operands promoted to matrices (a as a row, b as a column),

@@ -46,7 +46,8 @@ int td_make_bmm(struct td_tensor **out, const struct td_operand *in, int nin,
         return td_err_set(err, TD_ESHAPE, "batch2 must be a 3D tensor");
     }
     if (y->shape[0] != x->shape[0] || y->shape[1] != x->shape[2]) {
-        return td_err_set(err, TD_ESHAPE, "Expected size for first two dimensions of batch2 "
+        return td_err_set(err, TD_ESHAPE,
+                          "Expected size for first two dimensions of batch2 "
                           "tensor to be: [%lld, %lld] but got: [%lld, %lld].",
                           (long long)x->shape[0], (long long)x->shape[2], (long long)y->shape[0],
                           (long long)y->shape[1]);
@@ -54,8 +55,8 @@ int td_make_bmm(struct td_tensor **out, const struct td_operand *in, int nin,
     if (x->numel == 0 || y->numel == 0) {
         /* torch skips its kernel (and its dtype check) for empty batches: zeros, promoted. */
         int64_t shape[3] = {x->shape[0], x->shape[1], y->shape[2]};
-        return td_tensor_full(out, td_dtype_promote(x->dtype, y->dtype), shape, 3,
-                              td_scalar_i(0), q, err);
+        return td_tensor_full(out, td_dtype_promote(x->dtype, y->dtype), shape, 3, td_scalar_i(0),
+                              q, err);
     }
     return run(TD_OP_MATMUL, in[0].t, in[1].t, a, q, out, err);
 }
@@ -97,7 +98,7 @@ static int softmax_common(struct td_tensor **out, struct td_tensor *x, int64_t d
         return rc;
     }
     if (x->numel == 0) {
-        return td_tensor_empty(out, x->dtype, x->shape, x->ndim, q, err);  /* no kernel runs */
+        return td_tensor_empty(out, x->dtype, x->shape, x->ndim, q, err); /* no kernel runs */
     }
     if (!td_dtype_is_float(x->dtype)) {
         bool last = x->ndim == 0 || d == x->ndim - 1;
@@ -190,18 +191,24 @@ int td_make_cross_entropy(struct td_tensor **out, const struct td_operand *in, i
         return td_err_set(err, TD_EINVAL, "cross_entropy(): argument 'target' must be Tensor");
     }
     if (x->ndim < 1 || x->ndim > 2) {
-        return td_err_set(err, TD_EUNSUP, "cross_entropy: inputs of shape [C] or [N, C] are "
-                          "supported, got %d dims", x->ndim);
+        return td_err_set(err, TD_EUNSUP,
+                          "cross_entropy: inputs of shape [C] or [N, C] are "
+                          "supported, got %d dims",
+                          x->ndim);
     }
     int64_t n = x->ndim == 2 ? x->shape[0] : 1, c = x->shape[x->ndim - 1];
     int64_t tn = t->ndim == 0 ? 1 : t->shape[0];
     if (x->ndim == 2 && (t->ndim != 1 || tn != n)) {
-        return td_err_set(err, TD_ESHAPE, "Expected input batch_size (%lld) to match target "
-                          "batch_size (%lld).", (long long)n, (long long)(t->ndim ? tn : 0));
+        return td_err_set(err, TD_ESHAPE,
+                          "Expected input batch_size (%lld) to match target "
+                          "batch_size (%lld).",
+                          (long long)n, (long long)(t->ndim ? tn : 0));
     }
     if (x->ndim == 1 && t->ndim != 0) {
-        return td_err_set(err, TD_ESHAPE, "Expected input batch_size (1) to match target "
-                          "batch_size (%lld).", (long long)tn);
+        return td_err_set(err, TD_ESHAPE,
+                          "Expected input batch_size (1) to match target "
+                          "batch_size (%lld).",
+                          (long long)tn);
     }
     struct td_tensor *lsm = NULL;
     int rc = softmax_common(&lsm, x, -1, true, q, err);
@@ -246,7 +253,8 @@ int td_make_linear(struct td_tensor **out, const struct td_operand *in, int nin,
 {
     (void)a;
     if (nin < 2 || nin > 3 || in[1].t == NULL || (nin == 3 && in[2].t == NULL)) {
-        return td_err_set(err, TD_EINVAL, "linear(input, weight, bias=None) takes 2 or 3 "
+        return td_err_set(err, TD_EINVAL,
+                          "linear(input, weight, bias=None) takes 2 or 3 "
                           "tensors");
     }
     struct td_tensor *wt = NULL, *prod = NULL, *bias = NULL;
@@ -372,8 +380,8 @@ int td_bw_cross_entropy(const struct td_node *n, struct td_tensor *g, struct td_
     ua.dim = -1;
     int rc;
     if ((rc = softmax_common(&p, x, -1, false, q, err)) == 0 &&
-        (rc = td_tensor_arange(&cls, TD_DTYPE_I64, td_scalar_i(0), td_scalar_i(c),
-                               td_scalar_i(1), q, err)) == 0 &&
+        (rc = td_tensor_arange(&cls, TD_DTYPE_I64, td_scalar_i(0), td_scalar_i(c), td_scalar_i(1),
+                               q, err)) == 0 &&
         (rc = td_bw1(TD_OP_UNSQUEEZE, td_t(t), &ua, q, &tu, err)) == 0 &&
         (rc = td_bw2(TD_OP_EQ, td_t(cls), td_t(tu), q, &oh, err)) == 0 &&
         (rc = td_bw1(TD_OP_TO, td_t(oh), &ta, q, &ohf, err)) == 0 &&

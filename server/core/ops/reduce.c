@@ -17,8 +17,21 @@
 #include "../parallel.h"
 #include "family.h"
 
-enum red_kind { R_SUM, R_MEAN, R_PROD, R_MAX, R_MIN, R_ARGMAX, R_ARGMIN, R_STD, R_VAR, R_NORM,
-                R_LOGSUMEXP, R_ALL, R_ANY };
+enum red_kind {
+    R_SUM,
+    R_MEAN,
+    R_PROD,
+    R_MAX,
+    R_MIN,
+    R_ARGMAX,
+    R_ARGMIN,
+    R_STD,
+    R_VAR,
+    R_NORM,
+    R_LOGSUMEXP,
+    R_ALL,
+    R_ANY
+};
 
 static enum red_kind kind_of(int op)
 {
@@ -66,8 +79,10 @@ static int reduced_dims(const struct td_tensor *t, const struct td_op_args *a, e
             return rc;
         }
         if (t->ndim > 0 && red[d]) {
-            return td_err_set(err, TD_EINVAL, "dim %lld appears multiple times in the list of "
-                              "dims", (long long)d);
+            return td_err_set(err, TD_EINVAL,
+                              "dim %lld appears multiple times in the list of "
+                              "dims",
+                              (long long)d);
         }
         if (t->ndim > 0) {
             red[d] = true;
@@ -85,8 +100,10 @@ int td_shape_reduce(const struct td_operand *in, int nin, const struct td_op_arg
     bool red[TD_MAX_DIMS], all;
     int rc;
     if (k == R_NORM && a->has_dims && a->ndims > 2) {
-        return td_err_set(err, TD_EINVAL, "Expected at most 2 dimensions, but got %d dimensions "
-                          "instead.", a->ndims);
+        return td_err_set(err, TD_EINVAL,
+                          "Expected at most 2 dimensions, but got %d dimensions "
+                          "instead.",
+                          a->ndims);
     }
     if (k == R_NORM && a->ndims == 2) {
         int64_t d0, d1;
@@ -106,16 +123,21 @@ int td_shape_reduce(const struct td_operand *in, int nin, const struct td_op_arg
     bool needs_elements = k == R_MAX || k == R_MIN || k == R_ARGMAX || k == R_ARGMIN;
     const char *name = td_ops[a->op].name;
     if (needs_elements && all && t->numel == 0) {
-        return td_err_set(err, TD_EINVAL, "%s(): Expected reduction dim to be specified for "
-                          "input.numel() == 0.%s", name,
+        return td_err_set(err, TD_EINVAL,
+                          "%s(): Expected reduction dim to be specified for "
+                          "input.numel() == 0.%s",
+                          name,
                           k == R_MAX || k == R_MIN ? " Specify the reduction dim with the 'dim' "
-                                                     "argument." : "");
+                                                     "argument."
+                                                   : "");
     }
     int n = 0;
     for (int i = 0; i < t->ndim; i++) {
         if (needs_elements && red[i] && !all && t->shape[i] == 0) {
-            return td_err_set(err, TD_EINVAL, "%s(): Expected reduction dim %d to have non-zero "
-                              "size.", name, i);
+            return td_err_set(err, TD_EINVAL,
+                              "%s(): Expected reduction dim %d to have non-zero "
+                              "size.",
+                              name, i);
         }
         if (!red[i]) {
             shape[n++] = t->shape[i];
@@ -144,12 +166,11 @@ int td_dtype_rule_reduce(const struct td_operand *in, int nin, const struct td_o
     *compute = dt;
     switch (k) {
     case R_SUM:
-    case R_PROD:
-        *result = fl ? dt : TD_DTYPE_I64;
-        return 0;
+    case R_PROD: *result = fl ? dt : TD_DTYPE_I64; return 0;
     case R_MEAN:
         if (!fl) {
-            return td_err_set(err, TD_EDTYPE, "mean(): could not infer output dtype. Input dtype "
+            return td_err_set(err, TD_EDTYPE,
+                              "mean(): could not infer output dtype. Input dtype "
                               "must be either a floating point or complex dtype. Got: %s",
                               td_dtype_cname(dt));
         }
@@ -157,19 +178,20 @@ int td_dtype_rule_reduce(const struct td_operand *in, int nin, const struct td_o
     case R_STD:
     case R_VAR:
         if (!fl) {
-            return td_err_set(err, TD_EDTYPE, "std and var only support floating point and "
+            return td_err_set(err, TD_EDTYPE,
+                              "std and var only support floating point and "
                               "complex dtypes");
         }
         break;
     case R_NORM:
         if (!fl) {
-            return td_err_set(err, TD_EDTYPE, "norm(): input dtype should be either floating "
-                              "point or complex. Got %s instead.", td_dtype_cname(dt));
+            return td_err_set(err, TD_EDTYPE,
+                              "norm(): input dtype should be either floating "
+                              "point or complex. Got %s instead.",
+                              td_dtype_cname(dt));
         }
         break;
-    case R_LOGSUMEXP:
-        *result = fl ? dt : TD_DTYPE_DEFAULT_FLOAT;
-        return 0;
+    case R_LOGSUMEXP: *result = fl ? dt : TD_DTYPE_DEFAULT_FLOAT; return 0;
     case R_ARGMAX:
     case R_ARGMIN:
         /* torch has no bool kernel, but skips it when nothing is to be compared: an empty
@@ -190,11 +212,8 @@ int td_dtype_rule_reduce(const struct td_operand *in, int nin, const struct td_o
         *result = TD_DTYPE_I64;
         return 0;
     case R_ALL:
-    case R_ANY:
-        *result = TD_DTYPE_BOOL;
-        return 0;
-    default:
-        break;
+    case R_ANY: *result = TD_DTYPE_BOOL; return 0;
+    default: break;
     }
     *result = dt;
     return 0;
@@ -204,8 +223,8 @@ int td_dtype_rule_reduce(const struct td_operand *in, int nin, const struct td_o
 /* Calls visit(acc index, element pointer, index along the reduced dims) for every element. */
 struct walk {
     const struct td_tensor *t;
-    int64_t ostride[TD_MAX_DIMS];   /* output element stride per input dim; 0 when reduced */
-    int64_t rstride[TD_MAX_DIMS];   /* position stride among reduced elements */
+    int64_t ostride[TD_MAX_DIMS]; /* output element stride per input dim; 0 when reduced */
+    int64_t rstride[TD_MAX_DIMS]; /* position stride among reduced elements */
 };
 
 static void walk_init(struct walk *w, const struct td_tensor *t, const bool *red)
@@ -238,31 +257,37 @@ struct partial_sum {
 ** the end: one running total is a chain of dependent adds (one element per add latency); eight
 ** lanes let the compiler use two 4-wide vector adds per step and keep the loads streaming. The
 ** order of additions is fixed by the bounds alone, so results do not depend on scheduling. */
-#define LANE_STEP(T, OP)                                                                      \
-    a0 += OP(x[i]); a1 += OP(x[i + 1]); a2 += OP(x[i + 2]); a3 += OP(x[i + 3]);             \
-    a4 += OP(x[i + 4]); a5 += OP(x[i + 5]); a6 += OP(x[i + 6]); a7 += OP(x[i + 7])
+#define LANE_STEP(T, OP)                                                                           \
+    a0 += OP(x[i]);                                                                                \
+    a1 += OP(x[i + 1]);                                                                            \
+    a2 += OP(x[i + 2]);                                                                            \
+    a3 += OP(x[i + 3]);                                                                            \
+    a4 += OP(x[i + 4]);                                                                            \
+    a5 += OP(x[i + 5]);                                                                            \
+    a6 += OP(x[i + 6]);                                                                            \
+    a7 += OP(x[i + 7])
 #define LANE_VALUE(v) ((double)(v))
 #define LANE_SQUARE(v) ((double)(v) * (double)(v))
-#define DEF_LANE_SUM(NAME, T)                                                                 \
-    static void NAME(const T *x, int64_t lo, int64_t hi, bool squares, double *acc)         \
-    {                                                                                         \
-        double a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];                            \
-        double a4 = acc[4], a5 = acc[5], a6 = acc[6], a7 = acc[7];                            \
-        int64_t i = lo;                                                                       \
-        if (squares) {                                                                        \
-            for (; i + 8 <= hi; i += 8) {                                                     \
-                LANE_STEP(T, LANE_SQUARE);                                                    \
-            }                                                                                 \
-        } else {                                                                              \
-            for (; i + 8 <= hi; i += 8) {                                                     \
-                LANE_STEP(T, LANE_VALUE);                                                     \
-            }                                                                                 \
-        }                                                                                     \
-        for (; i < hi; i++) {                                                                 \
-            a0 += squares ? LANE_SQUARE(x[i]) : LANE_VALUE(x[i]);                             \
-        }                                                                                     \
-        acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;                                   \
-        acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;                                   \
+#define DEF_LANE_SUM(NAME, T)                                                                      \
+    static void NAME(const T *x, int64_t lo, int64_t hi, bool squares, double *acc)                \
+    {                                                                                              \
+        double a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];                                 \
+        double a4 = acc[4], a5 = acc[5], a6 = acc[6], a7 = acc[7];                                 \
+        int64_t i = lo;                                                                            \
+        if (squares) {                                                                             \
+            for (; i + 8 <= hi; i += 8) {                                                          \
+                LANE_STEP(T, LANE_SQUARE);                                                         \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (; i + 8 <= hi; i += 8) {                                                          \
+                LANE_STEP(T, LANE_VALUE);                                                          \
+            }                                                                                      \
+        }                                                                                          \
+        for (; i < hi; i++) {                                                                      \
+            a0 += squares ? LANE_SQUARE(x[i]) : LANE_VALUE(x[i]);                                  \
+        }                                                                                          \
+        acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;                                        \
+        acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;                                        \
     }
 DEF_LANE_SUM(lane_sum_f32, float)
 DEF_LANE_SUM(lane_sum_f64, double)
@@ -286,7 +311,7 @@ static void partial_sum_run(int64_t begin, int64_t end, void *ctx)
                 lane_sum_f64(p->data, b, e, p->squares, acc);
             }
             if (e < hi && td_cancel_pending()) {
-                return;  /* td_parallel_for reports it */
+                return; /* td_parallel_for reports it */
             }
         }
         p->part[c] = ((acc[0] + acc[4]) + (acc[2] + acc[6])) +
@@ -305,8 +330,11 @@ static int parallel_full_sum(const struct td_tensor *t, enum red_kind k, double 
     }
     int threads = td_parallel_threads();
     int64_t chunks = t->numel < ((int64_t)1 << 20) ? 1 : threads > 64 ? 64 : threads;
-    struct partial_sum p = {.data = td_tensor_data(t), .dt = t->dtype, .n = t->numel,
-                            .chunks = chunks, .squares = k == R_NORM};
+    struct partial_sum p = {.data = td_tensor_data(t),
+                            .dt = t->dtype,
+                            .n = t->numel,
+                            .chunks = chunks,
+                            .squares = k == R_NORM};
     int rc = td_parallel_for(p.chunks, 1, partial_sum_run, &p, err);
     if (rc != 0) {
         return rc;
@@ -360,10 +388,20 @@ int td_fwd_reduce(struct td_tensor *out, const struct td_operand *in, int nin,
     /* initial values */
     for (int64_t o = 0; o < nout; o++) {
         switch (k) {
-        case R_PROD: acc[o] = 1; iacc[o] = 1; break;
+        case R_PROD:
+            acc[o] = 1;
+            iacc[o] = 1;
+            break;
         case R_ALL: iacc[o] = 1; break;
-        case R_MAX: case R_MIN: case R_ARGMAX: case R_ARGMIN: case R_LOGSUMEXP:
-            acc[o] = NAN; iacc[o] = -1; aux[o] = -INFINITY; break;
+        case R_MAX:
+        case R_MIN:
+        case R_ARGMAX:
+        case R_ARGMIN:
+        case R_LOGSUMEXP:
+            acc[o] = NAN;
+            iacc[o] = -1;
+            aux[o] = -INFINITY;
+            break;
         default: break;
         }
     }
@@ -409,12 +447,8 @@ int td_fwd_reduce(struct td_tensor *out, const struct td_operand *in, int nin,
                     acc[o] += v * v;
                     break;
                 }
-                case R_ALL:
-                    iacc[o] &= td_elem_load_f64(p, t->dtype) != 0;
-                    break;
-                case R_ANY:
-                    iacc[o] |= td_elem_load_f64(p, t->dtype) != 0;
-                    break;
+                case R_ALL: iacc[o] &= td_elem_load_f64(p, t->dtype) != 0; break;
+                case R_ANY: iacc[o] |= td_elem_load_f64(p, t->dtype) != 0; break;
                 case R_STD:
                 case R_VAR:
                     if (pass == 0) {
@@ -434,12 +468,12 @@ int td_fwd_reduce(struct td_tensor *out, const struct td_operand *in, int nin,
                     }
                     break;
                 }
-                default: {  /* max, min, argmax, argmin: the first NaN wins, else the first max */
+                default: { /* max, min, argmax, argmin: the first NaN wins, else the first max */
                     bool take, hi = k == R_MAX || k == R_ARGMAX;
                     if (fl) {
                         double v = td_elem_load_f64(p, t->dtype);
-                        take = iacc[o] < 0 || (!isnan(acc[o]) && (isnan(v) || (hi ? v > acc[o]
-                                                                                   : v < acc[o])));
+                        take = iacc[o] < 0 ||
+                               (!isnan(acc[o]) && (isnan(v) || (hi ? v > acc[o] : v < acc[o])));
                         if (take) {
                             acc[o] = v;
                         }
@@ -485,7 +519,8 @@ store:;
         int64_t iv = 0;
         bool use_int = false;
         switch (k) {
-        case R_SUM: case R_PROD:
+        case R_SUM:
+        case R_PROD:
             if (fl) {
                 v = acc[o];
             } else {
@@ -495,7 +530,8 @@ store:;
             break;
         case R_MEAN: v = group > 0 ? acc[o] / (double)group : NAN; break;
         case R_NORM: v = sqrt(acc[o]); break;
-        case R_STD: case R_VAR: {
+        case R_STD:
+        case R_VAR: {
             /* torch divides by max(0, N - correction): 0/0 is NaN, x/0 is inf. */
             double den = (double)group - a->correction;
             double var = group == 0 ? NAN : aux[o] / (den > 0 ? den : 0.0);
@@ -510,9 +546,17 @@ store:;
                 v = isnan(aux[o]) ? NAN : m + log(acc[o]);
             }
             break;
-        case R_ALL: case R_ANY: iv = iacc[o]; use_int = true; break;
-        case R_ARGMAX: case R_ARGMIN: iv = iacc[o] < 0 ? 0 : iacc[o]; use_int = true; break;
-        default:  /* max / min keep the input dtype, exactly */
+        case R_ALL:
+        case R_ANY:
+            iv = iacc[o];
+            use_int = true;
+            break;
+        case R_ARGMAX:
+        case R_ARGMIN:
+            iv = iacc[o] < 0 ? 0 : iacc[o];
+            use_int = true;
+            break;
+        default: /* max / min keep the input dtype, exactly */
             if (fl) {
                 v = acc[o];
             } else {
@@ -807,8 +851,8 @@ out:
 
 /* The dtype cumsum gives: dtype= when given, else the input's for floats and int64 for the
 ** rest (bool and int32 promote, as torch's integral inputs do). */
-static int cumsum_dtype(const struct td_tensor *x, const struct td_op_args *a,
-                        enum td_dtype *out, struct td_err *err)
+static int cumsum_dtype(const struct td_tensor *x, const struct td_op_args *a, enum td_dtype *out,
+                        struct td_err *err)
 {
     if (a->has_dtype) {
         if (!td_dtype_is_valid((int)a->dtype)) {
@@ -852,9 +896,9 @@ int td_make_cumsum(struct td_tensor **out, const struct td_operand *in, int nin,
     /* contiguous [outer, len, inner]: element (o, k, i) at (o * len + k) * inner + i */
     int64_t len = x->ndim > 0 ? x->shape[d] : 1, inner = 1;
     for (int k = (int)d + 1; k < x->ndim; k++) {
-        inner *= x->shape[k];  /* a factor of numel, which fits */
+        inner *= x->shape[k]; /* a factor of numel, which fits */
     }
-    int64_t lines = len > 0 ? t->numel / len : 0;  /* outer * inner */
+    int64_t lines = len > 0 ? t->numel / len : 0; /* outer * inner */
     char *base = td_tensor_data(t);
     size_t es = td_dtype_size(dt);
     bool fl = td_dtype_is_float(dt);
@@ -872,10 +916,10 @@ int td_make_cumsum(struct td_tensor **out, const struct td_operand *in, int nin,
                     facc += td_elem_load_f64(p, dt);
                     td_elem_store_f64(p, dt, facc);
                 } else if (dt == TD_DTYPE_I64) {
-                    iacc += (uint64_t)*(int64_t *)(void *)p;
+                    iacc += (uint64_t) * (int64_t *)(void *)p;
                     *(int64_t *)(void *)p = (int64_t)iacc;
                 } else {
-                    iacc += (uint64_t)(int64_t)*(int32_t *)(void *)p;
+                    iacc += (uint64_t)(int64_t) * (int32_t *)(void *)p;
                     *(int32_t *)(void *)p = (int32_t)(uint32_t)iacc;
                 }
             }

@@ -21,9 +21,10 @@ int td_wrap_dim(int64_t dim, int ndim, int64_t *out, struct td_err *err)
 {
     int64_t n = ndim > 0 ? ndim : 1;
     if (dim < -n || dim >= n) {
-        return td_err_set(err, TD_EINVAL, "Dimension out of range (expected to be in range of "
-                          "[%lld, %lld], but got %lld)", (long long)-n, (long long)(n - 1),
-                          (long long)dim);
+        return td_err_set(err, TD_EINVAL,
+                          "Dimension out of range (expected to be in range of "
+                          "[%lld, %lld], but got %lld)",
+                          (long long)-n, (long long)(n - 1), (long long)dim);
     }
     *out = dim < 0 ? dim + n : dim;
     return 0;
@@ -62,9 +63,9 @@ static int view_new(struct td_tensor **out, struct td_tensor *base, int ndim, co
 
 static const char *legacy_type(enum td_dtype dt)
 {
-    static const char *const names[TD_DTYPE_COUNT] = {
-        "torch.BoolTensor", "torch.IntTensor", "torch.LongTensor", "torch.FloatTensor",
-        "torch.DoubleTensor"};
+    static const char *const names[TD_DTYPE_COUNT] = {"torch.BoolTensor", "torch.IntTensor",
+                                                      "torch.LongTensor", "torch.FloatTensor",
+                                                      "torch.DoubleTensor"};
     return names[dt];
 }
 
@@ -134,7 +135,7 @@ static bool view_strides(const struct td_tensor *t, const int64_t *shape, int nd
         int64_t s = 1;
         for (int i = ndim - 1; i >= 0; i--) {
             strides[i] = s;
-            s = td_sat_mul(s, shape[i] > 1 ? shape[i] : 1);  /* sizes past a 0 may not fit */
+            s = td_sat_mul(s, shape[i] > 1 ? shape[i] : 1); /* sizes past a 0 may not fit */
         }
         return true;
     }
@@ -173,7 +174,8 @@ static int reshape_common(struct td_tensor **out, struct td_tensor *t, const str
         return view_new(out, t, a->ndims, shape, strides, t->offset, err);
     }
     if (must_view) {
-        return td_err_set(err, TD_ESHAPE, "view size is not compatible with input tensor's size "
+        return td_err_set(err, TD_ESHAPE,
+                          "view size is not compatible with input tensor's size "
                           "and stride (at least one dimension spans across two contiguous "
                           "subspaces). Use .reshape(...) instead.");
     }
@@ -215,7 +217,8 @@ static int flatten_target(const struct td_tensor *t, const struct td_op_args *a,
         return rc;
     }
     if (s > e) {
-        return td_err_set(err, TD_EINVAL, "flatten() has invalid args: start_dim cannot come "
+        return td_err_set(err, TD_EINVAL,
+                          "flatten() has invalid args: start_dim cannot come "
                           "after end_dim");
     }
     td_op_args_init(r);
@@ -226,7 +229,8 @@ static int flatten_target(const struct td_tensor *t, const struct td_op_args *a,
         if (i > s && i <= e) {
             /* Sizes past a zero dim can multiply past 2^63. */
             if (!td_mul_i64(r->dims[r->ndims - 1], t->shape[i], &r->dims[r->ndims - 1])) {
-                return td_err_set(err, TD_ELIMIT, "shape overflows: flatten's merged size "
+                return td_err_set(err, TD_ELIMIT,
+                                  "shape overflows: flatten's merged size "
                                   "exceeds 2^63");
             }
         } else {
@@ -295,8 +299,10 @@ int td_make_t(struct td_tensor **out, const struct td_operand *in, int nin,
     (void)a;
     struct td_tensor *t = in[0].t;
     if (t->ndim > 2) {
-        return td_err_set(err, TD_EINVAL, "t() expects a tensor with <= 2 dimensions, but self "
-                          "is %dD", t->ndim);
+        return td_err_set(err, TD_EINVAL,
+                          "t() expects a tensor with <= 2 dimensions, but self "
+                          "is %dD",
+                          t->ndim);
     }
     struct td_op_args r;
     td_op_args_init(&r);
@@ -312,12 +318,14 @@ int td_make_mt(struct td_tensor **out, const struct td_operand *in, int nin,
     (void)a;
     struct td_tensor *t = in[0].t;
     if (t->ndim == 0) {
-        *out = td_tensor_ref(t);  /* torch lets a scalar through unchanged */
+        *out = td_tensor_ref(t); /* torch lets a scalar through unchanged */
         return 0;
     }
     if (t->ndim < 2) {
-        return td_err_set(err, TD_EINVAL, "tensor.mT is only supported on matrices or batches of "
-                          "matrices. Got %d-D tensor.", t->ndim);
+        return td_err_set(err, TD_EINVAL,
+                          "tensor.mT is only supported on matrices or batches of "
+                          "matrices. Got %d-D tensor.",
+                          t->ndim);
     }
     struct td_op_args r;
     td_op_args_init(&r);
@@ -333,7 +341,8 @@ int td_make_permute(struct td_tensor **out, const struct td_operand *in, int nin
     (void)q;
     struct td_tensor *t = in[0].t;
     if (a->ndims != t->ndim) {
-        return td_err_set(err, TD_EINVAL, "permute(sparse_coo): number of dimensions in the "
+        return td_err_set(err, TD_EINVAL,
+                          "permute(sparse_coo): number of dimensions in the "
                           "tensor input does not match the length of the desired ordering of "
                           "dimensions i.e. input.dim() = %d is not equal to len(dims) = %d",
                           t->ndim, a->ndims);
@@ -393,8 +402,10 @@ int td_make_unsqueeze(struct td_tensor **out, const struct td_operand *in, int n
     (void)q;
     struct td_tensor *t = in[0].t;
     if (t->ndim == TD_MAX_DIMS) {
-        return td_err_set(err, TD_ELIMIT, "unsqueeze would give %d dims; at most %d are "
-                          "supported", TD_MAX_DIMS + 1, TD_MAX_DIMS);
+        return td_err_set(err, TD_ELIMIT,
+                          "unsqueeze would give %d dims; at most %d are "
+                          "supported",
+                          TD_MAX_DIMS + 1, TD_MAX_DIMS);
     }
     int64_t d;
     int rc = td_wrap_dim(a->dim, t->ndim + 1, &d, err);
@@ -425,10 +436,11 @@ int td_make_expand(struct td_tensor **out, const struct td_operand *in, int nin,
     struct td_tensor *t = in[0].t;
     char s1[200], s2[200];
     if (a->ndims < t->ndim) {
-        return td_err_set(err, TD_EINVAL, "expand(%s{%s}, size=%s): the number of sizes provided "
+        return td_err_set(err, TD_EINVAL,
+                          "expand(%s{%s}, size=%s): the number of sizes provided "
                           "(%d) must be greater or equal to the number of dimensions in the "
-                          "tensor (%d)", legacy_type(t->dtype),
-                          td_shape_str(s1, sizeof s1, t->shape, t->ndim),
+                          "tensor (%d)",
+                          legacy_type(t->dtype), td_shape_str(s1, sizeof s1, t->shape, t->ndim),
                           td_shape_str(s2, sizeof s2, a->dims, a->ndims), a->ndims, t->ndim);
     }
     int64_t shape[TD_MAX_DIMS], strides[TD_MAX_DIMS];
@@ -438,7 +450,8 @@ int td_make_expand(struct td_tensor **out, const struct td_operand *in, int nin,
         int64_t want = a->dims[i];
         if (i < lead) {
             if (want < 0) {
-                return td_err_set(err, TD_EINVAL, "The expanded size of the tensor (%lld) isn't "
+                return td_err_set(err, TD_EINVAL,
+                                  "The expanded size of the tensor (%lld) isn't "
                                   "allowed in a leading, non-existing dimension %d",
                                   (long long)want, i);
             }
@@ -451,9 +464,11 @@ int td_make_expand(struct td_tensor **out, const struct td_operand *in, int nin,
             want = have;
         }
         if (want != have && have != 1) {
-            return td_err_set(err, TD_ESHAPE, "The expanded size of the tensor (%lld) must match "
+            return td_err_set(err, TD_ESHAPE,
+                              "The expanded size of the tensor (%lld) must match "
                               "the existing size (%lld) at non-singleton dimension %d.  Target "
-                              "sizes: %s.  Tensor sizes: %s", (long long)want, (long long)have, i,
+                              "sizes: %s.  Tensor sizes: %s",
+                              (long long)want, (long long)have, i,
                               td_shape_str(s2, sizeof s2, a->dims, a->ndims),
                               td_shape_str(s1, sizeof s1, t->shape, t->ndim));
         }
@@ -491,8 +506,10 @@ int td_make_narrow(struct td_tensor **out, const struct td_operand *in, int nin,
         return td_err_set(err, TD_EINVAL, "narrow(): length must be non-negative.");
     }
     if (start > size - len) {
-        return td_err_set(err, TD_EINVAL, "start (%lld) + length (%lld) exceeds dimension size "
-                          "(%lld).", (long long)start, (long long)len, (long long)size);
+        return td_err_set(err, TD_EINVAL,
+                          "start (%lld) + length (%lld) exceeds dimension size "
+                          "(%lld).",
+                          (long long)start, (long long)len, (long long)size);
     }
     int64_t shape[TD_MAX_DIMS];
     memcpy(shape, t->shape, sizeof shape);
@@ -518,9 +535,11 @@ int td_make_select(struct td_tensor **out, const struct td_operand *in, int nin,
     int64_t size = t->shape[d], idx = a->start;
     if (idx < -size || idx >= size) {
         char sh[200];
-        return td_err_set(err, TD_EINVAL, "select(): index %lld out of range for tensor of size "
-                          "%s at dimension %lld", (long long)idx,
-                          td_shape_str(sh, sizeof sh, t->shape, t->ndim), (long long)d);
+        return td_err_set(err, TD_EINVAL,
+                          "select(): index %lld out of range for tensor of size "
+                          "%s at dimension %lld",
+                          (long long)idx, td_shape_str(sh, sizeof sh, t->shape, t->ndim),
+                          (long long)d);
     }
     if (idx < 0) {
         idx += size;
@@ -547,7 +566,8 @@ int td_make_slice(struct td_tensor **out, const struct td_operand *in, int nin,
     int64_t d;
     int rc;
     if (t->ndim == 0) {
-        return td_err_set(err, TD_EINVAL, "invalid index of a 0-dim tensor. Use `tensor.item()` "
+        return td_err_set(err, TD_EINVAL,
+                          "invalid index of a 0-dim tensor. Use `tensor.item()` "
                           "in Python or `tensor.item<T>()` in C++ to convert a 0-dim tensor to a "
                           "number");
     }
@@ -612,8 +632,10 @@ int td_make_cat(struct td_tensor **out, const struct td_operand *in, int nin,
     const struct td_tensor *ref = NULL;
     for (int i = 0; i < nin; i++) {
         if (in[i].t == NULL) {
-            return td_err_set(err, TD_EINVAL, "expected Tensor as element %d in argument 0, but "
-                              "got a number", i);
+            return td_err_set(err, TD_EINVAL,
+                              "expected Tensor as element %d in argument 0, but "
+                              "got a number",
+                              i);
         }
         bool legacy_empty = in[i].t->ndim == 1 && in[i].t->shape[0] == 0;
         if (ref == NULL && !legacy_empty) {
@@ -631,7 +653,8 @@ int td_make_cat(struct td_tensor **out, const struct td_operand *in, int nin,
     int64_t d;
     int rc;
     if (ref->ndim == 0) {
-        return td_err_set(err, TD_EINVAL, "zero-dimensional tensor (at position 0) cannot be "
+        return td_err_set(err, TD_EINVAL,
+                          "zero-dimensional tensor (at position 0) cannot be "
                           "concatenated");
     }
     if ((rc = td_wrap_dim(a->dim, ref->ndim, &d, err)) != 0) {
@@ -646,22 +669,28 @@ int td_make_cat(struct td_tensor **out, const struct td_operand *in, int nin,
             continue;
         }
         if (t->ndim != ref->ndim) {
-            return td_err_set(err, TD_ESHAPE, "Tensors must have same number of dimensions: got "
-                              "%d and %d", ref->ndim, t->ndim);
+            return td_err_set(err, TD_ESHAPE,
+                              "Tensors must have same number of dimensions: got "
+                              "%d and %d",
+                              ref->ndim, t->ndim);
         }
         for (int k = 0; k < t->ndim; k++) {
             if (k != d && t->shape[k] != ref->shape[k]) {
-                return td_err_set(err, TD_ESHAPE, "Sizes of tensors must match except in "
+                return td_err_set(err, TD_ESHAPE,
+                                  "Sizes of tensors must match except in "
                                   "dimension %lld. Expected size %lld but got size %lld for "
-                                  "tensor number %d in the list.", (long long)d,
-                                  (long long)ref->shape[k], (long long)t->shape[k], i);
+                                  "tensor number %d in the list.",
+                                  (long long)d, (long long)ref->shape[k], (long long)t->shape[k],
+                                  i);
             }
         }
         /* Checked: three bool views of 6148914691236517206 elements sum to 2^64 + 2, which
         ** wrapped to a 2-byte result that the copies below then overran. */
         if (!td_add_i64(shape[d], t->shape[d], &shape[d])) {
-            return td_err_set(err, TD_ELIMIT, "shape overflows: the concatenated size at dim "
-                              "%lld exceeds 2^63", (long long)d);
+            return td_err_set(err, TD_ELIMIT,
+                              "shape overflows: the concatenated size at dim "
+                              "%lld exceeds 2^63",
+                              (long long)d);
         }
     }
     struct td_tensor *res;
@@ -700,16 +729,19 @@ int td_make_stack(struct td_tensor **out, const struct td_operand *in, int nin,
     int64_t wrapped;
     int wrc;
     if (in[0].t != NULL && (wrc = td_wrap_dim(a->dim, in[0].t->ndim + 1, &wrapped, err)) != 0) {
-        return wrc;  /* torch checks the dim first */
+        return wrc; /* torch checks the dim first */
     }
     for (int i = 0; i < nin; i++) {
         if (in[i].t == NULL) {
-            return td_err_set(err, TD_EINVAL, "expected Tensor as element %d in argument 0, but "
-                              "got a number", i);
+            return td_err_set(err, TD_EINVAL,
+                              "expected Tensor as element %d in argument 0, but "
+                              "got a number",
+                              i);
         }
         const struct td_tensor *t = in[i].t, *f = in[0].t;
         if (t->ndim != f->ndim || memcmp(t->shape, f->shape, sizeof(int64_t) * t->ndim) != 0) {
-            return td_err_set(err, TD_ESHAPE, "stack expects each tensor to be equal size, but "
+            return td_err_set(err, TD_ESHAPE,
+                              "stack expects each tensor to be equal size, but "
                               "got %s at entry 0 and %s at entry %d",
                               td_shape_str(s1, sizeof s1, f->shape, f->ndim),
                               td_shape_str(s2, sizeof s2, t->shape, t->ndim), i);
@@ -758,8 +790,10 @@ int td_make_flip(struct td_tensor **out, const struct td_operand *in, int nin,
             return rc;
         }
         if (flip[d]) {
-            return td_err_set(err, TD_EINVAL, "dim %lld appears multiple times in the list of "
-                              "dims", (long long)d);
+            return td_err_set(err, TD_EINVAL,
+                              "dim %lld appears multiple times in the list of "
+                              "dims",
+                              (long long)d);
         }
         flip[d] = true;
     }
@@ -780,20 +814,25 @@ int td_make_repeat(struct td_tensor **out, const struct td_operand *in, int nin,
     (void)nin;
     struct td_tensor *t = in[0].t;
     if (a->ndims < t->ndim) {
-        return td_err_set(err, TD_EINVAL, "Number of dimensions of repeat dims can not be smaller "
+        return td_err_set(err, TD_EINVAL,
+                          "Number of dimensions of repeat dims can not be smaller "
                           "than number of dimensions of tensor");
     }
     int lead = a->ndims - t->ndim;
     int64_t shape[TD_MAX_DIMS];
     for (int i = 0; i < a->ndims; i++) {
         if (a->dims[i] < 0) {
-            return td_err_set(err, TD_EINVAL, "Trying to create tensor with negative dimension "
-                              "%lld: [%lld]", (long long)a->dims[i], (long long)a->dims[i]);
+            return td_err_set(err, TD_EINVAL,
+                              "Trying to create tensor with negative dimension "
+                              "%lld: [%lld]",
+                              (long long)a->dims[i], (long long)a->dims[i]);
         }
         int64_t base = i < lead ? 1 : t->shape[i - lead];
         if (!td_mul_i64(base, a->dims[i], &shape[i])) {
-            return td_err_set(err, TD_ELIMIT, "shape overflows: repeat size at dim %d exceeds "
-                              "2^63", i);
+            return td_err_set(err, TD_ELIMIT,
+                              "shape overflows: repeat size at dim %d exceeds "
+                              "2^63",
+                              i);
         }
     }
     struct td_tensor *res;
@@ -843,11 +882,12 @@ static int tri(struct td_tensor **out, const struct td_operand *in, const struct
     int64_t unused;
     int rc;
     if (t->ndim == 0) {
-        return td_err_set(err, TD_EINVAL, "Dimension specified as -2 but tensor has no "
+        return td_err_set(err, TD_EINVAL,
+                          "Dimension specified as -2 but tensor has no "
                           "dimensions");
     }
     if ((rc = td_wrap_dim(-2, t->ndim, &unused, err)) != 0) {
-        return rc;  /* torch's words for a 1-D input */
+        return rc; /* torch's words for a 1-D input */
     }
     (void)lower;
     rc = copy_contiguous(out, t, q, err);
@@ -971,8 +1011,8 @@ int td_bw_scatter_view(const struct td_node *n, struct td_tensor *g, struct td_t
         return rc;
     }
     if ((rc = td_bw1(n->op, td_t(z), &n->args, q, &v, err)) == 0 &&
-        (rc = td_op_apply(TD_OP_COPY, (struct td_operand[2]){td_t(v), td_t(g)}, 2, NULL, true,
-                          q, &r, err)) == 0) {
+        (rc = td_op_apply(TD_OP_COPY, (struct td_operand[2]){td_t(v), td_t(g)}, 2, NULL, true, q,
+                          &r, err)) == 0) {
         gin[0] = td_tensor_ref(z);
     }
     td_tensor_unref(r);
@@ -998,7 +1038,7 @@ int td_bw_cat_stack(const struct td_node *n, struct td_tensor *g, struct td_tens
             continue;
         }
         if (t->ndim == 1 && t->shape[0] == 0) {
-            continue;  /* skipped by cat, like torch */
+            continue; /* skipped by cat, like torch */
         }
         a.start = at;
         a.end = t->shape[d];
@@ -1039,7 +1079,7 @@ int td_bw_repeat(const struct td_node *n, struct td_tensor *g, struct td_tensor 
     int rc;
     if ((rc = td_bw1(TD_OP_RESHAPE, td_t(g), &r, q, &v, err)) == 0 &&
         (rc = td_bw1(TD_OP_SUM, td_t(v), &s, q, &sum, err)) == 0) {
-        gin[0] = td_tensor_ref(sum);  /* autograd reshapes leading 1s away via sum_to_shape */
+        gin[0] = td_tensor_ref(sum); /* autograd reshapes leading 1s away via sum_to_shape */
     }
     td_tensor_unref(v);
     td_tensor_unref(sum);

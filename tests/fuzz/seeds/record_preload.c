@@ -28,7 +28,7 @@
 #include <unistd.h>
 
 #define TD_RECORD_MAX_FDS 65536
-#define TD_RECORD_MAX (1 << 20)   /* bytes kept per connection */
+#define TD_RECORD_MAX (1 << 20) /* bytes kept per connection */
 
 static ssize_t (*real_read)(int, void *, size_t);
 static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
@@ -40,8 +40,8 @@ static int (*real_fclose)(FILE *);
 
 static const char *record_dir;
 static atomic_int seq;
-static atomic_int marked[TD_RECORD_MAX_FDS];  /* 0: not a recorded connection, else its seq */
-static atomic_long kept[TD_RECORD_MAX_FDS];   /* bytes recorded so far on that fd */
+static atomic_int marked[TD_RECORD_MAX_FDS]; /* 0: not a recorded connection, else its seq */
+static atomic_long kept[TD_RECORD_MAX_FDS];  /* bytes recorded so far on that fd */
 
 __attribute__((constructor)) static void record_init(void)
 {
@@ -127,7 +127,7 @@ static pthread_mutex_t files_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     FILE *f;
     char path[1024];
-} files[TD_RECORD_MAX_FILES];  /* tensorctl's safetensors files open for writing */
+} files[TD_RECORD_MAX_FILES]; /* tensorctl's safetensors files open for writing */
 
 static int is_safetensors(const char *path)
 {
@@ -148,7 +148,7 @@ static void keep_file(const char *path)
     snprintf(out_path, sizeof out_path, "%s/st-%d-%06d", record_dir, (int)getpid(),
              atomic_fetch_add(&seq, 1) + 1);
     int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    static char buf[1 << 16];  /* one copy at a time: the caller holds files_lock */
+    static char buf[1 << 16]; /* one copy at a time: the caller holds files_lock */
     long left = TD_RECORD_MAX;
     ssize_t n;
     while (out >= 0 && left > 0 && (n = real_read(in, buf, sizeof buf)) > 0) {

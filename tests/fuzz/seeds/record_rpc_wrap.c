@@ -19,13 +19,13 @@
 int __real_td_rpc_peer_new(struct td_rpc_peer **out, struct td_rpc_server *srv,
                            td_rpc_reply_fn *reply, void *user);
 void __real_td_rpc_peer_close(struct td_rpc_peer *p);
-void __real_td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len,
-                          void *data, size_t data_len);
+void __real_td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, void *data,
+                          size_t data_len);
 int __wrap_td_rpc_peer_new(struct td_rpc_peer **out, struct td_rpc_server *srv,
                            td_rpc_reply_fn *reply, void *user);
 void __wrap_td_rpc_peer_close(struct td_rpc_peer *p);
-void __wrap_td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len,
-                          void *data, size_t data_len);
+void __wrap_td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, void *data,
+                          size_t data_len);
 
 static struct {
     struct td_rpc_peer *peer;
@@ -60,8 +60,8 @@ void __wrap_td_rpc_peer_close(struct td_rpc_peer *p)
     __real_td_rpc_peer_close(p);
 }
 
-void __wrap_td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len,
-                          void *data, size_t data_len)
+void __wrap_td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, void *data,
+                          size_t data_len)
 {
     const char *dir = getenv("TD_RECORD_DIR");
     for (int i = 0; dir != NULL && i < MAX_PEERS; i++) {
@@ -76,10 +76,10 @@ void __wrap_td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t met
         }
         uint8_t h[12];
         for (int k = 0; k < 4; k++) {
-            h[k] = (uint8_t)(meta_len >> (8 * (3 - k)));  /* u32 meta_len, big-endian */
+            h[k] = (uint8_t)(meta_len >> (8 * (3 - k))); /* u32 meta_len, big-endian */
         }
         for (int k = 0; k < 8; k++) {
-            h[4 + k] = (uint8_t)((uint64_t)data_len >> (8 * (7 - k)));  /* u64 data_len */
+            h[4 + k] = (uint8_t)((uint64_t)data_len >> (8 * (7 - k))); /* u64 data_len */
         }
         fwrite(h, 1, sizeof h, f);
         if (meta_len > 0) {
