@@ -922,3 +922,29 @@ def test_repl_through_tmux(daemon, tmp_path):
         t.wait(lambda s: re.search(r"^42$", s, re.M), "the recalled line's value")
     finally:
         t.close()
+
+
+def test_ops_added_by_an_ops_def_row_alone(daemon):
+    """dot, mv and cumsum came as ops.def rows with no tensorctl edit: torch's call forms print
+    what torch prints (the same program run by Python's torch)."""
+    prog = ("import torch\n"
+            "a = torch.tensor([1.0, 2.0, 3.0])\n"
+            "b = torch.tensor([4.0, -5.0, 6.0], requires_grad=True)\n"
+            "m = torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]])\n"
+            "i = torch.tensor([[1, 2, 3], [4, 5, 6]], dtype=torch.int32)\n"
+            "print(torch.dot(a, b))\n"
+            "print(a.dot(b).item())\n"
+            "print(m.mv(a))\n"
+            "print(torch.mv(m, vec=a))\n"
+            "print(torch.cumsum(i, 0))\n"
+            "print(i.cumsum(dim=1, dtype=torch.float64))\n"
+            "print(m.cumsum(-1))\n"
+            "y = b.cumsum(0).sum()\n"
+            "y.backward()\n"
+            "print(b.grad)\n")
+    want = io.StringIO()
+    with contextlib.redirect_stdout(want):
+        exec(prog, {})
+    r = run(daemon, "-c", prog)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == want.getvalue().replace("torch.", "tensord.")
