@@ -515,8 +515,7 @@ static int gen_resolve(struct td_session *s, uint64_t handle, struct td_tensor *
     if (rc != 0) {
         return rc;
     }
-    if (g->dtype != TD_DTYPE_I64 || g->ndim != 1 || g->numel != 2 ||
-        !td_tensor_is_contiguous(g)) {
+    if (g->dtype != TD_DTYPE_I64 || g->ndim != 1 || g->numel != 2 || !td_tensor_is_contiguous(g)) {
         return td_err_set(err, TD_EINVAL,
                           "handle %llu is not a generator state (an int64 tensor [seed, offset])",
                           (unsigned long long)handle);
@@ -538,6 +537,7 @@ static void gen_store(struct td_session *s, struct td_tensor *t, const struct td
         s->rng = *r;
     } else {
         ((int64_t *)td_tensor_data(t))[1] = (int64_t)r->offset;
+        t->storage->version++; /* a write, as Write's: a graph that saved it refuses backward */
     }
 }
 

@@ -11,7 +11,7 @@
 #include "proto/tensord.pb-c.h"
 
 #define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost)   \
-    _Static_assert((int)TENSORD__OP__OP_##id >= 1 && (int)TENSORD__OP__OP_##id <= 255,          \
+    _Static_assert((int)TENSORD__OP__OP_##id >= 1 && (int)TENSORD__OP__OP_##id <= 255,             \
                    "the wire value of op " #id " lies outside 1..255");
 #include "core/ops.def"
 #undef OP

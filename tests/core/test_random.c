@@ -328,8 +328,9 @@ static void test_bernoulli_errors(void **state)
     struct td_tensor *bad = mk(TD_DTYPE_F32, s2, 1, (double[]){0, 1.5});
     struct td_operand in[1] = {tens(l)};
     args_with(&a, &r, 1);
-    expect_error(TD_OP_BERNOULLI, in, 1, &a, "\"bernoulli_tensor_cpu_p_\" not implemented for "
-                                             "'Long'");
+    expect_error(TD_OP_BERNOULLI, in, 1, &a,
+                 "\"bernoulli_tensor_cpu_p_\" not implemented for "
+                 "'Long'");
     in[0] = tens(bad);
     expect_error(TD_OP_BERNOULLI, in, 1, &a,
                  "Expected p_in >= 0 && p_in <= 1 to be true, but got false.  (Could this error "
@@ -478,7 +479,8 @@ static void test_normal_forms(void **state)
     struct td_operand e2[2] = {tens(m), tens(neg)};
     expect_error(TD_OP_NORMAL_SAMPLE, e2, 2, &a, "normal expects all elements of std >= 0.0");
     struct td_operand e3[2] = {tens(li), num(td_scalar_f(1))};
-    expect_error(TD_OP_NORMAL_SAMPLE, e3, 2, &a, "\"normal_kernel_cpu\" not implemented for 'Long'");
+    expect_error(TD_OP_NORMAL_SAMPLE, e3, 2, &a,
+                 "\"normal_kernel_cpu\" not implemented for 'Long'");
     td_tensor_unref(neg);
     td_tensor_unref(li);
     td_tensor_unref(s2);

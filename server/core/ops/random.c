@@ -111,8 +111,9 @@ static int multinomial_values(const double *v, int64_t rows, int64_t k, bool fas
                                       "element < 0");
                 }
             } else if (!(x >= 0)) {
-                return td_err_set(err, TD_EINVAL, "invalid multinomial distribution "
-                                                  "(encountering probability entry < 0)");
+                return td_err_set(err, TD_EINVAL,
+                                  "invalid multinomial distribution "
+                                  "(encountering probability entry < 0)");
             } else if (isinf(x)) {
                 return td_err_set(err, TD_EINVAL,
                                   "invalid multinomial distribution (encountering probability "
@@ -273,8 +274,9 @@ int td_dtype_rule_bernoulli(const struct td_operand *in, int nin, const struct t
     (void)nin;
     const struct td_tensor *t = in[0].t;
     if (t == NULL) {
-        return td_err_set(err, TD_EINVAL, "bernoulli(): argument 'input' must be Tensor, not a "
-                                          "number");
+        return td_err_set(err, TD_EINVAL,
+                          "bernoulli(): argument 'input' must be Tensor, not a "
+                          "number");
     }
     if (!a->has_max && !a->inplace && !td_dtype_is_float(t->dtype)) {
         return td_err_set(err, TD_EDTYPE, "\"bernoulli_tensor_cpu_p_\" not implemented for '%s'",
@@ -442,8 +444,9 @@ static int normal_plan(const struct td_operand *in, int nin, const struct td_op_
         return td_err_set(err, TD_EINVAL, "normal takes mean and std, got %d inputs", nin);
     }
     const struct td_tensor *m = in[0].t, *s = in[1].t;
-    *dt = m != NULL ? m->dtype : s != NULL ? s->dtype
-                                           : (a->has_dtype ? a->dtype : TD_DTYPE_DEFAULT_FLOAT);
+    *dt = m != NULL   ? m->dtype
+          : s != NULL ? s->dtype
+                      : (a->has_dtype ? a->dtype : TD_DTYPE_DEFAULT_FLOAT);
     if (m != NULL && s != NULL) {
         return td_broadcast_shapes(m->shape, m->ndim, s->shape, s->ndim, shape, ndim, err);
     }
