@@ -65,6 +65,10 @@ FORMS = {
     "bernoulli_grad": lambda m: m.bernoulli(m.tensor([0.0, 1.0], requires_grad=True)),
     "bernoulli_inplace": lambda m: m.ones(4).bernoulli_(0.5, generator=G(m)),
     "bernoulli_inplace_int": lambda m: m.tensor([0, 1]).bernoulli_(0.5),
+    "bernoulli_inplace_nonleaf": lambda m: (m.tensor([0.2, 0.7], requires_grad=True) * 1
+                                            ).bernoulli_(0.5),
+    "bernoulli_inplace_nonleaf_default_p": lambda m: (m.tensor([0.2, 0.7], requires_grad=True)
+                                                      * 1).bernoulli_(),
     "normal_t_t": lambda m: m.normal(m.zeros(2, 3), m.ones(3), generator=G(m, 7)),
     "normal_t_float": lambda m: m.normal(m.tensor([1.0, 2.0]), 2.0),
     "normal_float_t": lambda m: m.normal(1.0, m.tensor([1.0, 2.0])),

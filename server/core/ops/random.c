@@ -259,12 +259,12 @@ int td_cost_multinomial(const struct td_operand *in, int nin, const struct td_op
 
 /* ---- bernoulli(input, p=None, *, generator=None) and bernoulli_(p=0.5) ---- */
 
-/* torch.bernoulli(x) draws with x's values as probabilities; bernoulli(x, p) and x.bernoulli_(p)
-** with the number p (0.5 in place when none is given). In place the graph records
-** BernoulliBackward1 for a number p. */
+/* torch.bernoulli(x) draws with x's values as probabilities (BernoulliBackward0); x.bernoulli_(p)
+** with the number p, 0.5 when none is given (BernoulliBackward2). torch.bernoulli(x, p) records
+** nothing in torch; here it records BernoulliBackward0, with the same zero gradient. */
 const char *td_grad_fn_bernoulli(const struct td_node *n)
 {
-    return n->args.has_max || n->args.inplace ? "BernoulliBackward1" : "BernoulliBackward0";
+    return n->args.inplace ? "BernoulliBackward2" : "BernoulliBackward0";
 }
 
 /* The result is input's dtype; drawing with input's values as probabilities needs floats. */
