@@ -412,3 +412,47 @@ def test_grads_match_torch(td, case):
         (y * 3).sum().backward()
         return [t.grad.tolist() if t.grad is not None else None for t in (mean, std)]
     assert run(td) == run(torch)
+
+
+# ---- generators as server objects ----
+
+def test_generator_state_is_checked_by_the_server(td):
+    """generator= names a handle: the server takes only a [seed, offset] int64 state there."""
+    g = td.Generator()
+    g._state = td.zeros(3)  # what a confused or hostile client could send
+    with pytest.raises(tensord.TensorError) as e:
+        td.rand(2, generator=g).tolist()
+    assert "is not a generator state" in e.value.message
+    g._state = td.tensor([1.0, 2.0])
+    with pytest.raises(tensord.TensorError):
+        td.multinomial(td.ones(3), 1, generator=g).tolist()
+
+
+def test_generators_survive_a_restart(tmp_path):
+    """A Generator's state is a tensor of its session, so a session snapshot keeps it: after a
+    restart and a resume, the stream continues where it stopped."""
+    from conftest import Daemon
+    data_dir = str(tmp_path / "data")
+    d = Daemon("--data-dir", data_dir)
+    try:
+        s = tensord.connect("127.0.0.1:%d" % d.port)
+        g = tensord.Generator(session=s).manual_seed(42)
+        s.rand(5, generator=g)
+        s.synchronize()
+        handle, token = g._state._h, s.token
+        s._c.close()
+    finally:
+        assert d.stop() == 0
+    d = Daemon("--data-dir", data_dir)
+    try:
+        r = tensord.connect("127.0.0.1:%d" % d.port, resume=token)
+        g2 = tensord.Generator.__new__(tensord.Generator)
+        g2._s, g2._state = r, tensord.Tensor(r, handle)
+        assert g2.initial_seed() == 42
+        with tensord.connect("127.0.0.1:%d" % d.port) as ref:
+            h = tensord.Generator(session=ref).manual_seed(42)
+            ref.rand(5, generator=h)
+            assert r.rand(4, generator=g2).tolist() == ref.rand(4, generator=h).tolist()
+        r.close()
+    finally:
+        assert d.stop() == 0
