@@ -44,7 +44,10 @@ struct td_op_args {
     bool has_dtype; /* to() */
     enum td_dtype dtype;
     double correction;      /* std / var; 1 unless given */
-    struct td_rng *rng;     /* the session's generator, for random ops (borrowed) */
+    struct td_rng *rng;     /* the session's generator, or a torch.Generator's (rpc resolves
+                            ** generator=), for random ops (borrowed) */
+    int64_t num_samples;    /* multinomial's num_samples, randperm's n */
+    bool replacement;       /* multinomial */
     bool grad_enabled;      /* record autograd nodes (the session's no_grad switch) */
     int op;                 /* set by td_op_apply: the op being run (enum td_op_id) */
     bool inplace;           /* set by td_op_apply (td_op_cost reads it: no new result) */

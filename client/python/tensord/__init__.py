@@ -540,16 +540,29 @@ class Session:
                         dtype=(dtype or float32).name)
 
     @_module_function
-    def randint(self, low: Any, high: Any = None, size: Any = None,
-                dtype: Optional[dtype] = None) -> "Tensor":
-        """randint(high, size) or randint(low, high, size), like torch."""
+    def randint(self, low: Any = None, high: Any = None, size: Any = None, *,
+                generator: Optional["Generator"] = None, dtype: Optional[dtype] = None,
+                requires_grad: Any = False) -> "Tensor":
+        """randint(high, size) or randint(low, high, size), like torch; size= and generator=
+        as keywords too."""
         if size is None:
             low, high, size = 0, low, high
+        elif high is None:
+            low, high = 0, low
+        if high is None or size is None:
+            raise TypeError("randint() missing required arguments: 'high' and 'size'")
         kw = {"dtype": dtype.name} if dtype is not None else {}
-        return self._op("randint", [], min=low, max=high, dims=_shape([size]), **kw)
+        t = self._op("randint", [], min=low, max=high, dims=_shape([size]),
+                     generator=_generator_handle(self, generator), **kw)
+        return t.requires_grad_() if requires_grad else t
 
-    def _rand(self, shape: Any, normal: Any, dt: Optional[dtype], requires_grad: Any
-              ) -> "Tensor":
+    def _rand(self, shape: Any, size: Any, normal: Any, generator: Any, dt: Optional[dtype],
+              requires_grad: Any) -> "Tensor":
+        if size is not None:
+            if shape:
+                raise TypeError("%s() got multiple values for argument 'size'"
+                                % ("randn" if normal else "rand"))
+            shape = (size,)
         req = pb.Request()
         h = self._c.handle()
         req.rand.out = h
@@ -558,19 +571,67 @@ class Session:
         if dt is not None:
             req.rand.dtype = _conn.DTYPE_WIRE[dt.name]
         req.rand.requires_grad = builtins.bool(requires_grad)
+        req.rand.generator = _generator_handle(self, generator)
         return self._new(req, h, "randn" if normal else "rand")
 
     @_module_function
-    def rand(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
-             ) -> "Tensor":
-        """Uniform on [0, 1), from the session's seedable generator."""
-        return self._rand(shape, False, dtype, requires_grad)
+    def rand(self, *shape: Any, size: Any = None, generator: Optional["Generator"] = None,
+             dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
+        """Uniform on [0, 1), from the session's seedable generator or `generator`."""
+        return self._rand(shape, size, False, generator, dtype, requires_grad)
 
     @_module_function
-    def randn(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
-              ) -> "Tensor":
-        """Standard normal, from the session's seedable generator."""
-        return self._rand(shape, True, dtype, requires_grad)
+    def randn(self, *shape: Any, size: Any = None, generator: Optional["Generator"] = None,
+              dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
+        """Standard normal, from the session's seedable generator or `generator`."""
+        return self._rand(shape, size, True, generator, dtype, requires_grad)
+
+    @_module_function
+    def randperm(self, n: builtins.int, *, generator: Optional["Generator"] = None,
+                 dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
+        """torch.randperm(n): a random permutation of 0..n-1, int64 unless dtype is given."""
+        if isinstance(n, builtins.bool) or not isinstance(n, builtins.int):
+            raise TypeError("randperm(): argument 'n' (position 1) must be int, not %s"
+                            % type(n).__name__)
+        kw = {"dtype": dtype.name} if dtype is not None else {}
+        t = self._op("randperm", [], num_samples=n,
+                     generator=_generator_handle(self, generator), **kw)
+        return t.requires_grad_() if requires_grad else t
+
+    @_module_function
+    def normal(self, mean: Any, std: Any = 1.0, size: Any = None, *,
+               generator: Optional["Generator"] = None, dtype: Optional[dtype] = None,
+               requires_grad: Any = False) -> "Tensor":
+        """torch.normal in its four forms: normal(mean_tensor, std_tensor), (mean_tensor,
+        std_float), (mean_float, std_tensor), and (mean_float, std_float, size); the tensor
+        forms broadcast mean against std and are differentiable (with zero gradients)."""
+        tensors = isinstance(mean, Tensor) or isinstance(std, Tensor)
+        if tensors == (size is not None) or (tensors and dtype is not None):
+            got = ", ".join(("Tensor" if isinstance(v, Tensor) else type(v).__name__)
+                            for v in (mean, std))
+            if size is not None:
+                got += ", size=%s" % type(size).__name__
+            raise TypeError("normal() received an invalid combination of arguments - got (%s), "
+                            "but expected one of:\n"
+                            " * (Tensor mean, Tensor std, *, torch.Generator generator, "
+                            "Tensor out)\n"
+                            " * (Tensor mean, float std, *, torch.Generator generator, "
+                            "Tensor out)\n"
+                            " * (float mean, Tensor std, *, torch.Generator generator, "
+                            "Tensor out)\n"
+                            " * (float mean, float std, tuple of ints size, *, "
+                            "torch.Generator generator, Tensor out, torch.dtype dtype, "
+                            "torch.layout layout, torch.device device, bool pin_memory, "
+                            "bool requires_grad)\n" % got)
+        s = _first_session([mean, std]) or self
+        kw: dict = {"dtype": dtype.name} if dtype is not None else {}
+        if size is not None:
+            kw["dims"] = _shape([size])
+        inputs = [H(v._h) if isinstance(v, Tensor) else v for v in (mean, std)]
+        req = s._c.op_request("normal_sample", inputs,
+                              generator=_generator_handle(s, generator), **kw)
+        t = s._new(req, req.run_op.out, "normal")
+        return t.requires_grad_() if requires_grad else t
 
     @_module_function
     def arange(self, start: Any, end: Any = None, step: Any = 1,
@@ -1354,6 +1415,8 @@ def _run(s: Session, op: _Op, bound: dict, inplace: builtins.bool, fname: str) -
             kw["dims"] = list(v)
         elif p.field == "dtype":
             kw["dtype"] = v.name
+        elif p.field == "generator":
+            kw["generator"] = _generator_handle(s, v)
         elif p.field == "p":  # the norm's order: the server computes the 2-norm
             if v not in (2, "fro", 2.0):
                 raise NotImplementedError("only the 2-norm is supported")
@@ -1519,6 +1582,84 @@ def randn_like(input: Tensor, dtype: Optional[dtype] = None) -> Tensor:
 for _f in (is_tensor, numel, zeros_like, ones_like, full_like, rand_like, randn_like):
     setattr(Session, _f.__name__, staticmethod(_f))
 del _f
+
+
+_DEFAULT_SEED = 67280421310721  # torch.Generator().initial_seed()
+_U64 = (1 << 64) - 1
+
+
+class Generator:
+    """torch.Generator: a random stream of its own, on the server, for generator= on rand,
+    randn, randint, randperm, normal, multinomial, bernoulli, uniform_ and normal_. Seeded
+    alike, two generators give the same values; their streams are independent of the
+    session's (manual_seed) and of each other. The values differ from torch's, the
+    repeatability is the same.
+
+    The stream's state is a tensor [seed, offset] (int64) in the session's handle table: it is
+    charged to the session, freed with this object or the session, and kept in session
+    snapshots. get_state() returns a copy of it, which set_state() takes back (torch's state is
+    a ByteTensor of its Mersenne Twister; this one is not)."""
+
+    def __init__(self, device: Any = "cpu", *, session: Optional[Session] = None) -> None:
+        if str(device) != "cpu":
+            raise RuntimeError("Device type %s is not supported for torch.Generator() api."
+                               % str(device).split(":")[0].upper())
+        self._s = session or _session()
+        self._state = self._new_state(_DEFAULT_SEED)
+
+    def _new_state(self, seed: builtins.int) -> Tensor:
+        signed = seed - (1 << 64) if seed >= 1 << 63 else seed
+        return self._s.tensor([signed, 0], dtype=int64)
+
+    @property
+    def device(self) -> Any:
+        return "cpu"
+
+    def manual_seed(self, seed: Any) -> "Generator":
+        """Restarts the stream from seed (any int in [-2**63, 2**64)); returns the generator."""
+        if isinstance(seed, builtins.float) or not isinstance(seed, builtins.int):
+            raise RuntimeError("manual_seed expected a long, but got %s" % type(seed).__name__)
+        if not -(1 << 63) <= seed <= _U64:
+            raise RuntimeError("Overflow when unpacking long")
+        self._state = self._new_state(builtins.int(seed) & _U64)
+        return self
+
+    def seed(self) -> builtins.int:
+        """Seeds the stream from the OS's randomness and returns that seed."""
+        s = builtins.int.from_bytes(os.urandom(8), "little") >> 1
+        self.manual_seed(s)
+        return s
+
+    def initial_seed(self) -> builtins.int:
+        """The seed the stream started from (manual_seed's, seed()'s or set_state's)."""
+        return builtins.int(self._state.tolist()[0]) & _U64
+
+    def get_state(self) -> Tensor:
+        """A copy of the stream's state, for set_state."""
+        return self._state.clone()
+
+    def set_state(self, new_state: Any) -> "Generator":
+        """Puts the stream back where get_state() found it."""
+        if not isinstance(new_state, Tensor):
+            raise TypeError("expected a torch.ByteTensor, but got %s" % type(new_state).__name__)
+        if new_state.dtype != int64 or tuple(new_state.shape) != (2,) or new_state._s is not self._s:
+            raise RuntimeError("expected a state from tensord.Generator.get_state() (an int64 "
+                               "tensor of 2 elements in this session), got %s of shape %s"
+                               % (new_state.dtype, list(new_state.shape)))
+        self._state = new_state.clone()
+        return self
+
+
+def _generator_handle(s: Session, g: Any) -> builtins.int:
+    """generator= on the wire: the handle of g's state, or 0 for the session's generator."""
+    if g is None:
+        return 0
+    if not isinstance(g, Generator):
+        raise TypeError("generator must be a tensord.Generator, not %s" % type(g).__name__)
+    if g._s is not s:
+        raise RuntimeError("Expected a generator of this session: the generator and the "
+                           "tensors are in different sessions")
+    return g._state._h
 
 
 def __getattr__(name: str) -> Any:
