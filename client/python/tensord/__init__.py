@@ -14,9 +14,9 @@ Tensor method (``x.exp()``, ``x.add_(5)``), its function (``tensord.exp(x)``) an
 method bind their arguments to the op's torch signature there (positional or keyword, torch's
 defaults, ``*size``), so an op added to ops.def is here with no change to this package.
 
-Differences from PyTorch: tensors live on the server, so ``numpy()`` and ``from_numpy()`` copy
-(changing the numpy array afterwards does not change the tensor); ``torch.Size`` prints as
-``tensord.Size``. numpy is optional: only ``numpy()``/``from_numpy()`` need it.
+``from_numpy()`` and ``numpy()`` share values as torch's do: the client keeps the array and the
+tensor in step (see _numpy for the rule and its cost). Differences from PyTorch: ``torch.Size``
+prints as ``tensord.Size``. numpy is optional: only ``numpy()``/``from_numpy()`` need it.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import sys
 import weakref
 from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import _conn, _ops
+from . import _conn, _numpy, _ops
 from ._conn import H, ServerError, np
 
 pb = _conn.pb
@@ -254,6 +254,25 @@ def _module_function(method: Callable[..., Any]) -> Callable[..., Any]:
     return method
 
 
+_SESSIONS = 0  # sessions opened so far by this process
+
+
+def _use(s: "Session", inputs: Sequence[Any]) -> None:
+    """Before an op reads inputs: each must belong to session s (torch's device-mismatch error
+    otherwise: a handle means nothing in another session), and a tensor with a shared ndarray
+    takes the array's changes first (_numpy)."""
+    for x in inputs:
+        if isinstance(x, Tensor):
+            if x._s is not s:
+                # torch's words for operands on two devices; each session is a device here
+                raise TensorError(pb.INVALID_ARGUMENT, "Expected all tensors to be on the same "
+                                  "device, but found at least two devices, cpu (session %d) "
+                                  "and cpu (session %d)!" % (x._s._number, s._number))
+            r = x._root if x._root is not None else x
+            if r._share is not None:
+                _numpy.sync_in(r._share)
+
+
 class Session:
     """One connection and its server-side session; also a context manager that closes it.
 
@@ -283,6 +302,9 @@ class Session:
         # need no round trip; the server's switch is set from it (and is per session, so it
         # survives a reconnect).
         self._grad_enabled = True
+        global _SESSIONS
+        _SESSIONS += 1
+        self._number = _SESSIONS  # names the session in the device-mismatch error
 
     @property
     def token(self) -> bytes:
@@ -383,18 +405,26 @@ class Session:
                 # refused as Python refuses an unknown keyword, before anything is sent.
                 raise TypeError("%s%s() got an unexpected keyword argument '%s'"
                                 % (name, "_" if inplace else "", k))
+        _use(self, inputs)
         args = [H(x._h) if isinstance(x, Tensor) else x for x in inputs]
         req = self._c.op_request(name, args, inplace=inplace, **kw)
         if inplace:
             self._send(req, name + "_")
             t = inputs[0]
             t._grad_cache = None
+            r = t._root if t._root is not None else t
+            if r._share is not None:  # a shared ndarray sees the change before we return
+                _numpy.sync_out(r._share)
             return t
-        return self._new(req, req.run_op.out, name)
+        out = self._new(req, req.run_op.out, name)
+        if name in _VIEW_OPS and inputs and isinstance(inputs[0], Tensor):
+            out._root = inputs[0]._root if inputs[0]._root is not None else inputs[0]
+        return out
 
     def _op2(self, name: str, inputs: Sequence[Any], **kw: Any) -> Any:
         """max/min with a dim: (values, indices)."""
         out2 = self._c.handle()
+        _use(self, inputs)
         args = [H(x._h) if isinstance(x, Tensor) else x for x in inputs]
         req = self._c.op_request(name, args, out2=out2, **kw)
         p = self._send(req, name)
@@ -481,11 +511,34 @@ class Session:
 
     @_module_function
     def from_numpy(self, array: Any) -> "Tensor":
-        """A copy of a numpy array (the tensor lives on the server, unlike torch's view)."""
+        """A tensor sharing the array's values, as torch's: later writes to the array are seen
+        by the tensor, and in-place changes to the tensor appear in the array (see _numpy)."""
+        global _FROM_NUMPY_PROBE
+        refs = sys.getrefcount(array)
+        if _FROM_NUMPY_PROBE:
+            return refs  # type: ignore[return-value]
         _need_numpy("from_numpy")
         if not isinstance(array, np.ndarray):
             raise TypeError("expected np.ndarray (got %s)" % type(array).__name__)
-        return self.tensor(array)
+        t = self.tensor(array)
+        if np.dtype(_conn.NUMPY.get(t.dtype.name, "V")) != array.dtype:
+            return t  # converted (uint8 -> int64 ...): the bytes differ, so no share
+        # An array only this call references (from_numpy(np.load(f))) cannot change: no share.
+        # The references a temporary argument has here are measured once per call path.
+        via = sys._getframe(1).f_code
+        base = _FROM_NUMPY_REFS.get(via)
+        if base is None:
+            # called as the user calls it (no keywords: they would add references)
+            _FROM_NUMPY_PROBE = True
+            try:
+                base = _FROM_NUMPY_REFS[via] = (
+                    globals()["from_numpy"](np.empty(0)) if via is _MODULE_CODE
+                    else self.from_numpy(np.empty(0)))
+            finally:
+                _FROM_NUMPY_PROBE = False
+        if refs > base or array.base is not None:
+            _numpy.attach(t, array, True)
+        return t
 
     def _full(self, shape: Any, value: Any, dt: Optional[dtype],
               requires_grad: Any = False) -> "Tensor":
@@ -723,6 +776,8 @@ class Tensor:
     """
 
     __array_priority__ = 1000  # numpy defers `ndarray * Tensor` to Tensor.__rmul__
+    _root: Optional["Tensor"] = None  # for a view: the tensor whose storage it shares
+    _share: Optional[_numpy.Share] = None  # on a storage's root: its shared ndarrays
 
     def __init__(self, session: Session, handle: builtins.int, pending: Any = None,
                  meta: Optional[Tuple[Size, dtype]] = None, _not_in_reply: Any = False):
@@ -851,6 +906,9 @@ class Tensor:
         """The bytes in C order; large tensors in pipelined chunks. With the shape unknown
         the first chunk is asked for at once: its reply brings the shape and dtype, so a
         small tensor costs one round trip."""
+        r = self._root if self._root is not None else self
+        if r._share is not None:
+            _numpy.sync_in(r._share)
         chunk = self._s._chunk_bytes()
         first = None
         if self._meta is None:
@@ -894,16 +952,20 @@ class Tensor:
         return buf
 
     def numpy(self, progress: Any = None) -> Any:
-        """A copy of the values as a numpy array (the tensor lives on the server)."""
+        """The values as a numpy array that shares them, as torch's: in-place changes to the
+        tensor appear in it, and writes to it are seen by the tensor at its next use."""
         _need_numpy("numpy()")
         if self._meta is None:
             data = self._fetch(None, progress)
             size, dt = self._meta
-            return np.frombuffer(data, dtype=_conn.NUMPY[dt.name]).reshape(tuple(size)).copy()
-        size, dt = self._meta
-        arr = np.empty(tuple(size), dtype=_conn.NUMPY[dt.name])
-        if arr.size:
-            self._fetch(memoryview(arr.reshape(-1)).cast("B"), progress)
+            arr = np.frombuffer(data, dtype=_conn.NUMPY[dt.name]).reshape(tuple(size)).copy()
+        else:
+            size, dt = self._meta
+            arr = np.empty(tuple(size), dtype=_conn.NUMPY[dt.name])
+            if arr.size:
+                self._fetch(memoryview(arr.reshape(-1)).cast("B"), progress)
+        # shared, as torch's: the array follows in-place changes, the tensor the array's
+        _numpy.attach(self, arr, self._root is None)
         return arr
 
     def tolist(self) -> Any:
@@ -926,6 +988,7 @@ class Tensor:
         return struct.unpack("<" + _conn.STRUCT_CODE[dt.name], bytes(data))[0]
 
     def __repr__(self) -> str:
+        _use(self._s, (self,))
         req = pb.Request()
         req.format.handle = self._h
         return self._s._call(req, "print").text
@@ -1262,6 +1325,7 @@ def _make_op(name: str, facts: dict) -> _Op:
 
 
 _OP_TABLE = {name: _make_op(name, facts) for name, facts in _ops.OPS.items()}
+_VIEW_OPS = {name for name, facts in _ops.OPS.items() if "VIEW" in facts["flags"]}
 _OPS = set(_OP_TABLE)
 # The keywords an op request can carry (Conn.op_request): OpArgs' fields and a second output.
 _ARG_NAMES = {f.name for f in pb.OpArgs.DESCRIPTOR.fields} | {"out2"}
@@ -1469,6 +1533,9 @@ def _module_creation(name: str) -> Callable[..., Any]:
     return f
 
 
+_MODULE_CODE = _module_creation("synchronize").__code__  # the wrapper's code, for from_numpy
+_FROM_NUMPY_PROBE = False  # from_numpy returns its argument's reference count (a probe)
+_FROM_NUMPY_REFS: dict = {}  # a temporary argument's references in from_numpy, by caller
 _CREATION = tuple(n for n, f in vars(Session).items() if getattr(f, "_module_function", False))
 for _name in _CREATION:
     globals()[_name] = _module_creation(_name)
