@@ -375,7 +375,7 @@ def test_from_numpy_copies_at_once_and_downloads_read_each_byte_once(session):
     """torch.tensor(a) copies a: changing a afterwards, even before the upload left the client,
     does not change the tensor. A download whose shape was unknown reuses the first chunk."""
     a = np.zeros(3, np.float32)
-    t = session.from_numpy(a)
+    t = session.tensor(a)  # from_numpy shares instead (tests/python/test_numpy_sharing.py)
     a[0] = 5
     assert t.tolist() == [0.0, 0.0, 0.0]
 

@@ -29,7 +29,7 @@ import sys
 import weakref
 from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import _conn, _numpy, _ops
+from . import _conn, _legacy, _numpy, _ops
 from ._conn import H, ServerError, np
 
 pb = _conn.pb
@@ -580,17 +580,18 @@ class Session:
 
     @_module_function
     def eye(self, n: builtins.int, m: Optional[builtins.int] = None,
-            dtype: Optional[dtype] = None) -> "Tensor":
+            dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
         """torch.eye(n, m=n): ones on the diagonal, zeros elsewhere."""
-        return self._op("eye", [], dims=[n, n if m is None else m],
-                        dtype=(dtype or float32).name)
+        t = self._op("eye", [], dims=[n, n if m is None else m], dtype=(dtype or float32).name)
+        return t.requires_grad_() if requires_grad else t
 
     @_module_function
     def linspace(self, start: Any, end: Any, steps: builtins.int,
-                 dtype: Optional[dtype] = None) -> "Tensor":
+                 dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
         """torch.linspace(start, end, steps): steps values evenly spaced from start to end."""
-        return self._op("linspace", [], min=start, max=end, dim=steps,
-                        dtype=(dtype or float32).name)
+        t = self._op("linspace", [], min=start, max=end, dim=steps,
+                     dtype=(dtype or float32).name)
+        return t.requires_grad_() if requires_grad else t
 
     @_module_function
     def randint(self, low: Any, high: Any = None, size: Any = None,
@@ -779,15 +780,25 @@ class Tensor:
     _root: Optional["Tensor"] = None  # for a view: the tensor whose storage it shares
     _share: Optional[_numpy.Share] = None  # on a storage's root: its shared ndarrays
 
-    def __init__(self, session: Session, handle: builtins.int, pending: Any = None,
-                 meta: Optional[Tuple[Size, dtype]] = None, _not_in_reply: Any = False):
+    def __init__(self, *args: Any, **kw: Any):
+        if args and isinstance(args[0], Session):
+            self._made(*args, **kw)
+            return
+        # torch.Tensor(2, 3) / torch.Tensor(data): the legacy float32 constructor
+        t = _legacy._legacy_make(_session(), float32, args, kw)
+        t._fin.detach()  # self takes over t's handle
+        self._made(t._s, t._h, t._p, t._meta, t._not_in_reply)
+        self._root = t._root
+
+    def _made(self, session: Session, handle: builtins.int, pending: Any = None,
+              meta: Optional[Tuple[Size, dtype]] = None, _not_in_reply: Any = False) -> None:
         self._s = session
         self._h = handle
         self._p = pending
         self._meta = meta
         self._not_in_reply = _not_in_reply
         self._grad_cache: Optional[Tensor] = None
-        weakref.finalize(self, session._dead.append, handle)
+        self._fin = weakref.finalize(self, session._dead.append, handle)
 
     # -- facts --
     def _get_meta(self) -> Tuple[Size, dtype]:
@@ -1061,17 +1072,7 @@ class Tensor:
         return self._s._op("detach", [self])
 
     # -- conversions --
-    def to(self, dtype: Any = None, *args: Any, **kw: Any) -> "Tensor":
-        """A copy in another dtype (``x.to(tensord.float64)``, ``x.to(dtype=...)``); a device
-        argument returns the tensor itself, as there is one device: the server."""
-        dtype = kw.pop("dtype", dtype)
-        if dtype is None or isinstance(dtype, str):
-            return self  # a device: there is one, the server
-        return self._s._op("to", [self], dtype=dtype.name)
-
-    def type(self, dtype: Any) -> "Tensor":
-        """The same as ``to(dtype)``."""
-        return self.to(dtype)
+    # to(), type() and the other call forms torch has besides ops: _legacy.install
 
     def float(self) -> "Tensor":
         """A float32 copy (``to(float32)``)."""
@@ -1231,11 +1232,6 @@ class Tensor:
         view._s._op("copy", [view, value], inplace=True)
 
     @property
-    def T(self) -> "Tensor":  # noqa: N802 - torch's name
-        """The dims reversed (a view), as torch's ``x.T``."""
-        return self._s._op("permute", [self], dims=list(range(self.ndim))[::-1])
-
-    @property
     def mT(self) -> "Tensor":  # noqa: N802 - torch's name
         """The last two dims swapped (a view), as torch's ``x.mT``."""
         return self._s._op("mT", [self])
@@ -1271,7 +1267,7 @@ class Tensor:
         tensor = self
 
         def method(*args: Any, **kw: Any) -> "Tensor":
-            bound = _bind(name, op, args, kw, receiver=tensor)
+            bound = _bind(name, op, args, _legacy.numpy_names(op, kw), receiver=tensor)
             return _run(tensor._s, op, bound, inplace, name)
         text, sig = _describe(op, True)
         method.__name__ = method.__qualname__ = name
@@ -1482,7 +1478,7 @@ def _function(name: str, session: Optional[Session] = None) -> Callable[..., Any
     own = op.receiver is not None and callable(vars(Tensor).get(op.name))
 
     def function(*args: Any, **kw: Any) -> Any:
-        bound = _bind(name, op, args, kw)
+        bound = _bind(name, op, args, _legacy.numpy_names(op, kw))
         s = session or _first_session([bound.get(p.name) for p in op.params if p.operand]) \
             or _session()
         v = bound.get(first.name)
@@ -1554,33 +1550,43 @@ def numel(input: Tensor) -> builtins.int:
     return input.numel()
 
 
+def _grad_if(t: Tensor, requires_grad: Any) -> Tensor:
+    return t.requires_grad_() if requires_grad else t
+
+
 def _dtype_kw(dtype: Optional[dtype]) -> dict:
     return {"dtype": dtype.name} if dtype is not None else {}
 
 
-def zeros_like(input: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+def zeros_like(input: Tensor, dtype: Optional[dtype] = None, requires_grad: Any = False
+               ) -> Tensor:
     """Zeros with input's shape (and dtype, unless given)."""
-    return input._s._op("zeros_like", [input], **_dtype_kw(dtype))
+    return _grad_if(input._s._op("zeros_like", [input], **_dtype_kw(dtype)), requires_grad)
 
 
-def ones_like(input: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+def ones_like(input: Tensor, dtype: Optional[dtype] = None, requires_grad: Any = False
+               ) -> Tensor:
     """Ones with input's shape (and dtype, unless given)."""
-    return input._s._op("ones_like", [input], **_dtype_kw(dtype))
+    return _grad_if(input._s._op("ones_like", [input], **_dtype_kw(dtype)), requires_grad)
 
 
-def full_like(input: Tensor, fill_value: Any, dtype: Optional[dtype] = None) -> Tensor:
+def full_like(input: Tensor, fill_value: Any, dtype: Optional[dtype] = None,
+              requires_grad: Any = False) -> Tensor:
     """fill_value with input's shape (and dtype, unless given)."""
-    return input._s._op("full_like", [input], min=fill_value, **_dtype_kw(dtype))
+    return _grad_if(input._s._op("full_like", [input], min=fill_value, **_dtype_kw(dtype)),
+                    requires_grad)
 
 
-def rand_like(input: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+def rand_like(input: Tensor, dtype: Optional[dtype] = None, requires_grad: Any = False
+               ) -> Tensor:
     """Uniform on [0, 1) with input's shape (and dtype, unless given)."""
-    return input._s._op("rand_like", [input], **_dtype_kw(dtype))
+    return _grad_if(input._s._op("rand_like", [input], **_dtype_kw(dtype)), requires_grad)
 
 
-def randn_like(input: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+def randn_like(input: Tensor, dtype: Optional[dtype] = None, requires_grad: Any = False
+               ) -> Tensor:
     """Standard normal with input's shape (and dtype, unless given)."""
-    return input._s._op("randn_like", [input], **_dtype_kw(dtype))
+    return _grad_if(input._s._op("randn_like", [input], **_dtype_kw(dtype)), requires_grad)
 
 
 for _f in (is_tensor, numel, zeros_like, ones_like, full_like, rand_like, randn_like):
@@ -1589,8 +1595,13 @@ del _f
 
 
 def __getattr__(name: str) -> Any:
-    """tensord.exp, tensord.sum, tensord.matmul ...: every op as a module function."""
-    return _function(name)
+    """tensord.exp, tensord.sum, tensord.matmul ...: every op as a module function, with
+    torch's out= where torch has it (ops that are not views)."""
+    f = _function(name)
+    return f if _ALIASES.get(name, name) in _VIEW_OPS else _legacy.with_out(f)
+
+
+_legacy.install(sys.modules[__name__])
 
 
 # Last, as torch does: `import tensord` makes tensord.nn.functional usable (it imports Tensor).
