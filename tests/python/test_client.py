@@ -611,8 +611,8 @@ def test_a_new_ops_def_row_reaches_the_client_unchanged():
     with pytest.raises(TypeError, match=r"^cumsum\(\) missing 1 required positional argument: "
                                         r"'dim'$"):
         a.cumsum()
-    with pytest.raises(TypeError, match=r"^dot\(\) got an unexpected keyword argument 'out'$"):
-        tensord.dot(a, b, out=None)
+    with pytest.raises(TypeError, match=r"^dot\(\) got an unexpected keyword argument 'alpha'$"):
+        tensord.dot(a, b, alpha=None)  # (out= is torch's, for every function: _legacy)
     assert tensord.dot.__doc__.startswith("torch.dot(input, tensor)")  # torch's keyword
     assert str(inspect.signature(a.cumsum)) == "(dim, *, dtype=None)"
 

@@ -105,6 +105,11 @@ def _device_prop(self: Any) -> device:
     return _CPU
 
 
+def _is_cuda(self: Any) -> builtins.bool:
+    """False: tensors are on the server, never on a CUDA device."""
+    return False
+
+
 def _cuda(self: Any, *args: Any, **kw: Any) -> Any:
     """torch built without CUDA: refused with torch's error."""
     raise AssertionError(_CUDA_ERROR)
@@ -400,13 +405,23 @@ def with_out(f: Any) -> Any:
     return function
 
 
+def _cuda_is_available() -> builtins.bool:
+    """torch.cuda.is_available(): False, as torch built without CUDA answers."""
+    return False
+
+
+def _cuda_device_count() -> builtins.int:
+    """torch.cuda.device_count(): 0."""
+    return 0
+
+
 def install(pkg: Any) -> None:
     """Adds the call forms to the package pkg and its Tensor class."""
     global td
     td = pkg
     T = pkg.Tensor
     T.device = property(_device_prop)
-    T.is_cuda = property(lambda self: False)
+    T.is_cuda = property(_is_cuda)
     T.cuda = _cuda
     T.to = _to
     T.type = _type
@@ -426,8 +441,8 @@ def install(pkg: Any) -> None:
     T.T = property(_T)
     pkg.device = device
     cuda = types.ModuleType("tensord.cuda", "torch.cuda without CUDA: nothing is available.")
-    cuda.is_available = lambda: False  # type: ignore[attr-defined]
-    cuda.device_count = lambda: 0  # type: ignore[attr-defined]
+    cuda.is_available = _cuda_is_available  # type: ignore[attr-defined]
+    cuda.device_count = _cuda_device_count  # type: ignore[attr-defined]
     pkg.cuda = cuda
     for dname in _LEGACY:
         setattr(pkg, _LEGACY[dname], _legacy_type(dname))
