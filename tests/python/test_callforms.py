@@ -64,6 +64,10 @@ CASES = {
     "data_alias": lambda m: (lambda x: (x.data.mul_(2), x)[1])(X(m)),
     "data_sub_assign": lambda m: (lambda w: (w.data.sub_(1), w.detach())[1])(
         m.ones(3, requires_grad=True)),
+    "data_assign": lambda m: (lambda w: (setattr(w, "data", w.data * 3 - 1), w)[1])(
+        m.ones(3, requires_grad=True)),
+    "data_isub": lambda m: (lambda w: (exec("w.data -= 2", {"w": w}), w)[1])(
+        m.ones(3, requires_grad=True)),
     # legacy constructors
     "Tensor_sizes": lambda m: m.Tensor(2, 3).shape,
     "Tensor_data": lambda m: m.Tensor([[1, 2], [3, 4]]),

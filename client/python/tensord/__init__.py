@@ -696,6 +696,7 @@ class Session:
         with their requires_grad flags; waits until the file is durable."""
         req = pb.Request()
         req.save.file = file
+        _use(self, list(tensors.values()))
         for name, t in tensors.items():
             nt = req.save.tensors.add()
             nt.name = name
@@ -774,6 +775,8 @@ class Tensor:
 
     Its shape and dtype come from the reply of the request that made it, read when first
     needed; its values are read by ``item()``, ``tolist()``, ``numpy()`` and printing.
+    ``tensord.Tensor(2, 3)`` and ``tensord.Tensor(data)`` are torch's legacy float32
+    constructors (on the default session).
     """
 
     __array_priority__ = 1000  # numpy defers `ndarray * Tensor` to Tensor.__rmul__

@@ -234,8 +234,7 @@ def _data_set(self: Any, value: Any) -> None:
         return
     if not isinstance(value, td.Tensor) or value.shape != self.shape:
         raise NotImplementedError("x.data = t is supported for t of x's shape only")
-    with td.no_grad():
-        self.detach().copy_(value)
+    self.detach().copy_(value)  # the alias is out of the graph: nothing is recorded
 
 
 def _new_kw(self: Any, dtype: Any) -> Any:
