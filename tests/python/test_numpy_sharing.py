@@ -189,7 +189,7 @@ def test_a_dropped_array_is_forgotten(td, monkeypatch):
     del a
     gc.collect()
     t.sum().item()  # one last comparison, then the share is gone
-    assert t._share.entries == []
+    assert t._share is None
     compared = []
     monkeypatch.setattr(tensord._numpy, "_send_changes", lambda e: compared.append(e))
     for _ in range(5):
@@ -214,3 +214,19 @@ def test_tensor_copies(td):
         t.add_(1)
         return t.tolist(), a.tolist()
     assert run(td) == run(torch)
+
+
+def test_one_comparison_per_op(td, monkeypatch):
+    """t * t, or t with its own view, compares the shared array once per op."""
+    a = np.ones(10)
+    t = td.from_numpy(a)
+    v = t[0]
+    compared = []
+    real = tensord._numpy._send_changes
+    monkeypatch.setattr(tensord._numpy, "_send_changes", lambda e: (compared.append(e), real(e)))
+    a[0] = 3
+    r = t * v
+    assert len(compared) == 1
+    s = t * t
+    assert len(compared) == 2
+    assert r.tolist()[:2] == [9.0, 3.0] and s.tolist()[:2] == [9.0, 1.0]

@@ -261,6 +261,7 @@ def _use(s: "Session", inputs: Sequence[Any]) -> None:
     """Before an op reads inputs: each must belong to session s (torch's device-mismatch error
     otherwise: a handle means nothing in another session), and a tensor with a shared ndarray
     takes the array's changes first (_numpy)."""
+    done = None  # the storages synchronised already (t * t compares once)
     for x in inputs:
         if isinstance(x, Tensor):
             if x._s is not s:
@@ -269,8 +270,11 @@ def _use(s: "Session", inputs: Sequence[Any]) -> None:
                                   "device, but found at least two devices, cpu (session %d) "
                                   "and cpu (session %d)!" % (x._s._number, s._number))
             r = x._root if x._root is not None else x
-            if r._share is not None:
+            if r._share is not None and (done is None or not any(r is d for d in done)):
                 _numpy.sync_in(r._share)
+                if not r._share.entries:
+                    r._share = None  # every array was dropped: nothing more to compare
+                done = [r] if done is None else done + [r]
 
 
 class Session:
