@@ -1565,14 +1565,14 @@ def _dtype_kw(dtype: Optional[dtype]) -> dict:
     return {"dtype": dtype.name} if dtype is not None else {}
 
 
-def zeros_like(input: Tensor, dtype: Optional[dtype] = None, requires_grad: Any = False
-               ) -> Tensor:
+def zeros_like(input: Tensor, dtype: Optional[dtype] = None,
+               requires_grad: Any = False) -> Tensor:
     """Zeros with input's shape (and dtype, unless given)."""
     return _grad_if(input._s._op("zeros_like", [input], **_dtype_kw(dtype)), requires_grad)
 
 
-def ones_like(input: Tensor, dtype: Optional[dtype] = None, requires_grad: Any = False
-               ) -> Tensor:
+def ones_like(input: Tensor, dtype: Optional[dtype] = None,
+              requires_grad: Any = False) -> Tensor:
     """Ones with input's shape (and dtype, unless given)."""
     return _grad_if(input._s._op("ones_like", [input], **_dtype_kw(dtype)), requires_grad)
 
@@ -1584,14 +1584,14 @@ def full_like(input: Tensor, fill_value: Any, dtype: Optional[dtype] = None,
                     requires_grad)
 
 
-def rand_like(input: Tensor, dtype: Optional[dtype] = None, requires_grad: Any = False
-               ) -> Tensor:
+def rand_like(input: Tensor, dtype: Optional[dtype] = None,
+              requires_grad: Any = False) -> Tensor:
     """Uniform on [0, 1) with input's shape (and dtype, unless given)."""
     return _grad_if(input._s._op("rand_like", [input], **_dtype_kw(dtype)), requires_grad)
 
 
-def randn_like(input: Tensor, dtype: Optional[dtype] = None, requires_grad: Any = False
-               ) -> Tensor:
+def randn_like(input: Tensor, dtype: Optional[dtype] = None,
+               requires_grad: Any = False) -> Tensor:
     """Standard normal with input's shape (and dtype, unless given)."""
     return _grad_if(input._s._op("randn_like", [input], **_dtype_kw(dtype)), requires_grad)
 
