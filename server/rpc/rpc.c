@@ -1419,6 +1419,11 @@ static void job_execute(struct rpc_job *j)
         info.requires_grad = td_autograd_requires_grad(t);
         info.is_leaf = td_autograd_is_leaf(t);
         info.grad_fn = grad_fn != NULL ? (char *)grad_fn : "";
+        if (j->req->body_case == TENSORD__REQUEST__BODY_GET && j->req->get->meta_only) {
+            info.n_strides = (size_t)t->ndim; /* the view's layout (Tensor.stride()) */
+            info.strides = (int64_t *)t->strides;
+            info.storage_offset = t->offset;
+        }
         resp.result_case = TENSORD__RESPONSE__RESULT_TENSOR;
         resp.tensor = &info;
     } else if (res.text != NULL) {
