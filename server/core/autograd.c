@@ -286,14 +286,6 @@ int td_sum_to_shape(struct td_tensor *g, const int64_t *shape, int ndim, struct 
     return rc;
 }
 
-static const char *legacy_name(enum td_dtype dt)
-{
-    static const char *const n[TD_DTYPE_COUNT] = {"torch.BoolTensor", "torch.IntTensor",
-                                                  "torch.LongTensor", "torch.FloatTensor",
-                                                  "torch.DoubleTensor"};
-    return n[dt];
-}
-
 /* torch's refusal of a saved value changed in place since it was saved ("which is output 0 of
 ** X": an input's grad_fn now, as torch's message has it; for a saved result, the node itself). */
 static int stale(enum td_dtype dt, const int64_t *shape, int ndim, const char *fn, int64_t now,
@@ -311,7 +303,7 @@ static int stale(enum td_dtype dt, const int64_t *shape, int ndim, const char *f
                       "Hint: enable anomaly detection to find the operation that "
                       "failed to compute its gradient, with "
                       "torch.autograd.set_detect_anomaly(True).",
-                      legacy_name(dt), td_shape_str(sh, sizeof sh, shape, ndim), which,
+                      td_dtype_legacy_name(dt), td_shape_str(sh, sizeof sh, shape, ndim), which,
                       (long long)now, (long long)saved);
 }
 

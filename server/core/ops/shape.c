@@ -61,14 +61,6 @@ static int view_new(struct td_tensor **out, struct td_tensor *base, int ndim, co
     return 0;
 }
 
-static const char *legacy_type(enum td_dtype dt)
-{
-    static const char *const names[TD_DTYPE_COUNT] = {"torch.BoolTensor", "torch.IntTensor",
-                                                      "torch.LongTensor", "torch.FloatTensor",
-                                                      "torch.DoubleTensor"};
-    return names[dt];
-}
-
 /* A fresh contiguous copy of t (its own storage). */
 static int copy_contiguous(struct td_tensor **out, const struct td_tensor *t, struct td_quota *q,
                            struct td_err *err)
@@ -440,7 +432,7 @@ int td_make_expand(struct td_tensor **out, const struct td_operand *in, int nin,
                           "expand(%s{%s}, size=%s): the number of sizes provided "
                           "(%d) must be greater or equal to the number of dimensions in the "
                           "tensor (%d)",
-                          legacy_type(t->dtype), td_shape_str(s1, sizeof s1, t->shape, t->ndim),
+                          td_dtype_legacy_name(t->dtype), td_shape_str(s1, sizeof s1, t->shape, t->ndim),
                           td_shape_str(s2, sizeof s2, a->dims, a->ndims), a->ndims, t->ndim);
     }
     int64_t shape[TD_MAX_DIMS], strides[TD_MAX_DIMS];
