@@ -34,7 +34,12 @@ static void check_dense(const ProtobufCEnumDescriptor *d, int max)
 
 static void wire_ops_are_the_op_table(void **state)
 {
-    check_dense(&tensord__op__descriptor, TD_OP_COUNT);
+    /* one value per row plus OP_UNSPECIFIED, within the reserved ranges (up to 189) */
+    const ProtobufCEnumDescriptor *d = &tensord__op__descriptor;
+    for (unsigned i = 0; i < d->n_values; i++) {
+        assert_in_range(d->values[i].value, 0, 189);
+    }
+    assert_int_equal(d->n_values, (unsigned)TD_OP_COUNT + 1);
 }
 
 static void wire_status_codes_are_the_clients(void **state)

@@ -1080,17 +1080,71 @@ class Tensor:
     def __imod__(self, o: Any) -> "Tensor": return self._inplace("remainder", o)
     def __ipow__(self, o: Any) -> "Tensor": return self._inplace("pow", o)
 
-    # -- indexing: x[0], x[:, 1:3], x[..., -1] are views; x[i] = v writes through them --
+    # -- indexing: x[0], x[:, 1:3], x[..., -1] are views; x[i] = v writes through them;
+    # -- tensors, lists, ranges and bool masks (advanced indexing) gather and scatter on the
+    # -- server (ops index and index_put), as torch's aten::index and index_put_ --
+    def _index_key(self, key: Any) -> Any:
+        """key as a tuple of items, torch's way: a tuple, or a sequence holding slices, None,
+        ..., tensors or sequences (numpy's legacy rule), is several indices; anything else
+        one."""
+        if isinstance(key, tuple):
+            return key
+        if isinstance(key, list) and len(key) < 32 and any(
+                k is None or k is Ellipsis or isinstance(k, (slice, Tensor, list, tuple, range))
+                or (np is not None and isinstance(k, np.ndarray)) for k in key):
+            return tuple(key)
+        return (key,)
+
+    def _index_tensor(self, k: Any) -> Any:
+        """An advanced index item as a server tensor (lists, ranges and numpy arrays are
+        uploaded once), or None when k is a basic item."""
+        if isinstance(k, Tensor):
+            if k.ndim == 0 and k.dtype.name in ("int64", "int32"):
+                return None  # torch selects with a 0-dim integer tensor, as with an int
+            return k
+        if isinstance(k, range):
+            k = list(k)
+        if isinstance(k, list):
+            if not k:
+                return self._s.tensor([], dtype=int64)
+            return self._s.tensor(k)
+        if np is not None and isinstance(k, np.ndarray):
+            if k.ndim == 0 and k.dtype.kind in "iu":
+                return None
+            if k.dtype.kind in "iu":
+                k = k.astype(np.int64)
+            return self._s.tensor(k)
+        return None
+
     def _index(self, key: Any, copy_bools: builtins.bool) -> "Tensor":
         """The tensor x[key] names. Checks are made here, against the shape, so that a bad
         index raises torch's error at its own line rather than at the next blocking point."""
-        if not isinstance(key, tuple):
-            key = (key,)
+        t, adv = self._index_parts(key)
+        if adv is None:
+            if t[1] and copy_bools:
+                return t[0]._s._op("clone", [t[0]])
+            return t[0]
+        view, idx, mask = adv
+        return self._s._op("index", [view] + idx, index_mask=mask)
+
+    def _index_parts(self, key: Any) -> Any:
+        """((view, copied), None) for basic indexing (slices, ints, None, ...), or
+        (None, (view, index tensors, index_mask)) when key holds advanced items: the view is
+        what the basic items make, the index tensors (int64, bool masks through nonzero) apply
+        to the dims index_mask names."""
+        key = self._index_key(key)
+        items = []
         for k in key:
-            if isinstance(k, Tensor) or isinstance(k, list) or (
-                    np is not None and isinstance(k, np.ndarray)):
-                raise TypeError("indexing with tensors or lists (advanced indexing) is not "
-                                "supported; use integers, slices, None and ...")
+            it = self._index_tensor(k)
+            if it is not None:
+                if it.dtype.name not in ("int64", "bool"):
+                    raise IndexError("tensors used as indices must be long, byte or bool tensors")
+                items.append(it)
+                continue
+            if isinstance(k, Tensor):  # a 0-dim integer tensor: an int
+                k = k.item()
+            elif np is not None and isinstance(k, np.ndarray):
+                k = builtins.int(k)
             if not (k is None or k is Ellipsis or isinstance(k, (slice, builtins.int))
                     or (np is not None and isinstance(k, (np.integer, np.bool_)))):
                 raise IndexError("only integers, slices (`:`), ellipsis (`...`), None and long "
@@ -1101,28 +1155,58 @@ class Tensor:
                     raise ValueError("slice step cannot be zero")
                 if k.step < 0:
                     raise ValueError("step must be greater than zero")
+            items.append(k)
+        advanced = any(isinstance(k, Tensor) for k in items)
         shape = self.shape
-        # None, Ellipsis and bools take no dimension of x; integers and slices take one each.
-        specified = builtins.sum(not (k is None or k is Ellipsis or _is_bool(k)) for k in key)
+
+        def width(k: Any) -> builtins.int:
+            # None, Ellipsis and bools take no dimension of x; a bool mask its rank
+            if isinstance(k, Tensor):
+                return k.ndim if k.dtype.name == "bool" else 1
+            return 0 if (k is None or k is Ellipsis or _is_bool(k)) else 1
+        specified = builtins.sum(width(k) for k in items)
         if not shape and any(isinstance(k, builtins.int) and not _is_bool(k) or
-                             (np is not None and isinstance(k, np.integer)) for k in key):
+                             (np is not None and isinstance(k, np.integer)) for k in items):
             raise IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` in Python or "
                              "`tensor.item<T>()` in C++ to convert a 0-dim tensor to a number")
         if specified > len(shape):
             raise IndexError("too many indices for tensor of dimension %d" % len(shape))
         t, d, src, copy = self, 0, 0, False
-        for i, k in enumerate(key):
+        idx: List[Any] = []  # (dim of t, int64 index tensor)
+        for i, k in enumerate(items):
             if k is None:
                 t = t._s._op("unsqueeze", [t], dim=d)
                 d += 1
             elif k is Ellipsis:
                 d += len(shape) - specified
                 src += len(shape) - specified
+            elif isinstance(k, Tensor) and k.dtype.name == "bool":
+                if k.ndim == 0:  # a 0-dim mask: as a Python bool
+                    k = builtins.bool(k.item())
+                else:
+                    for j in range(k.ndim):
+                        if src + j >= len(shape) or k.shape[j] != shape[src + j]:
+                            raise IndexError(
+                                "The shape of the mask %s at index %d does not match the shape "
+                                "of the indexed tensor %s at index %d"
+                                % (list(k.shape), j, list(shape), src + j))
+                    nz = self._s._op("nonzero", [k])
+                    for j in range(k.ndim):
+                        idx.append((d + j, nz._s._op("select", [nz], dim=1, start=j)))
+                    d += k.ndim
+                    src += k.ndim
+                    continue
+            if isinstance(k, Tensor):
+                idx.append((d, k))
+                d += 1
+                src += 1
             elif _is_bool(k):
                 # torch: True adds a dim of size 1, False one of size 0 (nothing selected),
                 # and the result is a copy, as advanced indexing makes one.
                 t = t._s._op("unsqueeze", [t], dim=d)
-                if not k:
+                if advanced:
+                    idx.append((d, self._s.tensor([0] if k else [], dtype=int64)))
+                elif not k:
                     t = t._s._op("slice", [t], dim=d, start=0, end=0, step=1)
                 d += 1
                 copy = True
@@ -1133,7 +1217,7 @@ class Tensor:
                     t = t._s._op("slice", [t], dim=d, start=start, end=end, step=k.step or 1)
                 d += 1
                 src += 1
-            else:
+            elif k is not None and k is not Ellipsis:
                 if src >= len(shape):  # two ellipses, which torch lets through, overshot
                     raise IndexError("too many indices for tensor of dimension %d" % len(shape))
                 k, n = builtins.int(k), shape[src]
@@ -1143,22 +1227,43 @@ class Tensor:
                                      % (k, i, n))
                 t = t._s._op("select", [t], dim=d, start=builtins.int(k))
                 src += 1
-        if copy and copy_bools:
-            t = t._s._op("clone", [t])
+        if idx:
+            mask = 0
+            for dd, _ in idx:
+                mask |= 1 << dd
+            return None, (t, [it for _, it in sorted(idx, key=lambda p: p[0])], mask)
         if t is self:  # x[:] or x[...]: a new view of the same storage
             t = self._s._op("view", [self], dims=list(self.shape))
-        return t
+        return (t, copy), None
 
     def __getitem__(self, key: Any) -> "Tensor":
-        """x[0], x[:, 1:3], x[..., -1], x[None]: views of x, as in torch (a bool index, which
-        adds a dim of size 1 for True and 0 for False, gives a copy, as in torch). Tensor and
-        list indices (advanced indexing) are not supported."""
+        """x[0], x[:, 1:3], x[..., -1], x[None]: views of x, as in torch; integer tensors,
+        lists, ranges, numpy arrays and bool masks (advanced indexing) give a copy, gathered
+        on the server, with torch's result shape (and IndexBackward0)."""
         return self._index(key, copy_bools=True)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         """x[key] = value writes into x in place: value is a tensor, a number, or anything
-        ``tensor()`` accepts (a nested list, a numpy array), broadcast to the selection."""
-        view = self._index(key, copy_bools=False)
+        ``tensor()`` accepts (a nested list, a numpy array), broadcast to the selection; with
+        advanced items (x[mask] = 0, x[idx] = v) through index_put_ on the server."""
+        t, adv = self._index_parts(key)
+        if adv is not None:
+            view, idx, mask = adv
+            if isinstance(value, (builtins.int, builtins.float, builtins.bool)) or (
+                    np is not None and isinstance(value, np.generic)):
+                if isinstance(value, np.generic):
+                    value = value.item()
+            else:
+                if not isinstance(value, Tensor):
+                    value = self._s.tensor(value, dtype=self.dtype)
+                if value.ndim > 0 and value.shape[0] == 1:  # torch drops leading 1s
+                    sh = list(value.shape)
+                    while sh and sh[0] == 1:
+                        sh.pop(0)
+                    value = value._s._op("reshape", [value], dims=sh)
+            self._s._op("index_put", [view] + idx + [value], inplace=True, index_mask=mask)
+            return
+        view = t[0]
         if isinstance(value, (builtins.int, builtins.float)) or (
                 np is not None and isinstance(value, np.generic)):
             view._s._op("fill", [view, value], inplace=True)
