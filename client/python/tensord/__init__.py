@@ -1130,8 +1130,12 @@ class Tensor:
     def _index_parts(self, key: Any) -> Any:
         """((view, copied), None) for basic indexing (slices, ints, None, ...), or
         (None, (view, index tensors, index_mask)) when key holds advanced items: the view is
-        what the basic items make, the index tensors (int64, bool masks through nonzero) apply
-        to the dims index_mask names."""
+        what the basic items make, the index tensors (int64; bool masks through nonzero) apply
+        to the dims index_mask names. Follows torch's applySlicing: the items walk the view's
+        dims in order, an index tensor (a bool mask too, whatever its rank) stands at one
+        position; aten::index then expands each mask into one index per mask dim, checking
+        it against the view there. The view's shape is followed here, without asking the
+        server."""
         key = self._index_key(key)
         items = []
         for k in key:
@@ -1139,7 +1143,10 @@ class Tensor:
             if it is not None:
                 if it.dtype.name not in ("int64", "bool"):
                     raise IndexError("tensors used as indices must be long, byte or bool tensors")
-                items.append(it)
+                if it.dtype.name == "bool" and it.ndim == 0:  # a 0-dim mask: a Python bool
+                    items.append(builtins.bool(it.item()))
+                else:
+                    items.append(it)
                 continue
             if isinstance(k, Tensor):  # a 0-dim integer tensor: an int
                 k = k.item()
@@ -1171,70 +1178,101 @@ class Tensor:
                              "`tensor.item<T>()` in C++ to convert a 0-dim tensor to a number")
         if specified > len(shape):
             raise IndexError("too many indices for tensor of dimension %d" % len(shape))
-        t, d, src, copy = self, 0, 0, False
-        idx: List[Any] = []  # (dim of t, int64 index tensor)
+        t, d, copy = self, 0, False
+        vs = list(shape)  # the view's shape as the items make it
+        entries: List[Any] = []  # (dim of the view, index tensor or bool mask)
         for i, k in enumerate(items):
             if k is None:
                 t = t._s._op("unsqueeze", [t], dim=d)
+                vs.insert(d, 1)
                 d += 1
             elif k is Ellipsis:
                 d += len(shape) - specified
-                src += len(shape) - specified
-            elif isinstance(k, Tensor) and k.dtype.name == "bool":
-                if k.ndim == 0:  # a 0-dim mask: as a Python bool
-                    k = builtins.bool(k.item())
-                else:
-                    for j in range(k.ndim):
-                        if src + j >= len(shape) or k.shape[j] != shape[src + j]:
-                            raise IndexError(
-                                "The shape of the mask %s at index %d does not match the shape "
-                                "of the indexed tensor %s at index %d"
-                                % (list(k.shape), j, list(shape), src + j))
-                    nz = self._s._op("nonzero", [k])
-                    for j in range(k.ndim):
-                        idx.append((d + j, nz._s._op("select", [nz], dim=1, start=j)))
-                    d += k.ndim
-                    src += k.ndim
-                    continue
-            if isinstance(k, Tensor):
-                idx.append((d, k))
+            elif isinstance(k, Tensor):
+                entries.append((d, k))
                 d += 1
-                src += 1
             elif _is_bool(k):
                 # torch: True adds a dim of size 1, False one of size 0 (nothing selected),
                 # and the result is a copy, as advanced indexing makes one.
                 t = t._s._op("unsqueeze", [t], dim=d)
+                vs.insert(d, 1)
                 if advanced:
-                    idx.append((d, self._s.tensor([0] if k else [], dtype=int64)))
+                    entries.append((d, self._s.tensor([0] if k else [], dtype=int64)))
                 elif not k:
                     t = t._s._op("slice", [t], dim=d, start=0, end=0, step=1)
+                    vs[d] = 0
                 d += 1
                 copy = True
             elif isinstance(k, slice):
-                if k != slice(None):
-                    start = 0 if k.start is None else k.start
-                    end = 2 ** 63 - 1 if k.stop is None else k.stop
-                    t = t._s._op("slice", [t], dim=d, start=start, end=end, step=k.step or 1)
-                d += 1
-                src += 1
-            elif k is not None and k is not Ellipsis:
-                if src >= len(shape):  # two ellipses, which torch lets through, overshot
+                # torch slices even with `:` (the result's grad_fn is SliceBackward0)
+                if d >= len(vs):
                     raise IndexError("too many indices for tensor of dimension %d" % len(shape))
-                k, n = builtins.int(k), shape[src]
+                start = 0 if k.start is None else k.start
+                end = 2 ** 63 - 1 if k.stop is None else k.stop
+                t = t._s._op("slice", [t], dim=d, start=start, end=end, step=k.step or 1)
+                vs[d] = len(range(*slice(start, min(end, 2 ** 62), k.step or 1).indices(vs[d])))
+                d += 1
+            else:
+                if d >= len(vs):  # two ellipses, which torch lets through, overshot
+                    raise IndexError("too many indices for tensor of dimension %d" % len(shape))
+                k, n = builtins.int(k), vs[d]
                 if not -n <= k < n:
                     # torch names the index's position in the key as its dimension
                     raise IndexError("index %d is out of bounds for dimension %d with size %d"
                                      % (k, i, n))
                 t = t._s._op("select", [t], dim=d, start=builtins.int(k))
-                src += 1
-        if idx:
+                del vs[d]
+        if entries:
+            # aten::index: entries at their view positions, each mask expanded into one int64
+            # index per mask dim (its nonzero's columns), the masks checked there
+            slots: List[Any] = []
+            for dd, k in entries:
+                while len(slots) < dd:
+                    slots.append(None)
+                if k.dtype.name == "bool":
+                    base = len(slots)
+                    for j in range(k.ndim):
+                        if base + j >= len(vs) or k.shape[j] != vs[base + j]:
+                            raise IndexError(
+                                "The shape of the mask %s at index %d does not match the shape "
+                                "of the indexed tensor %s at index %d"
+                                % (list(k.shape), j, vs, base + j))
+                    nz = self._s._op("nonzero", [k])
+                    slots.extend(nz._s._op("select", [nz], dim=1, start=j)
+                                 for j in range(k.ndim))
+                else:
+                    slots.append(k)
+            if len(slots) > len(vs):
+                raise IndexError("too many indices for tensor of dimension %d" % len(vs))
+            idx = [it for it in slots if it is not None]
+            shapes = [list(it.shape) for it in idx]
+            b: List[builtins.int] = []
+            for sh in shapes:
+                n = max(len(b), len(sh))
+                pb, ps = [1] * (n - len(b)) + b, [1] * (n - len(sh)) + sh
+                if any(x != y and x != 1 and y != 1 for x, y in zip(pb, ps)):
+                    raise IndexError("shape mismatch: indexing tensors could not be broadcast "
+                                     "together with shapes %s"
+                                     % ", ".join(str(sh2) for sh2 in shapes))
+                b = [y if x == 1 else x for x, y in zip(pb, ps)]
             mask = 0
-            for dd, _ in idx:
-                mask |= 1 << dd
-            return None, (t, [it for _, it in sorted(idx, key=lambda p: p[0])], mask)
-        if t is self:  # x[:] or x[...]: a new view of the same storage
+            for dd, it in enumerate(slots):
+                if it is not None:
+                    mask |= 1 << dd
+            return None, (t, idx, mask)
+        if t is self:  # x[...]: a new view of the same storage
             t = self._s._op("view", [self], dims=list(self.shape))
         return (t, copy), None
+
+    def nonzero(self, *, as_tuple: Any = False) -> Any:
+        """The indices of the nonzero elements, [n, ndim] int64; as_tuple=True: one [n]
+        tensor per dim (views of that result's columns), as torch.where(cond) gives."""
+        nz = self._s._op("nonzero", [self])
+        if not as_tuple:
+            return nz
+        if self.ndim == 0:  # torch: one index tensor, of 0 or 1 zeros
+            return (self._s.tensor([0] * nz.shape[0], dtype=int64),)
+        return tuple(nz._s._op("select", [nz], dim=1, start=j) for j in range(self.ndim))
 
     def __getitem__(self, key: Any) -> "Tensor":
         """x[0], x[:, 1:3], x[..., -1], x[None]: views of x, as in torch; integer tensors,

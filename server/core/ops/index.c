@@ -405,7 +405,7 @@ static int adv_offset(const struct adv *p, const struct td_tensor *t, const int6
             int64_t v = load_idx(it, off_bcast(it, bc, p->bnd));
             int64_t n = p->xshape[d];
             if (v < -n || v >= n) {
-                return oob(v, d, n, err);
+                return oob(v, i - 1, n, err); /* torch counts the indexed dims only */
             }
             o += (v < 0 ? v + n : v) * t->strides[d];
         } else {
@@ -594,8 +594,8 @@ int td_shape_index_self(const struct td_operand *in, int nin, const struct td_op
         if (idx->numel != ssz) {
             return td_err_set(err, TD_EINVAL,
                               "index_add_(): Number of indices (%lld) should be equal to "
-                              "source.size(dim) (%lld)",
-                              (long long)idx->numel, (long long)ssz);
+                              "source.size(dim): (%lld), for dim: %lld",
+                              (long long)idx->numel, (long long)ssz, (long long)dim);
         }
         bool same = src->ndim == x->ndim || (src->ndim <= 1 && x->ndim <= 1);
         for (int k = 0; same && k < x->ndim && k < src->ndim; k++) {
@@ -924,7 +924,7 @@ static int ms_shape(const struct td_tensor *x, const struct td_tensor *m, int64_
                     struct td_err *err)
 {
     if (m->dtype != TD_DTYPE_BOOL) {
-        return td_err_set(err, TD_EDTYPE, "masked_select: expected BoolTensor for mask");
+        return td_err_set(err, TD_EDTYPE, "masked_select: expected BoolTensor or ByteTensor for mask");
     }
     return td_broadcast_shapes(x->shape, x->ndim, m->shape, m->ndim, b, bn, err);
 }
