@@ -13,8 +13,7 @@
 #define TD_OP_WIRE_MAX 189 /* the last value tensord.proto's Op enum reserves */
 
 #define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost)   \
-    _Static_assert((int)TENSORD__OP__OP_##id >= 1 &&                                               \
-                       (int)TENSORD__OP__OP_##id <= TD_OP_WIRE_MAX,                                \
+    _Static_assert((int)TENSORD__OP__OP_##id >= 1 && (int)TENSORD__OP__OP_##id <= TD_OP_WIRE_MAX,  \
                    "the wire value of op " #id " lies outside 1..TD_OP_WIRE_MAX");
 #include "core/ops.def"
 #undef OP

@@ -164,7 +164,7 @@ struct grad_case {
     int64_t shape[3][3];
     bool transpose_first; /* operand 0 is a transposed (non-contiguous) view */
     void (*args)(struct td_op_args *a);
-    const char *skip; /* not checked here, and why */
+    const char *skip;       /* not checked here, and why */
     const double *index[3]; /* an int64 operand's values (the indexing family) */
     const double *mask[3];  /* a bool operand's values */
 };
@@ -198,14 +198,14 @@ ARGS(a_mask_d01, a->index_mask = 3)
 ARGS(a_mask_d1_acc, a->index_mask = 2; a->accumulate = true)
 
 /* index operands of the indexing family */
-static const double I_GATHER[] = {2, 0, 2, 1, 1, 0};  /* [2, 3] along dim 1 of [2, 3] */
-static const double I_SCATTER[] = {2, 0, 1, 2};       /* [2, 2], unique in each row */
-static const double I_SELECT[] = {2, 0, 2, 1};        /* [4] */
-static const double I_ADD[] = {2, 0};                 /* [2] */
-static const double I_TAKE[] = {5, -1, 0, 2};         /* [4], negative wraps */
-static const double I_ROWS[] = {1, 0};                /* [2] */
-static const double I_COLS[] = {2, 2};                /* [2] */
-static const double M_COLS[] = {1, 0, 1};             /* [3] bool */
+static const double I_GATHER[] = {2, 0, 2, 1, 1, 0}; /* [2, 3] along dim 1 of [2, 3] */
+static const double I_SCATTER[] = {2, 0, 1, 2};      /* [2, 2], unique in each row */
+static const double I_SELECT[] = {2, 0, 2, 1};       /* [4] */
+static const double I_ADD[] = {2, 0};                /* [2] */
+static const double I_TAKE[] = {5, -1, 0, 2};        /* [4], negative wraps */
+static const double I_ROWS[] = {1, 0};               /* [2] */
+static const double I_COLS[] = {2, 2};               /* [2] */
+static const double M_COLS[] = {1, 0, 1};            /* [3] bool */
 
 /* shapes */
 #define M23                                                                                        \
@@ -322,30 +322,80 @@ static const struct grad_case CASES[] = {
     {.op = TD_OP_CROSS_ENTROPY, .nin = 2, .ndim = {2, 1}, .shape = {M23, {2}}},
     {.op = TD_OP_LINEAR, .nin = 3, .ndim = {2, 2, 1}, .shape = {M23, {4, 3}, {4}}},
     {.op = TD_OP_LINEAR, .nin = 2, .ndim = {2, 2}, .shape = {M23, {4, 3}}},
-    {.op = TD_OP_GATHER, .nin = 2, .ndim = {2, 2}, .shape = {{3, 2}, M23}, .args = a_dim1_plain,
-     .index = {NULL, I_GATHER}, .transpose_first = true},
-    {.op = TD_OP_SCATTER, .nin = 3, .ndim = {2, 2, 2}, .shape = {M23, {2, 2}, {2, 2}},
-     .args = a_dim1_plain, .index = {NULL, I_SCATTER}},
-    {.op = TD_OP_SCATTER_ADD, .nin = 3, .ndim = {2, 2, 2}, .shape = {{2, 4}, {2, 2}, {2, 2}},
-     .args = a_dim1_plain, .index = {NULL, I_SCATTER}},
-    {.op = TD_OP_INDEX_SELECT, .nin = 2, .ndim = {2, 1}, .shape = {{3, 2}, {4}},
-     .args = a_dim1_plain, .index = {NULL, I_SELECT}, .transpose_first = true},
-    {.op = TD_OP_INDEX_ADD, .nin = 3, .ndim = {2, 1, 2}, .shape = {M23, {2}, {2, 2}},
-     .args = a_dim1_plain, .index = {NULL, I_ADD}},
-    {.op = TD_OP_MASKED_FILL, .nin = 3, .ndim = {2, 1, 0}, .shape = {M23, {3}, {0}},
-     .mask = {NULL, M_COLS}},
-    {.op = TD_OP_MASKED_SELECT, .nin = 2, .ndim = {2, 1}, .shape = {{3, 2}, {3}},
-     .mask = {NULL, M_COLS}, .transpose_first = true},
-    {.op = TD_OP_TAKE, .nin = 2, .ndim = {2, 1}, .shape = {{3, 2}, {4}}, .index = {NULL, I_TAKE},
+    {.op = TD_OP_GATHER,
+     .nin = 2,
+     .ndim = {2, 2},
+     .shape = {{3, 2}, M23},
+     .args = a_dim1_plain,
+     .index = {NULL, I_GATHER},
      .transpose_first = true},
-    {.op = TD_OP_INDEX, .nin = 3, .ndim = {2, 1, 1}, .shape = {M23, {2}, {2}},
-     .args = a_mask_d01, .index = {NULL, I_ROWS, I_COLS}},
-    {.op = TD_OP_INDEX, .nin = 2, .ndim = {2, 1}, .shape = {{3, 2}, {4}}, .args = a_mask_d1,
-     .index = {NULL, I_SELECT}, .transpose_first = true},
-    {.op = TD_OP_INDEX_PUT, .nin = 3, .ndim = {2, 1, 1}, .shape = {M23, {2}, {2}},
-     .args = a_mask_d1, .index = {NULL, I_ADD}},
-    {.op = TD_OP_INDEX_PUT, .nin = 3, .ndim = {2, 1, 1}, .shape = {M23, {2}, {2}},
-     .args = a_mask_d1_acc, .index = {NULL, I_COLS}},
+    {.op = TD_OP_SCATTER,
+     .nin = 3,
+     .ndim = {2, 2, 2},
+     .shape = {M23, {2, 2}, {2, 2}},
+     .args = a_dim1_plain,
+     .index = {NULL, I_SCATTER}},
+    {.op = TD_OP_SCATTER_ADD,
+     .nin = 3,
+     .ndim = {2, 2, 2},
+     .shape = {{2, 4}, {2, 2}, {2, 2}},
+     .args = a_dim1_plain,
+     .index = {NULL, I_SCATTER}},
+    {.op = TD_OP_INDEX_SELECT,
+     .nin = 2,
+     .ndim = {2, 1},
+     .shape = {{3, 2}, {4}},
+     .args = a_dim1_plain,
+     .index = {NULL, I_SELECT},
+     .transpose_first = true},
+    {.op = TD_OP_INDEX_ADD,
+     .nin = 3,
+     .ndim = {2, 1, 2},
+     .shape = {M23, {2}, {2, 2}},
+     .args = a_dim1_plain,
+     .index = {NULL, I_ADD}},
+    {.op = TD_OP_MASKED_FILL,
+     .nin = 3,
+     .ndim = {2, 1, 0},
+     .shape = {M23, {3}, {0}},
+     .mask = {NULL, M_COLS}},
+    {.op = TD_OP_MASKED_SELECT,
+     .nin = 2,
+     .ndim = {2, 1},
+     .shape = {{3, 2}, {3}},
+     .mask = {NULL, M_COLS},
+     .transpose_first = true},
+    {.op = TD_OP_TAKE,
+     .nin = 2,
+     .ndim = {2, 1},
+     .shape = {{3, 2}, {4}},
+     .index = {NULL, I_TAKE},
+     .transpose_first = true},
+    {.op = TD_OP_INDEX,
+     .nin = 3,
+     .ndim = {2, 1, 1},
+     .shape = {M23, {2}, {2}},
+     .args = a_mask_d01,
+     .index = {NULL, I_ROWS, I_COLS}},
+    {.op = TD_OP_INDEX,
+     .nin = 2,
+     .ndim = {2, 1},
+     .shape = {{3, 2}, {4}},
+     .args = a_mask_d1,
+     .index = {NULL, I_SELECT},
+     .transpose_first = true},
+    {.op = TD_OP_INDEX_PUT,
+     .nin = 3,
+     .ndim = {2, 1, 1},
+     .shape = {M23, {2}, {2}},
+     .args = a_mask_d1,
+     .index = {NULL, I_ADD}},
+    {.op = TD_OP_INDEX_PUT,
+     .nin = 3,
+     .ndim = {2, 1, 1},
+     .shape = {M23, {2}, {2}},
+     .args = a_mask_d1_acc,
+     .index = {NULL, I_COLS}},
     INPLACE_ONLY(FILL),
     INPLACE_ONLY(ZERO),
     INPLACE_ONLY(COPY),

@@ -159,7 +159,8 @@ static void test_index_select_add_take(void **state)
     struct td_tensor *t6 = I64((int64_t[]){1}, 1, (double[]){6});
     struct td_operand to[2] = {tens(x), tens(t6)};
     assert_null(apply(TD_OP_TAKE, to, 2, NULL, false, &err, &rc));
-    assert_string_equal(err.msg, "out of range: tried to access index 6 on a tensor of 6 elements.");
+    assert_string_equal(err.msg,
+                        "out of range: tried to access index 6 on a tensor of 6 elements.");
     struct td_operand iad[3] = {tens(x), tens(oob), tens(ones)};
     assert_null(apply(TD_OP_INDEX_ADD, iad, 3, &a, false, &err, &rc));
     assert_string_equal(err.msg, "index_add_(): Number of indices (1) should be equal to "
@@ -378,12 +379,9 @@ static void test_costs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gather_scatter),
-        cmocka_unit_test(test_index_select_add_take),
-        cmocka_unit_test(test_masks_and_nonzero),
-        cmocka_unit_test(test_index_and_index_put),
-        cmocka_unit_test(test_index_gradient),
-        cmocka_unit_test(test_costs),
+        cmocka_unit_test(test_gather_scatter),    cmocka_unit_test(test_index_select_add_take),
+        cmocka_unit_test(test_masks_and_nonzero), cmocka_unit_test(test_index_and_index_put),
+        cmocka_unit_test(test_index_gradient),    cmocka_unit_test(test_costs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

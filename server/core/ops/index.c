@@ -80,8 +80,8 @@ static void put(char *dst, const char *src, enum td_dtype dt, bool add)
     } else if (td_dtype_is_float(dt)) {
         td_elem_store_f64(dst, dt, td_elem_load_f64(dst, dt) + td_elem_load_f64(src, dt));
     } else if (dt == TD_DTYPE_I64) {
-        *(int64_t *)(void *)dst =
-            (int64_t)((uint64_t) * (int64_t *)(void *)dst + (uint64_t) * (const int64_t *)src);
+        *(int64_t *)(void *)dst = (int64_t)((uint64_t) * (int64_t *)(void *)dst +
+                                            (uint64_t) * (const int64_t *)src);
     } else if (dt == TD_DTYPE_I32) {
         *(int32_t *)(void *)dst = (int32_t)((uint32_t) * (int32_t *)(void *)dst +
                                             (uint32_t) * (const int32_t *)src);
@@ -122,8 +122,9 @@ static int need_tensor(const struct td_operand *o, const char *op, const char *a
 
 static int oob(int64_t v, int64_t d, int64_t n, struct td_err *err)
 {
-    return td_err_set(err, TD_EINVAL, "index %lld is out of bounds for dimension %lld with size %lld",
-                      (long long)v, (long long)d, (long long)n);
+    return td_err_set(err, TD_EINVAL,
+                      "index %lld is out of bounds for dimension %lld with size %lld", (long long)v,
+                      (long long)d, (long long)n);
 }
 
 /* zeros of shape like t, dtype dt */
@@ -280,8 +281,7 @@ int td_dtype_rule_index_self(const struct td_operand *in, int nin, const struct 
                               td_dtype_cname(x->dtype), td_dtype_cname(v->dtype));
         }
         break;
-    default:
-        break;
+    default: break;
     }
     *compute = *result = x->dtype;
     return 0;
@@ -669,8 +669,7 @@ int td_shape_index_self(const struct td_operand *in, int nin, const struct td_op
         }
         break;
     }
-    default:
-        return td_err_set(err, TD_EINVAL, "%s: not an indexing op", td_ops[a->op].name);
+    default: return td_err_set(err, TD_EINVAL, "%s: not an indexing op", td_ops[a->op].name);
     }
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     *ndim = x->ndim;
@@ -882,8 +881,7 @@ int td_fwd_masked_fill(struct td_tensor *out, const struct td_operand *in, int n
     } else if (td_dtype_is_float(out->dtype) || out->dtype == TD_DTYPE_BOOL) {
         td_elem_store_f64(sbuf, out->dtype, td_elem_load_f64(td_tensor_data(v), v->dtype));
     } else {
-        scalar_bytes(td_scalar_i(td_elem_load_i64(td_tensor_data(v), v->dtype)), out->dtype,
-                     sbuf);
+        scalar_bytes(td_scalar_i(td_elem_load_i64(td_tensor_data(v), v->dtype)), out->dtype, sbuf);
     }
     for (int64_t l = 0; l < out->numel; l++) {
         int64_t c[TD_MAX_DIMS];
@@ -924,7 +922,8 @@ static int ms_shape(const struct td_tensor *x, const struct td_tensor *m, int64_
                     struct td_err *err)
 {
     if (m->dtype != TD_DTYPE_BOOL) {
-        return td_err_set(err, TD_EDTYPE, "masked_select: expected BoolTensor or ByteTensor for mask");
+        return td_err_set(err, TD_EDTYPE,
+                          "masked_select: expected BoolTensor or ByteTensor for mask");
     }
     return td_broadcast_shapes(x->shape, x->ndim, m->shape, m->ndim, b, bn, err);
 }
