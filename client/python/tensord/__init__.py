@@ -1102,7 +1102,7 @@ class Tensor:
             if k.ndim == 0 and k.dtype.name in ("int64", "int32"):
                 return None  # torch selects with a 0-dim integer tensor, as with an int
             return k
-        if isinstance(k, range):
+        if isinstance(k, (range, tuple)):  # a tuple inside the key is a sequence index
             k = list(k)
         if isinstance(k, list):
             if not k:
