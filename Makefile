@@ -327,9 +327,9 @@ deps:
 
 # ---- formatting: .clang-format, over the C sources (tools/format-check.sh) ----
 DEB_PKGS += clang-format
-format:
+format: deps
 	$(Q)tools/format-check.sh --fix
-format-check:
+format-check: deps
 	$(Q)tools/format-check.sh
 
 run: deps

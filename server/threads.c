@@ -27,10 +27,11 @@
 void openblas_set_num_threads(int num_threads);
 
 static int worker_nice; /* --worker-nice; set once, before any worker thread reads it */
+static int worker_prio; /* the nice value heavy threads get: the loop's plus worker_nice */
 
 static void lower_priority(pid_t tid)
 {
-    if (worker_nice > 0 && setpriority(PRIO_PROCESS, (id_t)tid, worker_nice) != 0) {
+    if (worker_nice > 0 && setpriority(PRIO_PROCESS, (id_t)tid, worker_prio) != 0) {
         td_log(TD_LOG_WARN, "worker_nice", "tid=%d err=\"%s\"", (int)tid, strerror(errno));
     }
 }
@@ -63,6 +64,14 @@ void td_threads_setup(int threads, int nice)
     openblas_set_num_threads(threads);
     td_parallel_set_threads(threads);
     worker_nice = nice;
+    /* Relative to the daemon's own priority (a unit's Nice=, a `nice tensord`): the workers stay
+    ** `nice` levels below the loop, never above it. getpriority may return -1 as a value. */
+    errno = 0;
+    int base = getpriority(PRIO_PROCESS, 0);
+    if (base == -1 && errno != 0) {
+        base = 0;
+    }
+    worker_prio = base + nice > 19 ? 19 : base + nice;
     lower_blas_threads();
 }
 

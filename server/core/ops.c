@@ -49,8 +49,9 @@ int td_broadcast_shapes(const int64_t *a, int na, const int64_t *b, int nb, int6
                         struct td_err *err)
 {
     int n = na > nb ? na : nb;
-    for (int i = 0; i < n; i++) {
-        /* Align from the right; missing leading dims are 1. */
+    for (int i = n - 1; i >= 0; i--) {
+        /* Align from the right; missing leading dims are 1. From the last dim, as torch's
+        ** infer_size: the first mismatch it names is the trailing one. */
         int ia = i - (n - na), ib = i - (n - nb);
         int64_t da = ia >= 0 ? a[ia] : 1, db = ib >= 0 ? b[ib] : 1;
         if (da != db && da != 1 && db != 1) {

@@ -46,7 +46,10 @@ struct td_op_args {
     double correction;      /* std / var; 1 unless given */
     uint64_t index_mask;    /* index, index_put: bit d when dim d has an index tensor */
     bool accumulate;        /* index_put: add instead of write */
-    struct td_rng *rng;     /* the session's generator, for random ops (borrowed) */
+    struct td_rng *rng;     /* the session's generator, or a torch.Generator's (rpc resolves
+                            ** generator=), for random ops (borrowed) */
+    int64_t num_samples;    /* multinomial's num_samples, randperm's n */
+    bool replacement;       /* multinomial */
     bool grad_enabled;      /* record autograd nodes (the session's no_grad switch) */
     int op;                 /* set by td_op_apply: the op being run (enum td_op_id) */
     bool inplace;           /* set by td_op_apply (td_op_cost reads it: no new result) */

@@ -82,8 +82,8 @@ bool td_fastpack_plan(const Tensord__Response *resp, struct td_fastpack_plan *pl
     }
     if (resp->result_case == TENSORD__RESPONSE__RESULT_TENSOR) {
         const Tensord__TensorInfo *t = resp->tensor;
-        if (t == NULL || t->dtype < 0) {
-            return false;
+        if (t == NULL || t->dtype < 0 || t->n_strides != 0 || t->storage_offset != 0) {
+            return false; /* strides are only in meta_only Gets' replies: protobuf-c's */
         }
         for (size_t i = 0; i < t->n_shape; i++) {
             if (t->shape[i] < 0) {

@@ -498,6 +498,49 @@ int td_rpc_run_full(struct rpc_job *j, struct td_session *s, struct result *res,
     return publish(s, m->out, t, m->requires_grad, res, err);
 }
 
+/* generator=: a torch.Generator's stream is the int64 tensor [seed, offset] under `handle` in
+** the handle table (the client creates it; so generators are charged, capped, freed and
+** snapshotted as tensors are). Resolves it into *r, made writable first so that gen_store
+** cannot fail after the op ran; handle 0 is the session's generator (*t NULL). */
+static int gen_resolve(struct td_session *s, uint64_t handle, struct td_tensor **t,
+                       struct td_rng *r, struct td_err *err)
+{
+    *t = NULL;
+    if (handle == 0) {
+        *r = s->rng;
+        return 0;
+    }
+    struct td_tensor *g;
+    int rc = td_session_lookup(s, handle, &g, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if (g->dtype != TD_DTYPE_I64 || g->ndim != 1 || g->numel != 2 || !td_tensor_is_contiguous(g)) {
+        return td_err_set(err, TD_EINVAL,
+                          "handle %llu is not a generator state (an int64 tensor [seed, offset])",
+                          (unsigned long long)handle);
+    }
+    if ((rc = td_tensor_prepare_write(g, err)) != 0) {
+        return rc;
+    }
+    const int64_t *v = td_tensor_data(g);
+    r->seed = (uint64_t)v[0];
+    r->offset = (uint64_t)v[1];
+    *t = g;
+    return 0;
+}
+
+/* Writes the stream's advanced offset back where gen_resolve found it. */
+static void gen_store(struct td_session *s, struct td_tensor *t, const struct td_rng *r)
+{
+    if (t == NULL) {
+        s->rng = *r;
+    } else {
+        ((int64_t *)td_tensor_data(t))[1] = (int64_t)r->offset;
+        t->storage->version++; /* a write, as Write's: a graph that saved it refuses backward */
+    }
+}
+
 int td_rpc_run_rand(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
 {
     const Tensord__Rand *m = j->req->rand;
@@ -509,15 +552,23 @@ int td_rpc_run_rand(struct rpc_job *j, struct td_session *s, struct result *res,
         (rc = td_session_check_out(s, m->out, err)) != 0) {
         return rc;
     }
-    struct td_tensor *t = NULL;
+    struct td_tensor *t = NULL, *gen = NULL;
+    struct td_rng rng;
+    if ((rc = gen_resolve(s, m->generator, &gen, &rng, err)) != 0) {
+        return rc;
+    }
     if (m->distribution == TENSORD__DISTRIBUTION__UNIFORM) {
-        rc = td_tensor_rand(&t, dt, shape, ndim, &s->rng, &s->quota, err);
+        rc = td_tensor_rand(&t, dt, shape, ndim, &rng, &s->quota, err);
     } else if (m->distribution == TENSORD__DISTRIBUTION__NORMAL) {
-        rc = td_tensor_randn(&t, dt, shape, ndim, &s->rng, &s->quota, err);
+        rc = td_tensor_randn(&t, dt, shape, ndim, &rng, &s->quota, err);
     } else {
         rc = td_err_set(err, TD_EINVAL, "unknown distribution %d", (int)m->distribution);
     }
-    return rc != 0 ? rc : publish(s, m->out, t, m->requires_grad, res, err);
+    if (rc != 0) {
+        return rc;
+    }
+    gen_store(s, gen, &rng);
+    return publish(s, m->out, t, m->requires_grad, res, err);
 }
 
 int td_rpc_run_arange(struct rpc_job *j, struct td_session *s, struct result *res,
@@ -629,6 +680,8 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
     }
     a->index_mask = w->index_mask;
     a->accumulate = w->accumulate;
+    a->num_samples = w->num_samples;
+    a->replacement = w->replacement;
     return 0;
 }
 
@@ -665,7 +718,12 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     if ((rc = wire_args(m->args, &args, err)) != 0) {
         return rc;
     }
-    args.rng = &s->rng;
+    struct td_rng rng;
+    struct td_tensor *gen = NULL;
+    if ((rc = gen_resolve(s, m->args != NULL ? m->args->generator : 0, &gen, &rng, err)) != 0) {
+        return rc;
+    }
+    args.rng = &rng;
     args.grad_enabled = !s->no_grad;
     if ((rc = check_room(&s->quota, j->need_bytes, err)) != 0) {
         return rc;
@@ -674,6 +732,7 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     if ((rc = td_op_apply(op, in, (int)m->n_inputs, &args, m->inplace, &s->quota, &t, err)) != 0) {
         return rc;
     }
+    gen_store(s, gen, &rng);
     /* max(dim) / min(dim) also give indices, as torch's (values, indices) pair, when asked. */
     struct td_tensor *idx = NULL;
     if (m->out2 != 0) {
@@ -1362,6 +1421,11 @@ static void job_execute(struct rpc_job *j)
         info.requires_grad = td_autograd_requires_grad(t);
         info.is_leaf = td_autograd_is_leaf(t);
         info.grad_fn = grad_fn != NULL ? (char *)grad_fn : "";
+        if (j->req->body_case == TENSORD__REQUEST__BODY_GET && j->req->get->meta_only) {
+            info.n_strides = (size_t)t->ndim; /* the view's layout (Tensor.stride()) */
+            info.strides = (int64_t *)t->strides;
+            info.storage_offset = t->offset;
+        }
         resp.result_case = TENSORD__RESPONSE__RESULT_TENSOR;
         resp.tensor = &info;
     } else if (res.text != NULL) {

@@ -32,12 +32,13 @@ static void check_dense(const ProtobufCEnumDescriptor *d, int max)
     assert_int_equal(d->n_values, (unsigned)max + 1);
 }
 
+/* Op values come in one range per family (issue 16), so they have gaps: one value per row of
+** ops.def plus OP_UNSPECIFIED, each in 0..255 (server/rpc/wire_check.c's bound). */
 static void wire_ops_are_the_op_table(void **state)
 {
-    /* one value per row plus OP_UNSPECIFIED, within the reserved ranges (up to 189) */
     const ProtobufCEnumDescriptor *d = &tensord__op__descriptor;
     for (unsigned i = 0; i < d->n_values; i++) {
-        assert_in_range(d->values[i].value, 0, 189);
+        assert_in_range(d->values[i].value, 0, 255);
     }
     assert_int_equal(d->n_values, (unsigned)TD_OP_COUNT + 1);
 }

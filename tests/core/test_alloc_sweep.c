@@ -115,6 +115,10 @@ static void setup(enum td_op_id op, struct call *c)
         break;
     case TD_OP_EYE: a->dims[0] = 3, a->dims[1] = 2, a->ndims = 2, a->has_dims = true; break;
     case TD_OP_FULL_LIKE: a->min = td_scalar_f(2.5), a->has_min = true; break;
+    case TD_OP_MULTINOMIAL: a->num_samples = 2; break;
+    case TD_OP_BERNOULLI: a->max = td_scalar_f(0.5), a->has_max = true; break;
+    case TD_OP_RANDPERM: a->num_samples = 5; break;
+    case TD_OP_NORMAL_SAMPLE: nin = 2; break;
     case TD_OP_FILL:
     case TD_OP_ZERO:
     case TD_OP_COPY:

@@ -145,6 +145,11 @@ CASES = {
     "copy": [("t", lambda m, x, o: x.copy_(o[0]), [_t(V, True)])],
     "uniform": [("t", lambda m, x, o: x.uniform_(), [])],
     "normal": [("t", lambda m, x, o: x.normal_(), [])],
+    # random (torch's derivatives are zeros)
+    "bernoulli": [("t", lambda m, x, o: m.bernoulli(x / 2), [])],
+    "normal_sample": [("t_float", lambda m, x, o: m.normal(x, 0.5), []),
+                      ("float_t", lambda m, x, o: m.normal(0.5, x), []),
+                      ("t_t", lambda m, x, o: m.normal(x, o[0]), [_t(V)])],
 }
 for _name in ("neg", "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
               "tan", "tanh", "sigmoid", "relu", "floor", "ceil", "round"):

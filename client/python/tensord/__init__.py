@@ -14,9 +14,9 @@ Tensor method (``x.exp()``, ``x.add_(5)``), its function (``tensord.exp(x)``) an
 method bind their arguments to the op's torch signature there (positional or keyword, torch's
 defaults, ``*size``), so an op added to ops.def is here with no change to this package.
 
-Differences from PyTorch: tensors live on the server, so ``numpy()`` and ``from_numpy()`` copy
-(changing the numpy array afterwards does not change the tensor); ``torch.Size`` prints as
-``tensord.Size``. numpy is optional: only ``numpy()``/``from_numpy()`` need it.
+``from_numpy()`` and ``numpy()`` share values as torch's do: the client keeps the array and the
+tensor in step (see _numpy for the rule and its cost). Differences from PyTorch: ``torch.Size``
+prints as ``tensord.Size``. numpy is optional: only ``numpy()``/``from_numpy()`` need it.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import sys
 import weakref
 from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import _conn, _ops
+from . import _conn, _legacy, _numpy, _ops
 from ._conn import H, ServerError, np
 
 pb = _conn.pb
@@ -254,6 +254,29 @@ def _module_function(method: Callable[..., Any]) -> Callable[..., Any]:
     return method
 
 
+_SESSIONS = 0  # sessions opened so far by this process
+
+
+def _use(s: "Session", inputs: Sequence[Any]) -> None:
+    """Before an op reads inputs: each must belong to session s (torch's device-mismatch error
+    otherwise: a handle means nothing in another session), and a tensor with a shared ndarray
+    takes the array's changes first (_numpy)."""
+    done = None  # the storages synchronised already (t * t compares once)
+    for x in inputs:
+        if isinstance(x, Tensor):
+            if x._s is not s:
+                # torch's words for operands on two devices; each session is a device here
+                raise TensorError(pb.INVALID_ARGUMENT, "Expected all tensors to be on the same "
+                                  "device, but found at least two devices, cpu (session %d) "
+                                  "and cpu (session %d)!" % (x._s._number, s._number))
+            r = x._root if x._root is not None else x
+            if r._share is not None and (done is None or not any(r is d for d in done)):
+                _numpy.sync_in(r._share)
+                if not r._share.entries:
+                    r._share = None  # every array was dropped: nothing more to compare
+                done = [r] if done is None else done + [r]
+
+
 class Session:
     """One connection and its server-side session; also a context manager that closes it.
 
@@ -283,6 +306,9 @@ class Session:
         # need no round trip; the server's switch is set from it (and is per session, so it
         # survives a reconnect).
         self._grad_enabled = True
+        global _SESSIONS
+        _SESSIONS += 1
+        self._number = _SESSIONS  # names the session in the device-mismatch error
 
     @property
     def token(self) -> bytes:
@@ -383,18 +409,26 @@ class Session:
                 # refused as Python refuses an unknown keyword, before anything is sent.
                 raise TypeError("%s%s() got an unexpected keyword argument '%s'"
                                 % (name, "_" if inplace else "", k))
+        _use(self, inputs)
         args = [H(x._h) if isinstance(x, Tensor) else x for x in inputs]
         req = self._c.op_request(name, args, inplace=inplace, **kw)
         if inplace:
             self._send(req, name + "_")
             t = inputs[0]
             t._grad_cache = None
+            r = t._root if t._root is not None else t
+            if r._share is not None:  # a shared ndarray sees the change before we return
+                _numpy.sync_out(r._share)
             return t
-        return self._new(req, req.run_op.out, name)
+        out = self._new(req, req.run_op.out, name)
+        if name in _VIEW_OPS and inputs and isinstance(inputs[0], Tensor):
+            out._root = inputs[0]._root if inputs[0]._root is not None else inputs[0]
+        return out
 
     def _op2(self, name: str, inputs: Sequence[Any], **kw: Any) -> Any:
         """max/min with a dim: (values, indices)."""
         out2 = self._c.handle()
+        _use(self, inputs)
         args = [H(x._h) if isinstance(x, Tensor) else x for x in inputs]
         req = self._c.op_request(name, args, out2=out2, **kw)
         p = self._send(req, name)
@@ -481,11 +515,34 @@ class Session:
 
     @_module_function
     def from_numpy(self, array: Any) -> "Tensor":
-        """A copy of a numpy array (the tensor lives on the server, unlike torch's view)."""
+        """A tensor sharing the array's values, as torch's: later writes to the array are seen
+        by the tensor, and in-place changes to the tensor appear in the array (see _numpy)."""
+        global _FROM_NUMPY_PROBE
+        refs = sys.getrefcount(array)
+        if _FROM_NUMPY_PROBE:
+            return refs  # type: ignore[return-value]
         _need_numpy("from_numpy")
         if not isinstance(array, np.ndarray):
             raise TypeError("expected np.ndarray (got %s)" % type(array).__name__)
-        return self.tensor(array)
+        t = self.tensor(array)
+        if np.dtype(_conn.NUMPY.get(t.dtype.name, "V")) != array.dtype:
+            return t  # converted (uint8 -> int64 ...): the bytes differ, so no share
+        # An array only this call references (from_numpy(np.load(f))) cannot change: no share.
+        # The references a temporary argument has here are measured once per call path.
+        via = sys._getframe(1).f_code
+        base = _FROM_NUMPY_REFS.get(via)
+        if base is None:
+            # called as the user calls it (no keywords: they would add references)
+            _FROM_NUMPY_PROBE = True
+            try:
+                base = _FROM_NUMPY_REFS[via] = (
+                    globals()["from_numpy"](np.empty(0)) if via is _MODULE_CODE
+                    else self.from_numpy(np.empty(0)))
+            finally:
+                _FROM_NUMPY_PROBE = False
+        if refs > base or array.base is not None:
+            _numpy.attach(t, array, True)
+        return t
 
     def _full(self, shape: Any, value: Any, dt: Optional[dtype],
               requires_grad: Any = False) -> "Tensor":
@@ -527,29 +584,43 @@ class Session:
 
     @_module_function
     def eye(self, n: builtins.int, m: Optional[builtins.int] = None,
-            dtype: Optional[dtype] = None) -> "Tensor":
+            dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
         """torch.eye(n, m=n): ones on the diagonal, zeros elsewhere."""
-        return self._op("eye", [], dims=[n, n if m is None else m],
-                        dtype=(dtype or float32).name)
+        t = self._op("eye", [], dims=[n, n if m is None else m], dtype=(dtype or float32).name)
+        return t.requires_grad_() if requires_grad else t
 
     @_module_function
     def linspace(self, start: Any, end: Any, steps: builtins.int,
-                 dtype: Optional[dtype] = None) -> "Tensor":
+                 dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
         """torch.linspace(start, end, steps): steps values evenly spaced from start to end."""
-        return self._op("linspace", [], min=start, max=end, dim=steps,
-                        dtype=(dtype or float32).name)
+        t = self._op("linspace", [], min=start, max=end, dim=steps,
+                     dtype=(dtype or float32).name)
+        return t.requires_grad_() if requires_grad else t
 
     @_module_function
-    def randint(self, low: Any, high: Any = None, size: Any = None,
-                dtype: Optional[dtype] = None) -> "Tensor":
-        """randint(high, size) or randint(low, high, size), like torch."""
+    def randint(self, low: Any = None, high: Any = None, size: Any = None, *,
+                generator: Optional["Generator"] = None, dtype: Optional[dtype] = None,
+                requires_grad: Any = False) -> "Tensor":
+        """randint(high, size) or randint(low, high, size), like torch; size= and generator=
+        as keywords too."""
         if size is None:
             low, high, size = 0, low, high
+        elif high is None:
+            low, high = 0, low
+        if high is None or size is None:
+            raise TypeError("randint() missing required arguments: 'high' and 'size'")
         kw = {"dtype": dtype.name} if dtype is not None else {}
-        return self._op("randint", [], min=low, max=high, dims=_shape([size]), **kw)
+        t = self._op("randint", [], min=low, max=high, dims=_shape([size]),
+                     generator=_generator_handle(self, generator), **kw)
+        return t.requires_grad_() if requires_grad else t
 
-    def _rand(self, shape: Any, normal: Any, dt: Optional[dtype], requires_grad: Any
-              ) -> "Tensor":
+    def _rand(self, shape: Any, size: Any, normal: Any, generator: Any, dt: Optional[dtype],
+              requires_grad: Any) -> "Tensor":
+        if size is not None:
+            if shape:
+                raise TypeError("%s() got multiple values for argument 'size'"
+                                % ("randn" if normal else "rand"))
+            shape = (size,)
         req = pb.Request()
         h = self._c.handle()
         req.rand.out = h
@@ -558,19 +629,67 @@ class Session:
         if dt is not None:
             req.rand.dtype = _conn.DTYPE_WIRE[dt.name]
         req.rand.requires_grad = builtins.bool(requires_grad)
+        req.rand.generator = _generator_handle(self, generator)
         return self._new(req, h, "randn" if normal else "rand")
 
     @_module_function
-    def rand(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
-             ) -> "Tensor":
-        """Uniform on [0, 1), from the session's seedable generator."""
-        return self._rand(shape, False, dtype, requires_grad)
+    def rand(self, *shape: Any, size: Any = None, generator: Optional["Generator"] = None,
+             dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
+        """Uniform on [0, 1), from the session's seedable generator or `generator`."""
+        return self._rand(shape, size, False, generator, dtype, requires_grad)
 
     @_module_function
-    def randn(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
-              ) -> "Tensor":
-        """Standard normal, from the session's seedable generator."""
-        return self._rand(shape, True, dtype, requires_grad)
+    def randn(self, *shape: Any, size: Any = None, generator: Optional["Generator"] = None,
+              dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
+        """Standard normal, from the session's seedable generator or `generator`."""
+        return self._rand(shape, size, True, generator, dtype, requires_grad)
+
+    @_module_function
+    def randperm(self, n: builtins.int, *, generator: Optional["Generator"] = None,
+                 dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
+        """torch.randperm(n): a random permutation of 0..n-1, int64 unless dtype is given."""
+        if isinstance(n, builtins.bool) or not isinstance(n, builtins.int):
+            raise TypeError("randperm(): argument 'n' (position 1) must be int, not %s"
+                            % type(n).__name__)
+        kw = {"dtype": dtype.name} if dtype is not None else {}
+        t = self._op("randperm", [], num_samples=n,
+                     generator=_generator_handle(self, generator), **kw)
+        return t.requires_grad_() if requires_grad else t
+
+    @_module_function
+    def normal(self, mean: Any, std: Any = 1.0, size: Any = None, *,
+               generator: Optional["Generator"] = None, dtype: Optional[dtype] = None,
+               requires_grad: Any = False) -> "Tensor":
+        """torch.normal in its four forms: normal(mean_tensor, std_tensor), (mean_tensor,
+        std_float), (mean_float, std_tensor), and (mean_float, std_float, size); the tensor
+        forms broadcast mean against std and are differentiable (with zero gradients)."""
+        tensors = isinstance(mean, Tensor) or isinstance(std, Tensor)
+        if tensors == (size is not None) or (tensors and dtype is not None):
+            got = ", ".join(("Tensor" if isinstance(v, Tensor) else type(v).__name__)
+                            for v in (mean, std))
+            if size is not None:
+                got += ", size=%s" % type(size).__name__
+            raise TypeError("normal() received an invalid combination of arguments - got (%s), "
+                            "but expected one of:\n"
+                            " * (Tensor mean, Tensor std, *, torch.Generator generator, "
+                            "Tensor out)\n"
+                            " * (Tensor mean, float std, *, torch.Generator generator, "
+                            "Tensor out)\n"
+                            " * (float mean, Tensor std, *, torch.Generator generator, "
+                            "Tensor out)\n"
+                            " * (float mean, float std, tuple of ints size, *, "
+                            "torch.Generator generator, Tensor out, torch.dtype dtype, "
+                            "torch.layout layout, torch.device device, bool pin_memory, "
+                            "bool requires_grad)\n" % got)
+        s = _first_session([mean, std]) or self
+        kw: dict = {"dtype": dtype.name} if dtype is not None else {}
+        if size is not None:
+            kw["dims"] = _shape([size])
+        inputs = [H(v._h) if isinstance(v, Tensor) else v for v in (mean, std)]
+        req = s._c.op_request("normal_sample", inputs,
+                              generator=_generator_handle(s, generator), **kw)
+        t = s._new(req, req.run_op.out, "normal")
+        return t.requires_grad_() if requires_grad else t
 
     @_module_function
     def arange(self, start: Any, end: Any = None, step: Any = 1,
@@ -642,6 +761,7 @@ class Session:
         with their requires_grad flags; waits until the file is durable."""
         req = pb.Request()
         req.save.file = file
+        _use(self, list(tensors.values()))
         for name, t in tensors.items():
             nt = req.save.tensors.add()
             nt.name = name
@@ -720,19 +840,33 @@ class Tensor:
 
     Its shape and dtype come from the reply of the request that made it, read when first
     needed; its values are read by ``item()``, ``tolist()``, ``numpy()`` and printing.
+    ``tensord.Tensor(2, 3)`` and ``tensord.Tensor(data)`` are torch's legacy float32
+    constructors (on the default session).
     """
 
     __array_priority__ = 1000  # numpy defers `ndarray * Tensor` to Tensor.__rmul__
+    _root: Optional["Tensor"] = None  # for a view: the tensor whose storage it shares
+    _share: Optional[_numpy.Share] = None  # on a storage's root: its shared ndarrays
 
-    def __init__(self, session: Session, handle: builtins.int, pending: Any = None,
-                 meta: Optional[Tuple[Size, dtype]] = None, _not_in_reply: Any = False):
+    def __init__(self, *args: Any, **kw: Any):
+        if args and isinstance(args[0], Session):
+            self._made(*args, **kw)
+            return
+        # torch.Tensor(2, 3) / torch.Tensor(data): the legacy float32 constructor
+        t = _legacy._legacy_make(_session(), float32, args, kw)
+        t._fin.detach()  # self takes over t's handle
+        self._made(t._s, t._h, t._p, t._meta, t._not_in_reply)
+        self._root = t._root
+
+    def _made(self, session: Session, handle: builtins.int, pending: Any = None,
+              meta: Optional[Tuple[Size, dtype]] = None, _not_in_reply: Any = False) -> None:
         self._s = session
         self._h = handle
         self._p = pending
         self._meta = meta
         self._not_in_reply = _not_in_reply
         self._grad_cache: Optional[Tensor] = None
-        weakref.finalize(self, session._dead.append, handle)
+        self._fin = weakref.finalize(self, session._dead.append, handle)
 
     # -- facts --
     def _get_meta(self) -> Tuple[Size, dtype]:
@@ -851,6 +985,9 @@ class Tensor:
         """The bytes in C order; large tensors in pipelined chunks. With the shape unknown
         the first chunk is asked for at once: its reply brings the shape and dtype, so a
         small tensor costs one round trip."""
+        r = self._root if self._root is not None else self
+        if r._share is not None:
+            _numpy.sync_in(r._share)
         chunk = self._s._chunk_bytes()
         first = None
         if self._meta is None:
@@ -894,16 +1031,20 @@ class Tensor:
         return buf
 
     def numpy(self, progress: Any = None) -> Any:
-        """A copy of the values as a numpy array (the tensor lives on the server)."""
+        """The values as a numpy array that shares them, as torch's: in-place changes to the
+        tensor appear in it, and writes to it are seen by the tensor at its next use."""
         _need_numpy("numpy()")
         if self._meta is None:
             data = self._fetch(None, progress)
             size, dt = self._meta
-            return np.frombuffer(data, dtype=_conn.NUMPY[dt.name]).reshape(tuple(size)).copy()
-        size, dt = self._meta
-        arr = np.empty(tuple(size), dtype=_conn.NUMPY[dt.name])
-        if arr.size:
-            self._fetch(memoryview(arr.reshape(-1)).cast("B"), progress)
+            arr = np.frombuffer(data, dtype=_conn.NUMPY[dt.name]).reshape(tuple(size)).copy()
+        else:
+            size, dt = self._meta
+            arr = np.empty(tuple(size), dtype=_conn.NUMPY[dt.name])
+            if arr.size:
+                self._fetch(memoryview(arr.reshape(-1)).cast("B"), progress)
+        # shared, as torch's: the array follows in-place changes, the tensor the array's
+        _numpy.attach(self, arr, self._root is None)
         return arr
 
     def tolist(self) -> Any:
@@ -926,6 +1067,7 @@ class Tensor:
         return struct.unpack("<" + _conn.STRUCT_CODE[dt.name], bytes(data))[0]
 
     def __repr__(self) -> str:
+        _use(self._s, (self,))
         req = pb.Request()
         req.format.handle = self._h
         return self._s._call(req, "print").text
@@ -998,17 +1140,7 @@ class Tensor:
         return self._s._op("detach", [self])
 
     # -- conversions --
-    def to(self, dtype: Any = None, *args: Any, **kw: Any) -> "Tensor":
-        """A copy in another dtype (``x.to(tensord.float64)``, ``x.to(dtype=...)``); a device
-        argument returns the tensor itself, as there is one device: the server."""
-        dtype = kw.pop("dtype", dtype)
-        if dtype is None or isinstance(dtype, str):
-            return self  # a device: there is one, the server
-        return self._s._op("to", [self], dtype=dtype.name)
-
-    def type(self, dtype: Any) -> "Tensor":
-        """The same as ``to(dtype)``."""
-        return self.to(dtype)
+    # to(), type() and the other call forms torch has besides ops: _legacy.install
 
     def float(self) -> "Tensor":
         """A float32 copy (``to(float32)``)."""
@@ -1311,11 +1443,6 @@ class Tensor:
         view._s._op("copy", [view, value], inplace=True)
 
     @property
-    def T(self) -> "Tensor":  # noqa: N802 - torch's name
-        """The dims reversed (a view), as torch's ``x.T``."""
-        return self._s._op("permute", [self], dims=list(range(self.ndim))[::-1])
-
-    @property
     def mT(self) -> "Tensor":  # noqa: N802 - torch's name
         """The last two dims swapped (a view), as torch's ``x.mT``."""
         return self._s._op("mT", [self])
@@ -1351,7 +1478,7 @@ class Tensor:
         tensor = self
 
         def method(*args: Any, **kw: Any) -> "Tensor":
-            bound = _bind(name, op, args, kw, receiver=tensor)
+            bound = _bind(name, op, args, _legacy.numpy_names(op, kw), receiver=tensor)
             return _run(tensor._s, op, bound, inplace, name)
         text, sig = _describe(op, True)
         method.__name__ = method.__qualname__ = name
@@ -1405,6 +1532,7 @@ def _make_op(name: str, facts: dict) -> _Op:
 
 
 _OP_TABLE = {name: _make_op(name, facts) for name, facts in _ops.OPS.items()}
+_VIEW_OPS = {name for name, facts in _ops.OPS.items() if "VIEW" in facts["flags"]}
 _OPS = set(_OP_TABLE)
 # The keywords an op request can carry (Conn.op_request): OpArgs' fields and a second output.
 _ARG_NAMES = {f.name for f in pb.OpArgs.DESCRIPTOR.fields} | {"out2"}
@@ -1497,6 +1625,8 @@ def _run(s: Session, op: _Op, bound: dict, inplace: builtins.bool, fname: str) -
             kw["dims"] = list(v)
         elif p.field == "dtype":
             kw["dtype"] = v.name
+        elif p.field == "generator":
+            kw["generator"] = _generator_handle(s, v)
         elif p.field == "p":  # the norm's order: the server computes the 2-norm
             if v not in (2, "fro", 2.0):
                 raise NotImplementedError("only the 2-norm is supported")
@@ -1561,7 +1691,7 @@ def _function(name: str, session: Optional[Session] = None) -> Callable[..., Any
     own = op.receiver is not None and callable(vars(Tensor).get(op.name))
 
     def function(*args: Any, **kw: Any) -> Any:
-        bound = _bind(name, op, args, kw)
+        bound = _bind(name, op, args, _legacy.numpy_names(op, kw))
         s = session or _first_session([bound.get(p.name) for p in op.params if p.operand]) \
             or _session()
         v = bound.get(first.name)
@@ -1612,6 +1742,9 @@ def _module_creation(name: str) -> Callable[..., Any]:
     return f
 
 
+_MODULE_CODE = _module_creation("synchronize").__code__  # the wrapper's code, for from_numpy
+_FROM_NUMPY_PROBE = False  # from_numpy returns its argument's reference count (a probe)
+_FROM_NUMPY_REFS: dict = {}  # a temporary argument's references in from_numpy, by caller
 _CREATION = tuple(n for n, f in vars(Session).items() if getattr(f, "_module_function", False))
 for _name in _CREATION:
     globals()[_name] = _module_creation(_name)
@@ -1630,33 +1763,43 @@ def numel(input: Tensor) -> builtins.int:
     return input.numel()
 
 
+def _grad_if(t: Tensor, requires_grad: Any) -> Tensor:
+    return t.requires_grad_() if requires_grad else t
+
+
 def _dtype_kw(dtype: Optional[dtype]) -> dict:
     return {"dtype": dtype.name} if dtype is not None else {}
 
 
-def zeros_like(input: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+def zeros_like(input: Tensor, dtype: Optional[dtype] = None,
+               requires_grad: Any = False) -> Tensor:
     """Zeros with input's shape (and dtype, unless given)."""
-    return input._s._op("zeros_like", [input], **_dtype_kw(dtype))
+    return _grad_if(input._s._op("zeros_like", [input], **_dtype_kw(dtype)), requires_grad)
 
 
-def ones_like(input: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+def ones_like(input: Tensor, dtype: Optional[dtype] = None,
+              requires_grad: Any = False) -> Tensor:
     """Ones with input's shape (and dtype, unless given)."""
-    return input._s._op("ones_like", [input], **_dtype_kw(dtype))
+    return _grad_if(input._s._op("ones_like", [input], **_dtype_kw(dtype)), requires_grad)
 
 
-def full_like(input: Tensor, fill_value: Any, dtype: Optional[dtype] = None) -> Tensor:
+def full_like(input: Tensor, fill_value: Any, dtype: Optional[dtype] = None,
+              requires_grad: Any = False) -> Tensor:
     """fill_value with input's shape (and dtype, unless given)."""
-    return input._s._op("full_like", [input], min=fill_value, **_dtype_kw(dtype))
+    return _grad_if(input._s._op("full_like", [input], min=fill_value, **_dtype_kw(dtype)),
+                    requires_grad)
 
 
-def rand_like(input: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+def rand_like(input: Tensor, dtype: Optional[dtype] = None,
+              requires_grad: Any = False) -> Tensor:
     """Uniform on [0, 1) with input's shape (and dtype, unless given)."""
-    return input._s._op("rand_like", [input], **_dtype_kw(dtype))
+    return _grad_if(input._s._op("rand_like", [input], **_dtype_kw(dtype)), requires_grad)
 
 
-def randn_like(input: Tensor, dtype: Optional[dtype] = None) -> Tensor:
+def randn_like(input: Tensor, dtype: Optional[dtype] = None,
+               requires_grad: Any = False) -> Tensor:
     """Standard normal with input's shape (and dtype, unless given)."""
-    return input._s._op("randn_like", [input], **_dtype_kw(dtype))
+    return _grad_if(input._s._op("randn_like", [input], **_dtype_kw(dtype)), requires_grad)
 
 
 for _f in (is_tensor, numel, zeros_like, ones_like, full_like, rand_like, randn_like):
@@ -1664,9 +1807,92 @@ for _f in (is_tensor, numel, zeros_like, ones_like, full_like, rand_like, randn_
 del _f
 
 
+_DEFAULT_SEED = 67280421310721  # torch.Generator().initial_seed()
+_U64 = (1 << 64) - 1
+
+
+class Generator:
+    """torch.Generator: a random stream of its own, on the server, for generator= on rand,
+    randn, randint, randperm, normal, multinomial, bernoulli, uniform_ and normal_. Seeded
+    alike, two generators give the same values; their streams are independent of the
+    session's (manual_seed) and of each other. The values differ from torch's, the
+    repeatability is the same.
+
+    The stream's state is a tensor [seed, offset] (int64) in the session's handle table: it is
+    charged to the session, freed with this object or the session, and kept in session
+    snapshots. get_state() returns a copy of it, which set_state() takes back (torch's state is
+    a ByteTensor of its Mersenne Twister; this one is not)."""
+
+    def __init__(self, device: Any = "cpu", *, session: Optional[Session] = None) -> None:
+        if str(device) != "cpu":
+            raise RuntimeError("Device type %s is not supported for torch.Generator() api."
+                               % str(device).split(":")[0].upper())
+        self._s = session or _session()
+        self._state = self._new_state(_DEFAULT_SEED)
+
+    def _new_state(self, seed: builtins.int) -> Tensor:
+        signed = seed - (1 << 64) if seed >= 1 << 63 else seed
+        return self._s.tensor([signed, 0], dtype=int64)
+
+    @property
+    def device(self) -> Any:
+        return "cpu"
+
+    def manual_seed(self, seed: Any) -> "Generator":
+        """Restarts the stream from seed (any int in [-2**63, 2**64)); returns the generator."""
+        if isinstance(seed, builtins.float) or not isinstance(seed, builtins.int):
+            raise RuntimeError("manual_seed expected a long, but got %s" % type(seed).__name__)
+        if not -(1 << 63) <= seed <= _U64:
+            raise RuntimeError("Overflow when unpacking long")
+        self._state = self._new_state(builtins.int(seed) & _U64)
+        return self
+
+    def seed(self) -> builtins.int:
+        """Seeds the stream from the OS's randomness and returns that seed."""
+        s = builtins.int.from_bytes(os.urandom(8), "little") >> 1
+        self.manual_seed(s)
+        return s
+
+    def initial_seed(self) -> builtins.int:
+        """The seed the stream started from (manual_seed's, seed()'s or set_state's)."""
+        return builtins.int(self._state.tolist()[0]) & _U64
+
+    def get_state(self) -> Tensor:
+        """A copy of the stream's state, for set_state."""
+        return self._state.clone()
+
+    def set_state(self, new_state: Any) -> "Generator":
+        """Puts the stream back where get_state() found it."""
+        if not isinstance(new_state, Tensor):
+            raise TypeError("expected a torch.ByteTensor, but got %s" % type(new_state).__name__)
+        if new_state.dtype != int64 or tuple(new_state.shape) != (2,) or new_state._s is not self._s:
+            raise RuntimeError("expected a state from tensord.Generator.get_state() (an int64 "
+                               "tensor of 2 elements in this session), got %s of shape %s"
+                               % (new_state.dtype, list(new_state.shape)))
+        self._state = new_state.clone()
+        return self
+
+
+def _generator_handle(s: Session, g: Any) -> builtins.int:
+    """generator= on the wire: the handle of g's state, or 0 for the session's generator."""
+    if g is None:
+        return 0
+    if not isinstance(g, Generator):
+        raise TypeError("generator must be a tensord.Generator, not %s" % type(g).__name__)
+    if g._s is not s:
+        raise RuntimeError("Expected a generator of this session: the generator and the "
+                           "tensors are in different sessions")
+    return g._state._h
+
+
 def __getattr__(name: str) -> Any:
-    """tensord.exp, tensord.sum, tensord.matmul ...: every op as a module function."""
-    return _function(name)
+    """tensord.exp, tensord.sum, tensord.matmul ...: every op as a module function, with
+    torch's out= where torch has it (ops that are not views)."""
+    f = _function(name)
+    return f if _ALIASES.get(name, name) in _VIEW_OPS else _legacy.with_out(f)
+
+
+_legacy.install(sys.modules[__name__])
 
 
 # Last, as torch does: `import tensord` makes tensord.nn.functional usable (it imports Tensor).

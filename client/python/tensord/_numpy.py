@@ -1,0 +1,157 @@
+"""NumPy memory sharing for tensord's Python client: torch's from_numpy()/numpy() semantics with
+the tensor's storage on the server.
+
+torch shares one buffer between a tensor and the ndarray from ``from_numpy(a)`` or
+``t.numpy()``. Here the tensor lives on the server, so the client keeps the two in step:
+
+* ndarray -> tensor: before a tensor whose storage has a shared ndarray is used (an op input,
+  printing, item/tolist/numpy), the ndarray's bytes are compared with those last sent, and only
+  the changed span of each changed chunk is sent (a Write request, or for a tensor that is a view
+  a copy_ from an uploaded copy).
+* tensor -> ndarray: after an in-place op on any tensor of that storage (views and ``x[i] = v``
+  included), the shared ndarrays are read back before control returns.
+
+The rule that keeps this cheap: an ndarray that nothing outside the client references (by
+sys.getrefcount, over the array and every ndarray in its ``.base`` chain) cannot change, so
+``from_numpy`` of such an array (``from_numpy(np.load(f))``) shares nothing at all, and a share
+whose ndarray the user has dropped is checked once more and then forgotten. A share whose
+ndarray is still referenced costs, per use of its tensor, one byte comparison of the array
+against a snapshot (a copy of the array, kept while it is shared), and per in-place op one read
+of the tensor. Tensors with no shared ndarray pay one attribute test.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, List
+
+from . import _conn
+from ._conn import np
+
+CHUNK = 1 << 16  # comparison granularity: a changed chunk sends only its changed span
+
+
+class Entry:
+    """One ndarray shared with one tensor of a storage: ``t`` the tensor whose values the array
+    mirrors, ``snap`` the array's bytes as last synchronised, ``direct`` whether t is a fresh
+    contiguous tensor (so a Write at a byte offset reaches it)."""
+
+    __slots__ = ("t", "arr", "snap", "direct")
+
+    def __init__(self, t: Any, arr: Any, direct: bool):
+        self.t = t
+        self.arr = arr
+        self.direct = direct
+        self.snap = _bytes_of(arr).copy()
+
+
+class Share:
+    """The shared ndarrays of one storage; lives on the storage's root tensor (``_share``)."""
+
+    __slots__ = ("entries", "busy")
+
+    def __init__(self) -> None:
+        self.entries: List[Entry] = []
+        self.busy = False
+
+
+def _bytes_of(arr: Any) -> Any:
+    """The array's bytes in C order as a flat uint8 array (a view when it is contiguous)."""
+    a = np.ascontiguousarray(arr)
+    return a.reshape(-1).view(np.uint8)
+
+
+def held(e: Entry) -> bool:
+    """Whether anything but this entry references the ndarray or an array it views."""
+    # e.arr's references: the entry's slot and getrefcount's argument
+    if sys.getrefcount(e.arr) > 2:
+        return True
+    b = e.arr.base
+    while b is not None:
+        # the child's .base slot, the local b, and getrefcount's argument
+        if sys.getrefcount(b) > 3:
+            return True
+        b = getattr(b, "base", None)
+    return False
+
+
+def root(t: Any) -> Any:
+    return t._root if t._root is not None else t
+
+
+def attach(t: Any, arr: Any, direct: bool) -> None:
+    """Shares arr with tensor t (whose values are arr's now)."""
+    r = root(t)
+    if r._share is None:
+        r._share = Share()
+    r._share.entries.append(Entry(t, arr, direct))
+
+
+def sync_in(share: Share) -> None:
+    """Sends the changes made to the shared ndarrays since they were last synchronised."""
+    if share.busy:
+        return
+    share.busy = True
+    try:
+        keep = []
+        for e in share.entries:
+            live = held(e)
+            _send_changes(e)
+            if live:
+                keep.append(e)
+        share.entries[:] = keep
+    finally:
+        share.busy = False
+
+
+def _send_changes(e: Entry) -> None:
+    cur = _bytes_of(e.arr)
+    snap = e.snap
+    n = cur.size
+    item = e.arr.itemsize or 1
+    spans = []
+    for off in range(0, n, CHUNK):
+        end = min(n, off + CHUNK)
+        a, b = cur[off:end], snap[off:end]
+        if np.array_equal(a, b):
+            continue
+        d = np.flatnonzero(a != b)
+        lo = off + (int(d[0]) // item) * item
+        hi = off + -(-(int(d[-1]) + 1) // item) * item
+        spans.append((lo, hi))
+    if not spans:
+        return
+    t = e.t
+    s = t._s
+    if e.direct:
+        for lo, hi in spans:
+            req = _conn.pb.Request()
+            req.write.handle = t._h
+            req.write.offset = lo
+            s._send(req, "numpy sharing (write)", memoryview(cur[lo:hi]))
+    else:
+        # a view: its bytes are not contiguous on the server; copy an uploaded copy into it
+        src = s.tensor(np.ascontiguousarray(e.arr))
+        s._op("copy", [t, src], inplace=True)
+    for lo, hi in spans:
+        snap[lo:hi] = cur[lo:hi]
+
+
+def sync_out(share: Share) -> None:
+    """Reads the storage's tensors back into their shared ndarrays (after an in-place op)."""
+    if share.busy:
+        return
+    share.busy = True
+    try:
+        keep = []
+        for e in share.entries:
+            if not held(e):
+                continue  # nothing can see the array any more: forget it
+            data = e.t._fetch()
+            got = np.frombuffer(data, dtype=e.arr.dtype).reshape(e.arr.shape)
+            if e.arr.flags.writeable:
+                np.copyto(e.arr, got)
+            e.snap = _bytes_of(e.arr).copy()
+            keep.append(e)
+        share.entries[:] = keep
+    finally:
+        share.busy = False

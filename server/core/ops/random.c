@@ -1,0 +1,585 @@
+/* server/core/ops/random.c — the random family: multinomial, bernoulli(_), randperm and
+** torch.normal's call forms (normal_sample), with their cost rules and backward rules.
+**
+** Every draw comes from td_op_args.rng: the session's generator or a torch.Generator's stream,
+** which rpc resolves from generator= (core never knows which). Draws are counter-based
+** (core/rng.h): value k of a draw uses Philox counter offset + k and nothing else, so results do
+** not depend on threading, and a draw advances the offset by the counters it used, only when it
+** succeeds. Values cannot equal torch's (its CPU generator is a Mersenne Twister); the
+** distributions, shapes, dtypes and errors are torch 1.13's.
+*/
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../base/checked.h"
+#include "../cancel.h"
+#include "../rng.h"
+#include "family.h"
+
+/* A uniform double in [0, 1) from counter ctr, 53 bits. */
+static double uniform01(const struct td_rng *r, uint64_t ctr)
+{
+    uint32_t w[4];
+    td_philox(r->seed, r->offset + ctr, w);
+    return (double)(((uint64_t)w[0] << 32 | w[1]) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* A standard normal from counter ctr: Box-Muller on two 53-bit uniforms. */
+static double normal01(const struct td_rng *r, uint64_t ctr)
+{
+    uint32_t w[4];
+    td_philox(r->seed, r->offset + ctr, w);
+    double u1 = ((double)(((uint64_t)w[0] << 32 | w[1]) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+    double u2 = (double)(((uint64_t)w[2] << 32 | w[3]) >> 11) * (1.0 / 9007199254740992.0);
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+static int no_generator(struct td_err *err)
+{
+    return td_err_set(err, TD_EINVAL, "no generator");
+}
+
+/* A contiguous float64 copy of t, charged to q (the kernels below read values by index). */
+static int f64_copy(struct td_tensor **out, const struct td_tensor *t, struct td_quota *q,
+                    struct td_err *err)
+{
+    int rc = td_tensor_empty(out, TD_DTYPE_F64, t->shape, t->ndim, q, err);
+    if (rc == 0 && (rc = td_cast_copy(*out, t, err)) != 0) {
+        td_tensor_unref(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* ---- multinomial(input, num_samples, replacement=False, *, generator=None) ---- */
+
+struct keyed {
+    double key;
+    int64_t idx;
+};
+
+static int by_key_desc(const void *a, const void *b)
+{
+    double x = ((const struct keyed *)a)->key, y = ((const struct keyed *)b)->key;
+    if (x != y) {
+        return x > y ? -1 : 1;
+    }
+    int64_t i = ((const struct keyed *)a)->idx, j = ((const struct keyed *)b)->idx;
+    return (i > j) - (i < j);
+}
+
+/* torch's checks, in torch's order (aten/src/ATen/native/Distributions.cpp). */
+static int multinomial_check(const struct td_tensor *p, const struct td_op_args *a,
+                             struct td_err *err)
+{
+    if (p->ndim < 1 || p->ndim > 2) {
+        return td_err_set(err, TD_ESHAPE, "prob_dist must be 1 or 2 dim");
+    }
+    if (!td_dtype_is_float(p->dtype)) {
+        return td_err_set(err, TD_EDTYPE,
+                          "multinomial only supports floating-point dtypes for input, got: %s",
+                          td_dtype_cname(p->dtype));
+    }
+    if (a->num_samples <= 0) {
+        return td_err_set(err, TD_EINVAL, "cannot sample n_sample <= 0 samples");
+    }
+    int64_t k = p->shape[p->ndim - 1];
+    if (!a->replacement && a->num_samples > k) {
+        return td_err_set(err, TD_EINVAL,
+                          "cannot sample n_sample > prob_dist.size(-1) samples without "
+                          "replacement");
+    }
+    if (k > (int64_t)1 << 24) {
+        return td_err_set(err, TD_EINVAL, "number of categories cannot exceed 2^24");
+    }
+    return 0;
+}
+
+/* The rows' values: torch checks them for the whole input before it draws. */
+static int multinomial_values(const double *v, int64_t rows, int64_t k, bool fast,
+                              struct td_err *err)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        double sum = 0;
+        for (int64_t j = 0; j < k; j++) {
+            double x = v[r * k + j];
+            if (fast) {
+                if (!(x >= 0) || isinf(x)) {
+                    return td_err_set(err, TD_EINVAL,
+                                      "probability tensor contains either `inf`, `nan` or "
+                                      "element < 0");
+                }
+            } else if (!(x >= 0)) {
+                return td_err_set(err, TD_EINVAL,
+                                  "invalid multinomial distribution "
+                                  "(encountering probability entry < 0)");
+            } else if (isinf(x)) {
+                return td_err_set(err, TD_EINVAL,
+                                  "invalid multinomial distribution (encountering probability "
+                                  "entry = infinity or NaN)");
+            }
+            sum += x;
+        }
+        if (!(sum > 0)) {
+            return td_err_set(err, TD_EINVAL,
+                              "invalid multinomial distribution (sum of probabilities <= 0)");
+        }
+    }
+    return 0;
+}
+
+/* Without replacement (and for one sample), torch's exponential trick: category j gets the key
+** p_j / E_j with E_j ~ Exp(1), and the num_samples largest keys, largest first, are the draw:
+** the same law as drawing one at a time in proportion to what is left. With replacement, each
+** sample inverts the row's cumulative sums at a uniform draw. Row r uses counters from
+** r * k (exponential trick) or r * num_samples (with replacement). */
+int td_make_multinomial(struct td_tensor **out, const struct td_operand *in, int nin,
+                        const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    const struct td_tensor *p = in[0].t;
+    int rc;
+    if ((rc = multinomial_check(p, a, err)) != 0) {
+        return rc;
+    }
+    if (a->rng == NULL) {
+        return no_generator(err);
+    }
+    int64_t k = p->shape[p->ndim - 1], rows = p->ndim == 2 ? p->shape[0] : 1;
+    int64_t n = a->num_samples;
+    int64_t shape[2] = {rows, n};
+    if ((rc = td_tensor_empty(out, TD_DTYPE_I64, p->ndim == 2 ? shape : shape + 1, p->ndim, q,
+                              err)) != 0) {
+        return rc;
+    }
+    if (p->numel == 0) {
+        memset(td_tensor_data(*out), 0, td_tensor_nbytes(*out));
+        return 0;
+    }
+    struct td_tensor *v = NULL;
+    if ((rc = f64_copy(&v, p, q, err)) != 0) {
+        goto fail;
+    }
+    const double *pv = td_tensor_data(v);
+    bool fast = !a->replacement || n == 1;
+    if ((rc = multinomial_values(pv, rows, k, fast, err)) != 0) {
+        goto fail_v;
+    }
+    /* One row's scratch: k keyed entries, or k cumulative sums. */
+    int64_t scratch = td_sat_mul(k, fast ? (int64_t)sizeof(struct keyed) : (int64_t)sizeof(double));
+    if ((rc = td_quota_charge_bytes(q, scratch, err)) != 0) {
+        goto fail_v;
+    }
+    void *buf = td_malloc((size_t)scratch);
+    if (buf == NULL) {
+        rc = td_err_code(err, TD_ENOMEM);
+        goto fail_charge;
+    }
+    int64_t *o = td_tensor_data(*out);
+    for (int64_t r = 0; r < rows; r++) {
+        const double *row = pv + r * k;
+        if (fast) {
+            struct keyed *e = buf;
+            for (int64_t j = 0; j < k; j++) {
+                /* 1 - u is in (0, 1]: the exponential draw is finite. */
+                double ex = -log(1.0 - uniform01(a->rng, (uint64_t)(r * k + j)));
+                e[j].key = ex > 0 ? row[j] / ex : (row[j] > 0 ? INFINITY : 0);
+                e[j].idx = j;
+            }
+            qsort(e, (size_t)k, sizeof *e, by_key_desc);
+            for (int64_t s = 0; s < n; s++) {
+                o[r * n + s] = e[s].idx;
+            }
+        } else {
+            double *cum = buf, total = 0;
+            for (int64_t j = 0; j < k; j++) {
+                total += row[j];
+                cum[j] = total;
+            }
+            for (int64_t s = 0; s < n; s++) {
+                double x = uniform01(a->rng, (uint64_t)(r * n + s)) * total;
+                int64_t lo = 0, hi = k - 1; /* the first j with cum[j] > x */
+                while (lo < hi) {
+                    int64_t mid = lo + (hi - lo) / 2;
+                    if (cum[mid] > x) {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                o[r * n + s] = lo;
+            }
+        }
+        if ((rc = td_cancel_check(err)) != 0) {
+            break;
+        }
+    }
+    td_free(buf);
+    td_quota_release(q, scratch);
+    td_tensor_unref(v);
+    if (rc != 0) {
+        goto fail;
+    }
+    a->rng->offset += (uint64_t)rows * (uint64_t)(fast ? k : n);
+    return 0;
+fail_charge:
+    td_quota_release(q, scratch);
+fail_v:
+    td_tensor_unref(v);
+fail:
+    td_tensor_unref(*out);
+    *out = NULL;
+    return rc;
+}
+
+/* Reads the input (a float64 copy), writes rows * num_samples int64, sorts or searches rows. */
+int td_cost_multinomial(const struct td_operand *in, int nin, const struct td_op_args *a,
+                        struct td_cost *c)
+{
+    (void)nin;
+    const struct td_tensor *p = in[0].t;
+    if (p == NULL || p->ndim < 1 || p->ndim > 2 || a->num_samples <= 0) {
+        return -1;
+    }
+    int64_t k = p->shape[p->ndim - 1], rows = p->ndim == 2 ? p->shape[0] : 1;
+    int64_t out = td_sat_mul(rows, a->num_samples);
+    c->read = p->numel;
+    c->written = out;
+    /* the sort: about k log2 k comparisons a row */
+    int64_t lg = 1;
+    while (lg < 63 && ((int64_t)1 << lg) < k) {
+        lg++;
+    }
+    c->flops = td_sat_mul(p->numel, lg);
+    c->out_bytes = td_sat_mul(out, 8);
+    c->temp_bytes = td_sat_add(td_sat_mul(p->numel, 8), td_sat_mul(k, 16));
+    return 0;
+}
+
+/* ---- bernoulli(input, p=None, *, generator=None) and bernoulli_(p=0.5) ---- */
+
+/* torch.bernoulli(x) draws with x's values as probabilities (BernoulliBackward0); x.bernoulli_(p)
+** with the number p, 0.5 when none is given (BernoulliBackward2). torch.bernoulli(x, p) records
+** nothing in torch; here it records BernoulliBackward0, with the same zero gradient. */
+const char *td_grad_fn_bernoulli(const struct td_node *n)
+{
+    return n->args.inplace ? "BernoulliBackward2" : "BernoulliBackward0";
+}
+
+/* The result is input's dtype; drawing with input's values as probabilities needs floats. */
+int td_dtype_rule_bernoulli(const struct td_operand *in, int nin, const struct td_op_args *a,
+                            enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    (void)nin;
+    const struct td_tensor *t = in[0].t;
+    if (t == NULL) {
+        return td_err_set(err, TD_EINVAL,
+                          "bernoulli(): argument 'input' must be Tensor, not a "
+                          "number");
+    }
+    if (!a->has_max && !a->inplace && !td_dtype_is_float(t->dtype)) {
+        return td_err_set(err, TD_EDTYPE, "\"bernoulli_tensor_cpu_p_\" not implemented for '%s'",
+                          td_dtype_cname(t->dtype));
+    }
+    *compute = *result = t->dtype;
+    return 0;
+}
+
+struct bern_ctx {
+    const struct td_rng *rng;
+    const double *prob; /* per element, or NULL: p for all */
+    double p;
+    enum td_dtype dt;
+};
+
+static void bern_one(void *elem, void *ctx, int64_t i)
+{
+    struct bern_ctx *b = ctx;
+    double p = b->prob != NULL ? b->prob[i] : b->p;
+    td_elem_store_f64(elem, b->dt, uniform01(b->rng, (uint64_t)i) < p ? 1.0 : 0.0);
+}
+
+int td_fwd_bernoulli(struct td_tensor *out, const struct td_operand *in, int nin,
+                     const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    (void)nin;
+    (void)compute;
+    struct bern_ctx b = {.rng = a->rng, .prob = NULL, .p = 0.5, .dt = out->dtype};
+    struct td_tensor *v = NULL;
+    int rc;
+    if (a->has_max) {
+        b.p = td_scalar_to_double(a->max);
+        if (!(b.p >= 0 && b.p <= 1)) {
+            return td_err_set(err, TD_EINVAL, "bernoulli_ expects p to be in [0, 1], but got p=%g",
+                              b.p);
+        }
+    } else if (!a->inplace) {
+        if ((rc = f64_copy(&v, in[0].t, a->quota, err)) != 0) {
+            return rc;
+        }
+        b.prob = td_tensor_data(v);
+        for (int64_t i = 0; i < v->numel; i++) {
+            if (!(b.prob[i] >= 0 && b.prob[i] <= 1)) {
+                td_tensor_unref(v);
+                return td_err_set(err, TD_EINVAL,
+                                  "Expected p_in >= 0 && p_in <= 1 to be true, but got false.  "
+                                  "(Could this error message be improved?  If so, please report "
+                                  "an enhancement request to PyTorch.)");
+            }
+        }
+    }
+    if (a->rng == NULL) {
+        td_tensor_unref(v);
+        return no_generator(err);
+    }
+    rc = td_tensor_each(out, bern_one, &b, err);
+    td_tensor_unref(v);
+    if (rc == 0) {
+        a->rng->offset += (uint64_t)out->numel;
+    }
+    return rc;
+}
+
+/* ---- randperm(n, *, generator=None, dtype=torch.int64) ---- */
+
+/* Fisher-Yates over an int64 scratch: step i swaps i with a uniform j in [0, i], from counter
+** i. The result is cast to dtype when that is not int64. */
+int td_make_randperm(struct td_tensor **out, const struct td_operand *in, int nin,
+                     const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)in;
+    (void)nin;
+    enum td_dtype dt = a->has_dtype ? a->dtype : TD_DTYPE_I64;
+    int64_t n = a->num_samples;
+    int rc;
+    if (n < 0) {
+        return td_err_set(err, TD_EINVAL,
+                          "Trying to create tensor with negative dimension %lld: [%lld]",
+                          (long long)n, (long long)n);
+    }
+    if (dt == TD_DTYPE_BOOL) {
+        return td_err_set(err, TD_EDTYPE, "\"randperm\" not implemented for 'Bool'");
+    }
+    if (dt == TD_DTYPE_F32 && n > ((int64_t)1 << 24) + 1) {
+        return td_err_set(err, TD_EINVAL, "n cannot be greater than 2^24+1 for Float type.");
+    }
+    if (a->rng == NULL) {
+        return no_generator(err);
+    }
+    struct td_tensor *perm = NULL;
+    if ((rc = td_tensor_empty(&perm, TD_DTYPE_I64, &n, 1, q, err)) != 0) {
+        return rc;
+    }
+    int64_t *v = td_tensor_data(perm);
+    for (int64_t i = 0; i < n; i++) {
+        v[i] = i;
+    }
+    for (int64_t c = 1, end; c < n; c = end) {
+        end = td_cancel_chunk_end(c, n);
+        for (int64_t i = c; i < end; i++) {
+            uint32_t w[4];
+            td_philox(a->rng->seed, a->rng->offset + (uint64_t)i, w);
+            int64_t j = (int64_t)((((uint64_t)w[0] << 32) | w[1]) % (uint64_t)(i + 1));
+            int64_t t = v[i];
+            v[i] = v[j];
+            v[j] = t;
+        }
+        if ((rc = td_cancel_check(err)) != 0) {
+            td_tensor_unref(perm);
+            return rc;
+        }
+    }
+    if (dt == TD_DTYPE_I64) {
+        *out = perm;
+    } else {
+        rc = td_tensor_empty(out, dt, &n, 1, q, err);
+        if (rc == 0 && (rc = td_cast_copy(*out, perm, err)) != 0) {
+            td_tensor_unref(*out);
+            *out = NULL;
+        }
+        td_tensor_unref(perm);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    a->rng->offset += (uint64_t)n;
+    return 0;
+}
+
+int td_cost_randperm(const struct td_operand *in, int nin, const struct td_op_args *a,
+                     struct td_cost *c)
+{
+    (void)in;
+    (void)nin;
+    if (a->num_samples < 0) {
+        return -1;
+    }
+    int64_t n = a->num_samples;
+    c->written = td_sat_mul(n, 2);
+    c->read = n;
+    c->out_bytes = td_sat_mul(n, 8);
+    c->temp_bytes = td_sat_mul(n, 8);
+    return 0;
+}
+
+/* ---- torch.normal(mean, std, size=None, *, generator=None, dtype=None) ---- */
+
+/* normal(Tensor, float) is NormalBackward1, normal(float, Tensor) NormalBackward2,
+** normal(Tensor, Tensor) NormalBackward3. */
+const char *td_grad_fn_normal_sample(const struct td_node *n)
+{
+    if (n->in[0].t != NULL && n->in[1].t != NULL) {
+        return "NormalBackward3";
+    }
+    return n->in[0].t != NULL ? "NormalBackward1" : "NormalBackward2";
+}
+
+/* The result's dtype (mean's when it is a tensor, else std's, else dtype= or float32: a float)
+** and shape (the tensors' broadcast shape, else size). */
+static int normal_plan(const struct td_operand *in, int nin, const struct td_op_args *a,
+                       enum td_dtype *dt, int64_t *shape, int *ndim, struct td_err *err)
+{
+    if (nin != 2) {
+        return td_err_set(err, TD_EINVAL, "normal takes mean and std, got %d inputs", nin);
+    }
+    const struct td_tensor *m = in[0].t, *s = in[1].t;
+    *dt = m != NULL   ? m->dtype
+          : s != NULL ? s->dtype
+                      : (a->has_dtype ? a->dtype : TD_DTYPE_DEFAULT_FLOAT);
+    if (m != NULL && s != NULL) {
+        return td_broadcast_shapes(m->shape, m->ndim, s->shape, s->ndim, shape, ndim, err);
+    }
+    if (m != NULL || s != NULL) {
+        const struct td_tensor *t = m != NULL ? m : s;
+        memcpy(shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
+        *ndim = t->ndim;
+        return 0;
+    }
+    if (!a->has_dims) {
+        return td_err_set(err, TD_EINVAL, "normal(float mean, float std) needs a size");
+    }
+    memcpy(shape, a->dims, sizeof(int64_t) * (size_t)a->ndims);
+    *ndim = a->ndims;
+    return 0;
+}
+
+/* mean + std * z with z standard normal in the result's shape, through the tested broadcasting
+** mul and add; a float64 std or mean under a float32 mean comes back to mean's dtype. */
+int td_make_normal_sample(struct td_tensor **out, const struct td_operand *in, int nin,
+                          const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    enum td_dtype dt;
+    int64_t shape[TD_MAX_DIMS];
+    int ndim, rc;
+    if ((rc = normal_plan(in, nin, a, &dt, shape, &ndim, err)) != 0) {
+        return rc;
+    }
+    if (in[1].t == NULL && td_scalar_to_double(in[1].s) < 0) {
+        return td_err_set(err, TD_EINVAL, "normal expects std >= 0.0, but found std %g",
+                          td_scalar_to_double(in[1].s));
+    }
+    if (!td_dtype_is_float(dt)) {
+        return td_err_set(err, TD_EDTYPE, "\"normal_kernel_cpu\" not implemented for '%s'",
+                          td_dtype_cname(dt));
+    }
+    if (in[1].t != NULL) {
+        struct td_tensor *sv = NULL;
+        if ((rc = f64_copy(&sv, in[1].t, q, err)) != 0) {
+            return rc;
+        }
+        const double *d = td_tensor_data(sv);
+        for (int64_t i = 0; i < sv->numel; i++) {
+            if (!(d[i] >= 0)) {
+                td_tensor_unref(sv);
+                return td_err_set(err, TD_EINVAL, "normal expects all elements of std >= 0.0");
+            }
+        }
+        td_tensor_unref(sv);
+    }
+    if (a->rng == NULL) {
+        return no_generator(err);
+    }
+    struct td_tensor *z = NULL, *sz = NULL, *r = NULL;
+    if ((rc = td_tensor_empty(&z, dt, shape, ndim, q, err)) != 0) {
+        return rc;
+    }
+    char *zd = td_tensor_data(z);
+    size_t es = td_dtype_size(dt);
+    for (int64_t c = 0, end; c < z->numel; c = end) {
+        end = td_cancel_chunk_end(c, z->numel);
+        for (int64_t i = c; i < end; i++) {
+            td_elem_store_f64(zd + (size_t)i * es, dt, normal01(a->rng, (uint64_t)i));
+        }
+        if ((rc = td_cancel_check(err)) != 0) {
+            td_tensor_unref(z);
+            return rc;
+        }
+    }
+    if ((rc = td_bw2(TD_OP_MUL, td_t(z), in[1], q, &sz, err)) != 0 ||
+        (rc = td_bw2(TD_OP_ADD, td_t(sz), in[0], q, &r, err)) != 0) {
+        td_tensor_unref(z);
+        td_tensor_unref(sz);
+        return rc;
+    }
+    uint64_t used = (uint64_t)z->numel;
+    td_tensor_unref(z);
+    td_tensor_unref(sz);
+    if (r->dtype != dt) {
+        struct td_tensor *cast = NULL;
+        rc = td_tensor_empty(&cast, dt, r->shape, r->ndim, q, err);
+        if (rc == 0 && (rc = td_cast_copy(cast, r, err)) != 0) {
+            td_tensor_unref(cast);
+        }
+        td_tensor_unref(r);
+        if (rc != 0) {
+            return rc;
+        }
+        r = cast;
+    }
+    a->rng->offset += used;
+    *out = r;
+    return 0;
+}
+
+/* torch's derivative of every normal form is zero for mean and for std. */
+int td_bw_normal_sample(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                        struct td_quota *q, struct td_err *err)
+{
+    for (int i = 0; i < 2 && i < n->nin; i++) {
+        int rc;
+        if (n->in[i].t != NULL &&
+            (rc = td_bw2(TD_OP_MUL, td_t(g), td_s(td_scalar_i(0)), q, &gin[i], err)) != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* The result's n elements written three times (z, std * z, + mean), every tensor input read once
+** per element, two temporaries of n. */
+int td_cost_normal_sample(const struct td_operand *in, int nin, const struct td_op_args *a,
+                          struct td_cost *c)
+{
+    enum td_dtype dt;
+    int64_t shape[TD_MAX_DIMS];
+    int ndim;
+    if (normal_plan(in, nin, a, &dt, shape, &ndim, NULL) != 0 ||
+        td_shape_check(shape, ndim, td_dtype_is_valid((int)dt) ? dt : TD_DTYPE_F64, NULL, NULL,
+                       NULL) != 0) {
+        return -1;
+    }
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        n = td_sat_mul(n, shape[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (in[i].t != NULL) {
+            c->read = td_sat_add(c->read, td_sat_add(n, in[i].t->numel));
+        }
+    }
+    c->written = td_sat_mul(n, 3);
+    c->out_bytes = td_sat_mul(n, 8);
+    c->temp_bytes = td_sat_add(td_sat_mul(n, 16), 0);
+    return 0;
+}
