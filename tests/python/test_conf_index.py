@@ -145,6 +145,8 @@ VALUES = {
     "adv_numpy": lambda m: X(m)[np.array([2, 1])],
     "adv_numpy_mask": lambda m: X(m)[np.array([True, False, True])],
     "adv_empty": lambda m: X(m)[[]],
+    "adv_float_list": lambda m: X(m)[[0.5, 2.7]],
+    "adv_mixed_list": lambda m: X(m)[[1.0, True]],
     "adv_oob": lambda m: X(m)[I(m, [3])],
     "adv_neg_oob": lambda m: X(m)[:, I(m, [-5])],
     "adv_float_index": lambda m: X(m)[m.tensor([0.0])],

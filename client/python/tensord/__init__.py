@@ -1239,7 +1239,10 @@ class Tensor:
         if isinstance(k, list):
             if not k:
                 return self._s.tensor([], dtype=int64)
-            return self._s.tensor(k)
+            t = self._s.tensor(k)
+            if t.dtype.is_floating_point:  # torch reads a list of numbers as int64 (truncating)
+                t = t._s._op("to", [t], dtype="int64")
+            return t
         if np is not None and isinstance(k, np.ndarray):
             if k.ndim == 0 and k.dtype.kind in "iu":
                 return None
