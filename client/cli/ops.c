@@ -255,6 +255,15 @@ int tdx_set_arg(struct tdx_env *e, const char *op, const char *key, const struct
                         "other)",
                         op, op);
     }
+    if (strcmp(key, "as_tuple") == 0 && strcmp(op, "nonzero") == 0) {
+        /* nonzero's [n, ndim] result; as_tuple=True (one index tensor per dim) is Python's */
+        if (v->k == V_BOOL && !v->b) {
+            return 0;
+        }
+        return tdx_fail(e, at,
+                        "nonzero(): as_tuple=True is not supported by tensorctl; index "
+                        "the result's columns: nonzero(x)[:, d]");
+    }
     if (strcmp(key, "requires_grad") == 0 && requires_grad != NULL) {
         *requires_grad = v->k == V_BOOL ? v->b : num_f(v) != 0;
         return 0;

@@ -678,6 +678,8 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
     if (w->has_correction) {
         a->correction = w->correction;
     }
+    a->index_mask = w->index_mask;
+    a->accumulate = w->accumulate;
     a->num_samples = w->num_samples;
     a->replacement = w->replacement;
     return 0;

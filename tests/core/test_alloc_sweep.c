@@ -55,6 +55,27 @@ static void setup(enum td_op_id op, struct call *c)
     case TD_OP_CROSS_ENTROPY: sh[1][0] = 2, nd[1] = 1, dt[1] = TD_DTYPE_I64; break;
     case TD_OP_CAT:
     case TD_OP_STACK: nin = 2; break;
+    /* indexing: int64 index operands hold k % 3 (0, 1, 2, ...), along dim 1 of [2, 3] */
+    case TD_OP_GATHER: dt[1] = TD_DTYPE_I64, a->dim = 1; break;
+    case TD_OP_SCATTER:
+    case TD_OP_SCATTER_ADD:
+        dt[1] = TD_DTYPE_I64, sh[2][0] = 2, sh[2][1] = 3, nd[2] = 2, a->dim = 1;
+        break;
+    case TD_OP_INDEX_SELECT:
+    case TD_OP_TAKE: dt[1] = TD_DTYPE_I64, sh[1][0] = 3, nd[1] = 1, a->dim = 1; break;
+    case TD_OP_INDEX_ADD:
+        dt[1] = TD_DTYPE_I64, sh[1][0] = 3, nd[1] = 1, sh[2][0] = 2, sh[2][1] = 3, nd[2] = 2;
+        a->dim = 1;
+        break;
+    case TD_OP_MASKED_FILL: dt[1] = TD_DTYPE_BOOL, nd[2] = 0; break;
+    case TD_OP_MASKED_SELECT: dt[1] = TD_DTYPE_BOOL; break;
+    case TD_OP_INDEX:
+        dt[1] = TD_DTYPE_I64, sh[1][0] = 3, nd[1] = 1, a->index_mask = 2, nin = 2;
+        break;
+    case TD_OP_INDEX_PUT:
+        dt[1] = TD_DTYPE_I64, sh[1][0] = 3, nd[1] = 1, sh[2][0] = 2, sh[2][1] = 3, nd[2] = 2;
+        a->index_mask = 2, nin = 3;
+        break;
     case TD_OP_RESHAPE:
     case TD_OP_VIEW: a->dims[0] = 3, a->dims[1] = 2, a->ndims = 2, a->has_dims = true; break;
     case TD_OP_EXPAND:

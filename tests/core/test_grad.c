@@ -50,6 +50,9 @@ static double rnd(void)
     return 0.5 + (double)rand() / RAND_MAX; /* (0.5, 1.5): safe for log, sqrt, pow */
 }
 
+/* The values of the case's integer (index) and bool (mask) operands, NULL for float ones. */
+static const double *g_index_vals[3], *g_mask_vals[3];
+
 static void check_op(enum td_op_id op, int64_t (*shapes)[3], const int *ndims, int nin,
                      struct td_op_args *args, bool transpose_first)
 {
@@ -65,6 +68,12 @@ static void check_op(enum td_op_id op, int64_t (*shapes)[3], const int *ndims, i
                 v[k] = k % 2; /* a bool condition */
             }
             x[i] = mk(TD_DTYPE_BOOL, shapes[i], ndims[i], v);
+            in[i] = tens(x[i]);
+            continue;
+        }
+        if (g_index_vals[i] != NULL || g_mask_vals[i] != NULL) {
+            x[i] = mk(g_index_vals[i] != NULL ? TD_DTYPE_I64 : TD_DTYPE_BOOL, shapes[i], ndims[i],
+                      g_index_vals[i] != NULL ? g_index_vals[i] : g_mask_vals[i]);
             in[i] = tens(x[i]);
             continue;
         }
@@ -88,7 +97,10 @@ static void check_op(enum td_op_id op, int64_t (*shapes)[3], const int *ndims, i
     /* the output's shape, for the weights */
     struct td_tensor *y;
     args->grad_enabled = false;
-    assert_int_equal(td_op_apply(op, in, nin, args, false, NULL, &y, NULL), 0);
+    struct td_err yerr;
+    if (td_op_apply(op, in, nin, args, false, NULL, &y, &yerr) != 0) {
+        fail_msg("%s: %s", td_ops[op].name, yerr.msg);
+    }
     double wv[64];
     for (int k = 0; k < 64; k++) {
         wv[k] = rnd() - 1.0;
@@ -152,7 +164,9 @@ struct grad_case {
     int64_t shape[3][3];
     bool transpose_first; /* operand 0 is a transposed (non-contiguous) view */
     void (*args)(struct td_op_args *a);
-    const char *skip; /* not checked here, and why */
+    const char *skip;       /* not checked here, and why */
+    const double *index[3]; /* an int64 operand's values (the indexing family) */
+    const double *mask[3];  /* a bool operand's values */
 };
 
 #define ARGS(name, ...)                                                                            \
@@ -179,6 +193,19 @@ ARGS(a_clamp, a->has_min = a->has_max = true, a->min = td_scalar_f(0.8), a->max 
 ARGS(a_flip, DIMS1(1))
 ARGS(a_repeat, DIMS2(2, 1))
 ARGS(a_to_f32, a->has_dtype = true; a->dtype = TD_DTYPE_F32)
+ARGS(a_mask_d1, a->index_mask = 2)
+ARGS(a_mask_d01, a->index_mask = 3)
+ARGS(a_mask_d1_acc, a->index_mask = 2; a->accumulate = true)
+
+/* index operands of the indexing family */
+static const double I_GATHER[] = {2, 0, 2, 1, 1, 0}; /* [2, 3] along dim 1 of [2, 3] */
+static const double I_SCATTER[] = {2, 0, 1, 2};      /* [2, 2], unique in each row */
+static const double I_SELECT[] = {2, 0, 2, 1};       /* [4] */
+static const double I_ADD[] = {2, 0};                /* [2] */
+static const double I_TAKE[] = {5, -1, 0, 2};        /* [4], negative wraps */
+static const double I_ROWS[] = {1, 0};               /* [2] */
+static const double I_COLS[] = {2, 2};               /* [2] */
+static const double M_COLS[] = {1, 0, 1};            /* [3] bool */
 
 /* shapes */
 #define M23                                                                                        \
@@ -295,6 +322,80 @@ static const struct grad_case CASES[] = {
     {.op = TD_OP_CROSS_ENTROPY, .nin = 2, .ndim = {2, 1}, .shape = {M23, {2}}},
     {.op = TD_OP_LINEAR, .nin = 3, .ndim = {2, 2, 1}, .shape = {M23, {4, 3}, {4}}},
     {.op = TD_OP_LINEAR, .nin = 2, .ndim = {2, 2}, .shape = {M23, {4, 3}}},
+    {.op = TD_OP_GATHER,
+     .nin = 2,
+     .ndim = {2, 2},
+     .shape = {{3, 2}, M23},
+     .args = a_dim1_plain,
+     .index = {NULL, I_GATHER},
+     .transpose_first = true},
+    {.op = TD_OP_SCATTER,
+     .nin = 3,
+     .ndim = {2, 2, 2},
+     .shape = {M23, {2, 2}, {2, 2}},
+     .args = a_dim1_plain,
+     .index = {NULL, I_SCATTER}},
+    {.op = TD_OP_SCATTER_ADD,
+     .nin = 3,
+     .ndim = {2, 2, 2},
+     .shape = {{2, 4}, {2, 2}, {2, 2}},
+     .args = a_dim1_plain,
+     .index = {NULL, I_SCATTER}},
+    {.op = TD_OP_INDEX_SELECT,
+     .nin = 2,
+     .ndim = {2, 1},
+     .shape = {{3, 2}, {4}},
+     .args = a_dim1_plain,
+     .index = {NULL, I_SELECT},
+     .transpose_first = true},
+    {.op = TD_OP_INDEX_ADD,
+     .nin = 3,
+     .ndim = {2, 1, 2},
+     .shape = {M23, {2}, {2, 2}},
+     .args = a_dim1_plain,
+     .index = {NULL, I_ADD}},
+    {.op = TD_OP_MASKED_FILL,
+     .nin = 3,
+     .ndim = {2, 1, 0},
+     .shape = {M23, {3}, {0}},
+     .mask = {NULL, M_COLS}},
+    {.op = TD_OP_MASKED_SELECT,
+     .nin = 2,
+     .ndim = {2, 1},
+     .shape = {{3, 2}, {3}},
+     .mask = {NULL, M_COLS},
+     .transpose_first = true},
+    {.op = TD_OP_TAKE,
+     .nin = 2,
+     .ndim = {2, 1},
+     .shape = {{3, 2}, {4}},
+     .index = {NULL, I_TAKE},
+     .transpose_first = true},
+    {.op = TD_OP_INDEX,
+     .nin = 3,
+     .ndim = {2, 1, 1},
+     .shape = {M23, {2}, {2}},
+     .args = a_mask_d01,
+     .index = {NULL, I_ROWS, I_COLS}},
+    {.op = TD_OP_INDEX,
+     .nin = 2,
+     .ndim = {2, 1},
+     .shape = {{3, 2}, {4}},
+     .args = a_mask_d1,
+     .index = {NULL, I_SELECT},
+     .transpose_first = true},
+    {.op = TD_OP_INDEX_PUT,
+     .nin = 3,
+     .ndim = {2, 1, 1},
+     .shape = {M23, {2}, {2}},
+     .args = a_mask_d1,
+     .index = {NULL, I_ADD}},
+    {.op = TD_OP_INDEX_PUT,
+     .nin = 3,
+     .ndim = {2, 1, 1},
+     .shape = {M23, {2}, {2}},
+     .args = a_mask_d1_acc,
+     .index = {NULL, I_COLS}},
     INPLACE_ONLY(FILL),
     INPLACE_ONLY(ZERO),
     INPLACE_ONLY(COPY),
@@ -331,6 +432,8 @@ static void test_every_rule_against_finite_differences(void **state)
             }
             int64_t shapes[3][3];
             memcpy(shapes, c->shape, sizeof shapes);
+            memcpy(g_index_vals, c->index, sizeof g_index_vals);
+            memcpy(g_mask_vals, c->mask, sizeof g_mask_vals);
             check_op(c->op, shapes, c->ndim, c->nin, &a, c->transpose_first);
             rows++;
         }

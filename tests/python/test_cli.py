@@ -304,7 +304,7 @@ def test_help_ops_lists_every_op_of_ops_def(daemon):
     assert r.returncode == 0, r.stderr
     listed = set(r.stdout.split("tensor methods and attributes:")[0].split(":", 1)[1].split())
     for op in ops_def():
-        if "TD_OPF_INTERNAL" in op.flags:  # x.mT, x[a:b], torch.normal's forms
+        if "TD_OPF_INTERNAL" in op.flags:  # x.mT, x[a:b], x[idx], torch.normal's forms
             assert op.name not in listed
         else:
             assert op.name in listed or op.name + "_" in listed, op.name

@@ -34,6 +34,13 @@ def F(m):
 
 # op name -> list of (label, call(m, x, others), others(m) -> list of extra tensors)
 # `x` is the non-leaf float input (2, 3); others are made fresh for each run.
+def _put(x, key, v):
+    """x[key] = v on a copy of x (index_put_), the copy returned."""
+    y = x.clone()
+    y[key] = v
+    return y
+
+
 def _t(data, grad=False):
     return lambda m: m.tensor(data, requires_grad=grad)
 
@@ -110,6 +117,28 @@ CASES = {
     "dot": [("t", lambda m, x, o: m.dot(x.reshape(6)[:3], o[0]), [_t(V)])],
     "mv": [("t", lambda m, x, o: m.mv(x, o[0]), [_t(V)])],
     "cumsum": [("t", lambda m, x, o: m.cumsum(x, dim=1), [])],
+    # indexing (index operands are int64 tensors, masks bool)
+    "gather": [("t", lambda m, x, o: m.gather(x, 1, o[0]), [lambda m: m.tensor([[0, 2], [1, 1]])])],
+    "scatter": [("src", lambda m, x, o: x.scatter(1, o[0], o[1]),
+                 [lambda m: m.tensor([[0, 2], [1, 0]]), _t([[5.0, 6.0], [7.0, 8.0]], True)]),
+                ("value", lambda m, x, o: x.scatter(1, o[0], 2.0),
+                 [lambda m: m.tensor([[0, 2], [1, 0]])])],
+    "scatter_add": [("t", lambda m, x, o: x.scatter_add(1, o[0], o[1]),
+                     [lambda m: m.tensor([[0, 2], [1, 0]]), _t([[5.0, 6.0], [7.0, 8.0]], True)])],
+    "index_select": [("t", lambda m, x, o: x.index_select(1, o[0]),
+                      [lambda m: m.tensor([2, 0])])],
+    "index_add": [("t", lambda m, x, o: x.index_add(1, o[0], o[1]),
+                   [lambda m: m.tensor([2, 0]), _t([[5.0, 6.0], [7.0, 8.0]], True)])],
+    "masked_fill": [("t", lambda m, x, o: x.masked_fill(o[0], 0.5),
+                     [lambda m: m.tensor([True, False, True])])],
+    "masked_select": [("t", lambda m, x, o: x.masked_select(o[0]),
+                       [lambda m: m.tensor([True, False, True])])],
+    "take": [("t", lambda m, x, o: x.take(o[0]), [lambda m: m.tensor([5, 0, -1])])],
+    "index": [("t", lambda m, x, o: x[o[0], [2, 1]], [lambda m: m.tensor([1, 0])]),
+              ("mask", lambda m, x, o: x[o[0]], [lambda m: m.tensor([True, False])])],
+    "index_put": [("t", lambda m, x, o: _put(x, o[0], o[1]), [lambda m: m.tensor([1]), _t(V, True)]),
+                  ("mask", lambda m, x, o: _put(x, o[0], 0.5),
+                   [lambda m: m.tensor([[True, False, True], [False, True, False]])])],
     # in place only: the op's own result is x itself
     "fill": [("t", lambda m, x, o: x.fill_(2.0), [])],
     "zero": [("t", lambda m, x, o: x.zero_(), [])],
@@ -210,6 +239,15 @@ def _in_place_call(name):
             getattr(x, name + "_")(2.0)
         elif name == "clamp":
             x.clamp_(0.8, 1.2)
+        elif name in ("scatter", "scatter_add"):
+            getattr(x, name + "_")(1, m.tensor([[0, 2], [1, 0]]), m.tensor([[5.0, 6.0],
+                                                                           [7.0, 8.0]]))
+        elif name == "index_add":
+            x.index_add_(1, m.tensor([2, 0]), m.tensor([[5.0, 6.0], [7.0, 8.0]]))
+        elif name == "masked_fill":
+            x.masked_fill_(m.tensor([True, False, True]), 0.5)
+        elif name == "index_put":
+            x[m.tensor([1])] = m.tensor(V)
         else:
             getattr(x, name + "_")()
         return x

@@ -1212,17 +1212,81 @@ class Tensor:
     def __imod__(self, o: Any) -> "Tensor": return self._inplace("remainder", o)
     def __ipow__(self, o: Any) -> "Tensor": return self._inplace("pow", o)
 
-    # -- indexing: x[0], x[:, 1:3], x[..., -1] are views; x[i] = v writes through them --
+    # -- indexing: x[0], x[:, 1:3], x[..., -1] are views; x[i] = v writes through them;
+    # -- tensors, lists, ranges and bool masks (advanced indexing) gather and scatter on the
+    # -- server (ops index and index_put), as torch's aten::index and index_put_ --
+    def _index_key(self, key: Any) -> Any:
+        """key as a tuple of items, torch's way: a tuple, or a sequence holding slices, None,
+        ..., tensors or sequences (numpy's legacy rule), is several indices; anything else
+        one."""
+        if isinstance(key, tuple):
+            return key
+        if isinstance(key, list) and len(key) < 32 and any(
+                k is None or k is Ellipsis or isinstance(k, (slice, Tensor, list, tuple, range))
+                or (np is not None and isinstance(k, np.ndarray)) for k in key):
+            return tuple(key)
+        return (key,)
+
+    def _index_tensor(self, k: Any) -> Any:
+        """An advanced index item as a server tensor (lists, ranges and numpy arrays are
+        uploaded once), or None when k is a basic item."""
+        if isinstance(k, Tensor):
+            if k.ndim == 0 and k.dtype.name in ("int64", "int32"):
+                return None  # torch selects with a 0-dim integer tensor, as with an int
+            return k
+        if isinstance(k, (range, tuple)):  # a tuple inside the key is a sequence index
+            k = list(k)
+        if isinstance(k, list):
+            if not k:
+                return self._s.tensor([], dtype=int64)
+            t = self._s.tensor(k)
+            if t.dtype.is_floating_point:  # torch reads a list of numbers as int64 (truncating)
+                t = t._s._op("to", [t], dtype="int64")
+            return t
+        if np is not None and isinstance(k, np.ndarray):
+            if k.ndim == 0 and k.dtype.kind in "iu":
+                return None
+            if k.dtype.kind in "iu":
+                k = k.astype(np.int64)
+            return self._s.tensor(k)
+        return None
+
     def _index(self, key: Any, copy_bools: builtins.bool) -> "Tensor":
         """The tensor x[key] names. Checks are made here, against the shape, so that a bad
         index raises torch's error at its own line rather than at the next blocking point."""
-        if not isinstance(key, tuple):
-            key = (key,)
+        t, adv = self._index_parts(key)
+        if adv is None:
+            if t[1] and copy_bools:
+                return t[0]._s._op("clone", [t[0]])
+            return t[0]
+        view, idx, mask = adv
+        return self._s._op("index", [view] + idx, index_mask=mask)
+
+    def _index_parts(self, key: Any) -> Any:
+        """((view, copied), None) for basic indexing (slices, ints, None, ...), or
+        (None, (view, index tensors, index_mask)) when key holds advanced items: the view is
+        what the basic items make, the index tensors (int64; bool masks through nonzero) apply
+        to the dims index_mask names. Follows torch's applySlicing: the items walk the view's
+        dims in order, an index tensor (a bool mask too, whatever its rank) stands at one
+        position; aten::index then expands each mask into one index per mask dim, checking
+        it against the view there. The view's shape is followed here, without asking the
+        server."""
+        key = self._index_key(key)
+        items = []
         for k in key:
-            if isinstance(k, Tensor) or isinstance(k, list) or (
-                    np is not None and isinstance(k, np.ndarray)):
-                raise TypeError("indexing with tensors or lists (advanced indexing) is not "
-                                "supported; use integers, slices, None and ...")
+            it = self._index_tensor(k)
+            if it is not None:
+                if it.dtype.name not in ("int64", "bool"):
+                    raise IndexError("tensors used as indices must be long, byte or bool tensors")
+                if it.dtype.name == "bool" and it.ndim == 0:  # a 0-dim mask: a Python bool
+                    items.append(builtins.bool(it.item()))
+                else:
+                    items.append(it)
+                continue
+            if isinstance(k, Tensor):  # a 0-dim integer tensor: an int
+                k = k.item()
+            elif np is not None and isinstance(k, np.ndarray):
+                k = builtins.int(k)
             if not (k is None or k is Ellipsis or isinstance(k, (slice, builtins.int))
                     or (np is not None and isinstance(k, (np.integer, np.bool_)))):
                 raise IndexError("only integers, slices (`:`), ellipsis (`...`), None and long "
@@ -1233,64 +1297,146 @@ class Tensor:
                     raise ValueError("slice step cannot be zero")
                 if k.step < 0:
                     raise ValueError("step must be greater than zero")
+            items.append(k)
+        advanced = any(isinstance(k, Tensor) for k in items)
         shape = self.shape
-        # None, Ellipsis and bools take no dimension of x; integers and slices take one each.
-        specified = builtins.sum(not (k is None or k is Ellipsis or _is_bool(k)) for k in key)
+
+        def width(k: Any) -> builtins.int:
+            # None, Ellipsis and bools take no dimension of x; a bool mask its rank
+            if isinstance(k, Tensor):
+                return k.ndim if k.dtype.name == "bool" else 1
+            return 0 if (k is None or k is Ellipsis or _is_bool(k)) else 1
+        specified = builtins.sum(width(k) for k in items)
         if not shape and any(isinstance(k, builtins.int) and not _is_bool(k) or
-                             (np is not None and isinstance(k, np.integer)) for k in key):
+                             (np is not None and isinstance(k, np.integer)) for k in items):
             raise IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` in Python or "
                              "`tensor.item<T>()` in C++ to convert a 0-dim tensor to a number")
         if specified > len(shape):
             raise IndexError("too many indices for tensor of dimension %d" % len(shape))
-        t, d, src, copy = self, 0, 0, False
-        for i, k in enumerate(key):
+        t, d, copy = self, 0, False
+        vs = list(shape)  # the view's shape as the items make it
+        entries: List[Any] = []  # (dim of the view, index tensor or bool mask)
+        for i, k in enumerate(items):
             if k is None:
                 t = t._s._op("unsqueeze", [t], dim=d)
+                vs.insert(d, 1)
                 d += 1
             elif k is Ellipsis:
                 d += len(shape) - specified
-                src += len(shape) - specified
+            elif isinstance(k, Tensor):
+                entries.append((d, k))
+                d += 1
             elif _is_bool(k):
                 # torch: True adds a dim of size 1, False one of size 0 (nothing selected),
                 # and the result is a copy, as advanced indexing makes one.
                 t = t._s._op("unsqueeze", [t], dim=d)
-                if not k:
+                vs.insert(d, 1)
+                if advanced:
+                    entries.append((d, self._s.tensor([0] if k else [], dtype=int64)))
+                elif not k:
                     t = t._s._op("slice", [t], dim=d, start=0, end=0, step=1)
+                    vs[d] = 0
                 d += 1
                 copy = True
             elif isinstance(k, slice):
-                if k != slice(None):
-                    start = 0 if k.start is None else k.start
-                    end = 2 ** 63 - 1 if k.stop is None else k.stop
-                    t = t._s._op("slice", [t], dim=d, start=start, end=end, step=k.step or 1)
-                d += 1
-                src += 1
-            else:
-                if src >= len(shape):  # two ellipses, which torch lets through, overshot
+                # torch slices even with `:` (the result's grad_fn is SliceBackward0)
+                if d >= len(vs):
                     raise IndexError("too many indices for tensor of dimension %d" % len(shape))
-                k, n = builtins.int(k), shape[src]
+                start = 0 if k.start is None else k.start
+                end = 2 ** 63 - 1 if k.stop is None else k.stop
+                t = t._s._op("slice", [t], dim=d, start=start, end=end, step=k.step or 1)
+                vs[d] = len(range(*slice(start, min(end, 2 ** 62), k.step or 1).indices(vs[d])))
+                d += 1
+            else:
+                if d >= len(vs):  # two ellipses, which torch lets through, overshot
+                    raise IndexError("too many indices for tensor of dimension %d" % len(shape))
+                k, n = builtins.int(k), vs[d]
                 if not -n <= k < n:
                     # torch names the index's position in the key as its dimension
                     raise IndexError("index %d is out of bounds for dimension %d with size %d"
                                      % (k, i, n))
                 t = t._s._op("select", [t], dim=d, start=builtins.int(k))
-                src += 1
-        if copy and copy_bools:
-            t = t._s._op("clone", [t])
-        if t is self:  # x[:] or x[...]: a new view of the same storage
+                del vs[d]
+        if entries:
+            # aten::index: entries at their view positions, each mask expanded into one int64
+            # index per mask dim (its nonzero's columns), the masks checked there
+            slots: List[Any] = []
+            for dd, k in entries:
+                while len(slots) < dd:
+                    slots.append(None)
+                if k.dtype.name == "bool":
+                    base = len(slots)
+                    for j in range(k.ndim):
+                        if base + j >= len(vs) or k.shape[j] != vs[base + j]:
+                            raise IndexError(
+                                "The shape of the mask %s at index %d does not match the shape "
+                                "of the indexed tensor %s at index %d"
+                                % (list(k.shape), j, vs, base + j))
+                    nz = self._s._op("nonzero", [k])
+                    slots.extend(nz._s._op("select", [nz], dim=1, start=j)
+                                 for j in range(k.ndim))
+                else:
+                    slots.append(k)
+            if len(slots) > len(vs):
+                raise IndexError("too many indices for tensor of dimension %d" % len(vs))
+            idx = [it for it in slots if it is not None]
+            shapes = [list(it.shape) for it in idx]
+            b: List[builtins.int] = []
+            for sh in shapes:
+                n = max(len(b), len(sh))
+                pb, ps = [1] * (n - len(b)) + b, [1] * (n - len(sh)) + sh
+                if any(x != y and x != 1 and y != 1 for x, y in zip(pb, ps)):
+                    raise IndexError("shape mismatch: indexing tensors could not be broadcast "
+                                     "together with shapes %s"
+                                     % ", ".join(str(sh2) for sh2 in shapes))
+                b = [y if x == 1 else x for x, y in zip(pb, ps)]
+            mask = 0
+            for dd, it in enumerate(slots):
+                if it is not None:
+                    mask |= 1 << dd
+            return None, (t, idx, mask)
+        if t is self:  # x[...]: a new view of the same storage
             t = self._s._op("view", [self], dims=list(self.shape))
-        return t
+        return (t, copy), None
+
+    def nonzero(self, *, as_tuple: Any = False) -> Any:
+        """The indices of the nonzero elements, [n, ndim] int64; as_tuple=True: one [n]
+        tensor per dim (views of that result's columns), as torch.where(cond) gives."""
+        nz = self._s._op("nonzero", [self])
+        if not as_tuple:
+            return nz
+        if self.ndim == 0:  # torch: one index tensor, of 0 or 1 zeros
+            return (self._s.tensor([0] * nz.shape[0], dtype=int64),)
+        return tuple(nz._s._op("select", [nz], dim=1, start=j) for j in range(self.ndim))
 
     def __getitem__(self, key: Any) -> "Tensor":
-        """x[0], x[:, 1:3], x[..., -1], x[None]: views of x, as in torch (a bool index, which
-        adds a dim of size 1 for True and 0 for False, gives a copy, as in torch). Tensor and
-        list indices (advanced indexing) are not supported."""
+        """x[0], x[:, 1:3], x[..., -1], x[None]: views of x, as in torch; integer tensors,
+        lists, ranges, numpy arrays and bool masks (advanced indexing) give a copy, gathered
+        on the server, with torch's result shape (and IndexBackward0)."""
         return self._index(key, copy_bools=True)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         """x[key] = value writes into x in place: value is a tensor, a number, or anything
-        ``tensor()`` accepts (a nested list, a numpy array), broadcast to the selection."""
-        view = self._index(key, copy_bools=False)
+        ``tensor()`` accepts (a nested list, a numpy array), broadcast to the selection; with
+        advanced items (x[mask] = 0, x[idx] = v) through index_put_ on the server."""
+        t, adv = self._index_parts(key)
+        if adv is not None:
+            view, idx, mask = adv
+            if isinstance(value, (builtins.int, builtins.float, builtins.bool)) or (
+                    np is not None and isinstance(value, np.generic)):
+                if isinstance(value, np.generic):
+                    value = value.item()
+            else:
+                if not isinstance(value, Tensor):
+                    value = self._s.tensor(value, dtype=self.dtype)
+                if value.ndim > 0 and value.shape[0] == 1:  # torch drops leading 1s
+                    sh = list(value.shape)
+                    while sh and sh[0] == 1:
+                        sh.pop(0)
+                    value = value._s._op("reshape", [value], dims=sh)
+            self._s._op("index_put", [view] + idx + [value], inplace=True, index_mask=mask)
+            return
+        view = t[0]
         if isinstance(value, (builtins.int, builtins.float)) or (
                 np is not None and isinstance(value, np.generic)):
             view._s._op("fill", [view, value], inplace=True)
