@@ -169,6 +169,15 @@ class return_types:  # noqa: N801 - torch's name
     class min(_Pair):  # noqa: N801
         _name = "min"
 
+    @classmethod
+    def _of(cls, name: str) -> type:
+        """The (values, indices) pair type torch returns from op `name` (sort, topk, ...)."""
+        t = vars(cls).get(name)
+        if t is None:
+            t = type(name, (cls._Pair,), {"_name": name})
+            setattr(cls, name, t)
+        return t
+
 
 # -- converting Python data without numpy --
 def _flatten(data: Any) -> Tuple[List[Any], List[builtins.int]]:
@@ -401,6 +410,17 @@ class Session:
         values = Tensor(self, req.run_op.out, p)
         indices = Tensor(self, out2, p, _not_in_reply=True)
         return getattr(return_types, name)(values, indices)
+
+    def _op_outputs(self, name: str, inputs: Sequence[Any], slots: Sequence[builtins.int],
+                    **kw: Any) -> List["Tensor"]:
+        """An op with more than one output (ops.def's `-> a, b`): output 0 and each further
+        output in `slots` (1: out2, 2: out3), as Tensors in that order."""
+        args = [H(x._h) if isinstance(x, Tensor) else x for x in inputs]
+        extra = {"out%d" % (i + 1): self._c.handle() for i in slots}
+        req = self._c.op_request(name, args, **extra, **kw)
+        p = self._send(req, name)
+        return [Tensor(self, req.run_op.out, p)] + [
+            Tensor(self, extra["out%d" % (i + 1)], p, _not_in_reply=True) for i in slots]
 
     # -- creation --
     @_module_function
@@ -1245,6 +1265,10 @@ class _Op(NamedTuple):
     method_positional: Tuple[_Param, ...]
     names: Tuple[str, ...]
     required: Tuple[_Param, ...]
+    # ops.def's `-> a, b`: ((name, when), ...) in wire order, or () for one tensor; named: a
+    # torch.return_types pair rather than a plain tuple
+    outputs: Tuple[Tuple[str, Optional[str]], ...] = ()
+    named: builtins.bool = False
 
 
 def _make_op(name: str, facts: dict) -> _Op:
@@ -1258,7 +1282,8 @@ def _make_op(name: str, facts: dict) -> _Op:
                "INPLACE_ONLY" in facts["flags"], positional,
                tuple(p for p in positional if p.name != "input" or receiver is None),
                tuple(p.name for p in params),
-               tuple(p for p in params if p.required and not p.varargs))
+               tuple(p for p in params if p.required and not p.varargs),
+               tuple(facts.get("outputs", ())), facts.get("named", False))
 
 
 _OP_TABLE = {name: _make_op(name, facts) for name, facts in _ops.OPS.items()}
@@ -1334,8 +1359,15 @@ def _run(s: Session, op: _Op, bound: dict, inplace: builtins.bool, fname: str) -
     inputs: List[Any] = []
     kw: dict = {}
     cast, receiver = None, None
+    # The outputs this call asks for (ops.def's `-> a, b?flag`); a flag that only chooses
+    # outputs (unique's return_counts) travels as out2 / out3, not in OpArgs.
+    slots = [i for i, (_, when) in enumerate(op.outputs) if i > 0 and (
+        when is None or not (bound.get(when) is None or bound.get(when) is False))]
+    flags = {when for _, when in op.outputs if when is not None} - _ARG_NAMES
     for i, p in enumerate(op.params):
         v = bound.get(p.name, p.default)
+        if p.name in flags:
+            continue
         if p.operand:
             if i == op.receiver:
                 receiver = len(inputs)
@@ -1364,7 +1396,12 @@ def _run(s: Session, op: _Op, bound: dict, inplace: builtins.bool, fname: str) -
             kw[p.field] = v
     if cast is not None and receiver is not None:
         inputs[receiver] = inputs[receiver].to(cast)
-    return s._op(op.name, inputs, inplace=inplace, **kw)
+    if not slots:
+        return s._op(op.name, inputs, inplace=inplace, **kw)
+    outs = s._op_outputs(op.name, inputs, slots, **kw)
+    if op.named:
+        return return_types._of(op.name)(*outs)
+    return tuple(outs)
 
 
 @functools.lru_cache(maxsize=None)
