@@ -1104,6 +1104,10 @@ int td_cost_cumprod(const struct td_operand *in, int nin, const struct td_op_arg
         return -1;
     }
     const struct td_tensor *x = in[0].t;
+    int64_t nd = x->ndim > 0 ? x->ndim : 1;
+    if (a->dim < -nd || a->dim >= nd) {
+        return -1;
+    }
     enum td_dtype dt = a->has_dtype                  ? a->dtype
                        : td_dtype_is_float(x->dtype) ? x->dtype
                                                      : TD_DTYPE_I64;
