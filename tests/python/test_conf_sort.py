@@ -7,8 +7,12 @@ dtypes, shapes and torch's return types (`torch.return_types.sort(values=..., in
 plain tuples for var_mean and unique), or the error text; and for differentiable ops the
 gradient, its printed text, and the grad_fn name. Inputs have no ties where torch leaves the
 choice of index to its algorithm (topk, kthvalue and median report some tied index; tensord the
-first, torch whichever its selection algorithm met).
+first, torch whichever its selection algorithm met). The same statements through tensorctl
+print what torch prints.
 """
+
+import os
+import subprocess
 
 import pytest
 import torch
@@ -230,3 +234,30 @@ def test_indices_never_require_grad(td):
     for r in (leaf.sort(), leaf.topk(2), leaf.kthvalue(1), leaf.median(0), leaf.mode()):
         assert r.values.requires_grad and not r.indices.requires_grad
         assert r.indices.dtype == td.int64
+
+
+# tensorctl: the same statements print what torch prints (names after "torch." dropped)
+TENSORCTL = os.environ.get("TENSORCTL_BIN", os.path.join(os.path.dirname(os.path.abspath(
+    __file__)), "..", "..", "build", "tensorctl"))
+CLI = [
+    "x.sort()", "x.sort(0, True)", "x.sort(descending=True).indices", "x.argsort(dim=0)",
+    "x.topk(2)", "x.topk(1, largest=False)", "x.kthvalue(2, 0)", "x.median()", "x.median(1)",
+    "li.mode()", "unique(li)", "unique(li, return_counts=True)",
+    "li.unique(return_inverse=True, return_counts=True)", "x.amax(1, True)", "amin(x, (0, 1))",
+    "var_mean(x, 1)", "std_mean(x)", "x.count_nonzero(0)", "cumprod(li, 1)",
+    "x.cumprod(0, dtype=float64)", "x.sort()[0]", "x.max(1)",
+]
+
+
+@pytest.mark.parametrize("expr", CLI)
+def test_tensorctl_prints_what_torch_prints(daemon, expr):
+    setup = "x = tensor(%r); li = tensor(%r)" % (X, L)
+    env = dict(os.environ, TENSORD_ADDR="127.0.0.1:%d" % daemon)
+    env.pop("TENSORD_TOKEN", None)
+    got = subprocess.run([TENSORCTL, "-q", "-c", setup + "; print(%s)" % expr],
+                         capture_output=True, text=True, env=env, timeout=60)
+    ns = {k: getattr(torch, k) for k in ("tensor", "unique", "amin", "var_mean", "std_mean",
+                                         "cumprod", "float64")}
+    ns.update(x=torch.tensor(X), li=torch.tensor(L))
+    want = str(eval(expr, ns)).replace("torch.", "tensord.")
+    assert (got.stdout.rstrip("\n"), got.stderr) == (want, "")
