@@ -435,8 +435,8 @@ static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct td
     for (int k = 0; k < np; k++) {
         const struct tdx_param *p = tdx_op_param(d, k);
         struct value v;
-        if (!p->operand && !p->varargs && !p->outsel && slot[k] == NULL &&
-            !kw_given(c, p->name) && default_value(p, &v) &&
+        if (!p->operand && !p->varargs && !p->outsel && slot[k] == NULL && !kw_given(c, p->name) &&
+            default_value(p, &v) &&
             (rc = tdx_set_arg(e, op, arg_key(p), &v, at, a, want_out2, NULL)) != 0) {
             return rc;
         }

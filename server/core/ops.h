@@ -43,7 +43,7 @@ struct td_op_args {
     struct td_scalar min, max;
     bool has_dtype; /* to() */
     enum td_dtype dtype;
-    double correction;      /* std / var; 1 unless given */
+    double correction; /* std / var; 1 unless given */
     /* sorting and selection */
     int64_t k;       /* topk, kthvalue */
     bool descending; /* sort, argsort; topk's largest */

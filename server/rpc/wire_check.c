@@ -11,8 +11,7 @@
 #include "proto/tensord.pb-c.h"
 
 #define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost)   \
-    _Static_assert((int)TENSORD__OP__OP_##id >= 1,                                                \
-                   "the wire value of op " #id " is not positive");
+    _Static_assert((int)TENSORD__OP__OP_##id >= 1, "op " #id ": its wire value is below 1");
 #include "core/ops.def"
 #undef OP
 _Static_assert(TENSORD__OP__OP_UNSPECIFIED == 0, "the wire's op 0 is no op");

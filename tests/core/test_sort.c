@@ -16,9 +16,8 @@
 #include "helpers.h"
 
 /* Runs op on x with args; outputs 1 and 2 go to more[] when wanted. */
-static int run(enum td_op_id op, struct td_tensor *x, struct td_op_args *a,
-               struct td_tensor **out, struct td_tensor **more, bool want1, bool want2,
-               struct td_err *err)
+static int run(enum td_op_id op, struct td_tensor *x, struct td_op_args *a, struct td_tensor **out,
+               struct td_tensor **more, bool want1, bool want2, struct td_err *err)
 {
     struct td_operand in[1] = {tens(x)};
     if (more != NULL) {
@@ -452,20 +451,16 @@ static void test_nout(void **state)
     assert_int_equal(td_op_nout(TD_OP_VAR_MEAN), 2);
     assert_int_equal(td_op_nout(TD_OP_ARGSORT), 1);
     assert_int_equal(td_op_nout(TD_OP_ADD), 1);
-    assert_int_equal(td_op_nout((enum td_op_id)-1), 0);
+    assert_int_equal(td_op_nout((enum td_op_id) - 1), 0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sort),
-        cmocka_unit_test(test_topk_kthvalue_median_mode),
-        cmocka_unit_test(test_unique),
-        cmocka_unit_test(test_amax_amin_count_cumprod_var_mean),
-        cmocka_unit_test(test_grads),
-        cmocka_unit_test(test_alloc_failure),
-        cmocka_unit_test(test_costs),
-        cmocka_unit_test(test_nout),
+        cmocka_unit_test(test_sort),   cmocka_unit_test(test_topk_kthvalue_median_mode),
+        cmocka_unit_test(test_unique), cmocka_unit_test(test_amax_amin_count_cumprod_var_mean),
+        cmocka_unit_test(test_grads),  cmocka_unit_test(test_alloc_failure),
+        cmocka_unit_test(test_costs),  cmocka_unit_test(test_nout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

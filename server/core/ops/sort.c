@@ -42,8 +42,8 @@ int td_op_nout(enum td_op_id id)
 /* A contiguous copy of x in its dtype, with lines of `len` elements `inner` apart: element
 ** (o, k, i) at (o * len + k) * inner + i. */
 struct lines {
-    struct td_tensor *xc;   /* contiguous copy of the input */
-    struct td_tensor *perm; /* I64, xc's shape: position k of a line holds the index along the
+    struct td_tensor *xc;      /* contiguous copy of the input */
+    struct td_tensor *perm;    /* I64, xc's shape: position k of a line holds the index along the
                             ** dim of its k-th element in sorted order */
     int64_t len, inner, count; /* elements per line, line stride, lines */
     bool fl;                   /* float keys */
@@ -142,8 +142,11 @@ static int sort_lines(struct lines *l, struct td_tensor *x, int64_t d, bool flat
         return rc;
     }
     int64_t *p = td_tensor_data(scratch), *tmp = p + l->len, *perm = td_tensor_data(l->perm);
-    struct keyview v = {.dt = x->dtype, .es = td_dtype_size(x->dtype), .step = l->inner,
-                        .fl = l->fl, .desc = desc};
+    struct keyview v = {.dt = x->dtype,
+                        .es = td_dtype_size(x->dtype),
+                        .step = l->inner,
+                        .fl = l->fl,
+                        .desc = desc};
     int64_t since_check = 0;
     for (int64_t line = 0; line < l->count; line++) {
         int64_t o = line / l->inner, i = line % l->inner;
@@ -216,6 +219,7 @@ static int gather_out(const struct lines *l, const struct td_tensor *x, const in
     char *dst = td_tensor_data(v);
     int64_t *idst = ix != NULL ? td_tensor_data(ix) : NULL;
     /* the output is [outer, per_line, inner] in C order */
+    int64_t since_check = 0;
     for (int64_t line = 0; line < l->count; line++) {
         int64_t o = line / l->inner, i = line % l->inner;
         for (int64_t j = 0; j < per_line; j++) {
@@ -224,6 +228,15 @@ static int gather_out(const struct lines *l, const struct td_tensor *x, const in
             memcpy(dst + (size_t)w * es, src + (size_t)off * es, es);
             if (idst != NULL) {
                 idst[w] = idx;
+            }
+        }
+        /* pos_mode reads the whole line to choose one position */
+        if ((since_check += l->len + per_line) >= TD_CANCEL_CHUNK) {
+            since_check = 0;
+            if ((rc = td_cancel_check(err)) != 0) {
+                td_tensor_unref(v);
+                td_tensor_unref(ix);
+                return rc;
             }
         }
     }
@@ -326,8 +339,7 @@ static int64_t dim_size(const struct td_tensor *x, int64_t d)
     return x->ndim > 0 ? x->shape[d] : 1;
 }
 
-static int need_nonempty(const char *name, const struct td_tensor *x, int64_t d,
-                         struct td_err *err)
+static int need_nonempty(const char *name, const struct td_tensor *x, int64_t d, struct td_err *err)
 {
     if (dim_size(x, d) == 0) {
         return td_err_set(err, TD_EINVAL,
@@ -528,8 +540,9 @@ static int scatter_back(const struct td_tensor *x, int64_t d, bool kept, struct 
     char *dst = td_tensor_data(gin);
     const char *src = td_tensor_data(gc);
     int64_t outer = len > 0 && inner > 0 ? x->numel / (len * inner) : 0;
-    for (int64_t o = 0; o < outer; o++) {
-        for (int64_t j = 0; j < per; j++) {
+    int64_t since_check = 0;
+    for (int64_t o = 0; o < outer && rc == 0; o++) {
+        for (int64_t j = 0; j < per && rc == 0; j++) {
             for (int64_t i = 0; i < inner; i++) {
                 int64_t w = (o * per + j) * inner + i, k = ix[w];
                 if (k < 0 || k >= len) {
@@ -540,9 +553,10 @@ static int scatter_back(const struct td_tensor *x, int64_t d, bool kept, struct 
                                   td_elem_load_f64(p, dt) +
                                       td_elem_load_f64(src + (size_t)w * es, dt));
             }
-        }
-        if ((rc = td_cancel_check(err)) != 0) {
-            break;
+            if ((since_check += inner) >= TD_CANCEL_CHUNK) {
+                since_check = 0;
+                rc = td_cancel_check(err);
+            }
         }
     }
     td_tensor_unref(gc);
@@ -578,8 +592,8 @@ int td_bw_select(const struct td_node *n, struct td_tensor *g, struct td_tensor 
         int64_t off;
         pick(&l, 0, pos_median(&l, 0, 0, NULL), &off);
         lines_free(&l);
-        if ((rc = td_tensor_full(&gin[0], g->dtype, x->shape, x->ndim, td_scalar_f(0), q,
-                                 err)) != 0) {
+        if ((rc = td_tensor_full(&gin[0], g->dtype, x->shape, x->ndim, td_scalar_f(0), q, err)) !=
+            0) {
             return rc;
         }
         size_t es = td_dtype_size(g->dtype);
@@ -619,21 +633,32 @@ int td_make_unique(struct td_tensor **out, const struct td_operand *in, int nin,
         return rc;
     }
     int64_t n = x->numel, nu = 0;
-    for (int64_t k = 0; k < n; k++) {
-        nu += k == 0 || !same_at(&l, 0, k - 1, k);
+    for (int64_t k0 = 0, k1; k0 < n; k0 = k1) {
+        k1 = td_cancel_chunk_end(k0, n);
+        for (int64_t k = k0; k < k1; k++) {
+            nu += k == 0 || !same_at(&l, 0, k - 1, k);
+        }
+        if ((rc = td_cancel_check(err)) != 0) {
+            lines_free(&l);
+            return rc;
+        }
     }
     struct td_tensor *u = NULL, *inv = NULL, *cnt = NULL;
     bool want_inv = a->more_out != NULL && a->want_more[0];
     bool want_cnt = a->more_out != NULL && a->want_more[1];
     if ((rc = td_tensor_empty(&u, x->dtype, &nu, 1, q, err)) != 0 ||
         (want_inv && (rc = td_tensor_empty(&inv, TD_DTYPE_I64, x->shape, x->ndim, q, err)) != 0) ||
-        (want_cnt && (rc = td_tensor_full(&cnt, TD_DTYPE_I64, &nu, 1, td_scalar_i(0), q, err)) != 0)) {
+        (want_cnt &&
+         (rc = td_tensor_full(&cnt, TD_DTYPE_I64, &nu, 1, td_scalar_i(0), q, err)) != 0)) {
         goto fail;
     }
     size_t es = td_dtype_size(x->dtype);
     const char *src = td_tensor_data(l.xc);
     int64_t j = -1;
     for (int64_t k = 0; k < n; k++) {
+        if ((k + 1) % TD_CANCEL_CHUNK == 0 && (rc = td_cancel_check(err)) != 0) {
+            goto fail;
+        }
         int64_t off, idx = pick(&l, 0, k, &off);
         if (k == 0 || !same_at(&l, 0, k - 1, k)) {
             j++;
@@ -761,9 +786,10 @@ int td_bw_cumprod(const struct td_node *n, struct td_tensor *g, struct td_tensor
     const double *xv = td_tensor_data(xc), *gv = td_tensor_data(gc);
     char *rv = td_tensor_data(r);
     size_t es = td_dtype_size(dt);
+    int64_t since_check = 0;
     for (int64_t line = 0; line < lines; line++) {
         int64_t o = line / inner, i = line % inner, first = o * len * inner + i;
-#define AT(k) (first + (k) * inner)
+#define AT(k) (first + (k)*inner)
         int64_t z = len;
         for (int64_t k = 0; k < len; k++) {
             if (xv[AT(k)] == 0) {
@@ -796,8 +822,11 @@ int td_bw_cumprod(const struct td_node *n, struct td_tensor *g, struct td_tensor
             }
         }
 #undef AT
-        if ((rc = td_cancel_check(err)) != 0) {
-            goto out;
+        if ((since_check += len) >= TD_CANCEL_CHUNK) {
+            since_check = 0;
+            if ((rc = td_cancel_check(err)) != 0) {
+                goto out;
+            }
         }
     }
     gin[0] = r;
