@@ -687,8 +687,8 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
             /* Checked here: `out` is not in the table yet, so check_out cannot see the clash. */
             return td_err_set(err, TD_EEXIST,
                               "handle %llu is already in use: out%d must differ "
-                              "from out",
-                              (unsigned long long)outs[i], i + 2);
+                              "from out%s",
+                              (unsigned long long)outs[i], i + 2, i == 1 ? " and out2" : "");
         }
         if ((rc = td_session_check_out(s, outs[i], err)) != 0) {
             return rc;

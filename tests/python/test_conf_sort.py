@@ -261,3 +261,54 @@ def test_tensorctl_prints_what_torch_prints(daemon, expr):
     ns.update(x=torch.tensor(X), li=torch.tensor(L))
     want = str(eval(expr, ns)).replace("torch.", "tensord.")
     assert (got.stdout.rstrip("\n"), got.stderr) == (want, "")
+
+
+# The wire: RunOp.out2 / out3 carry outputs 1 and 2 (ops.def's `-> a, b`), refused where the op
+# has no such output, all or nothing.
+def _wire():
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import wire
+    return wire
+
+
+def _refused(c, code, req, needle):
+    wire = _wire()
+    with pytest.raises(wire.ServerError) as e:
+        c.call(req)
+    assert (e.value.code, needle in e.value.message) == (code, True), e.value.message
+    c.free(req.run_op.out)  # the failure record the server keeps under `out`, as clients do
+
+
+def test_wire_outputs(conn):
+    wire = _wire()
+    pb = wire.pb
+    c = conn
+    import numpy as np
+    h = c.tensor(np.array([[3, 1, 3], [2, 2, 5]], np.int64))
+    # unique's counts alone travel in out3
+    r = c.op_request("unique", [wire.H(h)])
+    r.run_op.out3 = c.handle()
+    c.call(r)
+    assert c.get(r.run_op.out)[0].tolist() == [1, 2, 3, 5]
+    assert c.get(r.run_op.out3)[0].tolist() == [1, 2, 2, 1]
+    before = c.stats().session_tensors
+    # an output the op does not have
+    r = c.op_request("add", [wire.H(h), wire.H(h)], out2=c.handle())
+    _refused(c, pb.INVALID_ARGUMENT, r, "add has no output 2")
+    r = c.op_request("sort", [wire.H(h)], dim=1)
+    r.run_op.out3 = c.handle()
+    _refused(c, pb.INVALID_ARGUMENT, r, "sort has no output 3")
+    # one the op gives only for some arguments: median's indices need a dim
+    r = c.op_request("median", [wire.H(h)], out2=c.handle())
+    _refused(c, pb.INVALID_ARGUMENT, r, "median gives no output 2 for these arguments")
+    with pytest.raises(wire.ServerError):
+        c.get(r.run_op.out2)
+    # clashing handles
+    r = c.op_request("unique", [wire.H(h)], out2=c.handle())
+    r.run_op.out3 = r.run_op.out2
+    _refused(c, pb.HANDLE_IN_USE, r, "out3 must differ from out and out2")
+    r = c.op_request("sort", [wire.H(h)], out2=h)
+    _refused(c, pb.HANDLE_IN_USE, r, "already in use")
+    assert c.stats().session_tensors == before
+    assert c.get(h)[0].tolist() == [[3, 1, 3], [2, 2, 5]]
