@@ -375,6 +375,19 @@ static bool default_value(const struct tdx_param *p, struct value *v)
     return false;
 }
 
+/* Whether value v, given for parameter p, asks for the outputs p chooses (ops.def's `b?p`): a
+** flag (default False) when true, as Python reads it; any other parameter when not None. */
+static bool asks(const struct tdx_param *p, const struct value *v)
+{
+    if (v->k == V_NONE) {
+        return false;
+    }
+    if (p->deflt == NULL || strcmp(p->deflt, "False") != 0) {
+        return true;
+    }
+    return v->k == V_BOOL ? v->b : v->k == V_INT ? v->i != 0 : v->k == V_FLOAT ? v->f != 0 : true;
+}
+
 static bool kw_given(const struct call *c, const char *name)
 {
     for (int k = 0; k < c->nkw; k++) {
@@ -444,8 +457,7 @@ static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct td
     for (int k = 0; k < np; k++) {
         const struct tdx_param *p = tdx_op_param(d, k);
         if (slot[k] != NULL) {
-            /* given, and neither None nor False: asks for the outputs it names */
-            given[k] = slot[k]->k != V_NONE && !(slot[k]->k == V_BOOL && !slot[k]->b);
+            given[k] = asks(p, slot[k]);
         }
         if (p->operand || slot[k] == NULL || p->outsel) {
             continue;
@@ -477,8 +489,7 @@ static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct td
             continue;
         }
         if (p != NULL) {
-            const struct value *kv = &c->kwv[k];
-            given[p - tdx_op_param(d, 0)] = kv->k != V_NONE && !(kv->k == V_BOOL && !kv->b);
+            given[p - tdx_op_param(d, 0)] = asks(p, &c->kwv[k]);
             if (p->outsel) {
                 continue;
             }

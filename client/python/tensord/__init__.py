@@ -174,7 +174,8 @@ class return_types:  # noqa: N801 - torch's name
         """The (values, indices) pair type torch returns from op `name` (sort, topk, ...)."""
         t = vars(cls).get(name)
         if t is None:
-            t = type(name, (cls._Pair,), {"_name": name})
+            t = type(name, (cls._Pair,), {"_name": name, "__module__": cls.__module__,
+                                          "__qualname__": "return_types." + name})
             setattr(cls, name, t)
         return t
 
@@ -1287,6 +1288,8 @@ def _make_op(name: str, facts: dict) -> _Op:
 
 
 _OP_TABLE = {name: _make_op(name, facts) for name, facts in _ops.OPS.items()}
+for _named in [op.name for op in _OP_TABLE.values() if op.named]:
+    return_types._of(_named)  # tensord.return_types.sort exists before the first sort
 _OPS = set(_OP_TABLE)
 # The keywords an op request can carry (Conn.op_request): OpArgs' fields and a second output.
 _ARG_NAMES = {f.name for f in pb.OpArgs.DESCRIPTOR.fields} | {"out2"}
@@ -1353,16 +1356,23 @@ def _bind(fname: str, op: _Op, args: tuple, kw: dict, receiver: Any = None) -> d
     return bound
 
 
+def _asks(op: _Op, name: str, v: Any) -> builtins.bool:
+    """Whether v, given for op's parameter `name`, asks for the outputs it chooses."""
+    p = next(p for p in op.params if p.name == name)
+    return v is not None and (builtins.bool(v) if p.default is False else True)
+
+
 def _run(s: Session, op: _Op, bound: dict, inplace: builtins.bool, fname: str) -> Any:
     """Sends op with bound arguments (_bind's): operands in signature order, each other
     parameter in its OpArgs field (None: not sent), torch's defaults for those not given."""
     inputs: List[Any] = []
     kw: dict = {}
     cast, receiver = None, None
-    # The outputs this call asks for (ops.def's `-> a, b?flag`); a flag that only chooses
-    # outputs (unique's return_counts) travels as out2 / out3, not in OpArgs.
+    # The outputs this call asks for (ops.def's `-> a, b?p`: a flag p, default False, when
+    # true; any other p when not None); a flag that only chooses outputs (unique's
+    # return_counts) travels as out2 / out3, not in OpArgs.
     slots = [i for i, (_, when) in enumerate(op.outputs) if i > 0 and (
-        when is None or not (bound.get(when) is None or bound.get(when) is False))]
+        when is None or _asks(op, when, bound.get(when)))]
     flags = {when for _, when in op.outputs if when is not None} - _ARG_NAMES
     for i, p in enumerate(op.params):
         v = bound.get(p.name, p.default)
