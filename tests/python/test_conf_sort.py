@@ -219,7 +219,15 @@ GRAD_FN = {
     "amin": lambda m, x: x.amin(0),
     "var_mean": lambda m, x: m.var_mean(x)[0],
     "std_mean": lambda m, x: m.std_mean(x, 0)[0],
+    "var_mean_mean": lambda m, x: m.var_mean(x, 1)[1],
+    "std_mean_mean": lambda m, x: m.std_mean(x)[1],
 }
+
+
+def test_var_mean_prints_as_torch_with_grad(td):
+    def run(m):
+        return str(m.var_mean(m.tensor(X, requires_grad=True), 0)).replace("torch.", "tensord.")
+    assert run(td) == run(torch)
 
 
 @pytest.mark.parametrize("name", sorted(GRAD_FN))

@@ -1059,7 +1059,7 @@ int td_make_count_nonzero(struct td_tensor **out, const struct td_operand *in, i
 
 /* var_mean / std_mean(input, dim=None, unbiased=True, keepdim=False, *, correction=None)
 ** -> (var or std, mean): var's (std's) result, and mean over the same dims as output 1, which
-** records its own MeanBackward node when it requires grad. */
+** records its own mean node (named as torch's shared node) when it requires grad. */
 int td_make_var_std_mean(struct td_tensor **out, const struct td_operand *in, int nin,
                          const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
@@ -1076,8 +1076,14 @@ int td_make_var_std_mean(struct td_tensor **out, const struct td_operand *in, in
     if ((rc = td_op_apply(TD_OP_MEAN, in, nin, &ma, false, q, &a->more_out[0], err)) != 0) {
         td_tensor_unref(*out);
         *out = NULL;
+        return rc;
     }
-    return rc;
+    /* torch records one node for both outputs: the mean's own (new, and only its) node takes
+    ** that node's name, so both print grad_fn=<VarMeanBackward0>. */
+    if (a->more_out[0]->grad_fn != NULL) {
+        a->more_out[0]->grad_fn->name = td_ops[a->op].grad_fn;
+    }
+    return 0;
 }
 
 /* var_mean / std_mean: output 0's gradient is var's (std's). */
