@@ -132,6 +132,9 @@ CASES = {
     "std_mean": lambda m: m.std_mean(x(m)),
     "std_mean_dims": lambda m: m.std_mean(x(m), (0, 1), keepdim=True),
     "std_mean_f64": lambda m: m.std_mean(x(m, "float64"), 0),
+    "var_mean_err_int": lambda m: m.var_mean(li(m)),
+    "std_mean_err_bool": lambda m: m.std_mean(m.tensor([True])),
+    "var_mean_err_dim": lambda m: m.var_mean(x(m), 2),
     # count_nonzero
     "count_nonzero": lambda m: m.count_nonzero(li(m) - 4),
     "count_nonzero_dim": lambda m: (li(m) - 4).count_nonzero(0),

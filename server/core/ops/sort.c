@@ -1063,6 +1063,10 @@ int td_make_count_nonzero(struct td_tensor **out, const struct td_operand *in, i
 int td_make_var_std_mean(struct td_tensor **out, const struct td_operand *in, int nin,
                          const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
+    if (!td_dtype_is_float(in[0].t->dtype)) {
+        return td_err_set(err, TD_EDTYPE, "%s only support floating point and complex dtypes",
+                          td_ops[a->op].name);
+    }
     struct td_op_args va = *a;
     va.grad_enabled = false; /* td_op_apply records output 0 as var_mean's own node */
     va.more_out = NULL;
