@@ -9,7 +9,9 @@
 ** more than one output (values and indices) return output 0 as the op's result and the others
 ** through td_op_args.more_out, when the caller asks (want_more); indices never require grad.
 ** Backward rules recompute the permutation from the saved input (TD_OPF_BW_SELF; torch saves
-** the indices instead) and scatter g back through it with the index ops built here.
+** the indices instead) and scatter g back through it (scatter_back, a kernel here: this family
+** lands beside the indexing family's scatter, not after it); cumprod's rule is a kernel too,
+** exact through zeros. amax/amin's and var_mean's are built from td_op_apply calls.
 ** Floats compare as double, integers as int64; temporaries are tensors charged to a->quota.
 */
 #include <math.h>
@@ -43,8 +45,8 @@ int td_op_nout(enum td_op_id id)
 ** (o, k, i) at (o * len + k) * inner + i. */
 struct lines {
     struct td_tensor *xc;      /* contiguous copy of the input */
-    struct td_tensor *perm;    /* I64, xc's shape: position k of a line holds the index along the
-                            ** dim of its k-th element in sorted order */
+    struct td_tensor *perm;    /* I64, xc's shape: position k of a line holds the index along
+                               ** the dim of its k-th element in sorted order */
     int64_t len, inner, count; /* elements per line, line stride, lines */
     bool fl;                   /* float keys */
 };
