@@ -30,6 +30,10 @@ OPS maps each op's torch name to its facts:
                (name, field, required, default, operand, varargs, kwonly)
                field: the OpArgs field it travels in ("dims" takes an int or a list, "cast"
                casts the input first); for an operand "", "tensor" or "tensors" (a list)
+    outputs    () for one tensor, else (name, when) per output, in wire order (out, out2,
+               out3): `when` None, or the parameter whose value (not None, not False) asks
+               for that output
+    named      True: torch.return_types.<op> (.values, .indices); False: a plain tuple
 """
 
 '''
@@ -60,7 +64,10 @@ def render(ops):
         lines.append("        \"params\": (\n")
         for p in params:
             lines.append("            %r,\n" % (p,))
-        lines.append("        ),\n    },\n")
+        lines.append("        ),\n")
+        lines.append("        \"outputs\": %r, \"named\": %r,\n"
+                     % (tuple(tuple(o) for o in op.outputs), op.named))
+        lines.append("    },\n")
     lines.append("}\n")
     return "".join(lines)
 

@@ -40,6 +40,14 @@ class Op(NamedTuple):
     sig: str
     params: Tuple[Param, ...]
     differentiable: bool  # has a backward rule
+    outputs: Tuple["Output", ...] = ()  # after `->`; () for one plain tensor
+    named: bool = False   # `-> a, b`: torch.return_types.<name>; `-> (a, b)`: a plain tuple
+
+
+class Output(NamedTuple):
+    name: str             # torch's field name ("values", "indices")
+    when: Optional[str]   # None: always; else the parameter whose value (not None, not False)
+                          # asks for it (unique's `counts?return_counts`)
 
 
 def _split(s: str) -> List[str]:
@@ -82,6 +90,33 @@ def parse_sig(sig: str, nin: int) -> Tuple[Param, ...]:
     return tuple(params)
 
 
+def parse_outputs(sig: str, nin: int) -> Tuple[Tuple[Param, ...], Tuple[Output, ...], bool]:
+    """A signature with its outputs: `params -> values, indices` (torch.return_types, named)
+    or `params -> (a, b?flag)` (a plain tuple). An output `name?param` exists only when that
+    parameter is given as neither None nor False; when one output remains, the result is that
+    tensor. Returns (params, outputs, named); a signature without `->` has no outputs listed."""
+    head, arrow, tail = sig.partition("->")
+    if not arrow:
+        return parse_sig(sig, nin), (), False
+    params = parse_sig(head, nin)
+    tail = tail.strip()
+    named = not tail.startswith("(")
+    if not named:
+        if not tail.endswith(")"):
+            raise ValueError("unbalanced outputs in signature %r" % sig)
+        tail = tail[1:-1]
+    outputs = []
+    for part in [p.strip() for p in tail.split(",")]:
+        name, _, when = part.partition("?")
+        if not re.fullmatch(r"[A-Za-z_]\w*", name) or (
+                when and when not in [p.name for p in params]):
+            raise ValueError("bad output %r in signature %r" % (part, sig))
+        outputs.append(Output(name, when or None))
+    if len(outputs) < 2 or len(outputs) > 3:
+        raise ValueError("signature %r: 2 or 3 outputs (out, out2, out3)" % sig)
+    return params, tuple(outputs), named
+
+
 def load(path: str = OPS_DEF) -> List[Op]:
     text = re.sub(r"/\*.*?\*/", "", open(path).read(), flags=re.S)
     ops = []
@@ -94,12 +129,15 @@ def load(path: str = OPS_DEF) -> List[Op]:
         for f in flags_t:
             if f not in FLAGS:
                 raise ValueError("%s: unknown flag %s" % (oid, f))
+        sig = re.sub(r'"\s*"', "", sig).strip('"')  # adjacent C literals are one string
+        params, outputs, named = parse_outputs(sig, int(nin))
         ops.append(Op(oid, name.strip('"'), int(nin), inplace == "1", flags_t,
-                      None if gname == "NULL" else gname.strip('"'), sig.strip('"'),
-                      parse_sig(sig.strip('"'), int(nin)), c[12] != "NULL"))
+                      None if gname == "NULL" else gname.strip('"'), sig,
+                      params, c[12] != "NULL", outputs, named))
     return ops
 
 
 if __name__ == "__main__":
     for op in load():
-        print(op.name, op.nin, op.flags, [(p.name, p.field, p.default) for p in op.params])
+        print(op.name, op.nin, op.flags, [(p.name, p.field, p.default) for p in op.params],
+              op.outputs)

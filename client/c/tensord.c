@@ -1304,6 +1304,11 @@ static int build_args(struct op_msg *o, const struct tensord_op_args *a, struct 
     o->args.correction = a->correction;
     o->m.args = &o->args;
     o->m.out2 = a->out2;
+    o->args.k = a->k;
+    o->args.descending = a->descending;
+    o->args.sorted = a->sorted;
+    o->args.stable = a->stable;
+    o->m.out3 = a->out3;
     return 0;
 }
 

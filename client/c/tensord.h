@@ -242,7 +242,14 @@ struct tensord_op_args {
     enum tensord_dtype dtype;        /* TENSORD_DTYPE_INFER: none */
     bool has_correction;
     double correction;
-    uint64_t out2; /* max / min with a dim: a handle for the indices */
+    uint64_t out2; /* max / min with a dim: a handle for the indices; an op with more outputs
+                   ** (sort, topk, unique ...): a handle for output 1 (0: not wanted) */
+    /* sorting and selection */
+    int64_t k;       /* topk, kthvalue */
+    bool descending; /* sort, argsort; topk's largest */
+    bool sorted;     /* topk, unique */
+    bool stable;     /* sort, argsort */
+    uint64_t out3;   /* a handle for output 2 (unique's counts; 0: not wanted) */
 };
 
 /* tensord_op with keyword arguments (args may be NULL). */

@@ -217,6 +217,18 @@ int tdx_set_arg(struct tdx_env *e, const char *op, const char *key, const struct
         }
         return rc;
     }
+    if (strcmp(key, "k") == 0) {
+        return to_int_arg(e, v, at, op, "k", &a->k);
+    }
+    if (strcmp(key, "descending") == 0 || strcmp(key, "sorted") == 0 ||
+        strcmp(key, "stable") == 0) {
+        if (v->k != V_BOOL) {
+            return tdx_fail(e, at, "%s(): argument '%s' must be bool, not %s", op, key,
+                            tdx_type_name(v));
+        }
+        *(key[0] == 'd' ? &a->descending : key[1] == 'o' ? &a->sorted : &a->stable) = v->b;
+        return 0;
+    }
     if (strcmp(key, "keepdim") == 0) {
         if (v->k != V_BOOL) {
             return tdx_fail(e, at, "%s(): argument 'keepdim' must be bool, not %s", op,
@@ -372,6 +384,19 @@ static bool default_value(const struct tdx_param *p, struct value *v)
     return false;
 }
 
+/* Whether value v, given for parameter p, asks for the outputs p chooses (ops.def's `b?p`): a
+** flag (default False) when true, as Python reads it; any other parameter when not None. */
+static bool asks(const struct tdx_param *p, const struct value *v)
+{
+    if (v->k == V_NONE) {
+        return false;
+    }
+    if (p->deflt == NULL || strcmp(p->deflt, "False") != 0) {
+        return true;
+    }
+    return v->k == V_BOOL ? v->b : v->k == V_INT ? v->i != 0 : v->k == V_FLOAT ? v->f != 0 : true;
+}
+
 static bool kw_given(const struct call *c, const char *name)
 {
     for (int k = 0; k < c->nkw; k++) {
@@ -387,7 +412,8 @@ static bool kw_given(const struct call *c, const char *name)
 ** flatten(1, -1)), then what the call gives. */
 static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct tdx_opdef *d,
                    const struct call *c, struct tensord_operand *ins, int *nin,
-                   struct tensord_op_args *a, int *cast, bool *want_out2, bool *any_grad)
+                   struct tensord_op_args *a, int *cast, bool *want_out2, bool *any_grad,
+                   bool *given)
 {
     const char *op = d->name;
     const struct value *slot[TDX_MAX_PARAMS] = {0};
@@ -431,7 +457,7 @@ static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct td
     for (int k = 0; k < np; k++) {
         const struct tdx_param *p = tdx_op_param(d, k);
         struct value v;
-        if (!p->operand && !p->varargs && slot[k] == NULL && !kw_given(c, p->name) &&
+        if (!p->operand && !p->varargs && !p->outsel && slot[k] == NULL && !kw_given(c, p->name) &&
             default_value(p, &v) &&
             (rc = tdx_set_arg(e, op, arg_key(p), &v, at, a, want_out2, NULL)) != 0) {
             return rc;
@@ -439,7 +465,10 @@ static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct td
     }
     for (int k = 0; k < np; k++) {
         const struct tdx_param *p = tdx_op_param(d, k);
-        if (p->operand || slot[k] == NULL) {
+        if (slot[k] != NULL) {
+            given[k] = asks(p, slot[k]);
+        }
+        if (p->operand || slot[k] == NULL || p->outsel) {
             continue;
         }
         if (p->varargs) {
@@ -468,6 +497,12 @@ static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct td
             }
             continue;
         }
+        if (p != NULL) {
+            given[p - tdx_op_param(d, 0)] = asks(p, &c->kwv[k]);
+            if (p->outsel) {
+                continue;
+            }
+        }
         if (p == NULL && strcmp(c->kwn[k], "requires_grad") != 0 &&
             strcmp(c->kwn[k], "reduction") != 0 && strcmp(c->kwn[k], "alpha") != 0) {
             /* torch's parameters only (and the few tensorctl accepts or explains) */
@@ -495,29 +530,48 @@ int tdx_call_op(struct tdx_env *e, const struct tdx_node *at, const char *op, bo
     int nin = 0, rc;
     struct tensord_op_args a;
     memset(&a, 0, sizeof a);
-    bool want_out2 = false, any_grad = false;
+    bool want_out2 = false, any_grad = false, given[TDX_MAX_PARAMS] = {false};
     int cast = 0;
     struct tref *src = NULL;
-    if ((rc = op_args(e, at, d, c, ins, &nin, &a, &cast, &want_out2, &any_grad)) != 0) {
+    if ((rc = op_args(e, at, d, c, ins, &nin, &a, &cast, &want_out2, &any_grad, given)) != 0) {
         return rc;
+    }
+    /* ops.def's `-> a, b`: output i (1: out2, 2: out3) when its parameter asks for it */
+    bool want[3] = {true, false, false};
+    int nwant = 1;
+    for (int i = 1; i < d->nout && i < 3; i++) {
+        want[i] = d->when[i] < 0 || (d->when[i] < TDX_MAX_PARAMS && given[(int)d->when[i]]);
+        nwant += want[i];
+    }
+    if (d->nout > 1) {
+        want_out2 = false; /* max / min's own rule does not apply */
     }
     if (cast != 0 && nin > 0 && ins[0].kind == TENSORD_OPERAND_HANDLE &&
         (rc = cast_input(e, at, &ins[0], cast, &src)) != 0) {
         return rc;
     }
     struct tref *t = inplace ? tdx_tref_ref(c->args[0].t) : tdx_tref_new(e);
-    struct tref *t2 = NULL;
+    struct tref *t2 = NULL, *t3 = NULL;
     if (t == NULL) {
         tdx_tref_unref(e, src);
         return tdx_fail(e, at, "out of memory");
     }
-    if (want_out2 && !inplace) {
+    if ((want_out2 || want[1]) && !inplace) {
         if ((t2 = tdx_tref_new(e)) == NULL) {
             tdx_tref_unref(e, t);
             tdx_tref_unref(e, src);
             return tdx_fail(e, at, "out of memory");
         }
         a.out2 = t2->handle;
+    }
+    if (want[2] && !inplace) {
+        if ((t3 = tdx_tref_new(e)) == NULL) {
+            tdx_tref_unref(e, t);
+            tdx_tref_unref(e, t2);
+            tdx_tref_unref(e, src);
+            return tdx_fail(e, at, "out of memory");
+        }
+        a.out3 = t3->handle;
     }
     struct tensord_error err;
     uint64_t id;
@@ -527,6 +581,7 @@ int tdx_call_op(struct tdx_env *e, const struct tdx_node *at, const char *op, bo
     if ((rc = tdx_send_tensor_result(e, lrc, id, t, at, &err)) != 0) {
         tdx_tref_unref(e, t);
         tdx_tref_unref(e, t2);
+        tdx_tref_unref(e, t3);
         return rc;
     }
     if (inplace) {
@@ -536,17 +591,32 @@ int tdx_call_op(struct tdx_env *e, const struct tdx_node *at, const char *op, bo
         t->requires_grad = any_grad && e->grad_enabled && !tdx_op_nodiff(d);
         t->is_leaf = !t->requires_grad;
     }
-    if (t2 != NULL) {
-        t2->is_leaf = true;
-        if ((rc = tdx_vseq(e, out, V_TUPLE, 2)) != 0) {
+    if (t2 != NULL || t3 != NULL) {
+        int n = 1 + (t2 != NULL) + (t3 != NULL), k = 1;
+        if ((rc = tdx_vseq(e, out, V_TUPLE, n)) != 0) {
             tdx_tref_unref(e, t);
             tdx_tref_unref(e, t2);
+            tdx_tref_unref(e, t3);
             return rc;
         }
         out->items[0] = vtensor(t);
-        out->items[1] = vtensor(t2);
+        if (t2 != NULL) {
+            t2->is_leaf = true; /* indices, counts: never require grad */
+            out->items[k++] = vtensor(t2);
+        }
+        if (t3 != NULL) {
+            t3->is_leaf = true;
+            out->items[k++] = vtensor(t3);
+        }
+        /* An unnamed output every call gives (var_mean's mean) is a value, and requires grad
+        ** as output 0 does; named ones (indices) and those a flag asks for (unique's inverse
+        ** and counts) are integers. */
+        if (t2 != NULL && d->nout > 1 && !d->named && d->when[1] < 0) {
+            t2->requires_grad = t->requires_grad;
+            t2->is_leaf = !t2->requires_grad;
+        }
         /* torch's named pair: prints as return_types.max(values=..., indices=...) */
-        if ((out->s = strdup(op)) == NULL) {
+        if ((d->nout == 1 || d->named) && (out->s = strdup(op)) == NULL) {
             tdx_vfree(e, out);
             return tdx_fail(e, at, "out of memory");
         }

@@ -22,6 +22,7 @@ struct tdx_param {
     unsigned char operand; /* a tensor operand (or a number standing for one), in wire order */
     unsigned char varargs; /* *name: takes the remaining positional arguments */
     unsigned char kwonly;  /* after a lone `*` */
+    unsigned char outsel;  /* only chooses outputs (unique's return_counts): no OpArgs field */
 };
 
 struct tdx_opdef {
@@ -31,6 +32,10 @@ struct tdx_opdef {
     const char *inplace; /* "add_" when the in-place form exists, else NULL */
     unsigned flags;      /* TDX_OPF_* (cli_ops.h), ops.def's TD_OPF_* */
     int param0, nparams; /* its parameters: tdx_op_param(op, 0 .. nparams-1) */
+    int nout;            /* outputs (ops.def's `-> a, b`): 1, 2 or 3 */
+    unsigned char named; /* torch.return_types.<name> (values, indices), not a plain tuple */
+    signed char when[3]; /* output i exists only when parameter when[i] is given as neither
+                         ** None nor False; -1: always */
 };
 
 /* The op torch calls `name`, or NULL. */

@@ -228,6 +228,7 @@ int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
     }
     n->args = *args;
     n->args.rng = NULL;
+    n->args.more_out = NULL; /* the caller's outputs 1 and 2: gone once the op returns */
     n->out_ndim = out->ndim;
     memcpy(n->out_shape, out->shape, sizeof n->out_shape);
     n->out_dtype = out->dtype;

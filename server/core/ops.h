@@ -50,6 +50,17 @@ struct td_op_args {
                             ** generator=), for random ops (borrowed) */
     int64_t num_samples;    /* multinomial's num_samples, randperm's n */
     bool replacement;       /* multinomial */
+    /* sorting and selection */
+    int64_t k;       /* topk, kthvalue */
+    bool descending; /* sort, argsort; topk's largest */
+    bool sorted;     /* topk, unique (both always give sorted results) */
+    bool stable;     /* sort, argsort (always stable) */
+    /* Ops with more than one output (ops.def's `-> a, b`): output 0 is the op's result; output
+    ** i + 1 is stored as a new reference in more_out[i] when want_more[i] (more_out: an array
+    ** of 2 owned by the caller, NULL when only output 0 is wanted). The caller releases
+    ** whatever more_out holds afterwards, on failure too. Indices never require grad. */
+    struct td_tensor **more_out;
+    bool want_more[2];
     bool grad_enabled;      /* record autograd nodes (the session's no_grad switch) */
     int op;                 /* set by td_op_apply: the op being run (enum td_op_id) */
     bool inplace;           /* set by td_op_apply (td_op_cost reads it: no new result) */
@@ -138,6 +149,10 @@ struct td_op_def {
 };
 
 extern const struct td_op_def td_ops[TD_OP_COUNT];
+
+/* How many outputs op `id` has: 1, or the count its ops.def signature states after `->`
+** (sort's `-> values, indices` is 2). 0 for an unknown id. */
+int td_op_nout(enum td_op_id id);
 
 /* Looks an op up by PyTorch name ("add"); returns -1 when unknown. */
 int td_op_lookup(const char *name);

@@ -682,6 +682,10 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
     a->accumulate = w->accumulate;
     a->num_samples = w->num_samples;
     a->replacement = w->replacement;
+    a->k = w->k;
+    a->descending = w->descending;
+    a->sorted = w->sorted;
+    a->stable = w->stable;
     return 0;
 }
 
@@ -728,29 +732,47 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     if ((rc = check_room(&s->quota, j->need_bytes, err)) != 0) {
         return rc;
     }
+    /* Outputs beyond the first (ops.def's `-> a, b`) go to out2 and out3 when asked for. */
+    uint64_t outs[2] = {m->out2, m->out3};
+    struct td_tensor *more[2] = {NULL, NULL};
+    bool multi = td_op_nout(op) > 1;
+    for (int i = 0; i < 2; i++) {
+        if (outs[i] == 0) {
+            continue;
+        }
+        if (i + 2 > td_op_nout(op) && !(i == 0 && (op == TD_OP_MAX || op == TD_OP_MIN))) {
+            return td_err_set(err, TD_EINVAL, "%s has no output %d", td_ops[op].name, i + 2);
+        }
+        if (outs[i] == out || (i == 1 && outs[1] == outs[0])) {
+            /* Checked here: `out` is not in the table yet, so check_out cannot see the clash. */
+            return td_err_set(err, TD_EEXIST,
+                              "handle %llu is already in use: out%d must differ "
+                              "from out%s",
+                              (unsigned long long)outs[i], i + 2, i == 1 ? " and out2" : "");
+        }
+        if ((rc = td_session_check_out(s, outs[i], err)) != 0) {
+            return rc;
+        }
+        args.want_more[i] = multi;
+    }
+    if (multi) {
+        args.more_out = more;
+    }
     struct td_tensor *t = NULL;
     if ((rc = td_op_apply(op, in, (int)m->n_inputs, &args, m->inplace, &s->quota, &t, err)) != 0) {
+        td_tensor_unref(more[0]);
+        td_tensor_unref(more[1]);
         return rc;
     }
     gen_store(s, gen, &rng);
     /* max(dim) / min(dim) also give indices, as torch's (values, indices) pair, when asked. */
-    struct td_tensor *idx = NULL;
-    if (m->out2 != 0) {
-        if ((op != TD_OP_MAX && op != TD_OP_MIN) || !args.has_dim) {
+    if (m->out2 != 0 && !multi) {
+        if (!args.has_dim) {
             td_tensor_unref(t);
             return td_err_set(err, TD_EINVAL, "out2 is only for max and min with a dim");
         }
-        if (m->out2 == out) {
-            /* Checked here: `out` is not in the table yet, so check_out cannot see the clash. */
-            td_tensor_unref(t);
-            return td_err_set(err, TD_EEXIST,
-                              "handle %llu is already in use: out2 must differ "
-                              "from out",
-                              (unsigned long long)out);
-        }
-        if ((rc = td_session_check_out(s, m->out2, err)) != 0 ||
-            (rc = td_op_apply(op == TD_OP_MAX ? TD_OP_ARGMAX : TD_OP_ARGMIN, in, 1, &args, false,
-                              &s->quota, &idx, err)) != 0) {
+        if ((rc = td_op_apply(op == TD_OP_MAX ? TD_OP_ARGMAX : TD_OP_ARGMIN, in, 1, &args, false,
+                              &s->quota, &more[0], err)) != 0) {
             td_tensor_unref(t);
             return rc;
         }
@@ -758,11 +780,35 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     if (m->inplace) {
         td_tensor_unref(t); /* the table already holds self */
     } else if ((rc = td_session_put(s, out, t, err)) != 0) {
-        td_tensor_unref(idx);
+        td_tensor_unref(more[0]);
+        td_tensor_unref(more[1]);
         return rc;
     }
-    if (idx != NULL && (rc = td_session_put(s, m->out2, idx, err)) != 0) {
-        td_session_free_handle(s, out); /* all or nothing */
+    /* An output the op did not make (median without a dim has no indices) is refused, all or
+    ** nothing, as a failed put is. */
+    for (int i = 0; i < 2; i++) {
+        if (outs[i] == 0) {
+            td_tensor_unref(more[i]);
+            continue;
+        }
+        if (more[i] == NULL) {
+            rc = td_err_set(err, TD_EINVAL, "%s gives no output %d for these arguments",
+                            td_ops[op].name, i + 2);
+        } else if (rc == 0) {
+            rc = td_session_put(s, outs[i], more[i], err);
+            more[i] = NULL;
+        }
+        td_tensor_unref(more[i]);
+    }
+    if (rc != 0) {
+        for (int i = 0; i < 2; i++) {
+            if (outs[i] != 0) {
+                td_session_free_handle(s, outs[i]);
+            }
+        }
+        if (!m->inplace) {
+            td_session_free_handle(s, out); /* all or nothing */
+        }
         return rc;
     }
     res->tensor = t;

@@ -4,7 +4,7 @@
 ** The compile-time ties (client/c/tensord.c, server/rpc/wire_check.c) cover every number both
 ** sides name; what a compiler cannot see is a value the proto gains that the other side lacks,
 ** because protobuf-c gives an enum's size only in its descriptor. So: tensord.proto's Op enum is
-** OP_UNSPECIFIED plus one value per row of core/ops.def, 1..TD_OP_COUNT; its StatusCode enum
+** OP_UNSPECIFIED plus one value per row of core/ops.def (with gaps); its StatusCode enum
 ** ends at TENSORD_CANCELLED, tensord.h's last server code, below the local codes (100 up); its
 ** DType enum ends at TENSORD_BOOL. And TD_ASSERT (base/assert.h) is live in the tests' build.
 */

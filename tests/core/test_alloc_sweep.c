@@ -100,6 +100,9 @@ static void setup(enum td_op_id op, struct call *c)
     case TD_OP_MEAN:
     case TD_OP_STD:
     case TD_OP_VAR: a->dims[0] = 1, a->ndims = 1, a->has_dims = true, a->keepdim = true; break;
+    case TD_OP_TOPK:
+    case TD_OP_KTHVALUE: a->k = 2, a->dim = 1; break;
+    case TD_OP_MEDIAN: a->dim = 1, a->has_dim = true; break;
     case TD_OP_CLAMP:
         a->has_min = a->has_max = true, a->min = td_scalar_f(0.8), a->max = td_scalar_f(1.2);
         break;

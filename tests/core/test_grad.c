@@ -206,6 +206,10 @@ static const double I_TAKE[] = {5, -1, 0, 2};        /* [4], negative wraps */
 static const double I_ROWS[] = {1, 0};               /* [2] */
 static const double I_COLS[] = {2, 2};               /* [2] */
 static const double M_COLS[] = {1, 0, 1};            /* [3] bool */
+ARGS(a_sort_desc0, a->dim = 0; a->descending = true)
+ARGS(a_topk2, a->k = 2; a->dim = -1; a->descending = true; a->sorted = true)
+ARGS(a_kth2, a->k = 2; a->dim = 1; a->keepdim = true)
+ARGS(a_median0, a->dim = 0; a->has_dim = true)
 
 /* shapes */
 #define M23                                                                                        \
@@ -316,6 +320,24 @@ static const struct grad_case CASES[] = {
     {.op = TD_OP_MV, .nin = 2, .ndim = {2, 1}, .shape = {{3, 2}, {3}}, .transpose_first = true},
     UA(CUMSUM, a_dim1_plain),
     {.op = TD_OP_CUMSUM, .nin = 1, .ndim = {2}, .shape = {M23}, .transpose_first = true},
+    UA(CUMPROD, a_dim1_plain),
+    {.op = TD_OP_CUMPROD, .nin = 1, .ndim = {2}, .shape = {M23}, .transpose_first = true},
+    UA(SORT, a_dim_last),
+    {.op = TD_OP_SORT,
+     .nin = 1,
+     .ndim = {2},
+     .shape = {M23},
+     .transpose_first = true,
+     .args = a_sort_desc0},
+    UA(TOPK, a_topk2),
+    UA(KTHVALUE, a_kth2),
+    U(MEDIAN),
+    UA(MEDIAN, a_median0),
+    UA(MODE, a_dim_last),
+    RED(AMAX),
+    RED(AMIN),
+    RED(VAR_MEAN),
+    RED(STD_MEAN),
     UA(SOFTMAX, a_dim_last),
     UA(LOG_SOFTMAX, a_dim_last),
     {.op = TD_OP_MSE_LOSS, .nin = 2, .ndim = {2, 2}, .shape = {M23, M23}},

@@ -139,6 +139,17 @@ CASES = {
     "index_put": [("t", lambda m, x, o: _put(x, o[0], o[1]), [lambda m: m.tensor([1]), _t(V, True)]),
                   ("mask", lambda m, x, o: _put(x, o[0], 0.5),
                    [lambda m: m.tensor([[True, False, True], [False, True, False]])])],
+    "cumprod": [("t", lambda m, x, o: m.cumprod(x, dim=1), [])],
+    "sort": [("t", lambda m, x, o: m.sort(x, 1).values, [])],
+    "topk": [("t", lambda m, x, o: m.topk(x, 2).values, [])],
+    "kthvalue": [("t", lambda m, x, o: m.kthvalue(x, 2).values, [])],
+    "median": [("all", lambda m, x, o: m.median(x), []),
+               ("dim", lambda m, x, o: m.median(x, 1).values, [])],
+    "mode": [("t", lambda m, x, o: m.mode(x, 1).values, [])],
+    "amax": [("t", lambda m, x, o: m.amax(x, 1), [])],
+    "amin": [("t", lambda m, x, o: m.amin(x, (0, 1)), [])],
+    "var_mean": [("var", lambda m, x, o: m.var_mean(x, 1)[0], [])],
+    "std_mean": [("std", lambda m, x, o: m.std_mean(x, 1)[0], [])],
     # in place only: the op's own result is x itself
     "fill": [("t", lambda m, x, o: x.fill_(2.0), [])],
     "zero": [("t", lambda m, x, o: x.zero_(), [])],
@@ -167,6 +178,13 @@ KNOWN = {
     ("min", "dim", "output"): "extra",
     ("mean", "dim", "input"): "missing",        # torch's MeanBackward1 saves self
     ("pow", "t", "output"): "missing",          # PowBackward1 saves the result
+    # sorting and selection: torch saves the indices; tensord recomputes them from the input
+    ("sort", "t", "input"): "extra",
+    ("topk", "t", "input"): "extra",
+    ("kthvalue", "t", "input"): "extra",
+    ("median", "dim", "input"): "extra",
+    ("median", "dim", "output"): "extra",       # median's flags cover the median-of-all form
+    ("mode", "t", "input"): "extra",
 }
 # tensord refuses in-place writes to views of tensors in a graph (torch rebases the base's
 # history, CopySlices): for a view op's result, that refusal comes before any backward.

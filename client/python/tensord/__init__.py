@@ -169,6 +169,16 @@ class return_types:  # noqa: N801 - torch's name
     class min(_Pair):  # noqa: N801
         _name = "min"
 
+    @classmethod
+    def _of(cls, name: str) -> type:
+        """The (values, indices) pair type torch returns from op `name` (sort, topk, ...)."""
+        t = vars(cls).get(name)
+        if t is None:
+            t = type(name, (cls._Pair,), {"_name": name, "__module__": cls.__module__,
+                                          "__qualname__": "return_types." + name})
+            setattr(cls, name, t)
+        return t
+
 
 # -- converting Python data without numpy --
 def _flatten(data: Any) -> Tuple[List[Any], List[builtins.int]]:
@@ -435,6 +445,17 @@ class Session:
         values = Tensor(self, req.run_op.out, p)
         indices = Tensor(self, out2, p, _not_in_reply=True)
         return getattr(return_types, name)(values, indices)
+
+    def _op_outputs(self, name: str, inputs: Sequence[Any], slots: Sequence[builtins.int],
+                    **kw: Any) -> List["Tensor"]:
+        """An op with more than one output (ops.def's `-> a, b`): output 0 and each further
+        output in `slots` (1: out2, 2: out3), as Tensors in that order."""
+        args = [H(x._h) if isinstance(x, Tensor) else x for x in inputs]
+        extra = {"out%d" % (i + 1): self._c.handle() for i in slots}
+        req = self._c.op_request(name, args, **extra, **kw)
+        p = self._send(req, name)
+        return [Tensor(self, req.run_op.out, p)] + [
+            Tensor(self, extra["out%d" % (i + 1)], p, _not_in_reply=True) for i in slots]
 
     # -- creation --
     @_module_function
@@ -1518,6 +1539,10 @@ class _Op(NamedTuple):
     method_positional: Tuple[_Param, ...]
     names: Tuple[str, ...]
     required: Tuple[_Param, ...]
+    # ops.def's `-> a, b`: ((name, when), ...) in wire order, or () for one tensor; named: a
+    # torch.return_types pair rather than a plain tuple
+    outputs: Tuple[Tuple[str, Optional[str]], ...] = ()
+    named: builtins.bool = False
 
 
 def _make_op(name: str, facts: dict) -> _Op:
@@ -1531,11 +1556,14 @@ def _make_op(name: str, facts: dict) -> _Op:
                "INPLACE_ONLY" in facts["flags"], positional,
                tuple(p for p in positional if p.name != "input" or receiver is None),
                tuple(p.name for p in params),
-               tuple(p for p in params if p.required and not p.varargs))
+               tuple(p for p in params if p.required and not p.varargs),
+               tuple(facts.get("outputs", ())), facts.get("named", False))
 
 
 _OP_TABLE = {name: _make_op(name, facts) for name, facts in _ops.OPS.items()}
 _VIEW_OPS = {name for name, facts in _ops.OPS.items() if "VIEW" in facts["flags"]}
+for _named in [op.name for op in _OP_TABLE.values() if op.named]:
+    return_types._of(_named)  # tensord.return_types.sort exists before the first sort
 _OPS = set(_OP_TABLE)
 # The keywords an op request can carry (Conn.op_request): OpArgs' fields and a second output.
 _ARG_NAMES = {f.name for f in pb.OpArgs.DESCRIPTOR.fields} | {"out2"}
@@ -1602,14 +1630,28 @@ def _bind(fname: str, op: _Op, args: tuple, kw: dict, receiver: Any = None) -> d
     return bound
 
 
+def _asks(op: _Op, name: str, v: Any) -> builtins.bool:
+    """Whether v, given for op's parameter `name`, asks for the outputs it chooses."""
+    p = next(p for p in op.params if p.name == name)
+    return v is not None and (builtins.bool(v) if p.default is False else True)
+
+
 def _run(s: Session, op: _Op, bound: dict, inplace: builtins.bool, fname: str) -> Any:
     """Sends op with bound arguments (_bind's): operands in signature order, each other
     parameter in its OpArgs field (None: not sent), torch's defaults for those not given."""
     inputs: List[Any] = []
     kw: dict = {}
     cast, receiver = None, None
+    # The outputs this call asks for (ops.def's `-> a, b?p`: a flag p, default False, when
+    # true; any other p when not None); a flag that only chooses outputs (unique's
+    # return_counts) travels as out2 / out3, not in OpArgs.
+    slots = [i for i, (_, when) in enumerate(op.outputs) if i > 0 and (
+        when is None or _asks(op, when, bound.get(when)))]
+    flags = {when for _, when in op.outputs if when is not None} - _ARG_NAMES
     for i, p in enumerate(op.params):
         v = bound.get(p.name, p.default)
+        if p.name in flags:
+            continue
         if p.operand:
             if i == op.receiver:
                 receiver = len(inputs)
@@ -1640,7 +1682,12 @@ def _run(s: Session, op: _Op, bound: dict, inplace: builtins.bool, fname: str) -
             kw[p.field] = v
     if cast is not None and receiver is not None:
         inputs[receiver] = inputs[receiver].to(cast)
-    return s._op(op.name, inputs, inplace=inplace, **kw)
+    if not slots:
+        return s._op(op.name, inputs, inplace=inplace, **kw)
+    outs = s._op_outputs(op.name, inputs, slots, **kw)
+    if op.named:
+        return return_types._of(op.name)(*outs)
+    return tuple(outs)
 
 
 @functools.lru_cache(maxsize=None)
