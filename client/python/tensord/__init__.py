@@ -67,8 +67,9 @@ class TensorIndexError(TensorError, IndexError):
 def _error(p: _conn.Pending) -> TensorError:
     e = p.error
     op, where = p.tag if p.tag else ("", "")
-    cls = TensorIndexError if ("out of range" in e.message or "out of bounds" in e.message
-                               ) else TensorError
+    # the messages torch raises as IndexError
+    cls = TensorIndexError if ("out of range" in e.message or "out of bounds" in e.message or
+                               "Index is supposed to be a vector" in e.message) else TensorError
     return cls(e.code, e.message, op, where)
 
 
@@ -1741,6 +1742,14 @@ def _function(name: str, session: Optional[Session] = None) -> Callable[..., Any
     own = op.receiver is not None and callable(vars(Tensor).get(op.name))
 
     def function(*args: Any, **kw: Any) -> Any:
+        if op.name == "where" and len(args) + len(kw) == 1:
+            # torch.where(condition): the overload that is condition.nonzero(as_tuple=True)
+            cond = args[0] if args else kw.get("condition")
+            if kw and "condition" not in kw:
+                raise TypeError("where() missing 1 required positional argument: 'condition'")
+            if not isinstance(cond, Tensor):
+                cond = (session or _session()).as_tensor(cond)
+            return cond.nonzero(as_tuple=True)
         bound = _bind(name, op, args, _legacy.numpy_names(op, kw))
         s = session or _first_session([bound.get(p.name) for p in op.params if p.operand]) \
             or _session()
