@@ -747,7 +747,12 @@ static void do_arange(struct harness *h)
 static void do_runop(struct harness *h)
 {
     struct opreq o;
-    opreq_init(&o, 1 + rd(h) % 100, slot(h));
+    /* every op the wire has (their values have gaps: one range per family), and now and then
+    ** a value it does not have */
+    const ProtobufCEnumDescriptor *ops = &tensord__op__descriptor;
+    uint8_t pick = rd(h);
+    int op = pick == 255 ? (int)rd(h) : ops->values[1 + pick % (ops->n_values - 1)].value;
+    opreq_init(&o, op, slot(h));
     int nin = rd(h) % 5;
     for (int i = 0; i < nin; i++) {
         uint8_t b = rd(h);
@@ -789,6 +794,25 @@ static void do_runop(struct harness *h)
         o.args.has_correction = true;
         o.args.correction = (double)(rd(h) % 3);
         o.m.out2 = slot(h);
+    }
+    uint8_t g = rd(h);  /* the arguments of the indexing, sorting and random families */
+    if (g & 1) {
+        o.args.index_mask = (uint64_t)rd(h) | (g & 2 ? (uint64_t)rd(h) << 56 : 0);
+        o.args.accumulate = (g & 4) != 0;
+    }
+    if (g & 8) {
+        o.args.k = small_of(h);
+        o.args.descending = (g & 16) != 0;
+        o.args.sorted = (g & 32) != 0;
+        o.args.stable = (g & 16) == 0;
+        o.m.out3 = slot(h);
+    }
+    if (g & 64) {
+        o.args.num_samples = small_of(h);
+        o.args.replacement = (g & 2) != 0;
+    }
+    if (g & 128) {
+        o.args.generator = slot(h);  /* any handle: a generator state, a tensor, nothing */
     }
     opreq_send(h, &o);
 }
