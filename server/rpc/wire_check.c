@@ -3,18 +3,19 @@
 **
 ** Op: rpc's wire_op() maps each row of core/ops.def to its TENSORD__OP__OP_<id> (a row without
 ** a wire value fails to compile there; two rows on one value are a duplicate case there). Here,
-** every row's wire value lies in 1..TD_OP_COUNT, so the rows cover exactly the values 1 up to
-** the op count: the proto's enum and the op table have the same length, and OP_UNSPECIFIED (0)
-** is no op. A proto value beyond the table is tests/build/test_mirrors.c's catch (the
+** every row's wire value lies in 1..TD_WIRE_OP_MAX (the proto reserves ranges per family of ops,
+** so the values have gaps), and OP_UNSPECIFIED (0) is no op; test_mirrors.c checks the enum has
+** exactly one value per row. A proto value beyond the table is tests/build/test_mirrors.c's catch (the
 ** descriptor's count is only known at run time).
 */
 #include "core/ops.h"
 #include "proto/tensord.pb-c.h"
 
+#define TD_WIRE_OP_MAX 189 /* the last value the proto's Op enum reserves */
+
 #define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost)   \
-    _Static_assert((int)TENSORD__OP__OP_##id >= 1 &&                                               \
-                       (int)TENSORD__OP__OP_##id <= (int)TD_OP_COUNT,                              \
-                   "the wire value of op " #id " lies outside 1..TD_OP_COUNT");
+    _Static_assert((int)TENSORD__OP__OP_##id >= 1 && (int)TENSORD__OP__OP_##id <= TD_WIRE_OP_MAX, \
+                   "the wire value of op " #id " lies outside 1..TD_WIRE_OP_MAX");
 #include "core/ops.def"
 #undef OP
 _Static_assert(TENSORD__OP__OP_UNSPECIFIED == 0, "the wire's op 0 is no op");

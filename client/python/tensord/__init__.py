@@ -1057,10 +1057,22 @@ class Tensor:
     def __neg__(self) -> "Tensor": return self._s._op("neg", [self])
     def __pos__(self) -> "Tensor": return self
     def __abs__(self) -> "Tensor": return self._s._op("abs", [self])
-    def __invert__(self) -> "Tensor": return self._s._op("logical_not", [self])
-    def __and__(self, o: Any) -> "Tensor": return self._bin("logical_and", o)
-    def __or__(self, o: Any) -> "Tensor": return self._bin("logical_or", o)
-    def __xor__(self, o: Any) -> "Tensor": return self._bin("logical_xor", o)
+    # the bitwise ops (ops.def's bitwise_*): integers and bool, torch's errors for floats
+    def __invert__(self) -> "Tensor":
+        if self.dtype.is_floating_point:
+            raise TypeError("~ (operator.invert) is only implemented on integer and "
+                            "Boolean-type tensors")
+        return self._s._op("bitwise_not", [self])
+    def __and__(self, o: Any) -> "Tensor": return self._bin("bitwise_and", o)
+    def __rand__(self, o: Any) -> "Tensor": return self._bin("bitwise_and", o, True)
+    def __or__(self, o: Any) -> "Tensor": return self._bin("bitwise_or", o)
+    def __ror__(self, o: Any) -> "Tensor": return self._bin("bitwise_or", o, True)
+    def __xor__(self, o: Any) -> "Tensor": return self._bin("bitwise_xor", o)
+    def __rxor__(self, o: Any) -> "Tensor": return self._bin("bitwise_xor", o, True)
+    def __lshift__(self, o: Any) -> "Tensor": return self._bin("bitwise_left_shift", o)
+    def __rlshift__(self, o: Any) -> "Tensor": return self._bin("bitwise_left_shift", o, True)
+    def __rshift__(self, o: Any) -> "Tensor": return self._bin("bitwise_right_shift", o)
+    def __rrshift__(self, o: Any) -> "Tensor": return self._bin("bitwise_right_shift", o, True)
     def __eq__(self, o: Any) -> "Tensor": return self._bin("eq", o)  # type: ignore[override]
     def __ne__(self, o: Any) -> "Tensor": return self._bin("ne", o)  # type: ignore[override]
     def __lt__(self, o: Any) -> "Tensor": return self._bin("lt", o)
@@ -1079,6 +1091,11 @@ class Tensor:
     def __ifloordiv__(self, o: Any) -> "Tensor": return self._inplace("floor_divide", o)
     def __imod__(self, o: Any) -> "Tensor": return self._inplace("remainder", o)
     def __ipow__(self, o: Any) -> "Tensor": return self._inplace("pow", o)
+    def __iand__(self, o: Any) -> "Tensor": return self._inplace("bitwise_and", o)
+    def __ior__(self, o: Any) -> "Tensor": return self._inplace("bitwise_or", o)
+    def __ixor__(self, o: Any) -> "Tensor": return self._inplace("bitwise_xor", o)
+    def __ilshift__(self, o: Any) -> "Tensor": return self._inplace("bitwise_left_shift", o)
+    def __irshift__(self, o: Any) -> "Tensor": return self._inplace("bitwise_right_shift", o)
 
     # -- indexing: x[0], x[:, 1:3], x[..., -1] are views; x[i] = v writes through them --
     def _index(self, key: Any, copy_bools: builtins.bool) -> "Tensor":

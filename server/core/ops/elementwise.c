@@ -19,8 +19,7 @@
 
 #include <stdio.h>
 
-typedef void row_fn(int64_t n, char *o, int64_t so, const char *a, int64_t sa, const char *b,
-                    int64_t sb);
+typedef td_row_fn row_fn;
 
 /* A row kernel: o[i] = EXPR(x = a[i], y = b[i]) over n elements with element strides; the
 ** unit-stride and scalar cases are separate loops so the compiler can vectorise them. TO is the
@@ -531,6 +530,13 @@ static int elementwise(enum td_op_id op, struct td_tensor *out, const struct td_
         return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for '%s'", td_ops[op].name,
                           td_dtype_cname(compute));
     }
+    return td_elementwise_rows(k, out, in, nin, compute, kout, q, err);
+}
+
+int td_elementwise_rows(td_row_fn *k, struct td_tensor *out, const struct td_operand *in, int nin,
+                        enum td_dtype compute, enum td_dtype kout, struct td_quota *q,
+                        struct td_err *err)
+{
     if (out->numel == 0) {
         return 0;
     }
