@@ -627,6 +627,21 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
     if (w->has_correction) {
         a->correction = w->correction;
     }
+    a->rtol = w->rtol;
+    a->atol = w->atol;
+    a->equal_nan = w->equal_nan;
+    const Tensord__Scalar *ws[3] = {w->value, w->alpha, w->beta};
+    struct td_scalar *as[3] = {&a->value, &a->alpha, &a->beta};
+    bool *has[3] = {&a->has_value, &a->has_alpha, &a->has_beta};
+    for (int k = 0; k < 3; k++) {
+        if (ws[k] != NULL) {
+            if ((rc = wire_scalar(ws[k], k == 0 ? "value" : k == 1 ? "alpha" : "beta", as[k],
+                                  err)) != 0) {
+                return rc;
+            }
+            *has[k] = true;
+        }
+    }
     return 0;
 }
 

@@ -509,7 +509,7 @@ class Conn:
             if k == "dims":
                 a.dims.extend(v)
                 a.has_dims = True
-            elif k in ("min", "max"):
+            elif k in ("min", "max", "value", "alpha", "beta"):  # OpArgs' Scalar fields
                 scalar(v, getattr(a, k))
             elif k == "dtype":
                 a.dtype = DTYPE_WIRE[v]

@@ -1,7 +1,8 @@
 /* server/core/ops/special.c — issue 16's "elementwise, comparison and linear algebra" family:
 ** the bitwise ops and shifts (bitwise_and/or/xor/not, bitwise_left_shift/right_shift), and the
-** rounding and special functions trunc, frac, erf and erfinv: their dtype rules, row kernels,
-** backward rules and cost (the shared elementwise cost rule).
+** rounding and special functions trunc, frac, erf and erfinv (dtype rules, row kernels, backward
+** rules; cost: the shared elementwise rule); isclose, addcmul, addcdiv, lerp, addmm and trace,
+** composed of other ops (make functions, backward and cost rules).
 **
 ** Kernels run through elementwise.c's driver (td_elementwise_rows: casting, broadcasting, merged
 ** dims, parallel chunks with cancel checks), so only the per-element expression lives here.
@@ -11,7 +12,9 @@
 */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
+#include "../../base/checked.h"
 #include "family.h"
 
 /* ---- row kernels ---- */
@@ -283,4 +286,653 @@ int td_bw_erfinv(const struct td_node *n, struct td_tensor *g, struct td_tensor 
     td_tensor_unref(e);
     td_tensor_unref(h);
     return rc;
+}
+
+/* ---- composed ops: isclose, addcmul, addcdiv, lerp, addmm, trace ----
+** Each is built from other ops, run through td_op_apply without recording (their temporaries
+** charged to q), the way torch's own composite kernels are written, so their values, dtypes
+** and errors are those ops'. The node recorded is this op's, with its own backward rule. */
+
+/* A scratch list of tensors an op builds, released together. */
+struct scratch {
+    struct td_tensor *t[16];
+    int n;
+};
+
+static void scratch_free(struct scratch *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        td_tensor_unref(s->t[i]);
+    }
+    s->n = 0;
+}
+
+/* Runs op on operands a[, b] (args may be NULL), keeping the result in s; NULL on error. */
+static struct td_tensor *run(struct scratch *s, enum td_op_id op, struct td_operand a,
+                             const struct td_operand *b, const struct td_op_args *args,
+                             struct td_quota *q, struct td_err *err)
+{
+    struct td_operand in[2] = {a, b != NULL ? *b : a};
+    struct td_tensor *out = NULL;
+    struct td_op_args local;
+    if (args != NULL) {
+        local = *args;
+        local.grad_enabled = false;
+        args = &local;
+    }
+    if (s->n >= (int)(sizeof s->t / sizeof s->t[0])) {
+        td_err_set(err, TD_EINVAL, "internal: too many temporaries");
+        return NULL;
+    }
+    if (td_op_apply(op, in, b != NULL ? 2 : 1, args, false, q, &out, err) != 0) {
+        return NULL;
+    }
+    s->t[s->n++] = out;
+    return out;
+}
+static struct td_tensor *run2(struct scratch *s, enum td_op_id op, struct td_operand a,
+                              struct td_operand b, struct td_quota *q, struct td_err *err)
+{
+    return run(s, op, a, &b, NULL, q, err);
+}
+#define RUN2(op, x, y) run2(&s, op, x, y, q, err)
+#define RUN1(op, x) run(&s, op, x, NULL, NULL, q, err)
+
+/* Hands the last scratch tensor to *out (a new reference) and frees the rest. */
+static int finish(struct scratch *s, struct td_tensor *r, struct td_tensor **out)
+{
+    *out = td_tensor_ref(r);
+    scratch_free(s);
+    return 0;
+}
+
+static int fail(struct scratch *s)
+{
+    scratch_free(s);
+    return -1;
+}
+
+/* A copy of operand x in dtype dt (x itself, borrowed, when it already is). */
+static struct td_operand as_dtype(struct scratch *s, struct td_operand x, enum td_dtype dt,
+                                  struct td_quota *q, struct td_err *err, bool *ok)
+{
+    *ok = true;
+    if (x.t == NULL || x.t->dtype == dt) {
+        return x;
+    }
+    struct td_op_args a;
+    td_op_args_init(&a);
+    a.has_dtype = true;
+    a.dtype = dt;
+    struct td_tensor *c = run(s, TD_OP_TO, x, NULL, &a, q, err);
+    *ok = c != NULL;
+    return td_t(c);
+}
+
+static struct td_scalar scalar_or_one(bool has, struct td_scalar v)
+{
+    return has ? v : td_scalar_i(1);
+}
+
+/* A scalar as a value of dtype dt takes part in arithmetic: integral results truncate a float
+** (torch's value.to<scalar_t>()). */
+static struct td_scalar scalar_for(struct td_scalar v, enum td_dtype dt)
+{
+    if (!td_dtype_is_float(dt)) {
+        return td_scalar_i(td_scalar_to_int(v));
+    }
+    return td_scalar_f(td_scalar_to_double(v));
+}
+
+static int need_tensor(const struct td_operand *in, int i, const char *fn, const char *name,
+                       struct td_err *err)
+{
+    if (in[i].t == NULL) {
+        const char *kind = in[i].s.kind == TD_SCALAR_FLOAT ? "float"
+                           : in[i].s.kind == TD_SCALAR_INT ? "int"
+                                                           : "bool";
+        return td_err_set(err, TD_EINVAL, "%s(): argument '%s' (position %d) must be Tensor, not %s",
+                          fn, name, i + 1, kind);
+    }
+    return 0;
+}
+
+/* isclose: torch's composite (aten/src/ATen/native/TensorCompare.cpp), step by step:
+** close = x == y, or both NaN when equal_nan; then |x - y| <= atol + |rtol * y| where finite. */
+int td_make_isclose(struct td_tensor **out, const struct td_operand *in, int nin,
+                    const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    if (need_tensor(in, 0, "isclose", "input", err) != 0 ||
+        need_tensor(in, 1, "isclose", "other", err) != 0) {
+        return -1;
+    }
+    enum td_dtype dx = in[0].t->dtype, dy = in[1].t->dtype;
+    if (dx != dy) {
+        return td_err_set(err, TD_EDTYPE, "%s did not match %s", td_dtype_cname(dx),
+                          td_dtype_cname(dy));
+    }
+    if (!(a->rtol >= 0)) {
+        return td_err_set(err, TD_EINVAL, "rtol must be greater than or equal to zero, but got %g",
+                          a->rtol);
+    }
+    if (!(a->atol >= 0)) {
+        return td_err_set(err, TD_EINVAL, "atol must be greater than or equal to zero, but got %g",
+                          a->atol);
+    }
+    struct scratch s = {.n = 0};
+    struct td_tensor *close = RUN2(TD_OP_EQ, in[0], in[1]);
+    if (close == NULL) {
+        return fail(&s);
+    }
+    if (a->equal_nan && td_dtype_is_float(dx)) {
+        struct td_tensor *nx = RUN2(TD_OP_NE, in[0], in[0]);
+        struct td_tensor *ny = nx ? RUN2(TD_OP_NE, in[1], in[1]) : NULL;
+        struct td_tensor *both = ny ? RUN2(TD_OP_LOGICAL_AND, td_t(nx), td_t(ny)) : NULL;
+        close = both ? RUN2(TD_OP_LOGICAL_OR, td_t(close), td_t(both)) : NULL;
+        if (close == NULL) {
+            return fail(&s);
+        }
+    }
+    if (a->rtol == 0 && a->atol == 0) {
+        return finish(&s, close, out);
+    }
+    bool ok1, ok2;
+    struct td_operand x = as_dtype(&s, in[0], dx == TD_DTYPE_BOOL ? TD_DTYPE_DEFAULT_FLOAT : dx,
+                                   q, err, &ok1);
+    struct td_operand y = as_dtype(&s, in[1], dx == TD_DTYPE_BOOL ? TD_DTYPE_DEFAULT_FLOAT : dx,
+                                   q, err, &ok2);
+    if (!ok1 || !ok2) {
+        return fail(&s);
+    }
+    struct td_tensor *ry = RUN2(TD_OP_MUL, y, td_s(td_scalar_f(a->rtol)));
+    struct td_tensor *ary = ry ? RUN1(TD_OP_ABS, td_t(ry)) : NULL;
+    struct td_tensor *allowed = ary ? RUN2(TD_OP_ADD, td_t(ary), td_s(td_scalar_f(a->atol)))
+                                    : NULL;
+    struct td_tensor *d = allowed ? RUN2(TD_OP_SUB, x, y) : NULL;
+    struct td_tensor *actual = d ? RUN1(TD_OP_ABS, td_t(d)) : NULL;
+    struct td_tensor *notnan = actual ? RUN2(TD_OP_EQ, td_t(actual), td_t(actual)) : NULL;
+    struct td_tensor *notinf =
+        notnan ? RUN2(TD_OP_NE, td_t(actual), td_s(td_scalar_f(INFINITY))) : NULL;
+    struct td_tensor *finite = notinf ? RUN2(TD_OP_LOGICAL_AND, td_t(notnan), td_t(notinf)) : NULL;
+    struct td_tensor *within = finite ? RUN2(TD_OP_LE, td_t(actual), td_t(allowed)) : NULL;
+    struct td_tensor *both = within ? RUN2(TD_OP_LOGICAL_AND, td_t(finite), td_t(within)) : NULL;
+    struct td_tensor *r = both ? RUN2(TD_OP_LOGICAL_OR, td_t(close), td_t(both)) : NULL;
+    return r != NULL ? finish(&s, r, out) : fail(&s);
+}
+
+/* The promoted dtype of the tensor operands and the operands cast to it. */
+static int promote_all(struct scratch *s, const struct td_operand *in, int nin,
+                       struct td_operand *cast, enum td_dtype *dt, struct td_quota *q,
+                       struct td_err *err)
+{
+    *dt = td_result_type(in, nin);
+    for (int i = 0; i < nin; i++) {
+        bool ok;
+        cast[i] = as_dtype(s, in[i], *dt, q, err, &ok);
+        if (!ok) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* addcmul: input + value * tensor1 * tensor2, in the promoted dtype (value truncated for
+** integers, as torch's kernel casts it). */
+int td_make_addcmul(struct td_tensor **out, const struct td_operand *in, int nin,
+                    const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    for (int i = 0; i < 3; i++) {
+        if (need_tensor(in, i, "addcmul", i == 0 ? "input" : i == 1 ? "tensor1" : "tensor2",
+                        err) != 0) {
+            return -1;
+        }
+    }
+    struct scratch s = {.n = 0};
+    struct td_operand c[3];
+    enum td_dtype dt;
+    if (promote_all(&s, in, nin, c, &dt, q, err) != 0) {
+        return fail(&s);
+    }
+    struct td_scalar v = scalar_for(scalar_or_one(a->has_value, a->value), dt);
+    struct td_tensor *p = RUN2(TD_OP_MUL, c[1], c[2]);
+    struct td_tensor *pv = p ? RUN2(TD_OP_MUL, td_s(v), td_t(p)) : NULL;
+    struct td_tensor *r = pv ? RUN2(TD_OP_ADD, c[0], td_t(pv)) : NULL;
+    return r != NULL ? finish(&s, r, out) : fail(&s);
+}
+
+/* addcdiv: input + value * tensor1 / tensor2; two integral divisors are refused as torch
+** refuses them. */
+int td_make_addcdiv(struct td_tensor **out, const struct td_operand *in, int nin,
+                    const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    for (int i = 0; i < 3; i++) {
+        if (need_tensor(in, i, "addcdiv", i == 0 ? "input" : i == 1 ? "tensor1" : "tensor2",
+                        err) != 0) {
+            return -1;
+        }
+    }
+    if (!td_dtype_is_float(in[1].t->dtype) && !td_dtype_is_float(in[2].t->dtype)) {
+        return td_err_set(
+            err, TD_EINVAL,
+            "Integer division with addcdiv is no longer supported, and in a future  release "
+            "addcdiv will perform a true division of tensor1 and tensor2. The historic addcdiv "
+            "behavior can be implemented as (input + value * torch.trunc(tensor1 / "
+            "tensor2)).to(input.dtype) for integer inputs and as (input + value * tensor1 / "
+            "tensor2) for float inputs. The future addcdiv behavior is just the latter "
+            "implementation: (input + value * tensor1 / tensor2), for all dtypes.");
+    }
+    struct scratch s = {.n = 0};
+    struct td_operand c[3];
+    enum td_dtype dt;
+    if (promote_all(&s, in, nin, c, &dt, q, err) != 0) {
+        return fail(&s);
+    }
+    struct td_scalar v = scalar_for(scalar_or_one(a->has_value, a->value), dt);
+    struct td_tensor *p = RUN2(TD_OP_MUL, td_s(v), c[1]);
+    struct td_tensor *pv = p ? RUN2(TD_OP_DIV, td_t(p), c[2]) : NULL;
+    struct td_tensor *r = pv ? RUN2(TD_OP_ADD, c[0], td_t(pv)) : NULL;
+    return r != NULL ? finish(&s, r, out) : fail(&s);
+}
+
+/* torch's TypeMeta names, which lerp's dtype checks print. */
+static const char *meta_name(enum td_dtype dt)
+{
+    switch (dt) {
+    case TD_DTYPE_F32: return "float";
+    case TD_DTYPE_F64: return "double";
+    case TD_DTYPE_I32: return "int";
+    case TD_DTYPE_I64: return "long int";
+    default: return "bool";
+    }
+}
+
+/* lerp: torch's formula, |w| < 0.5 ? input + w (end - input) : end - (end - input) (1 - w), in
+** input's dtype (end and a tensor weight must share it); floats only. */
+int td_make_lerp(struct td_tensor **out, const struct td_operand *in, int nin,
+                 const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    (void)a;
+    if (need_tensor(in, 0, "lerp", "input", err) != 0 ||
+        need_tensor(in, 1, "lerp", "end", err) != 0) {
+        return -1;
+    }
+    enum td_dtype dt = in[0].t->dtype;
+    if (in[1].t->dtype != dt) {
+        return td_err_set(err, TD_EDTYPE, "expected dtype %s for `end` but got dtype %s",
+                          meta_name(dt), meta_name(in[1].t->dtype));
+    }
+    bool wt = in[2].t != NULL;
+    if (wt && in[2].t->dtype != dt) {
+        return td_err_set(err, TD_EDTYPE, "expected dtype %s for `weight` but got dtype %s",
+                          meta_name(dt), meta_name(in[2].t->dtype));
+    }
+    if (!td_dtype_is_float(dt)) {
+        return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for '%s'",
+                          wt ? "lerp_kernel_tensor" : "lerp_kernel_scalar", td_dtype_cname(dt));
+    }
+    struct scratch s = {.n = 0};
+    struct td_tensor *diff = RUN2(TD_OP_SUB, in[1], in[0]);
+    if (diff == NULL) {
+        return fail(&s);
+    }
+    if (!wt) {
+        double w = td_scalar_to_double(in[2].s);
+        struct td_tensor *r;
+        if (fabs(w) < 0.5) {
+            struct td_tensor *p = RUN2(TD_OP_MUL, td_t(diff), td_s(td_scalar_f(w)));
+            r = p ? RUN2(TD_OP_ADD, in[0], td_t(p)) : NULL;
+        } else {
+            double w1 = dt == TD_DTYPE_F32 ? (double)(1.0f - (float)w) : 1.0 - w;
+            struct td_tensor *p = RUN2(TD_OP_MUL, td_t(diff), td_s(td_scalar_f(w1)));
+            r = p ? RUN2(TD_OP_SUB, in[1], td_t(p)) : NULL;
+        }
+        return r != NULL ? finish(&s, r, out) : fail(&s);
+    }
+    struct td_tensor *p = RUN2(TD_OP_MUL, in[2], td_t(diff));
+    struct td_tensor *lo = p ? RUN2(TD_OP_ADD, in[0], td_t(p)) : NULL;
+    struct td_tensor *w1 = lo ? RUN2(TD_OP_SUB, td_s(td_scalar_i(1)), in[2]) : NULL;
+    struct td_tensor *p2 = w1 ? RUN2(TD_OP_MUL, td_t(diff), td_t(w1)) : NULL;
+    struct td_tensor *hi = p2 ? RUN2(TD_OP_SUB, in[1], td_t(p2)) : NULL;
+    struct td_tensor *aw = hi ? RUN1(TD_OP_ABS, in[2]) : NULL;
+    struct td_tensor *small = aw ? RUN2(TD_OP_LT, td_t(aw), td_s(td_scalar_f(0.5))) : NULL;
+    struct td_tensor *r = NULL;
+    if (small != NULL) {
+        struct td_operand w3[3] = {td_t(small), td_t(lo), td_t(hi)};
+        if (td_op_apply(TD_OP_WHERE, w3, 3, NULL, false, q, &r, err) != 0) {
+            return fail(&s);
+        }
+        scratch_free(&s);
+        *out = r;
+        return 0;
+    }
+    return fail(&s);
+}
+
+const char *td_grad_fn_lerp(const struct td_node *n)
+{
+    return n->in[2].t != NULL ? "LerpBackward1" : "LerpBackward0";
+}
+
+/* addmm: beta * input + alpha * (mat1 @ mat2), input expanded to the product's shape (torch's
+** expand error when it cannot be); beta = 0 ignores input's values (NaN included). */
+int td_make_addmm(struct td_tensor **out, const struct td_operand *in, int nin,
+                  const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    for (int i = 0; i < 3; i++) {
+        if (need_tensor(in, i, "addmm", i == 0 ? "input" : i == 1 ? "mat1" : "mat2", err) != 0) {
+            return -1;
+        }
+    }
+    struct scratch s = {.n = 0};
+    struct td_tensor *m = RUN2(TD_OP_MM, in[1], in[2]);
+    if (m == NULL) {
+        return fail(&s);
+    }
+    struct td_op_args ex;
+    td_op_args_init(&ex);
+    ex.has_dims = true;
+    ex.ndims = m->ndim;
+    for (int d = 0; d < m->ndim; d++) {
+        ex.dims[d] = m->shape[d];
+    }
+    struct td_tensor *e = run(&s, TD_OP_EXPAND, in[0], NULL, &ex, q, err);
+    if (e == NULL) {
+        return fail(&s);
+    }
+    struct td_scalar alpha = scalar_or_one(a->has_alpha, a->alpha);
+    struct td_scalar beta = scalar_or_one(a->has_beta, a->beta);
+    struct td_tensor *am = td_scalar_to_double(alpha) == 1.0
+                               ? m
+                               : RUN2(TD_OP_MUL, td_t(m), td_s(scalar_for(alpha, m->dtype)));
+    if (am == NULL) {
+        return fail(&s);
+    }
+    struct td_tensor *r;
+    if (td_scalar_to_double(beta) == 0.0) {
+        r = RUN2(TD_OP_ADD, td_t(am), td_s(td_scalar_i(0)));
+    } else {
+        struct td_tensor *be = td_scalar_to_double(beta) == 1.0
+                                   ? e
+                                   : RUN2(TD_OP_MUL, td_t(e), td_s(scalar_for(beta, e->dtype)));
+        r = be ? RUN2(TD_OP_ADD, td_t(be), td_t(am)) : NULL;
+    }
+    return r != NULL ? finish(&s, r, out) : fail(&s);
+}
+
+/* trace: the sum of the main diagonal of a matrix; integers sum in int64 (as torch's sum). */
+int td_make_trace(struct td_tensor **out, const struct td_operand *in, int nin,
+                  const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    (void)a;
+    if (need_tensor(in, 0, "trace", "input", err) != 0) {
+        return -1;
+    }
+    const struct td_tensor *x = in[0].t;
+    if (x->ndim != 2) {
+        return td_err_set(err, TD_ESHAPE, "trace: expected a matrix, but got tensor with dim %d",
+                          x->ndim);
+    }
+    if (x->dtype == TD_DTYPE_BOOL) {
+        return td_err_set(err, TD_EDTYPE, "\"trace\" not implemented for 'Bool'");
+    }
+    enum td_dtype dt = td_dtype_is_float(x->dtype) ? x->dtype : TD_DTYPE_I64;
+    int rc = td_tensor_full(out, dt, NULL, 0, td_scalar_i(0), q, err);
+    if (rc != 0) {
+        return rc;
+    }
+    int64_t n = x->shape[0] < x->shape[1] ? x->shape[0] : x->shape[1];
+    const char *base = td_tensor_data(x);
+    size_t es = td_dtype_size(x->dtype);
+    int64_t step = x->strides[0] + x->strides[1];
+    if (dt == TD_DTYPE_I64) {
+        uint64_t acc = 0; /* wraps like torch's int64 sum */
+        for (int64_t i = 0; i < n; i++) {
+            acc += (uint64_t)td_elem_load_i64(base + (size_t)(i * step) * es, x->dtype);
+        }
+        *(int64_t *)td_tensor_data(*out) = (int64_t)acc;
+    } else {
+        double acc = 0;
+        for (int64_t i = 0; i < n; i++) {
+            acc += td_elem_load_f64(base + (size_t)(i * step) * es, x->dtype);
+        }
+        td_elem_store_f64(td_tensor_data(*out), dt, acc);
+    }
+    return 0;
+}
+
+/* ---- their backward rules ---- */
+
+/* A gradient of dtype g's, scaled by the scalar s (a new reference; g itself when s is 1). */
+static int scale(struct td_tensor *g, struct td_scalar s, struct td_quota *q,
+                 struct td_tensor **out, struct td_err *err)
+{
+    if (td_scalar_to_double(s) == 1.0) {
+        *out = td_tensor_ref(g);
+        return 0;
+    }
+    return td_bw2(TD_OP_MUL, td_t(g), td_s(td_scalar_f(td_scalar_to_double(s))), q, out, err);
+}
+
+static bool wants(const struct td_node *n, int i)
+{
+    return n->in[i].t != NULL && td_autograd_requires_grad(n->in[i].t);
+}
+
+/* addcmul: d input = g, d t1 = g value t2, d t2 = g value t1 */
+int td_bw_addcmul(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                  struct td_quota *q, struct td_err *err)
+{
+    struct td_scalar v = scalar_or_one(n->args.has_value, n->args.value);
+    struct td_tensor *gv = NULL;
+    int rc = scale(g, v, q, &gv, err);
+    gin[0] = rc == 0 ? td_tensor_ref(g) : NULL;
+    for (int i = 1; i < 3 && rc == 0; i++) {
+        if (wants(n, i)) {
+            rc = td_bw2(TD_OP_MUL, td_t(gv), n->in[3 - i], q, &gin[i], err);
+        }
+    }
+    td_tensor_unref(gv);
+    return rc;
+}
+
+/* addcdiv: d input = g, d t1 = g value / t2, d t2 = -g value t1 / t2^2 */
+int td_bw_addcdiv(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                  struct td_quota *q, struct td_err *err)
+{
+    struct td_scalar v = scalar_or_one(n->args.has_value, n->args.value);
+    struct td_tensor *gv = NULL, *t = NULL, *t2 = NULL, *u = NULL;
+    int rc = scale(g, v, q, &gv, err);
+    gin[0] = rc == 0 ? td_tensor_ref(g) : NULL;
+    if (rc == 0 && wants(n, 1)) {
+        rc = td_bw2(TD_OP_DIV, td_t(gv), n->in[2], q, &gin[1], err);
+    }
+    if (rc == 0 && wants(n, 2)) {
+        rc = td_bw2(TD_OP_MUL, td_t(gv), n->in[1], q, &t, err);
+        if (rc == 0) {
+            rc = td_bw2(TD_OP_MUL, n->in[2], n->in[2], q, &t2, err);
+        }
+        if (rc == 0) {
+            rc = td_bw2(TD_OP_DIV, td_t(t), td_t(t2), q, &u, err);
+        }
+        if (rc == 0) {
+            rc = td_bw1(TD_OP_NEG, td_t(u), NULL, q, &gin[2], err);
+        }
+    }
+    td_tensor_unref(gv);
+    td_tensor_unref(t);
+    td_tensor_unref(t2);
+    td_tensor_unref(u);
+    return rc;
+}
+
+/* lerp: d input = g (1 - w), d end = g w, d weight = g (end - input) */
+int td_bw_lerp(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+               struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *w1 = NULL, *d = NULL;
+    int rc = 0;
+    if (wants(n, 0)) {
+        rc = td_bw2(TD_OP_SUB, td_s(td_scalar_i(1)), n->in[2], q, &w1, err);
+        if (rc == 0) {
+            rc = td_bw2(TD_OP_MUL, td_t(g), td_t(w1), q, &gin[0], err);
+        }
+    }
+    if (rc == 0 && wants(n, 1)) {
+        rc = td_bw2(TD_OP_MUL, td_t(g), n->in[2], q, &gin[1], err);
+    }
+    if (rc == 0 && wants(n, 2)) {
+        rc = td_bw2(TD_OP_SUB, n->in[1], n->in[0], q, &d, err);
+        if (rc == 0) {
+            rc = td_bw2(TD_OP_MUL, td_t(g), td_t(d), q, &gin[2], err);
+        }
+    }
+    td_tensor_unref(w1);
+    td_tensor_unref(d);
+    return rc;
+}
+
+/* addmm: d input = beta g, d mat1 = alpha g mat2^T, d mat2 = alpha mat1^T g */
+int td_bw_addmm(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                struct td_quota *q, struct td_err *err)
+{
+    struct td_scalar alpha = scalar_or_one(n->args.has_alpha, n->args.alpha);
+    struct td_scalar beta = scalar_or_one(n->args.has_beta, n->args.beta);
+    struct td_tensor *ga = NULL, *tt = NULL;
+    int rc = 0;
+    if (wants(n, 0)) {
+        rc = scale(g, beta, q, &gin[0], err);
+    }
+    if (rc == 0 && (wants(n, 1) || wants(n, 2))) {
+        rc = scale(g, alpha, q, &ga, err);
+    }
+    if (rc == 0 && wants(n, 1)) {
+        rc = td_bw1(TD_OP_T, n->in[2], NULL, q, &tt, err);
+        if (rc == 0) {
+            rc = td_bw2(TD_OP_MM, td_t(ga), td_t(tt), q, &gin[1], err);
+        }
+        td_tensor_unref(tt);
+        tt = NULL;
+    }
+    if (rc == 0 && wants(n, 2)) {
+        rc = td_bw1(TD_OP_T, n->in[1], NULL, q, &tt, err);
+        if (rc == 0) {
+            rc = td_bw2(TD_OP_MM, td_t(tt), td_t(ga), q, &gin[2], err);
+        }
+    }
+    td_tensor_unref(ga);
+    td_tensor_unref(tt);
+    return rc;
+}
+
+/* trace: g (a 0-dim) times the identity of input's shape */
+int td_bw_trace(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                struct td_quota *q, struct td_err *err)
+{
+    struct td_op_args e;
+    td_op_args_init(&e);
+    e.has_dims = true;
+    e.ndims = 2;
+    e.dims[0] = n->in[0].t->shape[0];
+    e.dims[1] = n->in[0].t->shape[1];
+    e.has_dtype = true;
+    e.dtype = g->dtype;
+    struct td_tensor *eye = NULL;
+    int rc = td_op_apply(TD_OP_EYE, NULL, 0, &e, false, q, &eye, err);
+    if (rc == 0) {
+        rc = td_bw2(TD_OP_MUL, td_t(eye), td_t(g), q, &gin[0], err);
+    }
+    td_tensor_unref(eye);
+    return rc;
+}
+
+/* ---- cost of the composed ops: safe before validation ---- */
+
+/* The broadcast shape of the tensor operands (scalars take no part); -1 when they do not
+** broadcast or a required one is a number. */
+static int bshape(const struct td_operand *in, int nin, int need, int64_t *shape, int *ndim)
+{
+    *ndim = 0;
+    for (int i = 0; i < nin; i++) {
+        if (in[i].t == NULL) {
+            if (i < need) {
+                return -1;
+            }
+            continue;
+        }
+        int64_t tmp[TD_MAX_DIMS];
+        int nt;
+        if (td_broadcast_shapes(shape, *ndim, in[i].t->shape, in[i].t->ndim, tmp, &nt, NULL) !=
+            0) {
+            return -1;
+        }
+        memcpy(shape, tmp, sizeof(int64_t) * (size_t)nt);
+        *ndim = nt;
+    }
+    return 0;
+}
+
+static int64_t count(const int64_t *shape, int ndim)
+{
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) {
+        n = td_sat_mul(n, shape[d] < 0 ? 0 : shape[d]);
+    }
+    return n;
+}
+
+/* isclose, addcmul, addcdiv, lerp: about a dozen elementwise passes over the broadcast shape,
+** each reading its operands and writing a temporary of 8-byte elements at most. */
+int td_cost_composed(const struct td_operand *in, int nin, const struct td_op_args *a,
+                     struct td_cost *c)
+{
+    int64_t shape[TD_MAX_DIMS];
+    int ndim;
+    int need = a->op == TD_OP_LERP ? 2 : nin;
+    if (nin < 2 || nin > 3 || bshape(in, nin, need, shape, &ndim) != 0) {
+        return -1;
+    }
+    int64_t n = count(shape, ndim), passes = a->op == TD_OP_ISCLOSE ? 12 : 8;
+    c->read = td_sat_mul(n, td_sat_mul(passes, 2));
+    c->written = td_sat_mul(n, passes);
+    c->out_bytes = td_sat_mul(n, 8);
+    c->temp_bytes = td_sat_mul(td_sat_mul(n, 8), 4);
+    return 0;
+}
+
+/* addmm: mm's products plus two elementwise passes over the product's shape. */
+int td_cost_addmm(const struct td_operand *in, int nin, const struct td_op_args *a,
+                  struct td_cost *c)
+{
+    if (nin != 3 || in[0].t == NULL || in[1].t == NULL || in[2].t == NULL ||
+        in[1].t->ndim != 2 || in[2].t->ndim != 2) {
+        return -1;
+    }
+    struct td_operand mm[2] = {in[1], in[2]};
+    if (td_cost_matmul(mm, 2, a, c) != 0) {
+        return -1;
+    }
+    int64_t n = td_sat_mul(in[1].t->shape[0], in[2].t->shape[1]);
+    c->read = td_sat_add(c->read, td_sat_mul(n, 4));
+    c->written = td_sat_add(c->written, td_sat_mul(n, 2));
+    c->temp_bytes = td_sat_add(c->temp_bytes, td_sat_mul(n, 16));
+    return 0;
+}
+
+/* trace: the diagonal read once. */
+int td_cost_trace(const struct td_operand *in, int nin, const struct td_op_args *a,
+                  struct td_cost *c)
+{
+    (void)a;
+    if (nin != 1 || in[0].t == NULL || in[0].t->ndim != 2) {
+        return -1;
+    }
+    const struct td_tensor *x = in[0].t;
+    c->read = x->shape[0] < x->shape[1] ? x->shape[0] : x->shape[1];
+    c->written = 1;
+    c->out_bytes = 8;
+    return 0;
 }
