@@ -26,6 +26,7 @@ import inspect
 import os
 import struct
 import sys
+import warnings
 import weakref
 from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -1532,6 +1533,106 @@ def randn_like(input: Tensor, dtype: Optional[dtype] = None) -> Tensor:
     """Standard normal with input's shape (and dtype, unless given)."""
     return input._s._op("randn_like", [input], **_dtype_kw(dtype))
 
+
+# -- tuples of views (torch.chunk, split, unbind, meshgrid), composed of narrow, select, reshape
+# and expand on the client; and the comparisons that give a Python bool --
+def chunk(input: Tensor, chunks: builtins.int, dim: builtins.int = 0) -> Tuple[Tensor, ...]:
+    """torch.chunk: up to `chunks` views along dim, each ceil(size / chunks) long but the last."""
+    if chunks <= 0:
+        raise RuntimeError("chunk expects `chunks` to be greater than 0, got: %d" % chunks)
+    size = input.size(dim)
+    step = max((size + chunks - 1) // chunks, 1) if size else 0
+    return split(input, step, dim) if size else tuple(input.narrow(dim, 0, 0)
+                                                      for _ in range(chunks))
+
+
+def split(tensor: Tensor, split_size_or_sections: Any,
+          dim: builtins.int = 0) -> Tuple[Tensor, ...]:
+    """torch.split: views of split_size_or_sections long along dim (an int: the last may be
+    shorter), or of the listed lengths, which must sum to the dim's size."""
+    if tensor.dim() == 0:
+        raise RuntimeError("split expects at least a 1-dimensional tensor")
+    size = tensor.size(dim)
+    if isinstance(split_size_or_sections, (list, tuple)):
+        sizes = [builtins.int(k) for k in split_size_or_sections]
+        if sum(sizes) != size or any(k < 0 for k in sizes):
+            raise RuntimeError(
+                "split_with_sizes expects split_sizes to sum exactly to %d (input tensor's size "
+                "at dimension %d), but got split_sizes=[%s]"
+                % (size, dim, ", ".join(str(k) for k in sizes)))
+    else:
+        step = builtins.int(split_size_or_sections)
+        if step < 0:
+            raise RuntimeError("split expects split_size be non-negative, but got split_size=%d"
+                               % step)
+        if step == 0 and size != 0:
+            raise RuntimeError("split_size can only be 0 if dimension size is 0, but got "
+                               "dimension size of %d" % size)
+        n = max((size + step - 1) // step, 1) if step else 1
+        sizes = [min(step, size - k * step) for k in range(n)]
+    out, start = [], 0
+    for k in sizes:
+        out.append(tensor.narrow(dim, start, k))
+        start += k
+    return tuple(out)
+
+
+def unbind(input: Tensor, dim: builtins.int = 0) -> Tuple[Tensor, ...]:
+    """torch.unbind: the views input.select(dim, i), for each i."""
+    return tuple(input.select(dim, k) for k in range(input.size(dim)))
+
+
+def meshgrid(*tensors: Any, indexing: Optional[str] = None) -> Tuple[Tensor, ...]:
+    """torch.meshgrid: 0-d or 1-d tensors expanded to the grid of their lengths, as views
+    (indexing 'ij', torch's default, or 'xy', which swaps the first two grid dims)."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing is None:
+        warnings.warn("torch.meshgrid: in an upcoming release, it will be required to pass the "
+                      "indexing argument.", UserWarning, stacklevel=2)
+        indexing = "ij"
+    if indexing not in ("ij", "xy"):
+        raise RuntimeError("torch.meshgrid: indexing must be one of \"xy\" or \"ij\", but "
+                           "received: %s" % indexing)
+    if not tensors:
+        raise RuntimeError("meshgrid expects a non-empty TensorList")
+    for t in tensors:
+        if t.dim() > 1:
+            raise RuntimeError("torch.meshgrid: Expected 0D or 1D tensor in the tensor list but "
+                               "got: %s" % (t,))
+    n = len(tensors)
+    swap = indexing == "xy" and n >= 2
+    order = list(range(n))
+    if swap:
+        order[0], order[1] = 1, 0
+    lengths = [tensors[order[k]].numel() for k in range(n)]  # the grid's dims
+    out = []
+    for i, t in enumerate(tensors):
+        pos = order.index(i)  # the grid dim t runs along
+        shape = [1] * n
+        shape[pos] = -1
+        out.append(t.reshape(*shape).expand(*lengths))
+    return tuple(out)
+
+
+def allclose(input: Tensor, other: Tensor, rtol: builtins.float = 1e-05,
+             atol: builtins.float = 1e-08, equal_nan: builtins.bool = False) -> builtins.bool:
+    """torch.allclose: whether isclose holds everywhere (a Python bool)."""
+    return builtins.bool(input.isclose(other, rtol=rtol, atol=atol,
+                                       equal_nan=equal_nan).all().item())
+
+
+def equal(input: Tensor, other: Tensor) -> builtins.bool:
+    """torch.equal: same shape and equal values (dtypes may differ; NaN is unequal)."""
+    if list(input.shape) != list(other.shape):
+        return False
+    return builtins.bool((input == other).all().item())
+
+
+for _f in (chunk, split, unbind, allclose, equal):
+    setattr(Tensor, _f.__name__, _f)
+for _f in (chunk, split, unbind, meshgrid, allclose, equal):
+    setattr(Session, _f.__name__, staticmethod(_f))
 
 for _f in (is_tensor, numel, zeros_like, ones_like, full_like, rand_like, randn_like):
     setattr(Session, _f.__name__, staticmethod(_f))
