@@ -76,6 +76,11 @@ static void check_op(enum td_op_id op, int64_t (*shapes)[3], const int *ndims, i
             in[i] = tens(x[i]);
             continue;
         }
+        if (op == TD_OP_ERFINV) {
+            for (int k = 0; k < 64; k++) {
+                v[k] -= 1.0; /* erfinv's domain is (-1, 1) */
+            }
+        }
         x[i] = mk(TD_DTYPE_F64, shapes[i], ndims[i], v);
         if (i == 0 && transpose_first) {
             struct td_tensor *t = transposed(x[i]);
@@ -178,6 +183,9 @@ ARGS(a_slice, a->dim = 1, a->start = 0, a->end = INT64_MAX, a->step = 2)
 ARGS(a_clamp, a->has_min = a->has_max = true, a->min = td_scalar_f(0.8), a->max = td_scalar_f(1.2))
 ARGS(a_flip, DIMS1(1))
 ARGS(a_repeat, DIMS2(2, 1))
+ARGS(a_value, a->has_value = true, a->value = td_scalar_f(0.7))
+ARGS(a_addmm, a->has_alpha = a->has_beta = true, a->alpha = td_scalar_i(3),
+     a->beta = td_scalar_f(0.5))
 ARGS(a_to_f32, a->has_dtype = true; a->dtype = TD_DTYPE_F32)
 
 /* shapes */
@@ -300,6 +308,23 @@ static const struct grad_case CASES[] = {
     INPLACE_ONLY(COPY),
     INPLACE_ONLY(UNIFORM),
     INPLACE_ONLY(NORMAL),
+    /* issue 16: elementwise, comparison and linear algebra */
+    U(TRUNC),
+    U(FRAC),
+    U(ERF),
+    U(ERFINV), /* inputs shifted into (-0.5, 0.5) by check_op */
+    {.op = TD_OP_ADDCMUL, .nin = 3, .ndim = {2, 1, 2}, .shape = {{3, 2}, {3}, {2, 3}},
+     .transpose_first = true, .args = a_value},
+    {.op = TD_OP_ADDCDIV, .nin = 3, .ndim = {1, 2, 2}, .shape = {{2}, {3, 2}, {3, 2}},
+     .args = a_value},
+    {.op = TD_OP_LERP, .nin = 3, .ndim = {2, 2, 1}, .shape = {{3, 2}, {2, 3}, {3}},
+     .transpose_first = true},
+    {.op = TD_OP_ADDMM, .nin = 3, .ndim = {1, 2, 2}, .shape = {{2}, {2, 3}, {3, 2}},
+     .args = a_addmm},
+    {.op = TD_OP_ADDMM, .nin = 3, .ndim = {2, 2, 2}, .shape = {{3, 3}, {3, 2}, {2, 3}},
+     .transpose_first = true},
+    U(TRACE),
+    {.op = TD_OP_TRACE, .nin = 1, .ndim = {2}, .shape = {{3, 2}}, .transpose_first = true},
 };
 
 static void test_every_rule_against_finite_differences(void **state)

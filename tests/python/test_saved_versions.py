@@ -116,9 +116,23 @@ CASES = {
     "copy": [("t", lambda m, x, o: x.copy_(o[0]), [_t(V, True)])],
     "uniform": [("t", lambda m, x, o: x.uniform_(), [])],
     "normal": [("t", lambda m, x, o: x.normal_(), [])],
+    # issue 16: elementwise, comparison and linear algebra
+    "erfinv": [("t", lambda m, x, o: m.erfinv(x * 0.5), [])],
+    "addcmul": [("t", lambda m, x, o: m.addcmul(x, o[0], o[1], value=2),
+                 [_t(V), _t(X, True)]),
+                ("nograd", lambda m, x, o: m.addcmul(o[0], x, o[1]), [_t(V), _t(X)])],
+    "addcdiv": [("t", lambda m, x, o: m.addcdiv(x, o[0], o[1], value=2),
+                 [_t(V), _t(X, True)]),
+                ("nograd", lambda m, x, o: m.addcdiv(o[0], x, o[1]), [_t(V), _t(X)])],
+    "lerp": [("scalar", lambda m, x, o: m.lerp(x, o[0], 0.3), [_t(X)]),
+             ("t", lambda m, x, o: m.lerp(x, o[0], o[1]), [_t(X), _t(V)]),
+             ("t_grad", lambda m, x, o: m.lerp(x, o[0], o[1]), [_t(X), _t(V, True)])],
+    "addmm": [("t", lambda m, x, o: m.addmm(o[0], x, o[1], beta=2, alpha=3),
+               [_t([1.0, 2.0]), _t([[1.0, 2.0], [0.5, 1.0], [2.0, 0.1]])])],
+    "trace": [("t", lambda m, x, o: m.trace(x), [])],
 }
 for _name in ("neg", "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
-              "tan", "tanh", "sigmoid", "relu", "floor", "ceil", "round"):
+              "tan", "tanh", "sigmoid", "relu", "floor", "ceil", "round", "trunc", "frac", "erf"):
     CASES[_name] = [("t", (lambda n: lambda m, x, o: getattr(m, n)(x))(_name), [])]
 CASES["gelu"] = [("t", lambda m, x, o: F(m).gelu(x), [])]
 
@@ -133,6 +147,8 @@ KNOWN = {
     ("min", "dim", "output"): "extra",
     ("mean", "dim", "input"): "missing",        # torch's MeanBackward1 saves self
     ("pow", "t", "output"): "missing",          # PowBackward1 saves the result
+    ("addcmul", "t", "input"): "extra",         # no flag says "reads only tensor1/tensor2"
+    ("addcdiv", "t", "input"): "extra",
 }
 # tensord refuses in-place writes to views of tensors in a graph (torch rebases the base's
 # history, CopySlices): for a view op's result, that refusal comes before any backward.
@@ -205,6 +221,8 @@ def _in_place_call(name):
             getattr(x, name + "_")(2.0)
         elif name == "clamp":
             x.clamp_(0.8, 1.2)
+        elif name == "erfinv":  # inside (-1, 1)
+            x.mul_(0.5).erfinv_()
         else:
             getattr(x, name + "_")()
         return x

@@ -775,7 +775,10 @@ int td_bw_lerp(const struct td_node *n, struct td_tensor *g, struct td_tensor **
 {
     struct td_tensor *w1 = NULL, *d = NULL;
     int rc = 0;
-    if (wants(n, 0)) {
+    if (wants(n, 0) && n->in[2].t == NULL) {
+        double w = td_scalar_to_double(n->in[2].s);
+        rc = td_bw2(TD_OP_MUL, td_t(g), td_s(td_scalar_f(1.0 - w)), q, &gin[0], err);
+    } else if (wants(n, 0)) {
         rc = td_bw2(TD_OP_SUB, td_s(td_scalar_i(1)), n->in[2], q, &w1, err);
         if (rc == 0) {
             rc = td_bw2(TD_OP_MUL, td_t(g), td_t(w1), q, &gin[0], err);
