@@ -94,6 +94,16 @@ static void setup(enum td_op_id op, struct call *c)
         break;
     case TD_OP_EYE: a->dims[0] = 3, a->dims[1] = 2, a->ndims = 2, a->has_dims = true; break;
     case TD_OP_FULL_LIKE: a->min = td_scalar_f(2.5), a->has_min = true; break;
+    case TD_OP_BITWISE_AND:
+    case TD_OP_BITWISE_OR:
+    case TD_OP_BITWISE_XOR:
+    case TD_OP_BITWISE_NOT:
+    case TD_OP_BITWISE_LEFT_SHIFT:
+    case TD_OP_BITWISE_RIGHT_SHIFT: dt[0] = dt[1] = TD_DTYPE_I64; break;
+    case TD_OP_ADDMM:
+        sh[0][1] = 2, sh[1][0] = 2, sh[1][1] = 3, sh[2][0] = 3, sh[2][1] = 2;
+        nd[0] = nd[1] = nd[2] = 2;
+        break;
     case TD_OP_FILL:
     case TD_OP_ZERO:
     case TD_OP_COPY:
