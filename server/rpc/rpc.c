@@ -642,6 +642,18 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
             *has[k] = true;
         }
     }
+    if (w->rounding_mode != NULL && w->rounding_mode[0] != '\0') {
+        if (strcmp(w->rounding_mode, "trunc") == 0) {
+            a->rounding_mode = TD_ROUND_TRUNC;
+        } else if (strcmp(w->rounding_mode, "floor") == 0) {
+            a->rounding_mode = TD_ROUND_FLOOR;
+        } else {
+            return td_err_set(err, TD_EINVAL,
+                              "div expected rounding_mode to be one of None, 'trunc', or 'floor' "
+                              "but found '%.64s'",
+                              w->rounding_mode);
+        }
+    }
     return 0;
 }
 
