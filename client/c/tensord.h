@@ -243,6 +243,11 @@ struct tensord_op_args {
     bool has_correction;
     double correction;
     uint64_t out2; /* max / min with a dim: a handle for the indices */
+    bool has_alpha, has_value, has_beta;       /* numbers: add/sub alpha, addcmul/addcdiv */
+    struct tensord_operand alpha, value, beta; /* value, addmm beta and alpha (absent: 1) */
+    double rtol, atol;                         /* isclose (sent as given) */
+    bool equal_nan;
+    const char *rounding_mode; /* div: NULL (None), "trunc" or "floor" */
 };
 
 /* tensord_op with keyword arguments (args may be NULL). */

@@ -248,12 +248,46 @@ int tdx_set_arg(struct tdx_env *e, const char *op, const char *key, const struct
         }
         return tdx_fail(e, at, "%s(): only reduction='mean' is supported", op);
     }
-    if (strcmp(key, "alpha") == 0 && (strcmp(op, "add") == 0 || strcmp(op, "sub") == 0)) {
-        /* OpArgs has no alpha, and composing it here could round differently from torch */
-        return tdx_fail(e, at,
-                        "%s(): alpha= is not supported by tensord; write %s(input, alpha * "
-                        "other)",
-                        op, op);
+    if (strcmp(key, "alpha") == 0 || strcmp(key, "value") == 0 || strcmp(key, "beta") == 0) {
+        int k = key[0] == 'a' ? 0 : key[0] == 'v' ? 1 : 2;
+        struct tensord_operand *dst[3] = {&a->alpha, &a->value, &a->beta};
+        bool *has[3] = {&a->has_alpha, &a->has_value, &a->has_beta};
+        if (!is_num(v)) {
+            return tdx_fail(e, at, "%s(): argument '%s' must be Number, not %s", op, key,
+                            tdx_type_name(v));
+        }
+        if ((rc = tdx_to_operand(e, v, at, op, dst[k])) != 0) {
+            return rc;
+        }
+        *has[k] = true;
+        return 0;
+    }
+    if (strcmp(key, "rtol") == 0 || strcmp(key, "atol") == 0) {
+        if (!is_num(v)) {
+            return tdx_fail(e, at, "%s(): argument '%s' must be float, not %s", op, key,
+                            tdx_type_name(v));
+        }
+        *(key[0] == 'r' ? &a->rtol : &a->atol) = num_f(v);
+        return 0;
+    }
+    if (strcmp(key, "equal_nan") == 0) {
+        if (v->k != V_BOOL) {
+            return tdx_fail(e, at, "%s(): argument 'equal_nan' must be bool, not %s", op,
+                            tdx_type_name(v));
+        }
+        a->equal_nan = v->b;
+        return 0;
+    }
+    if (strcmp(key, "rounding_mode") == 0) {
+        if (v->k == V_NONE) {
+            return 0;
+        }
+        if (v->k != V_STR) {
+            return tdx_fail(e, at, "%s(): argument 'rounding_mode' must be str, not %s", op,
+                            tdx_type_name(v));
+        }
+        a->rounding_mode = v->s; /* the call's value outlives the request it is packed into */
+        return 0;
     }
     if (strcmp(key, "requires_grad") == 0 && requires_grad != NULL) {
         *requires_grad = v->k == V_BOOL ? v->b : num_f(v) != 0;
@@ -460,7 +494,7 @@ static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct td
             continue;
         }
         if (p == NULL && strcmp(c->kwn[k], "requires_grad") != 0 &&
-            strcmp(c->kwn[k], "reduction") != 0 && strcmp(c->kwn[k], "alpha") != 0) {
+            strcmp(c->kwn[k], "reduction") != 0) {
             /* torch's parameters only (and the few tensorctl accepts or explains) */
             return tdx_fail(e, at, "%s() got an unexpected keyword argument '%s'", op, c->kwn[k]);
         }
