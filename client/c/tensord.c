@@ -1316,6 +1316,13 @@ static int build_args(struct op_msg *o, const struct tensord_op_args *a, struct 
     o->args.rtol = a->rtol;
     o->args.atol = a->atol;
     o->args.equal_nan = a->equal_nan;
+    o->args.decimals = a->decimals;
+    if (a->nshifts < 0 || a->nshifts > TENSORD_MAX_DIMS) {
+        return set_err(err, TENSORD_E_USAGE, "nshifts %d is outside 0..%d", a->nshifts,
+                       TENSORD_MAX_DIMS);
+    }
+    o->args.shifts = (int64_t *)a->shifts;
+    o->args.n_shifts = (size_t)a->nshifts;
     if (a->rounding_mode != NULL) {
         o->args.rounding_mode = (char *)a->rounding_mode;
     }

@@ -248,6 +248,9 @@ struct tensord_op_args {
     double rtol, atol;                         /* isclose (sent as given) */
     bool equal_nan;
     const char *rounding_mode; /* div: NULL (None), "trunc" or "floor" */
+    int64_t decimals;          /* round */
+    int64_t shifts[TENSORD_MAX_DIMS]; /* roll */
+    int nshifts;
 };
 
 /* tensord_op with keyword arguments (args may be NULL). */

@@ -270,6 +270,23 @@ int tdx_set_arg(struct tdx_env *e, const char *op, const char *key, const struct
         *(key[0] == 'r' ? &a->rtol : &a->atol) = num_f(v);
         return 0;
     }
+    if (strcmp(key, "decimals") == 0) {
+        return to_int_arg(e, v, at, op, "decimals", &a->decimals);
+    }
+    if (strcmp(key, "shifts") == 0) {
+        int n = v->k == V_LIST || v->k == V_TUPLE ? v->n : 1;
+        if (n > TENSORD_MAX_DIMS) {
+            return tdx_fail(e, at, "%s(): at most %d shifts", op, TENSORD_MAX_DIMS);
+        }
+        for (int k = 0; k < n; k++) {
+            const struct value *x = v->k == V_LIST || v->k == V_TUPLE ? &v->items[k] : v;
+            if ((rc = to_int_arg(e, x, at, op, "shifts", &a->shifts[k])) != 0) {
+                return rc;
+            }
+        }
+        a->nshifts = n;
+        return 0;
+    }
     if (strcmp(key, "equal_nan") == 0) {
         if (v->k != V_BOOL) {
             return tdx_fail(e, at, "%s(): argument 'equal_nan' must be bool, not %s", op,

@@ -49,6 +49,9 @@ struct td_op_args {
     bool has_value, has_alpha, has_beta; /* addcmul/addcdiv value, addmm alpha and beta */
     struct td_scalar value, alpha, beta; /* (absent: 1, torch's default); alpha also add/sub */
     int rounding_mode; /* div: TD_ROUND_NONE, TD_ROUND_TRUNC or TD_ROUND_FLOOR */
+    int64_t decimals;  /* round */
+    int64_t shifts[TD_MAX_DIMS]; /* roll */
+    int nshifts;
     struct td_rng *rng;     /* the session's generator, for random ops (borrowed) */
     bool grad_enabled;      /* record autograd nodes (the session's no_grad switch) */
     int op;                 /* set by td_op_apply: the op being run (enum td_op_id) */

@@ -642,6 +642,15 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
             *has[k] = true;
         }
     }
+    a->decimals = w->decimals;
+    if (w->n_shifts > TD_MAX_DIMS) {
+        return td_err_set(err, TD_EINVAL, "%zu shifts given; at most %d are supported",
+                          w->n_shifts, TD_MAX_DIMS);
+    }
+    for (size_t i = 0; i < w->n_shifts; i++) {
+        a->shifts[i] = w->shifts[i];
+    }
+    a->nshifts = (int)w->n_shifts;
     if (w->rounding_mode != NULL && w->rounding_mode[0] != '\0') {
         if (strcmp(w->rounding_mode, "trunc") == 0) {
             a->rounding_mode = TD_ROUND_TRUNC;

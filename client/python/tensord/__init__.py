@@ -534,6 +534,21 @@ class Session:
                         dtype=(dtype or float32).name)
 
     @_module_function
+    def triu_indices(self, row: builtins.int, col: builtins.int, offset: builtins.int = 0,
+                     dtype: Optional[dtype] = None) -> "Tensor":
+        """torch.triu_indices(row, col, offset=0): the [2, N] coordinates of the upper
+        triangle of a row x col matrix (from diagonal `offset` up), row by row."""
+        return self._op("triu_indices", [], dim=row, dim2=col, start=offset,
+                        **({"dtype": dtype.name} if dtype is not None else {}))
+
+    @_module_function
+    def tril_indices(self, row: builtins.int, col: builtins.int, offset: builtins.int = 0,
+                     dtype: Optional[dtype] = None) -> "Tensor":
+        """torch.tril_indices(row, col, offset=0): the lower triangle's coordinates."""
+        return self._op("tril_indices", [], dim=row, dim2=col, start=offset,
+                        **({"dtype": dtype.name} if dtype is not None else {}))
+
+    @_module_function
     def linspace(self, start: Any, end: Any, steps: builtins.int,
                  dtype: Optional[dtype] = None) -> "Tensor":
         """torch.linspace(start, end, steps): steps values evenly spaced from start to end."""

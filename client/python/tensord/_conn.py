@@ -518,6 +518,8 @@ class Conn:
                 a.has_correction = True
             elif k == "out2":
                 req.run_op.out2 = v
+            elif k == "shifts":  # one int or a sequence
+                a.shifts.extend(v if isinstance(v, (list, tuple)) else [v])
             elif k == "dim":
                 a.dim = v
                 a.has_dim = True

@@ -881,6 +881,10 @@ int td_dtype_rule_rounding(const struct td_operand *in, int nin, const struct td
                            enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
 {
     char kernel[32];
+    if (a->op == TD_OP_ROUND && a->decimals != 0 && !td_dtype_is_float(in[0].t->dtype)) {
+        return td_err_set(err, TD_EDTYPE, "\"round_cpu\" not implemented for '%s'",
+                          td_dtype_cname(in[0].t->dtype));
+    }
     snprintf(kernel, sizeof kernel, "%s_vml_cpu", td_ops[a->op].name); /* floor_vml_cpu ... */
     int rc = refuse_bool(in, kernel, err);
     return rc != 0 ? rc : td_dtype_rule_same(in, nin, a, compute, result, err);
@@ -905,9 +909,39 @@ int td_dtype_rule_gelu(const struct td_operand *in, int nin, const struct td_op_
     return td_dtype_rule_same(in, nin, a, compute, result, err);
 }
 
+/* round(decimals=d), torch's way in the compute dtype: nearbyint(x * 10^d) / 10^d, or for d < 0
+** nearbyint(x / 10^-d) * 10^-d. */
+static int round_decimals(struct td_tensor *out, const struct td_operand *in,
+                          const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    bool neg = a->decimals < 0;
+    double p = pow(10.0, (double)(neg ? -a->decimals : a->decimals));
+    if (compute == TD_DTYPE_F32) {
+        p = (double)(float)p;
+    }
+    struct td_tensor *s = NULL, *r = NULL, *d = NULL;
+    int rc = td_bw2(neg ? TD_OP_DIV : TD_OP_MUL, in[0], td_s(td_scalar_f(p)), a->quota, &s, err);
+    if (rc == 0) {
+        rc = td_bw1(TD_OP_ROUND, td_t(s), NULL, a->quota, &r, err);
+    }
+    if (rc == 0) {
+        rc = td_bw2(neg ? TD_OP_MUL : TD_OP_DIV, td_t(r), td_s(td_scalar_f(p)), a->quota, &d, err);
+    }
+    if (rc == 0) {
+        rc = td_cast_copy(out, d, err);
+    }
+    td_tensor_unref(s);
+    td_tensor_unref(r);
+    td_tensor_unref(d);
+    return rc;
+}
+
 int td_fwd_unary(struct td_tensor *out, const struct td_operand *in, int nin,
                  const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
 {
+    if (a->op == TD_OP_ROUND && a->decimals != 0) {
+        return round_decimals(out, in, a, compute, err);
+    }
     enum td_dtype kout = a->op == TD_OP_LOGICAL_NOT ? TD_DTYPE_BOOL : compute;
     return elementwise((enum td_op_id)a->op, out, in, nin, compute, kout, a->quota, err);
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../../base/checked.h"
+#include "../cancel.h"
 #include "family.h"
 
 /* ---- row kernels ---- */
@@ -615,19 +616,24 @@ const char *td_grad_fn_lerp(const struct td_node *n)
     return n->in[2].t != NULL ? "LerpBackward1" : "LerpBackward0";
 }
 
-/* addmm: beta * input + alpha * (mat1 @ mat2), input expanded to the product's shape (torch's
-** expand error when it cannot be); beta = 0 ignores input's values (NaN included). */
+/* addmm / baddbmm: beta * input + alpha * (mat1 @ mat2) (bmm for baddbmm), input expanded to
+** the product's shape (torch's expand error when it cannot be); beta = 0 ignores input's values
+** (NaN included). */
 int td_make_addmm(struct td_tensor **out, const struct td_operand *in, int nin,
                   const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
     (void)nin;
+    bool batched = a->op == TD_OP_BADDBMM;
+    const char *fn = batched ? "baddbmm" : "addmm";
     for (int i = 0; i < 3; i++) {
-        if (need_tensor(in, i, "addmm", i == 0 ? "input" : i == 1 ? "mat1" : "mat2", err) != 0) {
+        const char *name = i == 0 ? "input" : batched ? (i == 1 ? "batch1" : "batch2")
+                                                      : (i == 1 ? "mat1" : "mat2");
+        if (need_tensor(in, i, fn, name, err) != 0) {
             return -1;
         }
     }
     struct scratch s = {.n = 0};
-    struct td_tensor *m = RUN2(TD_OP_MM, in[1], in[2]);
+    struct td_tensor *m = RUN2(batched ? TD_OP_BMM : TD_OP_MM, in[1], in[2]);
     if (m == NULL) {
         return fail(&s);
     }
@@ -798,7 +804,21 @@ int td_bw_lerp(const struct td_node *n, struct td_tensor *g, struct td_tensor **
     return rc;
 }
 
-/* addmm: d input = beta g, d mat1 = alpha g mat2^T, d mat2 = alpha mat1^T g */
+/* addmm: d input = beta g, d mat1 = alpha g mat2^T, d mat2 = alpha mat1^T g (baddbmm: per
+** batch, the last two dims transposed) */
+static int transpose_last(struct td_operand x, bool batched, struct td_quota *q,
+                          struct td_tensor **out, struct td_err *err)
+{
+    if (!batched) {
+        return td_bw1(TD_OP_T, x, NULL, q, out, err);
+    }
+    struct td_op_args t;
+    td_op_args_init(&t);
+    t.dim = 1;
+    t.dim2 = 2;
+    return td_bw1(TD_OP_TRANSPOSE, x, &t, q, out, err);
+}
+
 int td_bw_addmm(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                 struct td_quota *q, struct td_err *err)
 {
@@ -812,18 +832,20 @@ int td_bw_addmm(const struct td_node *n, struct td_tensor *g, struct td_tensor *
     if (rc == 0 && (wants(n, 1) || wants(n, 2))) {
         rc = scale(g, alpha, q, &ga, err);
     }
+    bool batched = n->op == TD_OP_BADDBMM;
+    enum td_op_id mm = batched ? TD_OP_BMM : TD_OP_MM;
     if (rc == 0 && wants(n, 1)) {
-        rc = td_bw1(TD_OP_T, n->in[2], NULL, q, &tt, err);
+        rc = transpose_last(n->in[2], batched, q, &tt, err);
         if (rc == 0) {
-            rc = td_bw2(TD_OP_MM, td_t(ga), td_t(tt), q, &gin[1], err);
+            rc = td_bw2(mm, td_t(ga), td_t(tt), q, &gin[1], err);
         }
         td_tensor_unref(tt);
         tt = NULL;
     }
     if (rc == 0 && wants(n, 2)) {
-        rc = td_bw1(TD_OP_T, n->in[1], NULL, q, &tt, err);
+        rc = transpose_last(n->in[1], batched, q, &tt, err);
         if (rc == 0) {
-            rc = td_bw2(TD_OP_MM, td_t(tt), td_t(ga), q, &gin[2], err);
+            rc = td_bw2(mm, td_t(tt), td_t(ga), q, &gin[2], err);
         }
     }
     td_tensor_unref(ga);
@@ -906,19 +928,21 @@ int td_cost_composed(const struct td_operand *in, int nin, const struct td_op_ar
     return 0;
 }
 
-/* addmm: mm's products plus two elementwise passes over the product's shape. */
+/* addmm / baddbmm: the products plus two elementwise passes over the product's shape. */
 int td_cost_addmm(const struct td_operand *in, int nin, const struct td_op_args *a,
                   struct td_cost *c)
 {
+    int r = a->op == TD_OP_BADDBMM ? 3 : 2;
     if (nin != 3 || in[0].t == NULL || in[1].t == NULL || in[2].t == NULL ||
-        in[1].t->ndim != 2 || in[2].t->ndim != 2) {
+        in[1].t->ndim != r || in[2].t->ndim != r) {
         return -1;
     }
     struct td_operand mm[2] = {in[1], in[2]};
     if (td_cost_matmul(mm, 2, a, c) != 0) {
         return -1;
     }
-    int64_t n = td_sat_mul(in[1].t->shape[0], in[2].t->shape[1]);
+    int64_t n = td_sat_mul(td_sat_mul(in[1].t->shape[0], in[1].t->shape[r - 2]),
+                           in[2].t->shape[r - 1]);
     c->read = td_sat_add(c->read, td_sat_mul(n, 4));
     c->written = td_sat_add(c->written, td_sat_mul(n, 2));
     c->temp_bytes = td_sat_add(c->temp_bytes, td_sat_mul(n, 16));
@@ -937,5 +961,418 @@ int td_cost_trace(const struct td_operand *in, int nin, const struct td_op_args 
     c->read = x->shape[0] < x->shape[1] ? x->shape[0] : x->shape[1];
     c->written = 1;
     c->out_bytes = 8;
+    return 0;
+}
+
+/* ---- diagonal (a view), diag, roll, baddbmm, triu_indices / tril_indices, round's name ---- */
+
+const char *td_grad_fn_round(const struct td_node *n)
+{
+    return n->args.decimals != 0 ? "RoundBackward1" : "RoundBackward0";
+}
+
+/* diagonal(offset in start, dim1 in dim, dim2): the two dims go, the diagonal's length becomes
+** the last dim; a view of input's storage. */
+int td_make_diagonal(struct td_tensor **out, const struct td_operand *in, int nin,
+                     const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    (void)q;
+    if (need_tensor(in, 0, "diagonal", "input", err) != 0) {
+        return -1;
+    }
+    struct td_tensor *t = in[0].t;
+    int64_t d1, d2;
+    int rc;
+    if ((rc = td_wrap_dim(a->dim, t->ndim, &d1, err)) != 0 ||
+        (rc = td_wrap_dim(a->dim2, t->ndim, &d2, err)) != 0) {
+        return rc;
+    }
+    if (d1 == d2) {
+        return td_err_set(err, TD_EINVAL, "diagonal dimensions cannot be identical %lld, %lld",
+                          (long long)a->dim, (long long)a->dim2);
+    }
+    int64_t off = a->start, s1 = t->shape[d1], s2 = t->shape[d2], len;
+    if (off >= 0) {
+        len = off >= s2 ? 0 : (s1 < s2 - off ? s1 : s2 - off);
+    } else {
+        len = -off >= s1 ? 0 : (s1 + off < s2 ? s1 + off : s2);
+    }
+    int64_t offset = t->offset;
+    if (len > 0) {
+        offset += off >= 0 ? off * t->strides[d2] : -off * t->strides[d1];
+    }
+    int64_t shape[TD_MAX_DIMS], strides[TD_MAX_DIMS];
+    int n = 0;
+    for (int d = 0; d < t->ndim; d++) {
+        if (d != d1 && d != d2) {
+            shape[n] = t->shape[d];
+            strides[n++] = t->strides[d];
+        }
+    }
+    shape[n] = len;
+    strides[n++] = t->strides[d1] + t->strides[d2];
+    int64_t numel;
+    if ((rc = td_shape_check(shape, n, t->dtype, &numel, NULL, err)) != 0) {
+        return rc;
+    }
+    struct td_tensor *v = td_malloc(sizeof *v);
+    if (v == NULL) {
+        return td_err_code(err, TD_ENOMEM);
+    }
+    memset(v, 0, sizeof *v);
+    v->refs = 1;
+    v->dtype = t->dtype;
+    v->ndim = n;
+    v->numel = numel;
+    memcpy(v->shape, shape, sizeof(int64_t) * (size_t)n);
+    memcpy(v->strides, strides, sizeof(int64_t) * (size_t)n);
+    v->offset = offset;
+    v->storage = t->storage;
+    v->storage->refs++;
+    *out = v;
+    return 0;
+}
+
+static void diagonal_args(struct td_op_args *d, int64_t offset)
+{
+    td_op_args_init(d);
+    d->start = offset;
+    d->dim = 0;
+    d->dim2 = 1;
+}
+
+/* diag(diagonal in dim): a vector onto the diagonal of a square zero matrix, or a matrix's
+** diagonal as a new vector. */
+int td_make_diag(struct td_tensor **out, const struct td_operand *in, int nin,
+                 const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    if (need_tensor(in, 0, "diag", "input", err) != 0) {
+        return -1;
+    }
+    struct td_tensor *t = in[0].t, *view = NULL;
+    struct td_op_args d;
+    diagonal_args(&d, a->dim);
+    int rc;
+    if (t->ndim == 2) {
+        if ((rc = td_make_diagonal(&view, in, 1, &d, q, err)) != 0) {
+            return rc;
+        }
+        rc = td_bw1(TD_OP_CLONE, td_t(view), NULL, q, out, err);
+        td_tensor_unref(view);
+        return rc;
+    }
+    if (t->ndim != 1) {
+        return td_err_set(err, TD_ESHAPE, "matrix or a vector expected");
+    }
+    int64_t k = a->dim == INT64_MIN ? INT64_MAX : a->dim < 0 ? -a->dim : a->dim;
+    int64_t n = td_sat_add(t->shape[0], k);
+    int64_t shape[2] = {n, n};
+    struct td_tensor *z = NULL, *r = NULL;
+    if ((rc = td_tensor_full(&z, t->dtype, shape, 2, td_scalar_i(0), q, err)) != 0) {
+        return rc;
+    }
+    struct td_operand zo = td_t(z);
+    if ((rc = td_make_diagonal(&view, &zo, 1, &d, q, err)) == 0) {
+        struct td_operand cp[2] = {td_t(view), in[0]};
+        rc = td_op_apply(TD_OP_COPY, cp, 2, NULL, true, q, &r, err);
+    }
+    td_tensor_unref(r);
+    td_tensor_unref(view);
+    if (rc != 0) {
+        td_tensor_unref(z);
+        return rc;
+    }
+    *out = z;
+    return 0;
+}
+
+/* diag's backward: a vector input gets g's diagonal; a matrix input gets g on its diagonal. */
+int td_bw_diag(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+               struct td_quota *q, struct td_err *err)
+{
+    struct td_op_args d;
+    diagonal_args(&d, n->args.dim);
+    const struct td_tensor *x = n->in[0].t;
+    struct td_tensor *view = NULL, *z = NULL, *r = NULL;
+    struct td_operand go = td_t(g);
+    int rc;
+    if (x->ndim == 1) {
+        if ((rc = td_make_diagonal(&view, &go, 1, &d, q, err)) == 0) {
+            rc = td_bw1(TD_OP_CLONE, td_t(view), NULL, q, &gin[0], err);
+        }
+        td_tensor_unref(view);
+        return rc;
+    }
+    if ((rc = td_tensor_full(&z, g->dtype, x->shape, x->ndim, td_scalar_i(0), q, err)) != 0) {
+        return rc;
+    }
+    struct td_operand zo = td_t(z);
+    if ((rc = td_make_diagonal(&view, &zo, 1, &d, q, err)) == 0) {
+        struct td_operand cp[2] = {td_t(view), go};
+        rc = td_op_apply(TD_OP_COPY, cp, 2, NULL, true, q, &r, err);
+    }
+    td_tensor_unref(r);
+    td_tensor_unref(view);
+    if (rc != 0) {
+        td_tensor_unref(z);
+        return rc;
+    }
+    gin[0] = z;
+    return 0;
+}
+
+/* roll(shifts, dims): per dim, the last `shift` slices move to the front (cat of two narrows);
+** without dims, the flattened tensor rolls and takes input's shape back. */
+static int roll(struct td_tensor *x, const int64_t *shifts, const int64_t *dims, int n,
+                bool flat, struct td_quota *q, struct td_tensor **out, struct td_err *err)
+{
+    struct scratch s = {.n = 0};
+    struct td_tensor *cur = x;
+    int64_t one = 0;
+    if (flat) {
+        struct td_op_args f;
+        td_op_args_init(&f);
+        f.dim2 = -1;
+        cur = run(&s, TD_OP_FLATTEN, td_t(x), NULL, &f, q, err);
+        if (cur == NULL) {
+            return fail(&s);
+        }
+        dims = &one;
+    }
+    for (int k = 0; k < n; k++) {
+        int64_t d;
+        if (td_wrap_dim(dims[k], cur->ndim, &d, err) != 0) {
+            return fail(&s);
+        }
+        int64_t size = cur->ndim > 0 ? cur->shape[d] : 1;
+        if (cur->ndim == 0 || size == 0) {
+            continue;
+        }
+        int64_t sh = shifts[k] % size;
+        sh = sh < 0 ? sh + size : sh;
+        if (sh == 0) {
+            continue;
+        }
+        struct td_op_args na;
+        td_op_args_init(&na);
+        na.dim = d;
+        na.start = size - sh;
+        na.end = sh;
+        struct td_tensor *tail = run(&s, TD_OP_NARROW, td_t(cur), NULL, &na, q, err);
+        na.start = 0;
+        na.end = size - sh;
+        struct td_tensor *head = tail ? run(&s, TD_OP_NARROW, td_t(cur), NULL, &na, q, err) : NULL;
+        if (head == NULL) {
+            return fail(&s);
+        }
+        struct td_operand parts[2] = {td_t(tail), td_t(head)};
+        struct td_op_args ca;
+        td_op_args_init(&ca);
+        ca.dim = d;
+        struct td_tensor *c = NULL;
+        if (td_op_apply(TD_OP_CAT, parts, 2, &ca, false, q, &c, err) != 0 || s.n >= 15) {
+            td_tensor_unref(c);
+            return fail(&s);
+        }
+        s.t[s.n++] = c;
+        cur = c;
+    }
+    if (flat) {
+        struct td_op_args v;
+        td_op_args_init(&v);
+        v.has_dims = true;
+        v.ndims = x->ndim;
+        memcpy(v.dims, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+        cur = run(&s, TD_OP_RESHAPE, td_t(cur), NULL, &v, q, err);
+        if (cur == NULL) {
+            return fail(&s);
+        }
+    }
+    if (cur == x) { /* nothing moved: still a new tensor, as torch's */
+        scratch_free(&s);
+        return td_bw1(TD_OP_CLONE, td_t(x), NULL, q, out, err);
+    }
+    return finish(&s, cur, out); /* the last cat's result (or its reshape) is the new tensor */
+}
+
+int td_make_roll(struct td_tensor **out, const struct td_operand *in, int nin,
+                 const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    if (need_tensor(in, 0, "roll", "input", err) != 0) {
+        return -1;
+    }
+    int nd = a->has_dims ? a->ndims : 0;
+    if (a->nshifts == 0) {
+        return td_err_set(err, TD_EINVAL, "`shifts` required");
+    }
+    if (nd == 0 && a->nshifts == 1) {
+        return roll(in[0].t, a->shifts, NULL, 1, true, q, out, err);
+    }
+    if (a->nshifts != nd) {
+        return td_err_set(err, TD_EINVAL, "shifts and dimensions must align. shifts: %d, dims:%d",
+                          a->nshifts, nd);
+    }
+    return roll(in[0].t, a->shifts, a->dims, nd, false, q, out, err);
+}
+
+/* roll's backward: g rolled back. */
+int td_bw_roll(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+               struct td_quota *q, struct td_err *err)
+{
+    int64_t back[TD_MAX_DIMS];
+    for (int k = 0; k < n->args.nshifts && k < TD_MAX_DIMS; k++) {
+        back[k] = n->args.shifts[k] == INT64_MIN ? 0 : -n->args.shifts[k];
+    }
+    int nd = n->args.has_dims ? n->args.ndims : 0;
+    return roll(g, back, n->args.dims, n->args.nshifts, nd == 0, q, &gin[0], err);
+}
+
+/* triu_indices / tril_indices(row in dim, col in dim2, offset in start, dtype): the [2, N]
+** coordinates of the upper (lower) triangle, row by row. */
+/* a + b, clamped to int64's range (offsets may be anything the wire carries). */
+static int64_t add_clamped(int64_t a, int64_t b)
+{
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r)) {
+        return b > 0 ? INT64_MAX : INT64_MIN;
+    }
+    return r;
+}
+
+static int tri_indices(bool upper, struct td_tensor **out, const struct td_op_args *a,
+                       struct td_quota *q, struct td_err *err)
+{
+    int64_t row = a->dim, col = a->dim2, off = a->start;
+    const char *name = upper ? "triu_indices" : "tril_indices";
+    if (row < 0) {
+        return td_err_set(err, TD_EINVAL, "row must be non-negative, got%lld", (long long)row);
+    }
+    if (col < 0) {
+        return td_err_set(err, TD_EINVAL, "col must be non-negative, got%lld", (long long)col);
+    }
+    enum td_dtype dt = a->has_dtype ? a->dtype : TD_DTYPE_I64;
+    if (dt != TD_DTYPE_I64 && dt != TD_DTYPE_I32) {
+        return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for '%s'", name,
+                          td_dtype_cname(dt));
+    }
+    /* count first: per row i, columns j with j >= i + off (upper) or j <= i + off (lower) */
+    int64_t count = 0;
+    for (int64_t i = 0; i < row; i++) {
+        int64_t lo = upper ? add_clamped(i, off) : 0;
+        int64_t hi = upper ? col : add_clamped(add_clamped(i, off), 1);
+        lo = lo < 0 ? 0 : lo;
+        hi = hi > col ? col : hi;
+        count = td_sat_add(count, hi > lo ? hi - lo : 0);
+        if ((i & 0xffff) == 0 && td_cancel_check(err) != 0) {
+            return -1;
+        }
+    }
+    int64_t shape[2] = {2, count};
+    int rc = td_tensor_empty(out, dt, shape, 2, q, err);
+    if (rc != 0) {
+        return rc;
+    }
+    char *p = td_tensor_data(*out);
+    int64_t k = 0;
+    for (int64_t i = 0; i < row && k < count; i++) {
+        int64_t lo = upper ? add_clamped(i, off) : 0;
+        int64_t hi = upper ? col : add_clamped(add_clamped(i, off), 1);
+        lo = lo < 0 ? 0 : lo;
+        hi = hi > col ? col : hi;
+        for (int64_t j = lo; j < hi; j++, k++) {
+            if (dt == TD_DTYPE_I64) {
+                ((int64_t *)p)[k] = i;
+                ((int64_t *)p)[count + k] = j;
+            } else {
+                ((int32_t *)p)[k] = (int32_t)i;
+                ((int32_t *)p)[count + k] = (int32_t)j;
+            }
+        }
+        if ((i & 0xfff) == 0 && (rc = td_cancel_check(err)) != 0) {
+            td_tensor_unref(*out);
+            *out = NULL;
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int td_make_triu_indices(struct td_tensor **out, const struct td_operand *in, int nin,
+                         const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)in;
+    (void)nin;
+    return tri_indices(true, out, a, q, err);
+}
+
+int td_make_tril_indices(struct td_tensor **out, const struct td_operand *in, int nin,
+                         const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)in;
+    (void)nin;
+    return tri_indices(false, out, a, q, err);
+}
+
+/* ---- costs ---- */
+
+/* diagonal: a view; diag: at most a square of the vector's length plus its copy. */
+int td_cost_diag(const struct td_operand *in, int nin, const struct td_op_args *a,
+                 struct td_cost *c)
+{
+    if (nin != 1 || in[0].t == NULL) {
+        return -1;
+    }
+    const struct td_tensor *x = in[0].t;
+    if (a->op == TD_OP_DIAGONAL) {
+        return x->ndim >= 2 ? 0 : -1;
+    }
+    if (x->ndim == 2) {
+        int64_t n = x->shape[0] < x->shape[1] ? x->shape[0] : x->shape[1];
+        c->read = c->written = n;
+        c->out_bytes = td_sat_mul(n, 8);
+        return 0;
+    }
+    if (x->ndim != 1) {
+        return -1;
+    }
+    int64_t k = a->dim == INT64_MIN ? INT64_MAX : a->dim < 0 ? -a->dim : a->dim;
+    int64_t n = td_sat_add(x->shape[0], k), nn = td_sat_mul(n, n);
+    c->read = x->shape[0];
+    c->written = nn;
+    c->out_bytes = td_sat_mul(nn, 8);
+    return 0;
+}
+
+/* roll: every element read and written once per rolled dim, plus the final copy. */
+int td_cost_roll(const struct td_operand *in, int nin, const struct td_op_args *a,
+                 struct td_cost *c)
+{
+    if (nin != 1 || in[0].t == NULL || a->nshifts < 0 || a->nshifts > TD_MAX_DIMS) {
+        return -1;
+    }
+    int64_t n = in[0].t->numel, passes = a->nshifts + 1;
+    c->read = td_sat_mul(n, passes);
+    c->written = td_sat_mul(n, passes);
+    c->out_bytes = td_sat_mul(n, 8);
+    c->temp_bytes = td_sat_mul(td_sat_mul(n, 8), passes);
+    return 0;
+}
+
+/* triu_indices / tril_indices: up to row * col pairs. */
+int td_cost_tri_indices(const struct td_operand *in, int nin, const struct td_op_args *a,
+                        struct td_cost *c)
+{
+    (void)in;
+    (void)nin;
+    if (a->dim < 0 || a->dim2 < 0) {
+        return -1;
+    }
+    int64_t n = td_sat_mul(a->dim, a->dim2);
+    c->read = a->dim;
+    c->written = td_sat_mul(n, 2);
+    c->out_bytes = td_sat_mul(n, 16);
     return 0;
 }
