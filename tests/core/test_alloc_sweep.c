@@ -104,6 +104,16 @@ static void setup(enum td_op_id op, struct call *c)
         sh[0][1] = 2, sh[1][0] = 2, sh[1][1] = 3, sh[2][0] = 3, sh[2][1] = 2;
         nd[0] = nd[1] = nd[2] = 2;
         break;
+    case TD_OP_BADDBMM:
+        sh[0][0] = 2, nd[0] = 1;
+        sh[1][0] = 2, sh[1][1] = 2, sh[1][2] = 3, nd[1] = 3;
+        sh[2][0] = 2, sh[2][1] = 3, sh[2][2] = 2, nd[2] = 3;
+        break;
+    case TD_OP_DIAGONAL: a->dim2 = 1; break;
+    case TD_OP_ROLL: a->shifts[0] = 1, a->nshifts = 1; break;
+    case TD_OP_TRIU_INDICES:
+    case TD_OP_TRIL_INDICES: a->dim = 3, a->dim2 = 4; break;
+    case TD_OP_ROUND: a->decimals = 1; break;
     case TD_OP_FILL:
     case TD_OP_ZERO:
     case TD_OP_COPY:

@@ -184,6 +184,12 @@ ARGS(a_clamp, a->has_min = a->has_max = true, a->min = td_scalar_f(0.8), a->max 
 ARGS(a_flip, DIMS1(1))
 ARGS(a_repeat, DIMS2(2, 1))
 ARGS(a_value, a->has_value = true, a->value = td_scalar_f(0.7))
+ARGS(a_diag_offset, a->dim = -1)
+ARGS(a_diagonal, a->dim = 1; a->dim2 = 0; a->start = 1)
+ARGS(a_diagonal_default, a->dim2 = 1)
+ARGS(a_roll, a->shifts[0] = 1, a->shifts[1] = -2, a->nshifts = 2; DIMS2(0, 1))
+ARGS(a_roll_flat, a->shifts[0] = 4, a->nshifts = 1)
+ARGS(a_decimals, a->decimals = 2)
 ARGS(a_addmm, a->has_alpha = a->has_beta = true, a->alpha = td_scalar_i(3),
      a->beta = td_scalar_f(0.5))
 ARGS(a_to_f32, a->has_dtype = true; a->dtype = TD_DTYPE_F32)
@@ -325,6 +331,16 @@ static const struct grad_case CASES[] = {
      .transpose_first = true},
     U(TRACE),
     {.op = TD_OP_TRACE, .nin = 1, .ndim = {2}, .shape = {{3, 2}}, .transpose_first = true},
+    {.op = TD_OP_BADDBMM, .nin = 3, .ndim = {1, 3, 3}, .shape = {{2}, {2, 2, 3}, {2, 3, 2}},
+     .args = a_addmm},
+    UA(DIAGONAL, a_diagonal_default),
+    UA(DIAGONAL, a_diagonal),
+    {.op = TD_OP_DIAG, .nin = 1, .ndim = {2}, .shape = {{3, 2}}, .transpose_first = true,
+     .args = a_diag_offset},
+    {.op = TD_OP_DIAG, .nin = 1, .ndim = {1}, .shape = {{3}}, .args = a_diag_offset},
+    UA(ROLL, a_roll),
+    UA(ROLL, a_roll_flat),
+    UA(ROUND, a_decimals),
 };
 
 static void test_every_rule_against_finite_differences(void **state)

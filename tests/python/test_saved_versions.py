@@ -130,6 +130,12 @@ CASES = {
     "addmm": [("t", lambda m, x, o: m.addmm(o[0], x, o[1], beta=2, alpha=3),
                [_t([1.0, 2.0]), _t([[1.0, 2.0], [0.5, 1.0], [2.0, 0.1]])])],
     "trace": [("t", lambda m, x, o: m.trace(x), [])],
+    "baddbmm": [("t", lambda m, x, o: m.baddbmm(o[0], x.reshape(1, 2, 3), o[1], beta=2, alpha=3),
+                 [_t([1.0, 2.0]), _t([[[1.0, 2.0], [0.5, 1.0], [2.0, 0.1]]])])],
+    "diagonal": [("t", lambda m, x, o: x.diagonal(1), [])],
+    "diag": [("mat", lambda m, x, o: m.diag(x, -1), []),
+             ("vec", lambda m, x, o: m.diag(x[0]), [])],
+    "roll": [("t", lambda m, x, o: m.roll(x, (1, 2), (0, 1)), [])],
 }
 for _name in ("neg", "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
               "tan", "tanh", "sigmoid", "relu", "floor", "ceil", "round", "trunc", "frac", "erf"):
