@@ -1234,7 +1234,8 @@ class Tensor:
         if name.startswith("_"):
             raise AttributeError(name)
         inplace = name.endswith("_")
-        op = _OP_TABLE.get(name[:-1] if inplace else name)
+        base = name[:-1] if inplace else name
+        op = _OP_TABLE.get(_ALIASES.get(base, base))
         if (op is None or not op.method or (inplace and not op.inplace) or
                 (not inplace and op.inplace_only)):
             raise AttributeError("'Tensor' object has no attribute '%s'" % name)
@@ -1299,7 +1300,7 @@ _OPS = set(_OP_TABLE)
 # The keywords an op request can carry (Conn.op_request): OpArgs' fields and a second output.
 _ARG_NAMES = {f.name for f in pb.OpArgs.DESCRIPTOR.fields} | {"out2"}
 # torch's other names for an op
-_ALIASES = {"concat": "cat", "concatenate": "cat"}
+_ALIASES = {"concat": "cat", "concatenate": "cat", "ger": "outer"}
 
 
 def _is_bool(k: Any) -> builtins.bool:
