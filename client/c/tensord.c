@@ -1317,6 +1317,9 @@ static int build_args(struct op_msg *o, const struct tensord_op_args *a, struct 
     o->args.atol = a->atol;
     o->args.equal_nan = a->equal_nan;
     o->args.decimals = a->decimals;
+    if (a->equation != NULL) {
+        o->args.equation = (char *)a->equation;
+    }
     if (a->nshifts < 0 || a->nshifts > TENSORD_MAX_DIMS) {
         return set_err(err, TENSORD_E_USAGE, "nshifts %d is outside 0..%d", a->nshifts,
                        TENSORD_MAX_DIMS);

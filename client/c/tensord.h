@@ -251,6 +251,7 @@ struct tensord_op_args {
     int64_t decimals;          /* round */
     int64_t shifts[TENSORD_MAX_DIMS]; /* roll */
     int nshifts;
+    const char *equation; /* einsum: NULL or the equation */
 };
 
 /* tensord_op with keyword arguments (args may be NULL). */

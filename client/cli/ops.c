@@ -270,6 +270,14 @@ int tdx_set_arg(struct tdx_env *e, const char *op, const char *key, const struct
         *(key[0] == 'r' ? &a->rtol : &a->atol) = num_f(v);
         return 0;
     }
+    if (strcmp(key, "equation") == 0) {
+        if (v->k != V_STR) {
+            return tdx_fail(e, at, "%s(): argument 'equation' must be str, not %s", op,
+                            tdx_type_name(v));
+        }
+        a->equation = v->s; /* the call's value outlives the request it is packed into */
+        return 0;
+    }
     if (strcmp(key, "decimals") == 0) {
         return to_int_arg(e, v, at, op, "decimals", &a->decimals);
     }

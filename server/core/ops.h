@@ -52,6 +52,7 @@ struct td_op_args {
     int64_t decimals;  /* round */
     int64_t shifts[TD_MAX_DIMS]; /* roll */
     int nshifts;
+    char equation[64]; /* einsum, NUL-terminated */
     struct td_rng *rng;     /* the session's generator, for random ops (borrowed) */
     bool grad_enabled;      /* record autograd nodes (the session's no_grad switch) */
     int op;                 /* set by td_op_apply: the op being run (enum td_op_id) */

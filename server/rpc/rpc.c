@@ -643,6 +643,16 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
         }
     }
     a->decimals = w->decimals;
+    if (w->equation != NULL) {
+        size_t len = strlen(w->equation);
+        if (len >= sizeof a->equation) {
+            return td_err_set(err, TD_EINVAL,
+                              "einsum(): the equation is %zu characters long; at most %zu are "
+                              "supported",
+                              len, sizeof a->equation - 1);
+        }
+        memcpy(a->equation, w->equation, len + 1);
+    }
     if (w->n_shifts > TD_MAX_DIMS) {
         return td_err_set(err, TD_EINVAL, "%zu shifts given; at most %d are supported",
                           w->n_shifts, TD_MAX_DIMS);

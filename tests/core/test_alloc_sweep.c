@@ -114,6 +114,10 @@ static void setup(enum td_op_id op, struct call *c)
     case TD_OP_TRIU_INDICES:
     case TD_OP_TRIL_INDICES: a->dim = 3, a->dim2 = 4; break;
     case TD_OP_ROUND: a->decimals = 1; break;
+    case TD_OP_EINSUM:
+        nin = 2, sh[1][0] = 3, sh[1][1] = 4;
+        strcpy(a->equation, "ij,jk->ik");
+        break;
     case TD_OP_FILL:
     case TD_OP_ZERO:
     case TD_OP_COPY:

@@ -190,6 +190,10 @@ ARGS(a_diagonal_default, a->dim2 = 1)
 ARGS(a_roll, a->shifts[0] = 1, a->shifts[1] = -2, a->nshifts = 2; DIMS2(0, 1))
 ARGS(a_roll_flat, a->shifts[0] = 4, a->nshifts = 1)
 ARGS(a_decimals, a->decimals = 2)
+ARGS(a_ein_mm, strcpy(a->equation, "ij,jk->ik"))
+ARGS(a_ein_sum_only, strcpy(a->equation, "bij,j->i")) /* b: operand 0's alone, summed */
+ARGS(a_ein_bcast, strcpy(a->equation, "ij,ij->i"))    /* operand 1's i is 1, broadcast */
+ARGS(a_ein_one, strcpy(a->equation, "ij->j"))
 ARGS(a_addmm, a->has_alpha = a->has_beta = true, a->alpha = td_scalar_i(3),
      a->beta = td_scalar_f(0.5))
 ARGS(a_to_f32, a->has_dtype = true; a->dtype = TD_DTYPE_F32)
@@ -341,6 +345,12 @@ static const struct grad_case CASES[] = {
     UA(ROLL, a_roll),
     UA(ROLL, a_roll_flat),
     UA(ROUND, a_decimals),
+    {.op = TD_OP_EINSUM, .nin = 2, .ndim = {2, 2}, .shape = {{3, 2}, {3, 4}},
+     .transpose_first = true, .args = a_ein_mm},
+    {.op = TD_OP_EINSUM, .nin = 2, .ndim = {3, 1}, .shape = {{2, 2, 3}, {3}},
+     .args = a_ein_sum_only},
+    {.op = TD_OP_EINSUM, .nin = 2, .ndim = {2, 2}, .shape = {M23, {1, 3}}, .args = a_ein_bcast},
+    UA(EINSUM, a_ein_one),
 };
 
 static void test_every_rule_against_finite_differences(void **state)

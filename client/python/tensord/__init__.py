@@ -1631,6 +1631,17 @@ def meshgrid(*tensors: Any, indexing: Optional[str] = None) -> Tuple[Tensor, ...
     return tuple(out)
 
 
+def einsum(equation: str, *operands: Any) -> Tensor:
+    """torch.einsum(equation, *operands) or (equation, [operands]): the server's einsum (one or
+    two operands, letters only)."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    s = _first_session(operands)
+    if s is None:
+        raise TypeError("einsum(): argument 'operands' must be a sequence of Tensors")
+    return s._op("einsum", list(operands), equation=equation)
+
+
 def allclose(input: Tensor, other: Tensor, rtol: builtins.float = 1e-05,
              atol: builtins.float = 1e-08, equal_nan: builtins.bool = False) -> builtins.bool:
     """torch.allclose: whether isclose holds everywhere (a Python bool)."""
@@ -1647,7 +1658,7 @@ def equal(input: Tensor, other: Tensor) -> builtins.bool:
 
 for _f in (chunk, split, unbind, allclose, equal):
     setattr(Tensor, _f.__name__, _f)
-for _f in (chunk, split, unbind, meshgrid, allclose, equal):
+for _f in (chunk, split, unbind, meshgrid, einsum, allclose, equal):
     setattr(Session, _f.__name__, staticmethod(_f))
 
 for _f in (is_tensor, numel, zeros_like, ones_like, full_like, rand_like, randn_like):

@@ -1376,3 +1376,409 @@ int td_cost_tri_indices(const struct td_operand *in, int nin, const struct td_op
     c->out_bytes = td_sat_mul(n, 16);
     return 0;
 }
+
+/* ---- einsum: one or two operands, letters only (no '...', no repeated letter in a term) ----
+** Parsed into subscripts, then run as sums over the letters only one operand has, a permute and
+** reshape of each operand to [batch, kept, contracted] and [batch, contracted, kept], one bmm, a
+** reshape and a permute to the output's order: the compositions torch's own einsum makes. */
+
+struct ein {
+    int n;                            /* operands: 1 or 2 */
+    char sub[2][TD_MAX_DIMS + 1];     /* each operand's letters */
+    int nsub[2];
+    char out[TD_MAX_DIMS + 1];        /* the output's letters */
+    int nout;
+    int64_t size[128];                /* a letter's size (the broadcast of its operands') */
+};
+
+static bool ein_letter(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static int ein_find(const char *s, int n, char c)
+{
+    for (int i = 0; i < n; i++) {
+        if (s[i] == c) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* torch's parse, with its messages, of the subset supported here. */
+static int ein_parse(const char *eq, const struct td_operand *in, int nin, struct ein *e,
+                     struct td_err *err)
+{
+    memset(e, 0, sizeof *e);
+    int term = 0;
+    bool arrow = false;
+    for (int i = 0; eq[i] != '\0'; i++) {
+        char c = eq[i];
+        if (c == ' ') {
+            continue;
+        }
+        if (c == '.') {
+            return td_err_set(err, TD_EINVAL, "einsum(): '...' (ellipsis) is not supported by "
+                                              "tensord");
+        }
+        if (!arrow && c == '-' && eq[i + 1] == '>') {
+            arrow = true;
+            i++;
+            continue;
+        }
+        if (!arrow && c == ',') {
+            if (++term >= 2) {
+                return td_err_set(err, TD_EINVAL,
+                                  "einsum(): tensord supports one or two operands, not %d",
+                                  term + 1);
+            }
+            continue;
+        }
+        if (!ein_letter(c)) {
+            return td_err_set(err, TD_EINVAL,
+                              "einsum(): invalid subscript given at index %d in the equation "
+                              "string, subscripts must be in [a-zA-Z]",
+                              i);
+        }
+        if (arrow) {
+            if (e->nout >= TD_MAX_DIMS) {
+                return td_err_set(err, TD_EINVAL, "einsum(): too many output subscripts");
+            }
+            if (ein_find(e->out, e->nout, c) >= 0) {
+                return td_err_set(err, TD_EINVAL,
+                                  "einsum(): output subscript %c appears more than once in the "
+                                  "output",
+                                  c);
+            }
+            e->out[e->nout++] = c;
+            continue;
+        }
+        if (e->nsub[term] >= TD_MAX_DIMS) {
+            return td_err_set(err, TD_EINVAL, "einsum(): too many subscripts for operand %d",
+                              term);
+        }
+        if (ein_find(e->sub[term], e->nsub[term], c) >= 0) {
+            return td_err_set(err, TD_EINVAL,
+                              "einsum(): subscript %c is repeated for operand %d: diagonals are "
+                              "not supported by tensord",
+                              c, term);
+        }
+        e->sub[term][e->nsub[term]++] = c;
+    }
+    e->n = term + 1;
+    if (e->n > nin) {
+        return td_err_set(err, TD_EINVAL,
+                          "einsum(): fewer operands were provided than specified in the equation");
+    }
+    if (e->n < nin) {
+        return td_err_set(err, TD_EINVAL,
+                          "einsum(): more operands were provided than specified in the equation");
+    }
+    for (int k = 0; k < e->n; k++) {
+        if (in[k].t == NULL) {
+            return td_err_set(err, TD_EINVAL,
+                              "expected Tensor as element %d in argument 1, but got %s", k,
+                              in[k].s.kind == TD_SCALAR_FLOAT ? "float"
+                              : in[k].s.kind == TD_SCALAR_INT ? "int"
+                                                              : "bool");
+        }
+        const struct td_tensor *t = in[k].t;
+        if (t->ndim != e->nsub[k]) {
+            return td_err_set(err, TD_ESHAPE,
+                              "einsum(): the number of subscripts in the equation (%d) does not "
+                              "match the number of dimensions (%d) for operand %d and no "
+                              "ellipsis was given",
+                              e->nsub[k], t->ndim, k);
+        }
+        for (int d = 0; d < t->ndim; d++) {
+            int64_t *sz = &e->size[(unsigned char)e->sub[k][d]]; /* size + 1; 0: unseen */
+            int64_t s = t->shape[d];
+            if (*sz == 0 || *sz == 2) { /* unseen, or seen as 1: s broadcasts with it */
+                *sz = (*sz == 2 && s == 1) ? 2 : td_sat_add(s, 1);
+            } else if (s != 1 && s != *sz - 1) {
+                return td_err_set(err, TD_ESHAPE,
+                                  "einsum(): subscript %c has size %lld for operand %d which "
+                                  "does not broadcast with previously seen size %lld",
+                                  e->sub[k][d], (long long)t->shape[d], k,
+                                  (long long)(*sz - 1));
+            }
+        }
+    }
+    if (arrow) {
+        for (int i = 0; i < e->nout; i++) {
+            if (e->size[(unsigned char)e->out[i]] == 0) {
+                return td_err_set(err, TD_EINVAL,
+                                  "einsum(): output subscript %c does not appear in the equation "
+                                  "for any input operand",
+                                  e->out[i]);
+            }
+        }
+    } else { /* the letters seen once, in order (A-Z, then a-z) */
+        for (int c = 'A'; c <= 'z'; c++) {
+            int seen = 0;
+            for (int k = 0; k < e->n; k++) {
+                seen += ein_find(e->sub[k], e->nsub[k], (char)c) >= 0;
+            }
+            if (seen == 1 && ein_letter((char)c)) {
+                e->out[e->nout++] = (char)c;
+            }
+        }
+    }
+    return 0;
+}
+
+/* sizes are stored plus one (0: unseen) */
+static int64_t ein_size(const struct ein *e, char c)
+{
+    return e->size[(unsigned char)c] - 1;
+}
+
+static struct td_tensor *ein_dims_op(struct scratch *s, enum td_op_id op, struct td_tensor *x,
+                                     const int64_t *dims, int n, struct td_quota *q,
+                                     struct td_err *err)
+{
+    struct td_op_args a;
+    td_op_args_init(&a);
+    a.has_dims = true;
+    a.ndims = n;
+    memcpy(a.dims, dims, sizeof(int64_t) * (size_t)n);
+    return run(s, op, td_t(x), NULL, &a, q, err);
+}
+
+/* Runs parsed einsum e on tensors x[0..e->n-1]; *out a new tensor. */
+static int ein_run(const struct ein *e0, struct td_tensor *const *x, struct td_quota *q,
+                   struct td_tensor **out, struct td_err *err)
+{
+    struct ein e = *e0;
+    struct scratch s = {.n = 0};
+    struct td_tensor *t[2] = {x[0], e.n > 1 ? x[1] : NULL};
+    int64_t dims[TD_MAX_DIMS];
+    for (int k = 0; k < e.n; k++) {
+        /* broadcast size-1 dims to the letter's size */
+        bool expand = false;
+        for (int d = 0; d < e.nsub[k]; d++) {
+            dims[d] = ein_size(&e, e.sub[k][d]);
+            expand |= dims[d] != t[k]->shape[d];
+        }
+        if (expand && (t[k] = ein_dims_op(&s, TD_OP_EXPAND, t[k], dims, e.nsub[k], q, err)) ==
+                          NULL) {
+            return fail(&s);
+        }
+        /* sum the letters no other term has */
+        int nd = 0;
+        char keep[TD_MAX_DIMS + 1];
+        int nkeep = 0;
+        for (int d = 0; d < e.nsub[k]; d++) {
+            char c = e.sub[k][d];
+            bool other = e.n > 1 && ein_find(e.sub[1 - k], e.nsub[1 - k], c) >= 0;
+            if (!other && ein_find(e.out, e.nout, c) < 0) {
+                dims[nd++] = d;
+            } else {
+                keep[nkeep++] = c;
+            }
+        }
+        if (nd > 0) {
+            if ((t[k] = ein_dims_op(&s, TD_OP_SUM, t[k], dims, nd, q, err)) == NULL) {
+                return fail(&s);
+            }
+            memcpy(e.sub[k], keep, (size_t)nkeep);
+            e.nsub[k] = nkeep;
+        }
+    }
+    struct td_tensor *r;
+    char order[TD_MAX_DIMS + 1]; /* r's letters */
+    int nr = 0;
+    if (e.n == 1) {
+        r = t[0];
+        memcpy(order, e.sub[0], (size_t)e.nsub[0]);
+        nr = e.nsub[0];
+    } else {
+        char batch[TD_MAX_DIMS], kept[2][TD_MAX_DIMS], con[TD_MAX_DIMS];
+        int nb = 0, nk[2] = {0, 0}, nc = 0;
+        int64_t B = 1, M[2] = {1, 1}, K = 1;
+        for (int d = 0; d < e.nsub[0]; d++) {
+            char c = e.sub[0][d];
+            bool in1 = ein_find(e.sub[1], e.nsub[1], c) >= 0;
+            bool inout = ein_find(e.out, e.nout, c) >= 0;
+            if (in1 && inout) {
+                batch[nb++] = c;
+                B = td_sat_mul(B, ein_size(&e, c));
+            } else if (in1) {
+                con[nc++] = c;
+                K = td_sat_mul(K, ein_size(&e, c));
+            } else {
+                kept[0][nk[0]++] = c;
+                M[0] = td_sat_mul(M[0], ein_size(&e, c));
+            }
+        }
+        for (int d = 0; d < e.nsub[1]; d++) {
+            char c = e.sub[1][d];
+            if (ein_find(e.sub[0], e.nsub[0], c) < 0) {
+                kept[1][nk[1]++] = c;
+                M[1] = td_sat_mul(M[1], ein_size(&e, c));
+            }
+        }
+        struct td_tensor *m[2];
+        for (int k = 0; k < 2; k++) {
+            /* operand 0 as [batch, kept, con], operand 1 as [batch, con, kept] */
+            char want[TD_MAX_DIMS];
+            int nw = 0;
+            memcpy(want + nw, batch, (size_t)nb);
+            nw += nb;
+            if (k == 0) {
+                memcpy(want + nw, kept[0], (size_t)nk[0]);
+                nw += nk[0];
+                memcpy(want + nw, con, (size_t)nc);
+                nw += nc;
+            } else {
+                memcpy(want + nw, con, (size_t)nc);
+                nw += nc;
+                memcpy(want + nw, kept[1], (size_t)nk[1]);
+                nw += nk[1];
+            }
+            for (int i = 0; i < nw; i++) {
+                dims[i] = ein_find(e.sub[k], e.nsub[k], want[i]);
+            }
+            struct td_tensor *p = ein_dims_op(&s, TD_OP_PERMUTE, t[k], dims, nw, q, err);
+            int64_t shape3[3] = {B, k == 0 ? M[0] : K, k == 0 ? K : M[1]};
+            m[k] = p ? ein_dims_op(&s, TD_OP_RESHAPE, p, shape3, 3, q, err) : NULL;
+            if (m[k] == NULL) {
+                return fail(&s);
+            }
+        }
+        struct td_tensor *prod = RUN2(TD_OP_BMM, td_t(m[0]), td_t(m[1]));
+        if (prod == NULL) {
+            return fail(&s);
+        }
+        memcpy(order, batch, (size_t)nb);
+        memcpy(order + nb, kept[0], (size_t)nk[0]);
+        memcpy(order + nb + nk[0], kept[1], (size_t)nk[1]);
+        nr = nb + nk[0] + nk[1];
+        for (int i = 0; i < nr; i++) {
+            dims[i] = ein_size(&e, order[i]);
+        }
+        if ((r = ein_dims_op(&s, TD_OP_RESHAPE, prod, dims, nr, q, err)) == NULL) {
+            return fail(&s);
+        }
+    }
+    /* to the output's order, as a tensor of its own */
+    for (int i = 0; i < e.nout; i++) {
+        dims[i] = ein_find(order, nr, e.out[i]);
+    }
+    struct td_tensor *p = ein_dims_op(&s, TD_OP_PERMUTE, r, dims, e.nout, q, err);
+    struct td_tensor *c = p ? RUN1(TD_OP_CLONE, td_t(p)) : NULL;
+    return c != NULL ? finish(&s, c, out) : fail(&s);
+}
+
+int td_make_einsum(struct td_tensor **out, const struct td_operand *in, int nin,
+                   const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    struct ein e;
+    int rc = ein_parse(a->equation, in, nin, &e, err);
+    if (rc != 0) {
+        return rc;
+    }
+    struct td_tensor *x[2] = {in[0].t, e.n > 1 ? in[1].t : NULL};
+    return ein_run(&e, x, q, out, err);
+}
+
+/* torch's einsum is a composite: its grad_fn is its last step's. */
+const char *td_grad_fn_einsum(const struct td_node *n)
+{
+    if (n->nin == 2) {
+        return "ViewBackward0";
+    }
+    const char *eq = n->args.equation;
+    return strchr(eq, '>') != NULL && strchr(eq, '>')[1] == '\0' ? "SumBackward1"
+                                                                 : "PermuteBackward0";
+}
+
+/* einsum's backward: d operand k = einsum(g and the other operand -> operand k's letters that
+** they have), then reshaped and expanded over the letters only operand k had (summed away). */
+int td_bw_einsum(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                 struct td_quota *q, struct td_err *err)
+{
+    struct ein e;
+    int rc = ein_parse(n->args.equation, n->in, n->nin, &e, err);
+    for (int k = 0; k < e.n && rc == 0; k++) {
+        if (!wants(n, k)) {
+            continue;
+        }
+        struct ein b;
+        memset(&b, 0, sizeof b);
+        b.n = e.n;
+        memcpy(b.sub[0], e.out, (size_t)e.nout);
+        b.nsub[0] = e.nout;
+        if (e.n == 2) {
+            memcpy(b.sub[1], e.sub[1 - k], (size_t)e.nsub[1 - k]);
+            b.nsub[1] = e.nsub[1 - k];
+        }
+        int64_t full[TD_MAX_DIMS], part[TD_MAX_DIMS];
+        bool missing = false;
+        for (int d = 0; d < e.nsub[k]; d++) {
+            char c = e.sub[k][d];
+            bool have = ein_find(b.sub[0], b.nsub[0], c) >= 0 ||
+                        (e.n == 2 && ein_find(b.sub[1], b.nsub[1], c) >= 0);
+            full[d] = n->in[k].t->shape[d];
+            part[d] = have ? ein_size(&e, c) : 1;
+            missing |= !have;
+            if (have) {
+                b.out[b.nout++] = c;
+            }
+        }
+        memcpy(b.size, e.size, sizeof b.size);
+        struct td_tensor *x[2] = {g, e.n == 2 ? n->in[1 - k].t : NULL};
+        struct td_tensor *r = NULL;
+        if ((rc = ein_run(&b, x, q, &r, err)) != 0) {
+            break;
+        }
+        /* back to operand k's shape: summed letters return as broadcast dims, and letters that
+        ** were broadcast from size 1 sum back to it */
+        struct scratch s = {.n = 0};
+        struct td_tensor *cur = r;
+        if (missing) {
+            cur = ein_dims_op(&s, TD_OP_RESHAPE, r, part, e.nsub[k], q, err);
+            cur = cur ? ein_dims_op(&s, TD_OP_EXPAND, cur, full, e.nsub[k], q, err) : NULL;
+        }
+        if (cur == NULL) {
+            td_tensor_unref(r);
+            fail(&s);
+            rc = -1;
+            break;
+        }
+        rc = td_sum_to_shape(cur, full, e.nsub[k], q, &gin[k], err);
+        scratch_free(&s);
+        td_tensor_unref(r);
+    }
+    return rc;
+}
+
+/* einsum: the bmm's products over the letters' sizes, and a few passes over each operand and the
+** result. */
+int td_cost_einsum(const struct td_operand *in, int nin, const struct td_op_args *a,
+                   struct td_cost *c)
+{
+    struct ein e;
+    if (nin < 1 || nin > 2 || ein_parse(a->equation, in, nin, &e, NULL) != 0) {
+        return -1;
+    }
+    int64_t all = 1, outn = 1;
+    for (int ch = 0; ch < 128; ch++) {
+        if (e.size[ch] > 0) {
+            all = td_sat_mul(all, e.size[ch] - 1);
+        }
+    }
+    for (int i = 0; i < e.nout; i++) {
+        outn = td_sat_mul(outn, ein_size(&e, e.out[i]));
+    }
+    for (int k = 0; k < nin; k++) {
+        c->read = td_sat_add(c->read, td_sat_mul(in[k].t->numel, 3));
+        c->temp_bytes = td_sat_add(c->temp_bytes, td_sat_mul(in[k].t->numel, 16));
+    }
+    c->flops = all;
+    c->written = td_sat_mul(outn, 3);
+    c->out_bytes = td_sat_mul(outn, 8);
+    c->temp_bytes = td_sat_add(c->temp_bytes, td_sat_mul(outn, 16));
+    return 0;
+}
