@@ -36,8 +36,7 @@ static void expect(struct td_tensor *t, enum td_dtype dt, int ndim, const int64_
     }
     for (int64_t i = 0; i < t->numel; i++) {
         double g = at(t, i);
-        bool same = (isnan(v[i]) && isnan(g)) || g == v[i] ||
-                    fabs(g - v[i]) <= 1e-6 * fabs(v[i]);
+        bool same = (isnan(v[i]) && isnan(g)) || g == v[i] || fabs(g - v[i]) <= 1e-6 * fabs(v[i]);
         if (!same) {
             fail_msg("element %lld: got %.17g, want %.17g", (long long)i, g, v[i]);
         }
@@ -273,8 +272,7 @@ static void test_addc_lerp(void **state)
     a.value = td_scalar_f(0.5);
     expect(apply(TD_OP_ADDCMUL, li, 3, &a, &err), TD_DTYPE_I64, 1, s2, (double[]){1, 2});
     assert_null(apply(TD_OP_ADDCDIV, li, 3, &a, &err));
-    assert_true(strncmp(err.msg, "Integer division with addcdiv is no longer supported", 52) ==
-                0);
+    assert_true(strncmp(err.msg, "Integer division with addcdiv is no longer supported", 52) == 0);
     /* lerp: w = 0.25 < 0.5: 1 + 0.25 (3 - 1) = 1.5; w = 0.75: 4 - (4 - 2) 0.25 = 3.5 */
     struct td_operand ls[3] = {tens(x), tens(t1), num(td_scalar_f(0.25))};
     expect(apply(TD_OP_LERP, ls, 3, NULL, &err), TD_DTYPE_F32, 1, s2, (double[]){1.5, 2.5});
@@ -312,8 +310,7 @@ static void test_addmm_trace(void **state)
     a.has_alpha = a.has_beta = true;
     a.alpha = td_scalar_i(2);
     a.beta = td_scalar_f(0.5);
-    expect(apply(TD_OP_ADDMM, in, 3, &a, &err), TD_DTYPE_F32, 2, s22,
-           (double[]){13, 20, 25, 32});
+    expect(apply(TD_OP_ADDMM, in, 3, &a, &err), TD_DTYPE_F32, 2, s22, (double[]){13, 20, 25, 32});
     struct td_tensor *bad = mk(TD_DTYPE_F32, s3, 1, (double[]){1, 2, 3});
     in[0] = tens(bad);
     assert_null(apply(TD_OP_ADDMM, in, 3, &a, &err));
@@ -397,8 +394,8 @@ static void test_costs(void **state)
     int64_t s23[] = {2, 3};
     struct td_tensor *m = mk(TD_DTYPE_F32, s23, 2, (double[]){1, 2, 3, 4, 5, 6});
     struct td_operand nums[3] = {num(td_scalar_i(1)), num(td_scalar_i(2)), num(td_scalar_i(3))};
-    enum td_op_id ops[] = {TD_OP_ISCLOSE, TD_OP_ADDCMUL, TD_OP_ADDCDIV, TD_OP_LERP,
-                           TD_OP_ADDMM,   TD_OP_TRACE};
+    enum td_op_id ops[] = {TD_OP_ISCLOSE, TD_OP_ADDCMUL, TD_OP_ADDCDIV,
+                           TD_OP_LERP,    TD_OP_ADDMM,   TD_OP_TRACE};
     for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
         for (int n = 0; n <= 3; n++) {
             assert_int_not_equal(td_op_cost(ops[k], nums, n, &a, &c, &err), 0);
@@ -431,10 +428,14 @@ static void test_costs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bitwise),  cmocka_unit_test(test_shifts),
-        cmocka_unit_test(test_rounding_and_special), cmocka_unit_test(test_isclose),
-        cmocka_unit_test(test_addc_lerp), cmocka_unit_test(test_addmm_trace),
-        cmocka_unit_test(test_grads),    cmocka_unit_test(test_costs),
+        cmocka_unit_test(test_bitwise),
+        cmocka_unit_test(test_shifts),
+        cmocka_unit_test(test_rounding_and_special),
+        cmocka_unit_test(test_isclose),
+        cmocka_unit_test(test_addc_lerp),
+        cmocka_unit_test(test_addmm_trace),
+        cmocka_unit_test(test_grads),
+        cmocka_unit_test(test_costs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -64,12 +64,12 @@ static inline int64_t lshift_i64(int64_t x, int64_t y)
 static inline int32_t rshift_i32(int32_t x, int32_t y)
 {
     int s = (y < 0 || y >= 31) ? 31 : (int)y;
-    return x < 0 ? (int32_t)~(~(uint32_t)x >> s) : (int32_t)((uint32_t)x >> s);
+    return x < 0 ? (int32_t) ~(~(uint32_t)x >> s) : (int32_t)((uint32_t)x >> s);
 }
 static inline int64_t rshift_i64(int64_t x, int64_t y)
 {
     int s = (y < 0 || y >= 63) ? 63 : (int)y;
-    return x < 0 ? (int64_t)~(~(uint64_t)x >> s) : (int64_t)((uint64_t)x >> s);
+    return x < 0 ? (int64_t) ~(~(uint64_t)x >> s) : (int64_t)((uint64_t)x >> s);
 }
 DEF_ROW(lsh_i32, int32_t, lshift_i32(x, y))
 DEF_ROW(lsh_i64, int64_t, lshift_i64(x, y))
@@ -392,8 +392,9 @@ static int need_tensor(const struct td_operand *in, int i, const char *fn, const
         const char *kind = in[i].s.kind == TD_SCALAR_FLOAT ? "float"
                            : in[i].s.kind == TD_SCALAR_INT ? "int"
                                                            : "bool";
-        return td_err_set(err, TD_EINVAL, "%s(): argument '%s' (position %d) must be Tensor, not %s",
-                          fn, name, i + 1, kind);
+        return td_err_set(err, TD_EINVAL,
+                          "%s(): argument '%s' (position %d) must be Tensor, not %s", fn, name,
+                          i + 1, kind);
     }
     return 0;
 }
@@ -439,22 +440,21 @@ int td_make_isclose(struct td_tensor **out, const struct td_operand *in, int nin
         return finish(&s, close, out);
     }
     bool ok1, ok2;
-    struct td_operand x = as_dtype(&s, in[0], dx == TD_DTYPE_BOOL ? TD_DTYPE_DEFAULT_FLOAT : dx,
-                                   q, err, &ok1);
-    struct td_operand y = as_dtype(&s, in[1], dx == TD_DTYPE_BOOL ? TD_DTYPE_DEFAULT_FLOAT : dx,
-                                   q, err, &ok2);
+    struct td_operand x = as_dtype(&s, in[0], dx == TD_DTYPE_BOOL ? TD_DTYPE_DEFAULT_FLOAT : dx, q,
+                                   err, &ok1);
+    struct td_operand y = as_dtype(&s, in[1], dx == TD_DTYPE_BOOL ? TD_DTYPE_DEFAULT_FLOAT : dx, q,
+                                   err, &ok2);
     if (!ok1 || !ok2) {
         return fail(&s);
     }
     struct td_tensor *ry = RUN2(TD_OP_MUL, y, td_s(td_scalar_f(a->rtol)));
     struct td_tensor *ary = ry ? RUN1(TD_OP_ABS, td_t(ry)) : NULL;
-    struct td_tensor *allowed = ary ? RUN2(TD_OP_ADD, td_t(ary), td_s(td_scalar_f(a->atol)))
-                                    : NULL;
+    struct td_tensor *allowed = ary ? RUN2(TD_OP_ADD, td_t(ary), td_s(td_scalar_f(a->atol))) : NULL;
     struct td_tensor *d = allowed ? RUN2(TD_OP_SUB, x, y) : NULL;
     struct td_tensor *actual = d ? RUN1(TD_OP_ABS, td_t(d)) : NULL;
     struct td_tensor *notnan = actual ? RUN2(TD_OP_EQ, td_t(actual), td_t(actual)) : NULL;
-    struct td_tensor *notinf =
-        notnan ? RUN2(TD_OP_NE, td_t(actual), td_s(td_scalar_f(INFINITY))) : NULL;
+    struct td_tensor *notinf = notnan ? RUN2(TD_OP_NE, td_t(actual), td_s(td_scalar_f(INFINITY)))
+                                      : NULL;
     struct td_tensor *finite = notinf ? RUN2(TD_OP_LOGICAL_AND, td_t(notnan), td_t(notinf)) : NULL;
     struct td_tensor *within = finite ? RUN2(TD_OP_LE, td_t(actual), td_t(allowed)) : NULL;
     struct td_tensor *both = within ? RUN2(TD_OP_LOGICAL_AND, td_t(finite), td_t(within)) : NULL;
@@ -484,7 +484,10 @@ int td_make_addcmul(struct td_tensor **out, const struct td_operand *in, int nin
                     const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
     for (int i = 0; i < 3; i++) {
-        if (need_tensor(in, i, "addcmul", i == 0 ? "input" : i == 1 ? "tensor1" : "tensor2",
+        if (need_tensor(in, i, "addcmul",
+                        i == 0   ? "input"
+                        : i == 1 ? "tensor1"
+                                 : "tensor2",
                         err) != 0) {
             return -1;
         }
@@ -508,7 +511,10 @@ int td_make_addcdiv(struct td_tensor **out, const struct td_operand *in, int nin
                     const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
     for (int i = 0; i < 3; i++) {
-        if (need_tensor(in, i, "addcdiv", i == 0 ? "input" : i == 1 ? "tensor1" : "tensor2",
+        if (need_tensor(in, i, "addcdiv",
+                        i == 0   ? "input"
+                        : i == 1 ? "tensor1"
+                                 : "tensor2",
                         err) != 0) {
             return -1;
         }
@@ -626,8 +632,9 @@ int td_make_addmm(struct td_tensor **out, const struct td_operand *in, int nin,
     bool batched = a->op == TD_OP_BADDBMM;
     const char *fn = batched ? "baddbmm" : "addmm";
     for (int i = 0; i < 3; i++) {
-        const char *name = i == 0 ? "input" : batched ? (i == 1 ? "batch1" : "batch2")
-                                                      : (i == 1 ? "mat1" : "mat2");
+        const char *name = i == 0    ? "input"
+                           : batched ? (i == 1 ? "batch1" : "batch2")
+                                     : (i == 1 ? "mat1" : "mat2");
         if (need_tensor(in, i, fn, name, err) != 0) {
             return -1;
         }
@@ -890,8 +897,7 @@ static int bshape(const struct td_operand *in, int nin, int need, int64_t *shape
         }
         int64_t tmp[TD_MAX_DIMS];
         int nt;
-        if (td_broadcast_shapes(shape, *ndim, in[i].t->shape, in[i].t->ndim, tmp, &nt, NULL) !=
-            0) {
+        if (td_broadcast_shapes(shape, *ndim, in[i].t->shape, in[i].t->ndim, tmp, &nt, NULL) != 0) {
             return -1;
         }
         memcpy(shape, tmp, sizeof(int64_t) * (size_t)nt);
@@ -933,8 +939,8 @@ int td_cost_addmm(const struct td_operand *in, int nin, const struct td_op_args 
                   struct td_cost *c)
 {
     int r = a->op == TD_OP_BADDBMM ? 3 : 2;
-    if (nin != 3 || in[0].t == NULL || in[1].t == NULL || in[2].t == NULL ||
-        in[1].t->ndim != r || in[2].t->ndim != r) {
+    if (nin != 3 || in[0].t == NULL || in[1].t == NULL || in[2].t == NULL || in[1].t->ndim != r ||
+        in[2].t->ndim != r) {
         return -1;
     }
     struct td_operand mm[2] = {in[1], in[2]};
@@ -1125,8 +1131,8 @@ int td_bw_diag(const struct td_node *n, struct td_tensor *g, struct td_tensor **
 
 /* roll(shifts, dims): per dim, the last `shift` slices move to the front (cat of two narrows);
 ** without dims, the flattened tensor rolls and takes input's shape back. */
-static int roll(struct td_tensor *x, const int64_t *shifts, const int64_t *dims, int n,
-                bool flat, struct td_quota *q, struct td_tensor **out, struct td_err *err)
+static int roll(struct td_tensor *x, const int64_t *shifts, const int64_t *dims, int n, bool flat,
+                struct td_quota *q, struct td_tensor **out, struct td_err *err)
 {
     struct scratch s = {.n = 0};
     struct td_tensor *cur = x;
@@ -1383,12 +1389,12 @@ int td_cost_tri_indices(const struct td_operand *in, int nin, const struct td_op
 ** reshape and a permute to the output's order: the compositions torch's own einsum makes. */
 
 struct ein {
-    int n;                            /* operands: 1 or 2 */
-    char sub[2][TD_MAX_DIMS + 1];     /* each operand's letters */
+    int n;                        /* operands: 1 or 2 */
+    char sub[2][TD_MAX_DIMS + 1]; /* each operand's letters */
     int nsub[2];
-    char out[TD_MAX_DIMS + 1];        /* the output's letters */
+    char out[TD_MAX_DIMS + 1]; /* the output's letters */
     int nout;
-    int64_t size[128];                /* a letter's size (the broadcast of its operands') */
+    int64_t size[128]; /* a letter's size (the broadcast of its operands') */
 };
 
 static bool ein_letter(char c)
@@ -1419,8 +1425,9 @@ static int ein_parse(const char *eq, const struct td_operand *in, int nin, struc
             continue;
         }
         if (c == '.') {
-            return td_err_set(err, TD_EINVAL, "einsum(): '...' (ellipsis) is not supported by "
-                                              "tensord");
+            return td_err_set(err, TD_EINVAL,
+                              "einsum(): '...' (ellipsis) is not supported by "
+                              "tensord");
         }
         if (!arrow && c == '-' && eq[i + 1] == '>') {
             arrow = true;
@@ -1455,8 +1462,7 @@ static int ein_parse(const char *eq, const struct td_operand *in, int nin, struc
             continue;
         }
         if (e->nsub[term] >= TD_MAX_DIMS) {
-            return td_err_set(err, TD_EINVAL, "einsum(): too many subscripts for operand %d",
-                              term);
+            return td_err_set(err, TD_EINVAL, "einsum(): too many subscripts for operand %d", term);
         }
         if (ein_find(e->sub[term], e->nsub[term], c) >= 0) {
             return td_err_set(err, TD_EINVAL,
@@ -1500,8 +1506,7 @@ static int ein_parse(const char *eq, const struct td_operand *in, int nin, struc
                 return td_err_set(err, TD_ESHAPE,
                                   "einsum(): subscript %c has size %lld for operand %d which "
                                   "does not broadcast with previously seen size %lld",
-                                  e->sub[k][d], (long long)t->shape[d], k,
-                                  (long long)(*sz - 1));
+                                  e->sub[k][d], (long long)t->shape[d], k, (long long)(*sz - 1));
             }
         }
     }
@@ -1561,8 +1566,8 @@ static int ein_run(const struct ein *e0, struct td_tensor *const *x, struct td_q
             dims[d] = ein_size(&e, e.sub[k][d]);
             expand |= dims[d] != t[k]->shape[d];
         }
-        if (expand && (t[k] = ein_dims_op(&s, TD_OP_EXPAND, t[k], dims, e.nsub[k], q, err)) ==
-                          NULL) {
+        if (expand &&
+            (t[k] = ein_dims_op(&s, TD_OP_EXPAND, t[k], dims, e.nsub[k], q, err)) == NULL) {
             return fail(&s);
         }
         /* sum the letters no other term has */
