@@ -247,8 +247,8 @@ struct tensord_op_args {
     struct tensord_operand alpha, value, beta; /* value, addmm beta and alpha (absent: 1) */
     double rtol, atol;                         /* isclose (sent as given) */
     bool equal_nan;
-    const char *rounding_mode; /* div: NULL (None), "trunc" or "floor" */
-    int64_t decimals;          /* round */
+    const char *rounding_mode;        /* div: NULL (None), "trunc" or "floor" */
+    int64_t decimals;                 /* round */
     int64_t shifts[TENSORD_MAX_DIMS]; /* roll */
     int nshifts;
     const char *equation; /* einsum: NULL or the equation */

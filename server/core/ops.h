@@ -44,15 +44,15 @@ struct td_op_args {
     bool has_dtype; /* to() */
     enum td_dtype dtype;
     double correction;      /* std / var; 1 unless given */
-    double rtol, atol; /* isclose (as given: the clients send torch's defaults) */
+    double rtol, atol;      /* isclose (as given: the clients send torch's defaults) */
     bool equal_nan;
     bool has_value, has_alpha, has_beta; /* addcmul/addcdiv value, addmm alpha and beta */
     struct td_scalar value, alpha, beta; /* (absent: 1, torch's default); alpha also add/sub */
-    int rounding_mode; /* div: TD_ROUND_NONE, TD_ROUND_TRUNC or TD_ROUND_FLOOR */
-    int64_t decimals;  /* round */
-    int64_t shifts[TD_MAX_DIMS]; /* roll */
+    int rounding_mode;                   /* div: TD_ROUND_NONE, TD_ROUND_TRUNC or TD_ROUND_FLOOR */
+    int64_t decimals;                    /* round */
+    int64_t shifts[TD_MAX_DIMS];         /* roll */
     int nshifts;
-    char equation[64]; /* einsum, NUL-terminated */
+    char equation[64];      /* einsum, NUL-terminated */
     struct td_rng *rng;     /* the session's generator, for random ops (borrowed) */
     bool grad_enabled;      /* record autograd nodes (the session's no_grad switch) */
     int op;                 /* set by td_op_apply: the op being run (enum td_op_id) */

@@ -635,8 +635,11 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
     bool *has[3] = {&a->has_value, &a->has_alpha, &a->has_beta};
     for (int k = 0; k < 3; k++) {
         if (ws[k] != NULL) {
-            if ((rc = wire_scalar(ws[k], k == 0 ? "value" : k == 1 ? "alpha" : "beta", as[k],
-                                  err)) != 0) {
+            if ((rc = wire_scalar(ws[k],
+                                  k == 0   ? "value"
+                                  : k == 1 ? "alpha"
+                                           : "beta",
+                                  as[k], err)) != 0) {
                 return rc;
             }
             *has[k] = true;
@@ -654,8 +657,8 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
         memcpy(a->equation, w->equation, len + 1);
     }
     if (w->n_shifts > TD_MAX_DIMS) {
-        return td_err_set(err, TD_EINVAL, "%zu shifts given; at most %d are supported",
-                          w->n_shifts, TD_MAX_DIMS);
+        return td_err_set(err, TD_EINVAL, "%zu shifts given; at most %d are supported", w->n_shifts,
+                          TD_MAX_DIMS);
     }
     for (size_t i = 0; i < w->n_shifts; i++) {
         a->shifts[i] = w->shifts[i];

@@ -14,7 +14,7 @@
 #define TD_WIRE_OP_MAX 189 /* the last value the proto's Op enum reserves */
 
 #define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost)   \
-    _Static_assert((int)TENSORD__OP__OP_##id >= 1 && (int)TENSORD__OP__OP_##id <= TD_WIRE_OP_MAX, \
+    _Static_assert((int)TENSORD__OP__OP_##id >= 1 && (int)TENSORD__OP__OP_##id <= TD_WIRE_OP_MAX,  \
                    "the wire value of op " #id " lies outside 1..TD_WIRE_OP_MAX");
 #include "core/ops.def"
 #undef OP
