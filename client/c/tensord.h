@@ -242,7 +242,7 @@ struct tensord_op_args {
     enum tensord_dtype dtype;        /* TENSORD_DTYPE_INFER: none */
     bool has_correction;
     double correction;
-    uint64_t out2; /* max / min with a dim: a handle for the indices */
+    uint64_t out2;                             /* max / min with a dim: a handle for the indices */
     bool has_alpha, has_value, has_beta;       /* numbers: add/sub alpha, addcmul/addcdiv */
     struct tensord_operand alpha, value, beta; /* value, addmm beta and alpha (absent: 1) */
     double rtol, atol;                         /* isclose (sent as given) */

@@ -43,8 +43,8 @@ struct td_op_args {
     struct td_scalar min, max;
     bool has_dtype; /* to() */
     enum td_dtype dtype;
-    double correction;      /* std / var; 1 unless given */
-    double rtol, atol;      /* isclose (as given: the clients send torch's defaults) */
+    double correction; /* std / var; 1 unless given */
+    double rtol, atol; /* isclose (as given: the clients send torch's defaults) */
     bool equal_nan;
     bool has_value, has_alpha, has_beta; /* addcmul/addcdiv value, addmm alpha and beta */
     struct td_scalar value, alpha, beta; /* (absent: 1, torch's default); alpha also add/sub */
