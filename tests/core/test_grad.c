@@ -381,6 +381,8 @@ static const struct grad_case CASES[] = {
      .args = a_ein_sum_only},
     {.op = TD_OP_EINSUM, .nin = 2, .ndim = {2, 2}, .shape = {M23, {1, 3}}, .args = a_ein_bcast},
     UA(EINSUM, a_ein_one),
+    BIN(CLAMP_MIN),
+    BIN(CLAMP_MAX),
 };
 
 static void test_every_rule_against_finite_differences(void **state)

@@ -1,7 +1,8 @@
 """Issue 16's "elementwise, comparison and linear algebra" family through the Python client,
 against PyTorch: the bitwise ops and shifts (and the &, |, ^, ~, <<, >> operators), trunc, frac,
 erf, erfinv, isclose / allclose / equal, addcmul, addcdiv, lerp, addmm, baddbmm, trace,
-diagonal, diag, roll, triu_indices / tril_indices, ger, einsum, div(rounding_mode=),
+diagonal, diag, roll, triu_indices / tril_indices, ger, einsum, clamp_min / clamp_max and clamp
+with tensor bounds, div(rounding_mode=),
 add/sub(alpha=),
 round(decimals=) (and floor, ceil, sign, log1p, expm1 on every dtype), and the client's tuples
 of views (chunk, split, unbind, meshgrid). Values, dtypes, shapes, printed text, torch's
@@ -288,6 +289,23 @@ VALUES = {
     "tril_indices_err_dtype": lambda m: m.tril_indices(3, 3, dtype=m.float32),
     "ger": lambda m: m.ger(F32(m, [1.0, 2.0]), F32(m, [3.0, 4.0, 5.0])),
     "ger_method": lambda m: m.tensor([1, 2]).ger(m.tensor([3, 4])),
+    # clamp with tensor bounds (clamp_min, clamp_max)
+    "clamp_tensors": lambda m: m.clamp(F32(m, [1.0, 5.0, -3.0, float("nan")]),
+                                       F32(m, [0.0, 0.0, 0.0, 0.0]), F32(m, [2.0, 2.0, 2.0, 2.0])),
+    "clamp_tensor_min": lambda m: F32(m, [1.0, 5.0, -3.0]).clamp(min=F32(m, [0.0, 6.0, 0.0])),
+    "clamp_tensor_max": lambda m: m.clamp(F32(m, [1.0, 5.0, -3.0]), max=F32(m, [2.0])),
+    "clamp_tensor_nan_bound": lambda m: m.clamp(F32(m, [1.0, 2.0]), F32(m, [float("nan"), 0])),
+    "clamp_tensor_promote": lambda m: m.clamp(m.tensor([1, 5, -3]), m.tensor([0.5]), None),
+    "clamp_tensor_crossed": lambda m: m.clamp(m.tensor([1, 5, -3]), m.tensor([2]),
+                                              m.tensor([1])),
+    "clamp_tensor_inplace": lambda m: F32(m, [1.5, 7.0, -1.0]).clamp_(F32(m, [0.0]),
+                                                                     F32(m, [2.0])),
+    "clamp_numbers": lambda m: m.tensor([1, 5, -3]).clamp(0, 2),
+    "clamp_numbers_inplace": lambda m: F32(m, [1.5, 7.0]).clamp_(max=2),
+    "clamp_err_none": lambda m: m.clamp(F32(m, [1.0])),
+    "clamp_min_fn": lambda m: m.clamp_min(m.tensor([1, 2]), 1.5),
+    "clamp_max_method": lambda m: m.tensor([1, 5, -3]).clamp_max(m.tensor([2])),
+    "clamp_min_inplace": lambda m: m.tensor([1, 5]).clamp_min_(3),
     # einsum (one or two operands)
     "einsum_mm": lambda m: m.einsum("ij,jk->ik", m.arange(6.0).reshape(2, 3),
                                     m.arange(12.0).reshape(3, 4)),
@@ -409,6 +427,10 @@ GRADS = {
                  [[[1.0, 0.5], [0.0, 1.0], [2.0, 1.0]]]],
                 lambda m, a, b, c: m.baddbmm(a, b, c, beta=0.5, alpha=2)),
     "ger": ([[1.0, 2.0], [3.0, 4.0, 5.0]], lambda m, a, b: m.ger(a, b)),
+    "clamp_min": ([[1.0, 5.0, -3.0], [0.0, 6.0, 0.0]], lambda m, x, lo: m.clamp_min(x, lo)),
+    "clamp_max_scalar": ([[1.0, 5.0, -3.0]], lambda m, x: x.clamp_max(2.0)),
+    "clamp_tensors": ([[1.0, 5.0, -3.0], [0.0, 0.0, 0.0], [2.0, 2.0, 2.0]],
+                      lambda m, x, lo, hi: m.clamp(x, lo, hi)),
     "einsum_mm": ([M23, [[1.0, 0.5], [0.0, 1.0], [2.0, 1.0]]],
                   lambda m, a, b: m.einsum("ij,jk->ik", a, b)),
     "einsum_rowdot": ([M23, M23], lambda m, a, b: m.einsum("bi,bi->b", a, b)),
@@ -436,6 +458,8 @@ def test_grads_and_names_match_torch(td, name):
         want = ("SliceBackward0",) + want[1:]
     if name in ("unbind",):  # torch's UnbindBackward0; here select's view
         want = ("SelectBackward0",) + want[1:]
+    if name in ("clamp_tensors",):  # torch's one ClampBackward0; here clamp_min then clamp_max
+        want = ("ClampMaxBackward1",) + want[1:]
     assert got[:2] == want[:2]
     for g, w in zip(got[2], want[2]):
         assert np.allclose(np.array(g), np.array(w), rtol=1e-9), (g, w)

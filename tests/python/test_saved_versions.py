@@ -141,6 +141,9 @@ CASES = {
                # (with both operands requiring grad both refuse a changed input, but torch
                # names its internal [1, 2, 3] view of it: no text to compare)
                ("sum", lambda m, x, o: m.einsum("ij->", x), [])],
+    "clamp_min": [("t", lambda m, x, o: m.clamp_min(x, o[0]), [_t(V)]),
+                  ("scalar", lambda m, x, o: x.clamp_min(1.0), [])],
+    "clamp_max": [("t", lambda m, x, o: m.clamp_max(x, o[0]), [_t(V, True)])],
 }
 for _name in ("neg", "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
               "tan", "tanh", "sigmoid", "relu", "floor", "ceil", "round", "trunc", "frac", "erf"):
@@ -232,6 +235,8 @@ def _in_place_call(name):
             getattr(x, name + "_")(2.0)
         elif name == "clamp":
             x.clamp_(0.8, 1.2)
+        elif name in ("clamp_min", "clamp_max"):
+            getattr(x, name + "_")(1.0)
         elif name == "erfinv":  # inside (-1, 1)
             x.mul_(0.5).erfinv_()
         else:

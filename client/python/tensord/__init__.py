@@ -1642,6 +1642,37 @@ def einsum(equation: str, *operands: Any) -> Tensor:
     return s._op("einsum", list(operands), equation=equation)
 
 
+def _clamp(input: Tensor, min: Any = None, max: Any = None, inplace: builtins.bool = False,
+           name: str = "clamp") -> Tensor:
+    """clamp with tensor bounds is clamp_min then clamp_max (ops.def's rows); with numbers, the
+    server's clamp op as its signature says."""
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        for b in (min, max):
+            if b is not None and not isinstance(b, Tensor):
+                raise TypeError("clamp() received an invalid combination of arguments - got "
+                                "(Tensor, %s, %s)" % tuple(type(v).__name__ if not isinstance(
+                                    v, Tensor) else "Tensor" for v in (min, max)))
+        r = input
+        if min is not None:
+            r = r.clamp_min_(min) if inplace else r.clamp_min(min)
+        if max is not None:
+            r = r.clamp_max_(max) if inplace else r.clamp_max(max)
+        return r
+    bound = {"input": input, **({"min": min} if min is not None else {}),
+             **({"max": max} if max is not None else {})}
+    return _run(input._s, _OP_TABLE[name], bound, inplace, name)
+
+
+def clamp(input: Tensor, min: Any = None, max: Any = None) -> Tensor:
+    """torch.clamp(input, min=None, max=None): numbers or tensors as bounds."""
+    return _clamp(input, min, max)
+
+
+def clamp_(input: Tensor, min: Any = None, max: Any = None) -> Tensor:
+    """Tensor.clamp_: clamp in place."""
+    return _clamp(input, min, max, inplace=True)
+
+
 def allclose(input: Tensor, other: Tensor, rtol: builtins.float = 1e-05,
              atol: builtins.float = 1e-08, equal_nan: builtins.bool = False) -> builtins.bool:
     """torch.allclose: whether isclose holds everywhere (a Python bool)."""
@@ -1656,9 +1687,9 @@ def equal(input: Tensor, other: Tensor) -> builtins.bool:
     return builtins.bool((input == other).all().item())
 
 
-for _f in (chunk, split, unbind, allclose, equal):
+for _f in (chunk, split, unbind, allclose, equal, clamp, clamp_):
     setattr(Tensor, _f.__name__, _f)
-for _f in (chunk, split, unbind, meshgrid, einsum, allclose, equal):
+for _f in (chunk, split, unbind, meshgrid, einsum, allclose, equal, clamp):
     setattr(Session, _f.__name__, staticmethod(_f))
 
 for _f in (is_tensor, numel, zeros_like, ones_like, full_like, rand_like, randn_like):

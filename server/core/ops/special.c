@@ -1787,3 +1787,40 @@ int td_cost_einsum(const struct td_operand *in, int nin, const struct td_op_args
     c->temp_bytes = td_sat_add(c->temp_bytes, td_sat_mul(outn, 16));
     return 0;
 }
+
+/* ---- clamp_min / clamp_max (a tensor or a number bound; clamp with tensor bounds is these two,
+** composed by the clients): torch's maximum / minimum forward, NaN of either side propagating,
+** and clamp's backward (ties go to input). ---- */
+
+const char *td_grad_fn_clamp_bound(const struct td_node *n)
+{
+    bool t = n->in[1].t != NULL;
+    if (n->op == TD_OP_CLAMP_MIN) {
+        return t ? "ClampMinBackward1" : "ClampMinBackward0";
+    }
+    return t ? "ClampMaxBackward1" : "ClampMaxBackward0";
+}
+
+/* d input = g where input is inside the bound (x >= min, x <= max), d bound = g elsewhere */
+int td_bw_clamp_bound(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                      struct td_quota *q, struct td_err *err)
+{
+    bool lower = n->op == TD_OP_CLAMP_MIN;
+    struct td_tensor *in_mask = NULL, *out_mask = NULL;
+    int rc = 0;
+    if (wants(n, 0)) {
+        rc = td_bw2(lower ? TD_OP_GE : TD_OP_LE, n->in[0], n->in[1], q, &in_mask, err);
+        if (rc == 0) {
+            rc = td_bw2(TD_OP_MUL, td_t(g), td_t(in_mask), q, &gin[0], err);
+        }
+    }
+    if (rc == 0 && wants(n, 1)) {
+        rc = td_bw2(lower ? TD_OP_LT : TD_OP_GT, n->in[0], n->in[1], q, &out_mask, err);
+        if (rc == 0) {
+            rc = td_bw2(TD_OP_MUL, td_t(g), td_t(out_mask), q, &gin[1], err);
+        }
+    }
+    td_tensor_unref(in_mask);
+    td_tensor_unref(out_mask);
+    return rc;
+}
