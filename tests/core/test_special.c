@@ -1,7 +1,8 @@
 /* tests/core/test_special.c — issue 16's elementwise, comparison and linear algebra ops through
 ** td_op_apply (ops/special.c): values, dtypes and torch's error texts, with every expected value
 ** worked out by hand in the comments; gradients of the composed ops by autograd (hand-derived),
-** and their cost rules on hostile operands. */
+** and their cost rules on hostile operands. Also div's rounding_mode, add/sub's alpha, round's
+** decimals, diagonal, diag, roll, the triangle indices, einsum and clamp_min / clamp_max. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -425,6 +426,229 @@ static void test_costs(void **state)
     td_tensor_unref(m);
 }
 
+/* div(rounding_mode=), add/sub(alpha=), round(decimals=) */
+static void test_div_alpha_round(void **state)
+{
+    (void)state;
+    int64_t s2[] = {2}, s3[] = {3};
+    struct td_err err;
+    struct td_op_args a;
+    td_op_args_init(&a);
+    struct td_tensor *f = mk(TD_DTYPE_F32, s2, 1, (double[]){7, -7.5});
+    struct td_tensor *l = mk(TD_DTYPE_I64, s2, 1, (double[]){7, -7});
+    struct td_operand fl[2] = {tens(f), num(td_scalar_i(2))};
+    /* 7 / 2 = 3.5, -7.5 / 2 = -3.75: toward zero 3, -3; down 3, -4 */
+    a.rounding_mode = TD_ROUND_TRUNC;
+    expect(apply(TD_OP_DIV, fl, 2, &a, &err), TD_DTYPE_F32, 1, s2, (double[]){3, -3});
+    a.rounding_mode = TD_ROUND_FLOOR;
+    expect(apply(TD_OP_DIV, fl, 2, &a, &err), TD_DTYPE_F32, 1, s2, (double[]){3, -4});
+    /* integers stay integers: -7 / 2 is -3 (trunc) or -4 (floor) */
+    struct td_operand ll[2] = {tens(l), num(td_scalar_i(2))};
+    expect(apply(TD_OP_DIV, ll, 2, &a, &err), TD_DTYPE_I64, 1, s2, (double[]){3, -4});
+    a.rounding_mode = TD_ROUND_TRUNC;
+    expect(apply(TD_OP_DIV, ll, 2, &a, &err), TD_DTYPE_I64, 1, s2, (double[]){3, -3});
+    ll[1] = num(td_scalar_i(0));
+    assert_null(apply(TD_OP_DIV, ll, 2, &a, &err));
+    assert_string_equal(err.msg, "ZeroDivisionError");
+    /* alpha: 7 + 2 * 7 = 21, -7 + 2 * -7 = -21; sub with alpha 3: 7 - 21, -7 + 21 */
+    td_op_args_init(&a);
+    a.has_alpha = true;
+    a.alpha = td_scalar_i(2);
+    struct td_operand lll[2] = {tens(l), tens(l)};
+    expect(apply(TD_OP_ADD, lll, 2, &a, &err), TD_DTYPE_I64, 1, s2, (double[]){21, -21});
+    a.alpha = td_scalar_i(3);
+    expect(apply(TD_OP_SUB, lll, 2, &a, &err), TD_DTYPE_I64, 1, s2, (double[]){-14, 14});
+    a.alpha = td_scalar_f(2.5);
+    assert_null(apply(TD_OP_ADD, lll, 2, &a, &err));
+    assert_string_equal(err.msg, "For integral input tensors, argument alpha must not be a "
+                                 "floating point number.");
+    a.alpha = td_scalar_b(true);
+    assert_null(apply(TD_OP_ADD, lll, 2, &a, &err));
+    assert_string_equal(err.msg, "Boolean alpha only supported for Boolean results.");
+    /* float + alpha * scalar: 7 + 0.5 * 3 = 8.5, -7.5 + 1.5 = -6 */
+    a.alpha = td_scalar_f(0.5);
+    struct td_operand fs[2] = {tens(f), num(td_scalar_i(3))};
+    expect(apply(TD_OP_ADD, fs, 2, &a, &err), TD_DTYPE_F32, 1, s2, (double[]){8.5, -6});
+    /* round to 2 decimals: 1.2345 -> 1.23; -2.5 stays; decimals -1: 1234.5 -> 1230, 155 -> 160
+    ** (half to even: 15.5 -> 16) */
+    td_op_args_init(&a);
+    a.decimals = -1;
+    struct td_tensor *r = mk(TD_DTYPE_F64, s3, 1, (double[]){1234.5, -2.5, 155});
+    struct td_operand ro[1] = {tens(r)};
+    expect(apply(TD_OP_ROUND, ro, 1, &a, &err), TD_DTYPE_F64, 1, s3, (double[]){1230, -0.0, 160});
+    a.decimals = 2;
+    struct td_tensor *r2 = mk(TD_DTYPE_F64, s3, 1, (double[]){1.2345, -2.5, 0.125});
+    ro[0] = tens(r2);
+    expect(apply(TD_OP_ROUND, ro, 1, &a, &err), TD_DTYPE_F64, 1, s3, (double[]){1.23, -2.5, 0.12});
+    ro[0] = tens(l);
+    assert_null(apply(TD_OP_ROUND, ro, 1, &a, &err));
+    assert_string_equal(err.msg, "\"round_cpu\" not implemented for 'Long'");
+    td_tensor_unref(f);
+    td_tensor_unref(l);
+    td_tensor_unref(r);
+    td_tensor_unref(r2);
+}
+
+/* diagonal (a view), diag, roll, triu_indices, tril_indices */
+static void test_diag_roll_indices(void **state)
+{
+    (void)state;
+    int64_t s34[] = {3, 4}, s2[] = {2}, s3[] = {3}, s33[] = {3, 3};
+    struct td_err err;
+    struct td_op_args a;
+    double v[12];
+    for (int i = 0; i < 12; i++) {
+        v[i] = i;
+    }
+    struct td_tensor *m = mk(TD_DTYPE_F32, s34, 2, v); /* [[0..3], [4..7], [8..11]] */
+    struct td_operand in[1] = {tens(m)};
+    td_op_args_init(&a);
+    a.dim2 = 1;
+    /* main diagonal 0, 5, 10; offset 1: 1, 6, 11; offset -1: 4, 9; a view of m's storage */
+    struct td_tensor *d = apply(TD_OP_DIAGONAL, in, 1, &a, &err);
+    assert_non_null(d);
+    assert_ptr_equal(d->storage, m->storage);
+    assert_int_equal(d->strides[0], 5);
+    td_tensor_unref(d);
+    a.start = -1;
+    d = apply(TD_OP_DIAGONAL, in, 1, &a, &err);
+    assert_int_equal(d->shape[0], 2);
+    assert_int_equal(d->offset, 4);
+    td_tensor_unref(d);
+    a.dim2 = 0;
+    assert_null(apply(TD_OP_DIAGONAL, in, 1, &a, &err));
+    assert_string_equal(err.msg, "diagonal dimensions cannot be identical 0, 0");
+    /* diag of a matrix copies; of a vector [1, 2] with diagonal 1: [[0, 1, 0], [0, 0, 2],
+    ** [0, 0, 0]] */
+    td_op_args_init(&a);
+    a.dim = 1;
+    expect(apply(TD_OP_DIAG, in, 1, &a, &err), TD_DTYPE_F32, 1, s3, (double[]){1, 6, 11});
+    struct td_tensor *vec = mk(TD_DTYPE_I64, s2, 1, (double[]){1, 2});
+    struct td_operand vi[1] = {tens(vec)};
+    expect(apply(TD_OP_DIAG, vi, 1, &a, &err), TD_DTYPE_I64, 2, s33,
+           (double[]){0, 1, 0, 0, 0, 2, 0, 0, 0});
+    /* roll by 1 along dim 1: each row's last element first; flattened by -13 = -1 mod 12 */
+    td_op_args_init(&a);
+    a.shifts[0] = 1;
+    a.nshifts = 1;
+    a.dims[0] = 1;
+    a.ndims = 1;
+    a.has_dims = true;
+    expect(apply(TD_OP_ROLL, in, 1, &a, &err), TD_DTYPE_F32, 2, s34,
+           (double[]){3, 0, 1, 2, 7, 4, 5, 6, 11, 8, 9, 10});
+    td_op_args_init(&a);
+    a.shifts[0] = -13;
+    a.nshifts = 1;
+    expect(apply(TD_OP_ROLL, in, 1, &a, &err), TD_DTYPE_F32, 2, s34,
+           (double[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0});
+    a.shifts[1] = 2;
+    a.nshifts = 2;
+    assert_null(apply(TD_OP_ROLL, in, 1, &a, &err));
+    assert_string_equal(err.msg, "shifts and dimensions must align. shifts: 2, dims:0");
+    /* triu_indices(3, 3): (0,0) (0,1) (0,2) (1,1) (1,2) (2,2); tril_indices(3, 3, -1): (1,0)
+    ** (2,0) (2,1) */
+    td_op_args_init(&a);
+    a.dim = 3;
+    a.dim2 = 3;
+    int64_t s26[] = {2, 6}, s23[] = {2, 3};
+    expect(apply(TD_OP_TRIU_INDICES, NULL, 0, &a, &err), TD_DTYPE_I64, 2, s26,
+           (double[]){0, 0, 0, 1, 1, 2, 0, 1, 2, 1, 2, 2});
+    a.start = -1;
+    expect(apply(TD_OP_TRIL_INDICES, NULL, 0, &a, &err), TD_DTYPE_I64, 2, s23,
+           (double[]){1, 2, 2, 0, 0, 1});
+    a.dim = -1;
+    assert_null(apply(TD_OP_TRIU_INDICES, NULL, 0, &a, &err));
+    assert_string_equal(err.msg, "row must be non-negative, got-1");
+    td_tensor_unref(m);
+    td_tensor_unref(vec);
+}
+
+/* einsum's two-operand and one-operand forms, and its parse errors */
+static void test_einsum(void **state)
+{
+    (void)state;
+    int64_t s23[] = {2, 3}, s32[] = {3, 2}, s22[] = {2, 2}, s2[] = {2};
+    struct td_err err;
+    struct td_op_args a;
+    td_op_args_init(&a);
+    struct td_tensor *x = mk(TD_DTYPE_F64, s23, 2, (double[]){1, 2, 3, 4, 5, 6});
+    struct td_tensor *y = mk(TD_DTYPE_F64, s32, 2, (double[]){1, 0, 0, 1, 1, 1});
+    struct td_operand in[2] = {tens(x), tens(y)};
+    /* x @ y = [[1 + 3, 2 + 3], [4 + 6, 5 + 6]] */
+    strcpy(a.equation, "ij,jk->ik");
+    expect(apply(TD_OP_EINSUM, in, 2, &a, &err), TD_DTYPE_F64, 2, s22, (double[]){4, 5, 10, 11});
+    /* implicit output: j summed, i and k in alphabetical order */
+    strcpy(a.equation, "ij,jk");
+    expect(apply(TD_OP_EINSUM, in, 2, &a, &err), TD_DTYPE_F64, 2, s22, (double[]){4, 5, 10, 11});
+    /* (x @ y)^T */
+    strcpy(a.equation, "ij,jk->ki");
+    expect(apply(TD_OP_EINSUM, in, 2, &a, &err), TD_DTYPE_F64, 2, s22, (double[]){4, 10, 5, 11});
+    /* row sums of x: 6, 15; all of x: 21; rowwise dot of x with itself: 14, 77 */
+    strcpy(a.equation, "ij->i");
+    expect(apply(TD_OP_EINSUM, in, 1, &a, &err), TD_DTYPE_F64, 1, s2, (double[]){6, 15});
+    strcpy(a.equation, "ij->");
+    expect(apply(TD_OP_EINSUM, in, 1, &a, &err), TD_DTYPE_F64, 0, NULL, (double[]){21});
+    struct td_operand xx[2] = {tens(x), tens(x)};
+    strcpy(a.equation, "bi,bi->b");
+    expect(apply(TD_OP_EINSUM, xx, 2, &a, &err), TD_DTYPE_F64, 1, s2, (double[]){14, 77});
+    /* errors, torch's words */
+    strcpy(a.equation, "ij,jk->ik");
+    assert_null(apply(TD_OP_EINSUM, in, 1, &a, &err));
+    assert_string_equal(err.msg,
+                        "einsum(): fewer operands were provided than specified in the equation");
+    strcpy(a.equation, "ij->ik");
+    assert_null(apply(TD_OP_EINSUM, in, 1, &a, &err));
+    assert_string_equal(err.msg, "einsum(): output subscript k does not appear in the equation "
+                                 "for any input operand");
+    strcpy(a.equation, "ij,jk->ik");
+    assert_null(apply(TD_OP_EINSUM, xx, 2, &a, &err));
+    assert_string_equal(err.msg, "einsum(): subscript j has size 2 for operand 1 which does not "
+                                 "broadcast with previously seen size 3");
+    strcpy(a.equation, "...ij->ji");
+    assert_null(apply(TD_OP_EINSUM, in, 1, &a, &err));
+    assert_string_equal(err.msg, "einsum(): '...' (ellipsis) is not supported by tensord");
+    strcpy(a.equation, "i,j,k->ijk");
+    assert_null(apply(TD_OP_EINSUM, in, 2, &a, &err));
+    assert_string_equal(err.msg, "einsum(): tensord supports one or two operands, not 3");
+    td_tensor_unref(x);
+    td_tensor_unref(y);
+}
+
+/* clamp_min / clamp_max: a tensor bound broadcasts, NaN propagates; the backward sends ties to
+** the input */
+static void test_clamp_bounds(void **state)
+{
+    (void)state;
+    int64_t s3[] = {3};
+    struct td_err err;
+    struct td_tensor *x = mk(TD_DTYPE_F64, s3, 1, (double[]){1, 5, -3});
+    struct td_tensor *lo = mk(TD_DTYPE_F64, s3, 1, (double[]){1, 6, NAN});
+    struct td_operand in[2] = {tens(x), tens(lo)};
+    expect(apply(TD_OP_CLAMP_MIN, in, 2, NULL, &err), TD_DTYPE_F64, 1, s3, (double[]){1, 6, NAN});
+    in[1] = num(td_scalar_i(2));
+    expect(apply(TD_OP_CLAMP_MAX, in, 2, NULL, &err), TD_DTYPE_F64, 1, s3, (double[]){1, 2, -3});
+    /* grads of sum(clamp_min(x, lo)) with lo = [1, 6, 0]: x gets 1 where x >= lo (1 >= 1,
+    ** -3 < 0: [1, 0, 0]); lo gets the rest [0, 1, 1] */
+    struct td_tensor *lo2 = mk(TD_DTYPE_F64, s3, 1, (double[]){1, 6, 0});
+    x->requires_grad = lo2->requires_grad = true;
+    struct td_op_args g;
+    td_op_args_init(&g);
+    g.grad_enabled = true;
+    struct td_operand in2[2] = {tens(x), tens(lo2)};
+    struct td_tensor *y = apply(TD_OP_CLAMP_MIN, in2, 2, &g, &err);
+    assert_string_equal(td_autograd_grad_fn_name(y), "ClampMinBackward1");
+    struct td_operand ys[1] = {tens(y)};
+    struct td_tensor *s = apply(TD_OP_SUM, ys, 1, &g, &err);
+    assert_int_equal(td_autograd_backward(s, NULL, false, NULL, &err), 0);
+    expect(td_tensor_ref(x->grad), TD_DTYPE_F64, 1, s3, (double[]){1, 0, 0});
+    expect(td_tensor_ref(lo2->grad), TD_DTYPE_F64, 1, s3, (double[]){0, 1, 1});
+    td_tensor_unref(y);
+    td_tensor_unref(s);
+    td_tensor_unref(x);
+    td_tensor_unref(lo);
+    td_tensor_unref(lo2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -436,6 +660,10 @@ int main(void)
         cmocka_unit_test(test_addmm_trace),
         cmocka_unit_test(test_grads),
         cmocka_unit_test(test_costs),
+        cmocka_unit_test(test_div_alpha_round),
+        cmocka_unit_test(test_diag_roll_indices),
+        cmocka_unit_test(test_einsum),
+        cmocka_unit_test(test_clamp_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
