@@ -204,7 +204,9 @@ int tdx_set_arg(struct tdx_env *e, const char *op, const char *key, const struct
             return rc;
         }
         if (v->k == V_TENSOR) {
-            return tdx_fail(e, at, "%s(): tensor bounds are not supported; use maximum()/minimum()",
+            return tdx_fail(e, at,
+                            "%s(): tensor bounds are not supported here; use clamp_min() and "
+                            "clamp_max()",
                             op);
         }
         *(isminv ? &a->has_min : &a->has_max) = true;
