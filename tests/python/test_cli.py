@@ -253,6 +253,24 @@ def test_add_alpha_and_div_rounding_mode_as_torch(daemon):
                              "point number.\n")
 
 
+def test_issue16_elementwise_family_through_tensorctl(daemon):
+    """A few of issue 16's ops typed as torch code, printed as torch prints them: einsum's two
+    call forms, roll, diagonal, triu_indices, isclose, bitwise_and, trunc, addcmul."""
+    a, b = torch.arange(6.0).reshape(2, 3), torch.arange(12.0).reshape(3, 4)
+    want = [torch.einsum("ij,jk->ik", a, b), torch.einsum("ij,jk->ik", [a, b]),
+            torch.roll(a, 1, 1), a.diagonal(1), torch.triu_indices(3, 3),
+            torch.isclose(a, a + 1e-6), torch.bitwise_and(torch.tensor([5, 3]), 6),
+            torch.trunc(a / 4), torch.addcmul(a, a, a, value=0.5)]
+    script = ("a = arange(6.).reshape(2, 3)\nb = arange(12.).reshape(3, 4)\n"
+              "print(einsum('ij,jk->ik', a, b))\nprint(einsum('ij,jk->ik', [a, b]))\n"
+              "print(roll(a, 1, 1))\nprint(a.diagonal(1))\nprint(triu_indices(3, 3))\n"
+              "print(isclose(a, a + 1e-6))\nprint(bitwise_and(tensor([5, 3]), 6))\n"
+              "print(trunc(a / 4))\nprint(addcmul(a, a, a, value=0.5))")
+    r = run(daemon, "-c", script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "".join(str(t) + "\n" for t in want)
+
+
 def test_methods_are_tensor_methods_only(daemon):
     with pytest.raises(AttributeError) as e:
         torch.ones(2).eye
