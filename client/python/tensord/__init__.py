@@ -1689,7 +1689,7 @@ def equal(input: Tensor, other: Tensor) -> builtins.bool:
 
 for _f in (chunk, split, unbind, allclose, equal, clamp, clamp_):
     setattr(Tensor, _f.__name__, _f)
-for _f in (chunk, split, unbind, meshgrid, einsum, allclose, equal, clamp):
+for _f in (chunk, split, unbind, meshgrid, einsum, allclose, equal, clamp, clamp_):
     setattr(Session, _f.__name__, staticmethod(_f))
 
 for _f in (is_tensor, numel, zeros_like, ones_like, full_like, rand_like, randn_like):
