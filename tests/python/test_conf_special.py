@@ -284,6 +284,10 @@ VALUES = {
     "tril_indices": lambda m: m.tril_indices(4, 3, -1),
     "tril_indices_int32": lambda m: m.tril_indices(3, 3, dtype=m.int32),
     "tril_indices_empty": lambda m: m.triu_indices(0, 0),
+    "tril_indices_wide_offset": lambda m: (m.tril_indices(5, 2, 1), m.triu_indices(5, 2, -2),
+                                           m.tril_indices(4, 4, -4), m.tril_indices(3, 0)),
+    "triu_indices_huge_rows": lambda m: m.triu_indices(10 ** 12, 2),  # only 2 rows hold any
+    "tril_indices_huge_rows_no_cols": lambda m: m.tril_indices(10 ** 12, 0),
     "tril_indices_err_row": lambda m: m.tril_indices(-1, 3),
     "triu_indices_err_col": lambda m: m.triu_indices(3, -1),
     "tril_indices_err_dtype": lambda m: m.tril_indices(3, 3, dtype=m.float32),

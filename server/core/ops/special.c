@@ -1264,9 +1264,13 @@ static int tri_indices(bool upper, struct td_tensor **out, const struct td_op_ar
         return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for '%s'", name,
                           td_dtype_cname(dt));
     }
-    /* count first: per row i, columns j with j >= i + off (upper) or j <= i + off (lower) */
-    int64_t count = 0;
-    for (int64_t i = 0; i < row; i++) {
+    /* count first: per row i, columns j with j >= i + off (upper) or j <= i + off (lower). Past
+    ** row col - off (upper) or col - off - 1 (lower) every row has 0 (upper) or col (lower)
+    ** columns, so only the rows before that are walked: the count costs at most col rows. */
+    int64_t neg = upper ? (off == INT64_MIN ? INT64_MAX : -off) : -add_clamped(off, 1);
+    int64_t count = 0, varying = add_clamped(col, neg);
+    varying = varying < 0 ? 0 : varying > row ? row : varying;
+    for (int64_t i = 0; i < varying; i++) {
         int64_t lo = upper ? add_clamped(i, off) : 0;
         int64_t hi = upper ? col : add_clamped(add_clamped(i, off), 1);
         lo = lo < 0 ? 0 : lo;
@@ -1275,6 +1279,9 @@ static int tri_indices(bool upper, struct td_tensor **out, const struct td_op_ar
         if ((i & 0xffff) == 0 && td_cancel_check(err) != 0) {
             return -1;
         }
+    }
+    if (!upper) {
+        count = td_sat_add(count, td_sat_mul(row - varying, col));
     }
     int64_t shape[2] = {2, count};
     int rc = td_tensor_empty(out, dt, shape, 2, q, err);
@@ -1376,8 +1383,15 @@ int td_cost_tri_indices(const struct td_operand *in, int nin, const struct td_op
     if (a->dim < 0 || a->dim2 < 0) {
         return -1;
     }
-    int64_t n = td_sat_mul(a->dim, a->dim2);
-    c->read = a->dim;
+    /* the rows that can hold an upper-triangle element: those before col - offset */
+    int64_t rows = a->dim;
+    if (a->op == TD_OP_TRIU_INDICES) {
+        int64_t neg = a->start == INT64_MIN ? INT64_MAX : -a->start;
+        int64_t lim = add_clamped(a->dim2, neg);
+        rows = lim < 0 ? 0 : lim < rows ? lim : rows;
+    }
+    int64_t n = td_sat_mul(rows, a->dim2);
+    c->read = rows;
     c->written = td_sat_mul(n, 2);
     c->out_bytes = td_sat_mul(n, 16);
     return 0;
