@@ -1002,7 +1002,7 @@ int td_make_diagonal(struct td_tensor **out, const struct td_operand *in, int ni
     if (off >= 0) {
         len = off >= s2 ? 0 : (s1 < s2 - off ? s1 : s2 - off);
     } else {
-        len = -off >= s1 ? 0 : (s1 + off < s2 ? s1 + off : s2);
+        len = off <= -s1 ? 0 : (s1 + off < s2 ? s1 + off : s2);
     }
     int64_t offset = t->offset;
     if (len > 0) {
@@ -1540,6 +1540,11 @@ static int ein_parse(const char *eq, const struct td_operand *in, int nin, struc
                 seen += ein_find(e->sub[k], e->nsub[k], (char)c) >= 0;
             }
             if (seen == 1 && ein_letter((char)c)) {
+                if (e->nout >= TD_MAX_DIMS) {
+                    return td_err_set(err, TD_EINVAL,
+                                      "einsum(): the output would have more than %d dims",
+                                      TD_MAX_DIMS);
+                }
                 e->out[e->nout++] = (char)c;
             }
         }
