@@ -235,6 +235,10 @@ def _in_place_call(name):
             getattr(x, name + "_")(2.0)
         elif name == "clamp":
             x.clamp_(0.8, 1.2)
+        elif name in ("addcmul", "addcdiv"):
+            getattr(x, name + "_")(m.tensor(V), m.tensor(V), value=0.5)
+        elif name == "lerp":
+            x.lerp_(m.tensor(X), 0.3)
         elif name in ("clamp_min", "clamp_max"):
             getattr(x, name + "_")(1.0)
         elif name == "erfinv":  # inside (-1, 1)

@@ -480,8 +480,8 @@ static int promote_all(struct scratch *s, const struct td_operand *in, int nin,
 
 /* addcmul: input + value * tensor1 * tensor2, in the promoted dtype (value truncated for
 ** integers, as torch's kernel casts it). */
-int td_make_addcmul(struct td_tensor **out, const struct td_operand *in, int nin,
-                    const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+static int make_addcmul(struct td_tensor **out, const struct td_operand *in, int nin,
+                        const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
     for (int i = 0; i < 3; i++) {
         if (need_tensor(in, i, "addcmul",
@@ -505,10 +505,19 @@ int td_make_addcmul(struct td_tensor **out, const struct td_operand *in, int nin
     return r != NULL ? finish(&s, r, out) : fail(&s);
 }
 
+/* torch's refusal of addcdiv on two integral tensors. */
+static const char ADDCDIV_INT[] =
+    "Integer division with addcdiv is no longer supported, and in a future  release addcdiv will "
+    "perform a true division of tensor1 and tensor2. The historic addcdiv behavior can be "
+    "implemented as (input + value * torch.trunc(tensor1 / tensor2)).to(input.dtype) for integer "
+    "inputs and as (input + value * tensor1 / tensor2) for float inputs. The future addcdiv "
+    "behavior is just the latter implementation: (input + value * tensor1 / tensor2), for all "
+    "dtypes.";
+
 /* addcdiv: input + value * tensor1 / tensor2; two integral divisors are refused as torch
 ** refuses them. */
-int td_make_addcdiv(struct td_tensor **out, const struct td_operand *in, int nin,
-                    const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+static int make_addcdiv(struct td_tensor **out, const struct td_operand *in, int nin,
+                        const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
     for (int i = 0; i < 3; i++) {
         if (need_tensor(in, i, "addcdiv",
@@ -520,14 +529,7 @@ int td_make_addcdiv(struct td_tensor **out, const struct td_operand *in, int nin
         }
     }
     if (!td_dtype_is_float(in[1].t->dtype) && !td_dtype_is_float(in[2].t->dtype)) {
-        return td_err_set(
-            err, TD_EINVAL,
-            "Integer division with addcdiv is no longer supported, and in a future  release "
-            "addcdiv will perform a true division of tensor1 and tensor2. The historic addcdiv "
-            "behavior can be implemented as (input + value * torch.trunc(tensor1 / "
-            "tensor2)).to(input.dtype) for integer inputs and as (input + value * tensor1 / "
-            "tensor2) for float inputs. The future addcdiv behavior is just the latter "
-            "implementation: (input + value * tensor1 / tensor2), for all dtypes.");
+        return td_err_set(err, TD_EINVAL, "%s", ADDCDIV_INT);
     }
     struct scratch s = {.n = 0};
     struct td_operand c[3];
@@ -556,8 +558,8 @@ static const char *meta_name(enum td_dtype dt)
 
 /* lerp: torch's formula, |w| < 0.5 ? input + w (end - input) : end - (end - input) (1 - w), in
 ** input's dtype (end and a tensor weight must share it); floats only. */
-int td_make_lerp(struct td_tensor **out, const struct td_operand *in, int nin,
-                 const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+static int make_lerp(struct td_tensor **out, const struct td_operand *in, int nin,
+                     const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
     (void)nin;
     (void)a;
@@ -615,6 +617,70 @@ int td_make_lerp(struct td_tensor **out, const struct td_operand *in, int nin,
         return 0;
     }
     return fail(&s);
+}
+
+/* addcmul, addcdiv, lerp run the standard path (so they also run in place: addcmul_, lerp_):
+** their dtype rules check what the compositions above check, in torch's order, and the forward
+** casts the composition's result into the output. */
+int td_dtype_rule_addc(const struct td_operand *in, int nin, const struct td_op_args *a,
+                       enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    bool div = a->op == TD_OP_ADDCDIV;
+    for (int i = 0; i < 3; i++) {
+        if (i >= nin || need_tensor(in, i, div ? "addcdiv" : "addcmul",
+                                    i == 0   ? "input"
+                                    : i == 1 ? "tensor1"
+                                             : "tensor2",
+                                    err) != 0) {
+            return -1;
+        }
+    }
+    if (div && !td_dtype_is_float(in[1].t->dtype) && !td_dtype_is_float(in[2].t->dtype)) {
+        return td_err_set(err, TD_EINVAL, "%s", ADDCDIV_INT);
+    }
+    *compute = *result = td_result_type(in, nin);
+    return 0;
+}
+
+int td_dtype_rule_lerp(const struct td_operand *in, int nin, const struct td_op_args *a,
+                       enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    (void)a;
+    if (nin != 3 || need_tensor(in, 0, "lerp", "input", err) != 0 ||
+        need_tensor(in, 1, "lerp", "end", err) != 0) {
+        return -1;
+    }
+    enum td_dtype dt = in[0].t->dtype;
+    if (in[1].t->dtype != dt) {
+        return td_err_set(err, TD_EDTYPE, "expected dtype %s for `end` but got dtype %s",
+                          meta_name(dt), meta_name(in[1].t->dtype));
+    }
+    if (in[2].t != NULL && in[2].t->dtype != dt) {
+        return td_err_set(err, TD_EDTYPE, "expected dtype %s for `weight` but got dtype %s",
+                          meta_name(dt), meta_name(in[2].t->dtype));
+    }
+    if (!td_dtype_is_float(dt)) {
+        return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for '%s'",
+                          in[2].t != NULL ? "lerp_kernel_tensor" : "lerp_kernel_scalar",
+                          td_dtype_cname(dt));
+    }
+    *compute = *result = dt;
+    return 0;
+}
+
+int td_fwd_composed(struct td_tensor *out, const struct td_operand *in, int nin,
+                    const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    (void)compute;
+    struct td_tensor *r = NULL;
+    int rc = a->op == TD_OP_ADDCMUL   ? make_addcmul(&r, in, nin, a, a->quota, err)
+             : a->op == TD_OP_ADDCDIV ? make_addcdiv(&r, in, nin, a, a->quota, err)
+                                      : make_lerp(&r, in, nin, a, a->quota, err);
+    if (rc == 0) {
+        rc = td_cast_copy(out, r, err);
+    }
+    td_tensor_unref(r);
+    return rc;
 }
 
 const char *td_grad_fn_lerp(const struct td_node *n)
@@ -929,7 +995,7 @@ int td_cost_composed(const struct td_operand *in, int nin, const struct td_op_ar
     int64_t n = count(shape, ndim), passes = a->op == TD_OP_ISCLOSE ? 12 : 8;
     c->read = td_sat_mul(n, td_sat_mul(passes, 2));
     c->written = td_sat_mul(n, passes);
-    c->out_bytes = td_sat_mul(n, 8);
+    c->out_bytes = a->inplace ? 0 : td_sat_mul(n, 8);
     c->temp_bytes = td_sat_mul(td_sat_mul(n, 8), 4);
     return 0;
 }
