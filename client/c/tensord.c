@@ -1263,7 +1263,7 @@ struct op_msg {
     Tensord__Request req;
     Tensord__RunOp m;
     Tensord__OpArgs args;
-    Tensord__Scalar lim[2];
+    Tensord__Scalar lim[5]; /* min, max, alpha, value, beta */
     Tensord__Operand ops[MAX_INPUTS];
     Tensord__Operand *ptrs[MAX_INPUTS];
     Tensord__Scalar sc[MAX_INPUTS];
@@ -1302,6 +1302,33 @@ static int build_args(struct op_msg *o, const struct tensord_op_args *a, struct 
     o->args.dtype = (Tensord__DType)a->dtype;
     o->args.has_correction = a->has_correction;
     o->args.correction = a->correction;
+    const bool has[3] = {a->has_alpha, a->has_value, a->has_beta};
+    const struct tensord_operand *v[3] = {&a->alpha, &a->value, &a->beta};
+    Tensord__Scalar **dst[3] = {&o->args.alpha, &o->args.value, &o->args.beta};
+    for (int k = 0; k < 3; k++) {
+        if (has[k]) {
+            if ((rc = to_scalar(*v[k], &o->lim[2 + k], err)) != 0) {
+                return rc;
+            }
+            *dst[k] = &o->lim[2 + k];
+        }
+    }
+    o->args.rtol = a->rtol;
+    o->args.atol = a->atol;
+    o->args.equal_nan = a->equal_nan;
+    o->args.decimals = a->decimals;
+    if (a->equation != NULL) {
+        o->args.equation = (char *)a->equation;
+    }
+    if (a->nshifts < 0 || a->nshifts > TENSORD_MAX_DIMS) {
+        return set_err(err, TENSORD_E_USAGE, "nshifts %d is outside 0..%d", a->nshifts,
+                       TENSORD_MAX_DIMS);
+    }
+    o->args.shifts = (int64_t *)a->shifts;
+    o->args.n_shifts = (size_t)a->nshifts;
+    if (a->rounding_mode != NULL) {
+        o->args.rounding_mode = (char *)a->rounding_mode;
+    }
     o->m.args = &o->args;
     o->m.out2 = a->out2;
     o->args.k = a->k;

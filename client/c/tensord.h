@@ -250,6 +250,15 @@ struct tensord_op_args {
     bool sorted;     /* topk, unique */
     bool stable;     /* sort, argsort */
     uint64_t out3;   /* a handle for output 2 (unique's counts; 0: not wanted) */
+    bool has_alpha, has_value, has_beta;       /* numbers: add/sub alpha, addcmul/addcdiv */
+    struct tensord_operand alpha, value, beta; /* value, addmm beta and alpha (absent: 1) */
+    double rtol, atol;                         /* isclose (sent as given) */
+    bool equal_nan;
+    const char *rounding_mode;        /* div: NULL (None), "trunc" or "floor" */
+    int64_t decimals;                 /* round */
+    int64_t shifts[TENSORD_MAX_DIMS]; /* roll */
+    int nshifts;
+    const char *equation; /* einsum: NULL or the equation */
 };
 
 /* tensord_op with keyword arguments (args may be NULL). */

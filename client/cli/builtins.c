@@ -710,12 +710,26 @@ static const struct {
 
 /* An op whose torch spelling has call forms its ops.def signature cannot state (ops.def flags it
 ** TD_OPF_OVERLOADED): randint(high, size) beside randint(low, high, size); max and min with a
-** dim (values and indices) or a tensor (maximum, minimum) beside the whole-tensor reduction. */
+** dim (values and indices) or a tensor (maximum, minimum) beside the whole-tensor reduction;
+** einsum(equation, *operands) beside einsum(equation, operands). */
 static int call_overloaded(struct tdx_env *e, const struct tdx_node *at, const char *name,
                            const struct call *c, struct value *out)
 {
     if (strcmp(name, "randint") == 0) {
         return bi_randint(e, at, name, c, out);
+    }
+    if (strcmp(name, "einsum") == 0) {
+        /* einsum(equation, *operands) beside einsum(equation, operands): the operands as a
+        ** tuple borrowed from the call */
+        if (c->nargs >= 2 && c->args[1].k == V_TENSOR) {
+            struct value two[2] = {c->args[0],
+                                   {.k = V_TUPLE, .items = c->args + 1, .n = c->nargs - 1}};
+            struct call c2 = *c;
+            c2.args = two;
+            c2.nargs = 2;
+            return tdx_call_op(e, at, name, false, &c2, out);
+        }
+        return tdx_call_op(e, at, name, false, c, out);
     }
     return bi_max_min(e, at, name, c, out);
 }

@@ -204,7 +204,9 @@ int tdx_set_arg(struct tdx_env *e, const char *op, const char *key, const struct
             return rc;
         }
         if (v->k == V_TENSOR) {
-            return tdx_fail(e, at, "%s(): tensor bounds are not supported; use maximum()/minimum()",
+            return tdx_fail(e, at,
+                            "%s(): tensor bounds are not supported here; use clamp_min() and "
+                            "clamp_max()",
                             op);
         }
         *(isminv ? &a->has_min : &a->has_max) = true;
@@ -260,12 +262,71 @@ int tdx_set_arg(struct tdx_env *e, const char *op, const char *key, const struct
         }
         return tdx_fail(e, at, "%s(): only reduction='mean' is supported", op);
     }
-    if (strcmp(key, "alpha") == 0 && (strcmp(op, "add") == 0 || strcmp(op, "sub") == 0)) {
-        /* OpArgs has no alpha, and composing it here could round differently from torch */
-        return tdx_fail(e, at,
-                        "%s(): alpha= is not supported by tensord; write %s(input, alpha * "
-                        "other)",
-                        op, op);
+    if (strcmp(key, "alpha") == 0 || strcmp(key, "value") == 0 || strcmp(key, "beta") == 0) {
+        int k = key[0] == 'a' ? 0 : key[0] == 'v' ? 1 : 2;
+        struct tensord_operand *dst[3] = {&a->alpha, &a->value, &a->beta};
+        bool *has[3] = {&a->has_alpha, &a->has_value, &a->has_beta};
+        if (!is_num(v)) {
+            return tdx_fail(e, at, "%s(): argument '%s' must be Number, not %s", op, key,
+                            tdx_type_name(v));
+        }
+        if ((rc = tdx_to_operand(e, v, at, op, dst[k])) != 0) {
+            return rc;
+        }
+        *has[k] = true;
+        return 0;
+    }
+    if (strcmp(key, "rtol") == 0 || strcmp(key, "atol") == 0) {
+        if (!is_num(v)) {
+            return tdx_fail(e, at, "%s(): argument '%s' must be float, not %s", op, key,
+                            tdx_type_name(v));
+        }
+        *(key[0] == 'r' ? &a->rtol : &a->atol) = num_f(v);
+        return 0;
+    }
+    if (strcmp(key, "equation") == 0) {
+        if (v->k != V_STR) {
+            return tdx_fail(e, at, "%s(): argument 'equation' must be str, not %s", op,
+                            tdx_type_name(v));
+        }
+        a->equation = v->s; /* the call's value outlives the request it is packed into */
+        return 0;
+    }
+    if (strcmp(key, "decimals") == 0) {
+        return to_int_arg(e, v, at, op, "decimals", &a->decimals);
+    }
+    if (strcmp(key, "shifts") == 0) {
+        int n = v->k == V_LIST || v->k == V_TUPLE ? v->n : 1;
+        if (n > TENSORD_MAX_DIMS) {
+            return tdx_fail(e, at, "%s(): at most %d shifts", op, TENSORD_MAX_DIMS);
+        }
+        for (int k = 0; k < n; k++) {
+            const struct value *x = v->k == V_LIST || v->k == V_TUPLE ? &v->items[k] : v;
+            if ((rc = to_int_arg(e, x, at, op, "shifts", &a->shifts[k])) != 0) {
+                return rc;
+            }
+        }
+        a->nshifts = n;
+        return 0;
+    }
+    if (strcmp(key, "equal_nan") == 0) {
+        if (v->k != V_BOOL) {
+            return tdx_fail(e, at, "%s(): argument 'equal_nan' must be bool, not %s", op,
+                            tdx_type_name(v));
+        }
+        a->equal_nan = v->b;
+        return 0;
+    }
+    if (strcmp(key, "rounding_mode") == 0) {
+        if (v->k == V_NONE) {
+            return 0;
+        }
+        if (v->k != V_STR) {
+            return tdx_fail(e, at, "%s(): argument 'rounding_mode' must be str, not %s", op,
+                            tdx_type_name(v));
+        }
+        a->rounding_mode = v->s; /* the call's value outlives the request it is packed into */
+        return 0;
     }
     if (strcmp(key, "as_tuple") == 0 && strcmp(op, "nonzero") == 0) {
         /* nonzero's [n, ndim] result; as_tuple=True (one index tensor per dim) is Python's */
@@ -504,7 +565,7 @@ static int op_args(struct tdx_env *e, const struct tdx_node *at, const struct td
             }
         }
         if (p == NULL && strcmp(c->kwn[k], "requires_grad") != 0 &&
-            strcmp(c->kwn[k], "reduction") != 0 && strcmp(c->kwn[k], "alpha") != 0) {
+            strcmp(c->kwn[k], "reduction") != 0) {
             /* torch's parameters only (and the few tensorctl accepts or explains) */
             return tdx_fail(e, at, "%s() got an unexpected keyword argument '%s'", op, c->kwn[k]);
         }

@@ -134,17 +134,6 @@ int td_dtype_rule_promote(const struct td_operand *in, int nin, const struct td_
     return 0;
 }
 
-/* div: the promoted type, made a float (int / int is true division, float32). */
-int td_dtype_rule_true_div(const struct td_operand *in, int nin, const struct td_op_args *a,
-                           enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
-{
-    (void)a;
-    (void)err;
-    enum td_dtype dt = td_result_type(in, nin);
-    *compute = *result = td_dtype_is_float(dt) ? dt : TD_DTYPE_DEFAULT_FLOAT;
-    return 0;
-}
-
 /* Comparisons compare in the promoted type and give bool. */
 int td_dtype_rule_compare(const struct td_operand *in, int nin, const struct td_op_args *a,
                           enum td_dtype *compute, enum td_dtype *result, struct td_err *err)

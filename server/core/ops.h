@@ -61,11 +61,22 @@ struct td_op_args {
     ** whatever more_out holds afterwards, on failure too. Indices never require grad. */
     struct td_tensor **more_out;
     bool want_more[2];
+    double rtol, atol; /* isclose (as given: the clients send torch's defaults) */
+    bool equal_nan;
+    bool has_value, has_alpha, has_beta; /* addcmul/addcdiv value, addmm alpha and beta */
+    struct td_scalar value, alpha, beta; /* (absent: 1, torch's default); alpha also add/sub */
+    int rounding_mode;                   /* div: TD_ROUND_NONE, TD_ROUND_TRUNC or TD_ROUND_FLOOR */
+    int64_t decimals;                    /* round */
+    int64_t shifts[TD_MAX_DIMS];         /* roll */
+    int nshifts;
+    char equation[64];      /* einsum, NUL-terminated */
     bool grad_enabled;      /* record autograd nodes (the session's no_grad switch) */
     int op;                 /* set by td_op_apply: the op being run (enum td_op_id) */
     bool inplace;           /* set by td_op_apply (td_op_cost reads it: no new result) */
     struct td_quota *quota; /* set by td_op_apply: where kernels charge their temporaries */
 };
+
+enum { TD_ROUND_NONE, TD_ROUND_TRUNC, TD_ROUND_FLOOR }; /* div's rounding_mode */
 
 /* torch's defaults: no dims, dim 0, correction 1. */
 void td_op_args_init(struct td_op_args *a);

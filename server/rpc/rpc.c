@@ -686,6 +686,55 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
     a->descending = w->descending;
     a->sorted = w->sorted;
     a->stable = w->stable;
+    a->rtol = w->rtol;
+    a->atol = w->atol;
+    a->equal_nan = w->equal_nan;
+    const Tensord__Scalar *ws[3] = {w->value, w->alpha, w->beta};
+    struct td_scalar *as[3] = {&a->value, &a->alpha, &a->beta};
+    bool *has[3] = {&a->has_value, &a->has_alpha, &a->has_beta};
+    for (int k = 0; k < 3; k++) {
+        if (ws[k] != NULL) {
+            if ((rc = wire_scalar(ws[k],
+                                  k == 0   ? "value"
+                                  : k == 1 ? "alpha"
+                                           : "beta",
+                                  as[k], err)) != 0) {
+                return rc;
+            }
+            *has[k] = true;
+        }
+    }
+    a->decimals = w->decimals;
+    if (w->equation != NULL) {
+        size_t len = strlen(w->equation);
+        if (len >= sizeof a->equation) {
+            return td_err_set(err, TD_EINVAL,
+                              "einsum(): the equation is %zu characters long; at most %zu are "
+                              "supported",
+                              len, sizeof a->equation - 1);
+        }
+        memcpy(a->equation, w->equation, len + 1);
+    }
+    if (w->n_shifts > TD_MAX_DIMS) {
+        return td_err_set(err, TD_EINVAL, "%zu shifts given; at most %d are supported", w->n_shifts,
+                          TD_MAX_DIMS);
+    }
+    for (size_t i = 0; i < w->n_shifts; i++) {
+        a->shifts[i] = w->shifts[i];
+    }
+    a->nshifts = (int)w->n_shifts;
+    if (w->rounding_mode != NULL && w->rounding_mode[0] != '\0') {
+        if (strcmp(w->rounding_mode, "trunc") == 0) {
+            a->rounding_mode = TD_ROUND_TRUNC;
+        } else if (strcmp(w->rounding_mode, "floor") == 0) {
+            a->rounding_mode = TD_ROUND_FLOOR;
+        } else {
+            return td_err_set(err, TD_EINVAL,
+                              "div expected rounding_mode to be one of None, 'trunc', or 'floor' "
+                              "but found '%.64s'",
+                              w->rounding_mode);
+        }
+    }
     return 0;
 }
 

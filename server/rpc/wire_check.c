@@ -10,6 +10,8 @@
 #include "core/ops.h"
 #include "proto/tensord.pb-c.h"
 
+
+
 #define OP(id, name, nin, inplace, flags, gname, ghook, sig, shape, dtype, fwd, make, bwd, cost)   \
     _Static_assert((int)TENSORD__OP__OP_##id >= 1 && (int)TENSORD__OP__OP_##id <= 255,             \
                    "the wire value of op " #id " lies outside 1..255");

@@ -122,6 +122,30 @@ static void setup(enum td_op_id op, struct call *c)
     case TD_OP_BERNOULLI: a->max = td_scalar_f(0.5), a->has_max = true; break;
     case TD_OP_RANDPERM: a->num_samples = 5; break;
     case TD_OP_NORMAL_SAMPLE: nin = 2; break;
+    case TD_OP_BITWISE_AND:
+    case TD_OP_BITWISE_OR:
+    case TD_OP_BITWISE_XOR:
+    case TD_OP_BITWISE_NOT:
+    case TD_OP_BITWISE_LEFT_SHIFT:
+    case TD_OP_BITWISE_RIGHT_SHIFT: dt[0] = dt[1] = TD_DTYPE_I64; break;
+    case TD_OP_ADDMM:
+        sh[0][1] = 2, sh[1][0] = 2, sh[1][1] = 3, sh[2][0] = 3, sh[2][1] = 2;
+        nd[0] = nd[1] = nd[2] = 2;
+        break;
+    case TD_OP_BADDBMM:
+        sh[0][0] = 2, nd[0] = 1;
+        sh[1][0] = 2, sh[1][1] = 2, sh[1][2] = 3, nd[1] = 3;
+        sh[2][0] = 2, sh[2][1] = 3, sh[2][2] = 2, nd[2] = 3;
+        break;
+    case TD_OP_DIAGONAL: a->dim2 = 1; break;
+    case TD_OP_ROLL: a->shifts[0] = 1, a->nshifts = 1; break;
+    case TD_OP_TRIU_INDICES:
+    case TD_OP_TRIL_INDICES: a->dim = 3, a->dim2 = 4; break;
+    case TD_OP_ROUND: a->decimals = 1; break;
+    case TD_OP_EINSUM:
+        nin = 2, sh[1][0] = 3, sh[1][1] = 4;
+        strcpy(a->equation, "ij,jk->ik");
+        break;
     case TD_OP_FILL:
     case TD_OP_ZERO:
     case TD_OP_COPY:

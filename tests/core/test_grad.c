@@ -85,6 +85,11 @@ static void check_op(enum td_op_id op, int64_t (*shapes)[3], const int *ndims, i
             in[i] = tens(x[i]);
             continue;
         }
+        if (op == TD_OP_ERFINV) {
+            for (int k = 0; k < 64; k++) {
+                v[k] -= 1.0; /* erfinv's domain is (-1, 1) */
+            }
+        }
         x[i] = mk(TD_DTYPE_F64, shapes[i], ndims[i], v);
         if (i == 0 && transpose_first) {
             struct td_tensor *t = transposed(x[i]);
@@ -192,6 +197,19 @@ ARGS(a_slice, a->dim = 1, a->start = 0, a->end = INT64_MAX, a->step = 2)
 ARGS(a_clamp, a->has_min = a->has_max = true, a->min = td_scalar_f(0.8), a->max = td_scalar_f(1.2))
 ARGS(a_flip, DIMS1(1))
 ARGS(a_repeat, DIMS2(2, 1))
+ARGS(a_value, a->has_value = true, a->value = td_scalar_f(0.7))
+ARGS(a_diag_offset, a->dim = -1)
+ARGS(a_diagonal, a->dim = 1; a->dim2 = 0; a->start = 1)
+ARGS(a_diagonal_default, a->dim2 = 1)
+ARGS(a_roll, a->shifts[0] = 1, a->shifts[1] = -2, a->nshifts = 2; DIMS2(0, 1))
+ARGS(a_roll_flat, a->shifts[0] = 4, a->nshifts = 1)
+ARGS(a_decimals, a->decimals = 2)
+ARGS(a_ein_mm, strcpy(a->equation, "ij,jk->ik"))
+ARGS(a_ein_sum_only, strcpy(a->equation, "bij,j->i")) /* b: operand 0's alone, summed */
+ARGS(a_ein_bcast, strcpy(a->equation, "ij,ij->i"))    /* operand 1's i is 1, broadcast */
+ARGS(a_ein_one, strcpy(a->equation, "ij->j"))
+ARGS(a_addmm, a->has_alpha = a->has_beta = true, a->alpha = td_scalar_i(3),
+     a->beta = td_scalar_f(0.5))
 ARGS(a_to_f32, a->has_dtype = true; a->dtype = TD_DTYPE_F32)
 ARGS(a_mask_d1, a->index_mask = 2)
 ARGS(a_mask_d01, a->index_mask = 3)
@@ -427,6 +445,71 @@ static const struct grad_case CASES[] = {
     ** differences cannot check; tests/python/test_conf_random.py compares grads with torch's */
     {.op = TD_OP_BERNOULLI, .skip = "random, zero gradient: test_conf_random.py"},
     {.op = TD_OP_NORMAL_SAMPLE, .skip = "random, zero gradient: test_conf_random.py"},
+    /* issue 16: elementwise, comparison and linear algebra */
+    U(TRUNC),
+    U(FRAC),
+    U(ERF),
+    U(ERFINV), /* inputs shifted into (-0.5, 0.5) by check_op */
+    {.op = TD_OP_ADDCMUL,
+     .nin = 3,
+     .ndim = {2, 1, 2},
+     .shape = {{3, 2}, {3}, {2, 3}},
+     .transpose_first = true,
+     .args = a_value},
+    {.op = TD_OP_ADDCDIV,
+     .nin = 3,
+     .ndim = {1, 2, 2},
+     .shape = {{2}, {3, 2}, {3, 2}},
+     .args = a_value},
+    {.op = TD_OP_LERP,
+     .nin = 3,
+     .ndim = {2, 2, 1},
+     .shape = {{3, 2}, {2, 3}, {3}},
+     .transpose_first = true},
+    {.op = TD_OP_ADDMM,
+     .nin = 3,
+     .ndim = {1, 2, 2},
+     .shape = {{2}, {2, 3}, {3, 2}},
+     .args = a_addmm},
+    {.op = TD_OP_ADDMM,
+     .nin = 3,
+     .ndim = {2, 2, 2},
+     .shape = {{3, 3}, {3, 2}, {2, 3}},
+     .transpose_first = true},
+    U(TRACE),
+    {.op = TD_OP_TRACE, .nin = 1, .ndim = {2}, .shape = {{3, 2}}, .transpose_first = true},
+    {.op = TD_OP_BADDBMM,
+     .nin = 3,
+     .ndim = {1, 3, 3},
+     .shape = {{2}, {2, 2, 3}, {2, 3, 2}},
+     .args = a_addmm},
+    UA(DIAGONAL, a_diagonal_default),
+    UA(DIAGONAL, a_diagonal),
+    {.op = TD_OP_DIAG,
+     .nin = 1,
+     .ndim = {2},
+     .shape = {{3, 2}},
+     .transpose_first = true,
+     .args = a_diag_offset},
+    {.op = TD_OP_DIAG, .nin = 1, .ndim = {1}, .shape = {{3}}, .args = a_diag_offset},
+    UA(ROLL, a_roll),
+    UA(ROLL, a_roll_flat),
+    UA(ROUND, a_decimals),
+    {.op = TD_OP_EINSUM,
+     .nin = 2,
+     .ndim = {2, 2},
+     .shape = {{3, 2}, {3, 4}},
+     .transpose_first = true,
+     .args = a_ein_mm},
+    {.op = TD_OP_EINSUM,
+     .nin = 2,
+     .ndim = {3, 1},
+     .shape = {{2, 2, 3}, {3}},
+     .args = a_ein_sum_only},
+    {.op = TD_OP_EINSUM, .nin = 2, .ndim = {2, 2}, .shape = {M23, {1, 3}}, .args = a_ein_bcast},
+    UA(EINSUM, a_ein_one),
+    BIN(CLAMP_MIN),
+    BIN(CLAMP_MAX),
 };
 
 static void test_every_rule_against_finite_differences(void **state)

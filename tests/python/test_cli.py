@@ -239,12 +239,36 @@ def test_format_refuses_what_it_cannot_print(daemon):
         assert r.stderr.endswith(e.value.args[0].replace("torch.", "") + "\n")
 
 
-def test_add_alpha_is_refused_clearly(daemon):
-    r = run(daemon, "-c", "x = ones(2)\nprint(add(x, x, alpha=2))")
-    assert r.returncode == 1 and r.stdout == ""
-    assert "alpha= is not supported by tensord" in r.stderr
-    r = run(daemon, "-c", "x = ones(2)\nx.sub_(x, alpha=2)")
-    assert r.returncode == 1 and "sub(): alpha= is not supported" in r.stderr
+def test_add_alpha_and_div_rounding_mode_as_torch(daemon):
+    """alpha= and rounding_mode= travel in OpArgs (issue 16), printed as torch prints them."""
+    x = torch.tensor([7.0, -7.5])
+    want = "\n".join(str(t) for t in (torch.add(x, x, alpha=2), x.sub(x, alpha=0.5),
+                                        torch.div(x, 2, rounding_mode="floor"))) + "\n"
+    r = run(daemon, "-c", "x = tensor([7.0, -7.5])\nprint(add(x, x, alpha=2))\n"
+                          "print(x.sub(x, alpha=0.5))\nprint(div(x, 2, rounding_mode='floor'))")
+    assert r.returncode == 0 and r.stdout == want, r.stderr
+    r = run(daemon, "-c", "x = tensor([1, 2])\nx.add_(x, alpha=2.5)")
+    assert r.returncode == 1
+    assert r.stderr.endswith("For integral input tensors, argument alpha must not be a floating "
+                             "point number.\n")
+
+
+def test_issue16_elementwise_family_through_tensorctl(daemon):
+    """A few of issue 16's ops typed as torch code, printed as torch prints them: einsum's two
+    call forms, roll, diagonal, triu_indices, isclose, bitwise_and, trunc, addcmul."""
+    a, b = torch.arange(6.0).reshape(2, 3), torch.arange(12.0).reshape(3, 4)
+    want = [torch.einsum("ij,jk->ik", a, b), torch.einsum("ij,jk->ik", [a, b]),
+            torch.roll(a, 1, 1), a.diagonal(1), torch.triu_indices(3, 3),
+            torch.isclose(a, a + 1e-6), torch.bitwise_and(torch.tensor([5, 3]), 6),
+            torch.trunc(a / 4), torch.addcmul(a, a, a, value=0.5)]
+    script = ("a = arange(6.).reshape(2, 3)\nb = arange(12.).reshape(3, 4)\n"
+              "print(einsum('ij,jk->ik', a, b))\nprint(einsum('ij,jk->ik', [a, b]))\n"
+              "print(roll(a, 1, 1))\nprint(a.diagonal(1))\nprint(triu_indices(3, 3))\n"
+              "print(isclose(a, a + 1e-6))\nprint(bitwise_and(tensor([5, 3]), 6))\n"
+              "print(trunc(a / 4))\nprint(addcmul(a, a, a, value=0.5))")
+    r = run(daemon, "-c", script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "".join(str(t) + "\n" for t in want)
 
 
 def test_methods_are_tensor_methods_only(daemon):

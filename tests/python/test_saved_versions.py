@@ -161,9 +161,37 @@ CASES = {
     "normal_sample": [("t_float", lambda m, x, o: m.normal(x, 0.5), []),
                       ("float_t", lambda m, x, o: m.normal(0.5, x), []),
                       ("t_t", lambda m, x, o: m.normal(x, o[0]), [_t(V)])],
+    # issue 16: elementwise, comparison and linear algebra
+    "erfinv": [("t", lambda m, x, o: m.erfinv(x * 0.5), [])],
+    "addcmul": [("t", lambda m, x, o: m.addcmul(x, o[0], o[1], value=2),
+                 [_t(V), _t(X, True)]),
+                ("nograd", lambda m, x, o: m.addcmul(o[0], x, o[1]), [_t(V), _t(X)])],
+    "addcdiv": [("t", lambda m, x, o: m.addcdiv(x, o[0], o[1], value=2),
+                 [_t(V), _t(X, True)]),
+                ("nograd", lambda m, x, o: m.addcdiv(o[0], x, o[1]), [_t(V), _t(X)])],
+    "lerp": [("scalar", lambda m, x, o: m.lerp(x, o[0], 0.3), [_t(X)]),
+             ("t", lambda m, x, o: m.lerp(x, o[0], o[1]), [_t(X), _t(V)]),
+             ("t_grad", lambda m, x, o: m.lerp(x, o[0], o[1]), [_t(X), _t(V, True)])],
+    "addmm": [("t", lambda m, x, o: m.addmm(o[0], x, o[1], beta=2, alpha=3),
+               [_t([1.0, 2.0]), _t([[1.0, 2.0], [0.5, 1.0], [2.0, 0.1]])])],
+    "trace": [("t", lambda m, x, o: m.trace(x), [])],
+    "baddbmm": [("t", lambda m, x, o: m.baddbmm(o[0], x.reshape(1, 2, 3), o[1], beta=2, alpha=3),
+                 [_t([1.0, 2.0]), _t([[[1.0, 2.0], [0.5, 1.0], [2.0, 0.1]]])])],
+    "diagonal": [("t", lambda m, x, o: x.diagonal(1), [])],
+    "diag": [("mat", lambda m, x, o: m.diag(x, -1), []),
+             ("vec", lambda m, x, o: m.diag(x[0]), [])],
+    "roll": [("t", lambda m, x, o: m.roll(x, (1, 2), (0, 1)), [])],
+    "einsum": [("mm", lambda m, x, o: m.einsum("ij,jk->ik", x, o[0]),
+                [_t([[1.0, 2.0], [0.5, 1.0], [2.0, 0.1]])]),
+               # (with both operands requiring grad both refuse a changed input, but torch
+               # names its internal [1, 2, 3] view of it: no text to compare)
+               ("sum", lambda m, x, o: m.einsum("ij->", x), [])],
+    "clamp_min": [("t", lambda m, x, o: m.clamp_min(x, o[0]), [_t(V)]),
+                  ("scalar", lambda m, x, o: x.clamp_min(1.0), [])],
+    "clamp_max": [("t", lambda m, x, o: m.clamp_max(x, o[0]), [_t(V, True)])],
 }
 for _name in ("neg", "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
-              "tan", "tanh", "sigmoid", "relu", "floor", "ceil", "round"):
+              "tan", "tanh", "sigmoid", "relu", "floor", "ceil", "round", "trunc", "frac", "erf"):
     CASES[_name] = [("t", (lambda n: lambda m, x, o: getattr(m, n)(x))(_name), [])]
 CASES["gelu"] = [("t", lambda m, x, o: F(m).gelu(x), [])]
 
@@ -185,6 +213,8 @@ KNOWN = {
     ("median", "dim", "input"): "extra",
     ("median", "dim", "output"): "extra",       # median's flags cover the median-of-all form
     ("mode", "t", "input"): "extra",
+    ("addcmul", "t", "input"): "extra",         # no flag says "reads only tensor1/tensor2"
+    ("addcdiv", "t", "input"): "extra",
 }
 # tensord refuses in-place writes to views of tensors in a graph (torch rebases the base's
 # history, CopySlices): for a view op's result, that refusal comes before any backward.
@@ -266,6 +296,14 @@ def _in_place_call(name):
             x.masked_fill_(m.tensor([True, False, True]), 0.5)
         elif name == "index_put":
             x[m.tensor([1])] = m.tensor(V)
+        elif name in ("addcmul", "addcdiv"):
+            getattr(x, name + "_")(m.tensor(V), m.tensor(V), value=0.5)
+        elif name == "lerp":
+            x.lerp_(m.tensor(X), 0.3)
+        elif name in ("clamp_min", "clamp_max"):
+            getattr(x, name + "_")(1.0)
+        elif name == "erfinv":  # inside (-1, 1)
+            x.mul_(0.5).erfinv_()
         else:
             getattr(x, name + "_")()
         return x

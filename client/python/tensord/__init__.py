@@ -26,6 +26,7 @@ import inspect
 import os
 import struct
 import sys
+import warnings
 import weakref
 from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -610,6 +611,21 @@ class Session:
         """torch.eye(n, m=n): ones on the diagonal, zeros elsewhere."""
         t = self._op("eye", [], dims=[n, n if m is None else m], dtype=(dtype or float32).name)
         return t.requires_grad_() if requires_grad else t
+
+    @_module_function
+    def triu_indices(self, row: builtins.int, col: builtins.int, offset: builtins.int = 0,
+                     dtype: Optional[dtype] = None) -> "Tensor":
+        """torch.triu_indices(row, col, offset=0): the [2, N] coordinates of the upper
+        triangle of a row x col matrix (from diagonal `offset` up), row by row."""
+        return self._op("triu_indices", [], dim=row, dim2=col, start=offset,
+                        **({"dtype": dtype.name} if dtype is not None else {}))
+
+    @_module_function
+    def tril_indices(self, row: builtins.int, col: builtins.int, offset: builtins.int = 0,
+                     dtype: Optional[dtype] = None) -> "Tensor":
+        """torch.tril_indices(row, col, offset=0): the lower triangle's coordinates."""
+        return self._op("tril_indices", [], dim=row, dim2=col, start=offset,
+                        **({"dtype": dtype.name} if dtype is not None else {}))
 
     @_module_function
     def linspace(self, start: Any, end: Any, steps: builtins.int,
@@ -1211,10 +1227,22 @@ class Tensor:
     def __neg__(self) -> "Tensor": return self._s._op("neg", [self])
     def __pos__(self) -> "Tensor": return self
     def __abs__(self) -> "Tensor": return self._s._op("abs", [self])
-    def __invert__(self) -> "Tensor": return self._s._op("logical_not", [self])
-    def __and__(self, o: Any) -> "Tensor": return self._bin("logical_and", o)
-    def __or__(self, o: Any) -> "Tensor": return self._bin("logical_or", o)
-    def __xor__(self, o: Any) -> "Tensor": return self._bin("logical_xor", o)
+    # the bitwise ops (ops.def's bitwise_*): integers and bool, torch's errors for floats
+    def __invert__(self) -> "Tensor":
+        if self.dtype.is_floating_point:
+            raise TypeError("~ (operator.invert) is only implemented on integer and "
+                            "Boolean-type tensors")
+        return self._s._op("bitwise_not", [self])
+    def __and__(self, o: Any) -> "Tensor": return self._bin("bitwise_and", o)
+    def __rand__(self, o: Any) -> "Tensor": return self._bin("bitwise_and", o, True)
+    def __or__(self, o: Any) -> "Tensor": return self._bin("bitwise_or", o)
+    def __ror__(self, o: Any) -> "Tensor": return self._bin("bitwise_or", o, True)
+    def __xor__(self, o: Any) -> "Tensor": return self._bin("bitwise_xor", o)
+    def __rxor__(self, o: Any) -> "Tensor": return self._bin("bitwise_xor", o, True)
+    def __lshift__(self, o: Any) -> "Tensor": return self._bin("bitwise_left_shift", o)
+    def __rlshift__(self, o: Any) -> "Tensor": return self._bin("bitwise_left_shift", o, True)
+    def __rshift__(self, o: Any) -> "Tensor": return self._bin("bitwise_right_shift", o)
+    def __rrshift__(self, o: Any) -> "Tensor": return self._bin("bitwise_right_shift", o, True)
     def __eq__(self, o: Any) -> "Tensor": return self._bin("eq", o)  # type: ignore[override]
     def __ne__(self, o: Any) -> "Tensor": return self._bin("ne", o)  # type: ignore[override]
     def __lt__(self, o: Any) -> "Tensor": return self._bin("lt", o)
@@ -1233,6 +1261,11 @@ class Tensor:
     def __ifloordiv__(self, o: Any) -> "Tensor": return self._inplace("floor_divide", o)
     def __imod__(self, o: Any) -> "Tensor": return self._inplace("remainder", o)
     def __ipow__(self, o: Any) -> "Tensor": return self._inplace("pow", o)
+    def __iand__(self, o: Any) -> "Tensor": return self._inplace("bitwise_and", o)
+    def __ior__(self, o: Any) -> "Tensor": return self._inplace("bitwise_or", o)
+    def __ixor__(self, o: Any) -> "Tensor": return self._inplace("bitwise_xor", o)
+    def __ilshift__(self, o: Any) -> "Tensor": return self._inplace("bitwise_left_shift", o)
+    def __irshift__(self, o: Any) -> "Tensor": return self._inplace("bitwise_right_shift", o)
 
     # -- indexing: x[0], x[:, 1:3], x[..., -1] are views; x[i] = v writes through them;
     # -- tensors, lists, ranges and bool masks (advanced indexing) gather and scatter on the
@@ -1496,7 +1529,8 @@ class Tensor:
         if name.startswith("_"):
             raise AttributeError(name)
         inplace = name.endswith("_")
-        op = _OP_TABLE.get(name[:-1] if inplace else name)
+        base = name[:-1] if inplace else name
+        op = _OP_TABLE.get(_ALIASES.get(base, base))
         if (op is None or not op.method or (inplace and not op.inplace) or
                 (not inplace and op.inplace_only)):
             raise AttributeError("'Tensor' object has no attribute '%s'" % name)
@@ -1569,7 +1603,7 @@ _OPS = set(_OP_TABLE)
 # The keywords an op request can carry (Conn.op_request): OpArgs' fields and a second output.
 _ARG_NAMES = {f.name for f in pb.OpArgs.DESCRIPTOR.fields} | {"out2"}
 # torch's other names for an op
-_ALIASES = {"concat": "cat", "concatenate": "cat"}
+_ALIASES = {"concat": "cat", "concatenate": "cat", "ger": "outer"}
 
 
 def _is_bool(k: Any) -> builtins.bool:
@@ -1860,6 +1894,148 @@ def randn_like(input: Tensor, dtype: Optional[dtype] = None,
     """Standard normal with input's shape (and dtype, unless given)."""
     return _grad_if(input._s._op("randn_like", [input], **_dtype_kw(dtype)), requires_grad)
 
+
+# -- tuples of views (torch.chunk, split, unbind, meshgrid), composed of narrow, select, reshape
+# and expand on the client; and the comparisons that give a Python bool --
+def chunk(input: Tensor, chunks: builtins.int, dim: builtins.int = 0) -> Tuple[Tensor, ...]:
+    """torch.chunk: up to `chunks` views along dim, each ceil(size / chunks) long but the last."""
+    if chunks <= 0:
+        raise RuntimeError("chunk expects `chunks` to be greater than 0, got: %d" % chunks)
+    size = input.size(dim)
+    step = max((size + chunks - 1) // chunks, 1) if size else 0
+    return split(input, step, dim) if size else tuple(input.narrow(dim, 0, 0)
+                                                      for _ in range(chunks))
+
+
+def split(tensor: Tensor, split_size_or_sections: Any,
+          dim: builtins.int = 0) -> Tuple[Tensor, ...]:
+    """torch.split: views of split_size_or_sections long along dim (an int: the last may be
+    shorter), or of the listed lengths, which must sum to the dim's size."""
+    if tensor.dim() == 0:
+        raise RuntimeError("split expects at least a 1-dimensional tensor")
+    size = tensor.size(dim)
+    if isinstance(split_size_or_sections, (list, tuple)):
+        sizes = [builtins.int(k) for k in split_size_or_sections]
+        if sum(sizes) != size or any(k < 0 for k in sizes):
+            raise RuntimeError(
+                "split_with_sizes expects split_sizes to sum exactly to %d (input tensor's size "
+                "at dimension %d), but got split_sizes=[%s]"
+                % (size, dim, ", ".join(str(k) for k in sizes)))
+    else:
+        step = builtins.int(split_size_or_sections)
+        if step < 0:
+            raise RuntimeError("split expects split_size be non-negative, but got split_size=%d"
+                               % step)
+        if step == 0 and size != 0:
+            raise RuntimeError("split_size can only be 0 if dimension size is 0, but got "
+                               "dimension size of %d" % size)
+        n = max((size + step - 1) // step, 1) if step else 1
+        sizes = [min(step, size - k * step) for k in range(n)]
+    out, start = [], 0
+    for k in sizes:
+        out.append(tensor.narrow(dim, start, k))
+        start += k
+    return tuple(out)
+
+
+def unbind(input: Tensor, dim: builtins.int = 0) -> Tuple[Tensor, ...]:
+    """torch.unbind: the views input.select(dim, i), for each i."""
+    return tuple(input.select(dim, k) for k in range(input.size(dim)))
+
+
+def meshgrid(*tensors: Any, indexing: Optional[str] = None) -> Tuple[Tensor, ...]:
+    """torch.meshgrid: 0-d or 1-d tensors expanded to the grid of their lengths, as views
+    (indexing 'ij', torch's default, or 'xy', which swaps the first two grid dims)."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing is None:
+        warnings.warn("torch.meshgrid: in an upcoming release, it will be required to pass the "
+                      "indexing argument.", UserWarning, stacklevel=2)
+        indexing = "ij"
+    if indexing not in ("ij", "xy"):
+        raise RuntimeError("torch.meshgrid: indexing must be one of \"xy\" or \"ij\", but "
+                           "received: %s" % indexing)
+    if not tensors:
+        raise RuntimeError("meshgrid expects a non-empty TensorList")
+    for t in tensors:
+        if t.dim() > 1:
+            raise RuntimeError("torch.meshgrid: Expected 0D or 1D tensor in the tensor list but "
+                               "got: %s" % (t,))
+    n = len(tensors)
+    swap = indexing == "xy" and n >= 2
+    order = list(range(n))
+    if swap:
+        order[0], order[1] = 1, 0
+    lengths = [tensors[order[k]].numel() for k in range(n)]  # the grid's dims
+    out = []
+    for i, t in enumerate(tensors):
+        pos = order.index(i)  # the grid dim t runs along
+        shape = [1] * n
+        shape[pos] = -1
+        out.append(t.reshape(*shape).expand(*lengths))
+    return tuple(out)
+
+
+def einsum(equation: str, *operands: Any) -> Tensor:
+    """torch.einsum(equation, *operands) or (equation, [operands]): the server's einsum (one or
+    two operands, letters only)."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    s = _first_session(operands)
+    if s is None:
+        raise TypeError("einsum(): argument 'operands' must be a sequence of Tensors")
+    return s._op("einsum", list(operands), equation=equation)
+
+
+def _clamp(input: Tensor, min: Any = None, max: Any = None, inplace: builtins.bool = False,
+           name: str = "clamp") -> Tensor:
+    """clamp with tensor bounds is clamp_min then clamp_max (ops.def's rows); with numbers, the
+    server's clamp op as its signature says."""
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        for b in (min, max):
+            if b is not None and not isinstance(b, Tensor):
+                raise TypeError("clamp() received an invalid combination of arguments - got "
+                                "(Tensor, %s, %s)" % tuple(type(v).__name__ if not isinstance(
+                                    v, Tensor) else "Tensor" for v in (min, max)))
+        r = input
+        if min is not None:
+            r = r.clamp_min_(min) if inplace else r.clamp_min(min)
+        if max is not None:
+            r = r.clamp_max_(max) if inplace else r.clamp_max(max)
+        return r
+    bound = {"input": input, **({"min": min} if min is not None else {}),
+             **({"max": max} if max is not None else {})}
+    return _run(input._s, _OP_TABLE[name], bound, inplace, name)
+
+
+def clamp(input: Tensor, min: Any = None, max: Any = None) -> Tensor:
+    """torch.clamp(input, min=None, max=None): numbers or tensors as bounds."""
+    return _clamp(input, min, max)
+
+
+def clamp_(input: Tensor, min: Any = None, max: Any = None) -> Tensor:
+    """Tensor.clamp_: clamp in place."""
+    return _clamp(input, min, max, inplace=True)
+
+
+def allclose(input: Tensor, other: Tensor, rtol: builtins.float = 1e-05,
+             atol: builtins.float = 1e-08, equal_nan: builtins.bool = False) -> builtins.bool:
+    """torch.allclose: whether isclose holds everywhere (a Python bool)."""
+    return builtins.bool(input.isclose(other, rtol=rtol, atol=atol,
+                                       equal_nan=equal_nan).all().item())
+
+
+def equal(input: Tensor, other: Tensor) -> builtins.bool:
+    """torch.equal: same shape and equal values (dtypes may differ; NaN is unequal)."""
+    if list(input.shape) != list(other.shape):
+        return False
+    return builtins.bool((input == other).all().item())
+
+
+for _f in (chunk, split, unbind, allclose, equal, clamp, clamp_):
+    setattr(Tensor, _f.__name__, _f)
+for _f in (chunk, split, unbind, meshgrid, einsum, allclose, equal, clamp, clamp_):
+    setattr(Session, _f.__name__, staticmethod(_f))
 
 for _f in (is_tensor, numel, zeros_like, ones_like, full_like, rand_like, randn_like):
     setattr(Session, _f.__name__, staticmethod(_f))

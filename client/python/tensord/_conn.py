@@ -509,7 +509,7 @@ class Conn:
             if k == "dims":
                 a.dims.extend(v)
                 a.has_dims = True
-            elif k in ("min", "max"):
+            elif k in ("min", "max", "value", "alpha", "beta"):  # OpArgs' Scalar fields
                 scalar(v, getattr(a, k))
             elif k == "dtype":
                 a.dtype = DTYPE_WIRE[v]
@@ -520,6 +520,8 @@ class Conn:
                 req.run_op.out2 = v
             elif k == "out3":
                 req.run_op.out3 = v
+            elif k == "shifts":  # one int or a sequence
+                a.shifts.extend(v if isinstance(v, (list, tuple)) else [v])
             elif k == "dim":
                 a.dim = v
                 a.has_dim = True

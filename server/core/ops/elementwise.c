@@ -19,8 +19,7 @@
 
 #include <stdio.h>
 
-typedef void row_fn(int64_t n, char *o, int64_t so, const char *a, int64_t sa, const char *b,
-                    int64_t sb);
+typedef td_row_fn row_fn;
 
 /* A row kernel: o[i] = EXPR(x = a[i], y = b[i]) over n elements with element strides; the
 ** unit-stride and scalar cases are separate loops so the compiler can vectorise them. TO is the
@@ -531,6 +530,13 @@ static int elementwise(enum td_op_id op, struct td_tensor *out, const struct td_
         return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for '%s'", td_ops[op].name,
                           td_dtype_cname(compute));
     }
+    return td_elementwise_rows(k, out, in, nin, compute, kout, q, err);
+}
+
+int td_elementwise_rows(td_row_fn *k, struct td_tensor *out, const struct td_operand *in, int nin,
+                        enum td_dtype compute, enum td_dtype kout, struct td_quota *q,
+                        struct td_err *err)
+{
     if (out->numel == 0) {
         return 0;
     }
@@ -606,11 +612,96 @@ static int has_zero(const struct td_operand *o, bool *zero, struct td_err *err)
     }
 /* add: a + b; bool + bool is logical or. mul: bool * bool is logical and. div: true division
 ** (the dtype rule made the compute dtype a float). maximum/minimum propagate NaN. */
-BINARY(add, TD_OP_ADD)
 BINARY(mul, TD_OP_MUL)
-BINARY(div, TD_OP_DIV)
 BINARY(maximum, TD_OP_MAXIMUM)
 BINARY(minimum, TD_OP_MINIMUM)
+
+/* add/sub's alpha= (torch's alpha_check): a bool alpha only for a bool result, a float one only
+** for a float result. */
+static int check_alpha(const struct td_op_args *a, enum td_dtype result, struct td_err *err)
+{
+    if (!a->has_alpha) {
+        return 0;
+    }
+    if (a->alpha.kind == TD_SCALAR_BOOL && result != TD_DTYPE_BOOL) {
+        return td_err_set(err, TD_EDTYPE, "Boolean alpha only supported for Boolean results.");
+    }
+    if (a->alpha.kind == TD_SCALAR_FLOAT && !td_dtype_is_float(result)) {
+        return td_err_set(err, TD_EDTYPE,
+                          "For integral input tensors, argument alpha must not be a floating "
+                          "point number.");
+    }
+    return 0;
+}
+
+int td_dtype_rule_add(const struct td_operand *in, int nin, const struct td_op_args *a,
+                      enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    int rc = td_dtype_rule_promote(in, nin, a, compute, result, err);
+    return rc != 0 ? rc : check_alpha(a, *result, err);
+}
+
+/* out = in[0] op alpha * in[1] (op add or sub): alpha * in[1] is formed in the compute dtype
+** first (a temporary charged to the quota for a tensor, one number for a Python scalar). */
+static int add_alpha(enum td_op_id op, struct td_tensor *out, const struct td_operand *in,
+                     const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    struct td_scalar al = a->alpha;
+    bool one = !a->has_alpha || (al.kind == TD_SCALAR_INT && al.v.i == 1) ||
+               (al.kind == TD_SCALAR_FLOAT && al.v.f == 1.0) ||
+               (al.kind == TD_SCALAR_BOOL && al.v.b && compute == TD_DTYPE_BOOL);
+    if (one) {
+        return elementwise(op, out, in, 2, compute, compute, a->quota, err);
+    }
+    struct td_operand b[2] = {in[0], in[1]};
+    struct td_tensor *cast = NULL, *scaled = NULL;
+    int rc = 0;
+    if (compute == TD_DTYPE_BOOL) {
+        al = td_scalar_b(td_scalar_to_double(al) != 0);
+    } else if (!td_dtype_is_float(compute)) {
+        al = td_scalar_i(td_scalar_to_int(al));
+    } else {
+        al = td_scalar_f(td_scalar_to_double(al));
+    }
+    if (in[1].t == NULL) {
+        struct td_scalar s = in[1].s;
+        if (compute == TD_DTYPE_BOOL) {
+            b[1].s = td_scalar_b(td_scalar_to_double(s) != 0 && al.v.b);
+        } else if (!td_dtype_is_float(compute)) {
+            b[1].s = td_scalar_i((int64_t)((uint64_t)td_scalar_to_int(s) * (uint64_t)al.v.i));
+        } else if (compute == TD_DTYPE_F32) {
+            b[1].s = td_scalar_f((double)((float)td_scalar_to_double(s) * (float)al.v.f));
+        } else {
+            b[1].s = td_scalar_f(td_scalar_to_double(s) * al.v.f);
+        }
+    } else {
+        struct td_tensor *t = in[1].t;
+        if (t->dtype != compute) {
+            rc = td_tensor_empty(&cast, compute, t->shape, t->ndim, a->quota, err);
+            if (rc == 0) {
+                rc = td_cast_copy(cast, t, err);
+            }
+            t = cast;
+        }
+        if (rc == 0) {
+            rc = td_bw2(TD_OP_MUL, td_t(t), td_s(al), a->quota, &scaled, err);
+        }
+        b[1] = td_t(scaled);
+    }
+    if (rc == 0) {
+        rc = elementwise(op, out, b, 2, compute, compute, a->quota, err);
+    }
+    td_tensor_unref(cast);
+    td_tensor_unref(scaled);
+    return rc;
+}
+
+int td_fwd_add(struct td_tensor *out, const struct td_operand *in, int nin,
+               const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    (void)nin;
+    return add_alpha(TD_OP_ADD, out, in, a, compute, err);
+}
 
 /* sub: a - b. torch refuses any bool operand, before it looks at shapes. */
 int td_dtype_rule_sub(const struct td_operand *in, int nin, const struct td_op_args *a,
@@ -628,10 +719,16 @@ int td_dtype_rule_sub(const struct td_operand *in, int nin, const struct td_op_a
                           "not supported. If you are trying to invert a mask, use the `~` or "
                           "`logical_not()` operator instead.");
     }
-    return td_dtype_rule_promote(in, nin, a, compute, result, err);
+    int rc = td_dtype_rule_promote(in, nin, a, compute, result, err);
+    return rc != 0 ? rc : check_alpha(a, *result, err);
 }
 
-BINARY(sub, TD_OP_SUB)
+int td_fwd_sub(struct td_tensor *out, const struct td_operand *in, int nin,
+               const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    (void)nin;
+    return add_alpha(TD_OP_SUB, out, in, a, compute, err);
+}
 
 /* floor_divide and remainder: Python's rounding (toward -inf, the divisor's sign); integer
 ** division by zero is torch's "ZeroDivisionError". */
@@ -653,6 +750,58 @@ static int divmod_op(enum td_op_id op, struct td_tensor *out, const struct td_op
         }
     }
     return elementwise(op, out, in, 2, compute, compute, q, err);
+}
+
+/* div: true division, the promoted type made a float (int / int is float32); with rounding_mode
+** the promoted dtype, rounded toward zero ("trunc") or down ("floor", floor_divide's kernel). */
+int td_dtype_rule_div(const struct td_operand *in, int nin, const struct td_op_args *a,
+                      enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
+{
+    if (a->rounding_mode != TD_ROUND_NONE) {
+        return td_dtype_rule_promote(in, nin, a, compute, result, err);
+    }
+    enum td_dtype dt = td_result_type(in, nin);
+    *compute = *result = td_dtype_is_float(dt) ? dt : TD_DTYPE_DEFAULT_FLOAT;
+    return 0;
+}
+
+/* C's integer division truncates; INT_MIN / -1 wraps like torch instead of trapping. */
+#define ITRUNCDIV(T, UT)                                                                           \
+    static inline T truncdiv_##T(T x, T y)                                                         \
+    {                                                                                              \
+        return y == -1 ? (T)(UT)(0 - (UT)x) : x / y;                                               \
+    }
+ITRUNCDIV(int32_t, uint32_t)
+ITRUNCDIV(int64_t, uint64_t)
+DEF_ROW(tdiv_i32, int32_t, truncdiv_int32_t(x, y))
+DEF_ROW(tdiv_i64, int64_t, truncdiv_int64_t(x, y))
+DEF_ROW(tdiv_f32, float, truncf(x / y))
+DEF_ROW(tdiv_f64, double, trunc(x / y))
+
+int td_fwd_div(struct td_tensor *out, const struct td_operand *in, int nin,
+               const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    if (a->rounding_mode == TD_ROUND_FLOOR) {
+        return divmod_op(TD_OP_FLOOR_DIVIDE, out, in, compute, a->quota, err);
+    }
+    if (a->rounding_mode != TD_ROUND_TRUNC) {
+        return elementwise(TD_OP_DIV, out, in, nin, compute, compute, a->quota, err);
+    }
+    row_fn *const k[TD_DTYPE_COUNT] = {NULL, tdiv_i32, tdiv_i64, tdiv_f32, tdiv_f64};
+    if (compute == TD_DTYPE_BOOL) {
+        return td_err_set(err, TD_EDTYPE, "\"div_trunc_cpu\" not implemented for 'Bool'");
+    }
+    if (out->numel > 0 && !td_dtype_is_float(compute)) {
+        bool zero;
+        int rc = has_zero(&in[1], &zero, err);
+        if (rc != 0) {
+            return rc;
+        }
+        if (zero) {
+            return td_err_set(err, TD_EINVAL, "ZeroDivisionError");
+        }
+    }
+    return td_elementwise_rows(k[compute], out, in, 2, compute, compute, a->quota, err);
 }
 
 int td_fwd_floor_divide(struct td_tensor *out, const struct td_operand *in, int nin,
@@ -732,6 +881,10 @@ int td_dtype_rule_rounding(const struct td_operand *in, int nin, const struct td
                            enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
 {
     char kernel[32];
+    if (a->op == TD_OP_ROUND && a->decimals != 0 && !td_dtype_is_float(in[0].t->dtype)) {
+        return td_err_set(err, TD_EDTYPE, "\"round_cpu\" not implemented for '%s'",
+                          td_dtype_cname(in[0].t->dtype));
+    }
     snprintf(kernel, sizeof kernel, "%s_vml_cpu", td_ops[a->op].name); /* floor_vml_cpu ... */
     int rc = refuse_bool(in, kernel, err);
     return rc != 0 ? rc : td_dtype_rule_same(in, nin, a, compute, result, err);
@@ -756,9 +909,39 @@ int td_dtype_rule_gelu(const struct td_operand *in, int nin, const struct td_op_
     return td_dtype_rule_same(in, nin, a, compute, result, err);
 }
 
+/* round(decimals=d), torch's way in the compute dtype: nearbyint(x * 10^d) / 10^d, or for d < 0
+** nearbyint(x / 10^-d) * 10^-d. */
+static int round_decimals(struct td_tensor *out, const struct td_operand *in,
+                          const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    bool neg = a->decimals < 0;
+    double p = pow(10.0, (double)(neg ? -a->decimals : a->decimals));
+    if (compute == TD_DTYPE_F32) {
+        p = (double)(float)p;
+    }
+    struct td_tensor *s = NULL, *r = NULL, *d = NULL;
+    int rc = td_bw2(neg ? TD_OP_DIV : TD_OP_MUL, in[0], td_s(td_scalar_f(p)), a->quota, &s, err);
+    if (rc == 0) {
+        rc = td_bw1(TD_OP_ROUND, td_t(s), NULL, a->quota, &r, err);
+    }
+    if (rc == 0) {
+        rc = td_bw2(neg ? TD_OP_MUL : TD_OP_DIV, td_t(r), td_s(td_scalar_f(p)), a->quota, &d, err);
+    }
+    if (rc == 0) {
+        rc = td_cast_copy(out, d, err);
+    }
+    td_tensor_unref(s);
+    td_tensor_unref(r);
+    td_tensor_unref(d);
+    return rc;
+}
+
 int td_fwd_unary(struct td_tensor *out, const struct td_operand *in, int nin,
                  const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
 {
+    if (a->op == TD_OP_ROUND && a->decimals != 0) {
+        return round_decimals(out, in, a, compute, err);
+    }
     enum td_dtype kout = a->op == TD_OP_LOGICAL_NOT ? TD_DTYPE_BOOL : compute;
     return elementwise((enum td_op_id)a->op, out, in, nin, compute, kout, a->quota, err);
 }
@@ -987,11 +1170,16 @@ int td_make_to(struct td_tensor **out, const struct td_operand *in, int nin,
 int td_bw_add(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
               struct td_quota *q, struct td_err *err)
 {
-    (void)q;
-    (void)err;
     gin[0] = X0.t != NULL ? td_tensor_ref(g) : NULL;
-    gin[1] = X1.t != NULL ? td_tensor_ref(g) : NULL;
-    return 0;
+    if (X1.t == NULL) {
+        return 0;
+    }
+    if (!n->args.has_alpha) {
+        gin[1] = td_tensor_ref(g);
+        return 0;
+    }
+    /* alpha=: d/db = alpha g */
+    return td_bw2(TD_OP_MUL, td_t(g), td_s(n->args.alpha), q, &gin[1], err);
 }
 
 /* grad_fn names: a number minus a tensor is torch's rsub; a number over a tensor is recorded by
@@ -1004,6 +1192,9 @@ const char *td_grad_fn_sub(const struct td_node *n)
 
 const char *td_grad_fn_div(const struct td_node *n)
 {
+    if (n->args.rounding_mode != TD_ROUND_NONE) {
+        return "DivBackward2";
+    }
     return n->in[0].t == NULL ? "MulBackward0" : "DivBackward0";
 }
 
@@ -1022,6 +1213,10 @@ int td_bw_sub(const struct td_node *n, struct td_tensor *g, struct td_tensor **g
               struct td_quota *q, struct td_err *err)
 {
     gin[0] = X0.t != NULL ? td_tensor_ref(g) : NULL;
+    if (X1.t != NULL && n->args.has_alpha) { /* alpha=: d/db = -alpha g */
+        double al = td_scalar_to_double(n->args.alpha);
+        return td_bw2(TD_OP_MUL, td_t(g), td_s(td_scalar_f(-al)), q, &gin[1], err);
+    }
     return X1.t != NULL ? td_bw1(TD_OP_NEG, td_t(g), NULL, q, &gin[1], err) : 0;
 }
 
@@ -1044,6 +1239,14 @@ int td_bw_div(const struct td_node *n, struct td_tensor *g, struct td_tensor **g
               struct td_quota *q, struct td_err *err)
 {
     int rc = 0;
+    if (n->args.rounding_mode != TD_ROUND_NONE) { /* rounded: zero almost everywhere */
+        for (int i = 0; i < 2 && rc == 0; i++) {
+            if (n->in[i].t != NULL) {
+                rc = td_bw2(TD_OP_MUL, td_t(g), td_s(td_scalar_i(0)), q, &gin[i], err);
+            }
+        }
+        return rc;
+    }
     if (X0.t != NULL) {
         rc = td_bw2(TD_OP_DIV, td_t(g), X1, q, &gin[0], err);
     }

@@ -58,6 +58,15 @@ static inline int td_bw2(enum td_op_id op, struct td_operand a, struct td_operan
 ** .to(): floats to ints truncate toward zero, anything to bool is != 0. Checks the current
 ** request's cancel between chunks: returns 0, or its error with dst partly written. */
 int td_cast_copy(struct td_tensor *dst, const struct td_tensor *src, struct td_err *err);
+/* A row kernel: o[i] = f(a[i], b[i]) over n elements with element strides (b unused by unary
+** ones). td_elementwise_rows runs one over out = f(in[0][, in[1]]) as elementwise.c's ops run:
+** operands cast to `compute` and broadcast over out's shape, the kernel writing dtype `kout`
+** (cast into out when out's dtype differs), in parallel chunks with cancel checks. */
+typedef void td_row_fn(int64_t n, char *o, int64_t so, const char *a, int64_t sa, const char *b,
+                       int64_t sb);
+int td_elementwise_rows(td_row_fn *k, struct td_tensor *out, const struct td_operand *in, int nin,
+                        enum td_dtype compute, enum td_dtype kout, struct td_quota *q,
+                        struct td_err *err);
 
 /* shape.c */
 /* Whether reshape/flatten (a->op) of t copies: 1, 0 (a view), or -1 (the op will refuse). */
