@@ -1,0 +1,117 @@
+"""The real-program suite: every script in tests/programs/ is a plain PyTorch program (it starts
+`import torch` and prints what it computes); each runs once under PyTorch and once under tensord,
+and the two must print the same text, name prefixes aside ("torch." in PyTorch's output reads
+"tensord." in tensord's).
+
+Under tensord the script runs in its own interpreter whose `import torch` finds tensord: the
+shim below puts tensord (and any submodule of it already imported, such as tensord.nn) into
+sys.modules under torch's names before running the script, so the script's text is the one
+PyTorch runs. TENSORD_ADDR points that interpreter at the session's test daemon.
+
+Printed numbers: integers and all other text must be identical. A printed float may differ
+from PyTorch's by one unit in its last printed digit plus 1e-5 of its size, and no more: the
+two compute in float32 with different summation orders and libm/BLAS kernels, so a value that
+sits on a rounding boundary can round the other way, and long float32 reductions differ in the
+low bits. A different value beyond that fails. The scripts print no random draws (tensord's
+generator is not PyTorch's): only their shapes, dtypes and seed-independent facts.
+"""
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PROGRAMS = sorted((ROOT / "tests" / "programs").glob("*.py"))
+TIMEOUT = 60  # seconds per run; each script takes well under 5 s on an idle machine
+
+SHIM = """
+import runpy, sys
+import tensord
+sys.modules["torch"] = tensord
+for name, mod in list(sys.modules.items()):
+    if name.startswith("tensord."):
+        sys.modules["torch." + name[len("tensord."):]] = mod
+path = sys.argv[1]
+sys.argv = [path]
+runpy.run_path(path, run_name="__main__")
+"""
+
+NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+
+
+def run(argv, env):
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=TIMEOUT,
+                       cwd=str(ROOT / "tests" / "programs"))
+    return r.returncode, r.stdout, r.stderr
+
+
+def split(text):
+    """The text between numbers, and the numbers."""
+    return NUMBER.split(text), NUMBER.findall(text)
+
+
+def last_digit(token):
+    """One unit in the last printed digit of a float token ("0.1235" -> 1e-4, "1.5e-03" ->
+    1e-4)."""
+    mant, _, exp = token.lower().partition("e")
+    decimals = len(mant.split(".")[1]) if "." in mant else 0
+    return 10.0 ** (-decimals + (int(exp) if exp else 0))
+
+
+def is_float(token):
+    return "." in token or "e" in token.lower()
+
+
+def same_numbers(want, got):
+    """None if the numbers agree (see the module comment), else the first pair that does
+    not."""
+    for w, g in zip(want, got):
+        if not is_float(w) or not is_float(g):
+            if w != g:
+                return w, g
+            continue
+        if abs(float(w) - float(g)) > 1.01 * last_digit(w) + 1e-5 * abs(float(w)):
+            return w, g
+    return None
+
+
+def first_difference(want, got):
+    wl, gl = want.splitlines(), got.splitlines()
+    for i, (w, g) in enumerate(zip(wl, gl)):
+        if w != g:
+            return "line %d:\n  torch:   %r\n  tensord: %r" % (i + 1, w, g)
+    return "torch printed %d lines, tensord %d" % (len(wl), len(gl))
+
+
+@pytest.mark.timeout(2 * TIMEOUT + 30)
+@pytest.mark.parametrize("script", PROGRAMS, ids=[p.stem for p in PROGRAMS])
+def test_program_prints_what_torch_prints(daemon, script):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "client" / "python"),
+               TENSORD_ADDR="127.0.0.1:%d" % daemon)
+    code, want, err = run([sys.executable, str(script)], env)
+    assert code == 0, "the script fails under PyTorch:\n" + err
+    assert want, "the script prints nothing under PyTorch"
+    want = want.replace("torch.", "tensord.")
+
+    code, got, err = run([sys.executable, "-c", SHIM, str(script)], env)
+    tail = "\n".join(err.strip().splitlines()[-3:])
+    assert code == 0, "fails under tensord (it printed %d of torch's %d lines):\n%s" % (
+        len(got.splitlines()), len(want.splitlines()), tail)
+
+    if got == want:
+        return
+    wtext, wnum = split(want)
+    gtext, gnum = split(got)
+    assert gtext == wtext and len(gnum) == len(wnum), first_difference(want, got)
+    bad = same_numbers(wnum, gnum)
+    assert bad is None, "torch printed %s where tensord printed %s\n%s" % (
+        bad[0], bad[1], first_difference(want, got))
+
+
+def test_the_suite_has_at_least_twelve_programs():
+    assert len(PROGRAMS) >= 12
+    for p in PROGRAMS:
+        assert p.read_text().startswith("import torch\n"), p.name
