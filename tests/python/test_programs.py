@@ -66,23 +66,30 @@ def is_float(token):
 
 
 def same_numbers(want, got):
-    """None if the numbers agree (see the module comment), else the first pair that does
-    not."""
+    """Whether each printed number agrees (see the module comment)."""
     for w, g in zip(want, got):
         if not is_float(w) or not is_float(g):
             if w != g:
-                return w, g
-            continue
-        if abs(float(w) - float(g)) > 1.01 * last_digit(w) + 1e-5 * abs(float(w)):
-            return w, g
-    return None
+                return False
+        elif abs(float(w) - float(g)) > 1.01 * last_digit(w) + 1e-5 * abs(float(w)):
+            return False
+    return True
+
+
+def agree(want, got):
+    """The same text, numbers within the module comment's tolerance."""
+    if got == want:
+        return True
+    wtext, wnum = split(want)
+    gtext, gnum = split(got)
+    return gtext == wtext and len(gnum) == len(wnum) and same_numbers(wnum, gnum)
 
 
 def first_difference(want, got):
     wl, gl = want.splitlines(), got.splitlines()
     for i, (w, g) in enumerate(zip(wl, gl)):
-        if w != g:
-            return "line %d:\n  torch:   %r\n  tensord: %r" % (i + 1, w, g)
+        if not agree(w, g):
+            return "line %d: torch %r, tensord %r" % (i + 1, w, g)
     return "torch printed %d lines, tensord %d" % (len(wl), len(gl))
 
 
@@ -97,18 +104,17 @@ def test_program_prints_what_torch_prints(daemon, script):
     want = want.replace("torch.", "tensord.")
 
     code, got, err = run([sys.executable, "-c", SHIM, str(script)], env)
-    tail = "\n".join(err.strip().splitlines()[-3:])
-    assert code == 0, "fails under tensord (it printed %d of torch's %d lines):\n%s" % (
-        len(got.splitlines()), len(want.splitlines()), tail)
+    if code != 0:
+        # What it printed before failing must match too: the first difference comes first.
+        n = len(got.splitlines())
+        prefix = "".join(want.splitlines(True)[:n])
+        if n and not agree(prefix.rstrip("\n"), got.rstrip("\n")):
+            pytest.fail("prints differently before failing: " + first_difference(prefix, got))
+        lines = err.strip().splitlines() or ["(no error text)"]
+        pytest.fail("fails under tensord: %s (after %d of torch's %d lines)\n%s" % (
+            lines[-1], n, len(want.splitlines()), "\n".join(lines[-4:])))
+    assert agree(want, got), "prints differently: " + first_difference(want, got)
 
-    if got == want:
-        return
-    wtext, wnum = split(want)
-    gtext, gnum = split(got)
-    assert gtext == wtext and len(gnum) == len(wnum), first_difference(want, got)
-    bad = same_numbers(wnum, gnum)
-    assert bad is None, "torch printed %s where tensord printed %s\n%s" % (
-        bad[0], bad[1], first_difference(want, got))
 
 
 def test_the_suite_has_at_least_twelve_programs():
