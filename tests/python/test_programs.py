@@ -14,6 +14,9 @@ two compute in float32 with different summation orders and libm/BLAS kernels, so
 sits on a rounding boundary can round the other way, and long float32 reductions differ in the
 low bits. A different value beyond that fails. The scripts print no random draws (tensord's
 generator is not PyTorch's): only their shapes, dtypes and seed-independent facts.
+
+Every script is a test case and none is skipped: a script that needs something tensord lacks
+fails with the first error it meets (or the first line it prints differently).
 """
 import os
 import pathlib
