@@ -261,9 +261,15 @@ class _Progress:
 
 def _module_function(method: Callable[..., Any]) -> Callable[..., Any]:
     """Marks a Session method that is also a module function (tensord.zeros), which runs it
-    on the default session."""
-    method._module_function = True  # type: ignore[attr-defined]
-    return method
+    on the default session. Each takes torch's device= too: the server's memory is the one
+    device ("cpu"); a CUDA device is refused with torch's error."""
+    @functools.wraps(method)
+    def factory(self: Any, *args: Any, device: Any = None, **kw: Any) -> Any:
+        if device is not None:
+            _legacy._check_device(device)
+        return method(self, *args, **kw)
+    factory._module_function = True  # type: ignore[attr-defined]
+    return factory
 
 
 _SESSIONS = 0  # sessions opened so far by this process
@@ -1113,9 +1119,11 @@ class Tensor:
     __str__ = __repr__
 
     def __format__(self, spec: str) -> str:
-        if spec and self.numel() == 1 and self.ndim == 0:
+        """As torch: a 0-dim tensor formats as its number (f"{loss:.4f}", f"{t < 1}" is
+        "True"); any other as object does (its str() with an empty spec, else TypeError)."""
+        if self.ndim == 0:
             return format(self.item(), spec)
-        return format(repr(self), spec)
+        return object.__format__(self, spec)
 
     def __len__(self) -> builtins.int:
         if not self.shape:
@@ -1499,6 +1507,44 @@ class Tensor:
         if not isinstance(value, Tensor):
             value = view._s.tensor(value)
         view._s._op("copy", [view, value], inplace=True)
+
+    def index_put_(self, indices: Any, values: Any, accumulate: Any = False) -> "Tensor":
+        """torch's Tensor.index_put_: self[indices] = values in place (accumulate=True adds,
+        duplicates included); indices is a tuple with an int64 tensor, a bool mask or None for
+        each leading dim."""
+        return self._index_put(indices, values, accumulate, True)
+
+    def index_put(self, indices: Any, values: Any, accumulate: Any = False) -> "Tensor":
+        """torch's Tensor.index_put: index_put_ on a copy."""
+        return self._index_put(indices, values, accumulate, False)
+
+    def _index_put(self, indices: Any, values: Any, accumulate: Any, inplace: Any) -> "Tensor":
+        if not isinstance(indices, (tuple, list)):
+            raise TypeError("index_put_(): argument 'indices' must be tuple of Tensors, not %s"
+                            % type(indices).__name__)
+        idx: List[Tensor] = []
+        mask, d = 0, 0
+        for k in indices:
+            if k is None:
+                d += 1
+                continue
+            if not isinstance(k, Tensor):
+                k = self._s.tensor(k)
+            if k.dtype == bool:  # a mask takes as many dims as it has, through nonzero
+                for col in k.nonzero(as_tuple=True):
+                    idx.append(col)
+                    mask |= 1 << d
+                    d += 1
+                continue
+            idx.append(k)
+            mask |= 1 << d
+            d += 1
+        if not isinstance(values, Tensor):
+            values = self._s.tensor(values, dtype=self.dtype)
+        target = self if inplace else self.clone()
+        self._s._op("index_put", [target] + idx + [values], inplace=True, index_mask=mask,
+                    accumulate=builtins.bool(accumulate))
+        return target
 
     @property
     def mT(self) -> "Tensor":  # noqa: N802 - torch's name
