@@ -27,7 +27,7 @@ size_t td_dtype_size(enum td_dtype dt);
 
 /* PyTorch's names: "torch.float32" style for printing, and the short C++ names that PyTorch's
 ** error messages use ("Float", "Double", "Int", "Long", "Bool"). */
-const char *td_dtype_name(enum td_dtype dt);  /* "float32" */
+const char *td_dtype_name(enum td_dtype dt); /* "float32" */
 /* torch's legacy tensor type name, as its error messages print it: "torch.FloatTensor". */
 const char *td_dtype_legacy_name(enum td_dtype dt);
 const char *td_dtype_cname(enum td_dtype dt); /* "Float" */

@@ -43,13 +43,13 @@ struct td_op_args {
     struct td_scalar min, max;
     bool has_dtype; /* to() */
     enum td_dtype dtype;
-    double correction;      /* std / var; 1 unless given */
-    uint64_t index_mask;    /* index, index_put: bit d when dim d has an index tensor */
-    bool accumulate;        /* index_put: add instead of write */
-    struct td_rng *rng;     /* the session's generator, or a torch.Generator's (rpc resolves
+    double correction;   /* std / var; 1 unless given */
+    uint64_t index_mask; /* index, index_put: bit d when dim d has an index tensor */
+    bool accumulate;     /* index_put: add instead of write */
+    struct td_rng *rng;  /* the session's generator, or a torch.Generator's (rpc resolves
                             ** generator=), for random ops (borrowed) */
-    int64_t num_samples;    /* multinomial's num_samples, randperm's n */
-    bool replacement;       /* multinomial */
+    int64_t num_samples; /* multinomial's num_samples, randperm's n */
+    bool replacement;    /* multinomial */
     /* sorting and selection */
     int64_t k;       /* topk, kthvalue */
     bool descending; /* sort, argsort; topk's largest */

@@ -795,7 +795,7 @@ static void do_runop(struct harness *h)
         o.args.correction = (double)(rd(h) % 3);
         o.m.out2 = slot(h);
     }
-    uint8_t g = rd(h);  /* the arguments of the indexing, sorting and random families */
+    uint8_t g = rd(h); /* the arguments of the indexing, sorting and random families */
     if (g & 1) {
         o.args.index_mask = (uint64_t)rd(h) | (g & 2 ? (uint64_t)rd(h) << 56 : 0);
         o.args.accumulate = (g & 4) != 0;
@@ -812,7 +812,7 @@ static void do_runop(struct harness *h)
         o.args.replacement = (g & 2) != 0;
     }
     if (g & 128) {
-        o.args.generator = slot(h);  /* any handle: a generator state, a tensor, nothing */
+        o.args.generator = slot(h); /* any handle: a generator state, a tensor, nothing */
     }
     opreq_send(h, &o);
 }

@@ -432,7 +432,8 @@ int td_make_expand(struct td_tensor **out, const struct td_operand *in, int nin,
                           "expand(%s{%s}, size=%s): the number of sizes provided "
                           "(%d) must be greater or equal to the number of dimensions in the "
                           "tensor (%d)",
-                          td_dtype_legacy_name(t->dtype), td_shape_str(s1, sizeof s1, t->shape, t->ndim),
+                          td_dtype_legacy_name(t->dtype),
+                          td_shape_str(s1, sizeof s1, t->shape, t->ndim),
                           td_shape_str(s2, sizeof s2, a->dims, a->ndims), a->ndims, t->ndim);
     }
     int64_t shape[TD_MAX_DIMS], strides[TD_MAX_DIMS];
