@@ -56,6 +56,8 @@ VALUES = {
     "and": lambda m: m.bitwise_and(m.tensor(I), m.tensor(J)),
     "or_op": lambda m: m.tensor(I) | m.tensor(J),
     "xor_op": lambda m: m.tensor(I) ^ m.tensor(J),
+    "xor_fn": lambda m: m.bitwise_xor(m.tensor(I), m.tensor(J)),
+    "xor_fn_inplace": lambda m: m.tensor(I).bitwise_xor_(m.tensor(J)),
     "and_op_scalar": lambda m: m.tensor(I) & 6,
     "rand_op": lambda m: 6 & m.tensor(I),
     "ror_op": lambda m: 6 | m.tensor(I, dtype=m.int32),

@@ -261,15 +261,20 @@ class _Progress:
 
 def _module_function(method: Callable[..., Any]) -> Callable[..., Any]:
     """Marks a Session method that is also a module function (tensord.zeros), which runs it
-    on the default session. Each takes torch's device= too: the server's memory is the one
-    device ("cpu"); a CUDA device is refused with torch's error."""
+    on the default session."""
+    method._module_function = True  # type: ignore[attr-defined]
+    return method
+
+
+def _factory(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A module function that makes a tensor (tensord.zeros), taking torch's device= too: the
+    server's memory is the one device ("cpu"); a CUDA device is refused with torch's error."""
     @functools.wraps(method)
     def factory(self: Any, *args: Any, device: Any = None, **kw: Any) -> Any:
         if device is not None:
             _legacy._check_device(device)
         return method(self, *args, **kw)
-    factory._module_function = True  # type: ignore[attr-defined]
-    return factory
+    return _module_function(factory)
 
 
 _SESSIONS = 0  # sessions opened so far by this process
@@ -466,7 +471,7 @@ class Session:
             Tensor(self, extra["out%d" % (i + 1)], p, _not_in_reply=True) for i in slots]
 
     # -- creation --
-    @_module_function
+    @_factory
     def tensor(self, data: Any, dtype: Optional[dtype] = None, requires_grad: Any = False,
                progress: Any = None) -> "Tensor":
         """torch.tensor(data, dtype=None, requires_grad=False): a copy on the server."""
@@ -585,40 +590,40 @@ class Session:
         req.full.requires_grad = builtins.bool(requires_grad)
         return self._new(req, h, "full")
 
-    @_module_function
+    @_factory
     def zeros(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
               ) -> "Tensor":
         """torch.zeros(*size, dtype=float32, requires_grad=False); size as f(2, 3) or f((2, 3))."""
         return self._full(shape, 0.0, dtype or float32, requires_grad)
 
-    @_module_function
+    @_factory
     def ones(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
              ) -> "Tensor":
         """torch.ones(*size, dtype=float32, requires_grad=False); size as f(2, 3) or f((2, 3))."""
         return self._full(shape, 1.0, dtype or float32, requires_grad)
 
-    @_module_function
+    @_factory
     def full(self, size: Sequence[builtins.int], fill_value: Any,
              dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
         """torch.full(size, fill_value): the dtype follows fill_value (int64, float32, bool) unless
         given."""
         return self._full([size], fill_value, dtype, requires_grad)
 
-    @_module_function
+    @_factory
     def empty(self, *shape: Any, dtype: Optional[dtype] = None, requires_grad: Any = False
               ) -> "Tensor":
         """torch.empty(*size): a tensor of the shape whose values are not set."""
         t = self._op("empty", [], dims=_shape(shape), dtype=(dtype or float32).name)
         return t.requires_grad_() if requires_grad else t
 
-    @_module_function
+    @_factory
     def eye(self, n: builtins.int, m: Optional[builtins.int] = None,
             dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
         """torch.eye(n, m=n): ones on the diagonal, zeros elsewhere."""
         t = self._op("eye", [], dims=[n, n if m is None else m], dtype=(dtype or float32).name)
         return t.requires_grad_() if requires_grad else t
 
-    @_module_function
+    @_factory
     def triu_indices(self, row: builtins.int, col: builtins.int, offset: builtins.int = 0,
                      dtype: Optional[dtype] = None) -> "Tensor":
         """torch.triu_indices(row, col, offset=0): the [2, N] coordinates of the upper
@@ -626,14 +631,14 @@ class Session:
         return self._op("triu_indices", [], dim=row, dim2=col, start=offset,
                         **({"dtype": dtype.name} if dtype is not None else {}))
 
-    @_module_function
+    @_factory
     def tril_indices(self, row: builtins.int, col: builtins.int, offset: builtins.int = 0,
                      dtype: Optional[dtype] = None) -> "Tensor":
         """torch.tril_indices(row, col, offset=0): the lower triangle's coordinates."""
         return self._op("tril_indices", [], dim=row, dim2=col, start=offset,
                         **({"dtype": dtype.name} if dtype is not None else {}))
 
-    @_module_function
+    @_factory
     def linspace(self, start: Any, end: Any, steps: builtins.int,
                  dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
         """torch.linspace(start, end, steps): steps values evenly spaced from start to end."""
@@ -641,7 +646,7 @@ class Session:
                      dtype=(dtype or float32).name)
         return t.requires_grad_() if requires_grad else t
 
-    @_module_function
+    @_factory
     def randint(self, low: Any = None, high: Any = None, size: Any = None, *,
                 generator: Optional["Generator"] = None, dtype: Optional[dtype] = None,
                 requires_grad: Any = False) -> "Tensor":
@@ -676,19 +681,19 @@ class Session:
         req.rand.generator = _generator_handle(self, generator)
         return self._new(req, h, "randn" if normal else "rand")
 
-    @_module_function
+    @_factory
     def rand(self, *shape: Any, size: Any = None, generator: Optional["Generator"] = None,
              dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
         """Uniform on [0, 1), from the session's seedable generator or `generator`."""
         return self._rand(shape, size, False, generator, dtype, requires_grad)
 
-    @_module_function
+    @_factory
     def randn(self, *shape: Any, size: Any = None, generator: Optional["Generator"] = None,
               dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
         """Standard normal, from the session's seedable generator or `generator`."""
         return self._rand(shape, size, True, generator, dtype, requires_grad)
 
-    @_module_function
+    @_factory
     def randperm(self, n: builtins.int, *, generator: Optional["Generator"] = None,
                  dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
         """torch.randperm(n): a random permutation of 0..n-1, int64 unless dtype is given."""
@@ -700,7 +705,7 @@ class Session:
                      generator=_generator_handle(self, generator), **kw)
         return t.requires_grad_() if requires_grad else t
 
-    @_module_function
+    @_factory
     def normal(self, mean: Any, std: Any = 1.0, size: Any = None, *,
                generator: Optional["Generator"] = None, dtype: Optional[dtype] = None,
                requires_grad: Any = False) -> "Tensor":
@@ -735,7 +740,7 @@ class Session:
         t = s._new(req, req.run_op.out, "normal")
         return t.requires_grad_() if requires_grad else t
 
-    @_module_function
+    @_factory
     def arange(self, start: Any, end: Any = None, step: Any = 1,
                dtype: Optional[dtype] = None, requires_grad: Any = False) -> "Tensor":
         """torch.arange(end) or arange(start, end, step): int64 when all are integers, else
