@@ -773,8 +773,16 @@ class Tmux:
     def keys(self, *keys, literal=False):
         subprocess.run(["tmux", "-L", self.sock, "send-keys", *(["-l"] if literal else []),
                         *keys], check=True)
+        if not literal and ("Enter" in keys or "C-c" in keys):
+            self.fresh_line = True  # a new prompt comes: type on only once it is there
 
     def type(self, text):
+        # Keys typed before the editor prints its next prompt land ahead of it on a loaded
+        # machine (the line then reads "my_lo>>> "): wait for the fresh prompt first.
+        if getattr(self, "fresh_line", False):
+            self.wait(lambda s: s.rstrip().rsplit("\n", 1)[-1].strip() in (">>>", "..."),
+                      "the next prompt")
+            self.fresh_line = False
         self.keys(text, literal=True)
 
     def pane(self):
