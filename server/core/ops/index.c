@@ -1183,10 +1183,14 @@ int td_cost_masked_select(const struct td_operand *in, int nin, const struct td_
     if (nin != 2 || in[0].t == NULL || in[1].t == NULL) {
         return -1;
     }
-    int64_t n = td_sat_mul(in[0].t->numel > 0 ? in[0].t->numel : 1,
-                           in[1].t->numel > 0 ? in[1].t->numel : 1);
-    if (in[0].t->numel == 0 || in[1].t->numel == 0) {
-        n = 0;
+    int64_t shape[TD_MAX_DIMS], n = 1;
+    int nd;
+    if (td_broadcast_shapes(in[0].t->shape, in[0].t->ndim, in[1].t->shape, in[1].t->ndim, shape,
+                            &nd, NULL) != 0) {
+        return -1;
+    }
+    for (int d = 0; d < nd; d++) {
+        n = td_sat_mul(n, shape[d]);
     }
     c->read = td_sat_mul(n, 3);
     c->written = n;
