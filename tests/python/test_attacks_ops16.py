@@ -221,3 +221,25 @@ def test_a_generator_sharing_memory_with_an_input_is_refused(attacker):
     a.c.get(a.c.op("bernoulli", [x], generator=g))
     assert a.c.get(g)[0].tolist() == [5, 4]
     a.serves()
+
+
+def test_addmm_dtype_mismatches_are_refused_as_torch_and_baddbmm_casts_input(attacker):
+    # addmm promoted a float64 (or int64) input with float32 matrices to float64 where torch
+    # refuses; baddbmm's result took the input's dtype where torch's is the batches' dtype.
+    a = attacker()
+    f = np.ones((2, 2), np.float32)
+    d, i = f.astype(np.float64), f.astype(np.int64)
+    for args, msg in (((f, d, f), "mat1 and mat2 must have the same dtype"),
+                      ((f, f, d), "self and mat2 must have the same dtype"),
+                      ((d, f, f), "self and mat2 must have the same dtype"),
+                      ((i, f, f), "self and mat2 must have the same dtype")):
+        a.refused(pb.DTYPE_ERROR, msg, "addmm", [a.t(x) for x in args])
+    for inp in (d, i):
+        arr, dt = a.c.get(a.c.op("baddbmm", [a.t(inp[None]), a.t(f[None]), a.t(f[None])]))
+        assert dt == "float32" and arr.tolist() == [[[3.0, 3.0], [3.0, 3.0]]]
+    x = a.c.tensor(d[None], requires_grad=True)
+    r = a.c.op("baddbmm", [H(x), a.t(f[None]), a.t(f[None])])
+    a.c.backward(a.c.op("sum", [H(r)]))
+    g, gdt = a.c.get(a.c.grad(x))
+    assert gdt == "float64" and g.tolist() == [[[1.0, 1.0], [1.0, 1.0]]]
+    a.serves()
