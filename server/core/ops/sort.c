@@ -762,6 +762,12 @@ int td_make_cumprod(struct td_tensor **out, const struct td_operand *in, int nin
                     *(int32_t *)(void *)p = (int32_t)(uint32_t)iacc;
                 }
             }
+            /* one line may be all of a large input: checked within it too */
+            if ((k & (TD_CANCEL_CHUNK - 1)) == TD_CANCEL_CHUNK - 1 &&
+                (rc = td_cancel_check(err)) != 0) {
+                td_tensor_unref(t);
+                return rc;
+            }
         }
         if ((since_check += len) >= TD_CANCEL_CHUNK) {
             since_check = 0;
