@@ -243,3 +243,18 @@ def test_addmm_dtype_mismatches_are_refused_as_torch_and_baddbmm_casts_input(att
     g, gdt = a.c.get(a.c.grad(x))
     assert gdt == "float64" and g.tolist() == [[[1.0, 1.0], [1.0, 1.0]]]
     a.serves()
+
+
+def test_extreme_decimals_and_int_min_division_do_not_trap(attacker):
+    # round negated decimals=-2^63 (undefined in C); INT64_MIN / -1 traps on x86 when done
+    # as a plain division. torch 1.13 gives NaN for every element at these decimals, and wraps.
+    a = attacker()
+    x = a.t(np.array([0.0, 1.5, -2.25], np.float32))
+    for dec in (-2 ** 63, 2 ** 63 - 1, 400, -400):
+        arr, dt = a.c.get(a.c.op("round", [x], decimals=dec))
+        assert dt == "float32" and np.isnan(arr).all(), (dec, arr)
+    lo = a.t(np.array([-2 ** 63], np.int64))
+    for mode in ("trunc", "floor"):
+        arr, _ = a.c.get(a.c.op("div", [lo, a.t(np.int64(-1))], rounding_mode=mode))
+        assert arr.tolist() == [-2 ** 63]
+    a.serves()
