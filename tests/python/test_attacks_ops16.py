@@ -258,3 +258,32 @@ def test_extreme_decimals_and_int_min_division_do_not_trap(attacker):
         arr, _ = a.c.get(a.c.op("div", [lo, a.t(np.int64(-1))], rounding_mode=mode))
         assert arr.tolist() == [-2 ** 63]
     a.serves()
+
+
+def test_masked_fill_out_of_place_broadcasts_self_with_the_mask_and_is_costed_so(attacker):
+    # It refused a mask wider than self ("output with shape [1] doesn't match the broadcast
+    # shape ..."), where torch's out-of-place masked_fill broadcasts; its cost counted self's
+    # size as the result's.
+    a = attacker("--max-op-elements", str(2 ** 24))
+    x = a.c.tensor(np.array([[1.0, 2.0, 3.0]], np.float32), requires_grad=True)
+    mask = a.t(np.array([[True], [False]]))
+    y = a.c.op("masked_fill", [H(x), mask, 7.0])
+    arr, dt = a.c.get(y)
+    assert dt == "float32" and arr.tolist() == [[7.0, 7.0, 7.0], [1.0, 2.0, 3.0]]
+    w = a.c.op("mul", [H(y), a.t(np.array([[1.0], [2.0]], np.float32))])
+    a.c.backward(a.c.op("sum", [H(w)]))
+    assert a.c.get(a.c.grad(x))[0].tolist() == [[2.0, 2.0, 2.0]]  # d/dx summed over the rows
+    # torch's texts: the mask named first out of place, self first in place
+    a.refused(pb.SHAPE_MISMATCH, "The size of tensor a (2) must match the size of tensor b (3) "
+              "at non-singleton dimension 0", "masked_fill",
+              [a.t(np.ones(3, np.float32)), a.t(np.ones(2, bool)), 1.0])
+    a.refused(pb.SHAPE_MISMATCH, "The size of tensor a (3) must match the size of tensor b (2) "
+              "at non-singleton dimension 0", "masked_fill",
+              [a.t(np.ones(3, np.float32)), a.t(np.ones(2, bool)), 1.0], inplace=True)
+    a.refused(pb.SHAPE_MISMATCH, "output with shape [1] doesn't match the broadcast shape "
+              "[2, 2]", "masked_fill",
+              [a.t(np.ones(1, np.float32)), a.t(np.ones((2, 2), bool)), 1.0], inplace=True)
+    # a 2^30-element result from a 1-element self: its size is what the rule counts
+    huge = a.expand(a.t(np.ones((1, 1), bool)), [2 ** 15, 2 ** 15])
+    a.refused(LIMIT, "max_op_elements", "masked_fill", [a.t(np.ones(1, np.float32)), huge, 1.0])
+    a.serves()
