@@ -186,6 +186,11 @@ def test_out_of_range_arguments_get_torch_errors(attacker):
               max=float("nan"))
     a.refused(INVALID, "normal expects all elements of std >= 0.0", "normal_sample",
               [a.t(np.float32(0)), a.t(np.float32(np.nan))])
+    # a NaN std given as a number was accepted (NaN samples); torch refuses it
+    a.refused(INVALID, "normal expects std >= 0.0, but found std nan", "normal_sample",
+              [0.0, float("nan")], dims=[3])
+    a.refused(INVALID, "normal expects std >= 0.0, but found std nan", "normal_sample",
+              [a.t(np.zeros(2, np.float32)), float("nan")])
     a.refused(INVALID, "probability tensor contains either `inf`, `nan` or element < 0",
               "multinomial", [a.t(np.array([np.nan, 1], np.float32))], num_samples=1)
     a.refused(INVALID, "rtol must be greater than or equal to zero, but got nan", "isclose",

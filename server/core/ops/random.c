@@ -529,7 +529,7 @@ int td_make_normal_sample(struct td_tensor **out, const struct td_operand *in, i
     if ((rc = normal_plan(in, nin, a, &dt, shape, &ndim, err)) != 0) {
         return rc;
     }
-    if (in[1].t == NULL && td_scalar_to_double(in[1].s) < 0) {
+    if (in[1].t == NULL && !(td_scalar_to_double(in[1].s) >= 0)) { /* NaN too, as torch's */
         return td_err_set(err, TD_EINVAL, "normal expects std >= 0.0, but found std %g",
                           td_scalar_to_double(in[1].s));
     }
