@@ -776,6 +776,15 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     if ((rc = gen_resolve(s, m->args != NULL ? m->args->generator : 0, &gen, &rng, err)) != 0) {
         return rc;
     }
+    /* A generator's state is written after the op ran: one that shares memory with an operand
+    ** (bernoulli_ on the state itself, or on a view of it) would be overwritten by it. */
+    for (size_t i = 0; gen != NULL && i < m->n_inputs; i++) {
+        if (in[i].t != NULL && in[i].t->storage == gen->storage) {
+            return td_err_set(err, TD_EINVAL,
+                              "generator handle %llu shares memory with input %zu of %s",
+                              (unsigned long long)m->args->generator, i, td_ops[op].name);
+        }
+    }
     args.rng = &rng;
     args.grad_enabled = !s->no_grad;
     if ((rc = check_room(&s->quota, j->need_bytes, err)) != 0) {

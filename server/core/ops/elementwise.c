@@ -915,7 +915,7 @@ static int round_decimals(struct td_tensor *out, const struct td_operand *in,
                           const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
 {
     bool neg = a->decimals < 0;
-    double p = pow(10.0, (double)(neg ? -a->decimals : a->decimals));
+    double p = pow(10.0, neg ? -(double)a->decimals : (double)a->decimals); /* no -INT64_MIN */
     if (compute == TD_DTYPE_F32) {
         p = (double)(float)p;
     }

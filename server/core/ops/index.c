@@ -629,18 +629,18 @@ int td_shape_index_self(const struct td_operand *in, int nin, const struct td_op
         }
         int64_t o[TD_MAX_DIMS];
         int on;
-        if ((rc = td_broadcast_shapes(x->shape, x->ndim, in[1].t->shape, in[1].t->ndim, o, &on,
-                                      err)) != 0) {
+        /* torch names the mask first out of place (expand_outplace(mask, self)), self first in
+        ** place */
+        const struct td_tensor *b0 = a->inplace ? x : in[1].t, *b1 = a->inplace ? in[1].t : x;
+        if ((rc = td_broadcast_shapes(b0->shape, b0->ndim, b1->shape, b1->ndim, o, &on, err)) !=
+            0) {
             return rc;
         }
-        if (on != x->ndim || memcmp(o, x->shape, sizeof(int64_t) * (size_t)on) != 0) {
-            char sa[160], sb[160];
-            return td_err_set(err, TD_ESHAPE,
-                              "output with shape %s doesn't match the broadcast shape %s",
-                              td_shape_str(sa, sizeof sa, x->shape, x->ndim),
-                              td_shape_str(sb, sizeof sb, o, on));
-        }
-        break;
+        /* torch's out-of-place masked_fill broadcasts self with the mask; in place, td_op_apply
+        ** refuses a result shape other than self's with torch's text */
+        memcpy(shape, o, sizeof(int64_t) * (size_t)on);
+        *ndim = on;
+        return 0;
     }
     case TD_OP_INDEX_PUT: {
         if (nin < 3) {
@@ -871,8 +871,21 @@ int td_fwd_masked_fill(struct td_tensor *out, const struct td_operand *in, int n
     (void)a;
     (void)compute;
     int rc;
-    if (out != in[0].t && (rc = td_cast_copy(out, in[0].t, err)) != 0) {
-        return rc;
+    if (out != in[0].t) {
+        /* self broadcast to the result's shape: a borrowed stride-0 view, read only */
+        const struct td_tensor *x = in[0].t;
+        struct td_tensor xv = *x;
+        int lead = out->ndim - x->ndim;
+        for (int d = 0; d < out->ndim; d++) {
+            int k = d - lead;
+            xv.shape[d] = out->shape[d];
+            xv.strides[d] = k < 0 || x->shape[k] != out->shape[d] ? 0 : x->strides[k];
+        }
+        xv.ndim = out->ndim;
+        xv.numel = out->numel;
+        if ((rc = td_cast_copy(out, &xv, err)) != 0) {
+            return rc;
+        }
     }
     const struct td_tensor *m = in[1].t, *v = in[2].t;
     char sbuf[8];
@@ -1139,15 +1152,28 @@ int td_cost_scatter(const struct td_operand *in, int nin, const struct td_op_arg
         return -1;
     }
     const struct td_tensor *x = in[0].t;
-    int64_t work = x->numel;
+    int64_t n = x->numel; /* the result's size: masked_fill's broadcasts self with the mask */
+    if (a->op == TD_OP_MASKED_FILL && in[1].t != NULL) {
+        int64_t shape[TD_MAX_DIMS];
+        int nd;
+        if (td_broadcast_shapes(x->shape, x->ndim, in[1].t->shape, in[1].t->ndim, shape, &nd,
+                                NULL) != 0) {
+            return -1;
+        }
+        n = 1;
+        for (int d = 0; d < nd; d++) {
+            n = td_sat_mul(n, shape[d]);
+        }
+    }
+    int64_t work = n;
     for (int i = 1; i < 3; i++) {
         if (in[i].t != NULL) {
             work = td_sat_add(work, in[i].t->numel);
         }
     }
     c->read = a->inplace ? work : td_sat_add(work, x->numel);
-    c->written = a->inplace ? work : td_sat_add(work, x->numel);
-    c->out_bytes = a->inplace ? 0 : td_sat_mul(x->numel, esz(x));
+    c->written = a->inplace ? work : td_sat_add(work, n);
+    c->out_bytes = a->inplace ? 0 : td_sat_mul(n, esz(x));
     return 0;
 }
 
@@ -1183,10 +1209,14 @@ int td_cost_masked_select(const struct td_operand *in, int nin, const struct td_
     if (nin != 2 || in[0].t == NULL || in[1].t == NULL) {
         return -1;
     }
-    int64_t n = td_sat_mul(in[0].t->numel > 0 ? in[0].t->numel : 1,
-                           in[1].t->numel > 0 ? in[1].t->numel : 1);
-    if (in[0].t->numel == 0 || in[1].t->numel == 0) {
-        n = 0;
+    int64_t shape[TD_MAX_DIMS], n = 1;
+    int nd;
+    if (td_broadcast_shapes(in[0].t->shape, in[0].t->ndim, in[1].t->shape, in[1].t->ndim, shape,
+                            &nd, NULL) != 0) {
+        return -1;
+    }
+    for (int d = 0; d < nd; d++) {
+        n = td_sat_mul(n, shape[d]);
     }
     c->read = td_sat_mul(n, 3);
     c->written = n;

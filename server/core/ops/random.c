@@ -69,6 +69,44 @@ static int by_key_desc(const void *a, const void *b)
     return (i > j) - (i < j);
 }
 
+/* Sorts e[0..n) by by_key_desc (a total order, so the result is qsort's), a bottom-up merge
+** through tmp (n entries) that checks cancellation every TD_CANCEL_CHUNK entries merged: one
+** row may hold all of a large input. */
+static int keyed_sort(struct keyed *e, struct keyed *tmp, int64_t n, struct td_err *err)
+{
+    struct keyed *src = e, *dst = tmp;
+    int64_t done = 0;
+    for (int64_t w = 1; w < n; w = w > n / 2 ? n : 2 * w) {
+        for (int64_t lo = 0; lo < n; lo += 2 * w) {
+            int64_t mid = w < n - lo ? lo + w : n, hi = 2 * w < n - lo ? lo + 2 * w : n;
+            int64_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) {
+                dst[k++] = by_key_desc(&src[j], &src[i]) < 0 ? src[j++] : src[i++];
+            }
+            while (i < mid) {
+                dst[k++] = src[i++];
+            }
+            while (j < hi) {
+                dst[k++] = src[j++];
+            }
+            if ((done += hi - lo) >= TD_CANCEL_CHUNK) {
+                done = 0;
+                int rc = td_cancel_check(err);
+                if (rc != 0) {
+                    return rc;
+                }
+            }
+        }
+        struct keyed *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != e) {
+        memcpy(e, src, (size_t)n * sizeof *e);
+    }
+    return 0;
+}
+
 /* torch's checks, in torch's order (aten/src/ATen/native/Distributions.cpp). */
 static int multinomial_check(const struct td_tensor *p, const struct td_op_args *a,
                              struct td_err *err)
@@ -166,8 +204,9 @@ int td_make_multinomial(struct td_tensor **out, const struct td_operand *in, int
     if ((rc = multinomial_values(pv, rows, k, fast, err)) != 0) {
         goto fail_v;
     }
-    /* One row's scratch: k keyed entries, or k cumulative sums. */
-    int64_t scratch = td_sat_mul(k, fast ? (int64_t)sizeof(struct keyed) : (int64_t)sizeof(double));
+    /* One row's scratch: k keyed entries and the merge's k more, or k cumulative sums. */
+    int64_t scratch =
+        td_sat_mul(k, fast ? 2 * (int64_t)sizeof(struct keyed) : (int64_t)sizeof(double));
     if ((rc = td_quota_charge_bytes(q, scratch, err)) != 0) {
         goto fail_v;
     }
@@ -181,13 +220,19 @@ int td_make_multinomial(struct td_tensor **out, const struct td_operand *in, int
         const double *row = pv + r * k;
         if (fast) {
             struct keyed *e = buf;
-            for (int64_t j = 0; j < k; j++) {
-                /* 1 - u is in (0, 1]: the exponential draw is finite. */
-                double ex = -log(1.0 - uniform01(a->rng, (uint64_t)(r * k + j)));
-                e[j].key = ex > 0 ? row[j] / ex : (row[j] > 0 ? INFINITY : 0);
-                e[j].idx = j;
+            for (int64_t c0 = 0; rc == 0 && c0 < k; c0 = td_cancel_chunk_end(c0, k)) {
+                int64_t c1 = td_cancel_chunk_end(c0, k);
+                for (int64_t j = c0; j < c1; j++) {
+                    /* 1 - u is in (0, 1]: the exponential draw is finite. */
+                    double ex = -log(1.0 - uniform01(a->rng, (uint64_t)(r * k + j)));
+                    e[j].key = ex > 0 ? row[j] / ex : (row[j] > 0 ? INFINITY : 0);
+                    e[j].idx = j;
+                }
+                rc = td_cancel_check(err);
             }
-            qsort(e, (size_t)k, sizeof *e, by_key_desc);
+            if (rc != 0 || (rc = keyed_sort(e, e + k, k, err)) != 0) {
+                break;
+            }
             for (int64_t s = 0; s < n; s++) {
                 o[r * n + s] = e[s].idx;
             }
@@ -197,18 +242,26 @@ int td_make_multinomial(struct td_tensor **out, const struct td_operand *in, int
                 total += row[j];
                 cum[j] = total;
             }
-            for (int64_t s = 0; s < n; s++) {
-                double x = uniform01(a->rng, (uint64_t)(r * n + s)) * total;
-                int64_t lo = 0, hi = k - 1; /* the first j with cum[j] > x */
-                while (lo < hi) {
-                    int64_t mid = lo + (hi - lo) / 2;
-                    if (cum[mid] > x) {
-                        hi = mid;
-                    } else {
-                        lo = mid + 1;
+            /* each sample a binary search: a chunk of them between two checks */
+            for (int64_t c0 = 0; rc == 0 && c0 < n; c0 = td_cancel_chunk_end(c0, n)) {
+                int64_t c1 = td_cancel_chunk_end(c0, n);
+                for (int64_t s = c0; s < c1; s++) {
+                    double x = uniform01(a->rng, (uint64_t)(r * n + s)) * total;
+                    int64_t lo = 0, hi = k - 1; /* the first j with cum[j] > x */
+                    while (lo < hi) {
+                        int64_t mid = lo + (hi - lo) / 2;
+                        if (cum[mid] > x) {
+                            hi = mid;
+                        } else {
+                            lo = mid + 1;
+                        }
                     }
+                    o[r * n + s] = lo;
                 }
-                o[r * n + s] = lo;
+                rc = td_cancel_check(err);
+            }
+            if (rc != 0) {
+                break;
             }
         }
         if ((rc = td_cancel_check(err)) != 0) {
@@ -251,9 +304,10 @@ int td_cost_multinomial(const struct td_operand *in, int nin, const struct td_op
     while (lg < 63 && ((int64_t)1 << lg) < k) {
         lg++;
     }
-    c->flops = td_sat_mul(p->numel, lg);
+    /* with replacement, a binary search of about log2 k steps a sample */
+    c->flops = td_sat_add(td_sat_mul(p->numel, lg), td_sat_mul(out, lg));
     c->out_bytes = td_sat_mul(out, 8);
-    c->temp_bytes = td_sat_add(td_sat_mul(p->numel, 8), td_sat_mul(k, 16));
+    c->temp_bytes = td_sat_add(td_sat_mul(p->numel, 8), td_sat_mul(k, 32));
     return 0;
 }
 
@@ -475,7 +529,7 @@ int td_make_normal_sample(struct td_tensor **out, const struct td_operand *in, i
     if ((rc = normal_plan(in, nin, a, &dt, shape, &ndim, err)) != 0) {
         return rc;
     }
-    if (in[1].t == NULL && td_scalar_to_double(in[1].s) < 0) {
+    if (in[1].t == NULL && !(td_scalar_to_double(in[1].s) >= 0)) { /* NaN too, as torch's */
         return td_err_set(err, TD_EINVAL, "normal expects std >= 0.0, but found std %g",
                           td_scalar_to_double(in[1].s));
     }

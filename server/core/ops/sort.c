@@ -92,10 +92,11 @@ static int key_cmp(const struct keyview *v, int64_t a, int64_t b)
 }
 
 /* Stable bottom-up merge sort of p[0..n) by key_cmp, with tmp[0..n) as scratch. */
-static void merge_sort(const struct keyview *v, int64_t *p, int64_t *tmp, int64_t n)
+static int merge_sort(const struct keyview *v, int64_t *p, int64_t *tmp, int64_t n,
+                      struct td_err *err)
 {
-    int64_t *src = p, *dst = tmp;
-    for (int64_t w = 1; w < n; w *= 2) {
+    int64_t *src = p, *dst = tmp, done = 0;
+    for (int64_t w = 1; w < n; w = w > n / 2 ? n : 2 * w) {
         for (int64_t lo = 0; lo < n; lo += 2 * w) {
             int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
             int64_t i = lo, j = mid, k = lo;
@@ -108,6 +109,14 @@ static void merge_sort(const struct keyview *v, int64_t *p, int64_t *tmp, int64_
             while (j < hi) {
                 dst[k++] = src[j++];
             }
+            /* one line may be all of a large input: checked within a pass */
+            if ((done += hi - lo) >= TD_CANCEL_CHUNK) {
+                done = 0;
+                int rc = td_cancel_check(err);
+                if (rc != 0) {
+                    return rc;
+                }
+            }
         }
         int64_t *t = src;
         src = dst;
@@ -116,6 +125,7 @@ static void merge_sort(const struct keyview *v, int64_t *p, int64_t *tmp, int64_
     if (src != p) {
         memcpy(p, src, (size_t)n * sizeof *p);
     }
+    return 0;
 }
 
 /* Sorts every line of x along dim d (flat: x as one line of all its elements). */
@@ -157,7 +167,11 @@ static int sort_lines(struct lines *l, struct td_tensor *x, int64_t d, bool flat
         for (int64_t k = 0; k < l->len; k++) {
             p[k] = k;
         }
-        merge_sort(&v, p, tmp, l->len);
+        if ((rc = merge_sort(&v, p, tmp, l->len, err)) != 0) {
+            td_tensor_unref(scratch);
+            lines_free(l);
+            return rc;
+        }
         for (int64_t k = 0; k < l->len; k++) {
             perm[first + k * l->inner] = p[k];
         }
@@ -747,6 +761,12 @@ int td_make_cumprod(struct td_tensor **out, const struct td_operand *in, int nin
                 } else {
                     *(int32_t *)(void *)p = (int32_t)(uint32_t)iacc;
                 }
+            }
+            /* one line may be all of a large input: checked within it too */
+            if ((k & (TD_CANCEL_CHUNK - 1)) == TD_CANCEL_CHUNK - 1 &&
+                (rc = td_cancel_check(err)) != 0) {
+                td_tensor_unref(t);
+                return rc;
             }
         }
         if ((since_check += len) >= TD_CANCEL_CHUNK) {

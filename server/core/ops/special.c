@@ -705,6 +705,13 @@ int td_make_addmm(struct td_tensor **out, const struct td_operand *in, int nin,
             return -1;
         }
     }
+    /* addmm's dtype checks, in torch's order (baddbmm casts input to the product's dtype) */
+    if (!batched && in[0].t->dtype != in[2].t->dtype) {
+        return td_err_set(err, TD_EDTYPE, "self and mat2 must have the same dtype");
+    }
+    if (!batched && in[1].t->dtype != in[2].t->dtype) {
+        return td_err_set(err, TD_EDTYPE, "mat1 and mat2 must have the same dtype");
+    }
     struct scratch s = {.n = 0};
     struct td_tensor *m = RUN2(batched ? TD_OP_BMM : TD_OP_MM, in[1], in[2]);
     if (m == NULL) {
@@ -719,6 +726,11 @@ int td_make_addmm(struct td_tensor **out, const struct td_operand *in, int nin,
     }
     struct td_tensor *e = run(&s, TD_OP_EXPAND, in[0], NULL, &ex, q, err);
     if (e == NULL) {
+        return fail(&s);
+    }
+    bool cast_ok;
+    e = as_dtype(&s, td_t(e), m->dtype, q, err, &cast_ok).t;
+    if (!cast_ok) {
         return fail(&s);
     }
     struct td_scalar alpha = scalar_or_one(a->has_alpha, a->alpha);
