@@ -76,7 +76,7 @@ static int keyed_sort(struct keyed *e, struct keyed *tmp, int64_t n, struct td_e
 {
     struct keyed *src = e, *dst = tmp;
     int64_t done = 0;
-    for (int64_t w = 1; w < n; w = w > n / 2 ? n : 2 * w) {
+    for (int64_t w = 1; w<n; w = w> n / 2 ? n : 2 * w) {
         for (int64_t lo = 0; lo < n; lo += 2 * w) {
             int64_t mid = w < n - lo ? lo + w : n, hi = 2 * w < n - lo ? lo + 2 * w : n;
             int64_t i = lo, j = mid, k = lo;
@@ -205,8 +205,8 @@ int td_make_multinomial(struct td_tensor **out, const struct td_operand *in, int
         goto fail_v;
     }
     /* One row's scratch: k keyed entries and the merge's k more, or k cumulative sums. */
-    int64_t scratch =
-        td_sat_mul(k, fast ? 2 * (int64_t)sizeof(struct keyed) : (int64_t)sizeof(double));
+    int64_t scratch = td_sat_mul(k, fast ? 2 * (int64_t)sizeof(struct keyed)
+                                         : (int64_t)sizeof(double));
     if ((rc = td_quota_charge_bytes(q, scratch, err)) != 0) {
         goto fail_v;
     }

@@ -96,7 +96,7 @@ static int merge_sort(const struct keyview *v, int64_t *p, int64_t *tmp, int64_t
                       struct td_err *err)
 {
     int64_t *src = p, *dst = tmp, done = 0;
-    for (int64_t w = 1; w < n; w = w > n / 2 ? n : 2 * w) {
+    for (int64_t w = 1; w<n; w = w> n / 2 ? n : 2 * w) {
         for (int64_t lo = 0; lo < n; lo += 2 * w) {
             int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
             int64_t i = lo, j = mid, k = lo;
