@@ -213,8 +213,10 @@ int td_make_gather(struct td_tensor **out, const struct td_operand *in, int nin,
     return 0;
 }
 
-int td_bw_gather(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
-                 struct td_quota *q, struct td_err *err)
+/* The backward of the ops that read x at indices along args.dim (gather, index_select): zeros
+** like x, then `op` (scatter_add, index_add) of g into them in place at the same indices. */
+static int bw_add_at(enum td_op_id op, const struct td_node *n, struct td_tensor *g,
+                     struct td_tensor **gin, struct td_quota *q, struct td_err *err)
 {
     const struct td_tensor *x = n->in[0].t;
     struct td_tensor *z = NULL, *r = NULL;
@@ -224,7 +226,7 @@ int td_bw_gather(const struct td_node *n, struct td_tensor *g, struct td_tensor 
         td_op_args_init(&sa);
         sa.dim = n->args.dim;
         struct td_operand si[3] = {td_t(z), n->in[1], td_t(g)};
-        rc = td_op_apply(TD_OP_SCATTER_ADD, si, 3, &sa, true, q, &r, err);
+        rc = td_op_apply(op, si, 3, &sa, true, q, &r, err);
     }
     td_tensor_unref(r);
     if (rc == 0) {
@@ -233,6 +235,12 @@ int td_bw_gather(const struct td_node *n, struct td_tensor *g, struct td_tensor 
         td_tensor_unref(z);
     }
     return rc;
+}
+
+int td_bw_gather(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                 struct td_quota *q, struct td_err *err)
+{
+    return bw_add_at(TD_OP_SCATTER_ADD, n, g, gin, q, err);
 }
 
 /* The shape rule of the ops that write into (a copy of) self: checks everything the kernel
@@ -793,23 +801,7 @@ int td_make_index_select(struct td_tensor **out, const struct td_operand *in, in
 int td_bw_index_select(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                        struct td_quota *q, struct td_err *err)
 {
-    const struct td_tensor *x = n->in[0].t;
-    struct td_tensor *z = NULL, *r = NULL;
-    int rc = zeros_as(x->shape, x->ndim, g->dtype, q, &z, err);
-    if (rc == 0) {
-        struct td_op_args sa;
-        td_op_args_init(&sa);
-        sa.dim = n->args.dim;
-        struct td_operand si[3] = {td_t(z), n->in[1], td_t(g)};
-        rc = td_op_apply(TD_OP_INDEX_ADD, si, 3, &sa, true, q, &r, err);
-    }
-    td_tensor_unref(r);
-    if (rc == 0) {
-        gin[0] = z;
-    } else {
-        td_tensor_unref(z);
-    }
-    return rc;
+    return bw_add_at(TD_OP_INDEX_ADD, n, g, gin, q, err);
 }
 
 int td_fwd_index_add(struct td_tensor *out, const struct td_operand *in, int nin,
