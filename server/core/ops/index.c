@@ -684,6 +684,18 @@ int td_shape_index_self(const struct td_operand *in, int nin, const struct td_op
     return 0;
 }
 
+/* scatter's and index_add's start: out is self (in place) or a copy of it, and *dim args.dim
+** wrapped against out. */
+static int into_self(struct td_tensor *out, const struct td_operand *in, const struct td_op_args *a,
+                     int64_t *dim, struct td_err *err)
+{
+    int rc;
+    if (out != in[0].t && (rc = td_cast_copy(out, in[0].t, err)) != 0) {
+        return rc;
+    }
+    return td_wrap_dim(a->dim, out->ndim, dim, err);
+}
+
 /* scatter / scatter_add: out (a copy of self, or self) gets src (or the value) at index along
 ** dim. */
 int td_fwd_scatter(struct td_tensor *out, const struct td_operand *in, int nin,
@@ -691,13 +703,10 @@ int td_fwd_scatter(struct td_tensor *out, const struct td_operand *in, int nin,
 {
     (void)nin;
     (void)compute;
-    int rc;
-    if (out != in[0].t && (rc = td_cast_copy(out, in[0].t, err)) != 0) {
-        return rc;
-    }
     const struct td_tensor *idx = in[1].t, *src = in[2].t;
     int64_t dim;
-    if ((rc = td_wrap_dim(a->dim, out->ndim, &dim, err)) != 0) {
+    int rc = into_self(out, in, a, &dim, err);
+    if (rc != 0) {
         return rc;
     }
     bool add = a->op == TD_OP_SCATTER_ADD;
@@ -809,13 +818,10 @@ int td_fwd_index_add(struct td_tensor *out, const struct td_operand *in, int nin
 {
     (void)nin;
     (void)compute;
-    int rc;
-    if (out != in[0].t && (rc = td_cast_copy(out, in[0].t, err)) != 0) {
-        return rc;
-    }
     const struct td_tensor *idx = in[1].t, *src = in[2].t;
     int64_t dim;
-    if ((rc = td_wrap_dim(a->dim, out->ndim, &dim, err)) != 0) {
+    int rc = into_self(out, in, a, &dim, err);
+    if (rc != 0) {
         return rc;
     }
     int64_t n = out->ndim > 0 ? out->shape[dim] : 1;
