@@ -51,6 +51,30 @@ static inline struct td_operand num(struct td_scalar s)
     return o;
 }
 
+/* Asserts that t exists and has dtype dt and the given shape. */
+static inline void expect_meta(const struct td_tensor *t, enum td_dtype dt, int ndim,
+                               const int64_t *shape)
+{
+    assert_non_null(t);
+    assert_int_equal(t->dtype, dt);
+    assert_int_equal(t->ndim, ndim);
+    for (int d = 0; d < ndim; d++) {
+        assert_int_equal(t->shape[d], shape[d]);
+    }
+}
+
+/* Asserts that t exists and has dtype dt, the given shape and exactly the values v (C order). */
+static inline void expect_values(const struct td_tensor *t, enum td_dtype dt, int ndim,
+                                 const int64_t *shape, const double *v)
+{
+    expect_meta(t, dt, ndim, shape);
+    for (int64_t i = 0; i < t->numel; i++) {
+        if (at(t, i) != v[i]) {
+            fail_msg("element %lld: got %.17g, want %.17g", (long long)i, at(t, i), v[i]);
+        }
+    }
+}
+
 /* A transposed view of a 2-D tensor, sharing its storage (there are no view ops yet). */
 static inline struct td_tensor *transposed(struct td_tensor *t)
 {

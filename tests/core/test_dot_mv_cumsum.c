@@ -22,22 +22,6 @@ static struct td_tensor *run2(enum td_op_id op, struct td_tensor *a, struct td_t
     return out;
 }
 
-static void expect_values(const struct td_tensor *t, enum td_dtype dt, int ndim,
-                          const int64_t *shape, const double *v)
-{
-    assert_non_null(t);
-    assert_int_equal(t->dtype, dt);
-    assert_int_equal(t->ndim, ndim);
-    for (int d = 0; d < ndim; d++) {
-        assert_int_equal(t->shape[d], shape[d]);
-    }
-    for (int64_t i = 0; i < t->numel; i++) {
-        if (at(t, i) != v[i]) {
-            fail_msg("element %lld: got %.17g, want %.17g", (long long)i, at(t, i), v[i]);
-        }
-    }
-}
-
 static void test_dot(void **state)
 {
     (void)state;

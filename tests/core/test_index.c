@@ -15,22 +15,6 @@
 #include "core/autograd.h"
 #include "helpers.h"
 
-static void expect_values(const struct td_tensor *t, enum td_dtype dt, int ndim,
-                          const int64_t *shape, const double *v)
-{
-    assert_non_null(t);
-    assert_int_equal(t->dtype, dt);
-    assert_int_equal(t->ndim, ndim);
-    for (int d = 0; d < ndim; d++) {
-        assert_int_equal(t->shape[d], shape[d]);
-    }
-    for (int64_t i = 0; i < t->numel; i++) {
-        if (at(t, i) != v[i]) {
-            fail_msg("element %lld: got %.17g, want %.17g", (long long)i, at(t, i), v[i]);
-        }
-    }
-}
-
 static struct td_tensor *apply(enum td_op_id op, struct td_operand *in, int nin,
                                struct td_op_args *a, bool inplace, struct td_err *err, int *rc)
 {

@@ -33,12 +33,7 @@ static int run(enum td_op_id op, struct td_tensor *x, struct td_op_args *a, stru
 static void expect(const struct td_tensor *t, enum td_dtype dt, int ndim, const int64_t *shape,
                    const double *v)
 {
-    assert_non_null(t);
-    assert_int_equal(t->dtype, dt);
-    assert_int_equal(t->ndim, ndim);
-    for (int d = 0; d < ndim; d++) {
-        assert_int_equal(t->shape[d], shape[d]);
-    }
+    expect_meta(t, dt, ndim, shape);
     for (int64_t i = 0; i < t->numel; i++) {
         double g = at(t, i);
         if (!(g == v[i] || (isnan(g) && isnan(v[i])))) {

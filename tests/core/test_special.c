@@ -29,12 +29,7 @@ static struct td_tensor *apply(enum td_op_id op, struct td_operand *in, int nin,
 static void expect(struct td_tensor *t, enum td_dtype dt, int ndim, const int64_t *shape,
                    const double *v)
 {
-    assert_non_null(t);
-    assert_int_equal(t->dtype, dt);
-    assert_int_equal(t->ndim, ndim);
-    for (int d = 0; d < ndim; d++) {
-        assert_int_equal(t->shape[d], shape[d]);
-    }
+    expect_meta(t, dt, ndim, shape);
     for (int64_t i = 0; i < t->numel; i++) {
         double g = at(t, i);
         bool same = (isnan(v[i]) && isnan(g)) || g == v[i] || fabs(g - v[i]) <= 1e-6 * fabs(v[i]);

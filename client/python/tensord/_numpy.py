@@ -22,7 +22,7 @@ of the tensor. Tensors with no shared ndarray pay one attribute test.
 from __future__ import annotations
 
 import sys
-from typing import Any, List
+from typing import Any, Callable, List
 
 from . import _conn
 from ._conn import np
@@ -86,21 +86,31 @@ def attach(t: Any, arr: Any, direct: bool) -> None:
     r._share.entries.append(Entry(t, arr, direct))
 
 
-def sync_in(share: Share) -> None:
-    """Sends the changes made to the shared ndarrays since they were last synchronised."""
+def _each_entry(share: Share, fn: Callable[[Entry], bool]) -> None:
+    """Runs fn over the share's entries and keeps those it returns True for; a call made while
+    one is running (from within fn) does nothing."""
     if share.busy:
         return
     share.busy = True
     try:
         keep = []
         for e in share.entries:
-            live = held(e)
-            _send_changes(e)
-            if live:
+            if fn(e):
                 keep.append(e)
         share.entries[:] = keep
     finally:
         share.busy = False
+
+
+def sync_in(share: Share) -> None:
+    """Sends the changes made to the shared ndarrays since they were last synchronised."""
+    _each_entry(share, _sync_in_entry)
+
+
+def _sync_in_entry(e: Entry) -> bool:
+    live = held(e)
+    _send_changes(e)
+    return live
 
 
 def _send_changes(e: Entry) -> None:
@@ -138,20 +148,15 @@ def _send_changes(e: Entry) -> None:
 
 def sync_out(share: Share) -> None:
     """Reads the storage's tensors back into their shared ndarrays (after an in-place op)."""
-    if share.busy:
-        return
-    share.busy = True
-    try:
-        keep = []
-        for e in share.entries:
-            if not held(e):
-                continue  # nothing can see the array any more: forget it
-            data = e.t._fetch()
-            got = np.frombuffer(data, dtype=e.arr.dtype).reshape(e.arr.shape)
-            if e.arr.flags.writeable:
-                np.copyto(e.arr, got)
-            e.snap = _bytes_of(e.arr).copy()
-            keep.append(e)
-        share.entries[:] = keep
-    finally:
-        share.busy = False
+    _each_entry(share, _sync_out_entry)
+
+
+def _sync_out_entry(e: Entry) -> bool:
+    if not held(e):
+        return False  # nothing can see the array any more: forget it
+    data = e.t._fetch()
+    got = np.frombuffer(data, dtype=e.arr.dtype).reshape(e.arr.shape)
+    if e.arr.flags.writeable:
+        np.copyto(e.arr, got)
+    e.snap = _bytes_of(e.arr).copy()
+    return True

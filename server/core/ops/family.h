@@ -72,6 +72,9 @@ int td_elementwise_rows(td_row_fn *k, struct td_tensor *out, const struct td_ope
 /* Whether reshape/flatten (a->op) of t copies: 1, 0 (a view), or -1 (the op will refuse). */
 int td_reshape_copies(const struct td_tensor *t, const struct td_op_args *a);
 int td_wrap_dim(int64_t dim, int ndim, int64_t *out, struct td_err *err);
+/* A new view of base's storage (shape checked: negative dims or sizes past 2^63 refused). */
+int td_view_new(struct td_tensor **out, struct td_tensor *base, int ndim, const int64_t *shape,
+                const int64_t *strides, int64_t offset, struct td_err *err);
 
 /* matmul.c */
 /* Bytes of the contiguous copies matmul makes of operands BLAS cannot read in place. */

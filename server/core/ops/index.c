@@ -213,8 +213,10 @@ int td_make_gather(struct td_tensor **out, const struct td_operand *in, int nin,
     return 0;
 }
 
-int td_bw_gather(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
-                 struct td_quota *q, struct td_err *err)
+/* The backward of the ops that read x at indices along args.dim (gather, index_select): zeros
+** like x, then `op` (scatter_add, index_add) of g into them in place at the same indices. */
+static int bw_add_at(enum td_op_id op, const struct td_node *n, struct td_tensor *g,
+                     struct td_tensor **gin, struct td_quota *q, struct td_err *err)
 {
     const struct td_tensor *x = n->in[0].t;
     struct td_tensor *z = NULL, *r = NULL;
@@ -224,7 +226,7 @@ int td_bw_gather(const struct td_node *n, struct td_tensor *g, struct td_tensor 
         td_op_args_init(&sa);
         sa.dim = n->args.dim;
         struct td_operand si[3] = {td_t(z), n->in[1], td_t(g)};
-        rc = td_op_apply(TD_OP_SCATTER_ADD, si, 3, &sa, true, q, &r, err);
+        rc = td_op_apply(op, si, 3, &sa, true, q, &r, err);
     }
     td_tensor_unref(r);
     if (rc == 0) {
@@ -233,6 +235,12 @@ int td_bw_gather(const struct td_node *n, struct td_tensor *g, struct td_tensor 
         td_tensor_unref(z);
     }
     return rc;
+}
+
+int td_bw_gather(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                 struct td_quota *q, struct td_err *err)
+{
+    return bw_add_at(TD_OP_SCATTER_ADD, n, g, gin, q, err);
 }
 
 /* The shape rule of the ops that write into (a copy of) self: checks everything the kernel
@@ -676,6 +684,18 @@ int td_shape_index_self(const struct td_operand *in, int nin, const struct td_op
     return 0;
 }
 
+/* scatter's and index_add's start: out is self (in place) or a copy of it, and *dim args.dim
+** wrapped against out. */
+static int into_self(struct td_tensor *out, const struct td_operand *in, const struct td_op_args *a,
+                     int64_t *dim, struct td_err *err)
+{
+    int rc;
+    if (out != in[0].t && (rc = td_cast_copy(out, in[0].t, err)) != 0) {
+        return rc;
+    }
+    return td_wrap_dim(a->dim, out->ndim, dim, err);
+}
+
 /* scatter / scatter_add: out (a copy of self, or self) gets src (or the value) at index along
 ** dim. */
 int td_fwd_scatter(struct td_tensor *out, const struct td_operand *in, int nin,
@@ -683,13 +703,10 @@ int td_fwd_scatter(struct td_tensor *out, const struct td_operand *in, int nin,
 {
     (void)nin;
     (void)compute;
-    int rc;
-    if (out != in[0].t && (rc = td_cast_copy(out, in[0].t, err)) != 0) {
-        return rc;
-    }
     const struct td_tensor *idx = in[1].t, *src = in[2].t;
     int64_t dim;
-    if ((rc = td_wrap_dim(a->dim, out->ndim, &dim, err)) != 0) {
+    int rc = into_self(out, in, a, &dim, err);
+    if (rc != 0) {
         return rc;
     }
     bool add = a->op == TD_OP_SCATTER_ADD;
@@ -793,23 +810,7 @@ int td_make_index_select(struct td_tensor **out, const struct td_operand *in, in
 int td_bw_index_select(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                        struct td_quota *q, struct td_err *err)
 {
-    const struct td_tensor *x = n->in[0].t;
-    struct td_tensor *z = NULL, *r = NULL;
-    int rc = zeros_as(x->shape, x->ndim, g->dtype, q, &z, err);
-    if (rc == 0) {
-        struct td_op_args sa;
-        td_op_args_init(&sa);
-        sa.dim = n->args.dim;
-        struct td_operand si[3] = {td_t(z), n->in[1], td_t(g)};
-        rc = td_op_apply(TD_OP_INDEX_ADD, si, 3, &sa, true, q, &r, err);
-    }
-    td_tensor_unref(r);
-    if (rc == 0) {
-        gin[0] = z;
-    } else {
-        td_tensor_unref(z);
-    }
-    return rc;
+    return bw_add_at(TD_OP_INDEX_ADD, n, g, gin, q, err);
 }
 
 int td_fwd_index_add(struct td_tensor *out, const struct td_operand *in, int nin,
@@ -817,13 +818,10 @@ int td_fwd_index_add(struct td_tensor *out, const struct td_operand *in, int nin
 {
     (void)nin;
     (void)compute;
-    int rc;
-    if (out != in[0].t && (rc = td_cast_copy(out, in[0].t, err)) != 0) {
-        return rc;
-    }
     const struct td_tensor *idx = in[1].t, *src = in[2].t;
     int64_t dim;
-    if ((rc = td_wrap_dim(a->dim, out->ndim, &dim, err)) != 0) {
+    int rc = into_self(out, in, a, &dim, err);
+    if (rc != 0) {
         return rc;
     }
     int64_t n = out->ndim > 0 ? out->shape[dim] : 1;

@@ -31,8 +31,8 @@ int td_wrap_dim(int64_t dim, int ndim, int64_t *out, struct td_err *err)
 }
 
 /* A new view of base's storage. */
-static int view_new(struct td_tensor **out, struct td_tensor *base, int ndim, const int64_t *shape,
-                    const int64_t *strides, int64_t offset, struct td_err *err)
+int td_view_new(struct td_tensor **out, struct td_tensor *base, int ndim, const int64_t *shape,
+                const int64_t *strides, int64_t offset, struct td_err *err)
 {
     /* A view's shape is unchecked so far (expand and view take any sizes): refuse negative dims
     ** and element or byte counts past 2^63 here, before numel overflows. */
@@ -163,7 +163,7 @@ static int reshape_common(struct td_tensor **out, struct td_tensor *t, const str
         return rc;
     }
     if (view_strides(t, shape, a->ndims, strides)) {
-        return view_new(out, t, a->ndims, shape, strides, t->offset, err);
+        return td_view_new(out, t, a->ndims, shape, strides, t->offset, err);
     }
     if (must_view) {
         return td_err_set(err, TD_ESHAPE,
@@ -176,7 +176,7 @@ static int reshape_common(struct td_tensor **out, struct td_tensor *t, const str
         return rc;
     }
     view_strides(c, shape, a->ndims, strides);
-    rc = view_new(out, c, a->ndims, shape, strides, 0, err);
+    rc = td_view_new(out, c, a->ndims, shape, strides, 0, err);
     td_tensor_unref(c);
     return rc;
 }
@@ -281,7 +281,7 @@ int td_make_transpose(struct td_tensor **out, const struct td_operand *in, int n
         strides[d0] = t->strides[d1];
         strides[d1] = t->strides[d0];
     }
-    return view_new(out, t, t->ndim, shape, strides, t->offset, err);
+    return td_view_new(out, t, t->ndim, shape, strides, t->offset, err);
 }
 
 /* t(): transpose of a matrix; vectors and scalars come back as they are. */
@@ -354,7 +354,7 @@ int td_make_permute(struct td_tensor **out, const struct td_operand *in, int nin
         shape[i] = t->shape[d];
         strides[i] = t->strides[d];
     }
-    return view_new(out, t, t->ndim, shape, strides, t->offset, err);
+    return td_view_new(out, t, t->ndim, shape, strides, t->offset, err);
 }
 
 /* grad_fn name: squeeze(dim) is SqueezeBackward1, squeeze() SqueezeBackward0. */
@@ -384,7 +384,7 @@ int td_make_squeeze(struct td_tensor **out, const struct td_operand *in, int nin
         shape[n] = t->shape[i];
         strides[n++] = t->strides[i];
     }
-    return view_new(out, t, n, shape, strides, t->offset, err);
+    return td_view_new(out, t, n, shape, strides, t->offset, err);
 }
 
 int td_make_unsqueeze(struct td_tensor **out, const struct td_operand *in, int nin,
@@ -416,7 +416,7 @@ int td_make_unsqueeze(struct td_tensor **out, const struct td_operand *in, int n
             strides[n++] = t->strides[i];
         }
     }
-    return view_new(out, t, n, shape, strides, t->offset, err);
+    return td_view_new(out, t, n, shape, strides, t->offset, err);
 }
 
 /* expand(sizes): size-1 dims stretch with stride 0; -1 keeps a size. */
@@ -471,7 +471,7 @@ int td_make_expand(struct td_tensor **out, const struct td_operand *in, int nin,
         shape[i] = want;
         strides[i] = want == have ? t->strides[i - lead] : 0;
     }
-    return view_new(out, t, a->ndims, shape, strides, t->offset, err);
+    return td_view_new(out, t, a->ndims, shape, strides, t->offset, err);
 }
 
 /* narrow(dim, start, length = end) */
@@ -507,7 +507,7 @@ int td_make_narrow(struct td_tensor **out, const struct td_operand *in, int nin,
     int64_t shape[TD_MAX_DIMS];
     memcpy(shape, t->shape, sizeof shape);
     shape[d] = len;
-    return view_new(out, t, t->ndim, shape, t->strides, t->offset + start * t->strides[d], err);
+    return td_view_new(out, t, t->ndim, shape, t->strides, t->offset + start * t->strides[d], err);
 }
 
 /* select(dim, index = start): drops the dim. */
@@ -545,7 +545,7 @@ int td_make_select(struct td_tensor **out, const struct td_operand *in, int nin,
             strides[n++] = t->strides[i];
         }
     }
-    return view_new(out, t, n, shape, strides, t->offset + idx * t->strides[d], err);
+    return td_view_new(out, t, n, shape, strides, t->offset + idx * t->strides[d], err);
 }
 
 /* slice(dim, start, end, step): Python slicing x[start:end:step] on one dim; out-of-range
@@ -588,7 +588,7 @@ int td_make_slice(struct td_tensor **out, const struct td_operand *in, int nin,
     shape[d] = len;
     /* With at most one element the stride is never used; keep it from overflowing. */
     strides[d] = len > 1 ? t->strides[d] * step : t->strides[d];
-    return view_new(out, t, t->ndim, shape, strides, t->offset + start * t->strides[d], err);
+    return td_view_new(out, t, t->ndim, shape, strides, t->offset + start * t->strides[d], err);
 }
 
 /* contiguous(): self when already contiguous, else a contiguous copy. */
@@ -950,7 +950,7 @@ int td_make_detach(struct td_tensor **out, const struct td_operand *in, int nin,
     (void)a;
     (void)q;
     struct td_tensor *t = in[0].t;
-    return view_new(out, t, t->ndim, t->shape, t->strides, t->offset, err);
+    return td_view_new(out, t, t->ndim, t->shape, t->strides, t->offset, err);
 }
 
 /* ---- backward rules for views and copies ---- */

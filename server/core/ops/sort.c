@@ -412,6 +412,24 @@ int td_make_argsort(struct td_tensor **out, const struct td_operand *in, int nin
     return rc;
 }
 
+/* The selection ops' common end: x's lines along d sorted (descending or not), per_line values
+** of each taken at `at`, into a result of x's shape with d of size per_line (kept or dropped). */
+static int select_lines(struct td_tensor *x, int64_t d, bool desc, int64_t per_line, bool keep,
+                        pos_fn *at, const void *ctx, const struct td_op_args *a,
+                        struct td_tensor **out, struct td_quota *q, struct td_err *err)
+{
+    int64_t shape[TD_MAX_DIMS];
+    int ndim, rc;
+    struct lines l;
+    if ((rc = sort_lines(&l, x, d, false, desc, q, err)) != 0) {
+        return rc;
+    }
+    out_shape(x, d, per_line, keep, shape, &ndim);
+    rc = gather_out(&l, x, shape, ndim, per_line, at, ctx, a, out, q, err);
+    lines_free(&l);
+    return rc;
+}
+
 /* topk(input, k, dim=-1, largest=True, sorted=True) -> values, indices: the k largest (or
 ** smallest) of every line, in order (sorted=False gives them in the same order). */
 int td_make_topk(struct td_tensor **out, const struct td_operand *in, int nin,
@@ -419,22 +437,15 @@ int td_make_topk(struct td_tensor **out, const struct td_operand *in, int nin,
 {
     (void)nin;
     struct td_tensor *x = in[0].t;
-    int64_t d, shape[TD_MAX_DIMS];
-    int ndim, rc;
+    int64_t d;
+    int rc;
     if ((rc = line_dim(x, a, &d, err)) != 0) {
         return rc;
     }
     if (a->k < 0 || a->k > dim_size(x, d)) {
         return td_err_set(err, TD_EINVAL, "selected index k out of range");
     }
-    struct lines l;
-    if ((rc = sort_lines(&l, x, d, false, a->descending, q, err)) != 0) {
-        return rc;
-    }
-    out_shape(x, d, a->k, true, shape, &ndim);
-    rc = gather_out(&l, x, shape, ndim, a->k, pos_seq, NULL, a, out, q, err);
-    lines_free(&l);
-    return rc;
+    return select_lines(x, d, a->descending, a->k, true, pos_seq, NULL, a, out, q, err);
 }
 
 /* kthvalue(input, k, dim=-1, keepdim=False) -> values, indices: the k-th smallest. */
@@ -443,8 +454,8 @@ int td_make_kthvalue(struct td_tensor **out, const struct td_operand *in, int ni
 {
     (void)nin;
     struct td_tensor *x = in[0].t;
-    int64_t d, shape[TD_MAX_DIMS];
-    int ndim, rc;
+    int64_t d;
+    int rc;
     if ((rc = line_dim(x, a, &d, err)) != 0) {
         return rc;
     }
@@ -456,15 +467,8 @@ int td_make_kthvalue(struct td_tensor **out, const struct td_operand *in, int ni
                           "kthvalue(): selected number k out of range for dimension %lld",
                           (long long)d);
     }
-    struct lines l;
-    if ((rc = sort_lines(&l, x, d, false, false, q, err)) != 0) {
-        return rc;
-    }
     int64_t k = a->k - 1;
-    out_shape(x, d, 1, a->keepdim, shape, &ndim);
-    rc = gather_out(&l, x, shape, ndim, 1, pos_fixed, &k, a, out, q, err);
-    lines_free(&l);
-    return rc;
+    return select_lines(x, d, false, 1, a->keepdim, pos_fixed, &k, a, out, q, err);
 }
 
 /* median(input) / median(input, dim, keepdim=False) -> values, indices: the lower median (of
@@ -474,8 +478,8 @@ int td_make_median(struct td_tensor **out, const struct td_operand *in, int nin,
 {
     (void)nin;
     struct td_tensor *x = in[0].t;
-    int64_t d = 0, shape[TD_MAX_DIMS];
-    int ndim, rc;
+    int64_t d = 0;
+    int rc;
     struct lines l;
     if (!a->has_dim) {
         if (x->numel == 0) {
@@ -491,14 +495,10 @@ int td_make_median(struct td_tensor **out, const struct td_operand *in, int nin,
         lines_free(&l);
         return rc;
     }
-    if ((rc = line_dim(x, a, &d, err)) != 0 || (rc = need_nonempty("median", x, d, err)) != 0 ||
-        (rc = sort_lines(&l, x, d, false, false, q, err)) != 0) {
+    if ((rc = line_dim(x, a, &d, err)) != 0 || (rc = need_nonempty("median", x, d, err)) != 0) {
         return rc;
     }
-    out_shape(x, d, 1, a->keepdim, shape, &ndim);
-    rc = gather_out(&l, x, shape, ndim, 1, pos_median, NULL, a, out, q, err);
-    lines_free(&l);
-    return rc;
+    return select_lines(x, d, false, 1, a->keepdim, pos_median, NULL, a, out, q, err);
 }
 
 /* median's grad_fn: MedianBackward0 over all elements, MedianBackward1 along a dim. */
@@ -513,17 +513,12 @@ int td_make_mode(struct td_tensor **out, const struct td_operand *in, int nin,
 {
     (void)nin;
     struct td_tensor *x = in[0].t;
-    int64_t d, shape[TD_MAX_DIMS];
-    int ndim, rc;
-    struct lines l;
-    if ((rc = line_dim(x, a, &d, err)) != 0 || (rc = need_nonempty("mode", x, d, err)) != 0 ||
-        (rc = sort_lines(&l, x, d, false, false, q, err)) != 0) {
+    int64_t d;
+    int rc;
+    if ((rc = line_dim(x, a, &d, err)) != 0 || (rc = need_nonempty("mode", x, d, err)) != 0) {
         return rc;
     }
-    out_shape(x, d, 1, a->keepdim, shape, &ndim);
-    rc = gather_out(&l, x, shape, ndim, 1, pos_mode, NULL, a, out, q, err);
-    lines_free(&l);
-    return rc;
+    return select_lines(x, d, false, 1, a->keepdim, pos_mode, NULL, a, out, q, err);
 }
 
 /* ---- backward of the selection ops: g scattered back through the indices ---- */

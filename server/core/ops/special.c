@@ -478,19 +478,29 @@ static int promote_all(struct scratch *s, const struct td_operand *in, int nin,
     return 0;
 }
 
+/* addcmul's and addcdiv's operands: three tensors, input, tensor1, tensor2 (-1 and err set, or
+** -1 alone when fewer than three came). */
+static int need_addc(const struct td_operand *in, int nin, const char *op, struct td_err *err)
+{
+    for (int i = 0; i < 3; i++) {
+        if (i >= nin || need_tensor(in, i, op,
+                                    i == 0   ? "input"
+                                    : i == 1 ? "tensor1"
+                                             : "tensor2",
+                                    err) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* addcmul: input + value * tensor1 * tensor2, in the promoted dtype (value truncated for
 ** integers, as torch's kernel casts it). */
 static int make_addcmul(struct td_tensor **out, const struct td_operand *in, int nin,
                         const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
-    for (int i = 0; i < 3; i++) {
-        if (need_tensor(in, i, "addcmul",
-                        i == 0   ? "input"
-                        : i == 1 ? "tensor1"
-                                 : "tensor2",
-                        err) != 0) {
-            return -1;
-        }
+    if (need_addc(in, nin, "addcmul", err) != 0) {
+        return -1;
     }
     struct scratch s = {.n = 0};
     struct td_operand c[3];
@@ -519,14 +529,8 @@ static const char ADDCDIV_INT[] =
 static int make_addcdiv(struct td_tensor **out, const struct td_operand *in, int nin,
                         const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
-    for (int i = 0; i < 3; i++) {
-        if (need_tensor(in, i, "addcdiv",
-                        i == 0   ? "input"
-                        : i == 1 ? "tensor1"
-                                 : "tensor2",
-                        err) != 0) {
-            return -1;
-        }
+    if (need_addc(in, nin, "addcdiv", err) != 0) {
+        return -1;
     }
     if (!td_dtype_is_float(in[1].t->dtype) && !td_dtype_is_float(in[2].t->dtype)) {
         return td_err_set(err, TD_EINVAL, "%s", ADDCDIV_INT);
@@ -626,14 +630,8 @@ int td_dtype_rule_addc(const struct td_operand *in, int nin, const struct td_op_
                        enum td_dtype *compute, enum td_dtype *result, struct td_err *err)
 {
     bool div = a->op == TD_OP_ADDCDIV;
-    for (int i = 0; i < 3; i++) {
-        if (i >= nin || need_tensor(in, i, div ? "addcdiv" : "addcmul",
-                                    i == 0   ? "input"
-                                    : i == 1 ? "tensor1"
-                                             : "tensor2",
-                                    err) != 0) {
-            return -1;
-        }
+    if (need_addc(in, nin, div ? "addcdiv" : "addcmul", err) != 0) {
+        return -1;
     }
     if (div && !td_dtype_is_float(in[1].t->dtype) && !td_dtype_is_float(in[2].t->dtype)) {
         return td_err_set(err, TD_EINVAL, "%s", ADDCDIV_INT);
@@ -1096,26 +1094,7 @@ int td_make_diagonal(struct td_tensor **out, const struct td_operand *in, int ni
     }
     shape[n] = len;
     strides[n++] = t->strides[d1] + t->strides[d2];
-    int64_t numel;
-    if ((rc = td_shape_check(shape, n, t->dtype, &numel, NULL, err)) != 0) {
-        return rc;
-    }
-    struct td_tensor *v = td_malloc(sizeof *v);
-    if (v == NULL) {
-        return td_err_code(err, TD_ENOMEM);
-    }
-    memset(v, 0, sizeof *v);
-    v->refs = 1;
-    v->dtype = t->dtype;
-    v->ndim = n;
-    v->numel = numel;
-    memcpy(v->shape, shape, sizeof(int64_t) * (size_t)n);
-    memcpy(v->strides, strides, sizeof(int64_t) * (size_t)n);
-    v->offset = offset;
-    v->storage = t->storage;
-    v->storage->refs++;
-    *out = v;
-    return 0;
+    return td_view_new(out, t, n, shape, strides, offset, err);
 }
 
 static void diagonal_args(struct td_op_args *d, int64_t offset)
