@@ -1,18 +1,26 @@
 """torch.nn.functional's tensor functions, run on the server.
 
-Each is the op's function form (tensord._function): its arguments, defaults and checks come
-from the op's torch signature in server/core/ops.def, as tensord.<op>'s do; this module only
-says which ops torch.nn.functional offers.
+Every op that ops.def flags FUNCTIONAL (spelt torch.nn.functional.name only) is exported here
+automatically, as the op's function form (tensord._function: its arguments, defaults and checks
+come from the op's torch signature in server/core/ops.def). _TORCH_ALSO names the ops torch
+spells both as torch.name and as F.name. Call forms an ops.def signature cannot state (F.pad's
+mode, cross_entropy's probability targets, ...) are written in Python in the family modules
+imported at the end, one per ops.def nn family; they override the automatic entries.
 """
 from __future__ import annotations
 
 from .. import _function
+from .._ops import OPS as _OPS
 
-relu = _function("relu")                    # max(x, 0), elementwise
-gelu = _function("gelu")                    # x * Phi(x) (the exact form, torch's default)
-sigmoid = _function("sigmoid")              # 1 / (1 + exp(-x)), elementwise
-softmax = _function("softmax")              # exp(x) / sum(exp(x)) along dim
-log_softmax = _function("log_softmax")      # log(softmax(x, dim)), computed stably
-mse_loss = _function("mse_loss")            # the mean of (input - target) ** 2
-cross_entropy = _function("cross_entropy")  # class-index targets, mean reduction
-linear = _function("linear")                # input @ weight.T + bias (bias optional)
+# ops torch offers both as torch.name and torch.nn.functional.name
+_TORCH_ALSO = ("relu", "sigmoid", "tanh", "softmax", "log_softmax")
+
+for _name, _op in _OPS.items():
+    if "FUNCTIONAL" in _op["flags"] or _name in _TORCH_ALSO:
+        globals()[_name] = _function(_name)
+del _name, _op
+
+# the families' hand-written call forms (each file lists its names in __all__)
+from ._f_conv import *  # noqa: E402,F401,F403  convolution and pooling
+from ._f_loss import *  # noqa: E402,F401,F403  losses and activations
+from ._f_misc import *  # noqa: E402,F401,F403  normalisation, dropout, embedding, padding
