@@ -2183,3 +2183,4 @@ _legacy.install(sys.modules[__name__])
 
 # Last, as torch does: `import tensord` makes tensord.nn.functional usable (it imports Tensor).
 from . import nn  # noqa: E402,F401
+from .serialization import load, save  # noqa: E402,F401  torch.save / torch.load's format
