@@ -69,7 +69,8 @@ struct td_op_args {
     int64_t decimals;                    /* round */
     int64_t shifts[TD_MAX_DIMS];         /* roll */
     int nshifts;
-    char equation[64];      /* einsum, NUL-terminated */
+    char equation[64];      /* einsum; custom_function's grad_fn name; NUL-terminated */
+    uint64_t function_id;   /* custom_function: the client's id for its Function's context */
     bool grad_enabled;      /* record autograd nodes (the session's no_grad switch) */
     int op;                 /* set by td_op_apply: the op being run (enum td_op_id) */
     bool inplace;           /* set by td_op_apply (td_op_cost reads it: no new result) */
@@ -142,6 +143,8 @@ enum {
     TD_OPF_INTERNAL = 1 << 8,     /* no torch spelling (slice, mT) */
     TD_OPF_OVERLOADED = 1 << 9,   /* torch has call forms beyond the signature */
     TD_OPF_ALSO_F = 1 << 10,      /* torch.nn.functional.name as well as torch.name */
+    TD_OPF_CUSTOM = 1 << 11,      /* a custom autograd Function's node: its backward runs in the
+                                  ** client (td_backward_step suspends there) */
 };
 
 struct td_op_def {
