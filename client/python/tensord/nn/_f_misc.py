@@ -2,7 +2,170 @@
 
 See functional.py: ops.def rows flagged FUNCTIONAL are exported there automatically; what is
 here overrides them. Every name this module exports is in __all__.
+
+layer_norm, batch_norm, embedding, one_hot and pad (constant mode) are server ops (their grad_fn
+names are torch's native ones); the wrappers here only say which optional tensors are None
+(OpArgs.absent) and check what torch checks in Python. dropout, normalize, cosine_similarity,
+pairwise_distance and bilinear are composites of other ops, as torch composes them, so their
+results carry torch's grad_fn names (MulBackward0, DivBackward0, SumBackward1, ...). Nothing
+here waits for a reply: no shape or value of an unanswered tensor is read.
 """
 from __future__ import annotations
 
-__all__: list = []
+import numbers
+from typing import Any, Optional, Sequence
+
+__all__ = ["layer_norm", "batch_norm", "embedding", "one_hot", "pad", "dropout", "normalize",
+           "cosine_similarity", "pairwise_distance", "bilinear"]
+
+
+def _session(*tensors: Any) -> Any:
+    import tensord
+    for t in tensors:
+        if isinstance(t, tensord.Tensor):
+            return t._s
+    return tensord._session()
+
+
+def _tensor(s: Any, v: Any, what: str, fname: str) -> Any:
+    import tensord
+    if not isinstance(v, tensord.Tensor):
+        raise TypeError("%s(): argument '%s' must be Tensor, not %s"
+                        % (fname, what, type(v).__name__))
+    return v
+
+
+def _optional(s: Any, inputs: list, opts: Sequence[Any], names: Sequence[str],
+              fname: str) -> int:
+    """Appends the given optional tensors to inputs; returns the bits of those that are None."""
+    absent = 0
+    for k, (v, name) in enumerate(zip(opts, names)):
+        if v is None:
+            absent |= 1 << k
+        else:
+            inputs.append(_tensor(s, v, name, fname))
+    return absent
+
+
+def _ints(v: Any) -> list:
+    if isinstance(v, numbers.Integral):
+        return [int(v)]
+    return [int(d) for d in v]
+
+
+def layer_norm(input: Any, normalized_shape: Any, weight: Any = None, bias: Any = None,
+               eps: float = 1e-05) -> Any:
+    """torch.nn.functional.layer_norm: normalises over the trailing normalized_shape dims."""
+    s = _session(input, weight, bias)
+    inputs = [_tensor(s, input, "input", "layer_norm")]
+    absent = _optional(s, inputs, (weight, bias), ("weight", "bias"), "layer_norm")
+    return s._op("layer_norm", inputs, dims=_ints(normalized_shape), eps=float(eps),
+                 absent=absent)
+
+
+def batch_norm(input: Any, running_mean: Any, running_var: Any, weight: Any = None,
+               bias: Any = None, training: bool = False, momentum: float = 0.1,
+               eps: float = 1e-05) -> Any:
+    """torch.nn.functional.batch_norm: per channel (dim 1); in training, with the batch's
+    statistics, updating running_mean and running_var in place (when given)."""
+    s = _session(input, running_mean, running_var, weight, bias)
+    inputs = [_tensor(s, input, "input", "batch_norm")]
+    absent = _optional(s, inputs, (running_mean, running_var, weight, bias),
+                       ("running_mean", "running_var", "weight", "bias"), "batch_norm")
+    return s._op("batch_norm", inputs, training=bool(training), momentum=float(momentum),
+                 eps=float(eps), absent=absent)
+
+
+def embedding(input: Any, weight: Any, padding_idx: Optional[int] = None,
+              max_norm: Optional[float] = None, norm_type: float = 2.0,
+              scale_grad_by_freq: bool = False, sparse: bool = False) -> Any:
+    """torch.nn.functional.embedding: the rows of weight that input names; padding_idx's row
+    gets no gradient. max_norm, scale_grad_by_freq and sparse are not supported."""
+    if max_norm is not None:
+        raise NotImplementedError("embedding: max_norm is not supported")
+    if scale_grad_by_freq or sparse:
+        raise NotImplementedError("embedding: scale_grad_by_freq and sparse are not supported")
+    s = _session(input, weight)
+    kw = {}
+    if padding_idx is not None:
+        kw = {"padding_idx": int(padding_idx), "has_padding_idx": True}
+    return s._op("embedding", [_tensor(s, input, "input", "embedding"),
+                               _tensor(s, weight, "weight", "embedding")], **kw)
+
+
+def one_hot(tensor: Any, num_classes: int = -1) -> Any:
+    """torch.nn.functional.one_hot: int64, with a trailing dim of num_classes (-1: max + 1)."""
+    s = _session(tensor)
+    return s._op("one_hot", [_tensor(s, tensor, "input", "one_hot")],
+                 num_samples=int(num_classes))
+
+
+_PAD_MODES = ("constant", "reflect", "replicate", "circular")
+
+
+def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: Any = None) -> Any:
+    """torch.nn.functional.pad; mode 'constant' only (the others are not supported yet)."""
+    if mode not in _PAD_MODES:
+        raise NotImplementedError("Unrecognised padding mode %s" % mode)
+    if mode != "constant":
+        if value is not None and value != 0:
+            raise RuntimeError('Padding mode "%s" doesn\'t take in value argument' % mode)
+        raise NotImplementedError("pad: mode '%s' is not supported yet" % mode)
+    s = _session(input)
+    kw = {"value": value} if value is not None else {}
+    return s._op("pad", [_tensor(s, input, "input", "pad")], dims=_ints(pad), mode=mode, **kw)
+
+
+def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Any:
+    """torch.nn.functional.dropout, as torch's CPU kernel composes it:
+    input * empty_like(input).bernoulli_(1 - p).div_(1 - p) (p = 0 or not training: input
+    itself; p = 1: input * 0)."""
+    import tensord
+    if p < 0.0 or p > 1.0:
+        raise ValueError("dropout probability has to be between 0 and 1, but got {}".format(p))
+    if p == 0 or not training:
+        return input
+    if p == 1:
+        return input.mul_(0) if inplace else input * 0
+    noise = tensord.empty_like(input).bernoulli_(1 - p).div_(1 - p)
+    return input.mul_(noise) if inplace else input * noise
+
+
+def _norm(x: Any, p: float, dim: Any, keepdim: bool) -> Any:
+    if p == 2:
+        return x.norm(2, dim, keepdim=keepdim)
+    if p == float("inf"):
+        return x.abs().amax(dim, keepdim=keepdim)
+    if p == 1:
+        return x.abs().sum(dim, keepdim=keepdim)
+    return x.abs().pow(p).sum(dim, keepdim=keepdim).pow(1.0 / p)
+
+
+def normalize(input: Any, p: float = 2.0, dim: int = 1, eps: float = 1e-12,
+              out: Any = None) -> Any:
+    """torch.nn.functional.normalize: input / max(||input||_p over dim, eps)."""
+    if out is not None:
+        raise NotImplementedError("normalize: out= is not supported")
+    denom = _norm(input, p, dim, True).clamp_min(eps)
+    return input / denom
+
+
+def cosine_similarity(x1: Any, x2: Any, dim: int = 1, eps: float = 1e-8) -> Any:
+    """torch.nn.functional.cosine_similarity: sum((x1 / ||x1||) * (x2 / ||x2||), dim), each
+    norm at least eps."""
+    n1 = x1.norm(2, dim, keepdim=True).clamp_min(eps)
+    n2 = x2.norm(2, dim, keepdim=True).clamp_min(eps)
+    return ((x1 / n1) * (x2 / n2)).sum(dim)
+
+
+def pairwise_distance(x1: Any, x2: Any, p: float = 2.0, eps: float = 1e-6,
+                      keepdim: bool = False) -> Any:
+    """torch.nn.functional.pairwise_distance: ||x1 - x2 + eps||_p over the last dim."""
+    return _norm(x1 - x2 + eps, p, -1, keepdim)
+
+
+def bilinear(input1: Any, input2: Any, weight: Any, bias: Any = None) -> Any:
+    """torch.nn.functional.bilinear: y[..., o] = input1[..., i] W[o, i, j] input2[..., j] + b."""
+    import tensord
+    y = tensord.einsum("...i,oij,...j->...o", input1, weight, input2)
+    return y + bias if bias is not None else y
