@@ -166,6 +166,7 @@ def pairwise_distance(x1: Any, x2: Any, p: float = 2.0, eps: float = 1e-6,
 
 def bilinear(input1: Any, input2: Any, weight: Any, bias: Any = None) -> Any:
     """torch.nn.functional.bilinear: y[..., o] = input1[..., i] W[o, i, j] input2[..., j] + b."""
-    import tensord
-    y = tensord.einsum("...i,oij,...j->...o", input1, weight, input2)
+    # [..., 1, 1, i] @ W[o, i, j] -> [..., o, 1, j]; @ [..., 1, j, 1] -> [..., o, 1, 1]
+    t = input1.unsqueeze(-2).unsqueeze(-2).matmul(weight)
+    y = t.matmul(input2.unsqueeze(-2).unsqueeze(-1)).flatten(-3)
     return y + bias if bias is not None else y
