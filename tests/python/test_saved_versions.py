@@ -189,6 +189,22 @@ CASES = {
     "clamp_min": [("t", lambda m, x, o: m.clamp_min(x, o[0]), [_t(V)]),
                   ("scalar", lambda m, x, o: x.clamp_min(1.0), [])],
     "clamp_max": [("t", lambda m, x, o: m.clamp_max(x, o[0]), [_t(V, True)])],
+    # issue 17: nn normalisation, embedding, padding
+    "layer_norm": [("affine", lambda m, x, o: F(m).layer_norm(x, (3,), o[0], o[1]),
+                    [_t(V, True), _t(V, True)]),
+                   ("plain", lambda m, x, o: F(m).layer_norm(x, [3]), [])],
+    "batch_norm": [("train", lambda m, x, o: F(m).batch_norm(x, o[0], o[1], o[2], o[3], True),
+                    [_t([0.0] * 3), _t([1.0] * 3), _t(V, True), _t(V, True)]),
+                   ("train_nostats", lambda m, x, o: F(m).batch_norm(x, None, None,
+                                                                     training=True), []),
+                   ("eval", lambda m, x, o: F(m).batch_norm(x, o[0], o[1], o[2]),
+                    [_t([0.5] * 3), _t(V), _t(V, True)])],
+    "embedding": [("t", lambda m, x, o: F(m).embedding(o[0], x),
+                   [lambda m: m.tensor([[1, 0], [1, 1]])]),
+                  ("pad", lambda m, x, o: F(m).embedding(o[0], x, padding_idx=0),
+                   [lambda m: m.tensor([1, 0])])],
+    "pad": [("t", lambda m, x, o: F(m).pad(x, (1, 2)), []),
+            ("crop", lambda m, x, o: F(m).pad(x, (-1, 0, 1, 1), value=2.0), [])],
 }
 for _name in ("neg", "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
               "tan", "tanh", "sigmoid", "relu", "floor", "ceil", "round", "trunc", "frac", "erf"):
