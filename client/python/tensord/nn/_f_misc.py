@@ -13,10 +13,15 @@ here waits for a reply: no shape or value of an unanswered tensor is read.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-__all__ = ["layer_norm", "batch_norm", "embedding", "one_hot", "pad", "dropout", "normalize",
-           "cosine_similarity", "pairwise_distance", "bilinear"]
+__all__: list = []
+
+
+def _export(f: Callable) -> Callable:
+    """Lists f in __all__ (so no hand-written list of op names exists: ops.def is the list)."""
+    __all__.append(f.__name__)
+    return f
 
 
 def _session(*tensors: Any) -> Any:
@@ -53,6 +58,7 @@ def _ints(v: Any) -> list:
     return [int(d) for d in v]
 
 
+@_export
 def layer_norm(input: Any, normalized_shape: Any, weight: Any = None, bias: Any = None,
                eps: float = 1e-05) -> Any:
     """torch.nn.functional.layer_norm: normalises over the trailing normalized_shape dims."""
@@ -63,6 +69,7 @@ def layer_norm(input: Any, normalized_shape: Any, weight: Any = None, bias: Any 
                  absent=absent)
 
 
+@_export
 def batch_norm(input: Any, running_mean: Any, running_var: Any, weight: Any = None,
                bias: Any = None, training: bool = False, momentum: float = 0.1,
                eps: float = 1e-05) -> Any:
@@ -76,6 +83,7 @@ def batch_norm(input: Any, running_mean: Any, running_var: Any, weight: Any = No
                  eps=float(eps), absent=absent)
 
 
+@_export
 def embedding(input: Any, weight: Any, padding_idx: Optional[int] = None,
               max_norm: Optional[float] = None, norm_type: float = 2.0,
               scale_grad_by_freq: bool = False, sparse: bool = False) -> Any:
@@ -93,6 +101,7 @@ def embedding(input: Any, weight: Any, padding_idx: Optional[int] = None,
                                _tensor(s, weight, "weight", "embedding")], **kw)
 
 
+@_export
 def one_hot(tensor: Any, num_classes: int = -1) -> Any:
     """torch.nn.functional.one_hot: int64, with a trailing dim of num_classes (-1: max + 1)."""
     s = _session(tensor)
@@ -103,6 +112,7 @@ def one_hot(tensor: Any, num_classes: int = -1) -> Any:
 _PAD_MODES = ("constant", "reflect", "replicate", "circular")
 
 
+@_export
 def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: Any = None) -> Any:
     """torch.nn.functional.pad; mode 'constant' only (the others are not supported yet)."""
     if mode not in _PAD_MODES:
@@ -116,6 +126,7 @@ def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: Any = Non
     return s._op("pad", [_tensor(s, input, "input", "pad")], dims=_ints(pad), mode=mode, **kw)
 
 
+@_export
 def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Any:
     """torch.nn.functional.dropout, as torch's CPU kernel composes it:
     input * empty_like(input).bernoulli_(1 - p).div_(1 - p) (p = 0 or not training: input
@@ -141,6 +152,7 @@ def _norm(x: Any, p: float, dim: Any, keepdim: bool) -> Any:
     return x.abs().pow(p).sum(dim, keepdim=keepdim).pow(1.0 / p)
 
 
+@_export
 def normalize(input: Any, p: float = 2.0, dim: int = 1, eps: float = 1e-12,
               out: Any = None) -> Any:
     """torch.nn.functional.normalize: input / max(||input||_p over dim, eps)."""
@@ -150,6 +162,7 @@ def normalize(input: Any, p: float = 2.0, dim: int = 1, eps: float = 1e-12,
     return input / denom
 
 
+@_export
 def cosine_similarity(x1: Any, x2: Any, dim: int = 1, eps: float = 1e-8) -> Any:
     """torch.nn.functional.cosine_similarity: sum((x1 / ||x1||) * (x2 / ||x2||), dim), each
     norm at least eps."""
@@ -158,12 +171,14 @@ def cosine_similarity(x1: Any, x2: Any, dim: int = 1, eps: float = 1e-8) -> Any:
     return ((x1 / n1) * (x2 / n2)).sum(dim)
 
 
+@_export
 def pairwise_distance(x1: Any, x2: Any, p: float = 2.0, eps: float = 1e-6,
                       keepdim: bool = False) -> Any:
     """torch.nn.functional.pairwise_distance: ||x1 - x2 + eps||_p over the last dim."""
     return _norm(x1 - x2 + eps, p, -1, keepdim)
 
 
+@_export
 def bilinear(input1: Any, input2: Any, weight: Any, bias: Any = None) -> Any:
     """torch.nn.functional.bilinear: y[..., o] = input1[..., i] W[o, i, j] input2[..., j] + b."""
     # [..., 1, 1, i] @ W[o, i, j] -> [..., o, 1, j]; @ [..., 1, j, 1] -> [..., o, 1, 1]
