@@ -145,7 +145,7 @@ static int layer_norm_check(const struct td_operand *in, int nin, const struct t
     if (!fits) {
         char b3[256];
         return td_err_set(err, TD_ESHAPE,
-                          "Given normalized_shape=%s, expected input with shape [*, %s], but got "
+                          "Given normalized_shape=%s, expected input with shape [*, %s, but got "
                           "input of size%s",
                           shape_text(a->dims, k, b1, sizeof b1),
                           shape_text(a->dims, k, b2, sizeof b2) + 1,

@@ -62,6 +62,9 @@ def _ints(v: Any) -> list:
 def layer_norm(input: Any, normalized_shape: Any, weight: Any = None, bias: Any = None,
                eps: float = 1e-05) -> Any:
     """torch.nn.functional.layer_norm: normalises over the trailing normalized_shape dims."""
+    if not isinstance(normalized_shape, (tuple, list)):
+        raise TypeError("layer_norm(): argument 'normalized_shape' (position 2) must be tuple of "
+                        "ints, not %s" % type(normalized_shape).__name__)
     s = _session(input, weight, bias)
     inputs = [_tensor(s, input, "input", "layer_norm")]
     absent = _optional(s, inputs, (weight, bias), ("weight", "bias"), "layer_norm")
