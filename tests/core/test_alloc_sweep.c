@@ -146,6 +146,18 @@ static void setup(enum td_op_id op, struct call *c)
         nin = 2, sh[1][0] = 3, sh[1][1] = 4;
         strcpy(a->equation, "ij,jk->ik");
         break;
+    /* nn normalisation, embedding, padding */
+    case TD_OP_LAYER_NORM:
+        nin = 3, sh[1][0] = 3, nd[1] = 1;
+        a->dims[0] = 3, a->ndims = 1, a->has_dims = true, a->eps = 1e-5;
+        break;
+    case TD_OP_BATCH_NORM:
+        nin = 3, sh[1][0] = 3, nd[1] = 1, sh[2][0] = 3;
+        a->training = true, a->momentum = 0.1, a->eps = 1e-5;
+        break;
+    case TD_OP_EMBEDDING: dt[0] = TD_DTYPE_I64, sh[1][0] = 3, sh[1][1] = 2; break;
+    case TD_OP_ONE_HOT: dt[0] = TD_DTYPE_I64, a->num_samples = -1; break;
+    case TD_OP_PAD: a->dims[0] = 1, a->dims[1] = 2, a->ndims = 2, a->has_dims = true; break;
     case TD_OP_FILL:
     case TD_OP_ZERO:
     case TD_OP_COPY:

@@ -467,6 +467,10 @@ static int bn_stats(struct td_tensor *x, struct td_tensor *rm, struct td_tensor 
         *mean_out = td_tensor_ref(mean);
         *var_out = td_tensor_ref(var);
     }
+    if (rc != 0) {
+        td_tensor_unref(*invstd);
+        *invstd = NULL;
+    }
     td_tensor_unref(mean);
     td_tensor_unref(var);
     td_tensor_unref(ve);
