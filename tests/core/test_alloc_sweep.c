@@ -158,6 +158,10 @@ static void setup(enum td_op_id op, struct call *c)
     case TD_OP_EMBEDDING: dt[0] = TD_DTYPE_I64, sh[1][0] = 3, sh[1][1] = 2; break;
     case TD_OP_ONE_HOT: dt[0] = TD_DTYPE_I64, a->num_samples = -1; break;
     case TD_OP_PAD: a->dims[0] = 1, a->dims[1] = 2, a->ndims = 2, a->has_dims = true; break;
+    case TD_OP_PAD_GATHER:
+        a->dims[0] = 2, a->dims[1] = 1, a->ndims = 2, a->has_dims = true;
+        a->pad_mode = TD_PAD_REFLECT;
+        break;
     case TD_OP_FILL:
     case TD_OP_ZERO:
     case TD_OP_COPY:

@@ -233,6 +233,10 @@ ARGS(a_emb_pad, a->has_padding_idx = true; a->padding_idx = -1) /* row 3: no gra
 ARGS(a_pad, DIMS2(1, 2); a->has_value = true; a->value = td_scalar_f(0.5))
 ARGS(a_pad_crop, a->dims[0] = -1, a->dims[1] = 1, a->dims[2] = 1, a->dims[3] = 0, a->ndims = 4,
      a->has_dims = true)
+ARGS(a_pad_reflect, DIMS2(2, -1); a->pad_mode = TD_PAD_REFLECT)
+ARGS(a_pad_replicate, a->dims[0] = 1, a->dims[1] = 2, a->dims[2] = 0, a->dims[3] = 1, a->ndims = 4,
+     a->has_dims = true, a->pad_mode = TD_PAD_REPLICATE)
+ARGS(a_pad_circular, DIMS2(1, 2); a->pad_mode = TD_PAD_CIRCULAR)
 static const double I_EMB[] = {2, 0, 2, 1, 3, 2}; /* [2, 3] rows of a [4, 2] weight */
 static const double I_EMB_NO3[] = {2, 0, 2, 1, 0, 2}; /* the padding row is not picked: the
                                                        ** forward uses it, its gradient is 0 */
@@ -545,6 +549,12 @@ static const struct grad_case CASES[] = {
     {.op = TD_OP_PAD, .nin = 1, .ndim = {2}, .shape = {{3, 2}}, .transpose_first = true,
      .args = a_pad},
     UA(PAD, a_pad_crop),
+    {.op = TD_OP_PAD_GATHER, .nin = 1, .ndim = {2}, .shape = {{4, 2}}, .transpose_first = true,
+     .args = a_pad_reflect},
+    {.op = TD_OP_PAD_GATHER, .nin = 1, .ndim = {3}, .shape = {{2, 2, 3}},
+     .args = a_pad_replicate},
+    {.op = TD_OP_PAD_GATHER, .nin = 1, .ndim = {3}, .shape = {{2, 2, 3}},
+     .args = a_pad_circular},
 };
 
 static void test_every_rule_against_finite_differences(void **state)

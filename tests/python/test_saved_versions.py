@@ -205,6 +205,8 @@ CASES = {
                    [lambda m: m.tensor([1, 0])])],
     "pad": [("t", lambda m, x, o: F(m).pad(x, (1, 2)), []),
             ("crop", lambda m, x, o: F(m).pad(x, (-1, 0, 1, 1), value=2.0), [])],
+    "pad_gather": [("reflect", lambda m, x, o: F(m).pad(x, (2, 1), mode="reflect"), []),
+                   ("replicate", lambda m, x, o: F(m).pad(x, (1, 3), mode="replicate"), [])],
 }
 for _name in ("neg", "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
               "tan", "tanh", "sigmoid", "relu", "floor", "ceil", "round", "trunc", "frac", "erf"):

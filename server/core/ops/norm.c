@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../../base/checked.h"
+#include "../cancel.h"
 #include "family.h"
 
 /* td_op_apply out of place on one or two tensors, no grad recorded. */
@@ -756,14 +757,12 @@ int td_make_one_hot(struct td_tensor **out, const struct td_operand *in, int nin
 }
 
 /* ---- pad(input, pad, mode='constant', value=None): pad[2i], pad[2i+1] widen dim -1-i at its
-** start and end (negative: crop) ---- */
+** start and end (negative: crop). constant fills; reflect, replicate and circular gather each
+** padded dim through an index vector (index_select), and their backward adds back along it ---- */
 
-static int pad_check(const struct td_tensor *x, const struct td_op_args *a, int64_t *shape,
-                     struct td_err *err)
+static int pad_check_constant(const struct td_tensor *x, const struct td_op_args *a,
+                              int64_t *shape, struct td_err *err)
 {
-    if (a->pad_mode != TD_PAD_CONSTANT) {
-        return td_err_set(err, TD_EUNSUP, "pad: only mode='constant' is supported");
-    }
     if (a->ndims % 2 != 0) {
         return td_err_set(err, TD_EINVAL, "Padding length must be divisible by 2");
     }
@@ -774,8 +773,10 @@ static int pad_check(const struct td_tensor *x, const struct td_op_args *a, int6
     for (int i = 0; i < a->ndims / 2; i++) {
         int d = x->ndim - 1 - i;
         int64_t s;
-        if (!td_add_i64(x->shape[d], a->dims[2 * i], &s) || !td_add_i64(s, a->dims[2 * i + 1], &s) ||
-            s < 0) {
+        /* a crop past the whole dim is refused before any width is negated */
+        if (a->dims[2 * i] < -x->shape[d] || a->dims[2 * i + 1] < -x->shape[d] ||
+            !td_add_i64(x->shape[d], a->dims[2 * i], &s) ||
+            !td_add_i64(s, a->dims[2 * i + 1], &s) || s < 0) {
             return td_err_set(err, TD_EINVAL,
                               "The input size %lld, plus negative padding %lld and %lld resulted "
                               "in a negative output size, which is invalid. Check dimension %d of "
@@ -786,6 +787,88 @@ static int pad_check(const struct td_tensor *x, const struct td_op_args *a, int6
         shape[d] = s;
     }
     return 0;
+}
+
+/* reflect, replicate, circular: torch's checks (in its order and words) and the result shape. */
+static int pad_check_gather(const struct td_tensor *x, const struct td_op_args *a, int64_t *shape,
+                            struct td_err *err)
+{
+    static const char *const mode_name[] = {"constant", "reflect", "replicate", "circular"};
+    static const char *const kernel[2][3] = {
+        {"reflection_pad1d", "reflection_pad2d", "reflection_pad3d_cpu"},
+        {"replication_pad1d_cpu", "replication_pad2d_cpu", "replication_pad3d_cpu"}};
+    int mode = a->pad_mode, k = a->ndims / 2;
+    if (a->ndims % 2 != 0) {
+        return td_err_set(err, TD_EINVAL, "Padding length must be divisible by 2");
+    }
+    if (a->ndims / 2 > x->ndim) {
+        return td_err_set(err, TD_EINVAL, "Padding length too large");
+    }
+    if (a->has_value && td_scalar_to_double(a->value) != 0) {
+        return td_err_set(err, TD_EINVAL, "Padding mode \"%s\" doesn't take in value argument",
+                          mode_name[mode]);
+    }
+    if (k < 1 || k > 3 || x->ndim < k + 1 || x->ndim > k + 2) {
+        return td_err_set(err, TD_EUNSUP,
+                          "Only 2D, 3D, 4D, 5D padding with non-constant padding are supported "
+                          "for now");
+    }
+    if (mode == TD_PAD_CIRCULAR && a->ndims != 2 * (x->ndim - 2)) {
+        return td_err_set(err, TD_EINVAL, "Invalid padding size, expected %d but got %d",
+                          2 * (x->ndim - 2), a->ndims);
+    }
+    if (mode != TD_PAD_CIRCULAR && !td_dtype_is_float(x->dtype)) {
+        return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for '%s'",
+                          kernel[mode == TD_PAD_REPLICATE][k - 1], td_dtype_cname(x->dtype));
+    }
+    memcpy(shape, x->shape, (size_t)x->ndim * sizeof *shape);
+    for (int i = 0; i < k; i++) {
+        int d = x->ndim - 1 - i;
+        int64_t n = x->shape[d], lo = a->dims[2 * i], hi = a->dims[2 * i + 1], s;
+        if (mode == TD_PAD_REFLECT && (lo >= n || hi >= n)) {
+            char b[256];
+            if (k == 2) {
+                snprintf(b, sizeof b, "%d", x->ndim);
+            } else {
+                shape_text(x->shape, x->ndim, b, sizeof b);
+            }
+            return td_err_set(err, TD_EINVAL,
+                              "Argument #%d: Padding size should be less than the corresponding "
+                              "input dimension, but got: padding (%lld, %lld) at dimension %d of "
+                              "input %s",
+                              4 + 2 * i, (long long)lo, (long long)hi, d, b);
+        }
+        if (mode == TD_PAD_CIRCULAR && (lo > n || hi > n)) {
+            return td_err_set(err, TD_EINVAL,
+                              "Padding value causes wrapping around more than once.");
+        }
+        /* lo, hi >= -n before anything negates them */
+        bool empty_kept = lo < -n || hi < -n ||
+                          (mode == TD_PAD_CIRCULAR && (lo < 0 ? -lo : 0) + (hi < 0 ? -hi : 0) >= n);
+        if (empty_kept || !td_add_i64(n, lo, &s) || !td_add_i64(s, hi, &s) || s < 1) {
+            if (mode == TD_PAD_CIRCULAR) {
+                return td_err_set(err, TD_EINVAL,
+                                  "Negative padding value is resulting in an empty dimension");
+            }
+            return td_err_set(err, TD_EINVAL, "input (W: %lld) is too small. Calculated output "
+                              "W: %lld", (long long)n, (long long)(n + lo + hi));
+        }
+        if (n == 0) {
+            return td_err_set(err, TD_EINVAL, "pad: cannot pad an empty dimension");
+        }
+        shape[d] = s;
+    }
+    return 0;
+}
+
+static int pad_check(const struct td_tensor *x, const struct td_op_args *a, int64_t *shape,
+                     struct td_err *err)
+{
+    if (a->pad_mode < TD_PAD_CONSTANT || a->pad_mode > TD_PAD_CIRCULAR) {
+        return td_err_set(err, TD_EINVAL, "pad: unknown mode %d", a->pad_mode);
+    }
+    return a->pad_mode == TD_PAD_CONSTANT ? pad_check_constant(x, a, shape, err)
+                                          : pad_check_gather(x, a, shape, err);
 }
 
 /* t narrowed by `lo` at the start and `hi` at the end of dim d (both >= 0), in place of *t. */
@@ -807,6 +890,69 @@ static int crop(struct td_tensor **t, int d, int64_t lo, int64_t hi, struct td_q
     return rc;
 }
 
+/* The source position of each of out_n positions along a dim of n, padded by lo in front and
+** hi behind (pad_check_gather has checked them against n). */
+static int pad_index(int mode, int64_t n, int64_t lo, int64_t hi, int64_t out_n,
+                     struct td_quota *q, struct td_tensor **out, struct td_err *err)
+{
+    int rc = td_tensor_empty(out, TD_DTYPE_I64, &out_n, 1, q, err);
+    if (rc != 0) {
+        return rc;
+    }
+    int64_t *p = td_tensor_data(*out);
+    for (int64_t c = 0; c < out_n;) {
+        int64_t end = td_cancel_chunk_end(c, out_n);
+        for (int64_t i = c; i < end; i++) {
+            int64_t j = i - lo;
+            if (mode == TD_PAD_REFLECT) {
+                j = j < 0 ? -j : j >= n ? 2 * (n - 1) - j : j;
+            } else if (mode == TD_PAD_REPLICATE) {
+                j = j < 0 ? 0 : j >= n ? n - 1 : j;
+            } else { /* circular wraps within the kept (cropped) part, as torch's */
+                int64_t first = lo < 0 ? -lo : 0, kept = n - first - (hi < 0 ? -hi : 0);
+                int64_t k = i - (lo > 0 ? lo : 0);
+                j = first + ((k % kept) + kept) % kept;
+            }
+            p[i] = j;
+        }
+        c = end;
+        if ((rc = td_cancel_check(err)) != 0) {
+            td_tensor_unref(*out);
+            *out = NULL;
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int make_pad_gather(struct td_tensor **out, struct td_tensor *x, const struct td_op_args *a,
+                           const int64_t *shape, struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *cur = td_tensor_ref(x);
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < a->ndims / 2; i++) {
+        int d = x->ndim - 1 - i;
+        struct td_tensor *idx = NULL, *next = NULL;
+        struct td_op_args sa;
+        td_op_args_init(&sa);
+        sa.dim = d;
+        if ((rc = pad_index(a->pad_mode, x->shape[d], a->dims[2 * i], a->dims[2 * i + 1],
+                            shape[d], q, &idx, err)) ==
+                0 &&
+            (rc = run(TD_OP_INDEX_SELECT, cur, idx, &sa, q, &next, err)) == 0) {
+            td_tensor_unref(cur);
+            cur = next;
+        }
+        td_tensor_unref(idx);
+    }
+    if (rc != 0) {
+        td_tensor_unref(cur);
+        return rc;
+    }
+    *out = cur;
+    return 0;
+}
+
 int td_make_pad(struct td_tensor **out, const struct td_operand *in, int nin,
                 const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
@@ -816,6 +962,9 @@ int td_make_pad(struct td_tensor **out, const struct td_operand *in, int nin,
     int rc;
     if ((rc = pad_check(x, a, shape, err)) != 0) {
         return rc;
+    }
+    if (a->pad_mode != TD_PAD_CONSTANT) {
+        return make_pad_gather(out, x, a, shape, q, err);
     }
     struct td_scalar v = a->has_value ? a->value : td_scalar_i(0);
     struct td_tensor *r = NULL, *src = td_tensor_ref(x), *dst = NULL;
@@ -847,10 +996,57 @@ int td_make_pad(struct td_tensor **out, const struct td_operand *in, int nin,
     return 0;
 }
 
-/* pad (constant): the gradient is g padded by the negated widths (cropped back). */
+/* The gather modes' backward: from the last dim gathered back to the first, the gradient is
+** added into zeros of the shape before that step along the same index vector. */
+static int bw_pad_gather(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                         struct td_quota *q, struct td_err *err)
+{
+    const struct td_tensor *x = n->in[0].t;
+    const struct td_op_args *a = &n->args;
+    int64_t shape[TD_MAX_DIMS];
+    int rc;
+    if ((rc = pad_check(x, a, shape, err)) != 0) {
+        return rc;
+    }
+    struct td_tensor *cur = td_tensor_ref(g);
+    for (int i = a->ndims / 2 - 1; rc == 0 && i >= 0; i--) {
+        int d = x->ndim - 1 - i;
+        int64_t before[TD_MAX_DIMS];
+        memcpy(before, shape, sizeof before);
+        before[d] = x->shape[d]; /* dims 0 .. i-1 of the pad list are still padded here */
+        struct td_tensor *idx = NULL, *z = NULL, *next = NULL;
+        struct td_op_args ia;
+        td_op_args_init(&ia);
+        ia.dim = d;
+        if ((rc = pad_index(a->pad_mode, x->shape[d], a->dims[2 * i], a->dims[2 * i + 1],
+                            shape[d], q, &idx, err)) ==
+                0 &&
+            (rc = td_tensor_full(&z, g->dtype, before, x->ndim, td_scalar_i(0), q, err)) == 0) {
+            struct td_operand ai[3] = {{.t = z}, {.t = idx}, {.t = cur}};
+            if ((rc = td_op_apply(TD_OP_INDEX_ADD, ai, 3, &ia, false, q, &next, err)) == 0) {
+                td_tensor_unref(cur);
+                cur = next;
+            }
+        }
+        td_tensor_unref(idx);
+        td_tensor_unref(z);
+        shape[d] = x->shape[d];
+    }
+    if (rc != 0) {
+        td_tensor_unref(cur);
+        return rc;
+    }
+    gin[0] = cur;
+    return 0;
+}
+
+/* pad: constant's gradient is g padded by the negated widths (cropped back). */
 int td_bw_pad(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
               struct td_quota *q, struct td_err *err)
 {
+    if (n->args.pad_mode != TD_PAD_CONSTANT) {
+        return bw_pad_gather(n, g, gin, q, err);
+    }
     struct td_op_args pa = n->args;
     for (int i = 0; i < pa.ndims; i++) {
         if (pa.dims[i] == INT64_MIN) {
@@ -861,6 +1057,23 @@ int td_bw_pad(const struct td_node *n, struct td_tensor *g, struct td_tensor **g
     pa.has_value = false;
     pa.grad_enabled = false;
     return run(TD_OP_PAD, g, NULL, &pa, q, &gin[0], err);
+}
+
+/* pad's grad_fn: ConstantPadNdBackward0, or the mode's kernel by the count of padded dims. */
+const char *td_grad_fn_pad(const struct td_node *n)
+{
+    static const char *const names[2][3] = {
+        {"ReflectionPad1DBackward0", "ReflectionPad2DBackward0", "ReflectionPad3DBackward0"},
+        {"ReplicationPad1DBackward0", "ReplicationPad2DBackward0", "ReplicationPad3DBackward0"}};
+    int k = n->args.ndims / 2;
+    switch (n->args.pad_mode) {
+    case TD_PAD_REFLECT:
+    case TD_PAD_REPLICATE:
+        return k >= 1 && k <= 3 ? names[n->args.pad_mode == TD_PAD_REPLICATE][k - 1]
+                                : "ConstantPadNdBackward0";
+    case TD_PAD_CIRCULAR: return "CopySlices";
+    default: return "ConstantPadNdBackward0";
+    }
 }
 
 /* ---- cost rules (safe before validation: saturating, any operands) ---- */
@@ -947,5 +1160,11 @@ int td_cost_pad(const struct td_operand *in, int nin, const struct td_op_args *a
     c->read = x->numel;
     c->written = td_sat_add(out, x->numel);
     c->out_bytes = td_sat_mul(out, esize(x));
+    if (a->pad_mode != TD_PAD_CONSTANT) { /* one gather (and an index vector) per padded dim */
+        int64_t k = a->ndims / 2 > 0 ? a->ndims / 2 : 1;
+        c->read = td_sat_mul(td_sat_add(out, x->numel), k);
+        c->written = td_sat_mul(out, k);
+        c->temp_bytes = td_sat_add(td_sat_mul(td_sat_mul(out, esize(x)), k - 1), 8);
+    }
     return 0;
 }

@@ -117,16 +117,15 @@ _PAD_MODES = ("constant", "reflect", "replicate", "circular")
 
 @_export
 def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: Any = None) -> Any:
-    """torch.nn.functional.pad; mode 'constant' only (the others are not supported yet)."""
+    """torch.nn.functional.pad: constant (ConstantPadNdBackward0), reflect and replicate
+    (Reflection/ReplicationPad{1,2,3}DBackward0), circular."""
     if mode not in _PAD_MODES:
         raise NotImplementedError("Unrecognised padding mode %s" % mode)
-    if mode != "constant":
-        if value is not None and value != 0:
-            raise RuntimeError('Padding mode "%s" doesn\'t take in value argument' % mode)
-        raise NotImplementedError("pad: mode '%s' is not supported yet" % mode)
     s = _session(input)
     kw = {"value": value} if value is not None else {}
-    return s._op("pad", [_tensor(s, input, "input", "pad")], dims=_ints(pad), mode=mode, **kw)
+    # the gather modes are their own op: their backward reads the input, constant's does not
+    op = "pad" if mode == "constant" else "pad_gather"
+    return s._op(op, [_tensor(s, input, "input", "pad")], dims=_ints(pad), mode=mode, **kw)
 
 
 @_export
