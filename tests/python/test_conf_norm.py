@@ -69,6 +69,13 @@ def bn_train(m, x, *more, **kw):
     return F(m).batch_norm(x, rm, rv, *more, training=True, **kw), rm, rv
 
 
+def emb_max_norm(m, max_norm, norm_type):
+    """embedding with max_norm: the result, then the weight its named rows were scaled in."""
+    w = t(m, [[3.0, 4.0], [0.3, 0.4], [6.0, 8.0], [1.0, 1.0]])
+    y = F(m).embedding(m.tensor([[0, 1], [0, 2]]), w, max_norm=max_norm, norm_type=norm_type)
+    return y, w
+
+
 CASES = {
     # layer_norm
     "ln": lambda m: F(m).layer_norm(t(m, X), (3,)),
@@ -127,6 +134,8 @@ CASES = {
     "emb_0d": lambda m: F(m).embedding(m.tensor(1), t(m, X3[0])),
     "emb_padding": lambda m: F(m).embedding(m.tensor([0, 2]), t(m, X3[0]), padding_idx=2),
     "emb_padding_neg": lambda m: F(m).embedding(m.tensor([0, 2]), t(m, X3[0]), padding_idx=-1),
+    "emb_max_norm": lambda m: emb_max_norm(m, 1.0, 2.0),
+    "emb_max_norm_p1": lambda m: emb_max_norm(m, 2.0, 1.0),
     "emb_long_weight": lambda m: F(m).embedding(m.tensor([1]), t(m, X).long()),
     "emb_err_range": lambda m: F(m).embedding(m.tensor([3]), t(m, X3[0])),
     "emb_err_negative": lambda m: F(m).embedding(m.tensor([-1]), t(m, X3[0])),
@@ -243,6 +252,8 @@ GRADS = {
     "bilinear_nobias": ([X, [[1.0, 2.0], [0.5, -1.0]], [[[1.0, 0.0], [0.5, 1.0], [2.0, -1.0]]]],
                         lambda m, a, b, w: F(m).bilinear(a, b, w)),
     "drop_p1": ([X], lambda m, x: F(m).dropout(x, 1.0)),
+    "emb_max_norm": ([[[3.0, 4.0], [0.3, 0.4], [6.0, 8.0]]],
+                     lambda m, w: F(m).embedding(m.tensor([[0, 1], [0, 2]]), w, max_norm=1.0)),
 }
 
 

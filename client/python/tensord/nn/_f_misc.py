@@ -91,12 +91,19 @@ def embedding(input: Any, weight: Any, padding_idx: Optional[int] = None,
               max_norm: Optional[float] = None, norm_type: float = 2.0,
               scale_grad_by_freq: bool = False, sparse: bool = False) -> Any:
     """torch.nn.functional.embedding: the rows of weight that input names; padding_idx's row
-    gets no gradient. max_norm, scale_grad_by_freq and sparse are not supported."""
-    if max_norm is not None:
-        raise NotImplementedError("embedding: max_norm is not supported")
+    gets no gradient. With max_norm, the named rows of weight whose norm_type-norm is above it
+    are first scaled in place to max_norm / (norm + 1e-7), as torch.embedding_renorm_.
+    scale_grad_by_freq and sparse are not supported."""
     if scale_grad_by_freq or sparse:
         raise NotImplementedError("embedding: scale_grad_by_freq and sparse are not supported")
     s = _session(input, weight)
+    if max_norm is not None:
+        with s.no_grad():
+            flat = _tensor(s, input, "input", "embedding").reshape(-1)
+            rows = weight.index_select(0, flat)
+            norms = _norm(rows, norm_type, 1, True)
+            scale = s.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0)
+            weight[flat] = rows * scale
     kw = {}
     if padding_idx is not None:
         kw = {"padding_idx": int(padding_idx), "has_padding_idx": True}
