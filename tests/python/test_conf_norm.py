@@ -127,6 +127,10 @@ CASES = {
                                                         training=True),
     "bn_err_long": lambda m: F(m).batch_norm(t(m, X).long(), m.zeros(3), m.ones(3)),
     "bn_err_mixed": lambda m: F(m).batch_norm(t(m, X), m.zeros(3).double(), m.ones(3)),
+    "bn_err_mean_requires_grad": lambda m: F(m).batch_norm(
+        t(m, X), m.zeros(3, requires_grad=True), m.ones(3), training=True),
+    "bn_err_var_requires_grad": lambda m: F(m).batch_norm(
+        t(m, X), m.zeros(3), m.ones(3, requires_grad=True)),
     "bn_err_1d": lambda m: F(m).batch_norm(m.ones(3), m.zeros(3), m.ones(3)),
     # embedding
     "emb": lambda m: F(m).embedding(m.tensor([[0, 2], [1, 1]]), t(m, X3[0])),

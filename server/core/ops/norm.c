@@ -374,6 +374,13 @@ static int batch_norm_check(const struct td_operand *in, int nin, const struct t
             }
             continue;
         }
+        if (k < 2 && p->requires_grad && a->grad_enabled) {
+            return td_err_set(err, TD_EINVAL,
+                              "The function 'native_batch_norm' is not differentiable with "
+                              "respect to argument '%s'. This input cannot have requires_grad "
+                              "True.",
+                              names[k]);
+        }
         if (p->numel != c) {
             return td_err_set(err, TD_ESHAPE, "%s should contain %lld elements not %lld",
                               names[k], (long long)c, (long long)p->numel);
