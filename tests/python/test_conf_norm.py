@@ -293,6 +293,38 @@ def test_dropout_keeps_or_scales_every_entry(td, p):
     assert np.allclose(g[kept], 1 / (1 - p), rtol=1e-5) and np.all(g[~kept] == 0)
 
 
+@pytest.mark.parametrize("name,shape,channels", [
+    ("dropout1d", (4, 50, 6), (4, 50, 1)), ("dropout1d", (50, 6), (50, 1)),
+    ("dropout2d", (4, 50, 3, 2), (4, 50, 1, 1)), ("dropout2d", (4, 50, 6), (4, 50, 1)),
+    ("dropout3d", (2, 50, 2, 1, 3), (2, 50, 1, 1, 1)), ("dropout3d", (50, 2, 1, 3), (50, 1, 1, 1))])
+def test_feature_dropout_zeroes_whole_channels(td, name, shape, channels):
+    x = td.ones(*shape, requires_grad=True)
+    y = getattr(F(td), name)(x, 0.4)
+    assert y.grad_fn.name() == "MulBackward0" and list(y.shape) == list(shape)
+    got = np.array(y.tolist())
+    axes = tuple(i for i, (a, b) in enumerate(zip(shape, channels)) if a != b)
+    lo, hi = got.min(axis=axes), got.max(axis=axes)
+    assert np.array_equal(lo, hi)  # one draw per channel
+    assert set(np.unique(lo).round(5)) <= {0.0, round(1 / 0.6, 5)}
+    assert 0.3 < (lo != 0).mean() < 0.9
+
+
+FEATURE_ERRORS = {
+    "d1_rank": lambda m: F(m).dropout1d(m.ones(2, 3, 4, 5), 0.5),
+    "d1_rank1": lambda m: F(m).dropout1d(m.ones(4), 0.5),
+    "d2_rank1": lambda m: F(m).dropout2d(m.ones(4), 0.5),
+    "d2_p": lambda m: F(m).dropout2d(m.ones(2, 3, 4), 1.5),
+    "d3_long": lambda m: F(m).dropout3d(m.ones(2, 3, 4, 4, dtype=m.int64), 0.5),
+    "d2_eval": lambda m: F(m).dropout2d(m.ones(2, 3, 4), 0.5, training=False),
+    "d3_p1": lambda m: F(m).dropout3d(m.ones(2, 3, 1, 4, 4, requires_grad=True), 1.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FEATURE_ERRORS))
+def test_feature_dropout_errors_and_fixed_forms_match_torch(td, name):
+    same(outcome(torch, FEATURE_ERRORS[name]), outcome(td, FEATURE_ERRORS[name]))
+
+
 def test_dropout_in_place_and_seeded(td):
     td.manual_seed(5)
     a = F(td).dropout(td.ones(50), 0.5).tolist()

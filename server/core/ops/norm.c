@@ -19,6 +19,16 @@
 #include "../cancel.h"
 #include "family.h"
 
+static int64_t esize_of(enum td_dtype dt)
+{
+    return td_dtype_is_valid((int)dt) ? (int64_t)td_dtype_size(dt) : 8;
+}
+
+static int64_t esize(const struct td_tensor *t)
+{
+    return esize_of(t->dtype);
+}
+
 /* td_op_apply out of place on one or two tensors, no grad recorded. */
 static int run(enum td_op_id op, struct td_tensor *a, struct td_tensor *b,
                const struct td_op_args *args, struct td_quota *q, struct td_tensor **out,
@@ -1083,12 +1093,94 @@ const char *td_grad_fn_pad(const struct td_node *n)
     }
 }
 
+/* ---- dropout_noise(input, p, kind): the mask dropout1d/2d/3d multiply by (torch's
+** make_feature_noise): one Bernoulli(1 - p) draw / (1 - p) per channel, shaped
+** [N, C, 1, ...] for a batched input and [C, 1, ...] for an unbatched one ---- */
+
+/* The noise shape for kind 1, 2, 3 (dropout1d, 2d, 3d) and x's rank, or torch's error. */
+static int noise_shape(const struct td_tensor *x, int64_t kind, int64_t *shape,
+                       struct td_err *err)
+{
+    int nd = x->ndim;
+    if (kind < 1 || kind > 3) {
+        return td_err_set(err, TD_EINVAL, "dropout_noise: kind must be 1, 2 or 3, not %lld",
+                          (long long)kind);
+    }
+    if (kind == 1 && nd != 2 && nd != 3) {
+        return td_err_set(err, TD_ESHAPE,
+                          "dropout1d: Expected 2D or 3D input, but received a %dD input. Note "
+                          "that dropout1d exists to provide channel-wise dropout on inputs with 1 "
+                          "spatial dimension, a channel dimension, and an optional batch "
+                          "dimension (i.e. 2D or 3D inputs).",
+                          nd);
+    }
+    /* dropout2d treats every input as batched; 1d and 3d add a batch dim when there is none */
+    bool batched = kind == 1 ? nd == 3 : kind == 2 ? true : nd == 5;
+    int lead = batched ? 2 : 1;
+    if (nd < lead || nd + (batched ? 0 : 1) < 2) {
+        return td_err_set(err, TD_ESHAPE,
+                          "Feature dropout requires at least 2 dimensions in the input");
+    }
+    for (int i = 0; i < nd; i++) {
+        shape[i] = i < lead ? x->shape[i] : 1;
+    }
+    return 0;
+}
+
+int td_make_dropout_noise(struct td_tensor **out, const struct td_operand *in, int nin,
+                          const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    struct td_tensor *x = in[0].t, *noise = NULL, *r = NULL;
+    int64_t shape[TD_MAX_DIMS];
+    int rc;
+    if ((rc = noise_shape(x, a->k, shape, err)) != 0) {
+        return rc;
+    }
+    double keep = 1.0 - (a->has_max ? td_scalar_to_double(a->max) : 0.5);
+    if ((rc = td_tensor_empty(&noise, x->dtype, shape, x->ndim, q, err)) != 0) {
+        return rc;
+    }
+    struct td_op_args ba;
+    td_op_args_init(&ba);
+    ba.rng = a->rng;
+    ba.has_max = true;
+    ba.max = td_scalar_f(keep);
+    struct td_operand bin[1] = {{.t = noise}};
+    struct td_operand din[2] = {{.t = noise}, {.t = NULL, .s = td_scalar_f(keep)}};
+    if ((rc = td_op_apply(TD_OP_BERNOULLI, bin, 1, &ba, true, q, &r, err)) == 0) {
+        td_tensor_unref(r);
+        r = NULL;
+        rc = td_op_apply(TD_OP_DIV, din, 2, NULL, true, q, &r, err);
+        td_tensor_unref(r);
+    }
+    if (rc != 0) {
+        td_tensor_unref(noise);
+        return rc;
+    }
+    *out = noise;
+    return 0;
+}
+
+/* dropout_noise: one draw and one division per element of the noise. */
+int td_cost_dropout_noise(const struct td_operand *in, int nin, const struct td_op_args *a,
+                          struct td_cost *c)
+{
+    (void)nin;
+    const struct td_tensor *x = in[0].t;
+    int64_t n = 1;
+    for (int i = 0; i < x->ndim && i < 2; i++) {
+        n = td_sat_mul(n, x->shape[i]);
+    }
+    (void)a;
+    c->read = n;
+    c->written = td_sat_mul(n, 2);
+    c->out_bytes = td_sat_mul(n, esize_of(x->dtype));
+    return 0;
+}
+
 /* ---- cost rules (safe before validation: saturating, any operands) ---- */
 
-static int64_t esize(const struct td_tensor *t)
-{
-    return td_dtype_is_valid((int)t->dtype) ? (int64_t)td_dtype_size(t->dtype) : 8;
-}
 
 /* layer_norm and batch_norm: about a dozen passes over the input (mean, var, centre, scale,
 ** affine, and batch_norm's running updates), with four input-sized intermediates. */

@@ -151,6 +151,41 @@ def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = F
     return input.mul_(noise) if inplace else input * noise
 
 
+def _feature_dropout(kind: int, input: Any, p: float, training: bool, inplace: bool) -> Any:
+    """dropout1d/2d/3d: input * a per-channel mask, Bernoulli(1 - p) / (1 - p), drawn on the
+    server (dropout_noise, which also checks the input's rank as torch does)."""
+    if p < 0.0 or p > 1.0:
+        raise ValueError("dropout probability has to be between 0 and 1, but got {}".format(p))
+    if p == 0 or not training:
+        return input
+    if p == 1:
+        return input.mul_(0) if inplace else input * 0
+    s = _session(input)
+    noise = s._op("dropout_noise", [_tensor(s, input, "input", "dropout")], max=float(p),
+                  k=kind)
+    return input.mul_(noise) if inplace else input * noise
+
+
+@_export
+def dropout1d(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Any:
+    """torch.nn.functional.dropout1d: whole channels of an (N, C, L) or (C, L) input."""
+    return _feature_dropout(1, input, p, training, inplace)
+
+
+@_export
+def dropout2d(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Any:
+    """torch.nn.functional.dropout2d: whole channels (dim 1) of an (N, C, H, W) input (a 3-D
+    input is taken as (N, C, L), as torch 1.13 does; its warning is not repeated here)."""
+    return _feature_dropout(2, input, p, training, inplace)
+
+
+@_export
+def dropout3d(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Any:
+    """torch.nn.functional.dropout3d: whole channels of an (N, C, D, H, W) or (C, D, H, W)
+    input."""
+    return _feature_dropout(3, input, p, training, inplace)
+
+
 def _norm(x: Any, p: float, dim: Any, keepdim: bool) -> Any:
     if p == 2:
         return x.norm(2, dim, keepdim=keepdim)
