@@ -1,6 +1,7 @@
-/* server/core/ops/norm.c — torch.nn.functional's normalisation, embedding and padding ops:
-** layer_norm, batch_norm, embedding, one_hot, pad (constant mode); their backward rules and
-** cost rules.
+/* server/core/ops/norm.c — torch.nn.functional's normalisation, embedding, padding and
+** feature-dropout ops: layer_norm, batch_norm, embedding, one_hot, pad (constant), pad_gather
+** (pad's reflect, replicate and circular modes) and dropout_noise (dropout1d/2d/3d's channel
+** mask); their backward rules, grad_fn hook and cost rules.
 **
 ** Each checks its inputs the way torch 1.13 does (and says so in torch's words), then is built
 ** from the core's tested ops through td_op_apply, so every step handles any strides and dtypes,
@@ -8,8 +9,11 @@
 ** (x - mean) * rsqrt(var + eps) * w + b over the trailing dims, batch_norm the same per channel
 ** (updating running_mean / running_var in place when training, as torch), embedding an
 ** index_select of weight's rows, one_hot a comparison with arange, pad a full tensor with the
-** input copied into its middle. Optional tensor operands (weight=None ...) travel as the given
-** ones in order; td_op_args.absent has bit k set for optional operand k that is None.
+** input copied into its middle, pad_gather an index_select per padded dim, dropout_noise
+** bernoulli_ and div_ on a [N, C, 1, ...] tensor. Optional tensor operands (weight=None ...)
+** travel as the given ones in order; td_op_args.absent has bit k set for optional operand k
+** that is None. dropout, normalize, cosine_similarity, pairwise_distance and bilinear are
+** composites in the Python client (nn/_f_misc.py), as torch composes them.
 */
 #include <math.h>
 #include <stdio.h>
@@ -513,7 +517,7 @@ int td_make_batch_norm(struct td_tensor **out, const struct td_operand *in, int 
         return rc;
     }
     if (a->training) {
-        int64_t per = x->numel / x->shape[1];
+        int64_t per = x->ndim > 1 ? x->numel / x->shape[1] : x->numel; /* values per channel */
         if (rm != NULL) {
             rc = update_running(rm, mean, 1.0, a->momentum, q, err);
         }
