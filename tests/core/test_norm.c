@@ -303,8 +303,8 @@ static void test_costs_saturate(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_layer_norm),      cmocka_unit_test(test_batch_norm),
-        cmocka_unit_test(test_embedding),       cmocka_unit_test(test_one_hot_and_pad),
+        cmocka_unit_test(test_layer_norm),     cmocka_unit_test(test_batch_norm),
+        cmocka_unit_test(test_embedding),      cmocka_unit_test(test_one_hot_and_pad),
         cmocka_unit_test(test_costs_saturate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -204,8 +204,8 @@ static int normalise(struct td_tensor *x, const int64_t *dims, int nd, double ep
 }
 
 /* y * w + b, each optional (w and b already shaped to broadcast against y). Takes y. */
-static int affine(struct td_tensor *y, struct td_tensor *w, struct td_tensor *b,
-                  struct td_quota *q, struct td_tensor **out, struct td_err *err)
+static int affine(struct td_tensor *y, struct td_tensor *w, struct td_tensor *b, struct td_quota *q,
+                  struct td_tensor **out, struct td_err *err)
 {
     struct td_tensor *t = NULL;
     int rc = 0;
@@ -396,8 +396,8 @@ static int batch_norm_check(const struct td_operand *in, int nin, const struct t
                               names[k]);
         }
         if (p->numel != c) {
-            return td_err_set(err, TD_ESHAPE, "%s should contain %lld elements not %lld",
-                              names[k], (long long)c, (long long)p->numel);
+            return td_err_set(err, TD_ESHAPE, "%s should contain %lld elements not %lld", names[k],
+                              (long long)c, (long long)p->numel);
         }
     }
     for (int k = 0; k < 4; k++) {
@@ -781,8 +781,8 @@ int td_make_one_hot(struct td_tensor **out, const struct td_operand *in, int nin
 ** start and end (negative: crop). constant fills; reflect, replicate and circular gather each
 ** padded dim through an index vector (index_select), and their backward adds back along it ---- */
 
-static int pad_check_constant(const struct td_tensor *x, const struct td_op_args *a,
-                              int64_t *shape, struct td_err *err)
+static int pad_check_constant(const struct td_tensor *x, const struct td_op_args *a, int64_t *shape,
+                              struct td_err *err)
 {
     if (a->ndims % 2 != 0) {
         return td_err_set(err, TD_EINVAL, "Padding length must be divisible by 2");
@@ -815,9 +815,10 @@ static int pad_check_gather(const struct td_tensor *x, const struct td_op_args *
                             struct td_err *err)
 {
     static const char *const mode_name[] = {"constant", "reflect", "replicate", "circular"};
-    static const char *const kernel[2][3] = {
-        {"reflection_pad1d", "reflection_pad2d", "reflection_pad3d_cpu"},
-        {"replication_pad1d_cpu", "replication_pad2d_cpu", "replication_pad3d_cpu"}};
+    static const char *const kernel[2][3] = {{"reflection_pad1d", "reflection_pad2d",
+                                              "reflection_pad3d_cpu"},
+                                             {"replication_pad1d_cpu", "replication_pad2d_cpu",
+                                              "replication_pad3d_cpu"}};
     int mode = a->pad_mode, k = a->ndims / 2;
     if (a->ndims % 2 != 0) {
         return td_err_set(err, TD_EINVAL, "Padding length must be divisible by 2");
@@ -871,8 +872,10 @@ static int pad_check_gather(const struct td_tensor *x, const struct td_op_args *
                 return td_err_set(err, TD_EINVAL,
                                   "Negative padding value is resulting in an empty dimension");
             }
-            return td_err_set(err, TD_EINVAL, "input (W: %lld) is too small. Calculated output "
-                              "W: %lld", (long long)n, (long long)(n + lo + hi));
+            return td_err_set(err, TD_EINVAL,
+                              "input (W: %lld) is too small. Calculated output "
+                              "W: %lld",
+                              (long long)n, (long long)(n + lo + hi));
         }
         if (n == 0) {
             return td_err_set(err, TD_EINVAL, "pad: cannot pad an empty dimension");
@@ -913,8 +916,8 @@ static int crop(struct td_tensor **t, int d, int64_t lo, int64_t hi, struct td_q
 
 /* The source position of each of out_n positions along a dim of n, padded by lo in front and
 ** hi behind (pad_check_gather has checked them against n). */
-static int pad_index(int mode, int64_t n, int64_t lo, int64_t hi, int64_t out_n,
-                     struct td_quota *q, struct td_tensor **out, struct td_err *err)
+static int pad_index(int mode, int64_t n, int64_t lo, int64_t hi, int64_t out_n, struct td_quota *q,
+                     struct td_tensor **out, struct td_err *err)
 {
     int rc = td_tensor_empty(out, TD_DTYPE_I64, &out_n, 1, q, err);
     if (rc != 0) {
@@ -957,9 +960,8 @@ static int make_pad_gather(struct td_tensor **out, struct td_tensor *x, const st
         struct td_op_args sa;
         td_op_args_init(&sa);
         sa.dim = d;
-        if ((rc = pad_index(a->pad_mode, x->shape[d], a->dims[2 * i], a->dims[2 * i + 1],
-                            shape[d], q, &idx, err)) ==
-                0 &&
+        if ((rc = pad_index(a->pad_mode, x->shape[d], a->dims[2 * i], a->dims[2 * i + 1], shape[d],
+                            q, &idx, err)) == 0 &&
             (rc = run(TD_OP_INDEX_SELECT, cur, idx, &sa, q, &next, err)) == 0) {
             td_tensor_unref(cur);
             cur = next;
@@ -1039,9 +1041,8 @@ static int bw_pad_gather(const struct td_node *n, struct td_tensor *g, struct td
         struct td_op_args ia;
         td_op_args_init(&ia);
         ia.dim = d;
-        if ((rc = pad_index(a->pad_mode, x->shape[d], a->dims[2 * i], a->dims[2 * i + 1],
-                            shape[d], q, &idx, err)) ==
-                0 &&
+        if ((rc = pad_index(a->pad_mode, x->shape[d], a->dims[2 * i], a->dims[2 * i + 1], shape[d],
+                            q, &idx, err)) == 0 &&
             (rc = td_tensor_full(&z, g->dtype, before, x->ndim, td_scalar_i(0), q, err)) == 0) {
             struct td_operand ai[3] = {{.t = z}, {.t = idx}, {.t = cur}};
             if ((rc = td_op_apply(TD_OP_INDEX_ADD, ai, 3, &ia, false, q, &next, err)) == 0) {
@@ -1083,9 +1084,9 @@ int td_bw_pad(const struct td_node *n, struct td_tensor *g, struct td_tensor **g
 /* pad's grad_fn: ConstantPadNdBackward0, or the mode's kernel by the count of padded dims. */
 const char *td_grad_fn_pad(const struct td_node *n)
 {
-    static const char *const names[2][3] = {
-        {"ReflectionPad1DBackward0", "ReflectionPad2DBackward0", "ReflectionPad3DBackward0"},
-        {"ReplicationPad1DBackward0", "ReplicationPad2DBackward0", "ReplicationPad3DBackward0"}};
+    static const char *const names[2][3] =
+        {{"ReflectionPad1DBackward0", "ReflectionPad2DBackward0", "ReflectionPad3DBackward0"},
+         {"ReplicationPad1DBackward0", "ReplicationPad2DBackward0", "ReplicationPad3DBackward0"}};
     int k = n->args.ndims / 2;
     switch (n->args.pad_mode) {
     case TD_PAD_REFLECT:
@@ -1102,8 +1103,7 @@ const char *td_grad_fn_pad(const struct td_node *n)
 ** [N, C, 1, ...] for a batched input and [C, 1, ...] for an unbatched one ---- */
 
 /* The noise shape for kind 1, 2, 3 (dropout1d, 2d, 3d) and x's rank, or torch's error. */
-static int noise_shape(const struct td_tensor *x, int64_t kind, int64_t *shape,
-                       struct td_err *err)
+static int noise_shape(const struct td_tensor *x, int64_t kind, int64_t *shape, struct td_err *err)
 {
     int nd = x->ndim;
     if (kind < 1 || kind > 3) {
@@ -1243,8 +1243,7 @@ int td_cost_one_hot(const struct td_operand *in, int nin, const struct td_op_arg
 }
 
 /* pad: the result filled, then the kept input copied in. */
-int td_cost_pad(const struct td_operand *in, int nin, const struct td_op_args *a,
-                struct td_cost *c)
+int td_cost_pad(const struct td_operand *in, int nin, const struct td_op_args *a, struct td_cost *c)
 {
     (void)nin;
     const struct td_tensor *x = in[0].t;
