@@ -103,7 +103,9 @@ def embedding(input: Any, weight: Any, padding_idx: Optional[int] = None,
             rows = weight.index_select(0, flat)
             norms = _norm(rows, norm_type, 1, True)
             scale = s.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0)
-            weight[flat] = rows * scale
+            # weight[flat] = rows * scale, as the op (Tensor.index_put_ reads the index's
+            # dtype, which would wait for its reply)
+            s._op("index_put", [weight, flat, rows * scale], inplace=True, index_mask=1)
     kw = {}
     if padding_idx is not None:
         kw = {"padding_idx": int(padding_idx), "has_padding_idx": True}
