@@ -347,3 +347,26 @@ def test_batch_norm_running_stats_over_steps_match_torch(td):
         out[m.__name__] = (rm.tolist(), rv.tolist(), y.tolist())
     for w, g in zip(out["torch"], out["tensord"]):
         assert np.allclose(np.array(g), np.array(w), rtol=1e-5, atol=1e-6)
+
+
+def test_a_step_through_the_family_waits_for_no_reply(td):
+    """Every function here is issued without reading a reply (pipelined, as a training step
+    must be): inputs made by unanswered ops, forward and backward, then one read."""
+    s = td._session()
+    x = td.randn(4, 3, 5, requires_grad=True)
+    w, b = td.ones(5, requires_grad=True), td.zeros(5, requires_grad=True)
+    rm, rv = td.zeros(3), td.ones(3)
+    emb, W = td.randn(10, 5, requires_grad=True), td.randn(2, 5, 5, requires_grad=True)
+    x.tolist()
+    before = s._c.waits
+    f = F(td)
+    y = f.batch_norm(f.layer_norm(x * 2, (5,), w, b), rm, rv, training=True, momentum=0.2)
+    y = f.pad(f.pad(f.dropout2d(f.dropout(y, 0.3), 0.3), (1, 1), mode="reflect"), (1, 1))
+    y = f.normalize(y, dim=-1)
+    e = f.embedding(td.tensor([[1, 2], [3, 0]]) * 1, emb, padding_idx=0, max_norm=1.0)
+    o = f.one_hot(td.tensor([1, 2]) * 1, 4)
+    c = f.cosine_similarity(y, y * 2, dim=-1) + f.pairwise_distance(y, y + 1)
+    bl = f.bilinear(x * 1, x * 3, W)
+    (y.sum() + e.sum() + c.sum() + bl.sum() + o.sum()).backward()
+    assert s._c.waits == before
+    assert x.grad.shape == (4, 3, 5)
