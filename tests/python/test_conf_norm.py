@@ -320,6 +320,7 @@ FEATURE_ERRORS = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:dropout2d")  # torch's deprecation warnings
 @pytest.mark.parametrize("name", sorted(FEATURE_ERRORS))
 def test_feature_dropout_errors_and_fixed_forms_match_torch(td, name):
     same(outcome(torch, FEATURE_ERRORS[name]), outcome(td, FEATURE_ERRORS[name]))
