@@ -131,6 +131,9 @@ CASES = {
         t(m, X), m.zeros(3, requires_grad=True), m.ones(3), training=True),
     "bn_err_var_requires_grad": lambda m: F(m).batch_norm(
         t(m, X), m.zeros(3), m.ones(3, requires_grad=True)),
+    "bn_err_mixed_f64": lambda m: F(m).batch_norm(t(m, X, "float64"), m.zeros(3), m.ones(3)),
+    "bn_err_momentum_none": lambda m: F(m).batch_norm(t(m, X), m.zeros(3), m.ones(3),
+                                                      training=True, momentum=None),
     "bn_err_1d": lambda m: F(m).batch_norm(m.ones(3), m.zeros(3), m.ones(3)),
     # embedding
     "emb": lambda m: F(m).embedding(m.tensor([[0, 2], [1, 1]]), t(m, X3[0])),

@@ -408,8 +408,8 @@ static int batch_norm_check(const struct td_operand *in, int nin, const struct t
                                   "mixed dtype (CPU): expect parameter to have scalar type of "
                                   "Float");
             }
-            return td_err_set(err, TD_EDTYPE, "expected scalar type %s but found %s",
-                              td_dtype_cname(x->dtype), td_dtype_cname(p->dtype));
+            return td_err_set(err, TD_EDTYPE,
+                              "mixed dtype (CPU): expect input to have scalar type of BFloat16");
         }
     }
     return 0;

@@ -78,6 +78,10 @@ def batch_norm(input: Any, running_mean: Any, running_var: Any, weight: Any = No
                eps: float = 1e-05) -> Any:
     """torch.nn.functional.batch_norm: per channel (dim 1); in training, with the batch's
     statistics, updating running_mean and running_var in place (when given)."""
+    for pos, name, v in ((7, "momentum", momentum), (8, "eps", eps)):
+        if not isinstance(v, numbers.Real):
+            raise TypeError("batch_norm(): argument '%s' (position %d) must be float, not %s"
+                            % (name, pos, type(v).__name__))
     s = _session(input, running_mean, running_var, weight, bias)
     inputs = [_tensor(s, input, "input", "batch_norm")]
     absent = _optional(s, inputs, (running_mean, running_var, weight, bias),
