@@ -32,11 +32,18 @@ def _session(*tensors: Any) -> Any:
     return tensord._session()
 
 
+# torch's native functions' argument positions, which its TypeErrors name
+_POSITION = {("layer_norm", "input"): 1, ("layer_norm", "weight"): 3, ("layer_norm", "bias"): 4,
+             ("batch_norm", "input"): 1, ("batch_norm", "weight"): 2, ("batch_norm", "bias"): 3,
+             ("batch_norm", "running_mean"): 4, ("batch_norm", "running_var"): 5,
+             ("embedding", "weight"): 1, ("embedding", "indices"): 2}
+
+
 def _tensor(s: Any, v: Any, what: str, fname: str) -> Any:
     import tensord
     if not isinstance(v, tensord.Tensor):
-        raise TypeError("%s(): argument '%s' must be Tensor, not %s"
-                        % (fname, what, type(v).__name__))
+        raise TypeError("%s(): argument '%s' (position %d) must be Tensor, not %s"
+                        % (fname, what, _POSITION.get((fname, what), 1), type(v).__name__))
     return v
 
 
@@ -101,9 +108,11 @@ def embedding(input: Any, weight: Any, padding_idx: Optional[int] = None,
     if scale_grad_by_freq or sparse:
         raise NotImplementedError("embedding: scale_grad_by_freq and sparse are not supported")
     s = _session(input, weight)
+    weight = _tensor(s, weight, "weight", "embedding")
+    input = _tensor(s, input, "indices", "embedding")
     if max_norm is not None:
         with s.no_grad():
-            flat = _tensor(s, input, "input", "embedding").reshape(-1)
+            flat = input.reshape(-1)
             rows = weight.index_select(0, flat)
             norms = _norm(rows, norm_type, 1, True)
             scale = s.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0)
@@ -113,8 +122,8 @@ def embedding(input: Any, weight: Any, padding_idx: Optional[int] = None,
     kw = {}
     if padding_idx is not None:
         kw = {"padding_idx": int(padding_idx), "has_padding_idx": True}
-    return s._op("embedding", [_tensor(s, input, "input", "embedding"),
-                               _tensor(s, weight, "weight", "embedding")], **kw)
+    weight = _tensor(s, weight, "weight", "embedding")
+    return s._op("embedding", [_tensor(s, input, "indices", "embedding"), weight], **kw)
 
 
 @_export
