@@ -206,6 +206,10 @@ def _norm(x: Any, p: float, dim: Any, keepdim: bool) -> Any:
         return x.norm(2, dim, keepdim=keepdim)
     if p == float("inf"):
         return x.abs().amax(dim, keepdim=keepdim)
+    if p == float("-inf"):
+        return x.abs().amin(dim, keepdim=keepdim)
+    if p == 0:  # the count of nonzeros (no gradient flows through it, as torch's)
+        return x.ne(0).sum(dim, keepdim=keepdim)
     if p == 1:
         return x.abs().sum(dim, keepdim=keepdim)
     return x.abs().pow(p).sum(dim, keepdim=keepdim).pow(1.0 / p)
