@@ -71,6 +71,15 @@ struct td_op_args {
     int nshifts;
     char equation[64];      /* einsum; custom_function's grad_fn name; NUL-terminated */
     uint64_t function_id;   /* custom_function: the client's id for its Function's context */
+    /* nn normalisation, dropout, embedding, padding */
+    double eps, momentum;   /* layer_norm, batch_norm (as given: the clients send torch's
+                            ** defaults) */
+    bool training;          /* batch_norm: batch statistics, running ones updated in place */
+    uint64_t absent;        /* optional tensor operands given as None: bit k for the op's
+                            ** optional operand k; the present ones follow in order */
+    int64_t padding_idx;    /* embedding, when has_padding_idx */
+    bool has_padding_idx;
+    int pad_mode;           /* pad: TD_PAD_CONSTANT ... */
     bool grad_enabled;      /* record autograd nodes (the session's no_grad switch) */
     int op;                 /* set by td_op_apply: the op being run (enum td_op_id) */
     bool inplace;           /* set by td_op_apply (td_op_cost reads it: no new result) */
@@ -78,6 +87,7 @@ struct td_op_args {
 };
 
 enum { TD_ROUND_NONE, TD_ROUND_TRUNC, TD_ROUND_FLOOR }; /* div's rounding_mode */
+enum { TD_PAD_CONSTANT, TD_PAD_REFLECT, TD_PAD_REPLICATE, TD_PAD_CIRCULAR }; /* pad's mode */
 
 /* torch's defaults: no dims, dim 0, correction 1. */
 void td_op_args_init(struct td_op_args *a);

@@ -705,6 +705,24 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
         }
     }
     a->decimals = w->decimals;
+    a->eps = w->eps;
+    a->momentum = w->momentum;
+    a->training = w->training;
+    a->absent = w->absent;
+    a->has_padding_idx = w->has_padding_idx;
+    a->padding_idx = w->padding_idx;
+    if (w->mode != NULL && w->mode[0] != '\0') {
+        static const char *const modes[] = {"constant", "reflect", "replicate", "circular"};
+        a->pad_mode = -1;
+        for (int m = 0; m < 4; m++) {
+            if (strcmp(w->mode, modes[m]) == 0) {
+                a->pad_mode = m;
+            }
+        }
+        if (a->pad_mode < 0) {
+            return td_err_set(err, TD_EUNSUP, "Unrecognised padding mode %.64s", w->mode);
+        }
+    }
     if (w->equation != NULL) {
         size_t len = strlen(w->equation);
         if (len >= sizeof a->equation) {
