@@ -13,10 +13,6 @@ from typing import Any, Optional, Tuple
 
 import tensord as _td
 
-__all__ = ["calculate_gain", "uniform_", "normal_", "trunc_normal_", "constant_", "ones_",
-           "zeros_", "eye_", "dirac_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_",
-           "kaiming_normal_", "orthogonal_", "sparse_"]
-
 
 def calculate_gain(nonlinearity: str, param: Optional[Any] = None) -> float:
     """The recommended gain for a nonlinearity (torch's table)."""
@@ -189,3 +185,9 @@ def orthogonal_(tensor: _td.Tensor, gain: float = 1) -> _td.Tensor:
 
 def sparse_(tensor: _td.Tensor, sparsity: float, std: float = 0.01) -> _td.Tensor:
     raise NotImplementedError("tensord.nn.init.sparse_ is not supported")
+
+
+# every public function defined here (built, not listed: the op names stay in ops.def)
+__all__ = [_n for _n, _f in list(globals().items())
+           if callable(_f) and getattr(_f, "__module__", None) == __name__
+           and not _n.startswith("_")]
