@@ -40,5 +40,15 @@ class Parameter(_td.Tensor):
 
     __str__ = __repr__
 
+    def __deepcopy__(self, memo: Any) -> "Parameter":
+        """A new Parameter holding a copy of the values (as torch's), on the server."""
+        if id(self) in memo:
+            return memo[id(self)]
+        copy = self.detach().clone()
+        copy._meta = self._meta
+        result = Parameter(copy, self._rg)
+        memo[id(self)] = result
+        return result
+
     def __reduce_ex__(self, proto: Any) -> Any:
         raise TypeError("a tensord Parameter lives on the server and cannot be pickled")

@@ -8,6 +8,7 @@ waiting. state_dict() and load_state_dict() follow torch's key order, dedup and 
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import warnings
 import weakref
@@ -291,6 +292,24 @@ class Module:
         keys = (dir(self.__class__) + list(self.__dict__.keys()) + list(self._parameters.keys())
                 + list(self._modules.keys()) + list(self._buffers.keys()))
         return sorted(k for k in keys if not k[0].isdigit())
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "Module":
+        """copy.deepcopy(module): the same tree with copies of every parameter and buffer (new
+        tensors on the server), as torch's."""
+        for t in itertools.chain(self.parameters(), self.buffers()):
+            if id(t) not in memo:
+                if isinstance(t, Parameter):
+                    memo[id(t)] = copy.deepcopy(t, memo)
+                else:
+                    c = t.detach().clone()
+                    c._meta = t._meta
+                    memo[id(t)] = c
+        cls = self.__class__
+        new = cls.__new__(cls)
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            object.__setattr__(new, k, copy.deepcopy(v, memo))
+        return new
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)
