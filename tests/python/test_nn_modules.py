@@ -418,14 +418,11 @@ def test_containers_match_torch(td):
     check(td, make, [(torch.randn(4, 2), True)])
 
 
-def test_one_round_trip_per_training_step(td):
-    """forward, loss, backward and zero_grad send requests without waiting for replies: the
-    only wait of a step is reading the loss."""
+def count_waits(td, step, steps=3):
+    """Runs step() (which returns the loss) `steps` times; asserts that nothing in it waits for
+    the server until the loss is read, and that reading it is the one wait."""
     s = td._session()
-    model = td.nn.Sequential(td.nn.Linear(8, 16), td.nn.ReLU(), td.nn.Linear(16, 4))
-    loss_fn = td.nn.MSELoss()
-    x, y = td.randn(32, 8), td.randn(32, 4)
-    model(x).sum().item()  # settle the set-up
+    step().item()  # settle the set-up (first replies, shapes of the data)
     waits = []
     real = s._wait
 
@@ -434,16 +431,64 @@ def test_one_round_trip_per_training_step(td):
         return real(p)
     s._wait = counting
     try:
-        for _ in range(3):
-            model.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
+        for _ in range(steps):
+            loss = step()
             assert waits == []
             loss.item()
             assert len(waits) == 1
             waits.clear()
     finally:
         del s._wait
+
+
+def test_one_round_trip_per_training_step(td):
+    """forward, loss, backward and zero_grad send requests without waiting for replies: the
+    only wait of a step is reading the loss."""
+    model = td.nn.Sequential(td.nn.Linear(8, 16), td.nn.ReLU(), td.nn.Linear(16, 4))
+    loss_fn = td.nn.MSELoss()
+    x, y = td.randn(32, 8), td.randn(32, 4)
+
+    def step():
+        model.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        return loss
+    count_waits(td, step)
+
+
+def test_one_round_trip_per_step_of_a_cnn(td):
+    nn = td.nn
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Identity(),
+                          nn.AvgPool2d(1), nn.AdaptiveAvgPool2d((2, 2)), nn.Flatten(),
+                          nn.Dropout(0.2), nn.Linear(16, 8), nn.LayerNorm(8), nn.GELU(),
+                          nn.Linear(8, 3))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    x, y = td.randn(5, 1, 8, 8), td.tensor([0, 2, 1, 1, 0])
+
+    def step():
+        model.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        return loss
+    count_waits(td, step)
+
+
+def test_one_round_trip_per_step_of_an_embedding_mlp(td):
+    nn = td.nn
+    emb = nn.Embedding(27, 4)
+    body = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.BatchNorm1d(16, momentum=None),
+                         nn.Tanh(), nn.Linear(16, 27), nn.LogSoftmax(dim=1))
+    loss_fn = nn.NLLLoss()
+    x, y = td.randint(0, 27, (8, 3)), td.randint(0, 27, (8,))
+
+    def step():
+        emb.zero_grad()
+        body.zero_grad()
+        loss = loss_fn(body(emb(x)), y)
+        loss.backward()
+        return loss
+    count_waits(td, step)
 
 
 # -- layers against torch: forward, backward, buffers --
