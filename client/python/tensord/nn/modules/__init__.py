@@ -1,16 +1,17 @@
 """tensord.nn.modules: Module, the containers, layers, activations and losses (torch's)."""
-from .activation import (ELU, GELU, Hardtanh, LeakyReLU, LogSoftmax, ReLU, ReLU6, SiLU,  # noqa: F401
+# flake8: noqa: F401
+from .activation import (ELU, GELU, Hardtanh, LeakyReLU, LogSoftmax, ReLU, ReLU6, SiLU,
                          Sigmoid, Softmax, Softplus, Tanh)
-from .container import ModuleDict, ModuleList, Sequential  # noqa: F401
-from .conv import Conv1d, Conv2d  # noqa: F401
-from .dropout import Dropout, Flatten, Unflatten  # noqa: F401
-from .linear import Bilinear, Identity, Linear  # noqa: F401
-from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss,  # noqa: F401
+from .container import ModuleDict, ModuleList, Sequential
+from .conv import Conv1d, Conv2d
+from .dropout import Dropout, Flatten, Unflatten
+from .linear import Bilinear, Identity, Linear
+from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss,
                    MSELoss, NLLLoss, SmoothL1Loss)
-from .module import Module  # noqa: F401
-from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm  # noqa: F401
-from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d  # noqa: F401
-from .sparse import Embedding  # noqa: F401
+from .module import Module
+from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .sparse import Embedding
 
 __all__ = ["Module", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "Bilinear",
            "Embedding", "LayerNorm", "BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten",
