@@ -133,7 +133,11 @@ def test_trunc_normal(td):
                                       a=-1.0, b=1.5).numpy()
     assert abs(t.mean() - ref.mean()) < 0.01 and abs(t.std() - ref.std()) < 0.01
     s = values(td.nn.init.trunc_normal_(td.empty(*N), std=0.02))
-    assert abs(s.std() - 0.02) < 0.001 and s.min() >= -2 and s.max() <= 2
+    assert s.min() >= -2 and s.max() <= 2
+    # a uniform draw of exactly the interval's end is erfinv(+-1) = +-inf, clamped to a or b
+    # (torch's method does the same): rare, and left out of the spread
+    inner = s[np.abs(s) < 1]
+    assert len(inner) > len(s) - 5 and abs(inner.std() - 0.02) < 0.001
     with pytest.warns(UserWarning, match="mean is more than 2 std from"):
         td.nn.init.trunc_normal_(td.empty(3), mean=10.0)
 
