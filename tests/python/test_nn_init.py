@@ -95,7 +95,7 @@ def test_xavier(td):
     assert u.min() >= -2 * bound and u.max() <= 2 * bound and u.max() > 1.9 * bound
     n = values(td.nn.init.xavier_normal_(td.empty(*N)))
     assert abs(n.std() - math.sqrt(2.0 / (fan_in + fan_out))) < 0.002
-    assert abs(n.mean()) < 0.001
+    assert abs(n.mean()) < 0.002
 
 
 @pytest.mark.parametrize("a,mode,nonlinearity", [(0, "fan_in", "leaky_relu"),
@@ -113,7 +113,7 @@ def test_kaiming(td, a, mode, nonlinearity):
     assert u.min() >= -bound and u.max() <= bound and u.max() > 0.99 * bound
     n = values(td.nn.init.kaiming_normal_(td.empty(*shape), a=a, mode=mode,
                                           nonlinearity=nonlinearity))
-    assert abs(n.std() / std - 1) < 0.03
+    assert abs(n.std() / std - 1) < 0.04
 
 
 def test_kaiming_on_zero_elements_warns_as_torch(td):
