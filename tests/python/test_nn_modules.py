@@ -234,6 +234,8 @@ def test_repr_of_a_module_tree_matches_torch(td):
             ("pool", nn.MaxPool2d(2)),
             ("pool2", nn.MaxPool2d((3, 2), stride=1, padding=1, dilation=2, ceil_mode=True)),
             ("avg", nn.AvgPool2d(2, stride=1)),
+            ("mp1", nn.MaxPool1d(3, stride=2, padding=1)),
+            ("ap1", nn.AvgPool1d(2)),
             ("ada", nn.AdaptiveAvgPool2d((1, 1))),
             ("drop", nn.Dropout(0.25)),
             ("flat", nn.Flatten()),
@@ -596,6 +598,9 @@ def test_pooling(td):
           [(x, True)])
     check(td, lambda nn: nn.AdaptiveAvgPool2d((1, 1)), [(x, True)])
     check(td, lambda nn: nn.AdaptiveAvgPool2d(4), [(x, True)])
+    x1 = torch.randn(2, 3, 9)
+    check(td, lambda nn: nn.MaxPool1d(3, stride=2, padding=1), [(x1, True)])
+    check(td, lambda nn: nn.AvgPool1d(2), [(x1, True)])
 
 
 @pytest.mark.parametrize("make", [

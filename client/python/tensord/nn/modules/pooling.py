@@ -1,4 +1,4 @@
-"""tensord.nn pooling: MaxPool2d, AvgPool2d, AdaptiveAvgPool2d (torch's arguments and repr;
+"""tensord.nn pooling: MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool2d (torch's arguments and repr;
 the pooling is the F function, a server op)."""
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any, Optional
 import tensord as _td
 
 from .. import functional as F
+from ._util import _single
 from .module import Module
 
-__all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
+__all__ = ["MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d"]
 
 
 class _MaxPoolNd(Module):
@@ -32,6 +33,14 @@ class _MaxPoolNd(Module):
             ", dilation={dilation}, ceil_mode={ceil_mode}".format(**self.__dict__)
 
 
+class MaxPool1d(_MaxPoolNd):
+    """1-D max pooling (with the argmax indices when return_indices)."""
+
+    def forward(self, input: _td.Tensor) -> Any:
+        return F.max_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
 class MaxPool2d(_MaxPoolNd):
     """2-D max pooling (with the argmax indices when return_indices)."""
 
@@ -46,6 +55,23 @@ class _AvgPoolNd(Module):
     def extra_repr(self) -> str:
         return "kernel_size={}, stride={}, padding={}".format(self.kernel_size, self.stride,
                                                               self.padding)
+
+
+class AvgPool1d(_AvgPoolNd):
+    """1-D average pooling (its sizes kept as 1-tuples, as torch's)."""
+
+    def __init__(self, kernel_size: Any, stride: Optional[Any] = None, padding: Any = 0,
+                 ceil_mode: bool = False, count_include_pad: bool = True) -> None:
+        super().__init__()
+        self.kernel_size = _single(kernel_size)
+        self.stride = _single(stride if stride is not None else kernel_size)
+        self.padding = _single(padding)
+        self.ceil_mode = ceil_mode
+        self.count_include_pad = count_include_pad
+
+    def forward(self, input: _td.Tensor) -> _td.Tensor:
+        return F.avg_pool1d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad)
 
 
 class AvgPool2d(_AvgPoolNd):
