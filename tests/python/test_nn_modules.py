@@ -675,7 +675,9 @@ def test_deepcopy(td):
     import copy
     tn, dn = build_net(torch.nn), build_net(td.nn)
     dn.load_state_dict(tn.state_dict())
+    dn.note = td.ones(2)  # a tensor attribute that is neither parameter nor buffer
     dc, tc = copy.deepcopy(dn), copy.deepcopy(tn)
+    assert dc.note is not dn.note and dc.note.tolist() == [1.0, 1.0]
     assert repr(dc) == repr(dn)
     assert [n for n, _ in dc.named_parameters()] == [n for n, _ in tc.named_parameters()]
     assert dc.a is dc.b and dc.a is not dn.a

@@ -294,9 +294,10 @@ class Module:
         return sorted(k for k in keys if not k[0].isdigit())
 
     def __deepcopy__(self, memo: Dict[int, Any]) -> "Module":
-        """copy.deepcopy(module): the same tree with copies of every parameter and buffer (new
-        tensors on the server), as torch's."""
-        for t in itertools.chain(self.parameters(), self.buffers()):
+        """copy.deepcopy(module): the same tree with copies of every parameter, buffer and
+        tensor attribute (new tensors on the server), as torch's."""
+        plain = [v for v in self.__dict__.values() if isinstance(v, _td.Tensor)]
+        for t in itertools.chain(self.parameters(), self.buffers(), plain):
             if id(t) not in memo:
                 if isinstance(t, Parameter):
                     memo[id(t)] = copy.deepcopy(t, memo)
