@@ -689,3 +689,25 @@ def test_deepcopy(td):
     assert dn.scale.tolist() == [1.0, 1.0, 1.0]
     x = torch.randn(2, 3)
     close(dc.a(of(td, x)), tc.a(x))
+
+
+def test_parameter_list(td):
+    def make(nn, T):
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.ps = nn.ParameterList([nn.Parameter(T.ones(2, 3)), T.zeros(4)])
+                self.ps.append(nn.Parameter(T.ones(1)))
+
+            def forward(self, x):
+                return x * self.ps[0].sum() + self.ps[1].sum() + self.ps[-1]
+        return M()
+    tm, dm = make(torch.nn, torch), make(td.nn, td)
+    assert repr(dm) == repr(tm).replace("torch.", "tensord.")
+    assert [n for n, _ in dm.named_parameters()] == [n for n, _ in tm.named_parameters()]
+    assert len(dm.ps) == 3 and isinstance(dm.ps[1], td.nn.Parameter)
+    assert len(dm.ps[1:]) == 2
+    x = torch.randn(3)
+    close(dm(of(td, x)), tm(x))
+    with pytest.raises(RuntimeError, match="ParameterList should not be called."):
+        dm.ps(1)

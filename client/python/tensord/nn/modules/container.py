@@ -1,4 +1,5 @@
-"""tensord.nn containers: Sequential, ModuleList, ModuleDict (torch 1.13's behaviour and text).
+"""tensord.nn containers: Sequential, ModuleList, ModuleDict, ParameterList (torch 1.13's
+behaviour and text).
 
 Pure bookkeeping over Module._modules; Sequential.forward chains its modules' pipelined calls.
 """
@@ -10,9 +11,12 @@ from collections import abc as container_abcs
 from itertools import chain, islice
 from typing import Any, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
+import tensord as _td
+
+from ..parameter import Parameter
 from .module import Module
 
-__all__ = ["Sequential", "ModuleList", "ModuleDict"]
+__all__ = ["Sequential", "ModuleList", "ModuleDict", "ParameterList"]
 
 
 class Sequential(Module):
@@ -267,3 +271,77 @@ class ModuleDict(Module):
                     raise ValueError("ModuleDict update sequence element #" + str(j)
                                      + " has length " + str(len(m)) + "; 2 is required")
                 self[m[0]] = m[1]
+
+
+class ParameterList(Module):
+    """A list of parameters, registered as '0', '1', ... (a tensor given is made a Parameter)."""
+
+    def __init__(self, values: Optional[Iterable[Any]] = None) -> None:
+        super().__init__()
+        self._size = 0
+        if values is not None:
+            self += values
+
+    def _get_abs_string_index(self, idx: Any) -> str:
+        idx = operator.index(idx)
+        if not -len(self) <= idx < len(self):
+            raise IndexError("index {} is out of range".format(idx))
+        if idx < 0:
+            idx += len(self)
+        return str(idx)
+
+    def __getitem__(self, idx: Any) -> Any:
+        if isinstance(idx, slice):
+            start, stop, step = idx.indices(len(self))
+            out = self.__class__()
+            for i in range(start, stop, step):
+                out.append(self[i])
+            return out
+        return getattr(self, self._get_abs_string_index(idx))
+
+    def __setitem__(self, idx: int, param: Any) -> None:
+        idx_s = self._get_abs_string_index(idx)
+        if isinstance(param, _td.Tensor) and not isinstance(param, Parameter):
+            param = Parameter(param)
+        setattr(self, idx_s, param)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self[i] for i in range(len(self)))
+
+    def __iadd__(self, parameters: Iterable[Any]) -> "ParameterList":
+        return self.extend(parameters)
+
+    def __dir__(self) -> Any:
+        return [key for key in super().__dir__() if not key.isdigit()]
+
+    def append(self, value: Any) -> "ParameterList":
+        new_idx = len(self)
+        self._size += 1
+        self[new_idx] = value
+        return self
+
+    def extend(self, values: Iterable[Any]) -> "ParameterList":
+        if not isinstance(values, container_abcs.Iterable) or isinstance(values, _td.Tensor):
+            raise TypeError("ParameterList.extend should be called with an iterable, but got "
+                            + type(values).__name__)
+        for value in values:
+            self.append(value)
+        return self
+
+    def extra_repr(self) -> str:
+        child_lines = []
+        for k, p in enumerate(self):
+            if isinstance(p, _td.Tensor):
+                size_str = "x".join(str(size) for size in p.size())
+                parastr = "{} containing: [{} of size {}]".format(
+                    "Parameter" if isinstance(p, Parameter) else "Tensor", p.dtype, size_str)
+                child_lines.append("  (" + str(k) + "): " + parastr)
+            else:
+                child_lines.append("  (" + str(k) + "): Object of type: " + type(p).__name__)
+        return "\n".join(child_lines)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("ParameterList should not be called.")
