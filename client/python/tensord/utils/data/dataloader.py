@@ -371,7 +371,7 @@ class _DataLoaderIter:
                 continue
             if piece._s is not s:  # the sampler drew in another session: bring the indices
                 piece = s.tensor(piece.tolist(), dtype=tensord.int64)
-            idx = piece if a == 0 and b == size else piece[a:b]
+            idx = piece if a == 0 and b == size else piece.narrow(0, a, b - a)
             for level in src.chain_tensors or ():
                 idx = level.index_select(0, idx)
             parts.append(idx)
