@@ -25,8 +25,9 @@ def draw(kind, r, c):
 def make(n):
     kinds = torch.randint(0, 3, (n,), generator=g).tolist()
     spots = torch.randint(1, 9, (n, 2), generator=g).tolist()
-    images = torch.stack([draw(k, r, c) for k, (r, c) in zip(kinds, spots)])
-    images = images + 0.1 * torch.randn(n, 16, 16, generator=g)
+    images = 0.1 * torch.randn(n, 16, 16, generator=g)
+    for i, (k, (r, c)) in enumerate(zip(kinds, spots)):
+        images[i] += draw(k, r, c)
     return images.unsqueeze(1), torch.tensor(kinds)
 
 

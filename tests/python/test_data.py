@@ -147,6 +147,8 @@ CASES = {
     "collate_dicts": lambda m: loader(m, Squares.make(m, 5), batch_size=2),
     "collate_namedtuple": lambda m: loader(m, [Point(1, 2.5), Point(3, 4.5)], batch_size=2),
     "collate_tensors": lambda m: loader(m, [m.ones(2, 2) * i for i in range(3)], batch_size=2),
+    "collate_many_tensors": lambda m: loader(m, [m.arange(3) + i for i in range(150)],
+                                             batch_size=150),
     "collate_nested": lambda m: loader(
         m, [{"a": (m.tensor([i]), [i, float(i)])} for i in range(3)], batch_size=3),
     "collate_uneven_lists": lambda m: loader(m, [[1, 2], [3]], batch_size=2),

@@ -53,12 +53,30 @@ def default_convert(data: Any) -> Any:
     return data
 
 
+# The server takes at most this many operands in one cat or stack (TD_OP_MAX_INPUTS in
+# server/core/ops.h); a larger batch is stacked in groups, then the groups are concatenated.
+_MAX_OPERANDS = 64
+
+
+def _stack(batch: Any) -> Any:
+    """torch.stack(batch, 0) for any number of tensors (the same values; past 64 samples the
+    result's grad_fn is CatBackward0 rather than StackBackward0)."""
+    if len(batch) <= _MAX_OPERANDS:
+        return tensord.stack(batch, 0)
+    parts = [tensord.stack(batch[i:i + _MAX_OPERANDS], 0)
+             for i in range(0, len(batch), _MAX_OPERANDS)]
+    while len(parts) > 1:
+        parts = [tensord.cat(parts[i:i + _MAX_OPERANDS], 0)
+                 for i in range(0, len(parts), _MAX_OPERANDS)]
+    return parts[0]
+
+
 def default_collate(batch: Any) -> Any:
     """A list of samples to one batch (see the module comment)."""
     elem = batch[0]
     elem_type = type(elem)
     if isinstance(elem, tensord.Tensor):
-        return tensord.stack(batch, 0)
+        return _stack(batch)
     if _is_numpy(elem):
         if elem_type.__name__ == "ndarray":
             if _NP_STR_OBJ.search(elem.dtype.str) is not None:
