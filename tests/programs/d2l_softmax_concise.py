@@ -90,4 +90,5 @@ for epoch in range(5):
     print(f"epoch {epoch + 1}: loss {train_loss:.4f}, train acc {train_acc:.4f}, "
           f"test acc {test_acc:.4f}")
 W = net[1].weight.detach()
-print("weight", tuple(W.shape), f"norm {W.norm().item():.4f}", f"bias sum {net[1].bias.sum().item():.4f}")
+print("weight", tuple(W.shape), f"norm {W.norm().item():.4f}",
+      f"bias sum {net[1].bias.sum().item():.4f}")

@@ -29,6 +29,6 @@ coeffs = [layer.bias.item()] + layer.weight.detach().flatten().tolist()
 print("y = {:.4f} + {:.4f} x + {:.4f} x^2 + {:.4f} x^3".format(*coeffs))
 state = optimizer.state_dict()
 group = state["param_groups"][0]
-print("optimizer state entries:", len(state["state"]), "alpha:", group["alpha"], "eps:", group["eps"],
-      "params:", group["params"])
+print("optimizer state entries:", len(state["state"]), "alpha:", group["alpha"],
+      "eps:", group["eps"], "params:", group["params"])
 print("square_avg shapes:", [tuple(s["square_avg"].shape) for s in state["state"].values()])

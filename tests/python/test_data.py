@@ -10,6 +10,9 @@ expected failure). The fast path is checked by counting: a DataLoader over a Ten
 issues one index_select per tensor per batch, no stack, and waits for no reply.
 """
 import collections
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -154,7 +157,8 @@ CASES = {
     "collate_uneven_lists": lambda m: loader(m, [[1, 2], [3]], batch_size=2),
     "collate_unsupported": lambda m: loader(m, [object(), object()], batch_size=2),
     "convert_no_batching": lambda m: loader(m, [(1, 2), [3.0]], batch_size=None),
-    "default_collate_direct": lambda m: D(m).default_collate([(m.tensor(1.0), 2), (m.tensor(3.0), 4)]),
+    "default_collate_direct": lambda m: D(m).default_collate([(m.tensor(1.0), 2),
+                                                              (m.tensor(3.0), 4)]),
     # iterable datasets
     "iterable_batches": lambda m: loader(m, Counting.make(m, 7), batch_size=3),
     "iterable_drop_last": lambda m: loader(m, Counting.make(m, 7), batch_size=3, drop_last=True),
@@ -183,7 +187,8 @@ CASES = {
                                         sorted(D(m).SubsetRandomSampler([5, 6, 7]))],
     # DataLoader options
     "loader_lengths": lambda m: [len(D(m).DataLoader(range(n), batch_size=b, drop_last=d))
-                                 for n in (1, 9, 10, 11) for b in (1, 3, 10) for d in (False, True)],
+                                 for n in (1, 9, 10, 11) for b in (1, 3, 10)
+                                 for d in (False, True)],
     "loader_shuffle_len": lambda m: len(D(m).DataLoader(range(10), batch_size=3, shuffle=True)),
     "loader_sampler_and_shuffle": lambda m: D(m).DataLoader(
         range(3), shuffle=True, sampler=D(m).SequentialSampler(range(3))),
@@ -392,3 +397,16 @@ def test_shuffled_batches_wait_for_nothing(td):
     got = sorted((b[0].tolist()[i], b[1].tolist()[i]) for b in batches for i in range(len(b[1])))
     want = sorted((X.tolist()[i], y.tolist()[i]) for i in train.indices)
     assert got == want
+
+
+def test_utils_data_is_reachable_after_import_tensord():
+    """As torch.utils.data is after `import torch` alone (the real-program suite's shim maps
+    the submodules `import tensord` loaded)."""
+    code = ("import tensord\n"
+            "data = tensord.utils.data\n"
+            "print(data.DataLoader.__name__, data.TensorDataset.__name__)\n")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(tensord.__path__[0]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "DataLoader TensorDataset\n"
