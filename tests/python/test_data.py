@@ -389,7 +389,7 @@ def test_shuffled_batches_wait_for_nothing(td):
     train, _ = D(td).random_split(ds, [0.8, 0.2], generator=td.Generator().manual_seed(1))
     dl = D(td).DataLoader(train, batch_size=16, shuffle=True,
                           generator=td.Generator().manual_seed(2))
-    list(dl)  # the subset's indices go up once, on the first pass
+    list(dl)  # (each pass sends the subset's indices up, without waiting)
     td.synchronize()
     waits = c.waits
     batches = list(dl)
@@ -410,3 +410,21 @@ def test_utils_data_is_reachable_after_import_tensord():
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "DataLoader TensorDataset\n"
+
+
+def test_data_in_a_session_of_its_own(td, daemon):
+    """A TensorDataset on another Session draws from that session's stream (its "default
+    generator") and is batched there: the default session sees no request."""
+    with td.Session("127.0.0.1:%d" % daemon) as s:
+        X, y = s.arange(12.0).reshape(6, 2), s.arange(6)
+        ds = D(td).TensorDataset(X, y)
+        frames = td._default._c.frames_sent
+        s.manual_seed(0)
+        batches = list(D(td).DataLoader(ds, batch_size=4, shuffle=True))
+        parts = D(td).random_split(ds, [0.5, 0.5])
+        sub = list(D(td).DataLoader(parts[0], batch_size=2, shuffle=True))
+        assert td._default._c.frames_sent == frames
+        assert sorted(v for b in batches for v in b[1].tolist()) == list(range(6))
+        assert [b[0].shape[0] for b in batches] == [4, 2]
+        assert sorted(v for b in sub for v in b[1].tolist()) == sorted(parts[0].indices)
+        assert all(b[0]._s is s for b in sub)

@@ -280,7 +280,8 @@ class _DataLoaderIter:
                 self._collate_fn is default_collate:
             self._source = _TensorSource.find(self._dataset)
         self._start_pass()
-        self._base_seed = _random.draw_int64(loader.generator)  # drawn as torch draws it
+        # drawn as torch draws it (for no generator: from the data's session, see _random.home)
+        self._base_seed = _random.draw_int64(loader.generator, _random.home(self._dataset))
         self._num_yielded = 0
         if self._dataset_kind == _DatasetKind.Iterable:
             self._dataset_iter = iter(self._dataset)

@@ -167,6 +167,6 @@ def random_split(dataset: Dataset[T], lengths: Sequence[Union[int, float]],
                               f"This might result in an empty dataset.")
     if sum(lengths) != len(dataset):  # type: ignore[arg-type]
         raise ValueError("Sum of input lengths does not equal the length of the input dataset!")
-    indices = _random.randperm(sum(lengths), generator).tolist()
+    indices = _random.randperm(sum(lengths), generator, _random.home(dataset)).tolist()
     return [Subset(dataset, indices[offset - length:offset])
             for offset, length in zip(itertools.accumulate(lengths), lengths)]

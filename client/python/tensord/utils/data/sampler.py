@@ -100,7 +100,7 @@ class RandomSampler(Sampler[int]):
         n = len(self.data_source)
         generator = self.generator
         if generator is None:
-            generator = _random.fresh_generator()
+            generator = _random.fresh_generator(_random.home(self.data_source))
         if self.replacement:
             for _ in range(self.num_samples // 32):
                 yield _random.randint(n, 32, generator), 32, 32
