@@ -128,6 +128,10 @@ CASES = {
         m, TD(m), batch_sampler=D(m).BatchSampler(D(m).SequentialSampler(range(10)), 3, True)),
     "batches_index_lists": lambda m: loader(m, TD(m), batch_sampler=[[0, 5], [9, 1, 1]]),
     "batches_negative_index": lambda m: loader(m, TD(m), batch_sampler=[[-1, 0]]),
+    "batches_empty_index_list": lambda m: loader(m, TD(m), batch_sampler=[[]]),
+    "batches_replacement_many_pieces": lambda m: [len(b[0]) for b in D(m).DataLoader(
+        D(m).TensorDataset(m.arange(5)), batch_size=2100,
+        sampler=D(m).RandomSampler(range(5), True, 2150))],
     "batches_index_out_of_range": lambda m: loader(m, TD(m), batch_sampler=[[0, 10]]),
     "batches_subset": lambda m: loader(m, D(m).Subset(TD(m), [4, 2, 7, 9]), batch_size=3),
     "batches_subset_range": lambda m: loader(m, D(m).Subset(TD(m), range(3, 8)), batch_size=2),

@@ -347,7 +347,7 @@ class _DataLoaderIter:
         if self._auto_collation:
             if self._source is not None:
                 rows = self._source.positions(index)
-                if rows is not None:
+                if rows:  # (an empty batch fails in default_collate, as torch's does)
                     return self._source.gather(self._source.s.tensor(rows,
                                                                      dtype=tensord.int64))
             if getattr(self._dataset, "__getitems__", None):
@@ -359,7 +359,8 @@ class _DataLoaderIter:
         return self._collate_fn(data)
 
     def _from_segments(self, segments: List[Any]) -> Any:
-        """A batch of a TensorDataset from its segments (piece source, start, stop)."""
+        """A batch of a TensorDataset from its segments (piece source, its size, start,
+        stop)."""
         src = self._source
         s = src.s
         if src.chain and any(isinstance(piece, range) for piece, _, _, _ in segments):
@@ -376,5 +377,6 @@ class _DataLoaderIter:
             for level in src.chain_tensors or ():
                 idx = level.index_select(0, idx)
             parts.append(idx)
-        idx = parts[0] if len(parts) == 1 else s.cat(parts)
-        return src.gather(idx)
+        while len(parts) > 1:  # (the server takes at most 64 operands per cat)
+            parts = [s.cat(parts[i:i + 64]) for i in range(0, len(parts), 64)]
+        return src.gather(parts[0])
