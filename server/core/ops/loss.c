@@ -540,6 +540,49 @@ int td_bw_nll_loss(const struct td_node *n, struct td_tensor *g, struct td_tenso
     return rc;
 }
 
+/* cross_entropy with probabilities, d/d(target) = -(1 - ls) w log_softmax(x) g (/ rows for the
+** mean), w viewed along the class dim */
+static int ce_target_grad(const struct td_node *n, struct td_tensor *g, struct td_tensor **out,
+                          struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *x = n->in[0].t, *w = n->nin > 2 ? n->in[2].t : NULL;
+    struct td_tensor *lp = NULL, *wv = NULL, *lw = NULL, *gg = NULL, *gs = NULL, *m = NULL;
+    struct td_op_args ra;
+    td_op_args_init(&ra);
+    ra.ndims = x->ndim <= 1 ? 1 : x->ndim - 1;
+    ra.has_dims = true;
+    for (int i = 0; i < ra.ndims; i++) {
+        ra.dims[i] = i == 0 ? -1 : 1;
+    }
+    int64_t c = x->shape[x->ndim <= 1 ? 0 : 1];
+    double scale = -(1 - n->args.label_smoothing);
+    int rc = log_probs(x, &n->args, q, &lp, err);
+    if (rc == 0) {
+        if (w != NULL) {
+            if ((rc = run1(TD_OP_RESHAPE, td_t(w), &ra, q, &wv, err)) == 0) {
+                rc = run2(TD_OP_MUL, td_t(lp), td_t(wv), q, &lw, err);
+            }
+        } else {
+            lw = td_tensor_ref(lp);
+        }
+    }
+    if (rc == 0 && (rc = g_classwise(n, g, q, &gg, err)) == 0) {
+        if (n->args.reduction == TD_REDUCTION_MEAN && c > 0) {
+            scale /= (double)(x->numel / c);
+        }
+        if ((rc = run2(TD_OP_MUL, td_t(gg), num(scale), q, &gs, err)) == 0) {
+            rc = run2(TD_OP_MUL, td_t(lw), td_t(gs), q, out, err);
+        }
+    }
+    td_tensor_unref(lp);
+    td_tensor_unref(wv);
+    td_tensor_unref(lw);
+    td_tensor_unref(gg);
+    td_tensor_unref(gs);
+    td_tensor_unref(m);
+    return rc;
+}
+
 /* cross_entropy: softmax(x) * sum(coef * g, class dim) - coef * g */
 int td_bw_cross_entropy(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                         struct td_quota *q, struct td_err *err)
@@ -561,6 +604,10 @@ int td_bw_cross_entropy(const struct td_node *n, struct td_tensor *g, struct td_
         (rc = run1(TD_OP_SOFTMAX, td_t(x), &sa, q, &sm, err)) == 0 &&
         (rc = run2(TD_OP_MUL, td_t(sm), td_t(s), q, &ps, err)) == 0) {
         rc = run2(TD_OP_SUB, td_t(ps), td_t(cg), q, &gin[0], err);
+    }
+    struct td_tensor *t = n->in[1].t;
+    if (rc == 0 && t->requires_grad && same_shape(x, t)) {
+        rc = ce_target_grad(n, g, &gin[1], q, err);
     }
     td_tensor_unref(cf);
     td_tensor_unref(gg);
