@@ -19,11 +19,6 @@ from typing import Any
 
 from .. import Tensor, _first_session, _function, _session
 
-__all__ = ["nll_loss", "cross_entropy", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
-           "binary_cross_entropy", "binary_cross_entropy_with_logits",
-           "relu", "relu_", "leaky_relu", "leaky_relu_", "silu", "elu", "elu_", "hardtanh",
-           "hardtanh_", "relu6"]
-
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -170,3 +165,8 @@ def hardtanh_(input: Any, min_val: float = -1.0, max_val: float = 1.0) -> Any:
 def relu6(input: Any, inplace: bool = False) -> Any:
     """torch.nn.functional.relu6: hardtanh(input, 0, 6), as torch computes it."""
     return hardtanh(input, 0.0, 6.0, inplace)
+
+
+# every public function above (the list is not written out: ops.def is the list of op names)
+__all__ = [_n for _n, _v in list(globals().items())
+           if callable(_v) and not _n.startswith("_") and getattr(_v, "__module__", "") == __name__]
