@@ -235,6 +235,37 @@ def test_errors_match_torch(td, name):
     assert got == want
 
 
+def weight_grads(m):
+    """cross_entropy with class probabilities differentiates its weight and its target; the
+    other losses refuse a weight that requires grad, as torch does."""
+    out = []
+    for red in ("mean", "sum", "none"):
+        x, w, p = x_(m), m.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True), x_(m, P)
+        r = F(m).cross_entropy(x * 2, p, weight=w, label_smoothing=0.2, reduction=red)
+        (r * m.arange(1.0, r.numel() + 1).reshape(r.shape)).sum().backward()
+        out += [w.grad.tolist(), p.grad.tolist(), x.grad.tolist()]
+    for call in (lambda w: F(m).nll_loss(m.tensor(X), m.tensor([0, 1, 2]), weight=w),
+                 lambda w: F(m).cross_entropy(m.tensor(X), m.tensor([0, 1, 2]), weight=w,
+                                              label_smoothing=0.1),
+                 lambda w: F(m).binary_cross_entropy(m.tensor(Y), m.tensor(Y), weight=w),
+                 lambda w: F(m).binary_cross_entropy_with_logits(m.tensor(X), m.tensor(Y),
+                                                                 weight=w),
+                 lambda w: F(m).binary_cross_entropy_with_logits(m.tensor(X), m.tensor(Y),
+                                                                 pos_weight=w)):
+        out.append(error_of(m, lambda m: call(m.tensor([1.0, 2.0, 3.0, 4.0],
+                                                       requires_grad=True))))
+    return out
+
+
+def test_weight_gradients_and_refusals(td):
+    want, got = weight_grads(torch), weight_grads(td)
+    for a, b in zip(got, want):
+        if isinstance(b, str) or b is None:
+            assert a == b
+        else:
+            assert np.allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6), (a, b)
+
+
 def test_values_without_grad(td):
     """int hardtanh keeps its dtype; the printed result is torch's."""
     for case in (lambda m: F(m).hardtanh(m.tensor([-3, 0, 2])),

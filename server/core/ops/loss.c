@@ -91,6 +91,20 @@ static const char *shape_text(char *buf, size_t cap, const struct td_tensor *t)
     return td_shape_str(buf, cap, t->shape, t->ndim);
 }
 
+/* torch records no derivative for a loss's weights: with grad mode on, a weight that requires
+** grad is refused before the op runs. */
+static int weight_no_grad(const struct td_tensor *w, const struct td_op_args *a, const char *fn,
+                          const char *arg, struct td_err *err)
+{
+    if (w != NULL && a->grad_enabled && w->requires_grad) {
+        return td_err_set(err, TD_EINVAL,
+                          "The function '%s' is not differentiable with respect to argument "
+                          "'%s'. This input cannot have requires_grad True.",
+                          fn, arg);
+    }
+    return 0;
+}
+
 /* ---- nll_loss and cross_entropy ---- */
 
 /* The class-loss problem, checked: input x as (n, c, d) blocks (a 1-D input is one row),
@@ -386,6 +400,9 @@ static int cls_check(const struct td_tensor *x, const struct td_tensor *lp,
     } else if ((rc = check_index_target(lp, t, w, ce, err)) != 0) {
         return rc;
     }
+    if (!probs && (rc = weight_no_grad(w, a, "nll_loss_forward", "weight", err)) != 0) {
+        return rc;
+    }
     cls_layout(p, x, probs, a);
     return 0;
 }
@@ -583,6 +600,51 @@ static int ce_target_grad(const struct td_node *n, struct td_tensor *g, struct t
     return rc;
 }
 
+/* cross_entropy with probabilities, d/d(weight)[c] = -sum over all but the class dim of
+** log_softmax(x) (t (1 - ls) + ls / C) g (/ rows for the mean) */
+static int ce_weight_grad(const struct td_node *n, struct td_tensor *g, struct td_tensor **out,
+                          struct td_quota *q, struct td_err *err)
+{
+    struct td_tensor *x = n->in[0].t, *t = n->in[1].t;
+    struct td_tensor *lp = NULL, *ts = NULL, *tt = NULL, *pr = NULL, *gg = NULL, *gs = NULL;
+    struct td_tensor *m = NULL;
+    int64_t c = x->shape[x->ndim <= 1 ? 0 : 1];
+    double ls = n->args.label_smoothing, scale = -1.0;
+    if (n->args.reduction == TD_REDUCTION_MEAN && c > 0) {
+        scale /= (double)(x->numel / c);
+    }
+    struct td_op_args ra;
+    td_op_args_init(&ra);
+    for (int i = 0; i < x->ndim; i++) {
+        if (i != 1) {
+            ra.dims[ra.ndims++] = i;
+        }
+    }
+    ra.has_dims = true;
+    int rc;
+    if ((rc = log_probs(x, &n->args, q, &lp, err)) == 0 &&
+        (rc = run2(TD_OP_MUL, td_t(t), num(ls > 0 ? 1 - ls : 1.0), q, &ts, err)) == 0 &&
+        (rc = run2(TD_OP_ADD, td_t(ts), num(ls > 0 ? ls / (double)c : 0.0), q, &tt, err)) == 0 &&
+        (rc = run2(TD_OP_MUL, td_t(lp), td_t(tt), q, &pr, err)) == 0 &&
+        (rc = g_classwise(n, g, q, &gg, err)) == 0 &&
+        (rc = run2(TD_OP_MUL, td_t(gg), num(scale), q, &gs, err)) == 0 &&
+        (rc = run2(TD_OP_MUL, td_t(pr), td_t(gs), q, &m, err)) == 0) {
+        if (x->ndim <= 1) {
+            *out = td_tensor_ref(m);
+        } else {
+            rc = run1(TD_OP_SUM, td_t(m), &ra, q, out, err);
+        }
+    }
+    td_tensor_unref(lp);
+    td_tensor_unref(ts);
+    td_tensor_unref(tt);
+    td_tensor_unref(pr);
+    td_tensor_unref(gg);
+    td_tensor_unref(gs);
+    td_tensor_unref(m);
+    return rc;
+}
+
 /* cross_entropy: softmax(x) * sum(coef * g, class dim) - coef * g */
 int td_bw_cross_entropy(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                         struct td_quota *q, struct td_err *err)
@@ -608,6 +670,9 @@ int td_bw_cross_entropy(const struct td_node *n, struct td_tensor *g, struct td_
     struct td_tensor *t = n->in[1].t;
     if (rc == 0 && t->requires_grad && same_shape(x, t)) {
         rc = ce_target_grad(n, g, &gin[1], q, err);
+    }
+    if (rc == 0 && n->nin > 2 && n->in[2].t->requires_grad && same_shape(x, t)) {
+        rc = ce_weight_grad(n, g, &gin[2], q, err);
     }
     td_tensor_unref(cf);
     td_tensor_unref(gg);
@@ -726,6 +791,11 @@ static int pointwise_make(struct td_tensor **out, const struct td_operand *in, i
     } else {
         struct td_tensor *w = nin > 2 ? in[2].t : NULL;
         bool logits = a->op == TD_OP_BINARY_CROSS_ENTROPY_WITH_LOGITS;
+        const char *fn = logits ? "binary_cross_entropy_with_logits" : "binary_cross_entropy";
+        if ((rc = weight_no_grad(w, a, fn, "weight", err)) != 0 ||
+            (rc = weight_no_grad(nin > 3 ? in[3].t : NULL, a, fn, "pos_weight", err)) != 0) {
+            return rc;
+        }
         if (logits) {
             if (!same_shape(x, y)) {
                 return td_err_set(err, TD_ESHAPE,
