@@ -15,9 +15,9 @@
 #include "helpers.h"
 
 /* op on up to 4 tensors (NULL ends the list), with args. */
-static struct td_tensor *run(enum td_op_id op, struct td_op_args *args, struct td_err *err,
-                             int *rc, struct td_tensor *a, struct td_tensor *b,
-                             struct td_tensor *c, struct td_tensor *d)
+static struct td_tensor *run(enum td_op_id op, struct td_op_args *args, struct td_err *err, int *rc,
+                             struct td_tensor *a, struct td_tensor *b, struct td_tensor *c,
+                             struct td_tensor *d)
 {
     struct td_tensor *ts[4] = {a, b, c, d};
     struct td_operand in[4];
@@ -310,8 +310,10 @@ static void test_costs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_nll_loss),         cmocka_unit_test(test_cross_entropy),
-        cmocka_unit_test(test_pointwise_losses), cmocka_unit_test(test_activations),
+        cmocka_unit_test(test_nll_loss),
+        cmocka_unit_test(test_cross_entropy),
+        cmocka_unit_test(test_pointwise_losses),
+        cmocka_unit_test(test_activations),
         cmocka_unit_test(test_costs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

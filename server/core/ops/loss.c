@@ -1,7 +1,7 @@
 /* server/core/ops/loss.c — torch.nn.functional's losses and activations: nll_loss,
 ** cross_entropy (class indices, weights, ignore_index, label smoothing, class probabilities),
-** mse_loss, smooth_l1_loss, huber_loss, binary_cross_entropy(_with_logits), leaky_relu, silu, softplus,
-** elu, hardtanh, logsigmoid, and their cost rules.
+** mse_loss, smooth_l1_loss, huber_loss, binary_cross_entropy(_with_logits), leaky_relu, silu,
+** softplus, elu, hardtanh, logsigmoid, and their cost rules.
 **
 ** Each op checks its inputs the way torch 1.13 does, in torch's words. The class losses run one
 ** loop over a dense float64 copy of their operands (charged to the caller's quota, checking the
@@ -82,8 +82,7 @@ static int reduce(struct td_tensor *t, int reduction, struct td_quota *q, struct
         *out = td_tensor_ref(t);
         return 0;
     }
-    return run1(reduction == TD_REDUCTION_SUM ? TD_OP_SUM : TD_OP_MEAN, td_t(t), NULL, q, out,
-                err);
+    return run1(reduction == TD_REDUCTION_SUM ? TD_OP_SUM : TD_OP_MEAN, td_t(t), NULL, q, out, err);
 }
 
 static const char *shape_text(char *buf, size_t cap, const struct td_tensor *t)
@@ -111,12 +110,12 @@ static int weight_no_grad(const struct td_tensor *w, const struct td_op_args *a,
 ** target as class indices (n, d) or probabilities (x's shape), an optional weight [c]. */
 struct cls {
     int64_t n, c, d;
-    bool probs;            /* class-probability targets (x's shape, floating) */
-    double ls;             /* label smoothing */
-    int64_t ignore;        /* ignore_index */
-    int reduction;         /* TD_REDUCTION_* */
+    bool probs;     /* class-probability targets (x's shape, floating) */
+    double ls;      /* label smoothing */
+    int64_t ignore; /* ignore_index */
+    int reduction;  /* TD_REDUCTION_* */
     int64_t out_shape[TD_MAX_DIMS];
-    int out_ndim;          /* "none": x's shape without the class dim */
+    int out_ndim; /* "none": x's shape without the class dim */
 };
 
 static bool same_shape(const struct td_tensor *a, const struct td_tensor *b)
@@ -171,8 +170,7 @@ static int check_index_target(const struct td_tensor *x, const struct td_tensor 
         }
         if (t->ndim != nw || memcmp(want, t->shape, sizeof(int64_t) * (size_t)nw) != 0) {
             return td_err_set(err, TD_ESHAPE, "Expected target size %s, got %s",
-                              td_shape_str(sa, sizeof sa, want, nw),
-                              shape_text(sb, sizeof sb, t));
+                              td_shape_str(sa, sizeof sa, want, nw), shape_text(sb, sizeof sb, t));
         }
     }
     if (t->dtype != TD_DTYPE_I64) {
@@ -343,8 +341,7 @@ static int cls_operands(const struct td_operand *in, int nin, const char *name,
                         struct td_tensor **x, struct td_tensor **t, struct td_tensor **w,
                         struct td_err *err)
 {
-    if (nin < 2 || nin > 3 || in[0].t == NULL || in[1].t == NULL ||
-        (nin == 3 && in[2].t == NULL)) {
+    if (nin < 2 || nin > 3 || in[0].t == NULL || in[1].t == NULL || (nin == 3 && in[2].t == NULL)) {
         return td_err_set(err, TD_EINVAL,
                           "%s() takes input, target and an optional weight, all tensors", name);
     }
@@ -692,7 +689,7 @@ const char *td_grad_fn_nll_loss(const struct td_node *n)
         return "NllLossBackward0";
     }
     return n->args.reduction == TD_REDUCTION_NONE && x->ndim != 4 ? "ViewBackward0"
-                                                                   : "NllLoss2DBackward0";
+                                                                  : "NllLoss2DBackward0";
 }
 
 /* torch composes cross_entropy: class indices give nll_loss's node; label smoothing adds the
@@ -731,8 +728,8 @@ int td_cost_nll_loss(const struct td_operand *in, int nin, const struct td_op_ar
 
 /* ---- pointwise losses: mse, smooth_l1, huber, binary_cross_entropy(_with_logits) ---- */
 
-static int g_scaled(const struct td_node *n, struct td_tensor *g, int64_t terms,
-                    struct td_quota *q, struct td_tensor **out, struct td_err *err);
+static int g_scaled(const struct td_node *n, struct td_tensor *g, int64_t terms, struct td_quota *q,
+                    struct td_tensor **out, struct td_err *err);
 
 static double beta_of(const struct td_op_args *a)
 {
@@ -784,8 +781,7 @@ static int pointwise_make(struct td_tensor **out, const struct td_operand *in, i
             (rc = run2(TD_OP_MUL, td_t(tmp[3]), num(quad), q, &tmp[4], err)) != 0 ||
             (rc = run2(TD_OP_SUB, td_t(tmp[1]), num(0.5 * b), q, &tmp[5], err)) != 0 ||
             (rc = run2(TD_OP_MUL, td_t(tmp[5]), num(lin), q, &tmp[6], err)) != 0 ||
-            (rc = run3(TD_OP_WHERE, td_t(tmp[2]), td_t(tmp[4]), td_t(tmp[6]), q, &l, err)) !=
-                0) {
+            (rc = run3(TD_OP_WHERE, td_t(tmp[2]), td_t(tmp[4]), td_t(tmp[6]), q, &l, err)) != 0) {
             goto out;
         }
     } else {
@@ -994,11 +990,9 @@ int td_make_huber_loss(struct td_tensor **out, const struct td_operand *in, int 
 }
 
 int td_make_binary_cross_entropy(struct td_tensor **out, const struct td_operand *in, int nin,
-                                 const struct td_op_args *a, struct td_quota *q,
-                                 struct td_err *err)
+                                 const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
-    if (nin < 2 || nin > 3 || in[0].t == NULL || in[1].t == NULL ||
-        (nin == 3 && in[2].t == NULL)) {
+    if (nin < 2 || nin > 3 || in[0].t == NULL || in[1].t == NULL || (nin == 3 && in[2].t == NULL)) {
         return td_err_set(err, TD_EINVAL,
                           "binary_cross_entropy() takes input, target and an optional weight, "
                           "all tensors");
@@ -1011,8 +1005,7 @@ int td_make_binary_cross_entropy_with_logits(struct td_tensor **out, const struc
                                              int nin, const struct td_op_args *a,
                                              struct td_quota *q, struct td_err *err)
 {
-    if (nin < 2 || nin > 4 || in[0].t == NULL || in[1].t == NULL ||
-        (nin == 4 && in[3].t == NULL)) {
+    if (nin < 2 || nin > 4 || in[0].t == NULL || in[1].t == NULL || (nin == 4 && in[3].t == NULL)) {
         return td_err_set(err, TD_EINVAL,
                           "binary_cross_entropy_with_logits() takes input, target, weight and "
                           "pos_weight (a number for an absent weight)");
@@ -1042,8 +1035,8 @@ int td_make_binary_cross_entropy_with_logits(struct td_tensor **out, const struc
 }
 
 /* g shaped for the loss's elementwise terms: g / N for "mean" (N the terms), else g. */
-static int g_scaled(const struct td_node *n, struct td_tensor *g, int64_t terms,
-                    struct td_quota *q, struct td_tensor **out, struct td_err *err)
+static int g_scaled(const struct td_node *n, struct td_tensor *g, int64_t terms, struct td_quota *q,
+                    struct td_tensor **out, struct td_err *err)
 {
     if (n->args.reduction == TD_REDUCTION_MEAN) {
         return run2(TD_OP_DIV, td_t(g), num((double)terms), q, out, err);
@@ -1111,8 +1104,8 @@ int td_bw_huber_loss(const struct td_node *n, struct td_tensor *g, struct td_ten
 
 /* binary_cross_entropy: d/dx = w g (x - y) / max((1 - x) x, 1e-12);
 ** d/dy = w g (log(1 - x) - log(x)) (torch's target gradient, without the -100 clamp) */
-int td_bw_binary_cross_entropy(const struct td_node *n, struct td_tensor *g,
-                               struct td_tensor **gin, struct td_quota *q, struct td_err *err)
+int td_bw_binary_cross_entropy(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
+                               struct td_quota *q, struct td_err *err)
 {
     struct td_tensor *x = n->in[0].t, *y = n->in[1].t;
     struct td_tensor *w = n->nin > 2 ? n->in[2].t : NULL;
@@ -1265,7 +1258,7 @@ int td_dtype_rule_activation(const struct td_operand *in, int nin, const struct 
             return td_err_set(err, TD_EDTYPE, "\"clamp_scalar_cpu\" not implemented for 'Bool'");
         }
     } else if (!td_dtype_is_float(x->dtype)) {
-        const char *k = a->op == TD_OP_LOGSIGMOID ? "log_sigmoid_cpu"
+        const char *k = a->op == TD_OP_LOGSIGMOID   ? "log_sigmoid_cpu"
                         : a->op == TD_OP_LEAKY_RELU ? "leaky_relu_cpu"
                         : a->op == TD_OP_SILU       ? "silu_cpu"
                         : a->op == TD_OP_SOFTPLUS   ? "softplus_cpu"
