@@ -279,3 +279,31 @@ def test_legacy_arguments_warn_as_torch(td):
         with pytest.warns(UserWarning, match="size_average and reduce args will be deprecated, "
                                              "please use reduction='sum' instead."):
             F(m).mse_loss(m.tensor(X), m.tensor(Y), size_average=False)
+
+
+def test_no_loss_or_activation_waits_for_a_reply(td, monkeypatch):
+    """A training step costs one round trip: every loss and activation here, on tensors whose
+    ops are still unanswered, is sent without reading anything back."""
+    F_ = td.nn.functional
+    x = (td.tensor(X, requires_grad=True) * 1).relu()   # unanswered
+    t = td.tensor([0, 3, 1]) * 1
+    y = td.tensor(Y) * 1
+    p = td.tensor(P) * 1
+    waits = []
+    monkeypatch.setattr(type(x._s._c), "wait", lambda self, q: waits.append(q))
+    w = td.tensor([1.0, 2.0, 3.0, 4.0]) * 1
+    losses = [F_.nll_loss(x, t), F_.cross_entropy(x, t, weight=w, label_smoothing=0.1),
+              F_.cross_entropy(x, p), F_.mse_loss(x, y), F_.l1_loss(x, y, reduction="sum"),
+              F_.smooth_l1_loss(x, y), F_.huber_loss(x, y),
+              F_.binary_cross_entropy(x.sigmoid(), y),
+              F_.binary_cross_entropy_with_logits(x, y, pos_weight=w),
+              F_.leaky_relu(x).sum(), F_.silu(x).sum(), F_.softplus(x).sum(),
+              F_.elu(x * 1, inplace=True).sum(), F_.hardtanh(x).sum(), F_.relu6(x).sum(),
+              F_.logsigmoid(x).sum(), F_.relu(x * 1, inplace=True).sum()]
+    total = losses[0]
+    for loss in losses[1:]:
+        total = total + loss
+    total.backward()
+    assert waits == []
+    monkeypatch.undo()
+    assert np.isfinite(total.item())
