@@ -80,6 +80,10 @@ struct td_op_args {
     int64_t padding_idx;    /* embedding, when has_padding_idx */
     bool has_padding_idx;
     int pad_mode;           /* pad: TD_PAD_CONSTANT ... */
+    /* nn, losses and activations */
+    int reduction;          /* TD_REDUCTION_MEAN (the default), _SUM or _NONE */
+    int64_t ignore_index;   /* nll_loss, cross_entropy (-100 unless given) */
+    double label_smoothing; /* cross_entropy */
     bool grad_enabled;      /* record autograd nodes (the session's no_grad switch) */
     int op;                 /* set by td_op_apply: the op being run (enum td_op_id) */
     bool inplace;           /* set by td_op_apply (td_op_cost reads it: no new result) */
@@ -88,6 +92,7 @@ struct td_op_args {
 
 enum { TD_ROUND_NONE, TD_ROUND_TRUNC, TD_ROUND_FLOOR }; /* div's rounding_mode */
 enum { TD_PAD_CONSTANT, TD_PAD_REFLECT, TD_PAD_REPLICATE, TD_PAD_CIRCULAR }; /* pad's mode */
+enum { TD_REDUCTION_MEAN, TD_REDUCTION_SUM, TD_REDUCTION_NONE }; /* losses' reduction */
 
 /* torch's defaults: no dims, dim 0, correction 1. */
 void td_op_args_init(struct td_op_args *a);

@@ -757,6 +757,20 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
         a->shifts[i] = w->shifts[i];
     }
     a->nshifts = (int)w->n_shifts;
+    if (w->reduction != NULL && w->reduction[0] != '\0') {
+        if (strcmp(w->reduction, "mean") == 0) {
+            a->reduction = TD_REDUCTION_MEAN;
+        } else if (strcmp(w->reduction, "sum") == 0) {
+            a->reduction = TD_REDUCTION_SUM;
+        } else if (strcmp(w->reduction, "none") == 0) {
+            a->reduction = TD_REDUCTION_NONE;
+        } else {
+            return td_err_set(err, TD_EINVAL, "%.64s is not a valid value for reduction",
+                              w->reduction);
+        }
+    }
+    a->ignore_index = w->ignore_index;
+    a->label_smoothing = w->label_smoothing;
     if (w->rounding_mode != NULL && w->rounding_mode[0] != '\0') {
         if (strcmp(w->rounding_mode, "trunc") == 0) {
             a->rounding_mode = TD_ROUND_TRUNC;

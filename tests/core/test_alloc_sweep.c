@@ -52,7 +52,11 @@ static void setup(enum td_op_id op, struct call *c)
     case TD_OP_MV: sh[1][0] = 3, nd[1] = 1; break;
     case TD_OP_LINEAR: sh[1][0] = 4, sh[1][1] = 3, sh[2][0] = 4, nin = 3; break;
     case TD_OP_WHERE: dt[0] = TD_DTYPE_BOOL, nin = 3; break;
-    case TD_OP_CROSS_ENTROPY: sh[1][0] = 2, nd[1] = 1, dt[1] = TD_DTYPE_I64; break;
+    case TD_OP_CROSS_ENTROPY:
+    case TD_OP_NLL_LOSS:
+    case TD_OP_LOSS_COEF: sh[1][0] = 2, nd[1] = 1, dt[1] = TD_DTYPE_I64, nin = 2; break;
+    case TD_OP_BINARY_CROSS_ENTROPY:
+    case TD_OP_BINARY_CROSS_ENTROPY_WITH_LOGITS: nin = 2; break;
     case TD_OP_CAT:
     case TD_OP_STACK: nin = 2; break;
     /* indexing: int64 index operands hold k % 3 (0, 1, 2, ...), along dim 1 of [2, 3] */
@@ -183,7 +187,9 @@ static void setup(enum td_op_id op, struct call *c)
     for (int i = 0; i < nin; i++) {
         double v[32];
         for (int k = 0; k < 32; k++) {
-            v[k] = dt[i] == TD_DTYPE_F64 ? 0.5 + k * 0.125 : k % (dt[i] == TD_DTYPE_BOOL ? 2 : 3);
+            v[k] = op == TD_OP_BINARY_CROSS_ENTROPY ? 0.1 + k * 0.1 /* probabilities */
+                   : dt[i] == TD_DTYPE_F64 ? 0.5 + k * 0.125
+                                           : k % (dt[i] == TD_DTYPE_BOOL ? 2 : 3);
         }
         c->x[i] = mk(dt[i], sh[i], nd[i], v);
         c->x[i]->requires_grad = c->grad && dt[i] == TD_DTYPE_F64;

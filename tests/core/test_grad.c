@@ -77,13 +77,24 @@ static void check_op(enum td_op_id op, int64_t (*shapes)[3], const int *ndims, i
             in[i] = tens(x[i]);
             continue;
         }
-        if (op == TD_OP_CROSS_ENTROPY && i == 1) {
+        if (op == TD_OP_CROSS_ENTROPY && i == 1 && ndims[1] < ndims[0]) {
             for (int k = 0; k < 64; k++) {
                 v[k] = k % 3; /* class indices, no gradient */
             }
             x[i] = mk(TD_DTYPE_I64, shapes[i], ndims[i], v);
             in[i] = tens(x[i]);
             continue;
+        }
+        if (op == TD_OP_BINARY_CROSS_ENTROPY) {
+            for (int k = 0; k < 64; k++) {
+                v[k] = (v[k] - 0.5) * 0.8 + 0.1; /* probabilities: (0.1, 0.9) */
+            }
+        }
+        if (i == 0 && (op == TD_OP_LEAKY_RELU || op == TD_OP_ELU || op == TD_OP_SILU ||
+                       op == TD_OP_LOGSIGMOID || op == TD_OP_SOFTPLUS)) {
+            for (int k = 0; k < 64; k++) {
+                v[k] -= 1.0; /* both sides of the activation's bend: (-0.5, 0.5) */
+            }
         }
         if (op == TD_OP_ERFINV) {
             for (int k = 0; k < 64; k++) {
@@ -214,6 +225,18 @@ ARGS(a_to_f32, a->has_dtype = true; a->dtype = TD_DTYPE_F32)
 ARGS(a_mask_d1, a->index_mask = 2)
 ARGS(a_mask_d01, a->index_mask = 3)
 ARGS(a_mask_d1_acc, a->index_mask = 2; a->accumulate = true)
+
+ARGS(a_loss_sum, a->reduction = TD_REDUCTION_SUM)
+ARGS(a_loss_none, a->reduction = TD_REDUCTION_NONE)
+ARGS(a_ce_smooth, a->label_smoothing = 0.2; a->ignore_index = 1)
+ARGS(a_beta03, a->has_beta = true; a->beta = td_scalar_f(0.3); a->reduction = TD_REDUCTION_SUM)
+ARGS(a_slope, a->has_value = true; a->value = td_scalar_f(0.2))
+ARGS(a_softplus, a->has_beta = true; a->beta = td_scalar_f(2.0); a->has_value = true;
+     a->value = td_scalar_f(0.5))
+
+/* class indices of the loss family */
+static const double I_CLS2[] = {2, 0};       /* [2] for [2, 3] */
+static const double I_CLS4[] = {2, 0, 1, 2}; /* [2, 2] for [2, 3, 2] */
 
 /* index operands of the indexing family */
 static const double I_GATHER[] = {2, 0, 2, 1, 1, 0}; /* [2, 3] along dim 1 of [2, 3] */
@@ -376,6 +399,43 @@ static const struct grad_case CASES[] = {
     UA(LOG_SOFTMAX, a_dim_last),
     {.op = TD_OP_MSE_LOSS, .nin = 2, .ndim = {2, 2}, .shape = {M23, M23}},
     {.op = TD_OP_CROSS_ENTROPY, .nin = 2, .ndim = {2, 1}, .shape = {M23, {2}}},
+    /* nn, losses and activations */
+    {.op = TD_OP_MSE_LOSS, .nin = 2, .ndim = {2, 1}, .shape = {M23, {3}}, .args = a_loss_none},
+    {.op = TD_OP_CROSS_ENTROPY,
+     .nin = 2,
+     .ndim = {2, 1},
+     .shape = {{3, 2}, {2}},
+     .transpose_first = true,
+     .args = a_ce_smooth,
+     .index = {NULL, I_CLS2}},
+    {.op = TD_OP_CROSS_ENTROPY,
+     .nin = 2,
+     .ndim = {3, 2},
+     .shape = {{2, 3, 2}, {2, 2}},
+     .args = a_loss_none,
+     .index = {NULL, I_CLS4}},
+    {.op = TD_OP_CROSS_ENTROPY, .nin = 2, .ndim = {2, 2}, .shape = {M23, M23}}, /* probabilities */
+    {.op = TD_OP_NLL_LOSS, .nin = 2, .ndim = {2, 1}, .shape = {M23, {2}}, .index = {NULL, I_CLS2}},
+    {.op = TD_OP_NLL_LOSS,
+     .nin = 2,
+     .ndim = {3, 2},
+     .shape = {{2, 3, 2}, {2, 2}},
+     .args = a_loss_none,
+     .index = {NULL, I_CLS4}},
+    {.op = TD_OP_SMOOTH_L1_LOSS, .nin = 2, .ndim = {2, 2}, .shape = {M23, M23}, .args = a_beta03},
+    {.op = TD_OP_HUBER_LOSS, .nin = 2, .ndim = {2, 2}, .shape = {M23, M23}, .args = a_beta03},
+    {.op = TD_OP_BINARY_CROSS_ENTROPY, .nin = 2, .ndim = {2, 2}, .shape = {M23, M23}},
+    {.op = TD_OP_BINARY_CROSS_ENTROPY_WITH_LOGITS,
+     .nin = 2,
+     .ndim = {2, 2},
+     .shape = {M23, M23},
+     .args = a_loss_sum},
+    UA(LEAKY_RELU, a_slope),
+    U(SILU),
+    UA(SOFTPLUS, a_softplus),
+    U(ELU),
+    UA(HARDTANH, a_clamp),
+    U(LOGSIGMOID),
     {.op = TD_OP_LINEAR, .nin = 3, .ndim = {2, 2, 1}, .shape = {M23, {4, 3}, {4}}},
     {.op = TD_OP_LINEAR, .nin = 2, .ndim = {2, 2}, .shape = {M23, {4, 3}}},
     {.op = TD_OP_GATHER,
