@@ -15,7 +15,8 @@ static const char *const OPSYM[] = {
     [TDX_OP_ADD] = "+",       [TDX_OP_SUB] = "-", [TDX_OP_MUL] = "*",  [TDX_OP_DIV] = "/",
     [TDX_OP_FLOORDIV] = "//", [TDX_OP_MOD] = "%", [TDX_OP_POW] = "**", [TDX_OP_MATMUL] = "@",
     [TDX_OP_LT] = "<",        [TDX_OP_LE] = "<=", [TDX_OP_GT] = ">",   [TDX_OP_GE] = ">=",
-    [TDX_OP_EQ] = "==",       [TDX_OP_NE] = "!=",
+    [TDX_OP_EQ] = "==",       [TDX_OP_NE] = "!=", [TDX_OP_AND] = "&",  [TDX_OP_OR] = "|",
+    [TDX_OP_XOR] = "^",       [TDX_OP_LSHIFT] = "<<", [TDX_OP_RSHIFT] = ">>",
 };
 
 static const char *const OPFN[] = {
@@ -33,6 +34,11 @@ static const char *const OPFN[] = {
     [TDX_OP_GE] = "ge",
     [TDX_OP_EQ] = "eq",
     [TDX_OP_NE] = "ne",
+    [TDX_OP_AND] = "bitwise_and",
+    [TDX_OP_OR] = "bitwise_or",
+    [TDX_OP_XOR] = "bitwise_xor",
+    [TDX_OP_LSHIFT] = "bitwise_left_shift",
+    [TDX_OP_RSHIFT] = "bitwise_right_shift",
 };
 
 static bool vequal(const struct value *a, const struct value *b)
@@ -64,12 +70,49 @@ static bool vequal(const struct value *a, const struct value *b)
     }
 }
 
+/* Python's & | ^ << >> on ints and bools (bool op bool stays a bool for & | ^). */
+static int num_bitop(struct tdx_env *e, const struct tdx_node *at, int op, const struct value *a,
+                     const struct value *b, struct value *out)
+{
+    int64_t i = num_i(a), j = num_i(b);
+    if (a->k == V_FLOAT || b->k == V_FLOAT) {
+        return tdx_fail(e, at, "unsupported operand type(s) for %s: '%s' and '%s'", OPSYM[op],
+                        tdx_type_name(a), tdx_type_name(b));
+    }
+    bool both_bool = a->k == V_BOOL && b->k == V_BOOL;
+    switch (op) {
+    case TDX_OP_AND: *out = both_bool ? vbool(a->b && b->b) : vint(i & j); return 0;
+    case TDX_OP_OR: *out = both_bool ? vbool(a->b || b->b) : vint(i | j); return 0;
+    case TDX_OP_XOR: *out = both_bool ? vbool(a->b != b->b) : vint(i ^ j); return 0;
+    default: break;
+    }
+    if (j < 0) {
+        return tdx_fail(e, at, "negative shift count");
+    }
+    if (op == TDX_OP_RSHIFT) {
+        *out = vint(j >= 64 ? (i < 0 ? -1 : 0) : i >> j); /* Python's: rounds toward -inf */
+        return 0;
+    }
+    if (i == 0) {
+        *out = vint(0);
+        return 0;
+    }
+    if (j >= 63 || (i > 0 ? i > (INT64_MAX >> j) : i < (INT64_MIN >> j))) {
+        return tdx_fail(e, at, "integer overflow in << (tensorctl's ints are 64-bit)");
+    }
+    *out = vint((int64_t)((uint64_t)i << j));
+    return 0;
+}
+
 static int num_binop(struct tdx_env *e, const struct tdx_node *at, int op, const struct value *a,
                      const struct value *b, struct value *out)
 {
     bool fl = a->k == V_FLOAT || b->k == V_FLOAT;
     double x = num_f(a), y = num_f(b);
     int64_t i = num_i(a), j = num_i(b), r;
+    if (op >= TDX_OP_AND && op <= TDX_OP_RSHIFT) {
+        return num_bitop(e, at, op, a, b, out);
+    }
     switch (op) {
     case TDX_OP_LT: *out = vbool(fl ? x < y : i < j); return 0;
     case TDX_OP_LE: *out = vbool(fl ? x <= y : i <= j); return 0;
@@ -588,6 +631,19 @@ static int eval_unary(struct tdx_env *e, const struct tdx_node *n, struct value 
         }
         return 0;
     }
+    if (n->op == TDX_OP_INVERT) {
+        /* ~: bitwise_not on a tensor (logical not on bool), Python's on ints */
+        if (a.k == V_TENSOR) {
+            struct call c = {.args = &a, .nargs = 1};
+            rc = tdx_call_op(e, n, "bitwise_not", false, &c, out);
+        } else if (a.k == V_INT || a.k == V_BOOL) {
+            *out = vint(~num_i(&a));
+        } else {
+            rc = tdx_fail(e, n, "bad operand type for unary ~: '%s'", tdx_type_name(&a));
+        }
+        tdx_vfree(e, &a);
+        return rc;
+    }
     if (a.k == V_TENSOR) {
         struct call c = {.args = &a, .nargs = 1};
         rc = tdx_call_op(e, n, "neg", false, &c, out);
@@ -698,6 +754,11 @@ static const char *const INPLACE[] = {
     [TDX_OP_FLOORDIV] = "floor_divide",
     [TDX_OP_MOD] = "remainder",
     [TDX_OP_POW] = "pow",
+    [TDX_OP_AND] = "bitwise_and",
+    [TDX_OP_OR] = "bitwise_or",
+    [TDX_OP_XOR] = "bitwise_xor",
+    [TDX_OP_LSHIFT] = "bitwise_left_shift",
+    [TDX_OP_RSHIFT] = "bitwise_right_shift",
 };
 
 /* import torch [as t], import numpy as np, from torch import x [as y]: torch's names are
@@ -800,6 +861,108 @@ static int assign_index(struct tdx_env *e, const struct tdx_node *t, struct valu
         tdx_vfree(e, &res);
     }
     tdx_vfree(e, &view);
+    return rc;
+}
+
+static int assign_to(struct tdx_env *e, const struct tdx_node *t, struct value *v);
+
+/* The items `a, b = v` takes from v, as Python iterates it: a tuple's, list's or shape's items,
+** a range's ints, a tensor's rows (views, x[i]). *out is a V_TUPLE. */
+static int unpack_items(struct tdx_env *e, const struct tdx_node *at, const struct value *v,
+                        struct value *out)
+{
+    int rc;
+    if (v->k == V_TUPLE || v->k == V_LIST || v->k == V_SIZE) {
+        if ((rc = tdx_vseq(e, out, V_TUPLE, v->n)) != 0) {
+            return rc;
+        }
+        for (int i = 0; i < v->n; i++) {
+            if ((rc = tdx_vcopy(e, &out->items[i], &v->items[i])) != 0) {
+                tdx_vfree(e, out);
+                return rc;
+            }
+        }
+        return 0;
+    }
+    if (v->k == V_RANGE) {
+        int64_t n = 0;
+        for (int64_t i = v->i; v->step > 0 ? i < v->stop : i > v->stop; i += v->step) {
+            if (++n > 1000000) {
+                return tdx_fail(e, at, "too many values to unpack");
+            }
+        }
+        if ((rc = tdx_vseq(e, out, V_TUPLE, (int)n)) != 0) {
+            return rc;
+        }
+        for (int64_t k = 0; k < n; k++) {
+            out->items[k] = vint(v->i + k * v->step);
+        }
+        return 0;
+    }
+    if (v->k == V_TENSOR) {
+        if ((rc = tdx_known(e, v->t, at)) != 0) {
+            return rc;
+        }
+        if (v->t->info.ndim == 0) {
+            return tdx_fail(e, at, "iteration over a 0-d tensor");
+        }
+        int64_t n = v->t->info.shape[0];
+        if (n > 1000000) {
+            return tdx_fail(e, at, "too many values to unpack");
+        }
+        if ((rc = tdx_vseq(e, out, V_TUPLE, (int)n)) != 0) {
+            return rc;
+        }
+        for (int64_t k = 0; k < n; k++) {
+            struct value args[3] = {*v, vint(0), vint(k)};
+            struct call c = {.args = args, .nargs = 3};
+            if ((rc = tdx_call_op(e, at, "select", false, &c, &out->items[k])) != 0) {
+                tdx_vfree(e, out);
+                return rc;
+            }
+        }
+        return 0;
+    }
+    return tdx_fail(e, at, "cannot unpack non-iterable %s object", tdx_type_name(v));
+}
+
+/* a, b = v: v's items, one per target, assigned left to right (Python's errors on counts). */
+static int assign_unpack(struct tdx_env *e, const struct tdx_node *t, struct value *v)
+{
+    struct value items;
+    int rc = unpack_items(e, t, v, &items);
+    if (rc != 0) {
+        return rc;
+    }
+    if (items.n != t->nkids) {
+        rc = items.n > t->nkids
+                 ? tdx_fail(e, t, "too many values to unpack (expected %d)", t->nkids)
+                 : tdx_fail(e, t, "not enough values to unpack (expected %d, got %d)", t->nkids,
+                            items.n);
+        tdx_vfree(e, &items);
+        return rc;
+    }
+    for (int i = 0; i < items.n && rc == 0; i++) {
+        rc = assign_to(e, t->kids[i], &items.items[i]); /* takes the item */
+        items.items[i] = (struct value){.k = V_NONE};
+    }
+    tdx_vfree(e, &items);
+    return rc;
+}
+
+/* target = v; takes v. */
+static int assign_to(struct tdx_env *e, const struct tdx_node *t, struct value *v)
+{
+    int rc;
+    if (t->kind == TDX_NAME) {
+        return tdx_bind(e, t->str, v);
+    }
+    if (t->kind == TDX_TUPLE || t->kind == TDX_LIST) {
+        rc = assign_unpack(e, t, v);
+    } else {
+        rc = t->kind == TDX_ATTR ? assign_attr(e, t, v) : assign_index(e, t, v);
+    }
+    tdx_vfree(e, v);
     return rc;
 }
 
@@ -926,12 +1089,7 @@ static int exec(struct tdx_env *e, const struct tdx_node *s)
         if ((rc = eval(e, s->kids[1], &v)) != 0) {
             return rc;
         }
-        if (t->kind == TDX_NAME) {
-            return tdx_bind(e, t->str, &v);
-        }
-        rc = t->kind == TDX_ATTR ? assign_attr(e, t, &v) : assign_index(e, t, &v);
-        tdx_vfree(e, &v);
-        return rc;
+        return assign_to(e, t, &v);
     }
     case TDX_AUGASSIGN: return exec_augassign(e, s);
     case TDX_DEL:

@@ -3,7 +3,8 @@
 ** Text becomes a token array first (Python's rules: indentation gives INDENT/DEDENT at the
 ** start of logical lines, newlines inside brackets are ignored, `#` starts a comment), then
 ** statements are parsed from it with one function per precedence level, lowest first:
-**   or, and, not, comparisons, + -, * / // % @, unary - +, **, calls/attributes/subscripts.
+**   or, and, not, comparisons, |, ^, &, << >>, + -, * / // % @, unary - + ~, **,
+**   calls/attributes/subscripts.
 ** Every node keeps the line and column where it starts, so later errors (a name that is not
 ** defined, a server's refusal) can point at the code that caused them. The parser holds no
 ** global state and allocates with malloc; a failure frees everything built so far.
@@ -254,9 +255,9 @@ static int lex_number(struct lexer *lx)
     return 0;
 }
 
-static const char *const OPS3[] = {"**=", "//=", "..."};
-static const char *const OPS2[] = {"**", "//", "<=", ">=", "==", "!=", "+=",
-                                   "-=", "*=", "/=", "%=", "@=", "->"};
+static const char *const OPS3[] = {"**=", "//=", "...", "<<=", ">>="};
+static const char *const OPS2[] = {"**", "//", "<=", ">=", "==", "!=", "+=", "-=", "*=",
+                                   "/=", "%=", "@=", "->", "<<", ">>", "&=", "|=", "^="};
 static const char OPS1[] = "+-*/%@<>=()[]{},:.;~|&^!";
 
 /* Indentation at the start of a logical line: INDENT, DEDENTs, or nothing. Blank and
@@ -955,9 +956,10 @@ static struct tdx_node *power(struct parser *ps)
 static struct tdx_node *factor(struct parser *ps)
 {
     struct token *t = peek(ps);
-    if (is_op(ps, "-") || is_op(ps, "+")) {
+    if (is_op(ps, "-") || is_op(ps, "+") || is_op(ps, "~")) {
         ps->i++;
-        return unary(ps, TDX_UNARY, t->op[0] == '-' ? TDX_OP_NEG : TDX_OP_POS, t, factor(ps));
+        int op = t->op[0] == '-' ? TDX_OP_NEG : t->op[0] == '+' ? TDX_OP_POS : TDX_OP_INVERT;
+        return unary(ps, TDX_UNARY, op, t, factor(ps));
     }
     return power(ps);
 }
@@ -987,6 +989,10 @@ static const struct opmap TERM[] = {{"*", TDX_OP_MUL},
                                     {"%", TDX_OP_MOD},
                                     {"@", TDX_OP_MATMUL}};
 static const struct opmap ARITH[] = {{"+", TDX_OP_ADD}, {"-", TDX_OP_SUB}};
+static const struct opmap SHIFT[] = {{"<<", TDX_OP_LSHIFT}, {">>", TDX_OP_RSHIFT}};
+static const struct opmap BITAND[] = {{"&", TDX_OP_AND}};
+static const struct opmap BITXOR[] = {{"^", TDX_OP_XOR}};
+static const struct opmap BITOR[] = {{"|", TDX_OP_OR}};
 static const struct opmap COMPARE[] = {{"<", TDX_OP_LT},  {"<=", TDX_OP_LE}, {">", TDX_OP_GT},
                                        {">=", TDX_OP_GE}, {"==", TDX_OP_EQ}, {"!=", TDX_OP_NE}};
 
@@ -1014,9 +1020,30 @@ static struct tdx_node *arith(struct parser *ps)
     return left_assoc(ps, term, ARITH, 2);
 }
 
+/* Python's bitwise levels, between + - and the comparisons: << >>, then &, ^, |. */
+static struct tdx_node *shift(struct parser *ps)
+{
+    return left_assoc(ps, arith, SHIFT, 2);
+}
+
+static struct tdx_node *bit_and(struct parser *ps)
+{
+    return left_assoc(ps, shift, BITAND, 1);
+}
+
+static struct tdx_node *bit_xor(struct parser *ps)
+{
+    return left_assoc(ps, bit_and, BITXOR, 1);
+}
+
+static struct tdx_node *bit_or(struct parser *ps)
+{
+    return left_assoc(ps, bit_xor, BITOR, 1);
+}
+
 static struct tdx_node *comparison(struct parser *ps)
 {
-    return left_assoc(ps, arith, COMPARE, 6);
+    return left_assoc(ps, bit_or, COMPARE, 6);
 }
 
 static struct tdx_node *not_test(struct parser *ps)
@@ -1258,10 +1285,41 @@ static bool is_target(const struct tdx_node *n)
     return n->kind == TDX_NAME || n->kind == TDX_ATTR || n->kind == TDX_INDEX;
 }
 
+/* An assignment's target: a target, or a tuple or list of them (`a, b = b, a`, `(v, i) = ...`,
+** nested too), which the value unpacks into. */
+static bool is_assign_target(const struct tdx_node *n)
+{
+    if (n->kind == TDX_TUPLE || n->kind == TDX_LIST) {
+        for (int i = 0; i < n->nkids; i++) {
+            if (!is_assign_target(n->kids[i])) {
+                return false;
+            }
+        }
+        return n->nkids > 0 || n->kind == TDX_LIST;
+    }
+    return is_target(n);
+}
+
+/* The first part of a target that cannot be assigned to (for the error's position). */
+static const struct tdx_node *bad_target(const struct tdx_node *n)
+{
+    if (n->kind == TDX_TUPLE || n->kind == TDX_LIST) {
+        for (int i = 0; i < n->nkids; i++) {
+            if (!is_assign_target(n->kids[i])) {
+                return bad_target(n->kids[i]);
+            }
+        }
+    }
+    return n;
+}
+
 static const struct opmap AUG[] = {{"+=", TDX_OP_ADD},       {"-=", TDX_OP_SUB},
                                    {"*=", TDX_OP_MUL},       {"/=", TDX_OP_DIV},
                                    {"//=", TDX_OP_FLOORDIV}, {"%=", TDX_OP_MOD},
-                                   {"**=", TDX_OP_POW},      {"@=", TDX_OP_MATMUL}};
+                                   {"**=", TDX_OP_POW},      {"@=", TDX_OP_MATMUL},
+                                   {"&=", TDX_OP_AND},       {"|=", TDX_OP_OR},
+                                   {"^=", TDX_OP_XOR},       {"<<=", TDX_OP_LSHIFT},
+                                   {">>=", TDX_OP_RSHIFT}};
 
 /* Where an expression's text begins (a call's node sits at its '('). */
 static const struct tdx_node *start_of(const struct tdx_node *n)
@@ -1418,12 +1476,19 @@ static struct tdx_node *small_stmt(struct parser *ps)
     struct token *opt = peek(ps);
     int aug = match(ps, AUG, sizeof AUG / sizeof AUG[0]);
     if (is_op(ps, "=") || aug != 0) {
-        if (!is_target(lhs)) {
-            perr(ps->err, start_of(lhs)->line, start_of(lhs)->col, "cannot assign to %s%s",
-                 lhs->kind == TDX_CALL    ? "function call"
-                 : lhs->kind == TDX_TUPLE ? "a tuple (unpacking is not supported)"
-                 : lhs->kind == TDX_NAME  ? ""
-                                          : "expression",
+        if (aug != 0 && (lhs->kind == TDX_TUPLE || lhs->kind == TDX_LIST)) {
+            perr(ps->err, start_of(lhs)->line, start_of(lhs)->col,
+                 "'%s' is an illegal expression for augmented assignment",
+                 lhs->kind == TDX_TUPLE ? "tuple" : "list");
+            tdx_node_free(lhs);
+            return NULL;
+        }
+        if (!is_assign_target(lhs)) {
+            const struct tdx_node *bad = bad_target(lhs);
+            perr(ps->err, start_of(bad)->line, start_of(bad)->col, "cannot assign to %s%s",
+                 bad->kind == TDX_CALL   ? "function call"
+                 : bad->kind == TDX_NAME ? ""
+                                         : "expression",
                  aug != 0 ? " here (augmented assignment)" : "");
             tdx_node_free(lhs);
             return NULL;
@@ -1670,6 +1735,8 @@ static const char *const OPNAME[] = {
     [TDX_OP_FLOORDIV] = "//", [TDX_OP_MOD] = "%", [TDX_OP_POW] = "**", [TDX_OP_MATMUL] = "@",
     [TDX_OP_LT] = "<",        [TDX_OP_LE] = "<=", [TDX_OP_GT] = ">",   [TDX_OP_GE] = ">=",
     [TDX_OP_EQ] = "==",       [TDX_OP_NE] = "!=", [TDX_OP_NEG] = "-",  [TDX_OP_POS] = "+",
+    [TDX_OP_AND] = "&",       [TDX_OP_OR] = "|",  [TDX_OP_XOR] = "^",  [TDX_OP_LSHIFT] = "<<",
+    [TDX_OP_RSHIFT] = ">>",   [TDX_OP_INVERT] = "~",
 };
 
 static void dump(struct td_strbuf *b, const struct tdx_node *n)

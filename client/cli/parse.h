@@ -66,6 +66,12 @@ enum tdx_op {
     TDX_OP_NE,
     TDX_OP_NEG,
     TDX_OP_POS,
+    TDX_OP_AND,    /* & */
+    TDX_OP_OR,     /* | */
+    TDX_OP_XOR,    /* ^ */
+    TDX_OP_LSHIFT, /* << */
+    TDX_OP_RSHIFT, /* >> */
+    TDX_OP_INVERT, /* unary ~ */
 };
 
 /* One node. Children by kind:
@@ -73,7 +79,8 @@ enum tdx_op {
 **   name in `str`, for keywords);  ATTR: kids[0], name in `str`;  INDEX: kids[0], then one
 **   subscript each;  SLICE: kids[0..2] = start, stop, step, each may be NULL;  LIST/TUPLE:
 **   elements;  FSTR: TDX_STR and TDX_FIELD parts (FIELD: kids[0] the expression, `str` the
-**   format spec or NULL, `op` 'r' for !r);  EXPR: kids[0];  ASSIGN/AUGASSIGN: target, value;
+**   format spec or NULL, `op` 'r' for !r);  EXPR: kids[0];  ASSIGN/AUGASSIGN: target, value
+**   (an ASSIGN's target may be a TUPLE or LIST of targets: `a, b = b, a` unpacks);
 **   DEL: targets;  WITH: kids[0] the context, then the body;  FOR: `str` the variable, kids[0]
 **   the iterable, then the body;  IMPORT: `str` NULL for `import a.b, c as d`, the module for
 **   `from m import x, y as z`; kids: a NAME (the dotted module, or the name imported) or, with
