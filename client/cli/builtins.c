@@ -97,8 +97,8 @@ static int flatten_data(struct tdx_env *e, const struct value *v, int depth, str
     return 0;
 }
 
-static int make_tensor(struct tdx_env *e, const struct value *data, int dt, bool requires_grad,
-                       const struct tdx_node *at, struct value *out)
+int tdx_make_tensor(struct tdx_env *e, const struct value *data, int dt, bool requires_grad,
+                    const struct tdx_node *at, struct value *out)
 {
     struct flat fl = {.all_bool = true};
     int rc = flatten_data(e, data, 0, &fl, at);
@@ -337,7 +337,7 @@ static int bi_tensor(struct tdx_env *e, const struct tdx_node *at, const char *n
     if ((rc = kw_dtype(e, at, c, &dt, &rg, name)) != 0) {
         return rc;
     }
-    return make_tensor(e, &c->args[0], dt, rg, at, out);
+    return tdx_make_tensor(e, &c->args[0], dt, rg, at, out);
 }
 
 /* zeros, ones, rand, randn (size) and full(size, fill_value) */

@@ -4,6 +4,7 @@
 */
 #include "interp.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -339,96 +340,562 @@ static int eval_args(struct tdx_env *e, const struct tdx_node *n, struct call *c
     return 0;
 }
 
-/* x[...] on a tensor: ints select, slices slice, None adds a dim, ... stands for the rest. */
-static int index_tensor(struct tdx_env *e, const struct tdx_node *n, struct tref *t,
-                        struct value *subs, int nsubs, struct value *out)
+/* ---- indexing: x[key] and x[key] = v, as torch's applySlicing and aten::index ----
+**
+** The key's items walk x's dims in order: ints select, slices slice, None and bools add a dim,
+** `...` stands for the dims the other items leave. Integer tensors, lists, tuples, ranges and
+** bool masks are advanced items: the basic items make a view, then the op `index` (reading) or
+** `index_put` (writing, in place) applies the index tensors to the dims OpArgs.index_mask names,
+** a mask through its nonzero's columns, one per mask dim. A tensor already on the server is
+** used by its handle; a list, tuple or range is uploaded once. An advanced key waits for the
+** shapes it needs (x's, the index tensors'), as torch checks them at the indexing line. */
+
+enum ikind { IT_INT, IT_SLICE, IT_NONE, IT_ELL, IT_BOOL, IT_TENSOR };
+
+struct iitem {
+    enum ikind k;
+    int64_t i;              /* IT_INT; IT_BOOL: 0 or 1 */
+    const struct value *sl; /* IT_SLICE: (start, stop, step), None for missing */
+    struct tref *t;         /* IT_TENSOR: int64 or bool, a reference */
+};
+
+/* What a key names: a view of x (a reference), and when advanced its index tensors for the dims
+** `mask` names (references). `copy`: a basic key with a bool, whose result torch copies. */
+struct iparts {
+    struct tref *view;
+    struct tref *idx[TDX_MAX_OPERANDS];
+    int nidx;
+    uint64_t mask;
+    bool copy;
+};
+
+static void iparts_free(struct tdx_env *e, struct iparts *p)
 {
-    int rc, d = 0, fill = -1;
-    struct value cur = vtensor(tdx_tref_ref(t));
-    for (int k = 0; k < nsubs; k++) {
-        struct value *s = &subs[k];
-        struct value res = {0};
-        struct tensord_op_args a;
-        memset(&a, 0, sizeof a);
-        const char *op = NULL;
-        if (s->k == V_STR && s->s != NULL && strcmp(s->s, "...") == 0) {
-            if (fill >= 0) {
-                tdx_vfree(e, &cur);
-                return tdx_fail(e, n, "an index can only have a single ellipsis ('...')");
-            }
-            if ((rc = tdx_known(e, t, n)) != 0) {
-                tdx_vfree(e, &cur);
-                return rc;
-            }
-            int used = 0;
-            for (int j = 0; j < nsubs; j++) {
-                used += subs[j].k != V_NONE && !(subs[j].k == V_STR);
-            }
-            fill = t->info.ndim - used;
-            d += fill > 0 ? fill : 0;
-            continue;
-        }
-        if (s->k == V_INT || s->k == V_BOOL) {
-            op = "select";
-            a.dim = d;
-            a.has_dim = true;
-            a.start = num_i(s);
-        } else if (s->k == V_TUPLE && s->dt == 1) {
-            /* a slice, carried as (start, stop, step) with None for missing */
-            op = "slice";
-            a.dim = d;
-            a.has_dim = true;
-            a.start = s->items[0].k == V_NONE ? 0 : num_i(&s->items[0]);
-            a.end = s->items[1].k == V_NONE ? INT64_MAX : num_i(&s->items[1]);
-            a.step = s->items[2].k == V_NONE ? 1 : num_i(&s->items[2]);
-            d++;
-        } else if (s->k == V_NONE) {
-            op = "unsqueeze";
-            a.dim = d;
-            a.has_dim = true;
-            d++;
-        } else {
-            tdx_vfree(e, &cur);
-            return tdx_fail(e, n,
-                            "only integers, slices (`:`), ellipsis (`...`) and None are "
-                            "valid indices (got %s)",
-                            tdx_type_name(s));
-        }
-        struct tref *r = tdx_tref_new(e);
-        struct tensord_operand in = tensord_h(cur.t->handle);
-        struct tensord_error err;
-        uint64_t id;
-        if (r == NULL) {
-            tdx_vfree(e, &cur);
-            return tdx_fail(e, n, "out of memory");
-        }
-        int lrc = tensord_send_op_ex(e->c, op, r->handle, &in, 1, &a, false, &id, &err);
-        if ((rc = tdx_send_tensor_result(e, lrc, id, r, n, &err)) != 0) {
-            tdx_tref_unref(e, r);
-            tdx_vfree(e, &cur);
-            return rc;
-        }
-        r->requires_grad = cur.t->requires_grad && e->grad_enabled;
-        r->is_leaf = !r->requires_grad;
-        res = vtensor(r);
-        tdx_vfree(e, &cur);
-        cur = res;
+    tdx_tref_unref(e, p->view);
+    for (int i = 0; i < p->nidx; i++) {
+        tdx_tref_unref(e, p->idx[i]);
     }
-    *out = cur;
+    memset(p, 0, sizeof *p);
+}
+
+static bool is_slice_value(const struct value *v)
+{
+    return v->k == V_TUPLE && v->dt == 1;
+}
+
+static bool is_ellipsis_value(const struct value *v)
+{
+    return v->k == V_STR && v->dt == 1;
+}
+
+/* One op on tensor `in` (a view op, nonzero ...) into a new tensor *out. */
+static int one_op(struct tdx_env *e, const struct tdx_node *at, const char *op, struct tref *in,
+                  const struct tensord_op_args *a, struct tref **out)
+{
+    struct tref *r = tdx_tref_new(e);
+    struct tensord_operand opnd = tensord_h(in->handle);
+    struct tensord_error err;
+    uint64_t id;
+    int rc;
+    if (r == NULL) {
+        return tdx_fail(e, at, "out of memory");
+    }
+    int lrc = tensord_send_op_ex(e->c, op, r->handle, &opnd, 1, a, false, &id, &err);
+    if ((rc = tdx_send_tensor_result(e, lrc, id, r, at, &err)) != 0) {
+        tdx_tref_unref(e, r);
+        return rc;
+    }
+    r->requires_grad = in->requires_grad && e->grad_enabled && strcmp(op, "nonzero") != 0;
+    r->is_leaf = !r->requires_grad;
+    *out = r;
     return 0;
 }
 
-static int eval_index(struct tdx_env *e, const struct tdx_node *n, struct value *out)
+/* Replaces *cur by op(*cur). */
+static int step_op(struct tdx_env *e, const struct tdx_node *at, const char *op, struct tref **cur,
+                   const struct tensord_op_args *a)
 {
-    struct value obj;
-    int rc = eval(e, n->kids[0], &obj);
+    struct tref *r;
+    int rc = one_op(e, at, op, *cur, a, &r);
+    if (rc == 0) {
+        tdx_tref_unref(e, *cur);
+        *cur = r;
+    }
+    return rc;
+}
+
+struct lscan {
+    bool any, any_float, all_bool;
+};
+
+static void scan_seq(const struct value *v, struct lscan *s)
+{
+    if (v->k == V_LIST || v->k == V_TUPLE) {
+        for (int i = 0; i < v->n; i++) {
+            scan_seq(&v->items[i], s);
+        }
+        return;
+    }
+    s->any = true;
+    s->any_float |= v->k == V_FLOAT;
+    s->all_bool &= v->k == V_BOOL;
+}
+
+/* A list, tuple or range used as an index, uploaded: int64 (floats truncated, as torch reads
+** them), or a bool mask when every element is a bool. */
+static int upload_index(struct tdx_env *e, const struct tdx_node *at, const struct value *v,
+                        struct tref **out)
+{
+    struct value data = *v, tv;
+    int rc;
+    if (v->k == V_RANGE) {
+        int64_t cnt = 0;
+        for (int64_t i = v->i; v->step > 0 ? i < v->stop : i > v->stop; i += v->step) {
+            if (++cnt > (1 << 24)) {
+                return tdx_fail(e, at, "a range index of more than %d elements is not supported",
+                                1 << 24);
+            }
+        }
+        if ((rc = tdx_vseq(e, &data, V_LIST, (int)cnt)) != 0) {
+            return rc;
+        }
+        for (int64_t k = 0; k < cnt; k++) {
+            data.items[k] = vint(v->i + k * v->step);
+        }
+    }
+    struct lscan s = {.all_bool = true};
+    scan_seq(&data, &s);
+    int dt = s.any && s.all_bool ? TENSORD_BOOL : TENSORD_INT64;
+    data.k = V_LIST;
+    rc = tdx_make_tensor(e, &data, dt, false, at, &tv);
+    if (v->k == V_RANGE) {
+        tdx_vfree(e, &data);
+    }
+    if (rc == 0) {
+        *out = tv.t;
+    }
+    return rc;
+}
+
+static void shape_text(char *buf, size_t cap, const int64_t *shape, int nd)
+{
+    size_t len = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < nd && len < cap; i++) {
+        len += (size_t)snprintf(buf + len, cap - len, "%s%" PRId64, i ? ", " : "", shape[i]);
+    }
+    if (len < cap) {
+        snprintf(buf + len, cap - len, "]");
+    }
+}
+
+/* Classifies key item v into *it. */
+static int index_item(struct tdx_env *e, const struct tdx_node *at, const struct value *v,
+                      struct iitem *it)
+{
+    int rc;
+    memset(it, 0, sizeof *it);
+    if (is_ellipsis_value(v)) {
+        it->k = IT_ELL;
+        return 0;
+    }
+    if (v->k == V_NONE) {
+        it->k = IT_NONE;
+        return 0;
+    }
+    if (is_slice_value(v)) {
+        const struct value *st = &v->items[2];
+        if (st->k != V_NONE && st->i == 0) {
+            return tdx_fail(e, at, "slice step cannot be zero");
+        }
+        if (st->k != V_NONE && st->i < 0) {
+            return tdx_fail(e, at, "step must be greater than zero");
+        }
+        it->k = IT_SLICE;
+        it->sl = v;
+        return 0;
+    }
+    if (v->k == V_BOOL) {
+        it->k = IT_BOOL;
+        it->i = v->b;
+        return 0;
+    }
+    if (v->k == V_INT) {
+        it->k = IT_INT;
+        it->i = v->i;
+        return 0;
+    }
+    if (v->k == V_LIST || v->k == V_TUPLE || v->k == V_RANGE) {
+        it->k = IT_TENSOR;
+        return upload_index(e, at, v, &it->t);
+    }
+    if (v->k != V_TENSOR) {
+        return tdx_fail(e, at,
+                        "only integers, slices (`:`), ellipsis (`...`), None and long or byte "
+                        "Variables are valid indices (got %s)",
+                        tdx_type_name(v));
+    }
+    if ((rc = tdx_known(e, v->t, at)) != 0) {
+        return rc;
+    }
+    int dt = v->t->info.dtype;
+    if (v->t->info.ndim == 0 && dt != TENSORD_FLOAT32 && dt != TENSORD_FLOAT64) {
+        /* a 0-dim integer tensor selects as an int; a 0-dim mask is a Python bool */
+        struct value x;
+        if ((rc = tdx_item(e, v->t, at, &x)) != 0) {
+            return rc;
+        }
+        it->k = dt == TENSORD_BOOL ? IT_BOOL : IT_INT;
+        it->i = num_i(&x);
+        return 0;
+    }
+    if (dt != TENSORD_INT64 && dt != TENSORD_BOOL) {
+        return tdx_fail(e, at, "tensors used as indices must be long, byte or bool tensors");
+    }
+    it->k = IT_TENSOR;
+    it->t = tdx_tref_ref(v->t);
+    return 0;
+}
+
+/* Whether a one-item key v is several items, torch's way: a tuple always; a list holding None,
+** tensors or sequences (numpy's legacy rule), when shorter than 32. */
+static bool key_is_items(const struct value *v)
+{
+    if (v->k == V_TUPLE && !is_slice_value(v)) {
+        return true;
+    }
+    if (v->k != V_LIST || v->n >= 32) {
+        return false;
+    }
+    for (int i = 0; i < v->n; i++) {
+        enum vkind k = v->items[i].k;
+        if (k == V_NONE || k == V_TENSOR || k == V_LIST || k == V_TUPLE || k == V_RANGE) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int index_walk(struct tdx_env *e, const struct tdx_node *n, struct tref *x,
+                      struct iitem *items, int nitems, struct iparts *r);
+
+/* The parts key `subs` names in x (see struct iparts). */
+static int index_parts(struct tdx_env *e, const struct tdx_node *n, struct tref *x,
+                       const struct value *subs, int nsubs, struct iparts *r)
+{
+    const struct value *key = subs;
+    int nkey = nsubs, rc = 0, nitems = 0;
+    memset(r, 0, sizeof *r);
+    if (nsubs == 1 && key_is_items(&subs[0])) {
+        key = subs[0].items;
+        nkey = subs[0].n;
+    }
+    struct iitem *items = calloc((size_t)nkey + 1, sizeof *items);
+    if (items == NULL) {
+        return tdx_fail(e, n, "out of memory");
+    }
+    for (; nitems < nkey && rc == 0; nitems++) {
+        rc = index_item(e, n, &key[nitems], &items[nitems]);
+    }
+    if (rc == 0) {
+        rc = index_walk(e, n, x, items, nkey, r);
+    }
+    for (int i = 0; i < nitems; i++) {
+        tdx_tref_unref(e, items[i].t);
+    }
+    free(items);
+    return rc;
+}
+
+static int index_walk(struct tdx_env *e, const struct tdx_node *n, struct tref *x,
+                      struct iitem *items, int nitems, struct iparts *r)
+{
+    int rc, specified = 0, nell = 0;
+    bool advanced = false, any_int = false;
+    for (int k = 0; k < nitems; k++) {
+        const struct iitem *it = &items[k];
+        advanced |= it->k == IT_TENSOR;
+        any_int |= it->k == IT_INT;
+        nell += it->k == IT_ELL;
+        if (it->k == IT_TENSOR) {
+            if ((rc = tdx_known(e, it->t, n)) != 0) {
+                return rc;
+            }
+            specified += it->t->info.dtype == TENSORD_BOOL ? it->t->info.ndim : 1;
+        } else {
+            specified += it->k == IT_INT || it->k == IT_SLICE;
+        }
+    }
+    if (nell > 1) {
+        return tdx_fail(e, n, "an index can only have a single ellipsis ('...')");
+    }
+    /* A basic key without `...` on a tensor whose shape is not known yet stays pipelined: the
+    ** server checks each view op. Otherwise the view's shape is followed here. */
+    bool shaped = advanced || nell > 0 || x->known;
+    if (shaped && (rc = tdx_known(e, x, n)) != 0) {
+        return rc;
+    }
+    int ndim = shaped ? x->info.ndim : TENSORD_MAX_DIMS, nvs = ndim;
+    int64_t vs[TENSORD_MAX_DIMS + 64];
+    if (shaped) {
+        memcpy(vs, x->info.shape, (size_t)ndim * sizeof vs[0]);
+    } else {
+        for (int i = 0; i < ndim; i++) {
+            vs[i] = INT64_MAX;
+        }
+    }
+    if (shaped && ndim == 0 && any_int) {
+        return tdx_fail(e, n,
+                        "invalid index of a 0-dim tensor. Use `tensor.item()` in Python or "
+                        "`tensor.item<T>()` in C++ to convert a 0-dim tensor to a number");
+    }
+    if (shaped && specified > ndim) {
+        return tdx_fail(e, n, "too many indices for tensor of dimension %d", ndim);
+    }
+    struct {
+        int d;
+        struct tref *t;
+    } ent[64];
+    int nent = 0, d = 0;
+    struct tref *cur = tdx_tref_ref(x);
+    for (int k = 0; k < nitems; k++) {
+        const struct iitem *it = &items[k];
+        struct tensord_op_args a;
+        memset(&a, 0, sizeof a);
+        a.dim = d;
+        a.has_dim = true;
+        if (nvs >= (int)(sizeof vs / sizeof vs[0]) - 1 || nent >= 64) {
+            rc = tdx_fail(e, n, "too many indices");
+            break;
+        }
+        switch (it->k) {
+        case IT_ELL: d += ndim - specified; continue;
+        case IT_NONE:
+        case IT_BOOL:
+            if ((rc = step_op(e, n, "unsqueeze", &cur, &a)) != 0) {
+                break;
+            }
+            memmove(&vs[d + 1], &vs[d], (size_t)(nvs - d) * sizeof vs[0]);
+            vs[d] = 1;
+            nvs++;
+            if (it->k == IT_BOOL) {
+                r->copy = true;
+                if (advanced) {
+                    /* True indexes the new dim with [0], False with [] */
+                    struct value l;
+                    if ((rc = tdx_vseq(e, &l, V_LIST, it->i ? 1 : 0)) != 0) {
+                        break;
+                    }
+                    if (it->i) {
+                        l.items[0] = vint(0);
+                    }
+                    struct tref *t = NULL;
+                    struct value tv;
+                    rc = tdx_make_tensor(e, &l, TENSORD_INT64, false, n, &tv);
+                    tdx_vfree(e, &l);
+                    if (rc != 0) {
+                        break;
+                    }
+                    t = tv.t;
+                    if ((rc = tdx_known(e, t, n)) != 0) {
+                        tdx_tref_unref(e, t);
+                        break;
+                    }
+                    ent[nent].d = d;
+                    ent[nent++].t = t;
+                } else if (!it->i) {
+                    a.start = 0;
+                    a.end = 0;
+                    a.step = 1;
+                    if ((rc = step_op(e, n, "slice", &cur, &a)) != 0) {
+                        break;
+                    }
+                    vs[d] = 0;
+                }
+            }
+            d++;
+            break;
+        case IT_TENSOR:
+            ent[nent].d = d;
+            ent[nent++].t = tdx_tref_ref(it->t);
+            d++;
+            break;
+        case IT_SLICE: {
+            if (shaped && d >= nvs) {
+                rc = tdx_fail(e, n, "too many indices for tensor of dimension %d", ndim);
+                break;
+            }
+            const struct value *sl = it->sl->items;
+            int64_t size = vs[d], st = sl[2].k == V_NONE ? 1 : sl[2].i;
+            int64_t lo = sl[0].k == V_NONE ? 0 : sl[0].i;
+            int64_t hi = sl[1].k == V_NONE ? INT64_MAX : sl[1].i;
+            a.start = lo;
+            a.end = hi;
+            a.step = st;
+            if ((rc = step_op(e, n, "slice", &cur, &a)) != 0) {
+                break;
+            }
+            lo = lo < 0 ? (lo + size < 0 ? 0 : lo + size) : (lo > size ? size : lo);
+            hi = hi < 0 ? (hi + size < 0 ? 0 : hi + size) : (hi > size ? size : hi);
+            vs[d] = !shaped ? INT64_MAX : hi > lo ? (hi - lo - 1) / st + 1 : 0;
+            d++;
+            break;
+        }
+        case IT_INT: {
+            if (shaped && d >= nvs) {
+                rc = tdx_fail(e, n, "too many indices for tensor of dimension %d", ndim);
+                break;
+            }
+            if (shaped && (it->i < -vs[d] || it->i >= vs[d])) {
+                /* torch names the index's position in the key as its dimension */
+                rc = tdx_fail(e, n, "index %" PRId64 " is out of bounds for dimension %d with size %" PRId64,
+                              it->i, k, vs[d]);
+                break;
+            }
+            a.start = it->i;
+            if ((rc = step_op(e, n, "select", &cur, &a)) != 0) {
+                break;
+            }
+            memmove(&vs[d], &vs[d + 1], (size_t)(nvs - d - 1) * sizeof vs[0]);
+            nvs--;
+            break;
+        }
+        }
+        if (rc != 0) {
+            break;
+        }
+    }
+    r->view = cur;
+    /* aten::index: the entries at their view positions, a mask expanded into one int64 index
+    ** per mask dim (its nonzero's columns), checked against the view there */
+    int nslots = 0;
+    for (int k = 0; k < nent && rc == 0; k++) {
+        struct tref *t = ent[k].t;
+        if (nslots < ent[k].d) {
+            nslots = ent[k].d;
+        }
+        if (t->info.dtype != TENSORD_BOOL) {
+            if (nslots >= 64 || r->nidx >= TDX_MAX_OPERANDS - 2) {
+                rc = tdx_fail(e, n, "too many indices");
+                break;
+            }
+            r->mask |= 1ull << nslots++;
+            r->idx[r->nidx++] = tdx_tref_ref(t);
+            continue;
+        }
+        int base = nslots;
+        for (int j = 0; j < t->info.ndim && rc == 0; j++) {
+            if (base + j >= nvs || t->info.shape[j] != vs[base + j]) {
+                char ms[200], xs[200];
+                shape_text(ms, sizeof ms, t->info.shape, t->info.ndim);
+                shape_text(xs, sizeof xs, vs, nvs);
+                rc = tdx_fail(e, n,
+                              "The shape of the mask %s at index %d does not match the shape of "
+                              "the indexed tensor %s at index %d",
+                              ms, j, xs, base + j);
+            }
+        }
+        struct tref *nz = NULL;
+        struct tensord_op_args a;
+        memset(&a, 0, sizeof a);
+        if (rc == 0) {
+            rc = one_op(e, n, "nonzero", t, &a, &nz);
+        }
+        for (int j = 0; j < t->info.ndim && rc == 0; j++) {
+            if (nslots >= 64 || r->nidx >= TDX_MAX_OPERANDS - 2) {
+                rc = tdx_fail(e, n, "too many indices");
+                break;
+            }
+            a.dim = 1;
+            a.has_dim = true;
+            a.start = j;
+            struct tref *col;
+            if ((rc = one_op(e, n, "select", nz, &a, &col)) == 0) {
+                r->mask |= 1ull << nslots++;
+                r->idx[r->nidx++] = col;
+            }
+        }
+        tdx_tref_unref(e, nz);
+    }
+    for (int k = 0; k < nent; k++) {
+        tdx_tref_unref(e, ent[k].t);
+    }
+    if (rc == 0 && nslots > nvs) {
+        rc = tdx_fail(e, n, "too many indices for tensor of dimension %d", nvs);
+    }
+    if (rc != 0) {
+        iparts_free(e, r);
+    }
+    return rc;
+}
+
+/* x[key] on a tensor: a view for a basic key, a copy gathered by `index` for an advanced one. */
+static int index_tensor(struct tdx_env *e, const struct tdx_node *n, struct tref *x,
+                        struct value *subs, int nsubs, struct value *out)
+{
+    struct iparts p;
+    int rc = index_parts(e, n, x, subs, nsubs, &p);
     if (rc != 0) {
         return rc;
     }
-    int nsubs = n->nkids - 1;
-    struct value *subs = calloc((size_t)nsubs, sizeof *subs);
+    struct tensord_op_args a;
+    memset(&a, 0, sizeof a);
+    if (p.nidx == 0) {
+        if (p.copy) {
+            rc = step_op(e, n, "clone", &p.view, &a);
+        } else if (p.view == x && (rc = tdx_known(e, x, n)) == 0) {
+            /* x[...]: a new view of the same storage */
+            a.ndims = x->info.ndim;
+            a.has_dims = true;
+            memcpy(a.dims, x->info.shape, (size_t)x->info.ndim * sizeof a.dims[0]);
+            rc = step_op(e, n, "view", &p.view, &a);
+        }
+        if (rc == 0) {
+            *out = vtensor(tdx_tref_ref(p.view));
+        }
+        iparts_free(e, &p);
+        return rc;
+    }
+    struct tensord_operand ins[TDX_MAX_OPERANDS];
+    int nin = 0;
+    ins[nin++] = tensord_h(p.view->handle);
+    for (int i = 0; i < p.nidx; i++) {
+        ins[nin++] = tensord_h(p.idx[i]->handle);
+    }
+    a.index_mask = p.mask;
+    struct tref *t = tdx_tref_new(e);
+    struct tensord_error err;
+    uint64_t id;
+    if (t == NULL) {
+        iparts_free(e, &p);
+        return tdx_fail(e, n, "out of memory");
+    }
+    int lrc = tensord_send_op_ex(e->c, "index", t->handle, ins, nin, &a, false, &id, &err);
+    if ((rc = tdx_send_tensor_result(e, lrc, id, t, n, &err)) != 0) {
+        tdx_tref_unref(e, t);
+    } else {
+        t->requires_grad = p.view->requires_grad && e->grad_enabled;
+        t->is_leaf = !t->requires_grad;
+        *out = vtensor(t);
+    }
+    iparts_free(e, &p);
+    return rc;
+}
+
+static void subs_free(struct tdx_env *e, struct value *subs, int nsubs)
+{
+    for (int k = 0; k < nsubs; k++) {
+        tdx_vfree(e, &subs[k]);
+    }
+    free(subs);
+}
+
+/* The subscripts of INDEX node n as values (n->nkids - 1 of them): a slice is a V_TUPLE
+** (start, stop, step) with dt 1, `...` a V_STR with dt 1. */
+static int eval_subs(struct tdx_env *e, const struct tdx_node *n, struct value **out)
+{
+    int rc = 0, nsubs = n->nkids - 1;
+    struct value *subs = calloc((size_t)nsubs + 1, sizeof *subs);
     if (subs == NULL) {
-        tdx_vfree(e, &obj);
         return tdx_fail(e, n, "out of memory");
     }
     int done = 0;
@@ -449,12 +916,34 @@ static int eval_index(struct tdx_env *e, const struct tdx_node *n, struct value 
                 }
             }
         } else if (s->kind == TDX_ELLIPSIS) {
-            rc = tdx_vstr(e, &subs[done], "...", 3);
+            if ((rc = tdx_vstr(e, &subs[done], "...", 3)) == 0) {
+                subs[done].dt = 1; /* marks `...` */
+            }
         } else {
             rc = eval(e, s, &subs[done]);
         }
     }
-    if (rc == 0) {
+    if (rc != 0) {
+        subs_free(e, subs, nsubs);
+        return rc;
+    }
+    *out = subs;
+    return 0;
+}
+
+static int eval_index(struct tdx_env *e, const struct tdx_node *n, struct value *out)
+{
+    struct value obj, *subs;
+    int nsubs = n->nkids - 1;
+    int rc = eval(e, n->kids[0], &obj);
+    if (rc != 0) {
+        return rc;
+    }
+    if ((rc = eval_subs(e, n, &subs)) != 0) {
+        tdx_vfree(e, &obj);
+        return rc;
+    }
+    {
         if (obj.k == V_TENSOR) {
             rc = index_tensor(e, n, obj.t, subs, nsubs, out);
         } else if (obj.k == V_LIST || obj.k == V_TUPLE || obj.k == V_SIZE) {
@@ -841,26 +1330,113 @@ static int assign_attr(struct tdx_env *e, const struct tdx_node *t, struct value
     return rc;
 }
 
-/* x[...] = v: a view, then copy_ (tensor) or fill_ (number) into it. */
+/* x[key] = v with an advanced key: index_put_ on the view the basic items make; v a number, a
+** tensor (leading dims of size 1 dropped, as torch does) or data for tensor() in x's dtype. */
+static int index_put(struct tdx_env *e, const struct tdx_node *t, struct tref *x, struct iparts *p,
+                     const struct value *v)
+{
+    struct tensord_operand ins[TDX_MAX_OPERANDS];
+    int nin = 0, rc;
+    struct value val = {0};
+    ins[nin++] = tensord_h(p->view->handle);
+    for (int i = 0; i < p->nidx; i++) {
+        ins[nin++] = tensord_h(p->idx[i]->handle);
+    }
+    if (is_num(v)) {
+        if ((rc = tdx_to_operand(e, v, t, "index_put_", &ins[nin++])) != 0) {
+            return rc;
+        }
+    } else {
+        if (v->k == V_TENSOR) {
+            rc = tdx_vcopy(e, &val, v);
+        } else {
+            rc = tdx_make_tensor(e, v, x->info.dtype, false, t, &val);
+        }
+        if (rc == 0) {
+            rc = tdx_known(e, val.t, t);
+        }
+        int nd = rc == 0 ? val.t->info.ndim : 0, lead = 0;
+        while (rc == 0 && lead < nd && val.t->info.shape[lead] == 1) {
+            lead++;
+        }
+        if (rc == 0 && lead > 0) {
+            struct tensord_op_args a;
+            memset(&a, 0, sizeof a);
+            a.ndims = nd - lead;
+            a.has_dims = true;
+            memcpy(a.dims, val.t->info.shape + lead, (size_t)(nd - lead) * sizeof a.dims[0]);
+            rc = step_op(e, t, "reshape", &val.t, &a);
+        }
+        if (rc != 0) {
+            tdx_vfree(e, &val);
+            return rc;
+        }
+        ins[nin++] = tensord_h(val.t->handle);
+    }
+    struct tensord_op_args a;
+    memset(&a, 0, sizeof a);
+    a.index_mask = p->mask;
+    struct tensord_error err;
+    uint64_t id;
+    int lrc = tensord_send_op_ex(e->c, "index_put", 0, ins, nin, &a, true, &id, &err);
+    struct tref *target = tdx_tref_ref(p->view);
+    rc = tdx_send_tensor_result(e, lrc, id, target, t, &err);
+    target->known = false;
+    tdx_tref_unref(e, target);
+    if (rc == 0 && val.k == V_TENSOR && val.t->requires_grad && e->grad_enabled) {
+        x->requires_grad = true;
+        x->is_leaf = false;
+    }
+    tdx_vfree(e, &val);
+    return rc;
+}
+
+/* x[key] = v: for a basic key a view, then copy_ (a tensor, or data for tensor()) or fill_ (a
+** number) into it; for an advanced key index_put_. */
 static int assign_index(struct tdx_env *e, const struct tdx_node *t, struct value *v)
 {
-    struct value view;
-    int rc = eval(e, t, &view);
+    struct value obj, *subs;
+    int rc = eval(e, t->kids[0], &obj), nsubs = t->nkids - 1;
     if (rc != 0) {
         return rc;
     }
-    if (view.k != V_TENSOR) {
-        tdx_vfree(e, &view);
-        return tdx_fail(e, t, "item assignment is supported on tensors only");
+    if (obj.k != V_TENSOR) {
+        rc = obj.k == V_LIST ? tdx_fail(e, t, "item assignment is supported on tensors only")
+                             : tdx_fail(e, t, "'%s' object does not support item assignment",
+                                        tdx_type_name(&obj));
+        tdx_vfree(e, &obj);
+        return rc;
     }
-    struct value args[2] = {view, *v};
-    struct call c = {.args = args, .nargs = 2};
-    struct value res;
-    rc = tdx_call_op(e, t, v->k == V_TENSOR ? "copy" : "fill", true, &c, &res);
-    if (rc == 0) {
-        tdx_vfree(e, &res);
+    if ((rc = eval_subs(e, t, &subs)) != 0) {
+        tdx_vfree(e, &obj);
+        return rc;
     }
-    tdx_vfree(e, &view);
+    struct iparts p;
+    if ((rc = index_parts(e, t, obj.t, subs, nsubs, &p)) == 0) {
+        if (p.nidx > 0) {
+            rc = index_put(e, t, obj.t, &p, v);
+        } else {
+            struct value src = {0};
+            if (v->k == V_LIST || v->k == V_TUPLE) {
+                rc = tdx_make_tensor(e, v, obj.t->info.dtype, false, t, &src);
+            } else {
+                rc = tdx_vcopy(e, &src, v);
+            }
+            if (rc == 0) {
+                struct value args[2] = {vtensor(p.view), src};
+                struct call c = {.args = args, .nargs = 2};
+                struct value res;
+                rc = tdx_call_op(e, t, src.k == V_TENSOR ? "copy" : "fill", true, &c, &res);
+                if (rc == 0) {
+                    tdx_vfree(e, &res);
+                }
+            }
+            tdx_vfree(e, &src);
+        }
+        iparts_free(e, &p);
+    }
+    subs_free(e, subs, nsubs);
+    tdx_vfree(e, &obj);
     return rc;
 }
 

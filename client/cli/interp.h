@@ -230,6 +230,9 @@ int tdx_func(struct tdx_env *e, const struct tdx_node *at, const char *name, con
 int tdx_module_attr(struct tdx_env *e, const struct tdx_node *at, const char *module,
                     const char *name, struct value *out);
 int tdx_name_value(struct tdx_env *e, const struct tdx_node *n, struct value *out);
+/* torch.tensor(data, dtype=dt) (dt 0: inferred as torch does) uploaded as a new tensor. */
+int tdx_make_tensor(struct tdx_env *e, const struct value *data, int dt, bool requires_grad,
+                    const struct tdx_node *at, struct value *out);
 
 /* ---- eval.c: evaluation ---- */
 
