@@ -1349,6 +1349,8 @@ static int build_args(struct op_msg *o, const struct tensord_op_args *a, struct 
     o->args.index_mask = a->index_mask;
     o->args.accumulate = a->accumulate;
     o->args.generator = a->generator;
+    o->args.num_samples = a->num_samples;
+    o->args.replacement = a->replacement;
     return 0;
 }
 

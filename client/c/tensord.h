@@ -269,6 +269,8 @@ struct tensord_op_args {
     bool accumulate;      /* index_put: add the values instead of writing them */
     uint64_t generator;   /* a torch.Generator's state handle (int64 [seed, offset]); 0: the
                           ** session's generator */
+    int64_t num_samples;  /* multinomial's num_samples, randperm's n */
+    bool replacement;     /* multinomial */
 };
 
 /* tensord_op with keyword arguments (args may be NULL). */

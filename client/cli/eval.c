@@ -1025,6 +1025,8 @@ static int eval_call(struct tdx_env *e, const struct tdx_node *n, struct value *
         } else {
             rc = tdx_method(e, n, self.t, f->str, &c, out);
         }
+    } else if (callee.k == V_METHOD && callee.b) {
+        rc = tdx_generator_method(e, n, callee.t, callee.s, &c, out);
     } else if (callee.k == V_METHOD) {
         rc = tdx_method(e, n, callee.t, callee.s, &c, out);
     } else if (callee.k == V_FUNC) {

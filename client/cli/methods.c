@@ -424,6 +424,24 @@ int tdx_attribute(struct tdx_env *e, const struct tdx_node *at, const struct val
         (strcmp(name, "values") == 0 || strcmp(name, "indices") == 0)) {
         return tdx_vcopy(e, out, &obj->items[name[0] == 'v' ? 0 : 1]);
     }
+    if (obj->k == V_GENERATOR) {
+        static const char *const GEN_METHODS[] = {"manual_seed", "seed", "initial_seed",
+                                                  "get_state", "set_state"};
+        for (size_t i = 0; i < sizeof GEN_METHODS / sizeof GEN_METHODS[0]; i++) {
+            if (strcmp(name, GEN_METHODS[i]) == 0) {
+                *out = (struct value){.k = V_METHOD, .b = true, .t = tdx_tref_ref(obj->t)};
+                if ((out->s = strdup(name)) == NULL) {
+                    tdx_vfree(e, out);
+                    return tdx_fail(e, at, "out of memory");
+                }
+                return 0;
+            }
+        }
+        if (strcmp(name, "device") == 0) {
+            return tdx_vstr(e, out, "cpu", 3);
+        }
+        return tdx_fail(e, at, "'torch._C.Generator' object has no attribute '%s'", name);
+    }
     if (obj->k != V_TENSOR) {
         if (obj->k == V_DTYPE && strcmp(name, "is_floating_point") == 0) {
             *out = vbool(obj->dt == TENSORD_FLOAT32 || obj->dt == TENSORD_FLOAT64);
