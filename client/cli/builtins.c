@@ -684,6 +684,183 @@ static int bi_sequence(struct tdx_env *e, const struct tdx_node *at, const char 
     return rc;
 }
 
+/* ---- torch.chunk, split, unbind: tuples of views (narrow, select) made here, as the Python
+** client makes them; they wait for the input's shape ---- */
+
+#define MAX_PIECES (1 << 16)
+
+/* The views of t along dim with the given lengths (unbind: one select per index). */
+static int pieces(struct tdx_env *e, const struct tdx_node *at, struct tref *t, int64_t dim,
+                  const int64_t *len, int n, bool select, struct value *out)
+{
+    int rc = tdx_vseq(e, out, V_TUPLE, n);
+    int64_t start = 0;
+    for (int k = 0; k < n && rc == 0; k++) {
+        struct value args[4] = {vtensor(t), vint(dim), vint(select ? k : start),
+                                vint(select ? 0 : len[k])};
+        struct call c = {.args = args, .nargs = select ? 3 : 4};
+        rc = tdx_call_op(e, at, select ? "select" : "narrow", false, &c, &out->items[k]);
+        start += select ? 0 : len[k];
+    }
+    if (rc != 0) {
+        tdx_vfree(e, out);
+    }
+    return rc;
+}
+
+static int bi_views(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                    const struct call *c, struct value *out)
+{
+    bool unbind = name[0] == 'u', chunk = name[0] == 'c';
+    const char *what = unbind ? NULL : chunk ? "chunks" : "split_size_or_sections";
+    const struct value *in = c->nargs > 0 ? &c->args[0] : NULL;
+    const struct value *sz = !unbind && c->nargs > 1 ? &c->args[1] : NULL;
+    const struct value *dv = c->nargs > (unbind ? 1 : 2) ? &c->args[unbind ? 1 : 2] : NULL;
+    int rc;
+    if (c->nargs > (unbind ? 2 : 3)) {
+        return tdx_fail(e, at, "%s() takes at most %d arguments (%d given)", name, unbind ? 2 : 3,
+                        c->nargs);
+    }
+    for (int k = 0; k < c->nkw; k++) {
+        if (strcmp(c->kwn[k], "dim") == 0) {
+            dv = &c->kwv[k];
+        } else if (what != NULL && (strcmp(c->kwn[k], what) == 0 ||
+                                    (!chunk && strcmp(c->kwn[k], "split_size") == 0))) {
+            sz = &c->kwv[k];
+        } else if (strcmp(c->kwn[k], unbind || chunk ? "input" : "tensor") == 0) {
+            in = &c->kwv[k];
+        } else {
+            return tdx_fail(e, at, "%s() got an unexpected keyword argument '%s'", name,
+                            c->kwn[k]);
+        }
+    }
+    if (in == NULL || in->k != V_TENSOR) {
+        return tdx_fail(e, at, "%s(): argument '%s' (position 1) must be Tensor, not %s", name,
+                        unbind || chunk ? "input" : "tensor",
+                        in == NULL ? "NoneType" : tdx_type_name(in));
+    }
+    if (what != NULL && sz == NULL) {
+        return tdx_fail(e, at, "%s() missing required argument '%s' (pos 2)", name, what);
+    }
+    if (dv != NULL && dv->k != V_INT) {
+        return tdx_fail(e, at, "%s(): argument 'dim' must be int, not %s", name,
+                        tdx_type_name(dv));
+    }
+    struct tref *t = in->t;
+    if ((rc = tdx_known(e, t, at)) != 0) {
+        return rc;
+    }
+    int nd = t->info.ndim;
+    int64_t dim = dv != NULL ? dv->i : 0;
+    if (nd == 0) {
+        return unbind ? tdx_fail(e, at, "Dimension specified as %" PRId64 " but tensor has no "
+                                        "dimensions", dim)
+                      : tdx_fail(e, at, "%s expects at least a 1-dimensional tensor", name);
+    }
+    if (dim < -nd || dim >= nd) {
+        return tdx_fail(e, at,
+                        "Dimension out of range (expected to be in range of [%d, %d], but got "
+                        "%" PRId64 ")",
+                        -nd, nd - 1, dim);
+    }
+    dim = dim < 0 ? dim + nd : dim;
+    int64_t size = t->info.shape[dim];
+    if (unbind) {
+        if (size > MAX_PIECES) {
+            return tdx_fail(e, at, "unbind(): more than %d pieces", MAX_PIECES);
+        }
+        return pieces(e, at, t, dim, NULL, (int)size, true, out);
+    }
+    int64_t *len = NULL;
+    int n = 0;
+    if (sz->k == V_LIST || sz->k == V_TUPLE) {
+        if (chunk) {
+            return tdx_fail(e, at, "chunk(): argument 'chunks' must be int, not %s",
+                            tdx_type_name(sz));
+        }
+        int64_t sum = 0;
+        bool neg = false;
+        if ((len = calloc((size_t)sz->n + 1, sizeof *len)) == NULL) {
+            return tdx_fail(e, at, "out of memory");
+        }
+        for (n = 0; n < sz->n; n++) {
+            if (sz->items[n].k != V_INT) {
+                free(len);
+                return tdx_fail(e, at, "split(): split sizes must be ints, not %s",
+                                tdx_type_name(&sz->items[n]));
+            }
+            len[n] = sz->items[n].i;
+            neg |= len[n] < 0;
+            sum += len[n] > 0 && len[n] < INT64_MAX / MAX_PIECES ? len[n] : 0;
+        }
+        if (sum != size || neg) {
+            struct td_strbuf b;
+            td_strbuf_init(&b, 0);
+            for (int k = 0; k < n; k++) {
+                td_strbuf_printf(&b, "%s%" PRId64, k ? ", " : "", len[k]);
+            }
+            rc = tdx_fail(e, at,
+                          "split_with_sizes expects split_sizes to sum exactly to %" PRId64
+                          " (input tensor's size at dimension %" PRId64
+                          "), but got split_sizes=[%s]",
+                          size, dim, td_strbuf_str(&b));
+            td_strbuf_free(&b);
+            free(len);
+            return rc;
+        }
+    } else {
+        if (sz->k != V_INT) {
+            return tdx_fail(e, at, "%s(): argument '%s' must be int, not %s", name, what,
+                            tdx_type_name(sz));
+        }
+        int64_t step = sz->i;
+        if (chunk) {
+            if (step <= 0) {
+                return tdx_fail(e, at, "chunk expects `chunks` to be greater than 0, got: %" PRId64,
+                                step);
+            }
+            if (size == 0) {
+                if (step > MAX_PIECES) {
+                    return tdx_fail(e, at, "chunk(): more than %d pieces", MAX_PIECES);
+                }
+                n = (int)step;
+                step = 0;
+            } else {
+                step = size / step + (size % step != 0);
+            }
+        }
+        if (step < 0) {
+            return tdx_fail(e, at,
+                            "split expects split_size be non-negative, but got split_size=%" PRId64,
+                            step);
+        }
+        if (step == 0 && size != 0) {
+            return tdx_fail(e, at,
+                            "split_size can only be 0 if dimension size is 0, but got dimension "
+                            "size of %" PRId64,
+                            size);
+        }
+        if (step > 0) {
+            int64_t cnt = size / step + (size % step != 0);
+            if (cnt > MAX_PIECES) {
+                return tdx_fail(e, at, "%s(): more than %d pieces", name, MAX_PIECES);
+            }
+            n = cnt > 0 ? (int)cnt : 1;
+        } else if (n == 0) {
+            n = 1;
+        }
+        if ((len = calloc((size_t)n, sizeof *len)) == NULL) {
+            return tdx_fail(e, at, "out of memory");
+        }
+        for (int k = 0; k < n; k++) {
+            len[k] = step == 0 ? 0 : (size - k * step < step ? size - k * step : step);
+        }
+    }
+    rc = pieces(e, at, t, dim, len, n, false, out);
+    free(len);
+    return rc;
+}
+
 /* ---- torch.Generator: a random stream of its own on the server ----
 **
 ** Its state is an int64 tensor [seed, offset] in the session (the Python client's Generator,
@@ -885,6 +1062,9 @@ static const struct {
     {"arange", bi_arange},
     {"manual_seed", bi_manual_seed},
     {"Generator", bi_generator},
+    {"chunk", bi_views},
+    {"split", bi_views},
+    {"unbind", bi_views},
     {"no_grad", bi_grad_ctx},
     {"enable_grad", bi_grad_ctx},
     {"print", bi_print},

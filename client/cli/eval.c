@@ -1124,9 +1124,17 @@ static int eval_unary(struct tdx_env *e, const struct tdx_node *n, struct value 
     }
     if (n->op == TDX_OP_INVERT) {
         /* ~: bitwise_not on a tensor (logical not on bool), Python's on ints */
-        if (a.k == V_TENSOR) {
+        if (a.k == V_TENSOR && (rc = tdx_known(e, a.t, n)) == 0 &&
+            (a.t->info.dtype == TENSORD_FLOAT32 || a.t->info.dtype == TENSORD_FLOAT64)) {
+            /* Tensor.__invert__'s own check, before the op's */
+            rc = tdx_fail(e, n,
+                          "~ (operator.invert) is only implemented on integer and Boolean-type "
+                          "tensors");
+        } else if (a.k == V_TENSOR && rc == 0) {
             struct call c = {.args = &a, .nargs = 1};
             rc = tdx_call_op(e, n, "bitwise_not", false, &c, out);
+        } else if (a.k == V_TENSOR) {
+            /* tdx_known's error stands */
         } else if (a.k == V_INT || a.k == V_BOOL) {
             *out = vint(~num_i(&a));
         } else {

@@ -321,6 +321,18 @@ static int m_cast(struct tdx_env *e, const struct tdx_node *at, struct tref *sel
     return tdx_fail(e, at, "'Tensor' object has no attribute '%s'", name);
 }
 
+/* x.chunk(n), x.split(k), x.unbind(): builtins.c's functions with x first. */
+static int m_views(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
+                   const char *name, const struct call *c0, struct value *out)
+{
+    struct value args[16]; /* self first; tdx_method bounds nargs */
+    args[0] = vtensor(self);
+    memcpy(args + 1, c0->args, (size_t)c0->nargs * sizeof *args);
+    struct call c = {.args = args, .nargs = c0->nargs + 1, .kwn = c0->kwn, .kwv = c0->kwv,
+                     .nkw = c0->nkw};
+    return tdx_func(e, at, name, &c, out);
+}
+
 /* Tensor methods that are not ops (those come from the op table). */
 static const struct {
     const char *name;
@@ -339,6 +351,9 @@ static const struct {
     {"long", m_cast},
     {"int", m_cast},
     {"bool", m_cast},
+    {"chunk", m_views},
+    {"split", m_views},
+    {"unbind", m_views},
 };
 
 /* Tensor attributes (tdx_attribute), offered for completion with the methods. */
