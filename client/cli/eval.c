@@ -828,6 +828,132 @@ static int index_walk(struct tdx_env *e, const struct tdx_node *n, struct tref *
     return rc;
 }
 
+/* x.index_put_(indices, values, accumulate=False) (inplace) and x.index_put(...) (on a clone):
+** indices a tuple or list with an int64 tensor or a bool mask (its nonzero's columns) for each
+** leading dim; values a tensor (or a number). */
+int tdx_index_put_method(struct tdx_env *e, const struct tdx_node *at, struct tref *x,
+                         bool inplace, const struct call *c, struct value *out)
+{
+    const char *fn = inplace ? "index_put_" : "index_put";
+    const struct value *ind = c->nargs > 0 ? &c->args[0] : NULL;
+    const struct value *vals = c->nargs > 1 ? &c->args[1] : NULL;
+    const struct value *acc = c->nargs > 2 ? &c->args[2] : NULL;
+    int rc = 0;
+    for (int k = 0; k < c->nkw; k++) {
+        const char *kn = c->kwn[k];
+        const struct value **dst = strcmp(kn, "indices") == 0      ? &ind
+                                   : strcmp(kn, "values") == 0     ? &vals
+                                   : strcmp(kn, "accumulate") == 0 ? &acc
+                                                                   : NULL;
+        if (dst == NULL) {
+            return tdx_fail(e, at, "%s() got an unexpected keyword argument '%s'", fn, kn);
+        }
+        *dst = &c->kwv[k];
+    }
+    if (c->nargs > 3) {
+        return tdx_fail(e, at, "%s() takes at most 3 arguments (%d given)", fn, c->nargs);
+    }
+    if (ind == NULL || vals == NULL) {
+        return tdx_fail(e, at, "%s() missing required argument '%s'", fn,
+                        ind == NULL ? "indices" : "values");
+    }
+    if (ind->k != V_TUPLE && ind->k != V_LIST) {
+        return tdx_fail(e, at,
+                        "%s(): argument 'indices' (position 1) must be tuple of Tensors, not %s",
+                        fn, tdx_type_name(ind));
+    }
+    if (acc != NULL && acc->k != V_BOOL) {
+        return tdx_fail(e, at, "%s(): argument 'accumulate' must be bool, not %s", fn,
+                        tdx_type_name(acc));
+    }
+    struct iparts p;
+    memset(&p, 0, sizeof p);
+    int d = 0;
+    for (int k = 0; k < ind->n && rc == 0; k++) {
+        const struct value *it = &ind->items[k];
+        if (it->k != V_TENSOR) {
+            rc = tdx_fail(e, at, "expected Tensor as element %d in argument 0, but got %s", k,
+                          tdx_type_name(it));
+            break;
+        }
+        struct tref *t = tdx_tref_ref(it->t);
+        if ((rc = tdx_known(e, t, at)) == 0 && t->info.dtype == TENSORD_BOOL) {
+            struct tref *nz = NULL;
+            struct tensord_op_args a;
+            memset(&a, 0, sizeof a);
+            rc = one_op(e, at, "nonzero", t, &a, &nz);
+            for (int j = 0; j < t->info.ndim && rc == 0; j++) {
+                struct tref *col;
+                a.dim = 1;
+                a.has_dim = true;
+                a.start = j;
+                if (d >= 64 || p.nidx >= TDX_MAX_OPERANDS - 2) {
+                    rc = tdx_fail(e, at, "too many indices");
+                } else if ((rc = one_op(e, at, "select", nz, &a, &col)) == 0) {
+                    p.mask |= 1ull << d++;
+                    p.idx[p.nidx++] = col;
+                }
+            }
+            tdx_tref_unref(e, nz);
+        } else if (rc == 0) {
+            if (d >= 64 || p.nidx >= TDX_MAX_OPERANDS - 2) {
+                rc = tdx_fail(e, at, "too many indices");
+            } else {
+                p.mask |= 1ull << d++;
+                p.idx[p.nidx++] = tdx_tref_ref(t);
+            }
+        }
+        tdx_tref_unref(e, t);
+    }
+    struct value target = {0}, v = {0};
+    if (rc == 0 && (rc = tdx_known(e, x, at)) == 0) {
+        if (vals->k == V_TENSOR || is_num(vals)) {
+            rc = tdx_vcopy(e, &v, vals);
+        } else {
+            rc = tdx_make_tensor(e, vals, x->info.dtype, false, at, &v);
+        }
+    }
+    if (rc == 0 && inplace) {
+        target = vtensor(tdx_tref_ref(x));
+    } else if (rc == 0) {
+        struct value a1[1] = {vtensor(x)};
+        struct call cc = {.args = a1, .nargs = 1};
+        rc = tdx_call_op(e, at, "clone", false, &cc, &target);
+    }
+    struct tensord_operand ins[TDX_MAX_OPERANDS];
+    int nin = 0;
+    if (rc == 0) {
+        ins[nin++] = tensord_h(target.t->handle);
+        for (int i = 0; i < p.nidx; i++) {
+            ins[nin++] = tensord_h(p.idx[i]->handle);
+        }
+        rc = tdx_to_operand(e, &v, at, fn, &ins[nin++]);
+    }
+    if (rc == 0) {
+        struct tensord_op_args a;
+        struct tensord_error err;
+        uint64_t id;
+        memset(&a, 0, sizeof a);
+        a.index_mask = p.mask;
+        a.accumulate = acc != NULL && acc->b;
+        int lrc = tensord_send_op_ex(e->c, "index_put", 0, ins, nin, &a, true, &id, &err);
+        rc = tdx_send_tensor_result(e, lrc, id, target.t, at, &err);
+        target.t->known = false;
+        if (rc == 0 && v.k == V_TENSOR && v.t->requires_grad && e->grad_enabled) {
+            target.t->requires_grad = true;
+            target.t->is_leaf = false;
+        }
+    }
+    tdx_vfree(e, &v);
+    iparts_free(e, &p);
+    if (rc != 0) {
+        tdx_vfree(e, &target);
+        return rc;
+    }
+    *out = target;
+    return 0;
+}
+
 /* x[key] on a tensor: a view for a basic key, a copy gathered by `index` for an advanced one. */
 static int index_tensor(struct tdx_env *e, const struct tdx_node *n, struct tref *x,
                         struct value *subs, int nsubs, struct value *out)

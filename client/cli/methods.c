@@ -333,6 +333,12 @@ static int m_views(struct tdx_env *e, const struct tdx_node *at, struct tref *se
     return tdx_func(e, at, name, &c, out);
 }
 
+static int m_index_put(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
+                       const char *name, const struct call *c0, struct value *out)
+{
+    return tdx_index_put_method(e, at, self, name[strlen(name) - 1] == '_', c0, out);
+}
+
 /* Tensor methods that are not ops (those come from the op table). */
 static const struct {
     const char *name;
@@ -354,6 +360,8 @@ static const struct {
     {"chunk", m_views},
     {"split", m_views},
     {"unbind", m_views},
+    {"index_put_", m_index_put},
+    {"index_put", m_index_put},
 };
 
 /* Tensor attributes (tdx_attribute), offered for completion with the methods. */
