@@ -340,7 +340,10 @@ int tdx_set_arg(struct tdx_env *e, const char *op, const char *key, const struct
         return 0;
     }
     if (strcmp(key, "generator") == 0) {
-        return tdx_generator_arg(e, at, op, v, &a->generator);
+        /* torch names an in-place-only op by its method (normal_) */
+        const struct tdx_opdef *d = tdx_op_find(op);
+        bool method = d != NULL && (d->flags & TDX_OPF_INPLACE_ONLY) && d->inplace != NULL;
+        return tdx_generator_arg(e, at, method ? d->inplace : op, v, &a->generator);
     }
     if (strcmp(key, "as_tuple") == 0 && strcmp(op, "nonzero") == 0) {
         /* nonzero's [n, ndim] result; as_tuple=True (one index tensor per dim) is Python's */
