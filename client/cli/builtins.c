@@ -910,10 +910,10 @@ static int bi_generator(struct tdx_env *e, const struct tdx_node *at, const char
                 type[i] = (char)(dev->s[i] >= 'a' && dev->s[i] <= 'z' ? dev->s[i] - 32 : dev->s[i]);
             }
             type[n] = '\0';
-            return tdx_fail(e, at, "Device type %s is not supported for torch.Generator() api.",
+            return tdx_fail(e, at, "Device type %s is not supported for tensord.Generator() api.",
                             type);
         }
-        return tdx_fail(e, at, "Generator(): argument 'device' must be torch.device, not %s",
+        return tdx_fail(e, at, "Generator(): argument 'device' must be tensord.device, not %s",
                         tdx_type_name(dev));
     }
     struct value st;
@@ -933,7 +933,7 @@ int tdx_generator_arg(struct tdx_env *e, const struct tdx_node *at, const char *
         return 0;
     }
     if (v->k != V_GENERATOR) {
-        return tdx_fail(e, at, "%s(): argument 'generator' must be torch.Generator, not %s", fn,
+        return tdx_fail(e, at, "%s(): argument 'generator' must be tensord.Generator, not %s", fn,
                         tdx_type_name(v));
     }
     *handle = v->t->handle;
@@ -967,7 +967,7 @@ int tdx_generator_method(struct tdx_env *e, const struct tdx_node *at, struct tr
     if (strcmp(name, "manual_seed") != 0 && strcmp(name, "seed") != 0 &&
         strcmp(name, "initial_seed") != 0 && strcmp(name, "get_state") != 0 &&
         strcmp(name, "set_state") != 0) {
-        return tdx_fail(e, at, "'torch._C.Generator' object has no attribute '%s'", name);
+        return tdx_fail(e, at, "'tensord._C.Generator' object has no attribute '%s'", name);
     }
     if (given != want) {
         return want ? tdx_fail(e, at, "%s() takes exactly one argument (0 given)", name)
@@ -1020,7 +1020,7 @@ int tdx_generator_method(struct tdx_env *e, const struct tdx_node *at, struct tr
     }
     /* set_state */
     if (arg->k != V_TENSOR) {
-        return tdx_fail(e, at, "expected a torch.ByteTensor, but got %s", tdx_type_name(arg));
+        return tdx_fail(e, at, "expected a tensord.ByteTensor, but got %s", tdx_type_name(arg));
     }
     if ((rc = tdx_known(e, arg->t, at)) != 0) {
         return rc;

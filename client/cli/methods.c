@@ -333,6 +333,14 @@ static int m_views(struct tdx_env *e, const struct tdx_node *at, struct tref *se
     return tdx_func(e, at, name, &c, out);
 }
 
+/* x.index_put_() and x.index_put(): torch's methods on the op index_put, which the op table
+** has as internal (its indices are a tuple, not operands). */
+static bool is_index_put(const char *name)
+{
+    return strncmp(name, "index_put", 9) == 0 && strspn(name + 9, "_") == strlen(name + 9) &&
+           strlen(name + 9) <= 1;
+}
+
 static int m_index_put(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
                        const char *name, const struct call *c0, struct value *out)
 {
@@ -360,8 +368,6 @@ static const struct {
     {"chunk", m_views},
     {"split", m_views},
     {"unbind", m_views},
-    {"index_put_", m_index_put},
-    {"index_put", m_index_put},
 };
 
 /* Tensor attributes (tdx_attribute), offered for completion with the methods. */
@@ -414,6 +420,9 @@ int tdx_method(struct tdx_env *e, const struct tdx_node *at, struct tref *self, 
     if (strcmp(name, "numpy") == 0) {
         return tdx_fail(e, at, "numpy() is not available in tensorctl; use tolist()");
     }
+    if (is_index_put(name)) {
+        return m_index_put(e, at, self, name, c0, out);
+    }
     return op_method(e, at, self, name, c0, out);
 }
 
@@ -433,7 +442,7 @@ static bool is_method_name(const char *name)
     bool inplace = n > 0 && name[n - 1] == '_';
     char base[64];
     snprintf(base, sizeof base, "%.*s", (int)(inplace ? n - 1 : n), name);
-    return tdx_op_is_method(base, inplace) || strcmp(name, "numpy") == 0;
+    return tdx_op_is_method(base, inplace) || strcmp(name, "numpy") == 0 || is_index_put(name);
 }
 
 int tdx_attribute(struct tdx_env *e, const struct tdx_node *at, const struct value *obj,
@@ -463,7 +472,7 @@ int tdx_attribute(struct tdx_env *e, const struct tdx_node *at, const struct val
         if (strcmp(name, "device") == 0) {
             return tdx_vstr(e, out, "cpu", 3);
         }
-        return tdx_fail(e, at, "'torch._C.Generator' object has no attribute '%s'", name);
+        return tdx_fail(e, at, "'tensord._C.Generator' object has no attribute '%s'", name);
     }
     if (obj->k != V_TENSOR) {
         if (obj->k == V_DTYPE && strcmp(name, "is_floating_point") == 0) {
