@@ -747,7 +747,9 @@ static int index_walk(struct tdx_env *e, const struct tdx_node *n, struct tref *
             }
             if (shaped && (it->i < -vs[d] || it->i >= vs[d])) {
                 /* torch names the index's position in the key as its dimension */
-                rc = tdx_fail(e, n, "index %" PRId64 " is out of bounds for dimension %d with size %" PRId64,
+                rc = tdx_fail(e, n,
+                              "index %" PRId64 " is out of bounds for dimension %d with size "
+                              "%" PRId64,
                               it->i, k, vs[d]);
                 break;
             }
@@ -1069,53 +1071,48 @@ static int eval_index(struct tdx_env *e, const struct tdx_node *n, struct value 
         tdx_vfree(e, &obj);
         return rc;
     }
-    {
-        if (obj.k == V_TENSOR) {
-            rc = index_tensor(e, n, obj.t, subs, nsubs, out);
-        } else if (obj.k == V_LIST || obj.k == V_TUPLE || obj.k == V_SIZE) {
-            if (nsubs != 1) {
-                rc = tdx_fail(e, n, "%s indices must be integers or slices, not tuple",
-                              tdx_type_name(&obj));
-            } else if (subs[0].k == V_INT || subs[0].k == V_BOOL) {
-                int64_t i = num_i(&subs[0]);
-                if (i < 0) {
-                    i += obj.n;
-                }
-                if (i < 0 || i >= obj.n) {
-                    rc = tdx_fail(e, n, "%s index out of range",
-                                  obj.k == V_LIST ? "list" : "tuple");
-                } else {
-                    rc = tdx_vcopy(e, out, &obj.items[i]);
-                }
-            } else if (subs[0].k == V_TUPLE && subs[0].dt == 1) {
-                struct value *sl = subs[0].items;
-                int64_t st = sl[2].k == V_NONE ? 1 : sl[2].i;
-                if (st <= 0) {
-                    rc = tdx_fail(e, n, "slice step must be positive here");
-                } else {
-                    int64_t a = sl[0].k == V_NONE ? 0 : sl[0].i;
-                    int64_t b = sl[1].k == V_NONE ? obj.n : sl[1].i;
-                    a = a < 0 ? (a + obj.n < 0 ? 0 : a + obj.n) : (a > obj.n ? obj.n : a);
-                    b = b < 0 ? (b + obj.n < 0 ? 0 : b + obj.n) : (b > obj.n ? obj.n : b);
-                    int cnt = b > a ? (int)((b - a + st - 1) / st) : 0;
-                    if ((rc = tdx_vseq(e, out, obj.k, cnt)) == 0) {
-                        for (int k = 0; k < cnt && rc == 0; k++) {
-                            rc = tdx_vcopy(e, &out->items[k], &obj.items[a + k * st]);
-                        }
+    if (obj.k == V_TENSOR) {
+        rc = index_tensor(e, n, obj.t, subs, nsubs, out);
+    } else if (obj.k == V_LIST || obj.k == V_TUPLE || obj.k == V_SIZE) {
+        if (nsubs != 1) {
+            rc = tdx_fail(e, n, "%s indices must be integers or slices, not tuple",
+                          tdx_type_name(&obj));
+        } else if (subs[0].k == V_INT || subs[0].k == V_BOOL) {
+            int64_t i = num_i(&subs[0]);
+            if (i < 0) {
+                i += obj.n;
+            }
+            if (i < 0 || i >= obj.n) {
+                rc = tdx_fail(e, n, "%s index out of range",
+                              obj.k == V_LIST ? "list" : "tuple");
+            } else {
+                rc = tdx_vcopy(e, out, &obj.items[i]);
+            }
+        } else if (subs[0].k == V_TUPLE && subs[0].dt == 1) {
+            struct value *sl = subs[0].items;
+            int64_t st = sl[2].k == V_NONE ? 1 : sl[2].i;
+            if (st <= 0) {
+                rc = tdx_fail(e, n, "slice step must be positive here");
+            } else {
+                int64_t a = sl[0].k == V_NONE ? 0 : sl[0].i;
+                int64_t b = sl[1].k == V_NONE ? obj.n : sl[1].i;
+                a = a < 0 ? (a + obj.n < 0 ? 0 : a + obj.n) : (a > obj.n ? obj.n : a);
+                b = b < 0 ? (b + obj.n < 0 ? 0 : b + obj.n) : (b > obj.n ? obj.n : b);
+                int cnt = b > a ? (int)((b - a + st - 1) / st) : 0;
+                if ((rc = tdx_vseq(e, out, obj.k, cnt)) == 0) {
+                    for (int k = 0; k < cnt && rc == 0; k++) {
+                        rc = tdx_vcopy(e, &out->items[k], &obj.items[a + k * st]);
                     }
                 }
-            } else {
-                rc = tdx_fail(e, n, "%s indices must be integers or slices, not %s",
-                              tdx_type_name(&obj), tdx_type_name(&subs[0]));
             }
         } else {
-            rc = tdx_fail(e, n, "'%s' object is not subscriptable", tdx_type_name(&obj));
+            rc = tdx_fail(e, n, "%s indices must be integers or slices, not %s",
+                          tdx_type_name(&obj), tdx_type_name(&subs[0]));
         }
+    } else {
+        rc = tdx_fail(e, n, "'%s' object is not subscriptable", tdx_type_name(&obj));
     }
-    for (int k = 0; k < nsubs; k++) {
-        tdx_vfree(e, &subs[k]);
-    }
-    free(subs);
+    subs_free(e, subs, nsubs);
     tdx_vfree(e, &obj);
     return rc;
 }
