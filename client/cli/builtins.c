@@ -730,8 +730,7 @@ static int bi_views(struct tdx_env *e, const struct tdx_node *at, const char *na
         } else if (strcmp(c->kwn[k], unbind || chunk ? "input" : "tensor") == 0) {
             in = &c->kwv[k];
         } else {
-            return tdx_fail(e, at, "%s() got an unexpected keyword argument '%s'", name,
-                            c->kwn[k]);
+            return tdx_fail(e, at, "%s() got an unexpected keyword argument '%s'", name, c->kwn[k]);
         }
     }
     if (in == NULL || in->k != V_TENSOR) {
@@ -743,8 +742,7 @@ static int bi_views(struct tdx_env *e, const struct tdx_node *at, const char *na
         return tdx_fail(e, at, "%s() missing required argument '%s' (pos 2)", name, what);
     }
     if (dv != NULL && dv->k != V_INT) {
-        return tdx_fail(e, at, "%s(): argument 'dim' must be int, not %s", name,
-                        tdx_type_name(dv));
+        return tdx_fail(e, at, "%s(): argument 'dim' must be int, not %s", name, tdx_type_name(dv));
     }
     struct tref *t = in->t;
     if ((rc = tdx_known(e, t, at)) != 0) {
@@ -753,8 +751,10 @@ static int bi_views(struct tdx_env *e, const struct tdx_node *at, const char *na
     int nd = t->info.ndim;
     int64_t dim = dv != NULL ? dv->i : 0;
     if (nd == 0) {
-        return unbind ? tdx_fail(e, at, "Dimension specified as %" PRId64 " but tensor has no "
-                                        "dimensions", dim)
+        return unbind ? tdx_fail(e, at,
+                                 "Dimension specified as %" PRId64 " but tensor has no "
+                                 "dimensions",
+                                 dim)
                       : tdx_fail(e, at, "%s expects at least a 1-dimensional tensor", name);
     }
     if (dim < -nd || dim >= nd) {

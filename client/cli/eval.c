@@ -13,10 +13,10 @@
 /* ---- Python arithmetic ---- */
 
 static const char *const OPSYM[] = {
-    [TDX_OP_ADD] = "+",       [TDX_OP_SUB] = "-", [TDX_OP_MUL] = "*",  [TDX_OP_DIV] = "/",
-    [TDX_OP_FLOORDIV] = "//", [TDX_OP_MOD] = "%", [TDX_OP_POW] = "**", [TDX_OP_MATMUL] = "@",
-    [TDX_OP_LT] = "<",        [TDX_OP_LE] = "<=", [TDX_OP_GT] = ">",   [TDX_OP_GE] = ">=",
-    [TDX_OP_EQ] = "==",       [TDX_OP_NE] = "!=", [TDX_OP_AND] = "&",  [TDX_OP_OR] = "|",
+    [TDX_OP_ADD] = "+",       [TDX_OP_SUB] = "-",     [TDX_OP_MUL] = "*",     [TDX_OP_DIV] = "/",
+    [TDX_OP_FLOORDIV] = "//", [TDX_OP_MOD] = "%",     [TDX_OP_POW] = "**",    [TDX_OP_MATMUL] = "@",
+    [TDX_OP_LT] = "<",        [TDX_OP_LE] = "<=",     [TDX_OP_GT] = ">",      [TDX_OP_GE] = ">=",
+    [TDX_OP_EQ] = "==",       [TDX_OP_NE] = "!=",     [TDX_OP_AND] = "&",     [TDX_OP_OR] = "|",
     [TDX_OP_XOR] = "^",       [TDX_OP_LSHIFT] = "<<", [TDX_OP_RSHIFT] = ">>",
 };
 
@@ -833,8 +833,8 @@ static int index_walk(struct tdx_env *e, const struct tdx_node *n, struct tref *
 /* x.index_put_(indices, values, accumulate=False) (inplace) and x.index_put(...) (on a clone):
 ** indices a tuple or list with an int64 tensor or a bool mask (its nonzero's columns) for each
 ** leading dim; values a tensor (or a number). */
-int tdx_index_put_method(struct tdx_env *e, const struct tdx_node *at, struct tref *x,
-                         bool inplace, const struct call *c, struct value *out)
+int tdx_index_put_method(struct tdx_env *e, const struct tdx_node *at, struct tref *x, bool inplace,
+                         const struct call *c, struct value *out)
 {
     const char *fn = inplace ? "index_put_" : "index_put";
     const struct value *ind = c->nargs > 0 ? &c->args[0] : NULL;
@@ -1083,8 +1083,7 @@ static int eval_index(struct tdx_env *e, const struct tdx_node *n, struct value 
                 i += obj.n;
             }
             if (i < 0 || i >= obj.n) {
-                rc = tdx_fail(e, n, "%s index out of range",
-                              obj.k == V_LIST ? "list" : "tuple");
+                rc = tdx_fail(e, n, "%s index out of range", obj.k == V_LIST ? "list" : "tuple");
             } else {
                 rc = tdx_vcopy(e, out, &obj.items[i]);
             }

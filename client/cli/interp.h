@@ -245,6 +245,6 @@ int tdx_make_tensor(struct tdx_env *e, const struct value *data, int dt, bool re
 /* ---- eval.c: evaluation ---- */
 
 int tdx_truth(struct tdx_env *e, const struct tdx_node *at, const struct value *v, bool *out);
-int tdx_index_put_method(struct tdx_env *e, const struct tdx_node *at, struct tref *x,
-                         bool inplace, const struct call *c, struct value *out);
+int tdx_index_put_method(struct tdx_env *e, const struct tdx_node *at, struct tref *x, bool inplace,
+                         const struct call *c, struct value *out);
 #endif

@@ -328,7 +328,10 @@ static int m_views(struct tdx_env *e, const struct tdx_node *at, struct tref *se
     struct value args[16]; /* self first; tdx_method bounds nargs */
     args[0] = vtensor(self);
     memcpy(args + 1, c0->args, (size_t)c0->nargs * sizeof *args);
-    struct call c = {.args = args, .nargs = c0->nargs + 1, .kwn = c0->kwn, .kwv = c0->kwv,
+    struct call c = {.args = args,
+                     .nargs = c0->nargs + 1,
+                     .kwn = c0->kwn,
+                     .kwv = c0->kwv,
                      .nkw = c0->nkw};
     return tdx_func(e, at, name, &c, out);
 }

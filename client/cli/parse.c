@@ -1731,11 +1731,11 @@ static struct tdx_node *parse_expr_text(const char *text, size_t n, int line, in
 /* ---- dumping, for tests ---- */
 
 static const char *const OPNAME[] = {
-    [TDX_OP_ADD] = "+",       [TDX_OP_SUB] = "-", [TDX_OP_MUL] = "*",  [TDX_OP_DIV] = "/",
-    [TDX_OP_FLOORDIV] = "//", [TDX_OP_MOD] = "%", [TDX_OP_POW] = "**", [TDX_OP_MATMUL] = "@",
-    [TDX_OP_LT] = "<",        [TDX_OP_LE] = "<=", [TDX_OP_GT] = ">",   [TDX_OP_GE] = ">=",
-    [TDX_OP_EQ] = "==",       [TDX_OP_NE] = "!=", [TDX_OP_NEG] = "-",  [TDX_OP_POS] = "+",
-    [TDX_OP_AND] = "&",       [TDX_OP_OR] = "|",  [TDX_OP_XOR] = "^",  [TDX_OP_LSHIFT] = "<<",
+    [TDX_OP_ADD] = "+",       [TDX_OP_SUB] = "-",    [TDX_OP_MUL] = "*",  [TDX_OP_DIV] = "/",
+    [TDX_OP_FLOORDIV] = "//", [TDX_OP_MOD] = "%",    [TDX_OP_POW] = "**", [TDX_OP_MATMUL] = "@",
+    [TDX_OP_LT] = "<",        [TDX_OP_LE] = "<=",    [TDX_OP_GT] = ">",   [TDX_OP_GE] = ">=",
+    [TDX_OP_EQ] = "==",       [TDX_OP_NE] = "!=",    [TDX_OP_NEG] = "-",  [TDX_OP_POS] = "+",
+    [TDX_OP_AND] = "&",       [TDX_OP_OR] = "|",     [TDX_OP_XOR] = "^",  [TDX_OP_LSHIFT] = "<<",
     [TDX_OP_RSHIFT] = ">>",   [TDX_OP_INVERT] = "~",
 };
 
