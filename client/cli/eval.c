@@ -957,6 +957,36 @@ int tdx_index_put_method(struct tdx_env *e, const struct tdx_node *at, struct tr
 }
 
 /* x[key] on a tensor: a view for a basic key, a copy gathered by `index` for an advanced one. */
+/* The copy an advanced key's parts gather (op `index`). */
+static int gather(struct tdx_env *e, const struct tdx_node *n, const struct iparts *p,
+                  struct value *out)
+{
+    struct tensord_operand ins[TDX_MAX_OPERANDS];
+    struct tensord_op_args a;
+    int nin = 0, rc;
+    memset(&a, 0, sizeof a);
+    ins[nin++] = tensord_h(p->view->handle);
+    for (int i = 0; i < p->nidx; i++) {
+        ins[nin++] = tensord_h(p->idx[i]->handle);
+    }
+    a.index_mask = p->mask;
+    struct tref *t = tdx_tref_new(e);
+    struct tensord_error err;
+    uint64_t id;
+    if (t == NULL) {
+        return tdx_fail(e, n, "out of memory");
+    }
+    int lrc = tensord_send_op_ex(e->c, "index", t->handle, ins, nin, &a, false, &id, &err);
+    if ((rc = tdx_send_tensor_result(e, lrc, id, t, n, &err)) != 0) {
+        tdx_tref_unref(e, t);
+        return rc;
+    }
+    t->requires_grad = p->view->requires_grad && e->grad_enabled;
+    t->is_leaf = !t->requires_grad;
+    *out = vtensor(t);
+    return 0;
+}
+
 static int index_tensor(struct tdx_env *e, const struct tdx_node *n, struct tref *x,
                         struct value *subs, int nsubs, struct value *out)
 {
@@ -967,7 +997,9 @@ static int index_tensor(struct tdx_env *e, const struct tdx_node *n, struct tref
     }
     struct tensord_op_args a;
     memset(&a, 0, sizeof a);
-    if (p.nidx == 0) {
+    if (p.nidx > 0) {
+        rc = gather(e, n, &p, out);
+    } else {
         if (p.copy) {
             rc = step_op(e, n, "clone", &p.view, &a);
         } else if (p.view == x && (rc = tdx_known(e, x, n)) == 0) {
@@ -980,30 +1012,6 @@ static int index_tensor(struct tdx_env *e, const struct tdx_node *n, struct tref
         if (rc == 0) {
             *out = vtensor(tdx_tref_ref(p.view));
         }
-        iparts_free(e, &p);
-        return rc;
-    }
-    struct tensord_operand ins[TDX_MAX_OPERANDS];
-    int nin = 0;
-    ins[nin++] = tensord_h(p.view->handle);
-    for (int i = 0; i < p.nidx; i++) {
-        ins[nin++] = tensord_h(p.idx[i]->handle);
-    }
-    a.index_mask = p.mask;
-    struct tref *t = tdx_tref_new(e);
-    struct tensord_error err;
-    uint64_t id;
-    if (t == NULL) {
-        iparts_free(e, &p);
-        return tdx_fail(e, n, "out of memory");
-    }
-    int lrc = tensord_send_op_ex(e->c, "index", t->handle, ins, nin, &a, false, &id, &err);
-    if ((rc = tdx_send_tensor_result(e, lrc, id, t, n, &err)) != 0) {
-        tdx_tref_unref(e, t);
-    } else {
-        t->requires_grad = p.view->requires_grad && e->grad_enabled;
-        t->is_leaf = !t->requires_grad;
-        *out = vtensor(t);
     }
     iparts_free(e, &p);
     return rc;
@@ -1462,6 +1470,26 @@ static int assign_attr(struct tdx_env *e, const struct tdx_node *t, struct value
     return rc;
 }
 
+/* torch's refusal of x[key] = [..] (its legacy type name says tensord.). */
+static int refuse_sequence(struct tdx_env *e, const struct tdx_node *at, struct tref *x,
+                           const struct value *v)
+{
+    static const char *const TYPES[] = {
+        [TENSORD_FLOAT32] = "FloatTensor", [TENSORD_FLOAT64] = "DoubleTensor",
+        [TENSORD_INT32] = "IntTensor",     [TENSORD_INT64] = "LongTensor",
+        [TENSORD_BOOL] = "BoolTensor",
+    };
+    int rc = tdx_known(e, x, at);
+    if (rc != 0) {
+        return rc;
+    }
+    int dt = x->info.dtype;
+    return tdx_fail(e, at, "can't assign a %s to a tensord.%s", tdx_type_name(v),
+                    dt >= 0 && dt < (int)(sizeof TYPES / sizeof TYPES[0]) && TYPES[dt] != NULL
+                        ? TYPES[dt]
+                        : "Tensor");
+}
+
 /* x[key] = v with an advanced key: index_put_ on the view the basic items make; v a number, a
 ** tensor (leading dims of size 1 dropped, as torch does) or data for tensor() in x's dtype. */
 static int index_put(struct tdx_env *e, const struct tdx_node *t, struct tref *x, struct iparts *p,
@@ -1481,8 +1509,10 @@ static int index_put(struct tdx_env *e, const struct tdx_node *t, struct tref *x
     } else {
         if (v->k == V_TENSOR) {
             rc = tdx_vcopy(e, &val, v);
+        } else if (v->k == V_LIST || v->k == V_TUPLE) {
+            rc = refuse_sequence(e, t, x, v);
         } else {
-            rc = tdx_make_tensor(e, v, x->info.dtype, false, t, &val);
+            rc = tdx_fail(e, t, "can't assign a %s to a tensord.Tensor", tdx_type_name(v));
         }
         if (rc == 0) {
             rc = tdx_known(e, val.t, t);
@@ -1523,8 +1553,8 @@ static int index_put(struct tdx_env *e, const struct tdx_node *t, struct tref *x
     return rc;
 }
 
-/* x[key] = v: for a basic key a view, then copy_ (a tensor, or data for tensor()) or fill_ (a
-** number) into it; for an advanced key index_put_. */
+/* x[key] = v: for a basic key a view, then copy_ (a tensor) or fill_ (a number) into it; for an
+** advanced key index_put_. */
 static int assign_index(struct tdx_env *e, const struct tdx_node *t, struct value *v)
 {
     struct value obj, *subs;
@@ -1550,7 +1580,7 @@ static int assign_index(struct tdx_env *e, const struct tdx_node *t, struct valu
         } else {
             struct value src = {0};
             if (v->k == V_LIST || v->k == V_TUPLE) {
-                rc = tdx_make_tensor(e, v, obj.t->info.dtype, false, t, &src);
+                rc = refuse_sequence(e, t, obj.t, v);
             } else {
                 rc = tdx_vcopy(e, &src, v);
             }
@@ -1688,12 +1718,67 @@ static int exec_block(struct tdx_env *e, const struct tdx_node *s, int first)
     return rc;
 }
 
+/* x[key] op= y on a tensor, as Python runs it (x and key evaluated once): a basic key's view is
+** updated in place; an advanced key's gathered copy is, then written back with index_put_. */
+static int aug_index(struct tdx_env *e, const struct tdx_node *s, struct value *obj)
+{
+    const struct tdx_node *t = s->kids[0];
+    struct value *subs, cur = {0}, rhs = {0}, res;
+    int nsubs = t->nkids - 1, rc;
+    struct iparts p;
+    if ((rc = eval_subs(e, t, &subs)) != 0) {
+        return rc;
+    }
+    if ((rc = index_parts(e, t, obj->t, subs, nsubs, &p)) != 0) {
+        subs_free(e, subs, nsubs);
+        return rc;
+    }
+    if (p.nidx > 0) {
+        rc = gather(e, t, &p, &cur);
+    } else {
+        cur = vtensor(tdx_tref_ref(p.view));
+    }
+    if (rc == 0) {
+        rc = eval(e, s->kids[1], &rhs);
+    }
+    if (rc == 0 && s->op == TDX_OP_MATMUL) {
+        rc = tdx_fail(e, s, "in-place matmul (@=) is not supported");
+    }
+    if (rc == 0) {
+        struct value args[2] = {cur, rhs};
+        struct call c = {.args = args, .nargs = 2};
+        if ((rc = tdx_call_op(e, s, INPLACE[s->op], true, &c, &res)) == 0) {
+            tdx_vfree(e, &res);
+        }
+    }
+    if (rc == 0 && p.nidx > 0) {
+        rc = index_put(e, t, obj->t, &p, &cur);
+    }
+    tdx_vfree(e, &cur);
+    tdx_vfree(e, &rhs);
+    iparts_free(e, &p);
+    subs_free(e, subs, nsubs);
+    return rc;
+}
+
 /* x op= y: a tensor target is updated in place (Tensor.__iadd__); others rebind the name. */
 static int exec_augassign(struct tdx_env *e, const struct tdx_node *s)
 {
     int rc;
     const struct tdx_node *t = s->kids[0];
     struct value cur, rhs, res;
+    if (t->kind == TDX_INDEX) {
+        struct value obj;
+        if ((rc = eval(e, t->kids[0], &obj)) != 0) {
+            return rc;
+        }
+        if (obj.k == V_TENSOR) {
+            rc = aug_index(e, s, &obj);
+            tdx_vfree(e, &obj);
+            return rc;
+        }
+        tdx_vfree(e, &obj);
+    }
     if ((rc = eval(e, t, &cur)) != 0) {
         return rc;
     }
