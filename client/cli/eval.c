@@ -625,9 +625,6 @@ static int index_walk(struct tdx_env *e, const struct tdx_node *n, struct tref *
             specified += it->k == IT_INT || it->k == IT_SLICE;
         }
     }
-    if (nell > 1) {
-        return tdx_fail(e, n, "an index can only have a single ellipsis ('...')");
-    }
     /* A basic key without `...` on a tensor whose shape is not known yet stays pipelined: the
     ** server checks each view op. Otherwise the view's shape is followed here. */
     bool shaped = advanced || nell > 0 || x->known;
@@ -668,7 +665,7 @@ static int index_walk(struct tdx_env *e, const struct tdx_node *n, struct tref *
             break;
         }
         switch (it->k) {
-        case IT_ELL: d += ndim - specified; continue;
+        case IT_ELL: d += ndim - specified; continue; /* torch lets several through */
         case IT_NONE:
         case IT_BOOL:
             if ((rc = step_op(e, n, "unsqueeze", &cur, &a)) != 0) {
