@@ -1,7 +1,8 @@
 /* builtins.c — the functions a name calls without a receiver: torch's creation functions
-** (tensor, zeros, arange ...), grad mode, Python's builtins (print, len, range, int ...),
-** torch's module attributes after `import torch`, and the names offered for completion.
-** A name that is none of these and is an op goes to ops.c.
+** (tensor, zeros, arange ...), grad mode, torch.Generator and its methods, chunk/split/unbind
+** (tuples of views), Python's builtins (print, len, range, int ...), torch's module attributes
+** after `import torch`, and the names offered for completion. A name that is none of these and
+** is an op goes to ops.c.
 */
 #include "interp.h"
 

@@ -1,6 +1,7 @@
-/* eval.c — evaluating tensorctl: expressions (names, literals, Python arithmetic, indexing,
-** calls, f-strings) and statements (assignment, augmented assignment, del, for, with,
-** import), the run of a program, and the environment's life.
+/* eval.c — evaluating tensorctl: expressions (names, literals, Python arithmetic and bitwise
+** operators, indexing — basic and advanced, as torch's — calls, f-strings) and statements
+** (assignment with unpacking, augmented assignment, del, for, with, import), the run of a
+** program, and the environment's life.
 */
 #include "interp.h"
 

@@ -1,6 +1,6 @@
 /* methods.c — Tensor methods and attributes: x.item(), x.tolist(), x.size(), x.backward(),
-** x.grad, x.shape, x.T ... and every op that torch has as a method (x.sum(), x.add_(y)),
-** which goes to ops.c's op call with x first.
+** x.grad, x.shape, x.T, x.chunk(), x.index_put_() ... and every op that torch has as a method
+** (x.sum(), x.add_(y)), which goes to ops.c's op call with x first; a Generator's methods.
 */
 #include "interp.h"
 

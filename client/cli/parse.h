@@ -1,11 +1,11 @@
 /* parse.h — tensorctl's language: tokens, the syntax tree and the parser.
 **
-** The language is the part of Python that PyTorch users type at a prompt: assignments and
-** augmented assignments, Python's operator precedence, calls with keyword arguments, methods,
-** attributes, indexing and slicing, list and tuple literals, numbers, strings and f-strings,
-** `del`, `import`, `with ...:` and `for NAME in ...:` blocks (on one line or indented), `#`
-** comments. The parser knows nothing of tensors or servers: it turns text into trees, or into an error
-** with a line and column.
+** The language is the part of Python that PyTorch users type at a prompt: assignments (with
+** unpacking: `a, b = b, a`) and augmented assignments, Python's operator precedence, calls with
+** keyword arguments, methods, attributes, indexing and slicing, list and tuple literals,
+** numbers, strings and f-strings, `del`, `import`, `with ...:` and `for NAME in ...:` blocks (on
+** one line or indented), `#` comments. The parser knows nothing of tensors or servers: it turns
+** text into trees, or into an error with a line and column.
 */
 #ifndef TENSORCTL_PARSE_H
 #define TENSORCTL_PARSE_H
