@@ -1833,30 +1833,33 @@ static int exec_with(struct tdx_env *e, const struct tdx_node *s)
     return rc;
 }
 
-/* for NAME in range(...) / a list, a tuple or a shape: the block runs once per item. */
+/* for NAME in range(...) / a list, a tuple or a shape: the block runs once per item; with
+** targets (`for a, b in pairs:`) each item is unpacked into them. */
 static int exec_for(struct tdx_env *e, const struct tdx_node *s)
 {
-    int rc;
+    int rc, first = s->op == 1 ? 2 : 1; /* the body's first kid */
+    const struct tdx_node *iter = s->kids[first - 1];
     struct value it;
-    if ((rc = eval(e, s->kids[0], &it)) != 0) {
+    if ((rc = eval(e, iter, &it)) != 0) {
         return rc;
     }
     if (it.k == V_RANGE) {
         for (int64_t i = it.i; rc == 0 && (it.step > 0 ? i < it.stop : i > it.stop); i += it.step) {
             struct value x = vint(i);
-            if ((rc = tdx_bind(e, s->str, &x)) == 0) {
-                rc = exec_block(e, s, 1);
+            if ((rc = s->op == 1 ? assign_to(e, s->kids[0], &x) : tdx_bind(e, s->str, &x)) == 0) {
+                rc = exec_block(e, s, first);
             }
         }
     } else if (it.k == V_LIST || it.k == V_TUPLE || it.k == V_SIZE) {
         for (int i = 0; rc == 0 && i < it.n; i++) {
             struct value x;
-            if ((rc = tdx_vcopy(e, &x, &it.items[i])) == 0 && (rc = tdx_bind(e, s->str, &x)) == 0) {
-                rc = exec_block(e, s, 1);
+            if ((rc = tdx_vcopy(e, &x, &it.items[i])) == 0 &&
+                (rc = s->op == 1 ? assign_to(e, s->kids[0], &x) : tdx_bind(e, s->str, &x)) == 0) {
+                rc = exec_block(e, s, first);
             }
         }
     } else {
-        rc = tdx_fail(e, s->kids[0], "'%s' object is not iterable", tdx_type_name(&it));
+        rc = tdx_fail(e, iter, "'%s' object is not iterable", tdx_type_name(&it));
     }
     tdx_vfree(e, &it);
     return rc;

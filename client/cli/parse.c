@@ -1629,11 +1629,28 @@ static int statement(struct parser *ps, struct tdx_prog *out)
                 syntax(ps, "a loop variable");
                 return -1;
             }
-            if ((n->str = strdup(v->s)) == NULL) {
+            if (ps->i + 1 < ps->n && ps->t[ps->i + 1].kind == T_OP &&
+                strcmp(ps->t[ps->i + 1].op, ",") == 0) {
+                /* for a, b in ...: the targets are kids[0] (op 1), the iterable kids[1] */
+                struct tdx_node *tg = expr_or_tuple(ps);
+                if (tg == NULL || add_kid(ps, n, tg) != 0) {
+                    tdx_node_free(n);
+                    return -1;
+                }
+                if (!is_assign_target(tg)) {
+                    const struct tdx_node *bad = bad_target(tg);
+                    perr(ps->err, bad->line, bad->col, "cannot assign to %s",
+                         bad->kind == TDX_CALL ? "function call" : "expression");
+                    tdx_node_free(n);
+                    return -1;
+                }
+                n->op = 1;
+            } else if ((n->str = strdup(v->s)) == NULL) {
                 tdx_node_free(n);
                 return perr(ps->err, v->line, v->col, "out of memory");
+            } else {
+                ps->i++;
             }
-            ps->i++;
             if (!is_kw(ps, "in")) {
                 tdx_node_free(n);
                 syntax(ps, "'in'");

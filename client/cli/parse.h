@@ -82,7 +82,8 @@ enum tdx_op {
 **   format spec or NULL, `op` 'r' for !r);  EXPR: kids[0];  ASSIGN/AUGASSIGN: target, value
 **   (an ASSIGN's target may be a TUPLE or LIST of targets: `a, b = b, a` unpacks);
 **   DEL: targets;  WITH: kids[0] the context, then the body;  FOR: `str` the variable, kids[0]
-**   the iterable, then the body;  IMPORT: `str` NULL for `import a.b, c as d`, the module for
+**   the iterable, then the body (`op` 1, `for a, b in ...`: kids[0] the targets' TUPLE, kids[1]
+**   the iterable, then the body);  IMPORT: `str` NULL for `import a.b, c as d`, the module for
 **   `from m import x, y as z`; kids: a NAME (the dotted module, or the name imported) or, with
 **   `as`, a KWARG whose `str` is the bound name and kids[0] that NAME. */
 struct tdx_node {

@@ -113,6 +113,7 @@ static void test_statements(void **state)
     check("v, i = x.max(0)", "(assign (tuple v i) (call (. max x) 0))");
     check("(a, [b, c.d]), e[0] = f", "(assign (tuple (tuple a (list b (. d c))) ([] e 0)) f)");
     check("a, = f", "(assign (tuple a) f)");
+    check("for i, (a, b) in x: pass", "(for (tuple i (tuple a b)) x (pass))");
     /* imports: modules dotted, `as` binds another name (a KWARG node: bound name, module) */
     check("import torch", "(import torch)");
     check("import numpy as np, torch.nn", "(import (= np numpy) torch.nn)");
@@ -159,6 +160,7 @@ static void test_errors(void **state)
     check_error("f(x) = 3", 1, 1, "cannot assign to function call", false);
     check_error("a, f(x) = 3, 4", 1, 4, "cannot assign to function call", false);
     check_error("a, b += 1", 1, 1, "'tuple' is an illegal expression for augmented", false);
+    check_error("for a, f(x) in y: pass", 1, 9, "cannot assign to function call", false);
     check_error("x = 'abc", 1, 5, "unterminated string literal", false);
     check_error("with no_grad():\n", 2, 1, "expected an indented block", true);
     check_error("x = 3 $ 4", 1, 7, "invalid character", false);
