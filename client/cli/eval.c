@@ -1240,6 +1240,9 @@ static int eval_unary(struct tdx_env *e, const struct tdx_node *n, struct value 
 {
     int rc = 0;
     struct value a;
+    if (n->op == TDX_OP_STAR) {
+        return tdx_fail(e, n, "can't use starred expression here");
+    }
     if ((rc = eval(e, n->kids[0], &a)) != 0) {
         return rc;
     }
@@ -1662,25 +1665,49 @@ static int unpack_items(struct tdx_env *e, const struct tdx_node *at, const stru
     return tdx_fail(e, at, "cannot unpack non-iterable %s object", tdx_type_name(v));
 }
 
-/* a, b = v: v's items, one per target, assigned left to right (Python's errors on counts). */
+/* a, b = v: v's items, one per target, assigned left to right (Python's errors on counts); a
+** starred target (`a, *rest = v`, at most one: the parser checks) takes the items the others
+** leave, as a list. */
 static int assign_unpack(struct tdx_env *e, const struct tdx_node *t, struct value *v)
 {
     struct value items;
-    int rc = unpack_items(e, t, v, &items);
+    int star = -1;
+    for (int i = 0; i < t->nkids; i++) {
+        if (t->kids[i]->kind == TDX_UNARY && t->kids[i]->op == TDX_OP_STAR) {
+            star = i;
+        }
+    }
+    int rc = unpack_items(e, t, v, &items), fixed = t->nkids - (star >= 0);
     if (rc != 0) {
         return rc;
     }
-    if (items.n != t->nkids) {
-        rc = items.n > t->nkids
+    if (star < 0 ? items.n != t->nkids : items.n < fixed) {
+        rc = star >= 0
+                 ? tdx_fail(e, t, "not enough values to unpack (expected at least %d, got %d)",
+                            fixed, items.n)
+             : items.n > t->nkids
                  ? tdx_fail(e, t, "too many values to unpack (expected %d)", t->nkids)
                  : tdx_fail(e, t, "not enough values to unpack (expected %d, got %d)", t->nkids,
                             items.n);
         tdx_vfree(e, &items);
         return rc;
     }
-    for (int i = 0; i < items.n && rc == 0; i++) {
-        rc = assign_to(e, t->kids[i], &items.items[i]); /* takes the item */
-        items.items[i] = (struct value){.k = V_NONE};
+    int rest = items.n - fixed, j = 0; /* j: the next item */
+    for (int i = 0; i < t->nkids && rc == 0; i++) {
+        if (i == star) {
+            struct value l;
+            if ((rc = tdx_vseq(e, &l, V_LIST, rest)) != 0) {
+                break;
+            }
+            for (int k = 0; k < rest; k++, j++) {
+                l.items[k] = items.items[j]; /* moved */
+                items.items[j] = (struct value){.k = V_NONE};
+            }
+            rc = assign_to(e, t->kids[i]->kids[0], &l);
+            continue;
+        }
+        rc = assign_to(e, t->kids[i], &items.items[j]); /* takes the item */
+        items.items[j++] = (struct value){.k = V_NONE};
     }
     tdx_vfree(e, &items);
     return rc;

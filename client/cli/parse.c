@@ -472,6 +472,7 @@ struct parser {
 
 static struct tdx_node *expr(struct parser *ps);
 static struct tdx_node *expr_or_tuple(struct parser *ps);
+static struct tdx_node *tuple_item(struct parser *ps);
 static int statement(struct parser *ps, struct tdx_prog *out);
 
 void tdx_node_free(struct tdx_node *n)
@@ -624,7 +625,7 @@ static struct tdx_node *sequence(struct parser *ps, enum tdx_kind kind, const ch
     }
     bool comma = false;
     while (!is_op(ps, close)) {
-        struct tdx_node *e = expr(ps);
+        struct tdx_node *e = tuple_item(ps);
         if (e == NULL || add_kid(ps, n, e) != 0) {
             tdx_node_free(n);
             return NULL;
@@ -1092,10 +1093,22 @@ static bool ends_expr(struct parser *ps)
 }
 
 /* a, b, c as a tuple (for `shape = 2, 3` and subscripts); one expression stays itself */
+/* An element of a tuple: an expression, or *expression (a starred target; eval refuses it
+** anywhere else). */
+static struct tdx_node *tuple_item(struct parser *ps)
+{
+    struct token *t = peek(ps);
+    if (is_op(ps, "*")) {
+        ps->i++;
+        return unary(ps, TDX_UNARY, TDX_OP_STAR, t, expr(ps));
+    }
+    return expr(ps);
+}
+
 static struct tdx_node *expr_or_tuple(struct parser *ps)
 {
     struct token *t0 = peek(ps);
-    struct tdx_node *first = expr(ps);
+    struct tdx_node *first = tuple_item(ps);
     if (first == NULL || !is_op(ps, ",")) {
         return first;
     }
@@ -1112,7 +1125,7 @@ static struct tdx_node *expr_or_tuple(struct parser *ps)
         if (ends_expr(ps)) {
             break;
         }
-        struct tdx_node *e = expr(ps);
+        struct tdx_node *e = tuple_item(ps);
         if (e == NULL || add_kid(ps, n, e) != 0) {
             tdx_node_free(n);
             return NULL;
@@ -1287,11 +1300,18 @@ static bool is_target(const struct tdx_node *n)
 
 /* An assignment's target: a target, or a tuple or list of them (`a, b = b, a`, `(v, i) = ...`,
 ** nested too), which the value unpacks into. */
+static bool is_starred(const struct tdx_node *n)
+{
+    return n->kind == TDX_UNARY && n->op == TDX_OP_STAR;
+}
+
 static bool is_assign_target(const struct tdx_node *n)
 {
     if (n->kind == TDX_TUPLE || n->kind == TDX_LIST) {
         for (int i = 0; i < n->nkids; i++) {
-            if (!is_assign_target(n->kids[i])) {
+            const struct tdx_node *k = n->kids[i];
+            if (!is_assign_target(is_starred(k) ? k->kids[0] : k) ||
+                (is_starred(k) && is_starred(k->kids[0]))) {
                 return false;
             }
         }
@@ -1300,13 +1320,38 @@ static bool is_assign_target(const struct tdx_node *n)
     return is_target(n);
 }
 
+/* Python's refusals of starred targets: two at one level, or one alone. NULL when none. */
+static const struct tdx_node *bad_star(const struct tdx_node *n, const char **why)
+{
+    if (is_starred(n)) {
+        *why = "starred assignment target must be in a list or tuple";
+        return n;
+    }
+    if (n->kind != TDX_TUPLE && n->kind != TDX_LIST) {
+        return NULL;
+    }
+    int stars = 0;
+    for (int i = 0; i < n->nkids; i++) {
+        const struct tdx_node *k = n->kids[i], *b;
+        if (is_starred(k) && ++stars > 1) {
+            *why = "multiple starred expressions in assignment";
+            return n;
+        }
+        if ((b = bad_star(is_starred(k) ? k->kids[0] : k, why)) != NULL) {
+            return b;
+        }
+    }
+    return NULL;
+}
+
 /* The first part of a target that cannot be assigned to (for the error's position). */
 static const struct tdx_node *bad_target(const struct tdx_node *n)
 {
     if (n->kind == TDX_TUPLE || n->kind == TDX_LIST) {
         for (int i = 0; i < n->nkids; i++) {
-            if (!is_assign_target(n->kids[i])) {
-                return bad_target(n->kids[i]);
+            const struct tdx_node *k = is_starred(n->kids[i]) ? n->kids[i]->kids[0] : n->kids[i];
+            if (!is_assign_target(k)) {
+                return bad_target(k);
             }
         }
     }
@@ -1483,6 +1528,13 @@ static struct tdx_node *small_stmt(struct parser *ps)
             tdx_node_free(lhs);
             return NULL;
         }
+        const char *why = NULL;
+        const struct tdx_node *star = aug == 0 ? bad_star(lhs, &why) : NULL;
+        if (star != NULL) {
+            perr(ps->err, start_of(star)->line, start_of(star)->col, "%s", why);
+            tdx_node_free(lhs);
+            return NULL;
+        }
         if (!is_assign_target(lhs)) {
             const struct tdx_node *bad = bad_target(lhs);
             perr(ps->err, start_of(bad)->line, start_of(bad)->col, "cannot assign to %s%s",
@@ -1637,6 +1689,13 @@ static int statement(struct parser *ps, struct tdx_prog *out)
                     tdx_node_free(n);
                     return -1;
                 }
+                const char *why = NULL;
+                const struct tdx_node *star = bad_star(tg, &why);
+                if (star != NULL) {
+                    perr(ps->err, star->line, star->col, "%s", why);
+                    tdx_node_free(n);
+                    return -1;
+                }
                 if (!is_assign_target(tg)) {
                     const struct tdx_node *bad = bad_target(tg);
                     perr(ps->err, bad->line, bad->col, "cannot assign to %s",
@@ -1753,7 +1812,7 @@ static const char *const OPNAME[] = {
     [TDX_OP_LT] = "<",        [TDX_OP_LE] = "<=",    [TDX_OP_GT] = ">",   [TDX_OP_GE] = ">=",
     [TDX_OP_EQ] = "==",       [TDX_OP_NE] = "!=",    [TDX_OP_NEG] = "-",  [TDX_OP_POS] = "+",
     [TDX_OP_AND] = "&",       [TDX_OP_OR] = "|",     [TDX_OP_XOR] = "^",  [TDX_OP_LSHIFT] = "<<",
-    [TDX_OP_RSHIFT] = ">>",   [TDX_OP_INVERT] = "~",
+    [TDX_OP_RSHIFT] = ">>",   [TDX_OP_INVERT] = "~", [TDX_OP_STAR] = "*",
 };
 
 static void dump(struct td_strbuf *b, const struct tdx_node *n)

@@ -72,6 +72,7 @@ enum tdx_op {
     TDX_OP_LSHIFT, /* << */
     TDX_OP_RSHIFT, /* >> */
     TDX_OP_INVERT, /* unary ~ */
+    TDX_OP_STAR,   /* *x in a tuple or list: a starred target (`a, *rest = x`) */
 };
 
 /* One node. Children by kind:

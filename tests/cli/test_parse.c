@@ -114,6 +114,8 @@ static void test_statements(void **state)
     check("(a, [b, c.d]), e[0] = f", "(assign (tuple (tuple a (list b (. d c))) ([] e 0)) f)");
     check("a, = f", "(assign (tuple a) f)");
     check("for i, (a, b) in x: pass", "(for (tuple i (tuple a b)) x (pass))");
+    check("a, *b = x", "(assign (tuple a (* b)) x)");
+    check("[*a, (b, *c)] = x", "(assign (list (* a) (tuple b (* c))) x)");
     /* imports: modules dotted, `as` binds another name (a KWARG node: bound name, module) */
     check("import torch", "(import torch)");
     check("import numpy as np, torch.nn", "(import (= np numpy) torch.nn)");
@@ -161,6 +163,8 @@ static void test_errors(void **state)
     check_error("a, f(x) = 3, 4", 1, 4, "cannot assign to function call", false);
     check_error("a, b += 1", 1, 1, "'tuple' is an illegal expression for augmented", false);
     check_error("for a, f(x) in y: pass", 1, 9, "cannot assign to function call", false);
+    check_error("a, *b, *c = x", 1, 1, "multiple starred expressions in assignment", false);
+    check_error("*a = x", 1, 1, "starred assignment target must be in a list or tuple", false);
     check_error("x = 'abc", 1, 5, "unterminated string literal", false);
     check_error("with no_grad():\n", 2, 1, "expected an indented block", true);
     check_error("x = 3 $ 4", 1, 7, "invalid character", false);

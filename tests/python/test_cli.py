@@ -109,7 +109,7 @@ def test_issue16_errors_are_torchs(daemon):
              "g = Generator(); g.manual_seed(1.5)", "g = Generator('cuda')",
              "g = Generator(); g.nope()", "zeros(2).normal_(generator=3)",
              "x.index_put_(tensor([0]), tensor(1))", "x.index_put_((None,), tensor(1))",
-             "x[0] = [1, 2]", "x[[0, 1]] = (1, 2)"]
+             "x[0] = [1, 2]", "x[[0, 1]] = (1, 2)", "a, *b, c = [1]"]
     for stmt in cases:
         ns = torch_namespace()
         exec("x = arange(6)", ns)
