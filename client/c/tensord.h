@@ -206,6 +206,12 @@ int tensord_rand(struct tensord *c, uint64_t out, enum tensord_dtype dtype, cons
 int tensord_randn(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
                   int ndim, struct tensord_error *err);
 
+/* tensord_send_rand / tensord_send_randn drawing from the generator whose state is handle
+** `generator` (0: the session's). */
+int tensord_send_rand_gen(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                          const int64_t *shape, int ndim, bool normal, uint64_t generator,
+                          uint64_t *id, struct tensord_error *err);
+
 /* torch.arange(start, end, step); numbers only. */
 int tensord_arange(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
                    struct tensord_operand start, struct tensord_operand end,
@@ -259,6 +265,12 @@ struct tensord_op_args {
     int64_t shifts[TENSORD_MAX_DIMS]; /* roll */
     int nshifts;
     const char *equation; /* einsum: NULL or the equation */
+    uint64_t index_mask;  /* index / index_put: bit d set when dim d has an index tensor */
+    bool accumulate;      /* index_put: add the values instead of writing them */
+    uint64_t generator;   /* a torch.Generator's state handle (int64 [seed, offset]); 0: the
+                          ** session's generator */
+    int64_t num_samples;  /* multinomial's num_samples, randperm's n */
+    bool replacement;     /* multinomial */
 };
 
 /* tensord_op with keyword arguments (args may be NULL). */

@@ -328,6 +328,23 @@ int tdx_set_arg(struct tdx_env *e, const char *op, const char *key, const struct
         a->rounding_mode = v->s; /* the call's value outlives the request it is packed into */
         return 0;
     }
+    if (strcmp(key, "num_samples") == 0) {
+        return to_int_arg(e, v, at, op, strcmp(op, "randperm") == 0 ? "n" : key, &a->num_samples);
+    }
+    if (strcmp(key, "replacement") == 0 || strcmp(key, "accumulate") == 0) {
+        if (v->k != V_BOOL) {
+            return tdx_fail(e, at, "%s(): argument '%s' must be bool, not %s", op, key,
+                            tdx_type_name(v));
+        }
+        *(key[0] == 'r' ? &a->replacement : &a->accumulate) = v->b;
+        return 0;
+    }
+    if (strcmp(key, "generator") == 0) {
+        /* torch names an in-place-only op by its method (normal_) */
+        const struct tdx_opdef *d = tdx_op_find(op);
+        bool method = d != NULL && (d->flags & TDX_OPF_INPLACE_ONLY) && d->inplace != NULL;
+        return tdx_generator_arg(e, at, method ? d->inplace : op, v, &a->generator);
+    }
     if (strcmp(key, "as_tuple") == 0 && strcmp(op, "nonzero") == 0) {
         /* nonzero's [n, ndim] result; as_tuple=True (one index tensor per dim) is Python's */
         if (v->k == V_BOOL && !v->b) {
