@@ -680,7 +680,7 @@ static int pool_geom(int op, const struct td_tensor *x, const struct td_op_args 
                               "or equal to 0 but received {%lld, %lld}",
                               (long long)oh, (long long)ow);
         }
-        for (int d = 1; d < x->ndim; d++) {
+        for (int d = x->ndim - 2; d < x->ndim; d++) {
             if (x->shape[d] == 0) {
                 return td_err_set(err, TD_ESHAPE,
                                   "adaptive_avg_pool2d(): Expected input to have non-zero size for "
@@ -709,8 +709,8 @@ static int pool_geom(int op, const struct td_tensor *x, const struct td_op_args 
         }
         if (a->npadding != 0 && a->npadding != 1 && a->npadding != 2) {
             return td_err_set(err, TD_EINVAL,
-                              "%s: padding must either be a single int, or a tuple of two ints",
-                              fn);
+                              "%s: padding must %sbe a single int, or a tuple of two ints", fn,
+                              mx ? "be either " : "either ");
         }
         if (mx && a->ndilation != 0 && a->ndilation != 1 && a->ndilation != 2) {
             return td_err_set(err, TD_EINVAL,
@@ -736,12 +736,11 @@ static int pool_geom(int op, const struct td_tensor *x, const struct td_op_args 
                                   x->ndim == 0 ? -1 : -x->ndim, x->ndim == 0 ? 0 : x->ndim - 1);
             }
             return td_err_set(err, TD_ESHAPE,
-                              "non-empty 3D or 4D (batch mode) tensor expected for input");
+                              "Expected 3D or 4D (batch mode) tensor with optional 0 dim batch "
+                              "size for input, but got:%s",
+                              shape_str(s1, sizeof s1, x->shape, x->ndim));
         }
-        if (g->sh == 0 || g->sw == 0) {
-            return td_err_set(err, TD_EINVAL, "stride should not be zero");
-        }
-        /* huge values would overflow the output-size arithmetic: torch refuses them later */
+        /* huge values would overflow the output-size arithmetic: refused first */
         const int64_t big = (int64_t)1 << 40;
         if (g->kh > big || g->kw > big || g->sh > big || g->sw > big || g->ph > big ||
             g->pw > big || g->dh > big || g->dw > big || g->kh < -big || g->kw < -big ||
@@ -749,9 +748,22 @@ static int pool_geom(int op, const struct td_tensor *x, const struct td_op_args 
             g->dw < -big) {
             return td_err_set(err, TD_ELIMIT, "%s: a size argument is too large", fn);
         }
-        if (g->ph < 0 || g->pw < 0) {
-            return td_err_set(err, TD_EINVAL, "pad must be non-negative, but got pad: %lld",
-                              (long long)(g->ph < 0 ? g->ph : g->pw));
+        /* pooling_output_shape's checks, height then width */
+        const int64_t ks[2] = {g->kh, g->kw}, ss[2] = {g->sh, g->sw}, ps[2] = {g->ph, g->pw};
+        for (int d = 0; d < 2; d++) {
+            if (ss[d] == 0) {
+                return td_err_set(err, TD_EINVAL, "stride should not be zero");
+            }
+            if (ps[d] < 0) {
+                return td_err_set(err, TD_EINVAL, "pad must be non-negative, but got pad: %lld",
+                                  (long long)ps[d]);
+            }
+            if (ps[d] > ks[d] / 2) {
+                return td_err_set(err, TD_EINVAL,
+                                  "pad should be at most half of kernel size, but got pad=%lld "
+                                  "and kernel_size=%lld",
+                                  (long long)ps[d], (long long)ks[d]);
+            }
         }
         int64_t ih = x->shape[x->ndim - 2], iw = x->shape[x->ndim - 1];
         g->ho = pool_out(ih, g->kh, g->ph, g->sh, g->dh, a->ceil_mode);
@@ -772,20 +784,13 @@ static int pool_geom(int op, const struct td_tensor *x, const struct td_op_args 
                               "dilationW: %lld",
                               (long long)g->dh, (long long)g->dw);
         }
-        for (int d = 1; d < x->ndim; d++) {
+        for (int d = x->ndim == 3 ? 0 : 1; d < x->ndim; d++) {
             if (x->shape[d] == 0) {
                 return td_err_set(err, TD_ESHAPE,
                                   "Expected 3D or 4D (batch mode) tensor with optional 0 dim batch "
                                   "size for input, but got:%s",
                                   shape_str(s1, sizeof s1, x->shape, x->ndim));
             }
-        }
-        if (g->kw / 2 < g->pw || g->kh / 2 < g->ph) {
-            return td_err_set(err, TD_EINVAL,
-                              "pad should be at most half of kernel size, but got pad=%lld and "
-                              "kernel_size=%lld",
-                              (long long)(g->kw / 2 < g->pw ? g->pw : g->ph),
-                              (long long)(g->kw / 2 < g->pw ? g->kw : g->kh));
         }
         if (g->ho < 1 || g->wo < 1) {
             int64_t c = x->shape[x->ndim - 3];
@@ -799,8 +804,10 @@ static int pool_geom(int op, const struct td_tensor *x, const struct td_op_args 
             return td_err_set(err, TD_EDTYPE, "\"max_pool2d\" not implemented for '%s'",
                               td_dtype_cname(x->dtype));
         }
-        if (!mx && x->dtype == TD_DTYPE_BOOL) {
-            return td_err_set(err, TD_EDTYPE, "\"avg_pool2d\" not implemented for 'Bool'");
+        if (!mx && x->dtype != TD_DTYPE_F32 && x->dtype != TD_DTYPE_F64 &&
+            x->dtype != TD_DTYPE_I64) {
+            return td_err_set(err, TD_EDTYPE, "\"avg_pool2d\" not implemented for '%s'",
+                              td_dtype_cname(x->dtype));
         }
     }
     g->batched = x->ndim == 4;

@@ -42,6 +42,11 @@ def _ints(v: Any, what: str, fn: str) -> List[int]:
                     % (fn, what, type(v).__name__))
 
 
+def _spread(v: Any, what: str, fn: str, n: int) -> List[int]:
+    out = _ints(v, what, fn)
+    return out * n if isinstance(v, int) else out
+
+
 def _session(*ts: Any) -> Any:
     td = _tensord()
     for t in ts:
@@ -63,17 +68,21 @@ def _conv(fn: str, input: Any, weight: Any, bias: Any, stride: Any, padding: Any
     s = _session(input, weight, bias)
     _tensor(s, input, fn, "input")
     _tensor(s, weight, fn, "weight")
-    kw: dict = {"stride": _ints(stride, "stride", fn), "dilation": _ints(dilation, "dilation", fn),
-                "groups": groups}
+    nsp = 1 if fn == "conv1d" else 2
+    # torch's parser spreads one int over the op's spatial dims (conv2d's stride=1 is [1, 1])
+    kw: dict = {"stride": _spread(stride, "stride", fn, nsp),
+                "dilation": _spread(dilation, "dilation", fn, nsp), "groups": groups}
     if isinstance(padding, str):
         if padding not in ("valid", "same"):
             raise RuntimeError("Invalid padding string: '%s'" % padding)
         kw["padding_mode"] = padding
     else:
-        kw["padding"] = _ints(padding, "padding", fn)
+        kw["padding"] = _spread(padding, "padding", fn, nsp)
     if not isinstance(groups, int) or isinstance(groups, bool):
         raise TypeError("%s(): argument 'groups' must be int, not %s"
                         % (fn, type(groups).__name__))
+    if groups == 0:  # (0 on the wire is the default, 1)
+        raise RuntimeError("non-positive groups is not supported")
     inputs = [input, weight] + ([bias] if bias is not None else [])
     return s._op(fn, inputs, **kw)
 
@@ -136,6 +145,10 @@ def adaptive_avg_pool2d(input: Any, output_size: Any) -> Any:
     if len(size) != 2 and not (len(size) == 1 and not isinstance(output_size, (tuple, list))):
         raise RuntimeError("adaptive_avg_pool2d: output_size must be 2")
     vals = [-1 if v is None else v for v in size]
+    if any(isinstance(v, int) and v < 0 for v in size):  # (-1 on the wire is None)
+        shown = [v if v is not None else "?" for v in (size * 2 if len(size) == 1 else size)]
+        raise RuntimeError("adaptive_avg_pool2d: elements of output_size must be greater than "
+                           "or equal to 0 but received {%s, %s}" % tuple(shown))
     if any(v == -1 for v in vals) and len(vals) == 1:
         vals = [-1, -1]
     return s._op(fn, [input], output_size=_ints(vals, "output_size", fn))
