@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any, List
 
-__all__ = ["conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "max_pool1d",
-           "avg_pool1d"]
 
 
 def _tensord() -> Any:
@@ -175,3 +173,8 @@ def avg_pool1d(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 
     return avg_pool2d(input.unsqueeze(-2), one(kernel_size, 1),
                       one(stride, 1) if stride is not None else None, one(padding, 0),
                       ceil_mode, count_include_pad).squeeze(-2)
+
+
+# every public function above (the ops' names are ops.def's, not listed here by hand)
+__all__ = [_n for _n, _v in list(globals().items())
+           if not _n.startswith("_") and callable(_v) and getattr(_v, "__module__", "") == __name__]
