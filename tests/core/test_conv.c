@@ -438,6 +438,46 @@ static void test_costs(void **state)
     td_tensor_unref(w1);
 }
 
+/* Backward reads the saved input and weight (ConvolutionBackward0 saves both, as the pools
+** save their input): changing either in place before backward is refused, as torch refuses. */
+static void test_saved_values_are_checked(void **state)
+{
+    (void)state;
+    struct td_err err;
+    for (int which = 0; which < 3; which++) {
+        struct td_tensor *leaf = mk(TD_DTYPE_F32, (int64_t[]){1, 1, 3, 3}, 4, X9);
+        struct td_tensor *w = mk(TD_DTYPE_F32, (int64_t[]){1, 1, 2, 2}, 4, (double[]){1, 2, 3, 4});
+        leaf->requires_grad = true;
+        struct td_op_args a;
+        td_op_args_init(&a);
+        a.grad_enabled = true;
+        struct td_operand m1[2] = {tens(leaf), num(td_scalar_i(1))};
+        struct td_tensor *x = NULL, *y = NULL, *t = NULL;
+        assert_int_equal(td_op_apply(TD_OP_MUL, m1, 2, &a, false, NULL, &x, &err), 0);
+        struct td_tensor *ops[2] = {x, w};
+        if (which < 2) {
+            y = run(TD_OP_CONV2D, ops, 2, &a, &err);
+        } else {
+            a.kernel_size[0] = 2, a.nkernel_size = 1;
+            y = run(TD_OP_MAX_POOL2D, &x, 1, &a, &err);
+        }
+        assert_non_null(y);
+        struct td_operand add[2] = {tens(which == 1 ? w : x), num(td_scalar_i(1))};
+        td_op_args_init(&a);
+        assert_int_equal(td_op_apply(TD_OP_ADD, add, 2, &a, true, NULL, &t, &err), 0);
+        td_tensor_unref(t);
+        struct td_tensor *s = sum_all(y);
+        assert_int_not_equal(td_autograd_backward(s, NULL, false, NULL, &err), 0);
+        assert_non_null(strstr(err.msg, "one of the variables needed for gradient computation "
+                                        "has been modified by an inplace operation"));
+        td_tensor_unref(s);
+        td_tensor_unref(y);
+        td_tensor_unref(x);
+        td_tensor_unref(w);
+        td_tensor_unref(leaf);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -447,6 +487,7 @@ int main(void)
         cmocka_unit_test(test_conv2d_grad_finite_differences),
         cmocka_unit_test(test_pools),
         cmocka_unit_test(test_costs),
+        cmocka_unit_test(test_saved_values_are_checked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
