@@ -741,7 +741,7 @@ static int pool_geom(int op, const struct td_tensor *x, const struct td_op_args 
                               shape_str(s1, sizeof s1, x->shape, x->ndim));
         }
         /* huge values would overflow the output-size arithmetic: refused first */
-        const int64_t big = (int64_t)1 << 40;
+        const int64_t big = (int64_t)1 << 30; /* products of two stay below 2^60 */
         if (g->kh > big || g->kw > big || g->sh > big || g->sw > big || g->ph > big ||
             g->pw > big || g->dh > big || g->dw > big || g->kh < -big || g->kw < -big ||
             g->sh < -big || g->sw < -big || g->ph < -big || g->pw < -big || g->dh < -big ||
@@ -922,7 +922,10 @@ int td_make_pool(struct td_tensor **out, const struct td_operand *in, int nin,
         const double *xp = td_tensor_data(xc);
         double *yp = td_tensor_data(yd);
         int64_t *ip = ix != NULL ? td_tensor_data(ix) : NULL;
-        int64_t planes = g.n * g.c, ohw = g.ho * g.wo;
+        int64_t planes = g.n * g.c, ohw = g.ho * g.wo, work = 0;
+        int64_t win = is_adaptive(a->op) ? 1 + (g.h / (g.ho > 0 ? g.ho : 1) + 1) *
+                                                   (g.w / (g.wo > 0 ? g.wo : 1) + 1)
+                                         : g.kh * g.kw;
         bool ints = !td_dtype_is_float(x->dtype);
         for (int64_t p = 0; p < planes && rc == 0; p++) {
             const double *xpl = xp + p * g.h * g.w;
@@ -948,7 +951,10 @@ int td_make_pool(struct td_tensor **out, const struct td_operand *in, int nin,
                     yp[p * ohw + oh * g.wo + ow] = v;
                 }
             }
-            if ((p & 63) == 63 || p == planes - 1) {
+            /* a check per chunk of work (windows read), whatever the planes' size */
+            work = td_sat_add(work, td_sat_mul(ohw, win));
+            if (work >= TD_CANCEL_CHUNK || p == planes - 1) {
+                work = 0;
                 rc = td_cancel_check(err);
             }
         }
@@ -995,7 +1001,10 @@ int td_make_pool_backward(struct td_tensor **out, const struct td_operand *in, i
         const double *xp = xc != NULL ? td_tensor_data(xc) : NULL;
         double *rp = td_tensor_data(r);
         memset(rp, 0, sizeof(double) * (size_t)x->numel);
-        int64_t planes = g.n * g.c, ohw = g.ho * g.wo, ihw = g.h * g.w;
+        int64_t planes = g.n * g.c, ohw = g.ho * g.wo, ihw = g.h * g.w, work = 0;
+        int64_t win = is_adaptive(a->op) ? 1 + (g.h / (g.ho > 0 ? g.ho : 1) + 1) *
+                                                   (g.w / (g.wo > 0 ? g.wo : 1) + 1)
+                                         : g.kh * g.kw;
         for (int64_t p = 0; p < planes && rc == 0; p++) {
             for (int64_t oh = 0; oh < g.ho; oh++) {
                 for (int64_t ow = 0; ow < g.wo; ow++) {
@@ -1016,7 +1025,9 @@ int td_make_pool_backward(struct td_tensor **out, const struct td_operand *in, i
                     }
                 }
             }
-            if ((p & 63) == 63 || p == planes - 1) {
+            work = td_sat_add(work, td_sat_add(ihw, td_sat_mul(ohw, win)));
+            if (work >= TD_CANCEL_CHUNK || p == planes - 1) {
+                work = 0;
                 rc = td_cancel_check(err);
             }
         }
