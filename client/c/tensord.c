@@ -1333,8 +1333,8 @@ static int build_args(struct op_msg *o, const struct tensord_op_args *a, struct 
     const int nl[5] = {a->nstride, a->npadding, a->ndilation, a->nkernel_size, a->noutput_size};
     for (int k = 0; k < 5; k++) {
         if (nl[k] < 0 || nl[k] > TENSORD_MAX_DIMS) {
-            return set_err(err, TENSORD_E_USAGE, "a size list of %d values is outside 0..%d",
-                           nl[k], TENSORD_MAX_DIMS);
+            return set_err(err, TENSORD_E_USAGE, "a size list of %d values is outside 0..%d", nl[k],
+                           TENSORD_MAX_DIMS);
         }
     }
     o->args.stride = (int64_t *)a->stride;

@@ -87,7 +87,7 @@ struct td_op_args {
 };
 
 enum { TD_ROUND_NONE, TD_ROUND_TRUNC, TD_ROUND_FLOOR }; /* div's rounding_mode */
-enum { TD_PAD_LIST, TD_PAD_VALID, TD_PAD_SAME };            /* conv's padding_mode */
+enum { TD_PAD_LIST, TD_PAD_VALID, TD_PAD_SAME };        /* conv's padding_mode */
 
 /* torch's defaults: no dims, dim 0, correction 1. */
 void td_op_args_init(struct td_op_args *a);

@@ -232,8 +232,8 @@ ARGS(a_median0, a->dim = 0; a->has_dim = true)
 ARGS(a_conv1d, a->stride[0] = 2; a->nstride = 1; a->padding[0] = 1; a->npadding = 1;
      a->dilation[0] = 2; a->ndilation = 1; a->groups = 2)
 ARGS(a_conv1d_same, a->padding_mode = TD_PAD_SAME; a->groups = 1)
-ARGS(a_maxpool, a->kernel_size[0] = 2; a->kernel_size[1] = 3; a->nkernel_size = 2;
-     a->stride[0] = 2; a->nstride = 1; a->padding[0] = 1; a->npadding = 1; a->ceil_mode = true)
+ARGS(a_maxpool, a->kernel_size[0] = 2; a->kernel_size[1] = 3; a->nkernel_size = 2; a->stride[0] = 2;
+     a->nstride = 1; a->padding[0] = 1; a->npadding = 1; a->ceil_mode = true)
 ARGS(a_maxpool_dil, a->kernel_size[0] = 2; a->nkernel_size = 1; a->dilation[0] = 2;
      a->ndilation = 1)
 ARGS(a_avgpool, a->kernel_size[0] = 3; a->nkernel_size = 1; a->stride[0] = 2; a->nstride = 1;
@@ -536,8 +536,9 @@ static const struct grad_case CASES[] = {
      .ndim = {3, 3},
      .shape = {{1, 2, 5}, {3, 2, 4}},
      .args = a_conv1d_same},
-    {.op = TD_OP_CONV2D, .skip = "4-d weights: tests/core/test_conv.c checks conv2d's backward "
-                                 "by finite differences"},
+    {.op = TD_OP_CONV2D,
+     .skip = "4-d weights: tests/core/test_conv.c checks conv2d's backward "
+             "by finite differences"},
     {.op = TD_OP_MAX_POOL2D, .nin = 1, .ndim = {3}, .shape = {{2, 5, 6}}, .args = a_maxpool},
     {.op = TD_OP_MAX_POOL2D, .nin = 1, .ndim = {3}, .shape = {{1, 5, 5}}, .args = a_maxpool_dil},
     {.op = TD_OP_AVG_POOL2D, .nin = 1, .ndim = {3}, .shape = {{2, 5, 6}}, .args = a_avgpool},

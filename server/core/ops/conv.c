@@ -22,12 +22,12 @@
 /* One 2-D window walk: input H x W, kernel kh x kw, strides, dilations, the top / left padding
 ** and the output size (conv's 'same' may pad one more at the bottom / right). */
 struct geom {
-    int nsp;       /* spatial dims as given: 1 or 2 */
-    bool batched;  /* the input had its N dim */
-    int64_t n, c;  /* batch, input channels */
-    int64_t h, w;  /* input spatial size (h 1 for 1-D) */
-    int64_t co;    /* conv: output channels */
-    int64_t g;     /* conv: groups */
+    int nsp;      /* spatial dims as given: 1 or 2 */
+    bool batched; /* the input had its N dim */
+    int64_t n, c; /* batch, input channels */
+    int64_t h, w; /* input spatial size (h 1 for 1-D) */
+    int64_t co;   /* conv: output channels */
+    int64_t g;    /* conv: groups */
     int64_t kh, kw, sh, sw, dh, dw, ph, pw, ho, wo;
 };
 
@@ -38,8 +38,8 @@ static char *shape_str(char *buf, size_t cap, const int64_t *s, int n)
 
 /* One of conv's lists for nsp spatial dims: empty is dflt, one value stands for each.
 ** Fills out[0..1] as (h, w). Returns -1 (with torch's text) for another count. */
-static int conv_list(const int64_t *v, int n, int nsp, int64_t dflt, const char *name,
-                     int64_t *out, struct td_err *err)
+static int conv_list(const int64_t *v, int n, int nsp, int64_t dflt, const char *name, int64_t *out,
+                     struct td_err *err)
 {
     if (n != 0 && n != 1 && n != nsp) {
         char buf[160];
@@ -69,8 +69,9 @@ static const char *cname_lower(enum td_dtype dt)
 
 /* conv's checks, in torch's order, from the input's shape (xs, xn dims), the weight's and
 ** whether a bias of shape bs/bn is given; fills g. op: TD_OP_CONV1D or TD_OP_CONV2D. */
-static int conv_geom(int op, const int64_t *xs, int xn, const int64_t *ws, int wn, const struct td_tensor *b,
-                     const struct td_op_args *a, struct geom *g, struct td_err *err)
+static int conv_geom(int op, const int64_t *xs, int xn, const int64_t *ws, int wn,
+                     const struct td_tensor *b, const struct td_op_args *a, struct geom *g,
+                     struct td_err *err)
 {
     int nsp = op == TD_OP_CONV1D ? 1 : 2;
     char s1[128], s2[128];
@@ -208,8 +209,8 @@ static int conv_geom(int op, const int64_t *xs, int xn, const int64_t *ws, int w
 /* ---- im2col / col2im, in float and in double ---- */
 
 #define TD_CONV_KERNELS(T, SUF)                                                                    \
-    /* col[(c*kh + i)*kw + j][oh*wo + ow] = x[c][oh*sh - ph + i*dh][ow*sw - pw + j*dw] */        \
-    static void im2col_##SUF(const T *x, int64_t c, const struct geom *g, T *col)               \
+    /* col[(c*kh + i)*kw + j][oh*wo + ow] = x[c][oh*sh - ph + i*dh][ow*sw - pw + j*dw] */          \
+    static void im2col_##SUF(const T *x, int64_t c, const struct geom *g, T *col)                  \
     {                                                                                              \
         int64_t hw = g->ho * g->wo;                                                                \
         for (int64_t ch = 0; ch < c; ch++) {                                                       \
@@ -233,7 +234,7 @@ static int conv_geom(int op, const int64_t *xs, int xn, const int64_t *ws, int w
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
-    static void col2im_##SUF(const T *col, int64_t c, const struct geom *g, T *x)               \
+    static void col2im_##SUF(const T *col, int64_t c, const struct geom *g, T *x)                  \
     {                                                                                              \
         int64_t hw = g->ho * g->wo;                                                                \
         for (int64_t ch = 0; ch < c; ch++) {                                                       \
@@ -415,7 +416,8 @@ int td_make_conv(struct td_tensor **out, const struct td_operand *in, int nin,
     int rc;
     if (x->ndim == (a->op == TD_OP_CONV1D ? 2 : 3) || x->ndim == (a->op == TD_OP_CONV1D ? 3 : 4)) {
         if (b != NULL && b->dtype != x->dtype) {
-            return td_err_set(err, TD_EDTYPE, "Input type (%s) and bias type (%s) should be the same",
+            return td_err_set(err, TD_EDTYPE,
+                              "Input type (%s) and bias type (%s) should be the same",
                               cname_lower(x->dtype), cname_lower(b->dtype));
         }
     }
@@ -435,8 +437,8 @@ int td_make_conv(struct td_tensor **out, const struct td_operand *in, int nin,
     struct td_tensor *xc = NULL, *wc = NULL, *y = NULL;
     if ((rc = contig(x, cd, q, &xc, err)) == 0 && (rc = contig(w, cd, q, &wc, err)) == 0 &&
         (rc = td_tensor_empty(&y, cd, ys, 4, q, err)) == 0) {
-        rc = conv_run(CONV_FWD, &g, f32, td_tensor_data(xc), td_tensor_data(wc),
-                      td_tensor_data(y), q, err);
+        rc = conv_run(CONV_FWD, &g, f32, td_tensor_data(xc), td_tensor_data(wc), td_tensor_data(y),
+                      q, err);
     }
     if (rc == 0 && b != NULL) {
         struct td_tensor *bc = NULL;
@@ -517,8 +519,7 @@ int td_make_conv_backward(struct td_tensor **out, const struct td_operand *in, i
         return td_err_set(err, TD_ESHAPE, "%s: the weight must have 3 or 4 dims", fn);
     }
     struct geom g;
-    int rc = conv_geom(wn == 3 ? TD_OP_CONV1D : TD_OP_CONV2D, xs, xn, ws, wn, NULL, a, &g,
-                       err);
+    int rc = conv_geom(wn == 3 ? TD_OP_CONV1D : TD_OP_CONV2D, xs, xn, ws, wn, NULL, a, &g, err);
     if (rc != 0) {
         return rc;
     }
@@ -623,13 +624,10 @@ static const char *pool_name(int op)
 {
     switch (op) {
     case TD_OP_MAX_POOL2D:
-    case TD_OP_MAX_POOL2D_BACKWARD:
-        return "max_pool2d";
+    case TD_OP_MAX_POOL2D_BACKWARD: return "max_pool2d";
     case TD_OP_AVG_POOL2D:
-    case TD_OP_AVG_POOL2D_BACKWARD:
-        return "avg_pool2d";
-    default:
-        return "adaptive_avg_pool2d";
+    case TD_OP_AVG_POOL2D_BACKWARD: return "avg_pool2d";
+    default: return "adaptive_avg_pool2d";
     }
 }
 
@@ -820,8 +818,7 @@ static int pool_geom(int op, const struct td_tensor *x, const struct td_op_args 
 
 /* One output cell's window: [h0, h1) x [w0, w1) over the input (clipped), and avg's divisor. */
 static void avg_window(const struct geom *g, const struct td_op_args *a, int op, int64_t oh,
-                       int64_t ow, int64_t *h0, int64_t *h1, int64_t *w0, int64_t *w1,
-                       double *div)
+                       int64_t ow, int64_t *h0, int64_t *h1, int64_t *w0, int64_t *w1, double *div)
 {
     if (is_adaptive(op)) {
         *h0 = (oh * g->h) / g->ho;
@@ -1084,8 +1081,8 @@ static void conv_cost(const struct geom *g, int64_t read, size_t es, struct td_c
     c->flops = td_sat_mul(outn, k);
     c->out_bytes = td_sat_mul(outn, (int64_t)es);
     /* the column buffer, the operands' compute copies and the compute-dtype result */
-    c->temp_bytes = td_sat_add(td_sat_mul(td_sat_mul(k, hw), 8), td_sat_mul(td_sat_add(read, outn),
-                                                                           8));
+    c->temp_bytes = td_sat_add(td_sat_mul(td_sat_mul(k, hw), 8),
+                               td_sat_mul(td_sat_add(read, outn), 8));
 }
 
 int td_cost_conv(const struct td_operand *in, int nin, const struct td_op_args *a,
@@ -1119,8 +1116,8 @@ int td_cost_conv_backward(const struct td_operand *in, int nin, const struct td_
     const int64_t *ws = for_input ? o->shape : a->dims;
     int wn = for_input ? o->ndim : a->ndims;
     struct geom g;
-    if ((wn != 3 && wn != 4) || conv_geom(wn == 3 ? TD_OP_CONV1D : TD_OP_CONV2D, xs, xn, ws, wn,
-                                          NULL, a, &g, NULL) != 0) {
+    if ((wn != 3 && wn != 4) ||
+        conv_geom(wn == 3 ? TD_OP_CONV1D : TD_OP_CONV2D, xs, xn, ws, wn, NULL, a, &g, NULL) != 0) {
         return -1;
     }
     conv_cost(&g, td_sat_add(numel_sat(in[0].t), numel_sat(o)), 8, c);
@@ -1142,7 +1139,7 @@ int td_cost_pool(const struct td_operand *in, int nin, const struct td_op_args *
         return -1;
     }
     const struct td_tensor *x = in[nin - 1].t;
-    int fwd = is_max(a->op) ? TD_OP_MAX_POOL2D
+    int fwd = is_max(a->op)        ? TD_OP_MAX_POOL2D
               : is_adaptive(a->op) ? TD_OP_ADAPTIVE_AVG_POOL2D
                                    : TD_OP_AVG_POOL2D;
     struct geom g;
@@ -1153,8 +1150,7 @@ int td_cost_pool(const struct td_operand *in, int nin, const struct td_op_args *
     int64_t outn = td_sat_mul(td_sat_mul(g.n, g.c), td_sat_mul(g.ho, g.wo));
     /* each output reads its window: kh * kw for the fixed pools; adaptive windows cover the
     ** input about once (plus overlaps: at most twice) */
-    int64_t win = is_adaptive(a->op) ? td_sat_mul(xn, 2)
-                                     : td_sat_mul(outn, td_sat_mul(g.kh, g.kw));
+    int64_t win = is_adaptive(a->op) ? td_sat_mul(xn, 2) : td_sat_mul(outn, td_sat_mul(g.kh, g.kw));
     c->read = td_sat_add(win, bwd ? td_sat_add(numel_sat(in[0].t), xn) : xn);
     c->written = bwd ? xn : td_sat_mul(outn, 2);
     c->flops = 0;
