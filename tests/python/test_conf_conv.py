@@ -271,3 +271,64 @@ def test_nn_functional_exports_the_family(td):
                  "max_pool1d", "avg_pool1d"):
         assert callable(getattr(tensord.nn.functional, name)), name
         assert hasattr(torch.nn.functional, name)
+
+
+def test_a_cnn_step_waits_for_nothing(daemon):
+    """conv2d, max_pool2d, avg_pool2d, adaptive_avg_pool2d, the 1-d pools and backward through
+    them are sent without waiting for a reply (a training step is one round trip): only
+    reading the loss waits, once."""
+    s = tensord.connect("127.0.0.1:%d" % daemon)
+    try:
+        f = tensord.nn.functional
+        x = s.tensor(data(2, 3, 8, 8), dtype=tensord.float32)
+        w = s.tensor(data(4, 3, 3, 3, mod=5, scale=0.1), dtype=tensord.float32, requires_grad=True)
+        b = s.tensor(data(4, scale=0.1), dtype=tensord.float32, requires_grad=True)
+        x.tolist()
+        before = s._c.waits
+        h = f.conv2d(x, w, b, padding="same")
+        h = f.max_pool2d(h, 2, return_indices=True)[0]
+        h = f.avg_pool2d(h, 2, ceil_mode=True)
+        h = f.adaptive_avg_pool2d(h, (None, 1))
+        h = f.max_pool1d(h.flatten(2), 1) + f.avg_pool1d(h.flatten(2), 1)
+        loss = h.sum()
+        loss.backward()
+        assert s._c.waits == before, "issuing the step must not wait for replies"
+        loss.item()
+        assert s._c.waits == before + 1
+    finally:
+        s.close()
+
+
+def test_tensorctl_runs_the_family_through_the_generated_table(daemon):
+    """tensorctl's conv2d / max_pool2d / avg_pool2d / adaptive_avg_pool2d parse torch's
+    arguments from ops.def's signatures, and print what torch prints."""
+    import os
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    ctl = os.environ.get("TENSORCTL_BIN", os.path.join(here, "..", "..", "build", "tensorctl"))
+    stmts = ["x = arange(32.).reshape(1, 2, 4, 4)", "w = ones(3, 2, 2, 2)",
+             "print(conv2d(x, w, None, 1, 1))", "print(conv2d(x, w, stride=2, groups=1))",
+             "print(conv2d(x, w, padding='same').shape)",
+             "print(conv1d(x[0, :, 0], ones(1, 2, 3), None, 1, 'valid'))",
+             "print(max_pool2d(x, 2, 1, return_indices=True))",
+             "print(avg_pool2d(x, 3, 2, 1, count_include_pad=False))",
+             "print(adaptive_avg_pool2d(x, (None, 2)))"]
+    r = subprocess.run([ctl, "-q", "--addr", "127.0.0.1:%d" % daemon, "-c", "\n".join(stmts)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    want = io_of(stmts)
+    assert r.stdout.replace("tensord.", "torch.") == want
+
+
+def io_of(stmts):
+    """What the statements print under torch (its names in scope, as tensorctl's are)."""
+    import contextlib
+    import io
+    out = io.StringIO()
+    scope = dict(vars(torch))
+    scope.update(vars(torch.nn.functional))
+    with contextlib.redirect_stdout(out), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for st in stmts:
+            exec(st, scope)
+    return out.getvalue()
