@@ -98,6 +98,8 @@ VALUES = {
     "conv1d_unbatched": lambda m: F(m).conv1d(T(m, 3, 7), T(m, 2, 3, 2)),
     "conv1d_groups": lambda m: F(m).conv1d(T(m, 1, 4, 5), T(m, 4, 1, 2), groups=4),
     "torch_conv1d": lambda m: m.conv1d(T(m, 1, 2, 5), T(m, 3, 2, 3), None, 2),
+    "torch_conv2d_same": lambda m: m.conv2d(T(m, 1, 2, 4, 5), T(m, 3, 2, 2, 3), padding="same"),
+    "torch_conv1d_valid": lambda m: m.conv1d(T(m, 1, 2, 5), T(m, 3, 2, 3), None, 1, "valid"),
     # conv errors (torch's texts, in torch's order)
     "err_conv2d_rank": lambda m: F(m).conv2d(T(m, 5), T(m, 3, 2, 3, 3)),
     "err_conv2d_rank5": lambda m: F(m).conv2d(T(m, 1, 2, 5, 5, 5), T(m, 3, 2, 3, 3)),
