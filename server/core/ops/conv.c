@@ -849,44 +849,106 @@ static void avg_window(const struct geom *g, const struct td_op_args *a, int op,
     }
 }
 
-/* max's window: the argmax (flat h * W + w) and the max, NaN winning as torch's. */
-static int64_t max_window(const struct geom *g, const double *x, int64_t oh, int64_t ow,
-                          double *best)
+/* The pool kernels over one plane, in float and in double: max's window gives its argmax (flat
+** h * W + w) with NaN winning as torch's; avg's sums its clipped window and divides (integers
+** run in double and truncate, as torch's integer division). The backward adds each output's
+** gradient to its argmax, or spreads it over its window. */
+#define TD_POOL_KERNELS(T, SUF)                                                                    \
+    static int64_t max_window_##SUF(const struct geom *g, const T *x, int64_t oh, int64_t ow,      \
+                                    T *best)                                                       \
+    {                                                                                              \
+        int64_t hs = oh * g->sh - g->ph, ws = ow * g->sw - g->pw;                                  \
+        int64_t he = hs + (g->kh - 1) * g->dh + 1, we = ws + (g->kw - 1) * g->dw + 1;              \
+        he = he > g->h ? g->h : he;                                                                \
+        we = we > g->w ? g->w : we;                                                                \
+        while (hs < 0) {                                                                           \
+            hs += g->dh;                                                                           \
+        }                                                                                          \
+        while (ws < 0) {                                                                           \
+            ws += g->dw;                                                                           \
+        }                                                                                          \
+        int64_t arg = hs * g->w + ws;                                                              \
+        T m = (T)-INFINITY;                                                                        \
+        for (int64_t h = hs; h < he; h += g->dh) {                                                 \
+            for (int64_t w = ws; w < we; w += g->dw) {                                             \
+                T v = x[h * g->w + w];                                                             \
+                if (v > m || isnan(v)) {                                                           \
+                    m = v;                                                                         \
+                    arg = h * g->w + w;                                                            \
+                    if (isnan(v)) {                                                                \
+                        *best = v;                                                                 \
+                        return arg;                                                                \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        *best = m;                                                                                 \
+        return arg;                                                                                \
+    }                                                                                              \
+    static void pool_plane_##SUF(const struct geom *g, const struct td_op_args *a, const T *x,     \
+                                 T *y, int64_t *idx, bool ints)                                    \
+    {                                                                                              \
+        for (int64_t oh = 0; oh < g->ho; oh++) {                                                   \
+            for (int64_t ow = 0; ow < g->wo; ow++) {                                               \
+                T v;                                                                               \
+                if (is_max(a->op)) {                                                               \
+                    int64_t arg = max_window_##SUF(g, x, oh, ow, &v);                              \
+                    if (idx != NULL) {                                                             \
+                        idx[oh * g->wo + ow] = arg;                                                \
+                    }                                                                              \
+                } else {                                                                           \
+                    int64_t h0, h1, w0, w1;                                                        \
+                    double div, sum = 0;                                                           \
+                    avg_window(g, a, a->op, oh, ow, &h0, &h1, &w0, &w1, &div);                     \
+                    for (int64_t h = h0; h < h1; h++) {                                            \
+                        for (int64_t w = w0; w < w1; w++) {                                        \
+                            sum += x[h * g->w + w];                                                \
+                        }                                                                          \
+                    }                                                                              \
+                    v = (T)(ints ? trunc(sum / div) : sum / div);                                  \
+                }                                                                                  \
+                y[oh * g->wo + ow] = v;                                                            \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    static void pool_plane_bw_##SUF(const struct geom *g, const struct td_op_args *a, const T *gy, \
+                                    const T *x, T *gx)                                             \
+    {                                                                                              \
+        memset(gx, 0, sizeof(T) * (size_t)(g->h * g->w));                                          \
+        for (int64_t oh = 0; oh < g->ho; oh++) {                                                   \
+            for (int64_t ow = 0; ow < g->wo; ow++) {                                               \
+                T gv = gy[oh * g->wo + ow], best;                                                  \
+                if (is_max(a->op)) {                                                               \
+                    gx[max_window_##SUF(g, x, oh, ow, &best)] += gv;                               \
+                    continue;                                                                      \
+                }                                                                                  \
+                int64_t h0, h1, w0, w1;                                                            \
+                double div;                                                                        \
+                avg_window(g, a, a->op, oh, ow, &h0, &h1, &w0, &w1, &div);                         \
+                T share = (T)(gv / div);                                                           \
+                for (int64_t h = h0; h < h1; h++) {                                                \
+                    for (int64_t w = w0; w < w1; w++) {                                            \
+                        gx[h * g->w + w] += share;                                                 \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+TD_POOL_KERNELS(float, f)
+TD_POOL_KERNELS(double, d)
+
+/* Elements a pool walks per plane: each output's window (adaptive windows about their share). */
+static int64_t pool_window(const struct geom *g, int op)
 {
-    int64_t hs = oh * g->sh - g->ph, ws = ow * g->sw - g->pw;
-    int64_t he = hs + (g->kh - 1) * g->dh + 1, we = ws + (g->kw - 1) * g->dw + 1;
-    if (he > g->h) {
-        he = g->h;
+    if (is_adaptive(op)) {
+        return 1 + (g->h / (g->ho > 0 ? g->ho : 1) + 1) * (g->w / (g->wo > 0 ? g->wo : 1) + 1);
     }
-    if (we > g->w) {
-        we = g->w;
-    }
-    while (hs < 0) {
-        hs += g->dh;
-    }
-    while (ws < 0) {
-        ws += g->dw;
-    }
-    int64_t arg = hs * g->w + ws;
-    double m = -INFINITY;
-    for (int64_t h = hs; h < he; h += g->dh) {
-        for (int64_t w = ws; w < we; w += g->dw) {
-            double v = x[h * g->w + w];
-            if (v > m || isnan(v)) {
-                m = v;
-                arg = h * g->w + w;
-                if (isnan(v)) {
-                    *best = v;
-                    return arg;
-                }
-            }
-        }
-    }
-    *best = m;
-    return arg;
+    return g->kh * g->kw;
 }
 
-/* max_pool2d, avg_pool2d, adaptive_avg_pool2d. Computed in double over a contiguous copy. */
+/* max_pool2d, avg_pool2d, adaptive_avg_pool2d: float32 in float32, the rest in double (over a
+** contiguous copy when the input is not one already), cast back for integers. */
 int td_make_pool(struct td_tensor **out, const struct td_operand *in, int nin,
                  const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
@@ -908,45 +970,30 @@ int td_make_pool(struct td_tensor **out, const struct td_operand *in, int nin,
     os[on++] = g.c;
     os[on++] = g.ho;
     os[on++] = g.wo;
+    enum td_dtype cd = compute_of(x->dtype);
+    bool f32 = cd == TD_DTYPE_F32;
+    size_t es = f32 ? sizeof(float) : sizeof(double);
     struct td_tensor *xc = NULL, *yd = NULL, *ix = NULL;
-    bool mx = is_max(a->op);
-    bool want_idx = mx && a->more_out != NULL && a->want_more[0];
-    if ((rc = contig(x, TD_DTYPE_F64, q, &xc, err)) == 0 &&
-        (rc = td_tensor_empty(&yd, TD_DTYPE_F64, os, on, q, err)) == 0 && want_idx) {
+    bool want_idx = is_max(a->op) && a->more_out != NULL && a->want_more[0];
+    if ((rc = contig(x, cd, q, &xc, err)) == 0 &&
+        (rc = td_tensor_empty(&yd, cd, os, on, q, err)) == 0 && want_idx) {
         rc = td_tensor_empty(&ix, TD_DTYPE_I64, os, on, q, err);
     }
     if (rc == 0) {
-        const double *xp = td_tensor_data(xc);
-        double *yp = td_tensor_data(yd);
+        const char *xp = td_tensor_data(xc);
+        char *yp = td_tensor_data(yd);
         int64_t *ip = ix != NULL ? td_tensor_data(ix) : NULL;
-        int64_t planes = g.n * g.c, ohw = g.ho * g.wo, work = 0;
-        int64_t win = is_adaptive(a->op) ? 1 + (g.h / (g.ho > 0 ? g.ho : 1) + 1) *
-                                                   (g.w / (g.wo > 0 ? g.wo : 1) + 1)
-                                         : g.kh * g.kw;
+        int64_t planes = g.n * g.c, ohw = g.ho * g.wo, ihw = g.h * g.w, work = 0;
+        int64_t win = pool_window(&g, a->op);
         bool ints = !td_dtype_is_float(x->dtype);
         for (int64_t p = 0; p < planes && rc == 0; p++) {
-            const double *xpl = xp + p * g.h * g.w;
-            for (int64_t oh = 0; oh < g.ho; oh++) {
-                for (int64_t ow = 0; ow < g.wo; ow++) {
-                    double v;
-                    if (mx) {
-                        int64_t arg = max_window(&g, xpl, oh, ow, &v);
-                        if (ip != NULL) {
-                            ip[p * ohw + oh * g.wo + ow] = arg;
-                        }
-                    } else {
-                        int64_t h0, h1, w0, w1;
-                        double div, s = 0;
-                        avg_window(&g, a, a->op, oh, ow, &h0, &h1, &w0, &w1, &div);
-                        for (int64_t h = h0; h < h1; h++) {
-                            for (int64_t w = w0; w < w1; w++) {
-                                s += xpl[h * g.w + w];
-                            }
-                        }
-                        v = ints ? trunc(s / div) : s / div;
-                    }
-                    yp[p * ohw + oh * g.wo + ow] = v;
-                }
+            const char *xpl = xp + (size_t)(p * ihw) * es;
+            char *ypl = yp + (size_t)(p * ohw) * es;
+            int64_t *ipl = ip != NULL ? ip + p * ohw : NULL;
+            if (f32) {
+                pool_plane_f(&g, a, (const float *)xpl, (float *)ypl, ipl, ints);
+            } else {
+                pool_plane_d(&g, a, (const double *)xpl, (double *)ypl, ipl, ints);
             }
             /* a check per chunk of work (windows read), whatever the planes' size */
             work = td_sat_add(work, td_sat_mul(ohw, win));
@@ -958,7 +1005,12 @@ int td_make_pool(struct td_tensor **out, const struct td_operand *in, int nin,
     }
     td_tensor_unref(xc);
     if (rc == 0) {
-        rc = finish_as(yd, x->dtype, os, on, q, out, err);
+        if (cd == x->dtype) {
+            *out = yd;
+            yd = NULL;
+        } else {
+            rc = finish_as(yd, x->dtype, os, on, q, out, err);
+        }
     }
     td_tensor_unref(yd);
     if (rc == 0 && ix != NULL) {
@@ -969,7 +1021,7 @@ int td_make_pool(struct td_tensor **out, const struct td_operand *in, int nin,
     return rc;
 }
 
-/* The pools' backward kernels: (g, input) -> the input's gradient. */
+/* The pools' backward kernels: (g, input) -> the input's gradient, in g's dtype. */
 int td_make_pool_backward(struct td_tensor **out, const struct td_operand *in, int nin,
                           const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
@@ -990,37 +1042,26 @@ int td_make_pool_backward(struct td_tensor **out, const struct td_operand *in, i
     if (!td_dtype_is_float(gy->dtype) || gy->numel != g.n * g.c * g.ho * g.wo) {
         return td_err_set(err, TD_ESHAPE, "%s_backward: the gradient does not fit the input", fn);
     }
+    enum td_dtype cd = gy->dtype;
+    bool f32 = cd == TD_DTYPE_F32;
+    size_t es = f32 ? sizeof(float) : sizeof(double);
     struct td_tensor *gc = NULL, *xc = NULL, *r = NULL;
-    if ((rc = contig(gy, TD_DTYPE_F64, q, &gc, err)) == 0 &&
-        (!is_max(a->op) || (rc = contig(x, TD_DTYPE_F64, q, &xc, err)) == 0) &&
-        (rc = td_tensor_empty(&r, TD_DTYPE_F64, x->shape, x->ndim, q, err)) == 0) {
-        const double *gp = td_tensor_data(gc);
-        const double *xp = xc != NULL ? td_tensor_data(xc) : NULL;
-        double *rp = td_tensor_data(r);
-        memset(rp, 0, sizeof(double) * (size_t)x->numel);
+    if ((rc = contig(gy, cd, q, &gc, err)) == 0 &&
+        (!is_max(a->op) || (rc = contig(x, cd, q, &xc, err)) == 0) &&
+        (rc = td_tensor_empty(&r, cd, x->shape, x->ndim, q, err)) == 0) {
+        const char *gp = td_tensor_data(gc);
+        const char *xp = xc != NULL ? td_tensor_data(xc) : NULL;
+        char *rp = td_tensor_data(r);
         int64_t planes = g.n * g.c, ohw = g.ho * g.wo, ihw = g.h * g.w, work = 0;
-        int64_t win = is_adaptive(a->op) ? 1 + (g.h / (g.ho > 0 ? g.ho : 1) + 1) *
-                                                   (g.w / (g.wo > 0 ? g.wo : 1) + 1)
-                                         : g.kh * g.kw;
+        int64_t win = pool_window(&g, a->op);
         for (int64_t p = 0; p < planes && rc == 0; p++) {
-            for (int64_t oh = 0; oh < g.ho; oh++) {
-                for (int64_t ow = 0; ow < g.wo; ow++) {
-                    double gv = gp[p * ohw + oh * g.wo + ow];
-                    if (is_max(a->op)) {
-                        double best;
-                        int64_t arg = max_window(&g, xp + p * ihw, oh, ow, &best);
-                        rp[p * ihw + arg] += gv;
-                        continue;
-                    }
-                    int64_t h0, h1, w0, w1;
-                    double div;
-                    avg_window(&g, a, a->op, oh, ow, &h0, &h1, &w0, &w1, &div);
-                    for (int64_t h = h0; h < h1; h++) {
-                        for (int64_t w = w0; w < w1; w++) {
-                            rp[p * ihw + h * g.w + w] += gv / div;
-                        }
-                    }
-                }
+            const char *gpl = gp + (size_t)(p * ohw) * es;
+            const char *xpl = xp != NULL ? xp + (size_t)(p * ihw) * es : NULL;
+            char *rpl = rp + (size_t)(p * ihw) * es;
+            if (f32) {
+                pool_plane_bw_f(&g, a, (const float *)gpl, (const float *)xpl, (float *)rpl);
+            } else {
+                pool_plane_bw_d(&g, a, (const double *)gpl, (const double *)xpl, (double *)rpl);
             }
             work = td_sat_add(work, td_sat_add(ihw, td_sat_mul(ohw, win)));
             if (work >= TD_CANCEL_CHUNK || p == planes - 1) {
@@ -1031,11 +1072,12 @@ int td_make_pool_backward(struct td_tensor **out, const struct td_operand *in, i
     }
     td_tensor_unref(gc);
     td_tensor_unref(xc);
-    if (rc == 0) {
-        rc = finish_as(r, gy->dtype, x->shape, x->ndim, q, out, err);
+    if (rc != 0) {
+        td_tensor_unref(r);
+        return rc;
     }
-    td_tensor_unref(r);
-    return rc;
+    *out = r;
+    return 0;
 }
 
 /* adaptive_avg_pool2d to 1 x 1: torch takes the mean over the last two dims. */
