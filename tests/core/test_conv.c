@@ -478,6 +478,39 @@ static void test_saved_values_are_checked(void **state)
     }
 }
 
+/* The kernels' temporaries (operand copies, the column buffer) are charged to the op's quota
+** while they live: a limit the result fits in but the column buffer does not refuses the op,
+** and nothing stays charged afterwards. */
+static void test_temporaries_are_charged(void **state)
+{
+    (void)state;
+    struct td_err err;
+    /* x [1, 1, 3, 40] in float64 (a copy: it is a transposed view), w [1, 1, 3, 3]: the result
+    ** [1, 1, 1, 38] is 304 bytes; the column buffer 9 x 38 doubles is 2736 */
+    struct td_tensor *base = zeros(TD_DTYPE_F64, (int64_t[]){1, 1, 40, 3}, 4);
+    struct td_op_args tr;
+    td_op_args_init(&tr);
+    tr.dim = 2, tr.dim2 = 3;
+    struct td_tensor *x = run(TD_OP_TRANSPOSE, &base, 1, &tr, &err);
+    assert_non_null(x);
+    struct td_tensor *w = zeros(TD_DTYPE_F64, (int64_t[]){1, 1, 3, 3}, 4);
+    struct td_quota q;
+    td_quota_init(&q, "session memory", 2000, NULL);
+    struct td_operand in[2] = {tens(x), tens(w)};
+    struct td_tensor *y = NULL;
+    assert_int_equal(td_op_apply(TD_OP_CONV2D, in, 2, NULL, false, &q, &y, &err), TD_EQUOTA);
+    assert_null(y);
+    assert_int_equal(atomic_load(&q.used), 0);
+    td_quota_init(&q, "session memory", 8000, NULL);
+    assert_int_equal(td_op_apply(TD_OP_CONV2D, in, 2, NULL, false, &q, &y, &err), 0);
+    assert_int_equal(atomic_load(&q.used), 38 * 8); /* only the result stays */
+    td_tensor_unref(y);
+    assert_int_equal(atomic_load(&q.used), 0);
+    td_tensor_unref(x);
+    td_tensor_unref(w);
+    td_tensor_unref(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -488,6 +521,7 @@ int main(void)
         cmocka_unit_test(test_pools),
         cmocka_unit_test(test_costs),
         cmocka_unit_test(test_saved_values_are_checked),
+        cmocka_unit_test(test_temporaries_are_charged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
