@@ -244,6 +244,8 @@ GRADS = {
     "adaptive": ([data(2, 3, 7, 9)], lambda m, x: F(m).adaptive_avg_pool2d(x, (3, 4))),
     "adaptive_up": ([data(1, 1, 3, 2)], lambda m, x: F(m).adaptive_avg_pool2d(x, (5, 4))),
     "adaptive_one": ([data(2, 3, 4, 4)], lambda m, x: F(m).adaptive_avg_pool2d(x, 1)),
+    "adaptive_one_none": ([data(2, 3, 1, 4)],
+                          lambda m, x: F(m).adaptive_avg_pool2d(x, (None, 1))),
     "max_pool1d": ([data(2, 3, 7, mod=5)], lambda m, x: F(m).max_pool1d(x, 3, 2, 1)),
     "avg_pool1d": ([data(2, 3, 8)], lambda m, x: F(m).avg_pool1d(x, 3, 2, 1)),
 }

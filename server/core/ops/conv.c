@@ -557,7 +557,8 @@ int td_make_conv_backward(struct td_tensor **out, const struct td_operand *in, i
 const char *td_grad_fn_conv(const struct td_node *n)
 {
     int nsp = n->op == TD_OP_CONV1D ? 1 : 2;
-    return n->in[0].t->ndim == nsp + 1 ? "SqueezeBackward1" : "ConvolutionBackward0";
+    const struct td_tensor *x = n->in[0].t;
+    return x != NULL && x->ndim == nsp + 1 ? "SqueezeBackward1" : "ConvolutionBackward0";
 }
 
 static void copy_conv_args(struct td_op_args *d, const struct td_op_args *s)
@@ -1084,9 +1085,14 @@ int td_make_pool_backward(struct td_tensor **out, const struct td_operand *in, i
 const char *td_grad_fn_adaptive(const struct td_node *n)
 {
     const struct td_op_args *a = &n->args;
-    bool one = a->noutput_size >= 1 && a->output_size[0] == 1 &&
-               a->output_size[a->noutput_size - 1] == 1;
-    return one ? "MeanBackward1" : "AdaptiveAvgPool2DBackward0";
+    const struct td_tensor *x = n->in[0].t;
+    if (a->noutput_size < 1 || x == NULL || x->ndim < 2) {
+        return "AdaptiveAvgPool2DBackward0";
+    }
+    int64_t oh = a->output_size[0], ow = a->output_size[a->noutput_size - 1];
+    oh = oh == -1 ? x->shape[x->ndim - 2] : oh; /* None: the input's size */
+    ow = ow == -1 ? x->shape[x->ndim - 1] : ow;
+    return oh == 1 && ow == 1 ? "MeanBackward1" : "AdaptiveAvgPool2DBackward0";
 }
 
 int td_bw_pool(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
