@@ -6,7 +6,10 @@
 ** (cblas_sgemm for float32, cblas_dgemm for the rest, computed in double and cast back), one
 ** sample and group at a time, with a cancel check after each; the column buffer and the
 ** operands' contiguous copies are tensors charged to the op's quota. Unbatched inputs (no N
-** dim) run as a batch of one. Errors are torch 1.13's texts, in its order of checks.
+** dim) run as a batch of one. The pools walk each plane's windows the same way (float32 in
+** float32, the rest in double), checking the cancel per chunk of windows read. Errors are torch
+** 1.13's texts, in its order of checks; the cost rules count logical sizes (an expanded input
+** costs its full size) and are safe before validation (they run the same geometry checks).
 */
 #include <cblas.h>
 #include <math.h>
