@@ -946,7 +946,8 @@ TD_POOL_KERNELS(double, d)
 static int64_t pool_window(const struct geom *g, int op)
 {
     if (is_adaptive(op)) {
-        return 1 + (g->h / (g->ho > 0 ? g->ho : 1) + 1) * (g->w / (g->wo > 0 ? g->wo : 1) + 1);
+        return td_sat_add(1, td_sat_mul(g->h / (g->ho > 0 ? g->ho : 1) + 1,
+                                        g->w / (g->wo > 0 ? g->wo : 1) + 1));
     }
     return g->kh * g->kw;
 }
@@ -1199,9 +1200,8 @@ int td_cost_pool(const struct td_operand *in, int nin, const struct td_op_args *
     }
     int64_t xn = numel_sat(x);
     int64_t outn = td_sat_mul(td_sat_mul(g.n, g.c), td_sat_mul(g.ho, g.wo));
-    /* each output reads its window: kh * kw for the fixed pools; adaptive windows cover the
-    ** input about once (plus overlaps: at most twice) */
-    int64_t win = is_adaptive(a->op) ? td_sat_mul(xn, 2) : td_sat_mul(outn, td_sat_mul(g.kh, g.kw));
+    /* each output reads its window (kh * kw; an adaptive window its share of the input) */
+    int64_t win = td_sat_mul(outn, pool_window(&g, fwd));
     c->read = td_sat_add(win, bwd ? td_sat_add(numel_sat(in[0].t), xn) : xn);
     c->written = bwd ? xn : td_sat_mul(outn, 2);
     c->flops = 0;
