@@ -1339,6 +1339,31 @@ static int build_args(struct op_msg *o, const struct tensord_op_args *a, struct 
     if (a->rounding_mode != NULL) {
         o->args.rounding_mode = (char *)a->rounding_mode;
     }
+    /* nn convolution and pooling */
+    const int nl[5] = {a->nstride, a->npadding, a->ndilation, a->nkernel_size, a->noutput_size};
+    for (int k = 0; k < 5; k++) {
+        if (nl[k] < 0 || nl[k] > TENSORD_MAX_DIMS) {
+            return set_err(err, TENSORD_E_USAGE, "a size list of %d values is outside 0..%d", nl[k],
+                           TENSORD_MAX_DIMS);
+        }
+    }
+    o->args.stride = (int64_t *)a->stride;
+    o->args.n_stride = (size_t)a->nstride;
+    o->args.padding = (int64_t *)a->padding;
+    o->args.n_padding = (size_t)a->npadding;
+    o->args.dilation = (int64_t *)a->dilation;
+    o->args.n_dilation = (size_t)a->ndilation;
+    o->args.kernel_size = (int64_t *)a->kernel_size;
+    o->args.n_kernel_size = (size_t)a->nkernel_size;
+    o->args.output_size = (int64_t *)a->output_size;
+    o->args.n_output_size = (size_t)a->noutput_size;
+    o->args.groups = a->groups;
+    if (a->padding_mode != NULL) {
+        o->args.padding_mode = (char *)a->padding_mode;
+    }
+    o->args.ceil_mode = a->ceil_mode;
+    o->args.count_include_pad = a->count_include_pad;
+    o->args.divisor_override = a->divisor_override;
     o->m.args = &o->args;
     o->m.out2 = a->out2;
     o->args.k = a->k;

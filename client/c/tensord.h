@@ -271,6 +271,15 @@ struct tensord_op_args {
                           ** session's generator */
     int64_t num_samples;  /* multinomial's num_samples, randperm's n */
     bool replacement;     /* multinomial */
+    /* nn convolution and pooling: lists of 0 (the op's default), 1 (every spatial dim) or one
+    ** value per spatial dim */
+    int64_t stride[TENSORD_MAX_DIMS], padding[TENSORD_MAX_DIMS], dilation[TENSORD_MAX_DIMS];
+    int64_t kernel_size[TENSORD_MAX_DIMS], output_size[TENSORD_MAX_DIMS]; /* -1: None */
+    int nstride, npadding, ndilation, nkernel_size, noutput_size;
+    int64_t groups;           /* conv (0: 1) */
+    const char *padding_mode; /* conv: NULL (the padding list), "valid" or "same" */
+    bool ceil_mode, count_include_pad;
+    int64_t divisor_override; /* avg_pool2d (0: None) */
 };
 
 /* tensord_op with keyword arguments (args may be NULL). */
