@@ -1,8 +1,9 @@
 /* server/core/ops/create.c — creation ops and the in-place fills: empty, randint, linspace, eye,
 ** the *_like family, and fill_, zero_, copy_, uniform_, normal_.
 **
-** Random ops draw from the session's generator, which rpc passes in td_op_args.rng, so they keep
-** the counter-based, seedable sequence of rand and randn. Values and errors follow torch 1.13.
+** Random ops draw from the session's generator or a torch.Generator's, which rpc passes in
+** td_op_args.rng, in torch's order with torch's CPU algorithms (core/rng.h), so a seed gives
+** torch's values. Values and errors follow torch 1.13.
 */
 #include <math.h>
 #include <stdio.h>
@@ -53,15 +54,16 @@ int td_make_randint(struct td_tensor **out, const struct td_operand *in, int nin
         return rc;
     }
     uint64_t range = (uint64_t)hi - (uint64_t)lo;
+    /* torch's uniform_int_from_to_distribution: random64() for a range of 2^32 or more in an
+    ** int64 or float result, else random(); (draw % range) + low */
+    bool wide = range >= ((uint64_t)1 << 32) && dt != TD_DTYPE_I32 && dt != TD_DTYPE_BOOL;
     char *d = td_tensor_data(*out);
     size_t es = td_dtype_size(dt);
-    uint32_t w[4];
     for (int64_t c = 0, end; c < (*out)->numel; c = end) {
         end = td_cancel_chunk_end(c, (*out)->numel);
         for (int64_t i = c; i < end; i++) {
-            td_philox(a->rng->seed, a->rng->offset + (uint64_t)i, w);
-            uint64_t r = ((uint64_t)w[0] << 32 | w[1]) % range; /* bias below 2^-32 here */
-            int64_t v = (int64_t)((uint64_t)lo + r);
+            uint64_t w = wide ? td_rng_u64(a->rng) : td_rng_u32(a->rng);
+            int64_t v = (int64_t)(w % range + (uint64_t)lo);
             td_elem_store_f64(d + (size_t)i * es, dt, (double)v);
             if (dt == TD_DTYPE_I64) {
                 ((int64_t *)d)[i] = v; /* exact beyond 2^53 */
@@ -73,7 +75,6 @@ int td_make_randint(struct td_tensor **out, const struct td_operand *in, int nin
             return rc;
         }
     }
-    a->rng->offset += (uint64_t)(*out)->numel;
     return 0;
 }
 
@@ -194,6 +195,27 @@ int td_make_full_like(struct td_tensor **out, const struct td_operand *in, int n
     return like(out, in[0].t, a, a->min, q, err);
 }
 
+/* Whether t's elements tile its memory without gaps or overlap (torch's
+** is_non_overlapping_and_dense): then torch's empty_like keeps t's strides. */
+static bool dense_layout(const struct td_tensor *t, const int perm[TD_MAX_DIMS])
+{
+    int64_t expect = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        int d = perm[i];
+        if (t->shape[d] != 1) {
+            if (t->strides[d] != expect) {
+                return false;
+            }
+            expect *= t->shape[d];
+        }
+    }
+    return true;
+}
+
+/* rand_like / randn_like: torch fills empty_like(x), which has x's strides when x is dense
+** (non-overlapping, without gaps), else is contiguous; the draw walks that tensor's memory. The
+** result here is contiguous, so the draw fills it through a view with x's dim order, and a
+** normal draw takes torch's element-by-element path unless that tensor is contiguous. */
 static int rand_like_common(struct td_tensor **out, const struct td_operand *in,
                             const struct td_op_args *a, bool normal, struct td_quota *q,
                             struct td_err *err)
@@ -203,8 +225,28 @@ static int rand_like_common(struct td_tensor **out, const struct td_operand *in,
         return td_err_set(err, TD_EINVAL, "no generator");
     }
     enum td_dtype dt = dtype_or(a, x->dtype);
-    return normal ? td_tensor_randn(out, dt, x->shape, x->ndim, a->rng, q, err)
-                  : td_tensor_rand(out, dt, x->shape, x->ndim, a->rng, q, err);
+    int perm[TD_MAX_DIMS];
+    td_rng_walk_order(x, perm);
+    if (!dense_layout(x, perm) || td_tensor_is_contiguous(x)) {
+        return normal ? td_tensor_randn(out, dt, x->shape, x->ndim, a->rng, q, err)
+                      : td_tensor_rand(out, dt, x->shape, x->ndim, a->rng, q, err);
+    }
+    if (!td_dtype_is_float(dt)) {
+        return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for '%s'",
+                          normal ? "normal_kernel_cpu" : "check_uniform_bounds",
+                          td_dtype_cname(dt));
+    }
+    int rc = td_tensor_empty(out, dt, x->shape, x->ndim, q, err);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = normal ? td_rng_fill_normal(*out, perm, 0.0, 1.0, a->rng, err)
+                : td_rng_fill_uniform(*out, perm, 0.0, 1.0, a->rng, err);
+    if (rc != 0) {
+        td_tensor_unref(*out);
+        *out = NULL;
+    }
+    return rc;
 }
 
 int td_make_rand_like(struct td_tensor **out, const struct td_operand *in, int nin,
@@ -360,33 +402,6 @@ int td_fwd_copy(struct td_tensor *out, const struct td_operand *in, int nin,
     return rc;
 }
 
-struct rand_ctx {
-    enum td_dtype dt;
-    struct td_rng *rng;
-    double lo, hi;
-    bool normal;
-};
-
-static void rand_one(void *p, void *ctx, int64_t i)
-{
-    struct rand_ctx *r = ctx;
-    uint32_t w[4];
-    td_philox(r->rng->seed, r->rng->offset + (uint64_t)i, w);
-    double v;
-    if (r->normal) {
-        double u1 = ((double)(((uint64_t)w[0] << 32 | w[1]) >> 11) + 1.0) *
-                    (1.0 / 9007199254740992.0);
-        double u2 = (double)(((uint64_t)w[2] << 32 | w[3]) >> 11) * (1.0 / 9007199254740992.0);
-        v = r->lo + r->hi * sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
-    } else {
-        double u = r->dt == TD_DTYPE_F32
-                       ? (double)((float)(w[0] >> 8) * (1.0f / 16777216.0f))
-                       : (double)(((uint64_t)w[0] << 32 | w[1]) >> 11) * (1.0 / 9007199254740992.0);
-        v = r->lo + (r->hi - r->lo) * u;
-    }
-    td_elem_store_f64(p, r->dt, v);
-}
-
 /* uniform_(from = min, to = max) and normal_(mean = min, std = max) */
 static int fill_random(struct td_tensor *out, const struct td_op_args *a, bool normal,
                        struct td_err *err)
@@ -410,12 +425,8 @@ static int fill_random(struct td_tensor *out, const struct td_op_args *a, bool n
     if (a->rng == NULL) {
         return td_err_set(err, TD_EINVAL, "no generator");
     }
-    struct rand_ctx r = {.dt = out->dtype, .rng = a->rng, .lo = p0, .hi = p1, .normal = normal};
-    int rc = td_tensor_each(out, rand_one, &r, err);
-    if (rc == 0) {
-        a->rng->offset += (uint64_t)out->numel;
-    }
-    return rc;
+    return normal ? td_rng_fill_normal(out, NULL, p0, p1, a->rng, err)
+                  : td_rng_fill_uniform(out, NULL, p0, p1, a->rng, err);
 }
 
 int td_fwd_uniform(struct td_tensor *out, const struct td_operand *in, int nin,

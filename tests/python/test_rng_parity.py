@@ -1,0 +1,270 @@
+"""Random draws against torch's, value for value: tensord's generator is torch's CPU generator
+(mt19937), so after the same seed every random function gives torch's numbers.
+
+Each case is a function of the module (torch or tensord) run after manual_seed(seed) on both,
+for several seeds, sizes 1, 15, 16, 17, 100 and 1000 (normal's 16-sample chunks and its tail),
+float32 and float64, contiguous and strided tensors, and torch.Generator objects. Values must be
+equal; float32 normals drawn through torch's vectorised path may differ in the last bit (the
+tolerance is stated where it applies, and measured: see FLOAT_NORMAL_ULPS).
+"""
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+SEEDS = [0, 1, 5489, 2**32 + 7, 123456789]
+SIZES = [1, 15, 16, 17, 100, 1000]
+DTYPES = ["float32", "float64"]
+
+# torch's float32 normal of 16 or more contiguous elements goes through its AVX2 kernel (Cephes
+# log and sincos, fused multiply-adds); tensord computes the same steps in scalar C.
+FLOAT_NORMAL_ULPS = 0
+
+
+def dt(m, name):
+    return getattr(m, name)
+
+
+def run(m, seed, f):
+    m.manual_seed(seed)
+    out = f(m)
+    if not isinstance(out, (list, tuple)):
+        out = [out]
+    return [np.asarray(o.tolist()) if hasattr(o, "tolist") else o for o in out]
+
+
+def same(td, seed, f, ulps=0):
+    want = run(torch, seed, f)
+    got = run(td, seed, f)
+    assert len(want) == len(got)
+    for w, g in zip(want, got):
+        w, g = np.asarray(w), np.asarray(g)
+        assert w.shape == g.shape, (w.shape, g.shape)
+        if ulps == 0 or w.dtype.kind != "f":
+            assert np.array_equal(w, g), (seed, w.ravel()[:8], g.ravel()[:8],
+                                          np.flatnonzero(w != g)[:8])
+        else:
+            w32, g32 = w.astype(np.float32), g.astype(np.float32)
+            d = np.abs(w32.view(np.int32).astype(np.int64) - g32.view(np.int32).astype(np.int64))
+            assert d.max() <= ulps, (seed, d.max())
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("d", DTYPES)
+def test_rand_randn(td, seed, n, d):
+    same(td, seed, lambda m: [m.rand(n, dtype=dt(m, d)), m.rand(3, n, dtype=dt(m, d))])
+    same(td, seed, lambda m: [m.randn(n, dtype=dt(m, d)), m.randn(n, 3, dtype=dt(m, d)),
+                              m.randn(n, dtype=dt(m, d))],
+         ulps=FLOAT_NORMAL_ULPS if d == "float32" else 0)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3])
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("d", DTYPES)
+def test_uniform_normal_inplace(td, seed, n, d):
+    same(td, seed, lambda m: m.zeros(n, dtype=dt(m, d)).uniform_(-2.5, 3.25))
+    same(td, seed, lambda m: m.zeros(n, dtype=dt(m, d)).normal_(1.5, 0.25))
+    # the scalar path (fewer than 16, or not contiguous) keeps a cached second sample
+    same(td, seed, lambda m: [m.zeros(n, dtype=dt(m, d)).normal_(),
+                              m.zeros(3, dtype=dt(m, d)).normal_(2.0, 3.0),
+                              m.randn(n, dtype=dt(m, d))])
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3])
+@pytest.mark.parametrize("d", DTYPES)
+def test_strided_inplace_and_like(td, seed, d):
+    def f(m):
+        a = m.zeros(4, 6, dtype=dt(m, d))
+        a.t().uniform_()                      # a transposed view: torch walks its memory order
+        b = m.zeros(5, 8, dtype=dt(m, d))
+        b[:, ::2].normal_(0.5, 2.0)          # a strided slice: element by element
+        c = m.zeros(6, 5, dtype=dt(m, d)).t()
+        r1 = m.rand_like(c)                  # empty_like keeps the transposed layout
+        r2 = m.randn_like(c)                 # ... so torch's normal takes its scalar path
+        r3 = m.randn_like(m.zeros(4, 6, dtype=dt(m, d)))
+        x = m.zeros(3, 4, 5, dtype=dt(m, d)).permute(2, 0, 1)
+        x.normal_()
+        return [a, b, r1, r2, r3, x]
+    same(td, seed, f)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_randint_random(td, seed):
+    def f(m):
+        return [m.randint(0, 10, (100,)), m.randint(-5, 5, (3, 7)),
+                m.randint(0, 2**40, (17,)),                       # 64-bit draws
+                m.randint(3, 2**31, (5,), dtype=m.int32),
+                m.randint(0, 10, (6,), dtype=m.float32),
+                m.randint(0, 2**33, (6,), dtype=m.float64),
+                m.randint(10, (4,)), m.randint(0, 100, (1000,))]
+    same(td, seed, f)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n", [0, 1, 2, 15, 16, 17, 100, 1000])
+def test_randperm(td, seed, n):
+    same(td, seed, lambda m: [m.randperm(n), m.randperm(n, dtype=m.float32),
+                              m.randperm(n, dtype=m.int32)])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("d", DTYPES)
+def test_bernoulli(td, seed, d):
+    def f(m):
+        x = m.full((100,), 0.3, dtype=dt(m, d))
+        p = m.linspace(0, 1, 37, dtype=dt(m, d))
+        a = m.zeros(5, 7, dtype=dt(m, d))
+        a.t().bernoulli_(0.7)
+        return [x.bernoulli_(0.25), m.bernoulli(p), m.bernoulli(p.reshape(37, 1).t()),
+                m.zeros(17, dtype=dt(m, d)).bernoulli_(), a, m.bernoulli(x, 0.6)]
+    same(td, seed, f)
+
+
+def dropout_like(m, x, p):
+    """F.dropout's composite in torch 1.13 (training): input * empty_like(input).bernoulli_(1 -
+    p).div_(1 - p)."""
+    return x * m.empty_like(x).bernoulli_(1 - p).div_(1 - p)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3])
+def test_dropout_mask(td, seed):
+    same(td, seed, lambda m: dropout_like(m, m.ones(8, 16), 0.5))
+    tw = run(torch, seed, lambda m: m.nn.functional.dropout(m.ones(8, 16), 0.5))
+    tc = run(torch, seed, lambda m: dropout_like(m, m.ones(8, 16), 0.5))
+    assert np.array_equal(tw[0], tc[0])  # the composite is torch's own dropout
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("d", DTYPES)
+def test_multinomial(td, seed, d):
+    def f(m):
+        w = m.tensor([0.1, 0.0, 2.0, 3.5, 1.0, 0.25, 4.0], dtype=dt(m, d))
+        w2 = m.tensor([[1.0, 2.0, 3.0, 4.0], [4.0, 0.5, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]],
+                      dtype=dt(m, d))
+        return [m.multinomial(w, 1), m.multinomial(w, 4), m.multinomial(w, 6),
+                m.multinomial(w, 20, replacement=True), m.multinomial(w2, 3),
+                m.multinomial(w2, 50, replacement=True), m.multinomial(w2.t(), 2),
+                m.multinomial(m.rand(1000, dtype=dt(m, d)), 100),
+                m.multinomial(m.rand(1000, dtype=dt(m, d)), 100, replacement=True)]
+    same(td, seed, f)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3])
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 100])
+@pytest.mark.parametrize("d", DTYPES)
+def test_normal_forms(td, seed, n, d):
+    ulps = FLOAT_NORMAL_ULPS if d == "float32" else 0
+    def f(m):
+        mean = m.arange(n, dtype=dt(m, d))
+        std = m.linspace(0.5, 2.0, n, dtype=dt(m, d))
+        return [m.normal(mean, std), m.normal(mean, 2.0), m.normal(3.0, std),
+                m.normal(1.0, 0.5, (n,), dtype=dt(m, d)),
+                m.normal(mean.reshape(n, 1), std)]
+    same(td, seed, f, ulps=ulps)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_generators(td, seed):
+    def f(m):
+        g1 = m.Generator().manual_seed(seed)
+        g2 = m.Generator().manual_seed(seed + 1)
+        out = [m.rand(17, generator=g1), m.randn(5, generator=g2), m.randn(20, generator=g1),
+               m.randint(0, 1000, (9,), generator=g2), m.randperm(30, generator=g1),
+               m.multinomial(m.tensor([1.0, 2.0, 3.0]), 2, generator=g2),
+               m.normal(m.zeros(3), 1.0, generator=g1),
+               m.zeros(6).uniform_(generator=g2), m.zeros(3).normal_(generator=g1),
+               m.bernoulli(m.full((10,), 0.5), generator=g2), m.rand(4)]
+        return out + [g1.initial_seed(), g2.initial_seed()]
+    same(td, seed, f)
+
+
+def test_default_generator_seed(td):
+    same(td, 0, lambda m: [m.rand(5, generator=m.Generator()),
+                           m.Generator().initial_seed()])
+
+
+def state_bytes(t):
+    """tensord's state (632 int64 words) or torch's (5056 uint8) as bytes."""
+    v = t.tolist()
+    if len(v) == 5056:
+        return bytes(v)
+    return struct.pack("<632q", *v)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_state_roundtrip_with_torch(td, seed):
+    tg, dg = torch.Generator().manual_seed(seed), td.Generator().manual_seed(seed)
+    assert state_bytes(tg.get_state()) == state_bytes(dg.get_state())
+    # a cached normal sample (an odd count of scalar-path normals) is part of the state
+    torch.randn(3, generator=tg)
+    td.randn(3, generator=dg)
+    tb, db = state_bytes(tg.get_state()), state_bytes(dg.get_state())
+    assert tb == db
+    # torch's state into tensord, and back
+    dg2 = td.Generator().set_state(tg.get_state())
+    want = torch.randn(5, generator=tg).tolist()
+    assert td.randn(5, generator=dg2).tolist() == want
+    tg2 = torch.Generator()
+    tg2.set_state(torch.tensor(list(state_bytes(dg2.get_state())), dtype=torch.uint8))
+    assert torch.rand(7, generator=tg2).tolist() == td.rand(7, generator=dg2).tolist()
+    # tensord's own state replays
+    st = dg2.get_state()
+    a = td.rand(4, generator=dg2).tolist()
+    assert td.rand(4, generator=dg2.set_state(st)).tolist() == a
+    assert dg.initial_seed() == tg.initial_seed() == seed
+
+
+def test_state_errors(td):
+    g = td.Generator()
+    with pytest.raises(RuntimeError) as e:
+        g.set_state(torch.zeros(10, dtype=torch.uint8))
+    with pytest.raises(RuntimeError) as t:
+        torch.Generator().set_state(torch.zeros(10, dtype=torch.uint8))
+    assert str(e.value) == str(t.value)
+    with pytest.raises(RuntimeError) as e:
+        g.set_state(torch.zeros(5056, dtype=torch.uint8))
+    with pytest.raises(RuntimeError) as t:
+        torch.Generator().set_state(torch.zeros(5056, dtype=torch.uint8))
+    assert str(e.value) == str(t.value)
+
+
+def test_legacy_state(td):
+    tg = torch.Generator().manual_seed(3)
+    torch.randn(1, dtype=torch.float64, generator=tg)
+    b = bytearray(state_bytes(tg.get_state()))[:5048]
+    # a legacy state: the cached sample is rho * sin(2 pi x); x = 0.25 makes it rho
+    y = struct.unpack_from("<d", b, 5024)[0]
+    struct.pack_into("<3d", b, 5016, 0.25, 0.0, y)
+    want_g = torch.Generator()
+    want_g.set_state(torch.tensor(list(b), dtype=torch.uint8))
+    got_g = td.Generator().set_state(bytes(b))
+    assert td.randn(3, dtype=td.float64, generator=got_g).tolist() == \
+        torch.randn(3, dtype=torch.float64, generator=want_g).tolist()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_dataloader_sampler_seed(td, seed):
+    """RandomSampler without a generator: int(torch.empty((), dtype=torch.int64).random_()),
+    then a Generator seeded with it draws randperm."""
+    def f(m):
+        s = m.randint(0, 2**63 - 1, ()) if m is not torch else None
+        return s
+    torch.manual_seed(seed)
+    want = int(torch.empty((), dtype=torch.int64).random_().item())
+    perm_want = torch.randperm(50, generator=torch.Generator().manual_seed(want)).tolist()
+    td.manual_seed(seed)
+    got = int(td.empty((), dtype=td.int64).random_().item())
+    assert got == want
+    assert td.randperm(50, generator=td.Generator().manual_seed(got)).tolist() == perm_want
+
+
+def test_nn_default_init(td):
+    """A Linear's default init draws kaiming_uniform_ then the bias's uniform_: both from the
+    session's generator, so the weights are torch's."""
+    def f(m):
+        w = m.empty(4, 3)
+        bound = 1 / 3 ** 0.5
+        return [w.uniform_(-bound, bound), m.empty(4).uniform_(-bound, bound)]
+    same(td, 7, f)
