@@ -158,7 +158,7 @@ def test_normal_forms(td, seed, n, d):
     ulps = FLOAT_NORMAL_ULPS if d == "float32" else 0
     def f(m):
         mean = m.arange(n, dtype=dt(m, d))
-        std = m.linspace(0.5, 2.0, n, dtype=dt(m, d))
+        std = m.tensor([0.5 + 0.1 * i for i in range(n)], dtype=dt(m, d))  # (linspace: not this test)
         return [m.normal(mean, std), m.normal(mean, 2.0), m.normal(3.0, std),
                 m.normal(1.0, 0.5, (n,), dtype=dt(m, d)),
                 m.normal(mean.reshape(n, 1), std)]
@@ -268,3 +268,32 @@ def test_nn_default_init(td):
         bound = 1 / 3 ** 0.5
         return [w.uniform_(-bound, bound), m.empty(4).uniform_(-bound, bound)]
     same(td, 7, f)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3])
+def test_random_(td, seed):
+    def f(m):
+        out = []
+        for d in ("int64", "int32", "float32", "float64", "bool"):
+            out += [m.zeros(9, dtype=dt(m, d)).random_(), m.zeros(5, dtype=dt(m, d)).random_(2)]
+        out += [m.zeros(7, dtype=m.int64).random_(-3, 12), m.zeros(7, dtype=m.int64).random_(5, None),
+                m.zeros(3, 4, dtype=m.int64).t().random_(0, 2**40),
+                m.zeros(4, dtype=m.float32).random_(0, 2**40),
+                m.zeros(4, dtype=m.int32).random_(7, None),
+                m.zeros(4, dtype=m.int64).random_(-2**63, None),
+                m.zeros(5, dtype=m.int64).random_(100, generator=m.Generator().manual_seed(3))]
+        return out
+    same(td, seed, f)
+
+
+def test_random_errors(td):
+    for f in (lambda m: m.zeros(3, dtype=m.int64).random_(5, 2),
+              lambda m: m.zeros(3, dtype=m.int32).random_(0, 2**40),
+              lambda m: m.zeros(3, dtype=m.int32).random_(-2**40, 3),
+              lambda m: m.zeros(3, dtype=m.bool).random_(0, 3),
+              lambda m: m.zeros(3, dtype=m.float32).random_(2**30, None)):
+        with pytest.raises(RuntimeError) as t:
+            f(torch)
+        with pytest.raises(RuntimeError) as e:
+            f(td).tolist()
+        assert str(e.value).split(" (random_, issued at")[0] == str(t.value)

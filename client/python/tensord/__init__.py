@@ -1574,6 +1574,23 @@ class Tensor:
             return self._s._op("minimum", [self, dim])
         return self._s._op2("min", [self], dim=dim, keepdim=keepdim)
 
+    def random_(self, *args: Any, generator: Any = None) -> "Tensor":
+        """torch's random_(), random_(to) and random_(from, to) (to None: up to the dtype's
+        largest value), from the session's generator or `generator`."""
+        if len(args) > 2:
+            raise TypeError("random_() takes from 1 to 3 positional arguments but %d were given"
+                            % (len(args) + 1))
+        bound: dict = {"input": self}
+        if len(args) == 1:
+            bound["to"] = args[0]
+        elif len(args) == 2:
+            bound["from"] = args[0]
+            if args[1] is not None:
+                bound["to"] = args[1]
+        if generator is not None:
+            bound["generator"] = generator
+        return _run(self._s, _OP_TABLE["random"], bound, True, "random_")
+
     def __getattr__(self, name: str) -> Any:
         """Every other op by its torch name: x.exp(), x.sum(dim=...), x.add_(5) ... (an op
         whose signature has an operand `input`: the tensor the method is called on)."""

@@ -698,3 +698,176 @@ int td_cost_normal_sample(const struct td_operand *in, int nin, const struct td_
     c->temp_bytes = td_sat_add(td_sat_mul(n, 16), 0);
     return 0;
 }
+
+/* ---- random_(from=None, to=None, *, generator=None) ---- */
+
+struct random_ctx {
+    struct td_rng *rng;
+    enum td_dtype dt;
+    int kind;       /* 0: random_(); 1: [from, from + range); 2: the full int64 range */
+    uint64_t range; /* kind 1 */
+    int64_t from;
+};
+
+/* torch's uniform_int_distribution (kind 0), uniform_int_from_to_distribution (1) and
+** uniform_int_full_range_distribution (2): random64() for int64 and float64 results (and, for
+** a range of 2^32 or more, float32), else random(). */
+static void random_one(void *elem, void *ctx, int64_t i)
+{
+    (void)i;
+    struct random_ctx *c = ctx;
+    bool wide = c->kind == 2 || (c->kind == 0 ? c->dt == TD_DTYPE_I64 || c->dt == TD_DTYPE_F64
+                                               : c->range >= ((uint64_t)1 << 32) &&
+                                                     c->dt != TD_DTYPE_I32 &&
+                                                     c->dt != TD_DTYPE_BOOL);
+    uint64_t w = wide ? td_rng_u64(c->rng) : td_rng_u32(c->rng);
+    int64_t v;
+    if (c->kind == 1) {
+        v = (int64_t)(w % c->range + (uint64_t)c->from);
+    } else if (c->kind == 2) {
+        v = (int64_t)w;
+    } else {
+        switch (c->dt) {
+        case TD_DTYPE_BOOL: v = (int64_t)(w & 1); break;
+        case TD_DTYPE_I32: v = (int64_t)(w % ((uint64_t)INT32_MAX + 1)); break;
+        case TD_DTYPE_I64: v = (int64_t)(w % ((uint64_t)INT64_MAX + 1)); break;
+        case TD_DTYPE_F32: v = (int64_t)(w % (((uint64_t)1 << 24) + 1)); break;
+        default: v = (int64_t)(w % (((uint64_t)1 << 53) + 1)); break;
+        }
+    }
+    if (c->dt == TD_DTYPE_I64) {
+        *(int64_t *)elem = v;
+    } else {
+        td_elem_store_f64(elem, c->dt, (double)v);
+    }
+}
+
+/* The largest value random_ may give a dtype: its max, or 2^digits for floats. */
+static int64_t random_top(enum td_dtype dt)
+{
+    switch (dt) {
+    case TD_DTYPE_BOOL: return 1;
+    case TD_DTYPE_I32: return INT32_MAX;
+    case TD_DTYPE_F32: return (int64_t)1 << 24;
+    case TD_DTYPE_F64: return (int64_t)1 << 53;
+    default: return INT64_MAX;
+    }
+}
+
+/* torch's check_from_to_in_range: integer bounds name the dtype as its TypeMeta does; floats
+** are only held to their finite range, which an int64 never leaves. */
+static int random_bounds(int64_t v, const char *name, enum td_dtype dt, struct td_err *err)
+{
+    if (td_dtype_is_float(dt)) {
+        return 0;
+    }
+    int64_t top = random_top(dt), bottom = dt == TD_DTYPE_BOOL ? 0
+                                           : dt == TD_DTYPE_I32 ? INT32_MIN
+                                                                : INT64_MIN;
+    if (v < bottom || v > top) {
+        return td_err_set(err, TD_EINVAL, "%s is out of bounds for %s", name,
+                          dt == TD_DTYPE_BOOL ? "bool" : dt == TD_DTYPE_I32 ? "int" : "long int");
+    }
+    return 0;
+}
+
+/* The float value nearest below, as torch's update_from / update_to move a bound the dtype
+** cannot hold: from up to the next value it can, to down below the value to - 1 rounds to. */
+static double float_round(enum td_dtype dt, int64_t v)
+{
+    return dt == TD_DTYPE_F32 ? (double)(float)v : (double)v;
+}
+
+static int64_t update_bound(enum td_dtype dt, int64_t v, bool is_from)
+{
+    int digits = dt == TD_DTYPE_F32 ? 24 : 53;
+    int64_t near = is_from ? v + 1 : v - 1;
+    double r = float_round(dt, near);
+    int64_t rounded = r >= 9223372036854775807.0 ? INT64_MAX : (int64_t)r;
+    if (is_from ? rounded < v : rounded >= v) {
+        uint64_t m = near < 0 ? (uint64_t)0 - (uint64_t)near : (uint64_t)near;
+        int n = 0;
+        while (m >>= 1) {
+            n++;
+        }
+        int64_t step = n - digits + 1 >= 0 ? (int64_t)1 << (n - digits + 1) : 0;
+        v = is_from ? rounded + step : rounded - step;
+    }
+    return v;
+}
+
+/* torch's random_impl and random_from_to_impl: random_() gives [0, top] (top: the dtype's max,
+** 2^24 / 2^53 for floats); random_(from, to) gives [from, to); random_(from, None)
+** [from, top] (from = int64's min: every int64). The draw walks self in torch's order. */
+int td_fwd_random(struct td_tensor *out, const struct td_operand *in, int nin,
+                  const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    (void)in;
+    (void)nin;
+    (void)compute;
+    enum td_dtype dt = out->dtype;
+    struct random_ctx c = {.rng = a->rng, .dt = dt, .kind = 0};
+    int rc;
+    if (a->has_max) {
+        int64_t from = a->has_min ? td_scalar_to_int(a->min) : 0, to = td_scalar_to_int(a->max);
+        if (from >= to) {
+            return td_err_set(err, TD_EINVAL,
+                              "random_ expects 'from' to be less than 'to', but got from=%lld "
+                              ">= to=%lld",
+                              (long long)from, (long long)to);
+        }
+        if (td_dtype_is_float(dt)) {
+            from = update_bound(dt, from, true);
+            to = update_bound(dt, to, false);
+            if (from >= to) {
+                return td_err_set(err, TD_EINVAL,
+                                  "random_ expects 'from' casted to dtype to be less than 'to' "
+                                  "casted to dtype, but got from=%lld >= to=%lld",
+                                  (long long)from, (long long)to);
+            }
+        }
+        if ((rc = random_bounds(from, "from", dt, err)) != 0 ||
+            (rc = random_bounds(to - 1, "to - 1", dt, err)) != 0) {
+            return rc;
+        }
+        c.kind = 1;
+        c.from = from;
+        c.range = (uint64_t)to - (uint64_t)from;
+    } else if (a->has_min) {
+        int64_t from = td_scalar_to_int(a->min);
+        if (from == INT64_MIN) {
+            if (dt != TD_DTYPE_I64 && !td_dtype_is_float(dt)) {
+                return td_err_set(err, TD_EINVAL,
+                                  "random_full_64_bits_range_kernel_cpu handles only int64, "
+                                  "double, float and bfloat16");
+            }
+            c.kind = 2;
+        } else {
+            int64_t top = random_top(dt);
+            if (td_dtype_is_float(dt)) {
+                from = update_bound(dt, from, true);
+            }
+            if (td_dtype_is_float(dt) && !(from < top)) {
+                return td_err_set(err, TD_EINVAL,
+                                  "random_ expects 'from' casted to dtype to be less than or "
+                                  "equal to 'to_inc' casted to dtype, but got from=%lld > "
+                                  "to_inc=%lld",
+                                  (long long)from, (long long)top);
+            }
+            if ((rc = random_bounds(from, "from", dt, err)) != 0 ||
+                (rc = random_bounds(top, "to - 1", dt, err)) != 0) {
+                return rc;
+            }
+            c.kind = 1;
+            c.from = from;
+            c.range = (uint64_t)top - (uint64_t)from + 1;
+        }
+    }
+    if (a->rng == NULL) {
+        return no_generator(err);
+    }
+    int perm[TD_MAX_DIMS];
+    td_rng_walk_order(out, perm);
+    struct td_tensor view = td_rng_permuted(out, perm);
+    return td_tensor_each(&view, random_one, &c, err);
+}
