@@ -56,7 +56,10 @@ static void next_state(struct td_rng *r)
 
 uint32_t td_rng_u32(struct td_rng *r)
 {
-    if (--r->left == 0) {
+    /* torch's test is --left == 0; a state whose next word lies past the end (which torch's
+    ** is_valid lets through with a large left, and would read out of bounds) or a zeroed struct
+    ** twists here instead */
+    if (--r->left <= 0 || r->next >= TD_MT_N) {
         next_state(r);
     }
     uint32_t y = r->state[r->next++];
@@ -204,7 +207,8 @@ int td_rng_set_state(struct td_rng *r, const uint8_t *in, size_t len, struct td_
     if (n.has_double_normal) {
         if (len == TD_RNG_STATE_LEGACY_BYTES) {
             /* the legacy state keeps the uniforms: its cached sample is rho * sin(2 pi x) */
-            n.double_normal = get_f64(in + ST_NORMAL_RHO) * sin(2.0 * M_PI * get_f64(in + ST_NORMAL_X));
+            n.double_normal =
+                get_f64(in + ST_NORMAL_RHO) * sin(2.0 * M_PI * get_f64(in + ST_NORMAL_X));
         } else {
             n.double_normal = get_f64(in + ST_NORMAL_Y);
         }

@@ -151,6 +151,7 @@ static void setup(enum td_op_id op, struct call *c)
     case TD_OP_COPY:
     case TD_OP_UNIFORM:
     case TD_OP_NORMAL:
+    case TD_OP_RANDOM:
         c->inplace = true; /* in place only */
         if (op == TD_OP_UNIFORM || op == TD_OP_NORMAL) {
             a->min = td_scalar_f(0), a->max = td_scalar_f(1), a->has_min = a->has_max = true;
@@ -264,7 +265,7 @@ static void test_every_op_under_allocation_failure(void **state)
         }
         assert_int_equal(td_alloc_live_bytes(), base);
         if (op == TD_OP_RANDINT || op == TD_OP_UNIFORM || op == TD_OP_NORMAL ||
-            op == TD_OP_RAND_LIKE || op == TD_OP_RANDN_LIKE || op == TD_OP_EMPTY ||
+            op == TD_OP_RANDOM || op == TD_OP_RAND_LIKE || op == TD_OP_RANDN_LIKE || op == TD_OP_EMPTY ||
             op == TD_OP_EMPTY_LIKE) {
             nwant = -1; /* values differ per run (random or uninitialised) */
         }

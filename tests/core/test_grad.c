@@ -445,6 +445,7 @@ static const struct grad_case CASES[] = {
     ** differences cannot check; tests/python/test_conf_random.py compares grads with torch's */
     {.op = TD_OP_BERNOULLI, .skip = "random, zero gradient: test_conf_random.py"},
     {.op = TD_OP_NORMAL_SAMPLE, .skip = "random, zero gradient: test_conf_random.py"},
+    INPLACE_ONLY(RANDOM),
     /* issue 16: elementwise, comparison and linear algebra */
     U(TRUNC),
     U(FRAC),
