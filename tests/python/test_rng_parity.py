@@ -297,3 +297,23 @@ def test_random_errors(td):
         with pytest.raises(RuntimeError) as e:
             f(td).tolist()
         assert str(e.value).split(" (random_, issued at")[0] == str(t.value)
+
+
+def test_randint_errors(td):
+    for f in (lambda m: m.randint(-1, 2, (3,), dtype=m.bool),
+              lambda m: m.randint(0, 3, (3,), dtype=m.bool),
+              lambda m: m.randint(5, 5, (3,)),
+              lambda m: m.randint(0, 2**40, (3,), dtype=m.int32)):
+        with pytest.raises(RuntimeError) as t:
+            f(torch)
+        with pytest.raises(RuntimeError) as e:
+            f(td).tolist()
+        assert str(e.value).split(" (randint, issued at")[0] == str(t.value)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_randint_float_bounds(td, seed):
+    same(td, seed, lambda m: [m.randint(0, 2**40, (4,), dtype=m.float32),
+                              m.randint(3, 2**30 + 1, (4,), dtype=m.float32),
+                              m.randint(-2**60, 2**60, (4,), dtype=m.float64),
+                              m.randint(0, 2, (9,), dtype=m.bool)])

@@ -29,53 +29,21 @@ int td_make_empty(struct td_tensor **out, const struct td_operand *in, int nin,
                           td_scalar_i(0), q, err);
 }
 
-/* randint(low = min, high = max, shape): uniform integers in [low, high), int64 by default. */
+/* randint(low = min, high = max, shape): torch's empty(shape, dtype).random_(low, high), int64
+** by default (random.c's random_ draws, checks and errors). */
 int td_make_randint(struct td_tensor **out, const struct td_operand *in, int nin,
                     const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
-    (void)in;
-    (void)nin;
     enum td_dtype dt = dtype_or(a, TD_DTYPE_I64);
-    int64_t lo = a->has_min ? td_scalar_to_int(a->min) : 0, hi = td_scalar_to_int(a->max);
     if (a->rng == NULL || !a->has_max) {
         return td_err_set(err, TD_EINVAL, "randint needs a high bound and a generator");
     }
-    if (lo >= hi) {
-        return td_err_set(err, TD_EINVAL,
-                          "random_ expects 'from' to be less than 'to', but got "
-                          "from=%lld >= to=%lld",
-                          (long long)lo, (long long)hi);
-    }
-    if (dt == TD_DTYPE_BOOL && (lo < 0 || hi > 2)) {
-        return td_err_set(err, TD_EINVAL, "to - 1 is out of bounds for bool");
-    }
     int rc = td_tensor_empty(out, dt, a->dims, a->ndims, q, err);
-    if (rc != 0) {
-        return rc;
+    if (rc == 0 && (rc = td_fwd_random(*out, in, nin, a, dt, err)) != 0) {
+        td_tensor_unref(*out);
+        *out = NULL;
     }
-    uint64_t range = (uint64_t)hi - (uint64_t)lo;
-    /* torch's uniform_int_from_to_distribution: random64() for a range of 2^32 or more in an
-    ** int64 or float result, else random(); (draw % range) + low */
-    bool wide = range >= ((uint64_t)1 << 32) && dt != TD_DTYPE_I32 && dt != TD_DTYPE_BOOL;
-    char *d = td_tensor_data(*out);
-    size_t es = td_dtype_size(dt);
-    for (int64_t c = 0, end; c < (*out)->numel; c = end) {
-        end = td_cancel_chunk_end(c, (*out)->numel);
-        for (int64_t i = c; i < end; i++) {
-            uint64_t w = wide ? td_rng_u64(a->rng) : td_rng_u32(a->rng);
-            int64_t v = (int64_t)(w % range + (uint64_t)lo);
-            td_elem_store_f64(d + (size_t)i * es, dt, (double)v);
-            if (dt == TD_DTYPE_I64) {
-                ((int64_t *)d)[i] = v; /* exact beyond 2^53 */
-            }
-        }
-        if ((rc = td_cancel_check(err)) != 0) {
-            td_tensor_unref(*out);
-            *out = NULL;
-            return rc;
-        }
-    }
-    return 0;
+    return rc;
 }
 
 /* linspace(start = min, end = max, steps = dim): torch's symmetric formula, in float for float
