@@ -1,8 +1,9 @@
 """The random family against torch: torch.Generator, generator= and size= on the factories,
 multinomial, bernoulli, randperm and torch.normal's four call forms.
 
-Random values cannot equal torch's (torch's CPU generator is a Mersenne Twister, tensord's a
-counter-based Philox), so each case is compared on what must agree:
+The values themselves are torch's (tensord's generator is torch's mt19937) and
+test_rng_parity.py compares them value for value; this file checks what holds whatever the
+values are:
   - shapes, dtypes, requires_grad and grad_fn names of every call form, run under torch and td;
   - values wherever the draw is certain (probabilities 0 and 1, std 0, one possible category),
     and the printed text of those;
