@@ -173,6 +173,15 @@ static void setup(enum td_op_id op, struct call *c)
         c->x[i]->requires_grad = c->grad && dt[i] == TD_DTYPE_F64;
         c->in[i] = tens(c->x[i]);
     }
+    if (op == TD_OP_SET_RNG_STATE) { /* a valid state: torch's after manual_seed(3) */
+        struct td_rng r;
+        int64_t n = TD_RNG_STATE_BYTES / 8;
+        td_rng_seed(&r, 3);
+        td_tensor_unref(c->x[0]);
+        assert_int_equal(td_tensor_empty(&c->x[0], TD_DTYPE_I64, &n, 1, NULL, NULL), 0);
+        td_rng_get_state(&r, td_tensor_data(c->x[0]));
+        c->in[0] = tens(c->x[0]);
+    }
     if (op == TD_OP_FILL) {
         c->in[1].t = NULL;
         c->in[1].s = td_scalar_f(3);

@@ -317,3 +317,37 @@ def test_randint_float_bounds(td, seed):
                               m.randint(3, 2**30 + 1, (4,), dtype=m.float32),
                               m.randint(-2**60, 2**60, (4,), dtype=m.float64),
                               m.randint(0, 2, (9,), dtype=m.bool)])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_session_rng_state(td, seed):
+    """torch.get_rng_state / set_rng_state / initial_seed / seed on the session's generator,
+    exchanged with torch's own state both ways."""
+    torch.manual_seed(seed)
+    td.manual_seed(seed)
+    assert td.initial_seed() == torch.initial_seed() == seed
+    torch.randn(3)
+    td.randn(3)
+    assert state_bytes(td.get_rng_state()) == state_bytes(torch.get_rng_state())
+    st = td.get_rng_state()
+    a = td.rand(5).tolist()
+    td.set_rng_state(st)
+    assert td.rand(5).tolist() == a
+    # torch's state in, tensord's state out to torch
+    torch.randn(1)
+    td.set_rng_state(torch.get_rng_state())
+    assert td.randn(17).tolist() == torch.randn(17).tolist()
+    torch.set_rng_state(torch.tensor(list(state_bytes(td.get_rng_state())), dtype=torch.uint8))
+    assert td.rand(9, dtype=td.float64).tolist() == torch.rand(9, dtype=torch.float64).tolist()
+    s = td.seed()
+    assert 0 <= s < 2**53 and td.initial_seed() == s
+    torch.manual_seed(s)
+    assert td.rand(4).tolist() == torch.rand(4).tolist()
+
+
+def test_session_rng_state_errors(td):
+    with pytest.raises(RuntimeError) as e:
+        td.set_rng_state(torch.zeros(7, dtype=torch.uint8))
+    with pytest.raises(RuntimeError) as t:
+        torch.set_rng_state(torch.zeros(7, dtype=torch.uint8))
+    assert str(e.value) == str(t.value)

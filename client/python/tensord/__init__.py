@@ -766,6 +766,33 @@ class Session:
         req.manual_seed.seed = seed
         self._send(req, "manual_seed")
 
+    @_module_function
+    def get_rng_state(self) -> "Tensor":
+        """torch.get_rng_state: the session generator's state, torch's 5056 state bytes as an
+        int64 tensor of 632 words (tensord has no uint8), for set_rng_state."""
+        return self._op("rng_state", [])
+
+    @_module_function
+    def set_rng_state(self, new_state: Any) -> None:
+        """torch.set_rng_state: puts the session's generator where get_rng_state() found it,
+        or where torch's own state (a torch.ByteTensor, bytes, or byte values) says."""
+        if not isinstance(new_state, Tensor):
+            new_state = Generator(session=self).set_state(new_state)._state
+        self._op("set_rng_state", [new_state])
+
+    @_module_function
+    def initial_seed(self) -> builtins.int:
+        """torch.initial_seed: the seed the session's generator started from."""
+        return builtins.int(self._op("rng_state", []).tolist()[0]) & _U64
+
+    @_module_function
+    def seed(self) -> builtins.int:
+        """torch.seed: seeds the session's generator from the OS's randomness (53 bits, as
+        torch's) and returns that seed."""
+        s = builtins.int.from_bytes(os.urandom(8), "little") & ((1 << 53) - 1)
+        self.manual_seed(s)
+        return s
+
     def _set_grad_mode(self, enabled: builtins.bool) -> None:
         if enabled != self._grad_enabled:
             req = pb.Request()

@@ -871,3 +871,70 @@ int td_fwd_random(struct td_tensor *out, const struct td_operand *in, int nin,
     struct td_tensor view = td_rng_permuted(out, perm);
     return td_tensor_each(&view, random_one, &c, err);
 }
+
+/* ---- rng_state(*, generator=None) and set_rng_state(new_state, *, generator=None) ---- */
+
+/* The generator's state: torch's TD_RNG_STATE_BYTES of get_state() as an int64 tensor of
+** TD_RNG_STATE_BYTES / 8 words (tensord has no uint8; the bytes are torch's). */
+static int state_tensor(struct td_tensor **out, const struct td_rng *r, struct td_quota *q,
+                        struct td_err *err)
+{
+    int64_t n = TD_RNG_STATE_BYTES / 8;
+    int rc = td_tensor_empty(out, TD_DTYPE_I64, &n, 1, q, err);
+    if (rc == 0) {
+        td_rng_get_state(r, td_tensor_data(*out));
+    }
+    return rc;
+}
+
+int td_make_rng_state(struct td_tensor **out, const struct td_operand *in, int nin,
+                      const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)in;
+    (void)nin;
+    if (a->rng == NULL) {
+        return no_generator(err);
+    }
+    return state_tensor(out, a->rng, q, err);
+}
+
+/* Replaces the generator's state with new_state's (an int64 tensor of the state's words, any
+** strides), with torch's checks; the result is the state as rng_state gives it. */
+int td_make_set_rng_state(struct td_tensor **out, const struct td_operand *in, int nin,
+                          const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    const struct td_tensor *t = in[0].t;
+    if (t == NULL || t->dtype != TD_DTYPE_I64 || t->ndim != 1 ||
+        t->numel != TD_RNG_STATE_BYTES / 8) {
+        return td_err_set(err, TD_EINVAL,
+                          "set_rng_state expects a generator state (torch's %d-byte CPU "
+                          "generator state as an int64 tensor of %d elements)",
+                          TD_RNG_STATE_BYTES, TD_RNG_STATE_BYTES / 8);
+    }
+    if (a->rng == NULL) {
+        return no_generator(err);
+    }
+    int64_t words[TD_RNG_STATE_BYTES / 8];
+    td_tensor_copy_out_range(t, 0, t->numel, words);
+    struct td_rng next;
+    int rc = td_rng_set_state(&next, (const uint8_t *)words, TD_RNG_STATE_BYTES, err);
+    if (rc != 0 || (rc = state_tensor(out, &next, q, err)) != 0) {
+        return rc;
+    }
+    *a->rng = next;
+    return 0;
+}
+
+/* Writes (and reads) the state's words. */
+int td_cost_rng_state(const struct td_operand *in, int nin, const struct td_op_args *a,
+                      struct td_cost *c)
+{
+    (void)in;
+    (void)nin;
+    (void)a;
+    c->read = TD_RNG_STATE_BYTES / 8;
+    c->written = TD_RNG_STATE_BYTES / 8;
+    c->out_bytes = TD_RNG_STATE_BYTES;
+    return 0;
+}
