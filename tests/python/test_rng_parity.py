@@ -86,7 +86,12 @@ def test_strided_inplace_and_like(td, seed, d):
         r3 = m.randn_like(m.zeros(4, 6, dtype=dt(m, d)))
         x = m.zeros(3, 4, 5, dtype=dt(m, d)).permute(2, 0, 1)
         x.normal_()
-        return [a, b, r1, r2, r3, x]
+        y = m.zeros(40, dtype=dt(m, d))
+        y[3:30].normal_(1.0, 2.0)            # a contiguous view at an offset: the 16-chunk path
+        y[::3].uniform_(-1.0, 1.0)
+        z = m.zeros(2, 1, 9, dtype=dt(m, d)).transpose(0, 1)
+        z.normal_()                           # size-1 dims do not change the order
+        return [a, b, r1, r2, r3, x, y, z, m.rand_like(x), m.randn_like(x[:, ::2])]
     same(td, seed, f)
 
 
@@ -146,6 +151,7 @@ def test_multinomial(td, seed, d):
         return [m.multinomial(w, 1), m.multinomial(w, 4), m.multinomial(w, 6),
                 m.multinomial(w, 20, replacement=True), m.multinomial(w2, 3),
                 m.multinomial(w2, 50, replacement=True), m.multinomial(w2.t(), 2),
+                m.multinomial(m.rand(6, 5, dtype=dt(m, d)).t()[:, ::2], 2),
                 m.multinomial(m.rand(1000, dtype=dt(m, d)), 100),
                 m.multinomial(m.rand(1000, dtype=dt(m, d)), 100, replacement=True)]
     same(td, seed, f)

@@ -163,27 +163,11 @@ int td_make_full_like(struct td_tensor **out, const struct td_operand *in, int n
     return like(out, in[0].t, a, a->min, q, err);
 }
 
-/* Whether t's elements tile its memory without gaps or overlap (torch's
-** is_non_overlapping_and_dense): then torch's empty_like keeps t's strides. */
-static bool dense_layout(const struct td_tensor *t, const int perm[TD_MAX_DIMS])
-{
-    int64_t expect = 1;
-    for (int i = t->ndim - 1; i >= 0; i--) {
-        int d = perm[i];
-        if (t->shape[d] != 1) {
-            if (t->strides[d] != expect) {
-                return false;
-            }
-            expect *= t->shape[d];
-        }
-    }
-    return true;
-}
-
-/* rand_like / randn_like: torch fills empty_like(x), which has x's strides when x is dense
-** (non-overlapping, without gaps), else is contiguous; the draw walks that tensor's memory. The
-** result here is contiguous, so the draw fills it through a view with x's dim order, and a
-** normal draw takes torch's element-by-element path unless that tensor is contiguous. */
+/* rand_like / randn_like: torch fills empty_like(x), which keeps x's dim order (its strides',
+** as torch's TensorIterator orders them) with dense strides; the draw walks that tensor's
+** memory. The result here is contiguous, so the draw fills it through x's dim order, and a
+** normal draw takes torch's element-by-element path unless that order is C order (then torch's
+** tensor is contiguous too). */
 static int rand_like_common(struct td_tensor **out, const struct td_operand *in,
                             const struct td_op_args *a, bool normal, struct td_quota *q,
                             struct td_err *err)
@@ -193,9 +177,16 @@ static int rand_like_common(struct td_tensor **out, const struct td_operand *in,
         return td_err_set(err, TD_EINVAL, "no generator");
     }
     enum td_dtype dt = dtype_or(a, x->dtype);
-    int perm[TD_MAX_DIMS];
+    int perm[TD_MAX_DIMS], last = -1;
+    bool c_order = true;
     td_rng_walk_order(x, perm);
-    if (!dense_layout(x, perm) || td_tensor_is_contiguous(x)) {
+    for (int i = 0; i < x->ndim; i++) {
+        if (x->shape[perm[i]] != 1) {
+            c_order = c_order && perm[i] > last;
+            last = perm[i];
+        }
+    }
+    if (c_order) {
         return normal ? td_tensor_randn(out, dt, x->shape, x->ndim, a->rng, q, err)
                       : td_tensor_rand(out, dt, x->shape, x->ndim, a->rng, q, err);
     }

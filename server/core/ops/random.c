@@ -162,22 +162,6 @@ static double in_dtype(enum td_dtype dt, double x)
     return dt == TD_DTYPE_F32 ? (double)(float)x : x;
 }
 
-/* Whether t tiles its memory densely (torch's is_non_overlapping_and_dense), given its dims in
-** memory order, outermost first. */
-static bool dense_in_order(const struct td_tensor *t, const int *perm)
-{
-    int64_t expect = 1;
-    for (int i = t->ndim - 1; i >= 0; i--) {
-        if (t->shape[perm[i]] != 1) {
-            if (t->strides[perm[i]] != expect) {
-                return false;
-            }
-            expect *= t->shape[perm[i]];
-        }
-    }
-    return true;
-}
-
 struct expo_ctx {
     struct td_rng *rng;
     enum td_dtype dt;
@@ -193,8 +177,7 @@ static void expo_key(void *elem, void *ctx, int64_t i)
 }
 
 /* Without replacement (and for one sample), torch's exponential trick: q = empty_like(input)
-** .exponential_(1) (drawn in the walk order of input's layout when it is dense, else in C
-** order), keys input / q in input's dtype, and the num_samples largest keys of a row, largest
+** .exponential_(1) (empty_like keeps input's dim order, so the draw walks input's layout), keys input / q in input's dtype, and the num_samples largest keys of a row, largest
 ** first (argmax for one sample). With replacement, torch's kernel: per row, the cumulative sums
 ** in input's dtype divided by their total, the last set to 1, then per sample a double uniform
 ** and a binary search for the first cumulative value not below it. */
@@ -231,9 +214,9 @@ int td_make_multinomial(struct td_tensor **out, const struct td_operand *in, int
         goto fail_v;
     }
     if (fast) {
-        int perm[TD_MAX_DIMS], id[TD_MAX_DIMS] = {0, 1};
+        int perm[TD_MAX_DIMS];
         td_rng_walk_order(p, perm);
-        struct td_tensor view = td_rng_permuted(v, dense_in_order(p, perm) ? perm : id);
+        struct td_tensor view = td_rng_permuted(v, perm);
         struct expo_ctx ec = {.rng = a->rng, .dt = p->dtype};
         if ((rc = td_tensor_each(&view, expo_key, &ec, err)) != 0) {
             goto fail_v;
