@@ -357,3 +357,11 @@ def test_session_rng_state_errors(td):
     with pytest.raises(RuntimeError) as t:
         torch.set_rng_state(torch.zeros(7, dtype=torch.uint8))
     assert str(e.value) == str(t.value)
+
+
+def test_rng_state_of_a_generator(td):
+    g = td.Generator().manual_seed(11)
+    td.rand(3, generator=g)
+    tg = torch.Generator().manual_seed(11)
+    torch.rand(3, generator=tg)
+    assert state_bytes(td.rng_state(generator=g)) == state_bytes(tg.get_state())

@@ -767,10 +767,16 @@ class Session:
         self._send(req, "manual_seed")
 
     @_module_function
+    def rng_state(self, *, generator: Optional["Generator"] = None) -> "Tensor":
+        """The state of the session's generator (or of `generator`): torch's 5056 state bytes
+        as an int64 tensor of 632 words (the server's rng_state op)."""
+        return self._op("rng_state", [], generator=_generator_handle(self, generator))
+
+    @_module_function
     def get_rng_state(self) -> "Tensor":
         """torch.get_rng_state: the session generator's state, torch's 5056 state bytes as an
         int64 tensor of 632 words (tensord has no uint8), for set_rng_state."""
-        return self._op("rng_state", [])
+        return self.rng_state()
 
     @_module_function
     def set_rng_state(self, new_state: Any) -> None:
