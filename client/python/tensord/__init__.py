@@ -2149,6 +2149,7 @@ _STATE_BYTES = 5056  # sizeof(CPUGeneratorImplState): torch's get_state()
 _LEGACY_STATE_BYTES = 5048  # sizeof(CPUGeneratorImplStateLegacy)
 
 
+@functools.lru_cache(maxsize=16)
 def _seeded_state(seed: builtins.int) -> bytes:
     """torch's CPU generator state bytes right after manual_seed(seed): mt19937 seeded with the
     seed's low 32 bits, left 1, next 0, no cached normal sample."""
