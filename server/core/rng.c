@@ -207,8 +207,8 @@ int td_rng_set_state(struct td_rng *r, const uint8_t *in, size_t len, struct td_
     if (n.has_double_normal) {
         if (len == TD_RNG_STATE_LEGACY_BYTES) {
             /* the legacy state keeps the uniforms: its cached sample is rho * sin(2 pi x) */
-            n.double_normal =
-                get_f64(in + ST_NORMAL_RHO) * sin(2.0 * M_PI * get_f64(in + ST_NORMAL_X));
+            n.double_normal = get_f64(in + ST_NORMAL_RHO) *
+                              sin(2.0 * M_PI * get_f64(in + ST_NORMAL_X));
         } else {
             n.double_normal = get_f64(in + ST_NORMAL_Y);
         }
@@ -307,8 +307,8 @@ int td_rng_fill_uniform(struct td_tensor *t, const int *order, double from, doub
         order = perm;
     }
     struct td_tensor v = td_rng_permuted(t, order);
-    struct uni_ctx u = {.r = r, .dt = t->dtype, .f0 = (float)from, .f1 = (float)to,
-                        .d0 = from, .d1 = to};
+    struct uni_ctx u =
+        {.r = r, .dt = t->dtype, .f0 = (float)from, .f1 = (float)to, .d0 = from, .d1 = to};
     return td_tensor_each(&v, uni_one, &u, err);
 }
 

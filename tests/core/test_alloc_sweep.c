@@ -274,8 +274,8 @@ static void test_every_op_under_allocation_failure(void **state)
         }
         assert_int_equal(td_alloc_live_bytes(), base);
         if (op == TD_OP_RANDINT || op == TD_OP_UNIFORM || op == TD_OP_NORMAL ||
-            op == TD_OP_RANDOM || op == TD_OP_RAND_LIKE || op == TD_OP_RANDN_LIKE || op == TD_OP_EMPTY ||
-            op == TD_OP_EMPTY_LIKE) {
+            op == TD_OP_RANDOM || op == TD_OP_RAND_LIKE || op == TD_OP_RANDN_LIKE ||
+            op == TD_OP_EMPTY || op == TD_OP_EMPTY_LIKE) {
             nwant = -1; /* values differ per run (random or uninitialised) */
         }
         for (int64_t k = 1;; k++) {

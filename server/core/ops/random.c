@@ -618,8 +618,7 @@ int td_make_normal_sample(struct td_tensor **out, const struct td_operand *in, i
         if (step == 1 && mt == NULL && st == NULL) {
             continue;
         }
-        rc = td_bw2(step == 0 ? TD_OP_MUL : TD_OP_ADD, td_t(z), in[step == 0 ? 1 : 0], q, &r,
-                    err);
+        rc = td_bw2(step == 0 ? TD_OP_MUL : TD_OP_ADD, td_t(z), in[step == 0 ? 1 : 0], q, &r, err);
         if (rc == 0 && r->dtype != dt) {
             struct td_tensor *cast = NULL;
             rc = td_tensor_empty(&cast, dt, r->shape, r->ndim, q, err);
@@ -699,10 +698,10 @@ static void random_one(void *elem, void *ctx, int64_t i)
 {
     (void)i;
     struct random_ctx *c = ctx;
-    bool wide = c->kind == 2 || (c->kind == 0 ? c->dt == TD_DTYPE_I64 || c->dt == TD_DTYPE_F64
-                                               : c->range >= ((uint64_t)1 << 32) &&
-                                                     c->dt != TD_DTYPE_I32 &&
-                                                     c->dt != TD_DTYPE_BOOL);
+    bool wide = c->kind == 2 ||
+                (c->kind == 0 ? c->dt == TD_DTYPE_I64 || c->dt == TD_DTYPE_F64
+                              : c->range >= ((uint64_t)1 << 32) && c->dt != TD_DTYPE_I32 &&
+                                    c->dt != TD_DTYPE_BOOL);
     uint64_t w = wide ? td_rng_u64(c->rng) : td_rng_u32(c->rng);
     int64_t v;
     if (c->kind == 1) {
@@ -744,12 +743,14 @@ static int random_bounds(int64_t v, const char *name, enum td_dtype dt, struct t
     if (td_dtype_is_float(dt)) {
         return 0;
     }
-    int64_t top = random_top(dt), bottom = dt == TD_DTYPE_BOOL ? 0
+    int64_t top = random_top(dt), bottom = dt == TD_DTYPE_BOOL  ? 0
                                            : dt == TD_DTYPE_I32 ? INT32_MIN
                                                                 : INT64_MIN;
     if (v < bottom || v > top) {
         return td_err_set(err, TD_EINVAL, "%s is out of bounds for %s", name,
-                          dt == TD_DTYPE_BOOL ? "bool" : dt == TD_DTYPE_I32 ? "int" : "long int");
+                          dt == TD_DTYPE_BOOL  ? "bool"
+                          : dt == TD_DTYPE_I32 ? "int"
+                                               : "long int");
     }
     return 0;
 }
