@@ -4,8 +4,8 @@
 Each case is a function of the module (torch or tensord) run after manual_seed(seed) on both,
 for several seeds, sizes 1, 15, 16, 17, 100 and 1000 (normal's 16-sample chunks and its tail),
 float32 and float64, contiguous and strided tensors, and torch.Generator objects. Values must be
-equal; float32 normals drawn through torch's vectorised path may differ in the last bit (the
-tolerance is stated where it applies, and measured: see FLOAT_NORMAL_ULPS).
+equal to torch's AVX2 build's, bit for bit; under a torch on its default kernels float values
+are compared to a measured tolerance instead (see TORCH_AVX2).
 """
 import struct
 
@@ -17,9 +17,22 @@ SEEDS = [0, 1, 5489, 2**32 + 7, 123456789]
 SIZES = [1, 15, 16, 17, 100, 1000]
 DTYPES = ["float32", "float64"]
 
-# torch's float32 normal of 16 or more contiguous elements goes through its AVX2 kernel (Cephes
-# log and sincos, fused multiply-adds); tensord computes the same steps in scalar C.
-FLOAT_NORMAL_ULPS = 0
+
+
+def _torch_normal_is_avx2():
+    """Whether this torch runs its AVX2 normal kernel (ATEN_CPU_CAPABILITY and the CPU decide):
+    torch.randn(32)[3] after manual_seed(0) is -0.4338788092136383 there and
+    -0.4338788390159607 through its scalar float kernel."""
+    torch.manual_seed(0)
+    return torch.randn(32)[3].item() == -0.4338788092136383
+
+
+# tensord draws what torch's AVX2 build computes (its float32 normal kernel with Cephes log and
+# sincos, and the multiply-adds its compiler fuses in every kernel), bit for bit. A torch on its
+# default (non-AVX2) kernels rounds a * b + c twice and uses libm's logf/cosf/sinf: measured
+# (ATEN_CPU_CAPABILITY=default) within 1e-5 relative or absolute of tensord's, so under such a
+# torch float values are compared to that tolerance (integers stay exact).
+TORCH_AVX2 = _torch_normal_is_avx2()
 
 
 def dt(m, name):
@@ -34,20 +47,18 @@ def run(m, seed, f):
     return [np.asarray(o.tolist()) if hasattr(o, "tolist") else o for o in out]
 
 
-def same(td, seed, f, ulps=0):
+def same(td, seed, f):
     want = run(torch, seed, f)
     got = run(td, seed, f)
     assert len(want) == len(got)
     for w, g in zip(want, got):
         w, g = np.asarray(w), np.asarray(g)
         assert w.shape == g.shape, (w.shape, g.shape)
-        if ulps == 0 or w.dtype.kind != "f":
+        if TORCH_AVX2 or w.dtype.kind != "f":
             assert np.array_equal(w, g), (seed, w.ravel()[:8], g.ravel()[:8],
                                           np.flatnonzero(w != g)[:8])
         else:
-            w32, g32 = w.astype(np.float32), g.astype(np.float32)
-            d = np.abs(w32.view(np.int32).astype(np.int64) - g32.view(np.int32).astype(np.int64))
-            assert d.max() <= ulps, (seed, d.max())
+            assert np.allclose(w, g, rtol=1e-5, atol=1e-5), (seed, np.abs(w - g).max())
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -56,8 +67,7 @@ def same(td, seed, f, ulps=0):
 def test_rand_randn(td, seed, n, d):
     same(td, seed, lambda m: [m.rand(n, dtype=dt(m, d)), m.rand(3, n, dtype=dt(m, d))])
     same(td, seed, lambda m: [m.randn(n, dtype=dt(m, d)), m.randn(n, 3, dtype=dt(m, d)),
-                              m.randn(n, dtype=dt(m, d))],
-         ulps=FLOAT_NORMAL_ULPS if d == "float32" else 0)
+                              m.randn(n, dtype=dt(m, d))])
 
 
 @pytest.mark.parametrize("seed", SEEDS[:3])
@@ -161,14 +171,13 @@ def test_multinomial(td, seed, d):
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 100])
 @pytest.mark.parametrize("d", DTYPES)
 def test_normal_forms(td, seed, n, d):
-    ulps = FLOAT_NORMAL_ULPS if d == "float32" else 0
     def f(m):
         mean = m.arange(n, dtype=dt(m, d))
         std = m.tensor([0.5 + 0.1 * i for i in range(n)], dtype=dt(m, d))  # (linspace: not this test)
         return [m.normal(mean, std), m.normal(mean, 2.0), m.normal(3.0, std),
                 m.normal(1.0, 0.5, (n,), dtype=dt(m, d)),
                 m.normal(mean.reshape(n, 1), std)]
-    same(td, seed, f, ulps=ulps)
+    same(td, seed, f)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -342,7 +351,8 @@ def test_session_rng_state(td, seed):
     # torch's state in, tensord's state out to torch
     torch.randn(1)
     td.set_rng_state(torch.get_rng_state())
-    assert td.randn(17).tolist() == torch.randn(17).tolist()
+    got, want = np.array(td.randn(17).tolist()), np.array(torch.randn(17).tolist())
+    assert np.array_equal(got, want) if TORCH_AVX2 else np.allclose(got, want, 1e-5, 1e-5)
     torch.set_rng_state(torch.tensor(list(state_bytes(td.get_rng_state())), dtype=torch.uint8))
     assert td.rand(9, dtype=td.float64).tolist() == torch.rand(9, dtype=torch.float64).tolist()
     s = td.seed()
