@@ -7,6 +7,9 @@
 ** cancelled draw leaves the caller's copy of the state to be thrown away (rpc writes a state
 ** back only when the op succeeded). The state serialises to torch's CPUGeneratorImplState
 ** bytes (TD_RNG_STATE_BYTES), which torch.Generator.set_state accepts and the other way round.
+** Values are those of torch's AVX2 kernels (its x86-64 default; fused multiply-adds, the Cephes
+** float32 normal); torch run with ATEN_CPU_CAPABILITY=default rounds a * b + c twice and may
+** differ in the last bit of float results (integers and the draws themselves do not).
 ** The struct is plain data, owned by whoever embeds it (a session, a stack copy). Pure C.
 */
 #ifndef TD_CORE_RNG_H
