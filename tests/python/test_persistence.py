@@ -368,6 +368,44 @@ def stop_during_two_write_streams(data_dir, sig):
         assert d.stop() == 0
 
 
+def test_a_snapshot_from_before_the_mt19937_generator_restarts_from_its_seed(data_dir):
+    """Snapshots written before tensord used torch's generator keep "rng": "seed,offset" (a
+    Philox position, which cannot carry over): the session loads and its generator restarts
+    from that seed, as torch.manual_seed(seed) would."""
+    d = Daemon("--data-dir", data_dir)
+    try:
+        s1 = tensord.connect("127.0.0.1:%d" % d.port)
+        s1.manual_seed(3)
+        s1.rand(2)
+        s1.synchronize()
+        token = s1.token
+        s1._c.close()
+    finally:
+        assert d.stop() == 0
+    sessions = os.path.join(data_dir, "sessions")
+    (name,) = os.listdir(sessions)
+    raw = open(os.path.join(sessions, name), "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    del header["__metadata__"]["rng_state"]
+    header["__metadata__"]["rng"] = "7,123"
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(os.path.join(sessions, name), "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    d = Daemon("--data-dir", data_dir)
+    try:
+        assert "sessions_restored count=1 failed=0" in d.text()
+        r1 = tensord.connect("127.0.0.1:%d" % d.port, resume=token)
+        torch.manual_seed(7)
+        assert r1.rand(3).tolist() == torch.rand(3).tolist()
+        assert r1.initial_seed() == 7
+        r1.close()
+    finally:
+        assert d.stop() == 0
+        torch.manual_seed(0)
+
+
 def test_sigterm_during_pipelined_writes_keeps_exactly_the_acknowledged(data_dir):
     stop_during_two_write_streams(data_dir, signal.SIGTERM)
 
