@@ -375,3 +375,12 @@ def test_rng_state_of_a_generator(td):
     tg = torch.Generator().manual_seed(11)
     torch.rand(3, generator=tg)
     assert state_bytes(td.rng_state(generator=g)) == state_bytes(tg.get_state())
+
+
+@pytest.mark.parametrize("seed", [0, 5489, 2**63 + 5, 2**64 - 1])
+def test_rng_state_of_a_fresh_seed(td, seed):
+    """rng_state(seed=s): torch's state after manual_seed(s), built on the server (tensorctl's
+    Generator uses it), equal to the Python client's own."""
+    want = state_bytes(torch.Generator().manual_seed(seed).get_state())
+    assert state_bytes(td.rng_state(seed=seed)) == want
+    assert state_bytes(td.Generator().manual_seed(seed).get_state()) == want

@@ -767,9 +767,14 @@ class Session:
         self._send(req, "manual_seed")
 
     @_module_function
-    def rng_state(self, *, generator: Optional["Generator"] = None) -> "Tensor":
-        """The state of the session's generator (or of `generator`): torch's 5056 state bytes
-        as an int64 tensor of 632 words (the server's rng_state op)."""
+    def rng_state(self, *, seed: Optional[builtins.int] = None,
+                  generator: Optional["Generator"] = None) -> "Tensor":
+        """The state of the session's generator (or of `generator`; with seed, of a generator
+        freshly seeded with it): torch's 5056 state bytes as an int64 tensor of 632 words (the
+        server's rng_state op)."""
+        if seed is not None:
+            signed = (seed & _U64) - (1 << 64) if seed & _U64 >= 1 << 63 else seed & _U64
+            return self._op("rng_state", [], min=signed)
         return self._op("rng_state", [], generator=_generator_handle(self, generator))
 
     @_module_function

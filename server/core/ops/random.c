@@ -871,11 +871,18 @@ static int state_tensor(struct td_tensor **out, const struct td_rng *r, struct t
     return rc;
 }
 
+/* With seed (OpArgs min, an int64 standing for the uint64 seed): the state of a generator
+** freshly seeded with it, which a client stores as a new Generator's (no generator changes). */
 int td_make_rng_state(struct td_tensor **out, const struct td_operand *in, int nin,
                       const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
     (void)in;
     (void)nin;
+    if (a->has_min) {
+        struct td_rng fresh;
+        td_rng_seed(&fresh, (uint64_t)td_scalar_to_int(a->min));
+        return state_tensor(out, &fresh, q, err);
+    }
     if (a->rng == NULL) {
         return no_generator(err);
     }
