@@ -418,7 +418,8 @@ def test_grads_match_torch(td, case):
 # ---- generators as server objects ----
 
 def test_generator_state_is_checked_by_the_server(td):
-    """generator= names a handle: the server takes only a [seed, offset] int64 state there."""
+    """generator= names a handle: the server takes only a generator state there (torch's state
+    bytes as 632 int64 words)."""
     g = td.Generator()
     g._state = td.zeros(3)  # what a confused or hostile client could send
     with pytest.raises(tensord.TensorError) as e:
