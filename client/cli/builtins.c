@@ -864,26 +864,22 @@ static int bi_views(struct tdx_env *e, const struct tdx_node *at, const char *na
 
 /* ---- torch.Generator: a random stream of its own on the server ----
 **
-** Its state is an int64 tensor [seed, offset] in the session (the Python client's Generator,
-** the same wire requests): generator= sends its handle, and the server advances the offset in
-** place. A Generator value holds a reference to that tensor; manual_seed and set_state write
-** into it (copy_), so every name bound to the generator sees the change, as in torch. */
+** Its state is torch's CPU generator state (5056 bytes, as an int64 tensor of 632 words) in the
+** session, as the Python client's Generator keeps it (the same wire requests): generator= sends
+** its handle, and the server advances the state in place. A Generator value holds a reference
+** to that tensor; manual_seed and set_state write into it (copy_), so every name bound to the
+** generator sees the change, as in torch. */
 
 #define DEFAULT_SEED 67280421310721 /* torch.Generator().initial_seed() */
+#define STATE_WORDS 632             /* torch's 5056-byte state, as int64 words */
 
-/* A new state tensor [seed, 0]. */
+/* A new state tensor: the server's rng_state op seeds one as torch.manual_seed(seed) does. */
 static int gen_state(struct tdx_env *e, const struct tdx_node *at, int64_t seed, struct value *out)
 {
-    struct value l;
-    int rc = tdx_vseq(e, &l, V_LIST, 2);
-    if (rc != 0) {
-        return rc;
-    }
-    l.items[0] = vint(seed);
-    l.items[1] = vint(0);
-    rc = tdx_make_tensor(e, &l, TENSORD_INT64, false, at, out);
-    tdx_vfree(e, &l);
-    return rc;
+    char *kwn[1] = {"seed"};
+    struct value kwv[1] = {vint(seed)};
+    struct call c = {.kwn = kwn, .kwv = kwv, .nkw = 1};
+    return tdx_call_op(e, at, "rng_state", false, &c, out);
 }
 
 static int bi_generator(struct tdx_env *e, const struct tdx_node *at, const char *name,
@@ -1027,7 +1023,7 @@ int tdx_generator_method(struct tdx_env *e, const struct tdx_node *at, struct tr
         return rc;
     }
     const struct tensord_info *in = &arg->t->info;
-    if (in->dtype != TENSORD_INT64 || in->ndim != 1 || in->shape[0] != 2) {
+    if (in->dtype != TENSORD_INT64 || in->ndim != 1 || in->shape[0] != STATE_WORDS) {
         char shp[200];
         size_t len = (size_t)snprintf(shp, sizeof shp, "[");
         for (int i = 0; i < in->ndim && len < sizeof shp; i++) {
@@ -1039,8 +1035,8 @@ int tdx_generator_method(struct tdx_env *e, const struct tdx_node *at, struct tr
         }
         return tdx_fail(e, at,
                         "expected a state from tensord.Generator.get_state() (an int64 tensor "
-                        "of 2 elements in this session), got tensord.%s of shape %s",
-                        tdx_dtype_str(in->dtype), shp);
+                        "of %d elements in this session), got tensord.%s of shape %s",
+                        STATE_WORDS, tdx_dtype_str(in->dtype), shp);
     }
     if ((rc = gen_write(e, at, g, arg)) == 0) {
         *out = (struct value){.k = V_GENERATOR, .t = tdx_tref_ref(g)};

@@ -395,6 +395,12 @@ static int op_method(struct tdx_env *e, const struct tdx_node *at, struct tref *
         char base[64];
         snprintf(base, sizeof base, "%.*s", (int)(n - 1), name);
         if (tdx_op_is_method(base, true)) {
+            if (strcmp(base, "random") == 0 && c0->nargs == 1) {
+                /* torch's x.random_(to) is x.random_(0, to) (ops.def flags random OVERLOADED) */
+                args[2] = args[1];
+                args[1] = vint(0);
+                c.nargs = 3;
+            }
             return tdx_call_op(e, at, base, true, &c, out);
         }
     }

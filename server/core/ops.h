@@ -69,17 +69,17 @@ struct td_op_args {
     int64_t decimals;                    /* round */
     int64_t shifts[TD_MAX_DIMS];         /* roll */
     int nshifts;
-    char equation[64];      /* einsum; custom_function's grad_fn name; NUL-terminated */
-    uint64_t function_id;   /* custom_function: the client's id for its Function's context */
+    char equation[64];    /* einsum; custom_function's grad_fn name; NUL-terminated */
+    uint64_t function_id; /* custom_function: the client's id for its Function's context */
     /* nn normalisation, dropout, embedding, padding */
-    double eps, momentum;   /* layer_norm, batch_norm (as given: the clients send torch's
+    double eps, momentum; /* layer_norm, batch_norm (as given: the clients send torch's
                             ** defaults) */
-    bool training;          /* batch_norm: batch statistics, running ones updated in place */
-    uint64_t absent;        /* optional tensor operands given as None: bit k for the op's
+    bool training;        /* batch_norm: batch statistics, running ones updated in place */
+    uint64_t absent;      /* optional tensor operands given as None: bit k for the op's
                             ** optional operand k; the present ones follow in order */
-    int64_t padding_idx;    /* embedding, when has_padding_idx */
+    int64_t padding_idx;  /* embedding, when has_padding_idx */
     bool has_padding_idx;
-    int pad_mode;           /* pad: TD_PAD_CONSTANT ... */
+    int pad_mode; /* pad: TD_PAD_CONSTANT ... */
     /* nn, losses and activations */
     int reduction;          /* TD_REDUCTION_MEAN (the default), _SUM or _NONE */
     int64_t ignore_index;   /* nll_loss, cross_entropy (-100 unless given) */
@@ -94,16 +94,16 @@ struct td_op_args {
     bool ceil_mode;           /* pools */
     bool count_include_pad;   /* avg_pool2d */
     int64_t divisor_override; /* avg_pool2d (0: None) */
-    bool grad_enabled;      /* record autograd nodes (the session's no_grad switch) */
-    int op;                 /* set by td_op_apply: the op being run (enum td_op_id) */
-    bool inplace;           /* set by td_op_apply (td_op_cost reads it: no new result) */
-    struct td_quota *quota; /* set by td_op_apply: where kernels charge their temporaries */
+    bool grad_enabled;        /* record autograd nodes (the session's no_grad switch) */
+    int op;                   /* set by td_op_apply: the op being run (enum td_op_id) */
+    bool inplace;             /* set by td_op_apply (td_op_cost reads it: no new result) */
+    struct td_quota *quota;   /* set by td_op_apply: where kernels charge their temporaries */
 };
 
 enum { TD_ROUND_NONE, TD_ROUND_TRUNC, TD_ROUND_FLOOR }; /* div's rounding_mode */
 enum { TD_PAD_CONSTANT, TD_PAD_REFLECT, TD_PAD_REPLICATE, TD_PAD_CIRCULAR }; /* pad's mode */
-enum { TD_REDUCTION_MEAN, TD_REDUCTION_SUM, TD_REDUCTION_NONE }; /* losses' reduction */
-enum { TD_PAD_LIST, TD_PAD_VALID, TD_PAD_SAME };        /* conv's padding_mode */
+enum { TD_REDUCTION_MEAN, TD_REDUCTION_SUM, TD_REDUCTION_NONE };             /* losses' reduction */
+enum { TD_PAD_LIST, TD_PAD_VALID, TD_PAD_SAME }; /* conv's padding_mode */
 
 /* torch's defaults: no dims, dim 0, correction 1. */
 void td_op_args_init(struct td_op_args *a);

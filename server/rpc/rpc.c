@@ -498,10 +498,11 @@ int td_rpc_run_full(struct rpc_job *j, struct td_session *s, struct result *res,
     return publish(s, m->out, t, m->requires_grad, res, err);
 }
 
-/* generator=: a torch.Generator's stream is the int64 tensor [seed, offset] under `handle` in
-** the handle table (the client creates it; so generators are charged, capped, freed and
-** snapshotted as tensors are). Resolves it into *r, made writable first so that gen_store
-** cannot fail after the op ran; handle 0 is the session's generator (*t NULL). */
+/* generator=: a torch.Generator's stream is an int64 tensor of TD_RNG_STATE_BYTES / 8 words
+** under `handle` in the handle table, whose bytes are torch's CPU generator state (get_state's
+** ByteTensor; the client creates it; so generators are charged, capped, freed and snapshotted
+** as tensors are). Resolves it into *r, made writable first so that gen_store cannot fail after
+** the op ran; handle 0 is the session's generator (*t NULL). */
 static int gen_resolve(struct td_session *s, uint64_t handle, struct td_tensor **t,
                        struct td_rng *r, struct td_err *err)
 {
@@ -515,28 +516,28 @@ static int gen_resolve(struct td_session *s, uint64_t handle, struct td_tensor *
     if (rc != 0) {
         return rc;
     }
-    if (g->dtype != TD_DTYPE_I64 || g->ndim != 1 || g->numel != 2 || !td_tensor_is_contiguous(g)) {
+    if (g->dtype != TD_DTYPE_I64 || g->ndim != 1 || g->numel != TD_RNG_STATE_BYTES / 8 ||
+        !td_tensor_is_contiguous(g)) {
         return td_err_set(err, TD_EINVAL,
-                          "handle %llu is not a generator state (an int64 tensor [seed, offset])",
-                          (unsigned long long)handle);
+                          "handle %llu is not a generator state (torch's %d-byte CPU generator "
+                          "state as an int64 tensor of %d elements)",
+                          (unsigned long long)handle, TD_RNG_STATE_BYTES, TD_RNG_STATE_BYTES / 8);
     }
-    if ((rc = td_tensor_prepare_write(g, err)) != 0) {
+    if ((rc = td_rng_set_state(r, td_tensor_data(g), TD_RNG_STATE_BYTES, err)) != 0 ||
+        (rc = td_tensor_prepare_write(g, err)) != 0) {
         return rc;
     }
-    const int64_t *v = td_tensor_data(g);
-    r->seed = (uint64_t)v[0];
-    r->offset = (uint64_t)v[1];
     *t = g;
     return 0;
 }
 
-/* Writes the stream's advanced offset back where gen_resolve found it. */
+/* Writes the stream's advanced state back where gen_resolve found it. */
 static void gen_store(struct td_session *s, struct td_tensor *t, const struct td_rng *r)
 {
     if (t == NULL) {
         s->rng = *r;
     } else {
-        ((int64_t *)td_tensor_data(t))[1] = (int64_t)r->offset;
+        td_rng_get_state(r, td_tensor_data(t));
         t->storage->version++; /* a write, as Write's: a graph that saved it refuses backward */
     }
 }

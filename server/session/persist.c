@@ -777,12 +777,18 @@ static int save_session(struct td_session *s, const char *dir,
         }
     }
     if (rc == 0) {
-        char hex[TD_PERSIST_DIR_NAME], rng[64], path[4096];
+        char hex[TD_PERSIST_DIR_NAME], rng[2 * TD_RNG_STATE_BYTES + 1], path[4096];
         td_persist_session_dir(s, hex);
-        snprintf(rng, sizeof rng, "%" PRIu64 ",%" PRIu64, s->rng.seed, s->rng.offset);
+        uint8_t st[TD_RNG_STATE_BYTES];
+        td_rng_get_state(&s->rng, st);
+        for (int i = 0; i < TD_RNG_STATE_BYTES; i++) {
+            rng[2 * i] = "0123456789abcdef"[st[i] >> 4];
+            rng[2 * i + 1] = "0123456789abcdef"[st[i] & 15];
+        }
+        rng[2 * TD_RNG_STATE_BYTES] = 0;
         const char *keys[] = {"tensord_session",
                               "token_sha256",
-                              "rng",
+                              "rng_state",
                               "no_grad",
                               TD_PERSIST_KEY_REQUIRES_GRAD,
                               TD_PERSIST_KEY_RETAINS_GRAD};
@@ -927,11 +933,19 @@ static int restore_session(struct td_store *st, const char *path, uint64_t now_m
         return rc;
     }
     s->idle_since_ms = now_ms;
-    const char *rng = td_st_meta(&f.h, "rng");
+    /* "rng_state": torch's generator state bytes in hex. A snapshot from before the mt19937
+    ** generator has "rng" = "seed,offset" of its Philox stream: the generator restarts from
+    ** that seed (the stream's position cannot carry over). */
+    const char *rng = td_st_meta(&f.h, "rng_state"), *old_rng = td_st_meta(&f.h, "rng");
     unsigned long long seed = 0, offset = 0;
-    if (rng != NULL && sscanf(rng, "%llu,%llu", &seed, &offset) == 2) {
-        s->rng.seed = seed;
-        s->rng.offset = offset;
+    uint8_t rst[TD_RNG_STATE_BYTES];
+    if (rng != NULL) {
+        if (hex_decode(rng, rst, sizeof rst) != 0 ||
+            td_rng_set_state(&s->rng, rst, sizeof rst, NULL) != 0) {
+            td_log(TD_LOG_WARN, "snapshot_rng_invalid", "session=%s", s->token_tag);
+        }
+    } else if (old_rng != NULL && sscanf(old_rng, "%llu,%llu", &seed, &offset) == 2) {
+        td_rng_seed(&s->rng, seed);
     }
     const char *ng = td_st_meta(&f.h, "no_grad");
     s->no_grad = ng != NULL && strcmp(ng, "1") == 0;

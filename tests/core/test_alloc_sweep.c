@@ -167,11 +167,29 @@ static void setup(enum td_op_id op, struct call *c)
         a->dims[0] = 2, a->dims[1] = 1, a->ndims = 2, a->has_dims = true;
         a->pad_mode = TD_PAD_REFLECT;
         break;
+    /* nn convolution and pooling, unbatched (the table holds up to 3 dims): conv1d's [2, 3]
+    ** input and [2, 2, 2] weight; the pools' [1, 2, 3] input and a 2x2 window (1 wide) */
+    case TD_OP_CONV1D: nin = 2, sh[1][0] = 2, sh[1][1] = 2, sh[1][2] = 2, nd[1] = 3; break;
+    case TD_OP_MAX_POOL2D:
+    case TD_OP_AVG_POOL2D:
+        sh[0][0] = 1, sh[0][1] = 2, sh[0][2] = 3, nd[0] = 3;
+        a->kernel_size[0] = 2, a->kernel_size[1] = 2, a->nkernel_size = 2;
+        a->stride[0] = 1, a->nstride = 1;
+        break;
+    case TD_OP_ADAPTIVE_AVG_POOL2D:
+        sh[0][0] = 1, sh[0][1] = 2, sh[0][2] = 3, nd[0] = 3;
+        a->output_size[0] = 1, a->output_size[1] = 2, a->noutput_size = 2;
+        break;
+    case TD_OP_CUSTOM_FUNCTION:
+        nin = 2;
+        strcpy(a->equation, "SweepBackward");
+        break;
     case TD_OP_FILL:
     case TD_OP_ZERO:
     case TD_OP_COPY:
     case TD_OP_UNIFORM:
     case TD_OP_NORMAL:
+    case TD_OP_RANDOM:
         c->inplace = true; /* in place only */
         if (op == TD_OP_UNIFORM || op == TD_OP_NORMAL) {
             a->min = td_scalar_f(0), a->max = td_scalar_f(1), a->has_min = a->has_max = true;
@@ -188,8 +206,8 @@ static void setup(enum td_op_id op, struct call *c)
         double v[32];
         for (int k = 0; k < 32; k++) {
             v[k] = op == TD_OP_BINARY_CROSS_ENTROPY ? 0.1 + k * 0.1 /* probabilities */
-                   : dt[i] == TD_DTYPE_F64 ? 0.5 + k * 0.125
-                                           : k % (dt[i] == TD_DTYPE_BOOL ? 2 : 3);
+                   : dt[i] == TD_DTYPE_F64          ? 0.5 + k * 0.125
+                                                    : k % (dt[i] == TD_DTYPE_BOOL ? 2 : 3);
         }
         c->x[i] = mk(dt[i], sh[i], nd[i], v);
         c->x[i]->requires_grad = c->grad && dt[i] == TD_DTYPE_F64;
@@ -197,6 +215,15 @@ static void setup(enum td_op_id op, struct call *c)
     }
     if (op == TD_OP_BATCH_NORM) { /* running statistics never require grad (torch refuses) */
         c->x[1]->requires_grad = c->x[2]->requires_grad = false;
+    }
+    if (op == TD_OP_SET_RNG_STATE) { /* a valid state: torch's after manual_seed(3) */
+        struct td_rng r;
+        int64_t n = TD_RNG_STATE_BYTES / 8;
+        td_rng_seed(&r, 3);
+        td_tensor_unref(c->x[0]);
+        assert_int_equal(td_tensor_empty(&c->x[0], TD_DTYPE_I64, &n, 1, NULL, NULL), 0);
+        td_rng_get_state(&r, td_tensor_data(c->x[0]));
+        c->in[0] = tens(c->x[0]);
     }
     if (op == TD_OP_FILL) {
         c->in[1].t = NULL;
@@ -279,6 +306,13 @@ static void test_every_op_under_allocation_failure(void **state)
     (void)state;
     int ops = 0, faults = 0;
     for (int op = 0; op < TD_OP_COUNT; op++) {
+        if (op == TD_OP_CONV2D || op == TD_OP_CONVOLUTION_BACKWARD_INPUT ||
+            op == TD_OP_CONVOLUTION_BACKWARD_WEIGHT || op == TD_OP_MAX_POOL2D_BACKWARD ||
+            op == TD_OP_AVG_POOL2D_BACKWARD || op == TD_OP_ADAPTIVE_AVG_POOL2D_BACKWARD) {
+            /* conv2d needs a 4-dim weight (the table holds 3 dims; conv1d shares its code);
+            ** the *_backward kernels run here inside conv1d's and the pools' backward */
+            continue;
+        }
         struct call c;
         td_rng_seed(&rng, 42);
         setup((enum td_op_id)op, &c);
@@ -290,8 +324,8 @@ static void test_every_op_under_allocation_failure(void **state)
         }
         assert_int_equal(td_alloc_live_bytes(), base);
         if (op == TD_OP_RANDINT || op == TD_OP_UNIFORM || op == TD_OP_NORMAL ||
-            op == TD_OP_RAND_LIKE || op == TD_OP_RANDN_LIKE || op == TD_OP_EMPTY ||
-            op == TD_OP_EMPTY_LIKE) {
+            op == TD_OP_RANDOM || op == TD_OP_RAND_LIKE || op == TD_OP_RANDN_LIKE ||
+            op == TD_OP_EMPTY || op == TD_OP_EMPTY_LIKE) {
             nwant = -1; /* values differ per run (random or uninitialised) */
         }
         for (int64_t k = 1;; k++) {

@@ -250,9 +250,9 @@ static const double M_COLS[] = {1, 0, 1};            /* [3] bool */
 /* nn normalisation, embedding, padding */
 ARGS(a_ln3, DIMS1(3); a->eps = 1e-5)
 ARGS(a_ln23_nobias, DIMS2(2, 3); a->eps = 1e-3; a->absent = 2)
-ARGS(a_bn_train, a->training = true; a->eps = 1e-5; a->absent = 3)     /* no running stats */
+ARGS(a_bn_train, a->training = true; a->eps = 1e-5; a->absent = 3)      /* no running stats */
 ARGS(a_bn_train_nob, a->training = true; a->eps = 1e-3; a->absent = 11) /* weight only */
-ARGS(a_emb_pad, a->has_padding_idx = true; a->padding_idx = -1) /* row 3: no gradient */
+ARGS(a_emb_pad, a->has_padding_idx = true; a->padding_idx = -1)         /* row 3: no gradient */
 ARGS(a_pad, DIMS2(1, 2); a->has_value = true; a->value = td_scalar_f(0.5))
 ARGS(a_pad_crop, a->dims[0] = -1, a->dims[1] = 1, a->dims[2] = 1, a->dims[3] = 0, a->ndims = 4,
      a->has_dims = true)
@@ -261,7 +261,8 @@ ARGS(a_pad_replicate, a->dims[0] = 1, a->dims[1] = 2, a->dims[2] = 0, a->dims[3]
      a->has_dims = true, a->pad_mode = TD_PAD_REPLICATE)
 ARGS(a_pad_circular, DIMS2(1, 2); a->pad_mode = TD_PAD_CIRCULAR)
 static const double I_EMB[] = {2, 0, 2, 1, 3, 2}; /* [2, 3] rows of a [4, 2] weight */
-static const double I_EMB_NO3[] = {2, 0, 2, 1, 0, 2}; /* the padding row is not picked: the
+static const double I_EMB_NO3[] = {2, 0, 2, 1,
+                                   0, 2}; /* the padding row is not picked: the
                                                        ** forward uses it, its gradient is 0 */
 ARGS(a_sort_desc0, a->dim = 0; a->descending = true)
 ARGS(a_topk2, a->k = 2; a->dim = -1; a->descending = true; a->sorted = true)
@@ -535,6 +536,7 @@ static const struct grad_case CASES[] = {
     ** differences cannot check; tests/python/test_conf_random.py compares grads with torch's */
     {.op = TD_OP_BERNOULLI, .skip = "random, zero gradient: test_conf_random.py"},
     {.op = TD_OP_NORMAL_SAMPLE, .skip = "random, zero gradient: test_conf_random.py"},
+    INPLACE_ONLY(RANDOM),
     /* issue 16: elementwise, comparison and linear algebra */
     U(TRUNC),
     U(FRAC),
@@ -606,7 +608,10 @@ static const struct grad_case CASES[] = {
      .shape = {{3, 2}, {3}, {3}},
      .transpose_first = true,
      .args = a_ln3},
-    {.op = TD_OP_LAYER_NORM, .nin = 2, .ndim = {3, 2}, .shape = {{2, 2, 3}, {2, 3}},
+    {.op = TD_OP_LAYER_NORM,
+     .nin = 2,
+     .ndim = {3, 2},
+     .shape = {{2, 2, 3}, {2, 3}},
      .args = a_ln23_nobias},
     {.op = TD_OP_BATCH_NORM,
      .nin = 3,
@@ -614,21 +619,37 @@ static const struct grad_case CASES[] = {
      .shape = {{3, 2}, {3}, {3}},
      .transpose_first = true,
      .args = a_bn_train},
-    {.op = TD_OP_BATCH_NORM, .nin = 2, .ndim = {3, 1}, .shape = {{2, 3, 2}, {3}},
+    {.op = TD_OP_BATCH_NORM,
+     .nin = 2,
+     .ndim = {3, 1},
+     .shape = {{2, 3, 2}, {3}},
      .args = a_bn_train_nob},
-    {.op = TD_OP_EMBEDDING, .nin = 2, .ndim = {2, 2}, .shape = {M23, {4, 2}},
+    {.op = TD_OP_EMBEDDING,
+     .nin = 2,
+     .ndim = {2, 2},
+     .shape = {M23, {4, 2}},
      .index = {I_EMB, NULL}},
-    {.op = TD_OP_EMBEDDING, .nin = 2, .ndim = {2, 2}, .shape = {M23, {4, 2}},
-     .index = {I_EMB_NO3, NULL}, .args = a_emb_pad},
-    {.op = TD_OP_PAD, .nin = 1, .ndim = {2}, .shape = {{3, 2}}, .transpose_first = true,
+    {.op = TD_OP_EMBEDDING,
+     .nin = 2,
+     .ndim = {2, 2},
+     .shape = {M23, {4, 2}},
+     .index = {I_EMB_NO3, NULL},
+     .args = a_emb_pad},
+    {.op = TD_OP_PAD,
+     .nin = 1,
+     .ndim = {2},
+     .shape = {{3, 2}},
+     .transpose_first = true,
      .args = a_pad},
     UA(PAD, a_pad_crop),
-    {.op = TD_OP_PAD_GATHER, .nin = 1, .ndim = {2}, .shape = {{4, 2}}, .transpose_first = true,
+    {.op = TD_OP_PAD_GATHER,
+     .nin = 1,
+     .ndim = {2},
+     .shape = {{4, 2}},
+     .transpose_first = true,
      .args = a_pad_reflect},
-    {.op = TD_OP_PAD_GATHER, .nin = 1, .ndim = {3}, .shape = {{2, 2, 3}},
-     .args = a_pad_replicate},
-    {.op = TD_OP_PAD_GATHER, .nin = 1, .ndim = {3}, .shape = {{2, 2, 3}},
-     .args = a_pad_circular},
+    {.op = TD_OP_PAD_GATHER, .nin = 1, .ndim = {3}, .shape = {{2, 2, 3}}, .args = a_pad_replicate},
+    {.op = TD_OP_PAD_GATHER, .nin = 1, .ndim = {3}, .shape = {{2, 2, 3}}, .args = a_pad_circular},
     /* nn convolution and pooling (unbatched 2-d inputs: the table holds up to 3 dims) */
     {.op = TD_OP_CONV1D,
      .nin = 3,

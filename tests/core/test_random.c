@@ -2,7 +2,7 @@
 ** multinomial, bernoulli, randperm and normal_sample. Random values cannot be written down, so
 ** each test checks what holds for every draw (a permutation is a permutation, a zero-probability
 ** category never comes, std 0 gives the mean exactly), what a seed fixes (the same seed gives the
-** same values, a draw advances the stream by the counters it used), and frequencies of many
+** same values, a draw advances the engine by torch's count of draws), and frequencies of many
 ** draws under a fixed seed, within bounds of several standard deviations (so they cannot fail
 ** by chance for any seed worth naming, and the seed is fixed anyway). Errors are torch 1.13's
 ** texts; grad_fn names torch's. */
@@ -33,6 +33,22 @@ static void args_with(struct td_op_args *a, struct td_rng *r, uint64_t seed)
     td_op_args_init(a);
     td_rng_seed(r, seed);
     a->rng = r;
+}
+
+/* How many 32-bit draws r has made since td_rng_seed(seed) (at most 100000): the engine's
+** position, compared with a fresh one stepped forward. */
+static int64_t drawn(const struct td_rng *r, uint64_t seed)
+{
+    struct td_rng f;
+    td_rng_seed(&f, seed);
+    for (int64_t k = 0; k <= 100000; k++) {
+        if (f.left == r->left && f.next == r->next &&
+            memcmp(f.state, r->state, sizeof f.state) == 0) {
+            return k;
+        }
+        (void)td_rng_u32(&f);
+    }
+    return -1;
 }
 
 static void expect_error(enum td_op_id op, struct td_operand *in, int nin, struct td_op_args *a,
@@ -78,8 +94,8 @@ static void test_multinomial_support_and_shape(void **state)
     }
     /* 50 fair coin flips: both sides come up (the chance of not is 2^-49) */
     assert_true(seen0 > 0 && seen3 > 0);
-    /* with replacement, a draw uses one counter per sample: 2 rows * 50 */
-    assert_int_equal(r.offset, 100);
+    /* with replacement, one double uniform (two 32-bit draws) per sample: 2 rows * 50 */
+    assert_int_equal(drawn(&r, 7), 200);
     td_tensor_unref(t);
 
     /* Without replacement: row 1 has two possible categories, so 2 samples are {0, 3} in some
@@ -94,8 +110,8 @@ static void test_multinomial_support_and_shape(void **state)
     assert_int_equal(t->ndim, 1);
     assert_int_equal(t->shape[0], 2);
     assert_true(at(t, 0) + at(t, 1) == 3 && at(t, 0) * at(t, 1) == 0);
-    /* the exponential trick uses one counter per category: 4 */
-    assert_int_equal(r.offset, 4);
+    /* the exponential trick draws one double uniform per category: 4 */
+    assert_int_equal(drawn(&r, 7), 8);
     td_tensor_unref(t);
 
     /* Without replacement and num_samples == categories: a permutation of 0..3. */
@@ -246,7 +262,7 @@ static void test_multinomial_errors(void **state)
     in[0] = tens(zero);
     expect_error(TD_OP_MULTINOMIAL, in, 1, &a,
                  "invalid multinomial distribution (sum of probabilities <= 0)");
-    assert_int_equal(r.offset, 0); /* failed draws use no counters */
+    assert_int_equal(drawn(&r, 1), 0); /* failed draws draw nothing */
     td_tensor_unref(f);
     td_tensor_unref(l);
     td_tensor_unref(d3);
@@ -278,7 +294,7 @@ static void test_bernoulli_values(void **state)
     for (int i = 0; i < 4; i++) {
         assert_true(at(t, i) == want[i]);
     }
-    assert_int_equal(r.offset, 4);
+    assert_int_equal(drawn(&r, 3), 8); /* a double uniform per element */
     td_tensor_unref(t);
 
     /* p = 0.25 as a number, over an int64 input of 40000: the result is int64, about 10000
@@ -370,7 +386,7 @@ static void test_randperm(void **state)
     }
     /* a uniform permutation has on average 1 fixed point (Poisson(1): P(>= 10) < 1e-7) */
     assert_true(fixed < 10);
-    assert_int_equal(r.offset, 1000);
+    assert_int_equal(drawn(&r, 9), 999); /* torch's randperm: one random() per step */
     td_tensor_unref(t);
 
     /* the same seed, as float64: the same permutation */
@@ -434,7 +450,7 @@ static void test_normal_forms(void **state)
     for (int i = 0; i < 6; i++) {
         assert_true(at(t, i) == want[i]);
     }
-    assert_int_equal(r.offset, 6);
+    assert_int_equal(drawn(&r, 1), 12); /* 3 Box-Muller pairs of double uniforms */
     td_tensor_unref(t);
 
     /* normal(2.0, 3.0, size [20000]), float64: mean within 6 * 3 / sqrt(20000) = 0.127, the

@@ -206,25 +206,47 @@ def test_out_of_range_arguments_get_torch_errors(attacker):
     a.serves()
 
 
+def mt_state(seed):
+    """torch's CPU generator state right after manual_seed(seed), as 632 int64 words."""
+    mt = [seed & 0xFFFFFFFF]
+    for j in range(1, 624):
+        mt.append((1812433253 * (mt[-1] ^ (mt[-1] >> 30)) + j) & 0xFFFFFFFF)
+    return np.array([seed, 1 | (1 << 32), 0] + mt + [0] * 5, np.int64)
+
+
 def test_a_generator_sharing_memory_with_an_input_is_refused(attacker):
-    # bernoulli_ on the generator's own state tensor: the op wrote 0/1 into it, then the
-    # generator's advanced offset overwrote the op's result.
+    # bernoulli_ on the generator's own state tensor: the op would write 0/1 into it, then the
+    # generator's advanced state would overwrite the op's result.
     a = attacker()
-    g = a.c.tensor(np.array([5, 0], np.int64))
-    g4 = a.c.tensor(np.array([5, 0, 7, 9], np.int64))
-    view = a.c.op("narrow", [H(g4)], dim=0, start=1, end=2)
+    st = mt_state(5)
+    g = a.c.tensor(st)
+    g4 = a.c.tensor(np.concatenate([[7], st, [9]]).astype(np.int64))
+    view = a.c.op("narrow", [H(g4)], dim=0, start=1, end=632)
     for target, gen in ((g, g), (g4, view)):
         with pytest.raises(ServerError) as e:
             a.c.op("bernoulli", [H(target)], inplace=True, max=0.5, generator=gen)
         assert e.value.code == INVALID
         assert "generator handle %d shares memory with input 0 of bernoulli" % gen \
             in e.value.message
-    assert a.c.get(g)[0].tolist() == [5, 0]
-    assert a.c.get(g4)[0].tolist() == [5, 0, 7, 9]
-    # a generator apart from the inputs still works, and advances
+    assert a.c.get(g)[0].tolist() == st.tolist()
+    assert a.c.get(g4)[0].tolist()[1:633] == st.tolist()
+    # a generator apart from the inputs still works, and advances: float32 probabilities take
+    # one 32-bit draw each, 4 after the twist (left 624 - 4 + 1, next 4)
     x = a.t(np.full(4, 0.5, np.float32))
     a.c.get(a.c.op("bernoulli", [x], generator=g))
-    assert a.c.get(g)[0].tolist() == [5, 4]
+    after = a.c.get(g)[0].tolist()
+    assert after[0] == 5 and after[1] == 621 | (1 << 32) and after[2] == 4
+    # a state that is not one is refused before anything runs
+    for bad in (np.array([5, 0], np.int64), mt_state(5)[:631]):
+        with pytest.raises(ServerError) as e:
+            a.c.op("bernoulli", [x], generator=a.c.tensor(bad))
+        assert e.value.code == INVALID
+        assert "is not a generator state" in e.value.message
+    unseeded = mt_state(5)
+    unseeded[1] = 1  # left 1, seeded 0
+    with pytest.raises(ServerError) as e:
+        a.c.op("bernoulli", [x], generator=a.c.tensor(unseeded))
+    assert e.value.message == "Invalid mt19937 state"
     a.serves()
 
 

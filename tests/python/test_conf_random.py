@@ -1,8 +1,9 @@
 """The random family against torch: torch.Generator, generator= and size= on the factories,
 multinomial, bernoulli, randperm and torch.normal's four call forms.
 
-Random values cannot equal torch's (torch's CPU generator is a Mersenne Twister, tensord's a
-counter-based Philox), so each case is compared on what must agree:
+The values themselves are torch's (tensord's generator is torch's mt19937) and
+test_rng_parity.py compares them value for value; this file checks what holds whatever the
+values are:
   - shapes, dtypes, requires_grad and grad_fn names of every call form, run under torch and td;
   - values wherever the draw is certain (probabilities 0 and 1, std 0, one possible category),
     and the printed text of those;
@@ -418,7 +419,8 @@ def test_grads_match_torch(td, case):
 # ---- generators as server objects ----
 
 def test_generator_state_is_checked_by_the_server(td):
-    """generator= names a handle: the server takes only a [seed, offset] int64 state there."""
+    """generator= names a handle: the server takes only a generator state there (torch's state
+    bytes as 632 int64 words)."""
     g = td.Generator()
     g._state = td.zeros(3)  # what a confused or hostile client could send
     with pytest.raises(tensord.TensorError) as e:

@@ -180,6 +180,7 @@ def test_sessions_survive_a_restart(data_dir):
         ints = s1.arange(6).reshape(2, 3)
         s1.manual_seed(7)
         s1.rand(3)
+        s1.randn(3)  # an odd count of normals: torch's cached sample is part of the state
         s1.set_grad_enabled(True)
         s2 = tensord.connect("127.0.0.1:%d" % d.port)
         b = s2.full((2, 2), 9.5)
@@ -209,12 +210,14 @@ def test_sessions_survive_a_restart(data_dir):
         assert ra.grad.tolist() == [4.0, 6.0]
         assert tensord.Tensor(r1, handles[1]).tolist() == [[0, 1, 2], [3, 4, 5]]
         assert tensord.Tensor(r2, handles[2]).tolist() == [[9.5, 9.5], [9.5, 9.5]]
-        # the generator continues where it stopped
+        # the generator continues where it stopped, cached normal sample included, as torch's
+        torch.manual_seed(7)
+        torch.rand(3)
+        torch.randn(3)
+        assert r1.randn(3, dtype=tensord.float64).tolist() == \
+            torch.randn(3, dtype=torch.float64).tolist()
+        assert r1.rand(3).tolist() == torch.rand(3).tolist()
         torch.manual_seed(0)
-        with tensord.connect("127.0.0.1:%d" % d.port) as ref:
-            ref.manual_seed(7)
-            ref.rand(3)
-            assert r1.rand(3).tolist() == ref.rand(3).tolist()
         # and the sessions are ordinary again: gradients keep accumulating
         (ra * 2).sum().backward()
         assert ra.grad.tolist() == [6.0, 8.0]
@@ -363,6 +366,44 @@ def stop_during_two_write_streams(data_dir, sig):
         r2.close()
     finally:
         assert d.stop() == 0
+
+
+def test_a_snapshot_from_before_the_mt19937_generator_restarts_from_its_seed(data_dir):
+    """Snapshots written before tensord used torch's generator keep "rng": "seed,offset" (a
+    Philox position, which cannot carry over): the session loads and its generator restarts
+    from that seed, as torch.manual_seed(seed) would."""
+    d = Daemon("--data-dir", data_dir)
+    try:
+        s1 = tensord.connect("127.0.0.1:%d" % d.port)
+        s1.manual_seed(3)
+        s1.rand(2)
+        s1.synchronize()
+        token = s1.token
+        s1._c.close()
+    finally:
+        assert d.stop() == 0
+    sessions = os.path.join(data_dir, "sessions")
+    (name,) = os.listdir(sessions)
+    raw = open(os.path.join(sessions, name), "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    del header["__metadata__"]["rng_state"]
+    header["__metadata__"]["rng"] = "7,123"
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(os.path.join(sessions, name), "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    d = Daemon("--data-dir", data_dir)
+    try:
+        assert "sessions_restored count=1 failed=0" in d.text()
+        r1 = tensord.connect("127.0.0.1:%d" % d.port, resume=token)
+        torch.manual_seed(7)
+        assert r1.rand(3).tolist() == torch.rand(3).tolist()
+        assert r1.initial_seed() == 7
+        r1.close()
+    finally:
+        assert d.stop() == 0
+        torch.manual_seed(0)
 
 
 def test_sigterm_during_pipelined_writes_keeps_exactly_the_acknowledged(data_dir):

@@ -159,6 +159,7 @@ CASES = {
     "copy": [("t", lambda m, x, o: x.copy_(o[0]), [_t(V, True)])],
     "uniform": [("t", lambda m, x, o: x.uniform_(), [])],
     "normal": [("t", lambda m, x, o: x.normal_(), [])],
+    "random": [("t", lambda m, x, o: x.random_(0, 5), [])],
     # random (torch's derivatives are zeros)
     "bernoulli": [("t", lambda m, x, o: m.bernoulli(x / 2), [])],
     "normal_sample": [("t_float", lambda m, x, o: m.normal(x, 0.5), []),
@@ -278,7 +279,7 @@ VIEW_REFUSAL = "in-place operations on views of tensors in a graph are not suppo
 
 DIFFERENTIABLE = [op for op in opsdef.load() if op.differentiable]
 VIEWS = {op.name for op in DIFFERENTIABLE if "TD_OPF_VIEW" in op.flags}
-IN_PLACE_ONLY = {"fill", "zero", "copy", "uniform", "normal"}
+IN_PLACE_ONLY = {"fill", "zero", "copy", "uniform", "normal", "random"}
 # Every differentiable op with an in-place form (exp_, sin_, mul_, ...): a result its backward
 # reads is saved at its version after the write; a value it overwrote, as a copy.
 IN_PLACE = [op.name for op in DIFFERENTIABLE if op.inplace and op.name not in IN_PLACE_ONLY]

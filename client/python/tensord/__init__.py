@@ -781,11 +781,49 @@ class Session:
 
     @_module_function
     def manual_seed(self, seed: builtins.int) -> None:
-        """Seeds the session's generator (rand, randn, randint ...), as torch.manual_seed; the
-        values differ from torch's, the repeatability is the same."""
+        """Seeds the session's generator (rand, randn, randint ...), as torch.manual_seed: the
+        generator is torch's CPU generator, so the values are torch's."""
         req = pb.Request()
         req.manual_seed.seed = seed
         self._send(req, "manual_seed")
+
+    @_module_function
+    def rng_state(self, *, seed: Optional[builtins.int] = None,
+                  generator: Optional["Generator"] = None) -> "Tensor":
+        """The state of the session's generator (or of `generator`; with seed, of a generator
+        freshly seeded with it): torch's 5056 state bytes as an int64 tensor of 632 words (the
+        server's rng_state op)."""
+        if seed is not None:
+            signed = (seed & _U64) - (1 << 64) if seed & _U64 >= 1 << 63 else seed & _U64
+            return self._op("rng_state", [], min=signed)
+        return self._op("rng_state", [], generator=_generator_handle(self, generator))
+
+    @_module_function
+    def get_rng_state(self) -> "Tensor":
+        """torch.get_rng_state: the session generator's state, torch's 5056 state bytes as an
+        int64 tensor of 632 words (tensord has no uint8), for set_rng_state."""
+        return self.rng_state()
+
+    @_module_function
+    def set_rng_state(self, new_state: Any) -> None:
+        """torch.set_rng_state: puts the session's generator where get_rng_state() found it,
+        or where torch's own state (a torch.ByteTensor, bytes, or byte values) says."""
+        if not isinstance(new_state, Tensor):
+            new_state = Generator(session=self).set_state(new_state)._state
+        self._op("set_rng_state", [new_state])
+
+    @_module_function
+    def initial_seed(self) -> builtins.int:
+        """torch.initial_seed: the seed the session's generator started from."""
+        return builtins.int(self._op("rng_state", []).tolist()[0]) & _U64
+
+    @_module_function
+    def seed(self) -> builtins.int:
+        """torch.seed: seeds the session's generator from the OS's randomness (53 bits, as
+        torch's) and returns that seed."""
+        s = builtins.int.from_bytes(os.urandom(8), "little") & ((1 << 53) - 1)
+        self.manual_seed(s)
+        return s
 
     def _set_grad_mode(self, enabled: builtins.bool) -> None:
         if enabled != self._grad_enabled:
@@ -1607,6 +1645,23 @@ class Tensor:
             return self._s._op("minimum", [self, dim])
         return self._s._op2("min", [self], dim=dim, keepdim=keepdim)
 
+    def random_(self, *args: Any, generator: Any = None) -> "Tensor":
+        """torch's random_(), random_(to) and random_(from, to) (to None: up to the dtype's
+        largest value), from the session's generator or `generator`."""
+        if len(args) > 2:
+            raise TypeError("random_() takes from 1 to 3 positional arguments but %d were given"
+                            % (len(args) + 1))
+        bound: dict = {"input": self}
+        if len(args) == 1:
+            bound["to"] = args[0]
+        elif len(args) == 2:
+            bound["from"] = args[0]
+            if args[1] is not None:
+                bound["to"] = args[1]
+        if generator is not None:
+            bound["generator"] = generator
+        return _run(self._s, _OP_TABLE["random"], bound, True, "random_")
+
     def __getattr__(self, name: str) -> Any:
         """Every other op by its torch name: x.exp(), x.sum(dim=...), x.add_(5) ... (an op
         whose signature has an operand `input`: the tensor the method is called on)."""
@@ -2128,30 +2183,64 @@ del _f
 
 _DEFAULT_SEED = 67280421310721  # torch.Generator().initial_seed()
 _U64 = (1 << 64) - 1
+_STATE_BYTES = 5056  # sizeof(CPUGeneratorImplState): torch's get_state()
+_LEGACY_STATE_BYTES = 5048  # sizeof(CPUGeneratorImplStateLegacy)
+
+
+@functools.lru_cache(maxsize=16)
+def _seeded_state(seed: builtins.int) -> bytes:
+    """torch's CPU generator state bytes right after manual_seed(seed): mt19937 seeded with the
+    seed's low 32 bits, left 1, next 0, no cached normal sample."""
+    mt = [seed & 0xFFFFFFFF]
+    for j in range(1, 624):
+        p = mt[-1]
+        mt.append((1812433253 * (p ^ (p >> 30)) + j) & 0xFFFFFFFF)
+    head = struct.pack("<QiiQ", seed, 1, 1, 0) + struct.pack("<624Q", *mt)
+    return head + bytes(_STATE_BYTES - len(head))
+
+
+def _check_state(b: bytes) -> bytes:
+    """torch's set_state checks on state bytes; a legacy state becomes a current one."""
+    if len(b) not in (_STATE_BYTES, _LEGACY_STATE_BYTES):
+        raise RuntimeError("Expected either a CPUGeneratorImplStateLegacy of size %d or a "
+                           "CPUGeneratorImplState of size %d but found the input RNG state size "
+                           "to be %d" % (_LEGACY_STATE_BYTES, _STATE_BYTES, len(b)))
+    _, left, seeded, nxt = struct.unpack_from("<QiiQ", b)
+    if not seeded or not 0 < left <= 624 or (nxt & 0xFFFFFFFF) > 624:
+        raise RuntimeError("Invalid mt19937 state")
+    if len(b) == _LEGACY_STATE_BYTES:
+        import math
+        x, _, rho = struct.unpack_from("<3d", b, 5016)
+        valid = struct.unpack_from("<i", b, 5040)[0]
+        y = rho * math.sin(2.0 * math.pi * x) if valid else 0.0
+        b = (b[:5016] + struct.pack("<3di", 0.0, y, 0.0, 1 if valid else 0)
+             + bytes(_STATE_BYTES - 5044))
+    return b
 
 
 class Generator:
     """torch.Generator: a random stream of its own, on the server, for generator= on rand,
-    randn, randint, randperm, normal, multinomial, bernoulli, uniform_ and normal_. Seeded
-    alike, two generators give the same values; their streams are independent of the
-    session's (manual_seed) and of each other. The values differ from torch's, the
-    repeatability is the same.
+    randn, randint, randperm, normal, multinomial, bernoulli, uniform_ and normal_. It is
+    torch's CPU generator (mt19937): seeded alike, it gives torch's values; its stream is
+    independent of the session's (manual_seed) and of other generators.
 
-    The stream's state is a tensor [seed, offset] (int64) in the session's handle table: it is
-    charged to the session, freed with this object or the session, and kept in session
-    snapshots. get_state() returns a copy of it, which set_state() takes back (torch's state is
-    a ByteTensor of its Mersenne Twister; this one is not)."""
+    The stream's state is kept in the session's handle table as an int64 tensor of 632 words
+    whose bytes are torch's 5056-byte CPUGeneratorImplState: it is charged to the session,
+    freed with this object or the session, and kept in session snapshots. get_state() returns
+    a copy of that tensor (tensord has no uint8 dtype; its bytes are torch's ByteTensor:
+    torch.tensor(list(numpy.asarray(state.tolist(), dtype='<i8').view('u1')), dtype=torch.uint8)).
+    set_state() takes it back, or torch's own state (a torch.ByteTensor, bytes, or a list of
+    byte values, current or legacy layout)."""
 
     def __init__(self, device: Any = "cpu", *, session: Optional[Session] = None) -> None:
         if str(device) != "cpu":
             raise RuntimeError(_names.text("Device type %s is not supported for tensord.Generator() "
                                            "api." % str(device).split(":")[0].upper()))
         self._s = session or _session()
-        self._state = self._new_state(_DEFAULT_SEED)
+        self._state = self._new_state(_seeded_state(_DEFAULT_SEED))
 
-    def _new_state(self, seed: builtins.int) -> Tensor:
-        signed = seed - (1 << 64) if seed >= 1 << 63 else seed
-        return self._s.tensor([signed, 0], dtype=int64)
+    def _new_state(self, b: bytes) -> Tensor:
+        return self._s.tensor(list(struct.unpack("<%dq" % (len(b) // 8), b)), dtype=int64)
 
     @property
     def device(self) -> Any:
@@ -2163,12 +2252,12 @@ class Generator:
             raise RuntimeError("manual_seed expected a long, but got %s" % type(seed).__name__)
         if not -(1 << 63) <= seed <= _U64:
             raise RuntimeError("Overflow when unpacking long")
-        self._state = self._new_state(builtins.int(seed) & _U64)
+        self._state = self._new_state(_seeded_state(builtins.int(seed) & _U64))
         return self
 
     def seed(self) -> builtins.int:
         """Seeds the stream from the OS's randomness and returns that seed."""
-        s = builtins.int.from_bytes(os.urandom(8), "little") >> 1
+        s = builtins.int.from_bytes(os.urandom(8), "little") & ((1 << 53) - 1)  # torch's 53 bits
         self.manual_seed(s)
         return s
 
@@ -2177,19 +2266,31 @@ class Generator:
         return builtins.int(self._state.tolist()[0]) & _U64
 
     def get_state(self) -> Tensor:
-        """A copy of the stream's state, for set_state."""
+        """A copy of the stream's state (torch's state bytes as 632 int64 words), for
+        set_state."""
         return self._state.clone()
 
     def set_state(self, new_state: Any) -> "Generator":
-        """Puts the stream back where get_state() found it."""
-        if not isinstance(new_state, Tensor):
+        """Puts the stream back where get_state() found it, or where torch's get_state() bytes
+        say."""
+        if isinstance(new_state, Tensor):
+            if (new_state.dtype != int64 or tuple(new_state.shape) != (_STATE_BYTES // 8,)
+                    or new_state._s is not self._s):
+                raise RuntimeError("expected a state from tensord.Generator.get_state() (an int64 "
+                                   "tensor of %d elements in this session), got %s of shape %s"
+                                   % (_STATE_BYTES // 8, new_state.dtype, list(new_state.shape)))
+            self._state = new_state.clone()
+            return self
+        if isinstance(new_state, (bytes, bytearray)):
+            b = bytes(new_state)
+        elif hasattr(new_state, "dtype") and str(new_state.dtype) == "torch.uint8":
+            b = bytes(new_state.tolist())
+        elif isinstance(new_state, (list, tuple)):
+            b = bytes(new_state)
+        else:
             raise TypeError(_names.text("expected a tensord.ByteTensor, but got %s"
                                         % type(new_state).__name__))
-        if new_state.dtype != int64 or tuple(new_state.shape) != (2,) or new_state._s is not self._s:
-            raise RuntimeError("expected a state from tensord.Generator.get_state() (an int64 "
-                               "tensor of 2 elements in this session), got %s of shape %s"
-                               % (new_state.dtype, list(new_state.shape)))
-        self._state = new_state.clone()
+        self._state = self._new_state(_check_state(b))
         return self
 
 

@@ -1,8 +1,9 @@
 /* server/core/ops/create.c — creation ops and the in-place fills: empty, randint, linspace, eye,
 ** the *_like family, and fill_, zero_, copy_, uniform_, normal_.
 **
-** Random ops draw from the session's generator, which rpc passes in td_op_args.rng, so they keep
-** the counter-based, seedable sequence of rand and randn. Values and errors follow torch 1.13.
+** Random ops draw from the session's generator or a torch.Generator's, which rpc passes in
+** td_op_args.rng, in torch's order with torch's CPU algorithms (core/rng.h), so a seed gives
+** torch's values. Values and errors follow torch 1.13.
 */
 #include <math.h>
 #include <stdio.h>
@@ -28,53 +29,21 @@ int td_make_empty(struct td_tensor **out, const struct td_operand *in, int nin,
                           td_scalar_i(0), q, err);
 }
 
-/* randint(low = min, high = max, shape): uniform integers in [low, high), int64 by default. */
+/* randint(low = min, high = max, shape): torch's empty(shape, dtype).random_(low, high), int64
+** by default (random.c's random_ draws, checks and errors). */
 int td_make_randint(struct td_tensor **out, const struct td_operand *in, int nin,
                     const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
-    (void)in;
-    (void)nin;
     enum td_dtype dt = dtype_or(a, TD_DTYPE_I64);
-    int64_t lo = a->has_min ? td_scalar_to_int(a->min) : 0, hi = td_scalar_to_int(a->max);
     if (a->rng == NULL || !a->has_max) {
         return td_err_set(err, TD_EINVAL, "randint needs a high bound and a generator");
     }
-    if (lo >= hi) {
-        return td_err_set(err, TD_EINVAL,
-                          "random_ expects 'from' to be less than 'to', but got "
-                          "from=%lld >= to=%lld",
-                          (long long)lo, (long long)hi);
-    }
-    if (dt == TD_DTYPE_BOOL && (lo < 0 || hi > 2)) {
-        return td_err_set(err, TD_EINVAL, "to - 1 is out of bounds for bool");
-    }
     int rc = td_tensor_empty(out, dt, a->dims, a->ndims, q, err);
-    if (rc != 0) {
-        return rc;
+    if (rc == 0 && (rc = td_fwd_random(*out, in, nin, a, dt, err)) != 0) {
+        td_tensor_unref(*out);
+        *out = NULL;
     }
-    uint64_t range = (uint64_t)hi - (uint64_t)lo;
-    char *d = td_tensor_data(*out);
-    size_t es = td_dtype_size(dt);
-    uint32_t w[4];
-    for (int64_t c = 0, end; c < (*out)->numel; c = end) {
-        end = td_cancel_chunk_end(c, (*out)->numel);
-        for (int64_t i = c; i < end; i++) {
-            td_philox(a->rng->seed, a->rng->offset + (uint64_t)i, w);
-            uint64_t r = ((uint64_t)w[0] << 32 | w[1]) % range; /* bias below 2^-32 here */
-            int64_t v = (int64_t)((uint64_t)lo + r);
-            td_elem_store_f64(d + (size_t)i * es, dt, (double)v);
-            if (dt == TD_DTYPE_I64) {
-                ((int64_t *)d)[i] = v; /* exact beyond 2^53 */
-            }
-        }
-        if ((rc = td_cancel_check(err)) != 0) {
-            td_tensor_unref(*out);
-            *out = NULL;
-            return rc;
-        }
-    }
-    a->rng->offset += (uint64_t)(*out)->numel;
-    return 0;
+    return rc;
 }
 
 /* linspace(start = min, end = max, steps = dim): torch's symmetric formula, in float for float
@@ -194,6 +163,11 @@ int td_make_full_like(struct td_tensor **out, const struct td_operand *in, int n
     return like(out, in[0].t, a, a->min, q, err);
 }
 
+/* rand_like / randn_like: torch fills empty_like(x), which keeps x's dim order (its strides',
+** as torch's TensorIterator orders them) with dense strides; the draw walks that tensor's
+** memory. The result here is contiguous, so the draw fills it through x's dim order, and a
+** normal draw takes torch's element-by-element path unless that order is C order (then torch's
+** tensor is contiguous too). */
 static int rand_like_common(struct td_tensor **out, const struct td_operand *in,
                             const struct td_op_args *a, bool normal, struct td_quota *q,
                             struct td_err *err)
@@ -203,8 +177,35 @@ static int rand_like_common(struct td_tensor **out, const struct td_operand *in,
         return td_err_set(err, TD_EINVAL, "no generator");
     }
     enum td_dtype dt = dtype_or(a, x->dtype);
-    return normal ? td_tensor_randn(out, dt, x->shape, x->ndim, a->rng, q, err)
-                  : td_tensor_rand(out, dt, x->shape, x->ndim, a->rng, q, err);
+    int perm[TD_MAX_DIMS], last = -1;
+    bool c_order = true;
+    td_rng_walk_order(x, perm);
+    for (int i = 0; i < x->ndim; i++) {
+        if (x->shape[perm[i]] != 1) {
+            c_order = c_order && perm[i] > last;
+            last = perm[i];
+        }
+    }
+    if (c_order) {
+        return normal ? td_tensor_randn(out, dt, x->shape, x->ndim, a->rng, q, err)
+                      : td_tensor_rand(out, dt, x->shape, x->ndim, a->rng, q, err);
+    }
+    if (!td_dtype_is_float(dt)) {
+        return td_err_set(err, TD_EDTYPE, "\"%s\" not implemented for '%s'",
+                          normal ? "normal_kernel_cpu" : "check_uniform_bounds",
+                          td_dtype_cname(dt));
+    }
+    int rc = td_tensor_empty(out, dt, x->shape, x->ndim, q, err);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = normal ? td_rng_fill_normal(*out, perm, 0.0, 1.0, a->rng, err)
+                : td_rng_fill_uniform(*out, perm, 0.0, 1.0, a->rng, err);
+    if (rc != 0) {
+        td_tensor_unref(*out);
+        *out = NULL;
+    }
+    return rc;
 }
 
 int td_make_rand_like(struct td_tensor **out, const struct td_operand *in, int nin,
@@ -360,33 +361,6 @@ int td_fwd_copy(struct td_tensor *out, const struct td_operand *in, int nin,
     return rc;
 }
 
-struct rand_ctx {
-    enum td_dtype dt;
-    struct td_rng *rng;
-    double lo, hi;
-    bool normal;
-};
-
-static void rand_one(void *p, void *ctx, int64_t i)
-{
-    struct rand_ctx *r = ctx;
-    uint32_t w[4];
-    td_philox(r->rng->seed, r->rng->offset + (uint64_t)i, w);
-    double v;
-    if (r->normal) {
-        double u1 = ((double)(((uint64_t)w[0] << 32 | w[1]) >> 11) + 1.0) *
-                    (1.0 / 9007199254740992.0);
-        double u2 = (double)(((uint64_t)w[2] << 32 | w[3]) >> 11) * (1.0 / 9007199254740992.0);
-        v = r->lo + r->hi * sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
-    } else {
-        double u = r->dt == TD_DTYPE_F32
-                       ? (double)((float)(w[0] >> 8) * (1.0f / 16777216.0f))
-                       : (double)(((uint64_t)w[0] << 32 | w[1]) >> 11) * (1.0 / 9007199254740992.0);
-        v = r->lo + (r->hi - r->lo) * u;
-    }
-    td_elem_store_f64(p, r->dt, v);
-}
-
 /* uniform_(from = min, to = max) and normal_(mean = min, std = max) */
 static int fill_random(struct td_tensor *out, const struct td_op_args *a, bool normal,
                        struct td_err *err)
@@ -410,12 +384,8 @@ static int fill_random(struct td_tensor *out, const struct td_op_args *a, bool n
     if (a->rng == NULL) {
         return td_err_set(err, TD_EINVAL, "no generator");
     }
-    struct rand_ctx r = {.dt = out->dtype, .rng = a->rng, .lo = p0, .hi = p1, .normal = normal};
-    int rc = td_tensor_each(out, rand_one, &r, err);
-    if (rc == 0) {
-        a->rng->offset += (uint64_t)out->numel;
-    }
-    return rc;
+    return normal ? td_rng_fill_normal(out, NULL, p0, p1, a->rng, err)
+                  : td_rng_fill_uniform(out, NULL, p0, p1, a->rng, err);
 }
 
 int td_fwd_uniform(struct td_tensor *out, const struct td_operand *in, int nin,

@@ -2,11 +2,11 @@
 ** torch.normal's call forms (normal_sample), with their cost rules and backward rules.
 **
 ** Every draw comes from td_op_args.rng: the session's generator or a torch.Generator's stream,
-** which rpc resolves from generator= (core never knows which). Draws are counter-based
-** (core/rng.h): value k of a draw uses Philox counter offset + k and nothing else, so results do
-** not depend on threading, and a draw advances the offset by the counters it used, only when it
-** succeeds. Values cannot equal torch's (its CPU generator is a Mersenne Twister); the
-** distributions, shapes, dtypes and errors are torch 1.13's.
+** which rpc resolves from generator= (core never knows which). The generator is torch's CPU
+** mt19937 (core/rng.h) and each kernel draws what torch 1.13's CPU kernel draws, in its order and
+** width (aten/src/ATen/native/Distributions.cpp, cpu/MultinomialKernel.cpp, TensorFactories.cpp,
+** cpu/DistributionTemplates.h, facts only), so a seed gives torch's values. Draws are sequential,
+** on one thread; a failed draw's generator state is thrown away by the caller.
 */
 #include <math.h>
 #include <stdlib.h>
@@ -17,22 +17,11 @@
 #include "../rng.h"
 #include "family.h"
 
-/* A uniform double in [0, 1) from counter ctr, 53 bits. */
-static double uniform01(const struct td_rng *r, uint64_t ctr)
+/* exponential_distribution<double>(1): one double uniform. */
+static double exponential1(struct td_rng *r)
 {
-    uint32_t w[4];
-    td_philox(r->seed, r->offset + ctr, w);
-    return (double)(((uint64_t)w[0] << 32 | w[1]) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-/* A standard normal from counter ctr: Box-Muller on two 53-bit uniforms. */
-static double normal01(const struct td_rng *r, uint64_t ctr)
-{
-    uint32_t w[4];
-    td_philox(r->seed, r->offset + ctr, w);
-    double u1 = ((double)(((uint64_t)w[0] << 32 | w[1]) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-    double u2 = (double)(((uint64_t)w[2] << 32 | w[3]) >> 11) * (1.0 / 9007199254740992.0);
-    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+    double u = td_rng_uniform_f64(r, 0.0, 1.0);
+    return -1.0 / 1.0 * log(1.0 - u);
 }
 
 static int no_generator(struct td_err *err)
@@ -167,11 +156,31 @@ static int multinomial_values(const double *v, int64_t rows, int64_t k, bool fas
     return 0;
 }
 
-/* Without replacement (and for one sample), torch's exponential trick: category j gets the key
-** p_j / E_j with E_j ~ Exp(1), and the num_samples largest keys, largest first, are the draw:
-** the same law as drawing one at a time in proportion to what is left. With replacement, each
-** sample inverts the row's cumulative sums at a uniform draw. Row r uses counters from
-** r * k (exponential trick) or r * num_samples (with replacement). */
+/* x rounded to dt (float32 arithmetic done in double and rounded once is float32's own). */
+static double in_dtype(enum td_dtype dt, double x)
+{
+    return dt == TD_DTYPE_F32 ? (double)(float)x : x;
+}
+
+struct expo_ctx {
+    struct td_rng *rng;
+    enum td_dtype dt;
+};
+
+/* v holds p (float64); becomes p / q with q = exponential(1), in p's dtype. */
+static void expo_key(void *elem, void *ctx, int64_t i)
+{
+    (void)i;
+    struct expo_ctx *c = ctx;
+    double q = in_dtype(c->dt, exponential1(c->rng));
+    *(double *)elem = in_dtype(c->dt, *(double *)elem / q);
+}
+
+/* Without replacement (and for one sample), torch's exponential trick: q = empty_like(input)
+** .exponential_(1) (empty_like keeps input's dim order, so the draw walks input's layout), keys input / q in input's dtype, and the num_samples largest keys of a row, largest
+** first (argmax for one sample). With replacement, torch's kernel: per row, the cumulative sums
+** in input's dtype divided by their total, the last set to 1, then per sample a double uniform
+** and a binary search for the first cumulative value not below it. */
 int td_make_multinomial(struct td_tensor **out, const struct td_operand *in, int nin,
                         const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
@@ -199,10 +208,19 @@ int td_make_multinomial(struct td_tensor **out, const struct td_operand *in, int
     if ((rc = f64_copy(&v, p, q, err)) != 0) {
         goto fail;
     }
-    const double *pv = td_tensor_data(v);
+    double *pv = td_tensor_data(v);
     bool fast = !a->replacement || n == 1;
     if ((rc = multinomial_values(pv, rows, k, fast, err)) != 0) {
         goto fail_v;
+    }
+    if (fast) {
+        int perm[TD_MAX_DIMS];
+        td_rng_walk_order(p, perm);
+        struct td_tensor view = td_rng_permuted(v, perm);
+        struct expo_ctx ec = {.rng = a->rng, .dt = p->dtype};
+        if ((rc = td_tensor_each(&view, expo_key, &ec, err)) != 0) {
+            goto fail_v;
+        }
     }
     /* One row's scratch: k keyed entries and the merge's k more, or k cumulative sums. */
     int64_t scratch = td_sat_mul(k, fast ? 2 * (int64_t)sizeof(struct keyed)
@@ -216,21 +234,16 @@ int td_make_multinomial(struct td_tensor **out, const struct td_operand *in, int
         goto fail_charge;
     }
     int64_t *o = td_tensor_data(*out);
+    enum td_dtype dt = p->dtype;
     for (int64_t r = 0; r < rows; r++) {
         const double *row = pv + r * k;
         if (fast) {
             struct keyed *e = buf;
-            for (int64_t c0 = 0; rc == 0 && c0 < k; c0 = td_cancel_chunk_end(c0, k)) {
-                int64_t c1 = td_cancel_chunk_end(c0, k);
-                for (int64_t j = c0; j < c1; j++) {
-                    /* 1 - u is in (0, 1]: the exponential draw is finite. */
-                    double ex = -log(1.0 - uniform01(a->rng, (uint64_t)(r * k + j)));
-                    e[j].key = ex > 0 ? row[j] / ex : (row[j] > 0 ? INFINITY : 0);
-                    e[j].idx = j;
-                }
-                rc = td_cancel_check(err);
+            for (int64_t j = 0; j < k; j++) {
+                e[j].key = row[j];
+                e[j].idx = j;
             }
-            if (rc != 0 || (rc = keyed_sort(e, e + k, k, err)) != 0) {
+            if ((rc = keyed_sort(e, e + k, k, err)) != 0) {
                 break;
             }
             for (int64_t s = 0; s < n; s++) {
@@ -239,21 +252,25 @@ int td_make_multinomial(struct td_tensor **out, const struct td_operand *in, int
         } else {
             double *cum = buf, total = 0;
             for (int64_t j = 0; j < k; j++) {
-                total += row[j];
+                total = in_dtype(dt, total + row[j]);
                 cum[j] = total;
             }
+            for (int64_t j = 0; j < k; j++) {
+                cum[j] = in_dtype(dt, cum[j] / total);
+            }
+            cum[k - 1] = 1;
             /* each sample a binary search: a chunk of them between two checks */
             for (int64_t c0 = 0; rc == 0 && c0 < n; c0 = td_cancel_chunk_end(c0, n)) {
                 int64_t c1 = td_cancel_chunk_end(c0, n);
                 for (int64_t s = c0; s < c1; s++) {
-                    double x = uniform01(a->rng, (uint64_t)(r * n + s)) * total;
-                    int64_t lo = 0, hi = k - 1; /* the first j with cum[j] > x */
-                    while (lo < hi) {
+                    double x = td_rng_uniform_f64(a->rng, 0.0, 1.0);
+                    int64_t lo = 0, hi = k; /* the first j with cum[j] >= x */
+                    while (hi - lo > 0) {
                         int64_t mid = lo + (hi - lo) / 2;
-                        if (cum[mid] > x) {
-                            hi = mid;
-                        } else {
+                        if (cum[mid] < x) {
                             lo = mid + 1;
+                        } else {
+                            hi = mid;
                         }
                     }
                     o[r * n + s] = lo;
@@ -274,7 +291,6 @@ int td_make_multinomial(struct td_tensor **out, const struct td_operand *in, int
     if (rc != 0) {
         goto fail;
     }
-    a->rng->offset += (uint64_t)rows * (uint64_t)(fast ? k : n);
     return 0;
 fail_charge:
     td_quota_release(q, scratch);
@@ -341,19 +357,30 @@ int td_dtype_rule_bernoulli(const struct td_operand *in, int nin, const struct t
 }
 
 struct bern_ctx {
-    const struct td_rng *rng;
-    const double *prob; /* per element, or NULL: p for all */
+    struct td_rng *rng;
+    const double *prob; /* per element in C order, or NULL: p for all */
+    bool prob_f32;      /* the probabilities are float32: bernoulli_distribution<float> */
     double p;
     enum td_dtype dt;
 };
 
+/* torch's bernoulli_distribution: a double uniform below p (a float32 one below a float32 p). */
 static void bern_one(void *elem, void *ctx, int64_t i)
 {
     struct bern_ctx *b = ctx;
-    double p = b->prob != NULL ? b->prob[i] : b->p;
-    td_elem_store_f64(elem, b->dt, uniform01(b->rng, (uint64_t)i) < p ? 1.0 : 0.0);
+    bool one;
+    if (b->prob == NULL) {
+        one = td_rng_uniform_f64(b->rng, 0.0, 1.0) < b->p;
+    } else if (b->prob_f32) {
+        one = td_rng_uniform_f32(b->rng, 0.0f, 1.0f) < (float)b->prob[i];
+    } else {
+        one = td_rng_uniform_f64(b->rng, 0.0, 1.0) < b->prob[i];
+    }
+    td_elem_store_f64(elem, b->dt, one ? 1.0 : 0.0);
 }
 
+/* The draw walks out in torch's order: C order for torch.bernoulli's new result, the strides'
+** order for bernoulli_ in place. */
 int td_fwd_bernoulli(struct td_tensor *out, const struct td_operand *in, int nin,
                      const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
 {
@@ -373,6 +400,7 @@ int td_fwd_bernoulli(struct td_tensor *out, const struct td_operand *in, int nin
             return rc;
         }
         b.prob = td_tensor_data(v);
+        b.prob_f32 = in[0].t->dtype == TD_DTYPE_F32;
         for (int64_t i = 0; i < v->numel; i++) {
             if (!(b.prob[i] >= 0 && b.prob[i] <= 1)) {
                 td_tensor_unref(v);
@@ -387,18 +415,23 @@ int td_fwd_bernoulli(struct td_tensor *out, const struct td_operand *in, int nin
         td_tensor_unref(v);
         return no_generator(err);
     }
-    rc = td_tensor_each(out, bern_one, &b, err);
-    td_tensor_unref(v);
-    if (rc == 0) {
-        a->rng->offset += (uint64_t)out->numel;
+    if (b.prob != NULL) {
+        rc = td_tensor_each(out, bern_one, &b, err); /* a new, contiguous result */
+    } else {
+        int perm[TD_MAX_DIMS];
+        td_rng_walk_order(out, perm);
+        struct td_tensor view = td_rng_permuted(out, perm);
+        rc = td_tensor_each(&view, bern_one, &b, err);
     }
+    td_tensor_unref(v);
     return rc;
 }
 
 /* ---- randperm(n, *, generator=None, dtype=torch.int64) ---- */
 
-/* Fisher-Yates over an int64 scratch: step i swaps i with a uniform j in [0, i], from counter
-** i. The result is cast to dtype when that is not int64. */
+/* torch's randperm_cpu on an int64 scratch: below 2^32 / 20, for i in [0, n - 1) swap i with
+** i + random() % (n - i); from there the inside-out shuffle with random64() % (i + 1). The result
+** is cast to dtype when that is not int64. */
 int td_make_randperm(struct td_tensor **out, const struct td_operand *in, int nin,
                      const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
@@ -426,18 +459,28 @@ int td_make_randperm(struct td_tensor **out, const struct td_operand *in, int ni
         return rc;
     }
     int64_t *v = td_tensor_data(perm);
-    for (int64_t i = 0; i < n; i++) {
-        v[i] = i;
+    bool small = n < (int64_t)(UINT32_MAX / 20);
+    if (small) {
+        for (int64_t i = 0; i < n; i++) {
+            v[i] = i;
+        }
     }
-    for (int64_t c = 1, end; c < n; c = end) {
+    for (int64_t c = 0, end; c < n; c = end) {
         end = td_cancel_chunk_end(c, n);
         for (int64_t i = c; i < end; i++) {
-            uint32_t w[4];
-            td_philox(a->rng->seed, a->rng->offset + (uint64_t)i, w);
-            int64_t j = (int64_t)((((uint64_t)w[0] << 32) | w[1]) % (uint64_t)(i + 1));
-            int64_t t = v[i];
-            v[i] = v[j];
-            v[j] = t;
+            if (small) {
+                if (i < n - 1) {
+                    int64_t z = (int64_t)(td_rng_u32(a->rng) % (uint64_t)(n - i));
+                    int64_t t = v[i];
+                    v[i] = v[z + i];
+                    v[z + i] = t;
+                }
+            } else {
+                int64_t z = (int64_t)(td_rng_u64(a->rng) % (uint64_t)(i + 1));
+                v[i] = i;
+                v[i] = v[z];
+                v[z] = i;
+            }
         }
         if ((rc = td_cancel_check(err)) != 0) {
             td_tensor_unref(perm);
@@ -457,7 +500,6 @@ int td_make_randperm(struct td_tensor **out, const struct td_operand *in, int ni
             return rc;
         }
     }
-    a->rng->offset += (uint64_t)n;
     return 0;
 }
 
@@ -518,8 +560,8 @@ static int normal_plan(const struct td_operand *in, int nin, const struct td_op_
     return 0;
 }
 
-/* mean + std * z with z standard normal in the result's shape, through the tested broadcasting
-** mul and add; a float64 std or mean under a float32 mean comes back to mean's dtype. */
+/* torch's draws and arithmetic through the tested broadcasting mul and add; each step's result
+** comes back to the result's dtype, as torch's in-place mul_ and add_ do. */
 int td_make_normal_sample(struct td_tensor **out, const struct td_operand *in, int nin,
                           const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
@@ -554,45 +596,46 @@ int td_make_normal_sample(struct td_tensor **out, const struct td_operand *in, i
     if (a->rng == NULL) {
         return no_generator(err);
     }
-    struct td_tensor *z = NULL, *sz = NULL, *r = NULL;
+    /* torch: normal(m, s_float) draws with std s then adds m; the other tensor forms draw
+    ** standard normals, multiply by std then add mean (in the result's dtype, in place);
+    ** normal(m_float, s_float, size) draws with both. */
+    const struct td_tensor *mt = in[0].t, *st = in[1].t;
+    double zmean = mt == NULL && st == NULL ? td_scalar_to_double(in[0].s) : 0.0;
+    double zstd = st == NULL ? td_scalar_to_double(in[1].s) : 1.0;
+    struct td_tensor *z = NULL;
     if ((rc = td_tensor_empty(&z, dt, shape, ndim, q, err)) != 0) {
         return rc;
     }
-    char *zd = td_tensor_data(z);
-    size_t es = td_dtype_size(dt);
-    for (int64_t c = 0, end; c < z->numel; c = end) {
-        end = td_cancel_chunk_end(c, z->numel);
-        for (int64_t i = c; i < end; i++) {
-            td_elem_store_f64(zd + (size_t)i * es, dt, normal01(a->rng, (uint64_t)i));
-        }
-        if ((rc = td_cancel_check(err)) != 0) {
-            td_tensor_unref(z);
-            return rc;
-        }
-    }
-    if ((rc = td_bw2(TD_OP_MUL, td_t(z), in[1], q, &sz, err)) != 0 ||
-        (rc = td_bw2(TD_OP_ADD, td_t(sz), in[0], q, &r, err)) != 0) {
+    if ((rc = td_rng_fill_normal(z, NULL, zmean, zstd, a->rng, err)) != 0) {
         td_tensor_unref(z);
-        td_tensor_unref(sz);
         return rc;
     }
-    uint64_t used = (uint64_t)z->numel;
-    td_tensor_unref(z);
-    td_tensor_unref(sz);
-    if (r->dtype != dt) {
-        struct td_tensor *cast = NULL;
-        rc = td_tensor_empty(&cast, dt, r->shape, r->ndim, q, err);
-        if (rc == 0 && (rc = td_cast_copy(cast, r, err)) != 0) {
-            td_tensor_unref(cast);
+    for (int step = 0; step < 2 && rc == 0; step++) {
+        struct td_tensor *r = NULL;
+        if (step == 0 && st == NULL) {
+            continue;
         }
-        td_tensor_unref(r);
-        if (rc != 0) {
-            return rc;
+        if (step == 1 && mt == NULL && st == NULL) {
+            continue;
         }
-        r = cast;
+        rc = td_bw2(step == 0 ? TD_OP_MUL : TD_OP_ADD, td_t(z), in[step == 0 ? 1 : 0], q, &r, err);
+        if (rc == 0 && r->dtype != dt) {
+            struct td_tensor *cast = NULL;
+            rc = td_tensor_empty(&cast, dt, r->shape, r->ndim, q, err);
+            if (rc == 0 && (rc = td_cast_copy(cast, r, err)) != 0) {
+                td_tensor_unref(cast);
+            }
+            td_tensor_unref(r);
+            r = rc == 0 ? cast : NULL;
+        }
+        td_tensor_unref(z);
+        z = r;
     }
-    a->rng->offset += used;
-    *out = r;
+    if (rc != 0) {
+        td_tensor_unref(z);
+        return rc;
+    }
+    *out = z;
     return 0;
 }
 
@@ -635,5 +678,254 @@ int td_cost_normal_sample(const struct td_operand *in, int nin, const struct td_
     c->written = td_sat_mul(n, 3);
     c->out_bytes = td_sat_mul(n, 8);
     c->temp_bytes = td_sat_add(td_sat_mul(n, 16), 0);
+    return 0;
+}
+
+/* ---- random_(from=None, to=None, *, generator=None) ---- */
+
+struct random_ctx {
+    struct td_rng *rng;
+    enum td_dtype dt;
+    int kind;       /* 0: random_(); 1: [from, from + range); 2: the full int64 range */
+    uint64_t range; /* kind 1 */
+    int64_t from;
+};
+
+/* torch's uniform_int_distribution (kind 0), uniform_int_from_to_distribution (1) and
+** uniform_int_full_range_distribution (2): random64() for int64 and float64 results (and, for
+** a range of 2^32 or more, float32), else random(). */
+static void random_one(void *elem, void *ctx, int64_t i)
+{
+    (void)i;
+    struct random_ctx *c = ctx;
+    bool wide = c->kind == 2 ||
+                (c->kind == 0 ? c->dt == TD_DTYPE_I64 || c->dt == TD_DTYPE_F64
+                              : c->range >= ((uint64_t)1 << 32) && c->dt != TD_DTYPE_I32 &&
+                                    c->dt != TD_DTYPE_BOOL);
+    uint64_t w = wide ? td_rng_u64(c->rng) : td_rng_u32(c->rng);
+    int64_t v;
+    if (c->kind == 1) {
+        v = (int64_t)(w % c->range + (uint64_t)c->from);
+    } else if (c->kind == 2) {
+        v = (int64_t)w;
+    } else {
+        switch (c->dt) {
+        case TD_DTYPE_BOOL: v = (int64_t)(w & 1); break;
+        case TD_DTYPE_I32: v = (int64_t)(w % ((uint64_t)INT32_MAX + 1)); break;
+        case TD_DTYPE_I64: v = (int64_t)(w % ((uint64_t)INT64_MAX + 1)); break;
+        case TD_DTYPE_F32: v = (int64_t)(w % (((uint64_t)1 << 24) + 1)); break;
+        default: v = (int64_t)(w % (((uint64_t)1 << 53) + 1)); break;
+        }
+    }
+    if (c->dt == TD_DTYPE_I64) {
+        *(int64_t *)elem = v;
+    } else {
+        td_elem_store_f64(elem, c->dt, (double)v);
+    }
+}
+
+/* The largest value random_ may give a dtype: its max, or 2^digits for floats. */
+static int64_t random_top(enum td_dtype dt)
+{
+    switch (dt) {
+    case TD_DTYPE_BOOL: return 1;
+    case TD_DTYPE_I32: return INT32_MAX;
+    case TD_DTYPE_F32: return (int64_t)1 << 24;
+    case TD_DTYPE_F64: return (int64_t)1 << 53;
+    default: return INT64_MAX;
+    }
+}
+
+/* torch's check_from_to_in_range: integer bounds name the dtype as its TypeMeta does; floats
+** are only held to their finite range, which an int64 never leaves. */
+static int random_bounds(int64_t v, const char *name, enum td_dtype dt, struct td_err *err)
+{
+    if (td_dtype_is_float(dt)) {
+        return 0;
+    }
+    int64_t top = random_top(dt), bottom = dt == TD_DTYPE_BOOL  ? 0
+                                           : dt == TD_DTYPE_I32 ? INT32_MIN
+                                                                : INT64_MIN;
+    if (v < bottom || v > top) {
+        return td_err_set(err, TD_EINVAL, "%s is out of bounds for %s", name,
+                          dt == TD_DTYPE_BOOL  ? "bool"
+                          : dt == TD_DTYPE_I32 ? "int"
+                                               : "long int");
+    }
+    return 0;
+}
+
+/* The float value nearest below, as torch's update_from / update_to move a bound the dtype
+** cannot hold: from up to the next value it can, to down below the value to - 1 rounds to. */
+static double float_round(enum td_dtype dt, int64_t v)
+{
+    return dt == TD_DTYPE_F32 ? (double)(float)v : (double)v;
+}
+
+static int64_t update_bound(enum td_dtype dt, int64_t v, bool is_from)
+{
+    int digits = dt == TD_DTYPE_F32 ? 24 : 53;
+    int64_t near = is_from ? v + 1 : v - 1;
+    double r = float_round(dt, near);
+    int64_t rounded = r >= 9223372036854775807.0 ? INT64_MAX : (int64_t)r;
+    if (is_from ? rounded < v : rounded >= v) {
+        uint64_t m = near < 0 ? (uint64_t)0 - (uint64_t)near : (uint64_t)near;
+        int n = 0;
+        while (m >>= 1) {
+            n++;
+        }
+        int64_t step = n - digits + 1 >= 0 ? (int64_t)1 << (n - digits + 1) : 0;
+        v = is_from ? rounded + step : rounded - step;
+    }
+    return v;
+}
+
+/* torch's random_impl and random_from_to_impl: random_() gives [0, top] (top: the dtype's max,
+** 2^24 / 2^53 for floats); random_(from, to) gives [from, to); random_(from, None)
+** [from, top] (from = int64's min: every int64). The draw walks self in torch's order. */
+int td_fwd_random(struct td_tensor *out, const struct td_operand *in, int nin,
+                  const struct td_op_args *a, enum td_dtype compute, struct td_err *err)
+{
+    (void)in;
+    (void)nin;
+    (void)compute;
+    enum td_dtype dt = out->dtype;
+    struct random_ctx c = {.rng = a->rng, .dt = dt, .kind = 0};
+    int rc;
+    if (a->has_max) {
+        int64_t from = a->has_min ? td_scalar_to_int(a->min) : 0, to = td_scalar_to_int(a->max);
+        if (from >= to) {
+            return td_err_set(err, TD_EINVAL,
+                              "random_ expects 'from' to be less than 'to', but got from=%lld "
+                              ">= to=%lld",
+                              (long long)from, (long long)to);
+        }
+        if (td_dtype_is_float(dt)) {
+            from = update_bound(dt, from, true);
+            to = update_bound(dt, to, false);
+            if (from >= to) {
+                return td_err_set(err, TD_EINVAL,
+                                  "random_ expects 'from' casted to dtype to be less than 'to' "
+                                  "casted to dtype, but got from=%lld >= to=%lld",
+                                  (long long)from, (long long)to);
+            }
+        }
+        if ((rc = random_bounds(from, "from", dt, err)) != 0 ||
+            (rc = random_bounds(to - 1, "to - 1", dt, err)) != 0) {
+            return rc;
+        }
+        c.kind = 1;
+        c.from = from;
+        c.range = (uint64_t)to - (uint64_t)from;
+    } else if (a->has_min) {
+        int64_t from = td_scalar_to_int(a->min);
+        if (from == INT64_MIN) {
+            if (dt != TD_DTYPE_I64 && !td_dtype_is_float(dt)) {
+                return td_err_set(err, TD_EINVAL,
+                                  "random_full_64_bits_range_kernel_cpu handles only int64, "
+                                  "double, float and bfloat16");
+            }
+            c.kind = 2;
+        } else {
+            int64_t top = random_top(dt);
+            if (td_dtype_is_float(dt)) {
+                from = update_bound(dt, from, true);
+            }
+            if (td_dtype_is_float(dt) && !(from < top)) {
+                return td_err_set(err, TD_EINVAL,
+                                  "random_ expects 'from' casted to dtype to be less than or "
+                                  "equal to 'to_inc' casted to dtype, but got from=%lld > "
+                                  "to_inc=%lld",
+                                  (long long)from, (long long)top);
+            }
+            if ((rc = random_bounds(from, "from", dt, err)) != 0 ||
+                (rc = random_bounds(top, "to - 1", dt, err)) != 0) {
+                return rc;
+            }
+            c.kind = 1;
+            c.from = from;
+            c.range = (uint64_t)top - (uint64_t)from + 1;
+        }
+    }
+    if (a->rng == NULL) {
+        return no_generator(err);
+    }
+    int perm[TD_MAX_DIMS];
+    td_rng_walk_order(out, perm);
+    struct td_tensor view = td_rng_permuted(out, perm);
+    return td_tensor_each(&view, random_one, &c, err);
+}
+
+/* ---- rng_state(*, generator=None) and set_rng_state(new_state, *, generator=None) ---- */
+
+/* The generator's state: torch's TD_RNG_STATE_BYTES of get_state() as an int64 tensor of
+** TD_RNG_STATE_BYTES / 8 words (tensord has no uint8; the bytes are torch's). */
+static int state_tensor(struct td_tensor **out, const struct td_rng *r, struct td_quota *q,
+                        struct td_err *err)
+{
+    int64_t n = TD_RNG_STATE_BYTES / 8;
+    int rc = td_tensor_empty(out, TD_DTYPE_I64, &n, 1, q, err);
+    if (rc == 0) {
+        td_rng_get_state(r, td_tensor_data(*out));
+    }
+    return rc;
+}
+
+/* With seed (OpArgs min, an int64 standing for the uint64 seed): the state of a generator
+** freshly seeded with it, which a client stores as a new Generator's (no generator changes). */
+int td_make_rng_state(struct td_tensor **out, const struct td_operand *in, int nin,
+                      const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)in;
+    (void)nin;
+    if (a->has_min) {
+        struct td_rng fresh;
+        td_rng_seed(&fresh, (uint64_t)td_scalar_to_int(a->min));
+        return state_tensor(out, &fresh, q, err);
+    }
+    if (a->rng == NULL) {
+        return no_generator(err);
+    }
+    return state_tensor(out, a->rng, q, err);
+}
+
+/* Replaces the generator's state with new_state's (an int64 tensor of the state's words, any
+** strides), with torch's checks; the result is the state as rng_state gives it. */
+int td_make_set_rng_state(struct td_tensor **out, const struct td_operand *in, int nin,
+                          const struct td_op_args *a, struct td_quota *q, struct td_err *err)
+{
+    (void)nin;
+    const struct td_tensor *t = in[0].t;
+    if (t == NULL || t->dtype != TD_DTYPE_I64 || t->ndim != 1 ||
+        t->numel != TD_RNG_STATE_BYTES / 8) {
+        return td_err_set(err, TD_EINVAL,
+                          "set_rng_state expects a generator state (torch's %d-byte CPU "
+                          "generator state as an int64 tensor of %d elements)",
+                          TD_RNG_STATE_BYTES, TD_RNG_STATE_BYTES / 8);
+    }
+    if (a->rng == NULL) {
+        return no_generator(err);
+    }
+    int64_t words[TD_RNG_STATE_BYTES / 8];
+    td_tensor_copy_out_range(t, 0, t->numel, words);
+    struct td_rng next;
+    int rc = td_rng_set_state(&next, (const uint8_t *)words, TD_RNG_STATE_BYTES, err);
+    if (rc != 0 || (rc = state_tensor(out, &next, q, err)) != 0) {
+        return rc;
+    }
+    *a->rng = next;
+    return 0;
+}
+
+/* Writes (and reads) the state's words. */
+int td_cost_rng_state(const struct td_operand *in, int nin, const struct td_op_args *a,
+                      struct td_cost *c)
+{
+    (void)in;
+    (void)nin;
+    (void)a;
+    c->read = TD_RNG_STATE_BYTES / 8;
+    c->written = TD_RNG_STATE_BYTES / 8;
+    c->out_bytes = TD_RNG_STATE_BYTES;
     return 0;
 }
