@@ -149,4 +149,10 @@ int td_rpc_auth_check(struct td_rpc_server *srv, uint64_t addr_key, const char *
 /* Removes s's Save directory and its files (CloseSession, expiry); returns how many went. */
 int td_rpc_remove_session_files(struct td_rpc_server *srv, const struct td_session *s);
 
+/* ---- optim.c ---- */
+
+/* requests.def's cost column for OptimStep: the parameters' elements times the passes the
+** algorithm makes over them, plus a fixed amount per parameter. */
+void td_rpc_cost_optim_step(struct rpc_job *j, struct td_session *s);
+
 #endif

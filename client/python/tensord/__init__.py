@@ -2183,3 +2183,4 @@ _legacy.install(sys.modules[__name__])
 
 # Last, as torch does: `import tensord` makes tensord.nn.functional usable (it imports Tensor).
 from . import nn  # noqa: E402,F401
+from . import optim  # noqa: E402,F401
