@@ -2472,6 +2472,30 @@ static void req_load(struct harness *h)
     save_or_load(h, true, 10, 11);
 }
 
+/* optimizer.step() of SGD(lr=0.5, momentum=0.5) on a (handle 1, .grad [2, 4, 6]), its
+** momentum_buffer under 40 (made by this step). */
+static void req_optim_step(struct harness *h)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__OptimStep m = TENSORD__OPTIM_STEP__INIT;
+    Tensord__OptimGroup g = TENSORD__OPTIM_GROUP__INIT;
+    Tensord__OptimParam p = TENSORD__OPTIM_PARAM__INIT;
+    Tensord__OptimGroup *gs[] = {&g};
+    Tensord__OptimParam *ps[] = {&p};
+    p.param = 1;
+    p.momentum_buffer = 40;
+    g.lr = 0.5;
+    g.momentum = 0.5;
+    g.params = ps;
+    g.n_params = 1;
+    m.algorithm = TENSORD__OPTIM_STEP__ALGORITHM__SGD;
+    m.groups = gs;
+    m.n_groups = 1;
+    req.body_case = TENSORD__REQUEST__BODY_OPTIM_STEP;
+    req.optim_step = &m;
+    last(h, send_req(h, &req, NULL, 0));
+}
+
 /* -- what a success must show (hand-derived) -- */
 
 static void expect_bytes(struct harness *h, uint64_t handle, const void *want, size_t n)
@@ -2783,6 +2807,32 @@ static void check_load_failed(struct harness *h, struct captured *c)
     }
 }
 
+/* a - 0.5 * [2, 4, 6] = [0, 0, 0]; the first momentum_buffer is the gradient itself. */
+static void check_optim_step(struct harness *h, struct captured *c)
+{
+    assert_int_equal(c->resp->result_case, TENSORD__RESPONSE__RESULT_TEXT);
+    assert_string_equal(c->resp->text, "1"); /* the one parameter was stepped */
+    const double a[] = {0, 0, 0}, buf[] = {2, 4, 6};
+    expect_bytes(h, 1, a, sizeof a);
+    expect_bytes(h, 40, buf, sizeof buf);
+}
+
+/* All or nothing: a step refused for memory changed nothing (a as it was, no state made); one
+** whose reply alone failed (encoding it, or holding its text until written) did all of it. */
+static void check_optim_step_failed(struct harness *h, struct captured *c)
+{
+    (void)c;
+    struct td_tensor *t;
+    if (td_session_lookup(h->peer->session, 40, &t, NULL) == 0) {
+        const double a[] = {0, 0, 0}, buf[] = {2, 4, 6};
+        expect_bytes(h, 1, a, sizeof a);
+        expect_bytes(h, 40, buf, sizeof buf);
+    } else {
+        const double a[] = {1, 2, 3};
+        expect_bytes(h, 1, a, sizeof a);
+    }
+}
+
 /* torch.manual_seed(7); torch.rand(4, dtype=torch.float64), with no fault armed. */
 static void sweep_rand_reference(void)
 {
@@ -2832,6 +2882,8 @@ static void test_allocation_failure_sweep(void **state)
         {"save", prep_tensors, req_save, check_save, check_save_failed},
         {"load", prep_saved, req_load, check_load, check_load_failed},
         {"save (view)", prep_view, req_save_view, check_save_view, check_save_failed},
+        {"optim_step", prep_graph_done, req_optim_step, check_optim_step,
+         check_optim_step_failed},
     };
     /* Every kind of the oneof has a case: a kind added to the protocol must be added here. */
     bool covered[64] = {false}; /* by oneof case (field number) */
@@ -2845,6 +2897,7 @@ static void test_allocation_failure_sweep(void **state)
     covered[TENSORD__REQUEST__BODY_GRAD] = covered[TENSORD__REQUEST__BODY_SET_GRAD] = true;
     covered[TENSORD__REQUEST__BODY_SET_GRAD_ENABLED] = covered[TENSORD__REQUEST__BODY_WRITE] = true;
     covered[TENSORD__REQUEST__BODY_SAVE] = covered[TENSORD__REQUEST__BODY_LOAD] = true;
+    covered[TENSORD__REQUEST__BODY_OPTIM_STEP] = true;
     const ProtobufCMessageDescriptor *d = &tensord__request__descriptor;
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
