@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/checked.h"
 #include "cancel.h"
 
 static const char *const slot_names[TD_OPTIM_SLOTS] = {
@@ -261,13 +262,16 @@ struct kctx {
     double adamw_decay;                                   /* AdamW: 1 - lr * weight_decay */
     double bc2_sqrt, neg_step_size;                       /* Adam; Adagrad: -clr */
     double alpha, one_minus_alpha;                        /* RMSprop */
+    double p, acc;   /* norm: its order and the running sum (or max, min, count) */
+    double lo, hi;   /* clamp; lo also the scale's factor */
+    bool nan;        /* norm: a NaN was seen (max and min propagate it) */
 };
 
 /* n elements of each walked tensor: ptr[k] its first element, st[k] its stride in elements. */
-typedef void row_fn(const struct kctx *c, int64_t n, char *const *ptr, const int64_t *st);
+typedef void row_fn(struct kctx *c, int64_t n, char *const *ptr, const int64_t *st);
 
 #define KERNELS(T, SQRT, SFX)                                                                      \
-    static void sgd_row_##SFX(const struct kctx *c, int64_t n, char *const *ptr,                   \
+    static void sgd_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,                   \
                               const int64_t *st)                                                   \
     {                                                                                              \
         T *p = (T *)ptr[0], *b = c->has_momentum ? (T *)ptr[2] : NULL;                             \
@@ -292,7 +296,7 @@ typedef void row_fn(const struct kctx *c, int64_t n, char *const *ptr, const int
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    static void adam_row_##SFX(const struct kctx *c, int64_t n, char *const *ptr,                  \
+    static void adam_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,                  \
                                const int64_t *st)                                                  \
     {                                                                                              \
         T *p = (T *)ptr[0], *m = (T *)ptr[2], *v = (T *)ptr[3];                                    \
@@ -325,7 +329,7 @@ typedef void row_fn(const struct kctx *c, int64_t n, char *const *ptr, const int
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    static void rmsprop_row_##SFX(const struct kctx *c, int64_t n, char *const *ptr,               \
+    static void rmsprop_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,               \
                                   const int64_t *st)                                               \
     {                                                                                              \
         T *p = (T *)ptr[0], *sq = (T *)ptr[2];                                                     \
@@ -364,7 +368,7 @@ typedef void row_fn(const struct kctx *c, int64_t n, char *const *ptr, const int
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    static void adagrad_row_##SFX(const struct kctx *c, int64_t n, char *const *ptr,               \
+    static void adagrad_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,               \
                                   const int64_t *st)                                               \
     {                                                                                              \
         T *p = (T *)ptr[0], *sum = (T *)ptr[2];                                                    \
@@ -385,7 +389,58 @@ typedef void row_fn(const struct kctx *c, int64_t n, char *const *ptr, const int
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    static void zero_row_##SFX(const struct kctx *c, int64_t n, char *const *ptr,                  \
+    static void norm_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,                        \
+                               const int64_t *st)                                                  \
+    {                                                                                              \
+        const T *g = (const T *)ptr[0];                                                            \
+        double acc = c->acc;                                                                       \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            double a = fabs((double)g[i * st[0]]);                                                 \
+            if (isnan(a)) {                                                                        \
+                c->nan = true;                                                                     \
+            } else if (c->p == INFINITY) {                                                         \
+                acc = a > acc ? a : acc;                                                           \
+            } else if (c->p == -INFINITY) {                                                        \
+                acc = a < acc ? a : acc;                                                           \
+            } else if (c->p == 0) {                                                                \
+                acc += a != 0;                                                                     \
+            } else if (c->p == 1) {                                                                \
+                acc += a;                                                                          \
+            } else if (c->p == 2) {                                                                \
+                acc += a * a;                                                                      \
+            } else {                                                                               \
+                acc += pow(a, c->p);                                                               \
+            }                                                                                      \
+        }                                                                                          \
+        c->acc = acc;                                                                              \
+    }                                                                                              \
+                                                                                                   \
+    static void scale_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,                       \
+                                const int64_t *st)                                                 \
+    {                                                                                              \
+        T *g = (T *)ptr[0];                                                                        \
+        const T k = (T)c->lo;                                                                      \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            g[i * st[0]] = g[i * st[0]] * k;                                                       \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    static void clamp_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,                       \
+                                const int64_t *st)                                                 \
+    {                                                                                              \
+        T *g = (T *)ptr[0];                                                                        \
+        const T lo = (T)c->lo, hi = (T)c->hi;                                                      \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            T x = g[i * st[0]];                                                                    \
+            if (!isnan(x)) {                                                                       \
+                x = x < lo ? lo : x;                                                               \
+                x = x > hi ? hi : x;                                                               \
+            }                                                                                      \
+            g[i * st[0]] = x;                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    static void zero_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,                  \
                                const int64_t *st)                                                  \
     {                                                                                              \
         (void)c;                                                                                   \
@@ -399,7 +454,7 @@ KERNELS(float, sqrtf, f32)
 KERNELS(double, sqrt, f64)
 
 /* Walks nt tensors of one shape (t[0]'s) row by row, in chunks of TD_CANCEL_CHUNK elements. */
-static int walk(const struct kctx *c, row_fn *row, int nt, const struct td_tensor *const *t,
+static int walk(struct kctx *c, row_fn *row, int nt, const struct td_tensor *const *t,
                 struct td_err *err)
 {
     const struct td_tensor *p = t[0];
@@ -557,4 +612,140 @@ int td_optim_zero(struct td_tensor *g, struct td_err *err)
     const struct td_tensor *t[1] = {g};
     g->storage->version++;
     return walk(&c, g->dtype == TD_DTYPE_F32 ? zero_row_f32 : zero_row_f64, 1, t, err);
+}
+
+/* The norm's final step from the accumulated sum (or max, min, count). */
+static double norm_finish(double acc, double p, bool nan)
+{
+    if (nan) {
+        return NAN;
+    }
+    if (p == INFINITY || p == -INFINITY || p == 0 || p == 1) {
+        return acc;
+    }
+    return p == 2 ? sqrt(acc) : pow(acc, 1.0 / p);
+}
+
+static double norm_start(double p)
+{
+    return p == -INFINITY ? INFINITY : 0.0;
+}
+
+int td_optim_norm(const struct td_tensor *g, double p, double *out, struct td_err *err)
+{
+    if (!is_float(g->dtype)) {
+        return td_err_set(err, TD_EDTYPE, "the norm of a %s gradient", td_dtype_name(g->dtype));
+    }
+    struct kctx c = {0};
+    c.p = p;
+    c.acc = norm_start(p);
+    const struct td_tensor *t[1] = {g};
+    int rc = walk(&c, g->dtype == TD_DTYPE_F32 ? norm_row_f32 : norm_row_f64, 1, t, err);
+    if (rc != 0) {
+        return rc;
+    }
+    double v = norm_finish(c.acc, p, c.nan);
+    *out = g->dtype == TD_DTYPE_F32 ? (double)(float)v : v;
+    return 0;
+}
+
+double td_optim_norm_of(const double *v, int64_t n, double p, bool f32)
+{
+    double acc = norm_start(p);
+    bool nan = false;
+    for (int64_t i = 0; i < n; i++) {
+        double a = fabs(v[i]);
+        if (isnan(a)) {
+            nan = true;
+        } else if (p == INFINITY) {
+            acc = a > acc ? a : acc;
+        } else if (p == -INFINITY) {
+            acc = a < acc ? a : acc;
+        } else if (p == 0) {
+            acc += a != 0;
+        } else if (p == 1) {
+            acc += a;
+        } else if (p == 2) {
+            acc += a * a;
+        } else {
+            acc += pow(a, p);
+        }
+    }
+    double r = norm_finish(acc, p, nan);
+    return f32 ? (double)(float)r : r;
+}
+
+int td_optim_scale(struct td_tensor *g, double coef, struct td_err *err)
+{
+    if (!is_float(g->dtype)) {
+        return td_err_set(err, TD_EDTYPE, "a %s gradient cannot be scaled here",
+                          td_dtype_name(g->dtype));
+    }
+    struct kctx c = {0};
+    c.lo = coef;
+    const struct td_tensor *t[1] = {g};
+    g->storage->version++;
+    return walk(&c, g->dtype == TD_DTYPE_F32 ? scale_row_f32 : scale_row_f64, 1, t, err);
+}
+
+int td_optim_clamp(struct td_tensor *g, double lo, double hi, struct td_err *err)
+{
+    if (!is_float(g->dtype)) {
+        return td_err_set(err, TD_EDTYPE, "a %s gradient cannot be clamped here",
+                          td_dtype_name(g->dtype));
+    }
+    struct kctx c = {0};
+    c.lo = lo;
+    c.hi = hi;
+    const struct td_tensor *t[1] = {g};
+    g->storage->version++;
+    return walk(&c, g->dtype == TD_DTYPE_F32 ? clamp_row_f32 : clamp_row_f64, 1, t, err);
+}
+
+int td_optim_clip_grad_norm(struct td_tensor *const *g, int64_t n, double max_norm, double p,
+                            bool error_if_nonfinite, double *total, bool *f32,
+                            struct td_err *err)
+{
+    int64_t bytes;
+    if (n <= 0 || !td_mul_i64(n, (int64_t)sizeof(double), &bytes)) {
+        return td_err_set(err, TD_EINVAL, "clip_grad_norm_ needs 1 to 2^60 gradients");
+    }
+    double *norms = td_malloc((size_t)bytes);
+    if (norms == NULL) {
+        return td_err_code(err, TD_ENOMEM);
+    }
+    bool all32 = true;
+    int rc = 0;
+    for (int64_t i = 0; i < n && rc == 0; i++) {
+        all32 = all32 && g[i]->dtype == TD_DTYPE_F32;
+        rc = td_optim_norm(g[i], p, &norms[i], err);
+    }
+    double t = rc == 0 ? td_optim_norm_of(norms, n, p, all32) : 0;
+    td_free(norms);
+    if (rc != 0) {
+        return rc;
+    }
+    *total = t;
+    *f32 = all32;
+    if (error_if_nonfinite && !isfinite(t)) {
+        char b[40];
+        return td_err_set(err, TD_EINVAL,
+                          "The total norm of order %s for gradients from `parameters` is "
+                          "non-finite, so it cannot be clipped. To disable this error and scale "
+                          "the gradients by the non-finite norm anyway, set "
+                          "`error_if_nonfinite=False`",
+                          pyfloat(b, sizeof b, p));
+    }
+    double coef;
+    if (all32) {
+        float c = (float)max_norm / ((float)t + (float)1e-6);
+        coef = c > 1.0f ? 1.0 : (double)c; /* clamp(max=1.0); NaN stays NaN */
+    } else {
+        double c = max_norm / (t + 1e-6);
+        coef = c > 1.0 ? 1.0 : c;
+    }
+    for (int64_t i = 0; i < n && rc == 0; i++) {
+        rc = td_optim_scale(g[i], coef, err);
+    }
+    return rc;
 }

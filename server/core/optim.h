@@ -101,4 +101,33 @@ int td_optim_update(enum td_optim_algo algo, const struct td_optim_hparams *h,
 ** prepared for writing by the caller): every element 0, its version moved. Checks the cancel. */
 int td_optim_zero(struct td_tensor *g, struct td_err *err);
 
+/* ---- torch.nn.utils.clip_grad_norm_ and clip_grad_value_ ----
+** On float32 / float64 gradients (borrowed, any strides); the writers need the caller's
+** td_tensor_prepare_write and move the version. Each checks the cancel between chunks. */
+
+/* torch.norm(g, p) in *out (accumulated in double, rounded to g's dtype as torch's result is):
+** p = inf: max |x|; -inf: min |x|; 0: the count of nonzero elements; otherwise
+** (sum |x|^p)^(1/p). A NaN element makes the max/min NaN, as torch's. */
+int td_optim_norm(const struct td_tensor *g, double p, double *out, struct td_err *err);
+
+/* The same norm of n values (the per-gradient norms), rounded to float32 when f32. */
+double td_optim_norm_of(const double *v, int64_t n, double p, bool f32);
+
+/* g *= coef, coef cast to g's dtype (g.mul_(clip_coef)). */
+int td_optim_scale(struct td_tensor *g, double coef, struct td_err *err);
+
+/* g.clamp_(min=lo, max=hi), bounds cast to g's dtype; NaN stays NaN. */
+int td_optim_clamp(struct td_tensor *g, double lo, double hi, struct td_err *err);
+
+/* clip_grad_norm_ over n gradients (n >= 1, each prepared for writing): the total norm of
+** order p (the norm of the per-gradient norms) in *total, rounded to float32 when every
+** gradient is float32 (*f32 says which, the dtype of torch's result); then each gradient is
+** multiplied by min(max_norm / (total + 1e-6), 1) computed in that dtype. With
+** error_if_nonfinite, a NaN or infinite total is refused before anything is written, with
+** torch's message ("The total norm of order 2.0 for gradients from `parameters` is
+** non-finite, so it cannot be clipped. ..."). Errors: that, TD_ENOMEM, the cancel's. */
+int td_optim_clip_grad_norm(struct td_tensor *const *g, int64_t n, double max_norm, double p,
+                            bool error_if_nonfinite, double *total, bool *f32,
+                            struct td_err *err);
+
 #endif

@@ -250,42 +250,128 @@ static int check_distinct(const struct item *it, size_t n, struct td_err *err)
     return rc;
 }
 
-/* zero_grad(set_to_none): every parameter is checked before any .grad changes. */
-static int zero_grad(struct td_session *s, const Tensord__OptimStep *m, struct td_err *err)
+/* The .grads of the request's parameters (NULL where None; borrowed), in request order. Every
+** parameter must be in the table; with `prepare`, each .grad is made private for writing. */
+static int resolve_grads(struct td_session *s, const Tensord__OptimStep *m, size_t n,
+                         struct td_tensor ***out, bool prepare, struct td_err *err)
 {
-    int rc;
-    for (int pass = 0; pass < 3; pass++) {
-        for (size_t gi = 0; gi < m->n_groups; gi++) {
-            const Tensord__OptimGroup *g = m->groups[gi];
-            for (size_t i = 0; i < g->n_params; i++) {
-                struct td_tensor *p;
-                if ((rc = td_session_lookup(s, g->params[i]->param, &p, err)) != 0) {
-                    return rc;
-                }
-                struct td_tensor *grad = td_autograd_grad(p);
-                if (grad == NULL) {
-                    continue;
-                }
-                if (m->set_to_none) {
-                    if (pass == 2) {
-                        td_autograd_set_grad(p, NULL);
-                    }
-                } else if (pass == 1) {
-                    if (grad->dtype != TD_DTYPE_F32 && grad->dtype != TD_DTYPE_F64) {
-                        return td_err_set(err, TD_EDTYPE, "the .grad of parameter %llu is %s",
-                                          (unsigned long long)g->params[i]->param,
-                                          td_dtype_name(grad->dtype));
-                    }
-                    if ((rc = td_tensor_prepare_write(grad, err)) != 0) {
-                        return rc;
-                    }
-                } else if (pass == 2 && (rc = td_optim_zero(grad, err)) != 0) {
-                    return rc;
-                }
+    struct td_tensor **g = td_calloc(n > 0 ? n : 1, sizeof *g);
+    if (g == NULL) {
+        return td_err_code(err, TD_ENOMEM);
+    }
+    int rc = 0;
+    size_t k = 0;
+    for (size_t gi = 0; gi < m->n_groups && rc == 0; gi++) {
+        const Tensord__OptimGroup *grp = m->groups[gi];
+        for (size_t i = 0; i < grp->n_params && rc == 0; i++, k++) {
+            struct td_tensor *p;
+            if ((rc = td_session_lookup(s, grp->params[i]->param, &p, err)) != 0) {
+                break;
+            }
+            g[k] = td_autograd_grad(p);
+            if (g[k] != NULL && g[k]->dtype != TD_DTYPE_F32 && g[k]->dtype != TD_DTYPE_F64) {
+                rc = td_err_set(err, TD_EDTYPE, "the .grad of parameter %llu is %s",
+                                (unsigned long long)grp->params[i]->param,
+                                td_dtype_name(g[k]->dtype));
             }
         }
     }
+    for (size_t i = 0; i < n && rc == 0 && prepare; i++) {
+        if (g[i] != NULL) {
+            rc = td_tensor_prepare_write(g[i], err);
+        }
+    }
+    if (rc != 0) {
+        td_free(g);
+        return rc;
+    }
+    *out = g;
     return 0;
+}
+
+/* zero_grad(set_to_none): every parameter is checked before any .grad changes. */
+static int zero_grad(struct td_session *s, const Tensord__OptimStep *m, size_t n,
+                     struct td_err *err)
+{
+    struct td_tensor **g;
+    int rc = resolve_grads(s, m, n, &g, !m->set_to_none, err);
+    if (rc != 0) {
+        return rc;
+    }
+    size_t k = 0;
+    for (size_t gi = 0; gi < m->n_groups && rc == 0; gi++) {
+        const Tensord__OptimGroup *grp = m->groups[gi];
+        for (size_t i = 0; i < grp->n_params && rc == 0; i++, k++) {
+            if (g[k] == NULL) {
+                continue;
+            }
+            if (m->set_to_none) {
+                struct td_tensor *p;
+                if (td_session_lookup(s, grp->params[i]->param, &p, NULL) == 0) {
+                    td_autograd_set_grad(p, NULL); /* releases g[k] (and any duplicate's) */
+                }
+            } else {
+                rc = td_optim_zero(g[k], err);
+            }
+        }
+    }
+    td_free(g);
+    return rc;
+}
+
+/* clip_grad_value_: every .grad clamped to [-clip_value, clip_value] in place. */
+static int clip_value(struct td_session *s, const Tensord__OptimStep *m, size_t n,
+                      struct td_err *err)
+{
+    struct td_tensor **g;
+    int rc = resolve_grads(s, m, n, &g, true, err);
+    if (rc != 0) {
+        return rc;
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (g[i] != NULL) {
+            rc = td_optim_clamp(g[i], -m->clip_value, m->clip_value, err);
+        }
+    }
+    td_free(g);
+    return rc;
+}
+
+/* clip_grad_norm_: the total norm under m->out (a 0-dim tensor), every .grad scaled in place. */
+static int clip_norm(struct td_session *s, const Tensord__OptimStep *m, size_t n,
+                     struct result *res, struct td_err *err)
+{
+    struct td_tensor **g, *t = NULL;
+    int rc;
+    if ((rc = td_session_check_out(s, m->out, err)) != 0 ||
+        (rc = resolve_grads(s, m, n, &g, true, err)) != 0) {
+        return rc;
+    }
+    /* The gradients that exist, in order (a parameter named twice counts, and is scaled,
+    ** twice, as in torch's loop). */
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (g[i] != NULL) {
+            g[k++] = g[i];
+        }
+    }
+    double total = 0;
+    bool f32 = true;
+    if (k > 0) {
+        rc = td_optim_clip_grad_norm(g, (int64_t)k, m->max_norm, m->norm_type,
+                                     m->error_if_nonfinite, &total, &f32, err);
+    }
+    td_free(g);
+    if (rc == 0) {
+        /* torch.tensor(0.) without any .grad */
+        rc = td_tensor_full(&t, f32 ? TD_DTYPE_F32 : TD_DTYPE_F64, NULL, 0, td_scalar_f(total),
+                            &s->quota, err);
+    }
+    if (rc == 0 && (rc = td_session_put(s, m->out, t, err)) == 0) {
+        res->tensor = t;
+        res->handle = m->out;
+    }
+    return rc;
 }
 
 int td_rpc_run_optim_step(struct rpc_job *j, struct td_session *s, struct result *res,
@@ -295,12 +381,18 @@ int td_rpc_run_optim_step(struct rpc_job *j, struct td_session *s, struct result
     enum td_optim_algo algo;
     size_t n = 0;
     int rc;
-    if ((rc = wire_algo(m->algorithm, &algo, err)) != 0 ||
-        (rc = count_params(m, &n, err)) != 0) {
+    if ((rc = count_params(m, &n, err)) != 0) {
         return rc;
     }
-    if (m->zero_grad) {
-        return zero_grad(s, m, err);
+    switch (m->mode) {
+    case TENSORD__OPTIM_STEP__MODE__STEP: break;
+    case TENSORD__OPTIM_STEP__MODE__ZERO_GRAD: return zero_grad(s, m, n, err);
+    case TENSORD__OPTIM_STEP__MODE__CLIP_GRAD_NORM: return clip_norm(s, m, n, res, err);
+    case TENSORD__OPTIM_STEP__MODE__CLIP_GRAD_VALUE: return clip_value(s, m, n, err);
+    default: return td_err_set(err, TD_EINVAL, "unknown optimizer request mode %d", (int)m->mode);
+    }
+    if ((rc = wire_algo(m->algorithm, &algo, err)) != 0) {
+        return rc;
     }
     /* The resolved parameters, and the reply's text, are charged while they live. */
     int64_t charge = td_sat_add(td_sat_mul((int64_t)n, (int64_t)sizeof(struct item)),
@@ -413,9 +505,9 @@ void td_rpc_cost_optim_step(struct rpc_job *j, struct td_session *s)
     if (m == NULL || s == NULL) {
         return;
     }
-    int64_t passes = m->zero_grad ? 1 : wire_algo(m->algorithm, &algo, NULL) == 0
-                                            ? td_optim_passes(algo)
-                                            : 0;
+    int64_t passes = m->mode == TENSORD__OPTIM_STEP__MODE__STEP
+                         ? (wire_algo(m->algorithm, &algo, NULL) == 0 ? td_optim_passes(algo) : 0)
+                         : 3; /* zero: 1 write; clips: a read for the norm, a read and a write */
     int64_t work = 0;
     for (size_t gi = 0; gi < m->n_groups; gi++) {
         const Tensord__OptimGroup *g = m->groups[gi];
@@ -428,4 +520,10 @@ void td_rpc_cost_optim_step(struct rpc_job *j, struct td_session *s)
         }
     }
     j->work = work;
+}
+
+uint64_t td_rpc_out_optim_step(const Tensord__Request *req)
+{
+    const Tensord__OptimStep *m = req->optim_step;
+    return m != NULL && m->mode == TENSORD__OPTIM_STEP__MODE__CLIP_GRAD_NORM ? m->out : 0;
 }

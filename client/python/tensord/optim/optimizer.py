@@ -254,7 +254,7 @@ class Optimizer(object):
         req = pb.Request()
         m = req.optim_step
         m.algorithm = self._algorithm
-        m.zero_grad = True
+        m.mode = pb.OptimStep.ZERO_GRAD
         m.set_to_none = bool(set_to_none)
         g = m.groups.add()
         for p in params:
