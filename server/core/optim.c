@@ -189,8 +189,8 @@ int td_optim_check_param(const struct td_tensor *p, const char *what, struct td_
 {
     if (!is_float(p->dtype)) {
         return td_err_set(err, TD_EDTYPE,
-                          "%s is %s: an optimizer steps only float32 and float64 parameters",
-                          what, td_dtype_name(p->dtype));
+                          "%s is %s: an optimizer steps only float32 and float64 parameters", what,
+                          td_dtype_name(p->dtype));
     }
     if (writes_twice(p)) {
         return td_err_set(err, TD_EINVAL,
@@ -262,17 +262,16 @@ struct kctx {
     double adamw_decay;                                   /* AdamW: 1 - lr * weight_decay */
     double bc2_sqrt, neg_step_size;                       /* Adam; Adagrad: -clr */
     double alpha, one_minus_alpha;                        /* RMSprop */
-    double p, acc;   /* norm: its order and the running sum (or max, min, count) */
-    double lo, hi;   /* clamp; lo also the scale's factor */
-    bool nan;        /* norm: a NaN was seen (max and min propagate it) */
+    double p, acc; /* norm: its order and the running sum (or max, min, count) */
+    double lo, hi; /* clamp; lo also the scale's factor */
+    bool nan;      /* norm: a NaN was seen (max and min propagate it) */
 };
 
 /* n elements of each walked tensor: ptr[k] its first element, st[k] its stride in elements. */
 typedef void row_fn(struct kctx *c, int64_t n, char *const *ptr, const int64_t *st);
 
 #define KERNELS(T, SQRT, SFX)                                                                      \
-    static void sgd_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,                   \
-                              const int64_t *st)                                                   \
+    static void sgd_row_##SFX(struct kctx *c, int64_t n, char *const *ptr, const int64_t *st)      \
     {                                                                                              \
         T *p = (T *)ptr[0], *b = c->has_momentum ? (T *)ptr[2] : NULL;                             \
         const T *g = (const T *)ptr[1];                                                            \
@@ -296,8 +295,7 @@ typedef void row_fn(struct kctx *c, int64_t n, char *const *ptr, const int64_t *
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    static void adam_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,                  \
-                               const int64_t *st)                                                  \
+    static void adam_row_##SFX(struct kctx *c, int64_t n, char *const *ptr, const int64_t *st)     \
     {                                                                                              \
         T *p = (T *)ptr[0], *m = (T *)ptr[2], *v = (T *)ptr[3];                                    \
         T *vmax = c->amsgrad ? (T *)ptr[4] : NULL;                                                 \
@@ -329,8 +327,7 @@ typedef void row_fn(struct kctx *c, int64_t n, char *const *ptr, const int64_t *
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    static void rmsprop_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,               \
-                                  const int64_t *st)                                               \
+    static void rmsprop_row_##SFX(struct kctx *c, int64_t n, char *const *ptr, const int64_t *st)  \
     {                                                                                              \
         T *p = (T *)ptr[0], *sq = (T *)ptr[2];                                                     \
         T *b = c->has_momentum ? (T *)ptr[3] : NULL;                                               \
@@ -368,8 +365,7 @@ typedef void row_fn(struct kctx *c, int64_t n, char *const *ptr, const int64_t *
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    static void adagrad_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,               \
-                                  const int64_t *st)                                               \
+    static void adagrad_row_##SFX(struct kctx *c, int64_t n, char *const *ptr, const int64_t *st)  \
     {                                                                                              \
         T *p = (T *)ptr[0], *sum = (T *)ptr[2];                                                    \
         const T *g = (const T *)ptr[1];                                                            \
@@ -389,8 +385,7 @@ typedef void row_fn(struct kctx *c, int64_t n, char *const *ptr, const int64_t *
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    static void norm_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,                        \
-                               const int64_t *st)                                                  \
+    static void norm_row_##SFX(struct kctx *c, int64_t n, char *const *ptr, const int64_t *st)     \
     {                                                                                              \
         const T *g = (const T *)ptr[0];                                                            \
         double acc = c->acc;                                                                       \
@@ -415,8 +410,7 @@ typedef void row_fn(struct kctx *c, int64_t n, char *const *ptr, const int64_t *
         c->acc = acc;                                                                              \
     }                                                                                              \
                                                                                                    \
-    static void scale_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,                       \
-                                const int64_t *st)                                                 \
+    static void scale_row_##SFX(struct kctx *c, int64_t n, char *const *ptr, const int64_t *st)    \
     {                                                                                              \
         T *g = (T *)ptr[0];                                                                        \
         const T k = (T)c->lo;                                                                      \
@@ -425,8 +419,7 @@ typedef void row_fn(struct kctx *c, int64_t n, char *const *ptr, const int64_t *
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    static void clamp_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,                       \
-                                const int64_t *st)                                                 \
+    static void clamp_row_##SFX(struct kctx *c, int64_t n, char *const *ptr, const int64_t *st)    \
     {                                                                                              \
         T *g = (T *)ptr[0];                                                                        \
         const T lo = (T)c->lo, hi = (T)c->hi;                                                      \
@@ -440,8 +433,7 @@ typedef void row_fn(struct kctx *c, int64_t n, char *const *ptr, const int64_t *
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    static void zero_row_##SFX(struct kctx *c, int64_t n, char *const *ptr,                  \
-                               const int64_t *st)                                                  \
+    static void zero_row_##SFX(struct kctx *c, int64_t n, char *const *ptr, const int64_t *st)     \
     {                                                                                              \
         (void)c;                                                                                   \
         T *p = (T *)ptr[0];                                                                        \
@@ -519,10 +511,9 @@ static double bump_step(struct td_tensor *s)
     return td_elem_load_f64(e, s->dtype);
 }
 
-int td_optim_update(enum td_optim_algo algo, const struct td_optim_hparams *h,
-                    struct td_tensor *p, const struct td_tensor *g,
-                    struct td_tensor *const state[TD_OPTIM_SLOTS], unsigned fresh,
-                    struct td_err *err)
+int td_optim_update(enum td_optim_algo algo, const struct td_optim_hparams *h, struct td_tensor *p,
+                    const struct td_tensor *g, struct td_tensor *const state[TD_OPTIM_SLOTS],
+                    unsigned fresh, struct td_err *err)
 {
     struct kctx c = {0};
     c.maximize = h->maximize;
@@ -703,8 +694,7 @@ int td_optim_clamp(struct td_tensor *g, double lo, double hi, struct td_err *err
 }
 
 int td_optim_clip_grad_norm(struct td_tensor *const *g, int64_t n, double max_norm, double p,
-                            bool error_if_nonfinite, double *total, bool *f32,
-                            struct td_err *err)
+                            bool error_if_nonfinite, double *total, bool *f32, struct td_err *err)
 {
     int64_t bytes;
     if (n <= 0 || !td_mul_i64(n, (int64_t)sizeof(double), &bytes)) {

@@ -92,10 +92,9 @@ int td_optim_state_new(enum td_optim_slot slot, const struct td_optim_hparams *h
 ** states are written in place: the caller has called td_tensor_prepare_write on each (so this
 ** cannot fail for memory), and every written storage's version moves. Checks the current
 ** request's cancel between chunks: returns 0, or its error with p partly written. */
-int td_optim_update(enum td_optim_algo algo, const struct td_optim_hparams *h,
-                    struct td_tensor *p, const struct td_tensor *g,
-                    struct td_tensor *const state[TD_OPTIM_SLOTS], unsigned fresh,
-                    struct td_err *err);
+int td_optim_update(enum td_optim_algo algo, const struct td_optim_hparams *h, struct td_tensor *p,
+                    const struct td_tensor *g, struct td_tensor *const state[TD_OPTIM_SLOTS],
+                    unsigned fresh, struct td_err *err);
 
 /* Optimizer.zero_grad(set_to_none=False)'s zero_() of a gradient g (borrowed, any strides,
 ** prepared for writing by the caller): every element 0, its version moved. Checks the cancel. */
@@ -127,7 +126,6 @@ int td_optim_clamp(struct td_tensor *g, double lo, double hi, struct td_err *err
 ** torch's message ("The total norm of order 2.0 for gradients from `parameters` is
 ** non-finite, so it cannot be clipped. ..."). Errors: that, TD_ENOMEM, the cancel's. */
 int td_optim_clip_grad_norm(struct td_tensor *const *g, int64_t n, double max_norm, double p,
-                            bool error_if_nonfinite, double *total, bool *f32,
-                            struct td_err *err);
+                            bool error_if_nonfinite, double *total, bool *f32, struct td_err *err);
 
 #endif

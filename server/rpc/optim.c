@@ -30,14 +30,14 @@
 
 /* One parameter of the request, resolved. */
 struct item {
-    uint64_t handle;       /* the parameter's */
-    struct td_tensor *p;   /* borrowed from the table */
-    struct td_tensor *g;   /* borrowed: p's .grad, NULL when None (skipped) */
-    int group;             /* its index in m->groups */
-    uint64_t h[TD_OPTIM_SLOTS];             /* state handles the request names */
-    struct td_tensor *st[TD_OPTIM_SLOTS];   /* the states the update uses (borrowed) */
-    unsigned make;                          /* slots whose state this step makes */
-    unsigned made;                          /* ... and has put in the table */
+    uint64_t handle;                      /* the parameter's */
+    struct td_tensor *p;                  /* borrowed from the table */
+    struct td_tensor *g;                  /* borrowed: p's .grad, NULL when None (skipped) */
+    int group;                            /* its index in m->groups */
+    uint64_t h[TD_OPTIM_SLOTS];           /* state handles the request names */
+    struct td_tensor *st[TD_OPTIM_SLOTS]; /* the states the update uses (borrowed) */
+    unsigned make;                        /* slots whose state this step makes */
+    unsigned made;                        /* ... and has put in the table */
 };
 
 /* A storage and the handle that names it, to find memory two written tensors share. */
@@ -479,8 +479,8 @@ int td_rpc_run_optim_step(struct rpc_job *j, struct td_session *s, struct result
         if (it[i].g == NULL) {
             continue;
         }
-        if ((rc = td_optim_update(algo, &hp[it[i].group], it[i].p, it[i].g, it[i].st,
-                                  it[i].make, err)) != 0) {
+        if ((rc = td_optim_update(algo, &hp[it[i].group], it[i].p, it[i].g, it[i].st, it[i].make,
+                                  err)) != 0) {
             goto out_unmake; /* cancelled: the dispatcher drops the text and its charge */
         }
     }

@@ -418,9 +418,9 @@ static void test_clip(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sgd),      cmocka_unit_test(test_sgd_strided),
-        cmocka_unit_test(test_adam),     cmocka_unit_test(test_rmsprop),
-        cmocka_unit_test(test_adagrad),  cmocka_unit_test(test_checks),
+        cmocka_unit_test(test_sgd),          cmocka_unit_test(test_sgd_strided),
+        cmocka_unit_test(test_adam),         cmocka_unit_test(test_rmsprop),
+        cmocka_unit_test(test_adagrad),      cmocka_unit_test(test_checks),
         cmocka_unit_test(test_state_checks), cmocka_unit_test(test_clip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

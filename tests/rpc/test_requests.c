@@ -83,7 +83,7 @@ static void test_idempotent_column(void **state)
                                       "get",          "free", "ping",  "stats",
                                       "format",       "grad", "write", "set_grad_enabled",
                                       "close_session"};
-    static const char *const no[] = {"hello", "manual_seed", "backward", "set_grad",
+    static const char *const no[] = {"hello", "manual_seed", "backward",  "set_grad",
                                      "save",  "load",        "optim_step"};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
         assert_non_null(row_named(yes[i]));

@@ -2882,8 +2882,7 @@ static void test_allocation_failure_sweep(void **state)
         {"save", prep_tensors, req_save, check_save, check_save_failed},
         {"load", prep_saved, req_load, check_load, check_load_failed},
         {"save (view)", prep_view, req_save_view, check_save_view, check_save_failed},
-        {"optim_step", prep_graph_done, req_optim_step, check_optim_step,
-         check_optim_step_failed},
+        {"optim_step", prep_graph_done, req_optim_step, check_optim_step, check_optim_step_failed},
     };
     /* Every kind of the oneof has a case: a kind added to the protocol must be added here. */
     bool covered[64] = {false}; /* by oneof case (field number) */
