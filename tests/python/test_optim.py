@@ -427,3 +427,24 @@ def test_optim_namespace(td):
         warnings.simplefilter("error")
         w = td.tensor([1.0], requires_grad=True)
         td.optim.SGD([w], lr=0.1)
+
+
+@pytest.mark.parametrize("name,kw", [("Adam", dict(lr=0.01)), ("SGD", dict(lr=0.05, momentum=0.9)),
+                                     ("RMSprop", dict(lr=0.005, centered=True))])
+def test_torch_state_dict_loads_into_tensord(td, name, kw):
+    """A state_dict torch saved (torch tensors in it) loads into tensord's optimizer, which then
+    goes on as torch's does."""
+    topt, (tw, tb, tu), _ = train(torch, name, kw, steps=10)
+    dw = td.tensor(tw.tolist(), requires_grad=True)
+    db = td.tensor(tb.tolist(), requires_grad=True)
+    du = td.tensor(tu.tolist(), requires_grad=True)
+    dopt = getattr(td.optim, name)([dw, db, du], **kw)
+    dopt.load_state_dict(topt.state_dict())
+    for m, opt, (w, b) in ((torch, topt, (tw, tb)), (td, dopt, (dw, db))):
+        x = m.tensor(X)
+        for _ in range(10):
+            opt.zero_grad(set_to_none=True)
+            loss_of(m, w, b, x, 1.0).backward()
+            opt.step()
+    assert close(tw.tolist(), dw.tolist(), 1e-4, 1e-5)[0]
+    assert close(tb.tolist(), db.tolist(), 1e-4, 1e-5)[0]
