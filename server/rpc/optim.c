@@ -107,6 +107,10 @@ static void wire_handles(const Tensord__OptimParam *w, uint64_t *h)
 static int count_params(const Tensord__OptimStep *m, size_t *n, struct td_err *err)
 {
     size_t total = 0;
+    if (m->n_groups > OPTIM_MAX_PARAMS) {
+        return td_err_set(err, TD_ELIMIT, "an optimizer step takes at most %d param groups",
+                          OPTIM_MAX_PARAMS);
+    }
     for (size_t gi = 0; gi < m->n_groups; gi++) {
         size_t k = m->groups[gi]->n_params;
         if (k > OPTIM_MAX_PARAMS || total + k > OPTIM_MAX_PARAMS) {
@@ -198,11 +202,11 @@ static int resolve_param(struct td_session *s, const Tensord__OptimParam *w, int
     return 0;
 }
 
-/* No two written tensors (parameters, kept states) share a storage, and no new handle is named
-** twice: either would make one update overwrite another's input. */
+/* No two of the tensors a step touches (parameters, their .grads, kept states) share a storage,
+** and no new handle is named twice: either would make one update overwrite another's input. */
 static int check_distinct(const struct item *it, size_t n, struct td_err *err)
 {
-    size_t cap = n * (1 + TD_OPTIM_SLOTS); /* n <= OPTIM_MAX_PARAMS: no overflow */
+    size_t cap = n * (2 + TD_OPTIM_SLOTS); /* n <= OPTIM_MAX_PARAMS: no overflow */
     struct owner *o = td_malloc((cap > 0 ? cap : 1) * sizeof *o);
     uint64_t *fresh = td_malloc((cap > 0 ? cap : 1) * sizeof *fresh);
     if (o == NULL || fresh == NULL) {
@@ -213,6 +217,10 @@ static int check_distinct(const struct item *it, size_t n, struct td_err *err)
     size_t no = 0, nf = 0;
     for (size_t i = 0; i < n; i++) {
         o[no++] = (struct owner){it[i].p->storage, it[i].handle};
+        if (it[i].g != NULL) {
+            /* read, not written; but a state or parameter over it would change it mid-step */
+            o[no++] = (struct owner){it[i].g->storage, it[i].handle};
+        }
         for (int k = 0; k < TD_OPTIM_SLOTS; k++) {
             if (it[i].make & (1u << k)) {
                 fresh[nf++] = it[i].h[k];
@@ -337,7 +345,9 @@ static int clip_value(struct td_session *s, const Tensord__OptimStep *m, size_t 
     return rc;
 }
 
-/* clip_grad_norm_: the total norm under m->out (a 0-dim tensor), every .grad scaled in place. */
+/* clip_grad_norm_: the total norm under m->out (a 0-dim tensor), every .grad scaled in place.
+** The result is in the table before any .grad is scaled, so a failure after that is only the
+** cancel's (or a non-finite norm refused before scaling), and then the result goes again. */
 static int clip_norm(struct td_session *s, const Tensord__OptimStep *m, size_t n,
                      struct result *res, struct td_err *err)
 {
@@ -348,30 +358,35 @@ static int clip_norm(struct td_session *s, const Tensord__OptimStep *m, size_t n
         return rc;
     }
     /* The gradients that exist, in order (a parameter named twice counts, and is scaled,
-    ** twice, as in torch's loop). */
+    ** twice, as in torch's loop); the result is float32 unless one is float64. */
     size_t k = 0;
+    bool f32 = true;
     for (size_t i = 0; i < n; i++) {
         if (g[i] != NULL) {
+            f32 = f32 && g[i]->dtype == TD_DTYPE_F32;
             g[k++] = g[i];
         }
     }
-    double total = 0;
-    bool f32 = true;
+    if ((rc = td_tensor_full(&t, f32 ? TD_DTYPE_F32 : TD_DTYPE_F64, NULL, 0, td_scalar_f(0.0),
+                             &s->quota, err)) != 0 ||
+        (rc = td_session_put(s, m->out, t, err)) != 0) {
+        td_free(g);
+        return rc;
+    }
+    double total = 0; /* torch.tensor(0.) without any .grad */
     if (k > 0) {
         rc = td_optim_clip_grad_norm(g, (int64_t)k, m->max_norm, m->norm_type,
                                      m->error_if_nonfinite, &total, &f32, err);
     }
     td_free(g);
-    if (rc == 0) {
-        /* torch.tensor(0.) without any .grad */
-        rc = td_tensor_full(&t, f32 ? TD_DTYPE_F32 : TD_DTYPE_F64, NULL, 0, td_scalar_f(total),
-                            &s->quota, err);
+    if (rc != 0) {
+        td_session_free_handle(s, m->out);
+        return rc;
     }
-    if (rc == 0 && (rc = td_session_put(s, m->out, t, err)) == 0) {
-        res->tensor = t;
-        res->handle = m->out;
-    }
-    return rc;
+    td_elem_store_f64(td_tensor_data(t), t->dtype, total);
+    res->tensor = t;
+    res->handle = m->out;
+    return 0;
 }
 
 int td_rpc_run_optim_step(struct rpc_job *j, struct td_session *s, struct result *res,
@@ -396,8 +411,10 @@ int td_rpc_run_optim_step(struct rpc_job *j, struct td_session *s, struct result
     }
     /* The resolved parameters, and the reply's text, are charged while they live. */
     int64_t charge = td_sat_add(td_sat_mul((int64_t)n, (int64_t)sizeof(struct item)),
-                                td_sat_mul((int64_t)n, (1 + TD_OPTIM_SLOTS) *
+                                td_sat_mul((int64_t)n, (2 + TD_OPTIM_SLOTS) *
                                                            (int64_t)(sizeof(struct owner) + 8)));
+    charge = td_sat_add(charge, td_sat_mul((int64_t)m->n_groups,
+                                           (int64_t)(sizeof(struct td_optim_hparams) + 8)));
     if ((rc = td_quota_charge_bytes(&s->quota, charge, err)) != 0) {
         return rc;
     }
