@@ -105,8 +105,12 @@ class Optimizer(object):
         self._pending = []
         state = self._state_obj
         for s, p, params, keys, slots in pending:
-            s._wait(p)
-            text = p.resp.text if p.resp is not None else ""
+            if not p.done:
+                s._check_open()
+                s._c.wait(p)  # a failed step's error is raised where pipelined errors are
+            if p.error is not None or p.resp is None:
+                continue  # a step that failed made no state
+            text = p.resp.text
             for i, param in enumerate(params):
                 if i < len(text) and text[i] == "1":
                     self._note_stepped(state[param], keys[i], slots[i])
@@ -253,7 +257,6 @@ class Optimizer(object):
         s = params[0]._s
         req = pb.Request()
         m = req.optim_step
-        m.algorithm = self._algorithm
         m.mode = pb.OptimStep.ZERO_GRAD
         m.set_to_none = bool(set_to_none)
         g = m.groups.add()
