@@ -1,4 +1,6 @@
-/* server/rpc/optim.c — OptimStep: torch.optim's step (and zero_grad) as one request.
+/* server/rpc/optim.c — OptimStep: torch.optim's step, Optimizer.zero_grad and
+** torch.nn.utils' clip_grad_norm_ / clip_grad_value_, each as one request over a list of
+** parameters (the modes of proto/tensord.proto's OptimStep).
 **
 ** The handler resolves every wire value against the session's handle table and hands the math
 ** to core (core/optim.c), in three phases so that a refused step changes nothing:
@@ -16,6 +18,11 @@
 ** The reply's text says which parameters were stepped, one character each ('1', or '0' for a
 ** parameter without .grad), charged to the session until it is written; the Python client reads
 ** it only when asked for optimizer.state, so a training step never waits for it.
+** The other modes resolve every parameter and its .grad first too, then write: ZERO_GRAD sets
+** each .grad to None or zeroes it; CLIP_GRAD_VALUE clamps each; CLIP_GRAD_NORM puts its result
+** (the total norm, 0-dim) under `out` first, then scales (core's td_optim_clip_grad_norm).
+** Cost (td_rpc_cost_optim_step): the parameters' elements times the algorithm's passes over
+** them, plus a fixed amount per parameter; it decides inline or pool, and --max-op-elements.
 */
 #include <stdio.h>
 #include <stdlib.h>
