@@ -2496,6 +2496,29 @@ static void req_optim_step(struct harness *h)
     last(h, send_req(h, &req, NULL, 0));
 }
 
+/* clip_grad_norm_([a], max_norm=1) with a.grad = [2, 4, 6]: the total norm goes under 41. */
+static void req_clip_grad_norm(struct harness *h)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__OptimStep m = TENSORD__OPTIM_STEP__INIT;
+    Tensord__OptimGroup g = TENSORD__OPTIM_GROUP__INIT;
+    Tensord__OptimParam p = TENSORD__OPTIM_PARAM__INIT;
+    Tensord__OptimGroup *gs[] = {&g};
+    Tensord__OptimParam *ps[] = {&p};
+    p.param = 1;
+    g.params = ps;
+    g.n_params = 1;
+    m.mode = TENSORD__OPTIM_STEP__MODE__CLIP_GRAD_NORM;
+    m.max_norm = 1;
+    m.norm_type = 2;
+    m.out = 41;
+    m.groups = gs;
+    m.n_groups = 1;
+    req.body_case = TENSORD__REQUEST__BODY_OPTIM_STEP;
+    req.optim_step = &m;
+    last(h, send_req(h, &req, NULL, 0));
+}
+
 /* -- what a success must show (hand-derived) -- */
 
 static void expect_bytes(struct harness *h, uint64_t handle, const void *want, size_t n)
@@ -2833,6 +2856,37 @@ static void check_optim_step_failed(struct harness *h, struct captured *c)
     }
 }
 
+/* total = |[2, 4, 6]| = sqrt(56) = 7.483314773547883 (Python's repr of math.sqrt(56); the norm
+** of that one norm is the same double); the grad is scaled by 1 / (sqrt(56) + 1e-6). */
+static void expect_clipped(struct harness *h)
+{
+    const double total = 7.483314773547883, c = 1 / (total + 1e-6);
+    const double g[] = {2 * c, 4 * c, 6 * c};
+    expect_bytes(h, 41, &total, sizeof total);
+    struct captured *r = grad(h, 1, 42);
+    assert_int_equal(status_of(r), 0);
+    expect_bytes(h, 42, g, sizeof g);
+}
+
+static void check_clip_grad_norm(struct harness *h, struct captured *c)
+{
+    expect_tensor_reply(c, 41);
+    assert_int_equal(c->resp->tensor->n_shape, 0);
+    expect_clipped(h);
+}
+
+/* All or nothing: no result and the grad as it was, or (the reply alone failed) both done. */
+static void check_clip_grad_norm_failed(struct harness *h, struct captured *c)
+{
+    (void)c;
+    struct td_tensor *t;
+    if (td_session_lookup(h->peer->session, 41, &t, NULL) == 0) {
+        expect_clipped(h);
+    } else {
+        expect_grad_of_a(h, 42);
+    }
+}
+
 /* torch.manual_seed(7); torch.rand(4, dtype=torch.float64), with no fault armed. */
 static void sweep_rand_reference(void)
 {
@@ -2883,6 +2937,8 @@ static void test_allocation_failure_sweep(void **state)
         {"load", prep_saved, req_load, check_load, check_load_failed},
         {"save (view)", prep_view, req_save_view, check_save_view, check_save_failed},
         {"optim_step", prep_graph_done, req_optim_step, check_optim_step, check_optim_step_failed},
+        {"optim_step clip_grad_norm_", prep_graph_done, req_clip_grad_norm, check_clip_grad_norm,
+         check_clip_grad_norm_failed},
     };
     /* Every kind of the oneof has a case: a kind added to the protocol must be added here. */
     bool covered[64] = {false}; /* by oneof case (field number) */
