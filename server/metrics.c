@@ -75,6 +75,18 @@ static void metrics_text(struct td_strbuf *t, const struct td_metrics *m)
                      "# TYPE tensord_buffer_cache_bytes gauge\n"
                      "tensord_buffer_cache_bytes %zu\n",
                      td_alloc_cached_bytes());
+    td_strbuf_printf(t, "# HELP tensord_loop_busy_seconds How long each event-loop turn held the "
+                        "loop (its wall time less its wait for I/O).\n"
+                        "# TYPE tensord_loop_busy_seconds histogram\n");
+    for (int b = 0; b < TD_RPC_LOOP_BUCKETS; b++) {
+        td_strbuf_printf(t, "tensord_loop_busy_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                         (double)td_rpc_loop_slow_ms[b] / 1e3, st->loop_turns - st->loop_slow[b]);
+    }
+    td_strbuf_printf(t,
+                     "tensord_loop_busy_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+                     "tensord_loop_busy_seconds_sum %.6f\ntensord_loop_busy_seconds_count %" PRIu64
+                     "\n",
+                     st->loop_turns, (double)st->loop_busy_sum_us / 1e6, st->loop_turns);
     td_strbuf_printf(t,
                      "# HELP tensord_connections Open client connections.\n"
                      "# TYPE tensord_connections gauge\ntensord_connections %" PRIu64 "\n",

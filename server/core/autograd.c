@@ -303,7 +303,7 @@ static int stale(enum td_dtype dt, const int64_t *shape, int ndim, const char *f
                       "[%s %s]%s is at version %lld; expected version %lld instead. "
                       "Hint: enable anomaly detection to find the operation that "
                       "failed to compute its gradient, with "
-                      "torch.autograd.set_detect_anomaly(True).",
+                      "tensord.autograd.set_detect_anomaly(True).",
                       td_dtype_legacy_name(dt), td_shape_str(sh, sizeof sh, shape, ndim), which,
                       (long long)now, (long long)saved);
 }
@@ -380,7 +380,7 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
             char a[160], b[160];
             return td_err_set(err, TD_ESHAPE,
                               "Mismatch in shape: grad_output[0] has a shape of "
-                              "torch.Size(%s) and output[0] has a shape of torch.Size(%s).",
+                              "tensord.Size(%s) and output[0] has a shape of tensord.Size(%s).",
                               td_shape_str(a, sizeof a, gradient->shape, gradient->ndim),
                               td_shape_str(b, sizeof b, root->shape, root->ndim));
         }

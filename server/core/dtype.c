@@ -88,8 +88,8 @@ int64_t td_scalar_to_int(struct td_scalar s)
 
 const char *td_dtype_legacy_name(enum td_dtype dt)
 {
-    static const char *const names[TD_DTYPE_COUNT] = {"torch.BoolTensor", "torch.IntTensor",
-                                                      "torch.LongTensor", "torch.FloatTensor",
-                                                      "torch.DoubleTensor"};
-    return (unsigned)dt < TD_DTYPE_COUNT ? names[dt] : "torch.Tensor";
+    static const char *const names[TD_DTYPE_COUNT] = {"tensord.BoolTensor", "tensord.IntTensor",
+                                                      "tensord.LongTensor", "tensord.FloatTensor",
+                                                      "tensord.DoubleTensor"};
+    return (unsigned)dt < TD_DTYPE_COUNT ? names[dt] : "tensord.Tensor";
 }

@@ -25,10 +25,13 @@ enum td_dtype {
 /* Element size in bytes. dt must be valid. */
 size_t td_dtype_size(enum td_dtype dt);
 
-/* PyTorch's names: "torch.float32" style for printing, and the short C++ names that PyTorch's
+/* PyTorch's names, with tensord's prefix wherever torch writes "torch." (in printed text and in
+** error messages alike: "tensord.float32", "tensord.Size([2])"; a client that prints torch's
+** names maps the one prefix back), and the short C++ names that PyTorch's
 ** error messages use ("Float", "Double", "Int", "Long", "Bool"). */
 const char *td_dtype_name(enum td_dtype dt); /* "float32" */
-/* torch's legacy tensor type name, as its error messages print it: "torch.FloatTensor". */
+/* torch's legacy tensor type name, as its error messages print it, with tensord's prefix:
+** "tensord.FloatTensor". */
 const char *td_dtype_legacy_name(enum td_dtype dt);
 const char *td_dtype_cname(enum td_dtype dt); /* "Float" */
 

@@ -141,6 +141,7 @@ enum {
     TD_OPF_INPLACE_ONLY = 1 << 7, /* only the in-place method name_ */
     TD_OPF_INTERNAL = 1 << 8,     /* no torch spelling (slice, mT) */
     TD_OPF_OVERLOADED = 1 << 9,   /* torch has call forms beyond the signature */
+    TD_OPF_ALSO_F = 1 << 10,      /* torch.nn.functional.name as well as torch.name */
 };
 
 struct td_op_def {

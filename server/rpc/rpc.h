@@ -51,10 +51,17 @@ struct td_rpc_counter {
 };
 
 /* Server-wide counters, kept on the loop thread. */
+/* A loop turn is slow past these busy times (ms): StatsResult.loop_slow_turns counts each. */
+#define TD_RPC_LOOP_BUCKETS 4
+extern const uint64_t td_rpc_loop_slow_ms[TD_RPC_LOOP_BUCKETS];
+
 struct td_rpc_stats {
     uint64_t connections; /* open now */
     uint64_t connections_total;
     uint64_t auth_failures;
+    uint64_t loop_turns;                     /* event-loop turns (td_rpc_stats_turn) */
+    uint64_t loop_slow[TD_RPC_LOOP_BUCKETS]; /* turns busy > td_rpc_loop_slow_ms[i] */
+    uint64_t loop_busy_max_us, loop_busy_sum_us;
     struct td_rpc_counter kinds[TD_RPC_KINDS]; /* by enum td_rpc_kind */
 };
 
@@ -92,6 +99,10 @@ struct td_rpc_server {
     struct td_rpc_counter op_counters[TD_OP_COUNT]; /* RunOp, by op */
     struct td_map auth_penalty;                     /* peer address hash -> failures; see auth.c */
 };
+
+/* Records one event-loop turn that held the loop for busy_us (its wall time less its wait in
+** poll). Called by the daemon's loop on the loop thread, once per turn. */
+void td_rpc_stats_turn(struct td_rpc_server *srv, uint64_t busy_us);
 
 /* Frees what the server accumulated (the auth penalty table). */
 void td_rpc_server_close(struct td_rpc_server *srv);

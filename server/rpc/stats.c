@@ -52,6 +52,21 @@ void td_rpc_stats_record(struct td_rpc_server *srv, int kind, int op, int status
 
 /* Stats: the server's counters and this session's numbers. res->mem (freed after encoding)
 ** holds what the counters point to. */
+const uint64_t td_rpc_loop_slow_ms[TD_RPC_LOOP_BUCKETS] = {1, 10, 100, 1000};
+
+void td_rpc_stats_turn(struct td_rpc_server *srv, uint64_t busy_us)
+{
+    struct td_rpc_stats *st = &srv->stats;
+    st->loop_turns++;
+    st->loop_busy_sum_us += busy_us;
+    if (busy_us > st->loop_busy_max_us) {
+        st->loop_busy_max_us = busy_us;
+    }
+    for (int i = 0; i < TD_RPC_LOOP_BUCKETS && busy_us > td_rpc_loop_slow_ms[i] * 1000u; i++) {
+        st->loop_slow[i]++;
+    }
+}
+
 int td_rpc_run_stats(struct rpc_job *j, struct td_session *s, struct result *res,
                      struct td_err *err)
 {
@@ -70,16 +85,23 @@ int td_rpc_run_stats(struct rpc_job *j, struct td_session *s, struct result *res
     st->blas = (char *)td_blas_describe();
     st->allocated_bytes = (uint64_t)td_alloc_live_bytes();
     st->cached_bytes = td_alloc_cached_bytes();
+    st->loop_turns = srv->stats.loop_turns;
+    st->loop_busy_max_us = srv->stats.loop_busy_max_us;
+    st->loop_busy_sum_us = srv->stats.loop_busy_sum_us;
     enum { N = TD_RPC_KINDS + TD_OP_COUNT };
     struct block {
         Tensord__Counter c[N];
         Tensord__Counter *ptr[N];
         uint64_t lat[N][TD_RPC_LAT_BUCKETS];
+        uint64_t loop_slow[TD_RPC_LOOP_BUCKETS];
     } *b = td_malloc(sizeof *b);
     if (b == NULL) {
         return td_err_code(err, TD_ENOMEM);
     }
     res->mem = b;
+    memcpy(b->loop_slow, srv->stats.loop_slow, sizeof b->loop_slow);
+    st->loop_slow_turns = b->loop_slow;
+    st->n_loop_slow_turns = TD_RPC_LOOP_BUCKETS;
     size_t used = 0;
     st->requests = b->ptr;
     for (int k = 0; k < TD_RPC_KINDS + TD_OP_COUNT; k++) {

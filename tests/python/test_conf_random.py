@@ -179,6 +179,7 @@ def error_of(m, case):
             r.tolist()
     except (RuntimeError, TypeError, tensord.TensorError) as e:
         text = e.message if isinstance(e, tensord.TensorError) else str(e)
+        text = text.replace("torch.", "tensord.")  # the one naming rule of text and messages
         return type(e).__name__ if isinstance(e, TypeError) else "RuntimeError", text
     return None
 

@@ -29,7 +29,9 @@ def outcome(m, case):
             warnings.simplefilter("ignore")
             return describe(case(m))  # tensord's errors arrive when the value is read
     except (RuntimeError, IndexError, TypeError, tensord.TensorError) as e:
-        return ("error", e.message if isinstance(e, tensord.TensorError) else str(e))
+        # torch's text with tensord's name prefix: one naming rule for printed text and errors
+        return ("error", e.message if isinstance(e, tensord.TensorError)
+                else str(e).replace("torch.", "tensord."))
 
 
 def describe(r):
@@ -488,7 +490,7 @@ def test_grads_and_names_match_torch(td, name):
 
 def test_meshgrid_without_indexing_warns_as_torch(td):
     """torch 1.13 warns once per process (TORCH_WARN_ONCE), with this text; tensord each time."""
-    with pytest.warns(UserWarning, match="^torch.meshgrid: in an upcoming release, it will be "
+    with pytest.warns(UserWarning, match="^tensord.meshgrid: in an upcoming release, it will be "
                                          "required to pass the indexing argument.$"):
         td.meshgrid(td.tensor([1, 2]), td.tensor([3]))
 

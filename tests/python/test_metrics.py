@@ -182,3 +182,44 @@ def test_readyz_says_503_while_the_daemon_drains():
         assert d.proc.wait(timeout=20) == 0
     finally:
         d.stop()
+
+
+def test_loop_busy_histogram_counts_turns_and_matches_stats(served):
+    """Each event-loop turn's busy time (wall time less the wait for I/O) is a histogram in
+    /metrics and counters in Stats: turns only grow, the buckets are cumulative and end at the
+    count, a turn's busy time is never longer than the daemon has been up, and the slow-turn
+    counts Stats gives are the /metrics buckets read from the other end."""
+    d, mport = served
+    s = tensord.connect("127.0.0.1:%d" % d.port)
+    try:
+        first = s._c.stats()
+        x = s.ones(64, 64)
+        for _ in range(20):
+            x = x @ x / 64
+        x.tolist()
+        st = s._c.stats()
+        _, _, text = get(mport, "/metrics")
+        after = s._c.stats()
+    finally:
+        s.close()
+    samples, typed = parse(text)
+    assert typed["tensord_loop_busy_seconds"] == "histogram"
+    assert st.loop_turns > first.loop_turns
+    assert len(st.loop_slow_turns) == 4
+    assert list(st.loop_slow_turns) == sorted(st.loop_slow_turns, reverse=True)
+    assert st.loop_busy_max_us <= st.uptime_ms * 1000
+    assert st.loop_busy_sum_us >= st.loop_busy_max_us
+    les = [(k[1], v) for k, v in samples.items() if k[0] == "tensord_loop_busy_seconds_bucket"]
+    assert [lab for lab, _ in les] == ['{le="0.001"}', '{le="0.01"}', '{le="0.1"}', '{le="1"}',
+                                       '{le="+Inf"}']
+    counts = [v for _, v in les]
+    assert counts == sorted(counts)
+    total = samples[("tensord_loop_busy_seconds_count", "")]
+    assert counts[-1] == total
+    assert st.loop_turns <= total <= after.loop_turns
+    # a bucket is the turns at or under its bound: the total less the turns past it, which only
+    # grow, so it lies between the two Stats readings' values
+    for i, v in enumerate(counts[:-1]):
+        lo = st.loop_turns - st.loop_slow_turns[i]
+        hi = after.loop_turns - after.loop_slow_turns[i]
+        assert lo <= v <= hi + (after.loop_slow_turns[i] - st.loop_slow_turns[i]), (i, lo, v, hi)

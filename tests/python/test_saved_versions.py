@@ -2,7 +2,7 @@
 
 torch refuses a backward whose op reads a value (an input, or its own result) that was changed
 in place after the op saved it: "one of the variables needed for gradient computation has been
-modified by an inplace operation: [torch.FloatTensor [2, 3]], which is output 0 of
+modified by an inplace operation: [tensord.FloatTensor [2, 3]], which is output 0 of
 MulBackward0, is at version 1; expected version 0 instead. Hint: ...". tensord decides which
 values an op's backward reads from ops.def's flags (TD_OPF_BW_SELF, TD_OPF_BW_SELF_FOR_OTHER,
 TD_OPF_BW_OUT). For each op here, the same program runs in torch and through the tensord
@@ -245,7 +245,9 @@ def run(m, call, others, modify):
         if m is tensord:
             leaf.grad.tolist()  # the backward's reply
     except (RuntimeError, tensord.TensorError) as e:
-        return str(e.message if isinstance(e, tensord.TensorError) else e)
+        # torch's text with tensord's name prefix, the one naming rule of printed text and errors
+        return str(e.message if isinstance(e, tensord.TensorError) else e).replace(
+            "torch.", "tensord.")
     return None
 
 

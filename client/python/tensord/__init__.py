@@ -720,15 +720,15 @@ class Session:
                 got += ", size=%s" % type(size).__name__
             raise TypeError("normal() received an invalid combination of arguments - got (%s), "
                             "but expected one of:\n"
-                            " * (Tensor mean, Tensor std, *, torch.Generator generator, "
+                            " * (Tensor mean, Tensor std, *, tensord.Generator generator, "
                             "Tensor out)\n"
-                            " * (Tensor mean, float std, *, torch.Generator generator, "
+                            " * (Tensor mean, float std, *, tensord.Generator generator, "
                             "Tensor out)\n"
-                            " * (float mean, Tensor std, *, torch.Generator generator, "
+                            " * (float mean, Tensor std, *, tensord.Generator generator, "
                             "Tensor out)\n"
                             " * (float mean, float std, tuple of ints size, *, "
-                            "torch.Generator generator, Tensor out, torch.dtype dtype, "
-                            "torch.layout layout, torch.device device, bool pin_memory, "
+                            "tensord.Generator generator, Tensor out, tensord.dtype dtype, "
+                            "tensord.layout layout, tensord.device device, bool pin_memory, "
                             "bool requires_grad)\n" % got)
         s = _first_session([mean, std]) or self
         kw: dict = {"dtype": dtype.name} if dtype is not None else {}
@@ -2000,17 +2000,17 @@ def meshgrid(*tensors: Any, indexing: Optional[str] = None) -> Tuple[Tensor, ...
     if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
         tensors = tuple(tensors[0])
     if indexing is None:
-        warnings.warn("torch.meshgrid: in an upcoming release, it will be required to pass the "
+        warnings.warn("tensord.meshgrid: in an upcoming release, it will be required to pass the "
                       "indexing argument.", UserWarning, stacklevel=2)
         indexing = "ij"
     if indexing not in ("ij", "xy"):
-        raise RuntimeError("torch.meshgrid: indexing must be one of \"xy\" or \"ij\", but "
+        raise RuntimeError("tensord.meshgrid: indexing must be one of \"xy\" or \"ij\", but "
                            "received: %s" % indexing)
     if not tensors:
         raise RuntimeError("meshgrid expects a non-empty TensorList")
     for t in tensors:
         if t.dim() > 1:
-            raise RuntimeError("torch.meshgrid: Expected 0D or 1D tensor in the tensor list but "
+            raise RuntimeError("tensord.meshgrid: Expected 0D or 1D tensor in the tensor list but "
                                "got: %s" % (t,))
     n = len(tensors)
     swap = indexing == "xy" and n >= 2
@@ -2111,7 +2111,7 @@ class Generator:
 
     def __init__(self, device: Any = "cpu", *, session: Optional[Session] = None) -> None:
         if str(device) != "cpu":
-            raise RuntimeError("Device type %s is not supported for torch.Generator() api."
+            raise RuntimeError("Device type %s is not supported for tensord.Generator() api."
                                % str(device).split(":")[0].upper())
         self._s = session or _session()
         self._state = self._new_state(_DEFAULT_SEED)
@@ -2150,7 +2150,7 @@ class Generator:
     def set_state(self, new_state: Any) -> "Generator":
         """Puts the stream back where get_state() found it."""
         if not isinstance(new_state, Tensor):
-            raise TypeError("expected a torch.ByteTensor, but got %s" % type(new_state).__name__)
+            raise TypeError("expected a tensord.ByteTensor, but got %s" % type(new_state).__name__)
         if new_state.dtype != int64 or tuple(new_state.shape) != (2,) or new_state._s is not self._s:
             raise RuntimeError("expected a state from tensord.Generator.get_state() (an int64 "
                                "tensor of 2 elements in this session), got %s of shape %s"
@@ -2184,3 +2184,4 @@ _legacy.install(sys.modules[__name__])
 # Last, as torch does: `import tensord` makes tensord.nn.functional usable (it imports Tensor).
 from . import nn  # noqa: E402,F401
 from . import optim  # noqa: E402,F401
+from .serialization import load, save  # noqa: E402,F401  torch.save / torch.load's format

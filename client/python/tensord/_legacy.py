@@ -23,7 +23,7 @@ _LEGACY = {"float32": "FloatTensor", "float64": "DoubleTensor", "int64": "LongTe
            "int32": "IntTensor", "bool": "BoolTensor"}
 _T_WARNING = ("The use of `x.T` on tensors of dimension other than 2 to reverse their shape is "
               "deprecated and it will throw an error in a future release. Consider `x.mT` to "
-              "transpose batches of matrices or `x.permute(*torch.arange(x.ndim - 1, -1, -1))` "
+              "transpose batches of matrices or `x.permute(*tensord.arange(x.ndim - 1, -1, -1))` "
               "to reverse the dimensions of a tensor.")
 _T_WARNED = [False]  # torch warns once per process (TORCH_WARN_ONCE)
 # numpy's spellings torch's argument parser accepts for its own parameter names

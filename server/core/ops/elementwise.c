@@ -1037,7 +1037,7 @@ int td_dtype_rule_clamp(const struct td_operand *in, int nin, const struct td_op
     (void)nin;
     if (!a->has_min && !a->has_max) {
         return td_err_set(err, TD_EINVAL,
-                          "torch.clamp: At least one of 'min' or 'max' must not "
+                          "tensord.clamp: At least one of 'min' or 'max' must not "
                           "be None");
     }
     struct td_operand all[3] = {in[0]};

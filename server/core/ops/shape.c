@@ -620,7 +620,7 @@ int td_make_cat(struct td_tensor **out, const struct td_operand *in, int nin,
                 const struct td_op_args *a, struct td_quota *q, struct td_err *err)
 {
     if (nin == 0) {
-        return td_err_set(err, TD_EINVAL, "torch.cat(): expected a non-empty list of Tensors");
+        return td_err_set(err, TD_EINVAL, "tensord.cat(): expected a non-empty list of Tensors");
     }
     const struct td_tensor *ref = NULL;
     for (int i = 0; i < nin; i++) {

@@ -1,9 +1,9 @@
 """torch.nn.functional's tensor functions, run on the server.
 
-Every op that ops.def flags FUNCTIONAL (spelt torch.nn.functional.name only) is exported here
-automatically, as the op's function form (tensord._function: its arguments, defaults and checks
-come from the op's torch signature in server/core/ops.def). _TORCH_ALSO names the ops torch
-spells both as torch.name and as F.name. Call forms an ops.def signature cannot state (F.pad's
+Every op that ops.def flags FUNCTIONAL (spelt torch.nn.functional.name only) or ALSO_F (spelt
+both torch.name and F.name) is exported here automatically, as the op's function form
+(tensord._function: its arguments, defaults and checks come from the op's torch signature in
+server/core/ops.def). Call forms an ops.def signature cannot state (F.pad's
 mode, cross_entropy's probability targets, ...) are written in Python in the family modules
 imported at the end, one per ops.def nn family; they override the automatic entries.
 """
@@ -12,11 +12,8 @@ from __future__ import annotations
 from .. import _function
 from .._ops import OPS as _OPS
 
-# ops torch offers both as torch.name and torch.nn.functional.name
-_TORCH_ALSO = ("relu", "sigmoid", "tanh", "softmax", "log_softmax")
-
 for _name, _op in _OPS.items():
-    if "FUNCTIONAL" in _op["flags"] or _name in _TORCH_ALSO:
+    if "FUNCTIONAL" in _op["flags"] or "ALSO_F" in _op["flags"]:
         globals()[_name] = _function(_name)
 del _name, _op
 
