@@ -353,21 +353,234 @@ static int accumulate_leaf(struct td_tensor *t, struct td_tensor *gi, struct td_
     return rc;
 }
 
-int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, bool retain_graph,
-                         struct td_quota *q, struct td_err *err)
+/* ---- backward: a walk over the graph that may stop at a custom Function ----
+**
+** td_backward_begin sorts the nodes reachable from the roots (depth-first post-order: every node
+** after the nodes whose outputs it uses) and seeds the roots' gradients; td_backward_step then
+** visits them in reverse, running each node's rule and passing the input gradients on (summing
+** where paths meet), until every node is done or the next is a custom Function's node, whose
+** rule is Python in the client: then it returns TD_BACKWARD_SUSPENDED with the node and its
+** gradient available (td_backward_pending), and td_backward_give supplies the node's input
+** gradients so a later step goes on. All the walk's state lives in struct td_backward, so a
+** suspended walk costs nothing while its client computes. */
+
+struct td_backward {
+    struct td_map grads;     /* node -> the gradient flowing into its output (owned) */
+    struct td_map needed;    /* with inputs: node -> non-NULL when its output leads to one */
+    struct td_node **order;  /* post-order; nodes referenced through the graph, not owned */
+    size_t norder, next;     /* order[next - 1] is the next node to visit (next counts down) */
+    struct td_node *pending; /* suspended at this custom node (a reference), or NULL */
+    struct td_tensor *pending_grad;
+    struct td_tensor *inputs[TD_BACKWARD_MAX_INPUTS];  /* references */
+    struct td_tensor *results[TD_BACKWARD_MAX_INPUTS]; /* their gradients, or NULL (unused) */
+    struct td_node *keep;                              /* holds the graph: a reference */
+    int ninputs;
+    bool retain_graph, accumulate, allow_unused;
+};
+
+static int add_into(struct td_tensor **slot, struct td_tensor *g, struct td_quota *q,
+                    struct td_err *err)
+{
+    if (*slot == NULL) {
+        *slot = td_tensor_ref(g);
+        return 0;
+    }
+    struct td_operand sum[2] = {{.t = *slot}, {.t = g}};
+    struct td_tensor *s = NULL;
+    int rc = td_op_apply(TD_OP_ADD, sum, 2, NULL, false, q, &s, err);
+    if (rc == 0) {
+        td_tensor_unref(*slot);
+        *slot = s;
+    }
+    return rc;
+}
+
+static int input_index(const struct td_backward *b, const struct td_tensor *t)
+{
+    for (int i = 0; i < b->ninputs; i++) {
+        if (b->inputs[i] == t) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Gradient gi reaches leaf t: into its .grad (a backward), or into the result for t when t is
+** one of the inputs asked for (autograd.grad; backward(inputs=) accumulates only into those). */
+static int reach_leaf(struct td_backward *b, struct td_tensor *t, struct td_tensor *gi,
+                      struct td_quota *q, struct td_err *err)
+{
+    int i = b->ninputs > 0 ? input_index(b, t) : -1;
+    if (b->ninputs > 0 && i < 0) {
+        return 0;
+    }
+    if (!b->accumulate) {
+        return add_into(&b->results[i], gi, q, err);
+    }
+    if (i >= 0 && b->results[i] == NULL) {
+        b->results[i] = td_tensor_ref(gi); /* marks it used */
+    }
+    return accumulate_leaf(t, gi, q, err);
+}
+
+/* Node n's input gradients gin (one per input, NULL where none; references, released here)
+** flow on: reduced to each input's shape, then to its node or, for a leaf, reach_leaf. */
+static int flow(struct td_backward *b, struct td_node *n, struct td_tensor **gin,
+                struct td_quota *q, struct td_err *err)
+{
+    int rc = 0;
+    for (int i = 0; i < n->nin && rc == 0; i++) {
+        struct td_tensor *t = n->in[i].t;
+        if (gin[i] == NULL || t == NULL || !t->requires_grad) {
+            continue;
+        }
+        struct td_tensor *gi = NULL;
+        if ((rc = td_sum_to_shape(gin[i], t->shape, t->ndim, q, &gi, err)) != 0) {
+            break;
+        }
+        if (t->grad_fn == NULL) {
+            rc = reach_leaf(b, t, gi, q, err);
+            td_tensor_unref(gi);
+            continue;
+        }
+        if (b->ninputs > 0 && td_map_get(&b->needed, (uint64_t)(uintptr_t)t->grad_fn) == NULL) {
+            td_tensor_unref(gi);
+            continue;
+        }
+        uint64_t key = (uint64_t)(uintptr_t)t->grad_fn;
+        struct td_tensor *prev = td_map_get(&b->grads, key);
+        if (prev == NULL) {
+            if ((rc = td_map_put(&b->grads, key, gi)) != 0) {
+                td_tensor_unref(gi);
+                td_err_code(err, rc);
+            }
+            continue;
+        }
+        struct td_operand sum[2] = {{.t = prev}, {.t = gi}};
+        struct td_tensor *sm = NULL;
+        rc = td_op_apply(TD_OP_ADD, sum, 2, NULL, false, q, &sm, err);
+        td_tensor_unref(gi);
+        if (rc == 0) {
+            td_map_put(&b->grads, key, sm); /* replaces prev in place: no allocation */
+            td_tensor_unref(prev);
+        }
+    }
+    for (int i = 0; i < n->nin; i++) {
+        td_tensor_unref(gin[i]);
+        gin[i] = NULL;
+    }
+    return rc;
+}
+
+/* Depth-first post-order of the nodes reachable from `from`, appended to b->order (seen: the
+** nodes already placed, shared across roots so the order stays topological). */
+static int sort_from(struct td_backward *b, struct td_node *from, struct td_map *seen, size_t *cap,
+                     struct td_err *err)
+{
+    if (td_map_get(seen, (uint64_t)(uintptr_t)from) != NULL) {
+        return 0;
+    }
+    size_t scap = 64, nstack = 0;
+    struct td_node **stack = td_malloc(scap * sizeof *stack);
+    int *next = td_malloc(scap * sizeof *next);
+    int rc = 0;
+    if (stack == NULL || next == NULL) {
+        rc = td_err_code(err, TD_ENOMEM);
+        goto out;
+    }
+    if ((rc = td_map_put(seen, (uint64_t)(uintptr_t)from, from)) != 0) {
+        td_err_code(err, rc);
+        goto out;
+    }
+    stack[nstack] = from;
+    next[nstack++] = 0;
+    while (nstack > 0) {
+        struct td_node *n = stack[nstack - 1];
+        int i = next[nstack - 1]++;
+        if (i < n->nin) {
+            struct td_tensor *t = n->in[i].t;
+            struct td_node *c = t != NULL ? t->grad_fn : NULL;
+            if (c == NULL || td_map_get(seen, (uint64_t)(uintptr_t)c) != NULL) {
+                continue;
+            }
+            if (nstack == scap) {
+                struct td_node **s2 = td_realloc(stack, scap * 2 * sizeof *s2);
+                int *n2 = s2 ? td_realloc(next, scap * 2 * sizeof *n2) : NULL;
+                if (s2) {
+                    stack = s2;
+                }
+                if (n2 == NULL) {
+                    rc = td_err_code(err, TD_ENOMEM);
+                    goto out;
+                }
+                next = n2;
+                scap *= 2;
+            }
+            if ((rc = td_map_put(seen, (uint64_t)(uintptr_t)c, c)) != 0) {
+                td_err_code(err, rc);
+                goto out;
+            }
+            stack[nstack] = c;
+            next[nstack++] = 0;
+            continue;
+        }
+        if (b->norder == *cap) {
+            struct td_node **o2 = td_realloc(b->order, *cap * 2 * sizeof *o2);
+            if (o2 == NULL) {
+                rc = td_err_code(err, TD_ENOMEM);
+                goto out;
+            }
+            b->order = o2;
+            *cap *= 2;
+        }
+        b->order[b->norder++] = n;
+        nstack--;
+    }
+out:
+    td_free(stack);
+    td_free(next);
+    return rc;
+}
+
+/* With inputs: marks the nodes whose outputs lead to an input (post-order: a node's producers
+** are decided before it), so the walk runs only those, as torch's engine does. */
+static int mark_needed(struct td_backward *b, struct td_err *err)
+{
+    for (size_t k = 0; k < b->norder; k++) {
+        struct td_node *n = b->order[k];
+        bool need = false;
+        for (int i = 0; i < b->ninputs && !need; i++) {
+            need = b->inputs[i]->grad_fn == n;
+        }
+        for (int i = 0; i < n->nin && !need; i++) {
+            struct td_tensor *t = n->in[i].t;
+            need = t != NULL && (input_index(b, t) >= 0 ||
+                                 (t->grad_fn != NULL &&
+                                  td_map_get(&b->needed, (uint64_t)(uintptr_t)t->grad_fn)));
+        }
+        int rc;
+        if (need && (rc = td_map_put(&b->needed, (uint64_t)(uintptr_t)n, n)) != 0) {
+            return td_err_code(err, rc);
+        }
+    }
+    return 0;
+}
+
+static int seed_root(struct td_backward *b, int k, struct td_tensor *root,
+                     struct td_tensor *gradient, struct td_quota *q, struct td_err *err)
 {
     if (!root->requires_grad) {
         return td_err_set(err, TD_EINVAL,
-                          "element 0 of tensors does not require grad and does "
-                          "not have a grad_fn");
+                          "element %d of tensors does not require grad and does not have a "
+                          "grad_fn",
+                          k);
     }
     struct td_tensor *seed = NULL;
-    int rc = 0;
+    int rc;
     if (gradient == NULL) {
         if (root->numel != 1) {
             return td_err_set(err, TD_EINVAL,
-                              "grad can be implicitly created only for scalar "
-                              "outputs");
+                              "grad can be implicitly created only for scalar outputs");
         }
         /* one element (checked above): nothing for the work budget to weigh */
         if ((rc = td_tensor_full(&seed, root->dtype, root->shape, root->ndim, td_scalar_i(1), q,
@@ -377,165 +590,126 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
     } else {
         if (gradient->ndim != root->ndim ||
             memcmp(gradient->shape, root->shape, sizeof(int64_t) * (size_t)root->ndim) != 0) {
-            char a[160], b[160];
+            char a[160], c[160];
             return td_err_set(err, TD_ESHAPE,
-                              "Mismatch in shape: grad_output[0] has a shape of "
-                              "tensord.Size(%s) and output[0] has a shape of tensord.Size(%s).",
-                              td_shape_str(a, sizeof a, gradient->shape, gradient->ndim),
-                              td_shape_str(b, sizeof b, root->shape, root->ndim));
+                              "Mismatch in shape: grad_output[%d] has a shape of "
+                              "tensord.Size(%s) and output[%d] has a shape of tensord.Size(%s).",
+                              k, td_shape_str(a, sizeof a, gradient->shape, gradient->ndim), k,
+                              td_shape_str(c, sizeof c, root->shape, root->ndim));
         }
         seed = td_tensor_ref(gradient);
     }
     if (root->grad_fn == NULL) {
-        rc = accumulate_leaf(root, seed, q, err);
+        rc = reach_leaf(b, root, seed, q, err);
         td_tensor_unref(seed);
         return rc;
     }
-    /* Topological order by depth-first post-order from the root node. */
-    struct td_map seen, grads;
-    td_map_init(&seen);
-    td_map_init(&grads);
-    size_t cap = 64, norder = 0, nstack = 0;
-    struct td_node **order = td_malloc(cap * sizeof *order);
-    struct td_node **stack = td_malloc(cap * sizeof *stack);
-    int *next = td_malloc(cap * sizeof *next);
-    if (order == NULL || stack == NULL || next == NULL) {
-        rc = td_err_code(err, TD_ENOMEM);
-        goto out;
+    if (b->ninputs > 0 && td_map_get(&b->needed, (uint64_t)(uintptr_t)root->grad_fn) == NULL) {
+        td_tensor_unref(seed);
+        return 0;
     }
-    stack[nstack] = root->grad_fn;
-    next[nstack++] = 0;
-    if ((rc = td_map_put(&seen, (uint64_t)(uintptr_t)root->grad_fn, root->grad_fn)) != 0) {
-        td_err_code(err, rc);
-        goto out;
-    }
-    while (nstack > 0) {
-        struct td_node *n = stack[nstack - 1];
-        int i = next[nstack - 1]++;
-        if (i < n->nin) {
-            struct td_tensor *t = n->in[i].t;
-            struct td_node *c = t != NULL ? t->grad_fn : NULL;
-            if (c != NULL && td_map_get(&seen, (uint64_t)(uintptr_t)c) == NULL) {
-                if (nstack == cap || norder + nstack >= cap) {
-                    size_t ncap = cap * 2;
-                    struct td_node **o2 = td_realloc(order, ncap * sizeof *o2);
-                    struct td_node **s2 = o2 ? td_realloc(stack, ncap * sizeof *s2) : NULL;
-                    int *n2 = s2 ? td_realloc(next, ncap * sizeof *n2) : NULL;
-                    if (o2) {
-                        order = o2;
-                    }
-                    if (s2) {
-                        stack = s2;
-                    }
-                    if (n2 == NULL) {
-                        rc = td_err_code(err, TD_ENOMEM);
-                        goto out;
-                    }
-                    next = n2;
-                    cap = ncap;
-                }
-                if ((rc = td_map_put(&seen, (uint64_t)(uintptr_t)c, c)) != 0) {
-                    td_err_code(err, rc);
-                    goto out;
-                }
-                stack[nstack] = c;
-                next[nstack++] = 0;
-            }
-            continue;
+    uint64_t key = (uint64_t)(uintptr_t)root->grad_fn;
+    struct td_tensor *prev = td_map_get(&b->grads, key);
+    if (prev == NULL) {
+        if ((rc = td_map_put(&b->grads, key, seed)) != 0) {
+            td_tensor_unref(seed);
+            return td_err_code(err, rc);
         }
-        order[norder++] = n;
-        nstack--;
+        return 0;
     }
-    if ((rc = td_map_put(&grads, (uint64_t)(uintptr_t)root->grad_fn, seed)) != 0) {
-        td_err_code(err, rc);
-        goto out;
+    rc = add_into(&prev, seed, q, err);
+    td_tensor_unref(seed);
+    if (rc == 0) {
+        td_map_put(&b->grads, key, prev);
     }
-    seed = NULL;
-    /* Reverse post-order: every node after all nodes that use its output. */
-    for (size_t k = norder; k-- > 0;) {
-        struct td_node *n = order[k];
-        struct td_tensor *g = td_map_del(&grads, (uint64_t)(uintptr_t)n);
-        if (g == NULL) {
-            continue;
-        }
-        /* Between nodes: a long backward stops when its request is cancelled (each node's
-        ** kernels check within themselves too). */
-        if ((rc = td_cancel_check(err)) != 0) {
-            td_tensor_unref(g);
-            goto out;
-        }
-        if (n->released) {
-            td_tensor_unref(g);
+    return rc;
+}
+
+void td_backward_free(struct td_backward *b)
+{
+    if (b == NULL) {
+        return;
+    }
+    uint64_t key;
+    void *val;
+    for (size_t it = 0; td_map_next(&b->grads, &it, &key, &val);) {
+        td_tensor_unref(val);
+    }
+    td_map_close(&b->grads);
+    td_map_close(&b->needed);
+    for (int i = 0; i < b->ninputs; i++) {
+        td_tensor_unref(b->inputs[i]);
+        td_tensor_unref(b->results[i]);
+    }
+    td_node_unref(b->pending);
+    td_tensor_unref(b->pending_grad);
+    td_free(b->order);
+    td_free(b);
+}
+
+int td_backward_begin(const struct td_backward_req *r, struct td_quota *q, struct td_backward **out,
+                      struct td_err *err)
+{
+    *out = NULL;
+    if (r->nroots < 1 || r->nroots > TD_BACKWARD_MAX_ROOTS || r->ninputs < 0 ||
+        r->ninputs > TD_BACKWARD_MAX_INPUTS || (!r->accumulate && r->ninputs == 0)) {
+        return td_err_set(err, TD_EINVAL, "backward takes 1 to %d outputs and at most %d inputs",
+                          TD_BACKWARD_MAX_ROOTS, TD_BACKWARD_MAX_INPUTS);
+    }
+    struct td_backward *b = td_calloc(1, sizeof *b);
+    size_t cap = 64;
+    if (b == NULL || (b->order = td_malloc(cap * sizeof *b->order)) == NULL) {
+        td_free(b);
+        return td_err_code(err, TD_ENOMEM);
+    }
+    td_map_init(&b->grads);
+    td_map_init(&b->needed);
+    b->retain_graph = r->retain_graph;
+    b->accumulate = r->accumulate;
+    b->allow_unused = r->allow_unused;
+    int rc = 0;
+    for (int i = 0; i < r->ninputs; i++) {
+        if (!r->inputs[i]->requires_grad) {
             rc = td_err_set(err, TD_EINVAL,
-                            "Trying to backward through the graph a second time "
-                            "(or directly access saved tensors after they have already been "
-                            "freed). Saved intermediate values of the graph are freed when you "
-                            "call .backward() or autograd.grad(). Specify retain_graph=True if "
-                            "you need to backward through the graph a second time or if you "
-                            "need to access saved tensors after calling backward.");
-            goto out;
+                            "One of the differentiated Tensors does not require "
+                            "grad");
+            goto fail;
         }
-        if ((rc = check_versions(n, err)) != 0) {
-            td_tensor_unref(g);
-            goto out;
-        }
-        if (n->retained != NULL && (rc = accumulate_leaf(n->retained, g, q, err)) != 0) {
-            td_tensor_unref(g);
-            goto out;
-        }
-        td_bwd_fn *rule = td_ops[n->op].backward;
-        if (rule == NULL) {
-            td_tensor_unref(g);
-            rc = td_err_set(err, TD_EUNSUP, "derivative for aten::%s is not implemented",
-                            td_ops[n->op].name);
-            goto out;
-        }
-        struct td_tensor *gin[TD_NODE_MAX_IN] = {NULL};
-        rc = rule(n, g, gin, q, err);
-        td_tensor_unref(g);
-        for (int i = 0; i < n->nin && rc == 0; i++) {
-            struct td_tensor *t = n->in[i].t;
-            if (gin[i] == NULL || t == NULL || !t->requires_grad) {
-                continue;
-            }
-            struct td_tensor *gi = NULL;
-            if ((rc = td_sum_to_shape(gin[i], t->shape, t->ndim, q, &gi, err)) != 0) {
-                break;
-            }
-            if (t->grad_fn == NULL) {
-                rc = accumulate_leaf(t, gi, q, err);
-                td_tensor_unref(gi);
-                continue;
-            }
-            uint64_t key = (uint64_t)(uintptr_t)t->grad_fn;
-            struct td_tensor *prev = td_map_get(&grads, key);
-            if (prev == NULL) {
-                if ((rc = td_map_put(&grads, key, gi)) != 0) {
-                    td_tensor_unref(gi);
-                    td_err_code(err, rc);
-                }
-                continue;
-            }
-            struct td_operand sum[2] = {{.t = prev}, {.t = gi}};
-            struct td_tensor *s = NULL;
-            rc = td_op_apply(TD_OP_ADD, sum, 2, NULL, false, q, &s, err);
-            td_tensor_unref(gi);
-            if (rc == 0) {
-                td_map_put(&grads, key, s); /* replaces prev in place: no allocation */
-                td_tensor_unref(prev);
-            }
-        }
-        for (int i = 0; i < n->nin; i++) {
-            td_tensor_unref(gin[i]);
-        }
-        if (rc != 0) {
-            goto out;
+        b->inputs[b->ninputs++] = td_tensor_ref(r->inputs[i]);
+    }
+    struct td_map seen;
+    td_map_init(&seen);
+    for (int k = 0; k < r->nroots && rc == 0; k++) {
+        if (r->roots[k]->grad_fn != NULL) {
+            rc = sort_from(b, r->roots[k]->grad_fn, &seen, &cap, err);
         }
     }
-    if (!retain_graph) {
+    td_map_close(&seen);
+    if (rc == 0 && b->ninputs > 0) {
+        rc = mark_needed(b, err);
+    }
+    for (int k = 0; k < r->nroots && rc == 0; k++) {
+        rc = seed_root(b, k, r->roots[k], r->grads[k], q, err);
+    }
+    if (rc != 0) {
+        goto fail;
+    }
+    b->next = b->norder;
+    *out = b;
+    return 0;
+fail:
+    td_backward_free(b);
+    return rc;
+}
+
+/* After the last node: the graph's saved values go (unless retain_graph), and autograd.grad's
+** inputs that no path reached are refused unless allow_unused. */
+static int finish(struct td_backward *b, struct td_err *err)
+{
+    if (!b->retain_graph) {
         /* Free what the graph saved: memory goes back now, and a second backward is refused. */
-        for (size_t k = 0; k < norder; k++) {
-            struct td_node *n = order[k];
+        for (size_t k = 0; k < b->norder; k++) {
+            struct td_node *n = b->order[k];
             for (int i = 0; i < n->nin; i++) {
                 td_tensor_unref(n->in[i].t);
                 n->in[i].t = NULL;
@@ -544,20 +718,215 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
             n->out_storage = NULL;
             n->released = true;
         }
+        b->norder = 0;
     }
-out : {
-    uint64_t key;
-    void *val;
-    for (size_t it = 0; td_map_next(&grads, &it, &key, &val);) {
-        td_tensor_unref(val);
+    for (int i = 0; i < b->ninputs && !b->accumulate; i++) {
+        if (b->results[i] == NULL && !b->allow_unused) {
+            return td_err_set(err, TD_EINVAL,
+                              "One of the differentiated Tensors appears to not have been used "
+                              "in the graph. Set allow_unused=True if this is the desired "
+                              "behavior.");
+        }
     }
+    return 0;
 }
-    td_map_close(&grads);
-    td_map_close(&seen);
-    td_free(order);
-    td_free(stack);
-    td_free(next);
-    td_tensor_unref(seed);
+
+static int released_error(struct td_err *err)
+{
+    return td_err_set(err, TD_EINVAL,
+                      "Trying to backward through the graph a second time "
+                      "(or directly access saved tensors after they have already been "
+                      "freed). Saved intermediate values of the graph are freed when you "
+                      "call .backward() or autograd.grad(). Specify retain_graph=True if "
+                      "you need to backward through the graph a second time or if you "
+                      "need to access saved tensors after calling backward.");
+}
+
+int td_backward_step(struct td_backward *b, struct td_quota *q, struct td_err *err)
+{
+    if (b->pending != NULL) {
+        return td_err_set(err, TD_EINVAL, "a custom Function's gradients are still awaited");
+    }
+    while (b->next > 0) {
+        struct td_node *n = b->order[--b->next];
+        struct td_tensor *g = td_map_del(&b->grads, (uint64_t)(uintptr_t)n);
+        if (g == NULL) {
+            continue;
+        }
+        int rc;
+        /* Between nodes: a long backward stops when its request is cancelled (each node's
+        ** kernels check within themselves too). */
+        if ((rc = td_cancel_check(err)) != 0 || (n->released && (rc = released_error(err))) ||
+            (rc = check_versions(n, err)) != 0) {
+            td_tensor_unref(g);
+            return rc;
+        }
+        for (int i = 0; i < b->ninputs; i++) {
+            if (b->inputs[i]->grad_fn == n) {
+                rc = b->accumulate ? accumulate_leaf(b->inputs[i], g, q, err)
+                                   : add_into(&b->results[i], g, q, err);
+                if (rc == 0 && b->accumulate && b->results[i] == NULL) {
+                    b->results[i] = td_tensor_ref(g);
+                }
+                if (rc != 0) {
+                    td_tensor_unref(g);
+                    return rc;
+                }
+            }
+        }
+        if (b->accumulate && b->ninputs == 0 && n->retained != NULL &&
+            (rc = accumulate_leaf(n->retained, g, q, err)) != 0) {
+            td_tensor_unref(g);
+            return rc;
+        }
+        if (td_ops[n->op].flags & TD_OPF_CUSTOM) {
+            b->pending = n;
+            n->refs++;
+            b->pending_grad = g;
+            return TD_BACKWARD_SUSPENDED;
+        }
+        td_bwd_fn *rule = td_ops[n->op].backward;
+        if (rule == NULL) {
+            td_tensor_unref(g);
+            return td_err_set(err, TD_EUNSUP, "derivative for aten::%s is not implemented",
+                              td_ops[n->op].name);
+        }
+        struct td_tensor *gin[TD_NODE_MAX_IN] = {NULL};
+        rc = rule(n, g, gin, q, err);
+        td_tensor_unref(g);
+        if (rc != 0) {
+            for (int i = 0; i < n->nin; i++) {
+                td_tensor_unref(gin[i]);
+            }
+            return rc;
+        }
+        if ((rc = flow(b, n, gin, q, err)) != 0) {
+            return rc;
+        }
+    }
+    return finish(b, err);
+}
+
+const char *td_backward_pending(const struct td_backward *b, uint64_t *function_id,
+                                struct td_tensor **grad_output, int *ninputs)
+{
+    if (b->pending == NULL) {
+        return NULL;
+    }
+    *function_id = b->pending->args.function_id;
+    *grad_output = b->pending_grad;
+    *ninputs = b->pending->nin - 1;
+    return td_node_name(b->pending);
+}
+
+bool td_backward_needs_input_grad(const struct td_backward *b, int i)
+{
+    const struct td_node *n = b->pending;
+    if (n == NULL || i < 0 || i + 1 >= n->nin) {
+        return false;
+    }
+    const struct td_tensor *t = n->in[i + 1].t;
+    return t != NULL && t->requires_grad;
+}
+
+/* Whether a's shape broadcasts to b's (torch's is_expandable_to(a, b)). */
+static bool expandable(const struct td_tensor *a, const struct td_tensor *b)
+{
+    if (a->ndim > b->ndim) {
+        return false;
+    }
+    for (int d = 1; d <= a->ndim; d++) {
+        int64_t x = a->shape[a->ndim - d], y = b->shape[b->ndim - d];
+        if (x != y && x != 1) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int td_backward_give(struct td_backward *b, struct td_tensor *const *grads, int n,
+                     struct td_quota *q, struct td_err *err)
+{
+    struct td_node *node = b->pending;
+    if (node == NULL) {
+        return td_err_set(err, TD_EINVAL, "no custom Function is awaiting its gradients");
+    }
+    const char *name = td_node_name(node);
+    if (n != node->nin - 1) {
+        return td_err_set(err, TD_EINVAL,
+                          "function %s returned an incorrect number of gradients (expected %d, "
+                          "got %d)",
+                          name, node->nin - 1, n);
+    }
+    if (node->released) {
+        return released_error(err);
+    }
+    struct td_tensor *gin[TD_NODE_MAX_IN] = {NULL};
+    for (int i = 0; i < n; i++) {
+        const struct td_tensor *t = node->in[i + 1].t;
+        struct td_tensor *g = grads[i];
+        if (g == NULL || t == NULL) {
+            continue;
+        }
+        int rc = 0;
+        if (!expandable(t, g)) {
+            char a[160], c[160];
+            rc = td_err_set(err, TD_ESHAPE,
+                            "Function %s returned an invalid gradient at index %d - got %s but "
+                            "expected shape compatible with %s",
+                            name, i, td_shape_str(a, sizeof a, g->shape, g->ndim),
+                            td_shape_str(c, sizeof c, t->shape, t->ndim));
+        } else if (g->dtype != t->dtype) { /* torch casts a gradient to its input's dtype */
+            struct td_op_args a;
+            td_op_args_init(&a);
+            a.has_dtype = true;
+            a.dtype = t->dtype;
+            struct td_operand in[1] = {{.t = g}};
+            rc = td_op_apply(TD_OP_TO, in, 1, &a, false, q, &gin[i + 1], err);
+        } else {
+            gin[i + 1] = td_tensor_ref(g);
+        }
+        if (rc != 0) {
+            for (int j = 0; j < TD_NODE_MAX_IN; j++) {
+                td_tensor_unref(gin[j]);
+            }
+            return rc;
+        }
+    }
+    int rc = flow(b, node, gin, q, err);
+    td_node_unref(b->pending);
+    td_tensor_unref(b->pending_grad);
+    b->pending = NULL;
+    b->pending_grad = NULL;
+    return rc;
+}
+
+int td_backward_result(const struct td_backward *b, int i, struct td_tensor **out)
+{
+    *out = i >= 0 && i < b->ninputs ? b->results[i] : NULL;
+    return *out != NULL;
+}
+
+int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, bool retain_graph,
+                         struct td_quota *q, struct td_err *err)
+{
+    struct td_backward_req r = {.roots = &root,
+                                .grads = &gradient,
+                                .nroots = 1,
+                                .retain_graph = retain_graph,
+                                .accumulate = true};
+    struct td_backward *b;
+    int rc = td_backward_begin(&r, q, &b, err);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = td_backward_step(b, q, err);
+    td_backward_free(b);
+    if (rc == TD_BACKWARD_SUSPENDED) {
+        rc = td_err_set(err, TD_EUNSUP,
+                        "this backward reaches a custom autograd Function, whose backward runs "
+                        "in the client that defined it");
+    }
     return rc;
 }
 

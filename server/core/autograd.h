@@ -71,6 +71,56 @@ int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_o
 int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, bool retain_graph,
                          struct td_quota *q, struct td_err *err);
 
+/* ---- a backward that may stop at a custom Function (autograd.grad, torch.autograd.Function)
+** td_autograd_backward above is this for one root with no custom node in its graph. */
+
+#define TD_BACKWARD_MAX_ROOTS 64
+#define TD_BACKWARD_MAX_INPUTS 64
+#define TD_BACKWARD_SUSPENDED                                                                      \
+    (-1) /* td_backward_step: waiting for a custom Function's grads
+                                   ** (no TD_E* code: those are positive) */
+
+struct td_backward; /* a walk over the graph, between steps (autograd.c) */
+
+struct td_backward_req {
+    struct td_tensor *const *roots; /* the outputs differentiated (borrowed) */
+    struct td_tensor *const *grads; /* each root's gradient, or NULL for a one-element root */
+    int nroots;
+    struct td_tensor *const *inputs; /* autograd.grad's inputs / backward(inputs=); may be 0 */
+    int ninputs;
+    bool retain_graph;
+    bool accumulate;   /* true: into .grad (backward); false: results only (autograd.grad) */
+    bool allow_unused; /* autograd.grad: an input no path reaches gets no result, not an error */
+};
+
+/* Validates the request (torch's messages), sorts the graph and seeds the roots' gradients.
+** With inputs, only the nodes on a path to one run. *out is freed with td_backward_free. */
+int td_backward_begin(const struct td_backward_req *r, struct td_quota *q, struct td_backward **out,
+                      struct td_err *err);
+
+/* Runs nodes until the walk is done (0), reaches a custom Function's node
+** (TD_BACKWARD_SUSPENDED: td_backward_pending tells which, td_backward_give goes on) or fails
+** (a TD_E* code; the walk cannot go on, free it). */
+int td_backward_step(struct td_backward *b, struct td_quota *q, struct td_err *err);
+
+/* While suspended: the node's grad_fn name (NULL when not suspended), its Function id, the
+** gradient of its output (borrowed) and how many inputs it takes gradients for. */
+const char *td_backward_pending(const struct td_backward *b, uint64_t *function_id,
+                                struct td_tensor **grad_output, int *ninputs);
+bool td_backward_needs_input_grad(const struct td_backward *b, int i);
+
+/* The suspended node's input gradients (n of them, in order; NULL: None), checked as torch
+** checks a Function's: their number, and shapes that sum down to the inputs' (a different
+** dtype is cast). Borrowed. */
+int td_backward_give(struct td_backward *b, struct td_tensor *const *grads, int n,
+                     struct td_quota *q, struct td_err *err);
+
+/* After a done walk without accumulate: input i's gradient (borrowed) in *out, 1; 0 when no
+** path reached it. */
+int td_backward_result(const struct td_backward *b, int i, struct td_tensor **out);
+
+void td_backward_free(struct td_backward *b); /* NULL is a no-op */
+
 /* Sums g over broadcast dims down to `shape` (a new reference). */
 int td_sum_to_shape(struct td_tensor *g, const int64_t *shape, int ndim, struct td_quota *q,
                     struct td_tensor **out, struct td_err *err);

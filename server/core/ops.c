@@ -196,6 +196,7 @@ void td_op_args_init(struct td_op_args *a)
 {
     memset(a, 0, sizeof *a);
     a->correction = 1.0;
+    a->ignore_index = -100;
 }
 
 /* ---- the driver ---- */

@@ -69,7 +69,21 @@ struct td_op_args {
     int64_t decimals;                    /* round */
     int64_t shifts[TD_MAX_DIMS];         /* roll */
     int nshifts;
-    char equation[64];      /* einsum, NUL-terminated */
+    char equation[64];      /* einsum; custom_function's grad_fn name; NUL-terminated */
+    uint64_t function_id;   /* custom_function: the client's id for its Function's context */
+    /* nn normalisation, dropout, embedding, padding */
+    double eps, momentum;   /* layer_norm, batch_norm (as given: the clients send torch's
+                            ** defaults) */
+    bool training;          /* batch_norm: batch statistics, running ones updated in place */
+    uint64_t absent;        /* optional tensor operands given as None: bit k for the op's
+                            ** optional operand k; the present ones follow in order */
+    int64_t padding_idx;    /* embedding, when has_padding_idx */
+    bool has_padding_idx;
+    int pad_mode;           /* pad: TD_PAD_CONSTANT ... */
+    /* nn, losses and activations */
+    int reduction;          /* TD_REDUCTION_MEAN (the default), _SUM or _NONE */
+    int64_t ignore_index;   /* nll_loss, cross_entropy (-100 unless given) */
+    double label_smoothing; /* cross_entropy */
     bool grad_enabled;      /* record autograd nodes (the session's no_grad switch) */
     int op;                 /* set by td_op_apply: the op being run (enum td_op_id) */
     bool inplace;           /* set by td_op_apply (td_op_cost reads it: no new result) */
@@ -77,6 +91,8 @@ struct td_op_args {
 };
 
 enum { TD_ROUND_NONE, TD_ROUND_TRUNC, TD_ROUND_FLOOR }; /* div's rounding_mode */
+enum { TD_PAD_CONSTANT, TD_PAD_REFLECT, TD_PAD_REPLICATE, TD_PAD_CIRCULAR }; /* pad's mode */
+enum { TD_REDUCTION_MEAN, TD_REDUCTION_SUM, TD_REDUCTION_NONE }; /* losses' reduction */
 
 /* torch's defaults: no dims, dim 0, correction 1. */
 void td_op_args_init(struct td_op_args *a);
@@ -142,6 +158,8 @@ enum {
     TD_OPF_INTERNAL = 1 << 8,     /* no torch spelling (slice, mT) */
     TD_OPF_OVERLOADED = 1 << 9,   /* torch has call forms beyond the signature */
     TD_OPF_ALSO_F = 1 << 10,      /* torch.nn.functional.name as well as torch.name */
+    TD_OPF_CUSTOM = 1 << 11,      /* a custom autograd Function's node: its backward runs in the
+                                  ** client (td_backward_step suspends there) */
 };
 
 struct td_op_def {

@@ -68,11 +68,14 @@ struct rpc_job {
 struct result {
     struct td_tensor *tensor; /* borrowed: describe it in TensorInfo */
     uint64_t handle;
-    Tensord__StatsResult *stats;    /* Stats: points at stats_msg, or NULL */
-    Tensord__HelloResult *hello;    /* Hello: points at hello_msg, or NULL */
-    char *text;                     /* Format, Load: owned, td_malloc'd */
-    uint64_t offset, length;        /* Get's slice */
-    Tensord__StatsResult stats_msg; /* storage for the handlers that fill them */
+    Tensord__StatsResult *stats;       /* Stats: points at stats_msg, or NULL */
+    Tensord__BackwardResult *backward; /* Backward, ResumeBackward: at backward_msg, or NULL */
+    Tensord__BackwardResult backward_msg;
+    protobuf_c_boolean flags[TD_BACKWARD_MAX_INPUTS]; /* backward_msg's repeated bools */
+    Tensord__HelloResult *hello;                      /* Hello: points at hello_msg, or NULL */
+    char *text;                                       /* Format, Load: owned, td_malloc'd */
+    uint64_t offset, length;                          /* Get's slice */
+    Tensord__StatsResult stats_msg;                   /* storage for the handlers that fill them */
     Tensord__HelloResult hello_msg;
     void *mem; /* owned, td_malloc'd: what stats_msg points to */
 };

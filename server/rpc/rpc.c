@@ -705,6 +705,24 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
         }
     }
     a->decimals = w->decimals;
+    a->eps = w->eps;
+    a->momentum = w->momentum;
+    a->training = w->training;
+    a->absent = w->absent;
+    a->has_padding_idx = w->has_padding_idx;
+    a->padding_idx = w->padding_idx;
+    if (w->mode != NULL && w->mode[0] != '\0') {
+        static const char *const modes[] = {"constant", "reflect", "replicate", "circular"};
+        a->pad_mode = -1;
+        for (int m = 0; m < 4; m++) {
+            if (strcmp(w->mode, modes[m]) == 0) {
+                a->pad_mode = m;
+            }
+        }
+        if (a->pad_mode < 0) {
+            return td_err_set(err, TD_EUNSUP, "Unrecognised padding mode %.64s", w->mode);
+        }
+    }
     if (w->equation != NULL) {
         size_t len = strlen(w->equation);
         if (len >= sizeof a->equation) {
@@ -715,6 +733,22 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
         }
         memcpy(a->equation, w->equation, len + 1);
     }
+    if (w->function_name != NULL && w->function_name[0] != '\0') {
+        size_t len = strlen(w->function_name);
+        bool ok = len < sizeof a->equation;
+        for (size_t i = 0; ok && i < len; i++) {
+            char ch = w->function_name[i];
+            ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+                 ch == '_';
+        }
+        if (!ok) {
+            return td_err_set(err, TD_EINVAL,
+                              "a Function's name is 1 to %zu characters of [A-Za-z0-9_]",
+                              sizeof a->equation - 1);
+        }
+        memcpy(a->equation, w->function_name, len + 1);
+    }
+    a->function_id = w->function_id;
     if (w->n_shifts > TD_MAX_DIMS) {
         return td_err_set(err, TD_EINVAL, "%zu shifts given; at most %d are supported", w->n_shifts,
                           TD_MAX_DIMS);
@@ -723,6 +757,20 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
         a->shifts[i] = w->shifts[i];
     }
     a->nshifts = (int)w->n_shifts;
+    if (w->reduction != NULL && w->reduction[0] != '\0') {
+        if (strcmp(w->reduction, "mean") == 0) {
+            a->reduction = TD_REDUCTION_MEAN;
+        } else if (strcmp(w->reduction, "sum") == 0) {
+            a->reduction = TD_REDUCTION_SUM;
+        } else if (strcmp(w->reduction, "none") == 0) {
+            a->reduction = TD_REDUCTION_NONE;
+        } else {
+            return td_err_set(err, TD_EINVAL, "%.64s is not a valid value for reduction",
+                              w->reduction);
+        }
+    }
+    a->ignore_index = w->ignore_index;
+    a->label_smoothing = w->label_smoothing;
     if (w->rounding_mode != NULL && w->rounding_mode[0] != '\0') {
         if (strcmp(w->rounding_mode, "trunc") == 0) {
             a->rounding_mode = TD_ROUND_TRUNC;
@@ -1013,19 +1061,6 @@ int td_rpc_run_format(struct rpc_job *j, struct td_session *s, struct result *re
     }
     j->reply_charge = len;
     return 0;
-}
-
-int td_rpc_run_backward(struct rpc_job *j, struct td_session *s, struct result *res,
-                        struct td_err *err)
-{
-    const Tensord__Backward *m = j->req->backward;
-    struct td_tensor *t, *g = NULL;
-    int rc;
-    if ((rc = td_session_lookup(s, m->handle, &t, err)) != 0 ||
-        (m->gradient != 0 && (rc = td_session_lookup(s, m->gradient, &g, err)) != 0)) {
-        return rc;
-    }
-    return td_autograd_backward(t, g, m->retain_graph, &s->quota, err);
 }
 
 int td_rpc_run_grad(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
@@ -1535,6 +1570,9 @@ static void job_execute(struct rpc_job *j)
     } else if (res.text != NULL) {
         resp.result_case = TENSORD__RESPONSE__RESULT_TEXT;
         resp.text = res.text;
+    } else if (res.backward != NULL) {
+        resp.result_case = TENSORD__RESPONSE__RESULT_BACKWARD;
+        resp.backward = res.backward;
     } else if (res.stats != NULL) {
         resp.result_case = TENSORD__RESPONSE__RESULT_STATS;
         resp.stats = res.stats;

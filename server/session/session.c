@@ -395,6 +395,9 @@ static void entry_free(struct td_session *s, struct td_entry *e)
 
 static void session_clear(struct td_session *s)
 {
+    while (s->nwalks > 0) {
+        td_backward_free(s->walks[--s->nwalks].b);
+    }
     uint64_t key;
     void *val;
     for (size_t it = 0; td_map_next(&s->handles, &it, &key, &val);) {

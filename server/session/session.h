@@ -31,6 +31,7 @@
 #include "base/alloc.h"
 #include "base/err.h"
 #include "base/map.h"
+#include "core/autograd.h"
 #include "core/cancel.h"
 #include "core/rng.h"
 #include "core/tensor.h"
@@ -130,6 +131,8 @@ struct td_entry {
     struct td_err *failure; /* owned, or NULL */
 };
 
+#define TD_SESSION_MAX_WALKS 8 /* nested backwards a session may hold suspended */
+
 struct td_session {
     int refs;    /* the store's, connections', queued jobs' */
     uint64_t id; /* small number for logs; never the token */
@@ -152,6 +155,17 @@ struct td_session {
     struct td_job *head, *tail; /* FIFO of jobs not yet started */
     bool deferred;              /* on its store's deferred list (which holds a reference) */
     struct td_session *defer_next;
+    /* Backwards waiting for a custom Function's gradients from their client, innermost last
+    ** (a Function's backward may itself call backward). Only the session's jobs (one at a
+    ** time) touch them; freed with the session. */
+    struct td_walk {
+        struct td_backward *b;
+        uint64_t conn_id;  /* the connection that runs the Functions' backwards */
+        bool results_only; /* autograd.grad: put the inputs' gradients in outs */
+        int nouts;
+        uint64_t outs[TD_BACKWARD_MAX_INPUTS];
+    } walks[TD_SESSION_MAX_WALKS];
+    int nwalks;
 };
 
 /* ---- store ---- */

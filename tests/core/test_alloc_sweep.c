@@ -52,7 +52,11 @@ static void setup(enum td_op_id op, struct call *c)
     case TD_OP_MV: sh[1][0] = 3, nd[1] = 1; break;
     case TD_OP_LINEAR: sh[1][0] = 4, sh[1][1] = 3, sh[2][0] = 4, nin = 3; break;
     case TD_OP_WHERE: dt[0] = TD_DTYPE_BOOL, nin = 3; break;
-    case TD_OP_CROSS_ENTROPY: sh[1][0] = 2, nd[1] = 1, dt[1] = TD_DTYPE_I64; break;
+    case TD_OP_CROSS_ENTROPY:
+    case TD_OP_NLL_LOSS:
+    case TD_OP_LOSS_COEF: sh[1][0] = 2, nd[1] = 1, dt[1] = TD_DTYPE_I64, nin = 2; break;
+    case TD_OP_BINARY_CROSS_ENTROPY:
+    case TD_OP_BINARY_CROSS_ENTROPY_WITH_LOGITS: nin = 2; break;
     case TD_OP_CAT:
     case TD_OP_STACK: nin = 2; break;
     /* indexing: int64 index operands hold k % 3 (0, 1, 2, ...), along dim 1 of [2, 3] */
@@ -146,6 +150,23 @@ static void setup(enum td_op_id op, struct call *c)
         nin = 2, sh[1][0] = 3, sh[1][1] = 4;
         strcpy(a->equation, "ij,jk->ik");
         break;
+    /* nn normalisation, embedding, padding */
+    case TD_OP_LAYER_NORM:
+        nin = 3, sh[1][0] = 3, nd[1] = 1;
+        a->dims[0] = 3, a->ndims = 1, a->has_dims = true, a->eps = 1e-5;
+        break;
+    case TD_OP_BATCH_NORM:
+        nin = 3, sh[1][0] = 3, nd[1] = 1, sh[2][0] = 3;
+        a->training = true, a->momentum = 0.1, a->eps = 1e-5;
+        break;
+    case TD_OP_EMBEDDING: dt[0] = TD_DTYPE_I64, sh[1][0] = 3, sh[1][1] = 2; break;
+    case TD_OP_ONE_HOT: dt[0] = TD_DTYPE_I64, a->num_samples = -1; break;
+    case TD_OP_PAD: a->dims[0] = 1, a->dims[1] = 2, a->ndims = 2, a->has_dims = true; break;
+    case TD_OP_DROPOUT_NOISE: a->k = 2, a->max = td_scalar_f(0.5), a->has_max = true; break;
+    case TD_OP_PAD_GATHER:
+        a->dims[0] = 2, a->dims[1] = 1, a->ndims = 2, a->has_dims = true;
+        a->pad_mode = TD_PAD_REFLECT;
+        break;
     case TD_OP_FILL:
     case TD_OP_ZERO:
     case TD_OP_COPY:
@@ -166,11 +187,16 @@ static void setup(enum td_op_id op, struct call *c)
     for (int i = 0; i < nin; i++) {
         double v[32];
         for (int k = 0; k < 32; k++) {
-            v[k] = dt[i] == TD_DTYPE_F64 ? 0.5 + k * 0.125 : k % (dt[i] == TD_DTYPE_BOOL ? 2 : 3);
+            v[k] = op == TD_OP_BINARY_CROSS_ENTROPY ? 0.1 + k * 0.1 /* probabilities */
+                   : dt[i] == TD_DTYPE_F64 ? 0.5 + k * 0.125
+                                           : k % (dt[i] == TD_DTYPE_BOOL ? 2 : 3);
         }
         c->x[i] = mk(dt[i], sh[i], nd[i], v);
         c->x[i]->requires_grad = c->grad && dt[i] == TD_DTYPE_F64;
         c->in[i] = tens(c->x[i]);
+    }
+    if (op == TD_OP_BATCH_NORM) { /* running statistics never require grad (torch refuses) */
+        c->x[1]->requires_grad = c->x[2]->requires_grad = false;
     }
     if (op == TD_OP_FILL) {
         c->in[1].t = NULL;

@@ -77,13 +77,24 @@ static void check_op(enum td_op_id op, int64_t (*shapes)[3], const int *ndims, i
             in[i] = tens(x[i]);
             continue;
         }
-        if (op == TD_OP_CROSS_ENTROPY && i == 1) {
+        if (op == TD_OP_CROSS_ENTROPY && i == 1 && ndims[1] < ndims[0]) {
             for (int k = 0; k < 64; k++) {
                 v[k] = k % 3; /* class indices, no gradient */
             }
             x[i] = mk(TD_DTYPE_I64, shapes[i], ndims[i], v);
             in[i] = tens(x[i]);
             continue;
+        }
+        if (op == TD_OP_BINARY_CROSS_ENTROPY) {
+            for (int k = 0; k < 64; k++) {
+                v[k] = (v[k] - 0.5) * 0.8 + 0.1; /* probabilities: (0.1, 0.9) */
+            }
+        }
+        if (i == 0 && (op == TD_OP_LEAKY_RELU || op == TD_OP_ELU || op == TD_OP_SILU ||
+                       op == TD_OP_LOGSIGMOID || op == TD_OP_SOFTPLUS)) {
+            for (int k = 0; k < 64; k++) {
+                v[k] -= 1.0; /* both sides of the activation's bend: (-0.5, 0.5) */
+            }
         }
         if (op == TD_OP_ERFINV) {
             for (int k = 0; k < 64; k++) {
@@ -215,6 +226,18 @@ ARGS(a_mask_d1, a->index_mask = 2)
 ARGS(a_mask_d01, a->index_mask = 3)
 ARGS(a_mask_d1_acc, a->index_mask = 2; a->accumulate = true)
 
+ARGS(a_loss_sum, a->reduction = TD_REDUCTION_SUM)
+ARGS(a_loss_none, a->reduction = TD_REDUCTION_NONE)
+ARGS(a_ce_smooth, a->label_smoothing = 0.2; a->ignore_index = 1)
+ARGS(a_beta03, a->has_beta = true; a->beta = td_scalar_f(0.3); a->reduction = TD_REDUCTION_SUM)
+ARGS(a_slope, a->has_value = true; a->value = td_scalar_f(0.2))
+ARGS(a_softplus, a->has_beta = true; a->beta = td_scalar_f(2.0); a->has_value = true;
+     a->value = td_scalar_f(0.5))
+
+/* class indices of the loss family */
+static const double I_CLS2[] = {2, 0};       /* [2] for [2, 3] */
+static const double I_CLS4[] = {2, 0, 1, 2}; /* [2, 2] for [2, 3, 2] */
+
 /* index operands of the indexing family */
 static const double I_GATHER[] = {2, 0, 2, 1, 1, 0}; /* [2, 3] along dim 1 of [2, 3] */
 static const double I_SCATTER[] = {2, 0, 1, 2};      /* [2, 2], unique in each row */
@@ -224,6 +247,22 @@ static const double I_TAKE[] = {5, -1, 0, 2};        /* [4], negative wraps */
 static const double I_ROWS[] = {1, 0};               /* [2] */
 static const double I_COLS[] = {2, 2};               /* [2] */
 static const double M_COLS[] = {1, 0, 1};            /* [3] bool */
+/* nn normalisation, embedding, padding */
+ARGS(a_ln3, DIMS1(3); a->eps = 1e-5)
+ARGS(a_ln23_nobias, DIMS2(2, 3); a->eps = 1e-3; a->absent = 2)
+ARGS(a_bn_train, a->training = true; a->eps = 1e-5; a->absent = 3)     /* no running stats */
+ARGS(a_bn_train_nob, a->training = true; a->eps = 1e-3; a->absent = 11) /* weight only */
+ARGS(a_emb_pad, a->has_padding_idx = true; a->padding_idx = -1) /* row 3: no gradient */
+ARGS(a_pad, DIMS2(1, 2); a->has_value = true; a->value = td_scalar_f(0.5))
+ARGS(a_pad_crop, a->dims[0] = -1, a->dims[1] = 1, a->dims[2] = 1, a->dims[3] = 0, a->ndims = 4,
+     a->has_dims = true)
+ARGS(a_pad_reflect, DIMS2(2, -1); a->pad_mode = TD_PAD_REFLECT)
+ARGS(a_pad_replicate, a->dims[0] = 1, a->dims[1] = 2, a->dims[2] = 0, a->dims[3] = 1, a->ndims = 4,
+     a->has_dims = true, a->pad_mode = TD_PAD_REPLICATE)
+ARGS(a_pad_circular, DIMS2(1, 2); a->pad_mode = TD_PAD_CIRCULAR)
+static const double I_EMB[] = {2, 0, 2, 1, 3, 2}; /* [2, 3] rows of a [4, 2] weight */
+static const double I_EMB_NO3[] = {2, 0, 2, 1, 0, 2}; /* the padding row is not picked: the
+                                                       ** forward uses it, its gradient is 0 */
 ARGS(a_sort_desc0, a->dim = 0; a->descending = true)
 ARGS(a_topk2, a->k = 2; a->dim = -1; a->descending = true; a->sorted = true)
 ARGS(a_kth2, a->k = 2; a->dim = 1; a->keepdim = true)
@@ -360,6 +399,43 @@ static const struct grad_case CASES[] = {
     UA(LOG_SOFTMAX, a_dim_last),
     {.op = TD_OP_MSE_LOSS, .nin = 2, .ndim = {2, 2}, .shape = {M23, M23}},
     {.op = TD_OP_CROSS_ENTROPY, .nin = 2, .ndim = {2, 1}, .shape = {M23, {2}}},
+    /* nn, losses and activations */
+    {.op = TD_OP_MSE_LOSS, .nin = 2, .ndim = {2, 1}, .shape = {M23, {3}}, .args = a_loss_none},
+    {.op = TD_OP_CROSS_ENTROPY,
+     .nin = 2,
+     .ndim = {2, 1},
+     .shape = {{3, 2}, {2}},
+     .transpose_first = true,
+     .args = a_ce_smooth,
+     .index = {NULL, I_CLS2}},
+    {.op = TD_OP_CROSS_ENTROPY,
+     .nin = 2,
+     .ndim = {3, 2},
+     .shape = {{2, 3, 2}, {2, 2}},
+     .args = a_loss_none,
+     .index = {NULL, I_CLS4}},
+    {.op = TD_OP_CROSS_ENTROPY, .nin = 2, .ndim = {2, 2}, .shape = {M23, M23}}, /* probabilities */
+    {.op = TD_OP_NLL_LOSS, .nin = 2, .ndim = {2, 1}, .shape = {M23, {2}}, .index = {NULL, I_CLS2}},
+    {.op = TD_OP_NLL_LOSS,
+     .nin = 2,
+     .ndim = {3, 2},
+     .shape = {{2, 3, 2}, {2, 2}},
+     .args = a_loss_none,
+     .index = {NULL, I_CLS4}},
+    {.op = TD_OP_SMOOTH_L1_LOSS, .nin = 2, .ndim = {2, 2}, .shape = {M23, M23}, .args = a_beta03},
+    {.op = TD_OP_HUBER_LOSS, .nin = 2, .ndim = {2, 2}, .shape = {M23, M23}, .args = a_beta03},
+    {.op = TD_OP_BINARY_CROSS_ENTROPY, .nin = 2, .ndim = {2, 2}, .shape = {M23, M23}},
+    {.op = TD_OP_BINARY_CROSS_ENTROPY_WITH_LOGITS,
+     .nin = 2,
+     .ndim = {2, 2},
+     .shape = {M23, M23},
+     .args = a_loss_sum},
+    UA(LEAKY_RELU, a_slope),
+    U(SILU),
+    UA(SOFTPLUS, a_softplus),
+    U(ELU),
+    UA(HARDTANH, a_clamp),
+    U(LOGSIGMOID),
     {.op = TD_OP_LINEAR, .nin = 3, .ndim = {2, 2, 1}, .shape = {M23, {4, 3}, {4}}},
     {.op = TD_OP_LINEAR, .nin = 2, .ndim = {2, 2}, .shape = {M23, {4, 3}}},
     {.op = TD_OP_GATHER,
@@ -510,6 +586,35 @@ static const struct grad_case CASES[] = {
     UA(EINSUM, a_ein_one),
     BIN(CLAMP_MIN),
     BIN(CLAMP_MAX),
+    {.op = TD_OP_LAYER_NORM,
+     .nin = 3,
+     .ndim = {2, 1, 1},
+     .shape = {{3, 2}, {3}, {3}},
+     .transpose_first = true,
+     .args = a_ln3},
+    {.op = TD_OP_LAYER_NORM, .nin = 2, .ndim = {3, 2}, .shape = {{2, 2, 3}, {2, 3}},
+     .args = a_ln23_nobias},
+    {.op = TD_OP_BATCH_NORM,
+     .nin = 3,
+     .ndim = {2, 1, 1},
+     .shape = {{3, 2}, {3}, {3}},
+     .transpose_first = true,
+     .args = a_bn_train},
+    {.op = TD_OP_BATCH_NORM, .nin = 2, .ndim = {3, 1}, .shape = {{2, 3, 2}, {3}},
+     .args = a_bn_train_nob},
+    {.op = TD_OP_EMBEDDING, .nin = 2, .ndim = {2, 2}, .shape = {M23, {4, 2}},
+     .index = {I_EMB, NULL}},
+    {.op = TD_OP_EMBEDDING, .nin = 2, .ndim = {2, 2}, .shape = {M23, {4, 2}},
+     .index = {I_EMB_NO3, NULL}, .args = a_emb_pad},
+    {.op = TD_OP_PAD, .nin = 1, .ndim = {2}, .shape = {{3, 2}}, .transpose_first = true,
+     .args = a_pad},
+    UA(PAD, a_pad_crop),
+    {.op = TD_OP_PAD_GATHER, .nin = 1, .ndim = {2}, .shape = {{4, 2}}, .transpose_first = true,
+     .args = a_pad_reflect},
+    {.op = TD_OP_PAD_GATHER, .nin = 1, .ndim = {3}, .shape = {{2, 2, 3}},
+     .args = a_pad_replicate},
+    {.op = TD_OP_PAD_GATHER, .nin = 1, .ndim = {3}, .shape = {{2, 2, 3}},
+     .args = a_pad_circular},
 };
 
 static void test_every_rule_against_finite_differences(void **state)

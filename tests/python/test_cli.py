@@ -870,8 +870,8 @@ def test_repl_through_tmux(daemon, tmp_path):
         t.type("y")
         t.keys("Enter")
         t.wait(lambda s: "tensor([12, 22])" in s, "multi-line results")
-        # completion of a function name
-        t.type("soft")
+        # completion of a function name ("soft" is also softplus's start)
+        t.type("softm")
         t.keys("Tab")
         t.wait(lambda s: s.rstrip().endswith(">>> softmax"), "function completion")
         t.type("(tensor([0.0, 0.0]), dim=0)")

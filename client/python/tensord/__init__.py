@@ -30,7 +30,7 @@ import warnings
 import weakref
 from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import _conn, _legacy, _numpy, _ops
+from . import _conn, _legacy, _names, _numpy, _ops
 from ._conn import H, ServerError, np
 
 pb = _conn.pb
@@ -71,7 +71,17 @@ def _error(p: _conn.Pending) -> TensorError:
     # the messages torch raises as IndexError
     cls = TensorIndexError if ("out of range" in e.message or "out of bounds" in e.message or
                                "Index is supposed to be a vector" in e.message) else TensorError
-    return cls(e.code, e.message, op, where)
+    return cls(e.code, _names.text(e.message), op, where)
+
+
+def _ctxs_of(inputs: Sequence[Any]) -> tuple:
+    """The custom Function contexts the inputs' graphs reach (usually none)."""
+    c: tuple = ()
+    for x in inputs:
+        xc = _ctxs_of(x) if isinstance(x, (list, tuple)) else getattr(x, "_ctxs", ())
+        if xc:
+            c = xc if not c else c + tuple(y for y in xc if y not in c)
+    return c
 
 
 def _caller() -> str:
@@ -91,7 +101,7 @@ class dtype:  # noqa: N801 - torch's name
         self.itemsize = _conn.ITEMSIZE[name]
 
     def __repr__(self) -> str:
-        return "tensord." + self.name
+        return _names.name(self.name)
 
 
 float32 = dtype("float32", True)
@@ -111,7 +121,7 @@ class Size(tuple):
     """A tensor's shape: a tuple that prints as ``tensord.Size([2, 3])``."""
 
     def __repr__(self) -> str:
-        return "tensord.Size(%s)" % list(self)
+        return _names.name("Size(%s)" % list(self))
 
     def numel(self) -> builtins.int:
         """The number of elements a tensor of this shape holds."""
@@ -162,8 +172,8 @@ class return_types:  # noqa: N801 - torch's name
             return self[1]
 
         def __repr__(self) -> str:
-            return "tensord.return_types.%s(\nvalues=%r,\nindices=%r)" % (
-                self._name, self[0], self[1])
+            return _names.name("return_types.%s(\nvalues=%r,\nindices=%r)" % (
+                self._name, self[0], self[1]))
 
     class max(_Pair):  # noqa: N801
         _name = "max"
@@ -435,15 +445,20 @@ class Session:
         _use(self, inputs)
         args = [H(x._h) if isinstance(x, Tensor) else x for x in inputs]
         req = self._c.op_request(name, args, inplace=inplace, **kw)
+        ctxs = _ctxs_of(inputs) if self._grad_enabled else ()
         if inplace:
             self._send(req, name + "_")
             t = inputs[0]
             t._grad_cache = None
+            if ctxs:
+                t._ctxs = ctxs
             r = t._root if t._root is not None else t
             if r._share is not None:  # a shared ndarray sees the change before we return
                 _numpy.sync_out(r._share)
             return t
         out = self._new(req, req.run_op.out, name)
+        if ctxs:
+            out._ctxs = ctxs
         if name in _VIEW_OPS and inputs and isinstance(inputs[0], Tensor):
             out._root = inputs[0]._root if inputs[0]._root is not None else inputs[0]
         return out
@@ -457,6 +472,8 @@ class Session:
         p = self._send(req, name)
         values = Tensor(self, req.run_op.out, p)
         indices = Tensor(self, out2, p, _not_in_reply=True)
+        if self._grad_enabled:
+            values._ctxs = _ctxs_of(inputs)
         return getattr(return_types, name)(values, indices)
 
     def _op_outputs(self, name: str, inputs: Sequence[Any], slots: Sequence[builtins.int],
@@ -467,8 +484,11 @@ class Session:
         extra = {"out%d" % (i + 1): self._c.handle() for i in slots}
         req = self._c.op_request(name, args, **extra, **kw)
         p = self._send(req, name)
-        return [Tensor(self, req.run_op.out, p)] + [
+        outs = [Tensor(self, req.run_op.out, p)] + [
             Tensor(self, extra["out%d" % (i + 1)], p, _not_in_reply=True) for i in slots]
+        if self._grad_enabled:
+            outs[0]._ctxs = _ctxs_of(inputs)
+        return outs
 
     # -- creation --
     @_factory
@@ -718,7 +738,8 @@ class Session:
                             for v in (mean, std))
             if size is not None:
                 got += ", size=%s" % type(size).__name__
-            raise TypeError("normal() received an invalid combination of arguments - got (%s), "
+            raise TypeError(_names.text(
+                            "normal() received an invalid combination of arguments - got (%s), "
                             "but expected one of:\n"
                             " * (Tensor mean, Tensor std, *, tensord.Generator generator, "
                             "Tensor out)\n"
@@ -729,7 +750,7 @@ class Session:
                             " * (float mean, float std, tuple of ints size, *, "
                             "tensord.Generator generator, Tensor out, tensord.dtype dtype, "
                             "tensord.layout layout, tensord.device device, bool pin_memory, "
-                            "bool requires_grad)\n" % got)
+                            "bool requires_grad)\n" % got))
         s = _first_session([mean, std]) or self
         kw: dict = {"dtype": dtype.name} if dtype is not None else {}
         if size is not None:
@@ -896,6 +917,9 @@ class Tensor:
     __array_priority__ = 1000  # numpy defers `ndarray * Tensor` to Tensor.__rmul__
     _root: Optional["Tensor"] = None  # for a view: the tensor whose storage it shares
     _share: Optional[_numpy.Share] = None  # on a storage's root: its shared ndarrays
+    # The contexts of the custom autograd Functions this tensor's graph reaches (tensord.autograd):
+    # they live while a tensor that can backward into them does, as in torch's graph.
+    _ctxs: tuple = ()
 
     def __init__(self, *args: Any, **kw: Any):
         if args and isinstance(args[0], Session):
@@ -1119,7 +1143,7 @@ class Tensor:
         _use(self._s, (self,))
         req = pb.Request()
         req.format.handle = self._h
-        return self._s._call(req, "print").text
+        return _names.text(self._s._call(req, "print").text)
 
     __str__ = __repr__
 
@@ -1161,8 +1185,17 @@ class Tensor:
         return a if dtype is None else a.astype(dtype)
 
     # -- autograd --
-    def backward(self, gradient: Optional["Tensor"] = None, retain_graph: Any = False) -> None:
-        """Accumulates gradients into the leaves' .grad (sent without waiting)."""
+    def backward(self, gradient: Optional["Tensor"] = None, retain_graph: Any = None,
+                 create_graph: Any = False, inputs: Any = None) -> None:
+        """Accumulates gradients into the leaves' .grad (or only into `inputs`'); sent without
+        waiting, unless the graph holds a custom autograd Function, whose backward runs here."""
+        if retain_graph is None:
+            retain_graph = create_graph
+        if self._ctxs or inputs is not None or create_graph:
+            from . import autograd
+            autograd.backward([self], [gradient], retain_graph=retain_graph,
+                              create_graph=create_graph, inputs=inputs)
+            return
         req = pb.Request()
         req.backward.handle = self._h
         req.backward.gradient = gradient._h if gradient is not None else 0
@@ -2000,18 +2033,18 @@ def meshgrid(*tensors: Any, indexing: Optional[str] = None) -> Tuple[Tensor, ...
     if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
         tensors = tuple(tensors[0])
     if indexing is None:
-        warnings.warn("tensord.meshgrid: in an upcoming release, it will be required to pass the "
-                      "indexing argument.", UserWarning, stacklevel=2)
+        warnings.warn(_names.name("meshgrid: in an upcoming release, it will be required to pass "
+                                  "the indexing argument."), UserWarning, stacklevel=2)
         indexing = "ij"
     if indexing not in ("ij", "xy"):
-        raise RuntimeError("tensord.meshgrid: indexing must be one of \"xy\" or \"ij\", but "
-                           "received: %s" % indexing)
+        raise RuntimeError(_names.name("meshgrid: indexing must be one of \"xy\" or \"ij\", but "
+                                       "received: %s" % indexing))
     if not tensors:
         raise RuntimeError("meshgrid expects a non-empty TensorList")
     for t in tensors:
         if t.dim() > 1:
-            raise RuntimeError("tensord.meshgrid: Expected 0D or 1D tensor in the tensor list but "
-                               "got: %s" % (t,))
+            raise RuntimeError(_names.name("meshgrid: Expected 0D or 1D tensor in the tensor list "
+                                           "but got: %s" % (t,)))
     n = len(tensors)
     swap = indexing == "xy" and n >= 2
     order = list(range(n))
@@ -2111,8 +2144,8 @@ class Generator:
 
     def __init__(self, device: Any = "cpu", *, session: Optional[Session] = None) -> None:
         if str(device) != "cpu":
-            raise RuntimeError("Device type %s is not supported for tensord.Generator() api."
-                               % str(device).split(":")[0].upper())
+            raise RuntimeError(_names.text("Device type %s is not supported for tensord.Generator() "
+                                           "api." % str(device).split(":")[0].upper()))
         self._s = session or _session()
         self._state = self._new_state(_DEFAULT_SEED)
 
@@ -2150,7 +2183,8 @@ class Generator:
     def set_state(self, new_state: Any) -> "Generator":
         """Puts the stream back where get_state() found it."""
         if not isinstance(new_state, Tensor):
-            raise TypeError("expected a tensord.ByteTensor, but got %s" % type(new_state).__name__)
+            raise TypeError(_names.text("expected a tensord.ByteTensor, but got %s"
+                                        % type(new_state).__name__))
         if new_state.dtype != int64 or tuple(new_state.shape) != (2,) or new_state._s is not self._s:
             raise RuntimeError("expected a state from tensord.Generator.get_state() (an int64 "
                                "tensor of 2 elements in this session), got %s of shape %s"
@@ -2184,4 +2218,7 @@ _legacy.install(sys.modules[__name__])
 # Last, as torch does: `import tensord` makes tensord.nn.functional usable (it imports Tensor).
 from . import nn  # noqa: E402,F401
 from . import optim  # noqa: E402,F401
+from . import utils  # noqa: E402,F401  tensord.utils.data, as torch.utils.data
 from .serialization import load, save  # noqa: E402,F401  torch.save / torch.load's format
+from ._torchmode import install_as_torch  # noqa: E402,F401  `import torch` means tensord
+from . import autograd  # noqa: E402,F401  torch.autograd: grad, Function, Variable

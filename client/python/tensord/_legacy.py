@@ -16,6 +16,8 @@ import types
 import warnings
 from typing import Any, Optional
 
+from . import _names
+
 _CUDA_ERROR = "Torch not compiled with CUDA enabled"
 _DEVICE_TYPES = ("cpu", "cuda", "ipu", "xpu", "mkldnn", "opengl", "opencl", "ideep", "hip", "ve",
                  "fpga", "ort", "xla", "lazy", "vulkan", "mps", "meta", "hpu", "privateuseone")
@@ -147,7 +149,7 @@ def _type(self: Any, dtype: Any = None, non_blocking: Any = False, **kw: Any) ->
     """type(): the legacy type name ('tensord.FloatTensor', torch's name with this package's
     prefix, as dtypes print); type(t): the tensor in that type."""
     if dtype is None:
-        return "tensord." + _LEGACY[self.dtype.name]
+        return _names.name(_LEGACY[self.dtype.name])
     return _to(self, _dtype_of(dtype))
 
 
@@ -293,7 +295,7 @@ def _T(self: Any) -> Any:  # noqa: N802 - torch's name
     n = self.ndim
     if n != 2 and n != 0 and not _T_WARNED[0]:
         _T_WARNED[0] = True
-        warnings.warn(_T_WARNING, UserWarning, stacklevel=2)
+        warnings.warn(_names.text(_T_WARNING), UserWarning, stacklevel=2)
     return self._s._op("permute", [self], dims=list(range(n))[::-1])
 
 

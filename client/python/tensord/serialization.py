@@ -32,8 +32,6 @@ import struct
 import zipfile
 from typing import Any, Dict, List
 
-import numpy as np
-
 __all__ = ["save", "load"]
 
 _STORAGE = {"float32": "FloatStorage", "float64": "DoubleStorage", "int64": "LongStorage",
@@ -64,6 +62,11 @@ class _Storage:
         self.key, self.dtype, self.data, self.numel = key, dtype, data, numel
 
 
+def _np() -> Any:
+    import numpy  # tensord.save/load need numpy (the package does not: it is optional)
+    return numpy
+
+
 class _Pickler(pickle._Pickler):  # the Python pickler: its dispatch table can be extended
     dispatch = pickle._Pickler.dispatch.copy()
 
@@ -90,7 +93,7 @@ class _Pickler(pickle._Pickler):  # the Python pickler: its dispatch table can b
             return NotImplemented
         param = _is_parameter(obj)
         plain = obj.detach()
-        arr = np.array(plain.numpy(), order="C")  # (ascontiguousarray makes 0-d 1-d)
+        arr = _np().array(plain.numpy(), order="C")  # (ascontiguousarray makes 0-d 1-d)
         name = plain.dtype.name
         st = _Storage(str(len(self.storages)), name,
                       arr.astype(_NUMPY[name], copy=False).tobytes(), int(arr.size))
@@ -176,7 +179,7 @@ class _Unpickler(pickle.Unpickler):
                  weights_only: bool):
         super().__init__(file)
         self.zf, self.prefix, self.session, self.weights_only = zf, prefix, session, weights_only
-        self.storages: Dict[str, np.ndarray] = {}
+        self.storages: Dict[str, Any] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch" and name in _FROM_STORAGE:
@@ -224,6 +227,7 @@ class _Unpickler(pickle.Unpickler):
             except KeyError:
                 raise pickle.UnpicklingError("tensord.load: the archive has no record data/%s"
                                              % key) from None
+            np = _np()
             dt = np.dtype(_NUMPY[stype.dtype])
             if not isinstance(numel, int) or numel < 0 or numel * dt.itemsize > len(raw):
                 raise pickle.UnpicklingError("tensord.load: storage %s holds %d bytes, not %r "
@@ -246,6 +250,7 @@ class _Unpickler(pickle.Unpickler):
             last = offset + sum((s - 1) * st for s, st in zip(size, stride))
             if min(stride, default=0) < 0 or last >= arr.size:
                 raise pickle.UnpicklingError("tensord.load: a tensor reaches past its storage")
+        np = _np()
         view = np.lib.stride_tricks.as_strided(
             arr[offset:], shape=size, strides=[s * arr.itemsize for s in stride],
             writeable=False) if numel else np.zeros(size, dtype=arr.dtype)
@@ -271,7 +276,7 @@ class _StorageType:
 
 
 class _Loaded:
-    def __init__(self, arr: np.ndarray, dtype: str):
+    def __init__(self, arr: Any, dtype: str):
         self.arr, self.dtype = arr, dtype
 
 

@@ -1,9 +1,9 @@
 /* server/core/ops/nn.c — linear algebra and network helpers: mm, bmm, outer, softmax,
-** log_softmax, mse_loss, cross_entropy, linear.
+** log_softmax, linear (the losses, mse_loss and cross_entropy among them, are in loss.c).
 **
 ** Each checks its inputs the way torch 1.13 does (and says so in torch's words), then is built
-** from the core's tested ops through td_op_apply: softmax is exp(x - max) / sum, cross_entropy is
-** the mean of the picked -log_softmax entries, linear is x @ W.T + b. Intermediates are charged
+** from the core's tested ops through td_op_apply: softmax is exp(x - max) / sum, linear is
+** x @ W.T + b. Intermediates are charged
 ** to the caller's quota like any tensor.
 */
 #include <math.h>
@@ -155,98 +155,6 @@ int td_make_log_softmax(struct td_tensor **out, const struct td_operand *in, int
     return softmax_common(out, in[0].t, a->dim, true, q, err);
 }
 
-/* mse_loss(input, target) = mean((input - target)^2), broadcast and promoted. */
-int td_make_mse_loss(struct td_tensor **out, const struct td_operand *in, int nin,
-                     const struct td_op_args *a, struct td_quota *q, struct td_err *err)
-{
-    (void)nin;
-    (void)a;
-    if (in[1].t == NULL) {
-        return td_err_set(err, TD_EINVAL, "mse_loss(): argument 'target' must be Tensor");
-    }
-    enum td_dtype dt = td_result_type(in, 2);
-    if (!td_dtype_is_float(dt)) {
-        return td_err_set(err, TD_EDTYPE, "\"mse_cpu\" not implemented for '%s'",
-                          td_dtype_cname(dt));
-    }
-    struct td_tensor *diff = NULL, *sq = NULL;
-    int rc;
-    if ((rc = run(TD_OP_SUB, in[0].t, in[1].t, NULL, q, &diff, err)) == 0 &&
-        (rc = run(TD_OP_MUL, diff, diff, NULL, q, &sq, err)) == 0) {
-        rc = run(TD_OP_MEAN, sq, NULL, NULL, q, out, err);
-    }
-    td_tensor_unref(sq);
-    td_tensor_unref(diff);
-    return rc;
-}
-
-/* cross_entropy(input [C] or [N, C], target class indices [] or [N]), mean reduction. */
-int td_make_cross_entropy(struct td_tensor **out, const struct td_operand *in, int nin,
-                          const struct td_op_args *a, struct td_quota *q, struct td_err *err)
-{
-    (void)nin;
-    (void)a;
-    struct td_tensor *x = in[0].t, *t = in[1].t;
-    if (t == NULL) {
-        return td_err_set(err, TD_EINVAL, "cross_entropy(): argument 'target' must be Tensor");
-    }
-    if (x->ndim < 1 || x->ndim > 2) {
-        return td_err_set(err, TD_EUNSUP,
-                          "cross_entropy: inputs of shape [C] or [N, C] are "
-                          "supported, got %d dims",
-                          x->ndim);
-    }
-    int64_t n = x->ndim == 2 ? x->shape[0] : 1, c = x->shape[x->ndim - 1];
-    int64_t tn = t->ndim == 0 ? 1 : t->shape[0];
-    if (x->ndim == 2 && (t->ndim != 1 || tn != n)) {
-        return td_err_set(err, TD_ESHAPE,
-                          "Expected input batch_size (%lld) to match target "
-                          "batch_size (%lld).",
-                          (long long)n, (long long)(t->ndim ? tn : 0));
-    }
-    if (x->ndim == 1 && t->ndim != 0) {
-        return td_err_set(err, TD_ESHAPE,
-                          "Expected input batch_size (1) to match target "
-                          "batch_size (%lld).",
-                          (long long)tn);
-    }
-    struct td_tensor *lsm = NULL;
-    int rc = softmax_common(&lsm, x, -1, true, q, err);
-    if (rc != 0) {
-        return rc;
-    }
-    if (t->dtype != TD_DTYPE_I64) {
-        td_tensor_unref(lsm);
-        return td_err_set(err, TD_EDTYPE, "expected scalar type Long but found %s",
-                          td_dtype_cname(t->dtype));
-    }
-    double sum = 0;
-    const char *tb = t->storage->buf->data;
-    const char *lb = lsm->storage->buf->data;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t cls = ((const int64_t *)tb)[t->offset + (t->ndim ? i * t->strides[0] : 0)];
-        if (cls < 0 || cls >= c) {
-            td_tensor_unref(lsm);
-            return td_err_set(err, TD_EINVAL, "Target %lld is out of bounds.", (long long)cls);
-        }
-        int64_t off = lsm->offset + (x->ndim == 2 ? i * lsm->strides[0] : 0) +
-                      cls * lsm->strides[lsm->ndim - 1];
-        sum -= x->dtype == TD_DTYPE_F32 ? (double)((const float *)lb)[off]
-                                        : ((const double *)lb)[off];
-    }
-    td_tensor_unref(lsm);
-    if ((rc = td_tensor_empty(out, x->dtype, NULL, 0, q, err)) != 0) {
-        return rc;
-    }
-    double v = n > 0 ? sum / (double)n : NAN;
-    if (x->dtype == TD_DTYPE_F32) {
-        *(float *)td_tensor_data(*out) = (float)v;
-    } else {
-        *(double *)td_tensor_data(*out) = v;
-    }
-    return 0;
-}
-
 /* linear(x, W[, b]) = x @ W.T (+ b); the bias must expand to the product's shape. */
 int td_make_linear(struct td_tensor **out, const struct td_operand *in, int nin,
                    const struct td_op_args *a, struct td_quota *q, struct td_err *err)
@@ -340,62 +248,6 @@ int td_bw_log_softmax(const struct td_node *n, struct td_tensor *g, struct td_te
     td_tensor_unref(s);
     td_tensor_unref(sum);
     td_tensor_unref(m);
-    return rc;
-}
-
-/* mse_loss: d/da = 2 (a - b) g / N, d/db = -that */
-int td_bw_mse_loss(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
-                   struct td_quota *q, struct td_err *err)
-{
-    struct td_tensor *d = NULL, *s = NULL, *ga = NULL;
-    int rc;
-    if ((rc = td_bw2(TD_OP_SUB, n->in[0], n->in[1], q, &d, err)) != 0) {
-        return rc;
-    }
-    double scale = d->numel > 0 ? 2.0 / (double)d->numel : 0.0;
-    if ((rc = td_bw2(TD_OP_MUL, td_t(d), td_s(td_scalar_f(scale)), q, &s, err)) == 0 &&
-        (rc = td_bw2(TD_OP_MUL, td_t(s), td_t(g), q, &ga, err)) == 0) {
-        gin[0] = td_tensor_ref(ga);
-        rc = td_bw1(TD_OP_NEG, td_t(ga), NULL, q, &gin[1], err);
-    }
-    td_tensor_unref(d);
-    td_tensor_unref(s);
-    td_tensor_unref(ga);
-    return rc;
-}
-
-/* cross_entropy: (softmax(x) - onehot(target)) * g / N */
-int td_bw_cross_entropy(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
-                        struct td_quota *q, struct td_err *err)
-{
-    struct td_tensor *x = n->in[0].t, *t = n->in[1].t;
-    struct td_tensor *p = NULL, *cls = NULL, *tu = NULL, *oh = NULL, *ohf = NULL, *d = NULL;
-    struct td_tensor *s = NULL;
-    int64_t c = x->shape[x->ndim - 1], rows = x->ndim == 2 ? x->shape[0] : 1;
-    struct td_op_args ua, ta;
-    td_op_args_init(&ta);
-    ta.has_dtype = true;
-    ta.dtype = x->dtype;
-    td_op_args_init(&ua);
-    ua.dim = -1;
-    int rc;
-    if ((rc = softmax_common(&p, x, -1, false, q, err)) == 0 &&
-        (rc = td_tensor_arange(&cls, TD_DTYPE_I64, td_scalar_i(0), td_scalar_i(c), td_scalar_i(1),
-                               q, err)) == 0 &&
-        (rc = td_bw1(TD_OP_UNSQUEEZE, td_t(t), &ua, q, &tu, err)) == 0 &&
-        (rc = td_bw2(TD_OP_EQ, td_t(cls), td_t(tu), q, &oh, err)) == 0 &&
-        (rc = td_bw1(TD_OP_TO, td_t(oh), &ta, q, &ohf, err)) == 0 &&
-        (rc = td_bw2(TD_OP_SUB, td_t(p), td_t(ohf), q, &d, err)) == 0 &&
-        (rc = td_bw2(TD_OP_MUL, td_t(d), td_t(g), q, &s, err)) == 0) {
-        rc = td_bw2(TD_OP_DIV, td_t(s), td_s(td_scalar_f((double)rows)), q, &gin[0], err);
-    }
-    td_tensor_unref(p);
-    td_tensor_unref(cls);
-    td_tensor_unref(tu);
-    td_tensor_unref(oh);
-    td_tensor_unref(ohf);
-    td_tensor_unref(d);
-    td_tensor_unref(s);
     return rc;
 }
 
