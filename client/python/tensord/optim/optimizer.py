@@ -25,7 +25,7 @@ from collections import defaultdict
 from itertools import chain
 from typing import Any, Dict, List, Optional
 
-from .. import Tensor, _numpy
+from .. import Tensor, _names, _numpy
 from .._conn import pb
 
 __all__ = ["Optimizer", "required"]
@@ -44,8 +44,9 @@ required = _RequiredParameter()
 
 
 def _typename(o: Any) -> str:
+    """torch.typename: a tensor's legacy type name (tensord.FloatTensor, under _names' rule)."""
     if isinstance(o, Tensor):
-        return o.type()
+        return _names.text(o.type())
     module = ""
     cls = type(o)
     if cls.__module__ not in ("builtins", "__builtin__", None):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, List
 
-from ... import Tensor, _session
+from ... import Tensor, _names, _session
 from ..._conn import pb
 
 __all__ = ["clip_grad_norm_", "clip_grad_norm", "clip_grad_value_"]
@@ -61,8 +61,9 @@ def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0,
 def clip_grad_norm(parameters: Any, max_norm: float, norm_type: float = 2.,
                    error_if_nonfinite: bool = False) -> Tensor:
     r"""Deprecated in favor of :func:`clip_grad_norm_`."""
-    warnings.warn("torch.nn.utils.clip_grad_norm is now deprecated in favor "
-                  "of torch.nn.utils.clip_grad_norm_.", stacklevel=2)
+    warnings.warn("%s is now deprecated in favor of %s." % (
+        _names.name("nn.utils.clip_grad_norm"), _names.name("nn.utils.clip_grad_norm_")),
+        stacklevel=2)
     return clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite)
 
 
