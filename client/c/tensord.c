@@ -1141,8 +1141,8 @@ int tensord_ones(struct tensord *c, uint64_t out, enum tensord_dtype dtype, cons
 }
 
 static int send_rand(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
-                     const int64_t *shape, int ndim, Tensord__Distribution dist, uint64_t *id,
-                     struct tensord_error *err)
+                     const int64_t *shape, int ndim, Tensord__Distribution dist, uint64_t gen,
+                     uint64_t *id, struct tensord_error *err)
 {
     int rc;
     if ((rc = check_shape(shape, ndim, err)) != 0) {
@@ -1155,6 +1155,7 @@ static int send_rand(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
     m.shape = (int64_t *)shape;
     m.n_shape = (size_t)ndim;
     m.distribution = dist;
+    m.generator = gen;
     req.body_case = TENSORD__REQUEST__BODY_RAND;
     req.rand = &m;
     struct pending p = {.want = WANT_TENSOR};
@@ -1164,13 +1165,22 @@ static int send_rand(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
 int tensord_send_rand(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
                       const int64_t *shape, int ndim, uint64_t *id, struct tensord_error *err)
 {
-    return send_rand(c, out, dtype, shape, ndim, TENSORD__DISTRIBUTION__UNIFORM, id, err);
+    return send_rand(c, out, dtype, shape, ndim, TENSORD__DISTRIBUTION__UNIFORM, 0, id, err);
 }
 
 int tensord_send_randn(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
                        const int64_t *shape, int ndim, uint64_t *id, struct tensord_error *err)
 {
-    return send_rand(c, out, dtype, shape, ndim, TENSORD__DISTRIBUTION__NORMAL, id, err);
+    return send_rand(c, out, dtype, shape, ndim, TENSORD__DISTRIBUTION__NORMAL, 0, id, err);
+}
+
+int tensord_send_rand_gen(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                          const int64_t *shape, int ndim, bool normal, uint64_t generator,
+                          uint64_t *id, struct tensord_error *err)
+{
+    return send_rand(c, out, dtype, shape, ndim,
+                     normal ? TENSORD__DISTRIBUTION__NORMAL : TENSORD__DISTRIBUTION__UNIFORM,
+                     generator, id, err);
 }
 
 int tensord_rand(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
@@ -1329,6 +1339,31 @@ static int build_args(struct op_msg *o, const struct tensord_op_args *a, struct 
     if (a->rounding_mode != NULL) {
         o->args.rounding_mode = (char *)a->rounding_mode;
     }
+    /* nn convolution and pooling */
+    const int nl[5] = {a->nstride, a->npadding, a->ndilation, a->nkernel_size, a->noutput_size};
+    for (int k = 0; k < 5; k++) {
+        if (nl[k] < 0 || nl[k] > TENSORD_MAX_DIMS) {
+            return set_err(err, TENSORD_E_USAGE, "a size list of %d values is outside 0..%d", nl[k],
+                           TENSORD_MAX_DIMS);
+        }
+    }
+    o->args.stride = (int64_t *)a->stride;
+    o->args.n_stride = (size_t)a->nstride;
+    o->args.padding = (int64_t *)a->padding;
+    o->args.n_padding = (size_t)a->npadding;
+    o->args.dilation = (int64_t *)a->dilation;
+    o->args.n_dilation = (size_t)a->ndilation;
+    o->args.kernel_size = (int64_t *)a->kernel_size;
+    o->args.n_kernel_size = (size_t)a->nkernel_size;
+    o->args.output_size = (int64_t *)a->output_size;
+    o->args.n_output_size = (size_t)a->noutput_size;
+    o->args.groups = a->groups;
+    if (a->padding_mode != NULL) {
+        o->args.padding_mode = (char *)a->padding_mode;
+    }
+    o->args.ceil_mode = a->ceil_mode;
+    o->args.count_include_pad = a->count_include_pad;
+    o->args.divisor_override = a->divisor_override;
     o->m.args = &o->args;
     o->m.out2 = a->out2;
     o->args.k = a->k;
@@ -1336,6 +1371,11 @@ static int build_args(struct op_msg *o, const struct tensord_op_args *a, struct 
     o->args.sorted = a->sorted;
     o->args.stable = a->stable;
     o->m.out3 = a->out3;
+    o->args.index_mask = a->index_mask;
+    o->args.accumulate = a->accumulate;
+    o->args.generator = a->generator;
+    o->args.num_samples = a->num_samples;
+    o->args.replacement = a->replacement;
     return 0;
 }
 

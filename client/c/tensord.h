@@ -206,6 +206,12 @@ int tensord_rand(struct tensord *c, uint64_t out, enum tensord_dtype dtype, cons
 int tensord_randn(struct tensord *c, uint64_t out, enum tensord_dtype dtype, const int64_t *shape,
                   int ndim, struct tensord_error *err);
 
+/* tensord_send_rand / tensord_send_randn drawing from the generator whose state is handle
+** `generator` (0: the session's). */
+int tensord_send_rand_gen(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
+                          const int64_t *shape, int ndim, bool normal, uint64_t generator,
+                          uint64_t *id, struct tensord_error *err);
+
 /* torch.arange(start, end, step); numbers only. */
 int tensord_arange(struct tensord *c, uint64_t out, enum tensord_dtype dtype,
                    struct tensord_operand start, struct tensord_operand end,
@@ -259,6 +265,21 @@ struct tensord_op_args {
     int64_t shifts[TENSORD_MAX_DIMS]; /* roll */
     int nshifts;
     const char *equation; /* einsum: NULL or the equation */
+    uint64_t index_mask;  /* index / index_put: bit d set when dim d has an index tensor */
+    bool accumulate;      /* index_put: add the values instead of writing them */
+    uint64_t generator;   /* a torch.Generator's state handle (int64 [seed, offset]); 0: the
+                          ** session's generator */
+    int64_t num_samples;  /* multinomial's num_samples, randperm's n */
+    bool replacement;     /* multinomial */
+    /* nn convolution and pooling: lists of 0 (the op's default), 1 (every spatial dim) or one
+    ** value per spatial dim */
+    int64_t stride[TENSORD_MAX_DIMS], padding[TENSORD_MAX_DIMS], dilation[TENSORD_MAX_DIMS];
+    int64_t kernel_size[TENSORD_MAX_DIMS], output_size[TENSORD_MAX_DIMS]; /* -1: None */
+    int nstride, npadding, ndilation, nkernel_size, noutput_size;
+    int64_t groups;           /* conv (0: 1) */
+    const char *padding_mode; /* conv: NULL (the padding list), "valid" or "same" */
+    bool ceil_mode, count_include_pad;
+    int64_t divisor_override; /* avg_pool2d (0: None) */
 };
 
 /* tensord_op with keyword arguments (args may be NULL). */

@@ -1,7 +1,8 @@
 /* builtins.c — the functions a name calls without a receiver: torch's creation functions
-** (tensor, zeros, arange ...), grad mode, Python's builtins (print, len, range, int ...),
-** torch's module attributes after `import torch`, and the names offered for completion.
-** A name that is none of these and is an op goes to ops.c.
+** (tensor, zeros, arange ...), grad mode, torch.Generator and its methods, chunk/split/unbind
+** (tuples of views), Python's builtins (print, len, range, int ...), torch's module attributes
+** after `import torch`, and the names offered for completion. A name that is none of these and
+** is an op goes to ops.c.
 */
 #include "interp.h"
 
@@ -97,8 +98,8 @@ static int flatten_data(struct tdx_env *e, const struct value *v, int depth, str
     return 0;
 }
 
-static int make_tensor(struct tdx_env *e, const struct value *data, int dt, bool requires_grad,
-                       const struct tdx_node *at, struct value *out)
+int tdx_make_tensor(struct tdx_env *e, const struct value *data, int dt, bool requires_grad,
+                    const struct tdx_node *at, struct value *out)
 {
     struct flat fl = {.all_bool = true};
     int rc = flatten_data(e, data, 0, &fl, at);
@@ -170,14 +171,18 @@ done:
     return rc;
 }
 
-static int kw_dtype(struct tdx_env *e, const struct tdx_node *at, const struct call *c, int *dt,
-                    bool *requires_grad, const char *fn)
+static int kw_dtype_gen(struct tdx_env *e, const struct tdx_node *at, const struct call *c, int *dt,
+                        bool *requires_grad, const char *fn, uint64_t *gen)
 {
     int rc;
     *dt = 0;
     *requires_grad = false;
     for (int k = 0; k < c->nkw; k++) {
-        if (strcmp(c->kwn[k], "dtype") == 0) {
+        if (gen != NULL && strcmp(c->kwn[k], "generator") == 0) {
+            if ((rc = tdx_generator_arg(e, at, fn, &c->kwv[k], gen)) != 0) {
+                return rc;
+            }
+        } else if (strcmp(c->kwn[k], "dtype") == 0) {
             if ((rc = tdx_parse_dtype_value(e, &c->kwv[k], at, dt)) != 0) {
                 return rc;
             }
@@ -192,6 +197,12 @@ static int kw_dtype(struct tdx_env *e, const struct tdx_node *at, const struct c
         }
     }
     return 0;
+}
+
+static int kw_dtype(struct tdx_env *e, const struct tdx_node *at, const struct call *c, int *dt,
+                    bool *requires_grad, const char *fn)
+{
+    return kw_dtype_gen(e, at, c, dt, requires_grad, fn, NULL);
 }
 
 static int after_create(struct tdx_env *e, const struct tdx_node *at, int lrc, uint64_t id,
@@ -337,7 +348,7 @@ static int bi_tensor(struct tdx_env *e, const struct tdx_node *at, const char *n
     if ((rc = kw_dtype(e, at, c, &dt, &rg, name)) != 0) {
         return rc;
     }
-    return make_tensor(e, &c->args[0], dt, rg, at, out);
+    return tdx_make_tensor(e, &c->args[0], dt, rg, at, out);
 }
 
 /* zeros, ones, rand, randn (size) and full(size, fill_value) */
@@ -355,7 +366,8 @@ static int bi_create(struct tdx_env *e, const struct tdx_node *at, const char *n
         return tdx_fail(e, at, "full() needs a size and a fill_value");
     }
     nshape -= full;
-    if ((rc = kw_dtype(e, at, c, &dt, &rg, name)) != 0 ||
+    uint64_t gen = 0;
+    if ((rc = kw_dtype_gen(e, at, c, &dt, &rg, name, name[0] == 'r' ? &gen : NULL)) != 0 ||
         (rc = tdx_get_shape(e, c->args, nshape, at, shape, &nd)) != 0) {
         return rc;
     }
@@ -365,9 +377,8 @@ static int bi_create(struct tdx_env *e, const struct tdx_node *at, const char *n
     }
     int lrc;
     if (name[0] == 'r') {
-        lrc = (name[4] == 'n' ? tensord_send_randn : tensord_send_rand)(e->c, t->handle,
-                                                                        (enum tensord_dtype)dt,
-                                                                        shape, nd, &id, &err);
+        lrc = tensord_send_rand_gen(e->c, t->handle, (enum tensord_dtype)dt, shape, nd,
+                                    name[4] == 'n', gen, &id, &err);
     } else {
         struct tensord_operand v;
         if (full && (rc = tdx_to_operand(e, &c->args[1], at, name, &v)) != 0) {
@@ -474,7 +485,7 @@ static int bi_randint(struct tdx_env *e, const struct tdx_node *at, const char *
     }
     if ((rc = tdx_set_arg(e, name, "max", &args[c->nargs - 2], at, &a, &w2, NULL)) != 0 ||
         (rc = tdx_set_arg(e, name, "*dims", &args[c->nargs - 1], at, &a, &w2, NULL)) != 0 ||
-        (rc = kw_dtype(e, at, c, &dt, &rg, name)) != 0) {
+        (rc = kw_dtype_gen(e, at, c, &dt, &rg, name, &a.generator)) != 0) {
         return rc;
     }
     a.dtype = (enum tensord_dtype)dt;
@@ -674,6 +685,369 @@ static int bi_sequence(struct tdx_env *e, const struct tdx_node *at, const char 
     return rc;
 }
 
+/* ---- torch.chunk, split, unbind: tuples of views (narrow, select) made here, as the Python
+** client makes them; they wait for the input's shape ---- */
+
+#define MAX_PIECES (1 << 16)
+
+/* The views of t along dim with the given lengths (unbind: one select per index). */
+static int pieces(struct tdx_env *e, const struct tdx_node *at, struct tref *t, int64_t dim,
+                  const int64_t *len, int n, bool select, struct value *out)
+{
+    int rc = tdx_vseq(e, out, V_TUPLE, n);
+    int64_t start = 0;
+    for (int k = 0; k < n && rc == 0; k++) {
+        struct value args[4] = {vtensor(t), vint(dim), vint(select ? k : start),
+                                vint(select ? 0 : len[k])};
+        struct call c = {.args = args, .nargs = select ? 3 : 4};
+        rc = tdx_call_op(e, at, select ? "select" : "narrow", false, &c, &out->items[k]);
+        start += select ? 0 : len[k];
+    }
+    if (rc != 0) {
+        tdx_vfree(e, out);
+    }
+    return rc;
+}
+
+static int bi_views(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                    const struct call *c, struct value *out)
+{
+    bool unbind = name[0] == 'u', chunk = name[0] == 'c';
+    const char *what = unbind ? NULL : chunk ? "chunks" : "split_size_or_sections";
+    const struct value *in = c->nargs > 0 ? &c->args[0] : NULL;
+    const struct value *sz = !unbind && c->nargs > 1 ? &c->args[1] : NULL;
+    const struct value *dv = c->nargs > (unbind ? 1 : 2) ? &c->args[unbind ? 1 : 2] : NULL;
+    int rc;
+    if (c->nargs > (unbind ? 2 : 3)) {
+        return tdx_fail(e, at, "%s() takes at most %d arguments (%d given)", name, unbind ? 2 : 3,
+                        c->nargs);
+    }
+    for (int k = 0; k < c->nkw; k++) {
+        if (strcmp(c->kwn[k], "dim") == 0) {
+            dv = &c->kwv[k];
+        } else if (what != NULL && (strcmp(c->kwn[k], what) == 0 ||
+                                    (!chunk && strcmp(c->kwn[k], "split_size") == 0))) {
+            sz = &c->kwv[k];
+        } else if (strcmp(c->kwn[k], unbind || chunk ? "input" : "tensor") == 0) {
+            in = &c->kwv[k];
+        } else {
+            return tdx_fail(e, at, "%s() got an unexpected keyword argument '%s'", name, c->kwn[k]);
+        }
+    }
+    if (in == NULL || in->k != V_TENSOR) {
+        return tdx_fail(e, at, "%s(): argument '%s' (position 1) must be Tensor, not %s", name,
+                        unbind || chunk ? "input" : "tensor",
+                        in == NULL ? "NoneType" : tdx_type_name(in));
+    }
+    if (what != NULL && sz == NULL) {
+        return tdx_fail(e, at, "%s() missing required argument '%s' (pos 2)", name, what);
+    }
+    if (dv != NULL && dv->k != V_INT) {
+        return tdx_fail(e, at, "%s(): argument 'dim' must be int, not %s", name, tdx_type_name(dv));
+    }
+    struct tref *t = in->t;
+    if ((rc = tdx_known(e, t, at)) != 0) {
+        return rc;
+    }
+    int nd = t->info.ndim;
+    int64_t dim = dv != NULL ? dv->i : 0;
+    if (nd == 0) {
+        return unbind ? tdx_fail(e, at,
+                                 "Dimension specified as %" PRId64 " but tensor has no "
+                                 "dimensions",
+                                 dim)
+                      : tdx_fail(e, at, "%s expects at least a 1-dimensional tensor", name);
+    }
+    if (dim < -nd || dim >= nd) {
+        return tdx_fail(e, at,
+                        "Dimension out of range (expected to be in range of [%d, %d], but got "
+                        "%" PRId64 ")",
+                        -nd, nd - 1, dim);
+    }
+    dim = dim < 0 ? dim + nd : dim;
+    int64_t size = t->info.shape[dim];
+    if (unbind) {
+        if (size > MAX_PIECES) {
+            return tdx_fail(e, at, "unbind(): more than %d pieces", MAX_PIECES);
+        }
+        return pieces(e, at, t, dim, NULL, (int)size, true, out);
+    }
+    int64_t *len = NULL;
+    int n = 0;
+    if (sz->k == V_LIST || sz->k == V_TUPLE) {
+        if (chunk) {
+            return tdx_fail(e, at, "chunk(): argument 'chunks' must be int, not %s",
+                            tdx_type_name(sz));
+        }
+        int64_t sum = 0;
+        bool neg = false;
+        if ((len = calloc((size_t)sz->n + 1, sizeof *len)) == NULL) {
+            return tdx_fail(e, at, "out of memory");
+        }
+        for (n = 0; n < sz->n; n++) {
+            if (sz->items[n].k != V_INT) {
+                free(len);
+                return tdx_fail(e, at, "split(): split sizes must be ints, not %s",
+                                tdx_type_name(&sz->items[n]));
+            }
+            len[n] = sz->items[n].i;
+            neg |= len[n] < 0;
+            sum += len[n] > 0 && len[n] < INT64_MAX / MAX_PIECES ? len[n] : 0;
+        }
+        if (sum != size || neg) {
+            struct td_strbuf b;
+            td_strbuf_init(&b, 0);
+            for (int k = 0; k < n; k++) {
+                td_strbuf_printf(&b, "%s%" PRId64, k ? ", " : "", len[k]);
+            }
+            rc = tdx_fail(e, at,
+                          "split_with_sizes expects split_sizes to sum exactly to %" PRId64
+                          " (input tensor's size at dimension %" PRId64
+                          "), but got split_sizes=[%s]",
+                          size, dim, td_strbuf_str(&b));
+            td_strbuf_free(&b);
+            free(len);
+            return rc;
+        }
+    } else {
+        if (sz->k != V_INT) {
+            return tdx_fail(e, at, "%s(): argument '%s' must be int, not %s", name, what,
+                            tdx_type_name(sz));
+        }
+        int64_t step = sz->i;
+        if (chunk) {
+            if (step <= 0) {
+                return tdx_fail(e, at, "chunk expects `chunks` to be greater than 0, got: %" PRId64,
+                                step);
+            }
+            if (size == 0) {
+                if (step > MAX_PIECES) {
+                    return tdx_fail(e, at, "chunk(): more than %d pieces", MAX_PIECES);
+                }
+                n = (int)step;
+                step = 0;
+            } else {
+                step = size / step + (size % step != 0);
+            }
+        }
+        if (step < 0) {
+            return tdx_fail(e, at,
+                            "split expects split_size be non-negative, but got split_size=%" PRId64,
+                            step);
+        }
+        if (step == 0 && size != 0) {
+            return tdx_fail(e, at,
+                            "split_size can only be 0 if dimension size is 0, but got dimension "
+                            "size of %" PRId64,
+                            size);
+        }
+        if (step > 0) {
+            int64_t cnt = size / step + (size % step != 0);
+            if (cnt > MAX_PIECES) {
+                return tdx_fail(e, at, "%s(): more than %d pieces", name, MAX_PIECES);
+            }
+            n = cnt > 0 ? (int)cnt : 1;
+        } else if (n == 0) {
+            n = 1;
+        }
+        if ((len = calloc((size_t)n, sizeof *len)) == NULL) {
+            return tdx_fail(e, at, "out of memory");
+        }
+        for (int k = 0; k < n; k++) {
+            len[k] = step == 0 ? 0 : (size - k * step < step ? size - k * step : step);
+        }
+    }
+    rc = pieces(e, at, t, dim, len, n, false, out);
+    free(len);
+    return rc;
+}
+
+/* ---- torch.Generator: a random stream of its own on the server ----
+**
+** Its state is an int64 tensor [seed, offset] in the session (the Python client's Generator,
+** the same wire requests): generator= sends its handle, and the server advances the offset in
+** place. A Generator value holds a reference to that tensor; manual_seed and set_state write
+** into it (copy_), so every name bound to the generator sees the change, as in torch. */
+
+#define DEFAULT_SEED 67280421310721 /* torch.Generator().initial_seed() */
+
+/* A new state tensor [seed, 0]. */
+static int gen_state(struct tdx_env *e, const struct tdx_node *at, int64_t seed, struct value *out)
+{
+    struct value l;
+    int rc = tdx_vseq(e, &l, V_LIST, 2);
+    if (rc != 0) {
+        return rc;
+    }
+    l.items[0] = vint(seed);
+    l.items[1] = vint(0);
+    rc = tdx_make_tensor(e, &l, TENSORD_INT64, false, at, out);
+    tdx_vfree(e, &l);
+    return rc;
+}
+
+static int bi_generator(struct tdx_env *e, const struct tdx_node *at, const char *name,
+                        const struct call *c, struct value *out)
+{
+    (void)name;
+    const struct value *dev = c->nargs > 0 ? &c->args[0] : NULL;
+    for (int k = 0; k < c->nkw; k++) {
+        if (strcmp(c->kwn[k], "device") != 0) {
+            return tdx_fail(e, at, "Generator() got an unexpected keyword argument '%s'",
+                            c->kwn[k]);
+        }
+        dev = &c->kwv[k];
+    }
+    if (c->nargs > 1) {
+        return tdx_fail(e, at, "Generator() takes at most 1 argument (%d given)", c->nargs);
+    }
+    if (dev != NULL && !(dev->k == V_STR && strncmp(dev->s, "cpu", 3) == 0 &&
+                         (dev->s[3] == '\0' || dev->s[3] == ':'))) {
+        if (dev->k == V_STR) {
+            char type[64];
+            size_t n = strcspn(dev->s, ":");
+            n = n < sizeof type - 1 ? n : sizeof type - 1;
+            for (size_t i = 0; i < n; i++) {
+                type[i] = (char)(dev->s[i] >= 'a' && dev->s[i] <= 'z' ? dev->s[i] - 32 : dev->s[i]);
+            }
+            type[n] = '\0';
+            return tdx_fail(e, at, "Device type %s is not supported for tensord.Generator() api.",
+                            type);
+        }
+        return tdx_fail(e, at, "Generator(): argument 'device' must be tensord.device, not %s",
+                        tdx_type_name(dev));
+    }
+    struct value st;
+    int rc = gen_state(e, at, DEFAULT_SEED, &st);
+    if (rc != 0) {
+        return rc;
+    }
+    *out = (struct value){.k = V_GENERATOR, .t = st.t};
+    return 0;
+}
+
+int tdx_generator_arg(struct tdx_env *e, const struct tdx_node *at, const char *fn,
+                      const struct value *v, uint64_t *handle)
+{
+    if (v->k == V_NONE) {
+        *handle = 0;
+        return 0;
+    }
+    if (v->k != V_GENERATOR) {
+        return tdx_fail(e, at, "%s(): argument 'generator' must be tensord.Generator, not %s", fn,
+                        tdx_type_name(v));
+    }
+    *handle = v->t->handle;
+    return 0;
+}
+
+/* state[:] = src (a tensor value), in place. */
+static int gen_write(struct tdx_env *e, const struct tdx_node *at, struct tref *state,
+                     const struct value *src)
+{
+    struct value args[2] = {vtensor(state), *src}, res;
+    struct call c = {.args = args, .nargs = 2};
+    int rc = tdx_call_op(e, at, "copy", true, &c, &res);
+    if (rc == 0) {
+        tdx_vfree(e, &res);
+    }
+    return rc;
+}
+
+int tdx_generator_method(struct tdx_env *e, const struct tdx_node *at, struct tref *g,
+                         const char *name, const struct call *c, struct value *out)
+{
+    int rc;
+    int want = strcmp(name, "manual_seed") == 0 || strcmp(name, "set_state") == 0 ? 1 : 0;
+    if (c->nkw > 0 && !(want == 1 && c->nkw == 1 && c->nargs == 0 &&
+                        strcmp(c->kwn[0], name[0] == 'm' ? "seed" : "new_state") == 0)) {
+        return tdx_fail(e, at, "%s() got an unexpected keyword argument '%s'", name, c->kwn[0]);
+    }
+    const struct value *arg = c->nargs > 0 ? &c->args[0] : c->nkw > 0 ? &c->kwv[0] : NULL;
+    int given = c->nargs + c->nkw;
+    if (strcmp(name, "manual_seed") != 0 && strcmp(name, "seed") != 0 &&
+        strcmp(name, "initial_seed") != 0 && strcmp(name, "get_state") != 0 &&
+        strcmp(name, "set_state") != 0) {
+        return tdx_fail(e, at, "'tensord._C.Generator' object has no attribute '%s'", name);
+    }
+    if (given != want) {
+        return want ? tdx_fail(e, at, "%s() takes exactly one argument (0 given)", name)
+                    : tdx_fail(e, at, "%s() takes no arguments (%d given)", name, given);
+    }
+    if (strcmp(name, "manual_seed") == 0 || strcmp(name, "seed") == 0) {
+        int64_t seed;
+        if (name[0] == 's') {
+            uint64_t r = 0;
+            FILE *f = fopen("/dev/urandom", "rb");
+            if (f == NULL || fread(&r, sizeof r, 1, f) != 1) {
+                if (f != NULL) {
+                    fclose(f);
+                }
+                return tdx_fail(e, at, "seed(): no randomness available (/dev/urandom)");
+            }
+            fclose(f);
+            seed = (int64_t)(r >> 1);
+        } else if (arg->k == V_INT || arg->k == V_BOOL) {
+            seed = num_i(arg);
+        } else {
+            return tdx_fail(e, at, "manual_seed expected a long, but got %s", tdx_type_name(arg));
+        }
+        struct value st;
+        if ((rc = gen_state(e, at, seed, &st)) != 0) {
+            return rc;
+        }
+        rc = gen_write(e, at, g, &st);
+        tdx_vfree(e, &st);
+        if (rc == 0) {
+            *out = name[0] == 's' ? vint(seed)
+                                  : (struct value){.k = V_GENERATOR, .t = tdx_tref_ref(g)};
+        }
+        return rc;
+    }
+    if (strcmp(name, "initial_seed") == 0) {
+        struct value args[3] = {vtensor(g), vint(0), vint(0)}, s0;
+        struct call sc = {.args = args, .nargs = 3};
+        if ((rc = tdx_call_op(e, at, "select", false, &sc, &s0)) != 0) {
+            return rc;
+        }
+        rc = tdx_item(e, s0.t, at, out);
+        tdx_vfree(e, &s0);
+        return rc;
+    }
+    if (strcmp(name, "get_state") == 0) {
+        struct value args[1] = {vtensor(g)};
+        struct call sc = {.args = args, .nargs = 1};
+        return tdx_call_op(e, at, "clone", false, &sc, out);
+    }
+    /* set_state */
+    if (arg->k != V_TENSOR) {
+        return tdx_fail(e, at, "expected a tensord.ByteTensor, but got %s", tdx_type_name(arg));
+    }
+    if ((rc = tdx_known(e, arg->t, at)) != 0) {
+        return rc;
+    }
+    const struct tensord_info *in = &arg->t->info;
+    if (in->dtype != TENSORD_INT64 || in->ndim != 1 || in->shape[0] != 2) {
+        char shp[200];
+        size_t len = (size_t)snprintf(shp, sizeof shp, "[");
+        for (int i = 0; i < in->ndim && len < sizeof shp; i++) {
+            len += (size_t)snprintf(shp + len, sizeof shp - len, "%s%" PRId64, i ? ", " : "",
+                                    in->shape[i]);
+        }
+        if (len < sizeof shp) {
+            snprintf(shp + len, sizeof shp - len, "]");
+        }
+        return tdx_fail(e, at,
+                        "expected a state from tensord.Generator.get_state() (an int64 tensor "
+                        "of 2 elements in this session), got tensord.%s of shape %s",
+                        tdx_dtype_str(in->dtype), shp);
+    }
+    if ((rc = gen_write(e, at, g, arg)) == 0) {
+        *out = (struct value){.k = V_GENERATOR, .t = tdx_tref_ref(g)};
+    }
+    return rc;
+}
+
 /* Built-in functions: torch's without "torch.", and a few of Python's (NULL: handled where
 ** they are called). Names the op table also has (abs, round) go to the op for tensors. */
 static const struct {
@@ -688,6 +1062,10 @@ static const struct {
     {"randn", bi_create},
     {"arange", bi_arange},
     {"manual_seed", bi_manual_seed},
+    {"Generator", bi_generator},
+    {"chunk", bi_views},
+    {"split", bi_views},
+    {"unbind", bi_views},
     {"no_grad", bi_grad_ctx},
     {"enable_grad", bi_grad_ctx},
     {"print", bi_print},

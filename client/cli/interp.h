@@ -63,6 +63,7 @@ enum vkind {
     V_RANGE,
     V_MODULE,
     V_NODE,
+    V_GENERATOR, /* torch.Generator: t is its state tensor [seed, offset] (builtins.c) */
 };
 
 struct value {
@@ -73,6 +74,7 @@ struct value {
     int dt;              /* V_DTYPE; V_CTX: the grad mode it sets */
     int64_t stop, step;  /* V_RANGE */
     char *s;             /* V_STR text, V_FUNC / V_METHOD / V_NODE name: owned */
+                         /* V_METHOD: b set for a Generator's method (t its state) */
     struct tref *t;      /* V_TENSOR, V_METHOD's self: a reference */
     struct value *items; /* V_LIST, V_TUPLE, V_SIZE (ints): owned */
     int n;
@@ -230,8 +232,19 @@ int tdx_func(struct tdx_env *e, const struct tdx_node *at, const char *name, con
 int tdx_module_attr(struct tdx_env *e, const struct tdx_node *at, const char *module,
                     const char *name, struct value *out);
 int tdx_name_value(struct tdx_env *e, const struct tdx_node *n, struct value *out);
+/* generator=: the handle of Generator v's state (0 for None); else torch's error for fn. */
+int tdx_generator_arg(struct tdx_env *e, const struct tdx_node *at, const char *fn,
+                      const struct value *v, uint64_t *handle);
+/* g.manual_seed(s), g.seed(), g.initial_seed(), g.get_state(), g.set_state(s). */
+int tdx_generator_method(struct tdx_env *e, const struct tdx_node *at, struct tref *g,
+                         const char *name, const struct call *c, struct value *out);
+/* torch.tensor(data, dtype=dt) (dt 0: inferred as torch does) uploaded as a new tensor. */
+int tdx_make_tensor(struct tdx_env *e, const struct value *data, int dt, bool requires_grad,
+                    const struct tdx_node *at, struct value *out);
 
 /* ---- eval.c: evaluation ---- */
 
 int tdx_truth(struct tdx_env *e, const struct tdx_node *at, const struct value *v, bool *out);
+int tdx_index_put_method(struct tdx_env *e, const struct tdx_node *at, struct tref *x, bool inplace,
+                         const struct call *c, struct value *out);
 #endif

@@ -61,6 +61,10 @@ static const char HELP_LANGUAGE[] =
     "  y.sum().backward(); print(x.grad)                          autograd\n"
     "  with no_grad(): x -= 0.1 * x.grad                          in-place update\n"
     "  x[0, 1:] = 5; print(f\"{x.sum().item():.3f}\", x.shape)    indexing, f-strings\n"
+    "  x[x < 0] = 0; p = logits[range(3), t]                      masks, index tensors\n"
+    "  values, indices = x.max(0); a, b = b, a                    unpacking\n"
+    "  m = (i & 1) | (i << 2); ok = ~mask                         bitwise operators\n"
+    "  g = Generator(); g.manual_seed(0); randn(3, generator=g)   generators\n"
     "  for i in range(3):                                         indented blocks\n"
     "      print(i)\n";
 
@@ -81,9 +85,11 @@ static const char HELP_OPS_HEAD[] =
     "ops (as functions, and as methods on tensors; a trailing _ is in place):\n";
 static const char HELP_OPS_REST[] =
     "tensor methods and attributes: item tolist size dim numel backward requires_grad_\n"
-    "  retain_grad float double int long bool  .shape .dtype .grad .T .mT .ndim .requires_grad\n"
+    "  retain_grad float double int long bool chunk split unbind index_put_ index_put\n"
+    "  .shape .dtype .grad .T .mT .ndim .requires_grad\n"
     "functions: print len range float int bool str abs round list tuple manual_seed no_grad\n"
-    "  enable_grad set_grad_enabled is_grad_enabled   dtypes: float32 float64 int32 int64 bool_\n";
+    "  enable_grad set_grad_enabled is_grad_enabled chunk split unbind Generator\n"
+    "  dtypes: float32 float64 int32 int64 bool_\n";
 
 /* The first word of a meta-command line and its argument (the rest, trimmed). */
 static void meta_words(const char *line, char *cmd, size_t ncmd, char *arg, size_t narg)

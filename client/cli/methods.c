@@ -1,6 +1,6 @@
 /* methods.c — Tensor methods and attributes: x.item(), x.tolist(), x.size(), x.backward(),
-** x.grad, x.shape, x.T ... and every op that torch has as a method (x.sum(), x.add_(y)),
-** which goes to ops.c's op call with x first.
+** x.grad, x.shape, x.T, x.chunk(), x.index_put_() ... and every op that torch has as a method
+** (x.sum(), x.add_(y)), which goes to ops.c's op call with x first; a Generator's methods.
 */
 #include "interp.h"
 
@@ -321,6 +321,35 @@ static int m_cast(struct tdx_env *e, const struct tdx_node *at, struct tref *sel
     return tdx_fail(e, at, "'Tensor' object has no attribute '%s'", name);
 }
 
+/* x.chunk(n), x.split(k), x.unbind(): builtins.c's functions with x first. */
+static int m_views(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
+                   const char *name, const struct call *c0, struct value *out)
+{
+    struct value args[16]; /* self first; tdx_method bounds nargs */
+    args[0] = vtensor(self);
+    memcpy(args + 1, c0->args, (size_t)c0->nargs * sizeof *args);
+    struct call c = {.args = args,
+                     .nargs = c0->nargs + 1,
+                     .kwn = c0->kwn,
+                     .kwv = c0->kwv,
+                     .nkw = c0->nkw};
+    return tdx_func(e, at, name, &c, out);
+}
+
+/* x.index_put_() and x.index_put(): torch's methods on the op index_put, which the op table
+** has as internal (its indices are a tuple, not operands). */
+static bool is_index_put(const char *name)
+{
+    return strncmp(name, "index_put", 9) == 0 && strspn(name + 9, "_") == strlen(name + 9) &&
+           strlen(name + 9) <= 1;
+}
+
+static int m_index_put(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
+                       const char *name, const struct call *c0, struct value *out)
+{
+    return tdx_index_put_method(e, at, self, name[strlen(name) - 1] == '_', c0, out);
+}
+
 /* Tensor methods that are not ops (those come from the op table). */
 static const struct {
     const char *name;
@@ -339,6 +368,9 @@ static const struct {
     {"long", m_cast},
     {"int", m_cast},
     {"bool", m_cast},
+    {"chunk", m_views},
+    {"split", m_views},
+    {"unbind", m_views},
 };
 
 /* Tensor attributes (tdx_attribute), offered for completion with the methods. */
@@ -391,6 +423,9 @@ int tdx_method(struct tdx_env *e, const struct tdx_node *at, struct tref *self, 
     if (strcmp(name, "numpy") == 0) {
         return tdx_fail(e, at, "numpy() is not available in tensorctl; use tolist()");
     }
+    if (is_index_put(name)) {
+        return m_index_put(e, at, self, name, c0, out);
+    }
     return op_method(e, at, self, name, c0, out);
 }
 
@@ -410,7 +445,7 @@ static bool is_method_name(const char *name)
     bool inplace = n > 0 && name[n - 1] == '_';
     char base[64];
     snprintf(base, sizeof base, "%.*s", (int)(inplace ? n - 1 : n), name);
-    return tdx_op_is_method(base, inplace) || strcmp(name, "numpy") == 0;
+    return tdx_op_is_method(base, inplace) || strcmp(name, "numpy") == 0 || is_index_put(name);
 }
 
 int tdx_attribute(struct tdx_env *e, const struct tdx_node *at, const struct value *obj,
@@ -423,6 +458,24 @@ int tdx_attribute(struct tdx_env *e, const struct tdx_node *at, const struct val
     if (obj->k == V_TUPLE && obj->s != NULL && obj->n == 2 &&
         (strcmp(name, "values") == 0 || strcmp(name, "indices") == 0)) {
         return tdx_vcopy(e, out, &obj->items[name[0] == 'v' ? 0 : 1]);
+    }
+    if (obj->k == V_GENERATOR) {
+        static const char *const GEN_METHODS[] = {"manual_seed", "seed", "initial_seed",
+                                                  "get_state", "set_state"};
+        for (size_t i = 0; i < sizeof GEN_METHODS / sizeof GEN_METHODS[0]; i++) {
+            if (strcmp(name, GEN_METHODS[i]) == 0) {
+                *out = (struct value){.k = V_METHOD, .b = true, .t = tdx_tref_ref(obj->t)};
+                if ((out->s = strdup(name)) == NULL) {
+                    tdx_vfree(e, out);
+                    return tdx_fail(e, at, "out of memory");
+                }
+                return 0;
+            }
+        }
+        if (strcmp(name, "device") == 0) {
+            return tdx_vstr(e, out, "cpu", 3);
+        }
+        return tdx_fail(e, at, "'tensord._C.Generator' object has no attribute '%s'", name);
     }
     if (obj->k != V_TENSOR) {
         if (obj->k == V_DTYPE && strcmp(name, "is_floating_point") == 0) {

@@ -328,6 +328,23 @@ int tdx_set_arg(struct tdx_env *e, const char *op, const char *key, const struct
         a->rounding_mode = v->s; /* the call's value outlives the request it is packed into */
         return 0;
     }
+    if (strcmp(key, "num_samples") == 0) {
+        return to_int_arg(e, v, at, op, strcmp(op, "randperm") == 0 ? "n" : key, &a->num_samples);
+    }
+    if (strcmp(key, "replacement") == 0 || strcmp(key, "accumulate") == 0) {
+        if (v->k != V_BOOL) {
+            return tdx_fail(e, at, "%s(): argument '%s' must be bool, not %s", op, key,
+                            tdx_type_name(v));
+        }
+        *(key[0] == 'r' ? &a->replacement : &a->accumulate) = v->b;
+        return 0;
+    }
+    if (strcmp(key, "generator") == 0) {
+        /* torch names an in-place-only op by its method (normal_) */
+        const struct tdx_opdef *d = tdx_op_find(op);
+        bool method = d != NULL && (d->flags & TDX_OPF_INPLACE_ONLY) && d->inplace != NULL;
+        return tdx_generator_arg(e, at, method ? d->inplace : op, v, &a->generator);
+    }
     if (strcmp(key, "as_tuple") == 0 && strcmp(op, "nonzero") == 0) {
         /* nonzero's [n, ndim] result; as_tuple=True (one index tensor per dim) is Python's */
         if (v->k == V_BOOL && !v->b) {
@@ -336,6 +353,54 @@ int tdx_set_arg(struct tdx_env *e, const char *op, const char *key, const struct
         return tdx_fail(e, at,
                         "nonzero(): as_tuple=True is not supported by tensorctl; index "
                         "the result's columns: nonzero(x)[:, d]");
+    }
+    /* nn convolution and pooling: int lists (one int stands for every spatial dim), conv's
+    ** padding='valid'/'same', None in output_size (-1 on the wire) */
+    static const char *const lists[] = {"stride", "padding", "dilation", "kernel_size",
+                                        "output_size"};
+    for (int l = 0; l < 5; l++) {
+        if (strcmp(key, lists[l]) != 0) {
+            continue;
+        }
+        int64_t *dst[5] = {a->stride, a->padding, a->dilation, a->kernel_size, a->output_size};
+        int *cnt[5] = {&a->nstride, &a->npadding, &a->ndilation, &a->nkernel_size,
+                       &a->noutput_size};
+        if (v->k == V_NONE) {
+            return 0;
+        }
+        if (l == 1 && v->k == V_STR) {
+            a->padding_mode = v->s; /* the call's value outlives the request */
+            return 0;
+        }
+        bool seq = v->k == V_LIST || v->k == V_TUPLE;
+        int n = seq ? v->n : 1;
+        if (n > TENSORD_MAX_DIMS) {
+            return tdx_fail(e, at, "%s(): at most %d values for '%s'", op, TENSORD_MAX_DIMS, key);
+        }
+        for (int k = 0; k < n; k++) {
+            const struct value *x = seq ? &v->items[k] : v;
+            if (l == 4 && x->k == V_NONE) {
+                dst[l][k] = -1;
+            } else if ((rc = to_int_arg(e, x, at, op, key, &dst[l][k])) != 0) {
+                return rc;
+            }
+        }
+        *cnt[l] = n;
+        return 0;
+    }
+    if (strcmp(key, "groups") == 0 || strcmp(key, "divisor_override") == 0) {
+        if (v->k == V_NONE) {
+            return 0;
+        }
+        return to_int_arg(e, v, at, op, key, key[0] == 'g' ? &a->groups : &a->divisor_override);
+    }
+    if (strcmp(key, "ceil_mode") == 0 || strcmp(key, "count_include_pad") == 0) {
+        if (v->k != V_BOOL) {
+            return tdx_fail(e, at, "%s(): argument '%s' must be bool, not %s", op, key,
+                            tdx_type_name(v));
+        }
+        *(key[0] == 'c' && key[1] == 'e' ? &a->ceil_mode : &a->count_include_pad) = v->b;
+        return 0;
     }
     if (strcmp(key, "requires_grad") == 0 && requires_grad != NULL) {
         *requires_grad = v->k == V_BOOL ? v->b : num_f(v) != 0;

@@ -3,7 +3,8 @@
 ** Text becomes a token array first (Python's rules: indentation gives INDENT/DEDENT at the
 ** start of logical lines, newlines inside brackets are ignored, `#` starts a comment), then
 ** statements are parsed from it with one function per precedence level, lowest first:
-**   or, and, not, comparisons, + -, * / // % @, unary - +, **, calls/attributes/subscripts.
+**   or, and, not, comparisons, |, ^, &, << >>, + -, * / // % @, unary - + ~, **,
+**   calls/attributes/subscripts.
 ** Every node keeps the line and column where it starts, so later errors (a name that is not
 ** defined, a server's refusal) can point at the code that caused them. The parser holds no
 ** global state and allocates with malloc; a failure frees everything built so far.
@@ -254,9 +255,9 @@ static int lex_number(struct lexer *lx)
     return 0;
 }
 
-static const char *const OPS3[] = {"**=", "//=", "..."};
-static const char *const OPS2[] = {"**", "//", "<=", ">=", "==", "!=", "+=",
-                                   "-=", "*=", "/=", "%=", "@=", "->"};
+static const char *const OPS3[] = {"**=", "//=", "...", "<<=", ">>="};
+static const char *const OPS2[] = {"**", "//", "<=", ">=", "==", "!=", "+=", "-=", "*=",
+                                   "/=", "%=", "@=", "->", "<<", ">>", "&=", "|=", "^="};
 static const char OPS1[] = "+-*/%@<>=()[]{},:.;~|&^!";
 
 /* Indentation at the start of a logical line: INDENT, DEDENTs, or nothing. Blank and
@@ -471,6 +472,7 @@ struct parser {
 
 static struct tdx_node *expr(struct parser *ps);
 static struct tdx_node *expr_or_tuple(struct parser *ps);
+static struct tdx_node *tuple_item(struct parser *ps);
 static int statement(struct parser *ps, struct tdx_prog *out);
 
 void tdx_node_free(struct tdx_node *n)
@@ -623,7 +625,7 @@ static struct tdx_node *sequence(struct parser *ps, enum tdx_kind kind, const ch
     }
     bool comma = false;
     while (!is_op(ps, close)) {
-        struct tdx_node *e = expr(ps);
+        struct tdx_node *e = tuple_item(ps);
         if (e == NULL || add_kid(ps, n, e) != 0) {
             tdx_node_free(n);
             return NULL;
@@ -955,9 +957,10 @@ static struct tdx_node *power(struct parser *ps)
 static struct tdx_node *factor(struct parser *ps)
 {
     struct token *t = peek(ps);
-    if (is_op(ps, "-") || is_op(ps, "+")) {
+    if (is_op(ps, "-") || is_op(ps, "+") || is_op(ps, "~")) {
         ps->i++;
-        return unary(ps, TDX_UNARY, t->op[0] == '-' ? TDX_OP_NEG : TDX_OP_POS, t, factor(ps));
+        int op = t->op[0] == '-' ? TDX_OP_NEG : t->op[0] == '+' ? TDX_OP_POS : TDX_OP_INVERT;
+        return unary(ps, TDX_UNARY, op, t, factor(ps));
     }
     return power(ps);
 }
@@ -987,6 +990,10 @@ static const struct opmap TERM[] = {{"*", TDX_OP_MUL},
                                     {"%", TDX_OP_MOD},
                                     {"@", TDX_OP_MATMUL}};
 static const struct opmap ARITH[] = {{"+", TDX_OP_ADD}, {"-", TDX_OP_SUB}};
+static const struct opmap SHIFT[] = {{"<<", TDX_OP_LSHIFT}, {">>", TDX_OP_RSHIFT}};
+static const struct opmap BITAND[] = {{"&", TDX_OP_AND}};
+static const struct opmap BITXOR[] = {{"^", TDX_OP_XOR}};
+static const struct opmap BITOR[] = {{"|", TDX_OP_OR}};
 static const struct opmap COMPARE[] = {{"<", TDX_OP_LT},  {"<=", TDX_OP_LE}, {">", TDX_OP_GT},
                                        {">=", TDX_OP_GE}, {"==", TDX_OP_EQ}, {"!=", TDX_OP_NE}};
 
@@ -1014,9 +1021,30 @@ static struct tdx_node *arith(struct parser *ps)
     return left_assoc(ps, term, ARITH, 2);
 }
 
+/* Python's bitwise levels, between + - and the comparisons: << >>, then &, ^, |. */
+static struct tdx_node *shift(struct parser *ps)
+{
+    return left_assoc(ps, arith, SHIFT, 2);
+}
+
+static struct tdx_node *bit_and(struct parser *ps)
+{
+    return left_assoc(ps, shift, BITAND, 1);
+}
+
+static struct tdx_node *bit_xor(struct parser *ps)
+{
+    return left_assoc(ps, bit_and, BITXOR, 1);
+}
+
+static struct tdx_node *bit_or(struct parser *ps)
+{
+    return left_assoc(ps, bit_xor, BITOR, 1);
+}
+
 static struct tdx_node *comparison(struct parser *ps)
 {
-    return left_assoc(ps, arith, COMPARE, 6);
+    return left_assoc(ps, bit_or, COMPARE, 6);
 }
 
 static struct tdx_node *not_test(struct parser *ps)
@@ -1065,10 +1093,22 @@ static bool ends_expr(struct parser *ps)
 }
 
 /* a, b, c as a tuple (for `shape = 2, 3` and subscripts); one expression stays itself */
+/* An element of a tuple: an expression, or *expression (a starred target; eval refuses it
+** anywhere else). */
+static struct tdx_node *tuple_item(struct parser *ps)
+{
+    struct token *t = peek(ps);
+    if (is_op(ps, "*")) {
+        ps->i++;
+        return unary(ps, TDX_UNARY, TDX_OP_STAR, t, expr(ps));
+    }
+    return expr(ps);
+}
+
 static struct tdx_node *expr_or_tuple(struct parser *ps)
 {
     struct token *t0 = peek(ps);
-    struct tdx_node *first = expr(ps);
+    struct tdx_node *first = tuple_item(ps);
     if (first == NULL || !is_op(ps, ",")) {
         return first;
     }
@@ -1085,7 +1125,7 @@ static struct tdx_node *expr_or_tuple(struct parser *ps)
         if (ends_expr(ps)) {
             break;
         }
-        struct tdx_node *e = expr(ps);
+        struct tdx_node *e = tuple_item(ps);
         if (e == NULL || add_kid(ps, n, e) != 0) {
             tdx_node_free(n);
             return NULL;
@@ -1258,10 +1298,73 @@ static bool is_target(const struct tdx_node *n)
     return n->kind == TDX_NAME || n->kind == TDX_ATTR || n->kind == TDX_INDEX;
 }
 
+/* An assignment's target: a target, or a tuple or list of them (`a, b = b, a`, `(v, i) = ...`,
+** nested too), which the value unpacks into. */
+static bool is_starred(const struct tdx_node *n)
+{
+    return n->kind == TDX_UNARY && n->op == TDX_OP_STAR;
+}
+
+static bool is_assign_target(const struct tdx_node *n)
+{
+    if (n->kind == TDX_TUPLE || n->kind == TDX_LIST) {
+        for (int i = 0; i < n->nkids; i++) {
+            const struct tdx_node *k = n->kids[i];
+            if (!is_assign_target(is_starred(k) ? k->kids[0] : k) ||
+                (is_starred(k) && is_starred(k->kids[0]))) {
+                return false;
+            }
+        }
+        return n->nkids > 0 || n->kind == TDX_LIST;
+    }
+    return is_target(n);
+}
+
+/* Python's refusals of starred targets: two at one level, or one alone. NULL when none. */
+static const struct tdx_node *bad_star(const struct tdx_node *n, const char **why)
+{
+    if (is_starred(n)) {
+        *why = "starred assignment target must be in a list or tuple";
+        return n;
+    }
+    if (n->kind != TDX_TUPLE && n->kind != TDX_LIST) {
+        return NULL;
+    }
+    int stars = 0;
+    for (int i = 0; i < n->nkids; i++) {
+        const struct tdx_node *k = n->kids[i], *b;
+        if (is_starred(k) && ++stars > 1) {
+            *why = "multiple starred expressions in assignment";
+            return n;
+        }
+        if ((b = bad_star(is_starred(k) ? k->kids[0] : k, why)) != NULL) {
+            return b;
+        }
+    }
+    return NULL;
+}
+
+/* The first part of a target that cannot be assigned to (for the error's position). */
+static const struct tdx_node *bad_target(const struct tdx_node *n)
+{
+    if (n->kind == TDX_TUPLE || n->kind == TDX_LIST) {
+        for (int i = 0; i < n->nkids; i++) {
+            const struct tdx_node *k = is_starred(n->kids[i]) ? n->kids[i]->kids[0] : n->kids[i];
+            if (!is_assign_target(k)) {
+                return bad_target(k);
+            }
+        }
+    }
+    return n;
+}
+
 static const struct opmap AUG[] = {{"+=", TDX_OP_ADD},       {"-=", TDX_OP_SUB},
                                    {"*=", TDX_OP_MUL},       {"/=", TDX_OP_DIV},
                                    {"//=", TDX_OP_FLOORDIV}, {"%=", TDX_OP_MOD},
-                                   {"**=", TDX_OP_POW},      {"@=", TDX_OP_MATMUL}};
+                                   {"**=", TDX_OP_POW},      {"@=", TDX_OP_MATMUL},
+                                   {"&=", TDX_OP_AND},       {"|=", TDX_OP_OR},
+                                   {"^=", TDX_OP_XOR},       {"<<=", TDX_OP_LSHIFT},
+                                   {">>=", TDX_OP_RSHIFT}};
 
 /* Where an expression's text begins (a call's node sits at its '('). */
 static const struct tdx_node *start_of(const struct tdx_node *n)
@@ -1418,12 +1521,26 @@ static struct tdx_node *small_stmt(struct parser *ps)
     struct token *opt = peek(ps);
     int aug = match(ps, AUG, sizeof AUG / sizeof AUG[0]);
     if (is_op(ps, "=") || aug != 0) {
-        if (!is_target(lhs)) {
-            perr(ps->err, start_of(lhs)->line, start_of(lhs)->col, "cannot assign to %s%s",
-                 lhs->kind == TDX_CALL    ? "function call"
-                 : lhs->kind == TDX_TUPLE ? "a tuple (unpacking is not supported)"
-                 : lhs->kind == TDX_NAME  ? ""
-                                          : "expression",
+        if (aug != 0 && (lhs->kind == TDX_TUPLE || lhs->kind == TDX_LIST)) {
+            perr(ps->err, start_of(lhs)->line, start_of(lhs)->col,
+                 "'%s' is an illegal expression for augmented assignment",
+                 lhs->kind == TDX_TUPLE ? "tuple" : "list");
+            tdx_node_free(lhs);
+            return NULL;
+        }
+        const char *why = NULL;
+        const struct tdx_node *star = aug == 0 ? bad_star(lhs, &why) : NULL;
+        if (star != NULL) {
+            perr(ps->err, start_of(star)->line, start_of(star)->col, "%s", why);
+            tdx_node_free(lhs);
+            return NULL;
+        }
+        if (!is_assign_target(lhs)) {
+            const struct tdx_node *bad = bad_target(lhs);
+            perr(ps->err, start_of(bad)->line, start_of(bad)->col, "cannot assign to %s%s",
+                 bad->kind == TDX_CALL   ? "function call"
+                 : bad->kind == TDX_NAME ? ""
+                                         : "expression",
                  aug != 0 ? " here (augmented assignment)" : "");
             tdx_node_free(lhs);
             return NULL;
@@ -1564,11 +1681,35 @@ static int statement(struct parser *ps, struct tdx_prog *out)
                 syntax(ps, "a loop variable");
                 return -1;
             }
-            if ((n->str = strdup(v->s)) == NULL) {
+            if (ps->i + 1 < ps->n && ps->t[ps->i + 1].kind == T_OP &&
+                strcmp(ps->t[ps->i + 1].op, ",") == 0) {
+                /* for a, b in ...: the targets are kids[0] (op 1), the iterable kids[1] */
+                struct tdx_node *tg = expr_or_tuple(ps);
+                if (tg == NULL || add_kid(ps, n, tg) != 0) {
+                    tdx_node_free(n);
+                    return -1;
+                }
+                const char *why = NULL;
+                const struct tdx_node *star = bad_star(tg, &why);
+                if (star != NULL) {
+                    perr(ps->err, star->line, star->col, "%s", why);
+                    tdx_node_free(n);
+                    return -1;
+                }
+                if (!is_assign_target(tg)) {
+                    const struct tdx_node *bad = bad_target(tg);
+                    perr(ps->err, bad->line, bad->col, "cannot assign to %s",
+                         bad->kind == TDX_CALL ? "function call" : "expression");
+                    tdx_node_free(n);
+                    return -1;
+                }
+                n->op = 1;
+            } else if ((n->str = strdup(v->s)) == NULL) {
                 tdx_node_free(n);
                 return perr(ps->err, v->line, v->col, "out of memory");
+            } else {
+                ps->i++;
             }
-            ps->i++;
             if (!is_kw(ps, "in")) {
                 tdx_node_free(n);
                 syntax(ps, "'in'");
@@ -1666,10 +1807,12 @@ static struct tdx_node *parse_expr_text(const char *text, size_t n, int line, in
 /* ---- dumping, for tests ---- */
 
 static const char *const OPNAME[] = {
-    [TDX_OP_ADD] = "+",       [TDX_OP_SUB] = "-", [TDX_OP_MUL] = "*",  [TDX_OP_DIV] = "/",
-    [TDX_OP_FLOORDIV] = "//", [TDX_OP_MOD] = "%", [TDX_OP_POW] = "**", [TDX_OP_MATMUL] = "@",
-    [TDX_OP_LT] = "<",        [TDX_OP_LE] = "<=", [TDX_OP_GT] = ">",   [TDX_OP_GE] = ">=",
-    [TDX_OP_EQ] = "==",       [TDX_OP_NE] = "!=", [TDX_OP_NEG] = "-",  [TDX_OP_POS] = "+",
+    [TDX_OP_ADD] = "+",       [TDX_OP_SUB] = "-",    [TDX_OP_MUL] = "*",  [TDX_OP_DIV] = "/",
+    [TDX_OP_FLOORDIV] = "//", [TDX_OP_MOD] = "%",    [TDX_OP_POW] = "**", [TDX_OP_MATMUL] = "@",
+    [TDX_OP_LT] = "<",        [TDX_OP_LE] = "<=",    [TDX_OP_GT] = ">",   [TDX_OP_GE] = ">=",
+    [TDX_OP_EQ] = "==",       [TDX_OP_NE] = "!=",    [TDX_OP_NEG] = "-",  [TDX_OP_POS] = "+",
+    [TDX_OP_AND] = "&",       [TDX_OP_OR] = "|",     [TDX_OP_XOR] = "^",  [TDX_OP_LSHIFT] = "<<",
+    [TDX_OP_RSHIFT] = ">>",   [TDX_OP_INVERT] = "~", [TDX_OP_STAR] = "*",
 };
 
 static void dump(struct td_strbuf *b, const struct tdx_node *n)

@@ -1,11 +1,11 @@
 /* parse.h — tensorctl's language: tokens, the syntax tree and the parser.
 **
-** The language is the part of Python that PyTorch users type at a prompt: assignments and
-** augmented assignments, Python's operator precedence, calls with keyword arguments, methods,
-** attributes, indexing and slicing, list and tuple literals, numbers, strings and f-strings,
-** `del`, `import`, `with ...:` and `for NAME in ...:` blocks (on one line or indented), `#`
-** comments. The parser knows nothing of tensors or servers: it turns text into trees, or into an error
-** with a line and column.
+** The language is the part of Python that PyTorch users type at a prompt: assignments (with
+** unpacking: `a, b = b, a`) and augmented assignments, Python's operator precedence, calls with
+** keyword arguments, methods, attributes, indexing and slicing, list and tuple literals,
+** numbers, strings and f-strings, `del`, `import`, `with ...:` and `for NAME in ...:` blocks (on
+** one line or indented), `#` comments. The parser knows nothing of tensors or servers: it turns
+** text into trees, or into an error with a line and column.
 */
 #ifndef TENSORCTL_PARSE_H
 #define TENSORCTL_PARSE_H
@@ -66,6 +66,13 @@ enum tdx_op {
     TDX_OP_NE,
     TDX_OP_NEG,
     TDX_OP_POS,
+    TDX_OP_AND,    /* & */
+    TDX_OP_OR,     /* | */
+    TDX_OP_XOR,    /* ^ */
+    TDX_OP_LSHIFT, /* << */
+    TDX_OP_RSHIFT, /* >> */
+    TDX_OP_INVERT, /* unary ~ */
+    TDX_OP_STAR,   /* *x in a tuple or list: a starred target (`a, *rest = x`) */
 };
 
 /* One node. Children by kind:
@@ -73,9 +80,11 @@ enum tdx_op {
 **   name in `str`, for keywords);  ATTR: kids[0], name in `str`;  INDEX: kids[0], then one
 **   subscript each;  SLICE: kids[0..2] = start, stop, step, each may be NULL;  LIST/TUPLE:
 **   elements;  FSTR: TDX_STR and TDX_FIELD parts (FIELD: kids[0] the expression, `str` the
-**   format spec or NULL, `op` 'r' for !r);  EXPR: kids[0];  ASSIGN/AUGASSIGN: target, value;
+**   format spec or NULL, `op` 'r' for !r);  EXPR: kids[0];  ASSIGN/AUGASSIGN: target, value
+**   (an ASSIGN's target may be a TUPLE or LIST of targets: `a, b = b, a` unpacks);
 **   DEL: targets;  WITH: kids[0] the context, then the body;  FOR: `str` the variable, kids[0]
-**   the iterable, then the body;  IMPORT: `str` NULL for `import a.b, c as d`, the module for
+**   the iterable, then the body (`op` 1, `for a, b in ...`: kids[0] the targets' TUPLE, kids[1]
+**   the iterable, then the body);  IMPORT: `str` NULL for `import a.b, c as d`, the module for
 **   `from m import x, y as z`; kids: a NAME (the dotted module, or the name imported) or, with
 **   `as`, a KWARG whose `str` is the bound name and kids[0] that NAME. */
 struct tdx_node {

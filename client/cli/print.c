@@ -120,7 +120,12 @@ int tdx_vtext(struct tdx_env *e, const struct value *v, bool str, const struct t
         return 0;
     case V_DTYPE: td_strbuf_printf(b, "tensord.%s", tdx_dtype_str(v->dt)); return 0;
     case V_FUNC: td_strbuf_printf(b, "<built-in function %s>", v->s); return 0;
-    case V_METHOD: td_strbuf_printf(b, "<built-in method %s of Tensor object>", v->s); return 0;
+    case V_METHOD:
+        td_strbuf_printf(b, "<built-in method %s of %s object>", v->s,
+                         v->b ? "tensord._C.Generator" : "Tensor");
+        return 0;
+    /* torch adds " at 0x…", an address in its process; here there is none to show */
+    case V_GENERATOR: td_strbuf_puts(b, "<tensord._C.Generator object>"); return 0;
     case V_CTX: td_strbuf_puts(b, v->dt ? "<enable_grad>" : "<no_grad>"); return 0;
     case V_MODULE: td_strbuf_printf(b, "<module '%s'>", v->s); return 0;
     /* torch adds " at 0x…", an address in its process; here there is none to show */

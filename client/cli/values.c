@@ -163,6 +163,7 @@ const char *tdx_type_name(const struct value *v)
         [V_RANGE] = "range",
         [V_MODULE] = "module",
         [V_NODE] = "Node",
+        [V_GENERATOR] = "Generator",
     };
     return names[v->k];
 }

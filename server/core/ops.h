@@ -84,6 +84,16 @@ struct td_op_args {
     int reduction;          /* TD_REDUCTION_MEAN (the default), _SUM or _NONE */
     int64_t ignore_index;   /* nll_loss, cross_entropy (-100 unless given) */
     double label_smoothing; /* cross_entropy */
+    /* nn, convolution and pooling (ops/conv.c): lists of 0 (the default), 1 (every spatial dim)
+    ** or one value per spatial dim, as given */
+    int64_t stride[TD_MAX_DIMS], padding[TD_MAX_DIMS], dilation[TD_MAX_DIMS];
+    int64_t kernel_size[TD_MAX_DIMS], output_size[TD_MAX_DIMS]; /* output_size -1: None */
+    int nstride, npadding, ndilation, nkernel_size, noutput_size;
+    int64_t groups;           /* conv (0: 1) */
+    int padding_mode;         /* conv: TD_PAD_LIST, TD_PAD_VALID or TD_PAD_SAME */
+    bool ceil_mode;           /* pools */
+    bool count_include_pad;   /* avg_pool2d */
+    int64_t divisor_override; /* avg_pool2d (0: None) */
     bool grad_enabled;      /* record autograd nodes (the session's no_grad switch) */
     int op;                 /* set by td_op_apply: the op being run (enum td_op_id) */
     bool inplace;           /* set by td_op_apply (td_op_cost reads it: no new result) */
@@ -93,6 +103,7 @@ struct td_op_args {
 enum { TD_ROUND_NONE, TD_ROUND_TRUNC, TD_ROUND_FLOOR }; /* div's rounding_mode */
 enum { TD_PAD_CONSTANT, TD_PAD_REFLECT, TD_PAD_REPLICATE, TD_PAD_CIRCULAR }; /* pad's mode */
 enum { TD_REDUCTION_MEAN, TD_REDUCTION_SUM, TD_REDUCTION_NONE }; /* losses' reduction */
+enum { TD_PAD_LIST, TD_PAD_VALID, TD_PAD_SAME };        /* conv's padding_mode */
 
 /* torch's defaults: no dims, dim 0, correction 1. */
 void td_op_args_init(struct td_op_args *a);

@@ -771,6 +771,35 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
     }
     a->ignore_index = w->ignore_index;
     a->label_smoothing = w->label_smoothing;
+    /* nn, convolution and pooling */
+    const size_t nl[5] = {w->n_stride, w->n_padding, w->n_dilation, w->n_kernel_size,
+                          w->n_output_size};
+    const int64_t *wl[5] = {w->stride, w->padding, w->dilation, w->kernel_size, w->output_size};
+    int64_t *al[5] = {a->stride, a->padding, a->dilation, a->kernel_size, a->output_size};
+    int *an[5] = {&a->nstride, &a->npadding, &a->ndilation, &a->nkernel_size, &a->noutput_size};
+    for (int k = 0; k < 5; k++) {
+        if (nl[k] > TD_MAX_DIMS) {
+            return td_err_set(err, TD_EINVAL, "%zu values in a size list; at most %d are supported",
+                              nl[k], TD_MAX_DIMS);
+        }
+        for (size_t i = 0; i < nl[k]; i++) {
+            al[k][i] = wl[k][i];
+        }
+        *an[k] = (int)nl[k];
+    }
+    a->groups = w->groups;
+    a->ceil_mode = w->ceil_mode;
+    a->count_include_pad = w->count_include_pad;
+    a->divisor_override = w->divisor_override;
+    if (w->padding_mode != NULL && w->padding_mode[0] != '\0') {
+        if (strcmp(w->padding_mode, "valid") == 0) {
+            a->padding_mode = TD_PAD_VALID;
+        } else if (strcmp(w->padding_mode, "same") == 0) {
+            a->padding_mode = TD_PAD_SAME;
+        } else {
+            return td_err_set(err, TD_EINVAL, "Invalid padding string: '%.64s'", w->padding_mode);
+        }
+    }
     if (w->rounding_mode != NULL && w->rounding_mode[0] != '\0') {
         if (strcmp(w->rounding_mode, "trunc") == 0) {
             a->rounding_mode = TD_ROUND_TRUNC;

@@ -58,6 +58,12 @@ static void test_precedence(void **state)
     check("a @ b * c", "(expr (* (@ a b) c))");     /* @ and * share a level, left to right */
     check("a + b @ c", "(expr (+ a (@ b c)))");
     check("a // b % c / d", "(expr (/ (% (// a b) c) d))");
+    /* Python's bitwise levels: | below ^ below & below << >> below + - */
+    check("a | b ^ c & d", "(expr (| a (^ b (& c d))))");
+    check("a & b << 1 + c", "(expr (& a (<< b (+ 1 c))))");
+    check("a >> 1 << 2", "(expr (<< (>> a 1) 2))");
+    check("x < 0 | y", "(expr (< x (| 0 y)))");
+    check("~a ** 2 & -b", "(expr (& (~ (** a 2)) (- b)))");
     check("a < b + 1", "(expr (< a (+ b 1)))");
     check("a == b != c", "(expr (!= (== a b) c))");
     check("not a == b and c or d", "(expr (or (and (not (== a b)) c) d))");
@@ -98,6 +104,18 @@ static void test_statements(void **state)
     check("shape = 2, 3", "(assign shape (tuple 2 3))");
     check("w -= lr * w.grad", "(aug- w (* lr (. grad w)))");
     check("del x, y", "(del x y)");
+    check("x &= m", "(aug& x m)");
+    check("x <<= 2; ", "(aug<< x 2)");
+    check("x >>= 1", "(aug>> x 1)");
+    check("x |= m ^ n", "(aug| x (^ m n))");
+    /* unpacking: tuples and lists of targets, nested */
+    check("a, b = b, a", "(assign (tuple a b) (tuple b a))");
+    check("v, i = x.max(0)", "(assign (tuple v i) (call (. max x) 0))");
+    check("(a, [b, c.d]), e[0] = f", "(assign (tuple (tuple a (list b (. d c))) ([] e 0)) f)");
+    check("a, = f", "(assign (tuple a) f)");
+    check("for i, (a, b) in x: pass", "(for (tuple i (tuple a b)) x (pass))");
+    check("a, *b = x", "(assign (tuple a (* b)) x)");
+    check("[*a, (b, *c)] = x", "(assign (list (* a) (tuple b (* c))) x)");
     /* imports: modules dotted, `as` binds another name (a KWARG node: bound name, module) */
     check("import torch", "(import torch)");
     check("import numpy as np, torch.nn", "(import (= np numpy) torch.nn)");
@@ -142,6 +160,11 @@ static void test_errors(void **state)
     check_error("  x = 1", 1, 3, "unexpected indent", false);
     check_error("f(a=1, 2)", 1, 8, "positional argument follows keyword argument", false);
     check_error("f(x) = 3", 1, 1, "cannot assign to function call", false);
+    check_error("a, f(x) = 3, 4", 1, 4, "cannot assign to function call", false);
+    check_error("a, b += 1", 1, 1, "'tuple' is an illegal expression for augmented", false);
+    check_error("for a, f(x) in y: pass", 1, 9, "cannot assign to function call", false);
+    check_error("a, *b, *c = x", 1, 1, "multiple starred expressions in assignment", false);
+    check_error("*a = x", 1, 1, "starred assignment target must be in a list or tuple", false);
     check_error("x = 'abc", 1, 5, "unterminated string literal", false);
     check_error("with no_grad():\n", 2, 1, "expected an indented block", true);
     check_error("x = 3 $ 4", 1, 7, "invalid character", false);

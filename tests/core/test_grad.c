@@ -267,6 +267,20 @@ ARGS(a_sort_desc0, a->dim = 0; a->descending = true)
 ARGS(a_topk2, a->k = 2; a->dim = -1; a->descending = true; a->sorted = true)
 ARGS(a_kth2, a->k = 2; a->dim = 1; a->keepdim = true)
 ARGS(a_median0, a->dim = 0; a->has_dim = true)
+/* nn convolution and pooling */
+ARGS(a_conv1d, a->stride[0] = 2; a->nstride = 1; a->padding[0] = 1; a->npadding = 1;
+     a->dilation[0] = 2; a->ndilation = 1; a->groups = 2)
+ARGS(a_conv1d_same, a->padding_mode = TD_PAD_SAME; a->groups = 1)
+ARGS(a_maxpool, a->kernel_size[0] = 2; a->kernel_size[1] = 3; a->nkernel_size = 2; a->stride[0] = 2;
+     a->nstride = 1; a->padding[0] = 1; a->npadding = 1; a->ceil_mode = true)
+ARGS(a_maxpool_dil, a->kernel_size[0] = 2; a->nkernel_size = 1; a->dilation[0] = 2;
+     a->ndilation = 1)
+ARGS(a_avgpool, a->kernel_size[0] = 3; a->nkernel_size = 1; a->stride[0] = 2; a->nstride = 1;
+     a->padding[0] = 1; a->npadding = 1; a->count_include_pad = false)
+ARGS(a_avgpool_div, a->kernel_size[0] = 2; a->nkernel_size = 1; a->count_include_pad = true;
+     a->ceil_mode = true; a->divisor_override = 3)
+ARGS(a_adaptive, a->output_size[0] = 3; a->output_size[1] = 4; a->noutput_size = 2)
+ARGS(a_adaptive_one, a->output_size[0] = 1; a->noutput_size = 1)
 
 /* shapes */
 #define M23                                                                                        \
@@ -615,6 +629,35 @@ static const struct grad_case CASES[] = {
      .args = a_pad_replicate},
     {.op = TD_OP_PAD_GATHER, .nin = 1, .ndim = {3}, .shape = {{2, 2, 3}},
      .args = a_pad_circular},
+    /* nn convolution and pooling (unbatched 2-d inputs: the table holds up to 3 dims) */
+    {.op = TD_OP_CONV1D,
+     .nin = 3,
+     .ndim = {3, 3, 1},
+     .shape = {{2, 4, 7}, {6, 2, 3}, {6}},
+     .args = a_conv1d},
+    {.op = TD_OP_CONV1D, .nin = 2, .ndim = {2, 3}, .shape = {{4, 7}, {6, 2, 3}}, .args = a_conv1d},
+    {.op = TD_OP_CONV1D,
+     .nin = 2,
+     .ndim = {3, 3},
+     .shape = {{1, 2, 5}, {3, 2, 4}},
+     .args = a_conv1d_same},
+    {.op = TD_OP_CONV2D,
+     .skip = "4-d weights: tests/core/test_conv.c checks conv2d's backward "
+             "by finite differences"},
+    {.op = TD_OP_MAX_POOL2D, .nin = 1, .ndim = {3}, .shape = {{2, 5, 6}}, .args = a_maxpool},
+    {.op = TD_OP_MAX_POOL2D, .nin = 1, .ndim = {3}, .shape = {{1, 5, 5}}, .args = a_maxpool_dil},
+    {.op = TD_OP_AVG_POOL2D, .nin = 1, .ndim = {3}, .shape = {{2, 5, 6}}, .args = a_avgpool},
+    {.op = TD_OP_AVG_POOL2D, .nin = 1, .ndim = {3}, .shape = {{2, 5, 5}}, .args = a_avgpool_div},
+    {.op = TD_OP_ADAPTIVE_AVG_POOL2D,
+     .nin = 1,
+     .ndim = {3},
+     .shape = {{2, 5, 7}},
+     .args = a_adaptive},
+    {.op = TD_OP_ADAPTIVE_AVG_POOL2D,
+     .nin = 1,
+     .ndim = {3},
+     .shape = {{2, 3, 4}},
+     .args = a_adaptive_one},
 };
 
 static void test_every_rule_against_finite_differences(void **state)

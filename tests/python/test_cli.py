@@ -86,6 +86,42 @@ def test_language_matches_torch(daemon):
     assert len(got_lines) == len(want_lines)
 
 
+def test_issue16_language_matches_torch(daemon):
+    """Advanced indexing, bitwise operators, tuple unpacking, Generator, chunk/split/unbind and
+    index_put_ (tests/cli/issue16.tdx), line by line as torch prints them."""
+    path = script("issue16.tdx")
+    r = run(daemon, path)
+    assert r.returncode == 0, r.stderr
+    got_lines, want_lines = r.stdout.splitlines(), torch_output(open(path).read()).splitlines()
+    for i, (g, w) in enumerate(zip(got_lines, want_lines)):
+        assert g == w, "line %d differs" % (i + 1)
+    assert len(got_lines) == len(want_lines)
+
+
+def test_issue16_errors_are_torchs(daemon):
+    """Each refusal is torch's (or Python's) message, at the statement's position."""
+    cases = ["x[[0, 6]]", "x[tensor([True, False])]", "x[tensor([0.5])]", "x[[0, 1], [0, 1, 2]]",
+             "x[::-1]", "x[::0]", "x[[0, 1]] = tensor([1, 2, 3])", "y = x[tensor([True])]",
+             "x.chunk(0)", "x.chunk(2, 1)", "tensor(1).chunk(2)", "tensor(1).split(1)",
+             "tensor(1).unbind()", "x.split([2, 3])", "x.split(-1)", "x.split(0)",
+             "a, b = x", "a, b, c, d, e, f, g = x", "a, b = 5", "a, b = tensor(3)",
+             "x & 1.5", "1.5 & 2", "~x.float()", "x.float() << 1", "1 << -1",
+             "g = Generator(); g.manual_seed(1.5)", "g = Generator('cuda')",
+             "g = Generator(); g.nope()", "zeros(2).normal_(generator=3)",
+             "x.index_put_(tensor([0]), tensor(1))", "x.index_put_((None,), tensor(1))",
+             "x[0] = [1, 2]", "x[[0, 1]] = (1, 2)", "a, *b, c = [1]"]
+    for stmt in cases:
+        ns = torch_namespace()
+        exec("x = arange(6)", ns)
+        with pytest.raises(Exception) as e:
+            exec(stmt, ns)
+        r = run(daemon, "-c", "x = arange(6)\n" + stmt)
+        assert r.returncode == 1, stmt
+        assert r.stderr.startswith("-c:2:"), (stmt, r.stderr)
+        want = str(e.value).replace("torch.", "tensord.")  # the README's naming rule
+        assert r.stderr.split(": ", 1)[1] == want + "\n", (stmt, r.stderr)
+
+
 def test_training_loop_loss_falls_like_torch(daemon):
     path = script("mlp.tdx")
     r = run(daemon, path)

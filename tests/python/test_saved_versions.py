@@ -26,6 +26,9 @@ import opsdef  # noqa: E402
 X = [[0.6, 0.9, 1.2], [0.7, 1.1, 1.4]]   # (2, 3), inside every op's domain
 V = [0.8, 1.3, 0.9]                       # (3,)
 W = [[0.5, 0.7, 1.1], [1.2, 0.6, 0.9], [0.8, 1.0, 1.3], [0.9, 0.4, 0.7]]  # (4, 3)
+W1 = [[[0.5, 0.7], [1.1, 1.2]], [[0.6, 0.9], [0.8, 1.0]], [[1.3, 0.9], [0.4, 0.7]],
+      [[0.2, 0.3], [0.4, 0.5]]]  # (4, 2, 2): conv1d's weight
+W2 = [[[[0.5, 0.7], [1.1, 1.2]]]]  # (1, 1, 2, 2): conv2d's weight
 
 
 def F(m):
@@ -207,6 +210,20 @@ CASES = {
             ("crop", lambda m, x, o: F(m).pad(x, (-1, 0, 1, 1), value=2.0), [])],
     "pad_gather": [("reflect", lambda m, x, o: F(m).pad(x, (2, 1), mode="reflect"), []),
                    ("replicate", lambda m, x, o: F(m).pad(x, (1, 3), mode="replicate"), [])],
+    # nn convolution and pooling. Their inputs have 3 or 4 dims, so the op reads a reshaped
+    # copy of x: torch names a changed view of x by its own view bookkeeping
+    # (AsStridedBackward0), which tensord does not copy. The result checks compare here; the
+    # input checks (BW_SELF: both save the input and weight) are in tests/core/test_conv.c.
+    "conv1d": [("t", lambda m, x, o: F(m).conv1d(x.reshape(1, 2, 3) * 1, o[0]), [_t(W1)]),
+               ("t_grad", lambda m, x, o: F(m).conv1d(x * 1, o[0], o[1], padding=1),
+                [_t(W1, True), _t([0.5, 1.0, 1.5, 2.0])])],
+    "conv2d": [("t", lambda m, x, o: F(m).conv2d(x.reshape(1, 1, 2, 3) * 1, o[0]), [_t(W2)]),
+               ("t_grad", lambda m, x, o: F(m).conv2d(x.reshape(1, 2, 3) * 1, o[0], stride=1),
+                [_t(W2, True)])],
+    "max_pool2d": [("t", lambda m, x, o: F(m).max_pool2d(x.reshape(1, 2, 3) * 1, 2, 1), [])],
+    "avg_pool2d": [("t", lambda m, x, o: F(m).avg_pool2d(x.reshape(1, 2, 3) * 1, 2, 1), [])],
+    "adaptive_avg_pool2d": [("t", lambda m, x, o: F(m).adaptive_avg_pool2d(
+        x.reshape(1, 2, 3) * 1, (1, 2)), [])],
 }
 for _name in ("neg", "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
               "tan", "tanh", "sigmoid", "relu", "floor", "ceil", "round", "trunc", "frac", "erf"):

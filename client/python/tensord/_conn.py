@@ -525,6 +525,10 @@ class Conn:
             elif k == "dim":
                 a.dim = v
                 a.has_dim = True
+            elif k == "padding" and isinstance(v, str):  # conv's padding='same' / 'valid'
+                a.padding_mode = v
+            elif hasattr(getattr(a, k), "extend"):  # a repeated field: one int or a list
+                getattr(a, k).extend(v if isinstance(v, (list, tuple)) else [v])
             else:
                 setattr(a, k, v)
         return req

@@ -162,6 +162,18 @@ def hardtanh_(input: Any, min_val: float = -1.0, max_val: float = 1.0) -> Any:
     return _in_place("hardtanh", input, min=float(min_val), max=float(max_val))
 
 
+def gelu(input: Any, approximate: str = "none") -> Any:
+    """torch.nn.functional.gelu: input * Phi(input); approximate='tanh' is
+    0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))), here composed from ops (its
+    values and gradients are torch's; its grad_fn is MulBackward0, torch's GeluBackward0)."""
+    if approximate == "none":
+        return _function("gelu")(input)
+    if approximate != "tanh":
+        raise RuntimeError("approximate argument must be either none or tanh.")
+    inner = (input + input * input * input * 0.044715) * 0.7978845608028654
+    return input * 0.5 * (inner.tanh() + 1.0)
+
+
 def relu6(input: Any, inplace: bool = False) -> Any:
     """torch.nn.functional.relu6: hardtanh(input, 0, 6), as torch computes it."""
     return hardtanh(input, 0.0, 6.0, inplace)

@@ -8,6 +8,7 @@ shape, which the client knows for every parameter the nn layers create (no round
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from typing import Any, Optional, Tuple
 
@@ -16,9 +17,9 @@ import tensord as _td
 
 def calculate_gain(nonlinearity: str, param: Optional[Any] = None) -> float:
     """The recommended gain for a nonlinearity (torch's table)."""
-    linear_fns = ["linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
-                  "conv_transpose2d", "conv_transpose3d"]
-    if nonlinearity in linear_fns or nonlinearity == "sigmoid":
+    # torch's table: gain 1 for the linear maps (linear, conv{1,2,3}d, conv_transpose{1,2,3}d)
+    linear = re.fullmatch(r"linear|conv(_transpose)?[123]d", nonlinearity) is not None
+    if linear or nonlinearity == "sigmoid":
         return 1
     elif nonlinearity == "tanh":
         return 5.0 / 3
