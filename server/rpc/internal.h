@@ -152,4 +152,13 @@ int td_rpc_auth_check(struct td_rpc_server *srv, uint64_t addr_key, const char *
 /* Removes s's Save directory and its files (CloseSession, expiry); returns how many went. */
 int td_rpc_remove_session_files(struct td_rpc_server *srv, const struct td_session *s);
 
+/* ---- optim.c ---- */
+
+/* requests.def's cost column for OptimStep: the parameters' elements times the passes the
+** algorithm makes over them, plus a fixed amount per parameter. */
+void td_rpc_cost_optim_step(struct rpc_job *j, struct td_session *s);
+
+/* requests.def's out column for OptimStep: clip_grad_norm_'s total norm goes under `out`. */
+uint64_t td_rpc_out_optim_step(const Tensord__Request *req);
+
 #endif

@@ -83,8 +83,8 @@ static void test_idempotent_column(void **state)
                                       "get",          "free", "ping",  "stats",
                                       "format",       "grad", "write", "set_grad_enabled",
                                       "close_session"};
-    static const char *const no[] = {"hello",    "manual_seed", "backward",
-                                     "set_grad", "save",        "load"};
+    static const char *const no[] = {"hello", "manual_seed", "backward",   "set_grad",
+                                     "save",  "load",        "optim_step", "resume_backward"};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
         assert_non_null(row_named(yes[i]));
         assert_string_equal(row_named(yes[i])->idempotent, "YES");
@@ -110,8 +110,9 @@ static void test_auth_data_and_inline_columns(void **state)
                                                                                        : "OPEN";
         assert_string_equal(rows[i].auth, auth);
         assert_int_equal(rows[i].data, strcmp(n, "create") == 0 || strcmp(n, "write") == 0);
-        assert_int_equal(rows[i].may_inline, !(strcmp(n, "backward") == 0 ||
-                                               strcmp(n, "save") == 0 || strcmp(n, "load") == 0));
+        assert_int_equal(rows[i].may_inline,
+                         !(strcmp(n, "backward") == 0 || strcmp(n, "save") == 0 ||
+                           strcmp(n, "load") == 0 || strcmp(n, "resume_backward") == 0));
     }
 }
 

@@ -2472,6 +2472,53 @@ static void req_load(struct harness *h)
     save_or_load(h, true, 10, 11);
 }
 
+/* optimizer.step() of SGD(lr=0.5, momentum=0.5) on a (handle 1, .grad [2, 4, 6]), its
+** momentum_buffer under 40 (made by this step). */
+static void req_optim_step(struct harness *h)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__OptimStep m = TENSORD__OPTIM_STEP__INIT;
+    Tensord__OptimGroup g = TENSORD__OPTIM_GROUP__INIT;
+    Tensord__OptimParam p = TENSORD__OPTIM_PARAM__INIT;
+    Tensord__OptimGroup *gs[] = {&g};
+    Tensord__OptimParam *ps[] = {&p};
+    p.param = 1;
+    p.momentum_buffer = 40;
+    g.lr = 0.5;
+    g.momentum = 0.5;
+    g.params = ps;
+    g.n_params = 1;
+    m.algorithm = TENSORD__OPTIM_STEP__ALGORITHM__SGD;
+    m.groups = gs;
+    m.n_groups = 1;
+    req.body_case = TENSORD__REQUEST__BODY_OPTIM_STEP;
+    req.optim_step = &m;
+    last(h, send_req(h, &req, NULL, 0));
+}
+
+/* clip_grad_norm_([a], max_norm=1) with a.grad = [2, 4, 6]: the total norm goes under 41. */
+static void req_clip_grad_norm(struct harness *h)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__OptimStep m = TENSORD__OPTIM_STEP__INIT;
+    Tensord__OptimGroup g = TENSORD__OPTIM_GROUP__INIT;
+    Tensord__OptimParam p = TENSORD__OPTIM_PARAM__INIT;
+    Tensord__OptimGroup *gs[] = {&g};
+    Tensord__OptimParam *ps[] = {&p};
+    p.param = 1;
+    g.params = ps;
+    g.n_params = 1;
+    m.mode = TENSORD__OPTIM_STEP__MODE__CLIP_GRAD_NORM;
+    m.max_norm = 1;
+    m.norm_type = 2;
+    m.out = 41;
+    m.groups = gs;
+    m.n_groups = 1;
+    req.body_case = TENSORD__REQUEST__BODY_OPTIM_STEP;
+    req.optim_step = &m;
+    last(h, send_req(h, &req, NULL, 0));
+}
+
 /* -- what a success must show (hand-derived) -- */
 
 static void expect_bytes(struct harness *h, uint64_t handle, const void *want, size_t n)
@@ -2783,6 +2830,63 @@ static void check_load_failed(struct harness *h, struct captured *c)
     }
 }
 
+/* a - 0.5 * [2, 4, 6] = [0, 0, 0]; the first momentum_buffer is the gradient itself. */
+static void check_optim_step(struct harness *h, struct captured *c)
+{
+    assert_int_equal(c->resp->result_case, TENSORD__RESPONSE__RESULT_TEXT);
+    assert_string_equal(c->resp->text, "1"); /* the one parameter was stepped */
+    const double a[] = {0, 0, 0}, buf[] = {2, 4, 6};
+    expect_bytes(h, 1, a, sizeof a);
+    expect_bytes(h, 40, buf, sizeof buf);
+}
+
+/* All or nothing: a step refused for memory changed nothing (a as it was, no state made); one
+** whose reply alone failed (encoding it, or holding its text until written) did all of it. */
+static void check_optim_step_failed(struct harness *h, struct captured *c)
+{
+    (void)c;
+    struct td_tensor *t;
+    if (td_session_lookup(h->peer->session, 40, &t, NULL) == 0) {
+        const double a[] = {0, 0, 0}, buf[] = {2, 4, 6};
+        expect_bytes(h, 1, a, sizeof a);
+        expect_bytes(h, 40, buf, sizeof buf);
+    } else {
+        const double a[] = {1, 2, 3};
+        expect_bytes(h, 1, a, sizeof a);
+    }
+}
+
+/* total = |[2, 4, 6]| = sqrt(56) = 7.483314773547883 (Python's repr of math.sqrt(56); the norm
+** of that one norm is the same double); the grad is scaled by 1 / (sqrt(56) + 1e-6). */
+static void expect_clipped(struct harness *h)
+{
+    const double total = 7.483314773547883, c = 1 / (total + 1e-6);
+    const double g[] = {2 * c, 4 * c, 6 * c};
+    expect_bytes(h, 41, &total, sizeof total);
+    struct captured *r = grad(h, 1, 42);
+    assert_int_equal(status_of(r), 0);
+    expect_bytes(h, 42, g, sizeof g);
+}
+
+static void check_clip_grad_norm(struct harness *h, struct captured *c)
+{
+    expect_tensor_reply(c, 41);
+    assert_int_equal(c->resp->tensor->n_shape, 0);
+    expect_clipped(h);
+}
+
+/* All or nothing: no result and the grad as it was, or (the reply alone failed) both done. */
+static void check_clip_grad_norm_failed(struct harness *h, struct captured *c)
+{
+    (void)c;
+    struct td_tensor *t;
+    if (td_session_lookup(h->peer->session, 41, &t, NULL) == 0) {
+        expect_clipped(h);
+    } else {
+        expect_grad_of_a(h, 42);
+    }
+}
+
 /* torch.manual_seed(7); torch.rand(4, dtype=torch.float64), with no fault armed. */
 static void sweep_rand_reference(void)
 {
@@ -2832,6 +2936,9 @@ static void test_allocation_failure_sweep(void **state)
         {"save", prep_tensors, req_save, check_save, check_save_failed},
         {"load", prep_saved, req_load, check_load, check_load_failed},
         {"save (view)", prep_view, req_save_view, check_save_view, check_save_failed},
+        {"optim_step", prep_graph_done, req_optim_step, check_optim_step, check_optim_step_failed},
+        {"optim_step clip_grad_norm_", prep_graph_done, req_clip_grad_norm, check_clip_grad_norm,
+         check_clip_grad_norm_failed},
     };
     /* Every kind of the oneof has a case: a kind added to the protocol must be added here. */
     bool covered[64] = {false}; /* by oneof case (field number) */
@@ -2845,6 +2952,7 @@ static void test_allocation_failure_sweep(void **state)
     covered[TENSORD__REQUEST__BODY_GRAD] = covered[TENSORD__REQUEST__BODY_SET_GRAD] = true;
     covered[TENSORD__REQUEST__BODY_SET_GRAD_ENABLED] = covered[TENSORD__REQUEST__BODY_WRITE] = true;
     covered[TENSORD__REQUEST__BODY_SAVE] = covered[TENSORD__REQUEST__BODY_LOAD] = true;
+    covered[TENSORD__REQUEST__BODY_OPTIM_STEP] = true;
     const ProtobufCMessageDescriptor *d = &tensord__request__descriptor;
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];

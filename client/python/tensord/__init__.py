@@ -2318,6 +2318,7 @@ _legacy.install(sys.modules[__name__])
 
 # Last, as torch does: `import tensord` makes tensord.nn.functional usable (it imports Tensor).
 from . import nn  # noqa: E402,F401
+from . import optim  # noqa: E402,F401
 from . import utils  # noqa: E402,F401  tensord.utils.data, as torch.utils.data
 from .serialization import load, save  # noqa: E402,F401  torch.save / torch.load's format
 from ._torchmode import install_as_torch  # noqa: E402,F401  `import torch` means tensord
