@@ -30,7 +30,7 @@ from .._conn import pb
 
 __all__ = ["Optimizer", "required"]
 
-ZERO_GRAD_SET_TO_NONE = True  # zero_grad()'s default (torch 1.13: False; torch 2: True)
+ZERO_GRAD_SET_TO_NONE = False  # zero_grad()'s default: torch 1.13's (torch 2's is True)
 
 
 class _RequiredParameter(object):
@@ -52,6 +52,25 @@ def _typename(o: Any) -> str:
     if cls.__module__ not in ("builtins", "__builtin__", None):
         module = cls.__module__ + "."
     return module + cls.__qualname__
+
+
+def zero_grads(params: Any, set_to_none: bool) -> None:
+    """The gradients of params (tensors of one session) zeroed in place, or set to None: one
+    OptimStep(ZERO_GRAD) request, not waited for (the server knows which gradients exist)."""
+    params = list(params)
+    if not params:
+        return
+    s = params[0]._s
+    req = pb.Request()
+    m = req.optim_step
+    m.mode = pb.OptimStep.ZERO_GRAD
+    m.set_to_none = bool(set_to_none)
+    g = m.groups.add()
+    for p in params:
+        g.params.add().param = p._h
+        if set_to_none:
+            p._grad_cache = None
+    s._send(req, "zero_grad")
 
 
 class Optimizer(object):
@@ -250,22 +269,9 @@ class Optimizer(object):
         return [p for g in self.param_groups for p in g['params']]
 
     def zero_grad(self, set_to_none: bool = ZERO_GRAD_SET_TO_NONE) -> None:
-        r"""Sets the gradients of all optimized Tensors to None (set_to_none, the default here)
-        or to zero in place: one request, not waited for."""
-        params = self._all_params()
-        if not params:
-            return
-        s = params[0]._s
-        req = pb.Request()
-        m = req.optim_step
-        m.mode = pb.OptimStep.ZERO_GRAD
-        m.set_to_none = bool(set_to_none)
-        g = m.groups.add()
-        for p in params:
-            g.params.add().param = p._h
-            if set_to_none:
-                p._grad_cache = None
-        s._send(req, "zero_grad")
+        r"""Sets the gradients of all optimized Tensors to zero in place (torch 1.13's default)
+        or to None (set_to_none): one request, not waited for."""
+        zero_grads(self._all_params(), set_to_none)
 
     def step(self, closure: Any = None) -> Any:
         """Performs a single optimization step (one request, not waited for).

@@ -435,17 +435,15 @@ class Module:
             p.requires_grad_(requires_grad)
         return self
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Clears every parameter's gradient: with set_to_none (the default, as torch 2's and
-        the optimizers') one pipelined request per parameter, no wait; otherwise each existing
-        gradient is zeroed in place (asking the server whether it exists unless known)."""
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Zeroes every parameter's gradient in place (torch 1.13's default), or sets it to None
+        (set_to_none): one request per session, not waited for."""
+        from ...optim.optimizer import zero_grads
+        by_session: dict = {}
         for p in self.parameters():
-            if set_to_none:
-                p.grad = None
-            else:
-                g = p.grad
-                if g is not None:
-                    g.zero_()
+            by_session.setdefault(id(p._s), []).append(p)
+        for params in by_session.values():
+            zero_grads(params, set_to_none)
 
     def apply(self, fn: Callable[["Module"], None]) -> "Module":
         """Calls fn on every submodule (children first), then on this module."""
