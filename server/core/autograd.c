@@ -367,13 +367,15 @@ static int accumulate_leaf(struct td_tensor *t, struct td_tensor *gi, struct td_
 struct td_backward {
     struct td_map grads;     /* node -> the gradient flowing into its output (owned) */
     struct td_map needed;    /* with inputs: node -> non-NULL when its output leads to one */
-    struct td_node **order;  /* post-order; nodes referenced through the graph, not owned */
+    struct td_node **order;  /* post-order; the first nheld hold a reference each */
     size_t norder, next;     /* order[next - 1] is the next node to visit (next counts down) */
+    size_t nheld;            /* a suspended walk outlives its request: the client may free its
+                             ** roots, and a nested walk may release the shared graph, so the walk
+                             ** holds every node it will visit (freed with the walk) */
     struct td_node *pending; /* suspended at this custom node (a reference), or NULL */
     struct td_tensor *pending_grad;
     struct td_tensor *inputs[TD_BACKWARD_MAX_INPUTS];  /* references */
     struct td_tensor *results[TD_BACKWARD_MAX_INPUTS]; /* their gradients, or NULL (unused) */
-    struct td_node *keep;                              /* holds the graph: a reference */
     int ninputs;
     bool retain_graph, accumulate, allow_unused;
 };
@@ -643,6 +645,9 @@ void td_backward_free(struct td_backward *b)
     }
     td_node_unref(b->pending);
     td_tensor_unref(b->pending_grad);
+    for (size_t k = 0; k < b->nheld; k++) {
+        td_node_unref(b->order[k]);
+    }
     td_free(b->order);
     td_free(b);
 }
@@ -685,6 +690,10 @@ int td_backward_begin(const struct td_backward_req *r, struct td_quota *q, struc
         }
     }
     td_map_close(&seen);
+    for (size_t k = 0; rc == 0 && k < b->norder; k++) {
+        b->order[k]->refs++;
+    }
+    b->nheld = rc == 0 ? b->norder : 0;
     if (rc == 0 && b->ninputs > 0) {
         rc = mark_needed(b, err);
     }
