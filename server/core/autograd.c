@@ -27,6 +27,7 @@ void td_node_unref(struct td_node *n)
         td_tensor_unref(n->in[i].t);
     }
     td_storage_unref(n->out_storage);
+    td_quota_release(n->args.quota, (int64_t)sizeof *n); /* charged by td_autograd_record */
     td_free(n);
 }
 
@@ -209,8 +210,16 @@ int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
         return td_err_set(err, TD_EUNSUP, "autograd through %s is not implemented",
                           td_ops[op].name);
     }
+    /* A node outlives the handles of the tensors it saves (a chain of a million ops on a
+    ** 4-byte tensor keeps a million nodes): its bytes are charged to the quota the op ran under
+    ** (args->quota, kept in n->args and released when the node goes), as storage is. */
+    int crc = td_quota_charge_bytes(args->quota, (int64_t)sizeof(struct td_node), err);
+    if (crc != 0) {
+        return crc;
+    }
     struct td_node *n = td_calloc(1, sizeof *n);
     if (n == NULL) {
+        td_quota_release(args->quota, (int64_t)sizeof(struct td_node));
         return td_err_code(err, TD_ENOMEM);
     }
     n->refs = 1;

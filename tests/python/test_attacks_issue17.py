@@ -157,3 +157,43 @@ def test_finding3_one_hot_inferred_classes_stay_off_the_loop(guard):
     a.close_session()
     g.check()
     g.stop()
+
+
+# ================================================================= finding 4: a graph's nodes
+# were charged to no quota. A chain of ops on a 4-byte leaf that requires grad, each freeing the
+# handle before last (free_first), keeps one node (1 KiB) per op alive through the last result:
+# 20000 ops held 25 MB under a session quota of 2 MiB; a few million, gigabytes.
+
+def test_finding4_graph_nodes_are_charged_to_the_session(guard):
+    quota = 2 << 20
+    g = guard("--session-max-bytes", str(quota))
+    c = wire.Conn(g.port)
+    base = g.stats().allocated_bytes
+    try:
+        x = c.tensor(np.array([1.0], dtype=np.float32), requires_grad=True)
+        cur, prev, sent = x, None, []
+        for i in range(20000):
+            r = pb.Request()
+            nxt = c.handle()
+            r.run_op.out = nxt
+            r.run_op.op = pb.Op.Value("OP_MUL")
+            r.run_op.inputs.add().handle = cur
+            wire.scalar(1.0, r.run_op.inputs.add().scalar)
+            if prev is not None:
+                r.free_first.append(prev)
+            sent.append(c.send(r))
+            prev, cur = (cur if cur != x else None), nxt
+        c.sync()
+        first = next((p.error for p in sent if p.error is not None), None)
+        assert first is not None, "20000 nodes fitted in a 2 MiB quota"
+        assert first.code == pb.QUOTA_EXCEEDED and "session memory" in first.message, (
+            first.code, first.message)
+        grown = g.stats().allocated_bytes - base
+        assert grown < 4 * quota, "the graph holds %d MiB" % (grown >> 20)
+        req = pb.Request()
+        req.close_session.SetInParent()
+        c.call(req)
+    finally:
+        c.close()
+    g.check()
+    g.stop()
