@@ -760,7 +760,29 @@ static int released_error(struct td_err *err)
                       "need to access saved tensors after calling backward.");
 }
 
+/* A failure's code for a walk's caller: some families' rules and make functions fail with -1
+** (err filled), which is TD_BACKWARD_SUSPENDED; passed on, a failed step would read as a
+** suspension with no node pending (rpc then put a NULL gradient under grad_output). */
+static int failed(int rc, struct td_err *err)
+{
+    if (rc >= 0) {
+        return rc;
+    }
+    if (err != NULL && err->code > 0) {
+        return err->code;
+    }
+    return td_err_set(err, TD_EINTERNAL, "backward failed");
+}
+
+static int step(struct td_backward *b, struct td_quota *q, struct td_err *err);
+
 int td_backward_step(struct td_backward *b, struct td_quota *q, struct td_err *err)
+{
+    int rc = step(b, q, err);
+    return rc == TD_BACKWARD_SUSPENDED && b->pending != NULL ? rc : failed(rc, err);
+}
+
+static int step(struct td_backward *b, struct td_quota *q, struct td_err *err)
 {
     if (b->pending != NULL) {
         return td_err_set(err, TD_EINVAL, "a custom Function's gradients are still awaited");
@@ -911,7 +933,7 @@ int td_backward_give(struct td_backward *b, struct td_tensor *const *grads, int 
             return rc;
         }
     }
-    int rc = flow(b, node, gin, q, err);
+    int rc = failed(flow(b, node, gin, q, err), err);
     td_node_unref(b->pending);
     td_tensor_unref(b->pending_grad);
     b->pending = NULL;

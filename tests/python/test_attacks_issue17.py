@@ -197,3 +197,47 @@ def test_finding4_graph_nodes_are_charged_to_the_session(guard):
         c.close()
     g.check()
     g.stop()
+
+
+# ================================================================= finding 5: a backward rule
+# that fails with -1 (special.c's composed ops: roll, ...; err filled) made td_backward_step
+# return -1, which is TD_BACKWARD_SUSPENDED: a Backward with `custom` then took the failure for
+# a suspension with no node pending and put a NULL gradient under grad_output (a NULL
+# dereference: the daemon died); without `custom` the reply named a custom Function instead of
+# the quota. Here roll's backward runs out of session memory.
+
+@pytest.mark.parametrize("custom", [True, False])
+def test_finding5_a_failing_rule_is_not_a_suspension(guard, custom):
+    g = guard("--session-max-bytes", str(256 << 20))
+    c = wire.Conn(g.port)
+    try:
+        n = 4 << 20  # 16 MiB of float32
+        x = c.tensor(np.ones(n, dtype=np.float32), requires_grad=True)
+        y = c.op("roll", [H(x)], shifts=[1])
+        loss = c.op("sum", [H(y)])
+        c.free(y)  # the graph keeps it: 32 MiB used
+        # what is left but 8 MiB: roll's gradient (16 MiB) has no room
+        free_bytes = (256 << 20) - c.stats().session_bytes
+        filler = c.tensor(np.zeros((free_bytes - (8 << 20)) // 4, dtype=np.float32))
+        req = pb.Request()
+        req.backward.handle = loss
+        if custom:
+            req.backward.custom = True
+            req.backward.grad_output = 900
+        with pytest.raises(wire.ServerError) as e:
+            c.call(req)
+        assert e.value.code == pb.QUOTA_EXCEEDED, (e.value.code, e.value.message)
+        assert "session memory" in e.value.message
+        c.free(filler)
+        # nothing was left waiting, and the session goes on
+        res = pb.Request()
+        res.resume_backward.grad_output = 901
+        with pytest.raises(wire.ServerError, match="no backward is waiting"):
+            c.call(res)
+        req = pb.Request()
+        req.close_session.SetInParent()
+        c.call(req)
+    finally:
+        c.close()
+    g.check()
+    g.stop()
