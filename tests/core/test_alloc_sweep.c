@@ -167,6 +167,7 @@ static void setup(enum td_op_id op, struct call *c)
         a->dims[0] = 2, a->dims[1] = 1, a->ndims = 2, a->has_dims = true;
         a->pad_mode = TD_PAD_REFLECT;
         break;
+    case TD_OP_CUSTOM_FUNCTION: nin = 2, strcpy(a->equation, "IdBackward"); break;
     case TD_OP_FILL:
     case TD_OP_ZERO:
     case TD_OP_COPY:
