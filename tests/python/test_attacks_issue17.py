@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import wire
-from test_attacks import Attacker, err_reply, guard, op_req  # noqa: F401 (guard: a fixture)
+from test_attacks import Attacker, guard, op_req  # noqa: F401 (guard: a fixture)
 
 pb = wire.pb
 H = wire.H
