@@ -27,6 +27,7 @@ void td_node_unref(struct td_node *n)
         td_tensor_unref(n->in[i].t);
     }
     td_storage_unref(n->out_storage);
+    td_quota_release(n->args.quota, (int64_t)sizeof *n); /* charged by td_autograd_record */
     td_free(n);
 }
 
@@ -209,8 +210,16 @@ int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
         return td_err_set(err, TD_EUNSUP, "autograd through %s is not implemented",
                           td_ops[op].name);
     }
+    /* A node outlives the handles of the tensors it saves (a chain of a million ops on a
+    ** 4-byte tensor keeps a million nodes): its bytes are charged to the quota the op ran under
+    ** (args->quota, kept in n->args and released when the node goes), as storage is. */
+    int crc = td_quota_charge_bytes(args->quota, (int64_t)sizeof(struct td_node), err);
+    if (crc != 0) {
+        return crc;
+    }
     struct td_node *n = td_calloc(1, sizeof *n);
     if (n == NULL) {
+        td_quota_release(args->quota, (int64_t)sizeof(struct td_node));
         return td_err_code(err, TD_ENOMEM);
     }
     n->refs = 1;
@@ -367,13 +376,15 @@ static int accumulate_leaf(struct td_tensor *t, struct td_tensor *gi, struct td_
 struct td_backward {
     struct td_map grads;     /* node -> the gradient flowing into its output (owned) */
     struct td_map needed;    /* with inputs: node -> non-NULL when its output leads to one */
-    struct td_node **order;  /* post-order; nodes referenced through the graph, not owned */
+    struct td_node **order;  /* post-order; the first nheld hold a reference each */
     size_t norder, next;     /* order[next - 1] is the next node to visit (next counts down) */
+    size_t nheld;            /* a suspended walk outlives its request: the client may free its
+                             ** roots, and a nested walk may release the shared graph, so the walk
+                             ** holds every node it will visit (freed with the walk) */
     struct td_node *pending; /* suspended at this custom node (a reference), or NULL */
     struct td_tensor *pending_grad;
     struct td_tensor *inputs[TD_BACKWARD_MAX_INPUTS];  /* references */
     struct td_tensor *results[TD_BACKWARD_MAX_INPUTS]; /* their gradients, or NULL (unused) */
-    struct td_node *keep;                              /* holds the graph: a reference */
     int ninputs;
     bool retain_graph, accumulate, allow_unused;
 };
@@ -643,6 +654,9 @@ void td_backward_free(struct td_backward *b)
     }
     td_node_unref(b->pending);
     td_tensor_unref(b->pending_grad);
+    for (size_t k = 0; k < b->nheld; k++) {
+        td_node_unref(b->order[k]);
+    }
     td_free(b->order);
     td_free(b);
 }
@@ -685,6 +699,10 @@ int td_backward_begin(const struct td_backward_req *r, struct td_quota *q, struc
         }
     }
     td_map_close(&seen);
+    for (size_t k = 0; rc == 0 && k < b->norder; k++) {
+        b->order[k]->refs++;
+    }
+    b->nheld = rc == 0 ? b->norder : 0;
     if (rc == 0 && b->ninputs > 0) {
         rc = mark_needed(b, err);
     }
@@ -742,7 +760,29 @@ static int released_error(struct td_err *err)
                       "need to access saved tensors after calling backward.");
 }
 
+/* A failure's code for a walk's caller: some families' rules and make functions fail with -1
+** (err filled); only a walk with a node pending is suspended, and every failure reaches the
+** caller as a TD_E* code (rpc would otherwise put a NULL gradient under grad_output). */
+static int failed(int rc, struct td_err *err)
+{
+    if (rc >= 0) {
+        return rc;
+    }
+    if (err != NULL && err->code > 0) {
+        return err->code;
+    }
+    return td_err_set(err, TD_EINTERNAL, "backward failed");
+}
+
+static int step(struct td_backward *b, struct td_quota *q, struct td_err *err);
+
 int td_backward_step(struct td_backward *b, struct td_quota *q, struct td_err *err)
+{
+    int rc = step(b, q, err);
+    return rc == TD_BACKWARD_SUSPENDED && b->pending != NULL ? rc : failed(rc, err);
+}
+
+static int step(struct td_backward *b, struct td_quota *q, struct td_err *err)
 {
     if (b->pending != NULL) {
         return td_err_set(err, TD_EINVAL, "a custom Function's gradients are still awaited");
@@ -893,7 +933,7 @@ int td_backward_give(struct td_backward *b, struct td_tensor *const *grads, int 
             return rc;
         }
     }
-    int rc = flow(b, node, gin, q, err);
+    int rc = failed(flow(b, node, gin, q, err), err);
     td_node_unref(b->pending);
     td_tensor_unref(b->pending_grad);
     b->pending = NULL;

@@ -76,9 +76,9 @@ int td_autograd_backward(struct td_tensor *root, struct td_tensor *gradient, boo
 
 #define TD_BACKWARD_MAX_ROOTS 64
 #define TD_BACKWARD_MAX_INPUTS 64
-#define TD_BACKWARD_SUSPENDED                                                                      \
-    1000 /* td_backward_step: waiting for a custom Function's grads
-                                   ** (neither 0, a TD_E* code, nor the -1 some helpers return) */
+/* td_backward_step: waiting for a custom Function's gradients (neither 0, a TD_E* code, nor
+** the -1 some helpers return) */
+#define TD_BACKWARD_SUSPENDED 1000
 
 struct td_backward; /* a walk over the graph, between steps (autograd.c) */
 

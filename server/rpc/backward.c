@@ -82,6 +82,12 @@ static int after_step(struct td_session *s, struct td_walk *w, int rc, bool cust
         return rc;
     }
     if (w->results_only) {
+        /* The outs were free when the walk began; a walk that suspended may find them taken
+        ** since (its grad_output, the Function's own requests): a put would replace that entry
+        ** and leak it with its charge. */
+        for (int i = 0; i < w->nouts && rc == 0; i++) {
+            rc = td_session_check_out(s, w->outs[i], err);
+        }
         for (int i = 0; i < w->nouts && rc == 0; i++) {
             struct td_tensor *g = NULL;
             res->flags[i] = td_backward_result(w->b, i, &g) != 0;

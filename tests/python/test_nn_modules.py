@@ -324,13 +324,14 @@ def test_train_eval_requires_grad_apply(td):
 
 
 def test_zero_grad(td):
-    m = td.nn.Linear(3, 2)
-    m(td.ones(4, 3)).sum().backward()
-    assert m.weight.grad is not None
-    m.zero_grad(set_to_none=False)
-    assert m.weight.grad.tolist() == [[0.0] * 3] * 2
-    m.zero_grad()
-    assert m.weight.grad is None and m.bias.grad is None
+    for mod in (torch, td):
+        m = mod.nn.Linear(3, 2)
+        m(mod.ones(4, 3)).sum().backward()
+        assert m.weight.grad is not None
+        m.zero_grad()  # torch 1.13's default: zeroed in place
+        assert m.weight.grad.tolist() == [[0.0] * 3] * 2 and m.bias.grad.tolist() == [0.0] * 2
+        m.zero_grad(set_to_none=True)
+        assert m.weight.grad is None and m.bias.grad is None
 
 
 def test_to_changes_dtype_in_place(td):

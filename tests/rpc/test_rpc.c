@@ -2733,7 +2733,68 @@ static void expect_grad_of_a(struct harness *h, uint64_t out)
 
 static void check_backward(struct harness *h, struct captured *c)
 {
-    check_ok(h, c);
+    assert_int_equal(c->resp->result_case, TENSORD__RESPONSE__RESULT_BACKWARD);
+    assert_false(c->resp->backward->suspended);
+    expect_grad_of_a(h, 21);
+}
+
+/* a * a through a custom Function (handle 4: custom_function(2, 1), named "SqBackward"), summed
+** into 3; a Backward that stops at the Function with its output gradient under 30. */
+static void prep_suspended(struct harness *h)
+{
+    prep_graph(h);
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__RunOp m = TENSORD__RUN_OP__INIT;
+    Tensord__OpArgs args = TENSORD__OP_ARGS__INIT;
+    Tensord__Operand oa = TENSORD__OPERAND__INIT, ob = TENSORD__OPERAND__INIT;
+    Tensord__Operand *ins[2] = {&oa, &ob};
+    oa.value_case = ob.value_case = TENSORD__OPERAND__VALUE_HANDLE;
+    oa.handle = 2;
+    ob.handle = 1;
+    args.function_name = "SqBackward";
+    args.function_id = 9;
+    m.out = 4;
+    m.op = TENSORD__OP__OP_CUSTOM_FUNCTION;
+    m.inputs = ins;
+    m.n_inputs = 2;
+    m.args = &args;
+    req.body_case = TENSORD__REQUEST__BODY_RUN_OP;
+    req.run_op = &m;
+    assert_int_equal(status_of(last(h, send_req(h, &req, NULL, 0))), 0);
+    assert_int_equal(status_of(run1(h, TENSORD__OP__OP_SUM, 5, 4)), 0);
+    Tensord__Request breq = TENSORD__REQUEST__INIT;
+    Tensord__Backward bm = TENSORD__BACKWARD__INIT;
+    bm.handle = 5;
+    bm.custom = true;
+    bm.grad_output = 30;
+    breq.body_case = TENSORD__REQUEST__BODY_BACKWARD;
+    breq.backward = &bm;
+    struct captured *c = last(h, send_req(h, &breq, NULL, 0));
+    assert_int_equal(status_of(c), 0);
+    assert_true(c->resp->backward->suspended);
+    assert_int_equal(c->resp->backward->function_id, 9);
+    /* the client's gradient for a, as its Python backward would compute it: 2 * a * (the
+    ** output gradient, ones) = a + a, handle 31 */
+    assert_int_equal(status_of(run2(h, TENSORD__OP__OP_ADD, 31, 1, 1, NULL, false)), 0);
+}
+
+static void req_resume_backward(struct harness *h)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__ResumeBackward m = TENSORD__RESUME_BACKWARD__INIT;
+    uint64_t grads[1] = {31};
+    m.grads = grads;
+    m.n_grads = 1;
+    m.grad_output = 32;
+    req.body_case = TENSORD__REQUEST__BODY_RESUME_BACKWARD;
+    req.resume_backward = &m;
+    send_req(h, &req, NULL, 0);
+}
+
+static void check_resume_backward(struct harness *h, struct captured *c)
+{
+    assert_int_equal(c->resp->result_case, TENSORD__RESPONSE__RESULT_BACKWARD);
+    assert_false(c->resp->backward->suspended);
     expect_grad_of_a(h, 21);
 }
 
@@ -2929,6 +2990,7 @@ static void test_allocation_failure_sweep(void **state)
         {"stats", prep_tensors, req_stats, check_stats, NULL},
         {"format", prep_tensors, req_format, check_format, NULL},
         {"backward", prep_graph, req_backward, check_backward, NULL},
+        {"resume_backward", prep_suspended, req_resume_backward, check_resume_backward, NULL},
         {"grad", prep_graph_done, req_grad, check_grad, NULL},
         {"set_grad", prep_float, req_set_grad, check_set_grad, NULL},
         {"set_grad_enabled", prep_hello, req_set_grad_enabled, check_set_grad_enabled, NULL},
@@ -2952,7 +3014,7 @@ static void test_allocation_failure_sweep(void **state)
     covered[TENSORD__REQUEST__BODY_GRAD] = covered[TENSORD__REQUEST__BODY_SET_GRAD] = true;
     covered[TENSORD__REQUEST__BODY_SET_GRAD_ENABLED] = covered[TENSORD__REQUEST__BODY_WRITE] = true;
     covered[TENSORD__REQUEST__BODY_SAVE] = covered[TENSORD__REQUEST__BODY_LOAD] = true;
-    covered[TENSORD__REQUEST__BODY_OPTIM_STEP] = true;
+    covered[TENSORD__REQUEST__BODY_OPTIM_STEP] = covered[TENSORD__REQUEST__BODY_RESUME_BACKWARD] = true;
     const ProtobufCMessageDescriptor *d = &tensord__request__descriptor;
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];

@@ -1227,7 +1227,13 @@ int td_cost_embedding(const struct td_operand *in, int nin, const struct td_op_a
 }
 
 /* one_hot: min and max over the input, then numel * num_classes compared and cast (the
-** class count is judged from num_classes; -1 counts one class per element, at most). */
+** class count is judged from num_classes; -1 counts one class per element). With -1 the real
+** count is the data's largest value plus one, unknown here and unbounded by numel (one element
+** of value 2^26 makes 2^26 classes), so the work also counts ONE_HOT_INFERRED, more than the
+** loop thread ever runs: such a one_hot goes to the pool, where every step it runs still meets
+** the work budget and the quota. */
+#define ONE_HOT_INFERRED ((int64_t)1 << 20)
+
 int td_cost_one_hot(const struct td_operand *in, int nin, const struct td_op_args *a,
                     struct td_cost *c)
 {
@@ -1236,6 +1242,9 @@ int td_cost_one_hot(const struct td_operand *in, int nin, const struct td_op_arg
     int64_t nc = a->num_samples > 0 ? a->num_samples : (n > 0 ? n : 1);
     int64_t total = td_sat_mul(n, nc);
     c->read = td_sat_add(td_sat_mul(n, 2), td_sat_mul(total, 2));
+    if (a->num_samples <= 0 && n > 0) {
+        c->read = td_sat_add(c->read, ONE_HOT_INFERRED);
+    }
     c->written = td_sat_mul(total, 2);
     c->out_bytes = td_sat_mul(total, 8);
     c->temp_bytes = td_sat_add(total, td_sat_mul(nc, 8));
