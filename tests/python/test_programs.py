@@ -1,19 +1,16 @@
 """The real-program suite: every script in tests/programs/ is a plain PyTorch program (it starts
-`import torch` and prints what it computes); each runs once under PyTorch and once under tensord,
-and the two must print the same text, name prefixes aside ("torch." in PyTorch's output reads
-"tensord." in tensord's).
+`import torch` and prints what it computes); each runs once under PyTorch (`python script.py`)
+and once against tensord, unmodified, as a user runs it: `python -m tensord.run script.py`,
+which makes `import torch` (and its submodules) resolve to tensord and every printed name say
+`torch.` as PyTorch's do. TENSORD_ADDR points it at the session's test daemon.
 
-Under tensord the script runs in its own interpreter whose `import torch` finds tensord: the
-shim below puts tensord (and any submodule of it already imported, such as tensord.nn) into
-sys.modules under torch's names before running the script, so the script's text is the one
-PyTorch runs. TENSORD_ADDR points that interpreter at the session's test daemon.
-
-Printed numbers: integers and all other text must be identical. A printed float may differ
-from PyTorch's by one unit in its last printed digit plus 1e-5 of its size, and no more: the
-two compute in float32 with different summation orders and libm/BLAS kernels, so a value that
-sits on a rounding boundary can round the other way, and long float32 reductions differ in the
-low bits. A different value beyond that fails. The scripts print no random draws (tensord's
-generator is not PyTorch's): only their shapes, dtypes and seed-independent facts.
+The two outputs must be the same text byte for byte, except for printed floats: a printed float
+may differ from PyTorch's by one unit in its last printed digit plus 1e-5 of its size, and no
+more. The two compute in float32 with different summation orders and libm/BLAS kernels, so a
+value that sits on a rounding boundary can round the other way, and long float32 reductions
+differ in the low bits. Random draws are PyTorch's own (tensord's generator is torch's CPU
+generator), so seeded scripts print the same numbers. Integers and all other text must be
+identical.
 
 Every script is a test case and none is skipped: a script that needs something tensord lacks
 fails with the first error it meets (or the first line it prints differently).
@@ -30,17 +27,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROGRAMS = sorted((ROOT / "tests" / "programs").glob("*.py"))
 TIMEOUT = 60  # seconds per run; each script takes well under 5 s on an idle machine
 
-SHIM = """
-import runpy, sys
-import tensord
-sys.modules["torch"] = tensord
-for name, mod in list(sys.modules.items()):
-    if name.startswith("tensord."):
-        sys.modules["torch." + name[len("tensord."):]] = mod
-path = sys.argv[1]
-sys.argv = [path]
-runpy.run_path(path, run_name="__main__")
-"""
 
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 
@@ -104,9 +90,8 @@ def test_program_prints_what_torch_prints(daemon, script):
     code, want, err = run([sys.executable, str(script)], env)
     assert code == 0, "the script fails under PyTorch:\n" + err
     assert want, "the script prints nothing under PyTorch"
-    want = want.replace("torch.", "tensord.")
 
-    code, got, err = run([sys.executable, "-c", SHIM, str(script)], env)
+    code, got, err = run([sys.executable, "-m", "tensord.run", str(script)], env)
     if code != 0:
         # What it printed before failing must match too: the first difference comes first.
         n = len(got.splitlines())
