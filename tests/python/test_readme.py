@@ -90,3 +90,32 @@ def test_readme_tensorctl_session_replays(daemon, tmp_path):
     assert [g.split(": ", 1)[1] for g in out.stderr.splitlines()] == errors
     assert out.returncode == 1  # a statement failed, as the transcript shows
     assert (tmp_path / "ab.safetensors").exists()
+
+
+def test_readme_first_run_is_an_unmodified_pytorch_script(daemon, tmp_path):
+    """The README's first example: train_torch.py as shown, run unchanged under PyTorch and
+    through python -m tensord.run, both printing the output the README shows, and the
+    checkpoint it saves loads in real torch."""
+    import os
+    import subprocess
+    import sys
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## A first run: an unmodified PyTorch training script\n")[1]
+    section = section.split("\n## ")[0]
+    blocks = section.split("```")[1::2]  # each starts with its language tag's line
+    script = next(b[len("python\n"):] for b in blocks if b.startswith("python\n"))
+    shown = next(b[1:] for b in blocks if b.startswith("\n"))
+    path = ROOT / "client/python/examples/train_torch.py"
+    assert path.read_text() == script, "train_torch.py and the README's first example differ"
+    assert "-m tensord.run client/python/examples/train_torch.py" in section
+    env = dict(os.environ, TENSORD_ADDR="127.0.0.1:%d" % daemon,
+               PYTHONPATH=str(ROOT / "client" / "python"))
+    for argv in ([sys.executable, str(path)], [sys.executable, "-m", "tensord.run", str(path)]):
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300,
+                           cwd=str(tmp_path))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == shown, (argv, r.stdout)
+        import torch
+        sd = torch.load(tmp_path / "model.pt")
+        assert list(sd) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+        (tmp_path / "model.pt").unlink()
