@@ -115,21 +115,26 @@ class Module:
     forward: Callable[..., Any] = _forward_unimplemented
 
     # -- registration --
+    def _check_new_name(self, kind: str, store: str, name: Any) -> None:
+        """torch's checks of the name of a new buffer or parameter (kind), which goes in the
+        dict self.<store>; torch's words."""
+        if store not in self.__dict__:
+            raise AttributeError("cannot assign %s before Module.__init__() call" % kind)
+        elif not isinstance(name, str):
+            raise TypeError("%s name should be a string. Got %s" % (kind, _typename(name)))
+        elif "." in name:
+            raise KeyError("%s name can't contain \".\"" % kind)
+        elif name == "":
+            raise KeyError("%s name can't be empty string \"\"" % kind)
+        elif hasattr(self, name) and name not in self.__dict__[store]:
+            raise KeyError("attribute '%s' already exists" % name)
+
     def register_buffer(self, name: str, tensor: Optional[_td.Tensor],
                         persistent: bool = True) -> None:
         """Adds a buffer (state that is not a parameter, e.g. BatchNorm's running_mean);
         a non-persistent one is left out of state_dict."""
-        if "_buffers" not in self.__dict__:
-            raise AttributeError("cannot assign buffer before Module.__init__() call")
-        elif not isinstance(name, str):
-            raise TypeError("buffer name should be a string. Got %s" % _typename(name))
-        elif "." in name:
-            raise KeyError("buffer name can't contain \".\"")
-        elif name == "":
-            raise KeyError("buffer name can't be empty string \"\"")
-        elif hasattr(self, name) and name not in self._buffers:
-            raise KeyError("attribute '%s' already exists" % name)
-        elif tensor is not None and not isinstance(tensor, _td.Tensor):
+        self._check_new_name("buffer", "_buffers", name)
+        if tensor is not None and not isinstance(tensor, _td.Tensor):
             raise TypeError("cannot assign '%s' object to buffer '%s' "
                             "(torch Tensor or None required)" % (_typename(tensor), name))
         self._buffers[name] = tensor
@@ -140,16 +145,7 @@ class Module:
 
     def register_parameter(self, name: str, param: Optional[Parameter]) -> None:
         """Adds a parameter, reachable as an attribute by that name."""
-        if "_parameters" not in self.__dict__:
-            raise AttributeError("cannot assign parameter before Module.__init__() call")
-        elif not isinstance(name, str):
-            raise TypeError("parameter name should be a string. Got %s" % _typename(name))
-        elif "." in name:
-            raise KeyError("parameter name can't contain \".\"")
-        elif name == "":
-            raise KeyError("parameter name can't be empty string \"\"")
-        elif hasattr(self, name) and name not in self._parameters:
-            raise KeyError("attribute '%s' already exists" % name)
+        self._check_new_name("parameter", "_parameters", name)
         if param is not None and not isinstance(param, Parameter):
             raise TypeError("cannot assign '%s' object to parameter '%s' "
                             "(torch.nn.Parameter or None required)" % (_typename(param), name))
