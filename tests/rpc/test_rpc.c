@@ -3012,7 +3012,8 @@ static void test_allocation_failure_sweep(void **state)
     covered[TENSORD__REQUEST__BODY_GRAD] = covered[TENSORD__REQUEST__BODY_SET_GRAD] = true;
     covered[TENSORD__REQUEST__BODY_SET_GRAD_ENABLED] = covered[TENSORD__REQUEST__BODY_WRITE] = true;
     covered[TENSORD__REQUEST__BODY_SAVE] = covered[TENSORD__REQUEST__BODY_LOAD] = true;
-    covered[TENSORD__REQUEST__BODY_OPTIM_STEP] = covered[TENSORD__REQUEST__BODY_RESUME_BACKWARD] = true;
+    covered[TENSORD__REQUEST__BODY_OPTIM_STEP] = covered[TENSORD__REQUEST__BODY_RESUME_BACKWARD] =
+        true;
     const ProtobufCMessageDescriptor *d = &tensord__request__descriptor;
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
