@@ -321,18 +321,24 @@ static int m_cast(struct tdx_env *e, const struct tdx_node *at, struct tref *sel
     return tdx_fail(e, at, "'Tensor' object has no attribute '%s'", name);
 }
 
+/* The call c0 with self put first, its arguments copied into args (1 + c0->nargs slots). */
+static struct call self_first(struct tref *self, const struct call *c0, struct value *args)
+{
+    args[0] = vtensor(self);
+    memcpy(args + 1, c0->args, (size_t)c0->nargs * sizeof *args);
+    return (struct call){.args = args,
+                         .nargs = c0->nargs + 1,
+                         .kwn = c0->kwn,
+                         .kwv = c0->kwv,
+                         .nkw = c0->nkw};
+}
+
 /* x.chunk(n), x.split(k), x.unbind(): builtins.c's functions with x first. */
 static int m_views(struct tdx_env *e, const struct tdx_node *at, struct tref *self,
                    const char *name, const struct call *c0, struct value *out)
 {
     struct value args[16]; /* self first; tdx_method bounds nargs */
-    args[0] = vtensor(self);
-    memcpy(args + 1, c0->args, (size_t)c0->nargs * sizeof *args);
-    struct call c = {.args = args,
-                     .nargs = c0->nargs + 1,
-                     .kwn = c0->kwn,
-                     .kwv = c0->kwv,
-                     .nkw = c0->nkw};
+    struct call c = self_first(self, c0, args);
     return tdx_func(e, at, name, &c, out);
 }
 
@@ -383,13 +389,7 @@ static int op_method(struct tdx_env *e, const struct tdx_node *at, struct tref *
                      const char *name, const struct call *c0, struct value *out)
 {
     struct value args[16]; /* self first */
-    args[0] = vtensor(self);
-    memcpy(args + 1, c0->args, (size_t)c0->nargs * sizeof *args);
-    struct call c = {.args = args,
-                     .nargs = c0->nargs + 1,
-                     .kwn = c0->kwn,
-                     .kwv = c0->kwv,
-                     .nkw = c0->nkw};
+    struct call c = self_first(self, c0, args);
     size_t n = strlen(name);
     if (n > 1 && name[n - 1] == '_' && name[n - 2] != '_') {
         char base[64];

@@ -271,6 +271,18 @@ struct kctx {
 typedef void row_fn(struct kctx *c, int64_t n, char *const *ptr, const int64_t *st);
 
 #define KERNELS(T, SQRT, SFX)                                                                      \
+    /* The gradient a rule steps on: negated under maximize, plus wd * p under weight decay. */    \
+    static inline T grad_in_##SFX(const struct kctx *c, T d, T wd, T p)                            \
+    {                                                                                              \
+        if (c->maximize) {                                                                         \
+            d = -d;                                                                                \
+        }                                                                                          \
+        if (c->has_wd) {                                                                           \
+            d = d + wd * p;                                                                        \
+        }                                                                                          \
+        return d;                                                                                  \
+    }                                                                                              \
+                                                                                                   \
     static void sgd_row_##SFX(struct kctx *c, int64_t n, char *const *ptr, const int64_t *st)      \
     {                                                                                              \
         T *p = (T *)ptr[0], *b = c->has_momentum ? (T *)ptr[2] : NULL;                             \
@@ -279,13 +291,7 @@ typedef void row_fn(struct kctx *c, int64_t n, char *const *ptr, const int64_t *
         const T neg_lr = (T)c->neg_lr;                                                             \
         for (int64_t i = 0; i < n; i++) {                                                          \
             T *pi = p + i * st[0];                                                                 \
-            T d = g[i * st[1]];                                                                    \
-            if (c->maximize) {                                                                     \
-                d = -d;                                                                            \
-            }                                                                                      \
-            if (c->has_wd) {                                                                       \
-                d = d + wd * *pi;                                                                  \
-            }                                                                                      \
+            T d = grad_in_##SFX(c, g[i * st[1]], wd, *pi);                                         \
             if (c->has_momentum) {                                                                 \
                 T *bi = b + i * st[2];                                                             \
                 *bi = c->fresh_buf ? d : *bi * mom + omd * d;                                      \
@@ -338,13 +344,7 @@ typedef void row_fn(struct kctx *c, int64_t n, char *const *ptr, const int64_t *
         const T mom = (T)c->momentum, neg_lr = (T)c->neg_lr;                                       \
         for (int64_t i = 0; i < n; i++) {                                                          \
             T *pi = p + i * st[0], *si = sq + i * st[2];                                           \
-            T d = g[i * st[1]];                                                                    \
-            if (c->maximize) {                                                                     \
-                d = -d;                                                                            \
-            }                                                                                      \
-            if (c->has_wd) {                                                                       \
-                d = d + wd * *pi;                                                                  \
-            }                                                                                      \
+            T d = grad_in_##SFX(c, g[i * st[1]], wd, *pi);                                         \
             *si = *si * al + oma * d * d;                                                          \
             T avg;                                                                                 \
             if (c->centered) {                                                                     \
@@ -372,13 +372,7 @@ typedef void row_fn(struct kctx *c, int64_t n, char *const *ptr, const int64_t *
         const T wd = (T)c->wd, eps = (T)c->eps, nclr = (T)c->neg_step_size;                        \
         for (int64_t i = 0; i < n; i++) {                                                          \
             T *pi = p + i * st[0], *si = sum + i * st[2];                                          \
-            T d = g[i * st[1]];                                                                    \
-            if (c->maximize) {                                                                     \
-                d = -d;                                                                            \
-            }                                                                                      \
-            if (c->has_wd) {                                                                       \
-                d = d + wd * *pi;                                                                  \
-            }                                                                                      \
+            T d = grad_in_##SFX(c, g[i * st[1]], wd, *pi);                                         \
             *si = *si + (T)1 * d * d;                                                              \
             T std = SQRT(*si) + eps;                                                               \
             *pi = *pi + nclr * d / std;                                                            \

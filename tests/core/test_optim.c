@@ -48,12 +48,36 @@ static void step(enum td_optim_algo algo, const struct td_optim_hparams *h, stru
     assert_int_equal(td_optim_update(algo, h, p, g, st, fresh, &err), 0);
 }
 
-static void release(struct td_tensor **st)
+/* Releases the states (st is left empty for the next case) and the parameter p. */
+static void release(struct td_tensor **st, struct td_tensor *p)
 {
     for (int k = 0; k < TD_OPTIM_SLOTS; k++) {
         td_tensor_unref(st[k]);
         st[k] = NULL;
     }
+    td_tensor_unref(p);
+}
+
+/* A fresh float64 parameter [1], where the scalar cases start. */
+static struct td_tensor *scalar_param(void)
+{
+    return mk(TD_DTYPE_F64, S1, 1, (double[]){1});
+}
+
+/* The scalar parameter p holds want, to 1e-15. */
+static void expect_p(const struct td_tensor *p, double want)
+{
+    expect_near(p, &want, 1, 1e-15);
+}
+
+/* The Adam cases' options: lr 0.1, betas (0.5, 0.75), no eps. */
+static struct td_optim_hparams adam_hp(void)
+{
+    struct td_optim_hparams h = hp();
+    h.lr = 0.1;
+    h.beta1 = 0.5;
+    h.beta2 = 0.75;
+    return h;
 }
 
 static void test_sgd(void **state)
@@ -76,16 +100,14 @@ static void test_sgd(void **state)
     step(TD_OPTIM_SGD, &h, p, g, st);
     expect_values(p, TD_DTYPE_F64, 1, S2, (double[]){0.375, 3.25});
     expect_values(st[TD_OPTIM_MOMENTUM_BUFFER], TD_DTYPE_F64, 1, S2, (double[]){0.75, -1.5});
-    release(st);
-    td_tensor_unref(p);
+    release(st, p);
     /* nesterov: buf = g; d = g + 0.5 * buf = [0.75, -1.5]; p = [1, 2] - 0.5 * d
     ** = [0.625, 2.75] */
     h.nesterov = true;
     p = mk(TD_DTYPE_F64, S2, 1, (double[]){1, 2});
     step(TD_OPTIM_SGD, &h, p, g, st);
     expect_values(p, TD_DTYPE_F64, 1, S2, (double[]){0.625, 2.75});
-    release(st);
-    td_tensor_unref(p);
+    release(st, p);
     /* dampening 0.5 (step 2 only: the first buf is d_p itself): buf = 0.5 * g + 0.5 * g = g;
     ** after [0.75, 2.5], p = [0.75 - 0.25, 2.5 + 0.5] = [0.5, 3] */
     h = hp();
@@ -96,8 +118,7 @@ static void test_sgd(void **state)
     step(TD_OPTIM_SGD, &h, p, g, st);
     step(TD_OPTIM_SGD, &h, p, g, st);
     expect_values(p, TD_DTYPE_F64, 1, S2, (double[]){0.5, 3});
-    release(st);
-    td_tensor_unref(p);
+    release(st, p);
     /* weight_decay 0.5, lr 1, no momentum (no state): d = g + 0.5 * p = [1, 0]; p = [0, 2] */
     h = hp();
     h.lr = 1;
@@ -146,73 +167,59 @@ static void test_adam(void **state)
     struct td_tensor *st[TD_OPTIM_SLOTS] = {NULL};
     struct td_tensor *g = mk(TD_DTYPE_F64, S1, 1, (double[]){2});
     struct td_tensor *g0 = mk(TD_DTYPE_F64, S1, 1, (double[]){0});
-    struct td_optim_hparams h = hp();
-    h.lr = 0.1;
-    h.beta1 = 0.5;
-    h.beta2 = 0.75;
+    struct td_optim_hparams h = adam_hp();
     /* Step 1: m = 0.5 * 2 = 1; v = 0.25 * 4 = 1; bias corrections 1 - 0.5 = 0.5 and
     ** 1 - 0.75 = 0.25; step_size = 0.1 / 0.5 = 0.2; denom = sqrt(1) / sqrt(0.25) + 0 = 2;
     ** p = 1 - 0.2 * 1 / 2 = 0.9.
     ** Step 2: m = 0.5 + 0.5 * 2 = 1.5; v = 0.75 + 0.25 * 4 = 1.75; corrections 0.75 and
     ** 0.4375; denom = sqrt(1.75) / sqrt(0.4375) = sqrt(4) = 2; p = 0.9 - (0.1 / 0.75) * 1.5 / 2
     ** = 0.9 - 0.1 = 0.8. */
-    struct td_tensor *p = mk(TD_DTYPE_F64, S1, 1, (double[]){1});
+    struct td_tensor *p = scalar_param();
     step(TD_OPTIM_ADAM, &h, p, g, st);
-    expect_near(p, (double[]){0.9}, 1, 1e-15);
+    expect_p(p, 0.9);
     expect_values(st[TD_OPTIM_STEP], TD_DTYPE_F32, 0, NULL, (double[]){1});
     expect_values(st[TD_OPTIM_EXP_AVG], TD_DTYPE_F64, 1, S1, (double[]){1});
     expect_values(st[TD_OPTIM_EXP_AVG_SQ], TD_DTYPE_F64, 1, S1, (double[]){1});
     assert_null(st[TD_OPTIM_MAX_EXP_AVG_SQ]);
     step(TD_OPTIM_ADAM, &h, p, g, st);
-    expect_near(p, (double[]){0.8}, 1, 1e-15);
+    expect_p(p, 0.8);
     expect_values(st[TD_OPTIM_STEP], TD_DTYPE_F32, 0, NULL, (double[]){2});
-    release(st);
-    td_tensor_unref(p);
+    release(st, p);
     /* amsgrad: step 1 as above (max_exp_avg_sq = max(0, 1) = 1); step 2 with g = 0: m = 0.5,
     ** v = 0.75, max stays 1; denom = 1 / sqrt(0.4375); p = 0.9 - (0.1 / 0.75) * 0.5 *
     ** sqrt(0.4375) */
     h.amsgrad = true;
-    p = mk(TD_DTYPE_F64, S1, 1, (double[]){1});
+    p = scalar_param();
     step(TD_OPTIM_ADAM, &h, p, g, st);
     step(TD_OPTIM_ADAM, &h, p, g0, st);
-    expect_near(p, (double[]){0.9 - (0.1 / 0.75) * 0.5 * sqrt(0.4375)}, 1, 1e-15);
+    expect_p(p, 0.9 - (0.1 / 0.75) * 0.5 * sqrt(0.4375));
     expect_values(st[TD_OPTIM_MAX_EXP_AVG_SQ], TD_DTYPE_F64, 1, S1, (double[]){1});
-    release(st);
-    td_tensor_unref(p);
+    release(st, p);
     /* weight_decay 0.5 (Adam: L2 in the gradient): d = 2 + 0.5 * 1 = 2.5; the first step
     ** still moves by lr: m = 1.25, v = 1.5625, denom = 1.25 / 0.5 = 2.5, p = 1 - 0.2 * 0.5
     ** = 0.9 */
-    h = hp();
-    h.lr = 0.1;
-    h.beta1 = 0.5;
-    h.beta2 = 0.75;
+    h = adam_hp();
     h.weight_decay = 0.5;
-    p = mk(TD_DTYPE_F64, S1, 1, (double[]){1});
+    p = scalar_param();
     step(TD_OPTIM_ADAM, &h, p, g, st);
-    expect_near(p, (double[]){0.9}, 1, 1e-15);
+    expect_p(p, 0.9);
     expect_values(st[TD_OPTIM_EXP_AVG], TD_DTYPE_F64, 1, S1, (double[]){1.25});
-    release(st);
-    td_tensor_unref(p);
+    release(st, p);
     /* AdamW, weight_decay 0.5: p = 1 * (1 - 0.1 * 0.5) = 0.95 first, then the Adam step of
     ** -0.1: 0.85 */
-    p = mk(TD_DTYPE_F64, S1, 1, (double[]){1});
+    p = scalar_param();
     step(TD_OPTIM_ADAMW, &h, p, g, st);
-    expect_near(p, (double[]){0.85}, 1, 1e-15);
+    expect_p(p, 0.85);
     expect_values(st[TD_OPTIM_EXP_AVG], TD_DTYPE_F64, 1, S1, (double[]){1});
-    release(st);
-    td_tensor_unref(p);
+    release(st, p);
     /* maximize: the step goes up by lr: 1.1 */
-    h = hp();
-    h.lr = 0.1;
-    h.beta1 = 0.5;
-    h.beta2 = 0.75;
+    h = adam_hp();
     h.maximize = true;
     p = mk(TD_DTYPE_F32, S1, 1, (double[]){1});
     struct td_tensor *g32 = mk(TD_DTYPE_F32, S1, 1, (double[]){2});
     step(TD_OPTIM_ADAM, &h, p, g32, st);
     expect_near(p, (double[]){1.1}, 1, 1e-7);
-    release(st);
-    td_tensor_unref(p);
+    release(st, p);
     td_tensor_unref(g32);
     td_tensor_unref(g);
     td_tensor_unref(g0);
@@ -227,32 +234,29 @@ static void test_rmsprop(void **state)
     h.lr = 0.1;
     h.alpha = 0.75;
     /* square_avg = 0.25 * 4 = 1; avg = sqrt(1) + 0 = 1; p = 1 - 0.1 * 2 / 1 = 0.8 */
-    struct td_tensor *p = mk(TD_DTYPE_F64, S1, 1, (double[]){1});
+    struct td_tensor *p = scalar_param();
     step(TD_OPTIM_RMSPROP, &h, p, g, st);
-    expect_near(p, (double[]){0.8}, 1, 1e-15);
+    expect_p(p, 0.8);
     expect_values(st[TD_OPTIM_SQUARE_AVG], TD_DTYPE_F64, 1, S1, (double[]){1});
-    release(st);
-    td_tensor_unref(p);
+    release(st, p);
     /* centered: grad_avg = 0.25 * 2 = 0.5; avg = sqrt(1 - 0.5^2) = sqrt(0.75);
     ** p = 1 - 0.2 / sqrt(0.75) */
     h.centered = true;
-    p = mk(TD_DTYPE_F64, S1, 1, (double[]){1});
+    p = scalar_param();
     step(TD_OPTIM_RMSPROP, &h, p, g, st);
-    expect_near(p, (double[]){1 - 0.2 / sqrt(0.75)}, 1, 1e-15);
+    expect_p(p, 1 - 0.2 / sqrt(0.75));
     expect_values(st[TD_OPTIM_GRAD_AVG], TD_DTYPE_F64, 1, S1, (double[]){0.5});
-    release(st);
-    td_tensor_unref(p);
+    release(st, p);
     /* momentum 0.5: step 1 buf = 0 + 2 / 1 = 2, p = 1 - 0.1 * 2 = 0.8; step 2: square_avg =
     ** 0.75 + 1 = 1.75, buf = 0.5 * 2 + 2 / sqrt(1.75), p = 0.8 - 0.1 * buf */
     h.centered = false;
     h.momentum = 0.5;
-    p = mk(TD_DTYPE_F64, S1, 1, (double[]){1});
+    p = scalar_param();
     step(TD_OPTIM_RMSPROP, &h, p, g, st);
-    expect_near(p, (double[]){0.8}, 1, 1e-15);
+    expect_p(p, 0.8);
     step(TD_OPTIM_RMSPROP, &h, p, g, st);
-    expect_near(p, (double[]){0.8 - 0.1 * (1 + 2 / sqrt(1.75))}, 1, 1e-15);
-    release(st);
-    td_tensor_unref(p);
+    expect_p(p, 0.8 - 0.1 * (1 + 2 / sqrt(1.75)));
+    release(st, p);
     td_tensor_unref(g);
 }
 
@@ -266,7 +270,7 @@ static void test_adagrad(void **state)
     h.lr_decay = 1;
     h.initial_accumulator_value = 0.25;
     /* the new sum holds initial_accumulator_value */
-    struct td_tensor *p = mk(TD_DTYPE_F64, S1, 1, (double[]){1});
+    struct td_tensor *p = scalar_param();
     struct td_err err;
     assert_int_equal(td_optim_state_new(TD_OPTIM_SUM, &h, p, NULL, &st[TD_OPTIM_SUM], &err), 0);
     expect_values(st[TD_OPTIM_SUM], TD_DTYPE_F64, 1, S1, (double[]){0.25});
@@ -274,14 +278,13 @@ static void test_adagrad(void **state)
     ** sqrt(4.25). Step 2: clr = 0.5 / 2 = 0.25; sum = 8.25; p -= 0.25 * 2 / sqrt(8.25). */
     step(TD_OPTIM_ADAGRAD, &h, p, g, st);
     double want = 1 - 1 / sqrt(4.25);
-    expect_near(p, &want, 1, 1e-15);
+    expect_p(p, want);
     step(TD_OPTIM_ADAGRAD, &h, p, g, st);
     want -= 0.5 / sqrt(8.25);
-    expect_near(p, &want, 1, 1e-15);
+    expect_p(p, want);
     expect_values(st[TD_OPTIM_STEP], TD_DTYPE_F32, 0, NULL, (double[]){2});
     expect_values(st[TD_OPTIM_SUM], TD_DTYPE_F64, 1, S1, (double[]){8.25});
-    release(st);
-    td_tensor_unref(p);
+    release(st, p);
     td_tensor_unref(g);
 }
 

@@ -5,6 +5,8 @@ attacks a daemon of its own, then Guard.check verifies (b)-(e) (alive, served, c
 memory back to its level before the attack); (a) and (c) are checked in the test where they
 apply. Every read has a timeout; no assertion rests on a timing margin under 2x.
 """
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,22 @@ pb = wire.pb
 H = wire.H
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@contextlib.contextmanager
+def session(g):
+    """A session on the guarded daemon g; when the block ends without an exception, the session
+    is closed (CloseSession), then Guard.check verifies the daemon and g stops it."""
+    c = wire.Conn(g.port)
+    try:
+        yield c
+        req = pb.Request()
+        req.close_session.SetInParent()
+        c.call(req)
+    finally:
+        c.close()
+    g.check()
+    g.stop()
 
 
 def custom_backward(c, root, grad_output, **kw):
@@ -45,8 +63,7 @@ def resume(c, grads, grad_output):
 
 def test_finding1_resume_after_the_graph_was_freed(guard):
     g = guard()
-    c = wire.Conn(g.port)
-    try:
+    with session(g) as c:
         x = c.tensor(np.array([1.0, 2.0], dtype=np.float32), requires_grad=True)
         y = c.tensor(np.array([3.0, 4.0], dtype=np.float32), requires_grad=True)
         m = c.op("mul", [H(y), 3.0])                      # MulBackward0: visited after the Function
@@ -71,13 +88,6 @@ def test_finding1_resume_after_the_graph_was_freed(guard):
         assert custom_backward(c, loss2, 902).suspended
         c.free(loss2, m2, z2)
         c.free(*junk)
-        req = pb.Request()
-        req.close_session.SetInParent()
-        c.call(req)
-    finally:
-        c.close()
-    g.check()
-    g.stop()
 
 
 # ================================================================= finding 2: autograd.grad's
@@ -101,8 +111,7 @@ def grad_walk(c, x, out, grad_output):
 @pytest.mark.parametrize("taken_by", ["grad_output", "client"])
 def test_finding2_grad_outs_taken_while_suspended(guard, taken_by):
     g = guard()
-    c = wire.Conn(g.port)
-    try:
+    with session(g) as c:
         x = c.tensor(np.ones(N, dtype=np.float32), requires_grad=True)
         for k in range(3):
             out, go = 5000 + 10 * k, 5001 + 10 * k
@@ -127,13 +136,6 @@ def test_finding2_grad_outs_taken_while_suspended(guard, taken_by):
             # the tensor under `out` is the one the client put there, not a gradient
             assert c.get(out)[0][:2].tolist() == ([2.0, 2.0] if taken_by == "grad_output"
                                                   else [4.0, 4.0])
-        req = pb.Request()
-        req.close_session.SetInParent()
-        c.call(req)
-    finally:
-        c.close()
-    g.check()
-    g.stop()
 
 
 # ================================================================= finding 3: one_hot with its
@@ -167,9 +169,8 @@ def test_finding3_one_hot_inferred_classes_stay_off_the_loop(guard):
 def test_finding4_graph_nodes_are_charged_to_the_session(guard):
     quota = 2 << 20
     g = guard("--session-max-bytes", str(quota))
-    c = wire.Conn(g.port)
-    base = g.stats().allocated_bytes
-    try:
+    with session(g) as c:
+        base = g.stats().allocated_bytes
         x = c.tensor(np.array([1.0], dtype=np.float32), requires_grad=True)
         cur, prev, sent = x, None, []
         for i in range(20000):
@@ -190,13 +191,6 @@ def test_finding4_graph_nodes_are_charged_to_the_session(guard):
             first.code, first.message)
         grown = g.stats().allocated_bytes - base
         assert grown < 4 * quota, "the graph holds %d MiB" % (grown >> 20)
-        req = pb.Request()
-        req.close_session.SetInParent()
-        c.call(req)
-    finally:
-        c.close()
-    g.check()
-    g.stop()
 
 
 # ================================================================= finding 5: a backward rule
@@ -209,8 +203,7 @@ def test_finding4_graph_nodes_are_charged_to_the_session(guard):
 @pytest.mark.parametrize("custom", [True, False])
 def test_finding5_a_failing_rule_is_not_a_suspension(guard, custom):
     g = guard("--session-max-bytes", str(256 << 20))
-    c = wire.Conn(g.port)
-    try:
+    with session(g) as c:
         n = 4 << 20  # 16 MiB of float32
         x = c.tensor(np.ones(n, dtype=np.float32), requires_grad=True)
         y = c.op("roll", [H(x)], shifts=[1])
@@ -234,10 +227,3 @@ def test_finding5_a_failing_rule_is_not_a_suspension(guard, custom):
         res.resume_backward.grad_output = 901
         with pytest.raises(wire.ServerError, match="no backward is waiting"):
             c.call(res)
-        req = pb.Request()
-        req.close_session.SetInParent()
-        c.call(req)
-    finally:
-        c.close()
-    g.check()
-    g.stop()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import wire
-from conftest import Daemon
+from attack_harness import DaemonSession, starter
 from wire import H, ServerError
 
 pb = wire.pb
@@ -25,13 +25,8 @@ INVALID = pb.INVALID_ARGUMENT
 BIG = 2 ** 40
 
 
-class Attacker:
+class Attacker(DaemonSession):
     """A daemon started with `flags` and one attacking session on it."""
-
-    def __init__(self, *flags):
-        self.d = Daemon(*flags)
-        assert self.d.port is not None, "tensord did not start"
-        self.c = wire.Conn(self.d.port)
 
     def t(self, arr):
         return H(self.c.tensor(np.asarray(arr)))
@@ -50,35 +45,8 @@ class Attacker:
         assert needle in e.value.message, e.value.message
         return took
 
-    def serves(self):
-        """The daemon is alive and another session's tiny op is served."""
-        assert self.d.proc.poll() is None, "tensord died"
-        other = wire.Conn(self.d.port)
-        try:
-            x = other.tensor(np.array([1.5, 2.0], np.float32))
-            arr, _ = other.get(other.op("add", [H(x), H(x)]))
-            assert arr.tolist() == [3.0, 4.0]
-        finally:
-            other.close()
 
-    def stop(self):
-        self.c.close()
-        assert self.d.stop() == 0, "tensord did not exit cleanly"
-
-
-@pytest.fixture
-def attacker():
-    made = []
-
-    def start(*flags):
-        a = Attacker(*flags)
-        made.append(a)
-        return a
-
-    yield start
-    for a in made:
-        if a.d.proc.poll() is None:
-            a.stop()
+attacker = starter(Attacker)
 
 
 # ---------------------------------------------------------------- long loops stop in time

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import wire
-from conftest import Daemon
+from attack_harness import DaemonSession, starter
 from wire import H, ServerError
 
 pb = wire.pb
@@ -22,14 +22,12 @@ INVALID = pb.INVALID_ARGUMENT
 A = [1.0, 2.0, 3.0]
 
 
-class Victim:
+class Victim(DaemonSession):
     """A daemon and one session holding parameter 'p' (float32 [1, 2, 3]) whose .grad is
     [2, 4, 6] (backward of sum(p * p))."""
 
     def __init__(self, *flags):
-        self.d = Daemon(*flags)
-        assert self.d.port is not None, "tensord did not start"
-        self.c = wire.Conn(self.d.port)
+        super().__init__(*flags)
         self.p = self.param(A)
 
     def param(self, values, dtype=np.float32):
@@ -76,32 +74,10 @@ class Victim:
     def serves(self):
         assert self.d.proc.poll() is None, "tensord died"
         assert self.values(self.c.op("add", [H(self.p), H(self.p)])) is not None
-        other = wire.Conn(self.d.port)
-        try:
-            x = other.tensor(np.array([1.5, 2.0], np.float32))
-            arr, _ = other.get(other.op("add", [H(x), H(x)]))
-            assert arr.tolist() == [3.0, 4.0]
-        finally:
-            other.close()
-
-    def stop(self):
-        self.c.close()
-        assert self.d.stop() == 0, "tensord did not exit cleanly"
+        super().serves()
 
 
-@pytest.fixture
-def victim():
-    made = []
-
-    def start(*flags):
-        v = Victim(*flags)
-        made.append(v)
-        return v
-
-    yield start
-    for v in made:
-        if v.d.proc.poll() is None:
-            v.stop()
+victim = starter(Victim)
 
 
 def test_bad_handles_and_tensors(victim):

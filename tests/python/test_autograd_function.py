@@ -166,6 +166,25 @@ def test_node_reentered_by_a_nested_backward_and_by_a_second_backward(td):
     assert run(td) == run(torch)
 
 
+def custom_backward_req(root, grad_output, retain_graph=False):
+    """A Backward of root whose custom Functions this client runs (it suspends at them)."""
+    req = pb.Request()
+    req.backward.handle = root
+    req.backward.custom = True
+    req.backward.grad_output = grad_output
+    if retain_graph:
+        req.backward.retain_graph = True
+    return req
+
+
+def resume_req(grads, grad_output):
+    """A ResumeBackward handing over the gradients under the handles `grads`."""
+    req = pb.Request()
+    req.resume_backward.grads.extend(grads)
+    req.resume_backward.grad_output = grad_output
+    return req
+
+
 def test_client_disconnect_mid_backward(daemon):
     """A client that goes away while the server waits for its Function's gradients: the daemon
     goes on serving, the walk cannot be resumed from another connection, and a fresh backward
@@ -175,11 +194,7 @@ def test_client_disconnect_mid_backward(daemon):
     y = c.op("mul", [H(x), 2.0])
     z = c.op("custom_function", [H(y), H(x)], function_name="HalfBackward", function_id=7)
     s = c.op("sum", [H(z)])
-    req = pb.Request()
-    req.backward.handle = s
-    req.backward.custom = True
-    req.backward.grad_output = 900
-    resp = c.call(req)
+    resp = c.call(custom_backward_req(s, 900))
     assert resp.backward.suspended and resp.backward.function_id == 7
     assert resp.backward.grad_fn == "HalfBackward"
     assert list(resp.backward.needs_input_grad) == [True]
@@ -188,11 +203,8 @@ def test_client_disconnect_mid_backward(daemon):
     other = wire.Conn(daemon)
     assert other.get(other.tensor(np.array([5.0], dtype=np.float32)))[1] is not None
     c2 = wire.Conn(daemon, resume=token)
-    res = pb.Request()
-    res.resume_backward.grads.append(900)
-    res.resume_backward.grad_output = 901
     with pytest.raises(wire.ServerError, match="connection that has closed"):
-        c2.call(res)
+        c2.call(resume_req([900], 901))
     # the leftover walk is gone: a plain backward (no custom node) runs and accumulates
     w = c2.tensor(np.array([1.0, 1.0], dtype=np.float32), requires_grad=True)
     t = c2.op("sum", [H(c2.op("mul", [H(w), 3.0]))])
@@ -206,10 +218,8 @@ def test_client_disconnect_mid_backward(daemon):
 def test_hostile_resume_and_custom_requests(daemon):
     c = wire.Conn(daemon)
     x = c.tensor(np.array([1.0], dtype=np.float32), requires_grad=True)
-    res = pb.Request()
-    res.resume_backward.grad_output = 50
     with pytest.raises(wire.ServerError, match="no backward is waiting"):
-        c.call(res)
+        c.call(resume_req([], 50))
     with pytest.raises(wire.ServerError, match="Function's name is 1 to 63 characters"):
         c.op("custom_function", [H(x), H(x)], function_name="bad name!", function_id=1)
     with pytest.raises(wire.ServerError, match="needs the Function's name"):
@@ -222,38 +232,19 @@ def test_hostile_resume_and_custom_requests(daemon):
         c.backward(c.op("sum", [H(z)]))
     # suspensions nest at most 8 deep
     for depth in range(8):
-        req = pb.Request()
-        req.backward.handle = c.op("sum", [H(z)])
-        req.backward.custom = True
-        req.backward.grad_output = 1000 + depth
-        req.backward.retain_graph = True
+        req = custom_backward_req(c.op("sum", [H(z)]), 1000 + depth, retain_graph=True)
         assert c.call(req).backward.suspended
-    req = pb.Request()
-    req.backward.handle = c.op("sum", [H(z)])
-    req.backward.custom = True
-    req.backward.grad_output = 2000
     with pytest.raises(wire.ServerError, match="8 backwards are already waiting"):
-        c.call(req)
+        c.call(custom_backward_req(c.op("sum", [H(z)]), 2000))
     # gradients that are not the session's, too many, and a resume that fails drops its walk
-    bad = pb.Request()
-    bad.resume_backward.grads.extend([424242])
-    bad.resume_backward.grad_output = 3000
     with pytest.raises(wire.ServerError):
-        c.call(bad)
-    many = pb.Request()
-    many.resume_backward.grads.extend([0] * 9)
-    many.resume_backward.grad_output = 3001
+        c.call(resume_req([424242], 3000))
     with pytest.raises(wire.ServerError, match="at most 7 tensor inputs"):
-        c.call(many)
-    wrong_n = pb.Request()
-    wrong_n.resume_backward.grads.extend([0, 0])
-    wrong_n.resume_backward.grad_output = 3002
+        c.call(resume_req([0] * 9, 3001))
     with pytest.raises(wire.ServerError, match="incorrect number of gradients"):
-        c.call(wrong_n)
-    ok = pb.Request()
-    ok.resume_backward.grads.extend([1000])
-    ok.resume_backward.grad_output = 3003
-    assert not c.call(ok).backward.suspended  # the next walk down completes
+        c.call(resume_req([0, 0], 3002))
+    # the next walk down completes
+    assert not c.call(resume_req([1000], 3003)).backward.suspended
     c.close()
 
 

@@ -444,19 +444,23 @@ def count_waits(td, step, steps=3):
         del s._wait
 
 
-def test_one_round_trip_per_training_step(td):
-    """forward, loss, backward and zero_grad send requests without waiting for replies: the
-    only wait of a step is reading the loss."""
-    model = td.nn.Sequential(td.nn.Linear(8, 16), td.nn.ReLU(), td.nn.Linear(16, 4))
-    loss_fn = td.nn.MSELoss()
-    x, y = td.randn(32, 8), td.randn(32, 4)
-
+def count_training_waits(td, model, loss_fn, x, y):
+    """count_waits over a training step of model: zero_grad, loss_fn(model(x), y), backward."""
     def step():
         model.zero_grad()
         loss = loss_fn(model(x), y)
         loss.backward()
         return loss
     count_waits(td, step)
+
+
+def test_one_round_trip_per_training_step(td):
+    """forward, loss, backward and zero_grad send requests without waiting for replies: the
+    only wait of a step is reading the loss."""
+    model = td.nn.Sequential(td.nn.Linear(8, 16), td.nn.ReLU(), td.nn.Linear(16, 4))
+    loss_fn = td.nn.MSELoss()
+    x, y = td.randn(32, 8), td.randn(32, 4)
+    count_training_waits(td, model, loss_fn, x, y)
 
 
 def test_one_round_trip_per_step_of_a_cnn(td):
@@ -468,13 +472,7 @@ def test_one_round_trip_per_step_of_a_cnn(td):
                           nn.Linear(8, 3))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     x, y = td.randn(5, 1, 8, 8), td.tensor([0, 2, 1, 1, 0])
-
-    def step():
-        model.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        return loss
-    count_waits(td, step)
+    count_training_waits(td, model, loss_fn, x, y)
 
 
 def test_one_round_trip_per_step_of_an_embedding_mlp(td):

@@ -2472,51 +2472,49 @@ static void req_load(struct harness *h)
     save_or_load(h, true, 10, 11);
 }
 
+/* Sends the OptimStep m with the one group g, which holds the one parameter p. */
+static void send_optim_step(struct harness *h, Tensord__OptimStep *m, Tensord__OptimGroup *g,
+                            Tensord__OptimParam *p)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__OptimGroup *gs[] = {g};
+    Tensord__OptimParam *ps[] = {p};
+    g->params = ps;
+    g->n_params = 1;
+    m->groups = gs;
+    m->n_groups = 1;
+    req.body_case = TENSORD__REQUEST__BODY_OPTIM_STEP;
+    req.optim_step = m;
+    last(h, send_req(h, &req, NULL, 0));
+}
+
 /* optimizer.step() of SGD(lr=0.5, momentum=0.5) on a (handle 1, .grad [2, 4, 6]), its
 ** momentum_buffer under 40 (made by this step). */
 static void req_optim_step(struct harness *h)
 {
-    Tensord__Request req = TENSORD__REQUEST__INIT;
     Tensord__OptimStep m = TENSORD__OPTIM_STEP__INIT;
     Tensord__OptimGroup g = TENSORD__OPTIM_GROUP__INIT;
     Tensord__OptimParam p = TENSORD__OPTIM_PARAM__INIT;
-    Tensord__OptimGroup *gs[] = {&g};
-    Tensord__OptimParam *ps[] = {&p};
     p.param = 1;
     p.momentum_buffer = 40;
     g.lr = 0.5;
     g.momentum = 0.5;
-    g.params = ps;
-    g.n_params = 1;
     m.algorithm = TENSORD__OPTIM_STEP__ALGORITHM__SGD;
-    m.groups = gs;
-    m.n_groups = 1;
-    req.body_case = TENSORD__REQUEST__BODY_OPTIM_STEP;
-    req.optim_step = &m;
-    last(h, send_req(h, &req, NULL, 0));
+    send_optim_step(h, &m, &g, &p);
 }
 
 /* clip_grad_norm_([a], max_norm=1) with a.grad = [2, 4, 6]: the total norm goes under 41. */
 static void req_clip_grad_norm(struct harness *h)
 {
-    Tensord__Request req = TENSORD__REQUEST__INIT;
     Tensord__OptimStep m = TENSORD__OPTIM_STEP__INIT;
     Tensord__OptimGroup g = TENSORD__OPTIM_GROUP__INIT;
     Tensord__OptimParam p = TENSORD__OPTIM_PARAM__INIT;
-    Tensord__OptimGroup *gs[] = {&g};
-    Tensord__OptimParam *ps[] = {&p};
     p.param = 1;
-    g.params = ps;
-    g.n_params = 1;
     m.mode = TENSORD__OPTIM_STEP__MODE__CLIP_GRAD_NORM;
     m.max_norm = 1;
     m.norm_type = 2;
     m.out = 41;
-    m.groups = gs;
-    m.n_groups = 1;
-    req.body_case = TENSORD__REQUEST__BODY_OPTIM_STEP;
-    req.optim_step = &m;
-    last(h, send_req(h, &req, NULL, 0));
+    send_optim_step(h, &m, &g, &p);
 }
 
 /* -- what a success must show (hand-derived) -- */

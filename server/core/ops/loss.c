@@ -1045,6 +1045,29 @@ static int g_scaled(const struct td_node *n, struct td_tensor *g, int64_t terms,
     return 0;
 }
 
+/* g_scaled's g times the weight w when there is one (the binary cross entropies). */
+static int g_weighted(const struct td_node *n, struct td_tensor *g, int64_t terms,
+                      struct td_tensor *w, struct td_quota *q, struct td_tensor **out,
+                      struct td_err *err)
+{
+    struct td_tensor *gx = NULL;
+    int rc;
+    if ((rc = g_scaled(n, g, terms, q, &gx, err)) != 0) {
+        return rc;
+    }
+    if (w != NULL) {
+        struct td_tensor *gw = NULL;
+        if ((rc = run2(TD_OP_MUL, td_t(gx), td_t(w), q, &gw, err)) != 0) {
+            td_tensor_unref(gx);
+            return rc;
+        }
+        td_tensor_unref(gx);
+        gx = gw;
+    }
+    *out = gx;
+    return 0;
+}
+
 static int64_t bcast_numel(const struct td_tensor *x, const struct td_tensor *y)
 {
     int64_t s[TD_MAX_DIMS];
@@ -1111,17 +1134,8 @@ int td_bw_binary_cross_entropy(const struct td_node *n, struct td_tensor *g, str
     struct td_tensor *w = n->nin > 2 ? n->in[2].t : NULL;
     struct td_tensor *t[9] = {NULL}, *gx = NULL;
     int rc;
-    if ((rc = g_scaled(n, g, x->numel, q, &gx, err)) != 0) {
+    if ((rc = g_weighted(n, g, x->numel, w, q, &gx, err)) != 0) {
         return rc;
-    }
-    if (w != NULL) {
-        struct td_tensor *gw = NULL;
-        if ((rc = run2(TD_OP_MUL, td_t(gx), td_t(w), q, &gw, err)) != 0) {
-            td_tensor_unref(gx);
-            return rc;
-        }
-        td_tensor_unref(gx);
-        gx = gw;
     }
     if ((rc = run2(TD_OP_SUB, num(1.0), td_t(x), q, &t[0], err)) == 0 &&
         (rc = run2(TD_OP_MUL, td_t(t[0]), td_t(x), q, &t[1], err)) == 0 &&
@@ -1156,17 +1170,8 @@ int td_bw_binary_cross_entropy_with_logits(const struct td_node *n, struct td_te
     struct td_tensor *pw = n->nin > 3 ? n->in[3].t : NULL;
     struct td_tensor *t[10] = {NULL}, *gx = NULL;
     int rc;
-    if ((rc = g_scaled(n, g, bcast_numel(x, y), q, &gx, err)) != 0) {
+    if ((rc = g_weighted(n, g, bcast_numel(x, y), w, q, &gx, err)) != 0) {
         return rc;
-    }
-    if (w != NULL) {
-        struct td_tensor *gw = NULL;
-        if ((rc = run2(TD_OP_MUL, td_t(gx), td_t(w), q, &gw, err)) != 0) {
-            td_tensor_unref(gx);
-            return rc;
-        }
-        td_tensor_unref(gx);
-        gx = gw;
     }
     /* s = sigmoid(x); py = p y (y when no pos_weight) */
     if ((rc = run1(TD_OP_SIGMOID, td_t(x), NULL, q, &t[0], err)) != 0) {

@@ -156,29 +156,32 @@ def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = F
     input * empty_like(input).bernoulli_(1 - p).div_(1 - p) (p = 0 or not training: input
     itself; p = 1: input * 0)."""
     import tensord
+    return _dropout_by(input, p, training, inplace,
+                       lambda: tensord.empty_like(input).bernoulli_(1 - p).div_(1 - p))
+
+
+def _dropout_by(input: Any, p: float, training: bool, inplace: bool,
+                noise: Callable[[], Any]) -> Any:
+    """The dropouts' common frame: torch's check of p; input itself for p = 0 or not training,
+    input * 0 for p = 1; else input * noise() (in place when inplace)."""
     if p < 0.0 or p > 1.0:
         raise ValueError("dropout probability has to be between 0 and 1, but got {}".format(p))
     if p == 0 or not training:
         return input
     if p == 1:
         return input.mul_(0) if inplace else input * 0
-    noise = tensord.empty_like(input).bernoulli_(1 - p).div_(1 - p)
-    return input.mul_(noise) if inplace else input * noise
+    mask = noise()
+    return input.mul_(mask) if inplace else input * mask
 
 
 def _feature_dropout(kind: int, input: Any, p: float, training: bool, inplace: bool) -> Any:
     """dropout1d/2d/3d: input * a per-channel mask, Bernoulli(1 - p) / (1 - p), drawn on the
     server (dropout_noise, which also checks the input's rank as torch does)."""
-    if p < 0.0 or p > 1.0:
-        raise ValueError("dropout probability has to be between 0 and 1, but got {}".format(p))
-    if p == 0 or not training:
-        return input
-    if p == 1:
-        return input.mul_(0) if inplace else input * 0
-    s = _session(input)
-    noise = s._op("dropout_noise", [_tensor(s, input, "input", "dropout")], max=float(p),
-                  k=kind)
-    return input.mul_(noise) if inplace else input * noise
+    def noise() -> Any:
+        s = _session(input)
+        return s._op("dropout_noise", [_tensor(s, input, "input", "dropout")], max=float(p),
+                     k=kind)
+    return _dropout_by(input, p, training, inplace, noise)
 
 
 @_export

@@ -152,16 +152,20 @@ def xavier_normal_(tensor: _td.Tensor, gain: float = 1.0) -> _td.Tensor:
     return normal_(tensor, 0.0, std)
 
 
+def _kaiming_std(tensor: _td.Tensor, a: float, mode: str, nonlinearity: str) -> float:
+    """He's std: gain / sqrt(fan)."""
+    fan = _calculate_correct_fan(tensor, mode)
+    gain = calculate_gain(nonlinearity, a)
+    return gain / math.sqrt(fan)
+
+
 def kaiming_uniform_(tensor: _td.Tensor, a: float = 0, mode: str = "fan_in",
                      nonlinearity: str = "leaky_relu") -> _td.Tensor:
     """He uniform: U(-bound, bound), bound = gain * sqrt(3 / fan)."""
     if 0 in tuple(tensor.shape):
         warnings.warn("Initializing zero-element tensors is a no-op")
         return tensor
-    fan = _calculate_correct_fan(tensor, mode)
-    gain = calculate_gain(nonlinearity, a)
-    std = gain / math.sqrt(fan)
-    bound = math.sqrt(3.0) * std
+    bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)
     with tensor._s.no_grad():
         return tensor.uniform_(-bound, bound)
 
@@ -172,9 +176,7 @@ def kaiming_normal_(tensor: _td.Tensor, a: float = 0, mode: str = "fan_in",
     if 0 in tuple(tensor.shape):
         warnings.warn("Initializing zero-element tensors is a no-op")
         return tensor
-    fan = _calculate_correct_fan(tensor, mode)
-    gain = calculate_gain(nonlinearity, a)
-    std = gain / math.sqrt(fan)
+    std = _kaiming_std(tensor, a, mode, nonlinearity)
     with tensor._s.no_grad():
         return tensor.normal_(0, std)
 

@@ -9,6 +9,8 @@ from typing import Any, Optional, Sequence
 import tensord as _td
 from tensord import _legacy
 
+from ..parameter import Parameter
+
 
 def _known(t: _td.Tensor, shape: Sequence[int], dtype: _td.dtype) -> _td.Tensor:
     if t._meta is None:
@@ -30,6 +32,18 @@ def full(shape: Sequence[int], value: Any, device: Any = None,
     _legacy._check_device(device)
     dt = dtype or _td.float32
     return _known(_td._session().full(list(shape), value, dtype=dt), shape, dt)
+
+
+def weight_and_bias(module: Any, weight_shape: Sequence[int], bias: bool, out: int,
+                    device: Any = None, dtype: Optional[_td.dtype] = None) -> None:
+    """module.weight (weight_shape) and, when bias, module.bias ((out,)), else bias registered
+    as None: made empty, in this order, for reset_parameters to fill (torch's Linear, Bilinear and
+    convolutions)."""
+    module.weight = Parameter(empty(weight_shape, device, dtype))
+    if bias:
+        module.bias = Parameter(empty((out,), device, dtype))
+    else:
+        module.register_parameter("bias", None)
 
 
 def _ntuple(n: int, name: str = "parse") -> Any:

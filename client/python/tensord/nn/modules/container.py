@@ -19,6 +19,17 @@ from .module import Module
 __all__ = ["Sequential", "ModuleList", "ModuleDict", "ParameterList"]
 
 
+def _abs_string_index(length: int, idx: Any) -> str:
+    """idx (negative: from the end) as the name of entry idx of a list of `length` entries
+    (ModuleList's, ParameterList's); torch's IndexError when it is out of range."""
+    idx = operator.index(idx)
+    if not -length <= idx < length:
+        raise IndexError("index {} is out of range".format(idx))
+    if idx < 0:
+        idx += length
+    return str(idx)
+
+
 class Sequential(Module):
     """Modules run in order, each on the previous one's output: Sequential(m0, m1, ...) names
     them '0', '1', ...; Sequential(OrderedDict) keeps the dict's names."""
@@ -146,12 +157,7 @@ class ModuleList(Module):
             self += modules
 
     def _get_abs_string_index(self, idx: Any) -> str:
-        idx = operator.index(idx)
-        if not -len(self) <= idx < len(self):
-            raise IndexError("index {} is out of range".format(idx))
-        if idx < 0:
-            idx += len(self)
-        return str(idx)
+        return _abs_string_index(len(self), idx)
 
     def __getitem__(self, idx: Union[int, slice]) -> Any:
         if isinstance(idx, slice):
@@ -283,12 +289,7 @@ class ParameterList(Module):
             self += values
 
     def _get_abs_string_index(self, idx: Any) -> str:
-        idx = operator.index(idx)
-        if not -len(self) <= idx < len(self):
-            raise IndexError("index {} is out of range".format(idx))
-        if idx < 0:
-            idx += len(self)
-        return str(idx)
+        return _abs_string_index(len(self), idx)
 
     def __getitem__(self, idx: Any) -> Any:
         if isinstance(idx, slice):

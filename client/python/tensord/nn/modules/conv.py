@@ -9,7 +9,6 @@ import tensord as _td
 
 from .. import functional as F
 from .. import init
-from ..parameter import Parameter
 from . import _util
 from ._util import _pair, _reverse_repeat_tuple, _single
 from .module import Module
@@ -68,11 +67,7 @@ class _ConvNd(Module):
             shape = (in_channels, out_channels // groups, *kernel_size)
         else:
             shape = (out_channels, in_channels // groups, *kernel_size)
-        self.weight = Parameter(_util.empty(shape, device, dtype))
-        if bias:
-            self.bias = Parameter(_util.empty((out_channels,), device, dtype))
-        else:
-            self.register_parameter("bias", None)
+        _util.weight_and_bias(self, shape, bias, out_channels, device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

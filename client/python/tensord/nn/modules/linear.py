@@ -8,7 +8,6 @@ import tensord as _td
 
 from .. import functional as F
 from .. import init
-from ..parameter import Parameter
 from . import _util
 from .module import Module
 
@@ -36,11 +35,8 @@ class Linear(Module):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = Parameter(_util.empty((out_features, in_features), device, dtype))
-        if bias:
-            self.bias = Parameter(_util.empty((out_features,), device, dtype))
-        else:
-            self.register_parameter("bias", None)
+        _util.weight_and_bias(self, (out_features, in_features), bias, out_features, device,
+                              dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -69,12 +65,8 @@ class Bilinear(Module):
         self.in1_features = in1_features
         self.in2_features = in2_features
         self.out_features = out_features
-        self.weight = Parameter(_util.empty((out_features, in1_features, in2_features),
-                                            device, dtype))
-        if bias:
-            self.bias = Parameter(_util.empty((out_features,), device, dtype))
-        else:
-            self.register_parameter("bias", None)
+        _util.weight_and_bias(self, (out_features, in1_features, in2_features), bias,
+                              out_features, device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -115,21 +115,26 @@ class Module:
     forward: Callable[..., Any] = _forward_unimplemented
 
     # -- registration --
+    def _check_new_name(self, kind: str, store: str, name: Any) -> None:
+        """torch's checks of the name of a new buffer or parameter (kind), which goes in the
+        dict self.<store>; torch's words."""
+        if store not in self.__dict__:
+            raise AttributeError("cannot assign %s before Module.__init__() call" % kind)
+        elif not isinstance(name, str):
+            raise TypeError("%s name should be a string. Got %s" % (kind, _typename(name)))
+        elif "." in name:
+            raise KeyError("%s name can't contain \".\"" % kind)
+        elif name == "":
+            raise KeyError("%s name can't be empty string \"\"" % kind)
+        elif hasattr(self, name) and name not in self.__dict__[store]:
+            raise KeyError("attribute '%s' already exists" % name)
+
     def register_buffer(self, name: str, tensor: Optional[_td.Tensor],
                         persistent: bool = True) -> None:
         """Adds a buffer (state that is not a parameter, e.g. BatchNorm's running_mean);
         a non-persistent one is left out of state_dict."""
-        if "_buffers" not in self.__dict__:
-            raise AttributeError("cannot assign buffer before Module.__init__() call")
-        elif not isinstance(name, str):
-            raise TypeError("buffer name should be a string. Got %s" % _typename(name))
-        elif "." in name:
-            raise KeyError("buffer name can't contain \".\"")
-        elif name == "":
-            raise KeyError("buffer name can't be empty string \"\"")
-        elif hasattr(self, name) and name not in self._buffers:
-            raise KeyError("attribute '%s' already exists" % name)
-        elif tensor is not None and not isinstance(tensor, _td.Tensor):
+        self._check_new_name("buffer", "_buffers", name)
+        if tensor is not None and not isinstance(tensor, _td.Tensor):
             raise TypeError("cannot assign '%s' object to buffer '%s' "
                             "(torch Tensor or None required)" % (_typename(tensor), name))
         self._buffers[name] = tensor
@@ -140,16 +145,7 @@ class Module:
 
     def register_parameter(self, name: str, param: Optional[Parameter]) -> None:
         """Adds a parameter, reachable as an attribute by that name."""
-        if "_parameters" not in self.__dict__:
-            raise AttributeError("cannot assign parameter before Module.__init__() call")
-        elif not isinstance(name, str):
-            raise TypeError("parameter name should be a string. Got %s" % _typename(name))
-        elif "." in name:
-            raise KeyError("parameter name can't contain \".\"")
-        elif name == "":
-            raise KeyError("parameter name can't be empty string \"\"")
-        elif hasattr(self, name) and name not in self._parameters:
-            raise KeyError("attribute '%s' already exists" % name)
+        self._check_new_name("parameter", "_parameters", name)
         if param is not None and not isinstance(param, Parameter):
             raise TypeError("cannot assign '%s' object to parameter '%s' "
                             "(torch.nn.Parameter or None required)" % (_typename(param), name))
@@ -187,24 +183,25 @@ class Module:
                 raise AttributeError("`" + item + "` is not an nn.Module")
         return mod
 
+    def _get_at(self, target: str) -> Tuple["Module", str, Any]:
+        """The attribute at a dotted path: (its module, its name, its value); torch's error when
+        the module has no such attribute."""
+        module_path, _, name = target.rpartition(".")
+        mod = self.get_submodule(module_path)
+        if not hasattr(mod, name):
+            raise AttributeError(mod._get_name() + " has no attribute `" + name + "`")
+        return mod, name, getattr(mod, name)
+
     def get_parameter(self, target: str) -> Parameter:
         """The parameter at a dotted path ('net.0.weight')."""
-        module_path, _, param_name = target.rpartition(".")
-        mod = self.get_submodule(module_path)
-        if not hasattr(mod, param_name):
-            raise AttributeError(mod._get_name() + " has no attribute `" + param_name + "`")
-        param = getattr(mod, param_name)
+        _, param_name, param = self._get_at(target)
         if not isinstance(param, Parameter):
             raise AttributeError("`" + param_name + "` is not an nn.Parameter")
         return param
 
     def get_buffer(self, target: str) -> _td.Tensor:
         """The buffer at a dotted path ('bn.running_mean')."""
-        module_path, _, buffer_name = target.rpartition(".")
-        mod = self.get_submodule(module_path)
-        if not hasattr(mod, buffer_name):
-            raise AttributeError(mod._get_name() + " has no attribute `" + buffer_name + "`")
-        buffer = getattr(mod, buffer_name)
+        mod, buffer_name, buffer = self._get_at(target)
         if buffer_name not in mod._buffers:
             raise AttributeError("`" + buffer_name + "` is not a buffer")
         return buffer
