@@ -59,12 +59,12 @@ static void check_op(enum td_op_id op, int64_t (*shapes)[3], const int *ndims, i
     struct td_tensor *x[3] = {NULL};
     struct td_operand in[3];
     for (int i = 0; i < nin; i++) {
-        double v[64];
-        for (int k = 0; k < 64; k++) {
+        double v[128]; /* the largest case holds 70 elements */
+        for (int k = 0; k < 128; k++) {
             v[k] = rnd();
         }
         if (op == TD_OP_WHERE && i == 0) {
-            for (int k = 0; k < 64; k++) {
+            for (int k = 0; k < 128; k++) {
                 v[k] = k % 2; /* a bool condition */
             }
             x[i] = mk(TD_DTYPE_BOOL, shapes[i], ndims[i], v);
@@ -78,7 +78,7 @@ static void check_op(enum td_op_id op, int64_t (*shapes)[3], const int *ndims, i
             continue;
         }
         if (op == TD_OP_CROSS_ENTROPY && i == 1 && ndims[1] < ndims[0]) {
-            for (int k = 0; k < 64; k++) {
+            for (int k = 0; k < 128; k++) {
                 v[k] = k % 3; /* class indices, no gradient */
             }
             x[i] = mk(TD_DTYPE_I64, shapes[i], ndims[i], v);
@@ -86,18 +86,18 @@ static void check_op(enum td_op_id op, int64_t (*shapes)[3], const int *ndims, i
             continue;
         }
         if (op == TD_OP_BINARY_CROSS_ENTROPY) {
-            for (int k = 0; k < 64; k++) {
+            for (int k = 0; k < 128; k++) {
                 v[k] = (v[k] - 0.5) * 0.8 + 0.1; /* probabilities: (0.1, 0.9) */
             }
         }
         if (i == 0 && (op == TD_OP_LEAKY_RELU || op == TD_OP_ELU || op == TD_OP_SILU ||
                        op == TD_OP_LOGSIGMOID || op == TD_OP_SOFTPLUS)) {
-            for (int k = 0; k < 64; k++) {
+            for (int k = 0; k < 128; k++) {
                 v[k] -= 1.0; /* both sides of the activation's bend: (-0.5, 0.5) */
             }
         }
         if (op == TD_OP_ERFINV) {
-            for (int k = 0; k < 64; k++) {
+            for (int k = 0; k < 128; k++) {
                 v[k] -= 1.0; /* erfinv's domain is (-1, 1) */
             }
         }
