@@ -5,6 +5,7 @@ files/<SHA-256 of its token> (test_disk_quota.py has the quotas and the shared n
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -429,13 +430,15 @@ def test_shutdown_timeout_and_unusable_data_dir(tmp_path):
     text = d.text()
     # Work still running a quarter of the timeout before the deadline is cancelled (here 25 ms
     # before it). Whether the running matmul unwinds by the deadline is up to the scheduler:
-    # then the session is saved; else the shutdown times out and the busy session is skipped
+    # then the session is saved; else the shutdown times out and the session is saved if its
+    # job ended in the meantime (only a reply was still unwritten) and skipped if it still runs
     # (never written while its job runs: tests/session/test_persist_layout.c checks that).
     assert "event=shutdown_cancel" in text
-    if "event=shutdown_timeout" in text:
-        assert "sessions_saved count=0 failed=1" in text
-    else:
-        assert "sessions_saved count=1 failed=0" in text
+    saved = re.search(r"sessions_saved count=(\d+) failed=(\d+)", text)
+    assert saved is not None, text
+    assert (int(saved.group(1)), int(saved.group(2))) in ((1, 0), (0, 1)), text
+    if "event=shutdown_timeout" not in text:
+        assert saved.group(0) == "sessions_saved count=1 failed=0", text
     assert time.time() - start < 10  # queued matmuls are dropped, not run
     d.stop()
     blocker = tmp_path / "file"
