@@ -335,6 +335,9 @@ int main(int argc, char **argv)
     /* Freed large buffers kept for reuse: at most 256 MiB, less when --max-bytes is small. */
     int64_t cache = cfg.max_bytes / 16;
     td_alloc_cache_limit(cache < ((int64_t)256 << 20) ? (size_t)cache : (size_t)256 << 20);
+    /* Large frees unmapped off the loop: at most 1 GiB waiting, less when --max-bytes is small. */
+    int64_t releasing = cfg.max_bytes / 8;
+    td_alloc_release_limit(releasing < ((int64_t)1 << 30) ? (size_t)releasing : (size_t)1 << 30);
     signal(SIGPIPE, SIG_IGN);
 
     if (td_siphash_key_init() != 0) {

@@ -2,6 +2,7 @@
 #include "alloc.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -126,6 +127,9 @@ static void *counted(unsigned char *p, size_t n)
 #endif
 #define CACHE_DEFAULT_BYTES (CACHE_ALLOWED ? (size_t)256 << 20 : 0)
 
+static _Atomic bool rel_on; /* the releaser below is enabled: one relaxed load when it is not */
+static void release(unsigned char *base, size_t cap);
+
 static struct {
     pthread_mutex_t mu;
     unsigned char *buf[CACHE_SLOTS]; /* base pointers (header included) */
@@ -168,11 +172,13 @@ static unsigned char *cache_take(size_t n)
 static bool cache_put(unsigned char *base, size_t cap)
 {
     unsigned char *drop[CACHE_SLOTS];
+    size_t dropcap[CACHE_SLOTS];
     int ndrop = 0;
     bool kept = false;
     pthread_mutex_lock(&cache.mu);
     if (cap <= cache.limit / 4) {
         while (cache.n > 0 && (cache.n == CACHE_SLOTS || cache.bytes + cap > cache.limit)) {
+            dropcap[ndrop] = cache.cap[0];
             drop[ndrop++] = cache.buf[0];
             cache_remove(0);
         }
@@ -184,9 +190,108 @@ static bool cache_put(unsigned char *base, size_t cap)
     }
     pthread_mutex_unlock(&cache.mu);
     for (int i = 0; i < ndrop; i++) {
-        free(drop[i]); /* outside the lock: unmapping a large buffer takes a while */
+        release(drop[i], dropcap[i]); /* outside the lock: unmapping takes a while */
     }
     return kept;
+}
+
+/* Unmapping a large buffer whose pages were touched takes the kernel a while (a 512 MiB tensor:
+** tens of ms here, over 100 ms on a loaded machine), and most frees run on the event loop (a Free
+** request, an overwritten handle, a closed session). Buffers of RELEASE_MIN bytes and more go to
+** a releaser thread instead, through a bounded ring: at most `limit` bytes wait there (set by
+** td_alloc_release_limit; 0, the default, frees in the caller), so the memory held beyond the
+** quotas, which stop counting a buffer when it is freed, is bounded. When the ring is full, or
+** the thread cannot be started, the caller frees the buffer itself. */
+#define RELEASE_MIN ((size_t)8 << 20)
+#define RELEASE_SLOTS 64
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    pthread_once_t once;
+    bool started;
+    unsigned char *buf[RELEASE_SLOTS]; /* a ring: head is the oldest */
+    size_t cap[RELEASE_SLOTS];
+    int head, n;
+    size_t bytes, limit;
+} rel = {.mu = PTHREAD_MUTEX_INITIALIZER,
+         .wake = PTHREAD_COND_INITIALIZER,
+         .once = PTHREAD_ONCE_INIT};
+
+static void *releaser_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&rel.mu);
+    for (;;) {
+        while (rel.n == 0) {
+            pthread_cond_wait(&rel.wake, &rel.mu);
+        }
+        unsigned char *base = rel.buf[rel.head];
+        size_t cap = rel.cap[rel.head];
+        rel.head = (rel.head + 1) % RELEASE_SLOTS;
+        rel.n--;
+        pthread_mutex_unlock(&rel.mu);
+        free(base);
+        pthread_mutex_lock(&rel.mu);
+        rel.bytes -= cap; /* counted until the pages are really gone */
+    }
+    return NULL;
+}
+
+/* Starts the releaser with every signal blocked: signals are the loop's to handle. */
+static void releaser_start(void)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t attr;
+    pthread_t t;
+    if (pthread_attr_init(&attr) == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, (size_t)64 << 10);
+        rel.started = pthread_create(&t, &attr, releaser_main, NULL) == 0;
+        pthread_attr_destroy(&attr);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Frees base (cap bytes) now or through the releaser. */
+static void release(unsigned char *base, size_t cap)
+{
+    if (cap >= RELEASE_MIN && atomic_load_explicit(&rel_on, memory_order_relaxed)) {
+        pthread_once(&rel.once, releaser_start);
+        pthread_mutex_lock(&rel.mu);
+        bool queued = rel.started && rel.n < RELEASE_SLOTS && cap <= rel.limit &&
+                      rel.bytes <= rel.limit - cap;
+        if (queued) {
+            rel.buf[(rel.head + rel.n) % RELEASE_SLOTS] = base;
+            rel.cap[(rel.head + rel.n) % RELEASE_SLOTS] = cap;
+            rel.n++;
+            rel.bytes += cap;
+            pthread_cond_signal(&rel.wake);
+        }
+        pthread_mutex_unlock(&rel.mu);
+        if (queued) {
+            return;
+        }
+    }
+    free(base);
+}
+
+void td_alloc_release_limit(size_t bytes)
+{
+    pthread_mutex_lock(&rel.mu);
+    rel.limit = bytes;
+    pthread_mutex_unlock(&rel.mu);
+    atomic_store(&rel_on, bytes > 0);
+}
+
+size_t td_alloc_releasing_bytes(void)
+{
+    pthread_mutex_lock(&rel.mu);
+    size_t n = rel.bytes;
+    pthread_mutex_unlock(&rel.mu);
+    return n;
 }
 
 void td_alloc_cache_limit(size_t bytes)
@@ -272,7 +377,7 @@ void td_free(void *p)
     memcpy(&cap, base + sizeof n, sizeof cap);
     count_bytes(-(int64_t)n);
     if (cap < CACHE_MIN || !cache_put(base, cap)) {
-        free(base);
+        release(base, cap);
     }
 }
 

@@ -33,6 +33,12 @@ int64_t td_alloc_live_bytes(void);
 void td_alloc_cache_limit(size_t bytes);
 size_t td_alloc_cached_bytes(void);
 
+/* Freed buffers of 8 MiB and more that the cache does not keep are unmapped by a releaser
+** thread, off the caller's (the event loop's) time, while at most `bytes` wait for it (0, the
+** default, frees them in the caller). td_alloc_releasing_bytes says how much waits now. */
+void td_alloc_release_limit(size_t bytes);
+size_t td_alloc_releasing_bytes(void);
+
 /* Test fault hook: the n-th allocation from now fails (n >= 1); 0 disables. td_alloc_count
 ** returns how many allocations were made since it was armed (so a sweep knows when it has passed
 ** the end); allocations are not counted while the hook is off. */

@@ -2,10 +2,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <cmocka.h>
 
 #include <string.h>
+#include <time.h>
 
 #include "base/alloc.h"
 #include "base/err.h"
@@ -107,6 +109,53 @@ static void test_alloc_cache_reuses_large_buffers(void **state)
     assert_int_equal(td_alloc_live_bytes(), base);
 }
 
+/* Waits (bounded) until the releaser thread has unmapped everything handed to it. */
+static bool releaser_drains(void)
+{
+    for (int i = 0; i < 2000 && td_alloc_releasing_bytes() > 0; i++) {
+        struct timespec ms = {0, 5000000};
+        nanosleep(&ms, NULL);
+    }
+    return td_alloc_releasing_bytes() == 0;
+}
+
+/* Large frees go to the releaser thread while they fit under its limit: live bytes drop at once,
+** the waiting bytes never pass the limit, and the thread gets through them; a buffer larger
+** than the limit, and every buffer while the limit is 0, is freed by the caller. */
+static void test_large_frees_are_released_off_the_callers_thread(void **state)
+{
+    (void)state;
+    const size_t mib = (size_t)1 << 20;
+    td_alloc_cache_limit(0); /* every large free is a release */
+    int64_t base = td_alloc_live_bytes();
+    td_alloc_release_limit(64 * mib);
+    for (int round = 0; round < 20; round++) {
+        unsigned char *p[6];
+        for (int i = 0; i < 6; i++) {
+            p[i] = td_malloc(12 * mib);
+            assert_non_null(p[i]);
+            memset(p[i], i + 1, 12 * mib); /* touched pages: what makes unmapping slow */
+        }
+        for (int i = 0; i < 6; i++) {
+            td_free(p[i]);
+            assert_true(td_alloc_releasing_bytes() <= 64 * mib);
+        }
+        assert_int_equal(td_alloc_live_bytes(), base);
+    }
+    assert_true(releaser_drains());
+    unsigned char *big = td_malloc(80 * mib); /* above the limit: freed here */
+    assert_non_null(big);
+    td_free(big);
+    assert_int_equal(td_alloc_releasing_bytes(), 0);
+    td_alloc_release_limit(0);
+    unsigned char *q = td_malloc(12 * mib);
+    assert_non_null(q);
+    td_free(q);
+    assert_int_equal(td_alloc_releasing_bytes(), 0);
+    assert_int_equal(td_alloc_live_bytes(), base);
+    td_alloc_cache_limit(64 * mib);
+}
+
 static void test_quota_chain(void **state)
 {
     (void)state;
@@ -190,6 +239,7 @@ int main(void)
         cmocka_unit_test(test_err_set_and_names),
         cmocka_unit_test(test_alloc_counts_and_fails),
         cmocka_unit_test(test_alloc_cache_reuses_large_buffers),
+        cmocka_unit_test(test_large_frees_are_released_off_the_callers_thread),
         cmocka_unit_test(test_quota_chain),
         cmocka_unit_test(test_map),
         cmocka_unit_test(test_map_churn_stays_bounded),

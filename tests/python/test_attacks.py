@@ -316,14 +316,16 @@ class Guard:
         assert dt < TINY_OP_S, "a tiny op took %.0f ms after the attack" % (dt * 1000)
         self.canary.check()
         deadline = time.monotonic() + settle
-        while True:
+        while True:  # large frees are unmapped by a releaser thread, moments later
             st = self.stats()
-            if st.allocated_bytes <= self.base_alloc + ALLOC_SLACK or time.monotonic() > deadline:
+            rss = proc_kib(self.pid, "VmRSS") << 10
+            if (st.allocated_bytes <= self.base_alloc + ALLOC_SLACK and
+                    (SANITIZED or rss <= self.base_rss + st.cached_bytes + RSS_SLACK)) or \
+                    time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         assert st.allocated_bytes <= self.base_alloc + ALLOC_SLACK, \
             "allocated_bytes %d, %d before the attack" % (st.allocated_bytes, self.base_alloc)
-        rss = proc_kib(self.pid, "VmRSS") << 10
         assert SANITIZED or rss <= self.base_rss + st.cached_bytes + RSS_SLACK, \
             "RSS %d MiB, %d MiB before the attack, %d MiB cached" % (
                 rss >> 20, self.base_rss >> 20, st.cached_bytes >> 20)

@@ -160,9 +160,10 @@ def test_readyz_says_503_while_the_daemon_drains():
             g = wire.pb.Request(id=2 + i)
             g.get.handle = big._h
             frames.append(g)
-        for f in frames:
-            meta = f.SerializeToString()
-            sock.sendall(struct.pack(">IQ", len(meta), 0) + meta)
+        # one write, so the daemon reads every request before it pauses for its own backlog
+        # (a request still unread when the drain starts is never read)
+        sock.sendall(b"".join(struct.pack(">IQ", len(m), 0) + m
+                              for m in (f.SerializeToString() for f in frames)))
         time.sleep(0.3)
         d.proc.send_signal(signal.SIGTERM)
         deadline = time.time() + 5
