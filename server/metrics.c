@@ -76,7 +76,7 @@ static void metrics_text(struct td_strbuf *t, const struct td_metrics *m)
                      "tensord_buffer_cache_bytes %zu\n",
                      td_alloc_cached_bytes());
     td_strbuf_printf(t, "# HELP tensord_loop_busy_seconds How long each event-loop turn held the "
-                        "loop (its wall time less its wait for I/O).\n"
+                        "loop (its wall time less its wait for I/O, at most its CPU time).\n"
                         "# TYPE tensord_loop_busy_seconds histogram\n");
     for (int b = 0; b < TD_RPC_LOOP_BUCKETS; b++) {
         td_strbuf_printf(t, "tensord_loop_busy_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",

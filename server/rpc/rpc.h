@@ -101,7 +101,7 @@ struct td_rpc_server {
 };
 
 /* Records one event-loop turn that held the loop for busy_us (its wall time less its wait in
-** poll). Called by the daemon's loop on the loop thread, once per turn. */
+** poll, capped by the loop thread's CPU time). Called by the daemon's loop on the loop thread, once per turn. */
 void td_rpc_stats_turn(struct td_rpc_server *srv, uint64_t busy_us);
 
 /* Frees what the server accumulated (the auth penalty table). */

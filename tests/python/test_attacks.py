@@ -257,7 +257,8 @@ class Guard:
         loop past TINY_OP_S, and the watcher's tiny ops replied within TINY_OP_S.
 
         The first is the daemon's own measure of each turn's busy time (its wall time less its
-        wait for I/O), read from Stats before and after: a request run on the loop for longer
+        wait for I/O, at most the loop thread's CPU time: a turn preempted by other processes on
+        a loaded machine is not held by the daemon), read from Stats before and after: a request run on the loop for longer
         shows there whatever the test process is doing. The watcher's timings include this
         process too: the attacker's reader thread (parsing hundreds of thousands of replies
         under the GIL) and a shared machine's scheduler (seen: 101 to 258 ms, once per run, with
