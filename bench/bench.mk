@@ -5,7 +5,7 @@
 
 .PHONY: bench bench-bins
 
-DEB_PKGS += redis-server redis-tools iperf3 linux-perf
+DEB_PKGS += redis-server redis-tools iperf3 linux-perf python3-redis python3-hiredis
 
 BENCH_DIR  := $(BUILD)/bench
 TDBENCH    := $(BENCH_DIR)/tdbench
