@@ -12,7 +12,9 @@
 #   upload256 one 256 MiB numpy upload (workload 4)
 #   mm        2048x2048 float32 matmuls (workload 5)
 #   seed      the seed autograd example from the Python client (workload 7)
-#   mlp       the MLP SGD step from the Python client (workload 8)
+#   mlp       the MLP step (nn.Sequential + optim.SGD) from the Python client (workload 8)
+#   pytiny    Python z = x * y; z.tolist() on 2x2 tensors, one call at a time (workload 11)
+#   pypipe    Python z = z * y x5000 pipelined, then one read (workload 11)
 # Only the processes started here are stopped, by PID. Needs perf (linux-perf).
 set -eu
 what=${1:?usage: bench/profile.sh WHAT [BUILD]}
@@ -73,21 +75,32 @@ for _ in range(2000):
     Q = 3*a**3 - b**2; Q.backward(); a.grad.item()
 print('seed %.1f us' % ((time.perf_counter() - t0) / 2000 * 1e6))" ;;
 mlp)      py "
-import time, numpy as np, tensord, tensord.nn.functional as F
-s = tensord.connect('$addr'); r = np.random.default_rng(0)
+import time, numpy as np, tensord
+s = tensord.connect('$addr'); tensord._default = s; nn = tensord.nn; r = np.random.default_rng(0)
 x = s.tensor(r.standard_normal((256, 784), dtype=np.float32)); y = s.tensor(r.integers(0, 10, 256))
-ps = [s.tensor((r.standard_normal(sh) * 0.05).astype(np.float32), requires_grad=True)
-      for sh in ((256, 784), (256,), (10, 256), (10,))]
+m = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+opt = tensord.optim.SGD(m.parameters(), lr=0.01); lf = nn.CrossEntropyLoss()
 t0 = time.perf_counter()
 for _ in range(50):
-    loss = F.cross_entropy(F.linear(F.relu(F.linear(x, ps[0], ps[1])), ps[2], ps[3]), y)
-    loss.backward()
-    with s.no_grad():
-        for p in ps:
-            p -= 0.01 * p.grad
-            p.grad = None
-    loss.item()
+    loss = lf(m(x), y); loss.backward(); opt.step(); opt.zero_grad(); loss.item()
 print('mlp %.2f ms/step' % ((time.perf_counter() - t0) / 50 * 1e3))" ;;
+pytiny)   py "
+import time, numpy as np, tensord
+s = tensord.connect('$addr'); x = s.tensor(np.full((2, 2), 3, np.float32)); y = s.tensor(x.numpy())
+t0 = time.perf_counter()
+for _ in range(20000):
+    z = x * y; z.tolist()
+print('pytiny %.1f us/call' % ((time.perf_counter() - t0) / 20000 * 1e6))" ;;
+pypipe)   py "
+import time, numpy as np, tensord
+s = tensord.connect('$addr'); x = s.tensor(np.full((2, 2), 3, np.float32))
+y = s.tensor(np.ones((2, 2), np.float32)); t0 = time.perf_counter()
+for _ in range(20):
+    z = x
+    for _ in range(5000):
+        z = z * y
+    z.tolist()
+print('pypipe %.2f us/op' % ((time.perf_counter() - t0) / 100000 * 1e6))" ;;
 *) echo "unknown workload $what" >&2; exit 2 ;;
 esac
 kill -INT $perf

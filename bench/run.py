@@ -38,6 +38,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -209,14 +210,44 @@ def per(after: float | None, before: float | None, n: int) -> float | None:
     return None if after is None or before is None else (after - before) / n
 
 
+def task_cpu_s(pid: int) -> float:
+    """CPU time (s) of every thread of process pid so far, from /proc/PID/task/*/schedstat
+    (nanoseconds, unlike /proc/PID/stat's ticks); 0 when pid is 0."""
+    if not pid:
+        return 0.0
+    total = 0
+    base = "/proc/%d/task" % pid
+    for tid in os.listdir(base):
+        try:
+            with open("%s/%s/schedstat" % (base, tid)) as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue   # a thread that ended meanwhile
+    return total / 1e9
+
+
+def with_cpu(store: dict, key: str, server_pid: int, ops: int, fn: object) -> float:
+    """Runs fn() and appends the CPU it took per op, in us, to store[key]: this process's
+    (the client's, all its threads) and the server's (server_pid, all its threads)."""
+    c0, s0 = time.process_time(), task_cpu_s(server_pid)
+    v = fn()
+    c1, s1 = time.process_time(), task_cpu_s(server_pid)
+    d = store.setdefault(key, {"client": [], "server": []})
+    d["client"].append((c1 - c0) / ops * 1e6)
+    d["server"].append((s1 - s0) / ops * 1e6)
+    return v
+
+
 class PyTiny:
     """The Python client's tiny-op rows (workload 11) on one session: `z = x * y; z.tolist()`
     on 2x2 float32 tensors, one call at a time, and `z = z * y` x5000 pipelined then one read.
     Run in this process and, for the pure-Python line, in the worker."""
 
-    def __init__(self, addr: str):
+    def __init__(self, addr: str, server_pid: int = 0):
         import numpy as np
         import tensord
+        self.server_pid = server_pid
+        self.cpu: dict = {}
         self.sess = tensord.connect(addr)
         self.x = self.sess.tensor(np.full((2, 2), 3.0, np.float32))
         self.y = self.sess.tensor(np.full((2, 2), 2.0, np.float32))
@@ -224,6 +255,12 @@ class PyTiny:
         self.counts: dict = {}
 
     def tiny(self, n: int) -> float:
+        return with_cpu(self.cpu, "tiny", self.server_pid, n, lambda: self._tiny(n))
+
+    def pipe(self, n: int, k: int) -> float:
+        return with_cpu(self.cpu, "pipe", self.server_pid, n * k, lambda: self._pipe(n, k))
+
+    def _tiny(self, n: int) -> float:
         x, y = self.x, self.y
         w0 = conn_counter(self.sess, "waits")
         t0 = now()
@@ -235,7 +272,7 @@ class PyTiny:
         self.counts["tiny_waits"] = per(conn_counter(self.sess, "waits"), w0, n)
         return dt / n * 1e6
 
-    def pipe(self, n: int, k: int) -> float:
+    def _pipe(self, n: int, k: int) -> float:
         one = self.one
         w0 = conn_counter(self.sess, "waits")
         x0 = conn_counter(self.sess, "writes")
@@ -254,8 +291,8 @@ class PyTiny:
     def frames(self, n: int) -> dict:
         """cProfile counts over n calls of each loop: Python frames per op (functions defined
         in Python) and calls per op with C functions included. Counts, not times."""
-        return {"tiny": profile_calls(lambda: self.tiny(n), n),
-                "pipe": profile_calls(lambda: self.pipe(n, 1), n)}
+        return {"tiny": profile_calls(lambda: self._tiny(n), n),
+                "pipe": profile_calls(lambda: self._pipe(n, 1), n)}
 
     def close(self) -> None:
         self.sess.close()
@@ -271,10 +308,11 @@ def profile_calls(fn: object, n: int) -> dict:
     return {"python_frames": py / n, "calls": st.total_calls / n}
 
 
-def py_worker(addr: str) -> int:
-    """`run.py --py-worker ADDR`: a PyTiny on ADDR driven by one JSON command a line on stdin,
-    each answered with one JSON line (run by the bench under TENSORD_PURE_PYTHON=1)."""
-    w = PyTiny(addr)
+def py_worker(addr: str, server_pid: int) -> int:
+    """`run.py --py-worker ADDR --py-worker-pid PID`: a PyTiny on ADDR (the daemon PID) driven
+    by one JSON command a line on stdin, each answered with one JSON line (run by the bench
+    under TENSORD_PURE_PYTHON=1)."""
+    w = PyTiny(addr, server_pid)
     print(json.dumps({"path": client_path()}), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -287,6 +325,7 @@ def py_worker(addr: str) -> int:
         else:
             break
         out["counts"] = w.counts
+        out["cpu"] = w.cpu
         print(json.dumps(out), flush=True)
     w.close()
     return 0
@@ -296,11 +335,12 @@ class Worker:
     """The parent's end of a py_worker child: ask() sends one command and waits (bounded) for
     its answer."""
 
-    def __init__(self, procs: "Procs", addr: str, env: dict):
+    def __init__(self, procs: "Procs", addr: str, server_pid: int, env: dict):
         log = open(os.path.join(procs.logdir, "py_worker.log"), "wb")
         self.p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--py-worker",
-                                   addr], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=log, env=env)
+                                   addr, "--py-worker-pid", str(server_pid)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                  env=env)
         log.close()
         procs.procs.append(self.p)
         self.procs = procs
@@ -890,14 +930,17 @@ class Suite:
         other anchors use: `z = x * y; z.tolist()` (2x2 f32) per call vs a
         pipeline(transaction=False) of SET+GET and execute(); `z = z * y` x5000 then one read,
         per op, vs a pipeline of 5000 SETs, per command. When this process runs the client's
-        fast path, a worker under TENSORD_PURE_PYTHON=1 takes its turns too."""
+        fast path, a worker under TENSORD_PURE_PYTHON=1 takes its turns too. Beside the times:
+        Python frames per op (cProfile) and the CPU per op of client and server."""
         import redis
-        import redis.utils
         n, pn, pk = self.args.py_tiny_n, 5000, self.args.py_pipe_k
         path = client_path()
         self.py_path["bench"] = path
+        td_pid = self.servers["td"][0].pid
+        redis_pid = self.servers["redis"][0].pid
         r = redis.Redis(host="127.0.0.1", port=self.port("redis"))
         val = b"\x00\x00\x40\x40" * 4   # the 2x2 float32 tensor of 3.0s: 16 bytes
+        cpu: dict = {}
 
         def rp_setget(calls: int = n) -> float:
             t0 = now()
@@ -913,26 +956,53 @@ class Suite:
         def rp_pipe() -> float:
             t0 = now()
             for _ in range(pk):
-                p = r.pipeline(transaction=False)
-                for _ in range(pn):
-                    p.set(b"k", val)
-                out = p.execute()
-            dt = now() - t0
-            assert len(out) == pn and all(out)
-            return dt / (pn * pk) * 1e6
+                rp_pipe_once(r, val, pn)
+            return (now() - t0) / (pn * pk) * 1e6
 
-        td = PyTiny(self.addr(False))
+        # The floor under any Python client's call: one sendall of a mul and a get request and
+        # the recv of both replies, tensord's byte counts, against the raw TCP server.
+        sz = self.sizes if hasattr(self, "sizes") else self.tdbench("sizes", self.addr(False))
+        raw = socket.create_connection(("127.0.0.1", self.port("raw")))
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        raw.sendall(struct.pack("=4I", sz["mul_req"], sz["mul_resp"], sz["get_req"],
+                                sz["get_resp"]))
+        raw_req = bytes(sz["mul_req"] + sz["get_req"])
+        raw_want = sz["mul_resp"] + sz["get_resp"]
+
+        def raw_rt() -> float:
+            t0 = now()
+            for _ in range(n):
+                raw.sendall(raw_req)
+                got = 0
+                while got < raw_want:
+                    b = raw.recv(65536)
+                    if not b:
+                        raise ConnectionError("rawtcp closed")
+                    got += len(b)
+            return (now() - t0) / n * 1e6
+
+        td = PyTiny(self.addr(False), td_pid)
         worker = None
+        wcpu: dict = {}
         if path["fast"]:
             env = dict(os.environ, TENSORD_PURE_PYTHON="1")
-            worker = Worker(self.procs, self.addr(False), env)
+            worker = Worker(self.procs, self.addr(False), td_pid, env)
             self.py_path["pure_worker"] = worker.hello["path"]
+
+        def ask(**cmd: object) -> float:
+            out = worker.ask(**cmd)
+            wcpu.update(out["cpu"])
+            return out["us"]
+
         try:
-            tiny = [("td", lambda: td.tiny(n)), ("redis-py", rp_setget)]
-            pipe = [("td", lambda: td.pipe(pn, pk)), ("redis-py", rp_pipe)]
+            tiny = [("td", lambda: td.tiny(n)),
+                    ("redis-py", lambda: with_cpu(cpu, "rp_tiny", redis_pid, n, rp_setget)),
+                    ("raw", raw_rt)]
+            pipe = [("td", lambda: td.pipe(pn, pk)),
+                    ("redis-py", lambda: with_cpu(cpu, "rp_pipe", redis_pid, pn * pk, rp_pipe))]
             if worker is not None:
-                tiny.append(("pure", lambda: worker.ask(do="tiny", n=n)["us"]))
-                pipe.append(("pure", lambda: worker.ask(do="pipe", n=pn, k=pk)["us"]))
+                tiny.append(("pure", lambda: ask(do="tiny", n=n)))
+                pipe.append(("pure", lambda: ask(do="pipe", n=pn, k=pk)))
             st = self.measure(tiny)
             sp = self.measure(pipe)
             # Counts, outside the timed rounds: Python frames per op under cProfile.
@@ -943,14 +1013,26 @@ class Suite:
                                                          fn)}}
             if worker is not None:
                 frames["pure"] = worker.ask(do="frames", n=fn)["frames"]
-                wcounts = worker.ask(do="tiny", n=10)["counts"]
+                self.py_path["pure_worker_counts"] = worker.ask(do="tiny", n=10)["counts"]
         finally:
             if worker is not None:
                 worker.close()
             td.close()
             r.close()
-        self.py_frames = frames
+            raw.close()
+        med = {k: {side: statistics.median(v) for side, v in d.items()}
+               for k, d in (("td_" + k, v) for k, v in td.cpu.items())}
+        med.update({k: {side: statistics.median(v) for side, v in d.items()}
+                    for k, d in cpu.items()})
+        med.update({"pure_" + k: {side: statistics.median(v) for side, v in d.items()}
+                    for k, d in wcpu.items()})
+        self.py_frames = {"frames": frames, "cpu_us_per_op": med}
         label = "fast path (C)" if path["fast"] else "pure Python"
+
+        def cpu_note(key: str) -> str:
+            c = med.get(key)
+            return "?" if c is None else "%.1f + %.1f" % (c["client"], c["server"])
+
         for kind, res, what, i19, anchor in (
                 ("tiny", st, "Python z = x * y; z.tolist() (2x2), per call",
                  "Python z = x * y; z.tolist() (2x2), per call",
@@ -965,10 +1047,11 @@ class Suite:
             self.row(11, what, "2 vCPU", "us", res["td"], anchor, res["redis-py"],
                      "<= 1.0x redis-py", ok, i19=i19,
                      note="client: %s; per op: %.1f Python frames, %.1f calls (redis-py %.1f, "
-                     "%.1f); round trips per %s: %s" % (
-                         label, f["python_frames"], f["calls"], rf["python_frames"],
-                         rf["calls"], "call" if kind == "tiny" else "5000",
-                         "?" if waits is None else "%.2f" % waits))
+                     "%.1f); CPU us client + server: %s (redis-py %s); round trips per %s: %s"
+                     % (label, f["python_frames"], f["calls"], rf["python_frames"], rf["calls"],
+                        cpu_note("td_" + kind), cpu_note("rp_" + kind),
+                        "call" if kind == "tiny" else "5000",
+                        "?" if waits is None else "%.2f" % waits))
             if worker is not None:
                 pf = frames["pure"][kind]
                 pure_path = self.py_path["pure_worker"]
@@ -976,12 +1059,15 @@ class Suite:
                          res["redis-py"],
                          i19=(i19 + " [pure Python]") if not pure_path["fast"] else "",
                          note="TENSORD_PURE_PYTHON=1%s; per op %.1f Python frames, %.1f calls; "
-                         "the fast path takes %.2fx of its time" % (
+                         "CPU us client + server: %s; the fast path takes %.2fx of its time" % (
                              "" if not pure_path["fast"] else " (IGNORED: the worker ran the "
                              "fast path)", pf["python_frames"], pf["calls"],
+                             cpu_note("pure_" + kind),
                              statistics.median(res["td"]) / statistics.median(res["pure"])))
-        if worker is not None:
-            self.py_path["pure_worker_counts"] = wcounts
+            if kind == "tiny":
+                self.row(11, "", "2 vCPU", "us", res["td"], "raw TCP from Python", res["raw"],
+                         note="one sendall of %d B, recv of %d B: the socket round trip under "
+                         "any Python client" % (len(raw_req), raw_want))
 
     def fit_budget(self, elapsed: float) -> None:
         """The whole run must end within --budget seconds on a shared, noisy machine: past
@@ -1094,7 +1180,7 @@ class Suite:
                        "reps": self.reps, "elapsed_s": elapsed,
                        "workload_seconds": getattr(self, "timings", {}),
                        "failed_workloads": failed,
-                       "python_client": self.py_path, "python_frames_per_op": self.py_frames,
+                       "python_client": self.py_path, "python_per_op": self.py_frames,
                        "redis_py": rp,
                        "issue19": [r for r in self.rows if r["issue19"]],
                        "rows": self.rows}, f, indent=1)
@@ -1248,9 +1334,10 @@ def main() -> int:
     ap.add_argument("--py-frames-n", type=int, default=200,
                     help="ops profiled with cProfile for the frames-per-op counts (11)")
     ap.add_argument("--py-worker", metavar="ADDR", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--py-worker-pid", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.py_worker:
-        return py_worker(args.py_worker)
+        return py_worker(args.py_worker, args.py_worker_pid)
     suite = Suite(args)
     try:
         return suite.run()
