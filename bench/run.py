@@ -839,8 +839,15 @@ class Suite:
                     torch_step()
                 return (now() - t0) / steps * 1e3
 
-            s = self.measure([("td", td_steps), ("torch", torch_steps)], self.slow_reps,
-                             settle=0.2)
+            def torch1_steps() -> float:   # how much the anchor's threads buy here
+                torch.set_num_threads(1)
+                try:
+                    return torch_steps()
+                finally:
+                    torch.set_num_threads(threads)
+
+            s = self.measure([("td", td_steps), ("torch", torch_steps), ("torch1", torch1_steps)],
+                             self.slow_reps, settle=0.2)
         finally:
             tensord._default = old_default
             torch.set_num_threads(torch_threads)
@@ -851,6 +858,8 @@ class Suite:
                  "OpenBLAS core: tensord %s, torch %s" % (
                      threads, self.corenames["tensord"], self.corenames["numpy"]),
                  i19="MLP 784-256-10 step, batch 256")
+        self.row(8, "", "2 vCPU", "ms", s["td"], "local torch (1 thread)", s["torch1"],
+                 note="not the target's anchor: shows what torch's threads buy on this machine")
         if counts["waits"] is not None:
             self.row(8, "  round trips per step", "2 vCPU", "RT", [counts["waits"]],
                      target="1", met=counts["waits"] == 1,
@@ -1028,6 +1037,7 @@ class Suite:
                     for k, d in wcpu.items()})
         self.py_frames = {"frames": frames, "cpu_us_per_op": med}
         label = "fast path (C)" if path["fast"] else "pure Python"
+        nohi = "" if getattr(self, "hiredis", True) else " NO HIREDIS"
 
         def cpu_note(key: str) -> str:
             c = med.get(key)
@@ -1036,10 +1046,10 @@ class Suite:
         for kind, res, what, i19, anchor in (
                 ("tiny", st, "Python z = x * y; z.tolist() (2x2), per call",
                  "Python z = x * y; z.tolist() (2x2), per call",
-                 "redis-py pipe SET+GET"),
+                 "redis-py pipe SET+GET" + nohi),
                 ("pipe", sp, "Python z = z * y x5000, one read, per op",
                  "Python pipelined z = z * y x5000, per op",
-                 "redis-py pipe 5000 SETs")):
+                 "redis-py pipe 5000 SETs" + nohi)):
             ok = statistics.median(res["td"]) <= statistics.median(res["redis-py"])
             f = frames["td"][kind]
             rf = frames["redis-py"][kind]
@@ -1141,6 +1151,11 @@ class Suite:
         machine = self.machine()
         self.py_path["bench"] = client_path()
         rp = redis_py_versions()
+        if rp["redis_py"] is None:
+            print("bench: redis-py (python3-redis) is missing; run `make deps` first",
+                  file=sys.stderr)
+            return 1
+        self.hiredis = bool(rp["HIREDIS_AVAILABLE"])
         print("Python client: %s; redis-py %s, hiredis %s (redis.utils.HIREDIS_AVAILABLE %s)" % (
             "fast path (tensord._fast)" if self.py_path["bench"]["fast"] else "pure Python",
             rp["redis_py"], rp["hiredis"], rp["HIREDIS_AVAILABLE"]))
