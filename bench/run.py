@@ -786,7 +786,9 @@ class Suite:
         Y = rng.integers(0, 10, 256)
         steps = self.args.mlp_steps
         sess = tensord.connect(self.addr(False))
-        m = re.search(r"(\d+) threads", sess.stats().blas)
+        # the daemon's threads as Stats.blas reports them ("...; 2 threads"); the CPU count
+        # (its default) from a daemon that does not say
+        m = re.search(r"(\d+) threads", str(getattr(sess.stats(), "blas", "")))
         threads = int(m.group(1)) if m else self.threads
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
