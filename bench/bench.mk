@@ -1,11 +1,12 @@
-# make bench: the side-by-side benchmark suite (issue 9). Each workload runs for tensord and its
-# anchors (Redis, iperf3, raw TCP, cblas_sgemm, numpy, torch) in the same invocation, alternating,
-# with warm-up and repetitions; bench/run.py prints the table and writes $(BUILD)/bench/results.json.
+# make bench: the side-by-side benchmark suite (issues 9 and 19). Each workload runs for tensord
+# and its anchors (Redis, redis-py, iperf3, raw TCP, cblas_sgemm, numpy, torch) in the same
+# invocation, alternating, with warm-up and repetitions; bench/run.py prints the table (then
+# issue 19's rows once more) and writes $(BUILD)/bench/results.json.
 # `make bench BENCH_ARGS="--only 1,5 --reps 3"` runs a subset. Benchmarks never run in `make test`.
 
 .PHONY: bench bench-bins
 
-DEB_PKGS += redis-server redis-tools iperf3 linux-perf
+DEB_PKGS += redis-server redis-tools iperf3 linux-perf python3-redis python3-hiredis
 
 BENCH_DIR  := $(BUILD)/bench
 TDBENCH    := $(BENCH_DIR)/tdbench

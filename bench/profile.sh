@@ -12,8 +12,20 @@
 #   upload256 one 256 MiB numpy upload (workload 4)
 #   mm        2048x2048 float32 matmuls (workload 5)
 #   seed      the seed autograd example from the Python client (workload 7)
-#   mlp       the MLP SGD step from the Python client (workload 8)
-# Only the processes started here are stopped, by PID. Needs perf (linux-perf).
+#   mlp       the MLP step (nn.Sequential + optim.SGD) from the Python client (workload 8)
+#   pytiny    Python z = x * y; z.tolist() on 2x2 tensors, one call at a time (workload 11)
+#   pypipe    Python z = z * y x5000 pipelined, then one read (workload 11)
+#   ipo-pipe16, ipo-pipe256   daemon instructions per op under callgrind (this VM's perf has no
+#             hardware counters: `perf stat -e instructions` says <not supported>): tdbench pipe
+#             at depth 16 / 256, counted over IPO_N (25600) muls after a warm-up
+#   ipo-pytiny, ipo-pypipe    the same for the Python rows of workload 11 (IPO_N calls / ops)
+#   ipo-redis16, ipo-redis256 the anchor: redis-server instructions per SET, redis-benchmark -P
+#   ipoc-pytiny, ipoc-pypipe, ipoc-redispy-tiny, ipoc-redispy-pipe
+#             the Python client's instructions per op (workload 11 and its redis-py anchor):
+#             the whole client under callgrind twice, IPOC_N1 and IPOC_N2 ops, the difference
+#             divided by IPOC_N2 - IPOC_N1 (so start-up and imports cancel out)
+# Only the processes started here are stopped, by PID. Needs perf (linux-perf), and valgrind
+# for ipo-*.
 set -eu
 what=${1:?usage: bench/profile.sh WHAT [BUILD]}
 build=${2:-build}
@@ -23,20 +35,123 @@ port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1
 addr=127.0.0.1:$port
 out=$build/bench/perf-$what.data
 mkdir -p "$build/bench"
-"$build/tensord" --listen "$addr" --log-level warn &
-td=$!
-trap 'kill $td 2>/dev/null || true' EXIT
+wait_port() {
 /usr/bin/python3 - "$port" <<'EOF'
 import socket, sys, time
-for _ in range(200):
+for _ in range(1000):
     try:
         socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=0.2).close()
         break
     except OSError:
         time.sleep(0.02)
 EOF
-# Setup that should not be in the profile (random inputs) runs before perf attaches.
+}
 py() { PYTHONPATH=client/python /usr/bin/python3 -c "$1"; }
+pytiny() { py "
+import numpy as np, tensord
+s = tensord.connect('$addr'); x = s.tensor(np.full((2, 2), 3, np.float32)); y = s.tensor(x.numpy())
+for _ in range($1):
+    z = x * y; z.tolist()"; }
+pypipe() { py "
+import numpy as np, tensord
+s = tensord.connect('$addr'); x = s.tensor(np.full((2, 2), 3, np.float32))
+y = s.tensor(np.ones((2, 2), np.float32)); z = x
+for _ in range($1):
+    z = z * y
+z.tolist()"; }
+
+case $what in
+ipoc-*)
+    "$build/tensord" --listen "$addr" --log-level warn &
+    td=$!
+    rport=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+    rd=$!
+    trap 'kill $td $rd 2>/dev/null || true' EXIT
+    wait_port
+    script=$build/bench/ipoc.py
+    cat >"$script" <<'EOF'
+import sys
+sys.path.insert(0, "client/python")
+what, addr, rport, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+if what.startswith("redispy"):
+    import redis
+    r = redis.Redis(host="127.0.0.1", port=rport)
+    val = b"x" * 16
+    if what == "redispy-tiny":
+        for _ in range(n):
+            p = r.pipeline(transaction=False); p.set(b"k", val); p.get(b"k"); p.execute()
+    else:
+        p = r.pipeline(transaction=False)
+        for _ in range(n):
+            p.set(b"k", val)
+        p.execute()
+else:
+    import numpy as np, tensord
+    s = tensord.connect(addr)
+    x = s.tensor(np.full((2, 2), 3, np.float32)); y = s.tensor(np.ones((2, 2), np.float32))
+    if what == "pytiny":
+        for _ in range(n):
+            z = x * y; z.tolist()
+    else:
+        z = x
+        for _ in range(n):
+            z = z * y
+        z.tolist()
+EOF
+    n1=${IPOC_N1:-200}
+    n2=${IPOC_N2:-1200}
+    ir() {
+        valgrind --tool=callgrind --callgrind-out-file="$build/bench/callgrind-$what-$1.out" \
+            /usr/bin/python3 "$script" "${what#ipoc-}" "$addr" "$rport" "$1" 2>&1 |
+            sed -n 's/.*Collected : //p'
+    }
+    a=$(ir "$n1")
+    b=$(ir "$n2")
+    echo "$what: $(( (b - a) / (n2 - n1) )) client instructions per op" \
+        "(TENSORD_PURE_PYTHON=${TENSORD_PURE_PYTHON:-unset})"
+    exit 0 ;;
+ipo-*)
+    n=${IPO_N:-25600}
+    cg=$build/bench/callgrind-$what.out
+    case $what in
+    ipo-redis*) set -- redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no ;;
+    *)          set -- "$build/tensord" --listen "$addr" --log-level warn ;;
+    esac
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$cg" "$@" \
+        >"$build/bench/callgrind-$what.log" 2>&1 &
+    vg=$!
+    trap 'kill $vg 2>/dev/null || true' EXIT
+    wait_port
+    run() {
+        case $what in
+        ipo-pipe16)  "$build/bench/tdbench" pipe "$addr" 16 "$1" >/dev/null ;;
+        ipo-pipe256) "$build/bench/tdbench" pipe "$addr" 256 "$1" >/dev/null ;;
+        ipo-pytiny)  pytiny "$1" ;;
+        ipo-pypipe)  pypipe "$1" ;;
+        ipo-redis16 | ipo-redis256)
+            redis-benchmark -h 127.0.0.1 -p "$port" -c 1 -P "${what#ipo-redis}" -n "$1" -t set \
+                -d 16 -q >/dev/null ;;
+        *) echo "unknown workload $what" >&2; exit 2 ;;
+        esac
+    }
+    run 2560                                   # warm-up: caches, free lists, first faults
+    callgrind_control -i on "$vg" >/dev/null
+    run "$n"
+    callgrind_control -i off "$vg" >/dev/null
+    kill -TERM "$vg"
+    wait "$vg" || true
+    total=$(sed -n 's/^totals: *\([0-9]*\).*/\1/p; s/^summary: *\([0-9]*\).*/\1/p' "$cg" | tail -1)
+    echo "$what: $total instructions over $n ops: $((total / n)) per op (server, all threads)"
+    callgrind_annotate --inclusive=yes "$cg" 2>/dev/null | grep -v '^$' | head -${LINES_OUT:-40}
+    exit 0 ;;
+esac
+
+"$build/tensord" --listen "$addr" --log-level warn &
+td=$!
+trap 'kill $td 2>/dev/null || true' EXIT
+wait_port
+# Setup that should not be in the profile (random inputs) runs before perf attaches.
 perf record -F 1999 -g -o "$out" -p "$td" >/dev/null 2>&1 &
 perf=$!
 sleep 0.5
@@ -73,21 +188,32 @@ for _ in range(2000):
     Q = 3*a**3 - b**2; Q.backward(); a.grad.item()
 print('seed %.1f us' % ((time.perf_counter() - t0) / 2000 * 1e6))" ;;
 mlp)      py "
-import time, numpy as np, tensord, tensord.nn.functional as F
-s = tensord.connect('$addr'); r = np.random.default_rng(0)
+import time, numpy as np, tensord
+s = tensord.connect('$addr'); tensord._default = s; nn = tensord.nn; r = np.random.default_rng(0)
 x = s.tensor(r.standard_normal((256, 784), dtype=np.float32)); y = s.tensor(r.integers(0, 10, 256))
-ps = [s.tensor((r.standard_normal(sh) * 0.05).astype(np.float32), requires_grad=True)
-      for sh in ((256, 784), (256,), (10, 256), (10,))]
+m = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+opt = tensord.optim.SGD(m.parameters(), lr=0.01); lf = nn.CrossEntropyLoss()
 t0 = time.perf_counter()
 for _ in range(50):
-    loss = F.cross_entropy(F.linear(F.relu(F.linear(x, ps[0], ps[1])), ps[2], ps[3]), y)
-    loss.backward()
-    with s.no_grad():
-        for p in ps:
-            p -= 0.01 * p.grad
-            p.grad = None
-    loss.item()
+    loss = lf(m(x), y); loss.backward(); opt.step(); opt.zero_grad(); loss.item()
 print('mlp %.2f ms/step' % ((time.perf_counter() - t0) / 50 * 1e3))" ;;
+pytiny)   py "
+import time, numpy as np, tensord
+s = tensord.connect('$addr'); x = s.tensor(np.full((2, 2), 3, np.float32)); y = s.tensor(x.numpy())
+t0 = time.perf_counter()
+for _ in range(20000):
+    z = x * y; z.tolist()
+print('pytiny %.1f us/call' % ((time.perf_counter() - t0) / 20000 * 1e6))" ;;
+pypipe)   py "
+import time, numpy as np, tensord
+s = tensord.connect('$addr'); x = s.tensor(np.full((2, 2), 3, np.float32))
+y = s.tensor(np.ones((2, 2), np.float32)); t0 = time.perf_counter()
+for _ in range(20):
+    z = x
+    for _ in range(5000):
+        z = z * y
+    z.tolist()
+print('pypipe %.2f us/op' % ((time.perf_counter() - t0) / 100000 * 1e6))" ;;
 *) echo "unknown workload $what" >&2; exit 2 ;;
 esac
 kill -INT $perf
