@@ -53,6 +53,11 @@ static int after_step(struct td_session *s, struct td_walk *w, int rc, bool cust
         struct td_tensor *g = NULL;
         int n = 0;
         const char *name = td_backward_pending(w->b, &id, &g, &n);
+        if (s->walks == NULL &&
+            (s->walks = td_calloc(TD_SESSION_MAX_WALKS, sizeof *s->walks)) == NULL) {
+            td_backward_free(w->b);
+            return td_err_code(err, TD_ENOMEM);
+        }
         if (s->nwalks == TD_SESSION_MAX_WALKS) {
             td_backward_free(w->b);
             return td_err_set(err, TD_ELIMIT,

@@ -508,7 +508,11 @@ static int gen_resolve(struct td_session *s, uint64_t handle, struct td_tensor *
 {
     *t = NULL;
     if (handle == 0) {
-        *r = s->rng;
+        const struct td_rng *own = td_session_rng(s);
+        if (own == NULL) {
+            return td_err_code(err, TD_ENOMEM);
+        }
+        *r = *own;
         return 0;
     }
     struct td_tensor *g;
@@ -535,7 +539,7 @@ static int gen_resolve(struct td_session *s, uint64_t handle, struct td_tensor *
 static void gen_store(struct td_session *s, struct td_tensor *t, const struct td_rng *r)
 {
     if (t == NULL) {
-        s->rng = *r;
+        *s->rng = *r; /* made by gen_resolve */
     } else {
         td_rng_get_state(r, td_tensor_data(t));
         t->storage->version++; /* a write, as Write's: a graph that saved it refuses backward */
@@ -1211,7 +1215,7 @@ int td_rpc_run_hello(struct rpc_job *j, struct td_session *s_unused, struct resu
 int td_rpc_run_manual_seed(struct rpc_job *j, struct td_session *s, struct result *res,
                            struct td_err *err)
 {
-    td_rng_seed(&s->rng, j->req->manual_seed->seed);
+    td_session_seed(s, j->req->manual_seed->seed);
     return 0;
 }
 

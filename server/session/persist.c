@@ -780,7 +780,13 @@ static int save_session(struct td_session *s, const char *dir,
         char hex[TD_PERSIST_DIR_NAME], rng[2 * TD_RNG_STATE_BYTES + 1], path[4096];
         td_persist_session_dir(s, hex);
         uint8_t st[TD_RNG_STATE_BYTES];
-        td_rng_get_state(&s->rng, st);
+        if (s->rng != NULL) {
+            td_rng_get_state(s->rng, st);
+        } else { /* never used: the state it would start from */
+            struct td_rng fresh;
+            td_rng_seed(&fresh, s->rng_seed);
+            td_rng_get_state(&fresh, st);
+        }
         for (int i = 0; i < TD_RNG_STATE_BYTES; i++) {
             rng[2 * i] = "0123456789abcdef"[st[i] >> 4];
             rng[2 * i + 1] = "0123456789abcdef"[st[i] & 15];
@@ -940,12 +946,13 @@ static int restore_session(struct td_store *st, const char *path, uint64_t now_m
     unsigned long long seed = 0, offset = 0;
     uint8_t rst[TD_RNG_STATE_BYTES];
     if (rng != NULL) {
-        if (hex_decode(rng, rst, sizeof rst) != 0 ||
-            td_rng_set_state(&s->rng, rst, sizeof rst, NULL) != 0) {
+        struct td_rng *own = NULL;
+        if (hex_decode(rng, rst, sizeof rst) != 0 || (own = td_session_rng(s)) == NULL ||
+            td_rng_set_state(own, rst, sizeof rst, NULL) != 0) {
             td_log(TD_LOG_WARN, "snapshot_rng_invalid", "session=%s", s->token_tag);
         }
     } else if (old_rng != NULL && sscanf(old_rng, "%llu,%llu", &seed, &offset) == 2) {
-        td_rng_seed(&s->rng, seed);
+        td_session_seed(s, seed);
     }
     const char *ng = td_st_meta(&f.h, "no_grad");
     s->no_grad = ng != NULL && strcmp(ng, "1") == 0;

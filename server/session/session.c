@@ -255,7 +255,7 @@ int td_store_open(struct td_store *st, struct td_session **out, struct td_err *e
     }
     s->refs = 2; /* the store's and the caller's */
     token_tag(s->token, s->token_tag);
-    td_rng_seed(&s->rng, seed);
+    s->rng_seed = seed;
     *out = s;
     return 0;
 }
@@ -398,6 +398,10 @@ static void session_clear(struct td_session *s)
     while (s->nwalks > 0) {
         td_backward_free(s->walks[--s->nwalks].b);
     }
+    td_free(s->walks);
+    s->walks = NULL;
+    td_free(s->rng);
+    s->rng = NULL;
     uint64_t key;
     void *val;
     for (size_t it = 0; td_map_next(&s->handles, &it, &key, &val);) {
@@ -419,6 +423,22 @@ void td_session_unref(struct td_session *s)
     }
     session_clear(s);
     td_free(s);
+}
+
+struct td_rng *td_session_rng(struct td_session *s)
+{
+    if (s->rng == NULL && (s->rng = td_malloc(sizeof *s->rng)) != NULL) {
+        td_rng_seed(s->rng, s->rng_seed);
+    }
+    return s->rng;
+}
+
+void td_session_seed(struct td_session *s, uint64_t seed)
+{
+    s->rng_seed = seed;
+    if (s->rng != NULL) {
+        td_rng_seed(s->rng, seed);
+    }
 }
 
 void td_session_attach(struct td_session *s)

@@ -142,7 +142,10 @@ struct td_session {
     struct td_map handles;  /* handle -> struct td_entry* */
     struct td_quota quota;  /* parent: store->global */
     int64_t entry_bytes;    /* each handle table entry's charge (the store's, at open) */
-    struct td_rng rng;
+    /* The generator, made on first use (td_session_rng): 2.5 KiB most sessions never touch.
+    ** Until then rng_seed is what it starts from. */
+    struct td_rng *rng;
+    uint64_t rng_seed;
     int nconns;                 /* attached connections; TTL counts only at 0 */
     uint64_t idle_since_ms;     /* when nconns last dropped to 0 */
     bool closed;                /* CloseSession or expiry; tensors are gone */
@@ -164,7 +167,7 @@ struct td_session {
         bool results_only; /* autograd.grad: put the inputs' gradients in outs */
         int nouts;
         uint64_t outs[TD_BACKWARD_MAX_INPUTS];
-    } walks[TD_SESSION_MAX_WALKS];
+    } * walks; /* TD_SESSION_MAX_WALKS of them, allocated by the first suspension (4 KiB) */
     int nwalks;
 };
 
@@ -223,6 +226,13 @@ int td_store_add_restored(struct td_store *st, const uint8_t sha[32], struct td_
 
 struct td_session *td_session_ref(struct td_session *s);
 void td_session_unref(struct td_session *s); /* NULL is a no-op */
+
+/* The session's generator (torch's default CPU generator), made and seeded from s->rng_seed on
+** first use; NULL when memory is short. */
+struct td_rng *td_session_rng(struct td_session *s);
+
+/* Sets the generator's seed (torch.manual_seed) without making it when it was never used. */
+void td_session_seed(struct td_session *s, uint64_t seed);
 
 /* A connection attaches after Hello and detaches when it goes; the TTL clock runs while none is
 ** attached. */

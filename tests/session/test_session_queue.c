@@ -191,6 +191,31 @@ static void test_hold_and_release(void **state)
     close_session(&st, s);
 }
 
+/* An empty session stays small (the bench's RSS per empty session): its generator and its
+** suspended-backward slots are made on first use, and manual_seed before the first draw makes
+** nothing but still decides the stream. */
+static void test_generator_and_walks_made_on_first_use(void **state)
+{
+    (void)state;
+    assert_true(sizeof(struct td_session) <= 512);
+    struct td_store st;
+    struct td_session *s = open_session(&st);
+    assert_null(s->rng);
+    assert_null(s->walks);
+    td_session_seed(s, 42);
+    assert_null(s->rng);
+    struct td_rng *r = td_session_rng(s);
+    assert_non_null(r);
+    assert_ptr_equal(td_session_rng(s), r);
+    struct td_rng want;
+    td_rng_seed(&want, 42);
+    assert_int_equal(td_rng_u32(r), td_rng_u32(&want));
+    td_session_seed(s, 7); /* a made generator restarts */
+    td_rng_seed(&want, 7);
+    assert_int_equal(td_rng_u32(r), td_rng_u32(&want));
+    close_session(&st, s);
+}
+
 /* SIGTERM: the running job is told, the queued ones are dropped — held or not. */
 static void test_store_cancel_all_and_stop(void **state)
 {
@@ -520,6 +545,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cancel_matched_jobs_in_order),
+        cmocka_unit_test(test_generator_and_walks_made_on_first_use),
         cmocka_unit_test(test_cancel_when_idle_drops_now),
         cmocka_unit_test(test_hold_and_release),
         cmocka_unit_test(test_store_cancel_all_and_stop),
