@@ -56,6 +56,7 @@
 #include "core/print.h"
 #include "core/rng.h"
 #include "rpc/fastpack.h"
+#include "rpc/fastunpack.h"
 #include "rpc/internal.h"
 
 /* ---- protobuf-c allocation (the arena: rpc/internal.h) ---- */
@@ -1627,7 +1628,11 @@ static void job_execute(struct rpc_job *j)
 ** charge, a Get pin and a Format charge whose reply never went out. Loop thread. */
 static void job_free(struct rpc_job *j)
 {
-    tensord__request__free_unpacked(j->req, &j->arena.allocator);
+    if (j->fast_decoded) {
+        td_fastunpack_free(j->req, &j->arena.allocator);
+    } else {
+        tensord__request__free_unpacked(j->req, &j->arena.allocator);
+    }
     td_free(j->data);
     if (j->data_session != NULL) {
         td_quota_release(&j->data_session->quota, j->data_charge);
@@ -1835,7 +1840,13 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
     }
     memset(j, 0, offsetof(struct rpc_job, arena));
     arena_init(&j->arena);
-    Tensord__Request *req = tensord__request__unpack(&j->arena.allocator, meta_len, meta);
+    /* The hot requests' direct decoder first; anything it does not take goes to protobuf-c. */
+    Tensord__Request *req = td_fastunpack_request(&j->arena.allocator, meta_len, meta);
+    j->fast_decoded = req != NULL;
+    if (req == NULL) {
+        arena_init(&j->arena); /* a failed block allocation may have counted an overflow */
+        req = tensord__request__unpack(&j->arena.allocator, meta_len, meta);
+    }
     if (req == NULL) {
         td_free(j);
         frame_data_free(&fd);
