@@ -128,6 +128,9 @@ const struct td_rpc_request *td_rpc_request_of(int body_case);
 /* Wire op code -> core op id; -1 when the code names no op. */
 int td_rpc_wire_op(int w, enum td_op_id *out);
 
+/* Frees the jobs srv keeps for reuse (rpc.c). */
+void td_rpc_job_cache_empty(struct td_rpc_server *srv);
+
 /* ---- stats.c ---- */
 
 uint64_t td_rpc_now_us(void); /* monotonic, for the latency histograms */
