@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/ops.h"
 #include "proto/tensord.pb-c.h"
 #include "rpc/rpc.h"
 
@@ -31,6 +32,8 @@ struct pb_arena {
                                             ** rounded up to 16 with the chunk header */
     _Alignas(16) unsigned char bytes[PB_ARENA_BYTES];
 };
+
+#define RPC_PRE_INPUTS 4 /* operands cost_op keeps for run (more: resolved again) */
 
 struct rpc_job {
     struct td_job job;
@@ -53,6 +56,10 @@ struct rpc_job {
                                             ** when the kind is not limited by it */
     int64_t need_bytes;              /* RunOp: its result's and temporaries' bytes */
     bool costed;                     /* work, need_bytes and cost_name are set */
+    bool pre_ok;                     /* RunOp: pre_op and pre_in hold what cost_op resolved,
+                                            ** still true when it runs (see cost_op) */
+    enum td_op_id pre_op;
+    struct td_operand pre_in[RPC_PRE_INPUTS]; /* tensors borrowed from the table */
     int status;                      /* the reply's status code */
     bool ran;                        /* dropped jobs are not counted in the stats */
     int64_t hello_token_len;         /* Hello: auth_token's length on the wire, NUL

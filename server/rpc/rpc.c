@@ -883,7 +883,11 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     if (m->n_inputs > TD_OP_MAX_INPUTS) {
         return td_err_set(err, TD_EINVAL, "too many inputs: %zu", m->n_inputs);
     }
-    if ((rc = resolve_operands(m, s, &op, in, err)) != 0) {
+    if (j->pre_ok) {
+        /* Resolved by cost_op just before, on this thread, with nothing run between. */
+        op = j->pre_op;
+        memcpy(in, j->pre_in, sizeof in[0] * m->n_inputs);
+    } else if ((rc = resolve_operands(m, s, &op, in, err)) != 0) {
         return rc;
     }
     uint64_t out = m->out;
@@ -1379,6 +1383,14 @@ static void cost_op(struct rpc_job *j, struct td_session *s)
             j->need_bytes = td_sat_add(cost.out_bytes, cost.temp_bytes);
         }
         j->cost_name = td_ops[op].name;
+        /* Kept for td_rpc_run_op, which then need not look the handles up again. Valid only
+        ** while the table is as it is now: job_is_heavy drops it when the job leaves the loop,
+        ** job_execute when free_first will change the table first. */
+        if (m->n_inputs <= RPC_PRE_INPUTS) {
+            j->pre_ok = true;
+            j->pre_op = op;
+            memcpy(j->pre_in, in, sizeof in[0] * m->n_inputs);
+        }
     }
 }
 
@@ -1517,6 +1529,7 @@ static void job_cost(struct rpc_job *j, struct td_session *s)
     const Tensord__Request *req = j->req;
     const struct td_rpc_request *row = td_rpc_request_of((int)req->body_case);
     j->costed = true;
+    j->pre_ok = false;
     j->work = 0;
     j->need_bytes = 0;
     j->cost_name = NULL;
@@ -1590,6 +1603,9 @@ static void job_execute(struct rpc_job *j)
     }
     if (rc == 0 && !hello && !j->costed) {
         job_cost(j, s); /* before free_first changes the table: what decided its thread */
+    }
+    if (j->req->n_free_first != 0) {
+        j->pre_ok = false; /* the frees may take an operand: run_op looks them up again */
     }
     if (rc == 0 && s != NULL && !s->closed) {
         for (size_t i = 0; i < j->req->n_free_first; i++) {
@@ -1723,7 +1739,11 @@ static bool job_is_heavy(struct td_job *job)
         job->work = td_sat_mul((int64_t)j->req->n_free_first, TD_RPC_FREE_WORK);
         return false; /* refused before it touches anything: no need to leave the loop */
     }
-    return j->work > j->peer->srv->heavy_work;
+    if (j->work > j->peer->srv->heavy_work) {
+        j->pre_ok = false; /* it runs later, elsewhere: the table may change meanwhile */
+        return true;
+    }
+    return false;
 }
 
 /* Runs on whichever thread the session chose. The request's deadline starts now: its running
