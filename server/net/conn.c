@@ -326,49 +326,61 @@ static void conn_after_write(struct td_conn *c)
 }
 
 /* With no write in flight, the kernel usually takes a batch of replies at once: uv_try_write
-** sends it without a write request (no allocation, no POLLOUT registration, no callback on a
-** later turn). The parts it took are released here; a part it took only partly stays first in
-** `out`, advanced, for uv_write. Returns whether nothing is left to write (or c closed). */
-#define TRY_WRITE_MAX_PARTS 64 /* a larger batch goes to uv_write, as before */
+** sends it without a write request (no POLLOUT registration, no callback on a later turn). The
+** parts it took are released here; a part it took only partly stays first in `out`, advanced,
+** for uv_write. Returns whether nothing is left to write (or c closed). */
+#define TRY_WRITE_STACK_PARTS 64 /* a larger batch takes its scratch arrays from the heap */
 static bool conn_try_write(struct td_conn *c)
 {
-    if (c->writes_in_flight != 0 || c->nout > TRY_WRITE_MAX_PARTS) {
+    if (c->writes_in_flight != 0) {
         return false;
     }
-    uv_buf_t bufs[TRY_WRITE_MAX_PARTS];
+    uv_buf_t stack_bufs[TRY_WRITE_STACK_PARTS];
+    struct td_out stack_written[TRY_WRITE_STACK_PARTS];
+    uv_buf_t *bufs = stack_bufs;
+    struct td_out *written = stack_written;
+    if (c->nout > TRY_WRITE_STACK_PARTS) {
+        bufs = td_malloc(sizeof *bufs * (size_t)c->nout);
+        written = td_malloc(sizeof *written * (size_t)c->nout);
+        if (bufs == NULL || written == NULL) {
+            td_free(bufs);
+            td_free(written);
+            return false; /* uv_write's path says what is wrong */
+        }
+    }
     for (int i = 0; i < c->nout; i++) {
         bufs[i] = uv_buf_init((char *)c->out[i].base, (unsigned int)c->out[i].len);
     }
     int n = uv_try_write(&c->h.stream, bufs, (unsigned int)c->nout);
-    if (n < 0) {
-        return false; /* EAGAIN, or an error uv_write reports in its callback as before */
+    bool all = false;
+    if (n >= 0) { /* else EAGAIN, or an error uv_write reports in its callback as before */
+        size_t left = (size_t)n;
+        int k = 0;
+        while (k < c->nout && c->out[k].len <= left) {
+            left -= c->out[k].len;
+            k++;
+        }
+        /* Written parts leave `out` before their releases run: a release may queue more. */
+        memcpy(written, c->out, sizeof *written * (size_t)k);
+        memmove(c->out, c->out + k, sizeof *c->out * (size_t)(c->nout - k));
+        c->nout -= k;
+        if (c->nout > 0) {
+            c->out[0].base = (const uint8_t *)c->out[0].base + left;
+            c->out[0].len -= left;
+        }
+        c->queued_bytes -= (size_t)n;
+        c->submitted += (uint64_t)n;
+        all = c->nout == 0;
+        release_parts(written, k);
+        if (all && !c->closing) {
+            conn_after_write(c);
+        }
     }
-    size_t left = (size_t)n;
-    int k = 0;
-    while (k < c->nout && c->out[k].len <= left) {
-        left -= c->out[k].len;
-        k++;
+    if (bufs != stack_bufs) {
+        td_free(bufs);
+        td_free(written);
     }
-    /* Written parts leave `out` before their releases run: a release may queue more replies. */
-    struct td_out written[TRY_WRITE_MAX_PARTS];
-    memcpy(written, c->out, sizeof *written * (size_t)k);
-    memmove(c->out, c->out + k, sizeof *c->out * (size_t)(c->nout - k));
-    c->nout -= k;
-    if (c->nout > 0) {
-        c->out[0].base = (const uint8_t *)c->out[0].base + left;
-        c->out[0].len -= left;
-    }
-    c->queued_bytes -= (size_t)n;
-    c->submitted += (uint64_t)n;
-    bool all = c->nout == 0;
-    release_parts(written, k);
-    if (c->closing) {
-        return true;
-    }
-    if (all) {
-        conn_after_write(c);
-    }
-    return all;
+    return all || c->closing;
 }
 
 /* The check phase: everything queued during this loop iteration goes out in one write. */
