@@ -5,8 +5,9 @@
 ** The rest of rpc is split by concern: files.c (Save, Load), auth.c (the Hello's token, the
 ** penalty table), stats.c (the counters, Stats); rpc/internal.h is what they share.
 **
-** The story of a request: td_rpc_handle decodes the Request with an allocator that counts bytes
-** (td_malloc), finds its row, answers a request that needs no session (Hello) at once when the
+** The story of a request: td_rpc_handle decodes the Request into its job's arena (the hot kinds
+** by fastunpack.c, the rest by protobuf-c; what overflows the arena is td_malloc'd and counted;
+** the job itself comes from a short list of freed ones), finds its row, answers a request that needs no session (Hello) at once when the
 ** connection has none yet, and otherwise wraps the request in a job on the session's FIFO. When
 ** its turn comes, is_heavy() decides from the row (may it run inline?) and the current handle
 ** table (its cost) whether the work goes to the executor; run() calls the row's handler, which
