@@ -43,8 +43,12 @@ static void *take(struct ctx *c, size_t n)
     return p;
 }
 
-static bool rd_varint(struct rd *r, int max, uint64_t *out)
+static inline bool rd_varint(struct rd *r, int max, uint64_t *out)
 {
+    if (r->p != r->end && *r->p < 0x80) { /* one byte: most keys, ids, handles, lengths */
+        *out = *r->p++;
+        return true;
+    }
     uint64_t v = 0;
     for (int i = 0; i < max; i++) {
         if (r->p == r->end) {
@@ -61,8 +65,13 @@ static bool rd_varint(struct rd *r, int max, uint64_t *out)
 }
 
 /* A field's key: number and wire type. Keys here are one or two bytes, written minimally. */
-static bool rd_key(struct rd *r, unsigned *num, unsigned *wt)
+static inline bool rd_key(struct rd *r, unsigned *num, unsigned *wt)
 {
+    if (r->p != r->end && *r->p < 0x80) {
+        *num = *r->p >> 3;
+        *wt = *r->p++ & 7;
+        return true;
+    }
     const uint8_t *start = r->p;
     uint64_t k;
     if (!rd_varint(r, 2, &k) || (r->p - start == 2 && r->p[-1] == 0)) {
@@ -74,7 +83,7 @@ static bool rd_key(struct rd *r, unsigned *num, unsigned *wt)
 }
 
 /* A length-delimited field's bytes, within r. */
-static bool rd_sub(struct rd *r, struct rd *sub)
+static inline bool rd_sub(struct rd *r, struct rd *sub)
 {
     uint64_t n;
     if (!rd_varint(r, MAX_LEN_BYTES, &n) || n > (uint64_t)(r->end - r->p)) {
