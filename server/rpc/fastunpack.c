@@ -11,9 +11,9 @@
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2 };
 
-#define MAX_U64_BYTES 9  /* < 2^63: protobuf-c's value for these needs no 10th-byte rules */
-#define MAX_LEN_BYTES 3  /* lengths below 2 MiB; longer submessages go to protobuf-c */
-#define MAX_INPUTS 64    /* RunOp operands decoded here; more go to protobuf-c */
+#define MAX_U64_BYTES 9 /* < 2^63: protobuf-c's value for these needs no 10th-byte rules */
+#define MAX_LEN_BYTES 3 /* lengths below 2 MiB; longer submessages go to protobuf-c */
+#define MAX_INPUTS 64   /* RunOp operands decoded here; more go to protobuf-c */
 
 struct rd {
     const uint8_t *p, *end;
@@ -21,9 +21,9 @@ struct rd {
 
 struct ctx {
     bool fill;
-    size_t need;      /* pass 1: the block's size */
-    uint8_t *next;    /* pass 2: the block's next free byte */
-    size_t n_inputs;  /* pass 1 counts RunOp's operands; pass 2 reads it */
+    size_t need;     /* pass 1: the block's size */
+    uint8_t *next;   /* pass 2: the block's next free byte */
+    size_t n_inputs; /* pass 1 counts RunOp's operands; pass 2 reads it */
     ProtobufCAllocator *alloc;
     uint64_t *arrays[2]; /* pass 2: the packed arrays allocated so far (free_first, handles) */
     int narrays;
@@ -440,8 +440,7 @@ static bool rd_request(struct ctx *c, struct rd *r, Tensord__Request *m)
     return true;
 }
 
-Tensord__Request *td_fastunpack_request(ProtobufCAllocator *alloc, size_t len,
-                                        const uint8_t *data)
+Tensord__Request *td_fastunpack_request(ProtobufCAllocator *alloc, size_t len, const uint8_t *data)
 {
     struct ctx c = {.fill = false};
     const uint8_t *end = len != 0 ? data + len : data; /* data may be NULL when len is 0 */

@@ -28,8 +28,7 @@
 
 /* The Request in data[0..len), allocated from `alloc` (freed by td_fastunpack_free), or NULL:
 ** not a shape this decoder takes (or out of memory); then nothing stays allocated. */
-Tensord__Request *td_fastunpack_request(ProtobufCAllocator *alloc, size_t len,
-                                        const uint8_t *data);
+Tensord__Request *td_fastunpack_request(ProtobufCAllocator *alloc, size_t len, const uint8_t *data);
 
 /* Frees a request td_fastunpack_request returned, with the same allocator. NULL is a no-op. */
 void td_fastunpack_free(Tensord__Request *req, ProtobufCAllocator *alloc);

@@ -33,7 +33,7 @@ struct pb_arena {
     _Alignas(16) unsigned char bytes[PB_ARENA_BYTES];
 };
 
-#define RPC_PRE_INPUTS 4 /* operands cost_op keeps for run (more: resolved again) */
+#define PRE_N 4 /* operands cost_op keeps for td_rpc_run_op (more: resolved again) */
 
 struct rpc_job {
     struct td_job job;
@@ -59,7 +59,7 @@ struct rpc_job {
     bool pre_ok;                     /* RunOp: pre_op and pre_in hold what cost_op resolved,
                                             ** still true when it runs (see cost_op) */
     enum td_op_id pre_op;
-    struct td_operand pre_in[RPC_PRE_INPUTS]; /* tensors borrowed from the table */
+    struct td_operand pre_in[PRE_N]; /* borrowed from the table */
     int status;                      /* the reply's status code */
     bool ran;                        /* dropped jobs are not counted in the stats */
     int64_t hello_token_len;         /* Hello: auth_token's length on the wire, NUL

@@ -1387,7 +1387,7 @@ static void cost_op(struct rpc_job *j, struct td_session *s)
         /* Kept for td_rpc_run_op, which then need not look the handles up again. Valid only
         ** while the table is as it is now: job_is_heavy drops it when the job leaves the loop,
         ** job_execute when free_first will change the table first. */
-        if (m->n_inputs <= RPC_PRE_INPUTS) {
+        if (m->n_inputs <= PRE_N) {
             j->pre_ok = true;
             j->pre_op = op;
             memcpy(j->pre_in, in, sizeof in[0] * m->n_inputs);

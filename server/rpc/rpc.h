@@ -98,10 +98,11 @@ struct td_rpc_server {
     struct td_rpc_stats stats;
     struct td_rpc_counter op_counters[TD_OP_COUNT]; /* RunOp, by op */
     struct td_map auth_penalty;                     /* peer address hash -> failures; see auth.c */
-    void *job_cache;      /* freed request jobs kept for reuse (rpc.c): at most 32, loop
-                          ** thread only; emptied when the last peer goes and at close */
+    /* Freed request jobs kept for reuse (rpc.c): at most 32, loop thread only; emptied when
+    ** the last peer goes (peers_alive: peers not yet freed) and at close. */
+    void *job_cache;
     int job_cache_n;
-    int peers_alive;      /* peers not yet freed */
+    int peers_alive;
 };
 
 /* Records one event-loop turn that held the loop for busy_us (its wall time less its wait in

@@ -112,8 +112,7 @@ static void same_struct(const Tensord__Request *f, const Tensord__Request *p)
         }
         break;
     case TENSORD__REQUEST__BODY_WRITE:
-        assert_true(f->write->handle == p->write->handle &&
-                    f->write->offset == p->write->offset);
+        assert_true(f->write->handle == p->write->handle && f->write->offset == p->write->offset);
         break;
     default: break;
     }
@@ -213,8 +212,8 @@ static bool random_request(struct gen *g)
                 case 1:
                     g->scalars[i].value_case = TENSORD__SCALAR__VALUE_I;
                     g->scalars[i].i = (int64_t)any_u64() >> (next() % 2);
-                    takes &= g->scalars[i].i >= -((int64_t)1 << 62) &&
-                             g->scalars[i].i < (int64_t)1 << 62;
+                    takes &= g->scalars[i].i >= -((int64_t)1 << 62) && g->scalars[i].i < (int64_t)1
+                                                                                             << 62;
                     break;
                 case 2:
                     g->scalars[i].value_case = TENSORD__SCALAR__VALUE_B;
@@ -498,11 +497,25 @@ static void test_spliced_requests_match_protobuf_c(void **state)
             uint8_t f[16];
             size_t k = 0;
             switch (next() % 4) {
-            case 0: k = put_varint(f, 1 << 3 | 0); k += put_varint(f + k, any_u64()); break;
-            case 1: f[k++] = 0xb2; f[k++] = 0x01; f[k++] = 1; f[k++] = (uint8_t)(next() & 0x7f);
+            case 0:
+                k = put_varint(f, 1 << 3 | 0);
+                k += put_varint(f + k, any_u64());
+                break;
+            case 1:
+                f[k++] = 0xb2;
+                f[k++] = 0x01;
+                f[k++] = 1;
+                f[k++] = (uint8_t)(next() & 0x7f);
                 break; /* free_first, a second packed chunk */
-            case 2: f[k++] = 0xb0; f[k++] = 0x01; f[k++] = (uint8_t)(next() & 0x7f); break;
-            default: f[k++] = 0x42; f[k++] = 0; break; /* an empty run_op */
+            case 2:
+                f[k++] = 0xb0;
+                f[k++] = 0x01;
+                f[k++] = (uint8_t)(next() & 0x7f);
+                break;
+            default:
+                f[k++] = 0x42;
+                f[k++] = 0;
+                break; /* an empty run_op */
             }
             memcpy(buf + n, f, k);
             n += k;
@@ -546,28 +559,28 @@ static void test_edges(void **state)
     } cases[] = {
         /* id 7, run_op{out 9, op MUL, inputs [h1, h2]}: the common tiny op */
         {{0x08, 7, 0x42, 12, 0x08, 9, 0x10, 3, 0x1a, 2, 0x08, 1, 0x1a, 2, 0x08, 2}, 16, true},
-        {{0}, 0, true},                                         /* empty: a Request of defaults */
-        {{0x08, 0x87, 0x00}, 3, true},                          /* a non-minimal id varint */
-        {{0x88, 0x00, 7}, 3, false},                            /* a non-minimal key */
-        {{0x08, 7, 0x08, 8}, 4, false},                         /* id twice: the last wins */
+        {{0}, 0, true},                 /* empty: a Request of defaults */
+        {{0x08, 0x87, 0x00}, 3, true},  /* a non-minimal id varint */
+        {{0x88, 0x00, 7}, 3, false},    /* a non-minimal key */
+        {{0x08, 7, 0x08, 8}, 4, false}, /* id twice: the last wins */
         {{0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, 11, false},
         {{0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, 12, false},
-        {{0x4a, 2, 0x10, 2}, 4, false},                         /* get.meta_only = 2 */
-        {{0x52, 3, 0x0a, 1, 5}, 5, true},                       /* free{handles [5]} packed */
-        {{0x52, 2, 0x08, 5}, 4, false},                         /* free, unpacked */
-        {{0x52, 2, 0x0a, 0}, 4, false},                         /* free, an empty packed chunk */
-        {{0x52, 3, 0x0a, 2, 5}, 5, false},                      /* a chunk past its message */
-        {{0x42, 3, 0x10, 0x80, 0x01}, 5, true},                 /* op 128 */
-        {{0x42, 4, 0x10, 0x80, 0x80, 0x01}, 6, false},          /* op in three bytes */
-        {{0x42, 2, 0x2a, 0}, 4, false},                         /* run_op.args: protobuf-c's */
-        {{0x42, 2, 0x1a, 0}, 4, true},                          /* an empty operand */
-        {{0x42, 6, 0x1a, 4, 0x08, 1, 0x08, 2}, 8, false},       /* operand.handle twice */
-        {{0x42, 5, 0x1a, 3, 0x12, 1, 0x18}, 7, false},          /* a truncated scalar */
-        {{0x12, 0}, 2, false},                                  /* hello: protobuf-c's */
-        {{0x42, 0, 0x4a, 0}, 4, false},                         /* two bodies */
-        {{0x42, 1}, 2, false},                                  /* a length past the end */
-        {{0x9a, 0x01, 2, 0x08, 3}, 5, true},                    /* write{handle 3} */
-        {{0xb2, 0x01, 2, 3, 4, 0x08, 1}, 7, true},              /* free_first [3, 4], id 1 */
+        {{0x4a, 2, 0x10, 2}, 4, false},                   /* get.meta_only = 2 */
+        {{0x52, 3, 0x0a, 1, 5}, 5, true},                 /* free{handles [5]} packed */
+        {{0x52, 2, 0x08, 5}, 4, false},                   /* free, unpacked */
+        {{0x52, 2, 0x0a, 0}, 4, false},                   /* free, an empty packed chunk */
+        {{0x52, 3, 0x0a, 2, 5}, 5, false},                /* a chunk past its message */
+        {{0x42, 3, 0x10, 0x80, 0x01}, 5, true},           /* op 128 */
+        {{0x42, 4, 0x10, 0x80, 0x80, 0x01}, 6, false},    /* op in three bytes */
+        {{0x42, 2, 0x2a, 0}, 4, false},                   /* run_op.args: protobuf-c's */
+        {{0x42, 2, 0x1a, 0}, 4, true},                    /* an empty operand */
+        {{0x42, 6, 0x1a, 4, 0x08, 1, 0x08, 2}, 8, false}, /* operand.handle twice */
+        {{0x42, 5, 0x1a, 3, 0x12, 1, 0x18}, 7, false},    /* a truncated scalar */
+        {{0x12, 0}, 2, false},                            /* hello: protobuf-c's */
+        {{0x42, 0, 0x4a, 0}, 4, false},                   /* two bodies */
+        {{0x42, 1}, 2, false},                            /* a length past the end */
+        {{0x9a, 0x01, 2, 0x08, 3}, 5, true},              /* write{handle 3} */
+        {{0xb2, 0x01, 2, 3, 4, 0x08, 1}, 7, true},        /* free_first [3, 4], id 1 */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         bool took = check_bytes(cases[i].bytes, cases[i].n);
@@ -576,8 +589,8 @@ static void test_edges(void **state)
         }
     }
     /* The tiny op's values, read back. */
-    static const uint8_t mul[] = {0x08, 7,    0x42, 12, 0x08, 9, 0x10, 3,
-                                  0x1a, 2,    0x08, 1,  0x1a, 2, 0x08, 2};
+    static const uint8_t mul[] = {0x08, 7, 0x42, 12, 0x08, 9, 0x10, 3,
+                                  0x1a, 2, 0x08, 1,  0x1a, 2, 0x08, 2};
     Tensord__Request *r = td_fastunpack_request(&counting, sizeof mul, mul);
     assert_non_null(r);
     assert_true(r->id == 7);
