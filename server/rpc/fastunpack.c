@@ -1,9 +1,11 @@
 /* server/rpc/fastunpack.c — see fastunpack.h.
 **
-** One set of parsers serves both passes: with ctx.fill false they only validate, count and size
-** (ctx.need); with it true they write into the block the first pass sized, taking its pieces in
-** the same order. A parser returns false for anything outside the accepted subset; the second
-** pass reads bytes the first accepted, so it cannot fail. */
+** One pass over the bytes: the parsers validate as they go and write into structs on the
+** stack (struct ctx: the Request, its body, the operands and scalars); only when the whole
+** message was accepted is the block allocated and the structs copied into it, their pointers
+** set to the copies. A parser returns false for anything outside the accepted subset. Packed
+** arrays are allocated as they are met (their own allocations, as protobuf-c makes them), and
+** freed again when the message is left to protobuf-c. */
 #include "fastunpack.h"
 
 #include <stdbool.h>
@@ -20,28 +22,21 @@ struct rd {
 };
 
 struct ctx {
-    bool fill;
-    size_t need;     /* pass 1: the block's size */
-    uint8_t *next;   /* pass 2: the block's next free byte */
-    size_t n_inputs; /* pass 1 counts RunOp's operands; pass 2 reads it */
     ProtobufCAllocator *alloc;
-    uint64_t *arrays[2]; /* pass 2: the packed arrays allocated so far (free_first, handles) */
+    uint64_t *arrays[2]; /* the packed arrays allocated so far (free_first, handles) */
     int narrays;
+    Tensord__Request req;
+    union {
+        Tensord__RunOp run_op;
+        Tensord__Get get;
+        Tensord__Free free;
+        Tensord__Write write;
+    } body;
+    size_t body_size;
+    size_t n_inputs, n_scalars;
+    Tensord__Operand ops[MAX_INPUTS];
+    Tensord__Scalar scalars[MAX_INPUTS];
 };
-
-/* A piece of the block: pass 1 sizes it, pass 2 hands it out (8-byte aligned: pointers, uint64
-** and double are the strictest members). */
-static void *take(struct ctx *c, size_t n)
-{
-    n = (n + 7) & ~(size_t)7;
-    if (!c->fill) {
-        c->need += n;
-        return NULL;
-    }
-    void *p = c->next;
-    c->next += n;
-    return p;
-}
 
 static inline bool rd_varint(struct rd *r, int max, uint64_t *out)
 {
@@ -115,49 +110,45 @@ static bool first_time(uint32_t *seen, unsigned num)
     return true;
 }
 
-/* A packed repeated uint64 (one non-empty chunk): counted, then in pass 2 written to a piece. */
+/* A packed repeated uint64 (one non-empty chunk), decoded into its own allocation. */
 static bool rd_packed(struct ctx *c, struct rd *r, size_t *n_out, uint64_t **out)
 {
     struct rd sub;
-    if (!rd_sub(r, &sub) || sub.p == sub.end) {
+    if (!rd_sub(r, &sub) || sub.p == sub.end || c->narrays == 2) {
         return false;
     }
-    size_t n = 0;
-    for (struct rd s = sub; s.p != s.end; n++) {
-        uint64_t v;
-        if (!rd_varint(&s, MAX_U64_BYTES, &v)) {
+    /* Counted first (each varint ends at a byte below 0x80, and has at most 9 bytes), so the
+    ** array is allocated once at its size, as protobuf-c's is. */
+    size_t n = 0, run = 0;
+    for (const uint8_t *q = sub.p; q != sub.end; q++) {
+        if (*q < 0x80) {
+            n++;
+            run = 0;
+        } else if (++run == MAX_U64_BYTES) {
             return false;
         }
     }
-    if (c->fill) {
-        /* Its own allocation, as protobuf-c makes: a large array overflows the job's arena
-        ** alone, and is charged as protobuf-c's would be. */
-        uint64_t *a = c->narrays < 2 ? c->alloc->alloc(c->alloc->allocator_data, n * sizeof *a)
-                                     : NULL;
-        if (a == NULL) {
-            return false;
-        }
-        c->arrays[c->narrays++] = a;
-        for (size_t i = 0; i < n; i++) {
-            (void)rd_varint(&sub, MAX_U64_BYTES, &a[i]);
-        }
-        *n_out = n;
-        *out = a;
+    if (run != 0) {
+        return false; /* the last varint is cut off */
     }
+    uint64_t *a = c->alloc->alloc(c->alloc->allocator_data, n * sizeof *a);
+    if (a == NULL) {
+        return false;
+    }
+    c->arrays[c->narrays++] = a;
+    for (size_t i = 0; i < n; i++) {
+        (void)rd_varint(&sub, MAX_U64_BYTES, &a[i]);
+    }
+    *n_out = n;
+    *out = a;
     return true;
 }
 
-static bool rd_scalar(struct ctx *c, struct rd *r, Tensord__Scalar **out)
+static bool rd_scalar(struct rd *r, Tensord__Scalar *m)
 {
-    Tensord__Scalar *m = take(c, sizeof *m);
-    if (c->fill) {
-        *m = (Tensord__Scalar)TENSORD__SCALAR__INIT;
-        *out = m;
-    }
+    *m = (Tensord__Scalar)TENSORD__SCALAR__INIT;
     unsigned num, wt;
     uint64_t v;
-    double d;
-    protobuf_c_boolean b;
     bool any = false;
     while (r->p != r->end) {
         if (!rd_key(r, &num, &wt) || any) {
@@ -168,28 +159,20 @@ static bool rd_scalar(struct ctx *c, struct rd *r, Tensord__Scalar **out)
             if (r->end - r->p < 8) {
                 return false;
             }
-            memcpy(&d, r->p, 8); /* little-endian on the wire and here, as protobuf-c assumes */
+            memcpy(&m->f, r->p, 8); /* little-endian on the wire and here, as protobuf-c assumes */
             r->p += 8;
-            if (c->fill) {
-                m->value_case = TENSORD__SCALAR__VALUE_F;
-                m->f = d;
-            }
+            m->value_case = TENSORD__SCALAR__VALUE_F;
         } else if (num == 2 && wt == WT_VARINT) {
             if (!rd_varint(r, MAX_U64_BYTES, &v)) {
                 return false;
             }
-            if (c->fill) {
-                m->value_case = TENSORD__SCALAR__VALUE_I;
-                m->i = (int64_t)(v >> 1) ^ -(int64_t)(v & 1); /* zigzag */
-            }
+            m->value_case = TENSORD__SCALAR__VALUE_I;
+            m->i = (int64_t)(v >> 1) ^ -(int64_t)(v & 1); /* zigzag */
         } else if (num == 3 && wt == WT_VARINT) {
-            if (!rd_bool(r, &b)) {
+            if (!rd_bool(r, &m->b)) {
                 return false;
             }
-            if (c->fill) {
-                m->value_case = TENSORD__SCALAR__VALUE_B;
-                m->b = b;
-            }
+            m->value_case = TENSORD__SCALAR__VALUE_B;
         } else {
             return false;
         }
@@ -197,15 +180,10 @@ static bool rd_scalar(struct ctx *c, struct rd *r, Tensord__Scalar **out)
     return true;
 }
 
-static bool rd_operand(struct ctx *c, struct rd *r, Tensord__Operand **out)
+static bool rd_operand(struct ctx *c, struct rd *r, Tensord__Operand *m)
 {
-    Tensord__Operand *m = take(c, sizeof *m);
-    if (c->fill) {
-        *m = (Tensord__Operand)TENSORD__OPERAND__INIT;
-        *out = m;
-    }
+    *m = (Tensord__Operand)TENSORD__OPERAND__INIT;
     unsigned num, wt;
-    uint64_t v;
     bool any = false;
     while (r->p != r->end) {
         if (!rd_key(r, &num, &wt) || any) {
@@ -213,21 +191,19 @@ static bool rd_operand(struct ctx *c, struct rd *r, Tensord__Operand **out)
         }
         any = true;
         if (num == 1 && wt == WT_VARINT) {
-            if (!rd_varint(r, MAX_U64_BYTES, &v)) {
+            if (!rd_varint(r, MAX_U64_BYTES, &m->handle)) {
                 return false;
             }
-            if (c->fill) {
-                m->value_case = TENSORD__OPERAND__VALUE_HANDLE;
-                m->handle = v;
-            }
+            m->value_case = TENSORD__OPERAND__VALUE_HANDLE;
         } else if (num == 2 && wt == WT_LEN) {
             struct rd sub;
-            if (!rd_sub(r, &sub) || !rd_scalar(c, &sub, c->fill ? &m->scalar : NULL)) {
+            Tensord__Scalar *sc = &c->scalars[c->n_scalars];
+            if (!rd_sub(r, &sub) || !rd_scalar(&sub, sc)) {
                 return false;
             }
-            if (c->fill) {
-                m->value_case = TENSORD__OPERAND__VALUE_SCALAR;
-            }
+            c->n_scalars++; /* at most one per operand: MAX_INPUTS in all */
+            m->value_case = TENSORD__OPERAND__VALUE_SCALAR;
+            m->scalar = sc; /* pointed at its copy in the block by finish() */
         } else {
             return false;
         }
@@ -235,20 +211,12 @@ static bool rd_operand(struct ctx *c, struct rd *r, Tensord__Operand **out)
     return true;
 }
 
-static bool rd_run_op(struct ctx *c, struct rd *r, Tensord__RunOp **out)
+static bool rd_run_op(struct ctx *c, struct rd *r)
 {
-    Tensord__RunOp *m = take(c, sizeof *m);
-    Tensord__Operand **inputs = NULL;
-    if (c->fill) {
-        *m = (Tensord__RunOp)TENSORD__RUN_OP__INIT;
-        *out = m;
-        if (c->n_inputs > 0) {
-            inputs = take(c, c->n_inputs * sizeof *inputs);
-            m->inputs = inputs;
-        }
-    }
+    Tensord__RunOp *m = &c->body.run_op;
+    *m = (Tensord__RunOp)TENSORD__RUN_OP__INIT;
+    c->body_size = sizeof *m;
     uint32_t seen = 0;
-    size_t n = 0;
     unsigned num, wt;
     uint64_t v;
     while (r->p != r->end) {
@@ -259,52 +227,37 @@ static bool rd_run_op(struct ctx *c, struct rd *r, Tensord__RunOp **out)
             if (!rd_varint(r, MAX_U64_BYTES, &v)) {
                 return false;
             }
-            if (c->fill) {
-                *(num == 1 ? &m->out : num == 6 ? &m->out2 : &m->out3) = v;
-            }
+            *(num == 1 ? &m->out : num == 6 ? &m->out2 : &m->out3) = v;
         } else if (num == 2 && wt == WT_VARINT) {
             if (!rd_varint(r, 2, &v)) {
                 return false; /* op codes are below 2^14; longer varints go to protobuf-c */
             }
-            if (c->fill) {
-                m->op = (Tensord__Op)v;
-            }
+            m->op = (Tensord__Op)v;
         } else if (num == 3 && wt == WT_LEN) {
             struct rd sub;
-            if (n == MAX_INPUTS || !rd_sub(r, &sub) ||
-                !rd_operand(c, &sub, c->fill ? &inputs[n] : NULL)) {
+            if (c->n_inputs == MAX_INPUTS || !rd_sub(r, &sub) ||
+                !rd_operand(c, &sub, &c->ops[c->n_inputs])) {
                 return false;
             }
-            n++;
+            c->n_inputs++;
         } else if (num == 4 && wt == WT_VARINT) {
-            protobuf_c_boolean b;
-            if (!rd_bool(r, &b)) {
+            if (!rd_bool(r, &m->inplace)) {
                 return false;
-            }
-            if (c->fill) {
-                m->inplace = b;
             }
         } else {
             return false; /* args (5) and anything unknown: protobuf-c */
         }
     }
-    if (c->fill) {
-        m->n_inputs = n;
-    } else {
-        c->n_inputs = n;
-        take(c, n * sizeof(Tensord__Operand *));
-    }
+    m->n_inputs = c->n_inputs;
     return true;
 }
 
-/* Get (wanted 9), Write (19) and Free (10): flat messages. */
-static bool rd_get(struct ctx *c, struct rd *r, Tensord__Get **out)
+/* Get (field 9 of Request), Write (19) and Free (10): flat messages. */
+static bool rd_get(struct ctx *c, struct rd *r)
 {
-    Tensord__Get *m = take(c, sizeof *m);
-    if (c->fill) {
-        *m = (Tensord__Get)TENSORD__GET__INIT;
-        *out = m;
-    }
+    Tensord__Get *m = &c->body.get;
+    *m = (Tensord__Get)TENSORD__GET__INIT;
+    c->body_size = sizeof *m;
     uint32_t seen = 0;
     unsigned num, wt;
     uint64_t v;
@@ -316,16 +269,10 @@ static bool rd_get(struct ctx *c, struct rd *r, Tensord__Get **out)
             if (!rd_varint(r, MAX_U64_BYTES, &v)) {
                 return false;
             }
-            if (c->fill) {
-                *(num == 1 ? &m->handle : num == 3 ? &m->offset : &m->length) = v;
-            }
+            *(num == 1 ? &m->handle : num == 3 ? &m->offset : &m->length) = v;
         } else if (num == 2 && wt == WT_VARINT) {
-            protobuf_c_boolean b;
-            if (!rd_bool(r, &b)) {
+            if (!rd_bool(r, &m->meta_only)) {
                 return false;
-            }
-            if (c->fill) {
-                m->meta_only = b;
             }
         } else {
             return false;
@@ -334,13 +281,11 @@ static bool rd_get(struct ctx *c, struct rd *r, Tensord__Get **out)
     return true;
 }
 
-static bool rd_write(struct ctx *c, struct rd *r, Tensord__Write **out)
+static bool rd_write(struct ctx *c, struct rd *r)
 {
-    Tensord__Write *m = take(c, sizeof *m);
-    if (c->fill) {
-        *m = (Tensord__Write)TENSORD__WRITE__INIT;
-        *out = m;
-    }
+    Tensord__Write *m = &c->body.write;
+    *m = (Tensord__Write)TENSORD__WRITE__INIT;
+    c->body_size = sizeof *m;
     uint32_t seen = 0;
     unsigned num, wt;
     uint64_t v;
@@ -349,87 +294,69 @@ static bool rd_write(struct ctx *c, struct rd *r, Tensord__Write **out)
             (num != 1 && num != 2) || wt != WT_VARINT || !rd_varint(r, MAX_U64_BYTES, &v)) {
             return false;
         }
-        if (c->fill) {
-            *(num == 1 ? &m->handle : &m->offset) = v;
-        }
+        *(num == 1 ? &m->handle : &m->offset) = v;
     }
     return true;
 }
 
-static bool rd_free(struct ctx *c, struct rd *r, Tensord__Free **out)
+static bool rd_free(struct ctx *c, struct rd *r)
 {
-    Tensord__Free *m = take(c, sizeof *m);
-    if (c->fill) {
-        *m = (Tensord__Free)TENSORD__FREE__INIT;
-        *out = m;
-    }
+    Tensord__Free *m = &c->body.free;
+    *m = (Tensord__Free)TENSORD__FREE__INIT;
+    c->body_size = sizeof *m;
     uint32_t seen = 0;
     unsigned num, wt;
     while (r->p != r->end) {
         if (!rd_key(r, &num, &wt) || num != 1 || wt != WT_LEN || !first_time(&seen, num) ||
-            !rd_packed(c, r, c->fill ? &m->n_handles : NULL, c->fill ? &m->handles : NULL)) {
+            !rd_packed(c, r, &m->n_handles, &m->handles)) {
             return false;
         }
     }
     return true;
 }
 
-static bool rd_request(struct ctx *c, struct rd *r, Tensord__Request *m)
+static bool rd_request(struct ctx *c, struct rd *r)
 {
+    Tensord__Request *m = &c->req;
     uint32_t seen = 0;
-    bool body = false;
     unsigned num, wt;
-    uint64_t v;
     while (r->p != r->end) {
         if (!rd_key(r, &num, &wt) || num >= 32 || !first_time(&seen, num)) {
             return false;
         }
         if (num == 1 && wt == WT_VARINT) {
-            if (!rd_varint(r, MAX_U64_BYTES, &v)) {
+            if (!rd_varint(r, MAX_U64_BYTES, &m->id)) {
                 return false;
-            }
-            if (c->fill) {
-                m->id = v;
             }
             continue;
         }
         if (num == 22 && wt == WT_LEN) {
-            if (!rd_packed(c, r, c->fill ? &m->n_free_first : NULL,
-                           c->fill ? &m->free_first : NULL)) {
+            if (!rd_packed(c, r, &m->n_free_first, &m->free_first)) {
                 return false;
             }
             continue;
         }
         struct rd sub;
-        if (wt != WT_LEN || body || !rd_sub(r, &sub)) {
+        if (wt != WT_LEN || m->body_case != TENSORD__REQUEST__BODY__NOT_SET || !rd_sub(r, &sub)) {
             return false; /* one body member at most: protobuf-c's rules for more */
         }
-        body = true;
         bool ok;
         switch (num) {
         case 8:
-            ok = rd_run_op(c, &sub, c->fill ? &m->run_op : NULL);
-            if (c->fill) {
-                m->body_case = TENSORD__REQUEST__BODY_RUN_OP;
-            }
+            m->body_case = TENSORD__REQUEST__BODY_RUN_OP;
+            ok = rd_run_op(c, &sub);
             break;
         case 9:
-            ok = rd_get(c, &sub, c->fill ? &m->get : NULL);
-            if (c->fill) {
-                m->body_case = TENSORD__REQUEST__BODY_GET;
-            }
+            m->body_case = TENSORD__REQUEST__BODY_GET;
+            ok = rd_get(c, &sub);
             break;
         case 10:
-            ok = rd_free(c, &sub, c->fill ? &m->free : NULL);
-            if (c->fill) {
-                m->body_case = TENSORD__REQUEST__BODY_FREE;
-            }
+            m->body_case = TENSORD__REQUEST__BODY_FREE;
+            ok = rd_free(c, &sub);
             break;
         case 19:
-            ok = rd_write(c, &sub, c->fill ? &m->write : NULL);
-            if (c->fill) {
-                m->body_case = TENSORD__REQUEST__BODY_WRITE;
-            }
+            m->body_case = TENSORD__REQUEST__BODY_WRITE;
+            ok = rd_write(c, &sub);
             break;
         default: ok = false; break;
         }
@@ -440,32 +367,65 @@ static bool rd_request(struct ctx *c, struct rd *r, Tensord__Request *m)
     return true;
 }
 
-Tensord__Request *td_fastunpack_request(ProtobufCAllocator *alloc, size_t len, const uint8_t *data)
+static size_t round8(size_t n)
 {
-    struct ctx c = {.fill = false};
-    const uint8_t *end = len != 0 ? data + len : data; /* data may be NULL when len is 0 */
-    struct rd r = {data, end};
-    (void)take(&c, sizeof(Tensord__Request));
-    if (!rd_request(&c, &r, NULL)) {
-        return NULL;
-    }
-    uint8_t *block = alloc->alloc(alloc->allocator_data, c.need);
+    return (n + 7) & ~(size_t)7;
+}
+
+/* The accepted message, copied from the stack into one block of its exact size. */
+static Tensord__Request *finish(struct ctx *c)
+{
+    size_t n = c->n_inputs, k = c->n_scalars;
+    size_t at_body = round8(sizeof(Tensord__Request));
+    size_t at_ptrs = at_body + round8(c->body_size);
+    size_t at_ops = at_ptrs + n * sizeof(Tensord__Operand *);
+    size_t at_scalars = at_ops + n * round8(sizeof(Tensord__Operand));
+    size_t size = at_scalars + k * round8(sizeof(Tensord__Scalar));
+    uint8_t *block = c->alloc->alloc(c->alloc->allocator_data, size);
     if (block == NULL) {
         return NULL;
     }
-    c.fill = true;
-    c.next = block;
+    Tensord__Request *m = (Tensord__Request *)block;
+    *m = c->req;
+    if (c->body_size != 0) {
+        memcpy(block + at_body, &c->body, c->body_size);
+        m->run_op = (Tensord__RunOp *)(block + at_body); /* the body oneof's one pointer */
+    }
+    if (n != 0) {
+        Tensord__Operand **ptrs = (Tensord__Operand **)(block + at_ptrs);
+        Tensord__Scalar *sc = (Tensord__Scalar *)(block + at_scalars);
+        for (size_t i = 0; i < n; i++) {
+            Tensord__Operand *o = (Tensord__Operand *)(block + at_ops +
+                                                       i * round8(sizeof(Tensord__Operand)));
+            *o = c->ops[i];
+            if (o->value_case == TENSORD__OPERAND__VALUE_SCALAR) {
+                size_t j = (size_t)(o->scalar - c->scalars);
+                sc[j] = c->scalars[j];
+                o->scalar = &sc[j];
+            }
+            ptrs[i] = o;
+        }
+        m->run_op->inputs = ptrs;
+    }
+    return m;
+}
+
+Tensord__Request *td_fastunpack_request(ProtobufCAllocator *alloc, size_t len, const uint8_t *data)
+{
+    struct ctx c;
     c.alloc = alloc;
-    Tensord__Request *m = take(&c, sizeof *m);
-    *m = (Tensord__Request)TENSORD__REQUEST__INIT;
-    r = (struct rd){data, end};
-    if (!rd_request(&c, &r, m)) {
-        /* Only an array's allocation can fail here: the bytes passed the first pass. */
+    c.narrays = 0;
+    c.req = (Tensord__Request)TENSORD__REQUEST__INIT;
+    c.body_size = 0;
+    c.n_inputs = 0;
+    c.n_scalars = 0;
+    const uint8_t *end = len != 0 ? data + len : data; /* data may be NULL when len is 0 */
+    struct rd r = {data, end};
+    Tensord__Request *m = rd_request(&c, &r) ? finish(&c) : NULL;
+    if (m == NULL) {
         for (int i = 0; i < c.narrays; i++) {
             alloc->free(alloc->allocator_data, c.arrays[i]);
         }
-        alloc->free(alloc->allocator_data, block);
-        return NULL;
     }
     return m;
 }

@@ -13,11 +13,12 @@
 ** So it accepts a subset of what protobuf-c accepts and decodes it to the same values;
 ** tests/rpc/test_fastunpack.c and tests/fuzz/fuzz_fastunpack.c check both against protobuf-c.
 **
-** Cost: two passes over the frame's bytes (validate and count, then fill), each read bounded by
-** the frame's end. Allocation goes through the caller's allocator (the job's arena): one block
-** for the structs, sized by the first pass (at most 64 operands, about 50 bytes each), and one per
-** packed array (8 bytes per entry, each entry at least one wire byte), as protobuf-c allocates
-** them, so a large array overflows the arena alone and is charged as before. */
+** Cost: one pass over the frame's bytes (packed arrays are read twice: counted, then decoded),
+** each read bounded by the frame's end, into structs on the stack (about 6 KiB: at most 64
+** operands); then allocation through the caller's allocator (the job's arena): one block of
+** the exact size for the structs (about 50 bytes per operand), and one per packed array (8
+** bytes per entry, each entry at least one wire byte), as protobuf-c allocates them, so a large
+** array overflows the arena alone and is charged as before. */
 #ifndef TD_RPC_FASTUNPACK_H
 #define TD_RPC_FASTUNPACK_H
 
