@@ -4,8 +4,10 @@
 ** connection's read buffer (or, for the bulk of a large data section, straight in the frame's
 ** data buffer); the reader walks header -> protobuf section -> data section and hands each
 ** complete frame to on_frame(). Every frame found in one read is delivered before anything is
-** written; replies queued meanwhile sit in `out` until the loop's check phase, when one uv_write
-** sends them all. Their release callbacks run when the write completes.
+** written; replies queued meanwhile sit in `out` until the loop's check phase, when one write
+** sends them all: uv_try_write when nothing is in flight (the usual case: the parts are released
+** at once, no write request is made), and uv_write for whatever the kernel did not take, whose
+** parts are released when that write completes.
 **
 ** The ways it fails: a header announcing more than max_meta_bytes / max_frame_bytes is refused
 ** before anything is allocated (on_frame_error, then close after the error is written), and so
@@ -141,6 +143,7 @@ static void conn_update_reading(struct td_conn *c);
 static void conn_process(struct td_conn *c);
 static void conn_watch_stall(struct td_conn *c, size_t nread);
 static void conn_watch_writes(struct td_conn *c);
+static void conn_after_write(struct td_conn *c);
 
 /* ---- closing ---- */
 
@@ -304,6 +307,13 @@ static void conn_on_write(uv_write_t *req, int status)
         td_conn_close(c);
         return;
     }
+    conn_after_write(c);
+}
+
+/* After a write finished (conn_on_write) or went out at once (conn_try_write): reading resumes
+** once the queue is down to half the high-water mark, and a close waits for the last write. */
+static void conn_after_write(struct td_conn *c)
+{
     if (c->paused_for_writes && c->queued_bytes <= c->net->cfg.write_high_water / 2) {
         c->paused_for_writes = false;
         conn_update_reading(c);
@@ -315,12 +325,73 @@ static void conn_on_write(uv_write_t *req, int status)
     }
 }
 
+/* With no write in flight, the kernel usually takes a batch of replies at once: uv_try_write
+** sends it without a write request (no POLLOUT registration, no callback on a later turn). The
+** parts it took are released here; a part it took only partly stays first in `out`, advanced,
+** for uv_write. Returns whether nothing is left to write (or c closed). */
+#define TRY_WRITE_STACK_PARTS 64 /* a larger batch takes its scratch arrays from the heap */
+static bool conn_try_write(struct td_conn *c)
+{
+    if (c->writes_in_flight != 0) {
+        return false;
+    }
+    uv_buf_t stack_bufs[TRY_WRITE_STACK_PARTS];
+    struct td_out stack_written[TRY_WRITE_STACK_PARTS];
+    uv_buf_t *bufs = stack_bufs;
+    struct td_out *written = stack_written;
+    if (c->nout > TRY_WRITE_STACK_PARTS) {
+        bufs = td_malloc(sizeof *bufs * (size_t)c->nout);
+        written = td_malloc(sizeof *written * (size_t)c->nout);
+        if (bufs == NULL || written == NULL) {
+            td_free(bufs);
+            td_free(written);
+            return false; /* uv_write's path says what is wrong */
+        }
+    }
+    for (int i = 0; i < c->nout; i++) {
+        bufs[i] = uv_buf_init((char *)c->out[i].base, (unsigned int)c->out[i].len);
+    }
+    int n = uv_try_write(&c->h.stream, bufs, (unsigned int)c->nout);
+    bool all = false;
+    if (n >= 0) { /* else EAGAIN, or an error uv_write reports in its callback as before */
+        size_t left = (size_t)n;
+        int k = 0;
+        while (k < c->nout && c->out[k].len <= left) {
+            left -= c->out[k].len;
+            k++;
+        }
+        /* Written parts leave `out` before their releases run: a release may queue more. */
+        memcpy(written, c->out, sizeof *written * (size_t)k);
+        memmove(c->out, c->out + k, sizeof *c->out * (size_t)(c->nout - k));
+        c->nout -= k;
+        if (c->nout > 0) {
+            c->out[0].base = (const uint8_t *)c->out[0].base + left;
+            c->out[0].len -= left;
+        }
+        c->queued_bytes -= (size_t)n;
+        c->submitted += (uint64_t)n;
+        all = c->nout == 0;
+        release_parts(written, k);
+        if (all && !c->closing) {
+            conn_after_write(c);
+        }
+    }
+    if (bufs != stack_bufs) {
+        td_free(bufs);
+        td_free(written);
+    }
+    return all || c->closing;
+}
+
 /* The check phase: everything queued during this loop iteration goes out in one write. */
 static void conn_on_flush(uv_check_t *chk)
 {
     struct td_conn *c = chk->data;
     uv_check_stop(chk);
     if (c->closing || c->nout == 0) {
+        return;
+    }
+    if (conn_try_write(c) || c->closing || c->nout == 0) {
         return;
     }
     struct write_req *w = td_malloc(sizeof *w);

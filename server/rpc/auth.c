@@ -121,6 +121,7 @@ void td_rpc_server_close(struct td_rpc_server *srv)
     }
     td_map_close(&srv->auth_penalty);
     td_map_init(&srv->auth_penalty);
+    td_rpc_job_cache_empty(srv);
 }
 
 /* ---- the Hello's token as sent ---- */

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/ops.h"
 #include "proto/tensord.pb-c.h"
 #include "rpc/rpc.h"
 
@@ -32,10 +33,13 @@ struct pb_arena {
     _Alignas(16) unsigned char bytes[PB_ARENA_BYTES];
 };
 
+#define PRE_N 4 /* operands cost_op keeps for td_rpc_run_op (more: resolved again) */
+
 struct rpc_job {
     struct td_job job;
     struct td_rpc_peer *peer; /* reference */
     Tensord__Request *req;    /* owned, decoded here */
+    bool fast_decoded;        /* req came from td_fastunpack_request (one block) */
     void *data;               /* owned until adopted */
     size_t data_len;
     struct td_session *data_session; /* reference: data_charge is charged to its quota
@@ -52,6 +56,10 @@ struct rpc_job {
                                             ** when the kind is not limited by it */
     int64_t need_bytes;              /* RunOp: its result's and temporaries' bytes */
     bool costed;                     /* work, need_bytes and cost_name are set */
+    bool pre_ok;                     /* RunOp: pre_op and pre_in hold what cost_op resolved,
+                                            ** still true when it runs (see cost_op) */
+    enum td_op_id pre_op;
+    struct td_operand pre_in[PRE_N]; /* borrowed from the table */
     int status;                      /* the reply's status code */
     bool ran;                        /* dropped jobs are not counted in the stats */
     int64_t hello_token_len;         /* Hello: auth_token's length on the wire, NUL
@@ -126,6 +134,9 @@ const struct td_rpc_request *td_rpc_request_of(int body_case);
 
 /* Wire op code -> core op id; -1 when the code names no op. */
 int td_rpc_wire_op(int w, enum td_op_id *out);
+
+/* Frees the jobs srv keeps for reuse (rpc.c). */
+void td_rpc_job_cache_empty(struct td_rpc_server *srv);
 
 /* ---- stats.c ---- */
 

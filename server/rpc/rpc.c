@@ -5,8 +5,9 @@
 ** The rest of rpc is split by concern: files.c (Save, Load), auth.c (the Hello's token, the
 ** penalty table), stats.c (the counters, Stats); rpc/internal.h is what they share.
 **
-** The story of a request: td_rpc_handle decodes the Request with an allocator that counts bytes
-** (td_malloc), finds its row, answers a request that needs no session (Hello) at once when the
+** The story of a request: td_rpc_handle decodes the Request into its job's arena (the hot kinds
+** by fastunpack.c, the rest by protobuf-c; what overflows the arena is td_malloc'd and counted;
+** the job itself comes from a short list of freed ones), finds its row, answers a request that needs no session (Hello) at once when the
 ** connection has none yet, and otherwise wraps the request in a job on the session's FIFO. When
 ** its turn comes, is_heavy() decides from the row (may it run inline?) and the current handle
 ** table (its cost) whether the work goes to the executor; run() calls the row's handler, which
@@ -56,6 +57,7 @@
 #include "core/print.h"
 #include "core/rng.h"
 #include "rpc/fastpack.h"
+#include "rpc/fastunpack.h"
 #include "rpc/internal.h"
 
 /* ---- protobuf-c allocation (the arena: rpc/internal.h) ---- */
@@ -208,6 +210,58 @@ static void log_failure(const struct td_rpc_peer *p, const Tensord__Request *req
 }
 
 
+/* ---- the job cache ----
+** A request's job (~1.1 KiB with its arena: too large for malloc's per-thread fast bins) is the
+** one allocation every request makes. Freed jobs are kept on a list, at most JOB_CACHE_MAX (so
+** at most ~36 KiB), and reused; the list empties when the last peer goes, so an idle daemon
+** holds none, and at td_rpc_server_close. Cached jobs stay counted as allocated bytes (they
+** are td_malloc'd), which is what a job's memory is until the list gives it back. Off under
+** AddressSanitizer, so a use after free of a job is still caught. Loop thread only. */
+#define JOB_CACHE_MAX 32
+#if defined(__SANITIZE_ADDRESS__)
+#define JOB_CACHE_ON 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define JOB_CACHE_ON 0
+#endif
+#endif
+#ifndef JOB_CACHE_ON
+#define JOB_CACHE_ON 1
+#endif
+
+static struct rpc_job *job_alloc(struct td_rpc_server *srv)
+{
+    if (srv->job_cache_n > 0) {
+        struct rpc_job *j = srv->job_cache;
+        srv->job_cache = *(void **)j;
+        srv->job_cache_n--;
+        return j;
+    }
+    return td_malloc(sizeof(struct rpc_job));
+}
+
+static void job_release(struct td_rpc_server *srv, struct rpc_job *j)
+{
+    if (JOB_CACHE_ON && srv->job_cache_n < JOB_CACHE_MAX) {
+        *(void **)j = srv->job_cache;
+        srv->job_cache = j;
+        srv->job_cache_n++;
+        return;
+    }
+    td_free(j);
+}
+
+void td_rpc_job_cache_empty(struct td_rpc_server *srv)
+{
+    while (srv->job_cache_n > 0) {
+        void *j = srv->job_cache;
+        srv->job_cache = *(void **)j;
+        srv->job_cache_n--;
+        td_free(j);
+    }
+    srv->job_cache = NULL;
+}
+
 int td_rpc_peer_new(struct td_rpc_peer **out, struct td_rpc_server *srv, td_rpc_reply_fn *reply,
                     void *user)
 {
@@ -219,6 +273,7 @@ int td_rpc_peer_new(struct td_rpc_peer **out, struct td_rpc_server *srv, td_rpc_
     p->reply = reply;
     p->user = user;
     p->refs = 1;
+    srv->peers_alive++;
     srv->stats.connections++;
     srv->stats.connections_total++;
     *out = p;
@@ -228,8 +283,12 @@ int td_rpc_peer_new(struct td_rpc_peer **out, struct td_rpc_server *srv, td_rpc_
 static void peer_unref(struct td_rpc_peer *p)
 {
     if (--p->refs == 0) {
+        struct td_rpc_server *srv = p->srv;
         td_session_unref(p->session);
         td_free(p);
+        if (--srv->peers_alive == 0) {
+            td_rpc_job_cache_empty(srv); /* nobody connected: give the memory back */
+        }
     }
 }
 
@@ -829,7 +888,11 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     if (m->n_inputs > TD_OP_MAX_INPUTS) {
         return td_err_set(err, TD_EINVAL, "too many inputs: %zu", m->n_inputs);
     }
-    if ((rc = resolve_operands(m, s, &op, in, err)) != 0) {
+    if (j->pre_ok) {
+        /* Resolved by cost_op just before, on this thread, with nothing run between. */
+        op = j->pre_op;
+        memcpy(in, j->pre_in, sizeof in[0] * m->n_inputs);
+    } else if ((rc = resolve_operands(m, s, &op, in, err)) != 0) {
         return rc;
     }
     uint64_t out = m->out;
@@ -1325,6 +1388,14 @@ static void cost_op(struct rpc_job *j, struct td_session *s)
             j->need_bytes = td_sat_add(cost.out_bytes, cost.temp_bytes);
         }
         j->cost_name = td_ops[op].name;
+        /* Kept for td_rpc_run_op, which then need not look the handles up again. Valid only
+        ** while the table is as it is now: job_is_heavy drops it when the job leaves the loop,
+        ** job_execute when free_first will change the table first. */
+        if (m->n_inputs <= PRE_N) {
+            j->pre_ok = true;
+            j->pre_op = op;
+            memcpy(j->pre_in, in, sizeof in[0] * m->n_inputs);
+        }
     }
 }
 
@@ -1463,6 +1534,7 @@ static void job_cost(struct rpc_job *j, struct td_session *s)
     const Tensord__Request *req = j->req;
     const struct td_rpc_request *row = td_rpc_request_of((int)req->body_case);
     j->costed = true;
+    j->pre_ok = false;
     j->work = 0;
     j->need_bytes = 0;
     j->cost_name = NULL;
@@ -1536,6 +1608,9 @@ static void job_execute(struct rpc_job *j)
     }
     if (rc == 0 && !hello && !j->costed) {
         job_cost(j, s); /* before free_first changes the table: what decided its thread */
+    }
+    if (j->req->n_free_first != 0) {
+        j->pre_ok = false; /* the frees may take an operand: run_op looks them up again */
     }
     if (rc == 0 && s != NULL && !s->closed) {
         for (size_t i = 0; i < j->req->n_free_first; i++) {
@@ -1629,9 +1704,13 @@ static void job_execute(struct rpc_job *j)
 
 /* Frees the job and whatever it still holds: its request, its data section and that data's
 ** charge, a Get pin and a Format charge whose reply never went out. Loop thread. */
-static void job_free(struct rpc_job *j)
+static void job_free(struct rpc_job *j, struct td_rpc_server *srv)
 {
-    tensord__request__free_unpacked(j->req, &j->arena.allocator);
+    if (j->fast_decoded) {
+        td_fastunpack_free(j->req, &j->arena.allocator);
+    } else {
+        tensord__request__free_unpacked(j->req, &j->arena.allocator);
+    }
     td_free(j->data);
     if (j->data_session != NULL) {
         td_quota_release(&j->data_session->quota, j->data_charge);
@@ -1644,7 +1723,7 @@ static void job_free(struct rpc_job *j)
     if (j->req_charge > 0) {
         td_quota_release(&j->job.session->quota, j->req_charge);
     }
-    td_free(j);
+    job_release(srv, j);
 }
 
 /* Called on the loop thread when the job's turn comes, with the handle table as earlier jobs
@@ -1665,7 +1744,11 @@ static bool job_is_heavy(struct td_job *job)
         job->work = td_sat_mul((int64_t)j->req->n_free_first, TD_RPC_FREE_WORK);
         return false; /* refused before it touches anything: no need to leave the loop */
     }
-    return j->work > j->peer->srv->heavy_work;
+    if (j->work > j->peer->srv->heavy_work) {
+        j->pre_ok = false; /* it runs later, elsewhere: the table may change meanwhile */
+        return true;
+    }
+    return false;
 }
 
 /* Runs on whichever thread the session chose. The request's deadline starts now: its running
@@ -1743,7 +1826,7 @@ out:
     if (j->ran) {
         record_stats(j);
     }
-    job_free(j);
+    job_free(j, p->srv);
     peer_unref(p);
 }
 
@@ -1829,7 +1912,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         reply_early_error(p, 0, TD_EPROTO, "empty request: the frame has no protobuf section");
         return;
     }
-    struct rpc_job *j = td_malloc(sizeof *j);
+    struct rpc_job *j = job_alloc(p->srv);
     if (j == NULL) {
         /* Replying now could overtake queued replies; closing is the honest answer. */
         frame_data_free(&fd);
@@ -1839,9 +1922,15 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
     }
     memset(j, 0, offsetof(struct rpc_job, arena));
     arena_init(&j->arena);
-    Tensord__Request *req = tensord__request__unpack(&j->arena.allocator, meta_len, meta);
+    /* The hot requests' direct decoder first; anything it does not take goes to protobuf-c. */
+    Tensord__Request *req = td_fastunpack_request(&j->arena.allocator, meta_len, meta);
+    j->fast_decoded = req != NULL;
     if (req == NULL) {
-        td_free(j);
+        arena_init(&j->arena); /* a failed block allocation may have counted an overflow */
+        req = tensord__request__unpack(&j->arena.allocator, meta_len, meta);
+    }
+    if (req == NULL) {
+        job_release(p->srv, j);
         frame_data_free(&fd);
         reply_early_error(p, 0, TD_EPROTO, "malformed request: not a valid Request message");
         return;
@@ -1853,7 +1942,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
     }
     if ((row == NULL || !row->data) && data_len != 0) {
         uint64_t id = req->id;
-        job_free(j);
+        job_free(j, p->srv);
         frame_data_free(&fd);
         reply_early_error(p, id, TD_EPROTO, "only Create and Write requests carry a data section");
         return;
@@ -1869,14 +1958,14 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         } else {
             td_rpc_reply_error(p, req->id, TD_ENOSESSION, "no session: send Hello first", false);
         }
-        job_free(j);
+        job_free(j, p->srv);
         frame_data_free(&fd);
         return;
     }
     if (fd.data == NULL && data_len != 0) {
         /* td_rpc_data_alloc refused the section and net discarded it: answer with why. */
         uint64_t id = req->id;
-        job_free(j);
+        job_free(j, p->srv);
         if (p->data_err.code == TD_OK) {
             td_err_set(&p->data_err, TD_ENOMEM, "the data section could not be stored");
         }
@@ -1890,7 +1979,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         ** it to another session under the closed one's FIFO). */
         uint64_t id = req->id;
         bool is_hello = needs_no_session(row);
-        job_free(j);
+        job_free(j, p->srv);
         frame_data_free(&fd);
         reply_early_error(p, id, is_hello ? TD_EPROTO : TD_ESESSION,
                           is_hello ? "this connection's session was closed: open a new "
@@ -1905,7 +1994,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
                  "free_first lists %zu handles; at most %d are allowed per "
                  "request (send a Free for more)",
                  req->n_free_first, TD_RPC_MAX_FREE_FIRST);
-        job_free(j);
+        job_free(j, p->srv);
         frame_data_free(&fd);
         reply_early_error(p, id, TD_ELIMIT, msg);
         return;
@@ -1926,7 +2015,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
             char msg[sizeof qe.msg + 64];
             snprintf(msg, sizeof msg, "the request decodes to %lld bytes: %s", (long long)charge,
                      qe.msg);
-            job_free(j);
+            job_free(j, p->srv);
             frame_data_free(&fd);
             reply_early_error(p, id, qe.code, msg);
             return;

@@ -98,13 +98,18 @@ struct td_rpc_server {
     struct td_rpc_stats stats;
     struct td_rpc_counter op_counters[TD_OP_COUNT]; /* RunOp, by op */
     struct td_map auth_penalty;                     /* peer address hash -> failures; see auth.c */
+    /* Freed request jobs kept for reuse (rpc.c): at most 32, loop thread only; emptied when
+    ** the last peer goes (peers_alive: peers not yet freed) and at close. */
+    void *job_cache;
+    int job_cache_n;
+    int peers_alive;
 };
 
 /* Records one event-loop turn that held the loop for busy_us (its wall time less its wait in
 ** poll, capped by the loop thread's CPU time). Called by the daemon's loop on the loop thread, once per turn. */
 void td_rpc_stats_turn(struct td_rpc_server *srv, uint64_t busy_us);
 
-/* Frees what the server accumulated (the auth penalty table). */
+/* Frees what the server accumulated (the auth penalty table, the job cache). */
 void td_rpc_server_close(struct td_rpc_server *srv);
 
 /* A finished reply frame. `frame` (header + Response) is taken by the receiver and freed with
