@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,19 +51,28 @@ int td_test_daemon_start(struct td_test_daemon *d, const char *name, const char 
         _exit(127);
     }
     d->pid = pid;
-    /* Poll the log for the listening line, which carries the real port. */
+    /* The daemon binds its listeners in turn (TCP first, then --unix) and logs each: poll the
+    ** log until every one is listening; the TCP line carries the real port. */
+    bool want_unix = false;
+    for (int i = 0; args != NULL && args[i] != NULL; i++) {
+        want_unix = want_unix || strcmp(args[i], "--unix") == 0;
+    }
     for (int tries = 0; tries < 1000; tries++) {
         FILE *f = fopen(d->log_path, "r");
         char line[512];
+        bool unix_up = false;
         while (f != NULL && fgets(line, sizeof line, f) != NULL) {
             const char *ev = strstr(line, "event=listening");
             const char *ad = strstr(line, "addr=127.0.0.1:");
             if (ev != NULL && ad != NULL) {
                 d->port = atoi(ad + strlen("addr=127.0.0.1:"));
                 snprintf(d->addr, sizeof d->addr, "127.0.0.1:%d", d->port);
-                fclose(f);
-                return 0;
             }
+            unix_up = unix_up || (ev != NULL && strstr(line, "addr=unix:") != NULL);
+        }
+        if (d->port != 0 && (unix_up || !want_unix)) {
+            fclose(f);
+            return 0;
         }
         if (f != NULL) {
             fclose(f);
