@@ -18,7 +18,7 @@ OPS_DEF = os.path.join(ROOT, "server", "core", "ops.def")
 FLAGS = ("TD_OPF_VIEW", "TD_OPF_NODIFF", "TD_OPF_BW_SELF", "TD_OPF_BW_SELF_FOR_OTHER",
          "TD_OPF_BW_OUT", "TD_OPF_NO_METHOD", "TD_OPF_FUNCTIONAL", "TD_OPF_INPLACE_ONLY",
          "TD_OPF_INTERNAL", "TD_OPF_OVERLOADED", "TD_OPF_ALSO_F",
-         "TD_OPF_CUSTOM")
+         "TD_OPF_CUSTOM", "TD_OPF_RANDOM")
 
 
 class Param(NamedTuple):

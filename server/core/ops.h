@@ -171,6 +171,8 @@ enum {
     TD_OPF_ALSO_F = 1 << 10,      /* torch.nn.functional.name as well as torch.name */
     TD_OPF_CUSTOM = 1 << 11,      /* a custom autograd Function's node: its backward runs in the
                                   ** client (td_backward_step suspends there) */
+    TD_OPF_RANDOM = 1 << 12,      /* draws from td_op_args.rng: only these get a generator (the
+                                  ** caller's copy of 2.5 KiB of state costs the others nothing) */
 };
 
 struct td_op_def {

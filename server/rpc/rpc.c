@@ -916,9 +916,13 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     if ((rc = wire_args(m->args, &args, err)) != 0) {
         return rc;
     }
+    /* Only an op that draws gets a generator (ops.def's TD_OPF_RANDOM): resolving one copies
+    ** its 2.5 KiB state. A generator= given to another op is still checked. */
     struct td_rng rng;
     struct td_tensor *gen = NULL;
-    if ((rc = gen_resolve(s, m->args != NULL ? m->args->generator : 0, &gen, &rng, err)) != 0) {
+    uint64_t gen_handle = m->args != NULL ? m->args->generator : 0;
+    bool draws = (td_ops[op].flags & TD_OPF_RANDOM) != 0;
+    if ((draws || gen_handle != 0) && (rc = gen_resolve(s, gen_handle, &gen, &rng, err)) != 0) {
         return rc;
     }
     /* A generator's state is written after the op ran: one that shares memory with an operand
@@ -930,7 +934,7 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
                               (unsigned long long)m->args->generator, i, td_ops[op].name);
         }
     }
-    args.rng = &rng;
+    args.rng = draws ? &rng : NULL;
     args.grad_enabled = !s->no_grad;
     if ((rc = check_room(&s->quota, j->need_bytes, err)) != 0) {
         return rc;
@@ -967,7 +971,9 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
         td_tensor_unref(more[1]);
         return rc;
     }
-    gen_store(s, gen, &rng);
+    if (draws) {
+        gen_store(s, gen, &rng);
+    }
     /* max(dim) / min(dim) also give indices, as torch's (values, indices) pair, when asked. */
     if (m->out2 != 0 && !multi) {
         if (!args.has_dim) {
