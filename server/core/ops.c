@@ -265,9 +265,27 @@ static int check_work_budget(enum td_op_id id, const struct td_operand *in, int 
     return 0;
 }
 
+static int op_apply(enum td_op_id id, const struct td_operand *in, int nin,
+                    const struct td_op_args *args, bool inplace, bool costed, struct td_quota *q,
+                    struct td_tensor **out, struct td_err *err);
+
 int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                 const struct td_op_args *args, bool inplace, struct td_quota *q,
                 struct td_tensor **out, struct td_err *err)
+{
+    return op_apply(id, in, nin, args, inplace, false, q, out, err);
+}
+
+int td_op_apply_costed(enum td_op_id id, const struct td_operand *in, int nin,
+                       const struct td_op_args *args, bool inplace, struct td_quota *q,
+                       struct td_tensor **out, struct td_err *err)
+{
+    return op_apply(id, in, nin, args, inplace, true, q, out, err);
+}
+
+static int op_apply(enum td_op_id id, const struct td_operand *in, int nin,
+                    const struct td_op_args *args, bool inplace, bool costed, struct td_quota *q,
+                    struct td_tensor **out, struct td_err *err)
 {
     if ((int)id < 0 || id >= TD_OP_COUNT) {
         return td_err_set(err, TD_EOP, "unknown op %d", (int)id);
@@ -303,7 +321,7 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
     local.inplace = inplace;
     local.quota = q;
     args = &local;
-    if ((crc = check_work_budget(id, in, nin, args, err)) != 0) {
+    if (!costed && (crc = check_work_budget(id, in, nin, args, err)) != 0) {
         return crc;
     }
     if (op->make != NULL) {

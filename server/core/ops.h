@@ -214,6 +214,13 @@ int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                 const struct td_op_args *args, bool inplace, struct td_quota *q,
                 struct td_tensor **out, struct td_err *err);
 
+/* td_op_apply for a caller that has already checked this call's cost against the request's
+** budget (rpc's RunOp: --max-op-elements, with the same operands and arguments): the op is not
+** costed again. The steps it runs (composed ops, backward rules) are checked as always. */
+int td_op_apply_costed(enum td_op_id id, const struct td_operand *in, int nin,
+                       const struct td_op_args *args, bool inplace, struct td_quota *q,
+                       struct td_tensor **out, struct td_err *err);
+
 /* The op's cost for these operands and arguments, from its ops.def cost rule. Safe before any
 ** validation (numbers where tensors go, any nin, any args). Set args->inplace for an in-place
 ** call (no result bytes; the fill family is always costed in place). Returns 0, or TD_EOP /
