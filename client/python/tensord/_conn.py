@@ -15,6 +15,12 @@ have run. It is re-sent if it is safe to repeat (creates and out-of-place ops na
 handle, so a repeat of one that ran is refused with HANDLE_IN_USE and changes nothing); one that
 is not (an in-place op, backward, manual_seed) fails with an error saying its outcome is unknown,
 and so does every request after it, because their results could depend on it.
+
+The hot path is in C when the extension module tensord._fast is built (by `make`, or by pip when
+a compiler is there): `FAST` says whether it is in use, and TENSORD_PURE_PYTHON=1 in the
+environment turns it off. It encodes the common requests (RunOp with handle and number inputs,
+Get) into the output buffer and reads the common replies without protobuf message objects; the
+bytes on the wire are the same either way (tests/python/test_fast_wire.py).
 """
 from __future__ import annotations
 
@@ -28,6 +34,14 @@ from typing import Any, Callable, Deque, List, Optional
 
 from . import tensord_pb2 as pb
 from ._requests import IDEMPOTENT, IDEMPOTENT_OUT_OF_PLACE
+
+_fast: Any = None
+if os.environ.get("TENSORD_PURE_PYTHON", "") in ("", "0"):
+    try:
+        from . import _fast
+    except ImportError:  # not built: the pure-Python path below does everything
+        _fast = None
+FAST = _fast is not None  # whether the C fast path (tensord._fast) is in use
 
 HEADER = struct.Struct(">IQ")
 FLUSH_AT = 1 << 16          # queued bytes that trigger a write without waiting for a reply
@@ -73,10 +87,10 @@ def _nbytes(data: Any) -> int:
 
 
 class Pending:
-    """One request's reply, filled in when it is read."""
+    """One request's reply, filled in when it is read. (_fast.Pending is the same in C.)"""
 
     __slots__ = ("id", "kind", "frame", "data", "replay", "resent", "end", "done", "resp",
-                 "data_in", "error", "into", "on_done", "tag")
+                 "data_in", "error", "into", "on_done", "tag", "info", "out")
 
     def __init__(self, kind: str, frame: bytes, data: Any, replay: bool):
         self.kind = kind
@@ -92,6 +106,24 @@ class Pending:
         self.into: Any = None       # a writable buffer the reply's data section is read into
         self.on_done: Optional[Callable[["Pending"], None]] = None
         self.tag: Any = None        # the caller's note (what issued it, for error messages)
+        self.info: Any = None       # with _fast: the reply's TensorInfo facts (see info_of)
+        self.out: Any = None
+
+
+if FAST:
+    Pending = _fast.Pending  # type: ignore[misc,assignment] # noqa: F811
+
+
+def info_of(p: Any) -> Any:
+    """(handle, dtype, shape, nbytes, offset, length) of p's reply's TensorInfo, or None when it
+    has none: from the fast decoder's tuple when it read the reply, else from protobuf's."""
+    if p.info is not None:
+        return p.info
+    resp = p.resp
+    if resp is None or not resp.HasField("tensor"):
+        return None
+    t = resp.tensor
+    return (t.handle, t.dtype, tuple(t.shape), t.nbytes, t.offset, t.length)
 
 
 def scalar(v: Any, msg: Any) -> None:
@@ -113,7 +145,7 @@ def parse_addr(addr: str):
     return None, (host.strip("[]") or "127.0.0.1", int(port))
 
 
-class Conn:
+class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
     """A connection speaking for one session, pipelined; see the module docstring."""
 
     def __init__(self, port: Optional[int] = None, host: str = "127.0.0.1",
@@ -137,6 +169,9 @@ class Conn:
         self.reconnects = 0
         self.limits: Any = None
         self.sock: Optional[socket.socket] = None
+        # failed replies of requests with a tag and no on_done (the fast path's) go here
+        self.error_sink: Optional[List[Any]] = None
+        self.version = 0
         self._connect()
 
     # -- connection --
@@ -359,7 +394,7 @@ class Conn:
             self._in += chunk
         self._parse()
 
-    def _parse(self) -> None:
+    def _parse_py(self) -> None:
         buf = self._in
         while True:
             avail = len(buf) - self._pos
@@ -395,6 +430,11 @@ class Conn:
                 self._pos += dl
             self._finish(data)
 
+    if FAST:
+        _parse = _fast.ConnBase._parse_fast
+    else:
+        _parse = _parse_py
+
     def _finish(self, data: Any) -> None:
         meta, self._meta, self._frame = self._meta, None, None
         resp = pb.Response()
@@ -422,14 +462,18 @@ class Conn:
         p.done = True
         p.frame = b""
         p.data = b""
-        if p.on_done is not None:
-            p.on_done(p)
+        self._done(p)
 
     def _fail(self, p: Pending, err: ServerError) -> None:
         p.error = err
         p.done = True
+        self._done(p)
+
+    def _done(self, p: Pending) -> None:
         if p.on_done is not None:
             p.on_done(p)
+        elif p.error is not None and p.tag is not None and self.error_sink is not None:
+            self.error_sink.append(p)  # the session raises it at its next blocking point
 
     # -- blocking helpers (the test suites' vocabulary) --
     def call(self, req: Any, data: Any = b"") -> Any:
