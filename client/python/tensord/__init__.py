@@ -380,7 +380,8 @@ class Session:
             # about fileno() that says nothing of the cause.
             raise TensorError(pb.NO_SESSION, "session is closed")
 
-    def _send(self, req: Any, what: str, data: Any = b"", replay: Any = None) -> _conn.Pending:
+    def _send(self, req: Any, what: str, data: Any = b"", replay: Any = None,
+              into: Any = None) -> _conn.Pending:
         self._check_open()
         if self._dead:
             # The list stays the same object: finalizers hold its append method.
@@ -393,7 +394,7 @@ class Session:
                 free = pb.Request()
                 free.free.handles.extend(dead)
                 self._c.send(free)
-        p = self._c.send(req, data, replay)
+        p = self._c.send(req, data, replay, into)
         p.tag = (what, _caller())
         p.on_done = self._note
         if self.sync:
@@ -445,9 +446,7 @@ class Session:
         req.get.handle = handle
         if length:
             req.get.length = length
-        p = self._send(req, "get")
-        p.into = into
-        return p
+        return self._send(req, "get", into=into)
 
     def _call(self, req: Any, what: str) -> Any:
         return self._wait(self._send(req, what)).resp
@@ -559,6 +558,12 @@ class Session:
         # straight into the tensor's storage, with no zero fill and no copy. Chunks (Full, then
         # Writes) are for tensors above the limit, and for progress bars.
         if nbytes <= chunk or (not progress and nbytes <= self._frame_bytes()):
+            if _FAST and nbytes < _conn.FLUSH_AT and not self.sync and not self._closed:
+                t = self._c.create_fast(self, h, _conn.DTYPE_WIRE[name], shape,
+                                        builtins.bool(requires_grad), payload)
+                if t is not None:  # the common case in C (_fast.c)
+                    t._meta = meta
+                    return t
             req.create.out = h
             req.create.dtype = _conn.DTYPE_WIRE[name]
             req.create.shape.extend(shape)
@@ -1208,8 +1213,7 @@ class Tensor:
             req.get.handle = src._h
             req.get.offset = off
             req.get.length = min(chunk, nbytes - off)
-            last = self._s._send(req, "get")
-            last.into = buf[off:off + req.get.length]
+            last = self._s._send(req, "get", into=buf[off:off + req.get.length])
             last.on_done = (lambda n: lambda p: (self._s._note(p), bar.add(n)))(req.get.length)
         self._s._wait(last)
         return buf

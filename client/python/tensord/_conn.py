@@ -256,20 +256,23 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
         self.next_handle += 1
         return h
 
-    def send(self, req: Any, data: Any = b"", replay: Optional[bool] = None) -> Pending:
-        """Queues a request without waiting; returns its Pending."""
+    def send(self, req: Any, data: Any = b"", replay: Optional[bool] = None,
+             into: Any = None) -> Pending:
+        """Queues a request without waiting; returns its Pending. `into`: a writable buffer
+        the reply's data section is read into (set before anything can read the reply)."""
         kind = req.WhichOneof("body")
         if replay is None:
             replay = kind in _REPLAYABLE or (kind in IDEMPOTENT_OUT_OF_PLACE and
                                              not getattr(req, kind).inplace)
-        return self._queue(req, data, kind, replay)
+        return self._queue(req, data, kind, replay, into)
 
-    def _queue(self, req: Any, data: Any, kind: str, replay: bool) -> Pending:
+    def _queue(self, req: Any, data: Any, kind: str, replay: bool, into: Any = None) -> Pending:
         if isinstance(data, memoryview) and self._out_bytes + data.nbytes < FLUSH_AT:
             # It would wait in the queue past this call: copy it, so the caller may change
             # its array at once (torch.tensor copies too). Larger data is written right away.
             data = data.tobytes()
         p = Pending(kind, b"", data, replay)
+        p.into = into
         self._enqueue(p, req)
         if self._out_bytes >= FLUSH_AT:
             self._flush_guarded()

@@ -48,7 +48,7 @@ enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2 };
 static PyObject *g_response_cls;
 static PyObject *g_tensor_cls;
 static PyObject *g_pkg_dir;
-static PyObject *s_run_op, *s_get, *s_empty_bytes, *s_underscore;
+static PyObject *s_run_op, *s_get, *s_create, *s_tensor_what, *s_empty_bytes, *s_underscore;
 static PyObject *s_h, *s_s, *s_root, *s_share, *s_ctxs, *s_p, *s_owns, *s_grad_cache, *s_dead;
 static PyObject *s_flush_guarded, *s_parse_py, *s_append, *s_popleft, *s_parse_from;
 
@@ -289,6 +289,22 @@ static int encode_get(struct buf *b, uint64_t id, uint64_t handle, bool meta_onl
     }
     rc = put_request(b, id, 9, &body, free_first);
 done:
+    buf_free(&body);
+    return rc;
+}
+
+static int encode_create(struct buf *b, uint64_t id, uint64_t out, int dtype, PyObject *shape,
+                         bool requires_grad, PyObject *free_first)
+{
+    struct buf body;
+    buf_init(&body);
+    int rc = -1;
+    if ((out == 0 || put_field_varint(&body, 1, out) == 0) &&
+        (dtype == 0 || put_field_varint(&body, 2, (uint64_t)(int64_t)dtype) == 0) &&
+        put_packed_i64(&body, 3, shape) == 0 &&
+        (!requires_grad || put_field_varint(&body, 4, 1) == 0)) {
+        rc = put_request(b, id, 3, &body, free_first);
+    }
     buf_free(&body);
     return rc;
 }
@@ -757,9 +773,9 @@ static PyObject *caller(void)
     return PyUnicode_FromString("?");
 }
 
-/* Appends a frame (header, then the meta bytes; no data section) to the output queue: the last
-** bytearray of `_out` when it is this object's own, else a new one. */
-static int queue_frame(ConnBase *c, const struct buf *meta)
+/* Appends a frame (header, the meta bytes, then `dlen` data bytes) to the output queue: the
+** last bytearray of `_out` when it is this object's own, else a new one. */
+static int queue_frame(ConnBase *c, const struct buf *meta, const void *data, size_t dlen)
 {
     if (c->out == NULL || !PyList_Check(c->out)) {
         PyErr_SetString(PyExc_RuntimeError, "connection is not set up");
@@ -775,7 +791,7 @@ static int queue_frame(ConnBase *c, const struct buf *meta)
         Py_XSETREF(c->tail, t);
     }
     Py_ssize_t old = PyByteArray_GET_SIZE(c->tail);
-    size_t add = FRAME_HEADER + meta->n;
+    size_t add = FRAME_HEADER + meta->n + dlen; /* both below FLUSH_AT: no overflow */
     if (PyByteArray_Resize(c->tail, old + (Py_ssize_t)add) != 0) {
         return -1;
     }
@@ -784,8 +800,13 @@ static int queue_frame(ConnBase *c, const struct buf *meta)
     for (int i = 0; i < 4; i++) {
         d[i] = (uint8_t)(ml >> (24 - 8 * i));
     }
-    memset(d + 4, 0, 8); /* data_len 0 */
+    for (int i = 0; i < 8; i++) {
+        d[4 + i] = (uint8_t)((uint64_t)dlen >> (56 - 8 * i));
+    }
     memcpy(d + FRAME_HEADER, meta->p, meta->n);
+    if (dlen > 0) {
+        memcpy(d + FRAME_HEADER + meta->n, data, dlen);
+    }
     c->frames_sent++;
     c->out_bytes += (long long)add;
     c->queued += (long long)add;
@@ -818,15 +839,17 @@ static PyObject *take_dead(ConnBase *c, PyObject *session, PyObject **dead_out)
     return ff;
 }
 
-/* Queues a Pending of kind `kind` for the encoded request `meta` (id already inside). */
+/* Queues a Pending of kind `kind` for the encoded request `meta` (id already inside) and its
+** data section `data` (bytes, kept for a re-send; NULL: none). */
 static Pending *queue_request(ConnBase *c, PyObject *kind, const struct buf *meta, uint64_t id,
-                              bool replay, PyObject *what)
+                              bool replay, PyObject *what, PyObject *data)
 {
     PyObject *frame = PyBytes_FromStringAndSize((const char *)meta->p, (Py_ssize_t)meta->n);
     if (frame == NULL) {
         return NULL;
     }
-    Pending *p = pending_new(kind, frame, s_empty_bytes, replay ? Py_True : Py_False);
+    Pending *p = pending_new(kind, frame, data != NULL ? data : s_empty_bytes,
+                             replay ? Py_True : Py_False);
     Py_DECREF(frame);
     if (p == NULL) {
         return NULL;
@@ -835,7 +858,8 @@ static Pending *queue_request(ConnBase *c, PyObject *kind, const struct buf *met
     PyObject *where = caller();
     PyObject *tag = where != NULL ? PyTuple_Pack(2, what, where) : NULL;
     Py_XDECREF(where);
-    if (tag == NULL || queue_frame(c, meta) != 0) {
+    if (tag == NULL || queue_frame(c, meta, data != NULL ? PyBytes_AS_STRING(data) : NULL,
+                                   data != NULL ? (size_t)PyBytes_GET_SIZE(data) : 0) != 0) {
         Py_XDECREF(tag);
         Py_DECREF(p);
         return NULL;
@@ -987,7 +1011,7 @@ static PyObject *ConnBase_op_fast(ConnBase *c, PyObject *const *args, Py_ssize_t
             goto done;
         }
     }
-    p = queue_request(c, s_run_op, &meta, id, !inplace, what);
+    p = queue_request(c, s_run_op, &meta, id, !inplace, what, NULL);
     if (p == NULL) {
         goto done;
     }
@@ -1058,7 +1082,7 @@ static PyObject *ConnBase_get_fast(ConnBase *c, PyObject *args)
     if (encode_get(&meta, id, handle, meta_only, offset, length, ff) != 0) {
         goto done;
     }
-    p = queue_request(c, s_get, &meta, id, true, what);
+    p = queue_request(c, s_get, &meta, id, true, what, NULL);
     if (p == NULL) {
         goto done;
     }
@@ -1070,6 +1094,98 @@ static PyObject *ConnBase_get_fast(ConnBase *c, PyObject *args)
 done:
     buf_free(&meta);
     Py_XDECREF((PyObject *)p);
+    Py_DECREF(ff);
+    Py_DECREF(dead);
+    return result;
+}
+
+/* A new Tensor object naming handle `h` of `session`, made by Pending p (as Tensor._made). */
+static PyObject *new_tensor(PyObject *session, uint64_t h, Pending *p)
+{
+    PyObject *t = PyType_GenericNew((PyTypeObject *)g_tensor_cls, NULL, NULL);
+    PyObject *hv = PyLong_FromUnsignedLongLong(h);
+    if (t == NULL || hv == NULL) {
+        Py_XDECREF(t);
+        Py_XDECREF(hv);
+        return NULL;
+    }
+    Py_XSETREF(p->out, Py_NewRef(hv));
+    int rc = PyObject_SetAttr(t, s_s, session) || PyObject_SetAttr(t, s_h, hv) ||
+             PyObject_SetAttr(t, s_p, (PyObject *)p) || PyObject_SetAttr(t, s_owns, Py_True);
+    Py_DECREF(hv);
+    if (rc != 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* create_fast(session, out, dtype, shape, requires_grad, data): a small tensor's Create, as
+** Session._upload sends it (the data copied, as _conn._queue copies small data); returns the
+** Tensor, or None when the protobuf path must take it. */
+static PyObject *ConnBase_create_fast(ConnBase *c, PyObject *args)
+{
+    PyObject *session, *shape_arg, *data_arg;
+    unsigned long long out;
+    int dtype, requires_grad;
+    if (!PyArg_ParseTuple(args, "OKiOpO:create_fast", &session, &out, &dtype, &shape_arg,
+                          &requires_grad, &data_arg)) {
+        return NULL;
+    }
+    if (!PyList_CheckExact(shape_arg) && !PyTuple_CheckExact(shape_arg)) {
+        Py_RETURN_NONE;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(data_arg, &view, PyBUF_C_CONTIGUOUS) != 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *data = NULL;
+    if (view.len < FLUSH_AT) {
+        data = PyBytes_FromStringAndSize(view.buf, view.len);
+    }
+    PyBuffer_Release(&view);
+    if (data == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *dead = NULL;
+    PyObject *ff = take_dead(c, session, &dead);
+    if (ff == NULL) {
+        Py_DECREF(data);
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *result = NULL;
+    Pending *p = NULL;
+    struct buf meta;
+    buf_init(&meta);
+    uint64_t id = c->next_id;
+    if (encode_create(&meta, id, out, dtype, shape_arg, requires_grad, ff) != 0) {
+        goto done;
+    }
+    p = queue_request(c, s_create, &meta, id, true, s_tensor_what, data);
+    if (p == NULL) {
+        goto done;
+    }
+    c->next_id++;
+    PyObject *t = new_tensor(session, out, p);
+    if (t == NULL) {
+        goto done;
+    }
+    if (PyList_SetSlice(dead, 0, PyList_GET_SIZE(ff), NULL) != 0 || maybe_flush(c) != 0) {
+        Py_DECREF(t);
+        goto done;
+    }
+    result = t;
+done:
+    buf_free(&meta);
+    Py_XDECREF((PyObject *)p);
+    Py_DECREF(data);
     Py_DECREF(ff);
     Py_DECREF(dead);
     return result;
@@ -1175,6 +1291,8 @@ static PyObject *ConnBase_parse_fast(ConnBase *c, PyObject *unused)
 static PyMethodDef ConnBase_methods[] = {
     {"op_fast", (PyCFunction)(void (*)(void))ConnBase_op_fast, METH_FASTCALL,
      "op_fast(session, op, inputs, inplace, name): a RunOp's result Tensor, or None"},
+    {"create_fast", (PyCFunction)ConnBase_create_fast, METH_VARARGS,
+     "create_fast(session, out, dtype, shape, requires_grad, data): a Create's Tensor, or None"},
     {"get_fast", (PyCFunction)ConnBase_get_fast, METH_VARARGS,
      "get_fast(session, handle, meta_only, offset, length, what): a Get's Pending, or None"},
     {"_parse_fast", (PyCFunction)ConnBase_parse_fast, METH_NOARGS,
@@ -1332,17 +1450,9 @@ static PyObject *mod_encode_create(PyObject *self, PyObject *args)
     }
     PyObject *shape = seq_or_none(shape_arg);
     PyObject *ff = shape != NULL ? seq_or_none(ff_arg) : NULL;
-    struct buf body, b;
-    buf_init(&body);
+    struct buf b;
     buf_init(&b);
-    int rc = -1;
-    if (ff != NULL && (out == 0 || put_field_varint(&body, 1, out) == 0) &&
-        (dtype == 0 || put_field_varint(&body, 2, (uint64_t)(int64_t)dtype) == 0) &&
-        put_packed_i64(&body, 3, shape) == 0 &&
-        (!requires_grad || put_field_varint(&body, 4, 1) == 0)) {
-        rc = put_request(&b, id, 3, &body, ff);
-    }
-    buf_free(&body);
+    int rc = ff != NULL ? encode_create(&b, id, out, dtype, shape, requires_grad, ff) : -1;
     Py_XDECREF(shape);
     Py_XDECREF(ff);
     return buf_bytes(&b, rc);
@@ -1420,7 +1530,8 @@ static int intern(PyObject **s, const char *text)
 PyMODINIT_FUNC PyInit__fast(void); /* the interpreter's entry point: nothing else calls it */
 PyMODINIT_FUNC PyInit__fast(void)
 {
-    if (intern(&s_run_op, "run_op") || intern(&s_get, "get") || intern(&s_underscore, "_") ||
+    if (intern(&s_run_op, "run_op") || intern(&s_get, "get") || intern(&s_create, "create") ||
+        intern(&s_tensor_what, "tensor") || intern(&s_underscore, "_") ||
         intern(&s_h, "_h") || intern(&s_s, "_s") || intern(&s_root, "_root") ||
         intern(&s_share, "_share") || intern(&s_ctxs, "_ctxs") || intern(&s_p, "_p") ||
         intern(&s_owns, "_owns") || intern(&s_grad_cache, "_grad_cache") ||
