@@ -1816,6 +1816,7 @@ _OPCODES = {n[3:].lower(): v for n, v in pb.Op.items() if n != "OP_UNSPECIFIED"}
 _FAST = _conn.FAST
 if _FAST:
     _conn._fast.setup(pb.Response, Tensor, _PKG_DIR)
+    _caller = _conn._fast.caller  # noqa: F811 - the same walk, in C
 _VIEW_OPS = {name for name, facts in _ops.OPS.items() if "VIEW" in facts["flags"]}
 for _named in [op.name for op in _OP_TABLE.values() if op.named]:
     return_types._of(_named)  # tensord.return_types.sort exists before the first sort

@@ -397,20 +397,21 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
             self._in += chunk
         self._parse()
 
-    def _parse_py(self) -> None:
+    def _parse_py(self, one: bool = False) -> bool:
+        """Reads the complete frames in _in (with `one`, at most one: then True if it did)."""
         buf = self._in
         while True:
             avail = len(buf) - self._pos
             if self._frame is None:
                 if avail < 12:
-                    return
+                    return False
                 self._frame = HEADER.unpack_from(buf, self._pos)
                 self._pos += 12
                 avail -= 12
             ml, dl = self._frame
             if self._meta is None:
                 if avail < ml:
-                    return
+                    return False
                 self._meta = bytes(memoryview(buf)[self._pos:self._pos + ml])  # one copy
                 self._pos += ml
                 avail -= ml
@@ -424,14 +425,16 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
                 self._pos += take
                 if take < dl:
                     self._dst, self._have = dst, take
-                    return
+                    return False
                 data: Any = dst
             else:
                 if avail < dl:
-                    return
+                    return False
                 data = bytes(memoryview(buf)[self._pos:self._pos + dl]) if dl else b""
                 self._pos += dl
             self._finish(data)
+            if one:
+                return True
 
     if FAST:
         _parse = _fast.ConnBase._parse_fast

@@ -754,6 +754,9 @@ static void ConnBase_dealloc(ConnBase *c)
 /* file:line of the first Python frame outside the package: the user's line (_caller()). */
 static PyObject *caller(void)
 {
+    if (g_pkg_dir == NULL) {
+        return PyUnicode_FromString("?");
+    }
     PyFrameObject *f = PyEval_GetFrame();
     Py_XINCREF(f);
     while (f != NULL) {
@@ -1227,65 +1230,88 @@ static int finish_fast(ConnBase *c, Pending *p, PyObject *raw, const struct resp
     return 0;
 }
 
-/* parse_fast(): Conn._parse for the common replies; hands anything else to Conn._parse_py. */
+/* One common reply frame at _in[_pos:], read without protobuf: 1 done, 0 not one (or not
+** complete), 2 nothing left to read (not even part of a header), -1 error. */
+static int parse_one_fast(ConnBase *c)
+{
+    if ((c->frame != NULL && c->frame != Py_None) || c->in == NULL ||
+        !PyByteArray_CheckExact(c->in)) {
+        return 0;
+    }
+    Py_ssize_t size = PyByteArray_GET_SIZE(c->in);
+    if (c->pos == size) {
+        return 2;
+    }
+    if (c->pos < 0 || c->pos > size || (size_t)(size - c->pos) < FRAME_HEADER) {
+        return 0;
+    }
+    size_t avail = (size_t)(size - c->pos);
+    const uint8_t *h = (const uint8_t *)PyByteArray_AS_STRING(c->in) + c->pos;
+    uint64_t ml = 0, dl = 0;
+    for (int i = 0; i < 4; i++) {
+        ml = ml << 8 | h[i];
+    }
+    for (int i = 4; i < 12; i++) {
+        dl = dl << 8 | h[i];
+    }
+    if (dl > READ_CHUNK || ml > avail - FRAME_HEADER || dl > avail - FRAME_HEADER - ml) {
+        return 0;
+    }
+    Py_ssize_t npending = PyObject_Length(c->pending);
+    if (npending <= 0) {
+        return npending < 0 ? -1 : 0;
+    }
+    Pending *p = (Pending *)PySequence_GetItem(c->pending, 0);
+    if (p == NULL) {
+        return -1;
+    }
+    struct resp r;
+    if (!Py_IS_TYPE(p, &PendingType) || p->into != Py_None ||
+        decode_response(h + FRAME_HEADER, ml, &r) != 0 || r.code != 0 || r.id != p->id) {
+        Py_DECREF(p);
+        return 0;
+    }
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)h + FRAME_HEADER, (Py_ssize_t)ml);
+    PyObject *data = dl == 0 ? Py_NewRef(s_empty_bytes)
+                             : PyBytes_FromStringAndSize((const char *)h + FRAME_HEADER + ml,
+                                                         (Py_ssize_t)dl);
+    int rc = -1;
+    if (raw != NULL && data != NULL) {
+        c->pos += (Py_ssize_t)(FRAME_HEADER + ml + dl);
+        rc = finish_fast(c, p, raw, &r, data) == 0 ? 1 : -1;
+    }
+    Py_XDECREF(raw);
+    Py_XDECREF(data);
+    Py_DECREF(p);
+    return rc;
+}
+
+/* parse_fast(): Conn._parse. Common replies are read here; any other frame, or one partly
+** read, goes to Conn._parse_py(one=True), and then this goes on with the next. */
 static PyObject *ConnBase_parse_fast(ConnBase *c, PyObject *unused)
 {
     (void)unused;
     for (;;) {
-        if ((c->frame != NULL && c->frame != Py_None) || c->in == NULL ||
-            !PyByteArray_CheckExact(c->in)) {
-            break;
+        int rc = parse_one_fast(c);
+        if (rc < 0) {
+            return NULL;
         }
-        Py_ssize_t size = PyByteArray_GET_SIZE(c->in);
-        if (c->pos < 0 || c->pos > size) {
-            break;
-        }
-        size_t avail = (size_t)(size - c->pos);
-        if (avail < FRAME_HEADER) {
+        if (rc == 2) {
             Py_RETURN_NONE;
         }
-        const uint8_t *h = (const uint8_t *)PyByteArray_AS_STRING(c->in) + c->pos;
-        uint64_t ml = 0, dl = 0;
-        for (int i = 0; i < 4; i++) {
-            ml = ml << 8 | h[i];
+        if (rc == 1) {
+            continue;
         }
-        for (int i = 4; i < 12; i++) {
-            dl = dl << 8 | h[i];
-        }
-        if (dl > READ_CHUNK || ml > avail - FRAME_HEADER ||
-            dl > avail - FRAME_HEADER - ml || PyObject_Length(c->pending) <= 0) {
-            break;
-        }
-        Pending *p = (Pending *)PySequence_GetItem(c->pending, 0);
-        if (p == NULL) {
+        PyObject *r = PyObject_CallMethodOneArg((PyObject *)c, s_parse_py, Py_True);
+        if (r == NULL) {
             return NULL;
         }
-        struct resp r;
-        if (!Py_IS_TYPE(p, &PendingType) || p->into != Py_None ||
-            decode_response(h + FRAME_HEADER, ml, &r) != 0 || r.code != 0 || r.id != p->id) {
-            Py_DECREF(p);
-            break;
-        }
-        PyObject *raw = PyBytes_FromStringAndSize((const char *)h + FRAME_HEADER, (Py_ssize_t)ml);
-        PyObject *data = dl == 0 ? Py_NewRef(s_empty_bytes)
-                                 : PyBytes_FromStringAndSize((const char *)h + FRAME_HEADER + ml,
-                                                             (Py_ssize_t)dl);
-        if (raw == NULL || data == NULL) {
-            Py_XDECREF(raw);
-            Py_XDECREF(data);
-            Py_DECREF(p);
-            return NULL;
-        }
-        c->pos += (Py_ssize_t)(FRAME_HEADER + ml + dl);
-        int rc = finish_fast(c, p, raw, &r, data);
-        Py_DECREF(raw);
-        Py_DECREF(data);
-        Py_DECREF(p);
-        if (rc != 0) {
-            return NULL;
+        int more = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (more <= 0) {
+            return more < 0 ? NULL : Py_NewRef(Py_None);
         }
     }
-    return PyObject_CallMethodNoArgs((PyObject *)c, s_parse_py);
 }
 
 static PyMethodDef ConnBase_methods[] = {
@@ -1501,7 +1527,16 @@ static PyObject *mod_setup(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *mod_caller(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return caller();
+}
+
 static PyMethodDef module_methods[] = {
+    {"caller", mod_caller, METH_NOARGS,
+     "caller() -> 'file:line' of the first Python frame outside the package"},
     {"setup", mod_setup, METH_VARARGS, "setup(Response, Tensor, package_dir)"},
     {"encode_run_op", mod_encode_run_op, METH_VARARGS,
      "encode_run_op(id, out, op, inputs, inplace, free_first) -> bytes or None"},
