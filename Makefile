@@ -300,13 +300,14 @@ python: $(PY_GEN)
 
 # The Python client's fast path, the extension module tensord._fast (client/python/tensord/
 # _fast.c): built into the package directory, so PYTHONPATH=client/python picks it up, with
-# $(PYTHON)'s headers and suffix (python3-dev). Never sanitized: the interpreter that loads it
-# is not. TENSORD_PURE_PYTHON=1 makes the package ignore it.
+# $(PYTHON)'s compile flags, headers and suffix (python3-config, from python3-dev). Never
+# sanitized: the interpreter that loads it is not. TENSORD_PURE_PYTHON=1 makes the package
+# ignore it.
 PY_CONFIG     := $(PYTHON)-config
 PY_EXT_SUFFIX := $(shell $(PY_CONFIG) --extension-suffix 2>/dev/null)
 PY_FAST       := client/python/tensord/_fast$(PY_EXT_SUFFIX)
 PY_EXT_CFLAGS  = -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-                 -fPIC -shared $(shell $(PY_CONFIG) --includes) $(if $(filter 1,$(WERROR)),-Werror)
+                 -fPIC -shared $(shell $(PY_CONFIG) --cflags) $(if $(filter 1,$(WERROR)),-Werror)
 $(PY_FAST): client/python/tensord/_fast.c
 	@$(if $(PY_EXT_SUFFIX),,echo "$(PY_CONFIG) not found: make deps installs python3-dev"; exit 1)
 	@$(if $(Q),echo "  CC      $@")

@@ -315,21 +315,23 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
         """Writes everything queued, reading replies whenever the socket is readable."""
         if not self._out:
             return
-        bufs = [memoryview(b).cast("B") for b in self._out]
+        out: List[memoryview] = []
+        if len(self._out) == 1 and self._out_bytes < 65536:
+            out.append(memoryview(self._out[0]).cast("B"))  # the usual case: one small piece
+        else:
+            small = bytearray()
+            for b in [memoryview(b).cast("B") for b in self._out]:
+                if b.nbytes < 65536:  # coalesce small pieces so tiny frames are one write
+                    small += b
+                else:
+                    if small:
+                        out.append(memoryview(small))
+                        small = bytearray()
+                    out.append(b)
+            if small:
+                out.append(memoryview(small))
         self._out = []
         self._out_bytes = 0
-        small = bytearray()
-        out: List[memoryview] = []
-        for b in bufs:  # coalesce small pieces so a pipeline of tiny frames is one write
-            if b.nbytes < 65536:
-                small += b
-            else:
-                if small:
-                    out.append(memoryview(small))
-                    small = bytearray()
-                out.append(b)
-        if small:
-            out.append(memoryview(small))
         sock = self.sock
         for b in out:
             pos = 0
