@@ -656,7 +656,7 @@ static PyObject *Pending_get_resp(Pending *p, void *closure)
             return NULL;
         }
         Py_DECREF(ok);
-        Py_SETREF(p->resp, r);
+        Py_XSETREF(p->resp, r);
         Py_CLEAR(p->raw);
     }
     return Py_NewRef(p->resp ? p->resp : Py_None);
@@ -867,7 +867,7 @@ static Pending *queue_request(ConnBase *c, PyObject *kind, const struct buf *met
         Py_DECREF(p);
         return NULL;
     }
-    Py_SETREF(p->tag, tag);
+    Py_XSETREF(p->tag, tag);
     p->end = c->queued;
     PyObject *r = PyObject_CallMethodOneArg(c->pending, s_append, (PyObject *)p);
     if (r == NULL) {
@@ -951,6 +951,27 @@ static int fast_input(PyObject *x, PyObject *session, struct operand *o)
     return 0;
 }
 
+/* A new Tensor object naming handle `h` of `session`, made by Pending p (as Tensor._made). */
+static PyObject *new_tensor(PyObject *session, uint64_t h, Pending *p)
+{
+    PyObject *t = PyType_GenericNew((PyTypeObject *)g_tensor_cls, NULL, NULL);
+    PyObject *hv = PyLong_FromUnsignedLongLong(h);
+    if (t == NULL || hv == NULL) {
+        Py_XDECREF(t);
+        Py_XDECREF(hv);
+        return NULL;
+    }
+    Py_XSETREF(p->out, Py_NewRef(hv));
+    int rc = PyObject_SetAttr(t, s_s, session) || PyObject_SetAttr(t, s_h, hv) ||
+             PyObject_SetAttr(t, s_p, (PyObject *)p) || PyObject_SetAttr(t, s_owns, Py_True);
+    Py_DECREF(hv);
+    if (rc != 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return t;
+}
+
 /* op_fast(session, op_code, inputs, inplace, name): Session._op's common case. Returns the
 ** result Tensor (inputs[0] when in place), or None when the protobuf path must take it. */
 static PyObject *ConnBase_op_fast(ConnBase *c, PyObject *const *args, Py_ssize_t nargs)
@@ -1007,13 +1028,6 @@ static PyObject *ConnBase_op_fast(ConnBase *c, PyObject *const *args, Py_ssize_t
     if (what == NULL) {
         goto done;
     }
-    if (!inplace) {
-        /* the result, made before anything is queued so a failure here queues nothing */
-        t = PyType_GenericNew((PyTypeObject *)g_tensor_cls, NULL, NULL);
-        if (t == NULL) {
-            goto done;
-        }
-    }
     p = queue_request(c, s_run_op, &meta, id, !inplace, what, NULL);
     if (p == NULL) {
         goto done;
@@ -1031,18 +1045,8 @@ static PyObject *ConnBase_op_fast(ConnBase *c, PyObject *const *args, Py_ssize_t
         if (PyObject_SetAttr(t, s_grad_cache, Py_None) != 0) {
             goto done;
         }
-    } else {
-        PyObject *h = PyLong_FromUnsignedLongLong(out);
-        if (h == NULL) {
-            goto done;
-        }
-        Py_XSETREF(p->out, Py_NewRef(h));
-        int rc = PyObject_SetAttr(t, s_s, session) || PyObject_SetAttr(t, s_h, h) ||
-                 PyObject_SetAttr(t, s_p, (PyObject *)p) || PyObject_SetAttr(t, s_owns, Py_True);
-        Py_DECREF(h);
-        if (rc != 0) {
-            goto done;
-        }
+    } else if ((t = new_tensor(session, out, p)) == NULL) {
+        goto done;
     }
     if (maybe_flush(c) != 0) {
         goto done;
@@ -1100,27 +1104,6 @@ done:
     Py_DECREF(ff);
     Py_DECREF(dead);
     return result;
-}
-
-/* A new Tensor object naming handle `h` of `session`, made by Pending p (as Tensor._made). */
-static PyObject *new_tensor(PyObject *session, uint64_t h, Pending *p)
-{
-    PyObject *t = PyType_GenericNew((PyTypeObject *)g_tensor_cls, NULL, NULL);
-    PyObject *hv = PyLong_FromUnsignedLongLong(h);
-    if (t == NULL || hv == NULL) {
-        Py_XDECREF(t);
-        Py_XDECREF(hv);
-        return NULL;
-    }
-    Py_XSETREF(p->out, Py_NewRef(hv));
-    int rc = PyObject_SetAttr(t, s_s, session) || PyObject_SetAttr(t, s_h, hv) ||
-             PyObject_SetAttr(t, s_p, (PyObject *)p) || PyObject_SetAttr(t, s_owns, Py_True);
-    Py_DECREF(hv);
-    if (rc != 0) {
-        Py_DECREF(t);
-        return NULL;
-    }
-    return t;
 }
 
 /* create_fast(session, out, dtype, shape, requires_grad, data): a small tensor's Create, as
@@ -1214,13 +1197,13 @@ static int finish_fast(ConnBase *c, Pending *p, PyObject *raw, const struct resp
     }
     Py_DECREF(x);
     Py_XSETREF(p->raw, Py_NewRef(raw));
-    Py_SETREF(p->resp, Py_NewRef(Py_None));
-    Py_SETREF(p->info, info);
-    Py_SETREF(p->data_in, Py_NewRef(data));
+    Py_XSETREF(p->resp, Py_NewRef(Py_None));
+    Py_XSETREF(p->info, info);
+    Py_XSETREF(p->data_in, Py_NewRef(data));
     p->done = 1;
-    Py_SETREF(p->frame, Py_NewRef(s_empty_bytes));
-    Py_SETREF(p->data, Py_NewRef(s_empty_bytes));
-    if (p->on_done != Py_None) {
+    Py_XSETREF(p->frame, Py_NewRef(s_empty_bytes));
+    Py_XSETREF(p->data, Py_NewRef(s_empty_bytes));
+    if (p->on_done != NULL && p->on_done != Py_None) {
         PyObject *res = PyObject_CallOneArg(p->on_done, (PyObject *)p);
         if (res == NULL) {
             return -1;
