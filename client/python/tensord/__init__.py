@@ -463,7 +463,8 @@ class Session:
             if code is not None:
                 out = self._c.op_fast(self, code, inputs, inplace, name)
                 if out is not None:
-                    if not inplace and name in _VIEW_OPS and isinstance(inputs[0], Tensor):
+                    if not inplace and name in _VIEW_OPS and inputs and \
+                            isinstance(inputs[0], Tensor):
                         r = inputs[0]._root
                         out._root = r if r is not None else inputs[0]
                     return out
