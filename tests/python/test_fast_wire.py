@@ -89,17 +89,93 @@ def test_run_op_bytes_match_protobuf():
             else:
                 _conn.scalar(x, o.scalar)
         req.free_first.extend(free_first)
-        got = _fast.encode_run_op(rid, out, op, inputs, inplace, free_first)
+        got = _fast.encode_run_op(rid, out, op, inputs, inplace, None, free_first)
         assert got == req.SerializeToString(), (rid, out, op, inputs, inplace, free_first)
 
 
 @need_fast
 def test_run_op_leaves_what_it_does_not_encode():
     # a number past int64 (protobuf refuses it), a numpy scalar, a list: the protobuf path's
-    assert _fast.encode_run_op(1, 2, 3, [1 << 63], False, []) is None
-    assert _fast.encode_run_op(1, 2, 3, [[1, 2]], False, []) is None
-    assert _fast.encode_run_op(1, 2, 3, [None], False, []) is None
-    assert _fast.encode_run_op(1, 2, 3, [1] * (_fast.MAX_FAST_INPUTS + 1), False, []) is None
+    assert _fast.encode_run_op(1, 2, 3, [1 << 63], False, None, []) is None
+    assert _fast.encode_run_op(1, 2, 3, [[1, 2]], False, None, []) is None
+    assert _fast.encode_run_op(1, 2, 3, [None], False, None, []) is None
+    assert _fast.encode_run_op(1, 2, 3, [1] * (_fast.MAX_FAST_INPUTS + 1), False, None,
+                               []) is None
+    assert _fast.encode_run_op(1, 2, 3, [], False, {"out2": 5}, []) is None
+
+
+class _Handles:
+    """Conn.op_request's view of a connection: only the next handle."""
+
+    def __init__(self, h):
+        self.h = h
+
+    def handle(self):
+        return self.h
+
+
+SPEC = _conn.arg_spec()
+NAMES = sorted(SPEC) + ["padding", "dim", "dims", "correction", "dtype", "out2"]
+
+
+def kw_value(r, name):
+    """A value of the field's type mostly, sometimes of another (protobuf may refuse it)."""
+    number, kind, repeated = SPEC.get(name, (0, 0, False))
+    k = r.random()
+    if name == "dtype" and k < 0.8:
+        return r.choice(list(_conn.DTYPE_WIRE) + ["float16"])
+    if name == "padding" and k < 0.3:
+        return r.choice(["same", "valid", ""])
+    if repeated and k < 0.7:
+        vals = [r.choice([0, 1, -1, 3, 300, -(1 << 40), (1 << 63) - 1]) for _ in
+                range(r.choice([0, 1, 2, 5]))]
+        return tuple(vals) if r.random() < 0.3 else vals
+    if k < 0.85:
+        if kind == 3:
+            return r.random() < 0.5
+        if kind == 4:
+            return r.choice([0.0, -0.0, 1e-5, 0.1, 1, 2, -3.5, math.inf])
+        if kind == 6:
+            return r.choice(["", "mean", "sum", "none", "trunc", "ij,jk->ik", "é"])
+        if kind == 7:
+            return number_value(r)
+        return r.choice([0, 1, -1, 2, 127, -300, 1 << 62, -(1 << 63), (1 << 64) - 1])
+    return r.choice([None, 1.5, "x", b"y", [1.5], (1, "a"), True, 7, 1 << 70, -2.0])
+
+
+def number_value(r):
+    return number(r)
+
+
+@need_fast
+def test_run_op_keywords_bytes_match_op_request():
+    """RunOp with OpArgs: the bytes Conn.op_request's message serializes to, for random keyword
+    sets; a keyword protobuf refuses is never encoded (the fast path leaves it to protobuf)."""
+    taken = 0
+    for r in loop(23):
+        rid, out, inplace = u64(r) or 1, r.choice([0, u64(r)]), r.random() < 0.3
+        name = r.choice(["sum", "mean", "add", "transpose", "softmax", "conv2d", "clamp",
+                         "to", "var", "roll", "cross_entropy"])
+        kw = {k: kw_value(r, k) for k in r.sample(NAMES, r.choice([0, 1, 1, 2, 3, 5]))}
+        inputs = [("h", u64(r)) if r.random() < 0.7 else number(r) for _ in range(2)]
+        free_first = [u64(r) for _ in range(r.choice([0, 0, 2]))]
+        try:
+            req = _conn.Conn.op_request(_Handles(out), name,
+                                        [_conn.H(x[1]) if isinstance(x, tuple) else x
+                                         for x in inputs], inplace, **kw)
+            req.id = rid
+            req.free_first.extend(free_first)
+            want = req.SerializeToString()
+        except (TypeError, ValueError, KeyError, AttributeError):
+            want = None
+        out_field = 0 if inplace else out
+        got = _fast.encode_run_op(rid, out_field, pb.Op.Value("OP_" + name.upper()), inputs,
+                                  inplace, kw, free_first)
+        if got is not None:
+            assert want is not None, ("encoded what protobuf refuses", name, kw)
+            assert got == want, (name, kw, inputs, inplace)
+            taken += 1
+    assert taken > 100
 
 
 @need_fast

@@ -457,23 +457,23 @@ class Session:
         return Tensor(self, out, p, meta)
 
     def _op(self, name: str, inputs: Sequence[Any], inplace: Any = False, **kw: Any) -> Any:
-        if _FAST and not kw and not self.sync and not self._closed:
-            # the common case in C: checks, request, Pending and result Tensor (_fast.c)
-            code = _OPCODES.get(name)
-            if code is not None:
-                out = self._c.op_fast(self, code, inputs, inplace, name)
-                if out is not None:
-                    if not inplace and name in _VIEW_OPS and inputs and \
-                            isinstance(inputs[0], Tensor):
-                        r = inputs[0]._root
-                        out._root = r if r is not None else inputs[0]
-                    return out
         for k in kw:
             if k not in _ARG_NAMES:
                 # A keyword torch has and the protocol does not (alpha=, rounding_mode=, out=):
                 # refused as Python refuses an unknown keyword, before anything is sent.
                 raise TypeError("%s%s() got an unexpected keyword argument '%s'"
                                 % (name, "_" if inplace else "", k))
+        if _FAST and not self.sync and not self._closed:
+            # the common case in C: checks, request, Pending and result Tensor (_fast.c)
+            code = _OPCODES.get(name)
+            if code is not None:
+                out = self._c.op_fast(self, code, inputs, inplace, name, kw)
+                if out is not None:
+                    if not inplace and name in _VIEW_OPS and inputs and \
+                            isinstance(inputs[0], Tensor):
+                        r = inputs[0]._root
+                        out._root = r if r is not None else inputs[0]
+                    return out
         _use(self, inputs)
         args = [H(x._h) if isinstance(x, Tensor) else x for x in inputs]
         req = self._c.op_request(name, args, inplace=inplace, **kw)
@@ -1816,7 +1816,7 @@ _OP_TABLE = {name: _make_op(name, facts) for name, facts in _ops.OPS.items()}
 _OPCODES = {n[3:].lower(): v for n, v in pb.Op.items() if n != "OP_UNSPECIFIED"}
 _FAST = _conn.FAST
 if _FAST:
-    _conn._fast.setup(pb.Response, Tensor, _PKG_DIR)
+    _conn._fast.setup(pb.Response, Tensor, _PKG_DIR, _conn.arg_spec(), _conn.DTYPE_WIRE)
     _caller = _conn._fast.caller  # noqa: F811 - the same walk, in C
 _VIEW_OPS = {name for name, facts in _ops.OPS.items() if "VIEW" in facts["flags"]}
 for _named in [op.name for op in _OP_TABLE.values() if op.named]:

@@ -126,6 +126,22 @@ def info_of(p: Any) -> Any:
     return (t.handle, t.dtype, tuple(t.shape), t.nbytes, t.offset, t.length)
 
 
+def arg_spec() -> dict:
+    """OpArgs' fields for _fast's encoder: {name: (number, kind, repeated)}, kind as _fast.c's
+    ARG_* (a field of another type is left out, so the protobuf path sends it)."""
+    fd = pb.OpArgs.DESCRIPTOR.fields[0].__class__
+    kinds = {fd.TYPE_INT64: 0, fd.TYPE_SINT64: 1, fd.TYPE_UINT64: 2, fd.TYPE_BOOL: 3,
+             fd.TYPE_DOUBLE: 4, fd.TYPE_ENUM: 5, fd.TYPE_STRING: 6}
+    spec = {}
+    for f in pb.OpArgs.DESCRIPTOR.fields:
+        repeated = f.label == fd.LABEL_REPEATED
+        if f.type == fd.TYPE_MESSAGE and f.message_type.name == "Scalar" and not repeated:
+            spec[f.name] = (f.number, 7, False)
+        elif f.type in kinds and (not repeated or kinds[f.type] in (0, 1)):
+            spec[f.name] = (f.number, kinds[f.type], repeated)
+    return spec
+
+
 def scalar(v: Any, msg: Any) -> None:
     if isinstance(v, bool):
         msg.b = v

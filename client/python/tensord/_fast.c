@@ -48,6 +48,8 @@ enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2 };
 static PyObject *g_response_cls;
 static PyObject *g_tensor_cls;
 static PyObject *g_pkg_dir;
+static PyObject *g_argspec; /* OpArgs: {name: (field number, kind, repeated)}, from protobuf */
+static PyObject *g_dtypes;  /* {"float32": FLOAT32, ...}: _conn.DTYPE_WIRE */
 static PyObject *s_run_op, *s_get, *s_create, *s_tensor_what, *s_empty_bytes, *s_underscore;
 static PyObject *s_h, *s_s, *s_root, *s_share, *s_ctxs, *s_p, *s_owns, *s_grad_cache, *s_dead;
 static PyObject *s_flush_guarded, *s_parse_py, *s_append, *s_popleft, *s_parse_from;
@@ -162,15 +164,9 @@ static size_t operand_size(const struct operand *o)
     return 1 + varint_size(s) + s;
 }
 
-static void put_operand(struct buf *b, const struct operand *o)
+/* A Scalar's fields (the caller wrote its tag and length, and reserved room). */
+static void put_scalar(struct buf *b, const struct operand *o)
 {
-    if (o->kind == OPD_HANDLE) {
-        put_varint(b, TAG(1, WT_VARINT));
-        put_varint(b, o->u);
-        return;
-    }
-    put_varint(b, TAG(2, WT_LEN));
-    put_varint(b, scalar_size(o));
     if (o->kind == OPD_F) {
         uint64_t bits;
         memcpy(&bits, &o->f, 8);
@@ -182,6 +178,18 @@ static void put_operand(struct buf *b, const struct operand *o)
         put_varint(b, TAG(o->kind == OPD_I ? 2 : 3, WT_VARINT));
         put_varint(b, o->u);
     }
+}
+
+static void put_operand(struct buf *b, const struct operand *o)
+{
+    if (o->kind == OPD_HANDLE) {
+        put_varint(b, TAG(1, WT_VARINT));
+        put_varint(b, o->u);
+        return;
+    }
+    put_varint(b, TAG(2, WT_LEN));
+    put_varint(b, scalar_size(o));
+    put_scalar(b, o);
 }
 
 /* A packed repeated uint64 field of a sequence of Python ints (free_first, Free.handles). */
@@ -249,8 +257,348 @@ static int put_request(struct buf *b, uint64_t id, int body_field, const struct 
     return free_first != NULL ? put_packed_u64(b, 22, free_first) : 0;
 }
 
+/* A Python number as a Scalar, as _conn.scalar() sets it; 1 if `v` is not one this handles. */
+static int operand_of_number(struct operand *o, PyObject *v)
+{
+    if (PyBool_Check(v)) {
+        o->kind = OPD_B;
+        o->u = v == Py_True;
+        return 0;
+    }
+    if (PyLong_Check(v)) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow != 0 || (x == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return 1; /* protobuf's path raises its own error for it */
+        }
+        o->kind = OPD_I;
+        o->u = zigzag(x);
+        return 0;
+    }
+    if (PyFloat_CheckExact(v)) {
+        o->kind = OPD_F;
+        o->f = PyFloat_AS_DOUBLE(v);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- OpArgs: an op's keyword arguments, as Conn.op_request sets them ---- */
+
+/* The kinds of OpArgs fields (setup()'s argspec; _conn's ARG_KINDS). */
+enum { ARG_INT64, ARG_SINT64, ARG_UINT64, ARG_BOOL, ARG_DOUBLE, ARG_ENUM, ARG_STRING,
+       ARG_SCALAR };
+
+#define MAX_ARG_FIELDS 32
+
+/* One encoded field, its bytes at [off, off + len) of the scratch buffer. */
+struct argfield {
+    int number;
+    size_t off, len;
+};
+
+struct argset {
+    struct buf scratch;
+    struct argfield f[MAX_ARG_FIELDS];
+    int n;
+};
+
+/* Starts field `number` in the scratch buffer; 1 when it is there already or there are too
+** many (the protobuf path then takes the request), -1 error. */
+static int arg_begin(struct argset *a, int number)
+{
+    if (a->n >= MAX_ARG_FIELDS) {
+        return 1;
+    }
+    for (int i = 0; i < a->n; i++) {
+        if (a->f[i].number == number) {
+            return 1;
+        }
+    }
+    a->f[a->n].number = number;
+    a->f[a->n].off = a->scratch.n;
+    return 0;
+}
+
+static void arg_end(struct argset *a)
+{
+    a->f[a->n].len = a->scratch.n - a->f[a->n].off;
+    a->n++;
+}
+
+static int arg_varint(struct argset *a, int number, uint64_t v)
+{
+    int rc = arg_begin(a, number);
+    if (rc != 0) {
+        return rc;
+    }
+    if (v != 0 && put_field_varint(&a->scratch, number, v) != 0) {
+        return -1;
+    }
+    arg_end(a);
+    return 0;
+}
+
+/* An int as protobuf's setattr takes it (bool included): 0, 1 not one, -1 error. */
+static int arg_int(PyObject *v, int kind, uint64_t *out)
+{
+    if (!PyLong_Check(v)) {
+        return 1;
+    }
+    if (kind == ARG_UINT64) {
+        unsigned long long u = PyLong_AsUnsignedLongLong(v);
+        if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 1;
+        }
+        *out = u;
+        return 0;
+    }
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow != 0 || (x == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 1;
+    }
+    *out = kind == ARG_SINT64 ? zigzag(x) : (uint64_t)x;
+    return 0;
+}
+
+/* A repeated int64 / sint64 field, packed: `v` a list or tuple of ints (or, unless
+** `seq_only`, one int). */
+static int arg_repeated(struct argset *a, int number, int kind, PyObject *v, bool seq_only)
+{
+    PyObject *one[1] = {v};
+    PyObject **items = one;
+    Py_ssize_t n = 1;
+    if (PyList_CheckExact(v) || PyTuple_CheckExact(v)) {
+        items = PySequence_Fast_ITEMS(v);
+        n = PySequence_Fast_GET_SIZE(v);
+    } else if (seq_only) {
+        return 1;
+    }
+    uint64_t vals[64];
+    if (n > 64) {
+        return 1;
+    }
+    size_t len = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int rc = arg_int(items[i], kind, &vals[i]);
+        if (rc != 0) {
+            return rc;
+        }
+        len += varint_size(vals[i]);
+    }
+    int rc = arg_begin(a, number);
+    if (rc != 0) {
+        return rc;
+    }
+    if (n > 0) {
+        if (put_v(&a->scratch, TAG(number, WT_LEN)) || put_v(&a->scratch, len) ||
+            buf_reserve(&a->scratch, len)) {
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            put_varint(&a->scratch, vals[i]);
+        }
+    }
+    arg_end(a);
+    return 0;
+}
+
+static int arg_string(struct argset *a, int number, PyObject *v)
+{
+    if (!PyUnicode_CheckExact(v)) {
+        return 1;
+    }
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(v, &n);
+    if (u == NULL) {
+        PyErr_Clear();
+        return 1;
+    }
+    int rc = arg_begin(a, number);
+    if (rc != 0) {
+        return rc;
+    }
+    if (n > 0) {
+        if (put_v(&a->scratch, TAG(number, WT_LEN)) || put_v(&a->scratch, (uint64_t)n) ||
+            buf_reserve(&a->scratch, (size_t)n)) {
+            return -1;
+        }
+        memcpy(a->scratch.p + a->scratch.n, u, (size_t)n);
+        a->scratch.n += (size_t)n;
+    }
+    arg_end(a);
+    return 0;
+}
+
+/* One keyword: 0 encoded, 1 not one this encoder takes, -1 error. The special cases follow
+** Conn.op_request's order of tests. */
+static int arg_one(struct argset *a, PyObject *key, PyObject *v)
+{
+    PyObject *spec = PyDict_GetItemWithError(g_argspec, key);
+    if (spec == NULL) {
+        return PyErr_Occurred() ? -1 : 1; /* out2, out3, or not an OpArgs field */
+    }
+    int number = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
+    int kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
+    int repeated = PyObject_IsTrue(PyTuple_GET_ITEM(spec, 2));
+    const char *name = PyUnicode_AsUTF8(key);
+    if (name == NULL || PyErr_Occurred()) {
+        return -1;
+    }
+    if (strncmp(name, "has_", 4) == 0) {
+        return 1; /* set beside another key: left to protobuf's order of assignment */
+    }
+    int rc;
+    uint64_t u;
+    if (strcmp(name, "dims") == 0) { /* dims.extend(v); has_dims = True */
+        rc = arg_repeated(a, number, kind, v, true);
+        return rc != 0 ? rc : arg_varint(a, 2, 1);
+    }
+    if (kind == ARG_SCALAR) { /* min, max, value, alpha, beta: _conn.scalar() */
+        struct operand o;
+        if (operand_of_number(&o, v) != 0 || (rc = arg_begin(a, number)) != 0) {
+            return 1;
+        }
+        size_t sz = scalar_size(&o);
+        if (put_v(&a->scratch, TAG(number, WT_LEN)) || put_v(&a->scratch, sz) ||
+            buf_reserve(&a->scratch, sz)) {
+            return -1;
+        }
+        put_scalar(&a->scratch, &o);
+        arg_end(a);
+        return 0;
+    }
+    if (strcmp(name, "dtype") == 0) { /* a.dtype = DTYPE_WIRE[v] */
+        PyObject *d = PyUnicode_CheckExact(v) ? PyDict_GetItemWithError(g_dtypes, v) : NULL;
+        if (d == NULL) {
+            return PyErr_Occurred() ? -1 : 1;
+        }
+        return arg_varint(a, number, (uint64_t)PyLong_AsLongLong(d));
+    }
+    if (strcmp(name, "padding") == 0 && PyUnicode_Check(v)) { /* conv's 'same' / 'valid' */
+        PyObject *mode = PyUnicode_FromString("padding_mode");
+        if (mode == NULL) {
+            return -1;
+        }
+        PyObject *mspec = PyDict_GetItemWithError(g_argspec, mode);
+        Py_DECREF(mode);
+        if (mspec == NULL) {
+            return PyErr_Occurred() ? -1 : 1;
+        }
+        return arg_string(a, (int)PyLong_AsLong(PyTuple_GET_ITEM(mspec, 0)), v);
+    }
+    if (repeated) { /* shifts, stride, padding ...: one int or a list */
+        return arg_repeated(a, number, kind, v, false);
+    }
+    switch (kind) {
+    case ARG_INT64:
+    case ARG_SINT64:
+    case ARG_UINT64:
+        if ((rc = arg_int(v, kind, &u)) != 0 || (rc = arg_varint(a, number, u)) != 0) {
+            return rc;
+        }
+        if (strcmp(name, "dim") == 0) { /* has_dim = True */
+            return arg_varint(a, 6, 1);
+        }
+        return 0;
+    case ARG_BOOL:
+        if (!PyBool_Check(v)) {
+            return 1;
+        }
+        return arg_varint(a, number, v == Py_True);
+    case ARG_DOUBLE: {
+        double d;
+        if (PyFloat_CheckExact(v)) {
+            d = PyFloat_AS_DOUBLE(v);
+        } else if (PyLong_CheckExact(v)) {
+            d = PyLong_AsDouble(v);
+            if (d == -1.0 && PyErr_Occurred()) {
+                PyErr_Clear();
+                return 1;
+            }
+        } else {
+            return 1;
+        }
+        if ((rc = arg_begin(a, number)) != 0) {
+            return rc;
+        }
+        uint64_t bits;
+        memcpy(&bits, &d, 8);
+        if (bits != 0) { /* proto3 omits +0.0 only */
+            if (put_v(&a->scratch, TAG(number, WT_I64)) || buf_reserve(&a->scratch, 8)) {
+                return -1;
+            }
+            for (int i = 0; i < 8; i++) {
+                a->scratch.p[a->scratch.n++] = (uint8_t)(bits >> (8 * i));
+            }
+        }
+        arg_end(a);
+        if (strcmp(name, "correction") == 0) { /* has_correction = True */
+            return arg_varint(a, 14, 1);
+        }
+        return 0;
+    }
+    case ARG_STRING:
+        return arg_string(a, number, v);
+    default:
+        return 1;
+    }
+}
+
+/* OpArgs for the keywords `kw` (a dict; may be NULL): appended to `body` as RunOp field 5.
+** Any keyword makes the message present, as setting any field does in protobuf. */
+static int encode_args(struct buf *body, PyObject *kw)
+{
+    if (kw == NULL || PyDict_GET_SIZE(kw) == 0) {
+        return 0;
+    }
+    if (g_argspec == NULL || g_dtypes == NULL) {
+        return 1;
+    }
+    struct argset a;
+    buf_init(&a.scratch);
+    a.n = 0;
+    PyObject *key, *v;
+    Py_ssize_t pos = 0;
+    int rc = 0;
+    while (rc == 0 && PyDict_Next(kw, &pos, &key, &v)) {
+        rc = PyUnicode_Check(key) ? arg_one(&a, key, v) : 1;
+    }
+    if (rc == 0) {
+        /* fields in number order, as protobuf writes them (insertion sort: a few fields) */
+        for (int i = 1; i < a.n; i++) {
+            struct argfield f = a.f[i];
+            int j = i - 1;
+            for (; j >= 0 && a.f[j].number > f.number; j--) {
+                a.f[j + 1] = a.f[j];
+            }
+            a.f[j + 1] = f;
+        }
+        size_t len = 0;
+        for (int i = 0; i < a.n; i++) {
+            len += a.f[i].len;
+        }
+        if (put_v(body, TAG(5, WT_LEN)) || put_v(body, len) || buf_reserve(body, len)) {
+            rc = -1;
+        } else {
+            for (int i = 0; i < a.n; i++) {
+                memcpy(body->p + body->n, a.scratch.p + a.f[i].off, a.f[i].len);
+                body->n += a.f[i].len;
+            }
+        }
+    }
+    buf_free(&a.scratch);
+    return rc;
+}
+
+/* 0, -1 error, or 1 when a keyword is not one the fast path encodes (nothing is written). */
 static int encode_run_op(struct buf *b, uint64_t id, uint64_t out, int op,
-                         const struct operand *in, int nin, bool inplace, PyObject *free_first)
+                         const struct operand *in, int nin, bool inplace, PyObject *kw,
+                         PyObject *free_first)
 {
     struct buf body;
     buf_init(&body);
@@ -267,6 +615,9 @@ static int encode_run_op(struct buf *b, uint64_t id, uint64_t out, int op,
         put_operand(&body, &in[i]);
     }
     if (inplace && put_field_varint(&body, 4, 1) != 0) {
+        goto done;
+    }
+    if ((rc = encode_args(&body, kw)) != 0) {
         goto done;
     }
     rc = put_request(b, id, 8, &body, free_first);
@@ -307,33 +658,6 @@ static int encode_create(struct buf *b, uint64_t id, uint64_t out, int dtype, Py
     }
     buf_free(&body);
     return rc;
-}
-
-/* A Python number as a Scalar, as _conn.scalar() sets it; 1 if `v` is not one this handles. */
-static int operand_of_number(struct operand *o, PyObject *v)
-{
-    if (PyBool_Check(v)) {
-        o->kind = OPD_B;
-        o->u = v == Py_True;
-        return 0;
-    }
-    if (PyLong_Check(v)) {
-        int overflow = 0;
-        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (overflow != 0 || (x == -1 && PyErr_Occurred())) {
-            PyErr_Clear();
-            return 1; /* protobuf's path raises its own error for it */
-        }
-        o->kind = OPD_I;
-        o->u = zigzag(x);
-        return 0;
-    }
-    if (PyFloat_CheckExact(v)) {
-        o->kind = OPD_F;
-        o->f = PyFloat_AS_DOUBLE(v);
-        return 0;
-    }
-    return 1;
 }
 
 /* ---- decoding ---- */
@@ -972,15 +1296,20 @@ static PyObject *new_tensor(PyObject *session, uint64_t h, Pending *p)
     return t;
 }
 
-/* op_fast(session, op_code, inputs, inplace, name): Session._op's common case. Returns the
-** result Tensor (inputs[0] when in place), or None when the protobuf path must take it. */
+/* op_fast(session, op_code, inputs, inplace, name, kw): Session._op's common case (kw: its
+** keywords, or None). Returns the result Tensor (inputs[0] when in place), or None when the
+** protobuf path must take it. */
 static PyObject *ConnBase_op_fast(ConnBase *c, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "op_fast(session, op, inputs, inplace, name)");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "op_fast(session, op, inputs, inplace, name, kw)");
         return NULL;
     }
     PyObject *session = args[0], *inputs = args[2], *name = args[4];
+    PyObject *kw = args[5] == Py_None ? NULL : args[5];
+    if (kw != NULL && !PyDict_Check(kw)) {
+        Py_RETURN_NONE;
+    }
     int op = (int)PyLong_AsLong(args[1]);
     int inplace = PyObject_IsTrue(args[3]);
     if ((op == -1 && PyErr_Occurred()) || inplace < 0) {
@@ -1021,7 +1350,11 @@ static PyObject *ConnBase_op_fast(ConnBase *c, PyObject *const *args, Py_ssize_t
     buf_init(&meta);
     uint64_t out = inplace ? 0 : c->next_handle;
     uint64_t id = c->next_id;
-    if (encode_run_op(&meta, id, out, op, in, (int)nin, inplace, ff) != 0) {
+    int erc = encode_run_op(&meta, id, out, op, in, (int)nin, inplace, kw, ff);
+    if (erc != 0) {
+        if (erc > 0) {
+            result = Py_NewRef(Py_None); /* a keyword for the protobuf path */
+        }
         goto done;
     }
     what = inplace ? PyUnicode_Concat(name, s_underscore) : Py_NewRef(name);
@@ -1355,15 +1688,22 @@ static PyObject *buf_bytes(struct buf *b, int rc)
     return r;
 }
 
-/* encode_run_op(id, out, op, inputs, inplace, free_first): inputs are ("h", handle) pairs or
-** Python numbers; returns the Request's bytes, or None for an input the fast path leaves. */
+/* encode_run_op(id, out, op, inputs, inplace, kw, free_first): inputs are ("h", handle) pairs
+** or Python numbers, kw the op's keywords (a dict or None); returns the Request's bytes, or None
+** for an input or keyword the fast path leaves. */
 static PyObject *mod_encode_run_op(PyObject *self, PyObject *args)
 {
     (void)self;
     unsigned long long id, out;
     int op, inplace;
-    PyObject *inputs, *ff_arg;
-    if (!PyArg_ParseTuple(args, "KKiOpO", &id, &out, &op, &inputs, &inplace, &ff_arg)) {
+    PyObject *inputs, *ff_arg, *kw;
+    if (!PyArg_ParseTuple(args, "KKiOpOO", &id, &out, &op, &inputs, &inplace, &kw, &ff_arg)) {
+        return NULL;
+    }
+    if (kw == Py_None) {
+        kw = NULL;
+    } else if (!PyDict_Check(kw)) {
+        PyErr_SetString(PyExc_TypeError, "kw must be a dict or None");
         return NULL;
     }
     PyObject *seq = PySequence_Fast(inputs, "inputs must be a sequence");
@@ -1397,8 +1737,12 @@ static PyObject *mod_encode_run_op(PyObject *self, PyObject *args)
     }
     struct buf b;
     buf_init(&b);
-    int rc = encode_run_op(&b, id, out, op, in, (int)nin, inplace, ff);
+    int rc = encode_run_op(&b, id, out, op, in, (int)nin, inplace, kw, ff);
     Py_DECREF(ff);
+    if (rc > 0) {
+        buf_free(&b);
+        Py_RETURN_NONE;
+    }
     return buf_bytes(&b, rc);
 }
 
@@ -1492,14 +1836,34 @@ static PyObject *mod_decode_response(PyObject *self, PyObject *arg)
     return result;
 }
 
-/* setup(Response class, Tensor class, package dir): what the fast paths build and check. */
+/* setup(Response class, Tensor class, package dir, OpArgs spec, dtypes): what the fast paths
+** build and check. The spec is {name: (field number, kind, repeated)} (_conn.arg_spec()). */
 static PyObject *mod_setup(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *resp, *tensor, *dir;
-    if (!PyArg_ParseTuple(args, "OOU", &resp, &tensor, &dir)) {
+    PyObject *resp, *tensor, *dir, *spec, *dtypes;
+    if (!PyArg_ParseTuple(args, "OOUO!O!", &resp, &tensor, &dir, &PyDict_Type, &spec,
+                          &PyDict_Type, &dtypes)) {
         return NULL;
     }
+    PyObject *key, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(spec, &pos, &key, &v)) {
+        if (!PyUnicode_Check(key) || !PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 3 ||
+            !PyLong_Check(PyTuple_GET_ITEM(v, 0)) || !PyLong_Check(PyTuple_GET_ITEM(v, 1))) {
+            PyErr_SetString(PyExc_TypeError, "setup: spec maps names to (number, kind, repeated)");
+            return NULL;
+        }
+    }
+    pos = 0;
+    while (PyDict_Next(dtypes, &pos, &key, &v)) {
+        if (!PyUnicode_Check(key) || !PyLong_Check(v)) {
+            PyErr_SetString(PyExc_TypeError, "setup: dtypes maps names to ints");
+            return NULL;
+        }
+    }
+    Py_XSETREF(g_argspec, Py_NewRef(spec));
+    Py_XSETREF(g_dtypes, Py_NewRef(dtypes));
     if (!PyType_Check(tensor)) {
         PyErr_SetString(PyExc_TypeError, "setup: Tensor must be a class");
         return NULL;
@@ -1522,7 +1886,7 @@ static PyMethodDef module_methods[] = {
      "caller() -> 'file:line' of the first Python frame outside the package"},
     {"setup", mod_setup, METH_VARARGS, "setup(Response, Tensor, package_dir)"},
     {"encode_run_op", mod_encode_run_op, METH_VARARGS,
-     "encode_run_op(id, out, op, inputs, inplace, free_first) -> bytes or None"},
+     "encode_run_op(id, out, op, inputs, inplace, kw, free_first) -> bytes or None"},
     {"encode_get", mod_encode_get, METH_VARARGS,
      "encode_get(id, handle, meta_only, offset, length, free_first) -> bytes"},
     {"encode_free", mod_encode_free, METH_VARARGS, "encode_free(id, handles, free_first)"},
