@@ -33,12 +33,12 @@
 #include <stdint.h>
 #include <string.h>
 
-#define FRAME_HEADER 12          /* u32 meta_len, u64 data_len, big-endian (tensord_frame.h) */
-#define MAX_FAST_INPUTS 8        /* more operands than this take the protobuf path */
-#define MAX_FREE_FIRST 4096      /* the server refuses a free_first list longer than this */
-#define FLUSH_AT (1 << 16)       /* _conn.FLUSH_AT */
-#define READ_CHUNK (1 << 18)     /* _conn.READ_CHUNK */
-#define MAX_DIMS 64              /* a TensorInfo with more dims takes the protobuf path */
+#define FRAME_HEADER 12      /* u32 meta_len, u64 data_len, big-endian (tensord_frame.h) */
+#define MAX_FAST_INPUTS 8    /* more operands than this take the protobuf path */
+#define MAX_FREE_FIRST 4096  /* the server refuses a free_first list longer than this */
+#define FLUSH_AT (1 << 16)   /* _conn.FLUSH_AT */
+#define READ_CHUNK (1 << 18) /* _conn.READ_CHUNK */
+#define MAX_DIMS 64          /* a TensorInfo with more dims takes the protobuf path */
 
 /* Field tags: (field number << 3) | wire type. */
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2 };
@@ -286,9 +286,8 @@ static int operand_of_number(struct operand *o, PyObject *v)
 
 /* ---- OpArgs: an op's keyword arguments, as Conn.op_request sets them ---- */
 
-/* The kinds of OpArgs fields (setup()'s argspec; _conn's ARG_KINDS). */
-enum { ARG_INT64, ARG_SINT64, ARG_UINT64, ARG_BOOL, ARG_DOUBLE, ARG_ENUM, ARG_STRING,
-       ARG_SCALAR };
+/* The kinds of OpArgs fields, as setup()'s spec (_conn.arg_spec()) names them. */
+enum { ARG_INT64, ARG_SINT64, ARG_UINT64, ARG_BOOL, ARG_DOUBLE, ARG_ENUM, ARG_STRING, ARG_SCALAR };
 
 #define MAX_ARG_FIELDS 32
 
@@ -542,10 +541,8 @@ static int arg_one(struct argset *a, PyObject *key, PyObject *v)
         }
         return 0;
     }
-    case ARG_STRING:
-        return arg_string(a, number, v);
-    default:
-        return 1;
+    case ARG_STRING: return arg_string(a, number, v);
+    default: return 1;
     }
 }
 
@@ -596,9 +593,8 @@ static int encode_args(struct buf *body, PyObject *kw)
 }
 
 /* 0, -1 error, or 1 when a keyword is not one the fast path encodes (nothing is written). */
-static int encode_run_op(struct buf *b, uint64_t id, uint64_t out, int op,
-                         const struct operand *in, int nin, bool inplace, PyObject *kw,
-                         PyObject *free_first)
+static int encode_run_op(struct buf *b, uint64_t id, uint64_t out, int op, const struct operand *in,
+                         int nin, bool inplace, PyObject *kw, PyObject *free_first)
 {
     struct buf body;
     buf_init(&body);
@@ -626,8 +622,8 @@ done:
     return rc;
 }
 
-static int encode_get(struct buf *b, uint64_t id, uint64_t handle, bool meta_only,
-                      uint64_t offset, uint64_t length, PyObject *free_first)
+static int encode_get(struct buf *b, uint64_t id, uint64_t handle, bool meta_only, uint64_t offset,
+                      uint64_t length, PyObject *free_first)
 {
     struct buf body;
     buf_init(&body);
@@ -779,7 +775,9 @@ static int decode_tinfo(struct rd r, struct tinfo *t)
         case 4: t->nbytes = v; break;
         case 5: t->offset = v; break;
         case 6: t->length = v; break;
-        case 7: case 9: case 11: break;
+        case 7:
+        case 9:
+        case 11: break;
         default: return -1;
         }
     }
@@ -874,7 +872,7 @@ static PyObject *tinfo_tuple(const struct tinfo *t)
 /* ---- Pending ---- */
 
 typedef struct {
-    PyObject_HEAD
+    PyObject ob_base; /* PyObject_HEAD */
     unsigned long long id;
     long long end;
     char done, resent;
@@ -999,23 +997,22 @@ static PyGetSetDef Pending_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-#define PM(name, type, field) {name, type, offsetof(Pending, field), 0, NULL}
 static PyMemberDef Pending_members[] = {
-    PM("id", T_ULONGLONG, id),
-    PM("end", T_LONGLONG, end),
-    PM("done", T_BOOL, done),
-    PM("resent", T_BOOL, resent),
-    PM("kind", T_OBJECT, kind),
-    PM("frame", T_OBJECT, frame),
-    PM("data", T_OBJECT, data),
-    PM("replay", T_OBJECT, replay),
-    PM("data_in", T_OBJECT, data_in),
-    PM("error", T_OBJECT, error),
-    PM("into", T_OBJECT, into),
-    PM("on_done", T_OBJECT, on_done),
-    PM("tag", T_OBJECT, tag),
-    PM("info", T_OBJECT, info),
-    PM("out", T_OBJECT, out),
+    {"id", T_ULONGLONG, offsetof(Pending, id), 0, NULL},
+    {"end", T_LONGLONG, offsetof(Pending, end), 0, NULL},
+    {"done", T_BOOL, offsetof(Pending, done), 0, NULL},
+    {"resent", T_BOOL, offsetof(Pending, resent), 0, NULL},
+    {"kind", T_OBJECT, offsetof(Pending, kind), 0, NULL},
+    {"frame", T_OBJECT, offsetof(Pending, frame), 0, NULL},
+    {"data", T_OBJECT, offsetof(Pending, data), 0, NULL},
+    {"replay", T_OBJECT, offsetof(Pending, replay), 0, NULL},
+    {"data_in", T_OBJECT, offsetof(Pending, data_in), 0, NULL},
+    {"error", T_OBJECT, offsetof(Pending, error), 0, NULL},
+    {"into", T_OBJECT, offsetof(Pending, into), 0, NULL},
+    {"on_done", T_OBJECT, offsetof(Pending, on_done), 0, NULL},
+    {"tag", T_OBJECT, offsetof(Pending, tag), 0, NULL},
+    {"info", T_OBJECT, offsetof(Pending, info), 0, NULL},
+    {"out", T_OBJECT, offsetof(Pending, out), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -1035,7 +1032,7 @@ static PyTypeObject PendingType = {
 /* ---- ConnBase ---- */
 
 typedef struct {
-    PyObject_HEAD
+    PyObject ob_base; /* PyObject_HEAD */
     unsigned long long next_handle, next_id;
     long long frames_sent, queued, out_bytes;
     int version;
@@ -1402,8 +1399,8 @@ static PyObject *ConnBase_get_fast(ConnBase *c, PyObject *args)
     PyObject *session, *what;
     unsigned long long handle, offset, length;
     int meta_only;
-    if (!PyArg_ParseTuple(args, "OKpKKO:get_fast", &session, &handle, &meta_only, &offset,
-                          &length, &what)) {
+    if (!PyArg_ParseTuple(args, "OKpKKO:get_fast", &session, &handle, &meta_only, &offset, &length,
+                          &what)) {
         return NULL;
     }
     PyObject *dead = NULL;
@@ -1511,8 +1508,7 @@ done:
 }
 
 /* Ends one Pending with a common reply (what _conn.Conn._finish does for it). */
-static int finish_fast(ConnBase *c, Pending *p, PyObject *raw, const struct resp *r,
-                       PyObject *data)
+static int finish_fast(ConnBase *c, Pending *p, PyObject *raw, const struct resp *r, PyObject *data)
 {
     PyObject *info = Py_None;
     if (r->has_tensor) {
@@ -1642,21 +1638,20 @@ static PyMethodDef ConnBase_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-#define CM(name, type, field) {name, type, offsetof(ConnBase, field), 0, NULL}
 static PyMemberDef ConnBase_members[] = {
-    CM("next_handle", T_ULONGLONG, next_handle),
-    CM("_next_id", T_ULONGLONG, next_id),
-    CM("frames_sent", T_LONGLONG, frames_sent),
-    CM("_queued", T_LONGLONG, queued),
-    CM("_out_bytes", T_LONGLONG, out_bytes),
-    CM("version", T_INT, version),
-    CM("_pos", T_PYSSIZET, pos),
-    CM("_out", T_OBJECT, out),
-    CM("_pending", T_OBJECT, pending),
-    CM("_in", T_OBJECT, in),
-    CM("_frame", T_OBJECT, frame),
-    CM("_meta", T_OBJECT, meta),
-    CM("error_sink", T_OBJECT, error_sink),
+    {"next_handle", T_ULONGLONG, offsetof(ConnBase, next_handle), 0, NULL},
+    {"_next_id", T_ULONGLONG, offsetof(ConnBase, next_id), 0, NULL},
+    {"frames_sent", T_LONGLONG, offsetof(ConnBase, frames_sent), 0, NULL},
+    {"_queued", T_LONGLONG, offsetof(ConnBase, queued), 0, NULL},
+    {"_out_bytes", T_LONGLONG, offsetof(ConnBase, out_bytes), 0, NULL},
+    {"version", T_INT, offsetof(ConnBase, version), 0, NULL},
+    {"_pos", T_PYSSIZET, offsetof(ConnBase, pos), 0, NULL},
+    {"_out", T_OBJECT, offsetof(ConnBase, out), 0, NULL},
+    {"_pending", T_OBJECT, offsetof(ConnBase, pending), 0, NULL},
+    {"_in", T_OBJECT, offsetof(ConnBase, in), 0, NULL},
+    {"_frame", T_OBJECT, offsetof(ConnBase, frame), 0, NULL},
+    {"_meta", T_OBJECT, offsetof(ConnBase, meta), 0, NULL},
+    {"error_sink", T_OBJECT, offsetof(ConnBase, error_sink), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -1682,8 +1677,7 @@ static PyObject *seq_or_none(PyObject *o)
 
 static PyObject *buf_bytes(struct buf *b, int rc)
 {
-    PyObject *r = rc == 0 ? PyBytes_FromStringAndSize((const char *)b->p, (Py_ssize_t)b->n)
-                          : NULL;
+    PyObject *r = rc == 0 ? PyBytes_FromStringAndSize((const char *)b->p, (Py_ssize_t)b->n) : NULL;
     buf_free(b);
     return r;
 }
@@ -1797,8 +1791,7 @@ static PyObject *mod_encode_create(PyObject *self, PyObject *args)
     unsigned long long id, out;
     int dtype, requires_grad;
     PyObject *shape_arg, *ff_arg;
-    if (!PyArg_ParseTuple(args, "KKiOpO", &id, &out, &dtype, &shape_arg, &requires_grad,
-                          &ff_arg)) {
+    if (!PyArg_ParseTuple(args, "KKiOpO", &id, &out, &dtype, &shape_arg, &requires_grad, &ff_arg)) {
         return NULL;
     }
     PyObject *shape = seq_or_none(shape_arg);
@@ -1842,8 +1835,8 @@ static PyObject *mod_setup(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *resp, *tensor, *dir, *spec, *dtypes;
-    if (!PyArg_ParseTuple(args, "OOUO!O!", &resp, &tensor, &dir, &PyDict_Type, &spec,
-                          &PyDict_Type, &dtypes)) {
+    if (!PyArg_ParseTuple(args, "OOUO!O!", &resp, &tensor, &dir, &PyDict_Type, &spec, &PyDict_Type,
+                          &dtypes)) {
         return NULL;
     }
     PyObject *key, *v;
@@ -1898,9 +1891,15 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef fast_module = {
-    PyModuleDef_HEAD_INIT, "tensord._fast",
-    "The Python client's hot path in C (see the head comment of _fast.c).", -1, module_methods,
-    NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT,
+    "tensord._fast",
+    "The Python client's hot path in C (see the head comment of _fast.c).",
+    -1,
+    module_methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 static int intern(PyObject **s, const char *text)
@@ -1913,13 +1912,13 @@ PyMODINIT_FUNC PyInit__fast(void); /* the interpreter's entry point: nothing els
 PyMODINIT_FUNC PyInit__fast(void)
 {
     if (intern(&s_run_op, "run_op") || intern(&s_get, "get") || intern(&s_create, "create") ||
-        intern(&s_tensor_what, "tensor") || intern(&s_underscore, "_") ||
-        intern(&s_h, "_h") || intern(&s_s, "_s") || intern(&s_root, "_root") ||
-        intern(&s_share, "_share") || intern(&s_ctxs, "_ctxs") || intern(&s_p, "_p") ||
-        intern(&s_owns, "_owns") || intern(&s_grad_cache, "_grad_cache") ||
-        intern(&s_dead, "_dead") || intern(&s_flush_guarded, "_flush_guarded") ||
-        intern(&s_parse_py, "_parse_py") || intern(&s_append, "append") ||
-        intern(&s_popleft, "popleft") || intern(&s_parse_from, "ParseFromString")) {
+        intern(&s_tensor_what, "tensor") || intern(&s_underscore, "_") || intern(&s_h, "_h") ||
+        intern(&s_s, "_s") || intern(&s_root, "_root") || intern(&s_share, "_share") ||
+        intern(&s_ctxs, "_ctxs") || intern(&s_p, "_p") || intern(&s_owns, "_owns") ||
+        intern(&s_grad_cache, "_grad_cache") || intern(&s_dead, "_dead") ||
+        intern(&s_flush_guarded, "_flush_guarded") || intern(&s_parse_py, "_parse_py") ||
+        intern(&s_append, "append") || intern(&s_popleft, "popleft") ||
+        intern(&s_parse_from, "ParseFromString")) {
         return NULL;
     }
     s_empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
