@@ -298,21 +298,38 @@ $(PY_GEN): | $(PY_REQ)
 
 python: $(PY_GEN)
 
+# The Python client's fast path, the extension module tensord._fast (client/python/tensord/
+# _fast.c): built into the package directory, so PYTHONPATH=client/python picks it up, with
+# $(PYTHON)'s compile flags, headers and suffix (python3-config, from python3-dev). Never
+# sanitized: the interpreter that loads it is not. TENSORD_PURE_PYTHON=1 makes the package
+# ignore it.
+PY_CONFIG     := $(PYTHON)-config
+PY_EXT_SUFFIX := $(shell $(PY_CONFIG) --extension-suffix 2>/dev/null)
+PY_FAST       := client/python/tensord/_fast$(PY_EXT_SUFFIX)
+PY_EXT_CFLAGS  = -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+                 -fPIC -shared $(shell $(PY_CONFIG) --cflags) $(if $(filter 1,$(WERROR)),-Werror)
+$(PY_FAST): client/python/tensord/_fast.c
+	@$(if $(PY_EXT_SUFFIX),,echo "$(PY_CONFIG) not found: make deps installs python3-dev"; exit 1)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(PY_EXT_CFLAGS) $(CFLAGS) -o $@ $<
+python: $(PY_FAST)
+
 test-py: all $(PY_GEN)
 	$(Q)TENSORD_BIN=$(abspath $(TENSORD)) TENSORCTL_BIN=$(abspath $(TENSORCTL)) \
 	    PYTHONPATH=$(abspath client/python) \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/python \
 	        --ignore=tests/python/test_cli.py --ignore=tests/python/test_packaging.py
 
-# The C suites, then the Python suites against the sanitized daemon (which must exit cleanly).
+# The C suites, then the Python suites against the sanitized daemon (which must exit cleanly);
+# these run the pure-Python client, and test-py the extension, so each path is tested once.
 check-asan:
-	$(Q)TENSORD_SANITIZED=1 $(MAKE) --no-print-directory BUILD=build-asan SAN=1 test-c test-py test-cli
+	$(Q)TENSORD_SANITIZED=1 TENSORD_PURE_PYTHON=1 $(MAKE) --no-print-directory BUILD=build-asan SAN=1 test-c test-py test-cli
 
 # ---- setup ----
 DEB_PKGS := build-essential pkg-config libuv1-dev libprotobuf-c-dev protobuf-c-compiler \
             libcmocka-dev libopenblas-dev protobuf-compiler python3-protobuf python3-numpy \
             python3-pytest python3-pytest-timeout python3-torch python3-venv python3-pip \
-            python3-setuptools
+            python3-setuptools python3-dev
 deps:
 	$(Q)missing=""; for p in $(DEB_PKGS); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \

@@ -486,7 +486,9 @@ def test_package_installs_offline_and_runs_the_seed_example(daemon, tmp_path):
             "print(f'Q value: {Q.item()}')\n"
             "Q.backward()\n"
             "print(f'Computed dQ/da: {a.grad.item()}')\n"
-            "print(torch.__file__)\n")
+            "print(torch.__file__)\n"
+            "import tensord._fast\n"  # pip built the fast path, and the package uses it
+            "print(torch._conn.FAST, tensord._fast.__file__)\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TENSORD_ADDR"] = "127.0.0.1:%d" % daemon
     out = subprocess.run([str(venv / "bin" / "python"), "-c", code], env=env, cwd=str(tmp_path),
@@ -499,6 +501,9 @@ def test_package_installs_offline_and_runs_the_seed_example(daemon, tmp_path):
     lines = out.stdout.splitlines()
     assert lines[:2] == ["Q value: %s" % q.item(), "Computed dQ/da: %s" % a.grad.item()]
     assert lines[2].startswith(str(venv))  # the installed copy, not the checkout
+    fast, where = lines[3].split(" ", 1)
+    pure = os.environ.get("TENSORD_PURE_PYTHON", "") not in ("", "0")  # check-asan's run
+    assert fast == str(not pure) and where.startswith(str(venv)), lines[3]
 
 
 # --- ops bound to torch's signatures (from ops.def through the generated tensord._ops) ---

@@ -17,6 +17,12 @@ defaults, ``*size``), so an op added to ops.def is here with no change to this p
 ``from_numpy()`` and ``numpy()`` share values as torch's do: the client keeps the array and the
 tensor in step (see _numpy for the rule and its cost). Differences from PyTorch: ``torch.Size``
 prints as ``tensord.Size``. numpy is optional: only ``numpy()``/``from_numpy()`` need it.
+
+The per-request work of the common ops and reads runs in C when the extension ``tensord._fast``
+is built (``make``, or ``pip install`` with a C compiler and Python's headers): then
+``tensord._conn.FAST`` is True. Without it, or with ``TENSORD_PURE_PYTHON=1`` in the
+environment, the same requests go through protobuf's Python API; behaviour and the bytes sent
+are the same either way.
 """
 from __future__ import annotations
 
@@ -332,6 +338,7 @@ class Session:
             raise TensorError(e.code, e.message) from None
         self._dead: List[builtins.int] = []  # handles of collected tensors, freed in a batch
         self._errors: List[_conn.Pending] = []  # failed replies not yet raised
+        self._c.error_sink = self._errors  # where the fast path's failed replies go
         self.sync = sync
         self.progress = progress
         self._closed = False
@@ -373,7 +380,8 @@ class Session:
             # about fileno() that says nothing of the cause.
             raise TensorError(pb.NO_SESSION, "session is closed")
 
-    def _send(self, req: Any, what: str, data: Any = b"", replay: Any = None) -> _conn.Pending:
+    def _send(self, req: Any, what: str, data: Any = b"", replay: Any = None,
+              into: Any = None) -> _conn.Pending:
         self._check_open()
         if self._dead:
             # The list stays the same object: finalizers hold its append method.
@@ -386,7 +394,7 @@ class Session:
                 free = pb.Request()
                 free.free.handles.extend(dead)
                 self._c.send(free)
-        p = self._c.send(req, data, replay)
+        p = self._c.send(req, data, replay, into)
         p.tag = (what, _caller())
         p.on_done = self._note
         if self.sync:
@@ -427,6 +435,19 @@ class Session:
         self._c.sync()
         self._raise_pending()
 
+    def _get(self, handle: builtins.int, length: builtins.int, into: Any = None
+             ) -> _conn.Pending:
+        """Sends Get(handle, length) (no wait); `into`: where its data section goes."""
+        if _FAST and into is None and not self.sync and not self._closed:
+            p = self._c.get_fast(self, handle, False, 0, length, "get")
+            if p is not None:
+                return p
+        req = pb.Request()
+        req.get.handle = handle
+        if length:
+            req.get.length = length
+        return self._send(req, "get", into=into)
+
     def _call(self, req: Any, what: str) -> Any:
         return self._wait(self._send(req, what)).resp
 
@@ -442,6 +463,17 @@ class Session:
                 # refused as Python refuses an unknown keyword, before anything is sent.
                 raise TypeError("%s%s() got an unexpected keyword argument '%s'"
                                 % (name, "_" if inplace else "", k))
+        if _FAST and not self.sync and not self._closed:
+            # the common case in C: checks, request, Pending and result Tensor (_fast.c)
+            code = _OPCODES.get(name)
+            if code is not None:
+                out = self._c.op_fast(self, code, inputs, inplace, name, kw)
+                if out is not None:
+                    if not inplace and name in _VIEW_OPS and inputs and \
+                            isinstance(inputs[0], Tensor):
+                        r = inputs[0]._root
+                        out._root = r if r is not None else inputs[0]
+                    return out
         _use(self, inputs)
         args = [H(x._h) if isinstance(x, Tensor) else x for x in inputs]
         req = self._c.op_request(name, args, inplace=inplace, **kw)
@@ -527,6 +559,12 @@ class Session:
         # straight into the tensor's storage, with no zero fill and no copy. Chunks (Full, then
         # Writes) are for tensors above the limit, and for progress bars.
         if nbytes <= chunk or (not progress and nbytes <= self._frame_bytes()):
+            if _FAST and nbytes < _conn.FLUSH_AT and not self.sync and not self._closed:
+                t = self._c.create_fast(self, h, _conn.DTYPE_WIRE[name], shape,
+                                        builtins.bool(requires_grad), payload)
+                if t is not None:  # the common case in C (_fast.c)
+                    t._meta = meta
+                    return t
             req.create.out = h
             req.create.dtype = _conn.DTYPE_WIRE[name]
             req.create.shape.extend(shape)
@@ -943,6 +981,27 @@ def _shape(shape: Any) -> List[builtins.int]:
     return [builtins.int(d) for d in shape]
 
 
+class _Fin:
+    """Tensor._fin: the handle's freeing, as weakref.finalize offers it."""
+
+    __slots__ = ("t",)
+
+    def __init__(self, t: "Tensor"):
+        self.t = t
+
+    def __call__(self) -> None:
+        if self.t._owns:
+            self.t._owns = False
+            self.t._s._dead.append(self.t._h)
+
+    def detach(self) -> None:
+        self.t._owns = False
+
+    @property
+    def alive(self) -> builtins.bool:
+        return builtins.bool(self.t._owns)
+
+
 class Tensor:
     """A tensor on the server, named by a handle; freed when this object is collected.
 
@@ -958,6 +1017,12 @@ class Tensor:
     # The contexts of the custom autograd Functions this tensor's graph reaches (tensord.autograd):
     # they live while a tensor that can backward into them does, as in torch's graph.
     _ctxs: tuple = ()
+    # what _made sets, as class defaults so the fast path (_fast.c) sets only _s, _h, _p, _owns
+    _p: Any = None
+    _meta: Optional[Tuple[Size, dtype]] = None
+    _not_in_reply: Any = False
+    _grad_cache: Optional["Tensor"] = None
+    _owns = False  # whether collecting this object frees its handle on the server
 
     def __init__(self, *args: Any, **kw: Any):
         if args and isinstance(args[0], Session):
@@ -976,8 +1041,27 @@ class Tensor:
         self._p = pending
         self._meta = meta
         self._not_in_reply = _not_in_reply
-        self._grad_cache: Optional[Tensor] = None
-        self._fin = weakref.finalize(self, session._dead.append, handle)
+        self._grad_cache = None
+        self._owns = True
+
+    def __del__(self) -> None:
+        # free-on-collect: the handle rides on the session's next request (free_first)
+        if self._owns:
+            self._s._dead.append(self._h)
+
+    @property
+    def _fin(self) -> "_Fin":
+        """weakref.finalize's interface to the handle's freeing: _fin() frees it now,
+        _fin.detach() gives it up (another object takes the handle over)."""
+        return _Fin(self)
+
+    @_fin.setter
+    def _fin(self, value: Any) -> None:
+        # `t._fin = weakref.finalize(t, ...)` after `t._h` changed: t owns its new handle, and
+        # __del__ frees it, so that finalizer is not needed
+        if isinstance(value, weakref.finalize):
+            value.detach()
+        self._owns = True
 
     # -- facts --
     def _get_meta(self) -> Tuple[Size, dtype]:
@@ -985,12 +1069,13 @@ class Tensor:
             info = None
             if self._p is not None:
                 self._s._wait(self._p)
-                resp = self._p.resp
-                if resp is not None and resp.HasField("tensor") and not self._not_in_reply:
-                    info = resp.tensor
+                if not self._not_in_reply:
+                    info = _conn.info_of(self._p)
             if info is None:
-                info = self._info()
-            self._meta = (Size(info.shape), _WIRE_DTYPES[info.dtype])
+                t = self._info()
+                self._meta = (Size(t.shape), _WIRE_DTYPES[t.dtype])
+            else:
+                self._meta = (Size(info[2]), _WIRE_DTYPES[info[1]])
             self._p = None
         return self._meta
 
@@ -1102,24 +1187,18 @@ class Tensor:
         chunk = self._s._chunk_bytes()
         first = None
         if self._meta is None:
-            req = pb.Request()
-            req.get.handle = self._h
-            req.get.length = chunk
-            first = self._s._wait(self._s._send(req, "get"))
-            info = first.resp.tensor
-            self._meta = (Size(info.shape), _WIRE_DTYPES[info.dtype])
+            first = self._s._wait(self._s._get(self._h, chunk))
+            info = _conn.info_of(first)
+            self._meta = (Size(info[2]), _WIRE_DTYPES[info[1]])
             self._p = None
-            if info.length == info.nbytes:
+            if info[5] == info[3]:  # length == nbytes: the whole tensor
                 if into is not None:
                     into[:] = first.data_in
                 return first.data_in
         size, dt = self._meta
         nbytes = size.numel() * dt.itemsize
         if nbytes <= chunk:
-            req = pb.Request()
-            req.get.handle = self._h
-            p = self._s._send(req, "get")
-            p.into = into
+            p = self._s._get(self._h, 0, into)
             return self._s._wait(p).data_in
         src = self.contiguous()  # so each chunk is a slice, not a copy of the whole tensor
         buf = into if into is not None else memoryview(bytearray(nbytes))
@@ -1135,8 +1214,7 @@ class Tensor:
             req.get.handle = src._h
             req.get.offset = off
             req.get.length = min(chunk, nbytes - off)
-            last = self._s._send(req, "get")
-            last.into = buf[off:off + req.get.length]
+            last = self._s._send(req, "get", into=buf[off:off + req.get.length])
             last.on_done = (lambda n: lambda p: (self._s._note(p), bar.add(n)))(req.get.length)
         self._s._wait(last)
         return buf
@@ -1735,6 +1813,11 @@ def _make_op(name: str, facts: dict) -> _Op:
 
 
 _OP_TABLE = {name: _make_op(name, facts) for name, facts in _ops.OPS.items()}
+_OPCODES = {n[3:].lower(): v for n, v in pb.Op.items() if n != "OP_UNSPECIFIED"}
+_FAST = _conn.FAST
+if _FAST:
+    _conn._fast.setup(pb.Response, Tensor, _PKG_DIR, _conn.arg_spec(), _conn.DTYPE_WIRE)
+    _caller = _conn._fast.caller  # noqa: F811 - the same walk, in C
 _VIEW_OPS = {name for name, facts in _ops.OPS.items() if "VIEW" in facts["flags"]}
 for _named in [op.name for op in _OP_TABLE.values() if op.named]:
     return_types._of(_named)  # tensord.return_types.sort exists before the first sort

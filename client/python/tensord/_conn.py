@@ -15,6 +15,12 @@ have run. It is re-sent if it is safe to repeat (creates and out-of-place ops na
 handle, so a repeat of one that ran is refused with HANDLE_IN_USE and changes nothing); one that
 is not (an in-place op, backward, manual_seed) fails with an error saying its outcome is unknown,
 and so does every request after it, because their results could depend on it.
+
+The hot path is in C when the extension module tensord._fast is built (by `make`, or by pip when
+a compiler is there): `FAST` says whether it is in use, and TENSORD_PURE_PYTHON=1 in the
+environment turns it off. It encodes the common requests (RunOp with handle and number inputs,
+Get) into the output buffer and reads the common replies without protobuf message objects; the
+bytes on the wire are the same either way (tests/python/test_fast_wire.py).
 """
 from __future__ import annotations
 
@@ -28,6 +34,14 @@ from typing import Any, Callable, Deque, List, Optional
 
 from . import tensord_pb2 as pb
 from ._requests import IDEMPOTENT, IDEMPOTENT_OUT_OF_PLACE
+
+_fast: Any = None
+if os.environ.get("TENSORD_PURE_PYTHON", "") in ("", "0"):
+    try:
+        from . import _fast
+    except ImportError:  # not built: the pure-Python path below does everything
+        _fast = None
+FAST = _fast is not None  # whether the C fast path (tensord._fast) is in use
 
 HEADER = struct.Struct(">IQ")
 FLUSH_AT = 1 << 16          # queued bytes that trigger a write without waiting for a reply
@@ -73,10 +87,10 @@ def _nbytes(data: Any) -> int:
 
 
 class Pending:
-    """One request's reply, filled in when it is read."""
+    """One request's reply, filled in when it is read. (_fast.Pending is the same in C.)"""
 
     __slots__ = ("id", "kind", "frame", "data", "replay", "resent", "end", "done", "resp",
-                 "data_in", "error", "into", "on_done", "tag")
+                 "data_in", "error", "into", "on_done", "tag", "info", "out")
 
     def __init__(self, kind: str, frame: bytes, data: Any, replay: bool):
         self.kind = kind
@@ -92,6 +106,40 @@ class Pending:
         self.into: Any = None       # a writable buffer the reply's data section is read into
         self.on_done: Optional[Callable[["Pending"], None]] = None
         self.tag: Any = None        # the caller's note (what issued it, for error messages)
+        self.info: Any = None       # with _fast: the reply's TensorInfo facts (see info_of)
+        self.out: Any = None
+
+
+if FAST:
+    Pending = _fast.Pending  # type: ignore[misc,assignment] # noqa: F811
+
+
+def info_of(p: Any) -> Any:
+    """(handle, dtype, shape, nbytes, offset, length) of p's reply's TensorInfo, or None when it
+    has none: from the fast decoder's tuple when it read the reply, else from protobuf's."""
+    if p.info is not None:
+        return p.info
+    resp = p.resp
+    if resp is None or not resp.HasField("tensor"):
+        return None
+    t = resp.tensor
+    return (t.handle, t.dtype, tuple(t.shape), t.nbytes, t.offset, t.length)
+
+
+def arg_spec() -> dict:
+    """OpArgs' fields for _fast's encoder: {name: (number, kind, repeated)}, kind as _fast.c's
+    ARG_* (a field of another type is left out, so the protobuf path sends it)."""
+    fd = pb.OpArgs.DESCRIPTOR.fields[0].__class__
+    kinds = {fd.TYPE_INT64: 0, fd.TYPE_SINT64: 1, fd.TYPE_UINT64: 2, fd.TYPE_BOOL: 3,
+             fd.TYPE_DOUBLE: 4, fd.TYPE_ENUM: 5, fd.TYPE_STRING: 6}
+    spec = {}
+    for f in pb.OpArgs.DESCRIPTOR.fields:
+        repeated = f.label == fd.LABEL_REPEATED
+        if f.type == fd.TYPE_MESSAGE and f.message_type.name == "Scalar" and not repeated:
+            spec[f.name] = (f.number, 7, False)
+        elif f.type in kinds and (not repeated or kinds[f.type] in (0, 1)):
+            spec[f.name] = (f.number, kinds[f.type], repeated)
+    return spec
 
 
 def scalar(v: Any, msg: Any) -> None:
@@ -113,7 +161,7 @@ def parse_addr(addr: str):
     return None, (host.strip("[]") or "127.0.0.1", int(port))
 
 
-class Conn:
+class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
     """A connection speaking for one session, pipelined; see the module docstring."""
 
     def __init__(self, port: Optional[int] = None, host: str = "127.0.0.1",
@@ -137,6 +185,9 @@ class Conn:
         self.reconnects = 0
         self.limits: Any = None
         self.sock: Optional[socket.socket] = None
+        # failed replies of requests with a tag and no on_done (the fast path's) go here
+        self.error_sink: Optional[List[Any]] = None
+        self.version = 0
         self._connect()
 
     # -- connection --
@@ -221,20 +272,23 @@ class Conn:
         self.next_handle += 1
         return h
 
-    def send(self, req: Any, data: Any = b"", replay: Optional[bool] = None) -> Pending:
-        """Queues a request without waiting; returns its Pending."""
+    def send(self, req: Any, data: Any = b"", replay: Optional[bool] = None,
+             into: Any = None) -> Pending:
+        """Queues a request without waiting; returns its Pending. `into`: a writable buffer
+        the reply's data section is read into (set before anything can read the reply)."""
         kind = req.WhichOneof("body")
         if replay is None:
             replay = kind in _REPLAYABLE or (kind in IDEMPOTENT_OUT_OF_PLACE and
                                              not getattr(req, kind).inplace)
-        return self._queue(req, data, kind, replay)
+        return self._queue(req, data, kind, replay, into)
 
-    def _queue(self, req: Any, data: Any, kind: str, replay: bool) -> Pending:
+    def _queue(self, req: Any, data: Any, kind: str, replay: bool, into: Any = None) -> Pending:
         if isinstance(data, memoryview) and self._out_bytes + data.nbytes < FLUSH_AT:
             # It would wait in the queue past this call: copy it, so the caller may change
             # its array at once (torch.tensor copies too). Larger data is written right away.
             data = data.tobytes()
         p = Pending(kind, b"", data, replay)
+        p.into = into
         self._enqueue(p, req)
         if self._out_bytes >= FLUSH_AT:
             self._flush_guarded()
@@ -277,21 +331,23 @@ class Conn:
         """Writes everything queued, reading replies whenever the socket is readable."""
         if not self._out:
             return
-        bufs = [memoryview(b).cast("B") for b in self._out]
+        out: List[memoryview] = []
+        if len(self._out) == 1 and self._out_bytes < 65536:
+            out.append(memoryview(self._out[0]).cast("B"))  # the usual case: one small piece
+        else:
+            small = bytearray()
+            for b in [memoryview(b).cast("B") for b in self._out]:
+                if b.nbytes < 65536:  # coalesce small pieces so tiny frames are one write
+                    small += b
+                else:
+                    if small:
+                        out.append(memoryview(small))
+                        small = bytearray()
+                    out.append(b)
+            if small:
+                out.append(memoryview(small))
         self._out = []
         self._out_bytes = 0
-        small = bytearray()
-        out: List[memoryview] = []
-        for b in bufs:  # coalesce small pieces so a pipeline of tiny frames is one write
-            if b.nbytes < 65536:
-                small += b
-            else:
-                if small:
-                    out.append(memoryview(small))
-                    small = bytearray()
-                out.append(b)
-        if small:
-            out.append(memoryview(small))
         sock = self.sock
         for b in out:
             pos = 0
@@ -359,20 +415,21 @@ class Conn:
             self._in += chunk
         self._parse()
 
-    def _parse(self) -> None:
+    def _parse_py(self, one: bool = False) -> bool:
+        """Reads the complete frames in _in (with `one`, at most one: then True if it did)."""
         buf = self._in
         while True:
             avail = len(buf) - self._pos
             if self._frame is None:
                 if avail < 12:
-                    return
+                    return False
                 self._frame = HEADER.unpack_from(buf, self._pos)
                 self._pos += 12
                 avail -= 12
             ml, dl = self._frame
             if self._meta is None:
                 if avail < ml:
-                    return
+                    return False
                 self._meta = bytes(memoryview(buf)[self._pos:self._pos + ml])  # one copy
                 self._pos += ml
                 avail -= ml
@@ -386,14 +443,21 @@ class Conn:
                 self._pos += take
                 if take < dl:
                     self._dst, self._have = dst, take
-                    return
+                    return False
                 data: Any = dst
             else:
                 if avail < dl:
-                    return
+                    return False
                 data = bytes(memoryview(buf)[self._pos:self._pos + dl]) if dl else b""
                 self._pos += dl
             self._finish(data)
+            if one:
+                return True
+
+    if FAST:
+        _parse = _fast.ConnBase._parse_fast
+    else:
+        _parse = _parse_py
 
     def _finish(self, data: Any) -> None:
         meta, self._meta, self._frame = self._meta, None, None
@@ -422,14 +486,18 @@ class Conn:
         p.done = True
         p.frame = b""
         p.data = b""
-        if p.on_done is not None:
-            p.on_done(p)
+        self._done(p)
 
     def _fail(self, p: Pending, err: ServerError) -> None:
         p.error = err
         p.done = True
+        self._done(p)
+
+    def _done(self, p: Pending) -> None:
         if p.on_done is not None:
             p.on_done(p)
+        elif p.error is not None and p.tag is not None and self.error_sink is not None:
+            self.error_sink.append(p)  # the session raises it at its next blocking point
 
     # -- blocking helpers (the test suites' vocabulary) --
     def call(self, req: Any, data: Any = b"") -> Any:

@@ -1,0 +1,10 @@
+"""The parts of the build pyproject.toml cannot state: the optional C extension tensord._fast.
+
+It is the client's fast path (tensord/_fast.c). `optional=True`: without a C compiler or
+Python's headers (python3-dev) the install still succeeds, and the package runs in pure Python
+(tensord._conn.FAST is then False).
+"""
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("tensord._fast", ["tensord/_fast.c"], optional=True,
+                             extra_compile_args=["-std=c11"])])

@@ -1,0 +1,381 @@
+"""tensord._fast speaks the same wire format as protobuf: its encoders write exactly the bytes
+SerializeToString() writes for the same Request, and its decoder reads exactly what
+ParseFromString() reads from any Response it accepts (random messages, seeded, and random
+corruptions of them; each loop is bounded in time). Then: the session uses the fast path when
+the extension is there, and TENSORD_PURE_PYTHON=1 turns it off."""
+import math
+import os
+import random
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import tensord
+from tensord import _conn
+from tensord import tensord_pb2 as pb
+
+try:
+    from tensord import _fast
+except ImportError:  # not built: nothing to compare (make builds it)
+    _fast = None
+
+need_fast = pytest.mark.skipif(_fast is None, reason="tensord._fast is not built")
+
+SECONDS = 3.0   # per loop: enough for thousands of messages, bounded on a loaded machine
+U64 = (1 << 64) - 1
+OPS = list(pb.Op.values())
+DTYPES = list(pb.DType.values())
+CODES = list(pb.StatusCode.values())
+
+
+def u64(r):
+    """Small values, byte-length edges and the extremes, as varints meet them."""
+    k = r.random()
+    if k < 0.2:
+        return 0
+    if k < 0.5:
+        return r.randrange(1, 300)
+    if k < 0.7:
+        return r.choice([127, 128, 16383, 16384, (1 << 32) - 1, 1 << 32, (1 << 63) - 1,
+                         1 << 63, U64])
+    return r.getrandbits(r.choice([8, 16, 35, 49, 63, 64]))
+
+
+def i64(r):
+    return u64(r) - (1 << 63) if r.random() < 0.3 else min(u64(r), (1 << 63) - 1) * \
+        r.choice([1, -1])
+
+
+def number(r):
+    k = r.randrange(3)
+    if k == 0:
+        return r.random() < 0.5
+    if k == 1:
+        return i64(r)
+    return r.choice([0.0, -0.0, 1.5, -2.25, math.inf, -math.inf, math.nan, 5e-324, 1e308,
+                     r.uniform(-1e6, 1e6)])
+
+
+def loop(seed):
+    """Yields random generators until SECONDS have passed (at least 200 rounds)."""
+    r = random.Random(seed)
+    end = time.monotonic() + SECONDS
+    n = 0
+    while n < 200 or time.monotonic() < end:
+        n += 1
+        yield r
+
+
+@need_fast
+def test_run_op_bytes_match_protobuf():
+    for r in loop(19):
+        rid, out, op, inplace = u64(r), u64(r), r.choice(OPS), r.random() < 0.3
+        inputs = [("h", u64(r)) if r.random() < 0.5 else number(r)
+                  for _ in range(r.randrange(_fast.MAX_FAST_INPUTS + 1))]
+        free_first = [u64(r) for _ in range(r.choice([0, 0, 1, 3, 40]))]
+        req = pb.Request()
+        req.id = rid
+        req.run_op.out = out
+        req.run_op.op = op
+        req.run_op.inplace = inplace
+        for x in inputs:  # as Conn.op_request sets them
+            o = req.run_op.inputs.add()
+            if isinstance(x, tuple):
+                o.handle = x[1]
+            else:
+                _conn.scalar(x, o.scalar)
+        req.free_first.extend(free_first)
+        got = _fast.encode_run_op(rid, out, op, inputs, inplace, None, free_first)
+        assert got == req.SerializeToString(), (rid, out, op, inputs, inplace, free_first)
+
+
+@need_fast
+def test_run_op_leaves_what_it_does_not_encode():
+    # a number past int64 (protobuf refuses it), a numpy scalar, a list: the protobuf path's
+    assert _fast.encode_run_op(1, 2, 3, [1 << 63], False, None, []) is None
+    assert _fast.encode_run_op(1, 2, 3, [[1, 2]], False, None, []) is None
+    assert _fast.encode_run_op(1, 2, 3, [None], False, None, []) is None
+    assert _fast.encode_run_op(1, 2, 3, [1] * (_fast.MAX_FAST_INPUTS + 1), False, None,
+                               []) is None
+    assert _fast.encode_run_op(1, 2, 3, [], False, {"out2": 5}, []) is None
+
+
+class _Handles:
+    """Conn.op_request's view of a connection: only the next handle."""
+
+    def __init__(self, h):
+        self.h = h
+
+    def handle(self):
+        return self.h
+
+
+SPEC = _conn.arg_spec()
+NAMES = sorted(SPEC) + ["padding", "dim", "dims", "correction", "dtype", "out2"]
+
+
+def kw_value(r, name):
+    """A value of the field's type mostly, sometimes of another (protobuf may refuse it)."""
+    number, kind, repeated = SPEC.get(name, (0, 0, False))
+    k = r.random()
+    if name == "dtype" and k < 0.8:
+        return r.choice(list(_conn.DTYPE_WIRE) + ["float16"])
+    if name == "padding" and k < 0.3:
+        return r.choice(["same", "valid", ""])
+    if repeated and k < 0.7:
+        vals = [r.choice([0, 1, -1, 3, 300, -(1 << 40), (1 << 63) - 1]) for _ in
+                range(r.choice([0, 1, 2, 5]))]
+        return tuple(vals) if r.random() < 0.3 else vals
+    if k < 0.85:
+        if kind == 3:
+            return r.random() < 0.5
+        if kind == 4:
+            return r.choice([0.0, -0.0, 1e-5, 0.1, 1, 2, -3.5, math.inf])
+        if kind == 6:
+            return r.choice(["", "mean", "sum", "none", "trunc", "ij,jk->ik", "é"])
+        if kind == 7:
+            return number_value(r)
+        return r.choice([0, 1, -1, 2, 127, -300, 1 << 62, -(1 << 63), (1 << 64) - 1])
+    return r.choice([None, 1.5, "x", b"y", [1.5], (1, "a"), True, 7, 1 << 70, -2.0])
+
+
+def number_value(r):
+    return number(r)
+
+
+@need_fast
+def test_run_op_keywords_bytes_match_op_request():
+    """RunOp with OpArgs: the bytes Conn.op_request's message serializes to, for random keyword
+    sets; a keyword protobuf refuses is never encoded (the fast path leaves it to protobuf)."""
+    taken = 0
+    for r in loop(23):
+        rid, out, inplace = u64(r) or 1, r.choice([0, u64(r)]), r.random() < 0.3
+        name = r.choice(["sum", "mean", "add", "transpose", "softmax", "conv2d", "clamp",
+                         "to", "var", "roll", "cross_entropy"])
+        kw = {k: kw_value(r, k) for k in r.sample(NAMES, r.choice([0, 1, 1, 2, 3, 5]))}
+        inputs = [("h", u64(r)) if r.random() < 0.7 else number(r) for _ in range(2)]
+        free_first = [u64(r) for _ in range(r.choice([0, 0, 2]))]
+        try:
+            req = _conn.Conn.op_request(_Handles(out), name,
+                                        [_conn.H(x[1]) if isinstance(x, tuple) else x
+                                         for x in inputs], inplace, **kw)
+            req.id = rid
+            req.free_first.extend(free_first)
+            want = req.SerializeToString()
+        except (TypeError, ValueError, KeyError, AttributeError):
+            want = None
+        out_field = 0 if inplace else out
+        got = _fast.encode_run_op(rid, out_field, pb.Op.Value("OP_" + name.upper()), inputs,
+                                  inplace, kw, free_first)
+        if got is not None:
+            assert want is not None, ("encoded what protobuf refuses", name, kw)
+            assert got == want, (name, kw, inputs, inplace)
+            taken += 1
+    assert taken > 100
+
+
+@need_fast
+def test_get_free_create_bytes_match_protobuf():
+    for r in loop(20):
+        rid = u64(r)
+        free_first = [u64(r) for _ in range(r.choice([0, 0, 2, 9]))]
+        req = pb.Request()
+        req.id = rid
+        handle, meta_only, offset, length = u64(r), r.random() < 0.5, u64(r), u64(r)
+        req.get.handle = handle
+        req.get.meta_only = meta_only
+        req.get.offset = offset
+        req.get.length = length
+        req.free_first.extend(free_first)
+        assert _fast.encode_get(rid, handle, meta_only, offset, length, free_first) == \
+            req.SerializeToString()
+
+        handles = [u64(r) for _ in range(r.randrange(6))]
+        req = pb.Request()
+        req.id = rid
+        req.free.handles.extend(handles)
+        req.free.SetInParent()
+        req.free_first.extend(free_first)
+        assert _fast.encode_free(rid, handles, free_first) == req.SerializeToString()
+
+        out, dtype, rg = u64(r), r.choice(DTYPES), r.random() < 0.5
+        shape = [i64(r) if r.random() < 0.2 else r.randrange(0, 70000)
+                 for _ in range(r.randrange(9))]
+        req = pb.Request()
+        req.id = rid
+        req.create.out = out
+        req.create.dtype = dtype
+        req.create.shape.extend(shape)
+        req.create.requires_grad = rg
+        req.free_first.extend(free_first)
+        assert _fast.encode_create(rid, out, dtype, shape, rg, free_first) == \
+            req.SerializeToString()
+
+
+def text(r):
+    """ASCII mostly; sometimes other text (the decoder leaves that to protobuf)."""
+    s = "".join(r.choice("abcXYZ_0 :.") for _ in range(r.randrange(12)))
+    return s + ("é✓" if r.random() < 0.1 else "")
+
+
+def random_response(r):
+    resp = pb.Response()
+    resp.id = u64(r)
+    if r.random() < 0.6:
+        resp.status.code = r.choice(CODES) if r.random() < 0.9 else r.randrange(-5, 100)
+        if r.random() < 0.4:
+            resp.status.message = text(r)
+    k = r.random()
+    if k < 0.6:
+        t = resp.tensor
+        t.handle = u64(r)
+        t.dtype = r.choice(DTYPES) if r.random() < 0.95 else r.randrange(6, 40)
+        t.shape.extend(r.randrange(0, 70000) if r.random() < 0.9 else i64(r)
+                       for _ in range(r.choice([0, 1, 2, 4, 8, 70])))
+        t.nbytes, t.offset, t.length = u64(r), u64(r), u64(r)
+        t.requires_grad = r.random() < 0.5
+        t.is_leaf = r.random() < 0.5
+        if r.random() < 0.5:
+            t.grad_fn = text(r)
+        if r.random() < 0.2:
+            t.strides.extend(i64(r) for _ in range(r.randrange(5)))
+            t.storage_offset = i64(r)
+        if r.random() < 0.1:
+            t.SetInParent()
+    elif k < 0.7:
+        resp.text = text(r)
+    elif k < 0.75:
+        resp.hello.version = 2
+    elif k < 0.8:
+        resp.backward.suspended = True
+    return resp
+
+
+def mutate(r, b):
+    """A corrupted copy: bytes flipped, cut short, or extended."""
+    b = bytearray(b)
+    for _ in range(r.randrange(1, 4)):
+        k = r.randrange(3)
+        if k == 0 and b:
+            b[r.randrange(len(b))] = r.randrange(256)
+        elif k == 1 and b:
+            del b[r.randrange(len(b)):]
+        else:
+            b[r.randrange(len(b) + 1):0] = bytes(r.randrange(256) for _ in range(r.randrange(4)))
+    return bytes(b)
+
+
+def check_decoded(raw, got):
+    """got (the fast decoder's answer) agrees with protobuf's parse of raw."""
+    want = pb.Response()
+    want.ParseFromString(raw)  # raises if protobuf refuses what the decoder accepted
+    rid, code, message, info = got
+    assert (rid, code, message) == (want.id, want.status.code, want.status.message)
+    assert want.WhichOneof("result") in (None, "tensor")
+    if info is None:
+        assert not want.HasField("tensor")
+    else:
+        t = want.tensor
+        assert info == (t.handle, t.dtype, tuple(t.shape), t.nbytes, t.offset, t.length)
+
+
+def common(resp):
+    """Whether the fast decoder must take this message (else it may leave it to protobuf)."""
+    if resp.WhichOneof("result") not in (None, "tensor"):
+        return False
+    strings = [resp.status.message, resp.tensor.grad_fn]
+    return all(s.isascii() for s in strings) and resp.tensor.dtype in DTYPES and \
+        len(resp.tensor.shape) <= 64
+
+
+@need_fast
+def test_decoder_matches_protobuf_on_random_responses():
+    taken = 0
+    for r in loop(21):
+        resp = random_response(r)
+        raw = resp.SerializeToString()
+        got = _fast.decode_response(raw)
+        if common(resp):
+            assert got is not None, resp
+            taken += 1
+        if got is not None:
+            check_decoded(raw, got)
+    assert taken > 100
+
+
+@need_fast
+def test_decoder_on_corrupt_responses_agrees_or_declines():
+    for r in loop(22):
+        raw = mutate(r, random_response(r).SerializeToString())
+        got = _fast.decode_response(raw)
+        if got is not None:
+            check_decoded(raw, got)
+
+
+@need_fast
+def test_decoder_reads_unpacked_shape_as_protobuf_does():
+    # shape (field 3) written as separate varints, which parsers must accept too
+    raw = bytes([0x08, 0x07, 0x22, 0x08, 0x08, 0x05, 0x18, 0x02, 0x18, 0x03, 0x10, 0x01])
+    check_decoded(raw, _fast.decode_response(raw))
+    assert _fast.decode_response(raw)[3][2] == (2, 3)
+
+
+# --- the session's use of it ---
+
+def test_fast_flag_follows_the_environment():
+    code = "import tensord._conn as c; print(c.FAST)"
+    for value, want in (("1", "False"), ("0", str(_fast is not None))):
+        env = dict(os.environ, TENSORD_PURE_PYTHON=value)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == want
+
+
+@pytest.mark.skipif(not _conn.FAST, reason="the fast path is off (TENSORD_PURE_PYTHON=1 or "
+                    "not built)")
+def test_session_ops_and_reads_take_the_fast_path(daemon):
+    s = tensord.connect("127.0.0.1:%d" % daemon)
+    try:
+        x = s.tensor([[1.0, 2.0], [3.0, 4.0]])
+        y = s.tensor([[0.5, -1.0], [2.0, 3.0]])
+        z = x * y + 1
+        assert type(z._p) is _fast.Pending and z._p.kind == "run_op"
+        z.add_(2)
+        w = z.t()  # a view: its root is z, as on the protobuf path
+        assert w._root is z
+        frames = s._c.frames_sent
+        del x  # freed on collect: rides on the next request, not a Free of its own
+        tx = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+        ty = torch.tensor([[0.5, -1.0], [2.0, 3.0]])
+        assert w.tolist() == ((tx * ty + 1).add_(2)).t().tolist()
+        assert s._c.frames_sent == frames + 1
+        assert w.shape == (2, 2) and w.dtype == tensord.float32
+        bad = y.matmul(s.ones(3, 3))  # an error on the fast path names the op and this line
+        with pytest.raises(tensord.TensorError, match="matmul, issued at .*test_fast_wire.py"):
+            bad.tolist()
+    finally:
+        s.close()
+
+
+def test_sync_session_reads_into_the_array(daemon):
+    """numpy() of a tensor whose shape is known reads straight into the new array: on a sync
+    session too, where the reply is read before the request's call returns (it once left the
+    array unfilled there)."""
+    import numpy as np
+    s = tensord.connect("127.0.0.1:%d" % daemon, sync=True)
+    try:
+        t = s.tensor([[1.0, 2.0], [3.0, 4.0]])
+        assert t.shape == (2, 2)
+        assert t.numpy().tolist() == [[1.0, 2.0], [3.0, 4.0]]
+        n = (tensord.CHUNK_BYTES // 4) * 2 + 5  # three chunks
+        big = s.tensor(np.arange(n, dtype=np.float32))
+        assert big.shape == (n,)
+        a = big.numpy()
+        assert a[0] == 0 and a[n // 2] == n // 2 and a[-1] == n - 1
+    finally:
+        s.close()
