@@ -762,12 +762,21 @@ static void test_request_before_hello(void **state)
 static void test_readme_example_runs(void **state)
 {
     (void)state;
-    char cmd[1024];
+    /* This build's library (the daemon's directory: build, or build-asan under make
+    ** check-asan, where the example is sanitized too). */
+    char dir[512] = "build", cmd[2048];
+    const char *bin = getenv("TENSORD_BIN"), *slash = bin != NULL ? strrchr(bin, '/') : NULL;
+    if (slash != NULL && (size_t)(slash - bin) < sizeof dir) {
+        memcpy(dir, bin, (size_t)(slash - bin));
+        dir[slash - bin] = '\0';
+    }
+    const char *san = getenv("TENSORD_SANITIZED");
     snprintf(cmd, sizeof cmd,
-             "cc -std=c11 -Iclient/c client/c/example.c build/libtensord.a "
-             "$(pkg-config --libs libprotobuf-c) -o build/tests/example 2>&1 && "
-             "build/tests/example %s",
-             daemon_.addr);
+             "cc -std=c11 %s -Iclient/c client/c/example.c %s/libtensord.a "
+             "$(pkg-config --libs libprotobuf-c) -o %s/tests/example 2>&1 && "
+             "%s/tests/example %s",
+             san != NULL && strcmp(san, "1") == 0 ? "-fsanitize=address,undefined" : "", dir, dir,
+             dir, daemon_.addr);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     char out[1024];
