@@ -531,3 +531,77 @@ def test_vanishing_pipeliners_leave_memory_as_it_was(guard):
             r.close()
     g.check(settle=20.0)
     g.stop()
+
+
+# ---------------------------------------------------------------- heavy and inline, interleaved
+
+def test_heavy_and_inline_ops_with_frees_between(guard):
+    """A heavy op (off the loop: its operands looked up again there) between tiny ones (inline:
+    run on the operands cost_op resolved), with free_first and Free taking the operands of
+    what follows: each reply as the session's order defines it, values against numpy (integer
+    entries, so float32 products and sums are exact)."""
+    g = guard()
+    a = Attacker(g.port, timeout=60)
+    rng = np.random.default_rng(19)
+    n = 192  # n^3 elements of work: far above the daemon's inline threshold (2^16)
+    A = rng.integers(-2, 3, (n, n)).astype(np.float32)
+    B = rng.integers(-2, 3, (n, n)).astype(np.float32)
+    plan = []  # (request, expected status, expected values or None)
+
+    def req(code, out_h, inputs, free_first=(), unknown=False):
+        r = pb.Request(id=3000 + len(plan))
+        r.free_first.extend(free_first)
+        r.run_op.op = code
+        r.run_op.out = out_h
+        for x in inputs:
+            o = r.run_op.inputs.add()
+            if isinstance(x, float):
+                o.scalar.f = x
+            else:
+                o.handle = x
+        meta = r.SerializeToString()
+        return meta + field(30, 0, 1) if unknown else meta
+
+    def getreq(x, free_first=()):
+        r = pb.Request(id=3000 + len(plan))
+        r.free_first.extend(free_first)
+        r.get.handle = x
+        return r.SerializeToString()
+
+    for rnd in range(6):
+        a.create(1, A)
+        a.create(2, B)
+        base = 10 + rnd * 20
+        C = A @ B
+        # every partial sum of C @ C is an integer below 2^24: exact in float32, in any order
+        assert (np.abs(C).astype(np.float64) @ np.abs(C)).max() < 1 << 24
+        plan.append((req(pb.Op.Value("OP_MATMUL"), base, [1, 2]), pb.OK, None))
+        plan.append((req(ADD, base + 1, [base, base], free_first=[1], unknown=rnd % 2 == 1),
+                     pb.OK, None))
+        plan.append((req(ADD, base + 2, [1, 2]), pb.UNKNOWN_HANDLE, None))
+        plan.append((req(pb.Op.Value("OP_MATMUL"), base + 3, [2, 2], free_first=[2]),
+                     pb.UNKNOWN_HANDLE, None))
+        plan.append((req(MUL, base + 4, [base + 1, 0.5], free_first=[base]), pb.OK, None))
+        plan.append((req(pb.Op.Value("OP_MATMUL"), base + 5, [base + 4, base + 4]), pb.OK, None))
+        plan.append((req(SUB, base + 6, [base + 5, base + 4], free_first=[base + 1]), pb.OK,
+                     None))
+        plan.append((getreq(base + 6, free_first=[base + 5]), pb.OK, C @ C - C))
+        plan.append((getreq(base + 4), pb.OK, C))
+        plan.append((getreq(base + 3), pb.INPUT_FAILED, None))
+        a.send(b"".join(frame(m) for m, _, _ in plan[-10:]))
+        for k in range(10):
+            m, status, want = plan[len(plan) - 10 + k]
+            got = a.recv()
+            assert got is not None, "the connection was closed"
+            resp, data = got
+            assert resp.id == 3000 + len(plan) - 10 + k
+            assert resp.status.code == status, (k, pb.StatusCode.Name(resp.status.code),
+                                                resp.status.message)
+            if want is not None:
+                assert np.array_equal(np.frombuffer(data, np.float32), want.ravel()), k
+        free = pb.Request(id=a.next_id())
+        free.free.handles.extend(range(base, base + 7))
+        a.ok(free)
+    a.close_session()
+    g.check()
+    g.stop()
