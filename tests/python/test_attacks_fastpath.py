@@ -239,6 +239,7 @@ class Model:
     def __init__(self):
         self.t = {}
         self.next_out = 100
+        self.ops = {}  # op code -> [requests, errors]
 
     def fresh(self):
         self.next_out += 1
@@ -285,18 +286,30 @@ class Model:
 
 
 def model_request(m, rng, rid_n):
-    """A random request: (frame bytes, expected status, expected values or None)."""
-    live = list(m.t)
-    pool = live + [rng.randint(1, m.next_out + 3) for _ in range(2)]
+    """A random request: (frame bytes, expected status, expected values or None). Inputs are
+    mostly live handles, some failed or unknown; frees take mostly outputs (handles above 8),
+    so the session keeps tensors to work on."""
+    live = [x for x, v in m.t.items() if v is not FAILED]
+    failed = [x for x, v in m.t.items() if v is FAILED]
+    outputs = [x for x in m.t if x > 8]
+
+    def pick():
+        r = rng.random()
+        if r < 0.85 or not failed:
+            return rng.choice(live) if r < 0.95 else rng.randint(1, m.next_out + 3)
+        return rng.choice(failed)
+
+    def some(k):
+        cands = outputs + [rng.randint(1, m.next_out + 3)]
+        return rng.sample(cands, min(len(cands), k))
+
     kind = rng.random()
-    free_first = []
-    if rng.random() < 0.25:
-        free_first = rng.sample(pool, min(len(pool), rng.randint(1, 3)))
-    if kind < 0.55:
+    free_first = some(rng.randint(1, 2)) if rng.random() < 0.2 else []
+    if kind < 0.6:
         code = rng.choice([ADD, SUB, MUL, NEG])
-        inputs = [rng.choice(pool)]  # the first a handle: a tensor op needs one
+        inputs = [pick()]  # the first a handle: a tensor op needs one
         if code != NEG:
-            inputs.append(rng.choice(pool) if rng.random() < 0.8 else float(rng.randint(-3, 3)))
+            inputs.append(pick() if rng.random() < 0.8 else float(rng.randint(-3, 3)))
         inplace = (code != NEG and isinstance(inputs[0], int) and rng.random() < 0.15)
         out_h = 0 if inplace else m.fresh()
         out2 = m.fresh() if (code == NEG and rng.random() < 0.2) else 0
@@ -317,11 +330,14 @@ def model_request(m, rng, rid_n):
         if rng.random() < 0.4:
             meta += field(30, 0, 1)  # an unknown field: protobuf-c decodes this one
         status, value = m.op(code, inputs, out_h, inplace, out2, free_first)
+        counts = m.ops.setdefault(code, [0, 0])
+        counts[0] += 1
+        counts[1] += status != pb.OK
         if status == pb.OK and inplace:
             status, value = pb.OK, m.t[inputs[0]]
         return frame(meta), status, value
-    if kind < 0.75:
-        x = rng.choice(pool)
+    if kind < 0.8:
+        x = pick()
         r = pb.Request(id=rid_n)
         r.free_first.extend(free_first)
         r.get.handle = x
@@ -331,7 +347,7 @@ def model_request(m, rng, rid_n):
         return frame(r), err if err is not None else pb.OK, v
     r = pb.Request(id=rid_n)
     r.free_first.extend(free_first)
-    handles = rng.sample(pool, min(len(pool), rng.randint(1, 6)))
+    handles = some(rng.randint(1, 4))
     r.free.handles.extend(handles)
     meta = r.SerializeToString()
     if rng.random() < 0.3:  # unpacked handles: protobuf-c's
@@ -354,6 +370,12 @@ def test_pipelined_traffic_matches_a_model_of_the_table(guard):
         m.t[x] = v
     m.next_out = 10
     checked = 0
+
+    def op_counters():
+        resp, _ = a.call(pb.Request(id=a.next_id(), stats=pb.Stats()))
+        return resp.stats, {c.name: (c.count, c.errors) for c in resp.stats.ops}
+
+    _, ops_before = op_counters()
     with g.watching():
         for batch in range(80):
             reqs = []
@@ -394,6 +416,14 @@ def test_pipelined_traffic_matches_a_model_of_the_table(guard):
                                           equal_nan=True), x
     g.assert_served()
     assert checked == 80 * 48
+    # the counters are exact: the session's entries (failed ones included), and the ops the
+    # watcher does not run (it adds), by requests and errors
+    st, ops_after = op_counters()
+    assert st.session_tensors == len(m.t)
+    for code, name in ((SUB, "sub"), (MUL, "mul"), (NEG, "neg")):
+        before = ops_before.get(name, (0, 0))
+        delta = tuple(x - y for x, y in zip(ops_after.get(name, (0, 0)), before))
+        assert delta == tuple(m.ops.get(code, [0, 0])), (name, delta, m.ops.get(code))
     a.close_session()
     g.check()
     g.stop()
