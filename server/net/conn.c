@@ -7,7 +7,10 @@
 ** written; replies queued meanwhile sit in `out` until the loop's check phase, when one write
 ** sends them all: uv_try_write when nothing is in flight (the usual case: the parts are released
 ** at once, no write request is made), and uv_write for whatever the kernel did not take, whose
-** parts are released when that write completes.
+** parts are released when that write completes. Replies queued by those releases, or by the
+** frames a connection resumed from the high-water mark runs, go out before the flush or the
+** write callback returns: the check handle alone does not keep poll from blocking, so a reply
+** left for the next check phase would wait for whatever next wakes the loop.
 **
 ** The ways it fails: a header announcing more than max_meta_bytes / max_frame_bytes is refused
 ** before anything is allocated (on_frame_error, then close after the error is written), and so
