@@ -258,7 +258,7 @@ static void seed_run_op(struct buf *w)
             put_varint(sc, 1);
             put_sub(op, 2, sc);
             break;
-        case 4: break; /* an empty operand */
+        case 4: break;                     /* an empty operand */
         case 5: put_sub(op, 2, sc); break; /* an empty scalar */
         default:
             put_key(op, 1, 0);
@@ -481,9 +481,8 @@ static void test_varint_boundaries(void **state)
     vals[nv++] = 2;
     /* (level, field) of every varint: Request.id; RunOp out, op, inplace, out2, out3;
     ** Operand.handle; Scalar i, b; Get handle, meta_only, offset, length; Write handle, offset */
-    static const int fields[][2] = {{0, 1}, {1, 1}, {1, 2}, {1, 4}, {1, 6}, {1, 7}, {2, 1},
-                                    {3, 2}, {3, 3}, {4, 1}, {4, 2}, {4, 3}, {4, 4}, {6, 1},
-                                    {6, 2}};
+    static const int fields[][2] = {{0, 1}, {1, 1}, {1, 2}, {1, 4}, {1, 6}, {1, 7}, {2, 1}, {3, 2},
+                                    {3, 3}, {4, 1}, {4, 2}, {4, 3}, {4, 4}, {6, 1}, {6, 2}};
     long before = taken;
     for (size_t fi = 0; fi < sizeof fields / sizeof fields[0]; fi++) {
         for (int i = 0; i < nv; i++) {
@@ -535,7 +534,7 @@ static void test_packed_arrays(void **state)
             arr->n = 0;
             w.n = 0;
             switch (k) {
-            case 0: break; /* an empty chunk */
+            case 0: break;                              /* an empty chunk */
             case 1: put_varint(arr, UINT64_MAX); break; /* a 10-byte entry */
             case 2:
                 put_varint(arr, 5);
