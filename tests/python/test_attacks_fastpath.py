@@ -129,7 +129,8 @@ CRAFTED = [
      rid(5) + run_op(out(10), op(ADD), h(1), h(2)) + rid(6), {10: H1 + H2}),
     ("an operand with a handle, then a scalar: the scalar",
      rid(5) + run_op(out(10), op(MUL), h(1),
-                     field(3, 2, field(1, 0, 2) + field(2, 2, field(1, 1, struct.pack("<d", 2.5))))),
+                     field(3, 2, field(1, 0, 2) +
+                           field(2, 2, field(1, 1, struct.pack("<d", 2.5))))),
      {10: H1 * np.float32(2.5)}),
     ("a scalar with i, then f: f",
      rid(5) + run_op(out(10), op(MUL), h(1),
@@ -165,8 +166,9 @@ CRAFTED = [
                      h(2), field(30, 0, 7), field(31, 2, b"xyz")) + field(40, 1, b"\0" * 8),
      {10: H1 + H2}),
     ("free, unpacked", rid(5) + field(10, 2, field(1, 0, 3) + field(1, 0, 4)), None),
-    ("free twice: the last replaces the first", rid(5) + field(10, 2, field(1, 2, varint(3))) +
-     field(10, 2, field(1, 2, varint(4))), None, pb.OK, rid(5) + field(10, 2, field(1, 2, varint(4)))),
+    ("free twice: the last replaces the first",
+     rid(5) + field(10, 2, field(1, 2, varint(3))) + field(10, 2, field(1, 2, varint(4))),
+     None, pb.OK, rid(5) + field(10, 2, field(1, 2, varint(4)))),
     ("inplace given as 2", rid(5) + run_op(op(ADD), h(1), h(2), field(4, 0, 2)), {1: H1 + H2}),
     ("out given twice: the last wins",
      rid(5) + run_op(out(11), out(10), op(ADD), h(1), h(2)), {10: H1 + H2}),
