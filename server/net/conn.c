@@ -7,7 +7,10 @@
 ** written; replies queued meanwhile sit in `out` until the loop's check phase, when one write
 ** sends them all: uv_try_write when nothing is in flight (the usual case: the parts are released
 ** at once, no write request is made), and uv_write for whatever the kernel did not take, whose
-** parts are released when that write completes.
+** parts are released when that write completes. Replies queued by those releases, or by the
+** frames a connection resumed from the high-water mark runs, go out before the flush or the
+** write callback returns: the check handle alone does not keep poll from blocking, so a reply
+** left for the next check phase would wait for whatever next wakes the loop.
 **
 ** The ways it fails: a header announcing more than max_meta_bytes / max_frame_bytes is refused
 ** before anything is allocated (on_frame_error, then close after the error is written), and so
@@ -144,6 +147,7 @@ static void conn_process(struct td_conn *c);
 static void conn_watch_stall(struct td_conn *c, size_t nread);
 static void conn_watch_writes(struct td_conn *c);
 static void conn_after_write(struct td_conn *c);
+static void conn_on_flush(uv_check_t *chk);
 
 /* ---- closing ---- */
 
@@ -308,6 +312,13 @@ static void conn_on_write(uv_write_t *req, int status)
         return;
     }
     conn_after_write(c);
+    /* Replies queued just now (a resumed connection ran its buffered frames, a release let a
+    ** held session run) go out now: a write that completed at once calls back in the loop's
+    ** pending phase, before poll, and the check handle does not keep poll from blocking, so
+    ** with nothing else to wake the loop they would wait for its next event. */
+    if (!c->closing && c->nout > 0 && c->writes_in_flight == 0) {
+        conn_on_flush(&c->flush);
+    }
 }
 
 /* After a write finished (conn_on_write) or went out at once (conn_try_write): reading resumes
@@ -328,7 +339,10 @@ static void conn_after_write(struct td_conn *c)
 /* With no write in flight, the kernel usually takes a batch of replies at once: uv_try_write
 ** sends it without a write request (no POLLOUT registration, no callback on a later turn). The
 ** parts it took are released here; a part it took only partly stays first in `out`, advanced,
-** for uv_write. Returns whether nothing is left to write (or c closed). */
+** for uv_write. Returns whether nothing is left to write (or c closed) after the releases and
+** conn_after_write: those may queue replies (a release unholds a session, a resumed
+** connection runs its buffered frames), which the caller must write now — in the check phase,
+** a reply queued for the next turn waits for whatever next wakes the loop. */
 #define TRY_WRITE_STACK_PARTS 64 /* a larger batch takes its scratch arrays from the heap */
 static bool conn_try_write(struct td_conn *c)
 {
@@ -380,7 +394,7 @@ static bool conn_try_write(struct td_conn *c)
         td_free(bufs);
         td_free(written);
     }
-    return all || c->closing;
+    return c->closing || (all && c->nout == 0);
 }
 
 /* The check phase: everything queued during this loop iteration goes out in one write. */

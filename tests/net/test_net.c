@@ -576,6 +576,52 @@ static void test_backpressure_slow_reader(void **state)
     fx_stop(fx);
 }
 
+/* Replies made while a flush runs are flushed too. The flush's synchronous write can take the
+** whole queue at once and resume a connection paused at the high-water mark; the frames
+** already buffered then run, and queue their replies, inside the flush. Those must go out then,
+** not wait for the loop's next turn: nothing else may wake the loop (the client has sent all
+** it will and waits), so they would never arrive. A 1 KiB high-water mark and 600-byte replies
+** pause the connection at every second reply; all frames arrive in one write. */
+static void test_replies_queued_by_a_flush_are_flushed(void **state)
+{
+    (void)state;
+    struct fixture *fx = fx_start(1024);
+    enum { N = 24, DATA = 600 };
+    size_t per = 12 + 8 + DATA;
+    uint8_t *batch = malloc(N * per), data[DATA];
+    size_t off = 0;
+    for (int i = 0; i < N; i++) {
+        char m[9];
+        snprintf(m, sizeof m, "%08d", i);
+        memset(data, i, DATA);
+        off += frame_build(batch + off, m, 8, data, DATA);
+    }
+    int fd = dial(fx->port);
+    handshake(fd);
+    write_all(fd, batch, off);
+    int got = 0, bad = -1;
+    for (; got < N; got++) {
+        uint8_t meta[16];
+        uint32_t ml;
+        uint64_t dl;
+        char want[9];
+        snprintf(want, sizeof want, "%08d", got);
+        if (frame_read(fd, meta, &ml, data, &dl) != 0) {
+            break; /* SO_RCVTIMEO: 10 s */
+        }
+        if (memcmp(meta, want, 8) != 0 || dl != DATA || data[DATA - 1] != got) {
+            bad = got;
+        }
+    }
+    close(fd);
+    free(batch);
+    fx_stop(fx); /* first: the next tests need the loop gone */
+    if (got < N) {
+        fail_msg("reply %d of %d never came", got, N);
+    }
+    assert_int_equal(bad, -1);
+}
+
 /* A frame that starts and then stops arriving is closed after the idle timeout; a connection
 ** that is quiet between frames is not. */
 static void test_stalled_frame_is_closed(void **state)
@@ -798,6 +844,7 @@ int main(void)
         cmocka_unit_test(test_unix_socket),
         cmocka_unit_test(test_bad_listen_addresses),
         cmocka_unit_test(test_backpressure_slow_reader),
+        cmocka_unit_test(test_replies_queued_by_a_flush_are_flushed),
         cmocka_unit_test(test_stalled_frame_is_closed),
         cmocka_unit_test(test_preauth_frames_are_small),
         cmocka_unit_test(test_preauth_connections_hold_little),
