@@ -787,9 +787,10 @@ def test_resume_after_a_dropped_connection_same_under_both_paths(daemon):
 
 # --- memory: a million tiny ops --------------------------------------------------------------
 
-def memory_script(addr, n):
-    """n tiny ops, each result dropped at once (free-on-collect): prints the client's RSS and
-    the session's tensor count at a few points (after a warm-up) and the seconds taken."""
+def memory_script(addr, n, seconds):
+    """n tiny ops (fewer if `seconds` run out: a slow, e.g. sanitized, daemon), each result
+    dropped at once (free-on-collect): prints the client's RSS and the session's tensor count
+    every n/10 ops after a warm-up of n/10, and the seconds taken."""
     import tensord
 
     def rss():
@@ -802,8 +803,10 @@ def memory_script(addr, n):
     t0 = time.monotonic()
     for i in range(n):
         z = x * y
-        if i % (n // 5) == n // 10:
+        if i % (n // 10) == 0 and i > 0:
             print("at", i, rss(), s.stats().session_tensors, flush=True)
+            if time.monotonic() - t0 > seconds:
+                break
     print("z", z.tolist())
     del z
     print("end", rss(), s.stats().session_tensors, round(time.monotonic() - t0, 1))
@@ -813,11 +816,11 @@ def memory_script(addr, n):
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("pure", [False, True])
 def test_a_million_tiny_ops_keep_memory_and_handles_flat(daemon, pure):
-    n = 200000 if pure else 1000000  # the fallback is slower: the same bound in time
-    out, _ = _child(["memory", "127.0.0.1:%d" % daemon, n], pure=pure, timeout=180)
+    n = 200000 if pure else 1000000  # the fallback is slower: about the same time
+    out, _ = _child(["memory", "127.0.0.1:%d" % daemon, n, 60], pure=pure, timeout=180)
     at = [(int(a), int(b), int(c)) for _, a, b, c in (line.split() for line in out
                                                        if line.startswith("at "))]
-    assert len(at) == 5 and out[-2] == "z [[0.5, 1.0], [1.5, 2.0]]", out
+    assert len(at) >= 3 and out[-2] == "z [[0.5, 1.0], [1.5, 2.0]]", out
     rss0 = at[0][1]
     for i, rss, tensors in at:
         # flat: a Pending or Tensor kept per op would be hundreds of MB; what moves is the
@@ -830,7 +833,8 @@ def test_a_million_tiny_ops_keep_memory_and_handles_flat(daemon, pure):
 
 def child_main(argv):
     import resource
-    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+    if "libasan" not in os.environ.get("LD_PRELOAD", ""):  # ASan reserves terabytes of shadow
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
     global _conn, pb, _fast
     from tensord import _conn
     from tensord import tensord_pb2 as pb
@@ -853,7 +857,7 @@ def child_main(argv):
     elif argv[0] == "resume":
         resume_script(int(argv[1]))
     elif argv[0] == "memory":
-        memory_script(argv[1], int(argv[2]))
+        memory_script(argv[1], int(argv[2]), float(argv[3]))
     else:
         raise SystemExit("unknown child command %r" % argv)
 
