@@ -20,7 +20,6 @@ Every loop is bounded in time; a child process has a timeout.
 import collections
 import os
 import random
-import select
 import socket
 import struct
 import subprocess
@@ -831,6 +830,46 @@ def test_a_million_tiny_ops_keep_memory_and_handles_flat(daemon, pure):
     assert int(out[-1].split()[2]) <= 3, out
 
 
+# --- the collector running inside the fast path ---------------------------------------------
+
+def gc_script(addr, n):
+    """Tensors in reference cycles, with the collector run at nearly every allocation: their
+    __del__ (free-on-collect) runs inside op_fast/get_fast/create_fast, between reading the
+    session's collected handles and removing them. Every handle must be freed exactly once and
+    every value stay right."""
+    import gc
+    import tensord
+    s = tensord.Session(addr=addr)
+    x = s.tensor([1.0, 2.0])
+    gc.set_threshold(1, 1, 1)
+    total = 0.0
+    for i in range(n):
+        a = x * 2
+        b = a + i
+        c = s.tensor([float(i)])
+        ring = [a, b, c]
+        ring.append(ring)
+        a._ring = ring  # collected only by the cycle collector
+        if i % (n // 4) == 0:
+            total += sum(b.tolist()) + c.item()
+        del a, b, c, ring
+    gc.set_threshold(700, 10, 10)
+    gc.collect()
+    print("total", total)
+    print("left", s.stats().session_tensors)  # x, and what the Stats request itself freed
+
+
+@need_fast
+@pytest.mark.timeout(200)
+def test_collector_inside_the_fast_path_frees_each_handle_once(daemon):
+    fast, _ = _child(["gc", "127.0.0.1:%d" % daemon, 4000], pure=False)
+    pure, _ = _child(["gc", "127.0.0.1:%d" % daemon, 4000], pure=True)
+    assert fast == pure, (fast, pure)
+    # b = 2x + i summed (6 + 2i) plus c = i, at i = 0, 1000, 2000, 3000
+    assert fast == ["total %r" % float(sum(6 + 3 * i for i in (0, 1000, 2000, 3000))),
+                    "left 1"], fast
+
+
 def child_main(argv):
     import resource
     if "libasan" not in os.environ.get("LD_PRELOAD", ""):  # ASan reserves terabytes of shadow
@@ -856,6 +895,8 @@ def child_main(argv):
         random_script(argv[1], int(argv[2]), int(argv[3]))
     elif argv[0] == "resume":
         resume_script(int(argv[1]))
+    elif argv[0] == "gc":
+        gc_script(argv[1], int(argv[2]))
     elif argv[0] == "memory":
         memory_script(argv[1], int(argv[2]), float(argv[3]))
     else:
