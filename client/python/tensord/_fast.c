@@ -1059,7 +1059,7 @@ typedef struct {
     PyObject ob_base; /* PyObject_HEAD */
     unsigned long long next_handle, next_id;
     long long frames_sent, queued, out_bytes;
-    int version;
+    long long version; /* the Hello's uint32 (a T_INT would truncate one past INT_MAX) */
     Py_ssize_t pos;
     PyObject *out, *tail, *pending, *in, *frame, *meta, *error_sink;
 } ConnBase;
@@ -1676,7 +1676,7 @@ static PyMemberDef ConnBase_members[] = {
     {"frames_sent", T_LONGLONG, offsetof(ConnBase, frames_sent), 0, NULL},
     {"_queued", T_LONGLONG, offsetof(ConnBase, queued), 0, NULL},
     {"_out_bytes", T_LONGLONG, offsetof(ConnBase, out_bytes), 0, NULL},
-    {"version", T_INT, offsetof(ConnBase, version), 0, NULL},
+    {"version", T_LONGLONG, offsetof(ConnBase, version), 0, NULL},
     {"_pos", T_PYSSIZET, offsetof(ConnBase, pos), 0, NULL},
     {"_out", T_OBJECT, offsetof(ConnBase, out), 0, NULL},
     {"_pending", T_OBJECT, offsetof(ConnBase, pending), 0, NULL},
