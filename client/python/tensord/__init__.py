@@ -1243,6 +1243,11 @@ class Tensor:
         if size.numel() == 0:
             return _nest([], list(size))
         flat = list(memoryview(data).cast(_conn.STRUCT_CODE[dt.name]))
+        if len(flat) != size.numel():
+            # a reply whose data contradicts its shape: wrong values otherwise, or (a huge
+            # shape) _nest building lists until memory runs out
+            raise _conn.ProtocolError("the reply holds %d values for a tensor of shape %s"
+                                      % (len(flat), list(size)))
         return _nest(flat, list(size))
 
     def item(self) -> Any:

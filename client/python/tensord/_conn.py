@@ -437,6 +437,10 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
             into = p.into if p is not None and p.into is not None and p.into.nbytes == dl \
                 else None
             if dl > READ_CHUNK or into is not None:
+                if into is None and dl > self._max_data():
+                    # a lying header: refused before bytearray(dl) zero-fills that much memory
+                    raise ProtocolError("a reply's data section of %d bytes is over the "
+                                        "server's limits" % dl)
                 dst = into if into is not None else memoryview(bytearray(dl))
                 take = min(avail, dl)
                 dst[:take] = memoryview(buf)[self._pos:self._pos + take]
@@ -453,6 +457,13 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
             self._finish(data)
             if one:
                 return True
+
+    def _max_data(self) -> int:
+        """The largest reply data section the server may send: no tensor, and no frame, is
+        larger than the limits its Hello states (its default, 1 GiB, before that)."""
+        lim = self.limits
+        return max(lim.max_frame_bytes, lim.max_tensor_bytes) if lim is not None and \
+            (lim.max_frame_bytes or lim.max_tensor_bytes) else 1 << 30
 
     if FAST:
         _parse = _fast.ConnBase._parse_fast

@@ -192,54 +192,67 @@ static void put_operand(struct buf *b, const struct operand *o)
     put_scalar(b, o);
 }
 
-/* A packed repeated uint64 field of a sequence of Python ints (free_first, Free.handles). */
-static int put_packed_u64(struct buf *b, int field, PyObject *seq)
+/* A packed repeated (u)int64 field of a sequence of Python ints: free_first and Free.handles
+** (uint64), Create.shape (int64). Each item is converted once, into a scratch array, before
+** anything is written: a conversion can run Python code (an __index__) that answers differently
+** a second time or changes the sequence, so the room reserved must come from the same values as
+** the bytes written. Items are held while they are converted. */
+static int put_packed(struct buf *b, int field, PyObject *seq, bool is_signed)
 {
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     if (n == 0) {
         return 0;
     }
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    size_t len = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned long long v = PyLong_AsUnsignedLongLong(items[i]);
-        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
-            return -1;
-        }
-        len += varint_size(v);
-    }
-    if (put_v(b, TAG(field, WT_LEN)) || put_v(b, len) || buf_reserve(b, len) != 0) {
+    uint64_t *vals = PyMem_New(uint64_t, (size_t)n);
+    if (vals == NULL) {
+        PyErr_NoMemory();
         return -1;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        put_varint(b, PyLong_AsUnsignedLongLong(items[i]));
+    int rc = -1;
+    size_t len = 0;
+    Py_ssize_t got = 0;
+    for (; got < n && got < PySequence_Fast_GET_SIZE(seq); got++) {
+        PyObject *x = Py_NewRef(PySequence_Fast_GET_ITEM(seq, got));
+        bool bad;
+        if (is_signed) {
+            long long v = PyLong_AsLongLong(x);
+            bad = v == -1 && PyErr_Occurred();
+            vals[got] = (uint64_t)v;
+        } else {
+            unsigned long long v = PyLong_AsUnsignedLongLong(x);
+            bad = v == (unsigned long long)-1 && PyErr_Occurred();
+            vals[got] = v;
+        }
+        Py_DECREF(x);
+        if (bad) {
+            goto done;
+        }
+        len += varint_size(vals[got]);
     }
-    return 0;
+    if (got == 0) {
+        rc = 0; /* emptied while being read: nothing to write, as for an empty one */
+        goto done;
+    }
+    if (put_v(b, TAG(field, WT_LEN)) || put_v(b, len) || buf_reserve(b, len) != 0) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < got; i++) {
+        put_varint(b, vals[i]);
+    }
+    rc = 0;
+done:
+    PyMem_Free(vals);
+    return rc;
 }
 
-/* A packed repeated int64 field (Create.shape). */
+static int put_packed_u64(struct buf *b, int field, PyObject *seq)
+{
+    return put_packed(b, field, seq, false);
+}
+
 static int put_packed_i64(struct buf *b, int field, PyObject *seq)
 {
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n == 0) {
-        return 0;
-    }
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    size_t len = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        long long v = PyLong_AsLongLong(items[i]);
-        if (v == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-        len += varint_size((uint64_t)v);
-    }
-    if (put_v(b, TAG(field, WT_LEN)) || put_v(b, len) || buf_reserve(b, len) != 0) {
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        put_varint(b, (uint64_t)PyLong_AsLongLong(items[i]));
-    }
-    return 0;
+    return put_packed(b, field, seq, true);
 }
 
 /* Request{id, <body field> = body bytes, free_first}: the body is already encoded. */
@@ -563,7 +576,12 @@ static int encode_args(struct buf *body, PyObject *kw)
     Py_ssize_t pos = 0;
     int rc = 0;
     while (rc == 0 && PyDict_Next(kw, &pos, &key, &v)) {
+        /* held: a str subclass's __hash__/__eq__ (the spec lookup) may change the dict */
+        Py_INCREF(key);
+        Py_INCREF(v);
         rc = PyUnicode_Check(key) ? arg_one(&a, key, v) : 1;
+        Py_DECREF(key);
+        Py_DECREF(v);
     }
     if (rc == 0) {
         /* fields in number order, as protobuf writes them (insertion sort: a few fields) */
@@ -968,11 +986,17 @@ static PyObject *Pending_get_resp(Pending *p, void *closure)
 {
     (void)closure;
     if (p->raw != NULL) {
+        if (g_response_cls == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "tensord._fast.setup() was not called");
+            return NULL;
+        }
         PyObject *r = PyObject_CallNoArgs(g_response_cls);
         if (r == NULL) {
             return NULL;
         }
-        PyObject *ok = PyObject_CallMethodOneArg(r, s_parse_from, p->raw);
+        PyObject *raw = Py_NewRef(p->raw); /* held: the call may run code that sets p.resp */
+        PyObject *ok = PyObject_CallMethodOneArg(r, s_parse_from, raw);
+        Py_DECREF(raw);
         if (ok == NULL) {
             Py_DECREF(r);
             return NULL;
@@ -1035,7 +1059,7 @@ typedef struct {
     PyObject ob_base; /* PyObject_HEAD */
     unsigned long long next_handle, next_id;
     long long frames_sent, queued, out_bytes;
-    int version;
+    long long version; /* the Hello's uint32 (a T_INT would truncate one past INT_MAX) */
     Py_ssize_t pos;
     PyObject *out, *tail, *pending, *in, *frame, *meta, *error_sink;
 } ConnBase;
@@ -1168,6 +1192,10 @@ static PyObject *take_dead(ConnBase *c, PyObject *session, PyObject **dead_out)
 static Pending *queue_request(ConnBase *c, PyObject *kind, const struct buf *meta, uint64_t id,
                               bool replay, PyObject *what, PyObject *data)
 {
+    if (c->pending == NULL) { /* a ConnBase that Conn.__init__ did not set up */
+        PyErr_SetString(PyExc_RuntimeError, "connection is not set up");
+        return NULL;
+    }
     PyObject *frame = PyBytes_FromStringAndSize((const char *)meta->p, (Py_ssize_t)meta->n);
     if (frame == NULL) {
         return NULL;
@@ -1275,6 +1303,10 @@ static int fast_input(PyObject *x, PyObject *session, struct operand *o)
 /* A new Tensor object naming handle `h` of `session`, made by Pending p (as Tensor._made). */
 static PyObject *new_tensor(PyObject *session, uint64_t h, Pending *p)
 {
+    if (g_tensor_cls == NULL) { /* the package calls setup() when it uses this module */
+        PyErr_SetString(PyExc_RuntimeError, "tensord._fast.setup() was not called");
+        return NULL;
+    }
     PyObject *t = PyType_GenericNew((PyTypeObject *)g_tensor_cls, NULL, NULL);
     PyObject *hv = PyLong_FromUnsignedLongLong(h);
     if (t == NULL || hv == NULL) {
@@ -1546,7 +1578,7 @@ static int finish_fast(ConnBase *c, Pending *p, PyObject *raw, const struct resp
 ** complete), 2 nothing left to read (not even part of a header), -1 error. */
 static int parse_one_fast(ConnBase *c)
 {
-    if ((c->frame != NULL && c->frame != Py_None) || c->in == NULL ||
+    if ((c->frame != NULL && c->frame != Py_None) || c->in == NULL || c->pending == NULL ||
         !PyByteArray_CheckExact(c->in)) {
         return 0;
     }
@@ -1644,7 +1676,7 @@ static PyMemberDef ConnBase_members[] = {
     {"frames_sent", T_LONGLONG, offsetof(ConnBase, frames_sent), 0, NULL},
     {"_queued", T_LONGLONG, offsetof(ConnBase, queued), 0, NULL},
     {"_out_bytes", T_LONGLONG, offsetof(ConnBase, out_bytes), 0, NULL},
-    {"version", T_INT, offsetof(ConnBase, version), 0, NULL},
+    {"version", T_LONGLONG, offsetof(ConnBase, version), 0, NULL},
     {"_pos", T_PYSSIZET, offsetof(ConnBase, pos), 0, NULL},
     {"_out", T_OBJECT, offsetof(ConnBase, out), 0, NULL},
     {"_pending", T_OBJECT, offsetof(ConnBase, pending), 0, NULL},
