@@ -109,6 +109,7 @@ struct td_conn {
     int pause_count; /* td_conn_pause nesting, plus one while on_data_alloc's
                                     ** "later" waits for its td_conn_resume */
     bool paused_for_writes;
+    bool flush_due; /* its flush check is started and counted in net->flushes_due */
     bool reading;
     bool closing; /* td_conn_close ran */
     bool close_after_flush;
@@ -148,6 +149,38 @@ static void conn_watch_stall(struct td_conn *c, size_t nread);
 static void conn_watch_writes(struct td_conn *c);
 static void conn_after_write(struct td_conn *c);
 static void conn_on_flush(uv_check_t *chk);
+
+/* Replies are written in the check phase, after the loop's poll. Replies queued before the poll
+** (the prepare phase runs the sessions whose turn was deferred, td_store_turn; a write callback
+** may resume a paused connection) would wait there until the poll returns, and with no I/O due
+** it blocks until the next timer (seconds). So while any connection's flush is due, the net's
+** idle handle is active: libuv then polls with a zero timeout, and the check phase comes at
+** once. The idle callback does nothing; its being active is the point. */
+static void on_flush_soon(uv_idle_t *h)
+{
+    (void)h;
+}
+
+static void flush_due(struct td_conn *c)
+{
+    if (!c->flush_due) {
+        c->flush_due = true;
+        if (c->net->flushes_due++ == 0) {
+            uv_idle_start(&c->net->flush_soon, on_flush_soon);
+        }
+    }
+    uv_check_start(&c->flush, conn_on_flush);
+}
+
+static void flush_done(struct td_conn *c)
+{
+    if (c->flush_due) {
+        c->flush_due = false;
+        if (--c->net->flushes_due == 0) {
+            uv_idle_stop(&c->net->flush_soon);
+        }
+    }
+}
 
 /* ---- closing ---- */
 
@@ -196,6 +229,7 @@ void td_conn_close(struct td_conn *c)
     release_parts(c->out, c->nout);
     c->nout = 0;
     uv_close(&c->h.handle, conn_on_handle_closed);
+    flush_done(c);
     uv_close((uv_handle_t *)&c->flush, conn_on_handle_closed);
     uv_close((uv_handle_t *)&c->stall, conn_on_handle_closed);
     uv_close((uv_handle_t *)&c->wstall, conn_on_handle_closed);
@@ -402,6 +436,7 @@ static void conn_on_flush(uv_check_t *chk)
 {
     struct td_conn *c = chk->data;
     uv_check_stop(chk);
+    flush_done(c);
     if (c->closing || c->nout == 0) {
         return;
     }
@@ -484,7 +519,7 @@ void td_conn_send(struct td_conn *c, const struct td_out *parts, int nparts)
         }
         c->out[c->nout++] = (struct td_out){base, len, parts[i].release, parts[i].arg};
     }
-    uv_check_start(&c->flush, conn_on_flush);
+    flush_due(c);
     if (!c->paused_for_writes && c->queued_bytes > c->net->cfg.write_high_water) {
         c->paused_for_writes = true;
         conn_update_reading(c);
@@ -986,6 +1021,8 @@ void td_net_init(struct td_net *n, uv_loop_t *loop, const struct td_net_config *
     n->cfg = *cfg;
     n->cb = *cb;
     n->next_conn_id = 1;
+    uv_idle_init(loop, &n->flush_soon);
+    n->flush_soon.data = n;
 }
 
 static void listener_on_closed(uv_handle_t *h)
@@ -1176,6 +1213,9 @@ bool td_net_flushed(const struct td_net *n)
 void td_net_close(struct td_net *n)
 {
     n->closing = true;
+    if (!uv_is_closing((uv_handle_t *)&n->flush_soon)) {
+        uv_close((uv_handle_t *)&n->flush_soon, NULL);
+    }
     for (struct td_listener *l = n->listeners, *next; l != NULL; l = next) {
         next = l->next;
         uv_close(&l->h.handle, listener_on_closed);

@@ -67,7 +67,9 @@ struct td_net {
     uint64_t next_conn_id;
     size_t nconns;
     bool closing;
-    bool draining; /* td_net_drain: no connection reads any more */
+    bool draining;        /* td_net_drain: no connection reads any more */
+    uv_idle_t flush_soon; /* active while replies wait for a flush (conn.c: flush_due) */
+    int flushes_due;      /* connections whose flush is due */
 };
 
 /* One piece of reply bytes; release(arg) runs once after it is written or dropped. */

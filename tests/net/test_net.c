@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,11 @@ struct fixture {
     int errors; /* framing errors reported */
     _Atomic int closes;
     int loop_close_rc;
+    bool defer;         /* echo frames after the first from the next prepare phase */
+    uv_prepare_t later; /* runs the deferred echo, as td_store_turn runs deferred sessions */
+    struct td_conn *later_conn;
+    char later_meta[32];
+    size_t later_len;
 };
 
 static void fx_frame_release(void *arg)
@@ -66,9 +72,33 @@ static void *echo_open(struct td_conn *c, void *user)
 }
 
 static void echo_frame(struct td_conn *c, void *user, const uint8_t *meta, size_t meta_len,
+                       void *data, size_t data_len);
+
+static void on_later(uv_prepare_t *h)
+{
+    struct fixture *fx = h->data;
+    uv_prepare_stop(h);
+    struct td_conn *c = fx->later_conn;
+    fx->later_conn = NULL;
+    fx->defer = false;
+    echo_frame(c, fx, (const uint8_t *)fx->later_meta, fx->later_len, NULL, 0);
+    fx->frames--;
+    fx->defer = true;
+}
+
+static void echo_frame(struct td_conn *c, void *user, const uint8_t *meta, size_t meta_len,
                        void *data, size_t data_len)
 {
     struct fixture *fx = user;
+    if (fx->defer && fx->frames > 0 && data == NULL && data_len == 0 &&
+        meta_len <= sizeof fx->later_meta && fx->later_conn == NULL) {
+        fx->frames++;
+        memcpy(fx->later_meta, meta, meta_len);
+        fx->later_len = meta_len;
+        fx->later_conn = c;
+        uv_prepare_start(&fx->later, on_later);
+        return;
+    }
     fx->frames++;
     td_conn_established(c); /* the echo server's handshake: any first frame */
     char dropped[48];
@@ -142,6 +172,7 @@ static void on_stop(uv_async_t *a)
 {
     struct fixture *fx = a->data;
     td_net_close(&fx->net);
+    uv_close((uv_handle_t *)&fx->later, NULL);
     uv_close((uv_handle_t *)a, NULL);
     uv_close((uv_handle_t *)&fx->resume, NULL);
 }
@@ -157,6 +188,7 @@ static void *loop_thread(void *arg)
 static uint64_t fx_idle_timeout_ms; /* set by a test before fx_start */
 static uint32_t fx_max_meta = 4096; /* likewise */
 static enum alloc_mode fx_alloc_mode;
+static bool fx_defer;
 
 static struct fixture *fx_start(size_t high_water)
 {
@@ -190,6 +222,9 @@ static struct fixture *fx_start(size_t high_water)
     fx->stop.data = fx;
     uv_async_init(&fx->loop, &fx->resume, on_resume);
     fx->resume.data = fx;
+    uv_prepare_init(&fx->loop, &fx->later);
+    fx->later.data = fx;
+    fx->defer = fx_defer;
     assert_int_equal(pthread_create(&fx->thread, NULL, loop_thread, fx), 0);
     return fx;
 }
@@ -622,6 +657,36 @@ static void test_replies_queued_by_a_flush_are_flushed(void **state)
     assert_int_equal(bad, -1);
 }
 
+/* A reply queued in the loop's prepare phase (where the daemon runs the sessions whose turn was
+** deferred) goes out at once: the check phase that writes replies comes after the poll, and with
+** nothing else due the poll would block until the next timer (here: none at all). */
+static void test_replies_queued_before_the_poll_are_flushed(void **state)
+{
+    (void)state;
+    fx_defer = true;
+    struct fixture *fx = start_default();
+    fx_defer = false;
+    int fd = dial(fx->port);
+    handshake(fd);
+    int got = 0;
+    for (int i = 0; i < 5; i++) {
+        uint8_t frame[64], meta[16], data[8];
+        char m[9];
+        snprintf(m, sizeof m, "late%04d", i);
+        size_t n = frame_build(frame, m, 8, NULL, 0);
+        write_all(fd, frame, n);
+        uint32_t ml;
+        uint64_t dl;
+        if (frame_read(fd, meta, &ml, data, &dl) != 0) { /* SO_RCVTIMEO: 10 s */
+            break;
+        }
+        got += ml == 8 && memcmp(meta, m, 8) == 0;
+    }
+    close(fd);
+    fx_stop(fx);
+    assert_int_equal(got, 5);
+}
+
 /* A frame that starts and then stops arriving is closed after the idle timeout; a connection
 ** that is quiet between frames is not. */
 static void test_stalled_frame_is_closed(void **state)
@@ -845,6 +910,7 @@ int main(void)
         cmocka_unit_test(test_bad_listen_addresses),
         cmocka_unit_test(test_backpressure_slow_reader),
         cmocka_unit_test(test_replies_queued_by_a_flush_are_flushed),
+        cmocka_unit_test(test_replies_queued_before_the_poll_are_flushed),
         cmocka_unit_test(test_stalled_frame_is_closed),
         cmocka_unit_test(test_preauth_frames_are_small),
         cmocka_unit_test(test_preauth_connections_hold_little),
