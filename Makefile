@@ -351,8 +351,10 @@ format: deps
 format-check: deps
 	$(Q)tools/format-check.sh
 
+# Builds what the README's examples use beside the daemon (libtensord, the Python package's
+# generated modules and its fast path), so they run while it serves.
 run: deps
-	$(Q)$(MAKE) --no-print-directory tensord
+	$(Q)$(MAKE) --no-print-directory all
 	./$(TENSORD) --listen 127.0.0.1:7878
 
 install: all
