@@ -114,17 +114,8 @@ static void *counted(unsigned char *p, size_t n)
 #define CACHE_MIN ((size_t)128 << 10) /* glibc's own heap serves smaller ones well */
 #define CACHE_SLOTS 64
 
-/* Under AddressSanitizer the cache stays off: reusing buffers would hide a use after free. */
-#if defined(__SANITIZE_ADDRESS__)
-#define CACHE_ALLOWED 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CACHE_ALLOWED 0
-#endif
-#endif
-#ifndef CACHE_ALLOWED
-#define CACHE_ALLOWED 1
-#endif
+/* Under AddressSanitizer the cache stays off (TD_ALLOC_REUSE). */
+#define CACHE_ALLOWED TD_ALLOC_REUSE
 #define CACHE_DEFAULT_BYTES (CACHE_ALLOWED ? (size_t)256 << 20 : 0)
 
 static _Atomic bool rel_on; /* the releaser below is enabled: one relaxed load when it is not */

@@ -16,6 +16,19 @@
 
 #include "err.h"
 
+/* TD_ALLOC_REUSE: 0 under AddressSanitizer, where memory is never kept for reuse (the buffer
+** cache, the small-block bins, rpc's job list): reuse would hide a use after free. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TD_ALLOC_REUSE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TD_ALLOC_REUSE 0
+#endif
+#endif
+#ifndef TD_ALLOC_REUSE
+#define TD_ALLOC_REUSE 1
+#endif
+
 /* Returns 16-byte-aligned memory or NULL (also when the fault hook fires). */
 void *td_malloc(size_t n);
 void *td_calloc(size_t count, size_t size); /* NULL on count*size overflow */

@@ -218,16 +218,7 @@ static void log_failure(const struct td_rpc_peer *p, const Tensord__Request *req
 ** are td_malloc'd), which is what a job's memory is until the list gives it back. Off under
 ** AddressSanitizer, so a use after free of a job is still caught. Loop thread only. */
 #define JOB_CACHE_MAX 32
-#if defined(__SANITIZE_ADDRESS__)
-#define JOB_CACHE_ON 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define JOB_CACHE_ON 0
-#endif
-#endif
-#ifndef JOB_CACHE_ON
-#define JOB_CACHE_ON 1
-#endif
+#define JOB_CACHE_ON TD_ALLOC_REUSE
 
 static struct rpc_job *job_alloc(struct td_rpc_server *srv)
 {
