@@ -29,7 +29,10 @@
     X(TD_ENOSESSION, NO_SESSION, "no session: send Hello first")                                   \
     X(TD_EOP, UNKNOWN_OP, "unknown op or request kind")                                            \
     X(TD_EINTERNAL, INTERNAL, "internal error")                                                    \
-    X(TD_ECANCELED, CANCELLED, "the request was cancelled")
+    X(TD_ECANCELED, CANCELLED, "the request was cancelled")                                        \
+    X(TD_EMOVED, MOVED, "the session is owned by another node")                                    \
+    X(TD_EFULL, NODE_FULL, "this node takes no new session now")                                   \
+    X(TD_ENODE, UNKNOWN_NODE, "the session token names an unknown node")
 
 enum td_errcode {
     TD_OK = 0,

@@ -172,4 +172,9 @@ void td_rpc_cost_optim_step(struct rpc_job *j, struct td_session *s);
 /* requests.def's out column for OptimStep: clip_grad_norm_'s total norm goes under `out`. */
 uint64_t td_rpc_out_optim_step(const Tensord__Request *req);
 
+/* ---- names.c ---- */
+
+/* requests.def's out column for GetName: the named tensor goes under `out`. */
+uint64_t td_rpc_out_get_name(const Tensord__Request *req);
+
 #endif
