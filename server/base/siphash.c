@@ -112,3 +112,14 @@ uint64_t td_siphash13_u64(uint64_t x)
     SIPROUND(v0, v1, v2, v3);
     return v0 ^ v1 ^ v2 ^ v3;
 }
+
+uint64_t td_siphash13_bytes(const void *data, size_t len)
+{
+    uint8_t key[TD_SIPHASH_KEY_BYTES];
+    for (int w = 0; w < 2; w++) {
+        for (int i = 0; i < 8; i++) {
+            key[8 * w + i] = (uint8_t)(sip_key[w] >> (8 * i));
+        }
+    }
+    return td_siphash(key, data, len, 1, 3);
+}

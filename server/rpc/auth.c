@@ -171,13 +171,14 @@ static bool pb_skip(const uint8_t *b, size_t n, size_t *pos, unsigned wt, size_t
     return true;
 }
 
-/* The length on the wire of a Hello request's auth_token (Request field 2, Hello field 3), NUL
-** bytes included, or -1 when the request does not scan. protobuf-c hands a string over
-** NUL-terminated, so strlen() of a token with a NUL in it stops short: td_rpc_auth_check compares
-** this length too. Occurrences merge as protobuf-c merges them (the last token wins; another body
-** member in between replaces the Hello); where they might not agree the check refuses, because
-** both lengths must equal the expected token's. */
-int64_t td_rpc_hello_token_wire_len(const uint8_t *meta, size_t n)
+/* The length on the wire of string field `str_field` of the Request's body member `body_field`,
+** NUL bytes included, or -1 when the request does not scan. protobuf-c hands a string over
+** NUL-terminated, so strlen() of one with a NUL in it stops short: a caller compares this length
+** with strlen() to refuse it. Occurrences merge as protobuf-c merges them (the last string wins;
+** another body member in between replaces the body so far); where they might not agree the
+** lengths differ, and the caller refuses. */
+int64_t td_rpc_string_wire_len(const uint8_t *meta, size_t n, uint64_t body_field,
+                               uint64_t str_field)
 {
     size_t pos = 0, sub, sub_len;
     int64_t len = 0;
@@ -188,7 +189,7 @@ int64_t td_rpc_hello_token_wire_len(const uint8_t *meta, size_t n)
             return -1;
         }
         uint64_t field = key >> 3;
-        if (field == HELLO_FIELD && (key & 7) == 2) {
+        if (field == body_field && (key & 7) == 2) {
             const uint8_t *h = meta + sub;
             size_t q = 0, tok, tok_len;
             while (q < sub_len) {
@@ -197,16 +198,23 @@ int64_t td_rpc_hello_token_wire_len(const uint8_t *meta, size_t n)
                     !pb_skip(h, sub_len, &q, (unsigned)(hkey & 7), &tok, &tok_len)) {
                     return -1;
                 }
-                if ((hkey >> 3) == HELLO_TOKEN_FIELD && (hkey & 7) == 2) {
+                if ((hkey >> 3) == str_field && (hkey & 7) == 2) {
                     len = (int64_t)tok_len;
                 }
             }
-        } else if (field != HELLO_FIELD && field <= INT_MAX &&
+        } else if (field != body_field && field <= INT_MAX &&
                    td_rpc_request_of((int)field) != NULL) {
-            len = 0; /* another member of the body oneof: the Hello so far is dropped */
+            len = 0; /* another member of the body oneof: the body so far is dropped */
         }
     }
     return len;
+}
+
+/* The length on the wire of a Hello request's auth_token (Request field 2, Hello field 3): see
+** td_rpc_string_wire_len; td_rpc_auth_check compares this length too. */
+int64_t td_rpc_hello_token_wire_len(const uint8_t *meta, size_t n)
+{
+    return td_rpc_string_wire_len(meta, n, HELLO_FIELD, HELLO_TOKEN_FIELD);
 }
 
 

@@ -64,6 +64,8 @@ struct rpc_job {
     bool ran;                        /* dropped jobs are not counted in the stats */
     int64_t hello_token_len;         /* Hello: auth_token's length on the wire, NUL
                                             ** bytes included (hello_token_wire_len) */
+    int64_t name_wire_len;           /* SetName, GetName, DelName: the name's length on
+                                            ** the wire, NULs included (string_wire_len) */
     int64_t req_charge;              /* the decoded request's bytes, charged to
                                             ** job.session's quota until job_free */
     int64_t queued;                  /* bytes counted in peer->queued_bytes until done:
@@ -81,6 +83,9 @@ struct result {
     Tensord__BackwardResult backward_msg;
     protobuf_c_boolean flags[TD_BACKWARD_MAX_INPUTS]; /* backward_msg's repeated bools */
     Tensord__HelloResult *hello;                      /* Hello: points at hello_msg, or NULL */
+    Tensord__NameList *names;                         /* ListNames: at names_msg, or NULL */
+    Tensord__NameList names_msg;                      /* its names point into the session's
+                                                      ** table; the array is `mem` */
     char *text;                                       /* Format, Load: owned, td_malloc'd */
     uint64_t offset, length;                          /* Get's slice */
     Tensord__StatsResult stats_msg;                   /* storage for the handlers that fill them */
@@ -152,6 +157,11 @@ void td_rpc_stats_record(struct td_rpc_server *srv, int kind, int op, int status
 ** request does not scan (see auth.c). */
 int64_t td_rpc_hello_token_wire_len(const uint8_t *meta, size_t n);
 
+/* The length on the wire of string field str_field of the Request body member body_field (a
+** oneof field number), NULs included; -1 when the request does not scan (see auth.c). */
+int64_t td_rpc_string_wire_len(const uint8_t *meta, size_t n, uint64_t body_field,
+                               uint64_t str_field);
+
 /* Checks a Hello's token against srv->auth_token (NULL: no auth, always 0), slowing down
 ** addresses that keep failing: TD_EAUTH with the reason. `given` is the token as protobuf-c
 ** decoded it (NULL: none), `wire_len` its length as sent. */
@@ -176,5 +186,8 @@ uint64_t td_rpc_out_optim_step(const Tensord__Request *req);
 
 /* requests.def's out column for GetName: the named tensor goes under `out`. */
 uint64_t td_rpc_out_get_name(const Tensord__Request *req);
+
+/* requests.def's cost column for ListNames: the bytes its reply copies. */
+void td_rpc_cost_list_names(struct rpc_job *j, struct td_session *s);
 
 #endif

@@ -1684,6 +1684,9 @@ static void job_execute(struct rpc_job *j)
     } else if (res.stats != NULL) {
         resp.result_case = TENSORD__RESPONSE__RESULT_STATS;
         resp.stats = res.stats;
+    } else if (res.names != NULL) {
+        resp.result_case = TENSORD__RESPONSE__RESULT_NAMES;
+        resp.names = res.names;
     } else if (res.hello != NULL) {
         limits.max_frame_bytes = p->srv->max_frame_bytes;
         limits.max_tensor_bytes = (uint64_t)p->srv->store->cfg.max_tensor_bytes;
@@ -1938,6 +1941,11 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
     const struct td_rpc_request *row = td_rpc_request_of((int)req->body_case);
     if (req->body_case == TENSORD__REQUEST__BODY_HELLO) {
         j->hello_token_len = td_rpc_hello_token_wire_len(meta, meta_len);
+    } else if (req->body_case == TENSORD__REQUEST__BODY_SET_NAME ||
+               req->body_case == TENSORD__REQUEST__BODY_GET_NAME ||
+               req->body_case == TENSORD__REQUEST__BODY_DEL_NAME) {
+        /* name is field 1 of each; protobuf-c's copy stops at a NUL, this length does not */
+        j->name_wire_len = td_rpc_string_wire_len(meta, meta_len, req->body_case, 1);
     }
     if ((row == NULL || !row->data) && data_len != 0) {
         uint64_t id = req->id;

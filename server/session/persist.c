@@ -737,15 +737,29 @@ static int handle_list_add(struct td_strbuf *l, uint64_t v)
     return td_strbuf_printf(l, "%s%" PRIu64, l->len ? "," : "", v);
 }
 
+/* ---- a snapshot's named tensors ----
+** The session's names, in first-set order, are items "<name>=<ref>" joined by ',' (a name holds
+** neither ',' nor '='), split over metadata values "tensord_names.0", "tensord_names.1", ...
+** of at most NAMES_CHUNK bytes each (a metadata value's limit is TD_ST_MAX_META_VALUE), their
+** count in "tensord_names". <ref> is a handle number when the named tensor is also under a
+** handle (it is restored as that handle's tensor, the same object), else "n<i>": the tensor
+** saved as "n<i>" (its .grad as "m<i>"), followed by 'r' when it requires grad and 't' when it
+** retains it. A snapshot without "tensord_names" (saved before names existed) has none. */
+#define NAMES_CHUNK (TD_ST_MAX_META_VALUE - 512)
+#define NAMES_MAX_CHUNKS 64 /* TD_SESSION_MAX_NAMES names of 255 bytes need 17 */
+
 static int save_session(struct td_session *s, const char *dir,
                         const struct td_persist_budget *budget, struct td_err *err)
 {
-    size_t cap = td_session_count(s) * 2 + 1;
+    size_t cap = td_session_count(s) * 2 + td_session_name_count(s) * 2 + 1;
     struct td_tensor **ts = td_calloc(cap, sizeof *ts);
     char **names = td_calloc(cap, sizeof *names);
-    struct td_strbuf rg, rt;
+    struct td_strbuf rg, rt, nl[NAMES_MAX_CHUNKS];
     td_strbuf_init(&rg, 0);
     td_strbuf_init(&rt, 0);
+    int nchunks = 0;
+    struct td_map by_tensor; /* tensor -> a handle it is under, when the session has names */
+    td_map_init(&by_tensor);
     int n = 0, rc = 0;
     if (ts == NULL || names == NULL) {
         rc = td_err_code(err, TD_ENOMEM);
@@ -757,6 +771,11 @@ static int save_session(struct td_session *s, const char *dir,
         const struct td_entry *e = val;
         if (e->t == NULL) {
             continue; /* a failure record: nothing to keep */
+        }
+        if (td_session_name_count(s) > 0 &&
+            td_map_put(&by_tensor, (uint64_t)(uintptr_t)e->t, (void *)(uintptr_t)handle) != 0) {
+            rc = td_err_code(err, TD_ENOMEM);
+            break;
         }
         for (int pass = 0; pass < 2; pass++) {
             struct td_tensor *t = pass == 0 ? e->t : td_autograd_grad(e->t);
@@ -776,6 +795,46 @@ static int save_session(struct td_session *s, const char *dir,
             rc = td_err_code(err, TD_ENOMEM);
         }
     }
+    /* The names, and the named tensors no handle holds. */
+    int unnamed = 0;
+    for (const struct td_name *nm = td_session_names(s); nm != NULL && rc == 0; nm = nm->next) {
+        if (nchunks == 0 || nl[nchunks - 1].len + nm->len + 32 > NAMES_CHUNK) {
+            if (nchunks == NAMES_MAX_CHUNKS) {
+                rc = td_err_set(err, TD_ELIMIT, "too many names to snapshot");
+                break;
+            }
+            td_strbuf_init(&nl[nchunks++], 0);
+        }
+        struct td_strbuf *b = &nl[nchunks - 1];
+        void *h = td_map_get(&by_tensor, (uint64_t)(uintptr_t)nm->t);
+        if (h != NULL) {
+            td_strbuf_printf(b, "%s%s=%" PRIu64, b->len ? "," : "", nm->name,
+                             (uint64_t)(uintptr_t)h);
+            continue;
+        }
+        int i = unnamed++;
+        td_strbuf_printf(b, "%s%s=n%d%s%s", b->len ? "," : "", nm->name, i,
+                         td_autograd_requires_grad(nm->t) ? "r" : "",
+                         td_autograd_retains_grad(nm->t) ? "t" : "");
+        for (int pass = 0; pass < 2; pass++) {
+            struct td_tensor *t = pass == 0 ? nm->t : td_autograd_grad(nm->t);
+            if (t == NULL) {
+                continue;
+            }
+            names[n] = td_malloc(24);
+            if (names[n] == NULL) {
+                rc = td_err_code(err, TD_ENOMEM);
+                break;
+            }
+            snprintf(names[n], 24, "%c%d", pass == 0 ? 'n' : 'm', i);
+            ts[n++] = t;
+        }
+    }
+    for (int c = 0; c < nchunks && rc == 0; c++) {
+        if (td_strbuf_failed(&nl[c])) {
+            rc = td_err_code(err, TD_ENOMEM);
+        }
+    }
     if (rc == 0) {
         char hex[TD_PERSIST_DIR_NAME], rng[2 * TD_RNG_STATE_BYTES + 1], path[4096];
         td_persist_session_dir(s, hex);
@@ -792,18 +851,30 @@ static int save_session(struct td_session *s, const char *dir,
             rng[2 * i + 1] = "0123456789abcdef"[st[i] & 15];
         }
         rng[2 * TD_RNG_STATE_BYTES] = 0;
-        const char *keys[] = {"tensord_session",
-                              "token_sha256",
-                              "rng_state",
-                              "no_grad",
-                              TD_PERSIST_KEY_REQUIRES_GRAD,
-                              TD_PERSIST_KEY_RETAINS_GRAD};
-        const char *vals[] = {"1",
-                              hex,
-                              rng,
-                              s->no_grad ? "1" : "0",
-                              rg.len ? td_strbuf_str(&rg) : "-",
-                              rt.len ? td_strbuf_str(&rt) : "-"};
+        const char *keys[7 + NAMES_MAX_CHUNKS] = {"tensord_session",
+                                                  "token_sha256",
+                                                  "rng_state",
+                                                  "no_grad",
+                                                  TD_PERSIST_KEY_REQUIRES_GRAD,
+                                                  TD_PERSIST_KEY_RETAINS_GRAD};
+        const char *vals[7 + NAMES_MAX_CHUNKS] = {"1",
+                                                  hex,
+                                                  rng,
+                                                  s->no_grad ? "1" : "0",
+                                                  rg.len ? td_strbuf_str(&rg) : "-",
+                                                  rt.len ? td_strbuf_str(&rt) : "-"};
+        int nmeta = 6;
+        char count[16], chunk_keys[NAMES_MAX_CHUNKS][24];
+        if (nchunks > 0) {
+            snprintf(count, sizeof count, "%d", nchunks);
+            keys[nmeta] = "tensord_names";
+            vals[nmeta++] = count;
+            for (int c = 0; c < nchunks; c++) {
+                snprintf(chunk_keys[c], sizeof chunk_keys[c], "tensord_names.%d", c);
+                keys[nmeta] = chunk_keys[c];
+                vals[nmeta++] = td_strbuf_str(&nl[c]);
+            }
+        }
         snprintf(path, sizeof path, "%s/%s%s", dir, hex, SNAPSHOT_SUFFIX);
         /* The snapshot counts against the session's disk quota with its Save files. */
         int64_t owner_used = 0;
@@ -813,10 +884,14 @@ static int save_session(struct td_session *s, const char *dir,
             snprintf(sdir, sizeof sdir, "%s/%s", budget->files_dir, hex);
             td_persist_dir_usage(sdir, NULL, &owner_used, &files);
         }
-        rc = td_persist_write(path, ts, (const char *const *)names, n, keys, vals, 6,
+        rc = td_persist_write(path, ts, (const char *const *)names, n, keys, vals, nmeta,
                               s->quota.max_charge, budget, owner_used, err);
     }
 out:
+    for (int c = 0; c < nchunks; c++) {
+        td_strbuf_free(&nl[c]);
+    }
+    td_map_close(&by_tensor);
     for (int i = 0; i < n; i++) {
         td_free(names[i]);
     }
@@ -918,6 +993,86 @@ static int hex_decode(const char *hex, uint8_t *out, size_t n)
     return 0;
 }
 
+/* Binds one snapshot item "<name>=<ref>" (len bytes at item; see save_session). */
+static int restore_name(struct td_persist_file *f, struct td_session *s, const char *item,
+                        size_t len, struct td_err *err)
+{
+    const char *eq = memchr(item, '=', len);
+    if (eq == NULL || td_name_check(item, (size_t)(eq - item), NULL) != 0 || item + len - eq > 40) {
+        return td_err_set(err, TD_EINVAL, "unexpected name item '%.*s'",
+                          (int)(len < 300 ? len : 300), item);
+    }
+    char ref[48];
+    memcpy(ref, eq + 1, (size_t)(item + len - eq - 1));
+    ref[item + len - eq - 1] = '\0';
+    struct td_tensor *t = NULL;
+    char *end;
+    int rc;
+    if (ref[0] >= '0' && ref[0] <= '9') {
+        uint64_t h = strtoull(ref, &end, 10);
+        if (*end != '\0' || td_session_lookup(s, h, &t, NULL) != 0) {
+            return td_err_set(err, TD_EINVAL, "name item '%s' names no tensor", ref);
+        }
+        return td_session_set_name(s, item, (size_t)(eq - item), t, err);
+    }
+    unsigned long i = ref[0] == 'n' ? strtoul(ref + 1, &end, 10) : 0;
+    if (ref[0] != 'n' || end == ref + 1 || strspn(end, "rt") != strlen(end)) {
+        return td_err_set(err, TD_EINVAL, "unexpected name reference '%s'", ref);
+    }
+    bool requires = strchr(end, 'r') != NULL, retains = strchr(end, 't') != NULL;
+    char tname[32];
+    snprintf(tname, sizeof tname, "n%lu", i);
+    int k = td_st_find(&f->h, tname);
+    if (k < 0) {
+        return td_err_set(err, TD_EINVAL, "name reference '%s' has no tensor", ref);
+    }
+    if ((rc = td_persist_read(f, k, &s->quota, &t, err)) != 0) {
+        return rc;
+    }
+    td_autograd_restore_flags(t, requires, retains);
+    snprintf(tname, sizeof tname, "m%lu", i);
+    if ((k = td_st_find(&f->h, tname)) >= 0) {
+        struct td_tensor *g = NULL;
+        if ((rc = td_persist_read(f, k, &s->quota, &g, err)) != 0) {
+            td_tensor_unref(t);
+            return rc;
+        }
+        td_autograd_set_grad(t, g);
+    }
+    rc = td_session_set_name(s, item, (size_t)(eq - item), t, err);
+    td_tensor_unref(t); /* the table holds it now, or nothing does */
+    return rc;
+}
+
+/* Restores a snapshot's names (none in one saved before names existed). */
+static int restore_names(struct td_persist_file *f, struct td_session *s, struct td_err *err)
+{
+    const char *count = td_st_meta(&f->h, "tensord_names");
+    if (count == NULL) {
+        return 0;
+    }
+    char *end;
+    unsigned long nchunks = strtoul(count, &end, 10);
+    if (*end != '\0' || nchunks > NAMES_MAX_CHUNKS) {
+        return td_err_set(err, TD_EINVAL, "unexpected tensord_names '%s'", count);
+    }
+    int rc = 0;
+    for (unsigned long c = 0; c < nchunks && rc == 0; c++) {
+        char key[32];
+        snprintf(key, sizeof key, "tensord_names.%lu", c);
+        const char *v = td_st_meta(&f->h, key);
+        if (v == NULL) {
+            return td_err_set(err, TD_EINVAL, "snapshot lacks %s", key);
+        }
+        while (*v != '\0' && rc == 0) {
+            size_t len = strcspn(v, ",");
+            rc = restore_name(f, s, v, len, err);
+            v += len + (v[len] == ',');
+        }
+    }
+    return rc;
+}
+
 static int restore_session(struct td_store *st, const char *path, uint64_t now_ms,
                            struct td_err *err)
 {
@@ -967,12 +1122,13 @@ static int restore_session(struct td_store *st, const char *path, uint64_t now_m
             const char *name = f.h.e[i].name;
             char *end;
             uint64_t h = strtoull(name + 1, &end, 10);
-            if ((name[0] != 'h' && name[0] != 'g') || *end != '\0' || end == name + 1 || h == 0 ||
-                h == UINT64_MAX) {
+            bool named = name[0] == 'n' || name[0] == 'm'; /* read by restore_names */
+            if ((name[0] != 'h' && name[0] != 'g' && !named) || *end != '\0' || end == name + 1 ||
+                (!named && (h == 0 || h == UINT64_MAX))) {
                 rc = td_err_set(err, TD_EINVAL, "unexpected tensor name '%s'", name);
                 break;
             }
-            if ((pass == 0) != (name[0] == 'h')) {
+            if (named || (pass == 0) != (name[0] == 'h')) {
                 continue;
             }
             struct td_tensor *t = NULL;
@@ -996,6 +1152,9 @@ static int restore_session(struct td_store *st, const char *path, uint64_t now_m
             }
             td_autograd_set_grad(owner, t);
         }
+    }
+    if (rc == 0) {
+        rc = restore_names(&f, s, err);
     }
     td_free(rg.v);
     td_free(rt.v);

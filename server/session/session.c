@@ -27,6 +27,7 @@
 
 #include "base/checked.h"
 #include "base/sha256.h"
+#include "base/siphash.h"
 
 static void inline_submit(struct td_executor *ex, struct td_job *job)
 {
@@ -120,6 +121,7 @@ static int session_new(struct td_store *st, struct td_session **out, struct td_e
     s->id = st->next_id++;
     s->store = st;
     td_map_init(&s->handles);
+    td_map_init(&s->names);
     td_quota_init(&s->quota, "session memory", st->cfg.session_max_bytes, &st->global);
     s->quota.max_charge = st->cfg.max_tensor_bytes;
     s->entry_bytes = st->cfg.entry_bytes > 0 ? st->cfg.entry_bytes : 0;
@@ -393,8 +395,11 @@ static void entry_free(struct td_session *s, struct td_entry *e)
     }
 }
 
+static void names_clear(struct td_session *s);
+
 static void session_clear(struct td_session *s)
 {
+    names_clear(s);
     while (s->nwalks > 0) {
         td_backward_free(s->walks[--s->nwalks].b);
     }
@@ -577,6 +582,198 @@ size_t td_session_count(const struct td_session *s)
 int64_t td_session_bytes(const struct td_session *s)
 {
     return atomic_load(&s->quota.used);
+}
+
+/* ---- named tensors ----
+**
+** The map is keyed by a SipHash of the name under the process key (so a client cannot choose
+** names that share a key), remapped off the map's two reserved keys; names whose keys still
+** coincide share a chain. Each entry is one allocation: the list links, the chain link, the
+** tensor reference and the name's bytes. */
+
+/* What a name costs its session's quota: the entry (struct, bytes, map slot, allocator header),
+** estimated as a handle table entry, plus its length. */
+static int64_t name_charge(const struct td_session *s, size_t len)
+{
+    return s->entry_bytes + (int64_t)len;
+}
+
+static uint64_t name_key(const char *name, size_t len)
+{
+    uint64_t k = td_siphash13_bytes(name, len);
+    return k == 0 || k == UINT64_MAX ? 1 : k;
+}
+
+int td_name_check(const char *name, size_t len, struct td_err *err)
+{
+    if (len == 0) {
+        return td_err_set(err, TD_EINVAL, "a tensor name must not be empty");
+    }
+    if (len > TD_NAME_MAX_BYTES) {
+        return td_err_set(err, TD_EINVAL, "a tensor name is at most %d bytes, not %zu",
+                          TD_NAME_MAX_BYTES, len);
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '.' || c == ':' || c == '/' || c == '-';
+        if (!ok) {
+            return td_err_set(err, TD_EINVAL,
+                              "a tensor name may hold only A-Z a-z 0-9 _ . : / -, not byte 0x%02x "
+                              "at offset %zu",
+                              c, i);
+        }
+    }
+    return 0;
+}
+
+/* The entry named name, or NULL; *prevp (when not NULL) gets its predecessor in the chain. */
+static struct td_name *name_find(const struct td_session *s, const char *name, size_t len,
+                                 uint64_t key, struct td_name **prevp)
+{
+    struct td_name *prev = NULL;
+    for (struct td_name *n = td_map_get(&s->names, key); n != NULL; prev = n, n = n->chain) {
+        if (n->len == len && memcmp(n->name, name, len) == 0) {
+            if (prevp != NULL) {
+                *prevp = prev;
+            }
+            return n;
+        }
+    }
+    return NULL;
+}
+
+int td_session_set_name(struct td_session *s, const char *name, size_t len, struct td_tensor *t,
+                        struct td_err *err)
+{
+    if (s->closed) {
+        return td_err_set(err, TD_ESESSION, "session is closed");
+    }
+    uint64_t key = name_key(name, len);
+    struct td_name *n = name_find(s, name, len, key, NULL);
+    if (n != NULL) {
+        /* Rebinding: the same entry, the same place, the same charge. */
+        struct td_tensor *old = n->t;
+        n->t = td_tensor_ref(t);
+        td_tensor_unref(old);
+        return 0;
+    }
+    if (s->nnames >= TD_SESSION_MAX_NAMES) {
+        return td_err_set(err, TD_ELIMIT, "session name limit reached: %d names",
+                          TD_SESSION_MAX_NAMES);
+    }
+    int rc = td_quota_charge_bytes(&s->quota, name_charge(s, len), err);
+    if (rc != 0) {
+        return rc;
+    }
+    n = td_malloc(sizeof *n + len + 1);
+    if (n == NULL) {
+        td_quota_release(&s->quota, name_charge(s, len));
+        return td_err_code(err, TD_ENOMEM);
+    }
+    n->key = key;
+    n->len = len;
+    memcpy(n->name, name, len);
+    n->name[len] = '\0';
+    n->chain = td_map_get(&s->names, key);
+    if (td_map_put(&s->names, key, n) != 0) {
+        td_free(n);
+        td_quota_release(&s->quota, name_charge(s, len));
+        return td_err_code(err, TD_ENOMEM);
+    }
+    n->t = td_tensor_ref(t);
+    n->next = NULL;
+    n->prev = s->names_tail;
+    if (s->names_tail != NULL) {
+        s->names_tail->next = n;
+    } else {
+        s->names_head = n;
+    }
+    s->names_tail = n;
+    s->nnames++;
+    s->names_len += (int64_t)len;
+    return 0;
+}
+
+/* A missing name, in the words Python's dict uses for a missing key (a name holds no quote, so
+** '...' is its repr). */
+static int name_missing(const char *name, size_t len, struct td_err *err)
+{
+    return td_err_set(err, TD_EHANDLE, "KeyError: '%.*s'", (int)len, name);
+}
+
+int td_session_get_name(struct td_session *s, const char *name, size_t len, struct td_tensor **t,
+                        struct td_err *err)
+{
+    if (s->closed) {
+        return td_err_set(err, TD_ESESSION, "session is closed");
+    }
+    struct td_name *n = name_find(s, name, len, name_key(name, len), NULL);
+    if (n == NULL) {
+        return name_missing(name, len, err);
+    }
+    *t = n->t;
+    return 0;
+}
+
+/* Takes n out of the list (not the map) and frees it, giving back its charge. */
+static void name_free(struct td_session *s, struct td_name *n)
+{
+    if (n->prev != NULL) {
+        n->prev->next = n->next;
+    } else {
+        s->names_head = n->next;
+    }
+    if (n->next != NULL) {
+        n->next->prev = n->prev;
+    } else {
+        s->names_tail = n->prev;
+    }
+    s->nnames--;
+    s->names_len -= (int64_t)n->len;
+    td_quota_release(&s->quota, name_charge(s, n->len));
+    td_tensor_unref(n->t);
+    td_free(n);
+}
+
+int td_session_del_name(struct td_session *s, const char *name, size_t len, struct td_err *err)
+{
+    if (s->closed) {
+        return td_err_set(err, TD_ESESSION, "session is closed");
+    }
+    struct td_name *prev = NULL;
+    uint64_t key = name_key(name, len);
+    struct td_name *n = name_find(s, name, len, key, &prev);
+    if (n == NULL) {
+        return name_missing(name, len, err);
+    }
+    if (prev != NULL) {
+        prev->chain = n->chain;
+    } else if (n->chain != NULL) {
+        td_map_put(&s->names, key, n->chain); /* replaces the value: the slot exists, no alloc */
+    } else {
+        td_map_del(&s->names, key);
+    }
+    name_free(s, n);
+    return 0;
+}
+
+static void names_clear(struct td_session *s)
+{
+    while (s->names_head != NULL) {
+        name_free(s, s->names_head);
+    }
+    td_map_close(&s->names);
+}
+
+const struct td_name *td_session_names(const struct td_session *s)
+{
+    return s->names_head;
+}
+
+size_t td_session_name_count(const struct td_session *s)
+{
+    return s->nnames;
 }
 
 /* ---- the job queue ---- */

@@ -20,6 +20,11 @@
 ** Every handle table entry is charged td_store_config.entry_bytes (TD_ENTRY_BYTES in the daemon)
 ** to its session's quota, whatever its tensor's storage costs: a table of a million views of one
 ** small tensor is not free.
+**
+** Named tensors (td_session_set_name ...): a session also maps names to tensor references, in
+** the order the names were first set, as a Python dict holding tensors would. A name keeps its
+** tensor alive after every handle naming it is freed, and goes with the session. Each name is
+** charged entry_bytes plus its length; its tensor's storage is charged once, where it was made.
 */
 #ifndef TD_SESSION_SESSION_H
 #define TD_SESSION_SESSION_H
@@ -131,6 +136,21 @@ struct td_entry {
     struct td_err *failure; /* owned, or NULL */
 };
 
+/* One named tensor: a node of its session's first-set-order list and of a hash chain. */
+struct td_name {
+    struct td_name *prev, *next; /* the session's names in first-set order */
+    struct td_name *chain;       /* the next name whose hash is the same map key */
+    uint64_t key;                /* the map key its hash gives (never 0 or UINT64_MAX) */
+    struct td_tensor *t;         /* owned reference */
+    size_t len;                  /* bytes of name, without the NUL */
+    char name[];                 /* len bytes and a NUL */
+};
+
+#define TD_NAME_MAX_BYTES 255 /* a name's longest length */
+#define TD_SESSION_MAX_NAMES                                                                       \
+    65536 /* names one session may hold (ListNames' reply is bounded
+                                   ** by this times TD_NAME_MAX_BYTES plus 3 bytes each) */
+
 #define TD_SESSION_MAX_WALKS 8 /* nested backwards a session may hold suspended */
 
 struct td_session {
@@ -169,6 +189,12 @@ struct td_session {
         uint64_t outs[TD_BACKWARD_MAX_INPUTS];
     } * walks; /* TD_SESSION_MAX_WALKS of them, allocated by the first suspension (4 KiB) */
     int nwalks;
+    /* Named tensors: key (a keyed hash of the name) -> the first struct td_name of its chain;
+    ** the list in first-set order; their count and the sum of their lengths. */
+    struct td_map names;
+    struct td_name *names_head, *names_tail;
+    size_t nnames;
+    int64_t names_len;
 };
 
 /* ---- store ---- */
@@ -270,6 +296,34 @@ void td_session_free_handle(struct td_session *s, uint64_t handle);
 
 size_t td_session_count(const struct td_session *s);  /* handle table entries */
 int64_t td_session_bytes(const struct td_session *s); /* bytes charged to its quota */
+
+/* ---- named tensors (call only from the session's running job) ---- */
+
+/* Checks a name from the wire (len bytes at name, which may hold NULs): 1 to
+** TD_NAME_MAX_BYTES bytes of [A-Za-z0-9_.:/-]. TD_EINVAL with the reason. */
+int td_name_check(const char *name, size_t len, struct td_err *err);
+
+/* Binds a checked name to t (borrowed: the table takes its own reference). Rebinding a name
+** keeps its place in the order; a new name goes last and is charged entry_bytes plus its
+** length to the session's quota. Errors: TD_ESESSION (closed), TD_ELIMIT (the session holds
+** TD_SESSION_MAX_NAMES names), TD_EQUOTA, TD_ENOMEM; nothing changes on failure. */
+int td_session_set_name(struct td_session *s, const char *name, size_t len, struct td_tensor *t,
+                        struct td_err *err);
+
+/* The tensor bound to a checked name (borrowed). Errors: TD_ESESSION, TD_EHANDLE with Python's
+** words for a missing dict key ("KeyError: 'w1'"). */
+int td_session_get_name(struct td_session *s, const char *name, size_t len, struct td_tensor **t,
+                        struct td_err *err);
+
+/* Unbinds a checked name and gives back its charge; the tensor lives on while handles hold it.
+** Errors: those of td_session_get_name. */
+int td_session_del_name(struct td_session *s, const char *name, size_t len, struct td_err *err);
+
+/* The first name in first-set order (follow ->next), or NULL; borrowed, valid until the table
+** changes. */
+const struct td_name *td_session_names(const struct td_session *s);
+
+size_t td_session_name_count(const struct td_session *s);
 
 /* ---- the job queue ---- */
 

@@ -381,7 +381,8 @@ class Session:
             raise TensorError(pb.NO_SESSION, "session is closed")
 
     def _send(self, req: Any, what: str, data: Any = b"", replay: Any = None,
-              into: Any = None) -> _conn.Pending:
+              into: Any = None, sync: Any = None) -> _conn.Pending:
+        """Queues req (no wait, unless sync, default self.sync, says to wait for its reply)."""
         self._check_open()
         if self._dead:
             # The list stays the same object: finalizers hold its append method.
@@ -397,7 +398,7 @@ class Session:
         p = self._c.send(req, data, replay, into)
         p.tag = (what, _caller())
         p.on_done = self._note
-        if self.sync:
+        if self.sync if sync is None else sync:
             self._wait(p)
         return p
 
@@ -935,6 +936,117 @@ class Session:
         req.load.file = file
         return self._call(req, "load").text.splitlines()
 
+    # -- named tensors: the session as a dict of str -> Tensor (RedisAI's keys) --
+    def __setitem__(self, name: str, tensor: "Tensor") -> None:
+        """``s["w1"] = t``: binds the name to t's tensor on the server — the same tensor, so its
+        values, requires_grad, .grad and graph are t's — where it outlives t, this connection
+        and (with --data-dir) a daemon restart: ``Session(resume=token)["w1"]`` finds it. A
+        name is 1-255 characters of ``A-Z a-z 0-9 _ . : / -``. Pipelined: an error (a bad
+        name, an input whose op failed) is raised at the next blocking point."""
+        if not isinstance(name, str):
+            raise TypeError("a tensor name must be a str, not %s" % type(name).__name__)
+        if not isinstance(tensor, Tensor):
+            raise TypeError("a session holds Tensors, not %s" % type(tensor).__name__)
+        _use(self, [tensor])
+        req = pb.Request()
+        req.set_name.name = name
+        req.set_name.handle = tensor._h
+        self._send(req, "s[%r] = ..." % name)
+
+    def _by_name(self, name: Any, kind: str) -> Tuple[Optional[_conn.Pending],
+                                                       builtins.int]:
+        """Sends GetName (kind "get_name") or DelName for name without waiting: (its Pending,
+        the output handle), or (None, 0) for a key that cannot name a tensor."""
+        if not isinstance(name, str):
+            return None, 0
+        req = pb.Request()
+        out = 0
+        if kind == "get_name":
+            out = self._c.handle()
+            req.get_name.name = name
+            req.get_name.out = out
+        else:
+            req.del_name.name = name
+        return self._send(req, "s[%r]" % name, sync=False), out
+
+    def _key_reply(self, p: Optional[_conn.Pending], out: builtins.int) -> builtins.bool:
+        """Waits for a GetName or DelName: True when the name is there. A missing (or invalid)
+        name is False, as a dict's missing key; earlier pipelined errors are raised first."""
+        if p is None:
+            return False
+        self._check_open()
+        self._c.wait(p)
+        if p.error is not None and p in self._errors:
+            self._errors.remove(p)  # answered here, not at a later blocking point
+        self._raise_pending()
+        if p.error is None:
+            return True
+        if out:
+            self._dead.append(out)  # the handle holds the failure record: free it
+        if p.error.code in (pb.UNKNOWN_HANDLE, pb.INVALID_ARGUMENT):
+            return False
+        raise _error(p)
+
+    def __getitem__(self, name: str) -> "Tensor":
+        """``s["w1"]``: the named tensor (the same tensor object on the server, under a new
+        handle). KeyError when the session has no such name, as a dict raises it."""
+        p, out = self._by_name(name, "get_name")
+        if not self._key_reply(p, out):
+            raise KeyError(name)
+        return Tensor(self, out, p)
+
+    def __delitem__(self, name: str) -> None:
+        """``del s["w1"]``: unbinds the name (the tensor lives on while Tensors hold it).
+        KeyError when the session has no such name."""
+        p, _ = self._by_name(name, "del_name")
+        if not self._key_reply(p, 0):
+            raise KeyError(name)
+
+    def __contains__(self, name: Any) -> builtins.bool:
+        """``"w1" in s``: whether the session has a tensor by that name."""
+        p, out = self._by_name(name, "get_name")
+        found = self._key_reply(p, out)
+        if found:
+            self._dead.append(out)
+        return found
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """``s.get("w1")``: the named tensor, or default."""
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def keys(self) -> List[str]:
+        """The session's names, in the order they were first set (as a dict keeps them)."""
+        req = pb.Request()
+        req.list_names.SetInParent()
+        return list(self._call(req, "keys()").names.names)
+
+    def values(self) -> List["Tensor"]:
+        """The named tensors, in keys() order."""
+        return [t for _, t in self.items()]
+
+    def items(self) -> List[Tuple[str, "Tensor"]]:
+        """(name, Tensor) pairs in keys() order; the lookups are pipelined."""
+        sent = [(k,) + self._by_name(k, "get_name") for k in self.keys()]
+        out = []
+        for k, p, h in sent:
+            if self._key_reply(p, h):  # a name deleted meanwhile by another client is left out
+                out.append((k, Tensor(self, h, p)))
+        return out
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> builtins.int:
+        """How many names the session holds."""
+        return len(self.keys())
+
+    def __bool__(self) -> builtins.bool:
+        # A session is true whatever it holds: `if s:` must not ask the server for its names.
+        return True
+
     # every op as a Session method too: s.exp(x), s.cat([a, b], 1), s.matmul(a, b) ...
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -1064,6 +1176,11 @@ class Tensor:
         self._owns = True
 
     # -- facts --
+    @property
+    def handle(self) -> builtins.int:
+        """The handle naming this tensor in its session on the server (read-only)."""
+        return self._h
+
     def _get_meta(self) -> Tuple[Size, dtype]:
         if self._meta is None:
             info = None
