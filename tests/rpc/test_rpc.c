@@ -1940,6 +1940,268 @@ static void test_data_section_later_then_error_in_order(void **state)
     harness_close(&h);
 }
 
+/* ---- named tensors (SetName, GetName, DelName, ListNames) ---- */
+
+static void expect_bytes(struct harness *h, uint64_t handle, const void *want, size_t n);
+static void expect_tensor_reply(struct captured *c, uint64_t handle);
+
+static struct captured *set_name(struct harness *h, const char *name, uint64_t handle)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__SetName m = TENSORD__SET_NAME__INIT;
+    m.name = (char *)name;
+    m.handle = handle;
+    req.body_case = TENSORD__REQUEST__BODY_SET_NAME;
+    req.set_name = &m;
+    return last(h, send_req(h, &req, NULL, 0));
+}
+
+static struct captured *get_name(struct harness *h, const char *name, uint64_t out)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__GetName m = TENSORD__GET_NAME__INIT;
+    m.name = (char *)name;
+    m.out = out;
+    req.body_case = TENSORD__REQUEST__BODY_GET_NAME;
+    req.get_name = &m;
+    return last(h, send_req(h, &req, NULL, 0));
+}
+
+static struct captured *del_name(struct harness *h, const char *name)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__DelName m = TENSORD__DEL_NAME__INIT;
+    m.name = (char *)name;
+    req.body_case = TENSORD__REQUEST__BODY_DEL_NAME;
+    req.del_name = &m;
+    return last(h, send_req(h, &req, NULL, 0));
+}
+
+static struct captured *list_names(struct harness *h)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__ListNames m = TENSORD__LIST_NAMES__INIT;
+    req.body_case = TENSORD__REQUEST__BODY_LIST_NAMES;
+    req.list_names = &m;
+    return last(h, send_req(h, &req, NULL, 0));
+}
+
+/* The reply is a NameList holding exactly `want` (n names), in that order. */
+static void expect_names(struct captured *c, const char *const *want, size_t n)
+{
+    assert_int_equal(status_of(c), 0);
+    assert_int_equal(c->resp->result_case, TENSORD__RESPONSE__RESULT_NAMES);
+    assert_int_equal(c->resp->names->n_names, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(c->resp->names->names[i], want[i]);
+    }
+}
+
+/* Names behave as a dict's keys: set, rebind (keeps its place), delete, set again (goes last);
+** the named tensor outlives its handle and is the same tensor (an in-place change through a
+** handle shows through the name); missing names are KeyError's words. */
+static void test_names_like_a_dict(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_init(&h, NULL);
+    hello(&h, NULL, 0);
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64), 0);
+    assert_int_equal(create(&h, 2, TENSORD__DTYPE__INT64, SHAPE3, 1, B64, sizeof B64), 0);
+    expect_names(list_names(&h), NULL, 0);
+    assert_int_equal(status_of(set_name(&h, "w1", 1)), 0);
+    assert_int_equal(status_of(set_name(&h, "layer.0/b:x-y_Z9", 2)), 0);
+    assert_int_equal(status_of(set_name(&h, "w2", 2)), 0);
+    assert_int_equal(status_of(set_name(&h, "w1", 2)), 0); /* rebinding keeps the place */
+    const char *order1[] = {"w1", "layer.0/b:x-y_Z9", "w2"};
+    expect_names(list_names(&h), order1, 3);
+    assert_int_equal(status_of(del_name(&h, "w1")), 0);
+    assert_int_equal(status_of(set_name(&h, "w1", 1)), 0); /* set again: last */
+    const char *order2[] = {"layer.0/b:x-y_Z9", "w2", "w1"};
+    expect_names(list_names(&h), order2, 3);
+    /* The tensor outlives its handle. */
+    uint64_t one = 1;
+    free_handles(&h, &one, 1);
+    struct captured *c = get_name(&h, "w1", 10);
+    assert_int_equal(status_of(c), 0);
+    expect_tensor_reply(c, 10);
+    expect_bytes(&h, 10, A64, sizeof A64);
+    /* The same tensor: handle 10's in-place add shows through the name. */
+    assert_int_equal(status_of(run2(&h, TENSORD__OP__OP_ADD, 10, 10, 10, NULL, true)), 0);
+    assert_int_equal(status_of(get_name(&h, "w1", 11)), 0);
+    const int64_t doubled[] = {2, 4, 6};
+    expect_bytes(&h, 11, doubled, sizeof doubled);
+    /* Missing names. */
+    c = get_name(&h, "nope", 12);
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__UNKNOWN_HANDLE);
+    assert_string_equal(message_of(c), "KeyError: 'nope'");
+    /* ... and a pipelined op naming the GetName's output learns why it is missing */
+    c = run1(&h, TENSORD__OP__OP_NEG, 13, 12);
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__INPUT_FAILED);
+    assert_string_equal(message_of(c), "input 12 failed: KeyError: 'nope'");
+    c = del_name(&h, "nope");
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__UNKNOWN_HANDLE);
+    assert_string_equal(message_of(c), "KeyError: 'nope'");
+    /* GetName's output must be a fresh handle. */
+    assert_int_equal(status_of(get_name(&h, "w1", 2)), TENSORD__STATUS_CODE__HANDLE_IN_USE);
+    harness_close(&h);
+}
+
+/* Hostile names and handles: refused with the reason, nothing bound, the session serves on. */
+static void test_names_refused(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_init(&h, NULL);
+    hello(&h, NULL, 0);
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64), 0);
+    char longest[TD_NAME_MAX_BYTES + 2];
+    memset(longest, 'a', sizeof longest - 1);
+    longest[sizeof longest - 1] = '\0'; /* 256 bytes: one too many */
+    static const char *const bad[] = {"", "a b", "é", "a,b", "a=b", "'", "a\nb", "x\x7f"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct captured *c = set_name(&h, bad[i], 1);
+        if (status_of(c) != TENSORD__STATUS_CODE__INVALID_ARGUMENT) {
+            fail_msg("name %zu: status %d (%s)", i, status_of(c), message_of(c));
+        }
+        assert_int_equal(status_of(get_name(&h, bad[i], 5)),
+                         TENSORD__STATUS_CODE__INVALID_ARGUMENT);
+        assert_int_equal(status_of(del_name(&h, bad[i])), TENSORD__STATUS_CODE__INVALID_ARGUMENT);
+        harness_clear(&h);
+    }
+    assert_string_equal(message_of(set_name(&h, "a b", 1)),
+                        "a tensor name may hold only A-Z a-z 0-9 _ . : / -, not byte 0x20 at "
+                        "offset 1");
+    assert_string_equal(message_of(set_name(&h, longest, 1)),
+                        "a tensor name is at most 255 bytes, not 256");
+    longest[TD_NAME_MAX_BYTES] = '\0';
+    assert_int_equal(status_of(set_name(&h, longest, 1)), 0); /* 255 bytes: the longest */
+    /* Unknown handles, and one whose op failed. */
+    struct captured *c = set_name(&h, "x", 99);
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__UNKNOWN_HANDLE);
+    assert_string_equal(message_of(c), "unknown handle 99");
+    assert_int_equal(status_of(run2(&h, TENSORD__OP__OP_MATMUL, 7, 1, 1, NULL, false)), 0);
+    const int64_t s2[] = {2};
+    const int64_t two[] = {1, 2};
+    assert_int_equal(create(&h, 2, TENSORD__DTYPE__INT64, s2, 1, two, sizeof two), 0);
+    assert_int_not_equal(status_of(run2(&h, TENSORD__OP__OP_ADD, 8, 1, 2, NULL, false)), 0);
+    c = set_name(&h, "x", 8);
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__INPUT_FAILED);
+    assert_non_null(strstr(message_of(c), "input 8 failed: The size of tensor a (3)"));
+    assert_int_equal(status_of(set_name(&h, "x", 0)), TENSORD__STATUS_CODE__UNKNOWN_HANDLE);
+    harness_clear(&h);
+    const char *only[] = {longest};
+    expect_names(list_names(&h), only, 1);
+    assert_int_equal(status_of(get(&h, 1, 0, 0)), 0); /* serving on */
+    harness_close(&h);
+}
+
+/* A name with a NUL in it is refused: protobuf-c's copy would stop at the NUL and bind "w1". */
+static void test_name_with_nul_is_not_cut_short(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_init(&h, NULL);
+    hello(&h, NULL, 0);
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64), 0);
+    static const int kinds[] = {TENSORD__REQUEST__BODY_SET_NAME, TENSORD__REQUEST__BODY_GET_NAME,
+                                TENSORD__REQUEST__BODY_DEL_NAME};
+    for (size_t k = 0; k < 3; k++) {
+        uint8_t meta[64];
+        size_t at = 0;
+        meta[at++] = 0x08; /* Request.id = 50, varint */
+        meta[at++] = 50;
+        meta[at++] = (uint8_t)(kinds[k] << 3 | 2) | 0x80; /* body field, length-delimited: */
+        meta[at++] = (uint8_t)(kinds[k] >> 4);            /* a two-byte key (field >= 16) */
+        assert_true(kinds[k] >= 16 && kinds[k] < 2048);
+        meta[at++] = 7;    /* its length */
+        meta[at++] = 0x0a; /* name (field 1), length-delimited */
+        meta[at++] = 3;
+        meta[at++] = 'w';
+        meta[at++] = '1';
+        meta[at++] = 0;
+        meta[at++] = 0x10; /* handle / out (field 2) = 1 for SetName, 60 for GetName */
+        meta[at++] = k == 1 ? 60 : 1;
+        td_rpc_handle(h.peer, meta, at, NULL, 0);
+        struct captured *c = last(&h, 50);
+        assert_int_equal(status_of(c), TENSORD__STATUS_CODE__INVALID_ARGUMENT);
+        assert_string_equal(message_of(c), "a tensor name may hold only A-Z a-z 0-9 _ . : / -, "
+                                           "not byte 0x00 at offset 2");
+    }
+    expect_names(list_names(&h), NULL, 0);
+    harness_close(&h);
+}
+
+/* Each name is charged entry_bytes plus its length, given back when it goes; a named tensor's
+** storage is counted once; the count is limited; a closed session's names are freed. */
+static void test_names_charged_and_limited(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct td_store_config cfg = {.session_ttl_ms = 60000, .entry_bytes = TD_ENTRY_BYTES};
+    harness_init(&h, &cfg);
+    hello(&h, NULL, 0);
+    int64_t base = td_alloc_live_bytes();
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64), 0);
+    struct td_session *s = h.peer->session;
+    const int64_t one = sizeof A64 + TD_ENTRY_BYTES;
+    assert_int_equal(td_session_bytes(s), one);
+    assert_int_equal(status_of(set_name(&h, "abc", 1)), 0);
+    assert_int_equal(td_session_bytes(s), one + TD_ENTRY_BYTES + 3);
+    assert_int_equal(status_of(set_name(&h, "abc", 1)), 0); /* rebinding: no new charge */
+    assert_int_equal(td_session_bytes(s), one + TD_ENTRY_BYTES + 3);
+    uint64_t h1 = 1;
+    free_handles(&h, &h1, 1); /* storage still held by the name, counted once */
+    assert_int_equal(td_session_bytes(s), (int64_t)sizeof A64 + TD_ENTRY_BYTES + 3);
+    assert_int_equal(status_of(del_name(&h, "abc")), 0);
+    assert_int_equal(td_session_bytes(s), 0);
+    harness_clear(&h);
+    /* The count limit. */
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64), 0);
+    for (int i = 0; i < TD_SESSION_MAX_NAMES; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "n%d", i);
+        if (status_of(set_name(&h, name, 1)) != 0) {
+            fail_msg("name %d refused", i);
+        }
+        harness_clear(&h);
+    }
+    struct captured *c = set_name(&h, "one-more", 1);
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__LIMIT_EXCEEDED);
+    assert_string_equal(message_of(c), "session name limit reached: 65536 names");
+    assert_int_equal(status_of(set_name(&h, "n7", 1)), 0); /* rebinding is not a new name */
+    /* The longest list comes back whole, first and last in place. */
+    c = list_names(&h);
+    assert_int_equal(c->resp->names->n_names, TD_SESSION_MAX_NAMES);
+    assert_string_equal(c->resp->names->names[0], "n0");
+    assert_string_equal(c->resp->names->names[TD_SESSION_MAX_NAMES - 1], "n65535");
+    harness_clear(&h);
+    /* Closing the session frees every name and gives back every charge. */
+    simple(&h, TENSORD__REQUEST__BODY_CLOSE_SESSION);
+    assert_int_equal(td_session_bytes(s), 0);
+    harness_clear(&h);
+    assert_true(td_alloc_live_bytes() <= base + 4096); /* the peer's own small state */
+    harness_close(&h);
+}
+
+/* A session quota too small for a name refuses it with the quota's words. */
+static void test_name_over_quota(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct td_store_config cfg = {.session_ttl_ms = 60000,
+                                  .session_max_bytes = sizeof A64 + 2 * TD_ENTRY_BYTES,
+                                  .entry_bytes = TD_ENTRY_BYTES};
+    harness_init(&h, &cfg);
+    hello(&h, NULL, 0);
+    assert_int_equal(create(&h, 1, TENSORD__DTYPE__INT64, SHAPE3, 1, A64, sizeof A64), 0);
+    struct captured *c = set_name(&h, "x", 1);
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__QUOTA_EXCEEDED);
+    assert_string_equal(message_of(c), "session memory quota exceeded: 664 bytes");
+    expect_names(list_names(&h), NULL, 0);
+    harness_close(&h);
+}
+
 /* ---- the allocation-failure sweep ----
 **
 ** Every request kind of the Request oneof, with the 1st, 2nd, 3rd ... allocation of its handling
@@ -2960,6 +3222,72 @@ static void sweep_rand_reference(void)
     harness_close(&h);
 }
 
+/* Tensors 1 and 2, named "w1" (1, whose handle is then freed: the name holds it alone) and
+** "b" (2). */
+static void prep_named(struct harness *h)
+{
+    prep_tensors(h);
+    assert_int_equal(status_of(set_name(h, "w1", 1)), 0);
+    assert_int_equal(status_of(set_name(h, "b", 2)), 0);
+    uint64_t one = 1;
+    assert_int_equal(status_of(free_handles(h, &one, 1)), 0);
+}
+
+static void req_set_name(struct harness *h)
+{
+    set_name(h, "w1", 1);
+}
+
+static void check_set_name(struct harness *h, struct captured *c)
+{
+    check_ok(h, c);
+    assert_int_equal(status_of(get_name(h, "w1", 20)), 0);
+    expect_bytes(h, 20, A64, sizeof A64);
+}
+
+/* A failed SetName binds nothing (unless only its reply could not be encoded: it ran). */
+static void check_set_name_failed(struct harness *h, struct captured *c)
+{
+    if (strcmp(message_of(c), ENCODE_OOM) != 0) {
+        assert_int_equal(status_of(get_name(h, "w1", 20)), TENSORD__STATUS_CODE__UNKNOWN_HANDLE);
+    }
+}
+
+static void req_get_name(struct harness *h)
+{
+    get_name(h, "w1", 20);
+}
+
+static void check_get_name(struct harness *h, struct captured *c)
+{
+    expect_tensor_reply(c, 20);
+    expect_bytes(h, 20, A64, sizeof A64);
+}
+
+static void req_del_name(struct harness *h)
+{
+    del_name(h, "w1");
+}
+
+static void check_del_name(struct harness *h, struct captured *c)
+{
+    check_ok(h, c);
+    const char *left[] = {"b"};
+    expect_names(list_names(h), left, 1);
+}
+
+static void req_list_names(struct harness *h)
+{
+    list_names(h);
+}
+
+static void check_list_names(struct harness *h, struct captured *c)
+{
+    (void)h;
+    const char *want[] = {"w1", "b"};
+    expect_names(c, want, 2);
+}
+
 static void test_allocation_failure_sweep(void **state)
 {
     (void)state;
@@ -2999,6 +3327,10 @@ static void test_allocation_failure_sweep(void **state)
         {"optim_step", prep_graph_done, req_optim_step, check_optim_step, check_optim_step_failed},
         {"optim_step clip_grad_norm_", prep_graph_done, req_clip_grad_norm, check_clip_grad_norm,
          check_clip_grad_norm_failed},
+        {"set_name", prep_tensors, req_set_name, check_set_name, check_set_name_failed},
+        {"get_name", prep_named, req_get_name, check_get_name, NULL},
+        {"del_name", prep_named, req_del_name, check_del_name, NULL},
+        {"list_names", prep_named, req_list_names, check_list_names, NULL},
     };
     /* Every kind of the oneof has a case: a kind added to the protocol must be added here. */
     bool covered[64] = {false}; /* by oneof case (field number) */
@@ -3014,6 +3346,8 @@ static void test_allocation_failure_sweep(void **state)
     covered[TENSORD__REQUEST__BODY_SAVE] = covered[TENSORD__REQUEST__BODY_LOAD] = true;
     covered[TENSORD__REQUEST__BODY_OPTIM_STEP] = covered[TENSORD__REQUEST__BODY_RESUME_BACKWARD] =
         true;
+    covered[TENSORD__REQUEST__BODY_SET_NAME] = covered[TENSORD__REQUEST__BODY_GET_NAME] = true;
+    covered[TENSORD__REQUEST__BODY_DEL_NAME] = covered[TENSORD__REQUEST__BODY_LIST_NAMES] = true;
     const ProtobufCMessageDescriptor *d = &tensord__request__descriptor;
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
@@ -3489,6 +3823,11 @@ int main(void)
         cmocka_unit_test(test_decoded_request_over_quota_in_order),
         cmocka_unit_test(test_free_first_cap),
         cmocka_unit_test(test_max_op_elements_inside_backward),
+        cmocka_unit_test(test_names_like_a_dict),
+        cmocka_unit_test(test_names_refused),
+        cmocka_unit_test(test_name_with_nul_is_not_cut_short),
+        cmocka_unit_test(test_names_charged_and_limited),
+        cmocka_unit_test(test_name_over_quota),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

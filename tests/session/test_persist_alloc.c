@@ -205,7 +205,9 @@ static void test_persist_read_allocation_sweep(void **state)
     fail_msg("persist_open/read made more than 100 allocations");
 }
 
-/* A store with one session: handle 1 = a (requires grad, .grad = 2a), handle 2 = b. */
+/* A store with one session: handle 1 = a (requires grad, .grad = 2a), handle 2 = b; and names,
+** in this order: "w/a" = a, "solo" = a tensor no handle holds (V, requiring grad, .grad = V),
+** "b:1" = b. */
 static struct td_session *session_fill(struct td_store *st, uint8_t *token)
 {
     struct td_store_config cfg = {.session_ttl_ms = 60000};
@@ -223,6 +225,14 @@ static struct td_session *session_fill(struct td_store *st, uint8_t *token)
     a->grad = tensor_of(TD_DTYPE_F64, g, sizeof g);
     assert_int_equal(td_session_put(s, 1, a, &err), 0);
     assert_int_equal(td_session_put(s, 2, tensor_of(TD_DTYPE_I32, W, sizeof W), &err), 0);
+    struct td_tensor *solo = tensor_of(TD_DTYPE_F64, V, sizeof V), *b;
+    solo->requires_grad = true;
+    solo->grad = tensor_of(TD_DTYPE_F64, V, sizeof V);
+    assert_int_equal(td_session_set_name(s, "w/a", 3, a, &err), 0);
+    assert_int_equal(td_session_set_name(s, "solo", 4, solo, &err), 0);
+    td_tensor_unref(solo); /* the name holds it alone */
+    assert_int_equal(td_session_lookup(s, 2, &b, &err), 0);
+    assert_int_equal(td_session_set_name(s, "b:1", 3, b, &err), 0);
     return s;
 }
 
@@ -243,6 +253,22 @@ static void expect_restored(struct td_store *st, const uint8_t *token)
         assert_true(((const double *)td_tensor_data(a->grad))[i] == 2 * V[i]);
     }
     assert_int_equal(td_session_count(s), 2);
+    /* The names, in their order: those of handles' tensors are those tensors. */
+    const struct td_name *n = td_session_names(s);
+    assert_int_equal(td_session_name_count(s), 3);
+    assert_string_equal(n->name, "w/a");
+    assert_ptr_equal(n->t, a);
+    n = n->next;
+    assert_string_equal(n->name, "solo");
+    assert_int_equal(n->t->dtype, TD_DTYPE_F64);
+    assert_memory_equal(td_tensor_data(n->t), V, sizeof V);
+    assert_true(n->t->requires_grad);
+    assert_non_null(n->t->grad);
+    assert_memory_equal(td_tensor_data(n->t->grad), V, sizeof V);
+    n = n->next;
+    assert_string_equal(n->name, "b:1");
+    assert_ptr_equal(n->t, b);
+    assert_null(n->next);
     td_session_unref(s);
 }
 
