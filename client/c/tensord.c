@@ -80,8 +80,10 @@ SAME_NUMBER(TENSORD_INT64, TENSORD__DTYPE__INT64);
 SAME_NUMBER(TENSORD_BOOL, TENSORD__DTYPE__BOOL);
 #undef SAME_NUMBER
 
-#define READ_BUF (64 * 1024)        /* buffered reads of headers and protobuf sections */
-#define MAX_REPLY_META (16u << 20)  /* a reply's protobuf section is small; more is garbage */
+#define READ_BUF (64 * 1024) /* buffered reads of headers and protobuf sections */
+#define MAX_REPLY_META                                                                             \
+    (32u << 20)                     /* the largest reply's protobuf section is ListNames' (65,536
+                                    ** names of up to 255 bytes: 17 MB); more is garbage */
 #define COPY_DATA_MAX (64 * 1024)   /* smaller data sections are copied into the queue */
 #define AUTO_FLUSH_BYTES (1u << 20) /* a queue this large is written without waiting */
 #define MAX_IOV 256
@@ -94,6 +96,7 @@ enum want {
     WANT_TEXT,         /* Format */
     WANT_STATS,        /* Stats */
     WANT_HELLO,        /* Hello */
+    WANT_NAMES,        /* ListNames */
 };
 
 /* One request whose reply tensord_recv has not returned yet. */
@@ -106,10 +109,13 @@ struct pending {
     void *buf;           /* Get: where the bytes go; Format: where the text goes */
     size_t cap;
     struct tensord_stats *stats; /* Stats: where the numbers go */
-    bool done;                   /* reply read (during a flush), waiting for tensord_recv */
-    int local;                   /* TENSORD_E_BUFFER: the bytes did not fit and were dropped */
-    int status;                  /* the server's verdict */
-    char *message;               /* heap copy of a nonempty server message, else NULL */
+    tensord_name_fn *names_fn;   /* ListNames: called per name (may be NULL) */
+    void *names_arg;
+    size_t *names_count; /* ListNames: where their number goes (may be NULL) */
+    bool done;           /* reply read (during a flush), waiting for tensord_recv */
+    int local;           /* TENSORD_E_BUFFER: the bytes did not fit and were dropped */
+    int status;          /* the server's verdict */
+    char *message;       /* heap copy of a nonempty server message, else NULL */
     bool has_info;
     struct tensord_info info;
 };
@@ -581,6 +587,7 @@ static int take_result(struct tensord *c, struct pending *p, const Tensord__Resp
         [WANT_TEXT] = TENSORD__RESPONSE__RESULT_TEXT,
         [WANT_STATS] = TENSORD__RESPONSE__RESULT_STATS,
         [WANT_HELLO] = TENSORD__RESPONSE__RESULT_HELLO,
+        [WANT_NAMES] = TENSORD__RESPONSE__RESULT_NAMES,
     };
     int rc;
     bool optional = p->want == WANT_NONE || (p->want == WANT_MAYBE_TENSOR &&
@@ -638,6 +645,14 @@ static int take_result(struct tensord *c, struct pending *p, const Tensord__Resp
         }
         return 0;
     case WANT_HELLO: return take_hello(c, r->hello, err);
+    case WANT_NAMES:
+        for (size_t i = 0; i < r->names->n_names && p->names_fn != NULL; i++) {
+            p->names_fn(r->names->names[i], p->names_arg);
+        }
+        if (p->names_count != NULL) {
+            *p->names_count = r->names->n_names;
+        }
+        return 0;
     case WANT_NONE: return 0;
     }
     return 0;
@@ -1603,6 +1618,101 @@ int tensord_close_session(struct tensord *c, struct tensord_error *err)
     req.body_case = TENSORD__REQUEST__BODY_CLOSE_SESSION;
     req.close_session = &m;
     struct pending p = {.want = WANT_NONE};
+    return roundtrip(c, &req, &p, NULL, err);
+}
+
+/* ---- named tensors ---- */
+
+int tensord_send_set_name(struct tensord *c, const char *name, uint64_t handle, uint64_t *id,
+                          struct tensord_error *err)
+{
+    if (name == NULL) {
+        return set_err(err, TENSORD_E_USAGE, "the name is NULL");
+    }
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__SetName m = TENSORD__SET_NAME__INIT;
+    m.name = (char *)name;
+    m.handle = handle;
+    req.body_case = TENSORD__REQUEST__BODY_SET_NAME;
+    req.set_name = &m;
+    struct pending p = {.want = WANT_NONE};
+    return queue(c, &req, NULL, 0, &p, id, err);
+}
+
+int tensord_set_name(struct tensord *c, const char *name, uint64_t handle,
+                     struct tensord_error *err)
+{
+    int rc;
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 || (rc = tensord_send_set_name(c, name, handle, NULL, err)) != 0) {
+        return rc;
+    }
+    return complete(c, NULL, err);
+}
+
+int tensord_send_get_name(struct tensord *c, const char *name, uint64_t out, uint64_t *id,
+                          struct tensord_error *err)
+{
+    if (name == NULL) {
+        return set_err(err, TENSORD_E_USAGE, "the name is NULL");
+    }
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__GetName m = TENSORD__GET_NAME__INIT;
+    m.name = (char *)name;
+    m.out = out;
+    req.body_case = TENSORD__REQUEST__BODY_GET_NAME;
+    req.get_name = &m;
+    struct pending p = {.want = WANT_TENSOR};
+    return queue(c, &req, NULL, 0, &p, id, err);
+}
+
+int tensord_get_name(struct tensord *c, const char *name, uint64_t out, struct tensord_info *info,
+                     struct tensord_error *err)
+{
+    int rc;
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 || (rc = tensord_send_get_name(c, name, out, NULL, err)) != 0) {
+        return rc;
+    }
+    return complete(c, info, err);
+}
+
+int tensord_send_del_name(struct tensord *c, const char *name, uint64_t *id,
+                          struct tensord_error *err)
+{
+    if (name == NULL) {
+        return set_err(err, TENSORD_E_USAGE, "the name is NULL");
+    }
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__DelName m = TENSORD__DEL_NAME__INIT;
+    m.name = (char *)name;
+    req.body_case = TENSORD__REQUEST__BODY_DEL_NAME;
+    req.del_name = &m;
+    struct pending p = {.want = WANT_NONE};
+    return queue(c, &req, NULL, 0, &p, id, err);
+}
+
+int tensord_del_name(struct tensord *c, const char *name, struct tensord_error *err)
+{
+    int rc;
+    clear_err(err);
+    if ((rc = busy(c, err)) != 0 || (rc = tensord_send_del_name(c, name, NULL, err)) != 0) {
+        return rc;
+    }
+    return complete(c, NULL, err);
+}
+
+int tensord_list_names(struct tensord *c, tensord_name_fn *fn, void *arg, size_t *count,
+                       struct tensord_error *err)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__ListNames m = TENSORD__LIST_NAMES__INIT;
+    req.body_case = TENSORD__REQUEST__BODY_LIST_NAMES;
+    req.list_names = &m;
+    if (count != NULL) {
+        *count = 0;
+    }
+    struct pending p = {.want = WANT_NAMES, .names_fn = fn, .names_arg = arg, .names_count = count};
     return roundtrip(c, &req, &p, NULL, err);
 }
 

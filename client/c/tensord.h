@@ -323,6 +323,36 @@ int tensord_stats(struct tensord *c, struct tensord_stats *st, struct tensord_er
 ** connection stays open but has no session. */
 int tensord_close_session(struct tensord *c, struct tensord_error *err);
 
+/* ---- named tensors ----
+** A session also binds names to tensors (Python's s["w1"] = t; RedisAI's keys): a name keeps its
+** tensor alive after every handle of it is freed, outlives this connection (resume the session
+** and look the name up), and with --data-dir a daemon restart. A name is 1-255 bytes of
+** [A-Za-z0-9_.:/-] (else TENSORD_INVALID_ARGUMENT); a session holds at most 65,536
+** (TENSORD_LIMIT_EXCEEDED), each charged to its memory quota. Names are kept in the order they
+** were first set; binding a name again keeps its place. */
+
+/* Binds `name` to the tensor under `handle` (the same tensor: later in-place changes show through
+** either). Errors: TENSORD_UNKNOWN_HANDLE, TENSORD_INPUT_FAILED (handle's op failed), and the
+** name's. */
+int tensord_set_name(struct tensord *c, const char *name, uint64_t handle,
+                     struct tensord_error *err);
+
+/* Puts the tensor named `name` under the fresh handle `out` and describes it in `info` (may be
+** NULL). A name the session does not hold is TENSORD_UNKNOWN_HANDLE, "KeyError: 'name'" (then
+** `out` records that failure, as a failed op's output does: free it to reuse it). */
+int tensord_get_name(struct tensord *c, const char *name, uint64_t out, struct tensord_info *info,
+                     struct tensord_error *err);
+
+/* Unbinds `name`; its tensor lives on while handles hold it. A missing name is
+** TENSORD_UNKNOWN_HANDLE as for tensord_get_name. */
+int tensord_del_name(struct tensord *c, const char *name, struct tensord_error *err);
+
+/* Calls fn(name, arg) for each of the session's names, in order (`name` is valid during the call
+** only), and stores their number in *count (may be NULL). fn may be NULL to count only. */
+typedef void tensord_name_fn(const char *name, void *arg);
+int tensord_list_names(struct tensord *c, tensord_name_fn *fn, void *arg, size_t *count,
+                       struct tensord_error *err);
+
 /* ---- pipelining ---- */
 
 /* Each queues one request and stores its id in *id (may be NULL). Requests are written by
@@ -357,6 +387,14 @@ int tensord_send_manual_seed(struct tensord *c, uint64_t seed, uint64_t *id,
                              struct tensord_error *err);
 int tensord_send_get_range(struct tensord *c, uint64_t handle, uint64_t offset, uint64_t length,
                            void *buf, uint64_t *id, struct tensord_error *err);
+/* tensord_set_name, tensord_get_name (the reply's info describes `out`) and tensord_del_name,
+** pipelined. */
+int tensord_send_set_name(struct tensord *c, const char *name, uint64_t handle, uint64_t *id,
+                          struct tensord_error *err);
+int tensord_send_get_name(struct tensord *c, const char *name, uint64_t out, uint64_t *id,
+                          struct tensord_error *err);
+int tensord_send_del_name(struct tensord *c, const char *name, uint64_t *id,
+                          struct tensord_error *err);
 
 /* Autograd, pipelined like every other request; replies come back through tensord_recv. */
 
