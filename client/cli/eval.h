@@ -42,6 +42,11 @@ void tdx_env_free(struct tdx_env *e);
 ** The run ends with every reply collected. */
 int tdx_run(struct tdx_env *e, const struct tdx_prog *prog, const char *file);
 
+/* After --resume: each of the session's names that is a Python identifier becomes a variable
+** holding the named tensor (variables name their tensors in the session as they are assigned,
+** so a resumed script or REPL finds `x` again). Reports failures like a statement. */
+int tdx_restore_names(struct tdx_env *e);
+
 /* Collects every outstanding reply, reporting failures. */
 int tdx_sync(struct tdx_env *e);
 

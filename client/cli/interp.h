@@ -80,7 +80,13 @@ struct value {
     int n;
 };
 
-enum pkind { P_TENSOR, P_PLAIN, P_GRAD, P_FREE };
+enum pkind {
+    P_TENSOR,
+    P_PLAIN,
+    P_GRAD,
+    P_FREE,
+    P_NAME, /* SetName / DelName of a variable's name: a refusal is not reported */
+};
 
 struct preq {
     uint64_t id;
@@ -92,6 +98,7 @@ struct preq {
 struct var {
     char *name;
     struct value v;
+    uint64_t named; /* the handle the session's name `name` was last bound to (0: none) */
 };
 
 struct tdx_env {

@@ -688,6 +688,8 @@ int main(int argc, char **argv)
     if (env == NULL) {
         fprintf(stderr, "tensorctl: out of memory\n");
         rc = TDX_FATAL;
+    } else if (resume != NULL && (rc = tdx_restore_names(env)) != TDX_OK) {
+        /* reported */
     } else if (interactive) {
         rc = repl(env, c, addr, quiet);
     } else {

@@ -604,7 +604,7 @@ static const char *const KEYWORDS[] = {
     "yield",  "global", "nonlocal", "break", "continue", "assert", "async",  "await",
 };
 
-static bool is_keyword(const char *s)
+bool tdx_is_keyword(const char *s)
 {
     for (size_t i = 0; i < sizeof KEYWORDS / sizeof KEYWORDS[0]; i++) {
         if (strcmp(s, KEYWORDS[i]) == 0) {
@@ -702,7 +702,7 @@ static struct tdx_node *atom(struct parser *ps)
             ps->i += n != NULL;
             return n;
         }
-        if (is_keyword(t->s)) {
+        if (tdx_is_keyword(t->s)) {
             return syntax(ps, "an expression");
         }
         if ((n = node(ps, TDX_NAME, t->line, t->col)) == NULL) {
@@ -1381,7 +1381,7 @@ static const struct tdx_node *start_of(const struct tdx_node *n)
 static struct tdx_node *dotted_name(struct parser *ps, bool dots)
 {
     struct token *t = peek(ps);
-    if (t->kind != T_NAME || is_keyword(t->s)) {
+    if (t->kind != T_NAME || tdx_is_keyword(t->s)) {
         return syntax(ps, "a name");
     }
     struct tdx_node *n = node(ps, TDX_NAME, t->line, t->col);
@@ -1394,7 +1394,7 @@ static struct tdx_node *dotted_name(struct parser *ps, bool dots)
     while (dots && is_op(ps, ".")) {
         ps->i++;
         struct token *k = peek(ps);
-        if (k->kind != T_NAME || is_keyword(k->s)) {
+        if (k->kind != T_NAME || tdx_is_keyword(k->s)) {
             tdx_node_free(n);
             return syntax(ps, "a name");
         }
@@ -1676,7 +1676,7 @@ static int statement(struct parser *ps, struct tdx_prog *out)
         }
         if (!with) {
             struct token *v = peek(ps);
-            if (v->kind != T_NAME || is_keyword(v->s)) {
+            if (v->kind != T_NAME || tdx_is_keyword(v->s)) {
                 tdx_node_free(n);
                 syntax(ps, "a loop variable");
                 return -1;

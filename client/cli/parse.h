@@ -121,4 +121,7 @@ void tdx_node_free(struct tdx_node *n);
 ** td_free (base/alloc.h), or NULL when out of memory. */
 char *tdx_node_dump(const struct tdx_node *n);
 
+/* Whether s is a Python keyword (not a name a variable can have). */
+bool tdx_is_keyword(const char *s);
+
 #endif

@@ -226,7 +226,7 @@ int tdx_sync(struct tdx_env *e)
             }
             rc = TDX_FATAL;
         } else if (r.status != 0) {
-            if (p->kind != P_FREE) {
+            if (p->kind != P_FREE && p->kind != P_NAME) {
                 /* A failure caused by an earlier one ("input 4 failed: ...") was reported
                 ** with its cause: with --keep-going say each cause once, not each echo. */
                 bool cascade = r.status == TENSORD_INPUT_FAILED;
@@ -238,7 +238,7 @@ int tdx_sync(struct tdx_env *e)
                     rc = TDX_ERROR;
                 }
             }
-        } else if (r.has_info && p->t != NULL && p->kind != P_FREE) {
+        } else if (r.has_info && p->t != NULL && p->kind != P_FREE && p->kind != P_NAME) {
             p->t->info = r.info;
             p->t->known = true;
         } else if (p->kind == P_GRAD && p->t != NULL) {
@@ -298,6 +298,29 @@ struct var *tdx_lookup(struct tdx_env *e, const char *name)
     return NULL;
 }
 
+/* Variables name their tensors in the session (SetName), so that a session resumed later, by
+** tensorctl --resume or any other client, finds them by name: a variable bound to a tensor binds
+** its name, one rebound to something else or deleted unbinds it. The requests are pipelined and
+** their refusals not reported (P_NAME): a name is a convenience, and a tensor whose op failed
+** has had its error reported already. */
+static int name_sync(struct tdx_env *e, struct var *x)
+{
+    const struct value *v = &x->v;
+    uint64_t h = v->k == V_TENSOR && v->t != NULL && !v->t->none ? v->t->handle : 0;
+    if (h == x->named || e->broken) {
+        return 0;
+    }
+    struct tensord_error err;
+    uint64_t id;
+    int lrc = h != 0 ? tensord_send_set_name(e->c, x->name, h, &id, &err)
+                     : tensord_send_del_name(e->c, x->name, &id, &err);
+    if (lrc != 0) {
+        return tdx_lib_fail(e, NULL, &err);
+    }
+    x->named = h;
+    return tdx_pend_add(e, id, P_NAME, NULL, NULL);
+}
+
 /* Binds name to v (taken). */
 int tdx_bind(struct tdx_env *e, const char *name, struct value *v)
 {
@@ -305,7 +328,7 @@ int tdx_bind(struct tdx_env *e, const char *name, struct value *v)
     if (x != NULL) {
         tdx_vfree(e, &x->v);
         x->v = *v;
-        return 0;
+        return name_sync(e, x);
     }
     if (e->nvars == e->capvars) {
         int ncap = e->capvars ? e->capvars * 2 : 32;
@@ -323,14 +346,123 @@ int tdx_bind(struct tdx_env *e, const char *name, struct value *v)
         return tdx_fail(e, NULL, "out of memory");
     }
     e->vars[e->nvars++] = (struct var){.name = dup, .v = *v};
-    return 0;
+    return name_sync(e, &e->vars[e->nvars - 1]);
 }
 
 void tdx_unbind(struct tdx_env *e, struct var *x)
 {
     tdx_vfree(e, &x->v);
+    name_sync(e, x); /* del x: the session forgets the name too */
     free(x->name);
     *x = e->vars[--e->nvars];
+}
+
+/* ---- a resumed session's names ---- */
+
+/* A name tensorctl can bind as a variable: a Python identifier that is not a keyword. */
+static bool is_identifier(const char *s)
+{
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_')) {
+        return false;
+    }
+    for (const char *p = s + 1; *p != '\0'; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' ||
+              (*p >= '0' && *p <= '9'))) {
+            return false;
+        }
+    }
+    return !tdx_is_keyword(s);
+}
+
+struct name_list {
+    char **v;
+    size_t n, cap;
+    bool failed;
+};
+
+static void collect_name(const char *name, void *arg)
+{
+    struct name_list *l = arg;
+    if (l->failed || !is_identifier(name)) {
+        return; /* "layer.0/w" from another client: no variable can have that name */
+    }
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 16;
+        char **nv = realloc(l->v, ncap * sizeof *nv);
+        if (nv == NULL) {
+            l->failed = true;
+            return;
+        }
+        l->v = nv;
+        l->cap = ncap;
+    }
+    if ((l->v[l->n] = strdup(name)) == NULL) {
+        l->failed = true;
+        return;
+    }
+    l->n++;
+}
+
+/* --resume: every name of the session that can be a variable becomes one again, holding the
+** named tensor (fetched pipelined under a fresh handle), so a script or REPL resumed goes on
+** using `x`. Names that are not identifiers are left alone. */
+int tdx_restore_names(struct tdx_env *e)
+{
+    struct name_list l = {0};
+    struct tensord_error err;
+    int rc = 0;
+    if (tensord_list_names(e->c, collect_name, &l, NULL, &err) != 0) {
+        rc = tdx_lib_fail(e, NULL, &err);
+    } else if (l.failed) {
+        rc = tdx_fail(e, NULL, "out of memory");
+    }
+    for (size_t i = 0; i < l.n && rc == 0; i++) {
+        struct tref *t = tdx_tref_new(e);
+        uint64_t id;
+        if (t == NULL) {
+            rc = tdx_fail(e, NULL, "out of memory");
+            break;
+        }
+        int lrc = tensord_send_get_name(e->c, l.v[i], t->handle, &id, &err);
+        if ((rc = tdx_send_tensor_result(e, lrc, id, t, NULL, &err)) != 0) {
+            tdx_tref_unref(e, t);
+            break;
+        }
+        /* Bound as already named: the name is the session's, and keeps its tensor. */
+        struct value v = vtensor(t);
+        struct var *x = tdx_lookup(e, l.v[i]);
+        if (x == NULL && (rc = tdx_bind(e, l.v[i], &(struct value){.k = V_NONE})) == 0) {
+            x = tdx_lookup(e, l.v[i]);
+        }
+        if (rc == 0) {
+            tdx_vfree(e, &x->v);
+            x->v = v;
+            x->named = t->handle;
+        } else {
+            tdx_vfree(e, &v);
+        }
+    }
+    if (rc == 0) {
+        rc = tdx_sync(e);
+    }
+    if (rc != 0 && e->has_err) {
+        fprintf(e->cfg.err, "tensorctl: restoring the session's names: %s\n", e->err_msg);
+        e->has_err = false;
+        e->failed = true;
+    }
+    if (rc == 0 && e->cfg.interactive && l.n > 0) {
+        fprintf(e->cfg.err, "restored %zu variable%s from the session's names:", l.n,
+                l.n == 1 ? "" : "s");
+        for (size_t i = 0; i < l.n; i++) {
+            fprintf(e->cfg.err, " %s", l.v[i]);
+        }
+        fputc('\n', e->cfg.err);
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        free(l.v[i]);
+    }
+    free(l.v);
+    return rc;
 }
 
 /* ---- sending requests ---- */

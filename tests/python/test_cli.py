@@ -633,7 +633,39 @@ def test_resume_keeps_the_session(daemon):
     token = re.search(r"token\s+([0-9a-f]{32})", r.stdout).group(1)
     r2 = run(daemon, "--resume", token, "-c", ":stats")
     assert r2.returncode == 0, r2.stderr
-    assert re.search(r"session_tensors\s+1\b", r2.stdout)
+    # x's handle from the first run, and the handle its restored variable holds (the same
+    # tensor, found by the name "x")
+    assert re.search(r"session_tensors\s+2\b", r2.stdout)
+
+
+def test_resume_restores_variables_by_name(daemon):
+    """Assignments name their tensors in the session; --resume makes each name a variable
+    again, holding the same tensor (values, requires_grad, .grad and graph: torch's)."""
+    r = run(daemon, "-c", "x = tensor([1.0, 2.0], requires_grad=True)\n"
+                          "y = (x * 3).sum()\ny.backward()\nz = 5\n"
+                          "w = ones(2)\ndel w\nq = zeros(1)\nq = 7\n:session")
+    assert r.returncode == 0, r.stderr
+    token = re.search(r"token\s+([0-9a-f]{32})", r.stdout).group(1)
+    tx = torch.tensor([1.0, 2.0], requires_grad=True)
+    ty = (tx * 3).sum()
+    ty.backward()
+    r2 = run(daemon, "--resume", token, "-c", "print(x)\nprint(y)\nprint(x.grad)")
+    assert r2.returncode == 0, r2.stderr
+    assert r2.stdout.splitlines() == [repr(tx), repr(ty), repr(tx.grad)]
+    # del and rebinding to a non-tensor unbound the names: no such variables come back
+    for gone in ("w", "q", "z"):
+        r3 = run(daemon, "--resume", token, "-c", "print(%s)" % gone)
+        assert r3.returncode == 1 and "name '%s' is not defined" % gone in r3.stderr
+    # names other clients set that are no identifiers are left alone; identifiers come back
+    import tensord
+    s = tensord.Session("127.0.0.1:%d" % daemon, resume=bytes.fromhex(token))
+    s["layer.0/w"] = s.tensor([4])
+    s["from_python"] = s.tensor([5, 6])
+    s.synchronize()
+    s._c.close()
+    r4 = run(daemon, "--resume", token, "-c", "print(from_python)\nprint(x.shape)")
+    assert r4.returncode == 0, r4.stderr
+    assert r4.stdout.splitlines() == ["tensor([5, 6])", "tensord.Size([2])"]
 
 
 # ---- safetensors ----
