@@ -37,7 +37,7 @@ static const char USAGE[] =
     "  --addr ADDR      server address: host:port, [v6]:port or unix:/path\n"
     "                   (default $TENSORD_ADDR, else 127.0.0.1:7878)\n"
     "  --token TOKEN    the server's auth token (default $TENSORD_TOKEN)\n"
-    "  --resume HEX     resume a session by its token (see :session)\n"
+    "  --resume HEX     resume a session by its token (see :session), variables included\n"
     "  -c STMTS         run STMTS (separated by ';' or newlines) and exit\n"
     "  --json           print values as strict JSON (tensors as {shape, dtype, data};\n"
     "                   NaN is null, infinities are the strings \"inf\" and \"-inf\")\n"

@@ -8,6 +8,9 @@
 ** A session snapshot is a safetensors file named after the SHA-256 of the session token (the
 ** token itself is never written). Tensor "h<N>" is handle N and "g<N>" its .grad; metadata holds
 ** the token hash, which handles require grad or retain it, the RNG position and the grad mode.
+** The session's names are metadata too ("tensord_names" and its chunks, see save_session): a
+** name of a handle's tensor refers to the handle; a tensor only a name holds is saved as
+** "n<i>" (its .grad "m<i>").
 ** Autograd graphs are not kept: a restored tensor is a leaf. Views are restored as copies.
 **
 ** Where files live under --data-dir:

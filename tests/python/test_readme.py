@@ -36,7 +36,7 @@ def test_readme_python_examples_run(daemon):
     import subprocess
     import sys
     blocks = python_blocks()
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     env = dict(os.environ, TENSORD_ADDR="127.0.0.1:%d" % daemon,
                PYTHONPATH=str(ROOT / "client" / "python"))
     run = [subprocess.run([sys.executable, "-c", b], env=env, capture_output=True, text=True,
@@ -49,6 +49,9 @@ def test_readme_python_examples_run(daemon):
     assert len(losses) == 6 and losses[-1] < losses[0] * 0.5
     example = (ROOT / "client/python/examples/train_mlp.py").read_text()
     assert example.endswith(blocks[1]), "train_mlp.py and the README's loop differ"
+    # the named-tensor example: its printed lines are its comments
+    expected = re.findall(r"^print\(.*\)\s+# (.*)$", blocks[2], re.M)
+    assert len(expected) == 3 and run[2].stdout.splitlines() == expected
 
 
 def test_readme_flag_table_matches_help():
