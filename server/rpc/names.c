@@ -29,7 +29,10 @@ uint64_t td_rpc_out_get_name(const Tensord__Request *req)
 static int wire_name(const struct rpc_job *j, const char *name, size_t *len, struct td_err *err)
 {
     size_t n = name != NULL ? strlen(name) : 0;
-    if (j->name_wire_len >= 0 && (uint64_t)j->name_wire_len != n) {
+    if (j->name_wire_len < 0) {
+        return td_err_set(err, TD_EINVAL, "the request's name does not scan");
+    }
+    if ((uint64_t)j->name_wire_len != n) {
         return td_err_set(err, TD_EINVAL,
                           "a tensor name may hold only A-Z a-z 0-9 _ . : / -, not byte 0x00 at "
                           "offset %zu",

@@ -12,7 +12,9 @@
 **
 ** The files here are written by hand where the reader is under test, and the offsets expected
 ** of the writer are derived by hand from the tensors' sizes, never from the code's own output.
-** Last, a session whose job is still out on a worker is not written: its table is the job's.
+** Then, a session whose job is still out on a worker is not written: its table is the job's.
+** Last, the names a snapshot keeps (issue 20), from hand-written files: restored in order and
+** bound to the right tensors, and bad name metadata refused.
 */
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,6 +31,7 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "base/sha256.h"
 #include "core/ops.h"
 #include "session/persist.h"
 #include "../core/helpers.h"
@@ -395,6 +398,103 @@ static void test_a_session_with_a_job_on_a_worker_is_not_written(void **state)
     td_store_close(&st);
 }
 
+/* ---- names in a snapshot (hand-written files) ---- */
+
+static int dir_teardown(void **state);
+
+static const uint8_t NAME_TOKEN[TD_TOKEN_BYTES] = {1, 2,  3,  4,  5,  6,  7, 8,
+                                                   9, 10, 11, 12, 13, 14, 15};
+
+/* Writes a snapshot of the session NAME_TOKEN names: tensor h1 (float32 [2], bytes 0..7) and
+** n0 (float32 [1], bytes 8..11), with `names` as its name metadata (a JSON fragment, or ""). */
+static void put_named_snapshot(const char *names)
+{
+    char hex[2 * TD_SHA256_BYTES + 1], json[1024], path[sizeof dir + 100];
+    td_sha256_hex(NAME_TOKEN, sizeof NAME_TOKEN, hex);
+    snprintf(json, sizeof json,
+             "{\"__metadata__\":{\"tensord_session\":\"1\",\"token_sha256\":\"%s\"%s},"
+             "\"h1\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+             "\"n0\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}",
+             hex, names);
+    snprintf(path, sizeof path, "%s/%s.safetensors", dir, hex);
+    put_file(path, json, 12);
+}
+
+/* A snapshot's names come back in their order: one refers to handle 1 (the same tensor), one
+** to a tensor only it held (its bytes, its requires_grad flag); a snapshot without names (as
+** written before names existed) restores with none. */
+static void test_snapshot_names_restore(void **state)
+{
+    (void)state;
+    struct td_store_config cfg = {.session_ttl_ms = 60000};
+    for (int pass = 0; pass < 2; pass++) {
+        put_named_snapshot(pass == 0 ? ",\"tensord_names\":\"1\",\"tensord_names.0\":"
+                                       "\"w1=1,solo=n0r\""
+                                     : "");
+        struct td_store st;
+        td_store_init(&st, &cfg, &td_executor_inline);
+        int failed = -1;
+        assert_int_equal(td_store_restore_all(&st, dir, 1000, &failed), 1);
+        assert_int_equal(failed, 0);
+        struct td_session *s;
+        struct td_err err;
+        assert_int_equal(td_store_resume(&st, NAME_TOKEN, TD_TOKEN_BYTES, &s, &err), 0);
+        const struct td_name *n = td_session_names(s);
+        if (pass == 1) {
+            assert_null(n);
+        } else {
+            struct td_tensor *h1;
+            assert_int_equal(td_session_lookup(s, 1, &h1, &err), 0);
+            assert_int_equal(td_session_name_count(s), 2);
+            assert_string_equal(n->name, "w1");
+            assert_ptr_equal(n->t, h1);
+            n = n->next;
+            assert_string_equal(n->name, "solo");
+            const uint8_t want[] = {8, 9, 10, 11}; /* the data section's bytes 8..11 */
+            assert_int_equal(n->t->dtype, TD_DTYPE_F32);
+            assert_memory_equal(td_tensor_data(n->t), want, sizeof want);
+            assert_true(n->t->requires_grad);
+            assert_null(n->t->grad);
+        }
+        td_session_unref(s);
+        td_store_close(&st);
+    }
+}
+
+/* Bad name metadata makes the snapshot unreadable (set aside, not half restored). */
+static void test_snapshot_bad_names_refused(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        ",\"tensord_names\":\"1\",\"tensord_names.0\":\"a b=1\"", /* a bad name */
+        ",\"tensord_names\":\"1\",\"tensord_names.0\":\"x=7\"",   /* no handle 7 */
+        ",\"tensord_names\":\"1\",\"tensord_names.0\":\"x=n3\"",  /* no tensor n3 */
+        ",\"tensord_names\":\"1\",\"tensord_names.0\":\"x=q1\"",  /* no such reference */
+        ",\"tensord_names\":\"1\",\"tensord_names.0\":\"x=n0z\"", /* an unknown flag */
+        ",\"tensord_names\":\"1\",\"tensord_names.0\":\"x\"",     /* no '=' */
+        ",\"tensord_names\":\"2\",\"tensord_names.0\":\"x=1\"",   /* a chunk missing */
+        ",\"tensord_names\":\"99\",\"tensord_names.0\":\"x=1\"",  /* too many chunks */
+        ",\"tensord_names\":\"1x\",\"tensord_names.0\":\"x=1\"",  /* not a count */
+    };
+    struct td_store_config cfg = {.session_ttl_ms = 60000};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        put_named_snapshot(bad[i]);
+        struct td_store st;
+        td_store_init(&st, &cfg, &td_executor_inline);
+        int failed = -1;
+        if (td_store_restore_all(&st, dir, 1000, &failed) != 0 || failed != 1) {
+            fail_msg("bad names %zu: restored (failed=%d)", i, failed);
+        }
+        struct td_session *s;
+        struct td_err err;
+        assert_int_not_equal(td_store_resume(&st, NAME_TOKEN, TD_TOKEN_BYTES, &s, &err), 0);
+        td_store_close(&st);
+        assert_int_equal(snapshot_files(), 1); /* the .unreadable one */
+        dir_teardown(NULL);
+        assert_int_equal(mkdir(dir, 0700), 0);
+    }
+}
+
 static int dir_setup(void **state)
 {
     (void)state;
@@ -436,6 +536,8 @@ int main(void)
                                         dir_teardown),
         cmocka_unit_test_setup_teardown(test_a_session_with_a_job_on_a_worker_is_not_written,
                                         dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_names_restore, dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_bad_names_refused, dir_setup, dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
