@@ -65,6 +65,25 @@ static const char *listed(struct tensord *c, size_t *count)
     return j.text;
 }
 
+/* What check_longest has seen: how many names, and whether each was the one expected. */
+struct longest {
+    int n;
+    bool ordered;
+};
+
+/* Each name of test_the_longest_list is its index in 5 digits, then 'x' to 255 bytes. */
+static void check_longest(const char *name, void *arg)
+{
+    struct longest *seen = arg;
+    char want[256];
+    memset(want, 'x', 255);
+    want[255] = '\0';
+    snprintf(want, sizeof want, "%05d", seen->n);
+    want[5] = 'x';
+    seen->ordered = seen->ordered && strcmp(name, want) == 0;
+    seen->n++;
+}
+
 static void test_names_round_trip_and_resume(void **state)
 {
     (void)state;
@@ -169,11 +188,51 @@ static void test_names_pipelined(void **state)
     tensord_disconnect(c);
 }
 
+/* The longest list there can be: 65,536 names of 255 bytes, a reply of about 17 MB, read whole
+** (the library's reply limit is above it). */
+static void test_the_longest_list(void **state)
+{
+    (void)state;
+    struct tensord *c = open_session(NULL);
+    struct tensord_error err;
+    const int64_t s1[] = {1};
+    const int32_t v[] = {3};
+    assert_int_equal(tensord_create(c, 1, TENSORD_INT32, s1, 1, v, sizeof v, &err), 0);
+    enum { N = 65536, BATCH = 4096 };
+    char name[256];
+    memset(name, 'x', 255);
+    name[255] = '\0';
+    for (int i = 0; i < N; i += BATCH) {
+        for (int k = i; k < i + BATCH; k++) {
+            snprintf(name, sizeof name, "%05d", k);
+            name[5] = 'x'; /* the digits, then 'x' to 255 bytes */
+            assert_int_equal(tensord_send_set_name(c, name, 1, NULL, &err), 0);
+        }
+        for (int k = 0; k < BATCH; k++) {
+            struct tensord_reply r;
+            assert_int_equal(tensord_recv(c, &r, &err), 0);
+            if (r.status != 0) {
+                fail_msg("name %d: %s", i + k, r.message);
+            }
+        }
+    }
+    struct longest seen = {0, true};
+    size_t count = 0;
+    assert_int_equal(tensord_list_names(c, check_longest, &seen, &count, &err), 0);
+    assert_int_equal(count, N);
+    assert_int_equal(seen.n, N);
+    assert_true(seen.ordered);
+    assert_int_equal(tensord_set_name(c, "one-more", 1, &err), TENSORD_LIMIT_EXCEEDED);
+    assert_int_equal(tensord_close_session(c, &err), 0);
+    tensord_disconnect(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names_round_trip_and_resume),
         cmocka_unit_test(test_names_pipelined),
+        cmocka_unit_test(test_the_longest_list),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
