@@ -44,7 +44,8 @@ int tdx_run(struct tdx_env *e, const struct tdx_prog *prog, const char *file);
 
 /* After --resume: each of the session's names that is a Python identifier becomes a variable
 ** holding the named tensor (variables name their tensors in the session as they are assigned,
-** so a resumed script or REPL finds `x` again). Reports failures like a statement. */
+** so a resumed script or REPL finds `x` again). Call once, on a new env, before anything runs.
+** Reports failures on stderr. */
 int tdx_restore_names(struct tdx_env *e);
 
 /* Collects every outstanding reply, reporting failures. */

@@ -321,6 +321,30 @@ static int name_sync(struct tdx_env *e, struct var *x)
     return tdx_pend_add(e, id, P_NAME, NULL, NULL);
 }
 
+/* A new variable holding v (taken), not yet named in the session; NULL when out of memory. */
+static struct var *var_append(struct tdx_env *e, const char *name, struct value *v)
+{
+    if (e->nvars == e->capvars) {
+        int ncap = e->capvars ? e->capvars * 2 : 32;
+        struct var *nv = realloc(e->vars, (size_t)ncap * sizeof *nv);
+        if (nv == NULL) {
+            tdx_vfree(e, v);
+            tdx_fail(e, NULL, "out of memory");
+            return NULL;
+        }
+        e->vars = nv;
+        e->capvars = ncap;
+    }
+    char *dup = strdup(name);
+    if (dup == NULL) {
+        tdx_vfree(e, v);
+        tdx_fail(e, NULL, "out of memory");
+        return NULL;
+    }
+    e->vars[e->nvars++] = (struct var){.name = dup, .v = *v};
+    return &e->vars[e->nvars - 1];
+}
+
 /* Binds name to v (taken). */
 int tdx_bind(struct tdx_env *e, const char *name, struct value *v)
 {
@@ -330,23 +354,10 @@ int tdx_bind(struct tdx_env *e, const char *name, struct value *v)
         x->v = *v;
         return name_sync(e, x);
     }
-    if (e->nvars == e->capvars) {
-        int ncap = e->capvars ? e->capvars * 2 : 32;
-        struct var *nv = realloc(e->vars, (size_t)ncap * sizeof *nv);
-        if (nv == NULL) {
-            tdx_vfree(e, v);
-            return tdx_fail(e, NULL, "out of memory");
-        }
-        e->vars = nv;
-        e->capvars = ncap;
+    if ((x = var_append(e, name, v)) == NULL) {
+        return TDX_ERROR;
     }
-    char *dup = strdup(name);
-    if (dup == NULL) {
-        tdx_vfree(e, v);
-        return tdx_fail(e, NULL, "out of memory");
-    }
-    e->vars[e->nvars++] = (struct var){.name = dup, .v = *v};
-    return name_sync(e, &e->vars[e->nvars - 1]);
+    return name_sync(e, x);
 }
 
 void tdx_unbind(struct tdx_env *e, struct var *x)
@@ -428,19 +439,16 @@ int tdx_restore_names(struct tdx_env *e)
             tdx_tref_unref(e, t);
             break;
         }
-        /* Bound as already named: the name is the session's, and keeps its tensor. */
+        /* Bound as already named: the name is the session's, and keeps its tensor. The run
+        ** has not started, so no variable has this name (and the session's names are
+        ** distinct): appended without a lookup, which would make a long list quadratic. */
         struct value v = vtensor(t);
-        struct var *x = tdx_lookup(e, l.v[i]);
-        if (x == NULL && (rc = tdx_bind(e, l.v[i], &(struct value){.k = V_NONE})) == 0) {
-            x = tdx_lookup(e, l.v[i]);
+        struct var *x = var_append(e, l.v[i], &v);
+        if (x == NULL) {
+            rc = TDX_ERROR;
+            break;
         }
-        if (rc == 0) {
-            tdx_vfree(e, &x->v);
-            x->v = v;
-            x->named = t->handle;
-        } else {
-            tdx_vfree(e, &v);
-        }
+        x->named = t->handle;
     }
     if (rc == 0) {
         rc = tdx_sync(e);
