@@ -204,8 +204,8 @@ static void on_connect(uv_connect_t *req, int status)
 static void conn_probe(struct pconn *c)
 {
     struct td_poller *pl = c->pl;
-    if (pl->stopping || c->spec < 0 || !c->have_sa || c->closing) {
-        return;
+    if (pl->stopping || c->spec < 0 || !c->have_sa || c->closing || pl->table.p[c - pl->c].self) {
+        return; /* an address of this very node is asked once */
     }
     if (c->connecting || c->waiting) {
         conn_drop(c, true); /* a whole round without a connection or an answer */
