@@ -302,7 +302,7 @@ static void on_signal(uv_signal_t *s, int signum)
     }
     server.stopping = true;
     server.rpc.draining = true; /* NodeInfo says so; a Hello still read gets NODE_FULL */
-    td_log(TD_LOG_INFO, "shutdown", "node=%s signal=%d", server.node_id, signum);
+    td_log(TD_LOG_INFO, "shutdown", "signal=%d node=%s", signum, server.node_id);
     td_net_stop_accepting(&server.net);
     td_net_drain(&server.net); /* /metrics stays up, and /readyz says 503, until the end */
     uint64_t now = now_ms(), grace = server.shutdown_timeout_ms / 4;
@@ -526,6 +526,13 @@ int main(int argc, char **argv)
     }
     if (cfg.data_dir != NULL && mkdir(cfg.data_dir, 0700) != 0 && errno != EEXIST) {
         startup_error("tensord: cannot create --data-dir %s: %s\n", cfg.data_dir, strerror(errno));
+        td_free(token);
+        return 2;
+    }
+    struct stat dst;
+    if (cfg.data_dir != NULL && (stat(cfg.data_dir, &dst) != 0 || !S_ISDIR(dst.st_mode) ||
+                                 access(cfg.data_dir, W_OK) != 0)) {
+        startup_error("tensord: --data-dir %s is not a writable directory\n", cfg.data_dir);
         td_free(token);
         return 2;
     }
