@@ -434,3 +434,88 @@ def test_check_config_reads_the_kept_node_id(tmp_path):
     (data / "node-id").write_text("-bad\n")
     out = check_config("--data-dir", str(data))
     assert out.returncode == 2 and "does not hold a node id" in out.stderr
+
+
+class LyingPeer:
+    """A listener that answers every NodeInfo with `answer(request_bytes) -> bytes`."""
+
+    def __init__(self, answer):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.answer = answer
+        self.asked = 0
+        self.stop = False
+        import threading
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            conn.settimeout(0.5)
+            try:
+                head = conn.recv(12)
+                if len(head) == 12:
+                    ml, _ = HEADER.unpack(head)
+                    conn.recv(ml)
+                    self.asked += 1
+                    conn.sendall(self.answer())
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def close(self):
+        self.stop = True
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+def answer_frame(**node_info):
+    resp = pb.Response(id=1, node_info=pb.NodeInfoResult(**node_info))
+    meta = resp.SerializeToString()
+    return HEADER.pack(len(meta), 0) + meta
+
+
+@pytest.mark.parametrize("lie", ["huge", "data", "garbage", "no-id", "bad-advertise", "self"])
+def test_a_lying_peer_does_not_hurt_the_node(lie):
+    answers = {
+        "huge": lambda: HEADER.pack(0x7FFFFFFF, 0),
+        "data": lambda: HEADER.pack(2, 1 << 40) + b"\x08\x01",
+        "garbage": lambda: HEADER.pack(5, 0) + b"\xff\xff\xff\xff\x0f",
+        "no-id": lambda: answer_frame(node_id="", accepting=True, max_sessions=9),
+        "bad-advertise": lambda: answer_frame(node_id="liar", advertise="evil host:1",
+                                              accepting=True, max_sessions=9),
+        "self": lambda: answer_frame(node_id="victim", accepting=True, max_sessions=9),
+    }
+    liar = LyingPeer(answers[lie])
+    d = Daemon("--node-id", "victim", "--max-sessions", "1", "--peers",
+               "127.0.0.1:%d" % liar.port, "--peer-interval", "100ms")
+    try:
+        # An address that answers with our own id is asked once, then never listed again.
+        wait_for("the liar to be asked", lambda: liar.asked >= (1 if lie == "self" else 2))
+        r, resp = hello(d.port)
+        assert resp.status.code == pb.OK
+        if lie == "self":
+            wait_for("the node to drop itself from its peers",
+                     lambda: list(r.call(stats=pb.Stats()).stats.peers) == [])
+            assert "event=peer_is_self node=victim" in d.text()
+        else:
+            st = r.call(stats=pb.Stats()).stats
+            assert len(st.peers) == 1 and not st.peers[0].reachable
+            assert st.peers[0].failures >= 1 and st.peers[0].node_id == ""
+            assert "event=peer_" in d.text()
+        # Full: the liar is never named as a peer with room.
+        r2, full = hello(d.port)
+        assert full.status.code == pb.NODE_FULL and full.status.node == ""
+        r.close()
+        r2.close()
+    finally:
+        liar.close()
+        assert d.stop() == 0
