@@ -519,3 +519,17 @@ def test_a_lying_peer_does_not_hurt_the_node(lie):
     finally:
         liar.close()
         assert d.stop() == 0
+
+
+@pytest.mark.parametrize("host,want", [("tensord-2", "tensord-2"), ("web", "none"),
+                                       ("Tensord-2", "none"), ("db-0x", "none"),
+                                       ("pod-", "none")])
+def test_a_statefulset_pod_name_is_the_default_node_id(host, want):
+    """In a UTS namespace of its own (root only), the daemon sees the host name `host`."""
+    probe = subprocess.run(["unshare", "-u", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("cannot make a UTS namespace here: " + probe.stderr.decode().strip())
+    out = subprocess.run(["unshare", "-u", "sh", "-c", 'hostname "$1" && exec "$2" --check-config',
+                          "sh", host, BINARY], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "node-id = %s\n" % want in out.stdout
