@@ -523,7 +523,7 @@ def test_a_lying_peer_does_not_hurt_the_node(lie):
 
 @pytest.mark.parametrize("host,want", [("tensord-2", "tensord-2"), ("web", "none"),
                                        ("Tensord-2", "none"), ("db-0x", "none"),
-                                       ("pod-", "none")])
+                                       ("pod-x", "none")])
 def test_a_statefulset_pod_name_is_the_default_node_id(host, want):
     """In a UTS namespace of its own (root only), the daemon sees the host name `host`."""
     probe = subprocess.run(["unshare", "-u", "true"], capture_output=True)
