@@ -204,6 +204,7 @@ int td_rpc_run_node_info(struct rpc_job *j, struct td_session *s, struct result 
     m->n_peers = td_rpc_peer_infos(srv, b->infos, b->ptrs);
     m->peers = b->ptrs;
     res->node_info = m;
+    j->peer->node_info_ok = true;
     return 0;
 }
 

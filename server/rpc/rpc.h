@@ -189,6 +189,9 @@ struct td_rpc_peer {
     int64_t data_charge;             /* bytes of data_buf charged to data_session's quota */
     struct td_session *data_session; /* reference while data_buf is set */
     struct td_err data_err;          /* why the last data section was refused */
+    bool node_info_ok;               /* a NodeInfo was answered (authenticated, when the
+                                        ** daemon has a token): a peer node polling, whose
+                                        ** connection net may keep like one past its Hello */
     uint64_t addr_key;               /* hash of the peer's address without port, 0 unknown */
     uint64_t conn_id;                /* the connection's number, for log lines */
     char addr[64];                   /* the peer's address, for log lines */

@@ -533,3 +533,29 @@ def test_a_statefulset_pod_name_is_the_default_node_id(host, want):
                           "sh", host, BINARY], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert "node-id = %s\n" % want in out.stdout
+
+
+def test_a_peer_connection_is_kept_past_the_idle_timeout():
+    """A poller that passed NodeInfo is kept like a client past Hello: --idle-timeout, which
+    closes connections that never say Hello, does not cut it (it would be dialled again every
+    round otherwise)."""
+    ports = free_ports(2)
+    a = Daemon("--node-id", "a0", "--idle-timeout", "300ms",
+               listen=("--listen", "127.0.0.1:%d" % ports[0]))
+    b = Daemon("--node-id", "b0", "--peers", "127.0.0.1:%d" % ports[0], "--peer-interval",
+               "100ms", listen=("--listen", "127.0.0.1:%d" % ports[1]))
+    try:
+        wait_for("b0 to hear from a0", lambda: sees_all(ports[1], ["a0"]))
+        # Ten idle timeouts later, b0 has asked about 30 times, still on its first connection.
+        end = time.time() + 3.0
+        while time.time() < end:
+            time.sleep(0.1)
+        r, _ = hello(ports[0])
+        st = r.call(stats=pb.Stats()).stats
+        r.close()
+        assert st.connections_total == 2, st.connections_total  # b0's poller and this one
+        peer = node_info(ports[1]).node_info.peers[0]
+        assert peer.reachable and peer.failures == 0
+        assert "idle" not in a.text()
+    finally:
+        assert a.stop() == 0 and b.stop() == 0
