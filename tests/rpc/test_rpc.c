@@ -3059,6 +3059,7 @@ static void test_allocation_failure_sweep(void **state)
 /* A node "n0" whose peer table knows "n1" (reachable, advertising n1.example:7878, with room)
 ** and "n2" (reachable at 10.0.0.2:7878, advertising nothing, full). */
 static struct td_peer_table route_peers;
+static void route_init_peers(struct harness *h);
 
 static void route_init(struct harness *h, int64_t max_sessions)
 {
@@ -3067,6 +3068,11 @@ static void route_init(struct harness *h, int64_t max_sessions)
                                   .node_id = "n0"};
     harness_init(h, &cfg);
     h->srv.node_id = "n0";
+    route_init_peers(h);
+}
+
+static void route_init_peers(struct harness *h)
+{
     h->srv.advertise = "n0.example:7878";
     memset(&route_peers, 0, sizeof route_peers);
     struct td_peer_state *a = &route_peers.p[0], *b = &route_peers.p[5];
@@ -3192,6 +3198,27 @@ static void test_full_node_names_peer_with_room(void **state)
     expect_route(&h, "", TENSORD__STATUS_CODE__NODE_FULL, "", "", "knows no peer with room");
     assert_int_equal(h.srv.stats.refused_full, 3);
     assert_int_equal(h.srv.stats.redirected_full, 2);
+    harness_close(&h);
+}
+
+/* At the memory cap (--max-bytes all used) a node is full too, whatever its session count. */
+static void test_node_at_its_memory_cap_is_full(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct td_store_config cfg = {.session_ttl_ms = 60000, .max_bytes = 4096, .node_id = "n0"};
+    harness_init(&h, &cfg);
+    h.srv.node_id = "n0";
+    route_init_peers(&h);
+    atomic_store(&h.store.global.used, 4096);
+    expect_route(&h, "", TENSORD__STATUS_CODE__NODE_FULL, "n1", "n1.example:7878",
+                 "session or memory limit");
+    atomic_store(&h.store.global.used, 4095); /* one byte free: it takes the session */
+    td_rpc_peer_close(h.peer);
+    assert_int_equal(td_rpc_peer_new(&h.peer, &h.srv, capture, &h), 0);
+    Tensord__Response *r = hello(&h, NULL, 0);
+    assert_int_equal(r->status != NULL ? r->status->code : 0, 0);
+    atomic_store(&h.store.global.used, 0);
     harness_close(&h);
 }
 
@@ -3800,6 +3827,7 @@ int main(void)
         cmocka_unit_test(test_resume_routes_by_token_node),
         cmocka_unit_test(test_full_node_names_peer_with_room),
         cmocka_unit_test(test_draining_refuses_new_sessions),
+        cmocka_unit_test(test_node_at_its_memory_cap_is_full),
         cmocka_unit_test(test_node_info_reports_node_and_peers),
         cmocka_unit_test(test_node_info_needs_the_auth_token),
         cmocka_unit_test(test_peer_answers_are_checked),
