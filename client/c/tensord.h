@@ -71,16 +71,16 @@ enum tensord_code {
     TENSORD_INTERNAL = 16,
     TENSORD_NO_SESSION = 17,
     TENSORD_UNKNOWN_OP = 18,
-    TENSORD_CANCELLED = 19,    /* session closed, connection lost or daemon shutting down */
-    TENSORD_MOVED = 20,        /* the session is owned by another node (followed by connect) */
-    TENSORD_NODE_FULL = 21,    /* retryable: the node opens no new session now */
+    TENSORD_CANCELLED = 19,   /* session closed, connection lost or daemon shutting down */
+    TENSORD_MOVED = 20,       /* the session is owned by another node (followed by connect) */
+    TENSORD_NODE_FULL = 21,   /* retryable: the node opens no new session now */
     TENSORD_UNKNOWN_NODE = 22, /* the session token names a node the server does not know */
-    TENSORD_E_CONNECT = 100,   /* could not resolve or connect */
-    TENSORD_E_IO = 101,        /* the connection failed or was closed */
-    TENSORD_E_PROTOCOL = 102,  /* the server sent something malformed or unexpected */
-    TENSORD_E_NOMEM = 103,     /* local allocation failed */
-    TENSORD_E_USAGE = 104,     /* a call made in the wrong state or with bad arguments */
-    TENSORD_E_BUFFER = 105,    /* the caller's buffer is smaller than the data */
+    TENSORD_E_CONNECT = 100,  /* could not resolve or connect */
+    TENSORD_E_IO = 101,       /* the connection failed or was closed */
+    TENSORD_E_PROTOCOL = 102, /* the server sent something malformed or unexpected */
+    TENSORD_E_NOMEM = 103,    /* local allocation failed */
+    TENSORD_E_USAGE = 104,    /* a call made in the wrong state or with bad arguments */
+    TENSORD_E_BUFFER = 105,   /* the caller's buffer is smaller than the data */
 };
 
 struct tensord_error {
