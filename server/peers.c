@@ -64,7 +64,8 @@ struct td_poller {
     uv_timer_t timer;
     uint64_t interval_ms, next_id;
     bool stopping;
-    int pending; /* handles and lookups not yet called back */
+    bool warned_full; /* peers_too_many was logged */
+    int pending;      /* handles and lookups not yet called back */
 };
 
 static void poller_maybe_free(struct td_poller *pl)
@@ -249,8 +250,11 @@ static struct pconn *slot_new(struct td_poller *pl, int k, const char *text,
             return c;
         }
     }
-    td_log(TD_LOG_WARN, "peers_too_many", "max=%d msg=\"addresses past the limit are ignored\"",
-           TD_PEERS_MAX);
+    if (!pl->warned_full) {
+        pl->warned_full = true; /* once: a large Service would say it every round */
+        td_log(TD_LOG_WARN, "peers_too_many", "max=%d msg=\"addresses past the limit are ignored\"",
+               TD_PEERS_MAX);
+    }
     return NULL;
 }
 
