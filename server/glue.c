@@ -147,7 +147,9 @@ static void glue_frame(struct td_conn *c, void *user, const uint8_t *meta, size_
         glue_leave(g);
         return;
     }
-    if (g->peer->session != NULL) {
+    if (g->peer->session != NULL || g->peer->node_info_ok) {
+        /* Past Hello, or a peer node's poller that passed NodeInfo's auth (as a Hello would
+        ** have): it may idle between frames instead of being closed by --idle-timeout. */
         td_conn_established(c);
     }
     if (!g->paused &&

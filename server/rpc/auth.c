@@ -1,7 +1,7 @@
 /* server/rpc/auth.c — authentication of a Hello: the token check and the penalty table.
 **
 ** A Hello's auth_token is compared with --auth-token in constant time, at its length as sent on
-** the wire (td_rpc_hello_token_wire_len scans the raw Request: protobuf-c's string stops at a
+** the wire (td_rpc_string_wire_len scans the raw Request: protobuf-c's string stops at a
 ** NUL). Addresses that keep failing are slowed down by a bounded table of penalties keyed by a
 ** hash of the peer's host (td_rpc_peer_set_addr). Opening or resuming the session is rpc.c's
 ** (td_rpc_run_hello); this file knows nothing of sessions. Loop thread only.
@@ -126,10 +126,6 @@ void td_rpc_server_close(struct td_rpc_server *srv)
 
 /* ---- the Hello's token as sent ---- */
 
-/* The field numbers the scan below looks for, tied to the generated code. */
-#define HELLO_FIELD 2       /* Request.hello */
-#define HELLO_TOKEN_FIELD 3 /* Hello.auth_token */
-static_assert(TENSORD__REQUEST__BODY_HELLO == HELLO_FIELD, "Request.hello is field 2");
 
 /* Reads a varint at *pos of b[0..n); false when it is truncated or longer than 10 bytes. */
 static bool pb_varint(const uint8_t *b, size_t n, size_t *pos, uint64_t *v)
@@ -208,13 +204,6 @@ int64_t td_rpc_string_wire_len(const uint8_t *meta, size_t n, uint64_t body_fiel
         }
     }
     return len;
-}
-
-/* The length on the wire of a Hello request's auth_token (Request field 2, Hello field 3): see
-** td_rpc_string_wire_len; td_rpc_auth_check compares this length too. */
-int64_t td_rpc_hello_token_wire_len(const uint8_t *meta, size_t n)
-{
-    return td_rpc_string_wire_len(meta, n, HELLO_FIELD, HELLO_TOKEN_FIELD);
 }
 
 

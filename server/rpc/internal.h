@@ -59,18 +59,21 @@ struct rpc_job {
     bool pre_ok;                     /* RunOp: pre_op and pre_in hold what cost_op resolved,
                                             ** still true when it runs (see cost_op) */
     enum td_op_id pre_op;
-    struct td_operand pre_in[PRE_N]; /* borrowed from the table */
-    int status;                      /* the reply's status code */
-    bool ran;                        /* dropped jobs are not counted in the stats */
-    int64_t hello_token_len;         /* Hello: auth_token's length on the wire, NUL
-                                            ** bytes included (hello_token_wire_len) */
-    int64_t name_wire_len;           /* SetName, GetName, DelName: the name's length on
+    struct td_operand pre_in[PRE_N];      /* borrowed from the table */
+    int status;                           /* the reply's status code */
+    bool ran;                             /* dropped jobs are not counted in the stats */
+    int64_t hello_token_len;              /* Hello, NodeInfo: auth_token's length on the wire,
+                                            ** NUL bytes included (td_rpc_string_wire_len) */
+    int64_t name_wire_len;                /* SetName, GetName, DelName: the name's length on
                                             ** the wire, NULs included (string_wire_len) */
-    int64_t req_charge;              /* the decoded request's bytes, charged to
+    char status_node[TD_NODE_ID_MAX + 1]; /* MOVED, NODE_FULL, UNKNOWN_NODE: Status.node */
+    const char *status_address;           /* ... Status.address (borrowed from srv's peer table
+                                            ** or settings, which outlive the reply's encoding) */
+    int64_t req_charge;                   /* the decoded request's bytes, charged to
                                             ** job.session's quota until job_free */
-    int64_t queued;                  /* bytes counted in peer->queued_bytes until done:
+    int64_t queued;                       /* bytes counted in peer->queued_bytes until done:
                                             ** req_charge plus data_len */
-    struct pb_arena arena;           /* req is decoded here (last: not zeroed) */
+    struct pb_arena arena;                /* req is decoded here (last: not zeroed) */
 };
 
 /* What a handler produced besides its status. The dispatcher zeroes it; on failure it is
@@ -86,10 +89,12 @@ struct result {
     Tensord__NameList *names;                         /* ListNames: at names_msg, or NULL */
     Tensord__NameList names_msg;                      /* its names point into the session's
                                                       ** table; the array is `mem` */
+    Tensord__NodeInfoResult *node_info;               /* NodeInfo: at node_info_msg, or NULL */
     char *text;                                       /* Format, Load: owned, td_malloc'd */
     uint64_t offset, length;                          /* Get's slice */
     Tensord__StatsResult stats_msg;                   /* storage for the handlers that fill them */
     Tensord__HelloResult hello_msg;
+    Tensord__NodeInfoResult node_info_msg;
     void *mem; /* owned, td_malloc'd: what stats_msg points to */
 };
 
@@ -153,10 +158,6 @@ void td_rpc_stats_record(struct td_rpc_server *srv, int kind, int op, int status
 
 /* ---- auth.c ---- */
 
-/* The length on the wire of a Hello request's auth_token, NUL bytes included, or -1 when the
-** request does not scan (see auth.c). */
-int64_t td_rpc_hello_token_wire_len(const uint8_t *meta, size_t n);
-
 /* The length on the wire of string field str_field of the Request body member body_field (a
 ** oneof field number), NULs included; -1 when the request does not scan (see auth.c). */
 int64_t td_rpc_string_wire_len(const uint8_t *meta, size_t n, uint64_t body_field,
@@ -181,6 +182,23 @@ void td_rpc_cost_optim_step(struct rpc_job *j, struct td_session *s);
 
 /* requests.def's out column for OptimStep: clip_grad_norm_'s total norm goes under `out`. */
 uint64_t td_rpc_out_optim_step(const Tensord__Request *req);
+
+/* ---- node.c ---- */
+
+/* Hello's routing of a resume token (before the store is asked): 0 when the session would be
+** this node's (its node part is our id, or it is a 16-byte token from before scale-out); else
+** TD_EMOVED (j->status_node and status_address name the owner) or TD_ENODE (malformed, or a
+** node this node does not know; status_node set when the id is well formed), counted. */
+int td_rpc_route_resume(struct rpc_job *j, const uint8_t *token, size_t len, struct td_err *err);
+
+/* Hello opening a new session: 0 when this node takes it; else TD_EFULL naming the reachable,
+** accepting peer with the most room (or none when none is known), counted. */
+int td_rpc_check_room(struct rpc_job *j, struct td_err *err);
+
+/* Fills up to TD_PEERS_MAX PeerInfo messages (in `infos`, pointed to from `ptrs`) from srv's
+** peer table; returns how many. Strings are borrowed from the table. */
+size_t td_rpc_peer_infos(const struct td_rpc_server *srv, Tensord__PeerInfo *infos,
+                         Tensord__PeerInfo **ptrs);
 
 /* ---- names.c ---- */
 
