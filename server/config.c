@@ -238,8 +238,7 @@ static int parse_addresses(struct td_config *cfg, const struct setting *o, const
     return 0;
 }
 
-static int parse_node_id(struct td_config *cfg, const struct setting *o, const char *v,
-                         void *field)
+static int parse_node_id(struct td_config *cfg, const struct setting *o, const char *v, void *field)
 {
     (void)cfg;
     if (!td_node_id_valid(v, strlen(v))) {

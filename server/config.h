@@ -37,12 +37,12 @@ struct td_cfg_addresses {
 #define TD_CFG_TYPE_address const char * /* HOST:PORT; NULL: not set */
 #define TD_CFG_TYPE_addresses struct td_cfg_addresses
 #define TD_CFG_TYPE_level enum td_log_level
-#define TD_CFG_TYPE_format const char * /* "text" or "json" */
+#define TD_CFG_TYPE_format const char *   /* "text" or "json" */
 #define TD_CFG_TYPE_node_id const char *  /* a DNS label; NULL: not set (main decides) */
 #define TD_CFG_TYPE_hostport const char * /* HOST:PORT, names allowed; NULL: not set */
 #define TD_CFG_TYPE_peers const char *    /* comma list, checked (td_cfg_peers_next) */
-#define TD_CFG_TYPE_config const char * /* the --config given on the command line, if any */
-#define TD_CFG_TYPE_help bool           /* actions: they print and end the parse */
+#define TD_CFG_TYPE_config const char *   /* the --config given on the command line, if any */
+#define TD_CFG_TYPE_help bool             /* actions: they print and end the parse */
 #define TD_CFG_TYPE_version bool
 
 enum {

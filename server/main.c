@@ -427,8 +427,9 @@ static int check_data_dir(const char *dir)
         snprintf(parent, sizeof parent, ".");
     }
     if (stat(parent, &st) != 0 || !S_ISDIR(st.st_mode) || access(parent, W_OK) != 0) {
-        fprintf(stderr, "tensord: --data-dir %s cannot be created: %s is not a writable "
-                        "directory\n",
+        fprintf(stderr,
+                "tensord: --data-dir %s cannot be created: %s is not a writable "
+                "directory\n",
                 dir, parent);
         return -1;
     }
@@ -472,8 +473,9 @@ int main(int argc, char **argv)
         for (int i = 0; i < cfg.listen.n; i++) {
             if (!is_loopback(cfg.listen.addr[i]) && cfg.auth_token_file == NULL &&
                 !cfg.insecure_no_auth) {
-                fprintf(stderr, "tensord: refusing to listen on %s without --auth-token-file "
-                                "(or --insecure-no-auth)\n",
+                fprintf(stderr,
+                        "tensord: refusing to listen on %s without --auth-token-file "
+                        "(or --insecure-no-auth)\n",
                         cfg.listen.addr[i]);
                 return 2;
             }
@@ -684,23 +686,21 @@ int main(int argc, char **argv)
                    bound);
         }
     }
-    if (cfg.peers != NULL &&
-        (server.poller = td_poller_start(server.loop, &server.rpc, cfg.peers,
-                                         cfg.peer_interval_ms)) == NULL) {
+    if (cfg.peers != NULL && (server.poller = td_poller_start(server.loop, &server.rpc, cfg.peers,
+                                                              cfg.peer_interval_ms)) == NULL) {
         startup_error("tensord: out of memory for the peer poller\n");
         rc = 1;
         goto out;
     }
     td_log(TD_LOG_INFO, "started",
-           "node=%s advertise=%s version=%s threads=%d max_frame_bytes=%" PRId64 " max_tensor_bytes=%" PRId64
-           " session_max_bytes=%" PRId64 " max_bytes=%" PRId64 " session_ttl_ms=%" PRIu64
-           " max_request_ms=%" PRIu64 " max_op_elements=%" PRId64 " session_max_disk_bytes=%" PRId64
-           " max_disk_bytes=%" PRId64 " shared_files=%d",
+           "node=%s advertise=%s version=%s threads=%d max_frame_bytes=%" PRId64
+           " max_tensor_bytes=%" PRId64 " session_max_bytes=%" PRId64 " max_bytes=%" PRId64
+           " session_ttl_ms=%" PRIu64 " max_request_ms=%" PRIu64 " max_op_elements=%" PRId64
+           " session_max_disk_bytes=%" PRId64 " max_disk_bytes=%" PRId64 " shared_files=%d",
            server.node_id, cfg.advertise != NULL ? cfg.advertise : "-", TD_VERSION,
-           (int)cfg.threads, cfg.max_frame_bytes, cfg.max_tensor_bytes,
-           cfg.session_max_bytes, cfg.max_bytes, cfg.session_ttl_ms, cfg.max_request_ms,
-           cfg.max_op_elements, cfg.session_max_disk_bytes, cfg.max_disk_bytes,
-           (int)cfg.shared_files);
+           (int)cfg.threads, cfg.max_frame_bytes, cfg.max_tensor_bytes, cfg.session_max_bytes,
+           cfg.max_bytes, cfg.session_ttl_ms, cfg.max_request_ms, cfg.max_op_elements,
+           cfg.session_max_disk_bytes, cfg.max_disk_bytes, (int)cfg.shared_files);
 
     if (startup_stderr >= 0) {
         close(startup_stderr); /* started: from here on everything goes to the log */

@@ -128,8 +128,8 @@ static void metrics_text(struct td_strbuf *t, const struct td_metrics *m)
     for (int i = 0; rpc->peers != NULL && i < TD_PEERS_MAX; i++) {
         const struct td_peer_state *ps = &rpc->peers->p[i];
         if (ps->in_use && !ps->self) {
-            td_strbuf_printf(t, "tensord_peer_up{peer=\"%s\",peer_node=\"%s\"} %d\n",
-                             ps->address, ps->node_id, ps->reachable ? 1 : 0);
+            td_strbuf_printf(t, "tensord_peer_up{peer=\"%s\",peer_node=\"%s\"} %d\n", ps->address,
+                             ps->node_id, ps->reachable ? 1 : 0);
         }
     }
     td_strbuf_printf(t,

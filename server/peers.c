@@ -285,8 +285,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     pl->pending--;
     if (pl->stopping || status < 0) {
         if (!pl->stopping) {
-            td_log(TD_LOG_WARN, "peer_resolve_failed", "peer=%s%s err=\"%s\"",
-                   s->dns ? "dns:" : "", s->text, uv_strerror(status));
+            td_log(TD_LOG_WARN, "peer_resolve_failed", "peer=%s%s err=\"%s\"", s->dns ? "dns:" : "",
+                   s->text, uv_strerror(status));
             for (int i = 0; i < TD_PEERS_MAX; i++) {
                 if (pl->c[i].spec == k && !s->dns) {
                     td_rpc_peer_failed(pl->rpc, &pl->table.p[i]);
@@ -403,8 +403,7 @@ struct td_poller *td_poller_start(uv_loop_t *loop, struct td_rpc_server *rpc, co
     pl->pending++;
     uv_timer_start(&pl->timer, on_round, 0, interval_ms);
     td_log(TD_LOG_INFO, "peers", "node=%s entries=%d interval_ms=%llu",
-           rpc->node_id != NULL ? rpc->node_id : "-", pl->nspecs,
-           (unsigned long long)interval_ms);
+           rpc->node_id != NULL ? rpc->node_id : "-", pl->nspecs, (unsigned long long)interval_ms);
     return pl;
 }
 

@@ -51,8 +51,7 @@ static bool dns_name_valid(const char *s, size_t n)
     return alpha;
 }
 
-bool td_hostport_parse(const char *s, bool port_zero_ok, char *host, size_t hostcap,
-                       uint16_t *port)
+bool td_hostport_parse(const char *s, bool port_zero_ok, char *host, size_t hostcap, uint16_t *port)
 {
     char h[256];
     const char *colon;

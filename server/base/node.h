@@ -13,10 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TD_NODE_ID_MAX 63     /* a DNS label */
-#define TD_SECRET_BYTES 16    /* a token's secret: 128 bits from the OS */
-#define TD_SECRET_HEX 32      /* ... as lowercase hex in the token */
-#define TD_HOSTPORT_MAX 261   /* a DNS name (253) or [IPv6] (47), ':' and a port */
+#define TD_NODE_ID_MAX 63   /* a DNS label */
+#define TD_SECRET_BYTES 16  /* a token's secret: 128 bits from the OS */
+#define TD_SECRET_HEX 32    /* ... as lowercase hex in the token */
+#define TD_HOSTPORT_MAX 261 /* a DNS name (253) or [IPv6] (47), ':' and a port */
 #define TD_NODE_TOKEN_MAX (TD_NODE_ID_MAX + 1 + TD_SECRET_HEX) /* "<node id>.<32 hex>" */
 
 /* True when s[0..n) is a node id: 1-63 bytes of [a-z0-9-], neither first nor last a '-'. */

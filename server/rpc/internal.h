@@ -59,19 +59,19 @@ struct rpc_job {
     bool pre_ok;                     /* RunOp: pre_op and pre_in hold what cost_op resolved,
                                             ** still true when it runs (see cost_op) */
     enum td_op_id pre_op;
-    struct td_operand pre_in[PRE_N]; /* borrowed from the table */
-    int status;                      /* the reply's status code */
-    bool ran;                        /* dropped jobs are not counted in the stats */
-    int64_t hello_token_len;         /* Hello, NodeInfo: auth_token's length on the wire,
+    struct td_operand pre_in[PRE_N];      /* borrowed from the table */
+    int status;                           /* the reply's status code */
+    bool ran;                             /* dropped jobs are not counted in the stats */
+    int64_t hello_token_len;              /* Hello, NodeInfo: auth_token's length on the wire,
                                             ** NUL bytes included (td_rpc_token_wire_len) */
     char status_node[TD_NODE_ID_MAX + 1]; /* MOVED, NODE_FULL, UNKNOWN_NODE: Status.node */
-    const char *status_address;      /* ... Status.address (borrowed from srv's peer table
+    const char *status_address;           /* ... Status.address (borrowed from srv's peer table
                                             ** or settings, which outlive the reply's encoding) */
-    int64_t req_charge;              /* the decoded request's bytes, charged to
+    int64_t req_charge;                   /* the decoded request's bytes, charged to
                                             ** job.session's quota until job_free */
-    int64_t queued;                  /* bytes counted in peer->queued_bytes until done:
+    int64_t queued;                       /* bytes counted in peer->queued_bytes until done:
                                             ** req_charge plus data_len */
-    struct pb_arena arena;           /* req is decoded here (last: not zeroed) */
+    struct pb_arena arena;                /* req is decoded here (last: not zeroed) */
 };
 
 /* What a handler produced besides its status. The dispatcher zeroes it; on failure it is

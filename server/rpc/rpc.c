@@ -1959,8 +1959,8 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         j->hello_token_len = td_rpc_token_wire_len(meta, meta_len, TENSORD__REQUEST__BODY_HELLO,
                                                    3 /* Hello.auth_token */);
     } else if (req->body_case == TENSORD__REQUEST__BODY_NODE_INFO) {
-        j->hello_token_len = td_rpc_token_wire_len(
-            meta, meta_len, TENSORD__REQUEST__BODY_NODE_INFO, 1 /* NodeInfo.auth_token */);
+        j->hello_token_len = td_rpc_token_wire_len(meta, meta_len, TENSORD__REQUEST__BODY_NODE_INFO,
+                                                   1 /* NodeInfo.auth_token */);
     }
     if ((row == NULL || !row->data) && data_len != 0) {
         uint64_t id = req->id;

@@ -82,17 +82,17 @@ const char *td_rpc_kind_name(int k);
 ** it sets `address` and `in_use`, and records each probe through td_rpc_peer_answer and
 ** td_rpc_peer_failed; rpc reads them on the loop thread (Hello's redirects, NodeInfo, Stats). */
 struct td_peer_state {
-    bool in_use;                           /* a configured or resolved target */
-    bool self;                             /* it answered with this node's own id: not a peer */
-    char address[TD_HOSTPORT_MAX + 1];     /* as dialled: host:port */
-    char node_id[TD_NODE_ID_MAX + 1];      /* "" until it answered once */
-    char advertise[TD_HOSTPORT_MAX + 1];   /* what it asks clients to use; "" none */
-    bool reachable;                        /* its last probe was answered */
-    bool accepting;                        /* ... and it had room for a new session */
+    bool in_use;                         /* a configured or resolved target */
+    bool self;                           /* it answered with this node's own id: not a peer */
+    char address[TD_HOSTPORT_MAX + 1];   /* as dialled: host:port */
+    char node_id[TD_NODE_ID_MAX + 1];    /* "" until it answered once */
+    char advertise[TD_HOSTPORT_MAX + 1]; /* what it asks clients to use; "" none */
+    bool reachable;                      /* its last probe was answered */
+    bool accepting;                      /* ... and it had room for a new session */
     bool draining;
-    uint64_t last_seen_ms;                 /* now_ms() of its last answer; 0 never */
+    uint64_t last_seen_ms; /* now_ms() of its last answer; 0 never */
     uint64_t sessions, max_sessions, bytes, max_bytes;
-    uint64_t failures;                     /* probes failed since its last answer */
+    uint64_t failures; /* probes failed since its last answer */
 };
 
 struct td_peer_table {

@@ -139,15 +139,15 @@ struct td_entry {
 #define TD_SESSION_MAX_WALKS 8 /* nested backwards a session may hold suspended */
 
 struct td_session {
-    int refs;    /* the store's, connections', queued jobs' */
-    uint64_t id; /* small number for logs; never the token */
+    int refs;                    /* the store's, connections', queued jobs' */
+    uint64_t id;                 /* small number for logs; never the token */
     uint8_t token[TD_TOKEN_MAX]; /* token_len bytes: "<node>.<hex>", or 16 raw (legacy) */
     uint8_t token_len;           /* 0 while restored: only token_sha is known */
-    char token_tag[9];      /* 8 hex digits of a hash of the token, safe to log */
-    struct td_store *store; /* borrowed; NULL once closed */
-    struct td_map handles;  /* handle -> struct td_entry* */
-    struct td_quota quota;  /* parent: store->global */
-    int64_t entry_bytes;    /* each handle table entry's charge (the store's, at open) */
+    char token_tag[9];           /* 8 hex digits of a hash of the token, safe to log */
+    struct td_store *store;      /* borrowed; NULL once closed */
+    struct td_map handles;       /* handle -> struct td_entry* */
+    struct td_quota quota;       /* parent: store->global */
+    int64_t entry_bytes;         /* each handle table entry's charge (the store's, at open) */
     /* The generator, made on first use (td_session_rng): 2.5 KiB most sessions never touch.
     ** Until then rng_seed is what it starts from. */
     struct td_rng *rng;

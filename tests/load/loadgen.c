@@ -28,6 +28,11 @@
 **   loadgen --addr 127.0.0.1:7878 --connections 500 --sessions 100 --seconds 30
 **           [--metrics 127.0.0.1:9100] [--rss-pid PID] [--samples FILE] [--heavy-rate 20]
 **
+** Many daemons: --addr takes an address list ("a:7878,b:7878" or dns:NAME:PORT). The sessions
+** are opened by libtensord's placement (round-robin over the list), and each connection that
+** shares a session resumes it at the address its owner reached (tensord_address). The memory
+** checks then watch one daemon at most (--metrics, --rss-pid); tests/load/cluster.sh runs this.
+**
 ** Hostile mode (--attack, see "hostile mode" below): four sessions replay issue 14's attacks
 ** while a canary session's tiny ops are timed; it fails on canary p99 >= 10 ms, RSS above
 ** --max-bytes + 64 MiB, or the data directory above --max-disk-bytes:
@@ -1616,13 +1621,14 @@ static int attack_main(const struct opts *o, const struct attack_opts *ao)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: loadgen --addr HOST:PORT [--connections N] [--sessions M] "
-                    "[--seconds S] [--token T] [--rss-pid PID] [--rss-slack FRACTION] "
-                    "[--metrics HOST:PORT] [--samples FILE] [--heavy-rate PER_SECOND]\n"
-                    "       loadgen --attack --addr HOST:PORT [--seconds S] [--token T] "
-                    "[--rss-pid PID] [--metrics HOST:PORT] [--samples FILE]\n"
-                    "               [--max-bytes BYTES] [--data-dir DIR] "
-                    "[--max-disk-bytes BYTES]\n");
+    fprintf(stderr,
+            "usage: loadgen --addr HOST:PORT[,HOST:PORT...] [--connections N] [--sessions M] "
+            "[--seconds S] [--token T] [--rss-pid PID] [--rss-slack FRACTION] "
+            "[--metrics HOST:PORT] [--samples FILE] [--heavy-rate PER_SECOND]\n"
+            "       loadgen --attack --addr HOST:PORT [--seconds S] [--token T] "
+            "[--rss-pid PID] [--metrics HOST:PORT] [--samples FILE]\n"
+            "               [--max-bytes BYTES] [--data-dir DIR] "
+            "[--max-disk-bytes BYTES]\n");
     return 2;
 }
 
