@@ -374,7 +374,9 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
         node, which answers MOVED when the session is another node's."""
         owner = token_node(self.token)
         first: List[Tuple[str, str, Any]] = []
-        known = self.address or _NODES.get(owner, "")
+        # This connection's last address first (a reconnect); else, when the caller gave a list,
+        # where the owner was last reached. One address given is asked first, as it was told.
+        known = self.address or (_NODES.get(owner, "") if len(self._addrs) > 1 else "")
         hp = host_port(known) if known else None
         if hp is not None:
             first.append((known, "tcp", hp))
