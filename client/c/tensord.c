@@ -1378,7 +1378,7 @@ static int connect_resume(struct tensord **out, const struct addr_list *l,
     int last = TENSORD_E_CONNECT;
     for (int k = 0; k < l->n; k++) {
         const char *first = l->a[(start + (uint64_t)k) % (uint64_t)l->n];
-        char target[TENSORD_ADDR_MAX], chain[sizeof err->message];
+        char target[TENSORD_ADDR_MAX], chain[sizeof err->message], named[TENSORD_NODE_MAX];
         snprintf(target, sizeof target, "%s", first);
         snprintf(chain, sizeof chain, "%s", first);
         for (int hops = 0;; hops++) {
@@ -1401,17 +1401,21 @@ static int connect_resume(struct tensord **out, const struct addr_list *l,
                                    TENSORD_MAX_REDIRECTS, chain);
                 }
                 snprintf(target, sizeof target, "%s", red.addr);
+                snprintf(named, sizeof named, "%s", red.node);
                 continue;
             }
             if (unreachable(rc) && hops > 0) {
                 /* the owner itself, named by a MOVED: nobody else holds the session */
-                const char *node = strrchr(chain, ' ');
-                return set_err(err, TENSORD_E_CONNECT, "node %s at %s is unreachable: %s",
-                               node != NULL ? node + 1 : "?", target, e.message);
+                return set_err(err, TENSORD_E_CONNECT, "node %s at %s is unreachable: %s", named,
+                               target, e.message);
             }
             bool next = unreachable(rc) || rc == TENSORD_UNKNOWN_NODE ||
                         (rc == TENSORD_UNKNOWN_SESSION && owner[0] == '\0' && l->n > 1);
             if (!next || l->n == 1) {
+                if (unreachable(rc) && owner[0] != '\0') {
+                    return set_err(err, rc, "cannot resume the session of node %s: %s", owner,
+                                   e.message);
+                }
                 return set_err(err, rc, "%s", e.message);
             }
             last = rc;
