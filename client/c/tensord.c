@@ -1341,8 +1341,12 @@ static int connect_new(struct tensord **out, const struct addr_list *l,
             return set_err(err, rc, "%s", e.message); /* one address: its error as it is */
         }
         if (rc == TENSORD_NODE_FULL) {
+            bool peer = !red.bad && red.addr[0] != '\0' && strcmp(red.addr, a) != 0;
+            if (l->n == 1 && !peer) {
+                return set_err(err, rc, "%s", e.message); /* one address: as it is */
+            }
             note(why, sizeof why, "%s: %s", a, e.message);
-            if (!red.bad && red.addr[0] != '\0' && strcmp(red.addr, a) != 0) {
+            if (peer) {
                 struct redirect peer = red; /* hello_at overwrites red */
                 rc = hello_at(out, peer.addr, opts, NULL, 0, &red, &e);
                 if (rc == 0) {

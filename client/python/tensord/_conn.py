@@ -348,6 +348,8 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
                 errors.append("%s: %s" % (label, e.message))
                 peer = host_port(e.address) if e.address and e.address != label else None
                 if peer is None:
+                    if n == 1:
+                        raise  # one address: its refusal as it is
                     continue
                 try:
                     return self._hello_at(e.address, "tcp", peer)
