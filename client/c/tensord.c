@@ -1248,6 +1248,65 @@ static uint64_t rr_take(bool advance)
     return advance ? atomic_fetch_add(&rr_next, 1) : atomic_load(&rr_next);
 }
 
+/* Where each node was last reached (HelloResult, MOVED), for resumes given an address list: a
+** small process-wide table under a spin lock (held for a copy only), the oldest entry replaced
+** when full. */
+#define KNOWN_NODES 64
+static struct {
+    char node[TENSORD_NODE_MAX];
+    char addr[TENSORD_ADDR_MAX];
+    uint64_t used;
+} known[KNOWN_NODES];
+static atomic_flag known_lock = ATOMIC_FLAG_INIT;
+static uint64_t known_clock;
+
+static void known_acquire(void)
+{
+    while (atomic_flag_test_and_set_explicit(&known_lock, memory_order_acquire)) {
+    }
+}
+
+static void known_release(void)
+{
+    atomic_flag_clear_explicit(&known_lock, memory_order_release);
+}
+
+static void known_put(const char *node, const char *addr)
+{
+    if (node[0] == '\0' || strlen(addr) >= TENSORD_ADDR_MAX) {
+        return;
+    }
+    known_acquire();
+    int slot = 0;
+    for (int i = 0; i < KNOWN_NODES; i++) {
+        if (strcmp(known[i].node, node) == 0) {
+            slot = i;
+            break;
+        }
+        if (known[i].used < known[slot].used) {
+            slot = i;
+        }
+    }
+    snprintf(known[slot].node, sizeof known[slot].node, "%s", node);
+    snprintf(known[slot].addr, sizeof known[slot].addr, "%s", addr);
+    known[slot].used = ++known_clock;
+    known_release();
+}
+
+static bool known_get(const char *node, char addr[TENSORD_ADDR_MAX])
+{
+    bool found = false;
+    known_acquire();
+    for (int i = 0; i < KNOWN_NODES && !found; i++) {
+        if (known[i].used != 0 && strcmp(known[i].node, node) == 0) {
+            memcpy(addr, known[i].addr, TENSORD_ADDR_MAX);
+            found = true;
+        }
+    }
+    known_release();
+    return found;
+}
+
 /* Appends "; what" (or "what" first) to a bounded message. */
 static void note(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void note(char *buf, size_t cap, const char *fmt, ...)
@@ -1313,6 +1372,7 @@ static int hello_at(struct tensord **out, const char *addr, const struct tensord
     if (c->resumed) {
         c->next_handle = resumed_handle_base();
     }
+    known_put(c->node, addr);
     *out = c;
     return 0;
 }
@@ -1352,8 +1412,8 @@ static int connect_new(struct tensord **out, const struct addr_list *l,
                 if (rc == 0) {
                     return 0;
                 }
-                note(why, sizeof why, "its peer %s at %s: %s", to.node[0] ? to.node : "?",
-                     to.addr, e.message);
+                note(why, sizeof why, "its peer %s at %s: %s", to.node[0] ? to.node : "?", to.addr,
+                     e.message);
                 all_full = all_full && rc == TENSORD_NODE_FULL;
                 if (rc != TENSORD_NODE_FULL && !unreachable(rc)) {
                     return set_err(err, rc, "%s", e.message);
@@ -1380,8 +1440,15 @@ static int connect_resume(struct tensord **out, const struct addr_list *l,
     struct redirect red;
     uint64_t start = rr_take(false);
     int last = TENSORD_E_CONNECT;
-    for (int k = 0; k < l->n; k++) {
-        const char *first = l->a[(start + (uint64_t)k) % (uint64_t)l->n];
+    /* Given a list, the address the owner was last reached at goes first (one address given
+    ** is asked as told); if it fails, the list is asked. */
+    char cached[TENSORD_ADDR_MAX];
+    int extra = l->n > 1 && owner[0] != '\0' && known_get(owner, cached) ? 1 : 0;
+    for (int k = -extra; k < l->n; k++) {
+        const char *first = k < 0 ? cached : l->a[(start + (uint64_t)k) % (uint64_t)l->n];
+        if (k >= 0 && extra && strcmp(first, cached) == 0) {
+            continue; /* asked already */
+        }
         char target[TENSORD_ADDR_MAX], chain[sizeof err->message], named[TENSORD_NODE_MAX];
         snprintf(target, sizeof target, "%s", first);
         snprintf(chain, sizeof chain, "%s", first);
@@ -1406,6 +1473,7 @@ static int connect_resume(struct tensord **out, const struct addr_list *l,
                 }
                 snprintf(target, sizeof target, "%s", red.addr);
                 snprintf(named, sizeof named, "%s", red.node);
+                known_put(red.node, red.addr);
                 continue;
             }
             if (unreachable(rc) && hops > 0) {

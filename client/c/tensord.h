@@ -8,9 +8,10 @@
 ** (TENSORD_E_*). After a local I/O or protocol failure the connection is *broken*: every later
 ** call on it fails at once with TENSORD_E_IO naming the first failure; disconnect, then reconnect
 ** with the session token. A refused request never breaks the connection. The library never
-** aborts, exits, prints or raises SIGPIPE. Its only global state is one atomic counter (where
-** the next new session starts in an address list), so it is thread-compatible, one connection
-** per thread.
+** aborts, exits, prints or raises SIGPIPE. Its only global state is for address lists: an
+** atomic counter (where the next new session starts) and a small table of where each node was
+** last reached (under a spin lock); otherwise it is thread-compatible, one connection per
+** thread.
 **
 ** Many daemons (docs/DESIGN.md, "Many daemons"). tensord_connect takes an address list: new
 ** sessions are placed round-robin over it (from a random entry per process), and a resume goes
@@ -113,8 +114,8 @@ struct tensord_options {
 ** most TENSORD_MAX_ADDRS addresses in all. A new session tries the list round-robin, starting
 ** one entry further for each new session of the process (from a random entry): a node that
 ** cannot be reached, or answers NODE_FULL, passes the turn to the next entry, after NODE_FULL's
-** named peer has been tried once. A resume asks a listed node, which answers MOVED when another
-** node owns the session; the client follows at most TENSORD_MAX_REDIRECTS of them, checking each
+** named peer has been tried once. A resume goes where the token's node was last reached (given
+** a list), else asks a listed node, which answers MOVED when another node owns the session; the client follows at most TENSORD_MAX_REDIRECTS of them, checking each
 ** node id and address before dialling it. Errors: TENSORD_E_CONNECT (bad address; no entry
 ** could be reached, naming each one's failure; "node N at A is unreachable"), TENSORD_E_USAGE
 ** (a malformed session token), TENSORD_E_PROTOCOL (a MOVED with a malformed address or node

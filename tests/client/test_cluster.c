@@ -574,6 +574,39 @@ static void test_legacy_token_asks_every_entry(void **state)
     fleet_stop(&fl);
 }
 
+/* Given a list, a resume goes straight to where the owner was last reached (learned from the
+** MOVED of the first resume); one address given is asked as told. */
+static void test_resume_remembers_the_owner(void **state)
+{
+    (void)state;
+    struct fleet fl;
+    fleet_listen(&fl, 3);
+    moved(&fl.n[0], "n2", fl.n[2].addr);
+    moved(&fl.n[1], "n2", fl.n[2].addr);
+    snprintf(fl.n[2].id, sizeof fl.n[2].id, "n2");
+    fleet_run(&fl);
+    char list[128];
+    snprintf(list, sizeof list, "%s,%s", fl.n[0].addr, fl.n[1].addr);
+    /* a node id no other test uses: the table is process-wide */
+    struct tensord_options o = {.session_token = "n2.ffeeddccbbaa99887766554433221100"};
+    struct tensord *c = NULL;
+    struct tensord_error err;
+    assert_int_equal(tensord_connect(&c, list, &o, &err), 0);
+    assert_string_equal(tensord_node(c), "n2");
+    tensord_disconnect(c);
+    int asked = atomic_load(&fl.n[0].hellos) + atomic_load(&fl.n[1].hellos);
+    assert_int_equal(asked, 1); /* one listed node, which answered MOVED */
+    assert_int_equal(tensord_connect(&c, list, &o, &err), 0);
+    tensord_disconnect(c);
+    assert_int_equal(atomic_load(&fl.n[0].hellos) + atomic_load(&fl.n[1].hellos), asked);
+    assert_int_equal(atomic_load(&fl.n[2].hellos), 2);
+    /* one address: asked as told (it redirects) */
+    assert_int_equal(tensord_connect(&c, fl.n[0].addr, &o, &err), 0);
+    tensord_disconnect(c);
+    assert_int_equal(atomic_load(&fl.n[0].hellos) + atomic_load(&fl.n[1].hellos), asked + 1);
+    fleet_stop(&fl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -588,6 +621,7 @@ int main(void)
         cmocka_unit_test(test_address_lists_are_checked),
         cmocka_unit_test(test_token_forms),
         cmocka_unit_test(test_legacy_token_asks_every_entry),
+        cmocka_unit_test(test_resume_remembers_the_owner),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

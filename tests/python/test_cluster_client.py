@@ -194,6 +194,20 @@ def test_an_unreachable_owner_is_named_with_its_address(fakes):
         tensord.connect(a.addr, resume=TOKEN_N0)
 
 
+def test_resume_remembers_where_the_owner_was_reached(fakes):
+    a, b, c = fakes(3)
+    a.script("moved", "n2", c.addr)
+    b.script("moved", "n2", c.addr)
+    tok = b"n2." + SECRET.encode()
+    addr = "%s,%s" % (a.addr, b.addr)
+    _conn.Conn(addr=addr, resume=tok).close()
+    assert a.hellos + b.hellos == 1  # one listed node asked; it answered MOVED
+    _conn.Conn(addr=addr, resume=tok).close()
+    assert (a.hellos + b.hellos, c.hellos) == (1, 2)  # straight to n2
+    _conn.Conn(addr=a.addr, resume=tok).close()  # one address: asked as told
+    assert (a.hellos, c.hellos) == (a.hellos, 3) and a.hellos + b.hellos == 2
+
+
 def test_node_full_naming_a_peer_is_followed(fakes):
     a, b, c = fakes(3)
     a.script("full", "n2", c.addr)
