@@ -14,7 +14,6 @@ the routing is the same code in both, and the replies it reads are Hellos.
 import os
 import re
 import resource
-import signal
 import socket
 import struct
 import subprocess
