@@ -323,9 +323,9 @@ class Session:
     "dns:NAME:PORT" (default ``TENSORD_ADDR`` or 127.0.0.1:7878): a new session goes to the next
     node of the list with room, a resume to the node that owns the session (docs/DESIGN.md,
     "Many daemons"); ``token`` the auth token (default ``TENSORD_TOKEN``); ``resume`` a
-    session token from ``Session.token`` (bytes or str) to continue that session; ``sync=True`` waits for
-    every reply, so errors are raised at the line that caused them; ``progress=True`` shows
-    a progress bar for chunked transfers of large tensors.
+    session token from ``Session.token`` (bytes or str) to continue that session;
+    ``sync=True`` waits for every reply, so errors are raised at the line that caused them;
+    ``progress=True`` shows a progress bar for chunked transfers of large tensors.
     """
 
     def __init__(self, addr: Optional[str] = None, token: Optional[str] = None,
