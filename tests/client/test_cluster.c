@@ -167,6 +167,27 @@ static void *fleet_main(void *arg)
         if (poll(p, (nfds_t)np, 10000) <= 0 || (p[0].revents & POLLIN)) {
             break;
         }
+        int polled = fl->nconn; /* the connections p[] covers; accepted ones come after */
+        for (int i = 0; i < polled; i++) {
+            if (p[1 + fl->count + i].revents & (POLLIN | POLLHUP | POLLERR)) {
+                Tensord__Request *req = read_request(fl->conn[i]);
+                if (req == NULL) {
+                    close(fl->conn[i]);
+                    fl->conn[i] = -1; /* dropped below */
+                    continue;
+                }
+                answer(&fl->n[fl->conn_node[i]], fl->conn[i], req);
+                tensord__request__free_unpacked(req, NULL);
+            }
+        }
+        int kept = 0;
+        for (int i = 0; i < fl->nconn; i++) {
+            if (fl->conn[i] >= 0) {
+                fl->conn_node[kept] = fl->conn_node[i];
+                fl->conn[kept++] = fl->conn[i];
+            }
+        }
+        fl->nconn = kept;
         for (int i = 0; i < fl->count; i++) {
             if ((p[1 + i].revents & POLLIN) && fl->nconn < CONN_MAX) {
                 int fd = accept(fl->n[i].lfd, NULL, NULL);
@@ -176,23 +197,6 @@ static void *fleet_main(void *arg)
                     fl->conn[fl->nconn++] = fd;
                 }
             }
-        }
-        for (int i = 0; i < fl->nconn;) {
-            int k = 1 + fl->count + i;
-            if (k < np && (p[k].revents & (POLLIN | POLLHUP | POLLERR))) {
-                Tensord__Request *req = read_request(fl->conn[i]);
-                if (req == NULL) {
-                    close(fl->conn[i]);
-                    fl->conn[i] = fl->conn[fl->nconn - 1];
-                    fl->conn_node[i] = fl->conn_node[fl->nconn - 1];
-                    fl->nconn--;
-                    p[k] = p[1 + fl->count + fl->nconn]; /* the moved one's events */
-                    continue;
-                }
-                answer(&fl->n[fl->conn_node[i]], fl->conn[i], req);
-                tensord__request__free_unpacked(req, NULL);
-            }
-            i++;
         }
     }
     return NULL;
