@@ -1041,6 +1041,36 @@ static int dial_unix(const char *path, struct tensord_error *err)
     return fd;
 }
 
+/* connect() that gives up after CONNECT_TIMEOUT_MS (ETIMEDOUT): a node whose packets vanish
+** must not hold a placement over a list for the kernel's minutes of SYN retries. The socket
+** is blocking again afterwards. */
+#define CONNECT_TIMEOUT_MS 10000
+static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) {
+        return -1;
+    }
+    int rc = connect(fd, sa, len);
+    if (rc != 0 && errno == EINPROGRESS) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int soerr = 0, n;
+        socklen_t sl = sizeof soerr;
+        while ((n = poll(&p, 1, CONNECT_TIMEOUT_MS)) < 0 && errno == EINTR) {
+        }
+        if (n == 0) {
+            errno = ETIMEDOUT;
+        } else if (n > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0) {
+            errno = soerr;
+            rc = soerr == 0 ? 0 : -1;
+        }
+    }
+    if (rc == 0 && fcntl(fd, F_SETFL, fl) != 0) {
+        rc = -1;
+    }
+    return rc;
+}
+
 /* Returns a connected socket, or minus an error code. */
 static int dial(const char *addr, struct tensord_error *err)
 {
@@ -1089,7 +1119,7 @@ static int dial(const char *addr, struct tensord_error *err)
     int fd = -1, e = 0;
     for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+        if (fd >= 0 && connect_bounded(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
             break;
         }
         e = errno;

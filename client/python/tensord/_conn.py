@@ -60,6 +60,7 @@ READ_CHUNK = 1 << 18
 RECONNECT_TRIES = 7         # about 3 s of backoff before a dropped connection is given up
 MAX_ADDRS = 64              # addresses in a list, after dns: expansion
 MAX_REDIRECTS = 5           # MOVED replies followed per connect
+CONNECT_TIMEOUT = 10.0      # seconds a TCP connect may take before the next address is tried
 
 DTYPE_WIRE = {"float32": pb.FLOAT32, "float64": pb.FLOAT64, "int32": pb.INT32,
               "int64": pb.INT64, "bool": pb.BOOL}
@@ -443,7 +444,9 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
                 sock.close()
                 raise
         else:
-            sock = socket.create_connection(where)
+            # bounded: a node whose packets vanish must not hold a placement for minutes
+            sock = socket.create_connection(where, timeout=CONNECT_TIMEOUT)
+            sock.settimeout(None)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         self._out: List[Any] = []
