@@ -302,7 +302,7 @@ static void on_signal(uv_signal_t *s, int signum)
     }
     server.stopping = true;
     server.rpc.draining = true; /* NodeInfo says so; a Hello still read gets NODE_FULL */
-    td_log(TD_LOG_INFO, "shutdown", "node=%s signal=%d", server.node_id, signum);
+    td_log(TD_LOG_INFO, "shutdown", "signal=%d node=%s", signum, server.node_id);
     td_net_stop_accepting(&server.net);
     td_net_drain(&server.net); /* /metrics stays up, and /readyz says 503, until the end */
     uint64_t now = now_ms(), grace = server.shutdown_timeout_ms / 4;
@@ -360,8 +360,9 @@ static int read_node_id_file(const char *data_dir, char out[TD_NODE_ID_MAX + 1])
 }
 
 /* The node's id: --node-id (or the StatefulSet host name config.c found), else the one kept in
-** --data-dir, else a new random one, written there (0600) when `keep` (a real start; not
-** --check-config) and there is a data dir. Returns 0, or -1 with the reason printed. */
+** --data-dir, else a new random one. With a data dir holding none, the id is written there
+** (0600) when `keep` (a real start; not --check-config). Returns 0, or -1 with the reason
+** printed. */
 static int resolve_node_id(const struct td_config *cfg, bool keep, char out[TD_NODE_ID_MAX + 1])
 {
     int rc = 1;
@@ -377,17 +378,15 @@ static int resolve_node_id(const struct td_config *cfg, bool keep, char out[TD_N
                    "clients are told UNKNOWN_NODE here\"",
                    out, kept, kept);
         }
-        return 0;
-    }
-    if (rc == 0) {
+    } else if (rc == 0) {
         memcpy(out, kept, sizeof kept);
-        return 0;
-    }
-    if (random_node_id(out) != 0) {
+    } else if (random_node_id(out) != 0) {
         startup_error("tensord: no randomness available for a node id\n");
         return -1;
     }
-    if (keep && cfg->data_dir != NULL) {
+    if (keep && rc == 1 && cfg->data_dir != NULL) {
+        /* The first start with this data dir: its id is kept, so a later start without
+        ** --node-id is the same node (and its restored sessions' tokens still name it). */
         char path[4200];
         snprintf(path, sizeof path, "%s/" NODE_ID_FILE, cfg->data_dir);
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -527,6 +526,13 @@ int main(int argc, char **argv)
     }
     if (cfg.data_dir != NULL && mkdir(cfg.data_dir, 0700) != 0 && errno != EEXIST) {
         startup_error("tensord: cannot create --data-dir %s: %s\n", cfg.data_dir, strerror(errno));
+        td_free(token);
+        return 2;
+    }
+    struct stat dst;
+    if (cfg.data_dir != NULL && (stat(cfg.data_dir, &dst) != 0 || !S_ISDIR(dst.st_mode) ||
+                                 access(cfg.data_dir, W_OK) != 0)) {
+        startup_error("tensord: --data-dir %s is not a writable directory\n", cfg.data_dir);
         td_free(token);
         return 2;
     }

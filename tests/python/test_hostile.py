@@ -1346,9 +1346,15 @@ def test_auth_replayed_token_of_a_closed_session(port):
 @pytest.mark.parametrize("token", [b"\x00" * 16, b"\x01", b"\xff" * 15, b"\xab" * 17,
                                    b"\x00" * 16000])
 def test_auth_resume_of_a_made_up_session_token(port, token):
+    # 16 bytes is the form of a session saved before scale-out: looked up here, and unknown.
+    # Any other made-up token is not "<node id>.<32 hex>": malformed, naming no node.
     r = Raw(port, hello=False)
     resp, _ = r.call(Raw.hello_req(token=token))
-    assert_err(resp, pb.UNKNOWN_SESSION)
+    if len(token) == 16:
+        assert_err(resp, pb.UNKNOWN_SESSION)
+    else:
+        assert_err(resp, pb.UNKNOWN_NODE, "malformed session token")
+        assert resp.status.node == ""
 
 
 def test_auth_hello_above_the_pre_handshake_cap_is_refused(port):
@@ -1363,7 +1369,9 @@ def test_auth_resume_of_another_daemons_token(port, own):
     d, can = own()
     r = Raw(port, hello=False)
     resp, _ = r.call(Raw.hello_req(token=can.c.token))
-    assert_err(resp, pb.UNKNOWN_SESSION)
+    # The other daemon is no peer of this one: its token names a node this one does not know.
+    assert_err(resp, pb.UNKNOWN_NODE, "does not know")
+    assert resp.status.node == can.c.token.split(b".")[0].decode()
     r2 = Raw(d.port, hello=False)
     resp, _ = r2.call(Raw.hello_req(token=can.c.token))
     assert resp.status.code == pb.OK and resp.hello.resumed

@@ -939,8 +939,8 @@ static void test_sessions_isolated_and_resumable(void **state)
     assert_int_equal(td_rpc_peer_new(&b.peer, &b.srv, capture, &b), 0);
     r = hello(&b, bad, sizeof bad);
     assert_int_equal(r->status->code, TENSORD__STATUS_CODE__UNKNOWN_SESSION);
-    r = hello(&b, token, 5);
-    assert_int_equal(r->status->code, TENSORD__STATUS_CODE__UNKNOWN_SESSION);
+    r = hello(&b, token, 5); /* neither 16 bytes nor "<node>.<hex>": malformed */
+    assert_int_equal(r->status->code, TENSORD__STATUS_CODE__UNKNOWN_NODE);
 
     /* CloseSession frees everything; the token no longer resumes */
     struct captured *c = simple(&a, TENSORD__REQUEST__BODY_CLOSE_SESSION);
@@ -2254,6 +2254,15 @@ static void req_hello(struct harness *h)
     hello(h, NULL, 0);
 }
 
+static void req_node_info(struct harness *h)
+{
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__NodeInfo m = TENSORD__NODE_INFO__INIT;
+    req.body_case = TENSORD__REQUEST__BODY_NODE_INFO;
+    req.node_info = &m;
+    send_req(h, &req, NULL, 0);
+}
+
 static void req_resume(struct harness *h)
 {
     hello(h, sweep_token, sizeof sweep_token);
@@ -2550,6 +2559,13 @@ static void check_hello(struct harness *h, struct captured *c)
     assert_int_equal(c->resp->hello->session_token.len, 16);
     assert_false(c->resp->hello->resumed);
     assert_int_equal(td_store_count(&h->store), 1);
+}
+
+static void check_node_info(struct harness *h, struct captured *c)
+{
+    assert_int_equal(c->resp->result_case, TENSORD__RESPONSE__RESULT_NODE_INFO);
+    assert_int_equal(c->resp->node_info->sessions, td_store_count(&h->store));
+    assert_true(c->resp->node_info->accepting);
 }
 
 static void check_resume(struct harness *h, struct captured *c)
@@ -2985,6 +3001,7 @@ static void test_allocation_failure_sweep(void **state)
         {"free", prep_tensors, req_free, check_free, NULL},
         {"close_session", prep_tensors, req_close_session, check_close_session, NULL},
         {"ping", prep_hello, req_ping, check_ok, NULL},
+        {"node_info", prep_none, req_node_info, check_node_info, NULL},
         {"stats", prep_tensors, req_stats, check_stats, NULL},
         {"format", prep_tensors, req_format, check_format, NULL},
         {"backward", prep_graph, req_backward, check_backward, NULL},
@@ -3014,6 +3031,7 @@ static void test_allocation_failure_sweep(void **state)
     covered[TENSORD__REQUEST__BODY_SAVE] = covered[TENSORD__REQUEST__BODY_LOAD] = true;
     covered[TENSORD__REQUEST__BODY_OPTIM_STEP] = covered[TENSORD__REQUEST__BODY_RESUME_BACKWARD] =
         true;
+    covered[TENSORD__REQUEST__BODY_NODE_INFO] = true;
     const ProtobufCMessageDescriptor *d = &tensord__request__descriptor;
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
@@ -3034,6 +3052,299 @@ static void test_allocation_failure_sweep(void **state)
     print_message("request cases swept: %zu; failing runs: %d out of memory, %d closed, %d "
                   "succeeded past their failed allocation with the right result\n",
                   sizeof cases / sizeof cases[0], sweep_oom, sweep_closed, sweep_ok_reached);
+}
+
+/* ---- scale-out: Hello's routing by the token's node, NodeInfo ---- */
+
+/* A node "n0" whose peer table knows "n1" (reachable, advertising n1.example:7878, with room)
+** and "n2" (reachable at 10.0.0.2:7878, advertising nothing, full). */
+static struct td_peer_table route_peers;
+
+static void route_init(struct harness *h, int64_t max_sessions)
+{
+    struct td_store_config cfg = {.session_ttl_ms = 60000,
+                                  .max_sessions = max_sessions,
+                                  .node_id = "n0"};
+    harness_init(h, &cfg);
+    h->srv.node_id = "n0";
+    h->srv.advertise = "n0.example:7878";
+    memset(&route_peers, 0, sizeof route_peers);
+    struct td_peer_state *a = &route_peers.p[0], *b = &route_peers.p[5];
+    *a = (struct td_peer_state){.in_use = true,
+                                .reachable = true,
+                                .accepting = true,
+                                .sessions = 3,
+                                .max_sessions = 10,
+                                .last_seen_ms = 900};
+    snprintf(a->address, sizeof a->address, "10.0.0.1:7878");
+    snprintf(a->node_id, sizeof a->node_id, "n1");
+    snprintf(a->advertise, sizeof a->advertise, "n1.example:7878");
+    *b = (struct td_peer_state){.in_use = true,
+                                .reachable = true,
+                                .accepting = false,
+                                .sessions = 10,
+                                .max_sessions = 10,
+                                .last_seen_ms = 1000};
+    snprintf(b->address, sizeof b->address, "10.0.0.2:7878");
+    snprintf(b->node_id, sizeof b->node_id, "n2");
+    h->srv.peers = &route_peers;
+}
+
+static void test_token_names_this_node(void **state)
+{
+    (void)state;
+    struct harness h;
+    route_init(&h, 0);
+    Tensord__Response *r = hello(&h, NULL, 0);
+    assert_int_equal(r->status != NULL ? r->status->code : 0, 0);
+    const ProtobufCBinaryData *t = &r->hello->session_token;
+    assert_int_equal(t->len, 3 + 32); /* "n0." and 32 hex digits */
+    assert_memory_equal(t->data, "n0.", 3);
+    for (size_t i = 3; i < t->len; i++) {
+        assert_true(strchr("0123456789abcdef", t->data[i]) != NULL);
+    }
+    assert_string_equal(r->hello->node_id, "n0");
+    assert_string_equal(r->hello->advertise, "n0.example:7878");
+    uint8_t tok[TD_TOKEN_MAX];
+    size_t n = t->len;
+    memcpy(tok, t->data, n);
+    /* A second connection resumes it by that token. */
+    td_rpc_peer_close(h.peer);
+    assert_int_equal(td_rpc_peer_new(&h.peer, &h.srv, capture, &h), 0);
+    r = hello(&h, tok, n);
+    assert_int_equal(r->status != NULL ? r->status->code : 0, 0);
+    assert_true(r->hello->resumed);
+    assert_memory_equal(r->hello->session_token.data, tok, n);
+    harness_close(&h);
+}
+
+static void expect_route(struct harness *h, const char *token, int code, const char *node,
+                         const char *address, const char *needle)
+{
+    td_rpc_peer_close(h->peer);
+    assert_int_equal(td_rpc_peer_new(&h->peer, &h->srv, capture, h), 0);
+    Tensord__Response *r = hello(h, (const uint8_t *)token, strlen(token));
+    assert_non_null(r->status);
+    assert_int_equal(r->status->code, code);
+    assert_string_equal(r->status->node, node);
+    assert_string_equal(r->status->address, address);
+    assert_non_null(strstr(r->status->message, needle));
+}
+
+static void test_resume_routes_by_token_node(void **state)
+{
+    (void)state;
+    struct harness h;
+    route_init(&h, 0);
+    const char *hex = "0123456789abcdef0123456789abcdef";
+    char tok[128];
+    /* Another node's: MOVED, to the address it advertises, or else the one it was dialled at. */
+    snprintf(tok, sizeof tok, "n1.%s", hex);
+    expect_route(&h, tok, TENSORD__STATUS_CODE__MOVED, "n1", "n1.example:7878", "owned by node n1");
+    snprintf(tok, sizeof tok, "n2.%s", hex);
+    expect_route(&h, tok, TENSORD__STATUS_CODE__MOVED, "n2", "10.0.0.2:7878", "n2");
+    assert_int_equal(h.srv.stats.moved, 2);
+    /* A node nobody knows: UNKNOWN_NODE naming it, no address (a token is never an address). */
+    snprintf(tok, sizeof tok, "evil-host.%s", hex);
+    expect_route(&h, tok, TENSORD__STATUS_CODE__UNKNOWN_NODE, "evil-host", "", "does not know");
+    /* Malformed: no node named unless its node part is a well-formed id. */
+    snprintf(tok, sizeof tok, "n1.%s0", hex); /* 33 digits */
+    expect_route(&h, tok, TENSORD__STATUS_CODE__UNKNOWN_NODE, "n1", "", "malformed");
+    snprintf(tok, sizeof tok, "N1.%s", hex); /* upper case: not a DNS label here */
+    expect_route(&h, tok, TENSORD__STATUS_CODE__UNKNOWN_NODE, "", "", "malformed");
+    snprintf(tok, sizeof tok, "n1.0123456789ABCDEF0123456789abcdef");
+    expect_route(&h, tok, TENSORD__STATUS_CODE__UNKNOWN_NODE, "n1", "", "malformed");
+    expect_route(&h, "no-dot-at-all-in-this-token-0123456789", TENSORD__STATUS_CODE__UNKNOWN_NODE,
+                 "", "", "malformed");
+    assert_int_equal(h.srv.stats.unknown_node, 5);
+    /* Our own id with a secret nobody holds: looked up here, unknown session. */
+    snprintf(tok, sizeof tok, "n0.%s", hex);
+    td_rpc_peer_close(h.peer);
+    assert_int_equal(td_rpc_peer_new(&h.peer, &h.srv, capture, &h), 0);
+    Tensord__Response *r = hello(&h, (const uint8_t *)tok, strlen(tok));
+    assert_int_equal(r->status->code, TENSORD__STATUS_CODE__UNKNOWN_SESSION);
+    /* A peer that is unreachable now is still the owner: MOVED (its client learns where). */
+    route_peers.p[0].reachable = false;
+    snprintf(tok, sizeof tok, "n1.%s", hex);
+    expect_route(&h, tok, TENSORD__STATUS_CODE__MOVED, "n1", "n1.example:7878", "n1");
+    harness_close(&h);
+}
+
+static void test_full_node_names_peer_with_room(void **state)
+{
+    (void)state;
+    struct harness h;
+    route_init(&h, 1);
+    Tensord__Response *r = hello(&h, NULL, 0); /* the one session it takes */
+    assert_int_equal(r->status != NULL ? r->status->code : 0, 0);
+    /* n1 has 7 free slots, n2 none (and says it is not accepting): n1. */
+    expect_route(&h, "", TENSORD__STATUS_CODE__NODE_FULL, "n1", "n1.example:7878", "node n1");
+    /* With a third peer with more room, that one. */
+    struct td_peer_state *c = &route_peers.p[63];
+    *c = route_peers.p[0];
+    snprintf(c->node_id, sizeof c->node_id, "n3");
+    snprintf(c->advertise, sizeof c->advertise, "[::1]:7000");
+    c->sessions = 0;
+    expect_route(&h, "", TENSORD__STATUS_CODE__NODE_FULL, "n3", "[::1]:7000", "node n3");
+    /* A peer answering with our own id, or unreachable, or draining, is never named. */
+    snprintf(c->node_id, sizeof c->node_id, "n0");
+    route_peers.p[0].reachable = false;
+    expect_route(&h, "", TENSORD__STATUS_CODE__NODE_FULL, "", "", "knows no peer with room");
+    assert_int_equal(h.srv.stats.refused_full, 3);
+    assert_int_equal(h.srv.stats.redirected_full, 2);
+    harness_close(&h);
+}
+
+/* Draining (SIGTERM): new sessions are refused with NODE_FULL; NodeInfo says so. */
+static void test_draining_refuses_new_sessions(void **state)
+{
+    (void)state;
+    struct harness h;
+    route_init(&h, 0);
+    h.srv.draining = true;
+    expect_route(&h, "", TENSORD__STATUS_CODE__NODE_FULL, "n1", "n1.example:7878", "shutting down");
+    td_rpc_peer_close(h.peer);
+    assert_int_equal(td_rpc_peer_new(&h.peer, &h.srv, capture, &h), 0);
+    req_node_info(&h);
+    Tensord__Response *r = h.replies[h.nreplies - 1].resp;
+    assert_int_equal(r->result_case, TENSORD__RESPONSE__RESULT_NODE_INFO);
+    assert_true(r->node_info->draining);
+    assert_false(r->node_info->accepting);
+    harness_close(&h);
+}
+
+static void test_node_info_reports_node_and_peers(void **state)
+{
+    (void)state;
+    struct harness h;
+    route_init(&h, 5);
+    route_peers.p[7] = route_peers.p[0];
+    route_peers.p[7].self = true; /* an address of this node: never listed */
+    req_node_info(&h);
+    Tensord__Response *r = h.replies[h.nreplies - 1].resp;
+    assert_int_equal(r->result_case, TENSORD__RESPONSE__RESULT_NODE_INFO);
+    const Tensord__NodeInfoResult *m = r->node_info;
+    assert_string_equal(m->node_id, "n0");
+    assert_string_equal(m->advertise, "n0.example:7878");
+    assert_int_equal(m->max_sessions, 5);
+    assert_int_equal(m->sessions, 0);
+    assert_true(m->accepting);
+    assert_int_equal(m->n_peers, 2);
+    assert_string_equal(m->peers[0]->node_id, "n1");
+    assert_string_equal(m->peers[0]->address, "n1.example:7878");
+    assert_int_equal(m->peers[0]->last_seen_ms, 100); /* fake_now 1000, seen at 900 */
+    assert_string_equal(m->peers[1]->address, "10.0.0.2:7878");
+    assert_false(m->peers[1]->accepting);
+    /* On a connection with a session it is refused, as Hello is. */
+    td_rpc_peer_close(h.peer);
+    assert_int_equal(td_rpc_peer_new(&h.peer, &h.srv, capture, &h), 0);
+    hello(&h, NULL, 0);
+    req_node_info(&h);
+    assert_int_equal(status_of(&h.replies[h.nreplies - 1]), TENSORD__STATUS_CODE__PROTOCOL_ERROR);
+    harness_close(&h);
+}
+
+/* With an auth token, NodeInfo needs it like Hello; a wrong one is refused and counted. */
+static void test_node_info_needs_the_auth_token(void **state)
+{
+    (void)state;
+    struct harness h;
+    route_init(&h, 0);
+    td_map_init(&h.srv.auth_penalty);
+    h.srv.auth_token = "a-good-token-0123456789";
+    Tensord__Request req = TENSORD__REQUEST__INIT;
+    Tensord__NodeInfo m = TENSORD__NODE_INFO__INIT;
+    req.body_case = TENSORD__REQUEST__BODY_NODE_INFO;
+    req.node_info = &m;
+    m.auth_token = "a-bad-token-0123456789x";
+    struct captured *c = last(&h, send_req(&h, &req, NULL, 0));
+    assert_int_equal(status_of(c), TENSORD__STATUS_CODE__UNAUTHENTICATED);
+    assert_true(c->close_after);
+    td_rpc_peer_close(h.peer);
+    assert_int_equal(td_rpc_peer_new(&h.peer, &h.srv, capture, &h), 0);
+    m.auth_token = "a-good-token-0123456789";
+    c = last(&h, send_req(&h, &req, NULL, 0));
+    assert_int_equal(status_of(c), 0);
+    assert_string_equal(c->resp->node_info->node_id, "n0");
+    harness_close(&h);
+    td_rpc_server_close(&h.srv);
+}
+
+/* The poller's codec: a NodeInfo frame out; answers in, believed only when they make sense. */
+static void test_peer_answers_are_checked(void **state)
+{
+    (void)state;
+    struct harness h;
+    route_init(&h, 0);
+    uint8_t frame[256];
+    size_t n = td_rpc_node_info_frame(&h.srv, 9, frame, sizeof frame);
+    assert_true(n > TD_FRAME_HEADER_BYTES);
+    Tensord__Request *req = tensord__request__unpack(NULL, n - TD_FRAME_HEADER_BYTES,
+                                                     frame + TD_FRAME_HEADER_BYTES);
+    assert_non_null(req);
+    assert_int_equal(req->id, 9);
+    assert_int_equal(req->body_case, TENSORD__REQUEST__BODY_NODE_INFO);
+    tensord__request__free_unpacked(req, NULL);
+    assert_int_equal(td_rpc_node_info_frame(&h.srv, 9, frame, 8), 0); /* does not fit */
+
+    struct td_peer_state ps = {.in_use = true};
+    snprintf(ps.address, sizeof ps.address, "127.0.0.1:9");
+    Tensord__Response resp = TENSORD__RESPONSE__INIT;
+    Tensord__NodeInfoResult ni = TENSORD__NODE_INFO_RESULT__INIT;
+    resp.result_case = TENSORD__RESPONSE__RESULT_NODE_INFO;
+    resp.node_info = &ni;
+    uint8_t buf[512];
+    struct {
+        const char *id, *advertise;
+        int want;
+    } cases[] = {
+        {"n7", "", 0},
+        {"n7", "n7.example:1", 0},
+        {"", "", -1},                 /* no id */
+        {"N7", "", -1},               /* not a label */
+        {"n7", "not an address", -1}, /* advertise garbage */
+        {"n7", "evil:0", -1},         /* port 0 */
+        {"n0", "", -1},               /* our own id: marked self */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ni.node_id = (char *)cases[i].id;
+        ni.advertise = (char *)cases[i].advertise;
+        ni.sessions = 4;
+        ni.max_sessions = 9;
+        ni.accepting = true;
+        size_t len = tensord__response__pack(&resp, buf);
+        ps.self = false;
+        assert_int_equal(td_rpc_peer_answer(&h.srv, &ps, buf, len), cases[i].want);
+        if (cases[i].want == 0) {
+            assert_true(ps.reachable && ps.accepting);
+            assert_string_equal(ps.node_id, "n7");
+            assert_string_equal(ps.advertise, cases[i].advertise);
+            assert_int_equal(ps.sessions, 4);
+            assert_int_equal(ps.failures, 0);
+        } else {
+            assert_false(ps.reachable);
+        }
+    }
+    assert_true(ps.self);
+    /* Garbage bytes, and a reply that is an error. */
+    static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
+    uint64_t f = ps.failures;
+    assert_int_equal(td_rpc_peer_answer(&h.srv, &ps, garbage, sizeof garbage), -1);
+    assert_int_equal(ps.failures, f + 1);
+    Tensord__Status st = TENSORD__STATUS__INIT;
+    st.code = TENSORD__STATUS_CODE__UNAUTHENTICATED;
+    st.message = "authentication failed";
+    resp.status = &st;
+    ni.node_id = "n7";
+    ni.advertise = "";
+    size_t len = tensord__response__pack(&resp, buf);
+    assert_int_equal(td_rpc_peer_answer(&h.srv, &ps, buf, len), -1);
+    /* An id another reachable entry already answers with is not believed twice. */
+    resp.status = NULL;
+    ni.node_id = "n1";
+    len = tensord__response__pack(&resp, buf);
+    assert_int_equal(td_rpc_peer_answer(&h.srv, &ps, buf, len), -1);
+    harness_close(&h);
 }
 
 /* ---- the turn budget and charged handle entries (attack report findings 2 and 4) ---- */
@@ -3485,6 +3796,13 @@ int main(void)
         cmocka_unit_test(test_turn_budget_defers_pipelined_requests),
         cmocka_unit_test(test_handle_entries_charged),
         cmocka_unit_test(test_hello_after_close_session_is_refused),
+        cmocka_unit_test(test_token_names_this_node),
+        cmocka_unit_test(test_resume_routes_by_token_node),
+        cmocka_unit_test(test_full_node_names_peer_with_room),
+        cmocka_unit_test(test_draining_refuses_new_sessions),
+        cmocka_unit_test(test_node_info_reports_node_and_peers),
+        cmocka_unit_test(test_node_info_needs_the_auth_token),
+        cmocka_unit_test(test_peer_answers_are_checked),
         cmocka_unit_test(test_decoded_request_charged_and_released),
         cmocka_unit_test(test_decoded_request_over_quota_in_order),
         cmocka_unit_test(test_free_first_cap),

@@ -306,6 +306,63 @@ static void test_canary_sessions_survive_a_snapshot(void **state)
     td_store_close(&st);
 }
 
+/* Scale-out: a node's tokens are "<node id>.<32 hex>"; a node restarted with its data dir and
+** its id restores its sessions under the same tokens. Sessions saved before scale-out (16 raw
+** bytes) still restore and resume on a node that has an id. */
+static void test_node_tokens_survive_a_snapshot(void **state)
+{
+    (void)state;
+    struct td_store st;
+    struct td_store_config legacy = {.session_ttl_ms = 60000};
+    struct td_store_config named = {.session_ttl_ms = 60000, .node_id = "tensord-3"};
+    struct td_err err;
+    /* One session from before scale-out, one of the named node. */
+    td_store_init(&st, &legacy, &td_executor_inline);
+    uint8_t old_token[TD_TOKEN_BYTES];
+    struct td_session *old = canary(&st, 1, old_token);
+    assert_int_equal(old->token_len, TD_TOKEN_BYTES);
+    int failed = -1;
+    assert_int_equal(td_store_save_all(&st, dir, NULL, &failed), 1);
+    td_session_unref(old);
+    td_store_close(&st);
+
+    td_store_init(&st, &named, &td_executor_inline);
+    struct td_session *s;
+    assert_int_equal(td_store_open(&st, &s, &err), 0);
+    uint8_t tok[TD_TOKEN_MAX];
+    size_t n = s->token_len;
+    memcpy(tok, s->token, n);
+    assert_int_equal(n, strlen("tensord-3.") + 32);
+    assert_memory_equal(tok, "tensord-3.", 10);
+    static const int64_t s3[] = {3};
+    assert_int_equal(td_session_put(s, 5, mk(TD_DTYPE_F64, s3, 1, CV), &err), 0);
+    assert_int_equal(td_store_save_all(&st, dir, NULL, &failed), 1); /* the named one */
+    td_session_unref(s);
+    td_store_close(&st);
+
+    td_store_init(&st, &named, &td_executor_inline);
+    assert_int_equal(td_store_restore_all(&st, dir, 1000, &failed), 2);
+    assert_int_equal(failed, 0);
+    /* Neither a prefix nor the secret alone, nor a changed digit, finds it. */
+    assert_int_equal(td_store_resume(&st, tok, n - 1, &s, &err), TD_ESESSION);
+    uint8_t other[TD_TOKEN_MAX];
+    memcpy(other, tok, n);
+    other[n - 1] = other[n - 1] == '0' ? '1' : '0';
+    assert_int_equal(td_store_resume(&st, other, n, &s, &err), TD_ESESSION);
+    assert_int_equal(td_store_resume(&st, tok, n, &s, &err), 0);
+    assert_int_equal(s->token_len, n);
+    assert_memory_equal(s->token, tok, n);
+    struct td_tensor *t;
+    assert_int_equal(td_session_lookup(s, 5, &t, &err), 0);
+    assert_int_equal(t->numel, 3);
+    td_session_unref(s);
+    /* Resumed again, by the same token, from the live session. */
+    assert_int_equal(td_store_resume(&st, tok, n, &s, &err), 0);
+    td_session_unref(s);
+    expect_canary(&st, 1, old_token);
+    td_store_close(&st);
+}
+
 /* A job out on a worker: submit() keeps it, and the test finishes it later, as a pool would
 ** (run on a worker, then td_session_job_complete on the loop thread). */
 static struct td_job *out_on_worker;
@@ -431,6 +488,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_real_overlaps_are_still_refused, dir_setup,
                                         dir_teardown),
         cmocka_unit_test_setup_teardown(test_the_writer_puts_empty_tensors_at_the_end, dir_setup,
+                                        dir_teardown),
+        cmocka_unit_test_setup_teardown(test_node_tokens_survive_a_snapshot, dir_setup,
                                         dir_teardown),
         cmocka_unit_test_setup_teardown(test_canary_sessions_survive_a_snapshot, dir_setup,
                                         dir_teardown),
