@@ -15,7 +15,6 @@ import os
 import re
 import resource
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -23,14 +22,15 @@ import time
 import pytest
 
 import tensord
+import wire
 from tensord import _conn
-from tensord._conn import pb
+from wire import pb
 from conftest import BINARY, Daemon
 
 TENSORCTL = os.environ.get("TENSORCTL_BIN") or os.path.join(os.path.dirname(BINARY),
                                                             "tensorctl")
 LOADGEN = os.path.join(os.path.dirname(BINARY), "tests", "load", "loadgen")
-HEADER = struct.Struct(">IQ")
+HEADER = wire.HEADER  # a frame's u32 protobuf length and u64 data length, big-endian
 SECRET = "0123456789abcdef0123456789abcdef"
 
 
