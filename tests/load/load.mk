@@ -3,6 +3,8 @@
 #   make load        500 connections over 100 sessions for 30 s, with the daemon's RSS watched
 #   make soak        20 connections for 10 minutes (SOAK_SECONDS=60 for a short one)
 #   make attack      four hostile sessions and a timed canary for 5 minutes (ATTACK_SECONDS=N)
+#   make load-cluster 500 connections over 100 sessions for 30 s across 3 daemons (NODES=N),
+#                    given to loadgen as an address list (tests/load/cluster.sh)
 # Each ends with the daemon's allocated_bytes back at its warm-up value and RSS flat; load and soak
 # keep their memory samples (rss t=... kib=... allocated=...) in $(BUILD)/load/.
 LOADGEN := $(BUILD)/tests/load/loadgen
@@ -12,7 +14,7 @@ $(LOADGEN): $(call obj,tests/load/loadgen.c) $(LIBTENSORD_A)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PROTOBUF_C_LIBS) -lpthread -lm
 
-.PHONY: test-load load soak
+.PHONY: test-load load soak load-cluster
 test: test-load
 test-load: $(LOADGEN) $(TENSORD)
 	$(Q)$(TEST_TIMEOUT) tests/load/run.sh $(TENSORD) $(LOADGEN) --connections 200 --sessions 50 --seconds 3
@@ -21,6 +23,10 @@ load: $(LOADGEN) $(TENSORD)
 	@mkdir -p $(BUILD)/load
 	$(Q)tests/load/run.sh $(TENSORD) $(LOADGEN) --connections 500 --sessions 100 --seconds 30 \
 	    --samples $(BUILD)/load/load_samples.txt
+
+load-cluster: $(LOADGEN) $(TENSORD)
+	$(Q)$(TEST_TIMEOUT) tests/load/cluster.sh $(TENSORD) $(LOADGEN) --connections 500 --sessions 100 \
+	    --seconds 30
 
 soak: $(LOADGEN) $(TENSORD)
 	@mkdir -p $(BUILD)/load
