@@ -128,8 +128,8 @@ static void test_names_round_trip_and_resume(void **state)
     assert_int_equal(tensord_set_name(c, "x", 999, &err), TENSORD_UNKNOWN_HANDLE);
 
     /* Another connection resuming the session finds the tensors by name. */
-    uint8_t token[TENSORD_TOKEN_BYTES];
-    memcpy(token, tensord_session_token(c), sizeof token);
+    char token[TENSORD_TOKEN_MAX];
+    snprintf(token, sizeof token, "%s", tensord_session_token(c));
     tensord_disconnect(c);
     struct tensord_options o = {.session_token = token};
     c = open_session(&o);
