@@ -18,6 +18,10 @@ MAN_PAGES := $(wildcard docs/man/*.[1-8])
 # ExecReload command, procps's kill), groff (the man page rendered with warnings as errors),
 # mandoc (-Tlint).
 DEB_PKGS += systemd procps man-db groff-base mandoc
+# The deployment files (deploy/kubernetes, docker/compose.yaml): PyYAML reads them in
+# tests/python/test_deploy.py; podman-compose runs the three-node compose file (make
+# docker-test). The image's build stage leaves podman-compose out (docker/deps.sh).
+DEB_PKGS += python3-yaml podman-compose
 
 .PHONY: install-packaging test-ops docker-test
 
