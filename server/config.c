@@ -22,6 +22,7 @@
 
 #include "base/checked.h"
 #include "base/memlimit.h"
+#include "base/node.h"
 
 _Static_assert(TD_CFG_SUN_PATH_MAX == sizeof((struct sockaddr_un *)0)->sun_path - 1,
                "--unix's length limit is sun_path's");
@@ -130,6 +131,9 @@ static int parse_duration(struct td_config *cfg, const struct setting *o, const 
     if (n > UINT64_MAX / mul) {
         return bad_value(o, v, "too large");
     }
+    if (o->hi > 0 && (n * mul < (uint64_t)o->lo || n * mul > (uint64_t)o->hi)) {
+        return bad_value(o, v, o->complaint);
+    }
     *(uint64_t *)field = n * mul;
     return 0;
 }
@@ -234,6 +238,77 @@ static int parse_addresses(struct td_config *cfg, const struct setting *o, const
     return 0;
 }
 
+static int parse_node_id(struct td_config *cfg, const struct setting *o, const char *v,
+                         void *field)
+{
+    (void)cfg;
+    if (!td_node_id_valid(v, strlen(v))) {
+        return bad_value(o, v, o->complaint);
+    }
+    *(const char **)field = v;
+    return 0;
+}
+
+/* HOST:PORT where HOST may be a DNS name (not resolved here). */
+static int parse_hostport(struct td_config *cfg, const struct setting *o, const char *v,
+                          void *field)
+{
+    (void)cfg;
+    if (!td_hostport_parse(v, false, NULL, 0, NULL)) {
+        return bad_value(o, v, o->complaint);
+    }
+    *(const char **)field = v;
+    return 0;
+}
+
+bool td_cfg_peers_next(const char *list, size_t *pos, char *out, size_t cap)
+{
+    const char *p = list + *pos;
+    if (*p == '\0') {
+        return false;
+    }
+    const char *comma = strchr(p, ',');
+    size_t n = comma != NULL ? (size_t)(comma - p) : strlen(p);
+    *pos += n + (comma != NULL);
+    if (n >= cap) {
+        n = cap - 1; /* the parser refused longer entries */
+    }
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return true;
+}
+
+/* One --peers entry: HOST:PORT, or dns:NAME:PORT (NAME a DNS name: its every address). */
+static bool valid_peer(const char *e)
+{
+    char host[TD_HOSTPORT_MAX + 1];
+    if (strncmp(e, "dns:", 4) == 0) {
+        return e[4] != '[' && td_hostport_parse(e + 4, false, host, sizeof host, NULL) &&
+               inet_pton(AF_INET, host, (unsigned char[4]){0}) != 1;
+    }
+    return td_hostport_parse(e, false, NULL, 0, NULL);
+}
+
+static int parse_peers(struct td_config *cfg, const struct setting *o, const char *v, void *field)
+{
+    (void)cfg;
+    size_t pos = 0;
+    int64_t n = 0;
+    char e[TD_HOSTPORT_MAX + 8];
+    if (v[0] == '\0' || v[strlen(v) - 1] == ',') {
+        return bad_value(o, v, o->complaint);
+    }
+    while (td_cfg_peers_next(v, &pos, e, sizeof e)) {
+        if (strlen(e) >= sizeof e - 1 || !valid_peer(e) || ++n > o->hi) {
+            char why[TD_HOSTPORT_MAX + 160];
+            snprintf(why, sizeof why, "%s (at '%s')", o->complaint, e);
+            return bad_value(o, v, n > o->hi ? "more than 64 peers" : why);
+        }
+    }
+    *(const char **)field = v;
+    return 0;
+}
+
 static int parse_level(struct td_config *cfg, const struct setting *o, const char *v, void *field)
 {
     (void)cfg;
@@ -322,6 +397,25 @@ static void default_max_disk_bytes(struct td_config *cfg)
 {
     int64_t four = td_sat_mul(cfg->max_bytes, 4);
     cfg->max_disk_bytes = cfg->max_bytes > 0 && four < DISK_CAP ? four : DISK_CAP;
+}
+
+/* A StatefulSet names its pods <set>-<ordinal>: such a host name is a stable id. Anything else
+** is left unset: main then keeps a random id in --data-dir (or draws one per start). */
+static void default_node_id(struct td_config *cfg)
+{
+    static char host[256];
+    if (gethostname(host, sizeof host) != 0) {
+        return;
+    }
+    host[sizeof host - 1] = '\0';
+    size_t n = strlen(host);
+    size_t d = n;
+    while (d > 0 && host[d - 1] >= '0' && host[d - 1] <= '9') {
+        d--;
+    }
+    if (d < n && d >= 2 && host[d - 1] == '-' && td_node_id_valid(host, n)) {
+        cfg->node_id = host;
+    }
 }
 
 /* DFLT_UNSET: the field's zero is the default ("none"). */
@@ -582,4 +676,39 @@ int td_config_parse(struct td_config *cfg, int argc, char **argv)
         }
     }
     return 0;
+}
+
+/* ---- --check-config ---- */
+
+void td_config_print(const struct td_config *cfg, FILE *f)
+{
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const struct setting *o = &settings[i];
+        const void *field = (const char *)cfg + o->offset;
+        if (o->parse == parse_help || o->parse == parse_version || o->parse == parse_config ||
+            o->key == NULL) {
+            continue; /* actions, --config itself, --check-config */
+        }
+        fprintf(f, "%s = ", o->name);
+        if (o->parse == parse_size || o->parse == parse_count) {
+            fprintf(f, "%lld\n", (long long)*(const int64_t *)field);
+        } else if (o->parse == parse_duration) {
+            fprintf(f, "%llums\n", (unsigned long long)*(const uint64_t *)field);
+        } else if (o->parse == parse_boolean) {
+            fprintf(f, "%s\n", *(const bool *)field ? "true" : "false");
+        } else if (o->parse == parse_addresses) {
+            const struct td_cfg_addresses *a = field;
+            for (int k = 0; k < a->n; k++) {
+                fprintf(f, "%s%s", k ? "," : "", a->addr[k]);
+            }
+            fprintf(f, "%s\n", a->n == 0 ? "none" : "");
+        } else if (o->parse == parse_level) {
+            static const char *const names[] = {"debug", "info", "warn", "error", "off"};
+            int l = (int)*(const enum td_log_level *)field;
+            fprintf(f, "%s\n", l >= 0 && l <= 4 ? names[l] : "?");
+        } else {
+            const char *v = *(const char *const *)field;
+            fprintf(f, "%s\n", v != NULL ? v : "none");
+        }
+    }
 }

@@ -12,11 +12,13 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "base/log.h"
 
 #define TD_CFG_MAX_LISTEN 16    /* --listen addresses from one source */
 #define TD_CFG_MAX_THREADS 1024 /* --threads: libuv's own cap on its pool */
+#define TD_CFG_MAX_PEERS 64     /* --peers entries (rpc's TD_PEERS_MAX) */
 #define TD_CFG_SUN_PATH_MAX 107 /* a Unix socket path's bytes (sun_path holds 108 with the NUL) */
 
 /* --listen: the addresses of the last source that named any. */
@@ -36,6 +38,9 @@ struct td_cfg_addresses {
 #define TD_CFG_TYPE_addresses struct td_cfg_addresses
 #define TD_CFG_TYPE_level enum td_log_level
 #define TD_CFG_TYPE_format const char * /* "text" or "json" */
+#define TD_CFG_TYPE_node_id const char *  /* a DNS label; NULL: not set (main decides) */
+#define TD_CFG_TYPE_hostport const char * /* HOST:PORT, names allowed; NULL: not set */
+#define TD_CFG_TYPE_peers const char *    /* comma list, checked (td_cfg_peers_next) */
 #define TD_CFG_TYPE_config const char * /* the --config given on the command line, if any */
 #define TD_CFG_TYPE_help bool           /* actions: they print and end the parse */
 #define TD_CFG_TYPE_version bool
@@ -62,5 +67,14 @@ struct td_config {
 ** Returns 0; 1 after --help or --version (exit 0); -1 when a setting is invalid (the reason is
 ** printed on stderr; exit 2). */
 int td_config_parse(struct td_config *cfg, int argc, char **argv);
+
+/* Prints the effective settings, `name = value` per line in config.def's order (the actions and
+** --config left out), in the forms the parsers take: sizes in bytes, durations in ms. Paths
+** are printed, never the auth token itself. */
+void td_config_print(const struct td_config *cfg, FILE *f);
+
+/* Walks a --peers list: copies the entry at *pos into out[cap] and advances *pos; false at the
+** end. Entries are "HOST:PORT" or "dns:NAME:PORT", checked by the parser. */
+bool td_cfg_peers_next(const char *list, size_t *pos, char *out, size_t cap);
 
 #endif

@@ -24,12 +24,14 @@
 #include "base/alloc.h"
 #include "base/checked.h"
 #include "base/log.h"
+#include "base/node.h"
 #include "base/siphash.h"
 #include "config.h"
 #include "glue.h"
 #include "metrics.h"
 #include "net/http.h"
 #include "net/net.h"
+#include "peers.h"
 #include "rpc/rpc.h"
 #include "session/persist.h"
 #include "session/session.h"
@@ -73,6 +75,8 @@ struct server {
     const char *auth_token_file; /* re-read on SIGHUP */
     const char *log_file;        /* reopened on SIGHUP */
     char *token;                 /* owned; what rpc.auth_token points to */
+    struct td_poller *poller;    /* --peers, or NULL */
+    char node_id[TD_NODE_ID_MAX + 1];
     bool stopping;
 };
 
@@ -234,6 +238,8 @@ static void finish_shutdown(void)
                saved, failed, server.sessions_dir);
     }
     td_store_stop(&server.store); /* after a timeout, queued work is not started */
+    td_poller_stop(server.poller);
+    server.poller = NULL;
     td_net_close_gracefully(&server.net);
     td_http_close(&server.http);
     uv_close((uv_handle_t *)&server.sweep, NULL);
@@ -295,7 +301,8 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     }
     server.stopping = true;
-    td_log(TD_LOG_INFO, "shutdown", "signal=%d", signum);
+    server.rpc.draining = true; /* NodeInfo says so; a Hello still read gets NODE_FULL */
+    td_log(TD_LOG_INFO, "shutdown", "node=%s signal=%d", server.node_id, signum);
     td_net_stop_accepting(&server.net);
     td_net_drain(&server.net); /* /metrics stays up, and /readyz says 503, until the end */
     uint64_t now = now_ms(), grace = server.shutdown_timeout_ms / 4;
@@ -305,6 +312,127 @@ static void on_signal(uv_signal_t *s, int signum)
     }
     server.cancel_at_ms = server.drain_deadline_ms - grace;
     uv_timer_start(&server.drain, on_drain, 0, 5);
+}
+
+/* ---- the node's id ---- */
+
+#define NODE_ID_FILE "node-id"
+
+/* "n-" and 10 random hex digits: 40 bits, plenty for the nodes of one deployment. */
+static int random_node_id(char out[TD_NODE_ID_MAX + 1])
+{
+    uint8_t r[5];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+        return -1;
+    }
+    snprintf(out, TD_NODE_ID_MAX + 1, "n-%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3], r[4]);
+    return 0;
+}
+
+/* Reads <data_dir>/node-id into out: 1 when there is none, 0 when read and valid, -1 (message
+** printed) when it cannot be read or is not a node id. */
+static int read_node_id_file(const char *data_dir, char out[TD_NODE_ID_MAX + 1])
+{
+    char path[4200], buf[TD_NODE_ID_MAX + 4];
+    snprintf(path, sizeof path, "%s/" NODE_ID_FILE, data_dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            return 1;
+        }
+        startup_error("tensord: cannot read %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    ssize_t n = read(fd, buf, sizeof buf);
+    close(fd);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
+        n--;
+    }
+    if (n <= 0 || n > TD_NODE_ID_MAX || !td_node_id_valid(buf, (size_t)n)) {
+        startup_error("tensord: %s does not hold a node id (a DNS label: 1 to 63 of a-z, 0-9 and "
+                      "-); fix or remove it, or pass --node-id\n",
+                      path);
+        return -1;
+    }
+    memcpy(out, buf, (size_t)n);
+    out[n] = '\0';
+    return 0;
+}
+
+/* The node's id: --node-id (or the StatefulSet host name config.c found), else the one kept in
+** --data-dir, else a new random one, written there (0600) when `keep` (a real start; not
+** --check-config) and there is a data dir. Returns 0, or -1 with the reason printed. */
+static int resolve_node_id(const struct td_config *cfg, bool keep, char out[TD_NODE_ID_MAX + 1])
+{
+    int rc = 1;
+    char kept[TD_NODE_ID_MAX + 1];
+    if (cfg->data_dir != NULL && (rc = read_node_id_file(cfg->data_dir, kept)) < 0) {
+        return -1;
+    }
+    if (cfg->node_id != NULL) {
+        snprintf(out, TD_NODE_ID_MAX + 1, "%s", cfg->node_id);
+        if (rc == 0 && strcmp(kept, out) != 0) {
+            td_log(TD_LOG_WARN, "node_id_changed",
+                   "node=%s kept=%s msg=\"sessions restored from --data-dir name node %s: their "
+                   "clients are told UNKNOWN_NODE here\"",
+                   out, kept, kept);
+        }
+        return 0;
+    }
+    if (rc == 0) {
+        memcpy(out, kept, sizeof kept);
+        return 0;
+    }
+    if (random_node_id(out) != 0) {
+        startup_error("tensord: no randomness available for a node id\n");
+        return -1;
+    }
+    if (keep && cfg->data_dir != NULL) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/" NODE_ID_FILE, cfg->data_dir);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        size_t n = strlen(out);
+        bool ok = fd >= 0 && write(fd, out, n) == (ssize_t)n && write(fd, "\n", 1) == 1;
+        ok = fd >= 0 && fsync(fd) == 0 && ok;
+        if (fd >= 0) {
+            close(fd);
+        }
+        if (!ok) {
+            startup_error("tensord: cannot write %s: %s\n", path, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* --check-config: --data-dir exists and is writable, or could be created (its parent is). */
+static int check_data_dir(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode) || access(dir, W_OK) != 0) {
+            fprintf(stderr, "tensord: --data-dir %s is not a writable directory\n", dir);
+            return -1;
+        }
+        return 0;
+    }
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash == parent) {
+        slash[1] = '\0';
+    } else if (slash != NULL) {
+        *slash = '\0';
+    } else {
+        snprintf(parent, sizeof parent, ".");
+    }
+    if (stat(parent, &st) != 0 || !S_ISDIR(st.st_mode) || access(parent, W_OK) != 0) {
+        fprintf(stderr, "tensord: --data-dir %s cannot be created: %s is not a writable "
+                        "directory\n",
+                dir, parent);
+        return -1;
+    }
+    return 0;
 }
 
 /* Until the loop's handlers are installed, a stop signal is only noted (and SIGHUP ignored): a
@@ -332,6 +460,43 @@ int main(int argc, char **argv)
         return prc > 0 ? 0 : 2;
     }
     td_log_min_level = cfg.log_level;
+    if (cfg.check_config) {
+        /* What a start checks before it binds, with no side effect: nothing is created. */
+        char *tok = NULL, why[160];
+        if (cfg.auth_token_file != NULL &&
+            (tok = td_token_read_file(cfg.auth_token_file, why, sizeof why)) == NULL) {
+            fprintf(stderr, "tensord: --auth-token-file %s: %s\n", cfg.auth_token_file, why);
+            return 2;
+        }
+        td_free(tok);
+        for (int i = 0; i < cfg.listen.n; i++) {
+            if (!is_loopback(cfg.listen.addr[i]) && cfg.auth_token_file == NULL &&
+                !cfg.insecure_no_auth) {
+                fprintf(stderr, "tensord: refusing to listen on %s without --auth-token-file "
+                                "(or --insecure-no-auth)\n",
+                        cfg.listen.addr[i]);
+                return 2;
+            }
+        }
+        if (cfg.data_dir != NULL && check_data_dir(cfg.data_dir) != 0) {
+            return 2;
+        }
+        if (resolve_node_id(&cfg, false, server.node_id) != 0) {
+            return 2;
+        }
+        if (cfg.node_id == NULL && cfg.data_dir != NULL) {
+            char probe[TD_NODE_ID_MAX + 1];
+            if (read_node_id_file(cfg.data_dir, probe) != 0) {
+                /* A start would draw a new id and keep it: say so, not a made-up one. */
+                snprintf(server.node_id, sizeof server.node_id, "%s", "none");
+            }
+        } else if (cfg.node_id == NULL) {
+            snprintf(server.node_id, sizeof server.node_id, "%s", "none");
+        }
+        cfg.node_id = server.node_id;
+        td_config_print(&cfg, stdout);
+        return 0;
+    }
     if (cfg.log_file != NULL) {
         startup_stderr = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3); /* see startup_error */
     }
@@ -357,6 +522,15 @@ int main(int argc, char **argv)
                           cfg.listen.addr[i]);
             return 2;
         }
+    }
+    if (cfg.data_dir != NULL && mkdir(cfg.data_dir, 0700) != 0 && errno != EEXIST) {
+        startup_error("tensord: cannot create --data-dir %s: %s\n", cfg.data_dir, strerror(errno));
+        td_free(token);
+        return 2;
+    }
+    if (resolve_node_id(&cfg, true, server.node_id) != 0) {
+        td_free(token);
+        return 2;
     }
     if (token == NULL && cfg.insecure_no_auth) {
         /* Written whatever --log-level says: running open must never be silent. */
@@ -391,6 +565,7 @@ int main(int argc, char **argv)
         .session_ttl_ms = cfg.session_ttl_ms,
         .turn_work = TURN_WORK,
         .entry_bytes = TD_ENTRY_BYTES,
+        .node_id = server.node_id,
     };
     td_store_init(&server.store, &scfg, &server.executor.ex);
     server.store.on_expire = td_rpc_session_expired; /* an expired session's files go too */
@@ -434,6 +609,8 @@ int main(int argc, char **argv)
                "count=%d failed=%d dir=%s", restored, failed, sessions_dir);
     }
     server.rpc.store = &server.store;
+    server.rpc.node_id = server.node_id;
+    server.rpc.advertise = cfg.advertise;
     server.rpc.auth_token = token;
     server.token = token;
     server.auth_token_file = cfg.auth_token_file;
@@ -507,12 +684,20 @@ int main(int argc, char **argv)
                    bound);
         }
     }
+    if (cfg.peers != NULL &&
+        (server.poller = td_poller_start(server.loop, &server.rpc, cfg.peers,
+                                         cfg.peer_interval_ms)) == NULL) {
+        startup_error("tensord: out of memory for the peer poller\n");
+        rc = 1;
+        goto out;
+    }
     td_log(TD_LOG_INFO, "started",
-           "version=%s threads=%d max_frame_bytes=%" PRId64 " max_tensor_bytes=%" PRId64
+           "node=%s advertise=%s version=%s threads=%d max_frame_bytes=%" PRId64 " max_tensor_bytes=%" PRId64
            " session_max_bytes=%" PRId64 " max_bytes=%" PRId64 " session_ttl_ms=%" PRIu64
            " max_request_ms=%" PRIu64 " max_op_elements=%" PRId64 " session_max_disk_bytes=%" PRId64
            " max_disk_bytes=%" PRId64 " shared_files=%d",
-           TD_VERSION, (int)cfg.threads, cfg.max_frame_bytes, cfg.max_tensor_bytes,
+           server.node_id, cfg.advertise != NULL ? cfg.advertise : "-", TD_VERSION,
+           (int)cfg.threads, cfg.max_frame_bytes, cfg.max_tensor_bytes,
            cfg.session_max_bytes, cfg.max_bytes, cfg.session_ttl_ms, cfg.max_request_ms,
            cfg.max_op_elements, cfg.session_max_disk_bytes, cfg.max_disk_bytes,
            (int)cfg.shared_files);
@@ -546,6 +731,7 @@ int main(int argc, char **argv)
     td_log(TD_LOG_INFO, "stopped", "sessions=%zu", td_store_count(&server.store));
 out:
     if (rc != 0) {
+        td_poller_stop(server.poller);
         td_net_close(&server.net);
         td_http_close(&server.http);
         uv_run(server.loop, UV_RUN_DEFAULT);

@@ -101,6 +101,37 @@ static void metrics_text(struct td_strbuf *t, const struct td_metrics *m)
                      "\n# TYPE tensord_auth_failures_total counter\n"
                      "tensord_auth_failures_total %" PRIu64 "\n",
                      st->auth_failures);
+    /* Scale-out. Label values are checked strings (node ids, host:port): nothing to escape. */
+    td_strbuf_printf(t,
+                     "# HELP tensord_node_info This node's id and the address it advertises.\n"
+                     "# TYPE tensord_node_info gauge\ntensord_node_info{node=\"%s\","
+                     "advertise=\"%s\"} 1\n",
+                     rpc->node_id != NULL ? rpc->node_id : "",
+                     rpc->advertise != NULL ? rpc->advertise : "");
+    static const char *const hello_what[4][2] = {
+        {"moved", "Hellos answered MOVED: the session is another node's."},
+        {"refused_full", "New-session Hellos answered NODE_FULL."},
+        {"redirected_full", "NODE_FULL answers that named a peer with room."},
+        {"unknown_node", "Hellos answered UNKNOWN_NODE: a malformed token or an unknown owner."},
+    };
+    const uint64_t hello_n[4] = {st->moved, st->refused_full, st->redirected_full,
+                                 st->unknown_node};
+    for (int i = 0; i < 4; i++) {
+        td_strbuf_printf(t,
+                         "# HELP tensord_hello_%s_total %s\n# TYPE tensord_hello_%s_total "
+                         "counter\ntensord_hello_%s_total %" PRIu64 "\n",
+                         hello_what[i][0], hello_what[i][1], hello_what[i][0], hello_what[i][0],
+                         hello_n[i]);
+    }
+    td_strbuf_printf(t, "# HELP tensord_peer_up Whether a peer answered its last NodeInfo.\n"
+                        "# TYPE tensord_peer_up gauge\n");
+    for (int i = 0; rpc->peers != NULL && i < TD_PEERS_MAX; i++) {
+        const struct td_peer_state *ps = &rpc->peers->p[i];
+        if (ps->in_use && !ps->self) {
+            td_strbuf_printf(t, "tensord_peer_up{peer=\"%s\",peer_node=\"%s\"} %d\n",
+                             ps->address, ps->node_id, ps->reachable ? 1 : 0);
+        }
+    }
     td_strbuf_printf(t,
                      "# HELP tensord_sessions Live sessions.\n# TYPE tensord_sessions gauge\n"
                      "tensord_sessions %zu\n",

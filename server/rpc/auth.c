@@ -1,7 +1,7 @@
 /* server/rpc/auth.c — authentication of a Hello: the token check and the penalty table.
 **
 ** A Hello's auth_token is compared with --auth-token in constant time, at its length as sent on
-** the wire (td_rpc_hello_token_wire_len scans the raw Request: protobuf-c's string stops at a
+** the wire (td_rpc_token_wire_len scans the raw Request: protobuf-c's string stops at a
 ** NUL). Addresses that keep failing are slowed down by a bounded table of penalties keyed by a
 ** hash of the peer's host (td_rpc_peer_set_addr). Opening or resuming the session is rpc.c's
 ** (td_rpc_run_hello); this file knows nothing of sessions. Loop thread only.
@@ -126,10 +126,6 @@ void td_rpc_server_close(struct td_rpc_server *srv)
 
 /* ---- the Hello's token as sent ---- */
 
-/* The field numbers the scan below looks for, tied to the generated code. */
-#define HELLO_FIELD 2       /* Request.hello */
-#define HELLO_TOKEN_FIELD 3 /* Hello.auth_token */
-static_assert(TENSORD__REQUEST__BODY_HELLO == HELLO_FIELD, "Request.hello is field 2");
 
 /* Reads a varint at *pos of b[0..n); false when it is truncated or longer than 10 bytes. */
 static bool pb_varint(const uint8_t *b, size_t n, size_t *pos, uint64_t *v)
@@ -171,13 +167,14 @@ static bool pb_skip(const uint8_t *b, size_t n, size_t *pos, unsigned wt, size_t
     return true;
 }
 
-/* The length on the wire of a Hello request's auth_token (Request field 2, Hello field 3), NUL
+/* The length on the wire of a Hello's or NodeInfo's auth_token (body_field, token_field), NUL
 ** bytes included, or -1 when the request does not scan. protobuf-c hands a string over
 ** NUL-terminated, so strlen() of a token with a NUL in it stops short: td_rpc_auth_check compares
 ** this length too. Occurrences merge as protobuf-c merges them (the last token wins; another body
 ** member in between replaces the Hello); where they might not agree the check refuses, because
 ** both lengths must equal the expected token's. */
-int64_t td_rpc_hello_token_wire_len(const uint8_t *meta, size_t n)
+int64_t td_rpc_token_wire_len(const uint8_t *meta, size_t n, unsigned body_field,
+                              unsigned token_field)
 {
     size_t pos = 0, sub, sub_len;
     int64_t len = 0;
@@ -188,7 +185,7 @@ int64_t td_rpc_hello_token_wire_len(const uint8_t *meta, size_t n)
             return -1;
         }
         uint64_t field = key >> 3;
-        if (field == HELLO_FIELD && (key & 7) == 2) {
+        if (field == body_field && (key & 7) == 2) {
             const uint8_t *h = meta + sub;
             size_t q = 0, tok, tok_len;
             while (q < sub_len) {
@@ -197,11 +194,11 @@ int64_t td_rpc_hello_token_wire_len(const uint8_t *meta, size_t n)
                     !pb_skip(h, sub_len, &q, (unsigned)(hkey & 7), &tok, &tok_len)) {
                     return -1;
                 }
-                if ((hkey >> 3) == HELLO_TOKEN_FIELD && (hkey & 7) == 2) {
+                if ((hkey >> 3) == token_field && (hkey & 7) == 2) {
                     len = (int64_t)tok_len;
                 }
             }
-        } else if (field != HELLO_FIELD && field <= INT_MAX &&
+        } else if (field != body_field && field <= INT_MAX &&
                    td_rpc_request_of((int)field) != NULL) {
             len = 0; /* another member of the body oneof: the Hello so far is dropped */
         }

@@ -73,8 +73,9 @@ bool td_fastpack_plan(const Tensord__Response *resp, struct td_fastpack_plan *pl
     *plan = (struct td_fastpack_plan){.total = uint_size(resp->id)};
     const Tensord__Status *s = resp->status;
     if (s != NULL) {
-        if (s->code < 0) {
-            return false;
+        if (s->code < 0 || (s->node != NULL && s->node[0] != '\0') ||
+            (s->address != NULL && s->address[0] != '\0')) {
+            return false; /* a redirect (rare): protobuf-c packs Status.node and address */
         }
         plan->message_len = s->message != NULL ? strlen(s->message) : 0;
         plan->status_body = uint_size((uint64_t)s->code) + bytes_size(plan->message_len);

@@ -62,8 +62,11 @@ struct rpc_job {
     struct td_operand pre_in[PRE_N]; /* borrowed from the table */
     int status;                      /* the reply's status code */
     bool ran;                        /* dropped jobs are not counted in the stats */
-    int64_t hello_token_len;         /* Hello: auth_token's length on the wire, NUL
-                                            ** bytes included (hello_token_wire_len) */
+    int64_t hello_token_len;         /* Hello, NodeInfo: auth_token's length on the wire,
+                                            ** NUL bytes included (td_rpc_token_wire_len) */
+    char status_node[TD_NODE_ID_MAX + 1]; /* MOVED, NODE_FULL, UNKNOWN_NODE: Status.node */
+    const char *status_address;      /* ... Status.address (borrowed from srv's peer table
+                                            ** or settings, which outlive the reply's encoding) */
     int64_t req_charge;              /* the decoded request's bytes, charged to
                                             ** job.session's quota until job_free */
     int64_t queued;                  /* bytes counted in peer->queued_bytes until done:
@@ -81,10 +84,12 @@ struct result {
     Tensord__BackwardResult backward_msg;
     protobuf_c_boolean flags[TD_BACKWARD_MAX_INPUTS]; /* backward_msg's repeated bools */
     Tensord__HelloResult *hello;                      /* Hello: points at hello_msg, or NULL */
+    Tensord__NodeInfoResult *node_info;               /* NodeInfo: at node_info_msg, or NULL */
     char *text;                                       /* Format, Load: owned, td_malloc'd */
     uint64_t offset, length;                          /* Get's slice */
     Tensord__StatsResult stats_msg;                   /* storage for the handlers that fill them */
     Tensord__HelloResult hello_msg;
+    Tensord__NodeInfoResult node_info_msg;
     void *mem; /* owned, td_malloc'd: what stats_msg points to */
 };
 
@@ -148,9 +153,11 @@ void td_rpc_stats_record(struct td_rpc_server *srv, int kind, int op, int status
 
 /* ---- auth.c ---- */
 
-/* The length on the wire of a Hello request's auth_token, NUL bytes included, or -1 when the
-** request does not scan (see auth.c). */
-int64_t td_rpc_hello_token_wire_len(const uint8_t *meta, size_t n);
+/* The length on the wire of the auth_token of a Hello (Request field 2, Hello field 3) or a
+** NodeInfo (field 25, NodeInfo field 1): body_field and token_field say which. NUL bytes
+** included; -1 when the request does not scan (see auth.c). */
+int64_t td_rpc_token_wire_len(const uint8_t *meta, size_t n, unsigned body_field,
+                              unsigned token_field);
 
 /* Checks a Hello's token against srv->auth_token (NULL: no auth, always 0), slowing down
 ** addresses that keep failing: TD_EAUTH with the reason. `given` is the token as protobuf-c
@@ -171,6 +178,23 @@ void td_rpc_cost_optim_step(struct rpc_job *j, struct td_session *s);
 
 /* requests.def's out column for OptimStep: clip_grad_norm_'s total norm goes under `out`. */
 uint64_t td_rpc_out_optim_step(const Tensord__Request *req);
+
+/* ---- node.c ---- */
+
+/* Hello's routing of a resume token (before the store is asked): 0 when the session would be
+** this node's (its node part is our id, or it is a 16-byte token from before scale-out); else
+** TD_EMOVED (j->status_node and status_address name the owner) or TD_ENODE (malformed, or a
+** node this node does not know; status_node set when the id is well formed), counted. */
+int td_rpc_route_resume(struct rpc_job *j, const uint8_t *token, size_t len, struct td_err *err);
+
+/* Hello opening a new session: 0 when this node takes it; else TD_EFULL naming the reachable,
+** accepting peer with the most room (or none when none is known), counted. */
+int td_rpc_check_room(struct rpc_job *j, struct td_err *err);
+
+/* Fills up to TD_PEERS_MAX PeerInfo messages (in `infos`, pointed to from `ptrs`) from srv's
+** peer table; returns how many. Strings are borrowed from the table. */
+size_t td_rpc_peer_infos(const struct td_rpc_server *srv, Tensord__PeerInfo *infos,
+                         Tensord__PeerInfo **ptrs);
 
 /* ---- names.c ---- */
 

@@ -1249,9 +1249,16 @@ int td_rpc_run_hello(struct rpc_job *j, struct td_session *s_unused, struct resu
     int rc;
     bool resumed = m->session_token.len != 0;
     if (resumed) {
-        rc = td_store_resume(srv->store, m->session_token.data, m->session_token.len, &s, err);
+        /* Routed first: a token naming another node is answered MOVED or UNKNOWN_NODE. */
+        rc = td_rpc_route_resume(j, m->session_token.data, m->session_token.len, err);
+        if (rc == 0) {
+            rc = td_store_resume(srv->store, m->session_token.data, m->session_token.len, &s, err);
+        }
     } else {
-        rc = td_store_open(srv->store, &s, err);
+        rc = td_rpc_check_room(j, err);
+        if (rc == 0) {
+            rc = td_store_open(srv->store, &s, err);
+        }
     }
     if (rc != 0) {
         return rc;
@@ -1268,8 +1275,10 @@ int td_rpc_run_hello(struct rpc_job *j, struct td_session *s_unused, struct resu
     hr->instance_id.data = srv->instance_id;
     hr->instance_id.len = sizeof srv->instance_id;
     hr->session_token.data = s->token;
-    hr->session_token.len = sizeof s->token;
+    hr->session_token.len = s->token_len;
     hr->resumed = resumed;
+    hr->node_id = srv->node_id != NULL ? (char *)srv->node_id : "";
+    hr->advertise = srv->advertise != NULL ? (char *)srv->advertise : "";
     res->hello = hr;
     return 0;
 }
@@ -1576,7 +1585,8 @@ static bool noop_when_closed(const struct td_rpc_request *row)
     return row != NULL && row->auth == TD_RPC_AUTH_ANY;
 }
 
-/* Requests that run without a session (auth NONE: Hello). */
+/* Requests that run without a session (auth NONE: Hello, NodeInfo): at once, before any queue,
+** costing nothing but their (bounded) handler. */
 static bool needs_no_session(const struct td_rpc_request *row)
 {
     return row != NULL && row->auth == TD_RPC_AUTH_NONE;
@@ -1651,6 +1661,12 @@ static void job_execute(struct rpc_job *j)
     j->status = (int)st.code;
     if (rc != 0) {
         log_failure(p, j->req, j->status, err.msg);
+        if (j->status_node[0] != '\0') {
+            st.node = j->status_node; /* MOVED, NODE_FULL, UNKNOWN_NODE: who is meant */
+        }
+        if (j->status_address != NULL) {
+            st.address = (char *)j->status_address;
+        }
     }
     if (res.tensor != NULL) {
         const struct td_tensor *t = res.tensor;
@@ -1684,6 +1700,9 @@ static void job_execute(struct rpc_job *j)
     } else if (res.stats != NULL) {
         resp.result_case = TENSORD__RESPONSE__RESULT_STATS;
         resp.stats = res.stats;
+    } else if (res.node_info != NULL) {
+        resp.result_case = TENSORD__RESPONSE__RESULT_NODE_INFO;
+        resp.node_info = res.node_info;
     } else if (res.hello != NULL) {
         limits.max_frame_bytes = p->srv->max_frame_bytes;
         limits.max_tensor_bytes = (uint64_t)p->srv->store->cfg.max_tensor_bytes;
@@ -1937,7 +1956,11 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
     j->req = req;
     const struct td_rpc_request *row = td_rpc_request_of((int)req->body_case);
     if (req->body_case == TENSORD__REQUEST__BODY_HELLO) {
-        j->hello_token_len = td_rpc_hello_token_wire_len(meta, meta_len);
+        j->hello_token_len = td_rpc_token_wire_len(meta, meta_len, TENSORD__REQUEST__BODY_HELLO,
+                                                   3 /* Hello.auth_token */);
+    } else if (req->body_case == TENSORD__REQUEST__BODY_NODE_INFO) {
+        j->hello_token_len = td_rpc_token_wire_len(
+            meta, meta_len, TENSORD__REQUEST__BODY_NODE_INFO, 1 /* NodeInfo.auth_token */);
     }
     if ((row == NULL || !row->data) && data_len != 0) {
         uint64_t id = req->id;

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "base/map.h"
+#include "base/node.h"
 #include "core/ops.h"
 #include "session/persist.h"
 #include "session/session.h"
@@ -56,7 +57,11 @@ struct td_rpc_counter {
 extern const uint64_t td_rpc_loop_slow_ms[TD_RPC_LOOP_BUCKETS];
 
 struct td_rpc_stats {
-    uint64_t connections; /* open now */
+    uint64_t moved;           /* Hellos answered MOVED: the token's session is another node's */
+    uint64_t refused_full;    /* new-session Hellos answered NODE_FULL */
+    uint64_t redirected_full; /* ... of those, naming a peer with room */
+    uint64_t unknown_node;    /* Hellos answered UNKNOWN_NODE (malformed or unknown owner) */
+    uint64_t connections;     /* open now */
     uint64_t connections_total;
     uint64_t auth_failures;
     uint64_t loop_turns;                     /* event-loop turns (td_rpc_stats_turn) */
@@ -69,8 +74,38 @@ struct td_rpc_stats {
 ** an enum td_rpc_kind. */
 const char *td_rpc_kind_name(int k);
 
+/* ---- peers (scale-out: docs/DESIGN.md, "Many daemons") ---- */
+
+#define TD_PEERS_MAX 64 /* peers a node polls, lists and reports (NodeInfo, Stats) */
+
+/* One other node as this node last saw it. The top layer's poller (peers.c) owns the entries:
+** it sets `address` and `in_use`, and records each probe through td_rpc_peer_answer and
+** td_rpc_peer_failed; rpc reads them on the loop thread (Hello's redirects, NodeInfo, Stats). */
+struct td_peer_state {
+    bool in_use;                           /* a configured or resolved target */
+    bool self;                             /* it answered with this node's own id: not a peer */
+    char address[TD_HOSTPORT_MAX + 1];     /* as dialled: host:port */
+    char node_id[TD_NODE_ID_MAX + 1];      /* "" until it answered once */
+    char advertise[TD_HOSTPORT_MAX + 1];   /* what it asks clients to use; "" none */
+    bool reachable;                        /* its last probe was answered */
+    bool accepting;                        /* ... and it had room for a new session */
+    bool draining;
+    uint64_t last_seen_ms;                 /* now_ms() of its last answer; 0 never */
+    uint64_t sessions, max_sessions, bytes, max_bytes;
+    uint64_t failures;                     /* probes failed since its last answer */
+};
+
+struct td_peer_table {
+    struct td_peer_state p[TD_PEERS_MAX];
+};
+
 /* Server-wide settings and state rpc needs. */
 struct td_rpc_server {
+    const char *node_id;            /* borrowed: this node's id (the store's cfg.node_id);
+                                        ** NULL: tokens and Hello as before scale-out */
+    const char *advertise;          /* borrowed: --advertise, or NULL */
+    bool draining;                  /* shutting down: no new session (NODE_FULL) */
+    struct td_peer_table *peers;    /* borrowed, or NULL: no peers */
     struct td_store *store;         /* borrowed */
     uint8_t instance_id[16];        /* random per daemon start */
     const char *auth_token;         /* borrowed; NULL means no auth ("" refuses all) */
@@ -213,6 +248,27 @@ int td_rpc_session_expired(struct td_session *s, void *srv);
 /* Sends an error reply not tied to a decoded request (a framing error): id 0, status from code. */
 void td_rpc_reply_error(struct td_rpc_peer *p, uint64_t id, int code, const char *msg,
                         bool close_after);
+
+/* ---- the peer poller's codec (node.c): the top layer moves the bytes ---- */
+
+/* Encodes a NodeInfo request (id, srv's auth token) as a whole frame into buf[cap]; returns
+** its length, or 0 when it does not fit. */
+size_t td_rpc_node_info_frame(const struct td_rpc_server *srv, uint64_t id, uint8_t *buf,
+                              size_t cap);
+
+/* Records a peer's answer: `meta` (borrowed) is the protobuf section of its reply frame. A
+** reply that does not decode, is not an OK NodeInfoResult, names no valid node id, or names
+** this node's own id is not believed: returns -1 (the caller drops the connection) and counts
+** as a failure, except that our own id marks the entry `self`. Returns 0 once recorded. */
+int td_rpc_peer_answer(struct td_rpc_server *srv, struct td_peer_state *ps, const uint8_t *meta,
+                       size_t len);
+
+/* A probe went unanswered (refused, timed out, dropped): the peer is unreachable. */
+void td_rpc_peer_failed(struct td_rpc_server *srv, struct td_peer_state *ps);
+
+/* Whether a new-session Hello would be served now (not draining, under --max-sessions and the
+** memory cap). */
+bool td_rpc_accepting(const struct td_rpc_server *srv);
 
 /* Writes the 12-byte frame header. */
 void td_frame_header_put(uint8_t *dst, uint32_t meta_len, uint64_t data_len);

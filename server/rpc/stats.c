@@ -88,8 +88,14 @@ int td_rpc_run_stats(struct rpc_job *j, struct td_session *s, struct result *res
     st->loop_turns = srv->stats.loop_turns;
     st->loop_busy_max_us = srv->stats.loop_busy_max_us;
     st->loop_busy_sum_us = srv->stats.loop_busy_sum_us;
+    st->node_id = srv->node_id != NULL ? (char *)srv->node_id : "";
+    st->moved = srv->stats.moved;
+    st->refused_full = srv->stats.refused_full;
+    st->redirected_full = srv->stats.redirected_full;
     enum { N = TD_RPC_KINDS + TD_OP_COUNT };
     struct block {
+        Tensord__PeerInfo peer_infos[TD_PEERS_MAX];
+        Tensord__PeerInfo *peer_ptrs[TD_PEERS_MAX];
         Tensord__Counter c[N];
         Tensord__Counter *ptr[N];
         uint64_t lat[N][TD_RPC_LAT_BUCKETS];
@@ -99,6 +105,8 @@ int td_rpc_run_stats(struct rpc_job *j, struct td_session *s, struct result *res
         return td_err_code(err, TD_ENOMEM);
     }
     res->mem = b;
+    st->n_peers = td_rpc_peer_infos(srv, b->peer_infos, b->peer_ptrs);
+    st->peers = b->peer_ptrs;
     memcpy(b->loop_slow, srv->stats.loop_slow, sizeof b->loop_slow);
     st->loop_slow_turns = b->loop_slow;
     st->n_loop_slow_turns = TD_RPC_LOOP_BUCKETS;

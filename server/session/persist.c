@@ -522,12 +522,7 @@ int td_persist_remove_session_files(const struct td_persist_budget *budget,
 void td_persist_session_dir(const struct td_session *s, char out[TD_PERSIST_DIR_NAME])
 {
     static const char hx[] = "0123456789abcdef";
-    uint8_t sha[TD_SHA256_BYTES];
-    if (s->restored) {
-        memcpy(sha, s->token_sha, sizeof sha);
-    } else {
-        td_sha256(s->token, TD_TOKEN_BYTES, sha);
-    }
+    const uint8_t *sha = s->token_sha; /* every session knows it (restored ones, only it) */
     for (int i = 0; i < TD_SHA256_BYTES; i++) {
         out[2 * i] = hx[sha[i] >> 4];
         out[2 * i + 1] = hx[sha[i] & 15];

@@ -92,18 +92,12 @@ static void tag_from_sha(const uint8_t *sha, char out[9])
     out[8] = '\0';
 }
 
-static void token_tag(const uint8_t *token, char out[9])
-{
-    uint8_t sha[TD_SHA256_BYTES];
-    td_sha256(token, TD_TOKEN_BYTES, sha);
-    tag_from_sha(sha, out);
-}
-
-/* Where a session sits in by_key: its token's first 8 bytes, or for a restored session not yet
-** resumed, the first 8 bytes of its token's hash. */
+/* Every session sits in by_key under the first 8 bytes of its token's SHA-256: a restored
+** session knows nothing else, and a token's first bytes (its node id) are the same for every
+** session of a node. */
 static uint64_t session_key(const struct td_session *s)
 {
-    return s->restored ? token_key(s->token_sha) : token_key(s->token);
+    return token_key(s->token_sha);
 }
 
 /* A zeroed session, with its table, quota and a seeded RNG; not yet in the store. */
@@ -238,23 +232,32 @@ int td_store_open(struct td_store *st, struct td_session **out, struct td_err *e
         return rc;
     }
     uint64_t seed;
+    uint8_t secret[TD_TOKEN_BYTES];
+    bool named = st->cfg.node_id != NULL && st->cfg.node_id[0] != '\0';
     /* Keys 0 and UINT64_MAX are reserved by the map, and a collision on the first 8 bytes is
     ** astronomically rare but cheap to rule out: draw again. */
     do {
-        if (fill_random(s->token, sizeof s->token) != 0 || fill_random(&seed, sizeof seed) != 0) {
+        if (fill_random(secret, sizeof secret) != 0 || fill_random(&seed, sizeof seed) != 0) {
             td_map_close(&s->handles);
             td_free(s);
             return td_err_set(err, TD_EIO, "could not read randomness for a session token");
         }
-    } while (token_key(s->token) == 0 || token_key(s->token) == UINT64_MAX ||
-             td_map_get(&st->by_key, token_key(s->token)) != NULL);
-    if (td_map_put(&st->by_key, token_key(s->token), s) != 0) {
+        if (named) {
+            s->token_len = (uint8_t)td_token_format(st->cfg.node_id, secret, s->token);
+        } else {
+            memcpy(s->token, secret, sizeof secret);
+            s->token_len = TD_TOKEN_BYTES;
+        }
+        td_sha256(s->token, s->token_len, s->token_sha);
+    } while (session_key(s) == 0 || session_key(s) == UINT64_MAX ||
+             td_map_get(&st->by_key, session_key(s)) != NULL);
+    if (td_map_put(&st->by_key, session_key(s), s) != 0) {
         td_map_close(&s->handles);
         td_free(s);
         return td_err_code(err, TD_ENOMEM);
     }
     s->refs = 2; /* the store's and the caller's */
-    token_tag(s->token, s->token_tag);
+    tag_from_sha(s->token_sha, s->token_tag);
     s->rng_seed = seed;
     *out = s;
     return 0;
@@ -263,48 +266,33 @@ int td_store_open(struct td_store *st, struct td_session **out, struct td_err *e
 int td_store_resume(struct td_store *st, const uint8_t *token, size_t len, struct td_session **out,
                     struct td_err *err)
 {
-    struct td_session *s = NULL;
-    if (len == TD_TOKEN_BYTES) {
-        s = td_map_get(&st->by_key, token_key(token));
+    if (len == 0 || len > TD_TOKEN_MAX) {
+        return td_err_set(err, TD_ESESSION, "unknown or expired session");
     }
-    /* Compare every byte whatever the outcome, so timing tells nothing about the token. */
+    uint8_t sha[TD_SHA256_BYTES];
+    td_sha256(token, len, sha);
+    struct td_session *s = td_map_get(&st->by_key, token_key(sha));
+    /* Compare every byte whatever the outcome, so timing tells nothing about the token. A live
+    ** session compares its token; a restored one, which knows only the hash, the hash. */
     uint8_t diff = (s == NULL);
-    if (s != NULL) {
-        for (size_t i = 0; i < TD_TOKEN_BYTES; i++) {
-            diff |= (uint8_t)(s->token[i] ^ token[i]);
-        }
-    }
     if (s != NULL && s->restored) {
-        diff = 1; /* keyed by a hash: never matched by token bytes */
-    }
-    if (diff != 0 && len == TD_TOKEN_BYTES) {
-        /* A session restored from a snapshot knows only its token's hash. */
-        uint8_t sha[TD_SHA256_BYTES];
-        td_sha256(token, len, sha);
-        struct td_session *r = td_map_get(&st->by_key, token_key(sha));
-        uint8_t rdiff = (r == NULL || !r->restored);
-        if (r != NULL) {
-            for (size_t i = 0; i < sizeof sha; i++) {
-                rdiff |= (uint8_t)(r->token_sha[i] ^ sha[i]);
-            }
+        for (size_t i = 0; i < sizeof sha; i++) {
+            diff |= (uint8_t)(s->token_sha[i] ^ sha[i]);
         }
-        if (rdiff == 0 && !r->closed && td_map_get(&st->by_key, token_key(token)) == NULL) {
-            /* Re-key it under the token, as if it had never left. */
-            td_map_del(&st->by_key, token_key(sha));
-            memcpy(r->token, token, TD_TOKEN_BYTES);
-            r->restored = false;
-            if (td_map_put(&st->by_key, token_key(token), r) != 0) {
-                r->restored = true;
-                td_map_put(&st->by_key, token_key(sha), r); /* the slot it just left */
-                return td_err_code(err, TD_ENOMEM);
-            }
-            token_tag(r->token, r->token_tag);
-            s = r;
-            diff = 0;
+    } else if (s != NULL) {
+        diff |= (uint8_t)(s->token_len != len);
+        for (size_t i = 0; i < TD_TOKEN_MAX; i++) {
+            diff |= (uint8_t)(s->token[i] ^ (i < len ? token[i] : 0));
         }
     }
     if (diff != 0 || s->closed) {
         return td_err_set(err, TD_ESESSION, "unknown or expired session");
+    }
+    if (s->restored) {
+        /* It learns its token, as if it had never left; its key (the hash) stays. */
+        memcpy(s->token, token, len);
+        s->token_len = (uint8_t)len;
+        s->restored = false;
     }
     *out = td_session_ref(s);
     return 0;

@@ -31,12 +31,14 @@
 #include "base/alloc.h"
 #include "base/err.h"
 #include "base/map.h"
+#include "base/node.h"
 #include "core/autograd.h"
 #include "core/cancel.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 
-#define TD_TOKEN_BYTES 16
+#define TD_TOKEN_BYTES 16 /* a token's secret; also a whole token saved before scale-out */
+#define TD_TOKEN_MAX TD_NODE_TOKEN_MAX /* "<node id>.<32 hex>" */
 
 struct td_session;
 struct td_job;
@@ -100,10 +102,13 @@ struct td_store_config {
                                 ** turn before sessions wait for td_store_turn; <= 0 unlimited */
     int64_t entry_bytes;         /* charged per handle table entry (TD_ENTRY_BYTES); <= 0 none,
                                 ** for tests that count tensor bytes exactly */
+    const char *node_id;         /* borrowed: this node's id (td_node_id_valid); new tokens are
+                                ** "<node_id>.<32 hex>". NULL: 16 raw bytes, as before
+                                ** scale-out (embedding, and tests of this layer) */
 };
 
 struct td_store {
-    struct td_map by_key;   /* first 8 token bytes -> struct td_session* */
+    struct td_map by_key;   /* first 8 bytes of the token's SHA-256 -> struct td_session* */
     struct td_quota global; /* parent of every session's quota */
     struct td_store_config cfg;
     struct td_executor *ex; /* borrowed */
@@ -136,7 +141,8 @@ struct td_entry {
 struct td_session {
     int refs;    /* the store's, connections', queued jobs' */
     uint64_t id; /* small number for logs; never the token */
-    uint8_t token[TD_TOKEN_BYTES];
+    uint8_t token[TD_TOKEN_MAX]; /* token_len bytes: "<node>.<hex>", or 16 raw (legacy) */
+    uint8_t token_len;           /* 0 while restored: only token_sha is known */
     char token_tag[9];      /* 8 hex digits of a hash of the token, safe to log */
     struct td_store *store; /* borrowed; NULL once closed */
     struct td_map handles;  /* handle -> struct td_entry* */
@@ -150,7 +156,7 @@ struct td_session {
     uint64_t idle_since_ms;     /* when nconns last dropped to 0 */
     bool closed;                /* CloseSession or expiry; tensors are gone */
     bool restored;              /* from a snapshot, not yet resumed: only token_sha is known */
-    uint8_t token_sha[32];      /* SHA-256 of the token, for restored sessions */
+    uint8_t token_sha[32];      /* SHA-256 of the token (its by_key is the first 8 bytes) */
     bool no_grad;               /* torch.no_grad(): ops record no autograd graph */
     bool running;               /* a heavy job is out on the executor */
     int holds;                  /* td_session_hold: no new job starts while > 0 */
@@ -182,8 +188,9 @@ void td_store_close(struct td_store *st);
 ** Errors: TD_ELIMIT (max_sessions), TD_ENOMEM, TD_EIO (no randomness). */
 int td_store_open(struct td_store *st, struct td_session **out, struct td_err *err);
 
-/* Finds the live session with this token (compared in constant time); *out is a new reference.
-** Errors: TD_ESESSION. */
+/* Finds the live session with this token, of either form (compared in constant time; looked up
+** by its SHA-256, so a restored session is found the same way and then learns its token);
+** *out is a new reference. Errors: TD_ESESSION. Routing by the token's node is rpc's. */
 int td_store_resume(struct td_store *st, const uint8_t *token, size_t len, struct td_session **out,
                     struct td_err *err);
 
