@@ -31,8 +31,10 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,9 +123,20 @@ struct seg {
     size_t len;
 };
 
+/* What a refused Hello's Status names (MOVED, NODE_FULL, UNKNOWN_NODE), checked when read: a
+** field that is present but malformed sets `bad` and is not kept. */
+struct redirect {
+    char node[TENSORD_NODE_MAX];
+    char addr[TENSORD_ADDR_MAX];
+    bool bad;
+};
+
 struct tensord {
     int fd;
-    uint8_t token[TENSORD_TOKEN_BYTES];
+    char token[TENSORD_TOKEN_MAX]; /* text: "<node>.<32 hex>", or 32 hex for a 16-byte token */
+    char node[TENSORD_NODE_MAX];   /* the owner, from HelloResult */
+    char addr[TENSORD_ADDR_MAX];   /* where this connection went */
+    struct redirect red;           /* a refused Hello's Status.node/address */
     bool resumed;
     char server_version[64];
     struct tensord_limits limits;
@@ -262,40 +275,161 @@ int tensord_op_code(const char *name)
     return v->value;
 }
 
-const uint8_t *tensord_session_token(const struct tensord *c)
+const char *tensord_session_token(const struct tensord *c)
 {
     return c->token;
 }
 
-void tensord_session_token_hex(const struct tensord *c, char out[33])
+const char *tensord_node(const struct tensord *c)
 {
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < TENSORD_TOKEN_BYTES; i++) {
-        out[2 * i] = hex[c->token[i] >> 4];
-        out[2 * i + 1] = hex[c->token[i] & 15];
-    }
-    out[2 * TENSORD_TOKEN_BYTES] = '\0';
+    return c->node;
 }
 
-int tensord_token_from_hex(const char *hex, uint8_t out[TENSORD_TOKEN_BYTES])
+const char *tensord_address(const struct tensord *c)
 {
-    uint8_t tmp[TENSORD_TOKEN_BYTES] = {0};
-    if (hex == NULL || strlen(hex) != 2 * TENSORD_TOKEN_BYTES) {
-        return TENSORD_E_USAGE;
+    return c->addr;
+}
+
+/* ---- names, addresses and tokens from the wire or the user (all hostile until checked) ---- */
+
+/* A node id: a DNS label of 1-63 [a-z0-9-]. */
+static bool is_node_id(const char *s, size_t n)
+{
+    if (n == 0 || n >= TENSORD_NODE_MAX) {
+        return false;
     }
-    for (int i = 0; i < 2 * TENSORD_TOKEN_BYTES; i++) {
-        char ch = hex[i];
-        int v = ch >= '0' && ch <= '9'   ? ch - '0'
-                : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-                : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
-                                         : -1;
-        if (v < 0) {
-            return TENSORD_E_USAGE;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-')) {
+            return false;
         }
-        tmp[i / 2] = (uint8_t)(tmp[i / 2] << 4 | v);
     }
-    memcpy(out, tmp, sizeof tmp); /* all or nothing */
-    return 0;
+    return true;
+}
+
+static int hex_digit(char ch, bool lower_only)
+{
+    return ch >= '0' && ch <= '9'                  ? ch - '0'
+           : ch >= 'a' && ch <= 'f'                ? ch - 'a' + 10
+           : !lower_only && ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                                   : -1;
+}
+
+/* A token's text, checked: "<node id>.<32 lowercase hex>" goes on the wire as it is; 32 hex
+** digits (a token from before scale-out) as its 16 bytes. Returns the wire length (0: malformed)
+** and the node the token names in node ("" for the old form). */
+static size_t token_to_wire(const char *text, uint8_t wire[TENSORD_TOKEN_MAX],
+                            char node[TENSORD_NODE_MAX])
+{
+    size_t n = strnlen(text, TENSORD_TOKEN_MAX);
+    node[0] = '\0';
+    if (n == 32) {
+        for (size_t i = 0; i < 32; i++) {
+            int v = hex_digit(text[i], false);
+            if (v < 0) {
+                return 0;
+            }
+            wire[i / 2] = (uint8_t)((i % 2 == 0 ? 0 : wire[i / 2] << 4) | v);
+        }
+        return 16;
+    }
+    const char *dot = memchr(text, '.', n);
+    if (n >= TENSORD_TOKEN_MAX || dot == NULL || !is_node_id(text, (size_t)(dot - text)) ||
+        n - (size_t)(dot - text) - 1 != 32) {
+        return 0;
+    }
+    for (const char *h = dot + 1; h < text + n; h++) {
+        if (hex_digit(*h, true) < 0) {
+            return 0;
+        }
+    }
+    memcpy(node, text, (size_t)(dot - text));
+    node[dot - text] = '\0';
+    memcpy(wire, text, n);
+    return n;
+}
+
+/* The token a server sent, as text (see token_to_wire); false if it is neither form. */
+static bool token_from_wire(const uint8_t *b, size_t n, char text[TENSORD_TOKEN_MAX])
+{
+    static const char hex[] = "0123456789abcdef";
+    if (n == 16) {
+        for (size_t i = 0; i < 16; i++) {
+            text[2 * i] = hex[b[i] >> 4];
+            text[2 * i + 1] = hex[b[i] & 15];
+        }
+        text[32] = '\0';
+        return true;
+    }
+    uint8_t wire[TENSORD_TOKEN_MAX];
+    char node[TENSORD_NODE_MAX], tmp[TENSORD_TOKEN_MAX];
+    if (n < 34 || n >= TENSORD_TOKEN_MAX || memchr(b, 0, n) != NULL) {
+        return false;
+    }
+    memcpy(tmp, b, n);
+    tmp[n] = '\0';
+    if (token_to_wire(tmp, wire, node) != n) {
+        return false;
+    }
+    memcpy(text, tmp, n + 1);
+    return true;
+}
+
+/* "host:port" where host is a name ([A-Za-z0-9._-], labels as DNS has them), an IPv4 address,
+** or "[IPv6]"; port 1-65535. What a MOVED or NODE_FULL may send the client to, and what an
+** address list may hold besides unix: and dns: entries. */
+static bool is_host_port(const char *s, size_t n)
+{
+    if (n == 0 || n >= TENSORD_ADDR_MAX) {
+        return false;
+    }
+    const char *colon;
+    if (s[0] == '[') {
+        const char *end = memchr(s, ']', n);
+        if (end == NULL || end == s + 1 || end + 1 >= s + n || end[1] != ':') {
+            return false;
+        }
+        for (const char *p = s + 1; p < end; p++) {
+            if (hex_digit(*p, false) < 0 && *p != ':' && *p != '.') {
+                return false;
+            }
+        }
+        colon = end + 1;
+    } else {
+        colon = NULL;
+        for (const char *p = s; p < s + n; p++) {
+            if (*p == ':') {
+                if (colon != NULL) {
+                    return false; /* a bare IPv6 address: it needs brackets */
+                }
+                colon = p;
+            }
+        }
+        if (colon == NULL || colon == s || colon - s > 253) {
+            return false;
+        }
+        for (const char *p = s; p < colon; p++) {
+            char ch = *p;
+            bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.';
+            if (!ok || (ch == '.' && (p == s || p[-1] == '.'))) {
+                return false;
+            }
+        }
+    }
+    size_t plen = (size_t)(s + n - colon - 1);
+    if (plen == 0 || plen > 5) {
+        return false;
+    }
+    unsigned port = 0;
+    for (size_t i = 0; i < plen; i++) {
+        char ch = colon[1 + i];
+        if (ch < '0' || ch > '9') {
+            return false;
+        }
+        port = port * 10 + (unsigned)(ch - '0');
+    }
+    return port >= 1 && port <= 65535;
 }
 
 bool tensord_resumed(const struct tensord *c)
@@ -550,13 +684,19 @@ static int take_info(struct tensord *c, struct tensord_info *info, const Tensord
 
 static int take_hello(struct tensord *c, const Tensord__HelloResult *h, struct tensord_error *err)
 {
-    if (h->session_token.len != TENSORD_TOKEN_BYTES) {
+    if (!token_from_wire(h->session_token.data, h->session_token.len, c->token)) {
         return fail_conn(c, err, TENSORD_E_PROTOCOL,
-                         "the server's Hello reply has a %zu-byte "
-                         "session token",
+                         "the server's Hello reply has a malformed %zu-byte session token",
                          h->session_token.len);
     }
-    memcpy(c->token, h->session_token.data, TENSORD_TOKEN_BYTES);
+    const char *id = h->node_id != NULL ? h->node_id : "";
+    size_t idlen = strnlen(id, TENSORD_NODE_MAX);
+    if (idlen != 0 && !is_node_id(id, idlen)) {
+        return fail_conn(c, err, TENSORD_E_PROTOCOL,
+                         "the server's Hello reply has a malformed node id");
+    }
+    memcpy(c->node, id, idlen);
+    c->node[idlen] = '\0';
     c->resumed = h->resumed;
     snprintf(c->server_version, sizeof c->server_version, "%s",
              h->server_version != NULL ? h->server_version : "");
@@ -643,6 +783,21 @@ static int take_result(struct tensord *c, struct pending *p, const Tensord__Resp
     return 0;
 }
 
+/* Keeps a refused Hello's Status.node/address if they are well formed (see struct redirect). */
+static void take_redirect(struct redirect *red, const Tensord__Status *st)
+{
+    const char *node = st->node != NULL ? st->node : "";
+    const char *addr = st->address != NULL ? st->address : "";
+    size_t nl = strnlen(node, TENSORD_NODE_MAX), al = strnlen(addr, TENSORD_ADDR_MAX);
+    memset(red, 0, sizeof *red);
+    if ((nl != 0 && !is_node_id(node, nl)) || (al != 0 && !is_host_port(addr, al))) {
+        red->bad = true;
+        return;
+    }
+    memcpy(red->node, node, nl);
+    memcpy(red->addr, addr, al);
+}
+
 /* Reads the next reply frame, which answers `p` (the oldest request not yet answered), checks
 ** it and stores the verdict in p. Any failure here breaks the connection, except a Get whose
 ** bytes do not fit its buffer: those are read and dropped, and p->local says so. */
@@ -695,6 +850,9 @@ static int read_reply(struct tensord *c, struct pending *p, struct tensord_error
         if (msg[0] != '\0' && (p->message = strdup(msg)) == NULL) {
             rc = fail_conn(c, err, TENSORD_E_NOMEM, "out of memory reading a reply");
             goto out;
+        }
+        if (p->want == WANT_HELLO) {
+            take_redirect(&c->red, r->status);
         }
     } else if ((rc = take_result(c, p, r, dl, err)) != 0) {
         goto out;
@@ -967,11 +1125,156 @@ static uint64_t resumed_handle_base(void)
     return ((uint64_t)(r & 0x7fffffffu) + 1) << 32;
 }
 
-int tensord_connect(struct tensord **out, const char *addr, const struct tensord_options *opts,
+/* ---- address lists and routing ---- */
+
+struct addr_list {
+    int n;
+    char a[TENSORD_MAX_ADDRS][TENSORD_ADDR_MAX];
+};
+
+/* Appends one address (unless it is there already); false when the list is full. */
+static bool list_add(struct addr_list *l, const char *a, size_t n)
+{
+    for (int i = 0; i < l->n; i++) {
+        if (strncmp(l->a[i], a, n) == 0 && l->a[i][n] == '\0') {
+            return true;
+        }
+    }
+    if (l->n == TENSORD_MAX_ADDRS) {
+        return false;
+    }
+    memcpy(l->a[l->n], a, n);
+    l->a[l->n++][n] = '\0';
+    return true;
+}
+
+/* "dns:NAME:PORT": every address NAME resolves to (A and AAAA), as "ip:port" / "[ip]:port". */
+static int expand_dns(struct addr_list *l, const char *e, size_t n, struct tensord_error *err)
+{
+    char spec[TENSORD_ADDR_MAX], ip[INET6_ADDRSTRLEN];
+    const char *rest = e + 4;
+    size_t rn = n - 4;
+    if (!is_host_port(rest, rn) || rest[0] == '[') {
+        return set_err(err, TENSORD_E_CONNECT, "bad address '%.*s' (want dns:NAME:PORT)",
+                       (int)(n < 300 ? n : 300), e);
+    }
+    memcpy(spec, rest, rn);
+    spec[rn] = '\0';
+    char *colon = strrchr(spec, ':');
+    *colon = '\0';
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+    int g = getaddrinfo(spec, colon + 1, &hints, &res);
+    if (g != 0) {
+        return set_err(err, TENSORD_E_CONNECT, "cannot resolve dns:%s:%s: %s", spec, colon + 1,
+                       gai_strerror(g));
+    }
+    int rc = 0;
+    for (struct addrinfo *ai = res; ai != NULL && rc == 0; ai = ai->ai_next) {
+        char one[TENSORD_ADDR_MAX];
+        int len;
+        if (ai->ai_family == AF_INET) {
+            const struct sockaddr_in *sa = (const void *)ai->ai_addr;
+            inet_ntop(AF_INET, &sa->sin_addr, ip, sizeof ip);
+            len = snprintf(one, sizeof one, "%s:%u", ip, ntohs(sa->sin_port));
+        } else if (ai->ai_family == AF_INET6) {
+            const struct sockaddr_in6 *sa = (const void *)ai->ai_addr;
+            inet_ntop(AF_INET6, &sa->sin6_addr, ip, sizeof ip);
+            len = snprintf(one, sizeof one, "[%s]:%u", ip, ntohs(sa->sin6_port));
+        } else {
+            continue;
+        }
+        if (!list_add(l, one, (size_t)len)) {
+            rc = set_err(err, TENSORD_E_CONNECT, "address list: more than %d addresses",
+                         TENSORD_MAX_ADDRS);
+        }
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+/* Splits and checks an address list (see tensord_connect). */
+static int parse_addrs(struct addr_list *l, const char *addr, struct tensord_error *err)
+{
+    l->n = 0;
+    if (addr == NULL || addr[0] == '\0') {
+        return set_err(err, TENSORD_E_CONNECT, "no address given");
+    }
+    size_t total = strnlen(addr, TENSORD_MAX_ADDRS * TENSORD_ADDR_MAX + 1);
+    if (total > TENSORD_MAX_ADDRS * TENSORD_ADDR_MAX) {
+        return set_err(err, TENSORD_E_CONNECT, "address list is too long");
+    }
+    for (const char *e = addr;;) {
+        const char *comma = strchr(e, ',');
+        size_t n = comma != NULL ? (size_t)(comma - e) : strlen(e);
+        int rc = 0;
+        if (n >= 4 && strncmp(e, "dns:", 4) == 0) {
+            rc = expand_dns(l, e, n, err);
+        } else if ((n >= 5 && strncmp(e, "unix:", 5) == 0 && n < TENSORD_ADDR_MAX) ||
+                   is_host_port(e, n)) {
+            if (!list_add(l, e, n)) {
+                rc = set_err(err, TENSORD_E_CONNECT, "address list: more than %d addresses",
+                             TENSORD_MAX_ADDRS);
+            }
+        } else {
+            rc = set_err(err, TENSORD_E_CONNECT,
+                         "bad address '%.*s' (want host:port, [v6addr]:port, unix:/path or "
+                         "dns:NAME:PORT, or a comma-separated list of them)",
+                         (int)(n < 300 ? n : 300), e);
+        }
+        if (rc != 0) {
+            return rc;
+        }
+        if (comma == NULL) {
+            return 0;
+        }
+        e = comma + 1;
+    }
+}
+
+/* Where the process's next new session starts in an address list: one further each time, from a
+** random start (so that many processes spread over the list too). */
+static _Atomic uint64_t rr_next;
+static atomic_bool rr_seeded;
+
+static uint64_t rr_take(bool advance)
+{
+    if (!atomic_load(&rr_seeded)) {
+        uint32_t r = (uint32_t)(resumed_handle_base() >> 32);
+        bool no = false;
+        if (atomic_compare_exchange_strong(&rr_seeded, &no, true)) {
+            atomic_fetch_add(&rr_next, r);
+        }
+    }
+    return advance ? atomic_fetch_add(&rr_next, 1) : atomic_load(&rr_next);
+}
+
+/* Appends "; what" (or "what" first) to a bounded message. */
+static void note(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void note(char *buf, size_t cap, const char *fmt, ...)
+{
+    size_t len = strlen(buf);
+    if (len + 3 >= cap) {
+        return;
+    }
+    if (len > 0) {
+        memcpy(buf + len, "; ", 3);
+        len += 2;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + len, cap - len, fmt, ap);
+    va_end(ap);
+}
+
+/* One Hello at one address: a new session (tok NULL) or a resume. On success *out is the
+** connection. A refusal returns the server's code, and its Status's node/address in *red. */
+static int hello_at(struct tensord **out, const char *addr, const struct tensord_options *opts,
+                    const uint8_t *tok, size_t toklen, struct redirect *red,
                     struct tensord_error *err)
 {
-    clear_err(err);
     *out = NULL;
+    memset(red, 0, sizeof *red);
+    clear_err(err);
     struct tensord *c = calloc(1, sizeof *c);
     if (c == NULL || (c->rbuf = malloc(READ_BUF)) == NULL) {
         free(c);
@@ -979,6 +1282,7 @@ int tensord_connect(struct tensord **out, const char *addr, const struct tensord
     }
     c->next_id = 1;
     c->next_handle = 1;
+    snprintf(c->addr, sizeof c->addr, "%s", addr);
     int fd = dial(addr, err);
     if (fd < 0) {
         free(c->rbuf);
@@ -993,15 +1297,16 @@ int tensord_connect(struct tensord **out, const char *addr, const struct tensord
     m.auth_token = (char *)(opts != NULL && opts->auth_token != NULL ? opts->auth_token : "");
     m.client_name = (char *)(opts != NULL && opts->client_name != NULL ? opts->client_name
                                                                        : "libtensord");
-    if (opts != NULL && opts->session_token != NULL) {
-        m.session_token.data = (uint8_t *)opts->session_token;
-        m.session_token.len = TENSORD_TOKEN_BYTES;
+    if (tok != NULL) {
+        m.session_token.data = (uint8_t *)tok;
+        m.session_token.len = toklen;
     }
     req.body_case = TENSORD__REQUEST__BODY_HELLO;
     req.hello = &m;
     struct pending p = {.want = WANT_HELLO};
     int rc = roundtrip(c, &req, &p, NULL, err);
     if (rc != 0) {
+        *red = c->red;
         tensord_disconnect(c);
         return rc;
     }
@@ -1010,6 +1315,141 @@ int tensord_connect(struct tensord **out, const char *addr, const struct tensord
     }
     *out = c;
     return 0;
+}
+
+static bool unreachable(int rc)
+{
+    return rc == TENSORD_E_CONNECT || rc == TENSORD_E_IO;
+}
+
+/* A new session: round-robin over the list, NODE_FULL's peer followed once per entry. */
+static int connect_new(struct tensord **out, const struct addr_list *l,
+                       const struct tensord_options *opts, struct tensord_error *err)
+{
+    char why[sizeof err->message] = "";
+    struct tensord_error e;
+    struct redirect red;
+    bool all_full = true;
+    uint64_t start = rr_take(true);
+    for (int k = 0; k < l->n; k++) {
+        const char *a = l->a[(start + (uint64_t)k) % (uint64_t)l->n];
+        int rc = hello_at(out, a, opts, NULL, 0, &red, &e);
+        if (rc == 0) {
+            return 0;
+        }
+        if (l->n == 1 && rc != TENSORD_NODE_FULL) {
+            return set_err(err, rc, "%s", e.message); /* one address: its error as it is */
+        }
+        if (rc == TENSORD_NODE_FULL) {
+            note(why, sizeof why, "%s: %s", a, e.message);
+            if (!red.bad && red.addr[0] != '\0' && strcmp(red.addr, a) != 0) {
+                rc = hello_at(out, red.addr, opts, NULL, 0, &red, &e);
+                if (rc == 0) {
+                    return 0;
+                }
+                note(why, sizeof why, "its peer %s at %s: %s", red.node[0] ? red.node : "?",
+                     red.addr, e.message);
+                all_full = all_full && rc == TENSORD_NODE_FULL;
+                if (rc != TENSORD_NODE_FULL && !unreachable(rc)) {
+                    return set_err(err, rc, "%s", e.message);
+                }
+            }
+        } else if (unreachable(rc)) {
+            all_full = false;
+            note(why, sizeof why, "%s", e.message);
+        } else {
+            return set_err(err, rc, "%s: %s", a, e.message); /* e.g. a wrong auth token */
+        }
+    }
+    return set_err(err, all_full ? TENSORD_NODE_FULL : TENSORD_E_CONNECT,
+                   "no node opened a new session: %s", why);
+}
+
+/* A resume: ask the listed nodes in turn until one leads to the owner; follow MOVED. */
+static int connect_resume(struct tensord **out, const struct addr_list *l,
+                          const struct tensord_options *opts, const uint8_t *tok, size_t toklen,
+                          const char *owner, struct tensord_error *err)
+{
+    char why[sizeof err->message] = "";
+    struct tensord_error e;
+    struct redirect red;
+    uint64_t start = rr_take(false);
+    int last = TENSORD_E_CONNECT;
+    for (int k = 0; k < l->n; k++) {
+        const char *first = l->a[(start + (uint64_t)k) % (uint64_t)l->n];
+        char target[TENSORD_ADDR_MAX], chain[sizeof err->message];
+        snprintf(target, sizeof target, "%s", first);
+        snprintf(chain, sizeof chain, "%s", first);
+        for (int hops = 0;; hops++) {
+            int rc = hello_at(out, target, opts, tok, toklen, &red, &e);
+            if (rc == 0) {
+                return 0;
+            }
+            if (rc == TENSORD_MOVED) {
+                if (red.bad || red.node[0] == '\0' || red.addr[0] == '\0') {
+                    return set_err(err, TENSORD_E_PROTOCOL,
+                                   "%s answered MOVED without a well-formed node id and address "
+                                   "(not followed)",
+                                   target);
+                }
+                size_t cl = strlen(chain);
+                snprintf(chain + cl, sizeof chain - cl, " -> %s", red.node);
+                if (hops + 1 > TENSORD_MAX_REDIRECTS) {
+                    return set_err(err, TENSORD_MOVED,
+                                   "gave up after %d redirects resuming the session: %s",
+                                   TENSORD_MAX_REDIRECTS, chain);
+                }
+                snprintf(target, sizeof target, "%s", red.addr);
+                continue;
+            }
+            if (unreachable(rc) && hops > 0) {
+                /* the owner itself, named by a MOVED: nobody else holds the session */
+                const char *node = strrchr(chain, ' ');
+                return set_err(err, TENSORD_E_CONNECT, "node %s at %s is unreachable: %s",
+                               node != NULL ? node + 1 : "?", target, e.message);
+            }
+            bool next = unreachable(rc) || rc == TENSORD_UNKNOWN_NODE ||
+                        (rc == TENSORD_UNKNOWN_SESSION && owner[0] == '\0' && l->n > 1);
+            if (!next || l->n == 1) {
+                return set_err(err, rc, "%s", e.message);
+            }
+            last = rc;
+            note(why, sizeof why, "%s: %s", target, e.message);
+            break;
+        }
+    }
+    if (owner[0] != '\0') {
+        return set_err(err, last, "cannot reach node %s, which owns the session: %s", owner, why);
+    }
+    return set_err(err, last, "no listed node resumed the session: %s", why);
+}
+
+int tensord_connect(struct tensord **out, const char *addr, const struct tensord_options *opts,
+                    struct tensord_error *err)
+{
+    clear_err(err);
+    *out = NULL;
+    uint8_t tok[TENSORD_TOKEN_MAX];
+    char owner[TENSORD_NODE_MAX] = "";
+    size_t toklen = 0;
+    if (opts != NULL && opts->session_token != NULL &&
+        (toklen = token_to_wire(opts->session_token, tok, owner)) == 0) {
+        return set_err(err, TENSORD_E_USAGE,
+                       "malformed session token '%.100s' (want <node id>.<32 hex digits>, or "
+                       "the 32 hex digits of a token from before scale-out)",
+                       opts->session_token);
+    }
+    struct addr_list *l = malloc(sizeof *l);
+    if (l == NULL) {
+        return set_err(err, TENSORD_E_NOMEM, "out of memory");
+    }
+    int rc = parse_addrs(l, addr, err);
+    if (rc == 0) {
+        rc = toklen == 0 ? connect_new(out, l, opts, err)
+                         : connect_resume(out, l, opts, tok, toklen, owner, err);
+    }
+    free(l);
+    return rc;
 }
 
 void tensord_disconnect(struct tensord *c)

@@ -8,8 +8,13 @@
 ** (TENSORD_E_*). After a local I/O or protocol failure the connection is *broken*: every later
 ** call on it fails at once with TENSORD_E_IO naming the first failure; disconnect, then reconnect
 ** with the session token. A refused request never breaks the connection. The library never
-** aborts, exits, prints or raises SIGPIPE, and uses no global state: it is thread-compatible,
-** one connection per thread. Pointers passed in are borrowed for the call unless a call says
+** aborts, exits, prints or raises SIGPIPE. Its only global state is one atomic counter (where
+** the next new session starts in an address list), so it is thread-compatible, one connection
+** per thread.
+**
+** Many daemons (docs/DESIGN.md, "Many daemons"). tensord_connect takes an address list: new
+** sessions are placed round-robin over it (from a random entry per process), and a resume goes
+** to the node its token names, following MOVED replies (at most TENSORD_MAX_REDIRECTS). Pointers passed in are borrowed for the call unless a call says
 ** otherwise; pointers returned are owned by the connection.
 **
 ** Two ways to talk:
@@ -37,7 +42,11 @@ extern "C" {
 #endif
 
 #define TENSORD_MAX_DIMS 8
-#define TENSORD_TOKEN_BYTES 16
+#define TENSORD_TOKEN_MAX 128   /* a session token as text, with its NUL, always fits */
+#define TENSORD_NODE_MAX 64     /* a node id (1-63 of [a-z0-9-]) with its NUL */
+#define TENSORD_ADDR_MAX 272    /* one address ("[v6]:port", "host:port") with its NUL */
+#define TENSORD_MAX_ADDRS 64    /* entries in an address list, after dns: expansion */
+#define TENSORD_MAX_REDIRECTS 5 /* MOVED replies followed per connect */
 
 /* Element types (the wire's DType numbers). */
 enum tensord_dtype {
@@ -71,35 +80,47 @@ enum tensord_code {
     TENSORD_INTERNAL = 16,
     TENSORD_NO_SESSION = 17,
     TENSORD_UNKNOWN_OP = 18,
-    TENSORD_CANCELLED = 19,   /* session closed, connection lost or daemon shutting down */
-    TENSORD_MOVED = 20,       /* the session is owned by another node (followed by connect) */
-    TENSORD_NODE_FULL = 21,   /* retryable: the node opens no new session now */
+    TENSORD_CANCELLED = 19,    /* session closed, connection lost or daemon shutting down */
+    TENSORD_MOVED = 20,        /* the session is owned by another node (followed by connect) */
+    TENSORD_NODE_FULL = 21,    /* retryable: the node opens no new session now */
     TENSORD_UNKNOWN_NODE = 22, /* the session token names a node the server does not know */
-    TENSORD_E_CONNECT = 100,  /* could not resolve or connect */
-    TENSORD_E_IO = 101,       /* the connection failed or was closed */
-    TENSORD_E_PROTOCOL = 102, /* the server sent something malformed or unexpected */
-    TENSORD_E_NOMEM = 103,    /* local allocation failed */
-    TENSORD_E_USAGE = 104,    /* a call made in the wrong state or with bad arguments */
-    TENSORD_E_BUFFER = 105,   /* the caller's buffer is smaller than the data */
+    TENSORD_E_CONNECT = 100,   /* could not resolve or connect */
+    TENSORD_E_IO = 101,        /* the connection failed or was closed */
+    TENSORD_E_PROTOCOL = 102,  /* the server sent something malformed or unexpected */
+    TENSORD_E_NOMEM = 103,     /* local allocation failed */
+    TENSORD_E_USAGE = 104,     /* a call made in the wrong state or with bad arguments */
+    TENSORD_E_BUFFER = 105,    /* the caller's buffer is smaller than the data */
 };
 
 struct tensord_error {
     int code;          /* enum tensord_code */
-    char message[256]; /* NUL-terminated */
+    char message[512]; /* NUL-terminated */
 };
 
 struct tensord; /* opaque: one connection and its session */
 
 struct tensord_options {
-    const char *auth_token;       /* NULL: none (then $TENSORD_TOKEN is not consulted here) */
-    const uint8_t *session_token; /* TENSORD_TOKEN_BYTES bytes to resume, or NULL for new */
-    const char *client_name;      /* free text for the server's logs; NULL: "libtensord" */
+    const char *auth_token;    /* NULL: none (then $TENSORD_TOKEN is not consulted here) */
+    const char *session_token; /* a token to resume (tensord_session_token's text), NULL: new */
+    const char *client_name;   /* free text for the server's logs; NULL: "libtensord" */
 };
 
-/* Connects to `addr` ("host:port", "[v6addr]:port" or "unix:/path"), says Hello and opens a new
-** session or resumes `opts->session_token`. opts may be NULL. On success *out is a connection
-** the caller ends with tensord_disconnect. Errors: TENSORD_E_CONNECT, TENSORD_E_IO, and the
-** server's (TENSORD_UNAUTHENTICATED, TENSORD_UNKNOWN_SESSION, TENSORD_VERSION_MISMATCH). */
+/* Connects, says Hello and opens a new session or resumes `opts->session_token`. opts may be
+** NULL. On success *out is a connection the caller ends with tensord_disconnect.
+**
+** `addr` is one address ("host:port", "[v6addr]:port" or "unix:/path"), a comma-separated list
+** of them, or "dns:NAME:PORT" (every A/AAAA address of NAME; also allowed as a list entry); at
+** most TENSORD_MAX_ADDRS addresses in all. A new session tries the list round-robin, starting
+** one entry further for each new session of the process (from a random entry): a node that
+** cannot be reached, or answers NODE_FULL, passes the turn to the next entry, after NODE_FULL's
+** named peer has been tried once. A resume asks a listed node, which answers MOVED when another
+** node owns the session; the client follows at most TENSORD_MAX_REDIRECTS of them, checking each
+** node id and address before dialling it. Errors: TENSORD_E_CONNECT (bad address; no entry
+** could be reached, naming each one's failure; "node N at A is unreachable"), TENSORD_E_USAGE
+** (a malformed session token), TENSORD_E_PROTOCOL (a MOVED with a malformed address or node
+** id, refused without dialling), TENSORD_MOVED (too many redirects, naming the chain),
+** TENSORD_NODE_FULL (every node full), TENSORD_E_IO, and the server's (TENSORD_UNAUTHENTICATED,
+** TENSORD_UNKNOWN_SESSION, TENSORD_UNKNOWN_NODE, TENSORD_VERSION_MISMATCH). */
 int tensord_connect(struct tensord **out, const char *addr, const struct tensord_options *opts,
                     struct tensord_error *err);
 
@@ -107,11 +128,14 @@ int tensord_connect(struct tensord **out, const char *addr, const struct tensord
 ** TTL and can be resumed with its token. */
 void tensord_disconnect(struct tensord *c);
 
-/* The session token (TENSORD_TOKEN_BYTES bytes, owned by c), as lowercase hex in out[33], and
-** back. tensord_token_from_hex returns 0 or TENSORD_E_USAGE. */
-const uint8_t *tensord_session_token(const struct tensord *c);
-void tensord_session_token_hex(const struct tensord *c, char out[33]);
-int tensord_token_from_hex(const char *hex, uint8_t out[TENSORD_TOKEN_BYTES]);
+/* The session token as printable text (owned by c, shorter than TENSORD_TOKEN_MAX): pass it as
+** tensord_options.session_token to resume the session. "<node id>.<32 hex digits>"; a session
+** saved before scale-out has a 16-byte token, shown (and accepted) as its 32 hex digits. */
+const char *tensord_session_token(const struct tensord *c);
+/* The node that owns the session (HelloResult's node id; "" when the server names none). */
+const char *tensord_node(const struct tensord *c);
+/* The address this connection reached (an entry of the list, or one a redirect named). */
+const char *tensord_address(const struct tensord *c);
 bool tensord_resumed(const struct tensord *c);               /* Hello resumed an existing session */
 const char *tensord_server_version(const struct tensord *c); /* e.g. "tensord 0.1.0" */
 

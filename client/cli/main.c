@@ -34,10 +34,12 @@ static const char USAGE[] =
     "PyTorch's Python with 'torch.' dropped: x = tensor([[1, 2], [3, 4]]); print(x @ x)\n"
     "\n"
     "options:\n"
-    "  --addr ADDR      server address: host:port, [v6]:port or unix:/path\n"
+    "  --addr ADDR      server address: host:port, [v6]:port or unix:/path, a list\n"
+    "                   a:7878,b:7878 or dns:NAME:PORT (a new session goes to the\n"
+    "                   next node with room; a resume finds the session's node)\n"
     "                   (default $TENSORD_ADDR, else 127.0.0.1:7878)\n"
     "  --token TOKEN    the server's auth token (default $TENSORD_TOKEN)\n"
-    "  --resume HEX     resume a session by its token (see :session)\n"
+    "  --resume TOKEN   resume a session by its token (see :session)\n"
     "  -c STMTS         run STMTS (separated by ';' or newlines) and exit\n"
     "  --json           print values as strict JSON (tensors as {shape, dtype, data};\n"
     "                   NaN is null, infinities are the strings \"inf\" and \"-inf\")\n"
@@ -45,7 +47,7 @@ static const char USAGE[] =
     "  -q, --quiet      no banner\n"
     "  -h, --help       this text\n"
     "  --version        print the version\n"
-    "Options that take a value also take it as --addr=ADDR, --token=TOKEN, --resume=HEX.\n"
+    "Options that take a value also take it as --addr=ADDR, --token=TOKEN, --resume=TOKEN.\n"
     "\n"
     "exit status: 0 success, 1 a statement failed, 2 usage or connection error.\n"
     "'import torch' and 'import numpy as np' are accepted, and torch.X is X.\n"
@@ -454,10 +456,13 @@ static int repl(struct tdx_env *env, struct tensord *c, const char *addr, bool q
     sigaction(SIGINT, &sa, NULL); /* no SA_RESTART: the read returns and the line is dropped */
 
     if (!quiet) {
-        char hex[33];
-        tensord_session_token_hex(c, hex);
-        printf("%s at %s, session %.8s%s\nType :help for help, Ctrl-D to quit.\n",
-               tensord_server_version(c), addr, hex, tensord_resumed(c) ? " (resumed)" : "");
+        /* the token's secret, shortened: "<node>.<hex>" or, from before scale-out, "<hex>" */
+        const char *tok = tensord_session_token(c), *dot = strchr(tok, '.');
+        const char *node = tensord_node(c);
+        printf("%s at %s, %s%s%ssession %.8s%s\nType :help for help, Ctrl-D to quit.\n",
+               tensord_server_version(c), tensord_address(c), node[0] ? "node " : "", node,
+               node[0] ? ", " : "", dot != NULL ? dot + 1 : tok,
+               tensord_resumed(c) ? " (resumed)" : "");
     }
     struct td_strbuf in; /* the statement typed so far */
     td_strbuf_init(&in, 0);
@@ -656,16 +661,7 @@ int main(int argc, char **argv)
     }
     struct tensord_options opts = {.auth_token = token != NULL && token[0] ? token : NULL,
                                    .client_name = "tensorctl/" TD_VERSION};
-    uint8_t tok[TENSORD_TOKEN_BYTES];
-    if (resume != NULL) {
-        if (tensord_token_from_hex(resume, tok) != 0) {
-            fprintf(stderr, "tensorctl: --resume needs the 32 hex digits of a session token\n");
-            script_free(&sc);
-            td_free(src);
-            return 2;
-        }
-        opts.session_token = tok;
-    }
+    opts.session_token = resume; /* checked by tensord_connect (TENSORD_E_USAGE) */
     struct tensord *c;
     struct tensord_error err;
     if (tensord_connect(&c, addr, &opts, &err) != 0) {

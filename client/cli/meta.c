@@ -321,17 +321,16 @@ int tdx_meta(struct tdx_env *e, const char *line, const char *server_addr)
             }
         }
     } else if (strcmp(cmd, ":session") == 0) {
-        char hex[33];
         struct tensord_limits lim;
-        tensord_session_token_hex(e->c, hex);
+        const char *tok = tensord_session_token(e->c), *node = tensord_node(e->c);
         tensord_limits(e->c, &lim);
         fprintf(e->cfg.out,
-                "server   %s (%s)\ntoken    %s%s\nlimits   max_frame_bytes=%" PRIu64
+                "server   %s (%s)\nnode     %s\ntoken    %s%s\nlimits   max_frame_bytes=%" PRIu64
                 " max_tensor_bytes=%" PRIu64 " session_max_bytes=%" PRIu64 "\n",
-                server_addr, tensord_server_version(e->c), hex,
+                tensord_address(e->c), tensord_server_version(e->c), node[0] ? node : "-", tok,
                 tensord_resumed(e->c) ? " (resumed)" : "", lim.max_frame_bytes,
                 lim.max_tensor_bytes, lim.session_max_bytes);
-        fprintf(e->cfg.out, "resume   tensorctl --addr %s --resume %s\n", server_addr, hex);
+        fprintf(e->cfg.out, "resume   tensorctl --addr %s --resume %s\n", server_addr, tok);
     } else if (strcmp(cmd, ":time") == 0) {
         if (n == 2 && (strcmp(words[1], "on") == 0 || strcmp(words[1], "off") == 0)) {
             e->timing = words[1][1] == 'n';

@@ -211,8 +211,8 @@ static void test_handles_after_resume_do_not_collide(void **state)
     uint64_t h1 = tensord_new_handle(c);
     assert_int_equal(h1, 1);
     assert_int_equal(tensord_create(c, h1, TENSORD_INT64, s, 1, &v, 8, &err), 0);
-    uint8_t token[TENSORD_TOKEN_BYTES];
-    memcpy(token, tensord_session_token(c), sizeof token);
+    char token[TENSORD_TOKEN_MAX];
+    snprintf(token, sizeof token, "%s", tensord_session_token(c));
     tensord_disconnect(c);
     struct tensord_options o = {.session_token = token};
     assert_int_equal(tensord_connect(&c, daemon_.addr, &o, &err), 0);

@@ -317,7 +317,7 @@ static void test_sessions_cannot_see_each_other(void **state)
     assert_memory_equal(back, va, sizeof va);
     assert_int_equal(tensord_get(b, 7, NULL, back, sizeof back, &err), 0);
     assert_memory_equal(back, vb, sizeof vb);
-    assert_memory_not_equal(tensord_session_token(a), tensord_session_token(b), 16);
+    assert_string_not_equal(tensord_session_token(a), tensord_session_token(b));
     uint64_t h = 7;
     assert_int_equal(tensord_free(b, &h, 1, &err), 0);
     assert_int_equal(tensord_get(a, 7, NULL, back, sizeof back, &err), 0);
@@ -333,26 +333,27 @@ static void test_reconnect_and_resume(void **state)
     const int64_t s4[] = {4};
     const double v[] = {1.5, -2.25, 1e300, 0.0};
     assert_int_equal(tensord_create(c, 3, TENSORD_FLOAT64, s4, 1, v, sizeof v, &err), 0);
-    uint8_t token[16];
-    memcpy(token, tensord_session_token(c), 16);
-    char hex[33];
-    tensord_session_token_hex(c, hex);
+    /* the token is text: "<node id>.<32 hex>", or 32 hex digits for a 16-byte one */
+    char token[TENSORD_TOKEN_MAX];
+    snprintf(token, sizeof token, "%s", tensord_session_token(c));
+    size_t tl = strlen(token);
+    assert_true(tl >= 32 && tl < TENSORD_TOKEN_MAX);
+    assert_true(strspn(token + tl - 32, "0123456789abcdef") == 32);
+    assert_true(tl == 32 ||
+                (token[tl - 33] == '.' && strncmp(token, tensord_node(c), tl - 33) == 0));
     tensord_disconnect(c);
 
-    uint8_t parsed[16];
-    assert_int_equal(tensord_token_from_hex(hex, parsed), 0);
-    assert_memory_equal(parsed, token, 16);
-    struct tensord_options o = {.session_token = parsed};
+    struct tensord_options o = {.session_token = token};
     assert_int_equal(tensord_connect(&c, daemon_.addr, &o, &err), 0);
     assert_true(tensord_resumed(c));
     double back[4];
     assert_int_equal(tensord_get(c, 3, NULL, back, sizeof back, &err), 0);
     assert_memory_equal(back, v, sizeof v);
 
-    /* a token nobody holds */
-    uint8_t wrong[16];
-    memcpy(wrong, token, 16);
-    wrong[0] ^= 0x80;
+    /* a token nobody holds: its secret's last digit changed */
+    char wrong[TENSORD_TOKEN_MAX];
+    snprintf(wrong, sizeof wrong, "%s", token);
+    wrong[tl - 1] = wrong[tl - 1] == '0' ? '1' : '0';
     struct tensord *x = NULL;
     struct tensord_options ow = {.session_token = wrong};
     assert_int_equal(tensord_connect(&x, daemon_.addr, &ow, &err), TENSORD_UNKNOWN_SESSION);

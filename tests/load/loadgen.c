@@ -103,7 +103,7 @@ struct worker {
     const struct opts *o;
     uint64_t requests, errors, rounds, heavy_rounds;
     struct hist *lat; /* this thread's latencies; merged by main at the end */
-    char first_error[320];
+    char first_error[600];
 };
 
 /* What the daemon holds, at one moment. -1: not known. */
@@ -115,7 +115,11 @@ struct mem_sample {
 };
 
 static atomic_bool stop_flag;
-static uint8_t (*session_tokens)[TENSORD_TOKEN_BYTES];
+/* Each session's token and the address of the node that owns it (with an address list, the
+** sessions are spread over the nodes by libtensord's placement; a connection sharing a session
+** resumes it at its node). */
+static char (*session_tokens)[TENSORD_TOKEN_MAX];
+static char (*session_addrs)[TENSORD_ADDR_MAX];
 static pthread_barrier_t sessions_ready;
 
 /* Checkpoints: main bumps pause_gen, every worker finishes its round and waits at `quiet`; main
@@ -398,7 +402,8 @@ static void *run_worker(void *arg)
             note_error(w, "connect", &err);
             c = NULL;
         } else {
-            memcpy(session_tokens[slot], tensord_session_token(c), TENSORD_TOKEN_BYTES);
+            snprintf(session_tokens[slot], TENSORD_TOKEN_MAX, "%s", tensord_session_token(c));
+            snprintf(session_addrs[slot], TENSORD_ADDR_MAX, "%s", tensord_address(c));
             int per_session = (o->connections + o->sessions - 1) / o->sessions;
             healthy = prefill_session(w, c, PREFILL_FACTOR * ROUND_HANDLES * per_session);
         }
@@ -406,7 +411,10 @@ static void *run_worker(void *arg)
     pthread_barrier_wait(&sessions_ready);
     if (!owner) { /* ... the others resume them */
         co.session_token = session_tokens[slot];
-        if (tensord_connect(&c, o->addr, &co, &err) != 0) {
+        if (session_tokens[slot][0] == '\0') {
+            note_error(w, "connect", NULL); /* its owner could not open it */
+            c = NULL;
+        } else if (tensord_connect(&c, session_addrs[slot], &co, &err) != 0) {
             note_error(w, "connect", &err);
             c = NULL;
         } else {
@@ -672,7 +680,8 @@ struct hostile {
     pthread_t th;
     int index;
     int fd;
-    uint8_t token[16];
+    uint8_t token[TENSORD_TOKEN_MAX];
+    size_t token_len;
     bool have_token;
     uint64_t next_id, next_handle;
     int pending; /* requests sent on this connection whose reply is unread */
@@ -868,7 +877,7 @@ static int hostile_connect(struct hostile *a)
     m.client_name = "loadgen-attack";
     if (a->have_token) {
         m.session_token.data = a->token;
-        m.session_token.len = sizeof a->token;
+        m.session_token.len = a->token_len;
     }
     req.body_case = TENSORD__REQUEST__BODY_HELLO;
     req.hello = &m;
@@ -888,8 +897,9 @@ static int hostile_connect(struct hostile *a)
         Tensord__Response *resp = tensord__response__unpack(NULL, ml, meta);
         code = resp == NULL ? K_IO : resp->status != NULL ? (int)resp->status->code : 0;
         if (code == 0 && resp->result_case == TENSORD__RESPONSE__RESULT_HELLO &&
-            resp->hello->session_token.len == sizeof a->token) {
-            memcpy(a->token, resp->hello->session_token.data, sizeof a->token);
+            resp->hello->session_token.len <= sizeof a->token) {
+            a->token_len = resp->hello->session_token.len;
+            memcpy(a->token, resp->hello->session_token.data, a->token_len);
             a->have_token = true;
         } else if (code == TENSORD__STATUS_CODE__UNKNOWN_SESSION) {
             a->have_token = false; /* expired or closed: a new one next time */
@@ -1359,7 +1369,7 @@ struct canary {
     struct hist *lat;
     uint64_t requests, errors, reconnects;
     bool intact;
-    char first_error[320];
+    char first_error[600];
 };
 
 static void canary_error(struct canary *cn, const char *what, const struct tensord_error *err)
@@ -1404,8 +1414,8 @@ static void *run_canary(void *arg)
         atomic_fetch_add(&threads_done, 1);
         return NULL;
     }
-    uint8_t token[TENSORD_TOKEN_BYTES];
-    memcpy(token, tensord_session_token(c), sizeof token);
+    char token[TENSORD_TOKEN_MAX];
+    snprintf(token, sizeof token, "%s", tensord_session_token(c));
     while (!atomic_load(&stop_flag)) {
         bool ok = true;
         uint64_t out = tensord_new_handle(c);
@@ -1703,8 +1713,10 @@ int main(int argc, char **argv)
     struct worker *ws = calloc((size_t)o.connections, sizeof *ws);
     struct hist *total = calloc(1, sizeof *total);
     session_tokens = calloc((size_t)o.sessions, sizeof *session_tokens);
+    session_addrs = calloc((size_t)o.sessions, sizeof *session_addrs);
     metrics_buf = malloc(METRICS_CAP);
-    if (ws == NULL || total == NULL || session_tokens == NULL || metrics_buf == NULL) {
+    if (ws == NULL || total == NULL || session_tokens == NULL || session_addrs == NULL ||
+        metrics_buf == NULL) {
         return 1;
     }
     heavy_period_ns = o.heavy_rate > 0 ? (uint64_t)(1e9 / o.heavy_rate) : 0;
@@ -1813,5 +1825,6 @@ int main(int argc, char **argv)
     free(total);
     free(ws);
     free(session_tokens);
+    free(session_addrs);
     return status;
 }

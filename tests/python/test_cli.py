@@ -630,7 +630,8 @@ def test_json_output(daemon):
 def test_resume_keeps_the_session(daemon):
     r = run(daemon, "-c", "x = ones(3)\n:session")
     assert r.returncode == 0, r.stderr
-    token = re.search(r"token\s+([0-9a-f]{32})", r.stdout).group(1)
+    # "<node id>.<32 hex>" (or the 32 hex digits of a 16-byte token from before scale-out)
+    token = re.search(r"token\s+((?:[a-z0-9-]{1,63}\.)?[0-9a-f]{32})\n", r.stdout).group(1)
     r2 = run(daemon, "--resume", token, "-c", ":stats")
     assert r2.returncode == 0, r2.stderr
     assert re.search(r"session_tensors\s+1\b", r2.stdout)
@@ -850,11 +851,12 @@ def test_repl_through_tmux(daemon, tmp_path):
                          "TERM": "xterm"}, str(tmp_path))
     try:
         text = t.wait(lambda s: ">>>" in s and "session" in s, "the banner and prompt")
-        # the banner: the server's version (as `tensord --version` says it), the address and
-        # the session token's first 8 hex digits (checked against :session below)
+        # the banner: the server's version (as `tensord --version` says it), the address, the
+        # node when the server names one, and the first 8 hex digits of the session token's
+        # secret (checked against :session below)
         version = subprocess.run([BINARY, "--version"], capture_output=True,
                                  text=True).stdout.strip()
-        banner = re.match(r"%s at 127\.0\.0\.1:%d, session ([0-9a-f]{8})\n"
+        banner = re.match(r"%s at 127\.0\.0\.1:%d, (?:node [a-z0-9-]+, )?session ([0-9a-f]{8})\n"
                           r"Type :help for help, Ctrl-D to quit\.\n>>>" %
                           (re.escape(version), daemon), text)
         assert banner, text
@@ -961,8 +963,9 @@ def test_repl_through_tmux(daemon, tmp_path):
         # the banner's token prefix is the session's
         t.type(":session")
         t.keys("Enter")
-        text = t.wait(lambda s: re.search(r"token\s+[0-9a-f]{32}", s), ":session")
-        assert re.search(r"token\s+([0-9a-f]{32})", text).group(1)[:8] == banner.group(1)
+        tok = r"token\s+(?:[a-z0-9-]{1,63}\.)?([0-9a-f]{32})"
+        text = t.wait(lambda s: re.search(tok, s), ":session")
+        assert re.search(tok, text).group(1)[:8] == banner.group(1)
         t.type("z_previous = 41 + 1")
         t.keys("Enter")
         # Ctrl-D quits; the history went to $HOME

@@ -79,14 +79,13 @@ static void test_rows_match_the_protocol(void **state)
 static void test_idempotent_column(void **state)
 {
     (void)state;
-    static const char *const yes[] = {"create",       "full", "rand",  "arange",
-                                      "get",          "free", "ping",  "stats",
-                                      "format",       "grad", "write", "set_grad_enabled",
+    static const char *const yes[] = {"create",        "full",      "rand",     "arange",
+                                      "get",           "free",      "ping",     "stats",
+                                      "format",        "grad",      "write",    "set_grad_enabled",
                                       "close_session", "node_info", "set_name", "get_name",
                                       "list_names"};
-    static const char *const no[] = {"hello", "manual_seed", "backward",   "set_grad",
-                                     "save",  "load",        "optim_step", "resume_backward",
-                                     "del_name"};
+    static const char *const no[] = {"hello", "manual_seed", "backward",        "set_grad", "save",
+                                     "load",  "optim_step",  "resume_backward", "del_name"};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
         assert_non_null(row_named(yes[i]));
         assert_string_equal(row_named(yes[i])->idempotent, "YES");
@@ -108,7 +107,7 @@ static void test_auth_data_and_inline_columns(void **state)
     (void)state;
     for (size_t i = 0; i < NROWS; i++) {
         const char *n = rows[i].name;
-        const char *auth = strcmp(n, "hello") == 0 || strcmp(n, "node_info") == 0     ? "NONE"
+        const char *auth = strcmp(n, "hello") == 0 || strcmp(n, "node_info") == 0      ? "NONE"
                            : strcmp(n, "ping") == 0 || strcmp(n, "close_session") == 0 ? "ANY"
                                                                                        : "OPEN";
         assert_string_equal(rows[i].auth, auth);

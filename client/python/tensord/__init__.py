@@ -319,19 +319,19 @@ def _use(s: "Session", inputs: Sequence[Any]) -> None:
 class Session:
     """One connection and its server-side session; also a context manager that closes it.
 
-    ``addr`` is "host:port", "[v6]:port" or "unix:/path" (default ``TENSORD_ADDR`` or
-    127.0.0.1:7878); ``token`` the auth token (default ``TENSORD_TOKEN``); ``resume`` a
-    session token from ``Session.token`` to continue that session; ``sync=True`` waits for
+    ``addr`` is "host:port", "[v6]:port" or "unix:/path", a comma-separated list of them, or
+    "dns:NAME:PORT" (default ``TENSORD_ADDR`` or 127.0.0.1:7878): a new session goes to the next
+    node of the list with room, a resume to the node that owns the session (docs/DESIGN.md,
+    "Many daemons"); ``token`` the auth token (default ``TENSORD_TOKEN``); ``resume`` a
+    session token from ``Session.token`` (bytes or str) to continue that session; ``sync=True`` waits for
     every reply, so errors are raised at the line that caused them; ``progress=True`` shows
     a progress bar for chunked transfers of large tensors.
     """
 
     def __init__(self, addr: Optional[str] = None, token: Optional[str] = None,
-                 resume: Optional[bytes] = None, sync: Any = False, progress: Any = False):
+                 resume: Any = None, sync: Any = False, progress: Any = False):
         addr = addr or os.environ.get("TENSORD_ADDR", "127.0.0.1:7878")
         token = token if token is not None else os.environ.get("TENSORD_TOKEN", "")
-        if isinstance(resume, str):
-            resume = bytes.fromhex(resume)
         try:
             self._c = _conn.Conn(addr=addr, token=token, resume=resume or b"")
         except ServerError as e:
@@ -352,8 +352,14 @@ class Session:
 
     @property
     def token(self) -> bytes:
-        """The session token: pass it as ``resume=`` to continue this session later."""
+        """The session token, ASCII ``b"<node id>.<32 hex>"`` (16 raw bytes for a session from
+        before scale-out): pass it as ``resume=`` to continue this session later."""
         return self._c.token
+
+    @property
+    def node(self) -> str:
+        """The id of the node (daemon) that owns the session; "" if the server names none."""
+        return self._c.node
 
     def close(self) -> None:
         """Frees every tensor of the session on the server and closes the connection."""
@@ -2042,9 +2048,10 @@ def _session() -> Session:
 
 
 def connect(addr: Optional[str] = None, token: Optional[str] = None,
-            resume: Optional[bytes] = None, sync: Any = False, progress: Any = False
+            resume: Any = None, sync: Any = False, progress: Any = False
             ) -> Session:
-    """Opens a session at addr ("host:port", "[v6]:port" or "unix:/path"); see Session."""
+    """Opens a session at addr ("host:port", "[v6]:port", "unix:/path", a list "a:p,b:p" or
+    "dns:NAME:PORT"); see Session."""
     return Session(addr, token, resume=resume, sync=sync, progress=progress)
 
 

@@ -21,16 +21,27 @@ a compiler is there): `FAST` says whether it is in use, and TENSORD_PURE_PYTHON=
 environment turns it off. It encodes the common requests (RunOp with handle and number inputs,
 Get) into the output buffer and reads the common replies without protobuf message objects; the
 bytes on the wire are the same either way (tests/python/test_fast_wire.py).
+
+Many daemons (docs/DESIGN.md, "Many daemons"). An address may be a list ("a:7878,b:7878") or
+"dns:NAME:PORT" (every address NAME resolves to). A new session tries the list round-robin,
+starting one entry further for each new session of the process (from a random entry); NODE_FULL's
+named peer is tried once, and a node that is full or cannot be reached passes the turn on. A
+resume (and the reconnect above) goes to the node the token names: its address is remembered from
+HelloResult and MOVED replies, else a listed node is asked and answers MOVED. At most
+MAX_REDIRECTS are followed per connect, and every node id and address a server names is checked
+before it is dialled.
 """
 from __future__ import annotations
 
 import collections
+import itertools
 import os
+import re
 import select
 import socket
 import struct
 import time
-from typing import Any, Callable, Deque, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import tensord_pb2 as pb
 from ._requests import IDEMPOTENT, IDEMPOTENT_OUT_OF_PLACE
@@ -47,6 +58,8 @@ HEADER = struct.Struct(">IQ")
 FLUSH_AT = 1 << 16          # queued bytes that trigger a write without waiting for a reply
 READ_CHUNK = 1 << 18
 RECONNECT_TRIES = 7         # about 3 s of backoff before a dropped connection is given up
+MAX_ADDRS = 64              # addresses in a list, after dns: expansion
+MAX_REDIRECTS = 5           # MOVED replies followed per connect
 
 DTYPE_WIRE = {"float32": pb.FLOAT32, "float64": pb.FLOAT64, "int32": pb.INT32,
               "int64": pb.INT64, "bool": pb.BOOL}
@@ -70,12 +83,24 @@ _REPLAYABLE = IDEMPOTENT
 
 
 class ServerError(Exception):
-    """An error reply: `code` is the protocol's StatusCode, `message` the server's text."""
+    """An error reply: `code` is the protocol's StatusCode, `message` the server's text. For a
+    refused Hello, `node` and `address` are what its Status names (MOVED, NODE_FULL), kept only
+    when well formed; `bad` says they were there but malformed."""
+
+    node = ""
+    address = ""
+    bad = False
 
     def __init__(self, code: int, message: str):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class ConnectError(ConnectionError):
+    """No node could be reached: every address of the list failed (each one's error is in the
+    message), or the node that owns the session did not answer ("node N at A is
+    unreachable: ...")."""
 
 
 class ProtocolError(Exception):
@@ -151,14 +176,118 @@ def scalar(v: Any, msg: Any) -> None:
         msg.f = float(v)
 
 
-def parse_addr(addr: str):
-    """"host:port", "[v6]:port" or "unix:/path" -> (family, sockaddr)."""
-    if addr.startswith("unix:"):
-        return socket.AF_UNIX, addr[5:]
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError("address must be HOST:PORT or unix:PATH, got %r" % addr)
-    return None, (host.strip("[]") or "127.0.0.1", int(port))
+_NODE_ID = re.compile(r"[a-z0-9-]{1,63}\Z")
+_TOKEN = re.compile(rb"([a-z0-9-]{1,63})\.[0-9a-f]{32}\Z")
+_HOST = re.compile(r"(?:[A-Za-z0-9_-]+\.)*[A-Za-z0-9_-]+\.?\Z")
+_V6 = re.compile(r"[0-9A-Fa-f:.]+\Z")
+
+# node id -> the address it was last reached at (from HelloResult and MOVED), for resumes; bounded
+_NODES: Dict[str, str] = {}
+_NODES_MAX = 1024
+# where the process's next new session starts in an address list (a random start)
+_RR = itertools.count(int.from_bytes(os.urandom(4), "little"))
+_RR_LAST = [0]
+
+
+def _remember(node: str, address: str) -> None:
+    if node in _NODES:
+        del _NODES[node]
+    elif len(_NODES) >= _NODES_MAX:
+        del _NODES[next(iter(_NODES))]  # the oldest
+    _NODES[node] = address
+
+
+def is_node_id(s: Any) -> bool:
+    return isinstance(s, str) and _NODE_ID.match(s) is not None
+
+
+def host_port(s: str, allow_empty_host: bool = False) -> Optional[Tuple[str, int]]:
+    """"host:port" (a name, IPv4, or "[IPv6]"; port 1-65535) -> (host, port); None if not that.
+    What a server may send the client to, and what an address list holds besides unix: and
+    dns: entries."""
+    if not isinstance(s, str) or not s or len(s) >= 272 or not s.isascii():
+        return None
+    if s.startswith("["):
+        end = s.find("]")
+        host, rest = s[1:end], s[end + 1:]
+        if end < 0 or not rest.startswith(":") or not _V6.match(host or "-"):
+            return None
+        port = rest[1:]
+    else:
+        host, sep, port = s.rpartition(":")
+        if not sep or ":" in host:
+            return None
+        if not host and allow_empty_host:
+            host = "127.0.0.1"
+        if len(host) > 253 or not _HOST.match(host):
+            return None
+    if not (1 <= len(port) <= 5 and port.isdigit() and 1 <= int(port) <= 65535):
+        return None
+    return host, int(port)
+
+
+def parse_addrs(addr: str) -> List[Tuple[str, str, Any]]:
+    """An address, a comma-separated list of them, or dns:NAME:PORT (also as a list entry) ->
+    [(label, "tcp" | "unix", where)], at most MAX_ADDRS, duplicates dropped."""
+    if not isinstance(addr, str) or not addr:
+        raise ValueError("no address given")
+    if len(addr) > MAX_ADDRS * 272:
+        raise ValueError("address list is too long")
+    out: List[Tuple[str, str, Any]] = []
+
+    def add(label: str, kind: str, where: Any) -> None:
+        if any(label == o[0] for o in out):
+            return
+        if len(out) == MAX_ADDRS:
+            raise ValueError("address list: more than %d addresses" % MAX_ADDRS)
+        out.append((label, kind, where))
+
+    for e in addr.split(","):
+        if e.startswith("unix:") and 5 < len(e) < 108 + 5:
+            add(e, "unix", e[5:])
+        elif e.startswith("dns:"):
+            hp = host_port(e[4:])
+            if hp is None or e[4:].startswith("["):
+                raise ValueError("bad address %r (want dns:NAME:PORT)" % e[:300])
+            try:
+                infos = socket.getaddrinfo(hp[0], hp[1], type=socket.SOCK_STREAM)
+            except socket.gaierror as err:
+                raise ConnectError("cannot resolve %s: %s" % (e, err)) from None
+            for fam, _, _, _, sa in infos:
+                if fam == socket.AF_INET:
+                    add("%s:%d" % (sa[0], sa[1]), "tcp", (sa[0], sa[1]))
+                elif fam == socket.AF_INET6:
+                    add("[%s]:%d" % (sa[0], sa[1]), "tcp", (sa[0], sa[1]))
+        else:
+            hp = host_port(e, allow_empty_host=True)
+            if hp is None:
+                raise ValueError("bad address %r (want HOST:PORT, [V6]:PORT, unix:PATH or "
+                                 "dns:NAME:PORT, or a comma-separated list of them)" % e[:300])
+            add(e, "tcp", hp)
+    return out
+
+
+def token_bytes(resume: Any) -> bytes:
+    """A session token to resume, as it goes on the wire: "<node id>.<32 hex>" (bytes or str),
+    or a token from before scale-out: its 16 bytes, or their 32 hex digits as a str."""
+    if not resume:
+        return b""
+    if isinstance(resume, str):
+        if re.fullmatch(r"[0-9A-Fa-f]{32}", resume):
+            return bytes.fromhex(resume)
+        resume = resume.encode("ascii", "replace")
+    if isinstance(resume, (bytes, bytearray, memoryview)):
+        b = bytes(resume)
+        if len(b) == 16 or _TOKEN.match(b):
+            return b
+    raise ValueError("malformed session token %r (want <node id>.<32 hex digits>, or a token "
+                     "from before scale-out)" % (resume[:100],))
+
+
+def token_node(token: bytes) -> str:
+    """The node a session token names ("" for a token from before scale-out)."""
+    m = _TOKEN.match(token)
+    return m.group(1).decode() if m else ""
 
 
 class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
@@ -168,14 +297,16 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
                  unix: Optional[str] = None, token: str = "", resume: bytes = b"",
                  addr: Optional[str] = None):
         if addr is not None:
-            fam, where = parse_addr(addr)
-            self._target = ("unix", where) if fam == socket.AF_UNIX else ("tcp", where)
+            self._addrs = parse_addrs(addr)
         elif unix is not None:
-            self._target = ("unix", unix)
+            self._addrs = [("unix:" + unix, "unix", unix)]
         else:
-            self._target = ("tcp", (host, port))
+            self._addrs = [(("[%s]:%d" if ":" in host else "%s:%d") % (host, port), "tcp",
+                            (host, port))]
         self.auth = token
-        self.token = resume or b""
+        self.token = token_bytes(resume)
+        self.node = ""     # the node that owns the session (HelloResult.node_id)
+        self.address = ""  # where this connection went
         # A resumed session already has handles this client did not choose: start far away,
         # at a random place, so new ones do not collide with them.
         self.next_handle = 1 if not resume else (int.from_bytes(os.urandom(6), "little") << 16) + 1
@@ -192,10 +323,121 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
 
     # -- connection --
     def _connect(self) -> None:
-        kind, where = self._target
+        if self.token:
+            self._route_resume()
+        else:
+            self._route_new()
+
+    def _route_new(self) -> None:
+        """A new session: the list round-robin, NODE_FULL's named peer tried once."""
+        addrs = self._addrs
+        n = len(addrs)
+        start = next(_RR)
+        _RR_LAST[0] = start
+        errors: List[str] = []
+        all_full = True
+        for k in range(n):
+            label, kind, where = addrs[(start + k) % n]
+            try:
+                return self._hello_at(label, kind, where)
+            except ServerError as e:
+                if e.code != pb.NODE_FULL:
+                    if n == 1:
+                        raise
+                    raise ServerError(e.code, "%s: %s" % (label, e.message)) from None
+                errors.append("%s: %s" % (label, e.message))
+                peer = host_port(e.address) if e.address and e.address != label else None
+                if peer is None:
+                    continue
+                try:
+                    return self._hello_at(e.address, "tcp", peer)
+                except ServerError as e2:
+                    if e2.code != pb.NODE_FULL:
+                        raise
+                    errors.append("its peer %s at %s: %s" % (e.node or "?", e.address,
+                                                            e2.message))
+                except OSError as e2:
+                    all_full = False
+                    errors.append("its peer %s at %s: %s" % (e.node or "?", e.address, e2))
+            except OSError as e:
+                if n == 1:
+                    raise
+                all_full = False
+                errors.append("%s: %s" % (label, e))
+        msg = "no node opened a new session: " + "; ".join(errors)
+        if all_full:
+            raise ServerError(pb.NODE_FULL, msg)
+        raise ConnectError(msg)
+
+    def _route_resume(self) -> None:
+        """A resume: at the owner's remembered address, else (or when that fails) a listed
+        node, which answers MOVED when the session is another node's."""
+        owner = token_node(self.token)
+        first: List[Tuple[str, str, Any]] = []
+        known = self.address or _NODES.get(owner, "")
+        hp = host_port(known) if known else None
+        if hp is not None:
+            first.append((known, "tcp", hp))
+        n = len(self._addrs)
+        start = _RR_LAST[0]
+        ask = first + [a for a in (self._addrs[(start + k) % n] for k in range(n))
+                       if a[0] != known]
+        errors: List[str] = []
+        last: BaseException = ConnectError("no address to ask")
+        for i, (label, kind, where) in enumerate(ask):
+            chain = [label]
+            named = owner if i < len(first) else ""  # the node expected at `label`
+            while True:
+                try:
+                    return self._hello_at(label, kind, where)
+                except ServerError as e:
+                    last = e
+                    if e.code == pb.MOVED:
+                        dest = host_port(e.address) if e.node and not e.bad else None
+                        if dest is None:
+                            raise ProtocolError("%s answered MOVED without a well-formed node "
+                                                "id and address (not followed)" % label) from None
+                        chain.append(e.node)
+                        if len(chain) - 1 > MAX_REDIRECTS:
+                            raise ServerError(pb.MOVED, "gave up after %d redirects resuming the "
+                                              "session: %s" % (MAX_REDIRECTS,
+                                                               " -> ".join(chain))) from None
+                        _remember(e.node, e.address)
+                        label, kind, where, named = e.address, "tcp", dest, e.node
+                        continue
+                    retry = e.code == pb.UNKNOWN_NODE or (e.code == pb.UNKNOWN_SESSION and
+                                                          not owner and len(ask) > 1)
+                    if not retry:
+                        raise
+                    errors.append("%s: %s" % (label, e.message))
+                    break
+                except OSError as e:
+                    if not named:
+                        if len(ask) == 1:
+                            raise
+                        errors.append("%s: %s" % (label, e))
+                        last = e
+                        break
+                    msg = "node %s at %s is unreachable: %s" % (named, label, e)
+                    if len(chain) > 1:  # named by a MOVED: nobody else holds the session
+                        raise ConnectError("; ".join([msg] + errors)) from None
+                    errors.append(msg)
+                    last = ConnectError(msg)
+                    break
+        if isinstance(last, ServerError):
+            raise ServerError(last.code, "; ".join(errors))
+        raise ConnectError("; ".join(errors) if owner or len(errors) > 1 else str(last))
+
+    def _hello_at(self, label: str, kind: str, where: Any) -> None:
+        """Dials one address and says Hello (resuming self.token if set). A refusal raises the
+        server's ServerError with its Status's node/address; a failure to connect, OSError."""
         if kind == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.connect(where)
+            try:
+                sock.connect(where)
+            except OSError:
+                sock.close()
+                raise
         else:
             sock = socket.create_connection(where)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -219,14 +461,39 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
         req.hello.session_token = self.token
         req.hello.client_name = "tensord-python"
         p = self._queue(req, b"", "hello", False)
-        self._wait_one(p)
-        if p.error is not None:
-            self.sock.close()
+        try:
+            self._wait_one(p)
+        except BaseException:
+            sock.close()
             self.sock = None
-            raise p.error
-        self.token = p.resp.hello.session_token
-        self.limits = p.resp.hello.limits
-        self.version = p.resp.hello.version
+            raise
+        if p.error is not None:
+            sock.close()
+            self.sock = None
+            err = p.error
+            st = p.resp.status if p.resp is not None else None
+            if st is not None and (st.node or st.address):
+                if (st.node and not is_node_id(st.node)) or \
+                        (st.address and host_port(st.address) is None):
+                    err.bad = True
+                else:
+                    err.node, err.address = st.node, st.address
+            raise err
+        hello = p.resp.hello
+        tok = hello.session_token
+        if not (len(tok) == 16 or _TOKEN.match(tok)) or \
+                (hello.node_id and not is_node_id(hello.node_id)):
+            sock.close()
+            self.sock = None
+            raise ProtocolError("the server's Hello reply has a malformed session token or "
+                                "node id")
+        self.token = tok
+        self.limits = hello.limits
+        self.version = hello.version
+        self.node = hello.node_id
+        self.address = label
+        if self.node:
+            _remember(self.node, label)
 
     def close(self) -> None:
         if self.sock is not None:
