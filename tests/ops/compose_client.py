@@ -15,20 +15,21 @@ client with an address list, as a user on the host would.
       start puts one on each node (n0, n1, n2); each binds a tensor to the name "w"
       ([1, 2] times the session's number) and is left open (its token goes to state.json).
   compose_client.py resume DIR
-      each session resumed through a node that does not own it (the first address in a list
-      that starts with another node): the client follows MOVED to the owner, Session.node names
-      it, and s["w"] is the tensor bound before, from a new process.
+      each session resumed through a node that does not own it (that node's address alone):
+      the client follows MOVED to the owner, Session.node names it, and s["w"] is the tensor
+      bound before, from a new process.
   compose_client.py lost DIR NODE
       with NODE stopped: the sessions on the other nodes still resume and compute; resuming
       NODE's session fails with an error that names NODE.
   compose_client.py metrics DIR
-      each node's /metrics names its node id, and the MOVED counters together are at least the
-      number of cross-node resumes done so far.
+      each node's /metrics names its node id and shows the other two nodes up, and the MOVED
+      counters together are at least the number of cross-node resumes done so far.
 Exit status 0 when every check passes."""
 import json
 import os
 import pathlib
 import random
+import re
 import socket
 import sys
 import time
@@ -96,13 +97,9 @@ def prepare(src, d, token_file, *opts):
     return 0
 
 
-def addr_list(st, first=None):
-    """The nodes' host addresses, starting with `first` (a node name) when given."""
-    names = sorted(st["nodes"])
-    if first is not None:
-        k = names.index(first)
-        names = names[k:] + names[:k]
-    return ",".join(st["nodes"][n]["wire"] for n in names)
+def addr_list(st):
+    """The nodes' host addresses, as TENSORD_ADDR lists them."""
+    return ",".join(st["nodes"][n]["wire"] for n in sorted(st["nodes"]))
 
 
 def get(url):
@@ -153,9 +150,10 @@ def spread(d):
 
 
 def check_session(st, x, via):
-    """Resumes session x through the address list starting at node `via`; returns an error
-    text, or None when it resumed on its owner with its tensor by name."""
-    s = tensord.connect(addr_list(st, first=via), token=st["token"],
+    """Resumes session x, in a new process, through node `via` alone (which answers MOVED when
+    it is not the owner); returns an error text, or None when it resumed on its owner with its
+    tensor by name."""
+    s = tensord.connect(st["nodes"][via]["wire"], token=st["token"],
                         resume=x["token"].encode("latin-1"))
     want = [1.0 * (x["i"] + 1), 2.0 * (x["i"] + 1)]
     got = s["w"].tolist()
@@ -216,17 +214,34 @@ def lost(d, node):
 
 
 def metrics(d):
+    """Each node's /metrics: tensord_node_info names it, tensord_peer_up shows the other two
+    up (polled every --peer-interval, 2 s: waits up to 30 s), and tensord_hello_moved_total
+    over the nodes is at least the number of resumes sent through a node not the owner."""
     st = load(d)
     moved = 0.0
     for name, a in st["nodes"].items():
-        status, text = get(f"http://{a['metrics']}/metrics")
-        if status != 200 or f'"{name}"' not in text:
+        others = sorted(n for n in st["nodes"] if n != name)
+        deadline = time.time() + 30
+        while True:
+            status, text = get(f"http://{a['metrics']}/metrics")
+            up = sorted(re.findall(r'^tensord_peer_up\{[^}]*peer_node="([a-z0-9-]+)"[^}]*\} 1$',
+                                   text, re.M))
+            if up == others or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        if status != 200 or not re.search(rf'^tensord_node_info\{{node="{name}"', text, re.M):
             print(f"FAIL: {name}'s /metrics does not carry its node id")
             return 1
-        for line in text.splitlines():
-            if line.startswith("tensord_") and "moved" in line.split("{")[0].split(" ")[0]:
-                moved += float(line.rsplit(" ", 1)[1])
-    print(f"MOVED answered, all nodes: {moved:g}; cross-node resumes: {st['cross_resumes']}")
+        if up != others:
+            print(f"FAIL: {name} sees peers {up} up, want {others}")
+            return 1
+        m = re.search(r"^tensord_hello_moved_total (\d+)$", text, re.M)
+        if not m:
+            print(f"FAIL: {name}'s /metrics has no tensord_hello_moved_total")
+            return 1
+        moved += int(m.group(1))
+    print(f"every node names itself and sees the other two up; MOVED answered: {moved:g}, "
+          f"cross-node resumes: {st['cross_resumes']}")
     if moved < st["cross_resumes"]:
         print("FAIL: fewer MOVED replies counted than resumes sent through another node")
         return 1

@@ -114,7 +114,7 @@ stop() {
         say "FAIL: exit status $code after SIGTERM (want 0)"
         exit 1
     fi
-    "$ENGINE" logs "$1" 2>&1 | grep -q 'event=shutdown signal=15' || {
+    "$ENGINE" logs "$1" 2>&1 | grep -Eq 'event=shutdown( [a-z_]+=[^ ]+)* signal=15' || {
         say "FAIL: the daemon did not log a SIGTERM shutdown"
         exit 1
     }

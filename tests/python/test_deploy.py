@@ -199,8 +199,16 @@ def check_config(argv, env, paths):
         env = {k: fix(v) for k, v in env.items()}
         # Only the deployment's variables: none of the test run's own TENSORD_* leak in.
         clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
-        return subprocess.run([BINARY, "--check-config", *argv], env=clean, capture_output=True,
-                              text=True, timeout=30)
+        r = subprocess.run([BINARY, "--check-config", *argv], env=clean, capture_output=True,
+                           text=True, timeout=30)
+        # The effective settings, one `name = value` line each, with the paths put back.
+        back = {v: k for k, v in swap.items()}
+        r.settings = {}
+        for line in r.stdout.splitlines():
+            name, eq, value = line.partition(" = ")
+            if eq:
+                r.settings[name] = back.get(value, value)
+        return r
 
 
 def test_check_config_refuses_what_it_should():
@@ -255,11 +263,17 @@ def test_k8s_settings_pass_check_config():
         r = check_config(args, tensord_env, {"token": flag(args, "auth-token-file"),
                                              "data": mounts["data"]})
         assert r.returncode == 0, r.stdout + r.stderr
-        out = r.stdout + r.stderr
+        got = r.settings
         # The node's identity as the pod gets it from the downward API.
-        assert flag(args, "node-id") == pod and pod in out
-        advertise = f"{pod}.tensord-headless.{NAMESPACE}.svc.cluster.local:7878"
-        assert flag(args, "advertise") == advertise and advertise in out
+        assert got["node-id"] == pod
+        assert got["advertise"] == f"{pod}.tensord-headless.{NAMESPACE}.svc.cluster.local:7878"
+        assert got["peers"] == "dns:tensord-headless:7878"
+        assert got["listen"] == "0.0.0.0:7878" and got["metrics-listen"] == "0.0.0.0:9090"
+        assert got["auth-token-file"] == "/run/secrets/tensord/token"
+        assert got["data-dir"] == mounts["data"]
+        assert got["threads"] == env["TENSORD_THREADS"]
+        assert got["shutdown-timeout"] == "30000ms" and got["session-ttl"] == "1800000ms"
+        assert got["log-format"] == "json"
 
 
 def test_k8s_ports_services_and_peers_agree():
@@ -388,6 +402,10 @@ def test_k8s_security_context_and_token_file():
     assert vols[mount["name"]]["secret"]["defaultMode"] == 0o440
     for e in c.get("env", []):
         assert "TOKEN" not in e["name"], e
+    # The token file kustomize reads is neither committed nor sent to an image build.
+    assert "token" in (K8S / ".gitignore").read_text().split()
+    ignored = (ROOT / "docker" / "Dockerfile.dockerignore").read_text().split()
+    assert "deploy/kubernetes/token" in ignored
 
 
 # ---- compose ----
@@ -444,7 +462,13 @@ def test_compose_settings_pass_check_config():
         r = check_config(argv, env, {"token": "/run/secrets/tensord_token",
                                      "data": image_env()["TENSORD_DATA_DIR"]})
         assert r.returncode == 0, r.stdout + r.stderr
-        assert name in r.stdout + r.stderr
+        got = r.settings
+        assert got["node-id"] == name and got["advertise"] == flag(argv, "advertise")
+        assert got["peers"] == flag(argv, "peers")
+        assert got["auth-token-file"] == "/run/secrets/tensord_token"
+        assert got["data-dir"] == "/var/lib/tensord"           # the image's ENV
+        assert got["metrics-listen"] == "0.0.0.0:9090"         # the image's ENV
+        assert got["session-ttl"] == "1800000ms" and got["log-format"] == "json"
 
 
 # ---- kubectl ----
