@@ -1343,12 +1343,13 @@ static int connect_new(struct tensord **out, const struct addr_list *l,
         if (rc == TENSORD_NODE_FULL) {
             note(why, sizeof why, "%s: %s", a, e.message);
             if (!red.bad && red.addr[0] != '\0' && strcmp(red.addr, a) != 0) {
-                rc = hello_at(out, red.addr, opts, NULL, 0, &red, &e);
+                struct redirect peer = red; /* hello_at overwrites red */
+                rc = hello_at(out, peer.addr, opts, NULL, 0, &red, &e);
                 if (rc == 0) {
                     return 0;
                 }
-                note(why, sizeof why, "its peer %s at %s: %s", red.node[0] ? red.node : "?",
-                     red.addr, e.message);
+                note(why, sizeof why, "its peer %s at %s: %s", peer.node[0] ? peer.node : "?",
+                     peer.addr, e.message);
                 all_full = all_full && rc == TENSORD_NODE_FULL;
                 if (rc != TENSORD_NODE_FULL && !unreachable(rc)) {
                     return set_err(err, rc, "%s", e.message);
