@@ -12,12 +12,12 @@ client with an address list, as a user on the host would.
       every node answers /readyz, and a session can be opened through the address list.
   compose_client.py spread DIR
       three new sessions in one process, through the address list: round-robin from a random
-      start puts one on each node (n0, n1, n2); each binds a tensor to the name "w"
-      ([1, 2] times the session's number) and is left open (its token goes to state.json).
+      start puts one on each node (n0, n1, n2); each holds a tensor w ([1, 2] times the
+      session's number) and is left open (its token and w's handle go to state.json).
   compose_client.py resume DIR
       each session resumed through a node that does not own it (that node's address alone):
-      the client follows MOVED to the owner, Session.node names it, and s["w"] is the tensor
-      bound before, from a new process.
+      the client follows MOVED to the owner, Session.node names it, and w's handle finds the
+      tensor made before, from a new process.
   compose_client.py lost DIR NODE
       with NODE stopped: the sessions on the other nodes still resume and compute; resuming
       NODE's session fails with an error that names NODE.
@@ -131,14 +131,13 @@ def spread(d):
     for i in range(3):
         s = tensord.connect(addr_list(st), token=st["token"])
         w = s.tensor([1.0 * (i + 1), 2.0 * (i + 1)])
-        s["w"] = w
-        got = (s["w"] * 2).tolist()
+        got = (w * 2).tolist()
         print(f"session {i}: node {s.node}, (w * 2) = {got}")
         if got != [2.0 * (i + 1), 4.0 * (i + 1)]:
             print("FAIL: wrong result")
             return 1
         token = s.token if isinstance(s.token, bytes) else s.token.encode()
-        sessions.append({"node": s.node, "token": token.decode("latin-1"), "i": i})
+        sessions.append({"node": s.node, "token": token.decode("latin-1"), "i": i, "w": w._h})
         # left open: the session outlives this process
     nodes = sorted(x["node"] for x in sessions)
     if nodes != sorted(st["nodes"]):
@@ -152,17 +151,18 @@ def spread(d):
 def check_session(st, x, via):
     """Resumes session x, in a new process, through node `via` alone (which answers MOVED when
     it is not the owner); returns an error text, or None when it resumed on its owner with its
-    tensor by name."""
+    tensor."""
     s = tensord.connect(st["nodes"][via]["wire"], token=st["token"],
                         resume=x["token"].encode("latin-1"))
     want = [1.0 * (x["i"] + 1), 2.0 * (x["i"] + 1)]
-    got = s["w"].tolist()
+    w = tensord.Tensor(s, x["w"])
+    got = w.tolist()
     print(f"session {x['i']} resumed through {via}: node {s.node}, w = {got}")
     if s.node != x["node"]:
         return f"resumed on {s.node}, owner is {x['node']}"
     if got != want:
         return f"w = {got}, want {want}"
-    if (s["w"] + 1).tolist() != [v + 1 for v in want]:
+    if (w + 1).tolist() != [v + 1 for v in want]:
         return "w + 1 is wrong"
     return None   # not closed: later steps resume the session again
 
