@@ -2,12 +2,11 @@
 docker/compose.yaml on free loopback ports, then talks to the three nodes through the Python
 client with an address list, as a user on the host would.
 
-  compose_client.py prepare SRC DIR TOKEN_FILE [--ulimits]
+  compose_client.py prepare SRC DIR TOKEN_FILE
       DIR/compose.yaml: SRC with each published host port (wire and metrics) moved to a free
       loopback port, and each node's --advertise moved with its wire port (the file's own
       structure otherwise, so the test runs what users run); DIR/secrets/tensord_token; and
-      DIR/state.json with the address list. --ulimits adds modest open-file and process limits
-      (podman as root in a sandbox cannot raise them; docs/operations.md).
+      DIR/state.json with the address list.
   compose_client.py wait DIR
       every node answers /readyz, and a session can be opened through the address list.
   compose_client.py spread DIR
@@ -63,7 +62,7 @@ def save(d, st):
     (pathlib.Path(d) / "state.json").write_text(json.dumps(st, indent=1))
 
 
-def prepare(src, d, token_file, *opts):
+def prepare(src, d, token_file):
     d = pathlib.Path(d)
     doc = yaml.safe_load(pathlib.Path(src).read_text())
     names = sorted(doc["services"])
@@ -82,8 +81,6 @@ def prepare(src, d, token_file, *opts):
         cmd[i_adv] = f"127.0.0.1:{wire}"
         svc["command"] = cmd
         svc.pop("build", None)   # the image is built once, before (make docker-test)
-        if "--ulimits" in opts:
-            svc["ulimits"] = {"nofile": {"soft": 8192, "hard": 8192}, "nproc": 8192}
         nodes[name] = {"wire": f"127.0.0.1:{wire}", "metrics": f"127.0.0.1:{metrics}"}
     (d / "secrets").mkdir(mode=0o700, exist_ok=True)
     token = pathlib.Path(token_file).read_text()
