@@ -79,14 +79,15 @@ def persist_write(addr: str, token: str, state: str) -> int:
     s.save("model", {"w": w})
     print(f"w.grad = {w.grad.tolist()}, n = {n.tolist()}; saved 'model'")
     with open(state, "w") as f:
-        json.dump({"session": s.token.hex(), "w": w._h, "n": n._h}, f)
+        # The session token is text since scale-out ("<node id>.<32 hex>"), kept as it is.
+        json.dump({"session": s.token.decode("latin-1"), "w": w._h, "n": n._h}, f)
     return 0   # exits without closing: the session outlives the connection
 
 
 def persist_read(addr: str, token: str, state: str) -> int:
     with open(state) as f:
         st = json.load(f)
-    r = tensord.connect(addr, token=token, resume=st["session"])
+    r = tensord.connect(addr, token=token, resume=st["session"].encode("latin-1"))
     w, n = tensord.Tensor(r, st["w"]), tensord.Tensor(r, st["n"])
     print(f"resumed: {w!r}, grad {w.grad.tolist()}, n = {n.tolist()}")
     ok = (repr(w) == "tensor([ 1.5000, -2.0000], requires_grad=True)" and

@@ -15,6 +15,8 @@
 #      written the session to the volume.
 #   6. a second container on the same volume: the session resumes by its token, as it was, and
 #      the saved file loads.
+#   7. tests/ops/compose_test.sh: the three-node docker/compose.yaml on this image, under
+#      podman-compose (or docker compose), driven from the host with an address list.
 #
 # Environment: ENGINE, IMAGE (default tensord:test), TESTS (build stage: test, test-c, none),
 # PYTHON (default /usr/bin/python3), BUILD_FLAGS / RUN_FLAGS (extra engine flags).
@@ -112,7 +114,7 @@ stop() {
         say "FAIL: exit status $code after SIGTERM (want 0)"
         exit 1
     fi
-    "$ENGINE" logs "$1" 2>&1 | grep -q 'event=shutdown signal=15' || {
+    "$ENGINE" logs "$1" 2>&1 | grep -Eq 'event=shutdown( [a-z_]+=[^ ]+)* signal=15' || {
         say "FAIL: the daemon did not log a SIGTERM shutdown"
         exit 1
     }
@@ -146,4 +148,8 @@ stop "$NAME"
 start "$NAME-2"
 client persist-read "$WIRE" "$work/token" "$work/state"
 stop "$NAME-2"
+say "single container: all checks passed"
+
+# The three-node compose file on the same image (built once, above).
+ENGINE=$ENGINE IMAGE=$IMAGE PYTHON=$PYTHON tests/ops/compose_test.sh
 say "all checks passed"

@@ -249,7 +249,8 @@ def test_compose_publishes_on_loopback_only():
 
 
 def test_scripts_parse():
-    for script in ("docker/base-image.sh", "docker/deps.sh", "tests/ops/docker_test.sh"):
+    for script in ("docker/base-image.sh", "docker/deps.sh", "tests/ops/docker_test.sh",
+                   "tests/ops/compose_test.sh"):
         r = subprocess.run(["sh", "-n", os.path.join(ROOT, script)], capture_output=True, text=True)
         assert r.returncode == 0, script + ": " + r.stderr
     r = subprocess.run(["bash", "-n", os.path.join(ROOT, "docker/healthcheck.sh")],
