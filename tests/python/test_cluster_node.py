@@ -101,17 +101,27 @@ def sees_all(port, ids):
 
 class Cluster:
     def __init__(self, tmp_path, n=3, extra=None, interval="100ms"):
-        self.ports = free_ports(n)
-        self.ids = ["n%d" % i for i in range(n)]
-        self.daemons = []
-        for i, port in enumerate(self.ports):
-            peers = ",".join("127.0.0.1:%d" % p for j, p in enumerate(self.ports) if j != i)
-            args = ["--node-id", self.ids[i], "--advertise", "127.0.0.1:%d" % port,
-                    "--peers", peers, "--peer-interval", interval]
-            args += (extra or {}).get(i, [])
-            d = Daemon(*args, listen=("--listen", "127.0.0.1:%d" % port))
-            assert d.port == port, d.text()
-            self.daemons.append(d)
+        # A port probed free may be taken by another process before the daemon binds it: then
+        # that start fails, and the whole set starts again on fresh ports.
+        for attempt in range(3):
+            self.ports = free_ports(n)
+            self.ids = ["n%d" % i for i in range(n)]
+            self.daemons = []
+            for i, port in enumerate(self.ports):
+                peers = ",".join("127.0.0.1:%d" % p for j, p in enumerate(self.ports) if j != i)
+                args = ["--node-id", self.ids[i], "--advertise", "127.0.0.1:%d" % port,
+                        "--peers", peers, "--peer-interval", interval]
+                args += (extra or {}).get(i, [])
+                d = Daemon(*args, listen=("--listen", "127.0.0.1:%d" % port))
+                self.daemons.append(d)
+                if d.port != port:
+                    break
+            if all(d.port == p for d, p in zip(self.daemons, self.ports)) and \
+                    len(self.daemons) == n:
+                return
+            text = self.daemons[-1].text()
+            self.stop()
+            assert "address already in use" in text.lower() and attempt < 2, text
 
     def ready(self):
         for i, port in enumerate(self.ports):
