@@ -27,7 +27,8 @@ Many daemons (docs/DESIGN.md, "Many daemons"). An address may be a list ("a:7878
 starting one entry further for each new session of the process (from a random entry); NODE_FULL's
 named peer is tried once, and a node that is full or cannot be reached passes the turn on. A
 resume (and the reconnect above) goes to the node the token names: its address is remembered from
-HelloResult and MOVED replies, else a listed node is asked and answers MOVED. At most
+HelloResult and MOVED replies (per address list: a node id one list's servers claim says nothing
+about another list's), else a listed node is asked and answers MOVED. At most
 MAX_REDIRECTS are followed per connect, and every node id and address a server names is checked
 before it is dialled.
 """
@@ -182,20 +183,24 @@ _TOKEN = re.compile(rb"([a-z0-9-]{1,63})\.[0-9a-f]{32}\Z")
 _HOST = re.compile(r"(?:[A-Za-z0-9_-]+\.)*[A-Za-z0-9_-]+\.?\Z")
 _V6 = re.compile(r"[0-9A-Fa-f:.]+\Z")
 
-# node id -> the address it was last reached at (from HelloResult and MOVED), for resumes; bounded
-_NODES: Dict[str, str] = {}
+# (address list, node id) -> the address the node was last reached at through that list (from
+# HelloResult and MOVED), for resumes; bounded. Keyed by the list as given, not by the node id
+# alone: a node id is only what a server claims (every StatefulSet has a `tensord-0`), so what
+# one list's servers said must never send another list's session token (and auth token) there.
+_NODES: Dict[Tuple[str, str], str] = {}
 _NODES_MAX = 1024
 # where the process's next new session starts in an address list (a random start)
 _RR = itertools.count(int.from_bytes(os.urandom(4), "little"))
 _RR_LAST = [0]
 
 
-def _remember(node: str, address: str) -> None:
-    if node in _NODES:
-        del _NODES[node]
+def _remember(scope: str, node: str, address: str) -> None:
+    key = (scope, node)
+    if key in _NODES:
+        del _NODES[key]
     elif len(_NODES) >= _NODES_MAX:
         del _NODES[next(iter(_NODES))]  # the oldest
-    _NODES[node] = address
+    _NODES[key] = address
 
 
 def is_node_id(s: Any) -> bool:
@@ -299,11 +304,14 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
                  addr: Optional[str] = None):
         if addr is not None:
             self._addrs = parse_addrs(addr)
+            self._scope = addr  # what the node table's entries learned here are kept under
         elif unix is not None:
             self._addrs = [("unix:" + unix, "unix", unix)]
         else:
             self._addrs = [(("[%s]:%d" if ":" in host else "%s:%d") % (host, port), "tcp",
                             (host, port))]
+        if addr is None:
+            self._scope = self._addrs[0][0]
         self.auth = token
         self.token = token_bytes(resume)
         self.node = ""     # the node that owns the session (HelloResult.node_id)
@@ -379,7 +387,7 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
         first: List[Tuple[str, str, Any]] = []
         # This connection's last address first (a reconnect); else, when the caller gave a list,
         # where the owner was last reached. One address given is asked first, as it was told.
-        known = self.address or (_NODES.get(owner, "") if len(self._addrs) > 1 else "")
+        known = self.address or (_NODES.get((self._scope, owner), "") if len(self._addrs) > 1 else "")
         hp = host_port(known) if known else None
         if hp is not None:
             first.append((known, "tcp", hp))
@@ -407,7 +415,7 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
                             raise ServerError(pb.MOVED, "gave up after %d redirects resuming the "
                                               "session: %s" % (MAX_REDIRECTS,
                                                                " -> ".join(chain))) from None
-                        _remember(e.node, e.address)
+                        _remember(self._scope, e.node, e.address)
                         label, kind, where, named = e.address, "tcp", dest, e.node
                         continue
                     retry = e.code == pb.UNKNOWN_NODE or (e.code == pb.UNKNOWN_SESSION and
@@ -500,7 +508,7 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
         self.node = hello.node_id
         self.address = label
         if self.node:
-            _remember(self.node, label)
+            _remember(self._scope, self.node, label)
 
     def close(self) -> None:
         if self.sock is not None:

@@ -1,0 +1,79 @@
+"""Attacks on issue 20's routing (docs/DESIGN.md, "Many daemons"), as a hostile server.
+
+The clients remember where each node was last reached, process-wide, so that a resume goes
+straight to its owner. A node id is only a name a server claims (StatefulSets name theirs
+`tensord-0`, `tensord-1`, ... in every set), so what one set of servers said about "n0" must
+never send a session token of another set — with its auth token — to that address. The fake
+nodes are test_cluster_client's: raw frames on loopback, answering Hello as scripted.
+"""
+import pytest
+
+import tensord
+from tensord import _conn
+from test_cluster_client import SECRET, FakeNode
+
+VICTIM_SECRET = "fedcba9876543210fedcba9876543210"
+VICTIM_TOKEN = b"n0." + VICTIM_SECRET.encode()
+
+
+@pytest.fixture
+def nodes():
+    made = []
+
+    def make(node_id):
+        f = FakeNode(node_id)
+        made.append(f)
+        return f
+    _conn._NODES.clear()
+    yield make
+    for f in made:
+        f.close()
+    _conn._NODES.clear()
+
+
+def test_a_hostile_set_naming_itself_n0_does_not_receive_another_sets_tokens(nodes):
+    # A hostile pair of servers, each calling itself n0 in its HelloResult.
+    evil_a, evil_b = nodes("n0"), nodes("n0")
+    with tensord.connect("%s,%s" % (evil_a.addr, evil_b.addr)) as s:
+        assert s.token == b"n0." + SECRET.encode()
+    # Another set, whose node n0 owns the victim's session: its listed nodes redirect there.
+    real_n0, front_a, front_b = nodes("n0"), nodes("n1"), nodes("n2")
+    front_a.script("moved", "n0", real_n0.addr)
+    front_b.script("moved", "n0", real_n0.addr)
+    hellos_before = evil_a.hellos + evil_b.hellos
+    _conn.Conn(addr="%s,%s" % (front_a.addr, front_b.addr), resume=VICTIM_TOKEN,
+               token="victim-auth").close()
+    assert VICTIM_TOKEN not in evil_a.tokens + evil_b.tokens
+    assert evil_a.hellos + evil_b.hellos == hellos_before
+    assert real_n0.tokens == [VICTIM_TOKEN]
+
+
+def test_a_hostile_moved_does_not_poison_another_sets_resumes(nodes):
+    # A hostile server answers a resume with MOVED naming n0 at a second hostile address.
+    evil, sink = nodes("n5"), nodes("n0")
+    evil.script("moved", "n0", sink.addr)
+    other = nodes("n6")
+    other.script("moved", "n0", sink.addr)
+    with tensord.connect("%s,%s" % (evil.addr, other.addr), resume=b"n0." + SECRET.encode()):
+        pass
+    sink_before = sink.hellos
+    real_n0, front_a, front_b = nodes("n0"), nodes("n1"), nodes("n2")
+    front_a.script("moved", "n0", real_n0.addr)
+    front_b.script("moved", "n0", real_n0.addr)
+    _conn.Conn(addr="%s,%s" % (front_a.addr, front_b.addr), resume=VICTIM_TOKEN).close()
+    assert VICTIM_TOKEN not in sink.tokens
+    assert sink.hellos == sink_before
+    assert real_n0.tokens == [VICTIM_TOKEN]
+
+
+def test_the_same_list_still_goes_straight_to_the_owner(nodes):
+    # The remembered address still serves the list it was learned through (no weakening).
+    real_n0, front_a, front_b = nodes("n0"), nodes("n1"), nodes("n2")
+    front_a.script("moved", "n0", real_n0.addr)
+    front_b.script("moved", "n0", real_n0.addr)
+    addr = "%s,%s" % (front_a.addr, front_b.addr)
+    _conn.Conn(addr=addr, resume=VICTIM_TOKEN).close()
+    assert front_a.hellos + front_b.hellos == 1
+    _conn.Conn(addr=addr, resume=VICTIM_TOKEN).close()
+    assert front_a.hellos + front_b.hellos == 1
+    assert real_n0.tokens == [VICTIM_TOKEN, VICTIM_TOKEN]
