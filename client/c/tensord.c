@@ -1172,9 +1172,14 @@ static uint64_t resumed_handle_base(void)
 
 /* ---- address lists and routing ---- */
 
+/* The node table (known_put) keeps what it learned under the address list as given, when it is
+** shorter than this; a longer list keeps nothing there. */
+#define KNOWN_SCOPE_MAX 256
+
 struct addr_list {
     int n;
     char a[TENSORD_MAX_ADDRS][TENSORD_ADDR_MAX];
+    char scope[KNOWN_SCOPE_MAX]; /* the list as given, or "" (too long: nothing remembered) */
 };
 
 /* Appends one address (unless it is there already); false when the list is full. */
@@ -1295,9 +1300,12 @@ static uint64_t rr_take(bool advance)
 
 /* Where each node was last reached (HelloResult, MOVED), for resumes given an address list: a
 ** small process-wide table under a spin lock (held for a copy only), the oldest entry replaced
-** when full. */
+** when full. An entry belongs to the address list it was learned through: a node id is only what
+** a server claims (every StatefulSet has a tensord-0), so what one list's servers said must never
+** send another list's session token and auth token anywhere. */
 #define KNOWN_NODES 64
 static struct {
+    char scope[KNOWN_SCOPE_MAX];
     char node[TENSORD_NODE_MAX];
     char addr[TENSORD_ADDR_MAX];
     uint64_t used;
@@ -1316,15 +1324,16 @@ static void known_release(void)
     atomic_flag_clear_explicit(&known_lock, memory_order_release);
 }
 
-static void known_put(const char *node, const char *addr)
+static void known_put(const char *scope, const char *node, const char *addr)
 {
-    if (node[0] == '\0' || strlen(addr) >= TENSORD_ADDR_MAX) {
+    if (scope[0] == '\0' || node[0] == '\0' || strlen(addr) >= TENSORD_ADDR_MAX) {
         return;
     }
     known_acquire();
     int slot = 0;
     for (int i = 0; i < KNOWN_NODES; i++) {
-        if (strcmp(known[i].node, node) == 0) {
+        if (known[i].used != 0 && strcmp(known[i].scope, scope) == 0 &&
+            strcmp(known[i].node, node) == 0) {
             slot = i;
             break;
         }
@@ -1332,18 +1341,23 @@ static void known_put(const char *node, const char *addr)
             slot = i;
         }
     }
+    snprintf(known[slot].scope, sizeof known[slot].scope, "%s", scope);
     snprintf(known[slot].node, sizeof known[slot].node, "%s", node);
     snprintf(known[slot].addr, sizeof known[slot].addr, "%s", addr);
     known[slot].used = ++known_clock;
     known_release();
 }
 
-static bool known_get(const char *node, char addr[TENSORD_ADDR_MAX])
+static bool known_get(const char *scope, const char *node, char addr[TENSORD_ADDR_MAX])
 {
     bool found = false;
+    if (scope[0] == '\0') {
+        return false;
+    }
     known_acquire();
     for (int i = 0; i < KNOWN_NODES && !found; i++) {
-        if (known[i].used != 0 && strcmp(known[i].node, node) == 0) {
+        if (known[i].used != 0 && strcmp(known[i].scope, scope) == 0 &&
+            strcmp(known[i].node, node) == 0) {
             memcpy(addr, known[i].addr, TENSORD_ADDR_MAX);
             found = true;
         }
@@ -1372,9 +1386,9 @@ static void note(char *buf, size_t cap, const char *fmt, ...)
 
 /* One Hello at one address: a new session (tok NULL) or a resume. On success *out is the
 ** connection. A refusal returns the server's code, and its Status's node/address in *red. */
-static int hello_at(struct tensord **out, const char *addr, const struct tensord_options *opts,
-                    const uint8_t *tok, size_t toklen, struct redirect *red,
-                    struct tensord_error *err)
+static int hello_at(struct tensord **out, const char *scope, const char *addr,
+                    const struct tensord_options *opts, const uint8_t *tok, size_t toklen,
+                    struct redirect *red, struct tensord_error *err)
 {
     *out = NULL;
     memset(red, 0, sizeof *red);
@@ -1417,7 +1431,7 @@ static int hello_at(struct tensord **out, const char *addr, const struct tensord
     if (c->resumed) {
         c->next_handle = resumed_handle_base();
     }
-    known_put(c->node, addr);
+    known_put(scope, c->node, addr);
     *out = c;
     return 0;
 }
@@ -1438,7 +1452,7 @@ static int connect_new(struct tensord **out, const struct addr_list *l,
     uint64_t start = rr_take(true);
     for (int k = 0; k < l->n; k++) {
         const char *a = l->a[(start + (uint64_t)k) % (uint64_t)l->n];
-        int rc = hello_at(out, a, opts, NULL, 0, &red, &e);
+        int rc = hello_at(out, l->scope, a, opts, NULL, 0, &red, &e);
         if (rc == 0) {
             return 0;
         }
@@ -1453,7 +1467,7 @@ static int connect_new(struct tensord **out, const struct addr_list *l,
             note(why, sizeof why, "%s: %s", a, e.message);
             if (peer) {
                 struct redirect to = red; /* hello_at overwrites red */
-                rc = hello_at(out, to.addr, opts, NULL, 0, &red, &e);
+                rc = hello_at(out, l->scope, to.addr, opts, NULL, 0, &red, &e);
                 if (rc == 0) {
                     return 0;
                 }
@@ -1488,7 +1502,7 @@ static int connect_resume(struct tensord **out, const struct addr_list *l,
     /* Given a list, the address the owner was last reached at goes first (one address given
     ** is asked as told); if it fails, the list is asked. */
     char cached[TENSORD_ADDR_MAX];
-    int extra = l->n > 1 && owner[0] != '\0' && known_get(owner, cached) ? 1 : 0;
+    int extra = l->n > 1 && owner[0] != '\0' && known_get(l->scope, owner, cached) ? 1 : 0;
     for (int k = -extra; k < l->n; k++) {
         const char *first = k < 0 ? cached : l->a[(start + (uint64_t)k) % (uint64_t)l->n];
         if (k >= 0 && extra && strcmp(first, cached) == 0) {
@@ -1498,7 +1512,7 @@ static int connect_resume(struct tensord **out, const struct addr_list *l,
         snprintf(target, sizeof target, "%s", first);
         snprintf(chain, sizeof chain, "%s", first);
         for (int hops = 0;; hops++) {
-            int rc = hello_at(out, target, opts, tok, toklen, &red, &e);
+            int rc = hello_at(out, l->scope, target, opts, tok, toklen, &red, &e);
             if (rc == 0) {
                 return 0;
             }
@@ -1518,7 +1532,7 @@ static int connect_resume(struct tensord **out, const struct addr_list *l,
                 }
                 snprintf(target, sizeof target, "%s", red.addr);
                 snprintf(named, sizeof named, "%s", red.node);
-                known_put(red.node, red.addr);
+                known_put(l->scope, red.node, red.addr);
                 continue;
             }
             if (unreachable(rc) && hops > 0) {
@@ -1567,6 +1581,12 @@ int tensord_connect(struct tensord **out, const char *addr, const struct tensord
     }
     int rc = parse_addrs(l, addr, err);
     if (rc == 0) {
+        size_t sl = strlen(addr); /* parse_addrs bounded it */
+        if (sl < sizeof l->scope) {
+            memcpy(l->scope, addr, sl + 1);
+        } else {
+            l->scope[0] = '\0';
+        }
         rc = toklen == 0 ? connect_new(out, l, opts, err)
                          : connect_resume(out, l, opts, tok, toklen, owner, err);
     }

@@ -611,6 +611,41 @@ static void test_resume_remembers_the_owner(void **state)
     fleet_stop(&fl);
 }
 
+/* A node id is only what a server claims: a hostile server answering as n7 to one address list
+** must not be where another list's n7 token (and auth token) goes on its resume. */
+static void test_node_table_is_per_address_list(void **state)
+{
+    (void)state;
+    struct fleet fl;
+    fleet_listen(&fl, 4); /* 0: hostile, 1-2: another set's front, 3: its real n7 */
+    snprintf(fl.n[0].id, sizeof fl.n[0].id, "n7");
+    snprintf(fl.n[3].id, sizeof fl.n[3].id, "n7");
+    moved(&fl.n[1], "n7", fl.n[3].addr);
+    moved(&fl.n[2], "n7", fl.n[3].addr);
+    fleet_run(&fl);
+    struct tensord *c = NULL;
+    struct tensord_error err;
+    char hostile[128], list[128];
+    snprintf(hostile, sizeof hostile, "%s,%s", fl.n[0].addr, fl.n[0].addr);
+    assert_int_equal(tensord_connect(&c, fl.n[0].addr, NULL, &err), 0);
+    assert_string_equal(tensord_node(c), "n7");
+    tensord_disconnect(c);
+    assert_int_equal(tensord_connect(&c, hostile, NULL, &err), 0); /* a list of it, too */
+    tensord_disconnect(c);
+    assert_int_equal(atomic_load(&fl.n[0].hellos), 2);
+    snprintf(list, sizeof list, "%s,%s", fl.n[1].addr, fl.n[2].addr);
+    struct tensord_options o = {.session_token = "n7.0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+                                .auth_token = "secret"};
+    assert_int_equal(tensord_connect(&c, list, &o, &err), 0);
+    tensord_disconnect(c);
+    assert_int_equal(atomic_load(&fl.n[0].hellos), 2); /* the hostile one heard nothing */
+    assert_int_equal(fl.n[0].token_len, 0);
+    assert_int_equal(atomic_load(&fl.n[3].hellos), 1);
+    assert_int_equal(fl.n[3].token_len, strlen(o.session_token));
+    assert_memory_equal(fl.n[3].token, o.session_token, fl.n[3].token_len);
+    fleet_stop(&fl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -626,6 +661,7 @@ int main(void)
         cmocka_unit_test(test_token_forms),
         cmocka_unit_test(test_legacy_token_asks_every_entry),
         cmocka_unit_test(test_resume_remembers_the_owner),
+        cmocka_unit_test(test_node_table_is_per_address_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
