@@ -66,15 +66,25 @@ static const char *peer_address(const struct td_peer_state *ps)
     return ps->advertise[0] != '\0' ? ps->advertise : ps->address;
 }
 
+/* The peer answering as id: the reachable one when there is one (td_rpc_peer_answer lets only
+** one reachable entry hold an id), else the last known. An entry keeps the id it last answered
+** with after it goes down, so a dead address (or one that claimed the id while its owner was
+** away) must not win over the address answering as that node now. */
 static const struct td_peer_state *peer_by_id(const struct td_rpc_server *srv, const char *id)
 {
+    const struct td_peer_state *known = NULL;
     for (int i = 0; srv->peers != NULL && i < TD_PEERS_MAX; i++) {
         const struct td_peer_state *ps = &srv->peers->p[i];
         if (ps->in_use && !ps->self && ps->node_id[0] != '\0' && strcmp(ps->node_id, id) == 0) {
-            return ps;
+            if (ps->reachable) {
+                return ps;
+            }
+            if (known == NULL) {
+                known = ps;
+            }
         }
     }
-    return NULL;
+    return known;
 }
 
 /* ---- Hello's routing ---- */

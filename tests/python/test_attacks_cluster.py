@@ -9,8 +9,11 @@ nodes are test_cluster_client's: raw frames on loopback, answering Hello as scri
 import pytest
 
 import tensord
+from conftest import Daemon
 from tensord import _conn
 from test_cluster_client import SECRET, FakeNode
+from test_cluster_node import LyingPeer, answer_frame, hello, node_info, wait_for
+from wire import pb
 
 VICTIM_SECRET = "fedcba9876543210fedcba9876543210"
 VICTIM_TOKEN = b"n0." + VICTIM_SECRET.encode()
@@ -77,3 +80,38 @@ def test_the_same_list_still_goes_straight_to_the_owner(nodes):
     _conn.Conn(addr=addr, resume=VICTIM_TOKEN).close()
     assert front_a.hellos + front_b.hellos == 1
     assert real_n0.tokens == [VICTIM_TOKEN, VICTIM_TOKEN]
+
+
+# ---- the daemon, as a hostile or stale peer sees it ----
+
+def _peers(port):
+    return list(node_info(port).node_info.peers)
+
+
+def test_moved_goes_to_the_reachable_peer_not_a_stale_one_with_the_same_id():
+    """A peer that answered as p0 and went away keeps that id in its slot; once another address
+    answers as p0, a resume of p0's token is sent there, not to the dead (or lying) one."""
+    live = {"p": False}
+    stale = LyingPeer(lambda: answer_frame(node_id="p0", advertise="127.0.0.1:1111",
+                                           accepting=True, max_sessions=9))
+    real = LyingPeer(lambda: answer_frame(node_id="p0", advertise="127.0.0.1:2222",
+                                          accepting=True, max_sessions=9) if live["p"] else b"")
+    d = Daemon("--node-id", "victim", "--peers",
+               "127.0.0.1:%d,127.0.0.1:%d" % (stale.port, real.port), "--peer-interval", "100ms")
+    try:
+        wait_for("the first to answer as p0",
+                 lambda: any(p.reachable and p.node_id == "p0" for p in _peers(d.port)))
+        stale.close()  # its port refuses from now on
+        wait_for("it to be seen down", lambda: not any(p.reachable for p in _peers(d.port)))
+        live["p"] = True
+        wait_for("the second to answer as p0",
+                 lambda: any(p.reachable and p.address == "127.0.0.1:2222"
+                             for p in _peers(d.port)))
+        r, resp = hello(d.port, token=b"p0." + SECRET.encode())
+        r.close()
+        assert resp.status.code == pb.MOVED
+        assert (resp.status.node, resp.status.address) == ("p0", "127.0.0.1:2222")
+    finally:
+        stale.close()
+        real.close()
+        assert d.stop() == 0
