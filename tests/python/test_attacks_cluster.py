@@ -115,3 +115,73 @@ def test_moved_goes_to_the_reachable_peer_not_a_stale_one_with_the_same_id():
         stale.close()
         real.close()
         assert d.stop() == 0
+
+
+def test_a_refused_node_info_does_not_lift_the_pre_handshake_limits(tmp_path):
+    """NodeInfo lifts net's pre-handshake clock only when it passed the auth check: one sent
+    without (or with a wrong) token leaves the connection a nobody, closed at --idle-timeout
+    and refused a data section, while a right one is kept past it like a peer's poller."""
+    import socket
+    import struct
+    import time
+    tok = tmp_path / "token"
+    tok.write_text("cluster-secret-0123456789\n")
+    d = Daemon("--node-id", "a0", "--auth-token-file", str(tok), "--idle-timeout", "300ms")
+    header = struct.Struct(">IQ")
+
+    def frame(req, data=b""):
+        meta = req.SerializeToString()
+        return header.pack(len(meta), len(data)) + meta + data
+
+    def read_reply(s):
+        head = b""
+        while len(head) < 12:
+            chunk = s.recv(12 - len(head))
+            if not chunk:
+                return None
+            head += chunk
+        ml, dl = header.unpack(head)
+        body = b""
+        while len(body) < ml + dl:
+            chunk = s.recv(ml + dl - len(body))
+            assert chunk
+            body += chunk
+        resp = pb.Response()
+        resp.ParseFromString(body[:ml])
+        return resp
+
+    def closed_within(s, seconds):
+        s.settimeout(seconds)
+        try:
+            while True:
+                if not s.recv(4096):
+                    return True
+        except socket.timeout:
+            return False
+    try:
+        for auth in ("", "wrong-secret-0123456789"):
+            s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+            s.sendall(frame(pb.Request(id=1, node_info=pb.NodeInfo(auth_token=auth))))
+            assert read_reply(s).status.code == pb.UNAUTHENTICATED
+            t0 = time.time()
+            assert closed_within(s, 10), "a refused NodeInfo kept its connection"
+            assert time.time() - t0 < 5
+            s.close()
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        s.sendall(frame(pb.Request(id=1, node_info=pb.NodeInfo(auth_token="wrong"))))
+        assert read_reply(s).status.code == pb.UNAUTHENTICATED
+        s.sendall(frame(pb.Request(id=2, ping=pb.Ping()), b"x" * 64))
+        resp = read_reply(s)
+        assert resp is None or resp.status.code != pb.OK  # the data section is refused
+        s.close()
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        s.sendall(frame(pb.Request(id=1, node_info=pb.NodeInfo(
+            auth_token="cluster-secret-0123456789"))))
+        assert read_reply(s).status.code == pb.OK
+        assert not closed_within(s, 1.2)  # four idle timeouts: kept, as a poller is
+        s.close()
+        r, resp = hello(d.port, auth="cluster-secret-0123456789")
+        assert resp.status.code == pb.OK  # serving on
+        r.close()
+    finally:
+        assert d.stop() == 0
