@@ -195,10 +195,18 @@ int td_rpc_route_resume(struct rpc_job *j, const uint8_t *token, size_t len, str
 ** accepting peer with the most room (or none when none is known), counted. */
 int td_rpc_check_room(struct rpc_job *j, struct td_err *err);
 
+/* Where td_rpc_peer_infos copies the peers' strings. */
+struct td_peer_strings {
+    char node_id[TD_PEERS_MAX][TD_NODE_ID_MAX + 1];
+    char address[TD_PEERS_MAX][TD_HOSTPORT_MAX + 1];
+};
+
 /* Fills up to TD_PEERS_MAX PeerInfo messages (in `infos`, pointed to from `ptrs`) from srv's
-** peer table; returns how many. Strings are borrowed from the table. */
+** peer table; returns how many. The strings are copies in `strs`, never the table's own: a
+** Stats whose free_first makes it heavy runs (and is encoded) on a worker while the loop's
+** poller rewrites the table, and protobuf-c packs a string into the size it measured before. */
 size_t td_rpc_peer_infos(const struct td_rpc_server *srv, Tensord__PeerInfo *infos,
-                         Tensord__PeerInfo **ptrs);
+                         Tensord__PeerInfo **ptrs, struct td_peer_strings *strs);
 
 /* ---- names.c ---- */
 

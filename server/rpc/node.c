@@ -145,8 +145,19 @@ int td_rpc_check_room(struct rpc_job *j, struct td_err *err)
 
 /* ---- NodeInfo ---- */
 
+/* Copies src (a NUL-terminated string of at most cap - 1 bytes, or one being rewritten) into
+** dst[cap]: never more than cap - 1 bytes, always terminated. */
+static void copy_bounded(char *dst, const char *src, size_t cap)
+{
+    size_t i = 0;
+    for (; i + 1 < cap && src[i] != '\0'; i++) {
+        dst[i] = src[i];
+    }
+    dst[i] = '\0';
+}
+
 size_t td_rpc_peer_infos(const struct td_rpc_server *srv, Tensord__PeerInfo *infos,
-                         Tensord__PeerInfo **ptrs)
+                         Tensord__PeerInfo **ptrs, struct td_peer_strings *strs)
 {
     size_t n = 0;
     uint64_t now = srv->now_ms();
@@ -157,8 +168,10 @@ size_t td_rpc_peer_infos(const struct td_rpc_server *srv, Tensord__PeerInfo *inf
         }
         Tensord__PeerInfo *w = &infos[n];
         tensord__peer_info__init(w);
-        w->node_id = (char *)ps->node_id;
-        w->address = (char *)peer_address(ps);
+        copy_bounded(strs->node_id[n], ps->node_id, sizeof strs->node_id[n]);
+        copy_bounded(strs->address[n], peer_address(ps), sizeof strs->address[n]);
+        w->node_id = strs->node_id[n];
+        w->address = strs->address[n];
         w->reachable = ps->reachable;
         w->last_seen_ms = ps->last_seen_ms != 0 ? sub0(now, ps->last_seen_ms) : 0;
         if (ps->last_seen_ms != 0 && w->last_seen_ms == 0) {
@@ -193,6 +206,7 @@ int td_rpc_run_node_info(struct rpc_job *j, struct td_session *s, struct result 
     struct block {
         Tensord__PeerInfo infos[TD_PEERS_MAX];
         Tensord__PeerInfo *ptrs[TD_PEERS_MAX];
+        struct td_peer_strings strs;
     } *b = td_malloc(sizeof *b);
     if (b == NULL) {
         return td_err_code(err, TD_ENOMEM);
@@ -211,7 +225,7 @@ int td_rpc_run_node_info(struct rpc_job *j, struct td_session *s, struct result 
     m->max_bytes = st->global.limit > 0 ? (uint64_t)st->global.limit : 0;
     m->accepting = td_rpc_accepting(srv);
     m->draining = srv->draining;
-    m->n_peers = td_rpc_peer_infos(srv, b->infos, b->ptrs);
+    m->n_peers = td_rpc_peer_infos(srv, b->infos, b->ptrs, &b->strs);
     m->peers = b->ptrs;
     res->node_info = m;
     j->peer->node_info_ok = true;

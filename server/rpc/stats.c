@@ -96,6 +96,7 @@ int td_rpc_run_stats(struct rpc_job *j, struct td_session *s, struct result *res
     struct block {
         Tensord__PeerInfo peer_infos[TD_PEERS_MAX];
         Tensord__PeerInfo *peer_ptrs[TD_PEERS_MAX];
+        struct td_peer_strings peer_strs;
         Tensord__Counter c[N];
         Tensord__Counter *ptr[N];
         uint64_t lat[N][TD_RPC_LAT_BUCKETS];
@@ -105,7 +106,7 @@ int td_rpc_run_stats(struct rpc_job *j, struct td_session *s, struct result *res
         return td_err_code(err, TD_ENOMEM);
     }
     res->mem = b;
-    st->n_peers = td_rpc_peer_infos(srv, b->peer_infos, b->peer_ptrs);
+    st->n_peers = td_rpc_peer_infos(srv, b->peer_infos, b->peer_ptrs, &b->peer_strs);
     st->peers = b->peer_ptrs;
     memcpy(b->loop_slow, srv->stats.loop_slow, sizeof b->loop_slow);
     st->loop_slow_turns = b->loop_slow;
