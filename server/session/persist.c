@@ -755,6 +755,8 @@ static int save_session(struct td_session *s, const char *dir,
     int nchunks = 0;
     struct td_map by_tensor; /* tensor -> a handle it is under, when the session has names */
     td_map_init(&by_tensor);
+    struct td_map saved_as; /* tensor no handle holds -> 1 + the i of the "n<i>" it is saved as */
+    td_map_init(&saved_as);
     int n = 0, rc = 0;
     if (ts == NULL || names == NULL) {
         rc = td_err_code(err, TD_ENOMEM);
@@ -807,10 +809,21 @@ static int save_session(struct td_session *s, const char *dir,
                              (uint64_t)(uintptr_t)h);
             continue;
         }
-        int i = unnamed++;
+        /* Names of one tensor share its entry: one copy of its bytes (not one per name: 65,536
+        ** names of one tensor), and one tensor again when restored, as a dict keeps it. */
+        void *saved = td_map_get(&saved_as, (uint64_t)(uintptr_t)nm->t);
+        int i = saved != NULL ? (int)((uintptr_t)saved - 1) : unnamed;
         td_strbuf_printf(b, "%s%s=n%d%s%s", b->len ? "," : "", nm->name, i,
                          td_autograd_requires_grad(nm->t) ? "r" : "",
                          td_autograd_retains_grad(nm->t) ? "t" : "");
+        if (saved != NULL) {
+            continue;
+        }
+        if (td_map_put(&saved_as, (uint64_t)(uintptr_t)nm->t, (void *)(uintptr_t)(i + 1)) != 0) {
+            rc = td_err_code(err, TD_ENOMEM);
+            break;
+        }
+        unnamed++;
         for (int pass = 0; pass < 2; pass++) {
             struct td_tensor *t = pass == 0 ? nm->t : td_autograd_grad(nm->t);
             if (t == NULL) {
@@ -887,6 +900,7 @@ out:
         td_strbuf_free(&nl[c]);
     }
     td_map_close(&by_tensor);
+    td_map_close(&saved_as);
     for (int i = 0; i < n; i++) {
         td_free(names[i]);
     }
@@ -990,7 +1004,7 @@ static int hex_decode(const char *hex, uint8_t *out, size_t n)
 
 /* Binds one snapshot item "<name>=<ref>" (len bytes at item; see save_session). */
 static int restore_name(struct td_persist_file *f, struct td_session *s, const char *item,
-                        size_t len, struct td_err *err)
+                        size_t len, struct td_map *restored, struct td_err *err)
 {
     const char *eq = memchr(item, '=', len);
     if (eq == NULL || td_name_check(item, (size_t)(eq - item), NULL) != 0 || item + len - eq > 40) {
@@ -1015,6 +1029,11 @@ static int restore_name(struct td_persist_file *f, struct td_session *s, const c
         return td_err_set(err, TD_EINVAL, "unexpected name reference '%s'", ref);
     }
     bool requires = strchr(end, 'r') != NULL, retains = strchr(end, 't') != NULL;
+    /* Another name of the same tensor: the one already read (the map holds a reference). */
+    struct td_tensor *seen = i < UINT64_MAX - 1 ? td_map_get(restored, (uint64_t)i + 1) : NULL;
+    if (seen != NULL) {
+        return td_session_set_name(s, item, (size_t)(eq - item), seen, err);
+    }
     char tname[32];
     snprintf(tname, sizeof tname, "n%lu", i);
     int k = td_st_find(&f->h, tname);
@@ -1034,9 +1053,11 @@ static int restore_name(struct td_persist_file *f, struct td_session *s, const c
         }
         td_autograd_set_grad(t, g);
     }
-    rc = td_session_set_name(s, item, (size_t)(eq - item), t, err);
-    td_tensor_unref(t); /* the table holds it now, or nothing does */
-    return rc;
+    if (i < UINT64_MAX - 1 && td_map_put(restored, (uint64_t)i + 1, t) != 0) {
+        td_tensor_unref(t);
+        return td_err_code(err, TD_ENOMEM);
+    }
+    return td_session_set_name(s, item, (size_t)(eq - item), t, err); /* the map's reference */
 }
 
 /* Restores a snapshot's names (none in one saved before names existed). */
@@ -1052,19 +1073,28 @@ static int restore_names(struct td_persist_file *f, struct td_session *s, struct
         return td_err_set(err, TD_EINVAL, "unexpected tensord_names '%s'", count);
     }
     int rc = 0;
+    struct td_map restored; /* 1 + i -> the tensor read for "n<i>" (a reference) */
+    td_map_init(&restored);
     for (unsigned long c = 0; c < nchunks && rc == 0; c++) {
         char key[32];
         snprintf(key, sizeof key, "tensord_names.%lu", c);
         const char *v = td_st_meta(&f->h, key);
         if (v == NULL) {
-            return td_err_set(err, TD_EINVAL, "snapshot lacks %s", key);
+            rc = td_err_set(err, TD_EINVAL, "snapshot lacks %s", key);
+            break;
         }
         while (*v != '\0' && rc == 0) {
             size_t len = strcspn(v, ",");
-            rc = restore_name(f, s, v, len, err);
+            rc = restore_name(f, s, v, len, &restored, err);
             v += len + (v[len] == ',');
         }
     }
+    uint64_t key;
+    void *val;
+    for (size_t it = 0; td_map_next(&restored, &it, &key, &val);) {
+        td_tensor_unref(val);
+    }
+    td_map_close(&restored);
     return rc;
 }
 

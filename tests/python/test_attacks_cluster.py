@@ -185,3 +185,51 @@ def test_a_refused_node_info_does_not_lift_the_pre_handshake_limits(tmp_path):
         r.close()
     finally:
         assert d.stop() == 0
+
+
+# ---- names in snapshots ----
+
+def test_names_of_one_tensor_no_handle_holds_are_one_tensor_after_a_restart(tmp_path):
+    """Two names bound to one tensor that no handle holds stay one tensor across a restart (a
+    dict holding a tensor under two keys: an in-place change through one shows in the other),
+    and the snapshot keeps its bytes once, not once per name (else 1,000 names of one 1 MB
+    tensor would write a GB)."""
+    import gc
+    import glob
+    import os
+    import torch
+    data_dir = str(tmp_path / "data")
+    d = Daemon("--data-dir", data_dir)
+    try:
+        s1 = tensord.connect("127.0.0.1:%d" % d.port)
+
+        def bind():  # its handle's only Python reference dies with this frame
+            big = s1.zeros(64 * 1024)  # 256 KiB of float32
+            for k in range(40):
+                s1["alias%d" % k] = big
+        bind()
+        gc.collect()
+        s1.synchronize()  # the collected handle is freed with the next request
+        s1.synchronize()
+        assert s1.stats().session_tensors == 0  # only the names hold it
+        token = s1.token
+        s1._c.close()
+    finally:
+        assert d.stop() == 0
+    snaps = glob.glob(os.path.join(data_dir, "**", "*.safetensors"), recursive=True)
+    assert snaps, "no snapshot written"
+    assert max(os.path.getsize(p) for p in snaps) < 2 * 256 * 1024  # once, not 40 times
+    d = Daemon("--data-dir", data_dir)
+    try:
+        r = tensord.connect("127.0.0.1:%d" % d.port, resume=token)
+        t = {}  # the same steps on a dict of torch tensors
+        tbig = torch.zeros(64 * 1024)
+        for k in range(40):
+            t["alias%d" % k] = tbig
+        t["alias0"].add_(1)
+        with r.no_grad():
+            r["alias0"].add_(1)
+        assert r["alias39"][:3].tolist() == t["alias39"][:3].tolist() == [1.0, 1.0, 1.0]
+        r.close()
+    finally:
+        assert d.stop() == 0
