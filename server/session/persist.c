@@ -859,7 +859,7 @@ static int save_session(struct td_session *s, const char *dir,
                                                   rg.len ? td_strbuf_str(&rg) : "-",
                                                   rt.len ? td_strbuf_str(&rt) : "-"};
         int nmeta = 6;
-        char count[16], chunk_keys[NAMES_MAX_CHUNKS][24];
+        char count[16], chunk_keys[NAMES_MAX_CHUNKS][32];
         if (nchunks > 0) {
             snprintf(count, sizeof count, "%d", nchunks);
             keys[nmeta] = "tensord_names";
