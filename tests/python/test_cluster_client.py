@@ -436,6 +436,50 @@ def test_resume_through_any_node_reaches_the_owner(cluster_factory):
         s.close()
 
 
+def test_resume_through_any_node_finds_its_tensors_by_name(cluster_factory):
+    """The issue's "a resume through any node reaches the owner, and finds its tensors by
+    name": names set on each node are read back through every other node, by Python (a
+    fresh connection, nothing remembered) and by tensorctl, whose --resume turns them into
+    variables."""
+    import torch
+    cl = cluster_factory()
+    tokens = []
+    for i in range(3):
+        s = tensord.connect(cl.addrs[i])
+        assert s.node == "n%d" % i
+        s["w"] = s.tensor([float(i), 10.0 + i])
+        s["b%d" % i] = s.tensor([i, 2 * i])
+        s.synchronize()
+        tokens.append(s.token.decode())
+        s._c.close()  # the connection only: the session stays on its node
+    for i in range(3):
+        for j in range(3):
+            if j == i:
+                continue
+            _conn._NODES.clear()  # nothing remembered: node j must answer MOVED
+            r = tensord.connect(cl.addrs[j], resume=tokens[i])
+            assert r.node == "n%d" % i and r._c.address == cl.addrs[i]
+            assert sorted(r.keys()) == sorted(["w", "b%d" % i])
+            assert r["w"].tolist() == [float(i), 10.0 + i]
+            assert r["b%d" % i].tolist() == [i, 2 * i]
+            r._c.close()
+        # the whole list, as a client given TENSORD_ADDR would be
+        _conn._NODES.clear()
+        r = tensord.connect(cl.addr, resume=tokens[i])
+        assert r.node == "n%d" % i and r["w"].tolist() == [float(i), 10.0 + i]
+        r._c.close()
+    for i in range(3):
+        j = (i + 2) % 3
+        r = subprocess.run([TENSORCTL, "--addr", cl.addrs[j], "--resume", tokens[i], "-c",
+                            "print(w * 2)\nprint(b%d)" % i],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == [repr(torch.tensor([float(i), 10.0 + i]) * 2),
+                                         repr(torch.tensor([i, 2 * i]))], r.stdout
+    for t in tokens:
+        tensord.connect(cl.addr, resume=t).close()
+
+
 def test_tensorctl_passes_over_unreachable_entries(cluster_factory):
     cl = cluster_factory()
     dead = ["127.0.0.1:%d" % p for p in free_ports(2)]  # nothing listens there
