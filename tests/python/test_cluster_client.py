@@ -176,6 +176,8 @@ def test_moved_to_itself_stops_too(fakes):
     ("n1", "host name:7878"),
     ("n1", "127.0.0.1:7878/x"),
     ("n" * 64, "B"),              # a label of 64
+    ("-n1", "B"),                 # a DNS label neither starts
+    ("n1-", "B"),                 # ... nor ends with '-'
 ])
 def test_a_malformed_moved_is_refused_without_dialling(fakes, node, addr):
     a, b = fakes(2)
@@ -286,7 +288,7 @@ def test_address_lists_are_bounded_and_dns_resolves(fakes):
 def test_token_forms(fakes):
     a, = fakes(1)
     for bad in ["n0", "n0.0123", "N0." + SECRET, "n0." + SECRET.upper(), "." + SECRET,
-                "n_0." + SECRET, SECRET[:-1] + "x", b"n0." + SECRET.encode() + b"\0",
+                "n_0." + SECRET, "-n0." + SECRET, "n0-." + SECRET, SECRET[:-1] + "x", b"n0." + SECRET.encode() + b"\0",
                 b"x" * 15]:
         with pytest.raises(ValueError, match="malformed session token"):
             tensord.connect(a.addr, resume=bad)
