@@ -482,6 +482,26 @@ def test_resume_through_any_node_finds_its_tensors_by_name(cluster_factory):
         tensord.connect(cl.addr, resume=t).close()
 
 
+def test_tensord_addr_takes_a_list(cluster_factory, monkeypatch):
+    """TENSORD_ADDR=a,b,c is the address list for connect() and tensorctl alike: new sessions
+    spread round-robin over it (the Python client's counter, tensorctl's own per process)."""
+    cl = cluster_factory()
+    monkeypatch.setenv("TENSORD_ADDR", cl.addr)
+    ss = [tensord.connect() for _ in range(3)]
+    assert sorted(s.node for s in ss) == ["n0", "n1", "n2"]
+    for s in ss:
+        s.close()
+    seen = set()
+    for _ in range(12):  # each run starts at a random entry: all three show up soon
+        r = subprocess.run([TENSORCTL, "-c", ":session"], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0, r.stderr
+        seen.add(re.search(r"^node\s+(n\d)$", r.stdout, re.M).group(1))
+        if len(seen) == 3:
+            break
+    assert len(seen) >= 2, seen
+
+
 def test_tensorctl_passes_over_unreachable_entries(cluster_factory):
     cl = cluster_factory()
     dead = ["127.0.0.1:%d" % p for p in free_ports(2)]  # nothing listens there
