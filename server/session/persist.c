@@ -994,7 +994,8 @@ static int restore_name(struct td_persist_file *f, struct td_session *s, const c
                         size_t len, struct td_err *err)
 {
     const char *eq = memchr(item, '=', len);
-    if (eq == NULL || td_name_check(item, (size_t)(eq - item), NULL) != 0 || item + len - eq > 40) {
+    if (eq == NULL || td_session_name_check(item, (size_t)(eq - item), NULL) != 0 ||
+        item + len - eq > 40) {
         return td_err_set(err, TD_EINVAL, "unexpected name item '%.*s'",
                           (int)(len < 300 ? len : 300), item);
     }
