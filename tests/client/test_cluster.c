@@ -329,6 +329,8 @@ static void test_moved_garbage_is_not_dialled(void **state)
         {"n1", "host name:7878"},   /* a space */
         {"n1", "127.0.0.1:7878/x"}, /* junk after the port */
         {"a123456789012345678901234567890123456789012345678901234567890123", fl.n[1].addr},
+        {"-n1", fl.n[1].addr}, /* a DNS label neither starts */
+        {"n1-", fl.n[1].addr}, /* ... nor ends with '-' */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         fl.n[0].mode = F_MOVED; /* set between connects: the fleet thread reads it at a Hello */
@@ -537,6 +539,8 @@ static void test_token_forms(void **state)
                          "n0.0123456789abcdef0123456789abcdeg",
                          ".0123456789abcdef0123456789abcdef",
                          "n_0.0123456789abcdef0123456789abcdef",
+                         "-n0.0123456789abcdef0123456789abcdef",
+                         "n0-.0123456789abcdef0123456789abcdef",
                          "0123456789abcdef0123456789abcdeX"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct tensord_options o = {.session_token = bad[i]};
