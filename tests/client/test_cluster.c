@@ -122,7 +122,9 @@ static void answer(struct fnode *f, int fd, const Tensord__Request *req)
     atomic_fetch_add(&f->hellos, 1);
     size_t tl = req->hello->session_token.len;
     f->token_len = tl < sizeof f->token ? tl : sizeof f->token;
-    memcpy(f->token, req->hello->session_token.data, f->token_len);
+    if (f->token_len != 0) {
+        memcpy(f->token, req->hello->session_token.data, f->token_len);
+    }
     switch (f->mode) {
     case F_SESSION:
         snprintf(token, sizeof token, "%s.0123456789abcdef0123456789abcdef", f->id);
