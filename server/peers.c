@@ -150,12 +150,9 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     c->in_len += (size_t)nread;
     while (c->in_len >= TD_FRAME_HEADER_BYTES) {
-        const uint8_t *h = c->in;
-        uint32_t meta = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-        uint64_t data = 0;
-        for (int k = 4; k < 12; k++) {
-            data = data << 8 | h[k];
-        }
+        uint32_t meta;
+        uint64_t data;
+        td_frame_header_get(c->in, &meta, &data);
         if (data != 0 || meta > PEER_MAX_REPLY - TD_FRAME_HEADER_BYTES || !c->waiting) {
             td_log(TD_LOG_WARN, "peer_frame_refused", "peer=%s meta_len=%u data_len=%llu",
                    pl->table.p[i].address, meta, (unsigned long long)data);

@@ -298,10 +298,11 @@ const char *tensord_address(const struct tensord *c)
 
 /* ---- names, addresses and tokens from the wire or the user (all hostile until checked) ---- */
 
-/* A node id: a DNS label of 1-63 [a-z0-9-]. */
+/* A node id: a DNS label of 1-63 [a-z0-9-], neither first nor last a '-' (the server's rule,
+** server/base/node.c; libtensord links no server code, so the check is written here again). */
 static bool is_node_id(const char *s, size_t n)
 {
-    if (n == 0 || n >= TENSORD_NODE_MAX) {
+    if (n == 0 || n >= TENSORD_NODE_MAX || s[0] == '-' || s[n - 1] == '-') {
         return false;
     }
     for (size_t i = 0; i < n; i++) {

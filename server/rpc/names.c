@@ -38,7 +38,7 @@ static int wire_name(const struct rpc_job *j, const char *name, size_t *len, str
                           "offset %zu",
                           n);
     }
-    int rc = td_name_check(name != NULL ? name : "", n, err);
+    int rc = td_session_name_check(name != NULL ? name : "", n, err);
     if (rc == 0) {
         *len = n;
     }

@@ -189,6 +189,20 @@ void td_frame_header_put(uint8_t *dst, uint32_t meta_len, uint64_t data_len)
     }
 }
 
+void td_frame_header_get(const uint8_t *src, uint32_t *meta_len, uint64_t *data_len)
+{
+    uint32_t m = 0;
+    uint64_t d = 0;
+    for (int i = 0; i < 4; i++) {
+        m = m << 8 | src[i];
+    }
+    for (int i = 4; i < 12; i++) {
+        d = d << 8 | src[i];
+    }
+    *meta_len = m;
+    *data_len = d;
+}
+
 /* One line per failed request (debug level: a hostile client must not flood the log), and per
 ** refused authentication (warn). */
 static void log_failure(const struct td_rpc_peer *p, const Tensord__Request *req, int status,

@@ -276,4 +276,7 @@ bool td_rpc_accepting(const struct td_rpc_server *srv);
 /* Writes the 12-byte frame header. */
 void td_frame_header_put(uint8_t *dst, uint32_t meta_len, uint64_t data_len);
 
+/* Reads one (the peer poller's replies; net reads its own incoming headers). */
+void td_frame_header_get(const uint8_t *src, uint32_t *meta_len, uint64_t *data_len);
+
 #endif

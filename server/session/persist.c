@@ -732,6 +732,26 @@ static int handle_list_add(struct td_strbuf *l, uint64_t v)
     return td_strbuf_printf(l, "%s%" PRIu64, l->len ? "," : "", v);
 }
 
+/* Queues t, and its .grad when it has one, to be saved under "<prefix[0]><id>" and
+** "<prefix[1]><id>" (names[*n], ts[*n]; both arrays have room). 0, or TD_ENOMEM. */
+static int save_list_add(char **names, struct td_tensor **ts, int *n, struct td_tensor *t,
+                         const char prefix[2], uint64_t id)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        struct td_tensor *x = pass == 0 ? t : td_autograd_grad(t);
+        if (x == NULL) {
+            continue;
+        }
+        names[*n] = td_malloc(24);
+        if (names[*n] == NULL) {
+            return TD_ENOMEM;
+        }
+        snprintf(names[*n], 24, "%c%" PRIu64, prefix[pass], id);
+        ts[(*n)++] = x;
+    }
+    return 0;
+}
+
 /* ---- a snapshot's named tensors ----
 ** The session's names, in first-set order, are items "<name>=<ref>" joined by ',' (a name holds
 ** neither ',' nor '='), split over metadata values "tensord_names.0", "tensord_names.1", ...
@@ -774,18 +794,9 @@ static int save_session(struct td_session *s, const char *dir,
             rc = td_err_code(err, TD_ENOMEM);
             break;
         }
-        for (int pass = 0; pass < 2; pass++) {
-            struct td_tensor *t = pass == 0 ? e->t : td_autograd_grad(e->t);
-            if (t == NULL) {
-                continue;
-            }
-            names[n] = td_malloc(24);
-            if (names[n] == NULL) {
-                rc = td_err_code(err, TD_ENOMEM);
-                break;
-            }
-            snprintf(names[n], 24, "%c%" PRIu64, pass == 0 ? 'h' : 'g', handle);
-            ts[n++] = t;
+        if (save_list_add(names, ts, &n, e->t, "hg", handle) != 0) {
+            rc = td_err_code(err, TD_ENOMEM);
+            break;
         }
         if ((td_autograd_requires_grad(e->t) && handle_list_add(&rg, handle) != 0) ||
             (td_autograd_retains_grad(e->t) && handle_list_add(&rt, handle) != 0)) {
@@ -824,18 +835,8 @@ static int save_session(struct td_session *s, const char *dir,
             break;
         }
         unnamed++;
-        for (int pass = 0; pass < 2; pass++) {
-            struct td_tensor *t = pass == 0 ? nm->t : td_autograd_grad(nm->t);
-            if (t == NULL) {
-                continue;
-            }
-            names[n] = td_malloc(24);
-            if (names[n] == NULL) {
-                rc = td_err_code(err, TD_ENOMEM);
-                break;
-            }
-            snprintf(names[n], 24, "%c%d", pass == 0 ? 'n' : 'm', i);
-            ts[n++] = t;
+        if (save_list_add(names, ts, &n, nm->t, "nm", (uint64_t)i) != 0) {
+            rc = td_err_code(err, TD_ENOMEM);
         }
     }
     for (int c = 0; c < nchunks && rc == 0; c++) {
@@ -872,7 +873,7 @@ static int save_session(struct td_session *s, const char *dir,
                                                   rg.len ? td_strbuf_str(&rg) : "-",
                                                   rt.len ? td_strbuf_str(&rt) : "-"};
         int nmeta = 6;
-        char count[16], chunk_keys[NAMES_MAX_CHUNKS][24];
+        char count[16], chunk_keys[NAMES_MAX_CHUNKS][32];
         if (nchunks > 0) {
             snprintf(count, sizeof count, "%d", nchunks);
             keys[nmeta] = "tensord_names";
@@ -1007,7 +1008,8 @@ static int restore_name(struct td_persist_file *f, struct td_session *s, const c
                         size_t len, struct td_map *restored, struct td_err *err)
 {
     const char *eq = memchr(item, '=', len);
-    if (eq == NULL || td_name_check(item, (size_t)(eq - item), NULL) != 0 || item + len - eq > 40) {
+    if (eq == NULL || td_session_name_check(item, (size_t)(eq - item), NULL) != 0 ||
+        item + len - eq > 40) {
         return td_err_set(err, TD_EINVAL, "unexpected name item '%.*s'",
                           (int)(len < 300 ? len : 300), item);
     }

@@ -592,7 +592,7 @@ static uint64_t name_key(const char *name, size_t len)
     return k == 0 || k == UINT64_MAX ? 1 : k;
 }
 
-int td_name_check(const char *name, size_t len, struct td_err *err)
+int td_session_name_check(const char *name, size_t len, struct td_err *err)
 {
     if (len == 0) {
         return td_err_set(err, TD_EINVAL, "a tensor name must not be empty");

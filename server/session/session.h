@@ -308,7 +308,7 @@ int64_t td_session_bytes(const struct td_session *s); /* bytes charged to its qu
 
 /* Checks a name from the wire (len bytes at name, which may hold NULs): 1 to
 ** TD_NAME_MAX_BYTES bytes of [A-Za-z0-9_.:/-]. TD_EINVAL with the reason. */
-int td_name_check(const char *name, size_t len, struct td_err *err);
+int td_session_name_check(const char *name, size_t len, struct td_err *err);
 
 /* Binds a checked name to t (borrowed: the table takes its own reference). Rebinding a name
 ** keeps its place in the order; a new name goes last and is charged entry_bytes plus its

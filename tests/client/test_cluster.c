@@ -122,7 +122,9 @@ static void answer(struct fnode *f, int fd, const Tensord__Request *req)
     atomic_fetch_add(&f->hellos, 1);
     size_t tl = req->hello->session_token.len;
     f->token_len = tl < sizeof f->token ? tl : sizeof f->token;
-    memcpy(f->token, req->hello->session_token.data, f->token_len);
+    if (f->token_len != 0) {
+        memcpy(f->token, req->hello->session_token.data, f->token_len);
+    }
     switch (f->mode) {
     case F_SESSION:
         snprintf(token, sizeof token, "%s.0123456789abcdef0123456789abcdef", f->id);
@@ -329,6 +331,8 @@ static void test_moved_garbage_is_not_dialled(void **state)
         {"n1", "host name:7878"},   /* a space */
         {"n1", "127.0.0.1:7878/x"}, /* junk after the port */
         {"a123456789012345678901234567890123456789012345678901234567890123", fl.n[1].addr},
+        {"-n1", fl.n[1].addr}, /* a DNS label neither starts */
+        {"n1-", fl.n[1].addr}, /* ... nor ends with '-' */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         fl.n[0].mode = F_MOVED; /* set between connects: the fleet thread reads it at a Hello */
@@ -537,6 +541,8 @@ static void test_token_forms(void **state)
                          "n0.0123456789abcdef0123456789abcdeg",
                          ".0123456789abcdef0123456789abcdef",
                          "n_0.0123456789abcdef0123456789abcdef",
+                         "-n0.0123456789abcdef0123456789abcdef",
+                         "n0-.0123456789abcdef0123456789abcdef",
                          "0123456789abcdef0123456789abcdeX"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct tensord_options o = {.session_token = bad[i]};

@@ -176,6 +176,8 @@ def test_moved_to_itself_stops_too(fakes):
     ("n1", "host name:7878"),
     ("n1", "127.0.0.1:7878/x"),
     ("n" * 64, "B"),              # a label of 64
+    ("-n1", "B"),                 # a DNS label neither starts
+    ("n1-", "B"),                 # ... nor ends with '-'
 ])
 def test_a_malformed_moved_is_refused_without_dialling(fakes, node, addr):
     a, b = fakes(2)
@@ -286,7 +288,7 @@ def test_address_lists_are_bounded_and_dns_resolves(fakes):
 def test_token_forms(fakes):
     a, = fakes(1)
     for bad in ["n0", "n0.0123", "N0." + SECRET, "n0." + SECRET.upper(), "." + SECRET,
-                "n_0." + SECRET, SECRET[:-1] + "x", b"n0." + SECRET.encode() + b"\0",
+                "n_0." + SECRET, "-n0." + SECRET, "n0-." + SECRET, SECRET[:-1] + "x", b"n0." + SECRET.encode() + b"\0",
                 b"x" * 15]:
         with pytest.raises(ValueError, match="malformed session token"):
             tensord.connect(a.addr, resume=bad)
@@ -434,6 +436,70 @@ def test_resume_through_any_node_reaches_the_owner(cluster_factory):
         assert re.search(r"session_tensors\s+1\b", r.stdout), r.stdout
     for s in owners:
         s.close()
+
+
+def test_resume_through_any_node_finds_its_tensors_by_name(cluster_factory):
+    """The issue's "a resume through any node reaches the owner, and finds its tensors by
+    name": names set on each node are read back through every other node, by Python (a
+    fresh connection, nothing remembered) and by tensorctl, whose --resume turns them into
+    variables."""
+    import torch
+    cl = cluster_factory()
+    tokens = []
+    for i in range(3):
+        s = tensord.connect(cl.addrs[i])
+        assert s.node == "n%d" % i
+        s["w"] = s.tensor([float(i), 10.0 + i])
+        s["b%d" % i] = s.tensor([i, 2 * i])
+        s.synchronize()
+        tokens.append(s.token.decode())
+        s._c.close()  # the connection only: the session stays on its node
+    for i in range(3):
+        for j in range(3):
+            if j == i:
+                continue
+            _conn._NODES.clear()  # nothing remembered: node j must answer MOVED
+            r = tensord.connect(cl.addrs[j], resume=tokens[i])
+            assert r.node == "n%d" % i and r._c.address == cl.addrs[i]
+            assert sorted(r.keys()) == sorted(["w", "b%d" % i])
+            assert r["w"].tolist() == [float(i), 10.0 + i]
+            assert r["b%d" % i].tolist() == [i, 2 * i]
+            r._c.close()
+        # the whole list, as a client given TENSORD_ADDR would be
+        _conn._NODES.clear()
+        r = tensord.connect(cl.addr, resume=tokens[i])
+        assert r.node == "n%d" % i and r["w"].tolist() == [float(i), 10.0 + i]
+        r._c.close()
+    for i in range(3):
+        j = (i + 2) % 3
+        r = subprocess.run([TENSORCTL, "--addr", cl.addrs[j], "--resume", tokens[i], "-c",
+                            "print(w * 2)\nprint(b%d)" % i],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == [repr(torch.tensor([float(i), 10.0 + i]) * 2),
+                                         repr(torch.tensor([i, 2 * i]))], r.stdout
+    for t in tokens:
+        tensord.connect(cl.addr, resume=t).close()
+
+
+def test_tensord_addr_takes_a_list(cluster_factory, monkeypatch):
+    """TENSORD_ADDR=a,b,c is the address list for connect() and tensorctl alike: new sessions
+    spread round-robin over it (the Python client's counter, tensorctl's own per process)."""
+    cl = cluster_factory()
+    monkeypatch.setenv("TENSORD_ADDR", cl.addr)
+    ss = [tensord.connect() for _ in range(3)]
+    assert sorted(s.node for s in ss) == ["n0", "n1", "n2"]
+    for s in ss:
+        s.close()
+    seen = set()
+    for _ in range(12):  # each run starts at a random entry: all three show up soon
+        r = subprocess.run([TENSORCTL, "-c", ":session"], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0, r.stderr
+        seen.add(re.search(r"^node\s+(n\d)$", r.stdout, re.M).group(1))
+        if len(seen) == 3:
+            break
+    assert len(seen) >= 2, seen
 
 
 def test_tensorctl_passes_over_unreachable_entries(cluster_factory):

@@ -300,6 +300,24 @@ def test_a_killed_peer_shows_unreachable(cluster):
     c.daemons.remove(killed)
 
 
+def test_dns_peers_resolve_to_every_address_behind_the_name(tmp_path):
+    """--peers dns:NAME:PORT (a headless Service's form) is looked up by the daemon itself:
+    here "localhost", whose loopback address has a peer listening. What else the name
+    resolves to (::1, where nothing listens) may show unreachable, never the one that
+    answers."""
+    ports = free_ports(2)
+    b = Daemon("--node-id", "d1", listen=("--listen", "127.0.0.1:%d" % ports[1]))
+    a = Daemon("--node-id", "d0", "--peers", "dns:localhost:%d" % ports[1],
+               "--peer-interval", "100ms", listen=("--listen", "127.0.0.1:%d" % ports[0]))
+    try:
+        got = wait_for("d0 to hear from d1 through dns:localhost", lambda: [
+            p for p in node_info(ports[0]).node_info.peers
+            if p.node_id == "d1" and p.reachable])
+        assert got[0].address == "127.0.0.1:%d" % ports[1]
+    finally:
+        assert a.stop() == 0 and b.stop() == 0
+
+
 def test_metrics_carry_node_and_peers(tmp_path):
     ports = free_ports(3)
     a = Daemon("--node-id", "m0", "--metrics-listen", "127.0.0.1:%d" % ports[2], "--peers",

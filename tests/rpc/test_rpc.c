@@ -4110,6 +4110,25 @@ static void test_max_op_elements_inside_backward(void **state)
     harness_close(&h);
 }
 
+/* The frame header both ways: the wire's bytes, big-endian u32 then u64, written out by hand. */
+static void test_frame_header_both_ways(void **state)
+{
+    (void)state;
+    const uint8_t want[12] = {0x01, 0x02, 0x03, 0x04, 0xf0, 0xe0,
+                              0xd0, 0xc0, 0xb0, 0xa0, 0x90, 0x80};
+    uint8_t got[12];
+    td_frame_header_put(got, 0x01020304u, 0xf0e0d0c0b0a09080ull);
+    assert_memory_equal(got, want, 12);
+    uint32_t m = 0;
+    uint64_t d = 0;
+    td_frame_header_get(want, &m, &d);
+    assert_true(m == 0x01020304u && d == 0xf0e0d0c0b0a09080ull);
+    const uint8_t ones[12] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                              0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    td_frame_header_get(ones, &m, &d);
+    assert_true(m == UINT32_MAX && d == UINT64_MAX);
+}
+
 int main(void)
 {
     td_log_min_level = TD_LOG_WARN; /* the sweeps open thousands of sessions */
@@ -4174,6 +4193,7 @@ int main(void)
         cmocka_unit_test(test_name_with_nul_is_not_cut_short),
         cmocka_unit_test(test_names_charged_and_limited),
         cmocka_unit_test(test_name_over_quota),
+        cmocka_unit_test(test_frame_header_both_ways),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

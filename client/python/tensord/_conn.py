@@ -178,8 +178,9 @@ def scalar(v: Any, msg: Any) -> None:
         msg.f = float(v)
 
 
-_NODE_ID = re.compile(r"[a-z0-9-]{1,63}\Z")
-_TOKEN = re.compile(rb"([a-z0-9-]{1,63})\.[0-9a-f]{32}\Z")
+# a node id: a DNS label, 1-63 of [a-z0-9-], neither first nor last a '-' (server/base/node.c)
+_NODE_ID = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
+_TOKEN = re.compile(rb"((?!-)[a-z0-9-]{1,63}(?<!-))\.[0-9a-f]{32}\Z")
 _HOST = re.compile(r"(?:[A-Za-z0-9_-]+\.)*[A-Za-z0-9_-]+\.?\Z")
 _V6 = re.compile(r"[0-9A-Fa-f:.]+\Z")
 
