@@ -74,6 +74,7 @@ static void poller_maybe_free(struct td_poller *pl)
         for (int i = 0; i < TD_PEERS_MAX; i++) {
             td_free(pl->c[i].in);
         }
+        pthread_mutex_destroy(&pl->table.lock);
         td_free(pl);
     }
 }
@@ -236,9 +237,11 @@ static struct pconn *slot_new(struct td_poller *pl, int k, const char *text,
         struct pconn *c = &pl->c[i];
         if (c->spec < 0 && !c->live) {
             struct td_peer_state *ps = &pl->table.p[i];
+            pthread_mutex_lock(&pl->table.lock);
             memset(ps, 0, sizeof *ps);
             ps->in_use = true;
             snprintf(ps->address, sizeof ps->address, "%s", text);
+            pthread_mutex_unlock(&pl->table.lock);
             c->spec = k;
             memset(&c->sa, 0, sizeof c->sa);
             memcpy(&c->sa, sa, salen <= sizeof c->sa ? salen : sizeof c->sa);
@@ -260,7 +263,9 @@ static void slot_free(struct pconn *c)
     conn_drop(c, false);
     c->spec = -1;
     c->have_sa = false;
+    pthread_mutex_lock(&c->pl->table.lock);
     c->pl->table.p[c - c->pl->c].in_use = false;
+    pthread_mutex_unlock(&c->pl->table.lock);
 }
 
 static void addr_text(const struct sockaddr *sa, char *out, size_t cap)
@@ -366,6 +371,7 @@ struct td_poller *td_poller_start(uv_loop_t *loop, struct td_rpc_server *rpc, co
     if (pl == NULL) {
         return NULL;
     }
+    pthread_mutex_init(&pl->table.lock, NULL);
     pl->loop = loop;
     pl->rpc = rpc;
     pl->interval_ms = interval_ms;

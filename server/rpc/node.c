@@ -161,8 +161,13 @@ size_t td_rpc_peer_infos(const struct td_rpc_server *srv, Tensord__PeerInfo *inf
 {
     size_t n = 0;
     uint64_t now = srv->now_ms();
-    for (int i = 0; srv->peers != NULL && i < TD_PEERS_MAX; i++) {
-        const struct td_peer_state *ps = &srv->peers->p[i];
+    struct td_peer_table *t = srv->peers;
+    if (t == NULL) {
+        return 0;
+    }
+    pthread_mutex_lock(&t->lock); /* a Stats may run here on a worker while the loop writes */
+    for (int i = 0; i < TD_PEERS_MAX; i++) {
+        const struct td_peer_state *ps = &t->p[i];
         if (!ps->in_use || ps->self) {
             continue; /* a node is never its own peer */
         }
@@ -185,6 +190,7 @@ size_t td_rpc_peer_infos(const struct td_rpc_server *srv, Tensord__PeerInfo *inf
         w->failures = ps->failures;
         ptrs[n++] = w;
     }
+    pthread_mutex_unlock(&t->lock);
     return n;
 }
 
@@ -277,6 +283,22 @@ static bool copy_short(char *dst, size_t cap, const char *src)
     return true;
 }
 
+/* The writers below hold the table's lock while they change an entry (td_rpc_peer_infos reads
+** it off the loop); srv->peers is NULL in tests that hand an entry of their own. */
+static void peers_lock(struct td_rpc_server *srv)
+{
+    if (srv->peers != NULL) {
+        pthread_mutex_lock(&srv->peers->lock);
+    }
+}
+
+static void peers_unlock(struct td_rpc_server *srv)
+{
+    if (srv->peers != NULL) {
+        pthread_mutex_unlock(&srv->peers->lock);
+    }
+}
+
 int td_rpc_peer_answer(struct td_rpc_server *srv, struct td_peer_state *ps, const uint8_t *meta,
                        size_t len)
 {
@@ -299,8 +321,10 @@ int td_rpc_peer_answer(struct td_rpc_server *srv, struct td_peer_state *ps, cons
         if (!ps->self) {
             td_log(TD_LOG_INFO, "peer_is_self", "node=%s peer=%s", srv->node_id, ps->address);
         }
+        peers_lock(srv);
         ps->self = true; /* a dns: name that resolves to us too: not a peer */
         ps->reachable = false;
+        peers_unlock(srv);
         tensord__response__free_unpacked(r, &pb_heap);
         return -1;
     } else {
@@ -325,6 +349,7 @@ int td_rpc_peer_answer(struct td_rpc_server *srv, struct td_peer_state *ps, cons
         td_log(TD_LOG_INFO, "peer_up", "node=%s peer=%s peer_node=%s",
                srv->node_id != NULL ? srv->node_id : "-", ps->address, m->node_id);
     }
+    peers_lock(srv);
     copy_short(ps->node_id, sizeof ps->node_id, m->node_id);
     if (!copy_short(ps->advertise, sizeof ps->advertise, m->advertise)) {
         ps->advertise[0] = '\0';
@@ -342,6 +367,7 @@ int td_rpc_peer_answer(struct td_rpc_server *srv, struct td_peer_state *ps, cons
     if (ps->last_seen_ms == 0) {
         ps->last_seen_ms = 1;
     }
+    peers_unlock(srv);
     tensord__response__free_unpacked(r, &pb_heap);
     return 0;
 }
@@ -353,9 +379,11 @@ void td_rpc_peer_failed(struct td_rpc_server *srv, struct td_peer_state *ps)
                srv->node_id != NULL ? srv->node_id : "-", ps->address,
                ps->node_id[0] != '\0' ? ps->node_id : "-");
     }
+    peers_lock(srv);
     ps->reachable = false;
     ps->accepting = false;
     if (ps->failures < UINT64_MAX) {
         ps->failures++;
     }
+    peers_unlock(srv);
 }

@@ -11,6 +11,7 @@
 #ifndef TD_RPC_RPC_H
 #define TD_RPC_RPC_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -96,6 +97,10 @@ struct td_peer_state {
 };
 
 struct td_peer_table {
+    /* Held by the writers (the poller's slot changes, td_rpc_peer_answer, td_rpc_peer_failed:
+    ** all on the loop thread) and by td_rpc_peer_infos, which a Stats run on a worker calls.
+    ** Readers on the loop thread need not take it. All-zero bytes are an unlocked mutex. */
+    pthread_mutex_t lock;
     struct td_peer_state p[TD_PEERS_MAX];
 };
 
