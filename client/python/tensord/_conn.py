@@ -434,7 +434,8 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
                         break
                     msg = "node %s at %s is unreachable: %s" % (named, label, e)
                     if len(chain) > 1:  # named by a MOVED: nobody else holds the session
-                        raise ConnectError("; ".join([msg] + errors)) from None
+                        raise ConnectError("; ".join([msg] + [x for x in errors if x != msg])) \
+                            from None
                     errors.append(msg)
                     last = ConnectError(msg)
                     break
