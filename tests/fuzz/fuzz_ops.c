@@ -298,7 +298,7 @@ static void on_reply(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
     memmove(h->labels, h->labels + 1, (size_t)(h->nwant - 1) * sizeof h->labels[0]);
     h->nwant--;
     snprintf(cur_label, sizeof cur_label, "%s", h->nwant > 0 ? h->labels[0] : "(none)");
-    CHECK(code >= 0 && code <= TENSORD__STATUS_CODE__CANCELLED);
+    CHECK(code >= 0 && code <= TENSORD__STATUS_CODE__UNKNOWN_NODE); /* the last code */
     CHECK(code == 0 || (resp->status->message != NULL && resp->status->message[0] != '\0'));
     if (r->data_len > 0) {
         CHECK(code == 0);

@@ -168,7 +168,7 @@ static void on_reply(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
         fprintf(stderr, "reply id=%llu code=%d %s\n", (unsigned long long)resp->id, code,
                 resp->status->message != NULL ? resp->status->message : "(no message)");
     }
-    CHECK(code >= 0 && code <= TENSORD__STATUS_CODE__CANCELLED);
+    CHECK(code >= 0 && code <= TENSORD__STATUS_CODE__UNKNOWN_NODE); /* the last code */
     CHECK(code == 0 || resp->status->message != NULL);
     if (debug) {
         fprintf(stderr, "reply id=%llu code=%d %s%s\n", (unsigned long long)resp->id, code,
