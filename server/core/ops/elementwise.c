@@ -1548,10 +1548,14 @@ int td_bw_sigmoid(const struct td_node *n, struct td_tensor *g, struct td_tensor
 int td_bw_relu(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                struct td_quota *q, struct td_err *err)
 {
+    /* torch's threshold_backward: y <= 0 ? 0 : g, so a masked gradient is +0 (g * mask would
+    ** give -0 for a negative g) and a NaN output passes g through; where reads the bool mask
+    ** directly, without the float copy a product with it needs. */
     struct td_tensor *mask = NULL, *y = NULL;
     int rc = td_node_output(n, &y, err);
-    if (rc == 0 && (rc = td_bw2(TD_OP_GT, td_t(y), td_s(td_scalar_i(0)), q, &mask, err)) == 0) {
-        rc = td_bw2(TD_OP_MUL, td_t(g), td_t(mask), q, &gin[0], err);
+    if (rc == 0 && (rc = td_bw2(TD_OP_LE, td_t(y), td_s(td_scalar_i(0)), q, &mask, err)) == 0) {
+        struct td_operand in[3] = {td_t(mask), td_s(td_scalar_i(0)), td_t(g)};
+        rc = td_op_apply(TD_OP_WHERE, in, 3, NULL, false, q, &gin[0], err);
     }
     td_tensor_unref(mask);
     td_tensor_unref(y);
