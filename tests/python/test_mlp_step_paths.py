@@ -146,19 +146,27 @@ def test_clone_and_contiguous_keep_every_bit(td, dt):
     assert bits(d[:, 1::2].clone().numpy()) == bits(t[:, 1::2].clone().numpy())
 
 
-def test_bool_mask_times_float_matches_torch(td):
-    """ReLU's backward shape: a float gradient times a bool mask (the mask is cast to float)."""
+@pytest.mark.parametrize("dt", DTYPES)
+def test_bool_mask_and_relu_backward_match_torch_to_the_bit(td, dt):
+    """A float gradient times a bool mask (the mask cast to float), and relu's backward (torch's
+    threshold_backward: +0 where the output is <= 0, the gradient where it is NaN), on
+    contiguous and transposed inputs with zeros, -0 and NaN among them."""
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(33, 17, generator=g)
-    gr = torch.randn(33, 17, generator=g)
+    tdt = getattr(torch, dt)
+    x = torch.randn(33, 17, generator=g, dtype=tdt)
+    x[0, :4] = torch.tensor([0.0, -0.0, float("nan"), float("-inf")], dtype=tdt)
+    gr = torch.randn(33, 17, generator=g, dtype=tdt)
     want = gr * (x > 0)
     got = of(td, gr) * (of(td, x) > 0)
     assert bits(got.numpy()) == bits(want.numpy())
-    tx = x.clone().requires_grad_()
-    dx = of(td, x).requires_grad_()
-    (torch.relu(tx) * gr).sum().backward()
-    (td.relu(dx) * of(td, gr)).sum().backward()
-    assert bits(dx.grad.numpy()) == bits(tx.grad.numpy())
+    for transposed in (False, True):
+        tx = x.clone().requires_grad_()
+        dx = of(td, x).requires_grad_()
+        tv, dv = (tx.T, dx.T) if transposed else (tx, dx)
+        tg = gr.T.contiguous() if transposed else gr
+        (torch.relu(tv) * tg).sum().backward()
+        (td.relu(dv) * of(td, tg)).sum().backward()
+        assert bits(dx.grad.numpy()) == bits(tx.grad.numpy())
 
 
 def seq_sum(a, axes):

@@ -1545,15 +1545,30 @@ int td_bw_sigmoid(const struct td_node *n, struct td_tensor *g, struct td_tensor
 }
 
 /* relu: g where y > 0 (y = relu(x) saved, > 0 exactly where x is), else 0 */
+/* relu's backward row: o = y <= 0 ? 0 : g (x = y, the saved output; y = g, the gradient) */
+DEF_ROW2(relu_bw_f32, float, float, x <= 0 ? 0.0f : y)
+DEF_ROW2(relu_bw_f64, double, double, x <= 0 ? 0.0 : y)
+static row_fn *const relu_bw_rows[TD_DTYPE_COUNT] =
+    {[TD_DTYPE_F32] = relu_bw_f32, [TD_DTYPE_F64] = relu_bw_f64};
+
 int td_bw_relu(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                struct td_quota *q, struct td_err *err)
 {
     /* torch's threshold_backward: y <= 0 ? 0 : g, so a masked gradient is +0 (g * mask would
-    ** give -0 for a negative g) and a NaN output passes g through; where reads the bool mask
-    ** directly, without the float copy a product with it needs. */
+    ** give -0 for a negative g) and a NaN output passes g through. One pass of a row kernel
+    ** for float gradients (the forward relu already paid for as many elements); other dtypes
+    ** through the ops. */
     struct td_tensor *mask = NULL, *y = NULL;
     int rc = td_node_output(n, &y, err);
-    if (rc == 0 && (rc = td_bw2(TD_OP_LE, td_t(y), td_s(td_scalar_i(0)), q, &mask, err)) == 0) {
+    row_fn *k = (unsigned)g->dtype < TD_DTYPE_COUNT ? relu_bw_rows[g->dtype] : NULL;
+    if (rc == 0 && k != NULL && y->dtype == g->dtype && y->ndim == g->ndim &&
+        memcmp(y->shape, g->shape, sizeof(int64_t) * (size_t)g->ndim) == 0) {
+        struct td_operand in[2] = {td_t(y), td_t(g)};
+        if ((rc = td_tensor_empty(&gin[0], g->dtype, g->shape, g->ndim, q, err)) == 0) {
+            rc = td_elementwise_rows(k, gin[0], in, 2, g->dtype, g->dtype, q, err);
+        }
+    } else if (rc == 0 &&
+               (rc = td_bw2(TD_OP_LE, td_t(y), td_s(td_scalar_i(0)), q, &mask, err)) == 0) {
         struct td_operand in[3] = {td_t(mask), td_s(td_scalar_i(0)), td_t(g)};
         rc = td_op_apply(TD_OP_WHERE, in, 3, NULL, false, q, &gin[0], err);
     }
