@@ -182,7 +182,7 @@ def seq_sum(a, axes):
 
 @pytest.mark.parametrize("dt", DTYPES)
 @pytest.mark.parametrize("axes", [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2)])
-@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced"])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced", "expanded"])
 def test_sum_over_dims_is_the_c_order_double_sum(td, dt, axes, layout):
     """sum and mean over some dims, float32 and float64, any layout: exactly the C-order sum in
     double (hand-derived), and close to torch's."""
@@ -194,6 +194,9 @@ def test_sum_over_dims_is_the_c_order_double_sum(td, dt, axes, layout):
         t, d, a = t.permute(2, 0, 1), d.permute(2, 0, 1), a.transpose(2, 0, 1)
     elif layout == "sliced":
         t, d, a = t[:, ::2, 1:], d[:, ::2, 1:], a[:, ::2, 1:]
+    elif layout == "expanded":  # a zero stride in the middle dim
+        t, d = t[:, :1, :].expand(6, 5, 7), d[:, :1, :].expand(6, 5, 7)
+        a = np.broadcast_to(a[:, :1, :], (6, 5, 7))
     want = seq_sum(a, axes)
     got = d.sum(dim=axes, keepdim=True).numpy()
     assert bits(got) == bits(want)

@@ -454,14 +454,20 @@ static int cast_copy_elems(struct td_tensor *dst, const struct td_tensor *src, s
 }
 
 /* Typed rows over merged dims, as the elementwise ops run (split across threads when large),
-** unless dst and src share a buffer: an overlapping copy keeps the element walk's C order. */
+** unless dst and src share a buffer (an overlapping copy keeps the element walk's C order) or
+** dst repeats elements (a zero stride: the walk's last write wins, and its rows are checked for
+** cancellation however long, where dst's own memory bounds the rows otherwise). */
 int td_cast_copy(struct td_tensor *dst, const struct td_tensor *src, struct td_err *err)
 {
     if (dst->numel == 0) {
         return 0;
     }
-    if (dst->storage->buf == src->storage->buf || dst->ndim != src->ndim ||
-        (unsigned)dst->dtype >= TD_DTYPE_COUNT || (unsigned)src->dtype >= TD_DTYPE_COUNT) {
+    bool walk = dst->storage->buf == src->storage->buf || dst->ndim != src->ndim ||
+                (unsigned)dst->dtype >= TD_DTYPE_COUNT || (unsigned)src->dtype >= TD_DTYPE_COUNT;
+    for (int d = 0; d < dst->ndim && !walk; d++) {
+        walk = dst->strides[d] == 0 && dst->shape[d] > 1;
+    }
+    if (walk) {
         return cast_copy_elems(dst, src, err);
     }
     const char *sd = td_tensor_data(src);

@@ -250,17 +250,19 @@ static void walk_init(struct walk *w, const struct td_tensor *t, const bool *red
         const T *x = (const T *)p;                                                                 \
         if (os == 0) {                                                                             \
             double s = acc[o];                                                                     \
-            for (int64_t i = 0; i < len; i++) {                                                    \
+            for (int64_t i = i0; i < i1; i++) {                                                    \
                 s += (double)x[i * xs];                                                            \
             }                                                                                      \
             acc[o] = s;                                                                            \
         } else {                                                                                   \
-            for (int64_t i = 0; i < len; i++) {                                                    \
+            for (int64_t i = i0; i < i1; i++) {                                                    \
                 acc[o + i * os] += (double)x[i * xs];                                              \
             }                                                                                      \
         }                                                                                          \
     } while (0)
 
+/* Rows are walked in pieces of at most TD_CANCEL_CHUNK elements with a cancel check once a
+** chunk's worth is done: an expanded row (stride 0) may be long with no memory behind it. */
 static int sum_rows(const struct td_tensor *t, const struct walk *w, double *acc,
                     struct td_err *err)
 {
@@ -271,16 +273,19 @@ static int sum_rows(const struct td_tensor *t, const struct walk *w, double *acc
     const char *base = t->storage->buf->data;
     for (int64_t r = 0; r < rows; r++) {
         const char *p = base + off * es;
-        if (t->dtype == TD_DTYPE_F32) {
-            SUM_ROW(float);
-        } else {
-            SUM_ROW(double);
-        }
-        if ((since += len) >= TD_CANCEL_CHUNK) {
-            since = 0;
-            int rc = td_cancel_check(err);
-            if (rc != 0) {
-                return rc;
+        for (int64_t i0 = 0, i1; i0 < len; i0 = i1) {
+            i1 = td_cancel_chunk_end(i0, len);
+            if (t->dtype == TD_DTYPE_F32) {
+                SUM_ROW(float);
+            } else {
+                SUM_ROW(double);
+            }
+            if ((since += i1 - i0) >= TD_CANCEL_CHUNK) {
+                since = 0;
+                int rc = td_cancel_check(err);
+                if (rc != 0) {
+                    return rc;
+                }
             }
         }
         for (int d = last - 1; d >= 0; d--) {
