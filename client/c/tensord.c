@@ -1130,6 +1130,79 @@ int tensord_recv(struct tensord *c, struct tensord_reply *reply, struct tensord_
     return recv_one(c, reply, err);
 }
 
+int tensord_fd(const struct tensord *c)
+{
+    return c->fd;
+}
+
+/* Whether the next reply's whole frame is in the read buffer. A frame the buffer can never hold
+** (or a header announcing nonsense, which read_reply then names) counts as there: read_reply
+** reads it to its end. */
+static bool frame_buffered(const struct tensord *c)
+{
+    size_t have = c->rlen - c->rpos;
+    if (have < TD_FRAME_HEADER_BYTES) {
+        return false;
+    }
+    const uint8_t *h = c->rbuf + c->rpos;
+    uint64_t ml = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+    uint64_t dl = 0;
+    for (int i = 0; i < 8; i++) {
+        dl = dl << 8 | h[4 + i];
+    }
+    if (ml > READ_BUF || dl > READ_BUF || TD_FRAME_HEADER_BYTES + ml + dl > READ_BUF) {
+        return true;
+    }
+    return have >= TD_FRAME_HEADER_BYTES + ml + dl;
+}
+
+int tensord_recv_ready(struct tensord *c, size_t *ready, struct tensord_error *err)
+{
+    int rc;
+    clear_err(err);
+    *ready = 0;
+    if ((rc = check_broken(c, err)) != 0 || (c->nseg > 0 && (rc = tensord_flush(c, err)) != 0)) {
+        return rc;
+    }
+    bool drained = false;
+    for (;;) {
+        while (c->pend_done < c->pend_len && frame_buffered(c)) {
+            struct pending *p = &c->pend[(c->pend_head + c->pend_done) & (c->pend_cap - 1)];
+            if ((rc = read_reply(c, p, err)) != 0) {
+                return rc;
+            }
+            c->pend_done++;
+        }
+        if (c->pend_done == c->pend_len || drained) {
+            break;
+        }
+        /* Room behind the partial frame: it is smaller than the buffer (frame_buffered). */
+        if (c->rpos > 0) {
+            memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+            c->rlen -= c->rpos;
+            c->rpos = 0;
+        }
+        size_t room = READ_BUF - c->rlen;
+        ssize_t r = recv(c->fd, c->rbuf + c->rlen, room, MSG_DONTWAIT);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        }
+        if (r == 0) {
+            return fail_conn(c, err, TENSORD_E_IO, "the server closed the connection");
+        }
+        if (r < 0) {
+            return fail_conn(c, err, TENSORD_E_IO, "read from server failed: %s", strerror(errno));
+        }
+        c->rlen += (size_t)r;
+        drained = (size_t)r < room; /* the socket had no more: finish what is buffered, stop */
+    }
+    *ready = c->pend_done;
+    return 0;
+}
+
 /* Blocking calls need the reply stream to themselves. */
 static int busy(const struct tensord *c, struct tensord_error *err)
 {
