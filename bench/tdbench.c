@@ -293,9 +293,9 @@ static size_t many_take(struct many_conn *m)
     return m->waiting;
 }
 
-/* Sends connection m's next window and flushes it. A flush that found the socket full reads
-** the replies that arrived meanwhile, which the socket then no longer signals, so those are
-** taken here (tensord_recv_ready; usually a recv that finds nothing). */
+/* Sends connection m's next window and flushes it. A flush that found the socket full has read
+** the replies that arrived meanwhile, which the socket then no longer signals: those are taken
+** here (tensord_ready counts them without a system call). */
 static void many_send(struct many_conn *m, int depth)
 {
     struct tensord_error err;
@@ -304,7 +304,9 @@ static void many_send(struct many_conn *m, int depth)
         die("flush", &err);
     }
     m->waiting = (size_t)depth + 1;
-    (void)many_take(m);
+    if (tensord_ready(m->c) > 0) {
+        (void)many_take(m);
+    }
 }
 
 /* Runs windows on all connections until `windows` more have completed, one event loop over

@@ -1135,6 +1135,11 @@ int tensord_fd(const struct tensord *c)
     return c->fd;
 }
 
+size_t tensord_ready(const struct tensord *c)
+{
+    return c->pend_done;
+}
+
 /* Whether the next reply's whole frame is in the read buffer. A frame the buffer can never hold
 ** (or a header announcing nonsense, which read_reply then names) counts as there: read_reply
 ** reads it to its end. */

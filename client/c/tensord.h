@@ -473,10 +473,11 @@ int tensord_recv(struct tensord *c, struct tensord_reply *reply, struct tensord_
 ** tensor, a long ListNames) is read to its end, as tensord_recv reads it, once its first 12
 ** bytes have arrived. Errors are tensord_recv's (the connection then is broken).
 ** The socket can be quiet while replies are ready: tensord_flush (and a send that flushed) reads
-** replies that arrive while it waits for room to write, so call tensord_recv_ready after those
-** before waiting on the socket again. */
+** replies that arrive while it waits for room to write. tensord_ready says how many replies are
+** read already (no system call): take those before waiting on the socket again. */
 int tensord_fd(const struct tensord *c);
 int tensord_recv_ready(struct tensord *c, size_t *ready, struct tensord_error *err);
+size_t tensord_ready(const struct tensord *c);
 
 #ifdef __cplusplus
 }

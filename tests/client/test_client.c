@@ -563,12 +563,14 @@ static void test_recv_ready_takes_only_whole_replies(void **state)
     assert_int_equal(read(st.staged[0], &b, 1), 1);
     ready_until(c, 2); /* the third is cut off: never ready before the word */
     for (int i = 0; i < 2; i++) {
+        assert_int_equal(tensord_ready(c), 2 - (size_t)i);
         assert_int_equal(tensord_recv(c, &r, &err), 0);
         assert_int_equal(r.id, ids[i]);
         assert_int_equal(r.status, TENSORD_OK);
     }
     assert_int_equal(tensord_recv_ready(c, &ready, &err), 0);
     assert_int_equal(ready, 0);
+    assert_int_equal(tensord_ready(c), 0);
     assert_int_equal(tensord_pending(c), 1);
     assert_int_equal(write(st.go[1], &b, 1), 1);
     ready_until(c, 1);
