@@ -17,7 +17,8 @@
 #   pypipe    Python z = z * y x5000 pipelined, then one read (workload 11)
 #   ipo-pipe16, ipo-pipe256   daemon instructions per op under callgrind (this VM's perf has no
 #             hardware counters: `perf stat -e instructions` says <not supported>): tdbench pipe
-#             at depth 16 / 256, counted over IPO_N (25600) muls after a warm-up
+#             at depth 16 / 256, counted over IPO_N (25600) muls after a warm-up; ipo-many: tdbench
+#             many (50 connections, depth 16); TDBENCH=path runs another tdbench binary
 #   ipo-pytiny, ipo-pypipe    the same for the Python rows of workload 11 (IPO_N calls / ops)
 #   ipo-redis16, ipo-redis256 the anchor: redis-server instructions per SET, redis-benchmark -P
 #   ipoc-pytiny, ipoc-pypipe, ipoc-redispy-tiny, ipoc-redispy-pipe
@@ -161,8 +162,9 @@ ipo-*)
     wait_port
     run() {
         case $what in
-        ipo-pipe16)  "$build/bench/tdbench" pipe "$addr" 16 "$1" >/dev/null ;;
-        ipo-pipe256) "$build/bench/tdbench" pipe "$addr" 256 "$1" >/dev/null ;;
+        ipo-pipe16)  "${TDBENCH:-$build/bench/tdbench}" pipe "$addr" 16 "$1" >/dev/null ;;
+        ipo-pipe256) "${TDBENCH:-$build/bench/tdbench}" pipe "$addr" 256 "$1" >/dev/null ;;
+        ipo-many)    "${TDBENCH:-$build/bench/tdbench}" many "$addr" 50 16 "$1" >/dev/null ;;
         ipo-pytiny)  pytiny "$1" ;;
         ipo-pypipe)  pypipe "$1" ;;
         ipo-redis16 | ipo-redis256)
