@@ -897,7 +897,9 @@ static int from_protobuf_c(struct tensord *c, const Tensord__Response *r, struct
         o->handle = t->handle;
         o->dtype = (int32_t)t->dtype;
         o->ndim = (int)t->n_shape;
-        memcpy(o->shape, t->shape, t->n_shape * sizeof *t->shape);
+        if (t->n_shape != 0) { /* shape is NULL then: memcpy may not be given it */
+            memcpy(o->shape, t->shape, t->n_shape * sizeof *t->shape);
+        }
         o->nbytes = t->nbytes;
         o->offset = t->offset;
         o->length = t->length;
