@@ -1,8 +1,9 @@
 /* client/c/tensord.c — libtensord: framing, Hello, blocking calls and pipelining over a socket.
 **
 ** This file owns the client side of the wire: it turns calls into Request frames, and reply
-** frames back into results. It is the only client code that sees protobuf; the public header
-** exposes none of it.
+** frames back into results. It and wire.c (the direct codec for the hot requests and the common
+** reply, which protobuf-c backs up) are the only client code that sees protobuf; the public
+** header exposes none of it.
 **
 ** The happy path. A call packs its Request into the send queue (header, protobuf section and,
 ** for Create, the data section: small data is copied, large data is queued by pointer so it is
@@ -11,7 +12,10 @@
 ** queue with sendmsg over an iovec, in as few system calls as the kernel allows. Replies come
 ** back in request order: header, protobuf section, then the data section read straight into
 ** the caller's buffer. tensord_recv hands them out in that order; a blocking call is queue +
-** flush + receive of its one reply.
+** flush + receive of its one reply. RunOp (without OpArgs), Get and Free are written by wire.c;
+** a reply expecting a status or a TensorInfo is decoded by wire.c in place in the read buffer,
+** and what it hands over (and every other reply) by protobuf-c. tensord_recv_ready completes the
+** replies whose frames have arrived whole without waiting, for event loops.
 **
 ** Deadlock. A pipelining client that only writes while the server only writes replies would
 ** stall both once the socket buffers fill (the server stops reading while its replies queue
