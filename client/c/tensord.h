@@ -472,9 +472,12 @@ int tensord_recv(struct tensord *c, struct tensord_reply *reply, struct tensord_
 ** reply whose frame is larger than the connection's 64 KiB read buffer (a Get of a large
 ** tensor, a long ListNames) is read to its end, as tensord_recv reads it, once its first 12
 ** bytes have arrived. Errors are tensord_recv's (the connection then is broken).
-** The socket can be quiet while replies are ready: tensord_flush (and a send that flushed) reads
-** replies that arrive while it waits for room to write. tensord_ready says how many replies are
-** read already (no system call): take those before waiting on the socket again. */
+** The socket signals only what is not read yet. Calls that read from it may leave whole replies
+** in the connection's buffer: tensord_flush (and a send that flushed) when it had to wait for
+** room to write, and tensord_recv of a reply that was not ready. After those, call
+** tensord_recv_ready before waiting on the socket again; after a flush, tensord_ready (the number
+** of replies tensord_recv can return without waiting; no system call) says whether it read any:
+** 0, and the socket is still the signal. */
 int tensord_fd(const struct tensord *c);
 int tensord_recv_ready(struct tensord *c, size_t *ready, struct tensord_error *err);
 size_t tensord_ready(const struct tensord *c);
