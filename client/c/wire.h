@@ -12,9 +12,12 @@
 **    repeated uint64 packed);
 **  - the decoder accepts a subset of what protobuf-c accepts, and for every message it accepts
 **    returns what protobuf-c's unpack would hold in the fields it returns. Anything else (another
-**    result, a field it does not know, a repeated or non-minimal field, a long varint, a string
-**    holding a NUL byte, a Status naming a node or address, strides) is handed over: it returns
-**    TDW_HAND_OVER and the caller unpacks the same bytes with protobuf-c, which judges them.
+**    result, a field it does not know, a field seen twice, a key longer than one byte, an
+**    unpacked or empty shape, more than TDW_MAX_DIMS dims, a bool other than 0 or 1, an enum
+**    above 2^14, a 10-byte varint above 2^64, a length above 2 MiB, a string with bytes other
+**    than printable ASCII, tab and newline, a Status naming a node or address, strides) is handed
+**    over: it returns TDW_HAND_OVER and the caller unpacks the same bytes with protobuf-c, which
+**    judges them.
 **
 ** tests/client/test_wire.c holds both to protobuf-c on random, truncated, flipped and spliced
 ** messages. This module depends on libc only (no protobuf-c, no tensord.h), so the Python
