@@ -12,6 +12,7 @@
 #include <sys/random.h>
 
 static uint64_t sip_key[2]; /* k0, k1 */
+static uint64_t key_gen;    /* bumped by every td_siphash_key_set */
 
 static inline uint64_t rotl(uint64_t x, int b)
 {
@@ -93,6 +94,7 @@ void td_siphash_key_set(const uint8_t key[TD_SIPHASH_KEY_BYTES])
 {
     sip_key[0] = load_le64(key);
     sip_key[1] = load_le64(key + 8);
+    key_gen++; /* every thread's memo of recent hashes is stale now */
 }
 
 uint64_t td_siphash13_u64(uint64_t x)
@@ -122,4 +124,34 @@ uint64_t td_siphash13_bytes(const void *data, size_t len)
         }
     }
     return td_siphash(key, data, len, 1, 3);
+}
+
+/* A small memo of words hashed on this thread, direct-mapped (RECENT_N slots, the slot from
+** the word's low bits): a tiny op looks its two operand handles up again and again, and the
+** handle it creates is checked, then inserted. A memo changes no hash, so a client's control
+** over the maps' slots stays what SipHash gives it; words that share a memo slot only cost
+** each other a hash again. */
+#define RECENT_N 8
+
+static _Thread_local struct {
+    uint64_t gen;  /* key_gen when filled */
+    unsigned full; /* bit i: slot i holds a word */
+    uint64_t x[RECENT_N], h[RECENT_N];
+} recent;
+
+uint64_t td_siphash13_u64_recent(uint64_t x)
+{
+    if (recent.gen != key_gen) {
+        recent.gen = key_gen;
+        recent.full = 0;
+    }
+    unsigned i = (unsigned)(x ^ x >> 3) & (RECENT_N - 1);
+    if ((recent.full >> i & 1) != 0 && recent.x[i] == x) {
+        return recent.h[i];
+    }
+    uint64_t h = td_siphash13_u64(x);
+    recent.full |= 1u << i;
+    recent.x[i] = x;
+    recent.h[i] = h;
+    return h;
 }

@@ -970,6 +970,10 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     if (multi) {
         args.more_out = more;
     }
+    /* What op_apply would set in its private copy: with them set here it needs none. */
+    args.op = (int)op;
+    args.inplace = m->inplace;
+    args.quota = &s->quota;
     struct td_tensor *t = NULL;
     /* costed: job_cost sized this call and check_work_limit held it to --max-op-elements */
     if ((rc = td_op_apply_costed(op, in, (int)m->n_inputs, &args, m->inplace, &s->quota, &t,
@@ -1404,6 +1408,7 @@ static void cost_op(struct rpc_job *j, struct td_session *s)
     struct td_cost cost;
     if (s != NULL && m->n_inputs <= TD_OP_MAX_INPUTS &&
         resolve_operands(m, s, &op, in, NULL) == 0 && wire_args(m->args, &args, NULL) == 0) {
+        args.op = (int)op; /* td_op_cost then reads args in place, without a copy */
         args.inplace = m->inplace;
         if (td_op_cost(op, in, (int)m->n_inputs, &args, &cost, NULL) == 0) {
             j->work = td_cost_work(&cost);
