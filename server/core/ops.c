@@ -45,6 +45,13 @@ int td_op_lookup(const char *name)
 
 /* ---- shared rules ---- */
 
+bool td_ops_fast = true;
+
+void td_ops_set_fast_paths(bool on)
+{
+    td_ops_fast = on;
+}
+
 int td_broadcast_shapes(const int64_t *a, int na, const int64_t *b, int nb, int64_t *out, int *nout,
                         struct td_err *err)
 {
@@ -72,7 +79,7 @@ int td_shape_broadcast(const struct td_operand *in, int nin, const struct td_op_
     (void)a;
     /* Tiny ops' fast path: operands of one shape (Python scalars aside) broadcast to it. */
     const struct td_tensor *first = NULL;
-    bool same = true;
+    bool same = td_ops_fast;
     for (int i = 0; i < nin && same; i++) {
         const struct td_tensor *t = in[i].t;
         if (t == NULL) {
@@ -114,7 +121,8 @@ enum td_dtype td_result_type(const struct td_operand *in, int nin)
 {
     /* Tiny ops' fast path: tensors of one dtype, whatever their ranks, give it (each tier
     ** holds it or nothing, and a dtype promoted with itself is itself). */
-    if (nin == 2 && in[0].t != NULL && in[1].t != NULL && in[0].t->dtype == in[1].t->dtype) {
+    if (td_ops_fast && nin == 2 && in[0].t != NULL && in[1].t != NULL &&
+        in[0].t->dtype == in[1].t->dtype) {
         return in[0].t->dtype;
     }
     int dim = -1, zero = -1, wrapped = -1;

@@ -83,10 +83,10 @@ struct rpc_job {
 struct result {
     struct td_tensor *tensor; /* borrowed: describe it in TensorInfo */
     uint64_t handle;
-    Tensord__StatsResult *stats;       /* Stats: points at stats_msg, or NULL */
-    Tensord__BackwardResult *backward; /* Backward, ResumeBackward: at backward_msg, or NULL */
-    Tensord__HelloResult *hello;       /* Hello: points at hello_msg, or NULL */
-    Tensord__NameList *names;          /* ListNames: at names_msg, or NULL */
+    Tensord__StatsResult *stats;        /* Stats: points at stats_msg, or NULL */
+    Tensord__BackwardResult *backward;  /* Backward, ResumeBackward: at backward_msg, or NULL */
+    Tensord__HelloResult *hello;        /* Hello: points at hello_msg, or NULL */
+    Tensord__NameList *names;           /* ListNames: at names_msg, or NULL */
     Tensord__NodeInfoResult *node_info; /* NodeInfo: at node_info_msg, or NULL */
     char *text;                         /* Format, Load: owned, td_malloc'd */
     uint64_t offset, length;            /* Get's slice */

@@ -991,8 +991,8 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     ap->quota = &s->quota;
     struct td_tensor *t = NULL;
     /* costed: job_cost sized this call and check_work_limit held it to --max-op-elements */
-    if ((rc = td_op_apply_costed(op, in, (int)m->n_inputs, ap, m->inplace, &s->quota, &t,
-                                 err)) != 0) {
+    if ((rc = td_op_apply_costed(op, in, (int)m->n_inputs, ap, m->inplace, &s->quota, &t, err)) !=
+        0) {
         td_tensor_unref(more[0]);
         td_tensor_unref(more[1]);
         return rc;

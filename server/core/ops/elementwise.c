@@ -558,7 +558,7 @@ int td_elementwise_rows(td_row_fn *k, struct td_tensor *out, const struct td_ope
     if (out->numel == 0) {
         return 0;
     }
-    if (out->numel <= PARALLEL_GRAIN && out->dtype == kout &&
+    if (td_ops_fast && out->numel <= PARALLEL_GRAIN && out->dtype == kout &&
         td_elementwise_dense(in, nin, out, compute)) {
         /* Tiny ops' fast path: what run_rows would do for these operands (no cast, no
         ** broadcast: one merged row of stride 1, run by one td_parallel_for chunk, or the

@@ -71,6 +71,7 @@ int td_elementwise_rows(td_row_fn *k, struct td_tensor *out, const struct td_ope
 ** kout and at most one chunk of elements): one or two tensor operands, all of dtype `compute`,
 ** contiguous, with out's element count (so none broadcasts), and out contiguous. Each element
 ** is then at the same index in every operand; tests compare both paths. */
+extern bool td_ops_fast; /* td_ops_set_fast_paths */
 bool td_elementwise_dense(const struct td_operand *in, int nin, const struct td_tensor *out,
                           enum td_dtype compute);
 
