@@ -181,12 +181,20 @@ static int wire_shape(size_t n, const int64_t *dims, enum td_dtype dt, int64_t *
 
 void td_frame_header_put(uint8_t *dst, uint32_t meta_len, uint64_t data_len)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* Every reply passes here: two swapped stores instead of twelve shifted bytes. */
+    uint32_t m = __builtin_bswap32(meta_len);
+    uint64_t d = __builtin_bswap64(data_len);
+    memcpy(dst, &m, sizeof m);
+    memcpy(dst + 4, &d, sizeof d);
+#else
     for (int i = 0; i < 4; i++) {
         dst[i] = (uint8_t)(meta_len >> (24 - 8 * i));
     }
     for (int i = 0; i < 8; i++) {
         dst[4 + i] = (uint8_t)(data_len >> (56 - 8 * i));
     }
+#endif
 }
 
 void td_frame_header_get(const uint8_t *src, uint32_t *meta_len, uint64_t *data_len)
