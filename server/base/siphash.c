@@ -126,32 +126,29 @@ uint64_t td_siphash13_bytes(const void *data, size_t len)
     return td_siphash(key, data, len, 1, 3);
 }
 
-/* A small memo of words hashed on this thread, direct-mapped (RECENT_N slots, the slot from
-** the word's low bits): a tiny op looks its two operand handles up again and again, and the
-** handle it creates is checked, then inserted. A memo changes no hash, so a client's control
-** over the maps' slots stays what SipHash gives it; words that share a memo slot only cost
-** each other a hash again. */
-#define RECENT_N 8
+/* A memo of words hashed on this thread, direct-mapped (RECENT_N slots, the slot from the
+** word's low bits): a tiny op looks its two operand handles up again and again, and the handle
+** it creates is checked, inserted, and later freed, usually within a window of a few hundred
+** requests. A memo changes no hash, so a client's control over the maps' slots stays what
+** SipHash gives it; words that share a memo slot only cost each other a hash again. 12 KiB
+** per thread that hashes. */
+#define RECENT_N 512
 
 static _Thread_local struct {
-    uint64_t gen;  /* key_gen when filled */
-    unsigned full; /* bit i: slot i holds a word */
-    uint64_t x[RECENT_N], h[RECENT_N];
-} recent;
+    uint64_t x, h;
+    uint64_t tag; /* key_gen + 1 when filled under the current key; 0 (or stale): empty */
+} recent[RECENT_N];
 
 uint64_t td_siphash13_u64_recent(uint64_t x)
 {
-    if (recent.gen != key_gen) {
-        recent.gen = key_gen;
-        recent.full = 0;
-    }
-    unsigned i = (unsigned)(x ^ x >> 3) & (RECENT_N - 1);
-    if ((recent.full >> i & 1) != 0 && recent.x[i] == x) {
-        return recent.h[i];
+    unsigned i = (unsigned)(x ^ x >> 9) & (RECENT_N - 1);
+    uint64_t tag = key_gen + 1;
+    if (recent[i].tag == tag && recent[i].x == x) {
+        return recent[i].h;
     }
     uint64_t h = td_siphash13_u64(x);
-    recent.full |= 1u << i;
-    recent.x[i] = x;
-    recent.h[i] = h;
+    recent[i].x = x;
+    recent[i].h = h;
+    recent[i].tag = tag;
     return h;
 }
