@@ -133,7 +133,6 @@ static void set_contiguous(struct td_tensor *t, const int64_t *shape, int ndim, 
     t->numel = numel;
 }
 
-/* Wraps `data` (taken; already charged to q) in a new storage and tensor. */
 /* A tensor over buffer b (taken: on failure it is released, with its charge and bytes). */
 static int tensor_on(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
                      int64_t numel, struct td_buffer *b, struct td_err *err)
@@ -161,6 +160,7 @@ static int tensor_on(struct td_tensor **out, enum td_dtype dt, const int64_t *sh
     return 0;
 }
 
+/* Wraps `data` (taken; already charged to q) in a new buffer, storage and tensor. */
 static int tensor_wrap(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
                        int64_t numel, void *data, size_t nbytes, struct td_quota *q,
                        struct td_err *err)
