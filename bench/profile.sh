@@ -17,8 +17,9 @@
 #   pypipe    Python z = z * y x5000 pipelined, then one read (workload 11)
 #   ipo-pipe16, ipo-pipe256   daemon instructions per op under callgrind (this VM's perf has no
 #             hardware counters: `perf stat -e instructions` says <not supported>): tdbench pipe
-#             at depth 16 / 256, counted over IPO_N (25600) muls after a warm-up; ipo-many: tdbench
-#             many (50 connections, depth 16); TDBENCH=path runs another tdbench binary
+#             at depth 16 / 256, counted over IPO_N (25600) muls after a warm-up; TDBENCH=path
+#             runs another tdbench binary
+#   ipo-many50 (or ipo-many)  the same for tdbench many: 50 connections at depth 16 (workload 3)
 #   ipo-pytiny, ipo-pypipe    the same for the Python rows of workload 11 (IPO_N calls / ops)
 #   ipo-redis16, ipo-redis256 the anchor: redis-server instructions per SET, redis-benchmark -P
 #   ipoc-pytiny, ipoc-pypipe, ipoc-redispy-tiny, ipoc-redispy-pipe
@@ -164,7 +165,7 @@ ipo-*)
         case $what in
         ipo-pipe16)  "${TDBENCH:-$build/bench/tdbench}" pipe "$addr" 16 "$1" >/dev/null ;;
         ipo-pipe256) "${TDBENCH:-$build/bench/tdbench}" pipe "$addr" 256 "$1" >/dev/null ;;
-        ipo-many)    "${TDBENCH:-$build/bench/tdbench}" many "$addr" 50 16 "$1" >/dev/null ;;
+        ipo-many | ipo-many50) "${TDBENCH:-$build/bench/tdbench}" many "$addr" 50 16 "$1" >/dev/null ;;
         ipo-pytiny)  pytiny "$1" ;;
         ipo-pypipe)  pypipe "$1" ;;
         ipo-redis16 | ipo-redis256)
@@ -181,6 +182,14 @@ ipo-*)
     wait "$vg" || true
     total=$(sed -n 's/^totals: *\([0-9]*\).*/\1/p; s/^summary: *\([0-9]*\).*/\1/p' "$cg" | tail -1)
     echo "$what: $total instructions over $n ops: $((total / n)) per op (server, all threads)"
+    # tdbench runs its own warm-up inside the counted run: pipe 20 windows, many 5 rounds.
+    case $what in
+    ipo-pipe16)  m=$((n + 20 * 16)) ;;
+    ipo-pipe256) m=$((n + 20 * 256)) ;;
+    ipo-many | ipo-many50) m=$((n / 800 * 800 + 5 * 800)) ;;
+    *)           m=$n ;;
+    esac
+    [ "$m" = "$n" ] || echo "$what: counting tdbench's warm-up too, $m ops: $((total / m)) per op"
     callgrind_annotate --inclusive=yes "$cg" 2>/dev/null | grep -v '^$' | head -${LINES_OUT:-40}
     exit 0 ;;
 esac
