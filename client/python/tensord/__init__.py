@@ -73,7 +73,10 @@ class TensorIndexError(TensorError, IndexError):
 
 def _error(p: _conn.Pending) -> TensorError:
     e = p.error
-    op, where = p.tag if p.tag else ("", "")
+    tag = p.tag if p.tag else ("", "")
+    op = tag[0]
+    # the fast path's tag is (what, code, lasti): its file:line made only now
+    where = tag[1] if len(tag) == 2 else _conn._fast.where(tag[1], tag[2])
     # the messages torch raises as IndexError
     cls = TensorIndexError if ("out of range" in e.message or "out of bounds" in e.message or
                                "Index is supposed to be a vector" in e.message) else TensorError
@@ -457,6 +460,16 @@ class Session:
 
     def _call(self, req: Any, what: str) -> Any:
         return self._wait(self._send(req, what)).resp
+
+    def _simple(self, kind: str, values: Tuple[Any, ...], what: str) -> Optional[_conn.Pending]:
+        """A request whose body is only integer fields 1..n, in field order (Backward, Grad,
+        SetGrad), queued in C as _send would queue it (_fast.c's simple_fast); None when the
+        protobuf path must send it (no extension, a sync or closed session)."""
+        if _FAST and not self.sync and not self._closed:
+            p = self._c.simple_fast(self, _BODY_FIELD[kind], kind, what,
+                                    kind in _conn._REPLAYABLE, values)
+            return p  # a failed reply goes to the connection's error_sink, self._errors
+        return None
 
     def _new(self, req: Any, out: builtins.int, what: str, data: Any = b"",
              meta: Optional[Tuple[Size, dtype]] = None) -> "Tensor":
@@ -1274,18 +1287,23 @@ class Tensor:
         into the same tensor, so later reads cost no round trip until ``.grad = None``."""
         if self._grad_cache is not None:
             return self._grad_cache
-        req = pb.Request()
-        req.grad.handle = self._h
-        out = self._s._c.handle()
-        req.grad.out = out
-        resp = self._s._call(req, "grad")
-        if resp is not None and not resp.HasField("tensor"):
-            self._s._dead.append(out)
-            return None
-        # resp is None when a resent Grad found `out` made by the first one: a gradient that
+        s = self._s
+        out = s._c.handle()
+        p = s._simple("grad", (self._h, out), "grad")
+        if p is None:
+            req = pb.Request()
+            req.grad.handle = self._h
+            req.grad.out = out
+            p = s._send(req, "grad")
+        s._wait(p)
+        # p.resp is None when a resent Grad found `out` made by the first one: a gradient that
         # exists, whose shape the tensor learns when asked
-        g = Tensor(self._s, out, None, None if resp is None else (
-            Size(resp.tensor.shape), _WIRE_DTYPES[resp.tensor.dtype]))
+        info = _conn.info_of(p)
+        if info is None and p.resp is not None:
+            s._dead.append(out)
+            return None
+        g = Tensor(s, out, None, None if info is None else (Size(info[2]),
+                                                             _WIRE_DTYPES[info[1]]))
         self._grad_cache = g
         return g
 
@@ -1294,6 +1312,8 @@ class Tensor:
         if value is not None:
             raise TypeError("only .grad = None is supported")
         self._grad_cache = None
+        if self._s._simple("set_grad", (self._h, False, True), "grad = None") is not None:
+            return
         req = pb.Request()
         req.set_grad.handle = self._h
         req.set_grad.clear_grad = True
@@ -1440,28 +1460,35 @@ class Tensor:
             autograd.backward([self], [gradient], retain_graph=retain_graph,
                               create_graph=create_graph, inputs=inputs)
             return
+        g = gradient._h if gradient is not None else 0
+        rg = builtins.bool(retain_graph)
+        if self._s._simple("backward", (self._h, g, rg), "backward") is not None:
+            return
         req = pb.Request()
         req.backward.handle = self._h
-        req.backward.gradient = gradient._h if gradient is not None else 0
-        req.backward.retain_graph = builtins.bool(retain_graph)
+        req.backward.gradient = g
+        req.backward.retain_graph = rg
         self._s._send(req, "backward")
 
     def requires_grad_(self, requires_grad: Any = True) -> "Tensor":
         """Sets requires_grad in place and returns the tensor (only leaves may change it)."""
-        req = pb.Request()
-        req.set_grad.handle = self._h
-        req.set_grad.requires_grad = builtins.bool(requires_grad)
-        self._s._send(req, "requires_grad_")
+        rg = builtins.bool(requires_grad)
+        if self._s._simple("set_grad", (self._h, rg), "requires_grad_") is None:
+            req = pb.Request()
+            req.set_grad.handle = self._h
+            req.set_grad.requires_grad = rg
+            self._s._send(req, "requires_grad_")
         if not requires_grad:
             self._grad_cache = None
         return self
 
     def retain_grad(self) -> None:
         """Keeps this non-leaf tensor's .grad after backward()."""
-        req = pb.Request()
-        req.set_grad.handle = self._h
-        req.set_grad.retain_grad = True
-        self._s._send(req, "retain_grad")
+        if self._s._simple("set_grad", (self._h, False, False, True), "retain_grad") is None:
+            req = pb.Request()
+            req.set_grad.handle = self._h
+            req.set_grad.retain_grad = True
+            self._s._send(req, "retain_grad")
 
     def detach(self) -> "Tensor":
         """A view of the same values, out of the autograd graph."""
@@ -1942,6 +1969,8 @@ def _make_op(name: str, facts: dict) -> _Op:
 
 _OP_TABLE = {name: _make_op(name, facts) for name, facts in _ops.OPS.items()}
 _OPCODES = {n[3:].lower(): v for n, v in pb.Op.items() if n != "OP_UNSPECIFIED"}
+# Request's body fields by kind ("backward": 15), for _fast's simple_fast
+_BODY_FIELD = {f.name: f.number for f in pb.Request.DESCRIPTOR.oneofs_by_name["body"].fields}
 _FAST = _conn.FAST
 if _FAST:
     _conn._fast.setup(pb.Response, Tensor, _PKG_DIR, _conn.arg_spec(), _conn.DTYPE_WIRE)
