@@ -501,6 +501,41 @@ def test_allocation_failure_while_queueing_frees_nothing_twice(daemon):
         s.close()
 
 
+def test_grad_item_is_one_round_trip_and_never_stale(daemon):
+    """.grad of a small tensor asks for its values behind the Grad request, so x.grad.item()
+    is one round trip (both paths); the values are used only if nothing was sent since, so a
+    later backward or in-place change is seen, as in torch; no gradient: no error."""
+    s = tensord.connect("127.0.0.1:%d" % daemon)
+    try:
+        a = s.tensor([2.0], requires_grad=True)
+        b = s.tensor([6.0], requires_grad=True)
+        Q = 3 * a ** 3 - b ** 2
+        Q.backward()
+        waits = s._c.waits
+        assert a.grad.item() == 36.0
+        assert s._c.waits == waits + 1
+        ta = torch.tensor([2.0], requires_grad=True)
+        (3 * ta ** 3).backward()
+        g, tg = a.grad, ta.grad  # cached: no request
+        (a * a).backward()       # accumulates into the same gradient tensor
+        (ta * ta).backward()
+        assert g.item() == tg.item() == 40.0
+        g2 = b.grad
+        g2.mul_(2)
+        assert g2.tolist() == [-24.0]
+        c = s.tensor([1.0, 2.0], requires_grad=True)
+        assert c.grad is None  # the values' Get fails: dropped, not raised later
+        d = s.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+        (d * d).sum().backward()
+        td = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+        (td * td).sum().backward()
+        assert d.grad.tolist() == td.grad.tolist()
+        s.synchronize()
+        assert c.grad is None and a.grad.item() == 40.0
+    finally:
+        s.close()
+
+
 def test_sync_session_reads_into_the_array(daemon):
     """numpy() of a tensor whose shape is known reads straight into the new array: on a sync
     session too, where the reply is read before the request's call returns (it once left the

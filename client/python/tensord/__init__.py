@@ -48,6 +48,9 @@ __all__ = ["Session", "Tensor", "Size", "dtype", "connect", "tensor", "from_nump
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 CHUNK_BYTES = 8 << 20       # tensors larger than this move in chunks of this size
+# .grad of a tensor of at most this many elements also asks for the gradient's values, in the
+# same write as the Grad request: `x.grad.item()` is then one round trip (see Tensor.grad)
+PREFETCH_NUMEL = 16
 _MAX_FREE_FIRST = 4096      # the server refuses a request whose free_first lists more
 
 
@@ -69,6 +72,10 @@ class TensorError(ServerError, RuntimeError):
 
 class TensorIndexError(TensorError, IndexError):
     """A dimension or index out of range: torch raises IndexError for these."""
+
+
+def _drop_reply(p: _conn.Pending) -> None:
+    """on_done of a reply nobody waits for (Tensor.grad's Get): its error is not raised."""
 
 
 def _error(p: _conn.Pending) -> TensorError:
@@ -1153,6 +1160,8 @@ class Tensor:
     _meta: Optional[Tuple[Size, dtype]] = None
     _not_in_reply: Any = False
     _grad_cache: Optional["Tensor"] = None
+    # (Get's Pending, the connection's next request id after it): values asked for with .grad
+    _pre: Optional[Tuple[Any, builtins.int]] = None
     _owns = False  # whether collecting this object frees its handle on the server
 
     def __init__(self, *args: Any, **kw: Any):
@@ -1288,13 +1297,27 @@ class Tensor:
         if self._grad_cache is not None:
             return self._grad_cache
         s = self._s
-        out = s._c.handle()
+        c = s._c
+        out = c.handle()
         p = s._simple("grad", (self._h, out), "grad")
         if p is None:
             req = pb.Request()
             req.grad.handle = self._h
             req.grad.out = out
             p = s._send(req, "grad")
+        # A small gradient's values are asked for now, behind the Grad: `a.grad.item()` costs
+        # one round trip, not two. They are used only if nothing else was sent in between
+        # (anything may change them); when there is no gradient, the Get's error is dropped.
+        pre = None
+        if not p.done and self._meta is not None and \
+                self._meta[0].numel() <= PREFETCH_NUMEL and c._out_bytes < _conn.FLUSH_AT // 2:
+            pre = c.get_fast(s, out, False, 0, 0, "get") if _FAST else None
+            if pre is not None:
+                pre.on_done = _drop_reply  # set before any reply can be read (no flush yet)
+            else:
+                req = pb.Request()
+                req.get.handle = out
+                pre = c.send(req)  # no tag, no on_done: an error reply goes nowhere
         s._wait(p)
         # p.resp is None when a resent Grad found `out` made by the first one: a gradient that
         # exists, whose shape the tensor learns when asked
@@ -1304,6 +1327,8 @@ class Tensor:
             return None
         g = Tensor(s, out, None, None if info is None else (Size(info[2]),
                                                              _WIRE_DTYPES[info[1]]))
+        if pre is not None:
+            g._pre = (pre, c._next_id)
         self._grad_cache = g
         return g
 
@@ -1327,6 +1352,12 @@ class Tensor:
         r = self._root if self._root is not None else self
         if r._share is not None:
             _numpy.sync_in(r._share)
+        if self._pre is not None:
+            data = self._prefetched()
+            if data is not None:
+                if into is not None:
+                    into[:] = data
+                return data
         chunk = self._s._chunk_bytes()
         first = None
         if self._meta is None:
@@ -1361,6 +1392,20 @@ class Tensor:
             last.on_done = (lambda n: lambda p: (self._s._note(p), bar.add(n)))(req.get.length)
         self._s._wait(last)
         return buf
+
+    def _prefetched(self) -> Any:
+        """The values .grad asked for, if no request was sent since (else None)."""
+        (p, next_id), self._pre = self._pre, None
+        s = self._s
+        if s._c._next_id != next_id or s._closed:
+            return None
+        s._c.wait(p)  # a blocking point, as _wait: earlier pipelined errors are raised here
+        s._raise_pending()
+        info = _conn.info_of(p) if p.error is None else None
+        if info is None or info[5] != info[3] or self._meta is None or \
+                self._meta != (Size(info[2]), _WIRE_DTYPES[info[1]]):
+            return None
+        return p.data_in
 
     def numpy(self, progress: Any = None) -> Any:
         """The values as a numpy array that shares them, as torch's: in-place changes to the
