@@ -242,6 +242,60 @@ def test_backward_grad_set_grad_bytes_match_protobuf():
         _fast.encode_simple(1, 23, (1,), [])
 
 
+def py_pack(data, name):
+    """Session.tensor's Python path: (payload, shape, name), or the exception it raises."""
+    try:
+        flat, shape = tensord._flatten(data)
+        name = name if name is not None else tensord._infer(flat)
+        return tensord._pack(flat, name), shape, name
+    except Exception as e:  # noqa: BLE001 - what the C packer must leave to this path
+        return type(e)
+
+
+def random_data(r, depth=0):
+    """Nested lists/tuples of Python numbers: regular mostly, sometimes ragged or odd."""
+    k = r.random()
+    if depth >= 4 or k < 0.25:
+        return r.choice([r.random() < 0.5, r.randrange(-5, 5), i64(r), 1 << 70, number(r),
+                         r.uniform(-1e39, 1e39), "x", None, 2.5])
+    n = r.choice([0, 1, 2, 3])
+    first = random_data(r, depth + 1)
+    items = [first] + [random_data(r, depth + 1) if r.random() < 0.1 else
+                       (first if r.random() < 0.5 else
+                        type(first)(random_data(r, depth + 2) for _ in first)
+                        if isinstance(first, (list, tuple)) else number(r))
+                       for _ in range(max(0, n - 1))]
+    if n == 0:
+        items = []
+    return tuple(items) if r.random() < 0.2 else items
+
+
+@need_fast
+def test_tensor_from_lists_packs_as_python_does():
+    """pack_values (torch.tensor(list) in C) gives the Python path's bytes, shape and dtype,
+    or declines (None) and leaves the data to that path; never a different answer."""
+    taken = 0
+    for r in loop(24):
+        data = random_data(r)
+        name = r.choice([None, None, None, "float32", "float64", "int32", "int64", "bool"])
+        got = _fast.pack_values(data, name)
+        want = py_pack(data, name)
+        if got is not None:
+            taken += 1
+            assert isinstance(want, tuple), (data, name, got, want)
+            pay, shape, nm = want
+            assert got == (pay, shape, nm), (data, name)
+        elif all(type(x) in (float, int) for x in tensord._flatten(data)[0]) \
+                if isinstance(want, tuple) else False:
+            # regular lists of plain numbers the C packer declined: only values it cannot
+            # convert exactly as Python does (out of range, int from float, bool from number)
+            assert name in ("int32", "int64", "bool") or any(
+                isinstance(x, int) and abs(x) >= 1 << 63 for x in tensord._flatten(data)[0]) \
+                or any(isinstance(x, float) and math.isfinite(x) and abs(x) > 3.5e38
+                       for x in tensord._flatten(data)[0]), (data, name)
+    assert taken > 100
+
+
 def text(r):
     """ASCII mostly; sometimes other text (the decoder leaves that to protobuf)."""
     s = "".join(r.choice("abcXYZ_0 :.") for _ in range(r.randrange(12)))

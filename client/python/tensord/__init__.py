@@ -567,11 +567,16 @@ class Session:
             shape = list(arr.shape)
             payload: Any = memoryview(arr.reshape(-1)).cast("B") if arr.size else b""
         else:
-            if isinstance(data, Tensor) and dtype is None:
-                dtype = data.dtype
-            flat, shape = _flatten(data)
-            name = dtype.name if dtype is not None else _infer(flat)
-            payload = _pack(flat, name)
+            packed = _conn._fast.pack_values(data, None if dtype is None else dtype.name) \
+                if _FAST else None  # lists of Python numbers in C: the same bytes
+            if packed is not None:
+                payload, shape, name = packed
+            else:
+                if isinstance(data, Tensor) and dtype is None:
+                    dtype = data.dtype
+                flat, shape = _flatten(data)
+                name = dtype.name if dtype is not None else _infer(flat)
+                payload = _pack(flat, name)
         return self._upload(payload, shape, name, requires_grad,
                             self.progress if progress is None else progress)
 

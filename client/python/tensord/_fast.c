@@ -2054,6 +2054,188 @@ static PyObject *mod_encode_simple(PyObject *self, PyObject *args)
     return buf_bytes(&b, rc);
 }
 
+/* ---- torch.tensor(list) without the Python walk ---- */
+
+#define PACK_MAX_DIMS 8
+enum { PK_BOOL = 1, PK_INT = 2, PK_FLOAT = 4 };
+
+/* The shape of nested lists/tuples, from the first element at each depth (as _flatten reads
+** it); 0, or 1 for what the Python path must take (too deep). */
+static int pack_shape(PyObject *data, Py_ssize_t *shape, int *ndim)
+{
+    *ndim = 0;
+    PyObject *x = data;
+    while (PyList_CheckExact(x) || PyTuple_CheckExact(x)) {
+        if (*ndim == PACK_MAX_DIMS) {
+            return 1;
+        }
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(x);
+        shape[(*ndim)++] = n;
+        if (n == 0) {
+            break;
+        }
+        x = PySequence_Fast_ITEMS(x)[0];
+    }
+    return 0;
+}
+
+/* Checks every element against the shape and collects the leaves' kinds (PK_*); 0 ok, 1 for
+** the Python path (ragged, a leaf that is not an exact bool/int/float, a list at a leaf). */
+static int pack_walk(PyObject *x, const Py_ssize_t *shape, int ndim, int depth, int *kinds,
+                     PyObject **leaves, Py_ssize_t *nleaves)
+{
+    if (depth == ndim) {
+        if (PyBool_Check(x)) {
+            *kinds |= PK_BOOL;
+        } else if (PyLong_CheckExact(x)) {
+            *kinds |= PK_INT;
+        } else if (PyFloat_CheckExact(x)) {
+            *kinds |= PK_FLOAT;
+        } else {
+            return 1;
+        }
+        leaves[(*nleaves)++] = x;
+        return 0;
+    }
+    if (!(PyList_CheckExact(x) || PyTuple_CheckExact(x)) ||
+        PySequence_Fast_GET_SIZE(x) != shape[depth]) {
+        return 1;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(x);
+    for (Py_ssize_t i = 0; i < shape[depth]; i++) {
+        if (pack_walk(items[i], shape, ndim, depth + 1, kinds, leaves, nleaves) != 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* One leaf into its dtype's little-endian bytes (struct.pack's "<f", "<d", "<i", "<q", "<?"
+** of float(x), int(x) or bool(x)); 0 ok, 1 for the Python path (it then raises its error). */
+static int pack_one(PyObject *x, const char *name, uint8_t *out)
+{
+    if (strcmp(name, "float32") == 0 || strcmp(name, "float64") == 0) {
+        double d = PyFloat_CheckExact(x) ? PyFloat_AS_DOUBLE(x) : PyLong_AsDouble(x);
+        if (d == -1.0 && PyErr_Occurred()) {
+            return 1;
+        }
+        return (name[5] == '3' ? PyFloat_Pack4(d, (char *)out, 1)
+                               : PyFloat_Pack8(d, (char *)out, 1))
+                   ? 1
+                   : 0;
+    }
+    if (strcmp(name, "bool") == 0) {
+        if (!PyBool_Check(x)) {
+            return 1;
+        }
+        out[0] = x == Py_True;
+        return 0;
+    }
+    if (PyFloat_CheckExact(x)) {
+        return 1; /* int(2.5) truncates; int(nan) raises: Python's to say */
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(x, &overflow);
+    if (overflow != 0 || (v == -1 && PyErr_Occurred())) {
+        return 1;
+    }
+    int n = strcmp(name, "int32") == 0 ? 4 : 8;
+    if (n == 4 && (v < INT32_MIN || v > INT32_MAX)) {
+        return 1;
+    }
+    for (int i = 0; i < n; i++) {
+        out[i] = (uint8_t)((unsigned long long)v >> (8 * i));
+    }
+    return 0;
+}
+
+/* pack_values(data, dtype name or None): Session.tensor's _flatten, _infer and _pack in one
+** pass for an exact bool/int/float, or nested lists/tuples of them: (payload bytes, shape list, dtype
+** name), or None when the Python path must take it (it then does what it always did, errors
+** included). The same bytes, shape and dtype as that path (test_fast_wire). */
+static PyObject *mod_pack_values(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *data, *dt;
+    if (!PyArg_ParseTuple(args, "OO:pack_values", &data, &dt)) {
+        return NULL;
+    }
+    if (!(dt == Py_None || PyUnicode_Check(dt))) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t shape[PACK_MAX_DIMS];
+    int ndim;
+    if (pack_shape(data, shape, &ndim) != 0) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] != 0 && numel > PY_SSIZE_T_MAX / 8 / shape[i]) {
+            Py_RETURN_NONE;
+        }
+        numel *= shape[i];
+    }
+    PyObject **leaves = PyMem_Malloc((size_t)(numel > 0 ? numel : 1) * sizeof(PyObject *));
+    if (leaves == NULL) {
+        return PyErr_NoMemory();
+    }
+    int kinds = 0;
+    Py_ssize_t nleaves = 0;
+    PyObject *result = NULL;
+    const char *name;
+    if (pack_walk(data, shape, ndim, 0, &kinds, leaves, &nleaves) != 0 || nleaves != numel) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (dt != Py_None) {
+        name = PyUnicode_AsUTF8(dt);
+        if (name == NULL) {
+            goto done;
+        }
+    } else {
+        name = numel > 0 && kinds == PK_BOOL          ? "bool"
+               : numel > 0 && (kinds & PK_FLOAT) == 0 ? "int64"
+                                                      : "float32";
+    }
+    int isz = strcmp(name, "float32") == 0 || strcmp(name, "int32") == 0   ? 4
+              : strcmp(name, "float64") == 0 || strcmp(name, "int64") == 0 ? 8
+              : strcmp(name, "bool") == 0                                  ? 1
+                                                                           : 0;
+    if (isz == 0) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    PyObject *payload = PyBytes_FromStringAndSize(NULL, numel * isz);
+    PyObject *shp = payload != NULL ? PyList_New(ndim) : NULL;
+    if (shp == NULL) {
+        Py_XDECREF(payload);
+        goto done;
+    }
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(payload);
+    for (Py_ssize_t i = 0; i < numel; i++) {
+        if (pack_one(leaves[i], name, out + i * isz) != 0) {
+            PyErr_Clear();
+            Py_DECREF(payload);
+            Py_DECREF(shp);
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    for (int i = 0; i < ndim; i++) {
+        PyObject *d = PyLong_FromSsize_t(shape[i]);
+        if (d == NULL) {
+            Py_DECREF(payload);
+            Py_DECREF(shp);
+            goto done;
+        }
+        PyList_SET_ITEM(shp, i, d);
+    }
+    result = Py_BuildValue("(NNs)", payload, shp, name);
+done:
+    PyMem_Free(leaves);
+    return result;
+}
+
 /* _fault(n): the n-th fault point from now fails with MemoryError (0: none); the tests'. */
 static PyObject *mod_fault(PyObject *self, PyObject *arg)
 {
@@ -2183,6 +2365,8 @@ static PyMethodDef module_methods[] = {
      "encode_create(id, out, dtype, shape, requires_grad, free_first) -> bytes"},
     {"encode_simple", mod_encode_simple, METH_VARARGS,
      "encode_simple(id, body_field, values, free_first) -> bytes"},
+    {"pack_values", mod_pack_values, METH_VARARGS,
+     "pack_values(data, dtype name or None) -> (payload, shape, name) or None"},
     {"_fault", mod_fault, METH_O, "_fault(n): the n-th fault point from now fails (tests)"},
     {"decode_response", mod_decode_response, METH_O,
      "decode_response(bytes) -> (id, code, message, info) or None"},
