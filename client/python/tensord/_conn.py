@@ -19,8 +19,9 @@ and so does every request after it, because their results could depend on it.
 The hot path is in C when the extension module tensord._fast is built (by `make`, or by pip when
 a compiler is there): `FAST` says whether it is in use, and TENSORD_PURE_PYTHON=1 in the
 environment turns it off. It encodes the common requests (RunOp with handle and number inputs,
-Get) into the output buffer and reads the common replies without protobuf message objects; the
-bytes on the wire are the same either way (tests/python/test_fast_wire.py).
+Get, small Creates, Backward, Grad, SetGrad) into the output buffer and reads the common replies
+without protobuf message objects; the bytes on the wire are the same either way
+(tests/python/test_fast_wire.py).
 
 Many daemons (docs/DESIGN.md, "Many daemons"). An address may be a list ("a:7878,b:7878") or
 "dns:NAME:PORT" (every address NAME resolves to). A new session tries the list round-robin,

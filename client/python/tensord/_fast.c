@@ -4,11 +4,16 @@
 ** Python frames per request building protobuf message objects, queueing a Pending and parsing
 ** the reply. This module does the common cases directly:
 **   - ConnBase, the base class of _conn.Conn: the connection's counters and queues as C members,
-**     and op_fast/get_fast, which encode a RunOp (handle and number inputs, no OpArgs) or a Get,
-**     with the session's collected handles as free_first, straight into the output buffer,
-**     queue the request's Pending, and (op_fast) make its result Tensor;
+**     and op_fast/get_fast/create_fast/simple_fast, which encode a RunOp (handle and number
+**     inputs, OpArgs of the kinds arg_spec lists), a Get, a small Create, or a request whose
+**     body is only integer fields (Backward, Grad, SetGrad), with the session's collected
+**     handles as free_first, straight into the output buffer, queue the request's Pending, and
+**     (op_fast, create_fast) make its result Tensor. Queueing is one transaction
+**     (commit_request): a failure leaves nothing queued and the collected handles where they
+**     were; _fault(n) makes the n-th step fail, for the tests;
+**   - pack_values, torch.tensor(nested lists of Python numbers)'s bytes, shape and dtype;
 **   - parse_fast, which reads reply frames whose Response is the common one (the awaited id,
-**     status OK, no result or a TensorInfo) without building a protobuf message: the Pending
+**     status OK, no result, a TensorInfo or an empty BackwardResult) without building a protobuf message: the Pending
 **     gets the TensorInfo's facts as a tuple (`info`) and keeps the raw bytes, from which its
 **     `resp` is parsed by protobuf only if something asks for it;
 **   - Pending, the record of one request (the same attributes as _conn's Python class).
