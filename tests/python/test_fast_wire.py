@@ -479,8 +479,8 @@ def test_seed_example_takes_the_fast_path(daemon):
         assert not a.requires_grad
         line = sys._getframe().f_lineno + 1
         Q.backward()  # the graph was freed by the first backward: an error, at this line
-        with pytest.raises(tensord.TensorError, match=r"backward, issued at .*test_fast_wire\.py:%d\)"
-                           % line):
+        want = r"backward, issued at .*test_fast_wire\.py:%d\)" % line
+        with pytest.raises(tensord.TensorError, match=want):
             s.synchronize()
     finally:
         s.close()
