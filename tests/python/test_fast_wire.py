@@ -590,6 +590,77 @@ def test_grad_item_is_one_round_trip_and_never_stale(daemon):
         s.close()
 
 
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not _conn.FAST, reason="the fast path is off (TENSORD_PURE_PYTHON=1 or "
+                    "not built)")
+def test_a_large_reply_header_costs_only_the_bytes_that_arrive():
+    """A reply whose header claims a data section up to the server's limits (256 MiB here)
+    and then sends 16 bytes: the client's buffer for it is not zero-filled, so its memory grows
+    by what arrives, not by what the header claims (a fake server on loopback)."""
+    import socket
+    import threading
+    claim = 256 << 20
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    done = threading.Event()
+
+    def serve():
+        c, _ = lsock.accept()
+        with c:
+            def frame(resp, data_len, data=b""):
+                meta = resp.SerializeToString()
+                c.sendall(struct.pack(">IQ", len(meta), data_len) + meta + data)
+
+            def request():
+                ml, dl = struct.unpack(">IQ", c.recv(12, socket.MSG_WAITALL))
+                req = pb.Request()
+                req.ParseFromString(c.recv(ml, socket.MSG_WAITALL) if ml else b"")
+                return req
+
+            req = request()
+            hello = pb.Response(id=req.id)
+            hello.hello.version = 2
+            hello.hello.session_token = b"node-a." + b"0" * 32
+            hello.hello.node_id = "node-a"
+            hello.hello.limits.max_frame_bytes = 1 << 30
+            hello.hello.limits.max_tensor_bytes = 1 << 30
+            frame(hello, 0)
+            req = request()
+            reply = pb.Response(id=req.id)
+            reply.tensor.handle, reply.tensor.dtype = 1, pb.FLOAT32
+            reply.tensor.shape.append(claim // 4)
+            reply.tensor.nbytes = reply.tensor.length = claim
+            frame(reply, claim, b"\x01" * 16)
+            done.wait(20)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    c = _conn.Conn(lsock.getsockname()[1])
+    try:
+        req = pb.Request()
+        req.get.handle = 1
+        c.send(req)
+        c._flush()
+        before = rss_bytes()
+        for _ in range(50):  # the header, then the 16 bytes (bounded: a few reads)
+            c._read_some()
+            if c._dst is not None and c._have >= 16:
+                break
+        assert c._dst is not None and c._dst.nbytes == claim and c._have == 16
+        assert bytes(c._dst[:16]) == b"\x01" * 16
+        assert rss_bytes() - before < claim // 4
+    finally:
+        done.set()
+        c.close()
+        lsock.close()
+        t.join(10)
+
+
 def test_sync_session_reads_into_the_array(daemon):
     """numpy() of a tensor whose shape is known reads straight into the new array: on a sync
     session too, where the reply is read before the request's call returns (it once left the

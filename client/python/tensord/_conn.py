@@ -55,6 +55,7 @@ if os.environ.get("TENSORD_PURE_PYTHON", "") in ("", "0"):
     except ImportError:  # not built: the pure-Python path below does everything
         _fast = None
 FAST = _fast is not None  # whether the C fast path (tensord._fast) is in use
+_new_buffer: Callable[[int], bytearray] = _fast.bytearray_uninit if FAST else bytearray
 
 HEADER = struct.Struct(">IQ")
 FLUSH_AT = 1 << 16          # queued bytes that trigger a write without waiting for a reply
@@ -723,10 +724,12 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
                 else None
             if dl > READ_CHUNK or into is not None:
                 if into is None and dl > self._max_data():
-                    # a lying header: refused before bytearray(dl) zero-fills that much memory
+                    # a lying header: refused before that much memory is allocated
                     raise ProtocolError("a reply's data section of %d bytes is over the "
                                         "server's limits" % dl)
-                dst = into if into is not None else memoryview(bytearray(dl))
+                # not zero-filled (with _fast): the socket fills it, and only what arrives
+                # costs memory, not what a header up to the limits claims
+                dst = into if into is not None else memoryview(_new_buffer(dl))
                 take = min(avail, dl)
                 dst[:take] = memoryview(buf)[self._pos:self._pos + take]
                 self._pos += take

@@ -12,6 +12,7 @@
 **     (commit_request): a failure leaves nothing queued and the collected handles where they
 **     were; _fault(n) makes the n-th step fail, for the tests;
 **   - pack_values, torch.tensor(nested lists of Python numbers)'s bytes, shape and dtype;
+**     bytearray_uninit, a buffer for a large reply's data section that is not zero-filled;
 **   - parse_fast, which reads reply frames whose Response is the common one (the awaited id,
 **     status OK, no result, a TensorInfo or an empty BackwardResult) without building a protobuf message: the Pending
 **     gets the TensorInfo's facts as a tuple (`info`) and keeps the raw bytes, from which its
@@ -2241,6 +2242,23 @@ done:
     return result;
 }
 
+/* bytearray_uninit(n): a bytearray of n bytes left as malloc gives them (bytearray(n) writes
+** n zeros first), for a reply's data section that the socket then fills completely; its pages
+** cost memory only as the data arrives. */
+static PyObject *mod_bytearray_uninit(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative size");
+        return NULL;
+    }
+    return PyByteArray_FromStringAndSize(NULL, n);
+}
+
 /* _fault(n): the n-th fault point from now fails with MemoryError (0: none); the tests'. */
 static PyObject *mod_fault(PyObject *self, PyObject *arg)
 {
@@ -2372,6 +2390,8 @@ static PyMethodDef module_methods[] = {
      "encode_simple(id, body_field, values, free_first) -> bytes"},
     {"pack_values", mod_pack_values, METH_VARARGS,
      "pack_values(data, dtype name or None) -> (payload, shape, name) or None"},
+    {"bytearray_uninit", mod_bytearray_uninit, METH_O,
+     "bytearray_uninit(n) -> a bytearray of n bytes, not zero-filled"},
     {"_fault", mod_fault, METH_O, "_fault(n): the n-th fault point from now fails (tests)"},
     {"decode_response", mod_decode_response, METH_O,
      "decode_response(bytes) -> (id, code, message, info) or None"},
