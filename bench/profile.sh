@@ -21,6 +21,7 @@
 #             runs another tdbench binary
 #   ipo-many50 (or ipo-many)  the same for tdbench many: 50 connections at depth 16 (workload 3)
 #   ipo-pytiny, ipo-pypipe    the same for the Python rows of workload 11 (IPO_N calls / ops)
+#   ipo-mlp   daemon instructions per MLP step (workload 8), IPO_N (20) steps, --threads 1
 #   ipo-redis16, ipo-redis256 the anchor: redis-server instructions per SET, redis-benchmark -P
 #   ipoc-pytiny, ipoc-pypipe, ipoc-redispy-tiny, ipoc-redispy-pipe
 #             the Python client's instructions per op (workload 11 and its redis-py anchor):
@@ -67,6 +68,17 @@ y = s.tensor(np.ones((2, 2), np.float32)); z = x
 for _ in range($1):
     z = z * y
 z.tolist()"; }
+
+# N MLP steps (workload 8's step, nn.Sequential + optim.SGD), after building the model and
+# uploading the batch: per step, the model's creation counts 1/N of its cost.
+mlpsteps() { py "
+import numpy as np, tensord
+s = tensord.connect('$addr'); tensord._default = s; nn = tensord.nn; r = np.random.default_rng(0)
+x = s.tensor(r.standard_normal((256, 784), dtype=np.float32)); y = s.tensor(r.integers(0, 10, 256))
+m = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+opt = tensord.optim.SGD(m.parameters(), lr=0.01); lf = nn.CrossEntropyLoss()
+for _ in range($1):
+    loss = lf(m(x), y); loss.backward(); opt.step(); opt.zero_grad(set_to_none=True); loss.item()"; }
 
 case $what in
 ipoc-td* | ipoc-redisbench*)
@@ -151,9 +163,13 @@ EOF
     exit 0 ;;
 ipo-*)
     n=${IPO_N:-25600}
+    warm=2560
     cg=$build/bench/callgrind-$what.out
     case $what in
     ipo-redis*) set -- redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no ;;
+    ipo-mlp)    # one BLAS thread: a second one's wait loop would count its own spinning
+                n=${IPO_N:-20}; warm=3
+                set -- "$build/tensord" --listen "$addr" --log-level warn --threads 1 ;;
     *)          set -- "$build/tensord" --listen "$addr" --log-level warn ;;
     esac
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$cg" "$@" \
@@ -168,13 +184,14 @@ ipo-*)
         ipo-many | ipo-many50) "${TDBENCH:-$build/bench/tdbench}" many "$addr" 50 16 "$1" >/dev/null ;;
         ipo-pytiny)  pytiny "$1" ;;
         ipo-pypipe)  pypipe "$1" ;;
+        ipo-mlp)     mlpsteps "$1" ;;
         ipo-redis16 | ipo-redis256)
             redis-benchmark -h 127.0.0.1 -p "$port" -c 1 -P "${what#ipo-redis}" -n "$1" -t set \
                 -d 16 -q >/dev/null ;;
         *) echo "unknown workload $what" >&2; exit 2 ;;
         esac
     }
-    run 2560                                   # warm-up: caches, free lists, first faults
+    run "$warm"                                # warm-up: caches, free lists, first faults
     callgrind_control -i on "$vg" >/dev/null
     run "$n"
     callgrind_control -i off "$vg" >/dev/null

@@ -289,6 +289,13 @@ typedef void row_fn(struct kctx *c, int64_t n, char *const *ptr, const int64_t *
         const T *g = (const T *)ptr[1];                                                            \
         const T wd = (T)c->wd, mom = (T)c->momentum, omd = (T)c->one_minus_damp;                   \
         const T neg_lr = (T)c->neg_lr;                                                             \
+        if (!c->has_momentum && !c->maximize && !c->has_wd && st[0] == 1 && st[1] == 1) {          \
+            /* plain SGD on contiguous rows: the loop below without its branches (vectorised) */   \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                p[i] = p[i] + neg_lr * g[i];                                                       \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
         for (int64_t i = 0; i < n; i++) {                                                          \
             T *pi = p + i * st[0];                                                                 \
             T d = grad_in_##SFX(c, g[i * st[1]], wd, *pi);                                         \

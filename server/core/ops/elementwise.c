@@ -323,7 +323,107 @@ static void store_cast(char *dst, enum td_dtype dd, const char *src, enum td_dty
     }
 }
 
-int td_cast_copy(struct td_tensor *dst, const struct td_tensor *src, struct td_err *err)
+/* Typed rows for td_cast_copy: o[i] = CONV(x = a[i]), each CONV exactly store_cast's conversion
+** for that pair (through double where store_cast goes through double), so a row gives the same
+** bytes as store_cast element by element. Same-dtype rows copy the bytes (the one difference
+** from store_cast: a signalling NaN keeps its bits, as in torch's copy, instead of being
+** quieted by a round trip through double). */
+#define DEF_CAST(name, TO, TI, CONV)                                                               \
+    static void name(int64_t n, char *o_, int64_t so, const char *a_, int64_t sa, const char *b_,  \
+                     int64_t sb)                                                                   \
+    {                                                                                              \
+        (void)b_;                                                                                  \
+        (void)sb;                                                                                  \
+        TO *o = (TO *)o_;                                                                          \
+        const TI *a = (const TI *)a_;                                                              \
+        if (so == 1 && sa == 1) {                                                                  \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                TI x = a[i];                                                                       \
+                o[i] = (TO)(CONV);                                                                 \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                TI x = a[i * sa];                                                                  \
+                o[i * so] = (TO)(CONV);                                                            \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+/* td_elem_load_i64 of a double (NaN to 0, saturating), inline for the rows below. */
+static inline int64_t f64_to_i64(double v)
+{
+    if (isnan(v)) {
+        return 0;
+    }
+    if (v >= 9223372036854775807.0) {
+        return INT64_MAX;
+    }
+    if (v <= -9223372036854775808.0) {
+        return INT64_MIN;
+    }
+    return (int64_t)v;
+}
+
+static void cast_same(int64_t n, char *o, int64_t so, const char *a, int64_t sa, const char *b,
+                      int64_t sb, size_t es)
+{
+    (void)b;
+    (void)sb;
+    if (so == 1 && sa == 1) {
+        memcpy(o, a, (size_t)n * es);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        memcpy(o + i * so * (int64_t)es, a + i * sa * (int64_t)es, es);
+    }
+}
+static void cast_same4(int64_t n, char *o, int64_t so, const char *a, int64_t sa, const char *b,
+                       int64_t sb)
+{
+    cast_same(n, o, so, a, sa, b, sb, 4);
+}
+static void cast_same8(int64_t n, char *o, int64_t so, const char *a, int64_t sa, const char *b,
+                       int64_t sb)
+{
+    cast_same(n, o, so, a, sa, b, sb, 8);
+}
+DEF_CAST(cast_b_b, uint8_t, uint8_t, x != 0)
+DEF_CAST(cast_b_i32, uint8_t, int32_t, (double)x != 0.0)
+DEF_CAST(cast_b_i64, uint8_t, int64_t, (double)x != 0.0)
+DEF_CAST(cast_b_f32, uint8_t, float, (double)x != 0.0)
+DEF_CAST(cast_b_f64, uint8_t, double, x != 0.0)
+DEF_CAST(cast_i32_b, int32_t, uint8_t, x != 0)
+DEF_CAST(cast_i32_i64, int32_t, int64_t, (uint32_t)(uint64_t)x)
+DEF_CAST(cast_i32_f32, int32_t, float, (uint32_t)(uint64_t)f64_to_i64((double)x))
+DEF_CAST(cast_i32_f64, int32_t, double, (uint32_t)(uint64_t)f64_to_i64(x))
+DEF_CAST(cast_i64_b, int64_t, uint8_t, x != 0)
+DEF_CAST(cast_i64_i32, int64_t, int32_t, x)
+DEF_CAST(cast_i64_f32, int64_t, float, f64_to_i64((double)x))
+DEF_CAST(cast_i64_f64, int64_t, double, f64_to_i64(x))
+DEF_CAST(cast_f32_b, float, uint8_t, x != 0)
+DEF_CAST(cast_f32_i32, float, int32_t, (double)x)
+DEF_CAST(cast_f32_i64, float, int64_t, (double)x)
+DEF_CAST(cast_f32_f64, float, double, x)
+DEF_CAST(cast_f64_b, double, uint8_t, x != 0)
+DEF_CAST(cast_f64_i32, double, int32_t, x)
+DEF_CAST(cast_f64_i64, double, int64_t, x)
+DEF_CAST(cast_f64_f32, double, float, x)
+
+/* [dst dtype][src dtype] */
+static row_fn *const cast_rows[TD_DTYPE_COUNT][TD_DTYPE_COUNT] = {
+    [TD_DTYPE_BOOL] = {cast_b_b, cast_b_i32, cast_b_i64, cast_b_f32, cast_b_f64},
+    [TD_DTYPE_I32] = {cast_i32_b, cast_same4, cast_i32_i64, cast_i32_f32, cast_i32_f64},
+    [TD_DTYPE_I64] = {cast_i64_b, cast_i64_i32, cast_same8, cast_i64_f32, cast_i64_f64},
+    [TD_DTYPE_F32] = {cast_f32_b, cast_f32_i32, cast_f32_i64, cast_same4, cast_f32_f64},
+    [TD_DTYPE_F64] = {cast_f64_b, cast_f64_i32, cast_f64_i64, cast_f64_f32, cast_same8},
+};
+
+static int run_rows(row_fn *k, size_t es, size_t eo, int ndim, const int64_t *shape, char *o,
+                    const int64_t *so, const char *a, const int64_t *sa, const char *b,
+                    const int64_t *sb, struct td_err *err);
+
+/* The element-by-element walk: any strides, any overlap, in C order. */
+static int cast_copy_elems(struct td_tensor *dst, const struct td_tensor *src, struct td_err *err)
 {
     size_t des = td_dtype_size(dst->dtype), ses = td_dtype_size(src->dtype);
     char *db = dst->storage->buf->data;
@@ -351,6 +451,29 @@ int td_cast_copy(struct td_tensor *dst, const struct td_tensor *src, struct td_e
         }
     }
     return 0;
+}
+
+/* Typed rows over merged dims, as the elementwise ops run (split across threads when large),
+** unless dst and src share a buffer (an overlapping copy keeps the element walk's C order) or
+** dst repeats elements (a zero stride: the walk's last write wins, and its rows are checked for
+** cancellation however long, where dst's own memory bounds the rows otherwise). */
+int td_cast_copy(struct td_tensor *dst, const struct td_tensor *src, struct td_err *err)
+{
+    if (dst->numel == 0) {
+        return 0;
+    }
+    bool walk = dst->storage->buf == src->storage->buf || dst->ndim != src->ndim ||
+                (unsigned)dst->dtype >= TD_DTYPE_COUNT || (unsigned)src->dtype >= TD_DTYPE_COUNT;
+    for (int d = 0; d < dst->ndim && !walk; d++) {
+        walk = dst->strides[d] == 0 && dst->shape[d] > 1;
+    }
+    if (walk) {
+        return cast_copy_elems(dst, src, err);
+    }
+    const char *sd = td_tensor_data(src);
+    return run_rows(cast_rows[dst->dtype][src->dtype], td_dtype_size(src->dtype),
+                    td_dtype_size(dst->dtype), dst->ndim, dst->shape, td_tensor_data(dst),
+                    dst->strides, sd, src->strides, sd, src->strides, err);
 }
 
 static void scalar_store(char *dst, enum td_dtype dt, struct td_scalar s)
@@ -1459,13 +1582,32 @@ int td_bw_sigmoid(const struct td_node *n, struct td_tensor *g, struct td_tensor
 }
 
 /* relu: g where y > 0 (y = relu(x) saved, > 0 exactly where x is), else 0 */
+/* relu's backward row: o = y <= 0 ? 0 : g (x = y, the saved output; y = g, the gradient) */
+DEF_ROW2(relu_bw_f32, float, float, x <= 0 ? 0.0f : y)
+DEF_ROW2(relu_bw_f64, double, double, x <= 0 ? 0.0 : y)
+static row_fn *const relu_bw_rows[TD_DTYPE_COUNT] =
+    {[TD_DTYPE_F32] = relu_bw_f32, [TD_DTYPE_F64] = relu_bw_f64};
+
 int td_bw_relu(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                struct td_quota *q, struct td_err *err)
 {
+    /* torch's threshold_backward: y <= 0 ? 0 : g, so a masked gradient is +0 (g * mask would
+    ** give -0 for a negative g) and a NaN output passes g through. One pass of a row kernel
+    ** for float gradients (the forward relu already paid for as many elements); other dtypes
+    ** through the ops. */
     struct td_tensor *mask = NULL, *y = NULL;
     int rc = td_node_output(n, &y, err);
-    if (rc == 0 && (rc = td_bw2(TD_OP_GT, td_t(y), td_s(td_scalar_i(0)), q, &mask, err)) == 0) {
-        rc = td_bw2(TD_OP_MUL, td_t(g), td_t(mask), q, &gin[0], err);
+    row_fn *k = (unsigned)g->dtype < TD_DTYPE_COUNT ? relu_bw_rows[g->dtype] : NULL;
+    if (rc == 0 && k != NULL && y->dtype == g->dtype && y->ndim == g->ndim &&
+        memcmp(y->shape, g->shape, sizeof(int64_t) * (size_t)g->ndim) == 0) {
+        struct td_operand in[2] = {td_t(y), td_t(g)};
+        if ((rc = td_tensor_empty(&gin[0], g->dtype, g->shape, g->ndim, q, err)) == 0) {
+            rc = td_elementwise_rows(k, gin[0], in, 2, g->dtype, g->dtype, q, err);
+        }
+    } else if (rc == 0 &&
+               (rc = td_bw2(TD_OP_LE, td_t(y), td_s(td_scalar_i(0)), q, &mask, err)) == 0) {
+        struct td_operand in[3] = {td_t(mask), td_s(td_scalar_i(0)), td_t(g)};
+        rc = td_op_apply(TD_OP_WHERE, in, 3, NULL, false, q, &gin[0], err);
     }
     td_tensor_unref(mask);
     td_tensor_unref(y);

@@ -257,7 +257,10 @@ const char *td_grad_fn_linear(const struct td_node *n)
     return n->nin == 3 && n->in[0].t->ndim == 2 ? "AddmmBackward0" : "MmBackward0";
 }
 
-/* linear: dx = g @ W, dW = g^T @ x (batch rows folded), db = g (summed to b's shape) */
+/* linear: dx = g @ W, dW = g^T @ x (batch rows folded), db = g (summed to b's shape). Like
+** torch, only for the inputs that require grad (the autograd walk passes on no other): a
+** network's first layer takes data that does not, and its dx would be a product as large as
+** the forward's. */
 int td_bw_linear(const struct td_node *n, struct td_tensor *g, struct td_tensor **gin,
                  struct td_quota *q, struct td_err *err)
 {
@@ -266,8 +269,14 @@ int td_bw_linear(const struct td_node *n, struct td_tensor *g, struct td_tensor 
     struct td_op_args none;
     td_op_args_init(&none);
     int rc;
-    if ((rc = td_bw2(TD_OP_MATMUL, td_t(g), td_t(w), q, &gin[0], err)) != 0) {
+    if (x->requires_grad && (rc = td_bw2(TD_OP_MATMUL, td_t(g), td_t(w), q, &gin[0], err)) != 0) {
         return rc;
+    }
+    if (!w->requires_grad) {
+        if (n->nin == 3) {
+            gin[2] = td_tensor_ref(g);
+        }
+        return 0;
     }
     /* fold every batch dim of g and x into rows */
     struct td_op_args rg, rx;

@@ -242,6 +242,66 @@ static void walk_init(struct walk *w, const struct td_tensor *t, const bool *red
     }
 }
 
+/* A float sum over some dims (a bias's gradient: g summed over the batch), as the element walk
+** in td_fwd_reduce does it, a row of the last dim at a time: each output's double accumulator
+** takes the same elements in the same (C) order, so the sums are the same to the bit. */
+#define SUM_ROW(T)                                                                                 \
+    do {                                                                                           \
+        const T *x = (const T *)p;                                                                 \
+        if (os == 0) {                                                                             \
+            double s = acc[o];                                                                     \
+            for (int64_t i = i0; i < i1; i++) {                                                    \
+                s += (double)x[i * xs];                                                            \
+            }                                                                                      \
+            acc[o] = s;                                                                            \
+        } else {                                                                                   \
+            for (int64_t i = i0; i < i1; i++) {                                                    \
+                acc[o + i * os] += (double)x[i * xs];                                              \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* Rows are walked in pieces of at most TD_CANCEL_CHUNK elements with a cancel check once a
+** chunk's worth is done: an expanded row (stride 0) may be long with no memory behind it. */
+static int sum_rows(const struct td_tensor *t, const struct walk *w, double *acc,
+                    struct td_err *err)
+{
+    int last = t->ndim - 1;
+    int64_t len = t->shape[last], xs = t->strides[last], os = w->ostride[last];
+    int64_t rows = t->numel / len, es = (int64_t)td_dtype_size(t->dtype);
+    int64_t idx[TD_MAX_DIMS] = {0}, off = t->offset, o = 0, since = 0;
+    const char *base = t->storage->buf->data;
+    for (int64_t r = 0; r < rows; r++) {
+        const char *p = base + off * es;
+        for (int64_t i0 = 0, i1; i0 < len; i0 = i1) {
+            i1 = td_cancel_chunk_end(i0, len);
+            if (t->dtype == TD_DTYPE_F32) {
+                SUM_ROW(float);
+            } else {
+                SUM_ROW(double);
+            }
+            if ((since += i1 - i0) >= TD_CANCEL_CHUNK) {
+                since = 0;
+                int rc = td_cancel_check(err);
+                if (rc != 0) {
+                    return rc;
+                }
+            }
+        }
+        for (int d = last - 1; d >= 0; d--) {
+            if (++idx[d] < t->shape[d]) {
+                off += t->strides[d];
+                o += w->ostride[d];
+                break;
+            }
+            off -= (idx[d] - 1) * t->strides[d];
+            o -= (idx[d] - 1) * w->ostride[d];
+            idx[d] = 0;
+        }
+    }
+    return td_cancel_check(err);
+}
+
 /* A sum, mean or 2-norm of a whole contiguous float tensor, split across threads when large: each
 ** chunk sums into its own partial (in double), then the partials are added in order, so the
 ** result depends on the thread count but not on scheduling. */
@@ -416,6 +476,13 @@ int td_fwd_reduce(struct td_tensor *out, const struct td_operand *in, int nin,
     }
     struct walk w;
     walk_init(&w, t, red);
+    if ((k == R_SUM || k == R_MEAN) && (t->dtype == TD_DTYPE_F32 || t->dtype == TD_DTYPE_F64) &&
+        t->ndim > 0 && t->numel > 0) {
+        if ((rc = sum_rows(t, &w, acc, err)) != 0) {
+            goto out;
+        }
+        goto store;
+    }
     size_t es = td_dtype_size(t->dtype);
     const char *base = t->storage->buf->data;
     for (int pass = 0; pass < ((k == R_STD || k == R_VAR || k == R_LOGSUMEXP) ? 2 : 1); pass++) {
