@@ -352,21 +352,38 @@ static void *releaser_main(void *arg)
     return NULL;
 }
 
-/* Starts the releaser with every signal blocked: signals are the loop's to handle. */
-static void releaser_start(void)
+/* Starts a detached helper thread (the releaser, the cache's decay) with every signal blocked:
+** signals are the loop's to handle. A small stack, as the helpers need little; but glibc carves
+** the static TLS of every loaded library out of it (OpenBLAS alone takes 60 KiB here, which made
+** the 64 KiB stack these threads once asked for fail to start at all), so it is 64 KiB beyond
+** that, and the default size if even that is refused. Returns whether the thread runs. */
+static bool helper_start(void *(*fn)(void *))
 {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    bool ok = false;
     pthread_attr_t attr;
     pthread_t t;
     if (pthread_attr_init(&attr) == 0) {
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, (size_t)64 << 10);
-        rel.started = pthread_create(&t, &attr, releaser_main, NULL) == 0;
+        if (pthread_attr_setstacksize(&attr, (size_t)256 << 10) == 0) {
+            ok = pthread_create(&t, &attr, fn, NULL) == 0;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    if (!ok && pthread_attr_init(&attr) == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        ok = pthread_create(&t, &attr, fn, NULL) == 0;
         pthread_attr_destroy(&attr);
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return ok;
+}
+
+static void releaser_start(void)
+{
+    rel.started = helper_start(releaser_main);
 }
 
 /* Frees base (cap bytes) now or through the releaser. */
@@ -529,18 +546,7 @@ void td_alloc_cache_decay(int64_t ms)
         cache.at[i] = now; /* their clock starts now */
     }
     if (ms > 0 && !cache.decay_started && CACHE_ALLOWED) {
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old); /* signals are the loop's to handle */
-        pthread_attr_t attr;
-        pthread_t t;
-        if (pthread_attr_init(&attr) == 0) {
-            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-            pthread_attr_setstacksize(&attr, (size_t)64 << 10);
-            cache.decay_started = pthread_create(&t, &attr, decay_main, NULL) == 0;
-            pthread_attr_destroy(&attr);
-        }
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        cache.decay_started = helper_start(decay_main);
     }
     pthread_cond_signal(&cache.wake);
     pthread_mutex_unlock(&cache.mu);
