@@ -1306,12 +1306,13 @@ class Tensor:
         self._s._send(req, "grad = None")
 
     # -- values --
-    def _fetch(self, into: Any = None, progress: Any = None) -> Any:
+    def _fetch(self, into: Any = None, progress: Any = None, synced: Any = False) -> Any:
         """The bytes in C order; large tensors in pipelined chunks. With the shape unknown
         the first chunk is asked for at once: its reply brings the shape and dtype, so a
-        small tensor costs one round trip."""
+        small tensor costs one round trip. `synced`: the caller has just sent the shared
+        arrays' changes."""
         r = self._root if self._root is not None else self
-        if r._share is not None:
+        if r._share is not None and not synced:
             _numpy.sync_in(r._share)
         chunk = self._s._chunk_bytes()
         first = None
@@ -1362,13 +1363,18 @@ class Tensor:
         else:
             size, dt = self._meta
             nbytes = size.numel() * dt.itemsize
+            # the shared arrays' changes first: that also lets go of the arrays nothing else
+            # holds any more, whose pooled memory the new array can then take
+            r = self._root if self._root is not None else self
+            if r._share is not None:
+                _numpy.sync_in(r._share)
             if nbytes >= _POOL_MIN and _conn._pool is not None:  # pooled, not fresh pages
                 arr = np.frombuffer(_conn.recv_buffer(nbytes),
                                     dtype=_conn.NUMPY[dt.name]).reshape(tuple(size))
             else:
                 arr = np.empty(tuple(size), dtype=_conn.NUMPY[dt.name])
             if arr.size:
-                self._fetch(memoryview(arr.reshape(-1)).cast("B"), progress)
+                self._fetch(memoryview(arr.reshape(-1)).cast("B"), progress, synced=True)
         # shared, as torch's: the array follows in-place changes, the tensor the array's
         _numpy.attach(self, arr, self._root is None)
         return arr
