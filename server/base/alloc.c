@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 /* A 16-byte prefix records the size so td_free can uncount it and user memory stays 16-aligned. */
 #define ALLOC_HDR 16
@@ -269,9 +272,11 @@ static void cache_yield(int64_t after, int64_t limit)
 
 /* The decay thread: releases buffers unused for cache.decay_ms, checking a quarter of that time
 ** after the oldest would expire; sleeps while the cache is empty. Frees outside the lock. */
+static void helper_lower(void);
 static void *decay_main(void *arg)
 {
     (void)arg;
+    helper_lower();
     pthread_mutex_lock(&cache.mu);
     for (;;) {
         int64_t decay = cache.decay_ms;
@@ -335,6 +340,7 @@ static struct {
 static void *releaser_main(void *arg)
 {
     (void)arg;
+    helper_lower();
     pthread_mutex_lock(&rel.mu);
     for (;;) {
         while (rel.n == 0) {
@@ -350,6 +356,24 @@ static void *releaser_main(void *arg)
         rel.bytes -= cap; /* counted until the pages are really gone */
     }
     return NULL;
+}
+
+/* The nice value the helper threads below give themselves (td_alloc_helper_priority): they do
+** background work, and run at the heavy workers' priority, below the loop's. */
+static _Atomic bool helper_prio_set;
+static _Atomic int helper_prio;
+
+void td_alloc_helper_priority(int prio)
+{
+    atomic_store(&helper_prio, prio);
+    atomic_store(&helper_prio_set, true);
+}
+
+static void helper_lower(void)
+{
+    if (atomic_load(&helper_prio_set)) {
+        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), atomic_load(&helper_prio));
+    }
 }
 
 /* Starts a detached helper thread (the releaser, the cache's decay) with every signal blocked:

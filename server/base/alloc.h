@@ -62,6 +62,11 @@ void td_alloc_cache_node(struct td_quota *node);
 void td_alloc_release_limit(size_t bytes);
 size_t td_alloc_releasing_bytes(void);
 
+/* The nice value the allocator's helper threads (the releaser, the cache's decay) set for
+** themselves when they start (the daemon passes its heavy workers' value); unset, they keep the
+** priority of the thread that started them. */
+void td_alloc_helper_priority(int prio);
+
 /* Test fault hook: the n-th allocation from now fails (n >= 1); 0 disables. td_alloc_count
 ** returns how many allocations were made since it was armed (so a sweep knows when it has passed
 ** the end); allocations are not counted while the hook is off. */
