@@ -17,13 +17,21 @@
 #   pypipe    Python z = z * y x5000 pipelined, then one read (workload 11)
 #   ipo-pipe16, ipo-pipe256   daemon instructions per op under callgrind (this VM's perf has no
 #             hardware counters: `perf stat -e instructions` says <not supported>): tdbench pipe
-#             at depth 16 / 256, counted over IPO_N (25600) muls after a warm-up
+#             at depth 16 / 256, counted over IPO_N (25600) muls after a warm-up; TDBENCH=path
+#             runs another tdbench binary
+#   ipo-many50 (or ipo-many)  the same for tdbench many: 50 connections at depth 16 (workload 3)
 #   ipo-pytiny, ipo-pypipe    the same for the Python rows of workload 11 (IPO_N calls / ops)
 #   ipo-redis16, ipo-redis256 the anchor: redis-server instructions per SET, redis-benchmark -P
 #   ipoc-pytiny, ipoc-pypipe, ipoc-redispy-tiny, ipoc-redispy-pipe
 #             the Python client's instructions per op (workload 11 and its redis-py anchor):
 #             the whole client under callgrind twice, IPOC_N1 and IPOC_N2 ops, the difference
 #             divided by IPOC_N2 - IPOC_N1 (so start-up and imports cancel out)
+#   ipoc-tdpipe16, ipoc-tdpipe256, ipoc-tdmany, ipoc-redisbench16, ipoc-redisbench256
+#             the C bench client's instructions per op, counted the same way: tdbench pipe at
+#             depth 16 / 256, tdbench many (50 connections, depth 16), and the anchor
+#             redis-benchmark -P 16 / 256 (SET, one connection); TDBENCH=path runs another
+#             tdbench binary (an A/B against a saved build). IPOC_N1/IPOC_N2 default to 25600
+#             and 128000 ops here.
 # Only the processes started here are stopped, by PID. Needs perf (linux-perf), and valgrind
 # for ipo-*.
 set -eu
@@ -61,6 +69,36 @@ for _ in range($1):
 z.tolist()"; }
 
 case $what in
+ipoc-td* | ipoc-redisbench*)
+    tdbench=${TDBENCH:-$build/bench/tdbench}
+    case $what in
+    ipoc-redisbench*) set -- redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no ;;
+    *)                set -- "$build/tensord" --listen "$addr" --log-level warn ;;
+    esac
+    "$@" >/dev/null &
+    srv=$!
+    trap 'kill $srv 2>/dev/null || true' EXIT
+    wait_port
+    irc() {
+        nops=$1
+        case $what in
+        ipoc-tdpipe16)  set -- "$tdbench" pipe "$addr" 16 "$1" ;;
+        ipoc-tdpipe256) set -- "$tdbench" pipe "$addr" 256 "$1" ;;
+        ipoc-tdmany)    set -- "$tdbench" many "$addr" 50 16 "$1" ;;
+        ipoc-redisbench16 | ipoc-redisbench256)
+            set -- redis-benchmark -h 127.0.0.1 -p "$port" -c 1 -P "${what#ipoc-redisbench}" \
+                -n "$1" -t set -d 16 -q ;;
+        *) echo "unknown workload $what" >&2; exit 2 ;;
+        esac
+        valgrind --tool=callgrind --callgrind-out-file="$build/bench/callgrind-$what-$nops.out" \
+            "$@" 2>&1 >/dev/null | sed -n 's/.*Collected : //p'
+    }
+    n1=${IPOC_N1:-25600}
+    n2=${IPOC_N2:-128000}
+    a=$(irc "$n1")
+    b=$(irc "$n2")
+    echo "$what: $(( (b - a) / (n2 - n1) )) client instructions per op ($tdbench)"
+    exit 0 ;;
 ipoc-*)
     "$build/tensord" --listen "$addr" --log-level warn &
     td=$!
@@ -125,8 +163,9 @@ ipo-*)
     wait_port
     run() {
         case $what in
-        ipo-pipe16)  "$build/bench/tdbench" pipe "$addr" 16 "$1" >/dev/null ;;
-        ipo-pipe256) "$build/bench/tdbench" pipe "$addr" 256 "$1" >/dev/null ;;
+        ipo-pipe16)  "${TDBENCH:-$build/bench/tdbench}" pipe "$addr" 16 "$1" >/dev/null ;;
+        ipo-pipe256) "${TDBENCH:-$build/bench/tdbench}" pipe "$addr" 256 "$1" >/dev/null ;;
+        ipo-many | ipo-many50) "${TDBENCH:-$build/bench/tdbench}" many "$addr" 50 16 "$1" >/dev/null ;;
         ipo-pytiny)  pytiny "$1" ;;
         ipo-pypipe)  pypipe "$1" ;;
         ipo-redis16 | ipo-redis256)
@@ -143,6 +182,14 @@ ipo-*)
     wait "$vg" || true
     total=$(sed -n 's/^totals: *\([0-9]*\).*/\1/p; s/^summary: *\([0-9]*\).*/\1/p' "$cg" | tail -1)
     echo "$what: $total instructions over $n ops: $((total / n)) per op (server, all threads)"
+    # tdbench runs its own warm-up inside the counted run: pipe 20 windows, many 5 rounds.
+    case $what in
+    ipo-pipe16)  m=$((n + 20 * 16)) ;;
+    ipo-pipe256) m=$((n + 20 * 256)) ;;
+    ipo-many | ipo-many50) m=$((n / 800 * 800 + 5 * 800)) ;;
+    *)           m=$n ;;
+    esac
+    [ "$m" = "$n" ] || echo "$what: counting tdbench's warm-up too, $m ops: $((total / m)) per op"
     callgrind_annotate --inclusive=yes "$cg" 2>/dev/null | grep -v '^$' | head -${LINES_OUT:-40}
     exit 0 ;;
 esac

@@ -530,7 +530,8 @@ class Suite:
             ok = statistics.median(s["td"]) >= 0.8 * statistics.median(s["redis"])
             self.row(3, "50 connections, depth 16", "2 vCPU", "ops/s", s["td"],
                      "redis SET -c50 -P16", s["redis"], ">= 0.8x redis", ok,
-                     note="one client thread, windows of 16 on each connection in turn",
+                     note="one client thread, one epoll loop; windows of 16 muls + 1 free, "
+                          "a connection's next sent when its replies are in",
                      lower_better=False, i19="C client 50 connections x depth 16")
 
     def w4(self) -> None:

@@ -5,7 +5,7 @@
 **   tdbench sizes    ADDR                      wire bytes of a 2x2 mul and a get (from /proc/self/io)
 **   tdbench rtt      ADDR N                    workload 1: N x (blocking mul, blocking get)
 **   tdbench pipe     ADDR DEPTH N              workload 2: N muls, DEPTH in flight per flush
-**   tdbench many     ADDR CONNS DEPTH N        workload 3: CONNS connections, lockstep windows
+**   tdbench many     ADDR CONNS DEPTH N        workload 3: CONNS connections in one event loop
 **   tdbench mm       ADDR n K                  workload 5: K pipelined n x n float32 matmuls
 **   tdbench ew       ADDR OP NUMEL K           workload 6: K pipelined add|mul|sum on NUMEL floats
 **   tdbench hol      ADDR SECONDS BUSY         workload 9: tiny-op latencies, BUSY=1: while another
@@ -21,8 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <errno.h>
 #include <netinet/in.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <linux/tcp.h>
 
 #include "tensord.h"
@@ -258,46 +261,141 @@ static int cmd_pipe(const char *addr, int depth, long n)
     return 0;
 }
 
-/* Workload 3: `nconn` connections (sessions), one thread; every round sends a window of `depth`
-** muls (+ free) on each connection, then reads all of their replies. */
-static int cmd_many(const char *addr, int nconn, int depth, long n)
+/* One connection of workload 3: its inputs, the handles of its window in flight, and how many
+** of that window's replies are still to come. */
+struct many_conn {
+    struct tensord *c;
+    uint64_t ha, hb;
+    uint64_t *hs;
+    bool active;    /* a window is in flight */
+    size_t waiting; /* ... and this many of its replies are still out */
+};
+
+/* Takes connection m's replies that are in (without waiting); returns how many are still out. */
+static size_t many_take(struct many_conn *m)
 {
-    struct tensord **cs = calloc((size_t)nconn, sizeof *cs);
-    uint64_t *ha = calloc((size_t)nconn, sizeof *ha), *hb = calloc((size_t)nconn, sizeof *hb);
-    uint64_t *hs = calloc((size_t)nconn * (size_t)depth, sizeof *hs);
     struct tensord_error err;
-    for (int i = 0; i < nconn; i++) {
-        cs[i] = conn(addr);
-        make_pair(cs[i], &ha[i], &hb[i]);
+    struct tensord_reply r;
+    size_t ready;
+    if (tensord_recv_ready(m->c, &ready, &err) != 0) {
+        die("recv_ready", &err);
     }
-    long rounds = n / ((long)nconn * depth);
-    if (rounds < 1) {
-        rounds = 1;
-    }
-    double t0 = 0;
-    for (long r = -5; r < rounds; r++) {
-        if (r == 0) {
-            t0 = now_s();
+    for (; ready > 0; ready--) {
+        if (tensord_recv(m->c, &r, &err) != 0) {
+            die("many", &err);
         }
-        for (int i = 0; i < nconn; i++) {
-            send_window(cs[i], ha[i], hb[i], hs + (size_t)i * (size_t)depth, depth);
-            if (tensord_flush(cs[i], &err) != 0) {
-                die("flush", &err);
+        if (r.status != TENSORD_OK) {
+            fprintf(stderr, "tdbench: many: server: %s\n", r.message);
+            exit(1);
+        }
+        m->waiting--;
+    }
+    return m->waiting;
+}
+
+/* Sends connection m's next window and flushes it. A flush that found the socket full has read
+** the replies that arrived meanwhile, which the socket then no longer signals: those are taken
+** here (tensord_ready counts them without a system call). */
+static void many_send(struct many_conn *m, int depth)
+{
+    struct tensord_error err;
+    send_window(m->c, m->ha, m->hb, m->hs, depth);
+    if (tensord_flush(m->c, &err) != 0) {
+        die("flush", &err);
+    }
+    m->waiting = (size_t)depth + 1;
+    if (tensord_ready(m->c) > 0) {
+        (void)many_take(m);
+    }
+}
+
+/* Runs windows on all connections until `windows` more have completed, one event loop over
+** them (epoll): a connection's next window goes out as soon as its last one's replies are all
+** in, as long as fewer than `windows` have been started; redis-benchmark -c keeps its clients
+** going the same way. */
+struct many_count {
+    long started, done, windows;
+};
+
+/* While m's window is complete (all its replies taken), counts it and starts the next. */
+static void many_advance(struct many_conn *m, int depth, struct many_count *n)
+{
+    while (m->active && m->waiting == 0) {
+        m->active = false;
+        n->done++;
+        if (n->started < n->windows) {
+            n->started++;
+            m->active = true;
+            many_send(m, depth);
+        }
+    }
+}
+
+static void many_run(struct many_conn *ms, int nconn, int depth, int ep, long windows)
+{
+    struct many_count n = {.windows = windows};
+    for (int i = 0; i < nconn && n.started < windows; i++) {
+        n.started++;
+        ms[i].active = true;
+        many_send(&ms[i], depth);
+        many_advance(&ms[i], depth, &n);
+    }
+    struct epoll_event ev[64];
+    while (n.done < windows) {
+        int ne = epoll_wait(ep, ev, 64, -1);
+        if (ne < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            perror("tdbench: epoll_wait");
+            exit(1);
+        }
+        for (int k = 0; k < ne; k++) {
+            struct many_conn *m = ev[k].data.ptr;
+            if (m->active) {
+                (void)many_take(m);
+                many_advance(m, depth, &n);
             }
         }
-        for (int i = 0; i < nconn; i++) {
-            drain(cs[i], "many");
+    }
+}
+
+/* Workload 3: `nconn` connections (sessions) in one thread, each with at most one window of
+** `depth` muls (+ free) in flight, driven by an event loop (many_run). */
+static int cmd_many(const char *addr, int nconn, int depth, long n)
+{
+    struct many_conn *ms = calloc((size_t)nconn, sizeof *ms);
+    uint64_t *hs = calloc((size_t)nconn * (size_t)depth, sizeof *hs);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ms == NULL || hs == NULL || ep < 0) {
+        perror("tdbench: many");
+        return 1;
+    }
+    for (int i = 0; i < nconn; i++) {
+        ms[i].c = conn(addr);
+        ms[i].hs = hs + (size_t)i * (size_t)depth;
+        make_pair(ms[i].c, &ms[i].ha, &ms[i].hb);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ms[i]};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, tensord_fd(ms[i].c), &ev) != 0) {
+            perror("tdbench: epoll_ctl");
+            return 1;
         }
     }
+    long windows = n / depth;
+    if (windows < nconn) {
+        windows = nconn;
+    }
+    many_run(ms, nconn, depth, ep, 5L * nconn); /* warm-up: five windows a connection */
+    double t0 = now_s();
+    many_run(ms, nconn, depth, ep, windows);
     double dt = now_s() - t0;
     printf("{\"ops_per_s\": %.1f, \"conns\": %d, \"depth\": %d, \"ops\": %ld}\n",
-           (double)(rounds * nconn * depth) / dt, nconn, depth, rounds * nconn * depth);
+           (double)(windows * depth) / dt, nconn, depth, windows * depth);
     for (int i = 0; i < nconn; i++) {
-        close_conn(cs[i]);
+        close_conn(ms[i].c);
     }
-    free(cs);
-    free(ha);
-    free(hb);
+    close(ep);
+    free(ms);
     free(hs);
     return 0;
 }

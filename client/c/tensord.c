@@ -1,8 +1,9 @@
 /* client/c/tensord.c — libtensord: framing, Hello, blocking calls and pipelining over a socket.
 **
 ** This file owns the client side of the wire: it turns calls into Request frames, and reply
-** frames back into results. It is the only client code that sees protobuf; the public header
-** exposes none of it.
+** frames back into results. It and wire.c (the direct codec for the hot requests and the common
+** reply, which protobuf-c backs up) are the only client code that sees protobuf; the public
+** header exposes none of it.
 **
 ** The happy path. A call packs its Request into the send queue (header, protobuf section and,
 ** for Create, the data section: small data is copied, large data is queued by pointer so it is
@@ -11,7 +12,10 @@
 ** queue with sendmsg over an iovec, in as few system calls as the kernel allows. Replies come
 ** back in request order: header, protobuf section, then the data section read straight into
 ** the caller's buffer. tensord_recv hands them out in that order; a blocking call is queue +
-** flush + receive of its one reply.
+** flush + receive of its one reply. RunOp (without OpArgs), Get and Free are written by wire.c;
+** a reply expecting a status or a TensorInfo is decoded by wire.c in place in the read buffer,
+** and what it hands over (and every other reply) by protobuf-c. tensord_recv_ready completes the
+** replies whose frames have arrived whole without waiting, for event loops.
 **
 ** Deadlock. A pipelining client that only writes while the server only writes replies would
 ** stall both once the socket buffers fill (the server stops reading while its replies queue
@@ -46,6 +50,7 @@
 
 #include "proto/tensord.pb-c.h"
 #include "tensord_frame.h"
+#include "wire.h"
 
 /* tensord.h repeats the wire's numbers (its users never see the generated code): each status
 ** code and dtype is tied here to tensord.proto's, so a renumbering on either side fails to
@@ -80,6 +85,11 @@ SAME_NUMBER(TENSORD_FLOAT64, TENSORD__DTYPE__FLOAT64);
 SAME_NUMBER(TENSORD_INT32, TENSORD__DTYPE__INT32);
 SAME_NUMBER(TENSORD_INT64, TENSORD__DTYPE__INT64);
 SAME_NUMBER(TENSORD_BOOL, TENSORD__DTYPE__BOOL);
+SAME_NUMBER(TENSORD_MAX_DIMS, TDW_MAX_DIMS);
+SAME_NUMBER(TDW_RUN_OP, TENSORD__REQUEST__BODY_RUN_OP);
+SAME_NUMBER(TDW_GET, TENSORD__REQUEST__BODY_GET);
+SAME_NUMBER(TDW_FREE, TENSORD__REQUEST__BODY_FREE);
+SAME_NUMBER(TDW_WRITE, TENSORD__REQUEST__BODY_WRITE);
 #undef SAME_NUMBER
 
 #define READ_BUF (64 * 1024) /* buffered reads of headers and protobuf sections */
@@ -148,6 +158,8 @@ struct tensord {
     struct tensord_limits limits;
     uint64_t next_id;
     uint64_t next_handle;
+    char op_name[32]; /* the last op name tensord_send_op looked up, and its code */
+    int op_code;
     uint8_t *out; /* the send queue's copied bytes */
     size_t out_len, out_cap;
     struct seg *segs; /* everything to write, in order */
@@ -528,14 +540,14 @@ static int pend_push(struct tensord *c, const struct pending *p, struct tensord_
             return set_err(err, TENSORD_E_NOMEM, "out of memory queueing a request");
         }
         for (size_t i = 0; i < c->pend_len; i++) {
-            np[i] = c->pend[(c->pend_head + i) % c->pend_cap];
+            np[i] = c->pend[(c->pend_head + i) & (c->pend_cap - 1)];
         }
         free(c->pend);
         c->pend = np;
         c->pend_head = 0;
         c->pend_cap = ncap;
     }
-    c->pend[(c->pend_head + c->pend_len) % c->pend_cap] = *p;
+    c->pend[(c->pend_head + c->pend_len) & (c->pend_cap - 1)] = *p; /* cap: a power of 2 */
     c->pend_len++;
     return 0;
 }
@@ -550,17 +562,25 @@ static void put_header(uint8_t *dst, uint32_t meta_len, uint64_t data_len)
     }
 }
 
-/* Packs req (its id assigned here) and `nbytes` of data into the queue and records the reply
-** it expects in `p`. Nothing is queued when this fails. */
-static int queue(struct tensord *c, Tensord__Request *req, const void *data, size_t nbytes,
-                 struct pending *p, uint64_t *id, struct tensord_error *err)
+/* Packs one request (its id assigned here) and `nbytes` of data into the queue and records the
+** reply it expects in `p`. The request is protobuf-c's `req`, or when that is NULL wire.c's `w`
+** (the same bytes, written directly). Nothing is queued when this fails. */
+static int queue_req(struct tensord *c, Tensord__Request *req, struct tdw_request *w,
+                     const void *data, size_t nbytes, struct pending *p, uint64_t *id,
+                     struct tensord_error *err)
 {
     int rc;
     if ((rc = check_broken(c, err)) != 0) {
         return rc;
     }
-    req->id = c->next_id;
-    size_t ml = tensord__request__get_packed_size(req);
+    size_t ml;
+    if (req != NULL) {
+        req->id = c->next_id;
+        ml = tensord__request__get_packed_size(req);
+    } else {
+        w->id = c->next_id;
+        ml = tdw_request_size(w); /* the callers give only bodies it writes */
+    }
     uint64_t max = c->limits.max_frame_bytes;
     if (ml > UINT32_MAX || (max != 0 && (ml > max || nbytes > max - ml))) {
         /* The server would answer with an error and close the connection: refuse it here. */
@@ -575,14 +595,17 @@ static int queue(struct tensord *c, Tensord__Request *req, const void *data, siz
         (rc = seg_reserve(c, 2, err)) != 0) {
         return rc;
     }
-    p->id = req->id;
+    p->id = c->next_id;
     if ((rc = pend_push(c, p, err)) != 0) {
         return rc;
     }
-    c->next_id++;
     uint8_t *dst = c->out + c->out_len;
     put_header(dst, (uint32_t)ml, nbytes);
-    tensord__request__pack(req, dst + TD_FRAME_HEADER_BYTES);
+    if (req != NULL) {
+        tensord__request__pack(req, dst + TD_FRAME_HEADER_BYTES);
+    } else {
+        tdw_request_pack(w, ml, dst + TD_FRAME_HEADER_BYTES);
+    }
     c->out_len += TD_FRAME_HEADER_BYTES + ml;
     seg_add_copied(c, TD_FRAME_HEADER_BYTES + ml);
     if (copy && nbytes > 0) {
@@ -594,12 +617,19 @@ static int queue(struct tensord *c, Tensord__Request *req, const void *data, siz
         c->queued += nbytes;
     }
     if (id != NULL) {
-        *id = req->id;
+        *id = c->next_id;
     }
+    c->next_id++;
     if (c->queued >= AUTO_FLUSH_BYTES) {
         return tensord_flush(c, err);
     }
     return 0;
+}
+
+static int queue(struct tensord *c, Tensord__Request *req, const void *data, size_t nbytes,
+                 struct pending *p, uint64_t *id, struct tensord_error *err)
+{
+    return queue_req(c, req, NULL, data, nbytes, p, id, err);
 }
 
 /* ---- reading replies ---- */
@@ -648,21 +678,48 @@ static int read_exact(struct tensord *c, void *dst, size_t n, struct tensord_err
     return 0;
 }
 
+/* Makes the next n bytes (at most READ_BUF) readable in place at rbuf + rpos, moving what is
+** buffered to the front first when they would not fit behind it. */
+static int fill(struct tensord *c, size_t n, struct tensord_error *err)
+{
+    if (c->rlen - c->rpos >= n) {
+        return 0;
+    }
+    if (c->rpos + n > READ_BUF) {
+        memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos;
+        c->rpos = 0;
+    }
+    while (c->rlen - c->rpos < n) {
+        ssize_t r = recv(c->fd, c->rbuf + c->rlen, READ_BUF - c->rlen, 0);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r == 0) {
+            return fail_conn(c, err, TENSORD_E_IO, "the server closed the connection");
+        }
+        if (r < 0) {
+            return fail_conn(c, err, TENSORD_E_IO, "read from server failed: %s", strerror(errno));
+        }
+        c->rlen += (size_t)r;
+    }
+    return 0;
+}
+
 /* Copies and checks a TensorInfo: at most TENSORD_MAX_DIMS dims, none negative, a known
 ** dtype, nbytes equal to numel times the element size, and the range inside the tensor. */
-static int take_info(struct tensord *c, struct tensord_info *info, const Tensord__TensorInfo *t,
+static int take_info(struct tensord *c, struct tensord_info *info, const struct tdw_tensor *t,
                      struct tensord_error *err)
 {
-    memset(info, 0, sizeof *info);
     size_t esize = tensord_dtype_size((enum tensord_dtype)t->dtype);
-    if (t->n_shape > TENSORD_MAX_DIMS || esize == 0) {
+    if (esize == 0) {
         return fail_conn(c, err, TENSORD_E_PROTOCOL,
-                         "reply describes a tensor with %zu dims "
+                         "reply describes a tensor with %d dims "
                          "of dtype %d",
-                         t->n_shape, (int)t->dtype);
+                         t->ndim, (int)t->dtype);
     }
     uint64_t count = esize;
-    for (size_t i = 0; i < t->n_shape; i++) {
+    for (int i = 0; i < t->ndim; i++) {
         int64_t d = t->shape[i];
         if (d < 0 || (d > 0 && count > UINT64_MAX / (uint64_t)d)) {
             return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply has an impossible shape");
@@ -677,12 +734,17 @@ static int take_info(struct tensord *c, struct tensord_info *info, const Tensord
                          (unsigned long long)t->nbytes, (unsigned long long)t->offset,
                          (unsigned long long)t->length, (unsigned long long)count);
     }
+    for (int i = t->ndim; i < TENSORD_MAX_DIMS; i++) {
+        info->shape[i] = 0;
+    }
     info->handle = t->handle;
     info->dtype = (enum tensord_dtype)t->dtype;
     info->requires_grad = t->requires_grad;
     info->is_leaf = t->is_leaf;
-    snprintf(info->grad_fn, sizeof info->grad_fn, "%s", t->grad_fn != NULL ? t->grad_fn : "");
-    info->ndim = (int)t->n_shape;
+    size_t gl = t->grad_fn_len < sizeof info->grad_fn ? t->grad_fn_len : sizeof info->grad_fn - 1;
+    memcpy(info->grad_fn, t->grad_fn, gl); /* cut as snprintf would */
+    memset(info->grad_fn + gl, 0, sizeof info->grad_fn - gl);
+    info->ndim = t->ndim;
     info->nbytes = t->nbytes;
     info->offset = t->offset;
     info->length = t->length;
@@ -718,8 +780,8 @@ static int take_hello(struct tensord *c, const Tensord__HelloResult *h, struct t
 
 /* Checks a successful reply's result against what request `p` expects, and delivers the small
 ** results (text, stats, Hello) to where they go. `dl` is the frame's data length. */
-static int take_result(struct tensord *c, struct pending *p, const Tensord__Response *r,
-                       uint64_t dl, struct tensord_error *err)
+static int take_result(struct tensord *c, struct pending *p, const struct tdw_reply *w,
+                       const Tensord__Response *r, uint64_t dl, struct tensord_error *err)
 {
     static const Tensord__Response__ResultCase expect[] = {
         [WANT_NONE] = TENSORD__RESPONSE__RESULT__NOT_SET,
@@ -731,9 +793,14 @@ static int take_result(struct tensord *c, struct pending *p, const Tensord__Resp
         [WANT_NAMES] = TENSORD__RESPONSE__RESULT_NAMES,
     };
     int rc;
-    bool optional = p->want == WANT_NONE || (p->want == WANT_MAYBE_TENSOR &&
-                                             r->result_case == TENSORD__RESPONSE__RESULT__NOT_SET);
-    if (!optional && r->result_case != expect[p->want]) {
+    /* r is NULL when wire.c decoded the reply: then there is a TensorInfo or no result. */
+    Tensord__Response__ResultCase rcase = r != NULL ? r->result_case
+                                                    : (w->has_tensor
+                                                           ? TENSORD__RESPONSE__RESULT_TENSOR
+                                                           : TENSORD__RESPONSE__RESULT__NOT_SET);
+    bool optional = p->want == WANT_NONE ||
+                    (p->want == WANT_MAYBE_TENSOR && rcase == TENSORD__RESPONSE__RESULT__NOT_SET);
+    if (!optional && rcase != expect[p->want]) {
         return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply to request %llu lacks its result",
                          (unsigned long long)p->id);
     }
@@ -745,12 +812,12 @@ static int take_result(struct tensord *c, struct pending *p, const Tensord__Resp
     }
     switch (p->want) {
     case WANT_MAYBE_TENSOR:
-        if (r->result_case != TENSORD__RESPONSE__RESULT_TENSOR) {
+        if (rcase != TENSORD__RESPONSE__RESULT_TENSOR) {
             return 0; /* None */
         }
         /* fall through */
     case WANT_TENSOR:
-        if ((rc = take_info(c, &p->info, r->tensor, err)) != 0) {
+        if ((rc = take_info(c, &p->info, &w->tensor, err)) != 0) {
             return rc;
         }
         p->has_info = true;
@@ -814,63 +881,119 @@ static void take_redirect(struct redirect *red, const Tensord__Status *st)
     memcpy(red->addr, addr, al);
 }
 
+/* The facts of a reply that protobuf-c unpacked, as wire.c's decoder gives them. */
+static int from_protobuf_c(struct tensord *c, const Tensord__Response *r, struct tdw_reply *w,
+                           struct tensord_error *err)
+{
+    w->id = r->id;
+    w->code = r->status != NULL ? (int32_t)r->status->code : 0;
+    w->message = r->status != NULL && r->status->message != NULL ? r->status->message : "";
+    w->message_len = strlen(w->message);
+    w->has_tensor = r->result_case == TENSORD__RESPONSE__RESULT_TENSOR;
+    if (w->has_tensor) {
+        const Tensord__TensorInfo *t = r->tensor;
+        struct tdw_tensor *o = &w->tensor;
+        if (t->n_shape > TDW_MAX_DIMS) {
+            return fail_conn(c, err, TENSORD_E_PROTOCOL,
+                             "reply describes a tensor with %zu dims of dtype %d", t->n_shape,
+                             (int)t->dtype);
+        }
+        o->handle = t->handle;
+        o->dtype = (int32_t)t->dtype;
+        o->ndim = (int)t->n_shape;
+        if (t->n_shape != 0) { /* shape is NULL then: memcpy may not be given it */
+            memcpy(o->shape, t->shape, t->n_shape * sizeof *t->shape);
+        }
+        o->nbytes = t->nbytes;
+        o->offset = t->offset;
+        o->length = t->length;
+        o->requires_grad = t->requires_grad;
+        o->is_leaf = t->is_leaf;
+        o->grad_fn = t->grad_fn != NULL ? t->grad_fn : "";
+        o->grad_fn_len = strlen(o->grad_fn);
+    }
+    return 0;
+}
+
 /* Reads the next reply frame, which answers `p` (the oldest request not yet answered), checks
 ** it and stores the verdict in p. Any failure here breaks the connection, except a Get whose
-** bytes do not fit its buffer: those are read and dropped, and p->local says so. */
+** bytes do not fit its buffer: those are read and dropped, and p->local says so.
+** The protobuf section is read in place from the read buffer when it fits there (else into a
+** heap block), and decoded by wire.c when the request expects a status or a TensorInfo; what
+** that decoder hands over, and the other replies, protobuf-c unpacks. */
 static int read_reply(struct tensord *c, struct pending *p, struct tensord_error *err)
 {
-    uint8_t h[TD_FRAME_HEADER_BYTES];
     int rc;
-    if ((rc = read_exact(c, h, TD_FRAME_HEADER_BYTES, err)) != 0) {
+    if ((rc = fill(c, TD_FRAME_HEADER_BYTES, err)) != 0) {
         return rc;
     }
+    const uint8_t *h = c->rbuf + c->rpos;
     uint32_t ml = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
     uint64_t dl = 0;
     for (int i = 0; i < 8; i++) {
         dl = dl << 8 | h[4 + i];
     }
+    c->rpos += TD_FRAME_HEADER_BYTES;
     if (ml > MAX_REPLY_META || dl > SIZE_MAX) {
         return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply header announces %u + %llu bytes", ml,
                          (unsigned long long)dl);
     }
-    uint8_t *meta = malloc(ml > 0 ? ml : 1);
-    if (meta == NULL) {
-        return fail_conn(c, err, TENSORD_E_NOMEM, "out of memory reading a reply");
+    const uint8_t *meta;
+    uint8_t *heap = NULL;
+    if (ml <= READ_BUF) {
+        if ((rc = fill(c, ml, err)) != 0) {
+            return rc;
+        }
+        meta = c->rbuf + c->rpos; /* valid until the next read: used before the data's */
+        c->rpos += ml;
+    } else {
+        if ((heap = malloc(ml)) == NULL) {
+            return fail_conn(c, err, TENSORD_E_NOMEM, "out of memory reading a reply");
+        }
+        if ((rc = read_exact(c, heap, ml, err)) != 0) {
+            free(heap);
+            return rc;
+        }
+        meta = heap;
     }
-    if ((rc = read_exact(c, meta, ml, err)) != 0) {
-        free(meta);
-        return rc;
+    struct tdw_reply w;
+    Tensord__Response *r = NULL;
+    bool fast = (p->want == WANT_NONE || p->want == WANT_TENSOR || p->want == WANT_MAYBE_TENSOR) &&
+                tdw_reply_decode(meta, ml, &w) == 0;
+    if (!fast) {
+        r = tensord__response__unpack(NULL, ml, meta);
+        if (r == NULL) {
+            free(heap);
+            return fail_conn(c, err, TENSORD_E_PROTOCOL, "malformed reply (%u protobuf bytes)", ml);
+        }
+        if ((rc = from_protobuf_c(c, r, &w, err)) != 0) {
+            goto out;
+        }
     }
-    Tensord__Response *r = tensord__response__unpack(NULL, ml, meta);
-    free(meta);
-    if (r == NULL) {
-        return fail_conn(c, err, TENSORD_E_PROTOCOL, "malformed reply (%u protobuf bytes)", ml);
-    }
-    int status = r->status != NULL ? (int)r->status->code : 0;
+    int status = (int)w.code;
     /* A reply with id 0 is an error about a frame the server could not read; it takes the
     ** turn of the request it could not read. */
-    if (r->id != p->id && !(r->id == 0 && status != 0)) {
+    if (w.id != p->id && !(w.id == 0 && status != 0)) {
         rc = fail_conn(c, err, TENSORD_E_PROTOCOL,
                        "reply for request %llu arrived when %llu "
                        "was expected",
-                       (unsigned long long)r->id, (unsigned long long)p->id);
+                       (unsigned long long)w.id, (unsigned long long)p->id);
         goto out;
     }
     p->status = status;
     if (status != 0) {
-        const char *msg = r->status->message != NULL ? r->status->message : "";
         if (dl != 0) {
             rc = fail_conn(c, err, TENSORD_E_PROTOCOL, "error reply carries data");
             goto out;
         }
-        if (msg[0] != '\0' && (p->message = strdup(msg)) == NULL) {
+        if (w.message_len != 0 && (p->message = strndup(w.message, w.message_len)) == NULL) {
             rc = fail_conn(c, err, TENSORD_E_NOMEM, "out of memory reading a reply");
             goto out;
         }
         if (p->want == WANT_HELLO) {
-            take_redirect(&c->red, r->status);
+            take_redirect(&c->red, r->status); /* Hello replies are always protobuf-c's */
         }
-    } else if ((rc = take_result(c, p, r, dl, err)) != 0) {
+    } else if ((rc = take_result(c, p, &w, r, dl, err)) != 0) {
         goto out;
     }
     if (dl > 0) {
@@ -884,34 +1007,44 @@ static int read_reply(struct tensord *c, struct pending *p, struct tensord_error
     }
     p->done = rc == 0;
 out:
-    tensord__response__free_unpacked(r, NULL);
+    if (r != NULL) {
+        tensord__response__free_unpacked(r, NULL);
+    }
+    free(heap);
     return rc;
 }
 
 /* ---- writing ---- */
 
+/* Writes first: a sendmsg that takes everything (the common case) costs one system call. Only
+** when the socket is full does it poll, and then it reads replies that have arrived before
+** writing more (see Deadlock at the top). */
 int tensord_flush(struct tensord *c, struct tensord_error *err)
 {
     int rc = check_broken(c, err);
     size_t si = 0, soff = 0; /* the first unwritten byte: segment si, offset soff */
+    bool writable = true;
     while (rc == 0 && si < c->nseg) {
-        bool await = c->pend_done < c->pend_len;
-        struct pollfd pfd = {.fd = c->fd, .events = POLLOUT | (await ? POLLIN : 0)};
-        if (await && c->rpos < c->rlen) {
-            pfd.revents = POLLIN; /* part of a reply is buffered already */
-        } else if (poll(&pfd, 1, -1) < 0) {
-            if (errno != EINTR) {
-                rc = fail_conn(c, err, TENSORD_E_IO, "poll failed: %s", strerror(errno));
+        if (!writable) {
+            bool await = c->pend_done < c->pend_len;
+            struct pollfd pfd = {.fd = c->fd, .events = POLLOUT | (await ? POLLIN : 0)};
+            if (await && c->rpos < c->rlen) {
+                pfd.revents = POLLIN; /* part of a reply is buffered already */
+            } else if (poll(&pfd, 1, -1) < 0) {
+                if (errno != EINTR) {
+                    rc = fail_conn(c, err, TENSORD_E_IO, "poll failed: %s", strerror(errno));
+                }
+                continue;
             }
-            continue;
-        }
-        if (await && (pfd.revents & POLLIN)) {
-            /* Take a reply off the wire before writing more, so the server can go on. */
-            struct pending *p = &c->pend[(c->pend_head + c->pend_done) % c->pend_cap];
-            if ((rc = read_reply(c, p, err)) == 0) {
-                c->pend_done++;
+            if (await && (pfd.revents & POLLIN)) {
+                /* Take a reply off the wire before writing more, so the server can go on. */
+                struct pending *p = &c->pend[(c->pend_head + c->pend_done) & (c->pend_cap - 1)];
+                if ((rc = read_reply(c, p, err)) == 0) {
+                    c->pend_done++;
+                }
+                continue;
             }
-            continue;
+            writable = true; /* POLLOUT, or an error that sendmsg will name */
         }
         struct iovec iov[MAX_IOV];
         size_t n = 0;
@@ -925,12 +1058,18 @@ int tensord_flush(struct tensord *c, struct tensord_error *err)
         struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n};
         ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0) {
-            if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                writable = false;
+            } else if (errno != EINTR) {
                 rc = fail_conn(c, err, TENSORD_E_IO, "write to server failed: %s", strerror(errno));
             }
             continue;
         }
-        size_t left = (size_t)w;
+        size_t left = (size_t)w, asked = 0;
+        for (size_t i = 0; i < n; i++) {
+            asked += iov[i].iov_len;
+        }
+        writable = left == asked; /* short: the socket is full (poll before trying again) */
         while (left > 0) {
             size_t room = c->segs[si].len - soff;
             if (left < room) {
@@ -971,7 +1110,11 @@ static int recv_one(struct tensord *c, struct tensord_reply *reply, struct tenso
     memset(reply, 0, sizeof *reply);
     reply->id = p->id;
     reply->status = p->status;
-    snprintf(c->message, sizeof c->message, "%s", p->message != NULL ? p->message : "");
+    if (p->message != NULL) {
+        snprintf(c->message, sizeof c->message, "%s", p->message);
+    } else {
+        c->message[0] = '\0';
+    }
     reply->message = c->message;
     reply->has_info = p->has_info;
     reply->info = p->info;
@@ -981,7 +1124,7 @@ static int recv_one(struct tensord *c, struct tensord_reply *reply, struct tenso
                      (unsigned long long)p->info.length, p->buf != NULL ? p->cap : 0);
     }
     free(p->message);
-    c->pend_head = (c->pend_head + 1) % c->pend_cap;
+    c->pend_head = (c->pend_head + 1) & (c->pend_cap - 1);
     c->pend_len--;
     c->pend_done--;
     return rc;
@@ -991,6 +1134,84 @@ int tensord_recv(struct tensord *c, struct tensord_reply *reply, struct tensord_
 {
     clear_err(err);
     return recv_one(c, reply, err);
+}
+
+int tensord_fd(const struct tensord *c)
+{
+    return c->fd;
+}
+
+size_t tensord_ready(const struct tensord *c)
+{
+    return c->pend_done;
+}
+
+/* Whether the next reply's whole frame is in the read buffer. A frame the buffer can never hold
+** (or a header announcing nonsense, which read_reply then names) counts as there: read_reply
+** reads it to its end. */
+static bool frame_buffered(const struct tensord *c)
+{
+    size_t have = c->rlen - c->rpos;
+    if (have < TD_FRAME_HEADER_BYTES) {
+        return false;
+    }
+    const uint8_t *h = c->rbuf + c->rpos;
+    uint64_t ml = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+    uint64_t dl = 0;
+    for (int i = 0; i < 8; i++) {
+        dl = dl << 8 | h[4 + i];
+    }
+    if (ml > READ_BUF || dl > READ_BUF || TD_FRAME_HEADER_BYTES + ml + dl > READ_BUF) {
+        return true;
+    }
+    return have >= TD_FRAME_HEADER_BYTES + ml + dl;
+}
+
+int tensord_recv_ready(struct tensord *c, size_t *ready, struct tensord_error *err)
+{
+    int rc;
+    clear_err(err);
+    *ready = 0;
+    if ((rc = check_broken(c, err)) != 0 || (c->nseg > 0 && (rc = tensord_flush(c, err)) != 0)) {
+        return rc;
+    }
+    bool drained = false;
+    for (;;) {
+        while (c->pend_done < c->pend_len && frame_buffered(c)) {
+            struct pending *p = &c->pend[(c->pend_head + c->pend_done) & (c->pend_cap - 1)];
+            if ((rc = read_reply(c, p, err)) != 0) {
+                return rc;
+            }
+            c->pend_done++;
+        }
+        if (c->pend_done == c->pend_len || drained) {
+            break;
+        }
+        /* Room behind the partial frame: it is smaller than the buffer (frame_buffered). */
+        if (c->rpos > 0) {
+            memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+            c->rlen -= c->rpos;
+            c->rpos = 0;
+        }
+        size_t room = READ_BUF - c->rlen;
+        ssize_t r = recv(c->fd, c->rbuf + c->rlen, room, MSG_DONTWAIT);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        }
+        if (r == 0) {
+            return fail_conn(c, err, TENSORD_E_IO, "the server closed the connection");
+        }
+        if (r < 0) {
+            return fail_conn(c, err, TENSORD_E_IO, "read from server failed: %s", strerror(errno));
+        }
+        c->rlen += (size_t)r;
+        drained = (size_t)r < room; /* the socket had no more: finish what is buffered, stop */
+    }
+    *ready = c->pend_done;
+    return 0;
 }
 
 /* Blocking calls need the reply stream to themselves. */
@@ -1602,7 +1823,7 @@ void tensord_disconnect(struct tensord *c)
     }
     close(c->fd);
     for (size_t i = 0; i < c->pend_len; i++) {
-        free(c->pend[(c->pend_head + i) % c->pend_cap].message);
+        free(c->pend[(c->pend_head + i) & (c->pend_cap - 1)].message);
     }
     free(c->pend);
     free(c->segs);
@@ -2006,11 +2227,78 @@ static int build_op(struct op_msg *o, const char *name, uint64_t out,
     return 0;
 }
 
+/* tensord_op_code with a one-entry cache per connection: a pipelining client sends the same op
+** over and over, and the generated table's lookup is a binary search of string compares. */
+static int op_code_cached(struct tensord *c, const char *name)
+{
+    if (name == NULL) {
+        return -1;
+    }
+    size_t n = strnlen(name, sizeof c->op_name);
+    if (n < sizeof c->op_name && c->op_name[0] != '\0' && memcmp(c->op_name, name, n + 1) == 0) {
+        return c->op_code;
+    }
+    int code = tensord_op_code(name);
+    if (code >= 0 && n < sizeof c->op_name) {
+        memcpy(c->op_name, name, n + 1);
+        c->op_code = code;
+    }
+    return code;
+}
+
+/* The common RunOp (no OpArgs, handle and scalar inputs) written by wire.c; 1 when this is not
+** one (then build_op's protobuf-c path judges it, with its errors). */
+static int send_op_fast(struct tensord *c, const char *name, uint64_t out,
+                        const struct tensord_operand *inputs, int nin, bool inplace, uint64_t *id,
+                        struct tensord_error *err)
+{
+    struct tdw_operand in[MAX_INPUTS];
+    int code = op_code_cached(c, name);
+    if (code < 0 || nin < 0 || nin > MAX_INPUTS || (nin > 0 && inputs == NULL)) {
+        return 1;
+    }
+    for (int i = 0; i < nin; i++) {
+        switch (inputs[i].kind) {
+        case TENSORD_OPERAND_HANDLE:
+            in[i].kind = TDW_HANDLE;
+            in[i].v.handle = inputs[i].handle;
+            break;
+        case TENSORD_OPERAND_FLOAT:
+            in[i].kind = TDW_FLOAT;
+            in[i].v.f = inputs[i].f;
+            break;
+        case TENSORD_OPERAND_INT:
+            in[i].kind = TDW_INT;
+            in[i].v.i = inputs[i].i;
+            break;
+        case TENSORD_OPERAND_BOOL:
+            in[i].kind = TDW_BOOL;
+            in[i].v.b = inputs[i].b;
+            break;
+        default: return 1;
+        }
+    }
+    struct tdw_request w = {.body = TDW_RUN_OP};
+    w.u.run_op.out = out;
+    w.u.run_op.op = code;
+    w.u.run_op.inputs = in;
+    w.u.run_op.n_inputs = (size_t)nin;
+    w.u.run_op.inplace = inplace;
+    struct pending p = {.want = WANT_TENSOR};
+    return queue_req(c, NULL, &w, NULL, 0, &p, id, err);
+}
+
 int tensord_send_op_ex(struct tensord *c, const char *name, uint64_t out,
                        const struct tensord_operand *inputs, int nin,
                        const struct tensord_op_args *args, bool inplace, uint64_t *id,
                        struct tensord_error *err)
 {
+    if (args == NULL) {
+        int rc = send_op_fast(c, name, out, inputs, nin, inplace, id, err);
+        if (rc != 1) {
+            return rc;
+        }
+    }
     struct op_msg o;
     int rc = build_op(&o, name, out, inputs, nin, args, inplace, err);
     struct pending p = {.want = WANT_TENSOR};
@@ -2047,21 +2335,18 @@ int tensord_op(struct tensord *c, const char *name, uint64_t out,
 static int send_get(struct tensord *c, uint64_t handle, bool meta_only, uint64_t offset,
                     uint64_t length, void *buf, size_t cap, uint64_t *id, struct tensord_error *err)
 {
-    Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__Get m = TENSORD__GET__INIT;
-    m.handle = handle;
-    m.meta_only = meta_only;
-    m.offset = offset;
-    m.length = length;
-    req.body_case = TENSORD__REQUEST__BODY_GET;
-    req.get = &m;
+    struct tdw_request w = {.body = TDW_GET};
+    w.u.get.handle = handle;
+    w.u.get.meta_only = meta_only;
+    w.u.get.offset = offset;
+    w.u.get.length = length;
     struct pending p = {.want = WANT_TENSOR,
                         .get_data = !meta_only,
                         .get_offset = offset,
                         .get_length = length,
                         .buf = buf,
                         .cap = cap};
-    return queue(c, &req, NULL, 0, &p, id, err);
+    return queue_req(c, NULL, &w, NULL, 0, &p, id, err);
 }
 
 int tensord_send_get(struct tensord *c, uint64_t handle, void *buf, size_t cap, uint64_t *id,
@@ -2129,14 +2414,11 @@ int tensord_send_free(struct tensord *c, const uint64_t *handles, size_t n, uint
     if (n > 0 && handles == NULL) {
         return set_err(err, TENSORD_E_USAGE, "%zu handles at NULL", n);
     }
-    Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__Free m = TENSORD__FREE__INIT;
-    m.handles = (uint64_t *)handles;
-    m.n_handles = n;
-    req.body_case = TENSORD__REQUEST__BODY_FREE;
-    req.free = &m;
+    struct tdw_request w = {.body = TDW_FREE};
+    w.u.free.handles = handles;
+    w.u.free.n_handles = n;
     struct pending p = {.want = WANT_NONE};
-    return queue(c, &req, NULL, 0, &p, id, err);
+    return queue_req(c, NULL, &w, NULL, 0, &p, id, err);
 }
 
 int tensord_free(struct tensord *c, const uint64_t *handles, size_t n, struct tensord_error *err)

@@ -462,6 +462,26 @@ struct tensord_reply {
 ** pending); the server's verdict is in reply->status. */
 int tensord_recv(struct tensord *c, struct tensord_reply *reply, struct tensord_error *err);
 
+/* Event loops: many connections in one thread (poll, epoll). tensord_fd is the connection's
+** socket, to wait on for POLLIN (reading or writing it directly would put the connection out of
+** step with the server). tensord_recv_ready then takes what has arrived without waiting: it
+** reads what the socket holds, completes the replies whose frames are all there, and sets *ready
+** to the number tensord_recv can now return without waiting (in order: the oldest first; 0 when
+** none, or nothing is pending). Requests still queued are flushed first, as tensord_flush does
+** (which waits only while the socket's send buffer is full). One exception to not waiting: a
+** reply whose frame is larger than the connection's 64 KiB read buffer (a Get of a large
+** tensor, a long ListNames) is read to its end, as tensord_recv reads it, once its first 12
+** bytes have arrived. Errors are tensord_recv's (the connection then is broken).
+** The socket signals only what is not read yet. Calls that read from it may leave whole replies
+** in the connection's buffer: tensord_flush (and a send that flushed) when it had to wait for
+** room to write, and tensord_recv of a reply that was not ready. After those, call
+** tensord_recv_ready before waiting on the socket again; after a flush, tensord_ready (the number
+** of replies tensord_recv can return without waiting; no system call) says whether it read any:
+** 0, and the socket is still the signal. */
+int tensord_fd(const struct tensord *c);
+int tensord_recv_ready(struct tensord *c, size_t *ready, struct tensord_error *err);
+size_t tensord_ready(const struct tensord *c);
+
 #ifdef __cplusplus
 }
 #endif

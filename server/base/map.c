@@ -14,7 +14,7 @@
 
 static size_t map_hash(uint64_t k)
 {
-    return (size_t)td_siphash13_u64(k);
+    return (size_t)td_siphash13_u64_recent(k);
 }
 
 void td_map_init(struct td_map *m)

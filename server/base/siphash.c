@@ -12,6 +12,7 @@
 #include <sys/random.h>
 
 static uint64_t sip_key[2]; /* k0, k1 */
+static uint64_t key_gen;    /* bumped by every td_siphash_key_set */
 
 static inline uint64_t rotl(uint64_t x, int b)
 {
@@ -93,6 +94,7 @@ void td_siphash_key_set(const uint8_t key[TD_SIPHASH_KEY_BYTES])
 {
     sip_key[0] = load_le64(key);
     sip_key[1] = load_le64(key + 8);
+    key_gen++; /* every thread's memo of recent hashes is stale now */
 }
 
 uint64_t td_siphash13_u64(uint64_t x)
@@ -122,4 +124,31 @@ uint64_t td_siphash13_bytes(const void *data, size_t len)
         }
     }
     return td_siphash(key, data, len, 1, 3);
+}
+
+/* A memo of words hashed on this thread, direct-mapped (RECENT_N slots, the slot from the
+** word's low bits): a tiny op looks its two operand handles up again and again, and the handle
+** it creates is checked, inserted, and later freed, usually within a window of a few hundred
+** requests. A memo changes no hash, so a client's control over the maps' slots stays what
+** SipHash gives it; words that share a memo slot only cost each other a hash again. 12 KiB
+** per thread that hashes. */
+#define RECENT_N 512
+
+static _Thread_local struct {
+    uint64_t x, h;
+    uint64_t tag; /* key_gen + 1 when filled under the current key; 0 (or stale): empty */
+} recent[RECENT_N];
+
+uint64_t td_siphash13_u64_recent(uint64_t x)
+{
+    unsigned i = (unsigned)(x ^ x >> 9) & (RECENT_N - 1);
+    uint64_t tag = key_gen + 1;
+    if (recent[i].tag == tag && recent[i].x == x) {
+        return recent[i].h;
+    }
+    uint64_t h = td_siphash13_u64(x);
+    recent[i].x = x;
+    recent[i].h = h;
+    recent[i].tag = tag;
+    return h;
 }

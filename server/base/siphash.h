@@ -33,6 +33,11 @@ void td_siphash_key_set(const uint8_t key[TD_SIPHASH_KEY_BYTES]);
 ** td_siphash(key, le64(x), 8, 1, 3), unrolled for one block. */
 uint64_t td_siphash13_u64(uint64_t x);
 
+/* td_siphash13_u64(x), remembered for a few words this thread hashed recently (under the
+** current key): the maps' hash, as a handle table looks the same few handles up many times in
+** a row. Always equal to td_siphash13_u64(x). */
+uint64_t td_siphash13_u64_recent(uint64_t x);
+
 /* SipHash-1-3 of `len` bytes at `data` (borrowed) under the process key: the hash of a key a
 ** client chooses that is not one word (a session's tensor names), so it cannot pick collisions. */
 uint64_t td_siphash13_bytes(const void *data, size_t len);

@@ -45,6 +45,13 @@ int td_op_lookup(const char *name)
 
 /* ---- shared rules ---- */
 
+bool td_ops_fast = true;
+
+void td_ops_set_fast_paths(bool on)
+{
+    td_ops_fast = on;
+}
+
 int td_broadcast_shapes(const int64_t *a, int na, const int64_t *b, int nb, int64_t *out, int *nout,
                         struct td_err *err)
 {
@@ -70,6 +77,40 @@ int td_shape_broadcast(const struct td_operand *in, int nin, const struct td_op_
                        int64_t *shape, int *ndim, struct td_err *err)
 {
     (void)a;
+    /* Tiny ops' fast path: operands of one shape (Python scalars aside) broadcast to it. Two
+    ** tensors, the common case, are compared dim by dim here. */
+    if (td_ops_fast && nin == 2 && in[0].t != NULL && in[1].t != NULL &&
+        in[0].t->ndim == in[1].t->ndim) {
+        const struct td_tensor *x = in[0].t, *y = in[1].t;
+        int d = 0;
+        while (d < x->ndim && x->shape[d] == y->shape[d]) {
+            shape[d] = x->shape[d];
+            d++;
+        }
+        if (d == x->ndim) {
+            *ndim = d;
+            return 0;
+        }
+    }
+    const struct td_tensor *first = NULL;
+    bool same = td_ops_fast;
+    for (int i = 0; i < nin && same; i++) {
+        const struct td_tensor *t = in[i].t;
+        if (t == NULL) {
+            continue;
+        }
+        if (first == NULL) {
+            first = t;
+        } else {
+            same = t->ndim == first->ndim &&
+                   memcmp(t->shape, first->shape, sizeof(int64_t) * (size_t)t->ndim) == 0;
+        }
+    }
+    if (same && first != NULL) {
+        memcpy(shape, first->shape, sizeof(int64_t) * (size_t)first->ndim);
+        *ndim = first->ndim;
+        return 0;
+    }
     int n = 0;
     for (int i = 0; i < nin; i++) {
         if (in[i].t == NULL) {
@@ -92,6 +133,12 @@ int td_shape_broadcast(const struct td_operand *in, int nin, const struct td_op_
 ** (whose float kind counts as the default float dtype). */
 enum td_dtype td_result_type(const struct td_operand *in, int nin)
 {
+    /* Tiny ops' fast path: tensors of one dtype, whatever their ranks, give it (each tier
+    ** holds it or nothing, and a dtype promoted with itself is itself). */
+    if (td_ops_fast && nin == 2 && in[0].t != NULL && in[1].t != NULL &&
+        in[0].t->dtype == in[1].t->dtype) {
+        return in[0].t->dtype;
+    }
     int dim = -1, zero = -1, wrapped = -1;
     for (int i = 0; i < nin; i++) {
         int *slot;
@@ -310,17 +357,21 @@ static int op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                               op->name);
         }
     }
-    /* A private copy: the kernels learn which op they run from it. */
+    /* The kernels learn which op they run, in place or not and on which quota, from args: a
+    ** private copy with those set, unless the caller's already says exactly that (RunOp's,
+    ** which td_rpc_run_op fills so: a tiny op skips copying 944 bytes). */
     struct td_op_args local;
-    if (args != NULL) {
-        local = *args;
-    } else {
-        td_op_args_init(&local);
+    if (args == NULL || args->op != (int)id || args->inplace != inplace || args->quota != q) {
+        if (args != NULL) {
+            local = *args;
+        } else {
+            td_op_args_init(&local);
+        }
+        local.op = (int)id;
+        local.inplace = inplace;
+        local.quota = q;
+        args = &local;
     }
-    local.op = (int)id;
-    local.inplace = inplace;
-    local.quota = q;
-    args = &local;
     if (!costed && (crc = check_work_budget(id, in, nin, args, err)) != 0) {
         return crc;
     }
@@ -434,14 +485,18 @@ int td_op_cost(enum td_op_id id, const struct td_operand *in, int nin,
     if ((int)id < 0 || id >= TD_OP_COUNT) {
         return td_err_set(err, TD_EOP, "unknown op %d", (int)id);
     }
+    /* The rules read the op from args: a copy with it set, unless it is set already. */
     struct td_op_args local;
-    if (args != NULL) {
-        local = *args;
-    } else {
-        td_op_args_init(&local);
+    if (args == NULL || args->op != (int)id) {
+        if (args != NULL) {
+            local = *args;
+        } else {
+            td_op_args_init(&local);
+        }
+        local.op = (int)id;
+        args = &local;
     }
-    local.op = (int)id;
-    if (!cost_operands_ok(id, in, nin, &local) || td_ops[id].cost(in, nin, &local, out) != 0) {
+    if (!cost_operands_ok(id, in, nin, args) || td_ops[id].cost(in, nin, args, out) != 0) {
         memset(out, 0, sizeof *out);
         return td_err_set(err, TD_EINVAL, "%s: invalid operands", td_ops[id].name);
     }

@@ -240,6 +240,11 @@ const char *td_blas_describe(void);
 /* Shared rules, exported so ops/ family files and tests can use them. */
 td_shape_fn td_shape_broadcast;
 enum td_dtype td_result_type(const struct td_operand *in, int nin);
+
+/* Tiny ops' fast paths (td_shape_broadcast and td_result_type for operands of one shape or
+** dtype, td_elementwise_rows for dense same-dtype operands): on unless a test turns them off
+** to check that they give what the general paths give. Set it before ops run, not while. */
+void td_ops_set_fast_paths(bool on);
 int td_broadcast_shapes(const int64_t *a, int na, const int64_t *b, int nb, int64_t *out, int *nout,
                         struct td_err *err);
 

@@ -79,6 +79,11 @@ char *td_shape_str(char *buf, size_t cap, const int64_t *shape, int ndim)
 
 /* ---- buffers ---- */
 
+/* Tensors of at most this many bytes keep them in their buffer's allocation (with the 32-byte
+** header, a block of td_malloc's small classes). */
+#define BUFFER_INLINE_MAX 128
+static_assert(sizeof(struct td_buffer) % 16 == 0, "inline bytes after a buffer stay 16-aligned");
+
 static int buffer_new(struct td_buffer **out, void *data, size_t nbytes, struct td_quota *q,
                       struct td_err *err)
 {
@@ -100,7 +105,9 @@ void td_buffer_unref(struct td_buffer *b)
         return;
     }
     td_quota_release(b->quota, (int64_t)b->nbytes);
-    td_free(b->data);
+    if (b->data != (void *)(b + 1)) {
+        td_free(b->data); /* else the bytes are inline (tensor_alloc) */
+    }
     td_free(b);
 }
 
@@ -126,25 +133,20 @@ static void set_contiguous(struct td_tensor *t, const int64_t *shape, int ndim, 
     t->numel = numel;
 }
 
-/* Wraps `data` (taken; already charged to q) in a new storage and tensor. */
-static int tensor_wrap(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
-                       int64_t numel, void *data, size_t nbytes, struct td_quota *q,
-                       struct td_err *err)
+/* A tensor over buffer b (taken: on failure it is released, with its charge and bytes). */
+static int tensor_on(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
+                     int64_t numel, struct td_buffer *b, struct td_err *err)
 {
-    struct td_buffer *b = NULL;
     struct td_storage *st;
     struct td_tensor *t;
-    int rc;
-    if ((rc = buffer_new(&b, data, nbytes, q, err)) != 0) {
-        goto fail;
-    }
     if ((st = td_malloc(sizeof *st)) == NULL) {
-        rc = td_err_code(err, TD_ENOMEM);
-        goto fail_buffer;
+        td_buffer_unref(b);
+        return td_err_code(err, TD_ENOMEM);
     }
     if ((t = td_malloc(sizeof *t)) == NULL) {
-        rc = td_err_code(err, TD_ENOMEM);
-        goto fail_storage;
+        td_free(st);
+        td_buffer_unref(b);
+        return td_err_code(err, TD_ENOMEM);
     }
     st->refs = 1;
     st->buf = b;
@@ -156,15 +158,21 @@ static int tensor_wrap(struct td_tensor **out, enum td_dtype dt, const int64_t *
     set_contiguous(t, shape, ndim, numel);
     *out = t;
     return 0;
+}
 
-fail_storage:
-    td_free(st);
-fail_buffer:
-    td_free(b);
-fail:
-    td_quota_release(q, (int64_t)nbytes);
-    td_free(data);
-    return rc;
+/* Wraps `data` (taken; already charged to q) in a new buffer, storage and tensor. */
+static int tensor_wrap(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
+                       int64_t numel, void *data, size_t nbytes, struct td_quota *q,
+                       struct td_err *err)
+{
+    struct td_buffer *b = NULL;
+    int rc;
+    if ((rc = buffer_new(&b, data, nbytes, q, err)) != 0) {
+        td_quota_release(q, (int64_t)nbytes);
+        td_free(data);
+        return rc;
+    }
+    return tensor_on(out, dt, shape, ndim, numel, b, err);
 }
 
 static int tensor_alloc(struct td_tensor **out, enum td_dtype dt, const int64_t *shape, int ndim,
@@ -183,6 +191,19 @@ static int tensor_alloc(struct td_tensor **out, enum td_dtype dt, const int64_t 
     }
     /* One byte at least, so an empty tensor still has a distinct buffer. */
     size_t size = nbytes > 0 ? (size_t)nbytes : 1;
+    if (size <= BUFFER_INLINE_MAX) {
+        /* A small tensor's bytes follow its buffer's header: one allocation, not two. */
+        struct td_buffer *b = zero ? td_calloc(1, sizeof *b + size) : td_malloc(sizeof *b + size);
+        if (b == NULL) {
+            td_quota_release(q, nbytes);
+            return td_err_code(err, TD_ENOMEM);
+        }
+        atomic_init(&b->refs, 1);
+        b->data = b + 1;
+        b->nbytes = (size_t)nbytes;
+        b->quota = q;
+        return tensor_on(out, dt, shape, ndim, numel, b, err);
+    }
     void *data = zero ? td_calloc(1, size) : td_malloc(size);
     if (data == NULL) {
         td_quota_release(q, nbytes);

@@ -76,27 +76,33 @@ struct rpc_job {
     struct pb_arena arena;                /* req is decoded here (last: not zeroed) */
 };
 
-/* What a handler produced besides its status. The dispatcher zeroes it; on failure it is
-** dropped (mem freed) and the reply carries only the status. */
+/* What a handler produced besides its status. The dispatcher zeroes its head (up to
+** RESULT_HEAD, 88 bytes, not the 800-odd of message storage after it: each handler that uses
+** a *_msg or flags initialises it first); on failure it is dropped (mem freed) and the reply
+** carries only the status. */
 struct result {
     struct td_tensor *tensor; /* borrowed: describe it in TensorInfo */
     uint64_t handle;
-    Tensord__StatsResult *stats;       /* Stats: points at stats_msg, or NULL */
-    Tensord__BackwardResult *backward; /* Backward, ResumeBackward: at backward_msg, or NULL */
+    Tensord__StatsResult *stats;        /* Stats: points at stats_msg, or NULL */
+    Tensord__BackwardResult *backward;  /* Backward, ResumeBackward: at backward_msg, or NULL */
+    Tensord__HelloResult *hello;        /* Hello: points at hello_msg, or NULL */
+    Tensord__NameList *names;           /* ListNames: at names_msg, or NULL */
+    Tensord__NodeInfoResult *node_info; /* NodeInfo: at node_info_msg, or NULL */
+    char *text;                         /* Format, Load: owned, td_malloc'd */
+    uint64_t offset, length;            /* Get's slice */
+    void *mem; /* owned, td_malloc'd: what stats_msg, names_msg or node_info_msg point to */
+    /* Storage for the handlers that fill them (not zeroed: see above). */
     Tensord__BackwardResult backward_msg;
     protobuf_c_boolean flags[TD_BACKWARD_MAX_INPUTS]; /* backward_msg's repeated bools */
-    Tensord__HelloResult *hello;                      /* Hello: points at hello_msg, or NULL */
-    Tensord__NameList *names;                         /* ListNames: at names_msg, or NULL */
-    Tensord__NameList names_msg;                      /* its names point into the session's
-                                                      ** table; the array is `mem` */
-    Tensord__NodeInfoResult *node_info;               /* NodeInfo: at node_info_msg, or NULL */
-    char *text;                                       /* Format, Load: owned, td_malloc'd */
-    uint64_t offset, length;                          /* Get's slice */
-    Tensord__StatsResult stats_msg;                   /* storage for the handlers that fill them */
+    Tensord__NameList names_msg; /* its names point into the session's table; the array is
+                                 ** `mem` */
+    Tensord__StatsResult stats_msg;
     Tensord__HelloResult hello_msg;
     Tensord__NodeInfoResult node_info_msg;
-    void *mem; /* owned, td_malloc'd: what stats_msg points to */
 };
+#define RESULT_HEAD offsetof(struct result, backward_msg)
+/* Zeroes what the dispatcher must see zeroed before a handler runs, and after a failure. */
+#define RESULT_CLEAR(r) memset((r), 0, RESULT_HEAD)
 
 
 /* A request kind's handler (requests.def's handler column): runs j's request against s (the

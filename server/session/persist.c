@@ -785,21 +785,21 @@ static int save_session(struct td_session *s, const char *dir,
     uint64_t handle;
     void *val;
     for (size_t it = 0; td_map_next(&s->handles, &it, &handle, &val) && rc == 0;) {
-        const struct td_entry *e = val;
-        if (e->t == NULL) {
+        struct td_tensor *t = td_entry_tensor(val);
+        if (t == NULL) {
             continue; /* a failure record: nothing to keep */
         }
         if (td_session_name_count(s) > 0 &&
-            td_map_put(&by_tensor, (uint64_t)(uintptr_t)e->t, (void *)(uintptr_t)handle) != 0) {
+            td_map_put(&by_tensor, (uint64_t)(uintptr_t)t, (void *)(uintptr_t)handle) != 0) {
             rc = td_err_code(err, TD_ENOMEM);
             break;
         }
-        if (save_list_add(names, ts, &n, e->t, "hg", handle) != 0) {
+        if (save_list_add(names, ts, &n, t, "hg", handle) != 0) {
             rc = td_err_code(err, TD_ENOMEM);
             break;
         }
-        if ((td_autograd_requires_grad(e->t) && handle_list_add(&rg, handle) != 0) ||
-            (td_autograd_retains_grad(e->t) && handle_list_add(&rt, handle) != 0)) {
+        if ((td_autograd_requires_grad(t) && handle_list_add(&rg, handle) != 0) ||
+            (td_autograd_retains_grad(t) && handle_list_add(&rt, handle) != 0)) {
             rc = td_err_code(err, TD_ENOMEM);
         }
     }

@@ -364,21 +364,20 @@ void td_store_close(struct td_store *st)
 ** table itself made (never on a handle or value from the wire): an entry holds a tensor or a
 ** failure, never both or neither, and the session's quota holds at least every entry's charge.
 ** O(1) each; compiled out with NDEBUG. */
-static void table_check(const struct td_session *s, const struct td_entry *e)
+static void table_check(const struct td_session *s, void *e)
 {
-    assert(e == NULL || (e->t == NULL) != (e->failure == NULL));
+    assert(e == NULL || (td_entry_tensor(e) == NULL) != (td_entry_failure(e) == NULL));
     assert(atomic_load(&s->quota.used) >= (int64_t)s->handles.len * s->entry_bytes);
     (void)s;
     (void)e;
 }
 
 /* Frees an entry taken out of s's table and gives back its charge. */
-static void entry_free(struct td_session *s, struct td_entry *e)
+static void entry_free(struct td_session *s, void *e)
 {
     if (e != NULL) {
-        td_tensor_unref(e->t);
-        td_free(e->failure);
-        td_free(e);
+        td_tensor_unref(td_entry_tensor(e));
+        td_free(td_entry_failure(e));
         td_quota_release(&s->quota, s->entry_bytes);
     }
 }
@@ -474,17 +473,16 @@ int td_session_lookup(struct td_session *s, uint64_t handle, struct td_tensor **
     if (s->closed) {
         return td_err_set(err, TD_ESESSION, "session is closed");
     }
-    struct td_entry *e = (handle == 0 || handle == UINT64_MAX) ? NULL
-                                                               : td_map_get(&s->handles, handle);
+    void *e = (handle == 0 || handle == UINT64_MAX) ? NULL : td_map_get(&s->handles, handle);
     if (e == NULL) {
         return td_err_set(err, TD_EHANDLE, "unknown handle %llu", (unsigned long long)handle);
     }
     table_check(s, e);
-    if (e->t == NULL) {
+    if (td_entry_failed(e)) {
         return td_err_set(err, TD_EINPUT, "input %llu failed: %s", (unsigned long long)handle,
-                          e->failure->msg);
+                          td_entry_failure(e)->msg);
     }
-    *t = e->t;
+    *t = td_entry_tensor(e);
     return 0;
 }
 
@@ -517,16 +515,12 @@ int td_session_put(struct td_session *s, uint64_t handle, struct td_tensor *t, s
         td_tensor_unref(t);
         return rc;
     }
-    struct td_entry *e = td_malloc(sizeof *e);
-    if (e == NULL || td_map_put(&s->handles, handle, e) != 0) {
-        td_free(e);
+    if (td_map_put(&s->handles, handle, t) != 0) {
         td_tensor_unref(t);
         td_quota_release(&s->quota, s->entry_bytes);
         return td_err_code(err, TD_ENOMEM);
     }
-    e->t = t;
-    e->failure = NULL;
-    table_check(s, e);
+    table_check(s, t);
     return 0;
 }
 
@@ -538,25 +532,22 @@ void td_session_put_failure(struct td_session *s, uint64_t handle, const struct 
     if (td_quota_charge_bytes(&s->quota, s->entry_bytes, NULL) != 0) {
         return; /* as when memory is short: later uses report "unknown handle", still an error */
     }
-    struct td_entry *e = td_malloc(sizeof *e);
     struct td_err *f = td_malloc(sizeof *f);
-    if (e == NULL || f == NULL || td_map_put(&s->handles, handle, e) != 0) {
+    void *e = (void *)((uintptr_t)f | 1);
+    if (f == NULL || td_map_put(&s->handles, handle, e) != 0) {
         /* The failure goes unrecorded; later uses then report "unknown handle", still an error. */
-        td_free(e);
         td_free(f);
         td_quota_release(&s->quota, s->entry_bytes);
         return;
     }
     td_err_copy(f, cause);
-    e->t = NULL;
-    e->failure = f;
     table_check(s, e);
 }
 
 void td_session_free_handle(struct td_session *s, uint64_t handle)
 {
     if (handle != 0 && handle != UINT64_MAX) {
-        struct td_entry *e = td_map_del(&s->handles, handle);
+        void *e = td_map_del(&s->handles, handle);
         table_check(s, e);
         entry_free(s, e);
     }

@@ -135,11 +135,25 @@ struct td_store {
     struct td_session *defer_head, *defer_tail;
 };
 
-/* A handle table slot: a tensor, or the error of the op that should have produced it. */
-struct td_entry {
-    struct td_tensor *t;    /* owned reference, or NULL when failed */
-    struct td_err *failure; /* owned, or NULL */
-};
+/* A handle table slot's value: a tensor (an owned reference), or the error of the op that
+** should have produced it (owned; the pointer with its low bit set, td_malloc's blocks being
+** 16-aligned). No allocation of its own: a tiny op's result costs no entry struct. */
+static inline bool td_entry_failed(const void *v)
+{
+    return ((uintptr_t)v & 1) != 0;
+}
+
+/* The slot's tensor, or NULL when it holds a failure. */
+static inline struct td_tensor *td_entry_tensor(void *v)
+{
+    return td_entry_failed(v) ? NULL : (struct td_tensor *)v;
+}
+
+/* The slot's failure, or NULL when it holds a tensor. */
+static inline struct td_err *td_entry_failure(void *v)
+{
+    return td_entry_failed(v) ? (struct td_err *)((uintptr_t)v & ~(uintptr_t)1) : NULL;
+}
 
 /* One named tensor: a node of its session's first-set-order list and of a hash chain. */
 struct td_name {
@@ -165,7 +179,7 @@ struct td_session {
     uint8_t token_len;           /* 0 while restored: only token_sha is known */
     char token_tag[9];           /* 8 hex digits of a hash of the token, safe to log */
     struct td_store *store;      /* borrowed; NULL once closed */
-    struct td_map handles;       /* handle -> struct td_entry* */
+    struct td_map handles;       /* handle -> a tensor or a failure (td_entry_*) */
     struct td_quota quota;       /* parent: store->global */
     int64_t entry_bytes;         /* each handle table entry's charge (the store's, at open) */
     /* The generator, made on first use (td_session_rng): 2.5 KiB most sessions never touch.

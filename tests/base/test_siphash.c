@@ -116,6 +116,33 @@ static void test_key_init_changes_the_hash(void **state)
     assert_int_not_equal(a, b);
 }
 
+/* The maps' memo of recent hashes: whatever the order of words (repeats within and beyond its
+** slots; a pool of 1,500 words, more than it has slots, so some share one; 0 and UINT64_MAX),
+** and across key changes, it gives what td_siphash13_u64 gives under the key of the moment. */
+static void test_recent_memo_matches_the_hash(void **state)
+{
+    (void)state;
+    enum { POOL = 1500 };
+    static uint64_t pool[POOL];
+    uint64_t s = 7;
+    for (int round = 0; round < 6; round++) {
+        uint8_t key[16];
+        for (int k = 0; k < 16; k++) {
+            key[k] = (uint8_t)(round * 37 + k);
+        }
+        td_siphash_key_set(key);
+        for (int i = 0; i < POOL; i++) {
+            s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+            pool[i] = i == 0 ? 0 : i == 1 ? UINT64_MAX : i < 600 ? (uint64_t)i * 512 : s;
+        }
+        for (int j = 0; j < 20000; j++) {
+            s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+            uint64_t x = pool[(s >> 33) % (j % 2 == 0 ? 3 : POOL)]; /* hot words and cold ones */
+            assert_int_equal(td_siphash13_u64_recent(x), td_siphash13_u64(x));
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -123,6 +150,7 @@ int main(void)
         cmocka_unit_test(test_siphash13_matches_cpython),
         cmocka_unit_test(test_u64_form_matches_the_general_one),
         cmocka_unit_test(test_key_init_changes_the_hash),
+        cmocka_unit_test(test_recent_memo_matches_the_hash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

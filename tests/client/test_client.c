@@ -15,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -411,9 +412,9 @@ static void *fake_main(void *arg)
     return NULL;
 }
 
-static void fake_start(struct fake *f, const struct script *s)
+/* A listener on a free loopback port, for one fake server's thread. */
+static void fake_listen(struct fake *f)
 {
-    f->s = s;
     f->lfd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(f->lfd >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET};
@@ -423,6 +424,12 @@ static void fake_start(struct fake *f, const struct script *s)
     socklen_t len = sizeof a;
     assert_int_equal(getsockname(f->lfd, (struct sockaddr *)&a, &len), 0);
     f->port = ntohs(a.sin_port);
+}
+
+static void fake_start(struct fake *f, const struct script *s)
+{
+    f->s = s;
+    fake_listen(f);
     assert_int_equal(pthread_create(&f->thread, NULL, fake_main, f), 0);
 }
 
@@ -459,6 +466,215 @@ static void test_malformed_replies_are_protocol_errors(void **state)
     }
 }
 
+/* ---- tensord_recv_ready: replies taken without waiting ---- */
+
+/* A fake server for tensord_recv_ready: after Hello it reads three Pings, sends the first two
+** replies whole and half of the third, tells the test (a byte on `staged`), waits for the test's
+** word (a byte on `go`), sends the rest; then reads one more request and hangs up. */
+struct staged {
+    struct fake f;
+    int staged[2], go[2];
+};
+
+static void *staged_main(void *arg)
+{
+    struct staged *st = arg;
+    int fd = accept(st->f.lfd, NULL, NULL);
+    if (fd < 0) {
+        return NULL;
+    }
+    Tensord__Request *req = fake_read(fd);
+    Tensord__Response r = TENSORD__RESPONSE__INIT;
+    Tensord__HelloResult h = TENSORD__HELLO_RESULT__INIT;
+    uint8_t token[16] = {1, 2, 3};
+    h.session_token.data = token;
+    h.session_token.len = 16;
+    h.version = 1;
+    r.id = req != NULL ? req->id : 0;
+    r.result_case = TENSORD__RESPONSE__RESULT_HELLO;
+    r.hello = &h;
+    fake_send(fd, &r, 0, 0, 0);
+    tensord__request__free_unpacked(req, NULL);
+    uint64_t ids[3] = {0};
+    for (int i = 0; i < 3; i++) {
+        req = fake_read(fd);
+        ids[i] = req != NULL ? req->id : 0;
+        tensord__request__free_unpacked(req, NULL);
+    }
+    Tensord__Response pong = TENSORD__RESPONSE__INIT;
+    pong.id = ids[0];
+    fake_send(fd, &pong, 0, 0, 0);
+    pong.id = ids[1];
+    fake_send(fd, &pong, 0, 0, 0);
+    pong.id = ids[2]; /* 12 header bytes + 2: its first 7 bytes now, the rest on the word */
+    uint8_t third[14] = {0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, (uint8_t)ids[2]};
+    char b = 1;
+    if (write(fd, third, 7) != 7 || write(st->staged[1], &b, 1) != 1 ||
+        read(st->go[0], &b, 1) != 1 || write(fd, third + 7, 7) != 7) {
+        close(fd);
+        return NULL;
+    }
+    req = fake_read(fd);
+    tensord__request__free_unpacked(req, NULL);
+    close(fd); /* no reply: the client sees the end of the stream */
+    return NULL;
+}
+
+/* Calls tensord_recv_ready until it reports `want` replies, waiting for the socket in between
+** (no time limit here: the test binary's own bounds a hang). */
+static void ready_until(struct tensord *c, size_t want)
+{
+    struct tensord_error err;
+    size_t ready = 0;
+    for (;;) {
+        assert_int_equal(tensord_recv_ready(c, &ready, &err), 0);
+        assert_true(ready <= want);
+        if (ready == want) {
+            return;
+        }
+        struct pollfd pfd = {.fd = tensord_fd(c), .events = POLLIN};
+        assert_true(poll(&pfd, 1, -1) >= 0);
+    }
+}
+
+static void test_recv_ready_takes_only_whole_replies(void **state)
+{
+    (void)state;
+    struct staged st;
+    assert_int_equal(pipe(st.staged), 0);
+    assert_int_equal(pipe(st.go), 0);
+    fake_listen(&st.f);
+    assert_int_equal(pthread_create(&st.f.thread, NULL, staged_main, &st), 0);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", st.f.port);
+    struct tensord *c = open_session(addr);
+    struct tensord_error err;
+    struct tensord_reply r;
+    uint64_t ids[3];
+    size_t ready = 7;
+    assert_int_equal(tensord_recv_ready(c, &ready, &err), 0); /* nothing pending */
+    assert_int_equal(ready, 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(tensord_send_ping(c, &ids[i], &err), 0);
+    }
+    assert_true(ids[2] < 128); /* the fake writes the third reply's id as one byte */
+    assert_int_equal(tensord_recv_ready(c, &ready, &err), 0); /* flushes them */
+    char b;
+    assert_int_equal(read(st.staged[0], &b, 1), 1);
+    ready_until(c, 2); /* the third is cut off: never ready before the word */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(tensord_ready(c), 2 - (size_t)i);
+        assert_int_equal(tensord_recv(c, &r, &err), 0);
+        assert_int_equal(r.id, ids[i]);
+        assert_int_equal(r.status, TENSORD_OK);
+    }
+    assert_int_equal(tensord_recv_ready(c, &ready, &err), 0);
+    assert_int_equal(ready, 0);
+    assert_int_equal(tensord_ready(c), 0);
+    assert_int_equal(tensord_pending(c), 1);
+    assert_int_equal(write(st.go[1], &b, 1), 1);
+    ready_until(c, 1);
+    assert_int_equal(tensord_recv(c, &r, &err), 0);
+    assert_int_equal(r.id, ids[2]);
+    /* The server hangs up without answering: a broken connection, named. */
+    assert_int_equal(tensord_send_ping(c, NULL, &err), 0);
+    int rc;
+    do {
+        rc = tensord_recv_ready(c, &ready, &err);
+        struct pollfd pfd = {.fd = tensord_fd(c), .events = POLLIN};
+        if (rc == 0) {
+            assert_int_equal(ready, 0);
+            assert_true(poll(&pfd, 1, -1) >= 0);
+        }
+    } while (rc == 0);
+    assert_int_equal(rc, TENSORD_E_IO);
+    assert_non_null(strstr(err.message, "closed"));
+    assert_int_equal(tensord_recv_ready(c, &ready, &err), TENSORD_E_IO);
+    tensord_disconnect(c);
+    pthread_join(st.f.thread, NULL);
+    close(st.f.lfd);
+    for (int i = 0; i < 2; i++) {
+        close(st.staged[i]);
+        close(st.go[i]);
+    }
+}
+
+/* Three sessions of a real daemon in one poll loop: 2x2 muls (a * b = {2, 4, 6, 8} by hand),
+** the Gets of their results, and one 1 MiB Get (a frame larger than the read buffer), all
+** collected through tensord_recv_ready. */
+static void test_recv_ready_event_loop(void **state)
+{
+    (void)state;
+    enum { CONNS = 3, OPS = 100, BIG = 1 << 18 };
+    struct tensord *cs[CONNS];
+    struct tensord_error err;
+    static float got[CONNS][OPS][4];
+    float *big = malloc(BIG * sizeof *big);
+    assert_non_null(big);
+    const float a[] = {1, 2, 3, 4}, bv[] = {2, 2, 2, 2};
+    const int64_t shape[] = {2, 2}, bshape[] = {BIG};
+    size_t left = 0;
+    for (int k = 0; k < CONNS; k++) {
+        cs[k] = open_session(daemon_.addr);
+        assert_int_equal(tensord_create(cs[k], 1, TENSORD_FLOAT32, shape, 2, a, sizeof a, &err), 0);
+        assert_int_equal(tensord_create(cs[k], 2, TENSORD_FLOAT32, shape, 2, bv, sizeof bv, &err),
+                         0);
+        struct tensord_operand in[] = {tensord_h(1), tensord_h(2)};
+        for (int i = 0; i < OPS; i++) {
+            assert_int_equal(tensord_send_op(cs[k], "mul", 10 + (uint64_t)i, in, 2, false, NULL,
+                                             &err),
+                             0);
+            assert_int_equal(tensord_send_get(cs[k], 10 + (uint64_t)i, got[k][i], sizeof got[k][i],
+                                              NULL, &err),
+                             0);
+        }
+        if (k == 0) {
+            assert_int_equal(tensord_send_full(cs[k], 3, TENSORD_FLOAT32, bshape, 1, tensord_f(3.0),
+                                               NULL, &err),
+                             0);
+            assert_int_equal(tensord_send_get(cs[k], 3, big, BIG * sizeof *big, NULL, &err), 0);
+        }
+        assert_int_equal(tensord_flush(cs[k], &err), 0);
+        left += tensord_pending(cs[k]);
+    }
+    size_t taken = 0;
+    while (left > 0) {
+        struct pollfd pfd[CONNS];
+        for (int k = 0; k < CONNS; k++) {
+            pfd[k] = (struct pollfd){.fd = tensord_fd(cs[k]), .events = POLLIN};
+        }
+        assert_true(poll(pfd, CONNS, -1) > 0);
+        for (int k = 0; k < CONNS; k++) {
+            size_t ready;
+            if (pfd[k].revents == 0) {
+                continue;
+            }
+            assert_int_equal(tensord_recv_ready(cs[k], &ready, &err), 0);
+            assert_true(ready <= tensord_pending(cs[k]));
+            for (; ready > 0; ready--, left--, taken++) {
+                struct tensord_reply r;
+                assert_int_equal(tensord_recv(cs[k], &r, &err), 0);
+                assert_int_equal(r.status, TENSORD_OK);
+            }
+        }
+    }
+    assert_int_equal(taken, CONNS * (2 * OPS) + 2);
+    for (int k = 0; k < CONNS; k++) {
+        for (int i = 0; i < OPS; i++) {
+            for (int j = 0; j < 4; j++) {
+                assert_true(got[k][i][j] == 2.0f * (float)(j + 1));
+            }
+        }
+        tensord_disconnect(cs[k]);
+    }
+    for (int i = 0; i < BIG; i++) {
+        if (big[i] != 3.0f) {
+            fail_msg("big[%d] = %g", i, (double)big[i]);
+        }
+    }
+    free(big);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -470,6 +686,8 @@ int main(void)
         cmocka_unit_test(test_handles_after_resume_do_not_collide),
         cmocka_unit_test(test_op_codes_and_args),
         cmocka_unit_test(test_malformed_replies_are_protocol_errors),
+        cmocka_unit_test(test_recv_ready_takes_only_whole_replies),
+        cmocka_unit_test(test_recv_ready_event_loop),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

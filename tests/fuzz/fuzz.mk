@@ -20,7 +20,7 @@ DEB_PKGS += clang libclang-rt-14-dev
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS  := -O1 -g -fsanitize=fuzzer-no-link
-FUZZ_TARGETS := frames rpc ops cli_parse safetensors fastunpack
+FUZZ_TARGETS := frames rpc ops cli_parse safetensors fastunpack wire
 # Per-target libFuzzer options: the frame reader wants streams long enough for the direct read
 # of a large data section; rpc requests are small but their work is not.
 FUZZ_OPTS_frames      := -max_len=65536
@@ -31,6 +31,7 @@ FUZZ_OPTS_ops         := -max_len=2048 -timeout=30
 FUZZ_OPTS_cli_parse   := -max_len=4096 -dict=tests/fuzz/cli_parse.dict
 FUZZ_OPTS_safetensors := -max_len=4096 -dict=tests/fuzz/safetensors.dict
 FUZZ_OPTS_fastunpack  := -max_len=4096
+FUZZ_OPTS_wire        := -max_len=4096
 
 FUZZ_SUBMAKE = $(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang SAN=1 \
                CFLAGS="$(FUZZ_CFLAGS)" fuzz-bins
@@ -58,6 +59,8 @@ $(BUILD)/fuzz/fuzz_safetensors: $(BUILD)/obj/tests/fuzz/fuzz_safetensors.o $(LIB
 	$(Q)$(FUZZ_LINK)
 $(BUILD)/fuzz/fuzz_fastunpack: $(BUILD)/obj/tests/fuzz/fuzz_fastunpack.o $(LIB_RPC) $(LIB_BASE)
 	$(Q)$(FUZZ_LINK)
+$(BUILD)/fuzz/fuzz_wire: $(BUILD)/obj/tests/fuzz/fuzz_wire.o $(call obj,client/c/wire.c) $(GEN_O)
+	$(Q)$(FUZZ_LINK)
 $(call obj,tests/fuzz/fuzz_cli_parse.c): ALL_CFLAGS += -Iclient/cli
 
 # ---- running them ----
@@ -71,7 +74,7 @@ fuzz: deps
 	    frames) opts="$(FUZZ_OPTS_frames)";; rpc) opts="$(FUZZ_OPTS_rpc)";; \
 	    ops) opts="$(FUZZ_OPTS_ops)";; \
 	    cli_parse) opts="$(FUZZ_OPTS_cli_parse)";; safetensors) opts="$(FUZZ_OPTS_safetensors)";; \
-	    fastunpack) opts="$(FUZZ_OPTS_fastunpack)";; \
+	    fastunpack) opts="$(FUZZ_OPTS_fastunpack)";; wire) opts="$(FUZZ_OPTS_wire)";; \
 	    esac; \
 	    $(FUZZ_BUILD)/fuzz/fuzz_$$t $$opts -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	        -artifact_prefix=$(FUZZ_BUILD)/crashes/$$t/ \

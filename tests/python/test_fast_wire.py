@@ -216,6 +216,86 @@ def test_get_free_create_bytes_match_protobuf():
             req.SerializeToString()
 
 
+@need_fast
+def test_backward_grad_set_grad_bytes_match_protobuf():
+    """simple_fast's encoder: bodies of integer fields 1..n (Backward, Grad, SetGrad)."""
+    bodies = {"backward": ("handle", "gradient", "retain_graph"), "grad": ("handle", "out"),
+              "set_grad": ("handle", "requires_grad", "clear_grad", "retain_grad")}
+    field = {f.name: f.number for f in pb.Request.DESCRIPTOR.oneofs_by_name["body"].fields}
+    for r in loop(23):
+        kind = r.choice(sorted(bodies))
+        names = bodies[kind][:r.randrange(len(bodies[kind]) + 1)]  # trailing fields unset
+        values = tuple(r.random() < 0.5 if getattr(pb, kind.title().replace("_", ""))
+                       .DESCRIPTOR.fields_by_name[n].type == 8 else u64(r) for n in names)
+        free_first = [u64(r) for _ in range(r.choice([0, 0, 2, 9]))]
+        rid = u64(r)
+        req = pb.Request()
+        req.id = rid
+        body = getattr(req, kind)
+        body.SetInParent()
+        for n, v in zip(names, values):
+            setattr(body, n, v)
+        req.free_first.extend(free_first)
+        assert _fast.encode_simple(rid, field[kind], values, free_first) == \
+            req.SerializeToString(), (kind, values)
+    with pytest.raises(ValueError):  # a body after free_first (22) would be out of order
+        _fast.encode_simple(1, 23, (1,), [])
+
+
+def py_pack(data, name):
+    """Session.tensor's Python path: (payload, shape, name), or the exception it raises."""
+    try:
+        flat, shape = tensord._flatten(data)
+        name = name if name is not None else tensord._infer(flat)
+        return tensord._pack(flat, name), shape, name
+    except Exception as e:  # noqa: BLE001 - what the C packer must leave to this path
+        return type(e)
+
+
+def random_data(r, depth=0):
+    """Nested lists/tuples of Python numbers: regular mostly, sometimes ragged or odd."""
+    k = r.random()
+    if depth >= 4 or k < 0.25:
+        return r.choice([r.random() < 0.5, r.randrange(-5, 5), i64(r), 1 << 70, number(r),
+                         r.uniform(-1e39, 1e39), "x", None, 2.5])
+    n = r.choice([0, 1, 2, 3])
+    first = random_data(r, depth + 1)
+    items = [first] + [random_data(r, depth + 1) if r.random() < 0.1 else
+                       (first if r.random() < 0.5 else
+                        type(first)(random_data(r, depth + 2) for _ in first)
+                        if isinstance(first, (list, tuple)) else number(r))
+                       for _ in range(max(0, n - 1))]
+    if n == 0:
+        items = []
+    return tuple(items) if r.random() < 0.2 else items
+
+
+@need_fast
+def test_tensor_from_lists_packs_as_python_does():
+    """pack_values (torch.tensor(list) in C) gives the Python path's bytes, shape and dtype,
+    or declines (None) and leaves the data to that path; never a different answer."""
+    taken = 0
+    for r in loop(24):
+        data = random_data(r)
+        name = r.choice([None, None, None, "float32", "float64", "int32", "int64", "bool"])
+        got = _fast.pack_values(data, name)
+        want = py_pack(data, name)
+        if got is not None:
+            taken += 1
+            assert isinstance(want, tuple), (data, name, got, want)
+            pay, shape, nm = want
+            assert got == (pay, shape, nm), (data, name)
+        elif all(type(x) in (float, int) for x in tensord._flatten(data)[0]) \
+                if isinstance(want, tuple) else False:
+            # regular lists of plain numbers the C packer declined: only values it cannot
+            # convert exactly as Python does (out of range, int from float, bool from number)
+            assert name in ("int32", "int64", "bool") or any(
+                isinstance(x, int) and abs(x) >= 1 << 63 for x in tensord._flatten(data)[0]) \
+                or any(isinstance(x, float) and math.isfinite(x) and abs(x) > 3.5e38
+                       for x in tensord._flatten(data)[0]), (data, name)
+    assert taken > 100
+
+
 def text(r):
     """ASCII mostly; sometimes other text (the decoder leaves that to protobuf)."""
     s = "".join(r.choice("abcXYZ_0 :.") for _ in range(r.randrange(12)))
@@ -252,6 +332,8 @@ def random_response(r):
         resp.hello.version = 2
     elif k < 0.8:
         resp.backward.suspended = True
+    elif k < 0.9:
+        resp.backward.SetInParent()  # what a Backward that ran to the end answers
     return resp
 
 
@@ -275,7 +357,8 @@ def check_decoded(raw, got):
     want.ParseFromString(raw)  # raises if protobuf refuses what the decoder accepted
     rid, code, message, info = got
     assert (rid, code, message) == (want.id, want.status.code, want.status.message)
-    assert want.WhichOneof("result") in (None, "tensor")
+    assert want.WhichOneof("result") in (None, "tensor") or (
+        want.WhichOneof("result") == "backward" and want.backward.ByteSize() == 0)
     if info is None:
         assert not want.HasField("tensor")
     else:
@@ -285,7 +368,8 @@ def check_decoded(raw, got):
 
 def common(resp):
     """Whether the fast decoder must take this message (else it may leave it to protobuf)."""
-    if resp.WhichOneof("result") not in (None, "tensor"):
+    if resp.WhichOneof("result") not in (None, "tensor") and not (
+            resp.WhichOneof("result") == "backward" and resp.backward.ByteSize() == 0):
         return False
     strings = [resp.status.message, resp.tensor.grad_fn]
     return all(s.isascii() for s in strings) and resp.tensor.dtype in DTYPES and \
@@ -360,6 +444,221 @@ def test_session_ops_and_reads_take_the_fast_path(daemon):
             bad.tolist()
     finally:
         s.close()
+
+
+@pytest.mark.skipif(not _conn.FAST, reason="the fast path is off (TENSORD_PURE_PYTHON=1 or "
+                    "not built)")
+def test_seed_example_takes_the_fast_path(daemon):
+    """The seed example's Create, RunOp, Backward, Grad and Get requests are queued in C and
+    their replies read without protobuf; the values are torch's, and an error still names the
+    op and the line that issued it."""
+    s = tensord.connect("127.0.0.1:%d" % daemon)
+    slow = []  # replies left to protobuf's parser
+    parse_py = s._c._parse_py
+    s._c._parse_py = lambda *a: slow.append(1) or parse_py(*a)
+    try:
+        a = s.tensor([2.0], requires_grad=True)
+        b = s.tensor([6.0], requires_grad=True)
+        Q = 3 * a ** 3 - b ** 2
+        Q.backward()
+        p = s._c._pending[-1]
+        assert type(p) is _fast.Pending and p.kind == "backward"
+        g = a.grad
+        assert p.done and p.error is None and not slow
+        assert p.resp.WhichOneof("result") == "backward"  # parsed when asked for
+        ta = torch.tensor([2.0], requires_grad=True)
+        tb = torch.tensor([6.0], requires_grad=True)
+        (3 * ta ** 3 - tb ** 2).backward()
+        assert g.item() == ta.grad.item() == 36.0 and b.grad.item() == tb.grad.item() == -12.0
+        assert g.shape == (1,) and g.dtype == tensord.float32
+        c = s.tensor([1.0])
+        assert c.grad is None  # a Grad reply without a tensor
+        a.grad = None
+        assert a.grad is None
+        a.requires_grad_(False)
+        assert not a.requires_grad
+        line = sys._getframe().f_lineno + 1
+        Q.backward()  # the graph was freed by the first backward: an error, at this line
+        want = r"backward, issued at .*test_fast_wire\.py:%d\)" % line
+        with pytest.raises(tensord.TensorError, match=want):
+            s.synchronize()
+    finally:
+        s.close()
+
+
+@pytest.mark.skipif(not _conn.FAST, reason="the fast path is off (TENSORD_PURE_PYTHON=1 or "
+                    "not built)")
+def test_allocation_failure_while_queueing_frees_nothing_twice(daemon):
+    """A MemoryError at any point of queueing a fast request (fault injection: the n-th
+    allocation fails) either leaves nothing queued, the freed handles still waiting in the
+    session's list, or queues the request whole with them taken off that list: no handle is
+    ever sent in two free_first lists (which a re-send after a resume would repeat), none is
+    lost, and the connection's ids and replies stay in step."""
+    s = tensord.connect("127.0.0.1:%d" % daemon)
+    c = s._c
+    try:
+        keep = s.tensor([1.0, 2.0], requires_grad=True)
+        s.synchronize()
+        dropped = []
+        kinds = ["op", "inplace", "create", "get", "simple"]
+        failures = 0
+        for n in range(1, 9):
+            for kind in kinds:
+                junk = [s.tensor([float(i)]) for i in range(3)]
+                dropped += [t._h for t in junk]
+                del junk
+                before = (list(s._dead), c.frames_sent, len(c._pending), c._next_id)
+                assert before[0], "the dropped tensors' handles wait in the session's list"
+                r = None
+                _fast._fault(n)
+                try:
+                    if kind == "op":
+                        r = keep * 2
+                    elif kind == "inplace":
+                        r = s.tensor([3.0]).add_(1)
+                    elif kind == "create":
+                        r = s.tensor([5.0, 6.0])
+                    elif kind == "get":
+                        r = s._get(keep._h, 0)
+                    else:
+                        r = s._simple("set_grad", (keep._h, True), "requires_grad_")
+                    assert r is not None
+                except MemoryError:
+                    failures += 1
+                    if c.frames_sent == before[1]:  # nothing was queued: nothing changed
+                        # (a handle number may be skipped: _upload takes it before queueing)
+                        assert (list(s._dead), len(c._pending), c._next_id) == \
+                            (before[0], before[2], before[3])
+                finally:
+                    _fast._fault(0)
+                del r
+        assert failures >= 8 * len(kinds) // 2  # the fault points were reached
+        # every frame still queued: ids in step with the Pendings, no handle freed twice
+        out = b"".join(bytes(b) for b in c._out)
+        ids, freed, pos = [], [], 0
+        while pos < len(out):
+            ml, dl = struct.unpack_from(">IQ", out, pos)
+            req = pb.Request()
+            req.ParseFromString(out[pos + 12:pos + 12 + ml])
+            ids.append(req.id)
+            freed += list(req.free_first)
+            pos += 12 + ml + dl
+        assert ids == [p.id for p in c._pending]
+        assert ids == list(range(ids[0], ids[0] + len(ids)))
+        assert len(freed) == len(set(freed))
+        assert not set(freed) & set(s._dead)
+        assert set(dropped) <= set(freed) | set(s._dead)  # none lost
+        s.synchronize()  # the replies match the requests (no ProtocolError), no error
+        assert keep.tolist() == [1.0, 2.0]
+    finally:
+        _fast._fault(0)
+        s.close()
+
+
+def test_grad_item_is_one_round_trip_and_never_stale(daemon):
+    """.grad of a small tensor asks for its values behind the Grad request, so x.grad.item()
+    is one round trip (both paths); the values are used only if nothing was sent since, so a
+    later backward or in-place change is seen, as in torch; no gradient: no error."""
+    s = tensord.connect("127.0.0.1:%d" % daemon)
+    try:
+        a = s.tensor([2.0], requires_grad=True)
+        b = s.tensor([6.0], requires_grad=True)
+        Q = 3 * a ** 3 - b ** 2
+        Q.backward()
+        waits = s._c.waits
+        assert a.grad.item() == 36.0
+        assert s._c.waits == waits + 1
+        ta = torch.tensor([2.0], requires_grad=True)
+        (3 * ta ** 3).backward()
+        g, tg = a.grad, ta.grad  # cached: no request
+        (a * a).backward()       # accumulates into the same gradient tensor
+        (ta * ta).backward()
+        assert g.item() == tg.item() == 40.0
+        g2 = b.grad
+        g2.mul_(2)
+        assert g2.tolist() == [-24.0]
+        c = s.tensor([1.0, 2.0], requires_grad=True)
+        assert c.grad is None  # the values' Get fails: dropped, not raised later
+        d = s.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+        (d * d).sum().backward()
+        td = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+        (td * td).sum().backward()
+        assert d.grad.tolist() == td.grad.tolist()
+        s.synchronize()
+        assert c.grad is None and a.grad.item() == 40.0
+    finally:
+        s.close()
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not _conn.FAST, reason="the fast path is off (TENSORD_PURE_PYTHON=1 or "
+                    "not built)")
+def test_a_large_reply_header_costs_only_the_bytes_that_arrive():
+    """A reply whose header claims a data section up to the server's limits (256 MiB here)
+    and then sends 16 bytes: the client's buffer for it is not zero-filled, so its memory grows
+    by what arrives, not by what the header claims (a fake server on loopback)."""
+    import socket
+    import threading
+    claim = 256 << 20
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    done = threading.Event()
+
+    def serve():
+        c, _ = lsock.accept()
+        with c:
+            def frame(resp, data_len, data=b""):
+                meta = resp.SerializeToString()
+                c.sendall(struct.pack(">IQ", len(meta), data_len) + meta + data)
+
+            def request():
+                ml, dl = struct.unpack(">IQ", c.recv(12, socket.MSG_WAITALL))
+                req = pb.Request()
+                req.ParseFromString(c.recv(ml, socket.MSG_WAITALL) if ml else b"")
+                return req
+
+            req = request()
+            hello = pb.Response(id=req.id)
+            hello.hello.version = 2
+            hello.hello.session_token = b"node-a." + b"0" * 32
+            hello.hello.node_id = "node-a"
+            hello.hello.limits.max_frame_bytes = 1 << 30
+            hello.hello.limits.max_tensor_bytes = 1 << 30
+            frame(hello, 0)
+            req = request()
+            reply = pb.Response(id=req.id)
+            reply.tensor.handle, reply.tensor.dtype = 1, pb.FLOAT32
+            reply.tensor.shape.append(claim // 4)
+            reply.tensor.nbytes = reply.tensor.length = claim
+            frame(reply, claim, b"\x01" * 16)
+            done.wait(20)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    c = _conn.Conn(lsock.getsockname()[1])
+    try:
+        req = pb.Request()
+        req.get.handle = 1
+        c.send(req)
+        c._flush()
+        before = rss_bytes()
+        for _ in range(50):  # the header, then the 16 bytes (bounded: a few reads)
+            c._read_some()
+            if c._dst is not None and c._have >= 16:
+                break
+        assert c._dst is not None and c._dst.nbytes == claim and c._have == 16
+        assert bytes(c._dst[:16]) == b"\x01" * 16
+        assert rss_bytes() - before < claim // 4
+    finally:
+        done.set()
+        c.close()
+        lsock.close()
+        t.join(10)
 
 
 def test_sync_session_reads_into_the_array(daemon):

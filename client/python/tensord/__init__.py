@@ -50,6 +50,9 @@ _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 CHUNK_BYTES = 8 << 20       # tensors larger than this move in chunks of this size
 _POOL_MIN = 1 << 20         # numpy() results this large take pooled memory (tensord._pool)
 _BIG_DATA = 1 << 20         # a request carrying this much data sends the frees before it
+# .grad of a tensor of at most this many elements also asks for the gradient's values, in the
+# same write as the Grad request: `x.grad.item()` is then one round trip (see Tensor.grad)
+PREFETCH_NUMEL = 16
 _MAX_FREE_FIRST = 4096      # the server refuses a request whose free_first lists more
 
 
@@ -73,9 +76,16 @@ class TensorIndexError(TensorError, IndexError):
     """A dimension or index out of range: torch raises IndexError for these."""
 
 
+def _drop_reply(p: _conn.Pending) -> None:
+    """on_done of a reply nobody waits for (Tensor.grad's Get): its error is not raised."""
+
+
 def _error(p: _conn.Pending) -> TensorError:
     e = p.error
-    op, where = p.tag if p.tag else ("", "")
+    tag = p.tag if p.tag else ("", "")
+    op = tag[0]
+    # the fast path's tag is (what, code, lasti): its file:line made only now
+    where = tag[1] if len(tag) == 2 else _conn._fast.where(tag[1], tag[2])
     # the messages torch raises as IndexError
     cls = TensorIndexError if ("out of range" in e.message or "out of bounds" in e.message or
                                "Index is supposed to be a vector" in e.message) else TensorError
@@ -464,6 +474,16 @@ class Session:
     def _call(self, req: Any, what: str) -> Any:
         return self._wait(self._send(req, what)).resp
 
+    def _simple(self, kind: str, values: Tuple[Any, ...], what: str) -> Optional[_conn.Pending]:
+        """A request whose body is only integer fields 1..n, in field order (Backward, Grad,
+        SetGrad), queued in C as _send would queue it (_fast.c's simple_fast); None when the
+        protobuf path must send it (no extension, a sync or closed session)."""
+        if _FAST and not self.sync and not self._closed:
+            p = self._c.simple_fast(self, _BODY_FIELD[kind], kind, what,
+                                    kind in _conn._REPLAYABLE, values)
+            return p  # a failed reply goes to the connection's error_sink, self._errors
+        return None
+
     def _new(self, req: Any, out: builtins.int, what: str, data: Any = b"",
              meta: Optional[Tuple[Size, dtype]] = None) -> "Tensor":
         p = self._send(req, what, data)
@@ -553,11 +573,16 @@ class Session:
             shape = list(arr.shape)
             payload: Any = memoryview(arr.reshape(-1)).cast("B") if arr.size else b""
         else:
-            if isinstance(data, Tensor) and dtype is None:
-                dtype = data.dtype
-            flat, shape = _flatten(data)
-            name = dtype.name if dtype is not None else _infer(flat)
-            payload = _pack(flat, name)
+            packed = _conn._fast.pack_values(data, None if dtype is None else dtype.name) \
+                if _FAST else None  # lists of Python numbers in C: the same bytes
+            if packed is not None:
+                payload, shape, name = packed
+            else:
+                if isinstance(data, Tensor) and dtype is None:
+                    dtype = data.dtype
+                flat, shape = _flatten(data)
+                name = dtype.name if dtype is not None else _infer(flat)
+                payload = _pack(flat, name)
         return self._upload(payload, shape, name, requires_grad,
                             self.progress if progress is None else progress)
 
@@ -1146,6 +1171,8 @@ class Tensor:
     _meta: Optional[Tuple[Size, dtype]] = None
     _not_in_reply: Any = False
     _grad_cache: Optional["Tensor"] = None
+    # (Get's Pending, the connection's next request id after it): values asked for with .grad
+    _pre: Optional[Tuple[Any, builtins.int]] = None
     _owns = False  # whether collecting this object frees its handle on the server
 
     def __init__(self, *args: Any, **kw: Any):
@@ -1280,18 +1307,39 @@ class Tensor:
         into the same tensor, so later reads cost no round trip until ``.grad = None``."""
         if self._grad_cache is not None:
             return self._grad_cache
-        req = pb.Request()
-        req.grad.handle = self._h
-        out = self._s._c.handle()
-        req.grad.out = out
-        resp = self._s._call(req, "grad")
-        if resp is not None and not resp.HasField("tensor"):
-            self._s._dead.append(out)
-            return None
-        # resp is None when a resent Grad found `out` made by the first one: a gradient that
+        s = self._s
+        c = s._c
+        out = c.handle()
+        p = s._simple("grad", (self._h, out), "grad")
+        if p is None:
+            req = pb.Request()
+            req.grad.handle = self._h
+            req.grad.out = out
+            p = s._send(req, "grad")
+        # A small gradient's values are asked for now, behind the Grad: `a.grad.item()` costs
+        # one round trip, not two. They are used only if nothing else was sent in between
+        # (anything may change them); when there is no gradient, the Get's error is dropped.
+        pre = None
+        if not p.done and self._meta is not None and \
+                self._meta[0].numel() <= PREFETCH_NUMEL and c._out_bytes < _conn.FLUSH_AT // 2:
+            pre = c.get_fast(s, out, False, 0, 0, "get") if _FAST else None
+            if pre is not None:
+                pre.on_done = _drop_reply  # set before any reply can be read (no flush yet)
+            else:
+                req = pb.Request()
+                req.get.handle = out
+                pre = c.send(req)  # no tag, no on_done: an error reply goes nowhere
+        s._wait(p)
+        # p.resp is None when a resent Grad found `out` made by the first one: a gradient that
         # exists, whose shape the tensor learns when asked
-        g = Tensor(self._s, out, None, None if resp is None else (
-            Size(resp.tensor.shape), _WIRE_DTYPES[resp.tensor.dtype]))
+        info = _conn.info_of(p)
+        if info is None and p.resp is not None:
+            s._dead.append(out)
+            return None
+        g = Tensor(s, out, None, None if info is None else (Size(info[2]),
+                                                             _WIRE_DTYPES[info[1]]))
+        if pre is not None:
+            g._pre = (pre, c._next_id)
         self._grad_cache = g
         return g
 
@@ -1300,6 +1348,8 @@ class Tensor:
         if value is not None:
             raise TypeError("only .grad = None is supported")
         self._grad_cache = None
+        if self._s._simple("set_grad", (self._h, False, True), "grad = None") is not None:
+            return
         req = pb.Request()
         req.set_grad.handle = self._h
         req.set_grad.clear_grad = True
@@ -1314,6 +1364,12 @@ class Tensor:
         r = self._root if self._root is not None else self
         if r._share is not None and not synced:
             _numpy.sync_in(r._share)
+        if self._pre is not None:
+            data = self._prefetched()
+            if data is not None:
+                if into is not None:
+                    into[:] = data
+                return data
         chunk = self._s._chunk_bytes()
         first = None
         if self._meta is None:
@@ -1348,6 +1404,20 @@ class Tensor:
             last.on_done = (lambda n: lambda p: (self._s._note(p), bar.add(n)))(req.get.length)
         self._s._wait(last)
         return buf
+
+    def _prefetched(self) -> Any:
+        """The values .grad asked for, if no request was sent since (else None)."""
+        (p, next_id), self._pre = self._pre, None
+        s = self._s
+        if s._c._next_id != next_id or s._closed:
+            return None
+        s._c.wait(p)  # a blocking point, as _wait: earlier pipelined errors are raised here
+        s._raise_pending()
+        info = _conn.info_of(p) if p.error is None else None
+        if info is None or info[5] != info[3] or self._meta is None or \
+                self._meta != (Size(info[2]), _WIRE_DTYPES[info[1]]):
+            return None
+        return p.data_in
 
     def numpy(self, progress: Any = None) -> Any:
         """The values as a numpy array that shares them, as torch's: in-place changes to the
@@ -1460,28 +1530,35 @@ class Tensor:
             autograd.backward([self], [gradient], retain_graph=retain_graph,
                               create_graph=create_graph, inputs=inputs)
             return
+        g = gradient._h if gradient is not None else 0
+        rg = builtins.bool(retain_graph)
+        if self._s._simple("backward", (self._h, g, rg), "backward") is not None:
+            return
         req = pb.Request()
         req.backward.handle = self._h
-        req.backward.gradient = gradient._h if gradient is not None else 0
-        req.backward.retain_graph = builtins.bool(retain_graph)
+        req.backward.gradient = g
+        req.backward.retain_graph = rg
         self._s._send(req, "backward")
 
     def requires_grad_(self, requires_grad: Any = True) -> "Tensor":
         """Sets requires_grad in place and returns the tensor (only leaves may change it)."""
-        req = pb.Request()
-        req.set_grad.handle = self._h
-        req.set_grad.requires_grad = builtins.bool(requires_grad)
-        self._s._send(req, "requires_grad_")
+        rg = builtins.bool(requires_grad)
+        if self._s._simple("set_grad", (self._h, rg), "requires_grad_") is None:
+            req = pb.Request()
+            req.set_grad.handle = self._h
+            req.set_grad.requires_grad = rg
+            self._s._send(req, "requires_grad_")
         if not requires_grad:
             self._grad_cache = None
         return self
 
     def retain_grad(self) -> None:
         """Keeps this non-leaf tensor's .grad after backward()."""
-        req = pb.Request()
-        req.set_grad.handle = self._h
-        req.set_grad.retain_grad = True
-        self._s._send(req, "retain_grad")
+        if self._s._simple("set_grad", (self._h, False, False, True), "retain_grad") is None:
+            req = pb.Request()
+            req.set_grad.handle = self._h
+            req.set_grad.retain_grad = True
+            self._s._send(req, "retain_grad")
 
     def detach(self) -> "Tensor":
         """A view of the same values, out of the autograd graph."""
@@ -1962,6 +2039,8 @@ def _make_op(name: str, facts: dict) -> _Op:
 
 _OP_TABLE = {name: _make_op(name, facts) for name, facts in _ops.OPS.items()}
 _OPCODES = {n[3:].lower(): v for n, v in pb.Op.items() if n != "OP_UNSPECIFIED"}
+# Request's body fields by kind ("backward": 15), for _fast's simple_fast
+_BODY_FIELD = {f.name: f.number for f in pb.Request.DESCRIPTOR.oneofs_by_name["body"].fields}
 _FAST = _conn.FAST
 if _FAST:
     _conn._fast.setup(pb.Response, Tensor, _PKG_DIR, _conn.arg_spec(), _conn.DTYPE_WIRE)

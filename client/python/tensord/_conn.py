@@ -19,8 +19,9 @@ and so does every request after it, because their results could depend on it.
 The hot path is in C when the extension module tensord._fast is built (by `make`, or by pip when
 a compiler is there): `FAST` says whether it is in use, and TENSORD_PURE_PYTHON=1 in the
 environment turns it off. It encodes the common requests (RunOp with handle and number inputs,
-Get) into the output buffer and reads the common replies without protobuf message objects; the
-bytes on the wire are the same either way (tests/python/test_fast_wire.py).
+Get, small Creates, Backward, Grad, SetGrad) into the output buffer and reads the common replies
+without protobuf message objects; the bytes on the wire are the same either way
+(tests/python/test_fast_wire.py).
 
 Many daemons (docs/DESIGN.md, "Many daemons"). An address may be a list ("a:7878,b:7878") or
 "dns:NAME:PORT" (every address NAME resolves to). A new session tries the list round-robin,
@@ -54,6 +55,7 @@ if os.environ.get("TENSORD_PURE_PYTHON", "") in ("", "0"):
     except ImportError:  # not built: the pure-Python path below does everything
         _fast = None
 FAST = _fast is not None  # whether the C fast path (tensord._fast) is in use
+_new_buffer: Callable[[int], bytearray] = _fast.bytearray_uninit if FAST else bytearray
 
 # Large receive buffers come from tensord._pool when it is built (and the client is not told to
 # run in pure Python): memory reused from earlier downloads instead of fresh pages, whose first
@@ -68,10 +70,10 @@ if FAST:
 
 def recv_buffer(n: int) -> Any:
     """A writable buffer of n bytes for a large download: pooled when tensord._pool is there
-    (contents undefined until written), else a new zero-filled bytearray."""
+    (contents undefined until written), else a new bytearray (not zero-filled with _fast)."""
     if _pool is not None and n >= _pool.MIN:
         return _pool.take(n)
-    return bytearray(n)
+    return _new_buffer(n)
 
 HEADER = struct.Struct(">IQ")
 FLUSH_AT = 1 << 16          # queued bytes that trigger a write without waiting for a reply
@@ -740,9 +742,12 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
                 else None
             if dl > READ_CHUNK or into is not None:
                 if into is None and dl > self._max_data():
-                    # a lying header: refused before bytearray(dl) zero-fills that much memory
+                    # a lying header: refused before that much memory is allocated
                     raise ProtocolError("a reply's data section of %d bytes is over the "
                                         "server's limits" % dl)
+                # pooled (tensord._pool) or, without it, not zero-filled (with _fast): the
+                # socket fills it, and only what arrives costs memory, not what a header up to
+                # the limits claims
                 dst = into if into is not None else memoryview(recv_buffer(dl))
                 take = min(avail, dl)
                 dst[:take] = memoryview(buf)[self._pos:self._pos + take]

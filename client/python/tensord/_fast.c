@@ -4,11 +4,17 @@
 ** Python frames per request building protobuf message objects, queueing a Pending and parsing
 ** the reply. This module does the common cases directly:
 **   - ConnBase, the base class of _conn.Conn: the connection's counters and queues as C members,
-**     and op_fast/get_fast, which encode a RunOp (handle and number inputs, no OpArgs) or a Get,
-**     with the session's collected handles as free_first, straight into the output buffer,
-**     queue the request's Pending, and (op_fast) make its result Tensor;
+**     and op_fast/get_fast/create_fast/simple_fast, which encode a RunOp (handle and number
+**     inputs, OpArgs of the kinds arg_spec lists), a Get, a small Create, or a request whose
+**     body is only integer fields (Backward, Grad, SetGrad), with the session's collected
+**     handles as free_first, straight into the output buffer, queue the request's Pending, and
+**     (op_fast, create_fast) make its result Tensor. Queueing is one transaction
+**     (commit_request): a failure leaves nothing queued and the collected handles where they
+**     were; _fault(n) makes the n-th step fail, for the tests;
+**   - pack_values, torch.tensor(nested lists of Python numbers)'s bytes, shape and dtype;
+**     bytearray_uninit, a buffer for a large reply's data section that is not zero-filled;
 **   - parse_fast, which reads reply frames whose Response is the common one (the awaited id,
-**     status OK, no result or a TensorInfo) without building a protobuf message: the Pending
+**     status OK, no result, a TensorInfo or an empty BackwardResult) without building a protobuf message: the Pending
 **     gets the TensorInfo's facts as a tuple (`info`) and keeps the raw bytes, from which its
 **     `resp` is parsed by protobuf only if something asks for it;
 **   - Pending, the record of one request (the same attributes as _conn's Python class).
@@ -52,7 +58,7 @@ static PyObject *g_argspec; /* OpArgs: {name: (field number, kind, repeated)}, f
 static PyObject *g_dtypes;  /* {"float32": FLOAT32, ...}: _conn.DTYPE_WIRE */
 static PyObject *s_run_op, *s_get, *s_create, *s_tensor_what, *s_empty_bytes, *s_underscore;
 static PyObject *s_h, *s_s, *s_root, *s_share, *s_ctxs, *s_p, *s_owns, *s_grad_cache, *s_dead;
-static PyObject *s_flush_guarded, *s_parse_py, *s_append, *s_popleft, *s_parse_from;
+static PyObject *s_flush_guarded, *s_parse_py, *s_append, *s_popleft, *s_pop, *s_parse_from;
 
 /* ---- encoding ---- */
 
@@ -674,6 +680,56 @@ static int encode_create(struct buf *b, uint64_t id, uint64_t out, int dtype, Py
     return rc;
 }
 
+#define MAX_SIMPLE_FIELDS 8
+
+/* A body whose fields 1..n are all varint scalars (uint64, bool), each written when not 0:
+** Backward (handle, gradient, retain_graph), Grad (handle, out), SetGrad (handle,
+** requires_grad, clear_grad, retain_grad). The body field must come before free_first (22) in
+** number order, as protobuf writes fields. */
+static int encode_simple(struct buf *b, uint64_t id, int body_field, const uint64_t *v, int n,
+                         PyObject *free_first)
+{
+    if (body_field < 2 || body_field >= 22 || n < 0 || n > MAX_SIMPLE_FIELDS) {
+        PyErr_SetString(PyExc_ValueError, "encode_simple: a body field 2-21, at most 8 values");
+        return -1;
+    }
+    struct buf body;
+    buf_init(&body);
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        if (v[i] != 0) {
+            rc = put_field_varint(&body, i + 1, v[i]);
+        }
+    }
+    if (rc == 0) {
+        rc = put_request(b, id, body_field, &body, free_first);
+    }
+    buf_free(&body);
+    return rc;
+}
+
+/* The values of encode_simple from a tuple of ints (bools are ints); -1 with an error set. */
+static int simple_values(PyObject *t, uint64_t *v, int *n)
+{
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) > MAX_SIMPLE_FIELDS) {
+        PyErr_SetString(PyExc_TypeError, "values: a tuple of at most 8 ints");
+        return -1;
+    }
+    *n = (int)PyTuple_GET_SIZE(t);
+    for (int i = 0; i < *n; i++) {
+        PyObject *x = PyTuple_GET_ITEM(t, i);
+        if (!PyLong_Check(x)) {
+            PyErr_SetString(PyExc_TypeError, "values: a tuple of at most 8 ints");
+            return -1;
+        }
+        v[i] = PyLong_AsUnsignedLongLong(x);
+        if (v[i] == (unsigned long long)-1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* ---- decoding ---- */
 
 struct rd {
@@ -807,10 +863,12 @@ struct resp {
     int32_t code;
     struct rd message;
     bool has_tensor;
+    bool has_result; /* a result field was read: the tensor, or an empty BackwardResult */
     struct tinfo t;
 };
 
-/* The common Response (id, status, a TensorInfo or no result); -1 for anything else. */
+/* The common Response (id, status, and a TensorInfo, an empty BackwardResult (what a
+** Backward that ran to the end answers) or no result); -1 for anything else. */
 static int decode_response(const uint8_t *p, size_t n, struct resp *out)
 {
     struct rd r = {p, p + n};
@@ -854,12 +912,18 @@ static int decode_response(const uint8_t *p, size_t n, struct resp *out)
                     return -1;
                 }
             }
-        } else if (f == 4 && wt == WT_LEN && !out->has_tensor) {
+        } else if (f == 4 && wt == WT_LEN && !out->has_result) {
             struct rd s;
             if (get_len(&r, &s) != 0 || decode_tinfo(s, &out->t) != 0) {
                 return -1;
             }
-            out->has_tensor = true;
+            out->has_tensor = out->has_result = true;
+        } else if (f == 7 && wt == WT_LEN && !out->has_result) {
+            struct rd s;
+            if (get_len(&r, &s) != 0 || s.p != s.end) {
+                return -1; /* a BackwardResult that says something: protobuf's */
+            }
+            out->has_result = true;
         } else {
             return -1; /* another result, an unknown field, a repeated message: protobuf's */
         }
@@ -1096,6 +1160,46 @@ static void ConnBase_dealloc(ConnBase *c)
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 
+/* The first Python frame outside the package (the user's line) as the pair a request's tag
+** keeps: its code object and its last instruction's offset (both new references; None and 0
+** when there is none). Its "file:line" is worked out only when an error message needs it
+** (where()): PyFrame_GetLineNumber and the formatting were most of this walk's cost. */
+static int caller_site(PyObject **code_out, PyObject **lasti_out)
+{
+    PyFrameObject *f = g_pkg_dir != NULL ? PyEval_GetFrame() : NULL;
+    Py_XINCREF(f);
+    while (f != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(f);
+        if (PyUnicode_Tailmatch(code->co_filename, g_pkg_dir, 0, PY_SSIZE_T_MAX, -1) != 1) {
+            *lasti_out = PyLong_FromLong(PyFrame_GetLasti(f));
+            Py_DECREF(f);
+            if (*lasti_out == NULL) {
+                Py_DECREF(code);
+                return -1;
+            }
+            *code_out = (PyObject *)code;
+            return 0;
+        }
+        Py_DECREF(code);
+        PyFrameObject *back = PyFrame_GetBack(f);
+        Py_DECREF(f);
+        f = back;
+    }
+    *code_out = Py_NewRef(Py_None);
+    *lasti_out = PyLong_FromLong(0);
+    return *lasti_out == NULL ? -1 : 0;
+}
+
+/* "file:line" of a caller_site() pair; "?" for none. */
+static PyObject *site_text(PyObject *code, int lasti)
+{
+    if (!PyCode_Check(code)) {
+        return PyUnicode_FromString("?");
+    }
+    PyCodeObject *co = (PyCodeObject *)code;
+    return PyUnicode_FromFormat("%U:%d", co->co_filename, PyCode_Addr2Line(co, lasti));
+}
+
 /* file:line of the first Python frame outside the package: the user's line (_caller()). */
 static PyObject *caller(void)
 {
@@ -1187,51 +1291,163 @@ static PyObject *take_dead(ConnBase *c, PyObject *session, PyObject **dead_out)
     return ff;
 }
 
-/* Queues a Pending of kind `kind` for the encoded request `meta` (id already inside) and its
-** data section `data` (bytes, kept for a re-send; NULL: none). */
-static Pending *queue_request(ConnBase *c, PyObject *kind, const struct buf *meta, uint64_t id,
-                              bool replay, PyObject *what, PyObject *data)
+/* A new Tensor object naming handle `h` of `session`, made by Pending p (as Tensor._made). */
+static PyObject *new_tensor(PyObject *session, uint64_t h, Pending *p)
 {
-    if (c->pending == NULL) { /* a ConnBase that Conn.__init__ did not set up */
+    if (g_tensor_cls == NULL) { /* the package calls setup() when it uses this module */
+        PyErr_SetString(PyExc_RuntimeError, "tensord._fast.setup() was not called");
+        return NULL;
+    }
+    PyObject *t = PyType_GenericNew((PyTypeObject *)g_tensor_cls, NULL, NULL);
+    PyObject *hv = PyLong_FromUnsignedLongLong(h);
+    if (t == NULL || hv == NULL) {
+        Py_XDECREF(t);
+        Py_XDECREF(hv);
+        return NULL;
+    }
+    Py_XSETREF(p->out, Py_NewRef(hv));
+    int rc = PyObject_SetAttr(t, s_s, session) || PyObject_SetAttr(t, s_h, hv) ||
+             PyObject_SetAttr(t, s_p, (PyObject *)p) || PyObject_SetAttr(t, s_owns, Py_True);
+    Py_DECREF(hv);
+    if (rc != 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* Fault injection for the tests (_fast._fault(n)): the n-th fault point reached from now on
+** fails as an allocation failure would (MemoryError); 0 turns it off. One branch when off. */
+static long g_fault;
+#define FAULT_POINT() (g_fault > 0 && --g_fault == 0 ? (PyErr_NoMemory(), 1) : 0)
+
+/* Discards a Tensor made for a request that was not queued: it must not free its handle. */
+static void drop_tensor(PyObject *t)
+{
+    if (t == NULL) {
+        return;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PyObject_SetAttr(t, s_owns, Py_False) != 0) {
+        PyErr_Clear(); /* then its __del__ frees a handle never made: the server ignores that */
+    }
+    PyErr_Restore(type, value, tb);
+    Py_DECREF(t);
+}
+
+/* Takes the first n items of the exact list `dead` off it. They are the items of `ff`, which
+** holds a reference to each, so dropping the list's references frees nothing and runs no code:
+** this cannot fail (PyList_SetSlice can: MemoryError). */
+static void take_prefix(PyObject *dead, Py_ssize_t n)
+{
+    PyListObject *l = (PyListObject *)dead;
+    Py_ssize_t size = PyList_GET_SIZE(dead);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(l->ob_item[i]);
+    }
+    memmove(l->ob_item, l->ob_item + n, (size_t)(size - n) * sizeof(PyObject *));
+    Py_SET_SIZE(l, size - n);
+}
+
+/* Queues the encoded request `meta` (its id is c->next_id) as one transaction: a Pending of
+** kind `kind` (with `data`, bytes kept for a re-send, NULL: none), its frame, and when out != 0
+** the Tensor naming `out` (*tensor_out, a new reference; with `new_handle`, `out` is
+** c->next_handle, which moves on when the request is queued). The handles of `ff` (taken from the
+** front of the session's list `dead` by take_dead, and encoded as free_first) leave `dead`
+** only when the frame is queued. Either all of that happens and the id (and, with `out`, the
+** handle) counter moves on, or nothing visible does and NULL is returned with an error set:
+** a failure can never leave a queued request whose free_first handles are still in `dead`
+** (they would be freed twice, and re-sent after a resume), nor a handle with no owner. */
+static Pending *commit_request(ConnBase *c, PyObject *session, PyObject *kind,
+                               const struct buf *meta, bool replay, PyObject *what, PyObject *data,
+                               PyObject *dead, PyObject *ff, uint64_t out, bool new_handle,
+                               PyObject **tensor_out)
+{
+    if (c->pending == NULL || !PyList_Check(c->out)) { /* Conn.__init__ did not set it up */
         PyErr_SetString(PyExc_RuntimeError, "connection is not set up");
         return NULL;
     }
-    PyObject *frame = PyBytes_FromStringAndSize((const char *)meta->p, (Py_ssize_t)meta->n);
+    Py_ssize_t nff = PyList_GET_SIZE(ff);
+    PyObject *t = NULL, *tag = NULL;
+    Pending *p = NULL;
+    PyObject *frame = FAULT_POINT()
+                          ? NULL
+                          : PyBytes_FromStringAndSize((const char *)meta->p, (Py_ssize_t)meta->n);
     if (frame == NULL) {
         return NULL;
     }
-    Pending *p = pending_new(kind, frame, data != NULL ? data : s_empty_bytes,
-                             replay ? Py_True : Py_False);
+    p = pending_new(kind, frame, data != NULL ? data : s_empty_bytes, replay ? Py_True : Py_False);
     Py_DECREF(frame);
     if (p == NULL) {
         return NULL;
     }
-    p->id = id;
-    PyObject *where = caller();
-    PyObject *tag = where != NULL ? PyTuple_Pack(2, what, where) : NULL;
-    Py_XDECREF(where);
-    if (tag == NULL || queue_frame(c, meta, data != NULL ? PyBytes_AS_STRING(data) : NULL,
-                                   data != NULL ? (size_t)PyBytes_GET_SIZE(data) : 0) != 0) {
-        Py_XDECREF(tag);
-        Py_DECREF(p);
-        return NULL;
+    p->id = c->next_id;
+    PyObject *code = NULL, *lasti = NULL;
+    if (FAULT_POINT() || caller_site(&code, &lasti) != 0) {
+        goto fail;
+    }
+    tag = PyTuple_Pack(3, what, code, lasti); /* (what, code, lasti): see caller_site() */
+    Py_DECREF(code);
+    Py_DECREF(lasti);
+    if (tag == NULL) {
+        goto fail;
     }
     Py_XSETREF(p->tag, tag);
-    p->end = c->queued;
-    PyObject *r = PyObject_CallMethodOneArg(c->pending, s_append, (PyObject *)p);
+    if (out != 0 && (FAULT_POINT() || (t = new_tensor(session, out, p)) == NULL)) {
+        goto fail;
+    }
+    /* Code run by the allocations above (a collection's __del__) only appends to `dead`. */
+    if (PyList_GET_SIZE(dead) < nff) {
+        PyErr_SetString(PyExc_RuntimeError, "the session's freed-handle list changed");
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < nff; i++) {
+        if (PyList_GET_ITEM(dead, i) != PyList_GET_ITEM(ff, i)) {
+            PyErr_SetString(PyExc_RuntimeError, "the session's freed-handle list changed");
+            goto fail;
+        }
+    }
+    PyObject *r = FAULT_POINT() ? NULL
+                                : PyObject_CallMethodOneArg(c->pending, s_append, (PyObject *)p);
     if (r == NULL) {
-        Py_DECREF(p);
-        return NULL;
+        goto fail;
     }
     Py_DECREF(r);
+    if (FAULT_POINT() || queue_frame(c, meta, data != NULL ? PyBytes_AS_STRING(data) : NULL,
+                                     data != NULL ? (size_t)PyBytes_GET_SIZE(data) : 0) != 0) {
+        /* take p back off the queue (deque.pop frees, never allocates) */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *back = PyObject_CallMethodNoArgs(c->pending, s_pop);
+        Py_XDECREF(back);
+        PyErr_Restore(type, value, tb);
+        goto fail;
+    }
+    /* Queued: from here on nothing can fail. */
+    take_prefix(dead, nff);
+    p->end = c->queued;
+    c->next_id++;
+    if (new_handle) {
+        c->next_handle++;
+    }
+    if (tensor_out != NULL) {
+        *tensor_out = t;
+    } else {
+        Py_XDECREF(t);
+    }
     return p;
+fail:
+    drop_tensor(t);
+    Py_DECREF(p);
+    return NULL;
 }
 
 /* After queueing: a full buffer is written now (Conn._flush_guarded), as _conn._queue does. */
 static int maybe_flush(ConnBase *c)
 {
     if (c->out_bytes < FLUSH_AT) {
-        return 0;
+        return FAULT_POINT() ? -1 : 0;
     }
     PyObject *r = PyObject_CallMethodNoArgs((PyObject *)c, s_flush_guarded);
     Py_XDECREF(r);
@@ -1300,31 +1516,6 @@ static int fast_input(PyObject *x, PyObject *session, struct operand *o)
     return 0;
 }
 
-/* A new Tensor object naming handle `h` of `session`, made by Pending p (as Tensor._made). */
-static PyObject *new_tensor(PyObject *session, uint64_t h, Pending *p)
-{
-    if (g_tensor_cls == NULL) { /* the package calls setup() when it uses this module */
-        PyErr_SetString(PyExc_RuntimeError, "tensord._fast.setup() was not called");
-        return NULL;
-    }
-    PyObject *t = PyType_GenericNew((PyTypeObject *)g_tensor_cls, NULL, NULL);
-    PyObject *hv = PyLong_FromUnsignedLongLong(h);
-    if (t == NULL || hv == NULL) {
-        Py_XDECREF(t);
-        Py_XDECREF(hv);
-        return NULL;
-    }
-    Py_XSETREF(p->out, Py_NewRef(hv));
-    int rc = PyObject_SetAttr(t, s_s, session) || PyObject_SetAttr(t, s_h, hv) ||
-             PyObject_SetAttr(t, s_p, (PyObject *)p) || PyObject_SetAttr(t, s_owns, Py_True);
-    Py_DECREF(hv);
-    if (rc != 0) {
-        Py_DECREF(t);
-        return NULL;
-    }
-    return t;
-}
-
 /* op_fast(session, op_code, inputs, inplace, name, kw): Session._op's common case (kw: its
 ** keywords, or None). Returns the result Tensor (inputs[0] when in place), or None when the
 ** protobuf path must take it. */
@@ -1390,24 +1581,15 @@ static PyObject *ConnBase_op_fast(ConnBase *c, PyObject *const *args, Py_ssize_t
     if (what == NULL) {
         goto done;
     }
-    p = queue_request(c, s_run_op, &meta, id, !inplace, what, NULL);
-    if (p == NULL) {
-        goto done;
-    }
-    c->next_id++;
-    if (!inplace) {
-        c->next_handle++;
-    }
-    /* the handles now ride on this request */
-    if (PyList_SetSlice(dead, 0, PyList_GET_SIZE(ff), NULL) != 0) {
-        goto done;
-    }
-    if (inplace) {
+    if (inplace) { /* before queueing: a failure after it must not leave a stale cache */
         t = Py_NewRef(items[0]);
         if (PyObject_SetAttr(t, s_grad_cache, Py_None) != 0) {
             goto done;
         }
-    } else if ((t = new_tensor(session, out, p)) == NULL) {
+    }
+    p = commit_request(c, session, s_run_op, &meta, !inplace, what, NULL, dead, ff, out, !inplace,
+                       inplace ? NULL : &t);
+    if (p == NULL) {
         goto done;
     }
     if (maybe_flush(c) != 0) {
@@ -1451,12 +1633,8 @@ static PyObject *ConnBase_get_fast(ConnBase *c, PyObject *args)
     if (encode_get(&meta, id, handle, meta_only, offset, length, ff) != 0) {
         goto done;
     }
-    p = queue_request(c, s_get, &meta, id, true, what, NULL);
-    if (p == NULL) {
-        goto done;
-    }
-    c->next_id++;
-    if (PyList_SetSlice(dead, 0, PyList_GET_SIZE(ff), NULL) != 0 || maybe_flush(c) != 0) {
+    p = commit_request(c, session, s_get, &meta, true, what, NULL, dead, ff, 0, false, NULL);
+    if (p == NULL || maybe_flush(c) != 0) {
         goto done;
     }
     result = Py_NewRef((PyObject *)p);
@@ -1516,16 +1694,13 @@ static PyObject *ConnBase_create_fast(ConnBase *c, PyObject *args)
     if (encode_create(&meta, id, out, dtype, shape_arg, requires_grad, ff) != 0) {
         goto done;
     }
-    p = queue_request(c, s_create, &meta, id, true, s_tensor_what, data);
+    PyObject *t = NULL;
+    p = commit_request(c, session, s_create, &meta, true, s_tensor_what, data, dead, ff, out, false,
+                       &t);
     if (p == NULL) {
         goto done;
     }
-    c->next_id++;
-    PyObject *t = new_tensor(session, out, p);
-    if (t == NULL) {
-        goto done;
-    }
-    if (PyList_SetSlice(dead, 0, PyList_GET_SIZE(ff), NULL) != 0 || maybe_flush(c) != 0) {
+    if (maybe_flush(c) != 0) {
         Py_DECREF(t);
         goto done;
     }
@@ -1534,6 +1709,50 @@ done:
     buf_free(&meta);
     Py_XDECREF((PyObject *)p);
     Py_DECREF(data);
+    Py_DECREF(ff);
+    Py_DECREF(dead);
+    return result;
+}
+
+/* simple_fast(session, body_field, kind, what, replay, values): queues a request whose body
+** is all varint scalars (encode_simple) as Session._send does; returns its Pending, or None
+** when the protobuf path must take it. */
+static PyObject *ConnBase_simple_fast(ConnBase *c, PyObject *args)
+{
+    PyObject *session, *kind, *what, *values;
+    int body_field, replay;
+    if (!PyArg_ParseTuple(args, "OiUUpO!:simple_fast", &session, &body_field, &kind, &what, &replay,
+                          &PyTuple_Type, &values)) {
+        return NULL;
+    }
+    uint64_t v[MAX_SIMPLE_FIELDS];
+    int n;
+    if (simple_values(values, v, &n) != 0) {
+        return NULL;
+    }
+    PyObject *dead = NULL;
+    PyObject *ff = take_dead(c, session, &dead);
+    if (ff == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *result = NULL;
+    Pending *p = NULL;
+    struct buf meta;
+    buf_init(&meta);
+    if (encode_simple(&meta, c->next_id, body_field, v, n, ff) != 0) {
+        goto done;
+    }
+    p = commit_request(c, session, kind, &meta, replay, what, NULL, dead, ff, 0, false, NULL);
+    if (p == NULL || maybe_flush(c) != 0) {
+        goto done;
+    }
+    result = Py_NewRef((PyObject *)p);
+done:
+    buf_free(&meta);
+    Py_XDECREF((PyObject *)p);
     Py_DECREF(ff);
     Py_DECREF(dead);
     return result;
@@ -1665,6 +1884,8 @@ static PyMethodDef ConnBase_methods[] = {
      "create_fast(session, out, dtype, shape, requires_grad, data): a Create's Tensor, or None"},
     {"get_fast", (PyCFunction)ConnBase_get_fast, METH_VARARGS,
      "get_fast(session, handle, meta_only, offset, length, what): a Get's Pending, or None"},
+    {"simple_fast", (PyCFunction)ConnBase_simple_fast, METH_VARARGS,
+     "simple_fast(session, body_field, kind, what, replay, values) -> Pending or None"},
     {"_parse_fast", (PyCFunction)ConnBase_parse_fast, METH_NOARGS,
      "reads the complete reply frames in _in"},
     {NULL, NULL, 0, NULL},
@@ -1816,6 +2037,240 @@ static PyObject *mod_encode_free(PyObject *self, PyObject *args)
     return buf_bytes(&b, rc);
 }
 
+/* encode_simple(id, body_field, values, free_first): see encode_simple(). */
+static PyObject *mod_encode_simple(PyObject *self, PyObject *args)
+{
+    (void)self;
+    unsigned long long id;
+    int body_field;
+    PyObject *values, *ff_arg;
+    if (!PyArg_ParseTuple(args, "KiO!O", &id, &body_field, &PyTuple_Type, &values, &ff_arg)) {
+        return NULL;
+    }
+    uint64_t v[MAX_SIMPLE_FIELDS];
+    int n;
+    if (simple_values(values, v, &n) != 0) {
+        return NULL;
+    }
+    PyObject *ff = seq_or_none(ff_arg);
+    struct buf b;
+    buf_init(&b);
+    int rc = ff != NULL ? encode_simple(&b, id, body_field, v, n, ff) : -1;
+    Py_XDECREF(ff);
+    return buf_bytes(&b, rc);
+}
+
+/* ---- torch.tensor(list) without the Python walk ---- */
+
+#define PACK_MAX_DIMS 8
+enum { PK_BOOL = 1, PK_INT = 2, PK_FLOAT = 4 };
+
+/* The shape of nested lists/tuples, from the first element at each depth (as _flatten reads
+** it); 0, or 1 for what the Python path must take (too deep). */
+static int pack_shape(PyObject *data, Py_ssize_t *shape, int *ndim)
+{
+    *ndim = 0;
+    PyObject *x = data;
+    while (PyList_CheckExact(x) || PyTuple_CheckExact(x)) {
+        if (*ndim == PACK_MAX_DIMS) {
+            return 1;
+        }
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(x);
+        shape[(*ndim)++] = n;
+        if (n == 0) {
+            break;
+        }
+        x = PySequence_Fast_ITEMS(x)[0];
+    }
+    return 0;
+}
+
+/* Checks every element against the shape and collects the leaves' kinds (PK_*); 0 ok, 1 for
+** the Python path (ragged, a leaf that is not an exact bool/int/float, a list at a leaf). */
+static int pack_walk(PyObject *x, const Py_ssize_t *shape, int ndim, int depth, int *kinds,
+                     PyObject **leaves, Py_ssize_t *nleaves)
+{
+    if (depth == ndim) {
+        if (PyBool_Check(x)) {
+            *kinds |= PK_BOOL;
+        } else if (PyLong_CheckExact(x)) {
+            *kinds |= PK_INT;
+        } else if (PyFloat_CheckExact(x)) {
+            *kinds |= PK_FLOAT;
+        } else {
+            return 1;
+        }
+        leaves[(*nleaves)++] = x;
+        return 0;
+    }
+    if (!(PyList_CheckExact(x) || PyTuple_CheckExact(x)) ||
+        PySequence_Fast_GET_SIZE(x) != shape[depth]) {
+        return 1;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(x);
+    for (Py_ssize_t i = 0; i < shape[depth]; i++) {
+        if (pack_walk(items[i], shape, ndim, depth + 1, kinds, leaves, nleaves) != 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* One leaf into its dtype's little-endian bytes (struct.pack's "<f", "<d", "<i", "<q", "<?"
+** of float(x), int(x) or bool(x)); 0 ok, 1 for the Python path (it then raises its error). */
+static int pack_one(PyObject *x, const char *name, uint8_t *out)
+{
+    if (strcmp(name, "float32") == 0 || strcmp(name, "float64") == 0) {
+        double d = PyFloat_CheckExact(x) ? PyFloat_AS_DOUBLE(x) : PyLong_AsDouble(x);
+        if (d == -1.0 && PyErr_Occurred()) {
+            return 1;
+        }
+        return (name[5] == '3' ? PyFloat_Pack4(d, (char *)out, 1)
+                               : PyFloat_Pack8(d, (char *)out, 1))
+                   ? 1
+                   : 0;
+    }
+    if (strcmp(name, "bool") == 0) {
+        if (!PyBool_Check(x)) {
+            return 1;
+        }
+        out[0] = x == Py_True;
+        return 0;
+    }
+    if (PyFloat_CheckExact(x)) {
+        return 1; /* int(2.5) truncates; int(nan) raises: Python's to say */
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(x, &overflow);
+    if (overflow != 0 || (v == -1 && PyErr_Occurred())) {
+        return 1;
+    }
+    int n = strcmp(name, "int32") == 0 ? 4 : 8;
+    if (n == 4 && (v < INT32_MIN || v > INT32_MAX)) {
+        return 1;
+    }
+    for (int i = 0; i < n; i++) {
+        out[i] = (uint8_t)((unsigned long long)v >> (8 * i));
+    }
+    return 0;
+}
+
+/* pack_values(data, dtype name or None): Session.tensor's _flatten, _infer and _pack in one
+** pass for an exact bool/int/float, or nested lists/tuples of them: (payload bytes, shape list, dtype
+** name), or None when the Python path must take it (it then does what it always did, errors
+** included). The same bytes, shape and dtype as that path (test_fast_wire). */
+static PyObject *mod_pack_values(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *data, *dt;
+    if (!PyArg_ParseTuple(args, "OO:pack_values", &data, &dt)) {
+        return NULL;
+    }
+    if (!(dt == Py_None || PyUnicode_Check(dt))) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t shape[PACK_MAX_DIMS];
+    int ndim;
+    if (pack_shape(data, shape, &ndim) != 0) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] != 0 && numel > PY_SSIZE_T_MAX / 8 / shape[i]) {
+            Py_RETURN_NONE;
+        }
+        numel *= shape[i];
+    }
+    PyObject **leaves = PyMem_Malloc((size_t)(numel > 0 ? numel : 1) * sizeof(PyObject *));
+    if (leaves == NULL) {
+        return PyErr_NoMemory();
+    }
+    int kinds = 0;
+    Py_ssize_t nleaves = 0;
+    PyObject *result = NULL;
+    const char *name;
+    if (pack_walk(data, shape, ndim, 0, &kinds, leaves, &nleaves) != 0 || nleaves != numel) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (dt != Py_None) {
+        name = PyUnicode_AsUTF8(dt);
+        if (name == NULL) {
+            goto done;
+        }
+    } else {
+        name = numel > 0 && kinds == PK_BOOL          ? "bool"
+               : numel > 0 && (kinds & PK_FLOAT) == 0 ? "int64"
+                                                      : "float32";
+    }
+    int isz = strcmp(name, "float32") == 0 || strcmp(name, "int32") == 0   ? 4
+              : strcmp(name, "float64") == 0 || strcmp(name, "int64") == 0 ? 8
+              : strcmp(name, "bool") == 0                                  ? 1
+                                                                           : 0;
+    if (isz == 0) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    PyObject *payload = PyBytes_FromStringAndSize(NULL, numel * isz);
+    PyObject *shp = payload != NULL ? PyList_New(ndim) : NULL;
+    if (shp == NULL) {
+        Py_XDECREF(payload);
+        goto done;
+    }
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(payload);
+    for (Py_ssize_t i = 0; i < numel; i++) {
+        if (pack_one(leaves[i], name, out + i * isz) != 0) {
+            PyErr_Clear();
+            Py_DECREF(payload);
+            Py_DECREF(shp);
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    for (int i = 0; i < ndim; i++) {
+        PyObject *d = PyLong_FromSsize_t(shape[i]);
+        if (d == NULL) {
+            Py_DECREF(payload);
+            Py_DECREF(shp);
+            goto done;
+        }
+        PyList_SET_ITEM(shp, i, d);
+    }
+    result = Py_BuildValue("(NNs)", payload, shp, name);
+done:
+    PyMem_Free(leaves);
+    return result;
+}
+
+/* bytearray_uninit(n): a bytearray of n bytes left as malloc gives them (bytearray(n) writes
+** n zeros first), for a reply's data section that the socket then fills completely; its pages
+** cost memory only as the data arrives. */
+static PyObject *mod_bytearray_uninit(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative size");
+        return NULL;
+    }
+    return PyByteArray_FromStringAndSize(NULL, n);
+}
+
+/* _fault(n): the n-th fault point from now fails with MemoryError (0: none); the tests'. */
+static PyObject *mod_fault(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    g_fault = n < 0 ? 0 : n;
+    Py_RETURN_NONE;
+}
+
 /* encode_create(id, out, dtype, shape, requires_grad, free_first): the Create header. */
 static PyObject *mod_encode_create(PyObject *self, PyObject *args)
 {
@@ -1906,9 +2361,23 @@ static PyObject *mod_caller(PyObject *self, PyObject *unused)
     return caller();
 }
 
+/* where(code, lasti): the "file:line" of a fast request's tag (what, code, lasti). */
+static PyObject *mod_where(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *code;
+    int lasti;
+    if (!PyArg_ParseTuple(args, "Oi:where", &code, &lasti)) {
+        return NULL;
+    }
+    return site_text(code, lasti);
+}
+
 static PyMethodDef module_methods[] = {
     {"caller", mod_caller, METH_NOARGS,
      "caller() -> 'file:line' of the first Python frame outside the package"},
+    {"where", mod_where, METH_VARARGS,
+     "where(code, lasti) -> 'file:line' of a fast request's tag (what, code, lasti)"},
     {"setup", mod_setup, METH_VARARGS, "setup(Response, Tensor, package_dir)"},
     {"encode_run_op", mod_encode_run_op, METH_VARARGS,
      "encode_run_op(id, out, op, inputs, inplace, kw, free_first) -> bytes or None"},
@@ -1917,6 +2386,13 @@ static PyMethodDef module_methods[] = {
     {"encode_free", mod_encode_free, METH_VARARGS, "encode_free(id, handles, free_first)"},
     {"encode_create", mod_encode_create, METH_VARARGS,
      "encode_create(id, out, dtype, shape, requires_grad, free_first) -> bytes"},
+    {"encode_simple", mod_encode_simple, METH_VARARGS,
+     "encode_simple(id, body_field, values, free_first) -> bytes"},
+    {"pack_values", mod_pack_values, METH_VARARGS,
+     "pack_values(data, dtype name or None) -> (payload, shape, name) or None"},
+    {"bytearray_uninit", mod_bytearray_uninit, METH_O,
+     "bytearray_uninit(n) -> a bytearray of n bytes, not zero-filled"},
+    {"_fault", mod_fault, METH_O, "_fault(n): the n-th fault point from now fails (tests)"},
     {"decode_response", mod_decode_response, METH_O,
      "decode_response(bytes) -> (id, code, message, info) or None"},
     {NULL, NULL, 0, NULL},
@@ -1949,7 +2425,7 @@ PyMODINIT_FUNC PyInit__fast(void)
         intern(&s_ctxs, "_ctxs") || intern(&s_p, "_p") || intern(&s_owns, "_owns") ||
         intern(&s_grad_cache, "_grad_cache") || intern(&s_dead, "_dead") ||
         intern(&s_flush_guarded, "_flush_guarded") || intern(&s_parse_py, "_parse_py") ||
-        intern(&s_append, "append") || intern(&s_popleft, "popleft") ||
+        intern(&s_append, "append") || intern(&s_popleft, "popleft") || intern(&s_pop, "pop") ||
         intern(&s_parse_from, "ParseFromString")) {
         return NULL;
     }

@@ -63,13 +63,14 @@ int td_cost_elementwise(const struct td_operand *in, int nin, const struct td_op
     if (op->shape(in, nin, a, shape, &ndim, NULL) != 0) {
         return -1;
     }
-    struct td_op_args local = *a;
+    struct td_op_args local;
     if (op->dtype == td_dtype_rule_self) {
         /* fill_, zero_, copy_, uniform_, normal_ exist only in place, whether or not the
         ** caller said so; their dtype is self's. */
         if (in[0].t == NULL) {
             return -1;
         }
+        local = *a;
         local.inplace = true;
         a = &local;
         compute = result = in[0].t->dtype;

@@ -533,12 +533,43 @@ static int elementwise(enum td_op_id op, struct td_tensor *out, const struct td_
     return td_elementwise_rows(k, out, in, nin, compute, kout, q, err);
 }
 
+bool td_elementwise_dense(const struct td_operand *in, int nin, const struct td_tensor *out,
+                          enum td_dtype compute)
+{
+    if (nin < 1 || nin > 2 || !td_tensor_is_contiguous(out)) {
+        return false;
+    }
+    for (int i = 0; i < nin; i++) {
+        const struct td_tensor *t = in[i].t;
+        /* Equal counts: an operand that broadcasts into out has every dim of out's that is
+        ** not 1 (else it would have fewer elements), so contiguous, it steps as out does. */
+        if (t == NULL || t->dtype != compute || t->numel != out->numel ||
+            !td_tensor_is_contiguous(t)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 int td_elementwise_rows(td_row_fn *k, struct td_tensor *out, const struct td_operand *in, int nin,
                         enum td_dtype compute, enum td_dtype kout, struct td_quota *q,
                         struct td_err *err)
 {
     if (out->numel == 0) {
         return 0;
+    }
+    if (td_ops_fast && out->numel <= PARALLEL_GRAIN && out->dtype == kout &&
+        td_elementwise_dense(in, nin, out, compute)) {
+        /* Tiny ops' fast path: what run_rows would do for these operands (no cast, no
+        ** broadcast: one merged row of stride 1, run by one td_parallel_for chunk, or the
+        ** single-element call when every dim is 1), without building the plan. */
+        const struct td_tensor *b = in[nin > 1 ? 1 : 0].t;
+        if (out->numel == 1) {
+            k(1, td_tensor_data(out), 0, td_tensor_data(in[0].t), 0, td_tensor_data(b), 0);
+            return 0;
+        }
+        k(out->numel, td_tensor_data(out), 1, td_tensor_data(in[0].t), 1, td_tensor_data(b), 1);
+        return td_cancel_check(err);
     }
     struct operand_view va, vb;
     struct td_tensor *dst = out;

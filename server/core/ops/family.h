@@ -67,6 +67,13 @@ typedef void td_row_fn(int64_t n, char *o, int64_t so, const char *a, int64_t sa
 int td_elementwise_rows(td_row_fn *k, struct td_tensor *out, const struct td_operand *in, int nin,
                         enum td_dtype compute, enum td_dtype kout, struct td_quota *q,
                         struct td_err *err);
+/* Whether td_elementwise_rows takes its fast path for these operands (besides out->dtype ==
+** kout and at most one chunk of elements): one or two tensor operands, all of dtype `compute`,
+** contiguous, with out's element count (so none broadcasts), and out contiguous. Each element
+** is then at the same index in every operand; tests compare both paths. */
+extern bool td_ops_fast; /* td_ops_set_fast_paths */
+bool td_elementwise_dense(const struct td_operand *in, int nin, const struct td_tensor *out,
+                          enum td_dtype compute);
 
 /* shape.c */
 /* Whether reshape/flatten (a->op) of t copies: 1, 0 (a view), or -1 (the op will refuse). */

@@ -15,6 +15,7 @@
 ** Floats compare as double, integers as int64; temporaries are tensors charged to a->quota.
 */
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "../../base/checked.h"
@@ -23,19 +24,25 @@
 
 /* ---- output counts (ops.def's `-> a, b`) ---- */
 
+/* Each op's count, once read from its signature (0: not yet). Threads that race store the same
+** value. Every RunOp asks, so the signature is not scanned each time. */
+static _Atomic signed char nout_known[TD_OP_COUNT];
+
 int td_op_nout(enum td_op_id id)
 {
     if ((int)id < 0 || id >= TD_OP_COUNT) {
         return 0;
     }
-    const char *arrow = strstr(td_ops[id].sig, "->");
-    if (arrow == NULL) {
-        return 1;
+    int known = atomic_load_explicit(&nout_known[id], memory_order_relaxed);
+    if (known != 0) {
+        return known;
     }
+    const char *arrow = strstr(td_ops[id].sig, "->");
     int n = 1;
-    for (const char *p = arrow; *p != '\0'; p++) {
+    for (const char *p = arrow; p != NULL && *p != '\0'; p++) {
         n += *p == ',';
     }
+    atomic_store_explicit(&nout_known[id], (signed char)n, memory_order_relaxed);
     return n;
 }
 

@@ -1,0 +1,127 @@
+/* client/c/wire.h — a direct encoder for the hot requests and a direct decoder for the common
+** reply, beside protobuf-c.
+**
+** protobuf-c packs and unpacks by walking field descriptors, and its unpacker allocates every
+** message it builds. The requests a pipelining client sends most (RunOp with handle or scalar
+** inputs and no OpArgs, Get, Free, Write) and the reply most requests get (id, a Status, and a
+** TensorInfo or no result) have fixed shapes, so their bytes are written and read here
+** straight, with no allocation:
+**
+**  - the encoder writes exactly the bytes tensord__request__pack writes for the same message
+**    (proto3: zero scalars omitted, oneof members always written, fields in number order,
+**    repeated uint64 packed);
+**  - the decoder accepts a subset of what protobuf-c accepts, and for every message it accepts
+**    returns what protobuf-c's unpack would hold in the fields it returns. Anything else (another
+**    result, a field it does not know, a field seen twice, a key longer than one byte, an
+**    unpacked or empty shape, more than TDW_MAX_DIMS dims, a bool other than 0 or 1, an enum
+**    above 2^14, a 10-byte varint above 2^64, a length above 2 MiB, a string with bytes other
+**    than printable ASCII, tab and newline, a Status naming a node or address, strides) is handed
+**    over: it returns TDW_HAND_OVER and the caller unpacks the same bytes with protobuf-c, which
+**    judges them.
+**
+** tests/client/test_wire.c holds both to protobuf-c on random, truncated, flipped and spliced
+** messages. This module depends on libc only (no protobuf-c, no tensord.h), so the Python
+** extension could compile it too: see docs/performance.md, "Issue 19, second round: libtensord".
+*/
+#ifndef TENSORD_WIRE_H
+#define TENSORD_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TDW_MAX_DIMS 8 /* dims a decoded TensorInfo may have (more: handed over) */
+
+/* ---- encoding ---- */
+
+/* Request.body's members this encoder writes (their field numbers in tensord.proto). */
+enum tdw_body {
+    TDW_RUN_OP = 8,
+    TDW_GET = 9,
+    TDW_FREE = 10,
+    TDW_WRITE = 19,
+};
+
+enum tdw_operand_kind { TDW_HANDLE, TDW_FLOAT, TDW_INT, TDW_BOOL };
+
+/* One RunOp input: a handle, or a Scalar (double f, sint64 i, bool b). */
+struct tdw_operand {
+    enum tdw_operand_kind kind;
+    union {
+        uint64_t handle;
+        double f;
+        int64_t i;
+        bool b;
+    } v;
+};
+
+/* One request. `op` is a tensord.proto Op value (non-negative: tdw_request_size refuses
+** others). free_first is Request.free_first (protocol 2); n_free_first 0 leaves it out. */
+struct tdw_request {
+    uint64_t id;
+    enum tdw_body body;
+    const uint64_t *free_first;
+    size_t n_free_first;
+    union {
+        struct {
+            uint64_t out;
+            int32_t op;
+            const struct tdw_operand *inputs;
+            size_t n_inputs;
+            bool inplace;
+        } run_op;
+        struct {
+            uint64_t handle;
+            bool meta_only;
+            uint64_t offset, length;
+        } get;
+        struct {
+            const uint64_t *handles;
+            size_t n_handles;
+        } free;
+        struct {
+            uint64_t handle, offset;
+        } write;
+    } u;
+};
+
+/* The exact encoded size of r, or 0 when r is not one this encoder writes (an unknown body, a
+** negative op). Every valid request encodes to at least 2 bytes (the body's key and length). */
+size_t tdw_request_size(const struct tdw_request *r);
+
+/* Writes r's `size` bytes (tdw_request_size's answer) to out; returns out + size. */
+uint8_t *tdw_request_pack(const struct tdw_request *r, size_t size, uint8_t *out);
+
+/* ---- decoding ---- */
+
+#define TDW_HAND_OVER (-1)
+
+/* What tensord.proto's TensorInfo holds, strides and storage_offset aside (a TensorInfo with
+** either is handed over). Strings point into the decoded bytes and are not NUL-terminated. */
+struct tdw_tensor {
+    uint64_t handle;
+    int32_t dtype;
+    int ndim;
+    int64_t shape[TDW_MAX_DIMS];
+    uint64_t nbytes, offset, length;
+    bool requires_grad, is_leaf;
+    const char *grad_fn;
+    size_t grad_fn_len;
+};
+
+/* A Response: id, Status.code and Status.message (0 and "" without a Status), and the TensorInfo
+** result if there is one. */
+struct tdw_reply {
+    uint64_t id;
+    int32_t code;
+    const char *message;
+    size_t message_len;
+    bool has_tensor;
+    struct tdw_tensor tensor;
+};
+
+/* Decodes the protobuf section of a reply frame: 0 with *out filled, or TDW_HAND_OVER (out is
+** then undefined). Reads only p[0, n). */
+int tdw_reply_decode(const uint8_t *p, size_t n, struct tdw_reply *out);
+
+#endif
