@@ -314,6 +314,16 @@ $(PY_FAST): client/python/tensord/_fast.c
 	$(Q)$(CC) $(PY_EXT_CFLAGS) $(CFLAGS) -o $@ $<
 python: $(PY_FAST)
 
+# tensord._pool (client/python/tensord/_pool.c): pooled memory for large downloads, a module of
+# its own so the fast path's file stays one engineer's. Optional like _fast: without it,
+# downloads land in fresh bytearrays.
+PY_POOL       := client/python/tensord/_pool$(PY_EXT_SUFFIX)
+$(PY_POOL): client/python/tensord/_pool.c
+	@$(if $(PY_EXT_SUFFIX),,echo "$(PY_CONFIG) not found: make deps installs python3-dev"; exit 1)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(PY_EXT_CFLAGS) $(CFLAGS) -o $@ $<
+python: $(PY_POOL)
+
 test-py: all $(PY_GEN)
 	$(Q)TENSORD_BIN=$(abspath $(TENSORD)) TENSORCTL_BIN=$(abspath $(TENSORCTL)) \
 	    PYTHONPATH=$(abspath client/python) \

@@ -376,6 +376,17 @@ static void default_max_bytes(struct td_config *cfg)
     cfg->max_bytes = usable_memory() / 2;
 }
 
+/* An eighth of the memory cap, at most 1 GiB: enough to reuse the buffers of a few large
+** transfers (256 MiB tensors included), small beside the cap; 0 when the cap is off (no bound to
+** be a fraction of: the cache keeps to the old 256 MiB default then). */
+static void default_cache_bytes(struct td_config *cfg)
+{
+    int64_t eighth = cfg->max_bytes / 8;
+    cfg->cache_bytes = cfg->max_bytes <= 0           ? (int64_t)256 << 20
+                       : eighth < ((int64_t)1 << 30) ? eighth
+                                                     : (int64_t)1 << 30;
+}
+
 static void default_threads(struct td_config *cfg)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -546,9 +546,11 @@ int main(int argc, char **argv)
     }
 
     td_threads_setup((int)cfg.threads, (int)cfg.worker_nice);
-    /* Freed large buffers kept for reuse: at most 256 MiB, less when --max-bytes is small. */
-    int64_t cache = cfg.max_bytes / 16;
-    td_alloc_cache_limit(cache < ((int64_t)256 << 20) ? (size_t)cache : (size_t)256 << 20);
+    /* Freed large buffers kept for reuse (--cache-bytes), released when unused for
+    ** --cache-decay; the cache keeps within what the node's quota leaves free (below, once the
+    ** store exists). */
+    td_alloc_cache_limit((size_t)cfg.cache_bytes);
+    td_alloc_cache_decay(cfg.cache_decay_ms);
     /* Large frees unmapped off the loop: at most 1 GiB waiting, less when --max-bytes is small. */
     int64_t releasing = cfg.max_bytes / 8;
     td_alloc_release_limit(releasing < ((int64_t)1 << 30) ? (size_t)releasing : (size_t)1 << 30);
@@ -576,6 +578,7 @@ int main(int argc, char **argv)
         .node_id = server.node_id,
     };
     td_store_init(&server.store, &scfg, &server.executor.ex);
+    td_alloc_cache_node(&server.store.global);       /* the cache keeps within --max-bytes */
     server.store.on_expire = td_rpc_session_expired; /* an expired session's files go too */
     server.store.on_expire_arg = &server.rpc;
     server.shutdown_timeout_ms = cfg.shutdown_timeout_ms;

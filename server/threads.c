@@ -104,6 +104,9 @@ void td_threads_setup(int threads, int nice)
         base = 0;
     }
     worker_prio = base + nice > 19 ? 19 : base + nice;
+    if (nice > 0) {
+        td_alloc_helper_priority(worker_prio); /* the releaser and the cache's decay too */
+    }
     lower_blas_threads();
 }
 

@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 /* A 16-byte prefix records the size so td_free can uncount it and user memory stays 16-aligned. */
 #define ALLOC_HDR 16
@@ -107,10 +111,17 @@ static void *counted(unsigned char *p, size_t n)
 
 /* Freed large buffers are kept for reuse: a training loop or a benchmark allocates outputs of the
 ** same few sizes over and over, and a fresh buffer costs a page fault and the kernel's zeroing of
-** every (huge) page before the op can write it (5 % of a 2048^2 matmul here). A request takes the
-** smallest cached buffer that holds it with at most a quarter to spare. Bounded: at most
-** CACHE_SLOTS buffers of at most a quarter of the byte limit each, CACHE_DEFAULT_BYTES in all
-** unless td_alloc_cache_limit says otherwise; the oldest make room for the newest. */
+** every (huge) page before the op can write it (5 % of a 2048^2 matmul here). On a VM that hands
+** freed memory back to its host (virtio_balloon free page reporting, about 2 s after the free),
+** fresh memory costs far more: first touch ran at 0.35-0.45 GB/s here, so a 256 MiB upload into
+** fresh memory took 0.6 s against 0.1 s into reused memory. A request takes the smallest cached
+** buffer that holds it with at most a quarter to spare. Bounded: at most CACHE_SLOTS buffers of
+** at most half the byte limit each, CACHE_DEFAULT_BYTES in all unless td_alloc_cache_limit says
+** otherwise; the oldest make room for the newest. Three more bounds (td_alloc_cache_decay,
+** td_alloc_cache_node): a buffer unused for the decay time is released by a thread of its own, so
+** an idle daemon gives its memory back; the cache never holds more than the node's quota leaves
+** free (a charge that would pass it drops the oldest buffers first); and a malloc that fails
+** drops the whole cache and tries once more. */
 #define CACHE_MIN ((size_t)128 << 10) /* glibc's own heap serves smaller ones well */
 #define CACHE_SLOTS 64
 
@@ -125,9 +136,31 @@ static struct {
     pthread_mutex_t mu;
     unsigned char *buf[CACHE_SLOTS]; /* base pointers (header included) */
     size_t cap[CACHE_SLOTS];
+    int64_t at[CACHE_SLOTS]; /* when each was freed, monotonic ms */
     int n;
     size_t bytes, limit;
-} cache = {.mu = PTHREAD_MUTEX_INITIALIZER, .limit = CACHE_DEFAULT_BYTES};
+    /* The decay thread: started by the first td_alloc_cache_decay with a time > 0. */
+    pthread_cond_t wake;
+    bool decay_started;
+    int64_t decay_ms;      /* 0: buffers stay until pushed out */
+    struct td_quota *node; /* borrowed; the quota whose limit the cache shares, or NULL */
+} cache = {.mu = PTHREAD_MUTEX_INITIALIZER,
+           .wake = PTHREAD_COND_INITIALIZER,
+           .limit = CACHE_DEFAULT_BYTES};
+
+/* cache.node, readable without the lock (set before the daemon serves; tests change it). */
+static struct td_quota *_Atomic cache_node_pub;
+
+/* cache.bytes, readable without the lock (td_quota_charge_bytes compares it on every charge to
+** the node's quota). Written under cache.mu only. */
+static _Atomic size_t cache_bytes_pub;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* Removes entry i, keeping the others in the order they were freed (oldest first). */
 static void cache_remove(int i)
@@ -136,6 +169,8 @@ static void cache_remove(int i)
     cache.n--;
     memmove(&cache.buf[i], &cache.buf[i + 1], (size_t)(cache.n - i) * sizeof cache.buf[0]);
     memmove(&cache.cap[i], &cache.cap[i + 1], (size_t)(cache.n - i) * sizeof cache.cap[0]);
+    memmove(&cache.at[i], &cache.at[i + 1], (size_t)(cache.n - i) * sizeof cache.at[0]);
+    atomic_store_explicit(&cache_bytes_pub, cache.bytes, memory_order_relaxed);
 }
 
 static unsigned char *cache_take(size_t n)
@@ -158,6 +193,34 @@ static unsigned char *cache_take(size_t n)
     return p;
 }
 
+/* The bytes the node's quota leaves for the cache (SIZE_MAX without a node or a limit). Called
+** with cache.mu held. */
+static size_t cache_room(void)
+{
+    struct td_quota *q = cache.node;
+    if (q == NULL || q->limit <= 0) {
+        return SIZE_MAX;
+    }
+    int64_t used = atomic_load_explicit(&q->used, memory_order_relaxed);
+    return used >= q->limit ? 0 : (size_t)(q->limit - used);
+}
+
+/* Drops the oldest entries until at most `keep` bytes stay, into drop[] and their capacities
+** into dropcap[] (may be NULL), for the caller to unmap outside the lock. Called with cache.mu
+** held; returns how many were dropped. */
+static int cache_shrink(size_t keep, unsigned char **drop, size_t *dropcap)
+{
+    int ndrop = 0;
+    while (cache.n > 0 && cache.bytes > keep) {
+        if (dropcap != NULL) {
+            dropcap[ndrop] = cache.cap[0];
+        }
+        drop[ndrop++] = cache.buf[0];
+        cache_remove(0);
+    }
+    return ndrop;
+}
+
 /* Keeps base for reuse, making room by dropping the oldest entries (the sizes in use change
 ** from one workload to the next; the newest are the likeliest to be asked for again). */
 static bool cache_put(unsigned char *base, size_t cap)
@@ -167,23 +230,88 @@ static bool cache_put(unsigned char *base, size_t cap)
     int ndrop = 0;
     bool kept = false;
     pthread_mutex_lock(&cache.mu);
-    if (cap <= cache.limit / 4) {
-        while (cache.n > 0 && (cache.n == CACHE_SLOTS || cache.bytes + cap > cache.limit)) {
+    size_t room = cache_room();
+    size_t limit = cache.limit < room ? cache.limit : room;
+    if (cap <= cache.limit / 2 && cap <= limit) {
+        while (cache.n > 0 && (cache.n == CACHE_SLOTS || cache.bytes + cap > limit)) {
             dropcap[ndrop] = cache.cap[0];
             drop[ndrop++] = cache.buf[0];
             cache_remove(0);
         }
         cache.buf[cache.n] = base;
         cache.cap[cache.n] = cap;
+        cache.at[cache.n] = cache.decay_ms > 0 ? mono_ms() : 0;
         cache.n++;
         cache.bytes += cap;
+        atomic_store_explicit(&cache_bytes_pub, cache.bytes, memory_order_relaxed);
         kept = true;
+        if (cache.n == 1 && cache.decay_started) {
+            pthread_cond_signal(&cache.wake); /* the decay thread sleeps while the cache is empty */
+        }
     }
     pthread_mutex_unlock(&cache.mu);
     for (int i = 0; i < ndrop; i++) {
         release(drop[i], dropcap[i]); /* outside the lock: unmapping takes a while */
     }
     return kept;
+}
+
+/* Drops cached buffers until the node's quota, with `after` bytes charged, leaves room for
+** what stays. td_quota_charge_bytes calls it when a charge to the node would pass the limit with
+** the cache counted: memory for a session's tensor comes before memory kept for reuse. */
+static void cache_yield(int64_t after, int64_t limit)
+{
+    unsigned char *drop[CACHE_SLOTS];
+    pthread_mutex_lock(&cache.mu);
+    int ndrop = cache_shrink(after >= limit ? 0 : (size_t)(limit - after), drop, NULL);
+    pthread_mutex_unlock(&cache.mu);
+    for (int i = 0; i < ndrop; i++) {
+        free(drop[i]); /* in the caller: the memory is wanted now, not when a thread gets to it */
+    }
+}
+
+/* The decay thread: releases buffers unused for cache.decay_ms, checking a quarter of that time
+** after the oldest would expire; sleeps while the cache is empty. Frees outside the lock. */
+static void helper_lower(void);
+static void *decay_main(void *arg)
+{
+    (void)arg;
+    helper_lower();
+    pthread_mutex_lock(&cache.mu);
+    for (;;) {
+        int64_t decay = cache.decay_ms;
+        if (cache.n == 0 || decay <= 0) {
+            pthread_cond_wait(&cache.wake, &cache.mu);
+            continue;
+        }
+        int64_t now = mono_ms();
+        unsigned char *drop[CACHE_SLOTS];
+        int ndrop = 0;
+        while (cache.n > 0 && now - cache.at[0] >= decay) {
+            drop[ndrop++] = cache.buf[0];
+            cache_remove(0);
+        }
+        if (ndrop > 0) {
+            pthread_mutex_unlock(&cache.mu);
+            for (int i = 0; i < ndrop; i++) {
+                free(drop[i]);
+            }
+            pthread_mutex_lock(&cache.mu);
+            continue;
+        }
+        /* The oldest expires at at[0] + decay; wake then (plus a little), or when told. */
+        int64_t wait_ms = cache.at[0] + decay - now + decay / 4 + 1;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += (time_t)(wait_ms / 1000);
+        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&cache.wake, &cache.mu, &ts);
+    }
+    return NULL;
 }
 
 /* Unmapping a large buffer whose pages were touched takes the kernel a while (a 512 MiB tensor:
@@ -212,6 +340,7 @@ static struct {
 static void *releaser_main(void *arg)
 {
     (void)arg;
+    helper_lower();
     pthread_mutex_lock(&rel.mu);
     for (;;) {
         while (rel.n == 0) {
@@ -229,21 +358,56 @@ static void *releaser_main(void *arg)
     return NULL;
 }
 
-/* Starts the releaser with every signal blocked: signals are the loop's to handle. */
-static void releaser_start(void)
+/* The nice value the helper threads below give themselves (td_alloc_helper_priority): they do
+** background work, and run at the heavy workers' priority, below the loop's. */
+static _Atomic bool helper_prio_set;
+static _Atomic int helper_prio;
+
+void td_alloc_helper_priority(int prio)
+{
+    atomic_store(&helper_prio, prio);
+    atomic_store(&helper_prio_set, true);
+}
+
+static void helper_lower(void)
+{
+    if (atomic_load(&helper_prio_set)) {
+        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), atomic_load(&helper_prio));
+    }
+}
+
+/* Starts a detached helper thread (the releaser, the cache's decay) with every signal blocked:
+** signals are the loop's to handle. A small stack, as the helpers need little; but glibc carves
+** the static TLS of every loaded library out of it (OpenBLAS alone takes 60 KiB here, which made
+** the 64 KiB stack these threads once asked for fail to start at all), so it is 64 KiB beyond
+** that, and the default size if even that is refused. Returns whether the thread runs. */
+static bool helper_start(void *(*fn)(void *))
 {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    bool ok = false;
     pthread_attr_t attr;
     pthread_t t;
     if (pthread_attr_init(&attr) == 0) {
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, (size_t)64 << 10);
-        rel.started = pthread_create(&t, &attr, releaser_main, NULL) == 0;
+        if (pthread_attr_setstacksize(&attr, (size_t)256 << 10) == 0) {
+            ok = pthread_create(&t, &attr, fn, NULL) == 0;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    if (!ok && pthread_attr_init(&attr) == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        ok = pthread_create(&t, &attr, fn, NULL) == 0;
         pthread_attr_destroy(&attr);
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return ok;
+}
+
+static void releaser_start(void)
+{
+    rel.started = helper_start(releaser_main);
 }
 
 /* Frees base (cap bytes) now or through the releaser. */
@@ -379,20 +543,14 @@ static void *small_alloc(size_t n, bool zero)
 
 void td_alloc_cache_limit(size_t bytes)
 {
+    unsigned char *drop[CACHE_SLOTS];
     pthread_mutex_lock(&cache.mu);
     cache.limit = CACHE_ALLOWED ? bytes : 0;
-    while (cache.n > 0 && cache.bytes > cache.limit) { /* shrink: the oldest go first */
-        free(cache.buf[0]);
-        cache_remove(0);
-    }
-    if (cache.limit == 0) {
-        for (int i = 0; i < cache.n; i++) {
-            free(cache.buf[i]);
-        }
-        cache.n = 0;
-        cache.bytes = 0;
-    }
+    int ndrop = cache_shrink(cache.limit, drop, NULL); /* the oldest go first */
     pthread_mutex_unlock(&cache.mu);
+    for (int i = 0; i < ndrop; i++) {
+        free(drop[i]);
+    }
 }
 
 size_t td_alloc_cached_bytes(void)
@@ -401,6 +559,45 @@ size_t td_alloc_cached_bytes(void)
     size_t n = cache.bytes;
     pthread_mutex_unlock(&cache.mu);
     return n;
+}
+
+void td_alloc_cache_decay(int64_t ms)
+{
+    pthread_mutex_lock(&cache.mu);
+    cache.decay_ms = ms > 0 ? ms : 0;
+    int64_t now = mono_ms();
+    for (int i = 0; i < cache.n; i++) {
+        cache.at[i] = now; /* their clock starts now */
+    }
+    if (ms > 0 && !cache.decay_started && CACHE_ALLOWED) {
+        cache.decay_started = helper_start(decay_main);
+    }
+    pthread_cond_signal(&cache.wake);
+    pthread_mutex_unlock(&cache.mu);
+}
+
+void td_alloc_cache_node(struct td_quota *node)
+{
+    unsigned char *drop[CACHE_SLOTS];
+    pthread_mutex_lock(&cache.mu);
+    cache.node = node;
+    atomic_store(&cache_node_pub, node);
+    int ndrop = cache_shrink(cache_room(), drop, NULL);
+    pthread_mutex_unlock(&cache.mu);
+    for (int i = 0; i < ndrop; i++) {
+        free(drop[i]);
+    }
+}
+
+/* malloc, and when it fails with buffers cached, malloc again after dropping them all. */
+static unsigned char *malloc_or_drop(size_t n)
+{
+    unsigned char *p = malloc(n);
+    if (p == NULL && atomic_load_explicit(&cache_bytes_pub, memory_order_relaxed) > 0) {
+        cache_yield(0, 0);
+        p = malloc(n);
+    }
+    return p;
 }
 
 void *td_malloc(size_t n)
@@ -418,7 +615,7 @@ void *td_malloc(size_t n)
             return p + ALLOC_HDR;
         }
     }
-    return counted(malloc(n + ALLOC_HDR), n);
+    return counted(n >= CACHE_MIN ? malloc_or_drop(n + ALLOC_HDR) : malloc(n + ALLOC_HDR), n);
 }
 
 void *td_calloc(size_t count, size_t size)
@@ -530,6 +727,12 @@ int td_quota_charge_bytes(struct td_quota *q, int64_t n, struct td_err *err)
 {
     for (struct td_quota *c = q; c != NULL; c = c->parent) {
         int64_t after = atomic_fetch_add(&c->used, n) + n;
+        if (c == atomic_load_explicit(&cache_node_pub, memory_order_relaxed) && c->limit > 0 &&
+            after <= c->limit &&
+            (int64_t)atomic_load_explicit(&cache_bytes_pub, memory_order_relaxed) >
+                c->limit - after) {
+            cache_yield(after, c->limit); /* the node's cap holds, cache included */
+        }
         if (c->limit > 0 && after > c->limit) {
             /* Undo this level and every level already charged, then report the one that hit. */
             for (struct td_quota *u = q; u != c->parent; u = u->parent) {

@@ -41,16 +41,31 @@ char *td_strdup(const char *s);
 int64_t td_alloc_live_bytes(void);
 
 /* Freed buffers of 128 KiB and more are kept for reuse, up to `bytes` in all (default 256 MiB;
-** each at most a quarter of it; 0 turns the cache off and frees what it holds). They are not
-** live bytes; td_alloc_cached_bytes says how much the cache holds. */
+** each at most half of it; 0 turns the cache off and frees what it holds). They are not live
+** bytes; td_alloc_cached_bytes says how much the cache holds. */
 void td_alloc_cache_limit(size_t bytes);
 size_t td_alloc_cached_bytes(void);
+
+/* Cached buffers unused for `ms` are released by a thread of the cache's own (started by the
+** first call with ms > 0; 0, the default, keeps them until newer ones push them out). */
+void td_alloc_cache_decay(int64_t ms);
+
+struct td_quota;
+/* The quota whose limit bounds the node's memory (the global one; NULL: none). The cache then
+** never holds more than that limit less the quota's used bytes: a charge that would pass the
+** limit with the cache counted drops the oldest cached buffers first. */
+void td_alloc_cache_node(struct td_quota *node);
 
 /* Freed buffers of 8 MiB and more that the cache does not keep are unmapped by a releaser
 ** thread, off the caller's (the event loop's) time, while at most `bytes` wait for it (0, the
 ** default, frees them in the caller). td_alloc_releasing_bytes says how much waits now. */
 void td_alloc_release_limit(size_t bytes);
 size_t td_alloc_releasing_bytes(void);
+
+/* The nice value the allocator's helper threads (the releaser, the cache's decay) set for
+** themselves when they start (the daemon passes its heavy workers' value); unset, they keep the
+** priority of the thread that started them. */
+void td_alloc_helper_priority(int prio);
 
 /* Test fault hook: the n-th allocation from now fails (n >= 1); 0 disables. td_alloc_count
 ** returns how many allocations were made since it was armed (so a sweep knows when it has passed

@@ -82,7 +82,7 @@ static void test_alloc_cache_reuses_large_buffers(void **state)
     td_free(q);
     td_free(small);
     assert_int_equal(td_alloc_cached_bytes(), cached0 + 8 * mib);
-    unsigned char *big = td_malloc(20 * mib); /* more than a quarter of the limit: not kept */
+    unsigned char *big = td_malloc(40 * mib); /* more than half of the limit: not kept */
     assert_non_null(big);
     td_free(big);
     assert_int_equal(td_alloc_cached_bytes(), cached0 + 8 * mib);
@@ -153,6 +153,101 @@ static void test_large_frees_are_released_off_the_callers_thread(void **state)
     td_free(q);
     assert_int_equal(td_alloc_releasing_bytes(), 0);
     assert_int_equal(td_alloc_live_bytes(), base);
+    td_alloc_cache_limit(64 * mib);
+}
+
+/* A buffer unused for the decay time is released by the decay thread, without any other call
+** into the allocator; a buffer reused before then is not lost; decay 0 keeps them again. Bounded
+** waits only (no timed assertion: the check is that the bytes go, whenever they do). */
+static void test_alloc_cache_decays(void **state)
+{
+    (void)state;
+#if TD_ALLOC_REUSE
+    const size_t mib = (size_t)1 << 20;
+    td_alloc_cache_limit(0);
+    td_alloc_cache_limit(64 * mib);
+    unsigned char *p = td_malloc(6 * mib);
+    assert_non_null(p);
+    memset(p, 1, 6 * mib);
+    td_alloc_cache_decay(50);
+    td_free(p);
+    assert_int_equal(td_alloc_cached_bytes(), 6 * mib); /* kept at first */
+    for (int i = 0; i < 2000 && td_alloc_cached_bytes() > 0; i++) {
+        struct timespec ms = {0, 5000000};
+        nanosleep(&ms, NULL);
+    }
+    assert_int_equal(td_alloc_cached_bytes(), 0); /* then released: an idle daemon gives back */
+    /* A long decay: a buffer freed and taken again stays a reuse, and the thread leaves it. */
+    td_alloc_cache_decay(60000);
+    unsigned char *q = td_malloc(6 * mib);
+    td_free(q);
+    unsigned char *r = td_malloc(6 * mib);
+    assert_ptr_equal(r, q);
+    memset(r, 2, 6 * mib);
+    td_free(r);
+    td_alloc_cache_decay(0);
+    assert_int_equal(td_alloc_cached_bytes(), 6 * mib);
+    td_alloc_cache_limit(0);
+    td_alloc_cache_limit(64 * mib);
+#else
+    (void)state;
+    td_alloc_cache_decay(50); /* the cache is off: nothing to decay, nothing started */
+    assert_int_equal(td_alloc_cached_bytes(), 0);
+    td_alloc_cache_decay(0);
+#endif
+}
+
+/* The node's cap holds with the cache counted: the cache keeps only what the node quota leaves
+** free, and a charge that needs the cached bytes gets them (a session can still allocate up to
+** its quota while the cache is full); what the cache gives up is never a live buffer. */
+static void test_alloc_cache_yields_to_the_node_quota(void **state)
+{
+    (void)state;
+    const size_t mib = (size_t)1 << 20;
+    struct td_quota node, sess;
+    td_quota_init(&node, "memory", (int64_t)(40 * mib), NULL);
+    td_quota_init(&sess, "session memory", 0, &node);
+    td_alloc_cache_limit(0);
+    td_alloc_cache_limit(64 * mib);
+    td_alloc_cache_node(&node);
+    /* A live 8 MiB tensor, charged, filled with a pattern the cache must not touch. */
+    struct td_err err;
+    assert_int_equal(td_quota_charge(&sess, (int64_t)(8 * mib), &err), 0);
+    unsigned char *live = td_malloc(8 * mib);
+    assert_non_null(live);
+    memset(live, 0x33, 8 * mib);
+    /* Fill the cache: 3 x 10 MiB freed (uncharged) fit the 32 MiB the node leaves. */
+    unsigned char *b[3];
+    for (int i = 0; i < 3; i++) {
+        assert_non_null(b[i] = td_malloc(10 * mib));
+    }
+    for (int i = 0; i < 3; i++) {
+        td_free(b[i]);
+    }
+#if TD_ALLOC_REUSE
+    assert_int_equal(td_alloc_cached_bytes(), 30 * mib);
+    /* Charged 8 + 20 = 28 MiB: the cache may keep 12 MiB, so the oldest two 10 MiB buffers go. */
+    assert_int_equal(td_quota_charge(&sess, (int64_t)(20 * mib), &err), 0);
+    assert_true(td_alloc_cached_bytes() <= 12 * mib);
+    assert_true((int64_t)td_alloc_cached_bytes() + atomic_load(&node.used) <= node.limit);
+    /* Up to the quota's last byte: the cache empties, the charge succeeds. */
+    assert_int_equal(td_quota_charge(&sess, (int64_t)(12 * mib), &err), 0);
+    assert_int_equal(td_alloc_cached_bytes(), 0);
+    /* A free while the node is full is not kept: no room left. */
+    unsigned char *c = td_malloc(4 * mib);
+    td_free(c);
+    assert_int_equal(td_alloc_cached_bytes(), 0);
+    td_quota_release(&sess, (int64_t)(32 * mib));
+#endif
+    /* The live buffer kept its bytes through all of it. */
+    for (size_t i = 0; i < 8 * mib; i += 4093) {
+        assert_int_equal(live[i], 0x33);
+    }
+    td_free(live);
+    td_quota_release(&sess, (int64_t)(8 * mib));
+    assert_int_equal(atomic_load(&node.used), 0);
+    td_alloc_cache_node(NULL);
+    td_alloc_cache_limit(0);
     td_alloc_cache_limit(64 * mib);
 }
 
@@ -239,6 +334,8 @@ int main(void)
         cmocka_unit_test(test_err_set_and_names),
         cmocka_unit_test(test_alloc_counts_and_fails),
         cmocka_unit_test(test_alloc_cache_reuses_large_buffers),
+        cmocka_unit_test(test_alloc_cache_decays),
+        cmocka_unit_test(test_alloc_cache_yields_to_the_node_quota),
         cmocka_unit_test(test_large_frees_are_released_off_the_callers_thread),
         cmocka_unit_test(test_quota_chain),
         cmocka_unit_test(test_map),

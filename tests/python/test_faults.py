@@ -54,7 +54,9 @@ def read_reply(sock):
 
 
 def test_client_killed_mid_upload_returns_the_memory():
-    d = Daemon()
+    # the dropped section's buffer may go to the buffer cache, which gives it back when unused
+    # for --cache-decay (30 s by default; 200 ms here, well inside the 10 s wait below)
+    d = Daemon("--cache-decay", "200ms")
     try:
         s = tensord.connect("127.0.0.1:%d" % d.port)
         keep = s.tensor(np.arange(10, dtype=np.float32))

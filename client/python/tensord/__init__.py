@@ -48,6 +48,8 @@ __all__ = ["Session", "Tensor", "Size", "dtype", "connect", "tensor", "from_nump
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 CHUNK_BYTES = 8 << 20       # tensors larger than this move in chunks of this size
+_POOL_MIN = 1 << 20         # numpy() results this large take pooled memory (tensord._pool)
+_BIG_DATA = 1 << 20         # a request carrying this much data sends the frees before it
 # .grad of a tensor of at most this many elements also asks for the gradient's values, in the
 # same write as the Grad request: `x.grad.item()` is then one round trip (see Tensor.grad)
 PREFETCH_NUMEL = 16
@@ -405,7 +407,11 @@ class Session:
             n = len(self._dead)
             dead = self._dead[:n]
             del self._dead[:n]
-            if self._c.version >= 2 and len(dead) <= _MAX_FREE_FIRST:
+            big = len(data) >= _BIG_DATA if not isinstance(data, memoryview) \
+                else data.nbytes >= _BIG_DATA
+            # free_first runs after the server has allocated the request's data section: with a
+            # large one, a Free of its own ahead of it lets the server reuse the freed memory
+            if self._c.version >= 2 and len(dead) <= _MAX_FREE_FIRST and not big:
                 req.free_first.extend(dead)  # freed just before req runs: no request of their own
             else:
                 free = pb.Request()
@@ -1350,12 +1356,13 @@ class Tensor:
         self._s._send(req, "grad = None")
 
     # -- values --
-    def _fetch(self, into: Any = None, progress: Any = None) -> Any:
+    def _fetch(self, into: Any = None, progress: Any = None, synced: Any = False) -> Any:
         """The bytes in C order; large tensors in pipelined chunks. With the shape unknown
         the first chunk is asked for at once: its reply brings the shape and dtype, so a
-        small tensor costs one round trip."""
+        small tensor costs one round trip. `synced`: the caller has just sent the shared
+        arrays' changes."""
         r = self._root if self._root is not None else self
-        if r._share is not None:
+        if r._share is not None and not synced:
             _numpy.sync_in(r._share)
         if self._pre is not None:
             data = self._prefetched()
@@ -1380,7 +1387,7 @@ class Tensor:
             p = self._s._get(self._h, 0, into)
             return self._s._wait(p).data_in
         src = self.contiguous()  # so each chunk is a slice, not a copy of the whole tensor
-        buf = into if into is not None else memoryview(bytearray(nbytes))
+        buf = into if into is not None else memoryview(_conn.recv_buffer(nbytes))
         bar = _Progress("download", nbytes, self._s.progress if progress is None else progress)
         start = 0
         if first is not None:  # the chunk that brought the shape is the start of the bytes
@@ -1419,12 +1426,25 @@ class Tensor:
         if self._meta is None:
             data = self._fetch(None, progress)
             size, dt = self._meta
-            arr = np.frombuffer(data, dtype=_conn.NUMPY[dt.name]).reshape(tuple(size)).copy()
+            arr = np.frombuffer(data, dtype=_conn.NUMPY[dt.name]).reshape(tuple(size))
+            if not arr.flags.writeable:  # a small reply's bytes object: copied, as before
+                arr = arr.copy()
+            # else the received buffer itself (a bytearray or pooled memory): no copy
         else:
             size, dt = self._meta
-            arr = np.empty(tuple(size), dtype=_conn.NUMPY[dt.name])
+            nbytes = size.numel() * dt.itemsize
+            # the shared arrays' changes first: that also lets go of the arrays nothing else
+            # holds any more, whose pooled memory the new array can then take
+            r = self._root if self._root is not None else self
+            if r._share is not None:
+                _numpy.sync_in(r._share)
+            if nbytes >= _POOL_MIN and _conn._pool is not None:  # pooled, not fresh pages
+                arr = np.frombuffer(_conn.recv_buffer(nbytes),
+                                    dtype=_conn.NUMPY[dt.name]).reshape(tuple(size))
+            else:
+                arr = np.empty(tuple(size), dtype=_conn.NUMPY[dt.name])
             if arr.size:
-                self._fetch(memoryview(arr.reshape(-1)).cast("B"), progress)
+                self._fetch(memoryview(arr.reshape(-1)).cast("B"), progress, synced=True)
         # shared, as torch's: the array follows in-place changes, the tensor the array's
         _numpy.attach(self, arr, self._root is None)
         return arr

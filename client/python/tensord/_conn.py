@@ -57,6 +57,24 @@ if os.environ.get("TENSORD_PURE_PYTHON", "") in ("", "0"):
 FAST = _fast is not None  # whether the C fast path (tensord._fast) is in use
 _new_buffer: Callable[[int], bytearray] = _fast.bytearray_uninit if FAST else bytearray
 
+# Large receive buffers come from tensord._pool when it is built (and the client is not told to
+# run in pure Python): memory reused from earlier downloads instead of fresh pages, whose first
+# touch costs more than the transfer on some VMs (_pool.c). recv_buffer(n) is writable, n bytes.
+_pool: Any = None
+if FAST:
+    try:
+        from . import _pool
+    except ImportError:
+        _pool = None
+
+
+def recv_buffer(n: int) -> Any:
+    """A writable buffer of n bytes for a large download: pooled when tensord._pool is there
+    (contents undefined until written), else a new bytearray (not zero-filled with _fast)."""
+    if _pool is not None and n >= _pool.MIN:
+        return _pool.take(n)
+    return _new_buffer(n)
+
 HEADER = struct.Struct(">IQ")
 FLUSH_AT = 1 << 16          # queued bytes that trigger a write without waiting for a reply
 READ_CHUNK = 1 << 18
@@ -727,9 +745,10 @@ class Conn(_fast.ConnBase if FAST else object):  # type: ignore[misc]
                     # a lying header: refused before that much memory is allocated
                     raise ProtocolError("a reply's data section of %d bytes is over the "
                                         "server's limits" % dl)
-                # not zero-filled (with _fast): the socket fills it, and only what arrives
-                # costs memory, not what a header up to the limits claims
-                dst = into if into is not None else memoryview(_new_buffer(dl))
+                # pooled (tensord._pool) or, without it, not zero-filled (with _fast): the
+                # socket fills it, and only what arrives costs memory, not what a header up to
+                # the limits claims
+                dst = into if into is not None else memoryview(recv_buffer(dl))
                 take = min(avail, dl)
                 dst[:take] = memoryview(buf)[self._pos:self._pos + take]
                 self._pos += take

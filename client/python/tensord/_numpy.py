@@ -22,6 +22,7 @@ of the tensor. Tensors with no shared ndarray pay one attribute test.
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import Any, Callable, List
 
 from . import _conn
@@ -38,10 +39,14 @@ class Entry:
     __slots__ = ("t", "arr", "snap", "direct")
 
     def __init__(self, t: Any, arr: Any, direct: bool):
-        self.t = t
+        # The storage's root holds its Share, which holds this entry: a strong reference back
+        # to the root would make a cycle that keeps the tensor, the array and its snapshot
+        # alive until the cyclic collector runs (and a download's pooled memory out of reuse).
+        # The root is alive whenever its Share is used, so a weak reference does.
+        self.t = weakref.ref(t) if t._root is None else t
         self.arr = arr
         self.direct = direct
-        self.snap = _bytes_of(arr).copy()
+        self.snap = _snapshot(arr)
 
 
 class Share:
@@ -54,10 +59,29 @@ class Share:
         self.busy = False
 
 
+def _snapshot(arr: Any) -> Any:
+    """A copy of the array's bytes (flat uint8), in pooled memory when it is large (_pool.c):
+    a numpy() result's snapshot is as large as the result, and fresh pages cost more than the
+    copy on some VMs."""
+    src = _bytes_of(arr)
+    if src.nbytes < (1 << 20) or _conn._pool is None:
+        return src.copy()
+    snap = np.frombuffer(_conn.recv_buffer(src.nbytes), dtype=np.uint8)
+    np.copyto(snap, src)
+    return snap
+
+
 def _bytes_of(arr: Any) -> Any:
     """The array's bytes in C order as a flat uint8 array (a view when it is contiguous)."""
     a = np.ascontiguousarray(arr)
     return a.reshape(-1).view(np.uint8)
+
+
+def _tensor(e: Entry) -> Any:
+    """The tensor an entry mirrors (its weak reference resolved: the root is alive while its
+    Share is in use)."""
+    t = e.t
+    return t() if isinstance(t, weakref.ref) else t
 
 
 def held(e: Entry) -> bool:
@@ -119,6 +143,11 @@ def _send_changes(e: Entry) -> None:
     n = cur.size
     item = e.arr.itemsize or 1
     spans = []
+    if _conn._pool is not None and cur.flags.c_contiguous and snap.flags.c_contiguous:
+        # the same spans, found by memcmp (tensord._pool.diff; tests compare the two)
+        for first, end in _conn._pool.diff(cur, snap, CHUNK):
+            spans.append(((first // item) * item, -(-end // item) * item))
+        n = 0  # done
     for off in range(0, n, CHUNK):
         end = min(n, off + CHUNK)
         a, b = cur[off:end], snap[off:end]
@@ -130,7 +159,7 @@ def _send_changes(e: Entry) -> None:
         spans.append((lo, hi))
     if not spans:
         return
-    t = e.t
+    t = _tensor(e)
     s = t._s
     if e.direct:
         for lo, hi in spans:
@@ -154,9 +183,13 @@ def sync_out(share: Share) -> None:
 def _sync_out_entry(e: Entry) -> bool:
     if not held(e):
         return False  # nothing can see the array any more: forget it
-    data = e.t._fetch()
+    data = _tensor(e)._fetch()
     got = np.frombuffer(data, dtype=e.arr.dtype).reshape(e.arr.shape)
     if e.arr.flags.writeable:
         np.copyto(e.arr, got)
-    e.snap = _bytes_of(e.arr).copy()
+    cur = _bytes_of(e.arr)
+    if e.snap.shape == cur.shape and e.snap.flags.writeable:
+        np.copyto(e.snap, cur)  # the snapshot's memory again, not a fresh copy
+    else:
+        e.snap = _snapshot(e.arr)
     return True

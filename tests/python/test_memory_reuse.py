@@ -1,0 +1,325 @@
+"""Memory reuse for large transfers (issue 19, second round): the daemon's buffer cache
+(--cache-bytes, --cache-decay, kept within --max-bytes, shown in Stats and /metrics) and the
+Python client's pool of receive buffers (tensord._pool, client/python/tensord/_pool.c).
+
+Properties, not timings: pooled memory never aliases a live array; arrays keep their values
+after the pool is trimmed; the decay releases; the node's cap holds with the cache full; the
+fast span comparison (_pool.diff) finds what the numpy comparison finds. Values are checked
+against numpy computing the same thing.
+"""
+import gc
+import os
+import re
+import time
+
+import numpy as np
+import pytest
+
+import tensord
+from tensord import _conn, _numpy
+from conftest import Daemon
+from test_metrics import get, parse
+
+SANITIZED = os.environ.get("TENSORD_SANITIZED") == "1"  # the daemon's cache is off under ASan
+MiB = 1 << 20
+pool = _conn._pool
+needs_pool = pytest.mark.skipif(pool is None, reason="tensord._pool not in use (pure Python)")
+
+
+def wait_for(cond, seconds=20.0):
+    """Polls cond until it holds or the bound passes; returns its last value (not a timing
+    assertion: only that it happens)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        v = cond()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(0.02)
+
+
+def addr_of(a):
+    return a.__array_interface__["data"][0]
+
+
+@pytest.fixture
+def fresh_pool():
+    """The pool emptied, with a known limit and no decay; restored after."""
+    before = pool.stats()
+    pool.trim()
+    pool.configure(limit=256 * MiB, decay=0)
+    yield
+    pool.trim()
+    pool.configure(limit=before["limit"], decay=before["decay"])
+
+
+# ---- tensord._pool on its own ----
+
+@needs_pool
+def test_pool_reuses_only_dead_blocks(fresh_pool):
+    a = np.frombuffer(pool.take(4 * MiB), np.uint8)
+    a[:] = 1
+    b = np.frombuffer(pool.take(4 * MiB), np.uint8)  # a is alive: b must be other memory
+    b[:] = 2
+    assert addr_of(a) != addr_of(b)
+    assert (a == 1).all() and (b == 2).all()
+    pa = addr_of(a)
+    hits = pool.stats()["hits"]
+    del a
+    assert pool.stats()["cached_blocks"] == 1
+    c = np.frombuffer(pool.take(4 * MiB - 100), np.uint8)  # fits with < 1/4 to spare: reused
+    assert addr_of(c) == pa and pool.stats()["hits"] == hits + 1
+    assert c.nbytes == 4 * MiB - 100 and c.flags.writeable
+    assert (b == 2).all()
+    d = np.frombuffer(pool.take(2 * MiB), np.uint8)  # half the size: not that block
+    assert addr_of(d) not in (addr_of(b), addr_of(c))
+
+
+@needs_pool
+def test_arrays_keep_their_data_when_the_pool_is_trimmed(fresh_pool):
+    keep = np.frombuffer(pool.take(3 * MiB), np.float32)
+    keep[:] = np.arange(keep.size, dtype=np.float32)
+    tmp = pool.take(3 * MiB)
+    del tmp
+    assert pool.stats()["cached_bytes"] >= 3 * MiB
+    pool.trim()
+    assert pool.stats()["cached_bytes"] == 0
+    assert np.array_equal(keep, np.arange(keep.size, dtype=np.float32))
+    del keep
+    assert pool.stats()["cached_blocks"] == 1  # its block came back after the trim
+
+
+@needs_pool
+def test_pool_is_bounded(fresh_pool):
+    pool.configure(limit=16 * MiB)
+    blocks = [pool.take(3 * MiB) for _ in range(8)]
+    del blocks
+    st = pool.stats()
+    assert 0 < st["cached_bytes"] <= 16 * MiB
+    big = pool.take(9 * MiB)  # more than half the limit: never kept
+    del big
+    assert pool.stats()["cached_bytes"] <= 16 * MiB
+    pool.configure(limit=0)
+    assert pool.stats()["cached_bytes"] == 0
+    x = pool.take(1 * MiB)
+    del x
+    assert pool.stats()["cached_bytes"] == 0
+
+
+@needs_pool
+def test_pool_decay_releases_unused_blocks(fresh_pool):
+    pool.configure(decay=0.05)
+    x = pool.take(2 * MiB)
+    del x
+    assert pool.stats()["cached_bytes"] > 0
+    time.sleep(0.2)
+    y = pool.take(300 << 10)  # any call into the pool releases what has decayed
+    assert pool.stats()["cached_bytes"] == 0
+    del y
+
+
+@needs_pool
+def test_pool_refuses_nonsense():
+    with pytest.raises(ValueError):
+        pool.take(-1)
+    with pytest.raises(OverflowError):
+        pool.take(1 << 80)
+    with pytest.raises(TypeError):
+        pool.Block()
+    with pytest.raises(ValueError):
+        pool.configure(limit=-1)
+    with pytest.raises(ValueError):
+        pool.configure(decay=float("nan"))
+    with pytest.raises(ValueError):
+        pool.diff(b"ab", b"abc", 1)
+    with pytest.raises(ValueError):
+        pool.diff(b"ab", b"ab", 0)
+
+
+def numpy_spans(cur, snap, chunk):
+    """The spans _numpy's numpy comparison finds (first differing byte, one past the last, per
+    chunk), computed independently here."""
+    out = []
+    for off in range(0, len(cur), chunk):
+        d = np.flatnonzero(cur[off:off + chunk] != snap[off:off + chunk])
+        if d.size:
+            out.append((off + int(d[0]), off + int(d[-1]) + 1))
+    return out
+
+
+@needs_pool
+@pytest.mark.parametrize("n,chunk", [(0, 64), (1, 64), (1000, 64), (65536 * 3 + 17, 65536),
+                                     (4096, 4096)])
+def test_diff_finds_what_numpy_finds(n, chunk):
+    rng = np.random.default_rng(n)
+    snap = rng.integers(0, 256, n, dtype=np.uint8)
+    for trial in range(20):
+        cur = snap.copy()
+        if n:
+            k = int(rng.integers(0, 6))
+            idx = rng.integers(0, n, k)
+            cur[idx] ^= rng.integers(1, 256, k, dtype=np.uint8)  # a real change at each
+            if trial == 1:
+                cur[0] ^= 0xFF
+                cur[-1] ^= 0xFF
+        assert pool.diff(cur, snap, chunk) == numpy_spans(cur, snap, chunk)
+
+
+# ---- downloads through the client ----
+
+@pytest.fixture(scope="module")
+def sess(daemon):
+    s = tensord.connect("127.0.0.1:%d" % daemon)
+    yield s
+    s.close()
+
+
+def test_repeated_downloads_never_alias(sess):
+    rng = np.random.default_rng(1)
+    src = rng.random(3 * MiB // 4, dtype=np.float32)  # 3 MiB: pooled sizes
+    t = sess.tensor(src)
+    outs = [t.numpy() for _ in range(4)]
+    assert len({addr_of(o) for o in outs}) == 4
+    for i, o in enumerate(outs):
+        assert np.array_equal(o, src)
+    for _ in range(3):
+        o = outs.pop(0)
+        del o
+        gc.collect()
+        outs.append(t.numpy())  # may reuse a dead array's memory, never a live one's
+        assert len({addr_of(o) for o in outs}) == 4
+        for o in outs:
+            assert np.array_equal(o, src)
+
+
+def test_op_result_download_is_the_received_buffer(sess):
+    rng = np.random.default_rng(2)
+    a = rng.random((512, 1024), dtype=np.float32)  # 2 MiB
+    b = rng.random((512, 1024), dtype=np.float32)
+    for _ in range(3):
+        r = (sess.tensor(a) + sess.tensor(b)).numpy()  # shape unknown until the reply
+        assert r.shape == a.shape and r.dtype == np.float32 and r.flags.writeable
+        assert np.array_equal(r, a + b)
+
+
+def test_large_op_result_in_chunks(sess):
+    rng = np.random.default_rng(3)
+    a = rng.random((3, 1 << 20), dtype=np.float32)  # 12 MiB: more than one chunk
+    for _ in range(2):
+        t = sess.tensor(a) * 2
+        r = t.numpy()
+        assert np.array_equal(r, a * 2)
+        assert t.tolist()[2][-5:] == (a[2, -5:] * 2).tolist()
+
+
+def test_pooled_arrays_still_share_with_the_tensor(sess):
+    src = np.arange(1 << 20, dtype=np.float32)  # 4 MiB
+    t = sess.tensor(src)
+    n = t.numpy()
+    n[7] = -3.0
+    n[(1 << 20) - 1] = 5.0  # written in the array: seen by the tensor at its next use
+    back = t.numpy()
+    assert back[7] == -3.0 and back[(1 << 20) - 1] == 5.0
+    want = src.copy()
+    want[7], want[-1] = -3.0, 5.0
+    assert np.array_equal((t * 1).numpy(), want)  # an op on the server reads the writes
+    t.add_(1)  # an in-place change appears in both arrays
+    assert n[0] == 1.0 and back[7] == -2.0
+
+
+def test_numpy_results_are_freed_without_the_cyclic_collector(sess):
+    src = np.ones(1 << 20, dtype=np.float32)
+    gc.disable()
+    try:
+        t = sess.tensor(src) * 3
+        arr = t.numpy()
+        share = t._share
+        assert share is not None and len(share.entries) == 1
+        ref = _numpy._tensor(share.entries[0])
+        assert ref is t
+        del ref
+        import weakref
+        w = weakref.ref(arr)
+        del t, share, arr
+        assert w() is None  # no cycle kept the array alive
+    finally:
+        gc.enable()
+
+
+# ---- the daemon's buffer cache ----
+
+def stats_of(s):
+    return s.stats()
+
+
+@pytest.mark.skipif(SANITIZED, reason="the buffer cache is off under AddressSanitizer")
+def test_daemon_cache_shows_in_stats_and_metrics_and_decays():
+    d = Daemon("--cache-bytes", "64M", "--cache-decay", "300ms", "--max-bytes", "1G",
+               "--metrics-listen", "127.0.0.1:0")
+    try:
+        assert d.port is not None, d.text()
+        mport = int(re.search(r"metrics_listening addr=127\.0\.0\.1:(\d+)", d.text()).group(1))
+        s = tensord.connect("127.0.0.1:%d" % d.port)
+        t = s.tensor(np.ones(4 * MiB // 4, dtype=np.float32))
+        s.synchronize()
+        del t
+        gc.collect()
+        s.synchronize()
+        s.stats()  # carries the Free
+        seen = wait_for(lambda: stats_of(s).cached_bytes >= 4 * MiB, 5)
+        assert seen, "the freed 4 MiB buffer was not kept"
+        _, _, text = get(mport, "/metrics")
+        samples, _ = parse(text)
+        assert samples[("tensord_buffer_cache_bytes", "")] >= 4 * MiB
+        # unused for --cache-decay: released with no request to prompt it
+        assert wait_for(lambda: stats_of(s).cached_bytes == 0, 20)
+        _, _, text = get(mport, "/metrics")
+        assert parse(text)[0][("tensord_buffer_cache_bytes", "")] == 0
+        s.close()
+    finally:
+        assert d.stop() == 0
+
+
+def test_daemon_cache_never_costs_a_session_its_quota():
+    """A node with 48 MiB in all, a cache allowed 32 MiB: with the cache full of freed 8 MiB
+    buffers, a session still gets its whole quota, and cache plus tensors stay within the cap."""
+    d = Daemon("--cache-bytes", "32M", "--cache-decay", "0", "--max-bytes", "48M",
+               "--session-max-bytes", "48M")
+    try:
+        assert d.port is not None, d.text()
+        s = tensord.connect("127.0.0.1:%d" % d.port)
+        ts = [s.tensor(np.full(2 * MiB, i, dtype=np.float32)) for i in range(3)]  # 3 x 8 MiB
+        s.synchronize()
+        del ts
+        gc.collect()
+        s.synchronize()
+        st = s.stats()
+        if not SANITIZED:
+            assert wait_for(lambda: stats_of(s).cached_bytes >= 16 * MiB, 5)
+        # now nearly the whole quota: 5 x 8 MiB plus 7.75 MiB
+        keep = [s.tensor(np.full(2 * MiB, 10 + i, dtype=np.float32)) for i in range(5)]
+        last = s.zeros(2 * MiB - (1 << 16))
+        s.synchronize()
+        st = s.stats()
+        assert st.allocated_bytes + st.cached_bytes <= 48 * MiB + 4 * MiB  # + bookkeeping
+        with pytest.raises(tensord.TensorError, match="quota"):
+            s.zeros(1 * MiB)  # past the quota: refused, not a crash
+            s.synchronize()
+        del last
+        gc.collect()
+        s.synchronize()
+        for i, k in enumerate(keep):  # no live tensor's memory was handed out again
+            v = k.numpy()
+            assert v.min() == 10 + i and v.max() == 10 + i
+        s.close()
+    finally:
+        assert d.stop() == 0
+
+
+def test_cache_flags_are_validated():
+    d = Daemon("--cache-decay", "soon")
+    try:
+        assert d.port is None and d.proc.wait(timeout=10) == 2
+    finally:
+        d.stop()
+    text = os.popen("%s --help" % os.environ.get("TENSORD_BIN", "build/tensord")).read()
+    assert "--cache-bytes" in text and "--cache-decay" in text
