@@ -464,19 +464,7 @@ int64_t td_elem_load_i64(const void *p, enum td_dtype dt)
     case TD_DTYPE_I32: return *(const int32_t *)p;
     case TD_DTYPE_I64: return *(const int64_t *)p;
     case TD_DTYPE_BOOL: return *(const uint8_t *)p != 0;
-    default: {
-        double v = td_elem_load_f64(p, dt);
-        if (isnan(v)) {
-            return 0;
-        }
-        if (v >= 9223372036854775807.0) {
-            return INT64_MAX;
-        }
-        if (v <= -9223372036854775808.0) {
-            return INT64_MIN;
-        }
-        return (int64_t)v;
-    }
+    default: return td_f64_to_i64(td_elem_load_f64(p, dt));
     }
 }
 

@@ -15,6 +15,7 @@
 #ifndef TD_CORE_TENSOR_H
 #define TD_CORE_TENSOR_H
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -122,6 +123,20 @@ int td_tensor_prepare_write(struct td_tensor *t, struct td_err *err);
 ** (float to int truncates toward zero, saturating instead of overflowing; bool is != 0). */
 double td_elem_load_f64(const void *p, enum td_dtype dt);
 int64_t td_elem_load_i64(const void *p, enum td_dtype dt);
+/* A double as td_elem_load_i64 reads it: NaN to 0, out-of-range values saturated. */
+static inline int64_t td_f64_to_i64(double v)
+{
+    if (isnan(v)) {
+        return 0;
+    }
+    if (v >= 9223372036854775807.0) {
+        return INT64_MAX;
+    }
+    if (v <= -9223372036854775808.0) {
+        return INT64_MIN;
+    }
+    return (int64_t)v;
+}
 void td_elem_store_f64(void *p, enum td_dtype dt, double v);
 
 /* Calls fn(element, ctx, i) for every element of t (borrowed) in C order, any strides. Checks

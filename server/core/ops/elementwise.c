@@ -328,41 +328,8 @@ static void store_cast(char *dst, enum td_dtype dd, const char *src, enum td_dty
 ** bytes as store_cast element by element. Same-dtype rows copy the bytes (the one difference
 ** from store_cast: a signalling NaN keeps its bits, as in torch's copy, instead of being
 ** quieted by a round trip through double). */
-#define DEF_CAST(name, TO, TI, CONV)                                                               \
-    static void name(int64_t n, char *o_, int64_t so, const char *a_, int64_t sa, const char *b_,  \
-                     int64_t sb)                                                                   \
-    {                                                                                              \
-        (void)b_;                                                                                  \
-        (void)sb;                                                                                  \
-        TO *o = (TO *)o_;                                                                          \
-        const TI *a = (const TI *)a_;                                                              \
-        if (so == 1 && sa == 1) {                                                                  \
-            for (int64_t i = 0; i < n; i++) {                                                      \
-                TI x = a[i];                                                                       \
-                o[i] = (TO)(CONV);                                                                 \
-            }                                                                                      \
-        } else {                                                                                   \
-            for (int64_t i = 0; i < n; i++) {                                                      \
-                TI x = a[i * sa];                                                                  \
-                o[i * so] = (TO)(CONV);                                                            \
-            }                                                                                      \
-        }                                                                                          \
-    }
+#define DEF_CAST(name, TO, TI, CONV) DEF_UROW2(name, TI, TO, CONV)
 
-/* td_elem_load_i64 of a double (NaN to 0, saturating), inline for the rows below. */
-static inline int64_t f64_to_i64(double v)
-{
-    if (isnan(v)) {
-        return 0;
-    }
-    if (v >= 9223372036854775807.0) {
-        return INT64_MAX;
-    }
-    if (v <= -9223372036854775808.0) {
-        return INT64_MIN;
-    }
-    return (int64_t)v;
-}
 
 static void cast_same(int64_t n, char *o, int64_t so, const char *a, int64_t sa, const char *b,
                       int64_t sb, size_t es)
@@ -394,12 +361,12 @@ DEF_CAST(cast_b_f32, uint8_t, float, (double)x != 0.0)
 DEF_CAST(cast_b_f64, uint8_t, double, x != 0.0)
 DEF_CAST(cast_i32_b, int32_t, uint8_t, x != 0)
 DEF_CAST(cast_i32_i64, int32_t, int64_t, (uint32_t)(uint64_t)x)
-DEF_CAST(cast_i32_f32, int32_t, float, (uint32_t)(uint64_t)f64_to_i64((double)x))
-DEF_CAST(cast_i32_f64, int32_t, double, (uint32_t)(uint64_t)f64_to_i64(x))
+DEF_CAST(cast_i32_f32, int32_t, float, (uint32_t)(uint64_t)td_f64_to_i64((double)x))
+DEF_CAST(cast_i32_f64, int32_t, double, (uint32_t)(uint64_t)td_f64_to_i64(x))
 DEF_CAST(cast_i64_b, int64_t, uint8_t, x != 0)
 DEF_CAST(cast_i64_i32, int64_t, int32_t, x)
-DEF_CAST(cast_i64_f32, int64_t, float, f64_to_i64((double)x))
-DEF_CAST(cast_i64_f64, int64_t, double, f64_to_i64(x))
+DEF_CAST(cast_i64_f32, int64_t, float, td_f64_to_i64((double)x))
+DEF_CAST(cast_i64_f64, int64_t, double, td_f64_to_i64(x))
 DEF_CAST(cast_f32_b, float, uint8_t, x != 0)
 DEF_CAST(cast_f32_i32, float, int32_t, (double)x)
 DEF_CAST(cast_f32_i64, float, int64_t, (double)x)
