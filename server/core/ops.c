@@ -246,6 +246,18 @@ void td_op_args_init(struct td_op_args *a)
     a->ignore_index = -100;
 }
 
+void td_op_args_reset_call(struct td_op_args *a)
+{
+    a->rng = NULL;
+    a->more_out = NULL;
+    a->want_more[0] = false;
+    a->want_more[1] = false;
+    a->grad_enabled = false;
+    a->op = 0;
+    a->inplace = false;
+    a->quota = NULL;
+}
+
 /* ---- the driver ---- */
 
 /* The in-place write itself, run inside td_autograd_inplace. */

@@ -107,6 +107,10 @@ enum { TD_PAD_LIST, TD_PAD_VALID, TD_PAD_SAME }; /* conv's padding_mode */
 
 /* torch's defaults: no dims, dim 0, correction 1. */
 void td_op_args_init(struct td_op_args *a);
+/* Back to td_op_args_init's values, for a struct that was so initialised and since written only
+** in the fields a caller of td_op_apply sets per call (rng, more_out, want_more, grad_enabled,
+** op, inplace, quota): a few stores instead of the 944-byte fill. */
+void td_op_args_reset_call(struct td_op_args *a);
 
 /* Shape rule: the result shape of the op for these inputs, or PyTorch's error. */
 typedef int td_shape_fn(const struct td_operand *in, int nin, const struct td_op_args *a,

@@ -897,6 +897,8 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
 ** Per thread, not per job: a job holds no 944 bytes while it waits in a queue. */
 static _Thread_local struct {
     const struct rpc_job *job; /* whose args these are, or NULL */
+    bool defaults; /* args were filled by td_op_args_init (a request without OpArgs) and are
+                   ** written since only where td_op_args_reset_call resets them */
     struct td_op_args args;
 } pre_args;
 
@@ -1422,6 +1424,19 @@ static int64_t arange_numel(const Tensord__Arange *m)
     return n >= 9.0e18 ? INT64_MAX : (int64_t)n;
 }
 
+/* wire_args into pre_args. A request without OpArgs (most tiny ops) after another such one
+** resets the per-call fields only, not the whole struct. */
+static int pre_wire_args(const Tensord__OpArgs *w)
+{
+    if (w == NULL && pre_args.defaults) {
+        td_op_args_reset_call(&pre_args.args);
+        return 0;
+    }
+    int rc = wire_args(w, &pre_args.args, NULL);
+    pre_args.defaults = w == NULL && rc == 0;
+    return rc;
+}
+
 static void cost_op(struct rpc_job *j, struct td_session *s)
 {
     const Tensord__RunOp *m = j->req->run_op;
@@ -1431,7 +1446,7 @@ static void cost_op(struct rpc_job *j, struct td_session *s)
     struct td_cost cost;
     pre_args.job = NULL;
     if (s != NULL && m->n_inputs <= TD_OP_MAX_INPUTS &&
-        resolve_operands(m, s, &op, in, NULL) == 0 && wire_args(m->args, args, NULL) == 0) {
+        resolve_operands(m, s, &op, in, NULL) == 0 && pre_wire_args(m->args) == 0) {
         args->op = (int)op; /* td_op_cost then reads args in place, without a copy */
         args->inplace = m->inplace;
         if (td_op_cost(op, in, (int)m->n_inputs, args, &cost, NULL) == 0) {

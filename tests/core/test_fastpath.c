@@ -6,7 +6,8 @@
 ** views, aliasing and in-place forms of the binary and unary elementwise ops: the status, the
 ** error text, the result's dtype, shape and bytes must be the same. A sweep that never took the
 ** fast path would prove nothing, so the cases that take it are counted and bounded below; a
-** few hand-derived values pin the fast path itself.
+** few hand-derived values pin the fast path itself. td_op_args_reset_call (the cheap reset of
+** OpArgs rpc keeps per thread) must leave the struct as td_op_args_init does.
 */
 #include <stdarg.h>
 #include <stddef.h>
@@ -348,13 +349,37 @@ static void test_rules(void **state)
     td_tensor_unref(b);
 }
 
+/* td_op_args_reset_call (rpc's per-thread OpArgs for requests without OpArgs) gives back, byte
+** for byte, what td_op_args_init gives, after every per-call field was written. */
+static void test_args_reset_call(void **state)
+{
+    (void)state;
+    struct td_op_args fresh, a;
+    td_op_args_init(&fresh);
+    td_op_args_init(&a);
+    struct td_tensor *more[2] = {NULL, NULL};
+    struct td_quota q;
+    a.rng = (struct td_rng *)&q; /* any non-null pointer: never read here */
+    a.more_out = more;
+    a.want_more[0] = true;
+    a.want_more[1] = true;
+    a.grad_enabled = true;
+    a.op = 7;
+    a.inplace = true;
+    a.quota = &q;
+    assert_true(memcmp(&a, &fresh, sizeof a) != 0);
+    td_op_args_reset_call(&a);
+    assert_memory_equal(&a, &fresh, sizeof a);
+    assert_true(a.correction == 1.0);
+    assert_int_equal(a.ignore_index, -100);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_random_binary_and_unary),
-        cmocka_unit_test(test_fast_path_values),
-        cmocka_unit_test(test_dense_refuses),
-        cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_random_binary_and_unary), cmocka_unit_test(test_fast_path_values),
+        cmocka_unit_test(test_dense_refuses),           cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_args_reset_call),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
