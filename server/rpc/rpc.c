@@ -363,20 +363,30 @@ static void peer_unsent_sub(struct td_rpc_peer *p, int64_t n)
     }
 }
 
-/* Frees x's holdings (the pin, the quota charge) without touching a peer. NULL is a no-op. */
-static void sent_drop(struct sent *x)
+/* Every frame encode_response makes has its struct sent in front of it, in the same block
+** (one allocation per reply, not two): SENT_ROOM bytes, a multiple of 16 so the frame keeps
+** td_malloc's alignment. Freeing the struct frees the frame. */
+#define SENT_ROOM ((sizeof(struct sent) + 15) & ~(size_t)15)
+
+static struct sent *frame_sent(const struct td_rpc_reply *r)
 {
-    if (x != NULL) {
-        td_buffer_unref(x->pin);
-        if (x->session != NULL) {
-            td_quota_release(&x->session->quota, x->charge);
-            td_session_unref(x->session);
-        }
-        td_free(x);
-    }
+    return (struct sent *)(void *)(r->frame - SENT_ROOM);
 }
 
-/* The reply's release: net has written (or dropped) its frame and data section. */
+/* Frees x's holdings (the pin, the quota charge) and its block (the frame with it) without
+** touching a peer. */
+static void sent_drop(struct sent *x)
+{
+    td_buffer_unref(x->pin);
+    if (x->session != NULL) {
+        td_quota_release(&x->session->quota, x->charge);
+        td_session_unref(x->session);
+    }
+    td_free(x);
+}
+
+/* The reply's release: net has written (or dropped) its frame and data section. Frees the
+** frame. */
 static void sent_release(void *arg)
 {
     struct sent *x = arg;
@@ -397,6 +407,20 @@ static void reply_release_data(struct td_rpc_reply *r)
     }
 }
 
+/* A frame for a Response of n bytes, after its struct sent (zeroed), or NULL. */
+static uint8_t *frame_alloc(size_t n)
+{
+    if (n > SIZE_MAX - SENT_ROOM - TD_FRAME_HEADER_BYTES) {
+        return NULL;
+    }
+    uint8_t *block = td_malloc(SENT_ROOM + TD_FRAME_HEADER_BYTES + n);
+    if (block == NULL) {
+        return NULL;
+    }
+    *(struct sent *)(void *)block = (struct sent){0};
+    return block + SENT_ROOM;
+}
+
 /* Encodes resp (whose id and status the caller set) into r->frame. On allocation failure, tries
 ** once more with a bare "out of memory" status; if even that fails, the connection is closed. */
 static void encode_response(Tensord__Response *resp, struct td_rpc_reply *r)
@@ -404,7 +428,7 @@ static void encode_response(Tensord__Response *resp, struct td_rpc_reply *r)
     struct td_fastpack_plan plan;
     bool fast = td_fastpack_plan(resp, &plan);
     size_t n = fast ? plan.total : tensord__response__get_packed_size(resp);
-    uint8_t *buf = td_malloc(TD_FRAME_HEADER_BYTES + n);
+    uint8_t *buf = frame_alloc(n);
     if (buf == NULL) {
         Tensord__Status st = TENSORD__STATUS__INIT;
         st.code = TENSORD__STATUS_CODE__OUT_OF_MEMORY;
@@ -416,7 +440,7 @@ static void encode_response(Tensord__Response *resp, struct td_rpc_reply *r)
         r->data = NULL;
         r->data_len = 0;
         n = tensord__response__get_packed_size(&bare);
-        buf = td_malloc(TD_FRAME_HEADER_BYTES + n);
+        buf = frame_alloc(n);
         if (buf == NULL) {
             r->frame = NULL;
             r->frame_len = 0;
@@ -435,37 +459,31 @@ static void encode_response(Tensord__Response *resp, struct td_rpc_reply *r)
     r->frame_len = TD_FRAME_HEADER_BYTES + n;
 }
 
-/* Hands r (whose release is NULL) to the peer, with x (taken; NULL: a bare one is made here)
-** as its release, its bytes counted as unsent until then; a NULL frame tells the connection
-** to close. A peer that has gone gets nothing. Without memory for x, the reply goes out
-** uncounted rather than not at all. */
-static void deliver_sent(struct td_rpc_peer *p, struct td_rpc_reply *r, struct sent *x)
+/* Hands r (whose release is NULL; its frame from encode_response, or NULL) to the peer, with
+** the frame's struct sent (whatever holdings the caller put there) as its release, its bytes
+** counted as unsent until then; a NULL frame tells the connection to close. A peer that has
+** gone gets nothing: the frame and its holdings are freed here. */
+static void deliver(struct td_rpc_peer *p, struct td_rpc_reply *r)
 {
-    if (p->closed || r->frame == NULL) {
-        sent_drop(x);
-        td_free(r->frame);
+    if (r->frame == NULL) {
         if (!p->closed) {
             p->reply(p, r, p->user);
         }
         return;
     }
-    if (x == NULL) {
-        x = td_calloc(1, sizeof *x);
+    struct sent *x = frame_sent(r);
+    if (p->closed) {
+        sent_drop(x);
+        r->frame = NULL;
+        return;
     }
-    if (x != NULL) {
-        x->peer = p;
-        p->refs++;
-        x->bytes = td_sat_add((int64_t)r->frame_len, (int64_t)r->data_len);
-        r->release = sent_release;
-        r->release_arg = x;
-        peer_unsent_add(p, x->bytes);
-    }
+    x->peer = p;
+    p->refs++;
+    x->bytes = td_sat_add((int64_t)r->frame_len, (int64_t)r->data_len);
+    r->release = sent_release;
+    r->release_arg = x;
+    peer_unsent_add(p, x->bytes);
     p->reply(p, r, p->user);
-}
-
-static void deliver(struct td_rpc_peer *p, struct td_rpc_reply *r)
-{
-    deliver_sent(p, r, NULL);
 }
 
 static void encode_status(Tensord__Response *resp, Tensord__Status *st, const struct td_err *err)
@@ -1880,18 +1898,11 @@ static void job_done(struct td_job *job)
         }
         goto out;
     }
-    struct sent *x = NULL;
     if ((j->pin != NULL || j->reply_charge > 0) && !p->closed && j->reply.frame != NULL) {
         /* The pin and the Format charge stay until the reply is written; their release needs
         ** the session (its quota) alive: take the reference here, on the loop thread, where
         ** session refcounts live. */
-        x = td_calloc(1, sizeof *x);
-        if (x == NULL) {
-            td_free(j->reply.frame);
-            j->reply = (struct td_rpc_reply){0};
-            td_rpc_reply_error(p, j->req->id, TD_ENOMEM, "out of memory", false);
-            goto out; /* job_free releases the pin and the charge */
-        }
+        struct sent *x = frame_sent(&j->reply);
         x->pin = j->pin;
         x->session = td_session_ref(job->session);
         x->charge = j->reply_charge;
@@ -1902,7 +1913,7 @@ static void job_done(struct td_job *job)
         /* Not even an error reply could be encoded: give up on the connection. */
         j->reply.close_after = true;
     }
-    deliver_sent(p, &j->reply, x);
+    deliver(p, &j->reply);
 out:
     if (j->ran) {
         record_stats(j);
