@@ -918,6 +918,7 @@ static _Thread_local struct {
     bool defaults; /* args were filled by td_op_args_init (a request without OpArgs) and are
                    ** written since only where td_op_args_reset_call resets them */
     struct td_op_args args;
+    struct td_op_plan plan; /* the cost rule's shape and dtypes for job (td_op_apply_planned) */
 } pre_args;
 
 int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
@@ -958,8 +959,10 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     ** returns, and no longer cost_op's. */
     struct td_op_args local_args;
     struct td_op_args *ap = &local_args;
+    const struct td_op_plan *plan = NULL;
     if (j->pre_ok && pre_args.job == j) {
         ap = &pre_args.args;
+        plan = &pre_args.plan;
     } else if ((rc = wire_args(m->args, ap, err)) != 0) {
         return rc;
     }
@@ -1019,8 +1022,8 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     ap->quota = &s->quota;
     struct td_tensor *t = NULL;
     /* costed: job_cost sized this call and check_work_limit held it to --max-op-elements */
-    if ((rc = td_op_apply_costed(op, in, (int)m->n_inputs, ap, m->inplace, &s->quota, &t, err)) !=
-        0) {
+    if ((rc = td_op_apply_planned(op, in, (int)m->n_inputs, ap, m->inplace, &s->quota, plan, &t,
+                                  err)) != 0) {
         td_tensor_unref(more[0]);
         td_tensor_unref(more[1]);
         return rc;
@@ -1463,11 +1466,12 @@ static void cost_op(struct rpc_job *j, struct td_session *s)
     struct td_op_args *args = &pre_args.args;
     struct td_cost cost;
     pre_args.job = NULL;
+    pre_args.plan.ok = false;
     if (s != NULL && m->n_inputs <= TD_OP_MAX_INPUTS &&
         resolve_operands(m, s, &op, in, NULL) == 0 && pre_wire_args(m->args) == 0) {
         args->op = (int)op; /* td_op_cost then reads args in place, without a copy */
         args->inplace = m->inplace;
-        if (td_op_cost(op, in, (int)m->n_inputs, args, &cost, NULL) == 0) {
+        if (td_op_cost_planned(op, in, (int)m->n_inputs, args, &cost, &pre_args.plan, NULL) == 0) {
             j->work = td_cost_work(&cost);
             j->need_bytes = td_sat_add(cost.out_bytes, cost.temp_bytes);
         }
