@@ -2016,7 +2016,8 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         p->reply(p, &r, p->user);
         return;
     }
-    memset(j, 0, offsetof(struct rpc_job, arena));
+    memset(j, 0, offsetof(struct rpc_job, pre_in));
+    j->status_node[0] = '\0';
     arena_init(&j->arena);
     /* The hot requests' direct decoder first; anything it does not take goes to protobuf-c. */
     Tensord__Request *req = td_fastunpack_request(&j->arena.allocator, meta_len, meta);
