@@ -37,10 +37,11 @@ struct pb_arena {
 
 struct rpc_job {
     struct td_job job;
-    struct td_rpc_peer *peer; /* reference */
-    Tensord__Request *req;    /* owned, decoded here */
-    bool fast_decoded;        /* req came from td_fastunpack_request (one block) */
-    void *data;               /* owned until adopted */
+    struct td_rpc_peer *peer;         /* reference */
+    Tensord__Request *req;            /* owned, decoded here */
+    const struct td_rpc_request *row; /* td_rpc_request_of(req->body_case), looked up once */
+    bool fast_decoded;                /* req came from td_fastunpack_request (one block) */
+    void *data;                       /* owned until adopted */
     size_t data_len;
     struct td_session *data_session; /* reference: data_charge is charged to its quota
                                             ** (td_rpc_data_alloc), or NULL */

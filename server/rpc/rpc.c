@@ -1610,18 +1610,17 @@ const char *td_rpc_kind_name(int k)
     return k >= 0 && k < TD_RPC_KINDS ? requests[k].name : NULL;
 }
 
-/* The request's kind (enum td_rpc_kind), or -1. */
-static int request_kind(const Tensord__Request *req)
+/* The job's request's kind (enum td_rpc_kind), or -1. */
+static int request_kind(const struct rpc_job *j)
 {
-    const struct td_rpc_request *row = td_rpc_request_of((int)req->body_case);
-    return row != NULL ? (int)(row - requests) : -1;
+    return j->row != NULL ? (int)(j->row - requests) : -1;
 }
 
 /* Sizes j's request (its row's cost function, plus TD_RPC_FREE_WORK per free_first handle). */
 static void job_cost(struct rpc_job *j, struct td_session *s)
 {
     const Tensord__Request *req = j->req;
-    const struct td_rpc_request *row = td_rpc_request_of((int)req->body_case);
+    const struct td_rpc_request *row = j->row;
     j->costed = true;
     j->pre_ok = false;
     j->work = 0;
@@ -1656,7 +1655,7 @@ static void record_stats(const struct rpc_job *j)
         td_rpc_wire_op((int)j->req->run_op->op, &op) == 0) {
         opi = (int)op;
     }
-    td_rpc_stats_record(j->peer->srv, request_kind(j->req), opi, j->status, j->t0_us);
+    td_rpc_stats_record(j->peer->srv, request_kind(j), opi, j->status, j->t0_us);
 }
 
 /* Requests that still succeed, doing nothing, once their session is closed (auth ANY: a Ping,
@@ -1682,7 +1681,7 @@ static void job_execute(struct rpc_job *j)
     ** against, the table of the session whose FIFO ordered it (NULL: a Hello answered before
     ** the connection had one). */
     struct td_session *s = j->job.session;
-    const struct td_rpc_request *row = td_rpc_request_of((int)j->req->body_case);
+    const struct td_rpc_request *row = j->row;
     struct td_err err;
     td_err_clear(&err);
     struct result res;
@@ -1837,7 +1836,7 @@ static bool job_is_heavy(struct td_job *job)
     if (job->session->closed) {
         return false; /* it fails at once ("session is closed"), touching nothing */
     }
-    const struct td_rpc_request *row = td_rpc_request_of((int)j->req->body_case);
+    const struct td_rpc_request *row = j->row;
     if (row != NULL && !row->may_inline) {
         return true; /* a graph's size is unknown until walked, and files block: off the loop */
     }
@@ -2034,6 +2033,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
     }
     j->req = req;
     const struct td_rpc_request *row = td_rpc_request_of((int)req->body_case);
+    j->row = row;
     if (req->body_case == TENSORD__REQUEST__BODY_HELLO) {
         j->hello_token_len = td_rpc_string_wire_len(meta, meta_len, TENSORD__REQUEST__BODY_HELLO,
                                                     3 /* Hello.auth_token */);
