@@ -57,11 +57,16 @@ static void glue_reply(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user
         glue_leave(g);
         return;
     }
+    /* The release frees the frame too: it goes on the last part, which is written last. */
     struct td_out parts[2] = {
-        {r->frame, r->frame_len, td_free, r->frame},
+        {r->frame, r->frame_len, NULL, NULL},
         {r->data, r->data_len, r->release, r->release_arg},
     };
-    td_conn_send(g->conn, parts, r->data_len > 0 || r->release != NULL ? 2 : 1);
+    if (r->data_len == 0) {
+        parts[0].release = r->release;
+        parts[0].arg = r->release_arg;
+    }
+    td_conn_send(g->conn, parts, r->data_len > 0 ? 2 : 1);
     if (g->closed) {
         /* the send failed and closed the connection */
     } else if (r->close_after) {

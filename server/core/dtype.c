@@ -3,15 +3,10 @@
 
 #include <math.h>
 
-static const size_t dtype_sizes[TD_DTYPE_COUNT] = {1, 4, 8, 4, 8};
+const size_t td_dtype_sizes[TD_DTYPE_COUNT] = {1, 4, 8, 4, 8};
 static const char *const dtype_names[TD_DTYPE_COUNT] = {"bool", "int32", "int64", "float32",
                                                         "float64"};
 static const char *const dtype_cnames[TD_DTYPE_COUNT] = {"Bool", "Int", "Long", "Float", "Double"};
-
-size_t td_dtype_size(enum td_dtype dt)
-{
-    return dtype_sizes[dt];
-}
 
 const char *td_dtype_name(enum td_dtype dt)
 {

@@ -22,8 +22,12 @@ enum td_dtype {
 
 #define TD_DTYPE_DEFAULT_FLOAT TD_DTYPE_F32 /* torch.get_default_dtype() */
 
-/* Element size in bytes. dt must be valid. */
-size_t td_dtype_size(enum td_dtype dt);
+/* Element size in bytes. dt must be valid. Inline: the hot paths ask for it per operand. */
+extern const size_t td_dtype_sizes[TD_DTYPE_COUNT];
+static inline size_t td_dtype_size(enum td_dtype dt)
+{
+    return td_dtype_sizes[dt];
+}
 
 /* PyTorch's names, with tensord's prefix wherever torch writes "torch." (in printed text and in
 ** error messages alike: "tensord.float32", "tensord.Size([2])"; a client that prints torch's

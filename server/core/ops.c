@@ -246,6 +246,18 @@ void td_op_args_init(struct td_op_args *a)
     a->ignore_index = -100;
 }
 
+void td_op_args_reset_call(struct td_op_args *a)
+{
+    a->rng = NULL;
+    a->more_out = NULL;
+    a->want_more[0] = false;
+    a->want_more[1] = false;
+    a->grad_enabled = false;
+    a->op = 0;
+    a->inplace = false;
+    a->quota = NULL;
+}
+
 /* ---- the driver ---- */
 
 /* The in-place write itself, run inside td_autograd_inplace. */
@@ -314,25 +326,32 @@ static int check_work_budget(enum td_op_id id, const struct td_operand *in, int 
 
 static int op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                     const struct td_op_args *args, bool inplace, bool costed, struct td_quota *q,
-                    struct td_tensor **out, struct td_err *err);
+                    const struct td_op_plan *plan, struct td_tensor **out, struct td_err *err);
 
 int td_op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                 const struct td_op_args *args, bool inplace, struct td_quota *q,
                 struct td_tensor **out, struct td_err *err)
 {
-    return op_apply(id, in, nin, args, inplace, false, q, out, err);
+    return op_apply(id, in, nin, args, inplace, false, q, NULL, out, err);
 }
 
 int td_op_apply_costed(enum td_op_id id, const struct td_operand *in, int nin,
                        const struct td_op_args *args, bool inplace, struct td_quota *q,
                        struct td_tensor **out, struct td_err *err)
 {
-    return op_apply(id, in, nin, args, inplace, true, q, out, err);
+    return op_apply(id, in, nin, args, inplace, true, q, NULL, out, err);
+}
+
+int td_op_apply_planned(enum td_op_id id, const struct td_operand *in, int nin,
+                        const struct td_op_args *args, bool inplace, struct td_quota *q,
+                        const struct td_op_plan *plan, struct td_tensor **out, struct td_err *err)
+{
+    return op_apply(id, in, nin, args, inplace, true, q, plan, out, err);
 }
 
 static int op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                     const struct td_op_args *args, bool inplace, bool costed, struct td_quota *q,
-                    struct td_tensor **out, struct td_err *err)
+                    const struct td_op_plan *plan, struct td_tensor **out, struct td_err *err)
 {
     if ((int)id < 0 || id >= TD_OP_COUNT) {
         return td_err_set(err, TD_EOP, "unknown op %d", (int)id);
@@ -392,8 +411,14 @@ static int op_apply(enum td_op_id id, const struct td_operand *in, int nin,
     int64_t shape[TD_MAX_DIMS];
     int ndim, rc;
     enum td_dtype compute, result;
-    if ((rc = op->dtype(in, nin, args, &compute, &result, err)) != 0 ||
-        (rc = op->shape(in, nin, args, shape, &ndim, err)) != 0) {
+    if (plan != NULL && plan->ok && plan->op == (int)id) {
+        /* The cost rule ran both rules on these operands and arguments, and both passed. */
+        compute = plan->compute;
+        result = plan->result;
+        ndim = plan->ndim;
+        memcpy(shape, plan->shape, sizeof shape); /* whole: a fixed-size copy is inlined */
+    } else if ((rc = op->dtype(in, nin, args, &compute, &result, err)) != 0 ||
+               (rc = op->shape(in, nin, args, shape, &ndim, err)) != 0) {
         return rc;
     }
     struct td_tensor *t;
@@ -481,7 +506,17 @@ static bool cost_operands_ok(enum td_op_id id, const struct td_operand *in, int 
 int td_op_cost(enum td_op_id id, const struct td_operand *in, int nin,
                const struct td_op_args *args, struct td_cost *out, struct td_err *err)
 {
+    return td_op_cost_planned(id, in, nin, args, out, NULL, err);
+}
+
+int td_op_cost_planned(enum td_op_id id, const struct td_operand *in, int nin,
+                       const struct td_op_args *args, struct td_cost *out, struct td_op_plan *plan,
+                       struct td_err *err)
+{
     memset(out, 0, sizeof *out);
+    if (plan != NULL) {
+        plan->ok = false;
+    }
     if ((int)id < 0 || id >= TD_OP_COUNT) {
         return td_err_set(err, TD_EOP, "unknown op %d", (int)id);
     }
@@ -496,8 +531,14 @@ int td_op_cost(enum td_op_id id, const struct td_operand *in, int nin,
         local.op = (int)id;
         args = &local;
     }
-    if (!cost_operands_ok(id, in, nin, args) || td_ops[id].cost(in, nin, args, out) != 0) {
+    out->plan = plan;
+    int crc = !cost_operands_ok(id, in, nin, args) ? -1 : td_ops[id].cost(in, nin, args, out);
+    out->plan = NULL;
+    if (crc != 0) {
         memset(out, 0, sizeof *out);
+        if (plan != NULL) {
+            plan->ok = false;
+        }
         return td_err_set(err, TD_EINVAL, "%s: invalid operands", td_ops[id].name);
     }
     /* No rule may hand back a negative field, whatever it computed. */

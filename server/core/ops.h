@@ -107,6 +107,10 @@ enum { TD_PAD_LIST, TD_PAD_VALID, TD_PAD_SAME }; /* conv's padding_mode */
 
 /* torch's defaults: no dims, dim 0, correction 1. */
 void td_op_args_init(struct td_op_args *a);
+/* Back to td_op_args_init's values, for a struct that was so initialised and since written only
+** in the fields a caller of td_op_apply sets per call (rng, more_out, want_more, grad_enabled,
+** op, inplace, quota): a few stores instead of the 944-byte fill. */
+void td_op_args_reset_call(struct td_op_args *a);
 
 /* Shape rule: the result shape of the op for these inputs, or PyTorch's error. */
 typedef int td_shape_fn(const struct td_operand *in, int nin, const struct td_op_args *a,
@@ -132,6 +136,18 @@ struct td_cost {
     int64_t flops;      /* multiply-adds of products (BLAS or not), each counted once */
     int64_t out_bytes;  /* bytes of the result's new storage (0 for a view) */
     int64_t temp_bytes; /* bytes of temporaries beyond the result (operand copies, casts) */
+    struct td_op_plan *plan; /* td_op_cost_planned's, else NULL: where a rule that computes the
+                             ** op's shape and dtype rules (td_cost_elementwise) leaves them */
+};
+
+/* An op's result shape and dtypes as its cost rule computed them, for td_op_apply_planned:
+** valid (ok) only for the same op, operands and arguments, with nothing changed between. */
+struct td_op_plan {
+    bool ok;
+    int op;
+    int ndim;
+    enum td_dtype compute, result;
+    int64_t shape[TD_MAX_DIMS];
 };
 
 /* Cost rule: fills c (zeroed by the caller) for these operands. Runs before any validation, so
@@ -221,12 +237,26 @@ int td_op_apply_costed(enum td_op_id id, const struct td_operand *in, int nin,
                        const struct td_op_args *args, bool inplace, struct td_quota *q,
                        struct td_tensor **out, struct td_err *err);
 
+/* td_op_apply_costed with the plan td_op_cost_planned made for this very call (same op,
+** operands and arguments, the operands unchanged since): the op's shape and dtype rules are
+** not run again when the plan holds them (plan->ok). NULL or a plan without them: as
+** td_op_apply_costed. */
+int td_op_apply_planned(enum td_op_id id, const struct td_operand *in, int nin,
+                        const struct td_op_args *args, bool inplace, struct td_quota *q,
+                        const struct td_op_plan *plan, struct td_tensor **out, struct td_err *err);
+
 /* The op's cost for these operands and arguments, from its ops.def cost rule. Safe before any
 ** validation (numbers where tensors go, any nin, any args). Set args->inplace for an in-place
 ** call (no result bytes; the fill family is always costed in place). Returns 0, or TD_EOP /
 ** TD_EINVAL when the operands are invalid (the op would fail fast anyway; *out is then zero). */
 int td_op_cost(enum td_op_id id, const struct td_operand *in, int nin,
                const struct td_op_args *args, struct td_cost *out, struct td_err *err);
+
+/* td_op_cost that also fills *plan (plan->ok when the op's rule computed its shape and dtypes:
+** the elementwise ops), for td_op_apply_planned. */
+int td_op_cost_planned(enum td_op_id id, const struct td_operand *in, int nin,
+                       const struct td_op_args *args, struct td_cost *out, struct td_op_plan *plan,
+                       struct td_err *err);
 
 /* One number for "how much work": read + written + flops, saturating. What --max-op-elements
 ** limits, and what decides inline versus the worker pool. */

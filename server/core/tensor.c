@@ -400,26 +400,9 @@ void td_storage_unref(struct td_storage *st)
     }
 }
 
-bool td_tensor_is_contiguous(const struct td_tensor *t)
-{
-    int64_t expect = 1;
-    for (int i = t->ndim - 1; i >= 0; i--) {
-        if (t->shape[i] != 1 && t->strides[i] != expect) {
-            return t->numel == 0;
-        }
-        expect = td_sat_mul(expect, t->shape[i]);
-    }
-    return true;
-}
-
 size_t td_tensor_nbytes(const struct td_tensor *t)
 {
     return (size_t)t->numel * td_dtype_size(t->dtype);
-}
-
-void *td_tensor_data(const struct td_tensor *t)
-{
-    return (char *)t->storage->buf->data + t->offset * (int64_t)td_dtype_size(t->dtype);
 }
 
 int td_tensor_prepare_write(struct td_tensor *t, struct td_err *err)

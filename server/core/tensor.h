@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "../base/alloc.h"
+#include "../base/checked.h"
 #include "../base/err.h"
 #include "dtype.h"
 
@@ -109,11 +110,26 @@ void td_tensor_unref(struct td_tensor *t);            /* NULL is a no-op */
 ** must not see modified); the last frees its buffer reference. NULL is a no-op. */
 void td_storage_unref(struct td_storage *st);
 
-bool td_tensor_is_contiguous(const struct td_tensor *t);
+/* Row-major with no gaps (dims of size 1 may have any stride; an empty tensor always is).
+** Inline, as td_tensor_data: a tiny op asks both for each operand. */
+static inline bool td_tensor_is_contiguous(const struct td_tensor *t)
+{
+    int64_t expect = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->strides[i] != expect) {
+            return t->numel == 0;
+        }
+        expect = td_sat_mul(expect, t->shape[i]);
+    }
+    return true;
+}
 size_t td_tensor_nbytes(const struct td_tensor *t); /* numel * element size */
 
 /* Address of element 0 of the view (storage data + offset). */
-void *td_tensor_data(const struct td_tensor *t);
+static inline void *td_tensor_data(const struct td_tensor *t)
+{
+    return (char *)t->storage->buf->data + t->offset * (int64_t)td_dtype_size(t->dtype);
+}
 
 /* Makes t's buffer private before an in-place write (copy-on-write when pinned). Errors:
 ** TD_EQUOTA, TD_ENOMEM (t unchanged). */

@@ -37,10 +37,11 @@ struct pb_arena {
 
 struct rpc_job {
     struct td_job job;
-    struct td_rpc_peer *peer; /* reference */
-    Tensord__Request *req;    /* owned, decoded here */
-    bool fast_decoded;        /* req came from td_fastunpack_request (one block) */
-    void *data;               /* owned until adopted */
+    struct td_rpc_peer *peer;         /* reference */
+    Tensord__Request *req;            /* owned, decoded here */
+    const struct td_rpc_request *row; /* td_rpc_request_of(req->body_case), looked up once */
+    bool fast_decoded;                /* req came from td_fastunpack_request (one block) */
+    void *data;                       /* owned until adopted */
     size_t data_len;
     struct td_session *data_session; /* reference: data_charge is charged to its quota
                                             ** (td_rpc_data_alloc), or NULL */
@@ -59,21 +60,24 @@ struct rpc_job {
     bool pre_ok;                     /* RunOp: pre_op and pre_in hold what cost_op resolved,
                                             ** still true when it runs (see cost_op) */
     enum td_op_id pre_op;
-    struct td_operand pre_in[PRE_N];      /* borrowed from the table */
-    int status;                           /* the reply's status code */
-    bool ran;                             /* dropped jobs are not counted in the stats */
-    int64_t hello_token_len;              /* Hello, NodeInfo: auth_token's length on the wire,
+    int status;                 /* the reply's status code */
+    bool ran;                   /* dropped jobs are not counted in the stats */
+    int64_t hello_token_len;    /* Hello, NodeInfo: auth_token's length on the wire,
                                             ** NUL bytes included (td_rpc_string_wire_len) */
-    int64_t name_wire_len;                /* SetName, GetName, DelName: the name's length on
+    int64_t name_wire_len;      /* SetName, GetName, DelName: the name's length on
                                             ** the wire, NULs included (string_wire_len) */
-    char status_node[TD_NODE_ID_MAX + 1]; /* MOVED, NODE_FULL, UNKNOWN_NODE: Status.node */
-    const char *status_address;           /* ... Status.address (borrowed from srv's peer table
+    const char *status_address; /* ... Status.address (borrowed from srv's peer table
                                             ** or settings, which outlive the reply's encoding) */
-    int64_t req_charge;                   /* the decoded request's bytes, charged to
+    int64_t req_charge;         /* the decoded request's bytes, charged to
                                             ** job.session's quota until job_free */
-    int64_t queued;                       /* bytes counted in peer->queued_bytes until done:
+    int64_t queued;             /* bytes counted in peer->queued_bytes until done:
                                             ** req_charge plus data_len */
-    struct pb_arena arena;                /* req is decoded here (last: not zeroed) */
+    /* Not zeroed when a request starts (td_rpc_handle zeroes up to here): read only when
+    ** pre_ok says so, and status_node's first byte is set there. */
+    struct td_operand pre_in[PRE_N];      /* borrowed from the table */
+    char status_node[TD_NODE_ID_MAX + 1]; /* MOVED, NODE_FULL, UNKNOWN_NODE: Status.node ("":
+                                            ** none) */
+    struct pb_arena arena;                /* req is decoded here (not zeroed) */
 };
 
 /* What a handler produced besides its status. The dispatcher zeroes its head (up to

@@ -363,20 +363,30 @@ static void peer_unsent_sub(struct td_rpc_peer *p, int64_t n)
     }
 }
 
-/* Frees x's holdings (the pin, the quota charge) without touching a peer. NULL is a no-op. */
-static void sent_drop(struct sent *x)
+/* Every frame encode_response makes has its struct sent in front of it, in the same block
+** (one allocation per reply, not two): SENT_ROOM bytes, a multiple of 16 so the frame keeps
+** td_malloc's alignment. Freeing the struct frees the frame. */
+#define SENT_ROOM ((sizeof(struct sent) + 15) & ~(size_t)15)
+
+static struct sent *frame_sent(const struct td_rpc_reply *r)
 {
-    if (x != NULL) {
-        td_buffer_unref(x->pin);
-        if (x->session != NULL) {
-            td_quota_release(&x->session->quota, x->charge);
-            td_session_unref(x->session);
-        }
-        td_free(x);
-    }
+    return (struct sent *)(void *)(r->frame - SENT_ROOM);
 }
 
-/* The reply's release: net has written (or dropped) its frame and data section. */
+/* Frees x's holdings (the pin, the quota charge) and its block (the frame with it) without
+** touching a peer. */
+static void sent_drop(struct sent *x)
+{
+    td_buffer_unref(x->pin);
+    if (x->session != NULL) {
+        td_quota_release(&x->session->quota, x->charge);
+        td_session_unref(x->session);
+    }
+    td_free(x);
+}
+
+/* The reply's release: net has written (or dropped) its frame and data section. Frees the
+** frame. */
 static void sent_release(void *arg)
 {
     struct sent *x = arg;
@@ -397,6 +407,20 @@ static void reply_release_data(struct td_rpc_reply *r)
     }
 }
 
+/* A frame for a Response of n bytes, after its struct sent (zeroed), or NULL. */
+static uint8_t *frame_alloc(size_t n)
+{
+    if (n > SIZE_MAX - SENT_ROOM - TD_FRAME_HEADER_BYTES) {
+        return NULL;
+    }
+    uint8_t *block = td_malloc(SENT_ROOM + TD_FRAME_HEADER_BYTES + n);
+    if (block == NULL) {
+        return NULL;
+    }
+    *(struct sent *)(void *)block = (struct sent){0};
+    return block + SENT_ROOM;
+}
+
 /* Encodes resp (whose id and status the caller set) into r->frame. On allocation failure, tries
 ** once more with a bare "out of memory" status; if even that fails, the connection is closed. */
 static void encode_response(Tensord__Response *resp, struct td_rpc_reply *r)
@@ -404,7 +428,7 @@ static void encode_response(Tensord__Response *resp, struct td_rpc_reply *r)
     struct td_fastpack_plan plan;
     bool fast = td_fastpack_plan(resp, &plan);
     size_t n = fast ? plan.total : tensord__response__get_packed_size(resp);
-    uint8_t *buf = td_malloc(TD_FRAME_HEADER_BYTES + n);
+    uint8_t *buf = frame_alloc(n);
     if (buf == NULL) {
         Tensord__Status st = TENSORD__STATUS__INIT;
         st.code = TENSORD__STATUS_CODE__OUT_OF_MEMORY;
@@ -416,7 +440,7 @@ static void encode_response(Tensord__Response *resp, struct td_rpc_reply *r)
         r->data = NULL;
         r->data_len = 0;
         n = tensord__response__get_packed_size(&bare);
-        buf = td_malloc(TD_FRAME_HEADER_BYTES + n);
+        buf = frame_alloc(n);
         if (buf == NULL) {
             r->frame = NULL;
             r->frame_len = 0;
@@ -435,37 +459,31 @@ static void encode_response(Tensord__Response *resp, struct td_rpc_reply *r)
     r->frame_len = TD_FRAME_HEADER_BYTES + n;
 }
 
-/* Hands r (whose release is NULL) to the peer, with x (taken; NULL: a bare one is made here)
-** as its release, its bytes counted as unsent until then; a NULL frame tells the connection
-** to close. A peer that has gone gets nothing. Without memory for x, the reply goes out
-** uncounted rather than not at all. */
-static void deliver_sent(struct td_rpc_peer *p, struct td_rpc_reply *r, struct sent *x)
+/* Hands r (whose release is NULL; its frame from encode_response, or NULL) to the peer, with
+** the frame's struct sent (whatever holdings the caller put there) as its release, its bytes
+** counted as unsent until then; a NULL frame tells the connection to close. A peer that has
+** gone gets nothing: the frame and its holdings are freed here. */
+static void deliver(struct td_rpc_peer *p, struct td_rpc_reply *r)
 {
-    if (p->closed || r->frame == NULL) {
-        sent_drop(x);
-        td_free(r->frame);
+    if (r->frame == NULL) {
         if (!p->closed) {
             p->reply(p, r, p->user);
         }
         return;
     }
-    if (x == NULL) {
-        x = td_calloc(1, sizeof *x);
+    struct sent *x = frame_sent(r);
+    if (p->closed) {
+        sent_drop(x);
+        r->frame = NULL;
+        return;
     }
-    if (x != NULL) {
-        x->peer = p;
-        p->refs++;
-        x->bytes = td_sat_add((int64_t)r->frame_len, (int64_t)r->data_len);
-        r->release = sent_release;
-        r->release_arg = x;
-        peer_unsent_add(p, x->bytes);
-    }
+    x->peer = p;
+    p->refs++;
+    x->bytes = td_sat_add((int64_t)r->frame_len, (int64_t)r->data_len);
+    r->release = sent_release;
+    r->release_arg = x;
+    peer_unsent_add(p, x->bytes);
     p->reply(p, r, p->user);
-}
-
-static void deliver(struct td_rpc_peer *p, struct td_rpc_reply *r)
-{
-    deliver_sent(p, r, NULL);
 }
 
 static void encode_status(Tensord__Response *resp, Tensord__Status *st, const struct td_err *err)
@@ -897,7 +915,10 @@ static int wire_args(const Tensord__OpArgs *w, struct td_op_args *a, struct td_e
 ** Per thread, not per job: a job holds no 944 bytes while it waits in a queue. */
 static _Thread_local struct {
     const struct rpc_job *job; /* whose args these are, or NULL */
+    bool defaults; /* args were filled by td_op_args_init (a request without OpArgs) and are
+                   ** written since only where td_op_args_reset_call resets them */
     struct td_op_args args;
+    struct td_op_plan plan; /* the cost rule's shape and dtypes for job (td_op_apply_planned) */
 } pre_args;
 
 int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, struct td_err *err)
@@ -938,8 +959,10 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     ** returns, and no longer cost_op's. */
     struct td_op_args local_args;
     struct td_op_args *ap = &local_args;
+    const struct td_op_plan *plan = NULL;
     if (j->pre_ok && pre_args.job == j) {
         ap = &pre_args.args;
+        plan = &pre_args.plan;
     } else if ((rc = wire_args(m->args, ap, err)) != 0) {
         return rc;
     }
@@ -999,8 +1022,8 @@ int td_rpc_run_op(struct rpc_job *j, struct td_session *s, struct result *res, s
     ap->quota = &s->quota;
     struct td_tensor *t = NULL;
     /* costed: job_cost sized this call and check_work_limit held it to --max-op-elements */
-    if ((rc = td_op_apply_costed(op, in, (int)m->n_inputs, ap, m->inplace, &s->quota, &t, err)) !=
-        0) {
+    if ((rc = td_op_apply_planned(op, in, (int)m->n_inputs, ap, m->inplace, &s->quota, plan, &t,
+                                  err)) != 0) {
         td_tensor_unref(more[0]);
         td_tensor_unref(more[1]);
         return rc;
@@ -1422,6 +1445,19 @@ static int64_t arange_numel(const Tensord__Arange *m)
     return n >= 9.0e18 ? INT64_MAX : (int64_t)n;
 }
 
+/* wire_args into pre_args. A request without OpArgs (most tiny ops) after another such one
+** resets the per-call fields only, not the whole struct. */
+static int pre_wire_args(const Tensord__OpArgs *w)
+{
+    if (w == NULL && pre_args.defaults) {
+        td_op_args_reset_call(&pre_args.args);
+        return 0;
+    }
+    int rc = wire_args(w, &pre_args.args, NULL);
+    pre_args.defaults = w == NULL && rc == 0;
+    return rc;
+}
+
 static void cost_op(struct rpc_job *j, struct td_session *s)
 {
     const Tensord__RunOp *m = j->req->run_op;
@@ -1430,11 +1466,12 @@ static void cost_op(struct rpc_job *j, struct td_session *s)
     struct td_op_args *args = &pre_args.args;
     struct td_cost cost;
     pre_args.job = NULL;
+    pre_args.plan.ok = false;
     if (s != NULL && m->n_inputs <= TD_OP_MAX_INPUTS &&
-        resolve_operands(m, s, &op, in, NULL) == 0 && wire_args(m->args, args, NULL) == 0) {
+        resolve_operands(m, s, &op, in, NULL) == 0 && pre_wire_args(m->args) == 0) {
         args->op = (int)op; /* td_op_cost then reads args in place, without a copy */
         args->inplace = m->inplace;
-        if (td_op_cost(op, in, (int)m->n_inputs, args, &cost, NULL) == 0) {
+        if (td_op_cost_planned(op, in, (int)m->n_inputs, args, &cost, &pre_args.plan, NULL) == 0) {
             j->work = td_cost_work(&cost);
             j->need_bytes = td_sat_add(cost.out_bytes, cost.temp_bytes);
         }
@@ -1573,18 +1610,17 @@ const char *td_rpc_kind_name(int k)
     return k >= 0 && k < TD_RPC_KINDS ? requests[k].name : NULL;
 }
 
-/* The request's kind (enum td_rpc_kind), or -1. */
-static int request_kind(const Tensord__Request *req)
+/* The job's request's kind (enum td_rpc_kind), or -1. */
+static int request_kind(const struct rpc_job *j)
 {
-    const struct td_rpc_request *row = td_rpc_request_of((int)req->body_case);
-    return row != NULL ? (int)(row - requests) : -1;
+    return j->row != NULL ? (int)(j->row - requests) : -1;
 }
 
 /* Sizes j's request (its row's cost function, plus TD_RPC_FREE_WORK per free_first handle). */
 static void job_cost(struct rpc_job *j, struct td_session *s)
 {
     const Tensord__Request *req = j->req;
-    const struct td_rpc_request *row = td_rpc_request_of((int)req->body_case);
+    const struct td_rpc_request *row = j->row;
     j->costed = true;
     j->pre_ok = false;
     j->work = 0;
@@ -1619,7 +1655,7 @@ static void record_stats(const struct rpc_job *j)
         td_rpc_wire_op((int)j->req->run_op->op, &op) == 0) {
         opi = (int)op;
     }
-    td_rpc_stats_record(j->peer->srv, request_kind(j->req), opi, j->status, j->t0_us);
+    td_rpc_stats_record(j->peer->srv, request_kind(j), opi, j->status, j->t0_us);
 }
 
 /* Requests that still succeed, doing nothing, once their session is closed (auth ANY: a Ping,
@@ -1645,7 +1681,7 @@ static void job_execute(struct rpc_job *j)
     ** against, the table of the session whose FIFO ordered it (NULL: a Hello answered before
     ** the connection had one). */
     struct td_session *s = j->job.session;
-    const struct td_rpc_request *row = td_rpc_request_of((int)j->req->body_case);
+    const struct td_rpc_request *row = j->row;
     struct td_err err;
     td_err_clear(&err);
     struct result res;
@@ -1800,7 +1836,7 @@ static bool job_is_heavy(struct td_job *job)
     if (job->session->closed) {
         return false; /* it fails at once ("session is closed"), touching nothing */
     }
-    const struct td_rpc_request *row = td_rpc_request_of((int)j->req->body_case);
+    const struct td_rpc_request *row = j->row;
     if (row != NULL && !row->may_inline) {
         return true; /* a graph's size is unknown until walked, and files block: off the loop */
     }
@@ -1865,18 +1901,11 @@ static void job_done(struct td_job *job)
         }
         goto out;
     }
-    struct sent *x = NULL;
     if ((j->pin != NULL || j->reply_charge > 0) && !p->closed && j->reply.frame != NULL) {
         /* The pin and the Format charge stay until the reply is written; their release needs
         ** the session (its quota) alive: take the reference here, on the loop thread, where
         ** session refcounts live. */
-        x = td_calloc(1, sizeof *x);
-        if (x == NULL) {
-            td_free(j->reply.frame);
-            j->reply = (struct td_rpc_reply){0};
-            td_rpc_reply_error(p, j->req->id, TD_ENOMEM, "out of memory", false);
-            goto out; /* job_free releases the pin and the charge */
-        }
+        struct sent *x = frame_sent(&j->reply);
         x->pin = j->pin;
         x->session = td_session_ref(job->session);
         x->charge = j->reply_charge;
@@ -1887,7 +1916,7 @@ static void job_done(struct td_job *job)
         /* Not even an error reply could be encoded: give up on the connection. */
         j->reply.close_after = true;
     }
-    deliver_sent(p, &j->reply, x);
+    deliver(p, &j->reply);
 out:
     if (j->ran) {
         record_stats(j);
@@ -1986,7 +2015,8 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         p->reply(p, &r, p->user);
         return;
     }
-    memset(j, 0, offsetof(struct rpc_job, arena));
+    memset(j, 0, offsetof(struct rpc_job, pre_in));
+    j->status_node[0] = '\0';
     arena_init(&j->arena);
     /* The hot requests' direct decoder first; anything it does not take goes to protobuf-c. */
     Tensord__Request *req = td_fastunpack_request(&j->arena.allocator, meta_len, meta);
@@ -2003,6 +2033,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
     }
     j->req = req;
     const struct td_rpc_request *row = td_rpc_request_of((int)req->body_case);
+    j->row = row;
     if (req->body_case == TENSORD__REQUEST__BODY_HELLO) {
         j->hello_token_len = td_rpc_string_wire_len(meta, meta_len, TENSORD__REQUEST__BODY_HELLO,
                                                     3 /* Hello.auth_token */);

@@ -152,11 +152,12 @@ void td_rpc_stats_turn(struct td_rpc_server *srv, uint64_t busy_us);
 /* Frees what the server accumulated (the auth penalty table, the job cache). */
 void td_rpc_server_close(struct td_rpc_server *srv);
 
-/* A finished reply frame. `frame` (header + Response) is taken by the receiver and freed with
-** td_free. The optional data section is `data_len` bytes at `data`, kept alive until
-** `release(release_arg)` is called (once, on the loop thread, after the frame and the data are
-** written or dropped). rpc sets a release on every reply frame it delivers, data or not: it
-** counts the peer's unsent bytes (and their quota charges) until then. */
+/* A finished reply frame. `frame` (header + Response) and the optional data section
+** (`data_len` bytes at `data`) stay alive until `release(release_arg)` is called (once, on the
+** loop thread, after the frame and the data are written or dropped), which frees the frame too:
+** the receiver never frees it itself. rpc sets a release on every reply frame it delivers, data
+** or not: it counts the peer's unsent bytes (and their quota charges) until then, in a block
+** allocated with the frame (one allocation per reply). */
 struct td_rpc_reply {
     uint8_t *frame;
     size_t frame_len;

@@ -6,7 +6,10 @@
 ** views, aliasing and in-place forms of the binary and unary elementwise ops: the status, the
 ** error text, the result's dtype, shape and bytes must be the same. A sweep that never took the
 ** fast path would prove nothing, so the cases that take it are counted and bounded below; a
-** few hand-derived values pin the fast path itself.
+** few hand-derived values pin the fast path itself. td_op_args_reset_call (the cheap reset of
+** OpArgs rpc keeps per thread) must leave the struct as td_op_args_init does; an op run with
+** the shape and dtypes its cost rule computed (td_op_apply_planned) must give what it gives
+** without them.
 */
 #include <stdarg.h>
 #include <stddef.h>
@@ -348,6 +351,139 @@ static void test_rules(void **state)
     td_tensor_unref(b);
 }
 
+/* op through td_op_cost_planned then td_op_apply_planned, as rpc's RunOp runs it. */
+static struct run run_planned(int op, struct td_operand *in, int nin, bool inplace, int *planned)
+{
+    struct run r = {0};
+    struct td_err err;
+    td_err_clear(&err);
+    struct td_op_args args;
+    td_op_args_init(&args);
+    args.op = op;
+    args.inplace = inplace;
+    struct td_cost cost;
+    struct td_op_plan plan;
+    memset(&plan, 0xa5, sizeof plan); /* whatever was there before: the cost sets ok itself */
+    (void)td_op_cost_planned((enum td_op_id)op, in, nin, &args, &cost, &plan, NULL);
+    assert_null(cost.plan);
+    *planned += plan.ok;
+    r.rc = td_op_apply_planned((enum td_op_id)op, in, nin, &args, inplace, NULL, &plan, &r.out,
+                               &err);
+    if (r.rc != 0) {
+        snprintf(r.msg, sizeof r.msg, "%s", err.msg);
+        r.out = NULL;
+    }
+    return r;
+}
+
+/* The cost rule's shape and dtypes handed to op_apply (td_op_apply_planned) give what
+** td_op_apply gives without them: the status, the error text, the result's dtype, shape and
+** bytes, over random operands (broadcasts, dtype mixes, numbers, aliasing, in place). */
+static void test_planned_like_unplanned(void **state)
+{
+    (void)state;
+    int64_t before = td_alloc_live_bytes();
+    int planned = 0, cases = 0;
+    for (int iter = 0; iter < 3000; iter++) {
+        int64_t sa[TD_MAX_DIMS], sb[TD_MAX_DIMS];
+        int na = rnd_shape(sa, NULL, 0);
+        int kind = rnd_below(8);
+        int nb = kind < 4 ? (memcpy(sb, sa, sizeof sa), na)
+                          : rnd_shape(sb, kind == 5 ? NULL : sa, na);
+        enum td_dtype da = rnd_dtype(), db = rnd_below(3) == 0 ? rnd_dtype() : da;
+        struct td_tensor *a = rnd_tensor(da, sa, na), *b = rnd_tensor(db, sb, nb);
+        bool unary = rnd_below(4) == 0;
+        const char *name = unary ? unary_ops[rnd_below((int)(sizeof unary_ops / sizeof(char *)))]
+                                 : binary_ops[rnd_below((int)(sizeof binary_ops / sizeof(char *)))];
+        int op = td_op_lookup(name);
+        int nin = unary ? 1 : 2;
+        if (op >= 0 && (td_ops[op].nin == nin || td_ops[op].nin < 0)) {
+            struct td_operand ob = kind == 7   ? num(td_scalar_f(rnd_value(TD_DTYPE_F64)))
+                                   : kind == 6 ? tens(a)
+                                               : tens(b);
+            for (int inplace = 0; inplace <= (td_ops[op].has_inplace ? 1 : 0); inplace++) {
+                struct td_tensor *a1 = inplace ? clone(a) : td_tensor_ref(a);
+                struct td_tensor *a2 = inplace ? clone(a) : td_tensor_ref(a);
+                bool alias = ob.t == a;
+                struct td_operand in1[2] = {tens(a1), alias ? tens(a1) : ob};
+                struct td_operand in2[2] = {tens(a2), alias ? tens(a2) : ob};
+                struct run f = run_planned(op, in1, nin, inplace, &planned);
+                struct run g = run_op(op, in2, nin, inplace);
+                char what[160];
+                snprintf(what, sizeof what, "%s%s on %s[%d]", name, inplace ? "_" : "",
+                         td_dtype_name(da), na);
+                if (f.rc != g.rc || strcmp(f.msg, g.msg) != 0) {
+                    fail_msg("%s: planned gave %d \"%s\", unplanned %d \"%s\"", what, f.rc, f.msg,
+                             g.rc, g.msg);
+                }
+                expect_same(f.out, g.out, what);
+                if (inplace) {
+                    expect_same(a1, a2, what);
+                }
+                cases++;
+                td_tensor_unref(f.out);
+                td_tensor_unref(g.out);
+                td_tensor_unref(a1);
+                td_tensor_unref(a2);
+            }
+        }
+        td_tensor_unref(a);
+        td_tensor_unref(b);
+    }
+    /* Most cases are planned (the elementwise rules passed); a sweep that never was would
+    ** prove nothing, and one that always was would not have met a refusal. */
+    assert_true(planned > cases / 2);
+    assert_true(planned < cases);
+    /* A plan made for another op is not used: mul's plan (float) handed to eq (bool). */
+    const int64_t s2[] = {2};
+    const double v[] = {1, 2};
+    struct td_tensor *x = mk(TD_DTYPE_F32, s2, 1, v);
+    struct td_operand in[2] = {tens(x), tens(x)};
+    struct td_op_args args;
+    td_op_args_init(&args);
+    args.op = td_op_lookup("mul");
+    struct td_cost cost;
+    struct td_op_plan plan;
+    assert_int_equal(td_op_cost_planned(TD_OP_MUL, in, 2, &args, &cost, &plan, NULL), 0);
+    assert_true(plan.ok);
+    assert_int_equal(plan.result, TD_DTYPE_F32);
+    assert_int_equal(plan.ndim, 1);
+    struct td_tensor *e = NULL;
+    struct td_err err;
+    assert_int_equal(td_op_apply_planned((enum td_op_id)td_op_lookup("eq"), in, 2, NULL, false,
+                                         NULL, &plan, &e, &err),
+                     0);
+    assert_int_equal(e->dtype, TD_DTYPE_BOOL);
+    td_tensor_unref(e);
+    td_tensor_unref(x);
+    assert_int_equal(td_alloc_live_bytes(), before);
+}
+
+/* td_op_args_reset_call (rpc's per-thread OpArgs for requests without OpArgs) gives back, byte
+** for byte, what td_op_args_init gives, after every per-call field was written. */
+static void test_args_reset_call(void **state)
+{
+    (void)state;
+    struct td_op_args fresh, a;
+    td_op_args_init(&fresh);
+    td_op_args_init(&a);
+    struct td_tensor *more[2] = {NULL, NULL};
+    struct td_quota q;
+    a.rng = (struct td_rng *)&q; /* any non-null pointer: never read here */
+    a.more_out = more;
+    a.want_more[0] = true;
+    a.want_more[1] = true;
+    a.grad_enabled = true;
+    a.op = 7;
+    a.inplace = true;
+    a.quota = &q;
+    assert_true(memcmp(&a, &fresh, sizeof a) != 0);
+    td_op_args_reset_call(&a);
+    assert_memory_equal(&a, &fresh, sizeof a);
+    assert_true(a.correction == 1.0);
+    assert_int_equal(a.ignore_index, -100);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -355,6 +491,8 @@ int main(void)
         cmocka_unit_test(test_fast_path_values),
         cmocka_unit_test(test_dense_refuses),
         cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_args_reset_call),
+        cmocka_unit_test(test_planned_like_unplanned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

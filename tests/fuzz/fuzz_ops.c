@@ -315,7 +315,7 @@ static void on_reply(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
         h->have_token = true;
     }
     tensord__response__free_unpacked(resp, NULL);
-    td_free(r->frame);
+    CHECK(r->release != NULL); /* every frame has one, and it frees the frame */
     if (h->hold && r->data_len > 0 && h->nheld < (int)(sizeof h->held / sizeof h->held[0])) {
         struct held *x = &h->held[h->nheld++];
         x->r = *r;

@@ -80,10 +80,8 @@ static void capture(struct td_rpc_peer *p, struct td_rpc_reply *r, void *user)
         memcpy(c->data, r->data, r->data_len);
         c->data_len = r->data_len;
     }
-    if (r->release != NULL) {
-        r->release(r->release_arg);
-    }
-    td_free(r->frame);
+    assert_non_null(r->release); /* every frame has one, and it frees the frame */
+    r->release(r->release_arg);
     if (h->on_reply != NULL) {
         h->on_reply(h);
     }
@@ -95,10 +93,8 @@ static void harness_clear(struct harness *h)
         tensord__response__free_unpacked(h->replies[i].resp, NULL);
         free(h->replies[i].data);
         if (h->replies[i].raw.frame != NULL) {
-            if (h->replies[i].raw.release != NULL) {
-                h->replies[i].raw.release(h->replies[i].raw.release_arg);
-            }
-            td_free(h->replies[i].raw.frame);
+            assert_non_null(h->replies[i].raw.release);
+            h->replies[i].raw.release(h->replies[i].raw.release_arg); /* frees the frame too */
         }
     }
     h->nreplies = 0;
@@ -1246,11 +1242,9 @@ static void release_held(struct harness *h)
     for (int i = 0; i < h->nreplies; i++) {
         struct td_rpc_reply *r = &h->replies[i].raw;
         if (r->frame != NULL) {
-            td_free(r->frame);
             r->frame = NULL;
-            if (r->release != NULL) {
-                r->release(r->release_arg);
-            }
+            assert_non_null(r->release);
+            r->release(r->release_arg); /* frees the frame too */
         }
     }
 }

@@ -76,6 +76,15 @@ int td_cost_elementwise(const struct td_operand *in, int nin, const struct td_op
         compute = result = in[0].t->dtype;
     } else if (op->dtype(in, nin, a, &compute, &result, NULL) != 0) {
         return -1;
+    } else if (c->plan != NULL) {
+        /* Both rules passed, as op_apply runs them (td_op_apply_planned). */
+        struct td_op_plan *p = c->plan;
+        p->op = a->op;
+        p->ndim = ndim;
+        p->compute = compute;
+        p->result = result;
+        memcpy(p->shape, shape, sizeof p->shape); /* whole: a fixed-size copy is inlined */
+        p->ok = true;
     }
     int64_t n = numel_of(shape, ndim);
     for (int i = 0; i < nin; i++) {
