@@ -65,14 +65,13 @@ static size_t operand_body(const struct tdw_operand *o)
     return 1 + len_size(scalar_body(o));
 }
 
-static uint8_t *put_operand(uint8_t *p, const struct tdw_operand *o)
+size_t tdw_scalar_size(const struct tdw_operand *o)
 {
-    if (o->kind == TDW_HANDLE) {
-        *p++ = KEY(1, WT_VARINT);
-        return put_varint(p, o->v.handle);
-    }
-    *p++ = KEY(2, WT_LEN);
-    p = put_varint(p, scalar_body(o));
+    return scalar_body(o);
+}
+
+uint8_t *tdw_put_scalar(uint8_t *p, const struct tdw_operand *o)
+{
     switch (o->kind) {
     case TDW_FLOAT:
         *p++ = KEY(1, WT_I64);
@@ -86,6 +85,17 @@ static uint8_t *put_operand(uint8_t *p, const struct tdw_operand *o)
     case TDW_HANDLE: break;
     }
     return p;
+}
+
+static uint8_t *put_operand(uint8_t *p, const struct tdw_operand *o)
+{
+    if (o->kind == TDW_HANDLE) {
+        *p++ = KEY(1, WT_VARINT);
+        return put_varint(p, o->v.handle);
+    }
+    *p++ = KEY(2, WT_LEN);
+    p = put_varint(p, scalar_body(o));
+    return tdw_put_scalar(p, o);
 }
 
 /* The request's body field number. */
@@ -127,8 +137,8 @@ static size_t body_size(const struct tdw_request *r)
         s = opt_size(r->u.create.out) + opt_size((uint64_t)r->u.create.dtype) +
             opt_size(r->u.create.requires_grad);
         if (r->u.create.n_shape != 0) {
-            s += 1 + len_size(packed_body((const uint64_t *)r->u.create.shape,
-                                          r->u.create.n_shape));
+            s += 1 +
+                 len_size(packed_body((const uint64_t *)r->u.create.shape, r->u.create.n_shape));
         }
         return s;
     case TDW_VARINTS:

@@ -145,6 +145,12 @@ struct tdw_request {
     } u;
 };
 
+/* A Scalar message's fields for operand o (TDW_FLOAT, TDW_INT or TDW_BOOL): its size, and
+** writing them at p (returns the end). The caller writes the key and length before them; the
+** Python extension does so for OpArgs' scalar fields (min, max, value, alpha, beta). */
+size_t tdw_scalar_size(const struct tdw_operand *o);
+uint8_t *tdw_put_scalar(uint8_t *p, const struct tdw_operand *o);
+
 /* The exact encoded size of r, or 0 when r is not one this encoder writes (an unknown body, a
 ** negative op or dtype, a varints body outside 2..21 or with more than 8 values). Every valid request encodes to at least 2 bytes (the body's key and length). */
 size_t tdw_request_size(const struct tdw_request *r);
