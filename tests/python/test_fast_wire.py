@@ -464,6 +464,23 @@ def test_session_ops_and_reads_take_the_fast_path(daemon):
         s.close()
 
 
+def test_replies_wire_c_hands_over_read_as_torch_says(daemon):
+    # A meta_only Get's reply carries strides and storage_offset: wire.c hands it to protobuf
+    # (with or without the extension), and the values are torch's.
+    s = tensord.connect("127.0.0.1:%d" % daemon)
+    try:
+        t = torch.arange(24.0).reshape(2, 3, 4)
+        x = s.tensor(t.tolist())
+        for view, tv in ((x.permute(2, 0, 1)[1:], t.permute(2, 0, 1)[1:]),
+                         (x[1, :, ::2], t[1, :, ::2]), (x * 2, t * 2)):
+            assert view.stride() == tv.stride()
+            assert view.storage_offset() == tv.storage_offset()
+            assert view.is_contiguous() == tv.is_contiguous()
+            assert view.tolist() == tv.tolist()
+    finally:
+        s.close()
+
+
 @pytest.mark.skipif(not _conn.FAST, reason="the fast path is off (TENSORD_PURE_PYTHON=1 or "
                     "not built)")
 def test_seed_example_takes_the_fast_path(daemon):
