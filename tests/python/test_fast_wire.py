@@ -1,8 +1,10 @@
 """tensord._fast speaks the same wire format as protobuf: its encoders write exactly the bytes
 SerializeToString() writes for the same Request, and its decoder reads exactly what
 ParseFromString() reads from any Response it accepts (random messages, seeded, and random
-corruptions of them; each loop is bounded in time). Then: the session uses the fast path when
-the extension is there, and TENSORD_PURE_PYTHON=1 turns it off."""
+corruptions of them; each loop is bounded in time). The encoders and the decoder are
+libtensord's client/c/wire.c compiled into the extension, so these also hold that one codec to
+Python's protobuf (tests/client/test_wire.c holds it to protobuf-c). Then: the session uses the
+fast path when the extension is there, and TENSORD_PURE_PYTHON=1 turns it off."""
 import math
 import os
 import random
