@@ -308,10 +308,13 @@ PY_EXT_SUFFIX := $(shell $(PY_CONFIG) --extension-suffix 2>/dev/null)
 PY_FAST       := client/python/tensord/_fast$(PY_EXT_SUFFIX)
 PY_EXT_CFLAGS  = -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
                  -fPIC -shared $(shell $(PY_CONFIG) --cflags) $(if $(filter 1,$(WERROR)),-Werror)
-$(PY_FAST): client/python/tensord/_fast.c
+# libtensord's wire codec (client/c/wire.c) is compiled in from its one source: the two clients
+# share it (setup.py does the same for pip installs).
+$(PY_FAST): client/python/tensord/_fast.c client/c/wire.c client/c/wire.h
 	@$(if $(PY_EXT_SUFFIX),,echo "$(PY_CONFIG) not found: make deps installs python3-dev"; exit 1)
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(PY_EXT_CFLAGS) $(CFLAGS) -o $@ $<
+	$(Q)$(CC) $(PY_EXT_CFLAGS) $(CFLAGS) -Iclient/c -o $@ client/python/tensord/_fast.c \
+	    client/c/wire.c
 python: $(PY_FAST)
 
 # tensord._pool (client/python/tensord/_pool.c): pooled memory for large downloads, a module of

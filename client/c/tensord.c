@@ -890,6 +890,7 @@ static int from_protobuf_c(struct tensord *c, const Tensord__Response *r, struct
     w->message = r->status != NULL && r->status->message != NULL ? r->status->message : "";
     w->message_len = strlen(w->message);
     w->has_tensor = r->result_case == TENSORD__RESPONSE__RESULT_TENSOR;
+    w->backward_empty = false; /* protobuf-c's replies are read from r itself */
     if (w->has_tensor) {
         const Tensord__TensorInfo *t = r->tensor;
         struct tdw_tensor *o = &w->tensor;
@@ -959,7 +960,7 @@ static int read_reply(struct tensord *c, struct pending *p, struct tensord_error
     struct tdw_reply w;
     Tensord__Response *r = NULL;
     bool fast = (p->want == WANT_NONE || p->want == WANT_TENSOR || p->want == WANT_MAYBE_TENSOR) &&
-                tdw_reply_decode(meta, ml, &w) == 0;
+                tdw_reply_decode(meta, ml, &w) == 0 && !w.backward_empty;
     if (!fast) {
         r = tensord__response__unpack(NULL, ml, meta);
         if (r == NULL) {

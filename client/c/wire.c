@@ -10,25 +10,9 @@ enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2 };
 
 /* ---- encoding ---- */
 
-static inline size_t varint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static inline uint8_t *put_varint(uint8_t *p, uint64_t v)
-{
-    while (v >= 0x80) {
-        *p++ = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (uint8_t)v;
-    return p;
-}
+#define varint_len tdw_varint_len
+#define put_varint tdw_put_varint
+#define zigzag tdw_zigzag
 
 /* A proto3 scalar outside a oneof: omitted when zero. */
 static inline size_t opt_size(uint64_t v)
@@ -60,11 +44,6 @@ static size_t packed_body(const uint64_t *v, size_t n)
     return s;
 }
 
-static uint64_t zigzag(int64_t v)
-{
-    return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
-}
-
 /* Operand: oneof {uint64 handle = 1; Scalar scalar = 2}; Scalar: oneof {double f = 1;
 ** sint64 i = 2; bool b = 3}. A oneof member is written even at zero. */
 static size_t scalar_body(const struct tdw_operand *o)
@@ -86,14 +65,13 @@ static size_t operand_body(const struct tdw_operand *o)
     return 1 + len_size(scalar_body(o));
 }
 
-static uint8_t *put_operand(uint8_t *p, const struct tdw_operand *o)
+size_t tdw_scalar_size(const struct tdw_operand *o)
 {
-    if (o->kind == TDW_HANDLE) {
-        *p++ = KEY(1, WT_VARINT);
-        return put_varint(p, o->v.handle);
-    }
-    *p++ = KEY(2, WT_LEN);
-    p = put_varint(p, scalar_body(o));
+    return scalar_body(o);
+}
+
+uint8_t *tdw_put_scalar(uint8_t *p, const struct tdw_operand *o)
+{
     switch (o->kind) {
     case TDW_FLOAT:
         *p++ = KEY(1, WT_I64);
@@ -109,9 +87,30 @@ static uint8_t *put_operand(uint8_t *p, const struct tdw_operand *o)
     return p;
 }
 
+static uint8_t *put_operand(uint8_t *p, const struct tdw_operand *o)
+{
+    if (o->kind == TDW_HANDLE) {
+        *p++ = KEY(1, WT_VARINT);
+        return put_varint(p, o->v.handle);
+    }
+    *p++ = KEY(2, WT_LEN);
+    p = put_varint(p, scalar_body(o));
+    return tdw_put_scalar(p, o);
+}
+
+/* The request's body field number. */
+static inline unsigned body_field(const struct tdw_request *r)
+{
+    return r->body == TDW_VARINTS ? (unsigned)r->u.varints.field : (unsigned)r->body;
+}
+
 static bool body_known(const struct tdw_request *r)
 {
     switch (r->body) {
+    case TDW_VARINTS:
+        /* after id (1), before free_first (22): fields are written in number order */
+        return r->u.varints.field >= 2 && r->u.varints.field <= 21 && r->u.varints.n <= 8;
+    case TDW_CREATE: return r->u.create.dtype >= 0;
     case TDW_RUN_OP: return r->u.run_op.op >= 0;
     case TDW_GET:
     case TDW_FREE:
@@ -129,6 +128,22 @@ static size_t body_size(const struct tdw_request *r)
             opt_size(r->u.run_op.inplace);
         for (size_t i = 0; i < r->u.run_op.n_inputs; i++) {
             s += 1 + len_size(operand_body(&r->u.run_op.inputs[i]));
+        }
+        if (r->u.run_op.args != NULL) {
+            s += 1 + len_size(r->u.run_op.args_len);
+        }
+        return s;
+    case TDW_CREATE:
+        s = opt_size(r->u.create.out) + opt_size((uint64_t)r->u.create.dtype) +
+            opt_size(r->u.create.requires_grad);
+        if (r->u.create.n_shape != 0) {
+            s += 1 +
+                 len_size(packed_body((const uint64_t *)r->u.create.shape, r->u.create.n_shape));
+        }
+        return s;
+    case TDW_VARINTS:
+        for (size_t i = 0; i < r->u.varints.n; i++) {
+            s += opt_size(r->u.varints.v[i]);
         }
         return s;
     case TDW_GET:
@@ -148,7 +163,7 @@ size_t tdw_request_size(const struct tdw_request *r)
     if (!body_known(r)) {
         return 0;
     }
-    size_t key = r->body < 16 ? 1 : 2;
+    size_t key = body_field(r) < 16 ? 1 : 2;
     size_t s = opt_size(r->id) + key + len_size(body_size(r));
     if (r->n_free_first != 0) {
         s += 2 + len_size(packed_body(r->free_first, r->n_free_first));
@@ -161,10 +176,11 @@ uint8_t *tdw_request_pack(const struct tdw_request *r, size_t size, uint8_t *out
     uint8_t *p = put_opt(out, 1, r->id);
     /* The body's key: fields are written in number order, and every body here is below
     ** free_first's 22. */
-    if (r->body < 16) {
-        *p++ = KEY(r->body, WT_LEN);
+    unsigned field = body_field(r);
+    if (field < 16) {
+        *p++ = KEY(field, WT_LEN);
     } else {
-        p = put_varint(p, KEY2(r->body, WT_LEN));
+        p = put_varint(p, KEY2(field, WT_LEN));
     }
     p = put_varint(p, body_size(r));
     switch (r->body) {
@@ -178,6 +194,33 @@ uint8_t *tdw_request_pack(const struct tdw_request *r, size_t size, uint8_t *out
             p = put_operand(p, o);
         }
         p = put_opt(p, 4, r->u.run_op.inplace);
+        if (r->u.run_op.args != NULL) {
+            *p++ = KEY(5, WT_LEN);
+            p = put_varint(p, r->u.run_op.args_len);
+            if (r->u.run_op.args_len != 0) {
+                memcpy(p, r->u.run_op.args, r->u.run_op.args_len);
+                p += r->u.run_op.args_len;
+            }
+        }
+        break;
+    case TDW_CREATE:
+        p = put_opt(p, 1, r->u.create.out);
+        p = put_opt(p, 2, (uint64_t)r->u.create.dtype);
+        if (r->u.create.n_shape != 0) {
+            /* int64 (not sint64): a negative dim is its two's complement, 10 bytes */
+            const uint64_t *d = (const uint64_t *)r->u.create.shape;
+            *p++ = KEY(3, WT_LEN);
+            p = put_varint(p, packed_body(d, r->u.create.n_shape));
+            for (size_t i = 0; i < r->u.create.n_shape; i++) {
+                p = put_varint(p, d[i]);
+            }
+        }
+        p = put_opt(p, 4, r->u.create.requires_grad);
+        break;
+    case TDW_VARINTS:
+        for (size_t i = 0; i < r->u.varints.n; i++) {
+            p = put_opt(p, (int)i + 1, r->u.varints.v[i]);
+        }
         break;
     case TDW_GET:
         p = put_opt(p, 1, r->u.get.handle);
@@ -400,6 +443,7 @@ int tdw_reply_decode(const uint8_t *p, size_t n, struct tdw_reply *out)
     out->message = "";
     out->message_len = 0;
     out->has_tensor = false;
+    out->backward_empty = false;
     while (r.p != r.end) {
         struct rd sub;
         if (!rd_key(&r, &num, &wt) || !first(&seen, num)) {
@@ -413,7 +457,13 @@ int tdw_reply_decode(const uint8_t *p, size_t n, struct tdw_reply *out)
             if (!rd_sub(&r, &sub) || !rd_status(sub, out)) {
                 return TDW_HAND_OVER;
             }
-        } else if (num == 4 && wt == WT_LEN) {
+        } else if (num == 7 && wt == WT_LEN && !out->has_tensor) {
+            /* an empty BackwardResult; one that says something: protobuf-c */
+            if (!rd_sub(&r, &sub) || sub.p != sub.end) {
+                return TDW_HAND_OVER;
+            }
+            out->backward_empty = true;
+        } else if (num == 4 && wt == WT_LEN && !out->backward_empty) {
             struct tdw_tensor *t = &out->tensor;
             t->handle = t->nbytes = t->offset = t->length = 0;
             t->dtype = 0;
@@ -426,7 +476,7 @@ int tdw_reply_decode(const uint8_t *p, size_t n, struct tdw_reply *out)
             }
             out->has_tensor = true;
         } else {
-            return TDW_HAND_OVER; /* another result, or a field this does not know */
+            return TDW_HAND_OVER; /* another result, two results, or a field it does not know */
         }
     }
     return 0;

@@ -62,6 +62,14 @@ struct both {
     Tensord__Get get;
     Tensord__Free free_;
     Tensord__Write write;
+    Tensord__Create create;
+    Tensord__Backward backward;
+    Tensord__Grad grad;
+    Tensord__SetGrad set_grad;
+    Tensord__OpArgs args;
+    uint8_t args_bytes[256];
+    int64_t shape[MAXN];
+    uint64_t vals[8];
     Tensord__Operand ops[MAXN];
     Tensord__Operand *ptrs[MAXN];
     Tensord__Scalar sc[MAXN];
@@ -84,8 +92,67 @@ static void random_request(struct both *b)
         b->req.free_first = b->free_first;
         b->w.free_first = b->free_first;
     }
-    switch (below(4)) {
-    case 0: {
+    switch (below(7)) {
+    case 4: {
+        tensord__create__init(&b->create);
+        b->w.body = TDW_CREATE;
+        b->create.out = b->w.u.create.out = rvalue();
+        b->create.dtype = b->w.u.create.dtype = (int32_t)below(7);
+        b->create.requires_grad = b->w.u.create.requires_grad = below(2);
+        size_t n = below(4) == 0 ? below(MAXN) : below(5);
+        for (size_t i = 0; i < n; i++) {
+            b->shape[i] = below(5) == 0 ? -(int64_t)rvalue() : (int64_t)rvalue();
+        }
+        b->create.shape = b->shape;
+        b->create.n_shape = b->w.u.create.n_shape = n;
+        b->w.u.create.shape = b->shape;
+        b->req.body_case = TENSORD__REQUEST__BODY_CREATE;
+        b->req.create = &b->create;
+        break;
+    }
+    case 5: { /* varints bodies: Backward (3 fields), Grad (2), SetGrad (4) */
+        b->w.body = TDW_VARINTS;
+        for (int i = 0; i < 8; i++) {
+            b->vals[i] = rvalue();
+        }
+        unsigned which = below(3);
+        if (which == 0) {
+            tensord__backward__init(&b->backward);
+            b->vals[2] = b->vals[2] & 1; /* retain_graph: a bool */
+            b->backward.handle = b->vals[0];
+            b->backward.gradient = b->vals[1];
+            b->backward.retain_graph = b->vals[2] != 0;
+            b->w.u.varints.field = 15;
+            b->w.u.varints.n = 3;
+            b->req.body_case = TENSORD__REQUEST__BODY_BACKWARD;
+            b->req.backward = &b->backward;
+        } else if (which == 1) {
+            tensord__grad__init(&b->grad);
+            b->grad.handle = b->vals[0];
+            b->grad.out = b->vals[1];
+            b->w.u.varints.field = 16;
+            b->w.u.varints.n = 2;
+            b->req.body_case = TENSORD__REQUEST__BODY_GRAD;
+            b->req.grad = &b->grad;
+        } else {
+            tensord__set_grad__init(&b->set_grad);
+            for (int i = 1; i < 4; i++) {
+                b->vals[i] &= 1;
+            }
+            b->set_grad.handle = b->vals[0];
+            b->set_grad.requires_grad = b->vals[1] != 0;
+            b->set_grad.clear_grad = b->vals[2] != 0;
+            b->set_grad.retain_grad = b->vals[3] != 0;
+            b->w.u.varints.field = 17;
+            b->w.u.varints.n = 4;
+            b->req.body_case = TENSORD__REQUEST__BODY_SET_GRAD;
+            b->req.set_grad = &b->set_grad;
+        }
+        b->w.u.varints.v = b->vals;
+        break;
+    }
+    case 0:
+    case 6: {
         tensord__run_op__init(&b->run_op);
         b->w.body = TDW_RUN_OP;
         b->run_op.out = b->w.u.run_op.out = rvalue();
@@ -131,6 +198,17 @@ static void random_request(struct both *b)
         b->run_op.inputs = b->ptrs;
         b->run_op.n_inputs = b->w.u.run_op.n_inputs = n;
         b->w.u.run_op.inputs = b->in;
+        if (below(3) == 0) { /* OpArgs, encoded by protobuf-c and handed over as bytes */
+            tensord__op_args__init(&b->args);
+            b->args.dim = (int64_t)rvalue();
+            b->args.keepdim = below(2);
+            b->run_op.args = &b->args;
+            size_t an = tensord__op_args__get_packed_size(&b->args);
+            assert_true(an <= sizeof b->args_bytes);
+            tensord__op_args__pack(&b->args, b->args_bytes);
+            b->w.u.run_op.args = b->args_bytes;
+            b->w.u.run_op.args_len = an;
+        }
         b->req.body_case = TENSORD__REQUEST__BODY_RUN_OP;
         b->req.run_op = &b->run_op;
         break;
@@ -199,7 +277,7 @@ static void test_encode_matches_protobuf_c(void **state)
     }
     /* every body was drawn many times */
     assert_true(kinds[TDW_RUN_OP] > 5000 && kinds[TDW_GET] > 5000 && kinds[TDW_FREE] > 5000 &&
-                kinds[TDW_WRITE] > 5000);
+                kinds[TDW_WRITE] > 5000 && kinds[TDW_CREATE] > 5000 && kinds[TDW_VARINTS] > 5000);
 }
 
 static void test_encode_refuses_what_it_does_not_write(void **state)
@@ -210,6 +288,21 @@ static void test_encode_refuses_what_it_does_not_write(void **state)
     assert_int_equal(tdw_request_size(&r), 0);
     r.body = (enum tdw_body)11; /* CloseSession: not one of these */
     assert_int_equal(tdw_request_size(&r), 0);
+    struct tdw_request c = {.id = 1, .body = TDW_CREATE};
+    c.u.create.dtype = -1;
+    assert_int_equal(tdw_request_size(&c), 0);
+    uint64_t v[9] = {0};
+    struct tdw_request s = {.id = 1, .body = TDW_VARINTS};
+    s.u.varints.v = v;
+    s.u.varints.field = 22; /* free_first's number: fields would be out of order */
+    assert_int_equal(tdw_request_size(&s), 0);
+    s.u.varints.field = 1;
+    assert_int_equal(tdw_request_size(&s), 0);
+    s.u.varints.field = 15;
+    s.u.varints.n = 9;
+    assert_int_equal(tdw_request_size(&s), 0);
+    s.u.varints.n = 8;
+    assert_int_equal(tdw_request_size(&s), 4); /* 08 01 7a 00 */
     /* An empty body is still written: Request{id 1, get {}} is 08 01 4a 00. */
     struct tdw_request g = {.id = 1, .body = TDW_GET};
     uint8_t out[8];
@@ -249,7 +342,14 @@ static int check_decode(const uint8_t *bytes, size_t n)
         assert_true(pb->status->address == NULL || pb->status->address[0] == '\0');
     }
     assert_int_equal(r.has_tensor, pb->result_case == TENSORD__RESPONSE__RESULT_TENSOR);
-    assert_true(r.has_tensor || pb->result_case == TENSORD__RESPONSE__RESULT__NOT_SET);
+    assert_int_equal(r.backward_empty, pb->result_case == TENSORD__RESPONSE__RESULT_BACKWARD);
+    assert_true(r.has_tensor || r.backward_empty ||
+                pb->result_case == TENSORD__RESPONSE__RESULT__NOT_SET);
+    if (r.backward_empty) { /* every field at its default, none unknown */
+        const Tensord__BackwardResult *bk = pb->backward;
+        assert_int_equal(tensord__backward_result__get_packed_size(bk), 0);
+        assert_int_equal(bk->base.n_unknown_fields, 0);
+    }
     assert_int_equal(pb->base.n_unknown_fields, 0);
     if (r.has_tensor) {
         const Tensord__TensorInfo *t = pb->tensor;
@@ -438,6 +538,18 @@ static void test_decode_known_bytes(void **state)
     /* A length running past the end, by one byte. */
     static const uint8_t past[] = {0x22, 0x03, 0x08, 0x01};
     assert_int_equal(tdw_reply_decode(past, sizeof past, &r), TDW_HAND_OVER);
+    /* Response{id 5, backward {}}: a Backward that ran to the end */
+    static const uint8_t bk[] = {0x08, 0x05, 0x3a, 0x00};
+    assert_int_equal(check_decode(bk, sizeof bk), 1);
+    assert_int_equal(tdw_reply_decode(bk, sizeof bk, &r), 0);
+    assert_true(r.backward_empty && !r.has_tensor && r.id == 5);
+    /* backward {suspended: true}, and a tensor and a backward both: handed over */
+    static const uint8_t bk1[] = {0x08, 0x05, 0x3a, 0x02, 0x08, 0x01};
+    static const uint8_t both[] = {0x3a, 0x00, 0x22, 0x00};
+    static const uint8_t both2[] = {0x22, 0x00, 0x3a, 0x00};
+    assert_int_equal(tdw_reply_decode(bk1, sizeof bk1, &r), TDW_HAND_OVER);
+    assert_int_equal(tdw_reply_decode(both, sizeof both, &r), TDW_HAND_OVER);
+    assert_int_equal(tdw_reply_decode(both2, sizeof both2, &r), TDW_HAND_OVER);
 }
 
 static void test_decode_hostile(void **state)

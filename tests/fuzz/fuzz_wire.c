@@ -3,7 +3,8 @@
 **
 ** The input is one reply's protobuf section, as a frame carries it. Checks: whenever
 ** tdw_reply_decode accepts the bytes, tensord__response__unpack accepts them too, with the same
-** id, status code and message (no node or address), the same result kind (a TensorInfo or none)
+** id, status code and message (no node or address), the same result kind (a TensorInfo, an empty
+** BackwardResult, or none)
 ** and, for a TensorInfo, the same values in every field the decoder returns, no strides and no
 ** unknown fields; a refusal is always TDW_HAND_OVER; nothing reads past the input (ASan: the
 ** input is an exact-size copy).
@@ -53,7 +54,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(st == NULL || ((st->node == NULL || st->node[0] == '\0') &&
                              (st->address == NULL || st->address[0] == '\0')));
         CHECK(r.has_tensor == (p->result_case == TENSORD__RESPONSE__RESULT_TENSOR));
-        CHECK(r.has_tensor || p->result_case == TENSORD__RESPONSE__RESULT__NOT_SET);
+        CHECK(r.backward_empty == (p->result_case == TENSORD__RESPONSE__RESULT_BACKWARD));
+        CHECK(r.has_tensor || r.backward_empty ||
+              p->result_case == TENSORD__RESPONSE__RESULT__NOT_SET);
+        if (r.backward_empty) { /* no field set, none unknown */
+            CHECK(tensord__backward_result__get_packed_size(p->backward) == 0);
+            CHECK(p->backward->base.n_unknown_fields == 0);
+        }
         if (r.has_tensor) {
             const Tensord__TensorInfo *t = p->tensor;
             CHECK(r.tensor.handle == t->handle && r.tensor.dtype == (int32_t)t->dtype);

@@ -1,8 +1,10 @@
 """tensord._fast speaks the same wire format as protobuf: its encoders write exactly the bytes
 SerializeToString() writes for the same Request, and its decoder reads exactly what
 ParseFromString() reads from any Response it accepts (random messages, seeded, and random
-corruptions of them; each loop is bounded in time). Then: the session uses the fast path when
-the extension is there, and TENSORD_PURE_PYTHON=1 turns it off."""
+corruptions of them; each loop is bounded in time). The encoders and the decoder are
+libtensord's client/c/wire.c compiled into the extension, so these also hold that one codec to
+Python's protobuf (tests/client/test_wire.c holds it to protobuf-c). Then: the session uses the
+fast path when the extension is there, and TENSORD_PURE_PYTHON=1 turns it off."""
 import math
 import os
 import random
@@ -367,13 +369,18 @@ def check_decoded(raw, got):
 
 
 def common(resp):
-    """Whether the fast decoder must take this message (else it may leave it to protobuf)."""
+    """Whether the fast decoder (libtensord's client/c/wire.c) must take this message, else it
+    may leave it to protobuf: the rules client/c/wire.h states, on what SerializeToString writes
+    (a status code 0..2^14, printable ASCII text, at most 8 dims, no strides or storage_offset,
+    a known dtype)."""
     if resp.WhichOneof("result") not in (None, "tensor") and not (
             resp.WhichOneof("result") == "backward" and resp.backward.ByteSize() == 0):
         return False
     strings = [resp.status.message, resp.tensor.grad_fn]
-    return all(s.isascii() for s in strings) and resp.tensor.dtype in DTYPES and \
-        len(resp.tensor.shape) <= 64
+    t = resp.tensor
+    return all(s.isascii() and s.isprintable() for s in strings) and t.dtype in DTYPES and \
+        len(t.shape) <= 8 and not t.strides and t.storage_offset == 0 and \
+        0 <= resp.status.code < 1 << 14
 
 
 @need_fast
@@ -401,11 +408,24 @@ def test_decoder_on_corrupt_responses_agrees_or_declines():
 
 
 @need_fast
-def test_decoder_reads_unpacked_shape_as_protobuf_does():
+def test_decoder_leaves_what_wire_c_hands_over_to_protobuf():
+    # wire.c is stricter than a parser must be: what it hands over, the protobuf path reads.
     # shape (field 3) written as separate varints, which parsers must accept too
-    raw = bytes([0x08, 0x07, 0x22, 0x08, 0x08, 0x05, 0x18, 0x02, 0x18, 0x03, 0x10, 0x01])
-    check_decoded(raw, _fast.decode_response(raw))
-    assert _fast.decode_response(raw)[3][2] == (2, 3)
+    unpacked = bytes([0x08, 0x07, 0x22, 0x08, 0x08, 0x05, 0x18, 0x02, 0x18, 0x03, 0x10, 0x01])
+    packed = bytes([0x08, 0x07, 0x22, 0x08, 0x08, 0x05, 0x1a, 0x02, 0x02, 0x03, 0x10, 0x01])
+    want = pb.Response.FromString(unpacked)
+    assert tuple(want.tensor.shape) == (2, 3) and want == pb.Response.FromString(packed)
+    assert _fast.decode_response(unpacked) is None
+    check_decoded(packed, _fast.decode_response(packed))
+    assert _fast.decode_response(packed)[3][2] == (2, 3)
+    # nine dims, strides, a message with a byte above 0x7e: protobuf's
+    nine = pb.Response(id=7, tensor=pb.TensorInfo(handle=5, shape=[1] * 9, nbytes=4))
+    strided = pb.Response(id=7, tensor=pb.TensorInfo(handle=5, shape=[2], strides=[1]))
+    text = pb.Response(id=7, status=pb.Status(code=3, message="caf\u00e9"))
+    for resp in (nine, strided, text):
+        assert _fast.decode_response(resp.SerializeToString()) is None, resp
+    eight = pb.Response(id=7, tensor=pb.TensorInfo(handle=5, shape=[1] * 8, nbytes=4))
+    assert _fast.decode_response(eight.SerializeToString())[3][2] == (1,) * 8
 
 
 # --- the session's use of it ---
@@ -442,6 +462,23 @@ def test_session_ops_and_reads_take_the_fast_path(daemon):
         bad = y.matmul(s.ones(3, 3))  # an error on the fast path names the op and this line
         with pytest.raises(tensord.TensorError, match="matmul, issued at .*test_fast_wire.py"):
             bad.tolist()
+    finally:
+        s.close()
+
+
+def test_replies_wire_c_hands_over_read_as_torch_says(daemon):
+    # A meta_only Get's reply carries strides and storage_offset: wire.c hands it to protobuf
+    # (with or without the extension), and the values are torch's.
+    s = tensord.connect("127.0.0.1:%d" % daemon)
+    try:
+        t = torch.arange(24.0).reshape(2, 3, 4)
+        x = s.tensor(t.tolist())
+        for view, tv in ((x.permute(2, 0, 1)[1:], t.permute(2, 0, 1)[1:]),
+                         (x[1, :, ::2], t[1, :, ::2]), (x * 2, t * 2)):
+            assert view.stride() == tv.stride()
+            assert view.storage_offset() == tv.storage_offset()
+            assert view.is_contiguous() == tv.is_contiguous()
+            assert view.tolist() == tv.tolist()
     finally:
         s.close()
 

@@ -21,12 +21,17 @@
 ** Anything else (OpArgs, a list operand, an error reply, a partly read frame, a large data
 ** section) returns None or hands over to the Python code, which uses protobuf as before.
 **
-** One wire format. The bytes written here are exactly those protobuf's SerializeToString()
-** writes for the same Request (fields in number order, proto3 defaults omitted, oneof members
-** always written, repeated scalars packed), and decode_response() agrees with ParseFromString()
-** on the fields it returns; tests/python/test_fast_wire.py checks both on random messages.
-** Wire input is hostile: every length is checked against what remains, and anything this
-** decoder does not fully understand is left to protobuf (which then accepts or refuses it).
+** One wire format, one implementation. The request layouts and the common-reply decoder are
+** libtensord's (client/c/wire.c, compiled into this module too; the Makefile and setup.py build
+** it from the one source): this file reads Python objects into wire.h's structs and hands them
+** over. Only OpArgs' fields are written here (they come from Python keywords), with wire.h's
+** primitives, and passed to wire.c pre-encoded. The bytes are exactly those protobuf's
+** SerializeToString() writes for the same Request, and the decoder agrees with
+** ParseFromString() on the fields it returns; tests/python/test_fast_wire.py checks both on
+** random messages (tests/client/test_wire.c checks wire.c against protobuf-c). Wire input is
+** hostile: every length is checked against what remains, and anything wire.c does not fully
+** understand (see wire.h: unpacked shapes, non-printable text, strides, more than 8 dims, ...)
+** is left to protobuf, which then accepts or refuses it.
 **
 ** Ownership: functions return new references unless they say otherwise; the module holds one
 ** reference to each object given to setup().
@@ -39,16 +44,19 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "wire.h" /* client/c/wire.h */
+
 #define FRAME_HEADER 12      /* u32 meta_len, u64 data_len, big-endian (tensord_frame.h) */
 #define MAX_FAST_INPUTS 8    /* more operands than this take the protobuf path */
 #define MAX_FREE_FIRST 4096  /* the server refuses a free_first list longer than this */
 #define FLUSH_AT (1 << 16)   /* _conn.FLUSH_AT */
 #define READ_CHUNK (1 << 18) /* _conn.READ_CHUNK */
-#define MAX_DIMS 64          /* a TensorInfo with more dims takes the protobuf path */
 
-/* Field tags: (field number << 3) | wire type. */
-enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2 };
-#define TAG(f, wt) (((uint64_t)(f) << 3) | (wt))
+/* Field keys, (field number << 3) | wire type: wire.h's. */
+#define WT_VARINT TDW_WT_VARINT
+#define WT_I64 TDW_WT_I64
+#define WT_LEN TDW_WT_LEN
+#define TAG(f, wt) TDW_KEY(f, wt)
 
 /* Set once by setup(): protobuf's Response class, tensord.Tensor, the package's directory. */
 static PyObject *g_response_cls;
@@ -105,24 +113,12 @@ static int buf_reserve(struct buf *b, size_t more)
     return 0;
 }
 
-static size_t varint_size(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
+#define varint_size tdw_varint_len
 
 /* The caller has reserved room (at most 10 bytes). */
 static void put_varint(struct buf *b, uint64_t v)
 {
-    while (v >= 0x80) {
-        b->p[b->n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    b->p[b->n++] = (uint8_t)v;
+    b->n = (size_t)(tdw_put_varint(b->p + b->n, v) - b->p);
 }
 
 static int put_v(struct buf *b, uint64_t v)
@@ -140,148 +136,85 @@ static int put_field_varint(struct buf *b, int field, uint64_t v)
     return put_v(b, TAG(field, WT_VARINT)) || put_v(b, v) ? -1 : 0;
 }
 
-static uint64_t zigzag(int64_t v)
-{
-    return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
-}
-
-/* One RunOp operand: a handle, or a Python number as a Scalar. */
-struct operand {
-    enum { OPD_HANDLE, OPD_F, OPD_I, OPD_B } kind;
-    uint64_t u; /* handle, zigzagged int, or bool */
-    double f;
+/* The values of a packed repeated (u)int64 field from a sequence of Python ints (a
+** PySequence_Fast, or NULL for none): free_first and Free.handles (uint64), Create.shape (int64,
+** stored as its two's complement). Each item is converted once, before anything is written: a
+** conversion can run Python code (an __index__) that answers differently a second time or
+** changes the sequence, so the size wire.c computes must come from the same values as the bytes
+** it writes. Items are held while they are converted. Up to U64S_INLINE values need no heap. */
+#define U64S_INLINE 64
+struct u64s {
+    uint64_t *v;
+    size_t n;
+    uint64_t inline_[U64S_INLINE];
 };
 
-static size_t scalar_size(const struct operand *o)
+static void u64s_free(struct u64s *a)
 {
-    switch (o->kind) {
-    case OPD_F: return 1 + 8;
-    case OPD_I: return 1 + varint_size(o->u);
-    default: return 2;
+    if (a->v != a->inline_) {
+        PyMem_Free(a->v);
     }
+    a->v = a->inline_;
+    a->n = 0;
 }
 
-static size_t operand_size(const struct operand *o)
+/* 0, or -1 with an error set (a is then empty). */
+static int u64s_from(struct u64s *a, PyObject *seq, bool is_signed)
 {
-    if (o->kind == OPD_HANDLE) {
-        return 1 + varint_size(o->u);
-    }
-    size_t s = scalar_size(o);
-    return 1 + varint_size(s) + s;
-}
-
-/* A Scalar's fields (the caller wrote its tag and length, and reserved room). */
-static void put_scalar(struct buf *b, const struct operand *o)
-{
-    if (o->kind == OPD_F) {
-        uint64_t bits;
-        memcpy(&bits, &o->f, 8);
-        put_varint(b, TAG(1, WT_I64));
-        for (int i = 0; i < 8; i++) {
-            b->p[b->n++] = (uint8_t)(bits >> (8 * i));
-        }
-    } else {
-        put_varint(b, TAG(o->kind == OPD_I ? 2 : 3, WT_VARINT));
-        put_varint(b, o->u);
-    }
-}
-
-static void put_operand(struct buf *b, const struct operand *o)
-{
-    if (o->kind == OPD_HANDLE) {
-        put_varint(b, TAG(1, WT_VARINT));
-        put_varint(b, o->u);
-        return;
-    }
-    put_varint(b, TAG(2, WT_LEN));
-    put_varint(b, scalar_size(o));
-    put_scalar(b, o);
-}
-
-/* A packed repeated (u)int64 field of a sequence of Python ints: free_first and Free.handles
-** (uint64), Create.shape (int64). Each item is converted once, into a scratch array, before
-** anything is written: a conversion can run Python code (an __index__) that answers differently
-** a second time or changes the sequence, so the room reserved must come from the same values as
-** the bytes written. Items are held while they are converted. */
-static int put_packed(struct buf *b, int field, PyObject *seq, bool is_signed)
-{
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n == 0) {
-        return 0;
-    }
-    uint64_t *vals = PyMem_New(uint64_t, (size_t)n);
-    if (vals == NULL) {
+    a->v = a->inline_;
+    a->n = 0;
+    Py_ssize_t n = seq != NULL ? PySequence_Fast_GET_SIZE(seq) : 0;
+    if (n > U64S_INLINE && (a->v = PyMem_New(uint64_t, (size_t)n)) == NULL) {
+        a->v = a->inline_;
         PyErr_NoMemory();
         return -1;
     }
-    int rc = -1;
-    size_t len = 0;
-    Py_ssize_t got = 0;
-    for (; got < n && got < PySequence_Fast_GET_SIZE(seq); got++) {
+    for (Py_ssize_t got = 0; got < n && got < PySequence_Fast_GET_SIZE(seq); got++) {
         PyObject *x = Py_NewRef(PySequence_Fast_GET_ITEM(seq, got));
         bool bad;
         if (is_signed) {
             long long v = PyLong_AsLongLong(x);
             bad = v == -1 && PyErr_Occurred();
-            vals[got] = (uint64_t)v;
+            a->v[got] = (uint64_t)v;
         } else {
             unsigned long long v = PyLong_AsUnsignedLongLong(x);
             bad = v == (unsigned long long)-1 && PyErr_Occurred();
-            vals[got] = v;
+            a->v[got] = v;
         }
         Py_DECREF(x);
         if (bad) {
-            goto done;
+            u64s_free(a);
+            return -1;
         }
-        len += varint_size(vals[got]);
+        a->n = (size_t)got + 1; /* emptied while being read: as many as were there */
     }
-    if (got == 0) {
-        rc = 0; /* emptied while being read: nothing to write, as for an empty one */
-        goto done;
-    }
-    if (put_v(b, TAG(field, WT_LEN)) || put_v(b, len) || buf_reserve(b, len) != 0) {
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < got; i++) {
-        put_varint(b, vals[i]);
-    }
-    rc = 0;
-done:
-    PyMem_Free(vals);
-    return rc;
+    return 0;
 }
 
-static int put_packed_u64(struct buf *b, int field, PyObject *seq)
+/* Appends request r, with free_first `ff`, to b: 0, 1 when wire.c does not write r (a negative
+** op or dtype; nothing is written), -1 error. */
+static int put_request(struct buf *b, struct tdw_request *r, const struct u64s *ff)
 {
-    return put_packed(b, field, seq, false);
-}
-
-static int put_packed_i64(struct buf *b, int field, PyObject *seq)
-{
-    return put_packed(b, field, seq, true);
-}
-
-/* Request{id, <body field> = body bytes, free_first}: the body is already encoded. */
-static int put_request(struct buf *b, uint64_t id, int body_field, const struct buf *body,
-                       PyObject *free_first)
-{
-    if (id != 0 && put_field_varint(b, 1, id) != 0) {
+    r->free_first = ff->v;
+    r->n_free_first = ff->n;
+    size_t size = tdw_request_size(r);
+    if (size == 0) {
+        return 1;
+    }
+    if (buf_reserve(b, size) != 0) {
         return -1;
     }
-    if (put_v(b, TAG(body_field, WT_LEN)) || put_v(b, body->n) || buf_reserve(b, body->n)) {
-        return -1;
-    }
-    memcpy(b->p + b->n, body->p, body->n);
-    b->n += body->n;
-    return free_first != NULL ? put_packed_u64(b, 22, free_first) : 0;
+    tdw_request_pack(r, size, b->p + b->n);
+    b->n += size;
+    return 0;
 }
 
 /* A Python number as a Scalar, as _conn.scalar() sets it; 1 if `v` is not one this handles. */
-static int operand_of_number(struct operand *o, PyObject *v)
+static int operand_of_number(struct tdw_operand *o, PyObject *v)
 {
     if (PyBool_Check(v)) {
-        o->kind = OPD_B;
-        o->u = v == Py_True;
+        o->kind = TDW_BOOL;
+        o->v.b = v == Py_True;
         return 0;
     }
     if (PyLong_Check(v)) {
@@ -291,13 +224,13 @@ static int operand_of_number(struct operand *o, PyObject *v)
             PyErr_Clear();
             return 1; /* protobuf's path raises its own error for it */
         }
-        o->kind = OPD_I;
-        o->u = zigzag(x);
+        o->kind = TDW_INT;
+        o->v.i = x;
         return 0;
     }
     if (PyFloat_CheckExact(v)) {
-        o->kind = OPD_F;
-        o->f = PyFloat_AS_DOUBLE(v);
+        o->kind = TDW_FLOAT;
+        o->v.f = PyFloat_AS_DOUBLE(v);
         return 0;
     }
     return 1;
@@ -379,7 +312,7 @@ static int arg_int(PyObject *v, int kind, uint64_t *out)
         PyErr_Clear();
         return 1;
     }
-    *out = kind == ARG_SINT64 ? zigzag(x) : (uint64_t)x;
+    *out = kind == ARG_SINT64 ? tdw_zigzag(x) : (uint64_t)x;
     return 0;
 }
 
@@ -477,16 +410,16 @@ static int arg_one(struct argset *a, PyObject *key, PyObject *v)
         return rc != 0 ? rc : arg_varint(a, 2, 1);
     }
     if (kind == ARG_SCALAR) { /* min, max, value, alpha, beta: _conn.scalar() */
-        struct operand o;
+        struct tdw_operand o;
         if (operand_of_number(&o, v) != 0 || (rc = arg_begin(a, number)) != 0) {
             return 1;
         }
-        size_t sz = scalar_size(&o);
+        size_t sz = tdw_scalar_size(&o);
         if (put_v(&a->scratch, TAG(number, WT_LEN)) || put_v(&a->scratch, sz) ||
             buf_reserve(&a->scratch, sz)) {
             return -1;
         }
-        put_scalar(&a->scratch, &o);
+        a->scratch.n = (size_t)(tdw_put_scalar(a->scratch.p + a->scratch.n, &o) - a->scratch.p);
         arg_end(a);
         return 0;
     }
@@ -565,13 +498,16 @@ static int arg_one(struct argset *a, PyObject *key, PyObject *v)
     }
 }
 
-/* OpArgs for the keywords `kw` (a dict; may be NULL): appended to `body` as RunOp field 5.
-** Any keyword makes the message present, as setting any field does in protobuf. */
-static int encode_args(struct buf *body, PyObject *kw)
+/* The OpArgs message's fields for the keywords `kw` (a dict; may be NULL), written to `args`
+** (empty on entry); *present is set when there is a keyword: any makes the message present, as
+** setting any field does in protobuf. 0, -1 error, 1 a keyword the fast path leaves. */
+static int encode_args(struct buf *args, PyObject *kw, bool *present)
 {
+    *present = false;
     if (kw == NULL || PyDict_GET_SIZE(kw) == 0) {
         return 0;
     }
+    *present = true;
     if (g_argspec == NULL || g_dtypes == NULL) {
         return 1;
     }
@@ -603,12 +539,12 @@ static int encode_args(struct buf *body, PyObject *kw)
         for (int i = 0; i < a.n; i++) {
             len += a.f[i].len;
         }
-        if (put_v(body, TAG(5, WT_LEN)) || put_v(body, len) || buf_reserve(body, len)) {
+        if (buf_reserve(args, len) != 0) {
             rc = -1;
         } else {
             for (int i = 0; i < a.n; i++) {
-                memcpy(body->p + body->n, a.scratch.p + a.f[i].off, a.f[i].len);
-                body->n += a.f[i].len;
+                memcpy(args->p + args->n, a.scratch.p + a.f[i].off, a.f[i].len);
+                args->n += a.f[i].len;
             }
         }
     }
@@ -617,66 +553,73 @@ static int encode_args(struct buf *body, PyObject *kw)
 }
 
 /* 0, -1 error, or 1 when a keyword is not one the fast path encodes (nothing is written). */
-static int encode_run_op(struct buf *b, uint64_t id, uint64_t out, int op, const struct operand *in,
-                         int nin, bool inplace, PyObject *kw, PyObject *free_first)
+static int encode_run_op(struct buf *b, uint64_t id, uint64_t out, int op,
+                         const struct tdw_operand *in, int nin, bool inplace, PyObject *kw,
+                         PyObject *free_first)
 {
-    struct buf body;
-    buf_init(&body);
-    int rc = -1;
-    if ((out != 0 && put_field_varint(&body, 1, out) != 0) ||
-        (op != 0 && put_field_varint(&body, 2, (uint64_t)(int64_t)op) != 0)) {
-        goto done;
+    struct buf args;
+    buf_init(&args);
+    bool has_args;
+    struct u64s ff;
+    int rc = encode_args(&args, kw, &has_args);
+    if (rc == 0 && (rc = u64s_from(&ff, free_first, false)) == 0) {
+        struct tdw_request r = {.id = id, .body = TDW_RUN_OP};
+        r.u.run_op.out = out;
+        r.u.run_op.op = op;
+        r.u.run_op.inputs = in;
+        r.u.run_op.n_inputs = (size_t)nin;
+        r.u.run_op.inplace = inplace;
+        r.u.run_op.args = has_args ? args.p : NULL;
+        r.u.run_op.args_len = args.n;
+        rc = put_request(b, &r, &ff);
+        u64s_free(&ff);
     }
-    for (int i = 0; i < nin; i++) {
-        size_t s = operand_size(&in[i]);
-        if (put_v(&body, TAG(3, WT_LEN)) || put_v(&body, s) || buf_reserve(&body, s)) {
-            goto done;
-        }
-        put_operand(&body, &in[i]);
-    }
-    if (inplace && put_field_varint(&body, 4, 1) != 0) {
-        goto done;
-    }
-    if ((rc = encode_args(&body, kw)) != 0) {
-        goto done;
-    }
-    rc = put_request(b, id, 8, &body, free_first);
-done:
-    buf_free(&body);
+    buf_free(&args);
     return rc;
 }
 
 static int encode_get(struct buf *b, uint64_t id, uint64_t handle, bool meta_only, uint64_t offset,
                       uint64_t length, PyObject *free_first)
 {
-    struct buf body;
-    buf_init(&body);
-    int rc = -1;
-    if ((handle != 0 && put_field_varint(&body, 1, handle) != 0) ||
-        (meta_only && put_field_varint(&body, 2, 1) != 0) ||
-        (offset != 0 && put_field_varint(&body, 3, offset) != 0) ||
-        (length != 0 && put_field_varint(&body, 4, length) != 0)) {
-        goto done;
+    struct u64s ff;
+    if (u64s_from(&ff, free_first, false) != 0) {
+        return -1;
     }
-    rc = put_request(b, id, 9, &body, free_first);
-done:
-    buf_free(&body);
+    struct tdw_request r = {.id = id, .body = TDW_GET};
+    r.u.get.handle = handle;
+    r.u.get.meta_only = meta_only;
+    r.u.get.offset = offset;
+    r.u.get.length = length;
+    int rc = put_request(b, &r, &ff);
+    u64s_free(&ff);
     return rc;
 }
 
+/* 0, or -1 with an error set (a negative dtype: ValueError). */
 static int encode_create(struct buf *b, uint64_t id, uint64_t out, int dtype, PyObject *shape,
                          bool requires_grad, PyObject *free_first)
 {
-    struct buf body;
-    buf_init(&body);
-    int rc = -1;
-    if ((out == 0 || put_field_varint(&body, 1, out) == 0) &&
-        (dtype == 0 || put_field_varint(&body, 2, (uint64_t)(int64_t)dtype) == 0) &&
-        put_packed_i64(&body, 3, shape) == 0 &&
-        (!requires_grad || put_field_varint(&body, 4, 1) == 0)) {
-        rc = put_request(b, id, 3, &body, free_first);
+    struct u64s dims, ff;
+    if (u64s_from(&dims, shape, true) != 0) {
+        return -1;
     }
-    buf_free(&body);
+    if (u64s_from(&ff, free_first, false) != 0) {
+        u64s_free(&dims);
+        return -1;
+    }
+    struct tdw_request r = {.id = id, .body = TDW_CREATE};
+    r.u.create.out = out;
+    r.u.create.dtype = dtype;
+    r.u.create.shape = (const int64_t *)dims.v; /* int64's bits, as stored */
+    r.u.create.n_shape = dims.n;
+    r.u.create.requires_grad = requires_grad;
+    int rc = put_request(b, &r, &ff);
+    if (rc > 0) {
+        PyErr_SetString(PyExc_ValueError, "encode_create: a negative dtype");
+        rc = -1;
+    }
+    u64s_free(&dims);
+    u64s_free(&ff);
     return rc;
 }
 
@@ -684,8 +627,8 @@ static int encode_create(struct buf *b, uint64_t id, uint64_t out, int dtype, Py
 
 /* A body whose fields 1..n are all varint scalars (uint64, bool), each written when not 0:
 ** Backward (handle, gradient, retain_graph), Grad (handle, out), SetGrad (handle,
-** requires_grad, clear_grad, retain_grad). The body field must come before free_first (22) in
-** number order, as protobuf writes fields. */
+** requires_grad, clear_grad, retain_grad): wire.c's TDW_VARINTS. The body field must come
+** before free_first (22) in number order, as protobuf writes fields. */
 static int encode_simple(struct buf *b, uint64_t id, int body_field, const uint64_t *v, int n,
                          PyObject *free_first)
 {
@@ -693,19 +636,17 @@ static int encode_simple(struct buf *b, uint64_t id, int body_field, const uint6
         PyErr_SetString(PyExc_ValueError, "encode_simple: a body field 2-21, at most 8 values");
         return -1;
     }
-    struct buf body;
-    buf_init(&body);
-    int rc = 0;
-    for (int i = 0; i < n && rc == 0; i++) {
-        if (v[i] != 0) {
-            rc = put_field_varint(&body, i + 1, v[i]);
-        }
+    struct u64s ff;
+    if (u64s_from(&ff, free_first, false) != 0) {
+        return -1;
     }
-    if (rc == 0) {
-        rc = put_request(b, id, body_field, &body, free_first);
-    }
-    buf_free(&body);
-    return rc;
+    struct tdw_request r = {.id = id, .body = TDW_VARINTS};
+    r.u.varints.field = body_field;
+    r.u.varints.v = v;
+    r.u.varints.n = (size_t)n;
+    int rc = put_request(b, &r, &ff);
+    u64s_free(&ff);
+    return rc > 0 ? -1 : rc; /* wire.c writes every body checked above */
 }
 
 /* The values of encode_simple from a tuple of ints (bools are ints); -1 with an error set. */
@@ -732,207 +673,19 @@ static int simple_values(PyObject *t, uint64_t *v, int *n)
 
 /* ---- decoding ---- */
 
-struct rd {
-    const uint8_t *p, *end;
-};
-
-/* 0, or -1 for a truncated or over-long varint (protobuf is left to judge those). */
-static int get_varint(struct rd *r, uint64_t *out)
+/* The common Response (id, status, and a TensorInfo, an empty BackwardResult (what a Backward
+** that ran to the end answers) or no result), read by wire.c; -1 for anything else, and for a
+** TensorInfo whose dtype this client does not know (0..5): protobuf's path then reads it. */
+static int decode_response(const uint8_t *p, size_t n, struct tdw_reply *out)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < 10; i++) {
-        if (r->p >= r->end) {
-            return -1;
-        }
-        uint8_t c = *r->p++;
-        if (i == 9 && c > 1) {
-            return -1;
-        }
-        v |= (uint64_t)(c & 0x7f) << (7 * i);
-        if (c < 0x80) {
-            *out = v;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-static int get_len(struct rd *r, struct rd *sub)
-{
-    uint64_t n;
-    if (get_varint(r, &n) != 0 || n > (uint64_t)(r->end - r->p)) {
+    if (tdw_reply_decode(p, n, out) != 0) {
         return -1;
     }
-    sub->p = r->p;
-    sub->end = r->p + n;
-    r->p += n;
-    return 0;
-}
-
-/* A string this decoder skips: ASCII only (other text is left to protobuf's UTF-8 check). */
-static int ascii(const struct rd *s)
-{
-    for (const uint8_t *q = s->p; q < s->end; q++) {
-        if (*q >= 0x80) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* Reads a repeated int64 field's values, packed or not, into shape[]; -1 past MAX_DIMS. */
-static int get_repeated_i64(struct rd *r, uint64_t wt, int64_t *shape, int *n)
-{
-    if (wt == WT_VARINT) {
-        uint64_t v;
-        if (*n >= MAX_DIMS || get_varint(r, &v) != 0) {
-            return -1;
-        }
-        shape[(*n)++] = (int64_t)v;
-        return 0;
-    }
-    if (wt != WT_LEN) {
-        return -1;
-    }
-    struct rd s;
-    if (get_len(r, &s) != 0) {
-        return -1;
-    }
-    while (s.p < s.end) {
-        uint64_t v;
-        if (*n >= MAX_DIMS || get_varint(&s, &v) != 0) {
-            return -1;
-        }
-        shape[(*n)++] = (int64_t)v;
-    }
-    return 0;
-}
-
-struct tinfo {
-    uint64_t handle, nbytes, offset, length;
-    int32_t dtype;
-    int64_t shape[MAX_DIMS];
-    int ndim;
-};
-
-/* TensorInfo: keeps handle, dtype, shape, nbytes, offset, length; checks and skips the rest. */
-static int decode_tinfo(struct rd r, struct tinfo *t)
-{
-    int64_t strides[MAX_DIMS];
-    int nstrides = 0;
-    while (r.p < r.end) {
-        uint64_t tag, v;
-        if (get_varint(&r, &tag) != 0) {
-            return -1;
-        }
-        uint64_t f = tag >> 3, wt = tag & 7;
-        if (f == 3 || f == 10) {
-            if (get_repeated_i64(&r, wt, f == 3 ? t->shape : strides,
-                                 f == 3 ? &t->ndim : &nstrides) != 0) {
-                return -1;
-            }
-            continue;
-        }
-        if (f == 8) {
-            struct rd s;
-            if (wt != WT_LEN || get_len(&r, &s) != 0 || ascii(&s) != 0) {
-                return -1;
-            }
-            continue;
-        }
-        if (wt != WT_VARINT || get_varint(&r, &v) != 0) {
-            return -1;
-        }
-        switch (f) {
-        case 1: t->handle = v; break;
-        case 2: t->dtype = (int32_t)v; break;
-        case 4: t->nbytes = v; break;
-        case 5: t->offset = v; break;
-        case 6: t->length = v; break;
-        case 7:
-        case 9:
-        case 11: break;
-        default: return -1;
-        }
-    }
-    return t->dtype >= 0 && t->dtype <= 5 ? 0 : -1;
-}
-
-struct resp {
-    uint64_t id;
-    int32_t code;
-    struct rd message;
-    bool has_tensor;
-    bool has_result; /* a result field was read: the tensor, or an empty BackwardResult */
-    struct tinfo t;
-};
-
-/* The common Response (id, status, and a TensorInfo, an empty BackwardResult (what a
-** Backward that ran to the end answers) or no result); -1 for anything else. */
-static int decode_response(const uint8_t *p, size_t n, struct resp *out)
-{
-    struct rd r = {p, p + n};
-    bool seen_status = false;
-    memset(out, 0, offsetof(struct resp, t));
-    out->message.p = out->message.end = (const uint8_t *)"";
-    out->t.handle = out->t.nbytes = out->t.offset = out->t.length = 0;
-    out->t.dtype = 0;
-    out->t.ndim = 0;
-    while (r.p < r.end) {
-        uint64_t tag, v;
-        if (get_varint(&r, &tag) != 0) {
-            return -1;
-        }
-        uint64_t f = tag >> 3, wt = tag & 7;
-        if (f == 1 && wt == WT_VARINT) {
-            if (get_varint(&r, &v) != 0) {
-                return -1;
-            }
-            out->id = v;
-        } else if (f == 2 && wt == WT_LEN && !seen_status) {
-            struct rd s;
-            if (get_len(&r, &s) != 0) {
-                return -1;
-            }
-            seen_status = true;
-            while (s.p < s.end) {
-                if (get_varint(&s, &tag) != 0) {
-                    return -1;
-                }
-                if (tag == TAG(1, WT_VARINT)) {
-                    if (get_varint(&s, &v) != 0) {
-                        return -1;
-                    }
-                    out->code = (int32_t)v;
-                } else if (tag == TAG(2, WT_LEN)) {
-                    if (get_len(&s, &out->message) != 0 || ascii(&out->message) != 0) {
-                        return -1;
-                    }
-                } else {
-                    return -1;
-                }
-            }
-        } else if (f == 4 && wt == WT_LEN && !out->has_result) {
-            struct rd s;
-            if (get_len(&r, &s) != 0 || decode_tinfo(s, &out->t) != 0) {
-                return -1;
-            }
-            out->has_tensor = out->has_result = true;
-        } else if (f == 7 && wt == WT_LEN && !out->has_result) {
-            struct rd s;
-            if (get_len(&r, &s) != 0 || s.p != s.end) {
-                return -1; /* a BackwardResult that says something: protobuf's */
-            }
-            out->has_result = true;
-        } else {
-            return -1; /* another result, an unknown field, a repeated message: protobuf's */
-        }
-    }
-    return 0;
+    return !out->has_tensor || (out->tensor.dtype >= 0 && out->tensor.dtype <= 5) ? 0 : -1;
 }
 
 /* (handle, dtype, shape, nbytes, offset, length): the TensorInfo facts the client reads. */
-static PyObject *tinfo_tuple(const struct tinfo *t)
+static PyObject *tinfo_tuple(const struct tdw_tensor *t)
 {
     PyObject *shape = PyTuple_New(t->ndim);
     if (shape == NULL) {
@@ -1467,7 +1220,7 @@ static int attr_is_none(PyObject *o, PyObject *name, int *is_none)
 
 /* One input of op_fast: 0 ok, 1 not for the fast path, -1 error. A Tensor must be this
 ** session's, share no ndarray and reach no custom Function (Session._op handles those). */
-static int fast_input(PyObject *x, PyObject *session, struct operand *o)
+static int fast_input(PyObject *x, PyObject *session, struct tdw_operand *o)
 {
     if (!PyObject_TypeCheck(x, (PyTypeObject *)g_tensor_cls)) {
         return operand_of_number(o, x);
@@ -1506,10 +1259,10 @@ static int fast_input(PyObject *x, PyObject *session, struct operand *o)
     if (h == NULL) {
         return -1;
     }
-    o->kind = OPD_HANDLE;
-    o->u = PyLong_AsUnsignedLongLong(h);
+    o->kind = TDW_HANDLE;
+    o->v.handle = PyLong_AsUnsignedLongLong(h);
     Py_DECREF(h);
-    if (o->u == (unsigned long long)-1 && PyErr_Occurred()) {
+    if (o->v.handle == (unsigned long long)-1 && PyErr_Occurred()) {
         PyErr_Clear();
         return 1;
     }
@@ -1542,7 +1295,7 @@ static PyObject *ConnBase_op_fast(ConnBase *c, PyObject *const *args, Py_ssize_t
     if (nin > MAX_FAST_INPUTS) {
         Py_RETURN_NONE;
     }
-    struct operand in[MAX_FAST_INPUTS];
+    struct tdw_operand in[MAX_FAST_INPUTS];
     PyObject **items = PySequence_Fast_ITEMS(inputs);
     for (Py_ssize_t i = 0; i < nin; i++) {
         int rc = fast_input(items[i], session, &in[i]);
@@ -1553,7 +1306,7 @@ static PyObject *ConnBase_op_fast(ConnBase *c, PyObject *const *args, Py_ssize_t
             Py_RETURN_NONE;
         }
     }
-    if (inplace && (nin == 0 || in[0].kind != OPD_HANDLE)) {
+    if (inplace && (nin == 0 || in[0].kind != TDW_HANDLE)) {
         Py_RETURN_NONE;
     }
     PyObject *dead = NULL;
@@ -1759,11 +1512,12 @@ done:
 }
 
 /* Ends one Pending with a common reply (what _conn.Conn._finish does for it). */
-static int finish_fast(ConnBase *c, Pending *p, PyObject *raw, const struct resp *r, PyObject *data)
+static int finish_fast(ConnBase *c, Pending *p, PyObject *raw, const struct tdw_reply *r,
+                       PyObject *data)
 {
     PyObject *info = Py_None;
     if (r->has_tensor) {
-        info = tinfo_tuple(&r->t);
+        info = tinfo_tuple(&r->tensor);
         if (info == NULL) {
             return -1;
         }
@@ -1828,7 +1582,7 @@ static int parse_one_fast(ConnBase *c)
     if (p == NULL) {
         return -1;
     }
-    struct resp r;
+    struct tdw_reply r;
     if (!Py_IS_TYPE(p, &PendingType) || p->into != Py_None ||
         decode_response(h + FRAME_HEADER, ml, &r) != 0 || r.code != 0 || r.id != p->id) {
         Py_DECREF(p);
@@ -1958,7 +1712,7 @@ static PyObject *mod_encode_run_op(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_ssize_t nin = PySequence_Fast_GET_SIZE(seq);
-    struct operand in[MAX_FAST_INPUTS];
+    struct tdw_operand in[MAX_FAST_INPUTS];
     if (nin > MAX_FAST_INPUTS) {
         Py_DECREF(seq);
         Py_RETURN_NONE;
@@ -1966,8 +1720,8 @@ static PyObject *mod_encode_run_op(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < nin; i++) {
         PyObject *x = PySequence_Fast_GET_ITEM(seq, i);
         if (PyTuple_Check(x) && PyTuple_GET_SIZE(x) == 2) {
-            in[i].kind = OPD_HANDLE;
-            in[i].u = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(x, 1));
+            in[i].kind = TDW_HANDLE;
+            in[i].v.handle = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(x, 1));
             if (PyErr_Occurred()) {
                 Py_DECREF(seq);
                 return NULL;
@@ -2024,14 +1778,20 @@ static PyObject *mod_encode_free(PyObject *self, PyObject *args)
     }
     PyObject *handles = seq_or_none(handles_arg);
     PyObject *ff = handles != NULL ? seq_or_none(ff_arg) : NULL;
-    struct buf body, b;
-    buf_init(&body);
+    struct buf b;
     buf_init(&b);
+    struct u64s hs, f;
     int rc = -1;
-    if (ff != NULL && put_packed_u64(&body, 1, handles) == 0) {
-        rc = put_request(&b, id, 10, &body, ff);
+    if (ff != NULL && u64s_from(&hs, handles, false) == 0) {
+        if (u64s_from(&f, ff, false) == 0) {
+            struct tdw_request r = {.id = id, .body = TDW_FREE};
+            r.u.free.handles = hs.v;
+            r.u.free.n_handles = hs.n;
+            rc = put_request(&b, &r, &f);
+            u64s_free(&f);
+        }
+        u64s_free(&hs);
     }
-    buf_free(&body);
     Py_XDECREF(handles);
     Py_XDECREF(ff);
     return buf_bytes(&b, rc);
@@ -2300,16 +2060,15 @@ static PyObject *mod_decode_response(PyObject *self, PyObject *arg)
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) != 0) {
         return NULL;
     }
-    struct resp r;
+    struct tdw_reply r;
     PyObject *result = NULL;
     if (decode_response(view.buf, (size_t)view.len, &r) != 0) {
         result = Py_NewRef(Py_None);
     } else {
-        PyObject *info = r.has_tensor ? tinfo_tuple(&r.t) : Py_NewRef(Py_None);
+        PyObject *info = r.has_tensor ? tinfo_tuple(&r.tensor) : Py_NewRef(Py_None);
         if (info != NULL) {
-            result = Py_BuildValue("(Kis#N)", (unsigned long long)r.id, (int)r.code,
-                                   (const char *)r.message.p,
-                                   (Py_ssize_t)(r.message.end - r.message.p), info);
+            result = Py_BuildValue("(Kis#N)", (unsigned long long)r.id, (int)r.code, r.message,
+                                   (Py_ssize_t)r.message_len, info);
         }
     }
     PyBuffer_Release(&view);
