@@ -336,11 +336,30 @@ static int check_versions(const struct td_node *n, struct td_err *err)
     return 0;
 }
 
+/* Whether leaf t's first gradient gi can become t->grad as it is, as torch's AccumulateGrad
+** steals a new gradient nothing else refers to: the walk holds the only reference to gi and to
+** its storage (no view, node or other gradient shares the bytes; a pinned reply buffer is
+** copied on the first in-place write), it is dense from offset 0 over its whole buffer, in t's
+** dtype and shape, and carries no autograd state of its own. Otherwise .grad is a copy. */
+static bool can_steal(const struct td_tensor *t, const struct td_tensor *gi)
+{
+    return gi->refs == 1 && gi->storage->refs == 1 && gi->dtype == t->dtype &&
+           gi->ndim == t->ndim &&
+           memcmp(gi->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) == 0 && gi->offset == 0 &&
+           td_tensor_is_contiguous(gi) &&
+           (int64_t)gi->storage->buf->nbytes == gi->numel * (int64_t)td_dtype_size(gi->dtype) &&
+           !gi->requires_grad && gi->grad_fn == NULL && gi->grad == NULL;
+}
+
 /* Adds gi into leaf t's .grad (in place, so a handle bound to .grad sees it). */
 static int accumulate_leaf(struct td_tensor *t, struct td_tensor *gi, struct td_quota *q,
                            struct td_err *err)
 {
     struct td_operand in[2] = {{.t = t->grad}, {.t = gi}};
+    if (t->grad == NULL && can_steal(t, gi)) {
+        t->grad = td_tensor_ref(gi); /* the caller's reference goes; this one stays */
+        return 0;
+    }
     if (t->grad == NULL) {
         /* A private copy in t's dtype: gi may be shared with other inputs' gradients. */
         struct td_op_args a;
@@ -450,6 +469,10 @@ static int flow(struct td_backward *b, struct td_node *n, struct td_tensor **gin
             break;
         }
         if (t->grad_fn == NULL) {
+            /* Let go of gin[i] first: when gi is gin[i] itself, the walk's reference is then
+            ** the only one and accumulate_leaf may take gi as .grad without a copy. */
+            td_tensor_unref(gin[i]);
+            gin[i] = NULL;
             rc = reach_leaf(b, t, gi, q, err);
             td_tensor_unref(gi);
             continue;

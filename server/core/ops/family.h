@@ -86,5 +86,12 @@ int td_view_new(struct td_tensor **out, struct td_tensor *base, int ndim, const 
 /* matmul.c */
 /* Bytes of the contiguous copies matmul makes of operands BLAS cannot read in place. */
 int64_t td_matmul_temp_bytes(const struct td_tensor *a, const struct td_tensor *b);
+/* linear(x, W, b) for a 2-D x, 2-D W and 1-D b of one float dtype whose operands BLAS reads in
+** place, as torch's addmm: out's rows start as b and BLAS adds x @ W.T onto them (beta = 1), so
+** there is no separate product tensor and no pass to add the bias. Returns 1, having done
+** nothing, when the operands are not that case (the caller runs the general path), else 0 or an
+** error. The result is charged to q. */
+int td_linear_addmm(struct td_tensor **out, const struct td_tensor *x, const struct td_tensor *w,
+                    const struct td_tensor *b, struct td_quota *q, struct td_err *err);
 
 #endif

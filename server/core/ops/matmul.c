@@ -8,6 +8,7 @@
 ** loop with wrapping arithmetic.
 */
 #include <cblas.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -204,9 +205,9 @@ static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLA
 /* One (n x k) @ (k x m) product into a contiguous n x m block; blas_layout accepted both. A BLAS
 ** call cannot be interrupted, so a large product runs as blocks of rows of a, with a cancel
 ** check between blocks (each row of c depends only on its row of a, so results are the same). */
-static int gemm_float(enum td_dtype dt, int64_t n, int64_t k, int64_t m, const char *a, int64_t ars,
-                      int64_t acs, const char *b, int64_t brs, int64_t bcs, char *c,
-                      struct td_err *err)
+static int gemm_float_beta(enum td_dtype dt, int64_t n, int64_t k, int64_t m, const char *a,
+                           int64_t ars, int64_t acs, const char *b, int64_t brs, int64_t bcs,
+                           char *c, double beta, struct td_err *err)
 {
     int64_t es = (int64_t)td_dtype_size(dt);
     int64_t per_row = td_sat_mul(k, m), block = GEMM_BLOCK_FLOPS / (per_row > 0 ? per_row : 1);
@@ -220,11 +221,11 @@ static int gemm_float(enum td_dtype dt, int64_t n, int64_t k, int64_t m, const c
         blas_layout(k, m, brs, bcs, &tb, &ldb);
         if (dt == TD_DTYPE_F32) {
             cblas_sgemm(CblasRowMajor, ta, tb, (int)rows, (int)m, (int)k, 1.0f, (const float *)ar,
-                        (int)lda, (const float *)b, (int)ldb, 0.0f, (float *)(c + r * m * es),
-                        (int)m);
+                        (int)lda, (const float *)b, (int)ldb, (float)beta,
+                        (float *)(c + r * m * es), (int)m);
         } else {
             cblas_dgemm(CblasRowMajor, ta, tb, (int)rows, (int)m, (int)k, 1.0, (const double *)ar,
-                        (int)lda, (const double *)b, (int)ldb, 0.0, (double *)(c + r * m * es),
+                        (int)lda, (const double *)b, (int)ldb, beta, (double *)(c + r * m * es),
                         (int)m);
         }
         if (r + rows < n) {
@@ -235,6 +236,14 @@ static int gemm_float(enum td_dtype dt, int64_t n, int64_t k, int64_t m, const c
         }
     }
     return 0;
+}
+
+/* c = a @ b (c's contents are not read). */
+static int gemm_float(enum td_dtype dt, int64_t n, int64_t k, int64_t m, const char *a, int64_t ars,
+                      int64_t acs, const char *b, int64_t brs, int64_t bcs, char *c,
+                      struct td_err *err)
+{
+    return gemm_float_beta(dt, n, k, m, a, ars, acs, b, brs, bcs, c, 0.0, err);
 }
 
 /* Integer products: a plain loop in wrapping arithmetic. An expanded operand can make k huge
@@ -390,6 +399,57 @@ out:
     td_tensor_unref(ca);
     td_tensor_unref(cb);
     return rc;
+}
+
+int td_linear_addmm(struct td_tensor **out, const struct td_tensor *x, const struct td_tensor *w,
+                    const struct td_tensor *b, struct td_quota *q, struct td_err *err)
+{
+    enum td_dtype dt = x->dtype;
+    if ((dt != TD_DTYPE_F32 && dt != TD_DTYPE_F64) || w->dtype != dt || b->dtype != dt ||
+        x->ndim != 2 || w->ndim != 2 || b->ndim != 1) {
+        return 1;
+    }
+    int64_t n = x->shape[0], k = x->shape[1], m = w->shape[0];
+    if (w->shape[1] != k || b->shape[0] != m || n <= 0 || k <= 0 || m <= 0 || n > INT_MAX ||
+        k > INT_MAX || m > INT_MAX) {
+        return 1; /* shape errors and empty products: the general path's words and results */
+    }
+    /* x is n x k as is; W.T is k x m with W's strides swapped. */
+    CBLAS_TRANSPOSE tr;
+    int64_t lda, ldb;
+    if (!blas_layout(n, k, x->strides[0], x->strides[1], &tr, &lda) ||
+        !blas_layout(k, m, w->strides[1], w->strides[0], &tr, &ldb) || lda > INT_MAX ||
+        ldb > INT_MAX) {
+        return 1;
+    }
+    int64_t shape[2] = {n, m};
+    struct td_tensor *o = NULL;
+    int rc = td_tensor_empty(&o, dt, shape, 2, q, err);
+    if (rc != 0) {
+        return rc;
+    }
+    size_t es = td_dtype_size(dt);
+    char *c = td_tensor_data(o);
+    const char *bp = (const char *)td_tensor_data(b);
+    /* Row 0 from b (any stride), then every other row a copy of row 0. */
+    if (b->strides[0] == 1) {
+        memcpy(c, bp, (size_t)m * es);
+    } else {
+        for (int64_t j = 0; j < m; j++) {
+            memcpy(c + (size_t)j * es, bp + (size_t)(j * b->strides[0]) * es, es);
+        }
+    }
+    for (int64_t i = 1; i < n; i++) {
+        memcpy(c + (size_t)(i * m) * es, c, (size_t)m * es);
+    }
+    rc = gemm_float_beta(dt, n, k, m, td_tensor_data(x), x->strides[0], x->strides[1],
+                         td_tensor_data(w), w->strides[1], w->strides[0], c, 1.0, err);
+    if (rc != 0) {
+        td_tensor_unref(o);
+        return rc;
+    }
+    *out = o;
+    return 0;
 }
 
 /* ---- dot and mv: matmul's kernel (BLAS for floats) behind torch's own checks ---- */

@@ -165,6 +165,12 @@ int td_make_linear(struct td_tensor **out, const struct td_operand *in, int nin,
                           "linear(input, weight, bias=None) takes 2 or 3 "
                           "tensors");
     }
+    if (nin == 3) {
+        int fused = td_linear_addmm(out, in[0].t, in[1].t, in[2].t, q, err);
+        if (fused <= 0) {
+            return fused;
+        }
+    }
     struct td_tensor *wt = NULL, *prod = NULL, *bias = NULL;
     struct td_op_args ta;
     td_op_args_init(&ta);
