@@ -158,3 +158,23 @@ def test_node_cap_is_shared_exactly_with_the_cache_full_of_another_sessions_buff
         b.close()
     finally:
         assert d.stop() == 0
+
+
+def test_relu_forward_and_backward_on_signed_zeros_nan_and_inf_as_torch(td):
+    """relu keeps -0.0 (torch's clamp_min(x, 0)), passes NaN; its backward (the kernel of
+    issue 19) zeroes the gradient where x <= 0, -0.0 included, and passes it at NaN and inf."""
+    import torch
+    vals = [float("nan"), -0.0, 0.0, float("inf"), -float("inf"), 1.0, -1.0, 1e-45]
+    gout = [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, float("nan"), float("inf")]
+    for dt in ("float32", "float64"):
+        got = []
+        for m in (torch, td):
+            x = m.tensor(vals, dtype=getattr(m, dt), requires_grad=True)
+            y = m.nn.functional.relu(x)
+            y.backward(m.tensor(gout, dtype=getattr(m, dt)))
+            got.append((np.asarray(y.tolist()), np.asarray(x.grad.tolist())))
+        (ty, tg), (dy, dg) = got
+        assert np.array_equal(ty, dy, equal_nan=True), (dt, ty, dy)
+        assert np.signbit(ty).tolist() == np.signbit(dy).tolist(), (dt, ty, dy)
+        assert np.array_equal(tg, dg, equal_nan=True), (dt, tg, dg)
+        assert np.signbit(dy[1]) and not np.signbit(dy[2])  # hand-derived: -0.0 kept, 0.0 kept
