@@ -178,3 +178,17 @@ def test_relu_forward_and_backward_on_signed_zeros_nan_and_inf_as_torch(td):
         assert np.signbit(ty).tolist() == np.signbit(dy).tolist(), (dt, ty, dy)
         assert np.array_equal(tg, dg, equal_nan=True), (dt, tg, dg)
         assert np.signbit(dy[1]) and not np.signbit(dy[2])  # hand-derived: -0.0 kept, 0.0 kept
+
+
+def test_a_leading_python_number_is_the_lowest_tier_as_in_torch(td):
+    """torch.add(2, t) wraps 2 as 2 + t does: beside a zero-dim int32 tensor the result stays
+    int32 (the client made the 2 an int64 tensor of its own, so int64 came back)."""
+    import torch
+    for m in (torch, td):
+        t = m.tensor(3, dtype=m.int32)
+        f = m.tensor(3.0, dtype=m.float64)
+        got = [m.add(2, t), m.sub(2, t), m.mul(True, t), m.pow(2, t), m.add(2.5, f),
+               m.remainder(7, t), m.add(2, m.tensor([1, 2], dtype=m.int32))]
+        names = [str(r.dtype).split(".")[-1] for r in got]
+        assert names == ["int32", "int32", "int32", "int32", "float64", "int32", "int32"], m
+        assert [np.asarray(r.tolist()).tolist() for r in got] == [5, -1, 3, 8, 5.5, 1, [3, 4]]
