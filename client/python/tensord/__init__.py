@@ -2237,8 +2237,13 @@ def _function(name: str, session: Optional[Session] = None) -> Callable[..., Any
         s = session or _first_session([bound.get(p.name) for p in op.params if p.operand]) \
             or _session()
         v = bound.get(first.name)
-        if first.name == "input" and not isinstance(v, Tensor):
-            bound["input"] = s.as_tensor(v)  # torch.exp([1.0]) as torch.exp(tensor([1.0]))
+        if first.name == "input" and not isinstance(v, Tensor) and not (
+                type(v) in (builtins.bool, builtins.int, builtins.float) and not own and
+                any(isinstance(bound.get(p.name), Tensor) for p in op.params
+                    if p.operand and p is not first)):
+            # torch.exp([1.0]) as torch.exp(tensor([1.0])); a Python number beside a tensor
+            # stays a number (torch.add(2, t) as 2 + t: the lowest tier of result_type)
+            bound["input"] = s.as_tensor(v)
         if own:  # a Tensor method written out (max, min, to): the function is that method
             rest = {k: v for k, v in bound.items() if k != "input"}
             return getattr(bound["input"], op.name)(**rest)
