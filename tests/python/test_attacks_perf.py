@@ -192,3 +192,21 @@ def test_a_leading_python_number_is_the_lowest_tier_as_in_torch(td):
         names = [str(r.dtype).split(".")[-1] for r in got]
         assert names == ["int32", "int32", "int32", "int32", "float64", "int32", "int32"], m
         assert [np.asarray(r.tolist()).tolist() for r in got] == [5, -1, 3, 8, 5.5, 1, [3, 4]]
+
+
+def test_python_floats_beyond_float32_become_inf_as_in_torch(td):
+    """torch.tensor([3.4e39]) is inf in float32 (C's conversion); the client's packers (struct's
+    "f" in pure Python, PyFloat_Pack4 in the extension) refused it with OverflowError. Values
+    that round to float32's largest finite value stay finite; float64 keeps them exactly."""
+    import torch
+    fmax = float(np.finfo(np.float32).max)
+    cases = [[3.4e39], [-3.4e39, 1.0], [fmax, 3.4028236e38, 3.5e38],
+             [[1e39, 2.0], [-1e40, 0.5]], 1e300]
+    for vals in cases:
+        want = torch.tensor(vals).tolist()
+        got = td.tensor(vals).tolist()
+        assert got == want, (vals, got, want)
+        assert str(td.tensor(vals).dtype) == "tensord.float32"
+    # hand-derived: the sign is kept and the largest finite float32 is not rounded away
+    assert td.tensor([-1e39, fmax]).tolist() == [-float("inf"), fmax]
+    assert td.tensor([1e39], dtype=td.float64).tolist() == [1e39]

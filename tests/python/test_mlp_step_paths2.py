@@ -185,3 +185,34 @@ def test_retained_graph_backward_twice_accumulates(td):
     ld.backward()
     np.testing.assert_allclose(dw.grad.numpy(), tw.grad.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dw.numpy(), w.numpy(), rtol=0, atol=0)
+
+
+def test_linear_dtype_rules_as_torch(td):
+    """With a bias and an input of 2 or more dims torch's linear is addmm(b, x, W.T): a bias or
+    an input of another dtype than the weight is refused with addmm's message (the bias checked
+    first). (A 1-D input takes torch's matmul + in-place add, whose result keeps the product's
+    dtype; tensord promotes there: not covered here.)"""
+    f32, f64 = "float32", "float64"
+    cases = [((2, 3), f32, f32, f64), ((5, 2, 3), f32, f32, f64), ((2, 3), f64, f64, f32),
+             ((2, 3), f32, f64, f64), ((2, 3), f32, f64, f32),
+             ((2, 3), f64, f64, f64), ((2, 3), "int64", "int64", "int64")]
+    for xshape, xd, wd, bd in cases:
+        got = []
+        for m in (torch, td):
+            x = m.ones(xshape, dtype=getattr(m, xd))
+            w = m.ones((4, 3), dtype=getattr(m, wd))
+            b = m.ones(4, dtype=getattr(m, bd))
+            try:
+                y = m.nn.functional.linear(x, w, b)
+                got.append(("ok", str(y.dtype).split(".")[-1], y.tolist()))
+            except RuntimeError as e:
+                # tensord names the op and the line that issued it after torch's message
+                got.append(("RuntimeError", str(e).split("\n")[0].split(" (linear, issued")[0]))
+        assert got[0] == got[1], (xshape, xd, wd, bd, got)
+    # hand-derived: the messages torch gives for the first and fourth cases
+    with pytest.raises(RuntimeError, match="self and mat2 must have the same dtype"):
+        td.nn.functional.linear(td.ones(2, 3), td.ones(4, 3),
+                                td.ones(4, dtype=td.float64)).tolist()  # errors are deferred
+    with pytest.raises(RuntimeError, match="mat1 and mat2 must have the same dtype"):
+        td.nn.functional.linear(td.ones(2, 3), td.ones(4, 3, dtype=td.float64),
+                                td.ones(4, dtype=td.float64)).tolist()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import builtins
 import functools
 import inspect
+import math
 import os
 import struct
 import sys
@@ -251,7 +252,21 @@ def _pack(flat: Sequence[Any], name: str) -> bytes:
         vals = [builtins.bool(x) for x in flat]
     else:
         vals = [builtins.int(x) for x in flat]
-    return struct.pack("<%d%s" % (len(vals), code), *vals)
+    try:
+        return struct.pack("<%d%s" % (len(vals), code), *vals)
+    except OverflowError:
+        if name != "float32":
+            raise
+    # A finite float beyond float32's range becomes +-inf, as C's conversion and torch do;
+    # struct's "f" refuses it.
+    return b"".join(_pack_f32(v) for v in vals)
+
+
+def _pack_f32(v: builtins.float) -> bytes:
+    try:
+        return struct.pack("<f", v)
+    except OverflowError:
+        return struct.pack("<f", math.copysign(math.inf, v))
 
 
 def _nest(flat: List[Any], shape: Sequence[builtins.int]) -> Any:

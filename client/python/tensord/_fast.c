@@ -40,6 +40,7 @@
 #include <Python.h>
 #include <structmember.h>
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -1885,10 +1886,19 @@ static int pack_one(PyObject *x, const char *name, uint8_t *out)
         if (d == -1.0 && PyErr_Occurred()) {
             return 1;
         }
-        return (name[5] == '3' ? PyFloat_Pack4(d, (char *)out, 1)
-                               : PyFloat_Pack8(d, (char *)out, 1))
-                   ? 1
-                   : 0;
+        if (name[5] != '3') {
+            return PyFloat_Pack8(d, (char *)out, 1) ? 1 : 0;
+        }
+        /* A finite double beyond float32's range becomes +-inf, as C's conversion and torch do;
+        ** PyFloat_Pack4 refuses it (OverflowError). */
+        if (PyFloat_Pack4(d, (char *)out, 1) != 0) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                return 1;
+            }
+            PyErr_Clear();
+            return PyFloat_Pack4(copysign(INFINITY, d), (char *)out, 1) ? 1 : 0;
+        }
+        return 0;
     }
     if (strcmp(name, "bool") == 0) {
         if (!PyBool_Check(x)) {

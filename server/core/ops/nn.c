@@ -165,6 +165,16 @@ int td_make_linear(struct td_tensor **out, const struct td_operand *in, int nin,
                           "linear(input, weight, bias=None) takes 2 or 3 "
                           "tensors");
     }
+    /* With a bias and a batch of rows, torch's linear is addmm(b, x, W.T) and checks dtypes as
+    ** addmm does (a 1-D input takes matmul + add, which promotes). */
+    if (nin == 3 && in[0].t->ndim >= 2) {
+        if (in[2].t->dtype != in[1].t->dtype) {
+            return td_err_set(err, TD_EDTYPE, "self and mat2 must have the same dtype");
+        }
+        if (in[0].t->dtype != in[1].t->dtype) {
+            return td_err_set(err, TD_EDTYPE, "mat1 and mat2 must have the same dtype");
+        }
+    }
     if (nin == 3) {
         int fused = td_linear_addmm(out, in[0].t, in[1].t, in[2].t, q, err);
         if (fused <= 0) {
