@@ -444,13 +444,22 @@ static int reach_leaf(struct td_backward *b, struct td_tensor *t, struct td_tens
     if (b->ninputs > 0 && i < 0) {
         return 0;
     }
-    if (!b->accumulate) {
-        return add_into(&b->results[i], gi, q, err);
+    /* An input asked for twice (autograd.grad(y, [w, w])) gets the gradient in each place, as in
+    ** torch; a backward accumulates into the leaf once. */
+    for (int k = i; k >= 0 && k < b->ninputs; k++) {
+        if (b->inputs[k] != t) {
+            continue;
+        }
+        if (!b->accumulate) {
+            int rc = add_into(&b->results[k], gi, q, err);
+            if (rc != 0) {
+                return rc;
+            }
+        } else if (b->results[k] == NULL) {
+            b->results[k] = td_tensor_ref(gi); /* marks it used */
+        }
     }
-    if (i >= 0 && b->results[i] == NULL) {
-        b->results[i] = td_tensor_ref(gi); /* marks it used */
-    }
-    return accumulate_leaf(t, gi, q, err);
+    return b->accumulate ? accumulate_leaf(t, gi, q, err) : 0;
 }
 
 /* Node n's input gradients gin (one per input, NULL where none; references, released here)

@@ -274,6 +274,24 @@ def test_autograd_grad_matches_torch(td):
     assert leaf_needs_grad(td) == leaf_needs_grad(torch)
 
 
+def test_autograd_grad_of_an_input_named_twice_as_torch(td):
+    """autograd.grad(y, [w, v, w]) gives w's gradient in both places (it refused the second w
+    as unused), for leaves and for a non-leaf input alike; a backward(inputs=[w, w]) accumulates
+    into w.grad once."""
+    def run(m):
+        w = m.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        v = m.tensor([0.5, -1.0, 2.0], requires_grad=True)
+        h = w * 2  # a non-leaf input
+        y = (w * w * v).sum() + (h * h).sum()
+        g = m.autograd.grad(y, [w, v, w, h, h], retain_graph=True)
+        y.backward(inputs=[w, w])
+        return [x.tolist() for x in g] + [w.grad.tolist()]
+    got, want = run(td), run(torch)
+    assert got == want
+    # hand-derived: dy/dw = 2 w v (through w*w*v) + 8 w (through h = 2w, h*h), not counted twice
+    assert want[0] == [2 * 1 * 0.5 + 8 * 1, 2 * 2 * -1.0 + 8 * 2, 2 * 3 * 2.0 + 8 * 3]
+
+
 def test_backward_inputs_accumulates_only_into_them(td):
     def run(m):
         a = m.tensor([1.0, 2.0], requires_grad=True)

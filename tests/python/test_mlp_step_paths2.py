@@ -190,11 +190,12 @@ def test_retained_graph_backward_twice_accumulates(td):
 def test_linear_dtype_rules_as_torch(td):
     """With a bias and an input of 2 or more dims torch's linear is addmm(b, x, W.T): a bias or
     an input of another dtype than the weight is refused with addmm's message (the bias checked
-    first). (A 1-D input takes torch's matmul + in-place add, whose result keeps the product's
-    dtype; tensord promotes there: not covered here.)"""
+    first). A 1-D input takes torch's matmul and an in-place add of the bias: the product's
+    dtype stays, and a bias of a higher kind is refused with add_'s cast error."""
     f32, f64 = "float32", "float64"
     cases = [((2, 3), f32, f32, f64), ((5, 2, 3), f32, f32, f64), ((2, 3), f64, f64, f32),
-             ((2, 3), f32, f64, f64), ((2, 3), f32, f64, f32),
+             ((2, 3), f32, f64, f64), ((2, 3), f32, f64, f32), ((3,), f32, f32, f64),
+             ((3,), f64, f64, f32), ((3,), f32, f32, "int64"), ((3,), "int64", "int64", f32),
              ((2, 3), f64, f64, f64), ((2, 3), "int64", "int64", "int64")]
     for xshape, xd, wd, bd in cases:
         got = []
@@ -216,3 +217,19 @@ def test_linear_dtype_rules_as_torch(td):
     with pytest.raises(RuntimeError, match="mat1 and mat2 must have the same dtype"):
         td.nn.functional.linear(td.ones(2, 3), td.ones(4, 3, dtype=td.float64),
                                 td.ones(4, dtype=td.float64)).tolist()
+
+
+def test_linear_of_a_vector_with_a_wider_bias_differentiates_as_torch(td):
+    """The 1-D input's in-place bias add keeps float32 out, and the float64 bias still gets a
+    float64 gradient (hand-derived: d sum(y) / db = ones)."""
+    got = []
+    for m in (torch, td):
+        x = m.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        w = m.ones((2, 3), requires_grad=True)
+        b = m.tensor([0.5, 1.5], dtype=m.float64, requires_grad=True)
+        y = m.nn.functional.linear(x, w, b)
+        y.sum().backward()
+        got.append((str(y.dtype).split(".")[-1], y.tolist(), str(b.grad.dtype).split(".")[-1],
+                    b.grad.tolist(), w.grad.tolist(), x.grad.tolist()))
+    assert got[0] == got[1]
+    assert got[1][:4] == ("float32", [6.5, 7.5], "float64", [1.0, 1.0])

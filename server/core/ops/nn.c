@@ -206,7 +206,14 @@ int td_make_linear(struct td_tensor **out, const struct td_operand *in, int nin,
     ea.ndims = prod->ndim;
     ea.has_dims = true;
     if ((rc = td_make_expand(&bias, &in[2], 1, &ea, q, err)) == 0) {
-        rc = run(TD_OP_ADD, prod, bias, NULL, q, out, err);
+        if (in[0].t->ndim == 1) {
+            /* torch's 1-D linear adds the bias in place: the product's dtype stays (a bias of a
+            ** higher kind is refused with add_'s cast error) */
+            struct td_operand sum[2] = {{.t = prod}, {.t = bias}};
+            rc = td_op_apply(TD_OP_ADD, sum, 2, NULL, true, q, out, err);
+        } else {
+            rc = run(TD_OP_ADD, prod, bias, NULL, q, out, err);
+        }
     }
 out:
     td_tensor_unref(bias);
