@@ -29,11 +29,14 @@ killed by the fixture.
 
 TENSORD_TINY_OP_MS raises the 100 ms bound for slow builds (ASan, valgrind).
 """
+import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -46,6 +49,7 @@ from conftest import BINARY, Daemon, _die_with_parent
 from test_hostile import HEADER, Canary, Raw, frame
 
 pb = wire.pb
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 TINY_OP_S = float(os.environ.get("TENSORD_TINY_OP_MS", "100")) / 1000
 NOISE_X = 10                # see Guard.assert_served
@@ -221,37 +225,44 @@ class Guard:
         return dt
 
     def watching(self, period=0.02):
-        """A context: while it is open, a thread times tiny ops and samples allocated_bytes
-        (into self.lat and self.peak_alloc)."""
+        """A context: while it is open, a watcher process (attack_watcher.py, a session of its
+        own) times tiny ops and samples allocated_bytes; on exit its figures are added to
+        self.lat, self.peak_alloc and self.watch_errors. A process, not a thread: a thread here
+        would wait for the GIL behind the attack's own reader, and time that instead of the
+        daemon."""
         guard = self
 
         class Ctx:
             def __enter__(self):
                 guard.loop_before = guard.stats()
-                self.stop = threading.Event()
-                self.first = threading.Event()
-                self.t = threading.Thread(target=self.run, daemon=True)
-                self.t.start()
-                self.first.wait(10)  # the watcher is running before the attack starts
+                self.p = subprocess.Popen(
+                    [sys.executable, os.path.join(HERE, "attack_watcher.py"), str(guard.port),
+                     str(period)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+                line = ""
+                if select.select([self.p.stdout], [], [], 30)[0]:
+                    line = self.p.stdout.readline()
+                if line.strip() != "ready":  # the watcher is running before the attack starts
+                    self.p.kill()
+                    out, err = self.p.communicate(timeout=30)
+                    raise AssertionError("the watcher did not start: %r %s" % (line + out,
+                                                                                err[-2000:]))
                 return guard
 
-            def run(self):
-                while not self.stop.is_set():
-                    try:
-                        guard.lat.append(guard.tiny())
-                        guard.peak_alloc = max(guard.peak_alloc,
-                                               guard.stats().allocated_bytes)
-                    except Exception as e:  # noqa: BLE001 - reported by assert_served
-                        guard.watch_errors.append(repr(e))
-                        return
-                    finally:
-                        self.first.set()
-                    self.stop.wait(period)
-
             def __exit__(self, *exc):
-                self.stop.set()
-                self.t.join(30)
-                assert not self.t.is_alive(), "the watcher hung"
+                try:
+                    out, err = self.p.communicate("stop\n", timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.p.kill()
+                    self.p.communicate(timeout=30)
+                    raise AssertionError("the watcher hung")
+                try:
+                    got = json.loads(out.strip().splitlines()[-1])
+                except (ValueError, IndexError):
+                    raise AssertionError("the watcher said %r %s" % (out, err[-2000:]))
+                guard.lat.extend(got["lat"])
+                guard.peak_alloc = max(guard.peak_alloc, got["peak_alloc"])
+                guard.watch_errors.extend(got["errors"])
                 return False
         return Ctx()
 
@@ -262,11 +273,11 @@ class Guard:
         The first is the daemon's own measure of each turn's busy time (its wall time less its
         wait for I/O, at most the loop thread's CPU time: a turn preempted by other processes on
         a loaded machine is not held by the daemon), read from Stats before and after: a request run on the loop for longer
-        shows there whatever the test process is doing. The watcher's timings include this
-        process too: the attacker's reader thread (parsing hundreds of thousands of replies
-        under the GIL) and a shared machine's scheduler (seen: 101 to 258 ms, once per run, with
-        other work on both cores), so one probe in twenty (at least one) may take up to NOISE_X
-        times the bound. A session kept waiting while the loop is free (unfair turns) shows as
+        shows there whatever the test process is doing. The watcher is a process of its own
+        (attack_watcher.py), so the attack's reader here, parsing hundreds of thousands of
+        replies, does not hold it behind the GIL; its timings still include a shared machine's
+        scheduler (seen: 101 to 258 ms, once per run, with other work on both cores), so one
+        probe in twenty (at least one) may take up to NOISE_X times the bound. A session kept waiting while the loop is free (unfair turns) shows as
         many slow probes."""
         assert not self.watch_errors, self.watch_errors
         assert self.lat, "the watcher timed no tiny op"
