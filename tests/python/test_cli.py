@@ -1017,8 +1017,16 @@ def test_repl_through_tmux(daemon, tmp_path):
     try:
         t.wait(lambda s: ">>>" in s and "session" in s, "the second banner")
         t.keys("Up")
-        t.wait(lambda s: s.rstrip().endswith(">>> z_previous = 41 + 1"), "the previous session's "
-               "line")
+        recalled = lambda s: s.rstrip().endswith(">>> z_previous = 41 + 1")  # noqa: E731
+        try:
+            t.wait(recalled, "the previous session's line", timeout=5)
+        except AssertionError:
+            # Seen once in CI on a loaded machine: the key went nowhere (the pane still ended in
+            # a bare prompt, nothing echoed). Only then is it pressed again: a slow first press
+            # that lands later would show, and a second would go one line further back.
+            assert t.pane().rstrip().endswith(">>>"), t.pane()
+            t.keys("Up")
+            t.wait(recalled, "the previous session's line")
         t.keys("Enter")
         t.type("z_previous")
         t.keys("Enter")
