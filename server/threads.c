@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -168,6 +169,11 @@ struct pool_work {
 
 static void pool_run(uv_work_t *req) /* on a pool thread */
 {
+    static _Thread_local bool named;
+    if (!named) { /* libuv made the thread: named at its first job, for top -H and /proc */
+        named = true;
+        (void)prctl(PR_SET_NAME, "td-pool");
+    }
     struct pool_work *w = req->data;
     w->job->run(w->job);
 }

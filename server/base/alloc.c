@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -276,6 +277,7 @@ static void helper_lower(void);
 static void *decay_main(void *arg)
 {
     (void)arg;
+    (void)prctl(PR_SET_NAME, "td-decay"); /* as top -H and /proc/<pid>/task/<tid>/comm show it */
     helper_lower();
     pthread_mutex_lock(&cache.mu);
     for (;;) {
@@ -340,6 +342,7 @@ static struct {
 static void *releaser_main(void *arg)
 {
     (void)arg;
+    (void)prctl(PR_SET_NAME, "td-release");
     helper_lower();
     pthread_mutex_lock(&rel.mu);
     for (;;) {

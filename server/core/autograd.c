@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../base/assert.h"
+#include "../base/checked.h"
 #include "../base/map.h"
 #include "cancel.h"
 
@@ -193,6 +194,39 @@ int td_autograd_inplace(enum td_op_id op, struct td_tensor *t, const struct td_o
     return rc;
 }
 
+/* A new node's graph_work (autograd.h): its share, from its op's cost rule and the sizes of
+** the gradients its rule makes, plus what backward may do beyond it (its inputs' graph_work). */
+static int64_t node_work(enum td_op_id op, const struct td_operand *in, int nin,
+                         const struct td_op_args *args, const struct td_tensor *out)
+{
+    struct td_cost c;
+    struct td_err e;
+    int64_t w = td_op_cost(op, in, nin, args, &c, &e) == 0 ? td_sat_mul(td_cost_work(&c), 3)
+                                                           : INT64_MAX; /* unknown: not cheap */
+    w = td_sat_add(w, TD_AUTOGRAD_NODE_WORK);
+    w = td_sat_add(w, td_sat_mul(out->numel, 4));
+    for (int i = 0; i < nin; i++) {
+        const struct td_tensor *t = in[i].t;
+        if (t != NULL && t->requires_grad) {
+            w = td_sat_add(w, td_sat_mul(t->numel, 4));
+            w = td_sat_add(w, t->grad_fn != NULL ? t->grad_fn->graph_work : 0);
+        }
+    }
+    return w;
+}
+
+int64_t td_autograd_backward_work(struct td_tensor *const *t, int n)
+{
+    int64_t w = 0;
+    for (int i = 0; i < n; i++) {
+        if (t[i] != NULL) {
+            w = td_sat_add(w, t[i]->grad_fn != NULL ? t[i]->grad_fn->graph_work
+                                                    : td_sat_mul(t[i]->numel, 4));
+        }
+    }
+    return w;
+}
+
 int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
                        const struct td_op_args *args, struct td_tensor *out, struct td_err *err)
 {
@@ -250,6 +284,7 @@ int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
         memcpy(n->out_strides, out->strides, sizeof n->out_strides);
     }
     n->name = node_name(n);
+    n->graph_work = node_work(op, in, nin, args, out);
     td_node_unref(out->grad_fn);
     out->grad_fn = n;
     out->requires_grad = true;

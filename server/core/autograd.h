@@ -36,7 +36,22 @@ struct td_node {
     bool released;              /* saved tensors freed by a backward */
     const char *name;           /* grad_fn name (static), fixed when recorded */
     struct td_tensor *retained; /* weak: the output, when it retains its grad */
+    int64_t graph_work;         /* what a backward from here may cost, in td_cost_work's units: this
+                        ** node's share (td_autograd_node_work) plus its inputs' graph_work,
+                        ** a shared part counted once per path to it (saturating) */
 };
+
+/* Work units one node adds to a backward's estimate beside its op's cost: the walk's
+** bookkeeping, the rule's dispatch and its small temporaries (about a tiny op's). */
+#define TD_AUTOGRAD_NODE_WORK 1024
+
+/* What a backward from the roots t[0..n) may cost, in td_cost_work's units, before it is walked
+** (rpc decides by it whether the loop may run it, as it does for an op): the roots' graph_work,
+** or a leaf's size. An estimate from the ops' own cost rules: each node counts 3x its op's
+** cost, 4x the elements of its result and of every input that requires grad (the gradients it
+** makes and sums), and TD_AUTOGRAD_NODE_WORK; a step that costs more is still refused by
+** --max-op-elements and stopped by the request's deadline wherever it runs. */
+int64_t td_autograd_backward_work(struct td_tensor *const *t, int n);
 
 /* The backward rules (td_bwd_fn) and grad_fn name hooks (td_grad_fn_hook) that read a node
 ** are typed in core/ops.h, beside the op table that names them. */

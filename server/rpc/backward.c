@@ -108,6 +108,30 @@ static int after_step(struct td_session *s, struct td_walk *w, int rc, bool cust
     return rc;
 }
 
+void td_rpc_cost_backward(struct rpc_job *j, struct td_session *s)
+{
+    const Tensord__Backward *m = j->req->backward;
+    if (s == NULL || m == NULL || m->n_more_handles >= TD_BACKWARD_MAX_ROOTS) {
+        return; /* refused at once by td_rpc_run_backward */
+    }
+    struct td_tensor *roots[TD_BACKWARD_MAX_ROOTS];
+    int n = 0;
+    int64_t grads = 0;
+    for (size_t k = 0; k <= m->n_more_handles; k++) {
+        uint64_t h = k == 0 ? m->handle : m->more_handles[k - 1];
+        uint64_t gh = k == 0 ? m->gradient
+                             : (k - 1 < m->n_more_gradients ? m->more_gradients[k - 1] : 0);
+        struct td_tensor *t;
+        if (td_session_lookup(s, h, &t, NULL) == 0) {
+            roots[n++] = t;
+        }
+        if (gh != 0 && td_session_lookup(s, gh, &t, NULL) == 0) {
+            grads = td_sat_add(grads, td_sat_mul(t->numel, 4)); /* read, maybe copied */
+        }
+    }
+    j->work = td_sat_add(td_autograd_backward_work(roots, n), grads);
+}
+
 int td_rpc_run_backward(struct rpc_job *j, struct td_session *s, struct result *res,
                         struct td_err *err)
 {

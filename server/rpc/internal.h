@@ -184,6 +184,12 @@ int td_rpc_auth_check(struct td_rpc_server *srv, uint64_t addr_key, const char *
 /* Removes s's Save directory and its files (CloseSession, expiry); returns how many went. */
 int td_rpc_remove_session_files(struct td_rpc_server *srv, const struct td_session *s);
 
+/* requests.def's cost column for Backward: core's estimate for its roots
+** (td_autograd_backward_work) plus the gradients given. Only for inline-or-pool: it names no
+** limit (each step is held to --max-op-elements as it runs), since shared parts of a graph are
+** counted once per path and the estimate may be far above the walk's real cost. */
+void td_rpc_cost_backward(struct rpc_job *j, struct td_session *s);
+
 /* ---- optim.c ---- */
 
 /* requests.def's cost column for OptimStep: the parameters' elements times the passes the

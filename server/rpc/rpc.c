@@ -1838,7 +1838,7 @@ static bool job_is_heavy(struct td_job *job)
     }
     const struct td_rpc_request *row = j->row;
     if (row != NULL && !row->may_inline) {
-        return true; /* a graph's size is unknown until walked, and files block: off the loop */
+        return true; /* files block: off the loop */
     }
     job_cost(j, job->session);
     job->work = j->work; /* spends the turn's budget (free_first included) */

@@ -302,18 +302,17 @@ static void finish_deferred(void)
     td_session_job_complete(job);
 }
 
-/* Backward of a handle that does not exist: Backward always goes to the executor (a graph's
-** size is unknown until walked), so it is the heavy job of both reproducers; it fails with
-** UNKNOWN_HANDLE when it runs. */
-static void send_backward(struct harness *h, uint64_t id)
+/* The reproducers' heavy job was a Backward of a handle that does not exist, when Backward always
+** went to the executor. A Backward is costed by its graph now (an unknown handle costs nothing,
+** so it runs inline); a ResumeBackward still always goes to the executor, and with no walk
+** suspended it fails with INVALID_ARGUMENT when it runs. */
+static void send_heavy(struct harness *h, uint64_t id)
 {
     Tensord__Request req = TENSORD__REQUEST__INIT;
-    Tensord__Backward m = TENSORD__BACKWARD__INIT;
-    m.handle = 10;
-    m.retain_graph = true;
+    Tensord__ResumeBackward m = TENSORD__RESUME_BACKWARD__INIT;
     req.id = id;
-    req.body_case = TENSORD__REQUEST__BODY_BACKWARD;
-    req.backward = &m;
+    req.body_case = TENSORD__REQUEST__BODY_RESUME_BACKWARD;
+    req.resume_backward = &m;
     send_req(h, &req);
 }
 
@@ -342,10 +341,11 @@ static void assert_replies(const struct harness *h, int first, const uint64_t *i
     }
 }
 
-/* regress/rpc/reply-order-hello-behind-heavy: with a heavy Backward running on a worker, a second
+/* regress/rpc/reply-order-hello-behind-heavy: with a heavy job (there a Backward, here a
+** ResumeBackward: send_heavy) running on a worker, a second
 ** Hello (versions 10.., refused), a RunOp and an empty frame follow on the same connection. A
 ** Hello on a connection that has a session goes through the session's FIFO like any request, so
-** its VERSION_MISMATCH reply comes after the Backward's and before the RunOp's. (The reproducer
+** its VERSION_MISMATCH reply comes after the heavy job's and before the RunOp's. (The reproducer
 ** gives the Hello id 0, the id an undecodable frame's reply carries too; distinct ids here make
 ** each reply's place checkable.) */
 static void test_hello_behind_heavy_keeps_order(void **state)
@@ -355,7 +355,7 @@ static void test_hello_behind_heavy_keeps_order(void **state)
     harness_init(&h);
     h.store.ex = &executor_deferred;
     int first = h.nreplies;
-    send_backward(&h, 18);
+    send_heavy(&h, 18);
     send_second_hello(&h, 19);
     /* RunOp sub(3, 3) with dims [1, 0]: handle 3 does not exist. */
     Tensord__Request req = TENSORD__REQUEST__INIT;
@@ -385,7 +385,7 @@ static void test_hello_behind_heavy_keeps_order(void **state)
     assert_int_equal(ndeferred, 1);
     finish_deferred();
     const uint64_t ids[] = {18, 19, 108, 0};
-    const int codes[] = {TENSORD__STATUS_CODE__UNKNOWN_HANDLE,
+    const int codes[] = {TENSORD__STATUS_CODE__INVALID_ARGUMENT,
                          TENSORD__STATUS_CODE__VERSION_MISMATCH,
                          TENSORD__STATUS_CODE__UNKNOWN_HANDLE,
                          TENSORD__STATUS_CODE__PROTOCOL_ERROR};
@@ -397,8 +397,8 @@ static void test_hello_behind_heavy_keeps_order(void **state)
     harness_close(&h);
 }
 
-/* regress/rpc/reply-order-empty-frame-behind-heavy: Backward (heavy), a refused second Hello,
-** another Backward (heavy again, so the queue stops twice), then an empty frame. The empty
+/* regress/rpc/reply-order-empty-frame-behind-heavy: a heavy job (send_heavy), a refused second
+** Hello, another heavy job (, so the queue stops twice), then an empty frame. The empty
 ** frame's PROTOCOL_ERROR reply (id 0) was sent at once, overtaking all three; it must wait its
 ** turn in the FIFO and come last. Undecodable bytes and a data section on a request that takes
 ** none are refused on the same early path, and keep their place the same way. */
@@ -409,9 +409,9 @@ static void test_empty_frame_behind_heavy_keeps_order(void **state)
     harness_init(&h);
     h.store.ex = &executor_deferred;
     int first = h.nreplies;
-    send_backward(&h, 18);
+    send_heavy(&h, 18);
     send_second_hello(&h, 19);
-    send_backward(&h, 20);
+    send_heavy(&h, 20);
     td_rpc_handle(h.peer, NULL, 0, NULL, 0);            /* empty: no protobuf section */
     const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff}; /* not a Request message */
     td_rpc_handle(h.peer, garbage, sizeof garbage, NULL, 0);
@@ -431,14 +431,14 @@ static void test_empty_frame_behind_heavy_keeps_order(void **state)
     assert_int_equal(h.nreplies, first);
     assert_int_equal(ndeferred, 1);
     finish_deferred();
-    /* The Hello's reply is out; the second Backward is on the worker and holds the rest. */
+    /* The Hello's reply is out; the second heavy job is on the worker and holds the rest. */
     assert_int_equal(h.nreplies, first + 2);
     assert_int_equal(ndeferred, 1);
     finish_deferred();
     const uint64_t ids[] = {18, 19, 20, 0, 0, 21};
-    const int codes[] = {TENSORD__STATUS_CODE__UNKNOWN_HANDLE,
+    const int codes[] = {TENSORD__STATUS_CODE__INVALID_ARGUMENT,
                          TENSORD__STATUS_CODE__VERSION_MISMATCH,
-                         TENSORD__STATUS_CODE__UNKNOWN_HANDLE,
+                         TENSORD__STATUS_CODE__INVALID_ARGUMENT,
                          TENSORD__STATUS_CODE__PROTOCOL_ERROR,
                          TENSORD__STATUS_CODE__PROTOCOL_ERROR,
                          TENSORD__STATUS_CODE__PROTOCOL_ERROR};
