@@ -1390,7 +1390,12 @@ class Tensor:
         chunk = self._s._chunk_bytes()
         first = None
         if self._meta is None:
-            first = self._s._wait(self._s._get(self._h, chunk))
+            # Without a progress bar to move, the first Get asks for all one frame may carry:
+            # a tensor up to the frame limit then arrives whole, in one reply, into the buffer
+            # numpy() returns (pooled), instead of a first chunk copied into a second buffer.
+            bar_on = self._s.progress if progress is None else progress
+            first_len = chunk if bar_on else max(chunk, self._s._frame_bytes())
+            first = self._s._wait(self._s._get(self._h, first_len))
             info = _conn.info_of(first)
             self._meta = (Size(info[2]), _WIRE_DTYPES[info[1]])
             self._p = None
