@@ -361,3 +361,18 @@ def test_unknown_shape_download_is_one_get(sess):
     got = (x * 3).numpy()
     assert sess._c._next_id - ids == 2  # the mul and one Get
     assert got.shape == (4 << 20,) and (got == 3).all()
+
+
+def test_unknown_shape_download_over_the_frame_limit_is_exact():
+    """With a 1 MiB frame limit and no progress bar, the first Get takes one frame's worth and
+    the rest follows in chunks: the values come back exact."""
+    d = Daemon("--max-frame-bytes", "1M")
+    try:
+        s = tensord.connect("127.0.0.1:%d" % d.port)
+        a = np.random.default_rng(3).standard_normal((1500, 1000)).astype(np.float32)
+        t = s.tensor(a)
+        np.testing.assert_array_equal((t * 2).numpy(), a * 2)
+        np.testing.assert_array_equal(t.T.numpy(), a.T)
+        s.close()
+    finally:
+        assert d.stop() == 0
