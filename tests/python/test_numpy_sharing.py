@@ -282,6 +282,28 @@ def optimizer_step(m, p):
     p(a, w.detach().numpy())
 
 
+def zero_grad_in_place(m, p):
+    """.grad's array follows zero_grad(set_to_none=False) (optimizer's and module's) and
+    .grad.zero_(), as torch's."""
+    lin = m.nn.Linear(2, 1)
+    with m.no_grad():
+        lin.weight.copy_(m.tensor([[1.0, -2.0]]))
+    opt = m.optim.SGD(lin.parameters(), lr=0.1, momentum=0.9)
+    x = m.tensor([[3.0, 4.0]])
+    lin(x).sum().backward()
+    g = lin.weight.grad.numpy()
+    opt.step()
+    opt.zero_grad(set_to_none=False)
+    p(g)
+    lin(x).sum().backward()
+    p(g)
+    lin.zero_grad(set_to_none=False)
+    p(g)
+    lin(x * 2).sum().backward()
+    lin.weight.grad.zero_()
+    p(g)
+
+
 def temporaries(m, p):
     """numpy() of a result nothing else holds, of a temporary view (its root lives on), and
     two arrays of one temporary each: right values, and writable without touching each other."""
@@ -300,12 +322,12 @@ def temporaries(m, p):
     p(a, b)
 
 
-for _f in (mutation_routes, grad_accumulation, optimizer_step, temporaries):
+for _f in (mutation_routes, grad_accumulation, optimizer_step, zero_grad_in_place, temporaries):
     SCENARIOS[_f.__name__] = _f
 
 
 @pytest.mark.parametrize("name", ["mutation_routes", "grad_accumulation", "optimizer_step",
-                                  "temporaries"])
+                                  "zero_grad_in_place", "temporaries"])
 def test_numpy_follows_every_route_as_torch(td, name):
     assert printed(td, SCENARIOS[name]) == printed(torch, SCENARIOS[name])
 

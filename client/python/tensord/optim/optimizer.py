@@ -70,7 +70,11 @@ def zero_grads(params: Any, set_to_none: bool) -> None:
         g.params.add().param = p._h
         if set_to_none:
             p._grad_cache = None
+    if not set_to_none:
+        _numpy.sync_grads(s, False)  # zeroed in place: a .grad's shared arrays follow
     s._send(req, "zero_grad")
+    if not set_to_none:
+        _numpy.sync_grads(s, True)
 
 
 class Optimizer(object):
