@@ -302,6 +302,11 @@ def zero_grad_in_place(m, p):
     lin(x * 2).sum().backward()
     lin.weight.grad.zero_()
     p(g)
+    lin(x).sum().backward()
+    total = m.nn.utils.clip_grad_norm_(lin.parameters(), 1.0)
+    p(g.round(4), round(total.item(), 4))
+    m.nn.utils.clip_grad_value_(lin.parameters(), 0.5)
+    p(g.round(4))
 
 
 def temporaries(m, p):
