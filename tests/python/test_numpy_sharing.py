@@ -282,6 +282,23 @@ def optimizer_step(m, p):
     p(a, w.detach().numpy())
 
 
+def optimizer_state(m, p):
+    """An array of an optimizer's state tensor follows its steps, as torch's."""
+    w = m.nn.Parameter(m.tensor([1.0, 2.0]))
+    opt = m.optim.SGD([w], lr=0.1, momentum=0.9)
+    (w * w).sum().backward()
+    opt.step()
+    b = opt.state[w]["momentum_buffer"].numpy()
+    p(b)
+    (w * w).sum().backward()
+    opt.step()
+    p(b.round(4))
+    b[0] = 0               # written: the next step uses it, as torch's does
+    (w * w).sum().backward()
+    opt.step()
+    p(b.round(4), w.detach().numpy().round(4))
+
+
 def zero_grad_in_place(m, p):
     """.grad's array follows zero_grad(set_to_none=False) (optimizer's and module's) and
     .grad.zero_(), as torch's."""
@@ -327,12 +344,13 @@ def temporaries(m, p):
     p(a, b)
 
 
-for _f in (mutation_routes, grad_accumulation, optimizer_step, zero_grad_in_place, temporaries):
+for _f in (mutation_routes, grad_accumulation, optimizer_step, optimizer_state, zero_grad_in_place,
+           temporaries):
     SCENARIOS[_f.__name__] = _f
 
 
 @pytest.mark.parametrize("name", ["mutation_routes", "grad_accumulation", "optimizer_step",
-                                  "zero_grad_in_place", "temporaries"])
+                                  "optimizer_state", "zero_grad_in_place", "temporaries"])
 def test_numpy_follows_every_route_as_torch(td, name):
     assert printed(td, SCENARIOS[name]) == printed(torch, SCENARIOS[name])
 

@@ -29,6 +29,7 @@ from . import _conn
 from ._conn import np
 
 CHUNK = 1 << 16  # comparison granularity: a changed chunk sends only its changed span
+shares_made = 0  # Shares ever made in this process: 0 lets callers skip looking for any
 
 
 class Entry:
@@ -104,9 +105,11 @@ def root(t: Any) -> Any:
 
 def attach(t: Any, arr: Any, direct: bool) -> None:
     """Shares arr with tensor t (whose values are arr's now)."""
+    global shares_made
     r = root(t)
     if r._share is None:
         r._share = Share()
+        shares_made += 1
         if r._is_grad:  # backward changes it in place, with no in-place op the client sees
             s = r._s
             if s.__dict__.get("_grad_shares") is None:
