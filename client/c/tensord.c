@@ -14,8 +14,9 @@
 ** the caller's buffer. tensord_recv hands them out in that order; a blocking call is queue +
 ** flush + receive of its one reply. RunOp (without OpArgs), Get and Free are written by wire.c;
 ** a reply expecting a status or a TensorInfo is decoded by wire.c in place in the read buffer,
-** and what it hands over (and every other reply) by protobuf-c. tensord_recv_ready completes the
-** replies whose frames have arrived whole without waiting, for event loops.
+** and what it hands over (and every other reply) by protobuf-c. tensord_recv_ready takes what
+** has arrived without ever waiting, for event loops: a frame the socket has delivered only part
+** of is left in c->part (where its reading stopped) and finished by the next read.
 **
 ** Deadlock. A pipelining client that only writes while the server only writes replies would
 ** stall both once the socket buffers fill (the server stops reading while its replies queue
@@ -99,6 +100,7 @@ SAME_NUMBER(TDW_WRITE, TENSORD__REQUEST__BODY_WRITE);
 #define COPY_DATA_MAX (64 * 1024)   /* smaller data sections are copied into the queue */
 #define AUTO_FLUSH_BYTES (1u << 20) /* a queue this large is written without waiting */
 #define MAX_IOV 256
+#define AGAIN (-1) /* internal: a read that must not wait would; the frame's state is kept */
 
 /* What a request's successful reply must carry. */
 enum want {
@@ -109,6 +111,23 @@ enum want {
     WANT_STATS,        /* Stats */
     WANT_HELLO,        /* Hello */
     WANT_NAMES,        /* ListNames */
+};
+
+/* A reply frame that tensord_recv_ready began and the socket has not delivered whole: where its
+** reading stopped, so that the next read of it (waiting or not) goes on from there. Only the
+** oldest unanswered request's frame is ever in this state. */
+enum part_stage {
+    PART_NONE, /* between frames (or a frame read whole from the buffer) */
+    PART_META, /* its protobuf section, too large for the read buffer, is read into heap */
+    PART_DATA, /* its result is taken; its data section is read into `at` */
+};
+struct part {
+    enum part_stage stage;
+    uint32_t ml;   /* the frame's protobuf section's length */
+    uint64_t dl;   /* ... and its data section's */
+    uint8_t *heap; /* PART_META: the protobuf section (ml bytes, malloc'd) */
+    uint8_t *at;   /* the next byte to fill: in heap, or in the Get's buffer (NULL: dropped) */
+    size_t left;   /* bytes of this stage still to read */
 };
 
 /* One request whose reply tensord_recv has not returned yet. */
@@ -169,6 +188,7 @@ struct tensord {
     size_t pend_head, pend_len, pend_cap, pend_done;
     uint8_t *rbuf; /* buffered reader */
     size_t rpos, rlen;
+    struct part part;  /* the reply frame being read, when a read stopped inside it */
     char message[512]; /* the last reply's message, for struct tensord_reply */
     bool broken;       /* the stream is out of step: refuse everything */
     char broken_msg[200];
@@ -634,13 +654,18 @@ static int queue(struct tensord *c, Tensord__Request *req, const void *data, siz
 
 /* ---- reading replies ---- */
 
-/* Reads exactly n bytes into dst (NULL: discard them). Large reads bypass the buffer and go
-** straight to dst, so tensor bytes are not copied on the way. */
-static int read_exact(struct tensord *c, void *dst, size_t n, struct tensord_error *err)
+/* Reads the *left bytes still due into *at (NULL: discard them), advancing both. Large reads
+** bypass the buffer and go straight to the destination, so tensor bytes are not copied on the
+** way. With `nonblock`, returns AGAIN when the socket has nothing more yet (what it had is taken,
+** and *at and *left say where to go on); else it waits. */
+static int read_some(struct tensord *c, uint8_t **at, size_t *left, bool nonblock,
+                     struct tensord_error *err)
 {
-    uint8_t *d = dst;
+    uint8_t *d = *at;
+    size_t n = *left;
     size_t have = c->rlen - c->rpos;
     size_t take = have < n ? have : n;
+    int rc = 0;
     if (take > 0) {
         if (d != NULL) {
             memcpy(d, c->rbuf + c->rpos, take);
@@ -650,10 +675,17 @@ static int read_exact(struct tensord *c, void *dst, size_t n, struct tensord_err
         n -= take;
     }
     while (n > 0) {
+        /* The buffer is empty here (all of it was taken above), so a read into it may start at
+        ** its front; what it reads past this frame stays buffered for the next. */
         bool direct = d != NULL && n >= READ_BUF / 2;
-        ssize_t r = direct ? recv(c->fd, d, n, 0) : recv(c->fd, c->rbuf, READ_BUF, 0);
+        ssize_t r = direct ? recv(c->fd, d, n, nonblock ? MSG_DONTWAIT : 0)
+                           : recv(c->fd, c->rbuf, READ_BUF, nonblock ? MSG_DONTWAIT : 0);
         if (r < 0 && errno == EINTR) {
             continue;
+        }
+        if (r < 0 && nonblock && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            rc = AGAIN;
+            break;
         }
         if (r == 0) {
             return fail_conn(c, err, TENSORD_E_IO, "the server closed the connection");
@@ -675,7 +707,9 @@ static int read_exact(struct tensord *c, void *dst, size_t n, struct tensord_err
         c->rpos = take;
         n -= take;
     }
-    return 0;
+    *at = d;
+    *left = n;
+    return rc;
 }
 
 /* Makes the next n bytes (at most READ_BUF) readable in place at rbuf + rpos, moving what is
@@ -916,47 +950,16 @@ static int from_protobuf_c(struct tensord *c, const Tensord__Response *r, struct
     return 0;
 }
 
-/* Reads the next reply frame, which answers `p` (the oldest request not yet answered), checks
-** it and stores the verdict in p. Any failure here breaks the connection, except a Get whose
-** bytes do not fit its buffer: those are read and dropped, and p->local says so.
-** The protobuf section is read in place from the read buffer when it fits there (else into a
-** heap block), and decoded by wire.c when the request expects a status or a TensorInfo; what
-** that decoder hands over, and the other replies, protobuf-c unpacks. */
-static int read_reply(struct tensord *c, struct pending *p, struct tensord_error *err)
+/* Takes a reply frame's protobuf section (ml bytes at meta; the frame's data section is dl bytes
+** and not read yet), which answers `p`: checks it, stores the verdict in p and sets c->part to
+** read the data section (into p's buffer, or dropped when the bytes do not fit there: p->local
+** says so). Any failure here breaks the connection. The section is decoded by wire.c when the
+** request expects a status or a TensorInfo; what that decoder hands over, and the other
+** replies, protobuf-c unpacks. */
+static int take_frame(struct tensord *c, struct pending *p, const uint8_t *meta, uint32_t ml,
+                      uint64_t dl, struct tensord_error *err)
 {
-    int rc;
-    if ((rc = fill(c, TD_FRAME_HEADER_BYTES, err)) != 0) {
-        return rc;
-    }
-    const uint8_t *h = c->rbuf + c->rpos;
-    uint32_t ml = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-    uint64_t dl = 0;
-    for (int i = 0; i < 8; i++) {
-        dl = dl << 8 | h[4 + i];
-    }
-    c->rpos += TD_FRAME_HEADER_BYTES;
-    if (ml > MAX_REPLY_META || dl > SIZE_MAX) {
-        return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply header announces %u + %llu bytes", ml,
-                         (unsigned long long)dl);
-    }
-    const uint8_t *meta;
-    uint8_t *heap = NULL;
-    if (ml <= READ_BUF) {
-        if ((rc = fill(c, ml, err)) != 0) {
-            return rc;
-        }
-        meta = c->rbuf + c->rpos; /* valid until the next read: used before the data's */
-        c->rpos += ml;
-    } else {
-        if ((heap = malloc(ml)) == NULL) {
-            return fail_conn(c, err, TENSORD_E_NOMEM, "out of memory reading a reply");
-        }
-        if ((rc = read_exact(c, heap, ml, err)) != 0) {
-            free(heap);
-            return rc;
-        }
-        meta = heap;
-    }
+    int rc = 0;
     struct tdw_reply w;
     Tensord__Response *r = NULL;
     bool fast = (p->want == WANT_NONE || p->want == WANT_TENSOR || p->want == WANT_MAYBE_TENSOR) &&
@@ -964,7 +967,6 @@ static int read_reply(struct tensord *c, struct pending *p, struct tensord_error
     if (!fast) {
         r = tensord__response__unpack(NULL, ml, meta);
         if (r == NULL) {
-            free(heap);
             return fail_conn(c, err, TENSORD_E_PROTOCOL, "malformed reply (%u protobuf bytes)", ml);
         }
         if ((rc = from_protobuf_c(c, r, &w, err)) != 0) {
@@ -997,22 +999,86 @@ static int read_reply(struct tensord *c, struct pending *p, struct tensord_error
     } else if ((rc = take_result(c, p, &w, r, dl, err)) != 0) {
         goto out;
     }
-    if (dl > 0) {
-        if (p->buf == NULL || dl > p->cap) {
-            /* Drain the bytes so that the stream stays in step; tensord_recv reports. */
-            p->local = TENSORD_E_BUFFER;
-            rc = read_exact(c, NULL, (size_t)dl, err);
-        } else {
-            rc = read_exact(c, p->buf, (size_t)dl, err);
-        }
+    c->part.stage = PART_DATA;
+    c->part.left = (size_t)dl;
+    if (dl > 0 && (p->buf == NULL || dl > p->cap)) {
+        /* Drain the bytes so that the stream stays in step; tensord_recv reports. */
+        p->local = TENSORD_E_BUFFER;
+        c->part.at = NULL;
+    } else {
+        c->part.at = p->buf;
     }
-    p->done = rc == 0;
 out:
     if (r != NULL) {
         tensord__response__free_unpacked(r, NULL);
     }
-    free(heap);
     return rc;
+}
+
+/* Reads the next reply frame, which answers `p` (the oldest request not yet answered), or the
+** rest of it when a read stopped inside it (c->part), and marks p done. The protobuf section is
+** read in place from the read buffer when it fits there with the header, else into a heap
+** block; the data section goes straight into the Get's buffer. With `nonblock` (from
+** tensord_recv_ready, which calls it only once the frame's header, and a protobuf section that
+** fits the buffer, are buffered) it never waits: AGAIN when the socket runs dry first, with
+** c->part saying where it stopped. Any failure but AGAIN breaks the connection. */
+static int read_reply(struct tensord *c, struct pending *p, bool nonblock,
+                      struct tensord_error *err)
+{
+    struct part *q = &c->part;
+    int rc;
+    if (q->stage == PART_NONE) {
+        if ((rc = fill(c, TD_FRAME_HEADER_BYTES, err)) != 0) {
+            return rc;
+        }
+        const uint8_t *h = c->rbuf + c->rpos;
+        uint32_t ml = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+        uint64_t dl = 0;
+        for (int i = 0; i < 8; i++) {
+            dl = dl << 8 | h[4 + i];
+        }
+        c->rpos += TD_FRAME_HEADER_BYTES;
+        if (ml > MAX_REPLY_META || dl > SIZE_MAX) {
+            return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply header announces %u + %llu bytes",
+                             ml, (unsigned long long)dl);
+        }
+        q->ml = ml;
+        q->dl = dl;
+        if (ml <= READ_BUF - TD_FRAME_HEADER_BYTES) {
+            if ((rc = fill(c, ml, err)) != 0) {
+                return rc;
+            }
+            const uint8_t *meta = c->rbuf + c->rpos; /* used before the data is read */
+            c->rpos += ml;
+            if ((rc = take_frame(c, p, meta, ml, dl, err)) != 0) {
+                return rc;
+            }
+        } else {
+            if ((q->heap = malloc(ml)) == NULL) {
+                return fail_conn(c, err, TENSORD_E_NOMEM, "out of memory reading a reply");
+            }
+            q->stage = PART_META;
+            q->at = q->heap;
+            q->left = ml;
+        }
+    }
+    if (q->stage == PART_META) {
+        if ((rc = read_some(c, &q->at, &q->left, nonblock, err)) != 0) {
+            return rc; /* AGAIN keeps the section read so far */
+        }
+        rc = take_frame(c, p, q->heap, q->ml, q->dl, err);
+        free(q->heap);
+        q->heap = NULL;
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if ((rc = read_some(c, &q->at, &q->left, nonblock, err)) != 0) {
+        return rc;
+    }
+    q->stage = PART_NONE;
+    p->done = true;
+    return 0;
 }
 
 /* ---- writing ---- */
@@ -1040,7 +1106,7 @@ int tensord_flush(struct tensord *c, struct tensord_error *err)
             if (await && (pfd.revents & POLLIN)) {
                 /* Take a reply off the wire before writing more, so the server can go on. */
                 struct pending *p = &c->pend[(c->pend_head + c->pend_done) & (c->pend_cap - 1)];
-                if ((rc = read_reply(c, p, err)) == 0) {
+                if ((rc = read_reply(c, p, false, err)) == 0) {
                     c->pend_done++;
                 }
                 continue;
@@ -1103,7 +1169,7 @@ static int recv_one(struct tensord *c, struct tensord_reply *reply, struct tenso
     }
     struct pending *p = &c->pend[c->pend_head];
     if (!p->done) {
-        if ((rc = read_reply(c, p, err)) != 0) {
+        if ((rc = read_reply(c, p, false, err)) != 0) {
             return rc;
         }
         c->pend_done++;
@@ -1147,10 +1213,11 @@ size_t tensord_ready(const struct tensord *c)
     return c->pend_done;
 }
 
-/* Whether the next reply's whole frame is in the read buffer. A frame the buffer can never hold
-** (or a header announcing nonsense, which read_reply then names) counts as there: read_reply
-** reads it to its end. */
-static bool frame_buffered(const struct tensord *c)
+/* Whether read_reply can start the next reply's frame without waiting: its header is buffered,
+** and so is its protobuf section when that fits the buffer with the header (a larger one is
+** read into heap, a data section straight into its destination, both as far as the socket
+** allows). A header announcing nonsense counts: read_reply names it. */
+static bool frame_startable(const struct tensord *c)
 {
     size_t have = c->rlen - c->rpos;
     if (have < TD_FRAME_HEADER_BYTES) {
@@ -1158,14 +1225,10 @@ static bool frame_buffered(const struct tensord *c)
     }
     const uint8_t *h = c->rbuf + c->rpos;
     uint64_t ml = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-    uint64_t dl = 0;
-    for (int i = 0; i < 8; i++) {
-        dl = dl << 8 | h[4 + i];
-    }
-    if (ml > READ_BUF || dl > READ_BUF || TD_FRAME_HEADER_BYTES + ml + dl > READ_BUF) {
+    if (ml > READ_BUF - TD_FRAME_HEADER_BYTES) {
         return true;
     }
-    return have >= TD_FRAME_HEADER_BYTES + ml + dl;
+    return have >= TD_FRAME_HEADER_BYTES + ml;
 }
 
 int tensord_recv_ready(struct tensord *c, size_t *ready, struct tensord_error *err)
@@ -1178,9 +1241,13 @@ int tensord_recv_ready(struct tensord *c, size_t *ready, struct tensord_error *e
     }
     bool drained = false;
     for (;;) {
-        while (c->pend_done < c->pend_len && frame_buffered(c)) {
+        while (c->pend_done < c->pend_len && (c->part.stage != PART_NONE || frame_startable(c))) {
             struct pending *p = &c->pend[(c->pend_head + c->pend_done) & (c->pend_cap - 1)];
-            if ((rc = read_reply(c, p, err)) != 0) {
+            if ((rc = read_reply(c, p, true, err)) == AGAIN) {
+                *ready = c->pend_done; /* the socket is dry inside a frame: later */
+                return 0;
+            }
+            if (rc != 0) {
                 return rc;
             }
             c->pend_done++;
@@ -1188,7 +1255,8 @@ int tensord_recv_ready(struct tensord *c, size_t *ready, struct tensord_error *e
         if (c->pend_done == c->pend_len || drained) {
             break;
         }
-        /* Room behind the partial frame: it is smaller than the buffer (frame_buffered). */
+        /* Room behind the partial header and protobuf section: together they fit the buffer
+        ** (frame_startable). */
         if (c->rpos > 0) {
             memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
             c->rlen -= c->rpos;
@@ -1830,6 +1898,7 @@ void tensord_disconnect(struct tensord *c)
     free(c->segs);
     free(c->out);
     free(c->rbuf);
+    free(c->part.heap);
     free(c);
 }
 

@@ -468,10 +468,11 @@ int tensord_recv(struct tensord *c, struct tensord_reply *reply, struct tensord_
 ** reads what the socket holds, completes the replies whose frames are all there, and sets *ready
 ** to the number tensord_recv can now return without waiting (in order: the oldest first; 0 when
 ** none, or nothing is pending). Requests still queued are flushed first, as tensord_flush does
-** (which waits only while the socket's send buffer is full). One exception to not waiting: a
-** reply whose frame is larger than the connection's 64 KiB read buffer (a Get of a large
-** tensor, a long ListNames) is read to its end, as tensord_recv reads it, once its first 12
-** bytes have arrived. Errors are tensord_recv's (the connection then is broken).
+** (which waits only while the socket's send buffer is full). A reply larger than the
+** connection's 64 KiB read buffer (a Get of a large tensor, a long ListNames) is read as far as
+** the socket has it, its data straight into the Get's buffer, and finished by later calls (or
+** by tensord_recv, which waits for the rest): no call waits for the network. Errors are
+** tensord_recv's (the connection then is broken).
 ** The socket signals only what is not read yet. Calls that read from it may leave whole replies
 ** in the connection's buffer: tensord_flush (and a send that flushed) when it had to wait for
 ** room to write, and tensord_recv of a reply that was not ready. After those, call

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -599,6 +600,156 @@ static void test_recv_ready_takes_only_whole_replies(void **state)
     }
 }
 
+/* A fake server that trickles a 1 MiB Get reply: after Hello it reads one Get, then sends the
+** reply frame in PIECES pieces (the first is 5 bytes, inside the header; the second ends inside
+** the protobuf section; the rest split the data), each followed by a byte on `staged` and a wait
+** for the test's byte on `go`; the last piece goes out unasked, right after the last word. The
+** data's byte i is (i * 7) % 251. */
+enum { TRICKLE_BYTES = 1 << 20, TRICKLE_PIECES = 40 };
+
+static uint8_t trickle_byte(size_t i)
+{
+    return (uint8_t)((i * 7) % 251);
+}
+
+static void *trickle_main(void *arg)
+{
+    struct staged *st = arg;
+    int fd = accept(st->f.lfd, NULL, NULL);
+    if (fd < 0) {
+        return NULL;
+    }
+    Tensord__Request *req = fake_read(fd);
+    Tensord__Response r = TENSORD__RESPONSE__INIT;
+    Tensord__HelloResult h = TENSORD__HELLO_RESULT__INIT;
+    uint8_t token[16] = {1, 2, 3};
+    h.session_token.data = token;
+    h.session_token.len = 16;
+    h.version = 1;
+    r.id = req != NULL ? req->id : 0;
+    r.result_case = TENSORD__RESPONSE__RESULT_HELLO;
+    r.hello = &h;
+    fake_send(fd, &r, 0, 0, 0);
+    tensord__request__free_unpacked(req, NULL);
+    req = fake_read(fd);
+    Tensord__Response g = TENSORD__RESPONSE__INIT;
+    Tensord__TensorInfo t = TENSORD__TENSOR_INFO__INIT;
+    int64_t shape[] = {TRICKLE_BYTES / 4};
+    t.handle = 1;
+    t.dtype = TENSORD__DTYPE__FLOAT32;
+    t.shape = shape;
+    t.n_shape = 1;
+    t.nbytes = TRICKLE_BYTES;
+    t.length = TRICKLE_BYTES;
+    g.id = req != NULL ? req->id : 0;
+    g.result_case = TENSORD__RESPONSE__RESULT_TENSOR;
+    g.tensor = &t;
+    tensord__request__free_unpacked(req, NULL);
+    size_t ml = tensord__response__get_packed_size(&g);
+    size_t n = 12 + ml + TRICKLE_BYTES;
+    uint8_t *frame = malloc(n);
+    if (frame == NULL) {
+        close(fd);
+        return NULL;
+    }
+    for (int i = 0; i < 4; i++) {
+        frame[i] = (uint8_t)(ml >> (24 - 8 * i)); /* u32 meta_len, big-endian */
+    }
+    for (int i = 0; i < 8; i++) {
+        frame[4 + i] = (uint8_t)((uint64_t)TRICKLE_BYTES >> (56 - 8 * i)); /* u64 data_len */
+    }
+    tensord__response__pack(&g, frame + 12);
+    for (size_t i = 0; i < TRICKLE_BYTES; i++) {
+        frame[12 + ml + i] = trickle_byte(i); /* the data section */
+    }
+    size_t cuts[TRICKLE_PIECES + 1];
+    cuts[0] = 0;
+    cuts[1] = 5;           /* inside the header */
+    cuts[2] = 12 + ml / 2; /* inside the protobuf section */
+    for (int k = 3; k < TRICKLE_PIECES; k++) {
+        cuts[k] = 12 + ml + (size_t)(k - 2) * (TRICKLE_BYTES / (TRICKLE_PIECES - 1));
+    }
+    cuts[TRICKLE_PIECES] = n;
+    char b = 1;
+    for (int k = 0; k < TRICKLE_PIECES; k++) {
+        size_t len = cuts[k + 1] - cuts[k];
+        if (write(fd, frame + cuts[k], len) != (ssize_t)len) {
+            break;
+        }
+        if (k + 1 < TRICKLE_PIECES &&
+            (write(st->staged[1], &b, 1) != 1 || read(st->go[0], &b, 1) != 1)) {
+            break;
+        }
+    }
+    free(frame);
+    while (read(fd, &b, 1) > 0) { /* hold the connection until the client hangs up */
+    }
+    close(fd);
+    return NULL;
+}
+
+/* tensord_recv_ready never waits inside a large frame: each call takes what the socket holds
+** and returns, the frame's state kept between calls; tensord_recv finishes it, and the bytes
+** are exact. The client's socket gets a receive timeout, so a call that waited would fail
+** (EAGAIN after 20 s) rather than hang: the fake sends nothing until the test's word. */
+static void test_recv_ready_never_waits_inside_a_large_frame(void **state)
+{
+    (void)state;
+    struct staged st;
+    assert_int_equal(pipe(st.staged), 0);
+    assert_int_equal(pipe(st.go), 0);
+    fake_listen(&st.f);
+    assert_int_equal(pthread_create(&st.f.thread, NULL, trickle_main, &st), 0);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", st.f.port);
+    struct tensord *c = open_session(addr);
+    struct timeval tv = {.tv_sec = 20};
+    assert_int_equal(setsockopt(tensord_fd(c), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    struct tensord_error err;
+    uint8_t *buf = malloc(TRICKLE_BYTES);
+    assert_non_null(buf);
+    memset(buf, 0, TRICKLE_BYTES);
+    uint64_t id;
+    assert_int_equal(tensord_send_get(c, 1, buf, TRICKLE_BYTES, &id, &err), 0);
+    assert_int_equal(tensord_flush(c, &err), 0);
+    size_t ready = 7;
+    char b = 1;
+    for (int k = 0; k + 1 < TRICKLE_PIECES; k++) {
+        assert_int_equal(read(st.staged[0], &b, 1), 1); /* piece k is on the wire */
+        /* twice: the second call finds the socket empty inside the frame */
+        for (int twice = 0; twice < 2; twice++) {
+            int rc = tensord_recv_ready(c, &ready, &err);
+            if (rc != 0) {
+                fail_msg("piece %d: tensord_recv_ready -> %d %s", k, rc, err.message);
+            }
+            assert_int_equal(ready, 0);
+            assert_int_equal(tensord_pending(c), 1);
+        }
+        assert_int_equal(write(st.go[1], &b, 1), 1);
+    }
+    /* the last piece: tensord_recv waits for it and finishes the frame begun above */
+    struct tensord_reply r;
+    assert_int_equal(tensord_recv(c, &r, &err), 0);
+    assert_int_equal(r.id, id);
+    assert_int_equal(r.status, TENSORD_OK);
+    assert_true(r.has_info);
+    assert_int_equal(r.info.length, TRICKLE_BYTES);
+    for (size_t i = 0; i < TRICKLE_BYTES; i++) {
+        if (buf[i] != trickle_byte(i)) {
+            fail_msg("byte %zu is %u, sent %u", i, buf[i], trickle_byte(i));
+        }
+    }
+    assert_int_equal(tensord_pending(c), 0);
+    tensord_disconnect(c);
+    pthread_join(st.f.thread, NULL);
+    close(st.f.lfd);
+    for (int i = 0; i < 2; i++) {
+        close(st.staged[i]);
+        close(st.go[i]);
+    }
+    free(buf);
+}
+
 /* Three sessions of a real daemon in one poll loop: 2x2 muls (a * b = {2, 4, 6, 8} by hand),
 ** the Gets of their results, and one 1 MiB Get (a frame larger than the read buffer), all
 ** collected through tensord_recv_ready. */
@@ -688,6 +839,7 @@ int main(void)
         cmocka_unit_test(test_malformed_replies_are_protocol_errors),
         cmocka_unit_test(test_recv_ready_takes_only_whole_replies),
         cmocka_unit_test(test_recv_ready_event_loop),
+        cmocka_unit_test(test_recv_ready_never_waits_inside_a_large_frame),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

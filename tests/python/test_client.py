@@ -373,7 +373,8 @@ def test_large_upload_is_one_request_unless_chunks_are_needed():
 
 def test_from_numpy_copies_at_once_and_downloads_read_each_byte_once(session):
     """torch.tensor(a) copies a: changing a afterwards, even before the upload left the client,
-    does not change the tensor. A download whose shape was unknown reuses the first chunk."""
+    does not change the tensor. A download whose shape was unknown is one Get for the whole
+    (up to the frame limit), read straight into the array numpy() returns."""
     a = np.zeros(3, np.float32)
     t = session.tensor(a)  # from_numpy shares instead (tests/python/test_numpy_sharing.py)
     a[0] = 5
@@ -385,7 +386,7 @@ def test_from_numpy_copies_at_once_and_downloads_read_each_byte_once(session):
     big = session.ones(3 << 20) * 2  # 12 MiB, shape not yet known to the client
     before = gets()
     arr = big.numpy()
-    assert gets() - before == 2  # the 8 MiB chunk that brought the shape, then the rest
+    assert gets() - before == 1  # the Get that brought the shape brought all 12 MiB
     assert arr.shape == (3 << 20,) and float(arr.sum()) == 2.0 * (3 << 20)
 
 

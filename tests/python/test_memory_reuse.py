@@ -323,3 +323,56 @@ def test_cache_flags_are_validated():
         d.stop()
     text = os.popen("%s --help" % os.environ.get("TENSORD_BIN", "build/tensord")).read()
     assert "--cache-bytes" in text and "--cache-decay" in text
+
+
+# ---- large downloads of results whose shape the client does not know yet (issue 19, round 3) ----
+
+def _rand(dt, n, seed=0):
+    rng = np.random.default_rng(seed)
+    if dt == np.bool_:
+        return rng.random(n) < 0.5
+    if np.issubdtype(dt, np.integer):
+        return rng.integers(-(1 << 30), 1 << 30, n).astype(dt)
+    return rng.standard_normal(n).astype(dt)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64, np.int32, np.int64, np.bool_])
+def test_unknown_shape_download_is_exact_for_every_dtype(sess, dt):
+    """A result larger than a download chunk (8 MiB), its shape unknown to the client, comes
+    back byte for byte, from a contiguous tensor and from a transposed view of it."""
+    n = (12 << 20) // np.dtype(dt).itemsize + 3
+    a = _rand(dt, n)
+    t = sess.tensor(a)
+    got = t.clone().numpy()
+    assert got.dtype == a.dtype and got.shape == a.shape
+    assert got.tobytes() == a.tobytes()
+    m = a[: (n // 1024) * 1024].reshape(-1, 1024)
+    v = sess.tensor(m).t()   # non-contiguous on the server: its bytes in C order
+    got = v.numpy()
+    assert got.tobytes() == np.ascontiguousarray(m.T).tobytes()
+
+
+def test_unknown_shape_download_is_one_get(sess):
+    """`(x * 3).numpy()` of 16 MiB: one Get for the whole (the frame limit allows it), not an
+    8 MiB first chunk copied into a second buffer and then the rest."""
+    x = sess.tensor(np.ones(4 << 20, dtype=np.float32))
+    sess.synchronize()
+    ids = sess._c._next_id
+    got = (x * 3).numpy()
+    assert sess._c._next_id - ids == 2  # the mul and one Get
+    assert got.shape == (4 << 20,) and (got == 3).all()
+
+
+def test_unknown_shape_download_over_the_frame_limit_is_exact():
+    """With a 1 MiB frame limit and no progress bar, the first Get takes one frame's worth and
+    the rest follows in chunks: the values come back exact."""
+    d = Daemon("--max-frame-bytes", "1M")
+    try:
+        s = tensord.connect("127.0.0.1:%d" % d.port)
+        a = np.random.default_rng(3).standard_normal((1500, 1000)).astype(np.float32)
+        t = s.tensor(a)
+        np.testing.assert_array_equal((t * 2).numpy(), a * 2)
+        np.testing.assert_array_equal(t.T.numpy(), a.T)
+        s.close()
+    finally:
+        assert d.stop() == 0

@@ -230,3 +230,147 @@ def test_one_comparison_per_op(td, monkeypatch):
     s = t * t
     assert len(compared) == 2
     assert r.tolist()[:2] == [9.0, 3.0] and s.tolist()[:2] == [9.0, 1.0]
+
+
+# ---- numpy() after mutations by every route, and of temporaries (issue 19, third round) ----
+
+def mutation_routes(m, p):
+    """An array from numpy() follows its tensor through every kind of in-place change."""
+    t = m.zeros(4)
+    n = t.numpy()
+    t.add_(1)           # an in-place op
+    p(n)
+    t.copy_(m.tensor([5.0, 6.0, 7.0, 8.0]))   # copy_
+    p(n)
+    t[1] = -2           # setitem
+    p(n)
+    t[2:].mul_(10)      # an in-place op through a view
+    p(n)
+    n2 = t.numpy()      # a second array of the same tensor
+    p(n2)
+    n2[0] = 42          # written: the tensor sees it at its next use
+    p(t.sum())
+
+
+def grad_accumulation(m, p):
+    """.grad's array follows backward's accumulation into it."""
+    w = m.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    (w * w).sum().backward()
+    g = w.grad.numpy()
+    p(g)
+    (w * 3).sum().backward()   # accumulates into the same .grad
+    p(g)
+    p(w.grad.numpy())
+    g[0] = 100                 # written, then accumulated onto
+    (w * 1).sum().backward()
+    p(g, w.grad)
+    m.autograd.backward([(w * w).sum()])   # the functional form
+    p(g)
+
+
+def optimizer_step(m, p):
+    """An array of a parameter (detach().numpy(), torch's idiom) follows optimizer steps."""
+    w = m.nn.Parameter(m.tensor([1.0, 2.0, 4.0]))
+    opt = m.optim.SGD([w], lr=0.5)
+    a = w.detach().numpy()
+    (w * w).sum().backward()
+    opt.step()
+    p(a)
+    opt.zero_grad()
+    (w * 2).sum().backward()
+    opt.step()
+    p(a, w.detach().numpy())
+
+
+def optimizer_state(m, p):
+    """An array of an optimizer's state tensor follows its steps, as torch's."""
+    w = m.nn.Parameter(m.tensor([1.0, 2.0]))
+    opt = m.optim.SGD([w], lr=0.1, momentum=0.9)
+    (w * w).sum().backward()
+    opt.step()
+    b = opt.state[w]["momentum_buffer"].numpy()
+    p(b)
+    (w * w).sum().backward()
+    opt.step()
+    p(b.round(4))
+    b[0] = 0               # written: the next step uses it, as torch's does
+    (w * w).sum().backward()
+    opt.step()
+    p(b.round(4), w.detach().numpy().round(4))
+
+
+def zero_grad_in_place(m, p):
+    """.grad's array follows zero_grad(set_to_none=False) (optimizer's and module's) and
+    .grad.zero_(), as torch's."""
+    lin = m.nn.Linear(2, 1)
+    with m.no_grad():
+        lin.weight.copy_(m.tensor([[1.0, -2.0]]))
+    opt = m.optim.SGD(lin.parameters(), lr=0.1, momentum=0.9)
+    x = m.tensor([[3.0, 4.0]])
+    lin(x).sum().backward()
+    g = lin.weight.grad.numpy()
+    opt.step()
+    opt.zero_grad(set_to_none=False)
+    p(g)
+    lin(x).sum().backward()
+    p(g)
+    lin.zero_grad(set_to_none=False)
+    p(g)
+    lin(x * 2).sum().backward()
+    lin.weight.grad.zero_()
+    p(g)
+    lin(x).sum().backward()
+    total = m.nn.utils.clip_grad_norm_(lin.parameters(), 1.0)
+    p(g.round(4), round(total.item(), 4))
+    m.nn.utils.clip_grad_value_(lin.parameters(), 0.5)
+    p(g.round(4))
+
+
+def temporaries(m, p):
+    """numpy() of a result nothing else holds, of a temporary view (its root lives on), and
+    two arrays of one temporary each: right values, and writable without touching each other."""
+    x = m.arange(6.0).reshape(2, 3)
+    r = (x @ x.t()).numpy()
+    p(r)
+    r[0, 0] = -1            # the tensor is gone: the array is the user's own
+    p(r)
+    v = x.t().numpy()       # a temporary view: x lives on, so the array shares with it
+    x.mul_(2)
+    p(v)
+    v[0, 1] = 99
+    p(x)
+    a, b = (x + 1).numpy(), (x + 1).numpy()
+    a[0, 0] = 1000
+    p(a, b)
+
+
+for _f in (mutation_routes, grad_accumulation, optimizer_step, optimizer_state, zero_grad_in_place,
+           temporaries):
+    SCENARIOS[_f.__name__] = _f
+
+
+@pytest.mark.parametrize("name", ["mutation_routes", "grad_accumulation", "optimizer_step",
+                                  "optimizer_state", "zero_grad_in_place", "temporaries"])
+def test_numpy_follows_every_route_as_torch(td, name):
+    assert printed(td, SCENARIOS[name]) == printed(torch, SCENARIOS[name])
+
+
+@pytest.mark.parametrize("numel", [1000, 1 << 20])
+def test_numpy_of_a_temporary_takes_no_snapshot(td, monkeypatch, numel):
+    """`(a * b).numpy()`: the tensor dies with the call, so the array is not shared and no
+    snapshot (a copy as large as the array) is taken; a tensor held elsewhere still shares."""
+    snaps = []
+    real = tensord._numpy._snapshot
+    monkeypatch.setattr(tensord._numpy, "_snapshot", lambda a: (snaps.append(a.nbytes), real(a))[1])
+    x = td.ones(numel)
+    got = (x * 3).numpy()
+    assert snaps == []
+    assert got.shape == (numel,) and got.dtype == np.float32 and (got == 3).all()
+    got[0] = 7  # the user's own array now
+    assert (x * 3).numpy()[0] == 3
+    y = x * 2
+    n = y.numpy()
+    assert snaps == [numel * 4]
+    assert y._share is not None
+    y.add_(1)
+    assert (n == 3).all()

@@ -1186,6 +1186,7 @@ class Tensor:
     _meta: Optional[Tuple[Size, dtype]] = None
     _not_in_reply: Any = False
     _grad_cache: Optional["Tensor"] = None
+    _is_grad = False  # a .grad: backward may accumulate into it (its shared arrays follow)
     # (Get's Pending, the connection's next request id after it): values asked for with .grad
     _pre: Optional[Tuple[Any, builtins.int]] = None
     _owns = False  # whether collecting this object frees its handle on the server
@@ -1355,6 +1356,7 @@ class Tensor:
                                                              _WIRE_DTYPES[info[1]]))
         if pre is not None:
             g._pre = (pre, c._next_id)
+        g._is_grad = True
         self._grad_cache = g
         return g
 
@@ -1388,7 +1390,12 @@ class Tensor:
         chunk = self._s._chunk_bytes()
         first = None
         if self._meta is None:
-            first = self._s._wait(self._s._get(self._h, chunk))
+            # Without a progress bar to move, the first Get asks for all one frame may carry:
+            # a tensor up to the frame limit then arrives whole, in one reply, into the buffer
+            # numpy() returns (pooled), instead of a first chunk copied into a second buffer.
+            bar_on = self._s.progress if progress is None else progress
+            first_len = chunk if bar_on else max(chunk, self._s._frame_bytes())
+            first = self._s._wait(self._s._get(self._h, first_len))
             info = _conn.info_of(first)
             self._meta = (Size(info[2]), _WIRE_DTYPES[info[1]])
             self._p = None
@@ -1437,6 +1444,12 @@ class Tensor:
     def numpy(self, progress: Any = None) -> Any:
         """The values as a numpy array that shares them, as torch's: in-place changes to the
         tensor appear in it, and writes to it are seen by the tensor at its next use."""
+        # A storage's root referenced by nothing but this call (`(a @ b).numpy()`) dies when it
+        # returns: nothing can change it or read it again (each view holds its root), so there
+        # is nothing to share and no snapshot of the array to take (a copy as large as the
+        # array). Two references are this frame's `self` and getrefcount's argument; any other
+        # holder makes it three or more. A view's root lives on: a view always shares.
+        temporary = self._root is None and sys.getrefcount(self) <= 2
         _need_numpy("numpy()")
         if self._meta is None:
             data = self._fetch(None, progress)
@@ -1461,7 +1474,8 @@ class Tensor:
             if arr.size:
                 self._fetch(memoryview(arr.reshape(-1)).cast("B"), progress, synced=True)
         # shared, as torch's: the array follows in-place changes, the tensor the array's
-        _numpy.attach(self, arr, self._root is None)
+        if not temporary:
+            _numpy.attach(self, arr, self._root is None)
         return arr
 
     def tolist(self) -> Any:
@@ -1547,13 +1561,14 @@ class Tensor:
             return
         g = gradient._h if gradient is not None else 0
         rg = builtins.bool(retain_graph)
-        if self._s._simple("backward", (self._h, g, rg), "backward") is not None:
-            return
-        req = pb.Request()
-        req.backward.handle = self._h
-        req.backward.gradient = g
-        req.backward.retain_graph = rg
-        self._s._send(req, "backward")
+        _numpy.sync_grads(self._s, False)
+        if self._s._simple("backward", (self._h, g, rg), "backward") is None:
+            req = pb.Request()
+            req.backward.handle = self._h
+            req.backward.gradient = g
+            req.backward.retain_graph = rg
+            self._s._send(req, "backward")
+        _numpy.sync_grads(self._s, True)
 
     def requires_grad_(self, requires_grad: Any = True) -> "Tensor":
         """Sets requires_grad in place and returns the tensor (only leaves may change it)."""

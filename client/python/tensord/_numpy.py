@@ -29,6 +29,7 @@ from . import _conn
 from ._conn import np
 
 CHUNK = 1 << 16  # comparison granularity: a changed chunk sends only its changed span
+shares_made = 0  # Shares ever made in this process: 0 lets callers skip looking for any
 
 
 class Entry:
@@ -104,10 +105,38 @@ def root(t: Any) -> Any:
 
 def attach(t: Any, arr: Any, direct: bool) -> None:
     """Shares arr with tensor t (whose values are arr's now)."""
+    global shares_made
     r = root(t)
     if r._share is None:
         r._share = Share()
+        shares_made += 1
+        if r._is_grad:  # backward changes it in place, with no in-place op the client sees
+            s = r._s
+            if s.__dict__.get("_grad_shares") is None:
+                s._grad_shares = []
+            s._grad_shares.append(weakref.ref(r))
     r._share.entries.append(Entry(t, arr, direct))
+
+
+def sync_grads(s: Any, after: bool) -> None:
+    """Around a backward on session s, for the .grad tensors that have shared ndarrays
+    (backward accumulates into a .grad in place, as torch's): before it is sent, the arrays'
+    changes go to their tensors; after, the tensors are read back into them. Costs nothing when
+    no .grad's array is shared; else a wait for the backward and one read per such .grad."""
+    refs = s.__dict__.get("_grad_shares")
+    if not refs:
+        return
+    keep = []
+    for ref in refs:
+        g = ref()
+        if g is None or g._share is None:
+            continue
+        (sync_out if after else sync_in)(g._share)
+        if g._share.entries:
+            keep.append(ref)
+        else:
+            g._share = None
+    s._grad_shares = keep
 
 
 def _each_entry(share: Share, fn: Callable[[Entry], bool]) -> None:

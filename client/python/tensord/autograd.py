@@ -289,13 +289,15 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: Any = None,
         retain_graph = create_graph
     s = _session_of(outs + [g for g in grads if g is not None] + ins)
     req = _request(outs, grads, retain_graph, ins)
-    from . import _ctxs_of
+    from . import _ctxs_of, _numpy
+    _numpy.sync_grads(s, False)
     if _ctxs_of(outs):
         _drive(s, req)
     else:
         s._send(req, "backward")
     for t in ins:
         t._grad_cache = None
+    _numpy.sync_grads(s, True)
 
 
 def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: Any = None,

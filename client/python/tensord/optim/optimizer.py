@@ -70,7 +70,11 @@ def zero_grads(params: Any, set_to_none: bool) -> None:
         g.params.add().param = p._h
         if set_to_none:
             p._grad_cache = None
+    if not set_to_none:
+        _numpy.sync_grads(s, False)  # zeroed in place: a .grad's shared arrays follow
     s._send(req, "zero_grad")
+    if not set_to_none:
+        _numpy.sync_grads(s, True)
 
 
 class Optimizer(object):
@@ -293,6 +297,17 @@ class Optimizer(object):
         s = params[0]._s
         from .. import _use
         _use(s, params)
+        # the state tensors (momentum buffers, ...) change in place too: arrays the user took
+        # of them (opt.state[p]['momentum_buffer'].numpy()) send their changes, then follow
+        states: List[Tensor] = []
+        if _numpy.shares_made:  # else no tensor has a shared array: nothing to walk
+            states = [t for d in self._slots.values() for t in d.values()
+                      if t._share is not None]
+            states += [t for d in self._state_obj.values() if isinstance(d, dict)
+                       for t in d.values() if isinstance(t, Tensor) and
+                       (t._root if t._root is not None else t)._share is not None]
+        if states:
+            _use(s, states)
         req = pb.Request()
         m = req.optim_step
         m.algorithm = self._algorithm
@@ -315,7 +330,7 @@ class Optimizer(object):
                 slots.append(mine)
         p = s._send(req, "optimizer.step")
         self._pending.append((s, p, sent, keys, slots))
-        for q in params:
+        for q in params + states:
             r = q._root if q._root is not None else q
             if r._share is not None:  # a shared ndarray sees the update, as after any x.add_()
                 _numpy.sync_out(r._share)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, List
 
-from ... import Tensor, _names, _session
+from ... import Tensor, _names, _numpy, _session
 from ..._conn import pb
 
 __all__ = ["clip_grad_norm_", "clip_grad_norm", "clip_grad_value_"]
@@ -52,9 +52,11 @@ def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0,
     req.optim_step.error_if_nonfinite = bool(error_if_nonfinite)
     out = s._c.handle()
     req.optim_step.out = out
+    _numpy.sync_grads(s, False)  # the .grads change in place: their shared arrays follow
     p = s._send(req, "clip_grad_norm_")
     if error_if_nonfinite:
         s._wait(p)
+    _numpy.sync_grads(s, True)
     return Tensor(s, out, p)
 
 
@@ -79,4 +81,6 @@ def clip_grad_value_(parameters: Any, clip_value: float) -> None:
     _use(s, params)
     req = _request(params, pb.OptimStep.CLIP_GRAD_VALUE)
     req.optim_step.clip_value = clip_value
+    _numpy.sync_grads(s, False)  # the .grads change in place: their shared arrays follow
     s._send(req, "clip_grad_value_")
+    _numpy.sync_grads(s, True)
