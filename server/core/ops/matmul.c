@@ -14,6 +14,7 @@
 
 #include "../../base/checked.h"
 #include "../cancel.h"
+#include "../parallel.h"
 #include "family.h"
 
 const char *td_blas_describe(void)
@@ -202,32 +203,90 @@ static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLA
 ** and large enough that products up to 1024^3 stay one call. */
 #define GEMM_BLOCK_FLOPS ((int64_t)1 << 30)
 
+/* BLAS runs one thread in the daemon (OpenBLAS 0.3.21 has no per-call thread count, and its
+** workers' hand-over stalls on a loaded machine); a product of at least this many
+** multiply-adds is split into blocks of rows (or of columns) of c, one single-threaded BLAS
+** call each, across the daemon's compute threads (td_parallel_blocks). Smaller ones stay one
+** call on the calling thread: below it, starting a helper and packing the shared operand once
+** more per block cost more than the second thread saves. See docs/performance.md, issue 19,
+** third round. */
+#ifndef TD_GEMM_SPLIT_MACS
+#define TD_GEMM_SPLIT_MACS ((int64_t)1 << 25)
+#endif
+
+/* One BLAS call: rows x cols of c at (r0, c0), the whole k. */
+static void gemm_call(enum td_dtype dt, int64_t r0, int64_t rows, int64_t c0, int64_t cols,
+                      int64_t k, int64_t m, const char *a, int64_t ars, int64_t acs, const char *b,
+                      int64_t brs, int64_t bcs, char *c, double beta)
+{
+    int64_t es = (int64_t)td_dtype_size(dt);
+    CBLAS_TRANSPOSE ta = CblasNoTrans, tb = CblasNoTrans;
+    int64_t lda = 1, ldb = 1;
+    const char *ar = a + r0 * ars * es, *bc = b + c0 * bcs * es;
+    blas_layout(rows, k, ars, acs, &ta, &lda);
+    blas_layout(k, cols, brs, bcs, &tb, &ldb);
+    char *cp = c + (r0 * m + c0) * es;
+    if (dt == TD_DTYPE_F32) {
+        cblas_sgemm(CblasRowMajor, ta, tb, (int)rows, (int)cols, (int)k, 1.0f, (const float *)ar,
+                    (int)lda, (const float *)bc, (int)ldb, (float)beta, (float *)cp, (int)m);
+    } else {
+        cblas_dgemm(CblasRowMajor, ta, tb, (int)rows, (int)cols, (int)k, 1.0, (const double *)ar,
+                    (int)lda, (const double *)bc, (int)ldb, beta, (double *)cp, (int)m);
+    }
+}
+
+struct gemm_split {
+    enum td_dtype dt;
+    bool by_rows;         /* blocks of rows of c, else of columns */
+    int64_t extent, step; /* rows (or columns) to split, and per block */
+    int64_t n, k, m;
+    const char *a, *b;
+    int64_t ars, acs, brs, bcs;
+    char *c;
+    double beta;
+};
+
+static void gemm_block(int64_t block, void *ctx)
+{
+    const struct gemm_split *s = ctx;
+    int64_t lo = block * s->step, len = s->extent - lo < s->step ? s->extent - lo : s->step;
+    if (s->by_rows) {
+        gemm_call(s->dt, lo, len, 0, s->m, s->k, s->m, s->a, s->ars, s->acs, s->b, s->brs, s->bcs,
+                  s->c, s->beta);
+    } else {
+        gemm_call(s->dt, 0, s->n, lo, len, s->k, s->m, s->a, s->ars, s->acs, s->b, s->brs, s->bcs,
+                  s->c, s->beta);
+    }
+}
+
 /* One (n x k) @ (k x m) product into a contiguous n x m block; blas_layout accepted both. A BLAS
 ** call cannot be interrupted, so a large product runs as blocks of rows of a, with a cancel
-** check between blocks (each row of c depends only on its row of a, so results are the same). */
+** check between blocks (each row of c depends only on its row of a, and each column only on
+** its column of b, so results are the same: only k is never split). */
 static int gemm_float_beta(enum td_dtype dt, int64_t n, int64_t k, int64_t m, const char *a,
                            int64_t ars, int64_t acs, const char *b, int64_t brs, int64_t bcs,
                            char *c, double beta, struct td_err *err)
 {
-    int64_t es = (int64_t)td_dtype_size(dt);
+    int64_t macs = td_sat_mul(td_sat_mul(n, k), m);
+    int threads = td_parallel_threads();
+    if (threads > 1 && macs >= TD_GEMM_SPLIT_MACS && (n > 1 || m > 1)) {
+        /* As many blocks as threads, or a multiple of it when one block would pass the cancel
+        ** granularity; along the longer side of c. */
+        struct gemm_split s = {.dt = dt, .by_rows = n >= m, .extent = n >= m ? n : m, .n = n,
+                               .k = k, .m = m, .a = a, .b = b, .ars = ars, .acs = acs,
+                               .brs = brs, .bcs = bcs, .c = c, .beta = beta};
+        int64_t per = GEMM_BLOCK_FLOPS * threads;
+        int64_t nblocks = threads * (macs / per + (macs % per != 0));
+        nblocks = nblocks < s.extent ? nblocks : s.extent;
+        s.step = s.extent / nblocks + (s.extent % nblocks != 0);
+        nblocks = s.extent / s.step + (s.extent % s.step != 0);
+        return td_parallel_blocks(nblocks, gemm_block, &s, err);
+    }
     int64_t per_row = td_sat_mul(k, m), block = GEMM_BLOCK_FLOPS / (per_row > 0 ? per_row : 1);
     block = block < 256 ? 256 : block;
     for (int64_t r = 0; r < n; r += block) {
         int64_t rows = n - r < block ? n - r : block;
-        CBLAS_TRANSPOSE ta = CblasNoTrans, tb = CblasNoTrans;
-        int64_t lda = 1, ldb = 1;
-        const char *ar = a + r * ars * es;
-        blas_layout(rows, k, ars, acs, &ta, &lda);
-        blas_layout(k, m, brs, bcs, &tb, &ldb);
-        if (dt == TD_DTYPE_F32) {
-            cblas_sgemm(CblasRowMajor, ta, tb, (int)rows, (int)m, (int)k, 1.0f, (const float *)ar,
-                        (int)lda, (const float *)b, (int)ldb, (float)beta,
-                        (float *)(c + r * m * es), (int)m);
-        } else {
-            cblas_dgemm(CblasRowMajor, ta, tb, (int)rows, (int)m, (int)k, 1.0, (const double *)ar,
-                        (int)lda, (const double *)b, (int)ldb, beta, (double *)(c + r * m * es),
-                        (int)m);
-        }
+        gemm_call(dt, r, rows, 0, m, k, m, a, ars, acs, b, brs, bcs, c, beta);
         if (r + rows < n) {
             int rc = td_cancel_check(err);
             if (rc != 0) {
