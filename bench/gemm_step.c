@@ -50,9 +50,12 @@ int main(int argc, char **argv)
         return 2;
     }
     enum { NB = 256, NI = 784, NH = 256, NO = 10 };
-    float *x = filled((size_t)NB * NI, 1), *w1 = filled((size_t)NH * NI, 2), *w2 = filled(NO * NH, 3);
-    float *h = filled((size_t)NB * NH, 4), *g2 = filled(NB * NO, 5), *g1 = filled((size_t)NB * NH, 6);
-    float *c1 = filled((size_t)NB * NH, 7), *c2 = filled(NB * NO, 8), *dh = filled((size_t)NB * NH, 9);
+    float *x = filled((size_t)NB * NI, 1), *w1 = filled((size_t)NH * NI, 2),
+          *w2 = filled(NO * NH, 3);
+    float *h = filled((size_t)NB * NH, 4), *g2 = filled(NB * NO, 5),
+          *g1 = filled((size_t)NB * NH, 6);
+    float *c1 = filled((size_t)NB * NH, 7), *c2 = filled(NB * NO, 8),
+          *dh = filled((size_t)NB * NH, 9);
     float *dw2 = filled(NO * NH, 10), *dw1 = filled((size_t)NH * NI, 11);
     double *wall = malloc((size_t)reps * sizeof *wall), *cpu = malloc((size_t)reps * sizeof *cpu);
     const char *names[5] = {"fwd1 x.W1^T+b (256x784x256)", "fwd2 h.W2^T+b (256x256x10)",
@@ -66,24 +69,24 @@ int main(int argc, char **argv)
             double w0 = clock_us(CLOCK_MONOTONIC), p0 = clock_us(CLOCK_PROCESS_CPUTIME_ID);
             switch (g) {
             case 0:
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, NB, NH, NI, 1, x, NI, w1, NI, 1,
-                            c1, NH);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, NB, NH, NI, 1, x, NI, w1, NI,
+                            1, c1, NH);
                 break;
             case 1:
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, NB, NO, NH, 1, h, NH, w2, NH, 1,
-                            c2, NO);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, NB, NO, NH, 1, h, NH, w2, NH,
+                            1, c2, NO);
                 break;
             case 2:
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, NB, NH, NO, 1, g2, NO, w2, NH, 0,
-                            dh, NH);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, NB, NH, NO, 1, g2, NO, w2,
+                            NH, 0, dh, NH);
                 break;
             case 3:
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, NH, NB, 1, g2, NO, h, NH, 0,
-                            dw2, NH);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, NH, NB, 1, g2, NO, h, NH,
+                            0, dw2, NH);
                 break;
             default:
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NH, NI, NB, 1, g1, NH, x, NI, 0,
-                            dw1, NI);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NH, NI, NB, 1, g1, NH, x, NI,
+                            0, dw1, NI);
                 break;
             }
             if (r >= 0) {

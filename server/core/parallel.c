@@ -95,11 +95,11 @@ int td_parallel_for(int64_t n, int64_t grain, void (*fn)(int64_t begin, int64_t 
 /* Shared by the caller and its helpers; freed by whoever drops the last reference, since a
 ** helper may start after the caller has returned. */
 struct claim_job {
-    _Atomic int64_t next;  /* the next block to claim; >= nblocks: none left */
-    _Atomic int64_t done;  /* blocks finished (run, or skipped after a cancel) */
-    _Atomic bool stop;     /* the request was cancelled: claimed blocks are skipped */
-    _Atomic int refs;      /* the caller and each started helper */
-    pthread_mutex_t mu;    /* with `all_done`: the caller sleeps until the last block ends */
+    _Atomic int64_t next; /* the next block to claim; >= nblocks: none left */
+    _Atomic int64_t done; /* blocks finished (run, or skipped after a cancel) */
+    _Atomic bool stop;    /* the request was cancelled: claimed blocks are skipped */
+    _Atomic int refs;     /* the caller and each started helper */
+    pthread_mutex_t mu;   /* with `all_done`: the caller sleeps until the last block ends */
     pthread_cond_t all_done;
     int64_t nblocks;
     void (*fn)(int64_t block, void *ctx); /* valid only while a block is held */
