@@ -2,8 +2,9 @@
 ** in the layouts tensord and torch 1.13 both use (linear forward addmm(b, x, W^T) with the bias
 ** in C and beta = 1; backward dx = g W, dW = g^T x). `gemm_step [--threads T] [reps]` sets
 ** OpenBLAS's thread count (default: as loaded) and prints, per GEMM, the median wall and
-** thread-CPU microseconds per call over `reps` calls (after 20 untimed). Under callgrind it
-** gives each call's instructions (run with reps = 1, then 2, and subtract). */
+** process CPU (all threads) microseconds per call over `reps` calls (after 20 untimed). Under callgrind it
+** gives each call's instructions (run with reps = 1, then 2, and subtract). `make
+** build/bench/gemm_step` builds it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
