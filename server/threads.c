@@ -38,8 +38,8 @@ static void lower_priority(pid_t tid)
     }
 }
 
-/* OpenBLAS starts its threads when the library loads, before main: lower every thread but the
-** loop's (this one). */
+/* Lower every thread started before main but the loop's (this one): OpenBLAS's workers when a
+** BLAS without blas_thread_shutdown_ keeps them (blas_one_thread). */
 static void lower_blas_threads(void)
 {
     DIR *d = opendir("/proc/self/task");
