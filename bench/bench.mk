@@ -12,7 +12,8 @@ BENCH_DIR  := $(BUILD)/bench
 TDBENCH    := $(BENCH_DIR)/tdbench
 RAWTCP     := $(BENCH_DIR)/rawtcp
 SGEMM      := $(BENCH_DIR)/sgemm
-BENCH_BINS := $(TDBENCH) $(RAWTCP) $(SGEMM)
+GEMM_STEP  := $(BENCH_DIR)/gemm_step
+BENCH_BINS := $(TDBENCH) $(RAWTCP) $(SGEMM) $(GEMM_STEP)
 BENCH_ARGS ?=
 
 $(TDBENCH): $(call obj,bench/tdbench.c) $(LIBTENSORD_A)
@@ -22,6 +23,10 @@ $(RAWTCP): $(call obj,bench/rawtcp.c)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ -lpthread
 $(SGEMM): $(call obj,bench/sgemm.c)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs openblas 2>/dev/null)
+
+$(GEMM_STEP): $(call obj,bench/gemm_step.c)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs openblas 2>/dev/null)
 

@@ -22,6 +22,7 @@
 #   ipo-many50 (or ipo-many)  the same for tdbench many: 50 connections at depth 16 (workload 3)
 #   ipo-pytiny, ipo-pypipe    the same for the Python rows of workload 11 (IPO_N calls / ops)
 #   ipo-mlp   daemon instructions per MLP step (workload 8), IPO_N (20) steps, --threads 1
+#             (IPO_THREADS=2: two, the split GEMMs' helper threads counted too)
 #   ipo-redis16, ipo-redis256 the anchor: redis-server instructions per SET, redis-benchmark -P
 #   ipoc-pytiny, ipoc-pypipe, ipoc-redispy-tiny, ipoc-redispy-pipe
 #             the Python client's instructions per op (workload 11 and its redis-py anchor):
@@ -167,9 +168,11 @@ ipo-*)
     cg=$build/bench/callgrind-$what.out
     case $what in
     ipo-redis*) set -- redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no ;;
-    ipo-mlp)    # one BLAS thread: a second one's wait loop would count its own spinning
+    ipo-mlp)    # --threads 1 unless IPO_THREADS: before issue 19's third round a second BLAS
+                # thread's wait loop counted its own spinning
                 n=${IPO_N:-20}; warm=3
-                set -- "$build/tensord" --listen "$addr" --log-level warn --threads 1 ;;
+                set -- "$build/tensord" --listen "$addr" --log-level warn \
+                    --threads "${IPO_THREADS:-1}" ;;
     *)          set -- "$build/tensord" --listen "$addr" --log-level warn ;;
     esac
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$cg" "$@" \

@@ -26,20 +26,8 @@
 #include "core/parallel.h"
 
 void openblas_set_num_threads(int num_threads);
-/* OpenBLAS internals the wait policy below needs; weak, so a BLAS without them links and the
-** daemon keeps OpenBLAS's own policy. */
-void openblas_read_env(void) __attribute__((weak));
+/* An OpenBLAS internal (weak, so a BLAS without it links): stops its worker threads. */
 int blas_thread_shutdown_(void) __attribute__((weak));
-int blas_thread_init(void) __attribute__((weak));
-
-/* How long OpenBLAS's worker threads busy-wait for the next call before they sleep, as
-** OpenBLAS's THREAD_TIMEOUT: 2^N cycles. Its default, 28, is ~0.1 s here: after every matmul
-** (and between a training step's matmuls) each worker spins on sched_yield for that long,
-** taking a vCPU from the loop, the pool thread running the rest of the step, and every other
-** process on the machine (measured: ~0.1 s of CPU in the idle second after an MLP step, and
-** more spinning than working during the steps). 2^14 cycles (~6 us) covers the hand-over
-** between the parallel parts of one call; a worker woken from sleep costs one futex wake. */
-#define TD_BLAS_THREAD_TIMEOUT "14"
 
 static int worker_nice; /* --worker-nice; set once, before any worker thread reads it */
 static int worker_prio; /* the nice value heavy threads get: the loop's plus worker_nice */
@@ -51,8 +39,8 @@ static void lower_priority(pid_t tid)
     }
 }
 
-/* OpenBLAS starts its threads when the library loads, before main: lower every thread but the
-** loop's (this one). */
+/* Lower every thread started before main but the loop's (this one): OpenBLAS's workers when a
+** BLAS without blas_thread_shutdown_ keeps them (blas_one_thread). */
 static void lower_blas_threads(void)
 {
     DIR *d = opendir("/proc/self/task");
@@ -70,21 +58,20 @@ static void lower_blas_threads(void)
     closedir(d);
 }
 
-/* OpenBLAS read THREAD_TIMEOUT when it started its workers, before main. Unless the operator
-** set it (OPENBLAS_THREAD_TIMEOUT or GOTO_THREAD_TIMEOUT), set ours and restart the workers
-** (the restart is what OpenBLAS does after a fork; they are idle now) so they read it. */
-static void blas_wait_policy(void)
+/* OpenBLAS runs one thread in the daemon: 0.3.21 has no per-call thread count, and on a shared
+** machine its two-thread GEMMs stalled (the caller waits for the worker's half while the worker
+** waits for a vCPU: 22-29 ms MLP steps at load 7-9), while small GEMMs paid the hand-over for
+** nothing. The daemon splits large products itself (core/ops/matmul.c, td_parallel_blocks),
+** where a helper that starts late costs nothing. OpenBLAS started its workers when it loaded,
+** before main: with one thread they would only sleep, so they are stopped (as OpenBLAS does
+** before a fork; weak symbol: a BLAS without it keeps its idle workers). Nothing calls
+** openblas_set_num_threads again, so they are never restarted. */
+static void blas_one_thread(void)
 {
-    if (getenv("OPENBLAS_THREAD_TIMEOUT") != NULL || getenv("GOTO_THREAD_TIMEOUT") != NULL ||
-        blas_thread_shutdown_ == NULL || blas_thread_init == NULL) {
-        return;
+    openblas_set_num_threads(1);
+    if (blas_thread_shutdown_ != NULL) {
+        blas_thread_shutdown_();
     }
-    setenv("OPENBLAS_THREAD_TIMEOUT", TD_BLAS_THREAD_TIMEOUT, 1);
-    if (openblas_read_env != NULL) {
-        openblas_read_env(); /* versions that read it into a variable at load */
-    }
-    blas_thread_shutdown_();
-    blas_thread_init();
 }
 
 void td_threads_setup(int threads, int nice)
@@ -93,8 +80,7 @@ void td_threads_setup(int threads, int nice)
     char pool[16];
     snprintf(pool, sizeof pool, "%d", threads);
     setenv("UV_THREADPOOL_SIZE", pool, 1);
-    blas_wait_policy();
-    openblas_set_num_threads(threads);
+    blas_one_thread();
     td_parallel_set_threads(threads);
     worker_nice = nice;
     /* Relative to the daemon's own priority (a unit's Nice=, a `nice tensord`): the workers stay

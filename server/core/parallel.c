@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 
 #include "cancel.h"
 
@@ -87,4 +88,125 @@ int td_parallel_for(int64_t n, int64_t grain, void (*fn)(int64_t begin, int64_t 
         }
     }
     return td_cancel_check(err);
+}
+
+/* ---- td_parallel_blocks: claimed blocks, detached helpers ---- */
+
+/* Shared by the caller and its helpers; freed by whoever drops the last reference, since a
+** helper may start after the caller has returned. */
+struct claim_job {
+    _Atomic int64_t next; /* the next block to claim; >= nblocks: none left */
+    _Atomic int64_t done; /* blocks finished (run, or skipped after a cancel) */
+    _Atomic bool stop;    /* the request was cancelled: claimed blocks are skipped */
+    _Atomic int refs;     /* the caller and each started helper */
+    pthread_mutex_t mu;   /* with `all_done`: the caller sleeps until the last block ends */
+    pthread_cond_t all_done;
+    int64_t nblocks;
+    void (*fn)(int64_t block, void *ctx); /* valid only while a block is held */
+    void *ctx;
+    struct td_cancel *cancel; /* the caller's (borrowed): alive while a block is held */
+};
+
+static void claim_job_unref(struct claim_job *j)
+{
+    if (atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) == 1) {
+        pthread_cond_destroy(&j->all_done);
+        pthread_mutex_destroy(&j->mu);
+        free(j); /* plain malloc: a helper may free it after the request's accounting ended */
+    }
+}
+
+/* Claims and runs blocks until none is left. While a block is held, done < nblocks, so the
+** caller is still waiting and fn, ctx and the cancel are alive. */
+static void claim_loop(struct claim_job *j)
+{
+    for (;;) {
+        int64_t b = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (b >= j->nblocks) {
+            return;
+        }
+        struct td_cancel *prev = td_cancel_enter(j->cancel);
+        if (atomic_load_explicit(&j->stop, memory_order_relaxed) || td_cancel_pending()) {
+            atomic_store_explicit(&j->stop, true, memory_order_relaxed);
+        } else {
+            j->fn(b, j->ctx);
+        }
+        td_cancel_leave(prev);
+        if (atomic_fetch_add_explicit(&j->done, 1, memory_order_acq_rel) + 1 == j->nblocks) {
+            pthread_mutex_lock(&j->mu);
+            pthread_cond_broadcast(&j->all_done);
+            pthread_mutex_unlock(&j->mu);
+        }
+    }
+}
+
+static void *claim_helper(void *arg)
+{
+    struct claim_job *j = arg;
+    claim_loop(j);
+    claim_job_unref(j);
+    return NULL;
+}
+
+int td_parallel_blocks(int64_t nblocks, void (*fn)(int64_t block, void *ctx), void *ctx,
+                       struct td_err *err)
+{
+    if (nblocks <= 0) {
+        return td_cancel_check(err);
+    }
+    int64_t t = td_parallel_threads();
+    t = t < nblocks ? t : nblocks;
+    struct claim_job *j = t > 1 ? malloc(sizeof *j) : NULL;
+    if (j != NULL && pthread_mutex_init(&j->mu, NULL) != 0) {
+        free(j);
+        j = NULL;
+    } else if (j != NULL && pthread_cond_init(&j->all_done, NULL) != 0) {
+        pthread_mutex_destroy(&j->mu);
+        free(j);
+        j = NULL;
+    }
+    if (j == NULL) {
+        /* One thread (or no memory for the shared record): every block here, in order. */
+        for (int64_t b = 0; b < nblocks; b++) {
+            int rc = td_cancel_check(err);
+            if (rc != 0) {
+                return rc;
+            }
+            fn(b, ctx);
+        }
+        return td_cancel_check(err);
+    }
+    atomic_init(&j->next, 0);
+    atomic_init(&j->done, 0);
+    atomic_init(&j->stop, false);
+    atomic_init(&j->refs, 1);
+    j->nblocks = nblocks;
+    j->fn = fn;
+    j->ctx = ctx;
+    j->cancel = td_cancel_current();
+    pthread_attr_t attr;
+    bool attr_ok = pthread_attr_init(&attr) == 0 &&
+                   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0;
+    for (int64_t i = 1; attr_ok && i < t; i++) {
+        pthread_t tid;
+        atomic_fetch_add_explicit(&j->refs, 1, memory_order_relaxed);
+        if (pthread_create(&tid, &attr, claim_helper, j) != 0) {
+            atomic_fetch_sub_explicit(&j->refs, 1, memory_order_relaxed);
+            break; /* the caller runs what no helper takes */
+        }
+    }
+    if (attr_ok) {
+        pthread_attr_destroy(&attr);
+    }
+    claim_loop(j);
+    /* Every block is claimed; wait only for those a helper is still running (at most one
+    ** block's work per helper). */
+    pthread_mutex_lock(&j->mu);
+    while (atomic_load_explicit(&j->done, memory_order_acquire) < nblocks) {
+        pthread_cond_wait(&j->all_done, &j->mu);
+    }
+    pthread_mutex_unlock(&j->mu);
+    bool stopped = atomic_load_explicit(&j->stop, memory_order_relaxed);
+    claim_job_unref(j);
+    return stopped ? td_cancel_check(err) : 0;
 }

@@ -271,6 +271,64 @@ static void test_parallel_for_carries_the_cancel(void **state)
     td_parallel_set_threads(1);
 }
 
+/* td_parallel_blocks: each block runs exactly once, on one thread or several; a cancel raised
+** before the call runs no block, one raised by a block stops the blocks not yet started. */
+struct blocks {
+    _Atomic int runs[64];
+    int64_t raise_at; /* the block that raises the cancel, or -1 */
+    struct td_cancel *cancel;
+};
+
+static void count_block(int64_t block, void *ctx)
+{
+    struct blocks *b = ctx;
+    atomic_fetch_add(&b->runs[block], 1);
+    if (block == b->raise_at) {
+        td_cancel_raise(b->cancel, TD_CANCEL_SESSION_CLOSED);
+    }
+}
+
+static void test_parallel_blocks_run_once_and_stop_on_cancel(void **state)
+{
+    (void)state;
+    for (int threads = 1; threads <= 4; threads *= 2) {
+        td_parallel_set_threads(threads);
+        struct td_err err;
+        for (int64_t n = 0; n <= 64; n = n == 0 ? 1 : n * 4) {
+            struct blocks b = {.raise_at = -1};
+            assert_int_equal(td_parallel_blocks(n, count_block, &b, &err), 0);
+            for (int64_t i = 0; i < 64; i++) {
+                assert_int_equal(atomic_load(&b.runs[i]), i < n ? 1 : 0);
+            }
+        }
+        struct td_cancel c;
+        td_cancel_init(&c, 0);
+        td_cancel_raise(&c, TD_CANCEL_CONN_LOST);
+        struct td_cancel *prev = td_cancel_enter(&c);
+        struct blocks none = {.raise_at = -1};
+        assert_int_equal(td_parallel_blocks(64, count_block, &none, &err), TD_ECANCELED);
+        td_cancel_leave(prev);
+        for (int64_t i = 0; i < 64; i++) {
+            assert_int_equal(atomic_load(&none.runs[i]), 0);
+        }
+        /* raised by block 0: at most one block per thread starts after it (those already
+        ** claimed), and none twice */
+        td_cancel_init(&c, 0);
+        prev = td_cancel_enter(&c);
+        struct blocks some = {.raise_at = 0, .cancel = &c};
+        assert_int_equal(td_parallel_blocks(64, count_block, &some, &err), TD_ECANCELED);
+        td_cancel_leave(prev);
+        int ran = 0;
+        for (int64_t i = 0; i < 64; i++) {
+            assert_true(atomic_load(&some.runs[i]) <= 1);
+            ran += atomic_load(&some.runs[i]);
+        }
+        assert_int_equal(atomic_load(&some.runs[0]), 1);
+        assert_true(ran < 64);
+    }
+    td_parallel_set_threads(1);
+}
+
 /* Without a cancel the chunked walks give what they gave: hand-derived sums across chunk
 ** boundaries, on one thread and on two. */
 static void test_results_unchanged_without_cancel(void **state)
@@ -469,6 +527,7 @@ int main(void)
         cmocka_unit_test(test_copies_and_elementwise_stop),
         cmocka_unit_test(test_print_stops),
         cmocka_unit_test(test_parallel_for_carries_the_cancel),
+        cmocka_unit_test(test_parallel_blocks_run_once_and_stop_on_cancel),
         cmocka_unit_test(test_results_unchanged_without_cancel),
         cmocka_unit_test(test_backward_meets_the_work_budget),
         cmocka_unit_test(test_small_backward_within_the_budget),

@@ -6,9 +6,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <cblas.h>
 #include <math.h>
 
 #include "base/alloc.h"
+#include "core/parallel.h"
 #include "helpers.h"
 
 static int mm(struct td_tensor *a, struct td_tensor *b, struct td_tensor **out, struct td_err *err)
@@ -256,6 +258,101 @@ static void test_large_float32_against_reference(void **state)
     td_tensor_unref(b);
 }
 
+/* A product the daemon splits across threads (2^25 multiply-adds and more: blocks of rows, or
+** of columns when c has fewer rows than columns) is bit for bit the product of one BLAS call:
+** only rows and columns of c are split, never k. Transposed operands, one row, one column,
+** float32 and float64, and linear's fused bias (beta = 1). */
+static struct td_tensor *filled(enum td_dtype dt, int64_t r, int64_t c, unsigned seed)
+{
+    const int64_t shape[] = {r, c};
+    struct td_tensor *t = NULL;
+    /* r = 0: the 1-D tensor of c elements */
+    assert_int_equal(td_tensor_empty(&t, dt, r == 0 ? shape + 1 : shape, r == 0 ? 1 : 2, NULL,
+                                     NULL),
+                     0);
+    r = r == 0 ? 1 : r;
+    uint32_t x = seed * 2654435761u + 1;
+    for (int64_t i = 0; i < r * c; i++) {
+        x = x * 1664525u + 1013904223u;
+        double v = (double)(x >> 8) / (double)(1u << 24) - 0.5;
+        if (dt == TD_DTYPE_F32) {
+            ((float *)td_tensor_data(t))[i] = (float)v;
+        } else {
+            ((double *)td_tensor_data(t))[i] = v;
+        }
+    }
+    return t;
+}
+
+static struct td_tensor *product(int threads, struct td_tensor *a, struct td_tensor *b,
+                                 struct td_tensor *bias)
+{
+    td_parallel_set_threads(threads);
+    struct td_tensor *r = NULL;
+    if (bias != NULL) {
+        struct td_operand in[3] = {tens(a), tens(b), tens(bias)};
+        assert_int_equal(td_op_apply(TD_OP_LINEAR, in, 3, NULL, false, NULL, &r, NULL), 0);
+    } else {
+        assert_int_equal(mm(a, b, &r, NULL), 0);
+    }
+    td_parallel_set_threads(1);
+    return r;
+}
+
+static void test_split_products_are_one_calls_bits(void **state)
+{
+    (void)state;
+    openblas_set_num_threads(1); /* as the daemon runs it (server/threads.c) */
+    const struct {
+        enum td_dtype dt;
+        int64_t n, k, m;
+        bool ta, tb, linear;
+    } cases[] = {
+        {TD_DTYPE_F32, 256, 512, 256, false, false, false},
+        {TD_DTYPE_F64, 257, 513, 255, true, false, false},
+        {TD_DTYPE_F32, 300, 512, 301, false, true, false},
+        {TD_DTYPE_F32, 1, 1 << 15, 1 << 10, false, false, false},
+        {TD_DTYPE_F32, 1 << 10, 1 << 15, 1, true, true, false},
+        {TD_DTYPE_F32, 3, 1 << 13, 1 << 11, false, false, false},
+        {TD_DTYPE_F32, 301, 512, 256, false, false, true},
+        {TD_DTYPE_F64, 256, 512, 257, false, false, true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        enum td_dtype dt = cases[i].dt;
+        int64_t n = cases[i].n, k = cases[i].k, m = cases[i].m;
+        struct td_tensor *a = NULL, *b = NULL, *bias = NULL, *base;
+        /* a transposed operand is the transpose view of a filled k x n (m x k) tensor */
+        base = cases[i].ta ? filled(dt, k, n, 1) : filled(dt, n, k, 1);
+        if (cases[i].ta) {
+            a = transposed(base);
+            td_tensor_unref(base);
+        } else {
+            a = base;
+        }
+        if (cases[i].linear) { /* linear(x, W, bias): W is m x k, read as its transpose */
+            b = filled(dt, m, k, 2);
+            bias = filled(dt, 0, m, 3);
+        } else {
+            base = cases[i].tb ? filled(dt, m, k, 2) : filled(dt, k, m, 2);
+            if (cases[i].tb) {
+                b = transposed(base);
+                td_tensor_unref(base);
+            } else {
+                b = base;
+            }
+        }
+        struct td_tensor *one = product(1, a, b, bias), *split = product(2, a, b, bias);
+        assert_int_equal(one->numel, n * m);
+        assert_int_equal(td_tensor_nbytes(one), td_tensor_nbytes(split));
+        assert_memory_equal(td_tensor_data(one), td_tensor_data(split), td_tensor_nbytes(one));
+        td_tensor_unref(one);
+        td_tensor_unref(split);
+        td_tensor_unref(a);
+        td_tensor_unref(b);
+        td_tensor_unref(bias);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -266,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_zero_size),
         cmocka_unit_test(test_errors_like_torch),
         cmocka_unit_test(test_large_float32_against_reference),
+        cmocka_unit_test(test_split_products_are_one_calls_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 
 #include "../../base/checked.h"
 #include "../cancel.h"
+#include "../parallel.h"
 #include "family.h"
 
 const char *td_blas_describe(void)
@@ -202,32 +203,97 @@ static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLA
 ** and large enough that products up to 1024^3 stay one call. */
 #define GEMM_BLOCK_FLOPS ((int64_t)1 << 30)
 
+/* BLAS runs one thread in the daemon (OpenBLAS 0.3.21 has no per-call thread count, and its
+** workers' hand-over stalls on a loaded machine); a product of at least this many
+** multiply-adds is split into blocks of rows of c, one single-threaded BLAS call each, across
+** the daemon's compute threads (td_parallel_blocks). Smaller ones stay one call on the calling
+** thread. See docs/performance.md, issue 19, third round. */
+#ifndef TD_GEMM_SPLIT_MACS
+#define TD_GEMM_SPLIT_MACS ((int64_t)1 << 25)
+#endif
+
+/* Blocks of rows start at multiples of this. OpenBLAS's kernels round differently in the
+** narrow tail of a call than in its full-width groups (rows of a row-major c are its columns,
+** taken in groups of 12 floats on this Zen core, 2 doubles), so a block of rows is the same
+** bits as those rows of one call only when it starts at a multiple of the group; 48 covers
+** 4, 6, 8, 12, 16 and 24. Blocks of columns never give one call's bits in float32 (its column
+** blocking depends on the call's width), so columns are never split, nor is k. */
+#define GEMM_SPLIT_ROWS 48
+
+/* One BLAS call: `rows` rows of c from row r0, the whole k and m. */
+static void gemm_call(enum td_dtype dt, int64_t r0, int64_t rows, int64_t k, int64_t m,
+                      const char *a, int64_t ars, int64_t acs, const char *b, int64_t brs,
+                      int64_t bcs, char *c, double beta)
+{
+    int64_t es = (int64_t)td_dtype_size(dt);
+    CBLAS_TRANSPOSE ta = CblasNoTrans, tb = CblasNoTrans;
+    int64_t lda = 1, ldb = 1;
+    const char *ar = a + r0 * ars * es;
+    blas_layout(rows, k, ars, acs, &ta, &lda);
+    blas_layout(k, m, brs, bcs, &tb, &ldb);
+    char *cp = c + r0 * m * es;
+    if (dt == TD_DTYPE_F32) {
+        cblas_sgemm(CblasRowMajor, ta, tb, (int)rows, (int)m, (int)k, 1.0f, (const float *)ar,
+                    (int)lda, (const float *)b, (int)ldb, (float)beta, (float *)cp, (int)m);
+    } else {
+        cblas_dgemm(CblasRowMajor, ta, tb, (int)rows, (int)m, (int)k, 1.0, (const double *)ar,
+                    (int)lda, (const double *)b, (int)ldb, beta, (double *)cp, (int)m);
+    }
+}
+
+struct gemm_split {
+    enum td_dtype dt;
+    int64_t n, k, m, step; /* step: rows per block */
+    const char *a, *b;
+    int64_t ars, acs, brs, bcs;
+    char *c;
+    double beta;
+};
+
+static void gemm_block(int64_t block, void *ctx)
+{
+    const struct gemm_split *s = ctx;
+    int64_t r0 = block * s->step, rows = s->n - r0 < s->step ? s->n - r0 : s->step;
+    gemm_call(s->dt, r0, rows, s->k, s->m, s->a, s->ars, s->acs, s->b, s->brs, s->bcs, s->c,
+              s->beta);
+}
+
 /* One (n x k) @ (k x m) product into a contiguous n x m block; blas_layout accepted both. A BLAS
 ** call cannot be interrupted, so a large product runs as blocks of rows of a, with a cancel
-** check between blocks (each row of c depends only on its row of a, so results are the same). */
+** check between blocks (each row of c depends only on its row of a). */
 static int gemm_float_beta(enum td_dtype dt, int64_t n, int64_t k, int64_t m, const char *a,
                            int64_t ars, int64_t acs, const char *b, int64_t brs, int64_t bcs,
                            char *c, double beta, struct td_err *err)
 {
-    int64_t es = (int64_t)td_dtype_size(dt);
+    int64_t macs = td_sat_mul(td_sat_mul(n, k), m);
+    int threads = td_parallel_threads();
+    if (threads > 1 && macs >= TD_GEMM_SPLIT_MACS && n >= 2 * GEMM_SPLIT_ROWS) {
+        /* As many blocks as threads, or a multiple of it when one block would pass the cancel
+        ** granularity; each a whole number of GEMM_SPLIT_ROWS rows but the last. */
+        int64_t per = GEMM_BLOCK_FLOPS * threads;
+        int64_t nblocks = threads * (macs / per + (macs % per != 0));
+        int64_t step = n / nblocks + (n % nblocks != 0);
+        step = (step + GEMM_SPLIT_ROWS - 1) / GEMM_SPLIT_ROWS * GEMM_SPLIT_ROWS;
+        struct gemm_split s = {.dt = dt,
+                               .n = n,
+                               .k = k,
+                               .m = m,
+                               .step = step,
+                               .a = a,
+                               .b = b,
+                               .ars = ars,
+                               .acs = acs,
+                               .brs = brs,
+                               .bcs = bcs,
+                               .c = c,
+                               .beta = beta};
+        return td_parallel_blocks(n / step + (n % step != 0), gemm_block, &s, err);
+    }
     int64_t per_row = td_sat_mul(k, m), block = GEMM_BLOCK_FLOPS / (per_row > 0 ? per_row : 1);
     block = block < 256 ? 256 : block;
     for (int64_t r = 0; r < n; r += block) {
         int64_t rows = n - r < block ? n - r : block;
-        CBLAS_TRANSPOSE ta = CblasNoTrans, tb = CblasNoTrans;
-        int64_t lda = 1, ldb = 1;
-        const char *ar = a + r * ars * es;
-        blas_layout(rows, k, ars, acs, &ta, &lda);
-        blas_layout(k, m, brs, bcs, &tb, &ldb);
-        if (dt == TD_DTYPE_F32) {
-            cblas_sgemm(CblasRowMajor, ta, tb, (int)rows, (int)m, (int)k, 1.0f, (const float *)ar,
-                        (int)lda, (const float *)b, (int)ldb, (float)beta,
-                        (float *)(c + r * m * es), (int)m);
-        } else {
-            cblas_dgemm(CblasRowMajor, ta, tb, (int)rows, (int)m, (int)k, 1.0, (const double *)ar,
-                        (int)lda, (const double *)b, (int)ldb, beta, (double *)(c + r * m * es),
-                        (int)m);
-        }
+        gemm_call(dt, r, rows, k, m, a, ars, acs, b, brs, bcs, c, beta);
         if (r + rows < n) {
             int rc = td_cancel_check(err);
             if (rc != 0) {
