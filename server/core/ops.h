@@ -263,8 +263,9 @@ int td_op_cost_planned(enum td_op_id id, const struct td_operand *in, int nin,
 int64_t td_cost_work(const struct td_cost *c);
 
 /* The BLAS that float products run on, as it describes itself: version and build options, the
-** kernel chosen for this CPU, and its thread count (for Stats and /metrics: a benchmark figure
-** means little without it). The text lives in a per-thread buffer until the next call. */
+** kernel chosen for this CPU, one thread per BLAS call, and the threads a product runs on (the
+** daemon's; large ones are split by rows) (for Stats and /metrics: a benchmark figure means
+** little without it). The text lives in a per-thread buffer until the next call. */
 const char *td_blas_describe(void);
 
 /* Shared rules, exported so ops/ family files and tests can use them. */

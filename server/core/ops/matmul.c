@@ -20,8 +20,11 @@
 const char *td_blas_describe(void)
 {
     static _Thread_local char text[256];
-    snprintf(text, sizeof text, "%s; core %s; %d threads", openblas_get_config(),
-             openblas_get_corename(), openblas_get_num_threads());
+    /* the threads a product runs on: the daemon's (large ones split by rows), each BLAS call
+    ** on one (bench/run.py gives its torch anchors as many) */
+    snprintf(text, sizeof text, "%s; core %s; %s per BLAS call; %d threads", openblas_get_config(),
+             openblas_get_corename(), openblas_get_num_threads() == 1 ? "one thread" : "threads",
+             td_parallel_threads());
     return text;
 }
 
