@@ -1891,6 +1891,10 @@ class Tensor:
                     while sh and sh[0] == 1:
                         sh.pop(0)
                     value = value._s._op("reshape", [value], dims=sh)
+                if value.numel() == 1 and _one_mask(key):
+                    # torch's index_put_ fills through one bool mask with value.item(), a
+                    # snapshot: the server refuses a value overlapping x, so pass it a copy
+                    value = value.clone()
             self._s._op("index_put", [view] + idx + [value], inplace=True, index_mask=mask)
             return
         view = t[0]
@@ -1935,6 +1939,8 @@ class Tensor:
             d += 1
         if not isinstance(values, Tensor):
             values = self._s.tensor(values, dtype=self.dtype)
+        elif not accumulate and values.numel() == 1 and _one_mask(tuple(indices)):
+            values = values.clone()  # as __setitem__: torch reads the value once, as a number
         target = self if inplace else self.clone()
         self._s._op("index_put", [target] + idx + [values], inplace=True, index_mask=mask,
                     accumulate=builtins.bool(accumulate))
@@ -2635,6 +2641,16 @@ def _generator_handle(s: Session, g: Any) -> builtins.int:
         raise RuntimeError("Expected a generator of this session: the generator and the "
                            "tensors are in different sessions")
     return g._state._h
+
+
+def _one_mask(key: Any) -> builtins.bool:
+    """Whether an index key's only tensor item is a bool mask (torch's index_put_ then fills
+    through it with the value as a number when the value has one element: no overlap check)."""
+    items = key if isinstance(key, tuple) else (key,)
+    tensors = [k for k in items if isinstance(k, (Tensor, list)) or
+               (np is not None and isinstance(k, np.ndarray))]
+    return (len(tensors) == 1 and isinstance(tensors[0], Tensor) and
+            tensors[0].dtype == bool and tensors[0].ndim > 0)
 
 
 def __getattr__(name: str) -> Any:
