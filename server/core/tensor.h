@@ -176,6 +176,25 @@ static inline int64_t td_f64_to_i64(double v)
     return (int64_t)v;
 }
 void td_elem_store_f64(void *p, enum td_dtype dt, double v);
+/* A float cast to an integer dtype (x.to(torch.int64), copy_ into an int tensor) as torch on
+** x86-64 gives it, by the CPU's cvttsd2si: truncation toward zero, and NaN or any value out of
+** the destination's range is its smallest value (INT64_MIN, INT32_MIN). torch's contiguous,
+** strided and 0-dim paths all agree on that (tests/python/test_cast_range.py). */
+static inline int64_t td_f64_cvt_i64(double v)
+{
+    if (!(v >= -9223372036854775808.0 && v < 9223372036854775808.0)) {
+        return INT64_MIN;
+    }
+    return (int64_t)v;
+}
+static inline int32_t td_f64_cvt_i32(double v)
+{
+    if (!(v > -2147483649.0 && v < 2147483648.0)) {
+        return INT32_MIN;
+    }
+    return (int32_t)v;
+}
+
 
 /* Calls fn(element, ctx, i) for every element of t (borrowed) in C order, any strides. Checks
 ** the current request's cancel between chunks (core/cancel.h): returns 0, or its error with
