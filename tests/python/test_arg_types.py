@@ -125,6 +125,12 @@ KNOWN = {
     "permute_first[list]": "list in *size", "permute_first[tuple]": "list in *size",
     "repeat_first[list]": "list in *size", "repeat_first[tuple]": "list in *size",
     "add_alpha[tensor_f]": "tensor alpha",
+    # a str dim is torch's named-dim overload (RuntimeError) for most ops; the client does not
+    # list the few without one (TypeError): ops.def is the only list of ops
+    "amax_dim[str]": "no named-dim overload", "argmax_dim[str]": "no named-dim overload",
+    "stack_dim[str]": "no named-dim overload", "unsqueeze[str]": "no named-dim overload",
+    # None for a dim is left to the op (an implicit dim for some), refused by torch here
+    "stack_dim[none]": "dim None", "unsqueeze[none]": "dim None",
     "narrow_start[tensor_f]": "torch takes a tensor start",
 }
 

@@ -2140,7 +2140,7 @@ def _bind(fname: str, op: _Op, args: tuple, kw: dict, receiver: Any = None) -> d
 
 # OpArgs' field kinds, from the protocol: what a torch parameter travelling in it must be
 _FD = pb.OpArgs.DESCRIPTOR.fields_by_name
-_INT_TYPES = (3, 4, 13, 17, 18)  # int64, uint64, uint32, sint32, sint64
+_INT_TYPES = (3, 18)  # int64, sint64 (the uint64 fields are handles and masks)
 _FIELD_KIND = {
     name: ("ints" if f.label == 3 and f.type in _INT_TYPES else
            "int" if f.type in _INT_TYPES else
@@ -2151,11 +2151,6 @@ _FIELD_KIND = {
            "str" if f.type == 9 else "")
     for name, f in _FD.items()}
 _FIELD_KIND.update(cast="dtype", unbiased="bool", correction="")  # torch: dtype, bool, int or float
-# ops whose dim torch also takes as a name (a str), refused then with a RuntimeError
-_DIMNAME_OPS = {"sum", "mean", "prod", "std", "var", "logsumexp", "all", "any", "max", "min",
-                "median", "mode", "kthvalue", "softmax", "log_softmax", "cumsum", "cumprod",
-                "squeeze", "cat", "index_select", "index_add", "gather", "scatter",
-                "scatter_add", "sort", "argsort", "select"}
 _KIND_WORD = {"int": "int", "ints": "tuple of ints", "bool": "bool", "float": "float",
               "number": "Number", "dtype": "torch.dtype", "str": "str"}
 
@@ -2230,19 +2225,19 @@ def _check_types(fname: str, op: _Op, bound: dict, at: dict) -> None:
         kind = _FIELD_KIND.get(p.field or p.name, "")
         if not kind or (v is None and not p.required and p.default is None):
             continue
-        if p.name == "dim" and (v is None or isinstance(v, str) and op.name in _DIMNAME_OPS):
-            if isinstance(v, str):  # torch's named-dimension overloads take a str
-                raise RuntimeError("Name '%s' not found in Tensor[%s]."
-                                   % (v, ", ".join(["None"] * bound["input"].dim()))
-                                   if isinstance(bound.get("input"), Tensor) else
-                                   "%s: You passed a dimname (string) to this op in place of "
-                                   "a dimension index but it does not yet support this "
-                                   "behavior. Please pass a dimension index to work around "
-                                   "this." % fname)
-            if kind == "int" and (p.required or p.default is not None) and \
-                    op.name not in _DIMNAME_OPS:
-                refuse(p, v, "int")
-            continue  # None: the op's own rule (an implicit dim, or torch's refusal)
+        if p.name == "dim" and isinstance(v, str):
+            # torch's reductions, softmax, cat, sort, gather ... also take a dim by name (a
+            # str), refused with a RuntimeError; the few without that overload say TypeError
+            raise RuntimeError("Name '%s' not found in Tensor[%s]."
+                               % (v, ", ".join(["None"] * bound["input"].dim()))
+                               if isinstance(bound.get("input"), Tensor) else
+                               "%s: You passed a dimname (string) to this op in place of a "
+                               "dimension index but it does not yet support this behavior. "
+                               "Please pass a dimension index to work around this." % fname)
+        if p.name == "dim" and v is None:
+            continue  # the op's own rule (an implicit dim, or its refusal)
+        if p.name == "padding" and isinstance(v, str):
+            continue  # conv's padding="same" / "valid"
         if v is None or not _kind_ok(kind, v):
             refuse(p, v, _KIND_WORD[kind])
 
