@@ -448,14 +448,13 @@ enum td_overlap td_tensor_overlap(const struct td_tensor *a, const struct td_ten
     if (a == b) {
         return TD_OVERLAP_FULL;
     }
-    if (a->numel == 0 || b->numel == 0) {
+    /* Different storages first (torch asks about density first; either way nothing is
+    ** refused): the common case costs one compare. */
+    if (a->storage != b->storage || a->numel == 0 || b->numel == 0) {
         return TD_OVERLAP_NO;
     }
     if (!td_tensor_is_dense(a) || !td_tensor_is_dense(b)) {
         return TD_OVERLAP_TOO_HARD;
-    }
-    if (a->storage != b->storage) {
-        return TD_OVERLAP_NO;
     }
     /* Byte offsets within the storage: views of different dtypes compare too. A dense view's
     ** elements lie in [begin, begin + numel * size); both fit the storage, so no overflow. */
