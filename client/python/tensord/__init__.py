@@ -2041,6 +2041,7 @@ class _Op(NamedTuple):
     # torch.return_types pair rather than a plain tuple
     outputs: Tuple[Tuple[str, Optional[str]], ...] = ()
     named: builtins.bool = False
+    overloaded: builtins.bool = False  # torch has call forms the signature cannot state
 
 
 def _make_op(name: str, facts: dict) -> _Op:
@@ -2055,7 +2056,8 @@ def _make_op(name: str, facts: dict) -> _Op:
                tuple(p for p in positional if p.name != "input" or receiver is None),
                tuple(p.name for p in params),
                tuple(p for p in params if p.required and not p.varargs),
-               tuple(facts.get("outputs", ())), facts.get("named", False))
+               tuple(facts.get("outputs", ())), facts.get("named", False),
+               "OVERLOADED" in facts["flags"])
 
 
 _OP_TABLE = {name: _make_op(name, facts) for name, facts in _ops.OPS.items()}
@@ -2202,6 +2204,8 @@ def _check_types(fname: str, op: _Op, bound: dict, at: dict) -> None:
         pos = " (position %d)" % at[p.name] if p.name in at else ""
         raise TypeError("%s(): argument '%s'%s must be %s, not %s"
                         % (fname, p.name, pos, want, _type_name(v)))
+    if op.overloaded:
+        return  # its other call forms (max(x, y), randint(high, size)) are coded by hand
     tensors = any(isinstance(bound.get(q.name), Tensor) for q in op.params if q.operand)
     for p in op.params:
         if p.name not in bound:
