@@ -2152,7 +2152,8 @@ _FIELD_KIND = {
            "dtype" if f.type == 14 else
            "str" if f.type == 9 else "")
     for name, f in _FD.items()}
-_FIELD_KIND.update(cast="dtype", unbiased="bool", correction="")  # torch: dtype, bool, int or float
+# dtype= of reductions, unbiased= travel otherwise; correction is an int or a float in torch
+_FIELD_KIND.update(cast="dtype", unbiased="bool", correction="")
 _KIND_WORD = {"int": "int", "ints": "tuple of ints", "bool": "bool", "float": "float",
               "number": "Number", "dtype": "torch.dtype", "str": "str"}
 
