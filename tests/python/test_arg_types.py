@@ -12,7 +12,6 @@ starts to agree (then delete it from KNOWN) as well as when any other case disag
 import pytest
 import torch
 
-import tensord
 
 
 def X(m):
