@@ -13,7 +13,6 @@ import pytest
 import torch
 
 
-
 def X(m):
     return m.tensor([[1.5, -2.0, 3.0], [4.0, 5.5, -6.0]])
 
