@@ -349,6 +349,55 @@ int td_op_apply_planned(enum td_op_id id, const struct td_operand *in, int nin,
     return op_apply(id, in, nin, args, inplace, true, q, plan, out, err);
 }
 
+/* torch's memory-overlap checks for an in-place write of t (in[0]) from in[1..]: what its
+** TensorIterator asserts for the elementwise ops and copy_ (no internal overlap in t, no
+** partial overlap with any input; the same elements, as in x.add_(x), are fine), and what
+** the indexing ops assert instead. fill_ and zero_ check nothing (writing one value twice is
+** harmless); masked_fill_ and index_put_ allow an expanded t (torch only warns). scatter_,
+** scatter_add_, index_add_ and index_put_ refuse even the same elements in an index or source.
+** O(nin * ndim^2): byte ranges of dense views, never the elements. */
+static int check_inplace_overlap(enum td_op_id id, const struct td_tensor *t,
+                                 const struct td_operand *in, int nin, struct td_err *err)
+{
+    bool internal = true, any = false; /* any: refuse FULL overlap too */
+    int first = 1, last = nin;         /* inputs [first, last) are checked */
+    switch (id) {
+    case TD_OP_FILL:
+    case TD_OP_ZERO: return 0;
+    case TD_OP_MASKED_FILL:
+        internal = false;
+        last = 2; /* the mask; a tensor value is read once, as a number */
+        break;
+    case TD_OP_INDEX_PUT:
+        internal = false;
+        any = true;
+        break;
+    case TD_OP_SCATTER:
+    case TD_OP_SCATTER_ADD:
+    case TD_OP_INDEX_ADD: any = true; break;
+    default: break;
+    }
+    if (internal && td_tensor_internal_overlap(t)) {
+        return td_err_set(err, TD_EINVAL,
+                          "unsupported operation: more than one element of the written-to "
+                          "tensor refers to a single memory location. Please clone() the "
+                          "tensor before performing the operation.");
+    }
+    for (int i = first; i < last; i++) {
+        if (in[i].t == NULL) {
+            continue;
+        }
+        enum td_overlap o = td_tensor_overlap(t, in[i].t);
+        if (o == TD_OVERLAP_PARTIAL || (any && o == TD_OVERLAP_FULL)) {
+            return td_err_set(err, TD_EINVAL,
+                              "unsupported operation: some elements of the input tensor and the "
+                              "written-to tensor refer to a single memory location. Please "
+                              "clone() the tensor before performing the operation.");
+        }
+    }
+    return 0;
+}
+
 static int op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                     const struct td_op_args *args, bool inplace, bool costed, struct td_quota *q,
                     const struct td_op_plan *plan, struct td_tensor **out, struct td_err *err)
@@ -442,15 +491,8 @@ static int op_apply(enum td_op_id id, const struct td_operand *in, int nin,
                               "output type %s",
                               td_dtype_cname(result), td_dtype_cname(t->dtype));
         }
-        /* An expanded view repeats memory (stride 0): writing it would apply the op once per
-        ** alias, into the base's bytes. torch refuses it the same way. */
-        for (int i = 0; i < t->ndim; i++) {
-            if (t->strides[i] == 0 && t->shape[i] > 1) {
-                return td_err_set(err, TD_EINVAL,
-                                  "unsupported operation: more than one element "
-                                  "of the written-to tensor refers to a single memory location. "
-                                  "Please clone() the tensor before performing the operation.");
-            }
+        if ((rc = check_inplace_overlap(id, t, in, nin, err)) != 0) {
+            return rc;
         }
         if ((rc = td_autograd_check_inplace(t, args->grad_enabled, err)) != 0) {
             return rc;

@@ -405,6 +405,72 @@ size_t td_tensor_nbytes(const struct td_tensor *t)
     return (size_t)t->numel * td_dtype_size(t->dtype);
 }
 
+bool td_tensor_is_dense(const struct td_tensor *t)
+{
+    if (td_tensor_is_contiguous(t)) {
+        return true;
+    }
+    /* Dims of size > 1 by stride, smallest first (insertion sort of at most 8); each stride
+    ** must then be the product of the sizes before it. */
+    int perm[TD_MAX_DIMS], n = 0;
+    for (int i = 0; i < t->ndim; i++) {
+        if (t->shape[i] > 1) {
+            int j = n++;
+            while (j > 0 && t->strides[perm[j - 1]] > t->strides[i]) {
+                perm[j] = perm[j - 1];
+                j--;
+            }
+            perm[j] = i;
+        }
+    }
+    int64_t expect = 1;
+    for (int k = 0; k < n; k++) {
+        if (t->strides[perm[k]] != expect) {
+            return false;
+        }
+        expect = td_sat_mul(expect, t->shape[perm[k]]);
+    }
+    return true;
+}
+
+bool td_tensor_internal_overlap(const struct td_tensor *t)
+{
+    for (int i = 0; i < t->ndim; i++) {
+        if (t->strides[i] == 0 && t->shape[i] > 1) {
+            return true;
+        }
+    }
+    return false;
+}
+
+enum td_overlap td_tensor_overlap(const struct td_tensor *a, const struct td_tensor *b)
+{
+    if (a == b) {
+        return TD_OVERLAP_FULL;
+    }
+    /* Different storages first (torch asks about density first; either way nothing is
+    ** refused): the common case costs one compare. */
+    if (a->storage != b->storage || a->numel == 0 || b->numel == 0) {
+        return TD_OVERLAP_NO;
+    }
+    if (!td_tensor_is_dense(a) || !td_tensor_is_dense(b)) {
+        return TD_OVERLAP_TOO_HARD;
+    }
+    /* Byte offsets within the storage: views of different dtypes compare too. A dense view's
+    ** elements lie in [begin, begin + numel * size); both fit the storage, so no overflow. */
+    int64_t sa = (int64_t)td_dtype_size(a->dtype), sb = (int64_t)td_dtype_size(b->dtype);
+    int64_t a0 = a->offset * sa, a1 = a0 + a->numel * sa;
+    int64_t b0 = b->offset * sb, b1 = b0 + b->numel * sb;
+    if (a0 == b0 && a1 == b1) {
+        bool same = a->ndim == b->ndim;
+        for (int i = 0; same && i < a->ndim; i++) {
+            same = a->strides[i] == b->strides[i];
+        }
+        return same ? TD_OVERLAP_FULL : TD_OVERLAP_PARTIAL;
+    }
+    return a0 < b1 && b0 < a1 ? TD_OVERLAP_PARTIAL : TD_OVERLAP_NO;
+}
+
 int td_tensor_prepare_write(struct td_tensor *t, struct td_err *err)
 {
     t->storage->version++;

@@ -131,6 +131,28 @@ static inline void *td_tensor_data(const struct td_tensor *t)
     return (char *)t->storage->buf->data + t->offset * (int64_t)td_dtype_size(t->dtype);
 }
 
+/* ---- memory overlap (torch's ATen/MemoryOverlap rules, for the in-place writes) ---- */
+
+/* True when t's elements occupy numel distinct, gap-free slots of its storage in some order of
+** its dims (torch's is_non_overlapping_and_dense: contiguous, a transpose, a permute). Dims of
+** size 1 are ignored. O(ndim^2), ndim <= TD_MAX_DIMS. */
+bool td_tensor_is_dense(const struct td_tensor *t);
+
+/* Whether writing t would write one memory location through more than one element: a dim of
+** size > 1 with stride 0 (an expanded view). Conservative as torch's: other repeating
+** layouts (as_strided-like) are not detected. O(ndim). */
+bool td_tensor_internal_overlap(const struct td_tensor *t);
+
+enum td_overlap {
+    TD_OVERLAP_NO,       /* disjoint memory, or either empty, or different storages */
+    TD_OVERLAP_FULL,     /* the very same elements: same byte range and same strides */
+    TD_OVERLAP_PARTIAL,  /* both dense, same storage, byte ranges intersect otherwise */
+    TD_OVERLAP_TOO_HARD, /* either is not dense: torch does not decide, and neither do we */
+};
+
+/* torch's get_overlap_status(a, b), by byte ranges of the two views of one storage. O(ndim^2). */
+enum td_overlap td_tensor_overlap(const struct td_tensor *a, const struct td_tensor *b);
+
 /* Makes t's buffer private before an in-place write (copy-on-write when pinned). Errors:
 ** TD_EQUOTA, TD_ENOMEM (t unchanged). */
 int td_tensor_prepare_write(struct td_tensor *t, struct td_err *err);
@@ -154,6 +176,25 @@ static inline int64_t td_f64_to_i64(double v)
     return (int64_t)v;
 }
 void td_elem_store_f64(void *p, enum td_dtype dt, double v);
+/* A float cast to an integer dtype (x.to(torch.int64), copy_ into an int tensor) as torch on
+** x86-64 gives it, by the CPU's cvttsd2si: truncation toward zero, and NaN or any value out of
+** the destination's range is its smallest value (INT64_MIN, INT32_MIN). torch's contiguous,
+** strided and 0-dim paths all agree on that (tests/python/test_cast_range.py). */
+static inline int64_t td_f64_cvt_i64(double v)
+{
+    if (!(v >= -9223372036854775808.0 && v < 9223372036854775808.0)) {
+        return INT64_MIN;
+    }
+    return (int64_t)v;
+}
+static inline int32_t td_f64_cvt_i32(double v)
+{
+    if (!(v > -2147483649.0 && v < 2147483648.0)) {
+        return INT32_MIN;
+    }
+    return (int32_t)v;
+}
+
 
 /* Calls fn(element, ctx, i) for every element of t (borrowed) in C order, any strides. Checks
 ** the current request's cancel between chunks (core/cancel.h): returns 0, or its error with

@@ -370,10 +370,67 @@ static void test_prepare_write_allocation_sweep(void **state)
     fail_msg("prepare_write made more than 100 allocations");
 }
 
+/* A view of base's storage made by hand (a stack copy: never referenced or freed). */
+static struct td_tensor view_of(const struct td_tensor *base, int ndim, const int64_t *shape,
+                                const int64_t *strides, int64_t offset)
+{
+    struct td_tensor v = *base;
+    v.ndim = ndim;
+    v.numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        v.shape[i] = shape[i];
+        v.strides[i] = strides[i];
+        v.numel *= shape[i];
+    }
+    v.offset = offset;
+    return v;
+}
+
+/* ATen/MemoryOverlap's facts, as torch answers them (tests/python/test_overlap_writes.py runs
+** the ops against torch): a[1:] and a[:-1] partially overlap; a 3x3 view and its transpose
+** cover the same bytes with other strides (partial); a[1::2] and a[::2] are not dense (too hard
+** to say); disjoint halves do not overlap; an expanded dim repeats memory. */
+static void test_overlap_rules(void **state)
+{
+    (void)state;
+    struct td_tensor *a, *b;
+    const int64_t s10[] = {10}, s9[] = {9}, s5[] = {5}, s33[] = {3, 3};
+    assert_int_equal(td_tensor_full(&a, TD_DTYPE_F32, s10, 1, (struct td_scalar){0}, NULL, NULL),
+                     0);
+    assert_int_equal(td_tensor_full(&b, TD_DTYPE_F32, s10, 1, (struct td_scalar){0}, NULL, NULL),
+                     0);
+    const int64_t one[] = {1}, two[] = {2}, zero[] = {0}, r33[] = {3, 1}, c33[] = {1, 3};
+    struct td_tensor tail = view_of(a, 1, s9, one, 1), head = view_of(a, 1, s9, one, 0);
+    assert_int_equal(td_tensor_overlap(&tail, &head), TD_OVERLAP_PARTIAL);
+    assert_int_equal(td_tensor_overlap(&head, &head), TD_OVERLAP_FULL);
+    struct td_tensor head2 = view_of(a, 1, s9, one, 0);
+    assert_int_equal(td_tensor_overlap(&head, &head2), TD_OVERLAP_FULL);
+    struct td_tensor lo = view_of(a, 1, s5, one, 0), hi = view_of(a, 1, s5, one, 5);
+    assert_int_equal(td_tensor_overlap(&lo, &hi), TD_OVERLAP_NO);
+    struct td_tensor other = view_of(b, 1, s9, one, 0);
+    assert_int_equal(td_tensor_overlap(&head, &other), TD_OVERLAP_NO);
+    struct td_tensor odd = view_of(a, 1, s5, two, 1), even = view_of(a, 1, s5, two, 0);
+    assert_false(td_tensor_is_dense(&odd));
+    assert_int_equal(td_tensor_overlap(&odd, &even), TD_OVERLAP_TOO_HARD);
+    struct td_tensor m = view_of(a, 2, s33, r33, 0), mt = view_of(a, 2, s33, c33, 0);
+    assert_true(td_tensor_is_dense(&mt));
+    assert_int_equal(td_tensor_overlap(&m, &mt), TD_OVERLAP_PARTIAL);
+    struct td_tensor empty = view_of(a, 1, zero, one, 3);
+    assert_int_equal(td_tensor_overlap(&empty, &head), TD_OVERLAP_NO);
+    const int64_t s3[] = {3}, s1[] = {1};
+    struct td_tensor expanded = view_of(a, 1, s3, zero, 0), single = view_of(a, 1, s1, zero, 0);
+    assert_true(td_tensor_internal_overlap(&expanded));
+    assert_false(td_tensor_internal_overlap(&single)); /* a size-1 dim may have any stride */
+    assert_false(td_tensor_internal_overlap(&head));
+    td_tensor_unref(a);
+    td_tensor_unref(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shape_check),
+        cmocka_unit_test(test_overlap_rules),
         cmocka_unit_test(test_full_casts_like_torch),
         cmocka_unit_test(test_arange_like_torch),
         cmocka_unit_test(test_adopt_and_copy_out),

@@ -1906,6 +1906,10 @@ class Tensor:
                     while sh and sh[0] == 1:
                         sh.pop(0)
                     value = value._s._op("reshape", [value], dims=sh)
+                if value.numel() == 1 and _one_mask(key):
+                    # torch's index_put_ fills through one bool mask with value.item(), a
+                    # snapshot: the server refuses a value overlapping x, so pass it a copy
+                    value = value.clone()
             self._s._op("index_put", [view] + idx + [value], inplace=True, index_mask=mask)
             return
         view = t[0]
@@ -1950,6 +1954,8 @@ class Tensor:
             d += 1
         if not isinstance(values, Tensor):
             values = self._s.tensor(values, dtype=self.dtype)
+        elif not accumulate and values.numel() == 1 and _one_mask(tuple(indices)):
+            values = values.clone()  # as __setitem__: torch reads the value once, as a number
         target = self if inplace else self.clone()
         self._s._op("index_put", [target] + idx + [values], inplace=True, index_mask=mask,
                     accumulate=builtins.bool(accumulate))
@@ -2050,6 +2056,7 @@ class _Op(NamedTuple):
     # torch.return_types pair rather than a plain tuple
     outputs: Tuple[Tuple[str, Optional[str]], ...] = ()
     named: builtins.bool = False
+    overloaded: builtins.bool = False  # torch has call forms the signature cannot state
 
 
 def _make_op(name: str, facts: dict) -> _Op:
@@ -2064,7 +2071,8 @@ def _make_op(name: str, facts: dict) -> _Op:
                tuple(p for p in positional if p.name != "input" or receiver is None),
                tuple(p.name for p in params),
                tuple(p for p in params if p.required and not p.varargs),
-               tuple(facts.get("outputs", ())), facts.get("named", False))
+               tuple(facts.get("outputs", ())), facts.get("named", False),
+               "OVERLOADED" in facts["flags"])
 
 
 _OP_TABLE = {name: _make_op(name, facts) for name, facts in _ops.OPS.items()}
@@ -2100,6 +2108,7 @@ def _bind(fname: str, op: _Op, args: tuple, kw: dict, receiver: Any = None) -> d
     other parameters), a `*size` parameter takes the rest (or one sequence), then keywords.
     Refuses what Python would refuse, with Python's words. Defaults are not filled in."""
     bound: dict = {}
+    at: dict = {}  # parameter name: its position in the call (torch's messages name it)
     if receiver is not None:
         bound["input"] = receiver
         positional = op.method_positional
@@ -2118,6 +2127,7 @@ def _bind(fname: str, op: _Op, args: tuple, kw: dict, receiver: Any = None) -> d
             break
         bound[p.name] = args[i]
         i += 1
+        at[p.name] = i
     if i < n:
         self_ = 1 if receiver is not None else 0  # Python counts a method's self
         raise TypeError("%s() takes %s but %d %s given" % (
@@ -2141,7 +2151,115 @@ def _bind(fname: str, op: _Op, args: tuple, kw: dict, receiver: Any = None) -> d
                                   % ("keyword-only" if kwonly else "positional")),
                     " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1
                                  else missing)))
+    _check_types(fname, op, bound, at)
     return bound
+
+
+# OpArgs' field kinds, from the protocol: what a torch parameter travelling in it must be
+_FD = pb.OpArgs.DESCRIPTOR.fields_by_name
+_INT_TYPES = (3, 18)  # int64, sint64 (the uint64 fields are handles and masks)
+_FIELD_KIND = {
+    name: ("ints" if f.label == 3 and f.type in _INT_TYPES else
+           "int" if f.type in _INT_TYPES else
+           "bool" if f.type == 8 else
+           "float" if f.type in (1, 2) else
+           "number" if f.type == 11 else
+           "dtype" if f.type == 14 else
+           "str" if f.type == 9 else "")
+    for name, f in _FD.items()}
+# dtype= of reductions, unbiased= travel otherwise; correction is an int or a float in torch
+_FIELD_KIND.update(cast="dtype", unbiased="bool", correction="")
+_KIND_WORD = {"int": "int", "ints": "tuple of ints", "bool": "bool", "float": "float",
+              "number": "Number", "dtype": "torch.dtype", "str": "str"}
+
+
+def _type_name(v: Any) -> str:
+    return "Tensor" if isinstance(v, Tensor) else type(v).__name__
+
+
+def _is_int(v: Any) -> builtins.bool:
+    return (isinstance(v, builtins.int) and not isinstance(v, builtins.bool)) or (
+        np is not None and isinstance(v, np.integer))
+
+
+def _is_number(v: Any) -> builtins.bool:
+    return isinstance(v, (builtins.int, builtins.float, builtins.complex)) or (
+        np is not None and isinstance(v, np.number))
+
+
+def _kind_ok(kind: str, v: Any) -> builtins.bool:
+    if kind == "int":
+        return _is_int(v)  # torch takes one dim here, never a list (those travel in dims)
+    if kind == "ints":
+        if isinstance(v, (tuple, list)):
+            # torch's int lists take 0-dim integer tensors, and bools after the first
+            return not any(isinstance(d, (builtins.float, builtins.complex, str)) or d is None
+                           or (i == 0 and isinstance(d, builtins.bool))
+                           or (isinstance(d, Tensor) and (d.dim() != 0 or
+                                                          d.dtype.is_floating_point))
+                           for i, d in enumerate(v))
+        return _is_int(v)
+    if kind == "bool":
+        return isinstance(v, builtins.bool)
+    if kind == "float":
+        return _is_number(v) or isinstance(v, Tensor)
+    if kind == "number":
+        return _is_number(v) or isinstance(v, Tensor)
+    if kind == "dtype":
+        return isinstance(v, dtype) or v in (builtins.float, builtins.int, builtins.bool)
+    if kind == "str":
+        return isinstance(v, str)
+    return True
+
+
+def _check_types(fname: str, op: _Op, bound: dict, at: dict) -> None:
+    """torch's argument parser's TypeError for a value of the wrong type (a float or a bool
+    where an int goes, a string, a list where a tensor goes, None where no default is None),
+    checked here, once for every op, from the protocol field each parameter travels in."""
+    def refuse(p: Any, v: Any, want: str) -> None:
+        pos = " (position %d)" % at[p.name] if p.name in at else ""
+        raise TypeError("%s(): argument '%s'%s must be %s, not %s"
+                        % (fname, p.name, pos, want, _type_name(v)))
+    if op.overloaded:
+        return  # its other call forms (max(x, y), randint(high, size)) are coded by hand
+    tensors = any(isinstance(bound.get(q.name), Tensor) for q in op.params if q.operand)
+    for p in op.params:
+        if p.name not in bound:
+            continue
+        v = bound[p.name]
+        if p.operand:
+            if p.field == "tensors":
+                if not isinstance(v, (tuple, list)):
+                    refuse(p, v, "tuple of Tensors")
+                for j, e in enumerate(v):
+                    if not isinstance(e, Tensor):
+                        raise TypeError("expected Tensor as element %d in argument %d, but "
+                                        "got %s" % (j, at.get(p.name, 1) - 1, _type_name(e)))
+            elif v is None:
+                if p.required:
+                    refuse(p, v, "Tensor")
+            elif not isinstance(v, Tensor) and not (
+                    _is_number(v) and (tensors or p.name != "input")):
+                refuse(p, v, "Tensor")
+            continue
+        kind = _FIELD_KIND.get(p.field or p.name, "")
+        if not kind or (v is None and not p.required and p.default is None):
+            continue
+        if p.name == "dim" and isinstance(v, str):
+            # torch's reductions, softmax, cat, sort, gather ... also take a dim by name (a
+            # str), refused with a RuntimeError; the few without that overload say TypeError
+            raise RuntimeError("Name '%s' not found in Tensor[%s]."
+                               % (v, ", ".join(["None"] * bound["input"].dim()))
+                               if isinstance(bound.get("input"), Tensor) else
+                               "%s: You passed a dimname (string) to this op in place of a "
+                               "dimension index but it does not yet support this behavior. "
+                               "Please pass a dimension index to work around this." % fname)
+        if p.name == "dim" and v is None:
+            continue  # the op's own rule (an implicit dim, or its refusal)
+        if p.name == "padding" and isinstance(v, str):
+            continue  # conv's padding="same" / "valid"
+        if v is None or not _kind_ok(kind, v):
+            refuse(p, v, _KIND_WORD[kind])
 
 
 def _asks(op: _Op, name: str, v: Any) -> builtins.bool:
@@ -2384,6 +2502,9 @@ def randn_like(input: Tensor, dtype: Optional[dtype] = None,
 # and expand on the client; and the comparisons that give a Python bool --
 def chunk(input: Tensor, chunks: builtins.int, dim: builtins.int = 0) -> Tuple[Tensor, ...]:
     """torch.chunk: up to `chunks` views along dim, each ceil(size / chunks) long but the last."""
+    for name, v in (("chunks", chunks), ("dim", dim)):
+        if not _is_int(v):
+            raise TypeError("chunk(): argument '%s' must be int, not %s" % (name, _type_name(v)))
     if chunks <= 0:
         raise RuntimeError("chunk expects `chunks` to be greater than 0, got: %d" % chunks)
     size = input.size(dim)
@@ -2396,6 +2517,12 @@ def split(tensor: Tensor, split_size_or_sections: Any,
           dim: builtins.int = 0) -> Tuple[Tensor, ...]:
     """torch.split: views of split_size_or_sections long along dim (an int: the last may be
     shorter), or of the listed lengths, which must sum to the dim's size."""
+    sections = split_size_or_sections
+    if (isinstance(sections, (builtins.bool, builtins.float, str)) or sections is None or
+            isinstance(sections, (list, tuple)) and not all(_is_int(k) for k in sections) or
+            not _is_int(dim)):
+        raise TypeError("split() received an invalid combination of arguments - got (Tensor, "
+                        "%s, %s)" % (_type_name(sections), _type_name(dim)))
     if tensor.dim() == 0:
         raise RuntimeError("split expects at least a 1-dimensional tensor")
     size = tensor.size(dim)
@@ -2488,6 +2615,8 @@ def _clamp(input: Tensor, min: Any = None, max: Any = None, inplace: builtins.bo
         if max is not None:
             r = r.clamp_max_(max) if inplace else r.clamp_max(max)
         return r
+    if min is None and max is None:
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     bound = {"input": input, **({"min": min} if min is not None else {}),
              **({"max": max} if max is not None else {})}
     return _run(input._s, _OP_TABLE[name], bound, inplace, name)
@@ -2650,6 +2779,16 @@ def _generator_handle(s: Session, g: Any) -> builtins.int:
         raise RuntimeError("Expected a generator of this session: the generator and the "
                            "tensors are in different sessions")
     return g._state._h
+
+
+def _one_mask(key: Any) -> builtins.bool:
+    """Whether an index key's only tensor item is a bool mask (torch's index_put_ then fills
+    through it with the value as a number when the value has one element: no overlap check)."""
+    items = key if isinstance(key, tuple) else (key,)
+    tensors = [k for k in items if isinstance(k, (Tensor, list)) or
+               (np is not None and isinstance(k, np.ndarray))]
+    return (len(tensors) == 1 and isinstance(tensors[0], Tensor) and
+            tensors[0].dtype == bool and tensors[0].ndim > 0)
 
 
 def __getattr__(name: str) -> Any:

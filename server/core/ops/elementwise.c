@@ -317,9 +317,14 @@ static void store_cast(char *dst, enum td_dtype dd, const char *src, enum td_dty
     case TD_DTYPE_F32: *(float *)dst = (float)td_elem_load_f64(src, sd); break;
     case TD_DTYPE_F64: *(double *)dst = td_elem_load_f64(src, sd); break;
     case TD_DTYPE_I32:
-        *(int32_t *)dst = (int32_t)(uint32_t)(uint64_t)td_elem_load_i64(src, sd);
+        *(int32_t *)dst = td_dtype_is_float(sd)
+                              ? td_f64_cvt_i32(td_elem_load_f64(src, sd))
+                              : (int32_t)(uint32_t)(uint64_t)td_elem_load_i64(src, sd);
         break;
-    case TD_DTYPE_I64: *(int64_t *)dst = td_elem_load_i64(src, sd); break;
+    case TD_DTYPE_I64:
+        *(int64_t *)dst = td_dtype_is_float(sd) ? td_f64_cvt_i64(td_elem_load_f64(src, sd))
+                                                : td_elem_load_i64(src, sd);
+        break;
     default: *(uint8_t *)dst = td_elem_load_f64(src, sd) != 0.0; break;
     }
 }
@@ -362,12 +367,12 @@ DEF_CAST(cast_b_f32, uint8_t, float, (double)x != 0.0)
 DEF_CAST(cast_b_f64, uint8_t, double, x != 0.0)
 DEF_CAST(cast_i32_b, int32_t, uint8_t, x != 0)
 DEF_CAST(cast_i32_i64, int32_t, int64_t, (uint32_t)(uint64_t)x)
-DEF_CAST(cast_i32_f32, int32_t, float, (uint32_t)(uint64_t)td_f64_to_i64((double)x))
-DEF_CAST(cast_i32_f64, int32_t, double, (uint32_t)(uint64_t)td_f64_to_i64(x))
+DEF_CAST(cast_i32_f32, int32_t, float, td_f64_cvt_i32((double)x))
+DEF_CAST(cast_i32_f64, int32_t, double, td_f64_cvt_i32(x))
 DEF_CAST(cast_i64_b, int64_t, uint8_t, x != 0)
 DEF_CAST(cast_i64_i32, int64_t, int32_t, x)
-DEF_CAST(cast_i64_f32, int64_t, float, td_f64_to_i64((double)x))
-DEF_CAST(cast_i64_f64, int64_t, double, td_f64_to_i64(x))
+DEF_CAST(cast_i64_f32, int64_t, float, td_f64_cvt_i64((double)x))
+DEF_CAST(cast_i64_f64, int64_t, double, td_f64_cvt_i64(x))
 DEF_CAST(cast_f32_b, float, uint8_t, x != 0)
 DEF_CAST(cast_f32_i32, float, int32_t, (double)x)
 DEF_CAST(cast_f32_i64, float, int64_t, (double)x)
