@@ -34,6 +34,7 @@ RUN_FLAGS=${RUN_FLAGS:-}
 say() { echo "docker-test: $*"; }
 
 base_args=
+own_conf=
 if [ "$ENGINE" = podman ]; then
     if ! podman image inspect debian:12 >/dev/null 2>&1 ||
        ! podman image inspect debian:12-slim >/dev/null 2>&1; then
@@ -41,6 +42,16 @@ if [ "$ENGINE" = podman ]; then
     fi
     # Local images only: no registry is asked. --format docker keeps the HEALTHCHECK.
     base_args="--pull=never --format docker --ignorefile docker/Dockerfile.dockerignore"
+    # Debian's podman runs crun when crun and runc are both installed (its dependency is
+    # "crun | runc"), and crun 1.8 refuses a host with hybrid cgroups ("cgroups in hybrid mode
+    # not supported, drop all controllers from cgroupv2"), where runc runs: ask for runc, for
+    # this script's podman and podman-compose, unless the caller chose a configuration.
+    if [ -z "${CONTAINERS_CONF:-}" ] && command -v runc >/dev/null 2>&1; then
+        CONTAINERS_CONF=$(mktemp "${TMPDIR:-/tmp}/tensord-containers.XXXXXX.conf")
+        printf '[engine]\nruntime = "runc"\n' > "$CONTAINERS_CONF"
+        export CONTAINERS_CONF
+        own_conf=$CONTAINERS_CONF
+    fi
     # podman as root asks runc for open-file and process limits above what a sandbox may allow
     # ("error setting rlimit ... operation not permitted"): ask for modest ones.
     RUN_FLAGS="--ulimit nofile=8192:8192 --ulimit nproc=8192:8192 $RUN_FLAGS"
@@ -52,6 +63,7 @@ cleanup() {
     "$ENGINE" rm -f "$NAME" "$NAME-2" >/dev/null 2>&1 || true
     "$ENGINE" volume rm -f "$VOLUME" >/dev/null 2>&1 || true
     rm -rf "$work"
+    [ -z "${own_conf:-}" ] || rm -f "$own_conf"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
