@@ -26,6 +26,7 @@ void td_node_unref(struct td_node *n)
     }
     for (int i = 0; i < n->nin; i++) {
         td_tensor_unref(n->in[i].t);
+        td_node_unref(n->next[i]);
     }
     td_storage_unref(n->out_storage);
     td_quota_release(n->args.quota, (int64_t)sizeof *n); /* charged by td_autograd_record */
@@ -264,6 +265,10 @@ int td_autograd_record(enum td_op_id op, const struct td_operand *in, int nin,
         n->versions[i] = -1;
         if (in[i].t != NULL) {
             td_tensor_ref(in[i].t);
+            n->edge[i] = in[i].t->requires_grad;
+            if ((n->next[i] = n->edge[i] ? in[i].t->grad_fn : NULL) != NULL) {
+                n->next[i]->refs++;
+            }
             if (needs_value(op, in, nin, i)) {
                 n->versions[i] = in[i].t->storage->version;
             }
@@ -505,14 +510,15 @@ static int flow(struct td_backward *b, struct td_node *n, struct td_tensor **gin
     int rc = 0;
     for (int i = 0; i < n->nin && rc == 0; i++) {
         struct td_tensor *t = n->in[i].t;
-        if (gin[i] == NULL || t == NULL || !t->requires_grad) {
+        struct td_node *next = n->next[i]; /* the edge as recorded, not t's grad_fn now */
+        if (gin[i] == NULL || t == NULL || !n->edge[i] || (next == NULL && !t->requires_grad)) {
             continue;
         }
         struct td_tensor *gi = NULL;
         if ((rc = td_sum_to_shape(gin[i], t->shape, t->ndim, q, &gi, err)) != 0) {
             break;
         }
-        if (t->grad_fn == NULL) {
+        if (next == NULL) {
             /* Let go of gin[i] first: when gi is gin[i] itself, the walk's reference is then
             ** the only one and accumulate_leaf may take gi as .grad without a copy. */
             td_tensor_unref(gin[i]);
@@ -521,11 +527,11 @@ static int flow(struct td_backward *b, struct td_node *n, struct td_tensor **gin
             td_tensor_unref(gi);
             continue;
         }
-        if (b->ninputs > 0 && td_map_get(&b->needed, (uint64_t)(uintptr_t)t->grad_fn) == NULL) {
+        if (b->ninputs > 0 && td_map_get(&b->needed, (uint64_t)(uintptr_t)next) == NULL) {
             td_tensor_unref(gi);
             continue;
         }
-        uint64_t key = (uint64_t)(uintptr_t)t->grad_fn;
+        uint64_t key = (uint64_t)(uintptr_t)next;
         struct td_tensor *prev = td_map_get(&b->grads, key);
         if (prev == NULL) {
             if ((rc = td_map_put(&b->grads, key, gi)) != 0) {
@@ -576,8 +582,7 @@ static int sort_from(struct td_backward *b, struct td_node *from, struct td_map 
         struct td_node *n = stack[nstack - 1];
         int i = next[nstack - 1]++;
         if (i < n->nin) {
-            struct td_tensor *t = n->in[i].t;
-            struct td_node *c = t != NULL ? t->grad_fn : NULL;
+            struct td_node *c = n->next[i];
             if (c == NULL || td_map_get(seen, (uint64_t)(uintptr_t)c) != NULL) {
                 continue;
             }
@@ -632,9 +637,10 @@ static int mark_needed(struct td_backward *b, struct td_err *err)
         }
         for (int i = 0; i < n->nin && !need; i++) {
             struct td_tensor *t = n->in[i].t;
-            need = t != NULL && (input_index(b, t) >= 0 ||
-                                 (t->grad_fn != NULL &&
-                                  td_map_get(&b->needed, (uint64_t)(uintptr_t)t->grad_fn)));
+            need = t != NULL && n->edge[i] &&
+                   (input_index(b, t) >= 0 ||
+                    (n->next[i] != NULL &&
+                     td_map_get(&b->needed, (uint64_t)(uintptr_t)n->next[i])));
         }
         int rc;
         if (need && (rc = td_map_put(&b->needed, (uint64_t)(uintptr_t)n, n)) != 0) {
@@ -798,6 +804,8 @@ static int finish(struct td_backward *b, struct td_err *err)
             for (int i = 0; i < n->nin; i++) {
                 td_tensor_unref(n->in[i].t);
                 n->in[i].t = NULL;
+                td_node_unref(n->next[i]);
+                n->next[i] = NULL;
             }
             td_storage_unref(n->out_storage);
             n->out_storage = NULL;
@@ -933,7 +941,7 @@ bool td_backward_needs_input_grad(const struct td_backward *b, int i)
         return false;
     }
     const struct td_tensor *t = n->in[i + 1].t;
-    return t != NULL && t->requires_grad;
+    return t != NULL && n->edge[i + 1] && t->requires_grad;
 }
 
 /* Whether a's shape broadcasts to b's (torch's is_expandable_to(a, b)). */

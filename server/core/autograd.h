@@ -24,10 +24,15 @@ struct td_node {
     int nin;
     struct td_operand in[TD_NODE_MAX_IN]; /* tensor inputs referenced (saved), scalars kept */
     int64_t versions[TD_NODE_MAX_IN];     /* their storages' versions when saved; -1: unchecked */
-    struct td_storage *out_storage;       /* owned: the output's storage, when backward reads
+    /* The edges backward follows, fixed when recorded as torch's are: in[i]'s grad_fn then (a
+    ** reference; NULL for a leaf) and whether in[i] required grad then. An in-place op recorded
+    ** later on in[i] (t.mul_(3)) or a requires_grad_() must not reroute this node's gradient. */
+    struct td_node *next[TD_NODE_MAX_IN];
+    bool edge[TD_NODE_MAX_IN];
+    struct td_storage *out_storage; /* owned: the output's storage, when backward reads
                                             ** the output (TD_OPF_BW_OUT); never the output */
-    int64_t out_version;                  /* out_storage's version after the op wrote it */
-    int64_t out_offset;                   /* the output's layout in out_storage */
+    int64_t out_version;            /* out_storage's version after the op wrote it */
+    int64_t out_offset;             /* the output's layout in out_storage */
     int64_t out_strides[TD_MAX_DIMS];
     struct td_op_args args; /* rng cleared */
     int out_ndim;

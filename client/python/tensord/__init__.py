@@ -2184,7 +2184,13 @@ def _is_int(v: Any) -> builtins.bool:
 
 def _is_number(v: Any) -> builtins.bool:
     return isinstance(v, (builtins.int, builtins.float, builtins.complex)) or (
-        np is not None and isinstance(v, np.number))
+        np is not None and isinstance(v, (np.number, np.bool_)))
+
+
+def _int_tensor(v: Any) -> builtins.bool:
+    """A 0-dim integer tensor, which torch's parser takes where an int goes (x.narrow(0, t, 1),
+    x.sum(t), x.topk(t)): its value is read then, as torch reads it."""
+    return isinstance(v, Tensor) and v.dim() == 0 and v.dtype in (int64, int32)
 
 
 def _kind_ok(kind: str, v: Any) -> builtins.bool:
@@ -2241,6 +2247,8 @@ def _check_types(fname: str, op: _Op, bound: dict, at: dict) -> None:
             elif not isinstance(v, Tensor) and not (
                     _is_number(v) and (tensors or p.name != "input")):
                 refuse(p, v, "Tensor")
+            elif np is not None and isinstance(v, np.bool_):
+                bound[p.name] = builtins.bool(v)  # a Python scalar, as torch reads it
             continue
         kind = _FIELD_KIND.get(p.field or p.name, "")
         if not kind or (v is None and not p.required and p.default is None):
@@ -2258,6 +2266,12 @@ def _check_types(fname: str, op: _Op, bound: dict, at: dict) -> None:
             continue  # the op's own rule (an implicit dim, or its refusal)
         if p.name == "padding" and isinstance(v, str):
             continue  # conv's padding="same" / "valid"
+        if kind in ("int", "ints") and _int_tensor(v):
+            bound[p.name] = v.item()
+            continue
+        if np is not None and isinstance(v, np.bool_) and kind in ("float", "number"):
+            bound[p.name] = builtins.int(v)  # torch takes numpy's bool as a number (not a flag)
+            continue
         if v is None or not _kind_ok(kind, v):
             refuse(p, v, _KIND_WORD[kind])
 
@@ -2502,6 +2516,8 @@ def randn_like(input: Tensor, dtype: Optional[dtype] = None,
 # and expand on the client; and the comparisons that give a Python bool --
 def chunk(input: Tensor, chunks: builtins.int, dim: builtins.int = 0) -> Tuple[Tensor, ...]:
     """torch.chunk: up to `chunks` views along dim, each ceil(size / chunks) long but the last."""
+    chunks = chunks.item() if _int_tensor(chunks) else chunks  # torch reads a 0-dim int tensor
+    dim = dim.item() if _int_tensor(dim) else dim
     for name, v in (("chunks", chunks), ("dim", dim)):
         if not _is_int(v):
             raise TypeError("chunk(): argument '%s' must be int, not %s" % (name, _type_name(v)))

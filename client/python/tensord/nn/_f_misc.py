@@ -93,8 +93,18 @@ def batch_norm(input: Any, running_mean: Any, running_var: Any, weight: Any = No
     inputs = [_tensor(s, input, "input", "batch_norm")]
     absent = _optional(s, inputs, (running_mean, running_var, weight, bias),
                        ("running_mean", "running_var", "weight", "bias"), "batch_norm")
-    return s._op("batch_norm", inputs, training=bool(training), momentum=float(momentum),
-                 eps=float(eps), absent=absent)
+    out = s._op("batch_norm", inputs, training=bool(training), momentum=float(momentum),
+                eps=float(eps), absent=absent)
+    if training:
+        # the op updates the running statistics in place on the server: their shared ndarrays
+        # (bn.running_mean.numpy()) follow, as after any in-place op (Session._op)
+        from .. import _numpy
+        for t in (running_mean, running_var):
+            r = getattr(t, "_root", None)
+            r = t if r is None else r
+            if getattr(r, "_share", None) is not None:
+                _numpy.sync_out(r._share)
+    return out
 
 
 @_export
