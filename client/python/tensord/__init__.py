@@ -2619,6 +2619,12 @@ def _clamp(input: Tensor, min: Any = None, max: Any = None, inplace: builtins.bo
            name: str = "clamp") -> Tensor:
     """clamp with tensor bounds is clamp_min then clamp_max (ops.def's rows); with numbers, the
     server's clamp op as its signature says."""
+    if (isinstance(min, Tensor) or isinstance(max, Tensor)) and \
+            any(b is not None and not isinstance(b, Tensor) for b in (min, max)) and \
+            all(not isinstance(b, Tensor) or b.dim() == 0 for b in (min, max)):
+        # a tensor beside a number: torch's clamp(Tensor, Scalar?, Scalar?) takes a 0-dim tensor
+        # as the number it holds
+        min, max = (b.item() if isinstance(b, Tensor) else b for b in (min, max))
     if isinstance(min, Tensor) or isinstance(max, Tensor):
         for b in (min, max):
             if b is not None and not isinstance(b, Tensor):
