@@ -356,6 +356,26 @@ static void fake_send(int fd, const Tensord__Response *r, uint32_t meta_len_over
     }
 }
 
+/* Reads the client's Hello on fd and answers it with a fixed session token. */
+static void fake_hello(int fd)
+{
+    Tensord__Request *req = fake_read(fd);
+    if (req == NULL) {
+        return;
+    }
+    Tensord__Response r = TENSORD__RESPONSE__INIT;
+    Tensord__HelloResult h = TENSORD__HELLO_RESULT__INIT;
+    uint8_t token[16] = {1, 2, 3};
+    h.session_token.data = token;
+    h.session_token.len = 16;
+    h.version = 1;
+    r.id = req->id;
+    r.result_case = TENSORD__RESPONSE__RESULT_HELLO;
+    r.hello = &h;
+    fake_send(fd, &r, 0, 0, 0);
+    tensord__request__free_unpacked(req, NULL);
+}
+
 static void *fake_main(void *arg)
 {
     struct fake *f = arg;
@@ -364,21 +384,8 @@ static void *fake_main(void *arg)
     if (fd < 0) {
         return NULL;
     }
+    fake_hello(fd);
     Tensord__Request *req = fake_read(fd);
-    if (req != NULL) {
-        Tensord__Response r = TENSORD__RESPONSE__INIT;
-        Tensord__HelloResult h = TENSORD__HELLO_RESULT__INIT;
-        uint8_t token[16] = {1, 2, 3};
-        h.session_token.data = token;
-        h.session_token.len = 16;
-        h.version = 1;
-        r.id = req->id;
-        r.result_case = TENSORD__RESPONSE__RESULT_HELLO;
-        r.hello = &h;
-        fake_send(fd, &r, 0, 0, 0);
-        tensord__request__free_unpacked(req, NULL);
-    }
-    req = fake_read(fd);
     if (req != NULL) {
         Tensord__Response r = TENSORD__RESPONSE__INIT;
         Tensord__TensorInfo t = TENSORD__TENSOR_INFO__INIT;
@@ -484,18 +491,8 @@ static void *staged_main(void *arg)
     if (fd < 0) {
         return NULL;
     }
-    Tensord__Request *req = fake_read(fd);
-    Tensord__Response r = TENSORD__RESPONSE__INIT;
-    Tensord__HelloResult h = TENSORD__HELLO_RESULT__INIT;
-    uint8_t token[16] = {1, 2, 3};
-    h.session_token.data = token;
-    h.session_token.len = 16;
-    h.version = 1;
-    r.id = req != NULL ? req->id : 0;
-    r.result_case = TENSORD__RESPONSE__RESULT_HELLO;
-    r.hello = &h;
-    fake_send(fd, &r, 0, 0, 0);
-    tensord__request__free_unpacked(req, NULL);
+    fake_hello(fd);
+    Tensord__Request *req;
     uint64_t ids[3] = {0};
     for (int i = 0; i < 3; i++) {
         req = fake_read(fd);
@@ -619,19 +616,8 @@ static void *trickle_main(void *arg)
     if (fd < 0) {
         return NULL;
     }
+    fake_hello(fd);
     Tensord__Request *req = fake_read(fd);
-    Tensord__Response r = TENSORD__RESPONSE__INIT;
-    Tensord__HelloResult h = TENSORD__HELLO_RESULT__INIT;
-    uint8_t token[16] = {1, 2, 3};
-    h.session_token.data = token;
-    h.session_token.len = 16;
-    h.version = 1;
-    r.id = req != NULL ? req->id : 0;
-    r.result_case = TENSORD__RESPONSE__RESULT_HELLO;
-    r.hello = &h;
-    fake_send(fd, &r, 0, 0, 0);
-    tensord__request__free_unpacked(req, NULL);
-    req = fake_read(fd);
     Tensord__Response g = TENSORD__RESPONSE__INIT;
     Tensord__TensorInfo t = TENSORD__TENSOR_INFO__INIT;
     int64_t shape[] = {TRICKLE_BYTES / 4};
