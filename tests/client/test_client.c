@@ -535,17 +535,23 @@ static void ready_until(struct tensord *c, size_t want)
     }
 }
 
+/* Starts a staged fake server running fn and opens a session on it. */
+static struct tensord *staged_open(struct staged *st, void *(*fn)(void *))
+{
+    assert_int_equal(pipe(st->staged), 0);
+    assert_int_equal(pipe(st->go), 0);
+    fake_listen(&st->f);
+    assert_int_equal(pthread_create(&st->f.thread, NULL, fn, st), 0);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", st->f.port);
+    return open_session(addr);
+}
+
 static void test_recv_ready_takes_only_whole_replies(void **state)
 {
     (void)state;
     struct staged st;
-    assert_int_equal(pipe(st.staged), 0);
-    assert_int_equal(pipe(st.go), 0);
-    fake_listen(&st.f);
-    assert_int_equal(pthread_create(&st.f.thread, NULL, staged_main, &st), 0);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", st.f.port);
-    struct tensord *c = open_session(addr);
+    struct tensord *c = staged_open(&st, staged_main);
     struct tensord_error err;
     struct tensord_reply r;
     uint64_t ids[3];
@@ -682,13 +688,7 @@ static void test_recv_ready_never_waits_inside_a_large_frame(void **state)
 {
     (void)state;
     struct staged st;
-    assert_int_equal(pipe(st.staged), 0);
-    assert_int_equal(pipe(st.go), 0);
-    fake_listen(&st.f);
-    assert_int_equal(pthread_create(&st.f.thread, NULL, trickle_main, &st), 0);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", st.f.port);
-    struct tensord *c = open_session(addr);
+    struct tensord *c = staged_open(&st, trickle_main);
     struct timeval tv = {.tv_sec = 20};
     assert_int_equal(setsockopt(tensord_fd(c), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
     struct tensord_error err;
