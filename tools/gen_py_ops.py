@@ -29,7 +29,7 @@ OPS maps each op's torch name to its facts:
     params     the signature parsed, in torch's order: tuples of
                (name, field, required, default, operand, varargs, kwonly)
                field: the OpArgs field it travels in ("dims" takes an int or a list, "cast"
-               casts the input first); for an operand "", "tensor" or "tensors" (a list)
+               casts the input first); for an operand "", "number" (a number may stand for it), "tensor" or "tensors" (a list)
     outputs    () for one tensor, else (name, when) per output, in wire order (out, out2,
                out3): `when` None, or the parameter whose value (not None, not False) asks
                for that output

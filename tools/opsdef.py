@@ -23,8 +23,9 @@ FLAGS = ("TD_OPF_VIEW", "TD_OPF_NODIFF", "TD_OPF_BW_SELF", "TD_OPF_BW_SELF_FOR_O
 
 class Param(NamedTuple):
     name: str             # torch's parameter name ("dim0", "input", "size")
-    field: str            # the OpArgs field it travels in ("dim"); for an operand "", or
-                          # "tensor" / "tensors" (one, or a list) in an op with nin -1
+    field: str            # the OpArgs field it travels in ("dim"); for an operand "" (a
+                          # tensor), "number" (a tensor, or a Python number standing for one),
+                          # or "tensor" / "tensors" (one, or a list) in an op with nin -1
     default: Optional[str]  # a Python literal as written, or None when required
     operand: bool         # a tensor operand (or a number standing for one), in wire order
     varargs: bool         # *name: gathers the remaining positional arguments
@@ -67,8 +68,9 @@ def _split(s: str) -> List[str]:
 
 
 def parse_sig(sig: str, nin: int) -> Tuple[Param, ...]:
-    """ops.def's signature notation -> Params. The first nin plain parameters are operands;
-    an op with nin -1 marks its operands `:tensors` (a list) or `:tensor` (one)."""
+    """ops.def's signature notation -> Params. The first nin plain parameters are operands
+    (`:number` on one: a Python number may stand for it); an op with nin -1 marks its operands
+    `:tensors` (a list) or `:tensor` (one)."""
     params, kwonly, n_operands = [], False, 0
     for part in [p.strip() for p in sig.split(",") if p.strip()]:
         if part == "*":
@@ -83,9 +85,12 @@ def parse_sig(sig: str, nin: int) -> Tuple[Param, ...]:
         if not re.fullmatch(r"[A-Za-z_]\w*", name) or (field and not re.fullmatch(r"\w+", field)):
             raise ValueError("bad parameter %r in signature %r" % (part, sig))
         operand = (not kwonly and not varargs and
-                   ((nin >= 0 and not field and n_operands < nin) or field in ("tensor", "tensors")))
+                   ((nin >= 0 and field in ("", "number") and n_operands < nin) or
+                    field in ("tensor", "tensors")))
         if operand:
             n_operands += 1
+        elif field == "number":
+            raise ValueError("%r in signature %r: only an operand takes :number" % (part, sig))
         params.append(Param(name, field if operand else (field or name), default, operand,
                             varargs, kwonly))
     return tuple(params)

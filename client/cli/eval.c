@@ -222,9 +222,16 @@ static int binop(struct tdx_env *e, const struct tdx_node *at, int op, const str
             return tdx_fail(e, at, "unsupported operand type(s) for %s: '%s' and '%s'", OPSYM[op],
                             tdx_type_name(a), tdx_type_name(b));
         }
-        struct value args[2] = {*a, *b};
+        /* A number on the left of a comparison: Python asks the tensor's reflected method
+        ** (2 < x is x > 2), as torch.lt takes no number for its input. */
+        static const int reflected[] =
+            {[TDX_OP_LT] = TDX_OP_GT, [TDX_OP_LE] = TDX_OP_GE, [TDX_OP_GT] = TDX_OP_LT,
+             [TDX_OP_GE] = TDX_OP_LE, [TDX_OP_EQ] = TDX_OP_EQ, [TDX_OP_NE] = TDX_OP_NE};
+        bool swap = a->k != V_TENSOR && op >= 0 &&
+                    (size_t)op < sizeof reflected / sizeof *reflected && reflected[op] != 0;
+        struct value args[2] = {swap ? *b : *a, swap ? *a : *b};
         struct call c = {.args = args, .nargs = 2};
-        return tdx_call_op(e, at, OPFN[op], false, &c, out);
+        return tdx_call_op(e, at, OPFN[swap ? reflected[op] : op], false, &c, out);
     }
     if (is_num(a) && is_num(b)) {
         return num_binop(e, at, op, a, b, out);

@@ -5,6 +5,7 @@
 */
 #include "ops.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -41,6 +42,90 @@ int td_op_lookup(const char *name)
         }
     }
     return -1;
+}
+
+/* ---- operands a number may stand for (ops.def's `:number`) ---- */
+
+/* Operand i's parameter in a fixed-arity op's signature: its name (nlen bytes), its position
+** among torch's positional parameters (1-based, as torch's TypeError counts them), and whether
+** it is marked `:number`. False when the signature lists fewer operands. */
+static bool sig_operand(const char *sig, int nin, int i, const char **name, int *nlen, int *pos,
+                        bool *number)
+{
+    int operands = 0, position = 0;
+    for (const char *p = sig; *p != '\0' && operands < nin;) {
+        while (*p == ' ') {
+            p++;
+        }
+        if (*p == '*' || (p[0] == '-' && p[1] == '>')) {
+            return false; /* keyword-only, *size or the outputs: past the operands */
+        }
+        const char *start = p, *colon = NULL;
+        while (*p != '\0' && *p != ',' && *p != '=' && *p != ' ') {
+            colon = colon == NULL && *p == ':' ? p : colon;
+            p++;
+        }
+        const char *end = p;
+        while (*p != '\0' && *p != ',') {
+            p++;
+        }
+        p += *p == ',';
+        position++;
+        size_t flen = colon == NULL ? 0 : (size_t)(end - colon - 1);
+        bool is_number = flen == 6 && memcmp(colon + 1, "number", 6) == 0;
+        if (colon != NULL && !is_number) {
+            continue; /* an OpArgs field (gather's dim:dim), not an operand */
+        }
+        if (operands++ == i) {
+            *name = start;
+            *nlen = (int)((colon != NULL ? colon : end) - start);
+            *pos = position;
+            *number = is_number;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Bit i set: operand i takes a number; bit 15: the mask has been read from the signature.
+** Threads that race store the same value. */
+static _Atomic unsigned short number_mask[TD_OP_COUNT];
+
+int td_op_check_number(enum td_op_id id, int i, struct td_scalar s, struct td_err *err)
+{
+    if ((int)id < 0 || id >= TD_OP_COUNT || i < 0 || i >= 15) {
+        return td_err_set(err, TD_EINVAL, "operand %d: no such operand", i);
+    }
+    const struct td_op_def *op = &td_ops[id];
+    if (op->nin < 0) {
+        return 0; /* list ops (cat, linear, losses): their make functions check each operand */
+    }
+    unsigned mask = atomic_load_explicit(&number_mask[id], memory_order_relaxed);
+    if (mask == 0) {
+        mask = 1u << 15;
+        for (int k = 0; k < op->nin && k < 15; k++) {
+            const char *nm;
+            int nl, pos;
+            bool num = false;
+            if (sig_operand(op->sig, op->nin, k, &nm, &nl, &pos, &num) && num) {
+                mask |= 1u << k;
+            }
+        }
+        atomic_store_explicit(&number_mask[id], (unsigned short)mask, memory_order_relaxed);
+    }
+    if ((mask >> i) & 1u) {
+        return 0;
+    }
+    const char *nm = "input";
+    int nl = 5, pos = i + 1;
+    bool num;
+    if (!sig_operand(op->sig, op->nin, i, &nm, &nl, &pos, &num)) {
+        nm = "input", nl = 5, pos = i + 1;
+    }
+    static const char *const kinds[] =
+        {[TD_SCALAR_BOOL] = "bool", [TD_SCALAR_INT] = "int", [TD_SCALAR_FLOAT] = "float"};
+    return td_err_set(err, TD_EINVAL, "%s(): argument '%.*s' (position %d) must be Tensor, not %s",
+                      op->name, nl, nm, pos, kinds[s.kind <= TD_SCALAR_FLOAT ? s.kind : 0]);
 }
 
 /* ---- shared rules ---- */

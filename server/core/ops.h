@@ -213,6 +213,12 @@ extern const struct td_op_def td_ops[TD_OP_COUNT];
 ** (sort's `-> values, indices` is 2). 0 for an unknown id. */
 int td_op_nout(enum td_op_id id);
 
+/* A number s given for operand i of op id: 0 when ops.def marks that operand `:number` (torch
+** takes a Python number there: add's other, where's input, fill's value ...), else torch's
+** TypeError wording ("matmul(): argument 'other' (position 2) must be Tensor, not float").
+** List ops (nin -1) leave the check to their make functions. Reads the signature once per op. */
+int td_op_check_number(enum td_op_id id, int i, struct td_scalar s, struct td_err *err);
+
 /* Looks an op up by PyTorch name ("add"); returns -1 when unknown. */
 int td_op_lookup(const char *name);
 

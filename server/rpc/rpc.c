@@ -707,7 +707,8 @@ static int resolve_operands(const Tensord__RunOp *m, struct td_session *s, enum 
             if ((rc = td_session_lookup(s, o->handle, &in[i].t, err)) != 0) {
                 return rc;
             }
-        } else if ((rc = wire_scalar(o->scalar, def->name, &in[i].s, err)) != 0) {
+        } else if ((rc = wire_scalar(o->scalar, def->name, &in[i].s, err)) != 0 ||
+                   (rc = td_op_check_number(*op, (int)i, in[i].s, err)) != 0) {
             return rc;
         }
     }

@@ -106,10 +106,6 @@ CALLS.update({
 KNOWN = {
     # creation functions and factories are Session methods with their own parsing
     # (not in this generator's TEMPLATES yet)
-    # matmul/linear take a Python number as the other operand (the server's product of a
-    # tensor and a number); torch refuses it
-    "matmul_other[float]": "number operand", "matmul_other[bool]": "number operand",
-    "F_linear_weight[float]": "number operand", "F_linear_weight[bool]": "number operand",
     # str where a number goes: the client's float() raises ValueError before the check
     "clamp_min[str]": "ValueError", "clamp_pos[str]": "ValueError",
     "getitem[str]": "IndexError from the client's key parser",

@@ -28,6 +28,7 @@ OPERATORS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
              "remainder": operator.mod, "pow": operator.pow, "eq": operator.eq,
              "ne": operator.ne, "lt": operator.lt, "le": operator.le, "gt": operator.gt,
              "ge": operator.ge}
+REFLECTED = {"eq": "eq", "ne": "ne", "lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64, "int32": torch.int32,
                 "int64": torch.int64, "bool": torch.bool}
 SHAPES = [(), (1,), (3,), (2, 3), (4, 1, 3), (2, 3, 1, 2), (0,), (0, 3), (2, 0, 1), (5, 4)]
@@ -162,8 +163,12 @@ def test_conformance_with_torch(checker):
                 s = rng.choice([2, -1, 0, True, False, 1.5, -0.25, 3.0])
                 if op in OPERATORS and rng.random() < 0.5:
                     desc = "%s(%r, %s %s)" % (op, s, da, sa)
+                    # Python reflects a comparison with the number on the left (s < t is
+                    # t > s); torch's functions take no number there (ops.def's `:number`)
+                    wire_op = REFLECTED.get(op, op)
+                    ops = [H(ha), s] if op in REFLECTED else [s, H(ha)]
                     checker.run(op, desc, lambda: OPERATORS[op](s, ta),
-                                lambda: c.op(op, [s, H(ha)]))
+                                lambda: c.op(wire_op, ops))
                 elif op in OPERATORS:
                     desc = "%s(%s %s, %r)" % (op, da, sa, s)
                     checker.run(op, desc, lambda: torch_fn(op)(ta, s),

@@ -151,7 +151,7 @@ static void test_sum_of_a_number(void **state)
     assert_non_null(h.last->status);
     assert_int_equal(h.last->status->code, TENSORD__STATUS_CODE__INVALID_ARGUMENT);
     assert_string_equal(h.last->status->message,
-                        "sum(): argument 'input' must be Tensor, not a number");
+                        "sum(): argument 'input' (position 1) must be Tensor, not float");
     harness_close(&h);
 }
 

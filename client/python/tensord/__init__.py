@@ -2029,7 +2029,7 @@ class Tensor:
 class _Param(NamedTuple):
     """One parameter of an op's torch signature (see _ops)."""
     name: str               # torch's name ("dim0", "input", "size")
-    field: str              # the OpArgs field it travels in; "" / "tensor" / "tensors": operand
+    field: str              # the OpArgs field it travels in; "" / "number" / "tensor" / "tensors": operand
     required: builtins.bool
     default: Any
     operand: builtins.bool  # a tensor operand (or a number standing for one), in wire order
@@ -2245,8 +2245,8 @@ def _check_types(fname: str, op: _Op, bound: dict, at: dict) -> None:
                 if p.required:
                     refuse(p, v, "Tensor")
             elif not isinstance(v, Tensor) and not (
-                    _is_number(v) and (tensors or p.name != "input")):
-                refuse(p, v, "Tensor")
+                    _is_number(v) and p.field == "number" and (tensors or p.name != "input")):
+                refuse(p, v, "Tensor")  # ops.def's `:number` marks where torch takes one
             elif np is not None and isinstance(v, np.bool_):
                 bound[p.name] = builtins.bool(v)  # a Python scalar, as torch reads it
             continue
@@ -2481,21 +2481,31 @@ def _dtype_kw(dtype: Optional[dtype]) -> dict:
     return {"dtype": dtype.name} if dtype is not None else {}
 
 
+def _need_tensor(fname: str, input: Any) -> None:
+    """torch's TypeError for a non-tensor `input` of a function the op table does not check."""
+    if not isinstance(input, Tensor):
+        raise TypeError("%s(): argument 'input' (position 1) must be Tensor, not %s"
+                        % (fname, _type_name(input)))
+
+
 def zeros_like(input: Tensor, dtype: Optional[dtype] = None,
                requires_grad: Any = False) -> Tensor:
     """Zeros with input's shape (and dtype, unless given)."""
+    _need_tensor("zeros_like", input)
     return _grad_if(input._s._op("zeros_like", [input], **_dtype_kw(dtype)), requires_grad)
 
 
 def ones_like(input: Tensor, dtype: Optional[dtype] = None,
               requires_grad: Any = False) -> Tensor:
     """Ones with input's shape (and dtype, unless given)."""
+    _need_tensor("ones_like", input)
     return _grad_if(input._s._op("ones_like", [input], **_dtype_kw(dtype)), requires_grad)
 
 
 def full_like(input: Tensor, fill_value: Any, dtype: Optional[dtype] = None,
               requires_grad: Any = False) -> Tensor:
     """fill_value with input's shape (and dtype, unless given)."""
+    _need_tensor("full_like", input)
     return _grad_if(input._s._op("full_like", [input], min=fill_value, **_dtype_kw(dtype)),
                     requires_grad)
 
@@ -2503,12 +2513,14 @@ def full_like(input: Tensor, fill_value: Any, dtype: Optional[dtype] = None,
 def rand_like(input: Tensor, dtype: Optional[dtype] = None,
               requires_grad: Any = False) -> Tensor:
     """Uniform on [0, 1) with input's shape (and dtype, unless given)."""
+    _need_tensor("rand_like", input)
     return _grad_if(input._s._op("rand_like", [input], **_dtype_kw(dtype)), requires_grad)
 
 
 def randn_like(input: Tensor, dtype: Optional[dtype] = None,
                requires_grad: Any = False) -> Tensor:
     """Standard normal with input's shape (and dtype, unless given)."""
+    _need_tensor("randn_like", input)
     return _grad_if(input._s._op("randn_like", [input], **_dtype_kw(dtype)), requires_grad)
 
 
@@ -2619,6 +2631,7 @@ def _clamp(input: Tensor, min: Any = None, max: Any = None, inplace: builtins.bo
            name: str = "clamp") -> Tensor:
     """clamp with tensor bounds is clamp_min then clamp_max (ops.def's rows); with numbers, the
     server's clamp op as its signature says."""
+    _need_tensor(name, input)
     if (isinstance(min, Tensor) or isinstance(max, Tensor)) and \
             any(b is not None and not isinstance(b, Tensor) for b in (min, max)) and \
             all(not isinstance(b, Tensor) or b.dim() == 0 for b in (min, max)):
