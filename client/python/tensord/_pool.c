@@ -286,8 +286,22 @@ static PyObject *Block_watch(Block *b, PyObject *unused)
         Py_RETURN_FALSE;
     }
     b->watched = 1;
-    if (block_protect(b) != 0) {
+    /* the scan tried once on this block (nothing written yet: an empty answer), so a kernel
+    ** with the write-protect but without PAGEMAP_SCAN never answers "all written" each time */
+    struct page_region one;
+    struct pm_scan_arg probe = {
+        .size = sizeof probe,
+        .flags = PM_SCAN_CHECK_WPASYNC,
+        .start = (uintptr_t)b->ptr,
+        .end = (uintptr_t)b->ptr + PAGE,
+        .vec = (uintptr_t)&one,
+        .vec_len = 1,
+        .category_mask = PAGE_IS_WRITTEN,
+        .return_mask = PAGE_IS_WRITTEN,
+    };
+    if (block_protect(b) != 0 || ioctl(pagemap, PAGEMAP_SCAN, &probe) < 0) {
         block_unwatch(b);
+        watch_state = -1;
         Py_RETURN_FALSE;
     }
     Py_RETURN_TRUE;
