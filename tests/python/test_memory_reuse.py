@@ -245,6 +245,123 @@ def test_numpy_results_are_freed_without_the_cyclic_collector(sess):
         gc.enable()
 
 
+# ---- writes to numpy() arrays recorded by the kernel instead of a snapshot (h23-xfer) ----
+
+def _watch_works():
+    """Whether the kernel records writes for the client (Linux 6.7+: asynchronous userfaultfd
+    write-protect and PAGEMAP_SCAN), as the client's Block.watch finds out."""
+    if pool is None:
+        return False
+    b = pool.take(1 << 20)
+    memoryview(b)[:] = b"\1" * (1 << 20)
+    if not hasattr(b, "watch"):  # a client without it: the kernel's version decides
+        return tuple(int(x) for x in re.findall(r"\d+", os.uname().release)[:2]) >= (6, 7)
+    return b.watch()
+
+
+needs_watch = pytest.mark.skipif(not _watch_works(),
+                                 reason="no asynchronous userfaultfd write-protect here")
+PAGE = 4096
+
+
+@needs_watch
+def test_block_written_lists_exactly_the_pages_written(fresh_pool):
+    b = pool.take(3 * MiB + 100)  # a tail page only partly inside the block
+    a = np.frombuffer(b, np.uint8)
+    a[:] = 7  # populated first, as a download leaves it
+    assert b.watch() and b.watch()  # a second call is a no-op
+    assert b.written() == []
+    a[0] = 1
+    a[5 * PAGE + 17] = 1
+    a[6 * PAGE] = 1  # the next page: one span of two pages
+    a[-1] = 1  # the tail page: clipped to the block's size
+    assert b.written() == [(0, PAGE), (5 * PAGE, 7 * PAGE), (3 * MiB, 3 * MiB + 100)]
+    assert b.written() == []  # the call protected them again
+    a[2 * MiB:2 * MiB + 3 * PAGE] = 9  # a write across a huge page's start
+    assert b.written() == [(2 * MiB, 2 * MiB + 3 * PAGE)]
+    a[:] = 0
+    b.protect()  # forgets the writes so far
+    assert b.written() == []
+    r, w = os.pipe()  # a write by the kernel (read(2) into the block) is recorded too
+    os.write(w, b"xyz")
+    assert os.readv(r, [memoryview(b)[10 * PAGE + 5:10 * PAGE + 8]]) == 3
+    os.close(r), os.close(w)
+    assert b.written() == [(10 * PAGE, 11 * PAGE)]
+    assert bytes(a[10 * PAGE + 5:10 * PAGE + 8]) == b"xyz"
+
+
+@needs_watch
+def test_block_written_in_a_forked_child_is_everything(fresh_pool):
+    b = pool.take(2 * MiB)
+    np.frombuffer(b, np.uint8)[:] = 1
+    assert b.watch()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child's descriptors would act on the parent's memory: it never uses them
+        os.write(w, repr(b.written()).encode())
+        os._exit(0)
+    os.close(w)
+    got = os.read(r, 100)
+    os.waitpid(pid, 0)
+    os.close(r)
+    assert got == repr([(0, 2 * MiB)]).encode()
+    np.frombuffer(b, np.uint8)[3] = 2
+    assert b.written() == [(0, PAGE)]  # the parent's record is untouched
+
+
+@needs_watch
+def test_shared_download_takes_no_snapshot(sess, fresh_pool):
+    """A held tensor's numpy() array is shared (torch's semantics) but takes no second buffer
+    for a snapshot: one pooled block live, not two (the snapshot of a 4 MiB array was pooled)."""
+    src = np.arange(1 << 20, dtype=np.float32)  # 4 MiB
+    t = sess.tensor(src)
+    a = t.numpy()
+    assert np.array_equal(a, src)
+    assert pool.stats()["live_blocks"] == 1
+    a[3] = -1.0
+    want = src.copy()
+    want[3] = -1.0
+    assert np.array_equal((t + 0).numpy(), want)
+    assert pool.stats()["live_blocks"] == 1
+    del a
+    gc.collect()
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64, np.int16, np.int32, np.int64])
+def test_writes_to_a_shared_download_reach_the_tensor_as_torch_does(sess, dt):
+    """Writes to a numpy() array at page edges, through views, after an in-place op has been
+    read back into it, and across repeated checks, all reach the tensor (torch's numpy() shares
+    its storage); the model is the same writes on a numpy copy."""
+    n = (3 * MiB + 12 * PAGE) // np.dtype(dt).itemsize
+    src = (np.arange(n) % 251).astype(dt)
+    t = sess.tensor(src)
+    a = t.numpy()
+    model = src.copy()
+    per_page = PAGE // np.dtype(dt).itemsize
+    for i in (0, per_page - 1, per_page, 513 * per_page - 1, n - 1):
+        a[i] = 3
+        model[i] = 3
+    assert np.array_equal(t.numpy(), model)  # a second array: the first's writes sent first
+    v = a[2 * per_page:5 * per_page]  # a view of the array writes into it too
+    v[::7] = 5
+    model[2 * per_page:5 * per_page:7] = 5
+    assert np.array_equal((t + 0).numpy(), model)
+    t.add_(1)  # read back into a: the copy is not a write of the user's
+    model += 1
+    assert np.array_equal(a, model)
+    a[-2] = 9
+    model[-2] = 9
+    t.mul_(2)  # a's write goes first, then the result comes back
+    model *= 2
+    assert np.array_equal(a, model)
+    assert np.array_equal((t + 0).numpy(), model)
+    a[per_page * 100] = 1
+    del a, v  # a write made before the array was dropped still reaches the tensor
+    gc.collect()
+    model[per_page * 100] = 1
+    assert np.array_equal((t + 0).numpy(), model)
+
+
 # ---- the daemon's buffer cache ----
 
 def stats_of(s):

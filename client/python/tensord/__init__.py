@@ -1451,9 +1451,12 @@ class Tensor:
         # holder makes it three or more. A view's root lives on: a view always shares.
         temporary = self._root is None and sys.getrefcount(self) <= 2
         _need_numpy("numpy()")
+        block = None  # the pooled memory arr is, from its first byte (_numpy watches it)
         if self._meta is None:
             data = self._fetch(None, progress)
             size, dt = self._meta
+            if _conn._pool is not None and isinstance(data, _conn._pool.Block):
+                block = data
             arr = np.frombuffer(data, dtype=_conn.NUMPY[dt.name]).reshape(tuple(size))
             if not arr.flags.writeable:  # a small reply's bytes object: copied, as before
                 arr = arr.copy()
@@ -1467,15 +1470,17 @@ class Tensor:
             if r._share is not None:
                 _numpy.sync_in(r._share)
             if nbytes >= _POOL_MIN and _conn._pool is not None:  # pooled, not fresh pages
-                arr = np.frombuffer(_conn.recv_buffer(nbytes),
-                                    dtype=_conn.NUMPY[dt.name]).reshape(tuple(size))
+                buf = _conn.recv_buffer(nbytes)
+                if isinstance(buf, _conn._pool.Block):
+                    block = buf
+                arr = np.frombuffer(buf, dtype=_conn.NUMPY[dt.name]).reshape(tuple(size))
             else:
                 arr = np.empty(tuple(size), dtype=_conn.NUMPY[dt.name])
             if arr.size:
                 self._fetch(memoryview(arr.reshape(-1)).cast("B"), progress, synced=True)
         # shared, as torch's: the array follows in-place changes, the tensor the array's
         if not temporary:
-            _numpy.attach(self, arr, self._root is None)
+            _numpy.attach(self, arr, self._root is None, block)
         return arr
 
     def tolist(self) -> Any:

@@ -18,6 +18,11 @@ whose ndarray the user has dropped is checked once more and then forgotten. A sh
 ndarray is still referenced costs, per use of its tensor, one byte comparison of the array
 against a snapshot (a copy of the array, kept while it is shared), and per in-place op one read
 of the tensor. Tensors with no shared ndarray pay one attribute test.
+
+An array that ``numpy()`` made on pooled memory (tensord._pool's Block) needs no snapshot where
+the kernel can record writes (Block.watch: Linux 6.7's asynchronous userfaultfd write-protect
+and PAGEMAP_SCAN): the check is then a list of the pages written since the last one, and the
+pages written are sent whole (their other bytes are the values the tensor holds already).
 """
 from __future__ import annotations
 
@@ -35,11 +40,12 @@ shares_made = 0  # Shares ever made in this process: 0 lets callers skip looking
 class Entry:
     """One ndarray shared with one tensor of a storage: ``t`` the tensor whose values the array
     mirrors, ``snap`` the array's bytes as last synchronised, ``direct`` whether t is a fresh
-    contiguous tensor (so a Write at a byte offset reaches it)."""
+    contiguous tensor (so a Write at a byte offset reaches it). ``block``: the pooled memory the
+    array is (its first byte, C order), watched for writes instead of a snapshot (snap None)."""
 
-    __slots__ = ("t", "arr", "snap", "direct")
+    __slots__ = ("t", "arr", "snap", "direct", "block")
 
-    def __init__(self, t: Any, arr: Any, direct: bool):
+    def __init__(self, t: Any, arr: Any, direct: bool, block: Any = None):
         # The storage's root holds its Share, which holds this entry: a strong reference back
         # to the root would make a cycle that keeps the tensor, the array and its snapshot
         # alive until the cyclic collector runs (and a download's pooled memory out of reuse).
@@ -47,7 +53,12 @@ class Entry:
         self.t = weakref.ref(t) if t._root is None else t
         self.arr = arr
         self.direct = direct
-        self.snap = _snapshot(arr)
+        self.block = None
+        self.snap = None
+        if block is not None and direct and block.watch():
+            self.block = block  # the kernel records the writes: no snapshot to take
+        else:
+            self.snap = _snapshot(arr)
 
 
 class Share:
@@ -103,8 +114,9 @@ def root(t: Any) -> Any:
     return t._root if t._root is not None else t
 
 
-def attach(t: Any, arr: Any, direct: bool) -> None:
-    """Shares arr with tensor t (whose values are arr's now)."""
+def attach(t: Any, arr: Any, direct: bool, block: Any = None) -> None:
+    """Shares arr with tensor t (whose values are arr's now). block: the pooled Block whose
+    memory arr is, from its first byte in C order (numpy() passes it), or None."""
     global shares_made
     r = root(t)
     if r._share is None:
@@ -115,7 +127,7 @@ def attach(t: Any, arr: Any, direct: bool) -> None:
             if s.__dict__.get("_grad_shares") is None:
                 s._grad_shares = []
             s._grad_shares.append(weakref.ref(r))
-    r._share.entries.append(Entry(t, arr, direct))
+    r._share.entries.append(Entry(t, arr, direct, block))
 
 
 def sync_grads(s: Any, after: bool) -> None:
@@ -172,7 +184,14 @@ def _send_changes(e: Entry) -> None:
     n = cur.size
     item = e.arr.itemsize or 1
     spans = []
-    if _conn._pool is not None and cur.flags.c_contiguous and snap.flags.c_contiguous:
+    if e.block is not None:
+        # the pages written since the last check (whole pages: a multiple of any itemsize),
+        # protected again by the same call
+        for first, end in e.block.written():
+            if first < n:
+                spans.append(((first // item) * item, min(n, -(-end // item) * item)))
+        n = 0  # done
+    elif _conn._pool is not None and cur.flags.c_contiguous and snap.flags.c_contiguous:
         # the same spans, found by memcmp (tensord._pool.diff; tests compare the two)
         for first, end in _conn._pool.diff(cur, snap, CHUNK):
             spans.append(((first // item) * item, -(-end // item) * item))
@@ -188,6 +207,14 @@ def _send_changes(e: Entry) -> None:
         spans.append((lo, hi))
     if not spans:
         return
+    if e.block is not None:  # adjacent pages' spans, merged: one Write each
+        merged = [spans[0]]
+        for lo, hi in spans[1:]:
+            if lo <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+            else:
+                merged.append((lo, hi))
+        spans = merged
     t = _tensor(e)
     s = t._s
     if e.direct:
@@ -200,8 +227,9 @@ def _send_changes(e: Entry) -> None:
         # a view: its bytes are not contiguous on the server; copy an uploaded copy into it
         src = s.tensor(np.ascontiguousarray(e.arr))
         s._op("copy", [t, src], inplace=True)
-    for lo, hi in spans:
-        snap[lo:hi] = cur[lo:hi]
+    if snap is not None:
+        for lo, hi in spans:
+            snap[lo:hi] = cur[lo:hi]
 
 
 def sync_out(share: Share) -> None:
@@ -216,6 +244,9 @@ def _sync_out_entry(e: Entry) -> bool:
     got = np.frombuffer(data, dtype=e.arr.dtype).reshape(e.arr.shape)
     if e.arr.flags.writeable:
         np.copyto(e.arr, got)
+    if e.block is not None:
+        e.block.protect()  # this copy is no write of the user's
+        return True
     cur = _bytes_of(e.arr)
     if e.snap.shape == cur.shape and e.snap.flags.writeable:
         np.copyto(e.snap, cur)  # the snapshot's memory again, not a fresh copy

@@ -19,10 +19,22 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
+
+#if defined(__linux__) && defined(SYS_userfaultfd)
+#include <linux/userfaultfd.h>
+#define WATCH_BUILT 1
+#else
+#define WATCH_BUILT 0
+#endif
 
 #define POOL_SLOTS 32
 #define POOL_MIN ((Py_ssize_t)256 << 10) /* smaller ones: the interpreter's allocator serves */
@@ -138,7 +150,254 @@ typedef struct {
     Py_ssize_t size;
     size_t cap;
     Py_ssize_t exports;
+    int watched; /* registered for write tracking (watch() below) */
 } Block;
+
+/* ---- write tracking: which pages of a Block were written since it was last looked at ----
+**
+** A numpy() array must carry the user's writes to its tensor (torch's sharing), so _numpy used
+** to keep a snapshot of every shared array and compare the two before the tensor's next use: for
+** a 256 MiB download, a 256 MiB copy and a 2 x 256 MiB memcmp per call, as much memory traffic
+** as the transfer itself. On Linux 6.7 and later the kernel keeps that record for free: a range
+** registered with a userfaultfd in write-protect mode with UFFD_FEATURE_WP_ASYNC has its pages
+** write-protected, a write to one takes one minor fault that the kernel resolves itself
+** (clearing the page's protection; no handler thread, no signal), and the PAGEMAP_SCAN ioctl on
+** /proc/self/pagemap lists the pages whose protection is gone (PAGE_IS_WRITTEN) and protects them
+** again in the same call (PM_SCAN_WP_MATCHING). So watch() costs one register and one
+** write-protect of the range (a few page-table walks, no copy), written() one walk, and a page
+** nobody writes costs nothing. Pages never touched (no page table entry) count as unwritten and
+** become written when touched. Where any of it is missing (older kernels, a seccomp filter, no
+** permission) watch() says False once and for all, and _numpy takes its snapshot as before.
+** The constants are the kernel's ABI (include/uapi/linux/fs.h, userfaultfd.h of 6.7), defined
+** here when the build machine's headers predate them. */
+#if WATCH_BUILT
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+#ifndef PAGEMAP_SCAN
+struct page_region {
+    uint64_t start, end, categories;
+};
+struct pm_scan_arg {
+    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages, category_inverted,
+        category_mask, category_anyof_mask, return_mask;
+};
+#define PAGE_IS_WRITTEN (1 << 1)
+#define PM_SCAN_WP_MATCHING (1 << 0)
+#define PM_SCAN_CHECK_WPASYNC (1 << 1)
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#endif
+
+static int uffd = -1, pagemap = -1;
+static int watch_state; /* 0: not tried yet, 1: works, -1: unavailable */
+static pid_t watch_pid; /* the process both descriptors belong to */
+
+/* Whether the descriptors are this process's: after a fork the child's copies still act on the
+** parent's memory (a scan would take the parent's record of writes), so a child never uses them;
+** its blocks answer "all written" (the safe side: the whole array is sent). */
+static int watch_ours(void)
+{
+    return watch_state > 0 && getpid() == watch_pid;
+}
+
+static int watch_init(void)
+{
+    if (watch_state != 0) {
+        return watch_state > 0;
+    }
+    watch_state = -1;
+    /* user-mode-only: allowed without privilege (vm.unprivileged_userfaultfd=0); in the async
+    ** mode the kernel resolves every write itself, its own (a recv into the block) included */
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+    if (fd < 0) {
+        fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    }
+    if (fd < 0) {
+        return 0;
+    }
+    struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC};
+    int pm = -1;
+    if (ioctl(fd, UFFDIO_API, &api) != 0 || (api.features & UFFD_FEATURE_WP_ASYNC) == 0 ||
+        (pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0) {
+        close(fd);
+        return 0;
+    }
+    uffd = fd;
+    pagemap = pm;
+    watch_pid = getpid();
+    watch_state = 1;
+    return 1;
+}
+
+/* The block's pages that hold its bytes: [ptr, ptr + size rounded up to the page). */
+static size_t watch_len(const Block *b)
+{
+    return ((size_t)b->size + PAGE - 1) / PAGE * PAGE;
+}
+
+static int block_protect(Block *b)
+{
+    if (!watch_ours()) {
+        return -1;
+    }
+    struct uffdio_writeprotect wp = {
+        .range = {.start = (uintptr_t)b->ptr, .len = watch_len(b)},
+        .mode = UFFDIO_WRITEPROTECT_MODE_WP,
+    };
+    return ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
+}
+
+static void block_unwatch(Block *b)
+{
+    if (b->watched && watch_ours()) {
+        struct uffdio_range r = {.start = (uintptr_t)b->ptr, .len = watch_len(b)};
+        (void)ioctl(uffd, UFFDIO_UNREGISTER, &r); /* clears the protection too */
+    }
+    b->watched = 0;
+}
+#else
+static void block_unwatch(Block *b)
+{
+    (void)b;
+}
+#endif
+
+static PyObject *Block_watch(Block *b, PyObject *unused)
+{
+    (void)unused;
+#if WATCH_BUILT
+    if (b->watched) {
+        Py_RETURN_TRUE;
+    }
+    if (b->ptr == NULL || b->size == 0 || !watch_init() || !watch_ours()) {
+        Py_RETURN_FALSE;
+    }
+    struct uffdio_register reg = {
+        .range = {.start = (uintptr_t)b->ptr, .len = watch_len(b)},
+        .mode = UFFDIO_REGISTER_MODE_WP,
+    };
+    if (ioctl(uffd, UFFDIO_REGISTER, &reg) != 0) {
+        if (errno != ENOMEM) {
+            watch_state = -1; /* not for this process: do not try again */
+        }
+        Py_RETURN_FALSE;
+    }
+    b->watched = 1;
+    /* the scan tried once on this block (nothing written yet: an empty answer), so a kernel
+    ** with the write-protect but without PAGEMAP_SCAN never answers "all written" each time */
+    struct page_region one;
+    struct pm_scan_arg probe = {
+        .size = sizeof probe,
+        .flags = PM_SCAN_CHECK_WPASYNC,
+        .start = (uintptr_t)b->ptr,
+        .end = (uintptr_t)b->ptr + PAGE,
+        .vec = (uintptr_t)&one,
+        .vec_len = 1,
+        .category_mask = PAGE_IS_WRITTEN,
+        .return_mask = PAGE_IS_WRITTEN,
+    };
+    if (block_protect(b) != 0 || ioctl(pagemap, PAGEMAP_SCAN, &probe) < 0) {
+        block_unwatch(b);
+        watch_state = -1;
+        Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+#else
+    (void)b;
+    Py_RETURN_FALSE;
+#endif
+}
+
+/* written(): [(first, end)] byte spans (whole pages, clipped to the block's size) written since
+** watch() or the last written()/protect(), which are write-protected again by the same call.
+** When the kernel cannot say (a forked child, a failed scan): the whole block, [(0, size)]. */
+static PyObject *Block_written(Block *b, PyObject *unused)
+{
+    (void)unused;
+    if (!b->watched) {
+        PyErr_SetString(PyExc_RuntimeError, "written(): the block is not watched");
+        return NULL;
+    }
+#if WATCH_BUILT
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    struct page_region vec[256];
+    uint64_t start = (uintptr_t)b->ptr, end = start + watch_len(b);
+    int ok = watch_ours();
+    while (ok && start < end) {
+        struct pm_scan_arg arg = {
+            .size = sizeof arg,
+            .flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+            .start = start,
+            .end = end,
+            .vec = (uintptr_t)vec,
+            .vec_len = sizeof vec / sizeof vec[0],
+            .category_mask = PAGE_IS_WRITTEN,
+            .return_mask = PAGE_IS_WRITTEN,
+        };
+        long got = ioctl(pagemap, PAGEMAP_SCAN, &arg);
+        if (got < 0) {
+            ok = 0;
+            break;
+        }
+        for (long i = 0; i < got; i++) {
+            uint64_t lo = vec[i].start - (uintptr_t)b->ptr, hi = vec[i].end - (uintptr_t)b->ptr;
+            if (hi > (uint64_t)b->size) {
+                hi = (uint64_t)b->size;
+            }
+            PyObject *span = Py_BuildValue("(KK)", (unsigned long long)lo, (unsigned long long)hi);
+            if (span == NULL || PyList_Append(out, span) != 0) {
+                Py_XDECREF(span);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(span);
+        }
+        if (arg.walk_end <= start) {
+            ok = start >= end; /* no progress: never loop forever */
+            break;
+        }
+        start = arg.walk_end;
+    }
+    if (!ok) { /* everything, then: the safe answer */
+        Py_DECREF(out);
+        return Py_BuildValue("[(nn)]", (Py_ssize_t)0, b->size);
+    }
+    return out;
+#else
+    Py_RETURN_NONE;
+#endif
+}
+
+/* protect(): forget the writes so far (after the client itself wrote the whole block). */
+static PyObject *Block_protect(Block *b, PyObject *unused)
+{
+    (void)unused;
+    if (!b->watched) {
+        PyErr_SetString(PyExc_RuntimeError, "protect(): the block is not watched");
+        return NULL;
+    }
+#if WATCH_BUILT
+    (void)block_protect(b); /* failing, the pages stay "written": more is sent, never less */
+#endif
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Block_methods[] = {
+    {"watch", (PyCFunction)Block_watch, METH_NOARGS,
+     "watch(): start recording which pages get written (False: not available here)"},
+    {"written", (PyCFunction)Block_written, METH_NOARGS,
+     "written(): [(first, end)] byte spans of the pages written since watch() or the last "
+     "written()/protect(); recording starts afresh"},
+    {"protect", (PyCFunction)Block_protect, METH_NOARGS,
+     "protect(): forget the writes recorded so far"},
+    {NULL, NULL, 0, NULL},
+};
 
 static int Block_getbuffer(Block *b, Py_buffer *view, int flags)
 {
@@ -159,6 +418,7 @@ static void Block_dealloc(Block *b)
 {
     /* No export can be alive: each holds a reference to this object. */
     if (b->ptr != NULL) {
+        block_unwatch(b);
         pool.live--;
         pool.live_bytes -= b->cap;
         pool_put(b->ptr, b->cap);
@@ -187,6 +447,7 @@ static PyTypeObject BlockType = {
     .tp_dealloc = (destructor)Block_dealloc,
     .tp_as_buffer = &Block_as_buffer,
     .tp_as_sequence = &Block_as_sequence,
+    .tp_methods = Block_methods,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "n bytes of pooled memory (writable, contents undefined); back to the pool when "
               "the last reference goes",
@@ -211,6 +472,7 @@ static PyObject *pool_take_py(PyObject *mod, PyObject *arg)
     }
     b->size = n;
     b->exports = 0;
+    b->watched = 0;
     b->cap = 0;
     b->ptr = pool_take(n == 0 ? 1 : (size_t)n, &b->cap);
     if (b->ptr == NULL) {
