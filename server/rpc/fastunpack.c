@@ -44,6 +44,18 @@ static inline bool rd_varint(struct rd *r, int max, uint64_t *out)
         *out = *r->p++;
         return true;
     }
+    /* Two and three bytes (ids and handles past 127) without the loop: the same value. */
+    const uint8_t *q = r->p;
+    if (max >= 2 && r->end - q >= 2 && q[1] < 0x80) {
+        *out = (uint64_t)(q[0] & 0x7f) | (uint64_t)q[1] << 7;
+        r->p = q + 2;
+        return true;
+    }
+    if (max >= 3 && r->end - q >= 3 && q[1] >= 0x80 && q[2] < 0x80) {
+        *out = (uint64_t)(q[0] & 0x7f) | (uint64_t)(q[1] & 0x7f) << 7 | (uint64_t)q[2] << 14;
+        r->p = q + 3;
+        return true;
+    }
     uint64_t v = 0;
     for (int i = 0; i < max; i++) {
         if (r->p == r->end) {
