@@ -41,7 +41,7 @@ what=${1:?usage: bench/profile.sh WHAT [BUILD]}
 build=${2:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=${PROFILE_PORT:-}; [ -n "$port" ] || port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 addr=127.0.0.1:$port
 out=$build/bench/perf-$what.data
 mkdir -p "$build/bench"

@@ -147,6 +147,7 @@ static void glue_frame(struct td_conn *c, void *user, const uint8_t *meta, size_
 {
     struct glue_conn *g = user;
     glue_enter(g);
+    td_rpc_peer_read(g->peer, td_conn_read_seq(c)); /* frames of one read share an arrival time */
     td_rpc_handle(g->peer, meta, meta_len, data, data_len);
     if (g->closed) {
         glue_leave(g);

@@ -572,14 +572,31 @@ static int pend_push(struct tensord *c, const struct pending *p, struct tensord_
     return 0;
 }
 
+/* The frame header's two big-endian lengths, by whole-word stores and loads. */
+static inline uint32_t to_be32(uint32_t v)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap32(v);
+#else
+    return v;
+#endif
+}
+
+static inline uint64_t to_be64(uint64_t v)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap64(v);
+#else
+    return v;
+#endif
+}
+
 static void put_header(uint8_t *dst, uint32_t meta_len, uint64_t data_len)
 {
-    for (int i = 0; i < 4; i++) {
-        dst[i] = (uint8_t)(meta_len >> (24 - 8 * i));
-    }
-    for (int i = 0; i < 8; i++) {
-        dst[4 + i] = (uint8_t)(data_len >> (56 - 8 * i));
-    }
+    uint32_t m = to_be32(meta_len);
+    uint64_t d = to_be64(data_len);
+    memcpy(dst, &m, 4);
+    memcpy(dst + 4, &d, 8);
 }
 
 /* Packs one request (its id assigned here) and `nbytes` of data into the queue and records the
@@ -1032,11 +1049,12 @@ static int read_reply(struct tensord *c, struct pending *p, bool nonblock,
             return rc;
         }
         const uint8_t *h = c->rbuf + c->rpos;
-        uint32_t ml = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-        uint64_t dl = 0;
-        for (int i = 0; i < 8; i++) {
-            dl = dl << 8 | h[4 + i];
-        }
+        uint32_t ml;
+        uint64_t dl;
+        memcpy(&ml, h, 4);
+        memcpy(&dl, h + 4, 8);
+        ml = to_be32(ml); /* the same swap both ways */
+        dl = to_be64(dl);
         c->rpos += TD_FRAME_HEADER_BYTES;
         if (ml > MAX_REPLY_META || dl > SIZE_MAX) {
             return fail_conn(c, err, TENSORD_E_PROTOCOL, "reply header announces %u + %llu bytes",

@@ -171,6 +171,24 @@ size_t tdw_request_size(const struct tdw_request *r)
     return s;
 }
 
+/* The body's length, from the request's whole size (tdw_request_size's answer, as the caller
+** must pass) rather than a second walk over the body: size = head (id and the body's key, `head`
+** bytes) + varint_len(B) + B + the free_first field, and B + varint_len(B) grows with B, so
+** one B fits. */
+static size_t body_from_size(const struct tdw_request *r, size_t size, size_t head)
+{
+    size_t rest = size - head;
+    if (r->n_free_first != 0) {
+        rest -= 2 + len_size(packed_body(r->free_first, r->n_free_first));
+    }
+    for (size_t n = 1; n < 10 && n < rest; n++) {
+        if (varint_len(rest - n) == n) {
+            return rest - n;
+        }
+    }
+    return 0; /* rest is 1: an empty body */
+}
+
 uint8_t *tdw_request_pack(const struct tdw_request *r, size_t size, uint8_t *out)
 {
     uint8_t *p = put_opt(out, 1, r->id);
@@ -182,7 +200,7 @@ uint8_t *tdw_request_pack(const struct tdw_request *r, size_t size, uint8_t *out
     } else {
         p = put_varint(p, KEY2(field, WT_LEN));
     }
-    p = put_varint(p, body_size(r));
+    p = put_varint(p, body_from_size(r, size, (size_t)(p - out)));
     switch (r->body) {
     case TDW_RUN_OP:
         p = put_opt(p, 1, r->u.run_op.out);
@@ -267,6 +285,18 @@ static inline bool rd_varint(struct rd *r, int max, uint64_t *out)
 {
     if (r->p != r->end && *r->p < 0x80) {
         *out = *r->p++;
+        return true;
+    }
+    /* Two and three bytes (ids and handles past 127) without the loop: the same value. */
+    const uint8_t *q = r->p;
+    if (max >= 2 && r->end - q >= 2 && q[1] < 0x80) {
+        *out = (uint64_t)(q[0] & 0x7f) | (uint64_t)q[1] << 7;
+        r->p = q + 2;
+        return true;
+    }
+    if (max >= 3 && r->end - q >= 3 && q[1] >= 0x80 && q[2] < 0x80) {
+        *out = (uint64_t)(q[0] & 0x7f) | (uint64_t)(q[1] & 0x7f) << 7 | (uint64_t)q[2] << 14;
+        r->p = q + 3;
         return true;
     }
     uint64_t v = 0;
@@ -433,6 +463,124 @@ static bool rd_tensor(struct rd r, struct tdw_tensor *t)
     return true;
 }
 
+/* Field `num` (varint wire type) next in r: its key is the one byte num << 3. */
+static inline bool next_is(const struct rd *r, unsigned num, unsigned wt)
+{
+    return r->p != r->end && *r->p == KEY(num, wt);
+}
+
+/* The common replies as the daemon writes them: fields in number order, each at most once, so
+** read straight through with the same field readers as the general loop below; true only when
+** that took the whole message. A message this accepts, the general loop accepts with the same
+** result (it takes any order); anything else (another order, a repeated or unknown field, a
+** result other than a TensorInfo) returns false and the general loop reads it from the start.
+** The reply to a RunOp is id, an empty Status and a TensorInfo of handle, dtype, shape, nbytes
+** and is_leaf: 18 bytes for a 2x2 tensor. */
+static bool reply_in_order(struct rd r, struct tdw_reply *out)
+{
+    struct rd sub;
+    uint64_t v;
+    if (next_is(&r, 1, WT_VARINT)) {
+        r.p++;
+        if (!rd_varint(&r, 10, &out->id)) {
+            return false;
+        }
+    }
+    if (next_is(&r, 2, WT_LEN)) {
+        r.p++;
+        if (!rd_sub(&r, &sub)) {
+            return false;
+        }
+        if (next_is(&sub, 1, WT_VARINT)) {
+            sub.p++;
+            if (!rd_varint(&sub, 2, &v)) {
+                return false;
+            }
+            out->code = (int32_t)v;
+        }
+        if (next_is(&sub, 2, WT_LEN)) {
+            sub.p++;
+            if (!rd_string(&sub, &out->message, &out->message_len)) {
+                return false;
+            }
+        }
+        if (sub.p != sub.end) {
+            return false;
+        }
+    }
+    if (next_is(&r, 4, WT_LEN)) {
+        r.p++;
+        struct tdw_tensor *t = &out->tensor;
+        t->handle = t->nbytes = t->offset = t->length = 0;
+        t->dtype = 0;
+        t->ndim = 0;
+        t->requires_grad = t->is_leaf = false;
+        t->grad_fn = "";
+        t->grad_fn_len = 0;
+        if (!rd_sub(&r, &sub)) {
+            return false;
+        }
+        if (next_is(&sub, 1, WT_VARINT)) {
+            sub.p++;
+            if (!rd_varint(&sub, 10, &t->handle)) {
+                return false;
+            }
+        }
+        if (next_is(&sub, 2, WT_VARINT)) {
+            sub.p++;
+            if (!rd_varint(&sub, 2, &v)) {
+                return false;
+            }
+            t->dtype = (int32_t)v;
+        }
+        if (next_is(&sub, 3, WT_LEN)) {
+            sub.p++;
+            struct rd dims;
+            if (!rd_sub(&sub, &dims) || dims.p == dims.end) {
+                return false;
+            }
+            while (dims.p != dims.end) {
+                if (t->ndim == TDW_MAX_DIMS || !rd_varint(&dims, 10, &v)) {
+                    return false;
+                }
+                t->shape[t->ndim++] = (int64_t)v;
+            }
+        }
+        uint64_t *u64[] = {&t->nbytes, &t->offset, &t->length};
+        for (unsigned num = 4; num <= 6; num++) {
+            if (next_is(&sub, num, WT_VARINT)) {
+                sub.p++;
+                if (!rd_varint(&sub, 10, u64[num - 4])) {
+                    return false;
+                }
+            }
+        }
+        if (next_is(&sub, 7, WT_VARINT)) {
+            sub.p++;
+            if (!rd_bool(&sub, &t->requires_grad)) {
+                return false;
+            }
+        }
+        if (next_is(&sub, 8, WT_LEN)) {
+            sub.p++;
+            if (!rd_string(&sub, &t->grad_fn, &t->grad_fn_len)) {
+                return false;
+            }
+        }
+        if (next_is(&sub, 9, WT_VARINT)) {
+            sub.p++;
+            if (!rd_bool(&sub, &t->is_leaf)) {
+                return false;
+            }
+        }
+        if (sub.p != sub.end) {
+            return false;
+        }
+        out->has_tensor = true;
+    }
+    return r.p == r.end;
+}
+
 int tdw_reply_decode(const uint8_t *p, size_t n, struct tdw_reply *out)
 {
     struct rd r = {p, n != 0 ? p + n : p};
@@ -444,6 +592,14 @@ int tdw_reply_decode(const uint8_t *p, size_t n, struct tdw_reply *out)
     out->message_len = 0;
     out->has_tensor = false;
     out->backward_empty = false;
+    if (reply_in_order(r, out)) {
+        return 0;
+    }
+    out->id = 0; /* the general loop, from the start: what the one above set is reset */
+    out->code = 0;
+    out->message = "";
+    out->message_len = 0;
+    out->has_tensor = false;
     while (r.p != r.end) {
         struct rd sub;
         if (!rd_key(&r, &num, &wt) || !first(&seen, num)) {

@@ -36,7 +36,7 @@ static _Alignas(64) _Atomic int64_t shared_bytes;
 static _Thread_local struct count_slot *my_slot;
 static _Thread_local bool my_slot_shared;
 
-static void count_bytes(int64_t delta)
+static inline void count_bytes(int64_t delta)
 {
     struct count_slot *s = my_slot;
     if (s == NULL && !my_slot_shared) {
@@ -507,7 +507,7 @@ static unsigned char *small_take(size_t cap)
     return p;
 }
 
-static bool small_put(unsigned char *base, size_t cap)
+static inline bool small_put(unsigned char *base, size_t cap)
 {
     if (!CACHE_ALLOWED || cap == 0 || cap > SMALL_MAX || (cap & 15) != 0 ||
         bins.bytes + cap + ALLOC_HDR > SMALL_KEEP_BYTES) {
@@ -528,7 +528,7 @@ static bool small_put(unsigned char *base, size_t cap)
 }
 
 /* A small block of n bytes from this thread's bins or from malloc (zeroed when `zero`). */
-static void *small_alloc(size_t n, bool zero)
+static inline void *small_alloc(size_t n, bool zero)
 {
     size_t cap = small_cap(n);
     unsigned char *p = small_take(cap);

@@ -82,7 +82,8 @@ struct td_conn {
     struct td_net *net;
     struct td_conn *prev, *next; /* in net->conns */
     uint64_t id;
-    void *user; /* from on_open */
+    uint64_t read_seq; /* reads that brought bytes (td_conn_read_seq) */
+    void *user;        /* from on_open */
     char peer[64];
 
     /* reader */
@@ -869,6 +870,7 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0) {
         return;
     }
+    c->read_seq++;
     if (c->direct) {
         c->data_got += (uint64_t)nread;
     } else {
@@ -910,6 +912,11 @@ void td_conn_resume(struct td_conn *c)
     conn_process(c);
     conn_update_reading(c);
     conn_watch_stall(c, 0);
+}
+
+uint64_t td_conn_read_seq(const struct td_conn *c)
+{
+    return c->read_seq;
 }
 
 uint64_t td_conn_id(const struct td_conn *c)

@@ -124,6 +124,10 @@ void td_conn_close(struct td_conn *c);
 ** completes it is closed after idle_timeout rather than holding a connection slot. */
 void td_conn_established(struct td_conn *c);
 
+/* How many reads have brought bytes to this connection (1 from the first): the frames it
+** delivers with the same number arrived together, in one read. */
+uint64_t td_conn_read_seq(const struct td_conn *c);
+
 /* Flow control from above: while paused, no frames are delivered. Calls nest. */
 void td_conn_pause(struct td_conn *c);
 void td_conn_resume(struct td_conn *c);

@@ -44,6 +44,18 @@ static inline bool rd_varint(struct rd *r, int max, uint64_t *out)
         *out = *r->p++;
         return true;
     }
+    /* Two and three bytes (ids and handles past 127) without the loop: the same value. */
+    const uint8_t *q = r->p;
+    if (max >= 2 && r->end - q >= 2 && q[1] < 0x80) {
+        *out = (uint64_t)(q[0] & 0x7f) | (uint64_t)q[1] << 7;
+        r->p = q + 2;
+        return true;
+    }
+    if (max >= 3 && r->end - q >= 3 && q[1] >= 0x80 && q[2] < 0x80) {
+        *out = (uint64_t)(q[0] & 0x7f) | (uint64_t)(q[1] & 0x7f) << 7 | (uint64_t)q[2] << 14;
+        r->p = q + 3;
+        return true;
+    }
     uint64_t v = 0;
     for (int i = 0; i < max; i++) {
         if (r->p == r->end) {
@@ -367,6 +379,105 @@ static bool rd_request(struct ctx *c, struct rd *r)
     return true;
 }
 
+/* Field `num` next in r, its key the one byte num << 3 | wt. */
+static inline bool next_is(const struct rd *r, unsigned num, unsigned wt)
+{
+    return r->p != r->end && *r->p == (uint8_t)(num << 3 | wt);
+}
+
+/* A RunOp request as libtensord and the Python client write it: id, then the RunOp with its
+** fields in number order (out, op, the operands, inplace, out2, out3; no OpArgs), nothing after
+** it. Read straight through with the general readers; a message this accepts, rd_request
+** accepts with the same result (it takes any order). Anything else returns false, and the
+** caller resets c and hands the bytes to rd_request. */
+static bool run_op_in_order(struct ctx *c, struct rd r)
+{
+    Tensord__Request *m = &c->req;
+    struct rd sub;
+    uint64_t v;
+    if (next_is(&r, 1, WT_VARINT)) {
+        r.p++;
+        if (!rd_varint(&r, MAX_U64_BYTES, &m->id)) {
+            return false;
+        }
+    }
+    if (!next_is(&r, 8, WT_LEN)) {
+        return false;
+    }
+    r.p++;
+    if (!rd_sub(&r, &sub) || r.p != r.end) {
+        return false;
+    }
+    m->body_case = TENSORD__REQUEST__BODY_RUN_OP;
+    Tensord__RunOp *o = &c->body.run_op;
+    *o = (Tensord__RunOp)TENSORD__RUN_OP__INIT;
+    c->body_size = sizeof *o;
+    if (next_is(&sub, 1, WT_VARINT)) {
+        sub.p++;
+        if (!rd_varint(&sub, MAX_U64_BYTES, &o->out)) {
+            return false;
+        }
+    }
+    if (next_is(&sub, 2, WT_VARINT)) {
+        sub.p++;
+        if (!rd_varint(&sub, 2, &v)) {
+            return false;
+        }
+        o->op = (Tensord__Op)v;
+    }
+    while (next_is(&sub, 3, WT_LEN)) {
+        sub.p++;
+        struct rd x;
+        if (c->n_inputs == MAX_INPUTS || !rd_sub(&sub, &x)) {
+            return false;
+        }
+        Tensord__Operand *in = &c->ops[c->n_inputs];
+        if (next_is(&x, 1, WT_VARINT)) { /* a handle, as rd_operand reads it */
+            x.p++;
+            *in = (Tensord__Operand)TENSORD__OPERAND__INIT;
+            if (!rd_varint(&x, MAX_U64_BYTES, &in->handle) || x.p != x.end) {
+                return false;
+            }
+            in->value_case = TENSORD__OPERAND__VALUE_HANDLE;
+        } else if (!rd_operand(c, &x, in)) {
+            return false;
+        }
+        c->n_inputs++;
+    }
+    if (next_is(&sub, 4, WT_VARINT)) {
+        sub.p++;
+        if (!rd_bool(&sub, &o->inplace)) {
+            return false;
+        }
+    }
+    if (next_is(&sub, 6, WT_VARINT)) {
+        sub.p++;
+        if (!rd_varint(&sub, MAX_U64_BYTES, &o->out2)) {
+            return false;
+        }
+    }
+    if (next_is(&sub, 7, WT_VARINT)) {
+        sub.p++;
+        if (!rd_varint(&sub, MAX_U64_BYTES, &o->out3)) {
+            return false;
+        }
+    }
+    if (sub.p != sub.end) {
+        return false;
+    }
+    o->n_inputs = c->n_inputs;
+    return true;
+}
+
+static void ctx_reset(struct ctx *c)
+{
+    c->narrays = 0;
+    c->req = (Tensord__Request)TENSORD__REQUEST__INIT;
+    c->body_size = 0;
+    c->n_inputs = 0;
+    c->n_scalars = 0;
+}
+
 static size_t round8(size_t n)
 {
     return (n + 7) & ~(size_t)7;
@@ -414,14 +525,15 @@ Tensord__Request *td_fastunpack_request(ProtobufCAllocator *alloc, size_t len, c
 {
     struct ctx c;
     c.alloc = alloc;
-    c.narrays = 0;
-    c.req = (Tensord__Request)TENSORD__REQUEST__INIT;
-    c.body_size = 0;
-    c.n_inputs = 0;
-    c.n_scalars = 0;
+    ctx_reset(&c);
     const uint8_t *end = len != 0 ? data + len : data; /* data may be NULL when len is 0 */
     struct rd r = {data, end};
-    Tensord__Request *m = rd_request(&c, &r) ? finish(&c) : NULL;
+    bool ok = run_op_in_order(&c, r);
+    if (!ok) {
+        ctx_reset(&c); /* it allocates nothing: no arrays to free */
+        ok = rd_request(&c, &r);
+    }
+    Tensord__Request *m = ok ? finish(&c) : NULL;
     if (m == NULL) {
         for (int i = 0; i < c.narrays; i++) {
             alloc->free(alloc->allocator_data, c.arrays[i]);

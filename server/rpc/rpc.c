@@ -1992,6 +1992,22 @@ static void frame_data_free(struct frame_data *d)
     *d = (struct frame_data){0};
 }
 
+void td_rpc_peer_read(struct td_rpc_peer *p, uint64_t seq)
+{
+    p->read_seq = seq;
+}
+
+/* When the frame being handled arrived: the clock read once per read of the connection (see
+** td_rpc_peer_read), or per frame without read numbers. */
+static uint64_t arrival_us(struct td_rpc_peer *p)
+{
+    if (p->read_seq == 0 || p->read_seq != p->arrival_seq) {
+        p->arrival_us = td_rpc_now_us();
+        p->arrival_seq = p->read_seq;
+    }
+    return p->arrival_us;
+}
+
 void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, void *data,
                    size_t data_len)
 {
@@ -2059,7 +2075,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         if (needs_no_session(row)) {
             /* No session, so no queue to wait behind: answer now. */
             j->peer = p;
-            j->t0_us = td_rpc_now_us();
+            j->t0_us = arrival_us(p);
             job_execute(j);
             record_stats(j);
             deliver(p, &j->reply); /* a NULL frame tells the connection to close */
@@ -2135,7 +2151,7 @@ void td_rpc_handle(struct td_rpc_peer *p, const uint8_t *meta, size_t meta_len, 
         td_session_cancel(p->session, NULL, NULL, TD_CANCEL_SESSION_CLOSED);
     }
     j->peer = p;
-    j->t0_us = td_rpc_now_us();
+    j->t0_us = arrival_us(p);
     p->refs++;
     p->pending++;
     j->data = fd.data;

@@ -90,6 +90,13 @@ static void echo_frame(struct td_conn *c, void *user, const uint8_t *meta, size_
                        void *data, size_t data_len)
 {
     struct fixture *fx = user;
+    if (meta_len == 4 && memcmp(meta, "SEQ?", 4) == 0 && data_len == 0) {
+        /* answered with the number of the read that brought it (td_conn_read_seq) */
+        char text[32];
+        int n = snprintf(text, sizeof text, "SEQ:%llu", (unsigned long long)td_conn_read_seq(c));
+        echo_frame(c, user, (const uint8_t *)text, (size_t)n, NULL, 0);
+        return;
+    }
     if (fx->defer && fx->frames > 0 && data == NULL && data_len == 0 &&
         meta_len <= sizeof fx->later_meta && fx->later_conn == NULL) {
         fx->frames++;
@@ -399,6 +406,40 @@ static void test_pipelined_frames_in_order(void **state)
     }
     close(fd);
     free(batch);
+    fx_stop(fx);
+}
+
+/* The read number net hands up with each frame (rpc takes the frames of one read as arriving
+** together): frames sent in one write came in reads numbered from 1, in order; a frame sent only
+** after their replies came back needs a later read, so it has a larger number. */
+static uint64_t seq_reply(int fd)
+{
+    uint8_t meta[64], data[8];
+    uint32_t ml;
+    uint64_t dl;
+    assert_int_equal(frame_read(fd, meta, &ml, data, &dl), 0);
+    assert_true(ml > 4 && ml < sizeof meta);
+    meta[ml] = '\0';
+    assert_memory_equal(meta, "SEQ:", 4);
+    return strtoull((const char *)meta + 4, NULL, 10);
+}
+
+static void test_read_seq_numbers_reads(void **state)
+{
+    (void)state;
+    struct fixture *fx = start_default();
+    uint8_t batch[64];
+    size_t off = frame_build(batch, "SEQ?", 4, NULL, 0);
+    off += frame_build(batch + off, "SEQ?", 4, NULL, 0);
+    int fd = dial(fx->port);
+    write_all(fd, batch, off);
+    uint64_t a = seq_reply(fd), b = seq_reply(fd);
+    assert_true(a >= 1);
+    assert_true(b >= a);
+    write_all(fd, batch, off / 2);
+    uint64_t c = seq_reply(fd);
+    assert_true(c > b);
+    close(fd);
     fx_stop(fx);
 }
 
@@ -901,6 +942,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_echo_split_at_every_point),
         cmocka_unit_test(test_pipelined_frames_in_order),
+        cmocka_unit_test(test_read_seq_numbers_reads),
         cmocka_unit_test(test_large_data_section_intact),
         cmocka_unit_test(test_zero_length_frame_delivered),
         cmocka_unit_test(test_frame_over_limit_refused),
