@@ -127,7 +127,19 @@ def attach(t: Any, arr: Any, direct: bool, block: Any = None) -> None:
             if s.__dict__.get("_grad_shares") is None:
                 s._grad_shares = []
             s._grad_shares.append(weakref.ref(r))
-    r._share.entries.append(Entry(t, arr, direct, block))
+    entries = r._share.entries
+    if entries:
+        # The kernel's record is of whole pages, whose other bytes are sent as the array holds
+        # them: right only while this array is the storage's one mirror. With another array of
+        # it (a second numpy(), a view's, from_numpy's), sending a page would undo that array's
+        # writes to the page's other elements. So every array of such a storage compares with a
+        # snapshot; the watched ones take theirs now (the callers synchronised them just before).
+        block = None
+        for e in entries:
+            if e.block is not None:
+                e.block = None
+                e.snap = _snapshot(e.arr)
+    entries.append(Entry(t, arr, direct, block))
 
 
 def sync_grads(s: Any, after: bool) -> None:
