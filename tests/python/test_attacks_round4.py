@@ -70,3 +70,80 @@ def test_whole_array_then_view_array_keep_both_writes(sess):
     a1[1], a2[0] = -1, -2
     b1[1], b2[0] = -1, -2
     assert np.array_equal(_after(t), (tt + 0).numpy())
+
+
+# ---- a write racing the client's own copies (another thread): made deterministic by running it
+# at the exact point, right after the client's copy into the array or while a span is sent ----
+
+class _NumpyWith:
+    """numpy, but copyto runs `after(dst)` once after a copy into an array of N elements."""
+
+    def __init__(self, after):
+        self._after = after
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    def copyto(self, dst, src, *a, **k):
+        np.copyto(dst, src, *a, **k)
+        if self._after is not None and dst.size == N:
+            after, self._after = self._after, None
+            after(dst)
+
+
+def _one_array(sess, watched):
+    src = np.zeros(N, dtype=np.float32)
+    t = sess.tensor(src)
+    a = t.numpy()
+    if not watched:
+        t.numpy()  # a second array of the storage: snapshot comparison for both
+        assert t._share.entries[0].block is None
+    elif t._share.entries[0].block is None:
+        pytest.skip("no kernel-recorded writes here")
+    return t, a
+
+
+@pytest.mark.parametrize("watched", [False, True])
+def test_write_right_after_an_inplace_ops_copy_reaches_the_tensor(sess, monkeypatch, watched):
+    from tensord import _numpy
+    if watched and _numpy.__dict__.get("_conn")._pool is None:
+        pytest.skip("pure-Python client: no pooled memory")
+    t, a = _one_array(sess, watched)
+
+    def racing_write(dst):
+        dst[5] = 7.0  # another thread, just after the client copied the tensor into the array
+
+    monkeypatch.setattr(_numpy, "np", _NumpyWith(racing_write))
+    t.add_(1)
+    monkeypatch.setattr(_numpy, "np", np)
+    want = np.ones(N, dtype=np.float32)
+    want[5] = 7.0  # torch: the array is the tensor's memory; the last write stays in both
+    assert a[5] == 7.0
+    assert np.array_equal(_after(t), want)
+
+
+def test_write_while_a_span_is_sent_reaches_the_tensor(sess, monkeypatch):
+    from tensord import _numpy
+    src = np.zeros(N, dtype=np.float32)
+    t = sess.tensor(src)
+    a = t.numpy()
+    t.numpy()  # two arrays: both compared with snapshots (the pure-Python client's way too)
+    s = t._s
+    real = s._send
+    fired = []
+
+    def send(req, what, data=b"", *rest, **kw):
+        out = real(req, what, data, *rest, **kw)
+        if what == "numpy sharing (write)" and not fired:
+            fired.append(1)
+            a[0] = 9.0  # another thread, once the span's bytes are on their way
+        return out
+
+    monkeypatch.setattr(s, "_send", send)
+    a[0] = 3.0
+    t + 0  # sends a[0] = 3; the racing write of 9 follows it
+    monkeypatch.setattr(s, "_send", real)
+    assert fired
+    want = np.zeros(N, dtype=np.float32)
+    want[0] = 9.0
+    assert np.array_equal(_after(t), want)
