@@ -147,3 +147,69 @@ def test_write_while_a_span_is_sent_reaches_the_tensor(sess, monkeypatch):
     want = np.zeros(N, dtype=np.float32)
     want[0] = 9.0
     assert np.array_equal(_after(t), want)
+
+
+# ---- Python operators with an operand torch's operators do not take ----
+
+def _outcome(fn, x):
+    try:
+        fn(x)
+    except TypeError as e:
+        return str(e)
+    return "accepted"
+
+
+_OPERATORS = {
+    "@": lambda a, b: a @ b, "+": lambda a, b: a + b, "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b, "/": lambda a, b: a / b, "//": lambda a, b: a // b,
+    "%": lambda a, b: a % b, "**": lambda a, b: a ** b, "&": lambda a, b: a & b,
+    "|": lambda a, b: a | b, "^": lambda a, b: a ^ b, "<<": lambda a, b: a << b,
+    ">>": lambda a, b: a >> b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+}
+
+
+@pytest.mark.parametrize("other", [2, 1.5, True], ids=["int", "float", "bool"])
+@pytest.mark.parametrize("side", ["left", "right", "inplace"])
+def test_matmul_with_a_number_is_pythons_type_error(sess, other, side):
+    # torch's @ answers NotImplemented for a number: Python's "unsupported operand type(s)"
+    def fn(x):
+        if side == "left":
+            return x @ other
+        if side == "right":
+            return other @ x
+        x @= other
+        return x
+    x, y = sess.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])
+    want = _outcome(fn, y)
+    assert want.startswith("unsupported operand type(s) for @")
+    assert _outcome(fn, x) == want
+
+
+@pytest.mark.parametrize("other", ["abc", None, [1.0, 2.0], (1, 2), object()],
+                         ids=["str", "None", "list", "tuple", "object"])
+@pytest.mark.parametrize("op", sorted(_OPERATORS))
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_operator_with_a_non_number_is_pythons_type_error(sess, other, op, side):
+    f = _OPERATORS[op]
+
+    def fn(x):
+        return f(x, other) if side == "left" else f(other, x)
+    x, y = sess.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])
+    assert _outcome(fn, x) == _outcome(fn, y)
+
+
+@pytest.mark.parametrize("other", ["abc", None, [1.0]], ids=["str", "None", "list"])
+def test_inplace_operator_with_a_non_number_is_pythons_type_error(sess, other):
+    def fn(x):
+        x += other
+        return x
+    x, y = sess.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])
+    assert _outcome(fn, x) == _outcome(fn, y)
+
+
+@pytest.mark.parametrize("other", [None, "abc", object()], ids=["None", "str", "object"])
+def test_equality_with_a_non_number_is_identity_as_torchs(sess, other):
+    x, y = sess.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])
+    assert (x == other) is (y == other) is False
+    assert (x != other) is (y != other) is True

@@ -30,6 +30,7 @@ import builtins
 import functools
 import inspect
 import math
+import numbers
 import os
 import struct
 import sys
@@ -321,6 +322,12 @@ def _factory(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _SESSIONS = 0  # sessions opened so far by this process
+
+# What a Tensor's operators take besides tensors (else NotImplemented, as torch's): numbers,
+# numpy's scalars and arrays; @ takes no number (_ARRAY_TYPES only).
+_ARRAY_TYPES: Tuple[type, ...] = (np.ndarray,) if np is not None else ()
+_OPERAND_TYPES: Tuple[type, ...] = (numbers.Number,) + (
+    (np.bool_, np.generic, np.ndarray) if np is not None else ())
 
 
 def _use(s: "Session", inputs: Sequence[Any]) -> None:
@@ -1628,6 +1635,12 @@ class Tensor:
 
     # -- operators --
     def _bin(self, name: str, other: Any, reverse: Any = False) -> "Tensor":
+        if not isinstance(other, Tensor) and (not isinstance(other, _OPERAND_TYPES) or (
+                name == "matmul" and not isinstance(other, _ARRAY_TYPES))):
+            # torch's operators answer NotImplemented for an operand they cannot take (a str,
+            # None, a list; a number for @): Python then raises its own TypeError ("unsupported
+            # operand type(s) for @: 'Tensor' and 'int'"), or compares identities (x == None)
+            return NotImplemented
         return self._s._op(name, [other, self] if reverse else [self, other])
 
     def __add__(self, o: Any) -> "Tensor": return self._bin("add", o)
@@ -1674,6 +1687,8 @@ class Tensor:
     __hash__ = object.__hash__
 
     def _inplace(self, name: str, o: Any) -> "Tensor":
+        if not isinstance(o, Tensor) and not isinstance(o, _OPERAND_TYPES):
+            return NotImplemented  # as _bin: Python's TypeError ("... for +=: ...")
         return self._s._op(name, [self, o], inplace=True)
 
     def __iadd__(self, o: Any) -> "Tensor": return self._inplace("add", o)
