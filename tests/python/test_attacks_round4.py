@@ -213,3 +213,32 @@ def test_equality_with_a_non_number_is_identity_as_torchs(sess, other):
     x, y = sess.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])
     assert (x == other) is (y == other) is False
     assert (x != other) is (y != other) is True
+
+
+# ---- hostile wire: a number where linear takes a tensor ----
+
+@pytest.mark.parametrize("pos,name", [(0, "input"), (1, "weight"), (2, "bias")])
+@pytest.mark.parametrize("number,kind", [(1.5, "float"), (2, "int"), (True, "bool")])
+def test_daemon_refuses_a_number_in_linear(daemon, pos, name, number, kind):
+    # linear(1.5, W, b) on the wire crashed the daemon (its make function read the input's
+    # shape): refused with torch's words (F.linear(1.5, w, b)), and the session goes on
+    import wire
+    c = wire.Conn(daemon)
+    try:
+        w = wire.H(c.tensor(np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)))
+        args = [w, w, w]
+        args[pos] = number
+        with pytest.raises(wire.ServerError) as e:
+            c.op("linear", args)
+        with pytest.raises(TypeError) as want:
+            y = torch.ones(2, 2)
+            targs = [y, y, y]
+            targs[pos] = number
+            torch.nn.functional.linear(*targs)
+        assert str(want.value) in e.value.message
+        assert "linear(): argument '%s' (position %d) must be Tensor, not %s" % (
+            name, pos + 1, kind) in e.value.message
+        h = c.op("linear", [w, w, w])
+        assert c.get(h)[0].tolist() == [[6.0, 13.0], [14.0, 29.0]]
+    finally:
+        c.close()
