@@ -214,7 +214,9 @@ static int binop(struct tdx_env *e, const struct tdx_node *at, int op, const str
 {
     if (a->k == V_TENSOR || b->k == V_TENSOR) {
         const struct value *other = a->k == V_TENSOR ? b : a;
-        if (other->k != V_TENSOR && !is_num(other)) {
+        /* Python's own TypeError where the tensor's method answers NotImplemented: an operand
+        ** that is no number, or a number for @ (torch's matmul takes tensors only) */
+        if (other->k != V_TENSOR && (!is_num(other) || op == TDX_OP_MATMUL)) {
             if (op == TDX_OP_EQ || op == TDX_OP_NE) {
                 *out = vbool(op == TDX_OP_NE);
                 return 0;

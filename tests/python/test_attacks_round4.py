@@ -242,3 +242,21 @@ def test_daemon_refuses_a_number_in_linear(daemon, pos, name, number, kind):
         assert c.get(h)[0].tolist() == [[6.0, 13.0], [14.0, 29.0]]
     finally:
         c.close()
+
+
+# ---- tensorctl: Python's TypeError for a number with @ ----
+
+@pytest.mark.parametrize("expr,num", [("2 @ x", 2), ("x @ 2.5", 2.5), ("True @ x", True)])
+def test_tensorctl_matmul_with_a_number_is_pythons_type_error(daemon, expr, num):
+    import os
+    import subprocess
+    ctl = os.environ.get("TENSORCTL_BIN", os.path.join(os.path.dirname(__file__), "..", "..",
+                                                       "build", "tensorctl"))
+    y = torch.tensor([[1.5, 2.0], [3.0, 4.0]])
+    with pytest.raises(TypeError) as want:
+        eval(expr, {"x": y})
+    p = subprocess.run([ctl, "--addr", "127.0.0.1:%d" % daemon, "-q", "-c",
+                        "x = tensor([[1.5, 2.0], [3.0, 4.0]]); print(%s)" % expr],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0
+    assert str(want.value) in p.stderr + p.stdout
