@@ -260,3 +260,18 @@ def test_tensorctl_matmul_with_a_number_is_pythons_type_error(daemon, expr, num)
                        capture_output=True, text=True, timeout=60)
     assert p.returncode != 0
     assert str(want.value) in p.stderr + p.stdout
+
+
+# ---- allclose / equal with a number: torch's TypeError, method and function forms ----
+
+@pytest.mark.parametrize("call", [
+    "m.allclose(x, 1.5)", "x.allclose(1.5)", "m.equal(x, 1.5)", "x.equal(1.5)",
+    "m.equal(2, x)", "m.allclose(True, x)", "m.equal(x, None)", "m.allclose(x, [1.0, 1.0])",
+])
+def test_allclose_and_equal_refuse_a_non_tensor_as_torch(sess, call):
+    msgs = []
+    for m, x in ((torch, torch.ones(2)), (sess, sess.tensor([1.0, 1.0]))):
+        with pytest.raises(TypeError) as e:
+            eval(call, {"m": m, "x": x})
+        msgs.append(str(e.value))
+    assert msgs[0] == msgs[1]
