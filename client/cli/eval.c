@@ -1820,7 +1820,12 @@ static int exec_augassign(struct tdx_env *e, const struct tdx_node *s)
         tdx_vfree(e, &cur);
         return rc;
     }
-    if (cur.k == V_TENSOR && s->op != TDX_OP_MATMUL) {
+    if ((cur.k == V_TENSOR) != (rhs.k == V_TENSOR) &&
+        (!is_num(cur.k == V_TENSOR ? &rhs : &cur) || s->op == TDX_OP_MATMUL)) {
+        /* Python's TypeError, as binop's: the tensor's methods answer NotImplemented */
+        rc = tdx_fail(e, s, "unsupported operand type(s) for %s=: '%s' and '%s'", OPSYM[s->op],
+                      tdx_type_name(&cur), tdx_type_name(&rhs));
+    } else if (cur.k == V_TENSOR && s->op != TDX_OP_MATMUL) {
         /* in place, like Tensor.__isub__ */
         struct value args[2] = {cur, rhs};
         struct call c = {.args = args, .nargs = 2};

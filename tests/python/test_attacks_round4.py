@@ -246,17 +246,18 @@ def test_daemon_refuses_a_number_in_linear(daemon, pos, name, number, kind):
 
 # ---- tensorctl: Python's TypeError for a number with @ ----
 
-@pytest.mark.parametrize("expr,num", [("2 @ x", 2), ("x @ 2.5", 2.5), ("True @ x", True)])
-def test_tensorctl_matmul_with_a_number_is_pythons_type_error(daemon, expr, num):
+@pytest.mark.parametrize("stmt", ["print(2 @ x)", "print(x @ 2.5)", "print(True @ x)",
+                                  "x @= 2", "y = 2; y @= x", "x += 'a'", "x -= None"])
+def test_tensorctl_matmul_with_a_number_is_pythons_type_error(daemon, stmt):
     import os
     import subprocess
     ctl = os.environ.get("TENSORCTL_BIN", os.path.join(os.path.dirname(__file__), "..", "..",
                                                        "build", "tensorctl"))
     y = torch.tensor([[1.5, 2.0], [3.0, 4.0]])
     with pytest.raises(TypeError) as want:
-        eval(expr, {"x": y})
+        exec(stmt, {"x": y})
     p = subprocess.run([ctl, "--addr", "127.0.0.1:%d" % daemon, "-q", "-c",
-                        "x = tensor([[1.5, 2.0], [3.0, 4.0]]); print(%s)" % expr],
+                        "x = tensor([[1.5, 2.0], [3.0, 4.0]]); %s" % stmt],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode != 0
     assert str(want.value) in p.stderr + p.stdout
