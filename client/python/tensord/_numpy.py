@@ -22,7 +22,10 @@ of the tensor. Tensors with no shared ndarray pay one attribute test.
 An array that ``numpy()`` made on pooled memory (tensord._pool's Block) needs no snapshot where
 the kernel can record writes (Block.watch: Linux 6.7's asynchronous userfaultfd write-protect
 and PAGEMAP_SCAN): the check is then a list of the pages written since the last one, and the
-pages written are sent whole (their other bytes are the values the tensor holds already).
+pages written are sent whole (their other bytes are the values the tensor holds already). That
+holds only while the array is its storage's one shared array: a second (another numpy(), a
+view's, from_numpy's) turns every array of the storage to snapshots (attach). After an in-place
+op, a watched array costs one comparison with the bytes read back (writes racing the copy).
 """
 from __future__ import annotations
 
