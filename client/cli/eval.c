@@ -214,7 +214,9 @@ static int binop(struct tdx_env *e, const struct tdx_node *at, int op, const str
 {
     if (a->k == V_TENSOR || b->k == V_TENSOR) {
         const struct value *other = a->k == V_TENSOR ? b : a;
-        if (other->k != V_TENSOR && !is_num(other)) {
+        /* Python's own TypeError where the tensor's method answers NotImplemented: an operand
+        ** that is no number, or a number for @ (torch's matmul takes tensors only) */
+        if (other->k != V_TENSOR && (!is_num(other) || op == TDX_OP_MATMUL)) {
             if (op == TDX_OP_EQ || op == TDX_OP_NE) {
                 *out = vbool(op == TDX_OP_NE);
                 return 0;
@@ -1818,7 +1820,12 @@ static int exec_augassign(struct tdx_env *e, const struct tdx_node *s)
         tdx_vfree(e, &cur);
         return rc;
     }
-    if (cur.k == V_TENSOR && s->op != TDX_OP_MATMUL) {
+    if ((cur.k == V_TENSOR) != (rhs.k == V_TENSOR) &&
+        (!is_num(cur.k == V_TENSOR ? &rhs : &cur) || s->op == TDX_OP_MATMUL)) {
+        /* Python's TypeError, as binop's: the tensor's methods answer NotImplemented */
+        rc = tdx_fail(e, s, "unsupported operand type(s) for %s=: '%s' and '%s'", OPSYM[s->op],
+                      tdx_type_name(&cur), tdx_type_name(&rhs));
+    } else if (cur.k == V_TENSOR && s->op != TDX_OP_MATMUL) {
         /* in place, like Tensor.__isub__ */
         struct value args[2] = {cur, rhs};
         struct call c = {.args = args, .nargs = 2};

@@ -97,8 +97,19 @@ int td_op_check_number(enum td_op_id id, int i, struct td_scalar s, struct td_er
         return td_err_set(err, TD_EINVAL, "operand %d: no such operand", i);
     }
     const struct td_op_def *op = &td_ops[id];
+    static const char *const kinds[] =
+        {[TD_SCALAR_BOOL] = "bool", [TD_SCALAR_INT] = "int", [TD_SCALAR_FLOAT] = "float"};
+    const char *kind = kinds[s.kind <= TD_SCALAR_FLOAT ? s.kind : 0];
     if (op->nin < 0) {
-        return 0; /* list ops (cat, linear, losses): their make functions check each operand */
+        /* list ops (cat, losses): their make functions check each operand; linear's three are
+        ** tensors in torch (its make function read a number input's shape: a crash) */
+        static const char *const linear[] = {"input", "weight", "bias"};
+        if (id == TD_OP_LINEAR && i < 3) {
+            return td_err_set(err, TD_EINVAL,
+                              "linear(): argument '%s' (position %d) must be Tensor, not %s",
+                              linear[i], i + 1, kind);
+        }
+        return 0;
     }
     unsigned mask = atomic_load_explicit(&number_mask[id], memory_order_relaxed);
     if (mask == 0) {
@@ -122,10 +133,8 @@ int td_op_check_number(enum td_op_id id, int i, struct td_scalar s, struct td_er
     if (!sig_operand(op->sig, op->nin, i, &nm, &nl, &pos, &num)) {
         nm = "input", nl = 5, pos = i + 1;
     }
-    static const char *const kinds[] =
-        {[TD_SCALAR_BOOL] = "bool", [TD_SCALAR_INT] = "int", [TD_SCALAR_FLOAT] = "float"};
     return td_err_set(err, TD_EINVAL, "%s(): argument '%.*s' (position %d) must be Tensor, not %s",
-                      op->name, nl, nm, pos, kinds[s.kind <= TD_SCALAR_FLOAT ? s.kind : 0]);
+                      op->name, nl, nm, pos, kind);
 }
 
 /* ---- shared rules ---- */

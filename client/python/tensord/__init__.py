@@ -30,6 +30,7 @@ import builtins
 import functools
 import inspect
 import math
+import numbers
 import os
 import struct
 import sys
@@ -321,6 +322,12 @@ def _factory(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _SESSIONS = 0  # sessions opened so far by this process
+
+# What a Tensor's operators take besides tensors (else NotImplemented, as torch's): numbers,
+# numpy's scalars and arrays; @ takes no number (_ARRAY_TYPES only).
+_ARRAY_TYPES: Tuple[type, ...] = (np.ndarray,) if np is not None else ()
+_OPERAND_TYPES: Tuple[type, ...] = (numbers.Number,) + (
+    (np.bool_, np.generic, np.ndarray) if np is not None else ())
 
 
 def _use(s: "Session", inputs: Sequence[Any]) -> None:
@@ -1628,6 +1635,12 @@ class Tensor:
 
     # -- operators --
     def _bin(self, name: str, other: Any, reverse: Any = False) -> "Tensor":
+        if not isinstance(other, Tensor) and (not isinstance(other, _OPERAND_TYPES) or (
+                name == "matmul" and not isinstance(other, _ARRAY_TYPES))):
+            # torch's operators answer NotImplemented for an operand they cannot take (a str,
+            # None, a list; a number for @): Python then raises its own TypeError ("unsupported
+            # operand type(s) for @: 'Tensor' and 'int'"), or compares identities (x == None)
+            return NotImplemented
         return self._s._op(name, [other, self] if reverse else [self, other])
 
     def __add__(self, o: Any) -> "Tensor": return self._bin("add", o)
@@ -1674,6 +1687,8 @@ class Tensor:
     __hash__ = object.__hash__
 
     def _inplace(self, name: str, o: Any) -> "Tensor":
+        if not isinstance(o, Tensor) and not isinstance(o, _OPERAND_TYPES):
+            return NotImplemented  # as _bin: Python's TypeError ("... for +=: ...")
         return self._s._op(name, [self, o], inplace=True)
 
     def __iadd__(self, o: Any) -> "Tensor": return self._inplace("add", o)
@@ -2672,22 +2687,55 @@ def clamp_(input: Tensor, min: Any = None, max: Any = None) -> Tensor:
     return _clamp(input, min, max, inplace=True)
 
 
-def allclose(input: Tensor, other: Tensor, rtol: builtins.float = 1e-05,
-             atol: builtins.float = 1e-08, equal_nan: builtins.bool = False) -> builtins.bool:
-    """torch.allclose: whether isclose holds everywhere (a Python bool)."""
+def _two_tensors(fname: str, input: Any, other: Any, method: builtins.bool) -> None:
+    """torch's TypeError for an operand of allclose/equal that is no tensor (a number too)."""
+    for name, v, pos in (("input", input, 1), ("other", other, 2)):
+        if not isinstance(v, Tensor):
+            raise TypeError("%s(): argument '%s' (position %d) must be Tensor, not %s"
+                            % (fname, name, pos - method, _type_name(v)))
+
+
+def _allclose(input: Any, other: Any, rtol: Any, atol: Any, equal_nan: Any,
+              method: builtins.bool) -> builtins.bool:
+    _two_tensors("allclose", input, other, method)
     return builtins.bool(input.isclose(other, rtol=rtol, atol=atol,
                                        equal_nan=equal_nan).all().item())
 
 
-def equal(input: Tensor, other: Tensor) -> builtins.bool:
-    """torch.equal: same shape and equal values (dtypes may differ; NaN is unequal)."""
+def _equal(input: Any, other: Any, method: builtins.bool) -> builtins.bool:
+    _two_tensors("equal", input, other, method)
     if list(input.shape) != list(other.shape):
         return False
     return builtins.bool((input == other).all().item())
 
 
-for _f in (chunk, split, unbind, allclose, equal, clamp, clamp_):
+def allclose(input: Tensor, other: Tensor, rtol: builtins.float = 1e-05,
+             atol: builtins.float = 1e-08, equal_nan: builtins.bool = False) -> builtins.bool:
+    """torch.allclose: whether isclose holds everywhere (a Python bool)."""
+    return _allclose(input, other, rtol, atol, equal_nan, False)
+
+
+def equal(input: Tensor, other: Tensor) -> builtins.bool:
+    """torch.equal: same shape and equal values (dtypes may differ; NaN is unequal)."""
+    return _equal(input, other, False)
+
+
+def _allclose_method(self: Tensor, other: Tensor, rtol: builtins.float = 1e-05,
+                     atol: builtins.float = 1e-08,
+                     equal_nan: builtins.bool = False) -> builtins.bool:
+    """Tensor.allclose: torch.allclose(self, other, ...)."""
+    return _allclose(self, other, rtol, atol, equal_nan, True)
+
+
+def _equal_method(self: Tensor, other: Tensor) -> builtins.bool:
+    """Tensor.equal: torch.equal(self, other)."""
+    return _equal(self, other, True)
+
+
+for _f in (chunk, split, unbind, clamp, clamp_):
     setattr(Tensor, _f.__name__, _f)
+Tensor.allclose = _allclose_method  # type: ignore[attr-defined]
+Tensor.equal = _equal_method  # type: ignore[attr-defined]
 for _f in (chunk, split, unbind, meshgrid, einsum, allclose, equal, clamp, clamp_):
     setattr(Session, _f.__name__, staticmethod(_f))
 

@@ -22,7 +22,10 @@ of the tensor. Tensors with no shared ndarray pay one attribute test.
 An array that ``numpy()`` made on pooled memory (tensord._pool's Block) needs no snapshot where
 the kernel can record writes (Block.watch: Linux 6.7's asynchronous userfaultfd write-protect
 and PAGEMAP_SCAN): the check is then a list of the pages written since the last one, and the
-pages written are sent whole (their other bytes are the values the tensor holds already).
+pages written are sent whole (their other bytes are the values the tensor holds already). That
+holds only while the array is its storage's one shared array: a second (another numpy(), a
+view's, from_numpy's) turns every array of the storage to snapshots (attach). After an in-place
+op, a watched array costs one comparison with the bytes read back (writes racing the copy).
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ class Entry:
     contiguous tensor (so a Write at a byte offset reaches it). ``block``: the pooled memory the
     array is (its first byte, C order), watched for writes instead of a snapshot (snap None)."""
 
-    __slots__ = ("t", "arr", "snap", "direct", "block")
+    __slots__ = ("t", "arr", "snap", "direct", "block", "pending")
 
     def __init__(self, t: Any, arr: Any, direct: bool, block: Any = None):
         # The storage's root holds its Share, which holds this entry: a strong reference back
@@ -55,6 +58,7 @@ class Entry:
         self.direct = direct
         self.block = None
         self.snap = None
+        self.pending: List[Any] = []  # watched: byte spans written but not recorded (sync_out)
         if block is not None and direct and block.watch():
             self.block = block  # the kernel records the writes: no snapshot to take
         else:
@@ -127,7 +131,19 @@ def attach(t: Any, arr: Any, direct: bool, block: Any = None) -> None:
             if s.__dict__.get("_grad_shares") is None:
                 s._grad_shares = []
             s._grad_shares.append(weakref.ref(r))
-    r._share.entries.append(Entry(t, arr, direct, block))
+    entries = r._share.entries
+    if entries:
+        # The kernel's record is of whole pages, whose other bytes are sent as the array holds
+        # them: right only while this array is the storage's one mirror. With another array of
+        # it (a second numpy(), a view's, from_numpy's), sending a page would undo that array's
+        # writes to the page's other elements. So every array of such a storage compares with a
+        # snapshot; the watched ones take theirs now (the callers synchronised them just before).
+        block = None
+        for e in entries:
+            if e.block is not None:
+                e.block = None
+                e.snap = _snapshot(e.arr)
+    entries.append(Entry(t, arr, direct, block))
 
 
 def sync_grads(s: Any, after: bool) -> None:
@@ -187,9 +203,11 @@ def _send_changes(e: Entry) -> None:
     if e.block is not None:
         # the pages written since the last check (whole pages: a multiple of any itemsize),
         # protected again by the same call
-        for first, end in e.block.written():
+        for first, end in e.pending + e.block.written():
             if first < n:
                 spans.append(((first // item) * item, min(n, -(-end // item) * item)))
+        e.pending = []
+        spans.sort()
         n = 0  # done
     elif _conn._pool is not None and cur.flags.c_contiguous and snap.flags.c_contiguous:
         # the same spans, found by memcmp (tensord._pool.diff; tests compare the two)
@@ -215,6 +233,16 @@ def _send_changes(e: Entry) -> None:
             else:
                 merged.append((lo, hi))
         spans = merged
+    # What is sent is what the snapshot records as sent: the snapshot takes the spans first and
+    # the bytes go from it, so a write to the array while they are sent (another thread, the
+    # GIL released around the socket) differs from the snapshot and is sent next time; sent
+    # from the array and copied after, such a write reached the snapshot unsent (lost). Watched
+    # memory needs no copy: written() protected the pages again, so a later write is recorded.
+    data = cur
+    if snap is not None:
+        for lo, hi in spans:
+            snap[lo:hi] = cur[lo:hi]
+        data = snap
     t = _tensor(e)
     s = t._s
     if e.direct:
@@ -222,14 +250,11 @@ def _send_changes(e: Entry) -> None:
             req = _conn.pb.Request()
             req.write.handle = t._h
             req.write.offset = lo
-            s._send(req, "numpy sharing (write)", memoryview(cur[lo:hi]))
+            s._send(req, "numpy sharing (write)", memoryview(data[lo:hi]))
     else:
         # a view: its bytes are not contiguous on the server; copy an uploaded copy into it
-        src = s.tensor(np.ascontiguousarray(e.arr))
+        src = s.tensor(data.view(e.arr.dtype).reshape(e.arr.shape))
         s._op("copy", [t, src], inplace=True)
-    if snap is not None:
-        for lo, hi in spans:
-            snap[lo:hi] = cur[lo:hi]
 
 
 def sync_out(share: Share) -> None:
@@ -242,14 +267,26 @@ def _sync_out_entry(e: Entry) -> bool:
         return False  # nothing can see the array any more: forget it
     data = _tensor(e)._fetch()
     got = np.frombuffer(data, dtype=e.arr.dtype).reshape(e.arr.shape)
+    if e.block is not None and e.arr.flags.writeable:
+        # Protected before the copy, so a write racing it (another thread) is recorded; but the
+        # copy is too, on every page: written() forgets them, and the array's bytes that differ
+        # from the tensor's after it are a write of the user's since the copy, sent next time.
+        e.block.protect()
+        np.copyto(e.arr, got)
+        e.block.written()
+        e.pending += _conn._pool.diff(_bytes_of(e.arr), np.frombuffer(data, dtype=np.uint8),
+                                      CHUNK)
+        return True
     if e.arr.flags.writeable:
         np.copyto(e.arr, got)
     if e.block is not None:
-        e.block.protect()  # this copy is no write of the user's
-        return True
-    cur = _bytes_of(e.arr)
+        return True  # a read-only array: nothing written, nothing to send
+    # the snapshot takes what the tensor holds, not the array's bytes read again: a write to
+    # the array since the copy above (another thread) then differs from it and is sent
+    # (a read-only array keeps its values: its snapshot is them, so nothing is sent)
+    cur = np.frombuffer(data, dtype=np.uint8) if e.arr.flags.writeable else _bytes_of(e.arr)
     if e.snap.shape == cur.shape and e.snap.flags.writeable:
         np.copyto(e.snap, cur)  # the snapshot's memory again, not a fresh copy
     else:
-        e.snap = _snapshot(e.arr)
+        e.snap = _snapshot(cur)
     return True
