@@ -46,18 +46,19 @@ int td_op_lookup(const char *name)
 
 /* ---- operands a number may stand for (ops.def's `:number`) ---- */
 
-/* Operand i's parameter in a fixed-arity op's signature: its name (nlen bytes), its position
-** among torch's positional parameters (1-based, as torch's TypeError counts them), and whether
-** it is marked `:number`. False when the signature lists fewer operands. */
+/* Operand i's parameter in op's signature: its name (nlen bytes), its position among torch's
+** positional parameters (1-based, as torch's TypeError counts them), and whether it is marked
+** `:number`: the first nin parameters without a field (or with `:number`) of a fixed-arity
+** op (nin >= 0). False when the signature lists no operand i. */
 static bool sig_operand(const char *sig, int nin, int i, const char **name, int *nlen, int *pos,
                         bool *number)
 {
     int operands = 0, position = 0;
-    for (const char *p = sig; *p != '\0' && operands < nin;) {
+    for (const char *p = sig; *p != '\0';) {
         while (*p == ' ') {
             p++;
         }
-        if (*p == '*' || (p[0] == '-' && p[1] == '>')) {
+        if (*p == '*' || (p[0] == '-' && p[1] == '>') || operands >= nin) {
             return false; /* keyword-only, *size or the outputs: past the operands */
         }
         const char *start = p, *colon = NULL;
@@ -73,7 +74,7 @@ static bool sig_operand(const char *sig, int nin, int i, const char **name, int 
         position++;
         size_t flen = colon == NULL ? 0 : (size_t)(end - colon - 1);
         bool is_number = flen == 6 && memcmp(colon + 1, "number", 6) == 0;
-        if (colon != NULL && !is_number) {
+        if (flen != 0 && !is_number) {
             continue; /* an OpArgs field (gather's dim:dim), not an operand */
         }
         if (operands++ == i) {
@@ -87,54 +88,47 @@ static bool sig_operand(const char *sig, int nin, int i, const char **name, int 
     return false;
 }
 
-/* Bit i set: operand i takes a number; bit 15: the mask has been read from the signature.
-** Threads that race store the same value. */
-static _Atomic unsigned short number_mask[TD_OP_COUNT];
+/* Per op, read from its signature once (threads that race store the same value): bit k (k <
+** 15) set, operand k takes a number; bit 16 + k set, the signature names operand k (a number
+** for an operand it does not name is left to the op's own checks); bit 31, read. */
+static _Atomic uint32_t number_mask[TD_OP_COUNT];
 
 int td_op_check_number(enum td_op_id id, int i, struct td_scalar s, struct td_err *err)
 {
-    if ((int)id < 0 || id >= TD_OP_COUNT || i < 0 || i >= 15) {
+    if ((int)id < 0 || id >= TD_OP_COUNT || i < 0) {
         return td_err_set(err, TD_EINVAL, "operand %d: no such operand", i);
     }
     const struct td_op_def *op = &td_ops[id];
-    static const char *const kinds[] =
-        {[TD_SCALAR_BOOL] = "bool", [TD_SCALAR_INT] = "int", [TD_SCALAR_FLOAT] = "float"};
-    const char *kind = kinds[s.kind <= TD_SCALAR_FLOAT ? s.kind : 0];
     if (op->nin < 0) {
-        /* list ops (cat, losses): their make functions check each operand; linear's three are
-        ** tensors in torch (its make function read a number input's shape: a crash) */
-        static const char *const linear[] = {"input", "weight", "bias"};
-        if (id == TD_OP_LINEAR && i < 3) {
-            return td_err_set(err, TD_EINVAL,
-                              "linear(): argument '%s' (position %d) must be Tensor, not %s",
-                              linear[i], i + 1, kind);
-        }
+        /* list ops: a number may stand in for an absent tensor (binary_cross_entropy_with_
+        ** logits' weight before a pos_weight) or be one of torch.normal's forms; their make
+        ** functions check every operand */
         return 0;
     }
-    unsigned mask = atomic_load_explicit(&number_mask[id], memory_order_relaxed);
+    uint32_t mask = atomic_load_explicit(&number_mask[id], memory_order_relaxed);
     if (mask == 0) {
-        mask = 1u << 15;
-        for (int k = 0; k < op->nin && k < 15; k++) {
+        mask = UINT32_C(1) << 31;
+        for (int k = 0; k < 15; k++) {
             const char *nm;
             int nl, pos;
             bool num = false;
-            if (sig_operand(op->sig, op->nin, k, &nm, &nl, &pos, &num) && num) {
-                mask |= 1u << k;
+            if (sig_operand(op->sig, op->nin, k, &nm, &nl, &pos, &num)) {
+                mask |= (UINT32_C(1) << (16 + k)) | (num ? UINT32_C(1) << k : 0);
             }
         }
-        atomic_store_explicit(&number_mask[id], (unsigned short)mask, memory_order_relaxed);
+        atomic_store_explicit(&number_mask[id], mask, memory_order_relaxed);
     }
-    if ((mask >> i) & 1u) {
+    if (i >= 15 || !((mask >> (16 + i)) & 1u) || ((mask >> i) & 1u)) {
         return 0;
     }
     const char *nm = "input";
     int nl = 5, pos = i + 1;
     bool num;
-    if (!sig_operand(op->sig, op->nin, i, &nm, &nl, &pos, &num)) {
-        nm = "input", nl = 5, pos = i + 1;
-    }
+    (void)sig_operand(op->sig, op->nin, i, &nm, &nl, &pos, &num);
+    static const char *const kinds[] =
+        {[TD_SCALAR_BOOL] = "bool", [TD_SCALAR_INT] = "int", [TD_SCALAR_FLOAT] = "float"};
     return td_err_set(err, TD_EINVAL, "%s(): argument '%.*s' (position %d) must be Tensor, not %s",
-                      op->name, nl, nm, pos, kind);
+                      op->name, nl, nm, pos, kinds[s.kind <= TD_SCALAR_FLOAT ? s.kind : 0]);
 }
 
 /* ---- shared rules ---- */
