@@ -163,12 +163,17 @@ struct helper {
     struct claim_job *job; /* handed over under mu; NULL while there is none */
     _Atomic bool busy;     /* taken by a caller until the helper has finished with its job */
     _Atomic int tid;       /* the kernel's id, for the CPU steering below (0: not known yet) */
-    int steered_off;       /* the CPU last excluded from its affinity, or -1 */
+#ifdef __linux__
+    bool steered; /* its affinity excludes the caller's CPU until it runs (under mu's hand-over) */
+    cpu_set_t allowed; /* the CPUs it may use otherwise */
+#endif
 };
 
 static struct helper helpers[MAX_HELPERS];
 static pthread_mutex_t helpers_start_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int helpers_started; /* helpers[0, helpers_started) are running */
+
+static void helper_unsteer(struct helper *h);
 
 static void *helper_main(void *arg)
 {
@@ -182,6 +187,7 @@ static void *helper_main(void *arg)
         struct claim_job *j = h->job;
         h->job = NULL;
         pthread_mutex_unlock(&h->mu);
+        helper_unsteer(h);
         claim_loop(j);
         claim_job_unref(j);
         atomic_store_explicit(&h->busy, false, memory_order_release);
@@ -212,7 +218,9 @@ static int helpers_ensure(int want)
                     break;
                 }
                 h->job = NULL;
-                h->steered_off = -1;
+#ifdef __linux__
+                h->steered = false;
+#endif
                 atomic_init(&h->busy, false);
                 atomic_init(&h->tid, 0);
                 pthread_t tid;
@@ -230,12 +238,13 @@ static int helpers_ensure(int want)
     return n;
 }
 
-/* Keeps a helper off the caller's CPU while it helps. On this VM's scheduler a woken thread is
-** often placed on its waker's vCPU, where it only time-shares with the caller (measured: 89 of
-** 200 wake-ups in one run, 6 in another); excluding the caller's CPU from the helper's
-** affinity sent all 200 to the other one. Only when the caller's CPU changed since the last
-** product (one syscall then), and only within the CPUs the process may use; a caller whose CPU
-** is the only one allowed leaves the helper as it is. The caller stays free to move. */
+/* Wakes a helper off the caller's CPU. On this VM's scheduler a woken thread is often placed on
+** its waker's vCPU, where it only time-shares with the caller (measured: 89 of 200 wake-ups in
+** one run, 6 in another); excluding the caller's CPU from the helper's affinity while it is
+** woken sent all 200 to the other one. Within the CPUs the process may use (a caller whose CPU
+** is the only one allowed leaves the helper as it is); the helper restores its affinity as soon
+** as it runs (helper_unsteer), so it is pinned only for its wake-up: two syscalls a product of
+** at least 2^25 multiply-adds. The caller stays free to move. */
 #ifndef TD_PARALLEL_STEER
 #define TD_PARALLEL_STEER 1
 #endif
@@ -244,16 +253,32 @@ static void helper_steer(struct helper *h)
 {
 #if TD_PARALLEL_STEER && defined(__linux__)
     int cpu = sched_getcpu(), tid = atomic_load(&h->tid);
-    if (cpu < 0 || cpu >= CPU_SETSIZE || tid <= 0 || cpu == h->steered_off) {
+    if (cpu < 0 || cpu >= CPU_SETSIZE || tid <= 0) {
         return;
     }
     cpu_set_t allowed;
     if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) {
         return;
     }
+    h->allowed = allowed;
     CPU_CLR(cpu, &allowed);
     if (CPU_COUNT(&allowed) > 0 && sched_setaffinity(tid, sizeof allowed, &allowed) == 0) {
-        h->steered_off = cpu; /* only the caller that holds the helper (busy) writes this */
+        h->steered = true; /* only the caller that holds the helper (busy) writes this */
+    }
+#else
+    (void)h;
+#endif
+}
+
+/* Once running, the helper lets the scheduler move it again: pinned away from a vCPU that
+** another process then keeps busy, a helper at --worker-nice got a fraction of it while the
+** caller waited for its block (make bench at load 4: the MLP step 9.7 ms against 6-7 ms). */
+static void helper_unsteer(struct helper *h)
+{
+#if TD_PARALLEL_STEER && defined(__linux__)
+    if (h->steered) {
+        h->steered = false;
+        (void)sched_setaffinity(0, sizeof h->allowed, &h->allowed);
     }
 #else
     (void)h;
