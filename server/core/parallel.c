@@ -270,9 +270,10 @@ static void helper_steer(struct helper *h)
 #endif
 }
 
-/* Once running, the helper lets the scheduler move it again: pinned away from a vCPU that
-** another process then keeps busy, a helper at --worker-nice got a fraction of it while the
-** caller waited for its block (make bench at load 4: the MLP step 9.7 ms against 6-7 ms). */
+/* Once running, the helper lets the scheduler move it again: pinned for its whole block, a
+** helper at --worker-nice on a vCPU that another process keeps busy would get a fraction of it
+** while the caller waits for its block, and could not be moved to the caller's vCPU once that
+** is free. (The wall-clock A/B of the two at load ~2.7 was inside the noise.) */
 static void helper_unsteer(struct helper *h)
 {
 #if TD_PARALLEL_STEER && defined(__linux__)
