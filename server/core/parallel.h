@@ -38,8 +38,9 @@ int td_parallel_for(int64_t n, int64_t grain, void (*fn)(int64_t begin, int64_t 
 ** checked (helpers carry it while they hold a block); once it is raised or overdue, no further
 ** block runs and the call returns td_cancel_check's error (TD_ECANCELED or TD_ELIMIT, in err)
 ** with some blocks not run; otherwise 0. fn and ctx are used only until the call returns. A
-** block should be at most ~0.1 s of work (the cancel granularity; matmul's are up to 288 rows). With one
-** thread configured, or no helper idle or able to start, all blocks run on the caller. */
+** block should be at most ~0.1 s of work (the cancel granularity; matmul's have up to 288
+** rows). With one thread configured, or no helper idle or able to start, all blocks run on the
+** caller. */
 int td_parallel_blocks(int64_t nblocks, void (*fn)(int64_t block, void *ctx), void *ctx,
                        struct td_err *err);
 
