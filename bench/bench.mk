@@ -13,7 +13,8 @@ TDBENCH    := $(BENCH_DIR)/tdbench
 RAWTCP     := $(BENCH_DIR)/rawtcp
 SGEMM      := $(BENCH_DIR)/sgemm
 GEMM_STEP  := $(BENCH_DIR)/gemm_step
-BENCH_BINS := $(TDBENCH) $(RAWTCP) $(SGEMM) $(GEMM_STEP)
+HELPER_START := $(BENCH_DIR)/helper_start
+BENCH_BINS := $(TDBENCH) $(RAWTCP) $(SGEMM) $(GEMM_STEP) $(HELPER_START)
 BENCH_ARGS ?=
 
 $(TDBENCH): $(call obj,bench/tdbench.c) $(LIBTENSORD_A)
@@ -29,6 +30,10 @@ $(SGEMM): $(call obj,bench/sgemm.c)
 $(GEMM_STEP): $(call obj,bench/gemm_step.c)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs openblas 2>/dev/null)
+
+$(HELPER_START): $(call obj,bench/helper_start.c)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(TD_LDFLAGS) $(LDFLAGS) -o $@ $^ -lpthread
 
 bench-bins: $(BENCH_BINS)
 

@@ -29,16 +29,18 @@ int td_parallel_for(int64_t n, int64_t grain, void (*fn)(int64_t begin, int64_t 
                     void *ctx, struct td_err *err);
 
 /* Calls fn(block, ctx) once for each block in [0, nblocks), the blocks claimed one at a time
-** (an atomic counter) by the caller and by up to threads - 1 detached helper threads started
-** for this call: the caller never waits for a helper the scheduler has not started yet (on a
-** loaded machine it runs every block itself, and a late helper finds nothing left and exits
-** without touching fn or ctx), only for blocks a helper is running. Before each block the
-** caller's cancel is checked (helpers carry it while they hold a block); once it is raised or
-** overdue, no further block runs and the call returns td_cancel_check's error (TD_ECANCELED or
-** TD_ELIMIT, in err) with some blocks not run; otherwise 0. fn and ctx are used only until the
-** call returns. A block should be at most a few tens of milliseconds of work (the cancel
-** granularity). With one thread configured, or a helper that cannot start, all blocks run on
-** the caller. */
+** (an atomic counter) by the caller and by up to threads - 1 helper threads: threads started
+** on first use and parked between calls (woken, not started, per call), each helping one call at
+** a time (a call takes only idle ones) and woken on a CPU other than the caller's. The caller
+** never waits for a helper the scheduler has not run yet (on a loaded machine it runs every
+** block itself, and a late helper finds nothing left and goes back to sleep without touching fn
+** or ctx), only for blocks a helper is running. Before each block the caller's cancel is
+** checked (helpers carry it while they hold a block); once it is raised or overdue, no further
+** block runs and the call returns td_cancel_check's error (TD_ECANCELED or TD_ELIMIT, in err)
+** with some blocks not run; otherwise 0. fn and ctx are used only until the call returns. A
+** block should be at most ~0.1 s of work (the cancel granularity; matmul's have up to 288
+** rows). With one thread configured, or no helper idle or able to start, all blocks run on the
+** caller. */
 int td_parallel_blocks(int64_t nblocks, void (*fn)(int64_t block, void *ctx), void *ctx,
                        struct td_err *err);
 

@@ -316,6 +316,8 @@ static void test_split_products_are_one_calls_bits(void **state)
         {TD_DTYPE_F32, 3, 1 << 13, 1 << 11, false, false, false},
         {TD_DTYPE_F32, 301, 512, 256, false, false, true},
         {TD_DTYPE_F64, 256, 512, 257, false, false, true},
+        /* 8.4G multiply-adds: eight blocks by the cancel granularity, four by the row floor */
+        {TD_DTYPE_F32, 1000, 2048, 4096, false, false, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         enum td_dtype dt = cases[i].dt;

@@ -223,6 +223,16 @@ static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLA
 ** blocking depends on the call's width), so columns are never split, nor is k. */
 #define GEMM_SPLIT_ROWS 48
 
+/* Each block is its own BLAS call, and each call packs all of b again (OpenBLAS packs the
+** operand it streams once per call): for 4096^3, blocks of 96 rows spent 22 % of the kernel's
+** time on it again (perf: sgemm_itcopy 9.7 % of the daemon's samples against the kernel's
+** 44 %), the cost falling as 1/rows. So a split block has at least this many rows (~7 % at
+** 4096^3), as the unsplit path's blocks do (they had 256), even when that passes
+** GEMM_BLOCK_FLOPS:
+** 288 x 4096 x 4096 is ~0.13 s of one core here between cancel checks. See docs/performance.md,
+** issue 19, fourth round. */
+#define GEMM_SPLIT_MIN_ROWS 288
+
 /* One BLAS call: `rows` rows of c from row r0, the whole k and m. */
 static void gemm_call(enum td_dtype dt, int64_t r0, int64_t rows, int64_t k, int64_t m,
                       const char *a, int64_t ars, int64_t acs, const char *b, int64_t brs,
@@ -272,10 +282,14 @@ static int gemm_float_beta(enum td_dtype dt, int64_t n, int64_t k, int64_t m, co
     int threads = td_parallel_threads();
     if (threads > 1 && macs >= TD_GEMM_SPLIT_MACS && n >= 2 * GEMM_SPLIT_ROWS) {
         /* As many blocks as threads, or a multiple of it when one block would pass the cancel
-        ** granularity; each a whole number of GEMM_SPLIT_ROWS rows but the last. */
+        ** granularity; each a whole number of GEMM_SPLIT_ROWS rows but the last, and at least
+        ** GEMM_SPLIT_MIN_ROWS unless that would leave a thread without a block. */
         int64_t per = GEMM_BLOCK_FLOPS * threads;
         int64_t nblocks = threads * (macs / per + (macs % per != 0));
         int64_t step = n / nblocks + (n % nblocks != 0);
+        int64_t most = n / threads + (n % threads != 0); /* rows per block with one per thread */
+        step = step < GEMM_SPLIT_MIN_ROWS ? GEMM_SPLIT_MIN_ROWS : step;
+        step = step > most ? most : step;
         step = (step + GEMM_SPLIT_ROWS - 1) / GEMM_SPLIT_ROWS * GEMM_SPLIT_ROWS;
         struct gemm_split s = {.dt = dt,
                                .n = n,
@@ -292,8 +306,12 @@ static int gemm_float_beta(enum td_dtype dt, int64_t n, int64_t k, int64_t m, co
                                .beta = beta};
         return td_parallel_blocks(n / step + (n % step != 0), gemm_block, &s, err);
     }
+    /* Blocks for the cancel checks, at multiples of GEMM_SPLIT_ROWS rows as the split's are, so
+    ** that a product over 2^30 multiply-adds is one call's bits here too (blocks of 256 rows
+    ** were not: rows 252-255 ended a call in OpenBLAS's narrow tail). */
     int64_t per_row = td_sat_mul(k, m), block = GEMM_BLOCK_FLOPS / (per_row > 0 ? per_row : 1);
-    block = block < 256 ? 256 : block;
+    block = block / GEMM_SPLIT_ROWS * GEMM_SPLIT_ROWS;
+    block = block < GEMM_SPLIT_MIN_ROWS ? GEMM_SPLIT_MIN_ROWS : block;
     for (int64_t r = 0; r < n; r += block) {
         int64_t rows = n - r < block ? n - r : block;
         gemm_call(dt, r, rows, k, m, a, ars, acs, b, brs, bcs, c, beta);
