@@ -469,6 +469,16 @@ static inline bool next_is(const struct rd *r, unsigned num, unsigned wt)
     return r->p != r->end && *r->p == KEY(num, wt);
 }
 
+/* Steps over the key of field `num` (wire type wt) when that field comes next in r. */
+static inline bool take(struct rd *r, unsigned num, unsigned wt)
+{
+    if (!next_is(r, num, wt)) {
+        return false;
+    }
+    r->p++;
+    return true;
+}
+
 /* The common replies as the daemon writes them: fields in number order, each at most once, so
 ** read straight through with the same field readers as the general loop below; true only when
 ** that took the whole message. A message this accepts, the general loop accepts with the same
@@ -480,36 +490,27 @@ static bool reply_in_order(struct rd r, struct tdw_reply *out)
 {
     struct rd sub;
     uint64_t v;
-    if (next_is(&r, 1, WT_VARINT)) {
-        r.p++;
-        if (!rd_varint(&r, 10, &out->id)) {
-            return false;
-        }
+    if (take(&r, 1, WT_VARINT) && !rd_varint(&r, 10, &out->id)) {
+        return false;
     }
-    if (next_is(&r, 2, WT_LEN)) {
-        r.p++;
+    if (take(&r, 2, WT_LEN)) {
         if (!rd_sub(&r, &sub)) {
             return false;
         }
-        if (next_is(&sub, 1, WT_VARINT)) {
-            sub.p++;
+        if (take(&sub, 1, WT_VARINT)) {
             if (!rd_varint(&sub, 2, &v)) {
                 return false;
             }
             out->code = (int32_t)v;
         }
-        if (next_is(&sub, 2, WT_LEN)) {
-            sub.p++;
-            if (!rd_string(&sub, &out->message, &out->message_len)) {
-                return false;
-            }
+        if (take(&sub, 2, WT_LEN) && !rd_string(&sub, &out->message, &out->message_len)) {
+            return false;
         }
         if (sub.p != sub.end) {
             return false;
         }
     }
-    if (next_is(&r, 4, WT_LEN)) {
-        r.p++;
+    if (take(&r, 4, WT_LEN)) {
         struct tdw_tensor *t = &out->tensor;
         t->handle = t->nbytes = t->offset = t->length = 0;
         t->dtype = 0;
@@ -520,21 +521,16 @@ static bool reply_in_order(struct rd r, struct tdw_reply *out)
         if (!rd_sub(&r, &sub)) {
             return false;
         }
-        if (next_is(&sub, 1, WT_VARINT)) {
-            sub.p++;
-            if (!rd_varint(&sub, 10, &t->handle)) {
-                return false;
-            }
+        if (take(&sub, 1, WT_VARINT) && !rd_varint(&sub, 10, &t->handle)) {
+            return false;
         }
-        if (next_is(&sub, 2, WT_VARINT)) {
-            sub.p++;
+        if (take(&sub, 2, WT_VARINT)) {
             if (!rd_varint(&sub, 2, &v)) {
                 return false;
             }
             t->dtype = (int32_t)v;
         }
-        if (next_is(&sub, 3, WT_LEN)) {
-            sub.p++;
+        if (take(&sub, 3, WT_LEN)) {
             struct rd dims;
             if (!rd_sub(&sub, &dims) || dims.p == dims.end) {
                 return false;
@@ -548,30 +544,18 @@ static bool reply_in_order(struct rd r, struct tdw_reply *out)
         }
         uint64_t *u64[] = {&t->nbytes, &t->offset, &t->length};
         for (unsigned num = 4; num <= 6; num++) {
-            if (next_is(&sub, num, WT_VARINT)) {
-                sub.p++;
-                if (!rd_varint(&sub, 10, u64[num - 4])) {
-                    return false;
-                }
-            }
-        }
-        if (next_is(&sub, 7, WT_VARINT)) {
-            sub.p++;
-            if (!rd_bool(&sub, &t->requires_grad)) {
+            if (take(&sub, num, WT_VARINT) && !rd_varint(&sub, 10, u64[num - 4])) {
                 return false;
             }
         }
-        if (next_is(&sub, 8, WT_LEN)) {
-            sub.p++;
-            if (!rd_string(&sub, &t->grad_fn, &t->grad_fn_len)) {
-                return false;
-            }
+        if (take(&sub, 7, WT_VARINT) && !rd_bool(&sub, &t->requires_grad)) {
+            return false;
         }
-        if (next_is(&sub, 9, WT_VARINT)) {
-            sub.p++;
-            if (!rd_bool(&sub, &t->is_leaf)) {
-                return false;
-            }
+        if (take(&sub, 8, WT_LEN) && !rd_string(&sub, &t->grad_fn, &t->grad_fn_len)) {
+            return false;
+        }
+        if (take(&sub, 9, WT_VARINT) && !rd_bool(&sub, &t->is_leaf)) {
+            return false;
         }
         if (sub.p != sub.end) {
             return false;

@@ -385,6 +385,16 @@ static inline bool next_is(const struct rd *r, unsigned num, unsigned wt)
     return r->p != r->end && *r->p == (uint8_t)(num << 3 | wt);
 }
 
+/* Steps over the key of field `num` (wire type wt) when that field comes next in r. */
+static inline bool take(struct rd *r, unsigned num, unsigned wt)
+{
+    if (!next_is(r, num, wt)) {
+        return false;
+    }
+    r->p++;
+    return true;
+}
+
 /* A RunOp request as libtensord and the Python client write it: id, then the RunOp with its
 ** fields in number order (out, op, the operands, inplace, out2, out3; no OpArgs), nothing after
 ** it. Read straight through with the general readers; a message this accepts, rd_request
@@ -395,45 +405,32 @@ static bool run_op_in_order(struct ctx *c, struct rd r)
     Tensord__Request *m = &c->req;
     struct rd sub;
     uint64_t v;
-    if (next_is(&r, 1, WT_VARINT)) {
-        r.p++;
-        if (!rd_varint(&r, MAX_U64_BYTES, &m->id)) {
-            return false;
-        }
-    }
-    if (!next_is(&r, 8, WT_LEN)) {
+    if (take(&r, 1, WT_VARINT) && !rd_varint(&r, MAX_U64_BYTES, &m->id)) {
         return false;
     }
-    r.p++;
-    if (!rd_sub(&r, &sub) || r.p != r.end) {
+    if (!take(&r, 8, WT_LEN) || !rd_sub(&r, &sub) || r.p != r.end) {
         return false;
     }
     m->body_case = TENSORD__REQUEST__BODY_RUN_OP;
     Tensord__RunOp *o = &c->body.run_op;
     *o = (Tensord__RunOp)TENSORD__RUN_OP__INIT;
     c->body_size = sizeof *o;
-    if (next_is(&sub, 1, WT_VARINT)) {
-        sub.p++;
-        if (!rd_varint(&sub, MAX_U64_BYTES, &o->out)) {
-            return false;
-        }
+    if (take(&sub, 1, WT_VARINT) && !rd_varint(&sub, MAX_U64_BYTES, &o->out)) {
+        return false;
     }
-    if (next_is(&sub, 2, WT_VARINT)) {
-        sub.p++;
+    if (take(&sub, 2, WT_VARINT)) {
         if (!rd_varint(&sub, 2, &v)) {
             return false;
         }
         o->op = (Tensord__Op)v;
     }
-    while (next_is(&sub, 3, WT_LEN)) {
-        sub.p++;
+    while (take(&sub, 3, WT_LEN)) {
         struct rd x;
         if (c->n_inputs == MAX_INPUTS || !rd_sub(&sub, &x)) {
             return false;
         }
         Tensord__Operand *in = &c->ops[c->n_inputs];
-        if (next_is(&x, 1, WT_VARINT)) { /* a handle, as rd_operand reads it */
-            x.p++;
+        if (take(&x, 1, WT_VARINT)) { /* a handle, as rd_operand reads it */
             *in = (Tensord__Operand)TENSORD__OPERAND__INIT;
             if (!rd_varint(&x, MAX_U64_BYTES, &in->handle) || x.p != x.end) {
                 return false;
@@ -444,23 +441,14 @@ static bool run_op_in_order(struct ctx *c, struct rd r)
         }
         c->n_inputs++;
     }
-    if (next_is(&sub, 4, WT_VARINT)) {
-        sub.p++;
-        if (!rd_bool(&sub, &o->inplace)) {
-            return false;
-        }
+    if (take(&sub, 4, WT_VARINT) && !rd_bool(&sub, &o->inplace)) {
+        return false;
     }
-    if (next_is(&sub, 6, WT_VARINT)) {
-        sub.p++;
-        if (!rd_varint(&sub, MAX_U64_BYTES, &o->out2)) {
-            return false;
-        }
+    if (take(&sub, 6, WT_VARINT) && !rd_varint(&sub, MAX_U64_BYTES, &o->out2)) {
+        return false;
     }
-    if (next_is(&sub, 7, WT_VARINT)) {
-        sub.p++;
-        if (!rd_varint(&sub, MAX_U64_BYTES, &o->out3)) {
-            return false;
-        }
+    if (take(&sub, 7, WT_VARINT) && !rd_varint(&sub, MAX_U64_BYTES, &o->out3)) {
+        return false;
     }
     if (sub.p != sub.end) {
         return false;
