@@ -479,6 +479,28 @@ static inline bool take(struct rd *r, unsigned num, unsigned wt)
     return true;
 }
 
+/* A TensorInfo's fields before its message is read: protobuf's defaults. */
+static void tensor_clear(struct tdw_tensor *t)
+{
+    t->handle = t->nbytes = t->offset = t->length = 0;
+    t->dtype = 0;
+    t->ndim = 0;
+    t->requires_grad = t->is_leaf = false;
+    t->grad_fn = "";
+    t->grad_fn_len = 0;
+}
+
+/* A reply's fields before its message is read. */
+static void reply_clear(struct tdw_reply *out)
+{
+    out->id = 0;
+    out->code = 0;
+    out->message = "";
+    out->message_len = 0;
+    out->has_tensor = false;
+    out->backward_empty = false;
+}
+
 /* The common replies as the daemon writes them: fields in number order, each at most once, so
 ** read straight through with the same field readers as the general loop below; true only when
 ** that took the whole message. A message this accepts, the general loop accepts with the same
@@ -512,12 +534,7 @@ static bool reply_in_order(struct rd r, struct tdw_reply *out)
     }
     if (take(&r, 4, WT_LEN)) {
         struct tdw_tensor *t = &out->tensor;
-        t->handle = t->nbytes = t->offset = t->length = 0;
-        t->dtype = 0;
-        t->ndim = 0;
-        t->requires_grad = t->is_leaf = false;
-        t->grad_fn = "";
-        t->grad_fn_len = 0;
+        tensor_clear(t);
         if (!rd_sub(&r, &sub)) {
             return false;
         }
@@ -570,20 +587,11 @@ int tdw_reply_decode(const uint8_t *p, size_t n, struct tdw_reply *out)
     struct rd r = {p, n != 0 ? p + n : p};
     uint32_t seen = 0;
     unsigned num, wt;
-    out->id = 0;
-    out->code = 0;
-    out->message = "";
-    out->message_len = 0;
-    out->has_tensor = false;
-    out->backward_empty = false;
+    reply_clear(out);
     if (reply_in_order(r, out)) {
         return 0;
     }
-    out->id = 0; /* the general loop, from the start: what the one above set is reset */
-    out->code = 0;
-    out->message = "";
-    out->message_len = 0;
-    out->has_tensor = false;
+    reply_clear(out); /* the general loop, from the start: what the one above set is reset */
     while (r.p != r.end) {
         struct rd sub;
         if (!rd_key(&r, &num, &wt) || !first(&seen, num)) {
@@ -605,12 +613,7 @@ int tdw_reply_decode(const uint8_t *p, size_t n, struct tdw_reply *out)
             out->backward_empty = true;
         } else if (num == 4 && wt == WT_LEN && !out->backward_empty) {
             struct tdw_tensor *t = &out->tensor;
-            t->handle = t->nbytes = t->offset = t->length = 0;
-            t->dtype = 0;
-            t->ndim = 0;
-            t->requires_grad = t->is_leaf = false;
-            t->grad_fn = "";
-            t->grad_fn_len = 0;
+            tensor_clear(t);
             if (!rd_sub(&r, &sub) || !rd_tensor(sub, t)) {
                 return TDW_HAND_OVER;
             }

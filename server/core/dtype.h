@@ -76,6 +76,12 @@ static inline struct td_scalar td_scalar_b(bool b)
     return s;
 }
 
+/* The Python type name of a scalar's kind ("bool", "int", "float"), as torch's TypeErrors say. */
+static inline const char *td_scalar_kind_name(enum td_scalar_kind k)
+{
+    return k == TD_SCALAR_BOOL ? "bool" : k == TD_SCALAR_INT ? "int" : "float";
+}
+
 /* The dtype a scalar has when it takes part in promotion (a "wrapped number" in PyTorch). */
 enum td_dtype td_scalar_dtype(struct td_scalar s);
 double td_scalar_to_double(struct td_scalar s);

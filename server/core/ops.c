@@ -125,10 +125,8 @@ int td_op_check_number(enum td_op_id id, int i, struct td_scalar s, struct td_er
     int nl = 5, pos = i + 1;
     bool num;
     (void)sig_operand(op->sig, op->nin, i, &nm, &nl, &pos, &num);
-    static const char *const kinds[] =
-        {[TD_SCALAR_BOOL] = "bool", [TD_SCALAR_INT] = "int", [TD_SCALAR_FLOAT] = "float"};
     return td_err_set(err, TD_EINVAL, "%s(): argument '%.*s' (position %d) must be Tensor, not %s",
-                      op->name, nl, nm, pos, kinds[s.kind <= TD_SCALAR_FLOAT ? s.kind : 0]);
+                      op->name, nl, nm, pos, td_scalar_kind_name(s.kind));
 }
 
 /* ---- shared rules ---- */

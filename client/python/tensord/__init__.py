@@ -2049,7 +2049,8 @@ class Tensor:
 class _Param(NamedTuple):
     """One parameter of an op's torch signature (see _ops)."""
     name: str               # torch's name ("dim0", "input", "size")
-    field: str              # the OpArgs field it travels in; "" / "number" / "tensor" / "tensors": operand
+    field: str              # the OpArgs field it travels in; for an operand "", "number",
+                            # "tensor" or "tensors"
     required: builtins.bool
     default: Any
     operand: builtins.bool  # a tensor operand (or a number standing for one), in wire order
@@ -2501,11 +2502,11 @@ def _dtype_kw(dtype: Optional[dtype]) -> dict:
     return {"dtype": dtype.name} if dtype is not None else {}
 
 
-def _need_tensor(fname: str, input: Any) -> None:
-    """torch's TypeError for a non-tensor `input` of a function the op table does not check."""
-    if not isinstance(input, Tensor):
-        raise TypeError("%s(): argument 'input' (position 1) must be Tensor, not %s"
-                        % (fname, _type_name(input)))
+def _need_tensor(fname: str, v: Any, name: str = "input", position: int = 1) -> None:
+    """torch's TypeError for a non-tensor argument of a function the op table does not check."""
+    if not isinstance(v, Tensor):
+        raise TypeError("%s(): argument '%s' (position %d) must be Tensor, not %s"
+                        % (fname, name, position, _type_name(v)))
 
 
 def zeros_like(input: Tensor, dtype: Optional[dtype] = None,
@@ -2690,9 +2691,7 @@ def clamp_(input: Tensor, min: Any = None, max: Any = None) -> Tensor:
 def _two_tensors(fname: str, input: Any, other: Any, method: builtins.bool) -> None:
     """torch's TypeError for an operand of allclose/equal that is no tensor (a number too)."""
     for name, v, pos in (("input", input, 1), ("other", other, 2)):
-        if not isinstance(v, Tensor):
-            raise TypeError("%s(): argument '%s' (position %d) must be Tensor, not %s"
-                            % (fname, name, pos - method, _type_name(v)))
+        _need_tensor(fname, v, name, pos - method)
 
 
 def _allclose(input: Any, other: Any, rtol: Any, atol: Any, equal_nan: Any,

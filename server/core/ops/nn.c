@@ -164,14 +164,11 @@ int td_make_linear(struct td_tensor **out, const struct td_operand *in, int nin,
         return td_err_set(err, TD_EINVAL, "linear(input, weight, bias=None) takes 2 or 3 tensors");
     }
     static const char *const names[] = {"input", "weight", "bias"};
-    static const char *const kinds[] =
-        {[TD_SCALAR_BOOL] = "bool", [TD_SCALAR_INT] = "int", [TD_SCALAR_FLOAT] = "float"};
     for (int i = 0; i < nin; i++) {
         if (in[i].t == NULL) { /* a number: torch's linear takes tensors only */
             return td_err_set(err, TD_EINVAL,
                               "linear(): argument '%s' (position %d) must be Tensor, not %s",
-                              names[i], i + 1,
-                              kinds[in[i].s.kind <= TD_SCALAR_FLOAT ? in[i].s.kind : 0]);
+                              names[i], i + 1, td_scalar_kind_name(in[i].s.kind));
         }
     }
     /* With a bias and a batch of rows, torch's linear is addmm(b, x, W.T) and checks dtypes as
