@@ -15,6 +15,12 @@
 #include "../base/map.h"
 #include "cancel.h"
 
+/* Nodes whose last reference went, freed by the outermost td_node_unref on this thread: a
+** node's inputs hold their nodes, so freeing a chain by recursion would go as deep as the graph
+** (a million-op chain overflowed the loop's stack); a list keeps the depth at one node's. */
+static _Thread_local struct td_node *dead;
+static _Thread_local bool freeing;
+
 void td_node_unref(struct td_node *n)
 {
     if (n == NULL) {
@@ -24,13 +30,24 @@ void td_node_unref(struct td_node *n)
     if (--n->refs > 0) {
         return;
     }
-    for (int i = 0; i < n->nin; i++) {
-        td_tensor_unref(n->in[i].t);
-        td_node_unref(n->next[i]);
+    n->dead_next = dead;
+    dead = n;
+    if (freeing) {
+        return; /* the loop below, further up this thread's stack, frees it */
     }
-    td_storage_unref(n->out_storage);
-    td_quota_release(n->args.quota, (int64_t)sizeof *n); /* charged by td_autograd_record */
-    td_free(n);
+    freeing = true;
+    while (dead != NULL) {
+        n = dead;
+        dead = n->dead_next;
+        for (int i = 0; i < n->nin; i++) {
+            td_tensor_unref(n->in[i].t); /* its grad_fn joins the list, not the stack */
+            td_node_unref(n->next[i]);
+        }
+        td_storage_unref(n->out_storage);
+        td_quota_release(n->args.quota, (int64_t)sizeof *n); /* charged by td_autograd_record */
+        td_free(n);
+    }
+    freeing = false;
 }
 
 /* torch's grad_fn class name: the op's hook when its name depends on operands or arguments,

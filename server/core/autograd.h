@@ -20,6 +20,7 @@
 
 struct td_node {
     int refs;
+    struct td_node *dead_next; /* td_node_unref's list of nodes to free (refs 0) */
     enum td_op_id op;
     int nin;
     struct td_operand in[TD_NODE_MAX_IN]; /* tensor inputs referenced (saved), scalars kept */
